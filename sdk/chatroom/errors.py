@@ -1,0 +1,138 @@
+"""Every exception chatroom raises, as one small tree.
+
+::
+
+    ChatError                      base of everything below
+    ├── UsageError                 you misused the API (not connected, not logged in, bad argument)
+    ├── ChatConnectionError        the network failed (also a builtin ConnectionError)
+    │   ├── ConnectFailed          could not open the TCP (or TLS) connection
+    │   └── Disconnected           the connection went away; ``reason`` says why
+    ├── ChatTimeout                a blocking call ran out of time (also a builtin TimeoutError)
+    ├── ProtocolError              the peer sent something that breaks docs/PROTOCOL.md
+    │   └── FrameTooLarge          a frame over the size limit (code ``too_large``)
+    └── ServerError                the server refused a request; ``code`` is its error code
+        ├── AuthError              ``bad_credentials``, ``weak_password``, ``invalid_username``
+        ├── UserOffline            ``user_offline``, ``unknown_user``
+        └── RateLimited            ``rate_limited``
+
+"You misused it" (:class:`UsageError`) is split from "the peer misbehaved"
+(:class:`ProtocolError`), and both from "the server said no" (:class:`ServerError`).
+:func:`error_for_code` maps every error code of docs/PROTOCOL.md §Errors to one class.
+
+The server uses :class:`ProtocolError` too: there the peer is the client, and ``code`` and
+``request_id`` say what to answer.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthError",
+    "ChatConnectionError",
+    "ChatError",
+    "ChatTimeout",
+    "ConnectFailed",
+    "Disconnected",
+    "FrameTooLarge",
+    "ProtocolError",
+    "RateLimited",
+    "ServerError",
+    "UsageError",
+    "UserOffline",
+    "error_for_code",
+]
+
+RequestId = str | int | None
+
+
+class ChatError(Exception):
+    """Base of every chatroom exception."""
+
+
+class UsageError(ChatError):
+    """The API was used wrongly: e.g. ``pm()`` before ``login()``, or after ``close()``."""
+
+
+class ChatConnectionError(ChatError, ConnectionError):
+    """The network connection failed or is gone."""
+
+
+class ConnectFailed(ChatConnectionError):
+    """The TCP (or TLS) connection could not be opened."""
+
+
+class Disconnected(ChatConnectionError):
+    """The connection closed; ``reason`` is ``exit``, ``server_shutdown``,
+    ``session_replaced``, ``closed`` (by us) or ``network`` (anything else)."""
+
+    def __init__(self, reason: str, message: str = "") -> None:
+        super().__init__(message or f"disconnected: {reason}")
+        self.reason = reason
+
+
+class ChatTimeout(ChatError, TimeoutError):
+    """A blocking call did not complete within its timeout."""
+
+
+class ProtocolError(ChatError):
+    """The peer sent something that docs/PROTOCOL.md does not allow.
+
+    ``code`` is the protocol error code that describes it (``bad_json``, ``bad_request``,
+    ``unknown_command``, ``too_large``, ...); ``request_id`` is the ``id`` of the frame
+    that caused it, when it had a readable one.
+    """
+
+    def __init__(self, code: str, message: str, request_id: RequestId = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+
+
+class FrameTooLarge(ProtocolError):
+    """A frame exceeded the size limit; the connection cannot be resynchronised."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__("too_large", f"frame exceeds {limit} bytes")
+        self.limit = limit
+
+
+class ServerError(ChatError):
+    """The server answered a request with ``{"type": "error"}``.
+
+    ``code`` is the error code, ``message`` the server's human text, ``request_id`` the
+    request it answers.
+    """
+
+    def __init__(self, code: str, message: str, request_id: RequestId = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+
+
+class AuthError(ServerError):
+    """Login refused: ``bad_credentials``, ``weak_password`` or ``invalid_username``."""
+
+
+class UserOffline(ServerError):
+    """A direct message's recipient is not online (``user_offline``) or does not exist
+    (``unknown_user``)."""
+
+
+class RateLimited(ServerError):
+    """The server's flood control refused the request (``rate_limited``)."""
+
+
+_BY_CODE: dict[str, type[ServerError]] = {
+    "bad_credentials": AuthError,
+    "weak_password": AuthError,
+    "invalid_username": AuthError,
+    "user_offline": UserOffline,
+    "unknown_user": UserOffline,
+    "rate_limited": RateLimited,
+}
+
+
+def error_for_code(code: str, message: str, request_id: RequestId = None) -> ServerError:
+    """Build the exception for a server error frame; unknown codes give :class:`ServerError`."""
+    return _BY_CODE.get(code, ServerError)(code, message, request_id)

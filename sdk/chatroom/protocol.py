@@ -1,0 +1,416 @@
+"""The chatroom wire protocol, v1 (docs/PROTOCOL.md), with no I/O.
+
+Bytes in, frames and typed messages out; typed messages in, bytes out. Sockets and threads
+live in the server and in :mod:`chatroom.client`; both use this module, so the contract is
+written down in code exactly once.
+
+- :class:`FrameDecoder` splits a byte stream into frames (§Framing) and enforces the size
+  limit.
+- Client commands (``"command"``-tagged) and server events (``"type"``-tagged) are frozen
+  msgspec Structs: one class per message, compared by value, decoded and type-checked by
+  msgspec in one step.
+- :func:`decode_command` / :func:`decode_event` turn one frame into one message or raise
+  :class:`~chatroom.errors.ProtocolError` carrying the protocol error code to answer with.
+- :func:`validate_command` applies the semantic rules that depend on configurable limits
+  (§Limits): username syntax, password length, message length.
+- :func:`encode` turns a message into one frame, newline included.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any, Final
+
+import msgspec
+
+from chatroom.errors import FrameTooLarge, ProtocolError
+
+__all__ = [
+    "DEFAULT_PORT",
+    "PROTOCOL_VERSION",
+    "Ack",
+    "Broadcast",
+    "Bye",
+    "ByeReason",
+    "ClientCommand",
+    "DirectMessage",
+    "DmCommand",
+    "ErrorCode",
+    "ErrorEvent",
+    "ExitCommand",
+    "FrameDecoder",
+    "Limits",
+    "LoginCommand",
+    "LoginOk",
+    "LogoutCommand",
+    "PasswordRequired",
+    "PingCommand",
+    "PmCommand",
+    "Pong",
+    "ServerEvent",
+    "UserList",
+    "UsersCommand",
+    "check_password",
+    "decode_command",
+    "decode_event",
+    "encode",
+    "is_valid_username",
+    "username_key",
+    "validate_command",
+]
+
+PROTOCOL_VERSION: Final = 1
+DEFAULT_PORT: Final = 5050
+
+RequestId = str | int | None
+
+
+class ErrorCode(StrEnum):
+    """Every ``code`` an ``{"type": "error"}`` frame may carry (docs/PROTOCOL.md §Errors)."""
+
+    BAD_JSON = "bad_json"
+    BAD_REQUEST = "bad_request"
+    UNKNOWN_COMMAND = "unknown_command"
+    TOO_LARGE = "too_large"
+    NOT_LOGGED_IN = "not_logged_in"
+    ALREADY_LOGGED_IN = "already_logged_in"
+    INVALID_USERNAME = "invalid_username"
+    WEAK_PASSWORD = "weak_password"
+    BAD_CREDENTIALS = "bad_credentials"
+    UNKNOWN_USER = "unknown_user"
+    USER_OFFLINE = "user_offline"
+    RATE_LIMITED = "rate_limited"
+    SERVER_FULL = "server_full"
+
+
+class ByeReason(StrEnum):
+    """Every ``reason`` a ``{"type": "bye"}`` frame may carry (docs/PROTOCOL.md §bye)."""
+
+    EXIT = "exit"
+    SERVER_SHUTDOWN = "server_shutdown"
+    SESSION_REPLACED = "session_replaced"
+
+
+# --------------------------------------------------------------------------------------
+# Framing (docs/PROTOCOL.md §Framing)
+
+
+class FrameDecoder:
+    """Split a byte stream into newline-terminated frames.
+
+    ``feed(data)`` returns the complete frames in ``data`` (without the ``\\n``, a trailing
+    ``\\r`` removed, blank lines skipped so a person typing into netcat can press Enter)
+    and keeps the incomplete tail for the next call. A frame longer than ``max_frame``
+    bytes raises :class:`~chatroom.errors.FrameTooLarge` as soon as that is known, without
+    buffering more than ``max_frame`` bytes of it; the stream cannot be resynchronised
+    after that, so the caller closes the connection.
+    """
+
+    __slots__ = ("_buf", "max_frame")
+
+    def __init__(self, max_frame: int = 64 * 1024) -> None:
+        if max_frame < 1:
+            raise ValueError("max_frame must be positive")
+        self.max_frame = max_frame
+        self._buf = b""
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an incomplete frame held since the last newline."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        if b"\n" not in data:
+            # Common case for byte-at-a-time or partial reads: just accumulate.
+            if len(self._buf) + len(data) > self.max_frame:
+                raise FrameTooLarge(self.max_frame)
+            self._buf += data
+            return []
+        chunks = (self._buf + data).split(b"\n") if self._buf else data.split(b"\n")
+        tail = chunks.pop()
+        if len(tail) > self.max_frame:
+            raise FrameTooLarge(self.max_frame)
+        self._buf = tail
+        frames = []
+        limit = self.max_frame
+        for chunk in chunks:
+            if len(chunk) > limit:
+                raise FrameTooLarge(limit)
+            if chunk.endswith(b"\r"):
+                chunk = chunk[:-1]
+            if chunk and not chunk.isspace():
+                frames.append(chunk)
+        return frames
+
+
+# --------------------------------------------------------------------------------------
+# Client commands (docs/PROTOCOL.md §Commands)
+
+
+# Every message: frozen (hashable, compared by value), defaults left off the wire, and
+# keyword-only so the optional ``id`` can sit in the base class.
+class _Command(msgspec.Struct, tag_field="command", frozen=True, omit_defaults=True, kw_only=True):
+    # A request id (string or integer) that the direct reply echoes.
+    id: RequestId = None
+
+
+class LoginCommand(_Command, tag="login", frozen=True):
+    """Without ``password``: ask whether the name is new (→ :class:`PasswordRequired`).
+    With it: register a new name, or check the password of an existing one."""
+
+    username: str
+    password: str | None = None
+
+
+class PmCommand(_Command, tag="pm", frozen=True):
+    """A public message to every other logged-in user."""
+
+    message: str
+
+
+class DmCommand(_Command, tag="dm", frozen=True):
+    """A direct message to one user, ``to`` spelled in any case."""
+
+    to: str
+    message: str
+
+
+class UsersCommand(_Command, tag="users", frozen=True):
+    """Ask for the list of active users."""
+
+
+class PingCommand(_Command, tag="ping", frozen=True):
+    """Keepalive; answered by :class:`Pong`."""
+
+
+class ExitCommand(_Command, tag="exit", frozen=True):
+    """Log out and close the connection."""
+
+
+class LogoutCommand(ExitCommand, tag="logout", frozen=True):
+    """Alias of ``exit``."""
+
+
+ClientCommand = (
+    LoginCommand | PmCommand | DmCommand | UsersCommand | PingCommand | ExitCommand | LogoutCommand
+)
+_COMMAND_NAMES: Final = frozenset(("login", "pm", "dm", "users", "ping", "exit", "logout"))
+
+
+# --------------------------------------------------------------------------------------
+# Server events (docs/PROTOCOL.md §Server frames)
+
+UserTuple = tuple[str, ...]
+
+
+class _Event(msgspec.Struct, tag_field="type", frozen=True, omit_defaults=True, kw_only=True):
+    pass
+
+
+class PasswordRequired(_Event, tag="password_required", frozen=True):
+    """Answer to a login without a password: whether ``username`` is free to register."""
+
+    username: str
+    new_user: bool
+    id: RequestId = None
+
+
+class LoginOk(_Event, tag="login_ok", frozen=True):
+    """Login succeeded; ``users`` is every active user, sorted ignoring case."""
+
+    username: str
+    new_user: bool
+    users: UserTuple
+    id: RequestId = None
+
+
+class UserList(_Event, tag="users", frozen=True):
+    """The active users, sorted ignoring case. A push after a login carries ``joined``,
+    after a logout or drop ``left``; the periodic push and the reply to ``users`` carry
+    neither."""
+
+    users: UserTuple
+    joined: str | None = None
+    left: str | None = None
+    id: RequestId = None
+
+
+class Ack(_Event, tag="ack", frozen=True):
+    """The server accepted a ``pm`` or ``dm`` (and has queued it to every recipient)."""
+
+    command: str
+    to: str | None = None
+    id: RequestId = None
+
+
+class Broadcast(_Event, tag="broadcast", frozen=True):
+    """A public message from ``sender`` (``"from"`` on the wire)."""
+
+    sender: Annotated[str, msgspec.Meta(min_length=1)] = msgspec.field(name="from")
+    message: str
+    ts: float
+
+
+class DirectMessage(_Event, tag="dm", frozen=True):
+    """A direct message from ``sender`` (``"from"`` on the wire) to ``to``."""
+
+    sender: Annotated[str, msgspec.Meta(min_length=1)] = msgspec.field(name="from")
+    to: str
+    message: str
+    ts: float
+
+
+class Pong(_Event, tag="pong", frozen=True):
+    """Answer to ``ping``."""
+
+    id: RequestId = None
+
+
+class Bye(_Event, tag="bye", frozen=True):
+    """The server is about to close the connection, and why (:class:`ByeReason`)."""
+
+    reason: str
+
+
+class ErrorEvent(_Event, tag="error", frozen=True):
+    """The server refused a frame; ``code`` is one of :class:`ErrorCode`."""
+
+    code: str
+    message: str
+    id: RequestId = None
+
+
+ServerEvent = (
+    PasswordRequired
+    | LoginOk
+    | UserList
+    | Ack
+    | Broadcast
+    | DirectMessage
+    | Pong
+    | Bye
+    | ErrorEvent
+)
+_EVENT_NAMES: Final = frozenset(
+    ("password_required", "login_ok", "users", "ack", "broadcast", "dm", "pong", "bye", "error")
+)
+
+Message = _Command | _Event
+
+# --------------------------------------------------------------------------------------
+# Decoding and encoding
+
+_command_decoder: msgspec.json.Decoder[ClientCommand] = msgspec.json.Decoder(ClientCommand)
+_event_decoder: msgspec.json.Decoder[ServerEvent] = msgspec.json.Decoder(ServerEvent)
+_any_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
+# msgspec reports invalid UTF-8 inside a string as UnicodeDecodeError, elsewhere as
+# DecodeError; both mean bad_json.
+_encoder = msgspec.json.Encoder()
+
+
+def _diagnose(frame: bytes, tag: str, names: frozenset[str], exc: Exception) -> ProtocolError:
+    """Explain why a frame failed the fast typed decode. Only bad frames pay for this."""
+    try:
+        obj = _any_decoder.decode(frame)
+    except (msgspec.DecodeError, UnicodeDecodeError) as err:
+        return ProtocolError(ErrorCode.BAD_JSON, f"not valid UTF-8 JSON: {err}")
+    if not isinstance(obj, dict):
+        return ProtocolError(ErrorCode.BAD_JSON, "a frame must be a JSON object")
+    rid = obj.get("id")
+    if isinstance(rid, bool) or not isinstance(rid, str | int):
+        rid = None
+    name = obj.get(tag)
+    if name is None:
+        return ProtocolError(ErrorCode.BAD_REQUEST, f'missing "{tag}" field', rid)
+    if not isinstance(name, str):
+        return ProtocolError(ErrorCode.BAD_REQUEST, f'"{tag}" must be a string', rid)
+    if name not in names:
+        return ProtocolError(ErrorCode.UNKNOWN_COMMAND, f"unknown {tag} {name!r}", rid)
+    return ProtocolError(ErrorCode.BAD_REQUEST, f"invalid {name!r} frame: {exc}", rid)
+
+
+def decode_command(frame: bytes) -> ClientCommand:
+    """Decode one client frame, or raise :class:`ProtocolError` with the code to answer."""
+    try:
+        return _command_decoder.decode(frame)
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+        raise _diagnose(frame, "command", _COMMAND_NAMES, exc) from exc
+
+
+def decode_event(frame: bytes) -> ServerEvent:
+    """Decode one server frame, or raise :class:`ProtocolError` (``unknown_command`` for a
+    ``type`` this version does not know, which a client may choose to ignore)."""
+    try:
+        return _event_decoder.decode(frame)
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+        raise _diagnose(frame, "type", _EVENT_NAMES, exc) from exc
+
+
+def encode(message: Message) -> bytes:
+    """One frame: the message as compact JSON plus ``\\n``."""
+    return _encoder.encode(message) + b"\n"
+
+
+# --------------------------------------------------------------------------------------
+# Validation (docs/PROTOCOL.md §Names and passwords, §Limits)
+
+_USERNAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
+
+
+def is_valid_username(name: str) -> bool:
+    """1-32 of ``[A-Za-z0-9_-]``, starting with a letter or digit."""
+    return _USERNAME_RE.fullmatch(name) is not None
+
+
+def username_key(name: str) -> str:
+    """The case-insensitive identity of a username (names are ASCII, so ``lower()``)."""
+    return name.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The configurable limits of docs/PROTOCOL.md §Limits."""
+
+    max_frame: int = 64 * 1024
+    max_message: int = 4000
+    min_password: int = 8
+    max_password: int = 1024
+
+
+def check_password(password: str, limits: Limits, request_id: RequestId = None) -> None:
+    """Raise ``weak_password`` unless a new account's password has an allowed length."""
+    if not limits.min_password <= len(password) <= limits.max_password:
+        raise ProtocolError(
+            ErrorCode.WEAK_PASSWORD,
+            f"password must be {limits.min_password} to {limits.max_password} characters",
+            request_id,
+        )
+
+
+def validate_command(cmd: ClientCommand, limits: Limits) -> None:
+    """Apply the rules msgspec's types cannot express; raise :class:`ProtocolError`."""
+    if isinstance(cmd, PmCommand | DmCommand):
+        n = len(cmd.message)
+        if n == 0 or cmd.message.isspace():
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "message is empty", cmd.id)
+        if n > limits.max_message:
+            raise ProtocolError(
+                ErrorCode.BAD_REQUEST,
+                f"message is {n} characters; the limit is {limits.max_message}",
+                cmd.id,
+            )
+    elif isinstance(cmd, LoginCommand):
+        if not is_valid_username(cmd.username):
+            raise ProtocolError(
+                ErrorCode.INVALID_USERNAME,
+                "a username is 1-32 characters of A-Z a-z 0-9 _ -, starting with a letter or digit",
+                cmd.id,
+            )
+        if cmd.password is not None and len(cmd.password) > limits.max_password:
+            raise ProtocolError(
+                ErrorCode.WEAK_PASSWORD,
+                f"password must be at most {limits.max_password} characters",
+                cmd.id,
+            )

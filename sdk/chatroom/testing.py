@@ -1,0 +1,83 @@
+"""Test a bot against a real server, in-process, on a free port, with a temp database.
+
+::
+
+    from chatroom import ChatClient
+    from chatroom.testing import running_server
+
+    def test_my_bot() -> None:
+        with running_server() as srv, ChatClient(srv.host, srv.port) as client:
+            client.login("tester", "password123")
+            ...
+
+This is exactly how chatroom's own tests run: real sockets, real threads, no mocks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+__all__ = ["TestServer", "running_server"]
+
+
+class TestServer:
+    """A running in-process server. ``host``/``port`` stay the same across :meth:`restart`."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, config: Any) -> None:
+        from chatroom_server import ChatServer
+
+        self._config = config
+        self.server = ChatServer(config)
+        self.host, self.port = self.server.start()
+        # Pin the port so a restart comes back where clients expect it.
+        self._config = dataclasses.replace(config, port=self.port)
+
+    @property
+    def db_path(self) -> Path:
+        return Path(self._config.db_path)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.host, self.port
+
+    def stop(self) -> None:
+        """Stop the server (clients see ``bye`` with reason ``server_shutdown``)."""
+        self.server.stop()
+
+    def start(self) -> None:
+        """Start a fresh server on the same port and database after :meth:`stop`."""
+        from chatroom_server import ChatServer
+
+        self.server = ChatServer(self._config)
+        self.server.start()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@contextmanager
+def running_server(db_path: str | Path | None = None, **options: Any) -> Iterator[TestServer]:
+    """Run a server on 127.0.0.1 and a free port for the duration of the ``with`` block.
+
+    ``options`` are :class:`chatroom_server.ServerConfig` fields, e.g.
+    ``users_interval=0.2``. Without ``db_path`` a temporary database is used and deleted.
+    """
+    from chatroom_server import ServerConfig
+
+    with tempfile.TemporaryDirectory(prefix="chatroom-test-") as tmp:
+        path = Path(db_path) if db_path is not None else Path(tmp) / "chatroom.db"
+        options.setdefault("host", "127.0.0.1")
+        options.setdefault("port", 0)
+        srv = TestServer(ServerConfig(db_path=path, **options))
+        try:
+            yield srv
+        finally:
+            srv.stop()

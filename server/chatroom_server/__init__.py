@@ -1,0 +1,6 @@
+"""The chatroom server: ``chat-server`` or ``python -m chatroom_server``."""
+
+from chatroom_server.accounts import AccountStore, AccountStoreError
+from chatroom_server.server import ChatServer, ServerConfig
+
+__all__ = ["AccountStore", "AccountStoreError", "ChatServer", "ServerConfig"]

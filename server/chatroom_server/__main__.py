@@ -1,0 +1,122 @@
+"""``chat-server``: run the chat server in the foreground until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from chatroom.protocol import DEFAULT_PORT, Limits
+from chatroom_server.accounts import AccountStoreError
+from chatroom_server.server import ChatServer, ServerConfig
+
+log = logging.getLogger("chatroom_server")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = ServerConfig()
+    lim = Limits()
+    p = argparse.ArgumentParser(
+        prog="chat-server",
+        description="Run the chatroom server (protocol: docs/PROTOCOL.md).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--host", default=d.host, help="address to listen on")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help="TCP port; 0 picks a free one (the log says which)",
+    )
+    p.add_argument(
+        "--db", type=Path, default=d.db_path, help="credentials file (SQLite); created if missing"
+    )
+    p.add_argument(
+        "--users-interval",
+        type=float,
+        default=d.users_interval,
+        help="seconds between user-list pushes to everyone; 0 turns them off",
+    )
+    p.add_argument("--max-frame", type=int, default=lim.max_frame, help="bytes per frame")
+    p.add_argument(
+        "--max-message", type=int, default=lim.max_message, help="characters per message"
+    )
+    p.add_argument(
+        "--min-password",
+        type=int,
+        default=lim.min_password,
+        help="minimum password length for new accounts",
+    )
+    p.add_argument(
+        "--max-output",
+        type=int,
+        default=d.max_output,
+        help="bytes of unsent output before a slow client is disconnected",
+    )
+    p.add_argument(
+        "--max-connections", type=int, default=d.max_connections, help="connections in total"
+    )
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="logging level",
+    )
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    return ServerConfig(
+        host=args.host,
+        port=args.port,
+        db_path=args.db,
+        users_interval=args.users_interval,
+        limits=Limits(
+            max_frame=args.max_frame, max_message=args.max_message, min_password=args.min_password
+        ),
+        max_output=args.max_output,
+        max_connections=args.max_connections,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    server = ChatServer(config_from_args(args))
+    try:
+        server.start()
+    except AccountStoreError as exc:
+        print(f"chat-server: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(
+            f"chat-server: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 1
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    # Wake up now and then so the signal handler runs promptly on every platform.
+    while not stop.wait(0.5):
+        pass
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Accounts: an SQLite file of usernames and argon2id password hashes.
+
+Threading: one sqlite3 connection shared by every connection thread, guarded by
+``AccountStore._lock``. Hashing and verifying (tens of milliseconds each, and argon2-cffi
+releases the GIL while it works) always run *outside* that lock, so a login storm never
+stalls another client's traffic or another login's database access.
+
+Durability: WAL journal with ``synchronous=FULL``, so a registration that was answered
+with ``login_ok`` survives a crash of the process or the machine.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+log = logging.getLogger(__name__)
+
+# OWASP Password Storage Cheat Sheet: argon2id, m=19 MiB, t=2, p=1. The parameters travel
+# inside every hash string, so changing these later rehashes old accounts on next login.
+OWASP_HASHER = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
+
+_SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS accounts (
+    name     TEXT PRIMARY KEY COLLATE NOCASE,  -- registered spelling; unique ignoring case
+    hash     TEXT NOT NULL,                    -- argon2id PHC string, parameters included
+    created  REAL NOT NULL
+)
+"""
+
+
+class AccountStoreError(Exception):
+    """The credentials file cannot be used (not a database, unreadable, newer schema)."""
+
+
+class AccountExists(Exception):
+    """Registration lost a race: the name (ignoring case) is taken."""
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    name: str  # canonical spelling
+    password_hash: str
+
+
+class AccountStore:
+    def __init__(self, path: str | Path, hasher: PasswordHasher = OWASP_HASHER) -> None:
+        self.path = Path(path)
+        self._hasher = hasher
+        self._lock = threading.Lock()  # guards self._db (one connection, many threads)
+        try:
+            self._db = sqlite3.connect(
+                self.path, check_same_thread=False, isolation_level=None, timeout=10
+            )
+        except sqlite3.Error as exc:
+            raise AccountStoreError(f"cannot open credentials file {self.path}: {exc}") from exc
+        try:
+            self._init_schema()
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            # Never "repair" by overwriting: that would destroy someone's accounts.
+            raise AccountStoreError(
+                f"{self.path} is not a chatroom credentials database ({exc}); "
+                "choose another path with --db"
+            ) from exc
+
+    def _init_schema(self) -> None:
+        db = self._db
+        # Reading first makes a non-database file fail before anything is written to it.
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > _SCHEMA_VERSION:
+            raise AccountStoreError(
+                f"{self.path} has schema version {version}; this server knows {_SCHEMA_VERSION}"
+            )
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if tables and "accounts" not in tables:
+            raise sqlite3.DatabaseError("it has tables but no 'accounts' table")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute(_SCHEMA)
+        db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def get(self, name: str) -> Account | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT name, hash FROM accounts WHERE name = ?", (name,)
+            ).fetchone()
+        return Account(row[0], row[1]) if row else None
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM accounts").fetchone()[0])
+
+    def register(self, name: str, password: str) -> Account:
+        """Create an account; raise :class:`AccountExists` if the name is taken.
+
+        Atomic: the PRIMARY KEY (NOCASE) lets exactly one of two racing registrations win.
+        """
+        password_hash = self._hasher.hash(password)  # slow; outside the lock on purpose
+        try:
+            with self._lock:
+                self._db.execute(
+                    "INSERT INTO accounts (name, hash, created) VALUES (?, ?, ?)",
+                    (name, password_hash, time.time()),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise AccountExists(name) from exc
+        log.info("registered account %s", name)
+        return Account(name, password_hash)
+
+    def verify(self, account: Account, password: str) -> bool:
+        """Check a password; rehash it in place when the parameters have changed."""
+        try:
+            self._hasher.verify(account.password_hash, password)  # slow; outside the lock
+        except VerifyMismatchError:
+            return False
+        except (VerificationError, InvalidHashError):
+            log.error("account %s has an unusable password hash", account.name)
+            return False
+        if self._hasher.check_needs_rehash(account.password_hash):
+            new_hash = self._hasher.hash(password)
+            with self._lock:
+                self._db.execute(
+                    "UPDATE accounts SET hash = ? WHERE name = ?", (new_hash, account.name)
+                )
+        return True

@@ -1,0 +1,269 @@
+"""Outbound delivery: a bounded buffer per connection and one flusher thread for all.
+
+Why this shape (../shared/PERFORMANCE-ANCHORS.md): handing every frame to a writer thread
+through a queue costs a thread wake-up per recipient per message, which in CPython is far
+dearer than the ``send`` syscall itself. So:
+
+- The thread that produced a frame writes it straight to the socket with a non-blocking
+  ``send`` (``MSG_DONTWAIT``; the socket itself stays blocking for its reader thread).
+- Only what the kernel did not take goes into the connection's ``bytearray`` backlog, and
+  the connection is registered with the one :class:`Flusher` thread, which waits on epoll
+  and drains every backlogged socket. While a backlog exists, new frames append to it, so
+  a busy connection gets many frames per syscall and frame order is kept.
+- A backlog over the limit (default 1 MiB), or one that makes no progress for
+  ``stall_timeout`` seconds, disconnects that client. Nobody else waits for it: a send
+  never blocks.
+
+Threading: each :class:`Outbox` has one lock (``_lock``) guarding its buffer, its state
+flags and the socket's file descriptor (the fd is only closed under it, so no thread can
+ever write to a reused fd number). The flusher's ``_watched`` map is written only under
+the lock of the outbox it names and read by the flusher thread (dict get/set are atomic).
+No user code runs under any of these locks; the only I/O under them is non-blocking.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+_DONTWAIT = socket.MSG_DONTWAIT
+_EPOLLOUT = select.EPOLLOUT
+
+
+class Flusher:
+    """One thread that drains the backlog of every connection that has one."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._epoll = select.epoll()
+        self._watched: dict[int, Outbox] = {}  # fd -> outbox with a backlog; see module doc
+        self._stop = threading.Event()
+        self._clock = clock
+        self._thread = threading.Thread(target=self._run, name="chat-flusher", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+        self._epoll.close()
+
+    # Called with the outbox's lock held.
+    def _watch(self, ob: Outbox) -> None:
+        self._watched[ob.fd] = ob
+        try:
+            self._epoll.register(ob.fd, _EPOLLOUT)
+        except FileExistsError:
+            self._epoll.modify(ob.fd, _EPOLLOUT)
+
+    # Called with the outbox's lock held.
+    def _unwatch(self, ob: Outbox) -> None:
+        try:
+            self._epoll.unregister(ob.fd)
+        except (FileNotFoundError, ValueError, OSError):
+            pass  # already gone: the epoll was closed at shutdown
+        if self._watched.get(ob.fd) is ob:
+            del self._watched[ob.fd]
+
+    def _run(self) -> None:
+        next_check = self._clock() + 1.0
+        while not self._stop.is_set():
+            try:
+                events = self._epoll.poll(0.5)
+            except OSError:
+                if self._stop.is_set():
+                    return
+                raise
+            for fd, _ in events:
+                ob = self._watched.get(fd)
+                if ob is not None:
+                    ob._flush()
+            now = self._clock()
+            if now >= next_check:
+                next_check = now + 1.0
+                for ob in list(self._watched.values()):
+                    ob._check_stall(now)
+
+
+class Outbox:
+    """The outbound side of one connection. ``send`` is safe from any thread."""
+
+    __slots__ = (
+        "_accepting",
+        "_buf",
+        "_drained",
+        "_flusher",
+        "_lock",
+        "_open",
+        "_progress_at",
+        "_sock",
+        "_watching",
+        "fd",
+        "limit",
+        "name",
+        "on_drop",
+        "stall_timeout",
+    )
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        flusher: Flusher,
+        *,
+        limit: int = 1024 * 1024,
+        stall_timeout: float = 10.0,
+        name: str = "",
+    ) -> None:
+        self._sock = sock
+        self.fd = sock.fileno()
+        self._flusher = flusher
+        self.limit = limit
+        self.stall_timeout = stall_timeout
+        self.name = name
+        self._lock = threading.Lock()
+        self._drained = threading.Condition(self._lock)
+        self._buf = bytearray()
+        self._accepting = True  # False once closing: later frames are dropped
+        self._open = True  # False once the fd is closed
+        self._watching = False
+        self._progress_at = 0.0
+        # Called (without the lock) with a reason when the outbox drops the connection.
+        self.on_drop: Callable[[str], None] | None = None
+
+    @property
+    def backlog(self) -> int:
+        return len(self._buf)
+
+    def send(self, data: bytes) -> bool:
+        """Queue one or more whole frames. Never blocks; False if the frames were dropped."""
+        with self._lock:
+            if not self._accepting:
+                return False
+            reason = self._send_locked(data)
+            if reason is None:
+                return True
+            self._abort_locked()
+        self._dropped(reason)
+        return False
+
+    def _send_locked(self, data: bytes) -> str | None:
+        """Write or queue ``data``; the reason to drop the connection if it cannot."""
+        buf = self._buf
+        if buf:
+            if len(buf) + len(data) > self.limit:
+                return f"output backlog over {self.limit} bytes"
+            buf += data
+            return None
+        try:
+            sent = self._sock.send(data, _DONTWAIT)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            # The reader thread sees the same failure and cleans up.
+            self._accepting = False
+            log.debug("send to %s failed: %s", self.name, exc)
+            return None
+        if sent == len(data):
+            return None
+        if len(data) - sent > self.limit:
+            return f"output backlog over {self.limit} bytes"
+        buf += memoryview(data)[sent:]
+        self._progress_at = self._flusher._clock()
+        self._watching = True
+        self._flusher._watch(self)
+        return None
+
+    def _dropped(self, reason: str) -> None:
+        log.warning("disconnecting %s: %s", self.name or self.fd, reason)
+        if self.on_drop is not None:
+            self.on_drop(reason)
+
+    def _abort_locked(self) -> None:
+        self._accepting = False
+        self._buf.clear()
+        if self._watching:
+            self._watching = False
+            self._flusher._unwatch(self)
+        if self._open:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)  # wakes the reader thread
+            except OSError:
+                pass  # already disconnected
+        self._drained.notify_all()
+
+    def _flush(self) -> None:
+        """Flusher thread: write as much backlog as the kernel takes."""
+        with self._lock:
+            if not self._open or not self._buf:
+                if self._watching:
+                    self._watching = False
+                    self._flusher._unwatch(self)
+                return
+            try:
+                sent = self._sock.send(self._buf, _DONTWAIT)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                log.debug("flush to %s failed: %s", self.name, exc)
+                self._abort_locked()
+                return
+            del self._buf[:sent]
+            self._progress_at = self._flusher._clock()
+            if not self._buf:
+                self._watching = False
+                self._flusher._unwatch(self)
+                self._drained.notify_all()
+
+    def _check_stall(self, now: float) -> None:
+        with self._lock:
+            stalled = bool(self._buf) and now - self._progress_at > self.stall_timeout
+            if stalled:
+                self._abort_locked()
+        if stalled:
+            self._dropped(f"no write progress for {self.stall_timeout:g} s")
+
+    def kill(self) -> None:
+        """Drop pending output and wake the reader thread; it then calls :meth:`close`."""
+        with self._lock:
+            self._abort_locked()
+
+    def finish(self, last: bytes = b"") -> None:
+        """Queue ``last`` (e.g. a ``bye``) as the final frame, accept no more, keep
+        flushing what is queued, and wake the reader thread (``SHUT_RD``) so it can
+        :meth:`close` gracefully. One lock hold, so nothing can slip in after ``last``."""
+        with self._lock:
+            if last and self._accepting:
+                self._send_locked(last)  # on overflow the close below drops it anyway
+            self._accepting = False
+            if self._open:
+                try:
+                    self._sock.shutdown(socket.SHUT_RD)
+                except OSError:
+                    pass  # the peer is already gone; close() copes
+
+    def close(self, linger: float = 2.0) -> None:
+        """Flush what is queued (waiting at most ``linger`` s), then close the socket.
+
+        Called once, by the connection's own reader thread, when it is done.
+        """
+        with self._lock:
+            self._accepting = False
+            if self._buf and linger > 0:
+                self._drained.wait_for(lambda: not self._buf, timeout=linger)
+            if self._watching:
+                self._watching = False
+                self._flusher._unwatch(self)
+            self._buf.clear()
+            if self._open:
+                self._open = False
+                try:
+                    self._sock.shutdown(socket.SHUT_WR)  # FIN after the queued bytes
+                except OSError:
+                    pass  # the peer is already gone
+                self._sock.close()

@@ -1,0 +1,483 @@
+"""The threaded chat server: one accept thread, one reader thread per connection.
+
+Threads and what they own:
+
+- **accept thread** (``chat-accept``): accepts connections, starts one reader thread each.
+- **reader thread per connection** (``chat-conn-N``): the only thread that reads that
+  socket and runs its commands; hashing a password happens here, outside every lock. It
+  writes to other connections only through their :class:`~chatroom_server.outbox.Outbox`,
+  which never blocks. When it ends, it removes its connection and closes the socket.
+- **flusher thread** (``chat-flusher``, :mod:`chatroom_server.outbox`): drains backlogs.
+- **users thread** (``chat-users``): the periodic user-list push (docs/PROTOCOL.md §users).
+
+Shared state and what guards it:
+
+- ``ChatServer._lock`` guards ``_by_key`` (logged-in connection per lower-cased name),
+  ``_conns`` (every open connection), and the two copy-on-write snapshots ``_roster``
+  (logged-in connections) and ``_names`` (their names, sorted ignoring case). The
+  snapshots are tuples replaced, never mutated, under the lock, so the message fan-out
+  reads them without taking it.
+- User-list pushes are *sent* under ``_lock`` (non-blocking ``Outbox.send`` only). That
+  serialises them, so every client sees the pushes in the same order and ends on the same
+  list (docs/PROTOCOL.md §Ordering), and a ``joined`` push always precedes the new user's
+  first message.
+- Each connection's ``_Conn`` counters are touched only by its own reader thread.
+- The account store has its own lock (:mod:`chatroom_server.accounts`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from chatroom.errors import FrameTooLarge, ProtocolError
+from chatroom.protocol import (
+    DEFAULT_PORT,
+    Ack,
+    Broadcast,
+    Bye,
+    ByeReason,
+    ClientCommand,
+    DirectMessage,
+    DmCommand,
+    ErrorCode,
+    ErrorEvent,
+    ExitCommand,
+    FrameDecoder,
+    Limits,
+    LoginCommand,
+    LoginOk,
+    PasswordRequired,
+    PingCommand,
+    PmCommand,
+    Pong,
+    UserList,
+    UsersCommand,
+    check_password,
+    decode_command,
+    encode,
+    username_key,
+    validate_command,
+)
+from chatroom_server.accounts import AccountExists, AccountStore
+from chatroom_server.outbox import Flusher, Outbox
+
+log = logging.getLogger(__name__)
+
+# Errors that mean "this client is speaking the protocol wrongly"; docs/PROTOCOL.md §Errors:
+# ten of them in a row close the connection.
+_STRIKE_CODES = frozenset(
+    {
+        ErrorCode.BAD_JSON,
+        ErrorCode.BAD_REQUEST,
+        ErrorCode.UNKNOWN_COMMAND,
+        ErrorCode.NOT_LOGGED_IN,
+        ErrorCode.ALREADY_LOGGED_IN,
+    }
+)
+
+# Frames that never change, encoded once.
+_ACK_PM = encode(Ack(command="pm"))
+_PONG = encode(Pong())
+_BYE_EXIT = encode(Bye(reason=ByeReason.EXIT))
+_BYE_SHUTDOWN = encode(Bye(reason=ByeReason.SERVER_SHUTDOWN))
+_BYE_REPLACED = encode(Bye(reason=ByeReason.SESSION_REPLACED))
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Every server option; ``chat-server --help`` and the README list them."""
+
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    db_path: Path = Path("chatroom.db")
+    users_interval: float = 30.0  # seconds between periodic user-list pushes; 0 = off
+    limits: Limits = field(default_factory=Limits)
+    max_output: int = 1024 * 1024  # bytes of unsent output before a client is dropped
+    stall_timeout: float = 10.0  # seconds a backlog may make no progress
+    max_failed_logins: int = 5  # per connection, then it is closed
+    max_errors_in_row: int = 10  # protocol errors in a row, then it is closed
+    max_connections: int = 10_000
+    shutdown_grace: float = 3.0  # seconds to flush goodbyes at shutdown
+
+
+class _Conn:
+    """One client connection. Fields below ``username`` belong to its reader thread."""
+
+    __slots__ = (
+        "addr",
+        "errors_in_row",
+        "failed_logins",
+        "num",
+        "outbox",
+        "sock",
+        "thread",
+        "username",
+    )
+
+    def __init__(self, num: int, sock: socket.socket, addr: str, outbox: Outbox) -> None:
+        self.num = num
+        self.sock = sock
+        self.addr = addr
+        self.outbox = outbox
+        self.thread: threading.Thread | None = None
+        self.username: str | None = None  # set once, under ChatServer._lock, at login
+        self.errors_in_row = 0
+        self.failed_logins = 0
+
+    def __repr__(self) -> str:
+        return f"<conn {self.num} {self.addr} {self.username or '-'}>"
+
+
+class ChatServer:
+    """A chat server; ``start()`` binds and returns, ``stop()`` shuts down cleanly."""
+
+    def __init__(self, config: ServerConfig | None = None) -> None:
+        self.config = config or ServerConfig()
+        self._lock = threading.Lock()  # see module docstring for what it guards
+        self._by_key: dict[str, _Conn] = {}
+        self._conns: set[_Conn] = set()
+        self._roster: tuple[_Conn, ...] = ()
+        self._names: tuple[str, ...] = ()
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+        self._numbers = itertools.count(1)
+        self._listener: socket.socket | None = None
+        self._threads: list[threading.Thread] = []
+        self._flusher = Flusher()
+        self._store: AccountStore | None = None
+        self.handler_crashes = 0  # written under _lock
+        self.address: tuple[str, int] = (self.config.host, self.config.port)
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self) -> tuple[str, int]:
+        """Open the database, bind, and start serving in background threads.
+
+        Raises :class:`~chatroom_server.accounts.AccountStoreError` for an unusable
+        credentials file and :class:`OSError` when the address cannot be bound.
+        """
+        self._store = AccountStore(self.config.db_path)
+        try:
+            self._listener = self._bind()
+        except OSError:
+            self._store.close()
+            raise
+        self.address = self._listener.getsockname()[:2]
+        self._flusher.start()
+        self._spawn(self._accept_loop, "chat-accept")
+        if self.config.users_interval > 0:
+            self._spawn(self._users_loop, "chat-users")
+        log.info("listening on %s:%d", *self.address)
+        return self.address
+
+    def _bind(self) -> socket.socket:
+        family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.config.host, self.config.port))
+            sock.listen(1024)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    def _spawn(self, target: object, name: str) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)  # type: ignore[arg-type]
+        t.start()
+        self._threads.append(t)
+
+    def __enter__(self) -> ChatServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the server has stopped (or the timeout passes)."""
+        return self._stopped.wait(timeout)
+
+    def stop(self) -> None:
+        """Say ``bye`` (server_shutdown) to everyone, close everything, join the threads.
+
+        Idempotent and bounded: returns within about ``shutdown_grace`` + 2 s.
+        """
+        if self._stopping.is_set():
+            self._stopped.wait(self.config.shutdown_grace + 5)
+            return
+        self._stopping.set()
+        log.info("shutting down")
+        if self._listener is not None:
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)  # wakes accept() on Linux
+            self._listener.close()
+        for t in self._threads:
+            t.join(2.0)
+        with self._lock:
+            conns = list(self._conns)
+        for conn in conns:
+            conn.outbox.finish(_BYE_SHUTDOWN)
+        deadline = time.monotonic() + self.config.shutdown_grace + 1.0
+        for conn in conns:
+            if conn.thread is not None:
+                conn.thread.join(max(0.0, deadline - time.monotonic()))
+        self._flusher.stop()
+        if self._store is not None:
+            self._store.close()
+        log.info("stopped")
+        self._stopped.set()
+
+    # ---------------------------------------------------------------- accepting
+
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        while not self._stopping.is_set():
+            try:
+                sock, addr = self._listener.accept()
+            except OSError as exc:
+                if self._stopping.is_set():
+                    return
+                # EMFILE and friends: keep serving the clients we have, retry shortly.
+                log.error("accept failed: %s", exc)
+                self._stopping.wait(0.1)
+                continue
+            self._admit(sock, f"{addr[0]}:{addr[1]}")
+
+    def _admit(self, sock: socket.socket, addr: str) -> None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        num = next(self._numbers)
+        outbox = Outbox(
+            sock,
+            self._flusher,
+            limit=self.config.max_output,
+            stall_timeout=self.config.stall_timeout,
+            name=f"conn {num} ({addr})",
+        )
+        conn = _Conn(num, sock, addr, outbox)
+        with self._lock:
+            full = len(self._conns) >= self.config.max_connections
+            if not full:
+                self._conns.add(conn)
+        if full:
+            self._refuse(conn, "the server is full")
+            return
+        conn.thread = threading.Thread(
+            target=self._serve, args=(conn,), name=f"chat-conn-{num}", daemon=True
+        )
+        try:
+            conn.thread.start()
+        except RuntimeError as exc:  # "can't start new thread": out of threads
+            log.error("cannot start a thread for %s: %s", addr, exc)
+            with self._lock:
+                self._conns.discard(conn)
+            self._refuse(conn, "the server cannot take more connections")
+
+    def _refuse(self, conn: _Conn, why: str) -> None:
+        conn.outbox.send(encode(ErrorEvent(code=ErrorCode.SERVER_FULL, message=why)))
+        conn.outbox.close(linger=0.5)
+
+    # ---------------------------------------------------------------- per connection
+
+    def _serve(self, conn: _Conn) -> None:
+        log.debug("%r connected", conn)
+        decoder = FrameDecoder(self.config.limits.max_frame)
+        reason = "closed by client"
+        try:
+            while True:
+                try:
+                    data = conn.sock.recv(65536)
+                except OSError as exc:
+                    reason = f"network error: {exc}"
+                    break
+                if not data:
+                    break
+                try:
+                    frames = decoder.feed(data)
+                except FrameTooLarge as exc:
+                    self._send_error(conn, exc.code, exc.message, None)
+                    reason = "frame too large"
+                    break
+                if not all(self._handle(conn, frame) for frame in frames):
+                    reason = "closed by server"
+                    break
+        except Exception:
+            # A bug must cost one connection, never the server (docs/PROTOCOL.md §Errors).
+            with self._lock:
+                self.handler_crashes += 1
+            log.exception("handler for %r crashed; closing that connection", conn)
+            reason = "handler error"
+        finally:
+            self._leave(conn)
+            conn.outbox.close(linger=self.config.shutdown_grace)
+            log.debug("%r disconnected: %s", conn, reason)
+
+    def _handle(self, conn: _Conn, frame: bytes) -> bool:
+        """Run one frame; False closes the connection."""
+        try:
+            cmd = decode_command(frame)
+            validate_command(cmd, self.config.limits)
+            keep = self._dispatch(conn, cmd)
+        except ProtocolError as exc:
+            self._send_error(conn, exc.code, exc.message, exc.request_id)
+            if exc.code not in _STRIKE_CODES:
+                return True
+            conn.errors_in_row += 1
+            if conn.errors_in_row >= self.config.max_errors_in_row:
+                log.info("closing %r after %d protocol errors in a row", conn, conn.errors_in_row)
+                return False
+            return True
+        conn.errors_in_row = 0
+        return keep
+
+    def _send_error(self, conn: _Conn, code: str, message: str, rid: str | int | None) -> None:
+        conn.outbox.send(encode(ErrorEvent(code=code, message=message, id=rid)))
+
+    def _dispatch(self, conn: _Conn, cmd: ClientCommand) -> bool:
+        # PM first: it is the hot path.
+        if type(cmd) is PmCommand:
+            self._require_login(conn, cmd)
+            self._public(conn, cmd)
+        elif type(cmd) is DmCommand:
+            self._require_login(conn, cmd)
+            self._direct(conn, cmd)
+        elif type(cmd) is LoginCommand:
+            return self._login(conn, cmd)
+        elif type(cmd) is UsersCommand:
+            self._require_login(conn, cmd)
+            conn.outbox.send(encode(UserList(users=self._names, id=cmd.id)))
+        elif type(cmd) is PingCommand:
+            conn.outbox.send(_PONG if cmd.id is None else encode(Pong(id=cmd.id)))
+        elif isinstance(cmd, ExitCommand):  # exit and its alias logout
+            conn.outbox.finish(_BYE_EXIT)  # nothing may follow the bye
+            return False
+        return True
+
+    @staticmethod
+    def _require_login(conn: _Conn, cmd: ClientCommand) -> None:
+        if conn.username is None:
+            raise ProtocolError(ErrorCode.NOT_LOGGED_IN, "log in first", cmd.id)
+
+    # ---------------------------------------------------------------- messages
+
+    def _public(self, conn: _Conn, cmd: PmCommand) -> None:
+        assert conn.username is not None
+        # Encode once; every recipient gets the same bytes.
+        data = encode(Broadcast(sender=conn.username, message=cmd.message, ts=time.time()))
+        for other in self._roster:  # lock-free: a snapshot tuple
+            if other is not conn:
+                other.outbox.send(data)
+        conn.outbox.send(_ACK_PM if cmd.id is None else encode(Ack(command="pm", id=cmd.id)))
+
+    def _direct(self, conn: _Conn, cmd: DmCommand) -> None:
+        assert conn.username is not None and self._store is not None
+        with self._lock:
+            target = self._by_key.get(username_key(cmd.to))
+        if target is None or target.username is None:
+            if self._store.get(cmd.to) is None:
+                raise ProtocolError(ErrorCode.UNKNOWN_USER, f"no user named {cmd.to!r}", cmd.id)
+            raise ProtocolError(ErrorCode.USER_OFFLINE, f"{cmd.to} is not online", cmd.id)
+        to = target.username
+        target.outbox.send(
+            encode(DirectMessage(sender=conn.username, to=to, message=cmd.message, ts=time.time()))
+        )
+        conn.outbox.send(encode(Ack(command="dm", to=to, id=cmd.id)))
+
+    # ---------------------------------------------------------------- accounts
+
+    def _login(self, conn: _Conn, cmd: LoginCommand) -> bool:
+        assert self._store is not None
+        if conn.username is not None:
+            raise ProtocolError(
+                ErrorCode.ALREADY_LOGGED_IN, f"already logged in as {conn.username}", cmd.id
+            )
+        account = self._store.get(cmd.username)
+        if cmd.password is None:
+            # The step where an interactive client learns to ask for a new password twice.
+            name = account.name if account else cmd.username
+            conn.outbox.send(
+                encode(PasswordRequired(username=name, new_user=account is None, id=cmd.id))
+            )
+            return True
+        new_user = False
+        if account is None:
+            check_password(cmd.password, self.config.limits, cmd.id)
+            try:
+                account = self._store.register(cmd.username, cmd.password)
+                new_user = True
+            except AccountExists:
+                account = self._store.get(cmd.username)  # lost a registration race
+                assert account is not None
+        if not new_user and not self._store.verify(account, cmd.password):
+            conn.failed_logins += 1
+            self._send_error(conn, ErrorCode.BAD_CREDENTIALS, "wrong username or password", cmd.id)
+            if conn.failed_logins >= self.config.max_failed_logins:
+                log.info("closing %r after %d failed logins", conn, conn.failed_logins)
+                return False
+            return True
+        self._enter(conn, account.name, new_user, cmd.id)
+        return True
+
+    def _enter(self, conn: _Conn, name: str, new_user: bool, rid: str | int | None) -> None:
+        key = username_key(name)
+        with self._lock:
+            old = self._by_key.get(key)
+            self._by_key[key] = conn
+            conn.username = name
+            self._set_roster_locked((*tuple(c for c in self._roster if c is not old), conn))
+            conn.outbox.send(
+                encode(LoginOk(username=name, new_user=new_user, users=self._names, id=rid))
+            )
+            self._push_users_locked(joined=name)
+        if old is not None:
+            log.info("%s logged in again from %s; replacing %r", name, conn.addr, old)
+            old.outbox.finish(_BYE_REPLACED)
+        else:
+            log.info("%s logged in from %s%s", name, conn.addr, " (new account)" * new_user)
+
+    def _leave(self, conn: _Conn) -> None:
+        with self._lock:
+            self._conns.discard(conn)
+            name = conn.username
+            if name is None or self._by_key.get(username_key(name)) is not conn:
+                return  # never logged in, or replaced by a newer session of the same user
+            del self._by_key[username_key(name)]
+            self._set_roster_locked(tuple(c for c in self._roster if c is not conn))
+            self._push_users_locked(left=name)
+        log.info("%s left", name)
+
+    def _set_roster_locked(self, roster: tuple[_Conn, ...]) -> None:
+        self._roster = roster
+        self._names = tuple(sorted((c.username for c in roster if c.username), key=str.lower))
+
+    def _push_users_locked(self, joined: str | None = None, left: str | None = None) -> None:
+        data = encode(UserList(users=self._names, joined=joined, left=left))
+        for c in self._roster:
+            c.outbox.send(data)
+
+    def _users_loop(self) -> None:
+        while not self._stopping.wait(self.config.users_interval):
+            with self._lock:
+                self._push_users_locked()
+
+    # ---------------------------------------------------------------- introspection
+
+    @property
+    def online(self) -> tuple[str, ...]:
+        """The names of the logged-in users, sorted ignoring case."""
+        return self._names
+
+    @property
+    def connection_count(self) -> int:
+        with self._lock:
+            return len(self._conns)

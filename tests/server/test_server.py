@@ -1,0 +1,371 @@
+"""The server, spoken to through raw sockets on a real port (docs/PROTOCOL.md)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from chatroom.testing import TestServer, running_server
+from chatroom_server import AccountStoreError, ChatServer, ServerConfig
+from tests.helpers import PASSWORD, RawClient, connect
+
+
+def test_password_required_then_register_then_login(server: TestServer) -> None:
+    with RawClient(server.address) as c:
+        c.send(command="login", username="Alice", id=1)
+        c.expect("password_required", username="Alice", new_user=True, id=1)
+        c.send(command="login", username="Alice", password=PASSWORD, id=2)
+        ok = c.expect("login_ok", username="Alice", new_user=True, users=["Alice"], id=2)
+        assert "password" not in json.dumps(ok)
+        c.expect("users", users=["Alice"], joined="Alice")
+    with RawClient(server.address) as c:
+        # Any spelling finds the account; the registered spelling is canonical.
+        c.send(command="login", username="ALICE")
+        c.expect("password_required", username="Alice", new_user=False)
+        c.send(command="login", username="alice", password=PASSWORD)
+        c.expect("login_ok", username="Alice", new_user=False)
+
+
+def test_password_is_stored_hashed(server: TestServer) -> None:
+    with connect(server.address, "hashme"):
+        pass
+    db = sqlite3.connect(server.db_path)
+    (stored,) = db.execute("SELECT hash FROM accounts WHERE name='hashme'").fetchone()
+    db.close()
+    assert PASSWORD not in stored
+    assert stored.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+
+
+def test_login_errors(server: TestServer) -> None:
+    with connect(server.address, "bob"):
+        pass
+    with RawClient(server.address) as c:
+        c.send(command="login", username="-bad", password=PASSWORD, id="a")
+        c.expect_error("invalid_username", id="a")
+        c.send(command="login", username="newbie", password="short", id="b")
+        c.expect_error("weak_password", id="b")
+        c.send(command="login", username="bob", password="wrong password", id="c")
+        c.expect_error("bad_credentials", id="c")
+        c.send(command="pm", message="hi", id="d")
+        c.expect_error("not_logged_in", id="d")
+        c.send(command="login", username="bob", password=PASSWORD)
+        c.expect("login_ok")
+        c.expect("users")
+        c.send(command="login", username="bob", password=PASSWORD, id="e")
+        c.expect_error("already_logged_in", id="e")
+
+
+def test_five_bad_passwords_close_the_connection(server: TestServer) -> None:
+    with connect(server.address, "carol"):
+        pass
+    with RawClient(server.address) as c:
+        for _ in range(5):
+            c.send(command="login", username="carol", password="not the password")
+        errors = c.wait_closed()
+    assert [e["code"] for e in errors] == ["bad_credentials"] * 5
+
+
+def test_pm_reaches_everyone_else_and_acks_the_sender(server: TestServer) -> None:
+    a, b, c = (connect(server.address, n) for n in ("a1", "b1", "c1"))
+    # a sees b and c join, b sees c join.
+    a.expect("users", joined="b1")
+    a.expect("users", joined="c1")
+    b.expect("users", joined="c1")
+    a.send(command="pm", message="hello all", id=5)
+    a.expect("ack", command="pm", id=5)
+    for other in (b, c):
+        m = other.expect("broadcast", message="hello all")
+        assert m["from"] == "a1"
+        assert abs(m["ts"] - time.time()) < 60
+    # The sender does not get its own broadcast: the next thing it sees is the pong.
+    a.send(command="ping", id="p")
+    a.expect("pong", id="p")
+
+
+def test_dm_any_case_and_errors(server: TestServer) -> None:
+    a = connect(server.address, "Ann")
+    b = connect(server.address, "Ben")
+    a.expect("users", joined="Ben")
+    a.send(command="dm", to="bEN", message="psst", id=1)
+    a.expect("ack", command="dm", to="Ben", id=1)
+    b.expect("dm", message="psst", to="Ben", **{"from": "Ann"})
+    a.send(command="dm", to="nobody", message="x", id=2)
+    a.expect_error("unknown_user", id=2)
+    with connect(server.address, "Cid"):
+        pass
+    a.until("users", left="Cid")
+    a.send(command="dm", to="cid", message="x", id=3)
+    a.expect_error("user_offline", id=3)
+
+
+def test_users_ping_and_bad_requests(server: TestServer) -> None:
+    a = connect(server.address, "zed")
+    b = connect(server.address, "Amy")
+    a.expect("users", joined="Amy")
+    a.send(command="users", id=1)
+    a.expect("users", users=["Amy", "zed"], id=1)
+    a.send(command="ping")
+    assert a.expect("pong") == {"type": "pong"}
+    a.send(command="pm", message="", id=2)
+    a.expect_error("bad_request", id=2)
+    a.send(command="pm", message="x" * 4001, id=3)
+    a.expect_error("bad_request", id=3)
+    a.send(command="dm", to="Amy", id=4)
+    a.expect_error("bad_request", id=4)
+    a.send(command="fly", id=5)
+    a.expect_error("unknown_command", id=5)
+    a.send_raw(b"{not json}\n")
+    a.expect_error("bad_json")
+    a.send_raw(b"[]\n")
+    a.expect_error("bad_json")
+    a.send_raw(b'{"command":"pm","message":"\xc3\x28"}\n')
+    a.expect_error("bad_json")
+    # After all that the connection still works, and a 4000-character message is fine.
+    a.send(command="pm", message="y" * 4000, id=6)
+    a.expect("ack", id=6)
+    assert b.expect("broadcast")["message"] == "y" * 4000
+
+
+def test_ten_protocol_errors_in_a_row_close(server: TestServer) -> None:
+    with connect(server.address, "noisy") as c:
+        c.send_raw(b"garbage\n" * 9)
+        for _ in range(9):
+            c.expect_error("bad_json")
+        c.send(command="ping")  # a good frame resets the count
+        c.expect("pong")
+        c.send_raw(b"garbage\n" * 10)
+        assert [f["code"] for f in c.wait_closed()] == ["bad_json"] * 10
+
+
+def test_too_large_frame_is_an_error_then_close() -> None:
+    with running_server(users_interval=0) as srv:
+        assert srv.server.config.limits.max_frame == 64 * 1024
+        with RawClient(srv.address) as c:
+            c.send_raw(b'{"command":"ping","pad":"' + b"x" * 70_000)
+            frames = c.wait_closed()
+    assert [f.get("code") for f in frames] == ["too_large"]
+
+
+def test_exit_and_logout_say_bye_and_tell_the_others(server: TestServer) -> None:
+    stay = connect(server.address, "stay")
+    for verb in ("exit", "logout"):
+        with connect(server.address, f"go_{verb}") as c:
+            stay.expect("users", joined=f"go_{verb}")
+            c.send(command=verb)
+            assert c.wait_closed() == [{"type": "bye", "reason": "exit"}]
+        stay.expect("users", users=["stay"], left=f"go_{verb}")
+
+
+def test_dropped_connection_sends_left(server: TestServer) -> None:
+    stay = connect(server.address, "stay2")
+    c = connect(server.address, "dropper")
+    stay.expect("users", joined="dropper")
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    c.close()  # RST
+    stay.expect("users", users=["stay2"], left="dropper")
+
+
+def test_takeover_replaces_the_old_session(server: TestServer) -> None:
+    watcher = connect(server.address, "watcher")
+    old = connect(server.address, "twin")
+    watcher.expect("users", joined="twin")
+    new = RawClient(server.address)
+    new.send(command="login", username="TWIN", password=PASSWORD)
+    new.expect("login_ok", username="twin", users=["twin", "watcher"])
+    assert old.wait_closed()[-1] == {"type": "bye", "reason": "session_replaced"}
+    new.expect("users", users=["twin", "watcher"], joined="twin")
+    watcher.expect("users", users=["twin", "watcher"], joined="twin")
+    # The old session's departure is not announced: the user never left.
+    watcher.send(command="users", id=1)
+    watcher.expect("users", users=["twin", "watcher"], id=1)
+    new.send(command="pm", message="still me")
+    new.expect("ack")
+    watcher.expect("broadcast", message="still me")
+
+
+def test_registration_persists_across_restart(tmp_path: pytest.TempPathFactory) -> None:
+    db = tmp_path / "accounts.db"  # type: ignore[operator]
+    with running_server(db_path=db, users_interval=0) as srv:
+        with connect(srv.address, "persist"):
+            pass
+        srv.restart()
+        with RawClient(srv.address) as c:
+            c.send(command="login", username="persist")
+            c.expect("password_required", new_user=False)
+            c.send(command="login", username="persist", password="wrong password")
+            c.expect_error("bad_credentials")
+            c.login("persist")
+
+
+def test_simultaneous_registration_of_one_name_makes_one_account(server: TestServer) -> None:
+    barrier = threading.Barrier(6, timeout=10)
+
+    def register(i: int) -> dict[str, object]:
+        with RawClient(server.address) as c:
+            barrier.wait()
+            c.send(command="login", username="race", password=f"password-{i}")
+            return c.recv()
+
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(register, range(6)))
+    assert sum(r["type"] == "login_ok" and r["new_user"] is True for r in results) == 1
+    assert sum(r.get("code") == "bad_credentials" for r in results) == 5
+
+
+def test_fifty_clients_log_in_at_once_and_agree_on_the_list(server: TestServer) -> None:
+    names = [f"user{i:02d}" for i in range(50)]
+    barrier = threading.Barrier(len(names), timeout=30)
+    clients = {n: RawClient(server.address, timeout=30) for n in names}
+
+    def login(name: str) -> None:
+        barrier.wait()
+        clients[name].send(command="login", username=name, password=PASSWORD)
+
+    with ThreadPoolExecutor(len(names)) as pool:
+        list(pool.map(login, names))
+    # Each client's last users push (after all 50 joined) must be the full list.
+    for name, c in clients.items():
+        c.expect("login_ok", username=name)
+        last = c.until("users", users=names)
+        assert last["users"] == names
+    for c in clients.values():
+        c.send(command="users", id="final")
+        assert c.until("users", id="final")["users"] == names
+    for c in clients.values():
+        c.close()
+
+
+def test_messages_from_one_sender_arrive_in_order(server: TestServer) -> None:
+    sender = connect(server.address, "orderly")
+    readers = [connect(server.address, f"r{i}") for i in range(3)]
+    for i, r in enumerate(readers):
+        for _later in readers[i + 1 :]:
+            r.expect("users")
+    for _ in range(3):
+        sender.expect("users")
+    n = 500
+    sender.send_raw(
+        b"".join(
+            json.dumps({"command": "pm", "message": str(i)}).encode() + b"\n" for i in range(n)
+        )
+    )
+    for r in readers:
+        got = [int(r.expect("broadcast")["message"]) for _ in range(n)]
+        assert got == list(range(n))
+
+
+def test_joined_push_precedes_the_new_users_messages(server: TestServer) -> None:
+    old = connect(server.address, "old")
+    new = RawClient(server.address)
+    new.send_raw(
+        json.dumps({"command": "login", "username": "fresh", "password": PASSWORD}).encode()
+        + b"\n"
+        + b'{"command":"pm","message":"first!"}\n'
+    )
+    old.expect("users", joined="fresh")
+    old.expect("broadcast", message="first!")
+    new.close()
+
+
+def test_a_client_that_never_reads_does_not_delay_others() -> None:
+    with running_server(users_interval=0, max_output=256 * 1024) as srv:
+        stuck = RawClient(srv.address)
+        stuck.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.login("stuck")
+        reader = connect(srv.address, "reader")
+        sender = connect(srv.address, "sender")
+        reader.expect("users", joined="sender")
+        big = "z" * 3900
+        # ~12 MB: far past stuck's kernel buffers (loopback autotunes the server's send
+        # buffer up to 4 MB) plus its 256 KiB allowance.
+        n = 3000
+        frames = [
+            json.dumps({"command": "pm", "message": f"{i} {big}"}).encode() + b"\n"
+            for i in range(n)
+        ]
+        pump = threading.Thread(target=sender.send_raw, args=(b"".join(frames),))
+        pump.start()
+        got = 0
+        left_seen = False
+        while got < n:
+            f = reader.recv()
+            if f["type"] == "broadcast":
+                assert f["message"].startswith(f"{got} ")
+                got += 1
+            elif f.get("left") == "stuck":
+                left_seen = True
+        if not left_seen:
+            reader.until("users", left="stuck")
+        assert "stuck" not in srv.server.online
+        pump.join(10)
+
+
+def test_periodic_user_list_push() -> None:
+    with running_server(users_interval=0.05) as srv, connect(srv.address, "timer") as c:
+        # Two plain pushes (no joined/left) prove the timer, whatever else arrives.
+        for _ in range(2):
+            f = c.until("users", users=["timer"])
+            while "joined" in f:
+                f = c.until("users", users=["timer"])
+
+
+def test_server_full() -> None:
+    with running_server(users_interval=0, max_connections=1) as srv:
+        first = connect(srv.address, "first")
+        with RawClient(srv.address) as second:
+            assert second.wait_closed() == [
+                {"type": "error", "code": "server_full", "message": "the server is full"}
+            ]
+        first.send(command="ping")
+        first.expect("pong")
+
+
+def test_shutdown_says_bye_to_everyone() -> None:
+    with running_server(users_interval=0) as srv:
+        clients = [connect(srv.address, f"s{i}") for i in range(5)]
+        anon = RawClient(srv.address)
+        anon.send(command="ping")
+        anon.expect("pong")
+        started = time.monotonic()
+        srv.stop()
+        assert time.monotonic() - started < 5
+        for c in [*clients, anon]:
+            assert c.wait_closed()[-1] == {"type": "bye", "reason": "server_shutdown"}
+        assert not [t for t in threading.enumerate() if t.name.startswith("chat-conn")]
+
+
+def test_not_a_database_is_refused_and_left_alone(tmp_path: pytest.TempPathFactory) -> None:
+    path = tmp_path / "notes.txt"  # type: ignore[operator]
+    path.write_bytes(b"my precious notes, not a database\n" * 10)
+    before = path.read_bytes()
+    with pytest.raises(AccountStoreError, match="not a chatroom credentials database"):
+        ChatServer(ServerConfig(db_path=path, port=0)).start()
+    assert path.read_bytes() == before
+
+
+def test_handler_crash_closes_only_that_connection(
+    server: TestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    srv = server.server
+    good = connect(server.address, "good")
+    real = srv._direct
+
+    def explode(conn: object, cmd: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(srv, "_direct", explode)
+    bad = connect(server.address, "bad")
+    good.expect("users", joined="bad")
+    bad.send(command="dm", to="good", message="x")
+    bad.wait_closed()
+    good.expect("users", left="bad")
+    monkeypatch.setattr(srv, "_direct", real)
+    assert srv.handler_crashes == 1
+    good.send(command="ping")
+    good.expect("pong")
