@@ -1,5 +1,10 @@
-"""chatroom: a client SDK for the chatroom protocol (docs/PROTOCOL.md, docs/SDK.md)."""
+"""chatroom: a client SDK for the chatroom protocol (docs/PROTOCOL.md, docs/SDK.md).
 
+Everything a bot author needs is importable from here; other modules are private except
+:mod:`chatroom.protocol` (the wire format) and :mod:`chatroom.testing` (a test server).
+"""
+
+from chatroom.client import ChatClient, Disconnect, HookError, LoginResult, Reconnected, Waiter
 from chatroom.errors import (
     AuthError,
     ChatConnectionError,
@@ -18,16 +23,22 @@ from chatroom.protocol import Broadcast, DirectMessage, UserList
 __all__ = [
     "AuthError",
     "Broadcast",
+    "ChatClient",
     "ChatConnectionError",
     "ChatError",
     "ChatTimeout",
     "ConnectFailed",
     "DirectMessage",
+    "Disconnect",
     "Disconnected",
+    "HookError",
+    "LoginResult",
     "ProtocolError",
     "RateLimited",
+    "Reconnected",
     "ServerError",
     "UsageError",
     "UserList",
     "UserOffline",
+    "Waiter",
 ]

@@ -44,6 +44,9 @@ class Flusher:
         self._watched: dict[int, Outbox] = {}  # fd -> outbox with a backlog; see module doc
         self._stop = threading.Event()
         self._clock = clock
+        # stop() writes a byte here so the thread leaves epoll.poll() at once.
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._epoll.register(self._wake_r.fileno(), select.EPOLLIN)
         self._thread = threading.Thread(target=self._run, name="chat-flusher", daemon=True)
 
     def start(self) -> None:
@@ -51,8 +54,12 @@ class Flusher:
 
     def stop(self, timeout: float = 2.0) -> None:
         self._stop.set()
-        self._thread.join(timeout)
+        self._wake_w.send(b"x")
+        if self._thread.ident is not None:
+            self._thread.join(timeout)
         self._epoll.close()
+        self._wake_r.close()
+        self._wake_w.close()
 
     # Called with the outbox's lock held.
     def _watch(self, ob: Outbox) -> None:

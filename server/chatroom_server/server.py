@@ -151,7 +151,7 @@ class ChatServer:
         self._numbers = itertools.count(1)
         self._listener: socket.socket | None = None
         self._threads: list[threading.Thread] = []
-        self._flusher = Flusher()
+        self._flusher: Flusher | None = None  # made by start(), once the port is bound
         self._store: AccountStore | None = None
         self.handler_crashes = 0  # written under _lock
         self.address: tuple[str, int] = (self.config.host, self.config.port)
@@ -171,6 +171,7 @@ class ChatServer:
             self._store.close()
             raise
         self.address = self._listener.getsockname()[:2]
+        self._flusher = Flusher()
         self._flusher.start()
         self._spawn(self._accept_loop, "chat-accept")
         if self.config.users_interval > 0:
@@ -232,7 +233,8 @@ class ChatServer:
         for conn in conns:
             if conn.thread is not None:
                 conn.thread.join(max(0.0, deadline - time.monotonic()))
-        self._flusher.stop()
+        if self._flusher is not None:
+            self._flusher.stop()
         if self._store is not None:
             self._store.close()
         log.info("stopped")
@@ -257,6 +259,7 @@ class ChatServer:
     def _admit(self, sock: socket.socket, addr: str) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         num = next(self._numbers)
+        assert self._flusher is not None
         outbox = Outbox(
             sock,
             self._flusher,

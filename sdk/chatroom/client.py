@@ -1,0 +1,827 @@
+"""``ChatClient``: a connection to a chatroom server, with hooks for what arrives.
+
+The wire protocol itself (framing, message types, validation) is :mod:`chatroom.protocol`;
+this module is the thin socket-and-threads layer over it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import random
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final, TypeVar, cast
+
+from chatroom.errors import (
+    AuthError,
+    ChatError,
+    ChatTimeout,
+    ConnectFailed,
+    Disconnected,
+    FrameTooLarge,
+    ProtocolError,
+    UsageError,
+    error_for_code,
+)
+from chatroom.protocol import (
+    DEFAULT_PORT,
+    Ack,
+    Broadcast,
+    Bye,
+    DirectMessage,
+    DmCommand,
+    ErrorCode,
+    ErrorEvent,
+    ExitCommand,
+    FrameDecoder,
+    LoginCommand,
+    LoginOk,
+    PasswordRequired,
+    PingCommand,
+    PmCommand,
+    ServerEvent,
+    UserList,
+    UsersCommand,
+    decode_event,
+    encode,
+)
+
+__all__ = ["ChatClient", "Disconnect", "HookError", "LoginResult", "Reconnected", "Waiter"]
+
+log = logging.getLogger(__name__)
+
+E = TypeVar("E")
+F = TypeVar("F", bound=Callable[..., Any])
+
+_PING: Final = encode(PingCommand())
+_STOP: Final = object()  # dispatcher sentinel
+
+
+@dataclass(frozen=True, slots=True)
+class LoginResult:
+    """What :meth:`ChatClient.login` returns: the canonical name, whether the account was
+    just registered, and the active users (sorted ignoring case)."""
+
+    username: str
+    new_user: bool
+    users: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnect:
+    """The connection ended. ``reason``: ``exit`` (we logged out), ``server_shutdown``,
+    ``session_replaced`` (we logged in elsewhere), ``closed`` (closed before login or
+    without a goodbye), ``network`` (dropped, keepalive expired, or the server broke the
+    protocol: see ``error``). ``will_reconnect`` says whether the client is retrying."""
+
+    reason: str
+    error: Exception | None = None
+    will_reconnect: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Reconnected:
+    """The client reconnected and logged in again; ``result.users`` is the fresh list."""
+
+    result: LoginResult
+
+
+@dataclass(frozen=True, slots=True)
+class HookError:
+    """A hook raised; passed to ``on_error`` hooks (the default logs it)."""
+
+    hook: str
+    event: object
+    error: Exception
+
+
+class Waiter:
+    """A pending :meth:`ChatClient.wait_for`. Create it *before* the action whose result
+    you wait for (``with client.expect(...) as w: client.pm("x"); w.wait()``) so an event
+    that arrives quickly is not missed."""
+
+    def __init__(
+        self,
+        client: ChatClient,
+        types: tuple[type, ...],
+        check: Callable[[Any], bool] | None,
+    ) -> None:
+        self._client = client
+        self.types = types
+        self.check = check
+        self._done = threading.Event()
+        self._result: object = None
+        self._error: BaseException | None = None
+
+    def _offer(self, event: object) -> bool:
+        """Receive thread: take ``event`` if it matches. Runs user ``check`` code, so it is
+        called without any client lock held."""
+        if not isinstance(event, self.types):
+            return False
+        try:
+            if self.check is not None and not self.check(event):
+                return False
+        except Exception as exc:  # noqa: BLE001 - re-raised by wait() in the waiting thread
+            self._error = exc
+        else:
+            self._result = event
+        self._done.set()
+        return True
+
+    def wait(self, timeout: float | None = None) -> Any:
+        """The matching event; :class:`~chatroom.errors.ChatTimeout` after ``timeout``
+        seconds (default: the client's timeout)."""
+        t = self._client.timeout if timeout is None else timeout
+        try:
+            if not self._done.wait(t):
+                raise ChatTimeout(
+                    f"no {'/'.join(x.__name__ for x in self.types)} matched within {t:g} s"
+                )
+        finally:
+            self._client._remove_waiter(self)
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+    def __enter__(self) -> Waiter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._client._remove_waiter(self)
+
+
+class _Pending:
+    __slots__ = ("done", "error", "reply")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.reply: ServerEvent | None = None
+        self.error: ChatError | None = None
+
+
+class ChatClient:
+    """A connection to a chatroom server.
+
+    ::
+
+        client = ChatClient("127.0.0.1", 5050)
+
+        @client.on_dm
+        def answer(event: DirectMessage) -> None:
+            client.dm(event.sender, "got it")
+
+        client.connect()
+        client.login("alice", "correct horse")
+        client.run_forever()
+
+    **Hooks.** Register with the decorators ``on_broadcast``, ``on_dm``, ``on_users``,
+    ``on_disconnect``, ``on_reconnect`` and ``on_error``, or subclass and override the
+    method of the same name (``def on_dm(self, event): ...``). Several hooks per event
+    run in registration order (an override first).
+
+    **Threading contract.**
+
+    - The client owns two threads. The *receive thread* reads the socket, answers keepalive,
+      matches replies to requests by ``id``, updates :attr:`users`, and resolves
+      :meth:`wait_for` waiters; it never runs hooks. The *dispatch thread* runs every hook,
+      one at a time, in the order the events arrived. So a hook may call any client
+      method, blocking ones included (``dm()`` waits for its ack, read meanwhile by the
+      receive thread), and a slow hook never stops acks and pongs from being read; it
+      only delays later hooks.
+    - ``inline_hooks=True`` runs hooks on the receive thread instead (one thread per
+      client, for swarms of thousands): hooks must then be quick and must not call
+      blocking methods, which raise :class:`UsageError` there.
+    - A hook that raises is reported to ``on_error`` hooks (default: logged with the
+      traceback); it never kills a thread. ``wait_for`` ``check`` functions run on the
+      receive thread and must be quick.
+    - Every public method is safe from any thread. Every blocking call has a timeout
+      (``timeout``, default 10 s) and raises :class:`ChatTimeout` (a ``TimeoutError``),
+      never hangs. ``close()`` is idempotent, callable from a hook or any thread, and joins
+      the client's threads (except the one it is called on).
+    - No hook or ``check`` runs while the client holds a lock. ``_lock`` guards
+      ``_pending`` (request id → reply slot), ``_waiters``, ``_users``, ``_username``,
+      ``_credentials``, ``_sock`` and the state flags; ``_send_lock`` serialises writes to
+      the socket so concurrent frames never interleave.
+
+    **Liveness.** When nothing has arrived for ``keepalive`` seconds the client sends a
+    ``ping``; if nothing arrives for ``timeout`` seconds more, the connection is dead and
+    is reported as a disconnect. With ``reconnect=True``, a lost connection is retried with
+    exponential backoff and jitter (capped at ``reconnect_max_delay``), the client logs in
+    again with the same credentials, and ``on_reconnect`` runs with the fresh user list;
+    never after ``bad_credentials``, ``session_replaced`` or :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        *,
+        timeout: float = 10.0,
+        keepalive: float = 30.0,
+        reconnect: bool = False,
+        reconnect_max_delay: float = 30.0,
+        inline_hooks: bool = False,
+        tls: bool | ssl.SSLContext = False,
+        ca_file: str | None = None,
+        max_frame: int = 64 * 1024 * 1024,
+    ) -> None:
+        if timeout <= 0:
+            raise UsageError("timeout must be positive")
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self.keepalive = keepalive
+        self.reconnect = reconnect
+        self.reconnect_max_delay = reconnect_max_delay
+        self.inline_hooks = inline_hooks
+        self._ssl: ssl.SSLContext | None = None
+        if isinstance(tls, ssl.SSLContext):
+            self._ssl = tls
+        elif tls:
+            self._ssl = ssl.create_default_context(cafile=ca_file)
+        self._max_frame = max_frame
+
+        self._lock = threading.Lock()  # see the class docstring for what it guards
+        self._send_lock = threading.Lock()  # one writer on the socket at a time
+        self._sock: socket.socket | None = None
+        self._pending: dict[int, _Pending] = {}
+        self._waiters: list[Waiter] = []
+        self._users: tuple[str, ...] = ()
+        self._username: str | None = None
+        self._credentials: tuple[str, str] | None = None
+        self._relogin_id: int | None = None
+        self._ids = itertools.count(1)
+        self._closing = False
+        self._stop = threading.Event()  # set by close(): every loop ends
+        self._closed = threading.Event()  # set once the receive thread has finished
+        self._events: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._receiver: threading.Thread | None = None
+        self._dispatcher: threading.Thread | None = None
+
+        self._hooks: dict[str, list[Callable[[Any], object]]] = {k: [] for k in _HOOK_NAMES}
+        for kind in _HOOK_NAMES:  # subclass overrides are hooks too
+            name = f"on_{kind}"
+            if getattr(type(self), name) is not getattr(ChatClient, name):
+                self._hooks[kind].append(getattr(self, name))
+
+    # ------------------------------------------------------------------ hooks
+
+    def on_broadcast(self, fn: Callable[[Broadcast], object]) -> Callable[[Broadcast], object]:
+        """Register a hook for public messages from other users."""
+        return self._add_hook("broadcast", fn)
+
+    def on_dm(self, fn: Callable[[DirectMessage], object]) -> Callable[[DirectMessage], object]:
+        """Register a hook for direct messages to us."""
+        return self._add_hook("dm", fn)
+
+    def on_users(self, fn: Callable[[UserList], object]) -> Callable[[UserList], object]:
+        """Register a hook for user-list pushes (``event.joined``/``event.left`` say why)."""
+        return self._add_hook("users", fn)
+
+    def on_disconnect(self, fn: Callable[[Disconnect], object]) -> Callable[[Disconnect], object]:
+        """Register a hook for the end of a connection (see :class:`Disconnect`)."""
+        return self._add_hook("disconnect", fn)
+
+    def on_reconnect(self, fn: Callable[[Reconnected], object]) -> Callable[[Reconnected], object]:
+        """Register a hook for a successful automatic reconnect and re-login."""
+        return self._add_hook("reconnect", fn)
+
+    def on_error(self, fn: Callable[[HookError], object]) -> Callable[[HookError], object]:
+        """Register a hook for exceptions raised by other hooks (replaces the default log)."""
+        return self._add_hook("error", fn)
+
+    def _add_hook(self, kind: str, fn: F) -> F:
+        if not callable(fn):
+            raise UsageError(f"on_{kind} needs a callable, got {fn!r}")
+        with self._lock:
+            self._hooks[kind] = [*self._hooks[kind], fn]  # copy-on-write: dispatch reads
+        return fn
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def users(self) -> tuple[str, ...]:
+        """The active users as of the latest push or reply (a snapshot, sorted)."""
+        return self._users
+
+    @property
+    def username(self) -> str | None:
+        """Our canonical name once logged in, else None."""
+        return self._username
+
+    @property
+    def connected(self) -> bool:
+        return self._sock is not None
+
+    @property
+    def closed(self) -> bool:
+        return self._stop.is_set()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def connect(self) -> ChatClient:
+        """Open the connection and start the client's threads.
+
+        Raises :class:`ConnectFailed` (a ``ConnectionError``) if the server cannot be reached.
+        """
+        with self._lock:
+            if self._stop.is_set():
+                raise UsageError("this client is closed; make a new ChatClient")
+            if self._receiver is not None:
+                raise UsageError("already connected")
+            self._receiver = threading.Thread(
+                target=self._receive_loop, name=f"chat-recv-{id(self):x}", daemon=True
+            )
+        try:
+            sock = self._open_socket()
+        except ConnectFailed:
+            with self._lock:
+                self._receiver = None
+            raise
+        with self._lock:
+            self._sock = sock
+        if not self.inline_hooks:
+            self._dispatcher = threading.Thread(
+                target=self._dispatch_loop, name=f"chat-hooks-{id(self):x}", daemon=True
+            )
+            self._dispatcher.start()
+        self._receiver.start()
+        return self
+
+    def _open_socket(self) -> socket.socket:
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+        except OSError as exc:
+            raise ConnectFailed(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._ssl is not None:
+                sock = self._ssl.wrap_socket(sock, server_hostname=self.host)
+        except (OSError, ssl.SSLError) as exc:
+            sock.close()
+            raise ConnectFailed(
+                f"TLS handshake with {self.host}:{self.port} failed: {exc}"
+            ) from exc
+        # One timeout serves both directions: sendall's total time and the receive
+        # thread's tick, at which it checks keepalive and the stop flag.
+        sock.settimeout(self._tick)
+        return sock
+
+    @property
+    def _tick(self) -> float:
+        return min(self.timeout, self.keepalive / 2) if self.keepalive > 0 else self.timeout
+
+    def __enter__(self) -> ChatClient:
+        if self._receiver is None:
+            self.connect()
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Log out (if logged in), close the connection and join the client's threads.
+
+        Idempotent; safe from any thread, hooks included; returns within ``timeout``
+        (default: the client's timeout).
+        """
+        t = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + t
+        with self._lock:
+            first = not self._closing
+            self._closing = True
+            sock, logged_in = self._sock, self._username is not None
+        if first and sock is not None and logged_in:
+            # Say goodbye so the server announces our departure at once; the receive
+            # thread sees the bye and the close.
+            try:
+                self._send(encode(ExitCommand()))
+            except ChatError as exc:
+                log.debug("could not send exit: %s", exc)
+            if not self._on_receive_thread():
+                self._closed.wait(min(1.0, t))
+        self._stop.set()
+        with self._lock:
+            sock = self._sock
+        if sock is not None:
+            _shutdown(sock)
+        here = threading.current_thread()
+        if self._receiver is not None and self._receiver is not here and self._receiver.ident:
+            self._receiver.join(max(0.0, deadline - time.monotonic()))
+        if self._dispatcher is not None:
+            if first:
+                self._events.put(_STOP)
+            if self._dispatcher is not here:
+                self._dispatcher.join(max(0.0, deadline - time.monotonic()))
+                if self._dispatcher.is_alive():
+                    log.warning("a hook is still running after close(); not waiting for it")
+
+    def run_forever(self) -> None:
+        """Block until the client is closed (by a hook, another thread, or for good by the
+        server). Ctrl-C closes the client and returns."""
+        if self._receiver is None:
+            raise UsageError("connect() first")
+        try:
+            while not self._closed.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            log.info("interrupted")
+        finally:
+            self.close()
+
+    # ------------------------------------------------------------------ requests
+
+    def check_user(self, username: str) -> bool:
+        """True if ``username`` is free (a login would register it). For interactive
+        clients: ask a new user for a password twice."""
+        reply = self._request(LoginCommand(username=username, id=self._next_id()))
+        return cast(PasswordRequired, reply).new_user
+
+    def login(self, username: str, password: str) -> LoginResult:
+        """Log in, registering the account if the name is new.
+
+        Raises :class:`AuthError` (``bad_credentials``, ``weak_password``,
+        ``invalid_username``).
+        """
+        reply = cast(
+            LoginOk,
+            self._request(LoginCommand(username=username, password=password, id=self._next_id())),
+        )
+        with self._lock:
+            self._username = reply.username
+            self._credentials = (reply.username, password)
+            self._users = reply.users
+        return LoginResult(reply.username, reply.new_user, reply.users)
+
+    def pm(self, message: str) -> None:
+        """Send a public message; returns once the server acknowledged it."""
+        self._request(PmCommand(message=message, id=self._next_id()))
+
+    def dm(self, to: str, message: str) -> str:
+        """Send a direct message; returns the recipient's canonical name once acknowledged.
+
+        Raises :class:`UserOffline` if ``to`` is not online or does not exist.
+        """
+        reply = cast(Ack, self._request(DmCommand(to=to, message=message, id=self._next_id())))
+        return reply.to or to
+
+    def request_users(self) -> tuple[str, ...]:
+        """Ask the server for the active users (``users`` is usually enough: it follows
+        every push)."""
+        reply = cast(UserList, self._request(UsersCommand(id=self._next_id())))
+        with self._lock:
+            self._users = reply.users
+        return reply.users
+
+    def ping(self) -> float:
+        """Round-trip time to the server, in seconds."""
+        start = time.perf_counter()
+        self._request(PingCommand(id=self._next_id()))
+        return time.perf_counter() - start
+
+    def expect(self, *types: type[E], check: Callable[[E], bool] | None = None) -> Waiter:
+        """Start waiting for an event (see :class:`Waiter`); ``types`` default to the
+        message events."""
+        w = Waiter(self, types or (Broadcast, DirectMessage, UserList), check)
+        with self._lock:
+            self._waiters = [*self._waiters, w]
+        return w
+
+    def wait_for(
+        self,
+        event_type: type[E],
+        check: Callable[[E], bool] | None = None,
+        timeout: float | None = None,
+    ) -> E:
+        """Block until an event of ``event_type`` (``Broadcast``, ``DirectMessage``,
+        ``UserList``, ``Disconnect``, ``Reconnected``) for which ``check`` is true arrives
+        *after this call*; raise :class:`ChatTimeout` after ``timeout`` seconds."""
+        if self._on_receive_thread():
+            raise UsageError("wait_for() would block the receive thread (inline hook)")
+        return cast(E, self.expect(event_type, check=check).wait(timeout))
+
+    def _remove_waiter(self, w: Waiter) -> None:
+        with self._lock:
+            if w in self._waiters:
+                self._waiters = [x for x in self._waiters if x is not w]
+
+    def _next_id(self) -> int:
+        return next(self._ids)
+
+    def _on_receive_thread(self) -> bool:
+        return threading.current_thread() is self._receiver
+
+    def _request(self, cmd: Any) -> ServerEvent:
+        """Send ``cmd`` (which carries a fresh id) and wait for the reply with that id."""
+        if self._on_receive_thread():
+            raise UsageError(
+                "blocking calls are not allowed in inline hooks (inline_hooks=True): "
+                "they would wait for a reply only this thread can read"
+            )
+        rid: int = cmd.id
+        pending = _Pending()
+        with self._lock:
+            if self._sock is None:
+                if self._closing or self._stop.is_set():
+                    raise UsageError("the client is closed")
+                if self._receiver is None:
+                    raise UsageError("connect() first")
+                raise Disconnected("network", "not connected (reconnecting)")
+            self._pending[rid] = pending
+        try:
+            self._send(encode(cmd))
+            if not pending.done.wait(self.timeout):
+                raise ChatTimeout(f"no reply to {type(cmd).__name__} within {self.timeout:g} s")
+        finally:
+            with self._lock:
+                self._pending.pop(rid, None)
+        if pending.error is not None:
+            raise pending.error
+        assert pending.reply is not None
+        return pending.reply
+
+    def _send(self, data: bytes) -> None:
+        with self._lock:
+            sock = self._sock
+        if sock is None:
+            raise Disconnected("network", "not connected")
+        try:
+            with self._send_lock:
+                sock.sendall(data)
+        except TimeoutError as exc:
+            _shutdown(sock)  # a partial frame may be on the wire: the stream is unusable
+            raise ChatTimeout(f"send did not complete within {self._tick:g} s") from exc
+        except OSError as exc:
+            _shutdown(sock)
+            raise Disconnected("network", f"send failed: {exc}") from exc
+
+    # ------------------------------------------------------------------ receive thread
+
+    def _receive_loop(self) -> None:
+        attempt = 0
+        try:
+            while True:
+                with self._lock:
+                    sock = self._sock
+                assert sock is not None
+                disconnect = self._read_until_closed(sock)
+                retry = (
+                    self.reconnect
+                    and not self._closing
+                    and self._credentials is not None
+                    and disconnect.reason not in ("exit", "session_replaced", "bad_credentials")
+                )
+                self._lose_connection(sock, disconnect, retry)
+                if not retry:
+                    return
+                sock = self._reconnect(attempt)
+                if sock is None:
+                    return
+                attempt += 1
+        finally:
+            self._closed.set()
+            # The server is gone for good and nobody called close(): end the dispatcher
+            # after the Disconnect event it has queued.
+            if not self._closing and not self.inline_hooks and self._dispatcher is not None:
+                self._stop.set()
+                self._events.put(_STOP)
+
+    def _read_until_closed(self, sock: socket.socket) -> Disconnect:
+        decoder = FrameDecoder(self._max_frame)
+        last_rx = time.monotonic()
+        pinged = False
+        bye: str | None = None
+        error: Exception | None = None
+        while True:
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                if self._stop.is_set():
+                    break
+                idle = time.monotonic() - last_rx
+                if self.keepalive > 0 and idle >= self.keepalive + self.timeout and pinged:
+                    error = ChatTimeout(f"no answer from the server for {idle:.0f} s")
+                    break
+                if self.keepalive > 0 and idle >= self.keepalive and not pinged:
+                    pinged = True
+                    try:
+                        with self._send_lock:
+                            sock.sendall(_PING)
+                    except OSError as exc:
+                        error = exc
+                        break
+                continue
+            except OSError as exc:
+                error = exc
+                break
+            if not data:
+                break
+            last_rx = time.monotonic()
+            pinged = False
+            try:
+                frames = decoder.feed(data)
+            except FrameTooLarge as exc:
+                error = exc
+                break
+            for frame in frames:
+                reason = self._on_frame(frame)
+                if reason is not None:
+                    bye = reason
+        if bye is not None:
+            return Disconnect(bye, error)
+        if self._closing or self._stop.is_set():
+            return Disconnect("closed", error)
+        return Disconnect("network", error)
+
+    def _on_frame(self, frame: bytes) -> str | None:
+        """Handle one server frame; returns the bye/fatal reason if it ends the session."""
+        try:
+            event = decode_event(frame)
+        except ProtocolError as exc:
+            if exc.code == ErrorCode.UNKNOWN_COMMAND:
+                log.debug("ignoring a frame of a type this version does not know: %r", frame)
+            else:
+                log.warning("server sent a malformed frame (%s): %r", exc, frame[:200])
+                self._emit(HookError("receive", frame, exc))
+            return None
+        rid = getattr(event, "id", None)
+        if rid is not None:
+            return self._on_reply(rid, event)
+        if type(event) is Broadcast or type(event) is DirectMessage:
+            self._emit(event)
+        elif type(event) is UserList:
+            with self._lock:
+                self._users = event.users
+            self._emit(event)
+        elif type(event) is Bye:
+            return event.reason
+        elif type(event) is ErrorEvent:
+            # Not tied to a request (we always send ids): server_full, too_large, ...
+            log.warning("server error: %s: %s", event.code, event.message)
+            if event.code == ErrorCode.SERVER_FULL:
+                return "server_full"
+        return None
+
+    def _on_reply(self, rid: Any, event: ServerEvent) -> str | None:
+        with self._lock:
+            pending = self._pending.get(rid) if isinstance(rid, int) else None
+            relogin = rid == self._relogin_id
+        if relogin:
+            return self._on_relogin(event)
+        if pending is None:
+            log.debug("reply to no pending request (timed out?): %r", event)
+            return None
+        if type(event) is ErrorEvent:
+            pending.error = error_for_code(event.code, event.message, rid)
+        else:
+            pending.reply = event
+        pending.done.set()
+        return None
+
+    def _on_relogin(self, event: ServerEvent) -> str | None:
+        with self._lock:
+            self._relogin_id = None
+        if type(event) is LoginOk:
+            with self._lock:
+                self._users = event.users
+                self._username = event.username
+            result = LoginResult(event.username, event.new_user, event.users)
+            log.info("reconnected to %s:%d as %s", self.host, self.port, event.username)
+            self._emit(Reconnected(result))
+            return None
+        if type(event) is ErrorEvent:
+            err = error_for_code(event.code, event.message)
+            log.error("re-login failed: %s", err)
+            if isinstance(err, AuthError):
+                self._credentials = None  # never retry with a password the server refused
+                return "bad_credentials"
+        return None
+
+    def _lose_connection(self, sock: socket.socket, disconnect: Disconnect, retry: bool) -> None:
+        with self._lock:
+            self._sock = None
+            pending = list(self._pending.values())
+            self._pending.clear()
+            if not retry:
+                self._username = None
+        sock.close()
+        failure = Disconnected(disconnect.reason)
+        for p in pending:
+            p.error = failure
+            p.done.set()
+        level = logging.DEBUG if disconnect.reason in ("exit", "closed") else logging.WARNING
+        log.log(
+            level,
+            "disconnected from %s:%d: %s%s",
+            self.host,
+            self.port,
+            disconnect.reason,
+            f" ({disconnect.error})" if disconnect.error else "",
+        )
+        self._emit(Disconnect(disconnect.reason, disconnect.error, retry))
+
+    def _reconnect(self, attempt: int) -> socket.socket | None:
+        """Receive thread: back off, reconnect, send the login. None when closed."""
+        while True:
+            delay = min(self.reconnect_max_delay, 0.25 * 2**attempt) * random.uniform(0.5, 1.0)
+            if self._stop.wait(delay):
+                return None
+            attempt += 1
+            try:
+                sock = self._open_socket()
+            except ConnectFailed as exc:
+                log.info("reconnect attempt %d failed: %s", attempt, exc)
+                continue
+            creds = self._credentials
+            if creds is None:
+                sock.close()
+                return None
+            rid = self._next_id()
+            with self._lock:
+                if self._stop.is_set():
+                    sock.close()
+                    return None
+                self._sock = sock
+                self._relogin_id = rid
+            try:
+                self._send(encode(LoginCommand(username=creds[0], password=creds[1], id=rid)))
+            except ChatError as exc:
+                log.info("reconnect attempt %d failed: %s", attempt, exc)
+                with self._lock:
+                    self._sock = None
+                sock.close()
+                continue
+            return sock
+
+    # ------------------------------------------------------------------ dispatch
+
+    def _emit(self, event: object) -> None:
+        """Receive thread: resolve waiters, then hand the event to the hooks."""
+        with self._lock:
+            waiters = self._waiters
+        taken = [w for w in waiters if w._offer(event)]  # user code: outside the lock
+        if taken:
+            with self._lock:
+                self._waiters = [w for w in self._waiters if w not in taken]
+        if self.inline_hooks:
+            self._run_hooks(event)
+        else:
+            self._events.put(event)
+
+    def _dispatch_loop(self) -> None:
+        while True:
+            try:
+                event = self._events.get(timeout=1.0)
+            except queue.Empty:
+                if self._stop.is_set() and self._closed.is_set():
+                    return
+                continue
+            if event is _STOP:
+                return
+            self._run_hooks(event)
+
+    def _run_hooks(self, event: object) -> None:
+        kind = _KIND_OF.get(type(event))
+        if kind is None:
+            return
+        for hook in self._hooks[kind]:  # a snapshot list (copy-on-write)
+            try:
+                hook(event)
+            except Exception as exc:
+                if kind == "error":
+                    log.exception("on_error hook failed")
+                    continue
+                self._report(HookError(f"on_{kind}", event, exc))
+
+    def _report(self, failure: HookError) -> None:
+        if not self._hooks["error"]:
+            log.error("%s hook raised on %r", failure.hook, failure.event, exc_info=failure.error)
+            return
+        self._run_hooks(failure)
+
+
+_HOOK_NAMES: Final = ("broadcast", "dm", "users", "disconnect", "reconnect", "error")
+_KIND_OF: Final[dict[type, str]] = {
+    Broadcast: "broadcast",
+    DirectMessage: "dm",
+    UserList: "users",
+    Disconnect: "disconnect",
+    Reconnected: "reconnect",
+    HookError: "error",
+}
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed or never connected
