@@ -26,11 +26,13 @@ typecheck: $(STAMP)
 test: lint typecheck
 	$(VENV)/bin/pytest
 
-# A local server in the foreground (Ctrl-C stops it).
+# A local server, the demo bots, and the REPL in front; all stopped when the REPL exits.
 demo: $(STAMP)
+	$(PY) -m chatroom_cli.demo --port $(PORT) --db demo.db
+
+# Just the server, in the foreground (Ctrl-C stops it).
+server: $(STAMP)
 	$(VENV)/bin/chat-server --port $(PORT) --db demo.db
 
-server: demo
-
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info */*.egg-info
+	rm -rf $(VENV) demo.log .mypy_cache .ruff_cache .pytest_cache build *.egg-info */*.egg-info

@@ -457,9 +457,7 @@ class ChatClient:
             self._request(LoginCommand(username=username, password=password, id=self._next_id())),
         )
         with self._lock:
-            self._username = reply.username
-            self._credentials = (reply.username, password)
-            self._users = reply.users
+            self._credentials = (reply.username, password)  # for reconnect=True
         return LoginResult(reply.username, reply.new_user, reply.users)
 
     def pm(self, message: str) -> None:
@@ -683,6 +681,12 @@ class ChatClient:
         if type(event) is ErrorEvent:
             pending.error = error_for_code(event.code, event.message, rid)
         else:
+            if type(event) is LoginOk:
+                # Here, not in login(): hooks for the pushes that follow must already see
+                # who we are.
+                with self._lock:
+                    self._username = event.username
+                    self._users = event.users
             pending.reply = event
         pending.done.set()
         return None

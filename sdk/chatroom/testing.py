@@ -68,10 +68,16 @@ def running_server(db_path: str | Path | None = None, **options: Any) -> Iterato
     """Run a server on 127.0.0.1 and a free port for the duration of the ``with`` block.
 
     ``options`` are :class:`chatroom_server.ServerConfig` fields, e.g.
-    ``users_interval=0.2``. Without ``db_path`` a temporary database is used and deleted.
+    ``users_interval=0.2``, or :class:`chatroom.protocol.Limits` fields such as
+    ``max_message=100``. Without ``db_path`` a temporary database is used and deleted.
     """
+    from chatroom.protocol import Limits
     from chatroom_server import ServerConfig
 
+    limit_names = {f.name for f in dataclasses.fields(Limits)}
+    limits = {k: options.pop(k) for k in list(options) if k in limit_names}
+    if limits:
+        options["limits"] = Limits(**limits)
     with tempfile.TemporaryDirectory(prefix="chatroom-test-") as tmp:
         path = Path(db_path) if db_path is not None else Path(tmp) / "chatroom.db"
         options.setdefault("host", "127.0.0.1")

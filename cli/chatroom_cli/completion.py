@@ -1,0 +1,89 @@
+"""Tab completion of commands and online usernames.
+
+:func:`complete` is a plain function (tested on its own); :class:`ChatCompleter` adapts it
+to prompt_toolkit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion
+from prompt_toolkit.document import Document
+
+from chatroom_cli.commands import COMMANDS
+
+__all__ = ["ChatCompleter", "complete", "rank_users"]
+
+_RECIPIENT_COMMANDS = {"dm", "/dm", "/msg"}
+
+
+def rank_users(
+    prefix: str, users: Iterable[str], me: str | None, recent: Sequence[str] = ()
+) -> list[str]:
+    """Online users whose name starts with ``prefix`` ignoring case, ourselves left out,
+    most recent correspondents first (most recent first), then the rest alphabetically."""
+    p = prefix.lower()
+    mine = me.lower() if me else None
+    online = {u.lower(): u for u in users if u.lower().startswith(p) and u.lower() != mine}
+    first = [online.pop(r.lower()) for r in recent if r.lower() in online]
+    return first + sorted(online.values(), key=str.lower)
+
+
+def complete(
+    text: str,
+    users: Iterable[str],
+    me: str | None,
+    recent: Sequence[str] = (),
+    recipient_only: bool = False,
+) -> tuple[int, list[str]]:
+    """Completions for the text before the cursor: ``(length of the word being completed,
+    candidates)``. ``recipient_only`` is the ``to:`` prompt, where the whole line is a name.
+    """
+    if recipient_only:
+        if " " in text.strip():
+            return 0, []
+        word = text.lstrip()
+        return len(word), rank_users(word, users, me, recent)
+    words = text.split(" ")
+    if len(words) == 1:
+        word = words[0]
+        low = word.lower()
+        cands = [c for c in COMMANDS if c.lower().startswith(low)]
+        if word[:1].isupper():  # "P" -> "PM"; "p" -> "pm"
+            cands = [c.upper() if not c.startswith("/") else c for c in cands]
+        elif word and not word.startswith("/"):
+            cands = [c.lower() for c in cands if not c.startswith("/")]
+        return len(word), cands
+    if len(words) == 2 and words[0].lower() in _RECIPIENT_COMMANDS:
+        return len(words[1]), rank_users(words[1], users, me, recent)
+    return 0, []
+
+
+class ChatCompleter(Completer):
+    """prompt_toolkit completer over a live source of users."""
+
+    def __init__(
+        self,
+        users: Callable[[], Iterable[str]],
+        me: Callable[[], str | None],
+        recent: Callable[[], Sequence[str]],
+        recipient_only: bool = False,
+    ) -> None:
+        self._users = users
+        self._me = me
+        self._recent = recent
+        self._recipient_only = recipient_only
+
+    def get_completions(
+        self, document: Document, complete_event: CompleteEvent
+    ) -> Iterator[Completion]:
+        size, cands = complete(
+            document.text_before_cursor,
+            self._users(),
+            self._me(),
+            self._recent(),
+            self._recipient_only,
+        )
+        for c in cands:
+            yield Completion(c, start_position=-size)

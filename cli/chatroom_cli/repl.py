@@ -1,0 +1,466 @@
+"""The ``chat`` REPL: one command loop, two terminals.
+
+- :class:`InteractiveTerminal`: prompt_toolkit prompts with completion, history and a bottom
+  toolbar. Incoming events are printed above the prompt from the SDK's dispatch thread:
+  everything runs inside one ``patch_stdout`` whose proxy is thread-safe and redraws the
+  prompt (and whatever the user was typing) below each printed line.
+- :class:`PipeTerminal`: stdin is not a terminal, so lines are read from stdin and events
+  printed as plain lines (``printf 'PM hi\\nEX\\n' | chat --user alice --password-file pw``).
+
+The REPL uses the SDK only; it has no socket code of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from typing import Literal, Protocol, TextIO
+
+from prompt_toolkit import PromptSession
+from prompt_toolkit.application import Application, create_app_session, get_app_session
+from prompt_toolkit.formatted_text import FormattedText
+from prompt_toolkit.history import InMemoryHistory
+from prompt_toolkit.input import Input
+from prompt_toolkit.output import Output
+from prompt_toolkit.output.plain_text import PlainTextOutput
+from prompt_toolkit.output.vt100 import Vt100_Output
+from prompt_toolkit.patch_stdout import patch_stdout
+from prompt_toolkit.shortcuts import print_formatted_text
+
+from chatroom import (
+    AuthError,
+    Broadcast,
+    ChatClient,
+    ChatConnectionError,
+    ChatError,
+    ChatTimeout,
+    ConnectFailed,
+    DirectMessage,
+    Disconnect,
+    Reconnected,
+    ServerError,
+    UserList,
+)
+from chatroom.protocol import is_valid_username
+from chatroom_cli.commands import (
+    HELP,
+    Action,
+    AskDm,
+    AskPm,
+    Exit,
+    Help,
+    Invalid,
+    Nothing,
+    SendDm,
+    SendPm,
+    Who,
+    parse,
+)
+from chatroom_cli.completion import ChatCompleter
+from chatroom_cli.format import STYLE, Fragments, format_event, plain, sent_dm
+
+__all__ = ["InteractiveTerminal", "PipeTerminal", "Repl", "Terminal"]
+
+Ask = Literal["command", "username", "password", "recipient", "message"]
+
+
+class Terminal(Protocol):
+    """Where the REPL reads lines and shows output."""
+
+    interactive: bool
+
+    def session(self, repl: Repl) -> contextlib.AbstractContextManager[None]: ...
+
+    def ask(self, kind: Ask, prompt: str) -> str:
+        """One line of input; EOFError at end of input, KeyboardInterrupt on Ctrl-C."""
+        ...
+
+    def show(self, fragments: Fragments) -> None:
+        """Print a line; safe from any thread."""
+        ...
+
+    def refresh(self) -> None:
+        """Redraw the toolbar; safe from any thread."""
+        ...
+
+    def stop(self) -> None:
+        """End the prompt in progress as if the user pressed Ctrl-D; safe from any thread."""
+        ...
+
+
+class InteractiveTerminal:
+    """prompt_toolkit terminal. ``input``/``output`` default to the real terminal; tests pass
+    a pipe input and a recording ``DummyOutput``."""
+
+    interactive = True
+
+    def __init__(self, input: Input | None = None, output: Output | None = None) -> None:
+        self._input = input
+        self._output = output
+        self._lock = threading.Lock()  # one printer at a time on the shared output
+        self._printer: Output | None = None
+        self._sessions: dict[str, PromptSession[str]] = {}
+        self._app: Application[str] | None = None  # the prompt being shown, if any
+
+    @contextlib.contextmanager
+    def session(self, repl: Repl) -> Iterator[None]:
+        # The default app session on a real terminal: patch_stdout's writer thread finds the
+        # running prompt through it (a session made by create_app_session() is invisible to
+        # that thread, and lines would be written over the prompt instead of above it).
+        custom = self._input is not None or self._output is not None
+        app_session = (
+            create_app_session(input=self._input, output=self._output)
+            if custom
+            else contextlib.nullcontext()
+        )
+        with app_session, patch_stdout(raw=True):
+            self._printer = _printer_over(sys.stdout)
+            users_completer = ChatCompleter(repl.online, repl.me, repl.recent)
+            toolbar = repl.toolbar
+            self._sessions = {
+                "command": PromptSession(
+                    history=InMemoryHistory(),
+                    completer=users_completer,
+                    complete_while_typing=False,
+                    bottom_toolbar=toolbar,
+                    style=STYLE,
+                ),
+                "recipient": PromptSession(
+                    completer=ChatCompleter(repl.online, repl.me, repl.recent, recipient_only=True),
+                    complete_while_typing=True,
+                    bottom_toolbar=toolbar,
+                    style=STYLE,
+                ),
+                "message": PromptSession(bottom_toolbar=toolbar, style=STYLE),
+                "username": PromptSession(style=STYLE),
+                "password": PromptSession(is_password=True, style=STYLE),
+            }
+            try:
+                yield
+            finally:
+                self._printer = None
+
+    def ask(self, kind: Ask, prompt: str) -> str:
+        s = self._sessions[kind]
+        self._app = s.app
+        try:
+            return s.prompt(FormattedText([("class:me", prompt)]))
+        finally:
+            self._app = None
+
+    def show(self, fragments: Fragments) -> None:
+        with self._lock:
+            if self._printer is None:
+                return
+            print_formatted_text(FormattedText(fragments), output=self._printer, style=STYLE)
+
+    def refresh(self) -> None:
+        app = self._app
+        if app is not None and app.is_running:
+            app.invalidate()  # thread-safe: schedules a redraw on the app's loop
+
+    def stop(self) -> None:
+        app = self._app
+        if app is not None and app.is_running:
+            app.loop.call_soon_threadsafe(_exit_app, app)  # type: ignore[union-attr]
+
+
+def _printer_over(proxy: TextIO) -> Output:
+    """An Output that writes into patch_stdout's proxy, so each line lands above the prompt
+    from any thread. (``create_output()`` would unwrap the proxy to the real stdout.)"""
+    if proxy.isatty():
+        real = get_app_session().output
+        return Vt100_Output(proxy, real.get_size, term=os.environ.get("TERM"))
+    return PlainTextOutput(proxy)
+
+
+def _exit_app(app: Application[str]) -> None:
+    if app.is_running and not app.future.done():  # type: ignore[union-attr]
+        app.exit(exception=EOFError())
+
+
+class PipeTerminal:
+    """Plain lines in, plain lines out: for scripts and pipes."""
+
+    interactive = False
+
+    def __init__(self, stdin: TextIO | None = None, stdout: TextIO | None = None) -> None:
+        self._in = stdin or sys.stdin
+        self._out = stdout or sys.stdout
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def session(self, repl: Repl) -> Iterator[None]:
+        yield
+
+    def ask(self, kind: Ask, prompt: str) -> str:
+        line = self._in.readline()
+        if not line:
+            raise EOFError
+        return line.rstrip("\r\n")
+
+    def show(self, fragments: Fragments) -> None:
+        with self._lock:
+            print(plain(fragments), file=self._out, flush=True)
+
+    def refresh(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass  # a blocked readline() ends at EOF; the caller closes the client meanwhile
+
+
+class Repl:
+    """The chat session: login, then read commands until EX, Ctrl-D or end of input.
+
+    Hooks run on the SDK's dispatch thread and only print and refresh; everything that
+    talks to the server runs on the REPL's own thread.
+    """
+
+    def __init__(
+        self,
+        client: ChatClient,
+        terminal: Terminal,
+        *,
+        user: str | None = None,
+        password: str | None = None,
+        max_login_attempts: int = 3,
+    ) -> None:
+        self.client = client
+        self.term = terminal
+        self._user = user
+        self._password = password
+        self._max_attempts = max_login_attempts
+        self._recent: deque[str] = deque(maxlen=20)  # REPL thread and dispatch thread
+        self._recent_lock = threading.Lock()
+        self._state = "connecting"
+        self._ended = threading.Event()  # set when the session cannot go on
+        client.on_broadcast(self._on_message)
+        client.on_dm(self._on_message)
+        client.on_users(self._on_users)
+        client.on_disconnect(self._on_disconnect)
+        client.on_reconnect(self._on_reconnect)
+
+    # -------------------------------------------------------------- live state for the UI
+
+    def online(self) -> tuple[str, ...]:
+        return self.client.users
+
+    def me(self) -> str | None:
+        return self.client.username
+
+    def recent(self) -> list[str]:
+        with self._recent_lock:
+            return list(self._recent)
+
+    def _touch(self, name: str) -> None:
+        with self._recent_lock:
+            if name in self._recent:
+                self._recent.remove(name)
+            self._recent.appendleft(name)
+
+    def toolbar(self) -> FormattedText:
+        me = self.client.username or "-"
+        return FormattedText(
+            [
+                (
+                    "class:bottom-toolbar",
+                    f" {self._state} | {me} | {len(self.client.users)} online | /help ",
+                )
+            ]
+        )
+
+    # -------------------------------------------------------------- hooks (dispatch thread)
+
+    def _on_message(self, event: Broadcast | DirectMessage) -> None:
+        if isinstance(event, DirectMessage):
+            self._touch(event.sender)
+        lines = format_event(event, self.client.username)
+        if lines:
+            self.term.show(lines)
+
+    def _on_users(self, event: UserList) -> None:
+        lines = format_event(event, self.client.username)
+        if lines:
+            self.term.show(lines)
+        self.term.refresh()
+
+    def _on_disconnect(self, event: Disconnect) -> None:
+        if event.reason in ("exit", "closed") and not event.will_reconnect:
+            return  # our own goodbye
+        if event.will_reconnect:
+            self._state = "reconnecting"
+            why = (
+                "the server shut down" if event.reason == "server_shutdown" else ("connection lost")
+            )
+            self.info(f"{why}; reconnecting...")
+        else:
+            self._state = "disconnected"
+            if event.reason == "session_replaced":
+                self.error("you logged in from somewhere else; this session has ended")
+            else:
+                self.error(f"disconnected ({event.reason})")
+            self._ended.set()
+            self.term.stop()
+        self.term.refresh()
+
+    def _on_reconnect(self, event: Reconnected) -> None:
+        self._state = "connected"
+        self.info(
+            f"reconnected; {len(event.result.users)} online: " + ", ".join(event.result.users)
+        )
+        self.term.refresh()
+
+    # -------------------------------------------------------------- output helpers
+
+    def info(self, text: str) -> None:
+        self.term.show([("class:info", f"-- {text}")])
+
+    def error(self, text: str) -> None:
+        self.term.show([("class:error", f"!! {text}")])
+
+    # -------------------------------------------------------------- the session
+
+    def run(self) -> int:
+        """Run the whole session; the process exit status."""
+        with self.term.session(self):
+            try:
+                self.client.connect()
+            except ConnectFailed as exc:
+                self.error(str(exc))
+                return 1
+            try:
+                if not self._login():
+                    return 1
+                self._state = "connected"
+                users = self.client.users
+                self.info(f"{len(users)} online: {', '.join(users)}. Type /help for help.")
+                self._loop()
+            finally:
+                self.client.close()
+        return 1 if self._ended.is_set() else 0
+
+    def _loop(self) -> None:
+        while not self._ended.is_set():
+            try:
+                line = self.term.ask("command", f"{self.client.username}> ")
+            except KeyboardInterrupt:
+                continue  # Ctrl-C clears the line
+            except EOFError:
+                return
+            if not self._execute(parse(line)):
+                return
+
+    def _login(self) -> bool:
+        for _attempt in range(self._max_attempts):
+            try:
+                name = self._ask_username()
+                new_user = self.client.check_user(name)
+                password = self._ask_password(name, new_user)
+                result = self.client.login(name, password)
+            except (EOFError, KeyboardInterrupt):
+                return False
+            except AuthError as exc:
+                self.error(exc.message)
+                if not self.term.interactive or self._password is not None:
+                    return False  # a wrong password from a file will not get better
+                if exc.code == "invalid_username":
+                    self._user = None
+                continue
+            except ChatError as exc:
+                self.error(str(exc))
+                return False
+            if result.new_user:
+                self.info(f"welcome, {result.username}: your account is registered")
+            return True
+        return False
+
+    def _ask_username(self) -> str:
+        if self._user is not None:
+            return self._user
+        if not self.term.interactive:
+            raise AuthError("invalid_username", "no username: use --user NAME")
+        while True:
+            name = self.term.ask("username", "username: ").strip()
+            if is_valid_username(name):
+                return name
+            self.error("a username is 1-32 of A-Z a-z 0-9 _ -, starting with a letter or digit")
+
+    def _ask_password(self, name: str, new_user: bool) -> str:
+        if self._password is not None:
+            return self._password
+        if not self.term.interactive:
+            raise AuthError("bad_credentials", "no password: use --password-file or CHAT_PASSWORD")
+        if not new_user:
+            return self.term.ask("password", f"password for {name}: ")
+        self.info(f"{name} is a new name: choose a password (at least 8 characters)")
+        while True:
+            first = self.term.ask("password", "new password: ")
+            if first == self.term.ask("password", "repeat it: "):
+                return first
+            self.error("the passwords differ; try again")
+
+    # -------------------------------------------------------------- commands
+
+    def _execute(self, action: Action) -> bool:
+        """Run one action; False ends the session."""
+        try:
+            match action:
+                case Exit():
+                    return False
+                case SendPm(message):
+                    self._pm(message)
+                case SendDm(to, message):
+                    self._dm(to, message)
+                case AskPm():
+                    message = self._ask_or_cancel("message", "message: ")
+                    if message:
+                        self._pm(message)
+                case AskDm(to):
+                    to = to or self._ask_or_cancel("recipient", "to: ")
+                    if to:
+                        message = self._ask_or_cancel("message", f"message to {to}: ")
+                        if message:
+                            self._dm(to, message)
+                case Who():
+                    users = self.client.request_users()
+                    self.info(f"{len(users)} online: {', '.join(users)}")
+                case Help():
+                    for line in HELP.splitlines():
+                        self.term.show([("class:info", line)])
+                case Invalid(why):
+                    self.error(why)
+                case Nothing():
+                    pass
+        except ServerError as exc:
+            self.error(exc.message)
+        except ChatTimeout:
+            self.error("the server did not answer in time")
+        except ChatConnectionError:
+            self.error("not connected" + (" (reconnecting...)" if self.client.reconnect else ""))
+        except EOFError:
+            return self.term.interactive  # Ctrl-D cancels a question; end of a pipe ends
+        return True
+
+    def _ask_or_cancel(self, kind: Ask, prompt: str) -> str:
+        try:
+            return self.term.ask(kind, prompt).strip()
+        except KeyboardInterrupt:
+            return ""
+
+    def _pm(self, message: str) -> None:
+        self.client.pm(message)
+        me = self.client.username or "me"
+        self.term.show(
+            format_event(Broadcast(sender=me, message=message, ts=time.time()), None) or []
+        )
+
+    def _dm(self, to: str, message: str) -> None:
+        name = self.client.dm(to.strip(), message)
+        self._touch(name)
+        self.term.show(sent_dm(name, message))

@@ -1,0 +1,86 @@
+"""Command parsing and completion: plain functions."""
+
+from __future__ import annotations
+
+import pytest
+
+from chatroom_cli.commands import (
+    AskDm,
+    AskPm,
+    Exit,
+    Help,
+    Invalid,
+    Nothing,
+    SendDm,
+    SendPm,
+    Who,
+    parse,
+)
+from chatroom_cli.completion import complete, rank_users
+
+
+@pytest.mark.parametrize(
+    ("line", "action"),
+    [
+        ("PM", AskPm()),
+        ("pm", AskPm()),
+        ("  Pm  ", AskPm()),
+        ("PM hello all", SendPm("hello all")),
+        ("/pm hello", SendPm("hello")),
+        ("DM", AskDm()),
+        ("dm bob", AskDm("bob")),
+        ("DM bob hi there", SendDm("bob", "hi there")),
+        ("/msg bob  hi", SendDm("bob", "hi")),
+        ("/dm bob", AskDm("bob")),
+        ("EX", Exit()),
+        ("ex", Exit()),
+        ("/quit", Exit()),
+        ("/who", Who()),
+        ("/help", Help()),
+        ("", Nothing()),
+        ("   ", Nothing()),
+        ("just chatting", SendPm("just chatting")),
+        ("PMs are great", SendPm("PMs are great")),
+        ("//shrug", SendPm("/shrug")),
+    ],
+)
+def test_parse(line: str, action: object) -> None:
+    assert parse(line) == action
+
+
+def test_unknown_slash_command() -> None:
+    action = parse("/dance")
+    assert isinstance(action, Invalid) and "/help" in action.why
+
+
+USERS = ("alice", "Albert", "bob", "Bobby", "me")
+
+
+def test_rank_users_prefix_ignoring_case_without_me() -> None:
+    assert rank_users("AL", USERS, "me") == ["Albert", "alice"]
+    assert rank_users("", USERS, "ME") == ["Albert", "alice", "bob", "Bobby"]
+    assert rank_users("m", USERS, "me") == []
+
+
+def test_recent_correspondents_first() -> None:
+    assert rank_users("b", USERS, "me", recent=["Bobby", "ghost"]) == ["Bobby", "bob"]
+    assert rank_users("", USERS, "me", recent=["bob", "alice"])[:2] == ["bob", "alice"]
+
+
+def test_complete_commands() -> None:
+    assert complete("P", USERS, "me") == (1, ["PM"])
+    assert complete("d", USERS, "me") == (1, ["dm"])
+    assert complete("/", USERS, "me")[1] == ["/pm", "/dm", "/msg", "/who", "/help", "/quit"]
+    assert complete("/w", USERS, "me") == (2, ["/who"])
+
+
+def test_complete_recipient_after_dm() -> None:
+    assert complete("DM bo", USERS, "me") == (2, ["bob", "Bobby"])
+    assert complete("/msg A", USERS, "me") == (1, ["Albert", "alice"])
+    assert complete("DM bob hi", USERS, "me") == (0, [])
+    assert complete("PM bo", USERS, "me") == (0, [])
+
+
+def test_complete_recipient_prompt() -> None:
+    assert complete("bobb", USERS, "me", recipient_only=True) == (4, ["Bobby"])
+    assert complete("", USERS, "me", recipient_only=True)[1] == ["Albert", "alice", "bob", "Bobby"]

@@ -1,0 +1,299 @@
+"""The real REPL application, driven through a pipe input against a real server."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prompt_toolkit.buffer import Buffer
+from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.input.base import PipeInput
+from prompt_toolkit.output import DummyOutput
+
+from chatroom import Broadcast, ChatClient, DirectMessage, UserList
+from chatroom.testing import TestServer, running_server
+from chatroom_cli.__main__ import main
+from chatroom_cli.repl import InteractiveTerminal, PipeTerminal, Repl
+
+PW = "correct horse"
+T = 10.0
+
+
+class RecordingOutput(DummyOutput):
+    """A DummyOutput that keeps what was written, so tests can wait for text."""
+
+    def __init__(self) -> None:
+        self._text = ""
+        self._cond = threading.Condition()
+
+    def write(self, data: str) -> None:
+        with self._cond:
+            self._text += data
+            self._cond.notify_all()
+
+    write_raw = write
+
+    @property
+    def text(self) -> str:
+        with self._cond:
+            return self._text
+
+    def wait_for(self, needle: str, timeout: float = T) -> None:
+        with self._cond:
+            if not self._cond.wait_for(lambda: needle in self._text, timeout):
+                raise AssertionError(f"{needle!r} never appeared; output:\n{self._text[-3000:]}")
+
+
+class Harness:
+    def __init__(self, srv: TestServer, pipe: PipeInput, **repl_args: Any) -> None:
+        self.pipe = pipe
+        self.out = RecordingOutput()
+        self.client = ChatClient(srv.host, srv.port, reconnect=True, reconnect_max_delay=0.2)
+        self.repl = Repl(self.client, InteractiveTerminal(pipe, self.out), **repl_args)
+        self.status: int | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        self.status = self.repl.run()
+
+    def type(self, keys: str) -> None:
+        self.pipe.send_text(keys)
+
+    def type_until(self, keys: str, prompt: str, ready: Callable[[Buffer], bool]) -> None:
+        """Type ``keys``, then wait until the ``prompt`` session's buffer is ``ready``
+        (completion is asynchronous, as in a real terminal: a person sees the menu or the
+        completed name before pressing the next key)."""
+        buffer: Buffer = self.repl.term._sessions[prompt].default_buffer  # type: ignore[attr-defined]
+        reached = threading.Event()
+
+        def changed(_: object) -> None:
+            if ready(buffer):
+                reached.set()
+
+        buffer.on_text_changed += changed
+        buffer.on_completions_changed += changed
+        try:
+            self.type(keys)
+            assert reached.wait(T), f"{prompt} buffer never got ready: {buffer.text!r}"
+        finally:
+            buffer.on_text_changed -= changed
+            buffer.on_completions_changed -= changed
+
+    def finish(self) -> int | None:
+        self.thread.join(T)
+        assert not self.thread.is_alive(), "the REPL did not exit"
+        return self.status
+
+
+@pytest.fixture
+def pipe() -> Iterator[PipeInput]:
+    with create_pipe_input() as p:
+        yield p
+
+
+@pytest.fixture
+def watcher(server: TestServer) -> Iterator[ChatClient]:
+    with ChatClient(server.host, server.port) as c:
+        c.login("watcher", PW)
+        yield c
+
+
+def test_new_user_registers_with_confirmation_then_ex(
+    server: TestServer, pipe: PipeInput, watcher: ChatClient
+) -> None:
+    h = Harness(server, pipe)
+    h.out.wait_for("username:")
+    h.type("newbie\r")
+    h.out.wait_for("new password:")
+    h.type("password-1\r")
+    h.out.wait_for("repeat it:")
+    h.type("password-2\r")  # a typo: asked again
+    h.out.wait_for("the passwords differ")
+    h.type("password-1\r")
+    h.out.wait_for("repeat it:")
+    with watcher.expect(UserList, check=lambda e: e.joined == "newbie") as joined:
+        h.type("password-1\r")
+        joined.wait()
+    h.out.wait_for("your account is registered")
+    h.out.wait_for("2 online: newbie, watcher")
+    assert "password-1" not in h.out.text  # hidden input
+    with watcher.expect(UserList, check=lambda e: e.left == "newbie") as left:
+        h.type("EX\r")
+        left.wait()
+    assert h.finish() == 0
+
+
+def test_existing_user_pm_and_incoming_while_typing(
+    server: TestServer, pipe: PipeInput, watcher: ChatClient
+) -> None:
+    with ChatClient(server.host, server.port) as c:
+        c.login("carol", PW)  # register first
+    h = Harness(server, pipe, user="carol")
+    h.out.wait_for("password for carol:")
+    h.type(PW + "\r")
+    h.out.wait_for("Type /help")
+    with watcher.expect(Broadcast) as got:
+        h.type("PM\r")
+        h.out.wait_for("message:")
+        h.type("hello all\r")
+        assert got.wait().message == "hello all"
+    # Half a line typed, then a message arrives: it is printed and the line survives.
+    h.type("good ")
+    watcher.pm("interrupting!")
+    h.out.wait_for("<watcher> interrupting!")
+    with watcher.expect(Broadcast) as got:
+        h.type("bye\r")  # plain text is a PM
+        assert got.wait().message == "good bye"
+    # Ctrl-C clears the line.
+    with watcher.expect(Broadcast) as got:
+        h.type("discard me\x03PM kept\r")
+        assert got.wait().message == "kept"
+    h.type("\x04")  # Ctrl-D quits
+    assert h.finish() == 0
+
+
+def test_dm_with_tab_completion(server: TestServer, pipe: PipeInput, watcher: ChatClient) -> None:
+    h = Harness(server, pipe, user="dana", password=PW)
+    h.out.wait_for("Type /help")
+    with watcher.expect(DirectMessage) as got:
+        h.type("DM\r")
+        h.out.wait_for("to:")
+        h.type_until("wat", "recipient", lambda b: bool(b.complete_state))  # menu shows
+        h.type_until("\t", "recipient", lambda b: b.text == "watcher")  # Tab takes it
+        h.type("\r")
+        h.out.wait_for("message to watcher:")
+        h.type("psst\r")
+        event = got.wait()
+    assert (event.sender, event.message) == ("dana", "psst")
+    with watcher.expect(DirectMessage) as got:
+        h.type_until("DM w\t", "command", lambda b: b.text == "DM watcher")  # one-line too
+        h.type(" quick one\r")
+        assert got.wait().message == "quick one"
+    watcher.dm("dana", "back at you")
+    h.out.wait_for("*watcher* -> you: back at you")
+    h.type("EX\r")
+    assert h.finish() == 0
+
+
+def test_server_errors_are_one_line_and_the_session_goes_on(pipe: PipeInput) -> None:
+    with running_server(users_interval=0, max_message=10) as srv:
+        h = Harness(srv, pipe, user="erin", password=PW)
+        h.out.wait_for("Type /help")
+        h.type("PM this is far too long\r")
+        h.out.wait_for("!! message is 20 characters; the limit is 10")
+        h.type("DM nobody hi\r")
+        h.out.wait_for("!! no user named 'nobody'")
+        h.type("/nope\r")
+        h.out.wait_for("!! unknown command /nope")
+        h.type("PM short\r")
+        h.out.wait_for("<erin> short")
+        h.type("EX\r")
+        assert h.finish() == 0
+
+
+def test_server_going_away_and_coming_back(pipe: PipeInput) -> None:
+    with running_server(users_interval=0) as srv:
+        h = Harness(srv, pipe, user="frank", password=PW)
+        h.out.wait_for("Type /help")
+        srv.stop()
+        h.out.wait_for("the server shut down; reconnecting...")
+        h.type("PM anyone?\r")
+        h.out.wait_for("!! not connected (reconnecting...)")
+        srv.start()
+        h.out.wait_for("-- reconnected; 1 online: frank")
+        h.type("/who\r")
+        h.out.wait_for("-- 1 online: frank\r\n")
+        h.type("EX\r")
+        assert h.finish() == 0
+
+
+def test_session_replaced_ends_the_repl(server: TestServer, pipe: PipeInput) -> None:
+    h = Harness(server, pipe, user="gina", password=PW)
+    h.out.wait_for("Type /help")
+    with ChatClient(server.host, server.port) as other:
+        other.login("gina", PW)
+        h.out.wait_for("you logged in from somewhere else")
+        assert h.finish() == 1
+
+
+def test_wrong_password_from_file_exits_1(server: TestServer, pipe: PipeInput) -> None:
+    with ChatClient(server.host, server.port) as c:
+        c.login("hank", PW)
+    h = Harness(server, pipe, user="hank", password="not the password")
+    h.out.wait_for("wrong username or password")
+    assert h.finish() == 1
+
+
+def test_pipe_mode(server: TestServer, watcher: ChatClient, tmp_path: Path) -> None:
+    pw = tmp_path / "pw.txt"
+    pw.write_text(PW + "\n")
+    stdin = io.StringIO("PM hi from a script\nDM\nwatcher\nstep by step\n/who\nEX\n")
+    stdout = io.StringIO()
+    with watcher.expect(Broadcast) as pm:
+        status = main(
+            [
+                "--host",
+                server.host,
+                "--port",
+                str(server.port),
+                "--user",
+                "ivy",
+                "--password-file",
+                str(pw),
+            ],
+            terminal=PipeTerminal(stdin, stdout),
+        )
+        assert pm.wait().message == "hi from a script"
+    assert status == 0
+    out = stdout.getvalue()
+    assert "<ivy> hi from a script" in out
+    assert "[DM] you -> *watcher*: step by step" in out
+    assert "-- 2 online: ivy, watcher" in out
+    assert "\x1b[" not in out  # plain lines, no escape codes
+
+
+def test_pipe_mode_as_a_real_process(server: TestServer, tmp_path: Path) -> None:
+    pw = tmp_path / "pw.txt"
+    pw.write_text(PW + "\n")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "chatroom_cli",
+            "--port",
+            str(server.port),
+            "--user",
+            "jay",
+            "--password-file",
+            str(pw),
+        ],
+        input="PM hi\nEX\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "CHAT_PASSWORD": ""},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "<jay> hi" in proc.stdout
+
+
+def test_pipe_mode_needs_user_and_password(server: TestServer) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "CHAT_PASSWORD"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "chatroom_cli", "--port", str(server.port), "--user", "kim"],
+        input="EX\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+    assert proc.returncode == 2
+    assert "--password-file" in proc.stderr
