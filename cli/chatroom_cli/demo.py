@@ -23,6 +23,7 @@ BOTS = ("echo", "greeter")
 
 def _port_free(port: int) -> bool:
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does
         try:
             s.bind(("127.0.0.1", port))
         except OSError:

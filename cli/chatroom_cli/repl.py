@@ -102,8 +102,10 @@ class InteractiveTerminal:
     def __init__(self, input: Input | None = None, output: Output | None = None) -> None:
         self._input = input
         self._output = output
-        self._lock = threading.Lock()  # one printer at a time on the shared output
-        self._printer: Output | None = None
+        # One printer at a time; also orders "no prompt is up" against a prompt starting.
+        self._lock = threading.Lock()
+        self._printer: Output | None = None  # into patch_stdout's proxy: above the prompt
+        self._direct: Output | None = None  # the terminal itself, when no prompt is up
         self._sessions: dict[str, PromptSession[str]] = {}
         self._app: Application[str] | None = None  # the prompt being shown, if any
 
@@ -120,6 +122,7 @@ class InteractiveTerminal:
         )
         with app_session, patch_stdout(raw=True):
             self._printer = _printer_over(sys.stdout)
+            self._direct = get_app_session().output
             users_completer = ChatCompleter(repl.online, repl.me, repl.recent)
             toolbar = repl.toolbar
             self._sessions = {
@@ -143,21 +146,27 @@ class InteractiveTerminal:
             try:
                 yield
             finally:
-                self._printer = None
+                with self._lock:
+                    self._printer = self._direct = None
 
     def ask(self, kind: Ask, prompt: str) -> str:
         s = self._sessions[kind]
-        self._app = s.app
+        with self._lock:
+            self._app = s.app
         try:
             return s.prompt(FormattedText([("class:me", prompt)]))
         finally:
-            self._app = None
+            with self._lock:
+                self._app = None
 
     def show(self, fragments: Fragments) -> None:
         with self._lock:
-            if self._printer is None:
-                return
-            print_formatted_text(FormattedText(fragments), output=self._printer, style=STYLE)
+            # With no prompt up, write straight to the terminal, so what the REPL says
+            # before its next question appears before it. With a prompt up, go through
+            # the proxy, which erases the prompt, prints, and redraws it below.
+            out = self._printer if self._app is not None else self._direct
+            if out is not None:
+                print_formatted_text(FormattedText(fragments), output=out, style=STYLE)
 
     def refresh(self) -> None:
         app = self._app

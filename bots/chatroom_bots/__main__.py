@@ -1,0 +1,106 @@
+"""``chat-bot echo|greeter``: run a bot in the foreground until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from chatroom import AuthError
+from chatroom.protocol import DEFAULT_PORT
+from chatroom_bots.bot import Bot
+from chatroom_bots.echo import make_echo
+from chatroom_bots.greeter import make_greeter
+
+log = logging.getLogger("chatroom_bots")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="chat-bot", description="Run a chatroom bot.")
+    p.add_argument("bot", choices=["echo", "greeter"])
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT)
+    p.add_argument("--name", help="the bot's username (default: the bot's kind)")
+    p.add_argument(
+        "--password-file",
+        type=Path,
+        help="read the password from this file; without it a password is "
+        "generated on first start and saved next to --db",
+    )
+    p.add_argument(
+        "--db",
+        type=Path,
+        default=Path("chatroom.db"),
+        help="the server's credentials file, to keep generated bot passwords "
+        "beside (default chatroom.db)",
+    )
+    p.add_argument(
+        "--greet",
+        choices=["public", "dm"],
+        default="public",
+        help="greeter: welcome in public or by DM (default public)",
+    )
+    p.add_argument("--tls", action="store_true", help="connect with TLS")
+    p.add_argument("--ca-file", help="CA certificate to verify the server with (TLS)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return p
+
+
+def bot_password(name: str, password_file: Path | None, db: Path) -> str:
+    """The password from ``password_file``, or the one saved (generated if need be) in
+    ``<db>.<name>.password`` beside the database, readable by its owner only."""
+    if password_file is not None:
+        lines = password_file.read_text(encoding="utf-8").splitlines()
+        return lines[0] if lines else ""
+    path = db.with_name(f"{db.name}.{name}.password")
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    password = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(password + "\n")
+    log.info("generated a password for %s and saved it in %s", name, path)
+    return password
+
+
+def make_bot(kind: str, name: str, greet: str) -> Bot:
+    if kind == "echo":
+        return make_echo(name)
+    return make_greeter(name, mode="dm" if greet == "dm" else "public")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+    )
+    name = args.name or args.bot
+    try:
+        password = bot_password(name, args.password_file, args.db)
+    except OSError as exc:
+        print(f"chat-bot: {exc}", file=sys.stderr)
+        return 2
+    bot = make_bot(args.bot, name, args.greet)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s; stopping", signal.Signals(signum).name)
+        bot.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        bot.run(args.host, args.port, password=password, tls=args.tls, ca_file=args.ca_file)
+    except AuthError as exc:
+        print(f"chat-bot: {name}: {exc.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

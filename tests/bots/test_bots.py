@@ -1,0 +1,238 @@
+"""Echo, greeter and the Bot layer against real servers."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import queue
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from chatroom import Broadcast, ChatClient, DirectMessage, UserList
+from chatroom.testing import TestServer, running_server
+from chatroom_bots import BadArguments, Bot, Message, make_echo, make_greeter
+
+PW = "correct horse"
+BOT_PW = "bot password 123"
+T = 10.0
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def user(server: TestServer) -> Iterator[ChatClient]:
+    with ChatClient(server.host, server.port) as c:
+        c.login("human", PW)
+        yield c
+
+
+def said_by(name: str) -> Callable[[Broadcast | DirectMessage], bool]:
+    return lambda e: e.sender == name
+
+
+def test_echo_answers_dms_and_addressed_pms_only(server: TestServer, user: ChatClient) -> None:
+    with make_echo().running(server.host, server.port, password=BOT_PW):
+        for text in ("hello", "!help", "@echo not a command"):
+            with user.expect(DirectMessage, check=said_by("echo")) as reply:
+                user.dm("echo", text)
+                assert reply.wait(T).message == text  # verbatim, commands included
+        # A public message that does not address the bot gets nothing; the next reply
+        # the bot sends in public is the one to the addressed message after it.
+        with user.expect(Broadcast, check=said_by("echo")) as reply:
+            user.pm("just chatting, echo")
+            user.pm("@echo first")
+            assert reply.wait(T).message == "first"
+        with user.expect(Broadcast, check=said_by("echo")) as reply:
+            user.pm("!echo second")
+            assert reply.wait(T).message == "second"
+        with user.expect(Broadcast, check=said_by("echo")) as reply:
+            user.pm("@Echo: third")
+            assert reply.wait(T).message == "third"
+
+
+def test_bad_arguments_get_a_helpful_reply(server: TestServer, user: ChatClient) -> None:
+    with (
+        make_echo().running(server.host, server.port, password=BOT_PW),
+        user.expect(Broadcast, check=said_by("echo")) as reply,
+    ):
+        user.pm("!echo")
+        assert "usage: !echo TEXT" in reply.wait(T).message
+
+
+def test_two_echo_bots_do_not_loop(server: TestServer, user: ChatClient) -> None:
+    one, two = make_echo("echo1"), make_echo("echo2")
+    with (
+        one.running(server.host, server.port, password=BOT_PW) as c1,
+        two.running(server.host, server.port, password=BOT_PW) as c2,
+    ):
+        at_one: queue.Queue[DirectMessage] = queue.Queue()
+        at_two: queue.Queue[DirectMessage] = queue.Queue()
+        c1.on_dm(at_one.put)
+        c2.on_dm(at_two.put)
+        one.tell("echo2", "who goes first?")
+        assert at_one.get(timeout=T).message == "who goes first?"  # echo2 echoed once
+        # Round trips through each bot flush anything still in flight (FIFO hooks).
+        for bot in ("echo1", "echo2"):
+            with user.expect(DirectMessage, check=said_by(bot)) as reply:
+                user.dm(bot, "marker")
+                reply.wait(T)
+        from_one = [m for m in _drain(at_two) if m.sender == "echo1"]
+        assert [m.message for m in from_one] == ["who goes first?"]  # echo1 did not answer
+
+
+def _drain(q: queue.Queue[DirectMessage]) -> list[DirectMessage]:
+    out = []
+    while not q.empty():
+        out.append(q.get_nowait())
+    return out
+
+
+def test_greeter_greets_once_and_says_goodbye_once(server: TestServer, user: ChatClient) -> None:
+    with make_greeter().running(server.host, server.port, password=BOT_PW):
+        with user.expect(Broadcast, check=said_by("greeter")) as hello:
+            newcomer = ChatClient(server.host, server.port)
+            newcomer.connect()
+            newcomer.login("newcomer", PW)
+            assert hello.wait(T).message == "Welcome, newcomer!"
+        # The same user taking over their session is not a new arrival.
+        with user.expect(UserList, check=lambda e: e.joined == "newcomer") as again:
+            again_client = ChatClient(server.host, server.port)
+            again_client.connect()
+            again_client.login("newcomer", PW)
+            again.wait(T)
+        with user.expect(Broadcast, check=said_by("greeter")) as bye:
+            again_client.close()
+            assert bye.wait(T).message == "Goodbye, newcomer!"
+        # The next thing the greeter says is about the next user: nothing was repeated.
+        with (
+            user.expect(Broadcast, check=said_by("greeter")) as nxt,
+            ChatClient(server.host, server.port) as third,
+        ):
+            third.login("third", PW)
+            assert nxt.wait(T).message == "Welcome, third!"
+        newcomer.close()
+
+
+def test_greeter_by_dm(server: TestServer) -> None:
+    with (
+        make_greeter(mode="dm").running(server.host, server.port, password=BOT_PW),
+        ChatClient(server.host, server.port) as guest,
+        guest.expect(DirectMessage, check=said_by("greeter")) as hello,
+    ):
+        guest.login("guest", PW)
+        assert hello.wait(T).message == "Welcome, guest!"
+
+
+def test_bots_come_back_after_a_server_restart() -> None:
+    with running_server(users_interval=0) as srv:
+        echo, greeter = make_echo(), make_greeter()
+        with (
+            echo.running(srv.host, srv.port, password=BOT_PW, reconnect_max_delay=0.2) as ec,
+            greeter.running(srv.host, srv.port, password=BOT_PW, reconnect_max_delay=0.2) as gc,
+        ):
+            back: queue.Queue[object] = queue.Queue()
+            ec.on_reconnect(back.put)
+            gc.on_reconnect(back.put)
+            srv.restart()
+            back.get(timeout=T)
+            back.get(timeout=T)
+            with ChatClient(srv.host, srv.port) as person:
+                with person.expect(Broadcast, check=said_by("greeter")) as hello:
+                    person.login("person", PW)
+                    assert hello.wait(T).message == "Welcome, person!"
+                with person.expect(DirectMessage, check=said_by("echo")) as reply:
+                    person.dm("echo", "still there?")
+                    assert reply.wait(T).message == "still there?"
+
+
+def test_command_errors_and_cooldown(server: TestServer, user: ChatClient) -> None:
+    now = [1000.0]
+    bot = Bot("tool", clock=lambda: now[0])
+
+    @bot.command("add", help="!add A B", cooldown=5.0)
+    def add(msg: Message, args: str) -> str:
+        try:
+            a, b = (int(x) for x in args.split())
+        except ValueError:
+            raise BadArguments("usage: !add A B") from None
+        return str(a + b)
+
+    @bot.command("crash")
+    def crash(msg: Message, args: str) -> str:
+        raise RuntimeError("bug in the bot")
+
+    def ask(text: str) -> str:
+        with user.expect(DirectMessage, check=said_by("tool")) as reply:
+            user.dm("tool", text)
+            return str(reply.wait(T).message)
+
+    with bot.running(server.host, server.port, password=BOT_PW):
+        assert ask("!add 2 3") == "5"
+        assert "wait 5.0 s before !add" in ask("!add 1 1")
+        now[0] += 6
+        assert ask("!add x") == "human: usage: !add A B"
+        assert ask("!add 1 1") == "2"  # the rejected call did not start a cooldown
+        assert ask("!crash") == "human: sorry, !crash failed"
+        assert "!add: !add A B" in ask("!help")
+        assert "try !help" in ask("!nope")
+
+
+def _load_example() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("dice_bot", ROOT / "bots/examples/dice_bot.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_example_dice_bot() -> None:
+    """How to test your own bot: a real server in-process, the bot, and a user."""
+    dice = _load_example()
+    with (
+        running_server() as srv,
+        dice.bot.running(srv.host, srv.port, password="dice bot password"),
+        ChatClient(srv.host, srv.port) as me,
+    ):
+        me.login("player", "player password")
+        with me.expect(DirectMessage, check=lambda e: e.sender == "dice") as answer:
+            me.dm("dice", "!roll lots")
+            assert "usage: !roll NdM" in answer.wait(timeout=5).message
+        with me.expect(Broadcast, check=lambda e: e.sender == "dice") as answer:
+            me.pm("!roll 3d6")
+            assert answer.wait(timeout=5).message.startswith("player rolled ")
+
+
+def test_chat_bot_command_generates_and_reuses_a_password(
+    server: TestServer, user: ChatClient, tmp_path: Path
+) -> None:
+    db = tmp_path / "chat.db"
+    cmd = [
+        sys.executable,
+        "-m",
+        "chatroom_bots",
+        "echo",
+        "--port",
+        str(server.port),
+        "--db",
+        str(db),
+    ]
+    for round_ in range(2):
+        with user.expect(UserList, check=lambda e: e.joined == "echo") as joined:
+            proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+            joined.wait(T)
+        with user.expect(UserList, check=lambda e: e.left == "echo") as left:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=T)
+            left.wait(T)
+        assert proc.returncode == 0, err
+        saved = db.with_name("chat.db.echo.password")
+        if round_ == 0:
+            assert f"saved it in {saved}" in err
+            assert oct(os.stat(saved).st_mode & 0o777) == "0o600"
+        else:
+            assert "generated" not in err
