@@ -17,6 +17,7 @@ def _close_raw_clients() -> Iterator[None]:
 
 @pytest.fixture
 def server() -> Iterator[TestServer]:
-    """A real server on 127.0.0.1:0 with a temp database and no periodic pushes."""
-    with running_server(users_interval=0) as srv:
+    """A real server on 127.0.0.1:0 with a temp database, no periodic pushes, and no flood
+    control (tests send bursts; tests/server/test_hardening.py tests the limits)."""
+    with running_server(users_interval=0, rate_limit=None) as srv:
         yield srv

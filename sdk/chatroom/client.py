@@ -257,6 +257,7 @@ class ChatClient:
         self._username: str | None = None
         self._credentials: tuple[str, str] | None = None
         self._relogin_id: int | None = None
+        self._last_tx = time.monotonic()  # written under _send_lock
         self._ids = itertools.count(1)
         self._closing = False
         self._stop = threading.Event()  # set by close(): every loop ends
@@ -555,6 +556,7 @@ class ChatClient:
         try:
             with self._send_lock:
                 sock.sendall(data)
+                self._last_tx = time.monotonic()
         except TimeoutError as exc:
             _shutdown(sock)  # a partial frame may be on the wire: the stream is unusable
             raise ChatTimeout(f"send did not complete within {self._tick:g} s") from exc
@@ -596,27 +598,21 @@ class ChatClient:
     def _read_until_closed(self, sock: socket.socket) -> Disconnect:
         decoder = FrameDecoder(self._max_frame)
         last_rx = time.monotonic()
-        pinged = False
         bye: str | None = None
         error: Exception | None = None
         while True:
+            if self.keepalive > 0:
+                # Checked on every pass, not only when recv times out: a client that
+                # receives a steady stream must still ping, or the server closes it for
+                # silence (docs/PROTOCOL.md §Timeouts).
+                error = self._keepalive(last_rx)
+                if error is not None:
+                    break
             try:
                 data = sock.recv(65536)
             except TimeoutError:
                 if self._stop.is_set():
                     break
-                idle = time.monotonic() - last_rx
-                if self.keepalive > 0 and idle >= self.keepalive + self.timeout and pinged:
-                    error = ChatTimeout(f"no answer from the server for {idle:.0f} s")
-                    break
-                if self.keepalive > 0 and idle >= self.keepalive and not pinged:
-                    pinged = True
-                    try:
-                        with self._send_lock:
-                            sock.sendall(_PING)
-                    except OSError as exc:
-                        error = exc
-                        break
                 continue
             except OSError as exc:
                 error = exc
@@ -624,7 +620,6 @@ class ChatClient:
             if not data:
                 break
             last_rx = time.monotonic()
-            pinged = False
             try:
                 frames = decoder.feed(data)
             except FrameTooLarge as exc:
@@ -639,6 +634,19 @@ class ChatClient:
         if self._closing or self._stop.is_set():
             return Disconnect("closed", error)
         return Disconnect("network", error)
+
+    def _keepalive(self, last_rx: float) -> Exception | None:
+        """Receive thread: ping when either side has been quiet for ``keepalive`` s (the
+        pong proves a quiet server alive); an error once it has been silent too long."""
+        now = time.monotonic()
+        if now - last_rx >= self.keepalive + self.timeout:
+            return ChatTimeout(f"no answer from the server for {now - last_rx:.0f} s")
+        if now - self._last_tx >= self.keepalive or now - last_rx >= self.keepalive:
+            try:
+                self._send(_PING)
+            except ChatError as exc:
+                return exc
+        return None
 
     def _on_frame(self, frame: bytes) -> str | None:
         """Handle one server frame; returns the bye/fatal reason if it ends the session."""

@@ -91,6 +91,8 @@ class ByeReason(StrEnum):
     EXIT = "exit"
     SERVER_SHUTDOWN = "server_shutdown"
     SESSION_REPLACED = "session_replaced"
+    TIMEOUT = "timeout"  # not logged in in time, or silent for too long
+    FLOOD = "flood"  # sustained flooding past the rate limit
 
 
 # --------------------------------------------------------------------------------------

@@ -18,6 +18,21 @@ from chatroom_server.server import ChatServer, ServerConfig
 log = logging.getLogger("chatroom_server")
 
 
+def _rate(text: str) -> tuple[float | None, int]:
+    """``"10/20"`` -> (10.0, 20); ``"10"`` -> (10.0, 20); ``"off"`` -> (None, 20)."""
+    default_burst = ServerConfig().rate_burst
+    if text.strip().lower() == "off":
+        return None, default_burst
+    rate, _, burst = text.partition("/")
+    try:
+        r, b = float(rate), int(burst) if burst else default_burst
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected RATE[/BURST] or off, got {text!r}") from None
+    if r <= 0 or b < 1:
+        raise argparse.ArgumentTypeError("rate and burst must be positive")
+    return r, b
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = ServerConfig()
     lim = Limits()
@@ -62,6 +77,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-connections", type=int, default=d.max_connections, help="connections in total"
     )
     p.add_argument(
+        "--max-per-ip", type=int, default=d.max_per_ip, help="connections per client address"
+    )
+    p.add_argument(
+        "--no-loopback-exempt",
+        action="store_true",
+        help="apply the per-address limits to loopback clients too",
+    )
+    p.add_argument(
+        "--rate-limit",
+        type=_rate,
+        default=f"{d.rate_limit:g}/{d.rate_burst}",
+        metavar="RATE[/BURST]|off",
+        help="commands per second per connection, with bursts; 'off' for load tests",
+    )
+    p.add_argument(
+        "--login-timeout",
+        type=float,
+        default=d.login_timeout,
+        help="seconds a connection has to log in",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=d.idle_timeout,
+        help="seconds of silence before a logged-in client is closed; 0 = never",
+    )
+    p.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -81,6 +123,12 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         ),
         max_output=args.max_output,
         max_connections=args.max_connections,
+        max_per_ip=args.max_per_ip,
+        exempt_loopback=not args.no_loopback_exempt,
+        rate_limit=args.rate_limit[0],
+        rate_burst=args.rate_limit[1],
+        login_timeout=args.login_timeout,
+        idle_timeout=args.idle_timeout,
     )
 
 

@@ -79,7 +79,6 @@ class Flusher:
             del self._watched[ob.fd]
 
     def _run(self) -> None:
-        next_check = self._clock() + 1.0
         while not self._stop.is_set():
             try:
                 events = self._epoll.poll(0.5)
@@ -91,11 +90,6 @@ class Flusher:
                 ob = self._watched.get(fd)
                 if ob is not None:
                     ob._flush()
-            now = self._clock()
-            if now >= next_check:
-                next_check = now + 1.0
-                for ob in list(self._watched.values()):
-                    ob._check_stall(now)
 
 
 class Outbox:
@@ -227,7 +221,9 @@ class Outbox:
                 self._flusher._unwatch(self)
                 self._drained.notify_all()
 
-    def _check_stall(self, now: float) -> None:
+    def check_stall(self, now: float) -> None:
+        """Drop the connection if its backlog made no progress for ``stall_timeout`` s
+        (called by the server's housekeeping sweep)."""
         with self._lock:
             stalled = bool(self._buf) and now - self._progress_at > self.stall_timeout
             if stalled:

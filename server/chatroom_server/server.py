@@ -33,6 +33,7 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -67,6 +68,7 @@ from chatroom.protocol import (
     validate_command,
 )
 from chatroom_server.accounts import AccountExists, AccountStore
+from chatroom_server.limits import FloodMeter, LoginThrottle, TokenBucket, WindowCounter
 from chatroom_server.outbox import Flusher, Outbox
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,8 @@ _PONG = encode(Pong())
 _BYE_EXIT = encode(Bye(reason=ByeReason.EXIT))
 _BYE_SHUTDOWN = encode(Bye(reason=ByeReason.SERVER_SHUTDOWN))
 _BYE_REPLACED = encode(Bye(reason=ByeReason.SESSION_REPLACED))
+_BYE_TIMEOUT = encode(Bye(reason=ByeReason.TIMEOUT))
+_BYE_FLOOD = encode(Bye(reason=ByeReason.FLOOD))
 
 
 @dataclass(frozen=True)
@@ -106,15 +110,39 @@ class ServerConfig:
     max_errors_in_row: int = 10  # protocol errors in a row, then it is closed
     max_connections: int = 10_000
     shutdown_grace: float = 3.0  # seconds to flush goodbyes at shutdown
+    # Hardening (docs/PROTOCOL.md §Flood control and §Timeouts, docs/SECURITY.md).
+    rate_limit: float | None = 10.0  # commands/s per connection; None = off (load tests)
+    rate_burst: int = 20
+    flood_factor: float = 5.0  # over rate_limit * flood_factor ...
+    flood_seconds: int = 5  # ... for this many seconds in a row disconnects
+    login_timeout: float = 30.0  # seconds to log in after connecting
+    max_frames_before_login: int = 20
+    idle_timeout: float = 120.0  # seconds without a frame from a logged-in client; 0 = off
+    max_per_ip: int = 100  # connections per address
+    exempt_loopback: bool = True  # loopback is exempt from per-address limits
+    login_free_failures: int = 3  # wrong passwords per account before backoff starts
+    login_backoff_max: float = 60.0
+    registrations_per_ip: int = 5  # new accounts per address ...
+    registration_window: float = 60.0  # ... per this many seconds
+    housekeeping_interval: float = 1.0  # seconds between timeout sweeps
+    clock: Callable[[], float] = time.monotonic  # injectable for tests
+    send_buffer: int | None = None  # SO_SNDBUF per connection; None = the kernel's autotuning
 
 
 class _Conn:
-    """One client connection. Fields below ``username`` belong to its reader thread."""
+    """One client connection. Fields below ``username`` belong to its reader thread
+    (``last_rx`` is also read by the housekeeping sweep; a stale read only delays it)."""
 
     __slots__ = (
         "addr",
+        "bucket",
+        "connected_at",
         "errors_in_row",
         "failed_logins",
+        "flood",
+        "frames",
+        "ip",
+        "last_rx",
         "num",
         "outbox",
         "sock",
@@ -122,15 +150,23 @@ class _Conn:
         "username",
     )
 
-    def __init__(self, num: int, sock: socket.socket, addr: str, outbox: Outbox) -> None:
+    def __init__(
+        self, num: int, sock: socket.socket, ip: str, addr: str, outbox: Outbox, now: float
+    ) -> None:
         self.num = num
         self.sock = sock
+        self.ip = ip
         self.addr = addr
         self.outbox = outbox
+        self.connected_at = now
         self.thread: threading.Thread | None = None
         self.username: str | None = None  # set once, under ChatServer._lock, at login
         self.errors_in_row = 0
         self.failed_logins = 0
+        self.frames = 0  # frames received
+        self.last_rx = now
+        self.bucket: TokenBucket | None = None
+        self.flood: FloodMeter | None = None
 
     def __repr__(self) -> str:
         return f"<conn {self.num} {self.addr} {self.username or '-'}>"
@@ -144,6 +180,7 @@ class ChatServer:
         self._lock = threading.Lock()  # see module docstring for what it guards
         self._by_key: dict[str, _Conn] = {}
         self._conns: set[_Conn] = set()
+        self._per_ip: dict[str, int] = {}  # open connections per address
         self._roster: tuple[_Conn, ...] = ()
         self._names: tuple[str, ...] = ()
         self._stopping = threading.Event()
@@ -154,6 +191,10 @@ class ChatServer:
         self._flusher: Flusher | None = None  # made by start(), once the port is bound
         self._store: AccountStore | None = None
         self.handler_crashes = 0  # written under _lock
+        c = self.config
+        self._clock = c.clock
+        self._throttle = LoginThrottle(c.login_free_failures, cap=c.login_backoff_max)
+        self._registrations = WindowCounter(c.registrations_per_ip, c.registration_window)
         self.address: tuple[str, int] = (self.config.host, self.config.port)
 
     # ---------------------------------------------------------------- lifecycle
@@ -171,11 +212,12 @@ class ChatServer:
             self._store.close()
             raise
         self.address = self._listener.getsockname()[:2]
-        self._flusher = Flusher()
+        self._flusher = Flusher(self._clock)
         self._flusher.start()
         self._spawn(self._accept_loop, "chat-accept")
         if self.config.users_interval > 0:
             self._spawn(self._users_loop, "chat-users")
+        self._spawn(self._housekeeping_loop, "chat-housekeeping")
         log.info("listening on %s:%d", *self.address)
         return self.address
 
@@ -254,10 +296,15 @@ class ChatServer:
                 log.error("accept failed: %s", exc)
                 self._stopping.wait(0.1)
                 continue
-            self._admit(sock, f"{addr[0]}:{addr[1]}")
+            self._admit(sock, addr[0], f"{addr[0]}:{addr[1]}")
 
-    def _admit(self, sock: socket.socket, addr: str) -> None:
+    def _exempt(self, ip: str) -> bool:
+        return self.config.exempt_loopback and (ip.startswith("127.") or ip == "::1")
+
+    def _admit(self, sock: socket.socket, ip: str, addr: str) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.config.send_buffer:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.config.send_buffer)
         num = next(self._numbers)
         assert self._flusher is not None
         outbox = Outbox(
@@ -267,13 +314,24 @@ class ChatServer:
             stall_timeout=self.config.stall_timeout,
             name=f"conn {num} ({addr})",
         )
-        conn = _Conn(num, sock, addr, outbox)
+        c = self.config
+        now = self._clock()
+        conn = _Conn(num, sock, ip, addr, outbox, now)
+        if c.rate_limit:
+            conn.bucket = TokenBucket(c.rate_limit, c.rate_burst, now)
+            conn.flood = FloodMeter(c.rate_limit * c.flood_factor, c.flood_seconds)
+        why = None
         with self._lock:
-            full = len(self._conns) >= self.config.max_connections
-            if not full:
+            if len(self._conns) >= c.max_connections:
+                why = "the server is full"
+            elif not self._exempt(ip) and self._per_ip.get(ip, 0) >= c.max_per_ip:
+                why = f"too many connections from {ip}"
+            else:
                 self._conns.add(conn)
-        if full:
-            self._refuse(conn, "the server is full")
+                self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+        if why is not None:
+            log.warning("refused %s: %s", addr, why)
+            self._refuse(conn, why)
             return
         conn.thread = threading.Thread(
             target=self._serve, args=(conn,), name=f"chat-conn-{num}", daemon=True
@@ -282,8 +340,7 @@ class ChatServer:
             conn.thread.start()
         except RuntimeError as exc:  # "can't start new thread": out of threads
             log.error("cannot start a thread for %s: %s", addr, exc)
-            with self._lock:
-                self._conns.discard(conn)
+            self._forget(conn)
             self._refuse(conn, "the server cannot take more connections")
 
     def _refuse(self, conn: _Conn, why: str) -> None:
@@ -305,6 +362,7 @@ class ChatServer:
                     break
                 if not data:
                     break
+                conn.last_rx = self._clock()
                 try:
                     frames = decoder.feed(data)
                 except FrameTooLarge as exc:
@@ -327,8 +385,37 @@ class ChatServer:
 
     def _handle(self, conn: _Conn, frame: bytes) -> bool:
         """Run one frame; False closes the connection."""
+        conn.frames += 1
+        allowed = True
+        if conn.bucket is not None and conn.flood is not None:
+            now = self._clock()
+            allowed = conn.bucket.take(now)
+            if conn.flood.abusive(now):
+                log.warning(
+                    "disconnecting %r: flooding (over %g frames/s for %d s)",
+                    conn,
+                    conn.flood.limit,
+                    conn.flood.seconds,
+                )
+                conn.outbox.finish(_BYE_FLOOD)
+                return False
         try:
             cmd = decode_command(frame)
+            if conn.username is None and conn.frames > self.config.max_frames_before_login:
+                self._send_error(
+                    conn,
+                    ErrorCode.NOT_LOGGED_IN,
+                    f"log in within {self.config.max_frames_before_login} frames",
+                    cmd.id,
+                )
+                return False
+            if not allowed:
+                raise ProtocolError(
+                    ErrorCode.RATE_LIMITED,
+                    f"slow down: at most {self.config.rate_limit:g} commands/s "
+                    f"(bursts of {self.config.rate_burst}); this one was not delivered",
+                    cmd.id,
+                )
             validate_command(cmd, self.config.limits)
             keep = self._dispatch(conn, cmd)
         except ProtocolError as exc:
@@ -413,21 +500,42 @@ class ChatServer:
             )
             return True
         new_user = False
+        now = self._clock()
         if account is None:
             check_password(cmd.password, self.config.limits, cmd.id)
+            if not self._exempt(conn.ip) and not self._registrations.allow(conn.ip, now):
+                raise ProtocolError(
+                    ErrorCode.RATE_LIMITED,
+                    f"too many new accounts from {conn.ip}; try again later",
+                    cmd.id,
+                )
             try:
                 account = self._store.register(cmd.username, cmd.password)
                 new_user = True
             except AccountExists:
                 account = self._store.get(cmd.username)  # lost a registration race
                 assert account is not None
+        key = username_key(account.name)
+        if not new_user:
+            wait = self._throttle.wait(key, now)
+            if wait > 0:
+                conn.failed_logins += 1
+                self._send_error(
+                    conn,
+                    ErrorCode.RATE_LIMITED,
+                    f"too many wrong passwords for {account.name}; try again in {wait:.0f} s",
+                    cmd.id,
+                )
+                return conn.failed_logins < self.config.max_failed_logins
         if not new_user and not self._store.verify(account, cmd.password):
+            self._throttle.failed(key, self._clock())
             conn.failed_logins += 1
             self._send_error(conn, ErrorCode.BAD_CREDENTIALS, "wrong username or password", cmd.id)
             if conn.failed_logins >= self.config.max_failed_logins:
                 log.info("closing %r after %d failed logins", conn, conn.failed_logins)
                 return False
             return True
+        self._throttle.succeeded(key)
         self._enter(conn, account.name, new_user, cmd.id)
         return True
 
@@ -448,9 +556,22 @@ class ChatServer:
         else:
             log.info("%s logged in from %s%s", name, conn.addr, " (new account)" * new_user)
 
+    def _forget(self, conn: _Conn) -> None:
+        with self._lock:
+            self._forget_locked(conn)
+
+    def _forget_locked(self, conn: _Conn) -> None:
+        if conn in self._conns:
+            self._conns.discard(conn)
+            n = self._per_ip.get(conn.ip, 0) - 1
+            if n > 0:
+                self._per_ip[conn.ip] = n
+            else:
+                self._per_ip.pop(conn.ip, None)
+
     def _leave(self, conn: _Conn) -> None:
         with self._lock:
-            self._conns.discard(conn)
+            self._forget_locked(conn)
             name = conn.username
             if name is None or self._by_key.get(username_key(name)) is not conn:
                 return  # never logged in, or replaced by a newer session of the same user
@@ -472,6 +593,34 @@ class ChatServer:
         while not self._stopping.wait(self.config.users_interval):
             with self._lock:
                 self._push_users_locked()
+
+    def _housekeeping_loop(self) -> None:
+        while not self._stopping.wait(self.config.housekeeping_interval):
+            self.sweep()
+
+    def sweep(self) -> int:
+        """Close connections past their deadlines (docs/PROTOCOL.md §Timeouts); return how
+        many. Runs every ``housekeeping_interval`` s; tests call it after moving the clock."""
+        c = self.config
+        now = self._clock()
+        with self._lock:
+            conns = list(self._conns)
+        closed = 0
+        for conn in conns:
+            if conn.username is None and now - conn.connected_at > c.login_timeout:
+                log.info("closing %r: not logged in within %g s", conn, c.login_timeout)
+            elif (
+                conn.username is not None
+                and c.idle_timeout
+                and (now - conn.last_rx > c.idle_timeout)
+            ):
+                log.info("closing %r: nothing received for %g s", conn, c.idle_timeout)
+            else:
+                conn.outbox.check_stall(now)  # slow consumers that make no progress
+                continue
+            conn.outbox.finish(_BYE_TIMEOUT)
+            closed += 1
+        return closed
 
     # ---------------------------------------------------------------- introspection
 

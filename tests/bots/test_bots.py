@@ -129,7 +129,7 @@ def test_greeter_by_dm(server: TestServer) -> None:
 
 
 def test_bots_come_back_after_a_server_restart() -> None:
-    with running_server(users_interval=0) as srv:
+    with running_server(users_interval=0, rate_limit=None) as srv:
         echo, greeter = make_echo(), make_greeter()
         with (
             echo.running(srv.host, srv.port, password=BOT_PW, reconnect_max_delay=0.2) as ec,

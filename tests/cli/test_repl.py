@@ -184,7 +184,7 @@ def test_dm_with_tab_completion(server: TestServer, pipe: PipeInput, watcher: Ch
 
 
 def test_server_errors_are_one_line_and_the_session_goes_on(pipe: PipeInput) -> None:
-    with running_server(users_interval=0, max_message=10) as srv:
+    with running_server(users_interval=0, rate_limit=None, max_message=10) as srv:
         h = Harness(srv, pipe, user="erin", password=PW)
         h.out.wait_for("Type /help")
         h.type("PM this is far too long\r")
@@ -200,7 +200,7 @@ def test_server_errors_are_one_line_and_the_session_goes_on(pipe: PipeInput) -> 
 
 
 def test_server_going_away_and_coming_back(pipe: PipeInput) -> None:
-    with running_server(users_interval=0) as srv:
+    with running_server(users_interval=0, rate_limit=None) as srv:
         h = Harness(srv, pipe, user="frank", password=PW)
         h.out.wait_for("Type /help")
         srv.stop()

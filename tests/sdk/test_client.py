@@ -272,7 +272,7 @@ def test_close_is_idempotent_and_joins_threads(server: TestServer) -> None:
 
 
 def test_server_shutdown_is_on_disconnect(clients: list[ChatClient]) -> None:
-    with running_server(users_interval=0) as srv:
+    with running_server(users_interval=0, rate_limit=None) as srv:
         c = ChatClient(srv.host, srv.port)
         clients.append(c)
         events: queue.Queue[Disconnect] = queue.Queue()
@@ -297,7 +297,7 @@ def test_session_replaced(server: TestServer, clients: list[ChatClient]) -> None
 
 
 def test_reconnect_after_server_restart(clients: list[ChatClient]) -> None:
-    with running_server(users_interval=0) as srv:
+    with running_server(users_interval=0, rate_limit=None) as srv:
         c = ChatClient(srv.host, srv.port, reconnect=True, reconnect_max_delay=0.2)
         clients.append(c)
         events: queue.Queue[object] = queue.Queue()
