@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PORT   ?= 5050
 
-.PHONY: venv lint typecheck test demo server clean
+.PHONY: venv lint typecheck test fuzz demo server clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ typecheck: $(STAMP)
 # The README's test command, and what CI runs: lint, types, then the whole suite.
 test: lint typecheck
 	$(VENV)/bin/pytest
+
+# The long fuzz run: over 100,000 random and mutated frames (CI runs a few thousand).
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=4000 $(VENV)/bin/pytest -s -p no:randomly --timeout 1200 tests/server/test_fuzz.py
 
 # A local server, the demo bots, and the REPL in front; all stopped when the REPL exits.
 demo: $(STAMP)

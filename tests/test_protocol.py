@@ -118,6 +118,10 @@ def test_unknown_fields_and_a_type_field_are_ignored() -> None:
         (b'{"command":"pm","message":"x","id":true}', "bad_request", None),
         (b'{"command":"pm","message":"x","id":[1]}', "bad_request", None),
         (b'{"command":"login","username":"a","password":1}', "bad_request", None),
+        (b"[" * 100_000 + b"]" * 100_000, "bad_json", None),
+        (b'{"a":' * 50_000 + b"1" + b"}" * 50_000, "bad_json", None),
+        (b'{"command":"pm","message":"x","id":' + b"9" * 5000 + b"}", "bad_json", None),
+        (b"\x00\x00", "bad_json", None),
     ],
 )
 def test_bad_frames_get_the_right_code(frame: bytes, code: str, rid: object) -> None:

@@ -10,6 +10,7 @@ import itertools
 import logging
 import queue
 import random
+import select
 import socket
 import ssl
 import threading
@@ -250,6 +251,9 @@ class ChatClient:
 
         self._lock = threading.Lock()  # see the class docstring for what it guards
         self._send_lock = threading.Lock()  # one writer on the socket at a time
+        # TLS only: every call into the SSL object (the receive thread's recv included)
+        # holds this, since OpenSSL forbids concurrent use. Taken inside _send_lock.
+        self._io_lock = threading.Lock()
         self._sock: socket.socket | None = None
         self._pending: dict[int, _Pending] = {}
         self._waiters: list[Waiter] = []
@@ -373,6 +377,8 @@ class ChatClient:
         # One timeout serves both directions: sendall's total time and the receive
         # thread's tick, at which it checks keepalive and the stop flag.
         sock.settimeout(self._tick)
+        if self._ssl is not None:
+            sock.setblocking(False)  # TLS: reads and writes go through poll (_tls_*)
         return sock
 
     @property
@@ -555,7 +561,10 @@ class ChatClient:
             raise Disconnected("network", "not connected")
         try:
             with self._send_lock:
-                sock.sendall(data)
+                if self._ssl is not None:
+                    self._tls_sendall(sock, data)
+                else:
+                    sock.sendall(data)
                 self._last_tx = time.monotonic()
         except TimeoutError as exc:
             _shutdown(sock)  # a partial frame may be on the wire: the stream is unusable
@@ -563,6 +572,43 @@ class ChatClient:
         except OSError as exc:
             _shutdown(sock)
             raise Disconnected("network", f"send failed: {exc}") from exc
+
+    def _tls_sendall(self, sock: socket.socket, data: bytes) -> None:
+        """sendall() for the non-blocking TLS socket, within one tick; _send_lock held."""
+        deadline = time.monotonic() + self._tick
+        view = memoryview(data)
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLOUT)
+        while view:
+            # After want-write OpenSSL needs the very same bytes again: chunk stays fixed.
+            chunk = view[:16384]
+            with self._io_lock:
+                try:
+                    sent = sock.send(chunk)
+                except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                    sent = 0
+            if sent:
+                view = view[sent:]
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("TLS send timed out")
+            poller.poll(left * 1000)
+
+    def _tls_recv(self, sock: socket.socket) -> bytes:
+        """recv() for the non-blocking TLS socket: TimeoutError after one quiet tick."""
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        while True:
+            with self._io_lock:
+                try:
+                    return sock.recv(65536)
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                    pass
+                except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                    return b""
+            if not poller.poll(self._tick * 1000):
+                raise TimeoutError
 
     # ------------------------------------------------------------------ receive thread
 
@@ -609,7 +655,7 @@ class ChatClient:
                 if error is not None:
                     break
             try:
-                data = sock.recv(65536)
+                data = self._tls_recv(sock) if self._ssl is not None else sock.recv(65536)
             except TimeoutError:
                 if self._stop.is_set():
                     break
@@ -834,6 +880,8 @@ _KIND_OF: Final[dict[type, str]] = {
 
 def _shutdown(sock: socket.socket) -> None:
     try:
-        sock.shutdown(socket.SHUT_RDWR)
+        # The TCP-level call: SSLSocket.shutdown() would also drop the SSL object under
+        # a receive thread that may be using it.
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
     except OSError:
         pass  # already closed or never connected

@@ -318,6 +318,8 @@ def _diagnose(frame: bytes, tag: str, names: frozenset[str], exc: Exception) -> 
         obj = _any_decoder.decode(frame)
     except (msgspec.DecodeError, UnicodeDecodeError) as err:
         return ProtocolError(ErrorCode.BAD_JSON, f"not valid UTF-8 JSON: {err}")
+    except RecursionError:
+        return ProtocolError(ErrorCode.BAD_JSON, "JSON nested too deeply")
     if not isinstance(obj, dict):
         return ProtocolError(ErrorCode.BAD_JSON, "a frame must be a JSON object")
     rid = obj.get("id")
@@ -337,7 +339,12 @@ def decode_command(frame: bytes) -> ClientCommand:
     """Decode one client frame, or raise :class:`ProtocolError` with the code to answer."""
     try:
         return _command_decoder.decode(frame)
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+    except (
+        msgspec.DecodeError,
+        msgspec.ValidationError,
+        UnicodeDecodeError,
+        RecursionError,
+    ) as exc:
         raise _diagnose(frame, "command", _COMMAND_NAMES, exc) from exc
 
 
@@ -346,7 +353,12 @@ def decode_event(frame: bytes) -> ServerEvent:
     ``type`` this version does not know, which a client may choose to ignore)."""
     try:
         return _event_decoder.decode(frame)
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+    except (
+        msgspec.DecodeError,
+        msgspec.ValidationError,
+        UnicodeDecodeError,
+        RecursionError,
+    ) as exc:
         raise _diagnose(frame, "type", _EVENT_NAMES, exc) from exc
 
 

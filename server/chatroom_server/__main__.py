@@ -13,7 +13,7 @@ from types import FrameType
 
 from chatroom.protocol import DEFAULT_PORT, Limits
 from chatroom_server.accounts import AccountStoreError
-from chatroom_server.server import ChatServer, ServerConfig
+from chatroom_server.server import ChatServer, ConfigError, ServerConfig
 
 log = logging.getLogger("chatroom_server")
 
@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.idle_timeout,
         help="seconds of silence before a logged-in client is closed; 0 = never",
     )
+    p.add_argument("--tls-cert", type=Path, help="PEM certificate (chain): serve TLS 1.2+")
+    p.add_argument("--tls-key", type=Path, help="PEM private key (if not in --tls-cert)")
     p.add_argument(
         "--log-level",
         default="info",
@@ -129,6 +131,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         rate_burst=args.rate_limit[1],
         login_timeout=args.login_timeout,
         idle_timeout=args.idle_timeout,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
 
 
@@ -142,6 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         server.start()
     except AccountStoreError as exc:
+        print(f"chat-server: {exc}", file=sys.stderr)
+        return 1
+    except ConfigError as exc:
         print(f"chat-server: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:

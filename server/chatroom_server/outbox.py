@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import select
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -103,6 +104,7 @@ class Outbox:
         "_lock",
         "_open",
         "_progress_at",
+        "_retry",
         "_sock",
         "_watching",
         "fd",
@@ -110,6 +112,7 @@ class Outbox:
         "name",
         "on_drop",
         "stall_timeout",
+        "tls",
     )
 
     def __init__(
@@ -122,6 +125,10 @@ class Outbox:
         name: str = "",
     ) -> None:
         self._sock = sock
+        # TLS: the socket is non-blocking and every use of the SSL object, the reader's
+        # recv included (see recv_tls), happens under _lock: OpenSSL forbids concurrent use.
+        self.tls = isinstance(sock, ssl.SSLSocket)
+        self._retry = 0  # TLS: after want-write, retry exactly this many bytes
         self.fd = sock.fileno()
         self._flusher = flusher
         self.limit = limit
@@ -162,7 +169,7 @@ class Outbox:
             buf += data
             return None
         try:
-            sent = self._sock.send(data, _DONTWAIT)
+            sent = self._send_now(data)
         except BlockingIOError:
             sent = 0
         except OSError as exc:
@@ -180,6 +187,34 @@ class Outbox:
         self._flusher._watch(self)
         return None
 
+    def _send_now(self, data: bytes | bytearray) -> int:
+        """One non-blocking write; BlockingIOError if the kernel takes nothing. Lock held."""
+        if not self.tls:
+            return self._sock.send(data, _DONTWAIT)
+        # OpenSSL wants a retried write to repeat the same bytes and length; the buffer only
+        # grows at its end, so its first _retry bytes are still those bytes.
+        n = self._retry or min(len(data), 16384)
+        try:
+            sent = self._sock.send(bytes(data[:n]))
+        except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            self._retry = n
+            raise BlockingIOError from None
+        self._retry = 0
+        return sent
+
+    def recv_tls(self, size: int) -> bytes | None:
+        """TLS reader thread: decrypted bytes, b"" at the end, None if none are ready yet
+        (then poll the socket and call again)."""
+        with self._lock:
+            if not self._open:
+                return b""
+            try:
+                return self._sock.recv(size)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                return None
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                return b""
+
     def _dropped(self, reason: str) -> None:
         log.warning("disconnecting %s: %s", self.name or self.fd, reason)
         if self.on_drop is not None:
@@ -193,7 +228,7 @@ class Outbox:
             self._flusher._unwatch(self)
         if self._open:
             try:
-                self._sock.shutdown(socket.SHUT_RDWR)  # wakes the reader thread
+                _tcp_shutdown(self._sock, socket.SHUT_RDWR)  # wakes the reader thread
             except OSError:
                 pass  # already disconnected
         self._drained.notify_all()
@@ -207,7 +242,7 @@ class Outbox:
                     self._flusher._unwatch(self)
                 return
             try:
-                sent = self._sock.send(self._buf, _DONTWAIT)
+                sent = self._send_now(self._buf)
             except BlockingIOError:
                 return
             except OSError as exc:
@@ -246,7 +281,7 @@ class Outbox:
             self._accepting = False
             if self._open:
                 try:
-                    self._sock.shutdown(socket.SHUT_RD)
+                    _tcp_shutdown(self._sock, socket.SHUT_RD)
                 except OSError:
                     pass  # the peer is already gone; close() copes
 
@@ -266,7 +301,13 @@ class Outbox:
             if self._open:
                 self._open = False
                 try:
-                    self._sock.shutdown(socket.SHUT_WR)  # FIN after the queued bytes
+                    _tcp_shutdown(self._sock, socket.SHUT_WR)  # FIN after the queued bytes
                 except OSError:
                     pass  # the peer is already gone
                 self._sock.close()
+
+
+def _tcp_shutdown(sock: socket.socket, how: int) -> None:
+    """Shut the TCP connection down without touching TLS state: SSLSocket.shutdown() would
+    drop its SSL object, and later writes would go out unencrypted."""
+    socket.socket.shutdown(sock, how)

@@ -30,7 +30,9 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import select
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -127,6 +129,12 @@ class ServerConfig:
     housekeeping_interval: float = 1.0  # seconds between timeout sweeps
     clock: Callable[[], float] = time.monotonic  # injectable for tests
     send_buffer: int | None = None  # SO_SNDBUF per connection; None = the kernel's autotuning
+    tls_cert: Path | None = None  # PEM certificate chain; with tls_key, serve TLS 1.2+
+    tls_key: Path | None = None  # PEM private key (None: it is in tls_cert)
+
+
+class ConfigError(Exception):
+    """A server option cannot be used (e.g. an unreadable TLS certificate)."""
 
 
 class _Conn:
@@ -190,6 +198,7 @@ class ChatServer:
         self._threads: list[threading.Thread] = []
         self._flusher: Flusher | None = None  # made by start(), once the port is bound
         self._store: AccountStore | None = None
+        self._tls: ssl.SSLContext | None = None
         self.handler_crashes = 0  # written under _lock
         c = self.config
         self._clock = c.clock
@@ -205,6 +214,7 @@ class ChatServer:
         Raises :class:`~chatroom_server.accounts.AccountStoreError` for an unusable
         credentials file and :class:`OSError` when the address cannot be bound.
         """
+        self._tls = self._tls_context()
         self._store = AccountStore(self.config.db_path)
         try:
             self._listener = self._bind()
@@ -220,6 +230,18 @@ class ChatServer:
         self._spawn(self._housekeeping_loop, "chat-housekeeping")
         log.info("listening on %s:%d", *self.address)
         return self.address
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        """The server's TLS context, or None for plain TCP; ConfigError if unusable."""
+        if self.config.tls_cert is None:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            ctx.load_cert_chain(self.config.tls_cert, self.config.tls_key)
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(f"cannot load the TLS certificate or key: {exc}") from exc
+        return ctx
 
     def _bind(self) -> socket.socket:
         family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
@@ -305,6 +327,9 @@ class ChatServer:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.config.send_buffer:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.config.send_buffer)
+        if self._tls is not None:
+            # The handshake happens in the connection's own thread (_serve), never here.
+            sock = self._tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         num = next(self._numbers)
         assert self._flusher is not None
         outbox = Outbox(
@@ -353,10 +378,15 @@ class ChatServer:
         log.debug("%r connected", conn)
         decoder = FrameDecoder(self.config.limits.max_frame)
         reason = "closed by client"
+        recv: Callable[[int], bytes] = conn.sock.recv
         try:
+            if conn.outbox.tls:
+                if not self._handshake(conn):
+                    return
+                recv = self._tls_receiver(conn)
             while True:
                 try:
-                    data = conn.sock.recv(65536)
+                    data = recv(65536)
                 except OSError as exc:
                     reason = f"network error: {exc}"
                     break
@@ -382,6 +412,34 @@ class ChatServer:
             self._leave(conn)
             conn.outbox.close(linger=self.config.shutdown_grace)
             log.debug("%r disconnected: %s", conn, reason)
+
+    def _handshake(self, conn: _Conn) -> bool:
+        """TLS handshake, bounded by the login window; then the socket goes non-blocking."""
+        sock = conn.sock
+        assert isinstance(sock, ssl.SSLSocket)
+        sock.settimeout(self.config.login_timeout)
+        try:
+            sock.do_handshake()
+        except (ssl.SSLError, OSError) as exc:
+            log.info("TLS handshake with %s failed: %s", conn.addr, exc)
+            return False
+        sock.setblocking(False)
+        return True
+
+    def _tls_receiver(self, conn: _Conn) -> Callable[[int], bytes]:
+        """recv() for a TLS connection: SSL reads under the outbox lock, waiting in poll()
+        (outside it) when no record is ready. Shutdown of the socket wakes the poll."""
+        poller = select.poll()
+        poller.register(conn.sock.fileno(), select.POLLIN)
+
+        def recv(size: int) -> bytes:
+            while True:
+                data = conn.outbox.recv_tls(size)
+                if data is not None:
+                    return data
+                poller.poll()
+
+        return recv
 
     def _handle(self, conn: _Conn, frame: bytes) -> bool:
         """Run one frame; False closes the connection."""

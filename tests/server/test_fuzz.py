@@ -1,0 +1,182 @@
+"""Throw random and mutated frames at a running server; it must keep serving correctly.
+
+``FUZZ_EXAMPLES`` sets the number of connections (each 1-60 frames). CI runs a few hundred
+(several thousand frames); ``make fuzz`` runs enough for over 100,000 frames.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from chatroom.testing import TestServer, running_server
+from tests.helpers import PASSWORD, RawClient, connect
+
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
+FRAMES_SENT = [0]
+
+VALID = [
+    {"command": "login", "username": "fuzzed", "password": PASSWORD},
+    {"command": "login", "username": "fuzzed"},
+    {"command": "pm", "message": "hello"},
+    {"command": "dm", "to": "witness", "message": "hi"},
+    {"command": "users", "id": 1},
+    {"command": "ping", "id": "p"},
+    {"command": "exit"},
+]
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+wrong_types = st.builds(
+    lambda cmd, field, value: {"command": cmd, field: value, "id": value},
+    st.sampled_from(["login", "pm", "dm", "users", "ping", "exit", "logout", "nope", ""]),
+    st.sampled_from(["username", "password", "message", "to", "command"]),
+    json_values,
+)
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> bytes:
+    data = bytearray(json.dumps(draw(st.sampled_from(VALID))).encode())
+    for _ in range(draw(st.integers(1, 4))):
+        op = draw(st.sampled_from(["flip", "cut", "insert", "dup"]))
+        i = draw(st.integers(0, max(0, len(data) - 1)))
+        if op == "flip" and data:
+            data[i] ^= draw(st.integers(1, 255))
+        elif op == "cut":
+            del data[i:]
+        elif op == "insert":
+            data[i:i] = draw(st.sampled_from([b"\x00", b"\xff", b'"', b"{", b"\\", b"\xc3"]))
+        else:
+            data[i:i] = data[i : i + draw(st.integers(1, 8))]
+    return bytes(data).replace(b"\n", b" ")
+
+
+special = st.sampled_from(
+    [
+        b"[" * 20_000 + b"]" * 20_000,
+        b'{"command":"pm","message":"x","id":' + b"9" * 4000 + b"}",
+        b'{"command":"pm","message":' + b"1" * 5000 + b"}",
+        b"\x00" * 100,
+        b'{"command":"pm","message":"' + b"x" * 5000 + b'"}',  # over the message limit
+        b"x" * 70_000,  # over the frame limit: the server closes the connection
+        b'{"command":"login","username":"' + b"a" * 100 + b'","password":"x"}',
+    ]
+)
+
+frames = st.one_of(
+    st.binary(max_size=300).map(lambda b: b.replace(b"\n", b"")),
+    json_values.map(lambda v: json.dumps(v).encode()),
+    wrong_types.map(lambda v: json.dumps(v).encode()),
+    mutated(),
+    special,
+    st.sampled_from(VALID).map(lambda v: json.dumps(v).encode()),
+)
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.fixture(scope="module")
+def fuzz_server() -> Iterator[TestServer]:
+    # Real limits, except flood control, which would answer most frames with rate_limited
+    # and so hide the parsing paths the fuzzer is here to reach.
+    with running_server(users_interval=0, rate_limit=None) as srv:
+        connect(srv.address, "fuzzed").close()  # an account the fuzzer can log in to
+        yield srv
+
+
+def _drain(sock: socket.socket) -> None:
+    try:
+        while sock.recv(65536):
+            pass
+    except OSError:
+        pass  # reset by the server: expected after too_large and friends
+
+
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ],
+    derandomize=True,
+)
+@given(
+    login_first=st.booleans(),
+    batch=st.lists(frames, min_size=1, max_size=60),
+    split=st.sampled_from(["whole", "random", "bytewise"]),
+    cuts=st.lists(st.integers(0, 10_000), max_size=8),
+)
+def test_fuzz_frames(
+    fuzz_server: TestServer, login_first: bool, batch: list[bytes], split: str, cuts: list[int]
+) -> None:
+    stream = b"".join(f + b"\n" for f in batch)
+    if login_first:
+        stream = json.dumps(VALID[0]).encode() + b"\n" + stream
+    FRAMES_SENT[0] += len(batch)
+    with socket.create_connection(fuzz_server.address, timeout=10) as sock:
+        reader = threading.Thread(target=_drain, args=(sock,), daemon=True)
+        reader.start()
+        if split == "bytewise":
+            pieces = [stream[i : i + 1] for i in range(min(len(stream), 2000))]
+            pieces.append(stream[2000:])
+        elif split == "random":
+            points = sorted({c % (len(stream) + 1) for c in cuts})
+            pieces = [
+                stream[a:b] for a, b in zip([0, *points], [*points, len(stream)], strict=True)
+            ]
+        else:
+            pieces = [stream]
+        try:
+            for piece in pieces:
+                sock.sendall(piece)
+        except OSError:
+            pass  # the server closed on us mid-stream (too_large, strikes): allowed
+        sock.shutdown(socket.SHUT_WR)
+        reader.join(10)
+        assert not reader.is_alive(), "the server never closed the connection"
+
+
+def test_after_the_fuzz_the_server_is_healthy(fuzz_server: TestServer) -> None:
+    # Runs after test_fuzz_frames (file order): everything it opened must be gone.
+    srv = fuzz_server.server
+    for t in threading.enumerate():
+        if t.name.startswith("chat-conn-"):
+            t.join(10)
+    assert srv.connection_count == 0
+    assert srv.handler_crashes == 0
+    assert srv.online == ()
+    fds_before = _fds()
+    with RawClient(fuzz_server.address) as a, RawClient(fuzz_server.address) as b:
+        a.login("alpha")
+        b.login("witness")
+        a.expect("users", joined="witness")
+        a.send(command="pm", message="still fine", id=1)
+        a.expect("ack", id=1)
+        assert b.expect("broadcast", message="still fine")["from"] == "alpha"
+        a.send(command="dm", to="WITNESS", message="psst", id=2)
+        a.expect("ack", to="witness", id=2)
+        b.expect("dm", message="psst")
+    for t in threading.enumerate():
+        if t.name.startswith("chat-conn-"):
+            t.join(10)
+    assert srv.connection_count == 0
+    assert _fds() <= fds_before
+    if os.environ.get("FUZZ_EXAMPLES"):
+        print(f"\nfuzz: {FRAMES_SENT[0]} frames over {EXAMPLES} connections")
