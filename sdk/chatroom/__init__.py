@@ -4,7 +4,15 @@ Everything a bot author needs is importable from here; other modules are private
 :mod:`chatroom.protocol` (the wire format) and :mod:`chatroom.testing` (a test server).
 """
 
-from chatroom.client import ChatClient, Disconnect, HookError, LoginResult, Reconnected, Waiter
+from chatroom.client import (
+    ChatClient,
+    Disconnect,
+    HookError,
+    LoginResult,
+    Reconnected,
+    ServerNotice,
+    Waiter,
+)
 from chatroom.errors import (
     AuthError,
     ChatConnectionError,
@@ -37,6 +45,7 @@ __all__ = [
     "RateLimited",
     "Reconnected",
     "ServerError",
+    "ServerNotice",
     "UsageError",
     "UserList",
     "UserOffline",

@@ -28,6 +28,7 @@ from chatroom.errors import (
     Disconnected,
     FrameTooLarge,
     ProtocolError,
+    ServerError,
     UsageError,
     error_for_code,
 )
@@ -54,7 +55,15 @@ from chatroom.protocol import (
     encode,
 )
 
-__all__ = ["ChatClient", "Disconnect", "HookError", "LoginResult", "Reconnected", "Waiter"]
+__all__ = [
+    "ChatClient",
+    "Disconnect",
+    "HookError",
+    "LoginResult",
+    "Reconnected",
+    "ServerNotice",
+    "Waiter",
+]
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +101,14 @@ class Reconnected:
     """The client reconnected and logged in again; ``result.users`` is the fresh list."""
 
     result: LoginResult
+
+
+@dataclass(frozen=True, slots=True)
+class ServerNotice:
+    """A server error that answers no waiting request; ``error`` is the typed exception
+    (e.g. :class:`~chatroom.errors.RateLimited`) it would have raised."""
+
+    error: ServerError
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,6 +315,11 @@ class ChatClient:
         """Register a hook for a successful automatic reconnect and re-login."""
         return self._add_hook("reconnect", fn)
 
+    def on_notice(self, fn: Callable[[ServerNotice], object]) -> Callable[[ServerNotice], object]:
+        """Register a hook for server errors that answer no waiting request (replies to
+        ``wait=False`` sends, ``server_full``, ...)."""
+        return self._add_hook("notice", fn)
+
     def on_error(self, fn: Callable[[HookError], object]) -> Callable[[HookError], object]:
         """Register a hook for exceptions raised by other hooks (replaces the default log)."""
         return self._add_hook("error", fn)
@@ -467,15 +489,26 @@ class ChatClient:
             self._credentials = (reply.username, password)  # for reconnect=True
         return LoginResult(reply.username, reply.new_user, reply.users)
 
-    def pm(self, message: str) -> None:
-        """Send a public message; returns once the server acknowledged it."""
+    def pm(self, message: str, *, wait: bool = True) -> None:
+        """Send a public message; returns once the server acknowledged it.
+
+        ``wait=False`` returns as soon as the frame is written (safe in inline hooks, and
+        what load generators need); a refusal then arrives as a :class:`ServerNotice`.
+        """
+        if not wait:
+            self._send(encode(PmCommand(message=message)))
+            return
         self._request(PmCommand(message=message, id=self._next_id()))
 
-    def dm(self, to: str, message: str) -> str:
+    def dm(self, to: str, message: str, *, wait: bool = True) -> str:
         """Send a direct message; returns the recipient's canonical name once acknowledged.
 
-        Raises :class:`UserOffline` if ``to`` is not online or does not exist.
+        Raises :class:`UserOffline` if ``to`` is not online or does not exist. With
+        ``wait=False``, as for :meth:`pm`, returns ``to`` as given once the frame is written.
         """
+        if not wait:
+            self._send(encode(DmCommand(to=to, message=message)))
+            return to
         reply = cast(Ack, self._request(DmCommand(to=to, message=message, id=self._next_id())))
         return reply.to or to
 
@@ -717,8 +750,10 @@ class ChatClient:
         elif type(event) is Bye:
             return event.reason
         elif type(event) is ErrorEvent:
-            # Not tied to a request (we always send ids): server_full, too_large, ...
-            log.warning("server error: %s: %s", event.code, event.message)
+            # Not tied to a request: an answer to a wait=False send, or server_full,
+            # too_large, ... Hooks and waiters see it as a typed ServerNotice.
+            log.debug("server error: %s: %s", event.code, event.message)
+            self._emit(ServerNotice(error_for_code(event.code, event.message)))
             if event.code == ErrorCode.SERVER_FULL:
                 return "server_full"
         return None
@@ -867,7 +902,7 @@ class ChatClient:
         self._run_hooks(failure)
 
 
-_HOOK_NAMES: Final = ("broadcast", "dm", "users", "disconnect", "reconnect", "error")
+_HOOK_NAMES: Final = ("broadcast", "dm", "users", "disconnect", "reconnect", "notice", "error")
 _KIND_OF: Final[dict[type, str]] = {
     Broadcast: "broadcast",
     DirectMessage: "dm",
@@ -875,6 +910,7 @@ _KIND_OF: Final[dict[type, str]] = {
     Disconnect: "disconnect",
     Reconnected: "reconnect",
     HookError: "error",
+    ServerNotice: "notice",
 }
 
 

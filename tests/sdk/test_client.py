@@ -20,8 +20,10 @@ from chatroom import (
     DirectMessage,
     Disconnect,
     HookError,
+    RateLimited,
     Reconnected,
     ServerError,
+    ServerNotice,
     UsageError,
     UserList,
     UserOffline,
@@ -389,3 +391,25 @@ def test_inline_hooks_run_on_receive_thread(server: TestServer, clients: list[Ch
     make(server, clients, "poster").pm("go")
     assert "recv" in str(out.get(timeout=T))
     assert isinstance(out.get(timeout=T), UsageError)
+
+
+def test_fire_and_forget_sends_and_notices(clients: list[ChatClient]) -> None:
+    with running_server(users_interval=0, rate_burst=3) as srv:
+        a = ChatClient(srv.host, srv.port)
+        clients.append(a)
+        notices: queue.Queue[ServerNotice] = queue.Queue()
+        a.on_notice(notices.put)
+        a.connect()
+        a.login("hasty", PW)  # one token of three
+        b = ChatClient(srv.host, srv.port)
+        clients.append(b)
+        got: queue.Queue[Broadcast] = queue.Queue()
+        b.on_broadcast(got.put)
+        b.connect()
+        b.login("calm", PW)
+        a.pm("one", wait=False)
+        assert a.dm("calm", "two", wait=False) == "calm"
+        a.pm("three", wait=False)  # over the burst: refused, reported as a notice
+        assert got.get(timeout=T).message == "one"
+        notice = notices.get(timeout=T)
+        assert isinstance(notice.error, RateLimited)
