@@ -28,7 +28,7 @@ test: lint typecheck
 
 # The long fuzz run: over 100,000 random and mutated frames (CI runs a few thousand).
 fuzz: $(STAMP)
-	FUZZ_EXAMPLES=2500 FUZZ_MIN_FRAMES=100000 $(VENV)/bin/pytest -s -p no:randomly \
+	FUZZ_EXAMPLES=3200 FUZZ_MIN_FRAMES=100000 $(VENV)/bin/pytest -s -p no:randomly \
 		--timeout 1800 tests/server/test_fuzz.py
 
 # A local server, the demo bots, and the REPL in front; all stopped when the REPL exits.

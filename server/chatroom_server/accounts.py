@@ -5,13 +5,21 @@ Threading: one sqlite3 connection shared by every connection thread, guarded by
 releases the GIL while it works) always run *outside* that lock, so a login storm never
 stalls another client's traffic or another login's database access.
 
+Memory: each argon2id hash needs 19 MiB. ``_hash_slots`` lets at most ``hash_workers``
+(default: twice the cores) run at once, so a storm of 10,000 logins queues instead of
+asking for 190 GB; and :func:`_return_big_allocations_to_the_os` makes glibc give those
+buffers back after each hash instead of keeping them in every thread's arena.
+
 Durability: WAL journal with ``synchronous=FULL``, so a registration that was answered
 with ``login_ok`` survives a crash of the process or the machine.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -37,6 +45,26 @@ CREATE TABLE IF NOT EXISTS accounts (
 """
 
 
+def _return_big_allocations_to_the_os() -> None:
+    """Pin glibc's mmap threshold at 128 KiB. By default it rises after the first large
+    free, and then every thread keeps its freed 19 MiB argon2 buffers resident (measured:
+    1 GB of RSS for 500 logged-in clients). A no-op off glibc."""
+    global _malloc_tuned
+    if _malloc_tuned:
+        return
+    _malloc_tuned = True
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_mmap_threshold = -3
+        if not libc.mallopt(m_mmap_threshold, 128 * 1024):
+            log.debug("mallopt(M_MMAP_THRESHOLD) refused")
+    except (OSError, AttributeError) as exc:
+        log.debug("cannot tune malloc: %s", exc)
+
+
+_malloc_tuned = False
+
+
 class AccountStoreError(Exception):
     """The credentials file cannot be used (not a database, unreadable, newer schema)."""
 
@@ -52,9 +80,16 @@ class Account:
 
 
 class AccountStore:
-    def __init__(self, path: str | Path, hasher: PasswordHasher = OWASP_HASHER) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        hasher: PasswordHasher = OWASP_HASHER,
+        hash_workers: int = 2 * (os.cpu_count() or 1),
+    ) -> None:
         self.path = Path(path)
         self._hasher = hasher
+        self._hash_slots = threading.BoundedSemaphore(hash_workers)
+        _return_big_allocations_to_the_os()
         self._lock = threading.Lock()  # guards self._db (one connection, many threads)
         try:
             self._db = sqlite3.connect(
@@ -108,7 +143,8 @@ class AccountStore:
 
         Atomic: the PRIMARY KEY (NOCASE) lets exactly one of two racing registrations win.
         """
-        password_hash = self._hasher.hash(password)  # slow; outside the lock on purpose
+        with self._hash_slots:
+            password_hash = self._hasher.hash(password)  # slow; outside the lock on purpose
         try:
             with self._lock:
                 self._db.execute(
@@ -123,14 +159,16 @@ class AccountStore:
     def verify(self, account: Account, password: str) -> bool:
         """Check a password; rehash it in place when the parameters have changed."""
         try:
-            self._hasher.verify(account.password_hash, password)  # slow; outside the lock
+            with self._hash_slots:
+                self._hasher.verify(account.password_hash, password)  # slow; outside _lock
         except VerifyMismatchError:
             return False
         except (VerificationError, InvalidHashError):
             log.error("account %s has an unusable password hash", account.name)
             return False
         if self._hasher.check_needs_rehash(account.password_hash):
-            new_hash = self._hasher.hash(password)
+            with self._hash_slots:
+                new_hash = self._hasher.hash(password)
             with self._lock:
                 self._db.execute(
                     "UPDATE accounts SET hash = ? WHERE name = ?", (new_hash, account.name)

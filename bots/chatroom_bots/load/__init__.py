@@ -1,0 +1,18 @@
+"""``chat-load``: a swarm of SDK bots that measures a chatroom server honestly.
+
+Open loop (every send has an intended time on a fixed schedule; latency is measured from
+that intended time, so a stalled server cannot hide its stall), HdrHistogram percentiles
+merged across worker processes, loss/duplicate/out-of-order accounting per delivery.
+"""
+
+from chatroom_bots.load.runner import LoadConfig, LoadResult, run_load
+from chatroom_bots.load.stats import merge_histograms, new_histogram, percentiles
+
+__all__ = [
+    "LoadConfig",
+    "LoadResult",
+    "merge_histograms",
+    "new_histogram",
+    "percentiles",
+    "run_load",
+]

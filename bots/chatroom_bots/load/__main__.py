@@ -1,0 +1,112 @@
+"""``chat-load run|logins|hold``: load-test a chatroom server with a swarm of bots.
+
+The server must run with flood control off (``chat-server --rate-limit off``), or the
+swarm measures the rate limiter; its per-address limits exempt loopback by default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from chatroom.protocol import DEFAULT_PORT
+from chatroom_bots.load.runner import LoadConfig, print_progress, run_load
+
+
+def _mix(text: str) -> float:
+    """``pm=0.9,dm=0.1`` -> 0.9 (the PM fraction)."""
+    parts = dict(p.split("=", 1) for p in text.split(",") if p)
+    try:
+        pm, dm = float(parts.pop("pm", 0)), float(parts.pop("dm", 0))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad --mix {text!r}") from None
+    if parts or pm < 0 or dm < 0 or pm + dm <= 0:
+        raise argparse.ArgumentTypeError("--mix takes pm=X,dm=Y with non-negative weights")
+    return pm / (pm + dm)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--host", default="127.0.0.1")
+    common.add_argument("--port", type=int, default=DEFAULT_PORT)
+    common.add_argument("--clients", type=int, default=100, help="bots to log in")
+    common.add_argument(
+        "--processes",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="worker processes (default: the number of cores)",
+    )
+    common.add_argument("--seed", type=int, default=1, help="names come from faker with it")
+    common.add_argument("--tls", action="store_true")
+    common.add_argument("--ca-file")
+    common.add_argument("--json", metavar="FILE", help="write the full result as JSON")
+    common.add_argument("--csv", metavar="FILE", help="write the per-second timeline as CSV")
+    common.add_argument(
+        "--max-loss",
+        type=float,
+        default=0.0,
+        help="fraction of deliveries that may be lost or errored (default 0)",
+    )
+    p = argparse.ArgumentParser(
+        prog="chat-load", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = p.add_subparsers(dest="mode", required=True)
+    run = sub.add_parser("run", parents=[common], help="open-loop message load")
+    run.add_argument("--senders", type=int, default=10)
+    run.add_argument("--rate", type=float, default=1000.0, help="messages/s, all senders")
+    run.add_argument("--duration", type=float, default=10.0, help="seconds of sending")
+    run.add_argument("--mix", type=_mix, default=1.0, help="e.g. pm=0.9,dm=0.1")
+    run.add_argument("--size", type=int, default=80, help="bytes per message")
+    run.add_argument(
+        "--drain",
+        type=float,
+        default=2.0,
+        help="seconds to wait for deliveries after the last send",
+    )
+    sub.add_parser("logins", parents=[common], help="login storm: logins/s, time to user list")
+    hold = sub.add_parser("hold", parents=[common], help="hold idle clients, then probe")
+    hold.add_argument("--duration", type=float, default=30.0, help="seconds to hold")
+    hold.add_argument("--probe-rate", type=float, default=10.0)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    cfg = LoadConfig(
+        host=a.host,
+        port=a.port,
+        mode=a.mode,
+        clients=a.clients,
+        processes=a.processes,
+        seed=a.seed,
+        tls=a.tls,
+        ca_file=a.ca_file,
+        max_loss=a.max_loss,
+    )
+    if a.mode == "run":
+        cfg.senders, cfg.rate, cfg.duration = a.senders, a.rate, a.duration
+        cfg.pm_fraction, cfg.size, cfg.drain = a.mix, a.size, a.drain
+    elif a.mode == "hold":
+        cfg.duration, cfg.probe_rate = a.duration, a.probe_rate
+    try:
+        result = run_load(cfg, progress=print_progress())
+    except KeyboardInterrupt:
+        print("\ninterrupted; all workers stopped", file=sys.stderr)
+        return 130
+    except (TimeoutError, RuntimeError) as exc:
+        print(f"chat-load: {exc}", file=sys.stderr)
+        return 2
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    print(result.table())
+    if a.json:
+        result.write_json(a.json)
+    if a.csv:
+        result.write_csv(a.csv)
+    return 0 if result.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,332 @@
+"""The chat-load orchestrator: spawns workers, runs the phases, merges the results."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import multiprocessing as mp
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection, wait
+from typing import Any, Literal, TextIO, cast
+
+from chatroom.protocol import DEFAULT_PORT
+from chatroom_bots.load.stats import make_names, merge_histograms, percentiles
+from chatroom_bots.load.worker import WorkerSpec, worker_main
+
+Mode = Literal["run", "logins", "hold"]
+
+
+@dataclass
+class LoadConfig:
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    mode: Mode = "run"
+    clients: int = 100
+    senders: int = 10
+    rate: float = 1000.0  # messages per second, all senders together
+    duration: float = 10.0
+    pm_fraction: float = 1.0  # the rest are DMs
+    size: int = 80  # bytes of message text
+    processes: int = field(default_factory=lambda: os.cpu_count() or 1)
+    seed: int = 1
+    password: str = "chat-load password"
+    drain: float = 2.0  # seconds to wait for deliveries after the last send
+    max_loss: float = 0.0  # fraction of expected deliveries that may be lost or errored
+    tls: bool = False
+    ca_file: str | None = None
+    login_concurrency: int = 32
+    probe_rate: float = 10.0  # hold: the probe load on top of the idle clients
+    probe_seconds: float = 5.0
+
+
+@dataclass
+class LoadResult:
+    config: LoadConfig
+    logged_in: int = 0
+    login_failures: list[str] = field(default_factory=list)
+    login_seconds: float = 0.0
+    login_ms: dict[str, float] = field(default_factory=dict)
+    sent_pm: int = 0
+    sent_dm: int = 0
+    expected: int = 0
+    delivered: int = 0
+    duplicates: int = 0
+    out_of_order: int = 0
+    errors: int = 0
+    disconnects: int = 0
+    late_sends: int = 0
+    max_lag: float = 0.0
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    send_seconds: float = 0.0
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def sent(self) -> int:
+        return self.sent_pm + self.sent_dm
+
+    @property
+    def lost(self) -> int:
+        return max(0, self.expected - (self.delivered - self.duplicates))
+
+    @property
+    def ok(self) -> bool:
+        """Nothing lost or errored beyond ``max_loss`` (a fraction of expected deliveries)."""
+        if self.login_failures:
+            return False
+        bad = self.lost + self.errors
+        return bad <= self.config.max_loss * max(1, self.expected)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(sent=self.sent, lost=self.lost, ok=self.ok)
+        return d
+
+    def table(self) -> str:
+        c = self.config
+        lines = [
+            f"chat-load {c.mode}: {self.logged_in}/{c.clients} clients on "
+            f"{c.host}:{c.port}, {c.processes} processes"
+        ]
+        if self.login_seconds:
+            rate = self.logged_in / self.login_seconds
+            lines.append(
+                f"  logins        {self.logged_in} in {self.login_seconds:.2f} s "
+                f"({rate:.0f}/s); connect to user list p50 "
+                f"{self.login_ms.get('p50', 0):.1f} ms, p99 "
+                f"{self.login_ms.get('p99', 0):.1f} ms"
+            )
+        if self.sent or c.mode == "run":
+            secs = self.send_seconds or 1
+            lines += [
+                f"  sent          {self.sent} ({self.sent / secs:.0f}/s; "
+                f"{self.sent_pm} pm, {self.sent_dm} dm, {c.size} B)",
+                f"  delivered     {self.delivered} ({self.delivered / secs:.0f}/s) of "
+                f"{self.expected} expected",
+                f"  lost          {self.lost} ({100 * self.lost / max(1, self.expected):.3f} %)"
+                f"   duplicates {self.duplicates}   out of order {self.out_of_order}",
+                f"  errors        {self.errors}   disconnects {self.disconnects}",
+                "  latency (ms)  " + "  ".join(f"{k} {v:.2f}" for k, v in self.latency_ms.items()),
+            ]
+        lines += [f"  warning: {w}" for w in self.warnings]
+        lines.append("  result        " + ("OK" if self.ok else "FAILED"))
+        return "\n".join(lines)
+
+    def write_json(self, path: str) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(self.to_dict(), f, indent=2, default=str)
+
+    def write_csv(self, path: str) -> None:
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, ["second", "sent", "delivered", "errors", "p99_ms", "cpu"])
+            w.writeheader()
+            for row in self.timeline:
+                w.writerow({k: row.get(k) for k in w.fieldnames})
+
+
+def _plan(cfg: LoadConfig) -> list[WorkerSpec]:
+    names = make_names(cfg.clients, cfg.seed)
+    procs = max(1, min(cfg.processes, cfg.clients))
+    senders = min(cfg.senders, cfg.clients) if cfg.mode != "logins" else 0
+    rate = cfg.rate
+    if cfg.mode == "hold":
+        senders, rate = min(1, cfg.clients), cfg.probe_rate
+    specs = []
+    for w in range(procs):
+        mine = list(range(w, cfg.clients, procs))  # round-robin: senders spread evenly
+        specs.append(
+            WorkerSpec(
+                index=w,
+                host=cfg.host,
+                port=cfg.port,
+                names=names,
+                mine=mine,
+                senders={i: i for i in mine if i < senders},
+                total_senders=senders,
+                rate=rate,
+                pm_fraction=cfg.pm_fraction,
+                size=cfg.size,
+                password=cfg.password,
+                seed=cfg.seed,
+                tls=cfg.tls,
+                ca_file=cfg.ca_file,
+                login_concurrency=cfg.login_concurrency,
+            )
+        )
+    return specs
+
+
+def run_load(
+    cfg: LoadConfig,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> LoadResult:
+    """Run one load test; ``progress`` gets a line of numbers a second. Always cleans up:
+    every worker is told to stop and joined (terminated if it will not stop)."""
+    result = LoadResult(cfg)
+    ctx = mp.get_context("spawn")
+    specs = _plan(cfg)
+    pipes: list[Connection] = []
+    procs = []
+    try:
+        for spec in specs:
+            parent, child = ctx.Pipe()
+            p = ctx.Process(target=worker_main, args=(spec, child), name=f"chat-load-{spec.index}")
+            p.start()
+            child.close()
+            pipes.append(parent)
+            procs.append(p)
+        ready = _collect(pipes, "ready", timeout=120 + cfg.clients / 20, result=result)
+        # From the first worker starting its logins to the last finishing (not spawn time).
+        result.login_seconds = max(r["span"][1] for r in ready) - min(r["span"][0] for r in ready)
+        result.logged_in = sum(r["logged_in"] for r in ready)
+        result.login_failures = [f for r in ready for f in r["failed"]]
+        result.login_ms = percentiles(merge_histograms(r["logins"] for r in ready))
+        if cfg.mode == "logins" or result.login_failures:
+            return result
+        hold = cfg.duration if cfg.mode == "hold" else 0.0
+        sending = cfg.probe_seconds if cfg.mode == "hold" else cfg.duration
+        t0 = time.monotonic() + 0.5 + hold
+        end = t0 + sending
+        for pipe in pipes:
+            pipe.send(("go", (t0, end)))
+        ticks: dict[int, list[dict[str, Any]]] = {}
+        finish = end + cfg.drain
+        while time.monotonic() < finish and not (stop and stop()):
+            for pipe in _readable(pipes, 0.2):
+                kind, payload = pipe.recv()
+                if kind == "error":
+                    result.warnings.append(payload)
+                elif kind == "tick":
+                    _tick(ticks, payload, t0, progress)
+        for pipe in pipes:
+            pipe.send(("stop", None))
+        finals = _collect(
+            pipes, "final", timeout=30, result=result, on_other=lambda p: _tick(ticks, p, t0, None)
+        )
+        result.send_seconds = sending
+        _merge(result, finals, len(specs))
+        result.timeline = _timeline(ticks)
+        _warn(result)
+        return result
+    finally:
+        for pipe in pipes:
+            with contextlib.suppress(OSError):
+                pipe.send(("stop", None))
+        for p in procs:
+            p.join(15)
+            if p.is_alive():
+                p.terminate()
+                p.join(5)
+        for pipe in pipes:
+            pipe.close()
+
+
+def _readable(pipes: list[Connection], timeout: float) -> list[Connection]:
+    return cast(list[Connection], wait(pipes, timeout=timeout))
+
+
+def _collect(
+    pipes: list[Connection],
+    kind: str,
+    timeout: float,
+    result: LoadResult,
+    on_other: Callable[[Any], None] | None = None,
+) -> list[dict[str, Any]]:
+    got: dict[int, dict[str, Any]] = {}
+    deadline = time.monotonic() + timeout
+    while len(got) < len(pipes):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"workers did not report {kind!r} within {timeout:.0f} s")
+        for pipe in _readable([p for i, p in enumerate(pipes) if i not in got], left):
+            try:
+                k, payload = pipe.recv()
+            except EOFError:
+                raise RuntimeError("a worker died; see its log above") from None
+            if k == kind:
+                got[pipes.index(pipe)] = cast(dict[str, Any], payload)
+            elif k == "error":
+                raise RuntimeError(payload)
+            elif on_other is not None:
+                on_other(payload)
+    return [got[i] for i in range(len(pipes))]
+
+
+def _tick(
+    ticks: dict[int, list[dict[str, Any]]],
+    payload: dict[str, Any],
+    t0: float,
+    progress: Callable[[dict[str, Any]], None] | None,
+) -> None:
+    second = max(0, int(time.monotonic() - t0))
+    ticks.setdefault(second, []).append(payload)
+    if progress is not None and len(ticks.get(second, [])) == 1 and second - 1 in ticks:
+        progress(_row(second - 1, ticks[second - 1]))
+
+
+def _row(second: int, parts: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "second": second,
+        "sent": sum(p["sent"] for p in parts),
+        "delivered": sum(p["delivered"] for p in parts),
+        "errors": sum(p["errors"] for p in parts),
+        "p99_ms": percentiles(merge_histograms(p["latency"] for p in parts))["p99"],
+        "cpu": round(max(p["cpu"] for p in parts), 2),
+    }
+
+
+def _timeline(ticks: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    return [_row(s, ticks[s]) for s in sorted(ticks)]
+
+
+def _merge(result: LoadResult, finals: list[dict[str, Any]], workers: int) -> None:
+    for key in (
+        "sent_pm",
+        "sent_dm",
+        "delivered",
+        "duplicates",
+        "out_of_order",
+        "errors",
+        "disconnects",
+        "late_sends",
+    ):
+        setattr(result, key, sum(f[key] for f in finals))
+    result.max_lag = max(f["max_lag"] for f in finals)
+    result.latency_ms = percentiles(merge_histograms(f["latency"] for f in finals))
+    # A public message is expected by every other bot, a DM by its one target.
+    result.expected = result.sent_pm * (result.logged_in - 1) + result.sent_dm
+
+
+def _warn(result: LoadResult) -> None:
+    if result.late_sends:
+        result.warnings.append(
+            f"the generator fell behind its schedule: {result.late_sends} sends over 10 ms "
+            f"late (worst {result.max_lag * 1000:.0f} ms); latencies include that lag"
+        )
+    busy = [r for r in result.timeline if r["cpu"] > 0.9]
+    if busy:
+        result.warnings.append(
+            f"a generator process used over 90 % of a core in {len(busy)} of "
+            f"{len(result.timeline)} seconds: the generator may be the bottleneck"
+        )
+
+
+def print_progress(out: TextIO = sys.stderr) -> Callable[[dict[str, Any]], None]:
+    """Live progress: one rewritten line on a terminal, plain lines otherwise."""
+    tty = out.isatty()
+
+    def show(row: dict[str, Any]) -> None:
+        line = (
+            f"t={row['second']:>4}s  sent/s {row['sent']:>7}  delivered/s "
+            f"{row['delivered']:>9}  p99 {row['p99_ms']:>8.2f} ms  errors {row['errors']}"
+        )
+        out.write(("\r" + line) if tty else line + "\n")
+        out.flush()
+
+    return show

@@ -1,0 +1,181 @@
+"""chat-load against real servers: honest counts, loss detection, coordinated omission."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chatroom.testing import TestServer, running_server
+from chatroom_bots.load import LoadConfig, merge_histograms, new_histogram, percentiles, run_load
+from chatroom_bots.load.__main__ import main as chat_load
+from chatroom_bots.load.stats import make_names, pack, unpack
+
+
+def small(srv_port: int, **kw: Any) -> LoadConfig:
+    base: dict[str, Any] = dict(
+        port=srv_port, clients=8, senders=2, rate=100.0, duration=1.0, processes=2, drain=1.0
+    )
+    base.update(kw)
+    return LoadConfig(**base)
+
+
+@pytest.fixture
+def fast_server() -> Any:
+    with running_server(users_interval=0, rate_limit=None) as srv:
+        yield srv
+
+
+def test_zero_loss_against_a_real_server(fast_server: TestServer) -> None:
+    result = run_load(small(fast_server.port, pm_fraction=0.8))
+    assert result.logged_in == 8 and not result.login_failures
+    assert result.sent >= 90 and result.sent_dm > 0
+    assert result.expected == result.sent_pm * 7 + result.sent_dm
+    assert result.delivered == result.expected
+    assert (result.lost, result.duplicates, result.out_of_order, result.errors) == (0, 0, 0, 0)
+    assert result.ok
+    assert 0 < result.latency_ms["p50"] <= result.latency_ms["p99"] <= result.latency_ms["max"]
+    assert result.timeline and "sent" in result.timeline[0]
+
+
+def test_a_lossy_server_is_reported_with_the_right_count(
+    fast_server: TestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    srv = fast_server.server
+    real = srv._public
+    count = [0]
+
+    def drop_every_tenth(conn: Any, cmd: Any) -> None:
+        count[0] += 1
+        if count[0] % 10 == 0:
+            conn.outbox.send(b'{"type":"ack","command":"pm"}\n')  # acked, never delivered
+            return
+        real(conn, cmd)
+
+    monkeypatch.setattr(srv, "_public", drop_every_tenth)
+    result = run_load(small(fast_server.port, pm_fraction=1.0))
+    dropped = result.sent_pm // 10
+    assert dropped >= 9
+    assert result.lost == dropped * 7  # each dropped broadcast had 7 recipients
+    assert not result.ok
+    # The command line says so with its exit status too.
+    assert (
+        chat_load(
+            [
+                "run",
+                "--port",
+                str(fast_server.port),
+                "--clients",
+                "4",
+                "--senders",
+                "1",
+                "--rate",
+                "50",
+                "--duration",
+                "1",
+                "--processes",
+                "1",
+                "--drain",
+                "1",
+            ]
+        )
+        == 1
+    )
+
+
+def test_login_storm_mode(fast_server: TestServer) -> None:
+    result = run_load(small(fast_server.port, mode="logins", clients=12))
+    assert result.logged_in == 12 and result.ok
+    assert result.login_seconds > 0 and result.login_ms["p99"] > 0
+
+
+def test_hold_mode_keeps_everyone_connected(fast_server: TestServer) -> None:
+    result = run_load(
+        small(
+            fast_server.port,
+            mode="hold",
+            clients=10,
+            duration=0.5,
+            probe_rate=20.0,
+            probe_seconds=1.0,
+        )
+    )
+    assert result.logged_in == 10 and result.disconnects == 0
+    assert result.sent > 0 and result.lost == 0 and result.ok
+
+
+def test_latency_counts_from_the_intended_time_when_the_server_pauses(
+    tmp_path: Path,
+) -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "chatroom_server",
+            "--port",
+            "0",
+            "--db",
+            str(tmp_path / "p.db"),
+            "--rate-limit",
+            "off",
+            "--users-interval",
+            "0",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    try:
+        port = 0
+        for line in proc.stderr:
+            m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+            if m:
+                port = int(m.group(1))
+                break
+        drainer = threading.Thread(target=proc.stderr.read, daemon=True)
+        drainer.start()
+        paused = threading.Event()
+
+        def pause_once(row: dict[str, Any]) -> None:
+            if not paused.is_set():  # one second into sending: freeze the server 0.6 s
+                paused.set()
+                proc.send_signal(signal.SIGSTOP)
+                threading.Timer(0.6, proc.send_signal, (signal.SIGCONT,)).start()
+
+        result = run_load(small(port, duration=3.0, rate=100.0), progress=pause_once)
+        assert paused.is_set()
+        # Messages due during the pause waited for it; from their intended send time.
+        assert result.latency_ms["max"] >= 400
+        assert result.lost == 0
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        proc.terminate()
+        proc.wait(10)
+        proc.stderr.close()
+
+
+def test_percentiles_merge_across_processes() -> None:
+    a, b, whole = new_histogram(), new_histogram(), new_histogram()
+    for v in range(1, 5001):
+        (a if v % 3 else b).record_value(v * 10)
+        whole.record_value(v * 10)
+    merged = merge_histograms([a.encode(), b.encode()])
+    assert merged.get_total_count() == 5000
+    assert percentiles(merged) == percentiles(whole)
+    assert percentiles(merged)["p50"] == pytest.approx(25.0, rel=0.01)  # ms
+
+
+def test_names_and_payloads() -> None:
+    names = make_names(300, seed=7)
+    assert names == make_names(300, seed=7)
+    assert len({n.lower() for n in names}) == 300
+    assert all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}", n) for n in names)
+    text = pack(12, 345, 6789, 80)
+    assert len(text) == 80 and unpack(text) == (12, 345, 6789)
+    assert unpack("hello") is None
