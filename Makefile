@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PORT   ?= 5050
 
-.PHONY: venv lint typecheck test fuzz demo server clean
+.PHONY: venv lint typecheck test fuzz bench soak demo server clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,14 @@ test: lint typecheck
 fuzz: $(STAMP)
 	FUZZ_EXAMPLES=3200 FUZZ_MIN_FRAMES=100000 $(VENV)/bin/pytest -s -p no:randomly \
 		--timeout 1800 tests/server/test_fuzz.py
+
+# Our server against the naive and raw-relay baselines, same workloads, one run (minutes).
+bench: $(STAMP)
+	cd bench && ../$(PY) run_bench.py --json bench-results.json
+
+# Ten minutes of 500 clients at 1 message/s each; server RSS, loss and p99 over time.
+soak: $(STAMP)
+	cd bench && ../$(PY) soak.py --clients 500 --duration 600 --mix-pm 0.02
 
 # A local server, the demo bots, and the REPL in front; all stopped when the REPL exits.
 demo: $(STAMP)

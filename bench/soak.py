@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from common import rss_kib, start_server  # type: ignore[import-not-found]
+from common import rss_kib, start_server
 
 from chatroom_bots.load import LoadConfig, run_load
 
@@ -47,7 +47,7 @@ def main() -> None:
         result = run_load(cfg, progress=sample)
     warm = [s for s in samples if s["second"] >= a.warmup]
     rss_start, rss_end = warm[0]["server_rss_kib"], warm[-1]["server_rss_kib"]
-    minutes = {}
+    minutes: dict[int, list[float]] = {}
     for s in samples:
         minutes.setdefault(s["second"] // 60, []).append(s["p99_ms"])
     summary = {

@@ -129,6 +129,7 @@ class ServerConfig:
     housekeeping_interval: float = 1.0  # seconds between timeout sweeps
     clock: Callable[[], float] = time.monotonic  # injectable for tests
     send_buffer: int | None = None  # SO_SNDBUF per connection; None = the kernel's autotuning
+    recv_size: int = 65536  # bytes asked of each recv()
     tls_cert: Path | None = None  # PEM certificate chain; with tls_key, serve TLS 1.2+
     tls_key: Path | None = None  # PEM private key (None: it is in tls_cert)
 
@@ -386,7 +387,7 @@ class ChatServer:
                 recv = self._tls_receiver(conn)
             while True:
                 try:
-                    data = recv(65536)
+                    data = recv(self.config.recv_size)
                 except OSError as exc:
                     reason = f"network error: {exc}"
                     break

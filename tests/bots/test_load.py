@@ -179,3 +179,15 @@ def test_names_and_payloads() -> None:
     text = pack(12, 345, 6789, 80)
     assert len(text) == 80 and unpack(text) == (12, 345, 6789)
     assert unpack("hello") is None
+
+
+def test_one_swarm_many_steps(fast_server: TestServer) -> None:
+    from chatroom_bots.load import Swarm
+
+    with Swarm(small(fast_server.port)) as swarm:
+        assert swarm.login.logged_in == 8
+        first = swarm.step(50.0, 0.5)
+        second = swarm.step(100.0, 0.5)
+    for r in (first, second):
+        assert r.sent > 0 and r.lost == 0 and r.out_of_order == 0 and r.ok
+    assert second.sent > first.sent  # twice the rate for the same time

@@ -5,12 +5,13 @@ that intended time, so a stalled server cannot hide its stall), HdrHistogram per
 merged across worker processes, loss/duplicate/out-of-order accounting per delivery.
 """
 
-from chatroom_bots.load.runner import LoadConfig, LoadResult, run_load
+from chatroom_bots.load.runner import LoadConfig, LoadResult, Swarm, run_load
 from chatroom_bots.load.stats import merge_histograms, new_histogram, percentiles
 
 __all__ = [
     "LoadConfig",
     "LoadResult",
+    "Swarm",
     "merge_histograms",
     "new_histogram",
     "percentiles",

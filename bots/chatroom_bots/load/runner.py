@@ -42,6 +42,7 @@ class LoadConfig:
     login_concurrency: int = 32
     probe_rate: float = 10.0  # hold: the probe load on top of the idle clients
     probe_seconds: float = 5.0
+    relay_frames: bool = False  # bench only: PMs a line-forwarding relay can deliver
 
 
 @dataclass
@@ -156,9 +157,100 @@ def _plan(cfg: LoadConfig) -> list[WorkerSpec]:
                 tls=cfg.tls,
                 ca_file=cfg.ca_file,
                 login_concurrency=cfg.login_concurrency,
+                relay_frames=cfg.relay_frames,
             )
         )
     return specs
+
+
+class Swarm:
+    """Logged-in bots in worker processes, reused across load steps.
+
+    ``with Swarm(cfg) as swarm: swarm.step(rate=500)`` ... Leaving the block tells every
+    worker to stop and joins it (terminating one that will not stop)."""
+
+    def __init__(self, cfg: LoadConfig) -> None:
+        self.cfg = cfg
+        self.pipes: list[Connection] = []
+        self.procs: list[mp.process.BaseProcess] = []
+        self.login = LoadResult(cfg)
+
+    def __enter__(self) -> Swarm:
+        cfg = self.cfg
+        ctx = mp.get_context("spawn")
+        try:
+            for spec in _plan(cfg):
+                parent, child = ctx.Pipe()
+                p = ctx.Process(
+                    target=worker_main, args=(spec, child), name=f"chat-load-{spec.index}"
+                )
+                p.start()
+                child.close()
+                self.pipes.append(parent)
+                self.procs.append(p)
+            ready = _collect(self.pipes, "ready", timeout=120 + cfg.clients / 20, result=self.login)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        r = self.login
+        # From the first worker starting its logins to the last finishing (not spawn time).
+        r.login_seconds = max(x["span"][1] for x in ready) - min(x["span"][0] for x in ready)
+        r.logged_in = sum(x["logged_in"] for x in ready)
+        r.login_failures = [f for x in ready for f in x["failed"]]
+        r.login_ms = percentiles(merge_histograms(x["logins"] for x in ready))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for pipe in self.pipes:
+            with contextlib.suppress(OSError):
+                pipe.send(("stop", None))
+        for p in self.procs:
+            p.join(15)
+            if p.is_alive():
+                p.terminate()
+                p.join(5)
+        for pipe in self.pipes:
+            pipe.close()
+
+    def step(
+        self,
+        rate: float,
+        duration: float,
+        *,
+        delay: float = 0.0,
+        progress: Callable[[dict[str, Any]], None] | None = None,
+        stop: Callable[[], bool] | None = None,
+    ) -> LoadResult:
+        """Send at ``rate`` for ``duration`` s (after ``delay`` s), drain, and report."""
+        cfg = self.cfg
+        result = LoadResult(cfg, logged_in=self.login.logged_in)
+        t0 = time.monotonic() + 0.3 + delay
+        end = t0 + duration
+        for pipe in self.pipes:
+            pipe.send(("go", (t0, end, rate)))
+        ticks: dict[int, list[dict[str, Any]]] = {}
+        finish = end + cfg.drain
+        while time.monotonic() < finish and not (stop and stop()):
+            for pipe in _readable(self.pipes, 0.2):
+                kind, payload = pipe.recv()
+                if kind == "error":
+                    result.warnings.append(payload)
+                elif kind == "tick":
+                    _tick(ticks, payload, t0, progress)
+        for pipe in self.pipes:
+            pipe.send(("report", None))
+        finals = _collect(
+            self.pipes,
+            "final",
+            timeout=30,
+            result=result,
+            on_other=lambda p: _tick(ticks, p, t0, None),
+        )
+        result.send_seconds = duration
+        _merge(result, finals)
+        result.timeline = [row for row in _timeline(ticks) if row["second"] >= 0]
+        _warn(result)
+        return result
 
 
 def run_load(
@@ -166,65 +258,20 @@ def run_load(
     progress: Callable[[dict[str, Any]], None] | None = None,
     stop: Callable[[], bool] | None = None,
 ) -> LoadResult:
-    """Run one load test; ``progress`` gets a line of numbers a second. Always cleans up:
-    every worker is told to stop and joined (terminated if it will not stop)."""
-    result = LoadResult(cfg)
-    ctx = mp.get_context("spawn")
-    specs = _plan(cfg)
-    pipes: list[Connection] = []
-    procs = []
-    try:
-        for spec in specs:
-            parent, child = ctx.Pipe()
-            p = ctx.Process(target=worker_main, args=(spec, child), name=f"chat-load-{spec.index}")
-            p.start()
-            child.close()
-            pipes.append(parent)
-            procs.append(p)
-        ready = _collect(pipes, "ready", timeout=120 + cfg.clients / 20, result=result)
-        # From the first worker starting its logins to the last finishing (not spawn time).
-        result.login_seconds = max(r["span"][1] for r in ready) - min(r["span"][0] for r in ready)
-        result.logged_in = sum(r["logged_in"] for r in ready)
-        result.login_failures = [f for r in ready for f in r["failed"]]
-        result.login_ms = percentiles(merge_histograms(r["logins"] for r in ready))
-        if cfg.mode == "logins" or result.login_failures:
-            return result
-        hold = cfg.duration if cfg.mode == "hold" else 0.0
-        sending = cfg.probe_seconds if cfg.mode == "hold" else cfg.duration
-        t0 = time.monotonic() + 0.5 + hold
-        end = t0 + sending
-        for pipe in pipes:
-            pipe.send(("go", (t0, end)))
-        ticks: dict[int, list[dict[str, Any]]] = {}
-        finish = end + cfg.drain
-        while time.monotonic() < finish and not (stop and stop()):
-            for pipe in _readable(pipes, 0.2):
-                kind, payload = pipe.recv()
-                if kind == "error":
-                    result.warnings.append(payload)
-                elif kind == "tick":
-                    _tick(ticks, payload, t0, progress)
-        for pipe in pipes:
-            pipe.send(("stop", None))
-        finals = _collect(
-            pipes, "final", timeout=30, result=result, on_other=lambda p: _tick(ticks, p, t0, None)
-        )
-        result.send_seconds = sending
-        _merge(result, finals, len(specs))
-        result.timeline = _timeline(ticks)
-        _warn(result)
+    """Run one load test (log in, one step, clean up); ``progress`` gets a row of numbers
+    a second. Every worker is stopped and joined whatever happens."""
+    with Swarm(cfg) as swarm:
+        if cfg.mode == "logins" or swarm.login.login_failures:
+            return swarm.login
+        if cfg.mode == "hold":
+            result = swarm.step(
+                cfg.probe_rate, cfg.probe_seconds, delay=cfg.duration, progress=progress, stop=stop
+            )
+        else:
+            result = swarm.step(cfg.rate, cfg.duration, progress=progress, stop=stop)
+        for key in ("login_seconds", "login_ms", "login_failures"):
+            setattr(result, key, getattr(swarm.login, key))
         return result
-    finally:
-        for pipe in pipes:
-            with contextlib.suppress(OSError):
-                pipe.send(("stop", None))
-        for p in procs:
-            p.join(15)
-            if p.is_alive():
-                p.terminate()
-                p.join(5)
-        for pipe in pipes:
-            pipe.close()
 
 
 def _readable(pipes: list[Connection], timeout: float) -> list[Connection]:
@@ -264,7 +311,7 @@ def _tick(
     t0: float,
     progress: Callable[[dict[str, Any]], None] | None,
 ) -> None:
-    second = max(0, int(time.monotonic() - t0))
+    second = int(time.monotonic() - t0)  # negative while a hold step waits
     ticks.setdefault(second, []).append(payload)
     if progress is not None and len(ticks.get(second, [])) == 1 and second - 1 in ticks:
         progress(_row(second - 1, ticks[second - 1]))
@@ -285,7 +332,7 @@ def _timeline(ticks: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return [_row(s, ticks[s]) for s in sorted(ticks)]
 
 
-def _merge(result: LoadResult, finals: list[dict[str, Any]], workers: int) -> None:
+def _merge(result: LoadResult, finals: list[dict[str, Any]]) -> None:
     for key in (
         "sent_pm",
         "sent_dm",

@@ -11,6 +11,7 @@ all the receive threads at once.
 from __future__ import annotations
 
 import heapq
+import json
 import logging
 import random
 import threading
@@ -44,6 +45,9 @@ class WorkerSpec:
     ca_file: str | None = None
     login_concurrency: int = 32
     connect_timeout: float = 30.0
+    # Send public messages as frames that are also broadcasts, so a relay that forwards
+    # lines unparsed (bench/raw_relay.py) delivers them; servers ignore the extra fields.
+    relay_frames: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -73,7 +77,8 @@ class Recorder:
         micros = int(time.monotonic() * 1e6) - intended
         key = (receiver, sender)
         with self._lock:
-            record(self.latency, micros)
+            # Only the second's histogram: tick() folds it into the total (one record per
+            # delivery, on the hot path of the whole generator).
             record(self.tick_latency, micros)
             self.delivered += 1
             self.tick_delivered += 1
@@ -117,12 +122,15 @@ class Recorder:
                 "latency": self.tick_latency.encode(),
             }
             self.tick_sent = self.tick_delivered = self.tick_errors = 0
+            self.latency.add(self.tick_latency)
             self.tick_latency.reset()
         return out
 
-    def final(self) -> dict[str, Any]:
+    def final(self, reset: bool = False) -> dict[str, Any]:
         with self._lock:
-            return {
+            self.latency.add(self.tick_latency)
+            self.tick_latency.reset()
+            out = {
                 "sent_pm": self.sent_pm,
                 "sent_dm": self.sent_dm,
                 "delivered": self.delivered,
@@ -134,6 +142,22 @@ class Recorder:
                 "max_lag": self.max_lag,
                 "latency": self.latency.encode(),
             }
+            if reset:
+                self.latency.reset()
+                self.delivered = self.sent_pm = self.sent_dm = 0
+                self.duplicates = self.out_of_order = self.errors = self.disconnects = 0
+                self.late_sends = 0
+                self.max_lag = 0.0
+            return out
+
+
+def _relay_frame(sender: str, text: str) -> bytes:
+    return (
+        json.dumps(
+            {"command": "pm", "type": "broadcast", "from": sender, "message": text, "ts": 0}
+        ).encode()
+        + b"\n"
+    )
 
 
 def worker_main(spec: WorkerSpec, pipe: Connection) -> None:
@@ -149,9 +173,12 @@ class Worker:
         self.rec = Recorder()
         self.clients: dict[int, ChatClient] = {}
         self.go = threading.Event()
+        self.report = threading.Event()
         self.stop = threading.Event()
         self.t0 = 0.0
         self.end = 0.0
+        self.rate = spec.rate
+        self.next_seq: dict[int, int] = {}
 
     def send(self, kind: str, payload: Any) -> None:
         with self._pipe_lock:
@@ -171,21 +198,28 @@ class Worker:
                 },
             )
             threading.Thread(target=self.control, name="control", daemon=True).start()
-            while not self.go.wait(0.5):
-                if self.stop.is_set():
-                    break
             ticker = threading.Thread(target=self.ticks, name="ticks", daemon=True)
             ticker.start()
-            if self.go.is_set() and self.spec.senders and self.spec.rate > 0:
-                self.send_schedule()
-            while not self.stop.wait(0.5):  # drain: keep receiving until the parent says
-                pass
-            ticker.join(2)
-            self.send("tick", {**self.rec.tick(), "cpu": self._cpu()})
+            # Steps: go (t0, end, rate) -> send on schedule -> keep receiving until the
+            # parent asks for the report -> final counters (then reset) -> next step.
+            while True:
+                while not self.go.wait(0.5) and not self.stop.is_set():
+                    pass
+                if self.stop.is_set():
+                    break
+                self.go.clear()
+                if self.spec.senders and self.rate > 0:
+                    self.send_schedule()
+                while not self.report.wait(0.5) and not self.stop.is_set():
+                    pass  # drain
+                if self.stop.is_set():
+                    break
+                self.report.clear()
+                self.send("tick", {**self.rec.tick(), "cpu": self._cpu()})
+                final = self.rec.final(reset=True)
+                final["cpu_seconds"] = time.process_time()
+                self.send("final", final)
             self.rec.closing = True
-            final = self.rec.final()
-            final["cpu_seconds"] = time.process_time()
-            self.send("final", final)
         except Exception as exc:  # report, then die: the parent decides what it means
             log.exception("worker %d failed", self.spec.index)
             self.send("error", f"worker {self.spec.index}: {exc!r}")
@@ -244,8 +278,10 @@ class Worker:
                 self.stop.set()  # the parent is gone
                 return
             if kind == "go":
-                self.t0, self.end = payload
+                self.t0, self.end, self.rate = payload
                 self.go.set()
+            elif kind == "report":
+                self.report.set()
             elif kind == "stop":
                 self.stop.set()
                 return
@@ -255,8 +291,12 @@ class Worker:
         whatever happened to the previous one."""
         s = self.spec
         rng = random.Random(s.seed * 1000 + s.index)
-        step = 1.0 / s.rate
-        heap = [(self.t0 + rank * step, idx, 0) for idx, rank in s.senders.items()]
+        step = 1.0 / self.rate
+        # Sequence numbers continue across steps: receivers check order per sender.
+        heap = [
+            (self.t0 + rank * step, idx, self.next_seq.get(idx, 0))
+            for idx, rank in s.senders.items()
+        ]
         heapq.heapify(heap)
         others = list(range(len(s.names)))
         while heap:
@@ -268,12 +308,15 @@ class Worker:
                 return
             client = self.clients.get(idx)
             heapq.heapreplace(heap, (due + s.total_senders * step, idx, seq + 1))
+            self.next_seq[idx] = seq + 1
             if client is None:
                 continue
             text = pack(idx, seq, int(due * 1e6), s.size)
             pm = rng.random() < s.pm_fraction
             try:
-                if pm:
+                if pm and s.relay_frames:
+                    client._send(_relay_frame(s.names[idx], text))
+                elif pm:
                     client.pm(text, wait=False)
                 else:
                     target = rng.choice(others)

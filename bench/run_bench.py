@@ -1,0 +1,303 @@
+"""``make bench``: our server side by side with two baselines, on the same workloads, in one
+invocation, so every ratio compares numbers from the same machine and the same minutes.
+
+- ours: chatroom_server (flood control off, as load tests need)
+- naive: bench/naive_server.py, protocol v1 as a first attempt writes it
+- raw: bench/raw_relay.py, lines forwarded unparsed: the practical ceiling here
+
+Workloads (chat-load's Swarm: bots log in once, then the rate steps up):
+  fan-out N=10/100/500 (10 senders, PMs) stepping the rate to the highest with p99 < 50 ms
+  and nothing lost; DM pairs; a login storm of 500; holding 2,000 idle clients; one
+  client that stops reading while the others keep their p99.
+
+    .venv/bin/python bench/run_bench.py [--quick] [--hold 10000] [--json bench.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from common import cpu_seconds, rss_kib, start_server
+
+from chatroom_bots.load import LoadConfig, LoadResult, Swarm
+
+P99_LIMIT_MS = 50.0
+STEP_SECONDS = 2.0
+
+
+def sustainable(r: LoadResult) -> bool:
+    return (
+        r.lost == 0 and r.errors == 0 and r.latency_ms["p99"] < P99_LIMIT_MS and r.late_sends == 0
+    )
+
+
+def step_up(swarm: Swarm, start: float, factor: float, cap: float) -> dict[str, Any]:
+    """Raise the rate until a step is not sustainable; return the best step and all steps."""
+    rate, best, steps = start, None, []
+    while rate <= cap:
+        r = swarm.step(rate, STEP_SECONDS)
+        row = {
+            "rate": rate,
+            "deliveries_per_s": r.delivered / STEP_SECONDS,
+            "p99_ms": r.latency_ms["p99"],
+            "lost": r.lost,
+            "errors": r.errors,
+            "late_sends": r.late_sends,
+            "ok": sustainable(r),
+        }
+        steps.append(row)
+        print(
+            f"    rate {rate:>8.0f}/s  deliveries {row['deliveries_per_s']:>9.0f}/s  "
+            f"p99 {row['p99_ms']:>8.2f} ms  lost {r.lost}  late {r.late_sends}"
+            f"{'' if row['ok'] else '  <- not sustainable'}",
+            flush=True,
+        )
+        if not row["ok"]:
+            break
+        best = row
+        rate *= factor
+    return {"best": best, "steps": steps}
+
+
+def fanout(kind: str, port: int, n: int, start: float, quick: bool) -> dict[str, Any]:
+    cfg = LoadConfig(
+        port=port,
+        clients=n,
+        senders=min(10, n),
+        pm_fraction=1.0,
+        size=80,
+        processes=2,
+        drain=1.0,
+        relay_frames=True,
+    )
+    with Swarm(cfg) as swarm:
+        found = step_up(swarm, start, 1.6 if not quick else 2.5, cap=1e6)
+        fixed = swarm.step(start, STEP_SECONDS)  # the common low rate, for p99 ratios
+        out = {
+            "max": found["best"],
+            "steps": found["steps"],
+            "fixed_rate": start,
+            "fixed_p99_ms": fixed.latency_ms["p99"],
+        }
+        if kind == "ours" and found["best"]:
+            half = found["best"]["rate"] / 2
+            r = swarm.step(half, STEP_SECONDS)
+            out["half_rate"] = half
+            out["half_p99_ms"] = r.latency_ms["p99"]
+    return out
+
+
+def dm_pairs(port: int, quick: bool) -> dict[str, Any]:
+    cfg = LoadConfig(port=port, clients=100, senders=100, pm_fraction=0.0, processes=2, drain=1.0)
+    with Swarm(cfg) as swarm:
+        return step_up(swarm, 500, 1.6 if not quick else 2.5, cap=1e6)
+
+
+def logins(port: int, n: int) -> dict[str, Any]:
+    cfg = LoadConfig(
+        port=port, mode="logins", clients=n, processes=2, login_concurrency=64, seed=99
+    )
+    with Swarm(cfg) as swarm:
+        r = swarm.login
+    return {
+        "clients": r.logged_in,
+        "seconds": r.login_seconds,
+        "per_s": r.logged_in / max(r.login_seconds, 1e-9),
+        "ms": r.login_ms,
+        "failures": len(r.login_failures),
+    }
+
+
+def hold(port: int, pid: int, n: int) -> dict[str, Any]:
+    before = rss_kib(pid)
+    cfg = LoadConfig(
+        port=port,
+        clients=n,
+        senders=1,
+        pm_fraction=1.0,
+        processes=2,
+        drain=2.0,
+        seed=7,
+        login_concurrency=64,
+    )
+    with Swarm(cfg) as swarm:
+        held_rss = rss_kib(pid)
+        probe = swarm.step(5.0, 3.0, delay=5.0)  # hold 5 s, then a small probe
+    return {
+        "clients": swarm.login.logged_in,
+        "failures": len(swarm.login.login_failures),
+        "disconnects": probe.disconnects,
+        "probe_lost": probe.lost,
+        "probe_p99_ms": probe.latency_ms["p99"],
+        "rss_kib": held_rss,
+        "rss_per_conn_kib": (held_rss - before) / max(1, swarm.login.logged_in),
+        "login_seconds": swarm.login.login_seconds,
+    }
+
+
+def slow_reader(port: int, rate: float) -> dict[str, Any]:
+    """p99 of 100 bots at a fixed rate, without and then with one client that never reads."""
+    cfg = LoadConfig(port=port, clients=100, senders=10, processes=2, drain=1.0, seed=5)
+    with Swarm(cfg) as swarm:
+        base = swarm.step(rate, 3.0)
+        stuck = socket.create_connection(("127.0.0.1", port))
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.sendall(
+            b'{"command":"login","username":"stuck_reader","password":"stuck reader password"}\n'
+        )
+        with_stuck = swarm.step(rate, 3.0)
+        stuck.close()
+    return {
+        "rate": rate,
+        "p99_ms_without": base.latency_ms["p99"],
+        "p99_ms_with": with_stuck.latency_ms["p99"],
+        "lost_with": with_stuck.lost,
+        "late_with": with_stuck.late_sends,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--quick", action="store_true", help="bigger rate steps, fewer workloads")
+    ap.add_argument("--hold", type=int, default=2000, help="idle clients to hold")
+    ap.add_argument("--only", help="comma-separated workloads to run")
+    ap.add_argument("--json", default="bench-results.json")
+    a = ap.parse_args()
+    only = set(a.only.split(",")) if a.only else None
+    results: dict[str, Any] = {"machine": _machine(), "started": time.strftime("%F %T")}
+    starts = {10: 1000.0, 100: 200.0, 500: 20.0}
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in ("ours", "naive", "raw"):
+            res = results.setdefault(kind, {})
+            with start_server(kind, Path(tmp)) as (proc, port):
+                print(f"== {kind} (pid {proc.pid}, port {port})", flush=True)
+                for n in (10, 100, 500):
+                    if only and f"fanout{n}" not in only:
+                        continue
+                    print(f"  fan-out N={n}", flush=True)
+                    cpu0 = cpu_seconds(proc.pid)
+                    res[f"fanout{n}"] = fanout(kind, port, n, starts[n], a.quick)
+                    res[f"fanout{n}"]["server_cpu_s"] = cpu_seconds(proc.pid) - cpu0
+                if kind == "raw":
+                    continue  # the relay speaks no protocol beyond forwarding lines
+                if not only or "dm" in only:
+                    print("  DM pairs", flush=True)
+                    res["dm"] = dm_pairs(port, a.quick)
+                if not only or "logins" in only:
+                    print("  login storm of 500", flush=True)
+                    res["logins"] = logins(port, 500)
+                    print(
+                        f"    {res['logins']['per_s']:.0f} logins/s, p99 "
+                        f"{res['logins']['ms']['p99']:.0f} ms",
+                        flush=True,
+                    )
+                if not only or "hold" in only:
+                    print(f"  hold {a.hold}", flush=True)
+                    res["hold"] = hold(port, proc.pid, a.hold)
+                    print(f"    {res['hold']}", flush=True)
+                if not only or "slow" in only:
+                    print("  one client stops reading", flush=True)
+                    res["slow"] = slow_reader(port, 200.0)
+                    print(f"    {res['slow']}", flush=True)
+    Path(a.json).write_text(json.dumps(results, indent=2))
+    print()
+    print(report(results))
+
+
+def _max(res: dict[str, Any], key: str) -> float:
+    best = res.get(key, {}).get("max") or res.get(key, {}).get("best")
+    return float(best["deliveries_per_s"]) if best else 0.0
+
+
+def report(r: dict[str, Any]) -> str:
+    ours, naive, raw = r.get("ours", {}), r.get("naive", {}), r.get("raw", {})
+    lines = [
+        "| workload | ours | naive | raw relay | ours/naive | ours/raw |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+
+    def ratio(a: float, b: float) -> str:
+        return f"{a / b:.2f}" if a and b else "-"
+
+    for n in (10, 100, 500):
+        key = f"fanout{n}"
+        if key not in ours:
+            continue
+        o, nv, rw = _max(ours, key), _max(naive, key), _max(raw, key)
+        lines.append(
+            f"| fan-out N={n}: max sustainable deliveries/s | {o:,.0f} | {nv:,.0f} | "
+            f"{rw:,.0f} | {ratio(o, nv)} | {ratio(o, rw)} |"
+        )
+        fo, fn, fr = (x.get(key, {}).get("fixed_p99_ms", 0) for x in (ours, naive, raw))
+        rate = ours[key]["fixed_rate"]
+        lines.append(
+            f"| fan-out N={n}: p99 ms at {rate:.0f} msg/s | {fo:.2f} | {fn:.2f} | "
+            f"{fr:.2f} | {ratio(fo, fn)} | {ratio(fo, fr)} |"
+        )
+        if "half_p99_ms" in ours[key]:
+            lines.append(
+                f"| fan-out N={n}: ours, p99 ms at half its max "
+                f"({ours[key]['half_rate']:.0f} msg/s) | {ours[key]['half_p99_ms']:.2f} "
+                "| | | | |"
+            )
+    if "dm" in ours:
+        o, nv = _max(ours, "dm"), _max(naive, "dm")
+        lines.append(
+            f"| DM pairs (100 bots): max sustainable DMs/s | {o:,.0f} | {nv:,.0f} | "
+            f"| {ratio(o, nv)} | |"
+        )
+    if "logins" in ours:
+        lo, ln = ours["logins"], naive.get("logins", {})
+        lines.append(
+            f"| login storm of 500: logins/s | {lo['per_s']:.0f} | {ln.get('per_s', 0):.0f} | | | |"
+        )
+        lines.append(
+            f"| login storm: connect to user list p50 / p99 ms | "
+            f"{lo['ms']['p50']:.0f} / {lo['ms']['p99']:.0f} | "
+            f"{ln.get('ms', {}).get('p50', 0):.0f} / {ln.get('ms', {}).get('p99', 0):.0f}"
+            " | | | |"
+        )
+    if "hold" in ours:
+        ho, hn = ours["hold"], naive.get("hold", {})
+        lines.append(
+            f"| hold {ho['clients']} idle: disconnects / probe lost | "
+            f"{ho['disconnects']} / {ho['probe_lost']} | "
+            f"{hn.get('disconnects', '-')} / {hn.get('probe_lost', '-')} | | | |"
+        )
+        lines.append(
+            f"| hold: server RSS per connection (KiB) | {ho['rss_per_conn_kib']:.0f} | "
+            f"{hn.get('rss_per_conn_kib', 0):.0f} | | | |"
+        )
+    if "slow" in ours:
+        so, sn = ours["slow"], naive.get("slow", {})
+        lines.append(
+            f"| one stuck reader, 100 bots at {so['rate']:.0f} msg/s: p99 ms "
+            f"without / with | {so['p99_ms_without']:.2f} / {so['p99_ms_with']:.2f} | "
+            f"{sn.get('p99_ms_without', 0):.2f} / {sn.get('p99_ms_with', 0):.2f} "
+            "| | | |"
+        )
+    return "\n".join(lines)
+
+
+def _machine() -> dict[str, Any]:
+    import os
+    import platform
+
+    return {
+        "python": sys.version.split()[0],
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+    }
+
+
+if __name__ == "__main__":
+    main()
