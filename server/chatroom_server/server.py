@@ -150,6 +150,7 @@ class _Conn:
         "failed_logins",
         "flood",
         "frames",
+        "in_login",
         "ip",
         "last_rx",
         "num",
@@ -173,6 +174,9 @@ class _Conn:
         self.errors_in_row = 0
         self.failed_logins = 0
         self.frames = 0  # frames received
+        # A password is being checked (maybe queued for a hashing slot): the login window
+        # must not close a connection for the server's own slowness.
+        self.in_login = False
         self.last_rx = now
         self.bucket: TokenBucket | None = None
         self.flood: FloodMeter | None = None
@@ -545,6 +549,13 @@ class ChatServer:
     # ---------------------------------------------------------------- accounts
 
     def _login(self, conn: _Conn, cmd: LoginCommand) -> bool:
+        conn.in_login = True
+        try:
+            return self._check_login(conn, cmd)
+        finally:
+            conn.in_login = False
+
+    def _check_login(self, conn: _Conn, cmd: LoginCommand) -> bool:
         assert self._store is not None
         if conn.username is not None:
             raise ProtocolError(
@@ -666,7 +677,11 @@ class ChatServer:
             conns = list(self._conns)
         closed = 0
         for conn in conns:
-            if conn.username is None and now - conn.connected_at > c.login_timeout:
+            if (
+                conn.username is None
+                and not conn.in_login
+                and now - conn.connected_at > c.login_timeout
+            ):
                 log.info("closing %r: not logged in within %g s", conn, c.login_timeout)
             elif (
                 conn.username is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 from typing import Any
 
 import pytest
@@ -214,3 +215,26 @@ def test_stalled_slow_consumer_is_dropped(clock: FakeClock) -> None:
         clock.advance(6.0)  # over 10 s without progress
         srv.server.sweep()
         sender.until("users", left="stuck")
+
+
+def test_login_window_spares_a_login_the_server_is_still_checking(clock: FakeClock) -> None:
+    with hardened(clock) as srv:
+        gate = threading.Event()
+        entered = threading.Event()
+        store = srv.server._store
+        real_verify = store.verify
+
+        def slow_verify(account: Any, password: str) -> bool:
+            entered.set()
+            gate.wait(10)  # the password check is queued behind other hashing
+            return bool(real_verify(account, password))
+
+        connect(srv.address, "patient").close()
+        store.verify = slow_verify
+        c = RawClient(srv.address)
+        c.send(command="login", username="patient", password=PASSWORD)
+        assert entered.wait(10)
+        clock.advance(31.0)
+        assert srv.server.sweep() == 0  # not closed while its login is being checked
+        gate.set()
+        c.expect("login_ok")
