@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import collections
 import subprocess
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -32,7 +33,7 @@ def main() -> None:
         with Swarm(cfg) as swarm:
             spy = subprocess.Popen(
                 [
-                    "py-spy",
+                    str(Path(sys.executable).with_name("py-spy")),
                     "record",
                     "--pid",
                     str(proc.pid),
@@ -61,7 +62,7 @@ def main() -> None:
             frames = stack.split(";")
             n = int(count)
             total += n
-            own[frames[-1].split(" (")[0] if frames else "?"] += n
+            own[frames[-1] if frames else "?"] += n  # function (file:line)
         print(f"{total} samples; where the server's threads were (own time, top 15):")
         for fn, n in own.most_common(15):
             print(f"  {100 * n / total:5.1f} %  {fn}")

@@ -33,8 +33,14 @@ STEP_SECONDS = 2.0
 
 
 def sustainable(r: LoadResult) -> bool:
+    """Nothing lost or errored, p99 under 50 ms, and the generator kept its schedule (at
+    most 1 % of sends over 10 ms late: lateness is inside the latency, measured from the
+    intended time; this only rejects steps the generator itself could not drive)."""
     return (
-        r.lost == 0 and r.errors == 0 and r.latency_ms["p99"] < P99_LIMIT_MS and r.late_sends == 0
+        r.lost == 0
+        and r.errors == 0
+        and r.latency_ms["p99"] < P99_LIMIT_MS
+        and r.late_sends <= 0.01 * max(1, r.sent)
     )
 
 
@@ -66,7 +72,7 @@ def step_up(swarm: Swarm, start: float, factor: float, cap: float) -> dict[str, 
     return {"best": best, "steps": steps}
 
 
-def fanout(kind: str, port: int, n: int, start: float, quick: bool) -> dict[str, Any]:
+def fanout(kind: str, port: int, pid: int, n: int, start: float, quick: bool) -> dict[str, Any]:
     cfg = LoadConfig(
         port=port,
         clients=n,
@@ -79,12 +85,17 @@ def fanout(kind: str, port: int, n: int, start: float, quick: bool) -> dict[str,
     )
     with Swarm(cfg) as swarm:
         found = step_up(swarm, start, 1.6 if not quick else 2.5, cap=1e6)
+        cpu0 = cpu_seconds(pid)
         fixed = swarm.step(start, STEP_SECONDS)  # the common low rate, for p99 ratios
+        cpu = cpu_seconds(pid) - cpu0
         out = {
             "max": found["best"],
             "steps": found["steps"],
             "fixed_rate": start,
             "fixed_p99_ms": fixed.latency_ms["p99"],
+            # Server CPU per 1,000 deliveries at that rate: its efficiency, whoever limits
+            # the maximum (on this box, the generator).
+            "fixed_cpu_ms_per_1k": 1e6 * cpu / max(1, fixed.delivered),
         }
         if kind == "ours" and found["best"]:
             half = found["best"]["rate"] / 2
@@ -163,6 +174,16 @@ def slow_reader(port: int, rate: float) -> dict[str, Any]:
     }
 
 
+def guarded(fn: Any, *args: Any) -> dict[str, Any]:
+    """Run one workload; a failure is recorded in the results, and the suite goes on."""
+    try:
+        out: dict[str, Any] = fn(*args)
+        return out
+    except (TimeoutError, RuntimeError, OSError) as exc:
+        print(f"    FAILED: {exc!r}", flush=True)
+        return {"error": repr(exc)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -185,32 +206,32 @@ def main() -> None:
                         continue
                     print(f"  fan-out N={n}", flush=True)
                     cpu0 = cpu_seconds(proc.pid)
-                    res[f"fanout{n}"] = fanout(kind, port, n, starts[n], a.quick)
+                    res[f"fanout{n}"] = guarded(fanout, kind, port, proc.pid, n, starts[n], a.quick)
                     res[f"fanout{n}"]["server_cpu_s"] = cpu_seconds(proc.pid) - cpu0
                 if kind == "raw":
                     continue  # the relay speaks no protocol beyond forwarding lines
                 if not only or "dm" in only:
                     print("  DM pairs", flush=True)
-                    res["dm"] = dm_pairs(port, a.quick)
+                    res["dm"] = guarded(dm_pairs, port, a.quick)
                 if not only or "logins" in only:
                     print("  login storm of 500", flush=True)
-                    res["logins"] = logins(port, 500)
-                    print(
-                        f"    {res['logins']['per_s']:.0f} logins/s, p99 "
-                        f"{res['logins']['ms']['p99']:.0f} ms",
-                        flush=True,
-                    )
+                    res["logins"] = guarded(logins, port, 500)
+                    print(f"    {res['logins']}", flush=True)
                 if not only or "hold" in only:
                     print(f"  hold {a.hold}", flush=True)
-                    res["hold"] = hold(port, proc.pid, a.hold)
+                    res["hold"] = guarded(hold, port, proc.pid, a.hold)
                     print(f"    {res['hold']}", flush=True)
                 if not only or "slow" in only:
                     print("  one client stops reading", flush=True)
-                    res["slow"] = slow_reader(port, 200.0)
+                    res["slow"] = guarded(slow_reader, port, 200.0)
                     print(f"    {res['slow']}", flush=True)
     Path(a.json).write_text(json.dumps(results, indent=2))
     print()
     print(report(results))
+
+
+def _ok(res: dict[str, Any], key: str) -> bool:
+    return key in res and "error" not in res[key]
 
 
 def _max(res: dict[str, Any], key: str) -> float:
@@ -230,7 +251,7 @@ def report(r: dict[str, Any]) -> str:
 
     for n in (10, 100, 500):
         key = f"fanout{n}"
-        if key not in ours:
+        if not _ok(ours, key):
             continue
         o, nv, rw = _max(ours, key), _max(naive, key), _max(raw, key)
         lines.append(
@@ -243,19 +264,24 @@ def report(r: dict[str, Any]) -> str:
             f"| fan-out N={n}: p99 ms at {rate:.0f} msg/s | {fo:.2f} | {fn:.2f} | "
             f"{fr:.2f} | {ratio(fo, fn)} | {ratio(fo, fr)} |"
         )
+        co, cn, cr = (x.get(key, {}).get("fixed_cpu_ms_per_1k", 0) for x in (ours, naive, raw))
+        lines.append(
+            f"| fan-out N={n}: server CPU ms per 1,000 deliveries at {rate:.0f} msg/s "
+            f"| {co:.1f} | {cn:.1f} | {cr:.1f} | {ratio(co, cn)} | {ratio(co, cr)} |"
+        )
         if "half_p99_ms" in ours[key]:
             lines.append(
                 f"| fan-out N={n}: ours, p99 ms at half its max "
                 f"({ours[key]['half_rate']:.0f} msg/s) | {ours[key]['half_p99_ms']:.2f} "
                 "| | | | |"
             )
-    if "dm" in ours:
+    if _ok(ours, "dm"):
         o, nv = _max(ours, "dm"), _max(naive, "dm")
         lines.append(
             f"| DM pairs (100 bots): max sustainable DMs/s | {o:,.0f} | {nv:,.0f} | "
             f"| {ratio(o, nv)} | |"
         )
-    if "logins" in ours:
+    if _ok(ours, "logins"):
         lo, ln = ours["logins"], naive.get("logins", {})
         lines.append(
             f"| login storm of 500: logins/s | {lo['per_s']:.0f} | {ln.get('per_s', 0):.0f} | | | |"
@@ -266,7 +292,7 @@ def report(r: dict[str, Any]) -> str:
             f"{ln.get('ms', {}).get('p50', 0):.0f} / {ln.get('ms', {}).get('p99', 0):.0f}"
             " | | | |"
         )
-    if "hold" in ours:
+    if _ok(ours, "hold"):
         ho, hn = ours["hold"], naive.get("hold", {})
         lines.append(
             f"| hold {ho['clients']} idle: disconnects / probe lost | "
@@ -277,7 +303,7 @@ def report(r: dict[str, Any]) -> str:
             f"| hold: server RSS per connection (KiB) | {ho['rss_per_conn_kib']:.0f} | "
             f"{hn.get('rss_per_conn_kib', 0):.0f} | | | |"
         )
-    if "slow" in ours:
+    if _ok(ours, "slow"):
         so, sn = ours["slow"], naive.get("slow", {})
         lines.append(
             f"| one stuck reader, 100 bots at {so['rate']:.0f} msg/s: p99 ms "
