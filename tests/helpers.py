@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
+import subprocess
+import sys
+import threading
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 from chatroom.protocol import FrameDecoder
@@ -95,3 +100,51 @@ def connect(address: tuple[str, int], name: str | None = None) -> RawClient:
     if name is not None:
         c.login(name)
     return c
+
+
+class ServerProcess:
+    """``chat-server`` as a real process on a free port, for tests that signal or kill it.
+
+    Reads the port from the log line, keeps draining stderr so the server never blocks on
+    a full pipe, and on exit terminates it (if still running) and closes the pipe.
+    """
+
+    def __init__(self, db: Path, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "chatroom_server", "--port", "0", "--db", str(db), *args],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+        )
+        assert self.proc.stderr is not None
+        self.port = 0
+        for line in self.proc.stderr:  # the server logs this line first
+            m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+            if m:
+                self.port = int(m.group(1))
+                break
+        self._drainer = threading.Thread(target=self.proc.stderr.read, daemon=True)
+        self._drainer.start()
+        if not self.port:
+            self.close()
+            raise AssertionError("the server exited without listening")
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+    def close(self) -> int:
+        """Stop the server (SIGTERM unless already gone); its exit status."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        status = self.proc.wait(10)
+        self._drainer.join(10)
+        assert self.proc.stderr is not None
+        self.proc.stderr.close()
+        return status
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import re
 import signal
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ from chatroom.testing import TestServer, running_server
 from chatroom_bots.load import LoadConfig, merge_histograms, new_histogram, percentiles, run_load
 from chatroom_bots.load.__main__ import main as chat_load
 from chatroom_bots.load.stats import make_names, pack, unpack
+from tests.helpers import ServerProcess
 
 
 def small(srv_port: int, **kw: Any) -> LoadConfig:
@@ -113,51 +112,23 @@ def test_hold_mode_keeps_everyone_connected(fast_server: TestServer) -> None:
 def test_latency_counts_from_the_intended_time_when_the_server_pauses(
     tmp_path: Path,
 ) -> None:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "chatroom_server",
-            "--port",
-            "0",
-            "--db",
-            str(tmp_path / "p.db"),
-            "--rate-limit",
-            "off",
-            "--users-interval",
-            "0",
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    try:
-        port = 0
-        for line in proc.stderr:
-            m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
-            if m:
-                port = int(m.group(1))
-                break
-        drainer = threading.Thread(target=proc.stderr.read, daemon=True)
-        drainer.start()
+    with ServerProcess(tmp_path / "p.db", "--rate-limit", "off", "--users-interval", "0") as srv:
         paused = threading.Event()
 
         def pause_once(row: dict[str, Any]) -> None:
             if not paused.is_set():  # one second into sending: freeze the server 0.6 s
                 paused.set()
-                proc.send_signal(signal.SIGSTOP)
-                threading.Timer(0.6, proc.send_signal, (signal.SIGCONT,)).start()
+                srv.proc.send_signal(signal.SIGSTOP)
+                threading.Timer(0.6, srv.proc.send_signal, (signal.SIGCONT,)).start()
 
-        result = run_load(small(port, duration=3.0, rate=100.0), progress=pause_once)
+        try:
+            result = run_load(small(srv.port, duration=3.0, rate=100.0), progress=pause_once)
+        finally:
+            srv.proc.send_signal(signal.SIGCONT)
         assert paused.is_set()
         # Messages due during the pause waited for it; from their intended send time.
         assert result.latency_ms["max"] >= 400
         assert result.lost == 0
-    finally:
-        proc.send_signal(signal.SIGCONT)
-        proc.terminate()
-        proc.wait(10)
-        proc.stderr.close()
 
 
 def test_percentiles_merge_across_processes() -> None:

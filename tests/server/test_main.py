@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import signal
 import socket
 import subprocess
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import RawClient
+from tests.helpers import RawClient, ServerProcess
 
 
 def _start(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
@@ -21,15 +20,6 @@ def _start(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
         stdout=subprocess.DEVNULL,
         text=True,
     )
-
-
-def _listening_port(proc: subprocess.Popen[str]) -> int:
-    assert proc.stderr is not None
-    for line in proc.stderr:  # bounded by the test timeout; the server logs this first
-        m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
-        if m:
-            return int(m.group(1))
-    raise AssertionError(f"server exited without listening: {proc.wait(5)}")
 
 
 def test_port_in_use_is_one_line_and_exit_1(tmp_path: Path) -> None:
@@ -56,14 +46,9 @@ def test_not_a_database_is_one_line_and_exit_1(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_says_bye_and_exits_0(tmp_path: Path, sig: signal.Signals) -> None:
-    proc = _start(tmp_path, "--port", "0")
-    try:
-        port = _listening_port(proc)
-        with RawClient(("127.0.0.1", port)) as c:
+    with ServerProcess(tmp_path / "c.db") as server:
+        with RawClient(server.address) as c:
             c.login("sigtest")
-            proc.send_signal(sig)
+            server.proc.send_signal(sig)
             assert c.wait_closed()[-1] == {"type": "bye", "reason": "server_shutdown"}
-        assert proc.wait(timeout=5) == 0
-    finally:
-        proc.kill()
-        proc.communicate(timeout=5)  # reaps it and closes the pipe
+        assert server.proc.wait(timeout=5) == 0
