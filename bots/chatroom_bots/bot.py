@@ -187,8 +187,10 @@ class Bot:
         try:
             if msg.private:
                 self.tell(msg.sender, text)
+                log.info("%s: answered %s by DM: %.80s", self.name, msg.sender, text)
             else:
                 self.client.pm(text)
+                log.info("%s: answered %s in public: %.80s", self.name, msg.sender, text)
         except ChatError as exc:
             log.warning("could not answer %s: %s", msg.sender, exc)
 
@@ -280,7 +282,8 @@ class Bot:
             if left is not None and left.lower() not in before:
                 left = None
         for name, handlers in ((joined, self._join_handlers), (left, self._leave_handlers)):
-            if name is not None:
+            if name is not None and handlers:
+                log.info("%s: %s %s", self.name, name, "joined" if name == joined else "left")
                 for fn in handlers:
                     fn(name)
 
