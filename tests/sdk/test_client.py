@@ -394,7 +394,8 @@ def test_inline_hooks_run_on_receive_thread(server: TestServer, clients: list[Ch
 
 
 def test_fire_and_forget_sends_and_notices(clients: list[ChatClient]) -> None:
-    with running_server(users_interval=0, rate_burst=3) as srv:
+    # A frozen server clock: the bucket never refills, whatever the logins in between cost.
+    with running_server(users_interval=0, rate_burst=3, clock=lambda: 1000.0) as srv:
         a = ChatClient(srv.host, srv.port)
         clients.append(a)
         notices: queue.Queue[ServerNotice] = queue.Queue()
