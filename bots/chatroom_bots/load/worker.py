@@ -17,7 +17,7 @@ import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -48,7 +48,6 @@ class WorkerSpec:
     # Send public messages as frames that are also broadcasts, so a relay that forwards
     # lines unparsed (bench/raw_relay.py) delivers them; servers ignore the extra fields.
     relay_frames: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Recorder:
