@@ -24,6 +24,7 @@ from chatroom.protocol import (
     LogoutCommand,
     PmCommand,
     UserList,
+    UsersDelta,
     decode_command,
     decode_event,
     encode,
@@ -154,6 +155,22 @@ def test_events_round_trip_with_wire_names() -> None:
         "users": ["a"],
         "joined": "a",
     }
+
+
+def test_users_delta_extension_on_the_wire() -> None:
+    login = decode_command(b'{"command":"login","username":"a","password":"p","features":["x"]}')
+    assert isinstance(login, LoginCommand) and login.features == ("x",)
+    assert "features" not in json.loads(encode(LoginCommand(username="a")))  # v1 as before
+    tick = decode_event(b'{"type":"users_delta","count":2}')
+    assert tick == UsersDelta(count=2, joined=(), left=())
+    assert json.loads(encode(UsersDelta(joined=("b",), count=2))) == {
+        "type": "users_delta",
+        "count": 2,
+        "joined": ["b"],
+    }
+    with pytest.raises(ProtocolError) as bad:
+        decode_event(b'{"type":"users_delta","count":-1}')
+    assert bad.value.code == ErrorCode.BAD_REQUEST
 
 
 def test_events_are_frozen_and_compare_by_value() -> None:

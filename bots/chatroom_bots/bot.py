@@ -50,7 +50,7 @@ from chatroom import (
     DirectMessage,
     Disconnect,
     Reconnected,
-    UserList,
+    UsersChanged,
 )
 from chatroom.protocol import DEFAULT_PORT
 
@@ -266,24 +266,29 @@ class Bot:
         ]
         return "; ".join(lines)
 
-    def _on_users(self, event: UserList) -> None:
+    def _on_users(self, event: UsersChanged) -> None:
         now = self._clock()
         me = self.name.lower()
         with self._lock:
             before = self._online
             self._online = {u.lower() for u in event.users}
-            joined = event.joined if event.joined and event.joined.lower() != me else None
-            if joined is not None:
-                key = joined.lower()
+            joined = []
+            for name in event.joined:
+                key = name.lower()
                 lost_at = self._lost.pop(key, None)
-                if key in before or (lost_at is not None and now - lost_at < self.rejoin_grace):
-                    joined = None  # a takeover, or someone coming back after a restart
-            left = event.left if event.left and event.left.lower() != me else None
-            if left is not None and left.lower() not in before:
-                left = None
-        for name, handlers in ((joined, self._join_handlers), (left, self._leave_handlers)):
-            if name is not None and handlers:
-                log.info("%s: %s %s", self.name, name, "joined" if name == joined else "left")
+                if key == me or key in before:
+                    continue  # ourselves, or a takeover of a session that never left
+                if lost_at is not None and now - lost_at < self.rejoin_grace:
+                    continue  # someone coming back after a server restart
+                joined.append(name)
+            left = [n for n in event.left if n.lower() != me and n.lower() in before]
+        for names, handlers, what in (
+            (joined, self._join_handlers, "joined"),
+            (left, self._leave_handlers, "left"),
+        ):
+            for name in names:
+                if handlers:
+                    log.info("%s: %s %s", self.name, name, what)
                 for fn in handlers:
                     fn(name)
 

@@ -7,7 +7,7 @@ import zlib
 
 from prompt_toolkit.styles import Style
 
-from chatroom import Broadcast, DirectMessage, UserList
+from chatroom import Broadcast, DirectMessage, UsersChanged
 
 __all__ = ["STYLE", "Fragments", "format_event", "plain", "user_style"]
 
@@ -64,13 +64,26 @@ def format_event(event: object, me: str | None) -> Fragments | None:
             (user_style(event.sender), f"*{event.sender}*"),
             ("class:dm", f" -> you: {event.message}"),
         ]
-    if isinstance(event, UserList):
-        now = time.time()
-        if event.joined and event.joined != me:
-            return [_ts(now), ("class:join", f"--> {event.joined} joined")]
-        if event.left and event.left != me:
-            return [_ts(now), ("class:leave", f"<-- {event.left} left")]
+    if isinstance(event, UsersChanged):
+        joined = [n for n in event.joined if n != me]
+        left = [n for n in event.left if n != me]
+        if not joined and not left:
+            return None
+        out: Fragments = [_ts(time.time())]
+        if joined:
+            out.append(("class:join", f"--> {_names(joined)} joined"))
+        if left:
+            out.append(("", "; " if joined else ""))
+            out.append(("class:leave", f"<-- {_names(left)} left"))
+        return out
     return None
+
+
+def _names(names: list[str], most: int = 5) -> str:
+    """A few names in full; a storm of logins as a count, not a wall of text."""
+    if len(names) <= most:
+        return ", ".join(names)
+    return f"{len(names)} users ({', '.join(names[:3])}, ...)"
 
 
 def sent_dm(to: str, message: str) -> Fragments:

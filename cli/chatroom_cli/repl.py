@@ -44,7 +44,7 @@ from chatroom import (
     Disconnect,
     Reconnected,
     ServerError,
-    UserList,
+    UsersChanged,
 )
 from chatroom.protocol import is_valid_username
 from chatroom_cli.commands import (
@@ -293,7 +293,7 @@ class Repl:
         if lines:
             self.term.show(lines)
 
-    def _on_users(self, event: UserList) -> None:
+    def _on_users(self, event: UsersChanged) -> None:
         lines = format_event(event, self.client.username)
         if lines:
             self.term.show(lines)

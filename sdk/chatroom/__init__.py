@@ -11,6 +11,7 @@ from chatroom.client import (
     LoginResult,
     Reconnected,
     ServerNotice,
+    UsersChanged,
     Waiter,
 )
 from chatroom.errors import (
@@ -26,7 +27,7 @@ from chatroom.errors import (
     UsageError,
     UserOffline,
 )
-from chatroom.protocol import Broadcast, DirectMessage, UserList
+from chatroom.protocol import Broadcast, DirectMessage
 
 __all__ = [
     "AuthError",
@@ -47,7 +48,7 @@ __all__ = [
     "ServerError",
     "ServerNotice",
     "UsageError",
-    "UserList",
     "UserOffline",
+    "UsersChanged",
     "Waiter",
 ]

@@ -42,6 +42,7 @@ from chatroom.protocol import (
     ErrorCode,
     ErrorEvent,
     ExitCommand,
+    Feature,
     FrameDecoder,
     LoginCommand,
     LoginOk,
@@ -51,6 +52,7 @@ from chatroom.protocol import (
     ServerEvent,
     UserList,
     UsersCommand,
+    UsersDelta,
     decode_event,
     encode,
 )
@@ -62,6 +64,7 @@ __all__ = [
     "LoginResult",
     "Reconnected",
     "ServerNotice",
+    "UsersChanged",
     "Waiter",
 ]
 
@@ -71,6 +74,8 @@ E = TypeVar("E")
 F = TypeVar("F", bound=Callable[..., Any])
 
 _PING: Final = encode(PingCommand())
+_RESYNC: Final = encode(UsersCommand())  # answered by a full list without an id
+_FEATURES: Final = (Feature.USERS_DELTA.value,)  # what we ask for at login
 _STOP: Final = object()  # dispatcher sentinel
 
 
@@ -94,6 +99,17 @@ class Disconnect:
     reason: str
     error: Exception | None = None
     will_reconnect: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class UsersChanged:
+    """The user list changed (or the periodic push confirmed it): ``users`` is the whole
+    list now, sorted ignoring case; ``joined`` and ``left`` name who came and went since
+    the previous one (both empty for the periodic push or a full refresh)."""
+
+    users: tuple[str, ...]
+    joined: tuple[str, ...] = ()
+    left: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,9 +240,9 @@ class ChatClient:
       never hangs. ``close()`` is idempotent, callable from a hook or any thread, and joins
       the client's threads (except the one it is called on).
     - No hook or ``check`` runs while the client holds a lock. ``_lock`` guards
-      ``_pending`` (request id → reply slot), ``_waiters``, ``_users``, ``_username``,
-      ``_credentials``, ``_sock`` and the state flags; ``_send_lock`` serialises writes to
-      the socket so concurrent frames never interleave.
+      ``_pending`` (request id → reply slot), ``_waiters``, ``_user_set``, ``_users``,
+      ``_username``, ``_credentials``, ``_sock`` and the state flags; ``_send_lock``
+      serialises writes to the socket so concurrent frames never interleave.
 
     **Liveness.** When nothing has arrived for ``keepalive`` seconds the client sends a
     ``ping``; if nothing arrives for ``timeout`` seconds more, the connection is dead and
@@ -274,7 +290,11 @@ class ChatClient:
         self._sock: socket.socket | None = None
         self._pending: dict[int, _Pending] = {}
         self._waiters: list[Waiter] = []
-        self._users: tuple[str, ...] = ()
+        # The active users: a set updated in place by each push (O(changes), not
+        # O(users): a swarm of 10,000 clients applies every delta 10,000 times), and the
+        # sorted tuple, built only when someone asks (None: stale).
+        self._user_set: set[str] = set()
+        self._users: tuple[str, ...] | None = ()
         self._username: str | None = None
         self._credentials: tuple[str, str] | None = None
         self._relogin_id: int | None = None
@@ -303,7 +323,7 @@ class ChatClient:
         """Register a hook for direct messages to us."""
         return self._add_hook("dm", fn)
 
-    def on_users(self, fn: Callable[[UserList], object]) -> Callable[[UserList], object]:
+    def on_users(self, fn: Callable[[UsersChanged], object]) -> Callable[[UsersChanged], object]:
         """Register a hook for user-list pushes (``event.joined``/``event.left`` say why)."""
         return self._add_hook("users", fn)
 
@@ -336,6 +356,12 @@ class ChatClient:
     @property
     def users(self) -> tuple[str, ...]:
         """The active users as of the latest push or reply (a snapshot, sorted)."""
+        with self._lock:
+            return self._sorted_users_locked()
+
+    def _sorted_users_locked(self) -> tuple[str, ...]:
+        if self._users is None:
+            self._users = tuple(sorted(self._user_set, key=str.lower))
         return self._users
 
     @property
@@ -483,7 +509,11 @@ class ChatClient:
         """
         reply = cast(
             LoginOk,
-            self._request(LoginCommand(username=username, password=password, id=self._next_id())),
+            self._request(
+                LoginCommand(
+                    username=username, password=password, features=_FEATURES, id=self._next_id()
+                )
+            ),
         )
         with self._lock:
             self._credentials = (reply.username, password)  # for reconnect=True
@@ -516,8 +546,7 @@ class ChatClient:
         """Ask the server for the active users (``users`` is usually enough: it follows
         every push)."""
         reply = cast(UserList, self._request(UsersCommand(id=self._next_id())))
-        with self._lock:
-            self._users = reply.users
+        self._set_users(reply.users)
         return reply.users
 
     def ping(self) -> float:
@@ -529,7 +558,7 @@ class ChatClient:
     def expect(self, *types: type[E], check: Callable[[E], bool] | None = None) -> Waiter:
         """Start waiting for an event (see :class:`Waiter`); ``types`` default to the
         message events."""
-        w = Waiter(self, types or (Broadcast, DirectMessage, UserList), check)
+        w = Waiter(self, types or (Broadcast, DirectMessage, UsersChanged), check)
         with self._lock:
             self._waiters = [*self._waiters, w]
         return w
@@ -541,7 +570,7 @@ class ChatClient:
         timeout: float | None = None,
     ) -> E:
         """Block until an event of ``event_type`` (``Broadcast``, ``DirectMessage``,
-        ``UserList``, ``Disconnect``, ``Reconnected``) for which ``check`` is true arrives
+        ``UsersChanged``, ``Disconnect``, ``Reconnected``) for which ``check`` is true arrives
         *after this call*; raise :class:`ChatTimeout` after ``timeout`` seconds."""
         if self._on_receive_thread():
             raise UsageError("wait_for() would block the receive thread (inline hook)")
@@ -743,10 +772,12 @@ class ChatClient:
             return self._on_reply(rid, event)
         if type(event) is Broadcast or type(event) is DirectMessage:
             self._emit(event)
+        elif type(event) is UsersDelta:
+            self._apply_delta(event)
         elif type(event) is UserList:
-            with self._lock:
-                self._users = event.users
-            self._emit(event)
+            self._set_users(event.users)
+            joined = (event.joined,) if event.joined else ()
+            self._users_changed(joined, (event.left,) if event.left else ())
         elif type(event) is Bye:
             return event.reason
         elif type(event) is ErrorEvent:
@@ -775,7 +806,7 @@ class ChatClient:
                 # who we are.
                 with self._lock:
                     self._username = event.username
-                    self._users = event.users
+                self._set_users(event.users)
             pending.reply = event
         pending.done.set()
         return None
@@ -785,8 +816,8 @@ class ChatClient:
             self._relogin_id = None
         if type(event) is LoginOk:
             with self._lock:
-                self._users = event.users
                 self._username = event.username
+            self._set_users(event.users)
             result = LoginResult(event.username, event.new_user, event.users)
             log.info("reconnected to %s:%d as %s", self.host, self.port, event.username)
             self._emit(Reconnected(result))
@@ -845,8 +876,9 @@ class ChatClient:
                     return None
                 self._sock = sock
                 self._relogin_id = rid
+            login = LoginCommand(username=creds[0], password=creds[1], features=_FEATURES, id=rid)
             try:
-                self._send(encode(LoginCommand(username=creds[0], password=creds[1], id=rid)))
+                self._send(encode(login))
             except ChatError as exc:
                 log.info("reconnect attempt %d failed: %s", attempt, exc)
                 with self._lock:
@@ -854,6 +886,45 @@ class ChatClient:
                 sock.close()
                 continue
             return sock
+
+    # ------------------------------------------------------------------ user list
+
+    def _set_users(self, users: tuple[str, ...]) -> None:
+        """A full list (login_ok, a v1 push, a users reply): replace ours."""
+        with self._lock:
+            self._user_set = set(users)
+            self._users = users  # the server sends it sorted (docs/PROTOCOL.md §login)
+
+    def _apply_delta(self, event: UsersDelta) -> None:
+        """Receive thread: apply a users_delta (docs/PROTOCOL.md §Extensions)."""
+        with self._lock:
+            users = self._user_set
+            if event.joined or event.left:
+                users.difference_update(event.left)
+                users.update(event.joined)
+                self._users = None
+            ours = len(users)
+        if ours != event.count:
+            # Cannot happen with a correct server; heal instead of drifting for ever.
+            log.warning(
+                "user list out of step (%d here, %d on the server); asking for it again",
+                ours,
+                event.count,
+            )
+            try:
+                self._send(_RESYNC)
+            except ChatError as exc:
+                log.debug("could not ask for the user list: %s", exc)
+        self._users_changed(event.joined, event.left)
+
+    def _users_changed(self, joined: tuple[str, ...], left: tuple[str, ...]) -> None:
+        """Emit :class:`UsersChanged` when a hook or waiter could want it: sorting a big
+        list for nobody would cost a swarm client more than the delta itself."""
+        with self._lock:
+            if not self._hooks["users"] and not self._waiters:
+                return
+            users = self._sorted_users_locked()
+        self._emit(UsersChanged(users, joined, left))
 
     # ------------------------------------------------------------------ dispatch
 
@@ -906,7 +977,7 @@ _HOOK_NAMES: Final = ("broadcast", "dm", "users", "disconnect", "reconnect", "no
 _KIND_OF: Final[dict[type, str]] = {
     Broadcast: "broadcast",
     DirectMessage: "dm",
-    UserList: "users",
+    UsersChanged: "users",
     Disconnect: "disconnect",
     Reconnected: "reconnect",
     HookError: "error",

@@ -40,6 +40,7 @@ __all__ = [
     "ErrorCode",
     "ErrorEvent",
     "ExitCommand",
+    "Feature",
     "FrameDecoder",
     "Limits",
     "LoginCommand",
@@ -52,6 +53,7 @@ __all__ = [
     "ServerEvent",
     "UserList",
     "UsersCommand",
+    "UsersDelta",
     "check_password",
     "decode_command",
     "decode_event",
@@ -63,6 +65,13 @@ __all__ = [
 
 PROTOCOL_VERSION: Final = 1
 DEFAULT_PORT: Final = 5050
+
+
+class Feature(StrEnum):
+    """Protocol extensions a client may ask for at login (docs/PROTOCOL.md §Extensions)."""
+
+    USERS_DELTA = "users_delta"
+
 
 RequestId = str | int | None
 
@@ -164,6 +173,9 @@ class LoginCommand(_Command, tag="login", frozen=True):
 
     username: str
     password: str | None = None
+    # Protocol extensions the client understands (docs/PROTOCOL.md §Extensions); the
+    # server turns on those it knows and lists them in ``login_ok``.
+    features: tuple[str, ...] = ()
 
 
 class PmCommand(_Command, tag="pm", frozen=True):
@@ -220,11 +232,13 @@ class PasswordRequired(_Event, tag="password_required", frozen=True):
 
 
 class LoginOk(_Event, tag="login_ok", frozen=True):
-    """Login succeeded; ``users`` is every active user, sorted ignoring case."""
+    """Login succeeded; ``users`` is every active user, sorted ignoring case; ``features``
+    the extensions now on for this connection (docs/PROTOCOL.md §Extensions)."""
 
     username: str
     new_user: bool
     users: UserTuple
+    features: tuple[str, ...] = ()
     id: RequestId = None
 
 
@@ -237,6 +251,16 @@ class UserList(_Event, tag="users", frozen=True):
     joined: str | None = None
     left: str | None = None
     id: RequestId = None
+
+
+class UsersDelta(_Event, tag="users_delta", frozen=True):
+    """Extension ``users_delta`` (docs/PROTOCOL.md §Extensions): who joined and who left
+    since the previous list or delta this connection received (each sorted ignoring
+    case), and how many users are active now. Both lists empty: the periodic push."""
+
+    count: Annotated[int, msgspec.Meta(ge=0)]
+    joined: UserTuple = ()
+    left: UserTuple = ()
 
 
 class Ack(_Event, tag="ack", frozen=True):
@@ -288,6 +312,7 @@ ServerEvent = (
     PasswordRequired
     | LoginOk
     | UserList
+    | UsersDelta
     | Ack
     | Broadcast
     | DirectMessage
@@ -296,7 +321,18 @@ ServerEvent = (
     | ErrorEvent
 )
 _EVENT_NAMES: Final = frozenset(
-    ("password_required", "login_ok", "users", "ack", "broadcast", "dm", "pong", "bye", "error")
+    (
+        "password_required",
+        "login_ok",
+        "users",
+        "users_delta",
+        "ack",
+        "broadcast",
+        "dm",
+        "pong",
+        "bye",
+        "error",
+    )
 )
 
 Message = _Command | _Event

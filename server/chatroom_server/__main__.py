@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.users_interval,
         help="seconds between user-list pushes to everyone; 0 turns them off",
     )
+    p.add_argument(
+        "--users-window",
+        type=float,
+        default=d.users_window,
+        help="shortest seconds between two users_delta pushes (changes meanwhile are merged)",
+    )
     p.add_argument("--max-frame", type=int, default=lim.max_frame, help="bytes per frame")
     p.add_argument(
         "--max-message", type=int, default=lim.max_message, help="characters per message"
@@ -120,6 +126,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         port=args.port,
         db_path=args.db,
         users_interval=args.users_interval,
+        users_window=args.users_window,
         limits=Limits(
             max_frame=args.max_frame, max_message=args.max_message, min_password=args.min_password
         ),

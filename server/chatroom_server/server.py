@@ -8,19 +8,22 @@ Threads and what they own:
   writes to other connections only through their :class:`~chatroom_server.outbox.Outbox`,
   which never blocks. When it ends, it removes its connection and closes the socket.
 - **flusher thread** (``chat-flusher``, :mod:`chatroom_server.outbox`): drains backlogs.
-- **users thread** (``chat-users``): the periodic user-list push (docs/PROTOCOL.md §users).
+- **users thread** (``chat-users``, :mod:`chatroom_server.roster`): coalesced
+  ``users_delta`` pushes and the periodic user-list push (docs/PROTOCOL.md §Extensions).
 
 Shared state and what guards it:
 
 - ``ChatServer._lock`` guards ``_by_key`` (logged-in connection per lower-cased name),
-  ``_conns`` (every open connection), and the two copy-on-write snapshots ``_roster``
-  (logged-in connections) and ``_names`` (their names, sorted ignoring case). The
-  snapshots are tuples replaced, never mutated, under the lock, so the message fan-out
-  reads them without taking it.
-- User-list pushes are *sent* under ``_lock`` (non-blocking ``Outbox.send`` only). That
-  serialises them, so every client sees the pushes in the same order and ends on the same
-  list (docs/PROTOCOL.md §Ordering), and a ``joined`` push always precedes the new user's
-  first message.
+  ``_conns`` (every open connection), ``_live`` (the logged-in names) and the
+  copy-on-write snapshots ``_roster`` (logged-in connections that have their
+  ``login_ok``), ``_legacy`` (those of them without ``users_delta``) and ``_names``
+  (``_live`` as a tuple). The snapshots are tuples replaced, never mutated, under the
+  lock, so the message fan-out and the publisher read them without taking it.
+- v1 user-list pushes are *sent* under ``_lock`` (non-blocking ``Outbox.send`` only).
+  That serialises them, so every client sees the pushes in the same order and ends on the
+  same list (docs/PROTOCOL.md §Ordering), and a ``joined`` push always precedes the new
+  user's first message. ``users_delta`` connections get theirs from the
+  :class:`~chatroom_server.roster.UsersPublisher` (its own lock, taken before ``_lock``).
 - Each connection's ``_Conn`` counters are touched only by its own reader thread.
 - The account store has its own lock (:mod:`chatroom_server.accounts`).
 """
@@ -53,6 +56,7 @@ from chatroom.protocol import (
     ErrorCode,
     ErrorEvent,
     ExitCommand,
+    Feature,
     FrameDecoder,
     Limits,
     LoginCommand,
@@ -72,6 +76,7 @@ from chatroom.protocol import (
 from chatroom_server.accounts import AccountExists, AccountStore
 from chatroom_server.limits import FloodMeter, LoginThrottle, TokenBucket, WindowCounter
 from chatroom_server.outbox import Flusher, Outbox
+from chatroom_server.roster import SortedNames, UsersPublisher
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +110,7 @@ class ServerConfig:
     port: int = DEFAULT_PORT
     db_path: Path = Path("chatroom.db")
     users_interval: float = 30.0  # seconds between periodic user-list pushes; 0 = off
+    users_window: float = 0.1  # shortest time between two users_delta pushes
     limits: Limits = field(default_factory=Limits)
     max_output: int = 1024 * 1024  # bytes of unsent output before a client is dropped
     stall_timeout: float = 10.0  # seconds a backlog may make no progress
@@ -148,8 +154,10 @@ class _Conn:
 
     __slots__ = (
         "addr",
+        "announced",
         "bucket",
         "connected_at",
+        "deltas",
         "errors_in_row",
         "failed_logins",
         "flood",
@@ -175,6 +183,9 @@ class _Conn:
         self.connected_at = now
         self.thread: threading.Thread | None = None
         self.username: str | None = None  # set once, under ChatServer._lock, at login
+        self.deltas = False  # asked for users_delta at login (set before login_ok)
+        # Every users_delta subscriber has been told this user joined (§Ordering).
+        self.announced = False
         self.errors_in_row = 0
         self.failed_logins = 0
         self.frames = 0  # frames received
@@ -199,6 +210,8 @@ class ChatServer:
         self._conns: set[_Conn] = set()
         self._per_ip: dict[str, int] = {}  # open connections per address
         self._roster: tuple[_Conn, ...] = ()
+        self._legacy: tuple[_Conn, ...] = ()
+        self._live = SortedNames()
         self._names: tuple[str, ...] = ()
         self._stopping = threading.Event()
         self._stopped = threading.Event()
@@ -214,6 +227,12 @@ class ChatServer:
         self._throttle = LoginThrottle(c.login_free_failures, cap=c.login_backoff_max)
         self._registrations = WindowCounter(c.registrations_per_ip, c.registration_window)
         self.address: tuple[str, int] = (self.config.host, self.config.port)
+        self._publisher = UsersPublisher(
+            lambda: self._names,
+            min_window=c.users_window,
+            interval=c.users_interval,
+            stopping=self._stopping,
+        )
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -234,8 +253,9 @@ class ChatServer:
         self._flusher = Flusher(self._clock)
         self._flusher.start()
         self._spawn(self._accept_loop, "chat-accept")
+        self._spawn(self._publisher.run, "chat-users")
         if self.config.users_interval > 0:
-            self._spawn(self._users_loop, "chat-users")
+            self._spawn(self._legacy_ticks, "chat-users-v1")
         self._spawn(self._housekeeping_loop, "chat-housekeeping")
         log.info("listening on %s:%d", *self.address)
         return self.address
@@ -512,7 +532,10 @@ class ChatServer:
             return self._login(conn, cmd)
         elif type(cmd) is UsersCommand:
             self._require_login(conn, cmd)
-            conn.outbox.send(encode(UserList(users=self._names, id=cmd.id)))
+            if conn.deltas:
+                self._publisher.reply(conn, cmd.id)  # the list its deltas apply to
+            else:
+                conn.outbox.send(encode(UserList(users=self._names, id=cmd.id)))
         elif type(cmd) is PingCommand:
             conn.outbox.send(_PONG if cmd.id is None else encode(Pong(id=cmd.id)))
         elif isinstance(cmd, ExitCommand):  # exit and its alias logout
@@ -529,6 +552,8 @@ class ChatServer:
 
     def _public(self, conn: _Conn, cmd: PmCommand) -> None:
         assert conn.username is not None
+        if not conn.announced:
+            self._announce(conn)
         # Encode once; every recipient gets the same bytes.
         data = encode(Broadcast(sender=conn.username, message=cmd.message, ts=time.time()))
         for other in self._roster:  # lock-free: a snapshot tuple
@@ -538,6 +563,8 @@ class ChatServer:
 
     def _direct(self, conn: _Conn, cmd: DmCommand) -> None:
         assert conn.username is not None and self._store is not None
+        if not conn.announced:
+            self._announce(conn)
         with self._lock:
             target = self._by_key.get(username_key(cmd.to))
         if target is None or target.username is None:
@@ -610,25 +637,65 @@ class ChatServer:
                 return False
             return True
         self._throttle.succeeded(key)
+        conn.deltas = Feature.USERS_DELTA in cmd.features
         self._enter(conn, account.name, new_user, cmd.id)
         return True
 
     def _enter(self, conn: _Conn, name: str, new_user: bool, rid: str | int | None) -> None:
-        key = username_key(name)
-        with self._lock:
-            old = self._by_key.get(key)
-            self._by_key[key] = conn
-            conn.username = name
-            self._set_roster_locked((*tuple(c for c in self._roster if c is not old), conn))
-            conn.outbox.send(
-                encode(LoginOk(username=name, new_user=new_user, users=self._names, id=rid))
-            )
-            self._push_users_locked(joined=name)
+        if conn.deltas:
+            # Under the publisher's lock: login_ok lists what the next delta applies to.
+            with self._publisher.subscribing(conn) as published:
+                old = self._join(conn, name, new_user, rid, published)
+        else:
+            old = self._join(conn, name, new_user, rid, None)
+            self._publisher.changed()
         if old is not None:
             log.info("%s logged in again from %s; replacing %r", name, conn.addr, old)
             old.outbox.finish(_BYE_REPLACED)
         else:
             log.info("%s logged in from %s%s", name, conn.addr, " (new account)" * new_user)
+
+    def _join(
+        self,
+        conn: _Conn,
+        name: str,
+        new_user: bool,
+        rid: str | int | None,
+        published: SortedNames | None,
+    ) -> _Conn | None:
+        """The session joins; returns the one it replaces. login_ok is queued before the
+        connection is in the roster, so no message can reach it ahead of its login_ok."""
+        key = username_key(name)
+        with self._lock:
+            old = self._by_key.get(key)
+            self._by_key[key] = conn
+            conn.username = name
+            roster, legacy = self._roster, self._legacy
+            if old is not None:
+                roster = tuple(c for c in roster if c is not old)
+                legacy = tuple(c for c in legacy if c is not old)
+            elif self._live.add(name):
+                self._names = self._live.snapshot()
+            if published is None:
+                ok = LoginOk(username=name, new_user=new_user, users=self._names, id=rid)
+                legacy = (*legacy, conn)
+            else:
+                ok = LoginOk(
+                    username=name,
+                    new_user=new_user,
+                    users=published.with_name(name),
+                    features=(Feature.USERS_DELTA.value,),
+                    id=rid,
+                )
+            conn.outbox.send(encode(ok))
+            self._roster, self._legacy = (*roster, conn), legacy
+            self._push_users_locked(joined=name)
+        return old
+
+    def _announce(self, conn: _Conn) -> None:
+        assert conn.username is not None
+        self._publisher.announce(conn.username)
+        conn.announced = True
 
     def _forget(self, conn: _Conn) -> None:
         with self._lock:
@@ -644,26 +711,33 @@ class ChatServer:
                 self._per_ip.pop(conn.ip, None)
 
     def _leave(self, conn: _Conn) -> None:
+        if conn.deltas:
+            self._publisher.unsubscribe(conn)
         with self._lock:
             self._forget_locked(conn)
             name = conn.username
             if name is None or self._by_key.get(username_key(name)) is not conn:
                 return  # never logged in, or replaced by a newer session of the same user
             del self._by_key[username_key(name)]
-            self._set_roster_locked(tuple(c for c in self._roster if c is not conn))
+            self._roster = tuple(c for c in self._roster if c is not conn)
+            if not conn.deltas:
+                self._legacy = tuple(c for c in self._legacy if c is not conn)
+            self._live.discard(name)
+            self._names = self._live.snapshot()
             self._push_users_locked(left=name)
+        self._publisher.changed()
         log.info("%s left", name)
 
-    def _set_roster_locked(self, roster: tuple[_Conn, ...]) -> None:
-        self._roster = roster
-        self._names = tuple(sorted((c.username for c in roster if c.username), key=str.lower))
-
     def _push_users_locked(self, joined: str | None = None, left: str | None = None) -> None:
+        """A v1 push to the connections without users_delta (docs/PROTOCOL.md §login)."""
+        if not self._legacy:
+            return
         data = encode(UserList(users=self._names, joined=joined, left=left))
-        for c in self._roster:
+        for c in self._legacy:
             c.outbox.send(data)
 
-    def _users_loop(self) -> None:
+    def _legacy_ticks(self) -> None:
+        """The periodic v1 push (docs/PROTOCOL.md §Server pushes)."""
         while not self._stopping.wait(self.config.users_interval):
             with self._lock:
                 self._push_users_locked()

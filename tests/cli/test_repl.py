@@ -17,7 +17,7 @@ from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.input.base import PipeInput
 from prompt_toolkit.output import DummyOutput
 
-from chatroom import Broadcast, ChatClient, DirectMessage, UserList
+from chatroom import Broadcast, ChatClient, DirectMessage, UsersChanged
 from chatroom.testing import TestServer, running_server
 from chatroom_cli.__main__ import main
 from chatroom_cli.repl import InteractiveTerminal, PipeTerminal, Repl
@@ -119,13 +119,13 @@ def test_new_user_registers_with_confirmation_then_ex(
     h.out.wait_for("the passwords differ")
     h.type("password-1\r")
     h.out.wait_for("repeat it:")
-    with watcher.expect(UserList, check=lambda e: e.joined == "newbie") as joined:
+    with watcher.expect(UsersChanged, check=lambda e: "newbie" in e.joined) as joined:
         h.type("password-1\r")
         joined.wait()
     h.out.wait_for("your account is registered")
     h.out.wait_for("2 online: newbie, watcher")
     assert "password-1" not in h.out.text  # hidden input
-    with watcher.expect(UserList, check=lambda e: e.left == "newbie") as left:
+    with watcher.expect(UsersChanged, check=lambda e: "newbie" in e.left) as left:
         h.type("EX\r")
         left.wait()
     assert h.finish() == 0

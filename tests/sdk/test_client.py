@@ -25,8 +25,8 @@ from chatroom import (
     ServerError,
     ServerNotice,
     UsageError,
-    UserList,
     UserOffline,
+    UsersChanged,
 )
 from chatroom.testing import TestServer, running_server
 
@@ -61,7 +61,7 @@ def test_login_check_user_and_users(server: TestServer, clients: list[ChatClient
     assert a.username == "Alice"
     b = make(server, clients)
     assert b.check_user("ALICE") is False
-    with a.expect(UserList, check=lambda e: e.joined == "bob") as seen_by_a:
+    with a.expect(UsersChanged, check=lambda e: "bob" in e.joined) as seen_by_a:
         b.login("bob", PW)
         seen_by_a.wait()
     assert a.users == b.users == ("Alice", "bob")  # live snapshots follow the pushes
@@ -90,9 +90,9 @@ def test_pm_dm_and_hooks(server: TestServer, clients: list[ChatClient]) -> None:
     b.on_users(got.put)
     b.connect()
     b.login("bee", PW)
-    assert got.get(timeout=T) == UserList(users=("bee",), joined="bee")
+    assert got.get(timeout=T) == UsersChanged(users=("bee",), joined=("bee",))
     a = make(server, clients, "ay")
-    assert got.get(timeout=T) == UserList(users=("ay", "bee"), joined="ay")
+    assert got.get(timeout=T) == UsersChanged(users=("ay", "bee"), joined=("ay",))
     a.pm("hello")
     ev = got.get(timeout=T)
     assert isinstance(ev, Broadcast) and (ev.sender, ev.message) == ("ay", "hello")
@@ -248,7 +248,7 @@ def test_close_from_inside_a_hook(server: TestServer, clients: list[ChatClient])
     c.on_disconnect(disconnects.put)
     c.on_dm(lambda e: c.close())
     watcher = make(server, clients, "watcher")
-    with watcher.expect(UserList, check=lambda e: e.left == "quitter") as w:
+    with watcher.expect(UsersChanged, check=lambda e: "quitter" in e.left) as w:
         watcher.dm("quitter", "please leave")
         w.wait()
     assert disconnects.get(timeout=T).reason == "exit"

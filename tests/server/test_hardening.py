@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from chatroom import ChatClient, RateLimited, UserList
+from chatroom import ChatClient, RateLimited, UsersChanged
 from chatroom.testing import running_server
 from tests.helpers import PASSWORD, RawClient, connect
 
@@ -142,7 +142,7 @@ def test_sdk_keepalive_keeps_a_client_in() -> None:
         # Pushes arrive every 0.05 s, so only our own pings prove we are alive. Wait for
         # 30 pushes (1.5 s, past the idle timeout) and check we are still in.
         for _ in range(30):
-            c.wait_for(UserList, timeout=2.0)
+            c.wait_for(UsersChanged, timeout=2.0)
         assert c.request_users() == ("pinger",)
 
 

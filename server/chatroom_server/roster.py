@@ -1,0 +1,224 @@
+"""The user list as ``users_delta`` connections see it (docs/PROTOCOL.md §Extensions).
+
+Protocol v1 pushes the whole list to everyone on every login and logout: with N users
+online a storm of N logins costs O(N^2) bytes (10,000 users: ~150 KB to each of 10,000
+clients, per login). Connections that ask for ``users_delta`` instead get, at most once
+per *window*, one frame naming who joined and who left since the last one: encoded once,
+the same bytes for everyone, so a storm costs O(N) per window.
+
+The window is ``min_window`` (default 0.1 s) or four times as long as the last
+publication took, whichever is longer, so publishing never takes more than about a fifth
+of the publisher thread's time however many users there are. A change after a quiet
+spell is published at once; changes during a window wait for its end.
+
+Threads and locks:
+
+- The *publisher thread* (``chat-users``, :meth:`UsersPublisher.run`) publishes pending
+  changes and the periodic push.
+- Connection threads call :meth:`~UsersPublisher.subscribing`, :meth:`~UsersPublisher.reply`,
+  :meth:`~UsersPublisher.unsubscribe`, :meth:`~UsersPublisher.changed` and
+  :meth:`~UsersPublisher.announce`.
+- ``UsersPublisher._lock`` guards ``_subscribers``, ``_published`` and ``_last``/``_window``.
+  Every frame that tells a subscriber about the list (its ``login_ok``, ``users`` replies,
+  deltas) is queued under it (``Outbox.send`` never blocks), so each subscriber's frames
+  form one sequence in which every delta applies to the list it already has.
+- Lock order: this lock, then ``ChatServer._lock`` (the server takes it inside
+  :meth:`~UsersPublisher.subscribing`); never the other way round.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol
+
+from chatroom.protocol import RequestId, UserList, UsersDelta, encode
+from chatroom_server.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+
+def _key(name: str) -> str:
+    return name.lower()  # names are ASCII; docs/PROTOCOL.md §Names: unique ignoring case
+
+
+class SortedNames:
+    """Names kept sorted ignoring case, with O(log N) lookup and O(N) memmove updates
+    (not an O(N log N) sort per login), and a cached tuple snapshot. Not thread-safe:
+    each instance belongs to whoever holds its owner's lock."""
+
+    __slots__ = ("_keys", "_names", "_snapshot")
+
+    def __init__(self) -> None:
+        self._names: list[str] = []
+        self._keys: list[str] = []  # _key() of _names, same order: the bisect index
+        self._snapshot: tuple[str, ...] | None = ()
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        k = _key(name)
+        i = bisect.bisect_left(self._keys, k)
+        return i < len(self._keys) and self._keys[i] == k
+
+    def add(self, name: str) -> bool:
+        k = _key(name)
+        i = bisect.bisect_left(self._keys, k)
+        if i < len(self._keys) and self._keys[i] == k:
+            return False
+        self._keys.insert(i, k)
+        self._names.insert(i, name)
+        self._snapshot = None
+        return True
+
+    def discard(self, name: str) -> bool:
+        k = _key(name)
+        i = bisect.bisect_left(self._keys, k)
+        if i == len(self._keys) or self._keys[i] != k:
+            return False
+        del self._keys[i]
+        del self._names[i]
+        self._snapshot = None
+        return True
+
+    def snapshot(self) -> tuple[str, ...]:
+        if self._snapshot is None:
+            self._snapshot = tuple(self._names)
+        return self._snapshot
+
+    def with_name(self, name: str) -> tuple[str, ...]:
+        """The snapshot plus ``name`` (if missing), without changing this set."""
+        if name in self:
+            return self.snapshot()
+        i = bisect.bisect_left(self._keys, _key(name))
+        return (*self._names[:i], name, *self._names[i:])
+
+
+class Member(Protocol):
+    """What the publisher needs of a connection (``chatroom_server.server._Conn``)."""
+
+    username: str | None
+    outbox: Outbox
+
+
+class UsersPublisher:
+    """Publishes the user list to the connections that asked for ``users_delta``."""
+
+    def __init__(
+        self,
+        live: Callable[[], Iterable[str]],
+        *,
+        min_window: float = 0.1,
+        interval: float = 0.0,
+        stopping: threading.Event,
+    ) -> None:
+        self._live = live  # the logged-in names now (the server's lock-free snapshot)
+        self._min_window = min_window
+        self._interval = interval  # periodic push; 0 = none
+        self._stopping = stopping
+        self._lock = threading.Lock()  # see the module docstring
+        self._subscribers: set[Member] = set()
+        self._published = SortedNames()  # the list every subscriber has now
+        self._dirty = threading.Event()  # the live list may differ from _published
+        self._last = 0.0  # time.monotonic() of the last publication
+        self._window = min_window
+        self.publications = 0  # deltas sent (each to every subscriber), for tests and logs
+
+    # ------------------------------------------------------------ connection threads
+
+    @contextlib.contextmanager
+    def subscribing(self, conn: Member) -> Iterator[SortedNames]:
+        """Hold the lock while the caller queues ``conn``'s ``login_ok`` listing the
+        published names (plus the new user), then subscribe it: the next delta applies
+        to exactly that list."""
+        with self._lock:
+            yield self._published
+            self._subscribers.add(conn)
+        self._dirty.set()
+
+    def reply(self, conn: Member, rid: RequestId) -> None:
+        """Answer a subscriber's ``users`` command with the list its deltas build on."""
+        with self._lock:
+            conn.outbox.send(encode(UserList(users=self._published.snapshot(), id=rid)))
+
+    def unsubscribe(self, conn: Member) -> None:
+        with self._lock:
+            self._subscribers.discard(conn)
+
+    def changed(self) -> None:
+        """The live list changed (a login, logout or drop): publish within a window."""
+        self._dirty.set()
+
+    def announce(self, name: str) -> None:
+        """Before a message from ``name`` goes out: make sure every subscriber has heard
+        that ``name`` joined (docs/PROTOCOL.md §Ordering), publishing now if needed."""
+        with self._lock:
+            if name not in self._published:
+                self._publish_locked()
+
+    # ------------------------------------------------------------ publisher thread
+
+    def run(self) -> None:
+        next_tick = time.monotonic() + self._interval if self._interval > 0 else None
+        while not self._stopping.is_set():
+            now = time.monotonic()
+            timeout = 1.0 if next_tick is None else max(0.0, min(1.0, next_tick - now))
+            if self._dirty.wait(timeout):
+                # Coalesce: everything that changes until the window's end goes in one delta.
+                delay = self._last + self._window - time.monotonic()
+                if delay > 0 and self._stopping.wait(delay):
+                    return
+                self._dirty.clear()  # before reading the live list: later changes re-set it
+                with self._lock:
+                    self._publish_locked()
+            if next_tick is not None and time.monotonic() >= next_tick:
+                next_tick = time.monotonic() + self._interval
+                with self._lock:
+                    self._tick_locked()
+
+    def _publish_locked(self) -> None:
+        started = time.perf_counter()
+        live = set(self._live())
+        pub = self._published
+        old = set(pub.snapshot())
+        joined, left = live - old, old - live
+        if not joined and not left:
+            return
+        for name in left:
+            pub.discard(name)
+        for name in joined:
+            pub.add(name)
+        data = encode(
+            UsersDelta(
+                joined=tuple(sorted(joined, key=_key)),
+                left=tuple(sorted(left, key=_key)),
+                count=len(pub),
+            )
+        )
+        for conn in self._subscribers:
+            conn.outbox.send(data)
+        self.publications += 1
+        took = time.perf_counter() - started
+        self._last = time.monotonic()
+        self._window = max(self._min_window, 4 * took)
+        log.debug(
+            "users_delta +%d -%d to %d subscribers in %.1f ms",
+            len(joined),
+            len(left),
+            len(self._subscribers),
+            took * 1e3,
+        )
+
+    def _tick_locked(self) -> None:
+        """The periodic push (docs/PROTOCOL.md §Server pushes): for subscribers, a delta
+        with no changes that carries the count, so a client can check its list."""
+        data = encode(UsersDelta(count=len(self._published)))
+        for conn in self._subscribers:
+            conn.outbox.send(data)

@@ -1,0 +1,204 @@
+"""The ``users_delta`` extension (docs/PROTOCOL.md §Extensions), over raw sockets and the
+SDK: coalesced, consistent with login_ok and users replies, ordered before messages, and
+invisible to v1 clients."""
+
+from __future__ import annotations
+
+import json
+import queue
+import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from chatroom import ChatClient, UsersChanged
+from chatroom.testing import TestServer, running_server
+from chatroom_server.roster import SortedNames
+from tests.helpers import PASSWORD, RawClient, connect
+
+T = 10.0
+
+
+def delta_login(c: RawClient, name: str, **extra: Any) -> dict[str, Any]:
+    c.send(command="login", username=name, password=PASSWORD, features=["users_delta"], **extra)
+    ok = c.expect("login_ok", username=name, features=["users_delta"])
+    return ok
+
+
+def apply(users: set[str], frame: dict[str, Any]) -> None:
+    assert frame["type"] == "users_delta", frame
+    users.difference_update(frame.get("left", []))
+    users.update(frame.get("joined", []))
+    assert len(users) == frame["count"], (users, frame)
+
+
+def test_login_ok_then_deltas_and_v1_clients_unchanged(server: TestServer) -> None:
+    old = connect(server.address, "v1user")  # a v1 client: no features asked
+    with RawClient(server.address) as d:
+        ok = delta_login(d, "delta")
+        users = set(ok["users"])  # what was published, plus itself
+        assert "delta" in users
+        # Its own arrival comes as a delta too (it was not yet published).
+        f = d.expect("users_delta", count=2)
+        assert "delta" in f["joined"]
+        apply(users, f)
+        assert users == {"delta", "v1user"}
+        old.expect("users", users=["delta", "v1user"], joined="delta")  # v1, as ever
+        with RawClient(server.address) as e:
+            delta_login(e, "Echo")
+            apply(users, d.expect("users_delta", joined=["Echo"], count=3))
+            old.expect("users", joined="Echo")
+        apply(users, d.expect("users_delta", left=["Echo"], count=2))
+        old.expect("users", left="Echo")
+        assert users == {"delta", "v1user"}
+        # The users reply of a delta client is the list its deltas apply to.
+        d.send(command="users", id=1)
+        assert d.expect("users", id=1)["users"] == ["delta", "v1user"]
+    old.expect("users", users=["v1user"], left="delta")
+
+
+def test_a_storm_of_logins_is_coalesced_and_everyone_agrees() -> None:
+    names = [f"storm{i:02d}" for i in range(60)]
+    with running_server(users_interval=0, rate_limit=None, users_window=0.3) as srv:
+        barrier = threading.Barrier(len(names), timeout=30)
+        clients = {n: RawClient(srv.address, timeout=30) for n in names}
+
+        def login(name: str) -> None:
+            barrier.wait()
+            clients[name].send(
+                command="login", username=name, password=PASSWORD, features=["users_delta"]
+            )
+
+        with ThreadPoolExecutor(len(names)) as pool:
+            list(pool.map(login, names))
+        deltas_seen = []
+        for name, c in clients.items():
+            ok = c.expect("login_ok", username=name)
+            users = set(ok["users"])
+            assert name in users
+            n = 0
+            while users != set(names):
+                apply(users, c.recv())
+                n += 1
+            deltas_seen.append(n)
+        # 60 logins in a burst; the v1 protocol would push 60 lists to each client.
+        assert max(deltas_seen) < 20, deltas_seen
+        assert srv.server._publisher.publications < 20
+        for c in clients.values():
+            c.send(command="users", id="final")
+            assert c.until("users", id="final")["users"] == names
+
+
+def test_joined_delta_precedes_the_new_users_first_message() -> None:
+    # A long window: without the announce-before-message rule the PM would overtake it.
+    with (
+        running_server(users_interval=0, rate_limit=None, users_window=30.0) as srv,
+        RawClient(srv.address) as old,
+    ):
+        delta_login(old, "watcher")
+        old.expect("users_delta", joined=["watcher"], count=1)
+        new = RawClient(srv.address)
+        login = {
+            "command": "login",
+            "username": "eager",
+            "password": PASSWORD,
+            "features": ["users_delta"],
+        }
+        new.send_raw(json.dumps(login).encode() + b"\n" + b'{"command":"pm","message":"first!"}\n')
+        old.expect("users_delta", joined=["eager"], count=2)
+        old.expect("broadcast", message="first!")
+        new.close()
+
+
+def test_takeover_changes_no_list_and_the_periodic_push_carries_the_count() -> None:
+    with (
+        running_server(users_interval=0.05, rate_limit=None) as srv,
+        RawClient(srv.address) as watcher,
+        RawClient(srv.address) as a,
+    ):
+        delta_login(watcher, "watcher")
+        delta_login(a, "taken")
+        with RawClient(srv.address) as b:
+            delta_login(b, "taken")
+            a.until("bye", reason="session_replaced")
+            # The watcher's list never loses "taken": no left, and no second joined.
+            users: set[str] = set()
+            ticks = 0
+            while ticks < 3:
+                f = watcher.until("users_delta")
+                users.difference_update(f.get("left", []))
+                users.update(f.get("joined", []))
+                assert "taken" not in f.get("left", [])
+                if "joined" not in f and "left" not in f and len(users) == 2:
+                    ticks += 1  # the periodic push: no changes, the count
+                    assert f["count"] == 2
+            assert users == {"watcher", "taken"}
+
+
+def test_sdk_follows_deltas_and_hooks_see_who_came_and_went(server: TestServer) -> None:
+    got: queue.Queue[UsersChanged] = queue.Queue()
+    with ChatClient(server.host, server.port) as a:
+        a.on_users(got.put)
+        a.login("anna", PASSWORD)
+        assert got.get(timeout=T) == UsersChanged(users=("anna",), joined=("anna",))
+        with ChatClient(server.host, server.port) as b:
+            b.login("Bert", PASSWORD)
+            assert got.get(timeout=T) == UsersChanged(("anna", "Bert"), joined=("Bert",))
+            assert b.users == ("anna", "Bert")
+        assert got.get(timeout=T) == UsersChanged(("anna",), left=("Bert",))
+        assert a.users == a.request_users() == ("anna",)
+
+
+def test_sdk_heals_a_list_out_of_step() -> None:
+    """A scripted peer sends a delta whose count disagrees: the SDK asks for the list."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    asked: queue.Queue[dict[str, Any]] = queue.Queue()
+
+    def peer() -> None:
+        conn, _ = listener.accept()
+        with conn, conn.makefile("rwb") as f:
+            login = json.loads(f.readline())
+            assert login["features"] == ["users_delta"]
+            ok = {"type": "login_ok", "username": "me", "new_user": False, "users": ["me"]}
+            ok |= {"features": ["users_delta"], "id": login["id"]}
+            f.write(json.dumps(ok).encode() + b"\n")
+            f.write(b'{"type":"users_delta","joined":["x"],"count":5}\n')
+            f.flush()
+            asked.put(json.loads(f.readline()))
+            f.write(b'{"type":"users","users":["a","b","me","x","y"]}\n')
+            f.flush()
+            asked.put(json.loads(f.readline()))  # the client's exit
+
+    t = threading.Thread(target=peer, daemon=True)
+    t.start()
+    with (
+        listener,
+        ChatClient("127.0.0.1", port, timeout=T) as c,
+        c.expect(UsersChanged, check=lambda e: len(e.users) == 5) as healed,
+    ):
+        c.login("me", PASSWORD)
+        assert asked.get(timeout=T) == {"command": "users"}
+        assert healed.wait().users == ("a", "b", "me", "x", "y")
+    assert asked.get(timeout=T) == {"command": "exit"}
+    t.join(T)
+
+
+@given(st.lists(st.tuples(st.booleans(), st.sampled_from(["a", "B", "c", "D", "e", "Ab"]))))
+def test_sorted_names_match_a_sorted_set(ops: list[tuple[bool, str]]) -> None:
+    names = SortedNames()
+    model: set[str] = set()
+    for add, name in ops:
+        if add:
+            assert names.add(name) == (name not in model)
+            model.add(name)
+        else:
+            assert names.discard(name) == (name in model)
+            model.discard(name)
+        assert names.snapshot() == tuple(sorted(model, key=str.lower))
+        assert all(n in names for n in model) and len(names) == len(model)
+    extra = names.with_name("Zz")
+    assert extra == tuple(sorted(model | {"Zz"}, key=str.lower))
