@@ -33,9 +33,11 @@ SERVERS = {
 
 
 @contextlib.contextmanager
-def start_server(kind: str, tmp: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
+def start_server(
+    kind: str, tmp: Path, *extra: str, db: str = ""
+) -> Iterator[tuple[subprocess.Popen[str], int]]:
     """Start a server on a free port; it prints 'listening on HOST:PORT' on stderr."""
-    cmd = [*SERVERS[kind], "--port", "0", "--db", str(tmp / f"{kind}.db")]
+    cmd = [*SERVERS[kind], *extra, "--port", "0", "--db", str(tmp / f"{db or kind}.db")]
     # Ours logs at warning: ask for the one info line we need by a separate flag-free way.
     if kind == "ours":
         cmd[cmd.index("warning")] = "info"
@@ -67,6 +69,13 @@ def start_server(kind: str, tmp: Path) -> Iterator[tuple[subprocess.Popen[str], 
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def thread_count(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
             return int(line.split()[1])
     return 0
 

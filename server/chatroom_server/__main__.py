@@ -12,7 +12,7 @@ from pathlib import Path
 from types import FrameType
 
 from chatroom.protocol import DEFAULT_PORT, Limits
-from chatroom_server.accounts import AccountStoreError
+from chatroom_server.accounts import HASHERS, AccountStoreError
 from chatroom_server.server import ChatServer, ConfigError, ServerConfig
 
 log = logging.getLogger("chatroom_server")
@@ -109,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.idle_timeout,
         help="seconds of silence before a logged-in client is closed; 0 = never",
     )
+    p.add_argument(
+        "--password-hash",
+        choices=sorted(HASHERS),
+        default=d.password_hash,
+        help="argon2id cost for new hashes: owasp (19 MiB, t=2), or load-test (256 KiB, "
+        "t=1; only for throwaway load-test accounts)",
+    )
     p.add_argument("--tls-cert", type=Path, help="PEM certificate (chain): serve TLS 1.2+")
     p.add_argument("--tls-key", type=Path, help="PEM private key (if not in --tls-cert)")
     p.add_argument(
@@ -138,6 +145,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         rate_burst=args.rate_limit[1],
         login_timeout=args.login_timeout,
         idle_timeout=args.idle_timeout,
+        password_hash=args.password_hash,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
     )

@@ -73,7 +73,7 @@ from chatroom.protocol import (
     username_key,
     validate_command,
 )
-from chatroom_server.accounts import AccountExists, AccountStore
+from chatroom_server.accounts import HASHERS, AccountExists, AccountStore
 from chatroom_server.limits import FloodMeter, LoginThrottle, TokenBucket, WindowCounter
 from chatroom_server.outbox import Flusher, Outbox
 from chatroom_server.roster import SortedNames, UsersPublisher
@@ -142,6 +142,7 @@ class ServerConfig:
     recv_size: int = 4096
     tls_cert: Path | None = None  # PEM certificate chain; with tls_key, serve TLS 1.2+
     tls_key: Path | None = None  # PEM private key (None: it is in tls_cert)
+    password_hash: str = "owasp"  # a key of accounts.HASHERS; "load-test" for load tests only
 
 
 class ConfigError(Exception):
@@ -243,7 +244,11 @@ class ChatServer:
         credentials file and :class:`OSError` when the address cannot be bound.
         """
         self._tls = self._tls_context()
-        self._store = AccountStore(self.config.db_path)
+        if self.config.password_hash not in HASHERS:
+            raise ConfigError(
+                f"unknown password hash {self.config.password_hash!r}; one of {sorted(HASHERS)}"
+            )
+        self._store = AccountStore(self.config.db_path, HASHERS[self.config.password_hash])
         try:
             self._listener = self._bind()
         except OSError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import re
 import signal
 import threading
@@ -10,9 +11,11 @@ from typing import Any
 
 import pytest
 
+from chatroom import ChatClient, Disconnect
 from chatroom.testing import TestServer, running_server
 from chatroom_bots.load import LoadConfig, merge_histograms, new_histogram, percentiles, run_load
 from chatroom_bots.load.__main__ import main as chat_load
+from chatroom_bots.load.receivers import ReceiverPool
 from chatroom_bots.load.stats import make_names, pack, unpack
 from tests.helpers import ServerProcess
 
@@ -162,3 +165,46 @@ def test_one_swarm_many_steps(fast_server: TestServer) -> None:
     for r in (first, second):
         assert r.sent > 0 and r.lost == 0 and r.out_of_order == 0 and r.ok
     assert second.sent > first.sent  # twice the rate for the same time
+
+
+class _Sink:
+    """Collects what a ReceiverPool reports, for the test's thread to wait on."""
+
+    def __init__(self) -> None:
+        self.deliveries: queue.Queue[tuple[int, str]] = queue.Queue()
+        self.disconnects: queue.Queue[Disconnect] = queue.Queue()
+        self.logins = 0
+        self.errors = 0
+
+    def delivery(self, receiver: int, message: str) -> None:
+        self.deliveries.put((receiver, message))
+
+    def error(self, _: object = None) -> None:
+        self.errors += 1
+
+    def disconnected(self, event: Disconnect) -> None:
+        self.disconnects.put(event)
+
+    def login_time(self, micros: int) -> None:
+        self.logins += 1
+
+
+def test_receiver_pool_logs_in_receives_and_reports_failures(fast_server: TestServer) -> None:
+    with ChatClient(fast_server.host, fast_server.port) as owner:
+        owner.login("taken_name", "the owner's password")
+        sink = _Sink()
+        names = ["pool_a", "pool_b", "taken_name"]
+        pool = ReceiverPool(fast_server.host, fast_server.port, names, "pool password", sink)
+        pool.start([0, 1, 2])
+        failures = pool.wait_logged_in(threading.Event())
+        assert len(failures) == 1 and failures[0].startswith("taken_name: bad_credentials")
+        assert pool.logged_in == sink.logins == 2
+        owner.pm("to the pool")
+        got = sorted(sink.deliveries.get(timeout=10) for _ in range(2))
+        assert got == [(0, "to the pool"), (1, "to the pool")]
+        with ChatClient(fast_server.host, fast_server.port) as thief:
+            thief.login("pool_a", "pool password")  # takes pool_a's session over
+            assert sink.disconnects.get(timeout=10).reason == "network"
+        assert pool.logged_in == 1
+        pool.close()
+        assert sink.errors == 0

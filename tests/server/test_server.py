@@ -8,11 +8,12 @@ import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
 from chatroom.testing import TestServer, running_server
-from chatroom_server import AccountStoreError, ChatServer, ServerConfig
+from chatroom_server import AccountStoreError, ChatServer, ConfigError, ServerConfig
 from tests.helpers import PASSWORD, RawClient, connect
 
 
@@ -40,6 +41,25 @@ def test_password_is_stored_hashed(server: TestServer) -> None:
     db.close()
     assert PASSWORD not in stored
     assert stored.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+
+
+def test_load_test_hashes_are_cheap_and_upgraded_later(tmp_path: Path) -> None:
+    db_path = tmp_path / "load.db"
+
+    def stored() -> str:
+        db = sqlite3.connect(db_path)
+        (h,) = db.execute("SELECT hash FROM accounts WHERE name='loady'").fetchone()
+        db.close()
+        return str(h)
+
+    with running_server(db_path, password_hash="load-test") as srv, connect(srv.address, "loady"):
+        pass
+    assert stored().startswith("$argon2id$v=19$m=256,t=1,p=1$")
+    with running_server(db_path) as srv, connect(srv.address, "loady"):
+        pass  # the same password logs in, and the hash is brought up to the OWASP cost
+    assert stored().startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+    with pytest.raises(ConfigError):
+        ChatServer(ServerConfig(port=0, db_path=db_path, password_hash="md5")).start()
 
 
 def test_login_errors(server: TestServer) -> None:

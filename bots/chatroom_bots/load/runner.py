@@ -43,6 +43,7 @@ class LoadConfig:
     probe_rate: float = 10.0  # hold: the probe load on top of the idle clients
     probe_seconds: float = 5.0
     relay_frames: bool = False  # bench only: PMs a line-forwarding relay can deliver
+    login_timeout: float | None = None  # seconds for every login; None: 120 + clients/20
 
 
 @dataclass
@@ -188,7 +189,8 @@ class Swarm:
                 child.close()
                 self.pipes.append(parent)
                 self.procs.append(p)
-            ready = _collect(self.pipes, "ready", timeout=120 + cfg.clients / 20, result=self.login)
+            limit = cfg.login_timeout or 120 + cfg.clients / 20
+            ready = _collect(self.pipes, "ready", timeout=limit, result=self.login)
         except BaseException:
             self.__exit__(None, None, None)
             raise

@@ -1,11 +1,13 @@
 """One chat-load worker process: logs in its share of the bots, sends on schedule, and
 records every delivery.
 
-Threads: one receive thread per bot (``inline_hooks=True``: the hooks below run there, so
-10,000 bots cost 10,000 threads, not 20,000); the main thread logs in and then runs the
-send schedule; a control thread reads commands from the parent; a tick thread reports
-once a second. ``Recorder._lock`` guards every counter and histogram, since hooks run on
-all the receive threads at once.
+Threads: each sending bot is a ChatClient with one receive thread (``inline_hooks=True``:
+the hooks below run there); every other bot lives in the worker's
+:class:`~chatroom_bots.load.receivers.ReceiverPool`, one epoll thread for thousands of
+connections (its docstring says why). The main thread logs in and then runs the send
+schedule; a control thread reads commands from the parent; a tick thread reports once a
+second. ``Recorder._lock`` guards every counter and histogram, since deliveries are
+recorded from the receive threads and the pool at once.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from chatroom import Broadcast, ChatClient, ChatError, DirectMessage, Disconnect, ServerNotice
+from chatroom_bots.load.receivers import ReceiverPool
 from chatroom_bots.load.stats import new_histogram, pack, record, unpack
 
 log = logging.getLogger(__name__)
@@ -88,6 +91,10 @@ class Recorder:
                 self.duplicates += 1
             else:
                 self.out_of_order += 1
+
+    def login_time(self, micros: int) -> None:
+        with self._lock:
+            record(self.logins, micros)
 
     def error(self, _: object = None) -> None:
         with self._lock:
@@ -171,6 +178,7 @@ class Worker:
         self._pipe_lock = threading.Lock()  # Connection.send is not thread-safe
         self.rec = Recorder()
         self.clients: dict[int, ChatClient] = {}
+        self.pool: ReceiverPool | None = None
         self.go = threading.Event()
         self.report = threading.Event()
         self.stop = threading.Event()
@@ -190,7 +198,7 @@ class Worker:
             self.send(
                 "ready",
                 {
-                    "logged_in": len(self.clients),
+                    "logged_in": len(self.clients) + (self.pool.logged_in if self.pool else 0),
                     "failed": failed,
                     "logins": self.rec.logins.encode(),
                     "span": (began, time.monotonic()),
@@ -230,6 +238,19 @@ class Worker:
     def login_all(self) -> list[str]:
         s = self.spec
         failed: list[str] = []
+        # Receivers go to the epoll pool; senders (and, with TLS, everyone) are ChatClients.
+        pooled = [] if s.tls else [i for i in s.mine if i not in s.senders]
+        as_clients = [i for i in s.mine if s.tls or i in s.senders]
+        self.pool = ReceiverPool(
+            s.host,
+            s.port,
+            s.names,
+            s.password,
+            self.rec,
+            concurrency=s.login_concurrency,
+            timeout=s.connect_timeout,
+        )
+        self.pool.start(pooled)
 
         def login(idx: int) -> None:
             c = ChatClient(
@@ -262,9 +283,9 @@ class Worker:
                 record(self.rec.logins, micros)
                 self.clients[idx] = c
 
-        with ThreadPoolExecutor(max(1, s.login_concurrency)) as pool:
-            list(pool.map(login, s.mine))
-        return failed
+        with ThreadPoolExecutor(max(1, min(s.login_concurrency, len(as_clients)))) as pool:
+            list(pool.map(login, as_clients))
+        return failed + self.pool.wait_logged_in(self.stop)
 
     def _notice(self, event: ServerNotice) -> None:
         self.rec.error()
@@ -342,6 +363,8 @@ class Worker:
 
     def close_all(self) -> None:
         self.rec.closing = True
+        if self.pool is not None:
+            self.pool.close()
         clients = list(self.clients.values())
         with ThreadPoolExecutor(32) as pool:
             list(pool.map(lambda c: c.close(timeout=3), clients))
