@@ -154,8 +154,10 @@ class _Conn:
     (``last_rx`` is also read by the housekeeping sweep; a stale read only delays it)."""
 
     __slots__ = (
+        "acks",
         "addr",
         "announced",
+        "batch",
         "bucket",
         "connected_at",
         "deltas",
@@ -185,6 +187,9 @@ class _Conn:
         self.thread: threading.Thread | None = None
         self.username: str | None = None  # set once, under ChatServer._lock, at login
         self.deltas = False  # asked for users_delta at login (set before login_ok)
+        # Broadcasts (and their acks) of the frames of the current read, not yet sent.
+        self.batch: list[bytes] = []
+        self.acks: list[bytes] = []
         # Every users_delta subscriber has been told this user joined (§Ordering).
         self.announced = False
         self.errors_in_row = 0
@@ -433,7 +438,10 @@ class ChatServer:
                     self._send_error(conn, exc.code, exc.message, None)
                     reason = "frame too large"
                     break
-                if not all(self._handle(conn, frame) for frame in frames):
+                keep = all(self._handle(conn, frame) for frame in frames)
+                if conn.batch:
+                    self._flush_batch(conn)
+                if not keep:
                     reason = "closed by server"
                     break
         except Exception:
@@ -489,6 +497,8 @@ class ChatServer:
                     conn.flood.limit,
                     conn.flood.seconds,
                 )
+                if conn.batch:
+                    self._flush_batch(conn)
                 conn.outbox.finish(_BYE_FLOOD)
                 return False
         try:
@@ -523,6 +533,8 @@ class ChatServer:
         return keep
 
     def _send_error(self, conn: _Conn, code: str, message: str, rid: str | int | None) -> None:
+        if conn.batch:
+            self._flush_batch(conn)  # replies go out in the order of the requests
         conn.outbox.send(encode(ErrorEvent(code=code, message=message, id=rid)))
 
     def _dispatch(self, conn: _Conn, cmd: ClientCommand) -> bool:
@@ -530,7 +542,12 @@ class ChatServer:
         if type(cmd) is PmCommand:
             self._require_login(conn, cmd)
             self._public(conn, cmd)
-        elif type(cmd) is DmCommand:
+            return True
+        if conn.batch:
+            # Whatever follows public messages must not overtake them (a DM to one of
+            # their recipients, a reply to their sender): docs/PROTOCOL.md §Ordering.
+            self._flush_batch(conn)
+        if type(cmd) is DmCommand:
             self._require_login(conn, cmd)
             self._direct(conn, cmd)
         elif type(cmd) is LoginCommand:
@@ -559,12 +576,27 @@ class ChatServer:
         assert conn.username is not None
         if not conn.announced:
             self._announce(conn)
-        # Encode once; every recipient gets the same bytes.
-        data = encode(Broadcast(sender=conn.username, message=cmd.message, ts=time.time()))
+        # Encoded once; every recipient gets the same bytes. Queued in the batch of this
+        # read: the public messages that arrived in one recv() go out as one send() per
+        # recipient (_flush_batch), so under load, when frames queue up, the per-recipient
+        # syscall and outbox lock are paid once per batch instead of once per message.
+        conn.batch.append(
+            encode(Broadcast(sender=conn.username, message=cmd.message, ts=time.time()))
+        )
+        conn.acks.append(_ACK_PM if cmd.id is None else encode(Ack(command="pm", id=cmd.id)))
+
+    def _flush_batch(self, conn: _Conn) -> None:
+        """Hand the batched broadcasts to every other logged-in connection, then ack them
+        (docs/PROTOCOL.md §pm: the ack follows the hand-off)."""
+        batch, acks = conn.batch, conn.acks
+        data = batch[0] if len(batch) == 1 else b"".join(batch)
+        ack = acks[0] if len(acks) == 1 else b"".join(acks)
+        batch.clear()
+        acks.clear()
         for other in self._roster:  # lock-free: a snapshot tuple
             if other is not conn:
                 other.outbox.send(data)
-        conn.outbox.send(_ACK_PM if cmd.id is None else encode(Ack(command="pm", id=cmd.id)))
+        conn.outbox.send(ack)
 
     def _direct(self, conn: _Conn, cmd: DmCommand) -> None:
         assert conn.username is not None and self._store is not None

@@ -283,6 +283,23 @@ def test_messages_from_one_sender_arrive_in_order(server: TestServer) -> None:
         assert got == list(range(n))
 
 
+def test_batched_public_messages_keep_their_place_among_replies_and_dms(
+    server: TestServer,
+) -> None:
+    reader = connect(server.address, "reader2")
+    sender = connect(server.address, "sender2")
+    reader.expect("users", joined="sender2")
+    # One write, so the server reads it in one recv(): the PMs are batched (§pm).
+    sender.send_raw(
+        b'{"command":"pm","message":"a","id":1}\n{"command":"pm","message":"b","id":2}\n'
+        b'{"command":"dm","to":"reader2","message":"c","id":3}\nnot json\n'
+        b'{"command":"pm","message":"d","id":4}\n'
+    )
+    assert [sender.recv().get("id") for _ in range(5)] == [1, 2, 3, None, 4]
+    got = [(f["type"], f["message"]) for f in (reader.recv() for _ in range(4))]
+    assert got == [("broadcast", "a"), ("broadcast", "b"), ("dm", "c"), ("broadcast", "d")]
+
+
 def test_joined_push_precedes_the_new_users_messages(server: TestServer) -> None:
     old = connect(server.address, "old")
     new = RawClient(server.address)
