@@ -15,6 +15,9 @@ import threading
 
 conns: list[socket.socket] = []
 lock = threading.Lock()
+# A client's goodbye is its last line; forwarded, it would reach the others as a frame
+# without a "type" (a protocol error in their eyes), so the relay drops just that.
+EXIT = b'{"command":"exit"}\n'
 
 
 def handle(sock: socket.socket) -> None:
@@ -42,6 +45,8 @@ def handle(sock: socket.socket) -> None:
             if b"\n" in buf:
                 cut = buf.rfind(b"\n") + 1
                 chunk, buf = buf[:cut], buf[cut:]
+                if chunk.endswith(EXIT):
+                    chunk = chunk[: -len(EXIT)]
                 with lock:
                     for other in conns:
                         if other is not sock:
