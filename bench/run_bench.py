@@ -45,9 +45,14 @@ def sustainable(r: LoadResult) -> bool:
     )
 
 
-def step_up(swarm: Swarm, start: float, factor: float, cap: float) -> dict[str, Any]:
-    """Raise the rate until a step is not sustainable; return the best step and all steps."""
+def step_up(
+    swarm: Swarm, start: float, factor: float, cap: float, refine: int = 2
+) -> dict[str, Any]:
+    """Raise the rate until a step is not sustainable, then bisect (geometrically, ``refine``
+    times) between the last good and the first bad rate, so two servers a factor apart
+    are not both rounded to the same step. Return the best step and all steps."""
     rate, best, steps = start, None, []
+    good, bad = 0.0, 0.0
     while rate <= cap:
         r = swarm.step(rate, STEP_SECONDS)
         row = {
@@ -66,10 +71,17 @@ def step_up(swarm: Swarm, start: float, factor: float, cap: float) -> dict[str, 
             f"{'' if row['ok'] else '  <- not sustainable'}",
             flush=True,
         )
-        if not row["ok"]:
+        if row["ok"]:
+            best, good = row, rate
+        else:
+            bad = rate
+        if bad and (not good or refine == 0):
             break
-        best = row
-        rate *= factor
+        if bad:
+            refine -= 1
+            rate = (good * bad) ** 0.5
+        else:
+            rate *= factor
     return {"best": best, "steps": steps}
 
 

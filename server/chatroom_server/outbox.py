@@ -10,6 +10,10 @@ dearer than the ``send`` syscall itself. So:
   the connection is registered with the one :class:`Flusher` thread, which waits on epoll
   and drains every backlogged socket. While a backlog exists, new frames append to it, so
   a busy connection gets many frames per syscall and frame order is kept.
+- Fan-out writes in two passes (:meth:`Outbox.queue` to every recipient, then
+  :meth:`Outbox.push` to each): frames queued by several senders at once go out in one
+  ``send`` per recipient, whoever pushes first. The queue pass makes no syscall, so it
+  never releases the GIL mid-way.
 - A backlog over the limit (default 1 MiB), or one that makes no progress for
   ``stall_timeout`` seconds, disconnects that client. Nobody else waits for it: a send
   never blocks.
@@ -160,6 +164,44 @@ class Outbox:
         self._dropped(reason)
         return False
 
+    def queue(self, data: bytes) -> bool:
+        """Append whole frames for a later :meth:`push` (from any thread): no syscall.
+        False if they were dropped."""
+        with self._lock:
+            if not self._accepting:
+                return False
+            if len(self._buf) + len(data) <= self.limit:
+                self._buf += data
+                return True
+            self._abort_locked()
+        self._dropped(f"output backlog over {self.limit} bytes")
+        return False
+
+    def push(self) -> None:
+        """Write what :meth:`queue` left, unless another thread already did (then this is
+        a lock and a length check) or the flusher owns a backlog."""
+        with self._lock:
+            if self._buf and not self._watching and self._open:
+                self._push_locked()
+
+    def _push_locked(self) -> None:
+        """Write the queued bytes now; hand any rest to the flusher. Lock held."""
+        buf = self._buf
+        try:
+            sent = self._send_now(buf)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self._accepting = False  # the reader thread sees it too and cleans up
+            buf.clear()
+            log.debug("send to %s failed: %s", self.name, exc)
+            return
+        del buf[:sent]
+        if buf:
+            self._progress_at = self._flusher._clock()
+            self._watching = True
+            self._flusher._watch(self)
+
     def _send_locked(self, data: bytes) -> str | None:
         """Write or queue ``data``; the reason to drop the connection if it cannot."""
         buf = self._buf
@@ -167,6 +209,8 @@ class Outbox:
             if len(buf) + len(data) > self.limit:
                 return f"output backlog over {self.limit} bytes"
             buf += data
+            if not self._watching and self._open:
+                self._push_locked()  # queued but not pushed yet: write it all, in order
             return None
         try:
             sent = self._send_now(data)
@@ -260,7 +304,9 @@ class Outbox:
         """Drop the connection if its backlog made no progress for ``stall_timeout`` s
         (called by the server's housekeeping sweep)."""
         with self._lock:
-            stalled = bool(self._buf) and now - self._progress_at > self.stall_timeout
+            stalled = (
+                self._watching and bool(self._buf) and now - self._progress_at > self.stall_timeout
+            )
             if stalled:
                 self._abort_locked()
         if stalled:
@@ -292,6 +338,8 @@ class Outbox:
         """
         with self._lock:
             self._accepting = False
+            if self._buf and not self._watching and self._open:
+                self._push_locked()
             if self._buf and linger > 0:
                 self._drained.wait_for(lambda: not self._buf, timeout=linger)
             if self._watching:

@@ -593,9 +593,15 @@ class ChatServer:
         ack = acks[0] if len(acks) == 1 else b"".join(acks)
         batch.clear()
         acks.clear()
-        for other in self._roster:  # lock-free: a snapshot tuple
+        roster = self._roster  # lock-free: a snapshot tuple
+        # Two passes (chatroom_server.outbox): queue to all, then push to each, so
+        # broadcasts that other senders queue meanwhile share the same send().
+        for other in roster:
             if other is not conn:
-                other.outbox.send(data)
+                other.outbox.queue(data)
+        for other in roster:
+            if other is not conn:
+                other.outbox.push()
         conn.outbox.send(ack)
 
     def _direct(self, conn: _Conn, cmd: DmCommand) -> None:

@@ -1,0 +1,67 @@
+"""The outbox's two-pass fan-out writes (server/chatroom_server/outbox.py), on a real
+socket pair."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from chatroom_server.outbox import Flusher, Outbox
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[Outbox, socket.socket]]:
+    a, b = socket.socketpair()
+    b.settimeout(5)
+    flusher = Flusher()
+    flusher.start()
+    yield Outbox(a, flusher, name="test"), b
+    flusher.stop()
+    a.close()
+    b.close()
+
+
+def read(sock: socket.socket, n: int) -> bytes:
+    got = b""
+    while len(got) < n:
+        chunk = sock.recv(n - len(got))
+        assert chunk, "closed early"
+        got += chunk
+    return got
+
+
+def test_queued_frames_go_out_in_one_push_and_in_order(
+    pair: tuple[Outbox, socket.socket],
+) -> None:
+    out, peer = pair
+    assert out.queue(b"one\n") and out.queue(b"two\n")
+    assert out.backlog == 8  # queued, nothing written yet
+    out.push()
+    assert out.backlog == 0
+    out.push()  # nothing left: a no-op
+    assert read(peer, 8) == b"one\ntwo\n"
+    # A direct send after a queue keeps the queued bytes first.
+    out.queue(b"three\n")
+    assert out.send(b"four\n")
+    assert read(peer, 11) == b"three\nfour\n"
+
+
+def test_close_writes_what_was_queued_then_ends(pair: tuple[Outbox, socket.socket]) -> None:
+    out, peer = pair
+    out.queue(b"last\n")
+    out.close(linger=1.0)
+    assert read(peer, 5) == b"last\n"
+    assert peer.recv(10) == b""
+
+
+def test_queue_past_the_limit_drops_the_connection(pair: tuple[Outbox, socket.socket]) -> None:
+    out, _ = pair
+    out.limit = 10
+    dropped: list[str] = []
+    out.on_drop = dropped.append
+    assert out.queue(b"12345\n")
+    assert not out.queue(b"678901\n")
+    assert dropped == ["output backlog over 10 bytes"]
+    assert not out.queue(b"x\n") and not out.send(b"y\n")
