@@ -4,6 +4,7 @@ socket pair."""
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -65,3 +66,45 @@ def test_queue_past_the_limit_drops_the_connection(pair: tuple[Outbox, socket.so
     assert not out.queue(b"678901\n")
     assert dropped == ["output backlog over 10 bytes"]
     assert not out.queue(b"x\n") and not out.send(b"y\n")
+
+
+def test_concurrent_pushes_lose_nothing_and_keep_each_senders_order(
+    pair: tuple[Outbox, socket.socket],
+) -> None:
+    out, peer = pair
+    senders, n = 8, 2000
+    start = threading.Barrier(senders)
+
+    def fan(k: int) -> None:
+        start.wait(10)
+        for i in range(n):
+            out.queue(f"{k} {i}\n".encode())
+            out.push()
+            if i % 97 == 0:
+                out.send(f"{k} {i}.\n".encode())  # a direct send mixed in (acks, DMs)
+
+    threads = [threading.Thread(target=fan, args=(k,)) for k in range(senders)]
+    for t in threads:
+        t.start()
+    want = senders * (n + len(range(0, n, 97)))
+    lines: list[bytes] = []
+    buf = b""
+    while len(lines) < want:  # reading while they write: the buffers stay small
+        chunk = peer.recv(65536)
+        assert chunk
+        buf += chunk
+        *done, buf = buf.split(b"\n")
+        lines += done
+    for t in threads:
+        t.join(10)
+    seen: dict[int, list[str]] = {k: [] for k in range(senders)}
+    for line in lines:
+        who, seq = line.decode().split()
+        seen[int(who)].append(seq)
+    for k in range(senders):
+        expect = []
+        for i in range(n):
+            expect.append(str(i))
+            if i % 97 == 0:
+                expect.append(f"{i}.")
+        assert seen[k] == expect
