@@ -13,20 +13,15 @@ dearer than the ``send`` syscall itself. So:
 - Fan-out writes in two passes (:meth:`Outbox.queue` to every recipient, then
   :meth:`Outbox.push` to each): frames queued by several senders at once go out in one
   ``send`` per recipient, whoever pushes first. The queue pass makes no syscall, so it
-  never releases the GIL mid-way. A plain-TCP push makes its syscall *outside* the lock
-  (``_pushing`` marks the one thread writing; frames arriving meanwhile wait in the
-  buffer and it writes them next), so ten senders fanning out to the same recipients do
-  not queue up behind each other's syscalls: measured with py-spy before this, a third of
-  the server's busy time was spent waiting for those locks.
+  never releases the GIL mid-way.
 - A backlog over the limit (default 1 MiB), or one that makes no progress for
   ``stall_timeout`` seconds, disconnects that client. Nobody else waits for it: a send
   never blocks.
 
 Threading: each :class:`Outbox` has one lock (``_lock``) guarding its buffer, its state
-flags and the socket's file descriptor (the fd is only closed under it, and never while
-a push is writing outside it, so no thread can ever write to a reused fd number). The
-flusher's ``_watched`` map is written only under the lock of the outbox it names and read
-by the flusher thread (dict get/set are atomic).
+flags and the socket's file descriptor (the fd is only closed under it, so no thread can
+ever write to a reused fd number). The flusher's ``_watched`` map is written only under
+the lock of the outbox it names and read by the flusher thread (dict get/set are atomic).
 No user code runs under any of these locks; the only I/O under them is non-blocking.
 """
 
@@ -113,7 +108,6 @@ class Outbox:
         "_lock",
         "_open",
         "_progress_at",
-        "_pushing",
         "_retry",
         "_sock",
         "_watching",
@@ -150,7 +144,6 @@ class Outbox:
         self._accepting = True  # False once closing: later frames are dropped
         self._open = True  # False once the fd is closed
         self._watching = False
-        self._pushing = False  # a push() is writing outside the lock; it owns the writes
         self._progress_at = 0.0
         # Called (without the lock) with a reason when the outbox drops the connection.
         self.on_drop: Callable[[str], None] | None = None
@@ -186,45 +179,10 @@ class Outbox:
 
     def push(self) -> None:
         """Write what :meth:`queue` left, unless another thread already did (then this is
-        a lock and a length check), is doing so now, or the flusher owns a backlog."""
-        if self.tls:  # OpenSSL: every write under the lock
-            with self._lock:
-                if self._buf and not self._watching and self._open:
-                    self._push_locked()
-            return
+        a lock and a length check) or the flusher owns a backlog."""
         with self._lock:
-            if self._pushing or self._watching or not self._buf or not self._open:
-                return
-            self._pushing = True
-            data = bytes(self._buf)
-            self._buf.clear()
-        while True:
-            error: OSError | None = None
-            try:
-                sent = self._sock.send(data, _DONTWAIT)  # outside the lock, on purpose
-            except BlockingIOError:
-                sent = 0
-            except OSError as exc:
-                error, sent = exc, 0
-            with self._lock:
-                if error is not None:
-                    self._accepting = False  # the reader thread sees it too and cleans up
-                    self._buf.clear()
-                    log.debug("send to %s failed: %s", self.name, error)
-                elif sent < len(data):
-                    # Back in front of what arrived meanwhile: nobody else wrote, so the
-                    # order holds. The flusher takes it from here.
-                    self._buf[0:0] = memoryview(data)[sent:]
-                    self._progress_at = self._flusher._clock()
-                    self._watching = True
-                    self._flusher._watch(self)
-                elif self._buf and self._open:
-                    data = bytes(self._buf)  # frames queued while we wrote: go again
-                    self._buf.clear()
-                    continue
-                self._pushing = False
-                self._drained.notify_all()
-                return
+            if self._buf and not self._watching and self._open:
+                self._push_locked()
 
     def _push_locked(self) -> None:
         """Write the queued bytes now; hand any rest to the flusher. Lock held."""
@@ -247,13 +205,13 @@ class Outbox:
     def _send_locked(self, data: bytes) -> str | None:
         """Write or queue ``data``; the reason to drop the connection if it cannot."""
         buf = self._buf
-        if buf or self._pushing:
+        if buf:
             if len(buf) + len(data) > self.limit:
                 return f"output backlog over {self.limit} bytes"
             buf += data
-            if not self._watching and not self._pushing and self._open:
+            if not self._watching and self._open:
                 self._push_locked()  # queued but not pushed yet: write it all, in order
-            return None  # else the pusher or the flusher writes it after what it has
+            return None
         try:
             sent = self._send_now(data)
         except BlockingIOError:
@@ -380,9 +338,7 @@ class Outbox:
         """
         with self._lock:
             self._accepting = False
-            # A push writing outside the lock finishes first (its sends never block).
-            self._drained.wait_for(lambda: not self._pushing, timeout=max(linger, 1.0))
-            if self._buf and not self._watching and not self._pushing and self._open:
+            if self._buf and not self._watching and self._open:
                 self._push_locked()
             if self._buf and linger > 0:
                 self._drained.wait_for(lambda: not self._buf, timeout=linger)

@@ -1,0 +1,99 @@
+"""A/B: the server of another git revision against this working tree, in one run.
+
+Run-to-run noise on this shared 2-core box is often 30 % or more, so a server change is
+judged by alternating the two servers (A, B, A, B, ...) on the same fan-out steps in the
+same minutes, and comparing server CPU per 1,000 deliveries and p99, step by step.
+
+    .venv/bin/python bench/ab.py --base HEAD~1 [--rounds 3] [--rates 200,800,1100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+from common import cpu_seconds
+
+from chatroom_bots.load import LoadConfig, Swarm
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start(pythonpath: str | None, db: Path) -> tuple[subprocess.Popen[str], int]:
+    env = dict(os.environ)
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath  # ahead of the editable install of this tree
+    cmd = [sys.executable, "-m", "chatroom_server", "--rate-limit", "off"]
+    cmd += ["--users-interval", "0", "--log-level", "info", "--port", "0", "--db", str(db)]
+    proc = subprocess.Popen(
+        cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        m = re.search(r"listening on [\d.]+:(\d+)", line)
+        if m:
+            threading.Thread(target=proc.stderr.read, daemon=True).start()
+            return proc, int(m.group(1))
+    raise RuntimeError("the server did not start")
+
+
+def measure(pythonpath: str | None, db: Path, rates: list[float]) -> list[tuple[float, float]]:
+    """(server CPU ms per 1,000 deliveries, p99 ms) at each rate, N=100, 10 senders."""
+    proc, port = start(pythonpath, db)
+    try:
+        cfg = LoadConfig(port=port, clients=100, senders=10, processes=2, drain=1.0)
+        out = []
+        with Swarm(cfg) as swarm:
+            for rate in rates:
+                cpu0 = cpu_seconds(proc.pid)
+                r = swarm.step(rate, 2.0)
+                cpu = cpu_seconds(proc.pid) - cpu0
+                out.append((1e6 * cpu / max(1, r.delivered), r.latency_ms["p99"]))
+        return out
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--base", default="HEAD~1", help="git revision for A (B is this tree)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rates", default="200,800,1100", help="messages/s, 100 bots")
+    a = ap.parse_args()
+    rates = [float(x) for x in a.rates.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "base"
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(tree), a.base],
+            check=True,
+        )
+        try:
+            runs: dict[str, list[list[tuple[float, float]]]] = {"A": [], "B": []}
+            paths = {"A": f"{tree}/server:{tree}/sdk", "B": None}
+            for i in range(a.rounds):
+                for v in ("A", "B"):
+                    runs[v].append(measure(paths[v], Path(tmp) / f"{v}{i}.db", rates))
+                    print(f"round {i + 1} {v}: {runs[v][-1]}", flush=True)
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)])
+    print(f"\nA = {a.base}, B = this tree; medians of {a.rounds} alternating runs")
+    print("| msg/s | CPU ms/1k A | CPU ms/1k B | B/A | p99 ms A | p99 ms B |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for k, rate in enumerate(rates):
+        ca = statistics.median(r[k][0] for r in runs["A"])
+        cb = statistics.median(r[k][0] for r in runs["B"])
+        pa = statistics.median(r[k][1] for r in runs["A"])
+        pb = statistics.median(r[k][1] for r in runs["B"])
+        print(f"| {rate:.0f} | {ca:.2f} | {cb:.2f} | {cb / ca:.2f} | {pa:.2f} | {pb:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
