@@ -51,39 +51,36 @@ class SortedNames:
     (not an O(N log N) sort per login), and a cached tuple snapshot. Not thread-safe:
     each instance belongs to whoever holds its owner's lock."""
 
-    __slots__ = ("_keys", "_names", "_snapshot")
+    __slots__ = ("_names", "_snapshot")
 
     def __init__(self) -> None:
         self._names: list[str] = []
-        self._keys: list[str] = []  # _key() of _names, same order: the bisect index
         self._snapshot: tuple[str, ...] | None = ()
 
     def __len__(self) -> int:
         return len(self._names)
 
-    def __contains__(self, name: object) -> bool:
-        if not isinstance(name, str):
-            return False
+    def _find(self, name: str) -> tuple[int, bool]:
+        """Where ``name`` is or would go, and whether it is there (ignoring case)."""
         k = _key(name)
-        i = bisect.bisect_left(self._keys, k)
-        return i < len(self._keys) and self._keys[i] == k
+        i = bisect.bisect_left(self._names, k, key=_key)
+        return i, i < len(self._names) and _key(self._names[i]) == k
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._find(name)[1]
 
     def add(self, name: str) -> bool:
-        k = _key(name)
-        i = bisect.bisect_left(self._keys, k)
-        if i < len(self._keys) and self._keys[i] == k:
+        i, found = self._find(name)
+        if found:
             return False
-        self._keys.insert(i, k)
         self._names.insert(i, name)
         self._snapshot = None
         return True
 
     def discard(self, name: str) -> bool:
-        k = _key(name)
-        i = bisect.bisect_left(self._keys, k)
-        if i == len(self._keys) or self._keys[i] != k:
+        i, found = self._find(name)
+        if not found:
             return False
-        del self._keys[i]
         del self._names[i]
         self._snapshot = None
         return True
@@ -95,9 +92,9 @@ class SortedNames:
 
     def with_name(self, name: str) -> tuple[str, ...]:
         """The snapshot plus ``name`` (if missing), without changing this set."""
-        if name in self:
+        i, found = self._find(name)
+        if found:
             return self.snapshot()
-        i = bisect.bisect_left(self._keys, _key(name))
         return (*self._names[:i], name, *self._names[i:])
 
 

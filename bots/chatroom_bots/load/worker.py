@@ -237,7 +237,6 @@ class Worker:
 
     def login_all(self) -> list[str]:
         s = self.spec
-        failed: list[str] = []
         # Receivers go to the epoll pool; senders (and, with TLS, everyone) are ChatClients.
         pooled = [] if s.tls else [i for i in s.mine if i not in s.senders]
         as_clients = [i for i in s.mine if s.tls or i in s.senders]
@@ -252,7 +251,8 @@ class Worker:
         )
         self.pool.start(pooled)
 
-        def login(idx: int) -> None:
+        def login(idx: int) -> ChatClient | str:
+            """A logged-in client, or why not."""
             c = ChatClient(
                 s.host,
                 s.port,
@@ -275,16 +275,19 @@ class Worker:
                 c.connect()
                 c.login(s.names[idx], s.password)
             except ChatError as exc:
-                failed.append(f"{s.names[idx]}: {exc}")
                 c.close(timeout=2)
-                return
-            micros = int((time.perf_counter() - started) * 1e6)
-            with self.rec._lock:
-                record(self.rec.logins, micros)
-                self.clients[idx] = c
+                return f"{s.names[idx]}: {exc}"
+            self.rec.login_time(int((time.perf_counter() - started) * 1e6))
+            return c
 
+        failed: list[str] = []
         with ThreadPoolExecutor(max(1, min(s.login_concurrency, len(as_clients)))) as pool:
-            list(pool.map(login, as_clients))
+            # Results are gathered here, on this thread: self.clients has one writer.
+            for idx, got in zip(as_clients, pool.map(login, as_clients), strict=True):
+                if isinstance(got, str):
+                    failed.append(got)
+                else:
+                    self.clients[idx] = got
         return failed + self.pool.wait_logged_in(self.stop)
 
     def _notice(self, event: ServerNotice) -> None:
