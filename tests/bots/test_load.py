@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import queue
 import re
 import signal
+import socket
 import threading
+import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from chatroom import ChatClient, Disconnect
 from chatroom.testing import TestServer, running_server
 from chatroom_bots.load import LoadConfig, merge_histograms, new_histogram, percentiles, run_load
 from chatroom_bots.load.__main__ import main as chat_load
-from chatroom_bots.load.receivers import ReceiverPool
-from chatroom_bots.load.stats import make_names, pack, unpack
+from chatroom_bots.load.pool import BotPool
+from chatroom_bots.load.stats import MAX_US, make_names, pack, record_counts, unpack
+from chatroom_bots.load.worker import Recorder
 from tests.helpers import ServerProcess
 
 
@@ -168,19 +175,24 @@ def test_one_swarm_many_steps(fast_server: TestServer) -> None:
 
 
 class _Sink:
-    """Collects what a ReceiverPool reports, for the test's thread to wait on."""
+    """Collects what a BotPool reports, for the test's thread to wait on."""
 
     def __init__(self) -> None:
-        self.deliveries: queue.Queue[tuple[int, str]] = queue.Queue()
+        self.got: queue.Queue[tuple[int, str]] = queue.Queue()
         self.disconnects: queue.Queue[Disconnect] = queue.Queue()
         self.logins = 0
         self.errors = 0
 
-    def delivery(self, receiver: int, message: str) -> None:
-        self.deliveries.put((receiver, message))
+    def sent(self, pm: bool, lag: float) -> None:
+        pass
+
+    def deliveries(self, receiver: int, messages: Iterable[str], arrived_us: int) -> None:
+        for m in messages:
+            self.got.put((receiver, m))
 
     def error(self, _: object = None) -> None:
         self.errors += 1
+        self.got.put((-1, "error"))
 
     def disconnected(self, event: Disconnect) -> None:
         self.disconnects.put(event)
@@ -194,13 +206,13 @@ def test_receiver_pool_logs_in_receives_and_reports_failures(fast_server: TestSe
         owner.login("taken_name", "the owner's password")
         sink = _Sink()
         names = ["pool_a", "pool_b", "taken_name"]
-        pool = ReceiverPool(fast_server.host, fast_server.port, names, "pool password", sink)
+        pool = BotPool(fast_server.host, fast_server.port, names, "pool password", sink)
         pool.start([0, 1, 2])
         failures = pool.wait_logged_in(threading.Event())
         assert len(failures) == 1 and failures[0].startswith("taken_name: bad_credentials")
         assert pool.logged_in == sink.logins == 2
         owner.pm("to the pool")
-        got = sorted(sink.deliveries.get(timeout=10) for _ in range(2))
+        got = sorted(sink.got.get(timeout=10) for _ in range(2))
         assert got == [(0, "to the pool"), (1, "to the pool")]
         with ChatClient(fast_server.host, fast_server.port) as thief:
             thief.login("pool_a", "pool password")  # takes pool_a's session over
@@ -208,3 +220,78 @@ def test_receiver_pool_logs_in_receives_and_reports_failures(fast_server: TestSe
         assert pool.logged_in == 1
         pool.close()
         assert sink.errors == 0
+
+
+def test_receiver_pool_reads_mixed_frames_in_order() -> None:
+    """Deliveries mixed with a frame of an unknown type, a malformed frame and a bye: the
+    deliveries arrive in order around them, the malformed one is an error, the unknown
+    one is ignored, and the bye ends the bot, however the reads split them."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def peer() -> None:
+        conn, _ = listener.accept()
+        with conn, conn.makefile("rwb") as f:
+            f.readline()  # login
+            ok = {"type": "login_ok", "username": "me", "new_user": False, "users": ["me"]}
+            f.write(json.dumps(ok).encode() + b"\n")
+            f.flush()
+            frames = [
+                {"type": "broadcast", "from": "a", "message": "one", "ts": 1.0},
+                {"type": "dm", "from": "a", "to": "me", "message": "two", "ts": 1.0},
+                {"type": "from_the_future", "message": "not a delivery"},
+                {"type": "broadcast", "from": "a", "message": "three", "ts": 1.0},
+            ]
+            f.write(b"".join(json.dumps(x).encode() + b"\n" for x in frames))
+            f.flush()  # likely one read: the fast path, except for the unknown type
+            f.write(b'{"type":"broadcast","message":4}\n')  # message is not a string
+            f.write(b'{"type":"broadcast","from":"a","message":"five","ts":1.0}\n')
+            f.write(b'{"type":"bye","reason":"server_shutdown"}\n')
+            f.flush()
+            f.read()  # until the pool closes the connection
+
+    t = threading.Thread(target=peer, daemon=True)
+    t.start()
+    sink = _Sink()
+    pool = BotPool("127.0.0.1", port, ["me"], "pool password", sink)
+    with listener:
+        pool.start([0])
+        assert pool.wait_logged_in(threading.Event()) == []
+        got = [sink.got.get(timeout=10)[1] for _ in range(5)]
+        assert got == ["one", "two", "three", "error", "five"]
+        assert sink.disconnects.get(timeout=10).reason == "network"
+        pool.close()
+    t.join(10)
+    assert sink.got.empty()
+
+
+def test_recorder_counts_a_read_at_once() -> None:
+    rec = Recorder()
+    arrived = 1_000_000
+    batch = [pack(3, seq, arrived - 1000 * (seq + 1), 40) for seq in (0, 1, 2, 2, 1)]
+    rec.deliveries(7, [*batch, "not a load message"], arrived)
+    second = rec.tick()
+    assert second["delivered"] == 5 and second["latency"] == {1000: 1, 2000: 2, 3000: 2}
+    rec.delivery(8, pack(3, 0, int(time.monotonic() * 1e6) - 500, 40))
+    final = rec.final(reset=True)
+    assert (final["delivered"], final["duplicates"], final["out_of_order"]) == (6, 1, 1)
+    assert sum(final["latency"].values()) == 1  # only what no tick reported
+    h = new_histogram()
+    for part in (second, final):
+        record_counts(h, part["latency"])
+    assert h.get_total_count() == 6
+    assert h.get_value_at_percentile(50) == 2000  # of ~0.5, 1, 2, 2, 3, 3 ms
+    assert rec.final()["delivered"] == 0
+
+
+@given(st.dictionaries(st.integers(-5, 4_000_000_000), st.integers(1, 1000), max_size=200))
+def test_record_counts_matches_record_value(counts: dict[int, int]) -> None:
+    bulk, one_by_one = new_histogram(), new_histogram()
+    record_counts(bulk, counts)
+    for micros, n in counts.items():
+        one_by_one.record_value(min(max(micros, 1), MAX_US), n)
+    assert bulk.get_total_count() == one_by_one.get_total_count() == sum(counts.values())
+    assert bulk.get_min_value() == one_by_one.get_min_value()
+    assert bulk.get_max_value() == one_by_one.get_max_value()
+    for p in (0.0, 10.0, 50.0, 90.0, 99.0, 99.9, 100.0):
+        assert bulk.get_value_at_percentile(p) == one_by_one.get_value_at_percentile(p)

@@ -9,13 +9,21 @@ import multiprocessing as mp
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any, Literal, TextIO, cast
 
+from hdrh.histogram import HdrHistogram
+
 from chatroom.protocol import DEFAULT_PORT
-from chatroom_bots.load.stats import make_names, merge_histograms, percentiles
+from chatroom_bots.load.stats import (
+    make_names,
+    merge_histograms,
+    new_histogram,
+    percentiles,
+    record_counts,
+)
 from chatroom_bots.load.worker import WorkerSpec, worker_main
 
 Mode = Literal["run", "logins", "hold"]
@@ -249,7 +257,7 @@ class Swarm:
             on_other=lambda p: _tick(ticks, p, t0, None),
         )
         result.send_seconds = duration
-        _merge(result, finals)
+        _merge(result, finals, [p for parts in ticks.values() for p in parts])
         result.timeline = [row for row in _timeline(ticks) if row["second"] >= 0]
         _warn(result)
         return result
@@ -325,7 +333,7 @@ def _row(second: int, parts: list[dict[str, Any]]) -> dict[str, Any]:
         "sent": sum(p["sent"] for p in parts),
         "delivered": sum(p["delivered"] for p in parts),
         "errors": sum(p["errors"] for p in parts),
-        "p99_ms": percentiles(merge_histograms(p["latency"] for p in parts))["p99"],
+        "p99_ms": percentiles(_histogram(parts))["p99"],
         "cpu": round(max(p["cpu"] for p in parts), 2),
     }
 
@@ -334,7 +342,16 @@ def _timeline(ticks: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return [_row(s, ticks[s]) for s in sorted(ticks)]
 
 
-def _merge(result: LoadResult, finals: list[dict[str, Any]]) -> None:
+def _histogram(parts: Iterable[dict[str, Any]]) -> HdrHistogram:
+    """One histogram from the workers' ``{µs: deliveries}`` counts (workers count; this
+    process, which only waits, builds histograms: see worker.Recorder)."""
+    h = new_histogram()
+    for p in parts:
+        record_counts(h, p["latency"])
+    return h
+
+
+def _merge(result: LoadResult, finals: list[dict[str, Any]], ticks: list[dict[str, Any]]) -> None:
     for key in (
         "sent_pm",
         "sent_dm",
@@ -347,7 +364,8 @@ def _merge(result: LoadResult, finals: list[dict[str, Any]]) -> None:
     ):
         setattr(result, key, sum(f[key] for f in finals))
     result.max_lag = max(f["max_lag"] for f in finals)
-    result.latency_ms = percentiles(merge_histograms(f["latency"] for f in finals))
+    # The step's latencies: every second the workers reported, and the rest in finals.
+    result.latency_ms = percentiles(_histogram([*ticks, *finals]))
     # A public message is expected by every other bot, a DM by its one target.
     result.expected = result.sent_pm * (result.logged_in - 1) + result.sent_dm
 

@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Mapping
 
 from faker import Faker
 from hdrh.histogram import HdrHistogram
 
 __all__ = [
+    "PAYLOAD",
     "PERCENTILES",
     "make_names",
     "merge_histograms",
     "new_histogram",
     "pack",
     "percentiles",
+    "record_counts",
     "unpack",
 ]
 
 MAX_US = 3_600_000_000  # an hour: anything slower is clamped
+# Values below 2**11 µs are kept exactly at 3 significant digits (HdrHistogram's
+# sub-bucket count); above, each power of two halves the resolution.
+_EXACT_BITS = 11
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 
 
@@ -28,6 +34,22 @@ def new_histogram() -> HdrHistogram:
 
 def record(h: HdrHistogram, micros: int) -> None:
     h.record_value(min(max(micros, 1), MAX_US))
+
+
+def record_counts(h: HdrHistogram, counts: Mapping[int, int]) -> None:
+    """Record ``{µs: how many}`` at once. The load generator counts latencies with a
+    ``Counter`` on its hot path (one C-level update per read) instead of calling
+    ``record_value`` per delivery (pure Python, ~1.5 µs each: at 100,000 deliveries/s it
+    was a seventh of the generator's CPU). Values are first rounded down to the bucket
+    the histogram would put them in (3 significant digits: exact below 2,048 µs), so each
+    second costs one ``record_value`` per occupied bucket, not per distinct value."""
+    buckets: Counter[int] = Counter()
+    for micros, n in counts.items():
+        v = min(max(micros, 1), MAX_US)
+        shift = v.bit_length() - _EXACT_BITS
+        buckets[v if shift <= 0 else (v >> shift) << shift] += n
+    for v, n in buckets.items():
+        h.record_value(v, n)
 
 
 def merge_histograms(encoded: Iterable[bytes]) -> HdrHistogram:
@@ -49,7 +71,7 @@ def percentiles(h: HdrHistogram) -> dict[str, float]:
 
 
 # The message payload: "L<sender>:<seq>:<intended µs>:" padded with "x" to --size bytes.
-_PAYLOAD = re.compile(r"L(\d+):(\d+):(\d+):")
+PAYLOAD = re.compile(r"L(\d+):(\d+):(\d+):")
 
 
 def pack(sender: int, seq: int, intended_us: int, size: int) -> str:
@@ -59,7 +81,7 @@ def pack(sender: int, seq: int, intended_us: int, size: int) -> str:
 
 def unpack(message: str) -> tuple[int, int, int] | None:
     """(sender, seq, intended µs) of a load message, None for anything else."""
-    m = _PAYLOAD.match(message)
+    m = PAYLOAD.match(message)
     return (int(m[1]), int(m[2]), int(m[3])) if m else None
 
 

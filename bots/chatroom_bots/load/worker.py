@@ -1,13 +1,14 @@
 """One chat-load worker process: logs in its share of the bots, sends on schedule, and
 records every delivery.
 
-Threads: each sending bot is a ChatClient with one receive thread (``inline_hooks=True``:
-the hooks below run there); every other bot lives in the worker's
-:class:`~chatroom_bots.load.receivers.ReceiverPool`, one epoll thread for thousands of
-connections (its docstring says why). The main thread logs in and then runs the send
-schedule; a control thread reads commands from the parent; a tick thread reports once a
-second. ``Recorder._lock`` guards every counter and histogram, since deliveries are
-recorded from the receive threads and the pool at once.
+Threads: every bot lives in the worker's :class:`~chatroom_bots.load.pool.BotPool`, one
+epoll thread for thousands of connections that also sends on the step's
+:class:`SendSchedule` (its docstring says why). With TLS each bot is a ChatClient instead,
+with one receive thread (``inline_hooks=True``: the hooks below run there), and the main
+thread plays the schedule. The main thread logs in and then waits for each step; a
+control thread reads commands from the parent; a tick thread reports once a second. The
+Recorder's locks guard every counter and histogram, since deliveries may be recorded
+from several threads at once.
 """
 
 from __future__ import annotations
@@ -18,14 +19,17 @@ import logging
 import random
 import threading
 import time
+from collections import Counter
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
 from chatroom import Broadcast, ChatClient, ChatError, DirectMessage, Disconnect, ServerNotice
-from chatroom_bots.load.receivers import ReceiverPool
-from chatroom_bots.load.stats import new_histogram, pack, record, unpack
+from chatroom.protocol import DmCommand, PmCommand, encode
+from chatroom_bots.load.pool import BotPool
+from chatroom_bots.load.stats import PAYLOAD, new_histogram, pack, record
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +58,20 @@ class WorkerSpec:
 
 
 class Recorder:
-    """Counters and histograms of one worker; safe from every receive thread."""
+    """Counters of one worker; ``_lock`` guards all of them (held for microseconds at a
+    time), since deliveries may be recorded from several threads at once.
+
+    Latencies are counted, not put in a histogram, here: ``record_value`` costs ~1.5 µs
+    of Python per delivery, and building a histogram from the counts costs ~15 ms per
+    second at 70,000 deliveries/s, which on a thread of this process would stall the bot
+    loop's every GIL hand-back for that long (the convoy effect) and show up in the very
+    latencies measured. The parent process, which only waits, builds the histograms.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.latency = new_histogram()
-        self.tick_latency = new_histogram()
+        # Latency (µs) -> deliveries, since the last tick() or final().
+        self.tick_counts: Counter[int] = Counter()
         self.logins = new_histogram()
         self.delivered = self.tick_delivered = 0
         self.sent_pm = self.sent_dm = self.tick_sent = 0
@@ -69,28 +81,48 @@ class Recorder:
         self.late_sends = 0
         self.max_lag = 0.0
         self.closing = False
-        self._last: dict[tuple[int, int], int] = {}
+        # receiver -> sender (as sent, a decimal string) -> the highest sequence seen
+        self._last: dict[int, dict[str, int]] = {}
 
     def delivery(self, receiver: int, message: str) -> None:
-        parsed = unpack(message)
-        if parsed is None:
+        """One message to a sending bot (a ChatClient hook, on its receive thread)."""
+        self.deliveries(receiver, (message,), int(time.monotonic() * 1e6))
+
+    def deliveries(self, receiver: int, messages: Iterable[str], arrived_us: int) -> None:
+        """The messages one read brought to ``receiver``, which arrived at ``arrived_us``
+        (``time.monotonic()`` in µs); anything that is not a load message is skipped.
+
+        This is the generator's hot path (every delivery of the run passes here), so it
+        works per read, not per message: the payloads are parsed before taking the lock,
+        latencies go into a Counter in one C-level update (``tick`` turns them into a
+        histogram once a second, see ``stats.record_counts``), and the lock is taken once.
+        """
+        match = PAYLOAD.match
+        latencies: list[int] = []
+        seqs: list[tuple[str, int]] = []
+        for message in messages:
+            m = match(message)
+            if m is not None:
+                sender, seq, intended = m.groups()
+                latencies.append(arrived_us - int(intended))
+                seqs.append((sender, int(seq)))
+        if not latencies:
             return
-        sender, seq, intended = parsed
-        micros = int(time.monotonic() * 1e6) - intended
-        key = (receiver, sender)
         with self._lock:
-            # Only the second's histogram: tick() folds it into the total (one record per
-            # delivery, on the hot path of the whole generator).
-            record(self.tick_latency, micros)
-            self.delivered += 1
-            self.tick_delivered += 1
-            last = self._last.get(key, -1)
-            if seq > last:
-                self._last[key] = seq
-            elif seq == last:
-                self.duplicates += 1
-            else:
-                self.out_of_order += 1
+            self.tick_counts.update(latencies)
+            self.delivered += len(latencies)
+            self.tick_delivered += len(latencies)
+            last = self._last.get(receiver)
+            if last is None:
+                last = self._last[receiver] = {}
+            for sender, seq in seqs:
+                prev = last.get(sender, -1)
+                if seq > prev:
+                    last[sender] = seq
+                elif seq == prev:
+                    self.duplicates += 1
+                else:
+                    self.out_of_order += 1
 
     def login_time(self, micros: int) -> None:
         with self._lock:
@@ -120,22 +152,22 @@ class Recorder:
             self.max_lag = max(self.max_lag, lag)
 
     def tick(self) -> dict[str, Any]:
+        """This second's numbers; the latencies as ``{µs: deliveries}`` (the parent turns
+        them into histograms: see ``chatroom_bots.load.stats.record_counts``)."""
         with self._lock:
             out = {
                 "sent": self.tick_sent,
                 "delivered": self.tick_delivered,
                 "errors": self.tick_errors,
-                "latency": self.tick_latency.encode(),
+                "latency": self.tick_counts,
             }
+            self.tick_counts = Counter()
             self.tick_sent = self.tick_delivered = self.tick_errors = 0
-            self.latency.add(self.tick_latency)
-            self.tick_latency.reset()
         return out
 
     def final(self, reset: bool = False) -> dict[str, Any]:
+        """The step's totals; ``latency`` holds what no tick has reported yet."""
         with self._lock:
-            self.latency.add(self.tick_latency)
-            self.tick_latency.reset()
             out = {
                 "sent_pm": self.sent_pm,
                 "sent_dm": self.sent_dm,
@@ -146,15 +178,15 @@ class Recorder:
                 "disconnects": self.disconnects,
                 "late_sends": self.late_sends,
                 "max_lag": self.max_lag,
-                "latency": self.latency.encode(),
+                "latency": self.tick_counts,
             }
+            self.tick_counts = Counter()
             if reset:
-                self.latency.reset()
                 self.delivered = self.sent_pm = self.sent_dm = 0
                 self.duplicates = self.out_of_order = self.errors = self.disconnects = 0
                 self.late_sends = 0
                 self.max_lag = 0.0
-            return out
+        return out
 
 
 def _relay_frame(sender: str, text: str) -> bytes:
@@ -164,6 +196,52 @@ def _relay_frame(sender: str, text: str) -> bytes:
         ).encode()
         + b"\n"
     )
+
+
+class SendSchedule:
+    """One step's sends, open loop: sender of rank k sends its j-th message at
+    t0 + (k + j*S) / rate, whatever happened to the previous one. No I/O: whoever plays
+    it (the BotPool's loop, or the main thread for TLS ChatClients) asks when the next
+    send is due and pops it then.
+
+    ``next_seq`` (bot -> its next sequence number, kept by the worker so numbers continue
+    across steps and receivers can check order) belongs to the thread playing the
+    schedule until ``finished`` is set.
+    """
+
+    def __init__(
+        self, spec: WorkerSpec, t0: float, end: float, rate: float, next_seq: dict[int, int]
+    ) -> None:
+        self._spec = spec
+        self._end = end
+        self._interval = spec.total_senders / rate  # between two sends of one bot
+        self._rng = random.Random(spec.seed * 1000 + spec.index)
+        self._next_seq = next_seq
+        self._heap = [
+            (t0 + rank / rate, idx, next_seq.get(idx, 0)) for idx, rank in spec.senders.items()
+        ]
+        heapq.heapify(self._heap)
+        self.finished = threading.Event()
+
+    def next_due(self) -> float | None:
+        if not self._heap or self._heap[0][0] >= self._end:
+            return None
+        return self._heap[0][0]
+
+    def pop(self) -> tuple[int, bytes, bool]:
+        s = self._spec
+        due, idx, seq = self._heap[0]
+        heapq.heapreplace(self._heap, (due + self._interval, idx, seq + 1))
+        self._next_seq[idx] = seq + 1
+        text = pack(idx, seq, int(due * 1e6), s.size)
+        if self._rng.random() < s.pm_fraction:
+            if s.relay_frames:
+                return idx, _relay_frame(s.names[idx], text), True
+            return idx, encode(PmCommand(message=text)), True
+        target = self._rng.randrange(len(s.names) - 1)
+        if target >= idx:
+            target += 1  # anyone but the sender
+        return idx, encode(DmCommand(to=s.names[target], message=text)), False
 
 
 def worker_main(spec: WorkerSpec, pipe: Connection) -> None:
@@ -178,7 +256,7 @@ class Worker:
         self._pipe_lock = threading.Lock()  # Connection.send is not thread-safe
         self.rec = Recorder()
         self.clients: dict[int, ChatClient] = {}
-        self.pool: ReceiverPool | None = None
+        self.pool: BotPool | None = None
         self.go = threading.Event()
         self.report = threading.Event()
         self.stop = threading.Event()
@@ -216,7 +294,7 @@ class Worker:
                     break
                 self.go.clear()
                 if self.spec.senders and self.rate > 0:
-                    self.send_schedule()
+                    self.play_schedule()
                 while not self.report.wait(0.5) and not self.stop.is_set():
                     pass  # drain
                 if self.stop.is_set():
@@ -237,10 +315,10 @@ class Worker:
 
     def login_all(self) -> list[str]:
         s = self.spec
-        # Receivers go to the epoll pool; senders (and, with TLS, everyone) are ChatClients.
-        pooled = [] if s.tls else [i for i in s.mine if i not in s.senders]
-        as_clients = [i for i in s.mine if s.tls or i in s.senders]
-        self.pool = ReceiverPool(
+        # Every bot goes to the epoll pool; with TLS every bot is a ChatClient instead.
+        pooled = [] if s.tls else list(s.mine)
+        as_clients = list(s.mine) if s.tls else []
+        self.pool = BotPool(
             s.host,
             s.port,
             s.names,
@@ -309,43 +387,25 @@ class Worker:
                 self.stop.set()
                 return
 
-    def send_schedule(self) -> None:
-        """Open loop: sender of rank k sends its j-th message at t0 + (k + j*S) / rate,
-        whatever happened to the previous one."""
-        s = self.spec
-        rng = random.Random(s.seed * 1000 + s.index)
-        step = 1.0 / self.rate
-        # Sequence numbers continue across steps: receivers check order per sender.
-        heap = [
-            (self.t0 + rank * step, idx, self.next_seq.get(idx, 0))
-            for idx, rank in s.senders.items()
-        ]
-        heapq.heapify(heap)
-        others = list(range(len(s.names)))
-        while heap:
-            due, idx, seq = heap[0]
-            if due >= self.end:
-                break
+    def play_schedule(self) -> None:
+        """Send this step's messages; return when the last is out (or on stop)."""
+        schedule = SendSchedule(self.spec, self.t0, self.end, self.rate, self.next_seq)
+        if self.pool is not None and not self.spec.tls:
+            self.pool.play(schedule)
+            while not schedule.finished.wait(0.5) and not self.stop.is_set():
+                pass
+            return
+        # With TLS the bots are ChatClients, and this thread sends for them.
+        while (due := schedule.next_due()) is not None:
             wait = due - time.monotonic()
             if wait > 0 and self.stop.wait(wait):
                 return
+            idx, frame, pm = schedule.pop()
             client = self.clients.get(idx)
-            heapq.heapreplace(heap, (due + s.total_senders * step, idx, seq + 1))
-            self.next_seq[idx] = seq + 1
             if client is None:
-                continue
-            text = pack(idx, seq, int(due * 1e6), s.size)
-            pm = rng.random() < s.pm_fraction
+                continue  # it failed to log in
             try:
-                if pm and s.relay_frames:
-                    client._send(_relay_frame(s.names[idx], text))
-                elif pm:
-                    client.pm(text, wait=False)
-                else:
-                    target = rng.choice(others)
-                    while target == idx:
-                        target = rng.choice(others)
-                    client.dm(s.names[target], text, wait=False)
+                client._send(frame)
             except ChatError:
                 self.rec.error()
                 continue
