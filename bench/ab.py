@@ -4,7 +4,8 @@ Run-to-run noise on this shared 2-core box is often 30 % or more, so a server ch
 judged by alternating the two servers (A, B, A, B, ...) on the same fan-out steps in the
 same minutes, and comparing server CPU per 1,000 deliveries and p99, step by step.
 
-    .venv/bin/python bench/ab.py --base HEAD~1 [--rounds 3] [--rates 200,800,1100]
+    .venv/bin/python bench/ab.py --base HEAD~1 [--rounds 3] [--rates 200,800,1500]
+                                 [--senders 10]
 """
 
 from __future__ import annotations
@@ -44,11 +45,13 @@ def start(pythonpath: str | None, db: Path) -> tuple[subprocess.Popen[str], int]
     raise RuntimeError("the server did not start")
 
 
-def measure(pythonpath: str | None, db: Path, rates: list[float]) -> list[tuple[float, float]]:
-    """(server CPU ms per 1,000 deliveries, p99 ms) at each rate, N=100, 10 senders."""
+def measure(
+    pythonpath: str | None, db: Path, rates: list[float], senders: int
+) -> list[tuple[float, float]]:
+    """(server CPU ms per 1,000 deliveries, p99 ms) at each rate, N=100."""
     proc, port = start(pythonpath, db)
     try:
-        cfg = LoadConfig(port=port, clients=100, senders=10, processes=2, drain=1.0)
+        cfg = LoadConfig(port=port, clients=100, senders=senders, processes=2, drain=1.0)
         out = []
         with Swarm(cfg) as swarm:
             for rate in rates:
@@ -66,7 +69,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--base", default="HEAD~1", help="git revision for A (B is this tree)")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--rates", default="200,800,1100", help="messages/s, 100 bots")
+    ap.add_argument("--rates", default="200,800,1500", help="messages/s, 100 bots")
+    ap.add_argument("--senders", type=int, default=10, help="of the 100 bots")
     a = ap.parse_args()
     rates = [float(x) for x in a.rates.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
@@ -80,7 +84,7 @@ def main() -> None:
             paths = {"A": f"{tree}/server:{tree}/sdk", "B": None}
             for i in range(a.rounds):
                 for v in ("A", "B"):
-                    runs[v].append(measure(paths[v], Path(tmp) / f"{v}{i}.db", rates))
+                    runs[v].append(measure(paths[v], Path(tmp) / f"{v}{i}.db", rates, a.senders))
                     print(f"round {i + 1} {v}: {runs[v][-1]}", flush=True)
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)])

@@ -12,16 +12,23 @@ dearer than the ``send`` syscall itself. So:
   a busy connection gets many frames per syscall and frame order is kept.
 - Fan-out writes in two passes (:meth:`Outbox.queue` to every recipient, then
   :meth:`Outbox.push` to each): frames queued by several senders at once go out in one
-  ``send`` per recipient, whoever pushes first. The queue pass makes no syscall, so it
-  never releases the GIL mid-way.
+  ``send`` per recipient, whoever pushes first. Neither pass ever waits for another
+  thread: ``queue`` appends to a deque without the lock, and ``push`` only *tries* the
+  lock; if another thread holds it, that thread sends the frames when it lets go (see
+  :meth:`Outbox.push`). With ten threads fanning out to the same 99 sockets, waiting
+  for each other's ``send`` on the outbox locks was where the time went: each wait is a
+  futex sleep, a wake-up and a GIL hand-back (docs/PERFORMANCE.md).
 - A backlog over the limit (default 1 MiB), or one that makes no progress for
   ``stall_timeout`` seconds, disconnects that client. Nobody else waits for it: a send
   never blocks.
 
 Threading: each :class:`Outbox` has one lock (``_lock``) guarding its buffer, its state
 flags and the socket's file descriptor (the fd is only closed under it, so no thread can
-ever write to a reused fd number). The flusher's ``_watched`` map is written only under
-the lock of the outbox it names and read by the flusher thread (dict get/set are atomic).
+ever write to a reused fd number). ``_pending`` is the exception: a ``deque`` that any
+thread appends to without the lock and only lock holders pop from; whoever releases the
+lock looks at it afterwards (``_unlocked``), so nothing appended stays there. The
+flusher's ``_watched`` map is written only under the lock of the outbox it names and
+read by the flusher thread (dict get/set are atomic).
 No user code runs under any of these locks; the only I/O under them is non-blocking.
 """
 
@@ -33,6 +40,7 @@ import socket
 import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
@@ -107,6 +115,7 @@ class Outbox:
         "_flusher",
         "_lock",
         "_open",
+        "_pending",
         "_progress_at",
         "_retry",
         "_sock",
@@ -141,6 +150,7 @@ class Outbox:
         self._lock = threading.Lock()
         self._drained = threading.Condition(self._lock)
         self._buf = bytearray()
+        self._pending: deque[bytes] = deque()  # see the module docstring
         self._accepting = True  # False once closing: later frames are dropped
         self._open = True  # False once the fd is closed
         self._watching = False
@@ -150,39 +160,74 @@ class Outbox:
 
     @property
     def backlog(self) -> int:
-        return len(self._buf)
+        """Bytes queued or waiting for the socket (a snapshot while others queue)."""
+        return len(self._buf) + sum(map(len, list(self._pending)))
 
     def send(self, data: bytes) -> bool:
         """Queue one or more whole frames. Never blocks; False if the frames were dropped."""
         with self._lock:
             if not self._accepting:
                 return False
-            reason = self._send_locked(data)
-            if reason is None:
-                return True
-            self._abort_locked()
-        self._dropped(reason)
-        return False
+            # Frames queued before these go first.
+            reason = self._drain_locked() or self._send_locked(data)
+            if reason is not None:
+                self._abort_locked()
+        if reason is not None:
+            self._dropped(reason)
+            return False
+        self._unlocked()
+        return True
 
     def queue(self, data: bytes) -> bool:
-        """Append whole frames for a later :meth:`push` (from any thread): no syscall.
-        False if they were dropped."""
-        with self._lock:
-            if not self._accepting:
-                return False
-            if len(self._buf) + len(data) <= self.limit:
-                self._buf += data
-                return True
-            self._abort_locked()
-        self._dropped(f"output backlog over {self.limit} bytes")
-        return False
+        """Append whole frames for a later :meth:`push`, from any thread: no lock, no
+        syscall. False if the connection is closing (they are dropped)."""
+        if not self._accepting:
+            return False
+        self._pending.append(data)
+        return True
 
     def push(self) -> None:
-        """Write what :meth:`queue` left, unless another thread already did (then this is
-        a lock and a length check) or the flusher owns a backlog."""
-        with self._lock:
-            if self._buf and not self._watching and self._open:
-                self._push_locked()
+        """Write what :meth:`queue` left, unless another thread holds the lock: then that
+        thread writes it once it lets go (``_unlocked``), and this one does not wait.
+
+        Why that is enough: our frames were appended before we tried the lock. If we did
+        not get it, the holder had not yet let go, and every holder looks at
+        ``_pending`` after letting go, so it (or the next holder) sends them. The flusher
+        owning a backlog only moves them into the buffer behind it."""
+        while self._pending:
+            if not self._lock.acquire(blocking=False):
+                return
+            try:
+                reason = self._drain_locked()
+                if reason is None and self._buf and not self._watching and self._open:
+                    self._push_locked()
+                elif reason is not None:
+                    self._abort_locked()
+            finally:
+                self._lock.release()
+            if reason is not None:
+                self._dropped(reason)
+                return
+
+    def _unlocked(self) -> None:
+        """Every holder of ``_lock`` calls this after letting go: frames queued while it
+        held the lock, whose ``push`` found the lock taken, are sent now."""
+        if self._pending:
+            self.push()
+
+    def _drain_locked(self) -> str | None:
+        """Move queued frames into the buffer, in order; the reason to drop the
+        connection if that overflows it. Lock held."""
+        pending, buf = self._pending, self._buf
+        while pending:
+            data = pending.popleft()
+            if not self._accepting:
+                continue  # closing: dropped, as queue() would have
+            if len(buf) + len(data) > self.limit:
+                pending.clear()
+                return f"output backlog over {self.limit} bytes"
+            buf += data
+        return None
 
     def _push_locked(self) -> None:
         """Write the queued bytes now; hand any rest to the flusher. Lock held."""
@@ -253,11 +298,13 @@ class Outbox:
             if not self._open:
                 return b""
             try:
-                return self._sock.recv(size)
+                data: bytes | None = self._sock.recv(size)
             except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-                return None
+                data = None
             except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-                return b""
+                data = b""
+        self._unlocked()
+        return data
 
     def _dropped(self, reason: str) -> None:
         log.warning("disconnecting %s: %s", self.name or self.fd, reason)
@@ -267,6 +314,7 @@ class Outbox:
     def _abort_locked(self) -> None:
         self._accepting = False
         self._buf.clear()
+        self._pending.clear()
         if self._watching:
             self._watching = False
             self._flusher._unwatch(self)
@@ -280,25 +328,34 @@ class Outbox:
     def _flush(self) -> None:
         """Flusher thread: write as much backlog as the kernel takes."""
         with self._lock:
-            if not self._open or not self._buf:
-                if self._watching:
-                    self._watching = False
-                    self._flusher._unwatch(self)
-                return
-            try:
-                sent = self._send_now(self._buf)
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                log.debug("flush to %s failed: %s", self.name, exc)
-                self._abort_locked()
-                return
-            del self._buf[:sent]
-            self._progress_at = self._flusher._clock()
-            if not self._buf:
+            self._flush_locked()
+        self._unlocked()
+
+    def _flush_locked(self) -> None:
+        reason = self._drain_locked()
+        if reason is not None:
+            self._abort_locked()
+            log.warning("disconnecting %s: %s", self.name or self.fd, reason)
+            return
+        if not self._open or not self._buf:
+            if self._watching:
                 self._watching = False
                 self._flusher._unwatch(self)
-                self._drained.notify_all()
+            return
+        try:
+            sent = self._send_now(self._buf)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            log.debug("flush to %s failed: %s", self.name, exc)
+            self._abort_locked()
+            return
+        del self._buf[:sent]
+        self._progress_at = self._flusher._clock()
+        if not self._buf:
+            self._watching = False
+            self._flusher._unwatch(self)
+            self._drained.notify_all()
 
     def check_stall(self, now: float) -> None:
         """Drop the connection if its backlog made no progress for ``stall_timeout`` s
@@ -311,6 +368,8 @@ class Outbox:
                 self._abort_locked()
         if stalled:
             self._dropped(f"no write progress for {self.stall_timeout:g} s")
+        else:
+            self._unlocked()
 
     def kill(self) -> None:
         """Drop pending output and wake the reader thread; it then calls :meth:`close`."""
@@ -323,8 +382,10 @@ class Outbox:
         :meth:`close` gracefully. One lock hold, so nothing can slip in after ``last``."""
         with self._lock:
             if last and self._accepting:
-                self._send_locked(last)  # on overflow the close below drops it anyway
+                # Queued frames first; on overflow the close below drops it all anyway.
+                self._drain_locked() or self._send_locked(last)
             self._accepting = False
+            self._pending.clear()
             if self._open:
                 try:
                     _tcp_shutdown(self._sock, socket.SHUT_RD)
@@ -337,6 +398,7 @@ class Outbox:
         Called once, by the connection's own reader thread, when it is done.
         """
         with self._lock:
+            self._drain_locked()  # what was queued before close() still goes out
             self._accepting = False
             if self._buf and not self._watching and self._open:
                 self._push_locked()
@@ -346,6 +408,7 @@ class Outbox:
                 self._watching = False
                 self._flusher._unwatch(self)
             self._buf.clear()
+            self._pending.clear()
             if self._open:
                 self._open = False
                 try:

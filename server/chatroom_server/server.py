@@ -7,6 +7,10 @@ Threads and what they own:
   socket and runs its commands; hashing a password happens here, outside every lock. It
   writes to other connections only through their :class:`~chatroom_server.outbox.Outbox`,
   which never blocks. When it ends, it removes its connection and closes the socket.
+  Public messages go through the :class:`~chatroom_server.fanout.FanOut`: one reader
+  thread at a time sends everyone's queued broadcasts (whichever gets there first; no
+  thread waits for it), and what a reader sends after its own broadcasts waits in the
+  same queue behind them.
 - **flusher thread** (``chat-flusher``, :mod:`chatroom_server.outbox`): drains backlogs.
 - **users thread** (``chat-users``, :mod:`chatroom_server.roster`): coalesced
   ``users_delta`` pushes and the periodic user-list push (docs/PROTOCOL.md §Extensions).
@@ -24,7 +28,8 @@ Shared state and what guards it:
   same list (docs/PROTOCOL.md §Ordering), and a ``joined`` push always precedes the new
   user's first message. ``users_delta`` connections get theirs from the
   :class:`~chatroom_server.roster.UsersPublisher` (its own lock, taken before ``_lock``).
-- Each connection's ``_Conn`` counters are touched only by its own reader thread.
+- Each connection's ``_Conn`` counters are touched only by its own reader thread, except
+  ``done``, written under the FanOut's lock.
 - The account store has its own lock (:mod:`chatroom_server.accounts`).
 """
 
@@ -74,6 +79,7 @@ from chatroom.protocol import (
     validate_command,
 )
 from chatroom_server.accounts import HASHERS, AccountExists, AccountStore
+from chatroom_server.fanout import FanOut
 from chatroom_server.limits import FloodMeter, LoginThrottle, TokenBucket, WindowCounter
 from chatroom_server.outbox import Flusher, Outbox
 from chatroom_server.roster import SortedNames, UsersPublisher
@@ -151,7 +157,8 @@ class ConfigError(Exception):
 
 class _Conn:
     """One client connection. Fields below ``username`` belong to its reader thread
-    (``last_rx`` is also read by the housekeeping sweep; a stale read only delays it)."""
+    (``last_rx`` is also read by the housekeeping sweep; a stale read only delays it),
+    except ``done``, written under the FanOut's lock (chatroom_server.fanout)."""
 
     __slots__ = (
         "acks",
@@ -161,10 +168,12 @@ class _Conn:
         "bucket",
         "connected_at",
         "deltas",
+        "done",
         "errors_in_row",
         "failed_logins",
         "flood",
         "frames",
+        "handed",
         "in_login",
         "ip",
         "last_rx",
@@ -190,6 +199,9 @@ class _Conn:
         # Broadcasts (and their acks) of the frames of the current read, not yet sent.
         self.batch: list[bytes] = []
         self.acks: list[bytes] = []
+        # Items in the FanOut queue: ``handed`` by this reader, ``done`` by the fan-out.
+        self.handed = 0
+        self.done = 0
         # Every users_delta subscriber has been told this user joined (§Ordering).
         self.announced = False
         self.errors_in_row = 0
@@ -233,6 +245,7 @@ class ChatServer:
         self._throttle = LoginThrottle(c.login_free_failures, cap=c.login_backoff_max)
         self._registrations = WindowCounter(c.registrations_per_ip, c.registration_window)
         self.address: tuple[str, int] = (self.config.host, self.config.port)
+        self._fanout = FanOut(lambda: self._roster)
         self._publisher = UsersPublisher(
             lambda: self._names,
             min_window=c.users_window,
@@ -451,6 +464,8 @@ class ChatServer:
             log.exception("handler for %r crashed; closing that connection", conn)
             reason = "handler error"
         finally:
+            # Its last messages go out before its departure is announced.
+            self._fanout.settle(conn, timeout=self.config.shutdown_grace)
             self._leave(conn)
             conn.outbox.close(linger=self.config.shutdown_grace)
             log.debug("%r disconnected: %s", conn, reason)
@@ -499,7 +514,7 @@ class ChatServer:
                 )
                 if conn.batch:
                     self._flush_batch(conn)
-                conn.outbox.finish(_BYE_FLOOD)
+                self._fanout.after(conn, lambda: conn.outbox.finish(_BYE_FLOOD))
                 return False
         try:
             cmd = decode_command(frame)
@@ -535,7 +550,14 @@ class ChatServer:
     def _send_error(self, conn: _Conn, code: str, message: str, rid: str | int | None) -> None:
         if conn.batch:
             self._flush_batch(conn)  # replies go out in the order of the requests
-        conn.outbox.send(encode(ErrorEvent(code=code, message=message, id=rid)))
+        self._reply(conn, encode(ErrorEvent(code=code, message=message, id=rid)))
+
+    def _reply(self, conn: _Conn, data: bytes) -> None:
+        """Send to the connection's own client, behind its broadcasts still queued."""
+        if conn.done == conn.handed:
+            conn.outbox.send(data)
+        else:
+            self._fanout.after(conn, lambda: conn.outbox.send(data))
 
     def _dispatch(self, conn: _Conn, cmd: ClientCommand) -> bool:
         # PM first: it is the hot path.
@@ -554,14 +576,17 @@ class ChatServer:
             return self._login(conn, cmd)
         elif type(cmd) is UsersCommand:
             self._require_login(conn, cmd)
-            if conn.deltas:
-                self._publisher.reply(conn, cmd.id)  # the list its deltas apply to
+            rid = cmd.id
+            if conn.deltas:  # the list its deltas apply to, when the reply goes out
+                self._fanout.after(conn, lambda: self._publisher.reply(conn, rid))
             else:
-                conn.outbox.send(encode(UserList(users=self._names, id=cmd.id)))
+                self._fanout.after(
+                    conn, lambda: conn.outbox.send(encode(UserList(users=self._names, id=rid)))
+                )
         elif type(cmd) is PingCommand:
-            conn.outbox.send(_PONG if cmd.id is None else encode(Pong(id=cmd.id)))
+            self._reply(conn, _PONG if cmd.id is None else encode(Pong(id=cmd.id)))
         elif isinstance(cmd, ExitCommand):  # exit and its alias logout
-            conn.outbox.finish(_BYE_EXIT)  # nothing may follow the bye
+            self._fanout.after(conn, lambda: conn.outbox.finish(_BYE_EXIT))  # nothing follows
             return False
         return True
 
@@ -586,23 +611,15 @@ class ChatServer:
         conn.acks.append(_ACK_PM if cmd.id is None else encode(Ack(command="pm", id=cmd.id)))
 
     def _flush_batch(self, conn: _Conn) -> None:
-        """Hand the batched broadcasts to every other logged-in connection, then ack them
-        (docs/PROTOCOL.md §pm: the ack follows the hand-off)."""
+        """Hand the batched broadcasts to the fan-out (chatroom_server.fanout): to every
+        other logged-in connection, then the acks (docs/PROTOCOL.md §pm: the ack follows
+        the hand-off)."""
         batch, acks = conn.batch, conn.acks
         data = batch[0] if len(batch) == 1 else b"".join(batch)
         ack = acks[0] if len(acks) == 1 else b"".join(acks)
         batch.clear()
         acks.clear()
-        roster = self._roster  # lock-free: a snapshot tuple
-        # Two passes (chatroom_server.outbox): queue to all, then push to each, so
-        # broadcasts that other senders queue meanwhile share the same send().
-        for other in roster:
-            if other is not conn:
-                other.outbox.queue(data)
-        for other in roster:
-            if other is not conn:
-                other.outbox.push()
-        conn.outbox.send(ack)
+        self._fanout.broadcast(conn, data, ack)
 
     def _direct(self, conn: _Conn, cmd: DmCommand) -> None:
         assert conn.username is not None and self._store is not None
@@ -615,10 +632,14 @@ class ChatServer:
                 raise ProtocolError(ErrorCode.UNKNOWN_USER, f"no user named {cmd.to!r}", cmd.id)
             raise ProtocolError(ErrorCode.USER_OFFLINE, f"{cmd.to} is not online", cmd.id)
         to = target.username
-        target.outbox.send(
-            encode(DirectMessage(sender=conn.username, to=to, message=cmd.message, ts=time.time()))
-        )
-        conn.outbox.send(encode(Ack(command="dm", to=to, id=cmd.id)))
+        dm = encode(DirectMessage(sender=conn.username, to=to, message=cmd.message, ts=time.time()))
+        ack = encode(Ack(command="dm", to=to, id=cmd.id))
+
+        def deliver() -> None:  # behind this sender's broadcasts still queued, if any
+            target.outbox.send(dm)
+            conn.outbox.send(ack)
+
+        self._fanout.after(conn, deliver)
 
     # ---------------------------------------------------------------- accounts
 

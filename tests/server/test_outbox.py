@@ -57,13 +57,15 @@ def test_close_writes_what_was_queued_then_ends(pair: tuple[Outbox, socket.socke
     assert peer.recv(10) == b""
 
 
-def test_queue_past_the_limit_drops_the_connection(pair: tuple[Outbox, socket.socket]) -> None:
+def test_queue_past_the_limit_drops_the_connection_at_the_push(
+    pair: tuple[Outbox, socket.socket],
+) -> None:
     out, _ = pair
     out.limit = 10
     dropped: list[str] = []
     out.on_drop = dropped.append
-    assert out.queue(b"12345\n")
-    assert not out.queue(b"678901\n")
+    assert out.queue(b"12345\n") and out.queue(b"678901\n")  # no lock, no check yet
+    out.push()  # the limit applies as the frames move into the buffer
     assert dropped == ["output backlog over 10 bytes"]
     assert not out.queue(b"x\n") and not out.send(b"y\n")
 
@@ -108,3 +110,27 @@ def test_concurrent_pushes_lose_nothing_and_keep_each_senders_order(
             if i % 97 == 0:
                 expect.append(f"{i}.")
         assert seen[k] == expect
+
+
+def test_push_never_waits_for_the_lock_and_the_holder_sends_its_frames(
+    pair: tuple[Outbox, socket.socket],
+) -> None:
+    out, peer = pair
+    holding, release = threading.Event(), threading.Event()
+
+    def holder() -> None:  # stands in for another sender mid-send, or the flusher
+        with out._lock:
+            holding.set()
+            release.wait(10)
+        out._unlocked()  # what every holder does after letting go
+
+    t = threading.Thread(target=holder)
+    t.start()
+    assert holding.wait(10)
+    out.queue(b"queued while held\n")
+    out.push()  # returns at once: the lock is taken (a wait here would hang the test)
+    assert out.backlog == len(b"queued while held\n")
+    release.set()
+    t.join(10)
+    assert read(peer, 18) == b"queued while held\n"
+    assert out.backlog == 0

@@ -300,6 +300,23 @@ def test_batched_public_messages_keep_their_place_among_replies_and_dms(
     assert got == [("broadcast", "a"), ("broadcast", "b"), ("dm", "c"), ("broadcast", "d")]
 
 
+def test_last_messages_precede_the_departure_and_the_bye_follows_the_acks(
+    server: TestServer,
+) -> None:
+    reader = connect(server.address, "stays")
+    leaver = connect(server.address, "leaves")
+    reader.expect("users", joined="leaves")
+    n = 200
+    leaver.send_raw(
+        b"".join(b'{"command":"pm","message":"%d","id":%d}\n' % (i, i) for i in range(n))
+        + b'{"command":"exit"}\n'
+    )
+    assert [leaver.recv()["id"] for _ in range(n)] == list(range(n))  # every ack, then
+    leaver.expect("bye", reason="exit")
+    assert [int(reader.expect("broadcast")["message"]) for _ in range(n)] == list(range(n))
+    reader.expect("users", left="leaves")
+
+
 def test_joined_push_precedes_the_new_users_messages(server: TestServer) -> None:
     old = connect(server.address, "old")
     new = RawClient(server.address)
