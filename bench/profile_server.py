@@ -1,7 +1,10 @@
 """Where the server's time goes under fan-out load: py-spy samples of our server while a
 swarm of 100 bots sends at a fixed rate. Needs py-spy (pip install -e '.[bench]').
 
-    .venv/bin/python bench/profile_server.py --rate 300 --seconds 10
+    .venv/bin/python bench/profile_server.py --rate 300 --seconds 10 [--gil]
+
+``--gil`` samples only the thread holding the GIL: where the Python work goes, without
+the threads that are waiting in ``recv``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=300.0)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--clients", type=int, default=100)
+    ap.add_argument("--gil", action="store_true", help="only the thread holding the GIL")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp, start_server("ours", Path(tmp)) as (proc, port):
         raw = Path(tmp) / "profile.txt"
@@ -46,6 +50,7 @@ def main() -> None:
                     "--output",
                     str(raw),
                     "--nonblocking",
+                    *(["--gil"] if a.gil else []),
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -56,6 +61,7 @@ def main() -> None:
             spy.wait(a.seconds + 30)
             t.join(a.seconds + 60)
         own: collections.Counter[str] = collections.Counter()
+        inclusive: collections.Counter[str] = collections.Counter()
         total = 0
         for line in raw.read_text().splitlines():
             stack, _, count = line.rpartition(" ")
@@ -63,8 +69,13 @@ def main() -> None:
             n = int(count)
             total += n
             own[frames[-1] if frames else "?"] += n  # function (file:line)
-        print(f"{total} samples; where the server's threads were (own time, top 15):")
+            for fn in {f.split(" (")[0] for f in frames}:
+                inclusive[fn] += n  # function, anywhere on the stack
+        print(f"{total} samples at 200/s over {a.seconds:g} s; own time, top 15:")
         for fn, n in own.most_common(15):
+            print(f"  {100 * n / total:5.1f} %  {fn}")
+        print("inclusive (the function or anything it called), top 15:")
+        for fn, n in inclusive.most_common(15):
             print(f"  {100 * n / total:5.1f} %  {fn}")
 
 

@@ -14,7 +14,10 @@ How: a reader thread appends its read's broadcasts to ``_queue`` (a deque: no lo
 *tries* ``_lock``. If it gets it, it sends rounds until the queue is empty; if another
 thread holds it, it returns at once, because that thread looks at the queue again after
 letting go (the same argument as ``Outbox.push``). No thread is woken and nothing is
-handed over: under light load the reader sends its own message just as before.
+handed over: under light load the reader sends its own message just as before. Only
+when the queue passes ``high_water`` items (the server is overloaded) do readers wait
+for the lock: that bounds the queue, and pushes back on the clients through TCP as a
+reader that sends its own fan-out does.
 
 Ordering (docs/PROTOCOL.md §Ordering, §pm): a connection's broadcasts are sent in the
 order it handed them over, and its ``ack`` is queued after its broadcast is queued for
@@ -69,6 +72,11 @@ class FanOut:
         self._roster = roster
         self._queue: deque[_Batch | tuple[Member, Callable[[], object]]] = deque()
         self._lock = threading.Lock()
+        # Items queued beyond which readers wait for the fan-out (backpressure). A round
+        # is one send per recipient however many items it carries, so a long queue is
+        # cheap to send; this only bounds memory (items are at most one read, 4 KiB).
+        self.high_water = 1024
+        self.high_water_wait = 1.0  # s a reader waits then; the holder still sends its items
         self.crashes = 0  # rounds that raised (a bug); written under _lock
 
     # ------------------------------------------------------------ reader threads
@@ -102,7 +110,14 @@ class FanOut:
     def _combine(self) -> None:
         queue = self._queue
         while queue:
-            if not self._lock.acquire(blocking=False):
+            if len(queue) > self.high_water:
+                # Overload: the sends cannot keep up. Wait for our turn, so this reader
+                # stops reading its client (TCP pushes back) and the queue cannot grow
+                # without bound; on timeout the holder still sends our items.
+                got = self._lock.acquire(timeout=self.high_water_wait)
+            else:
+                got = self._lock.acquire(blocking=False)
+            if not got:
                 return  # the holder sends our items after it lets go
             try:
                 self._drain()

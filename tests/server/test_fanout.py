@@ -140,3 +140,45 @@ def test_settle_waits_for_the_queue_and_gives_up_after_its_timeout(
     fan._combine()
     assert fan.settle(a, timeout=10)
     assert b.lines(1) == [b"stuck"]
+
+
+class _WatchedLock:
+    """A lock that says when a thread is about to wait for it (blocking acquire)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.waiting = threading.Event()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if blocking:
+            self.waiting.set()
+        return self._lock.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        self._lock.release()
+
+
+def test_past_high_water_a_reader_waits_its_turn_and_then_sends_everything(
+    members: list[_Member],
+) -> None:
+    a, b = members[0], members[1]
+    fan = FanOut(lambda: (a, b))
+    fan.high_water, fan.high_water_wait = 3, 60.0
+    lock = fan._lock = _WatchedLock()  # type: ignore[assignment]
+    done = threading.Event()
+
+    def overloaded_reader() -> None:
+        for i in range(5):  # the 5th finds 4 queued: past high water, so it waits
+            fan.broadcast(a, b"%d\n" % i, b"")
+        done.set()
+
+    assert lock.acquire(blocking=False)  # a round in progress
+    lock.waiting.clear()
+    t = threading.Thread(target=overloaded_reader)
+    t.start()
+    assert lock.waiting.wait(10)  # the reader waits for the lock instead of returning
+    assert not done.is_set()  # ... so it is not reading its client meanwhile
+    lock.release()  # the round ends: the waiting reader gets the lock and sends it all
+    assert done.wait(10)
+    t.join(10)
+    assert b.lines(5) == [b"0", b"1", b"2", b"3", b"4"]
