@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 
 
 class _Peek(msgspec.Struct):
-    """What the fast path reads of a server frame (see ``ReceiverPool._readable``)."""
+    """What the fast path reads of a server frame (see ``BotPool._readable``)."""
 
     type: str = ""
     message: str | None = None
