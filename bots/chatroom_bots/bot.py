@@ -52,7 +52,7 @@ from chatroom import (
     Reconnected,
     UsersChanged,
 )
-from chatroom.protocol import DEFAULT_PORT
+from chatroom.protocol import DEFAULT_PORT, username_key
 
 __all__ = ["BadArguments", "Bot", "Command", "Message"]
 
@@ -167,7 +167,7 @@ class Bot:
     def _remember(self, user: str, text: str) -> None:
         """Keep what we DM a user for a minute, to recognise it if it comes back."""
         now = self._clock()
-        sent = self._sent[user.lower()]
+        sent = self._sent[username_key(user)]
         sent.append((now, text))
         while len(sent) > 20 or (sent and now - sent[0][0] > 60):
             sent.popleft()
@@ -176,7 +176,7 @@ class Bot:
         if not text or self.client is None:
             return
         now = self._clock()
-        key = msg.sender.lower()
+        key = username_key(msg.sender)
         budget = self._budget[key]
         while budget and now - budget[0] > 60:
             budget.popleft()
@@ -197,18 +197,18 @@ class Bot:
     def _is_own_words(self, sender: str, text: str) -> bool:
         """True if ``text`` is something we recently sent to ``sender`` (an echo of us)."""
         now = self._clock()
-        return any(now - t < 60 and s == text for t, s in self._sent.get(sender.lower(), ()))
+        return any(now - t < 60 and s == text for t, s in self._sent.get(username_key(sender), ()))
 
     # ------------------------------------------------------------------ dispatch thread
 
     def _on_broadcast(self, event: Broadcast) -> None:
-        if event.sender.lower() == self.name.lower():
+        if username_key(event.sender) == username_key(self.name):
             return
         mention = _mention(event.message, self.name)
         self._handle(Message(self, event.sender, event.message, False, mention))
 
     def _on_dm(self, event: DirectMessage) -> None:
-        if event.sender.lower() == self.name.lower():
+        if username_key(event.sender) == username_key(self.name):
             return
         if self._is_own_words(event.sender, event.message):
             log.info("ignoring %s: it repeats what we said to them", event.sender)
@@ -239,7 +239,7 @@ class Bot:
 
     def _run(self, cmd: Command, msg: Message, args: str) -> None:
         now = self._clock()
-        key = (cmd.name, msg.sender.lower())
+        key = (cmd.name, username_key(msg.sender))
         if cmd.cooldown and now - self._last_used.get(key, -1e9) < cmd.cooldown:
             if now - self._warned.get(key, -1e9) >= cmd.cooldown:
                 self._warned[key] = now
@@ -268,20 +268,20 @@ class Bot:
 
     def _on_users(self, event: UsersChanged) -> None:
         now = self._clock()
-        me = self.name.lower()
+        me = username_key(self.name)
         with self._lock:
             before = self._online
-            self._online = {u.lower() for u in event.users}
+            self._online = {username_key(u) for u in event.users}
             joined = []
             for name in event.joined:
-                key = name.lower()
+                key = username_key(name)
                 lost_at = self._lost.pop(key, None)
                 if key == me or key in before:
                     continue  # ourselves, or a takeover of a session that never left
                 if lost_at is not None and now - lost_at < self.rejoin_grace:
                     continue  # someone coming back after a server restart
                 joined.append(name)
-            left = [n for n in event.left if n.lower() != me and n.lower() in before]
+            left = [n for n in event.left if username_key(n) != me and username_key(n) in before]
         for names, handlers, what in (
             (joined, self._join_handlers, "joined"),
             (left, self._leave_handlers, "left"),
@@ -301,7 +301,7 @@ class Bot:
 
     def _on_reconnect(self, event: Reconnected) -> None:
         with self._lock:
-            self._online = {u.lower() for u in event.result.users}
+            self._online = {username_key(u) for u in event.result.users}
         log.info("back online; %d users", len(event.result.users))
 
     # ------------------------------------------------------------------ running
@@ -342,7 +342,7 @@ class Bot:
             client.close()
             raise
         with self._lock:
-            self._online = {u.lower() for u in result.users}
+            self._online = {username_key(u) for u in result.users}
         self.name = result.username
         log.info(
             "%s is online at %s:%d%s; %d users",

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 
+from chatroom.protocol import username_key
 from chatroom_cli.commands import COMMANDS
 
 __all__ = ["ChatCompleter", "complete", "rank_users"]
@@ -23,10 +24,10 @@ def rank_users(
 ) -> list[str]:
     """Online users whose name starts with ``prefix`` ignoring case, ourselves left out,
     most recent correspondents first (most recent first), then the rest alphabetically."""
-    p = prefix.lower()
-    mine = me.lower() if me else None
-    online = {u.lower(): u for u in users if u.lower().startswith(p) and u.lower() != mine}
-    first = [online.pop(r.lower()) for r in recent if r.lower() in online]
+    p = username_key(prefix)
+    mine = username_key(me) if me else None
+    online = {k: u for u in users if (k := username_key(u)).startswith(p) and k != mine}
+    first = [online.pop(k) for r in recent if (k := username_key(r)) in online]
     return first + sorted(online.values(), key=str.lower)
 
 

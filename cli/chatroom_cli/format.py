@@ -8,6 +8,7 @@ import zlib
 from prompt_toolkit.styles import Style
 
 from chatroom import Broadcast, DirectMessage, UsersChanged
+from chatroom.protocol import username_key
 
 __all__ = ["STYLE", "Fragments", "format_event", "plain", "user_style"]
 
@@ -42,7 +43,7 @@ STYLE = Style.from_dict(
 
 def user_style(name: str) -> str:
     """A colour per user, stable across runs and machines (crc32, not hash())."""
-    return _PALETTE[zlib.crc32(name.lower().encode()) % len(_PALETTE)]
+    return _PALETTE[zlib.crc32(username_key(name).encode()) % len(_PALETTE)]
 
 
 def _ts(ts: float) -> tuple[str, str]:

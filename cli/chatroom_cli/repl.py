@@ -46,7 +46,7 @@ from chatroom import (
     ServerError,
     UsersChanged,
 )
-from chatroom.protocol import is_valid_username
+from chatroom.protocol import ErrorCode, is_valid_username
 from chatroom_cli.commands import (
     HELP,
     Action,
@@ -393,7 +393,7 @@ class Repl:
         if self._user is not None:
             return self._user
         if not self.term.interactive:
-            raise AuthError("invalid_username", "no username: use --user NAME")
+            raise AuthError(ErrorCode.INVALID_USERNAME, "no username: use --user NAME")
         while True:
             name = self.term.ask("username", "username: ").strip()
             if is_valid_username(name):
@@ -404,7 +404,9 @@ class Repl:
         if self._password is not None:
             return self._password
         if not self.term.interactive:
-            raise AuthError("bad_credentials", "no password: use --password-file or CHAT_PASSWORD")
+            raise AuthError(
+                ErrorCode.BAD_CREDENTIALS, "no password: use --password-file or CHAT_PASSWORD"
+            )
         if not new_user:
             return self.term.ask("password", f"password for {name}: ")
         self.info(f"{name} is a new name: choose a password (at least 8 characters)")

@@ -1,33 +1,43 @@
 """chatroom: a client SDK for the chatroom protocol (docs/PROTOCOL.md, docs/SDK.md).
 
 Everything a bot author needs is importable from here; other modules are private except
-:mod:`chatroom.protocol` (the wire format) and :mod:`chatroom.testing` (a test server).
+:mod:`chatroom.protocol` (the wire format), :mod:`chatroom.session` (the protocol's
+client side, with no I/O) and :mod:`chatroom.testing` (a test server).
 """
 
-from chatroom.client import (
-    ChatClient,
-    Disconnect,
-    HookError,
-    LoginResult,
-    Reconnected,
-    ServerNotice,
-    UsersChanged,
-    Waiter,
-)
+from importlib.metadata import PackageNotFoundError, version
+
+from chatroom.client import ChatClient, Waiter
 from chatroom.errors import (
     AuthError,
     ChatConnectionError,
     ChatError,
     ChatTimeout,
     ConnectFailed,
-    Disconnected,
+    ConnectionLost,
+    ErrorCode,
     ProtocolError,
     RateLimited,
     ServerError,
     UsageError,
     UserOffline,
 )
-from chatroom.protocol import Broadcast, DirectMessage
+from chatroom.events import (
+    Broadcast,
+    DirectMessage,
+    Disconnect,
+    HookError,
+    LoginResult,
+    Reconnected,
+    ServerNotice,
+    UsersChanged,
+)
+
+try:
+    # One source of truth: the version in pyproject.toml, as installed.
+    __version__ = version("chatroom")
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "AuthError",
@@ -37,9 +47,10 @@ __all__ = [
     "ChatError",
     "ChatTimeout",
     "ConnectFailed",
+    "ConnectionLost",
     "DirectMessage",
     "Disconnect",
-    "Disconnected",
+    "ErrorCode",
     "HookError",
     "LoginResult",
     "ProtocolError",
@@ -51,4 +62,5 @@ __all__ = [
     "UserOffline",
     "UsersChanged",
     "Waiter",
+    "__version__",
 ]

@@ -1,142 +1,81 @@
 """``ChatClient``: a connection to a chatroom server, with hooks for what arrives.
 
-The wire protocol itself (framing, message types, validation) is :mod:`chatroom.protocol`;
-this module is the thin socket-and-threads layer over it.
+Every protocol decision (request ids, login and re-login, the user list, keepalive,
+turning frames into events) is :class:`chatroom.session.ClientSession`'s, which has no
+I/O; this module is the socket-and-threads layer over it: sockets, TLS, the receive and
+dispatch threads, hooks and waiters.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import queue
-import random
 import select
 import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final, TypeVar, cast
+from typing import Any, Final, Generic, TypeVar, cast, overload
 
+from chatroom._tls import TlsWriter, tcp_shutdown, tls_recv
 from chatroom.errors import (
-    AuthError,
     ChatError,
     ChatTimeout,
     ConnectFailed,
-    Disconnected,
+    ConnectionLost,
     FrameTooLarge,
-    ProtocolError,
-    ServerError,
     UsageError,
-    error_for_code,
+)
+from chatroom.events import (
+    Disconnect,
+    HookError,
+    LoginResult,
+    Reconnected,
+    ServerNotice,
+    UsersChanged,
 )
 from chatroom.protocol import (
     DEFAULT_PORT,
     Ack,
     Broadcast,
-    Bye,
+    ClientCommand,
     DirectMessage,
     DmCommand,
-    ErrorCode,
-    ErrorEvent,
-    ExitCommand,
-    Feature,
-    FrameDecoder,
-    LoginCommand,
     LoginOk,
     PasswordRequired,
     PingCommand,
     PmCommand,
+    Pong,
     ServerEvent,
     UserList,
     UsersCommand,
-    UsersDelta,
-    decode_event,
-    encode,
+)
+from chatroom.session import (
+    BadFrame,
+    ClientSession,
+    Ended,
+    Refused,
+    Reply,
+    SessionEvent,
+    UsersUpdated,
+    disconnect_reason,
+    reconnect_delay,
 )
 
-__all__ = [
-    "ChatClient",
-    "Disconnect",
-    "HookError",
-    "LoginResult",
-    "Reconnected",
-    "ServerNotice",
-    "UsersChanged",
-    "Waiter",
-]
+__all__ = ["ChatClient", "Waiter"]
 
 log = logging.getLogger(__name__)
 
 E = TypeVar("E")
 F = TypeVar("F", bound=Callable[..., Any])
+R = TypeVar("R", bound=ServerEvent)
 
-_PING: Final = encode(PingCommand())
-_RESYNC: Final = encode(UsersCommand())  # answered by a full list without an id
-_FEATURES: Final = (Feature.USERS_DELTA.value,)  # what we ask for at login
 _STOP: Final = object()  # dispatcher sentinel
 
 
-@dataclass(frozen=True, slots=True)
-class LoginResult:
-    """What :meth:`ChatClient.login` returns: the canonical name, whether the account was
-    just registered, and the active users (sorted ignoring case)."""
-
-    username: str
-    new_user: bool
-    users: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Disconnect:
-    """The connection ended. ``reason``: ``exit`` (we logged out), ``server_shutdown``,
-    ``session_replaced`` (we logged in elsewhere), ``closed`` (closed before login or
-    without a goodbye), ``network`` (dropped, keepalive expired, or the server broke the
-    protocol: see ``error``). ``will_reconnect`` says whether the client is retrying."""
-
-    reason: str
-    error: Exception | None = None
-    will_reconnect: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class UsersChanged:
-    """The user list changed (or the periodic push confirmed it): ``users`` is the whole
-    list now, sorted ignoring case; ``joined`` and ``left`` name who came and went since
-    the previous one (both empty for the periodic push or a full refresh)."""
-
-    users: tuple[str, ...]
-    joined: tuple[str, ...] = ()
-    left: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Reconnected:
-    """The client reconnected and logged in again; ``result.users`` is the fresh list."""
-
-    result: LoginResult
-
-
-@dataclass(frozen=True, slots=True)
-class ServerNotice:
-    """A server error that answers no waiting request; ``error`` is the typed exception
-    (e.g. :class:`~chatroom.errors.RateLimited`) it would have raised."""
-
-    error: ServerError
-
-
-@dataclass(frozen=True, slots=True)
-class HookError:
-    """A hook raised; passed to ``on_error`` hooks (the default logs it)."""
-
-    hook: str
-    event: object
-    error: Exception
-
-
-class Waiter:
+class Waiter(Generic[E]):
     """A pending :meth:`ChatClient.wait_for`. Create it *before* the action whose result
     you wait for (``with client.expect(...) as w: client.pm("x"); w.wait()``) so an event
     that arrives quickly is not missed."""
@@ -144,14 +83,14 @@ class Waiter:
     def __init__(
         self,
         client: ChatClient,
-        types: tuple[type, ...],
-        check: Callable[[Any], bool] | None,
+        types: tuple[type[E], ...],
+        check: Callable[[E], bool] | None,
     ) -> None:
         self._client = client
         self.types = types
         self.check = check
         self._done = threading.Event()
-        self._result: object = None
+        self._result: E | None = None
         self._error: BaseException | None = None
 
     def _offer(self, event: object) -> bool:
@@ -169,7 +108,7 @@ class Waiter:
         self._done.set()
         return True
 
-    def wait(self, timeout: float | None = None) -> Any:
+    def wait(self, timeout: float | None = None) -> E:
         """The matching event; :class:`~chatroom.errors.ChatTimeout` after ``timeout``
         seconds (default: the client's timeout)."""
         t = self._client.timeout if timeout is None else timeout
@@ -182,9 +121,9 @@ class Waiter:
             self._client._remove_waiter(self)
         if self._error is not None:
             raise self._error
-        return self._result
+        return cast(E, self._result)
 
-    def __enter__(self) -> Waiter:
+    def __enter__(self) -> Waiter[E]:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -192,6 +131,8 @@ class Waiter:
 
 
 class _Pending:
+    """A request waiting for its reply (filled in by the receive thread)."""
+
     __slots__ = ("done", "error", "reply")
 
     def __init__(self) -> None:
@@ -240,9 +181,10 @@ class ChatClient:
       never hangs. ``close()`` is idempotent, callable from a hook or any thread, and joins
       the client's threads (except the one it is called on).
     - No hook or ``check`` runs while the client holds a lock. ``_lock`` guards
-      ``_pending`` (request id → reply slot), ``_waiters``, ``_user_set``, ``_users``,
-      ``_username``, ``_credentials``, ``_sock`` and the state flags; ``_send_lock``
-      serialises writes to the socket so concurrent frames never interleave.
+      ``_session`` (the protocol state: ids, credentials, user list, keepalive clocks),
+      ``_pending`` (request id → reply slot), ``_waiters``, ``_sock`` and the state
+      flags; ``_send_lock`` serialises writes to the socket so concurrent frames never
+      interleave, and is taken before ``_lock`` when both are held.
 
     **Liveness.** When nothing has arrived for ``keepalive`` seconds the client sends a
     ``ping``; if nothing arrives for ``timeout`` seconds more, the connection is dead and
@@ -280,26 +222,17 @@ class ChatClient:
             self._ssl = tls
         elif tls:
             self._ssl = ssl.create_default_context(cafile=ca_file)
-        self._max_frame = max_frame
 
         self._lock = threading.Lock()  # see the class docstring for what it guards
         self._send_lock = threading.Lock()  # one writer on the socket at a time
         # TLS only: every call into the SSL object (the receive thread's recv included)
         # holds this, since OpenSSL forbids concurrent use. Taken inside _send_lock.
         self._io_lock = threading.Lock()
+        self._tls_writer = TlsWriter()  # under _send_lock
+        self._session = ClientSession(keepalive=keepalive, timeout=timeout, max_frame=max_frame)
         self._sock: socket.socket | None = None
         self._pending: dict[int, _Pending] = {}
-        self._waiters: list[Waiter] = []
-        # The active users: a set updated in place by each push (O(changes), not
-        # O(users): a swarm of 10,000 clients applies every delta 10,000 times), and the
-        # sorted tuple, built only when someone asks (None: stale).
-        self._user_set: set[str] = set()
-        self._users: tuple[str, ...] | None = ()
-        self._username: str | None = None
-        self._credentials: tuple[str, str] | None = None
-        self._relogin_id: int | None = None
-        self._last_tx = time.monotonic()  # written under _send_lock
-        self._ids = itertools.count(1)
+        self._waiters: list[Waiter[Any]] = []
         self._closing = False
         self._stop = threading.Event()  # set by close(): every loop ends
         self._closed = threading.Event()  # set once the receive thread has finished
@@ -357,17 +290,12 @@ class ChatClient:
     def users(self) -> tuple[str, ...]:
         """The active users as of the latest push or reply (a snapshot, sorted)."""
         with self._lock:
-            return self._sorted_users_locked()
-
-    def _sorted_users_locked(self) -> tuple[str, ...]:
-        if self._users is None:
-            self._users = tuple(sorted(self._user_set, key=str.lower))
-        return self._users
+            return self._session.users
 
     @property
     def username(self) -> str | None:
         """Our canonical name once logged in, else None."""
-        return self._username
+        return self._session.username
 
     @property
     def connected(self) -> bool:
@@ -400,6 +328,7 @@ class ChatClient:
             raise
         with self._lock:
             self._sock = sock
+            self._session.connection_made(time.monotonic())  # b"": nothing to log in yet
         if not self.inline_hooks:
             self._dispatcher = threading.Thread(
                 target=self._dispatch_loop, name=f"chat-hooks-{id(self):x}", daemon=True
@@ -454,12 +383,13 @@ class ChatClient:
         with self._lock:
             first = not self._closing
             self._closing = True
-            sock, logged_in = self._sock, self._username is not None
-        if first and sock is not None and logged_in:
+            sock, logged_in = self._sock, self._session.logged_in
+            goodbye = self._session.logout() if first and logged_in else b""
+        if goodbye and sock is not None:
             # Say goodbye so the server announces our departure at once; the receive
             # thread sees the bye and the close.
             try:
-                self._send(encode(ExitCommand()))
+                self._send(goodbye)
             except ChatError as exc:
                 log.debug("could not send exit: %s", exc)
             if not self._on_receive_thread():
@@ -498,8 +428,7 @@ class ChatClient:
     def check_user(self, username: str) -> bool:
         """True if ``username`` is free (a login would register it). For interactive
         clients: ask a new user for a password twice."""
-        reply = self._request(LoginCommand(username=username, id=self._next_id()))
-        return cast(PasswordRequired, reply).new_user
+        return self._request(PasswordRequired, lambda s: s.check_user(username)).new_user
 
     def login(self, username: str, password: str) -> LoginResult:
         """Log in, registering the account if the name is new.
@@ -507,16 +436,7 @@ class ChatClient:
         Raises :class:`AuthError` (``bad_credentials``, ``weak_password``,
         ``invalid_username``).
         """
-        reply = cast(
-            LoginOk,
-            self._request(
-                LoginCommand(
-                    username=username, password=password, features=_FEATURES, id=self._next_id()
-                )
-            ),
-        )
-        with self._lock:
-            self._credentials = (reply.username, password)  # for reconnect=True
+        reply = self._request(LoginOk, lambda s: s.login(username, password))
         return LoginResult(reply.username, reply.new_user, reply.users)
 
     def pm(self, message: str, *, wait: bool = True) -> None:
@@ -526,9 +446,9 @@ class ChatClient:
         what load generators need); a refusal then arrives as a :class:`ServerNotice`.
         """
         if not wait:
-            self._send(encode(PmCommand(message=message)))
+            self.send_command(PmCommand(message=message))
             return
-        self._request(PmCommand(message=message, id=self._next_id()))
+        self._request(Ack, lambda s: s.request(PmCommand(message=message)))
 
     def dm(self, to: str, message: str, *, wait: bool = True) -> str:
         """Send a direct message; returns the recipient's canonical name once acknowledged.
@@ -537,28 +457,51 @@ class ChatClient:
         ``wait=False``, as for :meth:`pm`, returns ``to`` as given once the frame is written.
         """
         if not wait:
-            self._send(encode(DmCommand(to=to, message=message)))
+            self.send_command(DmCommand(to=to, message=message))
             return to
-        reply = cast(Ack, self._request(DmCommand(to=to, message=message, id=self._next_id())))
+        reply = self._request(Ack, lambda s: s.request(DmCommand(to=to, message=message)))
         return reply.to or to
 
     def request_users(self) -> tuple[str, ...]:
         """Ask the server for the active users (``users`` is usually enough: it follows
         every push)."""
-        reply = cast(UserList, self._request(UsersCommand(id=self._next_id())))
-        self._set_users(reply.users)
-        return reply.users
+        return self._request(UserList, lambda s: s.request(UsersCommand())).users
 
     def ping(self) -> float:
         """Round-trip time to the server, in seconds."""
         start = time.perf_counter()
-        self._request(PingCommand(id=self._next_id()))
+        self._request(Pong, lambda s: s.request(PingCommand()))
         return time.perf_counter() - start
 
-    def expect(self, *types: type[E], check: Callable[[E], bool] | None = None) -> Waiter:
+    def send_command(self, cmd: ClientCommand) -> None:
+        """Write one command without waiting for any reply (no ``id``: a refusal comes as
+        a :class:`ServerNotice`). For load generators and other fire-and-forget senders;
+        safe from inline hooks."""
+        with self._lock:
+            data = self._session.send(cmd)
+        self._send(data)
+
+    def send_frames(self, data: bytes) -> None:
+        """Write pre-encoded, complete frames as they are, without waiting for a reply:
+        for load generators that encode once and send many times. What the bytes say is
+        the caller's business; a frame cut in half breaks the connection."""
+        if not data.endswith(b"\n"):
+            raise UsageError("send_frames() takes whole frames, each ending in a newline")
+        self._send(data)
+
+    @overload
+    def expect(self, *, check: Callable[[Any], bool] | None = None) -> Waiter[Any]: ...
+    @overload
+    def expect(self, __t: type[E], *, check: Callable[[E], bool] | None = None) -> Waiter[E]: ...
+    @overload
+    def expect(
+        self, *types: type[Any], check: Callable[[Any], bool] | None = None
+    ) -> Waiter[Any]: ...
+
+    def expect(self, *types: type[Any], check: Callable[[Any], bool] | None = None) -> Waiter[Any]:
         """Start waiting for an event (see :class:`Waiter`); ``types`` default to the
         message events."""
-        w = Waiter(self, types or (Broadcast, DirectMessage, UsersChanged), check)
+        w: Waiter[Any] = Waiter(self, types or (Broadcast, DirectMessage, UsersChanged), check)
         with self._lock:
             self._waiters = [*self._waiters, w]
         return w
@@ -570,31 +513,30 @@ class ChatClient:
         timeout: float | None = None,
     ) -> E:
         """Block until an event of ``event_type`` (``Broadcast``, ``DirectMessage``,
-        ``UsersChanged``, ``Disconnect``, ``Reconnected``) for which ``check`` is true arrives
-        *after this call*; raise :class:`ChatTimeout` after ``timeout`` seconds."""
+        ``UsersChanged``, ``Disconnect``, ``Reconnected``, ``ServerNotice``) for which
+        ``check`` is true arrives *after this call*; raise :class:`ChatTimeout` after
+        ``timeout`` seconds."""
         if self._on_receive_thread():
             raise UsageError("wait_for() would block the receive thread (inline hook)")
-        return cast(E, self.expect(event_type, check=check).wait(timeout))
+        return self.expect(event_type, check=check).wait(timeout)
 
-    def _remove_waiter(self, w: Waiter) -> None:
+    def _remove_waiter(self, w: Waiter[Any]) -> None:
         with self._lock:
             if w in self._waiters:
                 self._waiters = [x for x in self._waiters if x is not w]
 
-    def _next_id(self) -> int:
-        return next(self._ids)
-
     def _on_receive_thread(self) -> bool:
         return threading.current_thread() is self._receiver
 
-    def _request(self, cmd: Any) -> ServerEvent:
-        """Send ``cmd`` (which carries a fresh id) and wait for the reply with that id."""
+    def _request(
+        self, reply_type: type[R], build: Callable[[ClientSession], tuple[int, bytes]]
+    ) -> R:
+        """Send the request ``build`` makes (with a fresh id) and wait for its reply."""
         if self._on_receive_thread():
             raise UsageError(
                 "blocking calls are not allowed in inline hooks (inline_hooks=True): "
                 "they would wait for a reply only this thread can read"
             )
-        rid: int = cmd.id
         pending = _Pending()
         with self._lock:
             if self._sock is None:
@@ -602,38 +544,40 @@ class ChatClient:
                     raise UsageError("the client is closed")
                 if self._receiver is None:
                     raise UsageError("connect() first")
-                raise Disconnected("network", "not connected (reconnecting)")
+                raise ConnectionLost("network", "not connected (reconnecting)")
+            rid, data = build(self._session)
             self._pending[rid] = pending
         try:
-            self._send(encode(cmd))
+            self._send(data)
             if not pending.done.wait(self.timeout):
-                raise ChatTimeout(f"no reply to {type(cmd).__name__} within {self.timeout:g} s")
+                raise ChatTimeout(f"no reply to request {rid} within {self.timeout:g} s")
         finally:
             with self._lock:
                 self._pending.pop(rid, None)
+                self._session.forget_request(rid)
         if pending.error is not None:
             raise pending.error
-        assert pending.reply is not None
-        return pending.reply
+        return cast(R, pending.reply)
 
     def _send(self, data: bytes) -> None:
         with self._lock:
             sock = self._sock
         if sock is None:
-            raise Disconnected("network", "not connected")
+            raise ConnectionLost("network", "not connected")
         try:
             with self._send_lock:
                 if self._ssl is not None:
                     self._tls_sendall(sock, data)
                 else:
                     sock.sendall(data)
-                self._last_tx = time.monotonic()
+                with self._lock:
+                    self._session.data_sent(time.monotonic())
         except TimeoutError as exc:
             _shutdown(sock)  # a partial frame may be on the wire: the stream is unusable
             raise ChatTimeout(f"send did not complete within {self._tick:g} s") from exc
         except OSError as exc:
             _shutdown(sock)
-            raise Disconnected("network", f"send failed: {exc}") from exc
+            raise ConnectionLost("network", f"send failed: {exc}") from exc
 
     def _tls_sendall(self, sock: socket.socket, data: bytes) -> None:
         """sendall() for the non-blocking TLS socket, within one tick; _send_lock held."""
@@ -642,12 +586,10 @@ class ChatClient:
         poller = select.poll()
         poller.register(sock.fileno(), select.POLLOUT)
         while view:
-            # After want-write OpenSSL needs the very same bytes again: chunk stays fixed.
-            chunk = view[:16384]
             with self._io_lock:
                 try:
-                    sent = sock.send(chunk)
-                except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                    sent = self._tls_writer.send(sock, view)
+                except BlockingIOError:
                     sent = 0
             if sent:
                 view = view[sent:]
@@ -663,12 +605,9 @@ class ChatClient:
         poller.register(sock.fileno(), select.POLLIN)
         while True:
             with self._io_lock:
-                try:
-                    return sock.recv(65536)
-                except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-                    pass
-                except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-                    return b""
+                data = tls_recv(sock, 65536)
+            if data is not None:
+                return data
             if not poller.poll(self._tick * 1000):
                 raise TimeoutError
 
@@ -682,12 +621,12 @@ class ChatClient:
                     sock = self._sock
                 assert sock is not None
                 disconnect = self._read_until_closed(sock)
-                retry = (
-                    self.reconnect
-                    and not self._closing
-                    and self._credentials is not None
-                    and disconnect.reason not in ("exit", "session_replaced", "bad_credentials")
-                )
+                with self._lock:
+                    retry = (
+                        self.reconnect
+                        and not self._closing
+                        and self._session.may_reconnect(disconnect.reason)
+                    )
                 self._lose_connection(sock, disconnect, retry)
                 if not retry:
                     return
@@ -704,17 +643,20 @@ class ChatClient:
                 self._events.put(_STOP)
 
     def _read_until_closed(self, sock: socket.socket) -> Disconnect:
-        decoder = FrameDecoder(self._max_frame)
-        last_rx = time.monotonic()
-        bye: str | None = None
+        ended: str | None = None
         error: Exception | None = None
         while True:
-            if self.keepalive > 0:
-                # Checked on every pass, not only when recv times out: a client that
-                # receives a steady stream must still ping, or the server closes it for
-                # silence (docs/PROTOCOL.md §Timeouts).
-                error = self._keepalive(last_rx)
-                if error is not None:
+            with self._lock:
+                try:
+                    ping = self._session.keepalive(time.monotonic())
+                except ChatTimeout as exc:
+                    error = exc
+                    break
+            if ping:
+                try:
+                    self._send(ping)
+                except ChatError as exc:
+                    error = exc
                     break
             try:
                 data = self._tls_recv(sock) if self._ssl is not None else sock.recv(65536)
@@ -727,118 +669,62 @@ class ChatClient:
                 break
             if not data:
                 break
-            last_rx = time.monotonic()
-            try:
-                frames = decoder.feed(data)
-            except FrameTooLarge as exc:
-                error = exc
-                break
-            for frame in frames:
-                reason = self._on_frame(frame)
-                if reason is not None:
-                    bye = reason
-        if bye is not None:
-            return Disconnect(bye, error)
-        if self._closing or self._stop.is_set():
-            return Disconnect("closed", error)
-        return Disconnect("network", error)
-
-    def _keepalive(self, last_rx: float) -> Exception | None:
-        """Receive thread: ping when either side has been quiet for ``keepalive`` s (the
-        pong proves a quiet server alive); an error once it has been silent too long."""
-        now = time.monotonic()
-        if now - last_rx >= self.keepalive + self.timeout:
-            return ChatTimeout(f"no answer from the server for {now - last_rx:.0f} s")
-        if now - self._last_tx >= self.keepalive or now - last_rx >= self.keepalive:
-            try:
-                self._send(_PING)
-            except ChatError as exc:
-                return exc
-        return None
-
-    def _on_frame(self, frame: bytes) -> str | None:
-        """Handle one server frame; returns the bye/fatal reason if it ends the session."""
-        try:
-            event = decode_event(frame)
-        except ProtocolError as exc:
-            if exc.code == ErrorCode.UNKNOWN_COMMAND:
-                log.debug("ignoring a frame of a type this version does not know: %r", frame)
-            else:
-                log.warning("server sent a malformed frame (%s): %r", exc, frame[:200])
-                self._emit(HookError("receive", frame, exc))
-            return None
-        rid = getattr(event, "id", None)
-        if rid is not None:
-            return self._on_reply(rid, event)
-        if type(event) is Broadcast or type(event) is DirectMessage:
-            self._emit(event)
-        elif type(event) is UsersDelta:
-            self._apply_delta(event)
-        elif type(event) is UserList:
-            self._set_users(event.users)
-            joined = (event.joined,) if event.joined else ()
-            self._users_changed(joined, (event.left,) if event.left else ())
-        elif type(event) is Bye:
-            return event.reason
-        elif type(event) is ErrorEvent:
-            # Not tied to a request: an answer to a wait=False send, or server_full,
-            # too_large, ... Hooks and waiters see it as a typed ServerNotice.
-            log.debug("server error: %s: %s", event.code, event.message)
-            self._emit(ServerNotice(error_for_code(event.code, event.message)))
-            if event.code == ErrorCode.SERVER_FULL:
-                return "server_full"
-        return None
-
-    def _on_reply(self, rid: Any, event: ServerEvent) -> str | None:
-        with self._lock:
-            pending = self._pending.get(rid) if isinstance(rid, int) else None
-            relogin = rid == self._relogin_id
-        if relogin:
-            return self._on_relogin(event)
-        if pending is None:
-            log.debug("reply to no pending request (timed out?): %r", event)
-            return None
-        if type(event) is ErrorEvent:
-            pending.error = error_for_code(event.code, event.message, rid)
-        else:
-            if type(event) is LoginOk:
-                # Here, not in login(): hooks for the pushes that follow must already see
-                # who we are.
-                with self._lock:
-                    self._username = event.username
-                self._set_users(event.users)
-            pending.reply = event
-        pending.done.set()
-        return None
-
-    def _on_relogin(self, event: ServerEvent) -> str | None:
-        with self._lock:
-            self._relogin_id = None
-        if type(event) is LoginOk:
             with self._lock:
-                self._username = event.username
-            self._set_users(event.users)
-            result = LoginResult(event.username, event.new_user, event.users)
-            log.info("reconnected to %s:%d as %s", self.host, self.port, event.username)
-            self._emit(Reconnected(result))
-            return None
-        if type(event) is ErrorEvent:
-            err = error_for_code(event.code, event.message)
-            log.error("re-login failed: %s", err)
-            if isinstance(err, AuthError):
-                self._credentials = None  # never retry with a password the server refused
-                return "bad_credentials"
+                try:
+                    events = self._session.receive_data(data, time.monotonic())
+                except FrameTooLarge as exc:
+                    error = exc
+                    break
+                control = self._session.data_to_send()
+            if control:
+                try:
+                    self._send(control)
+                except ChatError as exc:
+                    log.debug("could not send %r: %s", control, exc)
+            for event in events:
+                reason = self._on_session_event(event)
+                if reason is not None:
+                    ended = reason
+        return Disconnect(disconnect_reason(ended, self._closing or self._stop.is_set()), error)
+
+    def _on_session_event(self, event: SessionEvent) -> str | None:
+        """Receive thread: act on one session event; the reason if it ends the session."""
+        kind = type(event)
+        if kind is Reply or kind is Refused:
+            with self._lock:
+                pending = self._pending.get(event.rid)  # type: ignore[union-attr]
+            if pending is None:
+                return None
+            if kind is Reply:
+                pending.reply = event.event  # type: ignore[union-attr]
+            else:
+                pending.error = event.error  # type: ignore[union-attr]
+            pending.done.set()
+        elif kind is UsersUpdated:
+            assert isinstance(event, UsersUpdated)
+            self._users_changed(event.joined, event.left)
+        elif kind is Ended:
+            return event.reason  # type: ignore[union-attr]
+        elif kind is BadFrame:
+            assert isinstance(event, BadFrame)
+            log.warning("server sent a malformed frame (%s): %r", event.error, event.frame[:200])
+            self._emit(HookError("receive", event.frame, event.error))
+        else:
+            if kind is Reconnected:
+                log.info("reconnected to %s:%d as %s", self.host, self.port, self.username)
+            elif kind is ServerNotice:
+                assert isinstance(event, ServerNotice)
+                log.debug("server error: %s", event.error)
+            self._emit(event)
         return None
 
     def _lose_connection(self, sock: socket.socket, disconnect: Disconnect, retry: bool) -> None:
         with self._lock:
             self._sock = None
-            pending = list(self._pending.values())
-            self._pending.clear()
-            if not retry:
-                self._username = None
+            failed = self._session.connection_lost()
+            pending = [p for rid in failed if (p := self._pending.pop(rid, None)) is not None]
         sock.close()
-        failure = Disconnected(disconnect.reason)
+        failure = ConnectionLost(disconnect.reason)
         for p in pending:
             p.error = failure
             p.done.set()
@@ -856,8 +742,7 @@ class ChatClient:
     def _reconnect(self, attempt: int) -> socket.socket | None:
         """Receive thread: back off, reconnect, send the login. None when closed."""
         while True:
-            delay = min(self.reconnect_max_delay, 0.25 * 2**attempt) * random.uniform(0.5, 1.0)
-            if self._stop.wait(delay):
+            if self._stop.wait(reconnect_delay(attempt, self.reconnect_max_delay)):
                 return None
             attempt += 1
             try:
@@ -865,57 +750,24 @@ class ChatClient:
             except ConnectFailed as exc:
                 log.info("reconnect attempt %d failed: %s", attempt, exc)
                 continue
-            creds = self._credentials
-            if creds is None:
-                sock.close()
-                return None
-            rid = self._next_id()
             with self._lock:
-                if self._stop.is_set():
+                if self._stop.is_set() or not self._session.can_relogin:
                     sock.close()
                     return None
                 self._sock = sock
-                self._relogin_id = rid
-            login = LoginCommand(username=creds[0], password=creds[1], features=_FEATURES, id=rid)
+                login = self._session.connection_made(time.monotonic())
             try:
-                self._send(encode(login))
+                self._send(login)
             except ChatError as exc:
                 log.info("reconnect attempt %d failed: %s", attempt, exc)
                 with self._lock:
                     self._sock = None
+                    self._session.connection_lost()
                 sock.close()
                 continue
             return sock
 
     # ------------------------------------------------------------------ user list
-
-    def _set_users(self, users: tuple[str, ...]) -> None:
-        """A full list (login_ok, a v1 push, a users reply): replace ours."""
-        with self._lock:
-            self._user_set = set(users)
-            self._users = users  # the server sends it sorted (docs/PROTOCOL.md §login)
-
-    def _apply_delta(self, event: UsersDelta) -> None:
-        """Receive thread: apply a users_delta (docs/PROTOCOL.md §Extensions)."""
-        with self._lock:
-            users = self._user_set
-            if event.joined or event.left:
-                users.difference_update(event.left)
-                users.update(event.joined)
-                self._users = None
-            ours = len(users)
-        if ours != event.count:
-            # Cannot happen with a correct server; heal instead of drifting for ever.
-            log.warning(
-                "user list out of step (%d here, %d on the server); asking for it again",
-                ours,
-                event.count,
-            )
-            try:
-                self._send(_RESYNC)
-            except ChatError as exc:
-                log.debug("could not ask for the user list: %s", exc)
-        self._users_changed(event.joined, event.left)
 
     def _users_changed(self, joined: tuple[str, ...], left: tuple[str, ...]) -> None:
         """Emit :class:`UsersChanged` when a hook or waiter could want it: sorting a big
@@ -923,7 +775,7 @@ class ChatClient:
         with self._lock:
             if not self._hooks["users"] and not self._waiters:
                 return
-            users = self._sorted_users_locked()
+            users = self._session.users
         self._emit(UsersChanged(users, joined, left))
 
     # ------------------------------------------------------------------ dispatch
@@ -987,8 +839,6 @@ _KIND_OF: Final[dict[type, str]] = {
 
 def _shutdown(sock: socket.socket) -> None:
     try:
-        # The TCP-level call: SSLSocket.shutdown() would also drop the SSL object under
-        # a receive thread that may be using it.
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        tcp_shutdown(sock)
     except OSError:
         pass  # already closed or never connected

@@ -6,7 +6,7 @@
     ├── UsageError                 you misused the API (not connected, not logged in, bad argument)
     ├── ChatConnectionError        the network failed (also a builtin ConnectionError)
     │   ├── ConnectFailed          could not open the TCP (or TLS) connection
-    │   └── Disconnected           the connection went away; ``reason`` says why
+    │   └── ConnectionLost         the connection went away under a request; ``reason`` says why
     ├── ChatTimeout                a blocking call ran out of time (also a builtin TimeoutError)
     ├── ProtocolError              the peer sent something that breaks docs/PROTOCOL.md
     │   └── FrameTooLarge          a frame over the size limit (code ``too_large``)
@@ -25,23 +25,45 @@ The server uses :class:`ProtocolError` too: there the peer is the client, and ``
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 __all__ = [
     "AuthError",
     "ChatConnectionError",
     "ChatError",
     "ChatTimeout",
     "ConnectFailed",
-    "Disconnected",
+    "ConnectionLost",
+    "ErrorCode",
     "FrameTooLarge",
     "ProtocolError",
     "RateLimited",
+    "RequestId",
     "ServerError",
     "UsageError",
     "UserOffline",
     "error_for_code",
 ]
 
-RequestId = str | int | None
+RequestId = str | int | None  # a request's ``id`` (docs/PROTOCOL.md §Frames)
+
+
+class ErrorCode(StrEnum):
+    """Every ``code`` an ``{"type": "error"}`` frame may carry (docs/PROTOCOL.md §Errors)."""
+
+    BAD_JSON = "bad_json"
+    BAD_REQUEST = "bad_request"
+    UNKNOWN_COMMAND = "unknown_command"
+    TOO_LARGE = "too_large"
+    NOT_LOGGED_IN = "not_logged_in"
+    ALREADY_LOGGED_IN = "already_logged_in"
+    INVALID_USERNAME = "invalid_username"
+    WEAK_PASSWORD = "weak_password"
+    BAD_CREDENTIALS = "bad_credentials"
+    UNKNOWN_USER = "unknown_user"
+    USER_OFFLINE = "user_offline"
+    RATE_LIMITED = "rate_limited"
+    SERVER_FULL = "server_full"
 
 
 class ChatError(Exception):
@@ -60,9 +82,10 @@ class ConnectFailed(ChatConnectionError):
     """The TCP (or TLS) connection could not be opened."""
 
 
-class Disconnected(ChatConnectionError):
-    """The connection closed; ``reason`` is ``exit``, ``server_shutdown``,
-    ``session_replaced``, ``closed`` (by us) or ``network`` (anything else)."""
+class ConnectionLost(ChatConnectionError):
+    """The connection closed under a request, or is down (reconnecting); ``reason`` is
+    ``exit``, ``server_shutdown``, ``session_replaced``, ``closed`` (by us) or ``network``
+    (anything else). The event hooks receive is :class:`~chatroom.events.Disconnect`."""
 
     def __init__(self, reason: str, message: str = "") -> None:
         super().__init__(message or f"disconnected: {reason}")
@@ -92,7 +115,7 @@ class FrameTooLarge(ProtocolError):
     """A frame exceeded the size limit; the connection cannot be resynchronised."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__("too_large", f"frame exceeds {limit} bytes")
+        super().__init__(ErrorCode.TOO_LARGE, f"frame exceeds {limit} bytes")
         self.limit = limit
 
 
@@ -124,12 +147,12 @@ class RateLimited(ServerError):
 
 
 _BY_CODE: dict[str, type[ServerError]] = {
-    "bad_credentials": AuthError,
-    "weak_password": AuthError,
-    "invalid_username": AuthError,
-    "user_offline": UserOffline,
-    "unknown_user": UserOffline,
-    "rate_limited": RateLimited,
+    ErrorCode.BAD_CREDENTIALS: AuthError,
+    ErrorCode.WEAK_PASSWORD: AuthError,
+    ErrorCode.INVALID_USERNAME: AuthError,
+    ErrorCode.USER_OFFLINE: UserOffline,
+    ErrorCode.UNKNOWN_USER: UserOffline,
+    ErrorCode.RATE_LIMITED: RateLimited,
 }
 
 

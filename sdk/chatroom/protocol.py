@@ -21,14 +21,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, get_args
 
 import msgspec
 
-from chatroom.errors import FrameTooLarge, ProtocolError
+from chatroom.errors import ErrorCode, FrameTooLarge, ProtocolError, RequestId
 
 __all__ = [
+    "COMMAND_NAMES",
     "DEFAULT_PORT",
+    "EVENT_NAMES",
     "PROTOCOL_VERSION",
     "Ack",
     "Broadcast",
@@ -50,6 +52,7 @@ __all__ = [
     "PingCommand",
     "PmCommand",
     "Pong",
+    "RequestId",
     "ServerEvent",
     "UserList",
     "UsersCommand",
@@ -71,27 +74,6 @@ class Feature(StrEnum):
     """Protocol extensions a client may ask for at login (docs/PROTOCOL.md §Extensions)."""
 
     USERS_DELTA = "users_delta"
-
-
-RequestId = str | int | None
-
-
-class ErrorCode(StrEnum):
-    """Every ``code`` an ``{"type": "error"}`` frame may carry (docs/PROTOCOL.md §Errors)."""
-
-    BAD_JSON = "bad_json"
-    BAD_REQUEST = "bad_request"
-    UNKNOWN_COMMAND = "unknown_command"
-    TOO_LARGE = "too_large"
-    NOT_LOGGED_IN = "not_logged_in"
-    ALREADY_LOGGED_IN = "already_logged_in"
-    INVALID_USERNAME = "invalid_username"
-    WEAK_PASSWORD = "weak_password"
-    BAD_CREDENTIALS = "bad_credentials"
-    UNKNOWN_USER = "unknown_user"
-    USER_OFFLINE = "user_offline"
-    RATE_LIMITED = "rate_limited"
-    SERVER_FULL = "server_full"
 
 
 class ByeReason(StrEnum):
@@ -210,7 +192,14 @@ class LogoutCommand(ExitCommand, tag="logout", frozen=True):
 ClientCommand = (
     LoginCommand | PmCommand | DmCommand | UsersCommand | PingCommand | ExitCommand | LogoutCommand
 )
-_COMMAND_NAMES: Final = frozenset(("login", "pm", "dm", "users", "ping", "exit", "logout"))
+
+
+def _tags(union: Any) -> frozenset[str]:
+    """The tag (``command`` / ``type`` value) of every Struct in a union."""
+    return frozenset(t.__struct_config__.tag for t in get_args(union))
+
+
+COMMAND_NAMES: Final = _tags(ClientCommand)
 
 
 # --------------------------------------------------------------------------------------
@@ -239,6 +228,9 @@ class LoginOk(_Event, tag="login_ok", frozen=True):
     new_user: bool
     users: UserTuple
     features: tuple[str, ...] = ()
+    # The protocol version the server speaks (docs/PROTOCOL.md §Versions); absent from
+    # servers older than the field, which speak version 1.
+    version: int | None = None
     id: RequestId = None
 
 
@@ -320,20 +312,7 @@ ServerEvent = (
     | Bye
     | ErrorEvent
 )
-_EVENT_NAMES: Final = frozenset(
-    (
-        "password_required",
-        "login_ok",
-        "users",
-        "users_delta",
-        "ack",
-        "broadcast",
-        "dm",
-        "pong",
-        "bye",
-        "error",
-    )
-)
+EVENT_NAMES: Final = _tags(ServerEvent)
 
 Message = _Command | _Event
 
@@ -381,7 +360,7 @@ def decode_command(frame: bytes) -> ClientCommand:
         UnicodeDecodeError,
         RecursionError,
     ) as exc:
-        raise _diagnose(frame, "command", _COMMAND_NAMES, exc) from exc
+        raise _diagnose(frame, "command", COMMAND_NAMES, exc) from exc
 
 
 def decode_event(frame: bytes) -> ServerEvent:
@@ -395,7 +374,7 @@ def decode_event(frame: bytes) -> ServerEvent:
         UnicodeDecodeError,
         RecursionError,
     ) as exc:
-        raise _diagnose(frame, "type", _EVENT_NAMES, exc) from exc
+        raise _diagnose(frame, "type", EVENT_NAMES, exc) from exc
 
 
 def encode(message: Message) -> bytes:

@@ -43,6 +43,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from chatroom._tls import TlsWriter, tcp_shutdown, tls_recv
+
 log = logging.getLogger(__name__)
 
 _DONTWAIT = socket.MSG_DONTWAIT
@@ -117,8 +119,8 @@ class Outbox:
         "_open",
         "_pending",
         "_progress_at",
-        "_retry",
         "_sock",
+        "_tls_writer",
         "_watching",
         "fd",
         "limit",
@@ -141,7 +143,7 @@ class Outbox:
         # TLS: the socket is non-blocking and every use of the SSL object, the reader's
         # recv included (see recv_tls), happens under _lock: OpenSSL forbids concurrent use.
         self.tls = isinstance(sock, ssl.SSLSocket)
-        self._retry = 0  # TLS: after want-write, retry exactly this many bytes
+        self._tls_writer = TlsWriter()  # TLS: OpenSSL's retry rule (chatroom._tls)
         self.fd = sock.fileno()
         self._flusher = flusher
         self.limit = limit
@@ -280,16 +282,9 @@ class Outbox:
         """One non-blocking write; BlockingIOError if the kernel takes nothing. Lock held."""
         if not self.tls:
             return self._sock.send(data, _DONTWAIT)
-        # OpenSSL wants a retried write to repeat the same bytes and length; the buffer only
-        # grows at its end, so its first _retry bytes are still those bytes.
-        n = self._retry or min(len(data), 16384)
-        try:
-            sent = self._sock.send(bytes(data[:n]))
-        except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
-            self._retry = n
-            raise BlockingIOError from None
-        self._retry = 0
-        return sent
+        # The buffer only grows at its end, so its head still holds the bytes a retry
+        # after want-write must repeat.
+        return self._tls_writer.send(self._sock, data)
 
     def recv_tls(self, size: int) -> bytes | None:
         """TLS reader thread: decrypted bytes, b"" at the end, None if none are ready yet
@@ -297,12 +292,7 @@ class Outbox:
         with self._lock:
             if not self._open:
                 return b""
-            try:
-                data: bytes | None = self._sock.recv(size)
-            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-                data = None
-            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-                data = b""
+            data = tls_recv(self._sock, size)
         self._unlocked()
         return data
 
@@ -320,7 +310,7 @@ class Outbox:
             self._flusher._unwatch(self)
         if self._open:
             try:
-                _tcp_shutdown(self._sock, socket.SHUT_RDWR)  # wakes the reader thread
+                tcp_shutdown(self._sock, socket.SHUT_RDWR)  # wakes the reader thread
             except OSError:
                 pass  # already disconnected
         self._drained.notify_all()
@@ -388,7 +378,7 @@ class Outbox:
             self._pending.clear()
             if self._open:
                 try:
-                    _tcp_shutdown(self._sock, socket.SHUT_RD)
+                    tcp_shutdown(self._sock, socket.SHUT_RD)
                 except OSError:
                     pass  # the peer is already gone; close() copes
 
@@ -412,13 +402,7 @@ class Outbox:
             if self._open:
                 self._open = False
                 try:
-                    _tcp_shutdown(self._sock, socket.SHUT_WR)  # FIN after the queued bytes
+                    tcp_shutdown(self._sock, socket.SHUT_WR)  # FIN after the queued bytes
                 except OSError:
                     pass  # the peer is already gone
                 self._sock.close()
-
-
-def _tcp_shutdown(sock: socket.socket, how: int) -> None:
-    """Shut the TCP connection down without touching TLS state: SSLSocket.shutdown() would
-    drop its SSL object, and later writes would go out unencrypted."""
-    socket.socket.shutdown(sock, how)

@@ -36,14 +36,10 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
-from chatroom.protocol import RequestId, UserList, UsersDelta, encode
+from chatroom.protocol import RequestId, UserList, UsersDelta, encode, username_key
 from chatroom_server.outbox import Outbox
 
 log = logging.getLogger(__name__)
-
-
-def _key(name: str) -> str:
-    return name.lower()  # names are ASCII; docs/PROTOCOL.md §Names: unique ignoring case
 
 
 class SortedNames:
@@ -62,9 +58,9 @@ class SortedNames:
 
     def _find(self, name: str) -> tuple[int, bool]:
         """Where ``name`` is or would go, and whether it is there (ignoring case)."""
-        k = _key(name)
-        i = bisect.bisect_left(self._names, k, key=_key)
-        return i, i < len(self._names) and _key(self._names[i]) == k
+        k = username_key(name)
+        i = bisect.bisect_left(self._names, k, key=username_key)
+        return i, i < len(self._names) and username_key(self._names[i]) == k
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self._find(name)[1]
@@ -194,8 +190,8 @@ class UsersPublisher:
             pub.add(name)
         data = encode(
             UsersDelta(
-                joined=tuple(sorted(joined, key=_key)),
-                left=tuple(sorted(left, key=_key)),
+                joined=tuple(sorted(joined, key=username_key)),
+                left=tuple(sorted(left, key=username_key)),
                 count=len(pub),
             )
         )

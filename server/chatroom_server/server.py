@@ -51,6 +51,7 @@ from types import TracebackType
 from chatroom.errors import FrameTooLarge, ProtocolError
 from chatroom.protocol import (
     DEFAULT_PORT,
+    PROTOCOL_VERSION,
     Ack,
     Broadcast,
     Bye,
@@ -741,7 +742,13 @@ class ChatServer:
             elif self._live.add(name):
                 self._names = self._live.snapshot()
             if published is None:
-                ok = LoginOk(username=name, new_user=new_user, users=self._names, id=rid)
+                ok = LoginOk(
+                    username=name,
+                    new_user=new_user,
+                    users=self._names,
+                    version=PROTOCOL_VERSION,
+                    id=rid,
+                )
                 legacy = (*legacy, conn)
             else:
                 ok = LoginOk(
@@ -749,6 +756,7 @@ class ChatServer:
                     new_user=new_user,
                     users=published.with_name(name),
                     features=(Feature.USERS_DELTA.value,),
+                    version=PROTOCOL_VERSION,
                     id=rid,
                 )
             conn.outbox.send(encode(ok))

@@ -232,8 +232,9 @@ def test_receiver_pool_reads_mixed_frames_in_order() -> None:
     def peer() -> None:
         conn, _ = listener.accept()
         with conn, conn.makefile("rwb") as f:
-            f.readline()  # login
+            login = json.loads(f.readline())
             ok = {"type": "login_ok", "username": "me", "new_user": False, "users": ["me"]}
+            ok["id"] = login["id"]  # a reply echoes its request's id (PROTOCOL.md §Frames)
             f.write(json.dumps(ok).encode() + b"\n")
             f.flush()
             frames = [

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from chatroom.protocol import PROTOCOL_VERSION
 from chatroom.testing import TestServer, running_server
 from chatroom_server import AccountStoreError, ChatServer, ConfigError, ServerConfig
 from tests.helpers import PASSWORD, RawClient, connect
@@ -24,6 +25,7 @@ def test_password_required_then_register_then_login(server: TestServer) -> None:
         c.send(command="login", username="Alice", password=PASSWORD, id=2)
         ok = c.expect("login_ok", username="Alice", new_user=True, users=["Alice"], id=2)
         assert "password" not in json.dumps(ok)
+        assert ok["version"] == PROTOCOL_VERSION == 1  # docs/PROTOCOL.md §Versions
         c.expect("users", users=["Alice"], joined="Alice")
     with RawClient(server.address) as c:
         # Any spelling finds the account; the registered spelling is canonical.

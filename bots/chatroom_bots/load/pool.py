@@ -1,9 +1,11 @@
 """chat-load's bots: thousands of connections on one thread per worker process.
 
 Every bot of a worker (without TLS) lives in its :class:`BotPool`: one ``selectors``
-(epoll) loop on the SDK's I/O-free protocol layer (:class:`~chatroom.protocol.FrameDecoder`,
-:func:`~chatroom.protocol.decode_event`) that logs the bots in, reads what they receive,
-and sends the senders' messages when the step's :class:`Schedule` says they are due.
+(epoll) loop that logs the bots in, reads what they receive, and sends the senders'
+messages when the step's :class:`Schedule` says they are due. Each bot is a
+:class:`~chatroom.session.ClientSession`, the SDK's I/O-free client, which decides
+everything about login, errors, ``bye`` and keepalive; the pool adds only a fast path
+for counting deliveries.
 
 Why one thread and not a :class:`~chatroom.ChatClient` each: that is a thread per bot, and
 every delivery then wakes one of thousands of threads that all want the GIL. Measured on
@@ -37,20 +39,10 @@ from typing import Protocol
 
 import msgspec
 
-from chatroom import Broadcast, DirectMessage, Disconnect
-from chatroom.errors import FrameTooLarge, ProtocolError
-from chatroom.protocol import (
-    Bye,
-    ErrorEvent,
-    ExitCommand,
-    Feature,
-    FrameDecoder,
-    LoginCommand,
-    LoginOk,
-    PingCommand,
-    decode_event,
-    encode,
-)
+from chatroom import Broadcast, DirectMessage, Disconnect, ServerNotice
+from chatroom.errors import ChatTimeout, FrameTooLarge
+from chatroom.protocol import EVENT_NAMES, LoginOk
+from chatroom.session import BadFrame, ClientSession, Ended, Refused, Reply, SessionEvent
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +55,9 @@ class _Peek(msgspec.Struct):
 
 
 _peek_decoder = msgspec.json.Decoder(list[_Peek | None])
-_DELIVERIES = frozenset({"broadcast", "dm"})  # docs/PROTOCOL.md §Events
+_DELIVERIES = frozenset({Broadcast.__struct_config__.tag, DirectMessage.__struct_config__.tag})
 _IGNORED = frozenset({"ack", "pong"})  # answers to the senders' messages and to pings
+assert _DELIVERIES | _IGNORED <= EVENT_NAMES
 
 
 class Schedule(Protocol):
@@ -79,8 +72,6 @@ class Schedule(Protocol):
         """The next send (bot, frame, is a PM), advancing the schedule."""
 
 
-_PING = encode(PingCommand())
-_EXIT = encode(ExitCommand())
 _CONNECTING, _LOGGING_IN, _READY, _CLOSED = range(4)
 
 
@@ -95,15 +86,15 @@ class Sink(Protocol):
 
 
 class _Bot:
-    __slots__ = ("decoder", "idx", "last_tx", "out", "sock", "started", "state", "writing")
+    __slots__ = ("idx", "out", "session", "sock", "started", "state", "writing")
 
-    def __init__(self, idx: int, sock: socket.socket, max_frame: int) -> None:
+    def __init__(self, idx: int, sock: socket.socket, session: ClientSession) -> None:
         self.idx = idx
         self.sock = sock
-        self.decoder = FrameDecoder(max_frame)
+        self.session = session
         self.state = _CONNECTING
         self.started = time.monotonic()
-        self.last_tx = self.started
+        session.connection_made(self.started)
         self.out = b""  # bytes the kernel did not take yet (rare: we send little)
         self.writing = True  # registered for EVENT_WRITE (to connect, or to flush out)
 
@@ -250,7 +241,14 @@ class BotPool:
         sock = socket.socket(family, kind, proto)
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        bot = _Bot(idx, sock, self._max_frame)
+        # No user list: 10,000 bots each keeping a 10,000-name list is 10^8 entries.
+        session = ClientSession(
+            keepalive=self._keepalive,
+            timeout=self._timeout,
+            max_frame=self._max_frame,
+            track_users=False,
+        )
+        bot = _Bot(idx, sock, session)
         self._bots[idx] = bot
         self._in_login += 1
         err = sock.connect_ex(addr)
@@ -266,12 +264,8 @@ class BotPool:
                 self._fail(bot, f"cannot connect: {errno.errorcode.get(err, err)}")
                 return
             bot.state = _LOGGING_IN
-            login = LoginCommand(
-                username=self._names[bot.idx],
-                password=self._password,
-                features=(Feature.USERS_DELTA.value,),
-            )
-            self._send(bot, encode(login), time.monotonic())
+            _, login = bot.session.login(self._names[bot.idx], self._password)
+            self._send(bot, login, time.monotonic())
             return
         self._send(bot, b"", time.monotonic())  # flush what was left
 
@@ -287,7 +281,7 @@ class BotPool:
             self._lost(bot, f"send failed: {exc}")
             return
         bot.out = buf[sent:]
-        bot.last_tx = now
+        bot.session.data_sent(now)
         want = bool(bot.out)
         if want != bot.writing:
             bot.writing = want
@@ -305,9 +299,10 @@ class BotPool:
         if not data:
             self._lost(bot, "the server closed the connection")
             return
-        arrived = int(time.monotonic() * 1e6)
+        now = time.monotonic()
+        arrived = int(now * 1e6)
         try:
-            frames = bot.decoder.feed(data)
+            frames = bot.session.feed(data, now)
         except FrameTooLarge as exc:
             self._lost(bot, str(exc))
             return
@@ -341,29 +336,31 @@ class BotPool:
             self._sink.deliveries(bot.idx, messages, arrived)
 
     def _event(self, bot: _Bot, frame: bytes) -> bool:
-        """One frame through the SDK's full decode; False once the bot is gone."""
-        try:
-            event = decode_event(frame)
-        except ProtocolError as exc:
-            if exc.code != "unknown_command":  # a type this version does not know
-                log.warning("bad frame from the server: %s", exc)
+        """One frame through the session; False once the bot is gone."""
+        events: list[SessionEvent] = []
+        bot.session.handle_frame(frame, events)
+        for event in events:
+            if isinstance(event, Broadcast | DirectMessage):
+                self._sink.deliveries(bot.idx, (event.message,), int(time.monotonic() * 1e6))
+            elif isinstance(event, Reply):
+                if isinstance(event.event, LoginOk):
+                    bot.state = _READY
+                    self._in_login -= 1
+                    self.logged_in += 1
+                    self._sink.login_time(int((time.monotonic() - bot.started) * 1e6))
+            elif isinstance(event, Refused):
+                if bot.state == _LOGGING_IN:
+                    self._fail(bot, str(event.error))
+                    return False
                 self._sink.error()
-            return True
-        if isinstance(event, Broadcast | DirectMessage):
-            self._sink.deliveries(bot.idx, (event.message,), int(time.monotonic() * 1e6))
-        elif isinstance(event, LoginOk):
-            bot.state = _READY
-            self._in_login -= 1
-            self.logged_in += 1
-            self._sink.login_time(int((time.monotonic() - bot.started) * 1e6))
-        elif isinstance(event, ErrorEvent):
-            if bot.state == _LOGGING_IN:
-                self._fail(bot, f"{event.code}: {event.message}")
+            elif isinstance(event, Ended):
+                self._lost(bot, f"bye: {event.reason}")
                 return False
-            self._sink.error()
-        elif isinstance(event, Bye):
-            self._lost(bot, f"bye: {event.reason}")
-            return False
+            elif isinstance(event, BadFrame):
+                log.warning("bad frame from the server: %s", event.error)
+                self._sink.error()
+            elif isinstance(event, ServerNotice):  # a refused id-less send
+                self._sink.error()
         return True
 
     def _check_timers(self, now: float) -> None:
@@ -371,8 +368,14 @@ class BotPool:
             if bot.state in (_CONNECTING, _LOGGING_IN):
                 if now - bot.started > self._timeout:
                     self._fail(bot, f"no login_ok within {self._timeout:g} s")
-            elif bot.state == _READY and now - bot.last_tx > self._keepalive:
-                self._send(bot, _PING, now)  # the server closes silent clients (§Timeouts)
+            elif bot.state == _READY:
+                try:
+                    ping = bot.session.keepalive(now)  # the server closes silent clients
+                except ChatTimeout as exc:
+                    self._lost(bot, str(exc))
+                    continue
+                if ping:
+                    self._send(bot, ping, now)
 
     def _fail(self, bot: _Bot, why: str) -> None:
         """A login that did not succeed."""
@@ -405,7 +408,7 @@ class BotPool:
         for bot in list(self._bots.values()):
             if bot.state == _READY and not bot.out:
                 try:
-                    bot.sock.send(_EXIT)
+                    bot.sock.send(bot.session.logout())
                 except OSError:
                     pass  # going anyway; the server notices the close
             self._drop(bot)

@@ -9,6 +9,8 @@ from collections.abc import Iterable, Mapping
 from faker import Faker
 from hdrh.histogram import HdrHistogram
 
+from chatroom.protocol import username_key
+
 __all__ = [
     "PAYLOAD",
     "PERCENTILES",
@@ -96,9 +98,9 @@ def make_names(n: int, seed: int) -> list[str]:
     seen: set[str] = set()
     while len(names) < n:
         base = _INVALID.sub("", fake.user_name())[:24].lstrip("_-") or "bot"
-        name = base if base.lower() not in seen else f"{base}{len(names)}"
-        if name.lower() in seen:
+        name = base if username_key(base) not in seen else f"{base}{len(names)}"
+        if username_key(name) in seen:
             continue
-        seen.add(name.lower())
+        seen.add(username_key(name))
         names.append(name)
     return names

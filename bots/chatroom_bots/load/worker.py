@@ -405,7 +405,7 @@ class Worker:
             if client is None:
                 continue  # it failed to log in
             try:
-                client._send(frame)
+                client.send_frames(frame)
             except ChatError:
                 self.rec.error()
                 continue

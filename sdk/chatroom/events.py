@@ -1,0 +1,85 @@
+"""The events a client hands to hooks and to ``wait_for``.
+
+The message events are the wire types themselves (:class:`Broadcast`,
+:class:`DirectMessage`, from :mod:`chatroom.protocol`): frozen msgspec Structs. The rest
+are frozen dataclasses that the client session (:mod:`chatroom.session`) makes out of
+what the server said. All compare by value and are safe to keep.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chatroom.errors import ServerError
+from chatroom.protocol import Broadcast, DirectMessage
+
+__all__ = [
+    "Broadcast",
+    "DirectMessage",
+    "Disconnect",
+    "HookError",
+    "LoginResult",
+    "Reconnected",
+    "ServerNotice",
+    "UsersChanged",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class LoginResult:
+    """What ``login`` returns: the canonical name, whether the account was just
+    registered, and the active users (sorted ignoring case)."""
+
+    username: str
+    new_user: bool
+    users: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnect:
+    """The connection ended. ``reason``: ``exit`` (we logged out), ``server_shutdown``,
+    ``session_replaced`` (we logged in elsewhere), ``closed`` (closed before login or
+    without a goodbye), ``network`` (dropped, keepalive expired, or the server broke the
+    protocol: see ``error``). ``will_reconnect`` says whether the client is retrying.
+
+    Not to be confused with :class:`~chatroom.errors.ConnectionLost`, the exception a
+    request raises when the connection goes away under it."""
+
+    reason: str
+    error: Exception | None = None
+    will_reconnect: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class UsersChanged:
+    """The user list changed (or the periodic push confirmed it): ``users`` is the whole
+    list now, sorted ignoring case; ``joined`` and ``left`` name who came and went since
+    the previous one (both empty for the periodic push or a full refresh)."""
+
+    users: tuple[str, ...]
+    joined: tuple[str, ...] = ()
+    left: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Reconnected:
+    """The client reconnected and logged in again; ``result.users`` is the fresh list."""
+
+    result: LoginResult
+
+
+@dataclass(frozen=True, slots=True)
+class ServerNotice:
+    """A server error that answers no waiting request; ``error`` is the typed exception
+    (e.g. :class:`~chatroom.errors.RateLimited`) it would have raised."""
+
+    error: ServerError
+
+
+@dataclass(frozen=True, slots=True)
+class HookError:
+    """A hook raised; passed to ``on_error`` hooks (the default logs it)."""
+
+    hook: str
+    event: object
+    error: Exception

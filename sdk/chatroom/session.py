@@ -1,0 +1,475 @@
+"""The client side of docs/PROTOCOL.md as a state machine with no I/O.
+
+:class:`ClientSession` is to chatroom what h11's ``Connection`` is to HTTP: bytes in,
+events out; requests in, bytes out. It owns every protocol decision a client makes:
+
+- request ids, and which reply answers which request (§Frames);
+- the login sequence, the credentials it keeps for logging in again after a reconnect, and
+  when a reconnect is allowed at all (never after ``bad_credentials``,
+  ``session_replaced`` or ``exit``);
+- the user list: full lists and ``users_delta`` deltas, the ``count`` check and the
+  request for a fresh list when they disagree (§Extensions);
+- keepalive: when to ping, and when a silent server counts as dead (§Timeouts);
+- turning frames into events, and malformed frames into :class:`BadFrame` rather than an
+  exception that would end the connection.
+
+It has no sockets, threads or clocks: the caller passes ``now`` (any monotonic clock) and
+writes the bytes it is given. It is not thread-safe: one owner, or one lock around every
+call (``ChatClient`` holds its ``_lock``). It never calls user code.
+
+The users: :class:`~chatroom.client.ChatClient` (a socket and two threads), chat-load's
+``BotPool`` (thousands of sessions on one epoll thread, with a fast path of its own for
+counting deliveries) and, later, the asyncio client.
+
+Typical use::
+
+    session = ClientSession()
+    sock.sendall(session.connection_made(now))   # b"" on a first connection
+    rid, data = session.login("alice", "correct horse")
+    sock.sendall(data)
+    for event in session.receive_data(sock.recv(65536), now):
+        ...                                       # Reply, Refused, Broadcast, ...
+    sock.sendall(session.data_to_send())          # a control frame it decided to send
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from typing import Final, TypeVar
+
+import msgspec
+
+from chatroom.errors import AuthError, ChatTimeout, ProtocolError, ServerError, error_for_code
+from chatroom.events import LoginResult, Reconnected, ServerNotice
+from chatroom.protocol import (
+    PROTOCOL_VERSION,
+    Broadcast,
+    Bye,
+    ByeReason,
+    ClientCommand,
+    DirectMessage,
+    ErrorCode,
+    ErrorEvent,
+    ExitCommand,
+    Feature,
+    FrameDecoder,
+    LoginCommand,
+    LoginOk,
+    PingCommand,
+    ServerEvent,
+    UserList,
+    UsersCommand,
+    UsersDelta,
+    decode_event,
+    encode,
+)
+
+__all__ = [
+    "LOGIN_FEATURES",
+    "BadFrame",
+    "ClientSession",
+    "Ended",
+    "Refused",
+    "Reply",
+    "SessionEvent",
+    "UsersUpdated",
+    "disconnect_reason",
+    "reconnect_delay",
+]
+
+log = logging.getLogger(__name__)
+
+C = TypeVar("C", bound=ClientCommand)
+
+# What every client of ours asks for at login (docs/PROTOCOL.md §Extensions).
+LOGIN_FEATURES: Final = (Feature.USERS_DELTA.value,)
+PING: Final = encode(PingCommand())
+EXIT: Final = encode(ExitCommand())
+_RESYNC: Final = encode(UsersCommand())  # answered by a full list without an id
+
+# Disconnect reasons after which logging in again would be wrong: we left, we logged in
+# elsewhere, or the server refused the password.
+_FINAL_REASONS: Final = frozenset(
+    (ByeReason.EXIT, ByeReason.SESSION_REPLACED, ErrorCode.BAD_CREDENTIALS)
+)
+
+
+# ------------------------------------------------------------------ session events
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The answer to request ``rid``; ``event`` is the server frame."""
+
+    rid: int
+    event: ServerEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """The server answered request ``rid`` with an error."""
+
+    rid: int
+    error: ServerError
+
+
+@dataclass(frozen=True, slots=True)
+class UsersUpdated:
+    """The user list changed; :attr:`ClientSession.users` is the new whole list."""
+
+    joined: tuple[str, ...]
+    left: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """The server is ending the session (``bye``, ``server_full``, or a re-login it
+    refused); ``reason`` becomes the :class:`~chatroom.events.Disconnect` reason."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class BadFrame:
+    """The server sent a frame that breaks the protocol; it was skipped."""
+
+    frame: bytes
+    error: ProtocolError
+
+
+SessionEvent = (
+    Reply
+    | Refused
+    | UsersUpdated
+    | Ended
+    | BadFrame
+    | Broadcast
+    | DirectMessage
+    | Reconnected
+    | ServerNotice
+)
+
+
+def reconnect_delay(attempt: int, max_delay: float, rng: random.Random | None = None) -> float:
+    """Seconds to wait before reconnect attempt ``attempt`` (0-based): 0.25 s doubling,
+    capped at ``max_delay``, with jitter so a crowd of clients does not return at once."""
+    r = (rng or random).uniform(0.5, 1.0)
+    return float(min(max_delay, 0.25 * 2 ** min(attempt, 32)) * r)
+
+
+# ------------------------------------------------------------------ the session
+
+
+class ClientSession:
+    """See the module docstring.
+
+    ``keepalive``: seconds of quiet (either way) after which :meth:`keepalive` asks for a
+    ping; 0 turns pings off. ``timeout``: seconds more of silence from the server after
+    which the connection counts as dead. ``track_users``: keep the user list (a swarm
+    bot that never reads it says False, and deltas cost it nothing).
+    """
+
+    __slots__ = (
+        "_credentials",
+        "_decoder",
+        "_ids",
+        "_last_rx",
+        "_last_tx",
+        "_logins",
+        "_out",
+        "_pending",
+        "_pinged",
+        "_relogin",
+        "_sorted",
+        "_user_set",
+        "keepalive_interval",
+        "max_frame",
+        "timeout",
+        "track_users",
+        "username",
+    )
+
+    def __init__(
+        self,
+        *,
+        keepalive: float = 30.0,
+        timeout: float = 10.0,
+        max_frame: int = 64 * 1024 * 1024,
+        track_users: bool = True,
+    ) -> None:
+        self.keepalive_interval = keepalive
+        self.timeout = timeout
+        self.max_frame = max_frame
+        self.track_users = track_users
+        self.username: str | None = None  # canonical, once logged in
+        self._decoder = FrameDecoder(max_frame)
+        self._ids = 0
+        # Requests sent on this connection and not answered yet: id -> command name.
+        self._pending: dict[int, str] = {}
+        # Logins in flight: id -> password, kept as credentials once login_ok arrives.
+        self._logins: dict[int, str] = {}
+        self._credentials: tuple[str, str] | None = None
+        self._relogin: int | None = None  # id of the automatic re-login in flight
+        self._user_set: set[str] = set()
+        self._sorted: tuple[str, ...] | None = ()  # None: stale, sorted on demand
+        self._out = bytearray()  # control frames the session decided to send
+        self._last_rx = 0.0
+        self._last_tx = 0.0
+        self._pinged = False  # a ping is out since the last frame arrived
+
+    # ------------------------------------------------------------ state
+
+    @property
+    def users(self) -> tuple[str, ...]:
+        """The active users, sorted ignoring case (built only when asked for)."""
+        if self._sorted is None:
+            self._sorted = tuple(sorted(self._user_set, key=str.lower))
+        return self._sorted
+
+    @property
+    def user_count(self) -> int:
+        return len(self._user_set)
+
+    @property
+    def logged_in(self) -> bool:
+        return self.username is not None
+
+    @property
+    def can_relogin(self) -> bool:
+        """Whether the session knows credentials the server accepted."""
+        return self._credentials is not None
+
+    def may_reconnect(self, reason: str) -> bool:
+        """Whether a connection that ended with ``reason`` may be retried."""
+        return self._credentials is not None and reason not in _FINAL_REASONS
+
+    # ------------------------------------------------------------ outgoing
+
+    def next_id(self) -> int:
+        self._ids += 1
+        return self._ids
+
+    def request(self, cmd: C) -> tuple[int, bytes]:
+        """``cmd`` with a fresh id, and its frame; its reply comes back as :class:`Reply`
+        or :class:`Refused` with that id."""
+        rid = self.next_id()
+        self._pending[rid] = type(cmd).__struct_config__.tag  # type: ignore[assignment]
+        return rid, encode(msgspec.structs.replace(cmd, id=rid))
+
+    def login(self, username: str, password: str) -> tuple[int, bytes]:
+        """The login request; on ``login_ok`` the credentials are kept for re-login."""
+        rid, data = self.request(
+            LoginCommand(username=username, password=password, features=LOGIN_FEATURES)
+        )
+        self._logins[rid] = password
+        return rid, data
+
+    def check_user(self, username: str) -> tuple[int, bytes]:
+        """A login without a password: answered by ``password_required``."""
+        return self.request(LoginCommand(username=username))
+
+    def send(self, cmd: ClientCommand) -> bytes:
+        """A command without an id (its refusal comes as a :class:`ServerNotice`)."""
+        return encode(cmd)
+
+    def logout(self) -> bytes:
+        """The goodbye; no automatic re-login after it."""
+        self._credentials = None
+        return EXIT
+
+    def forget_request(self, rid: int) -> None:
+        """The caller gave up waiting for ``rid`` (timed out): a late reply is ignored."""
+        self._pending.pop(rid, None)
+        self._logins.pop(rid, None)
+
+    def data_sent(self, now: float) -> None:
+        """The caller wrote bytes to the server at ``now`` (for keepalive)."""
+        self._last_tx = now
+
+    def data_to_send(self) -> bytes:
+        """Control frames the session decided to send (e.g. a request for the user list
+        when a delta does not add up); b"" when there are none."""
+        if not self._out:
+            return b""
+        data = bytes(self._out)
+        self._out.clear()
+        return data
+
+    # ------------------------------------------------------------ connection life
+
+    def connection_made(self, now: float) -> bytes:
+        """A new connection is open: returns the re-login to send first (b"" if the
+        session has never logged in)."""
+        self._decoder = FrameDecoder(self.max_frame)
+        self._last_rx = self._last_tx = now
+        self._pinged = False
+        self._out.clear()
+        if self._credentials is None:
+            return b""
+        name, password = self._credentials
+        rid, data = self.login(name, password)
+        self._relogin = rid
+        return data
+
+    def connection_lost(self) -> list[int]:
+        """The connection is gone: returns the ids of the requests that will never be
+        answered (the caller fails them)."""
+        failed = list(self._pending)
+        self._pending.clear()
+        self._logins.clear()
+        self._relogin = None
+        if self._credentials is None:
+            self.username = None
+        return failed
+
+    def keepalive(self, now: float) -> bytes:
+        """Call on every pass of the read loop: a ping to send, or b"". Raises
+        :class:`~chatroom.errors.ChatTimeout` once the server has been silent for
+        ``keepalive + timeout`` seconds (docs/PROTOCOL.md §Timeouts)."""
+        k = self.keepalive_interval
+        if k <= 0:
+            return b""
+        quiet = now - self._last_rx
+        if quiet >= k + self.timeout:
+            raise ChatTimeout(f"no answer from the server for {quiet:.0f} s")
+        # Checked on every pass, not only when nothing arrives: a client that receives a
+        # steady stream must still send, or the server closes it for silence.
+        if now - self._last_tx >= k or (quiet >= k and not self._pinged):
+            self._pinged = True
+            return PING
+        return b""
+
+    # ------------------------------------------------------------ incoming
+
+    def feed(self, data: bytes, now: float) -> list[bytes]:
+        """Framing only: the complete frames in ``data`` (raises
+        :class:`~chatroom.errors.FrameTooLarge`; the connection is then unusable). For
+        callers with a fast path of their own; the rest go to :meth:`handle_frame`."""
+        self._last_rx = now
+        self._pinged = False
+        return self._decoder.feed(data)
+
+    def receive_data(self, data: bytes, now: float) -> list[SessionEvent]:
+        """Bytes from the server in, events out (see :data:`SessionEvent`)."""
+        events: list[SessionEvent] = []
+        for frame in self.feed(data, now):
+            self.handle_frame(frame, events)
+        return events
+
+    def handle_frame(self, frame: bytes, events: list[SessionEvent]) -> None:
+        """One complete frame: append what it means to ``events``."""
+        try:
+            event = decode_event(frame)
+        except ProtocolError as exc:
+            if exc.code == ErrorCode.UNKNOWN_COMMAND:
+                # A type from a later version (docs/PROTOCOL.md §Frames): ignore it.
+                log.debug("ignoring a frame of a type this version does not know: %r", frame)
+            else:
+                events.append(BadFrame(frame, exc))
+            return
+        kind = type(event)
+        if kind is Broadcast or kind is DirectMessage:
+            events.append(event)  # type: ignore[arg-type]
+            return
+        rid = getattr(event, "id", None)
+        if rid is not None:
+            self._on_reply(rid, event, events)
+        elif kind is UsersDelta:
+            self._apply_delta(event, events)  # type: ignore[arg-type]
+        elif kind is UserList:
+            assert isinstance(event, UserList)
+            self._set_users(event.users)
+            events.append(
+                UsersUpdated(
+                    (event.joined,) if event.joined else (),
+                    (event.left,) if event.left else (),
+                )
+            )
+        elif kind is Bye:
+            assert isinstance(event, Bye)
+            if event.reason == ByeReason.EXIT:
+                self._credentials = None
+            events.append(Ended(event.reason))
+        elif kind is ErrorEvent:
+            assert isinstance(event, ErrorEvent)
+            # Not tied to a request: an answer to an id-less send, or server_full, ...
+            events.append(ServerNotice(error_for_code(event.code, event.message)))
+            if event.code == ErrorCode.SERVER_FULL:
+                events.append(Ended(ErrorCode.SERVER_FULL))
+        # ack and pong without an id answer id-less sends: nothing to do.
+
+    def _on_reply(self, rid: object, event: ServerEvent, events: list[SessionEvent]) -> None:
+        if not isinstance(rid, int) or rid not in self._pending:
+            log.debug("reply to no pending request (timed out?): %r", event)
+            return
+        del self._pending[rid]
+        password = self._logins.pop(rid, None)
+        relogin = rid == self._relogin
+        if relogin:
+            self._relogin = None
+        if type(event) is ErrorEvent:
+            err = error_for_code(event.code, event.message, rid)
+            if relogin:
+                log.error("re-login failed: %s", err)
+                if isinstance(err, AuthError):
+                    self._credentials = None  # never retry a password the server refused
+                    events.append(Ended(ErrorCode.BAD_CREDENTIALS))
+                return
+            events.append(Refused(rid, err))
+            return
+        if type(event) is LoginOk:
+            # Here, before any event after it: the pushes that follow must already see
+            # who we are and the list they apply to.
+            self.username = event.username
+            self._set_users(event.users)
+            if event.version is not None and event.version > PROTOCOL_VERSION:
+                log.warning(
+                    "the server speaks protocol version %d, this client %d: what it knows "
+                    "still holds (docs/PROTOCOL.md §Versions), but a newer client exists",
+                    event.version,
+                    PROTOCOL_VERSION,
+                )
+            if password is not None:
+                self._credentials = (event.username, password)
+            if relogin:
+                events.append(Reconnected(LoginResult(event.username, False, event.users)))
+                return
+        elif type(event) is UserList:
+            self._set_users(event.users)
+        events.append(Reply(rid, event))
+
+    # ------------------------------------------------------------ user list
+
+    def _set_users(self, users: tuple[str, ...]) -> None:
+        if self.track_users:
+            self._user_set = set(users)
+            self._sorted = users  # the server sends it sorted (docs/PROTOCOL.md §login)
+
+    def _apply_delta(self, event: UsersDelta, events: list[SessionEvent]) -> None:
+        if not self.track_users:
+            return
+        users = self._user_set
+        if event.joined or event.left:
+            # In place: O(changes), not O(users); a swarm applies every delta N times.
+            users.difference_update(event.left)
+            users.update(event.joined)
+            self._sorted = None
+        if len(users) != event.count:
+            # Cannot happen with a correct server; heal instead of drifting for ever.
+            log.warning(
+                "user list out of step (%d here, %d on the server); asking for it again",
+                len(users),
+                event.count,
+            )
+            self._out += _RESYNC
+        events.append(UsersUpdated(event.joined, event.left))
+
+
+def disconnect_reason(ended: str | None, closing: bool) -> str:
+    """The :class:`~chatroom.events.Disconnect` reason for a connection that ended after
+    ``bye``/``Ended`` ``ended`` (None: none came), ``closing`` if we closed it."""
+    if ended is not None:
+        return ended
+    return "closed" if closing else "network"

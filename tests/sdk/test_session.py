@@ -1,0 +1,223 @@
+"""The client session with no server: bytes in, events out (as h11's test_connection)."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import pytest
+
+from chatroom import AuthError, Broadcast, ChatTimeout, Reconnected, ServerNotice, UserOffline
+from chatroom.errors import FrameTooLarge
+from chatroom.protocol import PmCommand, UsersCommand
+from chatroom.session import (
+    PING,
+    BadFrame,
+    ClientSession,
+    Ended,
+    Refused,
+    Reply,
+    SessionEvent,
+    UsersUpdated,
+    reconnect_delay,
+)
+
+
+def frame(**fields: Any) -> bytes:
+    return json.dumps(fields).encode() + b"\n"
+
+
+def sent(data: bytes) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(data)
+    return out
+
+
+def feed(session: ClientSession, data: bytes, *, bytewise: bool = False) -> list[SessionEvent]:
+    if not bytewise:
+        return session.receive_data(data, 0.0)
+    events: list[SessionEvent] = []
+    for i in range(len(data)):
+        events += session.receive_data(data[i : i + 1], 0.0)
+    return events
+
+
+def logged_in(name: str = "alice", users: tuple[str, ...] = ("alice", "bob")) -> ClientSession:
+    s = ClientSession()
+    s.connection_made(0.0)
+    rid, _ = s.login(name, "correct horse")
+    feed(s, frame(type="login_ok", username=name, new_user=False, users=list(users), id=rid))
+    return s
+
+
+@pytest.mark.parametrize("bytewise", [False, True])
+def test_login_reply_is_matched_by_id_and_keeps_credentials(bytewise: bool) -> None:
+    s = ClientSession()
+    assert s.connection_made(0.0) == b""  # never logged in: nothing to send
+    rid, data = s.login("Alice", "correct horse")
+    assert sent(data) == {
+        "command": "login",
+        "username": "Alice",
+        "password": "correct horse",
+        "features": ["users_delta"],
+        "id": rid,
+    }
+    ok = frame(type="login_ok", username="alice", new_user=True, users=["alice"], id=rid)
+    (event,) = feed(s, ok, bytewise=bytewise)
+    assert isinstance(event, Reply) and event.rid == rid
+    assert s.username == "alice" and s.users == ("alice",)
+    assert s.may_reconnect("network") and not s.may_reconnect("session_replaced")
+
+
+def test_errors_are_typed_and_tied_to_their_request() -> None:
+    s = logged_in()
+    rid, _ = s.request(PmCommand(message="hi"))
+    events = feed(s, frame(type="error", code="user_offline", message="x", id=rid))
+    assert len(events) == 1 and isinstance(events[0], Refused)
+    assert isinstance(events[0].error, UserOffline) and events[0].rid == rid
+    # A reply to a request that was given up on is ignored.
+    late, _ = s.request(PmCommand(message="late"))
+    s.forget_request(late)
+    assert feed(s, frame(type="ack", command="pm", id=late)) == []
+    # An error that answers no request is a notice.
+    (notice,) = feed(s, frame(type="error", code="rate_limited", message="slow"))
+    assert isinstance(notice, ServerNotice) and notice.error.code == "rate_limited"
+
+
+def test_pushes_and_messages_one_byte_at_a_time() -> None:
+    s = logged_in()
+    data = b"".join(
+        [
+            frame(type="broadcast", message="hi", ts=1.0, **{"from": "bob"}),
+            frame(type="users_delta", joined=["carol"], left=["bob"], count=2),
+            frame(type="from_a_later_version", x=1),  # ignored (PROTOCOL.md §Frames)
+            b'{"type":"broadcast","message":5}\n',  # malformed: skipped, reported
+            frame(type="bye", reason="server_shutdown"),
+        ]
+    )
+    events = feed(s, data, bytewise=True)
+    assert events[0] == Broadcast(sender="bob", message="hi", ts=1.0)
+    assert events[1] == UsersUpdated(("carol",), ("bob",))
+    assert isinstance(events[2], BadFrame)
+    assert events[3] == Ended("server_shutdown")
+    assert len(events) == 4
+    assert s.users == ("alice", "carol")
+    assert s.may_reconnect("server_shutdown")  # credentials kept: a restart comes back
+
+
+def test_a_delta_that_does_not_add_up_asks_for_the_whole_list() -> None:
+    s = logged_in()
+    feed(s, frame(type="users_delta", joined=["carol"], count=4))
+    assert s.data_to_send() == b'{"command":"users"}\n'
+    assert s.data_to_send() == b""
+    events = feed(s, frame(type="users", users=["alice", "bob", "carol", "dave"]))
+    assert events == [UsersUpdated((), ())] and s.user_count == 4
+
+
+def test_a_swarm_session_keeps_no_user_list() -> None:
+    s = ClientSession(track_users=False)
+    rid, _ = s.login("bot", "correct horse")
+    feed(s, frame(type="login_ok", username="bot", new_user=False, users=["a", "b"], id=rid))
+    assert feed(s, frame(type="users_delta", joined=["c"], count=99)) == []
+    assert s.user_count == 0 and s.data_to_send() == b""
+
+
+def test_relogin_after_a_reconnect_and_its_failure() -> None:
+    s = logged_in()
+    pending, _ = s.request(PmCommand(message="in flight"))
+    assert s.connection_lost() == [pending]
+    assert s.username == "alice"  # still ours while we reconnect
+    relogin = sent(s.connection_made(10.0))
+    assert relogin["username"] == "alice" and relogin["password"] == "correct horse"
+    ok = frame(type="login_ok", username="alice", new_user=False, users=["alice"], id=relogin["id"])
+    (event,) = feed(s, ok)
+    assert isinstance(event, Reconnected) and event.result.users == ("alice",)
+    # Next time the password is refused: the session ends and never retries it.
+    s.connection_lost()
+    relogin = sent(s.connection_made(20.0))
+    bad = frame(type="error", code="bad_credentials", message="no", id=relogin["id"])
+    assert feed(s, bad) == [Ended("bad_credentials")]
+    assert not s.may_reconnect("network") and not s.can_relogin
+
+
+def test_a_refused_first_login_is_a_refusal_not_an_end() -> None:
+    s = ClientSession()
+    rid, _ = s.login("alice", "wrong password")
+    (event,) = feed(s, frame(type="error", code="bad_credentials", message="no", id=rid))
+    assert isinstance(event, Refused) and isinstance(event.error, AuthError)
+    assert not s.can_relogin
+
+
+def test_logout_and_bye_exit_end_reconnecting() -> None:
+    s = logged_in()
+    assert s.logout() == b'{"command":"exit"}\n'
+    assert not s.may_reconnect("network")
+    s2 = logged_in()
+    assert feed(s2, frame(type="bye", reason="exit")) == [Ended("exit")]
+    assert not s2.may_reconnect("network")
+
+
+def test_server_full_ends_the_session() -> None:
+    s = ClientSession()
+    events = feed(s, frame(type="error", code="server_full", message="full"))
+    assert isinstance(events[0], ServerNotice) and events[1] == Ended("server_full")
+
+
+def test_keepalive_pings_when_quiet_and_gives_up_on_a_silent_server() -> None:
+    s = ClientSession(keepalive=30.0, timeout=10.0)
+    s.connection_made(0.0)
+    assert s.keepalive(29.0) == b""
+    assert s.keepalive(30.0) == PING  # we sent nothing for 30 s
+    s.data_sent(30.0)
+    assert s.keepalive(31.0) == b""  # one ping per quiet spell, not one per tick
+    s.receive_data(frame(type="pong"), 32.0)
+    s.data_sent(40.0)
+    assert s.keepalive(62.0) == PING  # the server was quiet for 30 s
+    s.data_sent(62.0)
+    assert s.keepalive(71.0) == b""
+    with pytest.raises(ChatTimeout):
+        s.keepalive(72.0)  # 40 s of silence: 30 + 10
+
+
+def test_a_steady_stream_still_pings() -> None:
+    """Receiving all the time must not stop us sending: the server would close us for
+    silence (PROTOCOL.md §Timeouts)."""
+    s = ClientSession(keepalive=30.0)
+    s.connection_made(0.0)
+    for t in range(0, 31):
+        s.receive_data(frame(type="users_delta", count=0), float(t))
+    assert s.keepalive(30.0) == PING
+
+
+def test_oversized_frames_raise() -> None:
+    s = ClientSession(max_frame=10)
+    with pytest.raises(FrameTooLarge):
+        s.receive_data(b"x" * 11, 0.0)
+
+
+def test_request_ids_are_fresh_and_replies_to_users_refresh_the_list() -> None:
+    s = logged_in()
+    r1, _ = s.request(UsersCommand())
+    r2, _ = s.request(UsersCommand())
+    assert r1 != r2
+    (event,) = feed(s, frame(type="users", users=["bob"], id=r2))
+    assert isinstance(event, Reply) and s.users == ("bob",)
+
+
+def test_reconnect_delay_backs_off_with_jitter_and_a_cap() -> None:
+    rng = random.Random(1)
+    delays = [reconnect_delay(a, 30.0, rng) for a in range(12)]
+    assert 0.125 <= delays[0] <= 0.25
+    assert all(d <= 30.0 for d in delays) and delays[-1] >= 15.0
+    assert reconnect_delay(10_000, 5.0, rng) <= 5.0  # no overflow for long outages
+
+
+def test_a_newer_server_is_noted_and_the_session_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    s = ClientSession()
+    rid, _ = s.login("alice", "correct horse")
+    ok = frame(
+        type="login_ok", username="alice", new_user=False, users=["alice"], version=2, id=rid
+    )
+    (event,) = feed(s, ok)
+    assert isinstance(event, Reply) and s.logged_in
+    assert "protocol version 2" in caplog.text
