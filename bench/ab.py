@@ -11,46 +11,24 @@ same minutes, and comparing server CPU per 1,000 deliveries and p99, step by ste
 from __future__ import annotations
 
 import argparse
-import os
-import re
 import statistics
 import subprocess
-import sys
 import tempfile
-import threading
 from pathlib import Path
 
-from common import cpu_seconds
+from common import cpu_seconds, start_server
 
 from chatroom_bots.load import LoadConfig, Swarm
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def start(pythonpath: str | None, db: Path) -> tuple[subprocess.Popen[str], int]:
-    env = dict(os.environ)
-    if pythonpath:
-        env["PYTHONPATH"] = pythonpath  # ahead of the editable install of this tree
-    cmd = [sys.executable, "-m", "chatroom_server", "--rate-limit", "off"]
-    cmd += ["--users-interval", "0", "--log-level", "info", "--port", "0", "--db", str(db)]
-    proc = subprocess.Popen(
-        cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env
-    )
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        m = re.search(r"listening on [\d.]+:(\d+)", line)
-        if m:
-            threading.Thread(target=proc.stderr.read, daemon=True).start()
-            return proc, int(m.group(1))
-    raise RuntimeError("the server did not start")
-
-
 def measure(
     pythonpath: str | None, db: Path, rates: list[float], senders: int
 ) -> list[tuple[float, float]]:
     """(server CPU ms per 1,000 deliveries, p99 ms) at each rate, N=100."""
-    proc, port = start(pythonpath, db)
-    try:
+    env = {"PYTHONPATH": pythonpath} if pythonpath else None  # ahead of this tree's install
+    with start_server("ours", db.parent, db=db.stem, env=env) as (proc, port):
         cfg = LoadConfig(port=port, clients=100, senders=senders, processes=2, drain=1.0)
         out = []
         with Swarm(cfg) as swarm:
@@ -60,9 +38,6 @@ def measure(
                 cpu = cpu_seconds(proc.pid) - cpu0
                 out.append((1e6 * cpu / max(1, r.delivered), r.latency_ms["p99"]))
         return out
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def main() -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import re
+import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
+
+from chatroom.testing import ServerProcess
 
 BENCH = Path(__file__).resolve().parent
 
@@ -23,7 +24,7 @@ SERVERS = {
         "--users-interval",
         "0",
         "--log-level",
-        "warning",
+        "info",  # the 'listening on' line is at info; the rest is rare
         "--max-connections",
         "20000",
     ],
@@ -34,36 +35,13 @@ SERVERS = {
 
 @contextlib.contextmanager
 def start_server(
-    kind: str, tmp: Path, *extra: str, db: str = ""
+    kind: str, tmp: Path, *extra: str, db: str = "", env: dict[str, str] | None = None
 ) -> Iterator[tuple[subprocess.Popen[str], int]]:
-    """Start a server on a free port; it prints 'listening on HOST:PORT' on stderr."""
+    """Start a server on a free port (chatroom.testing.ServerProcess reads it from the
+    'listening on HOST:PORT' line every server here logs on stderr)."""
     cmd = [*SERVERS[kind], *extra, "--port", "0", "--db", str(tmp / f"{db or kind}.db")]
-    # Ours logs at warning: ask for the one info line we need by a separate flag-free way.
-    if kind == "ours":
-        cmd[cmd.index("warning")] = "info"
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    assert proc.stderr is not None
-    port = 0
-    for line in proc.stderr:
-        m = re.search(r"listening on [\d.]+:(\d+)", line)
-        if m:
-            port = int(m.group(1))
-            break
-    if not port:
-        raise RuntimeError(f"{kind} server did not start")
-    drain = threading.Thread(target=proc.stderr.read, daemon=True)
-    drain.start()
-    try:
-        yield proc, port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        drain.join(5)
-        proc.stderr.close()
+    with ServerProcess(cmd=cmd, env=env) as server:
+        yield server.proc, server.port
 
 
 def rss_kib(pid: int) -> int:
@@ -82,6 +60,4 @@ def thread_count(pid: int) -> int:
 
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    import os
-
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

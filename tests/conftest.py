@@ -4,8 +4,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from chatroom.testing import TestServer, running_server
-from tests.helpers import OPEN_CLIENTS
+from chatroom.testing import TestServer
+from tests.helpers import OPEN_CLIENTS, quiet_server
 
 
 @pytest.fixture(autouse=True)
@@ -17,7 +17,6 @@ def _close_raw_clients() -> Iterator[None]:
 
 @pytest.fixture
 def server() -> Iterator[TestServer]:
-    """A real server on 127.0.0.1:0 with a temp database, no periodic pushes, and no flood
-    control (tests send bursts; tests/server/test_hardening.py tests the limits)."""
-    with running_server(users_interval=0, rate_limit=None) as srv:
+    """A real server on 127.0.0.1:0 with a temp database, quiet (tests/helpers.QUIET)."""
+    with quiet_server() as srv:
         yield srv

@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import json
-import re
 import socket
-import subprocess
-import sys
-import threading
 from collections import deque
-from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from chatroom.protocol import FrameDecoder
+from chatroom.testing import ServerProcess, TestServer, running_server
 
-PASSWORD = "correct horse"
+__all__ = ["PASSWORD", "QUIET", "RawClient", "ServerProcess", "connect", "quiet_server"]
+
+PASSWORD = "correct horse"  # every test account's password
+
+# The quiet test server: no periodic user-list pushes (they would interleave with what a
+# test expects) and no flood control (tests send bursts; test_hardening tests the limits).
+QUIET: dict[str, Any] = {"users_interval": 0, "rate_limit": None}
+
+
+@contextmanager
+def quiet_server(*args: Any, **options: Any) -> Iterator[TestServer]:
+    """:func:`chatroom.testing.running_server` with :data:`QUIET` defaults."""
+    with running_server(*args, **{**QUIET, **options}) as srv:
+        yield srv
+
 
 # Every RawClient a test opens; tests/conftest.py closes them after each test.
 OPEN_CLIENTS: list[RawClient] = []
@@ -100,51 +112,3 @@ def connect(address: tuple[str, int], name: str | None = None) -> RawClient:
     if name is not None:
         c.login(name)
     return c
-
-
-class ServerProcess:
-    """``chat-server`` as a real process on a free port, for tests that signal or kill it.
-
-    Reads the port from the log line, keeps draining stderr so the server never blocks on
-    a full pipe, and on exit terminates it (if still running) and closes the pipe.
-    """
-
-    def __init__(self, db: Path, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "chatroom_server", "--port", "0", "--db", str(db), *args],
-            stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            text=True,
-        )
-        assert self.proc.stderr is not None
-        self.port = 0
-        for line in self.proc.stderr:  # the server logs this line first
-            m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
-            if m:
-                self.port = int(m.group(1))
-                break
-        self._drainer = threading.Thread(target=self.proc.stderr.read, daemon=True)
-        self._drainer.start()
-        if not self.port:
-            self.close()
-            raise AssertionError("the server exited without listening")
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return ("127.0.0.1", self.port)
-
-    def close(self) -> int:
-        """Stop the server (SIGTERM unless already gone); its exit status."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        status = self.proc.wait(10)
-        self._drainer.join(10)
-        assert self.proc.stderr is not None
-        self.proc.stderr.close()
-        return status
-
-    def __enter__(self) -> ServerProcess:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

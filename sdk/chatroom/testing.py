@@ -16,13 +16,20 @@ This is exactly how chatroom's own tests run: real sockets, real threads, no moc
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
+import subprocess
+import sys
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TestServer", "running_server"]
+__all__ = ["ServerProcess", "TestServer", "running_server"]
+
+_LISTENING = re.compile(r"listening on \[?[\w.:]+?\]?:(\d+)")
 
 
 class TestServer:
@@ -87,3 +94,75 @@ def running_server(db_path: str | Path | None = None, **options: Any) -> Iterato
             yield srv
         finally:
             srv.stop()
+
+
+class ServerProcess:
+    """A server as a real process on a free port: for tests that signal or kill it, and
+    for benchmarks that measure it from outside.
+
+    ``ServerProcess(db, *args)`` runs ``chat-server --port 0 --db DB ARGS``; ``cmd=[...]``
+    runs any server that logs ``listening on HOST:PORT`` on stderr (bench's baselines).
+    It reads the port from that line, keeps draining stderr so the server never blocks on
+    a full pipe, and on exit stops it (SIGTERM, then SIGKILL after ``grace`` s).
+    """
+
+    def __init__(
+        self,
+        db: str | Path | None = None,
+        *args: str,
+        cmd: Sequence[str] | None = None,
+        env: dict[str, str] | None = None,
+        grace: float = 10.0,
+    ) -> None:
+        if cmd is None:
+            if db is None:
+                raise ValueError("ServerProcess needs a database path or a cmd")
+            cmd = [sys.executable, "-m", "chatroom_server", "--port", "0", "--db", str(db)]
+        self.grace = grace
+        self.proc = subprocess.Popen(
+            [*cmd, *args],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+        assert self.proc.stderr is not None
+        self.port = 0
+        for line in self.proc.stderr:  # the server logs this line first
+            m = _LISTENING.search(line)
+            if m:
+                self.port = int(m.group(1))
+                break
+        self._drainer = threading.Thread(target=self.proc.stderr.read, daemon=True)
+        self._drainer.start()
+        if not self.port:
+            self.close()
+            raise RuntimeError(f"the server exited without listening: {' '.join(cmd)}")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+    def close(self) -> int:
+        """Stop the server (SIGTERM unless already gone); its exit status."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            status = self.proc.wait(self.grace)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            status = self.proc.wait(self.grace)
+        self._drainer.join(self.grace)
+        assert self.proc.stderr is not None
+        self.proc.stderr.close()
+        return status
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

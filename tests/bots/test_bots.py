@@ -17,6 +17,7 @@ import pytest
 from chatroom import Broadcast, ChatClient, DirectMessage, UsersChanged
 from chatroom.testing import TestServer, running_server
 from chatroom_bots import BadArguments, Bot, Message, make_echo, make_greeter
+from tests.helpers import quiet_server
 
 PW = "correct horse"
 BOT_PW = "bot password 123"
@@ -128,7 +129,7 @@ def test_greeter_by_dm(server: TestServer) -> None:
 
 
 def test_bots_come_back_after_a_server_restart() -> None:
-    with running_server(users_interval=0, rate_limit=None) as srv:
+    with quiet_server() as srv:
         echo, greeter = make_echo(), make_greeter()
         with (
             echo.running(srv.host, srv.port, password=BOT_PW, reconnect_max_delay=0.2) as ec,

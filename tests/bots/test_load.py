@@ -18,13 +18,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chatroom import ChatClient, Disconnect
-from chatroom.testing import TestServer, running_server
+from chatroom.testing import TestServer
 from chatroom_bots.load import LoadConfig, merge_histograms, new_histogram, percentiles, run_load
 from chatroom_bots.load.__main__ import main as chat_load
 from chatroom_bots.load.pool import BotPool
 from chatroom_bots.load.stats import MAX_US, make_names, pack, record_counts, unpack
 from chatroom_bots.load.worker import Recorder
-from tests.helpers import ServerProcess
+from tests.helpers import ServerProcess, quiet_server
 
 
 def small(srv_port: int, **kw: Any) -> LoadConfig:
@@ -37,7 +37,7 @@ def small(srv_port: int, **kw: Any) -> LoadConfig:
 
 @pytest.fixture
 def fast_server() -> Any:
-    with running_server(users_interval=0, rate_limit=None) as srv:
+    with quiet_server() as srv:
         yield srv
 
 

@@ -18,9 +18,10 @@ from prompt_toolkit.input.base import PipeInput
 from prompt_toolkit.output import DummyOutput
 
 from chatroom import Broadcast, ChatClient, DirectMessage, UsersChanged
-from chatroom.testing import TestServer, running_server
+from chatroom.testing import TestServer
 from chatroom_cli.__main__ import main
 from chatroom_cli.repl import InteractiveTerminal, PipeTerminal, Repl
+from tests.helpers import quiet_server
 
 PW = "correct horse"
 T = 10.0
@@ -184,7 +185,7 @@ def test_dm_with_tab_completion(server: TestServer, pipe: PipeInput, watcher: Ch
 
 
 def test_server_errors_are_one_line_and_the_session_goes_on(pipe: PipeInput) -> None:
-    with running_server(users_interval=0, rate_limit=None, max_message=10) as srv:
+    with quiet_server(max_message=10) as srv:
         h = Harness(srv, pipe, user="erin", password=PW)
         h.out.wait_for("Type /help")
         h.type("PM this is far too long\r")
@@ -200,7 +201,7 @@ def test_server_errors_are_one_line_and_the_session_goes_on(pipe: PipeInput) -> 
 
 
 def test_server_going_away_and_coming_back(pipe: PipeInput) -> None:
-    with running_server(users_interval=0, rate_limit=None) as srv:
+    with quiet_server() as srv:
         h = Harness(srv, pipe, user="frank", password=PW)
         h.out.wait_for("Type /help")
         srv.stop()

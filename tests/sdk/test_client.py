@@ -29,6 +29,7 @@ from chatroom import (
     UsersChanged,
 )
 from chatroom.testing import TestServer, running_server
+from tests.helpers import quiet_server
 
 PW = "correct horse"
 T = 10.0  # generous bound on every queue wait; tests never sleep
@@ -274,7 +275,7 @@ def test_close_is_idempotent_and_joins_threads(server: TestServer) -> None:
 
 
 def test_server_shutdown_is_on_disconnect(clients: list[ChatClient]) -> None:
-    with running_server(users_interval=0, rate_limit=None) as srv:
+    with quiet_server() as srv:
         c = ChatClient(srv.host, srv.port)
         clients.append(c)
         events: queue.Queue[Disconnect] = queue.Queue()
@@ -299,7 +300,7 @@ def test_session_replaced(server: TestServer, clients: list[ChatClient]) -> None
 
 
 def test_reconnect_after_server_restart(clients: list[ChatClient]) -> None:
-    with running_server(users_interval=0, rate_limit=None) as srv:
+    with quiet_server() as srv:
         c = ChatClient(srv.host, srv.port, reconnect=True, reconnect_max_delay=0.2)
         clients.append(c)
         events: queue.Queue[object] = queue.Queue()

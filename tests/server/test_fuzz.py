@@ -10,18 +10,15 @@ import json
 import os
 import socket
 import threading
-from collections.abc import Iterator
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chatroom.testing import TestServer, running_server
-from tests.helpers import PASSWORD, RawClient, connect
+from chatroom.testing import TestServer
+from tests.helpers import PASSWORD, RawClient, connect, quiet_server
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))
 MIN_FRAMES = int(os.environ.get("FUZZ_MIN_FRAMES", "0"))
-FRAMES_SENT = [0]
 
 VALID = [
     {"command": "login", "username": "fuzzed", "password": PASSWORD},
@@ -91,15 +88,6 @@ def _fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-@pytest.fixture(scope="module")
-def fuzz_server() -> Iterator[TestServer]:
-    # Real limits, except flood control, which would answer most frames with rate_limited
-    # and so hide the parsing paths the fuzzer is here to reach.
-    with running_server(users_interval=0, rate_limit=None) as srv:
-        connect(srv.address, "fuzzed").close()  # an account the fuzzer can log in to
-        yield srv
-
-
 def _drain(sock: socket.socket) -> None:
     try:
         while sock.recv(65536):
@@ -108,30 +96,49 @@ def _drain(sock: socket.socket) -> None:
         pass  # reset by the server: expected after too_large and friends
 
 
-@settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    suppress_health_check=[
-        HealthCheck.function_scoped_fixture,
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-    ],
-    derandomize=True,
-)
-@given(
-    login_first=st.booleans(),
-    batch=st.lists(frames, min_size=20, max_size=80),
-    split=st.sampled_from(["whole", "random", "bytewise"]),
-    cuts=st.lists(st.integers(0, 10_000), max_size=8),
-)
-def test_fuzz_frames(
-    fuzz_server: TestServer, login_first: bool, batch: list[bytes], split: str, cuts: list[int]
+def test_the_server_survives_the_fuzz_and_stays_healthy() -> None:
+    """One test, its own server: the fuzz, then the health check of what it left."""
+    # Real limits, except flood control, which would answer most frames with rate_limited
+    # and so hide the parsing paths the fuzzer is here to reach.
+    with quiet_server() as srv:
+        connect(srv.address, "fuzzed").close()  # an account the fuzzer can log in to
+        sent = _fuzz(srv)
+        _check_healthy(srv)
+    print(f"\nfuzz: {sent} frames over {EXAMPLES} connections")
+    assert sent >= MIN_FRAMES
+
+
+def _fuzz(srv: TestServer) -> int:
+    """Run the hypothesis search against ``srv``; how many frames it sent."""
+    sent = [0]
+
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        derandomize=True,
+    )
+    @given(
+        login_first=st.booleans(),
+        batch=st.lists(frames, min_size=20, max_size=80),
+        split=st.sampled_from(["whole", "random", "bytewise"]),
+        cuts=st.lists(st.integers(0, 10_000), max_size=8),
+    )
+    def fuzz_frames(login_first: bool, batch: list[bytes], split: str, cuts: list[int]) -> None:
+        sent[0] += len(batch)
+        _throw(srv, login_first, batch, split, cuts)
+
+    fuzz_frames()
+    return sent[0]
+
+
+def _throw(
+    srv: TestServer, login_first: bool, batch: list[bytes], split: str, cuts: list[int]
 ) -> None:
     stream = b"".join(f + b"\n" for f in batch)
     if login_first:
         stream = json.dumps(VALID[0]).encode() + b"\n" + stream
-    FRAMES_SENT[0] += len(batch)
-    with socket.create_connection(fuzz_server.address, timeout=10) as sock:
+    with socket.create_connection(srv.address, timeout=10) as sock:
         reader = threading.Thread(target=_drain, args=(sock,), daemon=True)
         reader.start()
         if split == "bytewise":
@@ -157,8 +164,8 @@ def test_fuzz_frames(
         assert not reader.is_alive(), "the server never closed the connection"
 
 
-def test_after_the_fuzz_the_server_is_healthy(fuzz_server: TestServer) -> None:
-    # Runs after test_fuzz_frames (file order): everything it opened must be gone.
+def _check_healthy(fuzz_server: TestServer) -> None:
+    """Everything the fuzz opened is gone, and the server still serves correctly."""
     srv = fuzz_server.server
     for t in threading.enumerate():
         if t.name.startswith("chat-conn-"):
@@ -182,5 +189,3 @@ def test_after_the_fuzz_the_server_is_healthy(fuzz_server: TestServer) -> None:
             t.join(10)
     assert srv.connection_count == 0
     assert _fds() <= fds_before
-    print(f"\nfuzz: {FRAMES_SENT[0]} frames over {EXAMPLES} connections")
-    assert FRAMES_SENT[0] >= MIN_FRAMES

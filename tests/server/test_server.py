@@ -15,7 +15,7 @@ import pytest
 from chatroom.protocol import PROTOCOL_VERSION
 from chatroom.testing import TestServer, running_server
 from chatroom_server import AccountStoreError, ChatServer, ConfigError, ServerConfig
-from tests.helpers import PASSWORD, RawClient, connect
+from tests.helpers import PASSWORD, RawClient, connect, quiet_server
 
 
 def test_password_required_then_register_then_login(server: TestServer) -> None:
@@ -168,7 +168,7 @@ def test_ten_protocol_errors_in_a_row_close(server: TestServer) -> None:
 
 
 def test_too_large_frame_is_an_error_then_close() -> None:
-    with running_server(users_interval=0, rate_limit=None) as srv:
+    with quiet_server() as srv:
         assert srv.server.config.limits.max_frame == 64 * 1024
         with RawClient(srv.address) as c:
             c.send_raw(b'{"command":"ping","pad":"' + b"x" * 70_000)
@@ -215,7 +215,7 @@ def test_takeover_replaces_the_old_session(server: TestServer) -> None:
 
 def test_registration_persists_across_restart(tmp_path: pytest.TempPathFactory) -> None:
     db = tmp_path / "accounts.db"  # type: ignore[operator]
-    with running_server(db_path=db, users_interval=0, rate_limit=None) as srv:
+    with quiet_server(db_path=db) as srv:
         with connect(srv.address, "persist"):
             pass
         srv.restart()
@@ -333,7 +333,7 @@ def test_joined_push_precedes_the_new_users_messages(server: TestServer) -> None
 
 
 def test_a_client_that_never_reads_does_not_delay_others() -> None:
-    with running_server(users_interval=0, rate_limit=None, max_output=256 * 1024) as srv:
+    with quiet_server(max_output=256 * 1024) as srv:
         stuck = RawClient(srv.address)
         stuck.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         stuck.login("stuck")
@@ -375,7 +375,7 @@ def test_periodic_user_list_push() -> None:
 
 
 def test_server_full() -> None:
-    with running_server(users_interval=0, rate_limit=None, max_connections=1) as srv:
+    with quiet_server(max_connections=1) as srv:
         first = connect(srv.address, "first")
         with RawClient(srv.address) as second:
             assert second.wait_closed() == [
@@ -386,7 +386,7 @@ def test_server_full() -> None:
 
 
 def test_shutdown_says_bye_to_everyone() -> None:
-    with running_server(users_interval=0, rate_limit=None) as srv:
+    with quiet_server() as srv:
         clients = [connect(srv.address, f"s{i}") for i in range(5)]
         anon = RawClient(srv.address)
         anon.send(command="ping")

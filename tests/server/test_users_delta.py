@@ -15,9 +15,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chatroom import ChatClient, UsersChanged
-from chatroom.testing import TestServer, running_server
+from chatroom.testing import TestServer
 from chatroom_server.roster import SortedNames
-from tests.helpers import PASSWORD, RawClient, connect
+from tests.helpers import PASSWORD, RawClient, connect, quiet_server
 
 T = 10.0
 
@@ -62,7 +62,7 @@ def test_login_ok_then_deltas_and_v1_clients_unchanged(server: TestServer) -> No
 
 def test_a_storm_of_logins_is_coalesced_and_everyone_agrees() -> None:
     names = [f"storm{i:02d}" for i in range(60)]
-    with running_server(users_interval=0, rate_limit=None, users_window=0.3) as srv:
+    with quiet_server(users_window=0.3) as srv:
         barrier = threading.Barrier(len(names), timeout=30)
         clients = {n: RawClient(srv.address, timeout=30) for n in names}
 
@@ -95,7 +95,7 @@ def test_a_storm_of_logins_is_coalesced_and_everyone_agrees() -> None:
 def test_joined_delta_precedes_the_new_users_first_message() -> None:
     # A long window: without the announce-before-message rule the PM would overtake it.
     with (
-        running_server(users_interval=0, rate_limit=None, users_window=30.0) as srv,
+        quiet_server(users_window=30.0) as srv,
         RawClient(srv.address) as old,
     ):
         delta_login(old, "watcher")
@@ -115,7 +115,7 @@ def test_joined_delta_precedes_the_new_users_first_message() -> None:
 
 def test_takeover_changes_no_list_and_the_periodic_push_carries_the_count() -> None:
     with (
-        running_server(users_interval=0.05, rate_limit=None) as srv,
+        quiet_server(users_interval=0.05) as srv,
         RawClient(srv.address) as watcher,
         RawClient(srv.address) as a,
     ):
