@@ -53,8 +53,8 @@ CREATE TABLE IF NOT EXISTS accounts (
 
 def _return_big_allocations_to_the_os() -> None:
     """Pin glibc's mmap threshold at 128 KiB. By default it rises after the first large
-    free, and then every thread keeps its freed 19 MiB argon2 buffers resident (measured:
-    1 GB of RSS for 500 logged-in clients). A no-op off glibc."""
+    free, and then every thread keeps its freed 19 MiB argon2 buffers resident, a
+    gigabyte for a few hundred logged-in clients. A no-op off glibc."""
     global _malloc_tuned
     if _malloc_tuned:
         return

@@ -1,14 +1,13 @@
 """Public-message fan-out by combining: whichever reader thread gets there first sends
 everyone's broadcasts, and nobody waits for anybody.
 
-Why (docs/PERFORMANCE.md, "Where the time goes"): when each reader thread fanned out its
-own messages, ten senders meant ten threads each making 99 ``send`` calls at once. Every
-``send`` lets go of the GIL, so the threads took turns at every syscall: a context switch
-and a GIL hand-back each time. Measured at 148,500 deliveries/s on this 2-core machine,
-one sending client cost the server 3.7 µs per delivery with p99 8.7 ms; ten cost 6.0 µs
-and 38 ms; fifty, 7.3 µs and 167 ms. Here the fan-out runs in one thread at a time, so
-it costs what one sender costs, and the messages that arrive while a round is going out
-are sent together in the next round: one ``send`` per recipient for all of them.
+Why (docs/PERFORMANCE.md, "The server: combining fan-out", has the measurements): when
+each reader thread fanned out its own messages, ten senders meant ten threads each making
+99 ``send`` calls at once. Every ``send`` lets go of the GIL, so the threads took turns at
+every syscall: a context switch and a GIL hand-back each time, and the cost per delivery
+grew with the number of senders. Here the fan-out runs in one thread at a time, so it
+costs what one sender costs, and the messages that arrive while a round is going out are
+sent together in the next round: one ``send`` per recipient for all of them.
 
 How: a reader thread appends its read's broadcasts to ``_queue`` (a deque: no lock) and
 *tries* ``_lock``. If it gets it, it sends rounds until the queue is empty; if another

@@ -1,8 +1,8 @@
 """Outbound delivery: a bounded buffer per connection and one flusher thread for all.
 
-Why this shape (../shared/PERFORMANCE-ANCHORS.md): handing every frame to a writer thread
-through a queue costs a thread wake-up per recipient per message, which in CPython is far
-dearer than the ``send`` syscall itself. So:
+Why this shape (docs/PERFORMANCE.md, "Anchors" and "Design notes"): handing every frame
+to a writer thread through a queue costs a thread wake-up per recipient per message,
+which in CPython is far dearer than the ``send`` syscall itself. So:
 
 - The thread that produced a frame writes it straight to the socket with a non-blocking
   ``send`` (``MSG_DONTWAIT``; the socket itself stays blocking for its reader thread).

@@ -144,7 +144,8 @@ class ServerConfig:
     send_buffer: int | None = None  # SO_SNDBUF per connection; None = the kernel's autotuning
     # Bytes asked of each recv(). Small on purpose: CPython mallocs the full size from the
     # thread's glibc arena, then shrinks it; with 64 KiB, hundreds of threads fragmented
-    # their arenas and RSS grew without bound (soak: +50 % in 10 min); 4 KiB: flat.
+    # their arenas and RSS grew without bound (docs/PERFORMANCE.md, "The soak"); 4 KiB
+    # stays flat.
     # Commands are small; a bigger frame just takes several reads.
     recv_size: int = 4096
     tls_cert: Path | None = None  # PEM certificate chain; with tls_key, serve TLS 1.2+

@@ -8,14 +8,12 @@ everything about login, errors, ``bye`` and keepalive; the pool adds only a fast
 for counting deliveries.
 
 Why one thread and not a :class:`~chatroom.ChatClient` each: that is a thread per bot, and
-every delivery then wakes one of thousands of threads that all want the GIL. Measured on
-this 2-core machine, 10,000 such bots in two processes burned 1,060 s of system time in
-657 s and never finished logging in, and each process grew to 3 GB (every bot kept its
-own copy of a 7,000-name user list). Here a delivery costs its share of one ``recv`` on
+every delivery then wakes one of thousands of threads that all want the GIL, and every bot
+keeps its own copy of the user list (docs/PERFORMANCE.md, "Holding 10,000 clients" and
+"The generator", has what that cost). Here a delivery costs its share of one ``recv`` on
 a thread that is already running, and no bot keeps a user list. Sending from the same
-thread matters as much: when the senders were ChatClients driven by the worker's main
-thread, that thread waited for the GIL behind the receive threads and more than 1 % of
-its sends went out over 10 ms late at 1,400 messages/s (docs/PERFORMANCE.md).
+thread matters as much: senders driven from another thread wait for the GIL behind the
+receive threads, and their sends go out late.
 
 Threads: the loop thread (``load-bots``) owns every socket, every bot's state and the
 schedule it is playing. Other threads only call :meth:`BotPool.start`,
@@ -311,9 +309,9 @@ class BotPool:
         # The fast path, for the frames that are nearly all of a run's work: one msgspec
         # call decodes the whole read as a JSON array of _Peek (only ``type`` and
         # ``message``; unknown fields skipped in C), and the messages go to the sink in
-        # one call. Measured against decoding each frame into the SDK's events: 1.5 vs
-        # 6.4 µs per delivery, and it is the generator's CPU that the server shares
-        # these two cores with. A read that is not all well-formed JSON objects, and
+        # one call: about a quarter of the cost of decoding each frame into the SDK's
+        # events (docs/PERFORMANCE.md, "The generator"), and the generator shares its
+        # cores with the server it measures. A read that is not all well-formed JSON objects, and
         # every frame that is not a delivery, take the SDK's full decode below.
         try:
             peeks: list[_Peek | None] = _peek_decoder.decode(b"[" + b",".join(frames) + b"]")
