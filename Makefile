@@ -22,9 +22,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-# The README's test command, and what CI runs: lint, types, then the whole suite.
+# The README's test command, and what CI runs: lint, types, then the whole suite with
+# coverage. The floor is the figure when coverage was first measured (83 %) less a point
+# for thread timing, which moves branch coverage a little from run to run.
+COVERAGE_FLOOR ?= 82
 test: lint typecheck
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest --cov --cov-report=term:skip-covered --cov-fail-under=$(COVERAGE_FLOOR)
 
 # The long fuzz run: over 100,000 random and mutated frames (CI runs a few thousand).
 fuzz: $(STAMP)
@@ -48,4 +51,4 @@ server: $(STAMP)
 	$(VENV)/bin/chat-server --port $(PORT) --db demo.db
 
 clean:
-	rm -rf $(VENV) demo.log .mypy_cache .ruff_cache .pytest_cache build *.egg-info */*.egg-info
+	rm -rf $(VENV) demo.log .coverage .coverage.* .mypy_cache .ruff_cache .pytest_cache build *.egg-info */*.egg-info
