@@ -64,6 +64,7 @@ class ErrorCode(StrEnum):
     USER_OFFLINE = "user_offline"
     RATE_LIMITED = "rate_limited"
     SERVER_FULL = "server_full"
+    UNAVAILABLE = "unavailable"  # storage failed; nothing was stored or delivered
 
 
 class ChatError(Exception):

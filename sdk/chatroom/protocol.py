@@ -36,6 +36,7 @@ __all__ = [
     "Broadcast",
     "Bye",
     "ByeReason",
+    "Cid",
     "ClientCommand",
     "DirectMessage",
     "DmCommand",
@@ -44,6 +45,9 @@ __all__ = [
     "ExitCommand",
     "Feature",
     "FrameDecoder",
+    "History",
+    "HistoryCommand",
+    "HistoryMessage",
     "Limits",
     "LoginCommand",
     "LoginOk",
@@ -51,6 +55,8 @@ __all__ = [
     "PasswordRequired",
     "PingCommand",
     "PmCommand",
+    "ReplayDone",
+    "ReplayTruncated",
     "Pong",
     "RequestId",
     "ServerEvent",
@@ -158,12 +164,21 @@ class LoginCommand(_Command, tag="login", frozen=True):
     # Protocol extensions the client understands (docs/PROTOCOL.md §Extensions); the
     # server turns on those it knows and lists them in ``login_ok``.
     features: tuple[str, ...] = ()
+    # Resume (docs/PROTOCOL.md §Resume): replay every message after seq ``since`` that
+    # this user may see; ``epoch`` is the one ``login_ok`` gave with that seq.
+    since: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    epoch: str | None = None
+
+
+# A client-chosen id that makes a resend idempotent (docs/PROTOCOL.md §Idempotent sends).
+Cid = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 
 
 class PmCommand(_Command, tag="pm", frozen=True):
     """A public message to every other logged-in user."""
 
     message: str
+    cid: Cid | None = None
 
 
 class DmCommand(_Command, tag="dm", frozen=True):
@@ -171,6 +186,17 @@ class DmCommand(_Command, tag="dm", frozen=True):
 
     to: str
     message: str
+    cid: Cid | None = None
+
+
+class HistoryCommand(_Command, tag="history", frozen=True):
+    """A page of stored messages (docs/PROTOCOL.md §history): the public room, or with
+    ``with_user`` (``"with"`` on the wire) the DM conversation with that user."""
+
+    before: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    after: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=100)] = 50
+    with_user: str | None = msgspec.field(default=None, name="with")
 
 
 class UsersCommand(_Command, tag="users", frozen=True):
@@ -190,7 +216,14 @@ class LogoutCommand(ExitCommand, tag="logout", frozen=True):
 
 
 ClientCommand = (
-    LoginCommand | PmCommand | DmCommand | UsersCommand | PingCommand | ExitCommand | LogoutCommand
+    LoginCommand
+    | PmCommand
+    | DmCommand
+    | HistoryCommand
+    | UsersCommand
+    | PingCommand
+    | ExitCommand
+    | LogoutCommand
 )
 
 
@@ -231,6 +264,10 @@ class LoginOk(_Event, tag="login_ok", frozen=True):
     # The protocol version the server speaks (docs/PROTOCOL.md §Versions); absent from
     # servers older than the field, which speak version 1.
     version: int | None = None
+    # With the message log (docs/PROTOCOL.md §Resume): the newest seq stored when the
+    # login completed, and the identity of the database that numbered it.
+    seq: int | None = None
+    epoch: str | None = None
     id: RequestId = None
 
 
@@ -256,10 +293,14 @@ class UsersDelta(_Event, tag="users_delta", frozen=True):
 
 
 class Ack(_Event, tag="ack", frozen=True):
-    """The server accepted a ``pm`` or ``dm`` (and has queued it to every recipient)."""
+    """The server accepted a ``pm`` or ``dm``: stored it (``seq``, with the message log)
+    and queued it to every recipient; ``queued``: the DM's recipient is offline and gets
+    it at their next login."""
 
     command: str
     to: str | None = None
+    seq: int | None = None
+    queued: bool = False
     id: RequestId = None
 
 
@@ -269,6 +310,8 @@ class Broadcast(_Event, tag="broadcast", frozen=True):
     sender: Annotated[str, msgspec.Meta(min_length=1)] = msgspec.field(name="from")
     message: str
     ts: float
+    seq: int | None = None  # with the message log: its place in the server's one order
+    replay: bool = False  # sent by a resume or at login, not live
 
 
 class DirectMessage(_Event, tag="dm", frozen=True):
@@ -278,6 +321,43 @@ class DirectMessage(_Event, tag="dm", frozen=True):
     to: str
     message: str
     ts: float
+    seq: int | None = None
+    replay: bool = False
+
+
+class HistoryMessage(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True):
+    """One message of a ``history`` page; ``kind`` is ``pm`` or ``dm`` (then ``to``)."""
+
+    seq: int
+    kind: str
+    sender: str = msgspec.field(name="from")
+    to: str | None = None
+    message: str
+    ts: float
+
+
+class History(_Event, tag="history", frozen=True):
+    """A page of messages in ascending ``seq``; ``has_more``: another page exists in the
+    direction paged (older without ``after``, newer with it)."""
+
+    messages: tuple[HistoryMessage, ...]
+    has_more: bool
+    id: RequestId = None
+
+
+class ReplayTruncated(_Event, tag="replay_truncated", frozen=True):
+    """The replay cannot give everything after ``since`` (pruned, over the replay limit,
+    or another epoch): it starts at ``oldest_seq``, or gives nothing if that is after
+    the login's ``seq``."""
+
+    oldest_seq: int
+
+
+class ReplayDone(_Event, tag="replay_done", frozen=True):
+    """The replay is over: ``count`` messages, up to ``seq``; live traffic follows."""
+
+    count: int
+    seq: int
 
 
 class Pong(_Event, tag="pong", frozen=True):
@@ -308,6 +388,9 @@ ServerEvent = (
     | Ack
     | Broadcast
     | DirectMessage
+    | History
+    | ReplayTruncated
+    | ReplayDone
     | Pong
     | Bye
     | ErrorEvent
@@ -430,6 +513,13 @@ def validate_command(cmd: ClientCommand, limits: Limits) -> None:
                 f"message is {n} characters; the limit is {limits.max_message}",
                 cmd.id,
             )
+    elif isinstance(cmd, HistoryCommand):
+        if cmd.with_user is not None and not is_valid_username(cmd.with_user):
+            raise ProtocolError(
+                ErrorCode.BAD_REQUEST, f"no user can be named {cmd.with_user!r}", cmd.id
+            )
+        if cmd.before is not None and cmd.after is not None and cmd.after >= cmd.before:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "after must be less than before", cmd.id)
     elif isinstance(cmd, LoginCommand):
         if not is_valid_username(cmd.username):
             raise ProtocolError(

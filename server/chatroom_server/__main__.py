@@ -13,6 +13,7 @@ from types import FrameType
 
 from chatroom.protocol import DEFAULT_PORT, Limits
 from chatroom_server.accounts import HASHERS, AccountStoreError
+from chatroom_server.messagelog import StorageError
 from chatroom_server.server import ChatServer, ConfigError, ServerConfig
 
 log = logging.getLogger("chatroom_server")
@@ -31,6 +32,24 @@ def _rate(text: str) -> tuple[float | None, int]:
     if r <= 0 or b < 1:
         raise argparse.ArgumentTypeError("rate and burst must be positive")
     return r, b
+
+
+def _positive_or_off(text: str) -> float | None:
+    if text.strip().lower() == "off":
+        return None
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be positive, or 'off'")
+    return value
+
+
+def _count_or_off(text: str) -> int | None:
+    if text.strip().lower() == "off":
+        return None
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1, or 'off'")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,6 +135,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="argon2id cost for new hashes: owasp (19 MiB, t=2), or load-test (256 KiB, "
         "t=1; only for throwaway load-test accounts)",
     )
+    p.add_argument(
+        "--history",
+        choices=["on", "off"],
+        default="on" if d.history else "off",
+        help="keep messages in the database (seq, resume, offline DMs, history); off: "
+        "ephemeral, as protocol v1 began",
+    )
+    p.add_argument(
+        "--history-days",
+        type=_positive_or_off,
+        default=d.history_days,
+        help="prune messages older than this many days; 'off' keeps them",
+    )
+    p.add_argument(
+        "--history-max",
+        type=_count_or_off,
+        default=d.history_max,
+        help="keep at most this many messages; 'off': no limit",
+    )
+    p.add_argument(
+        "--durability",
+        choices=["normal", "full"],
+        default=d.durability,
+        help="normal: an ack survives the server being killed; full: also a power loss "
+        "(fsync per group commit, slower)",
+    )
+    p.add_argument(
+        "--replay-limit",
+        type=int,
+        default=d.replay_limit,
+        help="messages a resuming login gets at most",
+    )
     p.add_argument("--tls-cert", type=Path, help="PEM certificate (chain): serve TLS 1.2+")
     p.add_argument("--tls-key", type=Path, help="PEM private key (if not in --tls-cert)")
     p.add_argument(
@@ -146,6 +197,11 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         login_timeout=args.login_timeout,
         idle_timeout=args.idle_timeout,
         password_hash=args.password_hash,
+        history=args.history == "on",
+        history_days=args.history_days,
+        history_max=args.history_max,
+        durability=args.durability,
+        replay_limit=args.replay_limit,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
     )
@@ -160,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     server = ChatServer(config_from_args(args))
     try:
         server.start()
-    except AccountStoreError as exc:
+    except (AccountStoreError, StorageError) as exc:
         print(f"chat-server: {exc}", file=sys.stderr)
         return 1
     except ConfigError as exc:

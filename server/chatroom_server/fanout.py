@@ -27,9 +27,20 @@ connection's reader) and ``done`` (written by the thread holding ``_lock``) tell
 anything is still queued; a stale read of ``done`` can only say "yes" wrongly, which is
 the safe side.
 
+With the message log (chatroom_server.messagelog), the holder of ``_lock`` is also its
+one writer: each pass takes everything queued, stores its messages in one transaction
+(group commit), and only then sends them and their acks. Seqs are assigned in queue
+order, so every recipient sees messages in seq order (docs/PROTOCOL.md §Message log), and
+a message is delivered to nobody before it is stored. If storing fails, nothing of the
+group is delivered and each sender gets ``unavailable`` instead of its ack.
+:meth:`exclusive` runs a function between two passes: at that instant everything stored
+has been handed to the roster of the time, which is the cut a resuming login needs.
+
 Threads: ``_queue`` is appended to by any thread and popped only under ``_lock``; the
-work under ``_lock`` is ``Outbox.queue``/``push``/``send`` (never blocking) and the
-callables of :meth:`after`, which must not block either.
+work under ``_lock`` is ``Outbox.queue``/``push``/``send`` (never blocking), the message
+log's writes (one transaction per pass), and the callables of :meth:`after` and
+:meth:`exclusive`, which must not block either. Lock order: ``_lock``, then the users
+publisher's lock, then the server's lock; nothing takes them the other way round.
 """
 
 from __future__ import annotations
@@ -38,9 +49,13 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
+from chatroom.protocol import ErrorCode, ErrorEvent, RequestId, encode
+from chatroom_server.messagelog import Duplicate, MessageLog, NewMessage, StorageError
 from chatroom_server.outbox import Outbox
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -54,22 +69,77 @@ class Member(Protocol):
 
 
 class _Batch:
-    """The broadcasts of one read from one connection, and their acks."""
+    """The broadcasts of one read from one connection, and their acks; with the message
+    log, what to store (``msgs``) and the request ids (``rids``) to answer if it fails.
+    The frames are whole until stored, then ``data`` and ``ack`` are set."""
 
-    __slots__ = ("ack", "conn", "data")
+    __slots__ = ("ack", "acks", "conn", "data", "frames", "msgs", "rids")
 
-    def __init__(self, conn: Member, data: bytes, ack: bytes) -> None:
+    def __init__(
+        self,
+        conn: Member,
+        frames: list[bytes],
+        acks: list[bytes],
+        msgs: list[NewMessage] | None,
+        rids: list[RequestId] | None,
+    ) -> None:
         self.conn = conn
-        self.data = data
-        self.ack = ack
+        self.frames = frames
+        self.acks = acks
+        self.msgs = msgs
+        self.rids = rids
+        self.data = b""
+        self.ack = b""
+
+
+class Direct:
+    """A DM to store and deliver (with the message log). ``target`` is looked up when it
+    is stored, under the fan-out lock: an offline recipient gets it at their next login
+    and the sender's ack says ``queued``."""
+
+    __slots__ = ("ack", "conn", "frame", "lookup_key", "msg", "rid", "target")
+
+    def __init__(
+        self,
+        conn: Member,
+        frame: bytes,
+        ack: bytes,
+        msg: NewMessage,
+        rid: RequestId,
+        lookup_key: str,
+    ) -> None:
+        self.conn = conn
+        self.frame = frame  # the dm frame without its seq
+        self.ack = ack  # the ack without its seq
+        self.msg = msg
+        self.rid = rid
+        self.lookup_key = lookup_key
+        self.target: Member | None = None
+
+
+def with_seq(frame: bytes, seq: int, queued: bool = False) -> bytes:
+    """``frame`` (one JSON object and its newline) with ``"seq"`` added: cheaper than
+    encoding again, on the path every message takes."""
+    extra = b',"queued":true}\n' if queued else b"}\n"
+    return b'%s,"seq":%d%s' % (frame[:-2], seq, extra)
+
+
+_UNAVAILABLE = "the message could not be stored; it was not delivered (try again)"
 
 
 class FanOut:
     """See the module docstring. ``roster`` returns the connections to deliver to."""
 
-    def __init__(self, roster: Callable[[], tuple[Member, ...]]) -> None:
+    def __init__(
+        self,
+        roster: Callable[[], tuple[Member, ...]],
+        log: MessageLog | None = None,
+        lookup: Callable[[str], Member | None] = lambda key: None,
+    ) -> None:
         self._roster = roster
-        self._queue: deque[_Batch | tuple[Member, Callable[[], object]]] = deque()
+        self._log = log
+        self._lookup = lookup  # a logged-in connection by username_key (DM recipients)
+        self._queue: deque[_Batch | Direct | tuple[Member, Callable[[], object]]] = deque()
         self._lock = threading.Lock()
         # Items queued beyond which readers wait for the fan-out (backpressure). A round
         # is one send per recipient however many items it carries, so a long queue is
@@ -77,14 +147,41 @@ class FanOut:
         self.high_water = 1024
         self.high_water_wait = 1.0  # s a reader waits then; the holder still sends its items
         self.crashes = 0  # rounds that raised (a bug); written under _lock
+        self.storage_failures = 0  # passes whose messages could not be stored (under _lock)
 
     # ------------------------------------------------------------ reader threads
 
-    def broadcast(self, conn: Member, data: bytes, ack: bytes) -> None:
-        """Deliver ``data`` (whole frames) to everyone but ``conn``, then ``ack`` to it."""
+    def broadcast(
+        self,
+        conn: Member,
+        frames: list[bytes],
+        acks: list[bytes],
+        msgs: list[NewMessage] | None = None,
+        rids: list[RequestId] | None = None,
+    ) -> None:
+        """Deliver ``frames`` (whole frames) to everyone but ``conn``, then ``acks`` to it;
+        with the message log, store ``msgs`` first (one per frame)."""
         conn.handed += 1
-        self._queue.append(_Batch(conn, data, ack))
+        self._queue.append(_Batch(conn, frames, acks, msgs, rids))
         self._combine()
+
+    def direct(self, item: Direct) -> None:
+        """Store a DM, then deliver it and the sender's ack (message log only)."""
+        item.conn.handed += 1
+        self._queue.append(item)
+        self._combine()
+
+    def exclusive(self, fn: Callable[[], T], timeout: float = 10.0) -> T:
+        """Run ``fn`` holding the fan-out lock, between two passes: everything stored so
+        far has been handed to the roster, and nothing stored later is sent before ``fn``
+        returns. TimeoutError if the lock is not had within ``timeout`` s."""
+        if not self._lock.acquire(timeout=timeout):
+            raise TimeoutError("the fan-out is overloaded")
+        try:
+            return fn()
+        finally:
+            self._lock.release()
+            self._combine()  # what others queued while we held the lock
 
     def after(self, conn: Member, fn: Callable[[], object]) -> None:
         """Run ``fn`` once ``conn``'s broadcasts in the queue are sent (at once if none)."""
@@ -126,18 +223,114 @@ class FanOut:
     def _drain(self) -> None:
         queue = self._queue
         while queue:
-            item = queue.popleft()
-            if type(item) is _Batch:
-                run = [item]
-                while queue and type(queue[0]) is _Batch:
-                    run.append(queue.popleft())  # type: ignore[arg-type]
-                self._guarded(self._send_run, run)
-                for b in run:
-                    b.conn.done += 1
+            # One pass: what is queued now. Its messages are stored together (one
+            # commit), then everything is sent in queue order.
+            items = [queue.popleft() for _ in range(min(len(queue), 4096))]
+            if self._log is not None:
+                self._guarded(self._store, items)
             else:
-                conn, fn = item  # type: ignore[misc]
-                self._guarded(fn)
-                conn.done += 1
+                for item in items:
+                    if type(item) is _Batch:
+                        item.data = b"".join(item.frames)
+                        item.ack = b"".join(item.acks)
+            i, n = 0, len(items)
+            while i < n:
+                item = items[i]
+                if type(item) is _Batch:
+                    j = i + 1
+                    while j < n and type(items[j]) is _Batch:
+                        j += 1
+                    run: list[_Batch] = items[i:j]  # type: ignore[assignment]
+                    self._guarded(self._send_run, run)
+                    for b in run:
+                        b.conn.done += 1
+                    i = j
+                    continue
+                if type(item) is Direct:
+                    self._guarded(self._send_direct, item)
+                    item.conn.done += 1
+                else:
+                    conn, fn = item  # type: ignore[misc]
+                    self._guarded(fn)
+                    conn.done += 1
+                i += 1
+
+    def _store(self, items: list[_Batch | Direct | tuple[Member, Callable[[], object]]]) -> None:
+        """Store the pass's messages in one transaction and put each one's seq into its
+        frames; if that fails, every sender gets ``unavailable`` and nothing is sent."""
+        assert self._log is not None
+        msgs: list[NewMessage] = []
+        for item in items:
+            if type(item) is _Batch:
+                assert item.msgs is not None
+                msgs += item.msgs
+            elif type(item) is Direct:
+                # Decided now, under the lock that logins take too: a recipient who is
+                # online now gets it live; one who is not, at their next login.
+                item.target = self._lookup(item.lookup_key)
+                item.msg.inbox = item.target is None
+                msgs.append(item.msg)
+        if not msgs:
+            return
+        try:
+            seqs = self._log.append(msgs)
+        except StorageError as exc:
+            self.storage_failures += 1
+            if self.storage_failures == 1 or self.storage_failures % 1000 == 0:
+                log.error(
+                    "cannot store messages (%d passes so far): %s", self.storage_failures, exc
+                )
+            self._refuse(items)
+            return
+        if self.storage_failures:
+            log.warning(
+                "storing messages works again after %d failed passes", self.storage_failures
+            )
+            self.storage_failures = 0
+        k = 0
+        for item in items:
+            if type(item) is _Batch:
+                data, acks = [], []
+                for frame, ack in zip(item.frames, item.acks, strict=True):
+                    got = seqs[k]
+                    k += 1
+                    if type(got) is Duplicate:
+                        acks.append(with_seq(ack, got.seq))  # a resend: stored once, sent once
+                    else:
+                        data.append(with_seq(frame, got))  # type: ignore[arg-type]
+                        acks.append(with_seq(ack, got))  # type: ignore[arg-type]
+                item.data = b"".join(data)
+                item.ack = b"".join(acks)
+            elif type(item) is Direct:
+                got = seqs[k]
+                k += 1
+                if type(got) is Duplicate:
+                    item.frame = b""
+                    item.ack = with_seq(item.ack, got.seq)
+                else:
+                    item.frame = with_seq(item.frame, got)  # type: ignore[arg-type]
+                    item.ack = with_seq(item.ack, got, queued=item.target is None)  # type: ignore[arg-type]
+
+    def _refuse(self, items: list[_Batch | Direct | tuple[Member, Callable[[], object]]]) -> None:
+        for item in items:
+            if type(item) is _Batch:
+                assert item.rids is not None
+                item.data = b""
+                item.ack = b"".join(
+                    encode(ErrorEvent(code=ErrorCode.UNAVAILABLE, message=_UNAVAILABLE, id=rid))
+                    for rid in item.rids
+                )
+            elif type(item) is Direct:
+                item.frame = b""
+                item.target = None
+                item.ack = encode(
+                    ErrorEvent(code=ErrorCode.UNAVAILABLE, message=_UNAVAILABLE, id=item.rid)
+                )
+
+    def _send_direct(self, item: Direct) -> None:
+        if item.frame and item.target is not None:
+            item.target.outbox.send(item.frame)
+        item.conn.outbox.send(item.ack)
 
     def _guarded(self, fn: Callable[..., object], *args: object) -> None:
         """A bug in one round must not take the reader thread that happened to run it
@@ -154,9 +347,10 @@ class FanOut:
         if len(run) == 1:
             b = run[0]
             sender, data = b.conn, b.data
-            for c in roster:
-                if c is not sender:
-                    c.outbox.queue(data)
+            if data:
+                for c in roster:
+                    if c is not sender:
+                        c.outbox.queue(data)
         else:
             full = b"".join(b.data for b in run)
             senders = {b.conn for b in run}
@@ -166,7 +360,7 @@ class FanOut:
                     mine = b"".join(b.data for b in run if b.conn is not c)
                     if mine:
                         c.outbox.queue(mine)
-                else:
+                elif full:
                     c.outbox.queue(full)
         # Acks after every recipient has the broadcasts queued (docs/PROTOCOL.md §pm).
         for b in run:

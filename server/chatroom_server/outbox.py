@@ -114,7 +114,9 @@ class Outbox:
         "_accepting",
         "_buf",
         "_drained",
+        "_extra",
         "_flusher",
+        "_held",
         "_lock",
         "_open",
         "_pending",
@@ -157,6 +159,12 @@ class Outbox:
         self._open = True  # False once the fd is closed
         self._watching = False
         self._progress_at = 0.0
+        # Between hold() and release(): frames sent meanwhile (docs/PROTOCOL.md §Resume:
+        # live traffic waits behind the replay). None: not holding.
+        self._held: bytearray | None = None
+        # Bytes of a released replay not yet written: allowed on top of the limit, so a
+        # long replay is not mistaken for a slow consumer.
+        self._extra = 0
         # Called (without the lock) with a reason when the outbox drops the connection.
         self.on_drop: Callable[[str], None] | None = None
 
@@ -220,12 +228,14 @@ class Outbox:
     def _drain_locked(self) -> str | None:
         """Move queued frames into the buffer, in order; the reason to drop the
         connection if that overflows it. Lock held."""
-        pending, buf = self._pending, self._buf
+        pending = self._pending
+        buf = self._buf if self._held is None else self._held
+        cap = self.limit + self._extra
         while pending:
             data = pending.popleft()
             if not self._accepting:
                 continue  # closing: dropped, as queue() would have
-            if len(buf) + len(data) > self.limit:
+            if len(buf) + len(data) > cap:
                 pending.clear()
                 return f"output backlog over {self.limit} bytes"
             buf += data
@@ -244,6 +254,7 @@ class Outbox:
             log.debug("send to %s failed: %s", self.name, exc)
             return
         del buf[:sent]
+        self._wrote(sent)
         if buf:
             self._progress_at = self._flusher._clock()
             self._watching = True
@@ -251,9 +262,15 @@ class Outbox:
 
     def _send_locked(self, data: bytes) -> str | None:
         """Write or queue ``data``; the reason to drop the connection if it cannot."""
+        if self._held is not None:
+            if len(self._held) + len(data) > self.limit:
+                return f"output backlog over {self.limit} bytes while replaying"
+            self._held += data
+            return None
         buf = self._buf
+        cap = self.limit + self._extra
         if buf:
-            if len(buf) + len(data) > self.limit:
+            if len(buf) + len(data) > cap:
                 return f"output backlog over {self.limit} bytes"
             buf += data
             if not self._watching and self._open:
@@ -268,9 +285,10 @@ class Outbox:
             self._accepting = False
             log.debug("send to %s failed: %s", self.name, exc)
             return None
+        self._wrote(sent)
         if sent == len(data):
             return None
-        if len(data) - sent > self.limit:
+        if len(data) - sent > cap:
             return f"output backlog over {self.limit} bytes"
         buf += memoryview(data)[sent:]
         self._progress_at = self._flusher._clock()
@@ -296,6 +314,42 @@ class Outbox:
         self._unlocked()
         return data
 
+    def _wrote(self, n: int) -> None:
+        if self._extra:
+            self._extra = max(0, self._extra - n)
+
+    def hold(self) -> None:
+        """From now until :meth:`release`, frames sent are held back (what was queued
+        before still goes out). For a replay that must reach the client before any live
+        frame (docs/PROTOCOL.md §Resume)."""
+        with self._lock:
+            reason = self._drain_locked()
+            if reason is None:
+                self._held = bytearray()
+            else:
+                self._abort_locked()
+        if reason is not None:
+            self._dropped(reason)
+
+    def release(self, first: bytes) -> bool:
+        """Send ``first`` (the replay: any size, allowed past the limit), then what was
+        held, and go back to normal. False if the connection is gone."""
+        with self._lock:
+            reason = self._drain_locked()  # into the held buffer, behind what is there
+            held = self._held or b""
+            self._held = None
+            if reason is None and self._accepting:
+                self._extra = len(first)
+                reason = self._send_locked(first + held if held else first)
+            if reason is not None:
+                self._abort_locked()
+            ok = self._accepting
+        if reason is not None:
+            self._dropped(reason)
+            return False
+        self._unlocked()
+        return ok
+
     def _dropped(self, reason: str) -> None:
         log.warning("disconnecting %s: %s", self.name or self.fd, reason)
         if self.on_drop is not None:
@@ -303,6 +357,7 @@ class Outbox:
 
     def _abort_locked(self) -> None:
         self._accepting = False
+        self._held = None
         self._buf.clear()
         self._pending.clear()
         if self._watching:
@@ -341,6 +396,7 @@ class Outbox:
             self._abort_locked()
             return
         del self._buf[:sent]
+        self._wrote(sent)
         self._progress_at = self._flusher._clock()
         if not self._buf:
             self._watching = False
@@ -371,6 +427,9 @@ class Outbox:
         flushing what is queued, and wake the reader thread (``SHUT_RD``) so it can
         :meth:`close` gracefully. One lock hold, so nothing can slip in after ``last``."""
         with self._lock:
+            # A replay in progress is abandoned: the goodbye goes out now, and whatever
+            # was held with it (the client resumes from its cursor when it returns).
+            self._held = None
             if last and self._accepting:
                 # Queued frames first; on overflow the close below drops it all anyway.
                 self._drain_locked() or self._send_locked(last)

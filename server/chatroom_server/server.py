@@ -64,6 +64,9 @@ from chatroom.protocol import (
     ExitCommand,
     Feature,
     FrameDecoder,
+    History,
+    HistoryCommand,
+    HistoryMessage,
     Limits,
     LoginCommand,
     LoginOk,
@@ -71,6 +74,9 @@ from chatroom.protocol import (
     PingCommand,
     PmCommand,
     Pong,
+    ReplayDone,
+    ReplayTruncated,
+    RequestId,
     UserList,
     UsersCommand,
     check_password,
@@ -80,8 +86,9 @@ from chatroom.protocol import (
     validate_command,
 )
 from chatroom_server.accounts import HASHERS, AccountExists, AccountStore
-from chatroom_server.fanout import FanOut
+from chatroom_server.fanout import Direct, FanOut
 from chatroom_server.limits import FloodMeter, LoginThrottle, TokenBucket, WindowCounter
+from chatroom_server.messagelog import MessageLog, NewMessage, StorageError, Stored
 from chatroom_server.outbox import Flusher, Outbox
 from chatroom_server.roster import SortedNames, UsersPublisher
 
@@ -151,6 +158,15 @@ class ServerConfig:
     tls_cert: Path | None = None  # PEM certificate chain; with tls_key, serve TLS 1.2+
     tls_key: Path | None = None  # PEM private key (None: it is in tls_cert)
     password_hash: str = "owasp"  # a key of accounts.HASHERS; "load-test" for load tests only
+    # The message log (docs/PROTOCOL.md §Message log). False: ephemeral, as protocol v1
+    # began (no seq, user_offline for offline DMs, no history).
+    history: bool = True
+    history_days: float | None = 30.0  # prune messages older than this; None: keep
+    history_max: int | None = 1_000_000  # keep at most this many messages; None: all
+    history_prune_interval: float = 60.0  # seconds between pruning passes
+    durability: str = "normal"  # "full": fsync every group commit (power loss)
+    replay_limit: int = 10_000  # messages a resume replays at most
+    wall_clock: Callable[[], float] = time.time  # message timestamps; injectable for tests
 
 
 class ConfigError(Exception):
@@ -179,8 +195,10 @@ class _Conn:
         "in_login",
         "ip",
         "last_rx",
+        "msgs",
         "num",
         "outbox",
+        "rids",
         "sock",
         "thread",
         "username",
@@ -201,6 +219,9 @@ class _Conn:
         # Broadcasts (and their acks) of the frames of the current read, not yet sent.
         self.batch: list[bytes] = []
         self.acks: list[bytes] = []
+        # With the message log: what to store for each of them, and their request ids.
+        self.msgs: list[NewMessage] = []
+        self.rids: list[RequestId] = []
         # Items in the FanOut queue: ``handed`` by this reader, ``done`` by the fan-out.
         self.handed = 0
         self.done = 0
@@ -240,14 +261,16 @@ class ChatServer:
         self._threads: list[threading.Thread] = []
         self._flusher: Flusher | None = None  # made by start(), once the port is bound
         self._store: AccountStore | None = None
+        self._log: MessageLog | None = None  # opened by start() unless history is off
         self._tls: ssl.SSLContext | None = None
         self.handler_crashes = 0  # written under _lock
         c = self.config
         self._clock = c.clock
+        self._wall = c.wall_clock
         self._throttle = LoginThrottle(c.login_free_failures, cap=c.login_backoff_max)
         self._registrations = WindowCounter(c.registrations_per_ip, c.registration_window)
         self.address: tuple[str, int] = (self.config.host, self.config.port)
-        self._fanout = FanOut(lambda: self._roster)
+        self._fanout = FanOut(lambda: self._roster)  # replaced by start() with the log
         self._publisher = UsersPublisher(
             lambda: self._names,
             min_window=c.users_window,
@@ -270,9 +293,14 @@ class ChatServer:
             )
         self._store = AccountStore(self.config.db_path, HASHERS[self.config.password_hash])
         try:
+            if self.config.history:
+                self._log = MessageLog(self.config.db_path, durability=self.config.durability)
+                self._fanout = FanOut(lambda: self._roster, self._log, self._by_key.get)
             self._listener = self._bind()
-        except OSError:
+        except (OSError, StorageError):
             self._store.close()
+            if self._log is not None:
+                self._log.close()
             raise
         self.address = self._listener.getsockname()[:2]
         self._flusher = Flusher(self._clock)
@@ -282,7 +310,13 @@ class ChatServer:
         if self.config.users_interval > 0:
             self._spawn(self._legacy_ticks, "chat-users-v1")
         self._spawn(self._housekeeping_loop, "chat-housekeeping")
+        if self._log is not None:
+            self._spawn(self._prune_loop, "chat-prune")
         log.info("listening on %s:%d", *self.address)
+        if self._log is not None:
+            log.info("message log: %s", self._log.describe())
+        else:
+            log.info("message log: off (--history off): messages are not stored")
         return self.address
 
     def _tls_context(self) -> ssl.SSLContext | None:
@@ -355,6 +389,8 @@ class ChatServer:
             self._flusher.stop()
         if self._store is not None:
             self._store.close()
+        if self._log is not None:
+            self._log.close()
         log.info("stopped")
         self._stopped.set()
 
@@ -576,6 +612,9 @@ class ChatServer:
             self._direct(conn, cmd)
         elif type(cmd) is LoginCommand:
             return self._login(conn, cmd)
+        elif type(cmd) is HistoryCommand:
+            self._require_login(conn, cmd)
+            self._history(conn, cmd)
         elif type(cmd) is UsersCommand:
             self._require_login(conn, cmd)
             rid = cmd.id
@@ -607,35 +646,51 @@ class ChatServer:
         # read: the public messages that arrived in one recv() go out as one send() per
         # recipient (_flush_batch), so under load, when frames queue up, the per-recipient
         # syscall and outbox lock are paid once per batch instead of once per message.
-        conn.batch.append(
-            encode(Broadcast(sender=conn.username, message=cmd.message, ts=time.time()))
-        )
+        # With the message log the fan-out adds each one's seq once it is stored.
+        ts = self._wall()
+        conn.batch.append(encode(Broadcast(sender=conn.username, message=cmd.message, ts=ts)))
         conn.acks.append(_ACK_PM if cmd.id is None else encode(Ack(command="pm", id=cmd.id)))
+        if self._log is not None:
+            conn.msgs.append(NewMessage(conn.username, None, cmd.message, ts, cmd.cid))
+            conn.rids.append(cmd.id)
 
     def _flush_batch(self, conn: _Conn) -> None:
-        """Hand the batched broadcasts to the fan-out (chatroom_server.fanout): to every
-        other logged-in connection, then the acks (docs/PROTOCOL.md §pm: the ack follows
-        the hand-off)."""
-        batch, acks = conn.batch, conn.acks
-        data = batch[0] if len(batch) == 1 else b"".join(batch)
-        ack = acks[0] if len(acks) == 1 else b"".join(acks)
-        batch.clear()
-        acks.clear()
-        self._fanout.broadcast(conn, data, ack)
+        """Hand the batched broadcasts to the fan-out (chatroom_server.fanout): stored (with
+        the message log), then to every other logged-in connection, then the acks
+        (docs/PROTOCOL.md §pm: the ack follows the hand-off)."""
+        frames, acks = conn.batch, conn.acks
+        conn.batch, conn.acks = [], []
+        if self._log is None:
+            self._fanout.broadcast(conn, frames, acks)
+            return
+        msgs, rids = conn.msgs, conn.rids
+        conn.msgs, conn.rids = [], []
+        self._fanout.broadcast(conn, frames, acks, msgs, rids)
 
     def _direct(self, conn: _Conn, cmd: DmCommand) -> None:
         assert conn.username is not None and self._store is not None
         if not conn.announced:
             self._announce(conn)
+        key = username_key(cmd.to)
         with self._lock:
-            target = self._by_key.get(username_key(cmd.to))
-        if target is None or target.username is None:
-            if self._store.get(cmd.to) is None:
+            target = self._by_key.get(key)
+        to = target.username if target is not None else None
+        if to is None:
+            account = self._store.get(cmd.to)
+            if account is None:
                 raise ProtocolError(ErrorCode.UNKNOWN_USER, f"no user named {cmd.to!r}", cmd.id)
-            raise ProtocolError(ErrorCode.USER_OFFLINE, f"{cmd.to} is not online", cmd.id)
-        to = target.username
-        dm = encode(DirectMessage(sender=conn.username, to=to, message=cmd.message, ts=time.time()))
+            if self._log is None:
+                raise ProtocolError(ErrorCode.USER_OFFLINE, f"{cmd.to} is not online", cmd.id)
+            to = account.name
+        ts = self._wall()
+        dm = encode(DirectMessage(sender=conn.username, to=to, message=cmd.message, ts=ts))
         ack = encode(Ack(command="dm", to=to, id=cmd.id))
+        if self._log is not None:
+            # Stored first; whether the recipient is online is decided then (fanout.Direct).
+            msg = NewMessage(conn.username, to, cmd.message, ts, cmd.cid)
+            self._fanout.direct(Direct(conn, dm, ack, msg, cmd.id, key))
+            return
+        assert target is not None
 
         def deliver() -> None:  # behind this sender's broadcasts still queued, if any
             target.outbox.send(dm)
@@ -704,16 +759,147 @@ class ChatServer:
             return True
         self._throttle.succeeded(key)
         conn.deltas = Feature.USERS_DELTA in cmd.features
-        self._enter(conn, account.name, new_user, cmd.id)
-        return True
+        return self._enter(conn, account.name, new_user, cmd)
 
-    def _enter(self, conn: _Conn, name: str, new_user: bool, rid: str | int | None) -> None:
+    def _enter(self, conn: _Conn, name: str, new_user: bool, cmd: LoginCommand) -> bool:
+        """The session begins: login_ok, the roster, and with the message log the replay
+        (docs/PROTOCOL.md §Resume, §Offline DMs); False closes the connection."""
+        if self._log is None:
+            self._begin(conn, name, new_user, cmd.id)
+            return True
+        try:
+            # Between two fan-out passes: login_ok's seq is the last message handed to
+            # the roster without us, and every later one reaches us live.
+            plan = self._fanout.exclusive(lambda: self._begin_logged(conn, name, new_user, cmd))
+        except TimeoutError as exc:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, f"try again: {exc}", cmd.id) from exc
+        if plan is None:
+            return True
+        return self._replay(conn, name, cmd, *plan)
+
+    def _begin_logged(
+        self, conn: _Conn, name: str, new_user: bool, cmd: LoginCommand
+    ) -> tuple[int, list[int]] | None:
+        """Under the fan-out lock: begin the session and, if it gets a replay, hold its
+        live traffic back until the replay is written. The replay's end and the DMs that
+        waited for this user."""
+        mlog = self._log
+        assert mlog is not None
+        upto = mlog.last_seq
+        replaying = cmd.since is not None or mlog.has_inbox(name)
+        # Held from right after login_ok: the replay (or replay_truncated) is the first
+        # thing after it, before even the users push (docs/PROTOCOL.md §Resume).
+        self._begin(conn, name, new_user, cmd.id, upto, mlog.epoch, hold=replaying)
+        if not replaying:
+            return None
+        inbox: list[int] = []
+        try:
+            inbox = mlog.take_inbox(name)
+        except StorageError as exc:
+            log.error("cannot read the DMs waiting for %s (they keep waiting): %s", name, exc)
+        return upto, inbox
+
+    def _replay(
+        self, conn: _Conn, name: str, cmd: LoginCommand, upto: int, inbox: list[int]
+    ) -> bool:
+        """Reader thread, after login_ok: what the client missed, then live traffic."""
+        mlog = self._log
+        assert mlog is not None
+        frames: list[bytes] = []
+        try:
+            if cmd.since is None:
+                rows = mlog.fetch(inbox)  # the DMs sent while this user was away
+            elif (cmd.epoch is not None and cmd.epoch != mlog.epoch) or cmd.since > upto:
+                # A cursor from another database (wiped, restored): nothing it counted
+                # means anything here.
+                frames.append(encode(ReplayTruncated(oldest_seq=upto + 1)))
+                rows = []
+            else:
+                rows, more = mlog.replay(name, cmd.since, upto, self.config.replay_limit)
+                if more or cmd.since + 1 < mlog.oldest_seq:
+                    oldest = rows[0].seq if rows else upto + 1
+                    frames.append(encode(ReplayTruncated(oldest_seq=oldest)))
+        except StorageError as exc:
+            log.error("cannot replay for %s: %s", name, exc)
+            failed = ErrorEvent(
+                code=ErrorCode.UNAVAILABLE,
+                message="the messages you missed cannot be read now; log in again later",
+            )
+            conn.outbox.release(encode(failed))
+            return False
+        frames += [_replay_frame(m) for m in rows]
+        frames.append(encode(ReplayDone(count=len(rows), seq=upto)))
+        return conn.outbox.release(b"".join(frames))
+
+    def _history(self, conn: _Conn, cmd: HistoryCommand) -> None:
+        """docs/PROTOCOL.md §history; only the caller's own DMs can be read."""
+        assert conn.username is not None
+        if self._log is None:
+            raise ProtocolError(
+                ErrorCode.UNKNOWN_COMMAND, "this server keeps no history (--history off)", cmd.id
+            )
+        try:
+            rows, more = self._log.history(
+                conn.username,
+                before=cmd.before,
+                after=cmd.after,
+                limit=cmd.limit,
+                with_user=cmd.with_user,
+            )
+        except StorageError as exc:
+            raise ProtocolError(
+                ErrorCode.UNAVAILABLE, f"history cannot be read now: {exc}", cmd.id
+            ) from exc
+        page = History(
+            messages=tuple(
+                HistoryMessage(
+                    seq=m.seq,
+                    kind="pm" if m.to is None else "dm",
+                    sender=m.sender,
+                    to=m.to,
+                    message=m.body,
+                    ts=m.ts,
+                )
+                for m in rows
+            ),
+            has_more=more,
+            id=cmd.id,
+        )
+        self._reply(conn, encode(page))
+
+    def prune_history(self) -> int:
+        """One pruning pass (docs/PROTOCOL.md §Retention); the housekeeping of the
+        ``chat-prune`` thread, and for tests. How many messages were deleted."""
+        if self._log is None:
+            return 0
+        c = self.config
+        return self._log.prune(
+            now=self._wall(),
+            max_age=c.history_days * 86400 if c.history_days else None,
+            max_count=c.history_max,
+            pause=self._stopping.is_set,
+        )
+
+    def _prune_loop(self) -> None:
+        while not self._stopping.wait(self.config.history_prune_interval):
+            self.prune_history()
+
+    def _begin(
+        self,
+        conn: _Conn,
+        name: str,
+        new_user: bool,
+        rid: RequestId,
+        seq: int | None = None,
+        epoch: str | None = None,
+        hold: bool = False,
+    ) -> None:
         if conn.deltas:
             # Under the publisher's lock: login_ok lists what the next delta applies to.
             with self._publisher.subscribing(conn) as published:
-                old = self._join(conn, name, new_user, rid, published)
+                old = self._join(conn, name, new_user, rid, published, seq, epoch, hold)
         else:
-            old = self._join(conn, name, new_user, rid, None)
+            old = self._join(conn, name, new_user, rid, None, seq, epoch, hold)
             self._publisher.changed()
         if old is not None:
             log.info("%s logged in again from %s; replacing %r", name, conn.addr, old)
@@ -726,8 +912,11 @@ class ChatServer:
         conn: _Conn,
         name: str,
         new_user: bool,
-        rid: str | int | None,
+        rid: RequestId,
         published: SortedNames | None,
+        seq: int | None,
+        epoch: str | None,
+        hold: bool,
     ) -> _Conn | None:
         """The session joins; returns the one it replaces. login_ok is queued before the
         connection is in the roster, so no message can reach it ahead of its login_ok."""
@@ -748,6 +937,8 @@ class ChatServer:
                     new_user=new_user,
                     users=self._names,
                     version=PROTOCOL_VERSION,
+                    seq=seq,
+                    epoch=epoch,
                     id=rid,
                 )
                 legacy = (*legacy, conn)
@@ -758,9 +949,13 @@ class ChatServer:
                     users=published.with_name(name),
                     features=(Feature.USERS_DELTA.value,),
                     version=PROTOCOL_VERSION,
+                    seq=seq,
+                    epoch=epoch,
                     id=rid,
                 )
             conn.outbox.send(encode(ok))
+            if hold:
+                conn.outbox.hold()  # until the replay is written (_replay)
             self._roster, self._legacy = (*roster, conn), legacy
             self._push_users_locked(joined=name)
         return old
@@ -858,3 +1053,12 @@ class ChatServer:
     def connection_count(self) -> int:
         with self._lock:
             return len(self._conns)
+
+
+def _replay_frame(m: Stored) -> bytes:
+    """A stored message as the frame a live recipient got, marked ``replay``."""
+    if m.to is None:
+        return encode(Broadcast(sender=m.sender, message=m.body, ts=m.ts, seq=m.seq, replay=True))
+    return encode(
+        DirectMessage(sender=m.sender, to=m.to, message=m.body, ts=m.ts, seq=m.seq, replay=True)
+    )

@@ -108,13 +108,16 @@ def test_pm_dm_and_hooks(server: TestServer, clients: list[ChatClient]) -> None:
     assert err.value.code == "bad_request"
 
 
-def test_dm_to_registered_but_offline_user(server: TestServer, clients: list[ChatClient]) -> None:
-    gone = make(server, clients, "gone")
-    gone.close()
-    a = make(server, clients, "asker")
-    with pytest.raises(UserOffline) as info:
-        a.dm("gone", "hello?")
-    assert info.value.code == "user_offline"
+def test_dm_to_registered_but_offline_user(clients: list[ChatClient]) -> None:
+    """Without the message log (``--history off``) an offline recipient is an error."""
+    with quiet_server(history=False) as v1:
+        gone = make(v1, clients, "gone")
+        gone.close()
+        a = make(v1, clients, "asker")
+        with pytest.raises(UserOffline) as info:
+            a.dm("gone", "hello?")
+        assert info.value.code == "user_offline"
+        a.close()
 
 
 def test_subclass_hooks(server: TestServer, clients: list[ChatClient]) -> None:

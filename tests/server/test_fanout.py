@@ -62,7 +62,7 @@ def test_concurrent_senders_reach_everyone_else_in_order_with_their_acks(
     def send(k: int, me: _Member) -> None:
         start.wait(10)
         for i in range(n):
-            fan.broadcast(me, f"{k} {i}\n".encode(), f"ack {k} {i}\n".encode())
+            fan.broadcast(me, [f"{k} {i}\n".encode()], [f"ack {k} {i}\n".encode()])
 
     threads = [threading.Thread(target=send, args=(k, m)) for k, m in enumerate(senders)]
     for t in threads:
@@ -95,7 +95,7 @@ def test_after_waits_behind_queued_broadcasts_and_a_round_runs_on_whoever_is_fre
     fan.after(a, lambda: ran.append("nothing queued: at once"))
     assert ran == ["nothing queued: at once"]
     with fan._lock:  # another thread mid-round: nobody waits, everything is queued
-        fan.broadcast(a, b"one\n", b"ack one\n")
+        fan.broadcast(a, [b"one\n"], [b"ack one\n"])
         fan.after(a, lambda: b.outbox.send(b"dm after one\n"))
         assert a.handed == 2 and a.done == 0
         b.peer.setblocking(False)
@@ -118,9 +118,9 @@ def test_a_failing_item_is_logged_and_the_rest_still_go_out(
         raise RuntimeError("a bug in a reply")
 
     with fan._lock:
-        fan.broadcast(a, b"before\n", b"ack\n")
+        fan.broadcast(a, [b"before\n"], [b"ack\n"])
         fan.after(a, bug)
-        fan.broadcast(a, b"after\n", b"ack\n")
+        fan.broadcast(a, [b"after\n"], [b"ack\n"])
     with caplog.at_level(logging.ERROR, logger="chatroom_server.fanout"):
         fan._combine()
     assert fan.crashes == 1 and "fan-out round failed" in caplog.text
@@ -135,7 +135,7 @@ def test_settle_waits_for_the_queue_and_gives_up_after_its_timeout(
     fan = FanOut(lambda: (a, b))
     assert fan.settle(a, timeout=0.01)  # nothing queued
     with fan._lock:  # a round that does not end (the lock is never let go in time)
-        fan.broadcast(a, b"stuck\n", b"ack\n")
+        fan.broadcast(a, [b"stuck\n"], [b"ack\n"])
         assert not fan.settle(a, timeout=0.05)
     fan._combine()
     assert fan.settle(a, timeout=10)
@@ -169,7 +169,7 @@ def test_past_high_water_a_reader_waits_its_turn_and_then_sends_everything(
 
     def overloaded_reader() -> None:
         for i in range(5):  # the 5th finds 4 queued: past high water, so it waits
-            fan.broadcast(a, b"%d\n" % i, b"")
+            fan.broadcast(a, [b"%d\n" % i], [b""])
         done.set()
 
     assert lock.acquire(blocking=False)  # a round in progress

@@ -134,3 +134,47 @@ def test_push_never_waits_for_the_lock_and_the_holder_sends_its_frames(
     t.join(10)
     assert read(peer, 18) == b"queued while held\n"
     assert out.backlog == 0
+
+
+def test_hold_keeps_live_frames_behind_a_replay_of_any_size() -> None:
+    """docs/PROTOCOL.md §Resume: what is sent during hold() goes out after release()'s
+    replay, and a replay bigger than the backlog limit is not taken for a slow reader."""
+    a, b = socket.socketpair()
+    b.settimeout(5)
+    flusher = Flusher()
+    flusher.start()
+    try:
+        out = Outbox(a, flusher, limit=4096, name="test")
+        assert out.send(b"login_ok\n")
+        out.hold()
+        assert out.send(b"live 1\n")
+        out.queue(b"live 2\n")
+        out.push()
+        replay = b"".join(b"replayed %05d\n" % i for i in range(2000))  # 30 KB > 4 KiB
+        assert out.release(replay)
+        expected = b"login_ok\n" + replay + b"live 1\nlive 2\n"
+        assert read(b, len(expected)) == expected
+        assert out.send(b"after\n")
+        assert read(b, 6) == b"after\n"
+    finally:
+        flusher.stop()
+        a.close()
+        b.close()
+
+
+def test_a_goodbye_during_a_replay_goes_out_and_release_reports_it() -> None:
+    a, b = socket.socketpair()
+    b.settimeout(5)
+    flusher = Flusher()
+    flusher.start()
+    try:
+        out = Outbox(a, flusher, name="test")
+        out.hold()
+        out.send(b"held\n")
+        out.finish(b"bye\n")  # e.g. the session was taken over meanwhile
+        assert not out.release(b"replay\n")
+        assert read(b, 4) == b"bye\n"
+    finally:
+        flusher.stop()
+        a.close()
+        b.close()

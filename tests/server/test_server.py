@@ -7,6 +7,7 @@ import socket
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,6 +17,14 @@ from chatroom.protocol import PROTOCOL_VERSION
 from chatroom.testing import TestServer, running_server
 from chatroom_server import AccountStoreError, ChatServer, ConfigError, ServerConfig
 from tests.helpers import PASSWORD, RawClient, connect, quiet_server
+
+
+@pytest.fixture(params=["log", "v1"])
+def server(request: pytest.FixtureRequest) -> Iterator[TestServer]:
+    """Every protocol test here runs with the message log (the default) and without it
+    (``--history off``): version-1 behaviour must hold in both (docs/PROTOCOL.md)."""
+    with quiet_server(history=request.param == "log") as srv:
+        yield srv
 
 
 def test_password_required_then_register_then_login(server: TestServer) -> None:
@@ -125,7 +134,10 @@ def test_dm_any_case_and_errors(server: TestServer) -> None:
         pass
     a.until("users", left="Cid")
     a.send(command="dm", to="cid", message="x", id=3)
-    a.expect_error("user_offline", id=3)
+    if server.server.config.history:  # stored for Cid's next login (§Offline DMs)
+        a.expect("ack", to="Cid", queued=True, id=3)
+    else:
+        a.expect_error("user_offline", id=3)
 
 
 def test_users_ping_and_bad_requests(server: TestServer) -> None:

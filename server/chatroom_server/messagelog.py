@@ -1,0 +1,378 @@
+"""The durable message log (docs/PROTOCOL.md §Message log): every public message and DM,
+numbered by one server-wide ``seq``, in the SQLite file beside the accounts.
+
+Writes: :meth:`MessageLog.append` stores one *group* of messages (everything the fan-out
+took from its queue in one pass, chatroom_server.fanout) in one transaction: seqs are
+assigned in queue order, so the order of seqs is the order of delivery, and the ack and
+the delivery of every message in the group wait for that one commit, never for a commit
+per message. WAL with ``synchronous=NORMAL``: a commit is a ``write`` to the WAL, which
+survives the process being killed (SIGKILL); ``durability="full"`` fsyncs every group as
+well, for power loss.
+
+Reads (resume, history, offline DMs) go through a small pool of read connections, so they
+never wait for the writer and the writer never waits for them (WAL readers see the last
+commit). Pruning (:meth:`MessageLog.prune`) deletes in small batches on a connection of
+its own.
+
+Threads and ownership:
+
+- The writer connection ``_db`` and everything written with it (``last_seq``,
+  ``_inbox_users``) belong to whoever holds the fan-out's lock: :meth:`append` and
+  :meth:`take_inbox` are only called under it. ``last_seq`` and ``oldest_seq`` are read
+  anywhere (an int read is atomic; a stale one is older, never newer, than the truth).
+- ``_readers`` is a queue of connections: a reader takes one, queries, puts it back.
+- ``_prune_db`` belongs to the pruning thread (and to tests calling :meth:`prune`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import secrets
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from chatroom.protocol import username_key
+
+log = logging.getLogger(__name__)
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS messages (
+    seq       INTEGER PRIMARY KEY,          -- one order for the whole server
+    ts        REAL NOT NULL,                -- server clock, seconds since the epoch
+    sender    TEXT NOT NULL COLLATE NOCASE, -- canonical spelling
+    recipient TEXT COLLATE NOCASE,          -- NULL: public; else the DM's recipient
+    pair      TEXT,                         -- DMs: both names lower-cased, sorted, ' '-joined
+    body      TEXT NOT NULL,
+    cid       TEXT                          -- the sender's idempotency key, if any
+);
+CREATE INDEX IF NOT EXISTS messages_by_pair ON messages (pair, seq);
+CREATE UNIQUE INDEX IF NOT EXISTS messages_by_cid ON messages (sender, cid)
+    WHERE cid IS NOT NULL;
+-- DMs stored while their recipient was offline, not yet sent to them.
+CREATE TABLE IF NOT EXISTS inbox (
+    user TEXT NOT NULL COLLATE NOCASE,
+    seq  INTEGER NOT NULL,
+    PRIMARY KEY (user, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+_COLUMNS: Final = "seq, ts, sender, recipient, body"
+
+
+class StorageError(Exception):
+    """Storing or reading messages failed (disk full, database locked past the timeout,
+    read-only file): answered with ``unavailable``; nothing was stored or delivered."""
+
+
+@dataclass(slots=True)
+class NewMessage:
+    """A message to store: ``to`` is None for a public one. ``inbox``: the DM's recipient
+    is offline (decided by the caller under the fan-out lock), so it waits for them."""
+
+    sender: str
+    to: str | None
+    body: str
+    ts: float
+    cid: str | None = None
+    inbox: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A stored message as read back."""
+
+    seq: int
+    ts: float
+    sender: str
+    to: str | None
+    body: str
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    """A resend of a cid already stored by that sender: the original's seq and recipient."""
+
+    seq: int
+    to: str | None
+
+
+def pair_key(a: str, b: str) -> str:
+    """The conversation between two users, whoever sent: the same for (a, b) and (b, a)."""
+    x, y = sorted((username_key(a), username_key(b)))
+    return f"{x} {y}"
+
+
+class MessageLog:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        durability: str = "normal",
+        readers: int = 4,
+        busy_timeout: float = 5.0,
+    ) -> None:
+        if durability not in ("normal", "full"):
+            raise ValueError(f"durability is 'normal' or 'full', not {durability!r}")
+        self.path = Path(path)
+        self._sync = durability.upper()
+        self._busy = busy_timeout
+        self._db = self._connect()
+        try:
+            self._db.executescript(_SCHEMA)
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
+            if row is None:
+                # Created with the database: a since from any other database (wiped,
+                # restored, another server's) is recognised as foreign.
+                self.epoch = secrets.token_hex(8)
+                self._db.execute("INSERT INTO meta VALUES ('epoch', ?)", (self.epoch,))
+            else:
+                self.epoch = str(row[0])
+            lo, hi = self._db.execute("SELECT min(seq), max(seq) FROM messages").fetchone()
+            self.last_seq: int = hi or 0
+            self.oldest_seq: int = lo or 1  # the oldest seq still stored (or the next one)
+            self._inbox_users = {
+                username_key(r[0]) for r in self._db.execute("SELECT DISTINCT user FROM inbox")
+            }
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise StorageError(f"cannot open the message log in {self.path}: {exc}") from exc
+        self._readers: queue.Queue[sqlite3.Connection] = queue.Queue()
+        for _ in range(readers):
+            self._readers.put(self._connect())
+        self._prune_db = self._connect()
+
+    def describe(self) -> str:
+        n = self.last_seq - self.oldest_seq + 1 if self.last_seq else 0
+        return f"{n} messages stored (seq {self.oldest_seq}..{self.last_seq}), epoch {self.epoch}"
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(
+            self.path, check_same_thread=False, isolation_level=None, timeout=self._busy
+        )
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={self._sync}")
+        return db
+
+    def close(self) -> None:
+        self._db.close()
+        self._prune_db.close()
+        while True:
+            try:
+                self._readers.get_nowait().close()
+            except queue.Empty:
+                return
+
+    # ------------------------------------------------------------ writer (fan-out lock)
+
+    def append(self, messages: Sequence[NewMessage]) -> list[int | Duplicate]:
+        """Store a group in one transaction: for each message its new seq, or the
+        :class:`Duplicate` it repeats. Raises :class:`StorageError`; then nothing of the
+        group is stored. Only under the fan-out's lock."""
+        db = self._db
+        seq = self.last_seq
+        out: list[int | Duplicate] = []
+        rows = []
+        inbox = []
+        seen: dict[tuple[str, str], int | Duplicate] = {}  # cids within this group
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            for m in messages:
+                if m.cid is not None:
+                    key = (username_key(m.sender), m.cid)
+                    dup = seen.get(key) or self._stored_cid(m.sender, m.cid)
+                    if dup is not None:
+                        out.append(dup if isinstance(dup, Duplicate) else Duplicate(dup, m.to))
+                        continue
+                seq += 1
+                if m.cid is not None:
+                    seen[(username_key(m.sender), m.cid)] = Duplicate(seq, m.to)
+                pair = None if m.to is None else pair_key(m.sender, m.to)
+                rows.append((seq, m.ts, m.sender, m.to, pair, m.body, m.cid))
+                if m.inbox and m.to is not None:
+                    inbox.append((m.to, seq))
+                out.append(seq)
+            db.executemany("INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            if inbox:
+                db.executemany("INSERT INTO inbox VALUES (?, ?)", inbox)
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")  # nothing of the group is kept; the seqs are reused
+            raise StorageError(str(exc)) from exc
+        self.last_seq = seq
+        for user, _ in inbox:
+            self._inbox_users.add(username_key(user))
+        return out
+
+    def _stored_cid(self, sender: str, cid: str) -> Duplicate | None:
+        row = self._db.execute(
+            "SELECT seq, recipient FROM messages WHERE sender = ? AND cid = ?", (sender, cid)
+        ).fetchone()
+        return Duplicate(row[0], row[1]) if row else None
+
+    def has_inbox(self, user: str) -> bool:
+        """Whether DMs wait for ``user`` (fan-out lock held)."""
+        return username_key(user) in self._inbox_users
+
+    def take_inbox(self, user: str) -> list[int]:
+        """The seqs of the DMs waiting for ``user``, removed from the inbox: they are
+        about to be sent (fan-out lock held). Raises :class:`StorageError`."""
+        key = username_key(user)
+        if key not in self._inbox_users:
+            return []
+        try:
+            rows = self._db.execute("SELECT seq FROM inbox WHERE user = ? ORDER BY seq", (user,))
+            seqs = [r[0] for r in rows]
+            self._db.execute("DELETE FROM inbox WHERE user = ?", (user,))
+        except sqlite3.Error as exc:
+            raise StorageError(str(exc)) from exc
+        self._inbox_users.discard(key)
+        return seqs
+
+    # ------------------------------------------------------------ readers (any thread)
+
+    @contextlib.contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection]:
+        try:
+            db = self._readers.get(timeout=self._busy)
+        except queue.Empty:
+            raise StorageError("no database connection free for reading") from None
+        try:
+            yield db
+        except sqlite3.Error as exc:
+            raise StorageError(str(exc)) from exc
+        finally:
+            self._readers.put(db)
+
+    def replay(self, user: str, since: int, upto: int, limit: int) -> tuple[list[Stored], bool]:
+        """The messages ``user`` may see with ``since < seq <= upto``, ascending: public
+        ones and the DMs they sent or received. At most the newest ``limit``; the flag
+        says whether more were left out (docs/PROTOCOL.md §Resume)."""
+        with self._reader() as db:
+            rows = db.execute(
+                f"SELECT {_COLUMNS} FROM messages WHERE seq > ? AND seq <= ? "
+                "AND (pair IS NULL OR sender = ? OR recipient = ?) ORDER BY seq DESC LIMIT ?",
+                (since, upto, user, user, limit + 1),
+            ).fetchall()
+        more = len(rows) > limit
+        return [Stored(*r) for r in reversed(rows[:limit])], more
+
+    def fetch(self, seqs: Sequence[int]) -> list[Stored]:
+        """These messages, ascending (those pruned meanwhile are left out)."""
+        if not seqs:
+            return []
+        out: list[Stored] = []
+        with self._reader() as db:
+            for i in range(0, len(seqs), 500):  # SQLite's limit on ? parameters
+                chunk = seqs[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                out += [
+                    Stored(*r)
+                    for r in db.execute(
+                        f"SELECT {_COLUMNS} FROM messages WHERE seq IN ({marks})", chunk
+                    )
+                ]
+        out.sort(key=lambda m: m.seq)
+        return out
+
+    def history(
+        self,
+        user: str,
+        *,
+        before: int | None,
+        after: int | None,
+        limit: int,
+        with_user: str | None,
+    ) -> tuple[list[Stored], bool]:
+        """A page (docs/PROTOCOL.md §history): the public room, or the DMs between
+        ``user`` and ``with_user``. Newest ``limit`` without a cursor or with ``before``;
+        the oldest after ``after`` with it. Ascending, and whether another page exists
+        in the direction paged."""
+        where = ["pair IS NULL"] if with_user is None else ["pair = ?"]
+        args: list[object] = [] if with_user is None else [pair_key(user, with_user)]
+        if before is not None:
+            where.append("seq < ?")
+            args.append(before)
+        if after is not None:
+            where.append("seq > ?")
+            args.append(after)
+        order = "ASC" if after is not None else "DESC"
+        sql = (
+            f"SELECT {_COLUMNS} FROM messages WHERE {' AND '.join(where)} "
+            f"ORDER BY seq {order} LIMIT ?"
+        )
+        with self._reader() as db:
+            rows = db.execute(sql, (*args, limit + 1)).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        if order == "DESC":
+            rows.reverse()
+        return [Stored(*r) for r in rows], more
+
+    # ------------------------------------------------------------ retention (pruner)
+
+    def prune(
+        self,
+        *,
+        now: float,
+        max_age: float | None,
+        max_count: int | None,
+        batch: int = 500,
+        pause: Callable[[], bool] = lambda: False,
+    ) -> int:
+        """Delete messages older than ``max_age`` seconds or beyond the newest
+        ``max_count``, ``batch`` at a time, each batch its own short transaction, so
+        traffic never waits long for the write lock. ``pause()`` between batches returns
+        True to stop early (shutdown). The newest message is always kept, so the sequence
+        continues after a restart. Returns how many were deleted."""
+        db = self._prune_db
+        deleted = 0
+        try:
+            cutoff_seq = 0  # delete seq < cutoff_seq
+            if max_count is not None:
+                cutoff_seq = self.last_seq - max_count + 1
+            if max_age is not None:
+                # Messages are appended in time order, so "older than" is a seq prefix.
+                (old,) = db.execute(
+                    "SELECT max(seq) FROM messages WHERE ts < ?", (now - max_age,)
+                ).fetchone()
+                if old is not None:
+                    cutoff_seq = max(cutoff_seq, old + 1)
+            cutoff_seq = min(cutoff_seq, self.last_seq)  # the newest stays
+            if cutoff_seq <= self.oldest_seq:
+                return 0
+            while True:
+                cur = db.execute(
+                    "DELETE FROM messages WHERE seq IN "
+                    "(SELECT seq FROM messages WHERE seq < ? ORDER BY seq LIMIT ?)",
+                    (cutoff_seq, batch),
+                )
+                n = cur.rowcount
+                deleted += n
+                if n:
+                    db.execute("DELETE FROM inbox WHERE seq < ?", (cutoff_seq,))
+                lo = db.execute("SELECT min(seq) FROM messages").fetchone()[0]
+                self.oldest_seq = lo if lo is not None else self.last_seq + 1
+                if n < batch or pause():
+                    break
+        except sqlite3.Error as exc:
+            log.warning("pruning the message log failed (will retry): %s", exc)
+        if deleted:
+            log.info("pruned %d messages; the oldest kept is seq %d", deleted, self.oldest_seq)
+        return deleted
+
+    def stats(self) -> dict[str, int]:
+        """Rows and bytes, for the docs' "bytes per message"."""
+        with self._reader() as db:
+            (count,) = db.execute("SELECT count(*) FROM messages").fetchone()
+            (pages,) = db.execute("PRAGMA page_count").fetchone()
+            (size,) = db.execute("PRAGMA page_size").fetchone()
+        return {"messages": int(count), "bytes": int(pages) * int(size)}

@@ -1,0 +1,392 @@
+"""The durable message log (docs/PROTOCOL.md §Message log): seq, durable acks, resume,
+idempotent sends, offline DMs, history, retention and storage failures. Raw sockets on a
+real server, temp databases."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chatroom.testing import ServerProcess, TestServer
+from chatroom_server.messagelog import StorageError
+from tests.helpers import PASSWORD, RawClient, connect, quiet_server
+
+
+def login(c: RawClient, name: str, **extra: Any) -> dict[str, Any]:
+    """Log in with extra login fields; returns login_ok (the joined push is left)."""
+    c.send(command="login", username=name, password=PASSWORD, **extra)
+    return c.expect("login_ok")
+
+
+def replay(c: RawClient) -> tuple[list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:
+    """Read up to replay_done: (replayed messages, replay_done, other frames)."""
+    got: list[dict[str, Any]] = []
+    other: list[dict[str, Any]] = []
+    while True:
+        f = c.recv()
+        if f["type"] == "replay_done":
+            return got, f, other
+        if f.get("replay"):
+            got.append(f)
+        else:
+            other.append(f)
+
+
+def frames_until(c: RawClient, done: Any) -> list[dict[str, Any]]:
+    """Every frame until ``done(frames)`` is true."""
+    got: list[dict[str, Any]] = []
+    while not done(got):
+        got.append(c.recv())
+    return got
+
+
+def count(frames: list[dict[str, Any]], *types: str) -> int:
+    return sum(f["type"] in types for f in frames)
+
+
+def test_seq_is_one_order_identical_at_every_recipient(server: TestServer) -> None:
+    a, b, c = (connect(server.address, n) for n in ("a1", "b1", "c1"))
+    a.until("users", joined="c1")
+    b.until("users", joined="c1")
+    for i in range(30):
+        (a if i % 2 else b).send(command="pm", message=f"m{i}", id=i)
+    c.send(command="dm", to="a1", message="psst", id="d")
+    # a: 15 acks, b's 15 broadcasts and c's DM; b: 15 acks and a's 15; c: all 30 and an ack.
+    at_a = frames_until(a, lambda fs: count(fs, "ack") == 15 and count(fs, "broadcast", "dm") == 16)
+    at_b = frames_until(b, lambda fs: count(fs, "ack") == 15 and count(fs, "broadcast") == 15)
+    at_c = frames_until(c, lambda fs: count(fs, "ack") == 1 and count(fs, "broadcast") == 30)
+    seen = {
+        name: [f["seq"] for f in fs if f["type"] in ("broadcast", "dm")]
+        for name, fs in (("a", at_a), ("b", at_b), ("c", at_c))
+    }
+    for order in seen.values():
+        assert order == sorted(order) and len(set(order)) == len(order)
+    acks = {f["id"]: f["seq"] for f in at_a + at_b if f["type"] == "ack"}
+    assert sorted(acks.values()) == seen["c"]  # every ack carries its message's seq
+    assert set(seen["a"]) | set(seen["b"]) == set(seen["c"]) | {acks_dm(at_c)}
+    # a sent the odd ones, b the even ones; each saw the other's, in one order.
+    assert seen["b"] == [acks[i] for i in range(1, 30, 2)]
+    assert [s for s in seen["a"] if s != acks_dm(at_c)] == [acks[i] for i in range(0, 30, 2)]
+
+
+def acks_dm(frames: list[dict[str, Any]]) -> int:
+    (seq,) = [f["seq"] for f in frames if f["type"] == "ack" and f.get("id") == "d"]
+    return int(seq)
+
+
+def test_login_ok_carries_seq_and_epoch_and_resume_with_nothing_missed(
+    server: TestServer,
+) -> None:
+    a = connect(server.address, "alpha")
+    a.send(command="pm", message="one", id=1)
+    seq = a.expect("ack", id=1)["seq"]
+    with RawClient(server.address) as b:
+        ok = login(b, "beta", since=seq)
+        assert ok["seq"] == seq and isinstance(ok["epoch"], str) and ok["epoch"]
+        got, done, _ = replay(b)
+        assert got == [] and done == {"type": "replay_done", "count": 0, "seq": seq}
+    with RawClient(server.address) as b:  # without since: no replay frames at all
+        login(b, "beta")
+        b.expect("users", joined="beta")
+
+
+def test_resume_replays_what_was_missed_in_order_then_live(server: TestServer) -> None:
+    a = connect(server.address, "sender")
+    with RawClient(server.address) as b:
+        cursor = login(b, "reader")["seq"]
+    for i in range(5):
+        a.send(command="pm", message=f"while away {i}", id=i)
+    a.send(command="dm", to="reader", message="for you", id="dm")
+    a.until("ack", id="dm")
+    with RawClient(server.address) as b:
+        ok = login(b, "reader", since=cursor, epoch=None)
+        got, done, _ = replay(b)
+        assert [f["message"] for f in got] == [*(f"while away {i}" for i in range(5)), "for you"]
+        assert [f["seq"] for f in got] == sorted(f["seq"] for f in got)
+        assert all(f["seq"] > cursor for f in got) and done["count"] == 6
+        assert done["seq"] == ok["seq"] == got[-1]["seq"]
+        a.send(command="pm", message="live", id="live")
+        live = b.until("broadcast")
+        assert live["message"] == "live" and "replay" not in live and live["seq"] > done["seq"]
+
+
+def test_resume_while_another_client_sends_1000_has_no_gap_and_no_duplicate(
+    server: TestServer,
+) -> None:
+    sender = connect(server.address, "firehose")
+    with RawClient(server.address) as r:
+        start = login(r, "resumer")["seq"]
+    sender.send(command="pm", message="before", id="b")
+    sender.until("ack", id="b")
+    go = threading.Event()
+
+    def blast() -> None:
+        go.wait(10)
+        for i in range(1000):
+            sender.send(command="pm", message=f"n{i}")
+
+    t = threading.Thread(target=blast, daemon=True)
+    t.start()
+    with RawClient(server.address) as r:
+        go.set()  # the sends race the login and its replay
+        login(r, "resumer", since=start)
+        seqs: list[int] = []
+        texts: list[str] = []
+        while len(texts) < 1001:
+            f = r.recv()
+            if f["type"] == "broadcast":
+                seqs.append(f["seq"])
+                texts.append(f["message"])
+        t.join(10)
+        assert texts == ["before", *(f"n{i}" for i in range(1000))]  # no gap, no duplicate
+        assert seqs == sorted(seqs) and len(set(seqs)) == 1001
+
+
+def test_a_resend_with_the_same_cid_is_stored_once(server: TestServer) -> None:
+    watcher = connect(server.address, "watcher")
+    with connect(server.address, "flaky") as f:
+        watcher.until("users", joined="flaky")
+        f.send(command="pm", message="once", cid="c-1", id=1)
+        first = f.expect("ack", id=1)
+    # The connection was cut before the client saw its ack: it resends on a new one.
+    with RawClient(server.address) as f:
+        login(f, "flaky")
+        f.send(command="pm", message="once", cid="c-1", id=2)
+        again = f.until("ack", id=2)
+        assert again["seq"] == first["seq"]
+        f.send(command="dm", to="watcher", message="dm once", cid="c-2", id=3)
+        f.send(command="dm", to="watcher", message="dm once", cid="c-2", id=4)
+        a3, a4 = f.until("ack", id=3), f.until("ack", id=4)
+        assert a3["seq"] == a4["seq"]
+        f.send(command="pm", message="marker", id=5)
+        f.until("ack", id=5)
+    got = []
+    while True:
+        frame = watcher.recv()
+        if frame["type"] in ("broadcast", "dm"):
+            got.append(frame["message"])
+            if frame["message"] == "marker":
+                break
+    assert got == ["once", "dm once", "marker"]
+    watcher.send(command="history", limit=10, id="h")
+    page = watcher.until("history", id="h")["messages"]
+    assert [m["message"] for m in page] == ["once", "marker"]
+
+
+def test_offline_dm_is_delivered_once_at_next_login(server: TestServer) -> None:
+    with connect(server.address, "away"):
+        pass
+    a = connect(server.address, "writer")
+    a.send(command="dm", to="AWAY", message="while you were out", id=1)
+    ack = a.expect("ack", id=1)
+    assert ack["queued"] is True and ack["to"] == "away"
+    with RawClient(server.address) as b:
+        login(b, "away")
+        got, done, _ = replay(b)
+        assert [(f["type"], f["message"], f["from"]) for f in got] == [
+            ("dm", "while you were out", "writer")
+        ]
+        assert done["count"] == 1 and got[0]["seq"] == ack["seq"]
+    with RawClient(server.address) as b:
+        login(b, "away")
+        b.expect("users", joined="away")  # nothing replayed the second time
+        b.send(command="ping", id="p")
+        b.expect("pong", id="p")
+
+
+def test_unknown_users_are_still_refused(server: TestServer) -> None:
+    a = connect(server.address, "someone")
+    a.send(command="dm", to="never-registered", message="x", id=1)
+    a.expect_error("unknown_user", id=1)
+
+
+def test_history_pages_back_and_forward(server: TestServer) -> None:
+    a = connect(server.address, "pager")
+    seqs = []
+    for i in range(25):
+        a.send(command="pm", message=f"p{i}", id=i)
+        seqs.append(a.expect("ack", id=i)["seq"])
+    a.send(command="history", limit=10, id="h1")
+    page = a.expect("history", id="h1")
+    assert [m["message"] for m in page["messages"]] == [f"p{i}" for i in range(15, 25)]
+    assert page["has_more"] is True
+    m = page["messages"][0]
+    assert m["kind"] == "pm" and m["from"] == "pager" and "to" not in m and m["ts"] > 0
+    a.send(command="history", before=page["messages"][0]["seq"], limit=10, id="h2")
+    page2 = a.expect("history", id="h2")
+    assert [m["message"] for m in page2["messages"]] == [f"p{i}" for i in range(5, 15)]
+    a.send(command="history", before=page2["messages"][0]["seq"], limit=10, id="h3")
+    page3 = a.expect("history", id="h3")
+    assert [m["message"] for m in page3["messages"]] == [f"p{i}" for i in range(5)]
+    assert page3["has_more"] is False
+    a.send(command="history", after=seqs[19], limit=10, id="h4")
+    fwd = a.expect("history", id="h4")
+    assert [m["message"] for m in fwd["messages"]] == [f"p{i}" for i in range(20, 25)]
+    assert fwd["has_more"] is False
+    for bad in ({"limit": 0}, {"limit": 101}, {"before": -1}, {"with": "no spaces"}):
+        a.send(command="history", id="bad", **bad)
+        a.expect_error("bad_request", id="bad")
+
+
+def test_nobody_reads_a_dm_they_neither_sent_nor_received(server: TestServer) -> None:
+    ann, bob, eve = (connect(server.address, n) for n in ("ann", "bob", "eve"))
+    ann.send(command="dm", to="bob", message="secret", id=1)
+    ann.until("ack", id=1)
+    bob.send(command="dm", to="ann", message="reply", id=2)
+    bob.until("ack", id=2)
+    eve.send(command="pm", message="public", id=3)
+    cursor = eve.until("ack", id=3)["seq"] - 3
+    for probe in ("ann", "bob", "eve"):
+        eve.send(command="history", id=probe, **{"with": probe})
+        assert eve.until("history", id=probe)["messages"] == []
+    ann.send(command="history", id="ab", **{"with": "BOB"})
+    assert [m["message"] for m in ann.until("history", id="ab")["messages"]] == [
+        "secret",
+        "reply",
+    ]
+    eve.close()
+    with RawClient(server.address) as e:
+        login(e, "eve", since=cursor)
+        got, _, _ = replay(e)
+        assert [f["message"] for f in got] == ["public"]
+
+
+def test_replay_truncated_after_pruning(tmp_path: Path) -> None:
+    now = [1_000_000.0]
+    with quiet_server(
+        db_path=tmp_path / "p.db", wall_clock=lambda: now[0], history_days=1.0
+    ) as srv:
+        a = connect(srv.address, "old")
+        a.send(command="pm", message="ancient", id=1)
+        first = a.expect("ack", id=1)["seq"]
+        now[0] += 3 * 86400  # three days later
+        a.send(command="pm", message="recent", id=2)
+        recent = a.expect("ack", id=2)["seq"]
+        assert srv.server.prune_history() == 1
+        with RawClient(srv.address) as b:
+            login(b, "late", since=first - 1)
+            assert b.expect("replay_truncated") == {
+                "type": "replay_truncated",
+                "oldest_seq": recent,
+            }
+            got, done, _ = replay(b)
+            assert [f["message"] for f in got] == ["recent"] and done["count"] == 1
+
+
+def test_replay_limit_and_a_foreign_epoch(tmp_path: Path) -> None:
+    with quiet_server(db_path=tmp_path / "r.db", replay_limit=3) as srv:
+        a = connect(srv.address, "talker")
+        for i in range(5):
+            a.send(command="pm", message=f"t{i}", id=i)
+            a.expect("ack", id=i)
+        with RawClient(srv.address) as b:
+            login(b, "listener", since=0)
+            first = b.expect("replay_truncated")
+            got, _, _ = replay(b)
+            assert [f["message"] for f in got] == ["t2", "t3", "t4"]  # the newest three
+            assert first["oldest_seq"] == got[0]["seq"]
+        with RawClient(srv.address) as b:
+            ok = login(b, "listener", since=2, epoch="not-this-database")
+            assert b.expect("replay_truncated")["oldest_seq"] == ok["seq"] + 1
+            got, done, _ = replay(b)
+            assert got == [] and done["count"] == 0
+
+
+def test_sigkill_after_acks_loses_nothing_and_seq_continues(tmp_path: Path) -> None:
+    db = tmp_path / "kill.db"
+    acked: list[int] = []
+    with ServerProcess(db, "--users-interval", "0", "--rate-limit", "off") as server:
+        with RawClient(server.address) as c:
+            login(c, "durable")
+            for i in range(200):
+                c.send(command="pm", message=f"d{i}", id=i)
+            for _ in range(200):
+                acked.append(c.until("ack")["seq"])
+        server.proc.send_signal(signal.SIGKILL)
+        server.proc.wait(10)
+    with ServerProcess(db, "--users-interval", "0") as server, RawClient(server.address) as c:
+        ok = login(c, "durable")
+        assert ok["seq"] == max(acked)
+        stored: list[int] = []
+        before = None
+        while True:
+            c.send(command="history", limit=100, id="h", **({"before": before} if before else {}))
+            page = c.until("history", id="h")
+            stored = [m["seq"] for m in page["messages"]] + stored
+            if not page["has_more"]:
+                break
+            before = page["messages"][0]["seq"]
+        assert stored == sorted(acked)
+        c.send(command="pm", message="after restart", id="x")
+        assert c.until("ack", id="x")["seq"] == max(acked) + 1
+
+
+def test_storage_failure_is_unavailable_and_nothing_acked_is_lost(
+    server: TestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = connect(server.address, "writer2")
+    b = connect(server.address, "reader2")
+    a.until("users", joined="reader2")
+    a.send(command="pm", message="kept", id=1)
+    kept = a.expect("ack", id=1)["seq"]
+    mlog = server.server._log
+    assert mlog is not None
+    real = mlog.append
+
+    def disk_full(*_: Any) -> Any:
+        raise StorageError("database or disk is full")
+
+    monkeypatch.setattr(mlog, "append", disk_full)
+    a.send(command="pm", message="lost", id=2)
+    a.expect_error("unavailable", id=2)
+    a.send(command="dm", to="reader2", message="lost too", id=3)
+    a.expect_error("unavailable", id=3)
+    monkeypatch.setattr(mlog, "append", real)  # the disk has room again
+    a.send(command="pm", message="back", id=4)
+    back = a.expect("ack", id=4)["seq"]
+    assert back == kept + 1  # nothing was stored meanwhile, no seq was used
+    got = [b.until("broadcast")["message"] for _ in range(2)]
+    assert got == ["kept", "back"]
+    b.send(command="history", id="h")
+    assert [m["message"] for m in b.until("history", id="h")["messages"]] == ["kept", "back"]
+
+
+def test_a_read_only_database_file_is_unavailable_not_a_crash(tmp_path: Path) -> None:
+    db = tmp_path / "ro.db"
+    with quiet_server(db_path=db) as srv:
+        a = connect(srv.address, "ro")
+        a.send(command="pm", message="fine", id=1)
+        a.expect("ack", id=1)
+        # Another process holds the write lock past the busy timeout.
+        other = sqlite3.connect(db, timeout=0)
+        other.execute("BEGIN IMMEDIATE")
+        mlog = srv.server._log
+        assert mlog is not None
+        mlog._db.execute("PRAGMA busy_timeout = 50")
+        try:
+            a.send(command="pm", message="blocked", id=2)
+            a.expect_error("unavailable", id=2)
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        a.send(command="pm", message="recovered", id=3)
+        a.expect("ack", id=3)
+        assert srv.server.handler_crashes == 0
+
+
+def test_history_off_keeps_v1_behaviour(tmp_path: Path) -> None:
+    with quiet_server(db_path=tmp_path / "v1.db", history=False) as srv:
+        a = connect(srv.address, "plain")
+        a.send(command="pm", message="x", id=1)
+        assert a.expect("ack", id=1) == {"type": "ack", "command": "pm", "id": 1}
+        with RawClient(srv.address) as b:
+            ok = login(b, "plain2", since=0)
+            assert "seq" not in ok and "epoch" not in ok
+            b.expect("users", joined="plain2")  # no replay without a log
+            b.send(command="history", id="h")
+            b.expect_error("unknown_command", id="h")
