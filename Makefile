@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PORT   ?= 5050
 
-.PHONY: venv lint typecheck test fuzz bench soak demo server clean
+.PHONY: venv lint typecheck test fuzz bench bench-history soak demo server clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ fuzz: $(STAMP)
 # Our server against the naive and raw-relay baselines, same workloads, one run (minutes).
 bench: $(STAMP)
 	cd bench && ../$(PY) run_bench.py --json bench-results.json
+
+# The message log's cost: history on against off, resume, history pages over 1M messages.
+bench-history: $(STAMP)
+	cd bench && ../$(PY) history_bench.py --json history-results.json
 
 # Ten minutes of 500 clients at 1 message/s each; server RSS, loss and p99 over time.
 soak: $(STAMP)

@@ -168,6 +168,7 @@ def main() -> None:
         for r in range(a.rounds):
             for mode in ("off", "on") if r % 2 == 0 else ("on", "off"):
                 print(f"round {r + 1}, history {mode}", flush=True)
+                (tmp / f"{mode}{r}").mkdir()
                 results[mode].append(fan_and_dm(mode, a.quick, tmp / f"{mode}{r}"))
         print("resume of 10,000 missed messages", flush=True)
         results["resume"] = resume(tmp, 10_000)
