@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
+import struct
+import threading
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,7 +15,15 @@ from typing import Any
 from chatroom.protocol import FrameDecoder
 from chatroom.testing import ServerProcess, TestServer, running_server
 
-__all__ = ["PASSWORD", "QUIET", "RawClient", "ServerProcess", "connect", "quiet_server"]
+__all__ = [
+    "PASSWORD",
+    "QUIET",
+    "CutProxy",
+    "RawClient",
+    "ServerProcess",
+    "connect",
+    "quiet_server",
+]
 
 PASSWORD = "correct horse"  # every test account's password
 
@@ -112,3 +123,86 @@ def connect(address: tuple[str, int], name: str | None = None) -> RawClient:
     if name is not None:
         c.login(name)
     return c
+
+
+class CutProxy:
+    """A TCP proxy in front of a server that can cut its connections abruptly, as a
+    network blip does: ``cut()`` resets every connection open now; ``cut_on(marker)``
+    resets a connection as soon as the server sends it bytes containing ``marker``,
+    before the client sees them (an ack lost on the way)."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = self.listener.getsockname()[:2]
+        self._lock = threading.Lock()  # guards _pairs and _marker
+        self._pairs: list[tuple[socket.socket, socket.socket]] = []
+        self._marker: bytes | None = None
+        self.cuts = 0
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(self.upstream, timeout=10)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._pairs.append((client, server))
+            for src, dst, watch in ((client, server, False), (server, client, True)):
+                threading.Thread(target=self._pipe, args=(src, dst, watch), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, watch: bool) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                with self._lock:
+                    marker = self._marker
+                if watch and marker is not None and marker in data:
+                    with self._lock:
+                        self._marker = None
+                    self._reset(src, dst)
+                    return
+                dst.sendall(data)
+        except OSError:
+            pass  # cut, or the other side went away
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def _reset(self, *socks: socket.socket) -> None:
+        self.cuts += 1
+        for s in socks:
+            with contextlib.suppress(OSError):
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            with contextlib.suppress(OSError):
+                # shutdown wakes the pipe thread blocked in recv on it; close alone
+                # would not, and the peer would never notice the cut.
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def cut(self) -> None:
+        with self._lock:
+            pairs, self._pairs = self._pairs, []
+        for pair in pairs:
+            self._reset(*pair)
+
+    def cut_on(self, marker: bytes) -> None:
+        with self._lock:
+            self._marker = marker
+
+    def close(self) -> None:
+        self._closed.set()
+        self.listener.close()
+        self.cut()
+        self._thread.join(5)

@@ -87,13 +87,17 @@ def _names(names: list[str], most: int = 5) -> str:
     return f"{len(names)} users ({', '.join(names[:3])}, ...)"
 
 
-def sent_dm(to: str, message: str) -> Fragments:
-    return [
+def sent_dm(to: str, message: str, queued: bool = False) -> Fragments:
+    """A DM we sent; ``queued``: they are offline and get it at their next login."""
+    out: Fragments = [
         _ts(time.time()),
         ("class:dm", "[DM] you -> "),
         (user_style(to), f"*{to}*"),
         ("class:dm", f": {message}"),
     ]
+    if queued:
+        out.append(("class:info", f"  (queued: {to} is offline and gets it on return)"))
+    return out
 
 
 def plain(fragments: Fragments) -> str:

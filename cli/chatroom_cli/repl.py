@@ -472,6 +472,7 @@ class Repl:
         )
 
     def _dm(self, to: str, message: str) -> None:
-        name = self.client.dm(to.strip(), message)
+        receipt = self.client.dm(to.strip(), message)
+        name = receipt.to or to.strip()
         self._touch(name)
-        self.term.show(sent_dm(name, message))
+        self.term.show(sent_dm(name, message, receipt.queued))

@@ -8,14 +8,17 @@ dispatch threads, hooks and waiters.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import queue
 import select
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Generic, TypeVar, cast, overload
 
@@ -30,8 +33,10 @@ from chatroom.errors import (
 )
 from chatroom.events import (
     Disconnect,
+    HistoryPage,
     HookError,
     LoginResult,
+    Receipt,
     Reconnected,
     ServerNotice,
     UsersChanged,
@@ -43,6 +48,9 @@ from chatroom.protocol import (
     ClientCommand,
     DirectMessage,
     DmCommand,
+    History,
+    HistoryCommand,
+    HistoryMessage,
     LoginOk,
     PasswordRequired,
     PingCommand,
@@ -73,6 +81,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 R = TypeVar("R", bound=ServerEvent)
 
 _STOP: Final = object()  # dispatcher sentinel
+
+
+class _Cursor:
+    """Dispatcher marker: every message up to ``seq`` has been through the hooks."""
+
+    __slots__ = ("seq",)
+
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
 
 
 class Waiter(Generic[E]):
@@ -133,11 +150,12 @@ class Waiter(Generic[E]):
 class _Pending:
     """A request waiting for its reply (filled in by the receive thread)."""
 
-    __slots__ = ("done", "error", "reply")
+    __slots__ = ("done", "error", "reply", "result")
 
     def __init__(self) -> None:
         self.done = threading.Event()
         self.reply: ServerEvent | None = None
+        self.result: LoginResult | None = None  # for a login: what it achieved
         self.error: ChatError | None = None
 
 
@@ -207,6 +225,8 @@ class ChatClient:
         tls: bool | ssl.SSLContext = False,
         ca_file: str | None = None,
         max_frame: int = 64 * 1024 * 1024,
+        resume_from: int | None = None,
+        cursor_file: str | Path | None = None,
     ) -> None:
         if timeout <= 0:
             raise UsageError("timeout must be positive")
@@ -230,6 +250,21 @@ class ChatClient:
         self._io_lock = threading.Lock()
         self._tls_writer = TlsWriter()  # under _send_lock
         self._session = ClientSession(keepalive=keepalive, timeout=timeout, max_frame=max_frame)
+        # Resume (docs/PROTOCOL.md §Resume): where the first login starts. The cursor file
+        # holds the seq up to which the hooks have run, so a restarted process catches up
+        # exactly where it stopped; written atomically, at most every 0.1 s and at close,
+        # by the thread that runs hooks (_cursor_* belong to it, then to close()).
+        self.cursor_file = Path(cursor_file) if cursor_file is not None else None
+        if self.cursor_file is not None:
+            saved = _read_cursor(self.cursor_file)
+            if saved is not None:
+                self._session.cursor, self._session.epoch = saved
+        if resume_from is not None:
+            self._session.cursor = resume_from
+        self._cursor_saved = self._session.cursor  # what the file says
+        self._cursor_seen = self._session.cursor  # the receive thread's last marker
+        self._hooked: int | None = None  # seq up to which hooks have run (hooks' thread)
+        self._cursor_at = 0.0
         self._sock: socket.socket | None = None
         self._pending: dict[int, _Pending] = {}
         self._waiters: list[Waiter[Any]] = []
@@ -409,6 +444,8 @@ class ChatClient:
                 self._dispatcher.join(max(0.0, deadline - time.monotonic()))
                 if self._dispatcher.is_alive():
                     log.warning("a hook is still running after close(); not waiting for it")
+        if first and (self._dispatcher is None or not self._dispatcher.is_alive()):
+            self._save_cursor(force=True)
 
     def run_forever(self) -> None:
         """Block until the client is closed (by a hook, another thread, or for good by the
@@ -436,31 +473,72 @@ class ChatClient:
         Raises :class:`AuthError` (``bad_credentials``, ``weak_password``,
         ``invalid_username``).
         """
-        reply = self._request(LoginOk, lambda s: s.login(username, password))
-        return LoginResult(reply.username, reply.new_user, reply.users)
+        pending = self._call(lambda s: s.login(username, password))
+        reply = cast(LoginOk, pending.reply)
+        if pending.result is not None:
+            return pending.result
+        return LoginResult(reply.username, reply.new_user, reply.users, reply.seq)
 
-    def pm(self, message: str, *, wait: bool = True) -> None:
-        """Send a public message; returns once the server acknowledged it.
+    def pm(self, message: str, *, wait: bool = True) -> Receipt:
+        """Send a public message; returns once the server acknowledged (stored) it, with
+        its ``seq``. If the connection breaks first and ``reconnect=True``, it is sent again
+        on the new connection, and stored once (docs/PROTOCOL.md §Idempotent sends); the
+        call still returns within ``timeout`` or raises :class:`ChatTimeout`.
 
         ``wait=False`` returns as soon as the frame is written (safe in inline hooks, and
         what load generators need); a refusal then arrives as a :class:`ServerNotice`.
         """
         if not wait:
             self.send_command(PmCommand(message=message))
-            return
-        self._request(Ack, lambda s: s.request(PmCommand(message=message)))
+            return Receipt(None)
+        reply = self._request(Ack, lambda s: s.request(PmCommand(message=message)))
+        return Receipt(None, reply.seq)
 
-    def dm(self, to: str, message: str, *, wait: bool = True) -> str:
-        """Send a direct message; returns the recipient's canonical name once acknowledged.
+    def dm(self, to: str, message: str, *, wait: bool = True) -> Receipt:
+        """Send a direct message; returns once acknowledged: ``receipt.to`` is the
+        recipient's canonical name, ``receipt.queued`` whether they were offline (they get
+        it at their next login). Sent again after a reconnect, as for :meth:`pm`.
 
-        Raises :class:`UserOffline` if ``to`` is not online or does not exist. With
-        ``wait=False``, as for :meth:`pm`, returns ``to`` as given once the frame is written.
+        Raises :class:`UserOffline` if ``to`` does not exist (or, from a server without a
+        message log, is not online). With ``wait=False``, as for :meth:`pm`.
         """
         if not wait:
             self.send_command(DmCommand(to=to, message=message))
-            return to
+            return Receipt(to)
         reply = self._request(Ack, lambda s: s.request(DmCommand(to=to, message=message)))
-        return reply.to or to
+        return Receipt(reply.to or to, reply.seq, reply.queued)
+
+    def history(
+        self,
+        *,
+        before: int | None = None,
+        after: int | None = None,
+        limit: int = 50,
+        with_user: str | None = None,
+    ) -> HistoryPage:
+        """A page of stored messages (docs/PROTOCOL.md §history): the public room, or the
+        DM conversation with ``with_user``. Newest ``limit`` (1-100) without a cursor;
+        ``before=seq`` pages back, ``after=seq`` forward. Messages ascend by seq."""
+        cmd = HistoryCommand(before=before, after=after, limit=limit, with_user=with_user)
+        reply = self._request(History, lambda s: s.request(cmd))
+        return HistoryPage(reply.messages, reply.has_more)
+
+    def iter_history(
+        self, *, with_user: str | None = None, before: int | None = None, page: int = 100
+    ) -> Iterator[HistoryMessage]:
+        """Every stored message, newest first, fetched a page at a time as you iterate."""
+        while True:
+            got = self.history(before=before, limit=page, with_user=with_user)
+            yield from reversed(got.messages)
+            if not got.has_more or not got.messages:
+                return
+            before = got.messages[0].seq
+
+    @property
+    def cursor(self) -> int | None:
+        """The highest seq received (every message up to it has been, or is being, passed
+        to the hooks); where a reconnect resumes. None: the server keeps no log."""
+        return self._session.cursor
 
     def request_users(self) -> tuple[str, ...]:
         """Ask the server for the active users (``users`` is usually enough: it follows
@@ -532,6 +610,9 @@ class ChatClient:
         self, reply_type: type[R], build: Callable[[ClientSession], tuple[int, bytes]]
     ) -> R:
         """Send the request ``build`` makes (with a fresh id) and wait for its reply."""
+        return cast(R, self._call(build).reply)
+
+    def _call(self, build: Callable[[ClientSession], tuple[int, bytes]]) -> _Pending:
         if self._on_receive_thread():
             raise UsageError(
                 "blocking calls are not allowed in inline hooks (inline_hooks=True): "
@@ -557,7 +638,7 @@ class ChatClient:
                 self._session.forget_request(rid)
         if pending.error is not None:
             raise pending.error
-        return cast(R, pending.reply)
+        return pending
 
     def _send(self, data: bytes) -> None:
         with self._lock:
@@ -685,6 +766,10 @@ class ChatClient:
                 reason = self._on_session_event(event)
                 if reason is not None:
                     ended = reason
+            if self.cursor_file is not None and self._session.cursor != self._cursor_seen:
+                self._cursor_seen = self._session.cursor
+                if self._cursor_seen is not None:
+                    self._emit(_Cursor(self._cursor_seen))  # behind the events it covers
         return Disconnect(disconnect_reason(ended, self._closing or self._stop.is_set()), error)
 
     def _on_session_event(self, event: SessionEvent) -> str | None:
@@ -697,6 +782,7 @@ class ChatClient:
                 return None
             if kind is Reply:
                 pending.reply = event.event  # type: ignore[union-attr]
+                pending.result = event.result  # type: ignore[union-attr]
             else:
                 pending.error = event.error  # type: ignore[union-attr]
             pending.done.set()
@@ -721,7 +807,7 @@ class ChatClient:
     def _lose_connection(self, sock: socket.socket, disconnect: Disconnect, retry: bool) -> None:
         with self._lock:
             self._sock = None
-            failed = self._session.connection_lost()
+            failed = self._session.connection_lost(resend=retry)
             pending = [p for rid in failed if (p := self._pending.pop(rid, None)) is not None]
         sock.close()
         failure = ConnectionLost(disconnect.reason)
@@ -782,6 +868,12 @@ class ChatClient:
 
     def _emit(self, event: object) -> None:
         """Receive thread: resolve waiters, then hand the event to the hooks."""
+        if type(event) is _Cursor:
+            if self.inline_hooks:
+                self._hooks_done(event.seq)
+            else:
+                self._events.put(event)
+            return
         with self._lock:
             waiters = self._waiters
         taken = [w for w in waiters if w._offer(event)]  # user code: outside the lock
@@ -795,15 +887,46 @@ class ChatClient:
 
     def _dispatch_loop(self) -> None:
         while True:
+            dirty = self._cursor_saved != self._hooked
             try:
-                event = self._events.get(timeout=1.0)
+                event = self._events.get(timeout=0.1 if dirty else 1.0)
             except queue.Empty:
+                if dirty:
+                    self._save_cursor()
                 if self._stop.is_set() and self._closed.is_set():
                     return
                 continue
             if event is _STOP:
+                self._save_cursor(force=True)
                 return
+            if type(event) is _Cursor:
+                self._hooks_done(event.seq)
+                continue
             self._run_hooks(event)
+
+    # ------------------------------------------------------------------ cursor file
+
+    def _hooks_done(self, seq: int) -> None:
+        """The hooks' thread: every message up to ``seq`` went through the hooks."""
+        self._hooked = seq
+        self._save_cursor()
+
+    def _save_cursor(self, force: bool = False) -> None:
+        """Write the cursor file atomically, at most every 0.1 s unless ``force``."""
+        path, seq = self.cursor_file, self._hooked
+        if path is None or seq is None or seq == self._cursor_saved:
+            return
+        now = time.monotonic()
+        if not force and now - self._cursor_at < 0.1:
+            return
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            tmp.write_text(json.dumps({"seq": seq, "epoch": self._session.epoch}))
+            os.replace(tmp, path)  # atomic: a crash leaves the old file or the new one
+        except OSError as exc:
+            log.error("cannot write the cursor file %s: %s", path, exc)
+            return
+        self._cursor_saved, self._cursor_at = seq, now
 
     def _run_hooks(self, event: object) -> None:
         kind = _KIND_OF.get(type(event))
@@ -842,3 +965,20 @@ def _shutdown(sock: socket.socket) -> None:
         tcp_shutdown(sock)
     except OSError:
         pass  # already closed or never connected
+
+
+def _read_cursor(path: Path) -> tuple[int, str | None] | None:
+    """(seq, epoch) from a cursor file; None if there is none. A broken file is an error
+    the user must see, not a silent restart from nothing."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read the cursor file {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise UsageError(f"the cursor file {path} is not a JSON object")
+    seq, epoch = data.get("seq"), data.get("epoch")
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+        raise UsageError(f"the cursor file {path} has no valid seq: {data!r}")
+    return seq, epoch if isinstance(epoch, str) else None

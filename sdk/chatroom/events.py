@@ -11,14 +11,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from chatroom.errors import ServerError
-from chatroom.protocol import Broadcast, DirectMessage
+from chatroom.protocol import Broadcast, DirectMessage, HistoryMessage
 
 __all__ = [
     "Broadcast",
     "DirectMessage",
     "Disconnect",
+    "HistoryMessage",
+    "HistoryPage",
     "HookError",
     "LoginResult",
+    "Receipt",
     "Reconnected",
     "ServerNotice",
     "UsersChanged",
@@ -28,11 +31,39 @@ __all__ = [
 @dataclass(frozen=True, slots=True)
 class LoginResult:
     """What ``login`` returns: the canonical name, whether the account was just
-    registered, and the active users (sorted ignoring case)."""
+    registered, and the active users (sorted ignoring case). With a server that keeps a
+    message log: ``seq``, the newest message stored at login; ``replayed``, how many
+    messages it sent that we had missed (a resume, or DMs sent while we were away), all
+    dispatched to the hooks before ``login`` returns; ``replay_truncated``, whether some
+    were too old or too many to replay (page back with ``history``)."""
 
     username: str
     new_user: bool
     users: tuple[str, ...]
+    seq: int | None = None
+    replayed: int = 0
+    replay_truncated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What ``pm`` and ``dm`` return once acknowledged: ``to``, the DM recipient's
+    canonical name (None for a public message); ``seq``, the message's place in the
+    server's order (None without a message log); ``queued``, the recipient is offline and
+    gets it at their next login."""
+
+    to: str | None
+    seq: int | None = None
+    queued: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    """A page of stored messages, ascending by ``seq``; ``has_more``: another page exists
+    in the direction paged."""
+
+    messages: tuple[HistoryMessage, ...]
+    has_more: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +94,19 @@ class UsersChanged:
 
 @dataclass(frozen=True, slots=True)
 class Reconnected:
-    """The client reconnected and logged in again; ``result.users`` is the fresh list."""
+    """The client reconnected and logged in again; ``result.users`` is the fresh list.
+    Emitted after the messages missed meanwhile were replayed to the hooks: ``replayed``
+    says how many, ``replay_truncated`` whether some could not be (too old, too many)."""
 
     result: LoginResult
+
+    @property
+    def replayed(self) -> int:
+        return self.result.replayed
+
+    @property
+    def replay_truncated(self) -> bool:
+        return self.result.replay_truncated
 
 
 @dataclass(frozen=True, slots=True)

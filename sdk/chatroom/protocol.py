@@ -55,9 +55,9 @@ __all__ = [
     "PasswordRequired",
     "PingCommand",
     "PmCommand",
+    "Pong",
     "ReplayDone",
     "ReplayTruncated",
-    "Pong",
     "RequestId",
     "ServerEvent",
     "UserList",
@@ -268,6 +268,7 @@ class LoginOk(_Event, tag="login_ok", frozen=True):
     # login completed, and the identity of the database that numbered it.
     seq: int | None = None
     epoch: str | None = None
+    replay: bool = False  # a replay follows, ended by replay_done (§Resume, §Offline DMs)
     id: RequestId = None
 
 
@@ -311,7 +312,8 @@ class Broadcast(_Event, tag="broadcast", frozen=True):
     message: str
     ts: float
     seq: int | None = None  # with the message log: its place in the server's one order
-    replay: bool = False  # sent by a resume or at login, not live
+    # Sent by a resume or at login (docs/PROTOCOL.md §Resume), not live; "replay" on the wire.
+    replayed: bool = msgspec.field(default=False, name="replay")
 
 
 class DirectMessage(_Event, tag="dm", frozen=True):
@@ -322,7 +324,7 @@ class DirectMessage(_Event, tag="dm", frozen=True):
     message: str
     ts: float
     seq: int | None = None
-    replay: bool = False
+    replayed: bool = msgspec.field(default=False, name="replay")
 
 
 class HistoryMessage(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True):

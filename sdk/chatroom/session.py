@@ -10,6 +10,10 @@ events out; requests in, bytes out. It owns every protocol decision a client mak
 - the user list: full lists and ``users_delta`` deltas, the ``count`` check and the
   request for a fresh list when they disagree (§Extensions);
 - keepalive: when to ping, and when a silent server counts as dead (§Timeouts);
+- with a message log (§Message log): the seq cursor (the highest seq passed out), which
+  makes every message come out once and in order across any number of reconnects;
+  ``since`` on every re-login; waiting for ``replay_done`` before a login counts as done;
+  a cid on every ``pm``/``dm``, and the resend after a reconnect of those not acked;
 - turning frames into events, and malformed frames into :class:`BadFrame` rather than an
   exception that would end the connection.
 
@@ -36,7 +40,8 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass
+import secrets
+from dataclasses import dataclass, replace
 from typing import Final, TypeVar
 
 import msgspec
@@ -50,6 +55,7 @@ from chatroom.protocol import (
     ByeReason,
     ClientCommand,
     DirectMessage,
+    DmCommand,
     ErrorCode,
     ErrorEvent,
     ExitCommand,
@@ -58,6 +64,9 @@ from chatroom.protocol import (
     LoginCommand,
     LoginOk,
     PingCommand,
+    PmCommand,
+    ReplayDone,
+    ReplayTruncated,
     ServerEvent,
     UserList,
     UsersCommand,
@@ -101,10 +110,12 @@ _FINAL_REASONS: Final = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """The answer to request ``rid``; ``event`` is the server frame."""
+    """The answer to request ``rid``; ``event`` is the server frame. For a login,
+    ``result`` is what it achieved, its replay included (the reply comes after it)."""
 
     rid: int
     event: ServerEvent
+    result: LoginResult | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +163,20 @@ SessionEvent = (
 )
 
 
+class _Replay:
+    """A login whose replay is running (docs/PROTOCOL.md §Resume)."""
+
+    __slots__ = ("count", "ok", "relogin", "result", "rid", "truncated")
+
+    def __init__(self, rid: int, result: LoginResult, relogin: bool, ok: LoginOk) -> None:
+        self.rid = rid
+        self.result = result
+        self.relogin = relogin
+        self.ok = ok
+        self.count = 0
+        self.truncated = False
+
+
 def reconnect_delay(attempt: int, max_delay: float, rng: random.Random | None = None) -> float:
     """Seconds to wait before reconnect attempt ``attempt`` (0-based): 0.25 s doubling,
     capped at ``max_delay``, with jitter so a crowd of clients does not return at once."""
@@ -172,6 +197,8 @@ class ClientSession:
     """
 
     __slots__ = (
+        "_cid_prefix",
+        "_cids",
         "_credentials",
         "_decoder",
         "_ids",
@@ -182,8 +209,12 @@ class ClientSession:
         "_pending",
         "_pinged",
         "_relogin",
+        "_replay",
+        "_resend",
         "_sorted",
         "_user_set",
+        "cursor",
+        "epoch",
         "keepalive_interval",
         "max_frame",
         "timeout",
@@ -218,6 +249,16 @@ class ClientSession:
         self._last_rx = 0.0
         self._last_tx = 0.0
         self._pinged = False  # a ping is out since the last frame arrived
+        # The message log (docs/PROTOCOL.md §Message log): the highest seq passed out (a
+        # message at or below it is a duplicate and is dropped) and the epoch it counts in.
+        self.cursor: int | None = None
+        self.epoch: str | None = None
+        # A login whose replay is running: (request id, login_ok, relogin?, count, cut).
+        self._replay: _Replay | None = None
+        # pm/dm requests with a cid, not acked yet: sent again after a reconnect.
+        self._resend: dict[int, bytes] = {}
+        self._cid_prefix = secrets.token_hex(6)  # cids unique per sender, across processes
+        self._cids = 0
 
     # ------------------------------------------------------------ state
 
@@ -253,15 +294,32 @@ class ClientSession:
 
     def request(self, cmd: C) -> tuple[int, bytes]:
         """``cmd`` with a fresh id, and its frame; its reply comes back as :class:`Reply`
-        or :class:`Refused` with that id."""
+        or :class:`Refused` with that id. A ``pm`` or ``dm`` also gets a cid (unless it
+        has one) and, until acked, is sent again after a reconnect (:meth:`connection_made`):
+        the server stores it once (docs/PROTOCOL.md §Idempotent sends)."""
         rid = self.next_id()
         self._pending[rid] = type(cmd).__struct_config__.tag  # type: ignore[assignment]
+        if isinstance(cmd, PmCommand | DmCommand):
+            if cmd.cid is None:
+                self._cids += 1
+                cmd = msgspec.structs.replace(cmd, cid=f"{self._cid_prefix}-{self._cids}")
+            data = encode(msgspec.structs.replace(cmd, id=rid))
+            self._resend[rid] = data
+            return rid, data
         return rid, encode(msgspec.structs.replace(cmd, id=rid))
 
-    def login(self, username: str, password: str) -> tuple[int, bytes]:
-        """The login request; on ``login_ok`` the credentials are kept for re-login."""
+    def login(self, username: str, password: str, *, since: int | None = None) -> tuple[int, bytes]:
+        """The login request; on ``login_ok`` the credentials are kept for re-login.
+        ``since``: resume after that seq (default: the session's cursor, if it has one)."""
+        since = self.cursor if since is None else since
         rid, data = self.request(
-            LoginCommand(username=username, password=password, features=LOGIN_FEATURES)
+            LoginCommand(
+                username=username,
+                password=password,
+                features=LOGIN_FEATURES,
+                since=since,
+                epoch=self.epoch if since is not None else None,
+            )
         )
         self._logins[rid] = password
         return rid, data
@@ -283,6 +341,7 @@ class ClientSession:
         """The caller gave up waiting for ``rid`` (timed out): a late reply is ignored."""
         self._pending.pop(rid, None)
         self._logins.pop(rid, None)
+        self._resend.pop(rid, None)
 
     def data_sent(self, now: float) -> None:
         """The caller wrote bytes to the server at ``now`` (for keepalive)."""
@@ -313,13 +372,17 @@ class ClientSession:
         self._relogin = rid
         return data
 
-    def connection_lost(self) -> list[int]:
+    def connection_lost(self, *, resend: bool = False) -> list[int]:
         """The connection is gone: returns the ids of the requests that will never be
-        answered (the caller fails them)."""
-        failed = list(self._pending)
-        self._pending.clear()
+        answered (the caller fails them). With ``resend`` (the caller reconnects), the
+        unacked ``pm``/``dm`` stay pending: the re-login sends them again."""
+        keep = set(self._resend) if resend and self._credentials is not None else set()
+        failed = [rid for rid in self._pending if rid not in keep]
+        self._pending = {rid: self._pending[rid] for rid in keep}
+        self._resend = {rid: self._resend[rid] for rid in keep}
         self._logins.clear()
         self._relogin = None
+        self._replay = None
         if self._credentials is None:
             self.username = None
         return failed
@@ -371,7 +434,18 @@ class ClientSession:
             return
         kind = type(event)
         if kind is Broadcast or kind is DirectMessage:
+            seq = event.seq  # type: ignore[union-attr]
+            if seq is not None:
+                if self.cursor is not None and seq <= self.cursor:
+                    log.debug("dropping seq %d: already seen (cursor %d)", seq, self.cursor)
+                    return
+                self.cursor = seq
+                if self._replay is not None and event.replayed:  # type: ignore[union-attr]
+                    self._replay.count += 1
             events.append(event)  # type: ignore[arg-type]
+            return
+        if kind is ReplayDone or kind is ReplayTruncated:
+            self._on_replay(event, events)  # type: ignore[arg-type]
             return
         rid = getattr(event, "id", None)
         if rid is not None:
@@ -419,11 +493,14 @@ class ClientSession:
                 return
             events.append(Refused(rid, err))
             return
+        if type(event) is ErrorEvent or type(event) is not LoginOk:
+            self._resend.pop(rid, None)  # answered: nothing to send again
         if type(event) is LoginOk:
             # Here, before any event after it: the pushes that follow must already see
             # who we are and the list they apply to.
             self.username = event.username
             self._set_users(event.users)
+            self._logged_in(event, relogin)
             if event.version is not None and event.version > PROTOCOL_VERSION:
                 log.warning(
                     "the server speaks protocol version %d, this client %d: what it knows "
@@ -433,12 +510,53 @@ class ClientSession:
                 )
             if password is not None:
                 self._credentials = (event.username, password)
-            if relogin:
-                events.append(Reconnected(LoginResult(event.username, False, event.users)))
+            result = LoginResult(
+                event.username, event.new_user and not relogin, event.users, event.seq
+            )
+            if event.replay:
+                # Done once the replay is: the hooks see what was missed first.
+                self._replay = _Replay(rid, result, relogin, event)
                 return
+            events.append(Reconnected(result) if relogin else Reply(rid, event, result))
+            return
         elif type(event) is UserList:
             self._set_users(event.users)
         events.append(Reply(rid, event))
+
+    def _logged_in(self, ok: LoginOk, relogin: bool) -> None:
+        """A login_ok: adopt the server's epoch and cursor, and queue the resends."""
+        if ok.epoch is not None:
+            if self.epoch is not None and ok.epoch != self.epoch:
+                log.warning("the server's message log is new (epoch changed): seqs restart")
+                self.cursor = None
+            self.epoch = ok.epoch
+        if self.cursor is None and ok.seq is not None and not ok.replay:
+            self.cursor = ok.seq  # from now on nothing is missed: a reconnect resumes here
+        if relogin and self._resend:
+            # Sent again on the new connection, after the login: the server stores each
+            # once (cid) and answers with the original ack.
+            for data in self._resend.values():
+                self._out += data
+
+    def _on_replay(self, event: ReplayDone | ReplayTruncated, events: list[SessionEvent]) -> None:
+        replay = self._replay
+        if type(event) is ReplayTruncated:
+            log.warning(
+                "the server could not replay everything: it starts at seq %d", event.oldest_seq
+            )
+            if replay is not None:
+                replay.truncated = True
+            return
+        assert isinstance(event, ReplayDone)
+        if self.cursor is None or event.seq > self.cursor:
+            self.cursor = event.seq  # everything up to it that we may see has been passed out
+        if replay is None:
+            return
+        self._replay = None
+        result = replace(replay.result, replayed=replay.count, replay_truncated=replay.truncated)
+        events.append(
+            Reconnected(result) if replay.relogin else Reply(replay.rid, replay.ok, result)
+        )
 
     # ------------------------------------------------------------ user list
 

@@ -939,6 +939,7 @@ class ChatServer:
                     version=PROTOCOL_VERSION,
                     seq=seq,
                     epoch=epoch,
+                    replay=hold,
                     id=rid,
                 )
                 legacy = (*legacy, conn)
@@ -951,6 +952,7 @@ class ChatServer:
                     version=PROTOCOL_VERSION,
                     seq=seq,
                     epoch=epoch,
+                    replay=hold,
                     id=rid,
                 )
             conn.outbox.send(encode(ok))
@@ -1058,7 +1060,7 @@ class ChatServer:
 def _replay_frame(m: Stored) -> bytes:
     """A stored message as the frame a live recipient got, marked ``replay``."""
     if m.to is None:
-        return encode(Broadcast(sender=m.sender, message=m.body, ts=m.ts, seq=m.seq, replay=True))
+        return encode(Broadcast(sender=m.sender, message=m.body, ts=m.ts, seq=m.seq, replayed=True))
     return encode(
-        DirectMessage(sender=m.sender, to=m.to, message=m.body, ts=m.ts, seq=m.seq, replay=True)
+        DirectMessage(sender=m.sender, to=m.to, message=m.body, ts=m.ts, seq=m.seq, replayed=True)
     )

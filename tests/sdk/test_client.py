@@ -97,7 +97,7 @@ def test_pm_dm_and_hooks(server: TestServer, clients: list[ChatClient]) -> None:
     a.pm("hello")
     ev = got.get(timeout=T)
     assert isinstance(ev, Broadcast) and (ev.sender, ev.message) == ("ay", "hello")
-    assert a.dm("BEE", "psst") == "bee"
+    assert a.dm("BEE", "psst").to == "bee"
     ev = got.get(timeout=T)
     assert isinstance(ev, DirectMessage) and (ev.sender, ev.to, ev.message) == ("ay", "bee", "psst")
     with pytest.raises(UserOffline) as info:
@@ -165,7 +165,7 @@ def test_hook_may_call_dm_and_wait(server: TestServer, clients: list[ChatClient]
 
     @echo.on_dm
     def answer(event: DirectMessage) -> None:
-        results.put(echo.dm(event.sender, f"echo {event.message}"))  # blocks for its ack
+        results.put(echo.dm(event.sender, f"echo {event.message}").to)  # blocks for its ack
 
     asker = make(server, clients, "asker2")
     with asker.expect(DirectMessage) as w:
@@ -413,7 +413,7 @@ def test_fire_and_forget_sends_and_notices(clients: list[ChatClient]) -> None:
         b.connect()
         b.login("calm", PW)
         a.pm("one", wait=False)
-        assert a.dm("calm", "two", wait=False) == "calm"
+        assert a.dm("calm", "two", wait=False).to == "calm"
         a.pm("three", wait=False)  # over the burst: refused, reported as a notice
         assert got.get(timeout=T).message == "one"
         notice = notices.get(timeout=T)

@@ -221,3 +221,85 @@ def test_a_newer_server_is_noted_and_the_session_goes_on(caplog: pytest.LogCaptu
     (event,) = feed(s, ok)
     assert isinstance(event, Reply) and s.logged_in
     assert "protocol version 2" in caplog.text
+
+
+def bcast(seq: int, text: str, replay: bool = False) -> bytes:
+    fields: dict[str, Any] = {"from": "bob", "message": text, "ts": 1.0, "seq": seq}
+    if replay:
+        fields["replay"] = True
+    return frame(type="broadcast", **fields)
+
+
+def test_the_cursor_drops_duplicates_and_a_relogin_resumes_from_it() -> None:
+    s = ClientSession()
+    rid, _ = s.login("alice", "correct horse")
+    ok = frame(
+        type="login_ok",
+        username="alice",
+        new_user=False,
+        users=["alice"],
+        seq=10,
+        epoch="e1",
+        id=rid,
+    )
+    feed(s, ok)
+    assert s.cursor == 10 and s.epoch == "e1"  # nothing before the login is ours to miss
+    events = feed(s, bcast(11, "a") + bcast(11, "a again") + bcast(9, "old") + bcast(12, "b"))
+    assert [e.message for e in events] == ["a", "b"]  # type: ignore[union-attr]
+    s.connection_lost(resend=True)
+    relogin = sent(s.connection_made(5.0))
+    assert (relogin["since"], relogin["epoch"]) == (12, "e1")
+
+
+def test_a_resumed_login_completes_after_its_replay() -> None:
+    s = ClientSession()
+    rid, data = s.login("alice", "correct horse", since=3)
+    assert sent(data)["since"] == 3
+    ok = frame(
+        type="login_ok",
+        username="alice",
+        new_user=False,
+        users=["alice"],
+        seq=6,
+        epoch="e",
+        replay=True,
+        id=rid,
+    )
+    assert feed(s, ok) == []  # not done yet: the replay follows
+    events = feed(
+        s,
+        frame(type="replay_truncated", oldest_seq=5)
+        + bcast(5, "r1", replay=True)
+        + bcast(6, "r2", replay=True)
+        + frame(type="replay_done", count=2, seq=6),
+    )
+    assert [e.message for e in events[:2]] == ["r1", "r2"]  # type: ignore[union-attr]
+    reply = events[2]
+    assert isinstance(reply, Reply) and reply.rid == rid and reply.result is not None
+    assert (reply.result.replayed, reply.result.replay_truncated, reply.result.seq) == (2, True, 6)
+    assert s.cursor == 6
+
+
+def test_unacked_sends_are_resent_after_a_reconnect_and_acked_ones_are_not() -> None:
+    s = logged_in()
+    acked, _ = s.request(PmCommand(message="acked"))
+    rid, data = s.request(PmCommand(message="lost ack"))
+    cid = sent(data)["cid"]
+    assert cid and cid != sent(s.request(PmCommand(message="x"))[1])["cid"]
+    feed(s, frame(type="ack", command="pm", seq=1, id=acked))
+    failed = s.connection_lost(resend=True)
+    assert rid not in failed and acked not in failed
+    relogin = sent(s.connection_made(1.0))
+    assert s.data_to_send() == b""  # nothing is resent before the login is accepted
+    ok = frame(type="login_ok", username="alice", new_user=False, users=["alice"], id=relogin["id"])
+    (event,) = feed(s, ok)
+    assert isinstance(event, Reconnected)
+    resent = [json.loads(line) for line in s.data_to_send().splitlines()]
+    assert {(f["message"], f["cid"]) for f in resent} >= {("lost ack", cid)}
+    assert all(f["message"] != "acked" for f in resent)
+    (reply,) = feed(s, frame(type="ack", command="pm", seq=2, id=rid))
+    assert isinstance(reply, Reply) and reply.rid == rid
+    # Without reconnecting, an unacked send simply fails.
+    s2 = logged_in()
+    r2, _ = s2.request(PmCommand(message="gone"))
+    assert s2.connection_lost() == [r2]

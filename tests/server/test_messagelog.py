@@ -88,10 +88,11 @@ def test_login_ok_carries_seq_and_epoch_and_resume_with_nothing_missed(
     with RawClient(server.address) as b:
         ok = login(b, "beta", since=seq)
         assert ok["seq"] == seq and isinstance(ok["epoch"], str) and ok["epoch"]
+        assert ok["replay"] is True  # replay_done follows
         got, done, _ = replay(b)
         assert got == [] and done == {"type": "replay_done", "count": 0, "seq": seq}
     with RawClient(server.address) as b:  # without since: no replay frames at all
-        login(b, "beta")
+        assert "replay" not in login(b, "beta")
         b.expect("users", joined="beta")
 
 
@@ -390,3 +391,35 @@ def test_history_off_keeps_v1_behaviour(tmp_path: Path) -> None:
             b.expect("users", joined="plain2")  # no replay without a log
             b.send(command="history", id="h")
             b.expect_error("unknown_command", id="h")
+
+
+def test_paging_back_while_pruning_runs_stays_consistent(tmp_path: Path) -> None:
+    """Pages asked for between pruning passes: ascending, no duplicates, and the walk
+    ends (has_more false) at whatever is oldest by then."""
+    with quiet_server(db_path=tmp_path / "pp.db", history_max=1000, history_days=None) as srv:
+        a = connect(srv.address, "paging")
+        for i in range(60):
+            a.send(command="pm", message=f"x{i}", id=i)
+        last = [a.until("ack", id=i)["seq"] for i in range(60)][-1]
+        seen: list[int] = []
+        before = None
+        cap = 1000
+        while True:
+            extra: dict[str, int] = {"before": before} if before is not None else {}
+            a.send(command="history", limit=10, id="h", **extra)
+            page = a.until("history", id="h")
+            seqs = [m["seq"] for m in page["messages"]]
+            assert seqs == sorted(seqs) and not set(seqs) & set(seen)
+            seen = seqs + seen
+            # Between pages, retention shrinks to 25 messages, then 15, ...
+            cap = max(5, min(cap, 45) - 10)
+            mlog = srv.server._log
+            assert mlog is not None
+            mlog.prune(now=0.0, max_age=None, max_count=cap)
+            if not page["has_more"]:
+                break
+            before = seqs[0]
+        assert seen == sorted(seen) and seen[-1] == last
+        a.send(command="history", limit=100, id="all")
+        remaining = [m["seq"] for m in a.until("history", id="all")["messages"]]
+        assert remaining == list(range(last - cap + 1, last + 1))
