@@ -17,6 +17,7 @@ __all__ = [
     "AskPm",
     "Exit",
     "Help",
+    "HistoryOf",
     "Invalid",
     "Nothing",
     "SendDm",
@@ -60,6 +61,14 @@ class Help:
 
 
 @dataclass(frozen=True)
+class HistoryOf:
+    """``/history [N]`` (the room) or ``/history USER [N]`` (a DM conversation)."""
+
+    user: str | None = None
+    count: int = 20
+
+
+@dataclass(frozen=True)
 class Exit:
     pass
 
@@ -74,10 +83,10 @@ class Invalid:
     why: str
 
 
-Action = SendPm | SendDm | AskPm | AskDm | Who | Help | Exit | Nothing | Invalid
+Action = SendPm | SendDm | AskPm | AskDm | Who | Help | HistoryOf | Exit | Nothing | Invalid
 
 # Words that complete at the start of a line, in the order they are offered.
-COMMANDS = ("PM", "DM", "EX", "/pm", "/dm", "/msg", "/who", "/help", "/quit")
+COMMANDS = ("PM", "DM", "EX", "/pm", "/dm", "/msg", "/who", "/history", "/help", "/quit")
 _PM = {"pm", "/pm"}
 _DM = {"dm", "/dm", "/msg"}
 _EXIT = {"ex", "/quit", "/exit"}
@@ -90,6 +99,8 @@ Commands (any case):
   DM <user> <text>   send <text> to <user> only       (also /dm, /msg)
   EX                 log out and quit                 (also /quit, Ctrl-D)
   /who               list who is online
+  /history [N]       the N public messages before those shown (again: further back)
+  /history <user> [N]  the same for your direct messages with <user>
   /help              this help
 Anything else you type is sent to everyone as a public message; start a line with
 // to send one that begins with a slash. Tab completes commands and usernames, Up
@@ -118,8 +129,23 @@ def parse(line: str) -> Action:
         return Exit()
     if word == "/who":
         return Who()
+    if word == "/history":
+        return _history(rest)
     if word == "/help" or word == "/?":
         return Help()
     if word.startswith("/"):
         return Invalid(f"unknown command {head}; type /help")
     return SendPm(text)
+
+
+def _history(rest: str) -> Action:
+    words = rest.split()
+    user: str | None = None
+    if words and not words[0].isdigit():
+        user = words.pop(0)
+    if len(words) > 1 or (words and not words[0].isdigit()):
+        return Invalid("usage: /history [user] [N]")
+    count = int(words[0]) if words else 20
+    if not 1 <= count <= 100:
+        return Invalid("/history shows 1 to 100 messages at a time")
+    return HistoryOf(user, count)

@@ -16,7 +16,7 @@ from chatroom_cli.commands import COMMANDS
 
 __all__ = ["ChatCompleter", "complete", "rank_users"]
 
-_RECIPIENT_COMMANDS = {"dm", "/dm", "/msg"}
+_RECIPIENT_COMMANDS = {"dm", "/dm", "/msg", "/history"}
 
 
 def rank_users(

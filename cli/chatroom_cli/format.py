@@ -7,7 +7,7 @@ import zlib
 
 from prompt_toolkit.styles import Style
 
-from chatroom import Broadcast, DirectMessage, UsersChanged
+from chatroom import Broadcast, DirectMessage, HistoryMessage, UsersChanged
 from chatroom.protocol import username_key
 
 __all__ = ["STYLE", "Fragments", "format_event", "plain", "user_style"]
@@ -35,6 +35,7 @@ STYLE = Style.from_dict(
         "leave": "ansibrightblack",
         "error": "ansired bold",
         "info": "ansibrightblack italic",
+        "earlier": "ansibrightblack",
         "me": "bold",
         "bottom-toolbar": "reverse",
     }
@@ -78,6 +79,13 @@ def format_event(event: object, me: str | None) -> Fragments | None:
             out.append(("class:leave", f"<-- {_names(left)} left"))
         return out
     return None
+
+
+def format_stored(m: HistoryMessage) -> Fragments:
+    """A message from history (the login backlog, /history), dimmed: it is the past."""
+    who = f"<{m.sender}>" if m.kind == "pm" else f"[DM] {m.sender} -> {m.to}:"
+    when = time.strftime("%H:%M ", time.localtime(m.ts))
+    return [("class:earlier", when), ("class:earlier", f"{who} {m.message}")]
 
 
 def _names(names: list[str], most: int = 5) -> str:

@@ -42,11 +42,12 @@ from chatroom import (
     ConnectFailed,
     DirectMessage,
     Disconnect,
+    LoginResult,
     Reconnected,
     ServerError,
     UsersChanged,
 )
-from chatroom.protocol import ErrorCode, is_valid_username
+from chatroom.protocol import ErrorCode, is_valid_username, username_key
 from chatroom_cli.commands import (
     HELP,
     Action,
@@ -54,6 +55,7 @@ from chatroom_cli.commands import (
     AskPm,
     Exit,
     Help,
+    HistoryOf,
     Invalid,
     Nothing,
     SendDm,
@@ -62,11 +64,13 @@ from chatroom_cli.commands import (
     parse,
 )
 from chatroom_cli.completion import ChatCompleter
-from chatroom_cli.format import STYLE, Fragments, format_event, plain, sent_dm
+from chatroom_cli.format import STYLE, Fragments, format_event, format_stored, plain, sent_dm
 
 __all__ = ["InteractiveTerminal", "PipeTerminal", "Repl", "Terminal"]
 
 Ask = Literal["command", "username", "password", "recipient", "message"]
+
+BACKLOG = 20  # public messages shown at login, under "earlier"
 
 
 class Terminal(Protocol):
@@ -249,6 +253,12 @@ class Repl:
         self._recent_lock = threading.Lock()
         self._state = "connecting"
         self._ended = threading.Event()  # set when the session cannot go on
+        # DMs replayed at the first login (sent while we were away) wait here until the
+        # public backlog is printed above them; guarded by _away_lock.
+        self._away_lock = threading.Condition()
+        self._away: list[DirectMessage] | None = None  # None: not collecting
+        # /history paging: where the next page of each conversation ends (REPL thread).
+        self._older: dict[str | None, int] = {}
         client.on_broadcast(self._on_message)
         client.on_dm(self._on_message)
         client.on_users(self._on_users)
@@ -289,6 +299,12 @@ class Repl:
     def _on_message(self, event: Broadcast | DirectMessage) -> None:
         if isinstance(event, DirectMessage):
             self._touch(event.sender)
+            if event.replayed:
+                with self._away_lock:
+                    if self._away is not None:
+                        self._away.append(event)  # printed after the backlog (_catch_up)
+                        self._away_lock.notify_all()
+                        return
         lines = format_event(event, self.client.username)
         if lines:
             self.term.show(lines)
@@ -320,9 +336,13 @@ class Repl:
 
     def _on_reconnect(self, event: Reconnected) -> None:
         self._state = "connected"
+        missed = f"; {event.replayed} missed meanwhile, shown above" if event.replayed else ""
         self.info(
-            f"reconnected; {len(event.result.users)} online: " + ", ".join(event.result.users)
+            f"reconnected{missed}; {len(event.result.users)} online: "
+            + ", ".join(event.result.users)
         )
+        if event.replay_truncated:
+            self.info("some earlier messages could not be replayed: /history shows them")
         self.term.refresh()
 
     # -------------------------------------------------------------- output helpers
@@ -371,7 +391,14 @@ class Repl:
                 name = self._ask_username()
                 new_user = self.client.check_user(name)
                 password = self._ask_password(name, new_user)
-                result = self.client.login(name, password)
+                with self._away_lock:
+                    self._away = []
+                try:
+                    result = self.client.login(name, password)
+                except BaseException:
+                    with self._away_lock:
+                        self._away = None
+                    raise
             except (EOFError, KeyboardInterrupt):
                 return False
             except AuthError as exc:
@@ -386,8 +413,36 @@ class Repl:
                 return False
             if result.new_user:
                 self.info(f"welcome, {result.username}: your account is registered")
+            self._catch_up(result)
             return True
         return False
+
+    def _catch_up(self, result: LoginResult) -> None:
+        """After login: the last public messages, dimmed under an "earlier" line, then the
+        DMs that arrived while we were away (they reached the hooks before login returned,
+        and waited in ``_away``)."""
+        try:
+            page = self.client.history(limit=BACKLOG)
+        except ServerError:
+            page = None  # a server without a message log
+        except ChatError as exc:
+            self.error(f"cannot show earlier messages: {exc}")
+            page = None
+        if page is not None and page.messages:
+            self.info("earlier")
+            for m in page.messages:
+                self.term.show(format_stored(m))
+            self._older[None] = page.messages[0].seq
+        with self._away_lock:
+            # Their hooks may still be on their way (another thread): wait, but not long.
+            self._away_lock.wait_for(lambda: len(self._away or ()) >= result.replayed, 5.0)
+            away, self._away = self._away or [], None
+        if away:
+            n = len(away)
+            self.info(f"{n} direct message{'s' * (n != 1)} while you were away")
+            for dm in away:
+                self._touch(dm.sender)
+                self.term.show(format_event(dm, self.client.username) or [])
 
     def _ask_username(self) -> str:
         if self._user is not None:
@@ -441,6 +496,8 @@ class Repl:
                 case Who():
                     users = self.client.request_users()
                     self.info(f"{len(users)} online: {', '.join(users)}")
+                case HistoryOf(user, count):
+                    self._history(user, count)
                 case Help():
                     for line in HELP.splitlines():
                         self.term.show([("class:info", line)])
@@ -457,6 +514,26 @@ class Repl:
         except EOFError:
             return self.term.interactive  # Ctrl-D cancels a question; end of a pipe ends
         return True
+
+    def _history(self, user: str | None, count: int) -> None:
+        """One page further back than the last one shown for this conversation."""
+        key = username_key(user) if user else None
+        before = self._older.get(key)
+        if before is not None and before <= 1:
+            self.info("no earlier messages")
+            return
+        page = self.client.history(before=before, limit=count, with_user=user)
+        if not page.messages:
+            self.info("no earlier messages" if before else "no messages yet")
+            return
+        where = f"with {user}" if user else "in public"
+        first, last = page.messages[0], page.messages[-1]
+        self.info(f"{len(page.messages)} messages {where} (#{first.seq}-#{last.seq})")
+        for m in page.messages:
+            self.term.show(format_stored(m))
+        self._older[key] = first.seq if page.has_more else 1
+        if not page.has_more:
+            self.info("that is the beginning")
 
     def _ask_or_cancel(self, kind: Ask, prompt: str) -> str:
         try:

@@ -9,6 +9,7 @@ from chatroom_cli.commands import (
     AskPm,
     Exit,
     Help,
+    HistoryOf,
     Invalid,
     Nothing,
     SendDm,
@@ -70,7 +71,16 @@ def test_recent_correspondents_first() -> None:
 def test_complete_commands() -> None:
     assert complete("P", USERS, "me") == (1, ["PM"])
     assert complete("d", USERS, "me") == (1, ["dm"])
-    assert complete("/", USERS, "me")[1] == ["/pm", "/dm", "/msg", "/who", "/help", "/quit"]
+    assert complete("/", USERS, "me")[1] == [
+        "/pm",
+        "/dm",
+        "/msg",
+        "/who",
+        "/history",
+        "/help",
+        "/quit",
+    ]
+    assert complete("/history bo", USERS, "me") == (2, ["bob", "Bobby"])
     assert complete("/w", USERS, "me") == (2, ["/who"])
 
 
@@ -84,3 +94,13 @@ def test_complete_recipient_after_dm() -> None:
 def test_complete_recipient_prompt() -> None:
     assert complete("bobb", USERS, "me", recipient_only=True) == (4, ["Bobby"])
     assert complete("", USERS, "me", recipient_only=True)[1] == ["Albert", "alice", "bob", "Bobby"]
+
+
+def test_history_command() -> None:
+    assert parse("/history") == HistoryOf(None, 20)
+    assert parse("/history 50") == HistoryOf(None, 50)
+    assert parse("/HISTORY bob") == HistoryOf("bob", 20)
+    assert parse("/history bob 5") == HistoryOf("bob", 5)
+    assert isinstance(parse("/history 0"), Invalid)
+    assert isinstance(parse("/history 101"), Invalid)
+    assert isinstance(parse("/history bob five"), Invalid)

@@ -17,7 +17,7 @@ from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.input.base import PipeInput
 from prompt_toolkit.output import DummyOutput
 
-from chatroom import Broadcast, ChatClient, DirectMessage, UsersChanged
+from chatroom import Broadcast, ChatClient, DirectMessage, Reconnected, UsersChanged
 from chatroom.testing import TestServer
 from chatroom_cli.__main__ import main
 from chatroom_cli.repl import InteractiveTerminal, PipeTerminal, Repl
@@ -298,3 +298,51 @@ def test_pipe_mode_needs_user_and_password(server: TestServer) -> None:
     )
     assert proc.returncode == 2
     assert "--password-file" in proc.stderr
+
+
+def test_backlog_away_dms_and_history_paging(server: TestServer, pipe: PipeInput) -> None:
+    """At login: the last 20 public messages dimmed under "earlier", then the DMs that
+    came while we were away; /history pages further back; a DM to someone offline says
+    it was queued. After a reconnect, what was missed is shown once."""
+    with ChatClient(server.host, server.port) as other:
+        other.login("chatter", PW)
+        with ChatClient(server.host, server.port) as me_before:
+            me_before.login("kim", PW)  # kim's account exists, then kim leaves
+        for i in range(30):
+            other.pm(f"public {i:02d}")
+        other.dm("kim", "are you there?")
+        other.dm("kim", "ping me back")
+        h = Harness(server, pipe, user="kim", password=PW)
+        h.out.wait_for("online:")
+        text = h.out.text
+        assert "-- earlier" in text
+        assert "public 10" in text and "public 29" in text and "public 09" not in text
+        assert "-- 2 direct messages while you were away" in text
+        order = [text.index(s) for s in ("-- earlier", "public 29", "while you were away")]
+        assert order == sorted(order)
+        assert text.index("are you there?") < text.index("ping me back")
+        h.type("/history 5\r")
+        h.out.wait_for("public 05")
+        assert "public 04" not in h.out.text
+        h.type("/history\r")
+        h.out.wait_for("that is the beginning")
+        assert "public 00" in h.out.text
+        h.type("/history chatter\r")
+        h.out.wait_for("2 messages with chatter")
+        with ChatClient(server.host, server.port) as gone:
+            gone.login("sleeper", PW)
+        h.type("DM sleeper see you later\r")
+        h.out.wait_for("queued: sleeper is offline")
+        # A reconnect: what was said meanwhile appears once, nothing earlier again.
+        with h.client.expect(Reconnected) as back:
+            server.restart()
+            other.close()
+            with ChatClient(server.host, server.port) as other2:
+                other2.login("chatter", PW)
+                other2.pm("while kim was reconnecting")
+                back.wait()
+        h.out.wait_for("while kim was reconnecting")
+        assert h.out.text.count("public 29") == 1
+        assert h.out.text.count("while kim was reconnecting") == 1
+        h.type("EX\r")
+        assert h.finish() == 0
