@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from chatroom import AuthError
+from chatroom import AuthError, UsageError
 from chatroom.protocol import DEFAULT_PORT
 from chatroom_bots.bot import Bot
 from chatroom_bots.echo import make_echo
@@ -46,6 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
         default="public",
         help="greeter: welcome in public or by DM (default public)",
     )
+    p.add_argument(
+        "--cursor-file",
+        type=Path,
+        help="where the bot remembers the last message it handled, to catch up after a "
+        "restart (default: beside the password file; see --no-resume)",
+    )
+    p.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="start from now on every start: what was said while the bot was down is lost",
+    )
     p.add_argument("--tls", action="store_true", help="connect with TLS")
     p.add_argument("--ca-file", help="CA certificate to verify the server with (TLS)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -67,6 +78,14 @@ def bot_password(name: str, password_file: Path | None, db: Path) -> str:
         f.write(password + "\n")
     log.info("generated a password for %s and saved it in %s", name, path)
     return password
+
+
+def cursor_path(name: str, password_file: Path | None, db: Path) -> Path:
+    """Beside the password file: ``<dir>/<name>.cursor`` next to ``--password-file``, or
+    ``<db>.<name>.cursor`` next to a generated password."""
+    if password_file is not None:
+        return password_file.with_name(f"{name}.cursor")
+    return db.with_name(f"{db.name}.{name}.cursor")
 
 
 def make_bot(kind: str, name: str, greet: str) -> Bot:
@@ -94,10 +113,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    cursor = (
+        None
+        if args.no_resume
+        else args.cursor_file or cursor_path(name, args.password_file, args.db)
+    )
+    if cursor is not None:
+        log.info("%s keeps its place in %s", name, cursor)
     try:
-        bot.run(args.host, args.port, password=password, tls=args.tls, ca_file=args.ca_file)
-    except AuthError as exc:
-        print(f"chat-bot: {name}: {exc.message}", file=sys.stderr)
+        bot.run(
+            args.host,
+            args.port,
+            password=password,
+            tls=args.tls,
+            ca_file=args.ca_file,
+            cursor_file=cursor,
+        )
+    except (AuthError, UsageError) as exc:
+        print(f"chat-bot: {name}: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return 1
     return 0
 

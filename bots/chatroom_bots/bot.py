@@ -204,6 +204,11 @@ class Bot:
     def _on_broadcast(self, event: Broadcast) -> None:
         if username_key(event.sender) == username_key(self.name):
             return
+        if event.replayed:
+            # Said in public while we were away: the room has moved on, and an answer
+            # now would be out of place. DMs are different: they were meant for us.
+            log.debug("not answering %s's public message from while we were away", event.sender)
+            return
         mention = _mention(event.message, self.name)
         self._handle(Message(self, event.sender, event.message, False, mention))
 

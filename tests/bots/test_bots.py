@@ -236,3 +236,49 @@ def test_chat_bot_command_generates_and_reuses_a_password(
             assert oct(os.stat(saved).st_mode & 0o777) == "0o600"
         else:
             assert "generated" not in err
+
+
+def test_a_restarted_echo_bot_answers_what_it_missed_once(
+    server: TestServer, user: ChatClient, tmp_path: Path
+) -> None:
+    """chat-bot keeps a cursor file beside its password file: after a restart it answers
+    the DMs sent while it was down, once, and nothing it had already answered."""
+    pw = tmp_path / "echo.pw"
+    pw.write_text(BOT_PW + "\n")
+    cmd = [sys.executable, "-m", "chatroom_bots", "echo", "--port", str(server.port)]
+    cmd += ["--password-file", str(pw)]
+    answers: queue.Queue[str] = queue.Queue()
+    user.on_dm(lambda e: answers.put(e.message) if e.sender == "echo" else None)
+    in_public: queue.Queue[str] = queue.Queue()
+    user.on_broadcast(lambda e: in_public.put(e.message) if e.sender == "echo" else None)
+
+    def start() -> subprocess.Popen[str]:
+        with user.expect(UsersChanged, check=lambda e: "echo" in e.joined) as joined:
+            proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL, text=True)
+            joined.wait(T)
+        return proc
+
+    def stop(proc: subprocess.Popen[str]) -> None:
+        with user.expect(UsersChanged, check=lambda e: "echo" in e.left) as left:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(T)
+            left.wait(T)
+
+    proc = start()
+    user.dm("echo", "before")
+    assert answers.get(timeout=T) == "before"
+    stop(proc)
+    assert (tmp_path / "echo.cursor").exists()
+    assert user.dm("echo", "while you were down").queued
+    user.pm("!echo stale public command")  # said in public while it was away: not answered
+    proc = start()
+    try:
+        assert answers.get(timeout=T) == "while you were down"
+        user.pm("!echo live public command")
+        assert in_public.get(timeout=T) == "live public command"
+        user.dm("echo", "marker")
+        assert answers.get(timeout=T) == "marker"
+        assert answers.empty()  # "before" was not answered again
+        assert in_public.empty()  # nor the stale public command
+    finally:
+        stop(proc)
