@@ -31,6 +31,8 @@ SERVERS = {
     "naive": [sys.executable, str(BENCH / "naive_server.py")],
     "raw": [sys.executable, str(BENCH / "raw_relay.py")],
 }
+# Ours without the message log (--history off): what storing every message costs.
+SERVERS["ours-nolog"] = [*SERVERS["ours"], "--history", "off"]
 
 
 @contextlib.contextmanager

@@ -4,12 +4,15 @@ invocation, so every ratio compares numbers from the same machine and the same m
 - ours: chatroom_server (flood control off, as load tests need)
 - naive: bench/naive_server.py, protocol v1 as a first attempt writes it
 - raw: bench/raw_relay.py, lines forwarded unparsed: the practical ceiling here
+- ours-nolog: ours with ``--history off``, for the cost of the message log (fan-out N=100
+  and DM pairs only)
 
 Workloads (chat-load's Swarm: bots log in once, then the rate steps up):
   fan-out N=10/100/500 (10 senders, PMs) stepping the rate to the highest with p99 < 50 ms
   and nothing lost; DM pairs; a login storm of 500; one client that stops reading while
   the others keep their p99; holding 2,000 and 10,000 idle clients (each on a fresh
-  server, ours with cheap load-test hashes).
+  server, ours with cheap load-test hashes); churn (ours): 200 bots, 20 receivers a
+  second cut and resumed while 500 msg/s flow, nothing lost or duplicated.
 
     .venv/bin/python bench/run_bench.py [--quick] [--hold 2000,10000] [--only hold]
 """
@@ -199,6 +202,26 @@ def slow_reader(port: int, rate: float) -> dict[str, Any]:
     }
 
 
+def churn(port: int) -> dict[str, Any]:
+    """200 bots, 10 senders at 500 msg/s for 10 s, 20 receivers a second cut abruptly and
+    resumed with since: loss and duplicates over everything each bot should receive."""
+    cfg = LoadConfig(
+        port=port, clients=200, senders=10, pm_fraction=0.9, processes=2, drain=2.0, churn=20.0
+    )
+    with Swarm(cfg) as swarm:
+        r = swarm.step(500.0, 10.0)
+    return {
+        "expected": r.expected,
+        "delivered": r.delivered,
+        "lost": r.lost,
+        "duplicates": r.duplicates,
+        "resumes": r.resumes,
+        "replayed": r.replayed,
+        "resume_ms": r.resume_ms,
+        "p99_ms": r.latency_ms["p99"],
+    }
+
+
 def guarded(fn: Any, *args: Any) -> dict[str, Any]:
     """Run one workload; a failure is recorded in the results, and the suite goes on."""
     try:
@@ -224,12 +247,14 @@ def main() -> None:
     results: dict[str, Any] = {"machine": _machine(), "started": time.strftime("%F %T")}
     starts = {10: 1000.0, 100: 200.0, 500: 20.0}
     with tempfile.TemporaryDirectory() as tmp:
-        for kind in ("ours", "naive", "raw"):
+        for kind in ("ours", "ours-nolog", "naive", "raw"):
             res = results.setdefault(kind, {})
             with start_server(kind, Path(tmp)) as (proc, port):
                 print(f"== {kind} (pid {proc.pid}, port {port})", flush=True)
                 for n in (10, 100, 500):
                     if only and f"fanout{n}" not in only:
+                        continue
+                    if kind == "ours-nolog" and n != 100:
                         continue
                     print(f"  fan-out N={n}", flush=True)
                     cpu0 = cpu_seconds(proc.pid)
@@ -240,6 +265,12 @@ def main() -> None:
                 if not only or "dm" in only:
                     print("  DM pairs", flush=True)
                     res["dm"] = guarded(dm_pairs, port, a.quick)
+                if kind == "ours-nolog":
+                    continue
+                if kind == "ours" and (not only or "churn" in only):
+                    print("  churn: 20 receivers/s cut and resumed", flush=True)
+                    res["churn"] = guarded(churn, port)
+                    print(f"    {res['churn']}", flush=True)
                 if not only or "logins" in only:
                     print("  login storm of 500", flush=True)
                     res["logins"] = guarded(logins, port, 500)
@@ -248,7 +279,7 @@ def main() -> None:
                     print("  one client stops reading", flush=True)
                     res["slow"] = guarded(slow_reader, port, 200.0)
                     print(f"    {res['slow']}", flush=True)
-            if kind == "raw" or (only and "hold" not in only):
+            if kind in ("raw", "ours-nolog") or (only and "hold" not in only):
                 continue
             failed_at = 0
             for n in (int(x) for x in a.hold.split(",")):
@@ -321,6 +352,24 @@ def report(r: dict[str, Any]) -> str:
         lines.append(
             f"| DM pairs (100 bots): max sustainable DMs/s | {o:,.0f} | {nv:,.0f} | "
             f"| {ratio(o, nv)} | |"
+        )
+    nolog = r.get("ours-nolog", {})
+    for key, what in (("fanout100", "fan-out N=100 deliveries/s"), ("dm", "DM pairs DMs/s")):
+        if _ok(ours, key) and _ok(nolog, key):
+            on, off = _max(ours, key), _max(nolog, key)
+            lines.append(
+                f"| {what}: ours with the message log / `--history off` ({off:,.0f}) "
+                f"| {on:,.0f} | | | {ratio(on, off)} (on/off) | |"
+            )
+    if _ok(ours, "churn"):
+        c = ours["churn"]
+        lines.append(
+            f"| churn, 200 bots, 20 cut/s at 500 msg/s: lost / duplicated / replayed "
+            f"| {c['lost']} / {c['duplicates']} / {c['replayed']:,} | | | | |"
+        )
+        lines.append(
+            f"| churn: cut to caught up p50 / p99 ms | {c['resume_ms'].get('p50', 0):.1f} / "
+            f"{c['resume_ms'].get('p99', 0):.1f} | | | | |"
         )
     if _ok(ours, "logins"):
         lo, ln = ours["logins"], naive.get("logins", {})

@@ -53,6 +53,21 @@ def test_zero_loss_against_a_real_server(fast_server: TestServer) -> None:
     assert result.timeline and "sent" in result.timeline[0]
 
 
+def test_churn_loses_and_duplicates_nothing(fast_server: TestServer) -> None:
+    """Receivers cut abruptly and resumed while traffic flows: every delivery, live or
+    replayed, is counted against what each bot should have received over the run."""
+    cfg = small(fast_server.port, clients=20, senders=4, rate=400.0, duration=2.0, churn=10.0)
+    cfg.pm_fraction = 0.8
+    result = run_load(cfg)
+    assert result.logged_in == 20 and result.sent_dm > 0
+    assert result.resumes >= 10  # about 20 cuts in 2 s, each one caught up
+    assert result.replayed > 0  # what they missed came back replayed
+    assert result.delivered == result.expected
+    assert (result.lost, result.duplicates, result.out_of_order, result.errors) == (0, 0, 0, 0)
+    assert result.ok and 0 < result.resume_ms["p50"] <= result.resume_ms["p99"]
+    assert "cuts resumed" in result.table()
+
+
 def test_a_lossy_server_is_reported_with_the_right_count(
     fast_server: TestServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -199,6 +214,12 @@ class _Sink:
 
     def login_time(self, micros: int) -> None:
         self.logins += 1
+
+    def replayed(self, n: int) -> None:
+        pass
+
+    def resumed(self, micros: int) -> None:
+        pass
 
 
 def test_receiver_pool_logs_in_receives_and_reports_failures(fast_server: TestServer) -> None:

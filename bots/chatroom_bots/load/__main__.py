@@ -60,6 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--mix", type=_mix, default=1.0, help="e.g. pm=0.9,dm=0.1")
     run.add_argument("--size", type=int, default=80, help="bytes per message")
     run.add_argument(
+        "--churn",
+        type=float,
+        default=0.0,
+        help="receiving bots cut abruptly and resumed per second while sending; every "
+        "delivery, live or replayed, is counted against what each bot should receive",
+    )
+    run.add_argument(
         "--drain",
         type=float,
         default=2.0,
@@ -88,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.mode == "run":
         cfg.senders, cfg.rate, cfg.duration = a.senders, a.rate, a.duration
         cfg.pm_fraction, cfg.size, cfg.drain = a.mix, a.size, a.drain
+        cfg.churn = a.churn
     elif a.mode == "hold":
         cfg.duration, cfg.probe_rate = a.duration, a.probe_rate
     try:

@@ -15,6 +15,12 @@ a thread that is already running, and no bot keeps a user list. Sending from the
 thread matters as much: senders driven from another thread wait for the GIL behind the
 receive threads, and their sends go out late.
 
+Churn (``chat-load run --churn R``): while a schedule plays, R bots a second (receivers
+only: a sender cut mid-send would make "sent" mean nothing) have their connection reset
+abruptly and reconnect at once with ``since`` (their session's cursor, which the fast path
+keeps up to date). Everything they missed comes back replayed; the Recorder counts every
+delivery, live or replayed, against what each bot should have received over the run.
+
 Threads: the loop thread (``load-bots``) owns every socket, every bot's state and the
 schedule it is playing. Other threads only call :meth:`BotPool.start`,
 :meth:`~BotPool.wait_logged_in`, :meth:`~BotPool.play` and :meth:`~BotPool.close`, which
@@ -25,10 +31,13 @@ talk to it through ``_stop`` (an Event), ``_plays`` (a deque), a wake-up socket 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
+import random
 import selectors
 import socket
+import struct
 import threading
 import time
 from collections import deque
@@ -37,7 +46,7 @@ from typing import Protocol
 
 import msgspec
 
-from chatroom import Broadcast, DirectMessage, Disconnect, ServerNotice
+from chatroom import Broadcast, DirectMessage, Disconnect, Reconnected, ServerNotice
 from chatroom.errors import ChatTimeout, FrameTooLarge
 from chatroom.protocol import EVENT_NAMES, LoginOk
 from chatroom.session import BadFrame, ClientSession, Ended, Refused, Reply, SessionEvent
@@ -50,6 +59,8 @@ class _Peek(msgspec.Struct):
 
     type: str = ""
     message: str | None = None
+    seq: int | None = None
+    replay: bool = False
 
 
 _peek_decoder = msgspec.json.Decoder(list[_Peek | None])
@@ -81,18 +92,22 @@ class Sink(Protocol):
     def error(self, _: object = None) -> None: ...
     def disconnected(self, event: Disconnect) -> None: ...
     def login_time(self, micros: int) -> None: ...
+    def replayed(self, n: int) -> None: ...
+    def resumed(self, micros: int) -> None: ...
 
 
 class _Bot:
-    __slots__ = ("idx", "out", "session", "sock", "started", "state", "writing")
+    __slots__ = ("idx", "out", "resuming", "session", "sock", "started", "state", "writing")
 
-    def __init__(self, idx: int, sock: socket.socket, session: ClientSession) -> None:
+    def __init__(
+        self, idx: int, sock: socket.socket, session: ClientSession, resuming: bool
+    ) -> None:
         self.idx = idx
         self.sock = sock
         self.session = session
+        self.resuming = resuming  # cut by churn, logging in again with since
         self.state = _CONNECTING
         self.started = time.monotonic()
-        session.connection_made(self.started)
         self.out = b""  # bytes the kernel did not take yet (rare: we send little)
         self.writing = True  # registered for EVENT_WRITE (to connect, or to flush out)
 
@@ -112,6 +127,9 @@ class BotPool:
         timeout: float = 30.0,
         keepalive: float = 50.0,  # under the server's 120 s idle timeout, with margin
         max_frame: int = 64 * 1024 * 1024,
+        churn: float = 0.0,
+        keep: frozenset[int] = frozenset(),
+        seed: int = 1,
     ) -> None:
         self._addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         self._names = names
@@ -130,6 +148,12 @@ class BotPool:
         self._plays: deque[Schedule] = deque()  # handed to the loop by play()
         self._schedule: Schedule | None = None  # the one being played (loop thread)
         self._bots: dict[int, _Bot] = {}
+        # Churn: bots cut per second while a schedule plays, never those in ``keep``.
+        self._churn = churn
+        self._keep = keep
+        self._next_cut = 0.0
+        self._rng = random.Random(seed)
+        self.resuming = 0  # bots cut and not caught up yet (loop thread; read anywhere)
         self._in_login = 0
         self.logged_in = 0
         self._failures: list[str] = []
@@ -138,6 +162,7 @@ class BotPool:
     # ------------------------------------------------------------ other threads
 
     def start(self, bots: list[int]) -> None:
+        self._cuttable = [i for i in bots if i not in self._keep] or [-1]
         self._todo.extend(bots)
         if not bots:
             self._done.set()
@@ -150,6 +175,14 @@ class BotPool:
             if stop.is_set() or not self._thread.is_alive():
                 break
         return list(self._failures)
+
+    def wait_caught_up(self, timeout: float) -> bool:
+        """Block until no churned bot is still catching up (or ``timeout`` s)."""
+        deadline = time.monotonic() + timeout
+        while self.resuming and time.monotonic() < deadline:
+            if self._stop.wait(0.05):
+                return False
+        return not self.resuming
 
     def play(self, schedule: Schedule) -> None:
         """Send on ``schedule`` from the loop thread; it sets ``schedule.finished``."""
@@ -212,6 +245,8 @@ class BotPool:
         if sched is None:
             return idle
         now = time.monotonic()
+        if self._churn > 0:
+            idle = min(idle, self._churn_due(now))
         due = sched.next_due()
         burst = 0
         while due is not None and due <= now:
@@ -234,21 +269,52 @@ class BotPool:
             return idle
         return min(idle, due - now)
 
-    def _open(self, idx: int) -> None:
+    def _churn_due(self, now: float) -> float:
+        """Cut the bots that are due; how long until the next one."""
+        if not self._next_cut:
+            self._next_cut = now + 1 / self._churn
+        while self._next_cut <= now:
+            self._next_cut += 1 / self._churn
+            ready = [
+                b for b in self._bots.values() if b.state == _READY and b.idx not in self._keep
+            ]
+            if ready:
+                self._cut(self._rng.choice(ready), now)
+        return self._next_cut - now
+
+    def _cut(self, bot: _Bot, now: float) -> None:
+        """Reset the connection (RST, no goodbye), then reconnect with the same session:
+        its re-login carries since, its cursor (docs/PROTOCOL.md §Resume)."""
+        with contextlib.suppress(OSError):
+            bot.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self._drop(bot)
+        bot.session.connection_lost()
+        self.logged_in -= 1
+        self.resuming += 1
+        self._open(bot.idx, bot.session, started=now)
+
+    def _open(
+        self, idx: int, session: ClientSession | None = None, started: float | None = None
+    ) -> None:
         family, kind, proto, _, addr = self._addr
         sock = socket.socket(family, kind, proto)
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        # No user list: 10,000 bots each keeping a 10,000-name list is 10^8 entries.
-        session = ClientSession(
-            keepalive=self._keepalive,
-            timeout=self._timeout,
-            max_frame=self._max_frame,
-            track_users=False,
-        )
-        bot = _Bot(idx, sock, session)
+        resuming = session is not None
+        if session is None:
+            # No user list: 10,000 bots each keeping a 10,000-name list is 10^8 entries.
+            session = ClientSession(
+                keepalive=self._keepalive,
+                timeout=self._timeout,
+                max_frame=self._max_frame,
+                track_users=False,
+            )
+        bot = _Bot(idx, sock, session, resuming)
+        if started is not None:
+            bot.started = started  # a cut: caught-up time counts from the cut
         self._bots[idx] = bot
-        self._in_login += 1
+        if not resuming:
+            self._in_login += 1
         err = sock.connect_ex(addr)
         if err not in (0, errno.EINPROGRESS):
             self._fail(bot, f"cannot connect: {errno.errorcode.get(err, err)}")
@@ -262,8 +328,11 @@ class BotPool:
                 self._fail(bot, f"cannot connect: {errno.errorcode.get(err, err)}")
                 return
             bot.state = _LOGGING_IN
-            _, login = bot.session.login(self._names[bot.idx], self._password)
-            self._send(bot, login, time.monotonic())
+            now = time.monotonic()
+            hello = bot.session.connection_made(now)  # a re-login with since, after a cut
+            if not hello:
+                _, hello = bot.session.login(self._names[bot.idx], self._password)
+            self._send(bot, hello, now)
             return
         self._send(bot, b"", time.monotonic())  # flush what was left
 
@@ -318,10 +387,19 @@ class BotPool:
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
             peeks = [None] * len(frames)
         messages: list[str] = []
+        session = bot.session
+        replayed = 0
         for frame, peek in zip(frames, peeks, strict=True):
             if peek is not None:
                 if peek.message is not None and peek.type in _DELIVERIES:
                     messages.append(peek.message)
+                    if peek.seq is not None:
+                        # The session's cursor, kept here since these frames skip it: a
+                        # re-login after a cut resumes from it. No dedupe: a duplicate
+                        # from the server is what the Recorder is there to count.
+                        if session.cursor is None or peek.seq > session.cursor:
+                            session.cursor = peek.seq
+                        replayed += peek.replay
                     continue
                 if peek.type in _IGNORED:
                     continue
@@ -332,6 +410,8 @@ class BotPool:
                 return
         if messages:
             self._sink.deliveries(bot.idx, messages, arrived)
+        if replayed:
+            self._sink.replayed(replayed)
 
     def _event(self, bot: _Bot, frame: bytes) -> bool:
         """One frame through the session; False once the bot is gone."""
@@ -346,6 +426,12 @@ class BotPool:
                     self._in_login -= 1
                     self.logged_in += 1
                     self._sink.login_time(int((time.monotonic() - bot.started) * 1e6))
+            elif isinstance(event, Reconnected):  # a cut bot caught up (after replay_done)
+                bot.state = _READY
+                bot.resuming = False
+                self.resuming -= 1
+                self.logged_in += 1
+                self._sink.resumed(int((time.monotonic() - bot.started) * 1e6))
             elif isinstance(event, Refused):
                 if bot.state == _LOGGING_IN:
                     self._fail(bot, str(event.error))
@@ -377,6 +463,13 @@ class BotPool:
 
     def _fail(self, bot: _Bot, why: str) -> None:
         """A login that did not succeed."""
+        if bot.resuming:  # a churned bot that could not come back: an error, not a login
+            bot.resuming = False
+            self.resuming -= 1
+            self._drop(bot)
+            log.warning("%s: could not resume: %s", self._names[bot.idx], why)
+            self._sink.disconnected(Disconnect("network", ConnectionError(why)))
+            return
         self._failures.append(f"{self._names[bot.idx]}: {why}")
         self._in_login -= 1
         self._drop(bot)

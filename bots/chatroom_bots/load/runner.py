@@ -52,6 +52,7 @@ class LoadConfig:
     probe_seconds: float = 5.0
     relay_frames: bool = False  # bench only: PMs a line-forwarding relay can deliver
     login_timeout: float | None = None  # seconds for every login; None: 120 + clients/20
+    churn: float = 0.0  # run: receiving bots cut (no goodbye) and resumed per second
 
 
 @dataclass
@@ -72,6 +73,9 @@ class LoadResult:
     late_sends: int = 0
     max_lag: float = 0.0
     latency_ms: dict[str, float] = field(default_factory=dict)
+    replayed: int = 0  # deliveries that came replayed after a churn cut
+    resumes: int = 0  # churn cuts that caught up
+    resume_ms: dict[str, float] = field(default_factory=dict)  # cut -> replay_done
     send_seconds: float = 0.0
     timeline: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -121,6 +125,16 @@ class LoadResult:
                 f"  lost          {self.lost} ({100 * self.lost / max(1, self.expected):.3f} %)"
                 f"   duplicates {self.duplicates}   out of order {self.out_of_order}",
                 f"  errors        {self.errors}   disconnects {self.disconnects}",
+                *(
+                    [
+                        f"  churn         {self.resumes} cuts resumed, {self.replayed} "
+                        f"deliveries replayed; cut to caught up p50 "
+                        f"{self.resume_ms.get('p50', 0):.1f} ms, p99 "
+                        f"{self.resume_ms.get('p99', 0):.1f} ms"
+                    ]
+                    if c.churn
+                    else []
+                ),
                 "  latency (ms)  " + "  ".join(f"{k} {v:.2f}" for k, v in self.latency_ms.items()),
             ]
         lines += [f"  warning: {w}" for w in self.warnings]
@@ -167,6 +181,7 @@ def _plan(cfg: LoadConfig) -> list[WorkerSpec]:
                 ca_file=cfg.ca_file,
                 login_concurrency=cfg.login_concurrency,
                 relay_frames=cfg.relay_frames,
+                churn=cfg.churn / procs,
             )
         )
     return specs
@@ -364,6 +379,11 @@ def _merge(result: LoadResult, finals: list[dict[str, Any]], ticks: list[dict[st
     ):
         setattr(result, key, sum(f[key] for f in finals))
     result.max_lag = max(f["max_lag"] for f in finals)
+    result.replayed = sum(f["replayed"] for f in finals)
+    resumes = merge_histograms(f["resumes"] for f in finals)
+    result.resumes = resumes.get_total_count()
+    if result.resumes:
+        result.resume_ms = percentiles(resumes)
     # The step's latencies: every second the workers reported, and the rest in finals.
     result.latency_ms = percentiles(_histogram([*ticks, *finals]))
     # A public message is expected by every other bot, a DM by its one target.

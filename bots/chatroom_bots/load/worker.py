@@ -55,6 +55,7 @@ class WorkerSpec:
     # Send public messages as frames that are also broadcasts, so a relay that forwards
     # lines unparsed (bench/raw_relay.py) delivers them; servers ignore the extra fields.
     relay_frames: bool = False
+    churn: float = 0.0  # this worker's bots cut and resumed per second while sending
 
 
 class Recorder:
@@ -78,6 +79,8 @@ class Recorder:
         self.duplicates = self.out_of_order = 0
         self.errors = self.tick_errors = 0
         self.disconnects = 0
+        self.replays = 0  # deliveries that came replayed after a cut
+        self.resumes = new_histogram()  # cut to caught up (replay_done), µs
         self.late_sends = 0
         self.max_lag = 0.0
         self.closing = False
@@ -127,6 +130,14 @@ class Recorder:
     def login_time(self, micros: int) -> None:
         with self._lock:
             record(self.logins, micros)
+
+    def replayed(self, n: int) -> None:
+        with self._lock:
+            self.replays += n
+
+    def resumed(self, micros: int) -> None:
+        with self._lock:
+            record(self.resumes, micros)
 
     def error(self, _: object = None) -> None:
         with self._lock:
@@ -179,9 +190,13 @@ class Recorder:
                 "late_sends": self.late_sends,
                 "max_lag": self.max_lag,
                 "latency": self.tick_counts,
+                "replayed": self.replays,
+                "resumes": self.resumes.encode(),
             }
             self.tick_counts = Counter()
             if reset:
+                self.replays = 0
+                self.resumes = new_histogram()
                 self.delivered = self.sent_pm = self.sent_dm = 0
                 self.duplicates = self.out_of_order = self.errors = self.disconnects = 0
                 self.late_sends = 0
@@ -300,6 +315,8 @@ class Worker:
                 if self.stop.is_set():
                     break
                 self.report.clear()
+                if self.pool is not None and not self.pool.wait_caught_up(30.0):
+                    self.send("error", f"worker {self.spec.index}: bots still resuming")
                 self.send("tick", {**self.rec.tick(), "cpu": self._cpu()})
                 final = self.rec.final(reset=True)
                 final["cpu_seconds"] = time.process_time()
@@ -326,6 +343,9 @@ class Worker:
             self.rec,
             concurrency=s.login_concurrency,
             timeout=s.connect_timeout,
+            churn=s.churn,
+            keep=frozenset(s.senders),
+            seed=s.seed * 1000 + s.index,
         )
         self.pool.start(pooled)
 
