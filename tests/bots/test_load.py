@@ -317,3 +317,13 @@ def test_record_counts_matches_record_value(counts: dict[int, int]) -> None:
     assert bulk.get_max_value() == one_by_one.get_max_value()
     for p in (0.0, 10.0, 50.0, 90.0, 99.0, 99.9, 100.0):
         assert bulk.get_value_at_percentile(p) == one_by_one.get_value_at_percentile(p)
+
+
+def test_drop_all_then_rejoin(fast_server: TestServer) -> None:
+    """chat-load churn --drop-all: every bot reset at once; the server lets them all go,
+    then takes them all back, and the probe sees both."""
+    cfg = LoadConfig(port=fast_server.port, mode="churn", clients=30, processes=2)
+    result = run_load(cfg)
+    assert result.ok and result.logged_in == 30 and not result.login_failures
+    assert result.time_to_empty is not None and result.time_to_full is not None
+    assert "dropped at once" in result.table()

@@ -73,6 +73,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to wait for deliveries after the last send",
     )
     sub.add_parser("logins", parents=[common], help="login storm: logins/s, time to user list")
+    churn = sub.add_parser(
+        "churn", parents=[common], help="every bot dropped at once, then all back (--drop-all)"
+    )
+    churn.add_argument(
+        "--drop-all",
+        action="store_true",
+        required=True,
+        help="reset every bot's connection at once; report the time until the server's "
+        "user list is empty (and, with --server-pid, its threads gone), then the time "
+        "until all are logged in and listed again",
+    )
+    churn.add_argument("--server-pid", type=int, help="the server's pid, to watch its threads")
     hold = sub.add_parser("hold", parents=[common], help="hold idle clients, then probe")
     hold.add_argument("--duration", type=float, default=30.0, help="seconds to hold")
     hold.add_argument("--probe-rate", type=float, default=10.0)
@@ -98,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg.churn = a.churn
     elif a.mode == "hold":
         cfg.duration, cfg.probe_rate = a.duration, a.probe_rate
+    elif a.mode == "churn":
+        cfg.server_pid = a.server_pid
     try:
         result = run_load(cfg, progress=print_progress())
     except KeyboardInterrupt:

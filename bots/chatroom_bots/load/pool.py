@@ -146,6 +146,7 @@ class BotPool:
         self._done = threading.Event()  # every bot logged in or failed
         self._todo: deque[int] = deque()
         self._plays: deque[Schedule] = deque()  # handed to the loop by play()
+        self._orders: deque[str] = deque()  # "drop" / "rejoin", from drop_all()/rejoin_all()
         self._schedule: Schedule | None = None  # the one being played (loop thread)
         self._bots: dict[int, _Bot] = {}
         # Churn: bots cut per second while a schedule plays, never those in ``keep``.
@@ -154,6 +155,7 @@ class BotPool:
         self._next_cut = 0.0
         self._rng = random.Random(seed)
         self.resuming = 0  # bots cut and not caught up yet (loop thread; read anywhere)
+        self._dropped: list[int] = []  # dropped by drop_all, waiting for rejoin_all
         self._in_login = 0
         self.logged_in = 0
         self._failures: list[str] = []
@@ -176,6 +178,11 @@ class BotPool:
                 break
         return list(self._failures)
 
+    @property
+    def failures(self) -> list[str]:
+        """Logins that failed so far (a copy)."""
+        return list(self._failures)
+
     def wait_caught_up(self, timeout: float) -> bool:
         """Block until no churned bot is still catching up (or ``timeout`` s)."""
         deadline = time.monotonic() + timeout
@@ -183,6 +190,20 @@ class BotPool:
             if self._stop.wait(0.05):
                 return False
         return not self.resuming
+
+    def drop_all(self) -> None:
+        """Reset every connection at once (no goodbye), as a network blip does; the loop
+        thread does it at its next wake-up. ``rejoin_all`` brings them back."""
+        self._done.clear()
+        self._orders.append("drop")
+        self._wake()
+
+    def rejoin_all(self) -> None:
+        """Log every dropped bot in again (at the pool's login concurrency); then
+        :meth:`wait_logged_in` returns once they all are."""
+        self._done.clear()
+        self._orders.append("rejoin")
+        self._wake()
 
     def play(self, schedule: Schedule) -> None:
         """Send on ``schedule`` from the loop thread; it sets ``schedule.finished``."""
@@ -224,6 +245,8 @@ class BotPool:
                         self._wake_r.recv(4096)
                         if self._schedule is None and self._plays:
                             self._schedule = self._plays.popleft()
+                        while self._orders:
+                            self._order(self._orders.popleft())
                         continue
                     if mask & selectors.EVENT_WRITE:
                         self._writable(bot)
@@ -268,6 +291,22 @@ class BotPool:
                 return 0.0
             return idle
         return min(idle, due - now)
+
+    def _order(self, order: str) -> None:
+        if order == "drop":
+            self._dropped = sorted(b.idx for b in self._bots.values() if b.state == _READY)
+            for idx in self._dropped:
+                bot = self._bots[idx]
+                with contextlib.suppress(OSError):
+                    bot.sock.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                    )
+                self._drop(bot)
+            self.logged_in = 0
+            self._done.set()
+        elif order == "rejoin":
+            self._todo.extend(self._dropped)  # fresh sessions: logins, not resumes
+            self._dropped = []
 
     def _churn_due(self, now: float) -> float:
         """Cut the bots that are due; how long until the next one."""

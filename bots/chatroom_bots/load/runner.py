@@ -8,14 +8,17 @@ import json
 import multiprocessing as mp
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
 from typing import Any, Literal, TextIO, cast
 
 from hdrh.histogram import HdrHistogram
 
+from chatroom import ChatClient, UsersChanged
 from chatroom.protocol import DEFAULT_PORT
 from chatroom_bots.load.stats import (
     make_names,
@@ -26,7 +29,7 @@ from chatroom_bots.load.stats import (
 )
 from chatroom_bots.load.worker import WorkerSpec, worker_main
 
-Mode = Literal["run", "logins", "hold"]
+Mode = Literal["run", "logins", "hold", "churn"]
 
 
 @dataclass
@@ -53,6 +56,7 @@ class LoadConfig:
     relay_frames: bool = False  # bench only: PMs a line-forwarding relay can deliver
     login_timeout: float | None = None  # seconds for every login; None: 120 + clients/20
     churn: float = 0.0  # run: receiving bots cut (no goodbye) and resumed per second
+    server_pid: int | None = None  # churn --drop-all: watch the server's threads go
 
 
 @dataclass
@@ -76,6 +80,12 @@ class LoadResult:
     replayed: int = 0  # deliveries that came replayed after a churn cut
     resumes: int = 0  # churn cuts that caught up
     resume_ms: dict[str, float] = field(default_factory=dict)  # cut -> replay_done
+    # churn --drop-all: seconds from dropping every bot until the user list is empty (as
+    # a probe client sees it) and until the server's threads for them are gone; then
+    # from logging them all in again until the probe sees every one of them.
+    time_to_empty: float | None = None
+    threads_gone: float | None = None
+    time_to_full: float | None = None
     send_seconds: float = 0.0
     timeline: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -93,6 +103,8 @@ class LoadResult:
         """Nothing lost or errored beyond ``max_loss`` (a fraction of expected deliveries)."""
         if self.login_failures:
             return False
+        if self.config.mode == "churn":
+            return self.time_to_empty is not None and self.time_to_full is not None
         bad = self.lost + self.errors
         return bad <= self.config.max_loss * max(1, self.expected)
 
@@ -137,6 +149,14 @@ class LoadResult:
                 ),
                 "  latency (ms)  " + "  ".join(f"{k} {v:.2f}" for k, v in self.latency_ms.items()),
             ]
+        if c.mode == "churn":
+            lines += [
+                f"  drop-all      {self.logged_in} dropped at once: user list empty after "
+                f"{_secs(self.time_to_empty)}, their threads gone after "
+                f"{_secs(self.threads_gone)}",
+                f"  rejoin        all logged in again, every one on the list after "
+                f"{_secs(self.time_to_full)}",
+            ]
         lines += [f"  warning: {w}" for w in self.warnings]
         lines.append("  result        " + ("OK" if self.ok else "FAILED"))
         return "\n".join(lines)
@@ -153,10 +173,14 @@ class LoadResult:
                 w.writerow({k: row.get(k) for k in w.fieldnames})
 
 
+def _secs(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} s"
+
+
 def _plan(cfg: LoadConfig) -> list[WorkerSpec]:
     names = make_names(cfg.clients, cfg.seed)
     procs = max(1, min(cfg.processes, cfg.clients))
-    senders = min(cfg.senders, cfg.clients) if cfg.mode != "logins" else 0
+    senders = min(cfg.senders, cfg.clients) if cfg.mode not in ("logins", "churn") else 0
     rate = cfg.rate
     if cfg.mode == "hold":
         senders, rate = min(1, cfg.clients), cfg.probe_rate
@@ -237,6 +261,12 @@ class Swarm:
         for pipe in self.pipes:
             pipe.close()
 
+    def command(self, kind: str, answer: str, timeout: float) -> list[dict[str, Any]]:
+        """Send ``kind`` to every worker; their ``answer`` payloads."""
+        for pipe in self.pipes:
+            pipe.send((kind, None))
+        return _collect(self.pipes, answer, timeout=timeout, result=self.login)
+
     def step(
         self,
         rate: float,
@@ -288,6 +318,8 @@ def run_load(
     with Swarm(cfg) as swarm:
         if cfg.mode == "logins" or swarm.login.login_failures:
             return swarm.login
+        if cfg.mode == "churn":
+            return _drop_all(swarm)
         if cfg.mode == "hold":
             result = swarm.step(
                 cfg.probe_rate, cfg.probe_seconds, delay=cfg.duration, progress=progress, stop=stop
@@ -297,6 +329,86 @@ def run_load(
         for key in ("login_seconds", "login_ms", "login_failures"):
             setattr(result, key, getattr(swarm.login, key))
         return result
+
+
+class _Probe:
+    """A client that is not dropped, watching the user list through its deltas."""
+
+    def __init__(self, cfg: LoadConfig) -> None:
+        self._cond = threading.Condition()
+        self.count = 0  # guarded by _cond
+        self.client = ChatClient(cfg.host, cfg.port, timeout=60, tls=cfg.tls, ca_file=cfg.ca_file)
+        self.client.on_users(self._on_users)
+        self.client.connect()
+        self.count = len(self.client.login("chat_load_probe", cfg.password).users)
+
+    def _on_users(self, event: UsersChanged) -> None:
+        with self._cond:
+            self.count = len(event.users)
+            self._cond.notify_all()
+
+    def wait_count(self, n: int, timeout: float) -> float | None:
+        """Seconds until the list has ``n`` users, or None after ``timeout``."""
+        began = time.monotonic()
+        with self._cond:
+            if not self._cond.wait_for(lambda: self.count == n, timeout):
+                return None
+        return time.monotonic() - began
+
+
+def _drop_all(swarm: Swarm) -> LoadResult:
+    """chat-load churn --drop-all: every bot dropped at once (a reset each, no goodbye), the
+    time until the server has let them all go; then every bot back, and the time until
+    the last one is on the list again."""
+    cfg, r = swarm.cfg, swarm.login
+    result = LoadResult(cfg, logged_in=r.logged_in)
+    n = r.logged_in
+    probe = _Probe(cfg)
+    try:
+        if probe.wait_count(n + 1, 60) is None:
+            result.warnings.append(f"the probe never saw all {n} bots on the list")
+        threads_before = _threads(cfg.server_pid)
+        began = time.monotonic()
+        swarm.command("drop", "dropped", timeout=60)
+        empty = probe.wait_count(1, 120 - (time.monotonic() - began))
+        result.time_to_empty = None if empty is None else time.monotonic() - began
+        if threads_before is not None:
+            result.threads_gone = _wait_threads(
+                cfg.server_pid, threads_before - n, began, deadline=began + 120
+            )
+        began = time.monotonic()
+        back = swarm.command("rejoin", "rejoined", timeout=120 + n / 20)
+        result.login_failures = [f for x in back for f in x["failed"]]
+        full = probe.wait_count(n + 1, 120)
+        result.time_to_full = None if full is None else time.monotonic() - began
+        result.login_seconds = max(x["span"][1] for x in back) - began
+        result.logged_in = sum(x["logged_in"] for x in back)
+    finally:
+        probe.client.close()
+    return result
+
+
+def _threads(pid: int | None) -> int | None:
+    if pid is None:
+        return None
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _wait_threads(pid: int | None, target: int, began: float, deadline: float) -> float | None:
+    """Seconds from ``began`` until the process has at most ``target`` threads (polled:
+    a measurement of another process, which offers nothing to wait on)."""
+    while time.monotonic() < deadline:
+        n = _threads(pid)
+        if n is None or n <= target + 2:  # the probe's own thread, give or take
+            return time.monotonic() - began
+        time.sleep(0.02)
+    return None
 
 
 def _readable(pipes: list[Connection], timeout: float) -> list[Connection]:

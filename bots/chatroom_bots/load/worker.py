@@ -403,9 +403,25 @@ class Worker:
                 self.go.set()
             elif kind == "report":
                 self.report.set()
+            elif kind in ("drop", "rejoin") and self.pool is not None:
+                self._drop_or_rejoin(kind, self.pool)
             elif kind == "stop":
                 self.stop.set()
                 return
+
+    def _drop_or_rejoin(self, kind: str, pool: BotPool) -> None:
+        """chat-load churn --drop-all: every bot of this worker at once (control thread)."""
+        began = time.monotonic()
+        before = len(pool.failures)
+        if kind == "drop":
+            pool.drop_all()
+        else:
+            pool.rejoin_all()
+        failures = pool.wait_logged_in(self.stop)[before:]
+        self.send(
+            "dropped" if kind == "drop" else "rejoined",
+            {"logged_in": pool.logged_in, "failed": failures, "span": (began, time.monotonic())},
+        )
 
     def play_schedule(self) -> None:
         """Send this step's messages; return when the last is out (or on stop)."""
