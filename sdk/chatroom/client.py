@@ -32,6 +32,8 @@ from chatroom.errors import (
     UsageError,
 )
 from chatroom.events import (
+    HOOK_KINDS,
+    KIND_OF,
     Disconnect,
     HistoryPage,
     HookError,
@@ -275,8 +277,8 @@ class ChatClient:
         self._receiver: threading.Thread | None = None
         self._dispatcher: threading.Thread | None = None
 
-        self._hooks: dict[str, list[Callable[[Any], object]]] = {k: [] for k in _HOOK_NAMES}
-        for kind in _HOOK_NAMES:  # subclass overrides are hooks too
+        self._hooks: dict[str, list[Callable[[Any], object]]] = {k: [] for k in HOOK_KINDS}
+        for kind in HOOK_KINDS:  # subclass overrides are hooks too
             name = f"on_{kind}"
             if getattr(type(self), name) is not getattr(ChatClient, name):
                 self._hooks[kind].append(getattr(self, name))
@@ -929,7 +931,7 @@ class ChatClient:
         self._cursor_saved, self._cursor_at = seq, now
 
     def _run_hooks(self, event: object) -> None:
-        kind = _KIND_OF.get(type(event))
+        kind = KIND_OF.get(type(event))
         if kind is None:
             return
         for hook in self._hooks[kind]:  # a snapshot list (copy-on-write)
@@ -946,18 +948,6 @@ class ChatClient:
             log.error("%s hook raised on %r", failure.hook, failure.event, exc_info=failure.error)
             return
         self._run_hooks(failure)
-
-
-_HOOK_NAMES: Final = ("broadcast", "dm", "users", "disconnect", "reconnect", "notice", "error")
-_KIND_OF: Final[dict[type, str]] = {
-    Broadcast: "broadcast",
-    DirectMessage: "dm",
-    UsersChanged: "users",
-    Disconnect: "disconnect",
-    Reconnected: "reconnect",
-    HookError: "error",
-    ServerNotice: "notice",
-}
 
 
 def _shutdown(sock: socket.socket) -> None:

@@ -124,3 +124,24 @@ class HookError:
     hook: str
     event: object
     error: Exception
+
+
+# Which hook (``on_<kind>``) receives which event: the same for every client.
+HOOK_KINDS: tuple[str, ...] = (
+    "broadcast",
+    "dm",
+    "users",
+    "disconnect",
+    "reconnect",
+    "notice",
+    "error",
+)
+KIND_OF: dict[type, str] = {
+    Broadcast: "broadcast",
+    DirectMessage: "dm",
+    UsersChanged: "users",
+    Disconnect: "disconnect",
+    Reconnected: "reconnect",
+    HookError: "error",
+    ServerNotice: "notice",
+}

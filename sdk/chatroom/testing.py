@@ -22,12 +22,12 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ServerProcess", "TestServer", "running_server"]
+__all__ = ["ServerProcess", "TestServer", "async_running_server", "running_server"]
 
 _LISTENING = re.compile(r"listening on \[?[\w.:]+?\]?:(\d+)")
 
@@ -94,6 +94,26 @@ def running_server(db_path: str | Path | None = None, **options: Any) -> Iterato
             yield srv
         finally:
             srv.stop()
+
+
+@asynccontextmanager
+async def async_running_server(
+    db_path: str | Path | None = None, **options: Any
+) -> AsyncIterator[TestServer]:
+    """:func:`running_server` for asyncio tests: the server (threads of its own) starts
+    and stops without blocking the event loop::
+
+        async with async_running_server() as srv, AsyncChatClient(srv.host, srv.port) as c:
+            await c.login("tester", "password123")
+    """
+    import asyncio
+
+    manager = running_server(db_path, **options)
+    srv = await asyncio.to_thread(manager.__enter__)
+    try:
+        yield srv
+    finally:
+        await asyncio.to_thread(manager.__exit__, None, None, None)
 
 
 class ServerProcess:

@@ -1,0 +1,567 @@
+"""``AsyncChatClient``: the chatroom client for asyncio programs.
+
+The same protocol core as :class:`chatroom.ChatClient`: every rule (request ids, login and
+re-login with ``since``, when a reconnect is allowed, the user list, keepalive, the seq
+cursor and resends by cid, frames into events) is :class:`chatroom.session.ClientSession`'s.
+This module is only the asyncio I/O over it, as ``client.py`` is the threads' I/O.
+
+::
+
+    async with AsyncChatClient("127.0.0.1", 5050, reconnect=True) as client:
+        @client.on_dm
+        async def answer(event: DirectMessage) -> None:
+            await client.dm(event.sender, f"you said: {event.message}")
+
+        await client.login("asyncbot", "a long enough password")
+        await client.run_forever()
+
+**Concurrency contract.** Everything runs on the event loop the client was connected on;
+no threads. The *reader task* reads the socket, answers keepalive, resolves requests,
+waiters and ``events()`` iterators, and queues events for the hooks; it never runs a
+hook. The *hook task* runs the hooks one at a time, in the order the events arrived: an
+``async def`` hook is awaited (it may await any client method: its ack is read
+meanwhile by the reader task), a plain function is called (it runs on the loop, so it
+must be quick). The hook queue holds ``hook_queue`` events (default 10,000); when it is
+full the reader task waits for room, so it stops reading the socket until the hooks
+catch up: nothing is dropped, TCP pushes back, and a server that gives up on a client
+that slow lets it reconnect and resume. A hook that raises goes to ``on_error`` hooks
+(default: logged). Cancelling the task that awaits :meth:`run_forever`, or leaving the
+``async with`` block, closes the client: no task or socket is left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import ssl
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from types import TracebackType
+from typing import Any, TypeVar, cast
+
+from chatroom.errors import (
+    ChatError,
+    ChatTimeout,
+    ConnectFailed,
+    ConnectionLost,
+    FrameTooLarge,
+    UsageError,
+)
+from chatroom.events import (
+    HOOK_KINDS,
+    KIND_OF,
+    Disconnect,
+    HistoryPage,
+    HookError,
+    LoginResult,
+    Receipt,
+    UsersChanged,
+)
+from chatroom.protocol import (
+    DEFAULT_PORT,
+    Ack,
+    DmCommand,
+    History,
+    HistoryCommand,
+    HistoryMessage,
+    LoginOk,
+    PasswordRequired,
+    PingCommand,
+    PmCommand,
+    Pong,
+    ServerEvent,
+    UserList,
+    UsersCommand,
+)
+from chatroom.session import (
+    BadFrame,
+    ClientSession,
+    Ended,
+    Refused,
+    Reply,
+    SessionEvent,
+    UsersUpdated,
+    disconnect_reason,
+    reconnect_delay,
+)
+
+__all__ = ["AsyncChatClient"]
+
+log = logging.getLogger(__name__)
+
+E = TypeVar("E")
+R = TypeVar("R", bound=ServerEvent)
+Hook = Callable[[Any], object]
+
+_CLOSED = object()  # end of the hook queue and of events() iterators
+# A wait_for in progress: the types, the check, and the future it resolves.
+_Waiter = tuple[tuple[type, ...], Callable[[Any], bool] | None, "asyncio.Future[Any]"]
+
+
+class AsyncChatClient:
+    """A connection to a chatroom server, for asyncio. See the module docstring."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        *,
+        timeout: float = 10.0,
+        keepalive: float = 30.0,
+        reconnect: bool = False,
+        reconnect_max_delay: float = 30.0,
+        tls: bool | ssl.SSLContext = False,
+        ca_file: str | None = None,
+        max_frame: int = 64 * 1024 * 1024,
+        resume_from: int | None = None,
+        hook_queue: int = 10_000,
+    ) -> None:
+        if timeout <= 0:
+            raise UsageError("timeout must be positive")
+        self.host, self.port = host, port
+        self.timeout = timeout
+        self.reconnect = reconnect
+        self.reconnect_max_delay = reconnect_max_delay
+        self._ssl: ssl.SSLContext | None = None
+        if isinstance(tls, ssl.SSLContext):
+            self._ssl = tls
+        elif tls:
+            self._ssl = ssl.create_default_context(cafile=ca_file)
+        self._session = ClientSession(keepalive=keepalive, timeout=timeout, max_frame=max_frame)
+        if resume_from is not None:
+            self._session.cursor = resume_from
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._pending: dict[int, asyncio.Future[Reply]] = {}
+        self._waiters: list[
+            tuple[tuple[type, ...], Callable[[Any], bool] | None, asyncio.Future[Any]]
+        ] = []
+        self._streams: list[asyncio.Queue[object]] = []  # one per events() iterator
+        self._hooks: dict[str, list[Hook]] = {k: [] for k in HOOK_KINDS}
+        self._hook_queue: asyncio.Queue[object] = asyncio.Queue(hook_queue)
+        self._read_task: asyncio.Task[None] | None = None
+        self._hook_task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._closed = asyncio.Event()
+        self._closer: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ hooks
+
+    def on_broadcast(self, fn: E) -> E:
+        """Register a hook (``async def`` or plain) for public messages."""
+        return self._add_hook("broadcast", fn)
+
+    def on_dm(self, fn: E) -> E:
+        return self._add_hook("dm", fn)
+
+    def on_users(self, fn: E) -> E:
+        return self._add_hook("users", fn)
+
+    def on_disconnect(self, fn: E) -> E:
+        return self._add_hook("disconnect", fn)
+
+    def on_reconnect(self, fn: E) -> E:
+        return self._add_hook("reconnect", fn)
+
+    def on_notice(self, fn: E) -> E:
+        return self._add_hook("notice", fn)
+
+    def on_error(self, fn: E) -> E:
+        return self._add_hook("error", fn)
+
+    def _add_hook(self, kind: str, fn: E) -> E:
+        if not callable(fn):
+            raise UsageError(f"on_{kind} needs a callable, got {fn!r}")
+        self._hooks[kind].append(cast(Hook, fn))
+        return fn
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def users(self) -> tuple[str, ...]:
+        """The active users as of the latest push or reply (a snapshot, sorted)."""
+        return self._session.users
+
+    @property
+    def username(self) -> str | None:
+        return self._session.username
+
+    @property
+    def cursor(self) -> int | None:
+        """The highest seq received: where a reconnect resumes."""
+        return self._session.cursor
+
+    @property
+    def connected(self) -> bool:
+        return self._writer is not None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def connect(self) -> AsyncChatClient:
+        """Open the connection and start the reader and hook tasks (ConnectFailed)."""
+        if self._closing:
+            raise UsageError("this client is closed; make a new AsyncChatClient")
+        if self._read_task is not None:
+            raise UsageError("already connected")
+        await self._open()
+        self._hook_task = asyncio.create_task(self._run_hooks(), name="chat-hooks")
+        self._read_task = asyncio.create_task(self._read_loop(), name="chat-read")
+        return self
+
+    async def _open(self) -> None:
+        try:
+            self._reader, self._writer = await asyncio.wait_for(
+                asyncio.open_connection(
+                    self.host,
+                    self.port,
+                    ssl=self._ssl,
+                    server_hostname=self.host if self._ssl else None,
+                    limit=2**20,
+                ),
+                self.timeout,
+            )
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            raise ConnectFailed(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
+        hello = self._session.connection_made(time.monotonic())  # a re-login, if any
+        if hello:
+            self._write(hello)
+
+    async def __aenter__(self) -> AsyncChatClient:
+        if self._read_task is None:
+            await self.connect()
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Log out (if logged in), close the connection, end the client's tasks.
+        Idempotent; bounded by the client's timeout."""
+        if self._closing:
+            await self._closed.wait()
+            return
+        self._closing = True
+        writer = self._writer
+        if writer is not None and self._session.logged_in:
+            with contextlib.suppress(ChatError, OSError):
+                self._write(self._session.logout())
+                await asyncio.wait_for(writer.drain(), 1.0)
+        current = asyncio.current_task()
+        for task in (self._read_task, self._hook_task):
+            if task is not None and task is not current:
+                task.cancel()
+        for task in (self._read_task, self._hook_task):
+            if task is not None and task is not current:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait_for(task, self.timeout)
+        await self._close_writer()
+        self._fail_pending(ConnectionLost("closed", "the client was closed"))
+        for q in self._streams:
+            q.put_nowait(_CLOSED)
+        self._closed.set()
+
+    async def _close_writer(self) -> None:
+        writer, self._writer, self._reader = self._writer, None, None
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+    async def run_forever(self) -> None:
+        """Wait until the client is closed (or the task is cancelled: then close it)."""
+        try:
+            await self._closed.wait()
+        finally:
+            await self.close()
+
+    # ------------------------------------------------------------------ requests
+
+    async def check_user(self, username: str) -> bool:
+        """True if ``username`` is free (a login would register it)."""
+        reply = await self._call(lambda s: s.check_user(username))
+        return cast(PasswordRequired, reply.event).new_user
+
+    async def login(self, username: str, password: str) -> LoginResult:
+        """Log in (registering a new name); returns once what was missed was replayed."""
+        reply = await self._call(lambda s: s.login(username, password))
+        ok = cast(LoginOk, reply.event)
+        return reply.result or LoginResult(ok.username, ok.new_user, ok.users, ok.seq)
+
+    async def pm(self, message: str) -> Receipt:
+        """A public message; returns once the server stored it (resent after a reconnect)."""
+        ack = await self._request(Ack, lambda s: s.request(PmCommand(message=message)))
+        return Receipt(None, ack.seq)
+
+    async def dm(self, to: str, message: str) -> Receipt:
+        """A direct message; ``receipt.queued`` if the recipient is offline."""
+        ack = await self._request(Ack, lambda s: s.request(DmCommand(to=to, message=message)))
+        return Receipt(ack.to or to, ack.seq, ack.queued)
+
+    async def request_users(self) -> tuple[str, ...]:
+        return (await self._request(UserList, lambda s: s.request(UsersCommand()))).users
+
+    async def ping(self) -> float:
+        """Round-trip time to the server, in seconds."""
+        start = time.perf_counter()
+        await self._request(Pong, lambda s: s.request(PingCommand()))
+        return time.perf_counter() - start
+
+    async def history(
+        self,
+        *,
+        before: int | None = None,
+        after: int | None = None,
+        limit: int = 50,
+        with_user: str | None = None,
+    ) -> HistoryPage:
+        """A page of stored messages (as :meth:`chatroom.ChatClient.history`)."""
+        cmd = HistoryCommand(before=before, after=after, limit=limit, with_user=with_user)
+        page = await self._request(History, lambda s: s.request(cmd))
+        return HistoryPage(page.messages, page.has_more)
+
+    async def iter_history(
+        self, *, with_user: str | None = None, before: int | None = None, page: int = 100
+    ) -> AsyncIterator[HistoryMessage]:
+        """Every stored message, newest first, a page at a time."""
+        while True:
+            got = await self.history(before=before, limit=page, with_user=with_user)
+            for m in reversed(got.messages):
+                yield m
+            if not got.has_more or not got.messages:
+                return
+            before = got.messages[0].seq
+
+    async def _request(
+        self, reply_type: type[R], build: Callable[[ClientSession], tuple[int, bytes]]
+    ) -> R:
+        return cast(R, (await self._call(build)).event)
+
+    async def _call(self, build: Callable[[ClientSession], tuple[int, bytes]]) -> Reply:
+        if self._closing:
+            raise UsageError("the client is closed")
+        if self._read_task is None:
+            raise UsageError("connect() first")
+        if self._writer is None:
+            raise ConnectionLost("network", "not connected (reconnecting)")
+        rid, data = build(self._session)
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = future
+        try:
+            self._write(data)
+            return await asyncio.wait_for(future, self.timeout)
+        except TimeoutError as exc:
+            raise ChatTimeout(f"no reply to request {rid} within {self.timeout:g} s") from exc
+        finally:
+            self._pending.pop(rid, None)
+            self._session.forget_request(rid)
+
+    def _write(self, data: bytes) -> None:
+        if self._writer is None:
+            raise ConnectionLost("network", "not connected")
+        self._writer.write(data)
+        self._session.data_sent(time.monotonic())
+
+    # ------------------------------------------------------------------ waiting
+
+    async def wait_for(
+        self,
+        event_type: type[E],
+        check: Callable[[E], bool] | None = None,
+        timeout: float | None = None,
+    ) -> E:
+        """The next event of ``event_type`` for which ``check`` is true (ChatTimeout)."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        waiter = ((event_type,), check, future)
+        self._waiters.append(waiter)
+        t = self.timeout if timeout is None else timeout
+        try:
+            return cast(E, await asyncio.wait_for(future, t))
+        except TimeoutError as exc:
+            raise ChatTimeout(f"no {event_type.__name__} matched within {t:g} s") from exc
+        finally:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
+
+    async def events(self) -> AsyncGenerator[object, None]:
+        """Every event from now on, as an alternative to hooks; ends when the client
+        closes. Unbounded: read it, or the events pile up."""
+        q: asyncio.Queue[object] = asyncio.Queue()
+        self._streams.append(q)
+        try:
+            while True:
+                event = await q.get()
+                if event is _CLOSED:
+                    return
+                yield event
+        finally:
+            with contextlib.suppress(ValueError):
+                self._streams.remove(q)
+
+    # ------------------------------------------------------------------ reader task
+
+    async def _read_loop(self) -> None:
+        attempt = 0
+        try:
+            while True:
+                disconnect = await self._read_until_closed()
+                retry = (
+                    self.reconnect
+                    and not self._closing
+                    and self._session.may_reconnect(disconnect.reason)
+                )
+                await self._lose_connection(disconnect, retry)
+                if not retry:
+                    return
+                if not await self._reconnect(attempt):
+                    return
+                attempt += 1
+        finally:
+            if not self._closing:
+                # The server is gone for good: close as close() would, in a task of its
+                # own (close() waits for this one).
+                self._closer = asyncio.create_task(self.close(), name="chat-close")
+
+    async def _read_until_closed(self) -> Disconnect:
+        reader = self._reader
+        assert reader is not None
+        ended: str | None = None
+        error: Exception | None = None
+        tick = max(0.05, min(self.timeout, self._session.keepalive_interval / 2 or self.timeout))
+        while True:
+            try:
+                ping = self._session.keepalive(time.monotonic())
+            except ChatTimeout as exc:
+                error = exc
+                break
+            if ping:
+                self._write_quietly(ping)
+            try:
+                async with asyncio.timeout(tick):  # wakes for keepalive when quiet
+                    data = await reader.read(65536)
+            except TimeoutError:
+                continue
+            except (OSError, ssl.SSLError) as exc:
+                error = exc
+                break
+            if not data:
+                break
+            try:
+                events = self._session.receive_data(data, time.monotonic())
+            except FrameTooLarge as exc:
+                error = exc
+                break
+            control = self._session.data_to_send()
+            if control:
+                self._write_quietly(control)
+            for event in events:
+                reason = await self._on_session_event(event)
+                if reason is not None:
+                    ended = reason
+        return Disconnect(disconnect_reason(ended, self._closing), error)
+
+    def _write_quietly(self, data: bytes) -> None:
+        try:
+            self._write(data)
+        except ChatError as exc:
+            log.debug("could not send %r: %s", data[:60], exc)
+
+    async def _on_session_event(self, event: SessionEvent) -> str | None:
+        kind = type(event)
+        if kind is Reply or kind is Refused:
+            future = self._pending.get(event.rid)  # type: ignore[union-attr]
+            if future is not None and not future.done():
+                if kind is Reply:
+                    future.set_result(event)  # type: ignore[arg-type]
+                else:
+                    future.set_exception(event.error)  # type: ignore[union-attr]
+        elif kind is UsersUpdated:
+            assert isinstance(event, UsersUpdated)
+            if self._hooks["users"] or self._waiters or self._streams:
+                await self._emit(UsersChanged(self._session.users, event.joined, event.left))
+        elif kind is Ended:
+            return event.reason  # type: ignore[union-attr]
+        elif kind is BadFrame:
+            assert isinstance(event, BadFrame)
+            log.warning("server sent a malformed frame (%s): %r", event.error, event.frame[:200])
+            await self._emit(HookError("receive", event.frame, event.error))
+        else:
+            await self._emit(event)
+        return None
+
+    async def _emit(self, event: object) -> None:
+        """Resolve waiters and iterators, then queue the event for the hooks (waiting for
+        room when the queue is full: the concurrency contract's backpressure)."""
+        for types, check, future in list(self._waiters):
+            if future.done() or not isinstance(event, types):
+                continue
+            try:
+                if check is None or check(event):
+                    future.set_result(event)
+            except Exception as exc:  # noqa: BLE001 - raised in the waiting task
+                future.set_exception(exc)
+        for q in self._streams:
+            q.put_nowait(event)
+        if self._hooks.get(KIND_OF.get(type(event), ""), ()):
+            await self._hook_queue.put(event)
+
+    async def _lose_connection(self, disconnect: Disconnect, retry: bool) -> None:
+        await self._close_writer()
+        failed = self._session.connection_lost(resend=retry)
+        error = ConnectionLost(disconnect.reason)
+        for rid in failed:
+            future = self._pending.pop(rid, None)
+            if future is not None and not future.done():
+                future.set_exception(error)
+        level = logging.DEBUG if disconnect.reason in ("exit", "closed") else logging.WARNING
+        log.log(level, "disconnected from %s:%d: %s", self.host, self.port, disconnect.reason)
+        await self._emit(Disconnect(disconnect.reason, disconnect.error, retry))
+
+    async def _reconnect(self, attempt: int) -> bool:
+        while not self._closing:
+            await asyncio.sleep(reconnect_delay(attempt, self.reconnect_max_delay))
+            attempt += 1
+            try:
+                await self._open()  # sends the re-login with since
+            except ConnectFailed as exc:
+                log.info("reconnect attempt %d failed: %s", attempt, exc)
+                continue
+            return True
+        return False
+
+    def _fail_pending(self, error: Exception) -> None:
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(error)
+        self._pending.clear()
+
+    # ------------------------------------------------------------------ hook task
+
+    async def _run_hooks(self) -> None:
+        while True:
+            event = await self._hook_queue.get()
+            await self._dispatch(event)
+
+    async def _dispatch(self, event: object) -> None:
+        kind = KIND_OF.get(type(event))
+        if kind is None:
+            return
+        for hook in list(self._hooks[kind]):
+            try:
+                result = hook(event)
+                if inspect.isawaitable(result):
+                    await cast(Awaitable[object], result)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if kind == "error":
+                    log.exception("on_error hook failed")
+                    continue
+                failure = HookError(f"on_{kind}", event, exc)
+                if self._hooks["error"]:
+                    await self._dispatch(failure)
+                else:
+                    log.error("on_%s hook raised on %r", kind, event, exc_info=exc)

@@ -1,0 +1,134 @@
+"""What only the asyncio client has: async hooks, events(), cancellation, no leaks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+from chatroom import Broadcast, ChatTimeout, DirectMessage, HookError, UsersChanged
+from chatroom.aio import AsyncChatClient
+from chatroom.testing import async_running_server
+
+PW = "async password"
+T = 10.0
+
+
+def fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_async_and_plain_hooks_run_in_order_and_a_slow_hook_blocks_no_ack() -> None:
+    async def main() -> None:
+        async with (
+            async_running_server(users_interval=0, rate_limit=None) as srv,
+            AsyncChatClient(srv.host, srv.port) as bot,
+            AsyncChatClient(srv.host, srv.port) as me,
+        ):
+            seen: list[str] = []
+            release = asyncio.Event()
+
+            @bot.on_broadcast
+            async def slow(event: Broadcast) -> None:
+                if event.message == "first":
+                    await release.wait()  # a slow hook...
+                seen.append(f"async {event.message}")
+
+            bot.on_broadcast(lambda e: seen.append(f"plain {e.message}"))
+
+            @bot.on_dm
+            async def answer(event: DirectMessage) -> None:
+                await bot.dm(event.sender, f"re: {event.message}")  # awaits its ack
+
+            await bot.login("abot", PW)
+            await me.login("ame", PW)
+            await me.pm("first")
+            await me.pm("second")
+            # ...while the bot's own requests still get their acks.
+            assert (await bot.pm("bot still talks")).seq is not None
+            release.set()
+            reply_wait = asyncio.create_task(me.wait_for(DirectMessage, timeout=T))
+            await asyncio.sleep(0)  # the waiter is registered before the DM goes out
+            await me.dm("abot", "hi")
+            assert (await reply_wait).message == "re: hi"
+            assert seen == ["async first", "plain first", "async second", "plain second"]
+
+    asyncio.run(main())
+
+
+def test_events_iterator_wait_for_timeout_and_hook_errors() -> None:
+    async def main() -> None:
+        async with (
+            async_running_server(users_interval=0, rate_limit=None) as srv,
+            AsyncChatClient(srv.host, srv.port) as a,
+            AsyncChatClient(srv.host, srv.port) as b,
+        ):
+            errors: list[HookError] = []
+            failed = asyncio.Event()
+
+            @b.on_error
+            def report(error: HookError) -> None:
+                errors.append(error)
+                failed.set()
+
+            @b.on_broadcast
+            async def broken(event: Broadcast) -> None:
+                raise ValueError("a bug in a hook")
+
+            await a.login("ea", PW)
+            await b.login("eb", PW)
+            stream = b.events()
+            first: asyncio.Task[object] = asyncio.create_task(anext(stream))
+            await asyncio.sleep(0)
+            await a.pm("through the iterator")
+            event = await asyncio.wait_for(first, T)
+            assert isinstance(event, Broadcast) and event.message == "through the iterator"
+            with pytest.raises(ChatTimeout):
+                await b.wait_for(DirectMessage, timeout=0.05)
+            await a.pm("again")
+            await asyncio.wait_for(failed.wait(), T)
+            assert isinstance(errors[0].error, ValueError) and errors[0].hook == "on_broadcast"
+            await stream.aclose()
+
+    asyncio.run(main())
+
+
+def test_cancelling_the_task_closes_the_client_and_leaks_nothing() -> None:
+    async def main() -> None:
+        async with async_running_server(users_interval=0, rate_limit=None) as srv:
+            before_fds = fds()
+            before_tasks = asyncio.all_tasks()
+            client = AsyncChatClient(srv.host, srv.port, reconnect=True)
+            online = asyncio.Event()
+
+            async def bot() -> None:
+                async with client:
+                    await client.login("cancelled", PW)
+                    online.set()
+                    await client.run_forever()
+
+            async with AsyncChatClient(srv.host, srv.port) as watcher:
+                await watcher.login("watcher", PW)
+                # Its arrival first: a join and a leave within one users_delta window
+                # would cancel out (docs/PROTOCOL.md §users_delta).
+                joined = asyncio.create_task(
+                    watcher.wait_for(UsersChanged, lambda e: "cancelled" in e.joined, T)
+                )
+                await asyncio.sleep(0)
+                task = asyncio.create_task(bot())
+                await asyncio.wait_for(online.wait(), T)
+                await joined
+                gone = asyncio.create_task(
+                    watcher.wait_for(UsersChanged, lambda e: "cancelled" in e.left, T)
+                )
+                await asyncio.sleep(0)  # the waiter is in place before the cancel
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                await gone  # it said goodbye: the server let it go at once
+                assert not client.connected
+            assert asyncio.all_tasks() - before_tasks == set()
+            assert fds() <= before_fds
+
+    asyncio.run(main())

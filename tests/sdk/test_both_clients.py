@@ -1,0 +1,210 @@
+"""Behaviour both clients share, one suite run against each: ``ChatClient`` (threads) and
+``AsyncChatClient`` (asyncio, driven here through a blocking facade on a loop thread)."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, Protocol, TypeVar
+
+import pytest
+
+from chatroom import (
+    AuthError,
+    Broadcast,
+    ChatClient,
+    DirectMessage,
+    HistoryPage,
+    LoginResult,
+    Receipt,
+    Reconnected,
+    UserOffline,
+)
+from chatroom.aio import AsyncChatClient
+from chatroom.testing import TestServer
+
+PW = "both clients password"
+T = 10.0
+X = TypeVar("X")
+
+
+class Client(Protocol):
+    """What the suite needs of a client, whichever it is."""
+
+    def login(self, name: str, password: str) -> LoginResult: ...
+    def pm(self, message: str) -> Receipt: ...
+    def dm(self, to: str, message: str) -> Receipt: ...
+    def history(self, **kw: Any) -> HistoryPage: ...
+    def walk_history(self) -> list[str]: ...
+    def on(self, kind: str, fn: Callable[[Any], object]) -> None: ...
+    def wait_for(self, kind: type[X], check: Callable[[X], bool] | None = None) -> X: ...
+    def close(self) -> None: ...
+
+
+class Threaded:
+    def __init__(self, srv: TestServer, **kw: Any) -> None:
+        self.c = ChatClient(srv.host, srv.port, reconnect_max_delay=0.3, **kw)
+        self.c.connect()
+
+    def login(self, name: str, password: str) -> LoginResult:
+        return self.c.login(name, password)
+
+    def pm(self, message: str) -> Receipt:
+        return self.c.pm(message)
+
+    def dm(self, to: str, message: str) -> Receipt:
+        return self.c.dm(to, message)
+
+    def history(self, **kw: Any) -> HistoryPage:
+        return self.c.history(**kw)
+
+    def walk_history(self) -> list[str]:
+        return [m.message for m in self.c.iter_history(page=7)]
+
+    def on(self, kind: str, fn: Callable[[Any], object]) -> None:
+        getattr(self.c, f"on_{kind}")(fn)
+
+    def wait_for(self, kind: type[X], check: Callable[[X], bool] | None = None) -> X:
+        return self.c.wait_for(kind, check, T)
+
+    def close(self) -> None:
+        self.c.close()
+
+
+class Async:
+    """An AsyncChatClient on an event loop of its own thread; calls block until done."""
+
+    def __init__(self, srv: TestServer, **kw: Any) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.c = self._run(self._make(srv, kw))
+
+    async def _make(self, srv: TestServer, kw: dict[str, Any]) -> AsyncChatClient:
+        c = AsyncChatClient(srv.host, srv.port, reconnect_max_delay=0.3, **kw)
+        return await c.connect()
+
+    def _run(self, coro: Coroutine[Any, Any, X]) -> X:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(T + 5)
+
+    def login(self, name: str, password: str) -> LoginResult:
+        return self._run(self.c.login(name, password))
+
+    def pm(self, message: str) -> Receipt:
+        return self._run(self.c.pm(message))
+
+    def dm(self, to: str, message: str) -> Receipt:
+        return self._run(self.c.dm(to, message))
+
+    def history(self, **kw: Any) -> HistoryPage:
+        return self._run(self.c.history(**kw))
+
+    def walk_history(self) -> list[str]:
+        async def walk() -> list[str]:
+            return [m.message async for m in self.c.iter_history(page=7)]
+
+        return self._run(walk())
+
+    def on(self, kind: str, fn: Callable[[Any], object]) -> None:
+        getattr(self.c, f"on_{kind}")(fn)
+
+    def wait_for(self, kind: type[X], check: Callable[[X], bool] | None = None) -> X:
+        return self._run(self.c.wait_for(kind, check, T))
+
+    def close(self) -> None:
+        if self.loop.is_closed():
+            return  # closed already (a test may close before the fixture does)
+        self._run(self.c.close())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(T)
+        self.loop.close()
+
+
+@pytest.fixture(params=["threads", "asyncio"])
+def make(request: pytest.FixtureRequest, server: TestServer) -> Iterator[Callable[..., Client]]:
+    made: list[Client] = []
+
+    def factory(**kw: Any) -> Client:
+        c: Client = Threaded(server, **kw) if request.param == "threads" else Async(server, **kw)
+        made.append(c)
+        return c
+
+    yield factory
+    for c in made:
+        c.close()
+
+
+def test_messages_dms_receipts_and_typed_errors(make: Callable[..., Client]) -> None:
+    a, b = make(), make()
+    a.login("ann", PW)
+    got: queue.Queue[Broadcast | DirectMessage] = queue.Queue()
+    b.on("broadcast", got.put)
+    b.on("dm", got.put)
+    b.login("ben", PW)
+    r = a.pm("hello")
+    first = got.get(timeout=T)
+    assert isinstance(first, Broadcast) and (first.sender, first.seq) == ("ann", r.seq)
+    receipt = a.dm("BEN", "psst")
+    assert (receipt.to, receipt.queued) == ("ben", False)
+    dm = got.get(timeout=T)
+    assert isinstance(dm, DirectMessage) and dm.seq == receipt.seq and not dm.replayed
+    with pytest.raises(UserOffline):
+        a.dm("nobody-here", "x")
+    with pytest.raises(AuthError):
+        make().login("ann", "the wrong password")
+
+
+def test_wait_for_matches_what_arrives_after_it(make: Callable[..., Client]) -> None:
+    a, b = make(), make()
+    a.login("asker", PW)
+    b.login("answerer", PW)
+    b.on("dm", lambda e: None)
+    threading.Timer(0.05, lambda: a.dm("answerer", "ping")).start()
+    ev = b.wait_for(DirectMessage, lambda e: e.message == "ping")
+    assert ev.sender == "asker"
+
+
+def test_offline_dms_arrive_at_login_and_history_pages(make: Callable[..., Client]) -> None:
+    away = make()
+    away.login("away3", PW)
+    away.close()
+    a = make()
+    a.login("writer4", PW)
+    for i in range(3):
+        assert a.dm("away3", f"note {i}").queued
+    for i in range(15):
+        a.pm(f"p{i}")
+    got: queue.Queue[DirectMessage] = queue.Queue()
+    back = make()
+    back.on("dm", got.put)
+    result = back.login("away3", PW)
+    assert result.replayed == 3
+    assert [got.get(timeout=T).message for _ in range(3)] == ["note 0", "note 1", "note 2"]
+    page = back.history(limit=10)
+    assert [m.message for m in page.messages] == [f"p{i}" for i in range(5, 15)]
+    assert page.has_more
+    assert back.walk_history() == [f"p{i}" for i in reversed(range(15))]
+
+
+def test_reconnect_resumes_with_nothing_missed(
+    server: TestServer, make: Callable[..., Client]
+) -> None:
+    got: queue.Queue[Broadcast] = queue.Queue()
+    back: queue.Queue[Reconnected] = queue.Queue()
+    c = make(reconnect=True)
+    c.on("broadcast", got.put)
+    c.on("reconnect", back.put)
+    c.login("stayer", PW)
+    server.stop()
+    server.start()
+    with ChatClient(server.host, server.port) as talker:
+        talker.login("talker", PW)
+        talker.pm("said while you were reconnecting")
+        event = back.get(timeout=T)
+        talker.pm("said after")
+    texts = [got.get(timeout=T).message for _ in range(2)]
+    assert texts == ["said while you were reconnecting", "said after"]
+    assert event.replayed in (0, 1)  # the first one came replayed unless it raced the login
+    assert got.empty()
