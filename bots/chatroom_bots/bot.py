@@ -32,12 +32,14 @@ bookkeeping shared with :meth:`stop` and the caller's thread (``_online``, ``_lo
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import inspect
 import logging
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,7 +80,10 @@ class Message:
         self.bot._reply(self, text)
 
 
-Handler = Callable[[Message, str], str | None]
+# A handler returns the reply (or None); an ``async def`` handler is awaited on the bot's
+# event loop thread (Bot._await), so it may await aiohttp, an async database, ...
+Reply = str | Awaitable[str | None] | None
+Handler = Callable[[Message, str], Reply]
 
 
 @dataclass(frozen=True)
@@ -107,7 +112,7 @@ class Bot:
         self.rejoin_grace = rejoin_grace
         self._clock = clock
         self._commands: dict[str, Command] = {}
-        self._text_handlers: list[Callable[[Message], str | None]] = []
+        self._text_handlers: list[Callable[[Message], Reply]] = []
         self._join_handlers: list[Callable[[str], None]] = []
         self._leave_handlers: list[Callable[[str], None]] = []
         self._lock = threading.Lock()  # guards _online and _lost
@@ -119,6 +124,11 @@ class Bot:
         self._sent: dict[str, deque[tuple[float, str]]] = defaultdict(deque)
         self._budget: dict[str, deque[float]] = defaultdict(deque)
         self._stop = threading.Event()
+        # Async handlers run on this loop, in a thread of its own, started at first use;
+        # the dispatch thread waits for each (up to handler_timeout s).
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+        self.handler_timeout = 30.0
         self.client: ChatClient | None = None
         self.command("help", help="list the commands")(self._help)
 
@@ -135,7 +145,7 @@ class Bot:
 
         return register
 
-    def on_text(self, fn: Callable[[Message], str | None]) -> Callable[[Message], str | None]:
+    def on_text(self, fn: Callable[[Message], Reply]) -> Callable[[Message], Reply]:
         """Register a handler for messages that are not commands; its return is the reply.
         Public messages reach it only when they mention the bot (``@name ...``)."""
         self._text_handlers.append(fn)
@@ -240,7 +250,37 @@ class Bot:
                 return
         if msg.private or msg.mention is not None:
             for fn in self._text_handlers:
-                msg.reply(fn(msg) or "")
+                msg.reply(self._await(fn(msg)) or "")
+
+    def _await(self, result: str | Awaitable[str | None] | None) -> str | None:
+        """A handler's reply: as is, or, from an ``async def`` handler, awaited on the
+        bot's loop (TimeoutError after ``handler_timeout`` s; the coroutine is cancelled)."""
+        if not inspect.isawaitable(result):
+            return result
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            self._loop_thread = threading.Thread(
+                target=self._loop.run_forever, name=f"bot-{self.name}-async", daemon=True
+            )
+            self._loop_thread.start()
+
+        async def run() -> str | None:
+            return await result
+
+        future = asyncio.run_coroutine_threadsafe(run(), self._loop)
+        try:
+            return future.result(self.handler_timeout)
+        except TimeoutError:
+            future.cancel()
+            raise
+
+    def _stop_loop(self) -> None:
+        loop, thread = self._loop, self._loop_thread
+        if loop is not None and thread is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(5)
+            loop.close()
+            self._loop = self._loop_thread = None
 
     def _run(self, cmd: Command, msg: Message, args: str) -> None:
         now = self._clock()
@@ -252,7 +292,7 @@ class Bot:
                 msg.reply(f"{msg.sender}: wait {wait:.1f} s before {self.prefix}{cmd.name} again")
             return
         try:
-            answer = cmd.handler(msg, args)
+            answer = self._await(cmd.handler(msg, args))
         except BadArguments as exc:
             msg.reply(f"{msg.sender}: {exc}")  # a rejected call does not use the cooldown
             return
@@ -381,6 +421,7 @@ class Bot:
             pass
         finally:
             client.close()
+            self._stop_loop()
             log.info("%s stopped", self.name)
 
     def stop(self) -> None:
@@ -402,6 +443,7 @@ class Bot:
             yield client
         finally:
             client.close()
+            self._stop_loop()
 
 
 def _mention(text: str, name: str) -> str | None:

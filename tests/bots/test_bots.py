@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib.util
 import os
 import queue
@@ -15,6 +17,7 @@ from types import ModuleType
 import pytest
 
 from chatroom import Broadcast, ChatClient, DirectMessage, UsersChanged
+from chatroom.aio import AsyncChatClient
 from chatroom.testing import TestServer, running_server
 from chatroom_bots import BadArguments, Bot, Message, make_echo, make_greeter
 from tests.helpers import quiet_server
@@ -282,3 +285,48 @@ def test_a_restarted_echo_bot_answers_what_it_missed_once(
         assert in_public.empty()  # nor the stale public command
     finally:
         stop(proc)
+
+
+def test_async_command_handlers_are_awaited() -> None:
+    bot = Bot("asyncer")
+
+    @bot.command("slow", help="!slow: an answer that awaits")
+    async def slow(msg: Message, args: str) -> str:
+        await asyncio.sleep(0.01)
+        return f"awaited for {msg.sender}"
+
+    with (
+        quiet_server() as srv,
+        bot.running(srv.host, srv.port, password=BOT_PW),
+        ChatClient(srv.host, srv.port) as me,
+    ):
+        me.login("waiter", PW)
+        with me.expect(DirectMessage, check=said_by("asyncer")) as answer:
+            me.dm("asyncer", "!slow")
+            assert answer.wait(timeout=T).message == "awaited for waiter"
+    assert bot._loop is None  # its loop thread was stopped with the bot
+
+
+def test_the_example_async_bot() -> None:
+    spec = importlib.util.spec_from_file_location("async_bot", ROOT / "bots/examples/async_bot.py")
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+
+    async def scenario(port: int) -> str:
+        task = asyncio.create_task(example.run(port))
+        async with AsyncChatClient("127.0.0.1", port) as me:
+            await me.login("asker", PW)
+            while "asyncbot" not in me.users:
+                await me.wait_for(UsersChanged, timeout=T)
+            reply = asyncio.create_task(me.wait_for(DirectMessage, timeout=T))
+            await asyncio.sleep(0)
+            await me.dm("asyncbot", "hello")
+            text = (await reply).message
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return text
+
+    with quiet_server() as srv:
+        assert asyncio.run(scenario(srv.port)) == "0 public messages so far; you said 'hello'"
