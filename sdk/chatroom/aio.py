@@ -84,6 +84,8 @@ from chatroom.session import (
     SessionEvent,
     UsersUpdated,
     disconnect_reason,
+    older_than,
+    receipt,
     reconnect_delay,
 )
 
@@ -293,13 +295,12 @@ class AsyncChatClient:
 
     async def pm(self, message: str) -> Receipt:
         """A public message; returns once the server stored it (resent after a reconnect)."""
-        ack = await self._request(Ack, lambda s: s.request(PmCommand(message=message)))
-        return Receipt(None, ack.seq)
+        return receipt(await self._request(Ack, lambda s: s.request(PmCommand(message=message))))
 
     async def dm(self, to: str, message: str) -> Receipt:
         """A direct message; ``receipt.queued`` if the recipient is offline."""
         ack = await self._request(Ack, lambda s: s.request(DmCommand(to=to, message=message)))
-        return Receipt(ack.to or to, ack.seq, ack.queued)
+        return receipt(ack, to)
 
     async def request_users(self) -> tuple[str, ...]:
         return (await self._request(UserList, lambda s: s.request(UsersCommand()))).users
@@ -331,9 +332,9 @@ class AsyncChatClient:
             got = await self.history(before=before, limit=page, with_user=with_user)
             for m in reversed(got.messages):
                 yield m
-            if not got.has_more or not got.messages:
+            before = older_than(got)
+            if before is None:
                 return
-            before = got.messages[0].seq
 
     async def _request(
         self, reply_type: type[R], build: Callable[[ClientSession], tuple[int, bytes]]

@@ -71,6 +71,8 @@ from chatroom.session import (
     SessionEvent,
     UsersUpdated,
     disconnect_reason,
+    older_than,
+    receipt,
     reconnect_delay,
 )
 
@@ -493,8 +495,7 @@ class ChatClient:
         if not wait:
             self.send_command(PmCommand(message=message))
             return Receipt(None)
-        reply = self._request(Ack, lambda s: s.request(PmCommand(message=message)))
-        return Receipt(None, reply.seq)
+        return receipt(self._request(Ack, lambda s: s.request(PmCommand(message=message))))
 
     def dm(self, to: str, message: str, *, wait: bool = True) -> Receipt:
         """Send a direct message; returns once acknowledged: ``receipt.to`` is the
@@ -507,8 +508,8 @@ class ChatClient:
         if not wait:
             self.send_command(DmCommand(to=to, message=message))
             return Receipt(to)
-        reply = self._request(Ack, lambda s: s.request(DmCommand(to=to, message=message)))
-        return Receipt(reply.to or to, reply.seq, reply.queued)
+        ack = self._request(Ack, lambda s: s.request(DmCommand(to=to, message=message)))
+        return receipt(ack, to)
 
     def history(
         self,
@@ -532,9 +533,9 @@ class ChatClient:
         while True:
             got = self.history(before=before, limit=page, with_user=with_user)
             yield from reversed(got.messages)
-            if not got.has_more or not got.messages:
+            before = older_than(got)
+            if before is None:
                 return
-            before = got.messages[0].seq
 
     @property
     def cursor(self) -> int | None:

@@ -47,9 +47,10 @@ from typing import Final, TypeVar
 import msgspec
 
 from chatroom.errors import AuthError, ChatTimeout, ProtocolError, ServerError, error_for_code
-from chatroom.events import LoginResult, Reconnected, ServerNotice
+from chatroom.events import HistoryPage, LoginResult, Receipt, Reconnected, ServerNotice
 from chatroom.protocol import (
     PROTOCOL_VERSION,
+    Ack,
     Broadcast,
     Bye,
     ByeReason,
@@ -85,6 +86,8 @@ __all__ = [
     "SessionEvent",
     "UsersUpdated",
     "disconnect_reason",
+    "older_than",
+    "receipt",
     "reconnect_delay",
 ]
 
@@ -591,3 +594,17 @@ def disconnect_reason(ended: str | None, closing: bool) -> str:
     if ended is not None:
         return ended
     return "closed" if closing else "network"
+
+
+def receipt(ack: Ack, to: str | None = None) -> Receipt:
+    """What ``pm``/``dm`` return for their ``ack``: the recipient's canonical name (or
+    ``to`` as given, from a server that leaves it out), the seq, whether it was queued."""
+    return Receipt(ack.to or to, ack.seq, ack.queued)
+
+
+def older_than(page: HistoryPage) -> int | None:
+    """The ``before`` of the page older than ``page``; None when there is none: how
+    ``iter_history`` walks back (docs/PROTOCOL.md §history)."""
+    if not page.has_more or not page.messages:
+        return None
+    return page.messages[0].seq

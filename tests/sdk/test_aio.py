@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+from pathlib import Path
 
 import pytest
 
 from chatroom import Broadcast, ChatTimeout, DirectMessage, HookError, UsersChanged
 from chatroom.aio import AsyncChatClient
-from chatroom.testing import async_running_server
+from chatroom.testing import ServerProcess, async_running_server
 
 PW = "async password"
 T = 10.0
@@ -94,41 +95,44 @@ def test_events_iterator_wait_for_timeout_and_hook_errors() -> None:
     asyncio.run(main())
 
 
-def test_cancelling_the_task_closes_the_client_and_leaks_nothing() -> None:
-    async def main() -> None:
-        async with async_running_server(users_interval=0, rate_limit=None) as srv:
-            before_fds = fds()
-            before_tasks = asyncio.all_tasks()
-            client = AsyncChatClient(srv.host, srv.port, reconnect=True)
-            online = asyncio.Event()
+def test_cancelling_the_task_closes_the_client_and_leaks_nothing(tmp_path: Path) -> None:
+    """The server is another process here, so this process's descriptors are the
+    clients' alone."""
+    with ServerProcess(tmp_path / "c.db", "--users-interval", "0") as srv:
+        asyncio.run(_cancel_and_count(srv))
 
-            async def bot() -> None:
-                async with client:
-                    await client.login("cancelled", PW)
-                    online.set()
-                    await client.run_forever()
 
-            async with AsyncChatClient(srv.host, srv.port) as watcher:
-                await watcher.login("watcher", PW)
-                # Its arrival first: a join and a leave within one users_delta window
-                # would cancel out (docs/PROTOCOL.md §users_delta).
-                joined = asyncio.create_task(
-                    watcher.wait_for(UsersChanged, lambda e: "cancelled" in e.joined, T)
-                )
-                await asyncio.sleep(0)
-                task = asyncio.create_task(bot())
-                await asyncio.wait_for(online.wait(), T)
-                await joined
-                gone = asyncio.create_task(
-                    watcher.wait_for(UsersChanged, lambda e: "cancelled" in e.left, T)
-                )
-                await asyncio.sleep(0)  # the waiter is in place before the cancel
-                task.cancel()
-                with pytest.raises(asyncio.CancelledError):
-                    await task
-                await gone  # it said goodbye: the server let it go at once
-                assert not client.connected
-            assert asyncio.all_tasks() - before_tasks == set()
-            assert fds() <= before_fds
+async def _cancel_and_count(srv: ServerProcess) -> None:
+    before_fds = fds()
+    before_tasks = asyncio.all_tasks()
+    client = AsyncChatClient(*srv.address, reconnect=True)
+    online = asyncio.Event()
 
-    asyncio.run(main())
+    async def bot() -> None:
+        async with client:
+            await client.login("cancelled", PW)
+            online.set()
+            await client.run_forever()
+
+    async with AsyncChatClient(*srv.address) as watcher:
+        await watcher.login("watcher", PW)
+        # Its arrival first: a join and a leave within one users_delta window
+        # would cancel out (docs/PROTOCOL.md §users_delta).
+        joined = asyncio.create_task(
+            watcher.wait_for(UsersChanged, lambda e: "cancelled" in e.joined, T)
+        )
+        await asyncio.sleep(0)
+        task = asyncio.create_task(bot())
+        await asyncio.wait_for(online.wait(), T)
+        await joined
+        gone = asyncio.create_task(
+            watcher.wait_for(UsersChanged, lambda e: "cancelled" in e.left, T)
+        )
+        await asyncio.sleep(0)  # the waiter is in place before the cancel
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await gone  # it said goodbye: the server let it go at once
+        assert not client.connected
+    assert asyncio.all_tasks() - before_tasks == set()
+    assert fds() <= before_fds
