@@ -421,8 +421,10 @@ class Repl:
         """After login: the last public messages, dimmed under an "earlier" line, then the
         DMs that arrived while we were away (they reached the hooks before login returned,
         and waited in ``_away``)."""
+        # Up to the login's seq: anything newer reached the hooks live already.
+        before = result.seq + 1 if result.seq is not None else None
         try:
-            page = self.client.history(limit=BACKLOG)
+            page = self.client.history(limit=BACKLOG, before=before)
         except ServerError:
             page = None  # a server without a message log
         except ChatError as exc:

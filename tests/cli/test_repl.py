@@ -312,8 +312,11 @@ def test_backlog_away_dms_and_history_paging(server: TestServer, pipe: PipeInput
             other.pm(f"public {i:02d}")
         other.dm("kim", "are you there?")
         other.dm("kim", "ping me back")
+        # Said right as kim logs in: shown once, live, not again in the backlog.
+        other.on_users(lambda e: other.pm("welcome kim") if "kim" in e.joined else None)
         h = Harness(server, pipe, user="kim", password=PW)
         h.out.wait_for("online:")
+        h.out.wait_for("welcome kim")
         text = h.out.text
         assert "-- earlier" in text
         assert "public 10" in text and "public 29" in text and "public 09" not in text
@@ -343,6 +346,7 @@ def test_backlog_away_dms_and_history_paging(server: TestServer, pipe: PipeInput
                 back.wait()
         h.out.wait_for("while kim was reconnecting")
         assert h.out.text.count("public 29") == 1
+        assert h.out.text.count("welcome kim") == 1
         assert h.out.text.count("while kim was reconnecting") == 1
         h.type("EX\r")
         assert h.finish() == 0
