@@ -148,3 +148,31 @@ def test_chat_cli_over_tls(tls_server: TestServer, certs: tuple[Path, Path]) -> 
     )
     assert status == 0
     assert "<tls_cli> over tls" in out.getvalue()
+
+
+def test_the_asyncio_client_over_tls_and_a_wrong_ca(
+    tls_server: TestServer, certs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    import asyncio
+
+    from chatroom.aio import AsyncChatClient
+
+    other_ca = tmp_path / "other.pem"
+    trustme.CA().cert_pem.write_to_path(str(other_ca))
+
+    async def main() -> None:
+        host, port = tls_server.host, tls_server.port
+        async with (
+            AsyncChatClient(host, port, tls=True, ca_file=str(certs[1])) as a,
+            AsyncChatClient(host, port, tls=True, ca_file=str(certs[1])) as b,
+        ):
+            await a.login("atls_a", PASSWORD)
+            await b.login("atls_b", PASSWORD)
+            got = asyncio.create_task(b.wait_for(Broadcast, timeout=T))
+            await asyncio.sleep(0)
+            await a.pm("encrypted, asynchronously")
+            assert (await got).message == "encrypted, asynchronously"
+        with pytest.raises(ConnectFailed):
+            await AsyncChatClient(host, port, tls=True, ca_file=str(other_ca)).connect()
+
+    asyncio.run(main())
