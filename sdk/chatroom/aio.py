@@ -24,9 +24,11 @@ meanwhile by the reader task), a plain function is called (it runs on the loop, 
 must be quick). The hook queue holds ``hook_queue`` events (default 10,000); when it is
 full the reader task waits for room, so it stops reading the socket until the hooks
 catch up: nothing is dropped, TCP pushes back, and a server that gives up on a client
-that slow lets it reconnect and resume. A hook that raises goes to ``on_error`` hooks
-(default: logged). Cancelling the task that awaits :meth:`run_forever`, or leaving the
-``async with`` block, closes the client: no task or socket is left behind.
+that slow lets it reconnect and resume; every ``timeout`` seconds of that it logs a
+warning. The wait ends when there is room or the client closes. A hook that raises
+goes to ``on_error`` hooks (default: logged). Cancelling the task that awaits
+:meth:`run_forever`, or leaving the ``async with`` block, closes the client: no task
+or socket is left behind.
 """
 
 from __future__ import annotations
@@ -507,7 +509,26 @@ class AsyncChatClient:
         for q in self._streams:
             q.put_nowait(event)
         if self._hooks.get(KIND_OF.get(type(event), ""), ()):
-            await self._hook_queue.put(event)
+            await self._queue_for_hooks(event)
+
+    async def _queue_for_hooks(self, event: object) -> None:
+        """Wait for room in the hook queue (the backpressure of the concurrency contract);
+        the wait ends when there is room or the client closes, and says every ``timeout``
+        seconds that the hooks are behind, so a hook that never returns is not silent."""
+        waited = 0.0
+        while True:
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await self._hook_queue.put(event)
+                return
+            except TimeoutError:
+                waited += self.timeout
+                log.warning(
+                    "hooks are %d events behind and none finished for %.0f s; "
+                    "not reading from the server meanwhile",
+                    self._hook_queue.qsize(),
+                    waited,
+                )
 
     async def _lose_connection(self, disconnect: Disconnect, retry: bool) -> None:
         await self._close_writer()

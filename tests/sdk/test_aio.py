@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from pathlib import Path
 
@@ -136,3 +137,48 @@ async def _cancel_and_count(srv: ServerProcess) -> None:
         assert not client.connected
     assert asyncio.all_tasks() - before_tasks == set()
     assert fds() <= before_fds
+
+
+def test_a_full_hook_queue_holds_the_reader_and_says_so() -> None:
+    """Backpressure: with the hook queue full the reader waits (nothing dropped), logs
+    that the hooks are behind, and everything arrives once the hook lets go."""
+
+    async def main() -> None:
+        async with (
+            async_running_server(users_interval=0, rate_limit=None) as srv,
+            AsyncChatClient(srv.host, srv.port, hook_queue=2, timeout=0.2) as slow,
+            AsyncChatClient(srv.host, srv.port) as talker,
+        ):
+            release = asyncio.Event()
+            got: list[str] = []
+            warned = asyncio.Event()
+
+            class Seen(logging.Handler):  # runs on the loop's thread, where the log is
+                def emit(self, record: logging.LogRecord) -> None:
+                    if "hooks are" in record.getMessage():
+                        warned.set()
+
+            seen = Seen()
+            logging.getLogger("chatroom.aio").addHandler(seen)
+
+            @slow.on_broadcast
+            async def hook(event: Broadcast) -> None:
+                await release.wait()
+                got.append(event.message)
+
+            await slow.login("slowhooks", PW)
+            await talker.login("talker2", PW)
+            for i in range(6):
+                await talker.pm(f"m{i}")
+            try:
+                await asyncio.wait_for(warned.wait(), T)  # the reader is held, and says so
+            finally:
+                logging.getLogger("chatroom.aio").removeHandler(seen)
+            release.set()
+            last = asyncio.create_task(slow.wait_for(Broadcast, lambda e: e.message == "end", T))
+            await asyncio.sleep(0)
+            await talker.pm("end")
+            await last
+        assert got[:6] == [f"m{i}" for i in range(6)]
+
+    asyncio.run(main())
