@@ -9,7 +9,7 @@ from pathlib import Path
 
 import chatroom
 
-OPTIONAL = ("prompt_toolkit", "faker", "hdrh")
+OPTIONAL = ("prompt_toolkit", "faker", "hdrh", "matplotlib")
 ROOT = Path(__file__).resolve().parent.parent
 
 # Runs in a fresh interpreter in which the REPL's and the load generator's dependencies
@@ -33,6 +33,9 @@ from chatroom._extras import chat, chat_load
 which = sys.argv[1]
 if which == "import-cli":
     import chatroom_cli
+elif which == "report":
+    from chatroom._extras import require
+    require("report", "chat-load --html")
 else:
     {{"chat": chat, "chat-load": chat_load}}[which]()
 """
@@ -56,6 +59,8 @@ def test_the_base_install_imports_and_scripts_name_their_extra() -> None:
     assert "pip install 'chatroom[load]'" in load.stderr and "faker" in load.stderr
     imported = _run("import-cli")
     assert "MissingExtra" in imported.stderr and "chatroom[cli]" in imported.stderr
+    report = _run("report")
+    assert "pip install 'chatroom[report]'" in report.stderr
 
 
 def test_the_version_has_one_source() -> None:

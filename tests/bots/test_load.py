@@ -22,6 +22,7 @@ from chatroom.testing import TestServer
 from chatroom_bots.load import LoadConfig, merge_histograms, new_histogram, percentiles, run_load
 from chatroom_bots.load.__main__ import main as chat_load
 from chatroom_bots.load.pool import BotPool
+from chatroom_bots.load.report import write_html
 from chatroom_bots.load.stats import MAX_US, make_names, pack, record_counts, unpack
 from chatroom_bots.load.worker import Recorder
 from tests.helpers import ServerProcess, quiet_server
@@ -327,3 +328,25 @@ def test_drop_all_then_rejoin(fast_server: TestServer) -> None:
     assert result.ok and result.logged_in == 30 and not result.login_failures
     assert result.time_to_empty is not None and result.time_to_full is not None
     assert "dropped at once" in result.table()
+
+
+def test_html_report_is_self_contained_with_labelled_charts(
+    fast_server: TestServer, tmp_path: Path
+) -> None:
+    result = run_load(small(fast_server.port, pm_fraction=0.8))
+    out = tmp_path / "report.html"
+    write_html(result, str(out))
+    page = out.read_text()
+    assert page.count("<svg") == 4  # throughput, latency over time, errors/CPU, percentiles
+    for label in (
+        "messages per second",
+        "latency (ms)",
+        "time since the first send (s)",
+        "percentile",
+        "generator CPU (%)",
+    ):
+        assert label in page, label
+    assert "<script" not in page and "<link" not in page  # nothing to fetch: opens offline
+    external = re.findall(r'(?:src|href)="(?!#)([^"]*)"', page)
+    assert external == []
+    assert "chat-load run: " in page and ">OK<" in page

@@ -11,7 +11,9 @@ import os
 import sys
 from collections.abc import Sequence
 
+from chatroom._extras import MissingExtra
 from chatroom.protocol import DEFAULT_PORT
+from chatroom_bots.load.report import write_html
 from chatroom_bots.load.runner import LoadConfig, print_progress, run_load
 
 
@@ -43,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--ca-file")
     common.add_argument("--json", metavar="FILE", help="write the full result as JSON")
     common.add_argument("--csv", metavar="FILE", help="write the per-second timeline as CSV")
+    common.add_argument(
+        "--html",
+        metavar="FILE",
+        help="write a self-contained report with charts (needs chatroom[report])",
+    )
     common.add_argument(
         "--max-loss",
         type=float,
@@ -127,6 +134,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         result.write_json(a.json)
     if a.csv:
         result.write_csv(a.csv)
+    if a.html:
+        try:
+            write_html(result, a.html)
+        except MissingExtra as exc:
+            print(f"chat-load: {exc}", file=sys.stderr)
+            return 2
     return 0 if result.ok else 1
 
 

@@ -77,6 +77,8 @@ class LoadResult:
     late_sends: int = 0
     max_lag: float = 0.0
     latency_ms: dict[str, float] = field(default_factory=dict)
+    # (percentile, ms) from 0 to 99.9999: the whole curve, as wrk2 prints it.
+    latency_curve: list[tuple[float, float]] = field(default_factory=list)
     replayed: int = 0  # deliveries that came replayed after a churn cut
     resumes: int = 0  # churn cuts that caught up
     resume_ms: dict[str, float] = field(default_factory=dict)  # cut -> replay_done
@@ -171,6 +173,14 @@ class LoadResult:
             w.writeheader()
             for row in self.timeline:
                 w.writerow({k: row.get(k) for k in w.fieldnames})
+
+
+# 0, 10, ..., 90, then 99, 99.9, ... 99.9999: even steps on a log(1 / (1 - p)) axis.
+CURVE_PERCENTILES: tuple[float, ...] = (
+    *(float(p) for p in range(0, 100, 10)),
+    *(100 - 10.0**-k for k in range(0, 4)),
+    99.9999,
+)
 
 
 def _secs(value: float | None) -> str:
@@ -455,12 +465,15 @@ def _tick(
 
 
 def _row(second: int, parts: list[dict[str, Any]]) -> dict[str, Any]:
+    pct = percentiles(_histogram(parts))
     return {
         "second": second,
         "sent": sum(p["sent"] for p in parts),
         "delivered": sum(p["delivered"] for p in parts),
         "errors": sum(p["errors"] for p in parts),
-        "p99_ms": percentiles(_histogram(parts))["p99"],
+        "p50_ms": pct["p50"],
+        "p99_ms": pct["p99"],
+        "p999_ms": pct["p99.9"],
         "cpu": round(max(p["cpu"] for p in parts), 2),
     }
 
@@ -497,7 +510,12 @@ def _merge(result: LoadResult, finals: list[dict[str, Any]], ticks: list[dict[st
     if result.resumes:
         result.resume_ms = percentiles(resumes)
     # The step's latencies: every second the workers reported, and the rest in finals.
-    result.latency_ms = percentiles(_histogram([*ticks, *finals]))
+    hist = _histogram([*ticks, *finals])
+    result.latency_ms = percentiles(hist)
+    if hist.get_total_count():
+        result.latency_curve = [
+            (p, hist.get_value_at_percentile(p) / 1000) for p in CURVE_PERCENTILES
+        ]
     # A public message is expected by every other bot, a DM by its one target.
     result.expected = result.sent_pm * (result.logged_in - 1) + result.sent_dm
 

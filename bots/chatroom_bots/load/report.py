@@ -1,0 +1,171 @@
+"""``chat-load ... --html report.html``: one self-contained file with the run's charts.
+
+The figures are drawn with matplotlib (the ``chatroom[report]`` extra) as SVG and inlined,
+so the file opens anywhere with no network: no script, no stylesheet, no font from a CDN.
+Every figure has a title and both axes labelled with their units.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+from chatroom._extras import require
+
+if TYPE_CHECKING:
+    from chatroom_bots.load.runner import LoadResult
+
+__all__ = ["render_html", "write_html"]
+
+
+def write_html(result: LoadResult, path: str) -> None:
+    """Write the report for ``result`` to ``path`` (MissingExtra without matplotlib)."""
+    text = render_html(result)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def render_html(result: LoadResult) -> str:
+    require("report", "chat-load --html")
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: render to files only
+    figures = [svg for svg in _figures(result) if svg]
+    c = result.config
+    settings = {
+        "mode": c.mode,
+        "server": f"{c.host}:{c.port}",
+        "clients": f"{result.logged_in}/{c.clients}",
+        "senders": c.senders,
+        "rate": f"{c.rate:g} msg/s",
+        "duration": f"{c.duration:g} s",
+        "mix": f"{c.pm_fraction:.0%} public, {1 - c.pm_fraction:.0%} DM",
+        "size": f"{c.size} B",
+        "churn": f"{c.churn:g} cuts/s" if c.churn else "off",
+        "processes": c.processes,
+    }
+    rows = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+        for k, v in settings.items()
+    )
+    warnings = "".join(f"<li>{html.escape(w)}</li>" for w in result.warnings)
+    verdict = "OK" if result.ok else "FAILED"
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>chat-load {html.escape(c.mode)}: {verdict}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; max-width: 70em; }}
+table {{ border-collapse: collapse; }} th, td {{ padding: 0.2em 0.8em; text-align: left; }}
+th {{ color: #555; font-weight: normal; }} .fig {{ margin: 1.5em 0; }}
+pre {{ background: #f4f4f4; padding: 1em; }}
+.ok {{ color: #080; }} .failed {{ color: #b00; }}
+</style></head><body>
+<h1>chat-load {html.escape(c.mode)}: <span class="{verdict.lower()}">{verdict}</span></h1>
+<p>{time.strftime("%Y-%m-%d %H:%M:%S")}</p>
+<table>{rows}</table>
+<h2>Result</h2>
+<pre>{html.escape(result.table())}</pre>
+{f"<ul>{warnings}</ul>" if warnings else ""}
+{"".join(f'<div class="fig">{svg}</div>' for svg in figures)}
+</body></html>
+"""
+
+
+def _figures(result: LoadResult) -> list[str]:
+    t = result.timeline
+    seconds = [r["second"] for r in t]
+    out = []
+    if t:
+        out.append(
+            _plot(
+                "Throughput",
+                "time since the first send (s)",
+                "messages per second",
+                [
+                    (seconds, [r["sent"] for r in t], "sent"),
+                    (seconds, [r["delivered"] for r in t], "delivered"),
+                ],
+            )
+        )
+        out.append(
+            _plot(
+                "Latency from the intended send time, per second",
+                "time since the first send (s)",
+                "latency (ms)",
+                [
+                    (seconds, [r.get("p50_ms", 0.0) for r in t], "p50"),
+                    (seconds, [r["p99_ms"] for r in t], "p99"),
+                    (seconds, [r.get("p999_ms", 0.0) for r in t], "p99.9"),
+                ],
+            )
+        )
+        out.append(
+            _plot(
+                "Errors and the generator's own load",
+                "time since the first send (s)",
+                "errors per second / busiest worker's CPU (% of a core)",
+                [
+                    (seconds, [r["errors"] for r in t], "errors per second"),
+                    (seconds, [100 * r["cpu"] for r in t], "generator CPU (%)"),
+                ],
+            )
+        )
+    if result.latency_curve:
+        out.append(_percentile_curve(result.latency_curve))
+    return out
+
+
+Series = tuple[list[Any], list[float], str]
+
+
+def _plot(title: str, xlabel: str, ylabel: str, series: list[Series]) -> str:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    for xs, ys, label in series:
+        ax.plot(xs, ys, label=label, marker="." if len(xs) < 30 else None)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    return _svg(fig)
+
+
+def _percentile_curve(curve: list[tuple[float, float]]) -> str:
+    """Latency against percentile on a log(1 / (1 - p)) axis, as wrk2 and HdrHistogram
+    draw it: the tail gets as much room as the median."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    xs = [1 / (1 - p / 100) if p < 100 else 1e7 for p, _ in curve]
+    ax.plot(xs, [ms for _, ms in curve], marker=".")
+    ax.set_xscale("log")
+    ticks = [1, 10, 100, 1000, 10_000, 100_000, 1_000_000]
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([_pct_label(x) for x in ticks])
+    ax.set_title("Latency by percentile (the whole run)")
+    ax.set_xlabel("percentile")
+    ax.set_ylabel("latency (ms)")
+    ax.grid(True, alpha=0.3, which="both")
+    return _svg(fig)
+
+
+def _pct_label(x: float) -> str:
+    p = 100 * (1 - 1 / x)
+    digits = max(0, math.ceil(math.log10(x)) - 2)
+    return f"{p:.{digits}f}%"
+
+
+def _svg(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.StringIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="svg")
+    plt.close(fig)
+    text = buf.getvalue()
+    return text[text.index("<svg") :]  # inline: without the XML prolog and doctype
