@@ -34,7 +34,8 @@ fuzz: $(STAMP)
 	FUZZ_EXAMPLES=3200 FUZZ_MIN_FRAMES=100000 $(VENV)/bin/pytest -s -p no:randomly \
 		--timeout 1800 tests/server/test_fuzz.py
 
-# Our server against the naive and raw-relay baselines, same workloads, one run (minutes).
+# Our server against the naive and raw-relay baselines, same workloads, one run (minutes);
+# bench/bench-results.json and bench/report.html.
 bench: $(STAMP)
 	cd bench && ../$(PY) run_bench.py --json bench-results.json
 

@@ -300,6 +300,58 @@ def main() -> None:
     Path(a.json).write_text(json.dumps(results, indent=2))
     print()
     print(report(results))
+    html_path = Path(a.json).with_name("report.html")
+    html_path.write_text(html_report(results))
+    print(f"\nthe report with charts: {html_path}")
+
+
+def html_report(r: dict[str, Any]) -> str:
+    """bench/report.html: the comparison table, then per workload every server's steps on
+    the same axes (rate against deliveries/s, rate against p99)."""
+    import html
+
+    from chatroom_bots.load.report import line_chart, page
+
+    figures = []
+    kinds = [k for k in ("ours", "ours-nolog", "naive", "raw") if isinstance(r.get(k), dict)]
+    for key, what in (
+        ("fanout10", "fan-out, 10 clients"),
+        ("fanout100", "fan-out, 100 clients"),
+        ("fanout500", "fan-out, 500 clients"),
+        ("dm", "DM pairs, 100 bots"),
+    ):
+        runs = []
+        for kind in kinds:
+            res = r[kind].get(key)
+            if isinstance(res, dict) and res.get("steps"):
+                steps = sorted(res["steps"], key=lambda row: row["rate"])
+                runs.append((kind, steps))
+        if not runs:
+            continue
+        figures.append(
+            line_chart(
+                f"{what}: delivered against offered",
+                "offered rate (messages/s)",
+                "delivered (deliveries/s)",
+                [
+                    ([s["rate"] for s in st], [s["deliveries_per_s"] for s in st], k)
+                    for k, st in runs
+                ],
+                logx=True,
+            )
+        )
+        figures.append(
+            line_chart(
+                f"{what}: p99 latency (sustainable: under {P99_LIMIT_MS:g} ms)",
+                "offered rate (messages/s)",
+                "p99 latency (ms)",
+                [([s["rate"] for s in st], [s["p99_ms"] for s in st], k) for k, st in runs],
+                logx=True,
+            )
+        )
+    machine = html.escape(json.dumps(r.get("machine", {})))
+    body = f"<p>machine: {machine}</p>\n<pre>{html.escape(report(r))}</pre>"
+    return page("make bench", "make bench: ours against the baselines", body, figures)
 
 
 def _ok(res: dict[str, Any], key: str) -> bool:

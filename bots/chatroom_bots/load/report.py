@@ -18,7 +18,7 @@ from chatroom._extras import require
 if TYPE_CHECKING:
     from chatroom_bots.load.runner import LoadResult
 
-__all__ = ["render_html", "write_html"]
+__all__ = ["line_chart", "page", "render_html", "write_html"]
 
 
 def write_html(result: LoadResult, path: str) -> None:
@@ -53,9 +53,19 @@ def render_html(result: LoadResult) -> str:
     )
     warnings = "".join(f"<li>{html.escape(w)}</li>" for w in result.warnings)
     verdict = "OK" if result.ok else "FAILED"
+    body = f"""<table>{rows}</table>
+<h2>Result</h2>
+<pre>{html.escape(result.table())}</pre>
+{f"<ul>{warnings}</ul>" if warnings else ""}"""
+    heading = f'chat-load {html.escape(c.mode)}: <span class="{verdict.lower()}">{verdict}</span>'
+    return page(f"chat-load {c.mode}: {verdict}", heading, body, figures)
+
+
+def page(title: str, heading: str, body: str, figures: list[str]) -> str:
+    """The HTML around a report: ``heading`` and ``body`` are HTML, ``title`` text."""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
-<title>chat-load {html.escape(c.mode)}: {verdict}</title>
+<title>{html.escape(title)}</title>
 <style>
 body {{ font-family: sans-serif; margin: 2em; max-width: 70em; }}
 table {{ border-collapse: collapse; }} th, td {{ padding: 0.2em 0.8em; text-align: left; }}
@@ -63,12 +73,9 @@ th {{ color: #555; font-weight: normal; }} .fig {{ margin: 1.5em 0; }}
 pre {{ background: #f4f4f4; padding: 1em; }}
 .ok {{ color: #080; }} .failed {{ color: #b00; }}
 </style></head><body>
-<h1>chat-load {html.escape(c.mode)}: <span class="{verdict.lower()}">{verdict}</span></h1>
+<h1>{heading}</h1>
 <p>{time.strftime("%Y-%m-%d %H:%M:%S")}</p>
-<table>{rows}</table>
-<h2>Result</h2>
-<pre>{html.escape(result.table())}</pre>
-{f"<ul>{warnings}</ul>" if warnings else ""}
+{body}
 {"".join(f'<div class="fig">{svg}</div>' for svg in figures)}
 </body></html>
 """
@@ -80,7 +87,7 @@ def _figures(result: LoadResult) -> list[str]:
     out = []
     if t:
         out.append(
-            _plot(
+            line_chart(
                 "Throughput",
                 "time since the first send (s)",
                 "messages per second",
@@ -91,7 +98,7 @@ def _figures(result: LoadResult) -> list[str]:
             )
         )
         out.append(
-            _plot(
+            line_chart(
                 "Latency from the intended send time, per second",
                 "time since the first send (s)",
                 "latency (ms)",
@@ -103,7 +110,7 @@ def _figures(result: LoadResult) -> list[str]:
             )
         )
         out.append(
-            _plot(
+            line_chart(
                 "Errors and the generator's own load",
                 "time since the first send (s)",
                 "errors per second / busiest worker's CPU (% of a core)",
@@ -121,12 +128,21 @@ def _figures(result: LoadResult) -> list[str]:
 Series = tuple[list[Any], list[float], str]
 
 
-def _plot(title: str, xlabel: str, ylabel: str, series: list[Series]) -> str:
+def line_chart(
+    title: str, xlabel: str, ylabel: str, series: list[Series], *, logx: bool = False
+) -> str:
+    """One figure as inline SVG: a line per (xs, ys, label); axes labelled with units."""
+    require("report", "an HTML report")
+    import matplotlib
+
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 3.6))
     for xs, ys, label in series:
         ax.plot(xs, ys, label=label, marker="." if len(xs) < 30 else None)
+    if logx:
+        ax.set_xscale("log")
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
