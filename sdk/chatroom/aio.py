@@ -244,29 +244,37 @@ class AsyncChatClient:
 
     async def close(self) -> None:
         """Log out (if logged in), close the connection, end the client's tasks.
-        Idempotent; bounded by the client's timeout."""
+        Idempotent; bounded by the client's timeout; always completes (a failure on the
+        way is logged, never left to stop the rest of the closing)."""
         if self._closing:
-            await self._closed.wait()
+            # Another close() is under way (or done): wait for it, but not for ever.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closed.wait(), self.timeout)
             return
         self._closing = True
-        writer = self._writer
-        if writer is not None and self._session.logged_in:
-            with contextlib.suppress(ChatError, OSError):
-                self._write(self._session.logout())
-                await asyncio.wait_for(writer.drain(), 1.0)
-        current = asyncio.current_task()
-        for task in (self._read_task, self._hook_task):
-            if task is not None and task is not current:
+        try:
+            writer = self._writer
+            if writer is not None and self._session.logged_in:
+                with contextlib.suppress(ChatError, OSError, TimeoutError):
+                    self._write(self._session.logout())
+                    await asyncio.wait_for(writer.drain(), 1.0)
+            current = asyncio.current_task()
+            tasks = [t for t in (self._read_task, self._hook_task) if t and t is not current]
+            for task in tasks:
                 task.cancel()
-        for task in (self._read_task, self._hook_task):
-            if task is not None and task is not current:
-                with contextlib.suppress(asyncio.CancelledError):
+            for task in tasks:
+                try:
                     await asyncio.wait_for(task, self.timeout)
-        await self._close_writer()
-        self._fail_pending(ConnectionLost("closed", "the client was closed"))
-        for q in self._streams:
-            q.put_nowait(_CLOSED)
-        self._closed.set()
+                except (asyncio.CancelledError, TimeoutError):
+                    pass  # cancelled, as asked (or stuck past the timeout: let it be)
+                except Exception:
+                    log.exception("the client's %s task failed", task.get_name())
+            await self._close_writer()
+        finally:
+            self._fail_pending(ConnectionLost("closed", "the client was closed"))
+            for q in self._streams:
+                q.put_nowait(_CLOSED)
+            self._closed.set()
 
     async def _close_writer(self) -> None:
         writer, self._writer, self._reader = self._writer, None, None

@@ -325,7 +325,7 @@ def test_the_example_async_bot() -> None:
             text = (await reply).message
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await task
+            await asyncio.wait_for(task, T)  # the bot closes within its timeout
         return text
 
     with quiet_server() as srv:
