@@ -11,7 +11,7 @@ import socket
 import ssl
 from typing import Final
 
-__all__ = ["TLS_RECORD", "TlsWriter", "tcp_shutdown", "tls_recv"]
+__all__ = ["TLS_RECORD", "TlsWriter", "client_context", "tcp_shutdown", "tls_recv"]
 
 TLS_RECORD: Final = 16384  # the largest TLS record's payload
 
@@ -36,6 +36,15 @@ class TlsWriter:
             raise BlockingIOError from None
         self._retry = 0
         return sent
+
+
+def client_context(tls: bool | ssl.SSLContext, ca_file: str | None) -> ssl.SSLContext | None:
+    """A client's ``tls=`` argument as a context: None for plain TCP, the caller's own
+    context as is, or one that verifies the server against ``ca_file`` (default: the
+    system's CAs)."""
+    if isinstance(tls, ssl.SSLContext):
+        return tls
+    return ssl.create_default_context(cafile=ca_file) if tls else None
 
 
 def tls_recv(sock: socket.socket, size: int) -> bytes | None:

@@ -43,6 +43,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
+from chatroom._tls import client_context
 from chatroom.errors import (
     ChatError,
     ChatTimeout,
@@ -128,11 +129,7 @@ class AsyncChatClient:
         self.timeout = timeout
         self.reconnect = reconnect
         self.reconnect_max_delay = reconnect_max_delay
-        self._ssl: ssl.SSLContext | None = None
-        if isinstance(tls, ssl.SSLContext):
-            self._ssl = tls
-        elif tls:
-            self._ssl = ssl.create_default_context(cafile=ca_file)
+        self._ssl = client_context(tls, ca_file)
         self._session = ClientSession(keepalive=keepalive, timeout=timeout, max_frame=max_frame)
         if resume_from is not None:
             self._session.cursor = resume_from

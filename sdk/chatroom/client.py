@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Generic, TypeVar, cast, overload
 
-from chatroom._tls import TlsWriter, tcp_shutdown, tls_recv
+from chatroom._tls import TlsWriter, client_context, tcp_shutdown, tls_recv
 from chatroom.errors import (
     ChatError,
     ChatTimeout,
@@ -241,11 +241,7 @@ class ChatClient:
         self.reconnect = reconnect
         self.reconnect_max_delay = reconnect_max_delay
         self.inline_hooks = inline_hooks
-        self._ssl: ssl.SSLContext | None = None
-        if isinstance(tls, ssl.SSLContext):
-            self._ssl = tls
-        elif tls:
-            self._ssl = ssl.create_default_context(cafile=ca_file)
+        self._ssl = client_context(tls, ca_file)
 
         self._lock = threading.Lock()  # see the class docstring for what it guards
         self._send_lock = threading.Lock()  # one writer on the socket at a time
