@@ -5,7 +5,7 @@ judged by alternating the two servers (A, B, A, B, ...) on the same fan-out step
 same minutes, and comparing server CPU per 1,000 deliveries and p99, step by step.
 
     .venv/bin/python bench/ab.py --base HEAD~1 [--rounds 3] [--rates 200,800,1500]
-                                 [--senders 10]
+                                 [--senders 10] [--clients 100]
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from common import cpu_seconds, start_server
+from common import cpu_seconds, start_server, wait_idle
 
 from chatroom_bots.load import LoadConfig, Swarm
 
@@ -24,14 +24,17 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def measure(
-    pythonpath: str | None, db: Path, rates: list[float], senders: int
+    pythonpath: str | None, db: Path, rates: list[float], senders: int, clients: int
 ) -> list[tuple[float, float]]:
-    """(server CPU ms per 1,000 deliveries, p99 ms) at each rate, N=100."""
+    """(server CPU ms per 1,000 deliveries, p99 ms) at each rate, with ``clients`` bots."""
     env = {"PYTHONPATH": pythonpath} if pythonpath else None  # ahead of this tree's install
-    with start_server("ours", db.parent, db=db.stem, env=env) as (proc, port):
-        cfg = LoadConfig(port=port, clients=100, senders=senders, processes=2, drain=1.0)
+    # load-test hashes: 1,000 argon2id logins at full cost would take half a minute.
+    hashes = ("--password-hash", "load-test")
+    with start_server("ours", db.parent, *hashes, db=db.stem, env=env) as (proc, port):
+        cfg = LoadConfig(port=port, clients=clients, senders=senders, processes=2, drain=1.0)
         out = []
         with Swarm(cfg) as swarm:
+            wait_idle(proc.pid)
             for rate in rates:
                 cpu0 = cpu_seconds(proc.pid)
                 r = swarm.step(rate, 2.0)
@@ -45,7 +48,8 @@ def main() -> None:
     ap.add_argument("--base", default="HEAD~1", help="git revision for A (B is this tree)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--rates", default="200,800,1500", help="messages/s, 100 bots")
-    ap.add_argument("--senders", type=int, default=10, help="of the 100 bots")
+    ap.add_argument("--clients", type=int, default=100, help="bots logged in")
+    ap.add_argument("--senders", type=int, default=10, help="of the bots")
     a = ap.parse_args()
     rates = [float(x) for x in a.rates.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
@@ -59,7 +63,8 @@ def main() -> None:
             paths = {"A": f"{tree}/server:{tree}/sdk", "B": None}
             for i in range(a.rounds):
                 for v in ("A", "B"):
-                    runs[v].append(measure(paths[v], Path(tmp) / f"{v}{i}.db", rates, a.senders))
+                    db = Path(tmp) / f"{v}{i}.db"
+                    runs[v].append(measure(paths[v], db, rates, a.senders, a.clients))
                     print(f"round {i + 1} {v}: {runs[v][-1]}", flush=True)
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)])

@@ -52,6 +52,17 @@ def _count_or_off(text: str) -> int | None:
     return value
 
 
+def _milliseconds(text: str) -> float:
+    """Milliseconds, 0 or more (0: off)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected milliseconds, got {text!r}") from None
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError("must be 0 or more milliseconds")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = ServerConfig()
     lim = Limits()
@@ -81,6 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=d.users_window,
         help="shortest seconds between two users_delta pushes (changes meanwhile are merged)",
+    )
+    p.add_argument(
+        "--coalesce-ms",
+        metavar="MS",
+        type=_milliseconds,
+        default=d.coalesce * 1000,
+        help="longest a busy fan-out waits so that more messages share each send "
+        "(only while messages keep coming; 0: never wait)",
     )
     p.add_argument("--max-frame", type=int, default=lim.max_frame, help="bytes per frame")
     p.add_argument(
@@ -185,6 +204,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         db_path=args.db,
         users_interval=args.users_interval,
         users_window=args.users_window,
+        coalesce=args.coalesce_ms / 1000,
         limits=Limits(
             max_frame=args.max_frame, max_message=args.max_message, min_password=args.min_password
         ),

@@ -5,10 +5,14 @@ Threading: one sqlite3 connection shared by every connection thread, guarded by
 releases the GIL while it works) always run *outside* that lock, so a login storm never
 stalls another client's traffic or another login's database access.
 
-Memory: each argon2id hash needs 19 MiB. ``_hash_slots`` lets at most ``hash_workers``
-(default: twice the cores) run at once, so a storm of 10,000 logins queues instead of
-asking for 190 GB; and :func:`_return_big_allocations_to_the_os` makes glibc give those
-buffers back after each hash instead of keeping them in every thread's arena.
+Memory: each argon2id hash needs 19 MiB. Registering and verifying run on the store's
+own ``hash_workers`` threads (default: twice the cores), so a storm of 10,000 logins
+queues instead of asking for 190 GB; :func:`_return_big_allocations_to_the_os` makes glibc
+give those buffers back after each hash instead of keeping them in every thread's arena.
+Running them there also keeps the connection threads' stacks shallow: a stack page that
+argon2 or SQLite touched once stays resident for the life of the thread, and a server
+holds one such thread per idle client (docs/PERFORMANCE.md, memory per connection).
+A caller waits at most ``wait_timeout`` s and gets :class:`AccountStoreBusy` after it.
 
 Durability: WAL journal with ``synchronous=FULL``, so a registration that was answered
 with ``login_ok`` survives a crash of the process or the machine.
@@ -23,13 +27,17 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # OWASP Password Storage Cheat Sheet: argon2id, m=19 MiB, t=2, p=1. The parameters travel
 # inside every hash string, so changing these later rehashes old accounts on next login.
@@ -79,6 +87,10 @@ class AccountExists(Exception):
     """Registration lost a race: the name (ignoring case) is taken."""
 
 
+class AccountStoreBusy(Exception):
+    """No worker could check the password in time, or the store is closed."""
+
+
 @dataclass(frozen=True, slots=True)
 class Account:
     name: str  # canonical spelling
@@ -91,10 +103,12 @@ class AccountStore:
         path: str | Path,
         hasher: PasswordHasher = OWASP_HASHER,
         hash_workers: int = 2 * (os.cpu_count() or 1),
+        wait_timeout: float = 120.0,
     ) -> None:
         self.path = Path(path)
         self._hasher = hasher
-        self._hash_slots = threading.BoundedSemaphore(hash_workers)
+        self.wait_timeout = wait_timeout
+        self._workers = ThreadPoolExecutor(hash_workers, thread_name_prefix="chat-accounts")
         _return_big_allocations_to_the_os()
         self._lock = threading.Lock()  # guards self._db (one connection, many threads)
         try:
@@ -130,8 +144,23 @@ class AccountStore:
         db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
 
     def close(self) -> None:
+        self._workers.shutdown(wait=True, cancel_futures=True)
         with self._lock:
             self._db.close()
+
+    def _on_worker(self, fn: Callable[..., T], *args: object) -> T:
+        """``fn(*args)`` on one of the store's threads (module docstring, Memory)."""
+        try:
+            future = self._workers.submit(fn, *args)
+        except RuntimeError as exc:  # shut down: the server is stopping
+            raise AccountStoreBusy("the account store is closed") from exc
+        try:
+            return future.result(timeout=self.wait_timeout)
+        except TimeoutError as exc:
+            future.cancel()
+            raise AccountStoreBusy(
+                f"no password check within {self.wait_timeout:.0f} s (a login storm?)"
+            ) from exc
 
     def get(self, name: str) -> Account | None:
         with self._lock:
@@ -149,8 +178,10 @@ class AccountStore:
 
         Atomic: the PRIMARY KEY (NOCASE) lets exactly one of two racing registrations win.
         """
-        with self._hash_slots:
-            password_hash = self._hasher.hash(password)  # slow; outside the lock on purpose
+        return self._on_worker(self._register, name, password)
+
+    def _register(self, name: str, password: str) -> Account:
+        password_hash = self._hasher.hash(password)  # slow; outside the lock on purpose
         try:
             with self._lock:
                 self._db.execute(
@@ -164,17 +195,18 @@ class AccountStore:
 
     def verify(self, account: Account, password: str) -> bool:
         """Check a password; rehash it in place when the parameters have changed."""
+        return self._on_worker(self._verify, account, password)
+
+    def _verify(self, account: Account, password: str) -> bool:
         try:
-            with self._hash_slots:
-                self._hasher.verify(account.password_hash, password)  # slow; outside _lock
+            self._hasher.verify(account.password_hash, password)  # slow; outside _lock
         except VerifyMismatchError:
             return False
         except (VerificationError, InvalidHashError):
             log.error("account %s has an unusable password hash", account.name)
             return False
         if self._hasher.check_needs_rehash(account.password_hash):
-            with self._hash_slots:
-                new_hash = self._hasher.hash(password)
+            new_hash = self._hasher.hash(password)
             with self._lock:
                 self._db.execute(
                     "UPDATE accounts SET hash = ? WHERE name = ?", (new_hash, account.name)

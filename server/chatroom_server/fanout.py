@@ -27,6 +27,30 @@ connection's reader) and ``done`` (written by the thread holding ``_lock``) tell
 anything is still queued; a stale read of ``done`` can only say "yes" wrongly, which is
 the safe side.
 
+Coalescing (docs/PERFORMANCE.md, "Coalescing at 1,000 clients"): a ``send`` to a
+loopback socket whose reader sleeps costs some 8 µs of kernel time here however many
+frames it carries, so with many recipients each getting few messages the cost is one
+syscall per delivery unless frames share a send. An event loop gets that for free: what
+arrived while it was writing goes out in its next pass. Here, when rounds of
+broadcasts take d seconds (a moving average), the next pass waits until 3d after the
+last round ended (at most ``coalesce``, 20 ms by default), so that the fan-out spends at
+most a quarter of the time sending while messages keep coming, and what arrives meanwhile
+shares its sends. A message after a quiet spell (the last round long over) goes out at
+once: pacing adds latency only when the fan-out is busy, and rounds that are cheap on
+average (under 5 ms: some 500 recipients) are not paced at all.
+
+The helper: a reader thread that holds the lock is not reading its own client. Left to
+drain for as long as others keep queueing, one busy holder once sat in the fan-out for
+seconds while its own client's messages waited unread in its socket (p99 in seconds at
+1,000 clients, docs/PERFORMANCE.md). So a reader makes passes for at most
+``READER_BUDGET`` and never pauses for coalescing: when its budget is spent, or a pause
+is due, it wakes the ``chat-fanout`` helper thread, lets go and goes back to its socket.
+The helper takes the lock, pauses and sends until the queue is empty, then waits for the
+next hand-over. At light load the helper never runs (the reader's one pass empties the
+queue, with no thread woken); under sustained load it is the one fan-out thread, which
+costs one wake-up per busy spell, not per message. The hand-over cannot strand items:
+the helper looks at the queue after every wake-up and after letting go of the lock.
+
 With the message log (chatroom_server.messagelog), the holder of ``_lock`` is also its
 one writer: each pass takes everything queued, stores its messages in one transaction
 (group commit), and only then sends them and their acks. Seqs are assigned in queue
@@ -36,7 +60,8 @@ group is delivered and each sender gets ``unavailable`` instead of its ack.
 :meth:`exclusive` runs a function between two passes: at that instant everything stored
 has been handed to the roster of the time, which is the cut a resuming login needs.
 
-Threads: ``_queue`` is appended to by any thread and popped only under ``_lock``; the
+Threads: ``_queue`` is appended to by any thread and popped only under ``_lock``, by a
+reader thread or the helper; the
 work under ``_lock`` is ``Outbox.queue``/``push``/``send`` (never blocking), the message
 log's writes (one transaction per pass), and the callables of :meth:`after` and
 :meth:`exclusive`, which must not block either. Lock order: ``_lock``, then the users
@@ -47,6 +72,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Protocol, TypeVar
@@ -56,6 +82,22 @@ from chatroom_server.messagelog import Duplicate, MessageLog, NewMessage, Storag
 from chatroom_server.outbox import Outbox
 
 T = TypeVar("T")
+
+# Coalescing: the share of the time the fan-out may spend sending while messages keep
+# coming; the weight of the latest round in the moving average of their cost; and the
+# shortest pause worth making. Rounds that cost under 5 ms on average (some 500
+# recipients) are not paced: there pacing bought CPU but put 5-10 ms on the p99 at 100
+# clients (bench/ab.py), and one slow round (a GC pass) alone must not set a pause.
+DUTY = 0.25
+SMOOTHING = 0.25
+MIN_PAUSE = 0.015
+# Seconds of passes a reader thread makes as the holder before it hands the queue to the
+# helper and goes back to its own client (module docstring, "The helper").
+READER_BUDGET = 0.005
+# The most one pass takes from the queue: items, and bytes of broadcasts (which every
+# recipient gets in one go; under the default --max-output of 1 MiB with room to spare).
+PASS_ITEMS = 4096
+PASS_BYTES = 64 * 1024
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +115,7 @@ class _Batch:
     log, what to store (``msgs``) and the request ids (``rids``) to answer if it fails.
     The frames are whole until stored, then ``data`` and ``ack`` are set."""
 
-    __slots__ = ("ack", "acks", "conn", "data", "frames", "msgs", "rids")
+    __slots__ = ("ack", "acks", "conn", "data", "frames", "msgs", "rids", "size")
 
     def __init__(
         self,
@@ -90,6 +132,7 @@ class _Batch:
         self.rids = rids
         self.data = b""
         self.ack = b""
+        self.size = sum(map(len, frames))  # bytes each recipient gets
 
 
 class Direct:
@@ -135,8 +178,18 @@ class FanOut:
         roster: Callable[[], tuple[Member, ...]],
         log: MessageLog | None = None,
         lookup: Callable[[str], Member | None] = lambda key: None,
+        coalesce: float = 0.02,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
+        self._clock = clock  # for pacing and the readers' budget; injectable for tests
         self._roster = roster
+        # Pacing (module docstring, "Coalescing"): rounds that take d seconds (a moving
+        # average, ``_round_cost``) make the next one start no sooner than d / DUTY after
+        # one began, waiting at most ``coalesce`` s; 0 turns it off. ``_paced_until`` and
+        # ``_round_cost`` are written and read under _lock.
+        self.coalesce = coalesce
+        self._paced_until = 0.0
+        self._round_cost = 0.0
         self._log = log
         self._lookup = lookup  # a logged-in connection by username_key (DM recipients)
         self._queue: deque[_Batch | Direct | tuple[Member, Callable[[], object]]] = deque()
@@ -146,6 +199,11 @@ class FanOut:
         # cheap to send; this only bounds memory (items are at most one read, 4 KiB).
         self.high_water = 1024
         self.high_water_wait = 1.0  # s a reader waits then; the holder still sends its items
+        # The helper (module docstring): started at the first hand-over, woken by
+        # ``_handover``; ``_stopping`` ends it and cuts a pacing pause short.
+        self._handover = threading.Event()
+        self._stopping = threading.Event()
+        self._helper: threading.Thread | None = None  # started under _lock
         self.crashes = 0  # rounds that raised (a bug); written under _lock
         self.storage_failures = 0  # passes whose messages could not be stored (under _lock)
 
@@ -201,6 +259,39 @@ class FanOut:
         self.after(conn, settled.set)
         return settled.wait(timeout)
 
+    def close(self, timeout: float = 2.0) -> None:
+        """End the helper thread (after it sends what is queued, unless that takes
+        longer than ``timeout``)."""
+        self._stopping.set()
+        self._handover.set()
+        helper = self._helper
+        if helper is not None:
+            helper.join(timeout)
+
+    # ------------------------------------------------------------ the helper
+
+    def _wake_helper(self) -> None:
+        """Lock held: have the helper take over the queue."""
+        if self._helper is None:
+            self._helper = threading.Thread(target=self._help, name="chat-fanout", daemon=True)
+            self._helper.start()
+        self._handover.set()
+
+    def _help(self) -> None:
+        while True:
+            self._handover.wait(1.0)
+            self._handover.clear()
+            while self._queue:
+                # Readers hold the lock only for a pass at a time now, never a pause.
+                if not self._lock.acquire(timeout=1.0):
+                    continue
+                try:
+                    self._drain(until=None)
+                finally:
+                    self._lock.release()
+            if self._stopping.is_set():
+                return
+
     # ------------------------------------------------------------ whoever holds _lock
 
     def _combine(self) -> None:
@@ -216,16 +307,38 @@ class FanOut:
             if not got:
                 return  # the holder sends our items after it lets go
             try:
-                self._drain()
+                handed_over = self._drain(until=self._clock() + READER_BUDGET)
             finally:
                 self._lock.release()
+            if handed_over:
+                return  # the helper sends the rest (see "The helper")
 
-    def _drain(self) -> None:
+    def _drain(self, until: float | None) -> bool:
+        """Send passes until the queue is empty; True if a reader thread (``until``: its
+        time budget) left the rest to the helper instead."""
         queue = self._queue
         while queue:
-            # One pass: what is queued now. Its messages are stored together (one
-            # commit), then everything is sent in queue order.
-            items = [queue.popleft() for _ in range(min(len(queue), 4096))]
+            now = self._clock()
+            wait = self._paced_until - now
+            if until is not None and (wait > 0 or now > until):
+                self._wake_helper()
+                return True
+            if wait > 0:
+                # Busy: let more messages join this pass (see "Coalescing"). Bounded by
+                # ``coalesce``; readers meanwhile queue and return, as during a pass.
+                self._stopping.wait(wait)
+            # One pass: what is queued now, up to PASS_ITEMS items and PASS_BYTES of
+            # broadcasts (each recipient gets them all at once, and a healthy client must
+            # not look like a slow one for a burst that piled up during a pause). Its
+            # messages are stored together (one commit), then sent in queue order.
+            items: list[_Batch | Direct | tuple[Member, Callable[[], object]]] = []
+            size = 0
+            while queue and len(items) < PASS_ITEMS and size < PASS_BYTES:
+                item = queue.popleft()
+                items.append(item)
+                if type(item) is _Batch:
+                    size += item.size
+            behind = bool(queue)
             if self._log is not None:
                 self._guarded(self._store, items)
             else:
@@ -241,7 +354,14 @@ class FanOut:
                     while j < n and type(items[j]) is _Batch:
                         j += 1
                     run: list[_Batch] = items[i:j]  # type: ignore[assignment]
+                    began = self._clock()
                     self._guarded(self._send_run, run)
+                    if self.coalesce:
+                        ended = self._clock()
+                        self._round_cost += SMOOTHING * (ended - began - self._round_cost)
+                        pause = self._round_cost * (1 / DUTY - 1)
+                        if pause >= MIN_PAUSE:
+                            self._paced_until = ended + min(pause, self.coalesce)
                     for b in run:
                         b.conn.done += 1
                     i = j
@@ -254,6 +374,11 @@ class FanOut:
                     self._guarded(fn)
                     conn.done += 1
                 i += 1
+            if behind:
+                # This pass could not take everything: the rest is already a batch, and
+                # pausing would only let it grow.
+                self._paced_until = 0.0
+        return False
 
     def _store(self, items: list[_Batch | Direct | tuple[Member, Callable[[], object]]]) -> None:
         """Store the pass's messages in one transaction and put each one's seq into its

@@ -152,7 +152,10 @@ class Outbox:
         self.stall_timeout = stall_timeout
         self.name = name
         self._lock = threading.Lock()
-        self._drained = threading.Condition(self._lock)
+        # Made by close() when it must wait for the backlog: a Condition carries a deque
+        # of its own (~0.6 KiB), and most connections never linger (memory per idle
+        # connection, docs/PERFORMANCE.md).
+        self._drained: threading.Condition | None = None
         self._buf = bytearray()
         self._pending: deque[bytes] = deque()  # see the module docstring
         self._accepting = True  # False once closing: later frames are dropped
@@ -368,7 +371,8 @@ class Outbox:
                 tcp_shutdown(self._sock, socket.SHUT_RDWR)  # wakes the reader thread
             except OSError:
                 pass  # already disconnected
-        self._drained.notify_all()
+        if self._drained is not None:
+            self._drained.notify_all()
 
     def _flush(self) -> None:
         """Flusher thread: write as much backlog as the kernel takes."""
@@ -401,7 +405,8 @@ class Outbox:
         if not self._buf:
             self._watching = False
             self._flusher._unwatch(self)
-            self._drained.notify_all()
+            if self._drained is not None:
+                self._drained.notify_all()
 
     def check_stall(self, now: float) -> None:
         """Drop the connection if its backlog made no progress for ``stall_timeout`` s
@@ -452,6 +457,8 @@ class Outbox:
             if self._buf and not self._watching and self._open:
                 self._push_locked()
             if self._buf and linger > 0:
+                if self._drained is None:
+                    self._drained = threading.Condition(self._lock)
                 self._drained.wait_for(lambda: not self._buf, timeout=linger)
             if self._watching:
                 self._watching = False

@@ -87,7 +87,7 @@ from chatroom.protocol import (
     username_key,
     validate_command,
 )
-from chatroom_server.accounts import HASHERS, AccountExists, AccountStore
+from chatroom_server.accounts import HASHERS, AccountExists, AccountStore, AccountStoreBusy
 from chatroom_server.fanout import Direct, FanOut
 from chatroom_server.limits import FloodMeter, LoginThrottle, TokenBucket, WindowCounter
 from chatroom_server.messagelog import MessageLog, NewMessage, StorageError, Stored
@@ -116,6 +116,11 @@ _BYE_SHUTDOWN = encode(Bye(reason=ByeReason.SERVER_SHUTDOWN))
 _BYE_REPLACED = encode(Bye(reason=ByeReason.SESSION_REPLACED))
 _BYE_TIMEOUT = encode(Bye(reason=ByeReason.TIMEOUT))
 _BYE_FLOOD = encode(Bye(reason=ByeReason.FLOOD))
+
+
+# Bytes an idle connection's reader asks of recv(): enough for most commands in one read,
+# small enough to live in CPython's small-object pools (memory per idle connection).
+IDLE_RECV = 256
 
 
 @dataclass(frozen=True)
@@ -151,12 +156,15 @@ class ServerConfig:
     housekeeping_interval: float = 1.0  # seconds between timeout sweeps
     clock: Callable[[], float] = time.monotonic  # injectable for tests
     send_buffer: int | None = None  # SO_SNDBUF per connection; None = the kernel's autotuning
-    # Bytes asked of each recv(). Small on purpose: CPython mallocs the full size from the
-    # thread's glibc arena, then shrinks it; with 64 KiB, hundreds of threads fragmented
-    # their arenas and RSS grew without bound (docs/PERFORMANCE.md, "The soak"); 4 KiB
-    # stays flat.
+    # Bytes asked of recv() while data keeps coming (idle: IDLE_RECV). Small on purpose:
+    # CPython mallocs the full size from the thread's glibc arena, then shrinks it; with
+    # 64 KiB, hundreds of threads fragmented their arenas and RSS grew without bound
+    # (docs/PERFORMANCE.md, "The soak"); 4 KiB stays flat.
     # Commands are small; a bigger frame just takes several reads.
     recv_size: int = 4096
+    # Longest a busy fan-out waits for more messages to share its sends (fanout.py,
+    # "Coalescing"); 0: every pass at once.
+    coalesce: float = 0.02
     tls_cert: Path | None = None  # PEM certificate chain; with tls_key, serve TLS 1.2+
     tls_key: Path | None = None  # PEM private key (None: it is in tls_cert)
     password_hash: str = "owasp"  # a key of accounts.HASHERS; "load-test" for load tests only
@@ -273,7 +281,7 @@ class ChatServer:
         self._throttle = LoginThrottle(c.login_free_failures, cap=c.login_backoff_max)
         self._registrations = WindowCounter(c.registrations_per_ip, c.registration_window)
         self.address: tuple[str, int] = (self.config.host, self.config.port)
-        self._fanout = FanOut(self.roster)  # replaced by start() with the log
+        self._fanout = FanOut(self.roster, coalesce=c.coalesce)  # start() adds the log
         self._publisher = UsersPublisher(
             self.names,
             min_window=c.users_window,
@@ -298,7 +306,9 @@ class ChatServer:
         try:
             if self.config.history:
                 self._log = MessageLog(self.config.db_path, durability=self.config.durability)
-                self._fanout = FanOut(self.roster, self._log, self._by_key.get)
+                self._fanout = FanOut(
+                    self.roster, self._log, self._by_key.get, coalesce=self.config.coalesce
+                )
             self._listener = self._bind()
         except (OSError, StorageError):
             self._store.close()
@@ -388,6 +398,7 @@ class ChatServer:
         for conn in conns:
             if conn.thread is not None:
                 conn.thread.join(max(0.0, deadline - time.monotonic()))
+        self._fanout.close()
         if self._flusher is not None:
             self._flusher.stop()
         if self._store is not None:
@@ -477,14 +488,19 @@ class ChatServer:
                 if not self._handshake(conn):
                     return
                 recv = self._tls_receiver(conn)
+            size = IDLE_RECV
             while True:
                 try:
-                    data = recv(self.config.recv_size)
+                    data = recv(size)
                 except OSError as exc:
                     reason = f"network error: {exc}"
                     break
                 if not data:
                     break
+                # A read that filled its buffer: more is coming, so read big; otherwise
+                # wait small. A thread blocked in recv(n) holds an n-byte buffer all the
+                # while, and most connections are idle most of the time.
+                size = self.config.recv_size if len(data) == size else IDLE_RECV
                 conn.last_rx = self._clock()
                 try:
                     frames = decoder.feed(data)
@@ -707,6 +723,8 @@ class ChatServer:
         conn.in_login = True
         try:
             return self._check_login(conn, cmd)
+        except AccountStoreBusy as exc:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, f"try again: {exc}", cmd.id) from exc
         finally:
             conn.in_login = False
 

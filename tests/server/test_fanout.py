@@ -7,10 +7,11 @@ import logging
 import socket
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from chatroom_server.fanout import FanOut
+from chatroom_server.fanout import PASS_BYTES, FanOut
 from chatroom_server.outbox import Flusher, Outbox
 
 
@@ -83,7 +84,9 @@ def test_concurrent_senders_reach_everyone_else_in_order_with_their_acks(
         assert str(mine) not in seen  # nobody hears their own broadcasts
         if mine is not None:
             assert seen["ack"] == list(range(n))
-        assert m.done == m.handed
+        # The holder counts an item done just after sending it: wait for that.
+        assert fan.settle(m, timeout=10) and m.done == m.handed
+    fan.close(timeout=10)
 
 
 def test_after_waits_behind_queued_broadcasts_and_a_round_runs_on_whoever_is_free(
@@ -182,3 +185,118 @@ def test_past_high_water_a_reader_waits_its_turn_and_then_sends_everything(
     assert done.wait(10)
     t.join(10)
     assert b.lines(5) == [b"0", b"1", b"2", b"3", b"4"]
+
+
+def test_a_reader_hands_a_paused_queue_to_the_helper_and_returns(
+    members: list[_Member],
+) -> None:
+    """Coalescing pauses happen on the helper thread, never on a reader: a reader that
+    finds a pause due returns at once (back to its own client), and the helper sends its
+    message when the pause ends; close() cuts the pause short and ends the helper."""
+    a, b = members[0], members[1]
+    fan = FanOut(lambda: (a, b))
+    fan._paced_until = fan._clock() + 3600  # busy: the next pass must wait an hour
+    fan.broadcast(a, [b"later\n"], [b"ack\n"])  # returns: the pause is not this thread's
+    b.peer.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        b.peer.recv(1)  # the helper holds it back for the pause
+    b.peer.settimeout(10)
+    helper = fan._helper
+    assert helper is not None and helper.name == "chat-fanout" and helper.is_alive()
+    fan.close(timeout=10)
+    assert not helper.is_alive()
+    assert b.lines(1) == [b"later"] and a.lines(1) == [b"ack"]
+    assert a.done == a.handed
+
+
+def test_a_reader_past_its_budget_leaves_the_rest_to_the_helper(
+    members: list[_Member],
+) -> None:
+    a, b = members[0], members[1]
+    fan = FanOut(lambda: (a, b))
+    with fan._lock:
+        fan.broadcast(a, [b"one\n"], [b""])  # queued: the lock is taken
+        assert fan._drain(until=fan._clock() - 1)  # budget spent: handed over at once
+        assert len(fan._queue) == 1
+    # The helper, woken, takes the lock once it is free and sends the queue.
+    assert b.lines(1) == [b"one"]
+    assert fan.settle(a, timeout=10)
+    fan.close(timeout=10)
+
+
+def test_a_costly_round_paces_the_next_and_a_cheap_one_does_not(
+    members: list[_Member],
+) -> None:
+    """After a round of d seconds the next waits until d / DUTY after it began, at most
+    ``coalesce``; rounds too cheap to be worth a pause set none (fake clock: each
+    reading advances it by ``step``)."""
+    a, b = members[0], members[1]
+    now = [100.0]
+    step = [0.004]  # under the reader's 5 ms budget: the reader makes the pass itself
+
+    def clock() -> float:
+        now[0] += step[0]
+        return now[0]
+
+    fan = FanOut(lambda: (a, b), coalesce=0.010, clock=clock)
+    fan._round_cost = 0.006  # rounds have been costing 6 ms: busy
+    fan.broadcast(a, [b"x\n"], [b""])  # the round's two clock readings are 4 ms apart
+    # Paced: rounds now average 5.5 ms; 3 x 5.5 = 16.5 ms, capped at 10, from its end.
+    ended = now[0]
+    assert fan._round_cost == pytest.approx(0.0055)
+    assert fan._paced_until == pytest.approx(ended + 0.010)
+    fan._round_cost = 0.0
+    step[0] = 0.00001  # rounds of 10 µs: 30 µs of pause is not worth a sleep
+    paced = fan._paced_until
+    now[0] = paced + 1  # the previous pause is over
+    fan.broadcast(a, [b"y\n"], [b""])
+    assert fan._paced_until == paced
+    fan._round_cost = 0.001  # cheap rounds so far, then one slow one (a GC pass, say)
+    step[0] = 0.004
+    fan.broadcast(a, [b"w\n"], [b""])
+    assert fan._paced_until == paced  # an average of 1.75 ms: no pause
+    off = FanOut(lambda: (a, b), coalesce=0.0, clock=clock)
+    step[0] = 0.004
+    off._round_cost = 0.006
+    off.broadcast(a, [b"z\n"], [b""])
+    assert off._paced_until == 0.0  # --coalesce-ms 0: never paced
+    assert b.lines(4) == [b"x", b"y", b"w", b"z"]
+    assert fan._helper is None and off._helper is None  # no pause, no hand-over
+    fan.close()
+    off.close()
+
+
+def test_a_pass_takes_at_most_pass_bytes_and_a_backlog_is_not_paused_for(
+    members: list[_Member],
+) -> None:
+    """A burst that piled up is sent in passes of about PASS_BYTES each, back to back:
+    a pass that could not take everything sets no pause, since the rest is a batch
+    already (and a healthy recipient must not get a whole burst as one backlog)."""
+    a, b = members[0], members[1]
+    now = [100.0]
+
+    def clock() -> float:
+        now[0] += 0.004  # each round "takes" 4 ms: worth a pause when not behind
+        return now[0]
+
+    fan = FanOut(lambda: (a, b), coalesce=0.010, clock=clock)
+    fan._round_cost = 0.006  # busy: rounds have been costing 6 ms
+    big = 40 * 1024
+    assert big < PASS_BYTES <= 2 * big  # a pass takes two of them
+    passes: list[int] = []
+    with fan._lock:
+        for i in range(3):
+            fan.broadcast(a, [b"%d" % i + b"x" * big + b"\n"], [b""])
+        send_run = fan._send_run
+
+        def counted(run: list[Any]) -> None:
+            passes.append(len(run))
+            send_run(run)
+
+        fan._send_run = counted  # type: ignore[method-assign]
+        assert not fan._drain(until=None)
+    assert passes == [2, 1]
+    assert fan._paced_until > 100  # the last pass emptied the queue: paced after it
+    got = [line[:1] for line in b.lines(3)]
+    assert got == [b"0", b"1", b"2"]
+    fan.close()

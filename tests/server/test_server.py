@@ -440,3 +440,27 @@ def test_handler_crash_closes_only_that_connection(
     assert srv.handler_crashes == 1
     good.send(command="ping")
     good.expect("pong")
+
+
+def test_a_login_that_cannot_get_a_hashing_thread_in_time_is_told_to_retry(
+    server: TestServer,
+) -> None:
+    """Password checks run on the account store's few threads (a login storm queues;
+    docs/PERFORMANCE.md, memory per connection). A login that waits for one past the
+    store's wait_timeout is answered ``unavailable``, and works once a thread is free."""
+    store = server.server._store
+    assert store is not None
+    store.wait_timeout = 0.2
+    release = threading.Event()
+    busy = [store._workers.submit(release.wait, 30) for _ in range(store._workers._max_workers)]
+    try:
+        c = RawClient(server.address)
+        c.send(command="login", username="patient", password=PASSWORD, id=7)
+        frame = c.expect_error("unavailable", id=7)
+        assert "try again" in frame["message"]
+    finally:
+        release.set()
+        for f in busy:
+            f.result(10)
+    store.wait_timeout = 10
+    c.login("patient")  # the same connection: nothing was held against it
