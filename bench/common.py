@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from chatroom.testing import ServerProcess
+from chatroom_bots.load import procstat
 
 BENCH = Path(__file__).resolve().parent
 
@@ -46,20 +47,33 @@ def start_server(
         yield server.proc, server.port
 
 
+def _sample(pid: int) -> procstat.ProcSample:
+    got = procstat.sample(pid)
+    if got is None:
+        raise ProcessLookupError(f"cannot read /proc/{pid}: has the server exited?")
+    return got
+
+
 def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+    return _sample(pid).rss_bytes // 1024
 
 
 def thread_count(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("Threads:"):
-            return int(line.split()[1])
-    return 0
+    return _sample(pid).threads
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return _sample(pid).cpu_seconds
+
+
+def wait_idle(pid: int, below: float = 0.05, timeout: float = 60.0) -> float:
+    """Wait until the process uses under ``below`` of a core over half a second (a server
+    still pushing the logins' user-list deltas would pollute the first step); the
+    seconds waited. Polled: another process offers nothing to wait on."""
+    began = time.monotonic()
+    while time.monotonic() - began < timeout:
+        cpu0 = cpu_seconds(pid)
+        time.sleep(0.5)
+        if (cpu_seconds(pid) - cpu0) / 0.5 < below:
+            break
+    return time.monotonic() - began

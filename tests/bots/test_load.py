@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import queue
 import re
 import signal
@@ -43,7 +44,8 @@ def fast_server() -> Any:
 
 
 def test_zero_loss_against_a_real_server(fast_server: TestServer) -> None:
-    result = run_load(small(fast_server.port, pm_fraction=0.8))
+    # The server runs in this process: --server-pid is this pid.
+    result = run_load(small(fast_server.port, pm_fraction=0.8, server_pid=os.getpid()))
     assert result.logged_in == 8 and not result.login_failures
     assert result.sent >= 90 and result.sent_dm > 0
     assert result.expected == result.sent_pm * 7 + result.sent_dm
@@ -52,6 +54,14 @@ def test_zero_loss_against_a_real_server(fast_server: TestServer) -> None:
     assert result.ok
     assert 0 < result.latency_ms["p50"] <= result.latency_ms["p99"] <= result.latency_ms["max"]
     assert result.timeline and "sent" in result.timeline[0]
+    # Loss over time: what was expected and not yet seen drains to nothing.
+    assert sum(r["expected"] for r in result.timeline) == result.expected
+    assert result.timeline[-1]["outstanding"] == 0
+    # The server's side, from /proc: CPU over the step, RSS, per second too.
+    assert result.server_cpu_seconds is not None and result.server_cpu_seconds > 0
+    assert result.server_rss_mib is not None and result.server_rss_mib > 10
+    assert any("server_cpu" in r and r["server_rss_mib"] > 10 for r in result.timeline)
+    assert "µs per delivery" in result.table()
 
 
 def test_churn_loses_and_duplicates_nothing(fast_server: TestServer) -> None:
@@ -337,15 +347,20 @@ def test_html_report_is_self_contained_with_labelled_charts(
     out = tmp_path / "report.html"
     write_html(result, str(out))
     page = out.read_text()
-    assert page.count("<svg") == 4  # throughput, latency over time, errors/CPU, percentiles
+    # throughput, latency over time, loss/errors, CPU, lateness, percentiles (no server
+    # pid given: no server memory chart, no server CPU line)
+    assert page.count("<svg") == 6
     for label in (
-        "messages per second",
+        "messages (per second)",
         "latency (ms)",
         "time since the first send (s)",
-        "percentile",
-        "generator CPU (%)",
+        "percentile (%)",
+        "expected, not yet seen",
+        "busiest generator process",
+        "worst lag in the second (ms)",
     ):
         assert label in page, label
+    assert "resident set size" not in page
     assert "<script" not in page and "<link" not in page  # nothing to fetch: opens offline
     external = re.findall(r'(?:src|href)="(?!#)([^"]*)"', page)
     assert external == []

@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a self-contained report with charts (needs chatroom[report])",
     )
     common.add_argument(
+        "--server-pid",
+        type=int,
+        help="the server's pid (same machine): its CPU per delivery and RSS in the result "
+        "and the report; churn --drop-all also watches its threads",
+    )
+    common.add_argument(
         "--max-loss",
         type=float,
         default=0.0,
@@ -91,7 +97,6 @@ def build_parser() -> argparse.ArgumentParser:
         "user list is empty (and, with --server-pid, its threads gone), then the time "
         "until all are logged in and listed again",
     )
-    churn.add_argument("--server-pid", type=int, help="the server's pid, to watch its threads")
     hold = sub.add_parser("hold", parents=[common], help="hold idle clients, then probe")
     hold.add_argument("--duration", type=float, default=30.0, help="seconds to hold")
     hold.add_argument("--probe-rate", type=float, default=10.0)
@@ -110,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tls=a.tls,
         ca_file=a.ca_file,
         max_loss=a.max_loss,
+        server_pid=a.server_pid,
     )
     if a.mode == "run":
         cfg.senders, cfg.rate, cfg.duration = a.senders, a.rate, a.duration
@@ -117,8 +123,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg.churn = a.churn
     elif a.mode == "hold":
         cfg.duration, cfg.probe_rate = a.duration, a.probe_rate
-    elif a.mode == "churn":
-        cfg.server_pid = a.server_pid
     try:
         result = run_load(cfg, progress=print_progress())
     except KeyboardInterrupt:

@@ -46,6 +46,7 @@ def render_html(result: LoadResult) -> str:
         "size": f"{c.size} B",
         "churn": f"{c.churn:g} cuts/s" if c.churn else "off",
         "processes": c.processes,
+        "server pid": c.server_pid if c.server_pid is not None else "not given",
     }
     rows = "".join(
         f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
@@ -76,7 +77,7 @@ pre {{ background: #f4f4f4; padding: 1em; }}
 <h1>{heading}</h1>
 <p>{time.strftime("%Y-%m-%d %H:%M:%S")}</p>
 {body}
-{"".join(f'<div class="fig">{svg}</div>' for svg in figures)}
+{"".join(figures)}
 </body></html>
 """
 
@@ -90,7 +91,7 @@ def _figures(result: LoadResult) -> list[str]:
             line_chart(
                 "Throughput",
                 "time since the first send (s)",
-                "messages per second",
+                "messages (per second)",
                 [
                     (seconds, [r["sent"] for r in t], "sent"),
                     (seconds, [r["delivered"] for r in t], "delivered"),
@@ -111,13 +112,38 @@ def _figures(result: LoadResult) -> list[str]:
         )
         out.append(
             line_chart(
-                "Errors and the generator's own load",
+                "Loss, duplicates, errors and disconnects",
                 "time since the first send (s)",
-                "errors per second / busiest worker's CPU (% of a core)",
+                "count (deliveries, or events per second)",
                 [
+                    (seconds, [r.get("outstanding", 0) for r in t], "expected, not yet seen"),
+                    (seconds, [r.get("duplicates", 0) for r in t], "duplicates per second"),
                     (seconds, [r["errors"] for r in t], "errors per second"),
-                    (seconds, [100 * r["cpu"] for r in t], "generator CPU (%)"),
+                    (seconds, [r.get("disconnects", 0) for r in t], "disconnects per second"),
                 ],
+            )
+        )
+        cpu: list[Series] = [(seconds, [100 * r["cpu"] for r in t], "busiest generator process")]
+        served = [r for r in t if "server_cpu" in r]
+        if served:
+            xs = [r["second"] for r in served]
+            cpu.insert(0, (xs, [r["server_cpu"] for r in served], "server"))
+        out.append(line_chart("CPU", "time since the first send (s)", "CPU (% of one core)", cpu))
+        if served:
+            out.append(
+                line_chart(
+                    "Server memory",
+                    "time since the first send (s)",
+                    "resident set size (MiB)",
+                    [(xs, [r["server_rss_mib"] for r in served], "server RSS")],
+                )
+            )
+        out.append(
+            line_chart(
+                "The generator's lateness (sends behind their schedule)",
+                "time since the first send (s)",
+                "worst lag in the second (ms)",
+                [(seconds, [r.get("lag_ms", 0.0) for r in t], "worst send lag")],
             )
         )
     if result.latency_curve:
@@ -143,12 +169,13 @@ def line_chart(
         ax.plot(xs, ys, label=label, marker="." if len(xs) < 30 else None)
     if logx:
         ax.set_xscale("log")
+    ax.set_ylim(bottom=0)  # every series here counts something: a zoomed axis would mislead
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)
     ax.legend()
-    return _svg(fig)
+    return _svg(fig, xlabel, ylabel)
 
 
 def _percentile_curve(curve: list[tuple[float, float]]) -> str:
@@ -164,10 +191,11 @@ def _percentile_curve(curve: list[tuple[float, float]]) -> str:
     ax.set_xticks(ticks)
     ax.set_xticklabels([_pct_label(x) for x in ticks])
     ax.set_title("Latency by percentile (the whole run)")
-    ax.set_xlabel("percentile")
+    ax.set_xlabel("percentile (%)")
     ax.set_ylabel("latency (ms)")
+    ax.set_ylim(bottom=0)
     ax.grid(True, alpha=0.3, which="both")
-    return _svg(fig)
+    return _svg(fig, "percentile (%)", "latency (ms)")
 
 
 def _pct_label(x: float) -> str:
@@ -176,12 +204,19 @@ def _pct_label(x: float) -> str:
     return f"{p:.{digits}f}%"
 
 
-def _svg(fig: Any) -> str:
+def _svg(fig: Any, xlabel: str, ylabel: str) -> str:
+    """The figure as an inline ``<figure>``: the SVG keeps its text as text (searchable,
+    selectable, read by screen readers) and the element names its axes for tests."""
     import matplotlib.pyplot as plt
 
     buf = io.StringIO()
     fig.tight_layout()
-    fig.savefig(buf, format="svg")
+    with plt.rc_context({"svg.fonttype": "none"}):
+        fig.savefig(buf, format="svg")
     plt.close(fig)
     text = buf.getvalue()
-    return text[text.index("<svg") :]  # inline: without the XML prolog and doctype
+    svg = text[text.index("<svg") :]  # inline: without the XML prolog and doctype
+    return (
+        f'<figure class="fig" data-xlabel="{html.escape(xlabel)}" '
+        f'data-ylabel="{html.escape(ylabel)}">{svg}</figure>'
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import math
 import multiprocessing as mp
 import os
 import sys
@@ -13,13 +14,13 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection, wait
-from pathlib import Path
 from typing import Any, Literal, TextIO, cast
 
 from hdrh.histogram import HdrHistogram
 
 from chatroom import ChatClient, UsersChanged
 from chatroom.protocol import DEFAULT_PORT
+from chatroom_bots.load import procstat
 from chatroom_bots.load.stats import (
     make_names,
     merge_histograms,
@@ -56,7 +57,9 @@ class LoadConfig:
     relay_frames: bool = False  # bench only: PMs a line-forwarding relay can deliver
     login_timeout: float | None = None  # seconds for every login; None: 120 + clients/20
     churn: float = 0.0  # run: receiving bots cut (no goodbye) and resumed per second
-    server_pid: int | None = None  # churn --drop-all: watch the server's threads go
+    # The server's pid on this machine: its CPU and RSS per second in the report, CPU per
+    # delivery in the result; churn --drop-all also watches its threads go.
+    server_pid: int | None = None
 
 
 @dataclass
@@ -89,6 +92,11 @@ class LoadResult:
     threads_gone: float | None = None
     time_to_full: float | None = None
     send_seconds: float = 0.0
+    # With --server-pid: the server's CPU over the step (first send to end of drain), its
+    # largest RSS, and its RSS when the step began (all the clients logged in, idle).
+    server_cpu_seconds: float | None = None
+    server_rss_mib: float | None = None
+    server_idle_rss_mib: float | None = None
     timeline: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -123,12 +131,13 @@ class LoadResult:
         ]
         if self.login_seconds:
             rate = self.logged_in / self.login_seconds
-            lines.append(
-                f"  logins        {self.logged_in} in {self.login_seconds:.2f} s "
-                f"({rate:.0f}/s); connect to user list p50 "
-                f"{self.login_ms.get('p50', 0):.1f} ms, p99 "
-                f"{self.login_ms.get('p99', 0):.1f} ms"
-            )
+            line = f"  logins        {self.logged_in} in {self.login_seconds:.2f} s ({rate:.0f}/s)"
+            if self.login_ms:  # not measured per bot by churn's rejoin
+                line += (
+                    f"; connect to user list p50 {self.login_ms['p50']:.1f} ms, "
+                    f"p99 {self.login_ms['p99']:.1f} ms"
+                )
+            lines.append(line)
         if self.sent or c.mode == "run":
             secs = self.send_seconds or 1
             lines += [
@@ -151,6 +160,14 @@ class LoadResult:
                 ),
                 "  latency (ms)  " + "  ".join(f"{k} {v:.2f}" for k, v in self.latency_ms.items()),
             ]
+        if self.server_cpu_seconds is not None and self.server_rss_mib is not None:
+            per = self.server_cpu_seconds / max(1, self.delivered) * 1e6
+            idle = self.server_idle_rss_mib or 0.0
+            lines.append(
+                f"  server        CPU {self.server_cpu_seconds:.2f} s ({per:.2f} µs per "
+                f"delivery); RSS {self.server_rss_mib:.0f} MiB at most, {idle:.0f} MiB "
+                f"before the first send with {self.logged_in} clients"
+            )
         if c.mode == "churn":
             lines += [
                 f"  drop-all      {self.logged_in} dropped at once: user list empty after "
@@ -169,11 +186,31 @@ class LoadResult:
 
     def write_csv(self, path: str) -> None:
         with open(path, "w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, ["second", "sent", "delivered", "errors", "p99_ms", "cpu"])
+            w = csv.DictWriter(f, TIMELINE_COLUMNS, extrasaction="ignore")
             w.writeheader()
             for row in self.timeline:
                 w.writerow({k: row.get(k) for k in w.fieldnames})
 
+
+# The per-second rows (LoadResult.timeline), in the CSV's order. ``outstanding`` is
+# deliveries expected so far and not yet seen: in flight, or (at the end) lost.
+TIMELINE_COLUMNS = [
+    "second",
+    "sent",
+    "delivered",
+    "expected",
+    "outstanding",
+    "duplicates",
+    "errors",
+    "disconnects",
+    "p50_ms",
+    "p99_ms",
+    "p999_ms",
+    "lag_ms",
+    "cpu",
+    "server_cpu",
+    "server_rss_mib",
+]
 
 # 0, 10, ..., 90, then 99, 99.9, ... 99.9999: even steps on a log(1 / (1 - p)) axis.
 CURVE_PERCENTILES: tuple[float, ...] = (
@@ -294,8 +331,15 @@ class Swarm:
         for pipe in self.pipes:
             pipe.send(("go", (t0, end, rate)))
         ticks: dict[int, list[dict[str, Any]]] = {}
+        # The server's /proc numbers, read once at (or just after) each second's start.
+        server: dict[int, procstat.ProcSample] = {}
         finish = end + cfg.drain
         while time.monotonic() < finish and not (stop and stop()):
+            second = math.floor(time.monotonic() - t0)
+            if cfg.server_pid is not None and second not in server:
+                got = procstat.sample(cfg.server_pid)
+                if got is not None:
+                    server[second] = got
             for pipe in _readable(self.pipes, 0.2):
                 kind, payload = pipe.recv()
                 if kind == "error":
@@ -311,9 +355,11 @@ class Swarm:
             result=result,
             on_other=lambda p: _tick(ticks, p, t0, None),
         )
+        last = procstat.sample(cfg.server_pid)
         result.send_seconds = duration
         _merge(result, finals, [p for parts in ticks.values() for p in parts])
-        result.timeline = [row for row in _timeline(ticks) if row["second"] >= 0]
+        result.timeline = _timeline(ticks, self.login.logged_in, server)
+        _server_totals(result, [s for k, s in sorted(server.items()) if k >= 0], last)
         _warn(result)
         return result
 
@@ -377,7 +423,7 @@ def _drop_all(swarm: Swarm) -> LoadResult:
     try:
         if probe.wait_count(n + 1, 60) is None:
             result.warnings.append(f"the probe never saw all {n} bots on the list")
-        threads_before = _threads(cfg.server_pid)
+        threads_before = procstat.threads(cfg.server_pid)
         began = time.monotonic()
         swarm.command("drop", "dropped", timeout=60)
         empty = probe.wait_count(1, 120 - (time.monotonic() - began))
@@ -398,23 +444,11 @@ def _drop_all(swarm: Swarm) -> LoadResult:
     return result
 
 
-def _threads(pid: int | None) -> int | None:
-    if pid is None:
-        return None
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("Threads:"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
 def _wait_threads(pid: int | None, target: int, began: float, deadline: float) -> float | None:
     """Seconds from ``began`` until the process has at most ``target`` threads (polled:
     a measurement of another process, which offers nothing to wait on)."""
     while time.monotonic() < deadline:
-        n = _threads(pid)
+        n = procstat.threads(pid)
         if n is None or n <= target + 2:  # the probe's own thread, give or take
             return time.monotonic() - began
         time.sleep(0.02)
@@ -470,16 +504,55 @@ def _row(second: int, parts: list[dict[str, Any]]) -> dict[str, Any]:
         "second": second,
         "sent": sum(p["sent"] for p in parts),
         "delivered": sum(p["delivered"] for p in parts),
+        "duplicates": sum(p.get("duplicates", 0) for p in parts),
         "errors": sum(p["errors"] for p in parts),
+        "disconnects": sum(p.get("disconnects", 0) for p in parts),
         "p50_ms": pct["p50"],
         "p99_ms": pct["p99"],
         "p999_ms": pct["p99.9"],
+        "lag_ms": round(1000 * max(p.get("max_lag", 0.0) for p in parts), 2),
         "cpu": round(max(p["cpu"] for p in parts), 2),
     }
 
 
-def _timeline(ticks: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    return [_row(s, ticks[s]) for s in sorted(ticks)]
+def _timeline(
+    ticks: dict[int, list[dict[str, Any]]],
+    logged_in: int,
+    server: dict[int, procstat.ProcSample],
+) -> list[dict[str, Any]]:
+    """One row a second from the first send: the workers' ticks, what was expected and
+    is still outstanding (a public message is expected by every other bot, a DM by one),
+    and, where the server was sampled, its CPU (% of a core) and RSS over that second."""
+    rows = []
+    expected = seen = 0
+    for s in sorted(k for k in ticks if k >= 0):
+        parts = ticks[s]
+        row = _row(s, parts)
+        pm = sum(p.get("sent_pm", 0) for p in parts)
+        row["expected"] = pm * max(0, logged_in - 1) + (row["sent"] - pm)
+        expected += row["expected"]
+        seen += row["delivered"] - row["duplicates"]
+        row["outstanding"] = max(0, expected - seen)
+        a, b = server.get(s), server.get(s + 1)
+        if a is not None and b is not None and b.at > a.at:
+            row["server_cpu"] = round(100 * (b.cpu_seconds - a.cpu_seconds) / (b.at - a.at), 1)
+            row["server_rss_mib"] = round(b.rss_bytes / 2**20, 1)
+        rows.append(row)
+    return rows
+
+
+def _server_totals(
+    result: LoadResult, samples: list[procstat.ProcSample], last: procstat.ProcSample | None
+) -> None:
+    """The server's CPU from the step's first sample to the end, its largest RSS, and its
+    RSS as the step began (every client logged in, nothing sent yet)."""
+    if last is not None:
+        samples = [*samples, last]
+    if len(samples) < 2:
+        return
+    result.server_cpu_seconds = samples[-1].cpu_seconds - samples[0].cpu_seconds
+    result.server_rss_mib = max(s.rss_bytes for s in samples) / 2**20
+    result.server_idle_rss_mib = samples[0].rss_bytes / 2**20
 
 
 def _histogram(parts: Iterable[dict[str, Any]]) -> HdrHistogram:

@@ -76,9 +76,11 @@ class Recorder:
         self.logins = new_histogram()
         self.delivered = self.tick_delivered = 0
         self.sent_pm = self.sent_dm = self.tick_sent = 0
-        self.duplicates = self.out_of_order = 0
+        self.tick_sent_pm = 0
+        self.duplicates = self.out_of_order = self.tick_duplicates = 0
         self.errors = self.tick_errors = 0
-        self.disconnects = 0
+        self.disconnects = self.tick_disconnects = 0
+        self.tick_max_lag = 0.0
         self.replays = 0  # deliveries that came replayed after a cut
         self.resumes = new_histogram()  # cut to caught up (replay_done), µs
         self.late_sends = 0
@@ -124,6 +126,7 @@ class Recorder:
                     last[sender] = seq
                 elif seq == prev:
                     self.duplicates += 1
+                    self.tick_duplicates += 1
                 else:
                     self.out_of_order += 1
 
@@ -148,6 +151,7 @@ class Recorder:
         with self._lock:
             if not self.closing:
                 self.disconnects += 1
+                self.tick_disconnects += 1
                 self.errors += 1
                 self.tick_errors += 1
 
@@ -155,12 +159,14 @@ class Recorder:
         with self._lock:
             if pm:
                 self.sent_pm += 1
+                self.tick_sent_pm += 1
             else:
                 self.sent_dm += 1
             self.tick_sent += 1
             if lag > 0.01:
                 self.late_sends += 1
             self.max_lag = max(self.max_lag, lag)
+            self.tick_max_lag = max(self.tick_max_lag, lag)
 
     def tick(self) -> dict[str, Any]:
         """This second's numbers; the latencies as ``{µs: deliveries}`` (the parent turns
@@ -168,12 +174,18 @@ class Recorder:
         with self._lock:
             out = {
                 "sent": self.tick_sent,
+                "sent_pm": self.tick_sent_pm,
                 "delivered": self.tick_delivered,
+                "duplicates": self.tick_duplicates,
                 "errors": self.tick_errors,
+                "disconnects": self.tick_disconnects,
+                "max_lag": self.tick_max_lag,
                 "latency": self.tick_counts,
             }
             self.tick_counts = Counter()
-            self.tick_sent = self.tick_delivered = self.tick_errors = 0
+            self.tick_sent = self.tick_sent_pm = self.tick_delivered = 0
+            self.tick_duplicates = self.tick_errors = self.tick_disconnects = 0
+            self.tick_max_lag = 0.0
         return out
 
     def final(self, reset: bool = False) -> dict[str, Any]:
