@@ -3,7 +3,8 @@
 ``pip install chatroom`` is the SDK, the server and the bots: what a bot author needs.
 The REPL (``chat``) needs ``chatroom[cli]`` (prompt_toolkit) and the load generator
 (``chat-load``) needs ``chatroom[load]`` (faker, hdrhistogram), and its ``--html``
-report ``chatroom[report]`` (matplotlib); ``chatroom[all]`` and
+report ``chatroom[report]`` (matplotlib); ``chatroom_bots.locust`` needs
+``chatroom[locust]``; ``chatroom[all]`` and
 ``chatroom[dev]`` bring everything. The ``chat`` and ``chat-load`` entry points live here,
 not in their packages, so that a missing extra is one clear line instead of a traceback.
 """
@@ -20,6 +21,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "cli": ("prompt_toolkit",),
     "load": ("faker", "hdrh"),
     "report": ("matplotlib",),
+    "locust": ("locust",),
 }
 
 

@@ -1,0 +1,148 @@
+"""chatroom_bots.locust under real Locust processes (master, workers, the web UI) and the
+SDK under gevent's monkey patching, against a real server.
+
+Locust monkey-patches the standard library with gevent when imported, so nothing here
+imports it: every Locust run is a subprocess of its own, as it is for users.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from chatroom.testing import TestServer
+from tests.helpers import quiet_server
+
+ROOT = Path(__file__).resolve().parents[2]
+LOCUSTFILE = ROOT / "bots" / "examples" / "locustfile.py"
+LOCUST = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE)]
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture
+def load_server() -> Iterator[TestServer]:
+    with quiet_server(password_hash="load-test") as srv:
+        yield srv
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def processes(*commands: list[str], cwd: Path) -> Iterator[list[subprocess.Popen[str]]]:
+    procs = [
+        subprocess.Popen(
+            cmd, cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for cmd in commands
+    ]
+    try:
+        yield procs
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait(10)
+            if p.stdout is not None:
+                p.stdout.close()
+
+
+def read_stats(path: Path) -> dict[str, dict[str, str]]:
+    with path.open(newline="") as f:
+        return {row["Name"]: row for row in csv.DictReader(f)}
+
+
+def assert_chat_stats(stats: dict[str, dict[str, str]], users: int) -> None:
+    for name in ("login", "pm", "deliver pm"):
+        assert int(stats[name]["Request Count"]) > 0, (name, stats)
+    # Every user logged in once at least (rejoin logs in again).
+    assert int(stats["login"]["Request Count"]) >= users
+    # Every public message reaches the other users: far more deliveries than sends.
+    assert int(stats["deliver pm"]["Request Count"]) > int(stats["pm"]["Request Count"])
+    failed = {n: r["Failure Count"] for n, r in stats.items() if r["Failure Count"] != "0"}
+    assert failed == {}
+
+
+@pytest.mark.timeout(120)
+def test_distributed_headless_run_counts_logins_and_messages(
+    load_server: TestServer, tmp_path: Path
+) -> None:
+    """One master and two worker processes, headless, against a real server."""
+    port = free_port()
+    host = f"chat://127.0.0.1:{load_server.port}"
+    master = [
+        *LOCUST, "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
+        "--headless", "--expect-workers", "2", "--expect-workers-max-wait", "60",
+        "-u", "20", "-r", "20", "-t", "4s", "--host", host, "--csv", "run", "--only-summary",
+    ]  # fmt: skip
+    worker = [*LOCUST, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port)]
+    with processes(master, worker, worker, cwd=tmp_path) as (m, w1, w2):
+        out, _ = m.communicate(timeout=90)
+        assert m.returncode == 0, out
+        for w in (w1, w2):
+            w.wait(30)
+            assert w.returncode == 0
+    assert "2 workers connected" in out
+    assert_chat_stats(read_stats(tmp_path / "run_stats.csv"), users=20)
+    assert (tmp_path / "run_failures.csv").read_text().count("\n") == 1  # the header only
+
+
+@pytest.mark.timeout(120)
+def test_web_ui_serves_live_chat_statistics(load_server: TestServer, tmp_path: Path) -> None:
+    """The web UI mode, started by its own --autostart: the stats it serves to the
+    browser hold the chat entries while the test runs."""
+    web = free_port()
+    cmd = [
+        *LOCUST, "--web-host", "127.0.0.1", "--web-port", str(web), "--autostart",
+        "--autoquit", "0", "-u", "6", "-r", "6", "-t", "30s",
+        "--host", f"chat://127.0.0.1:{load_server.port}",
+    ]  # fmt: skip
+    with processes(cmd, cwd=tmp_path) as (ui,):
+        stats: dict[str, dict[str, object]] = {}
+        deadline = time.monotonic() + 60
+        url = f"http://127.0.0.1:{web}/stats/requests"
+        # Polled: another process's web page offers nothing to wait on.
+        while time.monotonic() < deadline and not {"login", "pm"} <= stats.keys():
+            try:
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    body = json.load(r)
+                stats = {s["name"]: s for s in body["stats"] if s.get("method") == "chat"}
+            except OSError:
+                assert ui.poll() is None, ui.stdout.read() if ui.stdout else ""
+            time.sleep(0.2)
+        assert {"login", "pm"} <= stats.keys(), stats
+        assert all(s["num_failures"] == 0 for s in stats.values()), stats
+        with urllib.request.urlopen(f"http://127.0.0.1:{web}/", timeout=5) as r:
+            assert r.status == 200 and b"<html" in r.read().lower()
+
+
+@pytest.mark.timeout(60)
+def test_the_sdk_runs_on_greenlets_under_gevent(load_server: TestServer) -> None:
+    """What Locust does to the SDK: gevent's monkey patching turns its receive and hook
+    threads into greenlets; logins interleave, hooks run and may block on acks, and
+    close() ends them all."""
+    script = Path(__file__).with_name("gevent_clients.py")
+    done = subprocess.run(
+        [sys.executable, str(script), str(load_server.port), "12"],
+        capture_output=True, text=True, timeout=50, env=ENV, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["patched"] and seen["threads_left"] == 1  # close() ended every greenlet
+    assert seen["seq"] is not None and seen["dm_to"] == "g0"
+    assert seen["receivers"] == sorted(f"g{i}" for i in range(1, 12))
+    assert seen["texts"] == ["hello from a greenlet"] and seen["on_greenlets"]
