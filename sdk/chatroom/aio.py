@@ -213,16 +213,14 @@ class AsyncChatClient:
 
     async def _open(self) -> None:
         try:
-            self._reader, self._writer = await asyncio.wait_for(
-                asyncio.open_connection(
+            async with asyncio.timeout(self.timeout):  # not wait_for: see _call
+                self._reader, self._writer = await asyncio.open_connection(
                     self.host,
                     self.port,
                     ssl=self._ssl,
                     server_hostname=self.host if self._ssl else None,
                     limit=2**20,
-                ),
-                self.timeout,
-            )
+                )
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             raise ConnectFailed(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
         hello = self._session.connection_made(time.monotonic())  # a re-login, if any
@@ -246,7 +244,8 @@ class AsyncChatClient:
         if self._closing:
             # Another close() is under way (or done): wait for it, but not for ever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closed.wait(), self.timeout)
+                async with asyncio.timeout(self.timeout):
+                    await self._closed.wait()
             return
         self._closing = True
         try:
@@ -254,14 +253,16 @@ class AsyncChatClient:
             if writer is not None and self._session.logged_in:
                 with contextlib.suppress(ChatError, OSError, TimeoutError):
                     self._write(self._session.logout())
-                    await asyncio.wait_for(writer.drain(), 1.0)
+                    async with asyncio.timeout(1.0):
+                        await writer.drain()
             current = asyncio.current_task()
             tasks = [t for t in (self._read_task, self._hook_task) if t and t is not current]
             for task in tasks:
                 task.cancel()
             for task in tasks:
                 try:
-                    await asyncio.wait_for(task, self.timeout)
+                    async with asyncio.timeout(self.timeout):
+                        await task
                 except (asyncio.CancelledError, TimeoutError):
                     pass  # cancelled, as asked (or stuck past the timeout: let it be)
                 except Exception:
@@ -278,7 +279,8 @@ class AsyncChatClient:
         if writer is not None:
             writer.close()
             with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await writer.wait_closed()
 
     async def run_forever(self) -> None:
         """Wait until the client is closed (or the task is cancelled: then close it)."""
@@ -360,7 +362,11 @@ class AsyncChatClient:
         self._pending[rid] = future
         try:
             self._write(data)
-            return await asyncio.wait_for(future, self.timeout)
+            # asyncio.timeout, never asyncio.wait_for: on 3.11 wait_for returns a result
+            # that arrives with a cancel and swallows the cancel (close() then waited its
+            # whole timeout for a hook task that had gone back to its queue).
+            async with asyncio.timeout(self.timeout):
+                return await future
         except TimeoutError as exc:
             raise ChatTimeout(f"no reply to request {rid} within {self.timeout:g} s") from exc
         finally:
@@ -387,7 +393,8 @@ class AsyncChatClient:
         self._waiters.append(waiter)
         t = self.timeout if timeout is None else timeout
         try:
-            return cast(E, await asyncio.wait_for(future, t))
+            async with asyncio.timeout(t):  # not wait_for: see _call
+                return cast(E, await future)
         except TimeoutError as exc:
             raise ChatTimeout(f"no {event_type.__name__} matched within {t:g} s") from exc
         finally:

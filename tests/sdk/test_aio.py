@@ -182,3 +182,27 @@ def test_a_full_hook_queue_holds_the_reader_and_says_so() -> None:
         assert got[:6] == [f"m{i}" for i in range(6)]
 
     asyncio.run(main())
+
+
+def test_a_cancel_that_arrives_with_the_reply_still_cancels() -> None:
+    """A request's reply and a cancel of the task awaiting it, in one step of the loop
+    (close() cancelling a hook whose ack has just been read): the task ends cancelled.
+    asyncio.wait_for on 3.11 returned the reply and dropped the cancel, and the hook task
+    went back to its queue while close() waited out its whole timeout."""
+
+    async def main() -> None:
+        async with (
+            async_running_server(users_interval=0) as srv,
+            AsyncChatClient(srv.host, srv.port) as me,
+        ):
+            await me.login("racer", PW)
+            sending = asyncio.create_task(me.pm("racing"))
+            while not me._pending:  # the request is written and waits for its ack
+                await asyncio.sleep(0)
+            (future,) = me._pending.values()
+            future.set_exception(ChatTimeout("the answer, arriving now"))
+            sending.cancel()
+            await asyncio.wait({sending}, timeout=T)
+            assert sending.cancelled()
+
+    asyncio.run(main())
