@@ -24,7 +24,9 @@ log = logging.getLogger("chatroom_bots")
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="chat-bot", description="Run a chatroom bot.")
     p.add_argument("bot", choices=["echo", "greeter"])
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="server address, or a cluster's: a:5050,b:5051"
+    )
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
     p.add_argument("--name", help="the bot's username (default: the bot's kind)")
     p.add_argument(

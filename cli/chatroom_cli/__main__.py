@@ -20,7 +20,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Chat from a terminal. Type /help once connected. Without a terminal "
         "(stdin is a pipe) it reads commands from stdin and prints events as plain lines.",
     )
-    p.add_argument("--host", default="127.0.0.1", help="server address (default 127.0.0.1)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="server address (default 127.0.0.1); a cluster's nodes as a,b:5051,c: tried in "
+        "order, and a lost connection resumes on the next",
+    )
     p.add_argument(
         "--port", type=int, default=DEFAULT_PORT, help=f"server port (default {DEFAULT_PORT})"
     )

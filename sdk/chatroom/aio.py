@@ -39,10 +39,11 @@ import inspect
 import logging
 import ssl
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
+from chatroom._hosts import in_turn, none_answered, parse_hosts
 from chatroom._tls import client_context
 from chatroom.errors import (
     ChatError,
@@ -110,9 +111,10 @@ class AsyncChatClient:
 
     def __init__(
         self,
-        host: str = "127.0.0.1",
+        host: str | Sequence[str | tuple[str, int]] = "127.0.0.1",
         port: int = DEFAULT_PORT,
         *,
+        hosts: Sequence[str | tuple[str, int]] | None = None,
         timeout: float = 10.0,
         keepalive: float = 30.0,
         reconnect: bool = False,
@@ -125,7 +127,10 @@ class AsyncChatClient:
     ) -> None:
         if timeout <= 0:
             raise UsageError("timeout must be positive")
-        self.host, self.port = host, port
+        # Several addresses: as ChatClient (chatroom._hosts).
+        self.addresses = parse_hosts(hosts if hosts is not None else host, port)
+        self._next_address = 0
+        self.host, self.port = self.addresses[0]
         self.timeout = timeout
         self.reconnect = reconnect
         self.reconnect_max_delay = reconnect_max_delay
@@ -212,17 +217,26 @@ class AsyncChatClient:
         return self
 
     async def _open(self) -> None:
-        try:
-            async with asyncio.timeout(self.timeout):  # not wait_for: see _call
-                self._reader, self._writer = await asyncio.open_connection(
-                    self.host,
-                    self.port,
-                    ssl=self._ssl,
-                    server_hostname=self.host if self._ssl else None,
-                    limit=2**20,
-                )
-        except (OSError, TimeoutError, ssl.SSLError) as exc:
-            raise ConnectFailed(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
+        """Connect to the first address that answers, from ``_next_address`` on."""
+        failures: list[ConnectFailed] = []
+        for k, (host, port) in in_turn(self.addresses, self._next_address):
+            try:
+                async with asyncio.timeout(self.timeout):  # not wait_for: see _call
+                    self._reader, self._writer = await asyncio.open_connection(
+                        host,
+                        port,
+                        ssl=self._ssl,
+                        server_hostname=host if self._ssl else None,
+                        limit=2**20,
+                    )
+            except (OSError, TimeoutError, ssl.SSLError) as exc:
+                failures.append(ConnectFailed(f"cannot connect to {host}:{port}: {exc}"))
+                continue
+            self._next_address = k
+            self.host, self.port = host, port
+            break
+        else:
+            raise none_answered(failures)
         hello = self._session.connection_made(time.monotonic())  # a re-login, if any
         if hello:
             self._write(hello)
@@ -555,6 +569,8 @@ class AsyncChatClient:
         await self._emit(Disconnect(disconnect.reason, disconnect.error, retry))
 
     async def _reconnect(self, attempt: int) -> bool:
+        # Another node first: the one just lost may be dead or hung (docs/CLUSTER.md).
+        self._next_address = (self._next_address + 1) % len(self.addresses)
         while not self._closing:
             await asyncio.sleep(reconnect_delay(attempt, self.reconnect_max_delay))
             attempt += 1

@@ -17,11 +17,12 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Generic, TypeVar, cast, overload
 
+from chatroom._hosts import in_turn, none_answered, parse_hosts
 from chatroom._tls import TlsWriter, client_context, tcp_shutdown, tls_recv
 from chatroom.errors import (
     ChatError,
@@ -218,9 +219,10 @@ class ChatClient:
 
     def __init__(
         self,
-        host: str = "127.0.0.1",
+        host: str | Sequence[str | tuple[str, int]] = "127.0.0.1",
         port: int = DEFAULT_PORT,
         *,
+        hosts: Sequence[str | tuple[str, int]] | None = None,
         timeout: float = 10.0,
         keepalive: float = 30.0,
         reconnect: bool = False,
@@ -234,8 +236,12 @@ class ChatClient:
     ) -> None:
         if timeout <= 0:
             raise UsageError("timeout must be positive")
-        self.host = host
-        self.port = port
+        # Several addresses: nodes of one cluster (docs/CLUSTER.md), tried in order; a
+        # reconnect starts from the one after the node it lost. ``host`` and ``port``
+        # are the node connected to (the receive thread updates them).
+        self.addresses = parse_hosts(hosts if hosts is not None else host, port)
+        self._next_address = 0
+        self.host, self.port = self.addresses[0]
         self.timeout = timeout
         self.keepalive = keepalive
         self.reconnect = reconnect
@@ -373,19 +379,31 @@ class ChatClient:
         return self
 
     def _open_socket(self) -> socket.socket:
+        """A connection to the first address that answers, from ``_next_address`` on."""
+        failures: list[ConnectFailed] = []
+        for k, (host, port) in in_turn(self.addresses, self._next_address):
+            try:
+                sock = self._open_one(host, port)
+            except ConnectFailed as exc:
+                failures.append(exc)
+                continue
+            self._next_address = k
+            self.host, self.port = host, port
+            return sock
+        raise none_answered(failures)
+
+    def _open_one(self, host: str, port: int) -> socket.socket:
         try:
-            sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+            sock = socket.create_connection((host, port), timeout=self.timeout)
         except OSError as exc:
-            raise ConnectFailed(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
+            raise ConnectFailed(f"cannot connect to {host}:{port}: {exc}") from exc
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._ssl is not None:
-                sock = self._ssl.wrap_socket(sock, server_hostname=self.host)
+                sock = self._ssl.wrap_socket(sock, server_hostname=host)
         except (OSError, ssl.SSLError) as exc:
             sock.close()
-            raise ConnectFailed(
-                f"TLS handshake with {self.host}:{self.port} failed: {exc}"
-            ) from exc
+            raise ConnectFailed(f"TLS handshake with {host}:{port} failed: {exc}") from exc
         # One timeout serves both directions: sendall's total time and the receive
         # thread's tick, at which it checks keepalive and the stop flag.
         sock.settimeout(self._tick)
@@ -826,6 +844,8 @@ class ChatClient:
 
     def _reconnect(self, attempt: int) -> socket.socket | None:
         """Receive thread: back off, reconnect, send the login. None when closed."""
+        # Another node first: the one just lost may be dead or hung (docs/CLUSTER.md).
+        self._next_address = (self._next_address + 1) % len(self.addresses)
         while True:
             if self._stop.wait(reconnect_delay(attempt, self.reconnect_max_delay)):
                 return None

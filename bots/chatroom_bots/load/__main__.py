@@ -31,7 +31,11 @@ def _mix(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--host", default="127.0.0.1")
+    common.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="server address; a cluster's nodes as a:5050,b:5051 (bots spread over them)",
+    )
     common.add_argument("--port", type=int, default=DEFAULT_PORT)
     common.add_argument("--clients", type=int, default=100, help="bots to log in")
     common.add_argument(

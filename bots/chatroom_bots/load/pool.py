@@ -47,6 +47,7 @@ from typing import Protocol
 import msgspec
 
 from chatroom import Broadcast, DirectMessage, Disconnect, Reconnected, ServerNotice
+from chatroom._hosts import parse_hosts
 from chatroom.errors import ChatTimeout, FrameTooLarge
 from chatroom.protocol import EVENT_NAMES, LoginOk
 from chatroom.session import BadFrame, ClientSession, Ended, Refused, Reply, SessionEvent
@@ -131,7 +132,10 @@ class BotPool:
         keep: frozenset[int] = frozenset(),
         seed: int = 1,
     ) -> None:
-        self._addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        # Several addresses (a cluster's nodes, "a:5050,b:5051"): bot i uses node i mod n.
+        self._addrs = [
+            socket.getaddrinfo(h, p, type=socket.SOCK_STREAM)[0] for h, p in parse_hosts(host, port)
+        ]
         self._names = names
         self._password = password
         self._sink = sink
@@ -335,7 +339,7 @@ class BotPool:
     def _open(
         self, idx: int, session: ClientSession | None = None, started: float | None = None
     ) -> None:
-        family, kind, proto, _, addr = self._addr
+        family, kind, proto, _, addr = self._addrs[idx % len(self._addrs)]
         sock = socket.socket(family, kind, proto)
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

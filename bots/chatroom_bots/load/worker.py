@@ -27,6 +27,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from chatroom import Broadcast, ChatClient, ChatError, DirectMessage, Disconnect, ServerNotice
+from chatroom._hosts import parse_hosts
 from chatroom.protocol import DmCommand, PmCommand, encode
 from chatroom_bots.load.pool import BotPool
 from chatroom_bots.load.stats import PAYLOAD, new_histogram, pack, record
@@ -363,9 +364,10 @@ class Worker:
 
         def login(idx: int) -> ChatClient | str:
             """A logged-in client, or why not."""
+            addresses = parse_hosts(s.host, s.port)
             c = ChatClient(
-                s.host,
-                s.port,
+                hosts=addresses[idx % len(addresses) :] + addresses[: idx % len(addresses)],
+                port=s.port,
                 inline_hooks=True,
                 timeout=s.connect_timeout,
                 keepalive=60.0,
