@@ -100,7 +100,7 @@ class Account:
 class AccountStore:
     def __init__(
         self,
-        path: str | Path,
+        path: str | Path,  # the SQLite file (the PostgreSQL store: its description)
         hasher: PasswordHasher = OWASP_HASHER,
         hash_workers: int = 2 * (os.cpu_count() or 1),
         wait_timeout: float = 120.0,
@@ -111,6 +111,9 @@ class AccountStore:
         self._workers = ThreadPoolExecutor(hash_workers, thread_name_prefix="chat-accounts")
         _return_big_allocations_to_the_os()
         self._lock = threading.Lock()  # guards self._db (one connection, many threads)
+        self._open()
+
+    def _open(self) -> None:
         try:
             self._db = sqlite3.connect(
                 self.path, check_same_thread=False, isolation_level=None, timeout=10
@@ -145,6 +148,9 @@ class AccountStore:
 
     def close(self) -> None:
         self._workers.shutdown(wait=True, cancel_futures=True)
+        self._close_db()
+
+    def _close_db(self) -> None:
         with self._lock:
             self._db.close()
 
@@ -162,6 +168,9 @@ class AccountStore:
                 f"no password check within {self.wait_timeout:.0f} s (a login storm?)"
             ) from exc
 
+    # The database calls: one method each, so the cluster's PostgreSQL store
+    # (chatroom_server.cluster.pg) replaces only these.
+
     def get(self, name: str) -> Account | None:
         with self._lock:
             row = self._db.execute(
@@ -173,6 +182,21 @@ class AccountStore:
         with self._lock:
             return int(self._db.execute("SELECT count(*) FROM accounts").fetchone()[0])
 
+    def _insert(self, name: str, password_hash: str) -> None:
+        """Store a new account; :class:`AccountExists` if the name is taken."""
+        try:
+            with self._lock:
+                self._db.execute(
+                    "INSERT INTO accounts (name, hash, created) VALUES (?, ?, ?)",
+                    (name, password_hash, time.time()),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise AccountExists(name) from exc
+
+    def _update_hash(self, name: str, password_hash: str) -> None:
+        with self._lock:
+            self._db.execute("UPDATE accounts SET hash = ? WHERE name = ?", (password_hash, name))
+
     def register(self, name: str, password: str) -> Account:
         """Create an account; raise :class:`AccountExists` if the name is taken.
 
@@ -182,14 +206,7 @@ class AccountStore:
 
     def _register(self, name: str, password: str) -> Account:
         password_hash = self._hasher.hash(password)  # slow; outside the lock on purpose
-        try:
-            with self._lock:
-                self._db.execute(
-                    "INSERT INTO accounts (name, hash, created) VALUES (?, ?, ?)",
-                    (name, password_hash, time.time()),
-                )
-        except sqlite3.IntegrityError as exc:
-            raise AccountExists(name) from exc
+        self._insert(name, password_hash)
         log.info("registered account %s", name)
         return Account(name, password_hash)
 
@@ -206,9 +223,5 @@ class AccountStore:
             log.error("account %s has an unusable password hash", account.name)
             return False
         if self._hasher.check_needs_rehash(account.password_hash):
-            new_hash = self._hasher.hash(password)
-            with self._lock:
-                self._db.execute(
-                    "UPDATE accounts SET hash = ? WHERE name = ?", (new_hash, account.name)
-                )
+            self._update_hash(account.name, self._hasher.hash(password))
         return True

@@ -34,7 +34,7 @@ import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from chatroom.protocol import username_key
 
@@ -106,6 +106,43 @@ def pair_key(a: str, b: str) -> str:
     """The conversation between two users, whoever sent: the same for (a, b) and (b, a)."""
     x, y = sorted((username_key(a), username_key(b)))
     return f"{x} {y}"
+
+
+def history_sql(
+    table: str,
+    mark: str,
+    user: str,
+    before: int | None,
+    after: int | None,
+    with_user: str | None,
+) -> tuple[str, list[object]]:
+    """A history page's query (docs/PROTOCOL.md §history) for either database (``mark``:
+    its parameter placeholder), and its arguments but the LIMIT, which is last."""
+    where = ["pair IS NULL"] if with_user is None else [f"pair = {mark}"]
+    args: list[object] = [] if with_user is None else [pair_key(user, with_user)]
+    if before is not None:
+        where.append(f"seq < {mark}")
+        args.append(before)
+    if after is not None:
+        where.append(f"seq > {mark}")
+        args.append(after)
+    order = "ASC" if after is not None else "DESC"
+    sql = (
+        f"SELECT {_COLUMNS} FROM {table} WHERE {' AND '.join(where)} "
+        f"ORDER BY seq {order} LIMIT {mark}"
+    )
+    return sql, args
+
+
+def history_page(
+    rows: Sequence[Sequence[Any]], limit: int, descending: bool
+) -> tuple[list[Stored], bool]:
+    """Up to ``limit + 1`` rows as the page (ascending) and whether another exists."""
+    more = len(rows) > limit
+    page = list(rows[:limit])
+    if descending:
+        page.reverse()
+    return [Stored(*r) for r in page], more
 
 
 class MessageLog:
@@ -296,26 +333,10 @@ class MessageLog:
         ``user`` and ``with_user``. Newest ``limit`` without a cursor or with ``before``;
         the oldest after ``after`` with it. Ascending, and whether another page exists
         in the direction paged."""
-        where = ["pair IS NULL"] if with_user is None else ["pair = ?"]
-        args: list[object] = [] if with_user is None else [pair_key(user, with_user)]
-        if before is not None:
-            where.append("seq < ?")
-            args.append(before)
-        if after is not None:
-            where.append("seq > ?")
-            args.append(after)
-        order = "ASC" if after is not None else "DESC"
-        sql = (
-            f"SELECT {_COLUMNS} FROM messages WHERE {' AND '.join(where)} "
-            f"ORDER BY seq {order} LIMIT ?"
-        )
+        sql, args = history_sql("messages", "?", user, before, after, with_user)
         with self._reader() as db:
             rows = db.execute(sql, (*args, limit + 1)).fetchall()
-        more = len(rows) > limit
-        rows = rows[:limit]
-        if order == "DESC":
-            rows.reverse()
-        return [Stored(*r) for r in rows], more
+        return history_page(rows, limit, descending=after is None)
 
     # ------------------------------------------------------------ retention (pruner)
 
