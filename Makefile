@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PORT   ?= 5050
 
-.PHONY: venv lint typecheck test fuzz bench bench-history soak report-screenshot demo server clean
+.PHONY: venv lint typecheck test fuzz bench bench-history soak report-screenshot demo cluster-demo server clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -65,6 +65,13 @@ report-screenshot: $(STAMP) $(CHROMIUM)
 # A local server, the demo bots, and the REPL in front; all stopped when the REPL exits.
 demo: $(STAMP)
 	$(PY) -m chatroom_cli.demo --port $(PORT) --db demo.db
+
+# Three nodes of one cluster (docs/CLUSTER.md) on this machine's Redis and PostgreSQL,
+# the REPL on the first (failing over to the others), the bots on the second and third.
+CLUSTER_REDIS ?= redis://127.0.0.1:6379/0
+CLUSTER_DB    ?= postgresql://postgres@127.0.0.1:5432/chatroom_demo
+cluster-demo: $(STAMP)
+	$(PY) -m chatroom_cli.demo --port $(PORT) --cluster $(CLUSTER_REDIS) --cluster-db $(CLUSTER_DB)
 
 # Just the server, in the foreground (Ctrl-C stops it).
 server: $(STAMP)

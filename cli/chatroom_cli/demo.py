@@ -1,4 +1,7 @@
 """``make demo``: a local server, the demo bots if installed, and the REPL in front.
+``make cluster-demo`` (``--cluster``): three nodes of one cluster (docs/CLUSTER.md) on
+Redis and PostgreSQL, the REPL on the first (with the others to fail over to) and the
+bots on the second and third.
 
 Everything it starts is stopped when the REPL exits (or on Ctrl-C).
 """
@@ -63,42 +66,69 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
             p.wait(5)
 
 
+def _create_database(url: str) -> bool:
+    """Create the cluster demo's PostgreSQL database unless it exists."""
+    try:
+        import psycopg
+    except ModuleNotFoundError:
+        print("the cluster demo needs pip install 'chatroom[cluster]'", file=sys.stderr)
+        return False
+    base, _, name = url.rpartition("/")
+    try:
+        with psycopg.connect(f"{base}/postgres", autocommit=True, connect_timeout=3) as db:
+            if not db.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+                db.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.Error as exc:
+        print(f"cannot use PostgreSQL at {base}: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="chat-demo", description=__doc__)
     ap.add_argument("--port", type=int, default=DEFAULT_PORT)
     ap.add_argument("--db", type=Path, default=Path("demo.db"))
     ap.add_argument("--no-bots", action="store_true")
+    ap.add_argument("--cluster", metavar="REDIS_URL", help="run three nodes of a cluster")
+    ap.add_argument(
+        "--cluster-db",
+        default="postgresql://postgres@127.0.0.1:5432/chatroom_demo",
+        help="the cluster's PostgreSQL database, created if missing (with --cluster)",
+    )
+    ap.add_argument("--nodes", type=int, default=3, help="cluster nodes (with --cluster)")
     args = ap.parse_args(argv)
 
-    port = args.port
-    if not _port_free(port):
-        port = _free_port()
-        print(f"port {args.port} is in use; using {port}")
+    ports = []
+    for i in range(args.nodes if args.cluster else 1):
+        port = args.port + i
+        if not _port_free(port):
+            port = _free_port()
+            print(f"port {args.port + i} is in use; using {port}")
+        ports.append(port)
     log = open("demo.log", "ab")  # noqa: SIM115 - closed below, after the children exit
     procs: list[subprocess.Popen[bytes]] = []
+    db = args.cluster_db if args.cluster else str(args.db)
+    if args.cluster and not _create_database(db):
+        return 1
+    cluster = ["--cluster", args.cluster] if args.cluster else []
     try:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "chatroom_server",
-                "--port",
-                str(port),
-                "--db",
-                str(args.db),
-                "--log-level",
-                "info",
-            ],
-            stdout=log,
-            stderr=log,
-        )
-        procs.append(server)
-        if not _wait_listening(port, server):
-            print("the server did not start; see demo.log", file=sys.stderr)
-            return 1
+        for port in ports:
+            server = subprocess.Popen(
+                [
+                    *(sys.executable, "-m", "chatroom_server", "--port", str(port)),
+                    *("--db", db, *cluster, "--log-level", "info"),
+                ],
+                stdout=log,
+                stderr=log,
+            )
+            procs.append(server)
+            if not _wait_listening(port, server):
+                print("the server did not start; see demo.log", file=sys.stderr)
+                return 1
         started = []
         if not args.no_bots and importlib.util.find_spec("chatroom_bots.__main__"):
-            for bot in BOTS:
+            for i, bot in enumerate(BOTS):
+                port = ports[(i + 1) % len(ports)]  # in a cluster: not the REPL's node
                 procs.append(
                     subprocess.Popen(
                         [
@@ -116,11 +146,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
                 )
                 started.append(bot)
+        where = ", ".join(f"127.0.0.1:{p}" for p in ports)
         print(
-            f"server on 127.0.0.1:{port} (accounts in {args.db}, logs in demo.log)"
-            + (f"; bots: {', '.join(started)}" if started else "")
+            f"{'nodes' if args.cluster else 'server'} on {where} (accounts in {db}, "
+            "logs in demo.log)" + (f"; bots: {', '.join(started)}" if started else "")
         )
-        return chat_main(["--port", str(port)])
+        return chat_main(["--host", ",".join(f"127.0.0.1:{p}" for p in ports)])
     except KeyboardInterrupt:
         return 130
     finally:

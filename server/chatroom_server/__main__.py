@@ -12,8 +12,9 @@ from pathlib import Path
 from types import FrameType
 
 from chatroom.protocol import DEFAULT_PORT, Limits
-from chatroom_server.accounts import HASHERS, AccountStoreError
-from chatroom_server.messagelog import StorageError
+from chatroom_server.accounts import HASHERS, AccountStore, AccountStoreError
+from chatroom_server.cluster import ClusterUnavailable
+from chatroom_server.messagelog import MessageLog, StorageError
 from chatroom_server.server import ChatServer, ConfigError, ServerConfig
 
 log = logging.getLogger("chatroom_server")
@@ -79,7 +80,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="TCP port; 0 picks a free one (the log says which)",
     )
     p.add_argument(
-        "--db", type=Path, default=d.db_path, help="credentials file (SQLite); created if missing"
+        "--db",
+        default=str(d.db_path),
+        help="the SQLite file for accounts and messages (created if missing); with "
+        "--cluster, the PostgreSQL database all nodes share: postgresql://USER@HOST/DBNAME",
+    )
+    p.add_argument(
+        "--cluster",
+        metavar="REDIS_URL",
+        help="run as one node of a cluster (docs/CLUSTER.md): redis://HOST:PORT/DB, with "
+        "a PostgreSQL --db; every node of one room names the same two",
+    )
+    p.add_argument(
+        "--cluster-prefix",
+        default=d.cluster_prefix,
+        help="Redis key prefix: one cluster per prefix in one Redis database",
+    )
+    p.add_argument(
+        "--node-timeout",
+        type=float,
+        default=d.node_timeout,
+        help="seconds without a heartbeat before a node's users leave everywhere",
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="check the database (and with --cluster, Redis), say what is there, and exit",
     )
     p.add_argument(
         "--users-interval",
@@ -201,7 +227,11 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     return ServerConfig(
         host=args.host,
         port=args.port,
-        db_path=args.db,
+        db_path=Path(args.db) if not _is_pg(args.db) else ServerConfig().db_path,
+        cluster=args.cluster,
+        cluster_db=args.db if _is_pg(args.db) else None,
+        cluster_prefix=args.cluster_prefix,
+        node_timeout=args.node_timeout,
         users_interval=args.users_interval,
         users_window=args.users_window,
         coalesce=args.coalesce_ms / 1000,
@@ -227,16 +257,64 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     )
 
 
+def _is_pg(db: str) -> bool:
+    return db.startswith(("postgresql://", "postgres://"))
+
+
+def check(config: ServerConfig) -> int:
+    """``--check``: open what the server would use, say what is in it, touch nothing."""
+    if config.cluster is None:
+        store = AccountStore(config.db_path)
+        try:
+            mlog = MessageLog(config.db_path)
+            print(f"SQLite {config.db_path}: {store.count()} accounts; {mlog.describe()}")
+            mlog.close()
+        finally:
+            store.close()
+        return 0
+    if config.cluster_db is None:
+        raise ConfigError("--cluster needs a PostgreSQL --db (postgresql://USER@HOST/DBNAME)")
+    from chatroom_server.cluster import ClusterBus, PgAccountStore, PgDatabase, PgMessageLog
+
+    pg = PgDatabase(config.cluster_db)
+    try:
+        store = PgAccountStore(pg)
+        plog = PgMessageLog(pg, publish=lambda stored: None)
+        print(f"PostgreSQL {pg.describe()}: {store.count()} accounts; {plog.describe()}")
+        store.close()
+    finally:
+        pg.close()
+    bus = ClusterBus(config.cluster, prefix=config.cluster_prefix)
+    try:
+        print(bus.check())
+    finally:
+        bus.disconnect()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
-    server = ChatServer(config_from_args(args))
     try:
+        config = config_from_args(args)
+        if _is_pg(args.db) and args.cluster is None:
+            raise ConfigError("a PostgreSQL --db is for a cluster: add --cluster redis://...")
+        if args.check:
+            return check(config)
+        server = ChatServer(config)
         server.start()
-    except (AccountStoreError, StorageError) as exc:
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("redis", "psycopg", "psycopg_pool"):
+            raise
+        print(
+            f"chat-server: --cluster needs {exc.name}: pip install 'chatroom[cluster]'",
+            file=sys.stderr,
+        )
+        return 1
+    except (AccountStoreError, StorageError, ClusterUnavailable) as exc:
         print(f"chat-server: {exc}", file=sys.stderr)
         return 1
     except ConfigError as exc:

@@ -180,6 +180,7 @@ class FanOut:
         lookup: Callable[[str], Member | None] = lambda key: None,
         coalesce: float = 0.02,
         clock: Callable[[], float] = time.perf_counter,
+        deliver: bool = True,
     ) -> None:
         self._clock = clock  # for pacing and the readers' budget; injectable for tests
         self._roster = roster
@@ -191,6 +192,10 @@ class FanOut:
         self._paced_until = 0.0
         self._round_cost = 0.0
         self._log = log
+        # False in a cluster node (docs/CLUSTER.md): stored messages reach everyone,
+        # this node's clients included, from the cluster's stream in seq order; the
+        # fan-out only stores them and answers their senders.
+        self._deliver = deliver
         self._lookup = lookup  # a logged-in connection by username_key (DM recipients)
         self._queue: deque[_Batch | Direct | tuple[Member, Callable[[], object]]] = deque()
         self._lock = threading.Lock()
@@ -453,7 +458,7 @@ class FanOut:
                 )
 
     def _send_direct(self, item: Direct) -> None:
-        if item.frame and item.target is not None:
+        if item.frame and item.target is not None and self._deliver:
             item.target.outbox.send(item.frame)
         item.conn.outbox.send(item.ack)
 
@@ -468,6 +473,10 @@ class FanOut:
 
     def _send_run(self, run: list[_Batch]) -> None:
         """One round: every batch in ``run`` to every recipient, as one send each."""
+        if not self._deliver:
+            for b in run:
+                b.conn.outbox.send(b.ack)
+            return
         roster = self._roster()
         if len(run) == 1:
             b = run[0]

@@ -14,11 +14,17 @@ Threads and what they own:
 - **flusher thread** (``chat-flusher``, :mod:`chatroom_server.outbox`): drains backlogs.
 - **users thread** (``chat-users``, :mod:`chatroom_server.roster`): coalesced
   ``users_delta`` pushes and the periodic user-list push (docs/PROTOCOL.md §Extensions).
+- **cluster threads** (``chat-cluster``, ``chat-cluster-beat``; only with
+  ``--cluster``, :mod:`chatroom_server.cluster.bus`): the consumer of the cluster's
+  stream, which delivers every node's messages here in seq order (``cluster_deliver``,
+  between two fan-out passes) and applies other nodes' logins and departures to
+  ``_live`` (``cluster_joined``, ``cluster_left``); and the heartbeat and reaper.
 
 Shared state and what guards it:
 
 - ``ChatServer._lock`` guards ``_by_key`` (logged-in connection per lower-cased name),
-  ``_conns`` (every open connection), ``_live`` (the logged-in names), ``_members``
+  ``_conns`` (every open connection), ``_live`` (the logged-in names; in a cluster,
+  on every node), ``_members``
   (logged-in connections that have their ``login_ok``, insertion-ordered), ``_legacy``
   (those of them without ``users_delta``), and the snapshots ``_roster`` (``_members``
   as a tuple) and ``_names`` (``_live`` as a tuple). A login or departure changes the
@@ -49,6 +55,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from chatroom.errors import FrameTooLarge, ProtocolError
 from chatroom.protocol import (
@@ -88,11 +95,15 @@ from chatroom.protocol import (
     validate_command,
 )
 from chatroom_server.accounts import HASHERS, AccountExists, AccountStore, AccountStoreBusy
+from chatroom_server.cluster import ClusterUnavailable
 from chatroom_server.fanout import Direct, FanOut
 from chatroom_server.limits import FloodMeter, LoginThrottle, TokenBucket, WindowCounter
 from chatroom_server.messagelog import MessageLog, NewMessage, StorageError, Stored
 from chatroom_server.outbox import Flusher, Outbox
 from chatroom_server.roster import SortedNames, UsersPublisher
+
+if TYPE_CHECKING:
+    from chatroom_server.cluster import ClusterBus, PgDatabase
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +188,12 @@ class ServerConfig:
     durability: str = "normal"  # "full": fsync every group commit (power loss)
     replay_limit: int = 10_000  # messages a resume replays at most
     wall_clock: Callable[[], float] = time.time  # message timestamps; injectable for tests
+    # The cluster (docs/CLUSTER.md): Redis for fan-out and presence, PostgreSQL for the
+    # accounts and the message log. Both or neither.
+    cluster: str | None = None  # redis://HOST:PORT/DB
+    cluster_db: str | None = None  # postgresql://USER@HOST/DBNAME
+    cluster_prefix: str = "chatroom"  # Redis key prefix: one cluster per prefix
+    node_timeout: float = 5.0  # seconds without a heartbeat before a node is reaped
 
 
 class ConfigError(Exception):
@@ -273,6 +290,8 @@ class ChatServer:
         self._flusher: Flusher | None = None  # made by start(), once the port is bound
         self._store: AccountStore | None = None
         self._log: MessageLog | None = None  # opened by start() unless history is off
+        self._bus: ClusterBus | None = None  # the cluster's Redis side (start())
+        self._pg: PgDatabase | None = None
         self._tls: ssl.SSLContext | None = None
         self.handler_crashes = 0  # written under _lock
         c = self.config
@@ -302,6 +321,8 @@ class ChatServer:
             raise ConfigError(
                 f"unknown password hash {self.config.password_hash!r}; one of {sorted(HASHERS)}"
             )
+        if self.config.cluster is not None:
+            return self._start_cluster()
         self._store = AccountStore(self.config.db_path, HASHERS[self.config.password_hash])
         try:
             if self.config.history:
@@ -315,6 +336,66 @@ class ChatServer:
             if self._log is not None:
                 self._log.close()
             raise
+        return self._begin_serving()
+
+    def _start_cluster(self) -> tuple[str, int]:
+        """docs/CLUSTER.md: accounts and the log in PostgreSQL, fan-out and presence
+        through Redis; this node delivers what the stream carries, its own messages
+        included, so every node delivers in the same seq order."""
+        from chatroom_server.cluster import ClusterBus, PgAccountStore, PgDatabase, PgMessageLog
+
+        c = self.config
+        if not c.cluster_db or not c.cluster_db.startswith(("postgresql://", "postgres://")):
+            raise ConfigError(
+                "--cluster needs a PostgreSQL --db (postgresql://USER@HOST/DBNAME): "
+                "the nodes must share accounts and the message log"
+            )
+        if not c.history:
+            raise ConfigError("--cluster needs the message log (drop --history off)")
+        self._pg = PgDatabase(c.cluster_db)
+        try:
+            self._listener = self._bind()
+        except OSError:
+            self._pg.close()
+            raise
+        assert c.cluster is not None
+        bus = ClusterBus(
+            c.cluster,
+            prefix=c.cluster_prefix,
+            node_name="{}:{}".format(*self._listener.getsockname()[:2]),
+            ttl=c.node_timeout,
+        )
+        try:
+            self._store = PgAccountStore(self._pg, HASHERS[c.password_hash])
+            # The stream position first, then the log's last seq: whatever is stored
+            # in between is on the stream after that position, or filled from the log.
+            remote = bus.snapshot()
+            mlog = PgMessageLog(self._pg, publish=bus.publish, ready=bus.ready)
+            self._log = mlog  # type: ignore[assignment]
+        except Exception:
+            self._listener.close()
+            bus.close()
+            self._pg.close()
+            raise
+        self._bus = bus
+        with self._lock:
+            for name in remote:
+                self._live.add(name)
+            self._names = None
+        self._fanout = FanOut(
+            self.roster,
+            self._log,
+            lambda key: _ELSEWHERE if bus.online(key) else None,
+            coalesce=c.coalesce,
+            deliver=False,
+        )
+        address = self._begin_serving()
+        bus.start(self, lambda: mlog.last_seq, mlog.stored_seq, mlog.range)
+        log.info("cluster node %s, Redis key prefix %r", bus.node, c.cluster_prefix)
+        return address
+
+    def _begin_serving(self) -> tuple[str, int]:
+        assert self._listener is not None
         self.address = self._listener.getsockname()[:2]
         self._flusher = Flusher(self._clock)
         self._flusher.start()
@@ -401,10 +482,14 @@ class ChatServer:
         self._fanout.close()
         if self._flusher is not None:
             self._flusher.stop()
+        if self._bus is not None:
+            self._bus.close()
         if self._store is not None:
             self._store.close()
         if self._log is not None:
             self._log.close()
+        if self._pg is not None:
+            self._pg.close()
         log.info("stopped")
         self._stopped.set()
 
@@ -695,7 +780,10 @@ class ChatServer:
             target = self._by_key.get(key)
         to = target.username if target is not None else None
         if to is None:
-            account = self._store.get(cmd.to)
+            try:
+                account = self._store.get(cmd.to)
+            except AccountStoreBusy as exc:
+                raise ProtocolError(ErrorCode.UNAVAILABLE, f"try again: {exc}", cmd.id) from exc
             if account is None:
                 raise ProtocolError(ErrorCode.UNKNOWN_USER, f"no user named {cmd.to!r}", cmd.id)
             if self._log is None:
@@ -788,12 +876,25 @@ class ChatServer:
         if self._log is None:
             self._begin(conn, name, new_user, cmd.id)
             return True
+        bus = self._bus
+        if bus is not None:
+            try:
+                # One session per user in the whole cluster: the node that had it ends
+                # it with bye session_replaced when it reads our claim.
+                bus.claim(name)
+            except ClusterUnavailable as exc:
+                raise ProtocolError(ErrorCode.UNAVAILABLE, f"try again: {exc}", cmd.id) from exc
         try:
             # Between two fan-out passes: login_ok's seq is the last message handed to
             # the roster without us, and every later one reaches us live.
             plan = self._fanout.exclusive(lambda: self._begin_logged(conn, name, new_user, cmd))
         except TimeoutError as exc:
+            if bus is not None and conn.username is None:
+                bus.release(name)  # claimed, but the session never began
             raise ProtocolError(ErrorCode.UNAVAILABLE, f"try again: {exc}", cmd.id) from exc
+        finally:
+            if bus is not None:
+                bus.settled(name)
         if plan is None:
             return True
         return self._replay(conn, name, cmd, *plan)
@@ -1017,6 +1118,8 @@ class ChatServer:
             self._names = None
             self._push_users_locked(left=name)
         self._publisher.changed()
+        if self._bus is not None:
+            self._bus.release(name)
         log.info("%s left", name)
 
     def _push_users_locked(self, joined: str | None = None, left: str | None = None) -> None:
@@ -1026,6 +1129,109 @@ class ChatServer:
         data = encode(UserList(users=self._names_locked(), joined=joined, left=left))
         for c in self._legacy:
             c.outbox.send(data)
+
+    # ---------------------------------------------------------------- the cluster
+    # chatroom_server.cluster.bus.Handler: called on the bus's consumer thread.
+
+    def cluster_deliver(self, messages: list[Stored], inbox: set[int]) -> None:
+        """Messages from the cluster's stream, in seq order with no gap: to this node's
+        clients (not to their senders), as the fan-out would (one send per recipient),
+        and ``last_seq`` advanced, all between two fan-out passes (the login cut)."""
+        mlog = self._log
+        assert mlog is not None
+        # (sender key, recipient key or None, seq, frame), encoded once each.
+        framed = [
+            (
+                username_key(m.sender),
+                None if m.to is None else username_key(m.to),
+                m.seq,
+                _live_frame(m),
+            )
+            for m in messages
+        ]
+        full = b"".join(f for _, to, _, f in framed if to is None)
+        # Recipients whose share is not simply every public message: senders (not sent
+        # their own) and DM recipients.
+        special = {k for k, to, _, _ in framed if to is None} | {
+            to for _, to, _, _ in framed if to is not None
+        }
+        for name in {m.sender for m in messages if m.to is None}:
+            self._publisher.announce(name)  # §Ordering: who joined, before what they say
+        last = messages[-1].seq
+        late: list[tuple[str, int]] = []
+
+        def deliver() -> None:
+            roster = self.roster()
+            for c in roster:
+                name = c.username
+                if name is None:
+                    continue
+                key = username_key(name)
+                if key not in special:
+                    if full:
+                        c.outbox.queue(full)
+                    continue
+                data = []
+                for sender, to, seq, frame in framed:
+                    if to is None and sender != key:
+                        data.append(frame)
+                    elif to == key:
+                        data.append(frame)
+                        if seq in inbox:
+                            late.append((name, seq))
+                if data:
+                    c.outbox.queue(b"".join(data))
+            for c in roster:
+                c.outbox.push()
+            mlog.last_seq = last
+
+        try:
+            self._fanout.exclusive(deliver, timeout=30.0)
+        except TimeoutError:
+            log.error("the fan-out is stuck; seqs up to %d were not delivered here", last)
+            return
+        for name, seq in late:
+            try:
+                mlog.delivered_live(name, seq)  # type: ignore[attr-defined]
+            except StorageError as exc:
+                log.warning("DM %d reached %s live but stays in their inbox: %s", seq, name, exc)
+
+    def cluster_joined(self, name: str) -> None:
+        """``name`` logged in on another node: in the list, and a session of theirs
+        here ends (session_replaced, without a departure: they are still online)."""
+        key = username_key(name)
+        with self._lock:
+            old = self._by_key.pop(key, None)
+            if old is not None:
+                self._members.pop(old, None)
+                self._legacy.pop(old, None)
+                self._roster = None
+            elif self._live.add(name):
+                self._names = None
+                self._push_users_locked(joined=name)
+        if old is not None:
+            log.info("%s logged in on another node; replacing %r", name, old)
+            old.outbox.finish(_BYE_REPLACED)
+        self._publisher.changed()
+
+    def cluster_left(self, name: str) -> None:
+        """``name`` left another node (logged out, dropped, or their node died)."""
+        with self._lock:
+            if username_key(name) in self._by_key:
+                return  # they are here now: a later login than the one that ended
+            if not self._live.discard(name):
+                return
+            self._names = None
+            self._push_users_locked(left=name)
+        self._publisher.changed()
+
+    def cluster_local_names(self) -> list[str]:
+        with self._lock:
+            return [c.username for c in self._by_key.values() if c.username is not None]
+
+    def cluster_drop(self, name: str) -> None:
+        """This node's session of ``name`` lost its claim (it is on another node)."""
+        self.cluster_joined(name)
 
     def roster(self) -> tuple[_Conn, ...]:
         """The logged-in connections with their login_ok (the fan-out's recipients): the
@@ -1101,6 +1307,25 @@ class ChatServer:
     def connection_count(self) -> int:
         with self._lock:
             return len(self._conns)
+
+
+def _live_frame(m: Stored) -> bytes:
+    """A stored message as a live recipient gets it (from the cluster's stream)."""
+    if m.to is None:
+        return encode(Broadcast(sender=m.sender, message=m.body, ts=m.ts, seq=m.seq))
+    return encode(DirectMessage(sender=m.sender, to=m.to, message=m.body, ts=m.ts, seq=m.seq))
+
+
+class _Elsewhere:
+    """The fan-out's DM target for a user online on another node: the DM is delivered
+    there, from the stream; here it only decides that the ack is not ``queued``."""
+
+    outbox: Outbox
+    handed = 0
+    done = 0
+
+
+_ELSEWHERE = _Elsewhere()
 
 
 def _replay_frame(m: Stored) -> bytes:

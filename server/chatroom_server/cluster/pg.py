@@ -1,0 +1,495 @@
+"""Accounts and the message log in PostgreSQL, shared by every node of a cluster
+(docs/CLUSTER.md).
+
+The same contracts as the embedded SQLite stores (chatroom_server.accounts,
+chatroom_server.messagelog), on psycopg 3 with a connection pool:
+
+- **One order for the whole cluster.** :meth:`PgMessageLog.append` stores a group while
+  holding a session-level advisory lock (:data:`SEQ_LOCK`), so groups from different
+  nodes commit one after another and ``seq`` grows with commit order: a message with a
+  higher seq is never visible before one with a lower seq. The node then publishes the
+  group on the Redis stream (``publish``) *before* letting go of the lock, so the stream
+  carries messages in seq order too. If publishing fails the messages are still stored
+  (their acks say so) and every node fills the gap from here (chatroom_server.cluster.bus).
+- **Delivered, not stored, is the login's cut.** ``last_seq`` here is the last seq this
+  node has handed to its own clients; the bus's consumer thread advances it under the
+  fan-out lock, which is what a resuming login's ``upto`` must be (docs/PROTOCOL.md
+  §Resume).
+- **Unreachable is ``unavailable``.** Every PostgreSQL failure becomes
+  :class:`~chatroom_server.messagelog.StorageError` or
+  :class:`~chatroom_server.accounts.AccountStoreBusy`, which the server answers with
+  ``error`` ``unavailable``; the pool reconnects by itself when the database returns.
+- **Schema created or migrated at start-up, never dropped**, under an advisory lock of
+  its own so that nodes starting together do not race. Tables are prefixed ``chat_``.
+
+Threads: the writer connection ``_writer`` belongs to whoever holds the fan-out lock
+(as the SQLite writer does); reads take a pooled connection each.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Final
+
+import psycopg
+from argon2 import PasswordHasher
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from chatroom.protocol import username_key
+from chatroom_server.accounts import (
+    OWASP_HASHER,
+    Account,
+    AccountExists,
+    AccountStore,
+    AccountStoreBusy,
+    AccountStoreError,
+)
+from chatroom_server.messagelog import (
+    Duplicate,
+    NewMessage,
+    StorageError,
+    Stored,
+    history_page,
+    history_sql,
+    pair_key,
+)
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION: Final = 1
+# pg_advisory_lock keys: 'chat' and 'chas' in ASCII.
+SEQ_LOCK: Final = 0x63686174
+SCHEMA_LOCK: Final = 0x63686173
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS chat_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS chat_accounts (
+    name_key TEXT PRIMARY KEY,            -- username_key(name): unique ignoring case
+    name     TEXT NOT NULL,               -- the registered spelling
+    hash     TEXT NOT NULL,               -- argon2id PHC string
+    created  DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chat_messages (
+    seq           BIGINT PRIMARY KEY,     -- one order for the whole cluster
+    ts            DOUBLE PRECISION NOT NULL,
+    sender        TEXT NOT NULL,
+    sender_key    TEXT NOT NULL,
+    recipient     TEXT,                   -- NULL: public
+    recipient_key TEXT,
+    pair          TEXT,                   -- DMs: both keys, sorted, ' '-joined
+    body          TEXT NOT NULL,
+    cid           TEXT
+);
+CREATE INDEX IF NOT EXISTS chat_messages_by_pair ON chat_messages (pair, seq);
+CREATE UNIQUE INDEX IF NOT EXISTS chat_messages_by_cid ON chat_messages (sender_key, cid)
+    WHERE cid IS NOT NULL;
+CREATE TABLE IF NOT EXISTS chat_inbox (
+    user_key TEXT NOT NULL,
+    seq      BIGINT NOT NULL,
+    PRIMARY KEY (user_key, seq)
+);
+"""
+
+_COLUMNS: Final = "seq, ts, sender, recipient, body"
+
+
+class PgDatabase:
+    """The pool every PostgreSQL user in one node shares; schema checked at open."""
+
+    def __init__(self, url: str, *, max_size: int = 8, timeout: float = 5.0) -> None:
+        self.url = url
+        self.timeout = timeout
+        # The pool logs every failed reconnection; the server says once that the
+        # database is unreachable (chatroom_server.fanout) and once that it is back.
+        logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
+        self.pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=max_size,
+            timeout=timeout,
+            kwargs={"autocommit": True, "connect_timeout": max(1, int(timeout))},
+            # A connection the server dropped (a restart) is replaced, not handed out.
+            check=ConnectionPool.check_connection,
+            open=False,
+            name="chat-pg",
+        )
+        try:
+            self.pool.open(wait=True, timeout=timeout)
+        except PoolTimeout as exc:
+            self.pool.close()
+            raise AccountStoreError(f"cannot connect to PostgreSQL at {url}: {exc}") from exc
+        try:
+            self.epoch = self._migrate()
+        except psycopg.Error as exc:
+            self.pool.close()
+            raise AccountStoreError(f"cannot set up the schema at {url}: {exc}") from exc
+
+    def _migrate(self) -> str:
+        """Create or migrate the schema (never drop); the database's epoch."""
+        with self.pool.connection() as db:
+            db.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK,))
+            try:
+                exists = db.execute("SELECT to_regclass('chat_meta')").fetchone()
+                if exists and exists[0] is not None:
+                    row = db.execute("SELECT value FROM chat_meta WHERE key = 'schema'").fetchone()
+                    version = int(row[0]) if row else 0
+                    if version > SCHEMA_VERSION:
+                        raise AccountStoreError(
+                            f"the database has chatroom schema {version}; "
+                            f"this server knows {SCHEMA_VERSION}"
+                        )
+                with db.transaction():
+                    db.execute(_SCHEMA)
+                    db.execute(
+                        "INSERT INTO chat_meta VALUES ('schema', %s) "
+                        "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                        (str(SCHEMA_VERSION),),
+                    )
+                    db.execute(
+                        "INSERT INTO chat_meta VALUES ('epoch', %s) ON CONFLICT DO NOTHING",
+                        (secrets.token_hex(8),),
+                    )
+                row = db.execute("SELECT value FROM chat_meta WHERE key = 'epoch'").fetchone()
+                assert row is not None
+                return str(row[0])
+            finally:
+                db.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection; StorageError when none can be had or the query fails."""
+        try:
+            with self.pool.connection(timeout=self.timeout) as db:
+                yield db
+        except (psycopg.Error, PoolTimeout) as exc:
+            raise StorageError(f"PostgreSQL: {exc}") from exc
+
+    def describe(self) -> str:
+        """The URL without its password."""
+        try:
+            info = psycopg.conninfo.conninfo_to_dict(self.url)
+        except psycopg.ProgrammingError:
+            return "postgresql"
+        user, host = info.get("user", ""), info.get("host", "")
+        return f"postgresql://{user}@{host}:{info.get('port', 5432)}/{info.get('dbname', '')}"
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+class PgAccountStore(AccountStore):
+    """:class:`~chatroom_server.accounts.AccountStore` on PostgreSQL: only the
+    database calls differ (hashing, its threads and limits are the same)."""
+
+    def __init__(self, database: PgDatabase, hasher: PasswordHasher = OWASP_HASHER) -> None:
+        self._pg = database
+        super().__init__(database.describe(), hasher)
+
+    def _open(self) -> None:
+        pass  # the schema is PgDatabase's
+
+    def _close_db(self) -> None:
+        pass  # the pool is closed by its owner
+
+    @contextlib.contextmanager
+    def _conn(self) -> Iterator[psycopg.Connection[Any]]:
+        try:
+            with self._pg.connection() as db:
+                yield db
+        except StorageError as exc:
+            raise AccountStoreBusy(f"the account database is unreachable ({exc})") from exc
+
+    def get(self, name: str) -> Account | None:
+        with self._conn() as db:
+            row = db.execute(
+                "SELECT name, hash FROM chat_accounts WHERE name_key = %s", (username_key(name),)
+            ).fetchone()
+        return Account(row[0], row[1]) if row else None
+
+    def count(self) -> int:
+        with self._conn() as db:
+            row = db.execute("SELECT count(*) FROM chat_accounts").fetchone()
+        return int(row[0]) if row else 0
+
+    def _insert(self, name: str, password_hash: str) -> None:
+        with self._conn() as db:
+            cur = db.execute(
+                "INSERT INTO chat_accounts VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                (username_key(name), name, password_hash, time.time()),
+            )
+            if cur.rowcount == 0:
+                raise AccountExists(name)
+
+    def _update_hash(self, name: str, password_hash: str) -> None:
+        with self._conn() as db:
+            db.execute(
+                "UPDATE chat_accounts SET hash = %s WHERE name_key = %s",
+                (password_hash, username_key(name)),
+            )
+
+
+Publish = Callable[[list[tuple[int, NewMessage]]], None]
+
+
+class PgMessageLog:
+    """:class:`~chatroom_server.messagelog.MessageLog`'s interface on PostgreSQL (see
+    the module docstring for what differs: the advisory lock, publishing, the cut)."""
+
+    def __init__(
+        self, database: PgDatabase, publish: Publish, ready: Callable[[], None] = lambda: None
+    ) -> None:
+        self._pg = database
+        self._publish = publish
+        self._ready = ready  # raises StorageError when the messages could not be published
+        self.epoch = database.epoch
+        self._writer: psycopg.Connection[Any] | None = None  # fan-out lock holder's
+        lo, hi = self._bounds()
+        # The last seq handed to this node's clients: the bus sets it (module docstring).
+        self.last_seq: int = hi
+        self.oldest_seq: int = lo or hi + 1
+
+    def _bounds(self) -> tuple[int, int]:
+        with self._pg.connection() as db:
+            row = db.execute("SELECT min(seq), max(seq) FROM chat_messages").fetchone()
+        assert row is not None
+        return int(row[0] or 0), int(row[1] or 0)
+
+    def stored_seq(self) -> int:
+        """The highest seq stored by any node (what the bus compares with what it has
+        delivered, to find messages whose publication was lost)."""
+        return self._bounds()[1]
+
+    def describe(self) -> str:
+        return f"{self._pg.describe()} (last seq {self.last_seq}), epoch {self.epoch}"
+
+    def close(self) -> None:
+        if self._writer is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._writer.close()
+            self._writer = None
+
+    # ------------------------------------------------------------ writer (fan-out lock)
+
+    def _writer_conn(self) -> psycopg.Connection[Any]:
+        if self._writer is None or self._writer.closed or self._writer.broken:
+            self._writer = psycopg.connect(
+                self._pg.url, autocommit=True, connect_timeout=max(1, int(self._pg.timeout))
+            )
+        return self._writer
+
+    def _locked_writer(self) -> psycopg.Connection[Any]:
+        """The writer connection, holding the seq lock. A connection that died since
+        its last use (the database restarted) is replaced once before giving up."""
+        for attempt in (1, 2):
+            try:
+                db = self._writer_conn()
+                db.execute("SELECT pg_advisory_lock(%s)", (SEQ_LOCK,))
+                return db
+            except psycopg.Error as exc:
+                self.close()
+                if attempt == 2:
+                    raise StorageError(f"PostgreSQL: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    def append(self, messages: Sequence[NewMessage]) -> list[int | Duplicate]:
+        """Store a group (one transaction, seqs after every seq stored by any node), then
+        publish it, all under the cluster's seq lock. StorageError: nothing stored."""
+        self._ready()
+        db = self._locked_writer()
+        try:
+            try:
+                out, stored = self._insert(db, messages)
+            except psycopg.Error as exc:
+                raise StorageError(f"PostgreSQL: {exc}") from exc
+            if stored:
+                self._publish(stored)  # logs its own failures: the messages are stored
+            return out
+        finally:
+            try:
+                db.execute("SELECT pg_advisory_unlock(%s)", (SEQ_LOCK,))
+            except psycopg.Error:
+                self.close()  # the session, and with it the lock, ends
+
+    def _insert(
+        self, db: psycopg.Connection[Any], messages: Sequence[NewMessage]
+    ) -> tuple[list[int | Duplicate], list[tuple[int, NewMessage]]]:
+        """One transaction in pipeline mode, two round trips: the highest seq and the
+        resends among the group's cids (one query for all), then the inserts and COMMIT.
+        The SDK puts a cid on every send, so a query per message would be the cost."""
+        keyed = list({(username_key(m.sender), m.cid) for m in messages if m.cid is not None})
+        out: list[int | Duplicate] = []
+        stored: list[tuple[int, NewMessage]] = []
+        with db.pipeline(), db.transaction():
+            top = db.execute("SELECT coalesce(max(seq), 0) FROM chat_messages")
+            found = (
+                db.execute(
+                    "SELECT sender_key, cid, seq, recipient FROM chat_messages "
+                    "WHERE (sender_key, cid) IN "
+                    "(SELECT * FROM unnest(%s::text[], %s::text[]))",
+                    ([k for k, _ in keyed], [c for _, c in keyed]),
+                )
+                if keyed
+                else None
+            )
+            row = top.fetchone()
+            seq = int(row[0]) if row else 0
+            seen: dict[tuple[str, str | None], Duplicate] = {
+                (r[0], r[1]): Duplicate(r[2], r[3]) for r in (found.fetchall() if found else ())
+            }
+            rows = []
+            inbox = []
+            for m in messages:
+                sender_key = username_key(m.sender)
+                if m.cid is not None:
+                    dup = seen.get((sender_key, m.cid))
+                    if dup is not None:
+                        out.append(dup)
+                        continue
+                seq += 1
+                if m.cid is not None:
+                    seen[(sender_key, m.cid)] = Duplicate(seq, m.to)
+                to_key = None if m.to is None else username_key(m.to)
+                pair = None if m.to is None else pair_key(m.sender, m.to)
+                rows.append((seq, m.ts, m.sender, sender_key, m.to, to_key, pair, m.body, m.cid))
+                if m.inbox and to_key is not None:
+                    inbox.append((to_key, seq))
+                out.append(seq)
+                stored.append((seq, m))
+            with db.cursor() as cur:
+                if rows:
+                    cur.executemany(
+                        "INSERT INTO chat_messages VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                        rows,
+                    )
+                if inbox:
+                    cur.executemany("INSERT INTO chat_inbox VALUES (%s, %s)", inbox)
+        return out, stored
+
+    def has_inbox(self, user: str) -> bool:
+        try:
+            with self._pg.connection() as db:
+                row = db.execute(
+                    "SELECT 1 FROM chat_inbox WHERE user_key = %s LIMIT 1", (username_key(user),)
+                ).fetchone()
+        except StorageError as exc:
+            log.error("cannot look for DMs waiting for %s: %s", user, exc)
+            return False
+        return row is not None
+
+    def take_inbox(self, user: str) -> list[int]:
+        with self._pg.connection() as db:
+            rows = db.execute(
+                "DELETE FROM chat_inbox WHERE user_key = %s RETURNING seq", (username_key(user),)
+            ).fetchall()
+        return sorted(int(r[0]) for r in rows)
+
+    def delivered_live(self, user: str, seq: int) -> None:
+        """A DM stored for an offline user reached them live after all (they logged in
+        on another node meanwhile): it must not wait for their next login too."""
+        with self._pg.connection() as db:
+            db.execute(
+                "DELETE FROM chat_inbox WHERE user_key = %s AND seq = %s",
+                (username_key(user), seq),
+            )
+
+    # ------------------------------------------------------------ readers (any thread)
+
+    def replay(self, user: str, since: int, upto: int, limit: int) -> tuple[list[Stored], bool]:
+        key = username_key(user)
+        with self._pg.connection() as db:
+            rows = db.execute(
+                f"SELECT {_COLUMNS} FROM chat_messages WHERE seq > %s AND seq <= %s "
+                "AND (pair IS NULL OR sender_key = %s OR recipient_key = %s) "
+                "ORDER BY seq DESC LIMIT %s",
+                (since, upto, key, key, limit + 1),
+            ).fetchall()
+        more = len(rows) > limit
+        return [Stored(*r) for r in reversed(rows[:limit])], more
+
+    def range(self, after: int, upto: int) -> list[Stored]:
+        """Every message with ``after < seq <= upto``, ascending (the bus's gap fill)."""
+        with self._pg.connection() as db:
+            rows = db.execute(
+                f"SELECT {_COLUMNS} FROM chat_messages WHERE seq > %s AND seq <= %s ORDER BY seq",
+                (after, upto),
+            ).fetchall()
+        return [Stored(*r) for r in rows]
+
+    def fetch(self, seqs: Sequence[int]) -> list[Stored]:
+        if not seqs:
+            return []
+        with self._pg.connection() as db:
+            rows = db.execute(
+                f"SELECT {_COLUMNS} FROM chat_messages WHERE seq = ANY(%s) ORDER BY seq",
+                (list(seqs),),
+            ).fetchall()
+        return [Stored(*r) for r in rows]
+
+    def history(
+        self,
+        user: str,
+        *,
+        before: int | None,
+        after: int | None,
+        limit: int,
+        with_user: str | None,
+    ) -> tuple[list[Stored], bool]:
+        sql, args = history_sql("chat_messages", "%s", user, before, after, with_user)
+        with self._pg.connection() as db:
+            rows = db.execute(sql, (*args, limit + 1)).fetchall()
+        return history_page(rows, limit, descending=after is None)
+
+    def prune(
+        self,
+        *,
+        now: float,
+        max_age: float | None,
+        max_count: int | None,
+        batch: int = 500,
+        pause: Callable[[], bool] = lambda: False,
+    ) -> int:
+        """As the SQLite log's: batches, the newest message always kept. Any node may
+        run it; two at once delete disjoint rows or nothing."""
+        deleted = 0
+        try:
+            lo, hi = self._bounds()
+            cutoff = hi - max_count + 1 if max_count is not None else 0
+            with self._pg.connection() as db:
+                if max_age is not None:
+                    row = db.execute(
+                        "SELECT max(seq) FROM chat_messages WHERE ts < %s", (now - max_age,)
+                    ).fetchone()
+                    if row and row[0] is not None:
+                        cutoff = max(cutoff, int(row[0]) + 1)
+                cutoff = min(cutoff, hi)
+                while cutoff > lo:
+                    cur = db.execute(
+                        "DELETE FROM chat_messages WHERE seq IN (SELECT seq FROM chat_messages "
+                        "WHERE seq < %s ORDER BY seq LIMIT %s)",
+                        (cutoff, batch),
+                    )
+                    n = cur.rowcount
+                    deleted += n
+                    if n:
+                        db.execute("DELETE FROM chat_inbox WHERE seq < %s", (cutoff,))
+                    if n < batch or pause():
+                        break
+            lo, hi = self._bounds()
+            self.oldest_seq = lo or hi + 1
+        except (StorageError, psycopg.Error) as exc:
+            log.warning("pruning the message log failed (will retry): %s", exc)
+        if deleted:
+            log.info("pruned %d messages; the oldest kept is seq %d", deleted, self.oldest_seq)
+        return deleted
+
+    def stats(self) -> dict[str, int]:
+        with self._pg.connection() as db:
+            row = db.execute(
+                "SELECT count(*), pg_total_relation_size('chat_messages') FROM chat_messages"
+            ).fetchone()
+        assert row is not None
+        return {"messages": int(row[0]), "bytes": int(row[1])}

@@ -1,0 +1,85 @@
+"""The Redis side of the cluster alone (chatroom_server.cluster.bus), on real Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import cast
+
+import pytest
+import redis
+
+from chatroom_server.cluster.bus import ClusterBus
+from chatroom_server.messagelog import Stored
+from tests.cluster.conftest import REDIS_URL
+
+
+class Server:
+    """What the bus calls on a server: a record of it."""
+
+    def __init__(self) -> None:
+        self.local: list[str] = []
+        self.joined: list[str] = []
+        self.left: list[str] = []
+        self.dropped: list[str] = []
+
+    def cluster_deliver(self, messages: list[Stored], inbox: set[int]) -> None:
+        raise AssertionError("no messages in these tests")
+
+    def cluster_joined(self, name: str) -> None:
+        self.joined.append(name)
+
+    def cluster_left(self, name: str) -> None:
+        self.left.append(name)
+
+    def cluster_local_names(self) -> list[str]:
+        return list(self.local)
+
+    def cluster_drop(self, name: str) -> None:
+        self.dropped.append(name)
+
+
+@pytest.fixture
+def bus(redis_prefix: str) -> Iterator[ClusterBus]:
+    b = ClusterBus(REDIS_URL, prefix=redis_prefix, node_name="test")
+    b.snapshot()
+    yield b
+    b.disconnect()
+
+
+def presence(prefix: str) -> dict[bytes, bytes]:
+    return cast(dict[bytes, bytes], redis.Redis.from_url(REDIS_URL).hgetall(f"{prefix}:presence"))
+
+
+def test_the_resync_leaves_a_login_in_progress_alone(bus: ClusterBus) -> None:
+    """Found at 10,000 logins over three nodes: a resync between a login's claim and its
+    session reaching the server's maps released the user, and every other node dropped
+    them from its list until the next resync."""
+    server = Server()
+    bus.claim("alice")  # claimed; the session is not in the server's maps yet
+    bus._resync(server)
+    assert b"alice" in presence(bus.prefix)
+    server.local.append("alice")
+    bus.settled("alice")
+    bus._resync(server)  # here and claimed: nothing to repair
+    assert b"alice" in presence(bus.prefix)
+    server.local.clear()  # gone without a release (a crash between the two)
+    bus._resync(server)
+    assert b"alice" not in presence(bus.prefix)  # the leftover is released
+
+
+def test_the_resync_repairs_both_sides(bus: ClusterBus, redis_prefix: str) -> None:
+    server = Server()
+    r = redis.Redis.from_url(REDIS_URL)
+    # Another node's user that this node never heard of, and one it wrongly still lists.
+    r.hset(f"{redis_prefix}:presence", "bob", "other/1|bob")
+    bus._owners["carol"] = "other/1"
+    # This node's own user, lost by Redis (it restarted empty).
+    server.local.append("dave")
+    bus._resync(server)
+    assert server.joined == ["bob"]
+    assert server.left == ["carol"]
+    assert presence(redis_prefix)[b"dave"].startswith(bus.node.encode())
+    # Dave logged in on another node meanwhile: this node's session is the one to go.
+    r.hset(f"{redis_prefix}:presence", "dave", "other/1|dave")
+    bus._resync(server)
+    assert server.dropped == ["dave"]
