@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PORT   ?= 5050
 
-.PHONY: venv lint typecheck test fuzz bench bench-history soak report-screenshot demo cluster-demo server clean
+.PHONY: venv lint typecheck test fuzz bench bench-history soak bench-irc report-screenshot demo cluster-demo server clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,22 +22,27 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-# Debian's Chromium, for the test that opens a load report in a real browser (Playwright
-# drives it and never downloads a browser of its own). Installed once, as root or by sudo.
+# Debian packages the tests drive: Chromium for the test that opens a load report
+# (Playwright drives it and never downloads a browser of its own), irssi in tmux for the
+# IRC gateway's test; ngircd is the IRC baseline of make bench-irc. Installed once each,
+# as root or by sudo.
 CHROMIUM ?= /usr/bin/chromium
-$(CHROMIUM):
-	@echo "installing Debian's chromium (for tests/bots/test_report_browser.py)"
+IRSSI    ?= /usr/bin/irssi
+TMUX     ?= /usr/bin/tmux
+NGIRCD   ?= /usr/sbin/ngircd
+$(CHROMIUM) $(IRSSI) $(TMUX) $(NGIRCD):
+	@echo "installing Debian's $(notdir $@) (for the tests and benchmarks that drive it)"
 	@if [ "$$(id -u)" -eq 0 ]; then sudo=; else sudo=sudo; fi; \
 	export DEBIAN_FRONTEND=noninteractive; \
-	$$sudo apt-get install -y -q --no-install-recommends chromium >/dev/null || \
+	$$sudo apt-get install -y -q --no-install-recommends $(notdir $@) >/dev/null || \
 	{ $$sudo apt-get update -q >/dev/null && \
-	  $$sudo apt-get install -y -q --no-install-recommends chromium >/dev/null; }
+	  $$sudo apt-get install -y -q --no-install-recommends $(notdir $@) >/dev/null; }
 
 # The README's test command, and what CI runs: lint, types, then the whole suite with
 # coverage. The floor is the figure when coverage was first measured (83 %) less a point
 # for thread timing, which moves branch coverage a little from run to run.
 COVERAGE_FLOOR ?= 82
-test: lint typecheck $(CHROMIUM)
+test: lint typecheck $(CHROMIUM) $(IRSSI) $(TMUX)
 	$(VENV)/bin/pytest --cov --cov-report=term:skip-covered --cov-fail-under=$(COVERAGE_FLOOR)
 
 # The long fuzz run: over 100,000 random and mutated frames (CI runs a few thousand).
@@ -57,6 +62,10 @@ bench-history: $(STAMP)
 # Ten minutes of 500 clients at 1 message/s each; server RSS, loss and p99 over time.
 soak: $(STAMP)
 	cd bench && ../$(PY) soak.py --clients 500 --duration 600 --mix-pm 0.02
+
+# The IRC fan-out workload against our gateway and Debian's ngircd (docs/IRC.md).
+bench-irc: $(STAMP) $(NGIRCD)
+	cd bench && ../$(PY) irc_fanout.py
 
 # A real 6 s load run, its HTML report opened in Chromium: docs/images/load-report.png.
 report-screenshot: $(STAMP) $(CHROMIUM)

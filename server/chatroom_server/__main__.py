@@ -86,6 +86,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--cluster, the PostgreSQL database all nodes share: postgresql://USER@HOST/DBNAME",
     )
     p.add_argument(
+        "--irc-port",
+        type=int,
+        help="also serve IRC clients on this port (docs/IRC.md); off by default",
+    )
+    p.add_argument("--irc-tls-port", type=int, help="IRC over TLS on this port (needs --tls-cert)")
+    p.add_argument(
+        "--irc-channel", default=d.irc_channel, help="the room's channel name for IRC clients"
+    )
+    p.add_argument(
+        "--irc-server-name",
+        default=d.irc_server_name,
+        help="the server's name to IRC clients (prefixes, 004, PONG)",
+    )
+    p.add_argument(
+        "--irc-guests",
+        action="store_true",
+        help="IRC clients without a password may use a nick no account has, for the "
+        "session only (conformance suites, open test servers)",
+    )
+    p.add_argument(
         "--cluster",
         metavar="REDIS_URL",
         help="run as one node of a cluster (docs/CLUSTER.md): redis://HOST:PORT/DB, with "
@@ -228,6 +248,11 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         host=args.host,
         port=args.port,
         db_path=Path(args.db) if not _is_pg(args.db) else ServerConfig().db_path,
+        irc_port=args.irc_port,
+        irc_tls_port=args.irc_tls_port,
+        irc_channel=args.irc_channel,
+        irc_guests=args.irc_guests,
+        irc_server_name=args.irc_server_name,
         cluster=args.cluster,
         cluster_db=args.db if _is_pg(args.db) else None,
         cluster_prefix=args.cluster_prefix,

@@ -94,9 +94,16 @@ from chatroom.protocol import (
     username_key,
     validate_command,
 )
-from chatroom_server.accounts import HASHERS, AccountExists, AccountStore, AccountStoreBusy
+from chatroom_server.accounts import (
+    HASHERS,
+    Account,
+    AccountExists,
+    AccountStore,
+    AccountStoreBusy,
+)
 from chatroom_server.cluster import ClusterUnavailable
 from chatroom_server.fanout import Direct, FanOut
+from chatroom_server.irc import IrcOutbox, IrcSession, Translations, parse
 from chatroom_server.limits import FloodMeter, LoginThrottle, TokenBucket, WindowCounter
 from chatroom_server.messagelog import MessageLog, NewMessage, StorageError, Stored
 from chatroom_server.outbox import Flusher, Outbox
@@ -190,6 +197,14 @@ class ServerConfig:
     wall_clock: Callable[[], float] = time.time  # message timestamps; injectable for tests
     # The cluster (docs/CLUSTER.md): Redis for fan-out and presence, PostgreSQL for the
     # accounts and the message log. Both or neither.
+    # The IRC gateway (docs/IRC.md): off unless a port is given; TLS with tls_cert.
+    irc_port: int | None = None
+    irc_tls_port: int | None = None
+    irc_channel: str = "#lobby"
+    # IRC clients without a password may use a nick no account has, for the session
+    # only (nothing registered): for IRC conformance suites and open test servers.
+    irc_guests: bool = False
+    irc_server_name: str = "chatroom"  # the server's name in IRC prefixes, 004 and PONG
     cluster: str | None = None  # redis://HOST:PORT/DB
     cluster_db: str | None = None  # postgresql://USER@HOST/DBNAME
     cluster_prefix: str = "chatroom"  # Redis key prefix: one cluster per prefix
@@ -221,6 +236,7 @@ class _Conn:
         "handed",
         "in_login",
         "ip",
+        "irc",
         "last_rx",
         "msgs",
         "num",
@@ -261,6 +277,7 @@ class _Conn:
         # must not close a connection for the server's own slowness.
         self.in_login = False
         self.last_rx = now
+        self.irc: IrcSession | None = None  # an IRC client (chatroom_server.irc)
         self.bucket: TokenBucket | None = None
         self.flood: FloodMeter | None = None
 
@@ -291,6 +308,10 @@ class ChatServer:
         self._store: AccountStore | None = None
         self._log: MessageLog | None = None  # opened by start() unless history is off
         self._bus: ClusterBus | None = None  # the cluster's Redis side (start())
+        # IRC listeners: (socket, with TLS); bound by start() when configured.
+        self._irc_listeners: list[tuple[socket.socket, bool]] = []
+        self._irc_translations = Translations()
+        self.irc_addresses: list[tuple[str, int]] = []
         self._pg: PgDatabase | None = None
         self._tls: ssl.SSLContext | None = None
         self.handler_crashes = 0  # written under _lock
@@ -396,10 +417,22 @@ class ChatServer:
 
     def _begin_serving(self) -> tuple[str, int]:
         assert self._listener is not None
+        try:
+            self._bind_irc()
+        except BaseException:
+            # Nothing runs yet: close what start() opened, as its other failures do.
+            self._listener.close()
+            for opened in (self._bus, self._store, self._log, self._pg):
+                if opened is not None:
+                    opened.close()
+            raise
         self.address = self._listener.getsockname()[:2]
         self._flusher = Flusher(self._clock)
         self._flusher.start()
         self._spawn(self._accept_loop, "chat-accept")
+        for listener, tls in self._irc_listeners:
+            self._spawn(lambda lst=listener, t=tls: self._accept_loop(lst, True, t), "chat-irc")
+            log.info("IRC%s on %s:%d", " (TLS)" if tls else "", *listener.getsockname()[:2])
         self._spawn(self._publisher.run, "chat-users")
         if self.config.users_interval > 0:
             self._spawn(self._legacy_ticks, "chat-users-v1")
@@ -425,12 +458,12 @@ class ChatServer:
             raise ConfigError(f"cannot load the TLS certificate or key: {exc}") from exc
         return ctx
 
-    def _bind(self) -> socket.socket:
+    def _bind(self, port: int | None = None) -> socket.socket:
         family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.config.host, self.config.port))
+            sock.bind((self.config.host, self.config.port if port is None else port))
             sock.listen(1024)
         except OSError:
             sock.close()
@@ -465,10 +498,11 @@ class ChatServer:
             return
         self._stopping.set()
         log.info("shutting down")
-        if self._listener is not None:
-            with contextlib.suppress(OSError):
-                self._listener.shutdown(socket.SHUT_RDWR)  # wakes accept() on Linux
-            self._listener.close()
+        for listener in [self._listener, *(s for s, _ in self._irc_listeners)]:
+            if listener is not None:
+                with contextlib.suppress(OSError):
+                    listener.shutdown(socket.SHUT_RDWR)  # wakes accept() on Linux
+                listener.close()
         for t in self._threads:
             t.join(2.0)
         with self._lock:
@@ -495,11 +529,35 @@ class ChatServer:
 
     # ---------------------------------------------------------------- accepting
 
-    def _accept_loop(self) -> None:
-        assert self._listener is not None
+    def _bind_irc(self) -> None:
+        c = self.config
+        ports = []
+        if c.irc_port is not None:
+            ports.append((c.irc_port, False))
+        if c.irc_tls_port is not None:
+            if self._tls is None:
+                raise ConfigError("--irc-tls-port needs --tls-cert")
+            ports.append((c.irc_tls_port, True))
+        if ports and (not c.irc_channel.startswith("#") or " " in c.irc_channel):
+            raise ConfigError(f"--irc-channel {c.irc_channel!r}: a channel name starts with #")
+        for port, tls in ports:
+            try:
+                sock = self._bind(port)
+            except OSError:
+                for s, _ in self._irc_listeners:
+                    s.close()
+                raise
+            self._irc_listeners.append((sock, tls))
+            self.irc_addresses.append(sock.getsockname()[:2])
+
+    def _accept_loop(
+        self, listener: socket.socket | None = None, irc: bool = False, tls: bool = True
+    ) -> None:
+        listener = listener or self._listener
+        assert listener is not None
         while not self._stopping.is_set():
             try:
-                sock, addr = self._listener.accept()
+                sock, addr = listener.accept()
             except OSError as exc:
                 if self._stopping.is_set():
                     return
@@ -507,21 +565,23 @@ class ChatServer:
                 log.error("accept failed: %s", exc)
                 self._stopping.wait(0.1)
                 continue
-            self._admit(sock, addr[0], f"{addr[0]}:{addr[1]}")
+            self._admit(sock, addr[0], f"{addr[0]}:{addr[1]}", irc, tls)
 
     def _exempt(self, ip: str) -> bool:
         return self.config.exempt_loopback and (ip.startswith("127.") or ip == "::1")
 
-    def _admit(self, sock: socket.socket, ip: str, addr: str) -> None:
+    def _admit(
+        self, sock: socket.socket, ip: str, addr: str, irc: bool = False, tls: bool = True
+    ) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.config.send_buffer:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.config.send_buffer)
-        if self._tls is not None:
+        if self._tls is not None and tls:
             # The handshake happens in the connection's own thread (_serve), never here.
             sock = self._tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         num = next(self._numbers)
         assert self._flusher is not None
-        outbox = Outbox(
+        outbox = (IrcOutbox if irc else Outbox)(
             sock,
             self._flusher,
             limit=self.config.max_output,
@@ -531,6 +591,10 @@ class ChatServer:
         c = self.config
         now = self._clock()
         conn = _Conn(num, sock, ip, addr, outbox, now)
+        if isinstance(outbox, IrcOutbox):
+            conn.irc = outbox.session = IrcSession(
+                self, conn, self.config.irc_channel, self._irc_translations
+            )
         if c.rate_limit:
             conn.bucket = TokenBucket(c.rate_limit, c.rate_burst, now)
             conn.flood = FloodMeter(c.rate_limit * c.flood_factor, c.flood_seconds)
@@ -587,13 +651,16 @@ class ChatServer:
                 # while, and most connections are idle most of the time.
                 size = self.config.recv_size if len(data) == size else IDLE_RECV
                 conn.last_rx = self._clock()
-                try:
-                    frames = decoder.feed(data)
-                except FrameTooLarge as exc:
-                    self._send_error(conn, exc.code, exc.message, None)
-                    reason = "frame too large"
-                    break
-                keep = all(self._handle(conn, frame) for frame in frames)
+                if conn.irc is not None:
+                    keep = self._irc_lines(conn, conn.irc, data)
+                else:
+                    try:
+                        frames = decoder.feed(data)
+                    except FrameTooLarge as exc:
+                        self._send_error(conn, exc.code, exc.message, None)
+                        reason = "frame too large"
+                        break
+                    keep = all(self._handle(conn, frame) for frame in frames)
                 if conn.batch:
                     self._flush_batch(conn)
                 if not keep:
@@ -611,6 +678,86 @@ class ChatServer:
             self._leave(conn)
             conn.outbox.close(linger=self.config.shutdown_grace)
             log.debug("%r disconnected: %s", conn, reason)
+
+    def _irc_lines(self, conn: _Conn, irc: IrcSession, data: bytes) -> bool:
+        """The IRC lines of one read (chatroom_server.irc); False closes the connection.
+        Every line is metered as a JSON frame is, and the same pre-login limit holds."""
+        irc.pinged = False  # it is alive: the next PING after another quiet spell
+        for raw in irc.decoder.feed(data):
+            allowed = self._meter(conn)
+            if allowed is None:
+                return False  # flooding: the bye (ERROR) is on its way
+            if raw is None:
+                irc.too_long()
+                continue
+            msg = parse(irc.decode(raw))
+            if msg is None:
+                continue
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%r irc: %s", conn, "PASS ..." if msg.command == "PASS" else raw[:200])
+            if conn.username is None and conn.frames > self.config.max_frames_before_login:
+                irc.reply(
+                    f"ERROR :Closing link: register within "
+                    f"{self.config.max_frames_before_login} commands"
+                )
+                return False
+            if not allowed:
+                if msg.command != "NOTICE":
+                    irc.reply(f":{irc.name} NOTICE {irc.nick} :{self._rate_limited_text()}")
+                continue
+            if not irc.handle(msg):
+                return False
+        return True
+
+    def _irc_guest_login(self, conn: _Conn, name: str) -> bool | None:
+        """--irc-guests: a session without an account under a nick no account has
+        (None: it has one, log in as usual). The session is like any other (history,
+        DMs while online) but nothing is registered, so another guest may use the nick
+        after it leaves."""
+        assert self._store is not None and conn.irc is not None
+        try:
+            if self._store.get(name) is not None:
+                return None
+        except AccountStoreBusy as exc:
+            conn.irc.reply(f"ERROR :Closing link: chatroom (try again: {exc})")
+            return False
+        with self._lock:
+            online = username_key(name) in self._by_key
+        if online:
+            # Unlike a login, a guest proves nothing that would let it take a session
+            # over: the nick is in use, as on any IRC server.
+            conn.irc.num("433", name, text="Nickname is already in use")
+            conn.irc.nick = "*"  # registration waits for another NICK
+            return True
+        cmd = LoginCommand(username=name, features=(Feature.USERS_DELTA.value,), id="login")
+        conn.deltas = True
+        conn.in_login = True
+        try:
+            return self._enter(conn, name, False, cmd)
+        except ProtocolError as exc:
+            self._send_error(conn, exc.code, exc.message, exc.request_id)
+            return False
+        finally:
+            conn.in_login = False
+
+    def _irc_check_password(self, conn: _Conn, name: str, password: str) -> bool | None:
+        """SASL: whether ``password`` is ``name``'s (registering a new name, as a login
+        does), with the login's throttles; None when the connection must close. The
+        session itself begins at registration (IRC's CAP END)."""
+        cmd = LoginCommand(username=name, password=password, id="sasl")
+        conn.in_login = True
+        try:
+            verdict = self._verify_login(conn, cmd)
+        except ProtocolError as exc:
+            self._send_error(conn, exc.code, exc.message, exc.request_id)
+            return False
+        except AccountStoreBusy:
+            return False
+        finally:
+            conn.in_login = False
+        if isinstance(verdict, bool):
+            return False if verdict else None
+        return True
 
     def _handshake(self, conn: _Conn) -> bool:
         """TLS handshake, bounded by the login window; then the socket goes non-blocking."""
@@ -640,23 +787,40 @@ class ChatServer:
 
         return recv
 
-    def _handle(self, conn: _Conn, frame: bytes) -> bool:
-        """Run one frame; False closes the connection."""
+    def _meter(self, conn: _Conn) -> bool | None:
+        """Count one frame (or IRC line) against flood control (docs/PROTOCOL.md §Flood
+        control): True if allowed, False if over the rate (refuse it), None when the
+        connection floods (its ``bye`` is queued; close it)."""
         conn.frames += 1
-        allowed = True
-        if conn.bucket is not None and conn.flood is not None:
-            now = self._clock()
-            allowed = conn.bucket.take(now)
-            if conn.flood.abusive(now):
-                log.warning(
-                    "disconnecting %r: flooding (over %g frames/s for %d s)",
-                    conn,
-                    conn.flood.limit,
-                    conn.flood.seconds,
-                )
-                if conn.batch:
-                    self._flush_batch(conn)
-                self._fanout.after(conn, lambda: conn.outbox.finish(_BYE_FLOOD))
+        if conn.bucket is None or conn.flood is None:
+            return True
+        now = self._clock()
+        allowed = conn.bucket.take(now)
+        if conn.flood.abusive(now):
+            log.warning(
+                "disconnecting %r: flooding (over %g frames/s for %d s)",
+                conn,
+                conn.flood.limit,
+                conn.flood.seconds,
+            )
+            if conn.batch:
+                self._flush_batch(conn)
+            self._fanout.after(conn, lambda: conn.outbox.finish(_BYE_FLOOD))
+            return None
+        return allowed
+
+    def _rate_limited_text(self) -> str:
+        return (
+            f"slow down: at most {self.config.rate_limit:g} commands/s "
+            f"(bursts of {self.config.rate_burst}); this one was not delivered"
+        )
+
+    def _handle(self, conn: _Conn, frame: bytes, allowed: bool | None = None) -> bool:
+        """Run one frame; False closes the connection. ``allowed``: the caller metered
+        it already (the IRC gateway meters every line, these included)."""
+        if allowed is None:
+            allowed = self._meter(conn)
+            if allowed is None:
                 return False
         try:
             cmd = decode_command(frame)
@@ -669,12 +833,7 @@ class ChatServer:
                 )
                 return False
             if not allowed:
-                raise ProtocolError(
-                    ErrorCode.RATE_LIMITED,
-                    f"slow down: at most {self.config.rate_limit:g} commands/s "
-                    f"(bursts of {self.config.rate_burst}); this one was not delivered",
-                    cmd.id,
-                )
+                raise ProtocolError(ErrorCode.RATE_LIMITED, self._rate_limited_text(), cmd.id)
             validate_command(cmd, self.config.limits)
             keep = self._dispatch(conn, cmd)
         except ProtocolError as exc:
@@ -817,6 +976,16 @@ class ChatServer:
             conn.in_login = False
 
     def _check_login(self, conn: _Conn, cmd: LoginCommand) -> bool:
+        verdict = self._verify_login(conn, cmd)
+        if isinstance(verdict, bool):
+            return verdict  # refused (or asked for a password): keep the connection?
+        account, new_user = verdict
+        conn.deltas = Feature.USERS_DELTA in cmd.features
+        return self._enter(conn, account.name, new_user, cmd)
+
+    def _verify_login(self, conn: _Conn, cmd: LoginCommand) -> tuple[Account, bool] | bool:
+        """The account and whether it is new, once the password is right (a new name is
+        registered); else what was answered and whether to keep the connection."""
         assert self._store is not None
         if conn.username is not None:
             raise ProtocolError(
@@ -867,8 +1036,7 @@ class ChatServer:
                 return False
             return True
         self._throttle.succeeded(key)
-        conn.deltas = Feature.USERS_DELTA in cmd.features
-        return self._enter(conn, account.name, new_user, cmd)
+        return account, new_user
 
     def _enter(self, conn: _Conn, name: str, new_user: bool, cmd: LoginCommand) -> bool:
         """The session begins: login_ok, the roster, and with the message log the replay
@@ -1225,6 +1393,15 @@ class ChatServer:
             self._push_users_locked(left=name)
         self._publisher.changed()
 
+    def irc_ident(self, name: str) -> tuple[str, str]:
+        """The username and real name an IRC client gave in USER, for WHO, WHOIS and
+        NAMES; a JSON client's are its name."""
+        with self._lock:
+            conn = self._by_key.get(username_key(name))
+        if conn is not None and conn.irc is not None and conn.irc.user:
+            return conn.irc.user, conn.irc.realname or name
+        return name, name
+
     def cluster_local_names(self) -> list[str]:
         with self._lock:
             return [c.username for c in self._by_key.values() if c.username is not None]
@@ -1277,6 +1454,17 @@ class ChatServer:
             conns = list(self._conns)
         closed = 0
         for conn in conns:
+            irc = conn.irc
+            if (
+                irc is not None
+                and irc.registered
+                and c.idle_timeout
+                and not irc.pinged
+                and now - conn.last_rx > c.idle_timeout / 2
+            ):
+                # IRC clients answer PING rather than send keepalives of their own.
+                irc.pinged = True
+                irc.reply(f"PING :{irc.name}")
             if (
                 conn.username is None
                 and not conn.in_login

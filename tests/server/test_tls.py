@@ -176,3 +176,25 @@ def test_the_asyncio_client_over_tls_and_a_wrong_ca(
             await AsyncChatClient(host, port, tls=True, ca_file=str(other_ca)).connect()
 
     asyncio.run(main())
+
+
+def test_irc_over_tls_beside_plain_irc(certs: tuple[Path, Path]) -> None:
+    """--irc-tls-port: the same certificate; --irc-port stays plain."""
+    with running_server(users_interval=0, tls_cert=certs[0], irc_port=0, irc_tls_port=0) as srv:
+        plain_addr, tls_addr = srv.server.irc_addresses
+        ctx = ssl.create_default_context(cafile=str(certs[1]))
+        with (
+            socket.create_connection(tls_addr, timeout=T) as raw,
+            ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s,
+        ):
+            s.sendall(f"PASS :{PASSWORD}\r\nNICK secure\r\nUSER u 0 * :R\r\n".encode())
+            got = b""
+            while b" 366 " not in got:
+                got += s.recv(65536)
+            assert b":chatroom 001 secure " in got
+        with socket.create_connection(plain_addr, timeout=T) as s:
+            s.sendall(f"PASS :{PASSWORD}\r\nNICK plain\r\nUSER u 0 * :R\r\n".encode())
+            got = b""
+            while b" 366 " not in got:
+                got += s.recv(65536)
+            assert b":chatroom 001 plain " in got
