@@ -10,6 +10,8 @@ import sys
 import threading
 from typing import Any
 
+import pytest
+
 from chatroom import Broadcast, ChatClient
 from tests.cluster.conftest import (
     REDIS_URL,
@@ -355,3 +357,12 @@ def test_a_resend_with_its_cid_is_stored_and_delivered_once(cluster: Cluster) ->
         if frame["type"] in ("broadcast", "dm"):
             got.append(frame["message"])
     assert got == ["once", "dm once", "marker"]
+
+
+def test_check_in_process(cluster: Cluster, capsys: pytest.CaptureFixture[str]) -> None:
+    from chatroom_server.__main__ import main
+
+    args = ["--cluster", cluster.redis, "--cluster-prefix", cluster.prefix, "--db", cluster.db]
+    assert main([*args, "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "PostgreSQL postgresql://" in out and "0 node(s) alive" in out

@@ -366,3 +366,62 @@ def test_raw_json_client_is_unaffected(server: TestServer) -> None:
     c = RawClient(server.address)
     c.send(command="login", username="plain", password=PASSWORD)
     assert c.expect("login_ok")["username"] == "plain"
+
+
+def test_the_less_travelled_commands() -> None:
+    with irc_server() as srv:
+        irc = Irc(irc_address(srv))
+        irc.send("CAP LS", "CAP FROB", "CAP REQ :server-time", "CAP LIST")
+        assert irc.line().startswith(":chatroom CAP * LS :")
+        assert " 410 * FROB " in irc.line()
+        assert irc.line().endswith("ACK :server-time")
+        assert irc.line().endswith("LIST :server-time")
+        # SASL: a payload in 400-byte chunks, one too long, and a second login refused.
+        long_password = "p" * 500
+        token = base64.b64encode(f"\0chunky\0{long_password}".encode()).decode()
+        assert len(token) > 400
+        irc.send("CAP REQ :sasl", "AUTHENTICATE PLAIN")
+        irc.until("AUTHENTICATE")
+        irc.send(f"AUTHENTICATE {token[:400]}", f"AUTHENTICATE {token[400:]}")
+        assert " 903 " in irc.until("903")
+        irc.send("AUTHENTICATE PLAIN")
+        assert " 907 " in irc.line()
+        irc.send("AUTHENTICATE +")  # ends nothing: no exchange under way
+        irc.send("CAP END", "NICK chunky", "USER u 0 * :R")
+        irc.until("366")
+        irc.send("PART #lobby", "NAMES #other", "MODE chunky", "MODE #other", "MODE someone")
+        assert "QUIT to leave it" in irc.line()
+        assert " 366 chunky #other " in irc.line()
+        assert " 221 chunky +" in irc.line()
+        assert " 403 chunky #other " in irc.line()
+        assert " 502 " in irc.line()
+        irc.send("MODE #lobby b", "NAMES", "JOIN #a,#lobby", "AUTHENTICATE PLAIN", "PASS :x")
+        assert " 368 " in irc.line()
+        assert " 353 " in irc.until("353")
+        assert " 403 chunky #a " in irc.until("403")
+        assert irc.until("JOIN") == ":chunky!chunky@chatroom JOIN #lobby"
+        assert " 462 " in irc.until("462")
+        assert " 462 " in irc.line()
+        irc.send("PRIVMSG #other :x", "PRIVMSG", "NOTICE #other :x", "NOTICE", "PRIVMSG x")
+        assert " 403 chunky #other " in irc.line()
+        assert " 411 " in irc.line()
+        assert " 412 " in irc.line()  # the NOTICEs had no answers
+        # CHATHISTORY by msgid, for the room and for DMs.
+        with ChatClient(srv.host, srv.port) as me:
+            me.login("historian", PASSWORD)
+            first = me.pm("one").seq
+            me.pm("two")
+            me.dm("chunky", "private")
+        assert first is not None
+        irc.send(
+            f"CHATHISTORY AFTER #lobby msgid={first} 10",
+            f"CHATHISTORY BEFORE #lobby msgid={first + 1} 10",
+            "CHATHISTORY LATEST historian * 10",
+            "CHATHISTORY LATEST #lobby timestamp=2020 10",
+            "CHATHISTORY AROUND #lobby * 10",
+        )
+        assert irc.until("PRIVMSG", "two").endswith(":two")
+        assert irc.until("PRIVMSG", "one").endswith(":one")
+        assert irc.until("PRIVMSG", "private").endswith("PRIVMSG chunky :private")
+        assert irc.until("FAIL").startswith("FAIL CHATHISTORY INVALID_PARAMS timestamp=2020")
+        assert irc.until("FAIL").startswith("FAIL CHATHISTORY INVALID_PARAMS AROUND")

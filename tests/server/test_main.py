@@ -52,3 +52,20 @@ def test_signal_says_bye_and_exits_0(tmp_path: Path, sig: signal.Signals) -> Non
             server.proc.send_signal(sig)
             assert c.wait_closed()[-1] == {"type": "bye", "reason": "server_shutdown"}
         assert server.proc.wait(timeout=5) == 0
+
+
+def test_check_and_option_errors_in_process(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The paths of chat-server that end before serving, run in this process."""
+    from chatroom_server.__main__ import main
+
+    db = tmp_path / "checked.db"
+    assert main(["--check", "--db", str(db)]) == 0
+    assert f"SQLite {db}: 0 accounts; 0 messages stored" in capsys.readouterr().out
+    assert main(["--db", "postgresql://nobody@127.0.0.1/none"]) == 1
+    assert "is for a cluster" in capsys.readouterr().err
+    assert main(["--cluster", "redis://127.0.0.1:1/0", "--db", str(db), "--port", "0"]) == 1
+    assert "needs a PostgreSQL --db" in capsys.readouterr().err
+    assert main(["--irc-tls-port", "0", "--port", "0", "--db", str(db)]) == 1
+    assert "--irc-tls-port needs --tls-cert" in capsys.readouterr().err
