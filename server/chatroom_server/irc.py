@@ -43,12 +43,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
-import msgspec
-
 from chatroom.protocol import (
     Ack,
     Broadcast,
     Bye,
+    ClientCommand,
     DirectMessage,
     DmCommand,
     ErrorEvent,
@@ -64,7 +63,6 @@ from chatroom.protocol import (
     UsersCommand,
     UsersDelta,
     decode_event,
-    encode,
     is_valid_username,
     username_key,
 )
@@ -308,18 +306,16 @@ class IrcSession:
             return True
         return handler(self, msg.params)
 
-    @staticmethod
-    def decode(raw: bytes) -> str:
-        return decode_line(raw)
-
     def too_long(self) -> None:
         self.num("417", text="Input line was too long")
 
-    def frame(self, command: msgspec.Struct) -> bool:
-        """Hand a JSON command to the server's command path (flood control, limits,
-        validation and all)."""
-        # Metered already, as every IRC line is (ChatServer._irc_lines).
-        return self.server._handle(self.conn, encode(command), allowed=True)  # type: ignore[arg-type]
+    def frame(self, command: ClientCommand) -> bool:
+        """Hand a JSON command to the server's command path (limits, validation and
+        all), as the struct: encoding it only for the server to decode it again would
+        be work for nothing. Metered already, as every IRC line is
+        (ChatServer._irc_lines); the gateway builds commands within the bounds decoding
+        would check (history limit 1-100, seqs >= 0, no cid)."""
+        return self.server._run(self.conn, command, allowed=True)
 
     def _need(self, params: Sequence[str], n: int, cmd: str) -> bool:
         if len(params) < n or (n and not params[n - 1]):

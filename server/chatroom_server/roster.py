@@ -65,6 +65,11 @@ class SortedNames:
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self._find(name)[1]
 
+    def get(self, name: str) -> str | None:
+        """The spelling this set holds for ``name`` (any case), or None."""
+        i, found = self._find(name)
+        return self._names[i] if found else None
+
     def add(self, name: str) -> bool:
         i, found = self._find(name)
         if found:

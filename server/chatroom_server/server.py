@@ -103,7 +103,7 @@ from chatroom_server.accounts import (
 )
 from chatroom_server.cluster import ClusterUnavailable
 from chatroom_server.fanout import Direct, FanOut
-from chatroom_server.irc import IrcOutbox, IrcSession, Translations, parse
+from chatroom_server.irc import IrcOutbox, IrcSession, Translations, decode_line, parse
 from chatroom_server.limits import FloodMeter, LoginThrottle, TokenBucket, WindowCounter
 from chatroom_server.messagelog import MessageLog, NewMessage, StorageError, Stored
 from chatroom_server.outbox import Flusher, Outbox
@@ -690,7 +690,7 @@ class ChatServer:
             if raw is None:
                 irc.too_long()
                 continue
-            msg = parse(irc.decode(raw))
+            msg = parse(decode_line(raw))
             if msg is None:
                 continue
             if log.isEnabledFor(logging.DEBUG):
@@ -815,15 +815,21 @@ class ChatServer:
             f"(bursts of {self.config.rate_burst}); this one was not delivered"
         )
 
-    def _handle(self, conn: _Conn, frame: bytes, allowed: bool | None = None) -> bool:
-        """Run one frame; False closes the connection. ``allowed``: the caller metered
-        it already (the IRC gateway meters every line, these included)."""
+    def _handle(self, conn: _Conn, frame: bytes) -> bool:
+        """Run one frame; False closes the connection."""
+        allowed = self._meter(conn)
         if allowed is None:
-            allowed = self._meter(conn)
-            if allowed is None:
-                return False
+            return False
         try:
             cmd = decode_command(frame)
+        except ProtocolError as exc:
+            return self._refused(conn, exc)
+        return self._run(conn, cmd, allowed)
+
+    def _run(self, conn: _Conn, cmd: ClientCommand, allowed: bool) -> bool:
+        """Run one command, metered already (``allowed``: within the rate); False closes
+        the connection. The IRC gateway calls this with the commands it builds."""
+        try:
             if conn.username is None and conn.frames > self.config.max_frames_before_login:
                 self._send_error(
                     conn,
@@ -837,16 +843,20 @@ class ChatServer:
             validate_command(cmd, self.config.limits)
             keep = self._dispatch(conn, cmd)
         except ProtocolError as exc:
-            self._send_error(conn, exc.code, exc.message, exc.request_id)
-            if exc.code not in _STRIKE_CODES:
-                return True
-            conn.errors_in_row += 1
-            if conn.errors_in_row >= self.config.max_errors_in_row:
-                log.info("closing %r after %d protocol errors in a row", conn, conn.errors_in_row)
-                return False
-            return True
+            return self._refused(conn, exc)
         conn.errors_in_row = 0
         return keep
+
+    def _refused(self, conn: _Conn, exc: ProtocolError) -> bool:
+        """Answer a refused frame; False after too many protocol errors in a row."""
+        self._send_error(conn, exc.code, exc.message, exc.request_id)
+        if exc.code not in _STRIKE_CODES:
+            return True
+        conn.errors_in_row += 1
+        if conn.errors_in_row >= self.config.max_errors_in_row:
+            log.info("closing %r after %d protocol errors in a row", conn, conn.errors_in_row)
+            return False
+        return True
 
     def _send_error(self, conn: _Conn, code: str, message: str, rid: str | int | None) -> None:
         if conn.batch:
@@ -1319,10 +1329,22 @@ class ChatServer:
         ]
         full = b"".join(f for _, to, _, f in framed if to is None)
         # Recipients whose share is not simply every public message: senders (not sent
-        # their own) and DM recipients.
+        # their own) and DM recipients. Their frames (in seq order) are made here, once,
+        # and every other recipient gets ``full``: nothing per recipient but one lookup.
         special = {k for k, to, _, _ in framed if to is None} | {
             to for _, to, _, _ in framed if to is not None
         }
+        shares: dict[str, tuple[bytes, list[int]]] = {}
+        for key in special:
+            data, waited = [], []
+            for sender, to, seq, frame in framed:
+                if to is None and sender != key:
+                    data.append(frame)
+                elif to == key:
+                    data.append(frame)
+                    if seq in inbox:
+                        waited.append(seq)
+            shares[key] = (b"".join(data), waited)
         for name in {m.sender for m in messages if m.to is None}:
             self._publisher.announce(name)  # §Ordering: who joined, before what they say
         last = messages[-1].seq
@@ -1330,25 +1352,17 @@ class ChatServer:
 
         def deliver() -> None:
             roster = self.roster()
+            with self._lock:  # lock order: the fan-out's, then this one
+                targets = {
+                    c: share for key, share in shares.items() if (c := self._by_key.get(key))
+                }
             for c in roster:
-                name = c.username
-                if name is None:
-                    continue
-                key = username_key(name)
-                if key not in special:
-                    if full:
-                        c.outbox.queue(full)
-                    continue
-                data = []
-                for sender, to, seq, frame in framed:
-                    if to is None and sender != key:
-                        data.append(frame)
-                    elif to == key:
-                        data.append(frame)
-                        if seq in inbox:
-                            late.append((name, seq))
+                share = targets.get(c)
+                data = full if share is None else share[0]
                 if data:
-                    c.outbox.queue(b"".join(data))
+                    c.outbox.queue(data)
+                if share is not None and c.username is not None:
+                    late.extend((c.username, seq) for seq in share[1])
             for c in roster:
                 c.outbox.push()
             mlog.last_seq = last
@@ -1387,10 +1401,13 @@ class ChatServer:
         with self._lock:
             if username_key(name) in self._by_key:
                 return  # they are here now: a later login than the one that ended
-            if not self._live.discard(name):
+            # The list's own spelling: a resync knows a departed user only by key.
+            spelled = self._live.get(name)
+            if spelled is None:
                 return
+            self._live.discard(spelled)
             self._names = None
-            self._push_users_locked(left=name)
+            self._push_users_locked(left=spelled)
         self._publisher.changed()
 
     def irc_ident(self, name: str) -> tuple[str, str]:
