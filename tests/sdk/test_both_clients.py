@@ -161,8 +161,12 @@ def test_wait_for_matches_what_arrives_after_it(make: Callable[..., Client]) -> 
     a.login("asker", PW)
     b.login("answerer", PW)
     b.on("dm", lambda e: None)
-    threading.Timer(0.05, lambda: a.dm("answerer", "ping")).start()
+    sender = threading.Timer(0.05, lambda: a.dm("answerer", "ping"))
+    sender.start()
     ev = b.wait_for(DirectMessage, lambda e: e.message == "ping")
+    # The DM arrives before its ack: let the sender have its ack before the clients
+    # close (it failed with ConnectionLost in its thread otherwise).
+    sender.join(T)
     assert ev.sender == "asker"
 
 
