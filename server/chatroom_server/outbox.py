@@ -41,7 +41,7 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from chatroom._tls import TlsWriter, tcp_shutdown, tls_recv
 
@@ -49,6 +49,14 @@ log = logging.getLogger(__name__)
 
 _DONTWAIT = socket.MSG_DONTWAIT
 _EPOLLOUT = select.EPOLLOUT
+
+
+def push_all(outboxes: Iterable[Outbox]) -> None:
+    """:meth:`Outbox.push` each: the second half of a publication whose frames were
+    queued under some lock, sent after it is let go. Each ``send`` releases the GIL, and
+    under a lock every other thread that wants the lock waits behind all of them."""
+    for ob in outboxes:
+        ob.push()
 
 
 class Flusher:

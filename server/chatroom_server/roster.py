@@ -6,10 +6,11 @@ clients, per login). Connections that ask for ``users_delta`` instead get, at mo
 per *window*, one frame naming who joined and who left since the last one: encoded once,
 the same bytes for everyone, so a storm costs O(N) per window.
 
-The window is ``min_window`` (default 0.1 s) or four times as long as the last
-publication took, whichever is longer, so publishing never takes more than about a fifth
-of the publisher thread's time however many users there are. A change after a quiet
-spell is published at once; changes during a window wait for its end.
+The window is ``min_window`` (default 0.1 s) or four times the CPU time the last
+publication took, whichever is longer (at most ``MAX_WINDOW``), so publishing never
+takes more than about a fifth of the publisher thread's time however many users there
+are. A change after a quiet spell is published at once; changes during a window wait
+for its end.
 
 Threads and locks:
 
@@ -20,8 +21,19 @@ Threads and locks:
   :meth:`~UsersPublisher.announce`.
 - ``UsersPublisher._lock`` guards ``_subscribers``, ``_published`` and ``_last``/``_window``.
   Every frame that tells a subscriber about the list (its ``login_ok``, ``users`` replies,
-  deltas) is queued under it (``Outbox.send`` never blocks), so each subscriber's frames
-  form one sequence in which every delta applies to the list it already has.
+  deltas) is queued under it, so each subscriber's frames form one sequence in which
+  every delta applies to the list it already has. Queued, not sent: a delta goes to each
+  subscriber with ``Outbox.queue`` (an append, no syscall) under the lock, and the
+  ``send`` calls (``Outbox.push``) happen after it is let go. A syscall releases the
+  GIL, and with 10,000 subscribers a publication under the lock was 10,000 GIL hand-offs
+  while every departing or arriving connection waited for the lock: when 10,000 clients
+  dropped at once, their threads queued behind one publication for 10-40 s
+  (docs/PERFORMANCE.md, "Mass departures").
+- ``unsubscribe`` and ``changed`` take no lock: 10,000 connections ending at once all
+  call both, and a lock they queue on is a lock the publisher waits for behind them
+  (each waiter a futex sleep and a GIL hand-back). A departed connection goes on the
+  ``_gone`` deque (appended by anyone, popped only under the lock); ``changed`` sets the
+  ``_due`` flag and wakes the publisher only if no publication is due yet.
 - Lock order: this lock, then ``ChatServer._lock`` (the server takes it inside
   :meth:`~UsersPublisher.subscribing`); never the other way round.
 """
@@ -33,13 +45,18 @@ import contextlib
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
 from chatroom.protocol import RequestId, UserList, UsersDelta, encode, username_key
-from chatroom_server.outbox import Outbox
+from chatroom_server.outbox import Outbox, push_all
 
 log = logging.getLogger(__name__)
+
+
+# The longest window, however long a publication took: the list is never more stale.
+MAX_WINDOW = 1.0
 
 
 class SortedNames:
@@ -125,6 +142,8 @@ class UsersPublisher:
         self._subscribers: set[Member] = set()
         self._published = SortedNames()  # the list every subscriber has now
         self._dirty = threading.Event()  # the live list may differ from _published
+        self._due = False  # _dirty is set, or about to be (see changed())
+        self._gone: deque[Member] = deque()  # unsubscribed; see the module docstring
         self._last = 0.0  # time.monotonic() of the last publication
         self._window = min_window
         self.publications = 0  # deltas sent (each to every subscriber), for tests and logs
@@ -139,27 +158,39 @@ class UsersPublisher:
         with self._lock:
             yield self._published
             self._subscribers.add(conn)
-        self._dirty.set()
+        self.changed()
 
     def reply(self, conn: Member, rid: RequestId) -> None:
         """Answer a subscriber's ``users`` command with the list its deltas build on."""
         with self._lock:
-            conn.outbox.send(encode(UserList(users=self._published.snapshot(), id=rid)))
+            conn.outbox.queue(encode(UserList(users=self._published.snapshot(), id=rid)))
+        conn.outbox.push()
 
     def unsubscribe(self, conn: Member) -> None:
-        with self._lock:
-            self._subscribers.discard(conn)
+        """No lock: ``conn`` leaves the subscribers at the next publication (its outbox
+        refuses what is queued to it meanwhile)."""
+        self._gone.append(conn)
+        self.changed()
 
     def changed(self) -> None:
-        """The live list changed (a login, logout or drop): publish within a window."""
-        self._dirty.set()
+        """The live list changed (a login, logout or drop): publish within a window.
+
+        No lock (an Event's ``set`` takes one) unless this is the first change since the
+        publisher last looked. Why a change is never missed: the publisher clears
+        ``_dirty``, then ``_due``, then reads the live list. A caller that finds ``_due``
+        true read it before that reset, so its change (made before) is in that read; one
+        that finds it false sets ``_dirty`` after the clear."""
+        if not self._due:
+            self._due = True
+            self._dirty.set()
 
     def announce(self, name: str) -> None:
         """Before a message from ``name`` goes out: make sure every subscriber has heard
         that ``name`` joined (docs/PROTOCOL.md §Ordering), publishing now if needed."""
         with self._lock:
-            if name not in self._published:
-                self._publish_locked()
+            known = name in self._published
+        if not known:
+            self._publish()  # queued to everyone before the caller's message is
 
     # ------------------------------------------------------------ publisher thread
 
@@ -174,21 +205,39 @@ class UsersPublisher:
                 if delay > 0 and self._stopping.wait(delay):
                     return
                 self._dirty.clear()  # before reading the live list: later changes re-set it
-                with self._lock:
-                    self._publish_locked()
+                self._due = False  # after the clear; see changed()
+                self._publish()
             if next_tick is not None and time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + self._interval
                 with self._lock:
-                    self._tick_locked()
+                    sent_to = self._tick_locked()
+                _push(sent_to)
 
-    def _publish_locked(self) -> None:
-        started = time.perf_counter()
+    def _publish(self) -> None:
+        # The publication's cost is this thread's CPU time, not the wall clock: waiting
+        # for the GIL while thousands of connections end at once once made a
+        # publication "take" 16 s and the next one wait 65 s behind it.
+        started = time.thread_time()
+        with self._lock:
+            sent_to = self._publish_locked()
+        _push(sent_to)
+        if sent_to:
+            took = time.thread_time() - started
+            with self._lock:
+                self._last = time.monotonic()
+                self._window = min(MAX_WINDOW, max(self._min_window, 4 * took))
+            log.debug("users_delta to %d subscribers in %.1f ms", len(sent_to), took * 1e3)
+
+    def _publish_locked(self) -> tuple[Member, ...]:
+        """Queue the delta to every subscriber; returns them, for :func:`_push` after the
+        lock is let go (see the module docstring)."""
+        self._forget_gone_locked()
         live = set(self._live())
         pub = self._published
         old = set(pub.snapshot())
         joined, left = live - old, old - live
         if not joined and not left:
-            return
+            return ()
         for name in left:
             pub.discard(name)
         for name in joined:
@@ -200,23 +249,29 @@ class UsersPublisher:
                 count=len(pub),
             )
         )
-        for conn in self._subscribers:
-            conn.outbox.send(data)
+        subscribers = tuple(self._subscribers)
+        for conn in subscribers:
+            conn.outbox.queue(data)
         self.publications += 1
-        took = time.perf_counter() - started
-        self._last = time.monotonic()
-        self._window = max(self._min_window, 4 * took)
-        log.debug(
-            "users_delta +%d -%d to %d subscribers in %.1f ms",
-            len(joined),
-            len(left),
-            len(self._subscribers),
-            took * 1e3,
-        )
+        log.debug("users_delta +%d -%d", len(joined), len(left))
+        return subscribers
 
-    def _tick_locked(self) -> None:
+    def _tick_locked(self) -> tuple[Member, ...]:
         """The periodic push (docs/PROTOCOL.md §Server pushes): for subscribers, a delta
         with no changes that carries the count, so a client can check its list."""
+        self._forget_gone_locked()
         data = encode(UsersDelta(count=len(self._published)))
-        for conn in self._subscribers:
-            conn.outbox.send(data)
+        subscribers = tuple(self._subscribers)
+        for conn in subscribers:
+            conn.outbox.queue(data)
+        return subscribers
+
+    def _forget_gone_locked(self) -> None:
+        gone, subscribers = self._gone, self._subscribers
+        while gone:
+            subscribers.discard(gone.popleft())
+
+
+def _push(members: Iterable[Member]) -> None:
+    """Send what a publication queued, outside the publisher's lock."""
+    push_all(conn.outbox for conn in members)

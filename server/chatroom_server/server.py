@@ -31,11 +31,12 @@ Shared state and what guards it:
   dicts in O(1) and only marks a snapshot stale (None); the next reader rebuilds it
   once, under the lock (``roster()``, ``names()``), and readers of a fresh one need no
   lock. So 10,000 clients dropping at once cost O(N) in all, not O(N) each.
-- v1 user-list pushes are *sent* under ``_lock`` (non-blocking ``Outbox.send`` only).
-  That serialises them, so every client sees the pushes in the same order and ends on the
-  same list (docs/PROTOCOL.md §Ordering), and a ``joined`` push always precedes the new
-  user's first message. ``users_delta`` connections get theirs from the
-  :class:`~chatroom_server.roster.UsersPublisher` (its own lock, taken before ``_lock``).
+- v1 user-list pushes are *queued* under ``_lock`` (``Outbox.queue``, no syscall) and
+  sent after it is let go (``push_all``). That serialises them, so every client sees
+  the pushes in the same order and ends on the same list (docs/PROTOCOL.md §Ordering),
+  and a ``joined`` push always precedes the new user's first message. ``users_delta``
+  connections get theirs from the :class:`~chatroom_server.roster.UsersPublisher` (its
+  own lock, taken before ``_lock``).
 - Each connection's ``_Conn`` counters are touched only by its own reader thread, except
   ``done``, written under the FanOut's lock.
 - The account store has its own lock (:mod:`chatroom_server.accounts`).
@@ -106,7 +107,7 @@ from chatroom_server.fanout import Direct, FanOut
 from chatroom_server.irc import IrcOutbox, IrcSession, Translations, decode_line, parse
 from chatroom_server.limits import FloodMeter, LoginThrottle, TokenBucket, WindowCounter
 from chatroom_server.messagelog import MessageLog, NewMessage, StorageError, Stored
-from chatroom_server.outbox import Flusher, Outbox
+from chatroom_server.outbox import Flusher, Outbox, push_all
 from chatroom_server.roster import SortedNames, UsersPublisher
 
 if TYPE_CHECKING:
@@ -1254,12 +1255,14 @@ class ChatServer:
                     replay=hold,
                     id=rid,
                 )
-            conn.outbox.send(encode(ok))
+            conn.outbox.queue(encode(ok))
             if hold:
                 conn.outbox.hold()  # until the replay is written (_replay)
             self._members[conn] = None
             self._roster = None
-            self._push_users_locked(joined=name)
+            legacy = self._push_users_locked(joined=name)
+        conn.outbox.push()
+        push_all(c.outbox for c in legacy)
         return old
 
     def _announce(self, conn: _Conn) -> None:
@@ -1294,19 +1297,26 @@ class ChatServer:
             self._roster = None
             self._live.discard(name)
             self._names = None
-            self._push_users_locked(left=name)
+            legacy = self._push_users_locked(left=name)
+        push_all(c.outbox for c in legacy)
         self._publisher.changed()
         if self._bus is not None:
             self._bus.release(name)
         log.info("%s left", name)
 
-    def _push_users_locked(self, joined: str | None = None, left: str | None = None) -> None:
-        """A v1 push to the connections without users_delta (docs/PROTOCOL.md §login)."""
+    def _push_users_locked(
+        self, joined: str | None = None, left: str | None = None
+    ) -> tuple[_Conn, ...]:
+        """A v1 push to the connections without users_delta (docs/PROTOCOL.md §login):
+        queued to each under the lock (so all see the pushes in one order), returned to
+        be pushed once it is let go (``push_all``: sends release the GIL)."""
         if not self._legacy:
-            return
+            return ()
         data = encode(UserList(users=self._names_locked(), joined=joined, left=left))
-        for c in self._legacy:
-            c.outbox.send(data)
+        legacy = tuple(self._legacy)
+        for c in legacy:
+            c.outbox.queue(data)
+        return legacy
 
     # ---------------------------------------------------------------- the cluster
     # chatroom_server.cluster.bus.Handler: called on the bus's consumer thread.
@@ -1382,6 +1392,7 @@ class ChatServer:
         """``name`` logged in on another node: in the list, and a session of theirs
         here ends (session_replaced, without a departure: they are still online)."""
         key = username_key(name)
+        legacy: tuple[_Conn, ...] = ()
         with self._lock:
             old = self._by_key.pop(key, None)
             if old is not None:
@@ -1390,7 +1401,8 @@ class ChatServer:
                 self._roster = None
             elif self._live.add(name):
                 self._names = None
-                self._push_users_locked(joined=name)
+                legacy = self._push_users_locked(joined=name)
+        push_all(c.outbox for c in legacy)
         if old is not None:
             log.info("%s logged in on another node; replacing %r", name, old)
             old.outbox.finish(_BYE_REPLACED)
@@ -1407,7 +1419,8 @@ class ChatServer:
                 return
             self._live.discard(spelled)
             self._names = None
-            self._push_users_locked(left=spelled)
+            legacy = self._push_users_locked(left=spelled)
+        push_all(c.outbox for c in legacy)
         self._publisher.changed()
 
     def irc_ident(self, name: str) -> tuple[str, str]:
@@ -1456,7 +1469,8 @@ class ChatServer:
         """The periodic v1 push (docs/PROTOCOL.md §Server pushes)."""
         while not self._stopping.wait(self.config.users_interval):
             with self._lock:
-                self._push_users_locked()
+                legacy = self._push_users_locked()
+            push_all(c.outbox for c in legacy)
 
     def _housekeeping_loop(self) -> None:
         while not self._stopping.wait(self.config.housekeeping_interval):
