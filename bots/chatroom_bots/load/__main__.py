@@ -44,6 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.cpu_count() or 1,
         help="worker processes (default: the number of cores)",
     )
+    common.add_argument(
+        "--login-concurrency",
+        type=int,
+        default=LoadConfig.login_concurrency,
+        metavar="N",
+        help="logins in flight at once per worker process (default %(default)s); churn "
+        "--drop-all's rejoin with thousands is a whole room reconnecting after a blip",
+    )
     common.add_argument("--seed", type=int, default=1, help="names come from faker with it")
     common.add_argument("--tls", action="store_true")
     common.add_argument("--ca-file")
@@ -120,6 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ca_file=a.ca_file,
         max_loss=a.max_loss,
         server_pid=a.server_pid,
+        login_concurrency=a.login_concurrency,
     )
     if a.mode == "run":
         cfg.senders, cfg.rate, cfg.duration = a.senders, a.rate, a.duration
