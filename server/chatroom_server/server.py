@@ -12,6 +12,12 @@ Threads and what they own:
   thread waits for it), and what a reader sends after its own broadcasts waits in the
   same queue behind them.
 - **flusher thread** (``chat-flusher``, :mod:`chatroom_server.outbox`): drains backlogs.
+- **reaper thread** (``chat-reaper``): takes ended connections out of the roster and
+  announces their departures (``_reap``). A reader thread whose connection ends only
+  appends it to ``_departed`` (no lock) and closes its socket: when 10,000 connections
+  drop at once, 10,000 threads wake together, and any lock they all took would be held
+  by a thread the GIL keeps waiting while the rest queue behind it (docs/PERFORMANCE.md,
+  "Mass departures").
 - **users thread** (``chat-users``, :mod:`chatroom_server.roster`): coalesced
   ``users_delta`` pushes and the periodic user-list push (docs/PROTOCOL.md §Extensions).
 - **cluster threads** (``chat-cluster``, ``chat-cluster-beat``; only with
@@ -52,6 +58,7 @@ import socket
 import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,6 +116,7 @@ from chatroom_server.limits import FloodMeter, LoginThrottle, TokenBucket, Windo
 from chatroom_server.messagelog import MessageLog, NewMessage, StorageError, Stored
 from chatroom_server.outbox import Flusher, Outbox, push_all
 from chatroom_server.roster import SortedNames, UsersPublisher
+from chatroom_server.storm import DepartureStorm
 
 if TYPE_CHECKING:
     from chatroom_server.cluster import ClusterBus, PgDatabase
@@ -184,6 +192,9 @@ class ServerConfig:
     # Longest a busy fan-out waits for more messages to share its sends (fanout.py,
     # "Coalescing"); 0: every pass at once.
     coalesce: float = 0.02
+    # The process's GIL switch interval while many connections end at once (storm.py);
+    # None leaves it alone (chat-server sets 0.2: the process is its own).
+    storm_switch_interval: float | None = None
     tls_cert: Path | None = None  # PEM certificate chain; with tls_key, serve TLS 1.2+
     tls_key: Path | None = None  # PEM private key (None: it is in tls_cert)
     password_hash: str = "owasp"  # a key of accounts.HASHERS; "load-test" for load tests only
@@ -302,6 +313,12 @@ class ChatServer:
         self._names: tuple[str, ...] | None = ()  # None: stale (see names())
         self._stopping = threading.Event()
         self._stopped = threading.Event()
+        # Ended connections for the reaper: appended by their reader thread without a
+        # lock, popped only by the reaper (_depart, _reap_loop).
+        self._departed: deque[_Conn] = deque()
+        self._reap_due = False  # _reap_wake is set, or about to be (see _depart)
+        self._reap_wake = threading.Event()
+        self._storm = DepartureStorm(self.config.storm_switch_interval)
         self._numbers = itertools.count(1)
         self._listener: socket.socket | None = None
         self._threads: list[threading.Thread] = []
@@ -435,6 +452,7 @@ class ChatServer:
             self._spawn(lambda lst=listener, t=tls: self._accept_loop(lst, True, t), "chat-irc")
             log.info("IRC%s on %s:%d", " (TLS)" if tls else "", *listener.getsockname()[:2])
         self._spawn(self._publisher.run, "chat-users")
+        self._spawn(self._reap_loop, "chat-reaper")
         if self.config.users_interval > 0:
             self._spawn(self._legacy_ticks, "chat-users-v1")
         self._spawn(self._housekeeping_loop, "chat-housekeeping")
@@ -498,6 +516,7 @@ class ChatServer:
             self._stopped.wait(self.config.shutdown_grace + 5)
             return
         self._stopping.set()
+        self._reap_wake.set()  # the reaper's wait ends now, not after its timeout
         log.info("shutting down")
         for listener in [self._listener, *(s for s, _ in self._irc_listeners)]:
             if listener is not None:
@@ -514,6 +533,8 @@ class ChatServer:
         for conn in conns:
             if conn.thread is not None:
                 conn.thread.join(max(0.0, deadline - time.monotonic()))
+        self._reap()  # the reaper has stopped: the last departures, so nothing is left
+        self._storm.close()  # an embedding program gets its switch interval back
         self._fanout.close()
         if self._flusher is not None:
             self._flusher.stop()
@@ -674,10 +695,14 @@ class ChatServer:
             log.exception("handler for %r crashed; closing that connection", conn)
             reason = "handler error"
         finally:
-            # Its last messages go out before its departure is announced.
-            self._fanout.settle(conn, timeout=self.config.shutdown_grace)
-            self._leave(conn)
-            conn.outbox.close(linger=self.config.shutdown_grace)
+            self._storm.begin()
+            try:
+                # Its last messages go out before its departure is announced.
+                self._fanout.settle(conn, timeout=self.config.shutdown_grace)
+                self._depart(conn)
+                conn.outbox.close(linger=self.config.shutdown_grace)
+            finally:
+                self._storm.end()
             log.debug("%r disconnected: %s", conn, reason)
 
     def _irc_lines(self, conn: _Conn, irc: IrcSession, data: bytes) -> bool:
@@ -1283,14 +1308,54 @@ class ChatServer:
             else:
                 self._per_ip.pop(conn.ip, None)
 
-    def _leave(self, conn: _Conn) -> None:
+    def _depart(self, conn: _Conn) -> None:
+        """Reader thread, at its end: hand ``conn`` to the reaper. No lock: the wake-up
+        (an Event's lock) is taken only by the first departure since the reaper last
+        looked; a later one appended before the reaper resets ``_reap_due`` and reads the
+        deque, so it is in that read (the argument of UsersPublisher.changed)."""
+        self._departed.append(conn)
+        if not self._reap_due:
+            self._reap_due = True
+            self._reap_wake.set()
+
+    def _reap_loop(self) -> None:
+        while not self._stopping.is_set():
+            if self._reap_wake.wait(0.5):
+                self._reap_wake.clear()
+                self._reap_due = False  # after the clear; see _depart
+                self._reap()
+            self._storm.tick()  # the switch interval back once a storm is over
+
+    def _reap(self) -> None:
+        """Every departure handed over so far: out of the roster, and announced."""
+        departed = self._departed
+        left: list[str] = []
+        while True:
+            try:
+                conn = departed.popleft()
+            except IndexError:  # empty (stop() may reap while the reaper ends)
+                break
+            name = self._leave(conn)
+            if name is not None:
+                left.append(name)
+        if not left:
+            return
+        self._publisher.changed()
+        if len(left) <= 10:
+            for name in left:
+                log.info("%s left", name)
+        else:  # a storm: one line, not thousands (each a write that yields the GIL)
+            log.info("%d users left: %s, ...", len(left), ", ".join(left[:10]))
+
+    def _leave(self, conn: _Conn) -> str | None:
+        """Out of the roster (reaper thread); the name whose departure this is, if any."""
         if conn.deltas:
             self._publisher.unsubscribe(conn)
         with self._lock:
             self._forget_locked(conn)
             name = conn.username
             if name is None or self._by_key.get(username_key(name)) is not conn:
-                return  # never logged in, or replaced by a newer session of the same user
+                return None  # never logged in, or replaced by a newer session of theirs
             del self._by_key[username_key(name)]
             self._members.pop(conn, None)
             self._legacy.pop(conn, None)
@@ -1299,10 +1364,9 @@ class ChatServer:
             self._names = None
             legacy = self._push_users_locked(left=name)
         push_all(c.outbox for c in legacy)
-        self._publisher.changed()
         if self._bus is not None:
             self._bus.release(name)
-        log.info("%s left", name)
+        return name
 
     def _push_users_locked(
         self, joined: str | None = None, left: str | None = None

@@ -69,3 +69,20 @@ def test_check_and_option_errors_in_process(
     assert "needs a PostgreSQL --db" in capsys.readouterr().err
     assert main(["--irc-tls-port", "0", "--port", "0", "--db", str(db)]) == 1
     assert "--irc-tls-port needs --tls-cert" in capsys.readouterr().err
+
+
+def test_storm_switch_interval_option() -> None:
+    """chat-server raises the GIL switch interval in departure storms by default (the
+    process is its own); 0 leaves it alone, as the embeddable ChatServer does."""
+    from chatroom_server.__main__ import build_parser, config_from_args
+    from chatroom_server.server import ServerConfig
+
+    def parsed(*argv: str) -> ServerConfig:
+        return config_from_args(build_parser().parse_args(list(argv)))
+
+    assert parsed().storm_switch_interval == pytest.approx(0.2)
+    assert parsed("--storm-switch-ms", "50").storm_switch_interval == pytest.approx(0.05)
+    assert parsed("--storm-switch-ms", "0").storm_switch_interval is None
+    assert ServerConfig().storm_switch_interval is None
+    with pytest.raises(SystemExit):
+        parsed("--storm-switch-ms", "-1")
