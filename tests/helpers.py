@@ -203,6 +203,11 @@ class CutProxy:
 
     def close(self) -> None:
         self._closed.set()
+        with contextlib.suppress(OSError):
+            # Wakes the accept() below; close() alone would not, and the join would
+            # wait out its whole timeout.
+            self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
         self.cut()
         self._thread.join(5)
+        assert not self._thread.is_alive(), "the proxy's accept thread did not end"
