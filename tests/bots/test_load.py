@@ -337,7 +337,10 @@ def test_drop_all_then_rejoin(fast_server: TestServer) -> None:
     result = run_load(cfg)
     assert result.ok and result.logged_in == 30 and not result.login_failures
     assert result.time_to_empty is not None and result.time_to_full is not None
-    assert "dropped at once" in result.table()
+    # The probe, which stayed, pinged the server meanwhile and every ping came back.
+    assert result.drop_pings >= 1 and result.drop_ping_failures == 0
+    assert result.drop_ping_ms["max"] > 0
+    assert "dropped at once" in result.table() and "a client that stayed" in result.table()
 
 
 def test_html_report_is_self_contained_with_labelled_charts(

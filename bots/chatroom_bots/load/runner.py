@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import logging
 import math
 import multiprocessing as mp
 import os
@@ -18,7 +19,7 @@ from typing import Any, Literal, TextIO, cast
 
 from hdrh.histogram import HdrHistogram
 
-from chatroom import ChatClient, UsersChanged
+from chatroom import ChatClient, ChatError, UsersChanged
 from chatroom.protocol import DEFAULT_PORT
 from chatroom_bots.load import procstat
 from chatroom_bots.load.stats import (
@@ -29,6 +30,8 @@ from chatroom_bots.load.stats import (
     record_counts,
 )
 from chatroom_bots.load.worker import WorkerSpec, worker_main
+
+log = logging.getLogger(__name__)
 
 Mode = Literal["run", "logins", "hold", "churn"]
 
@@ -91,6 +94,11 @@ class LoadResult:
     time_to_empty: float | None = None
     threads_gone: float | None = None
     time_to_full: float | None = None
+    # churn --drop-all: the probe, which stays, pings every 20 ms from the drop until the
+    # server has let everyone go: the round trips of a client that stays (ms).
+    drop_ping_ms: dict[str, float] = field(default_factory=dict)
+    drop_pings: int = 0
+    drop_ping_failures: int = 0
     send_seconds: float = 0.0
     # With --server-pid: the server's CPU over the step (first send to end of drain), its
     # largest RSS, and its RSS when the step began (all the clients logged in, idle).
@@ -173,6 +181,10 @@ class LoadResult:
                 f"  drop-all      {self.logged_in} dropped at once: user list empty after "
                 f"{_secs(self.time_to_empty)}, their threads gone after "
                 f"{_secs(self.threads_gone)}",
+                f"  meanwhile     a client that stayed: {self.drop_pings} pings, p50 "
+                f"{self.drop_ping_ms.get('p50', 0):.1f} ms, p99 "
+                f"{self.drop_ping_ms.get('p99', 0):.1f} ms, max "
+                f"{self.drop_ping_ms.get('max', 0):.1f} ms, {self.drop_ping_failures} failed",
                 f"  rejoin        all logged in again, every one on the list after "
                 f"{_secs(self.time_to_full)}",
             ]
@@ -412,6 +424,40 @@ class _Probe:
         return time.monotonic() - began
 
 
+class _Pinger:
+    """Pings from a client every ``interval`` s on a thread of its own, while the block
+    runs: the server's latency as a client that stays sees it."""
+
+    def __init__(self, client: ChatClient, interval: float = 0.02) -> None:
+        self._client = client
+        self._interval = interval
+        self._stop = threading.Event()
+        # Written by the pinging thread only; read after __exit__ has joined it.
+        self.hist = new_histogram()
+        self.failures = 0
+        self._thread = threading.Thread(target=self._run, name="load-pinger", daemon=True)
+
+    def __enter__(self) -> _Pinger:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(70)  # a ping waits at most the client's 60 s timeout
+
+    def _run(self) -> None:
+        while True:  # at least one ping, however short the block
+            try:
+                rtt = self._client.ping()
+            except ChatError as exc:
+                self.failures += 1
+                log.warning("the probe's ping failed: %s", exc)
+            else:
+                self.hist.record_value(max(1, round(rtt * 1e6)))
+            if self._stop.wait(self._interval):
+                return
+
+
 def _drop_all(swarm: Swarm) -> LoadResult:
     """chat-load churn --drop-all: every bot dropped at once (a reset each, no goodbye), the
     time until the server has let them all go; then every bot back, and the time until
@@ -424,14 +470,18 @@ def _drop_all(swarm: Swarm) -> LoadResult:
         if probe.wait_count(n + 1, 60) is None:
             result.warnings.append(f"the probe never saw all {n} bots on the list")
         threads_before = procstat.threads(cfg.server_pid)
-        began = time.monotonic()
-        swarm.command("drop", "dropped", timeout=60)
-        empty = probe.wait_count(1, 120 - (time.monotonic() - began))
-        result.time_to_empty = None if empty is None else time.monotonic() - began
-        if threads_before is not None:
-            result.threads_gone = _wait_threads(
-                cfg.server_pid, threads_before - n, began, deadline=began + 120
-            )
+        with _Pinger(probe.client) as pinger:
+            began = time.monotonic()
+            swarm.command("drop", "dropped", timeout=60)
+            empty = probe.wait_count(1, 120 - (time.monotonic() - began))
+            result.time_to_empty = None if empty is None else time.monotonic() - began
+            if threads_before is not None:
+                result.threads_gone = _wait_threads(
+                    cfg.server_pid, threads_before - n, began, deadline=began + 120
+                )
+        result.drop_ping_ms = percentiles(pinger.hist)
+        result.drop_pings = pinger.hist.get_total_count()
+        result.drop_ping_failures = pinger.failures
         began = time.monotonic()
         back = swarm.command("rejoin", "rejoined", timeout=120 + n / 20)
         result.login_failures = [f for x in back for f in x["failed"]]
