@@ -42,12 +42,15 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import itertools
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
+
+import msgspec
 
 from chatroom.protocol import RequestId, UserList, UsersDelta, encode, username_key
 from chatroom_server.outbox import Outbox, push_all
@@ -64,11 +67,15 @@ class SortedNames:
     (not an O(N log N) sort per login), and a cached tuple snapshot. Not thread-safe:
     each instance belongs to whoever holds its owner's lock."""
 
-    __slots__ = ("_names", "_snapshot")
+    __slots__ = ("_json", "_names", "_offsets", "_snapshot")
 
     def __init__(self) -> None:
         self._names: list[str] = []
         self._snapshot: tuple[str, ...] | None = ()
+        # The names as one JSON array, and where each one starts in it (json_with);
+        # None: stale, rebuilt on the next call.
+        self._json: bytes | None = None
+        self._offsets: list[int] = []
 
     def __len__(self) -> int:
         return len(self._names)
@@ -92,7 +99,7 @@ class SortedNames:
         if found:
             return False
         self._names.insert(i, name)
-        self._snapshot = None
+        self._snapshot = self._json = None
         return True
 
     def discard(self, name: str) -> bool:
@@ -100,7 +107,7 @@ class SortedNames:
         if not found:
             return False
         del self._names[i]
-        self._snapshot = None
+        self._snapshot = self._json = None
         return True
 
     def snapshot(self) -> tuple[str, ...]:
@@ -108,12 +115,25 @@ class SortedNames:
             self._snapshot = tuple(self._names)
         return self._snapshot
 
-    def with_name(self, name: str) -> tuple[str, ...]:
-        """The snapshot plus ``name`` (if missing), without changing this set."""
+    def json_with(self, name: str) -> bytes:
+        """The names plus ``name`` (if missing) as a JSON array, without changing this
+        set: the ``users`` of a login_ok. The array is encoded once per change of the set
+        and the new name spliced in at its place: in a storm of 10,000 logins, building
+        and encoding a 10,000-name tuple for each login was 120 µs of the GIL apiece,
+        and the set changes only once per users_delta window."""
+        arr = self._json
+        if arr is None:
+            parts = [msgspec.json.encode(n) for n in self._names]
+            arr = self._json = b"[" + b",".join(parts) + b"]"
+            self._offsets = list(itertools.accumulate((len(p) + 1 for p in parts), initial=1))
         i, found = self._find(name)
         if found:
-            return self.snapshot()
-        return (*self._names[:i], name, *self._names[i:])
+            return arr
+        new = msgspec.json.encode(name)
+        if i == len(self._names):  # last (or the only one): before the closing bracket
+            return arr[:-1] + (b"," + new if self._names else new) + b"]"
+        at = self._offsets[i]
+        return arr[:at] + new + b"," + arr[at:]
 
 
 class Member(Protocol):

@@ -63,7 +63,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
+
+import msgspec
 
 from chatroom.errors import FrameTooLarge, ProtocolError
 from chatroom.protocol import (
@@ -1272,7 +1274,8 @@ class ChatServer:
                 ok = LoginOk(
                     username=name,
                     new_user=new_user,
-                    users=published.with_name(name),
+                    # Pre-encoded JSON (SortedNames.json_with), written as it is.
+                    users=cast(tuple[str, ...], msgspec.Raw(published.json_with(name))),
                     features=(Feature.USERS_DELTA.value,),
                     version=PROTOCOL_VERSION,
                     seq=seq,
