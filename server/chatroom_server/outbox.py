@@ -13,7 +13,7 @@ which in CPython is far dearer than the ``send`` syscall itself. So:
 - Fan-out writes in two passes (:meth:`Outbox.queue` to every recipient, then
   :meth:`Outbox.push` to each): frames queued by several senders at once go out in one
   ``send`` per recipient, whoever pushes first. Neither pass ever waits for another
-  thread: ``queue`` appends to a deque without the lock, and ``push`` only *tries* the
+  thread: ``queue`` appends to a list without the lock, and ``push`` only *tries* the
   lock; if another thread holds it, that thread sends the frames when it lets go (see
   :meth:`Outbox.push`). With ten threads fanning out to the same 99 sockets, waiting
   for each other's ``send`` on the outbox locks was where the time went: each wait is a
@@ -24,9 +24,13 @@ which in CPython is far dearer than the ``send`` syscall itself. So:
 
 Threading: each :class:`Outbox` has one lock (``_lock``) guarding its buffer, its state
 flags and the socket's file descriptor (the fd is only closed under it, so no thread can
-ever write to a reused fd number). ``_pending`` is the exception: a ``deque`` that any
-thread appends to without the lock and only lock holders pop from; whoever releases the
-lock looks at it afterwards (``_unlocked``), so nothing appended stays there. The
+ever write to a reused fd number). ``_pending`` is the exception: a list that any
+thread appends to without the lock and only lock holders take from, by copying it and
+deleting the copied prefix (each one C call under the GIL, so an append between them
+stays, after the rest); whoever releases the lock looks at it afterwards
+(``_unlocked``), so nothing appended stays there. A list, not a deque: an empty deque
+is 760 bytes, an empty list 56, and every idle connection has one (memory per
+connection, docs/PERFORMANCE.md). The
 flusher's ``_watched`` map is written only under the lock of the outbox it names and
 read by the flusher thread (dict get/set are atomic).
 No user code runs under any of these locks; the only I/O under them is non-blocking.
@@ -40,7 +44,6 @@ import socket
 import ssl
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
 
 from chatroom._tls import TlsWriter, tcp_shutdown, tls_recv
@@ -165,7 +168,7 @@ class Outbox:
         # connection, docs/PERFORMANCE.md).
         self._drained: threading.Condition | None = None
         self._buf = bytearray()
-        self._pending: deque[bytes] = deque()  # see the module docstring
+        self._pending: list[bytes] = []  # see the module docstring
         self._accepting = True  # False once closing: later frames are dropped
         self._open = True  # False once the fd is closed
         self._watching = False
@@ -240,12 +243,15 @@ class Outbox:
         """Move queued frames into the buffer, in order; the reason to drop the
         connection if that overflows it. Lock held."""
         pending = self._pending
+        if not pending:
+            return None
+        taken = pending[:]
+        del pending[: len(taken)]  # what was appended since stays (module docstring)
+        if not self._accepting:
+            return None  # closing: dropped, as queue() would have
         buf = self._buf if self._held is None else self._held
         cap = self.limit + self._extra
-        while pending:
-            data = pending.popleft()
-            if not self._accepting:
-                continue  # closing: dropped, as queue() would have
+        for data in taken:
             if len(buf) + len(data) > cap:
                 pending.clear()
                 return f"output backlog over {self.limit} bytes"

@@ -63,7 +63,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 
@@ -136,6 +136,9 @@ _STRIKE_CODES = frozenset(
         ErrorCode.ALREADY_LOGGED_IN,
     }
 )
+
+# A connection's message batch when it has none (_Conn.batch): shared, never appended to.
+_UNUSED: list[Any] = []
 
 # Frames that never change, encoded once.
 _ACK_PM = encode(Ack(command="pm"))
@@ -274,11 +277,14 @@ class _Conn:
         self.username: str | None = None  # set once, under ChatServer._lock, at login
         self.deltas = False  # asked for users_delta at login (set before login_ok)
         # Broadcasts (and their acks) of the frames of the current read, not yet sent.
-        self.batch: list[bytes] = []
-        self.acks: list[bytes] = []
+        # All four are _UNUSED (shared, never appended to) until _public makes them: four
+        # empty lists are 224 bytes, and most connections are idle most of the time
+        # (memory per connection, docs/PERFORMANCE.md).
+        self.batch: list[bytes] = _UNUSED
+        self.acks: list[bytes] = _UNUSED
         # With the message log: what to store for each of them, and their request ids.
-        self.msgs: list[NewMessage] = []
-        self.rids: list[RequestId] = []
+        self.msgs: list[NewMessage] = _UNUSED
+        self.rids: list[RequestId] = _UNUSED
         # Items in the FanOut queue: ``handed`` by this reader, ``done`` by the fan-out.
         self.handed = 0
         self.done = 0
@@ -949,6 +955,8 @@ class ChatServer:
         # syscall and outbox lock are paid once per batch instead of once per message.
         # With the message log the fan-out adds each one's seq once it is stored.
         ts = self._wall()
+        if conn.batch is _UNUSED:  # the first message of this read (see _Conn)
+            conn.batch, conn.acks, conn.msgs, conn.rids = [], [], [], []
         conn.batch.append(encode(Broadcast(sender=conn.username, message=cmd.message, ts=ts)))
         conn.acks.append(_ACK_PM if cmd.id is None else encode(Ack(command="pm", id=cmd.id)))
         if self._log is not None:
@@ -959,14 +967,12 @@ class ChatServer:
         """Hand the batched broadcasts to the fan-out (chatroom_server.fanout): stored (with
         the message log), then to every other logged-in connection, then the acks
         (docs/PROTOCOL.md §pm: the ack follows the hand-off)."""
-        frames, acks = conn.batch, conn.acks
-        conn.batch, conn.acks = [], []
+        frames, acks, msgs, rids = conn.batch, conn.acks, conn.msgs, conn.rids
+        conn.batch = conn.acks = conn.msgs = conn.rids = _UNUSED
         if self._log is None:
             self._fanout.broadcast(conn, frames, acks)
-            return
-        msgs, rids = conn.msgs, conn.rids
-        conn.msgs, conn.rids = [], []
-        self._fanout.broadcast(conn, frames, acks, msgs, rids)
+        else:
+            self._fanout.broadcast(conn, frames, acks, msgs, rids)
 
     def _direct(self, conn: _Conn, cmd: DmCommand) -> None:
         assert conn.username is not None and self._store is not None

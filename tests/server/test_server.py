@@ -464,3 +464,19 @@ def test_a_login_that_cannot_get_a_hashing_thread_in_time_is_told_to_retry(
             f.result(10)
     store.wait_timeout = 10
     c.login("patient")  # the same connection: nothing was held against it
+
+
+def test_an_idle_connection_holds_no_message_batch(server: TestServer) -> None:
+    """_Conn's four batch lists are made by a connection's first public message and
+    dropped after each flush (memory per idle connection); the shared placeholder is
+    never appended to, whatever the traffic."""
+    from chatroom_server import server as server_module
+
+    a, b = connect(server.address, "batcha"), connect(server.address, "batchb")
+    for i in range(5):
+        a.send(command="pm", message=f"m{i}", id=i)
+        a.until("ack", command="pm", id=i)
+        b.until("broadcast", message=f"m{i}")
+    for conn in server.server.roster():
+        assert conn.batch is server_module._UNUSED and conn.msgs is server_module._UNUSED
+    assert server_module._UNUSED == []
