@@ -368,3 +368,14 @@ def test_html_report_is_self_contained_with_labelled_charts(
     external = re.findall(r'(?:src|href)="(?!#)([^"]*)"', page)
     assert external == []
     assert "chat-load run: " in page and ">OK<" in page
+
+
+def test_drop_all_on_a_full_server_is_one_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """The probe needs a connection of its own: on a server with room for the bots only,
+    chat-load says so in one line and exits 2 (no traceback)."""
+    with quiet_server(max_connections=4) as srv:
+        argv = ["churn", "--drop-all", "--port", str(srv.port), "--clients", "4"]
+        assert chat_load([*argv, "--processes", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "the probe client could not log in" in err and "--max-connections" in err
+    assert "Traceback" not in err

@@ -407,8 +407,15 @@ class _Probe:
         self.count = 0  # guarded by _cond
         self.client = ChatClient(cfg.host, cfg.port, timeout=60, tls=cfg.tls, ca_file=cfg.ca_file)
         self.client.on_users(self._on_users)
-        self.client.connect()
-        self.count = len(self.client.login("chat_load_probe", cfg.password).users)
+        try:
+            self.client.connect()
+            self.count = len(self.client.login("chat_load_probe", cfg.password).users)
+        except ChatError as exc:
+            self.client.close()
+            raise RuntimeError(
+                f"the probe client could not log in ({exc}); the server must have room "
+                f"for the {cfg.clients} bots and one more (chat-server --max-connections)"
+            ) from exc
 
     def _on_users(self, event: UsersChanged) -> None:
         with self._cond:
