@@ -9,7 +9,7 @@ same minutes, and comparing server CPU per 1,000 deliveries and p99, step by ste
                                  [--a-args "..."] [--b-args "..."]
 
 ``--a-args``/``--b-args`` add server options to one side: ``--base HEAD --b-args
-"--switch-interval-ms 20"`` compares one setting of the same code.
+"--coalesce-ms 0"`` compares one setting of the same code.
 """
 
 from __future__ import annotations

@@ -32,8 +32,8 @@ Threads and locks:
 - ``unsubscribe`` and ``changed`` take no lock: 10,000 connections ending at once all
   call both, and a lock they queue on is a lock the publisher waits for behind them
   (each waiter a futex sleep and a GIL hand-back). A departed connection goes on the
-  ``_gone`` deque (appended by anyone, popped only under the lock); ``changed`` sets the
-  ``_due`` flag and wakes the publisher only if no publication is due yet.
+  ``_gone`` deque (appended by anyone, popped only under the lock); ``changed`` rings
+  the publisher's :class:`~chatroom_server.doorbell.Doorbell`.
 - Lock order: this lock, then ``ChatServer._lock`` (the server takes it inside
   :meth:`~UsersPublisher.subscribing`); never the other way round.
 """
@@ -53,6 +53,7 @@ from typing import Protocol
 import msgspec
 
 from chatroom.protocol import RequestId, UserList, UsersDelta, encode, username_key
+from chatroom_server.doorbell import Doorbell
 from chatroom_server.outbox import Outbox, push_all
 
 log = logging.getLogger(__name__)
@@ -161,8 +162,7 @@ class UsersPublisher:
         self._lock = threading.Lock()  # see the module docstring
         self._subscribers: set[Member] = set()
         self._published = SortedNames()  # the list every subscriber has now
-        self._dirty = threading.Event()  # the live list may differ from _published
-        self._due = False  # _dirty is set, or about to be (see changed())
+        self._dirty = Doorbell()  # rung when the live list may differ from _published
         self._gone: deque[Member] = deque()  # unsubscribed; see the module docstring
         self._last = 0.0  # time.monotonic() of the last publication
         self._window = min_window
@@ -193,16 +193,9 @@ class UsersPublisher:
         self.changed()
 
     def changed(self) -> None:
-        """The live list changed (a login, logout or drop): publish within a window.
-
-        No lock (an Event's ``set`` takes one) unless this is the first change since the
-        publisher last looked. Why a change is never missed: the publisher clears
-        ``_dirty``, then ``_due``, then reads the live list. A caller that finds ``_due``
-        true read it before that reset, so its change (made before) is in that read; one
-        that finds it false sets ``_dirty`` after the clear."""
-        if not self._due:
-            self._due = True
-            self._dirty.set()
+        """The live list changed (a login, logout or drop): publish within a window. No
+        lock unless this is the first change since the publisher last looked."""
+        self._dirty.ring()
 
     def announce(self, name: str) -> None:
         """Before a message from ``name`` goes out: make sure every subscriber has heard
@@ -224,8 +217,7 @@ class UsersPublisher:
                 delay = self._last + self._window - time.monotonic()
                 if delay > 0 and self._stopping.wait(delay):
                     return
-                self._dirty.clear()  # before reading the live list: later changes re-set it
-                self._due = False  # after the clear; see changed()
+                self._dirty.answer()  # before reading the live list: later changes ring
                 self._publish()
             if next_tick is not None and time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + self._interval

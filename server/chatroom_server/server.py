@@ -112,6 +112,7 @@ from chatroom_server.accounts import (
     AccountStoreBusy,
 )
 from chatroom_server.cluster import ClusterUnavailable
+from chatroom_server.doorbell import Doorbell
 from chatroom_server.fanout import Direct, FanOut
 from chatroom_server.irc import IrcOutbox, IrcSession, Translations, decode_line, parse
 from chatroom_server.limits import FloodMeter, LoginThrottle, TokenBucket, WindowCounter
@@ -324,8 +325,7 @@ class ChatServer:
         # Ended connections for the reaper: appended by their reader thread without a
         # lock, popped only by the reaper (_depart, _reap_loop).
         self._departed: deque[_Conn] = deque()
-        self._reap_due = False  # _reap_wake is set, or about to be (see _depart)
-        self._reap_wake = threading.Event()
+        self._reap_bell = Doorbell()  # rung by _depart (and stop())
         self._storm = DepartureStorm(self.config.storm_switch_interval)
         self._numbers = itertools.count(1)
         self._listener: socket.socket | None = None
@@ -524,7 +524,7 @@ class ChatServer:
             self._stopped.wait(self.config.shutdown_grace + 5)
             return
         self._stopping.set()
-        self._reap_wake.set()  # the reaper's wait ends now, not after its timeout
+        self._reap_bell.ring()  # the reaper's wait ends now, not after its timeout
         log.info("shutting down")
         for listener in [self._listener, *(s for s, _ in self._irc_listeners)]:
             if listener is not None:
@@ -1318,20 +1318,15 @@ class ChatServer:
                 self._per_ip.pop(conn.ip, None)
 
     def _depart(self, conn: _Conn) -> None:
-        """Reader thread, at its end: hand ``conn`` to the reaper. No lock: the wake-up
-        (an Event's lock) is taken only by the first departure since the reaper last
-        looked; a later one appended before the reaper resets ``_reap_due`` and reads the
-        deque, so it is in that read (the argument of UsersPublisher.changed)."""
+        """Reader thread, at its end: hand ``conn`` to the reaper, taking no lock unless
+        this is the first departure since the reaper last looked (doorbell.py)."""
         self._departed.append(conn)
-        if not self._reap_due:
-            self._reap_due = True
-            self._reap_wake.set()
+        self._reap_bell.ring()
 
     def _reap_loop(self) -> None:
         while not self._stopping.is_set():
-            if self._reap_wake.wait(0.5):
-                self._reap_wake.clear()
-                self._reap_due = False  # after the clear; see _depart
+            if self._reap_bell.wait(0.5):
+                self._reap_bell.answer()
                 self._reap()
             self._storm.tick()  # the switch interval back once a storm is over
 

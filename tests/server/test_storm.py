@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from chatroom_server.doorbell import Doorbell
 from chatroom_server.storm import DepartureStorm
 from tests.helpers import PASSWORD, RawClient, quiet_server
 
@@ -79,6 +80,18 @@ def test_a_server_stopping_mid_storm_gives_the_interval_back(switch_interval: fl
     assert storm.raised
     storm.close()
     assert not storm.raised and sys.getswitchinterval() == switch_interval
+
+
+def test_a_doorbell_rung_many_times_wakes_once_and_again_after_an_answer() -> None:
+    bell = Doorbell()
+    assert not bell.wait(0)
+    for _ in range(1000):  # a storm of departures: the Event is set by the first only
+        bell.ring()
+    assert bell.wait(0)
+    bell.answer()
+    assert not bell.wait(0)
+    bell.ring()  # a change after the answer wakes the waiter again
+    assert bell.wait(0)
 
 
 def test_without_an_interval_the_process_keeps_its_own(switch_interval: float) -> None:
