@@ -29,7 +29,9 @@ Threads and what they own:
 Shared state and what guards it:
 
 - ``ChatServer._lock`` guards ``_by_key`` (logged-in connection per lower-cased name),
-  ``_conns`` (every open connection), ``_live`` (the logged-in names; in a cluster,
+  ``_conns`` (every open connection; a connection's own thread discards it without
+  the lock as it ends, one C call under the GIL, see ``_depart``), ``_live`` (the
+  logged-in names; in a cluster,
   on every node), ``_members``
   (logged-in connections that have their ``login_ok``, insertion-ordered), ``_legacy``
   (those of them without ``users_delta``), and the snapshots ``_roster`` (``_members``
@@ -1309,17 +1311,21 @@ class ChatServer:
             self._forget_locked(conn)
 
     def _forget_locked(self, conn: _Conn) -> None:
-        if conn in self._conns:
-            self._conns.discard(conn)
-            n = self._per_ip.get(conn.ip, 0) - 1
-            if n > 0:
-                self._per_ip[conn.ip] = n
-            else:
-                self._per_ip.pop(conn.ip, None)
+        """Out of the open connections and its address's count. Once per connection:
+        the reaper's _leave, or _admit when its thread could not start."""
+        self._conns.discard(conn)
+        n = self._per_ip.get(conn.ip, 0) - 1
+        if n > 0:
+            self._per_ip[conn.ip] = n
+        else:
+            self._per_ip.pop(conn.ip, None)
 
     def _depart(self, conn: _Conn) -> None:
         """Reader thread, at its end: hand ``conn`` to the reaper, taking no lock unless
-        this is the first departure since the reaper last looked (doorbell.py)."""
+        this is the first departure since the reaper last looked (doorbell.py). It
+        leaves ``_conns`` here, not in the reaper, so that once its thread has ended it
+        is no longer counted open (``connection_count``, ``max_connections``)."""
+        self._conns.discard(conn)  # a set's discard: one C call under the GIL, no lock
         self._departed.append(conn)
         self._reap_bell.ring()
 
