@@ -210,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--password-hash",
         choices=sorted(HASHERS),
         default=d.password_hash,
-        help="argon2id cost for new hashes: owasp (19 MiB, t=2), or load-test (256 KiB, "
+        help="argon2id cost for new hashes: owasp (19 MiB, t=2), or load-test (8 KiB, "
         "t=1; only for throwaway load-test accounts)",
     )
     p.add_argument(

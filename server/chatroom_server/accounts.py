@@ -42,11 +42,12 @@ T = TypeVar("T")
 # OWASP Password Storage Cheat Sheet: argon2id, m=19 MiB, t=2, p=1. The parameters travel
 # inside every hash string, so changing these later rehashes old accounts on next login.
 OWASP_HASHER = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
-# For load tests only (``chat-server --password-hash load-test``): 256 KiB, t=1, ~0.15 ms
-# instead of ~25 ms, so 10,000 logins measure the server, not argon2. Never for real
-# accounts: the hash is ~150x cheaper to attack, and a later start with the OWASP setting
-# rehashes each account at its next login.
-LOAD_TEST_HASHER = PasswordHasher(time_cost=1, memory_cost=256, parallelism=1)
+# For load tests only (``chat-server --password-hash load-test``): the least argon2id
+# allows (8 KiB, t=1), ~25 µs instead of ~25 ms, so 10,000 logins measure the server, not
+# argon2 (at 256 KiB a hash was ~0.12 ms, a fifth of the server's CPU in a rejoin of
+# 10,000; docs/PERFORMANCE.md). Never for real accounts: the hash is ~1,000x cheaper to
+# attack, and a later start with the OWASP setting rehashes each account at its next login.
+LOAD_TEST_HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 HASHERS = {"owasp": OWASP_HASHER, "load-test": LOAD_TEST_HASHER}
 
 _SCHEMA_VERSION = 1
