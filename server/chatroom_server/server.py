@@ -663,6 +663,7 @@ class ChatServer:
         log.debug("%r connected", conn)
         decoder = FrameDecoder(self.config.limits.max_frame)
         reason = "closed by client"
+        dead = False  # a read failed: nothing more can reach the client
         recv: Callable[[int], bytes] = conn.sock.recv
         try:
             if conn.outbox.tls:
@@ -675,6 +676,7 @@ class ChatServer:
                     data = recv(size)
                 except OSError as exc:
                     reason = f"network error: {exc}"
+                    dead = True
                     break
                 if not data:
                     break
@@ -710,7 +712,7 @@ class ChatServer:
                 # Its last messages go out before its departure is announced.
                 self._fanout.settle(conn, timeout=self.config.shutdown_grace)
                 self._depart(conn)
-                conn.outbox.close(linger=self.config.shutdown_grace)
+                conn.outbox.close(linger=self.config.shutdown_grace, dead=dead)
             finally:
                 self._storm.end()
             log.debug("%r disconnected: %s", conn, reason)

@@ -57,6 +57,18 @@ def test_close_writes_what_was_queued_then_ends(pair: tuple[Outbox, socket.socke
     assert peer.recv(10) == b""
 
 
+def test_close_of_a_dead_connection_drops_what_was_queued(
+    pair: tuple[Outbox, socket.socket],
+) -> None:
+    # The reader's recv failed (a reset): the queued bytes could not arrive anyway, so
+    # close() neither sends them nor shuts down first; it only closes.
+    out, peer = pair
+    out.queue(b"never\n")
+    out.close(linger=1.0, dead=True)
+    assert peer.recv(10) == b""
+    assert not out.queue(b"x\n")
+
+
 def test_queue_past_the_limit_drops_the_connection_at_the_push(
     pair: tuple[Outbox, socket.socket],
 ) -> None:
