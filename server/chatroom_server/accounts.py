@@ -1,12 +1,15 @@
 """Accounts: an SQLite file of usernames and argon2id password hashes.
 
-Threading: one sqlite3 connection shared by every connection thread, guarded by
-``AccountStore._lock``. Hashing and verifying (tens of milliseconds each, and argon2-cffi
-releases the GIL while it works) always run *outside* that lock, so a login storm never
-stalls another client's traffic or another login's database access.
+Threading: one sqlite3 connection, guarded by ``AccountStore._lock``. A login's reads and
+writes run on the store's own threads (:meth:`AccountStore.lookup`, ``register``,
+``verify``): when the connection threads of a login storm took ``_lock`` themselves,
+they queued for it while its holder waited for the GIL. Hashing and verifying (tens of
+milliseconds each, and argon2-cffi releases the GIL while it works) always run *outside*
+that lock, so a login storm never stalls another client's traffic or another login's
+database access.
 
 Memory: each argon2id hash needs 19 MiB. Registering and verifying run on the store's
-own ``hash_workers`` threads (default: twice the cores), so a storm of 10,000 logins
+own ``hash_workers`` threads (:func:`default_workers`), so a storm of 10,000 logins
 queues instead of asking for 190 GB; :func:`_return_big_allocations_to_the_os` makes glibc
 give those buffers back after each hash instead of keeping them in every thread's arena.
 Running them there also keeps the connection threads' stacks shallow: a stack page that
@@ -80,6 +83,17 @@ def _return_big_allocations_to_the_os() -> None:
 _malloc_tuned = False
 
 
+def default_workers(hasher: PasswordHasher) -> int:
+    """The store's threads: twice the cores, or more while their hashes together stay
+    under 64 MiB, at most 16. With OWASP hashes (19 MiB) that is twice the cores: more
+    would only share them and hold more memory. With load-test hashes (8 KiB) it is
+    16: a login is then mostly waiting for the GIL, not hashing, and with four threads
+    their queue was where a rejoin of 10,000 waited (docs/PERFORMANCE.md, "Mass
+    arrivals")."""
+    floor = 2 * (os.cpu_count() or 1)
+    return max(floor, min(16, 64 * 1024 // hasher.memory_cost))
+
+
 class AccountStoreError(Exception):
     """The credentials file cannot be used (not a database, unreadable, newer schema)."""
 
@@ -103,15 +117,21 @@ class AccountStore:
         self,
         path: str | Path,  # the SQLite file (the PostgreSQL store: its description)
         hasher: PasswordHasher = OWASP_HASHER,
-        hash_workers: int = 2 * (os.cpu_count() or 1),
+        hash_workers: int | None = None,  # None: default_workers(hasher)
         wait_timeout: float = 120.0,
     ) -> None:
         self.path = Path(path)
         self._hasher = hasher
         self.wait_timeout = wait_timeout
-        self._workers = ThreadPoolExecutor(hash_workers, thread_name_prefix="chat-accounts")
+        if hash_workers is None:
+            hash_workers = default_workers(hasher)
+        self._workers = ThreadPoolExecutor(
+            hash_workers, thread_name_prefix="chat-accounts", initializer=self._worker_started
+        )
         _return_big_allocations_to_the_os()
         self._lock = threading.Lock()  # guards self._db (one connection, many threads)
+        self._readers = threading.local()  # .db: a store thread's own read connection
+        self._reader_dbs: list[sqlite3.Connection] = []  # all of those, for close(); _lock
         self._open()
 
     def _open(self) -> None:
@@ -154,6 +174,26 @@ class AccountStore:
     def _close_db(self) -> None:
         with self._lock:
             self._db.close()
+            for db in self._reader_dbs:
+                db.close()
+            self._reader_dbs.clear()
+
+    def _worker_started(self) -> None:
+        """Each store thread's first act: a read connection of its own, so that its
+        lookups take no lock (WAL lets readers run beside the writer). Sharing ``_db``
+        under ``_lock`` they convoyed: a holder that gave the GIL up inside SQLite
+        waited for it back while every other lookup waited for the holder."""
+        try:
+            db = sqlite3.connect(
+                self.path, check_same_thread=False, isolation_level=None, timeout=10
+            )
+            db.execute("PRAGMA query_only=1")
+        except sqlite3.Error as exc:
+            log.warning("a store thread reads through the shared connection: %s", exc)
+            return
+        with self._lock:
+            self._reader_dbs.append(db)
+        self._readers.db = db
 
     def _on_worker(self, fn: Callable[..., T], *args: object) -> T:
         """``fn(*args)`` on one of the store's threads (module docstring, Memory)."""
@@ -173,10 +213,13 @@ class AccountStore:
     # (chatroom_server.cluster.pg) replaces only these.
 
     def get(self, name: str) -> Account | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT name, hash FROM accounts WHERE name = ?", (name,)
-            ).fetchone()
+        query = "SELECT name, hash FROM accounts WHERE name = ?"
+        own: sqlite3.Connection | None = getattr(self._readers, "db", None)
+        if own is not None:
+            row = own.execute(query, (name,)).fetchone()  # a store thread: no lock
+        else:
+            with self._lock:
+                row = self._db.execute(query, (name,)).fetchone()
         return Account(row[0], row[1]) if row else None
 
     def count(self) -> int:
@@ -197,6 +240,25 @@ class AccountStore:
     def _update_hash(self, name: str, password_hash: str) -> None:
         with self._lock:
             self._db.execute("UPDATE accounts SET hash = ? WHERE name = ?", (password_hash, name))
+
+    def lookup(self, name: str) -> Account | None:
+        """:meth:`get` on one of the store's threads, as a login does it. On the
+        caller's thread, a login storm's threads queued for ``_lock`` while its holder
+        waited for the GIL (a convoy: 36 ms a lookup in a rejoin of 10,000, the largest
+        part of a login); a store thread reads through its own connection, without the
+        lock, and the connection thread's stack never grows into SQLite's (module
+        docstring, Memory)."""
+        return self._on_worker(self.get, name)
+
+    def authenticate(self, name: str, password: str) -> tuple[Account | None, bool]:
+        """The account called ``name`` (None if there is none) and whether ``password``
+        is its password: :meth:`lookup` and :meth:`verify` in one trip to a store
+        thread. In a login storm those trips are the queue every login waits in."""
+        return self._on_worker(self._authenticate, name, password)
+
+    def _authenticate(self, name: str, password: str) -> tuple[Account | None, bool]:
+        account = self.get(name)
+        return account, account is not None and self._verify(account, password)
 
     def register(self, name: str, password: str) -> Account:
         """Create an account; raise :class:`AccountExists` if the name is taken.

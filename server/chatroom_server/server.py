@@ -1039,9 +1039,9 @@ class ChatServer:
             raise ProtocolError(
                 ErrorCode.ALREADY_LOGGED_IN, f"already logged in as {conn.username}", cmd.id
             )
-        account = self._store.get(cmd.username)
         if cmd.password is None:
             # The step where an interactive client learns to ask for a new password twice.
+            account = self._store.lookup(cmd.username)
             name = account.name if account else cmd.username
             conn.outbox.send(
                 encode(PasswordRequired(username=name, new_user=account is None, id=cmd.id))
@@ -1049,6 +1049,20 @@ class ChatServer:
             return True
         new_user = False
         now = self._clock()
+        # Names are ASCII and unique ignoring case, so this is the account's key too.
+        key = username_key(cmd.username)
+        wait = self._throttle.wait(key, now)
+        if wait > 0:
+            # Only an existing account's failures throttle; it is not even looked up.
+            conn.failed_logins += 1
+            self._send_error(
+                conn,
+                ErrorCode.RATE_LIMITED,
+                f"too many wrong passwords for {cmd.username}; try again in {wait:.0f} s",
+                cmd.id,
+            )
+            return conn.failed_logins < self.config.max_failed_logins
+        account, right = self._store.authenticate(cmd.username, cmd.password)
         if account is None:
             check_password(cmd.password, self.config.limits, cmd.id)
             if not self._exempt(conn.ip) and not self._registrations.allow(conn.ip, now):
@@ -1060,22 +1074,10 @@ class ChatServer:
             try:
                 account = self._store.register(cmd.username, cmd.password)
                 new_user = True
-            except AccountExists:
-                account = self._store.get(cmd.username)  # lost a registration race
+            except AccountExists:  # lost a registration race: the winner's password?
+                account, right = self._store.authenticate(cmd.username, cmd.password)
                 assert account is not None
-        key = username_key(account.name)
-        if not new_user:
-            wait = self._throttle.wait(key, now)
-            if wait > 0:
-                conn.failed_logins += 1
-                self._send_error(
-                    conn,
-                    ErrorCode.RATE_LIMITED,
-                    f"too many wrong passwords for {account.name}; try again in {wait:.0f} s",
-                    cmd.id,
-                )
-                return conn.failed_logins < self.config.max_failed_logins
-        if not new_user and not self._store.verify(account, cmd.password):
+        if not new_user and not right:
             self._throttle.failed(key, self._clock())
             conn.failed_logins += 1
             self._send_error(conn, ErrorCode.BAD_CREDENTIALS, "wrong username or password", cmd.id)

@@ -222,15 +222,15 @@ def test_login_window_spares_a_login_the_server_is_still_checking(clock: FakeClo
         gate = threading.Event()
         entered = threading.Event()
         store = srv.server._store
-        real_verify = store.verify
+        real_authenticate = store.authenticate
 
-        def slow_verify(account: Any, password: str) -> bool:
+        def slow_authenticate(name: str, password: str) -> Any:
             entered.set()
             gate.wait(10)  # the password check is queued behind other hashing
-            return bool(real_verify(account, password))
+            return real_authenticate(name, password)
 
         connect(srv.address, "patient").close()
-        store.verify = slow_verify
+        store.authenticate = slow_authenticate
         c = RawClient(srv.address)
         c.send(command="login", username="patient", password=PASSWORD)
         assert entered.wait(10)

@@ -195,6 +195,9 @@ class PgAccountStore(AccountStore):
     def _close_db(self) -> None:
         pass  # the pool is closed by its owner
 
+    def _worker_started(self) -> None:
+        pass  # reads take a connection from the pool
+
     @contextlib.contextmanager
     def _conn(self) -> Iterator[psycopg.Connection[Any]]:
         try:
