@@ -1092,7 +1092,7 @@ class ChatServer:
         """The session begins: login_ok, the roster, and with the message log the replay
         (docs/PROTOCOL.md §Resume, §Offline DMs); False closes the connection."""
         if self._log is None:
-            self._begin(conn, name, new_user, cmd.id)
+            self._begin(conn, name, new_user, cmd.id)()
             return True
         bus = self._bus
         if bus is not None:
@@ -1105,7 +1105,9 @@ class ChatServer:
         try:
             # Between two fan-out passes: login_ok's seq is the last message handed to
             # the roster without us, and every later one reaches us live.
-            plan = self._fanout.exclusive(lambda: self._begin_logged(conn, name, new_user, cmd))
+            begun, plan = self._fanout.exclusive(
+                lambda: self._begin_logged(conn, name, new_user, cmd)
+            )
         except TimeoutError as exc:
             if bus is not None and conn.username is None:
                 bus.release(name)  # claimed, but the session never began
@@ -1113,31 +1115,32 @@ class ChatServer:
         finally:
             if bus is not None:
                 bus.settled(name)
+        begun()
         if plan is None:
             return True
         return self._replay(conn, name, cmd, *plan)
 
     def _begin_logged(
         self, conn: _Conn, name: str, new_user: bool, cmd: LoginCommand
-    ) -> tuple[int, list[int]] | None:
+    ) -> tuple[Callable[[], None], tuple[int, list[int]] | None]:
         """Under the fan-out lock: begin the session and, if it gets a replay, hold its
-        live traffic back until the replay is written. The replay's end and the DMs that
-        waited for this user."""
+        live traffic back until the replay is written. What to do once the lock is let
+        go (``_begin``'s), and the replay's end and the DMs that waited for this user."""
         mlog = self._log
         assert mlog is not None
         upto = mlog.last_seq
         replaying = cmd.since is not None or mlog.has_inbox(name)
         # Held from right after login_ok: the replay (or replay_truncated) is the first
         # thing after it, before even the users push (docs/PROTOCOL.md §Resume).
-        self._begin(conn, name, new_user, cmd.id, upto, mlog.epoch, hold=replaying)
+        begun = self._begin(conn, name, new_user, cmd.id, upto, mlog.epoch, hold=replaying)
         if not replaying:
-            return None
+            return begun, None
         inbox: list[int] = []
         try:
             inbox = mlog.take_inbox(name)
         except StorageError as exc:
             log.error("cannot read the DMs waiting for %s (they keep waiting): %s", name, exc)
-        return upto, inbox
+        return begun, (upto, inbox)
 
     def _replay(
         self, conn: _Conn, name: str, cmd: LoginCommand, upto: int, inbox: list[int]
@@ -1233,19 +1236,33 @@ class ChatServer:
         seq: int | None = None,
         epoch: str | None = None,
         hold: bool = False,
-    ) -> None:
+    ) -> Callable[[], None]:
+        """The session joins the roster, its login_ok queued; returns what sends it and
+        ends a replaced session. The caller runs that after letting go of the fan-out
+        lock, if it holds it: during a login storm every login waits for that lock, and
+        a ``send`` of login_ok (150 KB with 10,000 online) or a log line under it gives
+        the GIL up and queues for it again while all of them wait (docs/PERFORMANCE.md,
+        "Mass arrivals")."""
         if conn.deltas:
             # Under the publisher's lock: login_ok lists what the next delta applies to.
             with self._publisher.subscribing(conn) as published:
-                old = self._join(conn, name, new_user, rid, published, seq, epoch, hold)
+                old, legacy = self._join(conn, name, new_user, rid, published, seq, epoch, hold)
         else:
-            old = self._join(conn, name, new_user, rid, None, seq, epoch, hold)
+            old, legacy = self._join(conn, name, new_user, rid, None, seq, epoch, hold)
             self._publisher.changed()
-        if old is not None:
-            log.info("%s logged in again from %s; replacing %r", name, conn.addr, old)
-            old.outbox.finish(_BYE_REPLACED)
-        else:
-            log.info("%s logged in from %s%s", name, conn.addr, " (new account)" * new_user)
+
+        def begun() -> None:
+            # Queued frames keep their order, so whatever reached the new session
+            # meanwhile still follows its login_ok.
+            conn.outbox.push()
+            push_all(c.outbox for c in legacy)
+            if old is not None:
+                log.info("%s logged in again from %s; replacing %r", name, conn.addr, old)
+                old.outbox.finish(_BYE_REPLACED)
+            else:
+                log.info("%s logged in from %s%s", name, conn.addr, " (new account)" * new_user)
+
+        return begun
 
     def _join(
         self,
@@ -1257,9 +1274,10 @@ class ChatServer:
         seq: int | None,
         epoch: str | None,
         hold: bool,
-    ) -> _Conn | None:
-        """The session joins; returns the one it replaces. login_ok is queued before the
-        connection is in the roster, so no message can reach it ahead of its login_ok."""
+    ) -> tuple[_Conn | None, tuple[_Conn, ...]]:
+        """The session joins; returns the one it replaces and the v1 connections with a
+        user-list push queued. login_ok is queued before the connection is in the
+        roster, so no message can reach it ahead of its login_ok."""
         key = username_key(name)
         with self._lock:
             old = self._by_key.get(key)
@@ -1301,9 +1319,7 @@ class ChatServer:
             self._members[conn] = None
             self._roster = None
             legacy = self._push_users_locked(joined=name)
-        conn.outbox.push()
-        push_all(c.outbox for c in legacy)
-        return old
+        return old, legacy
 
     def _announce(self, conn: _Conn) -> None:
         assert conn.username is not None
