@@ -121,6 +121,7 @@ from chatroom_server.limits import FloodMeter, LoginThrottle, TokenBucket, Windo
 from chatroom_server.messagelog import MessageLog, NewMessage, StorageError, Stored
 from chatroom_server.outbox import Flusher, Outbox, push_all
 from chatroom_server.roster import SortedNames, UsersPublisher
+from chatroom_server.starter import ThreadStarter
 from chatroom_server.storm import DepartureStorm
 
 if TYPE_CHECKING:
@@ -333,6 +334,7 @@ class ChatServer:
         self._listener: socket.socket | None = None
         self._threads: list[threading.Thread] = []
         self._flusher: Flusher | None = None  # made by start(), once the port is bound
+        self._starter: ThreadStarter | None = None  # starts connection threads; by start()
         self._store: AccountStore | None = None
         self._log: MessageLog | None = None  # opened by start() unless history is off
         self._bus: ClusterBus | None = None  # the cluster's Redis side (start())
@@ -457,6 +459,7 @@ class ChatServer:
         self.address = self._listener.getsockname()[:2]
         self._flusher = Flusher(self._clock)
         self._flusher.start()
+        self._starter = ThreadStarter()
         self._spawn(self._accept_loop, "chat-accept")
         for listener, tls in self._irc_listeners:
             self._spawn(lambda lst=listener, t=tls: self._accept_loop(lst, True, t), "chat-irc")
@@ -535,6 +538,8 @@ class ChatServer:
                 listener.close()
         for t in self._threads:
             t.join(2.0)
+        if self._starter is not None:
+            self._starter.close()  # the accept loops are done: every thread is started
         with self._lock:
             conns = list(self._conns)
         for conn in conns:
@@ -646,12 +651,16 @@ class ChatServer:
         conn.thread = threading.Thread(
             target=self._serve, args=(conn,), name=f"chat-conn-{num}", daemon=True
         )
-        try:
-            conn.thread.start()
-        except RuntimeError as exc:  # "can't start new thread": out of threads
-            log.error("cannot start a thread for %s: %s", addr, exc)
-            self._forget(conn)
-            self._refuse(conn, "the server cannot take more connections")
+        # Not started here: that waits for the new thread to run (chatroom_server.starter).
+        assert self._starter is not None
+        self._starter.submit(conn.thread, lambda exc: self._not_started(conn, exc))
+
+    def _not_started(self, conn: _Conn, exc: RuntimeError) -> None:
+        """A starter thread: ``conn``'s thread could not start ("can't start new
+        thread": out of threads or memory)."""
+        log.error("cannot start a thread for %s: %s", conn.addr, exc)
+        self._forget(conn)
+        self._refuse(conn, "the server cannot take more connections")
 
     def _refuse(self, conn: _Conn, why: str) -> None:
         conn.outbox.send(encode(ErrorEvent(code=ErrorCode.SERVER_FULL, message=why)))
