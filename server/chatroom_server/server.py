@@ -328,7 +328,10 @@ class ChatServer:
         # Ended connections for the reaper: appended by their reader thread without a
         # lock, popped only by the reaper (_depart, _reap_loop).
         self._departed: deque[_Conn] = deque()
-        self._reap_bell = Doorbell()  # rung by _depart (and stop())
+        # Log lines of logins, for the reaper to write (_begin, _log_arrivals): the
+        # same hand-over. Appended by reader threads without a lock.
+        self._arrived: deque[tuple[str, str, bool]] = deque()  # name, address, new
+        self._reap_bell = Doorbell()  # rung by _depart and _begin (and stop())
         self._storm = DepartureStorm(self.config.storm_switch_interval)
         self._numbers = itertools.count(1)
         self._listener: socket.socket | None = None
@@ -548,6 +551,7 @@ class ChatServer:
         for conn in conns:
             if conn.thread is not None:
                 conn.thread.join(max(0.0, deadline - time.monotonic()))
+        self._log_arrivals()
         self._reap()  # the reaper has stopped: the last departures, so nothing is left
         self._storm.close()  # an embedding program gets its switch interval back
         self._fanout.close()
@@ -1268,8 +1272,13 @@ class ChatServer:
             if old is not None:
                 log.info("%s logged in again from %s; replacing %r", name, conn.addr, old)
                 old.outbox.finish(_BYE_REPLACED)
-            else:
-                log.info("%s logged in from %s%s", name, conn.addr, " (new account)" * new_user)
+            elif log.isEnabledFor(logging.INFO):
+                # Written by the reaper: 10,000 threads each taking the log handler's
+                # lock for a write (which gives the GIL up, with the lock held) queued
+                # behind one another for seconds in a rejoin (docs/PERFORMANCE.md,
+                # "Mass arrivals").
+                self._arrived.append((name, conn.addr, new_user))
+                self._reap_bell.ring()
 
         return begun
 
@@ -1362,8 +1371,26 @@ class ChatServer:
         while not self._stopping.is_set():
             if self._reap_bell.wait(0.5):
                 self._reap_bell.answer()
+                self._log_arrivals()  # before the departures: one may be of the same user
                 self._reap()
             self._storm.tick()  # the switch interval back once a storm is over
+
+    def _log_arrivals(self) -> None:
+        """Reaper thread: the logins since it last looked, a line each, or one line for
+        a storm of them (as ``_reap`` does departures)."""
+        arrived = self._arrived
+        logins: list[tuple[str, str, bool]] = []
+        while True:
+            try:
+                logins.append(arrived.popleft())
+            except IndexError:
+                break
+        if len(logins) <= 10:
+            for name, addr, new_user in logins:
+                log.info("%s logged in from %s%s", name, addr, " (new account)" * new_user)
+        else:
+            names = ", ".join(name for name, _, _ in logins[:10])
+            log.info("%d users logged in: %s, ...", len(logins), names)
 
     def _reap(self) -> None:
         """Every departure handed over so far: out of the roster, and announced."""
