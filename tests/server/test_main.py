@@ -80,7 +80,7 @@ def test_storm_switch_interval_option() -> None:
     def parsed(*argv: str) -> ServerConfig:
         return config_from_args(build_parser().parse_args(list(argv)))
 
-    assert parsed().storm_switch_interval == pytest.approx(0.2)
+    assert parsed().storm_switch_interval == pytest.approx(1.0)
     assert parsed("--storm-switch-ms", "50").storm_switch_interval == pytest.approx(0.05)
     assert parsed("--storm-switch-ms", "0").storm_switch_interval is None
     assert ServerConfig().storm_switch_interval is None
