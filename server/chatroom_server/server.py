@@ -259,6 +259,7 @@ class _Conn:
         "ip",
         "irc",
         "last_rx",
+        "left",
         "msgs",
         "num",
         "outbox",
@@ -280,6 +281,9 @@ class _Conn:
         self.thread: threading.Thread | None = None
         self.username: str | None = None  # set once, under ChatServer._lock, at login
         self.deltas = False  # asked for users_delta at login (set before login_ok)
+        # Made by its reader thread as it leaves, set by the reaper once the departure
+        # is done (_serve, _reap).
+        self.left: threading.Event | None = None
         # Broadcasts (and their acks) of the frames of the current read, not yet sent.
         # All four are _UNUSED (shared, never appended to) until _public makes them: four
         # empty lists are 224 bytes, and most connections are idle most of the time
@@ -724,7 +728,15 @@ class ChatServer:
             try:
                 # Its last messages go out before its departure is announced.
                 self._fanout.settle(conn, timeout=self.config.shutdown_grace)
+                if not dead and conn.username is not None and not self._stopping.is_set():
+                    # A client that can still see its socket close sees it only once
+                    # it is offline: a DM sent to it after that is queued for its next
+                    # login, never handed to this closing connection and lost (the
+                    # reaper does the leaving; a reset client resumes from its cursor).
+                    conn.left = threading.Event()
                 self._depart(conn)
+                if conn.left is not None:
+                    conn.left.wait(self.config.shutdown_grace)
                 conn.outbox.close(linger=self.config.shutdown_grace, dead=dead)
             finally:
                 self._storm.end()
@@ -1396,6 +1408,7 @@ class ChatServer:
         """Every departure handed over so far: out of the roster, and announced."""
         departed = self._departed
         left: list[str] = []
+        waiting: list[threading.Event] = []
         while True:
             try:
                 conn = departed.popleft()
@@ -1404,6 +1417,15 @@ class ChatServer:
             name = self._leave(conn)
             if name is not None:
                 left.append(name)
+            if conn.left is not None:
+                waiting.append(conn.left)
+        if waiting:
+            # A fan-out pass that chose them as a DM's recipient before they left sends
+            # to them before it lets go of its lock; only then may they close.
+            with contextlib.suppress(TimeoutError):
+                self._fanout.exclusive(_nothing, timeout=self.config.shutdown_grace)
+            for event in waiting:
+                event.set()
         if not left:
             return
         self._publisher.changed()
@@ -1675,6 +1697,10 @@ class _Elsewhere:
 
 
 _ELSEWHERE = _Elsewhere()
+
+
+def _nothing() -> None:
+    pass
 
 
 def _replay_frame(m: Stored) -> bytes:

@@ -179,6 +179,39 @@ def test_a_resend_with_the_same_cid_is_stored_once(server: TestServer) -> None:
     assert [m["message"] for m in page] == ["once", "marker"]
 
 
+def test_a_dm_right_after_a_goodbye_waits_for_the_next_login(server: TestServer) -> None:
+    # The reaper does the leaving (chatroom_server.server._reap): a client that said
+    # exit sees its socket close only once it is offline, so a DM sent the moment it
+    # is closed is queued, not handed to the closing connection and lost.
+    writer = connect(server.address, "writer")
+    for i in range(10):
+        name = f"leaver{i}"
+        leaver = connect(server.address, name)
+        leaver.send(command="exit")
+        leaver.wait_closed()
+        writer.send(command="dm", to=name, message="just missed you", id=i)
+        assert writer.until("ack", id=i)["queued"] is True, name
+    writer.close()
+
+
+def test_a_goodbye_leaves_the_roster_before_its_socket_closes(
+    server: TestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    srv = server.server
+    real = srv._leave
+    seen: list[tuple[str | None, bool]] = []
+
+    def leave(conn: Any) -> str | None:
+        seen.append((conn.username, conn.sock.fileno() != -1))  # the reaper thread
+        return real(conn)
+
+    monkeypatch.setattr(srv, "_leave", leave)
+    leaver = connect(server.address, "leaver")
+    leaver.send(command="exit")
+    leaver.wait_closed()
+    assert seen == [("leaver", True)]  # left while its socket was still open
+
+
 def test_offline_dm_is_delivered_once_at_next_login(server: TestServer) -> None:
     with connect(server.address, "away"):
         pass
