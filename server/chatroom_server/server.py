@@ -536,6 +536,7 @@ class ChatServer:
             self._stopped.wait(self.config.shutdown_grace + 5)
             return
         self._stopping.set()
+        self._storm.close()  # before the goodbyes: no storm interval for a stop
         self._reap_bell.ring()  # the reaper's wait ends now, not after its timeout
         log.info("shutting down")
         for listener in [self._listener, *(s for s, _ in self._irc_listeners)]:
@@ -557,7 +558,6 @@ class ChatServer:
                 conn.thread.join(max(0.0, deadline - time.monotonic()))
         self._log_arrivals()
         self._reap()  # the reaper has stopped: the last departures, so nothing is left
-        self._storm.close()  # an embedding program gets its switch interval back
         self._fanout.close()
         if self._flusher is not None:
             self._flusher.stop()

@@ -109,7 +109,11 @@ class DepartureStorm:
             self._lower()
 
     def close(self) -> None:
-        """The server is stopping: the interval goes back whatever is still ending."""
+        """The server is stopping: the interval goes back whatever is still ending, and
+        stays. A stop ends every connection at once, a storm by the count, but its
+        thread joins every reader, each join a wait for the GIL: at 1 s a stop of
+        10,000 took 6.9 s instead of 2.8-3.2."""
+        self._interval = None
         self._lower()
 
     def _raise(self, ending: int) -> None:

@@ -80,6 +80,9 @@ def test_a_server_stopping_mid_storm_gives_the_interval_back(switch_interval: fl
     assert storm.raised
     storm.close()
     assert not storm.raised and sys.getswitchinterval() == switch_interval
+    storm.begin()  # a stop's own goodbyes are no storm
+    storm.begin()
+    assert not storm.raised and sys.getswitchinterval() == switch_interval
 
 
 def test_a_doorbell_rung_many_times_wakes_once_and_again_after_an_answer() -> None:
