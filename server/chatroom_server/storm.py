@@ -23,9 +23,9 @@ How long: chat-server raises it to 1 s. At 200 ms drops of 10,000 took 1.6-2.7 s
 most runs but 39-65 s in about one run in four, the kernel busy the whole time (120-170 s
 of system time where a good run spends 15): 10,000 waiters that each wake every 200 ms
 are 50,000 wake-ups a second on the GIL's mutex, and once a storm has not ended before
-they start, they keep it from ending. At 1 s, 7 of 8 drops took 1.8-2.6 s and one
-10.8 s: the same stall, shorter. Not a cure; the GIL's hand-over is not fair to a thread
-that sleeps in it (docs/PERFORMANCE.md, "Mass departures").
+they start, they keep it from ending. At 1 s, 12 of 13 drops took 1.4-3.3 s (7 under
+2 s) and one 10.8 s: the same stall, shorter. Not a cure; the GIL's hand-over is not
+fair to a thread that sleeps in it (docs/PERFORMANCE.md, "Mass departures").
 
 Threads: ``begin`` and ``end`` are called by reader threads, at most once each per
 connection, without a lock (``next()`` on an ``itertools.count`` is atomic under the
