@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from argon2 import PasswordHasher
+from argon2 import PasswordHasher, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,17 @@ def default_workers(hasher: PasswordHasher) -> int:
     arrivals")."""
     floor = 2 * (os.cpu_count() or 1)
     return max(floor, min(16, 64 * 1024 // hasher.memory_cost))
+
+
+def _not_weaker(hasher: PasswordHasher, stored: str) -> bool:
+    """Whether rehashing ``stored`` with ``hasher`` keeps it at least as costly to
+    attack. A start with ``--password-hash load-test`` must not bring real accounts'
+    OWASP hashes down to it as they log in (docs/SECURITY.md)."""
+    try:
+        old = extract_parameters(stored)
+    except InvalidHashError:
+        return True  # not a hash we can read: replace it
+    return hasher.memory_cost >= old.memory_cost and hasher.time_cost >= old.time_cost
 
 
 class AccountStoreError(Exception):
@@ -285,6 +296,8 @@ class AccountStore:
         except (VerificationError, InvalidHashError):
             log.error("account %s has an unusable password hash", account.name)
             return False
-        if self._hasher.check_needs_rehash(account.password_hash):
+        if self._hasher.check_needs_rehash(account.password_hash) and _not_weaker(
+            self._hasher, account.password_hash
+        ):
             self._update_hash(account.name, self._hasher.hash(password))
         return True

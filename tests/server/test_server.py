@@ -69,6 +69,9 @@ def test_load_test_hashes_are_cheap_and_upgraded_later(tmp_path: Path) -> None:
     with running_server(db_path) as srv, connect(srv.address, "loady"):
         pass  # the same password logs in, and the hash is brought up to the OWASP cost
     assert stored().startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+    with running_server(db_path, password_hash="load-test") as srv, connect(srv.address, "loady"):
+        pass  # a load-test server never brings a real account's hash down to its own cost
+    assert stored().startswith("$argon2id$v=19$m=19456,t=2,p=1$")
     with pytest.raises(ConfigError):
         ChatServer(ServerConfig(port=0, db_path=db_path, password_hash="md5")).start()
 
