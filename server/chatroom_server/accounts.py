@@ -2,7 +2,7 @@
 
 Threading: one sqlite3 connection, guarded by ``AccountStore._lock``. A login's reads and
 writes run on the store's own threads (:meth:`AccountStore.lookup`, ``register``,
-``verify``): when the connection threads of a login storm took ``_lock`` themselves,
+``authenticate``): when the connection threads of a login storm took ``_lock`` themselves,
 they queued for it while its holder waited for the GIL. Hashing and verifying (tens of
 milliseconds each, and argon2-cffi releases the GIL while it works) always run *outside*
 that lock, so a login storm never stalls another client's traffic or another login's
@@ -263,7 +263,7 @@ class AccountStore:
 
     def authenticate(self, name: str, password: str) -> tuple[Account | None, bool]:
         """The account called ``name`` (None if there is none) and whether ``password``
-        is its password: :meth:`lookup` and :meth:`verify` in one trip to a store
+        is its password: the lookup and the check in one trip to a store
         thread. In a login storm those trips are the queue every login waits in."""
         return self._on_worker(self._authenticate, name, password)
 
@@ -284,11 +284,9 @@ class AccountStore:
         log.info("registered account %s", name)
         return Account(name, password_hash)
 
-    def verify(self, account: Account, password: str) -> bool:
-        """Check a password; rehash it in place when the parameters have changed."""
-        return self._on_worker(self._verify, account, password)
-
     def _verify(self, account: Account, password: str) -> bool:
+        """Store thread: check a password; rehash it in place when the parameters have
+        changed and that does not lower its cost."""
         try:
             self._hasher.verify(account.password_hash, password)  # slow; outside _lock
         except VerifyMismatchError:
