@@ -48,6 +48,13 @@ Shared state and what guards it:
 - Each connection's ``_Conn`` counters are touched only by its own reader thread, except
   ``done``, written under the FanOut's lock.
 - The account store has its own lock (:mod:`chatroom_server.accounts`).
+- Reader threads are counted without a lock (``next()`` on an ``itertools.count`` is
+  one C call under the GIL): ``_reader_starts`` by the accept path before a thread
+  starts, ``_reader_ends`` by each as its last step. ``stop()``, once no more can start,
+  takes the total (``_stop_total``) and an end of its own; whoever takes end number
+  total + 1 sets ``_no_readers``. So ``stop()`` waits once instead of joining 10,000
+  threads one by one (each join a wait for the GIL), and the 10,000 departing threads
+  share no lock.
 """
 
 from __future__ import annotations
@@ -337,6 +344,10 @@ class ChatServer:
         self._arrived: deque[tuple[str, str, bool]] = deque()  # name, address, new
         self._reap_bell = Doorbell()  # rung by _depart and _begin (and stop())
         self._storm = DepartureStorm(self.config.storm_switch_interval)
+        self._reader_starts = itertools.count(1)  # module docstring: no lock
+        self._reader_ends = itertools.count(1)
+        self._stop_total = -1  # set once by stop(), before its own end
+        self._no_readers = threading.Event()
         self._numbers = itertools.count(1)
         self._listener: socket.socket | None = None
         self._threads: list[threading.Thread] = []
@@ -536,7 +547,7 @@ class ChatServer:
             self._stopped.wait(self.config.shutdown_grace + 5)
             return
         self._stopping.set()
-        self._storm.close()  # before the goodbyes: no storm interval for a stop
+        self._storm.freeze()  # a storm under way goes on; none begins (storm.py)
         self._reap_bell.ring()  # the reaper's wait ends now, not after its timeout
         log.info("shutting down")
         for listener in [self._listener, *(s for s, _ in self._irc_listeners)]:
@@ -552,7 +563,24 @@ class ChatServer:
             conns = list(self._conns)
         for conn in conns:
             conn.outbox.finish(_BYE_SHUTDOWN)
+        # Wait for them all at once, then join: a join of a thread still ending is
+        # another wait for the GIL behind every other one (docs/PERFORMANCE.md, "Mass
+        # departures"), while once the last reader is done the rest have a line or two
+        # to run and are mostly gone by the time this thread runs again. Meanwhile this
+        # thread is the reaper (which has stopped): readers that began to leave before
+        # the stop wait for it (conn.left), and would otherwise wait out the grace.
         deadline = time.monotonic() + self.config.shutdown_grace + 1.0
+        self._stop_total = next(self._reader_starts) - 1  # the accept loops are done
+        self._reader_ended()  # stop()'s own end: total + 1 ends means all are done
+        while not self._no_readers.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                left = sum(1 for c in conns if c.thread is not None and c.thread.is_alive())
+                log.warning("%d connections still closing; stopping without them", left)
+                break
+            if self._reap_bell.wait(remaining):
+                self._reap_bell.answer()
+                self._reap()
         for conn in conns:
             if conn.thread is not None:
                 conn.thread.join(max(0.0, deadline - time.monotonic()))
@@ -569,6 +597,7 @@ class ChatServer:
             self._log.close()
         if self._pg is not None:
             self._pg.close()
+        self._storm.close()  # an embedding program gets its switch interval back
         log.info("stopped")
         self._stopped.set()
 
@@ -661,14 +690,21 @@ class ChatServer:
         )
         # Not started here: that waits for the new thread to run (chatroom_server.starter).
         assert self._starter is not None
+        next(self._reader_starts)  # before it runs, so that a stop cannot miss it
         self._starter.submit(conn.thread, lambda exc: self._not_started(conn, exc))
 
     def _not_started(self, conn: _Conn, exc: RuntimeError) -> None:
         """A starter thread: ``conn``'s thread could not start ("can't start new
         thread": out of threads or memory)."""
         log.error("cannot start a thread for %s: %s", conn.addr, exc)
+        self._reader_ended()
         self._forget(conn)
         self._refuse(conn, "the server cannot take more connections")
+
+    def _reader_ended(self) -> None:
+        if next(self._reader_ends) == self._stop_total + 1:
+            self._no_readers.set()  # the last of them, after stop()'s own end
+            self._reap_bell.ring()  # stop() waits on the bell
 
     def _refuse(self, conn: _Conn, why: str) -> None:
         conn.outbox.send(encode(ErrorEvent(code=ErrorCode.SERVER_FULL, message=why)))
@@ -740,6 +776,7 @@ class ChatServer:
                 conn.outbox.close(linger=self.config.shutdown_grace, dead=dead)
             finally:
                 self._storm.end()
+                self._reader_ended()
             log.debug("%r disconnected: %s", conn, reason)
 
     def _irc_lines(self, conn: _Conn, irc: IrcSession, data: bytes) -> bool:

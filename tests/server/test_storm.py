@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -73,16 +74,34 @@ def test_connections_ending_one_by_one_are_no_storm(switch_interval: float) -> N
     assert storm.storms == 0 and sys.getswitchinterval() == switch_interval
 
 
-def test_a_server_stopping_mid_storm_gives_the_interval_back(switch_interval: float) -> None:
-    storm = DepartureStorm(0.2, threshold=2)
+def test_a_stopping_server_keeps_a_storm_until_it_has_stopped(switch_interval: float) -> None:
+    now = [0.0]
+    storm = DepartureStorm(0.2, threshold=2, quiet=0.5, clock=lambda: now[0])
     storm.begin()
     storm.begin()
     assert storm.raised
-    storm.close()
+    storm.freeze()  # stop() begins mid-storm: it stays raised
+    for _ in range(2):
+        storm.end()
+    now[0] += 10
+    storm.tick()  # however quiet it gets while stopping
+    assert storm.raised and sys.getswitchinterval() == pytest.approx(0.2)
+    storm.close()  # stopped: the program gets its interval back, for good
     assert not storm.raised and sys.getswitchinterval() == switch_interval
-    storm.begin()  # a stop's own goodbyes are no storm
+    storm.begin()
     storm.begin()
     assert not storm.raised and sys.getswitchinterval() == switch_interval
+
+
+def test_a_stop_begins_no_storm_of_its_own(switch_interval: float) -> None:
+    storm = DepartureStorm(0.2, threshold=2)
+    storm.freeze()
+    for _ in range(10):  # the stop's goodbyes end every connection at once
+        storm.begin()
+    assert not storm.raised and storm.storms == 0
+    assert sys.getswitchinterval() == switch_interval
+    storm.close()
+    assert sys.getswitchinterval() == switch_interval
 
 
 def test_a_doorbell_rung_many_times_wakes_once_and_again_after_an_answer() -> None:
@@ -178,3 +197,19 @@ def apply_delta(users: set[str], frame: dict[str, object]) -> None:
     assert frame["type"] == "users_delta", frame
     users.difference_update(frame.get("left", ()))  # type: ignore[arg-type]
     users.update(frame.get("joined", ()))  # type: ignore[arg-type]
+
+
+def test_a_stop_waits_for_every_reader_and_gives_the_interval_back(
+    switch_interval: float,
+) -> None:
+    with quiet_server(storm_switch_interval=0.2, password_hash="load-test") as srv:
+        clients = [RawClient(srv.address) for _ in range(40)]  # over the threshold of 32
+        for i, c in enumerate(clients):
+            c.send(command="login", username=f"stay{i}", password=PASSWORD)
+            c.expect("login_ok")
+        srv.stop()
+        assert sys.getswitchinterval() == switch_interval
+        assert not [t for t in threading.enumerate() if t.name.startswith("chat-conn")]
+        for c in clients:
+            assert c.wait_closed()[-1] == {"type": "bye", "reason": "server_shutdown"}
+            c.close()
