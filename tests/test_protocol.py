@@ -173,6 +173,25 @@ def test_users_delta_extension_on_the_wire() -> None:
     assert bad.value.code == ErrorCode.BAD_REQUEST
 
 
+def test_a_client_without_a_user_list_skips_login_oks_list() -> None:
+    names = tuple(f"user{i:05d}" for i in range(1000))
+    full = LoginOk(
+        username="bot", new_user=False, users=names, features=("users_delta",), seq=7, id=3
+    )
+    frame = encode(full)[:-1]
+    assert decode_event(frame) == full
+    # Every other field as sent, and a bad one still refused as bad_request.
+    assert decode_event(frame, users=False) == msgspec.structs.replace(full, users=())
+    with pytest.raises(ProtocolError) as bad:
+        decode_event(b'{"type":"login_ok","username":5,"new_user":true,"users":[]}', users=False)
+    assert bad.value.code == ErrorCode.BAD_REQUEST
+    # The reply to an explicit users request keeps its list; other types are as ever.
+    reply = UserList(users=names[:3], id=4)
+    assert decode_event(encode(reply)[:-1], users=False) == reply
+    b = Broadcast(sender="al", message="hi", ts=1.0)
+    assert decode_event(encode(b)[:-1], users=False) == b
+
+
 def test_events_are_frozen_and_compare_by_value() -> None:
     b = Broadcast(sender="al", message="hi", ts=1.0)
     assert b == Broadcast(sender="al", message="hi", ts=1.0)

@@ -196,7 +196,8 @@ class ClientSession:
     ``keepalive``: seconds of quiet (either way) after which :meth:`keepalive` asks for a
     ping; 0 turns pings off. ``timeout``: seconds more of silence from the server after
     which the connection counts as dead. ``track_users``: keep the user list (a swarm
-    bot that never reads it says False, and deltas cost it nothing).
+    bot that never reads it says False: deltas cost it nothing, and the list in
+    ``login_ok`` is skipped undecoded, so its login result has ``users=()``).
     """
 
     __slots__ = (
@@ -427,7 +428,7 @@ class ClientSession:
     def handle_frame(self, frame: bytes, events: list[SessionEvent]) -> None:
         """One complete frame: append what it means to ``events``."""
         try:
-            event = decode_event(frame)
+            event = decode_event(frame, users=self.track_users)
         except ProtocolError as exc:
             if exc.code == ErrorCode.UNKNOWN_COMMAND:
                 # A type from a later version (docs/PROTOCOL.md §Frames): ignore it.
