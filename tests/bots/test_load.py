@@ -62,6 +62,9 @@ def test_zero_loss_against_a_real_server(fast_server: TestServer) -> None:
     assert result.server_rss_mib is not None and result.server_rss_mib > 10
     assert any("server_cpu" in r and r["server_rss_mib"] > 10 for r in result.timeline)
     assert "µs per delivery" in result.table()
+    # And the generator's, beside it: the step's CPU of its worker processes.
+    assert 0 < result.generator_cpu_seconds < 2 * (1.0 + 1.0 + 5)
+    assert "generator     CPU" in result.table()
 
 
 def test_churn_loses_and_duplicates_nothing(fast_server: TestServer) -> None:

@@ -105,6 +105,9 @@ class LoadResult:
     server_cpu_seconds: float | None = None
     server_rss_mib: float | None = None
     server_idle_rss_mib: float | None = None
+    # The generator's own CPU over the step (all its worker processes): beside the
+    # server's, it says which of the two the shared cores were spent on.
+    generator_cpu_seconds: float = 0.0
     timeline: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -175,6 +178,12 @@ class LoadResult:
                 f"  server        CPU {self.server_cpu_seconds:.2f} s ({per:.2f} µs per "
                 f"delivery); RSS {self.server_rss_mib:.0f} MiB at most, {idle:.0f} MiB "
                 f"before the first send with {self.logged_in} clients"
+            )
+        if self.generator_cpu_seconds and self.delivered:
+            per = self.generator_cpu_seconds / self.delivered * 1e6
+            lines.append(
+                f"  generator     CPU {self.generator_cpu_seconds:.2f} s ({per:.2f} µs per "
+                f"delivery) in {c.processes} processes"
             )
         if c.mode == "churn":
             lines += [
@@ -637,6 +646,7 @@ def _merge(result: LoadResult, finals: list[dict[str, Any]], ticks: list[dict[st
     ):
         setattr(result, key, sum(f[key] for f in finals))
     result.max_lag = max(f["max_lag"] for f in finals)
+    result.generator_cpu_seconds = sum(f.get("cpu_seconds", 0.0) for f in finals)
     result.replayed = sum(f["replayed"] for f in finals)
     resumes = merge_histograms(f["resumes"] for f in finals)
     result.resumes = resumes.get_total_count()

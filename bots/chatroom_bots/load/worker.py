@@ -321,6 +321,7 @@ class Worker:
                 if self.stop.is_set():
                     break
                 self.go.clear()
+                cpu0 = time.process_time()
                 if self.spec.senders and self.rate > 0:
                     self.play_schedule()
                 while not self.report.wait(0.5) and not self.stop.is_set():
@@ -332,7 +333,7 @@ class Worker:
                     self.send("error", f"worker {self.spec.index}: bots still resuming")
                 self.send("tick", {**self.rec.tick(), "cpu": self._cpu()})
                 final = self.rec.final(reset=True)
-                final["cpu_seconds"] = time.process_time()
+                final["cpu_seconds"] = time.process_time() - cpu0  # this step's
                 self.send("final", final)
             self.rec.closing = True
         except Exception as exc:  # report, then die: the parent decides what it means
