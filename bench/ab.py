@@ -7,9 +7,16 @@ same minutes, and comparing server CPU per 1,000 deliveries and p99, step by ste
     .venv/bin/python bench/ab.py --base HEAD~1 [--rounds 3] [--rates 200,800,1500]
                                  [--senders 10] [--clients 100]
                                  [--a-args "..."] [--b-args "..."]
+                                 [--search START [--step-seconds 6]]
 
 ``--a-args``/``--b-args`` add server options to one side: ``--base HEAD --b-args
 "--coalesce-ms 0"`` compares one setting of the same code.
+
+``--search START`` asks instead how much each side sustains: from START messages/s the
+rate rises 1.6x a step until one is not sustainable (something lost or errored, p99 at
+or over 50 ms, or over 1 % of sends more than 10 ms late: make bench's rule), then two
+geometric bisections; per round the highest sustainable deliveries/s of each side, and
+the ratio of the medians.
 """
 
 from __future__ import annotations
@@ -19,39 +26,65 @@ import shlex
 import statistics
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from common import cpu_seconds, start_server, wait_idle
+from run_bench import step_up
 
 from chatroom_bots.load import LoadConfig, Swarm
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def measure(
+def on_server(
     pythonpath: str | None,
     db: Path,
-    rates: list[float],
     senders: int,
     clients: int,
     extra: list[str],
-) -> list[tuple[float, float]]:
-    """(server CPU ms per 1,000 deliveries, p99 ms) at each rate, with ``clients`` bots."""
+    work: Callable[[Swarm, int], T],
+) -> T:
+    """``work(swarm, server_pid)`` with ``clients`` bots logged in to a fresh server."""
     env = {"PYTHONPATH": pythonpath} if pythonpath else None  # ahead of this tree's install
     # load-test hashes: 1,000 argon2id logins at full cost would take half a minute.
     hashes = ("--password-hash", "load-test")
     args = (*hashes, *extra)
     with start_server("ours", db.parent, *args, db=db.stem, env=env) as (proc, port):
         cfg = LoadConfig(port=port, clients=clients, senders=senders, processes=2, drain=1.0)
-        out = []
         with Swarm(cfg) as swarm:
             wait_idle(proc.pid)
-            for rate in rates:
-                cpu0 = cpu_seconds(proc.pid)
-                r = swarm.step(rate, 2.0)
-                cpu = cpu_seconds(proc.pid) - cpu0
-                out.append((1e6 * cpu / max(1, r.delivered), r.latency_ms["p99"]))
+            return work(swarm, proc.pid)
+
+
+def at_rates(
+    rates: list[float], seconds: float
+) -> Callable[[Swarm, int], list[tuple[float, float]]]:
+    """(server CPU ms per 1,000 deliveries, p99 ms) at each rate."""
+
+    def work(swarm: Swarm, pid: int) -> list[tuple[float, float]]:
+        out = []
+        for rate in rates:
+            cpu0 = cpu_seconds(pid)
+            r = swarm.step(rate, seconds)
+            cpu = cpu_seconds(pid) - cpu0
+            out.append((1e6 * cpu / max(1, r.delivered), r.latency_ms["p99"]))
         return out
+
+    return work
+
+
+def search(start: float, seconds: float) -> Callable[[Swarm, int], float]:
+    """The highest sustainable deliveries/s (0 if not even ``start`` is)."""
+
+    def work(swarm: Swarm, pid: int) -> float:
+        best = step_up(swarm, start, 1.6, cap=1e6, seconds=seconds)["best"]
+        return float(best["deliveries_per_s"]) if best else 0.0
+
+    return work
 
 
 def main() -> None:
@@ -63,9 +96,23 @@ def main() -> None:
     ap.add_argument("--senders", type=int, default=10, help="of the bots")
     ap.add_argument("--a-args", default="", help="extra server options for A")
     ap.add_argument("--b-args", default="", help="extra server options for B")
+    ap.add_argument(
+        "--search",
+        type=float,
+        metavar="START",
+        help="find each side's highest sustainable rate from START msg/s instead",
+    )
+    ap.add_argument(
+        "--step-seconds",
+        type=float,
+        help="seconds of sending per step (default 2; 6 with --search, as the anchors)",
+    )
     a = ap.parse_args()
     extra = {"A": shlex.split(a.a_args), "B": shlex.split(a.b_args)}
     rates = [float(x) for x in a.rates.split(",")]
+    seconds = a.step_seconds or (6.0 if a.search else 2.0)
+    fixed: dict[str, list[list[tuple[float, float]]]] = {"A": [], "B": []}
+    found: dict[str, list[float]] = {"A": [], "B": []}
     with tempfile.TemporaryDirectory() as tmp:
         tree = Path(tmp) / "base"
         subprocess.run(
@@ -73,25 +120,45 @@ def main() -> None:
             check=True,
         )
         try:
-            runs: dict[str, list[list[tuple[float, float]]]] = {"A": [], "B": []}
             paths = {"A": f"{tree}/server:{tree}/sdk", "B": None}
             for i in range(a.rounds):
                 for v in ("A", "B"):
                     db = Path(tmp) / f"{v}{i}.db"
-                    runs[v].append(measure(paths[v], db, rates, a.senders, a.clients, extra[v]))
-                    print(f"round {i + 1} {v}: {runs[v][-1]}", flush=True)
+                    print(f"round {i + 1} {v}:", flush=True)
+                    if a.search:
+                        work = search(a.search, seconds)
+                        found[v].append(
+                            on_server(paths[v], db, a.senders, a.clients, extra[v], work)
+                        )
+                        print(f"  sustained {found[v][-1]:,.0f} deliveries/s", flush=True)
+                    else:
+                        got = on_server(
+                            paths[v], db, a.senders, a.clients, extra[v], at_rates(rates, seconds)
+                        )
+                        fixed[v].append(got)
+                        print(f"  {got}", flush=True)
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)])
     a_is = f"{a.base} {a.a_args}".strip()
     b_is = f"this tree {a.b_args}".strip()
-    print(f"\nA = {a_is}, B = {b_is}; medians of {a.rounds} alternating runs")
+    print(f"\nA = {a_is}, B = {b_is}; {a.clients} clients, {a.senders} senders")
+    if a.search:
+        ma, mb = statistics.median(found["A"]), statistics.median(found["B"])
+        print(f"highest sustainable deliveries/s, {a.rounds} alternating rounds:")
+        print("| | each round | median |")
+        print("| --- | --- | --- |")
+        for v, m in (("A", ma), ("B", mb)):
+            print(f"| {v} | {', '.join(f'{x:,.0f}' for x in found[v])} | {m:,.0f} |")
+        print(f"B/A: {mb / ma:.2f}" if ma else "B/A: A sustained none of the steps")
+        return
+    print(f"medians of {a.rounds} alternating runs")
     print("| msg/s | CPU ms/1k A | CPU ms/1k B | B/A | p99 ms A | p99 ms B |")
     print("| --- | --- | --- | --- | --- | --- |")
     for k, rate in enumerate(rates):
-        ca = statistics.median(r[k][0] for r in runs["A"])
-        cb = statistics.median(r[k][0] for r in runs["B"])
-        pa = statistics.median(r[k][1] for r in runs["A"])
-        pb = statistics.median(r[k][1] for r in runs["B"])
+        ca = statistics.median(r[k][0] for r in fixed["A"])
+        cb = statistics.median(r[k][0] for r in fixed["B"])
+        pa = statistics.median(r[k][1] for r in fixed["A"])
+        pb = statistics.median(r[k][1] for r in fixed["B"])
         print(f"| {rate:.0f} | {ca:.2f} | {cb:.2f} | {cb / ca:.2f} | {pa:.2f} | {pb:.2f} |")
 
 

@@ -49,7 +49,12 @@ def sustainable(r: LoadResult) -> bool:
 
 
 def step_up(
-    swarm: Swarm, start: float, factor: float, cap: float, refine: int = 2
+    swarm: Swarm,
+    start: float,
+    factor: float,
+    cap: float,
+    refine: int = 2,
+    seconds: float = STEP_SECONDS,
 ) -> dict[str, Any]:
     """Raise the rate until a step is not sustainable, then bisect (geometrically, ``refine``
     times) between the last good and the first bad rate, so two servers a factor apart
@@ -57,10 +62,10 @@ def step_up(
     rate, best, steps = start, None, []
     good, bad = 0.0, 0.0
     while rate <= cap:
-        r = swarm.step(rate, STEP_SECONDS)
+        r = swarm.step(rate, seconds)
         row = {
             "rate": rate,
-            "deliveries_per_s": r.delivered / STEP_SECONDS,
+            "deliveries_per_s": r.delivered / seconds,
             "p99_ms": r.latency_ms["p99"],
             "lost": r.lost,
             "errors": r.errors,
