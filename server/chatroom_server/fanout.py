@@ -33,7 +33,7 @@ frames it carries, so with many recipients each getting few messages the cost is
 syscall per delivery unless frames share a send. An event loop gets that for free: what
 arrived while it was writing goes out in its next pass. Here, when rounds of
 broadcasts take d seconds (a moving average), the next pass waits until 3d after the
-last round ended (at most ``coalesce``, 20 ms by default), so that the fan-out spends at
+last round ended (at most ``coalesce``, 10 ms by default), so that the fan-out spends at
 most a quarter of the time sending while messages keep coming, and what arrives meanwhile
 shares its sends. A message after a quiet spell (the last round long over) goes out at
 once: pacing adds latency only when the fan-out is busy, and rounds that are cheap on
@@ -85,9 +85,10 @@ T = TypeVar("T")
 
 # Coalescing: the share of the time the fan-out may spend sending while messages keep
 # coming; the weight of the latest round in the moving average of their cost; and the
-# shortest pause worth making. Rounds that cost under 5 ms on average (some 500
-# recipients) are not paced: there pacing bought CPU but put 5-10 ms on the p99 at 100
-# clients (bench/ab.py), and one slow round (a GC pass) alone must not set a pause.
+# least pause (before the ``coalesce`` cap) that makes pacing worth it at all: rounds
+# that cost under 5 ms on average (some 500 recipients) are not paced: there pacing
+# bought CPU but put 5-10 ms on the p99 at 100 clients (bench/ab.py), and one slow
+# round (a GC pass) alone must not set a pause.
 DUTY = 0.25
 SMOOTHING = 0.25
 MIN_PAUSE = 0.015
@@ -178,7 +179,7 @@ class FanOut:
         roster: Callable[[], tuple[Member, ...]],
         log: MessageLog | None = None,
         lookup: Callable[[str], Member | None] = lambda key: None,
-        coalesce: float = 0.02,
+        coalesce: float = 0.01,
         clock: Callable[[], float] = time.perf_counter,
         deliver: bool = True,
     ) -> None:
