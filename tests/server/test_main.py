@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import signal
 import socket
 import subprocess
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from chatroom_server.__main__ import GC_THRESHOLDS, tune_gc
 from tests.helpers import RawClient, ServerProcess
 
 
@@ -86,3 +88,19 @@ def test_storm_switch_interval_option() -> None:
     assert ServerConfig().storm_switch_interval is None
     with pytest.raises(SystemExit):
         parsed("--storm-switch-ms", "-1")
+
+
+def test_tune_gc_sets_the_thresholds_and_freezes_what_exists() -> None:
+    before = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0  # startup's objects are out of every collection
+        # Cycles made after it are still collected, at the later threshold.
+        cycle: list[object] = []
+        cycle.append(cycle)
+        del cycle
+        assert gc.collect() >= 1
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
