@@ -206,9 +206,10 @@ class ServerConfig:
     # Commands are small; a bigger frame just takes several reads.
     recv_size: int = 4096
     # Longest a busy fan-out waits for more messages to share its sends (fanout.py,
-    # "Coalescing"); 0: every pass at once. 10 ms, not 20: at 1,000 clients 20 ms saved
-    # a third of the CPU per delivery but put the p99 over 50 ms at every rate
-    # (docs/PERFORMANCE.md, "The most it sustains at 1,000").
+    # "Coalescing"); 0: every pass at once. 10 ms, not 20: at 1,000 clients 20 ms
+    # spends a third less CPU per delivery, but 10 ms is the setting that sustained 2x
+    # the pre-issue server at p99 < 50 ms (docs/PERFORMANCE.md, "The most it sustains
+    # at 1,000").
     coalesce: float = 0.01
     # The process's GIL switch interval while many connections end at once (storm.py);
     # None leaves it alone (chat-server sets 0.2: the process is its own).
