@@ -479,13 +479,15 @@ class FanOut:
                 b.conn.outbox.send(b.ack)
             return
         roster = self._roster()
+        # One send per recipient, straight away (Outbox.offer); the acks after every
+        # recipient has the broadcasts (docs/PROTOCOL.md §pm).
         if len(run) == 1:
             b = run[0]
             sender, data = b.conn, b.data
             if data:
                 for c in roster:
                     if c is not sender:
-                        c.outbox.queue(data)
+                        c.outbox.offer(data)
         else:
             full = b"".join(b.data for b in run)
             senders = {b.conn for b in run}
@@ -494,14 +496,8 @@ class FanOut:
                     # Everyone's but its own, in order.
                     mine = b"".join(b.data for b in run if b.conn is not c)
                     if mine:
-                        c.outbox.queue(mine)
+                        c.outbox.offer(mine)
                 elif full:
-                    c.outbox.queue(full)
-        # Acks after every recipient has the broadcasts queued (docs/PROTOCOL.md §pm).
+                    c.outbox.offer(full)
         for b in run:
-            b.conn.outbox.queue(b.ack)
-        # The queue pass made no syscall; now one send per recipient.
-        for c in roster:
-            c.outbox.push()
-        for b in run:
-            b.conn.outbox.push()  # a sender that left the roster meanwhile gets its ack
+            b.conn.outbox.offer(b.ack)  # also a sender that left the roster meanwhile

@@ -237,6 +237,9 @@ class IrcOutbox(Outbox):
     def queue(self, data: bytes) -> bool:
         return super().queue(self.session.translate(data))
 
+    def offer(self, data: bytes) -> None:
+        super().offer(self.session.translate(data))
+
     def release(self, first: bytes) -> bool:
         return super().release(self.session.translate(first))
 

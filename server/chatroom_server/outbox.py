@@ -10,14 +10,15 @@ which in CPython is far dearer than the ``send`` syscall itself. So:
   the connection is registered with the one :class:`Flusher` thread, which waits on epoll
   and drains every backlogged socket. While a backlog exists, new frames append to it, so
   a busy connection gets many frames per syscall and frame order is kept.
-- Fan-out writes in two passes (:meth:`Outbox.queue` to every recipient, then
-  :meth:`Outbox.push` to each): frames queued by several senders at once go out in one
-  ``send`` per recipient, whoever pushes first. Neither pass ever waits for another
-  thread: ``queue`` appends to a list without the lock, and ``push`` only *tries* the
-  lock; if another thread holds it, that thread sends the frames when it lets go (see
-  :meth:`Outbox.push`). With ten threads fanning out to the same 99 sockets, waiting
-  for each other's ``send`` on the outbox locks was where the time went: each wait is a
-  futex sleep, a wake-up and a GIL hand-back (docs/PERFORMANCE.md).
+- Publications made under a lock write in two passes (:meth:`Outbox.queue` to every
+  recipient under it, then :meth:`Outbox.push` to each after letting go); the fan-out,
+  which holds no other lock, does both at once (:meth:`Outbox.offer`). None of these
+  ever waits for another thread: ``queue`` appends to a list without the lock, and
+  ``push`` and ``offer`` only *try* the lock; if another thread holds it, that thread
+  sends the frames when it lets go (see :meth:`Outbox.push`). With ten threads fanning
+  out to the same 99 sockets, waiting for each other's ``send`` on the outbox locks was
+  where the time went: each wait is a futex sleep, a wake-up and a GIL hand-back
+  (docs/PERFORMANCE.md).
 - A backlog over the limit (default 1 MiB), or one that makes no progress for
   ``stall_timeout`` seconds, disconnects that client. Nobody else waits for it: a send
   never blocks.
@@ -210,6 +211,47 @@ class Outbox:
         self._pending.append(data)
         return True
 
+    def offer(self, data: bytes) -> None:
+        """:meth:`queue` then :meth:`push` in one call, for the fan-out: when the lock is
+        free and nothing is queued ahead, ``data`` goes straight to the socket with no
+        copy into the buffer. At 1,000 recipients this is most deliveries, and the two
+        calls and the buffer's copy cost as much as the ``send`` itself
+        (docs/PERFORMANCE.md, "Fewer steps per delivery").
+
+        If the lock is taken, ``data`` is queued before :meth:`push` tries it again (the
+        order :meth:`push` relies on: append first, then try)."""
+        if not self._lock.acquire(blocking=False):
+            if self._accepting:  # queue()'s work (not the method: subclasses translate)
+                self._pending.append(data)
+                self.push()
+            return
+        try:
+            if not self._accepting:
+                return  # closing: dropped, as queue() would have
+            if self._pending or self._buf or self._held is not None or self.tls:
+                reason = self._drain_locked() or self._send_locked(data)
+            else:
+                # The common case, _send_locked's first steps inlined.
+                try:
+                    sent = self._sock.send(data, _DONTWAIT)
+                except BlockingIOError:
+                    sent = 0
+                except OSError as exc:
+                    self._accepting = False  # the reader thread sees it too and cleans up
+                    log.debug("send to %s failed: %s", self.name, exc)
+                    return
+                if self._extra:
+                    self._wrote(sent)
+                reason = None if sent == len(data) else self._keep_locked(data, sent)
+            if reason is not None:
+                self._abort_locked()
+        finally:
+            self._lock.release()
+        if reason is not None:
+            self._dropped(reason)
+        elif self._pending:
+            self.push()
+
     def push(self) -> None:
         """Write what :meth:`queue` left, unless another thread holds the lock: then that
         thread writes it once it lets go (``_unlocked``), and this one does not wait.
@@ -305,9 +347,15 @@ class Outbox:
         self._wrote(sent)
         if sent == len(data):
             return None
-        if len(data) - sent > cap:
+        return self._keep_locked(data, sent)
+
+    def _keep_locked(self, data: bytes, sent: int) -> str | None:
+        """The kernel took ``sent`` bytes of ``data`` into an empty buffer: the rest is
+        the backlog, for the flusher; the reason to drop the connection if it is over
+        the limit. Lock held."""
+        if len(data) - sent > self.limit + self._extra:
             return f"output backlog over {self.limit} bytes"
-        buf += memoryview(data)[sent:]
+        self._buf += memoryview(data)[sent:]
         self._progress_at = self._flusher._clock()
         self._watching = True
         self._flusher._watch(self)

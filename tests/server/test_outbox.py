@@ -1,5 +1,5 @@
-"""The outbox's two-pass fan-out writes (server/chatroom_server/outbox.py), on a real
-socket pair."""
+"""The outbox's writes (server/chatroom_server/outbox.py): the two passes of a
+publication, the fan-out's ``offer``, and direct sends, on a real socket pair."""
 
 from __future__ import annotations
 
@@ -92,8 +92,11 @@ def test_concurrent_pushes_lose_nothing_and_keep_each_senders_order(
     def fan(k: int) -> None:
         start.wait(10)
         for i in range(n):
-            out.queue(f"{k} {i}\n".encode())
-            out.push()
+            if k % 2:
+                out.offer(f"{k} {i}\n".encode())  # the fan-out's way
+            else:
+                out.queue(f"{k} {i}\n".encode())
+                out.push()
             if i % 97 == 0:
                 out.send(f"{k} {i}.\n".encode())  # a direct send mixed in (acks, DMs)
 
@@ -148,6 +151,65 @@ def test_push_never_waits_for_the_lock_and_the_holder_sends_its_frames(
     assert out.backlog == 0
 
 
+def test_offer_never_waits_for_the_lock_and_the_holder_sends_its_frame(
+    pair: tuple[Outbox, socket.socket],
+) -> None:
+    out, peer = pair
+    holding, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with out._lock:
+            holding.set()
+            release.wait(10)
+        out._unlocked()
+
+    t = threading.Thread(target=holder)
+    t.start()
+    assert holding.wait(10)
+    out.offer(b"offered while held\n")  # returns at once, the frame queued
+    assert out.backlog == len(b"offered while held\n")
+    release.set()
+    t.join(10)
+    assert read(peer, 19) == b"offered while held\n"
+    assert out.backlog == 0
+
+
+def test_offer_goes_behind_what_is_queued_and_what_the_kernel_did_not_take() -> None:
+    a, b = socket.socketpair()
+    b.settimeout(5)
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    flusher = Flusher()
+    flusher.start()
+    try:
+        out = Outbox(a, flusher, name="test")
+        out.queue(b"first\n")
+        out.offer(b"second\n")  # the queued frame goes out ahead of it
+        assert read(b, 13) == b"first\nsecond\n"
+        # More than the socket takes while nobody reads: the rest is the backlog, and
+        # later offers append to it; the flusher writes it all, in order.
+        big = b"".join(b"%06d\n" % i for i in range(100_000))
+        out.offer(big)
+        assert out.backlog > 0
+        out.offer(b"after\n")
+        assert read(b, len(big) + 6) == big + b"after\n"
+    finally:
+        flusher.stop()
+        a.close()
+        b.close()
+
+
+def test_offer_past_the_limit_drops_the_connection(pair: tuple[Outbox, socket.socket]) -> None:
+    out, _ = pair
+    out._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    out.limit = 1000
+    dropped: list[str] = []
+    out.on_drop = dropped.append
+    out.offer(b"x" * 200_000)  # the kernel takes some; the rest is over the limit
+    assert dropped == ["output backlog over 1000 bytes"]
+    out.offer(b"later\n")  # dropped quietly: the connection is closing
+    assert not out.queue(b"x\n") and not out.send(b"y\n")
+
+
 def test_hold_keeps_live_frames_behind_a_replay_of_any_size() -> None:
     """docs/PROTOCOL.md §Resume: what is sent during hold() goes out after release()'s
     replay, and a replay bigger than the backlog limit is not taken for a slow reader."""
@@ -162,9 +224,10 @@ def test_hold_keeps_live_frames_behind_a_replay_of_any_size() -> None:
         assert out.send(b"live 1\n")
         out.queue(b"live 2\n")
         out.push()
+        out.offer(b"live 3\n")
         replay = b"".join(b"replayed %05d\n" % i for i in range(2000))  # 30 KB > 4 KiB
         assert out.release(replay)
-        expected = b"login_ok\n" + replay + b"live 1\nlive 2\n"
+        expected = b"login_ok\n" + replay + b"live 1\nlive 2\nlive 3\n"
         assert read(b, len(expected)) == expected
         assert out.send(b"after\n")
         assert read(b, 6) == b"after\n"
