@@ -67,6 +67,8 @@ class _Peek(msgspec.Struct):
 _peek_decoder = msgspec.json.Decoder(list[_Peek | None])
 _DELIVERIES = frozenset({Broadcast.__struct_config__.tag, DirectMessage.__struct_config__.tag})
 _IGNORED = frozenset({"ack", "pong"})  # answers to the senders' messages and to pings
+# Readable bots handled between two looks at the schedule (a look is a clock read).
+READS_BETWEEN_SENDS = 32
 assert _DELIVERIES | _IGNORED <= EVENT_NAMES
 
 
@@ -240,10 +242,15 @@ class BotPool:
                     self._open(self._todo.popleft())
                 if not self._todo and not self._in_login:
                     self._done.set()
-                # Sends first, and again after the reads: a send is late from its
+                # Sends first, and again between reads: a send is late from its
                 # intended time, so it never waits for a batch of reads it need not.
                 timeout = self._send_due(0.5)
-                for key, mask in sel.select(timeout):
+                for n, (key, mask) in enumerate(sel.select(timeout), 1):
+                    if n % READS_BETWEEN_SENDS == 0 and self._schedule is not None:
+                        # A server that coalesces answers in bursts: hundreds of this
+                        # pool's bots readable at once, over 10 ms of reads here at
+                        # 1,000 clients (docs/PERFORMANCE.md, "Sends between reads").
+                        self._send_due(0.0)
                     bot = key.data
                     if bot is None:
                         self._wake_r.recv(4096)
