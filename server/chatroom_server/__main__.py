@@ -356,6 +356,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
+    # The format shows no thread names, and asking for one in a connection thread
+    # (started with _thread, chatroom_server.readers) would make threading keep a
+    # _DummyThread for it.
+    logging.logThreads = False
     try:
         config = config_from_args(args)
         if _is_pg(args.db) and args.cluster is None:

@@ -3,7 +3,8 @@
 Threads and what they own:
 
 - **accept thread** (``chat-accept``): accepts connections, starts one reader thread each.
-- **reader thread per connection** (``chat-conn-N``): the only thread that reads that
+- **reader thread per connection** (started with ``_thread``, unnamed; its handle is
+  ``_Conn.thread``, see :mod:`chatroom_server.readers`): the only thread that reads that
   socket and runs its commands; hashing a password happens here, outside every lock. It
   writes to other connections only through their :class:`~chatroom_server.outbox.Outbox`,
   which never blocks. When it ends, it removes its connection and closes the socket.
@@ -127,8 +128,8 @@ from chatroom_server.irc import IrcOutbox, IrcSession, Translations, decode_line
 from chatroom_server.limits import FloodMeter, LoginThrottle, TokenBucket, WindowCounter
 from chatroom_server.messagelog import MessageLog, NewMessage, StorageError, Stored
 from chatroom_server.outbox import Flusher, Outbox, push_all
+from chatroom_server.readers import ReaderThread
 from chatroom_server.roster import SortedNames, UsersPublisher
-from chatroom_server.starter import ThreadStarter
 from chatroom_server.storm import DepartureStorm
 
 if TYPE_CHECKING:
@@ -288,7 +289,7 @@ class _Conn:
         self.addr = addr
         self.outbox = outbox
         self.connected_at = now
-        self.thread: threading.Thread | None = None
+        self.thread: ReaderThread | None = None
         self.username: str | None = None  # set once, under ChatServer._lock, at login
         self.deltas = False  # asked for users_delta at login (set before login_ok)
         # Made by its reader thread as it leaves, set by the reaper once the departure
@@ -349,13 +350,15 @@ class ChatServer:
         self._storm = DepartureStorm(self.config.storm_switch_interval)
         self._reader_starts = itertools.count(1)  # module docstring: no lock
         self._reader_ends = itertools.count(1)
+        # The running readers' handles: added by the accept thread, discarded by each
+        # reader as it ends (set operations are single C calls under the GIL; no lock).
+        self._readers: set[ReaderThread] = set()
         self._stop_total = -1  # set once by stop(), before its own end
         self._no_readers = threading.Event()
         self._numbers = itertools.count(1)
         self._listener: socket.socket | None = None
         self._threads: list[threading.Thread] = []
         self._flusher: Flusher | None = None  # made by start(), once the port is bound
-        self._starter: ThreadStarter | None = None  # starts connection threads; by start()
         self._store: AccountStore | None = None
         self._log: MessageLog | None = None  # opened by start() unless history is off
         self._bus: ClusterBus | None = None  # the cluster's Redis side (start())
@@ -480,7 +483,6 @@ class ChatServer:
         self.address = self._listener.getsockname()[:2]
         self._flusher = Flusher(self._clock)
         self._flusher.start()
-        self._starter = ThreadStarter()
         self._spawn(self._accept_loop, "chat-accept")
         for listener, tls in self._irc_listeners:
             self._spawn(lambda lst=listener, t=tls: self._accept_loop(lst, True, t), "chat-irc")
@@ -528,6 +530,17 @@ class ChatServer:
         t.start()
         self._threads.append(t)
 
+    @property
+    def reader_threads(self) -> int:
+        """Connection threads that have not ended (a snapshot)."""
+        return len(self._readers)
+
+    def join_readers(self, timeout: float) -> bool:
+        """Wait at most ``timeout`` s for the connection threads running now to end;
+        True if they all have."""
+        deadline = time.monotonic() + timeout
+        return all(t.join(deadline - time.monotonic()) for t in list(self._readers))
+
     def __enter__(self) -> ChatServer:
         self.start()
         return self
@@ -560,8 +573,6 @@ class ChatServer:
                 listener.close()
         for t in self._threads:
             t.join(2.0)
-        if self._starter is not None:
-            self._starter.close()  # the accept loops are done: every thread is started
         with self._lock:
             conns = list(self._conns)
         for conn in conns:
@@ -578,15 +589,13 @@ class ChatServer:
         while not self._no_readers.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                left = sum(1 for c in conns if c.thread is not None and c.thread.is_alive())
+                left = len(self._readers)
                 log.warning("%d connections still closing; stopping without them", left)
                 break
             if self._reap_bell.wait(remaining):
                 self._reap_bell.answer()
                 self._reap()
-        for conn in conns:
-            if conn.thread is not None:
-                conn.thread.join(max(0.0, deadline - time.monotonic()))
+        self.join_readers(deadline - time.monotonic())
         self._log_arrivals()
         self._reap()  # the reaper has stopped: the last departures, so nothing is left
         self._fanout.close()
@@ -688,18 +697,19 @@ class ChatServer:
             log.warning("refused %s: %s", addr, why)
             self._refuse(conn, why)
             return
-        conn.thread = threading.Thread(
-            target=self._serve, args=(conn,), name=f"chat-conn-{num}", daemon=True
-        )
-        # Not started here: that waits for the new thread to run (chatroom_server.starter).
-        assert self._starter is not None
+        conn.thread = ReaderThread()
+        self._readers.add(conn.thread)
         next(self._reader_starts)  # before it runs, so that a stop cannot miss it
-        self._starter.submit(conn.thread, lambda exc: self._not_started(conn, exc))
+        try:
+            conn.thread.start(self._serve, conn)  # returns at once (readers.py)
+        except RuntimeError as exc:
+            self._not_started(conn, exc)
 
     def _not_started(self, conn: _Conn, exc: RuntimeError) -> None:
-        """A starter thread: ``conn``'s thread could not start ("can't start new
-        thread": out of threads or memory)."""
+        """``conn``'s thread could not start ("can't start new thread": out of threads
+        or memory)."""
         log.error("cannot start a thread for %s: %s", conn.addr, exc)
+        self._readers.discard(conn.thread)
         self._reader_ended()
         self._forget(conn)
         self._refuse(conn, "the server cannot take more connections")
@@ -780,6 +790,7 @@ class ChatServer:
             finally:
                 self._storm.end()
                 self._reader_ended()
+                self._readers.discard(conn.thread)
             log.debug("%r disconnected: %s", conn, reason)
 
     def _irc_lines(self, conn: _Conn, irc: IrcSession, data: bytes) -> bool:

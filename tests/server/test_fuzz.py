@@ -167,9 +167,7 @@ def _throw(
 def _check_healthy(fuzz_server: TestServer) -> None:
     """Everything the fuzz opened is gone, and the server still serves correctly."""
     srv = fuzz_server.server
-    for t in threading.enumerate():
-        if t.name.startswith("chat-conn-"):
-            t.join(10)
+    assert srv.join_readers(10)
     assert srv.connection_count == 0
     assert srv.handler_crashes == 0
     assert srv.online == ()
@@ -184,8 +182,6 @@ def _check_healthy(fuzz_server: TestServer) -> None:
         a.send(command="dm", to="WITNESS", message="psst", id=2)
         a.expect("ack", to="witness", id=2)
         b.expect("dm", message="psst")
-    for t in threading.enumerate():
-        if t.name.startswith("chat-conn-"):
-            t.join(10)
+    assert srv.join_readers(10)
     assert srv.connection_count == 0
     assert _fds() <= fds_before

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -209,7 +208,7 @@ def test_a_stop_waits_for_every_reader_and_gives_the_interval_back(
             c.expect("login_ok")
         srv.stop()
         assert sys.getswitchinterval() == switch_interval
-        assert not [t for t in threading.enumerate() if t.name.startswith("chat-conn")]
+        assert srv.server.reader_threads == 0  # stop() waited for every reader
         for c in clients:
             assert c.wait_closed()[-1] == {"type": "bye", "reason": "server_shutdown"}
             c.close()
