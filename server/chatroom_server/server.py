@@ -55,7 +55,9 @@ Shared state and what guards it:
   takes the total (``_stop_total``) and an end of its own; whoever takes end number
   total + 1 sets ``_no_readers``. So ``stop()`` waits once instead of joining 10,000
   threads one by one (each join a wait for the GIL), and the 10,000 departing threads
-  share no lock.
+  share no lock but one on purpose: ``_ending``, which a reader whose connection was
+  reset holds while it ends, so that the rest of a mass reset sleep in it instead of
+  asking for the GIL together (docs/PERFORMANCE.md, "One reset reader ending at a time").
 """
 
 from __future__ import annotations
@@ -353,6 +355,7 @@ class ChatServer:
         # The running readers' handles: added by the accept thread, discarded by each
         # reader as it ends (set operations are single C calls under the GIL; no lock).
         self._readers: set[ReaderThread] = set()
+        self._ending = threading.Lock()  # held by the one reset reader ending (_serve)
         self._stop_total = -1  # set once by stop(), before its own end
         self._no_readers = threading.Event()
         self._numbers = itertools.count(1)
@@ -774,6 +777,11 @@ class ChatServer:
             reason = "handler error"
         finally:
             self._storm.begin()
+            # A reset connection's thread ends one at a time (``_ending``): when 10,000
+            # are reset at once, the rest wait in the lock, asleep, instead of all
+            # asking for the GIL at once (docs/PERFORMANCE.md, "One reset reader ending
+            # at a time"). A clean end may wait for the reaper (conn.left): not here.
+            gated = dead and self._ending.acquire(timeout=self.config.shutdown_grace)
             try:
                 # Its last messages go out before its departure is announced.
                 self._fanout.settle(conn, timeout=self.config.shutdown_grace)
@@ -791,6 +799,8 @@ class ChatServer:
                 self._storm.end()
                 self._reader_ended()
                 self._readers.discard(conn.thread)
+                if gated:
+                    self._ending.release()
             log.debug("%r disconnected: %s", conn, reason)
 
     def _irc_lines(self, conn: _Conn, irc: IrcSession, data: bytes) -> bool:

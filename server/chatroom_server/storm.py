@@ -25,7 +25,9 @@ of system time where a good run spends 15): 10,000 waiters that each wake every 
 are 50,000 wake-ups a second on the GIL's mutex, and once a storm has not ended before
 they start, they keep it from ending. At 1 s, 12 of 13 drops took 1.4-3.3 s (7 under
 2 s) and one 10.8 s: the same stall, shorter. Not a cure; the GIL's hand-over is not
-fair to a thread that sleeps in it (docs/PERFORMANCE.md, "Mass departures").
+fair to a thread that sleeps in it (docs/PERFORMANCE.md, "Mass departures"). What cured
+it is in the server: reset readers end one at a time, asleep in a lock until their turn
+(``ChatServer._ending``), so the herd lasts one GIL turn per thread.
 
 Threads: ``begin`` and ``end`` are called by reader threads, at most once each per
 connection, without a lock (``next()`` on an ``itertools.count`` is atomic under the
