@@ -10,7 +10,8 @@ The window is ``min_window`` (default 0.1 s) or four times the CPU time the last
 publication took, whichever is longer (at most ``MAX_WINDOW``), so publishing never
 takes more than about a fifth of the publisher thread's time however many users there
 are. A change after a quiet spell is published at once; changes during a window wait
-for its end.
+for its end, or until no change has come for ``QUIET`` (50 ms): a window ends with the
+storm that made it long.
 
 Threads and locks:
 
@@ -61,6 +62,10 @@ log = logging.getLogger(__name__)
 
 # The longest window, however long a publication took: the list is never more stale.
 MAX_WINDOW = 1.0
+# A window ends early once no change has come for this long: the storm that made it
+# long is over, and the last arrivals need not wait out the rest (a window of 0.4 s after
+# a rejoin of 10,000 put up to 0.4 s on the time until everyone saw everyone).
+QUIET = 0.05
 
 
 class SortedNames:
@@ -152,11 +157,13 @@ class UsersPublisher:
         live: Callable[[], Iterable[str]],
         *,
         min_window: float = 0.1,
+        quiet: float = QUIET,
         interval: float = 0.0,
         stopping: threading.Event,
     ) -> None:
         self._live = live  # the logged-in names now (the server's lock-free snapshot)
         self._min_window = min_window
+        self.quiet = quiet  # a window ends once no change came for this long
         self._interval = interval  # periodic push; 0 = none
         self._stopping = stopping
         self._lock = threading.Lock()  # see the module docstring
@@ -165,6 +172,7 @@ class UsersPublisher:
         self._dirty = Doorbell()  # rung when the live list may differ from _published
         self._gone: deque[Member] = deque()  # unsubscribed; see the module docstring
         self._last = 0.0  # time.monotonic() of the last publication
+        self._changed_at = 0.0  # time.monotonic() of the latest change; a plain store
         self._window = min_window
         self.publications = 0  # deltas sent (each to every subscriber), for tests and logs
 
@@ -195,6 +203,7 @@ class UsersPublisher:
     def changed(self) -> None:
         """The live list changed (a login, logout or drop): publish within a window. No
         lock unless this is the first change since the publisher last looked."""
+        self._changed_at = time.monotonic()
         self._dirty.ring()
 
     def announce(self, name: str) -> None:
@@ -213,9 +222,9 @@ class UsersPublisher:
             now = time.monotonic()
             timeout = 1.0 if next_tick is None else max(0.0, min(1.0, next_tick - now))
             if self._dirty.wait(timeout):
-                # Coalesce: everything that changes until the window's end goes in one delta.
-                delay = self._last + self._window - time.monotonic()
-                if delay > 0 and self._stopping.wait(delay):
+                # Coalesce: everything that changes until the window's end goes in one
+                # delta, or until no change has come for QUIET seconds.
+                if self._wait_window():
                     return
                 self._dirty.answer()  # before reading the live list: later changes ring
                 self._publish()
@@ -224,6 +233,18 @@ class UsersPublisher:
                 with self._lock:
                     sent_to = self._tick_locked()
                 _push(sent_to)
+
+    def _wait_window(self) -> bool:
+        """Publisher thread: wait for the window's end, or for ``quiet`` seconds without
+        a change; True if the server is stopping."""
+        end = self._last + self._window
+        while True:
+            now = time.monotonic()
+            until = min(end, self._changed_at + self.quiet)
+            if until <= now:
+                return False
+            if self._stopping.wait(until - now):
+                return True
 
     def _publish(self) -> None:
         # The publication's cost is this thread's CPU time, not the wall clock: waiting

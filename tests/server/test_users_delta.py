@@ -12,11 +12,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import msgspec
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from chatroom import ChatClient, UsersChanged
 from chatroom.testing import TestServer
+from chatroom_server import roster
 from chatroom_server.roster import SortedNames
 from tests.helpers import PASSWORD, RawClient, connect, quiet_server
 
@@ -99,6 +101,7 @@ def test_joined_delta_precedes_the_new_users_first_message() -> None:
         quiet_server(users_window=30.0) as srv,
         RawClient(srv.address) as old,
     ):
+        srv.server._publisher.quiet = 30.0  # no early end either
         delta_login(old, "watcher")
         old.expect("users_delta", joined=["watcher"], count=1)
         new = RawClient(srv.address)
@@ -112,6 +115,23 @@ def test_joined_delta_precedes_the_new_users_first_message() -> None:
         old.expect("users_delta", joined=["eager"], count=2)
         old.expect("broadcast", message="first!")
         new.close()
+
+
+def test_a_window_ends_early_once_the_changes_stop(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A 30 s window, but a login after the first publication is published once 50 ms
+    # pass without another change (docs/PROTOCOL.md §Extensions), well inside the
+    # client's 10 s read timeout.
+    monkeypatch.setattr(roster, "MAX_WINDOW", 60.0)
+    with (
+        quiet_server(users_window=30.0) as srv,
+        RawClient(srv.address) as watcher,
+        RawClient(srv.address) as late,
+    ):
+        delta_login(watcher, "watcher")
+        watcher.expect("users_delta", joined=["watcher"], count=1)
+        delta_login(late, "late")
+        watcher.expect("users_delta", joined=["late"], count=2)
+        assert srv.server._publisher.publications == 2
 
 
 def test_takeover_changes_no_list_and_the_periodic_push_carries_the_count() -> None:
