@@ -9,7 +9,7 @@ end at once. The object itself, with its Event and locks, is some 2.5 KiB per
 connection. ``_thread.start_new_thread`` returns as soon as the thread exists, so the
 accept loop starts each reader itself (four ``chat-starter`` threads used to, to keep
 ``start()``'s wait off the accept loop), and a reader's end is the end of a function.
-A rejoin of 10,000 took 5.2-5.7 s instead of 6.8-7.1 s in alternating runs.
+A rejoin of 10,000 took 4.9-6.0 s instead of 6.7-7.3 s in alternating runs.
 
 What is lost, and how it is kept: ``threading.enumerate()`` does not list these threads
 (:class:`ReaderThread` is their handle: ``join`` and ``is_alive``); a tracer or profiler
