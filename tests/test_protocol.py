@@ -29,6 +29,7 @@ from chatroom.protocol import (
     decode_event,
     encode,
     is_valid_username,
+    split_block,
     validate_command,
 )
 
@@ -84,6 +85,35 @@ def test_oversize_frame_inside_one_chunk() -> None:
 
 def test_frame_at_exact_limit_is_fine() -> None:
     assert FrameDecoder(10).feed(b"0123456789\n") == [b"0123456789"]
+
+
+@given(st.binary(max_size=200), st.data())
+def test_feed_block_splits_as_feed_does(stream: bytes, data: st.DataObject) -> None:
+    """Blocks, split with split_block, are the frames feed gives, for any stream and any
+    cuts, and each block is whole lines."""
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=10)))
+    by_frame, by_block = FrameDecoder(1000), FrameDecoder(1000)
+    frames: list[bytes] = []
+    blocks: list[bytes] = []
+    prev = 0
+    for cut in [*cuts, len(stream)]:
+        frames += by_frame.feed(stream[prev:cut])
+        block = by_block.feed_block(stream[prev:cut])
+        assert block == b"" or block.endswith(b"\n")
+        blocks.append(block)
+        prev = cut
+    assert [f for b in blocks for f in split_block(b)] == frames
+    assert by_block.pending == by_frame.pending
+
+
+def test_feed_block_passes_whole_reads_on_and_checks_the_limit() -> None:
+    read = b'{"type":"pong"}\n{"type":"pong"}\n'
+    assert FrameDecoder(100).feed_block(read) is read  # no copy
+    assert FrameDecoder(10).feed_block(b"0123456789\nok\n") == b"0123456789\nok\n"
+    with pytest.raises(FrameTooLarge):
+        FrameDecoder(10).feed_block(b"ok\n" + b"y" * 11 + b"\nok\n")
+    with pytest.raises(FrameTooLarge):
+        FrameDecoder(10).feed_block(b"ok\n" + b"y" * 11)
 
 
 def test_commands_decode_to_their_types() -> None:

@@ -5,7 +5,7 @@ live in the server and in :mod:`chatroom.client`; both use this module, so the c
 written down in code exactly once.
 
 - :class:`FrameDecoder` splits a byte stream into frames (§Framing) and enforces the size
-  limit.
+  limit; :func:`split_block` splits what its ``feed_block`` returns.
 - Client commands (``"command"``-tagged) and server events (``"type"``-tagged) are frozen
   msgspec Structs: one class per message, compared by value, decoded and type-checked by
   msgspec in one step.
@@ -68,6 +68,7 @@ __all__ = [
     "decode_event",
     "encode",
     "is_valid_username",
+    "split_block",
     "username_key",
     "validate_command",
 ]
@@ -121,27 +122,45 @@ class FrameDecoder:
         return len(self._buf)
 
     def feed(self, data: bytes) -> list[bytes]:
-        if b"\n" not in data:
+        return split_block(self.feed_block(data))
+
+    def feed_block(self, data: bytes) -> bytes:
+        """Like :meth:`feed`, but the complete frames come back unsplit: the bytes up to
+        and including the last newline (``b""`` if ``data`` completes none), blank lines
+        and ``\\r`` still in. For a caller that parses a whole read in one call
+        (chat-load's bots); :func:`split_block` gives the frames :meth:`feed` would."""
+        end = data.rfind(b"\n") + 1
+        if not end:
             # Common case for byte-at-a-time or partial reads: just accumulate.
             if len(self._buf) + len(data) > self.max_frame:
                 raise FrameTooLarge(self.max_frame)
             self._buf += data
-            return []
-        chunks = (self._buf + data).split(b"\n") if self._buf else data.split(b"\n")
-        tail = chunks.pop()
+            return b""
+        tail = data[end:]
         if len(tail) > self.max_frame:
             raise FrameTooLarge(self.max_frame)
+        # The common case, a read of whole frames, is passed on without a copy.
+        block = data if end == len(data) else data[:end]
+        if self._buf:
+            block = self._buf + block
         self._buf = tail
-        frames = []
         limit = self.max_frame
-        for chunk in chunks:
-            if len(chunk) > limit:
-                raise FrameTooLarge(limit)
-            if chunk.endswith(b"\r"):
-                chunk = chunk[:-1]
-            if chunk and not chunk.isspace():
-                frames.append(chunk)
-        return frames
+        # A block no longer than the limit (plus its newline) holds no frame over it.
+        if len(block) > limit + 1 and any(len(c) > limit for c in block.split(b"\n")):
+            raise FrameTooLarge(limit)
+        return block
+
+
+def split_block(block: bytes) -> list[bytes]:
+    """The frames of a block of whole lines (:meth:`FrameDecoder.feed_block`): without
+    their ``\\n``, a trailing ``\\r`` removed, blank lines skipped (§Framing)."""
+    frames = []
+    for chunk in block.split(b"\n")[:-1]:
+        if chunk.endswith(b"\r"):
+            chunk = chunk[:-1]
+        if chunk and not chunk.isspace():
+            frames.append(chunk)
+    return frames
 
 
 # --------------------------------------------------------------------------------------

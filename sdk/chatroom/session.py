@@ -74,6 +74,7 @@ from chatroom.protocol import (
     UsersDelta,
     decode_event,
     encode,
+    split_block,
 )
 
 __all__ = [
@@ -414,9 +415,15 @@ class ClientSession:
         """Framing only: the complete frames in ``data`` (raises
         :class:`~chatroom.errors.FrameTooLarge`; the connection is then unusable). For
         callers with a fast path of their own; the rest go to :meth:`handle_frame`."""
+        return split_block(self.feed_block(data, now))
+
+    def feed_block(self, data: bytes, now: float) -> bytes:
+        """Like :meth:`feed`, but the complete frames unsplit: the bytes up to and
+        including the last newline (see :meth:`chatroom.protocol.FrameDecoder.feed_block`),
+        for a caller that decodes a whole read in one call."""
         self._last_rx = now
         self._pinged = False
-        return self._decoder.feed(data)
+        return self._decoder.feed_block(data)
 
     def receive_data(self, data: bytes, now: float) -> list[SessionEvent]:
         """Bytes from the server in, events out (see :data:`SessionEvent`)."""

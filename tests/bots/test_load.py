@@ -10,7 +10,6 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -215,8 +214,8 @@ class _Sink:
     def sent(self, pm: bool, lag: float) -> None:
         pass
 
-    def deliveries(self, receiver: int, messages: Iterable[str], arrived_us: int) -> None:
-        for m in messages:
+    def deliveries(self, batch: list[tuple[int, str, int]]) -> None:
+        for receiver, m, _ in batch:
             self.got.put((receiver, m))
 
     def error(self, _: object = None) -> None:
@@ -258,9 +257,10 @@ def test_receiver_pool_logs_in_receives_and_reports_failures(fast_server: TestSe
 
 
 def test_receiver_pool_reads_mixed_frames_in_order() -> None:
-    """Deliveries mixed with a frame of an unknown type, a malformed frame and a bye: the
-    deliveries arrive in order around them, the malformed one is an error, the unknown
-    one is ignored, and the bye ends the bot, however the reads split them."""
+    """Deliveries mixed with a frame of an unknown type, malformed frames, a blank line
+    and a bye: the deliveries arrive in order around them, each malformed one is an
+    error, the unknown one and the blank line are ignored, and the bye ends the bot,
+    however the reads split them."""
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
 
@@ -282,6 +282,9 @@ def test_receiver_pool_reads_mixed_frames_in_order() -> None:
             f.flush()  # likely one read: the fast path, except for the unknown type
             f.write(b'{"type":"broadcast","message":4}\n')  # message is not a string
             f.write(b'{"type":"broadcast","from":"a","message":"five","ts":1.0}\n')
+            f.write(b"\r\n")  # a blank line: skipped
+            f.write(b"null,null\n")  # two JSON values on one line: one bad frame
+            f.write(b'{"type":"broadcast","from":"a","message":"six","ts":1.0}\r\n')
             f.write(b'{"type":"bye","reason":"server_shutdown"}\n')
             f.flush()
             f.read()  # until the pool closes the connection
@@ -293,8 +296,8 @@ def test_receiver_pool_reads_mixed_frames_in_order() -> None:
     with listener:
         pool.start([0])
         assert pool.wait_logged_in(threading.Event()) == []
-        got = [sink.got.get(timeout=10)[1] for _ in range(5)]
-        assert got == ["one", "two", "three", "error", "five"]
+        got = [sink.got.get(timeout=10)[1] for _ in range(7)]
+        assert got == ["one", "two", "three", "error", "five", "error", "six"]
         assert sink.disconnects.get(timeout=10).reason == "network"
         pool.close()
     t.join(10)
@@ -305,7 +308,7 @@ def test_recorder_counts_a_read_at_once() -> None:
     rec = Recorder()
     arrived = 1_000_000
     batch = [pack(3, seq, arrived - 1000 * (seq + 1), 40) for seq in (0, 1, 2, 2, 1)]
-    rec.deliveries(7, [*batch, "not a load message"], arrived)
+    rec.deliveries([(7, m, arrived) for m in [*batch, "not a load message"]])
     second = rec.tick()
     assert second["delivered"] == 5 and second["latency"] == {1000: 1, 2000: 2, 3000: 2}
     rec.delivery(8, pack(3, 0, int(time.monotonic() * 1e6) - 500, 40))

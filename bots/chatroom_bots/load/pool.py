@@ -21,12 +21,13 @@ abruptly and reconnect at once with ``since`` (their session's cursor, which the
 keeps up to date). Everything they missed comes back replayed; the Recorder counts every
 delivery, live or replayed, against what each bot should have received over the run.
 
-Threads: the loop thread (``load-bots``) owns every socket, every bot's state and the
-schedule it is playing. Other threads only call :meth:`BotPool.start`,
-:meth:`~BotPool.wait_logged_in`, :meth:`~BotPool.play` and :meth:`~BotPool.close`, which
-talk to it through ``_stop`` (an Event), ``_plays`` (a deque), a wake-up socket pair, and
-``_done``; ``_failures`` and ``logged_in`` are written by the loop and read after
-``_done`` is set. Counters go to the worker's Recorder (the Sink), which has its own lock.
+Threads: the loop thread (``load-bots``) owns every socket, every bot's state, the
+schedule it is playing and the round's batch of deliveries (``_got``). Other threads
+only call :meth:`BotPool.start`, :meth:`~BotPool.wait_logged_in`, :meth:`~BotPool.play`
+and :meth:`~BotPool.close`, which talk to it through ``_stop`` (an Event), ``_plays`` (a
+deque), a wake-up socket pair, and ``_done``; ``_failures`` and ``logged_in`` are
+written by the loop and read after ``_done`` is set. Counters go to the worker's
+Recorder (the Sink), which has its own lock.
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
 from typing import Protocol
 
 import msgspec
@@ -49,7 +49,7 @@ import msgspec
 from chatroom import Broadcast, DirectMessage, Disconnect, Reconnected, ServerNotice
 from chatroom._hosts import parse_hosts
 from chatroom.errors import ChatTimeout, FrameTooLarge
-from chatroom.protocol import EVENT_NAMES, LoginOk
+from chatroom.protocol import EVENT_NAMES, LoginOk, split_block
 from chatroom.session import BadFrame, ClientSession, Ended, Refused, Reply, SessionEvent
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,10 @@ class Sink(Protocol):
     """Where the pool reports (chatroom_bots.load.worker.Recorder)."""
 
     def sent(self, pm: bool, lag: float) -> None: ...
-    def deliveries(self, receiver: int, messages: Iterable[str], arrived_us: int) -> None: ...
+    def deliveries(self, batch: list[tuple[int, str, int]]) -> None:
+        """Messages received: (bot, message, ``time.monotonic()`` µs at arrival) each, in
+        the order they arrived for each bot."""
+
     def error(self, _: object = None) -> None: ...
     def disconnected(self, event: Disconnect) -> None: ...
     def login_time(self, micros: int) -> None: ...
@@ -155,6 +158,8 @@ class BotPool:
         self._orders: deque[str] = deque()  # "drop" / "rejoin", from drop_all()/rejoin_all()
         self._schedule: Schedule | None = None  # the one being played (loop thread)
         self._bots: dict[int, _Bot] = {}
+        # Deliveries read in this round of the loop, for the sink in one call (_flush).
+        self._got: list[tuple[int, str, int]] = []
         # Churn: bots cut per second while a schedule plays, never those in ``keep``.
         self._churn = churn
         self._keep = keep
@@ -263,6 +268,7 @@ class BotPool:
                         self._writable(bot)
                     if mask & selectors.EVENT_READ and bot.state != _CLOSED:
                         self._readable(bot)
+                self._flush()
                 now = time.monotonic()
                 if now >= next_check:
                     next_check = now + 1.0
@@ -423,30 +429,37 @@ class BotPool:
         now = time.monotonic()
         arrived = int(now * 1e6)
         try:
-            frames = bot.session.feed(data, now)
+            block = bot.session.feed_block(data, now)
         except FrameTooLarge as exc:
             self._lost(bot, str(exc))
             return
-        if not frames:
+        if not block:
             return
-        # The fast path, for the frames that are nearly all of a run's work: one msgspec
-        # call decodes the whole read as a JSON array of _Peek (only ``type`` and
-        # ``message``; unknown fields skipped in C), and the messages go to the sink in
-        # one call: about a quarter of the cost of decoding each frame into the SDK's
-        # events (docs/PERFORMANCE.md, "The generator"), and the generator shares its
-        # cores with the server it measures. A read that is not all well-formed JSON objects, and
-        # every frame that is not a delivery, take the SDK's full decode below.
+        # The fast path, for the frames that are nearly all of a run's work: the read's
+        # whole lines become one JSON array (newlines to commas) that one msgspec call
+        # decodes into _Peek (only ``type``, ``message``, ``seq``, ``replay``; the rest
+        # skipped in C), and the deliveries join the loop round's batch for the sink. A
+        # fraction of the SDK's decode per frame (docs/PERFORMANCE.md, "The generator" and
+        # "A cheaper read in the generator"), and the generator shares its cores with the
+        # server it measures. A blank line or anything but one JSON value per line fails
+        # the decode or the count, and then every frame takes the SDK's decode below.
+        frames: list[bytes] | None = None
         try:
-            peeks: list[_Peek | None] = _peek_decoder.decode(b"[" + b",".join(frames) + b"]")
+            peeks: list[_Peek | None] = _peek_decoder.decode(
+                b"[" + block[:-1].replace(b"\n", b",") + b"]"
+            )
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            peeks = []
+        if len(peeks) != block.count(b"\n"):
+            frames = split_block(block)
             peeks = [None] * len(frames)
-        messages: list[str] = []
+        got = self._got
         session = bot.session
         replayed = 0
-        for frame, peek in zip(frames, peeks, strict=True):
+        for i, peek in enumerate(peeks):
             if peek is not None:
                 if peek.message is not None and peek.type in _DELIVERIES:
-                    messages.append(peek.message)
+                    got.append((bot.idx, peek.message, arrived))
                     if peek.seq is not None:
                         # The session's cursor, kept here since these frames skip it: a
                         # re-login after a cut resumes from it. No dedupe: a duplicate
@@ -457,15 +470,20 @@ class BotPool:
                     continue
                 if peek.type in _IGNORED:
                     continue
-            if messages:  # deliveries before an event stay before it
-                self._sink.deliveries(bot.idx, messages, arrived)
-                messages = []
-            if not self._event(bot, frame):
+            if frames is None:  # the decode matched line for line: no blank lines
+                frames = split_block(block)
+            self._flush()  # deliveries before an event stay before it
+            got = self._got
+            if not self._event(bot, frames[i]):
                 return
-        if messages:
-            self._sink.deliveries(bot.idx, messages, arrived)
         if replayed:
             self._sink.replayed(replayed)
+
+    def _flush(self) -> None:
+        """Hand the deliveries read so far to the sink, in one call."""
+        if self._got:
+            self._sink.deliveries(self._got)
+            self._got = []
 
     def _event(self, bot: _Bot, frame: bytes) -> bool:
         """One frame through the session; False once the bot is gone."""
@@ -473,7 +491,7 @@ class BotPool:
         bot.session.handle_frame(frame, events)
         for event in events:
             if isinstance(event, Broadcast | DirectMessage):
-                self._sink.deliveries(bot.idx, (event.message,), int(time.monotonic() * 1e6))
+                self._sink.deliveries([(bot.idx, event.message, int(time.monotonic() * 1e6))])
             elif isinstance(event, Reply):
                 if isinstance(event.event, LoginOk):
                     bot.state = _READY

@@ -20,7 +20,6 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -30,7 +29,7 @@ from chatroom import Broadcast, ChatClient, ChatError, DirectMessage, Disconnect
 from chatroom._hosts import parse_hosts
 from chatroom.protocol import DmCommand, PmCommand, encode
 from chatroom_bots.load.pool import BotPool
-from chatroom_bots.load.stats import PAYLOAD, new_histogram, pack, record
+from chatroom_bots.load.stats import new_histogram, pack, record, unpack
 
 log = logging.getLogger(__name__)
 
@@ -87,41 +86,43 @@ class Recorder:
         self.late_sends = 0
         self.max_lag = 0.0
         self.closing = False
-        # receiver -> sender (as sent, a decimal string) -> the highest sequence seen
-        self._last: dict[int, dict[str, int]] = {}
+        # receiver -> sender -> the highest sequence seen
+        self._last: dict[int, dict[int, int]] = {}
 
     def delivery(self, receiver: int, message: str) -> None:
         """One message to a sending bot (a ChatClient hook, on its receive thread)."""
-        self.deliveries(receiver, (message,), int(time.monotonic() * 1e6))
+        self.deliveries([(receiver, message, int(time.monotonic() * 1e6))])
 
-    def deliveries(self, receiver: int, messages: Iterable[str], arrived_us: int) -> None:
-        """The messages one read brought to ``receiver``, which arrived at ``arrived_us``
-        (``time.monotonic()`` in µs); anything that is not a load message is skipped.
+    def deliveries(self, batch: list[tuple[int, str, int]]) -> None:
+        """Messages received: (receiver, message, ``time.monotonic()`` µs at arrival) each,
+        in the order each receiver got them; anything that is not a load message is
+        skipped.
 
         This is the generator's hot path (every delivery of the run passes here), so it
-        works per read, not per message: the payloads are parsed before taking the lock,
-        latencies go into a Counter in one C-level update (``tick`` turns them into a
-        histogram once a second, see ``stats.record_counts``), and the lock is taken once.
+        works per batch, not per message (the pool hands over each round of its loop):
+        the payloads are parsed before taking the lock, latencies go into a Counter in
+        one C-level update (``tick`` turns them into a histogram once a second, see
+        ``stats.record_counts``), and the lock is taken once.
         """
-        match = PAYLOAD.match
         latencies: list[int] = []
-        seqs: list[tuple[str, int]] = []
-        for message in messages:
-            m = match(message)
-            if m is not None:
-                sender, seq, intended = m.groups()
-                latencies.append(arrived_us - int(intended))
-                seqs.append((sender, int(seq)))
+        seqs: list[tuple[int, int, int]] = []
+        for receiver, message, arrived_us in batch:
+            load = unpack(message)
+            if load is not None:
+                sender, seq, intended = load
+                latencies.append(arrived_us - intended)
+                seqs.append((receiver, sender, seq))
         if not latencies:
             return
         with self._lock:
             self.tick_counts.update(latencies)
             self.delivered += len(latencies)
             self.tick_delivered += len(latencies)
-            last = self._last.get(receiver)
-            if last is None:
-                last = self._last[receiver] = {}
-            for sender, seq in seqs:
+            lasts = self._last
+            for receiver, sender, seq in seqs:
+                last = lasts.get(receiver)
+                if last is None:
+                    last = lasts[receiver] = {}
                 prev = last.get(sender, -1)
                 if seq > prev:
                     last[sender] = seq
