@@ -40,6 +40,7 @@ class Client(Protocol):
     def walk_history(self) -> list[str]: ...
     def on(self, kind: str, fn: Callable[[Any], object]) -> None: ...
     def wait_for(self, kind: type[X], check: Callable[[X], bool] | None = None) -> X: ...
+    def on_wait(self, fn: Callable[[], None]) -> None: ...
     def close(self) -> None: ...
 
 
@@ -68,6 +69,17 @@ class Threaded:
 
     def wait_for(self, kind: type[X], check: Callable[[X], bool] | None = None) -> X:
         return self.c.wait_for(kind, check, T)
+
+    def on_wait(self, fn: Callable[[], None]) -> None:
+        """``fn()`` once each later wait_for has its waiter in place (white-box)."""
+        expect = self.c.expect
+
+        def hooked(*types: type[Any], check: Callable[[Any], bool] | None = None) -> Any:
+            waiter = expect(*types, check=check)
+            fn()
+            return waiter
+
+        self.c.expect = hooked  # type: ignore[method-assign]
 
     def close(self) -> None:
         self.c.close()
@@ -112,6 +124,16 @@ class Async:
 
     def wait_for(self, kind: type[X], check: Callable[[X], bool] | None = None) -> X:
         return self._run(self.c.wait_for(kind, check, T))
+
+    def on_wait(self, fn: Callable[[], None]) -> None:
+        """``fn()`` once each later wait_for has its waiter in place (white-box)."""
+
+        class Hooked(list):  # type: ignore[type-arg]
+            def append(self, item: Any) -> None:
+                super().append(item)
+                fn()
+
+        self.c._waiters = Hooked(self.c._waiters)
 
     def close(self) -> None:
         if self.loop.is_closed():
@@ -160,14 +182,24 @@ def test_wait_for_matches_what_arrives_after_it(make: Callable[..., Client]) -> 
     a, b = make(), make()
     a.login("asker", PW)
     b.login("answerer", PW)
-    b.on("dm", lambda e: None)
-    sender = threading.Timer(0.05, lambda: a.dm("answerer", "ping"))
+    got: queue.Queue[DirectMessage] = queue.Queue()
+    b.on("dm", got.put)
+    a.dm("answerer", "before")
+    assert got.get(timeout=T).message == "before"  # arrived before the wait began
+    waiting = threading.Event()
+    b.on_wait(waiting.set)
+
+    def answer() -> None:
+        if waiting.wait(T):
+            a.dm("answerer", "after")
+
+    sender = threading.Thread(target=answer)
     sender.start()
-    ev = b.wait_for(DirectMessage, lambda e: e.message == "ping")
+    ev = b.wait_for(DirectMessage)  # any DM: "before" must not be the one
     # The DM arrives before its ack: let the sender have its ack before the clients
     # close (it failed with ConnectionLost in its thread otherwise).
     sender.join(T)
-    assert ev.sender == "asker"
+    assert (ev.message, ev.sender) == ("after", "asker")
 
 
 def test_offline_dms_arrive_at_login_and_history_pages(make: Callable[..., Client]) -> None:
