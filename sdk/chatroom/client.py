@@ -344,7 +344,9 @@ class ChatClient:
 
     @property
     def closed(self) -> bool:
-        return self._stop.is_set()
+        """True from the moment :meth:`close` is called (or the client ended for good,
+        reconnects used up): requests then raise :class:`UsageError`."""
+        return self._closing or self._stop.is_set()
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -248,14 +248,16 @@ def test_wait_for_with_check(server: TestServer, clients: list[ChatClient]) -> N
 
 def test_close_from_inside_a_hook(server: TestServer, clients: list[ChatClient]) -> None:
     c = make(server, clients, "quitter")
-    disconnects: queue.Queue[Disconnect] = queue.Queue()
-    c.on_disconnect(disconnects.put)
+    disconnects: queue.Queue[tuple[Disconnect, bool]] = queue.Queue()
+    c.on_disconnect(lambda e: disconnects.put((e, c.closed)))
     c.on_dm(lambda e: c.close())
     watcher = make(server, clients, "watcher")
     with watcher.expect(UsersChanged, check=lambda e: "quitter" in e.left) as w:
         watcher.dm("quitter", "please leave")
         w.wait()
-    assert disconnects.get(timeout=T).reason == "exit"
+    event, closed_then = disconnects.get(timeout=T)
+    assert event.reason == "exit"
+    assert closed_then  # closed from the moment close() began, hooks included
     assert c.closed
     with pytest.raises(UsageError):
         c.pm("too late")
