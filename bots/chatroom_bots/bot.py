@@ -20,7 +20,9 @@ What it adds over :class:`chatroom.ChatClient`, and nothing more:
 - Per-user cooldowns per command.
 - ``on_join``/``on_leave`` for real arrivals and departures: not the users already online
   when the bot starts, not itself, not a session takeover, and not everyone reconnecting
-  after a server restart (``rejoin_grace``).
+  after a server restart (``rejoin_grace``). A ``ChatError`` from one (a greeting that
+  cannot go out) is logged as a warning, or at debug while the bot stops; any other
+  exception is the handler's bug and the SDK logs its traceback.
 - A loop guard: the bot never answers itself, never answers its own words coming back from
   the same user (two echo bots cannot ping-pong), and caps replies per user per minute.
 - Reconnect on by default; :meth:`run` keeps trying to connect until stopped.
@@ -335,7 +337,14 @@ class Bot:
                 if handlers:
                     log.info("%s: %s %s", self.name, name, what)
                 for fn in handlers:
-                    fn(name)
+                    try:
+                        fn(name)
+                    except ChatError as exc:
+                        # A greeting that could not be said is not a bug in the handler:
+                        # the bot is stopping (users leave as it goes), or the server is.
+                        closing = self.client is None or self.client.closed
+                        level = logging.DEBUG if closing else logging.WARNING
+                        log.log(level, "%s: %s handler for %s: %s", self.name, what, name, exc)
 
     def _on_disconnect(self, event: Disconnect) -> None:
         if event.will_reconnect:

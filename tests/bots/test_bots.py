@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import logging
 import os
 import queue
 import signal
@@ -119,6 +120,45 @@ def test_greeter_greets_once_and_says_goodbye_once(server: TestServer, user: Cha
             third.login("third", PW)
             assert nxt.wait(T).message == "Welcome, third!"
         newcomer.close()
+
+
+def test_a_join_or_leave_that_cannot_be_answered_is_no_error(
+    server: TestServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A handler whose message cannot go out (ChatError) is a warning, or debug while
+    the bot stops, never an ERROR with a traceback; the next handler still runs."""
+    bot = Bot("speaker")
+    ran: queue.Queue[tuple[str, str]] = queue.Queue()
+
+    @bot.on_join
+    def tell_a_ghost(name: str) -> None:
+        bot.tell("nobody-at-all", f"{name} is here")  # user_offline
+
+    @bot.on_join
+    def note(name: str) -> None:
+        ran.put(("joined", name))
+
+    @bot.on_leave
+    def say_while_stopping(name: str) -> None:
+        assert bot.client is not None
+        bot.client.close()  # the bot stops as the user leaves (a demo's Ctrl-C)
+        try:
+            bot.say(f"Goodbye, {name}!")
+        finally:
+            ran.put(("left", name))
+
+    with (
+        caplog.at_level(logging.DEBUG),
+        bot.running(server.host, server.port, password=BOT_PW),
+    ):
+        with ChatClient(server.host, server.port) as guest:
+            guest.login("guest", PW)
+            assert ran.get(timeout=T) == ("joined", "guest")
+        assert ran.get(timeout=T) == ("left", "guest")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    mine = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "chatroom_bots.bot"]
+    assert any(lv == logging.WARNING and "joined handler for guest" in m for lv, m in mine)
+    assert any(lv == logging.DEBUG and "left handler for guest" in m for lv, m in mine)
 
 
 def test_greeter_by_dm(server: TestServer) -> None:
