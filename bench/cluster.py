@@ -156,7 +156,12 @@ def users_seen(port: int) -> int:
         while True:
             line, nl, rest = buf.partition(b"\n")
             if not nl:
-                buf += s.recv(1 << 20)
+                # 64 KiB, not 1 MiB: above glibc's mmap threshold every recv is an mmap
+                # (docs/PERFORMANCE.md, "Reads of 64 KiB, not 256").
+                data = s.recv(65536)
+                if not data:
+                    raise ConnectionError(f"node {port} closed before login_ok")
+                buf += data
                 continue
             buf = rest
             frame = json.loads(line)

@@ -55,7 +55,7 @@ class Line:
                 f = self.frames.pop(0)
                 if needle in f:
                     return f
-            data = self.sock.recv(1 << 20)
+            data = self.sock.recv(65536)  # not 1 MiB: an mmap per read (PERFORMANCE.md)
             if not data:
                 raise EOFError
             self.frames = self.dec.feed(data)
