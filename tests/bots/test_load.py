@@ -257,10 +257,10 @@ def test_receiver_pool_logs_in_receives_and_reports_failures(fast_server: TestSe
 
 
 def test_receiver_pool_reads_mixed_frames_in_order() -> None:
-    """Deliveries mixed with a frame of an unknown type, malformed frames, a blank line
-    and a bye: the deliveries arrive in order around them, each malformed one is an
-    error, the unknown one and the blank line are ignored, and the bye ends the bot,
-    however the reads split them."""
+    """Deliveries mixed with a users_delta, a frame of an unknown type, malformed frames,
+    a blank line and a bye: the deliveries arrive in order around them, each malformed
+    one is an error, the delta, the unknown one and the blank line are ignored, and the
+    bye ends the bot, however the reads split them."""
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
 
@@ -275,7 +275,9 @@ def test_receiver_pool_reads_mixed_frames_in_order() -> None:
             frames = [
                 {"type": "broadcast", "from": "a", "message": "one", "ts": 1.0},
                 {"type": "dm", "from": "a", "to": "me", "message": "two", "ts": 1.0},
+                {"type": "users_delta", "count": 3, "joined": ["x", "y"], "left": []},
                 {"type": "from_the_future", "message": "not a delivery"},
+                {"type": "broadcast", "from": "a", "message": 'the "users', "ts": 1.0},
                 {"type": "broadcast", "from": "a", "message": "three", "ts": 1.0},
             ]
             f.write(b"".join(json.dumps(x).encode() + b"\n" for x in frames))
@@ -296,8 +298,8 @@ def test_receiver_pool_reads_mixed_frames_in_order() -> None:
     with listener:
         pool.start([0])
         assert pool.wait_logged_in(threading.Event()) == []
-        got = [sink.got.get(timeout=10)[1] for _ in range(7)]
-        assert got == ["one", "two", "three", "error", "five", "error", "six"]
+        got = [sink.got.get(timeout=10)[1] for _ in range(8)]
+        assert got == ["one", "two", 'the "users', "three", "error", "five", "error", "six"]
         assert sink.disconnects.get(timeout=10).reason == "network"
         pool.close()
     t.join(10)

@@ -65,8 +65,33 @@ class _Peek(msgspec.Struct):
 
 
 _peek_decoder = msgspec.json.Decoder(list[_Peek | None])
+_peek_one = msgspec.json.Decoder(_Peek | None)
+# How the server writes these frames (msgspec puts the tag first; PROTOCOL.md §Frames).
+# Only a shortcut: a frame written otherwise takes the longer way to the same result.
+_DELTA_START = b'{"type":"users_delta",'
+_LOGIN_OK_START = b'{"type":"login_ok",'
+_A_DELTA = _Peek(type="users_delta")
+
+
+def _peek_line(frame: bytes) -> _Peek | None:
+    """One frame for the fast path (None: the SDK's decode), without parsing a delta or
+    a login_ok, the frames that carry names by the thousand."""
+    if frame.startswith(_DELTA_START):
+        return _A_DELTA
+    if frame.startswith(_LOGIN_OK_START):
+        return None  # the SDK's decode, which skips the names once
+    try:
+        return _peek_one.decode(frame)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return None
+
+
 _DELIVERIES = frozenset({Broadcast.__struct_config__.tag, DirectMessage.__struct_config__.tag})
-_IGNORED = frozenset({"ack", "pong"})  # answers to the senders' messages and to pings
+# Answers to the senders' messages and to pings, and the user list's deltas: the bots keep
+# no list (``track_users=False``), so the SDK would decode a delta's names to drop them,
+# 10,000 bots x every name of a rejoin storm (docs/PERFORMANCE.md, "Rejoins and the
+# generator").
+_IGNORED = frozenset({"ack", "pong", "users_delta"})
 # Readable bots handled between two looks at the schedule (a look is a clock read).
 READS_BETWEEN_SENDS = 32
 assert _DELIVERIES | _IGNORED <= EVENT_NAMES
@@ -444,15 +469,20 @@ class BotPool:
         # server it measures. A blank line or anything but one JSON value per line fails
         # the decode or the count, and then every frame takes the SDK's decode below.
         frames: list[bytes] | None = None
-        try:
-            peeks: list[_Peek | None] = _peek_decoder.decode(
-                b"[" + block[:-1].replace(b"\n", b",") + b"]"
-            )
-        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-            peeks = []
-        if len(peeks) != block.count(b"\n"):
+        peeks: list[_Peek | None]
+        if b'"users' in block:
+            # The user list (a login_ok with every name, a storm's deltas): big, and
+            # nothing the bots keep. Line by line, so that these are not parsed twice.
             frames = split_block(block)
-            peeks = [None] * len(frames)
+            peeks = [_peek_line(frame) for frame in frames]
+        else:
+            try:
+                peeks = _peek_decoder.decode(b"[" + block[:-1].replace(b"\n", b",") + b"]")
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+                peeks = []
+            if len(peeks) != block.count(b"\n"):
+                frames = split_block(block)
+                peeks = [None] * len(frames)
         got = self._got
         session = bot.session
         replayed = 0
