@@ -23,6 +23,7 @@ from chatroom_bots.load import LoadConfig, merge_histograms, new_histogram, perc
 from chatroom_bots.load.__main__ import main as chat_load
 from chatroom_bots.load.pool import BotPool
 from chatroom_bots.load.report import write_html
+from chatroom_bots.load.runner import LoadResult, _rejoin_cpu
 from chatroom_bots.load.stats import MAX_US, make_names, pack, record_counts, unpack
 from chatroom_bots.load.worker import Recorder
 from tests.helpers import ServerProcess, quiet_server
@@ -342,6 +343,7 @@ def test_drop_all_then_rejoin(fast_server: TestServer) -> None:
     """chat-load churn --drop-all: every bot reset at once; the server lets them all go,
     then takes them all back, and the probe sees both."""
     cfg = LoadConfig(port=fast_server.port, mode="churn", clients=30, processes=2)
+    cfg.server_pid = os.getpid()  # the server runs in this process
     result = run_load(cfg)
     assert result.ok and result.logged_in == 30 and not result.login_failures
     assert result.time_to_empty is not None and result.time_to_full is not None
@@ -349,6 +351,26 @@ def test_drop_all_then_rejoin(fast_server: TestServer) -> None:
     assert result.drop_pings >= 1 and result.drop_ping_failures == 0
     assert result.drop_ping_ms["max"] > 0
     assert "dropped at once" in result.table() and "a client that stayed" in result.table()
+    # What the rejoin cost each side, from /proc: the server's and each worker's CPU.
+    assert result.rejoin_server_cpu_seconds is not None and result.rejoin_server_cpu_seconds >= 0
+    assert len(result.rejoin_generator_cpu_seconds) == 2
+    assert all(x >= 0 for x in result.rejoin_generator_cpu_seconds)
+    assert "CPU meanwhile: server " in result.table()
+
+
+def test_rejoin_cpu_names_a_generator_that_set_the_pace() -> None:
+    result = LoadResult(LoadConfig(mode="churn"), time_to_full=2.0)
+    _rejoin_cpu(result, (10.0, [1.0, 1.0]), 11.5, [2.9, 1.4])
+    assert result.rejoin_server_cpu_seconds == 1.5
+    assert result.rejoin_generator_cpu_seconds == pytest.approx([1.9, 0.4])
+    assert result.warnings == [
+        "a generator process used 95 % of a core over the rejoin: the generator may "
+        "have set its pace, not the server"
+    ]
+    unknown = LoadResult(LoadConfig(mode="churn"), time_to_full=2.0)
+    _rejoin_cpu(unknown, (None, [1.0, None]), None, [2.9, 1.4])  # no /proc figures
+    assert unknown.rejoin_server_cpu_seconds is None
+    assert unknown.rejoin_generator_cpu_seconds == [] and unknown.warnings == []
 
 
 def test_html_report_is_self_contained_with_labelled_charts(

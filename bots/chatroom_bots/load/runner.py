@@ -99,6 +99,11 @@ class LoadResult:
     drop_ping_ms: dict[str, float] = field(default_factory=dict)
     drop_pings: int = 0
     drop_ping_failures: int = 0
+    # churn --drop-all: CPU seconds spent over the rejoin (from the order to time_to_full)
+    # by the server (with --server-pid) and by each generator process: on shared cores,
+    # which of the two the rejoin waited for.
+    rejoin_server_cpu_seconds: float | None = None
+    rejoin_generator_cpu_seconds: list[float] = field(default_factory=list)
     send_seconds: float = 0.0
     # With --server-pid: the server's CPU over the step (first send to end of drain), its
     # largest RSS, and its RSS when the step began (all the clients logged in, idle).
@@ -197,6 +202,17 @@ class LoadResult:
                 f"  rejoin        all logged in again, every one on the list after "
                 f"{_secs(self.time_to_full)}",
             ]
+            if self.rejoin_generator_cpu_seconds:
+                server = (
+                    "server ?"  # no --server-pid
+                    if self.rejoin_server_cpu_seconds is None
+                    else f"server {self.rejoin_server_cpu_seconds:.2f} s"
+                )
+                gen = self.rejoin_generator_cpu_seconds
+                lines.append(
+                    f"                CPU meanwhile: {server}, generator {sum(gen):.2f} s "
+                    f"in {len(gen)} processes"
+                )
         lines += [f"  warning: {w}" for w in self.warnings]
         lines.append("  result        " + ("OK" if self.ok else "FAILED"))
         return "\n".join(lines)
@@ -501,16 +517,49 @@ def _drop_all(swarm: Swarm) -> LoadResult:
         result.drop_ping_ms = percentiles(pinger.hist)
         result.drop_pings = pinger.hist.get_total_count()
         result.drop_ping_failures = pinger.failures
+        workers = [p.pid for p in swarm.procs]
+        cpu_before = _cpu(cfg.server_pid), [_cpu(w) for w in workers]
         began = time.monotonic()
         back = swarm.command("rejoin", "rejoined", timeout=120 + n / 20)
         result.login_failures = [f for x in back for f in x["failed"]]
         full = probe.wait_count(n + 1, 120)
         result.time_to_full = None if full is None else time.monotonic() - began
+        _rejoin_cpu(result, cpu_before, _cpu(cfg.server_pid), [_cpu(w) for w in workers])
         result.login_seconds = max(x["span"][1] for x in back) - began
         result.logged_in = sum(x["logged_in"] for x in back)
     finally:
         probe.client.close()
     return result
+
+
+def _cpu(pid: int | None) -> float | None:
+    s = procstat.sample(pid)
+    return None if s is None else s.cpu_seconds
+
+
+def _rejoin_cpu(
+    result: LoadResult,
+    before: tuple[float | None, list[float | None]],
+    server: float | None,
+    workers: list[float | None],
+) -> None:
+    """The CPU the server and each generator process spent over the rejoin; a warning if
+    a generator process was near a core's worth of it (then it set the pace, not the
+    server)."""
+    if server is not None and before[0] is not None:
+        result.rejoin_server_cpu_seconds = server - before[0]
+    spent = [
+        b - a for a, b in zip(before[1], workers, strict=True) if a is not None and b is not None
+    ]
+    if len(spent) != len(workers):
+        return  # not on Linux, or a worker gone: no figure rather than a wrong one
+    result.rejoin_generator_cpu_seconds = spent
+    wall = result.time_to_full
+    if wall and max(spent) > 0.9 * wall:
+        result.warnings.append(
+            f"a generator process used {100 * max(spent) / wall:.0f} % of a core over "
+            f"the rejoin: the generator may have set its pace, not the server"
+        )
 
 
 def _wait_threads(pid: int | None, target: int, began: float, deadline: float) -> float | None:
