@@ -3,9 +3,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from chatroom.testing import TestServer
 from tests.helpers import OPEN_CLIENTS, quiet_server
+
+# No wall-clock deadline per example: it is a timed assertion, and on a shared machine an
+# example of {} once took 494 ms (DeadlineExceeded, a failure that says nothing about the
+# code). Every test is bounded by pytest-timeout instead.
+settings.register_profile("chatroom", deadline=None)
+settings.load_profile("chatroom")
 
 
 @pytest.fixture(autouse=True)
