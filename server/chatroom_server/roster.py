@@ -123,10 +123,23 @@ class SortedNames:
 
     def json_with(self, name: str) -> bytes:
         """The names plus ``name`` (if missing) as a JSON array, without changing this
-        set: the ``users`` of a login_ok. The array is encoded once per change of the set
-        and the new name spliced in at its place: in a storm of 10,000 logins, building
-        and encoding a 10,000-name tuple for each login was 120 µs of the GIL apiece,
-        and the set changes only once per users_delta window."""
+        set (:meth:`frame_with` is what a login_ok uses)."""
+        return b"".join(self._pieces(name))
+
+    def frame_with(self, name: str, frame: bytes) -> bytes:
+        """``frame``, encoded with ``"users":[]``, with :meth:`json_with`'s array in
+        place of the ``[]``: the login_ok of ``name``. The array is encoded once per
+        change of the set and the new name spliced in at its place (in a storm of 10,000
+        logins, building and encoding a 10,000-name tuple for each login was 120 µs of
+        the GIL apiece, and the set changes only once per users_delta window), and the
+        frame is built in one copy of it: slicing and encoding it again made five, 21 µs
+        a login under the server's lock at 10,000 names."""
+        at = frame.index(USERS_SLOT) + len(USERS_SLOT) - 2  # the first: names hold no "
+        return b"".join((frame[:at], *self._pieces(name), frame[at + 2 :]))
+
+    def _pieces(self, name: str) -> tuple[bytes | memoryview, ...]:
+        """The array of :meth:`json_with` as pieces to join, none a copy of the cached
+        array (memoryview slices of it)."""
         arr = self._json
         if arr is None:
             parts = [msgspec.json.encode(n) for n in self._names]
@@ -134,12 +147,17 @@ class SortedNames:
             self._offsets = list(itertools.accumulate((len(p) + 1 for p in parts), initial=1))
         i, found = self._find(name)
         if found:
-            return arr
+            return (arr,)
         new = msgspec.json.encode(name)
+        view = memoryview(arr)
         if i == len(self._names):  # last (or the only one): before the closing bracket
-            return arr[:-1] + (b"," + new if self._names else new) + b"]"
+            return (view[:-1], b"," + new if self._names else new, b"]")
         at = self._offsets[i]
-        return arr[:at] + new + b"," + arr[at:]
+        return (view[:at], new, b",", view[at:])
+
+
+# What a login_ok is encoded with before SortedNames.frame_with puts the names in.
+USERS_SLOT = b'"users":[]'
 
 
 class Member(Protocol):

@@ -1395,8 +1395,8 @@ class ChatServer:
                 ok = LoginOk(
                     username=name,
                     new_user=new_user,
-                    # Pre-encoded JSON (SortedNames.json_with), written as it is.
-                    users=cast(tuple[str, ...], msgspec.Raw(published.json_with(name))),
+                    # An empty slot that SortedNames.frame_with fills with the names.
+                    users=cast(tuple[str, ...], msgspec.Raw(b"[]")),
                     features=(Feature.USERS_DELTA.value,),
                     version=PROTOCOL_VERSION,
                     seq=seq,
@@ -1404,7 +1404,10 @@ class ChatServer:
                     replay=hold,
                     id=rid,
                 )
-            conn.outbox.queue(encode(ok))
+            frame = encode(ok)
+            if published is not None:
+                frame = published.frame_with(name, frame)
+            conn.outbox.queue(frame)
             if hold:
                 conn.outbox.hold()  # until the replay is written (_replay)
             self._members[conn] = None

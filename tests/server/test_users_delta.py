@@ -225,3 +225,7 @@ def test_sorted_names_match_a_sorted_set(ops: list[tuple[bool, str]]) -> None:
         for extra in ("0", "Ac", "Zz", name):
             want = sorted(model if extra in model else model | {extra}, key=str.lower)
             assert msgspec.json.decode(names.json_with(extra)) == want
+            # The same array in the slot of an encoded frame, the rest left as it was.
+            frame = names.frame_with(extra, b'{"type":"x","users":[],"id":"\\"users\\":[]"}\n')
+            assert frame.endswith(b"\n")
+            assert msgspec.json.decode(frame) == {"type": "x", "users": want, "id": '"users":[]'}
