@@ -24,7 +24,7 @@ from chatroom_bots.load.stats import make_names
 from chatroom_server.roster import SortedNames
 
 
-def login_ok(names: SortedNames, name: str, users: bytes) -> LoginOk:
+def login_ok(name: str, users: bytes) -> LoginOk:
     return LoginOk(
         username=name,
         new_user=False,
@@ -48,8 +48,8 @@ def measure(users: int, logins: int, repeat: int) -> tuple[float, int]:
 
     def build() -> bytes:
         if frame_with is not None:
-            return cast(bytes, frame_with(newcomer, encode(login_ok(names, newcomer, b"[]"))))
-        return encode(login_ok(names, newcomer, names.json_with(newcomer)))  # before
+            return cast(bytes, frame_with(newcomer, encode(login_ok(newcomer, b"[]"))))
+        return encode(login_ok(newcomer, names.json_with(newcomer)))  # before
 
     best = float("inf")
     for _ in range(repeat):
