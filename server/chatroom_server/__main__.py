@@ -13,6 +13,7 @@ from pathlib import Path
 from types import FrameType
 
 from chatroom.protocol import DEFAULT_PORT, Limits
+from chatroom_server import futexhash
 from chatroom_server.accounts import HASHERS, AccountStore, AccountStoreError
 from chatroom_server.cluster import ClusterUnavailable
 from chatroom_server.messagelog import MessageLog, StorageError
@@ -340,6 +341,9 @@ def check(config: ServerConfig) -> int:
 # rejoins took about 5 % longer than at these (8 of 9 alternating pairs). Cycles are
 # still collected, later.
 GC_THRESHOLDS = (10_000, 10, 10)
+# Threads of chat-server's own beside one per connection (accept, flusher, reaper, users,
+# the account store's, the fan-out helper, ...), rounded up: the futex hash's sizing.
+SERVER_THREADS = 64
 
 
 def tune_gc() -> None:
@@ -367,8 +371,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.check:
             return check(config)
         server = ChatServer(config)
+        # A thread per connection: the kernel's futex hash sized for them (futexhash.py).
+        buckets = futexhash.widen(config.max_connections + SERVER_THREADS)
         server.start()
         tune_gc()
+        if buckets:
+            log.info("futex hash: %d buckets", buckets)
     except ModuleNotFoundError as exc:
         if exc.name not in ("redis", "psycopg", "psycopg_pool"):
             raise

@@ -24,10 +24,13 @@ most runs but 39-65 s in about one run in four, the kernel busy the whole time (
 of system time where a good run spends 15): 10,000 waiters that each wake every 200 ms
 are 50,000 wake-ups a second on the GIL's mutex, and once a storm has not ended before
 they start, they keep it from ending. At 1 s, 12 of 13 drops took 1.4-3.3 s (7 under
-2 s) and one 10.8 s: the same stall, shorter. Not a cure; the GIL's hand-over is not
-fair to a thread that sleeps in it (docs/PERFORMANCE.md, "Mass departures"). What cured
-it is in the server: reset readers end one at a time, asleep in a lock until their turn
-(``ChatServer._ending``), so the herd lasts one GIL turn per thread.
+2 s) and one 10.8 s: the same stall, shorter. Reset readers now end one at a time,
+asleep in a lock until their turn (``ChatServer._ending``), so the herd lasts one GIL
+turn per thread. The stall that was left, about one drop in four or five, was the
+kernel's futex hash: 16 buckets on this machine, and in processes where the GIL's
+futexes shared a bucket with those 10,000 sleepers every hand-over of the GIL walked
+them all. chat-server sizes the table for its threads (:mod:`chatroom_server.futexhash`;
+docs/PERFORMANCE.md, "The futex hash").
 
 Threads: ``begin`` and ``end`` are called by reader threads, at most once each per
 connection, without a lock (``next()`` on an ``itertools.count`` is atomic under the
