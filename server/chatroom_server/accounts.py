@@ -17,6 +17,16 @@ argon2 or SQLite touched once stays resident for the life of the thread, and a s
 holds one such thread per idle client (docs/PERFORMANCE.md, memory per connection).
 A caller waits at most ``wait_timeout`` s and gets :class:`AccountStoreBusy` after it.
 
+Cheap hashes (``--password-hash load-test``, 8 KiB): a login the store has seen succeed
+before is checked on the caller's thread against a keyed BLAKE2b of that password
+(``_proofs``, at most ``PROOFS_MAX``; the key is random per process and never leaves it).
+The trip to a store thread and back (two wake-ups, a Future's Condition, SQLite calls
+each giving the GIL up) cost more than such a hash: in a rejoin of 10,000 the store
+threads made 15 context switches a login. BLAKE2b, unlike argon2 (3.6 KiB of stack more
+than the trip), touches no stack page the connection thread would keep
+(docs/PERFORMANCE.md, "Logins without the store's threads"). Never with the OWASP hash:
+a fast hash of a real password in memory would undo what argon2 is for.
+
 Durability: WAL journal with ``synchronous=FULL``, so a registration that was answered
 with ``login_ok`` survives a crash of the process or the machine.
 """
@@ -25,6 +35,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import hashlib
+import hmac
 import logging
 import os
 import sqlite3
@@ -39,6 +51,8 @@ from typing import TypeVar
 from argon2 import PasswordHasher, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from chatroom.protocol import username_key
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -52,6 +66,12 @@ OWASP_HASHER = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 # attack, and a later start with the OWASP setting rehashes each account at its next login.
 LOAD_TEST_HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 HASHERS = {"owasp": OWASP_HASHER, "load-test": LOAD_TEST_HASHER}
+# A hasher needing at most this much memory (KiB) is cheap enough to attack that keeping a
+# keyed fast hash of a password that passed it weakens nothing (module docstring).
+PROOF_MAX_KIB = 64
+# Logins remembered at most (some 300 bytes each): the first accounts to log in or
+# register since the start; later ones take the trip to a store thread each time.
+PROOFS_MAX = 100_000
 
 _SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -143,6 +163,15 @@ class AccountStore:
         self._lock = threading.Lock()  # guards self._db (one connection, many threads)
         self._readers = threading.local()  # .db: a store thread's own read connection
         self._reader_dbs: list[sqlite3.Connection] = []  # all of those, for close(); _lock
+        # username_key -> (the account, _proof() of a password that passed for it):
+        # written by the store's threads after a registration or a check that passed,
+        # read by authenticate() on any thread. A password never changes (the protocol
+        # has no such command) and an account is never deleted, so an entry stays true;
+        # single dict operations, atomic under the GIL: no lock. None: not kept at all.
+        self._proofs: dict[str, tuple[Account, bytes]] | None = (
+            {} if hasher.memory_cost <= PROOF_MAX_KIB else None
+        )
+        self._proof_key = os.urandom(32)
         self._open()
 
     def _open(self) -> None:
@@ -264,12 +293,35 @@ class AccountStore:
     def authenticate(self, name: str, password: str) -> tuple[Account | None, bool]:
         """The account called ``name`` (None if there is none) and whether ``password``
         is its password: the lookup and the check in one trip to a store
-        thread. In a login storm those trips are the queue every login waits in."""
+        thread. In a login storm those trips are the queue every login waits in; with
+        a cheap hash and a known account there is no trip (module docstring)."""
+        if self._proofs is not None:
+            seen = self._proofs.get(username_key(name))
+            # A mismatch is not the answer: the store's own check below gives it.
+            if seen is not None and hmac.compare_digest(seen[1], self._proof(password)):
+                return seen[0], True
         return self._on_worker(self._authenticate, name, password)
 
     def _authenticate(self, name: str, password: str) -> tuple[Account | None, bool]:
         account = self.get(name)
-        return account, account is not None and self._verify(account, password)
+        right = account is not None and self._verify(account, password)
+        if right and account is not None:
+            self._remember(account, password)
+        return account, right
+
+    def _proof(self, password: str) -> bytes:
+        return hashlib.blake2b(
+            password.encode("utf-8", "surrogatepass"), key=self._proof_key, digest_size=32
+        ).digest()
+
+    def _remember(self, account: Account, password: str) -> None:
+        """Store thread: keep a proof that ``password`` is ``account``'s (module
+        docstring, Cheap hashes)."""
+        proofs = self._proofs
+        if proofs is not None and (
+            len(proofs) < PROOFS_MAX or username_key(account.name) in proofs
+        ):
+            proofs[username_key(account.name)] = (account, self._proof(password))
 
     def register(self, name: str, password: str) -> Account:
         """Create an account; raise :class:`AccountExists` if the name is taken.
@@ -282,7 +334,9 @@ class AccountStore:
         password_hash = self._hasher.hash(password)  # slow; outside the lock on purpose
         self._insert(name, password_hash)
         log.info("registered account %s", name)
-        return Account(name, password_hash)
+        account = Account(name, password_hash)
+        self._remember(account, password)
+        return account
 
     def _verify(self, account: Account, password: str) -> bool:
         """Store thread: check a password; rehash it in place when the parameters have

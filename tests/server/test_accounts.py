@@ -4,20 +4,29 @@ threads."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import pytest
+from argon2 import PasswordHasher, extract_parameters
+
+import chatroom_server.accounts as accounts
 from chatroom_server.accounts import (
     LOAD_TEST_HASHER,
     OWASP_HASHER,
+    PROOF_MAX_KIB,
     AccountStore,
     default_workers,
 )
 
 PASSWORD = "correct horse battery"
+# Over PROOF_MAX_KIB, so always checked on the store's threads, and still quick.
+POOLED_HASHER = PasswordHasher(time_cost=1, memory_cost=2 * PROOF_MAX_KIB, parallelism=1)
 
 
 def test_authenticate_in_one_trip_sees_a_registration_at_once(tmp_path: Path) -> None:
-    store = AccountStore(tmp_path / "accounts.db", LOAD_TEST_HASHER)
+    store = AccountStore(tmp_path / "accounts.db", POOLED_HASHER)
     try:
         assert store.authenticate("Alice", PASSWORD) == (None, False)
         store.register("Alice", PASSWORD)  # written through the shared connection
@@ -36,3 +45,106 @@ def test_more_store_threads_only_for_cheap_hashes() -> None:
     floor = 2 * (os.cpu_count() or 1)
     assert default_workers(OWASP_HASHER) == floor  # 19 MiB each: no more than that
     assert default_workers(LOAD_TEST_HASHER) == max(floor, 16)
+
+
+def _count_trips(store: AccountStore) -> list[Callable[..., Any]]:
+    """Record every function the store sends to one of its threads."""
+    trips: list[Callable[..., Any]] = []
+    on_worker = store._on_worker
+
+    def counted(fn: Callable[..., Any], *args: object) -> Any:
+        trips.append(fn)
+        return on_worker(fn, *args)
+
+    store._on_worker = counted  # type: ignore[method-assign]
+    return trips
+
+
+def test_a_login_seen_with_a_cheap_hash_is_checked_without_a_trip(tmp_path: Path) -> None:
+    store = AccountStore(tmp_path / "accounts.db", LOAD_TEST_HASHER)
+    try:
+        store.register("Alice", PASSWORD)  # hashing always goes to a store thread
+        trips = _count_trips(store)
+        account, right = store.authenticate("ALICE", PASSWORD)
+        assert account is not None and account.name == "Alice" and right
+        assert trips == []
+        # Anything but the remembered password is answered by the store's own check.
+        assert store.authenticate("alice", "wrong password") == (account, False)
+        assert store.authenticate("Bob", PASSWORD) == (None, False)
+        assert trips == [store._authenticate, store._authenticate]
+    finally:
+        store.close()
+    # A new process remembers nothing until a login has passed its own check.
+    again = AccountStore(tmp_path / "accounts.db", LOAD_TEST_HASHER)
+    try:
+        trips = _count_trips(again)
+        assert again.authenticate("alice", "wrong password")[1] is False
+        for _ in range(3):
+            assert again.authenticate("alice", PASSWORD)[1]
+        assert trips == [again._authenticate, again._authenticate]
+    finally:
+        again.close()
+
+
+def test_what_is_remembered_is_no_password(tmp_path: Path) -> None:
+    store = AccountStore(tmp_path / "accounts.db", LOAD_TEST_HASHER)
+    try:
+        store.register("Alice", PASSWORD)
+        assert store._proofs is not None
+        account, proof = store._proofs["alice"]
+        assert account.name == "Alice" and len(proof) == 32
+        assert PASSWORD.encode() not in proof
+        # Keyed per process: the same password gives another proof in another store.
+        other = AccountStore(tmp_path / "other.db", LOAD_TEST_HASHER)
+        try:
+            assert other._proof(PASSWORD) != store._proof(PASSWORD)
+        finally:
+            other.close()
+    finally:
+        store.close()
+
+
+def test_a_costly_hash_always_goes_to_a_store_thread(tmp_path: Path) -> None:
+    store = AccountStore(tmp_path / "accounts.db", POOLED_HASHER)
+    try:
+        assert store._proofs is None
+        store.register("Alice", PASSWORD)
+        trips = _count_trips(store)
+        assert store.authenticate("alice", PASSWORD)[1]
+        assert store.authenticate("alice", PASSWORD)[1]
+        assert store.authenticate("alice", "wrong password")[1] is False
+        assert trips == [store._authenticate] * 3
+    finally:
+        store.close()
+
+
+def test_the_logins_remembered_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(accounts, "PROOFS_MAX", 2)
+    store = AccountStore(tmp_path / "accounts.db", LOAD_TEST_HASHER)
+    try:
+        for name in ("Ann", "Ben", "Cid"):
+            store.register(name, PASSWORD)
+        assert store._proofs is not None and sorted(store._proofs) == ["ann", "ben"]
+        trips = _count_trips(store)
+        for _ in range(2):
+            assert all(store.authenticate(name, PASSWORD)[1] for name in ("ann", "ben", "cid"))
+        assert trips == [store._authenticate] * 2  # only Cid's, each time
+    finally:
+        store.close()
+
+
+def test_a_rehash_still_happens_and_later_checks_agree(tmp_path: Path) -> None:
+    older = AccountStore(tmp_path / "accounts.db", LOAD_TEST_HASHER)
+    older.register("Alice", PASSWORD)
+    older.close()
+    # Restarted with dearer (still cheap) parameters: the first login rehashes.
+    dearer = PasswordHasher(time_cost=2, memory_cost=16, parallelism=1)
+    store = AccountStore(tmp_path / "accounts.db", dearer)
+    try:
+        assert store.authenticate("alice", PASSWORD)[1]
+        stored = store.get("Alice")
+        assert stored is not None and extract_parameters(stored.password_hash).memory_cost == 16
+        assert store.authenticate("alice", PASSWORD)[1]
+        assert store.authenticate("alice", "wrong password")[1] is False
+    finally:
+        store.close()
