@@ -1,8 +1,8 @@
 """chat-load's bots: thousands of connections on one thread per worker process.
 
-Every bot of a worker (without TLS) lives in its :class:`BotPool`: one ``selectors``
-(epoll) loop that logs the bots in, reads what they receive, and sends the senders'
-messages when the step's :class:`Schedule` says they are due. Each bot is a
+Every bot of a worker (without TLS) lives in its :class:`BotPool`: one epoll loop that
+logs the bots in, reads what they receive, and sends the senders' messages when the
+step's :class:`Schedule` says they are due. Each bot is a
 :class:`~chatroom.session.ClientSession`, the SDK's I/O-free client, which decides
 everything about login, errors, ``bye`` and keepalive; the pool adds only a fast path
 for counting deliveries.
@@ -36,7 +36,7 @@ import contextlib
 import errno
 import logging
 import random
-import selectors
+import select
 import socket
 import struct
 import threading
@@ -94,6 +94,11 @@ _DELIVERIES = frozenset({Broadcast.__struct_config__.tag, DirectMessage.__struct
 _IGNORED = frozenset({"ack", "pong", "users_delta"})
 # Readable bots handled between two looks at the schedule (a look is a clock read).
 READS_BETWEEN_SENDS = 32
+# epoll's event bits; an error or a hang-up is read or written to find out what it is.
+_IN, _OUT = select.EPOLLIN, select.EPOLLOUT
+_ERR = select.EPOLLERR | select.EPOLLHUP
+_IN_OR_ERR = _IN | _ERR
+_MAX_EVENTS = 1024  # per poll: the next poll gets the rest
 assert _DELIVERIES | _IGNORED <= EVENT_NAMES
 
 
@@ -173,7 +178,12 @@ class BotPool:
         self._timeout = timeout
         self._keepalive = keepalive
         self._max_frame = max_frame
-        self._sel = selectors.DefaultSelector()
+        # epoll itself, not ``selectors``: its select() builds a key and a tuple per
+        # event in Python, 0.5 µs of the generator's ~11 per delivery at 10,000 bots
+        # (docs/PERFORMANCE.md, "10,000 clients: where the CPU goes"). Linux only, as
+        # the server is.
+        self._epoll = select.epoll()
+        self._by_fd: dict[int, _Bot] = {}  # the bots' registered fds
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._stop = threading.Event()
@@ -263,8 +273,10 @@ class BotPool:
     # ------------------------------------------------------------ loop thread
 
     def _run(self) -> None:
-        sel = self._sel
-        sel.register(self._wake_r, selectors.EVENT_READ, None)
+        poll = self._epoll.poll
+        by_fd = self._by_fd
+        wake_fd = self._wake_r.fileno()
+        self._epoll.register(wake_fd, _IN)
         next_check = time.monotonic() + 1.0
         try:
             while not self._stop.is_set():
@@ -275,23 +287,26 @@ class BotPool:
                 # Sends first, and again between reads: a send is late from its
                 # intended time, so it never waits for a batch of reads it need not.
                 timeout = self._send_due(0.5)
-                for n, (key, mask) in enumerate(sel.select(timeout), 1):
+                for n, (fd, mask) in enumerate(poll(timeout, _MAX_EVENTS), 1):
                     if n % READS_BETWEEN_SENDS == 0 and self._schedule is not None:
                         # A server that coalesces answers in bursts: hundreds of this
                         # pool's bots readable at once, over 10 ms of reads here at
                         # 1,000 clients (docs/PERFORMANCE.md, "Sends between reads").
                         self._send_due(0.0)
-                    bot = key.data
-                    if bot is None:
+                    if fd == wake_fd:
                         self._wake_r.recv(4096)
                         if self._schedule is None and self._plays:
                             self._schedule = self._plays.popleft()
                         while self._orders:
                             self._order(self._orders.popleft())
                         continue
-                    if mask & selectors.EVENT_WRITE:
+                    bot = by_fd.get(fd)
+                    if bot is None:
+                        continue  # dropped earlier in this round
+                    # As ``selectors`` did: an error goes where the bot is listening.
+                    if mask & _OUT or (mask & _ERR and bot.writing):
                         self._writable(bot)
-                    if mask & selectors.EVENT_READ and bot.state != _CLOSED:
+                    if mask & _IN_OR_ERR and bot.state not in (_CLOSED, _CONNECTING):
                         self._readable(bot)
                 self._flush()
                 now = time.monotonic()
@@ -400,7 +415,8 @@ class BotPool:
         if err not in (0, errno.EINPROGRESS):
             self._fail(bot, f"cannot connect: {errno.errorcode.get(err, err)}")
             return
-        self._sel.register(sock, selectors.EVENT_WRITE, bot)
+        self._epoll.register(sock.fileno(), _OUT)
+        self._by_fd[sock.fileno()] = bot
 
     def _writable(self, bot: _Bot) -> None:
         if bot.state == _CONNECTING:
@@ -433,8 +449,7 @@ class BotPool:
         want = bool(bot.out)
         if want != bot.writing:
             bot.writing = want
-            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if want else 0)
-            self._sel.modify(bot.sock, events, bot)
+            self._epoll.modify(bot.sock.fileno(), _IN | _OUT if want else _IN)
 
     def _readable(self, bot: _Bot) -> None:
         try:
@@ -590,10 +605,10 @@ class BotPool:
     def _drop(self, bot: _Bot) -> None:
         bot.state = _CLOSED
         self._bots.pop(bot.idx, None)
-        try:
-            self._sel.unregister(bot.sock)
-        except (KeyError, ValueError):
-            pass  # never registered (connect failed at once)
+        fd = bot.sock.fileno()
+        if self._by_fd.get(fd) is bot:  # not when connect failed at once
+            del self._by_fd[fd]
+            self._epoll.unregister(fd)
         bot.sock.close()
 
     def _goodbye(self) -> None:
@@ -605,6 +620,6 @@ class BotPool:
                 except OSError:
                     pass  # going anyway; the server notices the close
             self._drop(bot)
-        self._sel.close()
+        self._epoll.close()
         self._wake_r.close()
         self._done.set()

@@ -106,8 +106,14 @@ class Recorder:
         """
         latencies: list[int] = []
         seqs: list[tuple[int, int, int]] = []
+        # A batch is a loop round's reads, mostly the same few messages to many bots:
+        # parse each text once (a regex and three int() calls, 0.7 µs; a dict hit, 0.1).
+        parsed: dict[str, tuple[int, int, int] | None] = {}
         for receiver, message, arrived_us in batch:
-            load = unpack(message)
+            if message in parsed:
+                load = parsed[message]
+            else:
+                load = parsed[message] = unpack(message)
             if load is not None:
                 sender, seq, intended = load
                 latencies.append(arrived_us - intended)
