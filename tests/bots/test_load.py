@@ -347,6 +347,10 @@ def test_drop_all_then_rejoin(fast_server: TestServer) -> None:
     result = run_load(cfg)
     assert result.ok and result.logged_in == 30 and not result.login_failures
     assert result.time_to_empty is not None and result.time_to_full is not None
+    # The first logins stay the first logins'; the rejoin's have a line of their own.
+    assert result.login_seconds > 0 and result.login_ms["p99"] > 0
+    assert result.rejoin_login_seconds is not None and result.rejoin_login_seconds > 0
+    assert "all logged in again after " in result.table()
     # The probe, which stayed, pinged the server meanwhile and every ping came back.
     assert result.drop_pings >= 1 and result.drop_ping_failures == 0
     assert result.drop_ping_ms["max"] > 0
