@@ -22,7 +22,7 @@ before is checked on the caller's thread against a keyed BLAKE2b of that passwor
 (``_proofs``, at most ``PROOFS_MAX``; the key is random per process and never leaves it).
 The trip to a store thread and back (two wake-ups, a Future's Condition, SQLite calls
 each giving the GIL up) cost more than such a hash: in a rejoin of 10,000 the store
-threads made 15 context switches a login. BLAKE2b, unlike argon2 (3.6 KiB of stack more
+threads made 15 context switches a login. BLAKE2b, unlike argon2 (3.7 KiB of stack more
 than the trip), touches no stack page the connection thread would keep
 (docs/PERFORMANCE.md, "Logins without the store's threads"). Never with the OWASP hash:
 a fast hash of a real password in memory would undo what argon2 is for.
@@ -294,7 +294,7 @@ class AccountStore:
         """The account called ``name`` (None if there is none) and whether ``password``
         is its password: the lookup and the check in one trip to a store
         thread. In a login storm those trips are the queue every login waits in; with
-        a cheap hash and a known account there is no trip (module docstring)."""
+        a cheap hash, a login that passed before makes no trip (module docstring)."""
         if self._proofs is not None:
             seen = self._proofs.get(username_key(name))
             # A mismatch is not the answer: the store's own check below gives it.
@@ -304,8 +304,10 @@ class AccountStore:
 
     def _authenticate(self, name: str, password: str) -> tuple[Account | None, bool]:
         account = self.get(name)
-        right = account is not None and self._verify(account, password)
-        if right and account is not None:
+        if account is None:
+            return None, False
+        right = self._verify(account, password)
+        if right:
             self._remember(account, password)
         return account, right
 
@@ -317,11 +319,9 @@ class AccountStore:
     def _remember(self, account: Account, password: str) -> None:
         """Store thread: keep a proof that ``password`` is ``account``'s (module
         docstring, Cheap hashes)."""
-        proofs = self._proofs
-        if proofs is not None and (
-            len(proofs) < PROOFS_MAX or username_key(account.name) in proofs
-        ):
-            proofs[username_key(account.name)] = (account, self._proof(password))
+        proofs, key = self._proofs, username_key(account.name)
+        if proofs is not None and (len(proofs) < PROOFS_MAX or key in proofs):
+            proofs[key] = (account, self._proof(password))
 
     def register(self, name: str, password: str) -> Account:
         """Create an account; raise :class:`AccountExists` if the name is taken.
