@@ -11,7 +11,7 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from hypothesis import given
@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from chatroom import ChatClient, Disconnect
 from chatroom.testing import TestServer
 from chatroom_bots.load import LoadConfig, merge_histograms, new_histogram, percentiles, run_load
+from chatroom_bots.load.__main__ import build_parser
 from chatroom_bots.load.__main__ import main as chat_load
 from chatroom_bots.load.pool import BotPool
 from chatroom_bots.load.report import write_html
@@ -27,6 +28,10 @@ from chatroom_bots.load.runner import LoadResult, _rejoin_cpu
 from chatroom_bots.load.stats import MAX_US, make_names, pack, record_counts, unpack
 from chatroom_bots.load.worker import Recorder
 from tests.helpers import ServerProcess, quiet_server
+
+
+def chat_load_args(argv: list[str]) -> Any:
+    return build_parser().parse_args(argv)
 
 
 def small(srv_port: int, **kw: Any) -> LoadConfig:
@@ -201,6 +206,32 @@ def test_one_swarm_many_steps(fast_server: TestServer) -> None:
     for r in (first, second):
         assert r.sent > 0 and r.lost == 0 and r.out_of_order == 0 and r.ok
     assert second.sent > first.sent  # twice the rate for the same time
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux's scheduling policies")
+@pytest.mark.parametrize(("sched", "policy"), [("batch", "SCHED_BATCH"), ("normal", "SCHED_OTHER")])
+def test_workers_run_under_the_chosen_policy(
+    fast_server: TestServer, sched: Literal["batch", "normal"], policy: str
+) -> None:
+    """The workers yield to the server on wake-ups by default (--sched batch), every
+    thread of theirs, while this process (the parent) is left as it was."""
+    from chatroom_bots.load import Swarm
+
+    before = os.sched_getscheduler(0)
+    with Swarm(small(fast_server.port, sched=sched)) as swarm:
+        assert swarm.login.logged_in == 8
+        # After a step every thread of a worker has run: the control thread took the
+        # "go", the tick thread reported, the bot loop sent (they start at different
+        # times, so before it some may not exist yet).
+        assert swarm.step(50.0, 0.3).ok
+        for proc in swarm.procs:
+            assert proc.pid is not None
+            tids = [int(t) for t in os.listdir(f"/proc/{proc.pid}/task")]
+            assert len(tids) >= 4  # the bot loop, control and ticks, beside the main thread
+            assert {os.sched_getscheduler(t) for t in tids} == {getattr(os, policy)}
+    assert os.sched_getscheduler(0) == before
+    assert chat_load_args(["run", "--sched", "normal"]).sched == "normal"
+    assert chat_load_args(["run"]).sched == "batch"
 
 
 class _Sink:

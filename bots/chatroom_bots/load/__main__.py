@@ -69,6 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
         "and the report; churn --drop-all also watches its threads",
     )
     common.add_argument(
+        "--sched",
+        choices=("batch", "normal"),
+        default=LoadConfig.sched,
+        help="the worker processes' scheduling policy (default %(default)s: Linux's "
+        "SCHED_BATCH, so that a bot woken by a delivery does not preempt the server it "
+        "measures on a shared machine)",
+    )
+    common.add_argument(
         "--max-loss",
         type=float,
         default=0.0,
@@ -129,6 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_loss=a.max_loss,
         server_pid=a.server_pid,
         login_concurrency=a.login_concurrency,
+        sched=a.sched,
     )
     if a.mode == "run":
         cfg.senders, cfg.rate, cfg.duration = a.senders, a.rate, a.duration

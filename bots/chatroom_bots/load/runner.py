@@ -29,7 +29,7 @@ from chatroom_bots.load.stats import (
     percentiles,
     record_counts,
 )
-from chatroom_bots.load.worker import WorkerSpec, worker_main
+from chatroom_bots.load.worker import SchedPolicy, WorkerSpec, worker_main
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,9 @@ class LoadConfig:
     # The server's pid on this machine: its CPU and RSS per second in the report, CPU per
     # delivery in the result; churn --drop-all also watches its threads go.
     server_pid: int | None = None
+    # The worker processes' scheduling policy: "batch" lets the server run on when a
+    # delivery wakes a bot (chatroom_bots.load.worker.set_sched).
+    sched: SchedPolicy = "batch"
 
 
 @dataclass
@@ -193,6 +196,7 @@ class LoadResult:
             lines.append(
                 f"  generator     CPU {self.generator_cpu_seconds:.2f} s ({per:.2f} µs per "
                 f"delivery) in {c.processes} processes"
+                + (" (SCHED_BATCH)" if c.sched == "batch" and hasattr(os, "SCHED_BATCH") else "")
             )
         if c.mode == "churn":
             lines += [
@@ -294,6 +298,7 @@ def _plan(cfg: LoadConfig) -> list[WorkerSpec]:
                 login_concurrency=cfg.login_concurrency,
                 relay_frames=cfg.relay_frames,
                 churn=cfg.churn / procs,
+                sched=cfg.sched,
             )
         )
     return specs
