@@ -7,10 +7,13 @@ same minutes, and comparing server CPU per 1,000 deliveries and p99, step by ste
     .venv/bin/python bench/ab.py --base HEAD~1 [--rounds 3] [--rates 200,800,1500]
                                  [--senders 10] [--clients 100]
                                  [--a-args "..."] [--b-args "..."]
+                                 [--a-sched normal|batch] [--b-sched normal|batch]
                                  [--search START [--step-seconds 6]]
 
 ``--a-args``/``--b-args`` add server options to one side: ``--base HEAD --b-args
-"--coalesce-ms 0"`` compares one setting of the same code.
+"--coalesce-ms 0"`` compares one setting of the same code. ``--a-sched``/``--b-sched``
+set one side's generator (chat-load ``--sched``; both sides run this tree's generator):
+``--base HEAD --a-sched normal`` compares the generator's policies on one server.
 
 ``--search START`` asks instead how much each side sustains: from START messages/s the
 rate rises 1.6x a step until one is not sustainable (something lost or errored, p99 at
@@ -34,6 +37,7 @@ from common import cpu_seconds, start_server, wait_idle
 from run_bench import step_up
 
 from chatroom_bots.load import LoadConfig, Swarm
+from chatroom_bots.load.worker import SchedPolicy
 
 T = TypeVar("T")
 
@@ -47,6 +51,7 @@ def on_server(
     clients: int,
     extra: list[str],
     work: Callable[[Swarm, int], T],
+    sched: SchedPolicy = "batch",
 ) -> T:
     """``work(swarm, server_pid)`` with ``clients`` bots logged in to a fresh server."""
     env = {"PYTHONPATH": pythonpath} if pythonpath else None  # ahead of this tree's install
@@ -54,7 +59,9 @@ def on_server(
     hashes = ("--password-hash", "load-test")
     args = (*hashes, *extra)
     with start_server("ours", db.parent, *args, db=db.stem, env=env) as (proc, port):
-        cfg = LoadConfig(port=port, clients=clients, senders=senders, processes=2, drain=1.0)
+        cfg = LoadConfig(
+            port=port, clients=clients, senders=senders, processes=2, drain=1.0, sched=sched
+        )
         with Swarm(cfg) as swarm:
             wait_idle(proc.pid)
             return work(swarm, proc.pid)
@@ -96,6 +103,13 @@ def main() -> None:
     ap.add_argument("--senders", type=int, default=10, help="of the bots")
     ap.add_argument("--a-args", default="", help="extra server options for A")
     ap.add_argument("--b-args", default="", help="extra server options for B")
+    for side in ("a", "b"):
+        ap.add_argument(
+            f"--{side}-sched",
+            choices=("batch", "normal"),
+            default="batch",
+            help=f"the generator's scheduling policy for {side.upper()} (chat-load --sched)",
+        )
     ap.add_argument(
         "--search",
         type=float,
@@ -109,6 +123,7 @@ def main() -> None:
     )
     a = ap.parse_args()
     extra = {"A": shlex.split(a.a_args), "B": shlex.split(a.b_args)}
+    sched: dict[str, SchedPolicy] = {"A": a.a_sched, "B": a.b_sched}
     rates = [float(x) for x in a.rates.split(",")]
     seconds = a.step_seconds or (6.0 if a.search else 2.0)
     fixed: dict[str, list[list[tuple[float, float]]]] = {"A": [], "B": []}
@@ -128,19 +143,25 @@ def main() -> None:
                     if a.search:
                         work = search(a.search, seconds)
                         found[v].append(
-                            on_server(paths[v], db, a.senders, a.clients, extra[v], work)
+                            on_server(paths[v], db, a.senders, a.clients, extra[v], work, sched[v])
                         )
                         print(f"  sustained {found[v][-1]:,.0f} deliveries/s", flush=True)
                     else:
                         got = on_server(
-                            paths[v], db, a.senders, a.clients, extra[v], at_rates(rates, seconds)
+                            paths[v],
+                            db,
+                            a.senders,
+                            a.clients,
+                            extra[v],
+                            at_rates(rates, seconds),
+                            sched[v],
                         )
                         fixed[v].append(got)
                         print(f"  {got}", flush=True)
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)])
-    a_is = f"{a.base} {a.a_args}".strip()
-    b_is = f"this tree {a.b_args}".strip()
+    a_is = f"{a.base} {a.a_args}, generator {a.a_sched}".strip()
+    b_is = f"this tree {a.b_args}, generator {a.b_sched}".strip()
     print(f"\nA = {a_is}, B = {b_is}; {a.clients} clients, {a.senders} senders")
     if a.search:
         ma, mb = statistics.median(found["A"]), statistics.median(found["B"])
