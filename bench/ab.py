@@ -37,7 +37,7 @@ from common import cpu_seconds, start_server, wait_idle
 from run_bench import step_up
 
 from chatroom_bots.load import LoadConfig, Swarm
-from chatroom_bots.load.worker import SchedPolicy
+from chatroom_bots.load.worker import SCHED_POLICIES, SchedPolicy
 
 T = TypeVar("T")
 
@@ -106,8 +106,8 @@ def main() -> None:
     for side in ("a", "b"):
         ap.add_argument(
             f"--{side}-sched",
-            choices=("batch", "normal"),
-            default="batch",
+            choices=SCHED_POLICIES,
+            default=LoadConfig.sched,
             help=f"the generator's scheduling policy for {side.upper()} (chat-load --sched)",
         )
     ap.add_argument(

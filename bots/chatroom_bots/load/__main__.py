@@ -15,6 +15,7 @@ from chatroom._extras import MissingExtra
 from chatroom.protocol import DEFAULT_PORT
 from chatroom_bots.load.report import write_html
 from chatroom_bots.load.runner import LoadConfig, print_progress, run_load
+from chatroom_bots.load.worker import SCHED_POLICIES
 
 
 def _mix(text: str) -> float:
@@ -70,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--sched",
-        choices=("batch", "normal"),
+        choices=SCHED_POLICIES,
         default=LoadConfig.sched,
         help="the worker processes' scheduling policy (default %(default)s: Linux's "
         "SCHED_BATCH, so that a bot woken by a delivery does not preempt the server it "

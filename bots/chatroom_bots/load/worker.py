@@ -24,7 +24,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from chatroom import Broadcast, ChatClient, ChatError, DirectMessage, Disconnect, ServerNotice
 from chatroom._hosts import parse_hosts
@@ -35,6 +35,7 @@ from chatroom_bots.load.stats import new_histogram, pack, record, unpack
 log = logging.getLogger(__name__)
 
 SchedPolicy = Literal["batch", "normal"]
+SCHED_POLICIES: tuple[SchedPolicy, ...] = get_args(SchedPolicy)
 
 
 def set_sched(policy: SchedPolicy) -> None:
