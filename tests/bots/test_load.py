@@ -433,6 +433,7 @@ def test_html_report_is_self_contained_with_labelled_charts(
     external = re.findall(r'(?:src|href)="(?!#)([^"]*)"', page)
     assert external == []
     assert "chat-load run: " in page and ">OK<" in page
+    assert "<th>scheduling</th><td>SCHED_BATCH</td>" in page  # how the generator ran
 
 
 def test_drop_all_on_a_full_server_is_one_clear_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,6 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from chatroom._extras import require
+from chatroom_bots.load.worker import sched_label
 
 if TYPE_CHECKING:
     from chatroom_bots.load.runner import LoadResult
@@ -46,6 +47,8 @@ def render_html(result: LoadResult) -> str:
         "size": f"{c.size} B",
         "churn": f"{c.churn:g} cuts/s" if c.churn else "off",
         "processes": c.processes,
+        # How the generator shared the cores (chatroom_bots.load.worker.set_sched).
+        "scheduling": sched_label(c.sched),
         "server pid": c.server_pid if c.server_pid is not None else "not given",
     }
     rows = "".join(

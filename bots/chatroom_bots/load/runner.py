@@ -29,7 +29,7 @@ from chatroom_bots.load.stats import (
     percentiles,
     record_counts,
 )
-from chatroom_bots.load.worker import SchedPolicy, WorkerSpec, worker_main
+from chatroom_bots.load.worker import SchedPolicy, WorkerSpec, sched_label, worker_main
 
 log = logging.getLogger(__name__)
 
@@ -195,8 +195,7 @@ class LoadResult:
             per = self.generator_cpu_seconds / self.delivered * 1e6
             lines.append(
                 f"  generator     CPU {self.generator_cpu_seconds:.2f} s ({per:.2f} µs per "
-                f"delivery) in {c.processes} processes"
-                + (" (SCHED_BATCH)" if c.sched == "batch" and hasattr(os, "SCHED_BATCH") else "")
+                f"delivery) in {c.processes} processes ({sched_label(c.sched)})"
             )
         if c.mode == "churn":
             lines += [

@@ -57,6 +57,11 @@ def set_sched(policy: SchedPolicy) -> None:
         log.warning("cannot run the generator under SCHED_BATCH: %s", exc)
 
 
+def sched_label(policy: SchedPolicy) -> str:
+    """What :func:`set_sched` makes of ``policy`` here, for reports."""
+    return "SCHED_BATCH" if policy == "batch" and hasattr(os, "SCHED_BATCH") else "normal"
+
+
 @dataclass
 class WorkerSpec:
     index: int
