@@ -30,10 +30,6 @@ from chatroom_bots.load.worker import Recorder
 from tests.helpers import ServerProcess, quiet_server
 
 
-def chat_load_args(argv: list[str]) -> Any:
-    return build_parser().parse_args(argv)
-
-
 def small(srv_port: int, **kw: Any) -> LoadConfig:
     base: dict[str, Any] = dict(
         port=srv_port, clients=8, senders=2, rate=100.0, duration=1.0, processes=2, drain=1.0
@@ -230,8 +226,8 @@ def test_workers_run_under_the_chosen_policy(
             assert len(tids) >= 4  # the bot loop, control and ticks, beside the main thread
             assert {os.sched_getscheduler(t) for t in tids} == {getattr(os, policy)}
     assert os.sched_getscheduler(0) == before
-    assert chat_load_args(["run", "--sched", "normal"]).sched == "normal"
-    assert chat_load_args(["run"]).sched == "batch"
+    assert build_parser().parse_args(["run", "--sched", "normal"]).sched == "normal"
+    assert build_parser().parse_args(["run"]).sched == "batch"
 
 
 class _Sink:
