@@ -51,7 +51,7 @@ def on_server(
     clients: int,
     extra: list[str],
     work: Callable[[Swarm, int], T],
-    sched: SchedPolicy = "batch",
+    sched: SchedPolicy = LoadConfig.sched,
 ) -> T:
     """``work(swarm, server_pid)`` with ``clients`` bots logged in to a fresh server."""
     env = {"PYTHONPATH": pythonpath} if pythonpath else None  # ahead of this tree's install

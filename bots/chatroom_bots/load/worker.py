@@ -46,7 +46,7 @@ def set_sched(policy: SchedPolicy) -> None:
     is often the server's fan-out, halfway through a pass to thousands of recipients,
     and the preemption stretches the very pass whose latency is measured, while clients
     on their own machines would take nothing from it. At 10,000 clients and 10 msg/s it
-    took the p99 from 84-101 ms to 73-80 (docs/PERFORMANCE.md, "The generator yields
+    took the p99 from 84-101 ms to 73-81 (docs/PERFORMANCE.md, "The generator yields
     on wake-ups"). Elsewhere than Linux the policy stays as it is."""
     batch = getattr(os, "SCHED_BATCH", None)
     if policy == "normal" or batch is None:
