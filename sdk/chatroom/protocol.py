@@ -60,6 +60,7 @@ __all__ = [
     "ReplayTruncated",
     "RequestId",
     "ServerEvent",
+    "ServerLimits",
     "UserList",
     "UsersCommand",
     "UsersDelta",
@@ -265,11 +266,24 @@ class _Event(msgspec.Struct, tag_field="type", frozen=True, omit_defaults=True, 
 
 
 class PasswordRequired(_Event, tag="password_required", frozen=True):
-    """Answer to a login without a password: whether ``username`` is free to register."""
+    """Answer to a login without a password: whether ``username`` is free to register;
+    for a new name, the password lengths the server accepts (docs/PROTOCOL.md §login), so
+    an interactive client can refuse a bad one before asking for it again."""
 
     username: str
     new_user: bool
+    min_password: int | None = None
+    max_password: int | None = None
     id: RequestId = None
+
+
+class ServerLimits(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True):
+    """The limits a client must respect, as ``login_ok`` announces them
+    (docs/PROTOCOL.md §login, §Limits): a client refuses a message over ``max_message``
+    characters, or a frame over ``max_frame`` bytes, before it sends it."""
+
+    max_frame: int
+    max_message: int
 
 
 class LoginOk(_Event, tag="login_ok", frozen=True):
@@ -288,6 +302,8 @@ class LoginOk(_Event, tag="login_ok", frozen=True):
     seq: int | None = None
     epoch: str | None = None
     replay: bool = False  # a replay follows, ended by replay_done (§Resume, §Offline DMs)
+    # The limits of this server (absent from servers older than the field).
+    limits: ServerLimits | None = None
     id: RequestId = None
 
 
@@ -333,6 +349,9 @@ class Broadcast(_Event, tag="broadcast", frozen=True):
     seq: int | None = None  # with the message log: its place in the server's one order
     # Sent by a resume or at login (docs/PROTOCOL.md §Resume), not live; "replay" on the wire.
     replayed: bool = msgspec.field(default=False, name="replay")
+    # The sender's idempotency key, on a message shown to its own sender again (a
+    # replay): how a client tells its own messages from ones it has not seen.
+    cid: str | None = None
 
 
 class DirectMessage(_Event, tag="dm", frozen=True):
@@ -344,6 +363,7 @@ class DirectMessage(_Event, tag="dm", frozen=True):
     ts: float
     seq: int | None = None
     replayed: bool = msgspec.field(default=False, name="replay")
+    cid: str | None = None  # as Broadcast.cid
 
 
 class HistoryMessage(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True):

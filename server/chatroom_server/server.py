@@ -108,6 +108,7 @@ from chatroom.protocol import (
     ReplayDone,
     ReplayTruncated,
     RequestId,
+    ServerLimits,
     UserList,
     UsersCommand,
     check_password,
@@ -378,6 +379,8 @@ class ChatServer:
         self._throttle = LoginThrottle(c.login_free_failures, cap=c.login_backoff_max)
         self._registrations = WindowCounter(c.registrations_per_ip, c.registration_window)
         self.address: tuple[str, int] = (self.config.host, self.config.port)
+        # What login_ok tells every client it must respect (docs/PROTOCOL.md §login).
+        self._limits = ServerLimits(max_frame=c.limits.max_frame, max_message=c.limits.max_message)
         self._fanout = FanOut(self.roster, coalesce=c.coalesce)  # start() adds the log
         self._publisher = UsersPublisher(
             self.names,
@@ -1129,8 +1132,18 @@ class ChatServer:
             # The step where an interactive client learns to ask for a new password twice.
             account = self._store.lookup(cmd.username)
             name = account.name if account else cmd.username
+            lim = self.config.limits
+            new = account is None
             conn.outbox.send(
-                encode(PasswordRequired(username=name, new_user=account is None, id=cmd.id))
+                encode(
+                    PasswordRequired(
+                        username=name,
+                        new_user=new,
+                        min_password=lim.min_password if new else None,
+                        max_password=lim.max_password if new else None,
+                        id=cmd.id,
+                    )
+                )
             )
             return True
         new_user = False
@@ -1388,6 +1401,7 @@ class ChatServer:
                     seq=seq,
                     epoch=epoch,
                     replay=hold,
+                    limits=self._limits,
                     id=rid,
                 )
                 self._legacy[conn] = None
@@ -1402,6 +1416,7 @@ class ChatServer:
                     seq=seq,
                     epoch=epoch,
                     replay=hold,
+                    limits=self._limits,
                     id=rid,
                 )
             frame = encode(ok)

@@ -44,6 +44,24 @@ def test_password_required_then_register_then_login(server: TestServer) -> None:
         c.expect("login_ok", username="Alice", new_user=False)
 
 
+def test_login_tells_the_limits_a_client_must_respect(tmp_path: Path) -> None:
+    """docs/PROTOCOL.md §login: password_required gives a new name's password lengths
+    (not an existing one's), login_ok the message and frame limits."""
+    with (
+        running_server(tmp_path / "l.db", min_password=10, max_message=300) as srv,
+        RawClient(srv.address) as c,
+    ):
+        c.send(command="login", username="newbie")
+        c.expect("password_required", new_user=True, min_password=10, max_password=1024)
+        c.send(command="login", username="newbie", password=PASSWORD)
+        ok = c.expect("login_ok", username="newbie")
+        assert ok["limits"] == {"max_frame": 65536, "max_message": 300}
+    with running_server(tmp_path / "l.db") as srv, RawClient(srv.address) as c:
+        c.send(command="login", username="newbie")
+        got = c.expect("password_required", new_user=False)
+        assert "min_password" not in got and "max_password" not in got
+
+
 def test_password_is_stored_hashed(server: TestServer) -> None:
     with connect(server.address, "hashme"):
         pass
