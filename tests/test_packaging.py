@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
 import chatroom
+from chatroom import ChatClient
+from chatroom.testing import TestServer
+from chatroom_bots.load.stats import make_names
 
 OPTIONAL = ("prompt_toolkit", "faker", "hdrh", "matplotlib")
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,3 +71,53 @@ def test_the_version_has_one_source() -> None:
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert chatroom.__version__ == meta["project"]["version"]
     assert "prompt_toolkit" not in " ".join(meta["project"]["dependencies"])
+
+
+# The console scripts pip installed beside this interpreter (make venv: .venv/bin).
+BIN = Path(sys.executable).parent
+
+
+def _script(name: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    path = BIN / name
+    assert path.is_file(), f"{path} is missing: pip install -e '.[dev]' installs it"
+    return subprocess.run(
+        [str(path), *args], input=stdin, capture_output=True, text=True, timeout=60
+    )
+
+
+def _closed_port() -> int:
+    """A port on which nothing listens (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_chat_exits_non_zero_as_the_readme_says(server: TestServer, tmp_path: Path) -> None:
+    """The installed ``chat``, not ``python -m``: the wrapper passes main()'s status on."""
+    with ChatClient(server.host, server.port) as c:
+        c.login("owner", "the owner's password")
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not the password\n")
+    port = ("--port", str(server.port))
+    denied = _script("chat", *port, "--user", "owner", "--password-file", str(wrong), stdin="EX\n")
+    assert denied.returncode == 1, denied
+    assert "wrong username or password" in denied.stdout
+    unreachable = _script(
+        "chat", "--port", str(_closed_port()), "--user", "x", "--password-file", str(wrong)
+    )
+    assert unreachable.returncode == 1, unreachable
+    right = tmp_path / "right"
+    right.write_text("the owner's password\n")
+    fine = _script("chat", *port, "--user", "owner", "--password-file", str(right), stdin="EX\n")
+    assert fine.returncode == 0, fine
+
+
+def test_chat_load_exits_1_when_the_result_is_failed(server: TestServer) -> None:
+    """``result FAILED`` is exit status 1 from the installed ``chat-load`` too."""
+    first = make_names(1, seed=1)[0]
+    with ChatClient(server.host, server.port) as c:
+        c.login(first, "not the load password")  # the first bot cannot log in
+    args = ("logins", "--port", str(server.port), "--clients", "2", "--processes", "1")
+    failed = _script("chat-load", *args)
+    assert "result        FAILED" in failed.stdout, failed
+    assert failed.returncode == 1, failed

@@ -52,17 +52,22 @@ def _run(extra: str, what: str) -> None:
         raise SystemExit(2) from None
 
 
-def chat() -> None:
+# The console-script wrapper pip writes calls sys.exit() with what these return, so
+# main()'s status is passed on: README promises non-zero for a wrong password, an
+# unreachable server and a failed load run.
+
+
+def chat() -> int:
     """The ``chat`` console script."""
     _run("cli", "chat")
     from chatroom_cli.__main__ import main
 
-    main()
+    return main()
 
 
-def chat_load() -> None:
+def chat_load() -> int:
     """The ``chat-load`` console script."""
     _run("load", "chat-load")
     from chatroom_bots.load.__main__ import main
 
-    main()
+    return main()
