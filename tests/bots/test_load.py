@@ -441,3 +441,26 @@ def test_drop_all_on_a_full_server_is_one_clear_error(capsys: pytest.CaptureFixt
     err = capsys.readouterr().err
     assert "the probe client could not log in" in err and "--max-connections" in err
     assert "Traceback" not in err
+
+
+def test_no_server_is_named_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """chat-load with nothing listening says why, naming the address, before it starts
+    a worker (it used to print "0/2 clients ... result FAILED" and nothing else)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # released: nothing listens there
+    argv = ["run", "--port", str(port), "--clients", "2", "--processes", "1"]
+    assert chat_load(argv) == 2
+    out = capsys.readouterr()
+    assert f"chat-load: connection refused: 127.0.0.1:{port}" in out.err
+    assert "Traceback" not in out.err and "result" not in out.out
+
+
+def test_failed_logins_are_shown_with_their_reason(fast_server: TestServer) -> None:
+    first = make_names(1, seed=1)[0]
+    with ChatClient(fast_server.host, fast_server.port) as owner:
+        owner.login(first, "the owner's password")
+    result = run_load(small(fast_server.port, mode="logins", clients=3))
+    assert not result.ok and len(result.login_failures) == 1
+    table = result.table()
+    assert "failed logins 1: bad_credentials: wrong username or password" in table, table

@@ -9,9 +9,11 @@ import logging
 import math
 import multiprocessing as mp
 import os
+import socket
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection, wait
@@ -20,6 +22,7 @@ from typing import Any, Literal, TextIO, cast
 from hdrh.histogram import HdrHistogram
 
 from chatroom import ChatClient, ChatError, UsersChanged
+from chatroom._hosts import parse_hosts
 from chatroom.protocol import DEFAULT_PORT
 from chatroom_bots.load import procstat
 from chatroom_bots.load.stats import (
@@ -161,6 +164,10 @@ class LoadResult:
                     f"p99 {self.login_ms['p99']:.1f} ms"
                 )
             lines.append(line)
+        if self.login_failures:
+            lines.append(
+                f"  failed logins {len(self.login_failures)}: {_reasons(self.login_failures)}"
+            )
         if self.sent or c.mode == "run":
             secs = self.send_seconds or 1
             lines += [
@@ -268,6 +275,28 @@ def _secs(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f} s"
 
 
+def _reasons(failures: list[str], most: int = 3) -> str:
+    """Why logins failed, the commonest first: failures are "name: why"."""
+    counts = Counter(f.partition(": ")[2] or f for f in failures)
+    shown = [why if n == 1 else f"{why} (x{n})" for why, n in counts.most_common(most)]
+    more = len(counts) - len(shown)
+    return "; ".join(shown) + (f"; and {more} other reasons" if more > 0 else "")
+
+
+def check_reachable(cfg: LoadConfig, timeout: float = 5.0) -> None:
+    """Raise RuntimeError naming the first of the server's addresses that does not take
+    a connection ("connection refused: 127.0.0.1:5050"): without it every bot would fail
+    to log in for that one reason, after the workers were spawned for nothing."""
+    for host, port in parse_hosts(cfg.host, cfg.port):
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+        except TimeoutError:
+            raise RuntimeError(f"no answer within {timeout:g} s: {host}:{port}") from None
+        except OSError as exc:
+            why = (exc.strerror or str(exc)).lower()
+            raise RuntimeError(f"{why}: {host}:{port}") from None
+
+
 def _plan(cfg: LoadConfig) -> list[WorkerSpec]:
     names = make_names(cfg.clients, cfg.seed)
     procs = max(1, min(cfg.processes, cfg.clients))
@@ -317,6 +346,7 @@ class Swarm:
 
     def __enter__(self) -> Swarm:
         cfg = self.cfg
+        check_reachable(cfg)
         ctx = mp.get_context("spawn")
         try:
             for spec in _plan(cfg):
