@@ -120,7 +120,7 @@ _CONNECTING, _LOGGING_IN, _READY, _CLOSED = range(4)
 class Sink(Protocol):
     """Where the pool reports (chatroom_bots.load.worker.Recorder)."""
 
-    def sent(self, pm: bool, lag: float) -> None: ...
+    def sent(self, pm: bool, lag: float, due: float) -> None: ...
     def deliveries(self, batch: list[tuple[int, str, int]]) -> None:
         """Messages received: (bot, message, ``time.monotonic()`` µs at arrival) each, in
         the order they arrived for each bot."""
@@ -337,7 +337,7 @@ class BotPool:
             bot = self._bots.get(idx)
             if bot is not None and bot.state == _READY:  # else it failed to log in
                 self._send(bot, frame, now)
-                self._sink.sent(pm, now - due)
+                self._sink.sent(pm, now - due, due)
             due = sched.next_due()
             now = time.monotonic()
         if due is None:

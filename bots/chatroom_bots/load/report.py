@@ -2,7 +2,9 @@
 
 The figures are drawn with matplotlib (the ``chatroom[report]`` extra) as SVG and inlined,
 so the file opens anywhere with no network: no script, no stylesheet, no font from a CDN.
-Every figure has a title and both axes labelled with their units.
+Every figure has a title and both axes labelled with their units. A second with no data
+(no delivery to measure a latency from, nothing sent to be late) is a gap in its line,
+never a zero, which would read as fast.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import html
 import io
 import math
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from chatroom._extras import require
@@ -107,9 +110,9 @@ def _figures(result: LoadResult) -> list[str]:
                 "time since the first send (s)",
                 "latency (ms)",
                 [
-                    (seconds, [r.get("p50_ms", 0.0) for r in t], "p50"),
-                    (seconds, [r["p99_ms"] for r in t], "p99"),
-                    (seconds, [r.get("p999_ms", 0.0) for r in t], "p99.9"),
+                    (seconds, [r.get("p50_ms") for r in t], "p50"),
+                    (seconds, [r.get("p99_ms") for r in t], "p99"),
+                    (seconds, [r.get("p999_ms") for r in t], "p99.9"),
                 ],
             )
         )
@@ -119,14 +122,22 @@ def _figures(result: LoadResult) -> list[str]:
                 "time since the first send (s)",
                 "count (deliveries, or events per second)",
                 [
-                    (seconds, [r.get("outstanding", 0) for r in t], "expected, not yet seen"),
+                    # By the second a message was sent, what never arrived: in-flight
+                    # messages are not loss (runner._timeline says how it is counted).
+                    (seconds, [r.get("lost") for r in t], "lost, by the second sent"),
                     (seconds, [r.get("duplicates", 0) for r in t], "duplicates per second"),
                     (seconds, [r["errors"] for r in t], "errors per second"),
                     (seconds, [r.get("disconnects", 0) for r in t], "disconnects per second"),
                 ],
             )
         )
-        cpu: list[Series] = [(seconds, [100 * r["cpu"] for r in t], "busiest generator process")]
+        cpu: list[Series] = [
+            (
+                seconds,
+                [None if r["cpu"] is None else 100 * r["cpu"] for r in t],
+                "busiest generator process",
+            )
+        ]
         served = [r for r in t if "server_cpu" in r]
         if served:
             xs = [r["second"] for r in served]
@@ -146,7 +157,7 @@ def _figures(result: LoadResult) -> list[str]:
                 "The generator's lateness (sends behind their schedule)",
                 "time since the first send (s)",
                 "worst lag in the second (ms)",
-                [(seconds, [r.get("lag_ms", 0.0) for r in t], "worst send lag")],
+                [(seconds, [r.get("lag_ms") for r in t], "worst send lag")],
             )
         )
     if result.latency_curve:
@@ -154,7 +165,8 @@ def _figures(result: LoadResult) -> list[str]:
     return out
 
 
-Series = tuple[list[Any], list[float], str]
+# (xs, ys, label); a y of None is a second with no data: a gap in the line.
+Series = tuple[Sequence[Any], Sequence[float | None], str]
 
 
 def line_chart(
@@ -169,7 +181,8 @@ def line_chart(
 
     fig, ax = plt.subplots(figsize=(9, 3.6))
     for xs, ys, label in series:
-        ax.plot(xs, ys, label=label, marker="." if len(xs) < 30 else None)
+        values = [math.nan if y is None else y for y in ys]  # NaN: matplotlib's gap
+        ax.plot(xs, values, label=label, marker="." if len(xs) < 30 else None)
     if logx:
         ax.set_xscale("log")
     ax.set_ylim(bottom=0)  # every series here counts something: a zoomed axis would mislead

@@ -244,13 +244,17 @@ class LoadResult:
 
 
 # The per-second rows (LoadResult.timeline), in the CSV's order. ``outstanding`` is
-# deliveries expected so far and not yet seen: in flight, or (at the end) lost.
+# deliveries expected so far and not yet seen: in flight, or (at the end) lost. ``lost``
+# is what was sent in that second (by its intended time) and never arrived by the end of
+# the drain; empty (None) in a second with nothing sent. The latencies are None in a
+# second with no delivery, and ``lag_ms`` in one with no send: no data, not zero.
 TIMELINE_COLUMNS = [
     "second",
     "sent",
     "delivered",
     "expected",
     "outstanding",
+    "lost",
     "duplicates",
     "errors",
     "disconnects",
@@ -433,7 +437,7 @@ class Swarm:
         last = procstat.sample(cfg.server_pid)
         result.send_seconds = duration
         _merge(result, finals, [p for parts in ticks.values() for p in parts])
-        result.timeline = _timeline(ticks, self.login.logged_in, server)
+        result.timeline = _timeline(ticks, self.login.logged_in, server, finals)
         _server_totals(result, [s for k, s in sorted(server.items()) if k >= 0], last)
         _warn(result)
         return result
@@ -668,8 +672,8 @@ def _row(second: int, parts: list[dict[str, Any]]) -> dict[str, Any]:
         "p50_ms": pct["p50"],
         "p99_ms": pct["p99"],
         "p999_ms": pct["p99.9"],
-        "lag_ms": round(1000 * max(p.get("max_lag", 0.0) for p in parts), 2),
-        "cpu": round(max(p["cpu"] for p in parts), 2),
+        "lag_ms": round(1000 * max((p.get("max_lag", 0.0) for p in parts), default=0.0), 2),
+        "cpu": round(max((p["cpu"] for p in parts), default=0.0), 2),
     }
 
 
@@ -677,20 +681,43 @@ def _timeline(
     ticks: dict[int, list[dict[str, Any]]],
     logged_in: int,
     server: dict[int, procstat.ProcSample],
+    finals: list[dict[str, Any]],
 ) -> list[dict[str, Any]]:
     """One row a second from the first send: the workers' ticks, what was expected and
     is still outstanding (a public message is expected by every other bot, a DM by one),
-    and, where the server was sampled, its CPU (% of a core) and RSS over that second."""
+    what was lost of what was sent in that second, and, where the server was sampled,
+    its CPU (% of a core) and RSS over that second.
+
+    Loss comes from the workers' final counts (``finals``), by the intended send time on
+    both sides, so a message still in flight when a second ends is not loss, and the
+    rows' ``lost`` add up to the run's. ``outstanding`` counts by the second each tick
+    arrived, and the workers tick at different moments: mid-run it is mostly in flight.
+    """
+    pm: Counter[int] = Counter()
+    dm: Counter[int] = Counter()
+    arrived: Counter[int] = Counter()
+    for f in finals:
+        pm.update(f["sent_by_second"]["pm"])
+        dm.update(f["sent_by_second"]["dm"])
+        arrived.update(f["seen_by_second"])
     rows = []
     expected = seen = 0
-    for s in sorted(k for k in ticks if k >= 0):
-        parts = ticks[s]
+    for s in sorted(k for k in ticks.keys() | pm.keys() | dm.keys() if k >= 0):
+        parts = ticks.get(s, [])
         row = _row(s, parts)
-        pm = sum(p.get("sent_pm", 0) for p in parts)
-        row["expected"] = pm * max(0, logged_in - 1) + (row["sent"] - pm)
+        if not row["delivered"]:  # no latency measured: a gap in the chart, not 0 ms
+            row["p50_ms"] = row["p99_ms"] = row["p999_ms"] = None
+        if not row["sent"]:
+            row["lag_ms"] = None  # nothing was sent, so nothing was late
+        if not parts:
+            row["cpu"] = None  # no worker reported in this second
+        tick_pm = sum(p.get("sent_pm", 0) for p in parts)
+        row["expected"] = tick_pm * max(0, logged_in - 1) + (row["sent"] - tick_pm)
         expected += row["expected"]
         seen += row["delivered"] - row["duplicates"]
         row["outstanding"] = max(0, expected - seen)
+        due = pm[s] * max(0, logged_in - 1) + dm[s]
+        row["lost"] = max(0, due - arrived[s]) if s in pm or s in dm else None
         a, b = server.get(s), server.get(s + 1)
         if a is not None and b is not None and b.at > a.at:
             row["server_cpu"] = round(100 * (b.cpu_seconds - a.cpu_seconds) / (b.at - a.at), 1)
@@ -758,7 +785,7 @@ def _warn(result: LoadResult) -> None:
             f"the generator fell behind its schedule: {result.late_sends} sends over 10 ms "
             f"late (worst {result.max_lag * 1000:.0f} ms); latencies include that lag"
         )
-    busy = [r for r in result.timeline if r["cpu"] > 0.9]
+    busy = [r for r in result.timeline if (r["cpu"] or 0) > 0.9]
     if busy:
         result.warnings.append(
             f"a generator process used over 90 % of a core in {len(busy)} of "
@@ -771,9 +798,11 @@ def print_progress(out: TextIO = sys.stderr) -> Callable[[dict[str, Any]], None]
     tty = out.isatty()
 
     def show(row: dict[str, Any]) -> None:
+        # A second with no delivery has no latency: "-", not a p99 of 0 ms.
+        p99 = f"{row['p99_ms']:>8.2f}" if row["delivered"] else f"{'-':>8}"
         line = (
             f"t={row['second']:>4}s  sent/s {row['sent']:>7}  delivered/s "
-            f"{row['delivered']:>9}  p99 {row['p99_ms']:>8.2f} ms  errors {row['errors']}"
+            f"{row['delivered']:>9}  p99 {p99} ms  errors {row['errors']}"
         )
         out.write(("\r" + line) if tty else line + "\n")
         out.flush()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import heapq
 import json
 import logging
+import operator
 import os
 import random
 import threading
@@ -33,6 +34,8 @@ from chatroom_bots.load.pool import BotPool
 from chatroom_bots.load.stats import new_histogram, pack, record, unpack
 
 log = logging.getLogger(__name__)
+
+_SECOND = operator.itemgetter(3)  # of a delivery in Recorder.deliveries
 
 SchedPolicy = Literal["batch", "normal"]
 SCHED_POLICIES: tuple[SchedPolicy, ...] = get_args(SchedPolicy)
@@ -117,6 +120,17 @@ class Recorder:
         self.closing = False
         # receiver -> sender -> the highest sequence seen
         self._last: dict[int, dict[int, int]] = {}
+        # Loss by the second a message was due to be sent (from the step's t0): what was
+        # sent, and what arrived once, keyed alike from the message's intended time, so
+        # the report shows what never arrived, not what was still in flight.
+        self._t0_us = 0
+        self.sent_by_second: dict[str, Counter[int]] = {"pm": Counter(), "dm": Counter()}
+        self.seen_by_second: Counter[int] = Counter()
+
+    def begin(self, t0: float) -> None:
+        """A step starts: its first send is due at ``t0`` (``time.monotonic()``)."""
+        with self._lock:
+            self._t0_us = int(t0 * 1e6)
 
     def delivery(self, receiver: int, message: str) -> None:
         """One message to a sending bot (a ChatClient hook, on its receive thread)."""
@@ -134,27 +148,32 @@ class Recorder:
         ``stats.record_counts``), and the lock is taken once.
         """
         latencies: list[int] = []
-        seqs: list[tuple[int, int, int]] = []
+        seqs: list[tuple[int, int, int, int]] = []
+        # Read without the lock: begin() sets it before the step's first send, and a
+        # straggler of the step before, keyed by the new t0, falls before second 0.
+        t0 = self._t0_us
         # A batch is a loop round's reads, mostly the same few messages to many bots:
         # parse each text once (a regex and three int() calls, 0.7 µs; a dict hit, 0.1).
-        parsed: dict[str, tuple[int, int, int] | None] = {}
+        parsed: dict[str, tuple[int, int, int, int] | None] = {}
         for receiver, message, arrived_us in batch:
             if message in parsed:
                 load = parsed[message]
             else:
-                load = parsed[message] = unpack(message)
+                got = unpack(message)
+                load = parsed[message] = None if got is None else (*got, (got[2] - t0) // 1_000_000)
             if load is not None:
-                sender, seq, intended = load
+                sender, seq, intended, second = load
                 latencies.append(arrived_us - intended)
-                seqs.append((receiver, sender, seq))
+                seqs.append((receiver, sender, seq, second))
         if not latencies:
             return
         with self._lock:
             self.tick_counts.update(latencies)
             self.delivered += len(latencies)
             self.tick_delivered += len(latencies)
+            self.seen_by_second.update(map(_SECOND, seqs))
             lasts = self._last
-            for receiver, sender, seq in seqs:
+            for receiver, sender, seq, second in seqs:
                 last = lasts.get(receiver)
                 if last is None:
                     last = lasts[receiver] = {}
@@ -164,6 +183,7 @@ class Recorder:
                 elif seq == prev:
                     self.duplicates += 1
                     self.tick_duplicates += 1
+                    self.seen_by_second[second] -= 1  # arrived before: not seen anew
                 else:
                     self.out_of_order += 1
 
@@ -192,8 +212,11 @@ class Recorder:
                 self.errors += 1
                 self.tick_errors += 1
 
-    def sent(self, pm: bool, lag: float) -> None:
+    def sent(self, pm: bool, lag: float, due: float) -> None:
+        """One message sent, ``lag`` seconds after ``due`` (its intended time)."""
         with self._lock:
+            second = (int(due * 1e6) - self._t0_us) // 1_000_000  # as deliveries() keys it
+            self.sent_by_second["pm" if pm else "dm"][second] += 1
             if pm:
                 self.sent_pm += 1
                 self.tick_sent_pm += 1
@@ -241,9 +264,13 @@ class Recorder:
                 "latency": self.tick_counts,
                 "replayed": self.replays,
                 "resumes": self.resumes.encode(),
+                "sent_by_second": self.sent_by_second,
+                "seen_by_second": self.seen_by_second,
             }
             self.tick_counts = Counter()
             if reset:
+                self.sent_by_second = {"pm": Counter(), "dm": Counter()}
+                self.seen_by_second = Counter()
                 self.replays = 0
                 self.resumes = new_histogram()
                 self.delivered = self.sent_pm = self.sent_dm = 0
@@ -452,6 +479,7 @@ class Worker:
                 return
             if kind == "go":
                 self.t0, self.end, self.rate = payload
+                self.rec.begin(self.t0)
                 self.go.set()
             elif kind == "report":
                 self.report.set()
@@ -497,7 +525,7 @@ class Worker:
             except ChatError:
                 self.rec.error()
                 continue
-            self.rec.sent(pm, time.monotonic() - due)
+            self.rec.sent(pm, time.monotonic() - due, due)
 
     def ticks(self) -> None:
         while not self.stop.wait(1.0):
