@@ -70,8 +70,11 @@ def main(argv: Sequence[str] | None = None, terminal: Terminal | None = None) ->
             file=sys.stderr,
         )
         return 2
-    client = ChatClient(args.host, args.port, reconnect=True, tls=args.tls, ca_file=args.ca_file)
-    return Repl(client, term, user=args.user, password=password).run()
+
+    def new_client() -> ChatClient:
+        return ChatClient(args.host, args.port, reconnect=True, tls=args.tls, ca_file=args.ca_file)
+
+    return Repl(new_client, term, user=args.user, password=password).run()
 
 
 if __name__ == "__main__":

@@ -7,7 +7,11 @@
 - :class:`PipeTerminal`: stdin is not a terminal, so lines are read from stdin and events
   printed as plain lines (``printf 'PM hi\\nEX\\n' | chat --user alice --password-file pw``).
 
-The REPL uses the SDK only; it has no socket code of its own.
+The REPL uses the SDK only; it has no socket code of its own. Until login it may use
+several clients one after the other (``Repl.client`` is the current one): the server
+closes a connection that has not logged in within its login timeout (docs/PROTOCOL.md
+§Timeouts), and a person may take longer than that at a prompt, so the REPL opens a new
+connection when it next needs the server. Only the REPL's thread replaces the client.
 """
 
 from __future__ import annotations
@@ -18,8 +22,8 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
-from typing import Literal, Protocol, TextIO
+from collections.abc import Callable, Iterator
+from typing import Literal, Protocol, TextIO, TypeVar
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.application import Application, create_app_session, get_app_session
@@ -40,11 +44,13 @@ from chatroom import (
     ChatError,
     ChatTimeout,
     ConnectFailed,
+    ConnectionLost,
     DirectMessage,
     Disconnect,
     LoginResult,
     Reconnected,
     ServerError,
+    UsageError,
     UsersChanged,
 )
 from chatroom.protocol import ErrorCode, is_valid_username, username_key
@@ -69,6 +75,7 @@ from chatroom_cli.format import STYLE, Fragments, format_event, format_stored, p
 __all__ = ["InteractiveTerminal", "PipeTerminal", "Repl", "Terminal"]
 
 Ask = Literal["command", "username", "password", "recipient", "message"]
+T = TypeVar("T")
 
 BACKLOG = 20  # public messages shown at login, under "earlier"
 
@@ -231,20 +238,23 @@ class PipeTerminal:
 class Repl:
     """The chat session: login, then read commands until EX, Ctrl-D or end of input.
 
+    ``new_client`` makes an unconnected client (the REPL connects it): one for the
+    session, and another whenever the server has closed the connection before login.
+
     Hooks run on the SDK's dispatch thread and only print and refresh; everything that
     talks to the server runs on the REPL's own thread.
     """
 
     def __init__(
         self,
-        client: ChatClient,
+        new_client: Callable[[], ChatClient],
         terminal: Terminal,
         *,
         user: str | None = None,
         password: str | None = None,
         max_login_attempts: int = 3,
     ) -> None:
-        self.client = client
+        self._new_client = new_client
         self.term = terminal
         self._user = user
         self._password = password
@@ -259,11 +269,18 @@ class Repl:
         self._away: list[DirectMessage] | None = None  # None: not collecting
         # /history paging: where the next page of each conversation ends (REPL thread).
         self._older: dict[str | None, int] = {}
+        # Set once logged in (REPL thread; hooks read it): before, a lost connection is
+        # the REPL's to replace, not the end of the session.
+        self._logged_in = False
+        self.client = self._attach(new_client())
+
+    def _attach(self, client: ChatClient) -> ChatClient:
         client.on_broadcast(self._on_message)
         client.on_dm(self._on_message)
         client.on_users(self._on_users)
         client.on_disconnect(self._on_disconnect)
         client.on_reconnect(self._on_reconnect)
+        return client
 
     # -------------------------------------------------------------- live state for the UI
 
@@ -316,6 +333,8 @@ class Repl:
         self.term.refresh()
 
     def _on_disconnect(self, event: Disconnect) -> None:
+        if not self._logged_in:
+            return  # the login timeout while a person thinks: _connected() opens another
         if event.reason in ("exit", "closed") and not event.will_reconnect:
             return  # our own goodbye
         if event.will_reconnect:
@@ -385,16 +404,42 @@ class Repl:
             if not self._execute(parse(line)):
                 return
 
+    def _connected(self) -> ChatClient:
+        """The client, on a connection that is up: a new one if the server has closed
+        the last, as it does to one not logged in within its login timeout."""
+        if not self.client.connected:
+            self.client.close()  # joins its hooks: none of them runs after this
+            self.client = self._attach(self._new_client())
+            self.client.connect()
+        return self.client
+
+    def _before_login(self, call: Callable[[ChatClient], T]) -> T:
+        """``call`` on a live connection. Once more on a new one if the server closed
+        the connection as it was asked: the login timeout fell just then."""
+        client = self._connected()
+        try:
+            return call(client)
+        except (ConnectionLost, UsageError):  # UsageError: it closed just before the call
+            if client.connected:
+                raise
+        return call(self._connected())
+
+    def _check(self, name: str) -> bool:
+        return self._before_login(lambda c: c.check_user(name))
+
+    def _log_in(self, name: str, password: str) -> LoginResult:
+        return self._before_login(lambda c: c.login(name, password))
+
     def _login(self) -> bool:
         for _attempt in range(self._max_attempts):
             try:
                 name = self._ask_username()
-                new_user = self.client.check_user(name)
+                new_user = self._check(name)
                 password = self._ask_password(name, new_user)
                 with self._away_lock:
                     self._away = []
                 try:
-                    result = self.client.login(name, password)
+                    result = self._log_in(name, password)
                 except BaseException:
                     with self._away_lock:
                         self._away = None
@@ -411,6 +456,7 @@ class Repl:
             except ChatError as exc:
                 self.error(str(exc))
                 return False
+            self._logged_in = True
             if result.new_user:
                 self.info(f"welcome, {result.username}: your account is registered")
             self._catch_up(result)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import queue
 import subprocess
 import sys
 import threading
@@ -17,7 +18,7 @@ from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.input.base import PipeInput
 from prompt_toolkit.output import DummyOutput
 
-from chatroom import Broadcast, ChatClient, DirectMessage, Reconnected, UsersChanged
+from chatroom import Broadcast, ChatClient, DirectMessage, Disconnect, Reconnected, UsersChanged
 from chatroom.testing import TestServer
 from chatroom_cli.__main__ import main
 from chatroom_cli.repl import InteractiveTerminal, PipeTerminal, Repl
@@ -56,11 +57,22 @@ class Harness:
     def __init__(self, srv: TestServer, pipe: PipeInput, **repl_args: Any) -> None:
         self.pipe = pipe
         self.out = RecordingOutput()
-        self.client = ChatClient(srv.host, srv.port, reconnect=True, reconnect_max_delay=0.2)
-        self.repl = Repl(self.client, InteractiveTerminal(pipe, self.out), **repl_args)
+        self.disconnects: queue.Queue[Disconnect] = queue.Queue()  # of every client made
+
+        def new_client() -> ChatClient:
+            c = ChatClient(srv.host, srv.port, reconnect=True, reconnect_max_delay=0.2)
+            c.on_disconnect(self.disconnects.put)
+            return c
+
+        self.repl = Repl(new_client, InteractiveTerminal(pipe, self.out), **repl_args)
         self.status: int | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
+
+    @property
+    def client(self) -> ChatClient:
+        """The REPL's client (before login, the REPL may replace it)."""
+        return self.repl.client
 
     def _run(self) -> None:
         self.status = self.repl.run()
@@ -130,6 +142,43 @@ def test_new_user_registers_with_confirmation_then_ex(
         h.type("EX\r")
         left.wait()
     assert h.finish() == 0
+
+
+def test_a_person_may_think_at_the_prompts_longer_than_the_login_timeout(
+    pipe: PipeInput,
+) -> None:
+    """The server closes a connection that has not logged in within its login timeout;
+    a person at the username or password prompt may take longer. The REPL connects
+    again when it needs the server, and says nothing of it (it used to print
+    "!! disconnected (timeout)" and exit, which ended make demo)."""
+    with quiet_server(login_timeout=0.3) as srv:
+        h = Harness(srv, pipe)
+        h.out.wait_for("username:")
+        assert h.disconnects.get(timeout=T).reason == "timeout"  # thinking of a name
+        h.type("slowpoke\r")
+        h.out.wait_for("new password:")
+        assert h.disconnects.get(timeout=T).reason == "timeout"  # and of a password
+        h.type(PW + "\r")
+        h.out.wait_for("repeat it:")
+        h.type(PW + "\r")
+        h.out.wait_for("your account is registered")
+        h.out.wait_for("Type /help")
+        h.type("/who\r")
+        h.out.wait_for("-- 1 online: slowpoke")
+        assert "disconnected" not in h.out.text and "!!" not in h.out.text
+        h.type("EX\r")
+        assert h.finish() == 0
+
+
+def test_a_server_gone_while_a_person_thinks_is_one_clear_error(pipe: PipeInput) -> None:
+    with quiet_server(login_timeout=0.3) as srv:
+        h = Harness(srv, pipe)
+        h.out.wait_for("username:")
+        assert h.disconnects.get(timeout=T).reason == "timeout"
+        srv.stop()
+        h.type("late\r")
+        h.out.wait_for(f"!! cannot connect to 127.0.0.1:{srv.port}")
+        assert h.finish() == 1
 
 
 def test_existing_user_pm_and_incoming_while_typing(
