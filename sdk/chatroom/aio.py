@@ -41,7 +41,7 @@ import ssl
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Any, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast, overload
 
 from chatroom._hosts import in_turn, none_answered, parse_hosts
 from chatroom._tls import client_context
@@ -305,10 +305,20 @@ class AsyncChatClient:
 
     # ------------------------------------------------------------------ requests
 
-    async def check_user(self, username: str) -> bool:
-        """True if ``username`` is free (a login would register it)."""
+    @overload
+    async def check_user(self, username: str) -> bool: ...
+    @overload
+    async def check_user(self, username: str, *, full: Literal[True]) -> PasswordRequired: ...
+    @overload
+    async def check_user(self, username: str, *, full: bool) -> bool | PasswordRequired: ...
+
+    async def check_user(self, username: str, *, full: bool = False) -> bool | PasswordRequired:
+        """True if ``username`` is free (a login would register it). With ``full=True``,
+        the server's whole answer, the password lengths for a new name included (as
+        :meth:`chatroom.ChatClient.check_user`)."""
         reply = await self._call(lambda s: s.check_user(username))
-        return cast(PasswordRequired, reply.event).new_user
+        answer = cast(PasswordRequired, reply.event)
+        return answer if full else answer.new_user
 
     async def login(self, username: str, password: str) -> LoginResult:
         """Log in (registering a new name); returns once what was missed was replayed."""

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Generic, TypeVar, cast, overload
+from typing import Any, Final, Generic, Literal, TypeVar, cast, overload
 
 from chatroom._hosts import in_turn, none_answered, parse_hosts
 from chatroom._tls import TlsWriter, client_context, tcp_shutdown, tls_recv
@@ -482,10 +482,24 @@ class ChatClient:
 
     # ------------------------------------------------------------------ requests
 
-    def check_user(self, username: str) -> bool:
+    @overload
+    def check_user(self, username: str) -> bool: ...
+    @overload
+    def check_user(self, username: str, *, full: Literal[True]) -> PasswordRequired: ...
+    @overload
+    def check_user(self, username: str, *, full: bool) -> bool | PasswordRequired: ...
+
+    def check_user(self, username: str, *, full: bool = False) -> bool | PasswordRequired:
         """True if ``username`` is free (a login would register it). For interactive
-        clients: ask a new user for a password twice."""
-        return self._request(PasswordRequired, lambda s: s.check_user(username)).new_user
+        clients: ask a new user for a password twice.
+
+        With ``full=True``, the server's whole answer (:class:`PasswordRequired`):
+        ``new_user`` and, for a new name, the password lengths the server accepts
+        (``min_password``, ``max_password``; None from a server older than them), so a
+        bad password can be refused before it is asked for again (docs/PROTOCOL.md
+        §login)."""
+        reply = self._request(PasswordRequired, lambda s: s.check_user(username))
+        return reply if full else reply.new_user
 
     def login(self, username: str, password: str) -> LoginResult:
         """Log in, registering the account if the name is new.

@@ -206,3 +206,23 @@ def test_a_cancel_that_arrives_with_the_reply_still_cancels() -> None:
             assert sending.cancelled()
 
     asyncio.run(main())
+
+
+def test_check_user_gives_the_whole_answer_with_full() -> None:
+    """As ChatClient.check_user: a bool, or with full=True the password lengths a new
+    name may have (the REPL refuses a bad password with them before the repeat)."""
+
+    async def main() -> None:
+        async with (
+            async_running_server(users_interval=0, min_password=10) as srv,
+            AsyncChatClient(srv.host, srv.port) as c,
+            AsyncChatClient(srv.host, srv.port) as other,
+        ):
+            assert await c.check_user("fresh") is True
+            got = await c.check_user("fresh", full=True)
+            assert (got.new_user, got.min_password, got.max_password) == (True, 10, 1024)
+            await c.login("fresh", "ten chars!")
+            taken = await other.check_user("FRESH", full=True)
+            assert (taken.new_user, taken.min_password, taken.max_password) == (False, None, None)
+
+    asyncio.run(main())

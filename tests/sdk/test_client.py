@@ -62,6 +62,10 @@ def test_login_check_user_and_users(server: TestServer, clients: list[ChatClient
     assert a.username == "Alice"
     b = make(server, clients)
     assert b.check_user("ALICE") is False
+    # The whole answer: for a new name, the password lengths it may have.
+    fresh = b.check_user("carol", full=True)
+    assert (fresh.new_user, fresh.min_password, fresh.max_password) == (True, 8, 1024)
+    assert b.check_user("alice", full=True).min_password is None
     with a.expect(UsersChanged, check=lambda e: "bob" in e.joined) as seen_by_a:
         b.login("bob", PW)
         seen_by_a.wait()
