@@ -53,7 +53,7 @@ from chatroom import (
     UsageError,
     UsersChanged,
 )
-from chatroom.protocol import ErrorCode, is_valid_username, username_key
+from chatroom.protocol import ErrorCode, PasswordRequired, is_valid_username, username_key
 from chatroom_cli.commands import (
     HELP,
     Action,
@@ -424,8 +424,8 @@ class Repl:
                 raise
         return call(self._connected())
 
-    def _check(self, name: str) -> bool:
-        return self._before_login(lambda c: c.check_user(name))
+    def _check(self, name: str) -> PasswordRequired:
+        return self._before_login(lambda c: c.check_user(name, full=True))
 
     def _log_in(self, name: str, password: str) -> LoginResult:
         return self._before_login(lambda c: c.login(name, password))
@@ -434,8 +434,8 @@ class Repl:
         for _attempt in range(self._max_attempts):
             try:
                 name = self._ask_username()
-                new_user = self._check(name)
-                password = self._ask_password(name, new_user)
+                check = self._check(name)
+                password = self._ask_password(name, check)
                 with self._away_lock:
                     self._away = []
                 try:
@@ -503,18 +503,28 @@ class Repl:
                 return name
             self.error("a username is 1-32 of A-Z a-z 0-9 _ -, starting with a letter or digit")
 
-    def _ask_password(self, name: str, new_user: bool) -> str:
+    def _ask_password(self, name: str, check: PasswordRequired) -> str:
         if self._password is not None:
             return self._password
         if not self.term.interactive:
             raise AuthError(
                 ErrorCode.BAD_CREDENTIALS, "no password: use --password-file or CHAT_PASSWORD"
             )
-        if not new_user:
+        if not check.new_user:
             return self.term.ask("password", f"password for {name}: ")
-        self.info(f"{name} is a new name: choose a password (at least 8 characters)")
+        # The lengths the server accepts (docs/PROTOCOL.md §login); a server older than
+        # the fields sends none, and then its weak_password is the answer.
+        low, high = check.min_password, check.max_password
+        rule = f" (at least {low} characters)" if low else ""
+        self.info(f"{name} is a new name: choose a password{rule}")
         while True:
             first = self.term.ask("password", "new password: ")
+            if low is not None and len(first) < low:
+                self.error(f"too short: a password has at least {low} characters")
+                continue
+            if high is not None and len(first) > high:
+                self.error(f"too long: a password has at most {high} characters")
+                continue
             if first == self.term.ask("password", "repeat it: "):
                 return first
             self.error("the passwords differ; try again")

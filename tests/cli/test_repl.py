@@ -181,6 +181,29 @@ def test_a_server_gone_while_a_person_thinks_is_one_clear_error(pipe: PipeInput)
         assert h.finish() == 1
 
 
+def test_a_password_of_the_wrong_length_is_refused_before_the_repeat(pipe: PipeInput) -> None:
+    """The lengths come from the server's password_required (here 12 to 20): a password
+    outside them is refused at once and asked for again, not repeated and then refused
+    by the server."""
+    with quiet_server(min_password=12, max_password=20) as srv:
+        h = Harness(srv, pipe, user="newcomer")
+        h.out.wait_for("choose a password (at least 12 characters)")
+        h.out.wait_for("new password:")
+        h.type("elevenchars\r")
+        h.out.wait_for("!! too short: a password has at least 12 characters")
+        h.type("twenty-one characters\r")
+        h.out.wait_for("!! too long: a password has at most 20 characters")
+        h.type("twelve chars\r")
+        h.out.wait_for("repeat it:")
+        h.type("twelve chars\r")
+        h.out.wait_for("your account is registered")
+        text = h.out.text
+        assert text.index("repeat it:") > text.index("too long")  # not asked for before
+        assert "must be" not in text  # the server's weak_password never came
+        h.type("EX\r")
+        assert h.finish() == 0
+
+
 def test_existing_user_pm_and_incoming_while_typing(
     server: TestServer, pipe: PipeInput, watcher: ChatClient
 ) -> None:
