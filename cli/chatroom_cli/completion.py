@@ -79,12 +79,12 @@ class ChatCompleter(Completer):
     def get_completions(
         self, document: Document, complete_event: CompleteEvent
     ) -> Iterator[Completion]:
+        text = document.text_before_cursor
         size, cands = complete(
-            document.text_before_cursor,
-            self._users(),
-            self._me(),
-            self._recent(),
-            self._recipient_only,
+            text, self._users(), self._me(), self._recent(), self._recipient_only
         )
+        # A name after a command ("DM bo" -> "DM bob ") takes the space that follows it, so
+        # the message is typed next; at the to: prompt the name is the whole line.
+        after = " " if not self._recipient_only and " " in text.lstrip() else ""
         for c in cands:
-            yield Completion(c, start_position=-size)
+            yield Completion(c + after, start_position=-size, display=c)

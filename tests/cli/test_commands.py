@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from prompt_toolkit.completion import CompleteEvent
+from prompt_toolkit.document import Document
 
 from chatroom_cli.commands import (
     AskDm,
@@ -17,7 +19,7 @@ from chatroom_cli.commands import (
     Who,
     parse,
 )
-from chatroom_cli.completion import complete, rank_users
+from chatroom_cli.completion import ChatCompleter, complete, rank_users
 
 
 @pytest.mark.parametrize(
@@ -104,3 +106,15 @@ def test_history_command() -> None:
     assert isinstance(parse("/history 0"), Invalid)
     assert isinstance(parse("/history 101"), Invalid)
     assert isinstance(parse("/history bob five"), Invalid)
+
+
+def test_a_completed_name_takes_the_space_after_it() -> None:
+    def texts(line: str, recipient_only: bool = False) -> list[tuple[str, str]]:
+        completer = ChatCompleter(lambda: USERS, lambda: "me", list, recipient_only)
+        got = completer.get_completions(Document(line), CompleteEvent(completion_requested=True))
+        return [(c.text, c.display_text) for c in got]
+
+    assert texts("DM bo") == [("bob ", "bob"), ("Bobby ", "Bobby")]  # the message is next
+    assert texts("/history Al") == [("Albert ", "Albert"), ("alice ", "alice")]
+    assert texts("P") == [("PM", "PM")]  # commands as typed
+    assert texts("bo", recipient_only=True) == [("bob", "bob"), ("Bobby", "Bobby")]  # to:

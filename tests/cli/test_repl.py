@@ -247,8 +247,9 @@ def test_dm_with_tab_completion(server: TestServer, pipe: PipeInput, watcher: Ch
         event = got.wait()
     assert (event.sender, event.message) == ("dana", "psst")
     with watcher.expect(DirectMessage) as got:
-        h.type_until("DM w\t", "command", lambda b: b.text == "DM watcher")  # one-line too
-        h.type(" quick one\r")
+        # One-line too; the name comes with the space after it, as in a shell.
+        h.type_until("DM w\t", "command", lambda b: b.text == "DM watcher ")
+        h.type("quick one\r")
         assert got.wait().message == "quick one"
     watcher.dm("dana", "back at you")
     h.out.wait_for("*watcher* -> you: back at you")
