@@ -268,7 +268,11 @@ class Repl:
         self._away_lock = threading.Condition()
         self._away: list[DirectMessage] | None = None  # None: not collecting
         # /history paging: where the next page of each conversation ends (REPL thread).
+        # Set at login below what is on screen (the backlog, the DMs from while we were
+        # away); a conversation not in it starts below the login's seq, since everything
+        # after it was shown live: /history never prints a line again.
         self._older: dict[str | None, int] = {}
+        self._login_seq: int | None = None
         # Set once logged in (REPL thread; hooks read it): before, a lost connection is
         # the REPL's to replace, not the end of the session.
         self._logged_in = False
@@ -468,6 +472,7 @@ class Repl:
         DMs that arrived while we were away (they reached the hooks before login returned,
         and waited in ``_away``)."""
         # Up to the login's seq: anything newer reached the hooks live already.
+        self._login_seq = result.seq
         before = result.seq + 1 if result.seq is not None else None
         try:
             page = self.client.history(limit=BACKLOG, before=before)
@@ -491,6 +496,9 @@ class Repl:
             for dm in away:
                 self._touch(dm.sender)
                 self.term.show(format_event(dm, self.client.username) or [])
+                key = username_key(dm.sender)
+                if dm.seq is not None and dm.seq < self._older.get(key, dm.seq + 1):
+                    self._older[key] = dm.seq  # on screen: /history starts below it
 
     def _ask_username(self) -> str:
         if self._user is not None:
@@ -577,6 +585,8 @@ class Repl:
         """One page further back than the last one shown for this conversation."""
         key = username_key(user) if user else None
         before = self._older.get(key)
+        if before is None and self._login_seq is not None:
+            before = self._login_seq + 1  # what came after the login is on screen
         if before is not None and before <= 1:
             self.info("no earlier messages")
             return
@@ -586,7 +596,8 @@ class Repl:
             return
         where = f"with {user}" if user else "in public"
         first, last = page.messages[0], page.messages[-1]
-        self.info(f"{len(page.messages)} messages {where} (#{first.seq}-#{last.seq})")
+        n = len(page.messages)
+        self.info(f"{n} message{'s' * (n != 1)} {where} (#{first.seq}-#{last.seq})")
         for m in page.messages:
             self.term.show(format_stored(m))
         self._older[key] = first.seq if page.has_more else 1

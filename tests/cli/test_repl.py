@@ -47,9 +47,10 @@ class RecordingOutput(DummyOutput):
         with self._cond:
             return self._text
 
-    def wait_for(self, needle: str, timeout: float = T) -> None:
+    def wait_for(self, needle: str, timeout: float = T, times: int = 1) -> None:
+        """Until ``needle`` has been written ``times`` times."""
         with self._cond:
-            if not self._cond.wait_for(lambda: needle in self._text, timeout):
+            if not self._cond.wait_for(lambda: self._text.count(needle) >= times, timeout):
                 raise AssertionError(f"{needle!r} never appeared; output:\n{self._text[-3000:]}")
 
 
@@ -202,6 +203,25 @@ def test_a_password_of_the_wrong_length_is_refused_before_the_repeat(pipe: PipeI
         assert "must be" not in text  # the server's weak_password never came
         h.type("EX\r")
         assert h.finish() == 0
+
+
+def test_history_never_reprints_what_came_live(
+    server: TestServer, pipe: PipeInput, watcher: ChatClient
+) -> None:
+    """Nothing was said before the login; what is said after it is on screen, so
+    /history has nothing earlier to show (it used to print the live lines again)."""
+    h = Harness(server, pipe, user="lena", password=PW)
+    h.out.wait_for("Type /help")
+    watcher.pm("said live")
+    watcher.dm("lena", "whispered live")
+    h.out.wait_for("whispered live")
+    h.type("/history\r")
+    h.out.wait_for("-- no earlier messages")
+    h.type("/history watcher\r")
+    h.out.wait_for("-- no earlier messages", times=2)
+    assert h.out.text.count("said live") == 1 and h.out.text.count("whispered live") == 1
+    h.type("EX\r")
+    assert h.finish() == 0
 
 
 def test_existing_user_pm_and_incoming_while_typing(
@@ -375,12 +395,16 @@ def test_pipe_mode_needs_user_and_password(server: TestServer) -> None:
 
 def test_backlog_away_dms_and_history_paging(server: TestServer, pipe: PipeInput) -> None:
     """At login: the last 20 public messages dimmed under "earlier", then the DMs that
-    came while we were away; /history pages further back; a DM to someone offline says
-    it was queued. After a reconnect, what was missed is shown once."""
+    came while we were away; /history pages further back, never reprinting what is on
+    screen; a DM to someone offline says it was queued. After a reconnect, what was
+    missed is shown once."""
     with ChatClient(server.host, server.port) as other:
         other.login("chatter", PW)
         with ChatClient(server.host, server.port) as me_before:
             me_before.login("kim", PW)  # kim's account exists, then kim leaves
+            with me_before.expect(DirectMessage) as got:
+                other.dm("kim", "from last time")  # read then, not on screen now
+                got.wait()
         for i in range(30):
             other.pm(f"public {i:02d}")
         other.dm("kim", "are you there?")
@@ -403,8 +427,10 @@ def test_backlog_away_dms_and_history_paging(server: TestServer, pipe: PipeInput
         h.type("/history\r")
         h.out.wait_for("that is the beginning")
         assert "public 00" in h.out.text
-        h.type("/history chatter\r")
-        h.out.wait_for("2 messages with chatter")
+        h.type("/history chatter\r")  # the 2 DMs shown as "while you were away": not again
+        h.out.wait_for("1 message with chatter")
+        h.out.wait_for("from last time")
+        assert h.out.text.count("are you there?") == 1
         with ChatClient(server.host, server.port) as gone:
             gone.login("sleeper", PW)
         h.type("DM sleeper see you later\r")
