@@ -306,14 +306,10 @@ class Repl:
 
     def toolbar(self) -> FormattedText:
         me = self.client.username or "-"
-        return FormattedText(
-            [
-                (
-                    "class:bottom-toolbar",
-                    f" {self._state} | {me} | {len(self.client.users)} online | /help ",
-                )
-            ]
-        )
+        # Connected, the count is live; otherwise it is the last one known, which may be
+        # wrong by now: the state says why there is none.
+        online = f" {len(self.client.users)} online |" if self._state == "connected" else ""
+        return FormattedText([("class:bottom-toolbar", f" {self._state} | {me} |{online} /help ")])
 
     # -------------------------------------------------------------- hooks (dispatch thread)
 

@@ -107,6 +107,10 @@ class Harness:
         return self.status
 
 
+def toolbar(h: Harness) -> str:
+    return "".join(text for _, text, *_ in h.repl.toolbar())
+
+
 @pytest.fixture
 def pipe() -> Iterator[PipeInput]:
     with create_pipe_input() as p:
@@ -297,12 +301,16 @@ def test_server_going_away_and_coming_back(pipe: PipeInput) -> None:
     with quiet_server() as srv:
         h = Harness(srv, pipe, user="frank", password=PW)
         h.out.wait_for("Type /help")
+        assert toolbar(h) == " connected | frank | 1 online | /help "
         srv.stop()
         h.out.wait_for("the server shut down; reconnecting...")
+        # The toolbar no longer counts who is online: it does not know.
+        assert toolbar(h) == " reconnecting | frank | /help "
         h.type("PM anyone?\r")
         h.out.wait_for("!! not connected (reconnecting...)")
         srv.start()
         h.out.wait_for("-- reconnected; 1 online: frank")
+        assert toolbar(h) == " connected | frank | 1 online | /help "
         h.type("/who\r")
         h.out.wait_for("-- 1 online: frank\r\n")
         h.type("EX\r")
