@@ -390,8 +390,12 @@ class Repl:
                 self.info(f"{len(users)} online: {', '.join(users)}. Type /help for help.")
                 self._loop()
             finally:
-                self.client.close()
-        return 1 if self._ended.is_set() else 0
+                name = self.client.username
+                self.client.close()  # says exit to the server: the others see us leave
+            if self._ended.is_set():
+                return 1  # the session ended on its own, and the REPL said why
+            self.info(f"logged out; goodbye, {name}")
+        return 0
 
     def _loop(self) -> None:
         while not self._ended.is_set():

@@ -146,6 +146,7 @@ def test_new_user_registers_with_confirmation_then_ex(
     with watcher.expect(UsersChanged, check=lambda e: "newbie" in e.left) as left:
         h.type("EX\r")
         left.wait()
+    h.out.wait_for("-- logged out; goodbye, newbie")
     assert h.finish() == 0
 
 
@@ -324,6 +325,7 @@ def test_session_replaced_ends_the_repl(server: TestServer, pipe: PipeInput) -> 
         other.login("gina", PW)
         h.out.wait_for("you logged in from somewhere else")
         assert h.finish() == 1
+    assert "goodbye" not in h.out.text  # ended, and said so: not a logout
 
 
 def test_wrong_password_from_file_exits_1(server: TestServer, pipe: PipeInput) -> None:
@@ -359,6 +361,7 @@ def test_pipe_mode(server: TestServer, watcher: ChatClient, tmp_path: Path) -> N
     assert "<ivy> hi from a script" in out
     assert "[DM] you -> *watcher*: step by step" in out
     assert "-- 2 online: ivy, watcher" in out
+    assert out.endswith("-- logged out; goodbye, ivy\n")
     assert "\x1b[" not in out  # plain lines, no escape codes
 
 
