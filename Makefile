@@ -76,7 +76,7 @@ demo: $(STAMP)
 	$(PY) -m chatroom_cli.demo --port $(PORT) --db demo.db
 
 # Three nodes of one cluster (docs/CLUSTER.md) on this machine's Redis and PostgreSQL,
-# the REPL on the first (failing over to the others), the bots on the second and third.
+# the REPL on the first, the bots on the second and third, each failing over to the others.
 CLUSTER_REDIS ?= redis://127.0.0.1:6379/0
 CLUSTER_DB    ?= postgresql://postgres@127.0.0.1:5432/chatroom_demo
 cluster-demo: $(STAMP)

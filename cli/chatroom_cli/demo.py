@@ -1,7 +1,7 @@
 """``make demo``: a local server, the demo bots if installed, and the REPL in front.
 ``make cluster-demo`` (``--cluster``): three nodes of one cluster (docs/CLUSTER.md) on
-Redis and PostgreSQL, the REPL on the first (with the others to fail over to) and the
-bots on the second and third.
+Redis and PostgreSQL, the REPL on the first and the bots on the second and third, each
+with the other nodes to fail over to.
 
 Everything it starts is stopped when the REPL exits (or on Ctrl-C).
 """
@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO
 
 from chatroom.protocol import DEFAULT_PORT
 from chatroom_cli.__main__ import main as chat_main
@@ -64,6 +65,28 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait(5)
+
+
+def bot_command(bot: str, index: int, ports: Sequence[int], db: Path) -> list[str]:
+    """How the demo runs its ``index``-th bot. In a cluster each bot starts on a node of
+    its own, not the REPL's, and has every other node after it to fail over to, as the
+    REPL does (docs/CLUSTER.md): given one address, a bot whose node died never
+    returned. ``db`` is where it keeps its generated password (beside the server's)."""
+    first = (index + 1) % len(ports)
+    order = [*ports[first:], *ports[:first]]
+    hosts = ",".join(f"127.0.0.1:{p}" for p in order)
+    return [sys.executable, "-m", "chatroom_bots", bot, "--host", hosts, "--db", str(db)]
+
+
+def start_bots(
+    ports: Sequence[int], db: Path, log: IO[bytes], procs: list[subprocess.Popen[bytes]]
+) -> list[str]:
+    """Start the demo bots (if installed), appending them to ``procs``; their names."""
+    if not importlib.util.find_spec("chatroom_bots.__main__"):
+        return []
+    for i, bot in enumerate(BOTS):
+        procs.append(subprocess.Popen(bot_command(bot, i, ports, db), stdout=log, stderr=log))
+    return list(BOTS)
 
 
 def _create_database(url: str) -> bool:
@@ -125,27 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not _wait_listening(port, server):
                 print("the server did not start; see demo.log", file=sys.stderr)
                 return 1
-        started = []
-        if not args.no_bots and importlib.util.find_spec("chatroom_bots.__main__"):
-            for i, bot in enumerate(BOTS):
-                port = ports[(i + 1) % len(ports)]  # in a cluster: not the REPL's node
-                procs.append(
-                    subprocess.Popen(
-                        [
-                            sys.executable,
-                            "-m",
-                            "chatroom_bots",
-                            bot,
-                            "--port",
-                            str(port),
-                            "--db",
-                            str(args.db),
-                        ],
-                        stdout=log,
-                        stderr=log,
-                    )
-                )
-                started.append(bot)
+        started = [] if args.no_bots else start_bots(ports, args.db, log, procs)
         where = ", ".join(f"127.0.0.1:{p}" for p in ports)
         print(
             f"{'nodes' if args.cluster else 'server'} on {where} (accounts in {db}, "
