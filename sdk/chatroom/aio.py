@@ -327,7 +327,8 @@ class AsyncChatClient:
         return reply.result or LoginResult(ok.username, ok.new_user, ok.users, ok.seq)
 
     async def pm(self, message: str) -> Receipt:
-        """A public message; returns once the server stored it (resent after a reconnect)."""
+        """A public message; returns once the server stored it (resent after a reconnect).
+        Over the server's limits: :class:`chatroom.MessageTooLong`, and nothing is sent."""
         return receipt(await self._request(Ack, lambda s: s.request(PmCommand(message=message))))
 
     async def dm(self, to: str, message: str) -> Receipt:

@@ -517,7 +517,8 @@ class ChatClient:
         """Send a public message; returns once the server acknowledged (stored) it, with
         its ``seq``. If the connection breaks first and ``reconnect=True``, it is sent again
         on the new connection, and stored once (docs/PROTOCOL.md §Idempotent sends); the
-        call still returns within ``timeout`` or raises :class:`ChatTimeout`.
+        call still returns within ``timeout`` or raises :class:`ChatTimeout`. A message
+        over the server's limits raises :class:`~chatroom.errors.MessageTooLong`, unsent.
 
         ``wait=False`` returns as soon as the frame is written (safe in inline hooks, and
         what load generators need); a refusal then arrives as a :class:`ServerNotice`.

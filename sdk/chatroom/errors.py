@@ -13,7 +13,8 @@
     └── ServerError                the server refused a request; ``code`` is its error code
         ├── AuthError              ``bad_credentials``, ``weak_password``, ``invalid_username``
         ├── UserOffline            ``user_offline``, ``unknown_user``
-        └── RateLimited            ``rate_limited``
+        ├── RateLimited            ``rate_limited``
+        └── MessageTooLong         over the server's limits (refused before sending), ``too_large``
 
 "You misused it" (:class:`UsageError`) is split from "the peer misbehaved"
 (:class:`ProtocolError`), and both from "the server said no" (:class:`ServerError`).
@@ -36,6 +37,7 @@ __all__ = [
     "ConnectionLost",
     "ErrorCode",
     "FrameTooLarge",
+    "MessageTooLong",
     "ProtocolError",
     "RateLimited",
     "RequestId",
@@ -147,6 +149,28 @@ class RateLimited(ServerError):
     """The server's flood control refused the request (``rate_limited``)."""
 
 
+class MessageTooLong(ServerError):
+    """A message over the server's limits (docs/PROTOCOL.md §Limits): longer than
+    ``max_message`` characters (code ``bad_request``, what the server would answer), or a
+    frame over ``max_frame`` bytes (code ``too_large``). The client refuses it before
+    sending, from the limits ``login_ok`` announced; ``length`` and ``limit`` say by how
+    much (None when the server refused it itself, with ``too_large``). A ``ServerError``,
+    so code that handled the server's refusal handles this one the same way."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        request_id: RequestId = None,
+        *,
+        length: int | None = None,
+        limit: int | None = None,
+    ) -> None:
+        super().__init__(code, message, request_id)
+        self.length = length
+        self.limit = limit
+
+
 _BY_CODE: dict[str, type[ServerError]] = {
     ErrorCode.BAD_CREDENTIALS: AuthError,
     ErrorCode.WEAK_PASSWORD: AuthError,
@@ -154,6 +178,7 @@ _BY_CODE: dict[str, type[ServerError]] = {
     ErrorCode.USER_OFFLINE: UserOffline,
     ErrorCode.UNKNOWN_USER: UserOffline,
     ErrorCode.RATE_LIMITED: RateLimited,
+    ErrorCode.TOO_LARGE: MessageTooLong,
 }
 
 

@@ -14,6 +14,9 @@ events out; requests in, bytes out. It owns every protocol decision a client mak
   makes every message come out once and in order across any number of reconnects;
   ``since`` on every re-login; waiting for ``replay_done`` before a login counts as done;
   a cid on every ``pm``/``dm``, and the resend after a reconnect of those not acked;
+- the limits ``login_ok`` announces (§Limits): a ``pm``/``dm`` over them is refused with
+  :class:`~chatroom.errors.MessageTooLong` before it is sent, and a frame the server
+  refused as ``too_large`` is never sent again;
 - turning frames into events, and malformed frames into :class:`BadFrame` rather than an
   exception that would end the connection.
 
@@ -46,7 +49,14 @@ from typing import Final, TypeVar
 
 import msgspec
 
-from chatroom.errors import AuthError, ChatTimeout, ProtocolError, ServerError, error_for_code
+from chatroom.errors import (
+    AuthError,
+    ChatTimeout,
+    MessageTooLong,
+    ProtocolError,
+    ServerError,
+    error_for_code,
+)
 from chatroom.events import HistoryPage, LoginResult, Receipt, Reconnected, ServerNotice
 from chatroom.protocol import (
     PROTOCOL_VERSION,
@@ -69,6 +79,7 @@ from chatroom.protocol import (
     ReplayDone,
     ReplayTruncated,
     ServerEvent,
+    ServerLimits,
     UserList,
     UsersCommand,
     UsersDelta,
@@ -221,6 +232,7 @@ class ClientSession:
         "cursor",
         "epoch",
         "keepalive_interval",
+        "limits",
         "max_frame",
         "timeout",
         "track_users",
@@ -262,6 +274,8 @@ class ClientSession:
         self._replay: _Replay | None = None
         # pm/dm requests with a cid, not acked yet: sent again after a reconnect.
         self._resend: dict[int, bytes] = {}
+        # What the server's login_ok said a client must respect (None: not said).
+        self.limits: ServerLimits | None = None
         self._cid_prefix = secrets.token_hex(6)  # cids unique per sender, across processes
         self._cids = 0
 
@@ -301,17 +315,47 @@ class ClientSession:
         """``cmd`` with a fresh id, and its frame; its reply comes back as :class:`Reply`
         or :class:`Refused` with that id. A ``pm`` or ``dm`` also gets a cid (unless it
         has one) and, until acked, is sent again after a reconnect (:meth:`connection_made`):
-        the server stores it once (docs/PROTOCOL.md §Idempotent sends)."""
+        the server stores it once (docs/PROTOCOL.md §Idempotent sends). A ``pm`` or
+        ``dm`` over the server's limits raises :class:`~chatroom.errors.MessageTooLong`
+        and is neither sent nor remembered."""
         rid = self.next_id()
-        self._pending[rid] = type(cmd).__struct_config__.tag  # type: ignore[assignment]
         if isinstance(cmd, PmCommand | DmCommand):
-            if cmd.cid is None:
+            cid = cmd.cid
+            if cid is None:
                 self._cids += 1
-                cmd = msgspec.structs.replace(cmd, cid=f"{self._cid_prefix}-{self._cids}")
-            data = encode(msgspec.structs.replace(cmd, id=rid))
+                cid = f"{self._cid_prefix}-{self._cids}"
+            data = encode(msgspec.structs.replace(cmd, cid=cid, id=rid))
+            self._check_limits(cmd, data)
             self._resend[rid] = data
-            return rid, data
-        return rid, encode(msgspec.structs.replace(cmd, id=rid))
+        else:
+            data = encode(msgspec.structs.replace(cmd, id=rid))
+        self._pending[rid] = type(cmd).__struct_config__.tag  # type: ignore[assignment]
+        return rid, data
+
+    def _check_limits(self, cmd: PmCommand | DmCommand, data: bytes) -> None:
+        """Refuse what the server would refuse (docs/PROTOCOL.md §Limits), before it is
+        sent: a message over ``max_message`` characters would be answered with
+        ``bad_request``; a frame over ``max_frame`` bytes with ``too_large`` and the end
+        of the connection, and resent after every reconnect."""
+        limits = self.limits
+        if limits is None:
+            return  # a server older than the field: it says so itself (too_large below)
+        n = len(cmd.message)
+        if n > limits.max_message:
+            raise MessageTooLong(
+                ErrorCode.BAD_REQUEST,
+                f"message is {n:,} characters; the limit is {limits.max_message:,}",
+                length=n,
+                limit=limits.max_message,
+            )
+        size = len(data) - 1  # the limit counts the frame without its newline (§Framing)
+        if size > limits.max_frame:
+            raise MessageTooLong(
+                ErrorCode.TOO_LARGE,
+                f"message is {size:,} bytes as a frame; the limit is {limits.max_frame:,}",
+                length=size,
+                limit=limits.max_frame,
+            )
 
     def login(self, username: str, password: str, *, since: int | None = None) -> tuple[int, bytes]:
         """The login request; on ``login_ok`` the credentials are kept for re-login.
@@ -334,8 +378,13 @@ class ClientSession:
         return self.request(LoginCommand(username=username))
 
     def send(self, cmd: ClientCommand) -> bytes:
-        """A command without an id (its refusal comes as a :class:`ServerNotice`)."""
-        return encode(cmd)
+        """A command without an id (its refusal comes as a :class:`ServerNotice`); a
+        ``pm`` or ``dm`` over the server's limits raises
+        :class:`~chatroom.errors.MessageTooLong` instead."""
+        data = encode(cmd)
+        if isinstance(cmd, PmCommand | DmCommand):
+            self._check_limits(cmd, data)
+        return data
 
     def logout(self) -> bytes:
         """The goodbye; no automatic re-login after it."""
@@ -383,7 +432,7 @@ class ClientSession:
         unacked ``pm``/``dm`` stay pending: the re-login sends them again."""
         keep = set(self._resend) if resend and self._credentials is not None else set()
         failed = [rid for rid in self._pending if rid not in keep]
-        self._pending = {rid: self._pending[rid] for rid in keep}
+        self._pending = {rid: self._pending[rid] for rid in keep if rid in self._pending}
         self._resend = {rid: self._resend[rid] for rid in keep}
         self._logins.clear()
         self._relogin = None
@@ -479,11 +528,47 @@ class ClientSession:
             events.append(Ended(event.reason))
         elif kind is ErrorEvent:
             assert isinstance(event, ErrorEvent)
+            if event.code == ErrorCode.TOO_LARGE and self._refuse_too_large(event, events):
+                return
             # Not tied to a request: an answer to an id-less send, or server_full, ...
             events.append(ServerNotice(error_for_code(event.code, event.message)))
             if event.code == ErrorCode.SERVER_FULL:
                 events.append(Ended(ErrorCode.SERVER_FULL))
         # ack and pong without an id answer id-less sends: nothing to do.
+
+    # ------------------------------------------------------------ replies
+
+    def _refuse_too_large(self, event: ErrorEvent, events: list[SessionEvent]) -> bool:
+        """The server refused a frame of ours as ``too_large`` and is closing the
+        connection (docs/PROTOCOL.md §Framing). The frame cannot be named (the server
+        never read its id), but it is an unacked ``pm``/``dm`` over the limit, or, from a
+        server that announced none, the largest: fail that request now rather than send
+        it again after every reconnect. False if no such request is waiting."""
+        limit = self.limits.max_frame if self.limits is not None else None
+        over = [
+            (len(data) - 1, rid)
+            for rid, data in self._resend.items()
+            if limit is None or len(data) - 1 > limit
+        ]
+        if not over:
+            return False
+        size, rid = max(over)
+        del self._resend[rid]
+        self._pending.pop(rid, None)
+        log.warning("the server refused a %d-byte frame: %s", size, event.message)
+        events.append(
+            Refused(
+                rid,
+                MessageTooLong(
+                    ErrorCode.TOO_LARGE,
+                    f"message is {size:,} bytes as a frame; the server refused it "
+                    f"({event.message})",
+                    rid,
+                    length=size,
+                ),
+            )
+        )
+        return True
 
     def _on_reply(self, rid: object, event: ServerEvent, events: list[SessionEvent]) -> None:
         if not isinstance(rid, int) or rid not in self._pending:
@@ -494,6 +579,10 @@ class ClientSession:
         relogin = rid == self._relogin
         if relogin:
             self._relogin = None
+        if type(event) is not LoginOk:
+            # Answered (acked or refused): never sent again. A refused send resent after
+            # a reconnect would be delivered after its caller was told it was not.
+            self._resend.pop(rid, None)
         if type(event) is ErrorEvent:
             err = error_for_code(event.code, event.message, rid)
             if relogin:
@@ -504,8 +593,6 @@ class ClientSession:
                 return
             events.append(Refused(rid, err))
             return
-        if type(event) is ErrorEvent or type(event) is not LoginOk:
-            self._resend.pop(rid, None)  # answered: nothing to send again
         if type(event) is LoginOk:
             # Here, before any event after it: the pushes that follow must already see
             # who we are and the list they apply to.
@@ -535,7 +622,8 @@ class ClientSession:
         events.append(Reply(rid, event))
 
     def _logged_in(self, ok: LoginOk, relogin: bool) -> None:
-        """A login_ok: adopt the server's epoch and cursor, and queue the resends."""
+        """A login_ok: adopt the server's epoch, cursor and limits, queue the resends."""
+        self.limits = ok.limits
         if ok.epoch is not None:
             if self.epoch is not None and ok.epoch != self.epoch:
                 log.warning("the server's message log is new (epoch changed): seqs restart")

@@ -16,8 +16,10 @@ from chatroom import (
     Broadcast,
     ChatClient,
     DirectMessage,
+    Disconnect,
     HistoryPage,
     LoginResult,
+    MessageTooLong,
     Receipt,
     Reconnected,
     UserOffline,
@@ -244,3 +246,25 @@ def test_reconnect_resumes_with_nothing_missed(
     assert texts == ["said while you were reconnecting", "said after"]
     assert event.replayed in (0, 1)  # the first one came replayed unless it raced the login
     assert got.empty()
+
+
+# ------------------------------------------------------------------ issue 33: own messages, limits
+
+
+def test_a_message_over_the_limits_is_refused_before_it_is_sent(
+    server: TestServer, make: Callable[..., Client]
+) -> None:
+    """A pasted 1 MB message was sent, refused (too_large closes the connection), resent
+    after the reconnect, and again, until the call timed out: 36 reconnects in 10 s, each
+    a leave and a join for everyone else."""
+    lost: queue.Queue[Disconnect] = queue.Queue()
+    c = make(reconnect=True)
+    c.on("disconnect", lost.put)
+    c.login("paster", PW)
+    with pytest.raises(MessageTooLong, match=r"^bad_request: message is 1,048,576 characters; "):
+        c.pm("x" * 1_048_576)
+    with pytest.raises(MessageTooLong) as exc:
+        c.dm("paster", "y" * 4001)
+    assert exc.value.message == "message is 4,001 characters; the limit is 4,000"
+    assert c.pm("z" * 4000).seq is not None  # at the limit, on the same connection
+    assert lost.empty()

@@ -8,9 +8,17 @@ from typing import Any
 
 import pytest
 
-from chatroom import AuthError, Broadcast, ChatTimeout, Reconnected, ServerNotice, UserOffline
+from chatroom import (
+    AuthError,
+    Broadcast,
+    ChatTimeout,
+    MessageTooLong,
+    Reconnected,
+    ServerNotice,
+    UserOffline,
+)
 from chatroom.errors import FrameTooLarge
-from chatroom.protocol import LoginOk, PmCommand, UsersCommand
+from chatroom.protocol import DmCommand, LoginOk, PmCommand, UsersCommand
 from chatroom.session import (
     PING,
     BadFrame,
@@ -307,3 +315,89 @@ def test_unacked_sends_are_resent_after_a_reconnect_and_acked_ones_are_not() -> 
     s2 = logged_in()
     r2, _ = s2.request(PmCommand(message="gone"))
     assert s2.connection_lost() == [r2]
+
+
+# ------------------------------------------------------------------ issue 33: own messages, limits
+
+
+def ok_frame(rid: int, seq: int, *, replay: bool = False, **extra: Any) -> bytes:
+    fields: dict[str, Any] = {"seq": seq, "epoch": "e", **extra}
+    if replay:
+        fields["replay"] = True
+    return frame(
+        type="login_ok", username="alice", new_user=False, users=["alice"], id=rid, **fields
+    )
+
+
+def logged_in_at(seq: int, **extra: Any) -> ClientSession:
+    """alice, logged in at ``seq`` with the message log."""
+    s = ClientSession()
+    s.connection_made(0.0)
+    rid, _ = s.login("alice", "correct horse")
+    feed(s, ok_frame(rid, seq, **extra))
+    return s
+
+
+def msg(seq: int, text: str, *, sender: str = "bob", to: str | None = None, **extra: Any) -> bytes:
+    fields: dict[str, Any] = {"from": sender, "message": text, "ts": 1.0, "seq": seq, **extra}
+    if to is None:
+        return frame(type="broadcast", **fields)
+    return frame(type="dm", to=to, **fields)
+
+
+def relogin(s: ClientSession, seq: int, *, replay: bool = True) -> tuple[dict[str, Any], bytes]:
+    """Cut and log in again; the re-login sent, and the login_ok for it."""
+    s.connection_lost(resend=True)
+    login = sent(s.connection_made(1.0))
+    return login, ok_frame(login["id"], seq, replay=replay)
+
+
+def test_messages_over_the_servers_limits_are_refused_before_sending() -> None:
+    s = logged_in_at(10, limits={"max_frame": 1000, "max_message": 400})
+    with pytest.raises(MessageTooLong) as long:
+        s.request(PmCommand(message="x" * 1_048_576))
+    assert str(long.value.message) == "message is 1,048,576 characters; the limit is 400"
+    assert (long.value.code, long.value.length, long.value.limit) == ("bad_request", 1_048_576, 400)
+    with pytest.raises(MessageTooLong) as large:
+        s.request(DmCommand(to="bob", message="\x01" * 400))  # 6 bytes each as JSON
+    assert large.value.code == "too_large"
+    assert large.value.message.endswith("bytes as a frame; the limit is 1,000")
+    with pytest.raises(MessageTooLong):
+        s.send(PmCommand(message="y" * 401))
+    assert s.connection_lost(resend=True) == []  # nothing was left pending
+    relogin_sent = sent(s.connection_made(1.0))
+    feed(s, ok_frame(relogin_sent["id"], 10, limits={"max_frame": 1000, "max_message": 400}))
+    assert s.data_to_send() == b""  # nor is anything resent
+    _rid, data = s.request(PmCommand(message="z" * 400))  # at the limit: fine
+    assert sent(data)["message"] == "z" * 400
+
+
+def test_a_frame_the_server_refused_is_never_sent_again() -> None:
+    """A server that announced no limits closes a connection on a frame over its own
+    (too_large, without the frame's id): the SDK resent it after every reconnect."""
+    s = logged_in_at(10)
+    small, _ = s.request(PmCommand(message="small"))
+    big, _ = s.request(PmCommand(message="x" * 100_000))
+    events = feed(s, frame(type="error", code="too_large", message="frame exceeds 65536 bytes"))
+    (refused,) = events
+    assert isinstance(refused, Refused) and refused.rid == big
+    assert isinstance(refused.error, MessageTooLong) and refused.error.code == "too_large"
+    assert "100,0" in refused.error.message
+    assert s.connection_lost(resend=True) == []
+    login = sent(s.connection_made(1.0))
+    feed(s, ok_frame(login["id"], 10))
+    resent = [json.loads(line) for line in s.data_to_send().splitlines()]
+    assert [f["message"] for f in resent] == ["small"]
+    assert feed(s, frame(type="ack", command="pm", seq=11, id=small))[0].rid == small  # type: ignore[union-attr]
+
+
+def test_a_refused_send_is_not_resent() -> None:
+    """A pm the server refused (rate_limited, unavailable, ...) was kept for the resend:
+    after a reconnect it was delivered although its caller had been told it was not."""
+    s = logged_in_at(10)
+    rid, _ = s.request(PmCommand(message="refused"))
+    (refused,) = feed(s, frame(type="error", code="rate_limited", message="slow", id=rid))
+    assert isinstance(refused, Refused)
+    _login, ok = relogin(s, 10, replay=False)
+    feed(s, ok)
+    assert s.data_to_send() == b""

@@ -1,0 +1,134 @@
+"""The REPL and the user's own messages (issue 33): a message over the server's limits
+is refused with one line before it is sent."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.input.base import PipeInput
+from prompt_toolkit.output import DummyOutput
+
+from chatroom import Broadcast, ChatClient, DirectMessage, UsersChanged
+from chatroom.testing import TestServer
+from chatroom_cli.repl import InteractiveTerminal, Repl
+
+PW = "correct horse"
+T = 10.0
+PASTE_START, PASTE_END = "\x1b[200~", "\x1b[201~"  # a terminal's bracketed paste
+
+
+class Screen(DummyOutput):
+    """A DummyOutput that keeps what was written, so a test can wait for text."""
+
+    def __init__(self) -> None:
+        self._text = ""
+        self._cond = threading.Condition()
+
+    def write(self, data: str) -> None:
+        with self._cond:
+            self._text += data
+            self._cond.notify_all()
+
+    write_raw = write
+
+    @property
+    def text(self) -> str:
+        with self._cond:
+            return self._text
+
+    def wait_for(self, needle: str, timeout: float = T, *, after: str = "") -> None:
+        """Until ``needle`` is on screen (below the first ``after``, if given)."""
+
+        def there() -> bool:
+            start = self._text.find(after)
+            return start >= 0 and needle in self._text[start:]
+
+        with self._cond:
+            if not self._cond.wait_for(there, timeout):
+                raise AssertionError(f"{needle!r} never appeared; output:\n{self._text[-3000:]}")
+
+
+class Session:
+    """The real REPL on a pipe input, logged in as ``user``, with clients that
+    ``new_client`` makes; on leaving the ``with`` block its client is closed whatever
+    happened, so a failed test leaves nothing reconnecting behind it."""
+
+    def __init__(self, new_client: Callable[[], ChatClient], pipe: PipeInput, user: str) -> None:
+        self.pipe = pipe
+        self.screen = Screen()
+        term = InteractiveTerminal(pipe, self.screen)
+        self.repl = Repl(new_client, term, user=user, password=PW)
+        self.status: int | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        try:
+            self.screen.wait_for("Type /help")
+        except BaseException:
+            self.__exit__()
+            raise
+
+    @property
+    def client(self) -> ChatClient:
+        """The REPL's client (before login, the REPL may replace it)."""
+        return self.repl.client
+
+    def _run(self) -> None:
+        self.status = self.repl.run()
+
+    def type(self, keys: str) -> None:
+        self.pipe.send_text(keys)
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.close()
+        if self.thread.is_alive():
+            self.type("\x04")  # Ctrl-D at the prompt: the REPL ends
+            self.thread.join(T)
+
+    def finish(self) -> int | None:
+        self.type("EX\r")
+        self.thread.join(T)
+        assert not self.thread.is_alive(), "the REPL did not exit"
+        return self.status
+
+
+@pytest.fixture
+def pipe() -> Iterator[PipeInput]:
+    with create_pipe_input() as p:
+        yield p
+
+
+def reconnecting(address: tuple[str, int]) -> Callable[[], ChatClient]:
+    return lambda: ChatClient(*address, reconnect=True, reconnect_max_delay=0.2)
+
+
+def test_a_pasted_megabyte_is_refused_with_one_line_and_the_session_goes_on(
+    server: TestServer, pipe: PipeInput
+) -> None:
+    """A pasted 1 MB message was sent, the server closed the connection (too_large), the
+    SDK reconnected and sent it again, and again, until "the server did not answer in
+    time"; the others saw the sender leave and join each time."""
+    with ChatClient(*server.address) as watcher:
+        watcher.login("watcher", PW)
+        left: queue.Queue[UsersChanged] = queue.Queue()
+        watcher.on_users(lambda e: left.put(e) if e.left else None)
+        with Session(reconnecting(server.address), pipe, "erin") as erin:
+            erin.type(PASTE_START + "x" * 1_048_576 + PASTE_END + "\r")
+            erin.screen.wait_for("!! message is 1,048,576 characters; the limit is 4,000")
+            erin.type("DM watcher " + "y" * 4001 + "\r")
+            erin.screen.wait_for("!! message is 4,001 characters; the limit is 4,000")
+            with watcher.expect(Broadcast) as got:
+                erin.type("PM still here\r")
+                assert got.wait(T).message == "still here"
+            with watcher.expect(DirectMessage) as dm:
+                erin.type("DM watcher " + "z" * 4000 + "\r")  # at the limit
+                assert dm.wait(T).message == "z" * 4000
+            assert "reconnect" not in erin.screen.text
+            assert left.empty()  # erin never left
+            assert erin.finish() == 0
