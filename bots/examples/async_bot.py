@@ -16,7 +16,7 @@ async def run(port: int) -> None:
             nonlocal seen
             seen += 1
 
-        @client.on_dm
+        @client.on_dm  # DMs from others only: the ones this bot sent go to on_dm_sent
         async def answer(event: DirectMessage) -> None:
             await asyncio.sleep(0.1)  # stands for an HTTP call, a database query, ...
             await client.dm(

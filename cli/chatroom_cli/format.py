@@ -7,10 +7,10 @@ import zlib
 
 from prompt_toolkit.styles import Style
 
-from chatroom import Broadcast, DirectMessage, HistoryMessage, UsersChanged
+from chatroom import Broadcast, DirectMessage, DmSent, HistoryMessage, UsersChanged
 from chatroom.protocol import username_key
 
-__all__ = ["STYLE", "Fragments", "format_event", "plain", "user_style"]
+__all__ = ["STYLE", "Fragments", "format_event", "format_stored", "plain", "sent_dm", "user_style"]
 
 Fragments = list[tuple[str, str]]
 
@@ -51,6 +51,27 @@ def _ts(ts: float) -> tuple[str, str]:
     return ("class:ts", time.strftime("%H:%M ", time.localtime(ts)))
 
 
+def _is(name: str, me: str | None) -> bool:
+    return me is not None and username_key(name) == username_key(me)
+
+
+def _dm(sender: str, to: str, message: str, me: str | None) -> Fragments:
+    """A DM's words, the same live and from history: ``[DM] *bob* -> you: text`` for
+    one we received, ``[DM] you -> *bob*: text`` for one we sent (by its ``to``)."""
+    if _is(sender, me):
+        return [
+            ("class:dm", "[DM] you -> "),
+            (user_style(to), f"*{to}*"),
+            ("class:dm", f": {message}"),
+        ]
+    target = "you" if _is(to, me) else f"*{to}*"
+    return [
+        ("class:dm", "[DM] "),
+        (user_style(sender), f"*{sender}*"),
+        ("class:dm", f" -> {target}: {message}"),
+    ]
+
+
 def format_event(event: object, me: str | None) -> Fragments | None:
     """The line for an incoming event, or None if it shows nothing."""
     if isinstance(event, Broadcast):
@@ -60,12 +81,10 @@ def format_event(event: object, me: str | None) -> Fragments | None:
             ("", f" {event.message}"),
         ]
     if isinstance(event, DirectMessage):
-        return [
-            _ts(event.ts),
-            ("class:dm", "[DM] "),
-            (user_style(event.sender), f"*{event.sender}*"),
-            ("class:dm", f" -> you: {event.message}"),
-        ]
+        # Always to us: the SDK passes the DMs we sent as DmSent.
+        return [_ts(event.ts), *_dm(event.sender, event.to, event.message, event.to)]
+    if isinstance(event, DmSent):
+        return [_ts(event.ts), *_dm(event.sender, event.to, event.message, event.sender)]
     if isinstance(event, UsersChanged):
         joined = [n for n in event.joined if n != me]
         left = [n for n in event.left if n != me]
@@ -81,11 +100,15 @@ def format_event(event: object, me: str | None) -> Fragments | None:
     return None
 
 
-def format_stored(m: HistoryMessage) -> Fragments:
-    """A message from history (the login backlog, /history), dimmed: it is the past."""
-    who = f"<{m.sender}>" if m.kind == "pm" else f"[DM] {m.sender} -> {m.to}:"
+def format_stored(m: HistoryMessage, me: str | None = None) -> Fragments:
+    """A message from history (the login backlog, /history), dimmed: it is the past. It
+    reads as the same message live would (``me``: whose history it is)."""
     when = time.strftime("%H:%M ", time.localtime(m.ts))
-    return [("class:earlier", when), ("class:earlier", f"{who} {m.message}")]
+    if m.kind == "dm":
+        words = _dm(m.sender, m.to or "?", m.message, me)
+    else:
+        words = [("", f"<{m.sender}> {m.message}")]
+    return [("class:earlier", when), *(("class:earlier", text) for _, text in words)]
 
 
 def _names(names: list[str], most: int = 5) -> str:
@@ -97,12 +120,7 @@ def _names(names: list[str], most: int = 5) -> str:
 
 def sent_dm(to: str, message: str, queued: bool = False) -> Fragments:
     """A DM we sent; ``queued``: they are offline and get it at their next login."""
-    out: Fragments = [
-        _ts(time.time()),
-        ("class:dm", "[DM] you -> "),
-        (user_style(to), f"*{to}*"),
-        ("class:dm", f": {message}"),
-    ]
+    out: Fragments = [_ts(time.time()), *_dm("you", to, message, "you")]
     if queued:
         out.append(("class:info", f"  (queued: {to} is offline and gets it on return)"))
     return out

@@ -47,6 +47,7 @@ from chatroom import (
     ConnectionLost,
     DirectMessage,
     Disconnect,
+    DmSent,
     LoginResult,
     Reconnected,
     ServerError,
@@ -266,7 +267,7 @@ class Repl:
         # DMs replayed at the first login (sent while we were away) wait here until the
         # public backlog is printed above them; guarded by _away_lock.
         self._away_lock = threading.Condition()
-        self._away: list[DirectMessage] | None = None  # None: not collecting
+        self._away: list[DirectMessage | DmSent] | None = None  # None: not collecting
         # /history paging: where the next page of each conversation ends (REPL thread).
         # Set at login below what is on screen (the backlog, the DMs from while we were
         # away); a conversation not in it starts below the login's seq, since everything
@@ -281,6 +282,7 @@ class Repl:
     def _attach(self, client: ChatClient) -> ChatClient:
         client.on_broadcast(self._on_message)
         client.on_dm(self._on_message)
+        client.on_dm_sent(self._on_message)
         client.on_users(self._on_users)
         client.on_disconnect(self._on_disconnect)
         client.on_reconnect(self._on_reconnect)
@@ -313,9 +315,12 @@ class Repl:
 
     # -------------------------------------------------------------- hooks (dispatch thread)
 
-    def _on_message(self, event: Broadcast | DirectMessage) -> None:
-        if isinstance(event, DirectMessage):
-            self._touch(event.sender)
+    def _on_message(self, event: Broadcast | DirectMessage | DmSent) -> None:
+        if isinstance(event, DmSent) and not event.replayed:
+            return  # a DM to ourselves, sent from here: _dm shows it once acked
+        if isinstance(event, DirectMessage | DmSent):
+            # The other party, first among the recent names (Tab completion).
+            self._touch(event.to if isinstance(event, DmSent) else event.sender)
             if event.replayed:
                 with self._away_lock:
                     if self._away is not None:
@@ -484,7 +489,7 @@ class Repl:
         if page is not None and page.messages:
             self.info("earlier")
             for m in page.messages:
-                self.term.show(format_stored(m))
+                self.term.show(format_stored(m, self.client.username))
             self._older[None] = page.messages[0].seq
         with self._away_lock:
             # Their hooks may still be on their way (another thread): wait, but not long.
@@ -494,9 +499,10 @@ class Repl:
             n = len(away)
             self.info(f"{n} direct message{'s' * (n != 1)} while you were away")
             for dm in away:
-                self._touch(dm.sender)
+                other = dm.to if isinstance(dm, DmSent) else dm.sender
+                self._touch(other)
                 self.term.show(format_event(dm, self.client.username) or [])
-                key = username_key(dm.sender)
+                key = username_key(other)
                 if dm.seq is not None and dm.seq < self._older.get(key, dm.seq + 1):
                     self._older[key] = dm.seq  # on screen: /history starts below it
 
@@ -599,7 +605,7 @@ class Repl:
         n = len(page.messages)
         self.info(f"{n} message{'s' * (n != 1)} {where} (#{first.seq}-#{last.seq})")
         for m in page.messages:
-            self.term.show(format_stored(m))
+            self.term.show(format_stored(m, self.client.username))
         self._older[key] = first.seq if page.has_more else 1
         if not page.has_more:
             self.info("that is the beginning")

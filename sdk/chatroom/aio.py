@@ -160,7 +160,12 @@ class AsyncChatClient:
         return self._add_hook("broadcast", fn)
 
     def on_dm(self, fn: E) -> E:
+        """Direct messages others sent us (ours go to ``on_dm_sent``)."""
         return self._add_hook("dm", fn)
+
+    def on_dm_sent(self, fn: E) -> E:
+        """Direct messages this user sent, passed back (:class:`chatroom.DmSent`)."""
+        return self._add_hook("dm_sent", fn)
 
     def on_users(self, fn: E) -> E:
         return self._add_hook("users", fn)

@@ -36,6 +36,7 @@ from chatroom.events import (
     HOOK_KINDS,
     KIND_OF,
     Disconnect,
+    DmSent,
     HistoryPage,
     HookError,
     LoginResult,
@@ -179,10 +180,10 @@ class ChatClient:
         client.login("alice", "correct horse")
         client.run_forever()
 
-    **Hooks.** Register with the decorators ``on_broadcast``, ``on_dm``, ``on_users``,
-    ``on_disconnect``, ``on_reconnect`` and ``on_error``, or subclass and override the
-    method of the same name (``def on_dm(self, event): ...``). Several hooks per event
-    run in registration order (an override first).
+    **Hooks.** Register with the decorators ``on_broadcast``, ``on_dm``, ``on_dm_sent``,
+    ``on_users``, ``on_disconnect``, ``on_reconnect``, ``on_notice`` and ``on_error``, or
+    subclass and override the method of the same name (``def on_dm(self, event): ...``).
+    Several hooks per event run in registration order (an override first).
 
     **Threading contract.**
 
@@ -290,12 +291,20 @@ class ChatClient:
     # ------------------------------------------------------------------ hooks
 
     def on_broadcast(self, fn: Callable[[Broadcast], object]) -> Callable[[Broadcast], object]:
-        """Register a hook for public messages from other users."""
+        """Register a hook for public messages from other users (and our own, replayed,
+        when another session or an earlier run of this program sent them)."""
         return self._add_hook("broadcast", fn)
 
     def on_dm(self, fn: Callable[[DirectMessage], object]) -> Callable[[DirectMessage], object]:
-        """Register a hook for direct messages to us."""
+        """Register a hook for direct messages others sent us (never one we sent: those
+        go to ``on_dm_sent``)."""
         return self._add_hook("dm", fn)
+
+    def on_dm_sent(self, fn: Callable[[DmSent], object]) -> Callable[[DmSent], object]:
+        """Register a hook for direct messages this user sent, passed back by the server
+        (see :class:`DmSent`): replayed from before a reconnect or a restart, or to
+        ourselves."""
+        return self._add_hook("dm_sent", fn)
 
     def on_users(self, fn: Callable[[UsersChanged], object]) -> Callable[[UsersChanged], object]:
         """Register a hook for user-list pushes (``event.joined``/``event.left`` say why)."""
@@ -613,7 +622,9 @@ class ChatClient:
     def expect(self, *types: type[Any], check: Callable[[Any], bool] | None = None) -> Waiter[Any]:
         """Start waiting for an event (see :class:`Waiter`); ``types`` default to the
         message events."""
-        w: Waiter[Any] = Waiter(self, types or (Broadcast, DirectMessage, UsersChanged), check)
+        w: Waiter[Any] = Waiter(
+            self, types or (Broadcast, DirectMessage, DmSent, UsersChanged), check
+        )
         with self._lock:
             self._waiters = [*self._waiters, w]
         return w
@@ -625,9 +636,9 @@ class ChatClient:
         timeout: float | None = None,
     ) -> E:
         """Block until an event of ``event_type`` (``Broadcast``, ``DirectMessage``,
-        ``UsersChanged``, ``Disconnect``, ``Reconnected``, ``ServerNotice``) for which
-        ``check`` is true arrives *after this call*; raise :class:`ChatTimeout` after
-        ``timeout`` seconds."""
+        ``DmSent``, ``UsersChanged``, ``Disconnect``, ``Reconnected``, ``ServerNotice``)
+        for which ``check`` is true arrives *after this call*; raise :class:`ChatTimeout`
+        after ``timeout`` seconds."""
         if self._on_receive_thread():
             raise UsageError("wait_for() would block the receive thread (inline hook)")
         return self.expect(event_type, check=check).wait(timeout)

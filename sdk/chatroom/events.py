@@ -3,7 +3,8 @@
 The message events are the wire types themselves (:class:`Broadcast`,
 :class:`DirectMessage`, from :mod:`chatroom.protocol`): frozen msgspec Structs. The rest
 are frozen dataclasses that the client session (:mod:`chatroom.session`) makes out of
-what the server said. All compare by value and are safe to keep.
+what the server said (:class:`DmSent` is a ``dm`` frame the user sent). All compare by
+value and are safe to keep.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ __all__ = [
     "Broadcast",
     "DirectMessage",
     "Disconnect",
+    "DmSent",
     "HistoryMessage",
     "HistoryPage",
     "HookError",
@@ -64,6 +66,29 @@ class HistoryPage:
 
     messages: tuple[HistoryMessage, ...]
     has_more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DmSent:
+    """A direct message this user sent, as the server passed it back: replayed after a
+    reconnect or a restart (sent before it, by this program or another session of the
+    same user), or a DM to oneself. Never a :class:`DirectMessage`, so an ``on_dm`` hook
+    that answers ``event.sender`` never answers itself. A DM this session sent and had
+    acknowledged is not passed back at all (``dm()`` returned its receipt).
+
+    ``sender`` is the user's own canonical name, ``to`` the recipient's; ``replayed``
+    says it came in a replay (docs/PROTOCOL.md §Resume), not live."""
+
+    sender: str
+    to: str
+    message: str
+    ts: float
+    seq: int | None = None
+    replayed: bool = False
+
+    @classmethod
+    def of(cls, dm: DirectMessage) -> DmSent:
+        return cls(dm.sender, dm.to, dm.message, dm.ts, dm.seq, dm.replayed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +155,7 @@ class HookError:
 HOOK_KINDS: tuple[str, ...] = (
     "broadcast",
     "dm",
+    "dm_sent",
     "users",
     "disconnect",
     "reconnect",
@@ -139,6 +165,7 @@ HOOK_KINDS: tuple[str, ...] = (
 KIND_OF: dict[type, str] = {
     Broadcast: "broadcast",
     DirectMessage: "dm",
+    DmSent: "dm_sent",
     UsersChanged: "users",
     Disconnect: "disconnect",
     Reconnected: "reconnect",

@@ -17,8 +17,9 @@ events out; requests in, bytes out. It owns every protocol decision a client mak
 - the limits ``login_ok`` announces (§Limits): a ``pm``/``dm`` over them is refused with
   :class:`~chatroom.errors.MessageTooLong` before it is sent, and a frame the server
   refused as ``too_large`` is never sent again;
-- turning frames into events, and malformed frames into :class:`BadFrame` rather than an
-  exception that would end the connection.
+- turning frames into events (a DM the user sent into :class:`~chatroom.events.DmSent`,
+  never a :class:`~chatroom.protocol.DirectMessage`), and malformed frames into
+  :class:`BadFrame` rather than an exception that would end the connection.
 
 It has no sockets, threads or clocks: the caller passes ``now`` (any monotonic clock) and
 writes the bytes it is given. It is not thread-safe: one owner, or one lock around every
@@ -57,7 +58,7 @@ from chatroom.errors import (
     ServerError,
     error_for_code,
 )
-from chatroom.events import HistoryPage, LoginResult, Receipt, Reconnected, ServerNotice
+from chatroom.events import DmSent, HistoryPage, LoginResult, Receipt, Reconnected, ServerNotice
 from chatroom.protocol import (
     PROTOCOL_VERSION,
     Ack,
@@ -86,6 +87,7 @@ from chatroom.protocol import (
     decode_event,
     encode,
     split_block,
+    username_key,
 )
 
 __all__ = [
@@ -173,6 +175,7 @@ SessionEvent = (
     | BadFrame
     | Broadcast
     | DirectMessage
+    | DmSent
     | Reconnected
     | ServerNotice
 )
@@ -494,15 +497,21 @@ class ClientSession:
             return
         kind = type(event)
         if kind is Broadcast or kind is DirectMessage:
-            seq = event.seq  # type: ignore[union-attr]
+            message: Broadcast | DirectMessage = event  # type: ignore[assignment]
+            seq = message.seq
             if seq is not None:
                 if self.cursor is not None and seq <= self.cursor:
                     log.debug("dropping seq %d: already seen (cursor %d)", seq, self.cursor)
                     return
                 self.cursor = seq
-                if self._replay is not None and event.replayed:  # type: ignore[union-attr]
+                if self._replay is not None and message.replayed:
                     self._replay.count += 1
-            events.append(event)  # type: ignore[arg-type]
+            if kind is DirectMessage and self._is_me(message.sender):
+                # Sent by this user, not to it: never on_dm (an answer to its sender would
+                # be a DM to ourselves, and so on, in a loop).
+                events.append(DmSent.of(message))  # type: ignore[arg-type]
+            else:
+                events.append(message)
             return
         if kind is ReplayDone or kind is ReplayTruncated:
             self._on_replay(event, events)  # type: ignore[arg-type]
@@ -535,6 +544,11 @@ class ClientSession:
             if event.code == ErrorCode.SERVER_FULL:
                 events.append(Ended(ErrorCode.SERVER_FULL))
         # ack and pong without an id answer id-less sends: nothing to do.
+
+    # ------------------------------------------------------------ frames of ours
+
+    def _is_me(self, name: str) -> bool:
+        return self.username is not None and username_key(name) == username_key(self.username)
 
     # ------------------------------------------------------------ replies
 

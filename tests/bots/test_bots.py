@@ -17,7 +17,7 @@ from types import ModuleType
 
 import pytest
 
-from chatroom import Broadcast, ChatClient, DirectMessage, UsersChanged
+from chatroom import Broadcast, ChatClient, DirectMessage, Reconnected, UsersChanged
 from chatroom.aio import AsyncChatClient
 from chatroom.testing import TestServer, running_server
 from chatroom_bots import BadArguments, Bot, Message, make_echo, make_greeter
@@ -370,3 +370,42 @@ def test_the_example_async_bot() -> None:
 
     with quiet_server() as srv:
         assert asyncio.run(scenario(srv.port)) == "0 public messages so far; you said 'hello'"
+
+
+def test_the_example_async_bot_never_answers_itself_after_a_restart() -> None:
+    """The example answers ``event.sender`` in on_dm: after a server restart its own
+    answers came back to on_dm, replayed, and it DMed itself in a loop."""
+    spec = importlib.util.spec_from_file_location("async_bot", ROOT / "bots/examples/async_bot.py")
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+
+    async def scenario(srv: TestServer) -> list[str]:
+        task = asyncio.create_task(example.run(srv.port))
+        async with AsyncChatClient("127.0.0.1", srv.port, reconnect=True) as me:
+            await me.login("asker", PW)
+            while "asyncbot" not in me.users:
+                await me.wait_for(UsersChanged, timeout=T)
+            answers: asyncio.Queue[str] = asyncio.Queue()
+            me.on_dm(lambda e: answers.put_nowait(e.message))
+            await me.dm("asyncbot", "hello")
+            await asyncio.wait_for(answers.get(), T)
+            back = asyncio.create_task(me.wait_for(Reconnected, timeout=T))
+            await asyncio.sleep(0)  # its waiter in place before the restart
+            await asyncio.to_thread(srv.restart)
+            await back
+            while "asyncbot" not in me.users:  # the bot reconnects on its own
+                await me.wait_for(UsersChanged, timeout=T)
+            await me.dm("asyncbot", "marker")
+            texts = [await asyncio.wait_for(answers.get(), T)]
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, T)
+        return texts
+
+    with quiet_server() as srv:
+        assert asyncio.run(scenario(srv)) == ["0 public messages so far; you said 'marker'"]
+        with ChatClient(srv.host, srv.port) as bot:
+            bot.login("asyncbot", "async bot password")
+            to_itself = bot.history(with_user="asyncbot").messages
+        assert [m.message for m in to_itself] == []

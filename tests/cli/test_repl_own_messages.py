@@ -1,9 +1,11 @@
-"""The REPL and the user's own messages (issue 33): a message over the server's limits
-is refused with one line before it is sent."""
+"""The REPL and the user's own messages (issue 33): DMs labelled by who they went to,
+live and from history alike, and a message over the server's limits refused with one
+line before it is sent."""
 
 from __future__ import annotations
 
 import queue
+import socket
 import threading
 from collections.abc import Callable, Iterator
 
@@ -12,9 +14,10 @@ from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.input.base import PipeInput
 from prompt_toolkit.output import DummyOutput
 
-from chatroom import Broadcast, ChatClient, DirectMessage, UsersChanged
+from chatroom import Broadcast, ChatClient, DirectMessage, Reconnected, UsersChanged
 from chatroom.testing import TestServer
 from chatroom_cli.repl import InteractiveTerminal, Repl
+from tests.helpers import CutProxy
 
 PW = "correct horse"
 T = 10.0
@@ -106,6 +109,48 @@ def pipe() -> Iterator[PipeInput]:
 
 def reconnecting(address: tuple[str, int]) -> Callable[[], ChatClient]:
     return lambda: ChatClient(*address, reconnect=True, reconnect_max_delay=0.2)
+
+
+def test_a_dm_i_sent_elsewhere_reads_you_to_them_live_and_in_history(
+    server: TestServer, pipe: PipeInput
+) -> None:
+    """A replayed DM alice had sent read ``[DM] *alice* -> you``; history DMs read
+    ``[DM] alice -> bob``, unlike live ones."""
+    proxy = CutProxy(server.address)
+    with ChatClient(*server.address) as bob:
+        bob.login("bob", PW)
+        with ChatClient(*server.address) as phone:
+            phone.login("alice", PW)
+            phone.dm("bob", "sent before")
+            with phone.expect(DirectMessage) as got:
+                bob.dm("alice", "hi before")
+                got.wait(T)
+        try:
+            with Session(reconnecting(proxy.address), pipe, "alice") as alice:
+                alice.type("/history bob\r")
+                # The lines of the page, below its heading, as they read live.
+                heading = "2 messages with bob"
+                alice.screen.wait_for("[DM] you -> *bob*: sent before", after=heading)
+                alice.screen.wait_for("[DM] *bob* -> you: hi before", after=heading)
+                # Alice's REPL loses the server for a while; meanwhile she DMs bob from
+                # another device. Her REPL catches up when it is back.
+                real = proxy.upstream
+                with socket.socket() as nowhere:
+                    nowhere.bind(("127.0.0.1", 0))  # bound, never listening: refused
+                    proxy.upstream = nowhere.getsockname()[:2]
+                    with alice.client.expect(Reconnected) as back:
+                        proxy.cut()
+                        with ChatClient(*server.address) as phone:
+                            phone.login("alice", PW)
+                            phone.dm("bob", "sent from my phone")
+                        proxy.upstream = real
+                        assert back.wait(T).replayed == 1
+                alice.screen.wait_for("[DM] you -> *bob*: sent from my phone")
+                alice.screen.wait_for("1 missed meanwhile, shown above")
+                assert "*alice* -> you" not in alice.screen.text
+                assert alice.finish() == 0
+        finally:
+            proxy.close()
 
 
 def test_a_pasted_megabyte_is_refused_with_one_line_and_the_session_goes_on(

@@ -17,6 +17,7 @@ from chatroom import (
     ChatClient,
     DirectMessage,
     Disconnect,
+    DmSent,
     HistoryPage,
     LoginResult,
     MessageTooLong,
@@ -249,6 +250,54 @@ def test_reconnect_resumes_with_nothing_missed(
 
 
 # ------------------------------------------------------------------ issue 33: own messages, limits
+
+
+def test_dms_the_user_sent_reach_on_dm_sent_never_on_dm(
+    server: TestServer, make: Callable[..., Client]
+) -> None:
+    """A DM sent by an earlier run (here: resumed from a seq before it), and a DM to
+    oneself, are DmSent events: on_dm only ever sees DMs from others."""
+    first = make()
+    first.login("writer", PW)
+    with ChatClient(server.host, server.port) as peer:
+        peer.login("reader", PW)
+        mark = first.pm("before the mark").seq
+        assert mark is not None
+        first.dm("READER", "sent by the first run")
+        first.close()
+        dms: queue.Queue[DirectMessage] = queue.Queue()
+        sent: queue.Queue[DmSent] = queue.Queue()
+        again = make(resume_from=mark)
+        again.on("dm", dms.put)
+        again.on("dm_sent", sent.put)
+        result = again.login("writer", PW)
+        assert result.replayed == 1
+        earlier = sent.get(timeout=T)
+        assert (earlier.sender, earlier.to, earlier.message) == (
+            "writer",
+            "reader",
+            "sent by the first run",
+        )
+        assert (earlier.seq, earlier.replayed) == (mark + 1, True)
+        waiting = threading.Event()
+        again.on_wait(waiting.set)
+        noted: queue.Queue[DmSent] = queue.Queue()
+        t = threading.Thread(target=lambda: noted.put(again.wait_for(DmSent)))
+        t.start()
+        assert waiting.wait(T)
+        receipt = again.dm("writer", "a note to myself")
+        t.join(T)
+        note = noted.get(timeout=T)
+        assert (note.to, note.message, note.seq, note.replayed) == (
+            "writer",
+            "a note to myself",
+            receipt.seq,
+            False,
+        )
+        assert sent.get(timeout=T) == note
+        peer.dm("writer", "from someone else")
+        assert dms.get(timeout=T).sender == "reader"
+    assert dms.empty() and sent.empty()
 
 
 def test_a_message_over_the_limits_is_refused_before_it_is_sent(

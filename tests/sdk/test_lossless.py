@@ -189,3 +189,40 @@ def test_a_broken_cursor_file_is_a_clear_error(tmp_path: Path) -> None:
     bad.write_text("{not json")
     with pytest.raises(Exception, match="cursor file"):
         ChatClient("127.0.0.1", 1, cursor_file=bad)
+
+
+def test_the_guides_answering_bot_never_answers_itself_after_a_restart(
+    server: TestServer,
+) -> None:
+    """The bot of README.md and docs/SDK.md answers ``event.sender`` in on_dm. After a
+    server restart its own answers came back to on_dm, replayed, and it DMed itself in a
+    loop (19 self-DMs until rate-limited; 398 in one second without flood control)."""
+    client = ChatClient(*server.address, reconnect=True, reconnect_max_delay=0.3)
+    to_itself: list[DirectMessage] = []
+
+    @client.on_dm
+    def on_private(event: DirectMessage) -> None:
+        if event.sender == "timebot":
+            to_itself.append(event)
+        client.dm(event.sender, f"you said: {event.message}")
+
+    back: queue.Queue[Reconnected] = queue.Queue()
+    client.on_reconnect(back.put)
+    with client:
+        client.login("timebot", PW)
+        me = ChatClient(*server.address, reconnect=True, reconnect_max_delay=0.3)
+        answers: queue.Queue[DirectMessage] = queue.Queue()
+        me.on_dm(answers.put)
+        with me:
+            me.login("asker", PW)
+            me.dm("timebot", "hello")
+            assert answers.get(timeout=T).message == "you said: hello"
+            with me.expect(Reconnected) as me_back:
+                server.restart()
+                back.get(timeout=T)
+                me_back.wait(T)
+            me.dm("timebot", "marker")
+            # Hooks run in order: had the replay reached on_dm, it would be before this.
+            assert answers.get(timeout=T).message == "you said: marker"
+            assert answers.empty()
+        assert to_itself == []

@@ -12,6 +12,8 @@ from chatroom import (
     AuthError,
     Broadcast,
     ChatTimeout,
+    DirectMessage,
+    DmSent,
     MessageTooLong,
     Reconnected,
     ServerNotice,
@@ -350,6 +352,42 @@ def relogin(s: ClientSession, seq: int, *, replay: bool = True) -> tuple[dict[st
     s.connection_lost(resend=True)
     login = sent(s.connection_made(1.0))
     return login, ok_frame(login["id"], seq, replay=replay)
+
+
+def test_dms_we_sent_come_out_as_dm_sent_never_as_direct_messages() -> None:
+    """An on_dm hook that answers event.sender DMed itself in a loop after a restart: a DM
+    the user sent is a DmSent, whether replayed, from another session or to oneself."""
+    s = logged_in_at(10)
+    _login, ok = relogin(s, 12)
+    events = feed(
+        s,
+        ok
+        + msg(11, "sent elsewhere", sender="ALICE", to="bob", replay=True)
+        + msg(12, "to me", to="alice", replay=True)
+        + frame(type="replay_done", count=2, seq=12),
+    )
+    assert events[0] == DmSent("ALICE", "bob", "sent elsewhere", 1.0, 11, True)
+    assert isinstance(events[1], DirectMessage) and events[1].sender == "bob"
+    # A DM to ourselves: its ack does not hide it, whichever comes first; it comes out
+    # once, as DmSent.
+    for ack_first in (True, False):
+        seq = 13 if ack_first else 14
+        rid, _ = s.request(DmCommand(to="Alice", message="note"))
+        ack = frame(type="ack", command="dm", to="alice", seq=seq, id=rid)
+        note = msg(seq, "note", sender="alice", to="alice")
+        events = feed(s, ack + note if ack_first else note + ack)
+        notes = [e for e in events if not isinstance(e, Reply)]
+        assert notes == [DmSent("alice", "alice", "note", 1.0, seq, False)]
+        assert s.cursor == seq
+    # Cut before it arrived: the replay has it, with our cid; still passed out once.
+    rid, data = s.request(DmCommand(to="alice", message="cut note"))
+    _login, ok = relogin(s, 15)
+    replayed = msg(15, "cut note", sender="alice", to="alice", cid=sent(data)["cid"], replay=True)
+    events = feed(s, ok + replayed + frame(type="replay_done", count=1, seq=15))
+    assert events[0] == DmSent("alice", "alice", "cut note", 1.0, 15, True)
+    assert b"cut note" in s.data_to_send()  # resent; its ack is the original's
+    (reply,) = feed(s, frame(type="ack", command="dm", to="alice", seq=15, id=rid))
+    assert isinstance(reply, Reply) and s.cursor == 15
 
 
 def test_messages_over_the_servers_limits_are_refused_before_sending() -> None:
