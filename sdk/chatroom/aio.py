@@ -201,7 +201,7 @@ class AsyncChatClient:
 
     @property
     def cursor(self) -> int | None:
-        """The highest seq received: where a reconnect resumes."""
+        """Where a reconnect resumes (as :attr:`chatroom.ChatClient.cursor`)."""
         return self._session.cursor
 
     @property

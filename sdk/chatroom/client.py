@@ -579,8 +579,8 @@ class ChatClient:
 
     @property
     def cursor(self) -> int | None:
-        """The highest seq received (every message up to it has been, or is being, passed
-        to the hooks); where a reconnect resumes. None: the server keeps no log."""
+        """Where a reconnect resumes: every message up to this seq has been, or is being,
+        passed to the hooks, or is one this client sent. None: the server keeps no log."""
         return self._session.cursor
 
     def request_users(self) -> tuple[str, ...]:

@@ -10,16 +10,36 @@ events out; requests in, bytes out. It owns every protocol decision a client mak
 - the user list: full lists and ``users_delta`` deltas, the ``count`` check and the
   request for a fresh list when they disagree (§Extensions);
 - keepalive: when to ping, and when a silent server counts as dead (§Timeouts);
-- with a message log (§Message log): the seq cursor (the highest seq passed out), which
-  makes every message come out once and in order across any number of reconnects;
-  ``since`` on every re-login; waiting for ``replay_done`` before a login counts as done;
-  a cid on every ``pm``/``dm``, and the resend after a reconnect of those not acked;
+- with a message log (§Message log): the seq cursor, which makes every message come out
+  once and in order across any number of reconnects, and never brings back a message
+  this session sent (see "The cursor" below); ``since`` on every re-login; waiting for
+  ``replay_done`` before a login counts as done; a cid on every ``pm``/``dm``, and the
+  resend after a reconnect of those not acked;
 - the limits ``login_ok`` announces (§Limits): a ``pm``/``dm`` over them is refused with
   :class:`~chatroom.errors.MessageTooLong` before it is sent, and a frame the server
   refused as ``too_large`` is never sent again;
 - turning frames into events (a DM the user sent into :class:`~chatroom.events.DmSent`,
   never a :class:`~chatroom.protocol.DirectMessage`), and malformed frames into
   :class:`BadFrame` rather than an exception that would end the connection.
+
+The cursor. ``cursor`` is a seq such that every message up to it that this user may see
+has been passed out, or is one this session sent; a re-login resumes after it
+(§Resume). It moves on what arrives (messages come in seq order on a connection) and on
+the acks of our own sends, but an ack may not simply raise it: in a cluster the ack of
+seq 50 can arrive before the broadcast of seq 49 from another node (acks are sent when
+stored, deliveries come from the stream), and the seqs of DMs between other users never
+reach us, so a gap below an ack may still be filled. So the session keeps the acked own
+seqs above the cursor (``_own``), drops an arriving message whose seq is one of them,
+moves the cursor through own seqs contiguous with it, and at ``replay_done`` to at
+least its ``seq``. A replayed message of ours that was stored but whose ack was lost in
+the cut carries the cid we sent it with: it is dropped too (the resend gets its ack,
+with that seq). A DM to ourselves is the exception: its ack is not kept, since the DM
+itself arrives too and is passed out once, as ``DmSent``. The acked seqs kept are
+bounded (``MAX_OWN``): a sender that receives nothing while others' DMs leave a gap
+below its acks would keep one per send, so past the bound the oldest is taken as
+settled and the cursor moves through it (a message still missing below that many of
+our own acks is not on its way: the stream delivers "a moment later", docs/PROTOCOL.md
+§Several nodes).
 
 It has no sockets, threads or clocks: the caller passes ``now`` (any monotonic clock) and
 writes the bytes it is given. It is not thread-safe: one owner, or one lock around every
@@ -42,11 +62,12 @@ Typical use::
 
 from __future__ import annotations
 
+import heapq
 import logging
 import random
 import secrets
 from dataclasses import dataclass, replace
-from typing import Final, TypeVar
+from typing import Final, Literal, TypeVar
 
 import msgspec
 
@@ -97,6 +118,7 @@ __all__ = [
     "Ended",
     "Refused",
     "Reply",
+    "SeqVerdict",
     "SessionEvent",
     "UsersUpdated",
     "disconnect_reason",
@@ -108,6 +130,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 C = TypeVar("C", bound=ClientCommand)
+
+# The most acked own seqs kept above the cursor (module docstring, "The cursor").
+MAX_OWN: Final = 10_000
 
 # What every client of ours asks for at login (docs/PROTOCOL.md §Extensions).
 LOGIN_FEATURES: Final = (Feature.USERS_DELTA.value,)
@@ -180,6 +205,11 @@ SessionEvent = (
     | ServerNotice
 )
 
+# What :meth:`ClientSession.message_seq` makes of an arriving message's seq: ``new``
+# (pass it out), ``seen`` (at or below the cursor: a duplicate), ``own`` (one this session
+# sent: not passed back to it).
+SeqVerdict = Literal["new", "seen", "own"]
+
 
 class _Replay:
     """A login whose replay is running (docs/PROTOCOL.md §Resume)."""
@@ -225,6 +255,7 @@ class ClientSession:
         "_last_tx",
         "_logins",
         "_out",
+        "_own",
         "_pending",
         "_pinged",
         "_relogin",
@@ -269,14 +300,16 @@ class ClientSession:
         self._last_rx = 0.0
         self._last_tx = 0.0
         self._pinged = False  # a ping is out since the last frame arrived
-        # The message log (docs/PROTOCOL.md §Message log): the highest seq passed out (a
-        # message at or below it is a duplicate and is dropped) and the epoch it counts in.
+        # The message log (docs/PROTOCOL.md §Message log): the cursor (module docstring:
+        # a message at or below it is a duplicate and is dropped) and the epoch it counts
+        # in; the acked seqs of our own sends above the cursor, a heap.
         self.cursor: int | None = None
         self.epoch: str | None = None
+        self._own: list[int] = []
         # A login whose replay is running: (request id, login_ok, relogin?, count, cut).
         self._replay: _Replay | None = None
-        # pm/dm requests with a cid, not acked yet: sent again after a reconnect.
-        self._resend: dict[int, bytes] = {}
+        # pm/dm requests not acked yet, id -> (cid, frame): sent again after a reconnect.
+        self._resend: dict[int, tuple[str, bytes]] = {}
         # What the server's login_ok said a client must respect (None: not said).
         self.limits: ServerLimits | None = None
         self._cid_prefix = secrets.token_hex(6)  # cids unique per sender, across processes
@@ -329,7 +362,7 @@ class ClientSession:
                 cid = f"{self._cid_prefix}-{self._cids}"
             data = encode(msgspec.structs.replace(cmd, cid=cid, id=rid))
             self._check_limits(cmd, data)
-            self._resend[rid] = data
+            self._resend[rid] = (cid, data)
         else:
             data = encode(msgspec.structs.replace(cmd, id=rid))
         self._pending[rid] = type(cmd).__struct_config__.tag  # type: ignore[assignment]
@@ -498,15 +531,19 @@ class ClientSession:
         kind = type(event)
         if kind is Broadcast or kind is DirectMessage:
             message: Broadcast | DirectMessage = event  # type: ignore[assignment]
-            seq = message.seq
-            if seq is not None:
-                if self.cursor is not None and seq <= self.cursor:
-                    log.debug("dropping seq %d: already seen (cursor %d)", seq, self.cursor)
+            mine = self._is_me(message.sender)
+            to_me = kind is DirectMessage and self._is_me(message.to)  # type: ignore[union-attr]
+            if message.seq is not None:
+                # A cid comes only with our own messages (docs/PROTOCOL.md §Resume); a DM
+                # to ourselves is passed out once however it was sent (module docstring).
+                cid = message.cid if mine and not to_me else None
+                verdict = self.message_seq(message.seq, cid)
+                if verdict != "new":
+                    log.debug("dropping seq %d: %s (cursor %s)", message.seq, verdict, self.cursor)
                     return
-                self.cursor = seq
                 if self._replay is not None and message.replayed:
                     self._replay.count += 1
-            if kind is DirectMessage and self._is_me(message.sender):
+            if mine and kind is DirectMessage:
                 # Sent by this user, not to it: never on_dm (an answer to its sender would
                 # be a DM to ourselves, and so on, in a loop).
                 events.append(DmSent.of(message))  # type: ignore[arg-type]
@@ -516,6 +553,10 @@ class ClientSession:
         if kind is ReplayDone or kind is ReplayTruncated:
             self._on_replay(event, events)  # type: ignore[arg-type]
             return
+        if kind is Ack:
+            assert isinstance(event, Ack)
+            if event.seq is not None:
+                self.acked(event.seq, event.to)
         rid = getattr(event, "id", None)
         if rid is not None:
             self._on_reply(rid, event, events)
@@ -545,10 +586,60 @@ class ClientSession:
                 events.append(Ended(ErrorCode.SERVER_FULL))
         # ack and pong without an id answer id-less sends: nothing to do.
 
-    # ------------------------------------------------------------ frames of ours
+    # ------------------------------------------------------------ the cursor
 
     def _is_me(self, name: str) -> bool:
         return self.username is not None and username_key(name) == username_key(self.username)
+
+    def message_seq(self, seq: int, cid: str | None = None) -> SeqVerdict:
+        """A broadcast or DM numbered ``seq`` arrived (``cid``: the one it carries, if it
+        is ours): move the cursor, and say whether to pass it out (module docstring, "The
+        cursor"). :meth:`handle_frame` calls it; so does a fast path that decodes
+        deliveries itself."""
+        cursor = self.cursor
+        if cursor is not None and seq <= cursor:
+            return "seen"
+        own = self._own
+        if not own and cid is None:  # the common case, once per delivery in a swarm
+            self.cursor = seq
+            return "new"
+        while own and own[0] < seq:
+            heapq.heappop(own)  # below this message: the cursor passes them now
+        mine = bool(own) and own[0] == seq
+        if not mine and cid is not None:
+            # Ours, stored, its ack lost in a cut: the resend will be acked with this seq.
+            mine = any(c == cid for c, _ in self._resend.values())
+        self.cursor = seq
+        self._through_own()
+        return "own" if mine else "new"
+
+    def acked(self, seq: int, to: str | None = None) -> None:
+        """An ack of seq ``seq`` (``to``: a DM's recipient, as the ack names it): a
+        message of ours, never passed back to us (module docstring, "The cursor"). Not
+        for a DM to ourselves: that one arrives too, and is passed out once, as
+        :class:`~chatroom.events.DmSent`. :meth:`handle_frame` calls it; so does a fast
+        path that decodes acks itself."""
+        if self.cursor is not None and seq <= self.cursor:
+            return
+        if to is not None and self._is_me(to):
+            return
+        own = self._own
+        heapq.heappush(own, seq)
+        if len(own) > MAX_OWN and self.cursor is not None:
+            settled = heapq.heappop(own)
+            log.debug("seqs %d..%d never came: taken as settled", self.cursor + 1, settled - 1)
+            self.cursor = settled
+        self._through_own()
+
+    def _through_own(self) -> None:
+        """Move the cursor through our own seqs contiguous with it; forget those it
+        passed."""
+        cursor, own = self.cursor, self._own
+        if cursor is None:
+            return
+        while own and own[0] <= cursor + 1:
+            cursor = max(cursor, heapq.heappop(own))
+        self.cursor = cursor
 
     # ------------------------------------------------------------ replies
 
@@ -561,7 +652,7 @@ class ClientSession:
         limit = self.limits.max_frame if self.limits is not None else None
         over = [
             (len(data) - 1, rid)
-            for rid, data in self._resend.items()
+            for rid, (_, data) in self._resend.items()
             if limit is None or len(data) - 1 > limit
         ]
         if not over:
@@ -642,13 +733,15 @@ class ClientSession:
             if self.epoch is not None and ok.epoch != self.epoch:
                 log.warning("the server's message log is new (epoch changed): seqs restart")
                 self.cursor = None
+                self._own.clear()
             self.epoch = ok.epoch
         if self.cursor is None and ok.seq is not None and not ok.replay:
             self.cursor = ok.seq  # from now on nothing is missed: a reconnect resumes here
+            self._through_own()
         if relogin and self._resend:
             # Sent again on the new connection, after the login: the server stores each
             # once (cid) and answers with the original ack.
-            for data in self._resend.values():
+            for _, data in self._resend.values():
                 self._out += data
 
     def _on_replay(self, event: ReplayDone | ReplayTruncated, events: list[SessionEvent]) -> None:
@@ -663,6 +756,7 @@ class ClientSession:
         assert isinstance(event, ReplayDone)
         if self.cursor is None or event.seq > self.cursor:
             self.cursor = event.seq  # everything up to it that we may see has been passed out
+        self._through_own()
         if replay is None:
             return
         self._replay = None

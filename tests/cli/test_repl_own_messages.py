@@ -1,6 +1,6 @@
-"""The REPL and the user's own messages (issue 33): DMs labelled by who they went to,
-live and from history alike, and a message over the server's limits refused with one
-line before it is sent."""
+"""The REPL and the user's own messages (issue 33): never shown twice after a reconnect,
+DMs labelled by who they went to, live and from history alike, and a message over the
+server's limits refused with one line before it is sent."""
 
 from __future__ import annotations
 
@@ -109,6 +109,28 @@ def pipe() -> Iterator[PipeInput]:
 
 def reconnecting(address: tuple[str, int]) -> Callable[[], ChatClient]:
     return lambda: ChatClient(*address, reconnect=True, reconnect_max_delay=0.2)
+
+
+def test_my_own_line_is_not_shown_again_after_a_server_restart(
+    server: TestServer, pipe: PipeInput
+) -> None:
+    """Bob's screen repeated his own last line after a server restart, with "1 missed
+    meanwhile, shown above"."""
+    with Session(reconnecting(server.address), pipe, "bob") as bob:
+        bob.type("DM bob a note to myself\r")
+        bob.screen.wait_for("[DM] you -> *bob*: a note to myself")
+        bob.type("PM my own line\r")  # the last message before the restart
+        bob.screen.wait_for("<bob> my own line")
+        with bob.client.expect(Reconnected) as back:
+            server.restart()
+            assert back.wait(T).replayed == 0
+        bob.screen.wait_for("-- reconnected; 1 online: bob")
+        text = bob.screen.text
+        assert "missed meanwhile" not in text
+        assert text.count("<bob> my own line") == 1
+        assert text.count("*bob*: a note to myself") == 1  # shown once, when sent
+        assert "*bob* -> you" not in text
+        assert bob.finish() == 0
 
 
 def test_a_dm_i_sent_elsewhere_reads_you_to_them_live_and_in_history(

@@ -252,6 +252,33 @@ def test_reconnect_resumes_with_nothing_missed(
 # ------------------------------------------------------------------ issue 33: own messages, limits
 
 
+def test_own_messages_are_never_passed_back_after_a_restart(
+    server: TestServer, make: Callable[..., Client]
+) -> None:
+    """Bob's own last line came back after a server restart ("1 missed meanwhile"), and
+    his DMs came back to on_dm as if he had received them."""
+    got: queue.Queue[object] = queue.Queue()
+    back: queue.Queue[Reconnected] = queue.Queue()
+    c = make(reconnect=True)
+    for kind in ("broadcast", "dm", "dm_sent"):
+        c.on(kind, got.put)
+    c.on("reconnect", back.put)
+    c.login("repeater", PW)
+    with ChatClient(server.host, server.port) as peer:
+        peer.login("peer", PW)
+        c.pm("my own line")
+        c.dm("peer", "my own dm")
+    server.restart()
+    event = back.get(timeout=T)
+    assert event.replayed == 0
+    with ChatClient(server.host, server.port) as talker:
+        talker.login("talker", PW)
+        talker.pm("after the restart")
+        first = got.get(timeout=T)
+    assert isinstance(first, Broadcast) and first.message == "after the restart"
+    assert got.empty()
+
+
 def test_dms_the_user_sent_reach_on_dm_sent_never_on_dm(
     server: TestServer, make: Callable[..., Client]
 ) -> None:

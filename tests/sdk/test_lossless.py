@@ -191,6 +191,36 @@ def test_a_broken_cursor_file_is_a_clear_error(tmp_path: Path) -> None:
         ChatClient("127.0.0.1", 1, cursor_file=bad)
 
 
+def test_a_cursor_file_covers_what_the_bot_itself_sent(server: TestServer, tmp_path: Path) -> None:
+    """The cursor file moves on the acks of the bot's own sends: a restarted bot is not
+    handed back what it said itself, and still gets what was said to it meanwhile."""
+    cursor = tmp_path / "sayer.cursor"
+    got: queue.Queue[object] = queue.Queue()
+
+    def run_bot() -> ChatClient:
+        bot = ChatClient(*server.address, cursor_file=cursor)
+        for hook in (bot.on_broadcast, bot.on_dm, bot.on_dm_sent):
+            hook(got.put)
+        bot.connect()
+        return bot
+
+    with ChatClient(*server.address) as peer:
+        peer.login("listener2", PW)
+        bot = run_bot()
+        bot.login("sayer", PW)
+        bot.pm("said in public")
+        told = bot.dm("listener2", "told in private")
+        bot.close()
+        assert json.loads(cursor.read_text())["seq"] == told.seq
+        peer.dm("sayer", "while you were down")
+        bot = run_bot()
+        with bot:
+            assert bot.login("sayer", PW).replayed == 1
+            dm = got.get(timeout=T)
+            assert isinstance(dm, DirectMessage) and dm.message == "while you were down"
+    assert got.empty()
+
+
 def test_the_guides_answering_bot_never_answers_itself_after_a_restart(
     server: TestServer,
 ) -> None:
@@ -219,7 +249,7 @@ def test_the_guides_answering_bot_never_answers_itself_after_a_restart(
             assert answers.get(timeout=T).message == "you said: hello"
             with me.expect(Reconnected) as me_back:
                 server.restart()
-                back.get(timeout=T)
+                assert back.get(timeout=T).replayed == 0
                 me_back.wait(T)
             me.dm("timebot", "marker")
             # Hooks run in order: had the replay reached on_dm, it would be before this.

@@ -22,6 +22,7 @@ from chatroom import (
 from chatroom.errors import FrameTooLarge
 from chatroom.protocol import DmCommand, LoginOk, PmCommand, UsersCommand
 from chatroom.session import (
+    MAX_OWN,
     PING,
     BadFrame,
     ClientSession,
@@ -354,6 +355,94 @@ def relogin(s: ClientSession, seq: int, *, replay: bool = True) -> tuple[dict[st
     return login, ok_frame(login["id"], seq, replay=replay)
 
 
+def test_an_acked_own_message_is_never_passed_back_by_a_resume() -> None:
+    """Bob's REPL repeated his own last line after a server restart: the cursor moved on
+    what arrived but not on the acks of our own sends, so the resume replayed them."""
+    s = logged_in_at(10)
+    pm, _ = s.request(PmCommand(message="mine"))
+    dm, _ = s.request(DmCommand(to="bob", message="my dm"))
+    feed(s, frame(type="ack", command="pm", seq=11, id=pm))
+    feed(s, frame(type="ack", command="dm", to="bob", seq=12, id=dm))
+    assert s.cursor == 12
+    login, ok = relogin(s, 12, replay=False)
+    assert login["since"] == 12  # nothing of ours comes back
+    # A server that replays them anyway (as one that got since=10 would): dropped.
+    s2 = logged_in_at(10)
+    pm, _ = s2.request(PmCommand(message="mine"))
+    feed(s2, frame(type="ack", command="pm", seq=11, id=pm))
+    login, ok = relogin(s2, 11)
+    events = feed(
+        s2,
+        ok
+        + msg(11, "mine", sender="alice", replay=True)
+        + frame(type="replay_done", count=1, seq=11),
+    )
+    (back,) = events
+    assert isinstance(back, Reconnected) and back.replayed == 0
+
+
+def test_an_ack_ahead_of_the_stream_does_not_skip_what_is_below_it() -> None:
+    """In a cluster the ack of seq 50 can arrive before another node's broadcast of 49,
+    and the seqs of DMs between others never arrive: the cursor must not jump to an ack."""
+    s = logged_in_at(48)
+    rid, _ = s.request(PmCommand(message="mine"))
+    feed(s, frame(type="ack", command="pm", seq=50, id=rid))
+    assert s.cursor == 48  # 49 may still come
+    (late,) = feed(s, msg(49, "from another node"))
+    assert isinstance(late, Broadcast) and late.message == "from another node"
+    assert s.cursor == 50  # 49 passed out, 50 ours: contiguous
+    # A gap below our ack (52: 51 may be a DM between two others, or still coming).
+    rid, _ = s.request(PmCommand(message="mine too"))
+    feed(s, frame(type="ack", command="pm", seq=52, id=rid))
+    assert s.cursor == 50
+    login, ok = relogin(s, 54)
+    assert login["since"] == 50
+    events = feed(
+        s,
+        ok
+        + msg(51, "missed", replay=True)
+        + msg(52, "mine too", sender="alice", replay=True)  # ours: dropped
+        + msg(54, "missed too", replay=True)
+        + frame(type="replay_done", count=3, seq=54),
+    )
+    assert [e.message for e in events[:-1]] == ["missed", "missed too"]  # type: ignore[union-attr]
+    assert isinstance(events[-1], Reconnected) and events[-1].replayed == 2
+    assert s.cursor == 54
+
+
+def test_an_own_message_stored_before_its_ack_was_lost_is_known_by_its_cid() -> None:
+    """The server stored our pm, the connection broke before the ack: the replay brings it
+    back with the cid we sent it with (docs/PROTOCOL.md §Resume), and the resend gets the
+    original ack. It is ours: not passed out, and the cursor may pass it."""
+    s = logged_in_at(10)
+    rid, data = s.request(PmCommand(message="in flight"))
+    cid = sent(data)["cid"]
+    login, ok = relogin(s, 11)
+    assert login["since"] == 10
+    events = feed(
+        s,
+        ok
+        + msg(11, "in flight", sender="alice", cid=cid, replay=True)
+        + frame(type="replay_done", count=1, seq=11),
+    )
+    (back,) = events
+    assert isinstance(back, Reconnected) and back.replayed == 0
+    resent = [json.loads(line) for line in s.data_to_send().splitlines()]
+    assert [(f["message"], f["cid"]) for f in resent] == [("in flight", cid)]
+    (reply,) = feed(s, frame(type="ack", command="pm", seq=11, id=rid))
+    assert isinstance(reply, Reply) and s.cursor == 11
+    # Another of our cids (an earlier run of the program) is not this session's send: it
+    # comes out, as our own message.
+    login, ok = relogin(s, 12)
+    events = feed(
+        s,
+        ok
+        + msg(12, "from an earlier run", sender="alice", cid="other-1", replay=True)
+        + frame(type="replay_done", count=1, seq=12),
+    )
+    assert isinstance(events[0], Broadcast) and events[0].sender == "alice"
+
+
 def test_dms_we_sent_come_out_as_dm_sent_never_as_direct_messages() -> None:
     """An on_dm hook that answers event.sender DMed itself in a loop after a restart: a DM
     the user sent is a DmSent, whether replayed, from another session or to oneself."""
@@ -439,3 +528,16 @@ def test_a_refused_send_is_not_resent() -> None:
     _login, ok = relogin(s, 10, replay=False)
     feed(s, ok)
     assert s.data_to_send() == b""
+
+
+def test_acked_seqs_kept_above_a_gap_are_bounded() -> None:
+    """A sender that receives nothing while others' DMs leave a gap below its acks: one
+    kept per send, without a bound; past it the oldest counts as settled."""
+    s = logged_in_at(10)
+    # Ours at 12, 14, 16, ...; 11, 13, 15, ... are DMs between others, never ours to see.
+    ours = [12 + 2 * i for i in range(MAX_OWN + 5)]
+    feed(s, b"".join(frame(type="ack", command="pm", seq=seq) for seq in ours))
+    assert len(s._own) == MAX_OWN
+    assert s.cursor == ours[4]  # the five oldest taken as settled
+    (late,) = feed(s, msg(ours[-1] + 1, "the next one"))
+    assert isinstance(late, Broadcast) and s.cursor == ours[-1] + 1 and not s._own
