@@ -18,8 +18,10 @@ receive threads, and their sends go out late.
 Churn (``chat-load run --churn R``): while a schedule plays, R bots a second (receivers
 only: a sender cut mid-send would make "sent" mean nothing) have their connection reset
 abruptly and reconnect at once with ``since`` (their session's cursor, which the fast path
-keeps up to date). Everything they missed comes back replayed; the Recorder counts every
-delivery, live or replayed, against what each bot should have received over the run.
+keeps up to date through the session's own rules: ``message_seq`` for every delivery,
+``acked`` for every ack). Everything they missed comes back replayed, and nothing they
+sent themselves; the Recorder counts every delivery, live or replayed, against what each
+bot should have received over the run.
 
 Threads: the loop thread (``load-bots``) owns every socket, every bot's state, the
 schedule it is playing and the round's batch of deliveries (``_got``). Other threads
@@ -49,7 +51,7 @@ import msgspec
 from chatroom import Broadcast, DirectMessage, Disconnect, Reconnected, ServerNotice
 from chatroom._hosts import parse_hosts
 from chatroom.errors import ChatTimeout, FrameTooLarge
-from chatroom.protocol import EVENT_NAMES, LoginOk, split_block
+from chatroom.protocol import EVENT_NAMES, Ack, LoginOk, split_block
 from chatroom.session import BadFrame, ClientSession, Ended, Refused, Reply, SessionEvent
 
 log = logging.getLogger(__name__)
@@ -87,11 +89,11 @@ def _peek_line(frame: bytes) -> _Peek | None:
 
 
 _DELIVERIES = frozenset({Broadcast.__struct_config__.tag, DirectMessage.__struct_config__.tag})
-# Answers to the senders' messages and to pings, and the user list's deltas: the bots keep
-# no list (``track_users=False``), so the SDK would decode a delta's names to drop them,
-# 10,000 bots x every name of a rejoin storm (docs/PERFORMANCE.md, "Rejoins and the
-# generator").
-_IGNORED = frozenset({"ack", "pong", "users_delta"})
+_ACK = Ack.__struct_config__.tag
+# Answers to pings, and the user list's deltas: the bots keep no list
+# (``track_users=False``), so the SDK would decode a delta's names to drop them, 10,000
+# bots x every name of a rejoin storm (docs/PERFORMANCE.md, "Rejoins and the generator").
+_IGNORED = frozenset({"pong", "users_delta"})
 # Readable bots handled between two looks at the schedule (a look is a clock read).
 READS_BETWEEN_SENDS = 32
 # epoll's event bits; an error or a hang-up is read or written to find out what it is.
@@ -99,7 +101,7 @@ _IN, _OUT = select.EPOLLIN, select.EPOLLOUT
 _ERR = select.EPOLLERR | select.EPOLLHUP
 _IN_OR_ERR = _IN | _ERR
 _MAX_EVENTS = 1024  # per poll: the next poll gets the rest
-assert _DELIVERIES | _IGNORED <= EVENT_NAMES
+assert _DELIVERIES | _IGNORED | {_ACK} <= EVENT_NAMES
 
 
 class Schedule(Protocol):
@@ -504,14 +506,19 @@ class BotPool:
         for i, peek in enumerate(peeks):
             if peek is not None:
                 if peek.message is not None and peek.type in _DELIVERIES:
-                    got.append((bot.idx, peek.message, arrived))
                     if peek.seq is not None:
-                        # The session's cursor, kept here since these frames skip it: a
-                        # re-login after a cut resumes from it. No dedupe: a duplicate
-                        # from the server is what the Recorder is there to count.
-                        if session.cursor is None or peek.seq > session.cursor:
-                            session.cursor = peek.seq
+                        # The session's cursor, kept here since these frames skip its
+                        # decode: a re-login after a cut resumes from it. Our own
+                        # messages replayed are not deliveries; a duplicate from the
+                        # server is, for the Recorder to count (no dedupe here).
+                        if session.message_seq(peek.seq) == "own":
+                            continue
                         replayed += peek.replay
+                    got.append((bot.idx, peek.message, arrived))
+                    continue
+                if peek.type == _ACK:
+                    if peek.seq is not None:
+                        session.acked(peek.seq)  # the bots never DM themselves
                     continue
                 if peek.type in _IGNORED:
                     continue
