@@ -29,7 +29,10 @@ async def run(port: int) -> None:
 
 def main() -> None:
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 5050
-    asyncio.run(run(port))
+    try:
+        asyncio.run(run(port))
+    except KeyboardInterrupt:
+        pass  # Ctrl-C: asyncio.run cancelled run(), which logged out; nothing to report
 
 
 if __name__ == "__main__":

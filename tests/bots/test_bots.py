@@ -409,3 +409,27 @@ def test_the_example_async_bot_never_answers_itself_after_a_restart() -> None:
             bot.login("asyncbot", "async bot password")
             to_itself = bot.history(with_user="asyncbot").messages
         assert [m.message for m in to_itself] == []
+
+
+def test_the_example_async_bot_ends_on_ctrl_c_without_a_traceback(
+    server: TestServer, user: ChatClient
+) -> None:
+    """Ctrl-C ended the example with two tracebacks (KeyboardInterrupt out of
+    asyncio.run) and status -2."""
+    example = ROOT / "bots/examples/async_bot.py"
+    joined = user.expect(UsersChanged, check=lambda e: "asyncbot" in e.joined)
+    proc = subprocess.Popen(
+        [sys.executable, str(example), str(server.port)], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        joined.wait(T)
+        with user.expect(UsersChanged, check=lambda e: "asyncbot" in e.left) as left:
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=T)
+            left.wait(T)  # it logged out on the way
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=T)
+    assert "Traceback" not in err, err
+    assert proc.returncode == 0
