@@ -29,6 +29,9 @@ a fast hash of a real password in memory would undo what argon2 is for.
 
 Durability: WAL journal with ``synchronous=FULL``, so a registration that was answered
 with ``login_ok`` survives a crash of the process or the machine.
+
+Privacy: the file (shared with the message log, every DM in plain text) is created mode
+0600 (:func:`create_private`), and SQLite gives its -wal and -shm files the same mode.
 """
 
 from __future__ import annotations
@@ -81,6 +84,20 @@ CREATE TABLE IF NOT EXISTS accounts (
     created  REAL NOT NULL
 )
 """
+
+
+def create_private(path: Path) -> bool:
+    """Create ``path`` empty and readable by this user only, unless it exists; whether it
+    did. SQLite takes an empty file for a new database and creates its -wal and -shm
+    files with the mode of the database's (docs/SECURITY.md, a local user)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    except OSError:
+        return False  # a missing directory, say: sqlite3.connect says so in its words
+    os.close(fd)
+    return True
 
 
 def _return_big_allocations_to_the_os() -> None:
@@ -175,6 +192,7 @@ class AccountStore:
         self._open()
 
     def _open(self) -> None:
+        created = create_private(self.path)
         try:
             self._db = sqlite3.connect(
                 self.path, check_same_thread=False, isolation_level=None, timeout=10
@@ -190,6 +208,23 @@ class AccountStore:
                 f"{self.path} is not a chatroom credentials database ({exc}); "
                 "choose another path with --db"
             ) from exc
+        if not created:
+            self._check_private()  # a credentials database: said once it is known to be
+
+    def _check_private(self) -> None:
+        """An existing file other users may read: said once, at start-up, and left as
+        it is (the operator's file; servers before 0600 creation made it 0644)."""
+        try:
+            mode = self.path.stat().st_mode & 0o777
+        except OSError:
+            return  # sqlite3.connect reports what is wrong with the path
+        if mode & 0o077:
+            log.warning(
+                "%s is readable by other users (mode %03o): it holds the password hashes "
+                "and every DM in plain text; chmod 600 it",
+                self.path,
+                mode,
+            )
 
     def _init_schema(self) -> None:
         db = self._db

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from chatroom.protocol import username_key
+from chatroom_server.accounts import create_private
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +162,7 @@ class MessageLog:
         self.path = Path(path)
         self._sync = durability.upper()
         self._busy = busy_timeout
+        create_private(self.path)  # every DM in plain text: this user's only
         self._db = self._connect()
         try:
             self._db.executescript(_SCHEMA)
