@@ -75,6 +75,7 @@ log = logging.getLogger(__name__)
 
 HOST: Final = "chatroom"  # every user's host part: user@host is name@chatroom
 LINE: Final = 512  # bytes per line, CRLF included, tags excluded (RFC 1459)
+MAX_SEQ: Final = 2**63 - 1  # the largest msgid (seq) the message log can hold
 TAGS: Final = 8191  # bytes of IRCv3 tags a client may send on top (message-tags)
 # multi-prefix changes nothing here (nobody has a channel prefix), so it is free to offer;
 # userhost-in-names lists nick!user@host in NAMES.
@@ -192,6 +193,16 @@ def split_text(text: str, budget: int) -> Iterator[str]:
                 data = data[cut:]
         if data:
             yield data.decode()
+
+
+def _number(text: str) -> int | None:
+    """A whole number written in ASCII digits, None for anything else. ``str.isdigit``
+    also takes digits such as ``²`` that ``int()`` refuses; a number of over 19 digits is
+    read as 10**19, past any seq (``int()`` refuses over 4,300 digits, and a line has
+    room for more)."""
+    if not text or not text.isascii() or not text.isdigit():
+        return None
+    return int(text) if len(text) <= 19 else 10**19
 
 
 def iso_time(ts: float) -> str:
@@ -626,26 +637,31 @@ class IrcSession:
         if not self._need(params, 3, "CHATHISTORY"):
             return True
         sub, target = params[0].upper(), params[1]
-        limit = params[-1]
-        if not limit.isdigit() or sub not in ("LATEST", "BEFORE", "AFTER"):
+        limit = _number(params[-1])
+        if limit is None or sub not in ("LATEST", "BEFORE", "AFTER"):
             self.reply(f"FAIL CHATHISTORY INVALID_PARAMS {sub} :Unsupported or invalid request")
             return True
         ref = params[2]
         before = after = None
         if ref != "*":
-            if not ref.startswith("msgid=") or not ref[6:].isdigit():
+            if not ref.startswith("msgid="):
                 self.reply(f"FAIL CHATHISTORY INVALID_PARAMS {ref} :Only msgid= is supported")
                 return True
+            msgid = _number(ref[6:])
+            if msgid is None or msgid > MAX_SEQ:
+                why = f"A msgid is a number from 0 to {MAX_SEQ}"
+                self.reply(f"FAIL CHATHISTORY INVALID_PARAMS {ref} :{why}")
+                return True
             if sub == "AFTER":
-                after = int(ref[6:])
+                after = msgid
             else:
-                before = int(ref[6:])
+                before = msgid
         with_user = None if target.startswith("#") else target
         return self.frame(
             HistoryCommand(
                 before=before,
                 after=after,
-                limit=max(1, min(int(limit), 100)),
+                limit=max(1, min(limit, 100)),
                 with_user=with_user,
                 id=f"CHATHISTORY {target}",
             )

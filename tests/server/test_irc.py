@@ -425,3 +425,27 @@ def test_the_less_travelled_commands() -> None:
         assert irc.until("PRIVMSG", "private").endswith("PRIVMSG chunky :private")
         assert irc.until("FAIL").startswith("FAIL CHATHISTORY INVALID_PARAMS timestamp=2020")
         assert irc.until("FAIL").startswith("FAIL CHATHISTORY INVALID_PARAMS AROUND")
+
+
+def test_chathistory_numbers_it_cannot_read_are_answered() -> None:
+    with irc_server() as srv:
+        irc = Irc(irc_address(srv))
+        irc.register("counter")
+        irc.send("PRIVMSG #lobby :on the record")
+        # Digits that str.isdigit() accepts and int() does not, and msgids past SQLite's
+        # 64-bit integers: each a FAIL, and the connection stays.
+        irc.send(
+            "CHATHISTORY LATEST #lobby * ²",
+            "CHATHISTORY BEFORE #lobby msgid=¹ 10",
+            f"CHATHISTORY BEFORE #lobby msgid={2**63} 10",
+            f"CHATHISTORY AFTER #lobby msgid={10**30} 10",
+        )
+        for _ in range(4):
+            assert irc.until("FAIL").startswith("FAIL CHATHISTORY INVALID_PARAMS ")
+        # A limit of 5,000 digits (int() refuses over 4,300) is a limit over 100: 100.
+        irc.send("CHATHISTORY LATEST #lobby * " + "9" * 5000)
+        assert irc.until("PRIVMSG").endswith("PRIVMSG #lobby :on the record")
+        irc.send(f"CHATHISTORY BEFORE #lobby msgid={2**63 - 1} 1")  # the largest there is
+        assert irc.until("PRIVMSG").endswith("PRIVMSG #lobby :on the record")
+        assert srv.server.handler_crashes == 0
+
