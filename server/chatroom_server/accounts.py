@@ -151,7 +151,12 @@ class AccountExists(Exception):
 
 
 class AccountStoreBusy(Exception):
-    """No worker could check the password in time, or the store is closed."""
+    """No worker could check the password in time, the store is closed, or its database
+    cannot answer now (locked by another process, say)."""
+
+
+def _busy(exc: Exception) -> AccountStoreBusy:
+    return AccountStoreBusy(f"the account database cannot answer now ({exc})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,10 +172,12 @@ class AccountStore:
         hasher: PasswordHasher = OWASP_HASHER,
         hash_workers: int | None = None,  # None: default_workers(hasher)
         wait_timeout: float = 120.0,
+        busy_timeout: float = 10.0,  # s a write waits for another's lock, then "busy"
     ) -> None:
         self.path = Path(path)
         self._hasher = hasher
         self.wait_timeout = wait_timeout
+        self.busy_timeout = busy_timeout
         if hash_workers is None:
             hash_workers = default_workers(hasher)
         self._workers = ThreadPoolExecutor(
@@ -195,7 +202,10 @@ class AccountStore:
         created = create_private(self.path)
         try:
             self._db = sqlite3.connect(
-                self.path, check_same_thread=False, isolation_level=None, timeout=10
+                self.path,
+                check_same_thread=False,
+                isolation_level=None,
+                timeout=self.busy_timeout,
             )
         except sqlite3.Error as exc:
             raise AccountStoreError(f"cannot open credentials file {self.path}: {exc}") from exc
@@ -260,7 +270,10 @@ class AccountStore:
         waited for it back while every other lookup waited for the holder."""
         try:
             db = sqlite3.connect(
-                self.path, check_same_thread=False, isolation_level=None, timeout=10
+                self.path,
+                check_same_thread=False,
+                isolation_level=None,
+                timeout=self.busy_timeout,
             )
             db.execute("PRAGMA query_only=1")
         except sqlite3.Error as exc:
@@ -285,21 +298,29 @@ class AccountStore:
             ) from exc
 
     # The database calls: one method each, so the cluster's PostgreSQL store
-    # (chatroom_server.cluster.pg) replaces only these.
+    # (chatroom_server.cluster.pg) replaces only these. A database that cannot answer
+    # (locked by another process past ``busy_timeout``, unreadable, disk full) is
+    # :class:`AccountStoreBusy`, which a login answers with ``unavailable``.
 
     def get(self, name: str) -> Account | None:
         query = "SELECT name, hash FROM accounts WHERE name = ?"
         own: sqlite3.Connection | None = getattr(self._readers, "db", None)
-        if own is not None:
-            row = own.execute(query, (name,)).fetchone()  # a store thread: no lock
-        else:
-            with self._lock:
-                row = self._db.execute(query, (name,)).fetchone()
+        try:
+            if own is not None:
+                row = own.execute(query, (name,)).fetchone()  # a store thread: no lock
+            else:
+                with self._lock:
+                    row = self._db.execute(query, (name,)).fetchone()
+        except sqlite3.Error as exc:
+            raise _busy(exc) from exc
         return Account(row[0], row[1]) if row else None
 
     def count(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT count(*) FROM accounts").fetchone()[0])
+        try:
+            with self._lock:
+                return int(self._db.execute("SELECT count(*) FROM accounts").fetchone()[0])
+        except sqlite3.Error as exc:
+            raise _busy(exc) from exc
 
     def _insert(self, name: str, password_hash: str) -> None:
         """Store a new account; :class:`AccountExists` if the name is taken."""
@@ -311,10 +332,17 @@ class AccountStore:
                 )
         except sqlite3.IntegrityError as exc:
             raise AccountExists(name) from exc
+        except sqlite3.Error as exc:
+            raise _busy(exc) from exc
 
     def _update_hash(self, name: str, password_hash: str) -> None:
-        with self._lock:
-            self._db.execute("UPDATE accounts SET hash = ? WHERE name = ?", (password_hash, name))
+        try:
+            with self._lock:
+                self._db.execute(
+                    "UPDATE accounts SET hash = ? WHERE name = ?", (password_hash, name)
+                )
+        except sqlite3.Error as exc:
+            raise _busy(exc) from exc
 
     def lookup(self, name: str) -> Account | None:
         """:meth:`get` on one of the store's threads, as a login does it. On the
@@ -341,8 +369,8 @@ class AccountStore:
         account = self.get(name)
         if account is None:
             return None, False
-        right = self._verify(account, password)
-        if right:
+        right, current = self._verify(account, password)
+        if right and current:
             self._remember(account, password)
         return account, right
 
@@ -373,18 +401,25 @@ class AccountStore:
         self._remember(account, password)
         return account
 
-    def _verify(self, account: Account, password: str) -> bool:
-        """Store thread: check a password; rehash it in place when the parameters have
-        changed and that does not lower its cost."""
+    def _verify(self, account: Account, password: str) -> tuple[bool, bool]:
+        """Store thread: whether the password is right, and whether its stored hash is
+        current; rehash it in place when the parameters have changed and that does not
+        lower its cost."""
         try:
             self._hasher.verify(account.password_hash, password)  # slow; outside _lock
         except VerifyMismatchError:
-            return False
+            return False, True
         except (VerificationError, InvalidHashError):
             log.error("account %s has an unusable password hash", account.name)
-            return False
+            return False, True
         if self._hasher.check_needs_rehash(account.password_hash) and _not_weaker(
             self._hasher, account.password_hash
         ):
-            self._update_hash(account.name, self._hasher.hash(password))
-        return True
+            try:
+                self._update_hash(account.name, self._hasher.hash(password))
+            except AccountStoreBusy as exc:
+                # The password is right whatever the hash; not remembered (_remember),
+                # so that the next login checks it again and rehashes.
+                log.warning("cannot rehash %s's password now: %s", account.name, exc)
+                return True, False
+        return True, True

@@ -443,8 +443,7 @@ class IrcSession:
                 self.numeric("900", mask(name), name, text=f"You are now logged in as {name}"),
                 self.numeric("903", text="SASL authentication successful"),
             )
-        else:
-            self.num("904", text="SASL authentication failed")
+        # else: the server's error frame came back as 904 with its reason (_error)
         return True
 
     def _try_register(self) -> bool:
@@ -836,8 +835,9 @@ class IrcSession:
                 out.append(self.numeric("464", text=f"Password incorrect: {e.message}"))
                 out.append(f"ERROR :Closing link: {HOST} (Bad password)")
             return
-        if cmd == "sasl":
-            return  # on_authenticate answers 904
+        if cmd == "sasl":  # a password check refused, and why (wrong, throttled, busy)
+            out.append(self.numeric("904", text=f"SASL authentication failed: {e.message}"))
+            return
         if cmd == "PRIVMSG" and e.code in ("unknown_user", "user_offline"):
             out.append(self.numeric("401", target, text=e.message))
             return

@@ -870,7 +870,8 @@ class ChatServer:
     def _irc_check_password(self, conn: _Conn, name: str, password: str) -> bool | None:
         """SASL: whether ``password`` is ``name``'s (registering a new name, as a login
         does), with the login's throttles; None when the connection must close. The
-        session itself begins at registration (IRC's CAP END)."""
+        session itself begins at registration (IRC's CAP END). Every False has sent an
+        error frame (id ``sasl``), which the gateway answers with 904 and its reason."""
         cmd = LoginCommand(username=name, password=password, id="sasl")
         conn.in_login = True
         try:
@@ -878,7 +879,8 @@ class ChatServer:
         except ProtocolError as exc:
             self._send_error(conn, exc.code, exc.message, exc.request_id)
             return False
-        except AccountStoreBusy:
+        except AccountStoreBusy as exc:
+            self._send_error(conn, ErrorCode.UNAVAILABLE, f"try again: {exc}", cmd.id)
             return False
         finally:
             conn.in_login = False

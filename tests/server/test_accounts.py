@@ -4,7 +4,9 @@ threads."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +19,10 @@ from chatroom_server.accounts import (
     OWASP_HASHER,
     PROOF_MAX_KIB,
     AccountStore,
+    AccountStoreBusy,
     default_workers,
 )
+from tests.helpers import RawClient, quiet_server
 
 PASSWORD = "correct horse battery"
 # Over PROOF_MAX_KIB, so always checked on the store's threads, and still quick.
@@ -148,3 +152,54 @@ def test_a_rehash_still_happens_and_later_checks_agree(tmp_path: Path) -> None:
         assert store.authenticate("alice", "wrong password")[1] is False
     finally:
         store.close()
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Another process's write transaction on the database (a backup tool, say)."""
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+
+
+def test_a_locked_database_is_busy_not_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "accounts.db"
+    older = AccountStore(path, LOAD_TEST_HASHER)
+    older.register("Alice", PASSWORD)
+    older.close()
+    dearer = PasswordHasher(time_cost=2, memory_cost=16, parallelism=1)
+    store = AccountStore(path, dearer, busy_timeout=0.05)
+    try:
+        with locked(path):
+            with pytest.raises(AccountStoreBusy, match="locked"):
+                store.register("Bob", PASSWORD)
+            # A login that would rehash still logs in; the rehash waits for the next one.
+            assert store.authenticate("alice", PASSWORD)[1]
+        assert store.register("Bob", PASSWORD).name == "Bob"
+        assert store.authenticate("alice", PASSWORD)[1]
+        stored = store.get("alice")
+        assert stored is not None and extract_parameters(stored.password_hash).memory_cost == 16
+    finally:
+        store.close()
+
+
+def test_a_registration_on_a_locked_database_is_unavailable(tmp_path: Path) -> None:
+    with quiet_server(db_path=tmp_path / "chatroom.db") as srv:
+        store = srv.server._store
+        assert store is not None
+        with store._lock:
+            store._db.execute("PRAGMA busy_timeout = 50")  # not the 10 s a server waits
+        c = RawClient(srv.address)
+        with locked(srv.db_path):
+            c.send(command="login", username="newcomer", password=PASSWORD, id="reg")
+            refused = c.expect_error("unavailable", id="reg")
+            assert "try again" in refused["message"]
+            c.send(command="ping", id="alive")
+            c.expect("pong", id="alive")  # the connection stays
+        c.send(command="login", username="newcomer", password=PASSWORD, id="again")
+        assert c.expect("login_ok", id="again")["new_user"] is True
+        assert srv.server.handler_crashes == 0

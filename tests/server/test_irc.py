@@ -16,6 +16,7 @@ from chatroom import Broadcast, ChatClient, DirectMessage, UsersChanged
 from chatroom.testing import TestServer
 from chatroom_server.irc import LineDecoder, parse, split_text
 from tests.helpers import PASSWORD, RawClient, connect, quiet_server
+from tests.server.test_accounts import locked
 
 T = 10.0
 
@@ -449,3 +450,30 @@ def test_chathistory_numbers_it_cannot_read_are_answered() -> None:
         assert irc.until("PRIVMSG").endswith("PRIVMSG #lobby :on the record")
         assert srv.server.handler_crashes == 0
 
+
+def test_sasl_and_pass_on_a_locked_database_say_try_again(tmp_path: Path) -> None:
+    with irc_server(db_path=tmp_path / "chatroom.db") as srv:
+        store = srv.server._store
+        assert store is not None
+        with store._lock:
+            store._db.execute("PRAGMA busy_timeout = 50")  # not the 10 s a server waits
+        irc = Irc(irc_address(srv))
+        irc.send("CAP REQ :sasl", "AUTHENTICATE PLAIN")
+        irc.until("AUTHENTICATE")
+        token = base64.b64encode(f"\0newcomer\0{PASSWORD}".encode()).decode()
+        plain = Irc(irc_address(srv))
+        with locked(srv.db_path):
+            irc.send(f"AUTHENTICATE {token}")
+            failed = irc.until("904")
+            assert "try again" in failed
+            # PASS registers at registration, when IRC has no second try: the reason,
+            # then the link closes.
+            plain.send(f"PASS :{PASSWORD}", "NICK another", "USER u 0 * :R")
+            lines = plain.closed()
+            assert any("try again" in line for line in lines)
+            assert lines[-1].startswith("ERROR :Closing link")
+        irc.send("AUTHENTICATE PLAIN")  # the SASL connection stays: it tries again
+        irc.until("AUTHENTICATE")
+        irc.send(f"AUTHENTICATE {token}")
+        assert " 903 " in irc.until("903")
+        assert srv.server.handler_crashes == 0
