@@ -124,9 +124,13 @@ def decode_line(raw: bytes) -> str:
 
 
 def parse(line: str) -> Message | None:
-    """A line into its parts (Modern IRC, "Message format"); None for an empty one."""
+    """A line into its parts (Modern IRC, "Message format"); None for an empty one.
+    CR, LF and NUL may be in no part of a message (RFC 1459, 2.3.1): they are dropped
+    here, from every field, because the gateway relays fields (USER's real name in WHO
+    and WHOIS, a PING token in PONG, a command in 421) and a CR inside a line ends the
+    line for many clients: what follows would be a line the client made up."""
     tags = source = ""
-    rest = line.lstrip(" ")
+    rest = line.translate(_NOT_IN_A_LINE).lstrip(" ")
     if rest.startswith("@"):
         tags, _, rest = rest[1:].partition(" ")
         rest = rest.lstrip(" ")
@@ -144,6 +148,9 @@ def parse(line: str) -> Message | None:
     if not params:
         return None
     return Message(params[0].upper(), params[1:], tags, source)
+
+
+_NOT_IN_A_LINE: Final = {ord("\r"): None, ord("\n"): None, ord("\0"): None}
 
 
 class LineDecoder:

@@ -477,3 +477,36 @@ def test_sasl_and_pass_on_a_locked_database_say_try_again(tmp_path: Path) -> Non
         irc.send(f"AUTHENTICATE {token}")
         assert " 903 " in irc.until("903")
         assert srv.server.handler_crashes == 0
+
+
+def test_cr_lf_and_nul_from_a_client_are_relayed_nowhere() -> None:
+    with irc_server() as srv:
+        sly = Irc(irc_address(srv))
+        sly.send(
+            f"PASS :{PASSWORD}",
+            "NICK sly",
+            b"USER u\0ser 0 * :Real\rPRIVMSG victim :injected\0 name",
+        )
+        sly.until("366")
+        json_user = connect(srv.address, "jsonuser")
+        watcher = Irc(irc_address(srv))
+        watcher.register("watcher")
+        watcher.send("WHOIS sly", "WHO sly")
+        lines = [watcher.until(" 311 "), watcher.until(" 352 ")]
+        sly.send(b"PING :to\0ken\rPRIVMSG x :y", b"FRO\rB", b"CAP REQ :no\0such\rcap")
+        lines += [sly.until("PONG"), sly.until(" 421 "), sly.until(" NAK ")]
+        sly.send(b"PRIVMSG #lobby :one\rtwo\0three")
+        lines.append(watcher.until("PRIVMSG"))
+        # A line's CR is only at its end (the framing); one inside a line, or a NUL,
+        # is the client's, relayed: a CR ends the line for many clients (injection).
+        assert [line for line in lines if "\r" in line or "\0" in line] == []
+        assert lines == [
+            ":chatroom 311 watcher sly user chatroom * :RealPRIVMSG victim :injected name",
+            ":chatroom 352 watcher #lobby user chatroom chatroom sly H "
+            ":0 RealPRIVMSG victim :injected name",
+            ":chatroom PONG chatroom :tokenPRIVMSG x :y",
+            ":chatroom 421 sly FROB :Unknown command",
+            ":chatroom CAP sly NAK :nosuchcap",
+            ":sly!sly@chatroom PRIVMSG #lobby :onetwothree",
+        ]
+        assert json_user.until("broadcast")["message"] == "onetwothree"
