@@ -65,6 +65,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 import select
 import socket
 import ssl
@@ -128,7 +129,14 @@ from chatroom_server.cluster import ClusterUnavailable
 from chatroom_server.doorbell import Doorbell
 from chatroom_server.fanout import Direct, FanOut
 from chatroom_server.irc import IrcOutbox, IrcSession, Translations, decode_line, parse
-from chatroom_server.limits import FloodMeter, LoginThrottle, TokenBucket, WindowCounter
+from chatroom_server.limits import (
+    FloodMeter,
+    LoginAttempt,
+    LoginThrottle,
+    Throttled,
+    TokenBucket,
+    WindowCounter,
+)
 from chatroom_server.messagelog import MessageLog, NewMessage, StorageError, Stored
 from chatroom_server.outbox import Flusher, Outbox, push_all
 from chatroom_server.readers import ReaderThread
@@ -196,8 +204,14 @@ class ServerConfig:
     idle_timeout: float = 120.0  # seconds without a frame from a logged-in client; 0 = off
     max_per_ip: int = 100  # connections per address
     exempt_loopback: bool = True  # loopback is exempt from per-address limits
-    login_free_failures: int = 3  # wrong passwords per account before backoff starts
+    # Wrong passwords (limits.LoginThrottle): per account and address, the free ones
+    # before a wait that doubles from 1 s up to the max; per address, any accounts;
+    # per account from anywhere, a ceiling that slows checks and never refuses them.
+    login_free_failures: int = 3
     login_backoff_max: float = 60.0
+    login_address_free: int = 20
+    login_account_burst: int = 30  # checks of one account at once, then ...
+    login_account_gap: float = 1.0  # ... one per this many seconds, in turn
     registrations_per_ip: int = 5  # new accounts per address ...
     registration_window: float = 60.0  # ... per this many seconds
     housekeeping_interval: float = 1.0  # seconds between timeout sweeps
@@ -376,7 +390,13 @@ class ChatServer:
         c = self.config
         self._clock = c.clock
         self._wall = c.wall_clock
-        self._throttle = LoginThrottle(c.login_free_failures, cap=c.login_backoff_max)
+        self._throttle = LoginThrottle(
+            c.login_free_failures,
+            cap=c.login_backoff_max,
+            address_free=c.login_address_free,
+            account_burst=c.login_account_burst,
+            account_gap=c.login_account_gap,
+        )
         self._registrations = WindowCounter(c.registrations_per_ip, c.registration_window)
         self.address: tuple[str, int] = (self.config.host, self.config.port)
         # What login_ok tells every client it must respect (docs/PROTOCOL.md §login).
@@ -1148,24 +1168,45 @@ class ChatServer:
                 )
             )
             return True
-        new_user = False
-        now = self._clock()
         # Names are ASCII and unique ignoring case, so this is the account's key too.
         key = username_key(cmd.username)
-        wait = self._throttle.wait(key, now)
-        if wait > 0:
+        attempt = self._throttle.begin(
+            key, conn.ip, self._clock(), per_address=not self._exempt(conn.ip)
+        )
+        if isinstance(attempt, Throttled):
             # Only an existing account's failures throttle; it is not even looked up.
             conn.failed_logins += 1
             self._send_error(
-                conn,
-                ErrorCode.RATE_LIMITED,
-                f"too many wrong passwords for {cmd.username}; try again in {wait:.0f} s",
-                cmd.id,
+                conn, ErrorCode.RATE_LIMITED, self._throttled_text(cmd, conn, attempt), cmd.id
             )
             return conn.failed_logins < self.config.max_failed_logins
+        try:
+            return self._check_password(conn, cmd, attempt)
+        finally:
+            attempt.close(self._clock())  # a check without a verdict counts for nothing
+
+    @staticmethod
+    def _throttled_text(cmd: LoginCommand, conn: _Conn, refused: Throttled) -> str:
+        wait = math.ceil(refused.wait)
+        if refused.scope == "address":
+            return f"too many wrong passwords from {conn.ip}; try again in {wait} s"
+        if refused.scope == "checking":
+            return f"{cmd.username}'s password is being checked already; try again in {wait} s"
+        return f"too many wrong passwords for {cmd.username} from {conn.ip}; try again in {wait} s"
+
+    def _check_password(
+        self, conn: _Conn, cmd: LoginCommand, attempt: LoginAttempt
+    ) -> tuple[Account, bool] | bool:
+        """``_verify_login`` once the throttle let the check through (limits.py)."""
+        assert self._store is not None and cmd.password is not None
+        # Past the account's ceiling the check waits for its turn: slowed, not refused.
+        if attempt.delay > 0 and self._stopping.wait(attempt.delay):
+            raise AccountStoreBusy("the server is stopping")
+        new_user = False
         account, right = self._store.authenticate(cmd.username, cmd.password)
         if account is None:
             check_password(cmd.password, self.config.limits, cmd.id)
+            now = self._clock()
             if not self._exempt(conn.ip) and not self._registrations.allow(conn.ip, now):
                 raise ProtocolError(
                     ErrorCode.RATE_LIMITED,
@@ -1179,14 +1220,15 @@ class ChatServer:
                 account, right = self._store.authenticate(cmd.username, cmd.password)
                 assert account is not None
         if not new_user and not right:
-            self._throttle.failed(key, self._clock())
+            attempt.failed(self._clock())
             conn.failed_logins += 1
             self._send_error(conn, ErrorCode.BAD_CREDENTIALS, "wrong username or password", cmd.id)
             if conn.failed_logins >= self.config.max_failed_logins:
                 log.info("closing %r after %d failed logins", conn, conn.failed_logins)
                 return False
             return True
-        self._throttle.succeeded(key)
+        if not new_user:
+            attempt.succeeded(self._clock())
         return account, new_user
 
     def _enter(self, conn: _Conn, name: str, new_user: bool, cmd: LoginCommand) -> bool:
