@@ -294,6 +294,9 @@ class IrcSession:
         self.sasl_mech: str | None = None
         self.sasl_buf = ""
         self.pinged = False  # the server sent PING for an idle client and awaits PONG
+        # --irc-guests: the username key this guest holds (None: an account's session);
+        # set by the server, on this connection's reader thread (ChatServer._guests).
+        self.guest: str | None = None
 
     # -------------------------------------------------------------- sending
 

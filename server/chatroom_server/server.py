@@ -46,6 +46,10 @@ Shared state and what guards it:
   and a ``joined`` push always precedes the new user's first message. ``users_delta``
   connections get theirs from the :class:`~chatroom_server.roster.UsersPublisher` (its
   own lock, taken before ``_lock``).
+- ``ChatServer._lock`` also guards ``_guests`` (the nicks held by IRC guests, from the
+  check that found them free to the end of the guest's connection) and
+  ``_registering`` (names being registered now): a guest and a registration of the same
+  name exclude each other there (``_irc_guest_login``, ``_register``).
 - Each connection's ``_Conn`` counters are touched only by its own reader thread, except
   ``done``, written under the FanOut's lock.
 - The account store has its own lock (:mod:`chatroom_server.accounts`).
@@ -355,6 +359,10 @@ class ChatServer:
         self._roster: tuple[_Conn, ...] | None = ()  # None: stale (see roster())
         self._live = SortedNames()
         self._names: tuple[str, ...] | None = ()  # None: stale (see names())
+        # --irc-guests: username key -> the guest connection holding that nick; and the
+        # keys being registered now, with how many registrations (module docstring).
+        self._guests: dict[str, _Conn] = {}
+        self._registering: dict[str, int] = {}
         self._stopping = threading.Event()
         self._stopped = threading.Event()
         # Ended connections for the reaper: appended by their reader thread without a
@@ -858,34 +866,80 @@ class ChatServer:
 
     def _irc_guest_login(self, conn: _Conn, name: str) -> bool | None:
         """--irc-guests: a session without an account under a nick no account has
-        (None: it has one, log in as usual). The session is like any other (history,
-        DMs while online) but nothing is registered, so another guest may use the nick
-        after it leaves."""
+        (None: it has one, log in as usual). The session is like any other (the room,
+        history, DMs while online) but nothing is registered, so another guest may use
+        the nick after it leaves. A guest is one session (docs/IRC.md):
+
+        - its nick is checked and claimed in one step: held in ``_guests`` (and, in a
+          cluster, in Redis) from the moment no session had it, *then* checked against
+          the accounts, while registrations of that name are refused; so a name
+          registered meanwhile is either seen here or never registered, and a guest
+          never takes over an account's session, nor one guest another's (433)."""
         assert self._store is not None and conn.irc is not None
+        irc = conn.irc
         try:
             if self._store.get(name) is not None:
-                return None
+                return None  # the common case for an account, with nothing claimed
         except AccountStoreBusy as exc:
-            conn.irc.reply(f"ERROR :Closing link: chatroom (try again: {exc})")
+            irc.reply(f"ERROR :Closing link: chatroom (try again: {exc})")
             return False
+        key = username_key(name)
         with self._lock:
-            online = username_key(name) in self._by_key
-        if online:
-            # Unlike a login, a guest proves nothing that would let it take a session
-            # over: the nick is in use, as on any IRC server.
-            conn.irc.num("433", name, text="Nickname is already in use")
-            conn.irc.nick = "*"  # registration waits for another NICK
-            return True
-        cmd = LoginCommand(username=name, features=(Feature.USERS_DELTA.value,), id="login")
-        conn.deltas = True
-        conn.in_login = True
+            taken = key in self._by_key or key in self._guests or key in self._registering
+            if not taken:
+                self._guests[key] = conn
+        if taken:
+            return self._nick_in_use(irc, name)
+        bus = self._bus
+        claimed = False
         try:
-            return self._enter(conn, name, False, cmd)
-        except ProtocolError as exc:
-            self._send_error(conn, exc.code, exc.message, exc.request_id)
-            return False
+            if bus is not None:
+                try:
+                    claimed = bus.claim_guest(name)
+                except ClusterUnavailable as exc:
+                    irc.reply(f"ERROR :Closing link: chatroom (try again: {exc})")
+                    return False
+                if not claimed:  # a session, a guest or a registration on another node
+                    return self._nick_in_use(irc, name)
+            try:
+                # Again, now that no registration can begin: one may have ended meanwhile.
+                if self._store.get(name) is not None:
+                    return None
+            except AccountStoreBusy as exc:
+                irc.reply(f"ERROR :Closing link: chatroom (try again: {exc})")
+                return False
+            irc.guest = key
+            cmd = LoginCommand(username=name, features=(Feature.USERS_DELTA.value,), id="login")
+            conn.deltas = True
+            conn.in_login = True
+            try:
+                return self._enter(conn, name, False, cmd)
+            except ProtocolError as exc:
+                self._send_error(conn, exc.code, exc.message, exc.request_id)
+                return False
+            finally:
+                conn.in_login = False
         finally:
-            conn.in_login = False
+            if bus is not None and claimed:
+                if conn.username is None:
+                    bus.release(name)  # claimed, but no session began
+                bus.settled(name)
+            if conn.username is None:
+                irc.guest = None
+                with self._lock:
+                    self._release_guest_locked(conn, key)
+
+    @staticmethod
+    def _nick_in_use(irc: IrcSession, name: str) -> bool:
+        # Unlike a login, a guest proves nothing that would let it take a session
+        # over: the nick is in use, as on any IRC server.
+        irc.num("433", name, text="Nickname is already in use")
+        irc.nick = "*"  # registration waits for another NICK
+        return True
+
+    def _release_guest_locked(self, conn: _Conn, key: str) -> None:
+        if self._guests.get(key) is conn:
+            del self._guests[key]
 
     def _irc_check_password(self, conn: _Conn, name: str, password: str) -> bool | None:
         """SASL: whether ``password`` is ``name``'s (registering a new name, as a login
@@ -1213,12 +1267,7 @@ class ChatServer:
                     f"too many new accounts from {conn.ip}; try again later",
                     cmd.id,
                 )
-            try:
-                account = self._store.register(cmd.username, cmd.password)
-                new_user = True
-            except AccountExists:  # lost a registration race: the winner's password?
-                account, right = self._store.authenticate(cmd.username, cmd.password)
-                assert account is not None
+            account, new_user, right = self._register(cmd)
         if not new_user and not right:
             attempt.failed(self._clock())
             conn.failed_logins += 1
@@ -1230,6 +1279,44 @@ class ChatServer:
         if not new_user:
             attempt.succeeded(self._clock())
         return account, new_user
+
+    def _register(self, cmd: LoginCommand) -> tuple[Account, bool, bool]:
+        """A new name's account: (the account, whether this login created it, whether
+        the password is the account's). Not while an IRC guest holds the name, here or
+        on another node (``unavailable``): the guest checked that no account has it, and
+        its session is the one with that name until it leaves (docs/IRC.md)."""
+        assert self._store is not None and cmd.password is not None
+        key = username_key(cmd.username)
+        with self._lock:
+            held = key in self._guests
+            if not held:
+                self._registering[key] = self._registering.get(key, 0) + 1
+        if held:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, _guest_holds(cmd.username), cmd.id)
+        bus = self._bus
+        marked = False
+        try:
+            if bus is not None:
+                try:
+                    marked = bus.begin_registration(cmd.username)
+                except ClusterUnavailable as exc:
+                    raise ProtocolError(ErrorCode.UNAVAILABLE, f"try again: {exc}", cmd.id) from exc
+                if not marked:
+                    raise ProtocolError(ErrorCode.UNAVAILABLE, _guest_holds(cmd.username), cmd.id)
+            try:
+                return self._store.register(cmd.username, cmd.password), True, True
+            except AccountExists:  # lost a registration race: the winner's password?
+                account, right = self._store.authenticate(cmd.username, cmd.password)
+                assert account is not None
+                return account, False, right
+        finally:
+            if marked:
+                assert bus is not None
+                bus.end_registration(cmd.username)
+            with self._lock:
+                n = self._registering.pop(key) - 1
+                if n:
+                    self._registering[key] = n
 
     def _enter(self, conn: _Conn, name: str, new_user: bool, cmd: LoginCommand) -> bool:
         """The session begins: login_ok, the roster, and with the message log the replay
@@ -1487,6 +1574,8 @@ class ChatServer:
         """Out of the open connections and its address's count. Once per connection:
         the reaper's _leave, or _admit when its thread could not start."""
         self._conns.discard(conn)
+        if conn.irc is not None and conn.irc.guest is not None:
+            self._release_guest_locked(conn, conn.irc.guest)
         n = self._per_ip.get(conn.ip, 0) - 1
         if n > 0:
             self._per_ip[conn.ip] = n
@@ -1801,6 +1890,10 @@ class ChatServer:
     def connection_count(self) -> int:
         with self._lock:
             return len(self._conns)
+
+
+def _guest_holds(name: str) -> str:
+    return f"{name} is an IRC guest's nick right now; try again once they leave"
 
 
 def _live_frame(m: Stored) -> bytes:

@@ -10,6 +10,12 @@ Every node of a cluster shares one Redis database under one key prefix ``P``:
   node holds. Changed only by Lua scripts that also append the matching event to the
   stream, so a presence change and its announcement are one atomic step: a user joins,
   is taken over or leaves *exactly once*, whoever notices it.
+- ``P:guests``, a hash: username key -> node, for the IRC gateway's guests
+  (docs/IRC.md): a guest claims a nick only if nobody has it (:meth:`ClusterBus.claim_guest`,
+  433 otherwise), and a name cannot be registered while a guest holds it
+  (``P:registering:KEY``, a counter that expires, :meth:`begin_registration`); the
+  two scripts exclude each other, so a guest never takes over an account registered
+  meanwhile, on any node. Released and reaped with the guest's presence.
 - ``P:nodes`` (a set) and ``P:node:NODE`` (a key that expires): liveness. Each node
   refreshes its key every ``ttl / 5`` s; every node reaps nodes whose key expired (one
   script: their users leave once, the node is struck off). A node that finds itself
@@ -25,7 +31,8 @@ the last message before an outage is not stranded. Entries at or below ``last_se
 duplicates and skipped. So every node delivers every stored message once, in seq order.
 
 Threads: ``chat-cluster`` (the consumer) and ``chat-cluster-beat`` (heartbeat, reaper).
-``_lock`` guards ``_owners`` and ``_up``; no callback into the server runs under it.
+``_lock`` guards ``_owners``, ``_claiming``, ``_guests`` and ``_up``; no callback into
+the server runs under it.
 Server callbacks (:class:`Handler`) run on the consumer thread.
 """
 
@@ -50,6 +57,10 @@ log = logging.getLogger(__name__)
 _XRead = list[tuple[str, list[tuple[str, dict[str, str]]]]]
 
 STREAM_MAX: Final = 100_000  # entries kept in P:log (approximately): minutes of traffic
+# A registration's mark against guests outlives a node that dies holding it by this much:
+# longer than a registration may take (the account store's wait_timeout, 120 s, in a
+# login storm, then the hash), short enough to be forgotten.
+REGISTERING_MS: Final = 180_000
 
 # Lua: node names never contain '|'; usernames are ASCII letters, digits, '_' and '-'.
 _NODE_OF = "local function node_of(v) return string.match(v, '^([^|]*)|') end\n"
@@ -72,9 +83,35 @@ return old
 """
 )
 
+# A guest's claim (KEYS: presence, log, members, guests, registering:KEY): only a nick
+# nobody has, on any node, and nobody is registering.
+_CLAIM_GUEST = """
+if redis.call('EXISTS', KEYS[5]) == 1 then return 0 end
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. '|' .. ARGV[3])
+redis.call('HSET', KEYS[4], ARGV[1], ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'k', 'j', 'u', ARGV[3], 'n', ARGV[2])
+return 1
+"""
+
+# A registration begins (KEYS: guests, registering:KEY): not while a guest holds the name.
+_BEGIN_REGISTRATION = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
+redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return 1
+"""
+
+_END_REGISTRATION = """
+if redis.call('DECR', KEYS[1]) <= 0 then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
 _RELEASE = (
     _NODE_OF
     + """
+if redis.call('HGET', KEYS[4], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[4], ARGV[1]) end
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v or node_of(v) ~= ARGV[2] then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
@@ -84,18 +121,24 @@ return 1
 """
 )
 
+# ARGV[5] '1': a guest's nick (KEYS[4], KEYS[5]: guests, registering:KEY), held again
+# only if nobody registers that name now.
 _REJOIN = (
     _NODE_OF
     + """
+local guest = ARGV[5] == '1'
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v then
+  if guest and redis.call('EXISTS', KEYS[5]) == 1 then return 0 end
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. '|' .. ARGV[3])
   redis.call('SADD', KEYS[3], ARGV[1])
+  if guest then redis.call('HSET', KEYS[4], ARGV[1], ARGV[2]) end
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'k', 'j', 'u', ARGV[3], 'n', ARGV[2])
   return 1
 end
 if node_of(v) == ARGV[2] then
   redis.call('SADD', KEYS[3], ARGV[1])
+  if guest then redis.call('HSET', KEYS[4], ARGV[1], ARGV[2]) end
   return 1
 end
 return 0
@@ -108,6 +151,7 @@ _REAP = (
 if redis.call('EXISTS', KEYS[4]) == 1 then return -1 end
 local n = 0
 for _, key in ipairs(redis.call('SMEMBERS', KEYS[5])) do
+  if redis.call('HGET', KEYS[6], key) == ARGV[1] then redis.call('HDEL', KEYS[6], key) end
   local v = redis.call('HGET', KEYS[1], key)
   if v and node_of(v) == ARGV[1] then
     redis.call('HDEL', KEYS[1], key)
@@ -168,7 +212,11 @@ class ClusterBus:
         self.k_nodes = f"{prefix}:nodes"
         self.k_node = f"{prefix}:node:{self.node}"
         self.k_members = f"{prefix}:members:{self.node}"
+        self.k_guests = f"{prefix}:guests"
         self._claim = self._r.register_script(_CLAIM)
+        self._claim_guest = self._r.register_script(_CLAIM_GUEST)
+        self._begin_registration = self._r.register_script(_BEGIN_REGISTRATION)
+        self._end_registration = self._r.register_script(_END_REGISTRATION)
         self._release = self._r.register_script(_RELEASE)
         self._rejoin = self._r.register_script(_REJOIN)
         self._reap = self._r.register_script(_REAP)
@@ -178,6 +226,7 @@ class ClusterBus:
         # Keys claimed by logins here whose sessions are not in the server's maps yet:
         # the resync must not take them for leftovers of a session that ended.
         self._claiming: dict[str, int] = {}
+        self._guests: set[str] = set()  # the keys this node's guests hold (for _REJOIN)
         self._up = True
         self._up_event = threading.Event()  # set while _up: for wait_available()
         self._up_event.set()
@@ -315,6 +364,62 @@ class ClusterBus:
             self._owners[key] = self.node
         return None if old is None else str(old).partition("|")[0]
 
+    def claim_guest(self, name: str) -> bool:
+        """An IRC guest's claim of a nick (docs/IRC.md): False if any node has a
+        session of that name or a registration of it is under way (the guest gets 433).
+        True: a claim in progress, as :meth:`claim`'s, until the caller's
+        :meth:`settled`. ClusterUnavailable when Redis cannot be reached."""
+        key = username_key(name)
+        with self._lock:
+            self._claiming[key] = self._claiming.get(key, 0) + 1
+        try:
+            ok = self._claim_guest(
+                keys=[
+                    self.k_presence,
+                    self.k_log,
+                    self.k_members,
+                    self.k_guests,
+                    self._k_registering(key),
+                ],
+                args=[key, self.node, name, STREAM_MAX],
+            )
+        except redis.RedisError as exc:
+            self.settled(name)
+            self._set_up(False, exc)
+            raise ClusterUnavailable(f"the cluster is unreachable ({exc})") from exc
+        if not ok:
+            self.settled(name)
+            return False
+        with self._lock:
+            self._owners[key] = self.node
+            self._guests.add(key)
+        return True
+
+    def begin_registration(self, name: str) -> bool:
+        """A new account of this name is about to be stored: False while an IRC guest
+        holds the name on any node. Until :meth:`end_registration` (or, if this node
+        dies meanwhile, for ``REGISTERING_MS``) no guest can claim it.
+        ClusterUnavailable when Redis cannot be reached."""
+        key = username_key(name)
+        try:
+            ok = self._begin_registration(
+                keys=[self.k_guests, self._k_registering(key)], args=[key, REGISTERING_MS]
+            )
+        except redis.RedisError as exc:
+            self._set_up(False, exc)
+            raise ClusterUnavailable(f"the cluster is unreachable ({exc})") from exc
+        return bool(ok)
+
+    def end_registration(self, name: str) -> None:
+        try:
+            self._end_registration(keys=[self._k_registering(username_key(name))])
+        except redis.RedisError as exc:
+            # The mark expires by itself (REGISTERING_MS): guests wait until then.
+            self._set_up(False, exc)
+
+    def _k_registering(self, key: str) -> str:
+        return f"{self.prefix}:registering:{key}"
+
     def settled(self, name: str) -> None:
         """The login that claimed ``name`` began its session here, or gave up."""
         key = username_key(name)
@@ -331,9 +436,10 @@ class ClusterBus:
         with self._lock:
             if self._owners.get(key) == self.node:
                 del self._owners[key]
+            self._guests.discard(key)
         try:
             self._release(
-                keys=[self.k_presence, self.k_log, self.k_members],
+                keys=[self.k_presence, self.k_log, self.k_members, self.k_guests],
                 args=[key, self.node, name, STREAM_MAX],
             )
         except redis.RedisError as exc:
@@ -515,10 +621,18 @@ class ClusterBus:
     def _claim_back(self, handler: Handler, names: Iterable[str]) -> None:
         for name in names:
             key = username_key(name)
+            with self._lock:
+                guest = key in self._guests
             try:
                 ok = self._rejoin(
-                    keys=[self.k_presence, self.k_log, self.k_members],
-                    args=[key, self.node, name, STREAM_MAX],
+                    keys=[
+                        self.k_presence,
+                        self.k_log,
+                        self.k_members,
+                        self.k_guests,
+                        self._k_registering(key),
+                    ],
+                    args=[key, self.node, name, STREAM_MAX, "1" if guest else ""],
                 )
             except redis.RedisError as exc:
                 self._set_up(False, exc)
@@ -560,6 +674,7 @@ class ClusterBus:
                             self.k_nodes,
                             f"{self.prefix}:node:{other}",
                             f"{self.prefix}:members:{other}",
+                            self.k_guests,
                         ],
                         args=[other, STREAM_MAX],
                     )

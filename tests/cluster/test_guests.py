@@ -1,0 +1,72 @@
+"""IRC guests in a cluster (docs/IRC.md, docs/CLUSTER.md): a guest's nick is one session
+in the whole cluster. A second guest with it, on any node, gets 433; a registration of
+it waits until the guest leaves; a node that dies frees its guests' nicks."""
+
+from __future__ import annotations
+
+import signal
+
+from chatroom.testing import TestServer
+from tests.cluster.conftest import Cluster, free_port
+from tests.helpers import PASSWORD, RawClient
+from tests.server.test_irc import Irc
+
+T = 10.0
+
+
+def guest_node(cluster: Cluster) -> TestServer:
+    return cluster.add(irc_port=0, irc_guests=True)
+
+
+def irc(node: TestServer) -> Irc:
+    return Irc(node.server.irc_addresses[0])
+
+
+def test_a_guest_nick_is_433_on_every_other_node(cluster: Cluster) -> None:
+    a, b = guest_node(cluster), guest_node(cluster)
+    first = irc(a)
+    first.send("NICK visitor", "USER u 0 * :R")
+    first.until("366")
+    second = irc(b)
+    second.send("NICK visitor", "USER u 0 * :R")
+    # Before, the second node's guest claimed the nick as a login does and took the
+    # first one's session over (ERROR ... Logged in from another connection).
+    assert " 433 " in second.until("433")
+    second.send("NICK VISITOR")  # the same nick ignoring case
+    assert " 433 " in second.until("433")
+    first.send("PING :still mine")
+    assert first.until("PONG").endswith(":still mine")
+    # A registration of that name, on either node, waits for the guest to leave.
+    for node in (a, b):
+        c = RawClient(node.address)
+        c.send(command="login", username="visitor", password=PASSWORD, id=1)
+        assert "guest" in c.expect_error("unavailable", id=1)["message"]
+    first.send("QUIT")
+    first.closed()
+    second.send("NICK visitor")
+    assert second.until(" 001 ").startswith(":chatroom 001 visitor ")
+    second.send("QUIT")
+    second.closed()
+    c = RawClient(b.address)
+    c.send(command="login", username="visitor", password=PASSWORD, id=2)
+    assert c.expect("login_ok", id=2)["new_user"] is True
+
+
+def test_a_dead_nodes_guests_free_their_nicks(cluster: Cluster) -> None:
+    port = free_port()
+    victim = cluster.process("--irc-port", str(port), "--irc-guests")
+    survivor = guest_node(cluster)
+    doomed = Irc(("127.0.0.1", port))
+    doomed.send("NICK visitor", "USER u 0 * :R")
+    doomed.until("366")
+    watcher = RawClient(survivor.address)
+    watcher.send(command="login", username="watcher", password=PASSWORD)
+    assert "visitor" in watcher.expect("login_ok")["users"]
+    victim.proc.send_signal(signal.SIGKILL)
+    victim.proc.wait(T)
+    # The survivor reaps the dead node (--node-timeout 2): the guest leaves ...
+    watcher.until("users", left="visitor")
+    # ... and its nick is free again, for a guest or for an account.
+    heir = irc(survivor)
+    heir.send("NICK visitor", "USER u 0 * :R")
+    assert heir.until(" 001 ").startswith(":chatroom 001 visitor ")

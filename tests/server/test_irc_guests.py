@@ -1,0 +1,123 @@
+"""--irc-guests (docs/IRC.md): a guest is one session. Its nick is checked and claimed
+in one step, so it never takes over an account registered meanwhile."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from chatroom.testing import TestServer
+from tests.helpers import PASSWORD, RawClient, quiet_server
+from tests.server.test_irc import Irc, irc_address
+
+T = 10.0
+
+
+@contextmanager
+def guests(**options: Any) -> Iterator[TestServer]:
+    with quiet_server(irc_port=0, irc_guests=True, password_hash="load-test", **options) as srv:
+        yield srv
+
+
+def guest(srv: TestServer, nick: str, *caps: str) -> Irc:
+    irc = Irc(irc_address(srv))
+    if caps:
+        irc.send(f"CAP REQ :{' '.join(caps)}", "CAP END")
+    irc.send(f"NICK {nick}", "USER u 0 * :R")
+    irc.until("366")
+    return irc
+
+
+def test_a_guest_never_takes_over_an_account_registered_meanwhile() -> None:
+    with guests() as srv:
+        server = srv.server
+        real_enter = server._enter
+        checked, go_on = threading.Event(), threading.Event()
+
+        def enter(conn: Any, name: str, *args: Any) -> bool:
+            if conn.irc is not None and name == "racer":
+                checked.set()  # the guest found no account and no session ...
+                go_on.wait(T)  # ... and someone registers the name before it begins
+            return real_enter(conn, name, *args)
+
+        server._enter = enter  # type: ignore[method-assign, assignment]
+        irc = Irc(irc_address(srv))
+        irc.send("NICK racer", "USER u 0 * :R")
+        assert checked.wait(T)
+        owner = RawClient(srv.address)
+        owner.send(command="login", username="racer", password=PASSWORD, id="reg")
+        # Before, the registration went through, and then the guest's session began
+        # and replaced the new account's (bye session_replaced). Now the guest holds
+        # the nick from its check on: the registration is told to wait.
+        refused = owner.expect_error("unavailable", id="reg")
+        assert "guest" in refused["message"]
+        go_on.set()
+        assert irc.until(" 001 ").startswith(":chatroom 001 racer ")
+        owner.send(command="ping", id="still")
+        owner.expect("pong", id="still")  # refused, not closed
+        assert srv.server.online == ("racer",)
+
+
+def test_a_registration_waits_for_a_guest_to_leave() -> None:
+    with guests() as srv:
+        held = guest(srv, "visitor")
+        c = RawClient(srv.address)
+        c.send(command="login", username="visitor", password=PASSWORD, id=1)
+        refused = c.expect_error("unavailable", id=1)
+        assert "guest" in refused["message"]
+        held.send("PING :alive")  # the guest's session is untouched
+        assert held.until("PONG").endswith(":alive")
+        held.send("QUIT")
+        held.closed()
+        c.send(command="login", username="visitor", password=PASSWORD, id=2)
+        assert c.expect("login_ok", id=2)["new_user"] is True
+
+
+def test_a_race_of_guests_and_registrations_never_shares_a_session() -> None:
+    with guests() as srv:
+        for i in range(40):
+            name = f"race{i}"
+            irc = Irc(irc_address(srv))
+            json = RawClient(srv.address)
+            go = threading.Barrier(2)
+
+            def as_guest(irc: Irc = irc, name: str = name, go: threading.Barrier = go) -> None:
+                go.wait(T)
+                irc.send(f"NICK {name}", "USER u 0 * :R")
+
+            t = threading.Thread(target=as_guest)
+            t.start()
+            go.wait(T)
+            json.send(command="login", username=name, password=PASSWORD, id="r")
+            t.join(T)
+            got = json.recv()
+            first = irc.line()
+            while not any(f" {code} " in first for code in ("001", "433", "464")):
+                first = irc.line()
+            if got["type"] == "login_ok":
+                # The account won: the guest was refused (433) or, having looked after
+                # the registration, asked for the account's password (464).
+                assert " 001 " not in first, (name, first)
+                json.send(command="ping", id="p")
+                assert json.until("pong", id="p")
+            else:
+                # The guest won: the registration waits for it to leave.
+                assert got["code"] == "unavailable", got
+                assert " 001 " in first, (name, first)
+            irc.close()
+            json.close()
+
+
+@pytest.mark.parametrize("command", ["NICK visitor", "NICK VISITOR"])
+def test_two_guests_never_share_a_nick(command: str) -> None:
+    with guests() as srv:
+        first = guest(srv, "visitor")
+        second = Irc(irc_address(srv))
+        second.send(command, "USER u 0 * :R")
+        assert " 433 " in second.until("433")
+        first.send("PING :alive")
+        assert first.until("PONG").endswith(":alive")
