@@ -666,6 +666,13 @@ class IrcSession:
             else:
                 before = msgid
         with_user = None if target.startswith("#") else target
+        if with_user is not None and self.guest is not None:
+            # A guest's DMs are never stored (docs/IRC.md): any stored with its nick are
+            # an earlier guest's, from a server before that rule, and not this one's.
+            if "batch" in self.caps:
+                batch = f"h{time.monotonic_ns() % 10**9}"
+                self.reply(f"BATCH +{batch} chathistory {target}", f"BATCH -{batch}")
+            return True
         return self.frame(
             HistoryCommand(
                 before=before,

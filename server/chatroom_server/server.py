@@ -874,7 +874,8 @@ class ChatServer:
           cluster, in Redis) from the moment no session had it, *then* checked against
           the accounts, while registrations of that name are refused; so a name
           registered meanwhile is either seen here or never registered, and a guest
-          never takes over an account's session, nor one guest another's (433)."""
+          never takes over an account's session, nor one guest another's (433);
+        - its DMs are delivered live and never stored (``_guest_direct``)."""
         assert self._store is not None and conn.irc is not None
         irc = conn.irc
         try:
@@ -940,6 +941,54 @@ class ChatServer:
     def _release_guest_locked(self, conn: _Conn, key: str) -> None:
         if self._guests.get(key) is conn:
             del self._guests[key]
+
+    def _guest_direct(self, conn: _Conn, cmd: DmCommand) -> bool:
+        """--irc-guests: a DM from or to a guest, delivered live and never stored: a
+        guest is one session, and nothing said to it or by it in private may reach
+        whoever holds its nick later (a guest, or an account of that name), through
+        history, a replay or offline DMs. False: no guest on either side (the usual
+        path, ``_direct``). Like a DM with ``--history off``: no seq, not queued for
+        someone offline."""
+        assert conn.username is not None and self._store is not None
+        key = username_key(cmd.to)
+        with self._lock:
+            target = self._by_key.get(key)
+            holder = self._guests.get(key)
+        from_guest = conn.irc is not None and conn.irc.guest is not None
+        if target is None:
+            # Nobody online by that name. A name a guest holds (arriving) has no
+            # account; else ask the accounts here, not in _direct: a guest claiming the
+            # name meanwhile would be found there, and the DM stored.
+            try:
+                account = None if holder is not None else self._store.get(cmd.to)
+            except AccountStoreBusy as exc:
+                raise ProtocolError(ErrorCode.UNAVAILABLE, f"try again: {exc}", cmd.id) from exc
+            if account is None:
+                raise ProtocolError(ErrorCode.UNKNOWN_USER, f"no user named {cmd.to!r}", cmd.id)
+            if not from_guest:
+                return False  # for an account, to wait for its next login: the usual path
+            raise ProtocolError(
+                ErrorCode.USER_OFFLINE,
+                f"{account.name} is not online here; a guest's direct messages are "
+                "delivered live only",
+                cmd.id,
+            )
+        if not from_guest and target is not holder:
+            return False  # between two accounts' sessions: the usual path
+        if not conn.announced:
+            self._announce(conn)
+        to = target.username
+        assert to is not None
+        ts = self._wall()
+        dm = encode(DirectMessage(sender=conn.username, to=to, message=cmd.message, ts=ts))
+        ack = encode(Ack(command="dm", to=to, id=cmd.id))
+
+        def deliver() -> None:  # behind this sender's broadcasts still queued, if any
+            target.outbox.send(dm)
+            conn.outbox.send(ack)
+
+        self._fanout.after(conn, deliver)
+        return True
 
     def _irc_check_password(self, conn: _Conn, name: str, password: str) -> bool | None:
         """SASL: whether ``password`` is ``name``'s (registering a new name, as a login
@@ -1085,7 +1134,8 @@ class ChatServer:
             self._flush_batch(conn)
         if type(cmd) is DmCommand:
             self._require_login(conn, cmd)
-            self._direct(conn, cmd)
+            if not (self.config.irc_guests and self._guest_direct(conn, cmd)):
+                self._direct(conn, cmd)
         elif type(cmd) is LoginCommand:
             return self._login(conn, cmd)
         elif type(cmd) is HistoryCommand:

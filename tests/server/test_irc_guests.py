@@ -1,5 +1,6 @@
 """--irc-guests (docs/IRC.md): a guest is one session. Its nick is checked and claimed
-in one step, so it never takes over an account registered meanwhile."""
+in one step, so it never takes over an account registered meanwhile; its DMs are
+delivered live and never stored, so nobody who holds the nick later reads them."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from chatroom import ChatClient, DirectMessage
 from chatroom.testing import TestServer
-from tests.helpers import PASSWORD, RawClient, quiet_server
+from tests.helpers import PASSWORD, RawClient, connect, quiet_server
 from tests.server.test_irc import Irc, irc_address
 
 T = 10.0
@@ -110,6 +112,57 @@ def test_a_race_of_guests_and_registrations_never_shares_a_session() -> None:
                 assert " 001 " in first, (name, first)
             irc.close()
             json.close()
+
+
+def test_a_guests_dms_are_never_stored_for_whoever_holds_the_nick_next() -> None:
+    with guests() as srv, ChatClient(srv.host, srv.port) as alice:
+        alice.login("alice", PASSWORD)
+        first = guest(srv, "drifter", "batch", "draft/chathistory")
+        with alice.expect(DirectMessage) as got:
+            first.send("PRIVMSG alice :my secret")
+            dm = got.wait(T)
+        assert (dm.sender, dm.message, dm.seq) == ("drifter", "my secret", None)
+        receipt = alice.dm("drifter", "your secret")
+        assert receipt.seq is None  # delivered, not stored
+        assert first.until("PRIVMSG").endswith("PRIVMSG drifter :your secret")
+        first.send("QUIT")
+        first.closed()
+        # The next guest with the nick: its history with alice is empty.
+        second = guest(srv, "drifter", "batch", "draft/chathistory")
+        second.send("CHATHISTORY LATEST alice * 10")
+        assert second.until("BATCH").startswith("BATCH +")
+        assert second.line().startswith("BATCH -")
+        second.send("QUIT")
+        second.closed()
+        # A later account of that name: nothing in its history or its replay.
+        later = RawClient(srv.address)
+        later.send(command="login", username="drifter", password=PASSWORD, since=0)
+        assert later.expect("login_ok")["new_user"] is True
+        replayed = later.until("replay_done")
+        assert replayed["count"] == 0
+        later.send(command="history", id="h", **{"with": "alice"})
+        assert later.until("history", id="h")["messages"] == []
+        # Nor is anything in alice's own history with that name.
+        assert alice.history(with_user="drifter").messages == ()
+
+
+def test_a_guest_dm_reaches_only_someone_online() -> None:
+    with guests() as srv:
+        connect(srv.address, "absent").close()
+        visitor = guest(srv, "visitor")
+        visitor.send("PRIVMSG absent :hello?", "PRIVMSG nobody :hello?")
+        assert " 401 visitor absent " in visitor.until("401")  # live only: not queued
+        assert " 401 visitor nobody " in visitor.until("401")
+        member = connect(srv.address, "member")
+        member.send(command="dm", to="visitor", message="hi", id=1)
+        ack = member.until("ack", id=1)
+        assert "seq" not in ack and not ack.get("queued")
+        assert visitor.until("PRIVMSG").endswith("PRIVMSG visitor :hi")
+        visitor.send("QUIT")
+        visitor.closed()
+        member.send(command="dm", to="visitor", message="still there?", id=2)
+        gone = member.until("error", id=2)  # no account: nothing waits for it
+        assert gone["code"] == "unknown_user"
 
 
 @pytest.mark.parametrize("command", ["NICK visitor", "NICK VISITOR"])
