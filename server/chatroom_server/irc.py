@@ -778,7 +778,15 @@ class IrcSession:
 
     def _on_user_list(self, e: UserList, out: list[str]) -> bool:
         if e.id == "NAMES":
-            out += self.names_lines(e.users)
+            # The list users_delta builds on (roster.UsersPublisher.reply) has this
+            # user only once the delta with its login is published, and a delta about
+            # oneself is never shown (_on_users_delta): a client in the channel is in
+            # its NAMES whatever the timing.
+            me = username_key(self.nick)
+            users = e.users
+            if self.registered and not any(username_key(u) == me for u in users):
+                users = tuple(sorted((*users, self.nick), key=username_key))
+            out += self.names_lines(users)
         return False
 
     def _on_ack(self, e: Ack, out: list[str]) -> bool:

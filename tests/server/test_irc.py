@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import socket
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -510,3 +511,27 @@ def test_cr_lf_and_nul_from_a_client_are_relayed_nowhere() -> None:
             ":sly!sly@chatroom PRIVMSG #lobby :onetwothree",
         ]
         assert json_user.until("broadcast")["message"] == "onetwothree"
+
+
+def test_names_lists_oneself_before_the_join_is_published() -> None:
+    with irc_server() as srv:
+        publisher = srv.server._publisher
+        real_publish = publisher._publish
+        go = threading.Event()
+
+        def publish() -> None:
+            go.wait(T)  # the users_delta with this login is not out yet
+            real_publish()
+
+        publisher._publish = publish  # type: ignore[method-assign]
+        try:
+            irc = Irc(irc_address(srv))
+            assert irc.register("early")[-2].endswith(" :early")  # the welcome's NAMES
+            # NAMES answers from the list the deltas build on, which has no "early" until
+            # the delta is published, and deltas about oneself are not shown on IRC: the
+            # client would never see itself in the channel (2 runs in 30 of the test
+            # above did not).
+            irc.send("NAMES")
+            assert irc.until(" 353 ").endswith(" :early")
+        finally:
+            go.set()
