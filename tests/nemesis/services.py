@@ -1,0 +1,329 @@
+"""The processes of a run, each started, signalled and stopped only by the harness.
+
+- :class:`Redis` and :class:`Postgres`: private servers on free ports in the run's
+  directory (PostgreSQL by ``initdb``; as root, initdb and the server run as the
+  ``postgres`` user, since initdb refuses root).
+- :class:`ChatNode`: one ``chat-server`` process, a cluster node or the single SQLite
+  server, on a port fixed for the run, so a node restarted after SIGKILL comes back
+  where its proxy expects it (and under the same node name, as a supervisor would
+  restart it).
+- :class:`Tmpfs`: the single server's database on a small tmpfs the harness mounts and
+  fills (root only: without it the disk-full fault is left out, and the run says so).
+
+Every process runs in a session of its own (``start_new_session``), so a signal to its
+process group reaches exactly what the harness started (PostgreSQL's children too) and
+nothing else. Output goes to a log file per process in the run's directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ChatNode", "Postgres", "Proc", "Redis", "ServiceError", "Tmpfs", "free_port"]
+
+log = logging.getLogger(__name__)
+
+
+class ServiceError(RuntimeError):
+    """A process of the run could not be started (its log says why)."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait(
+    ready: Callable[[], bool], proc: subprocess.Popen[bytes], what: str, timeout: float
+) -> None:
+    """Until ``ready()``; fails at once if the process exits, or after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ready():
+            return
+        try:
+            status = proc.wait(0.05)
+        except subprocess.TimeoutExpired:
+            continue
+        raise ServiceError(f"{what} exited with status {status} while starting")
+    raise ServiceError(f"{what} did not get ready within {timeout:.0f} s")
+
+
+class Proc:
+    """A child process in its own session; ``signal`` reaches its process group."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log_path: Path,
+        *,
+        cwd: Path | None = None,
+        as_user: dict[str, Any] | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = log_path
+        self.cwd = cwd
+        self.as_user = as_user or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+        self.paused = False
+
+    def start(self) -> subprocess.Popen[bytes]:
+        if self.running:
+            raise ServiceError(f"{self.name} is already running")
+        with self.log_path.open("ab") as out:
+            out.write(f"--- start {self.starts + 1}: {' '.join(self.argv)}\n".encode())
+            out.flush()
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.cwd,
+                start_new_session=True,
+                **self.as_user,
+            )
+        self.starts += 1
+        self.paused = False
+        return self.proc
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def signal(self, sig: int) -> None:
+        """``sig`` to the process group this process leads (only if it still runs)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, sig)
+        if sig == signal.SIGSTOP:
+            self.paused = True
+        elif sig == signal.SIGCONT:
+            self.paused = False
+
+    def kill(self) -> None:
+        """SIGKILL to the group, and reap the leader."""
+        if self.proc is None:
+            return
+        self.signal(signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(10)
+        self.paused = False
+
+    def stop(self, grace: float = 5.0) -> None:
+        """SIGCONT (a paused process cannot exit), SIGTERM, then SIGKILL after ``grace``."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.signal(signal.SIGCONT)
+        self.signal(signal.SIGTERM)
+        try:
+            self.proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+class Redis:
+    """A private redis-server without persistence: a restart comes back empty, the
+    harshest case docs/CLUSTER.md describes (presence resync, the stream's gap fill)."""
+
+    def __init__(self, workdir: Path) -> None:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise ServiceError("redis-server is not installed (Debian package redis-server)")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        argv = [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        argv += ["--appendonly", "no", "--dir", str(workdir), "--daemonize", "no"]
+        self.proc = Proc("redis", argv, workdir / "redis.log", cwd=workdir)
+
+    def start(self, timeout: float = 20.0) -> None:
+        import redis
+
+        p = self.proc.start()
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.5, socket_timeout=0.5)
+
+        def ready() -> bool:
+            try:
+                return bool(client.ping())
+            except redis.RedisError:
+                return False
+
+        try:
+            _wait(ready, p, "redis-server", timeout)
+        finally:
+            client.close()
+
+
+INITDB = ("--auth=trust", "-E", "UTF8", "--no-sync")
+
+
+class Postgres:
+    """A private PostgreSQL cluster (initdb in a temp directory of its own, which the
+    ``postgres`` user can enter when the harness runs as root; a free port)."""
+
+    def __init__(self, workdir: Path, database: str = "chatroom") -> None:
+        exe = shutil.which("initdb") or shutil.which("postgres")
+        binary = Path(exe).resolve().parent if exe else Path("/usr/lib/postgresql/15/bin")
+        if not (binary / "initdb").exists():
+            raise ServiceError("PostgreSQL's initdb and postgres are not installed")
+        self.bin = binary
+        self.dir = Path(tempfile.mkdtemp(prefix="nemesis-pg-"))
+        self.as_user: dict[str, Any] = {}
+        if os.geteuid() == 0:
+            # initdb refuses root: the cluster belongs to postgres, as Debian's does.
+            shutil.chown(self.dir, "postgres", "postgres")
+            self.as_user = {"user": "postgres", "group": "postgres", "extra_groups": []}
+        data = self.dir / "data"
+        done = subprocess.run(
+            [str(binary / "initdb"), "-D", str(data), "-U", "postgres", *INITDB],
+            capture_output=True,
+            timeout=120,
+            cwd=self.dir,
+            **self.as_user,
+        )
+        if done.returncode != 0:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise ServiceError(f"initdb failed: {done.stderr.decode(errors='replace').strip()}")
+        self.port = free_port()
+        self.database = database
+        self.admin_url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        argv = [str(binary / "postgres"), "-D", str(data), "-p", str(self.port)]
+        argv += ["-k", str(self.dir), "-c", "listen_addresses=127.0.0.1"]
+        # fsync off: a killed server loses nothing committed either way (the OS keeps
+        # the WAL it was given); fsync only matters when the machine itself dies.
+        argv += ["-c", "fsync=off", "-c", "max_connections=200"]
+        self.proc = Proc(
+            "postgres", argv, workdir / "postgres.log", cwd=self.dir, as_user=self.as_user
+        )
+
+    def remove(self) -> None:
+        """Stop it (if it runs) and delete its data directory."""
+        self.proc.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def url(self, port: int | None = None) -> str:
+        """The chat database's URL, through ``port`` (a proxy) or directly."""
+        return f"postgresql://postgres@127.0.0.1:{port or self.port}/{self.database}"
+
+    def start(self, timeout: float = 60.0) -> None:
+        import psycopg
+
+        p = self.proc.start()
+
+        def ready() -> bool:
+            try:
+                psycopg.connect(self.admin_url, connect_timeout=1).close()
+            except psycopg.OperationalError:
+                return False
+            return True
+
+        _wait(ready, p, "postgres", timeout)
+
+    def create_database(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.admin_url, autocommit=True, connect_timeout=5) as db:
+            db.execute(f"CREATE DATABASE {self.database}")
+
+
+class ChatNode:
+    """One ``chat-server`` process on a fixed port (see the module docstring)."""
+
+    def __init__(self, name: str, workdir: Path, db: str, args: Sequence[str] = ()) -> None:
+        self.name = name
+        self.port = free_port()
+        argv = [sys.executable, "-m", "chatroom_server", "--host", "127.0.0.1"]
+        argv += ["--port", str(self.port), "--db", db, *args]
+        self.proc = Proc(name, argv, workdir / f"{name}.log", cwd=workdir)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+    def start(self, timeout: float = 30.0) -> None:
+        p = self.proc.start()
+
+        def ready() -> bool:
+            try:
+                socket.create_connection(self.address, timeout=0.5).close()
+            except OSError:
+                return False
+            return True
+
+        _wait(ready, p, self.name, timeout)
+
+
+class Tmpfs:
+    """A tmpfs of ``size_mb`` at ``path`` (mounted by the harness, as root), and a file
+    that fills it to the last byte when asked."""
+
+    def __init__(self, path: Path, size_mb: int) -> None:
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0700", "tmpfs", str(path)],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+        self.filler = path / "filler"
+
+    @staticmethod
+    def possible() -> str | None:
+        """None if a tmpfs can be mounted here, else why not."""
+        if os.geteuid() != 0:
+            return "the disk-full fault needs root to mount a tmpfs"
+        if shutil.which("mount") is None:
+            return "mount(8) is not installed"
+        return None
+
+    def fill(self) -> int:
+        """Write until the file system is full; the bytes written."""
+        chunk = b"\0" * 65536
+        written = 0
+        with self.filler.open("ab", buffering=0) as f:
+            for size in (65536, 4096, 512, 1):
+                block = chunk[:size]
+                while True:
+                    try:
+                        written += f.write(block) or 0
+                    except OSError as exc:
+                        if exc.errno != errno.ENOSPC:
+                            raise
+                        break
+        return written
+
+    def free(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.filler.unlink()
+
+    @property
+    def full(self) -> bool:
+        return self.filler.exists()
+
+    def unmount(self) -> None:
+        self.free()
+        result = subprocess.run(["umount", str(self.path)], capture_output=True, timeout=30)
+        if result.returncode != 0:
+            log.error("cannot unmount %s: %s", self.path, result.stderr.decode().strip())
