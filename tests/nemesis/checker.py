@@ -103,6 +103,10 @@ KINDS: dict[str, tuple[str, str]] = {
         "server",
         "a live session was ended as replaced, with no other login of that user",
     ),
+    "stale_takeover": (
+        "server",
+        "a live session was ended as replaced by a login its client had already given up on",
+    ),
     "spurious_cid_conflict": (
         "server",
         "a resend of the same message was refused as a cid conflict",
@@ -553,13 +557,7 @@ class _Checker:
                 replaying = False
                 continue
             if kind == "bye" and f.f.get("reason") == "session_replaced":
-                self.add(
-                    "spurious_takeover",
-                    f"connection {c.conn} of {c.user} (logged in at {c.login_t:.1f} s) was "
-                    f"ended as replaced at {f.t:.1f} s; the harness never logs a user in twice",
-                    users=[c.user],
-                    events=[f],
-                )
+                self.takeover(c, f)
                 continue
             seq = f.f.get("seq")
             if kind not in ("broadcast", "dm") or not isinstance(seq, int):
@@ -572,6 +570,16 @@ class _Checker:
                     users=[c.user, frm, to],
                     seqs=[seq],
                     events=[f],
+                )
+            if f.f.get("replay") and c.since is None and seq > top:
+                self.add(
+                    "replay_range",
+                    f"connection {c.conn} of {c.user} logged in without since at seq {top}; "
+                    f"its replay brought seq {seq}, beyond the replay's own end (login_ok's "
+                    "seq): live traffic from its seq on brings it again",
+                    users=[c.user],
+                    seqs=[seq],
+                    events=[*self._login_of(c), f],
                 )
             if f.f.get("replay") and c.since is not None and not c.since < seq <= top:
                 self.add(
@@ -613,6 +621,42 @@ class _Checker:
                 seqs=[top_seq, *below],
                 events=[*self._login_of(c), *backwards[:6]],
             )
+
+    def takeover(self, c: _Conn, bye: FrameIn) -> None:
+        """A live session ended as replaced. The harness logs a user in on one
+        connection at a time, but a login it gave up on (no reply before the client
+        closed that connection) may still reach the server later and take over."""
+        stale = []
+        for other in self.conns.values():
+            if other.user != c.user or other is c or other.opened > bye.t:
+                continue
+            replies = other.replies()
+            for f in other.frames:
+                if (
+                    isinstance(f, FrameOut)
+                    and f.f.get("command") == "login"
+                    and "password" in f.f
+                    and f.f.get("id") not in replies
+                ):
+                    stale.append(f)
+        if stale:
+            self.add(
+                "stale_takeover",
+                f"connection {c.conn} of {c.user} (logged in at {c.login_t:.1f} s) was ended "
+                f"as replaced at {bye.t:.1f} s by a login the client had given up on "
+                f"(connection {stale[-1].conn}, sent at {stale[-1].t:.1f} s, never answered "
+                "before the client closed it); the SDK does not reconnect after it",
+                users=[c.user],
+                events=[stale[-1], *self._login_of(c), bye],
+            )
+            return
+        self.add(
+            "spurious_takeover",
+            f"connection {c.conn} of {c.user} (logged in at {c.login_t:.1f} s) was ended as "
+            f"replaced at {bye.t:.1f} s, with no other login of that user",
+            users=[c.user],
+            events=[*self._login_of(c), bye],
+        )
 
     def check_chains(self, chains: dict[str, list[_Chain]]) -> None:
         final_users = {u for u in self._drained_users()}

@@ -3,6 +3,7 @@ nothing is reported where the protocol allows what happened (docs/RELIABILITY.md
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from tests.nemesis.checker import KINDS, check, ranges
@@ -163,6 +164,19 @@ def test_a_replay_done_that_miscounts_its_replay_is_found() -> None:
     assert s.kinds() == {"replay_range"}
 
 
+def test_a_replay_beyond_its_login_ok_seq_brings_the_dm_twice_and_out_of_order() -> None:
+    s, a, _, c = three()
+    s.logout(c)
+    s.pm(a, "alice.1", 1)
+    s.dm(a, "carol", "alice.2", 2, queued=True)
+    c2 = s.login("carol", 0, client=2, replay=True)  # a node behind the log: its cut is 0
+    s.got(c2, "alice", "alice.2", 2, to="carol", replay=True)
+    s.replay_done(c2, 0, 1)
+    s.got(c2, "alice", "alice.1", 1)  # the node's live traffic from its cut
+    s.got(c2, "alice", "alice.2", 2, to="carol", hook=False)
+    assert {"replay_range", "out_of_order", "duplicate"} <= s.kinds()
+
+
 def test_a_fresh_login_is_owed_nothing_older_than_its_login() -> None:
     s, a, b, _ = three()
     s.pm(a, "alice.1", 1)
@@ -321,6 +335,20 @@ def test_a_live_session_replaced_without_a_second_login_is_a_spurious_takeover()
     s, _, b, _ = three()
     s.bye(b, "session_replaced")
     assert s.kinds() == {"spurious_takeover"}
+
+
+def test_a_session_replaced_by_a_login_given_up_on_is_a_stale_takeover() -> None:
+    s, _, _, _ = three()
+    s._conns += 1  # a connection whose login never got an answer, then closed
+    stale = s._conns
+    s.user_of[stale], s.client_of[stale] = "bob", 99
+    s._out(stale, command="login", username="bob", password="pw", id=1)
+    s.close(stale)
+    b2 = s.login("bob", 0, client=2)
+    s.bye(b2, "session_replaced")
+    anomalies = s.check().anomalies
+    assert [a.kind for a in anomalies] == ["stale_takeover"]
+    assert f"connection {stale}" in anomalies[0].text
 
 
 # ---------------------------------------------------------------------- sends and refusals
@@ -493,5 +521,10 @@ def test_a_client_s_own_message_at_its_hooks_is_an_echo() -> None:
 
 def test_every_kind_is_described_and_ranges_read_well() -> None:
     assert all(level in ("server", "sdk") and text for level, text in KINDS.values())
+    # Every kind the checker can report is one of them (a report looks its level up).
+    source = (Path(__file__).parent / "checker.py").read_text()
+    reported = set(re.findall(r'self\.add\(\s*"(\w+)"', source))
+    reported |= set(re.findall(r'"(\w+)" if source == "ack" else "(\w+)"', source)[0])
+    assert reported and reported <= set(KINDS), reported - set(KINDS)
     assert ranges([5, 1, 2, 3, 9, 10]) == "1-3, 5, 9-10"
     assert check([]).anomalies == []
