@@ -117,6 +117,11 @@ KINDS: dict[str, tuple[str, str]] = {
     "hook_duplicate": ("sdk", "the hooks got one message twice in a chain"),
     "hook_out_of_order": ("sdk", "one client's hooks got seqs out of order"),
     "own_echo": ("sdk", "a client passed a message it sent itself to its hooks as if it came in"),
+    "relogin_stuck": (
+        "sdk",
+        "after its login was refused, a client kept the connection and sent requests on it, "
+        "logged out",
+    ),
     "since_regressed": ("sdk", "a resume asked again for a message the chain had already received"),
 }
 
@@ -1150,6 +1155,60 @@ class _Checker:
                     events=[op],
                 )
 
+    def check_refused_logins(self) -> None:
+        """A connection whose login was refused is not logged in: a client that goes on
+        sending on it instead of logging in again (or closing it) is stuck."""
+        for c in self.conns.values():
+            if c.login_ok is not None:
+                continue
+            replies = c.replies()
+            refused: FrameIn | None = None
+            after: list[FrameOut] = []
+            for f in c.frames:
+                if isinstance(f, FrameIn) and refused is None:
+                    req = next(
+                        (
+                            o
+                            for o in c.frames
+                            if isinstance(o, FrameOut) and o.f.get("id") == f.f.get("id")
+                        ),
+                        None,
+                    )
+                    if (
+                        f.f.get("type") == "error"
+                        and req is not None
+                        and req.f.get("command") == "login"
+                    ):
+                        refused = f
+                elif (
+                    refused is not None
+                    and isinstance(f, FrameOut)
+                    and f.f.get("command") in ("pm", "dm", "history", "users")
+                ):
+                    after.append(f)
+            if refused is None or not after:
+                continue
+            answers = [replies.get(f.f.get("id")) for f in after]
+            codes = sorted({str(a.f.get("code")) for a in answers if a is not None})
+            self.add(
+                "relogin_stuck",
+                f"{c.user}'s login on connection {c.conn} was refused "
+                f"({refused.f.get('code')}) at {refused.t:.1f} s; the client then sent "
+                f"{len(after)} requests on it over {after[-1].t - refused.t:.1f} s "
+                f"(answered: {', '.join(codes) or 'nothing'}) without logging in again",
+                users=[c.user],
+                events=[
+                    *[
+                        f
+                        for f in c.frames
+                        if isinstance(f, FrameOut) and f.f.get("command") == "login"
+                    ][:1],
+                    refused,
+                    *after[:2],
+                    *[a for a in answers[:2] if a is not None],
+                ],
+            )
+
     def check_stuck(self, chains: dict[str, list[_Chain]]) -> None:
         if self.marker is None or self.meta is None:
             return
@@ -1190,6 +1249,7 @@ class _Checker:
         self.check_history()
         self.check_final_log()
         self.check_logins()
+        self.check_refused_logins()
         self.check_stuck(chains)
         self.count()
         self.stats["chains"] = sum(len(v) for v in chains.values())

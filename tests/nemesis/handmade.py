@@ -35,6 +35,23 @@ class Story:
         self.t += 0.01
         return self.t
 
+    def open(self, user: str, client: int = 1) -> int:
+        """A new connection of ``user``'s ``client``, not logged in."""
+        self._conns += 1
+        conn = self._conns
+        number = self._clients.setdefault((user, client), len(self._clients) + 1)
+        self.user_of[conn], self.client_of[conn] = user, number
+        self.events.append(ConnOpen(t=self._now(), user=user, client=number, conn=conn))
+        return conn
+
+    def write(self, conn: int, **f: Any) -> None:
+        """Any frame the client writes on ``conn``."""
+        self._out(conn, **f)
+
+    def read(self, conn: int, **f: Any) -> None:
+        """Any frame the client reads on ``conn``."""
+        self._in(conn, **f)
+
     def _out(self, conn: int, **f: Any) -> dict[str, Any]:
         self.events.append(
             FrameOut(
@@ -66,11 +83,7 @@ class Story:
         replay: bool | None = None,
     ) -> int:
         """A new connection of ``user``'s ``client`` that logs in; login_ok at ``seq``."""
-        self._conns += 1
-        conn = self._conns
-        number = self._clients.setdefault((user, client), len(self._clients) + 1)
-        self.user_of[conn], self.client_of[conn] = user, number
-        self.events.append(ConnOpen(t=self._now(), user=user, client=number, conn=conn))
+        conn = self.open(user, client)
         rid = self.rid()
         login: dict[str, Any] = {"command": "login", "username": user, "password": "pw", "id": rid}
         if since is not None:

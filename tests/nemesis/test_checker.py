@@ -339,10 +339,8 @@ def test_a_live_session_replaced_without_a_second_login_is_a_spurious_takeover()
 
 def test_a_session_replaced_by_a_login_given_up_on_is_a_stale_takeover() -> None:
     s, _, _, _ = three()
-    s._conns += 1  # a connection whose login never got an answer, then closed
-    stale = s._conns
-    s.user_of[stale], s.client_of[stale] = "bob", 99
-    s._out(stale, command="login", username="bob", password="pw", id=1)
+    stale = s.open("bob", client=9)  # its login never got an answer; then it closed
+    s.write(stale, command="login", username="bob", password="pw", id=1)
     s.close(stale)
     b2 = s.login("bob", 0, client=2)
     s.bye(b2, "session_replaced")
@@ -391,6 +389,28 @@ def test_a_cid_conflict_on_an_identical_resend_is_spurious() -> None:
     s.ack(a, rid, 1)
     s.refuse(a, s.send(a, "alice.1", cid="z"), "cid_conflict")
     assert "spurious_cid_conflict" in s.kinds()
+
+
+def test_a_client_that_sends_on_after_its_relogin_was_refused_is_stuck() -> None:
+    s, a, _, _ = three()
+    s.close(a)
+    conn = s.open("alice")  # the SDK's automatic re-login, refused
+    s.write(conn, command="login", username="alice", password="pw", since=0, id=7)
+    s.read(conn, type="error", code="unavailable", message="try again", id=7)
+    rid = s.send(conn, "alice.1")
+    s.read(conn, type="error", code="not_logged_in", message="log in first", id=rid)
+    anomalies = s.check().anomalies
+    assert [x.kind for x in anomalies] == ["relogin_stuck"]
+    assert "not_logged_in" in anomalies[0].text
+
+
+def test_a_refused_login_then_a_closed_connection_is_fine() -> None:
+    s, _, _, _ = three()
+    conn = s.open("alice", client=2)
+    s.write(conn, command="login", username="alice", password="pw", id=1)
+    s.read(conn, type="error", code="unavailable", message="try again", id=1)
+    s.close(conn)
+    assert s.kinds() == set()
 
 
 def test_the_right_password_refused_is_found() -> None:
