@@ -18,15 +18,18 @@ nothing else. Output goes to a log file per process in the run's directory.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import logging
 import os
+import queue
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -63,8 +66,67 @@ def _wait(
     raise ServiceError(f"{what} did not get ready within {timeout:.0f} s")
 
 
+_PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn asking the kernel to SIGKILL the child when its parent dies (Linux),
+    so that a harness killed with SIGKILL leaves no server behind; None elsewhere. The
+    function is looked up here, in the parent: the child only calls it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def arm() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+    return arm
+
+
+class _Spawner:
+    """Every child of a run is forked by this one thread, which lives as long as the
+    process. The kernel's parent-death signal fires when the *thread* that forked a
+    child ends, so children forked by the nemesis thread (restarts) would otherwise be
+    killed when that thread stops."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], queue.SimpleQueue[Any]]] = (
+            queue.SimpleQueue()
+        )
+        threading.Thread(target=self._run, name="nemesis-spawner", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            fn, reply = self._jobs.get()
+            try:
+                reply.put((True, fn()))
+            except BaseException as exc:  # noqa: BLE001 - handed back to the caller
+                reply.put((False, exc))
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        reply: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._jobs.put((fn, reply))
+        ok, value = reply.get(timeout=60)
+        if not ok:
+            raise value
+        return value
+
+
+_spawner: _Spawner | None = None
+_spawner_lock = threading.Lock()  # guards _spawner's creation
+
+
+def _spawn(fn: Callable[[], Any]) -> Any:
+    global _spawner
+    with _spawner_lock:
+        if _spawner is None:
+            _spawner = _Spawner()
+    return _spawner.call(fn)
+
+
 class Proc:
-    """A child process in its own session; ``signal`` reaches its process group."""
+    """A child process in its own session; ``signal`` reaches its process group. It is
+    killed by the kernel if the harness dies (``_die_with_parent``)."""
 
     def __init__(
         self,
@@ -90,14 +152,17 @@ class Proc:
         with self.log_path.open("ab") as out:
             out.write(f"--- start {self.starts + 1}: {' '.join(self.argv)}\n".encode())
             out.flush()
-            self.proc = subprocess.Popen(
-                self.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=self.cwd,
-                start_new_session=True,
-                **self.as_user,
+            self.proc = _spawn(
+                lambda: subprocess.Popen(
+                    self.argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd=self.cwd,
+                    start_new_session=True,
+                    preexec_fn=_die_with_parent(),
+                    **self.as_user,
+                )
             )
         self.starts += 1
         self.paused = False
