@@ -346,6 +346,9 @@ class Tmpfs:
     def __init__(self, path: Path, size_mb: int) -> None:
         self.path = path
         path.mkdir(parents=True, exist_ok=True)
+        if os.path.ismount(path):
+            # Left mounted by a run of this seed that was killed: its own mount point.
+            subprocess.run(["umount", str(path)], check=True, capture_output=True, timeout=30)
         subprocess.run(
             ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0700", "tmpfs", str(path)],
             check=True,
