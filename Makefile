@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PORT   ?= 5050
 
-.PHONY: venv lint typecheck test fuzz bench bench-history soak bench-irc report-screenshot demo cluster-demo server clean
+.PHONY: venv lint typecheck test fuzz nemesis bench bench-history soak bench-irc report-screenshot demo cluster-demo server clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,16 @@ fuzz: $(STAMP)
 	FUZZ_EXAMPLES=3200 FUZZ_MIN_FRAMES=100000 $(VENV)/bin/pytest -s -p no:randomly \
 		--timeout 1800 tests/server/test_fuzz.py
 
+# Ten minutes of randomised faults (docs/RELIABILITY.md): five on a cluster of three nodes
+# with its own Redis and PostgreSQL, five on the single SQLite server. Prints the seed, the
+# counts of operations and faults, and every anomaly; exits 1 on any. The history, an HTML
+# report and every process's log go to nemesis-runs/. Replay: make nemesis SEED=N.
+NEMESIS_TARGET   ?= both
+NEMESIS_DURATION ?= 600
+nemesis: $(STAMP)
+	$(PY) -m tests.nemesis --target $(NEMESIS_TARGET) --duration $(NEMESIS_DURATION) \
+		$(if $(SEED),--seed $(SEED)) --out nemesis-runs
+
 # Our server against the naive and raw-relay baselines, same workloads, one run (minutes);
 # bench/bench-results.json and bench/report.html.
 bench: $(STAMP)
@@ -87,4 +97,4 @@ server: $(STAMP)
 	$(VENV)/bin/chat-server --port $(PORT) --db demo.db
 
 clean:
-	rm -rf $(VENV) demo.log .coverage .coverage.* .mypy_cache .ruff_cache .pytest_cache build *.egg-info */*.egg-info
+	rm -rf $(VENV) demo.log nemesis-runs .coverage .coverage.* .mypy_cache .ruff_cache .pytest_cache build *.egg-info */*.egg-info
