@@ -20,7 +20,8 @@ from pathlib import Path
 from tests.nemesis.checker import check
 from tests.nemesis.clients import DriverSettings
 from tests.nemesis.harness import RunConfig, RunResult, run
-from tests.nemesis.history import describe, load
+from tests.nemesis.history import Meta, Op, describe, load
+from tests.nemesis.report import write_report
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,12 +59,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="run nothing: check a recorded history.jsonl again and print what the checker "
         "finds, with the operations involved",
     )
+    p.add_argument(
+        "--report",
+        type=Path,
+        metavar="HTML",
+        help="with --check: also write the run's HTML report again, to this file",
+    )
     return p
 
 
-def recheck(path: Path) -> int:
-    """``--check``: the checker on a recorded history, every anomaly with its events."""
-    result = check(load(path))
+def recheck(path: Path, html: Path | None = None) -> int:
+    """``--check``: the checker on a recorded history, every anomaly with its events;
+    with ``html``, the report again (from what the history's Meta says of the run)."""
+    events = load(path)
+    result = check(events)
+    meta = next((e for e in events if isinstance(e, Meta)), None)
+    if html is not None and meta is not None:
+        config = RunConfig(
+            seed=meta.seed,
+            duration=meta.duration,
+            target=meta.target,
+            out=path.parent,
+            users=len(meta.users),
+            node_timeout=float(meta.options.get("node_timeout", 3.0)),
+        )
+        seconds = max((e.t for e in events), default=0.0)
+        marker = next((e.seq for e in events if isinstance(e, Op) and e.kind == "marker"), None)
+        outcome = RunResult(config, path.parent, events, [], result, [], seconds, marker)
+        write_report(outcome, html)
+        print(f"report: {html}")
     for k, v in result.stats.items():
         print(f"  {k}: {v}")
     for note in result.notes:
@@ -112,7 +136,7 @@ def report(result: RunResult) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.check is not None:
-        return recheck(args.check)
+        return recheck(args.check, args.report)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 10**9)
     targets = ["cluster", "single"] if args.target == "both" else [args.target]
     duration = args.duration / len(targets)

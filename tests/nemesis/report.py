@@ -73,7 +73,11 @@ def render(result: RunResult) -> str:
     )
     stats = "".join(f"<tr><th>{html.escape(k)}</th><td>{v}</td></tr>" for k, v in res.stats.items())
     problems = "".join(f"<li>{html.escape(p)}</li>" for p in result.problems + res.notes)
-    body = [f"<table>{rows}</table>"]
+    # Event lines are long (whole frames): wrapped, not scrolled off the page.
+    body = [
+        "<style>pre { white-space: pre-wrap; overflow-wrap: anywhere; }</style>",
+        f"<table>{rows}</table>",
+    ]
     if problems:
         body.append(f"<h2>Problems and notes</h2><ul>{problems}</ul>")
     body += ["<h2>The run, under its faults</h2>", *_figures(result)]
@@ -192,7 +196,7 @@ def _figures(result: RunResult) -> list[str]:
             spans,
         ),
         _chart(
-            "Latency from a send's first attempt to its ack, per second",
+            "Latency of each send attempt that was acked, per second",
             "latency (ms)",
             [sparse("p50"), sparse("p99"), sparse("max")],
             spans,
