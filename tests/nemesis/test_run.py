@@ -26,8 +26,9 @@ KEEP = Path(__file__).resolve().parents[2] / "nemesis-runs" / "failed"
 # only anomalies are of these kinds is an expected failure (xfail, naming the finding),
 # never a pass; any other anomaly fails the test. Delete an entry when its fix lands.
 KNOWN = {
-    "own_echo": "F1, issue 33: after a resume the SDK passes a client's own messages to its "
-    "hooks as if they came in",
+    "own_echo": "F1, issue 33: after a resume the SDK passes a client's own messages stored "
+    "but not acked before the break to its hooks (replays do not carry their cid yet, and a "
+    "send that timed out is forgotten)",
 }
 
 
