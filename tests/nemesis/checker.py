@@ -159,6 +159,7 @@ class Anomaly:
     users: list[str] = field(default_factory=list)
     seqs: list[int] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
+    conns: list[int] = field(default_factory=list)  # the connections it concerns
 
     @property
     def level(self) -> str:
@@ -298,9 +299,12 @@ class _Checker:
         users: Iterable[str] = (),
         seqs: Iterable[int] = (),
         events: Iterable[Event] = (),
+        conns: Iterable[int] = (),
     ) -> None:
+        evs = _dedupe(events)
+        on = set(conns) | {e.conn for e in evs if isinstance(e, FrameIn | FrameOut)}
         self.anomalies.append(
-            Anomaly(kind, text, sorted(set(users)), sorted(set(seqs)), _dedupe(events)[:24])
+            Anomaly(kind, text, sorted(set(users)), sorted(set(seqs)), evs[:24], sorted(on))
         )
 
     # ------------------------------------------------------------------ identity
@@ -749,7 +753,8 @@ class _Checker:
         events += self._logins(chain)
         self.add(
             "lost",
-            f"{chain.label()} to seq {chain.end} never received {len(missing)} of "
+            conns=[c.conn for c in chain.conns],
+            text=f"{chain.label()} to seq {chain.end} never received {len(missing)} of "
             f"{len(need)} messages it should have: seqs {ranges(missing)}{why}",
             users=[chain.user],
             seqs=missing,
@@ -809,12 +814,14 @@ class _Checker:
                     self.stats["DMs unverifiable (recipient logged out around it)"] += 1
             if len(holders) > 1:
                 first = holders[0]
+                again = holders[1].got[seq][0][1]
+                how = "in a replay" if again.f.get("replay") else "live"
                 if self._ended_cleanly(first):
                     self.add(
                         "dm_redelivered",
                         f"seq {seq}, {msg.short()}, reached {msg.to} in {first.label()} and "
-                        f"again in {holders[1].label()}; the first session ended with a "
-                        "clean exit after its replay",
+                        f"again, {how}, in {holders[1].label()}; the first session ended with "
+                        "a clean exit after its replay",
                         users=[msg.to],
                         seqs=[seq],
                         events=[
@@ -951,6 +958,7 @@ class _Checker:
                         users=[ch.user],
                         seqs=missing,
                         events=[ch.got[s][0][1] for s in missing[:5]],
+                        conns=[c.conn for c in ch.conns],
                     )
 
     def _sends_of(self, hooks: Sequence[Hook]) -> list[Event]:

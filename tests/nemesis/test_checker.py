@@ -255,7 +255,9 @@ def test_a_dm_delivered_again_after_a_clean_exit_is_redelivered() -> None:
     c2 = s.login("carol", 1, client=2, replay=True)
     s.got(c2, "alice", "alice.1", 1, to="carol", replay=True)
     s.replay_done(c2, 1, 1)
-    assert s.kinds() == {"dm_redelivered"}
+    anomalies = s.check().anomalies
+    assert [a.kind for a in anomalies] == ["dm_redelivered"]
+    assert "again, in a replay," in anomalies[0].text and anomalies[0].conns == [3, 4]
 
 
 def test_a_dm_in_two_chains_after_an_unclean_end_is_only_counted() -> None:
