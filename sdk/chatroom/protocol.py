@@ -175,6 +175,14 @@ class _Command(msgspec.Struct, tag_field="command", frozen=True, omit_defaults=T
     id: RequestId = None
 
 
+# The largest seq there can be: both databases store it as a 64-bit signed integer
+# (docs/PROTOCOL.md §Message log), so a larger cursor could only fail there.
+MAX_SEQ: Final = 2**63 - 1
+# A seq a client names (a cursor): validated when decoded, and again by
+# validate_command for commands built in the server (the IRC gateway's).
+Seq = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]
+
+
 class LoginCommand(_Command, tag="login", frozen=True):
     """Without ``password``: ask whether the name is new (→ :class:`PasswordRequired`).
     With it: register a new name, or check the password of an existing one."""
@@ -186,7 +194,7 @@ class LoginCommand(_Command, tag="login", frozen=True):
     features: tuple[str, ...] = ()
     # Resume (docs/PROTOCOL.md §Resume): replay every message after seq ``since`` that
     # this user may see; ``epoch`` is the one ``login_ok`` gave with that seq.
-    since: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    since: Seq | None = None
     epoch: str | None = None
 
 
@@ -213,8 +221,8 @@ class HistoryCommand(_Command, tag="history", frozen=True):
     """A page of stored messages (docs/PROTOCOL.md §history): the public room, or with
     ``with_user`` (``"with"`` on the wire) the DM conversation with that user."""
 
-    before: Annotated[int, msgspec.Meta(ge=0)] | None = None
-    after: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    before: Seq | None = None
+    after: Seq | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=100)] = 50
     with_user: str | None = msgspec.field(default=None, name="with")
 
@@ -569,6 +577,15 @@ def check_password(password: str, limits: Limits, request_id: RequestId = None) 
         )
 
 
+def _check_seq(seq: int | None, request_id: RequestId) -> None:
+    """A decoded command's seqs were checked by msgspec (:data:`Seq`); one built in the
+    server was not."""
+    if seq is not None and not 0 <= seq <= MAX_SEQ:
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST, f"a seq is an integer from 0 to {MAX_SEQ}", request_id
+        )
+
+
 def validate_command(cmd: ClientCommand, limits: Limits) -> None:
     """Apply the rules msgspec's types cannot express; raise :class:`ProtocolError`."""
     if isinstance(cmd, PmCommand | DmCommand):
@@ -582,6 +599,8 @@ def validate_command(cmd: ClientCommand, limits: Limits) -> None:
                 cmd.id,
             )
     elif isinstance(cmd, HistoryCommand):
+        for cursor in (cmd.before, cmd.after):
+            _check_seq(cursor, cmd.id)
         if cmd.with_user is not None and not is_valid_username(cmd.with_user):
             raise ProtocolError(
                 ErrorCode.BAD_REQUEST, f"no user can be named {cmd.with_user!r}", cmd.id
@@ -589,6 +608,7 @@ def validate_command(cmd: ClientCommand, limits: Limits) -> None:
         if cmd.before is not None and cmd.after is not None and cmd.after >= cmd.before:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "after must be less than before", cmd.id)
     elif isinstance(cmd, LoginCommand):
+        _check_seq(cmd.since, cmd.id)
         if not is_valid_username(cmd.username):
             raise ProtocolError(
                 ErrorCode.INVALID_USERNAME,

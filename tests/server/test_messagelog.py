@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from chatroom.errors import ProtocolError
+from chatroom.protocol import HistoryCommand, Limits, LoginCommand, validate_command
 from chatroom.testing import ServerProcess, TestServer
 from chatroom_server.messagelog import StorageError
 from tests.helpers import PASSWORD, RawClient, connect, quiet_server
@@ -456,3 +458,34 @@ def test_paging_back_while_pruning_runs_stays_consistent(tmp_path: Path) -> None
         a.send(command="history", limit=100, id="all")
         remaining = [m["seq"] for m in a.until("history", id="all")["messages"]]
         assert remaining == list(range(last - cap + 1, last + 1))
+
+
+def test_a_seq_past_what_the_database_can_hold_is_a_bad_request(server: TestServer) -> None:
+    """Seqs are 64-bit signed integers in both databases: a larger cursor is refused
+    with bad_request by the protocol's validation, and the connection stays."""
+    a = connect(server.address, "bounds")
+    huge = 2**63
+    for i, fields in enumerate(
+        ({"before": huge}, {"after": huge}, {"after": 1, "before": huge}, {"before": 10**30})
+    ):
+        a.send(command="history", id=i, **fields)
+        a.expect_error("bad_request", id=i)
+    a.send(command="history", before=huge - 1, id="max")  # the largest seq there can be
+    assert a.expect("history", id="max")["messages"] == []
+    with RawClient(server.address) as b:
+        b.send(command="login", username="bounds2", password=PASSWORD, since=huge, id="s")
+        b.expect_error("bad_request", id="s")
+        b.send(command="ping", id="p")
+        b.expect("pong", id="p")
+    a.send(command="ping", id="p")
+    a.expect("pong", id="p")
+    assert server.server.handler_crashes == 0
+    # Commands the server builds itself (the IRC gateway's CHATHISTORY) are checked too.
+    for cmd in (
+        HistoryCommand(before=huge),
+        HistoryCommand(after=-1),
+        LoginCommand(username="x", since=huge),
+    ):
+        with pytest.raises(ProtocolError) as err:
+            validate_command(cmd, Limits())
+        assert err.value.code == "bad_request"
