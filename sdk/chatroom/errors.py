@@ -67,6 +67,7 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     SERVER_FULL = "server_full"
     UNAVAILABLE = "unavailable"  # storage failed; nothing was stored or delivered
+    CID_CONFLICT = "cid_conflict"  # the sender's cid was used for another message
 
 
 class ChatError(Exception):

@@ -78,7 +78,7 @@ from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 from chatroom.protocol import ErrorCode, ErrorEvent, RequestId, encode
-from chatroom_server.messagelog import Duplicate, MessageLog, NewMessage, StorageError
+from chatroom_server.messagelog import Conflict, Duplicate, MessageLog, NewMessage, StorageError
 from chatroom_server.outbox import Outbox
 
 T = TypeVar("T")
@@ -169,6 +169,19 @@ def with_seq(frame: bytes, seq: int, queued: bool = False) -> bytes:
 
 
 _UNAVAILABLE = "the message could not be stored; it was not delivered (try again)"
+
+
+def _conflict(got: Conflict, rid: RequestId) -> bytes:
+    """The answer to a message whose cid its sender already used for another one
+    (docs/PROTOCOL.md §Idempotent sends)."""
+    return encode(
+        ErrorEvent(
+            code=ErrorCode.CID_CONFLICT,
+            message=f"this cid was used for another message (seq {got.seq}); "
+            "this one was not stored or delivered",
+            id=rid,
+        )
+    )
 
 
 class FanOut:
@@ -425,22 +438,28 @@ class FanOut:
                 for frame, ack in zip(item.frames, item.acks, strict=True):
                     got = seqs[k]
                     k += 1
-                    if type(got) is Duplicate:
+                    if type(got) is int:
+                        data.append(with_seq(frame, got))
+                        acks.append(with_seq(ack, got))
+                    elif type(got) is Duplicate:
                         acks.append(with_seq(ack, got.seq))  # a resend: stored once, sent once
                     else:
-                        data.append(with_seq(frame, got))  # type: ignore[arg-type]
-                        acks.append(with_seq(ack, got))  # type: ignore[arg-type]
+                        assert item.rids is not None
+                        acks.append(_conflict(got, item.rids[len(acks)]))  # type: ignore[arg-type]
                 item.data = b"".join(data)
                 item.ack = b"".join(acks)
             elif type(item) is Direct:
                 got = seqs[k]
                 k += 1
-                if type(got) is Duplicate:
-                    item.frame = b""
-                    item.ack = with_seq(item.ack, got.seq)
+                if type(got) is int:
+                    item.frame = with_seq(item.frame, got)
+                    item.ack = with_seq(item.ack, got, queued=item.target is None)
                 else:
-                    item.frame = with_seq(item.frame, got)  # type: ignore[arg-type]
-                    item.ack = with_seq(item.ack, got, queued=item.target is None)  # type: ignore[arg-type]
+                    item.frame = b""  # a resend (sent once) or a conflict (not at all)
+                    if type(got) is Duplicate:
+                        item.ack = with_seq(item.ack, got.seq)
+                    else:
+                        item.ack = _conflict(got, item.rid)  # type: ignore[arg-type]
 
     def _refuse(self, items: list[_Batch | Direct | tuple[Member, Callable[[], object]]]) -> None:
         for item in items:

@@ -103,6 +103,32 @@ class Duplicate:
     to: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """A cid that sender already stored with another message (another command,
+    recipient or text; docs/PROTOCOL.md §Idempotent sends): refused, nothing stored.
+    ``seq`` is the stored one's."""
+
+    seq: int
+
+
+# What :meth:`MessageLog.append` says of each message: its new seq, or why it has none.
+Outcome = int | Duplicate | Conflict
+
+
+def same_message(to: str | None, body: str, m: NewMessage) -> bool:
+    """Whether ``m`` repeats the message stored under its cid (recipient ``to``, text
+    ``body``): the same command (public or DM), recipient (in any case) and text."""
+    if (to is None) != (m.to is None):
+        return False
+    return body == m.body and (to is None or username_key(to) == username_key(m.to or ""))
+
+
+def resend(seq: int, to: str | None, body: str, m: NewMessage) -> Duplicate | Conflict:
+    """What a message whose cid is stored (``seq``, ``to``, ``body``) is."""
+    return Duplicate(seq, to) if same_message(to, body, m) else Conflict(seq)
+
+
 def pair_key(a: str, b: str) -> str:
     """The conversation between two users, whoever sent: the same for (a, b) and (b, a)."""
     x, y = sorted((username_key(a), username_key(b)))
@@ -211,28 +237,30 @@ class MessageLog:
 
     # ------------------------------------------------------------ writer (fan-out lock)
 
-    def append(self, messages: Sequence[NewMessage]) -> list[int | Duplicate]:
+    def append(self, messages: Sequence[NewMessage]) -> list[Outcome]:
         """Store a group in one transaction: for each message its new seq, or the
-        :class:`Duplicate` it repeats. Raises :class:`StorageError`; then nothing of the
-        group is stored. Only under the fan-out's lock."""
+        :class:`Duplicate` it repeats, or the :class:`Conflict` its cid is. Raises
+        :class:`StorageError`; then nothing of the group is stored. Only under the
+        fan-out's lock."""
         db = self._db
         seq = self.last_seq
-        out: list[int | Duplicate] = []
+        out: list[Outcome] = []
         rows = []
         inbox = []
-        seen: dict[tuple[str, str], int | Duplicate] = {}  # cids within this group
+        # cids stored in this group: (sender key, cid) -> (seq, recipient, text)
+        seen: dict[tuple[str, str], tuple[int, str | None, str]] = {}
         try:
             db.execute("BEGIN IMMEDIATE")
             for m in messages:
                 if m.cid is not None:
                     key = (username_key(m.sender), m.cid)
-                    dup = seen.get(key) or self._stored_cid(m.sender, m.cid)
-                    if dup is not None:
-                        out.append(dup if isinstance(dup, Duplicate) else Duplicate(dup, m.to))
+                    stored = seen.get(key) or self._stored_cid(m.sender, m.cid)
+                    if stored is not None:
+                        out.append(resend(*stored, m))
                         continue
                 seq += 1
                 if m.cid is not None:
-                    seen[(username_key(m.sender), m.cid)] = Duplicate(seq, m.to)
+                    seen[(username_key(m.sender), m.cid)] = (seq, m.to, m.body)
                 pair = None if m.to is None else pair_key(m.sender, m.to)
                 rows.append((seq, m.ts, m.sender, m.to, pair, m.body, m.cid))
                 if m.inbox and m.to is not None:
@@ -251,11 +279,12 @@ class MessageLog:
             self._inbox_users.add(username_key(user))
         return out
 
-    def _stored_cid(self, sender: str, cid: str) -> Duplicate | None:
+    def _stored_cid(self, sender: str, cid: str) -> tuple[int, str | None, str] | None:
         row = self._db.execute(
-            "SELECT seq, recipient FROM messages WHERE sender = ? AND cid = ?", (sender, cid)
+            "SELECT seq, recipient, body FROM messages WHERE sender = ? AND cid = ?",
+            (sender, cid),
         ).fetchone()
-        return Duplicate(row[0], row[1]) if row else None
+        return (row[0], row[1], row[2]) if row else None
 
     def has_inbox(self, user: str) -> bool:
         """Whether DMs wait for ``user`` (fan-out lock held)."""

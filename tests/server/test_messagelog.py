@@ -15,7 +15,7 @@ import pytest
 from chatroom.errors import ProtocolError
 from chatroom.protocol import HistoryCommand, Limits, LoginCommand, validate_command
 from chatroom.testing import ServerProcess, TestServer
-from chatroom_server.messagelog import StorageError
+from chatroom_server.messagelog import Conflict, Duplicate, MessageLog, NewMessage, StorageError
 from tests.helpers import PASSWORD, RawClient, connect, quiet_server
 
 
@@ -489,3 +489,67 @@ def test_a_seq_past_what_the_database_can_hold_is_a_bad_request(server: TestServ
         with pytest.raises(ProtocolError) as err:
             validate_command(cmd, Limits())
         assert err.value.code == "bad_request"
+
+
+def cid_conflicts(c: RawClient, zoe: RawClient, carol: RawClient) -> None:
+    """docs/PROTOCOL.md §Idempotent sends: a cid reused with another message (another
+    recipient, another text, another command) is ``cid_conflict``; the first message
+    stays the only one. Shared by the SQLite test here and the cluster's."""
+    c.send(command="dm", to="zoe", message="for zoe", cid="D", id=1)
+    first = c.until("ack", id=1)["seq"]
+    c.send(command="dm", to="carol", message="for zoe", cid="D", id=2)  # another recipient
+    assert c.until("error", id=2)["code"] == "cid_conflict"
+    c.send(command="dm", to="zoe", message="changed", cid="D", id=3)  # another text
+    assert c.until("error", id=3)["code"] == "cid_conflict"
+    c.send(command="pm", message="for zoe", cid="D", id=4)  # another command
+    err = c.until("error", id=4)
+    assert err["code"] == "cid_conflict" and str(first) in err["message"]
+    c.send(command="dm", to="ZOE", message="for zoe", cid="D", id=5)  # a true resend
+    assert c.until("ack", id=5)["seq"] == first
+    # Two public messages in one read are stored in one group: the second conflicts.
+    c.send_raw(
+        b'{"command":"pm","message":"one","cid":"G","id":6}\n'
+        b'{"command":"pm","message":"two","cid":"G","id":7}\n'
+    )
+    group = c.until("ack", id=6)["seq"]
+    assert c.until("error", id=7)["code"] == "cid_conflict"
+    c.send(command="pm", message="marker", id=8)
+    c.until("ack", id=8)
+    for who, expected in ((zoe, ["for zoe", "one", "marker"]), (carol, ["one", "marker"])):
+        got: list[str] = []
+        while not got or got[-1] != "marker":
+            frame = who.recv()
+            if frame["type"] in ("broadcast", "dm"):
+                got.append(frame["message"])
+        assert got == expected
+    c.send(command="history", id="h", **{"with": "carol"})
+    assert c.until("history", id="h")["messages"] == []
+    c.send(command="history", after=first - 1, id="all")
+    stored = [(m["seq"], m["message"]) for m in c.until("history", id="all")["messages"]]
+    assert stored == [(group, "one"), (group + 1, "marker")]
+
+
+def test_a_cid_reused_with_another_message_is_a_conflict(server: TestServer) -> None:
+    zoe, carol = connect(server.address, "zoe"), connect(server.address, "carol")
+    c = connect(server.address, "reuser")
+    cid_conflicts(c, zoe, carol)
+
+
+def test_a_cid_conflict_within_one_group_and_against_the_stored(tmp_path: Path) -> None:
+    mlog = MessageLog(tmp_path / "g.db")
+    try:
+        dm = NewMessage("ann", "zoe", "hi", 1.0, cid="X")
+        (seq,) = mlog.append([dm])
+        assert isinstance(seq, int)
+        got = mlog.append(
+            [
+                NewMessage("ann", "carol", "hi", 2.0, cid="X"),  # stored: other recipient
+                NewMessage("ann", None, "a", 2.0, cid="Y"),
+                NewMessage("ann", None, "b", 2.0, cid="Y"),  # this group: other text
+                NewMessage("ANN", "ZOE", "hi", 2.0, cid="X"),  # a resend, any case
+                NewMessage("bob", "carol", "hi", 2.0, cid="X"),  # another sender's cid
+            ]
+        )
+        assert got == [Conflict(seq), seq + 1, Conflict(seq + 1), Duplicate(seq, "zoe"), seq + 2]
+    finally:
+        mlog.close()

@@ -49,13 +49,14 @@ from chatroom_server.accounts import (
     AccountStoreError,
 )
 from chatroom_server.messagelog import (
-    Duplicate,
     NewMessage,
+    Outcome,
     StorageError,
     Stored,
     history_page,
     history_sql,
     pair_key,
+    resend,
 )
 
 log = logging.getLogger(__name__)
@@ -298,7 +299,7 @@ class PgMessageLog:
                     raise StorageError(f"PostgreSQL: {exc}") from exc
         raise AssertionError("unreachable")
 
-    def append(self, messages: Sequence[NewMessage]) -> list[int | Duplicate]:
+    def append(self, messages: Sequence[NewMessage]) -> list[Outcome]:
         """Store a group (one transaction, seqs after every seq stored by any node), then
         publish it, all under the cluster's seq lock. StorageError: nothing stored."""
         self._ready()
@@ -319,18 +320,18 @@ class PgMessageLog:
 
     def _insert(
         self, db: psycopg.Connection[Any], messages: Sequence[NewMessage]
-    ) -> tuple[list[int | Duplicate], list[tuple[int, NewMessage]]]:
+    ) -> tuple[list[Outcome], list[tuple[int, NewMessage]]]:
         """One transaction in pipeline mode, two round trips: the highest seq and the
         resends among the group's cids (one query for all), then the inserts and COMMIT.
         The SDK puts a cid on every send, so a query per message would be the cost."""
         keyed = list({(username_key(m.sender), m.cid) for m in messages if m.cid is not None})
-        out: list[int | Duplicate] = []
+        out: list[Outcome] = []
         stored: list[tuple[int, NewMessage]] = []
         with db.pipeline(), db.transaction():
             top = db.execute("SELECT coalesce(max(seq), 0) FROM chat_messages")
             found = (
                 db.execute(
-                    "SELECT sender_key, cid, seq, recipient FROM chat_messages "
+                    "SELECT sender_key, cid, seq, recipient, body FROM chat_messages "
                     "WHERE (sender_key, cid) IN "
                     "(SELECT * FROM unnest(%s::text[], %s::text[]))",
                     ([k for k, _ in keyed], [c for _, c in keyed]),
@@ -340,21 +341,22 @@ class PgMessageLog:
             )
             row = top.fetchone()
             seq = int(row[0]) if row else 0
-            seen: dict[tuple[str, str | None], Duplicate] = {
-                (r[0], r[1]): Duplicate(r[2], r[3]) for r in (found.fetchall() if found else ())
+            # (sender key, cid) -> (seq, recipient, text): stored, or earlier in the group
+            seen: dict[tuple[str, str | None], tuple[int, str | None, str]] = {
+                (r[0], r[1]): (r[2], r[3], r[4]) for r in (found.fetchall() if found else ())
             }
             rows = []
             inbox = []
             for m in messages:
                 sender_key = username_key(m.sender)
                 if m.cid is not None:
-                    dup = seen.get((sender_key, m.cid))
-                    if dup is not None:
-                        out.append(dup)
+                    before = seen.get((sender_key, m.cid))
+                    if before is not None:
+                        out.append(resend(*before, m))
                         continue
                 seq += 1
                 if m.cid is not None:
-                    seen[(sender_key, m.cid)] = Duplicate(seq, m.to)
+                    seen[(sender_key, m.cid)] = (seq, m.to, m.body)
                 to_key = None if m.to is None else username_key(m.to)
                 pair = None if m.to is None else pair_key(m.sender, m.to)
                 rows.append((seq, m.ts, m.sender, sender_key, m.to, to_key, pair, m.body, m.cid))
