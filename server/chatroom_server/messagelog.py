@@ -63,7 +63,7 @@ CREATE TABLE IF NOT EXISTS inbox (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
-_COLUMNS: Final = "seq, ts, sender, recipient, body"
+_COLUMNS: Final = "seq, ts, sender, recipient, body, cid"
 
 
 class StorageError(Exception):
@@ -86,13 +86,15 @@ class NewMessage:
 
 @dataclass(frozen=True, slots=True)
 class Stored:
-    """A stored message as read back."""
+    """A stored message as read back; ``cid`` is the one its sender gave (a replay shows
+    it to that sender only, docs/PROTOCOL.md §Resume)."""
 
     seq: int
     ts: float
     sender: str
     to: str | None
     body: str
+    cid: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1450,7 +1450,8 @@ class ChatServer:
             )
             conn.outbox.release(encode(failed))
             return False
-        frames += [_replay_frame(m) for m in rows]
+        key = username_key(name)
+        frames += [_replay_frame(m, key) for m in rows]
         frames.append(encode(ReplayDone(count=len(rows), seq=upto)))
         return conn.outbox.release(b"".join(frames))
 
@@ -1969,10 +1970,17 @@ def _nothing() -> None:
     pass
 
 
-def _replay_frame(m: Stored) -> bytes:
-    """A stored message as the frame a live recipient got, marked ``replay``."""
+def _replay_frame(m: Stored, user_key: str) -> bytes:
+    """A stored message as the frame a live recipient got, marked ``replay``; one that
+    the resuming user (``user_key``) sent carries its cid (docs/PROTOCOL.md §Resume), so
+    that a client tells its own messages, acked or not, from ones it has not seen."""
+    cid = m.cid if m.cid is not None and username_key(m.sender) == user_key else None
     if m.to is None:
-        return encode(Broadcast(sender=m.sender, message=m.body, ts=m.ts, seq=m.seq, replayed=True))
+        return encode(
+            Broadcast(sender=m.sender, message=m.body, ts=m.ts, seq=m.seq, replayed=True, cid=cid)
+        )
     return encode(
-        DirectMessage(sender=m.sender, to=m.to, message=m.body, ts=m.ts, seq=m.seq, replayed=True)
+        DirectMessage(
+            sender=m.sender, to=m.to, message=m.body, ts=m.ts, seq=m.seq, replayed=True, cid=cid
+        )
     )

@@ -8,7 +8,7 @@ from chatroom_server.cluster.pg import PgDatabase, PgMessageLog
 from chatroom_server.messagelog import Conflict, Duplicate, NewMessage
 from tests.cluster.conftest import Cluster
 from tests.helpers import connect
-from tests.server.test_messagelog import cid_conflicts
+from tests.server.test_messagelog import cid_conflicts, own_messages_replayed_with_their_cid
 
 
 def test_a_cid_reused_with_another_message_is_a_conflict(cluster: Cluster) -> None:
@@ -36,3 +36,8 @@ def test_a_cid_conflict_within_one_group_and_against_the_stored(pg_url: str) -> 
         mlog.close()
     finally:
         pg.close()
+
+
+def test_replayed_own_messages_carry_their_cid(cluster: Cluster) -> None:
+    a, b = cluster.add(), cluster.add()
+    own_messages_replayed_with_their_cid(a.address, b.address)

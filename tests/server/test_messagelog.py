@@ -16,7 +16,7 @@ from chatroom.errors import ProtocolError
 from chatroom.protocol import HistoryCommand, Limits, LoginCommand, validate_command
 from chatroom.testing import ServerProcess, TestServer
 from chatroom_server.messagelog import Conflict, Duplicate, MessageLog, NewMessage, StorageError
-from tests.helpers import PASSWORD, RawClient, connect, quiet_server
+from tests.helpers import PASSWORD, CutProxy, RawClient, connect, quiet_server
 
 
 def login(c: RawClient, name: str, **extra: Any) -> dict[str, Any]:
@@ -553,3 +553,54 @@ def test_a_cid_conflict_within_one_group_and_against_the_stored(tmp_path: Path) 
         assert got == [Conflict(seq), seq + 1, Conflict(seq + 1), Duplicate(seq, "zoe"), seq + 2]
     finally:
         mlog.close()
+
+
+def own_messages_replayed_with_their_cid(address: tuple[str, int], *others: Any) -> None:
+    """docs/PROTOCOL.md §Resume: a replayed message its resuming user sent carries the
+    cid it was sent with, whether or not its ack arrived; nobody else's cid is shown.
+    ``others``: more addresses of the same room (a cluster's nodes) to resume on."""
+    bob = connect(address, "bob")
+    with RawClient(address) as a:
+        start = login(a, "alice")["seq"]
+    proxy = CutProxy(address)
+    try:
+        with RawClient(proxy.address) as a:
+            login(a, "alice")
+            a.send(command="pm", message="acked", cid="p1", id=1)
+            a.until("ack", id=1)
+            a.send(command="dm", to="bob", message="to bob", cid="d1", id=2)
+            a.until("ack", id=2)
+            a.send(command="pm", message="no cid", id=3)
+            a.until("ack", id=3)
+            proxy.cut_on(b'"ack"')  # the next ack is lost with the connection
+            a.send(command="pm", message="ack lost", cid="p2", id=4)
+            with pytest.raises((EOFError, ConnectionError)):
+                while True:
+                    a.recv()
+    finally:
+        proxy.close()
+    bob.send(command="pm", message="from bob", cid="b1", id=5)
+    bob.until("ack", id=5)
+    for where in (address, *others):
+        with RawClient(where) as a:
+            login(a, "alice", since=start)
+            got, _, _ = replay(a)
+            assert [(f["type"], f["message"], f.get("cid")) for f in got] == [
+                ("broadcast", "acked", "p1"),
+                ("dm", "to bob", "d1"),
+                ("broadcast", "no cid", None),
+                ("broadcast", "ack lost", "p2"),
+                ("broadcast", "from bob", None),  # bob's cid is his own business
+            ]
+    bob.close()
+    with RawClient(address) as b:
+        login(b, "bob", since=start)
+        got, _, _ = replay(b)
+        assert [(f["message"], f.get("cid")) for f in got if f["from"] == "bob"] == [
+            ("from bob", "b1")
+        ]
+        assert all("cid" not in f for f in got if f["from"] == "alice")
+
+
+def test_replayed_own_messages_carry_their_cid(server: TestServer) -> None:
+    own_messages_replayed_with_their_cid(server.address)

@@ -95,7 +95,7 @@ CREATE TABLE IF NOT EXISTS chat_inbox (
 );
 """
 
-_COLUMNS: Final = "seq, ts, sender, recipient, body"
+_COLUMNS: Final = "seq, ts, sender, recipient, body, cid"
 
 
 class PgDatabase:
