@@ -258,6 +258,9 @@ class IrcOutbox(Outbox):
     def offer(self, data: bytes) -> None:
         super().offer(self.session.translate(data))
 
+    def replay(self, data: bytes) -> bool:
+        return super().replay(self.session.translate(data))
+
     def release(self, first: bytes) -> bool:
         return super().release(self.session.translate(first))
 

@@ -11,17 +11,22 @@ well, for power loss.
 
 Reads (resume, history, offline DMs) go through a small pool of read connections, so they
 never wait for the writer and the writer never waits for them (WAL readers see the last
-commit). Pruning (:meth:`MessageLog.prune`) deletes in small batches on a connection of
-its own.
+commit). A replay reads a page at a time (:meth:`MessageLog.replay_page`), each a short
+query of its own, as its client takes them. Pruning (:meth:`MessageLog.prune`) deletes
+in small batches on a connection of its own.
 
 Threads and ownership:
 
 - The writer connection ``_db`` and everything written with it (``last_seq``,
   ``_inbox_users``) belong to whoever holds the fan-out's lock: :meth:`append` and
-  :meth:`take_inbox` are only called under it. ``last_seq`` and ``oldest_seq`` are read
+  :meth:`has_inbox` are only called under it. ``last_seq`` and ``oldest_seq`` are read
   anywhere (an int read is atomic; a stale one is older, never newer, than the truth).
+  ``_inbox_users`` names every user with DMs waiting, and maybe some whose inbox was
+  emptied since (:meth:`has_inbox` finds out).
 - ``_readers`` is a queue of connections: a reader takes one, queries, puts it back.
 - ``_prune_db`` belongs to the pruning thread (and to tests calling :meth:`prune`).
+- ``_inbox_db`` deletes DMs from the inbox once they reached their reader (any reader
+  thread, under ``_inbox_lock``).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import logging
 import queue
 import secrets
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +70,25 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 _COLUMNS: Final = "seq, ts, sender, recipient, body, cid"
+# A replay's queries: what the user may see (public, or a DM they sent or received), or
+# the DMs waiting in their inbox. The start skips the newest ``limit`` and takes the next.
+_VISIBLE: Final = "seq > ? AND seq <= ? AND (pair IS NULL OR sender = ? OR recipient = ?)"
+_REPLAY_START: Final = (
+    f"SELECT seq FROM messages WHERE {_VISIBLE} ORDER BY seq DESC LIMIT 1 OFFSET ?"
+)
+_REPLAY_PAGE: Final = f"SELECT {_COLUMNS} FROM messages WHERE {_VISIBLE} ORDER BY seq"
+_INBOX_START: Final = (
+    "SELECT seq FROM inbox WHERE user = ? AND seq > ? AND seq <= ? "
+    "ORDER BY seq DESC LIMIT 1 OFFSET ?"
+)
+_INBOX_PAGE: Final = (
+    f"SELECT {', '.join('m.' + c for c in _COLUMNS.split(', '))} FROM inbox i "
+    "JOIN messages m ON m.seq = i.seq WHERE i.user = ? AND i.seq > ? AND i.seq <= ? "
+    "ORDER BY i.seq"
+)
+# What a replayed row costs beyond its text, in a page's budget (its frame's other
+# fields); a page of short messages is then not thousands of rows.
+ROW_OVERHEAD: Final = 100
 
 
 class StorageError(Exception):
@@ -215,6 +240,9 @@ class MessageLog:
         for _ in range(readers):
             self._readers.put(self._connect())
         self._prune_db = self._connect()
+        # The inbox's deletions, from the reader threads whose clients received the DMs.
+        self._inbox_db = self._connect()
+        self._inbox_lock = threading.Lock()  # guards _inbox_db
 
     def describe(self) -> str:
         n = self.last_seq - self.oldest_seq + 1 if self.last_seq else 0
@@ -231,6 +259,8 @@ class MessageLog:
     def close(self) -> None:
         self._db.close()
         self._prune_db.close()
+        with self._inbox_lock:
+            self._inbox_db.close()
         while True:
             try:
                 self._readers.get_nowait().close()
@@ -289,23 +319,40 @@ class MessageLog:
         return (row[0], row[1], row[2]) if row else None
 
     def has_inbox(self, user: str) -> bool:
-        """Whether DMs wait for ``user`` (fan-out lock held)."""
-        return username_key(user) in self._inbox_users
-
-    def take_inbox(self, user: str) -> list[int]:
-        """The seqs of the DMs waiting for ``user``, removed from the inbox: they are
-        about to be sent (fan-out lock held). Raises :class:`StorageError`."""
+        """Whether DMs wait for ``user`` (fan-out lock held). ``_inbox_users`` may name
+        users whose inbox was emptied since (:meth:`inbox_received` runs on any
+        thread): looked up then, and forgotten if so."""
         key = username_key(user)
         if key not in self._inbox_users:
-            return []
+            return False
         try:
-            rows = self._db.execute("SELECT seq FROM inbox WHERE user = ? ORDER BY seq", (user,))
-            seqs = [r[0] for r in rows]
-            self._db.execute("DELETE FROM inbox WHERE user = ?", (user,))
+            row = self._db.execute("SELECT 1 FROM inbox WHERE user = ? LIMIT 1", (user,))
+            waiting = row.fetchone() is not None
         except sqlite3.Error as exc:
-            raise StorageError(str(exc)) from exc
-        self._inbox_users.discard(key)
-        return seqs
+            log.error("cannot look for DMs waiting for %s: %s", user, exc)
+            return True  # the replay says what it can read
+        if not waiting:
+            self._inbox_users.discard(key)
+        return waiting
+
+    # ------------------------------------------------------------ inbox (any thread)
+
+    def maybe_inbox(self, user: str) -> bool:
+        """Whether DMs may wait for ``user`` (False: none do), from any thread."""
+        return username_key(user) in self._inbox_users
+
+    def inbox_received(self, user: str, after: int, upto: int) -> int:
+        """The DMs waiting for ``user`` with ``after < seq <= upto`` have reached them:
+        out of the inbox; how many. Raises :class:`StorageError`."""
+        with self._inbox_lock:
+            try:
+                cur = self._inbox_db.execute(
+                    "DELETE FROM inbox WHERE user = ? AND seq > ? AND seq <= ?",
+                    (user, after, upto),
+                )
+            except sqlite3.Error as exc:
+                raise StorageError(str(exc)) from exc
+            return cur.rowcount
 
     # ------------------------------------------------------------ readers (any thread)
 
@@ -322,35 +369,41 @@ class MessageLog:
         finally:
             self._readers.put(db)
 
-    def replay(self, user: str, since: int, upto: int, limit: int) -> tuple[list[Stored], bool]:
-        """The messages ``user`` may see with ``since < seq <= upto``, ascending: public
-        ones and the DMs they sent or received. At most the newest ``limit``; the flag
-        says whether more were left out (docs/PROTOCOL.md §Resume)."""
+    def replay_start(
+        self, user: str, since: int, upto: int, limit: int, inbox: bool = False
+    ) -> int | None:
+        """Where a replay of at most ``limit`` messages starts when more wait: the seq
+        after which the newest ``limit`` of those ``user`` may see with ``since < seq
+        <= upto`` begin (None: no more than ``limit`` wait). ``inbox``: only the DMs
+        waiting for them (docs/PROTOCOL.md §Resume, §Offline DMs)."""
+        sql = _INBOX_START if inbox else _REPLAY_START
+        args = (user, since, upto, limit) if inbox else (since, upto, user, user, limit)
         with self._reader() as db:
-            rows = db.execute(
-                f"SELECT {_COLUMNS} FROM messages WHERE seq > ? AND seq <= ? "
-                "AND (pair IS NULL OR sender = ? OR recipient = ?) ORDER BY seq DESC LIMIT ?",
-                (since, upto, user, user, limit + 1),
-            ).fetchall()
-        more = len(rows) > limit
-        return [Stored(*r) for r in reversed(rows[:limit])], more
+            row = db.execute(sql, args).fetchone()
+        return None if row is None else int(row[0])
 
-    def fetch(self, seqs: Sequence[int]) -> list[Stored]:
-        """These messages, ascending (those pruned meanwhile are left out)."""
-        if not seqs:
-            return []
+    def replay_page(
+        self, user: str, after: int, upto: int, budget: int, inbox: bool = False
+    ) -> list[Stored]:
+        """The next page of a replay (``after < seq <= upto``, ascending; ``inbox`` as
+        for :meth:`replay_start`): rows until their texts pass ``budget`` characters, at
+        least one. A replay is read a page at a time as its client takes it
+        (chatroom_server.server), so no replay holds more than a page of the log in
+        memory, and no read connection is held while the client reads."""
+        sql = _INBOX_PAGE if inbox else _REPLAY_PAGE
+        args = (user, after, upto) if inbox else (after, upto, user, user)
         out: list[Stored] = []
         with self._reader() as db:
-            for i in range(0, len(seqs), 500):  # SQLite's limit on ? parameters
-                chunk = seqs[i : i + 500]
-                marks = ",".join("?" * len(chunk))
-                out += [
-                    Stored(*r)
-                    for r in db.execute(
-                        f"SELECT {_COLUMNS} FROM messages WHERE seq IN ({marks})", chunk
-                    )
-                ]
-        out.sort(key=lambda m: m.seq)
+            cur = db.execute(sql, args)
+            try:
+                # Stepped one row at a time: SQLite reads no further than we ask.
+                for row in cur:
+                    out.append(Stored(*row))
+                    budget -= len(row[4]) + ROW_OVERHEAD
+                    if budget <= 0:
+                        break
+            finally:
+                cur.close()
         return out
 
     def history(

@@ -22,6 +22,12 @@ which in CPython is far dearer than the ``send`` syscall itself. So:
 - A backlog over the limit (default 1 MiB), or one that makes no progress for
   ``stall_timeout`` seconds, disconnects that client. Nobody else waits for it: a send
   never blocks.
+- A replay (docs/PROTOCOL.md §Resume) is the one writer that waits, and only for its own
+  connection: its reader thread :meth:`Outbox.hold` s live frames back, writes the replay
+  a page at a time ahead of them (:meth:`Outbox.replay`), waiting before each page until
+  the last is written (:meth:`Outbox.wait_drained`: the ``_drained`` condition, notified
+  at every write of the backlog and when the connection ends), then
+  :meth:`Outbox.release` s them. So a replay holds a page here, whatever its length.
 
 Threading: each :class:`Outbox` has one lock (``_lock``) guarding its buffer, its state
 flags and the socket's file descriptor (the fd is only closed under it, so no thread can
@@ -177,8 +183,8 @@ class Outbox:
         # Between hold() and release(): frames sent meanwhile (docs/PROTOCOL.md §Resume:
         # live traffic waits behind the replay). None: not holding.
         self._held: bytearray | None = None
-        # Bytes of a released replay not yet written: allowed on top of the limit, so a
-        # long replay is not mistaken for a slow consumer.
+        # Bytes of a released replay not yet written (replay_unwritten): allowed on top
+        # of the limit, so the end of a replay is not mistaken for a slow consumer.
         self._extra = 0
         # Called (without the lock) with a reason when the outbox drops the connection.
         self.on_drop: Callable[[str], None] | None = None
@@ -385,8 +391,9 @@ class Outbox:
 
     def hold(self) -> None:
         """From now until :meth:`release`, frames sent are held back (what was queued
-        before still goes out). For a replay that must reach the client before any live
-        frame (docs/PROTOCOL.md §Resume)."""
+        before still goes out), up to the limit. For a replay that must reach the client
+        before any live frame (docs/PROTOCOL.md §Resume): it goes out meanwhile through
+        :meth:`replay`, ahead of them, at the pace the client reads (:meth:`wait_drained`)."""
         with self._lock:
             reason = self._drain_locked()
             if reason is None:
@@ -396,15 +403,87 @@ class Outbox:
         if reason is not None:
             self._dropped(reason)
 
+    def replay(self, data: bytes) -> bool:
+        """While holding: write ``data`` (part of a replay) ahead of the frames held,
+        once the last part is written (:meth:`wait_drained`). False if the connection
+        is gone."""
+        with self._lock:
+            reason = self._drain_locked()  # into the held buffer: live frames wait
+            if reason is None and self._accepting:
+                if self._buf:
+                    self._buf += data
+                    if not self._watching and self._open:
+                        self._push_locked()
+                else:
+                    try:
+                        sent = self._send_now(data)
+                    except BlockingIOError:
+                        sent = 0
+                    except OSError as exc:
+                        self._accepting = False  # the reader thread sees it too
+                        log.debug("send to %s failed: %s", self.name, exc)
+                        return False
+                    if sent < len(data):
+                        self._buf += memoryview(data)[sent:]
+                        self._progress_at = self._flusher._clock()
+                        self._watching = True
+                        self._flusher._watch(self)
+            if reason is not None:
+                self._abort_locked()
+            ok = self._accepting
+        if reason is not None:
+            self._dropped(reason)
+        return ok
+
+    def wait_drained(self, timeout: float) -> bool:
+        """Wait until the backlog is written (to the kernel's socket buffer, which keeps
+        the client busy meanwhile). A replay's pace: it reads the next page of the log
+        only when the client has taken the last, so a replay holds a page here, never
+        more, however long it is and whether or not its client reads. False if the
+        connection is gone, or made no write progress for ``timeout`` s (then it is
+        dropped, as a stalled client is by :meth:`check_stall`)."""
+        stalled = False
+        with self._lock:
+            if self._drained is None:
+                self._drained = threading.Condition(self._lock)
+            if self._buf and not self._watching and self._open:
+                self._push_locked()  # queued before the hold (login_ok), not pushed yet
+            while self._accepting and self._buf:
+                # Notified at every write of the backlog (_flush_locked) and at the end.
+                if not self._drained.wait(timeout) and self._accepting:
+                    self._abort_locked()
+                    stalled = True
+            ok = self._accepting
+        if stalled:
+            self._dropped(f"no write progress for {timeout:g} s during a replay")
+        return ok
+
+    @property
+    def accepting(self) -> bool:
+        """False once the connection is closing: the server said goodbye (:meth:`finish`)
+        or dropped it."""
+        return self._accepting
+
+    @property
+    def replay_unwritten(self) -> int:
+        """Bytes of a released replay (everything before :meth:`release`'s frames, and
+        those) not yet written to the socket: 0 once all of it has been. Read under the
+        lock: a write and its count are one step, so bytes the client may have read
+        are never counted unwritten."""
+        with self._lock:
+            return self._extra
+
     def release(self, first: bytes) -> bool:
-        """Send ``first`` (the replay: any size, allowed past the limit), then what was
-        held, and go back to normal. False if the connection is gone."""
+        """Send ``first`` (the end of a replay), then what was held, and go back to
+        normal. What was sent before it, and ``first``, may take the backlog past the
+        limit until written (:meth:`replay_unwritten`): it is not a slow reader's. False
+        if the connection is gone."""
         with self._lock:
             reason = self._drain_locked()  # into the held buffer, behind what is there
             held = self._held or b""
             self._held = None
             if reason is None and self._accepting:
-                self._extra = len(first)
+                self._extra = len(self._buf) + len(first)
                 reason = self._send_locked(first + held if held else first)
             if reason is not None:
                 self._abort_locked()
@@ -467,8 +546,8 @@ class Outbox:
         if not self._buf:
             self._watching = False
             self._flusher._unwatch(self)
-            if self._drained is not None:
-                self._drained.notify_all()
+        if self._drained is not None:
+            self._drained.notify_all()  # close() and wait_drained() wait for the end
 
     def check_stall(self, now: float) -> None:
         """Drop the connection if its backlog made no progress for ``stall_timeout`` s
@@ -502,6 +581,8 @@ class Outbox:
                 self._drain_locked() or self._send_locked(last)
             self._accepting = False
             self._pending.clear()
+            if self._drained is not None:
+                self._drained.notify_all()  # a replay waiting for room stops
             if self._open:
                 try:
                     tcp_shutdown(self._sock, socket.SHUT_RD)

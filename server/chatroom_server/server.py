@@ -1398,14 +1398,14 @@ class ChatServer:
         begun()
         if plan is None:
             return True
-        return self._replay(conn, name, cmd, *plan)
+        return self._replay(conn, name, cmd, plan)
 
     def _begin_logged(
         self, conn: _Conn, name: str, new_user: bool, cmd: LoginCommand
-    ) -> tuple[Callable[[], None], tuple[int, list[int]] | None]:
+    ) -> tuple[Callable[[], None], int | None]:
         """Under the fan-out lock: begin the session and, if it gets a replay, hold its
         live traffic back until the replay is written. What to do once the lock is let
-        go (``_begin``'s), and the replay's end and the DMs that waited for this user."""
+        go (``_begin``'s), and the replay's end (None: no replay)."""
         mlog = self._log
         assert mlog is not None
         upto = mlog.last_seq
@@ -1413,47 +1413,86 @@ class ChatServer:
         # Held from right after login_ok: the replay (or replay_truncated) is the first
         # thing after it, before even the users push (docs/PROTOCOL.md §Resume).
         begun = self._begin(conn, name, new_user, cmd.id, upto, mlog.epoch, hold=replaying)
-        if not replaying:
-            return begun, None
-        inbox: list[int] = []
-        try:
-            inbox = mlog.take_inbox(name)
-        except StorageError as exc:
-            log.error("cannot read the DMs waiting for %s (they keep waiting): %s", name, exc)
-        return begun, (upto, inbox)
+        return begun, upto if replaying else None
 
-    def _replay(
-        self, conn: _Conn, name: str, cmd: LoginCommand, upto: int, inbox: list[int]
-    ) -> bool:
-        """Reader thread, after login_ok: what the client missed, then live traffic."""
+    def _replay(self, conn: _Conn, name: str, cmd: LoginCommand, upto: int) -> bool:
+        """Reader thread, after login_ok: what the client missed (with ``since``), or the
+        DMs that waited for it (without), then live traffic (docs/PROTOCOL.md §Resume,
+        §Offline DMs). Streamed from the log a page at a time as the client reads it:
+        the next page is read only once the last is written to the socket, so a replay
+        holds about a page here however long it is (never more than the output limit),
+        and a client that stops reading is dropped after the stall timeout. Live
+        traffic waits meanwhile in the outbox's hold, bounded by the output limit."""
         mlog = self._log
         assert mlog is not None
-        frames: list[bytes] = []
+        inbox = cmd.since is None  # a replay of the inbox only
+        limit = self.config.replay_limit
+        key = username_key(name)
+        outbox = conn.outbox
+        # Characters of the log per page: an eighth of the output limit, so that a page
+        # (its rows, then its frames) stays well under it.
+        budget = max(1, outbox.limit // 8)
+        head: list[bytes] = []  # what precedes the first page: replay_truncated
+        count = 0
+        since = cmd.since
+        first = 0  # the inbox's replay: the DMs after it
         try:
-            if cmd.since is None:
-                rows = mlog.fetch(inbox)  # the DMs sent while this user was away
-            elif (cmd.epoch is not None and cmd.epoch != mlog.epoch) or cmd.since > upto:
+            if since is None:
+                start = mlog.replay_start(name, 0, upto, limit, inbox=True)
+                after = first = start or 0
+                truncated = start is not None
+            elif (cmd.epoch is not None and cmd.epoch != mlog.epoch) or since > upto:
                 # A cursor from another database (wiped, restored): nothing it counted
                 # means anything here.
-                frames.append(encode(ReplayTruncated(oldest_seq=upto + 1)))
-                rows = []
+                head.append(encode(ReplayTruncated(oldest_seq=upto + 1)))
+                after, truncated = upto, False
             else:
-                rows, more = mlog.replay(name, cmd.since, upto, self.config.replay_limit)
-                if more or cmd.since + 1 < mlog.oldest_seq:
+                start = mlog.replay_start(name, since, upto, limit)
+                after = since if start is None else start
+                truncated = start is not None or since + 1 < mlog.oldest_seq
+            while after < upto:
+                rows = mlog.replay_page(name, after, upto, budget, inbox=inbox)
+                if truncated:
                     oldest = rows[0].seq if rows else upto + 1
-                    frames.append(encode(ReplayTruncated(oldest_seq=oldest)))
+                    head.append(encode(ReplayTruncated(oldest_seq=oldest)))
+                    truncated = False
+                if not rows:
+                    break
+                count += len(rows)
+                after = rows[-1].seq
+                chunk = b"".join([*head, *(_replay_frame(m, key) for m in rows)])
+                head.clear()
+                del rows
+                if not (outbox.wait_drained(self.config.stall_timeout) and outbox.replay(chunk)):
+                    return False  # dropped: the client resumes from what it has
+                conn.last_rx = self._clock()  # it is reading: not idle
         except StorageError as exc:
             log.error("cannot replay for %s: %s", name, exc)
             failed = ErrorEvent(
                 code=ErrorCode.UNAVAILABLE,
                 message="the messages you missed cannot be read now; log in again later",
             )
-            conn.outbox.release(encode(failed))
+            outbox.release(encode(failed))
             return False
-        key = username_key(name)
-        frames += [_replay_frame(m, key) for m in rows]
-        frames.append(encode(ReplayDone(count=len(rows), seq=upto)))
-        return conn.outbox.release(b"".join(frames))
+        if truncated:  # nothing left to replay after all (pruned meanwhile)
+            head.append(encode(ReplayTruncated(oldest_seq=upto + 1)))
+        head.append(encode(ReplayDone(count=count, seq=upto)))
+        if not outbox.release(b"".join(head)):
+            return False
+        # The DMs that waited for this user and were replayed (without since) or are
+        # covered by the replay (with since): out of the inbox. Those before a replay
+        # limit's cut keep waiting for the next login.
+        if inbox or mlog.maybe_inbox(name):
+            self._inbox_received(name, first if inbox else 0, upto)
+        return True
+
+    def _inbox_received(self, name: str, after: int, upto: int) -> None:
+        """The DMs waiting for ``name`` with ``after < seq <= upto`` reached them."""
+        assert self._log is not None
+        try:
+            self._log.inbox_received(name, after, upto)
+        except StorageError as exc:
+            log.warning("DMs up to seq %d reached %s but still wait for them: %s", upto, name, exc)
 
     def _history(self, conn: _Conn, cmd: HistoryCommand) -> None:
         """docs/PROTOCOL.md §history; only the caller's own DMs can be read."""

@@ -49,6 +49,7 @@ from chatroom_server.accounts import (
     AccountStoreError,
 )
 from chatroom_server.messagelog import (
+    ROW_OVERHEAD,
     NewMessage,
     Outcome,
     StorageError,
@@ -96,6 +97,10 @@ CREATE TABLE IF NOT EXISTS chat_inbox (
 """
 
 _COLUMNS: Final = "seq, ts, sender, recipient, body, cid"
+# What a user may see: public, or a DM they sent or received.
+_VISIBLE: Final = (
+    "seq > %s AND seq <= %s AND (pair IS NULL OR sender_key = %s OR recipient_key = %s)"
+)
 
 
 class PgDatabase:
@@ -385,12 +390,18 @@ class PgMessageLog:
             return False
         return row is not None
 
-    def take_inbox(self, user: str) -> list[int]:
+    def maybe_inbox(self, user: str) -> bool:
+        """Whether DMs may wait for ``user``: here the deletion is the lookup."""
+        return True
+
+    def inbox_received(self, user: str, after: int, upto: int) -> int:
+        """As the SQLite log's: out of the inbox, ``after < seq <= upto``; how many."""
         with self._pg.connection() as db:
-            rows = db.execute(
-                "DELETE FROM chat_inbox WHERE user_key = %s RETURNING seq", (username_key(user),)
-            ).fetchall()
-        return sorted(int(r[0]) for r in rows)
+            cur = db.execute(
+                "DELETE FROM chat_inbox WHERE user_key = %s AND seq > %s AND seq <= %s",
+                (username_key(user), after, upto),
+            )
+            return cur.rowcount
 
     def delivered_live(self, user: str, seq: int) -> None:
         """A DM stored for an offline user reached them live after all (they logged in
@@ -403,17 +414,53 @@ class PgMessageLog:
 
     # ------------------------------------------------------------ readers (any thread)
 
-    def replay(self, user: str, since: int, upto: int, limit: int) -> tuple[list[Stored], bool]:
+    def replay_start(
+        self, user: str, since: int, upto: int, limit: int, inbox: bool = False
+    ) -> int | None:
+        """As the SQLite log's (chatroom_server.messagelog.MessageLog.replay_start)."""
         key = username_key(user)
+        if inbox:
+            sql = (
+                "SELECT seq FROM chat_inbox WHERE user_key = %s AND seq > %s AND seq <= %s "
+                "ORDER BY seq DESC LIMIT 1 OFFSET %s"
+            )
+            args: tuple[object, ...] = (key, since, upto, limit)
+        else:
+            sql = (
+                f"SELECT seq FROM chat_messages WHERE {_VISIBLE} "
+                "ORDER BY seq DESC LIMIT 1 OFFSET %s"
+            )
+            args = (since, upto, key, key, limit)
         with self._pg.connection() as db:
-            rows = db.execute(
-                f"SELECT {_COLUMNS} FROM chat_messages WHERE seq > %s AND seq <= %s "
-                "AND (pair IS NULL OR sender_key = %s OR recipient_key = %s) "
-                "ORDER BY seq DESC LIMIT %s",
-                (since, upto, key, key, limit + 1),
-            ).fetchall()
-        more = len(rows) > limit
-        return [Stored(*r) for r in reversed(rows[:limit])], more
+            row = db.execute(sql, args).fetchone()
+        return None if row is None else int(row[0])
+
+    def replay_page(
+        self, user: str, after: int, upto: int, budget: int, inbox: bool = False
+    ) -> list[Stored]:
+        """As the SQLite log's: rows until their texts pass ``budget`` characters, at
+        least one. The cut is made in PostgreSQL (a running sum), so no more than the
+        page crosses the network or is held here."""
+        key = username_key(user)
+        if inbox:
+            source = (
+                f"SELECT {', '.join('m.' + c for c in _COLUMNS.split(', '))} FROM chat_inbox i "
+                "JOIN chat_messages m ON m.seq = i.seq "
+                "WHERE i.user_key = %s AND i.seq > %s AND i.seq <= %s"
+            )
+            args: tuple[object, ...] = (key, after, upto)
+        else:
+            source = f"SELECT {_COLUMNS} FROM chat_messages WHERE {_VISIBLE}"
+            args = (after, upto, key, key)
+        sql = (
+            f"SELECT {_COLUMNS} FROM (SELECT *, sum(length(body) + %s) OVER (ORDER BY seq) AS run "
+            f"FROM ({source} ORDER BY seq LIMIT %s) AS s) AS page "
+            "WHERE run - length(body) - %s < %s ORDER BY seq"
+        )
+        most = budget // ROW_OVERHEAD + 1  # rows that can fit at all
+        with self._pg.connection() as db:
+            rows = db.execute(sql, (ROW_OVERHEAD, *args, most, ROW_OVERHEAD, budget)).fetchall()
+        return [Stored(*r) for r in rows]
 
     def range(self, after: int, upto: int) -> list[Stored]:
         """Every message with ``after < seq <= upto``, ascending (the bus's gap fill)."""
@@ -421,16 +468,6 @@ class PgMessageLog:
             rows = db.execute(
                 f"SELECT {_COLUMNS} FROM chat_messages WHERE seq > %s AND seq <= %s ORDER BY seq",
                 (after, upto),
-            ).fetchall()
-        return [Stored(*r) for r in rows]
-
-    def fetch(self, seqs: Sequence[int]) -> list[Stored]:
-        if not seqs:
-            return []
-        with self._pg.connection() as db:
-            rows = db.execute(
-                f"SELECT {_COLUMNS} FROM chat_messages WHERE seq = ANY(%s) ORDER BY seq",
-                (list(seqs),),
             ).fetchall()
         return [Stored(*r) for r in rows]
 
