@@ -271,7 +271,9 @@ class ConfigError(Exception):
 class _Conn:
     """One client connection. Fields below ``username`` belong to its reader thread
     (``last_rx`` is also read by the housekeeping sweep; a stale read only delays it),
-    except ``done``, written under the FanOut's lock (chatroom_server.fanout)."""
+    except ``done``, written under the FanOut's lock (chatroom_server.fanout), and
+    ``late_inbox``, which the cluster's consumer thread sets (a bool; a stale read by
+    the reader thread leaves DMs waiting, the safe side)."""
 
     __slots__ = (
         "acks",
@@ -288,9 +290,11 @@ class _Conn:
         "frames",
         "handed",
         "in_login",
+        "inbox_range",
         "ip",
         "irc",
         "last_rx",
+        "late_inbox",
         "left",
         "msgs",
         "num",
@@ -338,6 +342,13 @@ class _Conn:
         self.in_login = False
         self.last_rx = now
         self.irc: IrcSession | None = None  # an IRC client (chatroom_server.irc)
+        # With the message log, from login to its exit (ChatServer._replay_received): the
+        # seqs (after, upto] of the DMs waiting in the inbox that its replay gave it
+        # (after == upto: none; upto is the login's cut), until it shows it has them.
+        self.inbox_range: tuple[int, int] | None = None
+        # A DM that waited in the inbox reached it live (a cluster node's stale view of
+        # who is online, docs/CLUSTER.md): written by the cluster's consumer thread.
+        self.late_inbox = False
         self.bucket: TokenBucket | None = None
         self.flood: FloodMeter | None = None
 
@@ -1153,6 +1164,7 @@ class ChatServer:
         elif type(cmd) is PingCommand:
             self._reply(conn, _PONG if cmd.id is None else encode(Pong(id=cmd.id)))
         elif isinstance(cmd, ExitCommand):  # exit and its alias logout
+            self._replay_received(conn)
             self._fanout.after(conn, lambda: conn.outbox.finish(_BYE_EXIT))  # nothing follows
             return False
         return True
@@ -1396,16 +1408,19 @@ class ChatServer:
             if bus is not None:
                 bus.settled(name)
         begun()
-        if plan is None:
+        upto, replaying = plan
+        conn.inbox_range = (upto, upto)  # none from the inbox yet; the login's cut
+        if not replaying:
             return True
-        return self._replay(conn, name, cmd, plan)
+        return self._replay(conn, name, cmd, upto)
 
     def _begin_logged(
         self, conn: _Conn, name: str, new_user: bool, cmd: LoginCommand
-    ) -> tuple[Callable[[], None], int | None]:
+    ) -> tuple[Callable[[], None], tuple[int, bool]]:
         """Under the fan-out lock: begin the session and, if it gets a replay, hold its
         live traffic back until the replay is written. What to do once the lock is let
-        go (``_begin``'s), and the replay's end (None: no replay)."""
+        go (``_begin``'s), the login's cut (login_ok's seq) and whether a replay
+        follows."""
         mlog = self._log
         assert mlog is not None
         upto = mlog.last_seq
@@ -1413,7 +1428,7 @@ class ChatServer:
         # Held from right after login_ok: the replay (or replay_truncated) is the first
         # thing after it, before even the users push (docs/PROTOCOL.md §Resume).
         begun = self._begin(conn, name, new_user, cmd.id, upto, mlog.epoch, hold=replaying)
-        return begun, upto if replaying else None
+        return begun, (upto, replaying)
 
     def _replay(self, conn: _Conn, name: str, cmd: LoginCommand, upto: int) -> bool:
         """Reader thread, after login_ok: what the client missed (with ``since``), or the
@@ -1435,7 +1450,7 @@ class ChatServer:
         head: list[bytes] = []  # what precedes the first page: replay_truncated
         count = 0
         since = cmd.since
-        first = 0  # the inbox's replay: the DMs after it
+        first = upto  # the replay gives the DMs waiting after this seq
         try:
             if since is None:
                 start = mlog.replay_start(name, 0, upto, limit, inbox=True)
@@ -1447,8 +1462,13 @@ class ChatServer:
                 head.append(encode(ReplayTruncated(oldest_seq=upto + 1)))
                 after, truncated = upto, False
             else:
+                if mlog.maybe_inbox(name):
+                    # The client has every message up to since: DMs waiting up to it
+                    # reached it (docs/PROTOCOL.md §Offline DMs); later ones are in this
+                    # replay.
+                    self._inbox_received(name, 0, since)
                 start = mlog.replay_start(name, since, upto, limit)
-                after = since if start is None else start
+                after = first = since if start is None else start
                 truncated = start is not None or since + 1 < mlog.oldest_seq
             while after < upto:
                 rows = mlog.replay_page(name, after, upto, budget, inbox=inbox)
@@ -1479,12 +1499,41 @@ class ChatServer:
         head.append(encode(ReplayDone(count=count, seq=upto)))
         if not outbox.release(b"".join(head)):
             return False
-        # The DMs that waited for this user and were replayed (without since) or are
-        # covered by the replay (with since): out of the inbox. Those before a replay
-        # limit's cut keep waiting for the next login.
-        if inbox or mlog.maybe_inbox(name):
-            self._inbox_received(name, first if inbox else 0, upto)
+        if first < upto and (inbox or mlog.maybe_inbox(name)):
+            # The DMs waiting in (first, upto] were in it: they leave the inbox once the
+            # client shows it has them (_replay_received, or a later login's since);
+            # until then a kill or a drop loses none. Those before a replay limit's cut
+            # keep waiting as they were.
+            conn.inbox_range = (first, upto)
         return True
+
+    def _replay_received(self, conn: _Conn) -> None:
+        """Reader thread, at the client's ``exit`` (IRC: QUIT): if its whole replay had
+        been written to it by then, the DMs from the inbox in it have reached it
+        (docs/PROTOCOL.md §Offline DMs).
+
+        Only an exit says so: a client says it while it runs, after what it was sent
+        (a client whose replay was still being written when it said it has not had it
+        all). A connection that merely closes proves nothing, not even an orderly close:
+        a client killed after reading the bytes but before showing them closes just the
+        same. So anything but an exit (the server killed, a drop, a close, a takeover,
+        a shutdown) leaves the DMs waiting: sent again at the next login, never lost."""
+        got, mlog = conn.inbox_range, self._log
+        if got is None or conn.username is None or mlog is None:
+            return
+        conn.inbox_range = None
+        after, upto = got
+        outbox = conn.outbox
+        if not outbox.accepting:
+            return
+        if conn.late_inbox:
+            # Read before the backlog: every message up to it was handed to this
+            # connection (cluster_deliver), so with nothing left unwritten it has them.
+            last = mlog.last_seq
+            if not outbox.backlog:
+                upto = max(upto, last)
+        if after < upto and not outbox.replay_unwritten:
+            self._inbox_received(conn.username, after, upto)
 
     def _inbox_received(self, name: str, after: int, upto: int) -> None:
         """The DMs waiting for ``name`` with ``after < seq <= upto`` reached them."""
@@ -1492,6 +1541,7 @@ class ChatServer:
         try:
             self._log.inbox_received(name, after, upto)
         except StorageError as exc:
+            # The safe side: they are sent again at the next login.
             log.warning("DMs up to seq %d reached %s but still wait for them: %s", upto, name, exc)
 
     def _history(self, conn: _Conn, cmd: HistoryCommand) -> None:
@@ -1798,21 +1848,21 @@ class ChatServer:
         special = {k for k, to, _, _ in framed if to is None} | {
             to for _, to, _, _ in framed if to is not None
         }
-        shares: dict[str, tuple[bytes, list[int]]] = {}
+        # key -> (its frames, whether a DM among them was queued for it: stored by a
+        # node that did not yet know it was online).
+        shares: dict[str, tuple[bytes, bool]] = {}
         for key in special:
-            data, waited = [], []
+            data, waited = [], False
             for sender, to, seq, frame in framed:
                 if to is None and sender != key:
                     data.append(frame)
                 elif to == key:
                     data.append(frame)
-                    if seq in inbox:
-                        waited.append(seq)
+                    waited = waited or seq in inbox
             shares[key] = (b"".join(data), waited)
         for name in {m.sender for m in messages if m.to is None}:
             self._publisher.announce(name)  # §Ordering: who joined, before what they say
         last = messages[-1].seq
-        late: list[tuple[str, int]] = []
 
         def deliver() -> None:
             roster = self.roster()
@@ -1825,8 +1875,10 @@ class ChatServer:
                 data = full if share is None else share[0]
                 if data:
                     c.outbox.queue(data)
-                if share is not None and c.username is not None:
-                    late.extend((c.username, seq) for seq in share[1])
+                if share is not None and share[1]:
+                    # It also waits in their inbox until they show they have it, as a
+                    # replayed one does (_replay_received).
+                    c.late_inbox = True
             for c in roster:
                 c.outbox.push()
             mlog.last_seq = last
@@ -1835,12 +1887,6 @@ class ChatServer:
             self._fanout.exclusive(deliver, timeout=30.0)
         except TimeoutError:
             log.error("the fan-out is stuck; seqs up to %d were not delivered here", last)
-            return
-        for name, seq in late:
-            try:
-                mlog.delivered_live(name, seq)  # type: ignore[attr-defined]
-            except StorageError as exc:
-                log.warning("DM %d reached %s live but stays in their inbox: %s", seq, name, exc)
 
     def cluster_joined(self, name: str) -> None:
         """``name`` logged in on another node: in the list, and a session of theirs

@@ -4,6 +4,7 @@ PostgreSQL."""
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 from chatroom_server.cluster.pg import PgDatabase, PgMessageLog
@@ -15,6 +16,14 @@ from tests.server.test_messagelog import (
     login,
     own_messages_replayed_with_their_cid,
     replay,
+)
+from tests.server.test_offline_dms import (
+    drops_lose_nothing,
+    nothing_waits,
+    queue_dms,
+    read_a_little,
+    reset,
+    waiting,
 )
 from tests.server.test_replay import small_window
 
@@ -104,3 +113,38 @@ def test_a_replay_from_postgresql_is_streamed_as_the_client_reads(cluster: Clust
         got, done, _ = replay(late)
         assert [f["seq"] for f in got] == list(range(2, 601))
         assert done == {"type": "replay_done", "count": 600, "seq": 600}
+
+
+def test_a_drop_at_any_moment_loses_no_queued_dm(cluster: Cluster) -> None:
+    a, b = cluster.add(), cluster.add()
+    watcher = connect(b.address, "watcher")
+
+    def gone(name: str) -> None:
+        watcher.until("users", left=name)
+
+    drops_lose_nothing(a.address, b.address, wait_gone=gone)
+
+
+def test_a_killed_node_mid_replay_loses_no_queued_dm(cluster: Cluster) -> None:
+    """300 DMs queued for bob; he logs in on a node and reads two; the node is killed:
+    on another node he gets all 300, then after his exit none again."""
+    a = cluster.add()
+    victim = cluster.process()
+    seqs = queue_dms(a.address, "bob", 300)
+    bob, got = read_a_little(victim.address, "bob", 2)
+    assert got == seqs[:2]
+    victim.proc.send_signal(signal.SIGKILL)
+    victim.proc.wait(10)
+    bob.close()
+    assert [f["seq"] for f in waiting(a.address, "bob")] == seqs
+    nothing_waits(a.address, "bob")
+
+
+def test_a_resume_on_another_node_gets_the_rest_exactly_once(cluster: Cluster) -> None:
+    a, b = cluster.add(), cluster.add()
+    seqs = queue_dms(a.address, "bob", 50)
+    c, got = read_a_little(a.address, "bob", 5)
+    reset(c)
+    rest = waiting(b.address, "bob", since=got[-1])
+    assert [f["seq"] for f in rest] == seqs[5:]
+    nothing_waits(a.address, "bob")

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 from tests.helpers import PASSWORD, RawClient, ServerProcess
+from tests.server.test_offline_dms import nothing_waits, queue_dms, read_a_little, waiting
 
 
 def test_sigkill_during_registrations_loses_no_acknowledged_account(tmp_path: Path) -> None:
@@ -54,3 +55,20 @@ def test_sigkill_during_registrations_loses_no_acknowledged_account(tmp_path: Pa
                 c.send(command="login", username=name, password=PASSWORD)
                 assert c.expect("login_ok")["new_user"] is False, name
         assert server.close() == 0  # SIGTERM: a clean exit
+
+
+def test_sigkill_mid_replay_loses_no_queued_dm(tmp_path: Path) -> None:
+    """docs/PROTOCOL.md §Offline DMs: 1,500 DMs acked ``queued`` for bob, who logs in
+    and reads three; the server is killed: at his next login all 1,500 are there."""
+    db = tmp_path / "inbox.db"
+    args = ("--users-interval", "0", "--rate-limit", "off", "--password-hash", "load-test")
+    with ServerProcess(db, *args) as server:
+        seqs = queue_dms(server.address, "bob", 1500)
+        bob, got = read_a_little(server.address, "bob")
+        assert got == seqs[:3]
+        server.proc.send_signal(signal.SIGKILL)
+        server.proc.wait(10)
+        bob.close()
+    with ServerProcess(db, *args) as server:
+        assert [f["seq"] for f in waiting(server.address, "bob")] == seqs
+        nothing_waits(server.address, "bob")

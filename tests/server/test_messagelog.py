@@ -228,6 +228,10 @@ def test_offline_dm_is_delivered_once_at_next_login(server: TestServer) -> None:
             ("dm", "while you were out", "writer")
         ]
         assert done["count"] == 1 and got[0]["seq"] == ack["seq"]
+        # The exit proves it received them (docs/PROTOCOL.md §Offline DMs; without one
+        # they would wait for the next login: tests/server/test_offline_dms.py).
+        b.send(command="exit")
+        b.wait_closed()
     with RawClient(server.address) as b:
         login(b, "away")
         b.expect("users", joined="away")  # nothing replayed the second time

@@ -403,15 +403,6 @@ class PgMessageLog:
             )
             return cur.rowcount
 
-    def delivered_live(self, user: str, seq: int) -> None:
-        """A DM stored for an offline user reached them live after all (they logged in
-        on another node meanwhile): it must not wait for their next login too."""
-        with self._pg.connection() as db:
-            db.execute(
-                "DELETE FROM chat_inbox WHERE user_key = %s AND seq = %s",
-                (username_key(user), seq),
-            )
-
     # ------------------------------------------------------------ readers (any thread)
 
     def replay_start(
