@@ -44,7 +44,6 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar, cast, overload
 
 from chatroom._hosts import in_turn, none_answered, parse_hosts
-from chatroom._tls import client_context
 from chatroom.errors import (
     ChatError,
     ChatTimeout,
@@ -92,6 +91,7 @@ from chatroom.session import (
     receipt,
     reconnect_delay,
 )
+from chatroom.tls import client_context
 
 __all__ = ["AsyncChatClient"]
 

@@ -23,7 +23,6 @@ from types import TracebackType
 from typing import Any, Final, Generic, Literal, TypeVar, cast, overload
 
 from chatroom._hosts import in_turn, none_answered, parse_hosts
-from chatroom._tls import TlsWriter, client_context, tcp_shutdown, tls_recv
 from chatroom.errors import (
     ChatError,
     ChatTimeout,
@@ -77,6 +76,7 @@ from chatroom.session import (
     receipt,
     reconnect_delay,
 )
+from chatroom.tls import TlsWriter, client_context, tcp_shutdown, tls_recv
 
 __all__ = ["ChatClient", "Waiter"]
 

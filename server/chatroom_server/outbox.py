@@ -53,7 +53,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from chatroom._tls import TlsWriter, tcp_shutdown, tls_recv
+from chatroom.tls import TlsWriter, tcp_shutdown, tls_recv
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ class Outbox:
         # TLS: the socket is non-blocking and every use of the SSL object, the reader's
         # recv included (see recv_tls), happens under _lock: OpenSSL forbids concurrent use.
         self.tls = isinstance(sock, ssl.SSLSocket)
-        self._tls_writer = TlsWriter()  # TLS: OpenSSL's retry rule (chatroom._tls)
+        self._tls_writer = TlsWriter()  # TLS: OpenSSL's retry rule (chatroom.tls)
         self.fd = sock.fileno()
         self._flusher = flusher
         self.limit = limit

@@ -1,4 +1,7 @@
-"""Non-blocking TLS socket calls, written once for the client and the server.
+"""Non-blocking TLS socket calls, written once for the clients and the server.
+
+Public because the server's outbox uses it too (a package imports no other package's
+private modules): what is in ``__all__`` is kept stable for both.
 
 OpenSSL's rule for a non-blocking write that could not complete (``SSL_ERROR_WANT_WRITE``):
 the retry must pass the very same bytes and length. :class:`TlsWriter` remembers that
