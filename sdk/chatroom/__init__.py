@@ -1,8 +1,11 @@
 """chatroom: a client SDK for the chatroom protocol (docs/PROTOCOL.md, docs/SDK.md).
 
-Everything a bot author needs is importable from here; other modules are private except
-:mod:`chatroom.protocol` (the wire format), :mod:`chatroom.session` (the protocol's
-client side, with no I/O) and :mod:`chatroom.testing` (a test server).
+Everything a bot author needs is importable from here. The other public modules:
+:mod:`chatroom.aio` (the asyncio client), :mod:`chatroom.protocol` (the wire format),
+:mod:`chatroom.session` (the protocol's client side, with no I/O),
+:mod:`chatroom.testing` (a test server), :mod:`chatroom.hosts` (server address lists),
+:mod:`chatroom.tls` (non-blocking TLS calls, shared with the server). Modules whose name
+starts with ``_`` are private to this package.
 """
 
 from importlib.metadata import PackageNotFoundError, version

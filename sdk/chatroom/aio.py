@@ -43,7 +43,6 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from types import TracebackType
 from typing import Any, Literal, TypeVar, cast, overload
 
-from chatroom._hosts import in_turn, none_answered, parse_hosts
 from chatroom.errors import (
     ChatError,
     ChatTimeout,
@@ -62,6 +61,7 @@ from chatroom.events import (
     Receipt,
     UsersChanged,
 )
+from chatroom.hosts import in_turn, none_answered, parse_hosts
 from chatroom.protocol import (
     DEFAULT_PORT,
     Ack,
@@ -127,7 +127,7 @@ class AsyncChatClient:
     ) -> None:
         if timeout <= 0:
             raise UsageError("timeout must be positive")
-        # Several addresses: as ChatClient (chatroom._hosts).
+        # Several addresses: as ChatClient (chatroom.hosts).
         self.addresses = parse_hosts(hosts if hosts is not None else host, port)
         self._next_address = 0
         self.host, self.port = self.addresses[0]

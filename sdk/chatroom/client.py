@@ -22,7 +22,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Generic, Literal, TypeVar, cast, overload
 
-from chatroom._hosts import in_turn, none_answered, parse_hosts
 from chatroom.errors import (
     ChatError,
     ChatTimeout,
@@ -44,6 +43,7 @@ from chatroom.events import (
     ServerNotice,
     UsersChanged,
 )
+from chatroom.hosts import in_turn, none_answered, parse_hosts
 from chatroom.protocol import (
     DEFAULT_PORT,
     Ack,

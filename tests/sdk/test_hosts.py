@@ -9,8 +9,8 @@ import threading
 import pytest
 
 from chatroom import ChatClient, ConnectFailed, UsageError
-from chatroom._hosts import parse_hosts
 from chatroom.aio import AsyncChatClient
+from chatroom.hosts import parse_hosts
 from tests.helpers import PASSWORD, quiet_server
 
 T = 10.0

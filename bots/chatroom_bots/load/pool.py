@@ -49,8 +49,8 @@ from typing import Protocol
 import msgspec
 
 from chatroom import Broadcast, DirectMessage, Disconnect, Reconnected, ServerNotice
-from chatroom._hosts import parse_hosts
 from chatroom.errors import ChatTimeout, FrameTooLarge
+from chatroom.hosts import parse_hosts
 from chatroom.protocol import EVENT_NAMES, Ack, LoginOk, split_block
 from chatroom.session import BadFrame, ClientSession, Ended, Refused, Reply, SessionEvent
 

@@ -22,7 +22,7 @@ from typing import Any, Literal, TextIO, cast
 from hdrh.histogram import HdrHistogram
 
 from chatroom import ChatClient, ChatError, UsersChanged
-from chatroom._hosts import parse_hosts
+from chatroom.hosts import parse_hosts
 from chatroom.protocol import DEFAULT_PORT
 from chatroom_bots.load import procstat
 from chatroom_bots.load.stats import (

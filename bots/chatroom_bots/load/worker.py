@@ -28,7 +28,7 @@ from multiprocessing.connection import Connection
 from typing import Any, Literal, get_args
 
 from chatroom import Broadcast, ChatClient, ChatError, DirectMessage, Disconnect, ServerNotice
-from chatroom._hosts import parse_hosts
+from chatroom.hosts import parse_hosts
 from chatroom.protocol import DmCommand, PmCommand, encode
 from chatroom_bots.load.pool import BotPool
 from chatroom_bots.load.stats import new_histogram, pack, record, unpack

@@ -4,6 +4,9 @@
 list of such strings and ``(host, port)`` pairs. A client tries them in order and, after
 losing a connection, starts from the next one: a dead node is skipped at once and a hung
 one is not retried first.
+
+Public for tools on the SDK that take such a spec (chat-load's ``--host``); the clients
+use :func:`in_turn` and :func:`none_answered` for their connection order.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 from chatroom.errors import ConnectFailed, UsageError
+
+__all__ = ["Address", "describe", "in_turn", "none_answered", "parse_hosts"]
 
 Address = tuple[str, int]
 
