@@ -15,6 +15,10 @@ This module is only the asyncio I/O over it, as ``client.py`` is the threads' I/
         await client.login("asyncbot", "a long enough password")
         await client.run_forever()
 
+Hooks are registered as on :class:`chatroom.ChatClient`, by the same code
+(:mod:`chatroom._hooks`): the ``on_*`` decorators, or a subclass's methods of the same
+name.
+
 **Concurrency contract.** Everything runs on the event loop the client was connected on;
 no threads. The *reader task* reads the socket, answers keepalive, resolves requests,
 waiters and ``events()`` iterators, and queues events for the hooks; it never runs a
@@ -35,14 +39,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import ssl
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from types import TracebackType
 from typing import Any, Literal, TypeVar, cast, overload
 
+from chatroom._hooks import HookMethods, Hooks, WaiterBase
 from chatroom.errors import (
     ChatError,
     ChatTimeout,
@@ -52,8 +56,6 @@ from chatroom.errors import (
     UsageError,
 )
 from chatroom.events import (
-    HOOK_KINDS,
-    KIND_OF,
     Disconnect,
     HistoryPage,
     HookError,
@@ -99,14 +101,29 @@ log = logging.getLogger(__name__)
 
 E = TypeVar("E")
 R = TypeVar("R", bound=ServerEvent)
-Hook = Callable[[Any], object]
 
 _CLOSED = object()  # end of the hook queue and of events() iterators
-# A wait_for in progress: the types, the check, and the future it resolves.
-_Waiter = tuple[tuple[type, ...], Callable[[Any], bool] | None, "asyncio.Future[Any]"]
 
 
-class AsyncChatClient:
+class _Waiter(WaiterBase[E]):
+    """A :meth:`AsyncChatClient.wait_for` in progress: the future the reader task
+    resolves (a future already done, a wait that timed out, takes nothing more)."""
+
+    def __init__(self, types: tuple[type[E], ...], check: Callable[[E], bool] | None) -> None:
+        super().__init__(types, check)
+        self.future: asyncio.Future[E] = asyncio.get_running_loop().create_future()
+
+    def _finished(self) -> bool:
+        return self.future.done()
+
+    def _take(self, event: E) -> None:
+        self.future.set_result(event)
+
+    def _fail(self, error: Exception) -> None:
+        self.future.set_exception(error)
+
+
+class AsyncChatClient(HookMethods):
     """A connection to a chatroom server, for asyncio. See the module docstring."""
 
     def __init__(
@@ -141,52 +158,15 @@ class AsyncChatClient:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._pending: dict[int, asyncio.Future[Reply]] = {}
-        self._waiters: list[
-            tuple[tuple[type, ...], Callable[[Any], bool] | None, asyncio.Future[Any]]
-        ] = []
+        self._waiters: list[_Waiter[Any]] = []
         self._streams: list[asyncio.Queue[object]] = []  # one per events() iterator
-        self._hooks: dict[str, list[Hook]] = {k: [] for k in HOOK_KINDS}
+        self._hooks = Hooks(self, log)  # the on_* decorators (HookMethods) fill it
         self._hook_queue: asyncio.Queue[object] = asyncio.Queue(hook_queue)
         self._read_task: asyncio.Task[None] | None = None
         self._hook_task: asyncio.Task[None] | None = None
         self._closing = False
         self._closed = asyncio.Event()
         self._closer: asyncio.Task[None] | None = None
-
-    # ------------------------------------------------------------------ hooks
-
-    def on_broadcast(self, fn: E) -> E:
-        """Register a hook (``async def`` or plain) for public messages."""
-        return self._add_hook("broadcast", fn)
-
-    def on_dm(self, fn: E) -> E:
-        """Direct messages others sent us (ours go to ``on_dm_sent``)."""
-        return self._add_hook("dm", fn)
-
-    def on_dm_sent(self, fn: E) -> E:
-        """Direct messages this user sent, passed back (:class:`chatroom.DmSent`)."""
-        return self._add_hook("dm_sent", fn)
-
-    def on_users(self, fn: E) -> E:
-        return self._add_hook("users", fn)
-
-    def on_disconnect(self, fn: E) -> E:
-        return self._add_hook("disconnect", fn)
-
-    def on_reconnect(self, fn: E) -> E:
-        return self._add_hook("reconnect", fn)
-
-    def on_notice(self, fn: E) -> E:
-        return self._add_hook("notice", fn)
-
-    def on_error(self, fn: E) -> E:
-        return self._add_hook("error", fn)
-
-    def _add_hook(self, kind: str, fn: E) -> E:
-        if not callable(fn):
-            raise UsageError(f"on_{kind} needs a callable, got {fn!r}")
-        self._hooks[kind].append(cast(Hook, fn))
-        return fn
 
     # ------------------------------------------------------------------ state
 
@@ -418,13 +398,12 @@ class AsyncChatClient:
         timeout: float | None = None,
     ) -> E:
         """The next event of ``event_type`` for which ``check`` is true (ChatTimeout)."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        waiter = ((event_type,), check, future)
+        waiter = _Waiter((event_type,), check)
         self._waiters.append(waiter)
         t = self.timeout if timeout is None else timeout
         try:
             async with asyncio.timeout(t):  # not wait_for: see _call
-                return cast(E, await future)
+                return await waiter.future
         except TimeoutError as exc:
             raise ChatTimeout(f"no {event_type.__name__} matched within {t:g} s") from exc
         finally:
@@ -540,17 +519,11 @@ class AsyncChatClient:
     async def _emit(self, event: object) -> None:
         """Resolve waiters and iterators, then queue the event for the hooks (waiting for
         room when the queue is full: the concurrency contract's backpressure)."""
-        for types, check, future in list(self._waiters):
-            if future.done() or not isinstance(event, types):
-                continue
-            try:
-                if check is None or check(event):
-                    future.set_result(event)
-            except Exception as exc:  # noqa: BLE001 - raised in the waiting task
-                future.set_exception(exc)
+        for waiter in list(self._waiters):  # wait_for() removes its own, when it ends
+            waiter._offer(event)
         for q in self._streams:
             q.put_nowait(event)
-        if self._hooks.get(KIND_OF.get(type(event), ""), ()):
+        if self._hooks.wants(event):
             await self._queue_for_hooks(event)
 
     async def _queue_for_hooks(self, event: object) -> None:
@@ -608,26 +581,4 @@ class AsyncChatClient:
 
     async def _run_hooks(self) -> None:
         while True:
-            event = await self._hook_queue.get()
-            await self._dispatch(event)
-
-    async def _dispatch(self, event: object) -> None:
-        kind = KIND_OF.get(type(event))
-        if kind is None:
-            return
-        for hook in list(self._hooks[kind]):
-            try:
-                result = hook(event)
-                if inspect.isawaitable(result):
-                    await cast(Awaitable[object], result)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if kind == "error":
-                    log.exception("on_error hook failed")
-                    continue
-                failure = HookError(f"on_{kind}", event, exc)
-                if self._hooks["error"]:
-                    await self._dispatch(failure)
-                else:
-                    log.error("on_%s hook raised on %r", kind, event, exc_info=exc)
+            await self._hooks.run_async(await self._hook_queue.get())

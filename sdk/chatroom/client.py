@@ -20,8 +20,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Generic, Literal, TypeVar, cast, overload
+from typing import Any, Final, Literal, TypeVar, cast, overload
 
+from chatroom._hooks import HookMethods, Hooks, WaiterBase
 from chatroom.errors import (
     ChatError,
     ChatTimeout,
@@ -31,8 +32,6 @@ from chatroom.errors import (
     UsageError,
 )
 from chatroom.events import (
-    HOOK_KINDS,
-    KIND_OF,
     Disconnect,
     DmSent,
     HistoryPage,
@@ -83,7 +82,6 @@ __all__ = ["ChatClient", "Waiter"]
 log = logging.getLogger(__name__)
 
 E = TypeVar("E")
-F = TypeVar("F", bound=Callable[..., Any])
 R = TypeVar("R", bound=ServerEvent)
 
 _STOP: Final = object()  # dispatcher sentinel
@@ -98,10 +96,11 @@ class _Cursor:
         self.seq = seq
 
 
-class Waiter(Generic[E]):
+class Waiter(WaiterBase[E]):
     """A pending :meth:`ChatClient.wait_for`. Create it *before* the action whose result
     you wait for (``with client.expect(...) as w: client.pm("x"); w.wait()``) so an event
-    that arrives quickly is not missed."""
+    that arrives quickly is not missed. The receive thread offers it events (with no
+    client lock held: ``check`` is user code); :meth:`wait` blocks the waiting thread."""
 
     def __init__(
         self,
@@ -109,27 +108,22 @@ class Waiter(Generic[E]):
         types: tuple[type[E], ...],
         check: Callable[[E], bool] | None,
     ) -> None:
+        super().__init__(types, check)
         self._client = client
-        self.types = types
-        self.check = check
         self._done = threading.Event()
         self._result: E | None = None
         self._error: BaseException | None = None
 
-    def _offer(self, event: object) -> bool:
-        """Receive thread: take ``event`` if it matches. Runs user ``check`` code, so it is
-        called without any client lock held."""
-        if not isinstance(event, self.types):
-            return False
-        try:
-            if self.check is not None and not self.check(event):
-                return False
-        except Exception as exc:  # noqa: BLE001 - re-raised by wait() in the waiting thread
-            self._error = exc
-        else:
-            self._result = event
+    def _finished(self) -> bool:
+        return self._done.is_set()
+
+    def _take(self, event: E) -> None:
+        self._result = event
         self._done.set()
-        return True
+
+    def _fail(self, error: Exception) -> None:
+        self._error = error  # re-raised by wait() in the waiting thread
+        self._done.set()
 
     def wait(self, timeout: float | None = None) -> E:
         """The matching event; :class:`~chatroom.errors.ChatTimeout` after ``timeout``
@@ -165,7 +159,7 @@ class _Pending:
         self.error: ChatError | None = None
 
 
-class ChatClient:
+class ChatClient(HookMethods):
     """A connection to a chatroom server.
 
     ::
@@ -208,7 +202,9 @@ class ChatClient:
       ``_session`` (the protocol state: ids, credentials, user list, keepalive clocks),
       ``_pending`` (request id → reply slot), ``_waiters``, ``_sock`` and the state
       flags; ``_send_lock`` serialises writes to the socket so concurrent frames never
-      interleave, and is taken before ``_lock`` when both are held.
+      interleave, and is taken before ``_lock`` when both are held. The hooks
+      (``_hooks``, :class:`chatroom._hooks.Hooks`) have a lock of their own, taken only
+      to register one: the dispatching thread reads them without it.
 
     **Liveness.** When nothing has arrived for ``keepalive`` seconds the client sends a
     ``ping``; if nothing arrives for ``timeout`` seconds more, the connection is dead and
@@ -282,57 +278,7 @@ class ChatClient:
         self._receiver: threading.Thread | None = None
         self._dispatcher: threading.Thread | None = None
 
-        self._hooks: dict[str, list[Callable[[Any], object]]] = {k: [] for k in HOOK_KINDS}
-        for kind in HOOK_KINDS:  # subclass overrides are hooks too
-            name = f"on_{kind}"
-            if getattr(type(self), name) is not getattr(ChatClient, name):
-                self._hooks[kind].append(getattr(self, name))
-
-    # ------------------------------------------------------------------ hooks
-
-    def on_broadcast(self, fn: Callable[[Broadcast], object]) -> Callable[[Broadcast], object]:
-        """Register a hook for public messages from other users (and our own, replayed,
-        when another session or an earlier run of this program sent them)."""
-        return self._add_hook("broadcast", fn)
-
-    def on_dm(self, fn: Callable[[DirectMessage], object]) -> Callable[[DirectMessage], object]:
-        """Register a hook for direct messages others sent us (never one we sent: those
-        go to ``on_dm_sent``)."""
-        return self._add_hook("dm", fn)
-
-    def on_dm_sent(self, fn: Callable[[DmSent], object]) -> Callable[[DmSent], object]:
-        """Register a hook for direct messages this user sent, passed back by the server
-        (see :class:`DmSent`): replayed from before a reconnect or a restart, or to
-        ourselves."""
-        return self._add_hook("dm_sent", fn)
-
-    def on_users(self, fn: Callable[[UsersChanged], object]) -> Callable[[UsersChanged], object]:
-        """Register a hook for user-list pushes (``event.joined``/``event.left`` say why)."""
-        return self._add_hook("users", fn)
-
-    def on_disconnect(self, fn: Callable[[Disconnect], object]) -> Callable[[Disconnect], object]:
-        """Register a hook for the end of a connection (see :class:`Disconnect`)."""
-        return self._add_hook("disconnect", fn)
-
-    def on_reconnect(self, fn: Callable[[Reconnected], object]) -> Callable[[Reconnected], object]:
-        """Register a hook for a successful automatic reconnect and re-login."""
-        return self._add_hook("reconnect", fn)
-
-    def on_notice(self, fn: Callable[[ServerNotice], object]) -> Callable[[ServerNotice], object]:
-        """Register a hook for server errors that answer no waiting request (replies to
-        ``wait=False`` sends, ``server_full``, ...)."""
-        return self._add_hook("notice", fn)
-
-    def on_error(self, fn: Callable[[HookError], object]) -> Callable[[HookError], object]:
-        """Register a hook for exceptions raised by other hooks (replaces the default log)."""
-        return self._add_hook("error", fn)
-
-    def _add_hook(self, kind: str, fn: F) -> F:
-        if not callable(fn):
-            raise UsageError(f"on_{kind} needs a callable, got {fn!r}")
-        with self._lock:
-            self._hooks[kind] = [*self._hooks[kind], fn]  # copy-on-write: dispatch reads
-        return fn
+        self._hooks = Hooks(self, log)  # the on_* decorators (HookMethods) fill it
 
     # ------------------------------------------------------------------ state
 
@@ -928,7 +874,7 @@ class ChatClient:
             with self._lock:
                 self._waiters = [w for w in self._waiters if w not in taken]
         if self.inline_hooks:
-            self._run_hooks(event)
+            self._hooks.run(event)
         else:
             self._events.put(event)
 
@@ -949,7 +895,7 @@ class ChatClient:
             if type(event) is _Cursor:
                 self._hooks_done(event.seq)
                 continue
-            self._run_hooks(event)
+            self._hooks.run(event)
 
     # ------------------------------------------------------------------ cursor file
 
@@ -974,25 +920,6 @@ class ChatClient:
             log.error("cannot write the cursor file %s: %s", path, exc)
             return
         self._cursor_saved, self._cursor_at = seq, now
-
-    def _run_hooks(self, event: object) -> None:
-        kind = KIND_OF.get(type(event))
-        if kind is None:
-            return
-        for hook in self._hooks[kind]:  # a snapshot list (copy-on-write)
-            try:
-                hook(event)
-            except Exception as exc:
-                if kind == "error":
-                    log.exception("on_error hook failed")
-                    continue
-                self._report(HookError(f"on_{kind}", event, exc))
-
-    def _report(self, failure: HookError) -> None:
-        if not self._hooks["error"]:
-            log.error("%s hook raised on %r", failure.hook, failure.event, exc_info=failure.error)
-            return
-        self._run_hooks(failure)
 
 
 def _shutdown(sock: socket.socket) -> None:

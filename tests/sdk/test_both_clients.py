@@ -19,6 +19,7 @@ from chatroom import (
     Disconnect,
     DmSent,
     HistoryPage,
+    HookError,
     LoginResult,
     MessageTooLong,
     Receipt,
@@ -47,9 +48,17 @@ class Client(Protocol):
     def close(self) -> None: ...
 
 
+def _subclass(base: type[Any], methods: dict[str, Callable[..., object]] | None) -> type[Any]:
+    """``base``, or a subclass of it with ``methods`` (method-named hooks, for instance)."""
+    return type(f"My{base.__name__}", (base,), methods) if methods else base
+
+
 class Threaded:
-    def __init__(self, srv: TestServer, **kw: Any) -> None:
-        self.c = ChatClient(srv.host, srv.port, reconnect_max_delay=0.3, **kw)
+    def __init__(
+        self, srv: TestServer, methods: dict[str, Callable[..., object]] | None = None, **kw: Any
+    ) -> None:
+        cls = _subclass(ChatClient, methods)
+        self.c: ChatClient = cls(srv.host, srv.port, reconnect_max_delay=0.3, **kw)
         self.c.connect()
 
     def login(self, name: str, password: str) -> LoginResult:
@@ -91,14 +100,18 @@ class Threaded:
 class Async:
     """An AsyncChatClient on an event loop of its own thread; calls block until done."""
 
-    def __init__(self, srv: TestServer, **kw: Any) -> None:
+    def __init__(
+        self, srv: TestServer, methods: dict[str, Callable[..., object]] | None = None, **kw: Any
+    ) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.c = self._run(self._make(srv, kw))
+        self.c = self._run(self._make(srv, _subclass(AsyncChatClient, methods), kw))
 
-    async def _make(self, srv: TestServer, kw: dict[str, Any]) -> AsyncChatClient:
-        c = AsyncChatClient(srv.host, srv.port, reconnect_max_delay=0.3, **kw)
+    async def _make(
+        self, srv: TestServer, cls: type[AsyncChatClient], kw: dict[str, Any]
+    ) -> AsyncChatClient:
+        c: AsyncChatClient = cls(srv.host, srv.port, reconnect_max_delay=0.3, **kw)
         return await c.connect()
 
     def _run(self, coro: Coroutine[Any, Any, X]) -> X:
@@ -203,6 +216,40 @@ def test_wait_for_matches_what_arrives_after_it(make: Callable[..., Client]) -> 
     # close (it failed with ConnectionLost in its thread otherwise).
     sender.join(T)
     assert (ev.message, ev.sender) == ("after", "asker")
+
+
+def test_method_named_hooks_and_a_raising_hook_reported_to_on_error(
+    make: Callable[..., Client], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The hook registry both clients share: a subclass's ``on_dm`` method is the hook
+    (docs/SDK.md, Hooks); a hook that raises goes to the ``on_error`` hooks, each in
+    turn; an ``on_error`` hook that raises is logged, and the hooks run on."""
+    got: queue.Queue[str] = queue.Queue()
+    errors: queue.Queue[HookError] = queue.Queue()
+
+    def on_dm(self: object, event: DirectMessage) -> None:
+        if event.message == "boom":
+            raise ValueError("boom")
+        got.put(event.message)
+
+    def broken_on_error(failure: HookError) -> None:
+        raise RuntimeError("the error hook fails too")
+
+    a, b = make(), make(methods={"on_dm": on_dm})
+    b.on("error", errors.put)
+    b.on("error", broken_on_error)
+    a.login("poker", PW)
+    b.login("subclassed", PW)
+    for text in ("hi", "boom", "after"):
+        a.dm("subclassed", text)
+    assert [got.get(timeout=T), got.get(timeout=T)] == ["hi", "after"]
+    failure = errors.get(timeout=T)
+    assert failure.hook == "on_dm" and isinstance(failure.error, ValueError)
+    # Hooks run one at a time, in order: "after" went through them after the on_error
+    # hook that failed, so its log record is there.
+    assert any(
+        r.getMessage() == "on_error hook failed" and r.exc_info is not None for r in caplog.records
+    )
 
 
 def test_offline_dms_arrive_at_login_and_history_pages(make: Callable[..., Client]) -> None:
