@@ -33,15 +33,20 @@ _find = importlib.util.find_spec
 importlib.util.find_spec = lambda n, *a: None if n in OPTIONAL else _find(n, *a)
 
 import chatroom, chatroom.testing, chatroom_server, chatroom_bots  # the base install
-from chatroom._extras import chat, chat_load
+# The console scripts' packages import without their extras; their names need them.
+import chatroom_cli, chatroom_bots.load
+from chatroom_cli.__main__ import main as chat
+from chatroom_bots.load.__main__ import main as chat_load
 which = sys.argv[1]
 if which == "import-cli":
-    import chatroom_cli
+    from chatroom_cli import Repl
+elif which == "import-load":
+    from chatroom_bots.load import LoadConfig
 elif which == "report":
-    from chatroom._extras import require
+    from chatroom.extras import require
     require("report", "chat-load --html")
 else:
-    {{"chat": chat, "chat-load": chat_load}}[which]()
+    sys.exit({{"chat": chat, "chat-load": chat_load}}[which]())
 """
 
 
@@ -63,6 +68,8 @@ def test_the_base_install_imports_and_scripts_name_their_extra() -> None:
     assert "pip install 'chatroom[load]'" in load.stderr and "faker" in load.stderr
     imported = _run("import-cli")
     assert "MissingExtra" in imported.stderr and "chatroom[cli]" in imported.stderr
+    imported = _run("import-load")
+    assert "MissingExtra" in imported.stderr and "chatroom[load]" in imported.stderr
     report = _run("report")
     assert "pip install 'chatroom[report]'" in report.stderr
 

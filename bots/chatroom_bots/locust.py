@@ -46,7 +46,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
-from chatroom._extras import require
+from chatroom.extras import require
 
 require("locust", "chatroom_bots.locust")
 

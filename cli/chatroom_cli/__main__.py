@@ -1,4 +1,9 @@
-"""``chat [--host H] [--port P] [--user NAME]``: the chatroom REPL."""
+"""``chat [--host H] [--port P] [--user NAME]``: the chatroom REPL.
+
+:func:`main` is the ``chat`` console script. It checks for the 'cli' extra before
+prompt_toolkit is imported (by :mod:`chatroom_cli.repl`): without it, one line says what
+to install, and the exit status is 2.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,14 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from chatroom import ChatClient
+from chatroom.extras import require_or_exit
 from chatroom.protocol import DEFAULT_PORT
-from chatroom_cli.repl import InteractiveTerminal, PipeTerminal, Repl, Terminal
+
+if TYPE_CHECKING:
+    from chatroom_cli.repl import Terminal
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +65,12 @@ def read_password(path: Path | None) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None, terminal: Terminal | None = None) -> int:
+    # The console-script wrapper pip writes calls sys.exit() with what this returns, so
+    # the status is passed on: README promises non-zero for a wrong password and an
+    # unreachable server.
+    require_or_exit("cli", "chat")
+    from chatroom_cli.repl import InteractiveTerminal, PipeTerminal, Repl
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:

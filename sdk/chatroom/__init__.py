@@ -4,8 +4,9 @@ Everything a bot author needs is importable from here. The other public modules:
 :mod:`chatroom.aio` (the asyncio client), :mod:`chatroom.protocol` (the wire format),
 :mod:`chatroom.session` (the protocol's client side, with no I/O),
 :mod:`chatroom.testing` (a test server), :mod:`chatroom.hosts` (server address lists),
-:mod:`chatroom.tls` (non-blocking TLS calls, shared with the server). Modules whose name
-starts with ``_`` are private to this package.
+:mod:`chatroom.tls` (non-blocking TLS calls, shared with the server),
+:mod:`chatroom.extras` (the optional dependencies, for the other packages' console
+scripts). Modules whose name starts with ``_`` are private to this package.
 """
 
 from importlib.metadata import PackageNotFoundError, version

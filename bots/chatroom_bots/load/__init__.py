@@ -3,14 +3,20 @@
 Open loop (every send has an intended time on a fixed schedule; latency is measured from
 that intended time, so a stalled server cannot hide its stall), HdrHistogram percentiles
 merged across worker processes, loss/duplicate/out-of-order accounting per delivery.
+
+It needs the 'load' extra (faker, hdrhistogram). Importing this package does not: the
+names below are imported on first use, after the check that says which extra is missing
+(:func:`chatroom.extras.lazy_exports`), so that the ``chat-load`` console script
+(:mod:`chatroom_bots.load.__main__`) can say it in one line instead of a traceback.
 """
 
-from chatroom._extras import require
+from typing import TYPE_CHECKING
 
-require("load", "chatroom_bots.load")  # before faker and hdrh are imported
+from chatroom.extras import lazy_exports
 
-from chatroom_bots.load.runner import LoadConfig, LoadResult, Swarm, run_load  # noqa: E402
-from chatroom_bots.load.stats import merge_histograms, new_histogram, percentiles  # noqa: E402
+if TYPE_CHECKING:
+    from chatroom_bots.load.runner import LoadConfig, LoadResult, Swarm, run_load
+    from chatroom_bots.load.stats import merge_histograms, new_histogram, percentiles
 
 __all__ = [
     "LoadConfig",
@@ -21,3 +27,12 @@ __all__ = [
     "percentiles",
     "run_load",
 ]
+
+__getattr__ = lazy_exports(
+    __name__,
+    "load",
+    {
+        **dict.fromkeys(("LoadConfig", "LoadResult", "Swarm", "run_load"), f"{__name__}.runner"),
+        **dict.fromkeys(("merge_histograms", "new_histogram", "percentiles"), f"{__name__}.stats"),
+    },
+)

@@ -4,6 +4,10 @@ The server must run with flood control off (``chat-server --rate-limit off``), o
 swarm measures the rate limiter; its per-address limits exempt loopback by default.
 """
 
+# main() is the chat-load console script: it checks for the 'load' extra before faker
+# and hdrhistogram are imported (by the modules imported in the functions below), so
+# that without it one line says what to install, and the exit status is 2.
+
 from __future__ import annotations
 
 import argparse
@@ -11,11 +15,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from chatroom._extras import MissingExtra
+from chatroom.extras import MissingExtra, require_or_exit
 from chatroom.protocol import DEFAULT_PORT
-from chatroom_bots.load.report import write_html
-from chatroom_bots.load.runner import LoadConfig, print_progress, run_load
-from chatroom_bots.load.worker import SCHED_POLICIES
 
 
 def _mix(text: str) -> float:
@@ -31,6 +32,9 @@ def _mix(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from chatroom_bots.load.runner import LoadConfig
+    from chatroom_bots.load.worker import SCHED_POLICIES
+
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--host",
@@ -125,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # pip's console-script wrapper passes what this returns to sys.exit(): README
+    # promises non-zero for a failed load run.
+    require_or_exit("load", "chat-load")
+    from chatroom_bots.load.report import write_html
+    from chatroom_bots.load.runner import LoadConfig, print_progress, run_load
+
     a = build_parser().parse_args(argv)
     cfg = LoadConfig(
         host=a.host,

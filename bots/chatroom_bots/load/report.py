@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from chatroom._extras import require
+from chatroom.extras import require
 from chatroom_bots.load.worker import sched_label
 
 if TYPE_CHECKING:
