@@ -13,11 +13,11 @@ from chatroom import ChatClient
 from chatroom.testing import TestServer
 from chatroom_bots.load.stats import make_names
 
-OPTIONAL = ("prompt_toolkit", "faker", "hdrh", "matplotlib")
+OPTIONAL = ("prompt_toolkit", "faker", "hdrh", "matplotlib", "argon2")
 ROOT = Path(__file__).resolve().parent.parent
 
-# Runs in a fresh interpreter in which the REPL's and the load generator's dependencies
-# cannot be imported, as after a bare `pip install chatroom`.
+# Runs in a fresh interpreter in which the server's, the REPL's and the load generator's
+# dependencies cannot be imported, as after a bare `pip install chatroom`.
 _WITHOUT_EXTRAS = f"""
 import importlib.abc, importlib.util, sys
 OPTIONAL = {OPTIONAL!r}
@@ -32,9 +32,10 @@ sys.meta_path.insert(0, Block())
 _find = importlib.util.find_spec
 importlib.util.find_spec = lambda n, *a: None if n in OPTIONAL else _find(n, *a)
 
-import chatroom, chatroom.testing, chatroom_server, chatroom_bots  # the base install
+# The base install: the SDK, its test kit, the bots and chat-bot.
+import chatroom, chatroom.aio, chatroom.testing, chatroom_bots, chatroom_bots.__main__
 # The console scripts' packages import without their extras; their names need them.
-import chatroom_cli, chatroom_bots.load
+import chatroom_server, chatroom_cli, chatroom_bots.load
 from chatroom_cli.__main__ import main as chat
 from chatroom_bots.load.__main__ import main as chat_load
 which = sys.argv[1]
@@ -42,6 +43,12 @@ if which == "import-cli":
     from chatroom_cli import Repl
 elif which == "import-load":
     from chatroom_bots.load import LoadConfig
+elif which == "chat-server":
+    from chatroom_server.__main__ import main  # says what is missing, and exits
+elif which == "test-server":
+    from chatroom.testing import running_server
+    with running_server():
+        pass
 elif which == "report":
     from chatroom.extras import require
     require("report", "chat-load --html")
@@ -74,10 +81,25 @@ def test_the_base_install_imports_and_scripts_name_their_extra() -> None:
     assert "pip install 'chatroom[report]'" in report.stderr
 
 
+def test_the_server_is_an_extra_and_says_so() -> None:
+    """argon2 is the server's dependency, not a bot's: chat-server and the test kit's
+    server name the extra that brings it."""
+    server = _run("chat-server")
+    assert server.returncode == 2, server.stderr
+    assert "pip install 'chatroom[server]'" in server.stderr and "argon2" in server.stderr
+    assert "Traceback" not in server.stderr
+    kit = _run("test-server")
+    assert "MissingExtra" in kit.stderr and "pip install 'chatroom[server]'" in kit.stderr
+
+
 def test_the_version_has_one_source() -> None:
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert chatroom.__version__ == meta["project"]["version"]
     assert "prompt_toolkit" not in " ".join(meta["project"]["dependencies"])
+    assert "argon2" not in " ".join(meta["project"]["dependencies"])
+    extras = meta["project"]["optional-dependencies"]
+    assert any(d.startswith("argon2-cffi") for d in extras["server"])
+    assert "chatroom[server]" in extras["cluster"]
 
 
 # The console scripts pip installed beside this interpreter (make venv: .venv/bin).

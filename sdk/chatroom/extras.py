@@ -1,17 +1,19 @@
 """Optional dependencies: which extra installs what, and saying so when one is missing.
 
-``pip install chatroom`` is the SDK, the server and the bots: what a bot author needs.
-The REPL (``chat``) needs ``chatroom[cli]`` (prompt_toolkit) and the load generator
-(``chat-load``) needs ``chatroom[load]`` (faker, hdrhistogram), and its ``--html``
-report ``chatroom[report]`` (matplotlib); ``chatroom_bots.locust`` needs
+``pip install chatroom`` is the SDK and the bots: what a bot author's bot needs. The
+server (``chat-server``, and :mod:`chatroom.testing`, which runs one) needs
+``chatroom[server]`` (argon2-cffi), and a cluster node ``chatroom[cluster]`` (psycopg,
+redis and the server's). The REPL (``chat``) needs ``chatroom[cli]`` (prompt_toolkit),
+the load generator (``chat-load``) ``chatroom[load]`` (faker, hdrhistogram) and its
+``--html`` report ``chatroom[report]`` (matplotlib); ``chatroom_bots.locust`` needs
 ``chatroom[locust]``; ``chatroom[all]`` and ``chatroom[dev]`` bring everything.
 
 Public so that every package of the distribution says it the same way: each console
-script lives in its own package (``chatroom_cli.__main__``, ``chatroom_bots.load.__main__``)
-and calls :func:`require_or_exit` before it imports what the extra installs, and a
-package whose names need an extra imports them on first use (:func:`lazy_exports`), so
-that importing the package for its console script needs nothing optional. The SDK
-imports none of those packages.
+script lives in its own package (``chatroom_server.__main__``, ``chatroom_cli.__main__``,
+``chatroom_bots.load.__main__``) and calls :func:`require_or_exit` before it imports
+what its extra installs, and a package whose names need an extra imports them on first
+use (:func:`lazy_exports`), so that importing the package for its console script needs
+nothing optional. The SDK imports none of those packages.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ __all__ = ["EXTRAS", "MissingExtra", "lazy_exports", "require", "require_or_exit
 
 # extra -> the top-level modules it installs
 EXTRAS: dict[str, tuple[str, ...]] = {
+    "server": ("argon2",),
     "cli": ("prompt_toolkit",),
     "load": ("faker", "hdrh"),
     "report": ("matplotlib",),

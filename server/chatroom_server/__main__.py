@@ -12,12 +12,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from chatroom.protocol import DEFAULT_PORT, Limits
-from chatroom_server import futexhash
-from chatroom_server.accounts import HASHERS, AccountStore, AccountStoreError
-from chatroom_server.cluster import ClusterUnavailable
-from chatroom_server.messagelog import MessageLog, StorageError
-from chatroom_server.server import ChatServer, ConfigError, ServerConfig
+from chatroom.extras import require_or_exit
+
+# Before argon2 is imported (by chatroom_server.accounts): without the 'server' extra,
+# chat-server says what to install in one line and exits with status 2.
+require_or_exit("server", "chat-server")
+
+from chatroom.protocol import DEFAULT_PORT, Limits  # noqa: E402
+from chatroom_server import futexhash  # noqa: E402
+from chatroom_server.accounts import HASHERS, AccountStore, AccountStoreError  # noqa: E402
+from chatroom_server.cluster import ClusterUnavailable  # noqa: E402
+from chatroom_server.messagelog import MessageLog, StorageError  # noqa: E402
+from chatroom_server.server import ChatServer, ConfigError, ServerConfig  # noqa: E402
 
 log = logging.getLogger("chatroom_server")
 
