@@ -6,7 +6,8 @@ Everything a bot author needs is importable from here. The other public modules:
 :mod:`chatroom.testing` (a test server), :mod:`chatroom.hosts` (server address lists),
 :mod:`chatroom.tls` (non-blocking TLS calls, shared with the server),
 :mod:`chatroom.extras` (the optional dependencies, for the other packages' console
-scripts). Modules whose name starts with ``_`` are private to this package.
+scripts). Modules whose name starts with ``_`` are private to this package
+(tests/test_layers.py checks it).
 """
 
 from importlib.metadata import PackageNotFoundError, version
