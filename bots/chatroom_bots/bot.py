@@ -1,48 +1,56 @@
-"""``Bot``: the thin layer that makes a chatroom bot short.
+"""``Bot``: a chatroom bot on the threaded client.
 
 ::
 
     bot = Bot("dice")
 
-    @bot.command("roll", help="!roll NdM: roll N dice with M sides", cooldown=1.0)
-    def roll(msg: Message, args: str) -> str:
-        ...
-        return f"{msg.sender} rolled {total}"   # the reply goes back the way it came
+    @bot.command(aliases=["r"], cooldown=1.0)
+    def roll(ctx: Context, dice: int = 1, sides: int = 6) -> str:
+        '''Roll DICE dice with SIDES sides.'''
+        rolls = [random.randint(1, sides) for _ in range(dice)]
+        return f"{ctx.sender} rolled {sum(rolls)}"   # the reply goes back the way it came
 
     bot.run(port=5050, password="...")
 
-What it adds over :class:`chatroom.ChatClient`, and nothing more:
+docs/BOTS.md is the guide. What a bot does for its author:
 
-- ``!command args`` handlers in public and direct messages; in public also
-  ``@botname command args``. A handler's return value is the reply: by DM to a DM, in
-  public to a public message. ``BadArguments`` becomes a helpful reply, any other exception
-  a short apology and a logged traceback. ``!help`` is built in.
-- Per-user cooldowns per command.
-- ``on_join``/``on_leave`` for real arrivals and departures: not the users already online
-  when the bot starts, not itself, not a session takeover, and not everyone reconnecting
-  after a server restart (``rejoin_grace``). A ``ChatError`` from one (a greeting that
-  cannot go out) is logged as a warning, or at debug while the bot stops; any other
-  exception is the handler's bug and the SDK logs its traceback.
-- A loop guard: the bot never answers itself, never answers its own words coming back from
-  the same user (two echo bots cannot ping-pong), and caps replies per user per minute.
+- ``!command args`` in public and by DM, ``@botname command args`` in public; parameters
+  from the signature (:mod:`~chatroom_bots.commands`), subcommands, aliases, a usage reply
+  for wrong arguments, ``!help`` and ``!help CMD``. A handler's return value is the reply:
+  by DM to a DM, in public to a public message. A :class:`CommandError` (``BadArguments``,
+  a failed check) becomes a reply to the user; any other exception a short apology and a
+  logged traceback.
+- Checks, cooldowns, middleware, schedules, conversations (``ctx.ask``), storage
+  (``bot.store``) and plugins, in the modules of the same names.
+- ``on_join``/``on_leave`` for real arrivals and departures
+  (:class:`~chatroom_bots.guard.Presence`). A ``ChatError`` from one (a greeting that
+  cannot go out) is logged as a warning, or at debug while the bot stops.
+- A loop guard: the bot never answers itself, never answers its own words coming back
+  from the same user (two echo bots cannot ping-pong), and caps replies per user per
+  minute.
 - Reconnect on by default; :meth:`run` keeps trying to connect until stopped.
 
-Threading: every handler runs on the client's dispatch thread, one at a time, so handlers
-may call blocking client methods and need no locks of their own. ``_lock`` guards the
-bookkeeping shared with :meth:`stop` and the caller's thread (``_online``, ``_lost``).
+Threads: the client's dispatch thread routes each event (a command, an answer to a
+question, a join) and never runs a handler. Handlers (commands, text, join/leave,
+schedules, plugin reloads) run on worker threads one at a time, in arrival order
+(:class:`~chatroom_bots.turns.TurnRunner`): they need no locks of their own, and one
+waiting in ``ctx.ask`` lets the others run. ``async def`` handlers are awaited on an
+event loop thread of the bot's own (``_loop``), started at first use. The scheduler has a
+thread of its own; a schedule due while the bot is reconnecting waits in
+``_offline_runs`` and is run on reconnect (``_online_lock`` guards both and ``_online``'s
+changes). ``_seen_lock`` guards ``_seen_seq`` (the test harness's sync point).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import threading
-import time
-from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from chatroom import (
@@ -53,50 +61,39 @@ from chatroom import (
     ConnectFailed,
     DirectMessage,
     Disconnect,
+    MessageTooLong,
+    Receipt,
     Reconnected,
+    UsageError,
     UsersChanged,
 )
 from chatroom.protocol import DEFAULT_PORT, username_key
+from chatroom_bots.clock import Clock
+from chatroom_bots.commands import BadArguments, Command
+from chatroom_bots.context import Context, Message
+from chatroom_bots.conversations import NoAnswer, ThreadQuestion
+from chatroom_bots.core import BotBase, Invocation, Unknown
+from chatroom_bots.guard import mention_of, split_reply
+from chatroom_bots.plugins import Watcher
+from chatroom_bots.schedules import Job, ThreadScheduler, record_failure
+from chatroom_bots.storage import Store
+from chatroom_bots.turns import Stopping, TooBusy, TurnRunner
 
-__all__ = ["BadArguments", "Bot", "Command", "Message"]
+__all__ = ["BadArguments", "Bot", "Command", "Context", "Message"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("chatroom_bots.bot")
 
-
-class BadArguments(Exception):
-    """Raise from a command handler: the message is sent back to the user as the reply."""
-
-
-@dataclass(frozen=True)
-class Message:
-    """A message the bot received, with a :meth:`reply` that goes back the way it came."""
-
-    bot: Bot = field(repr=False)
-    sender: str
-    text: str
-    private: bool  # True for a DM, False for a public message
-    mention: str | None = None  # public "@bot rest": the rest; else None
-
-    def reply(self, text: str) -> None:
-        """Answer by DM to a DM, in public to a public message."""
-        self.bot._reply(self, text)
-
-
-# A handler returns the reply (or None); an ``async def`` handler is awaited on the bot's
-# event loop thread (Bot._await), so it may await aiohttp, an async database, ...
+# A handler's reply: a string, None, or (an ``async def`` handler) an awaitable of one.
 Reply = str | Awaitable[str | None] | None
-Handler = Callable[[Message, str], Reply]
+Handler = Callable[..., Reply]
+
+# How long stop() lets the handler under way finish.
+STOP_GRACE = 5.0
 
 
-@dataclass(frozen=True)
-class Command:
-    name: str
-    handler: Handler
-    help: str = ""
-    cooldown: float = 0.0
+class Bot(BotBase):
+    """A bot on :class:`chatroom.ChatClient`; see the module docstring."""
 
-
-class Bot:
     def __init__(
         self,
         name: str,
@@ -105,111 +102,112 @@ class Bot:
         dm_commands: bool = True,
         replies_per_minute: int = 20,
         rejoin_grace: float = 120.0,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock | Callable[[], float] | None = None,
+        store: Store | str | Path | None = None,
+        max_reply: int = 4000,
+        max_conversations: int = 32,
+        max_pending: int = 10,
+        handler_timeout: float = 30.0,
     ) -> None:
-        self.name = name
-        self.prefix = prefix
-        self.dm_commands = dm_commands  # False: DMs go to on_text handlers verbatim
-        self.replies_per_minute = replies_per_minute
-        self.rejoin_grace = rejoin_grace
-        self._clock = clock
-        self._commands: dict[str, Command] = {}
-        self._text_handlers: list[Callable[[Message], Reply]] = []
-        self._join_handlers: list[Callable[[str], None]] = []
-        self._leave_handlers: list[Callable[[str], None]] = []
-        self._lock = threading.Lock()  # guards _online and _lost
-        self._online: set[str] = set()  # lower-cased names
-        self._lost: dict[str, float] = {}  # online when we lost the server -> when
-        # Dispatch thread (and tell(), called from handlers) only:
-        self._last_used: dict[tuple[str, str], float] = {}
-        self._warned: dict[tuple[str, str], float] = {}
-        self._sent: dict[str, deque[tuple[float, str]]] = defaultdict(deque)
-        self._budget: dict[str, deque[float]] = defaultdict(deque)
-        self._stop = threading.Event()
+        super().__init__(
+            name,
+            prefix=prefix,
+            dm_commands=dm_commands,
+            replies_per_minute=replies_per_minute,
+            rejoin_grace=rejoin_grace,
+            clock=clock,
+            store=store,
+            max_reply=max_reply,
+            max_conversations=max_conversations,
+            max_pending=max_pending,
+        )
+        self.handler_timeout = handler_timeout
+        self.client: ChatClient | None = None
+        self._stop = threading.Event()  # run() returns
+        self._online = threading.Event()  # logged in and connected
+        self._online_lock = threading.Lock()  # guards _online's changes and _offline_runs
+        self._offline_runs: list[Callable[[], None]] = []  # schedules due while offline
+        self._runner = TurnRunner(name, max_conversations)
+        self._scheduler: ThreadScheduler | None = None
+        self._watcher: Watcher | None = None
         # Async handlers run on this loop, in a thread of its own, started at first use;
-        # the dispatch thread waits for each (up to handler_timeout s).
+        # the handler's worker waits for each (up to handler_timeout s).
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
-        self.handler_timeout = 30.0
-        self.client: ChatClient | None = None
-        self.command("help", help="list the commands")(self._help)
-
-    # ------------------------------------------------------------------ registration
-
-    def command(
-        self, name: str, *, help: str = "", cooldown: float = 0.0
-    ) -> Callable[[Handler], Handler]:
-        """Register ``fn(msg, args) -> reply or None`` for ``!name args``."""
-
-        def register(fn: Handler) -> Handler:
-            self._commands[name.lower()] = Command(name.lower(), fn, help, cooldown)
-            return fn
-
-        return register
-
-    def on_text(self, fn: Callable[[Message], Reply]) -> Callable[[Message], Reply]:
-        """Register a handler for messages that are not commands; its return is the reply.
-        Public messages reach it only when they mention the bot (``@name ...``)."""
-        self._text_handlers.append(fn)
-        return fn
-
-    def on_join(self, fn: Callable[[str], None]) -> Callable[[str], None]:
-        """Register ``fn(username)`` for users who really arrive (see module docstring)."""
-        self._join_handlers.append(fn)
-        return fn
-
-    def on_leave(self, fn: Callable[[str], None]) -> Callable[[str], None]:
-        """Register ``fn(username)`` for users who leave."""
-        self._leave_handlers.append(fn)
-        return fn
+        self._loop_lock = threading.Lock()  # guards starting and stopping _loop
+        self._seen_lock = threading.Condition()
+        self._seen_seq = 0  # the highest seq the dispatch thread has routed
 
     # ------------------------------------------------------------------ talking
 
+    @property
+    def users(self) -> tuple[str, ...]:
+        """The users online now (the client's list)."""
+        return self.client.users if self.client is not None else ()
+
     def say(self, text: str) -> None:
-        """A public message."""
+        """A public message (later: in a room, issue 35)."""
         assert self.client is not None, "the bot is not running"
-        self.client.pm(text)
+        self._sent(self.client.pm(text))
 
     def tell(self, user: str, text: str) -> None:
         """A direct message."""
         assert self.client is not None, "the bot is not running"
-        self._remember(user, text)
-        self.client.dm(user, text)
+        self.guard.remember(user, text, self.clock.monotonic())
+        self._sent(self.client.dm(user, text))
 
-    def _remember(self, user: str, text: str) -> None:
-        """Keep what we DM a user for a minute, to recognise it if it comes back."""
-        now = self._clock()
-        sent = self._sent[username_key(user)]
-        sent.append((now, text))
-        while len(sent) > 20 or (sent and now - sent[0][0] > 60):
-            sent.popleft()
+    def _sent(self, receipt: Receipt) -> None:
+        for fn in self._sent_observers:
+            fn(receipt)
 
     def _reply(self, msg: Message, text: str) -> None:
+        """Answer ``msg`` the way it came, in pieces of at most ``max_reply``."""
         if not text or self.client is None:
             return
-        now = self._clock()
-        key = username_key(msg.sender)
-        budget = self._budget[key]
-        while budget and now - budget[0] > 60:
-            budget.popleft()
-        if len(budget) >= self.replies_per_minute:
-            log.warning("not answering %s: %d replies in the last minute", msg.sender, len(budget))
+        if not self.guard.allow_reply(msg.sender, self.clock.monotonic()):
+            log.warning(
+                "not answering %s: %d replies in the last minute",
+                msg.sender,
+                self.guard.replies_per_minute,
+            )
             return
-        budget.append(now)
+        parts = split_reply(text, self.max_reply)
+        i = 0
         try:
-            if msg.private:
-                self.tell(msg.sender, text)
-                log.info("%s: answered %s by DM: %.80s", self.name, msg.sender, text)
-            else:
-                self.client.pm(text)
-                log.info("%s: answered %s in public: %.80s", self.name, msg.sender, text)
+            while i < len(parts):
+                try:
+                    if msg.private:
+                        self.tell(msg.sender, parts[i])
+                    else:
+                        self.say(parts[i])
+                except MessageTooLong as exc:
+                    if not self._learn_limit(exc):
+                        raise
+                    parts = parts[:i] + split_reply(" ".join(parts[i:]), self.max_reply)
+                    continue
+                how = "by DM" if msg.private else "in public"
+                log.info("%s: answered %s %s: %.80s", self.name, msg.sender, how, parts[i])
+                i += 1
         except ChatError as exc:
             log.warning("could not answer %s: %s", msg.sender, exc)
 
-    def _is_own_words(self, sender: str, text: str) -> bool:
-        """True if ``text`` is something we recently sent to ``sender`` (an echo of us)."""
-        now = self._clock()
-        return any(now - t < 60 and s == text for t, s in self._sent.get(username_key(sender), ()))
+    def _ask(self, ctx: Context, question: str, timeout: float) -> str:
+        if self._loop_thread is not None and threading.current_thread() is self._loop_thread:
+            raise UsageError("ctx.ask() blocks: from an async handler, use AsyncBot")
+        if not self._runner.holds_turn():
+            raise UsageError("ctx.ask() is for handlers (it waits for the user's answer)")
+        key = ctx.conversation_key
+        q = ThreadQuestion(self._runner, self.clock, timeout)
+        if not self.conversations.open(key, q):
+            raise TooBusy
+        try:
+            ctx.reply(question)
+            answer = q.wait()
+        finally:
+            self.conversations.close(key, q)
+        if answer is None:
+            raise NoAnswer(self._no_answer(ctx, timeout), timeout)
+        return answer
 
     # ------------------------------------------------------------------ dispatch thread
 
@@ -220,56 +218,175 @@ class Bot:
             # Said in public while we were away: the room has moved on, and an answer
             # now would be out of place. DMs are different: they were meant for us.
             log.debug("not answering %s's public message from while we were away", event.sender)
+            self._seen(event.seq)
             return
-        mention = _mention(event.message, self.name)
-        self._handle(Message(self, event.sender, event.message, False, mention))
+        mention = mention_of(event.message, self.name)
+        self._route(Context(self, event.sender, event.message, False, mention, None, event.seq))
 
     def _on_dm(self, event: DirectMessage) -> None:
         if username_key(event.sender) == username_key(self.name):
             return
-        if self._is_own_words(event.sender, event.message):
+        if self.guard.is_own_words(event.sender, event.message, self.clock.monotonic()):
             log.info("ignoring %s: it repeats what we said to them", event.sender)
+            self._seen(event.seq)
             return
-        self._handle(Message(self, event.sender, event.message, True))
+        msg = Context(
+            self, event.sender, event.message, True, None, None, event.seq, event.replayed
+        )
+        self._route(msg)
 
-    def _handle(self, msg: Message) -> None:
-        text = msg.text.strip()
-        body: str | None = None
-        from_prefix = False
-        if text.startswith(self.prefix) and (self.dm_commands or not msg.private):
-            body, from_prefix = text[len(self.prefix) :], True
-        elif msg.mention is not None:
-            body = msg.mention
-        if body is not None:
-            word, _, args = body.strip().partition(" ")
-            cmd = self._commands.get(word.lower())
-            if cmd is not None:
-                self._run(cmd, msg, args.strip())
+    def _route(self, msg: Context) -> None:
+        try:
+            if self.conversations.offer(msg.conversation_key, msg.text):
+                return  # the answer to a question a handler is waiting for
+            route = self.route(msg.text, msg.private, msg.mention)
+            if route is None or not self._admit(msg.sender):
                 return
-            if from_prefix:
-                if msg.private:  # in public another bot may own that command
-                    msg.reply(f"I don't know {self.prefix}{word}; try {self.prefix}help")
-                return
-        if msg.private or msg.mention is not None:
-            for fn in self._text_handlers:
-                msg.reply(self._await(fn(msg)) or "")
+            job: Callable[[], None]
+            if isinstance(route, Invocation):
+                ctx = Context(
+                    self,
+                    msg.sender,
+                    msg.text,
+                    msg.private,
+                    msg.mention,
+                    msg.room,
+                    msg.seq,
+                    msg.replayed,
+                    command=route.command,
+                    invoked_with=route.invoked_with,
+                    args=route.args,
+                    plugin=route.plugin,
+                )
+                job = functools.partial(self._invoke, ctx)
+            elif isinstance(route, Unknown):
+                job = functools.partial(msg.reply, route.reply)
+            else:
+                job = functools.partial(self._text, msg)
+            if not self._runner.submit(functools.partial(self._counted, msg.sender, job)):
+                self._finished(msg.sender)  # stopping
+        finally:
+            self._seen(msg.seq)
 
-    def _await(self, result: str | Awaitable[str | None] | None) -> str | None:
-        """A handler's reply: as is, or, from an ``async def`` handler, awaited on the
+    def _counted(self, sender: str, job: Callable[[], None]) -> None:
+        try:
+            job()
+        finally:
+            self._finished(sender)
+
+    def _seen(self, seq: int | None) -> None:
+        if seq is not None:
+            with self._seen_lock:
+                self._seen_seq = max(self._seen_seq, seq)
+                self._seen_lock.notify_all()
+
+    def _on_users(self, event: UsersChanged) -> None:
+        joined, left = self.presence.changed(
+            self.name, event.users, event.joined, event.left, self.clock.monotonic()
+        )
+        for names, kind, what in (
+            (joined, "join_handlers", "joined"),
+            (left, "leave_handlers", "left"),
+        ):
+            handlers = [fn for _, fn in self._handlers(kind)]
+            for name in names:
+                if handlers:
+                    self._runner.submit(functools.partial(self._presence_job, name, handlers, what))
+
+    def _on_disconnect(self, event: Disconnect) -> None:
+        with self._online_lock:
+            self._online.clear()
+        if event.will_reconnect:
+            self.presence.lost(self.clock.monotonic())
+            log.warning("lost the server (%s); reconnecting", event.reason)
+
+    def _on_reconnect(self, event: Reconnected) -> None:
+        self.presence.reset(event.result.users)
+        with self._online_lock:
+            self._online.set()
+            runs, self._offline_runs = self._offline_runs, []
+        log.info("back online; %d users", len(event.result.users))
+        for run in runs:  # schedules that came due while we were away
+            self._runner.submit(run)
+
+    # ------------------------------------------------------------------ handlers (turns)
+
+    def _invoke(self, ctx: Context) -> None:
+        try:
+            answer = self._call_chain(ctx)
+        except Exception as exc:  # noqa: BLE001 - _error_reply logs what is a bug
+            answer = self._error_reply(ctx, exc)
+        if answer is not None and answer != "":
+            ctx.reply(str(answer))
+
+    def _call_chain(self, ctx: Context) -> Any:
+        chain = self.middleware()
+
+        def call(i: int) -> Any:
+            if i == len(chain):
+                return self._run_command(ctx)
+            return chain[i](ctx, lambda: call(i + 1))
+
+        return self._await(call(0))
+
+    def _run_command(self, ctx: Context) -> Any:
+        cmd = ctx.command
+        assert cmd is not None
+        self._gate(ctx)
+        args, kwargs = cmd.parse(ctx, ctx.args)  # a group without a handler raises here
+        assert cmd.fn is not None
+        answer = self._await(cmd.fn(ctx, *args, **kwargs))
+        self._used(ctx)
+        return answer
+
+    def _text(self, msg: Context) -> None:
+        for _, fn in self._handlers("text_handlers"):
+            try:
+                answer = self._await(fn(msg))
+            except Stopping:
+                return
+            except NoAnswer as exc:
+                answer = f"{msg.sender}: {exc}"
+            except Exception:
+                log.exception("%s: text handler %s failed", self.name, getattr(fn, "__name__", fn))
+                continue
+            if answer:
+                msg.reply(str(answer))
+
+    def _presence_job(self, name: str, handlers: list[Callable[..., Any]], what: str) -> None:
+        log.info("%s: %s %s", self.name, name, what)
+        for fn in handlers:
+            try:
+                self._await(fn(name))
+            except ChatError as exc:
+                # A greeting that could not be said is not a bug in the handler: the bot
+                # is stopping (users leave as it goes), or the server is.
+                closing = self.client is None or self.client.closed
+                level = logging.DEBUG if closing else logging.WARNING
+                log.log(level, "%s: %s handler for %s: %s", self.name, what, name, exc)
+            except Stopping:
+                return
+            except Exception:
+                log.exception("%s: %s handler for %s failed", self.name, what, name)
+
+    def _await(self, result: Any) -> Any:
+        """A handler's result: as is, or, from an ``async def`` handler, awaited on the
         bot's loop (TimeoutError after ``handler_timeout`` s; the coroutine is cancelled)."""
         if not inspect.isawaitable(result):
             return result
-        if self._loop is None:
-            self._loop = asyncio.new_event_loop()
-            self._loop_thread = threading.Thread(
-                target=self._loop.run_forever, name=f"bot-{self.name}-async", daemon=True
-            )
-            self._loop_thread.start()
+        with self._loop_lock:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                self._loop_thread = threading.Thread(
+                    target=self._loop.run_forever, name=f"bot-{self.name}-async", daemon=True
+                )
+                self._loop_thread.start()
+            loop = self._loop
 
-        async def run() -> str | None:
+        async def run() -> Any:
             return await result
 
-        future = asyncio.run_coroutine_threadsafe(run(), self._loop)
+        future = asyncio.run_coroutine_threadsafe(run(), loop)
         try:
             return future.result(self.handler_timeout)
         except TimeoutError:
@@ -277,86 +394,81 @@ class Bot:
             raise
 
     def _stop_loop(self) -> None:
-        loop, thread = self._loop, self._loop_thread
+        with self._loop_lock:
+            loop, thread = self._loop, self._loop_thread
+            self._loop = self._loop_thread = None
         if loop is not None and thread is not None:
             loop.call_soon_threadsafe(loop.stop)
             thread.join(5)
             loop.close()
-            self._loop = self._loop_thread = None
 
-    def _run(self, cmd: Command, msg: Message, args: str) -> None:
-        now = self._clock()
-        key = (cmd.name, username_key(msg.sender))
-        if cmd.cooldown and now - self._last_used.get(key, -1e9) < cmd.cooldown:
-            if now - self._warned.get(key, -1e9) >= cmd.cooldown:
-                self._warned[key] = now
-                wait = cmd.cooldown - (now - self._last_used[key])
-                msg.reply(f"{msg.sender}: wait {wait:.1f} s before {self.prefix}{cmd.name} again")
-            return
-        try:
-            answer = self._await(cmd.handler(msg, args))
-        except BadArguments as exc:
-            msg.reply(f"{msg.sender}: {exc}")  # a rejected call does not use the cooldown
-            return
-        except Exception:
-            log.exception("command %s%s failed on %r", self.prefix, cmd.name, msg.text)
-            msg.reply(f"{msg.sender}: sorry, {self.prefix}{cmd.name} failed")
-            return
-        self._last_used[key] = now
-        if answer:
-            msg.reply(answer)
+    # ------------------------------------------------------------------ schedules
 
-    def _help(self, msg: Message, args: str) -> str:
-        lines = [
-            f"{self.prefix}{c.name}: {c.help}" if c.help else f"{self.prefix}{c.name}"
-            for c in sorted(self._commands.values(), key=lambda c: c.name)
-        ]
-        return "; ".join(lines)
+    def _add_job(self, job: Job) -> bool:
+        if self._scheduler is None:
+            return False
+        self._scheduler.add_job(job)
+        return True
 
-    def _on_users(self, event: UsersChanged) -> None:
-        now = self._clock()
-        me = username_key(self.name)
-        with self._lock:
-            before = self._online
-            self._online = {username_key(u) for u in event.users}
-            joined = []
-            for name in event.joined:
-                key = username_key(name)
-                lost_at = self._lost.pop(key, None)
-                if key == me or key in before:
-                    continue  # ourselves, or a takeover of a session that never left
-                if lost_at is not None and now - lost_at < self.rejoin_grace:
-                    continue  # someone coming back after a server restart
-                joined.append(name)
-            left = [n for n in event.left if username_key(n) != me and username_key(n) in before]
-        for names, handlers, what in (
-            (joined, self._join_handlers, "joined"),
-            (left, self._leave_handlers, "left"),
-        ):
-            for name in names:
-                if handlers:
-                    log.info("%s: %s %s", self.name, name, what)
-                for fn in handlers:
-                    try:
-                        fn(name)
-                    except ChatError as exc:
-                        # A greeting that could not be said is not a bug in the handler:
-                        # the bot is stopping (users leave as it goes), or the server is.
-                        closing = self.client is None or self.client.closed
-                        level = logging.DEBUG if closing else logging.WARNING
-                        log.log(level, "%s: %s handler for %s: %s", self.name, what, name, exc)
+    def _remove_job(self, job: Job) -> None:
+        job.cancel()
 
-    def _on_disconnect(self, event: Disconnect) -> None:
-        if event.will_reconnect:
-            now = self._clock()
-            with self._lock:
-                self._lost.update({u: now for u in self._online})
-            log.warning("lost the server (%s); reconnecting", event.reason)
+    def _submit_job(self, job: Job) -> None:
+        """The scheduler's: run ``job`` on a turn once online; then plan its next run."""
+        scheduler = self._scheduler
+        assert scheduler is not None
 
-    def _on_reconnect(self, event: Reconnected) -> None:
-        with self._lock:
-            self._online = {username_key(u) for u in event.result.users}
-        log.info("back online; %d users", len(event.result.users))
+        def run() -> None:
+            try:
+                fn = job.spec.fn
+                self._await(fn(self) if job.spec.takes_bot else fn())
+            except Stopping:
+                pass
+            except Exception as exc:  # noqa: BLE001 - record_failure logs it
+                record_failure(job, exc)
+            finally:
+                scheduler.done(job)
+
+        with self._online_lock:
+            if not self._online.is_set():
+                log.info("%s: schedule %s waits for the connection", self.name, job.name)
+                self._offline_runs.append(run)
+                return
+        if not self._runner.submit(run):
+            scheduler.done(job)
+
+    # ------------------------------------------------------------------ plugins
+
+    def watch_plugins(self) -> None:
+        """``--reload``: reload a plugin when its file changes (without disconnecting)."""
+        files = self.plugin_files()
+        if files and self._watcher is None:
+            self._watcher = Watcher(files, self.request_reload).start()
+
+    def request_reload(self, source: str) -> None:
+        """Reload ``source`` on the bot's turn (no handler is running meanwhile)."""
+        if not self._runner.submit(functools.partial(self._reload, source)):
+            self._reload(source)
+
+    def _reload(self, source: str) -> None:
+        self.try_load(source)
+
+    # ------------------------------------------------------------------ test harness
+
+    def settle(self, seq: int | None, timeout: float) -> bool:
+        """Wait until the bot has routed every message up to ``seq``, no handler runs or
+        waits for its turn, and no schedule is due (the test harness's sync point)."""
+        with self._seen_lock:
+            if seq is not None and not self._seen_lock.wait_for(
+                lambda: self._seen_seq >= seq, timeout
+            ):
+                return False
+        if not self._runner.wait_idle(timeout):
+            return False
+        scheduler = self._scheduler
+        if scheduler is not None and not scheduler.settle(timeout):
+            return False
+        return self._runner.wait_idle(timeout)
 
     # ------------------------------------------------------------------ running
 
@@ -368,10 +480,9 @@ class Bot:
         password: str,
         **client_options: Any,
     ) -> ChatClient:
-        """Connect (retrying until :meth:`stop`), log in, and return the running client.
-
-        Raises :class:`chatroom.AuthError` if the server refuses the name or password.
-        """
+        """Connect (retrying until :meth:`stop`), log in, start the schedules, and return
+        the running client. Raises :class:`chatroom.AuthError` if the server refuses the
+        name or password."""
         client_options.setdefault("reconnect", True)
         client = ChatClient(host, port, **client_options)
         client.on_broadcast(self._on_broadcast)
@@ -380,6 +491,8 @@ class Bot:
         client.on_disconnect(self._on_disconnect)
         client.on_reconnect(self._on_reconnect)
         self.client = client
+        if self._runner.stopped:  # started again after a stop
+            self._runner = TurnRunner(self.name, self.conversations.limit)
         delay = 0.25
         while True:
             try:
@@ -395,9 +508,13 @@ class Bot:
         except AuthError:
             client.close()
             raise
-        with self._lock:
-            self._online = {username_key(u) for u in result.users}
+        self.presence.reset(result.users)
         self.name = result.username
+        with self._online_lock:
+            self._online.set()
+        self._scheduler = ThreadScheduler(self.clock, self._submit_job, self.name)
+        self._schedule_all()
+        self._scheduler.start()
         log.info(
             "%s is online at %s:%d%s; %d users",
             result.username,
@@ -429,13 +546,31 @@ class Bot:
         except KeyboardInterrupt:
             pass
         finally:
-            client.close()
-            self._stop_loop()
+            self._shutdown()
             log.info("%s stopped", self.name)
 
     def stop(self) -> None:
         """End :meth:`run` (safe from any thread or a signal handler)."""
         self._stop.set()
+
+    def _shutdown(self) -> None:
+        """Stop everything: the watcher, the schedules, the questions waiting for answers,
+        the handlers (the one under way may finish), the client, the async loop."""
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
+        if self._scheduler is not None:
+            self._scheduler.stop()
+            self._scheduler = None
+        self._jobs.clear()
+        self.conversations.cancel_all()
+        self._runner.stop(STOP_GRACE)
+        with self._online_lock:
+            self._online.clear()
+            self._offline_runs.clear()
+        if self.client is not None:
+            self.client.close()
+        self._stop_loop()
 
     @contextlib.contextmanager
     def running(
@@ -451,17 +586,4 @@ class Bot:
         try:
             yield client
         finally:
-            client.close()
-            self._stop_loop()
-
-
-def _mention(text: str, name: str) -> str | None:
-    """``"@echo hi"`` addressed to ``echo`` -> ``"hi"``; else None. Case-insensitive."""
-    t = text.lstrip()
-    tag = "@" + name
-    if not t.lower().startswith(tag.lower()):
-        return None
-    rest = t[len(tag) :]
-    if rest and rest[0] not in " :,":
-        return None  # "@echoes" is not "@echo"
-    return rest.lstrip(" :,")
+            self._shutdown()

@@ -1,0 +1,126 @@
+"""Checks: who may run a command, and where.
+
+::
+
+    @bot.command()
+    @dm_only()
+    @allowed("admins")
+    def shutdown(ctx: Context) -> str: ...
+
+A check is a predicate ``(ctx) -> bool``; when it says no, the user gets its message
+(``alice: !shutdown works by DM only``) and the command does not run (nor count against a
+cooldown). Checks run in order, after the middleware and before the arguments are parsed,
+on the thread (or the event loop) that runs the command. :func:`check` makes one of any
+predicate; a predicate may also raise :class:`CheckFailure` with a message of its own.
+
+Not here yet: a server operator check (the server has no operators yet) and a room
+operator check (rooms are issue 35); a custom predicate covers both meanwhile.
+
+Allow-lists are named sets of users kept in the bot's store (so they survive restarts and
+a command can edit them): ``bot.allow_list("admins").add("alice")``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from chatroom.protocol import username_key
+from chatroom_bots.commands import Command, CommandError
+from chatroom_bots.storage import Store
+
+__all__ = ["AllowList", "CheckFailure", "allowed", "check", "dm_only", "public_only"]
+
+F = TypeVar("F")  # a function, or a Command (a group)
+Predicate = Callable[[Any], object]
+
+
+class CheckFailure(CommandError):
+    """A check said no; the message is the reply."""
+
+
+def _command_name(ctx: Any) -> str:
+    cmd = getattr(ctx, "command", None)
+    name = cmd.qualified_name if cmd is not None else "that"
+    return f"{ctx.bot.prefix}{name}"
+
+
+def check(predicate: Predicate, message: str | None = None) -> Callable[[F], F]:
+    """A check from ``predicate(ctx)``; ``message`` (``{command}`` is replaced) is the
+    reply when it is false."""
+
+    def run(ctx: Any) -> None:
+        if not predicate(ctx):
+            text = message or "you may not use {command} here"
+            raise CheckFailure(text.format(command=_command_name(ctx)))
+
+    def apply(fn: F) -> F:
+        command = fn if isinstance(fn, Command) else getattr(fn, "__chat_command__", None)
+        if command is not None:
+            command.checks.append(run)
+        else:
+            # Applied below @bot.command(): decorators run bottom-up, so the command
+            # picks these up when it is made; keep them in the order they are written.
+            existing = list(getattr(fn, "__bot_checks__", ()))
+            fn.__bot_checks__ = [run, *existing]  # type: ignore[attr-defined]
+        return fn
+
+    return apply
+
+
+def dm_only() -> Callable[[F], F]:
+    """The command works in a direct message only."""
+    return check(lambda ctx: ctx.private, "{command} works by DM only")
+
+
+def public_only() -> Callable[[F], F]:
+    """The command works in public only (later: in a room, issue 35)."""
+    return check(lambda ctx: not ctx.private, "{command} works in public only")
+
+
+def allowed(list_name: str) -> Callable[[F], F]:
+    """Only the users on the bot's allow-list ``list_name`` may run the command."""
+    return check(
+        lambda ctx: ctx.sender in ctx.bot.allow_list(list_name),
+        "{command} is for " + list_name + " only",
+    )
+
+
+class AllowList:
+    """A named set of users in the bot's store: case-insensitive, persistent, and safe
+    from any thread (each change is one store update)."""
+
+    def __init__(self, store: Store, name: str) -> None:
+        self._store = store
+        self._key = name
+
+    def _names(self) -> list[str]:
+        value: object = self._store.get(self._key, [])
+        return [str(n) for n in value] if isinstance(value, list) else []
+
+    def __contains__(self, user: object) -> bool:
+        if not isinstance(user, str):
+            return False
+        key = username_key(user)
+        return any(username_key(n) == key for n in self._names())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def add(self, user: str) -> None:
+        def change(names: Any) -> list[str]:
+            new = [str(n) for n in names or []]
+            if all(username_key(n) != username_key(user) for n in new):
+                new.append(user)
+            return new
+
+        self._store.change(self._key, change)
+
+    def discard(self, user: str) -> None:
+        self._store.change(
+            self._key,
+            lambda names: [n for n in names or [] if username_key(n) != username_key(user)],
+        )

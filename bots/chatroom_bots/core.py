@@ -1,0 +1,659 @@
+"""What the threaded :class:`~chatroom_bots.Bot` and the :class:`~chatroom_bots.AsyncBot`
+share: registration, plugins, routing a message to a command, help, storage, and what
+an error turns into (the loop guard and who really joined: :mod:`chatroom_bots.guard`).
+
+Threads (the threaded bot; the asyncio bot does all of this on its loop):
+
+- ``_plugins`` and ``_index`` (command name -> command) are replaced whole, never
+  changed in place (copy-on-write): the client's dispatch thread reads them with no lock
+  while a reload swaps them. ``_registry_lock`` serialises the writers.
+- :class:`~chatroom_bots.guard.Presence` and :class:`~chatroom_bots.guard.LoopGuard`
+  each have a lock of their own.
+- The store has its own lock (:mod:`chatroom_bots.storage`); ``_store_lock`` guards
+  opening it.
+- Cooldowns belong to the code that runs commands (one at a time).
+- No user code (handlers, hooks, converters) runs under any of these locks.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import time as dtime
+from datetime import timedelta, tzinfo
+from pathlib import Path
+from types import ModuleType
+from typing import Any, TypeVar
+
+from chatroom import MessageTooLong, Receipt
+from chatroom.protocol import username_key
+from chatroom_bots.checks import AllowList
+from chatroom_bots.clock import Clock, as_clock
+from chatroom_bots.commands import (
+    MAX_NAME_ECHO,
+    ArgumentError,
+    Command,
+    CommandError,
+    CommandSpec,
+    Group,
+    words,
+)
+from chatroom_bots.context import Message
+from chatroom_bots.conversations import Conversations
+from chatroom_bots.converters import BadArgument
+from chatroom_bots.cooldowns import Cooldown
+from chatroom_bots.guard import LoopGuard, Presence
+from chatroom_bots.plugins import Plugin, PluginError, load, reimport
+from chatroom_bots.schedules import Job, JobSpec
+from chatroom_bots.storage import Store
+from chatroom_bots.turns import Stopping, TooBusy
+
+__all__ = ["TO_TEXT", "BotBase", "Invocation", "OnCooldown", "ToText", "Unknown"]
+
+log = logging.getLogger("chatroom_bots.bot")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class OnCooldown(CommandError):
+    """The command ran too recently; ``warn`` is False when the user was told already."""
+
+    def __init__(self, message: str, retry_after: float, warn: bool) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.warn = warn
+
+
+@dataclass(frozen=True)
+class Unknown:
+    """A DM naming a command the bot does not have: ``reply`` says so."""
+
+    reply: str
+
+
+class ToText:
+    """A message for the text handlers (a DM, or a public message that mentions us)."""
+
+
+TO_TEXT = ToText()
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """A message that names a command: which, as typed, and the text after its name."""
+
+    command: Command
+    plugin: Plugin | None
+    invoked_with: str
+    args: str
+
+
+class BotBase:
+    """Registration, plugins and routing; see the module docstring. Subclasses add the
+    connection and the running of handlers (:class:`~chatroom_bots.Bot`,
+    :class:`~chatroom_bots.AsyncBot`)."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        prefix: str = "!",
+        dm_commands: bool = True,
+        replies_per_minute: int = 20,
+        rejoin_grace: float = 120.0,
+        clock: Clock | Callable[[], float] | None = None,
+        store: Store | str | Path | None = None,
+        max_reply: int = 4000,
+        max_conversations: int = 32,
+        max_pending: int = 10,
+    ) -> None:
+        self.name = name
+        self.prefix = prefix
+        self.dm_commands = dm_commands  # False: DMs go to on_text handlers verbatim
+        self.max_reply = max_reply
+        self.clock = as_clock(clock)
+        # Messages of one user queued or being handled at once, at most: a user who sends
+        # faster than the bot answers loses the excess, not everyone else their turn.
+        self.max_pending = max_pending
+        self._pending_lock = threading.Lock()  # guards _pending and _dropping
+        self._pending: dict[str, int] = {}
+        self._dropping: set[str] = set()  # users told about in the log already
+        self.presence = Presence(rejoin_grace)
+        self.guard = LoopGuard(replies_per_minute)
+        self.conversations = Conversations(max_conversations)
+        self._store_spec = store
+        self._store: Store | None = store if isinstance(store, Store) else None
+        self._store_lock = threading.Lock()
+        self._root = Plugin("")
+        self._builtins: dict[str, Command] = {
+            "help": Command(self._help, "help", help="list the commands", raw=True),
+        }
+        self._registry_lock = threading.RLock()
+        self._plugins: tuple[Plugin, ...] = (self._root,)
+        self._index: dict[str, tuple[Command, Plugin | None]] = self._build_index(self._plugins)
+        self._sources: dict[str, tuple[Plugin, ...]] = {}  # load() source -> its plugins
+        self._modules: dict[str, ModuleType | None] = {}
+        self.failed_plugins: dict[str, str] = {}  # source -> why it did not load
+        self._jobs: dict[int, list[Job]] = {}  # id(plugin) -> its running schedules
+        self._pending_later: list[Job] = []
+        # The test harness's: called with the receipt of every message the bot sends.
+        self._sent_observers: list[Callable[[Receipt], None]] = []
+
+    # ------------------------------------------------------------------ compat
+
+    @property
+    def rejoin_grace(self) -> float:
+        return self.presence.rejoin_grace
+
+    @property
+    def replies_per_minute(self) -> int:
+        return self.guard.replies_per_minute
+
+    @property
+    def _clock(self) -> Callable[[], float]:
+        return self.clock.monotonic
+
+    # ------------------------------------------------------------------ registration
+
+    def _changed(self) -> None:
+        with self._registry_lock:
+            self._index = self._build_index(self._plugins)
+
+    def command(
+        self,
+        name: str | None = None,
+        *,
+        aliases: Sequence[str] = (),
+        help: str | None = None,
+        cooldown: float | Cooldown | None = None,
+        hidden: bool = False,
+        raw: bool | None = None,
+    ) -> Callable[[F], F]:
+        """Register a command (see :meth:`Plugin.command`)."""
+        register = self._root.command(
+            name, aliases=aliases, help=help, cooldown=cooldown, hidden=hidden, raw=raw
+        )
+
+        def wrapped(fn: F) -> F:
+            # 0.1 replaced a command registered twice; a plugin refuses (two plugins
+            # must not fight over a name), the bot's own commands still replace.
+            cmd_name = (name or fn.__name__.strip("_")).lower()
+            commands = self._root.commands
+            old = commands.get(cmd_name)
+            if old is not None and old.name == cmd_name:
+                for key in [k for k, c in commands.items() if c is old]:
+                    del commands[key]
+            try:
+                register(fn)
+            except BaseException:
+                if old is not None and old.name == cmd_name:
+                    commands.update({k: old for k in (old.name, *old.aliases)})
+                raise
+            self._changed()
+            return fn
+
+        return wrapped
+
+    def group(
+        self,
+        name: str,
+        *,
+        aliases: Sequence[str] = (),
+        help: str | None = None,
+        fn: Callable[..., Any] | None = None,
+    ) -> Group:
+        group = self._root.group(name, aliases=aliases, help=help, fn=fn)
+        self._changed()
+        return group
+
+    def converter(self, annotation: Any) -> Callable[[F], F]:
+        return self._root.converter(annotation)
+
+    def on_text(self, fn: F) -> F:
+        """Register a handler for messages that are not commands; its return is the reply.
+        Public messages reach it only when they mention the bot (``@name ...``)."""
+        return self._root.on_text(fn)
+
+    def on_join(self, fn: F) -> F:
+        """Register ``fn(username)`` for users who really arrive (see :class:`Presence`)."""
+        return self._root.on_join(fn)
+
+    def on_leave(self, fn: F) -> F:
+        """Register ``fn(username)`` for users who leave."""
+        return self._root.on_leave(fn)
+
+    def use(self, middleware: F) -> F:
+        """Add ``mw(ctx, call_next)`` around every command (:mod:`~chatroom_bots.middleware`)."""
+        return self._root.use(middleware)
+
+    def every(
+        self,
+        seconds: float = 0.0,
+        *,
+        minutes: float = 0.0,
+        hours: float = 0.0,
+        first: float | timedelta | None = None,
+        name: str | None = None,
+    ) -> Callable[[F], F]:
+        """Run ``fn()`` (or ``fn(bot)``) every interval (:mod:`~chatroom_bots.schedules`)."""
+        register = self._root.every(seconds, minutes=minutes, hours=hours, first=first, name=name)
+
+        def wrapped(fn: F) -> F:
+            register(fn)
+            self._schedule(self._root, [self._root.jobs[-1]])
+            return fn
+
+        return wrapped
+
+    def at(
+        self, when: str | dtime, *, tz: str | tzinfo | None = None, name: str | None = None
+    ) -> Callable[[F], F]:
+        """Run ``fn()`` (or ``fn(bot)``) every day at ``when`` in ``tz`` (default UTC)."""
+        register = self._root.at(when, tz=tz, name=name)
+
+        def wrapped(fn: F) -> F:
+            register(fn)
+            self._schedule(self._root, [self._root.jobs[-1]])
+            return fn
+
+        return wrapped
+
+    def later(self, delay: float | timedelta, fn: Callable[..., Any], *, name: str = "") -> Job:
+        """Run ``fn()`` (or ``fn(bot)``) once, ``delay`` seconds from now (from the start,
+        if the bot is not running yet). ``job.cancel()`` to call it off."""
+        if isinstance(delay, timedelta):
+            delay = delay.total_seconds()
+        spec = JobSpec(name or getattr(fn, "__name__", "later"), fn, "later", interval=delay)
+        job = Job(spec)
+        if not self._add_job(job):
+            self._pending_later.append(job)
+        return job
+
+    def jobs(self) -> list[Job]:
+        """The schedules of the running bot."""
+        return [j for js in self._jobs.values() for j in js]
+
+    # Runtime hooks (the subclasses): add a job to the running scheduler, if running.
+    def _add_job(self, job: Job) -> bool:
+        raise NotImplementedError
+
+    def _remove_job(self, job: Job) -> None:
+        raise NotImplementedError
+
+    def _schedule(self, plugin: Plugin, specs: Sequence[JobSpec]) -> None:
+        jobs = [Job(s) for s in specs]
+        for job in jobs:
+            if not self._add_job(job):
+                return  # not running: start() schedules every plugin's jobs
+        self._jobs.setdefault(id(plugin), []).extend(jobs)
+
+    def _unschedule(self, plugin: Plugin) -> None:
+        for job in self._jobs.pop(id(plugin), []):
+            self._remove_job(job)
+
+    def _schedule_all(self) -> None:
+        """At start: every plugin's schedules and the ``later`` calls made before it."""
+        for plugin in self._plugins:
+            self._schedule(plugin, plugin.jobs)
+        pending, self._pending_later = self._pending_later, []
+        for job in pending:
+            self._add_job(job)
+
+    # ------------------------------------------------------------------ plugins
+
+    @property
+    def plugins(self) -> tuple[Plugin, ...]:
+        """The plugins in load order (the bot's own commands first, as plugin ``""``)."""
+        return self._plugins
+
+    def own_plugins(self, label: str) -> list[Plugin]:
+        """This bot's registrations as plugins, for another bot to load (a module that
+        defines a Bot loads as a plugin named after its file)."""
+        if not self._root.name:
+            self._root.name = label
+        return [p for p in self._plugins]
+
+    def _build_index(self, plugins: Sequence[Plugin]) -> dict[str, tuple[Command, Plugin | None]]:
+        index: dict[str, tuple[Command, Plugin | None]] = {
+            k: (c, None) for k, c in self._builtins.items()
+        }
+        names: set[str] = set()
+        for plugin in plugins:
+            if plugin.name and plugin.name in names:
+                raise PluginError(f"two plugins are named {plugin.name!r}")
+            names.add(plugin.name)
+            for key, cmd in plugin.commands.items():
+                owner = index.get(key, (None, None))[1]
+                if owner is not None and owner is not plugin:
+                    raise PluginError(
+                        f"{self.prefix}{key} of plugin {plugin.name!r} is already a command "
+                        f"of plugin {owner.name!r}"
+                    )
+                index[key] = (cmd, plugin)
+        return index
+
+    def add_plugin(self, plugin: Plugin) -> Plugin:
+        """Add a plugin (before or while the bot runs). :class:`PluginError` if one of its
+        commands is another plugin's, or its name is taken."""
+        self._swap((), (plugin,))
+        return plugin
+
+    def remove_plugin(self, plugin: Plugin | str) -> None:
+        """Remove a plugin (by object or name): its commands, handlers and schedules."""
+        if isinstance(plugin, str):
+            found = [p for p in self._plugins if p.name == plugin and p is not self._root]
+            if not found:
+                raise KeyError(plugin)
+            plugin = found[0]
+        self._swap((plugin,), ())
+
+    def _swap(self, old: Sequence[Plugin], new: Sequence[Plugin]) -> None:
+        with self._registry_lock:
+            for p in new:
+                if p.bot is not None and p.bot is not self:
+                    raise PluginError(
+                        f"plugin {p.name!r} belongs to bot {p.bot.name!r} already "
+                        "(make one per bot)"
+                    )
+            plugins = tuple(p for p in self._plugins if p not in old) + tuple(new)
+            index = self._build_index(plugins)  # raises before anything changed
+            for p in new:
+                p.bot = self
+            self._plugins, self._index = plugins, index
+        for p in old:
+            self._unschedule(p)
+            self._call_plugin_hooks(p.unload_hooks)
+            p.bot = None
+        for p in new:
+            self._schedule(p, p.jobs)
+            self._call_plugin_hooks(p.load_hooks)
+
+    def _call_plugin_hooks(self, hooks: Sequence[Callable[..., Any]]) -> None:
+        for fn in hooks:
+            try:
+                fn(self)
+            except Exception:
+                log.exception("%s: plugin hook %s failed", self.name, getattr(fn, "__name__", fn))
+
+    def load_plugin(self, source: str) -> list[Plugin]:
+        """Load the plugins of ``source`` (a path, an entry point name of the
+        ``chatroom.bots`` group, or a module name) and add them. :class:`PluginError`
+        says why when it cannot; the bot is unchanged then."""
+        if source in self._sources:
+            return self.reload_plugin(source)
+        try:
+            loaded = load(source)
+        except PluginError as exc:
+            self.failed_plugins[source] = str(exc)
+            raise
+        for p in loaded.plugins:
+            p.source, p.path = source, loaded.path
+        try:
+            self._swap((), loaded.plugins)
+        except PluginError as exc:
+            self.failed_plugins[source] = str(exc)
+            raise
+        self.failed_plugins.pop(source, None)
+        self._sources[source] = tuple(loaded.plugins)
+        self._modules[source] = loaded.module
+        log.info(
+            "%s: loaded %s (%s)",
+            self.name,
+            source,
+            ", ".join(
+                f"{p.name or '?'}: {len(set(map(id, p.commands.values())))} commands"
+                for p in loaded.plugins
+            ),
+        )
+        return loaded.plugins
+
+    def reload_plugin(self, source: str) -> list[Plugin]:
+        """Import ``source`` again and swap its plugins in; on any failure the old ones
+        stay (:class:`PluginError` says why)."""
+        if source not in self._sources:
+            return self.load_plugin(source)
+        try:
+            loaded = reimport(source, self._modules.get(source))
+            for p in loaded.plugins:
+                p.source, p.path = source, loaded.path
+            self._swap(self._sources[source], loaded.plugins)
+        except PluginError as exc:
+            self.failed_plugins[source] = str(exc)
+            raise
+        self.failed_plugins.pop(source, None)
+        self._sources[source] = tuple(loaded.plugins)
+        self._modules[source] = loaded.module
+        log.info("%s: reloaded %s", self.name, source)
+        return loaded.plugins
+
+    def try_load(self, source: str) -> bool:
+        """:meth:`load_plugin`, logging the reason on failure instead of raising: the bot
+        goes on without the plugin (``chat-bot run``, ``--reload``)."""
+        try:
+            self.load_plugin(source)
+        except PluginError as exc:
+            log.error("%s: could not load %s; going on without it", self.name, exc)
+            return False
+        return True
+
+    def plugin_files(self) -> dict[str, Path]:
+        """The file of each source loaded (or that failed to load), for ``--reload``."""
+        files: dict[str, Path] = {}
+        for source, plugins in self._sources.items():
+            path = next((p.path for p in plugins if p.path is not None), None)
+            if path is not None:
+                files[source] = path
+        for source in self.failed_plugins:
+            if source.endswith(".py") and Path(source).is_file():
+                files[source] = Path(source).resolve()
+        return files
+
+    # ------------------------------------------------------------------ storage
+
+    @property
+    def store(self) -> Store:
+        """The bot's persistent key-value store (:mod:`~chatroom_bots.storage`), in
+        ``store=`` (default ``<name>.store.sqlite`` here), opened at first use."""
+        with self._store_lock:
+            if self._store is None:
+                spec = self._store_spec
+                if isinstance(spec, Store):
+                    self._store = spec
+                else:
+                    self._store = Store(
+                        spec if spec is not None else Path(f"{self.name}.store.sqlite")
+                    )
+            return self._store
+
+    def use_store(self, store: Store | str | Path) -> None:
+        """Keep state in ``store`` from now on (before the bot uses its store)."""
+        with self._store_lock:
+            self._store_spec = store
+            self._store = store if isinstance(store, Store) else None
+
+    def allow_list(self, name: str) -> AllowList:
+        """The allow-list ``name``, kept in the store (:func:`~chatroom_bots.checks.allowed`)."""
+        return AllowList(self.store.namespace("chatroom_bots.allow"), name)
+
+    def use_clock(self, clock: Clock) -> None:
+        """Read time from ``clock`` (a test's :class:`~chatroom_bots.clock.FakeClock`);
+        before the bot starts."""
+        self.clock = clock
+
+    # ------------------------------------------------------------------ routing
+
+    def _handlers(self, kind: str) -> list[tuple[Plugin, Callable[..., Any]]]:
+        return [(p, fn) for p in self._plugins for fn in getattr(p, kind)]
+
+    def middleware(self) -> list[Callable[..., Any]]:
+        return [mw for p in self._plugins for mw in p.middleware]
+
+    def find(self, name: str) -> tuple[Command, Plugin | None] | None:
+        return self._index.get(name.lower())
+
+    def route(
+        self, text: str, private: bool, mention: str | None
+    ) -> Invocation | Unknown | ToText | None:
+        """What a message asks for: an :class:`Invocation`, :data:`TO_TEXT` (for the text
+        handlers), :class:`Unknown` (a command we do not have), or None (nothing)."""
+        text = text.strip()
+        body: str | None = None
+        from_prefix = False
+        if text.startswith(self.prefix) and (self.dm_commands or not private):
+            body, from_prefix = text[len(self.prefix) :], True
+        elif mention is not None:
+            body = mention
+        if body is not None:
+            body = body.strip()
+            end = 0
+            while end < len(body) and not body[end].isspace():
+                end += 1
+            word, args = body[:end], body[end:]
+            found = self.find(word)
+            if found is not None:
+                cmd, plugin = found
+                if isinstance(cmd, Group):
+                    cmd, args = cmd.resolve(args)
+                return Invocation(cmd, plugin, word.lower(), args)
+            if from_prefix:
+                if not private:
+                    return None  # in public another bot may own that command
+                return Unknown(self._unknown(word))
+        if private or mention is not None:
+            return TO_TEXT
+        return None
+
+    def _unknown(self, word: str) -> str:
+        shown = word if len(word) <= MAX_NAME_ECHO else word[: MAX_NAME_ECHO - 1] + "…"
+        text = f"I don't know {self.prefix}{shown}; try {self.prefix}help"
+        close = difflib.get_close_matches(word.lower(), list(self._index), n=1, cutoff=0.75)
+        if close:
+            text += f" (did you mean {self.prefix}{close[0]}?)"
+        return text
+
+    def _help(self, msg: Message, args: str) -> str:
+        """``!help`` lists the commands; ``!help CMD`` shows one."""
+        if args.strip():
+            try:
+                names = list(words(args))
+            except BadArgument:
+                names = args.split()
+            found = self.find(names[0].removeprefix(self.prefix))
+            if found is None:
+                return self._unknown(names[0].removeprefix(self.prefix))
+            cmd = found[0]
+            if isinstance(cmd, Group) and len(names) > 1:
+                cmd, _ = cmd.resolve(" ".join(names[1:]))
+            return cmd.help_text(self.prefix)
+        lines = [
+            f"{self.prefix}{c.name}: {c.help}" if c.help else f"{self.prefix}{c.name}"
+            for c in self.commands()
+        ]
+        return "; ".join(lines)
+
+    def commands(self) -> list[Command]:
+        """Every command (not the hidden ones), sorted by name, aliases once."""
+        seen = {id(c): c for c, _ in self._index.values() if not c.hidden}
+        return sorted(seen.values(), key=lambda c: c.name)
+
+    def describe(self) -> list[CommandSpec]:
+        """The commands as msgspec structs (``msgspec.json.encode(bot.describe())``): what a
+        bot would announce to the server so that a REPL completes its commands."""
+        return [c.describe(self.prefix) for c in self.commands()]
+
+    # ------------------------------------------------------------------ running commands
+
+    def _admit(self, sender: str) -> bool:
+        """Count a message of ``sender`` in (False: they have ``max_pending`` already)."""
+        key = username_key(sender)
+        with self._pending_lock:
+            n = self._pending.get(key, 0)
+            if n >= self.max_pending:
+                first = key not in self._dropping
+                self._dropping.add(key)
+            else:
+                self._pending[key] = n + 1
+                self._dropping.discard(key)
+                return True
+        if first:
+            log.warning(
+                "%s: %s has %d messages waiting; dropping more until they are answered",
+                self.name,
+                sender,
+                n,
+            )
+        return False
+
+    def _finished(self, sender: str) -> None:
+        key = username_key(sender)
+        with self._pending_lock:
+            n = self._pending.get(key, 0) - 1
+            if n > 0:
+                self._pending[key] = n
+            else:
+                self._pending.pop(key, None)
+
+    def _gate(self, ctx: Any) -> None:
+        """Checks, then the cooldown (not consumed: only a success uses it)."""
+        cmd: Command = ctx.command
+        node: Command | None = cmd
+        while node is not None:  # a group's checks guard its subcommands too
+            for check in node.checks:
+                if check(ctx) is False:
+                    raise CommandError(f"you may not use {self.prefix}{cmd.qualified_name}")
+            node = node.parent
+        if cmd.cooldowns is not None:
+            now = self.clock.monotonic()
+            key = cmd.cooldowns.key(ctx.sender, ctx.place)
+            wait = cmd.cooldowns.retry_after(key, now)
+            if wait > 0:
+                warn = cmd.cooldowns.should_warn(key, now)
+                raise OnCooldown(
+                    f"wait {wait:.1f} s before {self.prefix}{cmd.qualified_name} again", wait, warn
+                )
+
+    def _used(self, ctx: Any) -> None:
+        cmd: Command = ctx.command
+        if cmd.cooldowns is not None:
+            now = self.clock.monotonic()
+            cmd.cooldowns.consume(cmd.cooldowns.key(ctx.sender, ctx.place), now)
+
+    def _error_reply(self, ctx: Any, exc: BaseException) -> str | None:
+        """What a command's failure tells the user (None: nothing)."""
+        name = f"{self.prefix}{ctx.command.qualified_name}"
+        if isinstance(exc, OnCooldown):
+            return f"{ctx.sender}: {exc}" if exc.warn else None
+        if isinstance(exc, ArgumentError):
+            return f"{ctx.sender}: {exc.problem}; usage: {exc.command.usage(self.prefix)}"
+        if isinstance(exc, CommandError):
+            return f"{ctx.sender}: {exc}"
+        if isinstance(exc, TooBusy):
+            return f"{ctx.sender}: too many conversations at once; try {name} again soon"
+        if isinstance(exc, Stopping):
+            return None
+        log.error("command %s failed on %r", name, ctx.text, exc_info=exc)
+        return f"{ctx.sender}: sorry, {name} failed"
+
+    def _learn_limit(self, exc: MessageTooLong) -> bool:
+        """A reply over the server's limit (docs/PROTOCOL.md §Limits; the client refused
+        it unsent): use the limit from now on. False if that does not help."""
+        if exc.limit is None or exc.limit >= self.max_reply or exc.limit < 1:
+            return False
+        log.info(
+            "%s: the server takes %d characters a message; replies are cut to that",
+            self.name,
+            exc.limit,
+        )
+        self.max_reply = exc.limit
+        return True
+
+    def _no_answer(self, ctx: Any, timeout: float) -> str:
+        name = f"{self.prefix}{ctx.command.qualified_name}" if ctx.command else "the question"
+        return f"no answer within {timeout:g} s; {name} gave up"
+
+    @property
+    def users(self) -> tuple[str, ...]:
+        raise NotImplementedError
