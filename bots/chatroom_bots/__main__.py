@@ -1,4 +1,11 @@
-"""``chat-bot echo|greeter``: run a bot in the foreground until Ctrl-C or SIGTERM."""
+"""``chat-bot echo|greeter``, or ``chat-bot run SOURCE... [--reload]``: run a bot in the
+foreground until Ctrl-C or SIGTERM.
+
+``run`` assembles a bot from plugins (docs/BOTS.md): each SOURCE is a path
+(``mybot.py``), a module (``mypkg.dice``) or an entry point of the ``chatroom.bots``
+group (``echo``, ``greeter``); one that fails to load is logged with the reason and the
+bot runs without it. ``--reload`` reloads a plugin when its file changes (and loads one
+that had failed once its file is fixed), without disconnecting."""
 
 from __future__ import annotations
 
@@ -17,18 +24,42 @@ from chatroom.protocol import DEFAULT_PORT
 from chatroom_bots.bot import Bot
 from chatroom_bots.echo import make_echo
 from chatroom_bots.greeter import make_greeter
+from chatroom_bots.plugins import ENTRY_POINT_GROUP
 
 log = logging.getLogger("chatroom_bots")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="chat-bot", description="Run a chatroom bot.")
-    p.add_argument("bot", choices=["echo", "greeter"])
+    p = argparse.ArgumentParser(
+        prog="chat-bot",
+        description="Run a chatroom bot: echo, greeter, or one made of plugins "
+        "(chat-bot run mybot.py poll.py echo).",
+    )
+    p.add_argument("bot", choices=["echo", "greeter", "run"])
+    p.add_argument(
+        "sources",
+        nargs="*",
+        metavar="SOURCE",
+        help="run: plugins by path, module name or entry point name "
+        f"(the {ENTRY_POINT_GROUP} group: echo, greeter, ...)",
+    )
+    p.add_argument(
+        "--reload",
+        action="store_true",
+        help="run: reload a plugin when its file changes, without disconnecting",
+    )
+    p.add_argument(
+        "--store",
+        type=Path,
+        help="run: the bot's storage file (default: beside the password file)",
+    )
     p.add_argument(
         "--host", default="127.0.0.1", help="server address, or a cluster's: a:5050,b:5051"
     )
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
-    p.add_argument("--name", help="the bot's username (default: the bot's kind)")
+    p.add_argument(
+        "--name", help="the bot's username (default: the bot's kind, or the first source's name)"
+    )
     p.add_argument(
         "--password-file",
         type=Path,
@@ -90,24 +121,64 @@ def cursor_path(name: str, password_file: Path | None, db: Path) -> Path:
     return db.with_name(f"{db.name}.{name}.cursor")
 
 
+def store_path(name: str, password_file: Path | None, db: Path) -> Path:
+    """Beside the password file, as the cursor: ``<name>.store`` or ``<db>.<name>.store``."""
+    if password_file is not None:
+        return password_file.with_name(f"{name}.store")
+    return db.with_name(f"{db.name}.{name}.store")
+
+
+def source_name(source: str) -> str:
+    """A bot name from a plugin source: ``bots/dice.py`` -> ``dice``, ``pkg.poll`` ->
+    ``poll``; cut to a valid username."""
+    stem = Path(source).stem if source.endswith(".py") else source.rpartition(".")[2]
+    name = "".join(c for c in stem.partition(":")[0] if c.isalnum() or c in "_-")
+    return name[:32] or "bot"
+
+
 def make_bot(kind: str, name: str, greet: str) -> Bot:
     if kind == "echo":
         return make_echo(name)
     return make_greeter(name, mode="dm" if greet == "dm" else "public")
 
 
+def make_plugin_bot(args: argparse.Namespace, name: str) -> Bot | None:
+    """``run``: a bot with the plugins that load (None if none did and none may later)."""
+    store = args.store or store_path(name, args.password_file, args.db)
+    bot = Bot(name, store=store)
+    loaded = [bot.try_load(source) for source in args.sources]
+    if not any(loaded) and not args.reload:
+        print("chat-bot: no plugin could be loaded (see the log above)", file=sys.stderr)
+        return None
+    log.info("%s keeps its state in %s", name, store)
+    if args.reload:
+        bot.watch_plugins()
+    return bot
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.bot == "run" and not args.sources:
+        parser.error("run needs at least one SOURCE (a path, module or entry point name)")
+    if args.bot != "run" and (args.sources or args.reload or args.store):
+        parser.error(f"SOURCE, --reload and --store go with run, not {args.bot}")
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
     )
-    name = args.name or args.bot
+    name = args.name or (source_name(args.sources[0]) if args.bot == "run" else args.bot)
     try:
         password = bot_password(name, args.password_file, args.db)
     except OSError as exc:
         print(f"chat-bot: {exc}", file=sys.stderr)
         return 2
-    bot = make_bot(args.bot, name, args.greet)
+    if args.bot == "run":
+        plugin_bot = make_plugin_bot(args, name)
+        if plugin_bot is None:
+            return 1
+        bot = plugin_bot
+    else:
+        bot = make_bot(args.bot, name, args.greet)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         log.info("received %s; stopping", signal.Signals(signum).name)
