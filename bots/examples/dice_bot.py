@@ -1,23 +1,25 @@
-"""A complete bot: `!roll 2d6` in public or by DM. Copy it and change the command."""
+"""A complete bot: `!roll 2 6` in public or by DM. Copy it and change the command.
+
+The arguments come from the signature: `!roll two` gets a usage reply, `!help roll` the
+docstring. Run it: `python dice_bot.py [PORT]`, or `chat-bot run dice_bot.py --reload`.
+"""
 
 import random
 import sys
+from typing import Annotated
 
-from chatroom_bots import BadArguments, Bot, Message
+from chatroom_bots import Bot, Context, Range
 
 bot = Bot("dice")
 
 
-@bot.command("roll", help="!roll NdM: roll N dice with M sides", cooldown=1.0)
-def roll(msg: Message, args: str) -> str:
-    try:
-        n, sides = (int(x) for x in (args or "1d6").lower().split("d"))
-    except ValueError:
-        raise BadArguments("usage: !roll NdM, for example !roll 2d6") from None
-    if not (1 <= n <= 100 and 2 <= sides <= 1000):
-        raise BadArguments("roll 1 to 100 dice of 2 to 1000 sides")
-    rolls = [random.randint(1, sides) for _ in range(n)]
-    return f"{msg.sender} rolled {' + '.join(map(str, rolls))} = {sum(rolls)}"
+@bot.command(aliases=["r"], cooldown=1.0)
+def roll(
+    ctx: Context, dice: Annotated[int, Range(1, 100)] = 1, sides: Annotated[int, Range(2, 1000)] = 6
+) -> str:
+    """Roll DICE dice with SIDES sides."""
+    rolls = [random.randint(1, sides) for _ in range(dice)]
+    return f"{ctx.sender} rolled {' + '.join(map(str, rolls))} = {sum(rolls)}"
 
 
 def main() -> None:

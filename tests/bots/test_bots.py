@@ -19,8 +19,9 @@ import pytest
 
 from chatroom import Broadcast, ChatClient, DirectMessage, Reconnected, UsersChanged
 from chatroom.aio import AsyncChatClient
-from chatroom.testing import TestServer, running_server
+from chatroom.testing import TestServer
 from chatroom_bots import BadArguments, Bot, Message, make_echo, make_greeter
+from chatroom_bots.testing import BotTester
 from tests.helpers import quiet_server
 
 PW = "correct horse"
@@ -233,21 +234,19 @@ def _load_example() -> ModuleType:
     return module
 
 
-def test_the_example_dice_bot() -> None:
-    """How to test your own bot: a real server in-process, the bot, and a user."""
+def test_the_example_dice_bot(bot_tester: Callable[..., BotTester]) -> None:
+    """How to test your own bot: the bot_tester fixture runs it against a real server
+    in-process, with scripted users (docs/BOTS.md)."""
     dice = _load_example()
-    with (
-        running_server() as srv,
-        dice.bot.running(srv.host, srv.port, password="dice bot password"),
-        ChatClient(srv.host, srv.port) as me,
-    ):
-        me.login("player", "player password")
-        with me.expect(DirectMessage, check=lambda e: e.sender == "dice") as answer:
-            me.dm("dice", "!roll lots")
-            assert "usage: !roll NdM" in answer.wait(timeout=5).message
-        with me.expect(Broadcast, check=lambda e: e.sender == "dice") as answer:
-            me.pm("!roll 3d6")
-            assert answer.wait(timeout=5).message.startswith("player rolled ")
+    tester = bot_tester(dice.bot)
+    tester.dm("player", "!roll lots")
+    answer = tester.expect_reply()
+    assert answer.private
+    assert "usage: !roll [dice=1] [sides=6]" in answer.text
+    tester.say("player", "!roll 3 6")
+    answer = tester.expect_reply()
+    assert not answer.private
+    assert answer.text.startswith("player rolled ")
 
 
 def test_chat_bot_command_generates_and_reuses_a_password(
