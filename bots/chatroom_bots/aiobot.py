@@ -260,6 +260,12 @@ class AsyncBot(BotBase):
     async def _counted(self, sender: str, job: Coroutine[Any, Any, None]) -> None:
         try:
             await job
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            # SystemExit from a handler: its bug; raised out of a task it would end the
+            # whole event loop.
+            log.exception("%s: a handler failed", self.name)
         finally:
             self._finished(sender)
 

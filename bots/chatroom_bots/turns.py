@@ -128,7 +128,9 @@ class TurnRunner:
                         job()
                     except Stopping:
                         pass
-                    except Exception:
+                    except BaseException:
+                        # SystemExit from a handler too: it is the handler's bug, and
+                        # the turn must be given up or the bot would hang.
                         log.exception("%s: a handler job failed", self.name)
                     with self._lock:
                         if getattr(self._local, "holding", False):

@@ -398,3 +398,25 @@ async def wait_then(gate: threading.Event, n: int) -> str:
 
     await asyncio.to_thread(gate.wait, T)
     return f"done {n}"
+
+
+def test_a_handler_that_exits_does_not_stop_the_bot(
+    kind: type[BotBase], bot_tester: Tester, caplog: pytest.LogCaptureFixture
+) -> None:
+    bot = kind("sturdy")
+
+    @bot.command()
+    def quit(ctx: Any) -> str:
+        raise SystemExit(3)
+
+    @bot.command()
+    def ping(ctx: Any) -> str:
+        return "pong"
+
+    t = bot_tester(bot)
+    with caplog.at_level(logging.ERROR, logger="chatroom_bots.bot"):
+        t.dm("alice", "!quit")
+        t.dm("alice", "!ping")
+        assert t.expect_reply().text == "pong"
+    assert any("failed" in r.getMessage() and r.exc_info for r in caplog.records)
+    t.expect_no_reply()
