@@ -6,7 +6,10 @@ from __future__ import annotations
 import functools
 import os
 import queue
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -289,3 +292,35 @@ def test_a_store_shared_by_two_processes_waits_for_the_lock(tmp_path: Path) -> N
     assert done.is_set() and one["b"] == 2
     one.close()
     two.close()
+
+
+def test_a_store_killed_mid_write_loses_nothing_it_acknowledged(tmp_path: Path) -> None:
+    """kill -9 while a bot counts in its store: every count the store returned is on disk,
+    and the file is sound."""
+    path = tmp_path / "count.store"
+    code = (
+        "import sys\n"
+        "from chatroom_bots.storage import Store\n"
+        f"s = Store({str(path)!r})\n"
+        "while True:\n"
+        "    print(s.change('n', lambda n: (n or 0) + 1), flush=True)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    last = 0
+    try:
+        for line in proc.stdout:
+            last = int(line)
+            if last >= 200:
+                break
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(T)
+        proc.stdout.close()
+    assert last >= 200
+    store = Store(path)
+    assert store["n"] >= last
+    store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    db.close()
