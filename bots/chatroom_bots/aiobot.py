@@ -397,12 +397,16 @@ class AsyncBot(BotBase):
     # ------------------------------------------------------------------ plugins
 
     def request_reload(self, source: str) -> None:
-        """Reload ``source`` on the bot's loop (from any thread: the watcher's)."""
+        """Reload ``source`` (the watcher's thread): import it here, then swap it in on
+        the bot's loop. A module that hangs at import holds up this thread only."""
+        loaded = self._import_logged(source)
+        if loaded is None:
+            return
         loop = self._loop
-        if loop is None:
-            self.try_load(source)
+        if loop is None or loop.is_closed():
+            self._install_logged(source, loaded)
         else:
-            loop.call_soon_threadsafe(self.try_load, source)
+            loop.call_soon_threadsafe(self._install_logged, source, loaded)
 
     # ------------------------------------------------------------------ test harness
 
@@ -508,6 +512,7 @@ class AsyncBot(BotBase):
         client."""
         if self._stopped is not None:
             self._stopped.set()
+        await asyncio.to_thread(self._stop_watching)  # joins the watcher's thread
         if self._scheduler is not None:
             await self._scheduler.stop()
             self._scheduler = None

@@ -74,7 +74,6 @@ from chatroom_bots.context import Context, Message
 from chatroom_bots.conversations import NoAnswer, ThreadQuestion
 from chatroom_bots.core import BotBase, Invocation, Unknown
 from chatroom_bots.guard import mention_of, split_reply
-from chatroom_bots.plugins import Watcher
 from chatroom_bots.schedules import Job, ThreadScheduler, record_failure
 from chatroom_bots.storage import Store
 from chatroom_bots.turns import Stopping, TooBusy, TurnRunner
@@ -129,7 +128,6 @@ class Bot(BotBase):
         self._offline_runs: list[Callable[[], None]] = []  # schedules due while offline
         self._runner = TurnRunner(name, max_conversations)
         self._scheduler: ThreadScheduler | None = None
-        self._watcher: Watcher | None = None
         # Async handlers run on this loop, in a thread of its own, started at first use;
         # the handler's worker waits for each (up to handler_timeout s).
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -439,19 +437,15 @@ class Bot(BotBase):
 
     # ------------------------------------------------------------------ plugins
 
-    def watch_plugins(self) -> None:
-        """``--reload``: reload a plugin when its file changes (without disconnecting)."""
-        files = self.plugin_files()
-        if files and self._watcher is None:
-            self._watcher = Watcher(files, self.request_reload).start()
-
     def request_reload(self, source: str) -> None:
-        """Reload ``source`` on the bot's turn (no handler is running meanwhile)."""
-        if not self._runner.submit(functools.partial(self._reload, source)):
-            self._reload(source)
-
-    def _reload(self, source: str) -> None:
-        self.try_load(source)
+        """Reload ``source`` (the watcher's thread): import it here, then swap it in on
+        the bot's turn, when no handler is running. A module that hangs at import holds
+        up this thread only; the bot goes on answering."""
+        loaded = self._import_logged(source)
+        if loaded is not None and not self._runner.submit(
+            functools.partial(self._install_logged, source, loaded)
+        ):
+            self._install_logged(source, loaded)
 
     # ------------------------------------------------------------------ test harness
 
@@ -556,9 +550,7 @@ class Bot(BotBase):
     def _shutdown(self) -> None:
         """Stop everything: the watcher, the schedules, the questions waiting for answers,
         the handlers (the one under way may finish), the client, the async loop."""
-        if self._watcher is not None:
-            self._watcher.stop()
-            self._watcher = None
+        self._stop_watching()
         if self._scheduler is not None:
             self._scheduler.stop()
             self._scheduler = None

@@ -6,7 +6,11 @@ Threads (the threaded bot; the asyncio bot does all of this on its loop):
 
 - ``_plugins`` and ``_index`` (command name -> command) are replaced whole, never
   changed in place (copy-on-write): the client's dispatch thread reads them with no lock
-  while a reload swaps them. ``_registry_lock`` serialises the writers.
+  while a reload swaps them. ``_registry_lock`` serialises the writers and guards what
+  was loaded from where (``_sources``, ``_modules``, ``failed_plugins``). A reload
+  imports the new code on the caller's thread (the watcher's, for ``--reload``), outside
+  the handlers' turn, so a module that hangs at import holds up no handler; only the
+  swap runs on the turn.
 - :class:`~chatroom_bots.guard.Presence` and :class:`~chatroom_bots.guard.LoopGuard`
   each have a lock of their own.
 - The store has its own lock (:mod:`chatroom_bots.storage`); ``_store_lock`` guards
@@ -46,7 +50,7 @@ from chatroom_bots.conversations import Conversations
 from chatroom_bots.converters import BadArgument
 from chatroom_bots.cooldowns import Cooldown
 from chatroom_bots.guard import LoopGuard, Presence
-from chatroom_bots.plugins import Plugin, PluginError, load, reimport
+from chatroom_bots.plugins import Loaded, Plugin, PluginError, Watcher, load, reimport
 from chatroom_bots.schedules import Job, JobSpec
 from chatroom_bots.storage import Store
 from chatroom_bots.turns import Stopping, TooBusy
@@ -134,11 +138,13 @@ class BotBase:
         self._registry_lock = threading.RLock()
         self._plugins: tuple[Plugin, ...] = (self._root,)
         self._index: dict[str, tuple[Command, Plugin | None]] = self._build_index(self._plugins)
+        # Guarded by _registry_lock, with _plugins and _index:
         self._sources: dict[str, tuple[Plugin, ...]] = {}  # load() source -> its plugins
         self._modules: dict[str, ModuleType | None] = {}
         self.failed_plugins: dict[str, str] = {}  # source -> why it did not load
         self._jobs: dict[int, list[Job]] = {}  # id(plugin) -> its running schedules
         self._pending_later: list[Job] = []
+        self._watcher: Watcher | None = None  # --reload; started and stopped by the owner
         # The test harness's: called with the receipt of every message the bot sends.
         self._sent_observers: list[Callable[[Receipt], None]] = []
 
@@ -352,17 +358,25 @@ class BotBase:
 
     def _swap(self, old: Sequence[Plugin], new: Sequence[Plugin]) -> None:
         with self._registry_lock:
-            for p in new:
-                if p.bot is not None and p.bot is not self:
-                    raise PluginError(
-                        f"plugin {p.name!r} belongs to bot {p.bot.name!r} already "
-                        "(make one per bot)"
-                    )
-            plugins = tuple(p for p in self._plugins if p not in old) + tuple(new)
-            index = self._build_index(plugins)  # raises before anything changed
-            for p in new:
-                p.bot = self
-            self._plugins, self._index = plugins, index
+            self._swap_index(old, new)
+        self._after_swap(old, new)
+
+    def _swap_index(self, old: Sequence[Plugin], new: Sequence[Plugin]) -> None:
+        """Replace ``old`` by ``new`` in the plugins and the index, or raise
+        :class:`PluginError` with nothing changed (``_registry_lock`` held)."""
+        for p in new:
+            if p.bot is not None and p.bot is not self:
+                raise PluginError(
+                    f"plugin {p.name!r} belongs to bot {p.bot.name!r} already (make one per bot)"
+                )
+        plugins = tuple(p for p in self._plugins if p not in old) + tuple(new)
+        index = self._build_index(plugins)  # raises before anything changed
+        for p in new:
+            p.bot = self
+        self._plugins, self._index = plugins, index
+
+    def _after_swap(self, old: Sequence[Plugin], new: Sequence[Plugin]) -> None:
+        """Schedules and hooks of the plugins swapped out and in (no lock held)."""
         for p in old:
             self._unschedule(p)
             self._call_plugin_hooks(p.unload_hooks)
@@ -378,66 +392,88 @@ class BotBase:
             except Exception:
                 log.exception("%s: plugin hook %s failed", self.name, getattr(fn, "__name__", fn))
 
-    def load_plugin(self, source: str) -> list[Plugin]:
-        """Load the plugins of ``source`` (a path, an entry point name of the
-        ``chatroom.bots`` group, or a module name) and add them. :class:`PluginError`
-        says why when it cannot; the bot is unchanged then."""
-        if source in self._sources:
-            return self.reload_plugin(source)
+    def _import(self, source: str) -> Loaded:
+        """Import ``source`` (afresh, if it was loaded before) and find its plugins; the
+        bot is not touched. :class:`PluginError` says why it cannot."""
+        with self._registry_lock:
+            module = self._modules.get(source)
+            known = source in self._sources
         try:
-            loaded = load(source)
+            loaded = reimport(source, module) if known else load(source)
         except PluginError as exc:
-            self.failed_plugins[source] = str(exc)
+            with self._registry_lock:
+                self.failed_plugins[source] = str(exc)
             raise
         for p in loaded.plugins:
             p.source, p.path = source, loaded.path
-        try:
-            self._swap((), loaded.plugins)
-        except PluginError as exc:
-            self.failed_plugins[source] = str(exc)
-            raise
-        self.failed_plugins.pop(source, None)
-        self._sources[source] = tuple(loaded.plugins)
-        self._modules[source] = loaded.module
-        log.info(
-            "%s: loaded %s (%s)",
-            self.name,
-            source,
-            ", ".join(
-                f"{p.name or '?'}: {len(set(map(id, p.commands.values())))} commands"
-                for p in loaded.plugins
-            ),
+        return loaded
+
+    def _install(self, source: str, loaded: Loaded) -> list[Plugin]:
+        """Swap what :meth:`_import` found in for the plugins ``source`` had, if any."""
+        with self._registry_lock:
+            old = self._sources.get(source, ())
+            try:
+                self._swap_index(old, loaded.plugins)
+            except PluginError as exc:
+                self.failed_plugins[source] = str(exc)
+                raise
+            self.failed_plugins.pop(source, None)
+            self._sources[source] = tuple(loaded.plugins)
+            self._modules[source] = loaded.module
+        self._after_swap(old, loaded.plugins)
+        summary = ", ".join(
+            f"{p.name or '?'}: {len(set(map(id, p.commands.values())))} commands"
+            for p in loaded.plugins
         )
+        log.info("%s: %s %s (%s)", self.name, "reloaded" if old else "loaded", source, summary)
         return loaded.plugins
 
-    def reload_plugin(self, source: str) -> list[Plugin]:
-        """Import ``source`` again and swap its plugins in; on any failure the old ones
-        stay (:class:`PluginError` says why)."""
-        if source not in self._sources:
-            return self.load_plugin(source)
-        try:
-            loaded = reimport(source, self._modules.get(source))
-            for p in loaded.plugins:
-                p.source, p.path = source, loaded.path
-            self._swap(self._sources[source], loaded.plugins)
-        except PluginError as exc:
-            self.failed_plugins[source] = str(exc)
-            raise
-        self.failed_plugins.pop(source, None)
-        self._sources[source] = tuple(loaded.plugins)
-        self._modules[source] = loaded.module
-        log.info("%s: reloaded %s", self.name, source)
-        return loaded.plugins
+    def load_plugin(self, source: str) -> list[Plugin]:
+        """Load the plugins of ``source`` (a path, an entry point name of the
+        ``chatroom.bots`` group, or a module name) and add them; a source loaded before
+        is imported again and its plugins swapped for the new ones. On any failure
+        :class:`PluginError` says why, and the bot is unchanged."""
+        return self._install(source, self._import(source))
+
+    reload_plugin = load_plugin
 
     def try_load(self, source: str) -> bool:
         """:meth:`load_plugin`, logging the reason on failure instead of raising: the bot
-        goes on without the plugin (``chat-bot run``, ``--reload``)."""
+        goes on without the plugin, or with its previous version (``chat-bot run``)."""
         try:
             self.load_plugin(source)
         except PluginError as exc:
             log.error("%s: could not load %s; going on without it", self.name, exc)
             return False
         return True
+
+    def _import_logged(self, source: str) -> Loaded | None:
+        try:
+            return self._import(source)
+        except PluginError as exc:
+            log.error("%s: could not load %s; going on without it", self.name, exc)
+            return None
+
+    def _install_logged(self, source: str, loaded: Loaded) -> None:
+        try:
+            self._install(source, loaded)
+        except PluginError as exc:
+            log.error("%s: could not load %s; going on without it", self.name, exc)
+
+    def watch_plugins(self) -> None:
+        """``--reload``: reload a plugin when its file changes, without disconnecting
+        (and load one that had failed once its file is fixed), until the bot stops."""
+        files = self.plugin_files()
+        if files and self._watcher is None:
+            self._watcher = Watcher(files, self.request_reload).start()
+
+    def _stop_watching(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.stop()
+
+    def request_reload(self, source: str) -> None:
+        raise NotImplementedError
 
     def plugin_files(self) -> dict[str, Path]:
         """The file of each source loaded (or that failed to load), for ``--reload``."""

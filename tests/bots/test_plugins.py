@@ -8,6 +8,7 @@ import os
 import sys
 import textwrap
 import threading
+import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -228,3 +229,32 @@ def test_modules_bots_and_hooks(
         bot.add_plugin(Plugin("extra"))
     bot.remove_plugin(extra)
     assert unloaded == ["host"] and extra.bot is None
+
+
+def test_a_plugin_that_hangs_at_import_holds_up_no_handler(
+    kind: type[BotBase], bot_tester: Tester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = types.ModuleType("plugin_gate")
+    gate.started = threading.Event()  # type: ignore[attr-defined]
+    gate.release = threading.Event()  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "plugin_gate", gate)
+    path = tmp_path / "dice.py"
+    write(path, DICE.format(version="v1"))
+    bot = kind("host")
+    t = bot_tester(bot)
+    bot.load_plugin(str(path))
+    bot.watch_plugins()
+    with logged("chatroom_bots.bot", f"reloaded {path}") as reloaded:
+        write(
+            path,
+            "import plugin_gate\n"
+            "plugin_gate.started.set()\n"
+            "plugin_gate.release.wait(10)\n" + DICE.format(version="v2"),
+        )
+        assert gate.started.wait(T)  # the new version is importing, and hangs there
+        t.dm("alice", "!roll 1")
+        assert t.expect_reply().text == "v1 1"  # the bot goes on meanwhile
+        gate.release.set()
+        assert reloaded.wait(T)
+    t.dm("alice", "!roll 2")
+    assert t.expect_reply().text == "v2 2"
