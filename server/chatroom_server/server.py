@@ -374,6 +374,12 @@ class ChatServer:
         # keys being registered now, with how many registrations (module docstring).
         self._guests: dict[str, _Conn] = {}
         self._registering: dict[str, int] = {}
+        # Username key -> seq up to which the user's queued DMs provably reached them
+        # but could not be deleted from the inbox (the disk was full): the proof, kept
+        # until a deletion succeeds, so a later login does not replay them (F2 in
+        # docs/RELIABILITY.md). Guarded by _receipts_lock (reader threads).
+        self._receipts: dict[str, int] = {}
+        self._receipts_lock = threading.Lock()
         self._stopping = threading.Event()
         self._stopped = threading.Event()
         # Ended connections for the reaper: appended by their reader thread without a
@@ -1386,6 +1392,7 @@ class ChatServer:
         if self._log is None:
             self._begin(conn, name, new_user, cmd.id)()
             return True
+        self._clear_received(name)
         bus = self._bus
         if bus is not None:
             try:
@@ -1453,8 +1460,10 @@ class ChatServer:
         first = upto  # the replay gives the DMs waiting after this seq
         try:
             if since is None:
-                start = mlog.replay_start(name, 0, upto, limit, inbox=True)
-                after = first = start or 0
+                # None of those it provably received, if their rows are still there.
+                got = self._received(name)
+                start = mlog.replay_start(name, got, upto, limit, inbox=True)
+                after = first = start or got
                 truncated = start is not None
             elif (cmd.epoch is not None and cmd.epoch != mlog.epoch) or since > upto:
                 # A cursor from another database (wiped, restored): nothing it counted
@@ -1468,7 +1477,10 @@ class ChatServer:
                     # replay.
                     self._inbox_received(name, 0, since)
                 start = mlog.replay_start(name, since, upto, limit)
-                after = first = since if start is None else start
+                after = since if start is None else start
+                # Unless a limit cuts it, the client has had every DM up to since and
+                # gets the rest here: all of (0, upto] is proven once it exits.
+                first = 0 if start is None else start
                 truncated = start is not None or since + 1 < mlog.oldest_seq
             while after < upto:
                 rows = mlog.replay_page(name, after, upto, budget, inbox=inbox)
@@ -1538,11 +1550,43 @@ class ChatServer:
     def _inbox_received(self, name: str, after: int, upto: int) -> None:
         """The DMs waiting for ``name`` with ``after < seq <= upto`` reached them."""
         assert self._log is not None
+        key = username_key(name)
         try:
             self._log.inbox_received(name, after, upto)
         except StorageError as exc:
-            # The safe side: they are sent again at the next login.
-            log.warning("DMs up to seq %d reached %s but still wait for them: %s", upto, name, exc)
+            # Their rows stay (none is lost), but the proof is kept: a login without
+            # since replays none of them (_replay), and the next one retries the delete.
+            with self._receipts_lock:
+                # Only a proof of a prefix of the inbox: DMs at or below ``after`` may
+                # not have reached them (a replay cut by its limit).
+                got = self._receipts.get(key, 0)
+                if got >= after and got < upto:
+                    self._receipts[key] = upto
+            log.warning(
+                "DMs up to seq %d reached %s but their inbox rows stay (deleted later): %s",
+                upto,
+                name,
+                exc,
+            )
+
+    def _received(self, name: str) -> int:
+        """The seq up to which the DMs waiting for ``name`` provably reached them."""
+        with self._receipts_lock:
+            return self._receipts.get(username_key(name), 0)
+
+    def _clear_received(self, name: str) -> None:
+        """Reader thread, before a login: delete the inbox rows a kept proof covers."""
+        got = self._received(name)
+        if got == 0 or self._log is None:
+            return
+        try:
+            self._log.inbox_received(name, 0, got)
+        except StorageError as exc:
+            log.warning("DMs up to seq %d still wait for %s: %s", got, name, exc)
+            return
+        with self._receipts_lock:
+            if self._receipts.get(username_key(name)) == got:
+                del self._receipts[username_key(name)]
 
     def _history(self, conn: _Conn, cmd: HistoryCommand) -> None:
         """docs/PROTOCOL.md §history; only the caller's own DMs can be read."""

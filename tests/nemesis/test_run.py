@@ -58,13 +58,6 @@ KNOWN: dict[str, tuple[str, Match]] = {
         "hooks (issue 33: replays carry no cid yet, and a send that timed out is forgotten)",
         lambda a, every, target: a.kind == "own_echo",
     ),
-    "F2": (
-        "a DM replayed to a resume while its inbox could not be cleared comes again at the "
-        "next fresh login",
-        lambda a, every, target: (
-            target == "single" and a.kind == "dm_redelivered" and "again, in a replay," in a.text
-        ),
-    ),
     "F3": ("a login on a node behind the cluster's log: queued DMs twice and out of order", _f3),
     "F4": (
         "a login the client gave up on ends its retry's live session",

@@ -10,7 +10,10 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from chatroom.testing import TestServer
+from chatroom_server.messagelog import StorageError
 from tests.helpers import RawClient, connect
 from tests.server.test_messagelog import login, replay
 
@@ -136,3 +139,52 @@ def test_a_session_taken_over_mid_replay_leaves_them_waiting(server: TestServer)
     assert [f["seq"] for f in got] == seqs
     c.close()
     nothing_waits(server.address, "bob")
+
+
+def test_a_replay_received_while_the_inbox_cannot_be_cleared_is_not_sent_again(
+    server: TestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/RELIABILITY.md F2: the exit proves the replay received, but the disk is full
+    and the inbox rows cannot be deleted. The server keeps that proof: the next login
+    without ``since`` (after the disk has room again) does not replay those DMs, and
+    gets every DM queued since, once."""
+    mlog = server.server._log
+    assert mlog is not None
+    with RawClient(server.address) as c:  # alice has an account and a cursor
+        cursor = login(c, "alice")["seq"]
+    first = queue_dms(server.address, "alice", 2, sender="bob")
+    real = mlog.inbox_received
+
+    def disk_full(*_: Any) -> Any:
+        raise StorageError("database or disk is full")
+
+    monkeypatch.setattr(mlog, "inbox_received", disk_full)
+    assert [f["seq"] for f in waiting(server.address, "alice", since=cursor)] == first
+    monkeypatch.setattr(mlog, "inbox_received", real)  # the disk has room again
+    later = queue_dms(server.address, "alice", 1, sender="bob")
+    assert [f["seq"] for f in waiting(server.address, "alice")] == later
+    nothing_waits(server.address, "alice")
+
+
+def test_a_fresh_login_s_replay_received_while_the_disk_is_full_is_not_sent_again(
+    server: TestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """F2 for a replay of the inbox alone: the same proof, kept the same way; and until
+    the exit nothing is taken as received (a drop while the disk is full loses none)."""
+    mlog = server.server._log
+    assert mlog is not None
+    seqs = queue_dms(server.address, "alice", 3, sender="bob")
+
+    def disk_full(*_: Any) -> Any:
+        raise StorageError("database or disk is full")
+
+    monkeypatch.setattr(mlog, "inbox_received", disk_full)
+    watcher = connect(server.address, "watcher")
+    c, got = read_a_little(server.address, "alice", 3)
+    assert got == seqs
+    c.close()  # no exit: no proof
+    watcher.until("users", left="alice")
+    assert [f["seq"] for f in waiting(server.address, "alice")] == seqs
+    assert waiting(server.address, "alice") == []  # the proof, kept in memory
+    monkeypatch.undo()
+    nothing_waits(server.address, "alice")
