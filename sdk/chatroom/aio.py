@@ -485,6 +485,8 @@ class AsyncChatClient(HookMethods):
                 reason = await self._on_session_event(event)
                 if reason is not None:
                     ended = reason
+            if ended is not None:
+                break  # nothing follows an end (a refused re-login's connection stays open)
         return Disconnect(disconnect_reason(ended, self._closing), error)
 
     def _write_quietly(self, data: bytes) -> None:

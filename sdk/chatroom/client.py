@@ -761,6 +761,8 @@ class ChatClient(HookMethods):
                 self._cursor_seen = self._session.cursor
                 if self._cursor_seen is not None:
                     self._emit(_Cursor(self._cursor_seen))  # behind the events it covers
+            if ended is not None:
+                break  # nothing follows an end (a refused re-login's connection stays open)
         return Disconnect(disconnect_reason(ended, self._closing or self._stop.is_set()), error)
 
     def _on_session_event(self, event: SessionEvent) -> str | None:

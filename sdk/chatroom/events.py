@@ -96,7 +96,10 @@ class Disconnect:
     """The connection ended. ``reason``: ``exit`` (we logged out), ``server_shutdown``,
     ``session_replaced`` (we logged in elsewhere), ``closed`` (closed before login or
     without a goodbye), ``network`` (dropped, keepalive expired, or the server broke the
-    protocol: see ``error``). ``will_reconnect`` says whether the client is retrying.
+    protocol: see ``error``), or the code of the error that refused the automatic
+    re-login after a reconnect (``unavailable``, ``rate_limited``: tried again after the
+    backoff; ``bad_credentials``: never). ``will_reconnect`` says whether the client is
+    retrying.
 
     Not to be confused with :class:`~chatroom.errors.ConnectionLost`, the exception a
     request raises when the connection goes away under it."""

@@ -178,8 +178,9 @@ class UsersUpdated:
 
 @dataclass(frozen=True, slots=True)
 class Ended:
-    """The server is ending the session (``bye``, ``server_full``, or a re-login it
-    refused); ``reason`` becomes the :class:`~chatroom.events.Disconnect` reason."""
+    """The session is over on this connection (``bye``, ``server_full``, or a re-login
+    the server refused: its error code); ``reason`` becomes the
+    :class:`~chatroom.events.Disconnect` reason. The caller closes the connection."""
 
     reason: str
 
@@ -695,6 +696,11 @@ class ClientSession:
                 if isinstance(err, AuthError):
                     self._credentials = None  # never retry a password the server refused
                     events.append(Ended(ErrorCode.BAD_CREDENTIALS))
+                else:
+                    # unavailable, rate_limited, ...: a connection that is not logged in
+                    # is of no use (every send would be refused not_logged_in). It ends,
+                    # and the reconnect loop tries again after its backoff.
+                    events.append(Ended(err.code))
                 return
             events.append(Refused(rid, err))
             return

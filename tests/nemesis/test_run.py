@@ -63,10 +63,6 @@ KNOWN: dict[str, tuple[str, Match]] = {
         "a login the client gave up on ends its retry's live session",
         lambda a, every, target: a.kind == "stale_takeover",
     ),
-    "F5": (
-        "a refused automatic re-login leaves the SDK logged out on an open connection",
-        lambda a, every, target: a.kind == "relogin_stuck",
-    ),
 }
 
 

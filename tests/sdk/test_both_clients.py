@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import socket
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, Protocol, TypeVar
@@ -28,6 +29,7 @@ from chatroom import (
 )
 from chatroom.aio import AsyncChatClient
 from chatroom.testing import TestServer
+from chatroom_server.accounts import AccountStoreBusy
 
 PW = "both clients password"
 T = 10.0
@@ -391,3 +393,37 @@ def test_a_message_over_the_limits_is_refused_before_it_is_sent(
     assert exc.value.message == "message is 4,001 characters; the limit is 4,000"
     assert c.pm("z" * 4000).seq is not None  # at the limit, on the same connection
     assert lost.empty()
+
+
+def test_a_refused_relogin_ends_its_connection_and_reconnects(
+    server: TestServer, make: Callable[..., Client], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/RELIABILITY.md F5: the automatic re-login after a reconnect answered
+    ``unavailable`` (the database down) left the client on an open connection that was
+    not logged in, every send refused ``not_logged_in``, until the server's 30 s login
+    timeout closed it. The refusal ends that connection; the client tries again after
+    its backoff, and is back as soon as the server lets it in."""
+    back: queue.Queue[Reconnected] = queue.Queue()
+    gone: queue.Queue[Disconnect] = queue.Queue()
+    c = make(reconnect=True)
+    c.on("reconnect", back.put)
+    c.on("disconnect", gone.put)
+    c.login("refused", PW)
+    store = server.server._store
+    assert store is not None
+    real = store.authenticate
+
+    def down(*_: Any) -> Any:
+        raise AccountStoreBusy("the database is down")
+
+    monkeypatch.setattr(store, "authenticate", down)
+    with server.server._lock:
+        conn = server.server._by_key["refused"]
+    conn.sock.shutdown(socket.SHUT_RDWR)  # the network drops it
+    first = gone.get(timeout=T)
+    assert first.reason == "network" and first.will_reconnect
+    refused = gone.get(timeout=T)
+    assert refused.reason == "unavailable" and refused.will_reconnect
+    monkeypatch.setattr(store, "authenticate", real)  # the database is back
+    back.get(timeout=T)
+    assert c.pm("logged in again").seq is not None

@@ -155,6 +155,19 @@ def test_relogin_after_a_reconnect_and_its_failure() -> None:
     assert not s.may_reconnect("network") and not s.can_relogin
 
 
+def test_a_relogin_refused_for_now_ends_the_connection_and_may_reconnect() -> None:
+    """docs/RELIABILITY.md F5: not logged in, the connection is of no use; the caller
+    closes it and reconnects after its backoff, with the same credentials."""
+    s = logged_in()
+    s.connection_lost(resend=True)
+    relogin = sent(s.connection_made(10.0))
+    down = frame(type="error", code="unavailable", message="try again", id=relogin["id"])
+    assert feed(s, down) == [Ended("unavailable")]
+    assert s.may_reconnect("unavailable") and s.can_relogin
+    s.connection_lost(resend=True)
+    assert sent(s.connection_made(20.0))["username"] == "alice"
+
+
 def test_a_refused_first_login_is_a_refusal_not_an_end() -> None:
     s = ClientSession()
     rid, _ = s.login("alice", "wrong password")
