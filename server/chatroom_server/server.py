@@ -1261,6 +1261,12 @@ class ChatServer:
         if isinstance(verdict, bool):
             return verdict  # refused (or asked for a password): keep the connection?
         account, new_user = verdict
+        if _hung_up(conn.sock):
+            # Its client gave up on it (a stalled server, docs/RELIABILITY.md F4) and may
+            # be logged in on another connection already: taking that session over
+            # would leave the user with none (docs/PROTOCOL.md §login).
+            log.info("%r: its client closed the connection during its login: no session", conn)
+            return False
         conn.deltas = Feature.USERS_DELTA in cmd.features
         return self._enter(conn, account.name, new_user, cmd)
 
@@ -2074,6 +2080,16 @@ class ChatServer:
 
 def _guest_holds(name: str) -> str:
     return f"{name} is an IRC guest's nick right now; try again once they leave"
+
+
+def _hung_up(sock: socket.socket) -> bool:
+    """Whether the peer has closed the connection (its end of stream, or a reset, is
+    here), whatever bytes it sent before that are still unread."""
+    poller = select.poll()
+    poller.register(sock, select.POLLRDHUP)
+    return any(
+        ev & (select.POLLRDHUP | select.POLLHUP | select.POLLERR) for _, ev in poller.poll(0)
+    )
 
 
 def _live_frame(m: Stored) -> bytes:

@@ -59,10 +59,6 @@ KNOWN: dict[str, tuple[str, Match]] = {
         lambda a, every, target: a.kind == "own_echo",
     ),
     "F3": ("a login on a node behind the cluster's log: queued DMs twice and out of order", _f3),
-    "F4": (
-        "a login the client gave up on ends its retry's live session",
-        lambda a, every, target: a.kind == "stale_takeover",
-    ),
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import select
 import socket
 import sqlite3
 import threading
@@ -10,6 +11,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -226,6 +228,63 @@ def test_dropped_connection_sends_left(server: TestServer) -> None:
     c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     c.close()  # RST
     stay.expect("users", users=["stay2"], left="dropper")
+
+
+def test_a_login_its_client_gave_up_on_takes_nothing_over(
+    server: TestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/RELIABILITY.md F4: a client's login reaches a stalled server; the client
+    gives up, closes that connection and logs in on another, which the server runs
+    first. The abandoned login, run last, must not take the live session over (its
+    client is gone: nobody would have the session). Its password check is held here
+    until its client has closed, as the stall held it."""
+    if server.server._log is None:
+        pytest.skip("the same path with or without the log; once is enough")
+    store = server.server._store
+    assert store is not None
+    real = store.authenticate
+    entered, release = threading.Event(), threading.Event()
+    calls = 0
+
+    def stalled(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # the abandoned login's check, held
+            entered.set()
+            assert release.wait(10)
+        return real(*args)
+
+    real_login = server.server._login
+    first: list[Any] = []  # the abandoned login's connection: the first to log in
+    done = threading.Event()
+
+    def login(conn: Any, cmd: Any) -> bool:
+        if not first:
+            first.append(conn)
+        try:
+            return bool(real_login(conn, cmd))
+        finally:
+            if conn is first[0]:
+                done.set()
+
+    monkeypatch.setattr(store, "authenticate", stalled)
+    monkeypatch.setattr(server.server, "_login", login)
+    abandoned = RawClient(server.address)
+    abandoned.send(command="login", username="twin", password=PASSWORD)
+    assert entered.wait(10)
+    live = connect(server.address, "twin")  # the retry, on a new connection
+    gone = first[0]
+    abandoned.close()
+    poller = select.poll()
+    poller.register(gone.sock, select.POLLRDHUP)
+    assert poller.poll(10_000), "the abandoned connection's end never reached the server"
+    release.set()
+    assert done.wait(10)
+    with server.server._lock:
+        session = server.server._by_key.get("twin")
+    assert session is not None and session is not gone
+    live.send(command="pm", message="still me", id=1)
+    live.expect("ack", id=1)  # never bye session_replaced
 
 
 def test_takeover_replaces_the_old_session(server: TestServer) -> None:
