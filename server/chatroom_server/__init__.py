@@ -14,7 +14,8 @@ from chatroom.extras import lazy_exports
 
 if TYPE_CHECKING:
     from chatroom_server.accounts import AccountStore, AccountStoreError
-    from chatroom_server.server import ChatServer, ConfigError, ServerConfig
+    from chatroom_server.config import ConfigError, ServerConfig
+    from chatroom_server.server import ChatServer
 
 __all__ = ["AccountStore", "AccountStoreError", "ChatServer", "ConfigError", "ServerConfig"]
 
@@ -23,6 +24,7 @@ __getattr__ = lazy_exports(
     "server",
     {
         **dict.fromkeys(("AccountStore", "AccountStoreError"), f"{__name__}.accounts"),
-        **dict.fromkeys(("ChatServer", "ConfigError", "ServerConfig"), f"{__name__}.server"),
+        **dict.fromkeys(("ConfigError", "ServerConfig"), f"{__name__}.config"),
+        "ChatServer": f"{__name__}.server",
     },
 )

@@ -22,8 +22,9 @@ from chatroom.protocol import DEFAULT_PORT, Limits  # noqa: E402
 from chatroom_server import futexhash  # noqa: E402
 from chatroom_server.accounts import HASHERS, AccountStore, AccountStoreError  # noqa: E402
 from chatroom_server.cluster import ClusterUnavailable  # noqa: E402
+from chatroom_server.config import ConfigError, ServerConfig  # noqa: E402
 from chatroom_server.messagelog import MessageLog, StorageError  # noqa: E402
-from chatroom_server.server import ChatServer, ConfigError, ServerConfig  # noqa: E402
+from chatroom_server.server import ChatServer  # noqa: E402
 
 log = logging.getLogger("chatroom_server")
 

@@ -77,8 +77,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
@@ -86,7 +84,6 @@ import msgspec
 
 from chatroom.errors import FrameTooLarge, ProtocolError
 from chatroom.protocol import (
-    DEFAULT_PORT,
     PROTOCOL_VERSION,
     Ack,
     Broadcast,
@@ -103,7 +100,6 @@ from chatroom.protocol import (
     History,
     HistoryCommand,
     HistoryMessage,
-    Limits,
     LoginCommand,
     LoginOk,
     PasswordRequired,
@@ -130,6 +126,7 @@ from chatroom_server.accounts import (
     AccountStoreBusy,
 )
 from chatroom_server.cluster import ClusterUnavailable
+from chatroom_server.config import ConfigError, ServerConfig
 from chatroom_server.doorbell import Doorbell
 from chatroom_server.fanout import Direct, FanOut
 from chatroom_server.irc import IrcOutbox, IrcSession, Translations, decode_line, parse
@@ -180,92 +177,6 @@ _BYE_FLOOD = encode(Bye(reason=ByeReason.FLOOD))
 # Bytes an idle connection's reader asks of recv(): enough for most commands in one read,
 # small enough to live in CPython's small-object pools (memory per idle connection).
 IDLE_RECV = 256
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    """Every server option; ``chat-server --help`` and the README list them."""
-
-    host: str = "127.0.0.1"
-    port: int = DEFAULT_PORT
-    db_path: Path = Path("chatroom.db")
-    users_interval: float = 30.0  # seconds between periodic user-list pushes; 0 = off
-    users_window: float = 0.1  # shortest time between two users_delta pushes
-    limits: Limits = field(default_factory=Limits)
-    max_output: int = 1024 * 1024  # bytes of unsent output before a client is dropped
-    stall_timeout: float = 10.0  # seconds a backlog may make no progress
-    max_failed_logins: int = 5  # per connection, then it is closed
-    max_errors_in_row: int = 10  # protocol errors in a row, then it is closed
-    max_connections: int = 10_000
-    shutdown_grace: float = 3.0  # seconds to flush goodbyes at shutdown
-    # Hardening (docs/PROTOCOL.md §Flood control and §Timeouts, docs/SECURITY.md).
-    rate_limit: float | None = 10.0  # commands/s per connection; None = off (load tests)
-    rate_burst: int = 20
-    flood_factor: float = 5.0  # over rate_limit * flood_factor ...
-    flood_seconds: int = 5  # ... for this many seconds in a row disconnects
-    login_timeout: float = 30.0  # seconds to log in after connecting
-    max_frames_before_login: int = 20
-    idle_timeout: float = 120.0  # seconds without a frame from a logged-in client; 0 = off
-    max_per_ip: int = 100  # connections per address
-    exempt_loopback: bool = True  # loopback is exempt from per-address limits
-    # Wrong passwords (limits.LoginThrottle): per account and address, the free ones
-    # before a wait that doubles from 1 s up to the max; per address, any accounts;
-    # per account from anywhere, a ceiling that slows checks and never refuses them.
-    login_free_failures: int = 3
-    login_backoff_max: float = 60.0
-    login_address_free: int = 20
-    login_account_burst: int = 30  # checks of one account at once, then ...
-    login_account_gap: float = 1.0  # ... one per this many seconds, in turn
-    registrations_per_ip: int = 5  # new accounts per address ...
-    registration_window: float = 60.0  # ... per this many seconds
-    housekeeping_interval: float = 1.0  # seconds between timeout sweeps
-    clock: Callable[[], float] = time.monotonic  # injectable for tests
-    send_buffer: int | None = None  # SO_SNDBUF per connection; None = the kernel's autotuning
-    # Bytes asked of recv() while data keeps coming (idle: IDLE_RECV). Small on purpose:
-    # CPython mallocs the full size from the thread's glibc arena, then shrinks it; with
-    # 64 KiB, hundreds of threads fragmented their arenas and RSS grew without bound
-    # (docs/PERFORMANCE.md, "The soak"); 4 KiB stays flat.
-    # Commands are small; a bigger frame just takes several reads.
-    recv_size: int = 4096
-    # Longest a busy fan-out waits for more messages to share its sends (fanout.py,
-    # "Coalescing"); 0: every pass at once. 10 ms, not 20: at 1,000 clients 20 ms
-    # spends a third less CPU per delivery, but 10 ms is the setting that sustained 2x
-    # the pre-issue server at p99 < 50 ms (docs/PERFORMANCE.md, "The most it sustains
-    # at 1,000").
-    coalesce: float = 0.01
-    # The process's GIL switch interval while many connections end at once (storm.py);
-    # None leaves it alone (chat-server sets 0.2: the process is its own).
-    storm_switch_interval: float | None = None
-    tls_cert: Path | None = None  # PEM certificate chain; with tls_key, serve TLS 1.2+
-    tls_key: Path | None = None  # PEM private key (None: it is in tls_cert)
-    password_hash: str = "owasp"  # a key of accounts.HASHERS; "load-test" for load tests only
-    # The message log (docs/PROTOCOL.md §Message log). False: ephemeral, as protocol v1
-    # began (no seq, user_offline for offline DMs, no history).
-    history: bool = True
-    history_days: float | None = 30.0  # prune messages older than this; None: keep
-    history_max: int | None = 1_000_000  # keep at most this many messages; None: all
-    history_prune_interval: float = 60.0  # seconds between pruning passes
-    durability: str = "normal"  # "full": fsync every group commit (power loss)
-    replay_limit: int = 10_000  # messages a resume replays at most
-    wall_clock: Callable[[], float] = time.time  # message timestamps; injectable for tests
-    # The cluster (docs/CLUSTER.md): Redis for fan-out and presence, PostgreSQL for the
-    # accounts and the message log. Both or neither.
-    # The IRC gateway (docs/IRC.md): off unless a port is given; TLS with tls_cert.
-    irc_port: int | None = None
-    irc_tls_port: int | None = None
-    irc_channel: str = "#lobby"
-    # IRC clients without a password may use a nick no account has, for the session
-    # only (nothing registered): for IRC conformance suites and open test servers.
-    irc_guests: bool = False
-    irc_server_name: str = "chatroom"  # the server's name in IRC prefixes, 004 and PONG
-    cluster: str | None = None  # redis://HOST:PORT/DB
-    cluster_db: str | None = None  # postgresql://USER@HOST/DBNAME
-    cluster_prefix: str = "chatroom"  # Redis key prefix: one cluster per prefix
-    node_timeout: float = 5.0  # seconds without a heartbeat before a node is reaped
-
-
-class ConfigError(Exception):
-    """A server option cannot be used (e.g. an unreadable TLS certificate)."""
 
 
 class _Conn:

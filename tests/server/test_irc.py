@@ -357,7 +357,8 @@ def test_sdk_users_see_irc_users_in_the_list() -> None:
 
 
 def test_irc_tls_needs_a_certificate(tmp_path: Path) -> None:
-    from chatroom_server.server import ChatServer, ConfigError, ServerConfig
+    from chatroom_server.config import ConfigError, ServerConfig
+    from chatroom_server.server import ChatServer
 
     server = ChatServer(ServerConfig(port=0, irc_tls_port=0, db_path=tmp_path / "x.db"))
     with pytest.raises(ConfigError, match="tls-cert"):

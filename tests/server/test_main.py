@@ -77,7 +77,7 @@ def test_storm_switch_interval_option() -> None:
     """chat-server raises the GIL switch interval in departure storms by default (the
     process is its own); 0 leaves it alone, as the embeddable ChatServer does."""
     from chatroom_server.__main__ import build_parser, config_from_args
-    from chatroom_server.server import ServerConfig
+    from chatroom_server.config import ServerConfig
 
     def parsed(*argv: str) -> ServerConfig:
         return config_from_args(build_parser().parse_args(list(argv)))
