@@ -31,7 +31,8 @@ Durability: WAL journal with ``synchronous=FULL``, so a registration that was an
 with ``login_ok`` survives a crash of the process or the machine.
 
 Privacy: the file (shared with the message log, every DM in plain text) is created mode
-0600 (:func:`create_private`), and SQLite gives its -wal and -shm files the same mode.
+0600 (:func:`~chatroom_server.dbfile.create_private`), and SQLite gives its -wal and -shm
+files the same mode. Its schema, for both stores, is chatroom_server.schema's.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ from argon2 import PasswordHasher, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from chatroom.protocol import username_key
+from chatroom_server import schema
+from chatroom_server.dbfile import InUse, create_private, hold, release
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -75,29 +78,6 @@ PROOF_MAX_KIB = 64
 # Logins remembered at most (some 300 bytes each): the first accounts to log in or
 # register since the start; later ones take the trip to a store thread each time.
 PROOFS_MAX = 100_000
-
-_SCHEMA_VERSION = 1
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS accounts (
-    name     TEXT PRIMARY KEY COLLATE NOCASE,  -- registered spelling; unique ignoring case
-    hash     TEXT NOT NULL,                    -- argon2id PHC string, parameters included
-    created  REAL NOT NULL
-)
-"""
-
-
-def create_private(path: Path) -> bool:
-    """Create ``path`` empty and readable by this user only, unless it exists; whether it
-    did. SQLite takes an empty file for a new database and creates its -wal and -shm
-    files with the mode of the database's (docs/SECURITY.md, a local user)."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return False
-    except OSError:
-        return False  # a missing directory, say: sqlite3.connect says so in its words
-    os.close(fd)
-    return True
 
 
 def _return_big_allocations_to_the_os() -> None:
@@ -196,10 +176,15 @@ class AccountStore:
             {} if hasher.memory_cost <= PROOF_MAX_KIB else None
         )
         self._proof_key = os.urandom(32)
+        self._hold: int | None = None  # the file's shared flock (chatroom_server.dbfile)
         self._open()
 
     def _open(self) -> None:
         created = create_private(self.path)
+        try:
+            self._hold = hold(self.path)
+        except InUse as exc:
+            raise AccountStoreError(str(exc)) from exc
         try:
             self._db = sqlite3.connect(
                 self.path,
@@ -208,11 +193,17 @@ class AccountStore:
                 timeout=self.busy_timeout,
             )
         except sqlite3.Error as exc:
+            release(self._hold)
             raise AccountStoreError(f"cannot open credentials file {self.path}: {exc}") from exc
         try:
             self._init_schema()
+        except schema.SchemaError as exc:
+            self._db.close()
+            release(self._hold)
+            raise AccountStoreError(str(exc)) from exc
         except sqlite3.DatabaseError as exc:
             self._db.close()
+            release(self._hold)
             # Never "repair" by overwriting: that would destroy someone's accounts.
             raise AccountStoreError(
                 f"{self.path} is not a chatroom credentials database ({exc}); "
@@ -239,18 +230,10 @@ class AccountStore:
     def _init_schema(self) -> None:
         db = self._db
         # Reading first makes a non-database file fail before anything is written to it.
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version > _SCHEMA_VERSION:
-            raise AccountStoreError(
-                f"{self.path} has schema version {version}; this server knows {_SCHEMA_VERSION}"
-            )
-        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if tables and "accounts" not in tables:
-            raise sqlite3.DatabaseError("it has tables but no 'accounts' table")
+        schema.version_of(db)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
-        db.execute(_SCHEMA)
-        db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+        schema.migrate(db, self.path)  # the whole file's schema (chatroom_server.schema)
 
     def close(self) -> None:
         self._workers.shutdown(wait=True, cancel_futures=True)
@@ -262,6 +245,8 @@ class AccountStore:
             for db in self._reader_dbs:
                 db.close()
             self._reader_dbs.clear()
+            release(self._hold)
+            self._hold = None
 
     def _worker_started(self) -> None:
         """Each store thread's first act: a read connection of its own, so that its

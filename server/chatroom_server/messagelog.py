@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
-import secrets
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -43,32 +42,12 @@ from pathlib import Path
 from typing import Any, Final
 
 from chatroom.protocol import username_key
-from chatroom_server.accounts import create_private
+from chatroom_server import schema
+from chatroom_server.dbfile import InUse, create_private, hold, release
 
 log = logging.getLogger(__name__)
 
-_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS messages (
-    seq       INTEGER PRIMARY KEY,          -- one order for the whole server
-    ts        REAL NOT NULL,                -- server clock, seconds since the epoch
-    sender    TEXT NOT NULL COLLATE NOCASE, -- canonical spelling
-    recipient TEXT COLLATE NOCASE,          -- NULL: public; else the DM's recipient
-    pair      TEXT,                         -- DMs: both names lower-cased, sorted, ' '-joined
-    body      TEXT NOT NULL,
-    cid       TEXT                          -- the sender's idempotency key, if any
-);
-CREATE INDEX IF NOT EXISTS messages_by_pair ON messages (pair, seq);
-CREATE UNIQUE INDEX IF NOT EXISTS messages_by_cid ON messages (sender, cid)
-    WHERE cid IS NOT NULL;
--- DMs stored while their recipient was offline, not yet sent to them.
-CREATE TABLE IF NOT EXISTS inbox (
-    user TEXT NOT NULL COLLATE NOCASE,
-    seq  INTEGER NOT NULL,
-    PRIMARY KEY (user, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
-
+# The tables are chatroom_server.schema's (versions and upgrades).
 _COLUMNS: Final = "seq, ts, sender, recipient, body, cid"
 # A replay's queries: what the user may see (public, or a DM they sent or received), or
 # the DMs waiting in their inbox. The start skips the newest ``limit`` and takes the next.
@@ -216,25 +195,30 @@ class MessageLog:
         self._sync = durability.upper()
         self._busy = busy_timeout
         create_private(self.path)  # every DM in plain text: this user's only
-        self._db = self._connect()
         try:
-            self._db.executescript(_SCHEMA)
+            self._hold = hold(self.path)  # chatroom_server.dbfile
+        except InUse as exc:
+            raise StorageError(str(exc)) from exc
+        try:
+            self._db = self._connect()
+        except sqlite3.Error as exc:
+            release(self._hold)
+            raise StorageError(f"cannot open the message log in {self.path}: {exc}") from exc
+        try:
+            # Creates the log with its epoch, or upgrades it; a restored database gets
+            # a new epoch here (chatroom_server.schema).
+            schema.migrate(self._db, self.path)
             row = self._db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
-            if row is None:
-                # Created with the database: a since from any other database (wiped,
-                # restored, another server's) is recognised as foreign.
-                self.epoch = secrets.token_hex(8)
-                self._db.execute("INSERT INTO meta VALUES ('epoch', ?)", (self.epoch,))
-            else:
-                self.epoch = str(row[0])
+            self.epoch = str(row[0])
             lo, hi = self._db.execute("SELECT min(seq), max(seq) FROM messages").fetchone()
             self.last_seq: int = hi or 0
             self.oldest_seq: int = lo or 1  # the oldest seq still stored (or the next one)
             self._inbox_users = {
                 username_key(r[0]) for r in self._db.execute("SELECT DISTINCT user FROM inbox")
             }
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, schema.SchemaError) as exc:
             self._db.close()
+            release(self._hold)
             raise StorageError(f"cannot open the message log in {self.path}: {exc}") from exc
         self._readers: queue.Queue[sqlite3.Connection] = queue.Queue()
         for _ in range(readers):
@@ -265,7 +249,8 @@ class MessageLog:
             try:
                 self._readers.get_nowait().close()
             except queue.Empty:
-                return
+                break
+        release(self._hold)
 
     # ------------------------------------------------------------ writer (fan-out lock)
 

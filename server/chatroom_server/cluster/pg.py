@@ -59,10 +59,10 @@ from chatroom_server.messagelog import (
     pair_key,
     resend,
 )
+from chatroom_server.schema import Step
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION: Final = 1
 # pg_advisory_lock keys: 'chat' and 'chas' in ASCII.
 SEQ_LOCK: Final = 0x63686174
 SCHEMA_LOCK: Final = 0x63686173
@@ -95,6 +95,12 @@ CREATE TABLE IF NOT EXISTS chat_inbox (
     PRIMARY KEY (user_key, seq)
 );
 """
+
+# The PostgreSQL schema's versions, as chatroom_server.schema's are SQLite's (numbered
+# apart: version 1 here is all that SQLite's 1 and 2 hold). To add a step, append
+# Step(N, "what", "SQL that only adds") here too.
+PG_STEPS: Final = (Step(1, "accounts and the message log", _SCHEMA),)
+SCHEMA_VERSION: Final = PG_STEPS[-1].version
 
 _COLUMNS: Final = "seq, ts, sender, recipient, body, cid"
 # What a user may see: public, or a DM they sent or received.
@@ -139,6 +145,7 @@ class PgDatabase:
         with self.pool.connection() as db:
             db.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK,))
             try:
+                version = 0
                 exists = db.execute("SELECT to_regclass('chat_meta')").fetchone()
                 if exists and exists[0] is not None:
                     row = db.execute("SELECT value FROM chat_meta WHERE key = 'schema'").fetchone()
@@ -149,7 +156,11 @@ class PgDatabase:
                             f"this server knows {SCHEMA_VERSION}"
                         )
                 with db.transaction():
-                    db.execute(_SCHEMA)
+                    for step in PG_STEPS:
+                        if step.version > version:
+                            db.execute(step.sql)
+                            if version:
+                                log.info("PostgreSQL schema %d: %s", step.version, step.what)
                     db.execute(
                         "INSERT INTO chat_meta VALUES ('schema', %s) "
                         "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
