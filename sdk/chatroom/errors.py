@@ -14,6 +14,7 @@
         ├── AuthError              ``bad_credentials``, ``weak_password``, ``invalid_username``
         ├── UserOffline            ``user_offline``, ``unknown_user``
         ├── RateLimited            ``rate_limited``
+        ├── RoomError              a room refused: ``no_such_room``, ``not_in_room``, ...
         └── MessageTooLong         over the server's limits (refused before sending), ``too_large``
 
 "You misused it" (:class:`UsageError`) is split from "the peer misbehaved"
@@ -41,6 +42,7 @@ __all__ = [
     "ProtocolError",
     "RateLimited",
     "RequestId",
+    "RoomError",
     "ServerError",
     "UsageError",
     "UserOffline",
@@ -68,6 +70,15 @@ class ErrorCode(StrEnum):
     SERVER_FULL = "server_full"
     UNAVAILABLE = "unavailable"  # storage failed; nothing was stored or delivered
     CID_CONFLICT = "cid_conflict"  # the sender's cid was used for another message
+    # Rooms (docs/PROTOCOL.md §Rooms, protocol version 2)
+    NO_SUCH_ROOM = "no_such_room"
+    NOT_IN_ROOM = "not_in_room"
+    INVITE_ONLY = "invite_only"
+    BAD_KEY = "bad_key"
+    ROOM_FULL = "room_full"
+    INVALID_ROOM = "invalid_room"
+    NOT_OPERATOR = "not_operator"
+    TOO_MANY_ROOMS = "too_many_rooms"
 
 
 class ChatError(Exception):
@@ -150,6 +161,12 @@ class RateLimited(ServerError):
     """The server's flood control refused the request (``rate_limited``)."""
 
 
+class RoomError(ServerError):
+    """A room command or a message to a room was refused (docs/PROTOCOL.md §Rooms):
+    ``no_such_room``, ``not_in_room``, ``invite_only``, ``bad_key``, ``room_full``,
+    ``invalid_room``, ``not_operator`` or ``too_many_rooms``."""
+
+
 class MessageTooLong(ServerError):
     """A message over the server's limits (docs/PROTOCOL.md §Limits): longer than
     ``max_message`` characters (code ``bad_request``, what the server would answer), or a
@@ -180,6 +197,19 @@ _BY_CODE: dict[str, type[ServerError]] = {
     ErrorCode.UNKNOWN_USER: UserOffline,
     ErrorCode.RATE_LIMITED: RateLimited,
     ErrorCode.TOO_LARGE: MessageTooLong,
+    **{
+        code: RoomError
+        for code in (
+            ErrorCode.NO_SUCH_ROOM,
+            ErrorCode.NOT_IN_ROOM,
+            ErrorCode.INVITE_ONLY,
+            ErrorCode.BAD_KEY,
+            ErrorCode.ROOM_FULL,
+            ErrorCode.INVALID_ROOM,
+            ErrorCode.NOT_OPERATOR,
+            ErrorCode.TOO_MANY_ROOMS,
+        )
+    },
 }
 
 

@@ -1,4 +1,4 @@
-"""The chatroom wire protocol, v1 (docs/PROTOCOL.md), with no I/O.
+"""The chatroom wire protocol, v1 and v2 (docs/PROTOCOL.md), with no I/O.
 
 Bytes in, frames and typed messages out; typed messages in, bytes out. Sockets and threads
 live in the server and in :mod:`chatroom.client`; both use this module, so the contract is
@@ -14,24 +14,35 @@ written down in code exactly once.
 - :func:`validate_command` applies the semantic rules that depend on configurable limits
   (§Limits): username syntax, password length, message length.
 - :func:`encode` turns a message into one frame, newline included.
+
+The frames of §Rooms (protocol version 2) are in :mod:`chatroom.rooms`; they are in
+this module's unions, so :func:`decode_command` and :func:`decode_event` know them.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Final, Union, get_args
 
 import msgspec
 
+from chatroom._wire import MAX_SEQ, NAME_RE, Cid, Seq, UserTuple, _Command, _Event
 from chatroom.errors import ErrorCode, FrameTooLarge, ProtocolError, RequestId
+from chatroom.rooms import (
+    RoomCommand,
+    RoomInfo,
+    RoomServerEvent,
+    check_room,
+    validate_room_command,
+)
 
 __all__ = [
     "COMMAND_NAMES",
     "DEFAULT_PORT",
     "EVENT_NAMES",
     "PROTOCOL_VERSION",
+    "ROOMS_VERSION",
     "Ack",
     "Broadcast",
     "Bye",
@@ -74,7 +85,10 @@ __all__ = [
     "validate_command",
 ]
 
+# The version a connection without the ``rooms`` extension speaks, and the one with it
+# (docs/PROTOCOL.md §Versions, §Rooms).
 PROTOCOL_VERSION: Final = 1
+ROOMS_VERSION: Final = 2
 DEFAULT_PORT: Final = 5050
 
 
@@ -82,6 +96,7 @@ class Feature(StrEnum):
     """Protocol extensions a client may ask for at login (docs/PROTOCOL.md §Extensions)."""
 
     USERS_DELTA = "users_delta"
+    ROOMS = "rooms"  # protocol version 2: many rooms (docs/PROTOCOL.md §Rooms)
 
 
 class ByeReason(StrEnum):
@@ -168,21 +183,6 @@ def split_block(block: bytes) -> list[bytes]:
 # Client commands (docs/PROTOCOL.md §Commands)
 
 
-# Every message: frozen (hashable, compared by value), defaults left off the wire, and
-# keyword-only so the optional ``id`` can sit in the base class.
-class _Command(msgspec.Struct, tag_field="command", frozen=True, omit_defaults=True, kw_only=True):
-    # A request id (string or integer) that the direct reply echoes.
-    id: RequestId = None
-
-
-# The largest seq there can be: both databases store it as a 64-bit signed integer
-# (docs/PROTOCOL.md §Message log), so a larger cursor could only fail there.
-MAX_SEQ: Final = 2**63 - 1
-# A seq a client names (a cursor): validated when decoded, and again by
-# validate_command for commands built in the server (the IRC gateway's).
-Seq = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]
-
-
 class LoginCommand(_Command, tag="login", frozen=True):
     """Without ``password``: ask whether the name is new (→ :class:`PasswordRequired`).
     With it: register a new name, or check the password of an existing one."""
@@ -198,15 +198,13 @@ class LoginCommand(_Command, tag="login", frozen=True):
     epoch: str | None = None
 
 
-# A client-chosen id that makes a resend idempotent (docs/PROTOCOL.md §Idempotent sends).
-Cid = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-
-
 class PmCommand(_Command, tag="pm", frozen=True):
-    """A public message to every other logged-in user."""
+    """A public message to every other member of ``room`` (absent: ``lobby``, every
+    logged-in user)."""
 
     message: str
     cid: Cid | None = None
+    room: str | None = None  # protocol v2 (docs/PROTOCOL.md §Rooms)
 
 
 class DmCommand(_Command, tag="dm", frozen=True):
@@ -225,6 +223,7 @@ class HistoryCommand(_Command, tag="history", frozen=True):
     after: Seq | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=100)] = 50
     with_user: str | None = msgspec.field(default=None, name="with")
+    room: str | None = None  # protocol v2: a room's messages (absent: lobby)
 
 
 class UsersCommand(_Command, tag="users", frozen=True):
@@ -252,6 +251,7 @@ ClientCommand = (
     | PingCommand
     | ExitCommand
     | LogoutCommand
+    | RoomCommand
 )
 
 
@@ -265,12 +265,6 @@ COMMAND_NAMES: Final = _tags(ClientCommand)
 
 # --------------------------------------------------------------------------------------
 # Server events (docs/PROTOCOL.md §Server frames)
-
-UserTuple = tuple[str, ...]
-
-
-class _Event(msgspec.Struct, tag_field="type", frozen=True, omit_defaults=True, kw_only=True):
-    pass
 
 
 class PasswordRequired(_Event, tag="password_required", frozen=True):
@@ -312,6 +306,8 @@ class LoginOk(_Event, tag="login_ok", frozen=True):
     replay: bool = False  # a replay follows, ended by replay_done (§Resume, §Offline DMs)
     # The limits of this server (absent from servers older than the field).
     limits: ServerLimits | None = None
+    # Protocol v2 (docs/PROTOCOL.md §Rooms): every room the user is a member of.
+    rooms: tuple[RoomInfo, ...] = ()
     id: RequestId = None
 
 
@@ -334,6 +330,7 @@ class UsersDelta(_Event, tag="users_delta", frozen=True):
     count: Annotated[int, msgspec.Meta(ge=0)]
     joined: UserTuple = ()
     left: UserTuple = ()
+    room: str | None = None  # protocol v2: always lobby, whose members are all users
 
 
 class Ack(_Event, tag="ack", frozen=True):
@@ -345,6 +342,7 @@ class Ack(_Event, tag="ack", frozen=True):
     to: str | None = None
     seq: int | None = None
     queued: bool = False
+    room: str | None = None  # protocol v2: the room of a pm or of a room command
     id: RequestId = None
 
 
@@ -360,6 +358,7 @@ class Broadcast(_Event, tag="broadcast", frozen=True):
     # The sender's idempotency key, on a message shown to its own sender again (a
     # replay): how a client tells its own messages from ones it has not seen.
     cid: str | None = None
+    room: str | None = None  # protocol v2 (docs/PROTOCOL.md §Rooms): always present
 
 
 class DirectMessage(_Event, tag="dm", frozen=True):
@@ -383,6 +382,7 @@ class HistoryMessage(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=Tr
     to: str | None = None
     message: str
     ts: float
+    room: str | None = None  # protocol v2: a public message's room
 
 
 class History(_Event, tag="history", frozen=True):
@@ -391,6 +391,7 @@ class History(_Event, tag="history", frozen=True):
 
     messages: tuple[HistoryMessage, ...]
     has_more: bool
+    room: str | None = None  # protocol v2: the room paged (absent for DMs)
     id: RequestId = None
 
 
@@ -443,6 +444,7 @@ ServerEvent = (
     | Pong
     | Bye
     | ErrorEvent
+    | RoomServerEvent
 )
 EVENT_NAMES: Final = _tags(ServerEvent)
 
@@ -544,12 +546,10 @@ def encode(message: Message) -> bytes:
 # --------------------------------------------------------------------------------------
 # Validation (docs/PROTOCOL.md §Names and passwords, §Limits)
 
-_USERNAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
-
 
 def is_valid_username(name: str) -> bool:
     """1-32 of ``[A-Za-z0-9_-]``, starting with a letter or digit."""
-    return _USERNAME_RE.fullmatch(name) is not None
+    return NAME_RE.fullmatch(name) is not None
 
 
 def username_key(name: str) -> str:
@@ -589,6 +589,8 @@ def _check_seq(seq: int | None, request_id: RequestId) -> None:
 def validate_command(cmd: ClientCommand, limits: Limits) -> None:
     """Apply the rules msgspec's types cannot express; raise :class:`ProtocolError`."""
     if isinstance(cmd, PmCommand | DmCommand):
+        if isinstance(cmd, PmCommand) and cmd.room is not None:
+            check_room(cmd.room, cmd.id)
         n = len(cmd.message)
         if n == 0 or cmd.message.isspace():
             raise ProtocolError(ErrorCode.BAD_REQUEST, "message is empty", cmd.id)
@@ -599,6 +601,11 @@ def validate_command(cmd: ClientCommand, limits: Limits) -> None:
                 cmd.id,
             )
     elif isinstance(cmd, HistoryCommand):
+        if cmd.room is not None:
+            if cmd.with_user is not None:
+                why = "room and with exclude each other"
+                raise ProtocolError(ErrorCode.BAD_REQUEST, why, cmd.id)
+            check_room(cmd.room, cmd.id)
         for cursor in (cmd.before, cmd.after):
             _check_seq(cursor, cmd.id)
         if cmd.with_user is not None and not is_valid_username(cmd.with_user):
@@ -607,6 +614,8 @@ def validate_command(cmd: ClientCommand, limits: Limits) -> None:
             )
         if cmd.before is not None and cmd.after is not None and cmd.after >= cmd.before:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "after must be less than before", cmd.id)
+    elif isinstance(cmd, RoomCommand):
+        validate_room_command(cmd)
     elif isinstance(cmd, LoginCommand):
         _check_seq(cmd.since, cmd.id)
         if not is_valid_username(cmd.username):

@@ -1084,6 +1084,12 @@ class ChatServer:
             self._replay_received(conn)
             self._fanout.after(conn, lambda: conn.outbox.finish(_BYE_EXIT))  # nothing follows
             return False
+        else:
+            # The room commands (docs/PROTOCOL.md §Rooms) need the rooms extension, which
+            # this server does not offer yet: answered as a version-1 server would.
+            raise ProtocolError(
+                ErrorCode.UNKNOWN_COMMAND, f"unknown command {cmd.__struct_config__.tag!r}", cmd.id
+            )
         return True
 
     @staticmethod

@@ -179,6 +179,15 @@ def test_users_ping_and_bad_requests(server: TestServer) -> None:
     a.expect_error("bad_request", id=4)
     a.send(command="fly", id=5)
     a.expect_error("unknown_command", id=5)
+    # Until the server offers rooms (docs/PROTOCOL.md §Rooms), their commands are
+    # unknown here, as on any version-1 server.
+    for i, cmd in enumerate(("join", "part", "topic", "invite", "mode", "members")):
+        a.send(command=cmd, room="dev", user="Amy", id=50 + i)
+        a.expect_error("unknown_command", id=50 + i)
+        a.send(command="ping")  # an accepted frame: the errors in a row start again
+        a.expect("pong")
+    a.send(command="rooms", id=5)
+    a.expect_error("unknown_command", id=5)
     a.send_raw(b"{not json}\n")
     a.expect_error("bad_json")
     a.send_raw(b"[]\n")
