@@ -33,8 +33,11 @@ seqs above the cursor (``_own``), drops an arriving message whose seq is one of 
 moves the cursor through own seqs contiguous with it, and at ``replay_done`` to at
 least its ``seq``. A replayed message of ours that was stored but whose ack was lost in
 the cut carries the cid we sent it with: it is dropped too (the resend gets its ack,
-with that seq). A DM to ourselves is the exception: its ack is not kept, since the DM
-itself arrives too and is passed out once, as ``DmSent``. The acked seqs kept are
+with that seq), and so is one whose send timed out or was refused ``unavailable``
+(stored by a commit whose answer was lost): the session knows the cids of its latest
+``MAX_OWN`` sends, whatever became of them. A DM to ourselves is the exception: its
+ack is not kept, since the DM itself arrives too and is passed out once, as
+``DmSent``. The acked seqs kept are
 bounded (``MAX_OWN``): a sender that receives nothing while others' DMs leave a gap
 below its acks would keep one per send, so past the bound the oldest is taken as
 settled and the cursor moves through it (a message still missing below that many of
@@ -262,6 +265,7 @@ class ClientSession:
         "_relogin",
         "_replay",
         "_resend",
+        "_sent",
         "_sorted",
         "_user_set",
         "cursor",
@@ -315,6 +319,11 @@ class ClientSession:
         self.limits: ServerLimits | None = None
         self._cid_prefix = secrets.token_hex(6)  # cids unique per sender, across processes
         self._cids = 0
+        # The cids of this session's pm/dm requests, the latest MAX_OWN, whatever became
+        # of them: acked, unacked, timed out (the caller gave up: stored or not, nobody
+        # knows) or refused unavailable (a commit cut short may have stored it). A
+        # replayed message with one of them is ours (module docstring, "The cursor").
+        self._sent: dict[str, None] = {}
 
     # ------------------------------------------------------------ state
 
@@ -364,6 +373,9 @@ class ClientSession:
             data = encode(msgspec.structs.replace(cmd, cid=cid, id=rid))
             self._check_limits(cmd, data)
             self._resend[rid] = (cid, data)
+            self._sent[cid] = None
+            if len(self._sent) > MAX_OWN:
+                del self._sent[next(iter(self._sent))]
         else:
             data = encode(msgspec.structs.replace(cmd, id=rid))
         self._pending[rid] = type(cmd).__struct_config__.tag  # type: ignore[assignment]
@@ -608,8 +620,9 @@ class ClientSession:
             heapq.heappop(own)  # below this message: the cursor passes them now
         mine = bool(own) and own[0] == seq
         if not mine and cid is not None:
-            # Ours, stored, its ack lost in a cut: the resend will be acked with this seq.
-            mine = any(c == cid for c, _ in self._resend.values())
+            # Ours, stored, its ack lost in a cut (the resend will be acked with this
+            # seq), or never to come (timed out, refused when its commit was cut).
+            mine = cid in self._sent
         self.cursor = seq
         self._through_own()
         return "own" if mine else "new"

@@ -77,7 +77,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
-from chatroom.protocol import ErrorCode, ErrorEvent, RequestId, encode
+from chatroom.protocol import ErrorCode, ErrorEvent, RequestId, encode, username_key
 from chatroom_server.messagelog import Conflict, Duplicate, MessageLog, NewMessage, StorageError
 from chatroom_server.outbox import Outbox
 
@@ -107,6 +107,7 @@ class Member(Protocol):
     """What the fan-out needs of a connection (chatroom_server.server._Conn)."""
 
     outbox: Outbox
+    username: str | None  # once logged in (the session a sender's messages skip)
     handed: int  # items this connection put in the queue (its reader thread writes it)
     done: int  # of those, how many have been sent (written under FanOut._lock)
 
@@ -477,6 +478,11 @@ class FanOut:
                     ErrorEvent(code=ErrorCode.UNAVAILABLE, message=_UNAVAILABLE, id=item.rid)
                 )
 
+    def _session_of(self, conn: Member) -> Member | None:
+        """The session its user has now (None: none, or not logged in)."""
+        name = conn.username
+        return None if name is None else self._lookup(username_key(name))
+
     def _send_direct(self, item: Direct) -> None:
         if item.frame and item.target is not None and self._deliver:
             item.target.outbox.send(item.frame)
@@ -500,20 +506,25 @@ class FanOut:
         roster = self._roster()
         # One send per recipient, straight away (Outbox.offer); the acks after every
         # recipient has the broadcasts (docs/PROTOCOL.md §pm).
+        # Nor to its sender's new session, when it logged in again (a cut) before this
+        # round: that one would get its own message live, without the cid by which a
+        # replay shows it as its own (docs/RELIABILITY.md F1).
         if len(run) == 1:
             b = run[0]
             sender, data = b.conn, b.data
             if data:
+                again = self._session_of(sender)
                 for c in roster:
-                    if c is not sender:
+                    if c is not sender and c is not again:
                         c.outbox.offer(data)
         else:
             full = b"".join(b.data for b in run)
-            senders = {b.conn for b in run}
+            now = {b.conn: self._session_of(b.conn) for b in run}
+            senders = {b.conn for b in run} | {a for a in now.values() if a is not None}
             for c in roster:
                 if c in senders:
-                    # Everyone's but its own, in order.
-                    mine = b"".join(b.data for b in run if b.conn is not c)
+                    # Everyone's but its user's own, in order.
+                    mine = b"".join(b.data for b in run if b.conn is not c and now[b.conn] is not c)
                     if mine:
                         c.outbox.offer(mine)
                 elif full:

@@ -2021,6 +2021,7 @@ class _Elsewhere:
     there, from the stream; here it only decides that the ack is not ``queued``."""
 
     outbox: Outbox
+    username: str | None = None
     handed = 0
     done = 0
 

@@ -53,11 +53,6 @@ def _f3(a: Anomaly, every: list[Anomaly], target: str) -> bool:
 
 
 KNOWN: dict[str, tuple[str, Match]] = {
-    "F1": (
-        "the SDK passes a client's own messages stored but not acked before a break to its "
-        "hooks (issue 33: replays carry no cid yet, and a send that timed out is forgotten)",
-        lambda a, every, target: a.kind == "own_echo",
-    ),
     "F3": ("a login on a node behind the cluster's log: queued DMs twice and out of order", _f3),
 }
 

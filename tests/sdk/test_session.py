@@ -456,6 +456,32 @@ def test_an_own_message_stored_before_its_ack_was_lost_is_known_by_its_cid() -> 
     assert isinstance(events[0], Broadcast) and events[0].sender == "alice"
 
 
+@pytest.mark.parametrize("fate", ["timed out", "unavailable"])
+def test_an_own_message_whose_outcome_was_unknown_is_known_by_its_cid(fate: str) -> None:
+    """docs/RELIABILITY.md F1: a pm whose caller gave up (ChatTimeout: the client forgets
+    the request) or that was refused unavailable (a commit cut short may still have
+    stored it) comes back in a replay with our cid: it is ours, not passed out."""
+    s = logged_in_at(10)
+    rid, data = s.request(PmCommand(message="unsure"))
+    cid = sent(data)["cid"]
+    if fate == "timed out":
+        s.forget_request(rid)
+    else:
+        (refused,) = feed(s, frame(type="error", code="unavailable", message="try", id=rid))
+        assert isinstance(refused, Refused)
+    _login, ok = relogin(s, 12)
+    assert s.data_to_send() == b""  # not resent: its caller has its answer
+    events = feed(
+        s,
+        ok
+        + msg(11, "unsure", sender="alice", cid=cid, replay=True)
+        + msg(12, "someone else's", sender="bob", replay=True)
+        + frame(type="replay_done", count=2, seq=12),
+    )
+    assert [e.message for e in events[:-1]] == ["someone else's"]  # type: ignore[union-attr]
+    assert isinstance(events[-1], Reconnected) and s.cursor == 12
+
+
 def test_dms_we_sent_come_out_as_dm_sent_never_as_direct_messages() -> None:
     """An on_dm hook that answers event.sender DMed itself in a loop after a restart: a DM
     the user sent is a DmSent, whether replayed, from another session or to oneself."""

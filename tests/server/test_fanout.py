@@ -19,6 +19,7 @@ class _Member:
     def __init__(self, outbox: Outbox, peer: socket.socket) -> None:
         self.outbox = outbox
         self.peer = peer
+        self.username: str | None = None
         self.handed = 0
         self.done = 0
         self._buf = b""
@@ -300,3 +301,27 @@ def test_a_pass_takes_at_most_pass_bytes_and_a_backlog_is_not_paused_for(
     got = [line[:1] for line in b.lines(3)]
     assert got == [b"0", b"1", b"2"]
     fan.close()
+
+
+@pytest.mark.parametrize("together", [False, True])
+def test_a_message_reaches_no_session_of_its_sender(members: list[_Member], together: bool) -> None:
+    """docs/RELIABILITY.md F1: a sender cut after sending logs in again before the round
+    that sends its message: its new session must not get it live (without a cid, the
+    client could not tell it from someone else's). ``together``: in one round with
+    another sender's (the lock held meanwhile, as a busy fan-out holds it)."""
+    old, new, other = members[:3]
+    old.username = new.username = "Alice"
+    other.username = "bob"
+    sessions: dict[str, _Member] = {"alice": new, "bob": other}
+    fan = FanOut(lambda: (new, other), lookup=sessions.get)
+    if together:
+        with fan._lock:
+            fan.broadcast(old, [b"mine\n"], [b"ack mine\n"])
+            fan.broadcast(other, [b"bob's\n"], [b"ack bob's\n"])
+        fan.exclusive(lambda: None)  # the round, once the lock is let go
+    else:
+        fan.broadcast(old, [b"mine\n"], [b"ack mine\n"])
+        fan.broadcast(other, [b"bob's\n"], [b"ack bob's\n"])
+    assert old.lines(1) == [b"ack mine"]
+    assert other.lines(2) == [b"mine", b"ack bob's"]
+    assert new.lines(1) == [b"bob's"]
