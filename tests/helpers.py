@@ -21,6 +21,7 @@ __all__ = [
     "CutProxy",
     "RawClient",
     "ServerProcess",
+    "WsClient",
     "connect",
     "quiet_server",
 ]
@@ -116,6 +117,104 @@ class RawClient:
         ok = self.expect("login_ok")
         self.expect("users", joined=ok["username"])
         return ok
+
+
+class WsClient(RawClient):
+    """A :class:`RawClient` over WebSocket (``chat-server --web-port``, docs/WEB.md):
+    wsproto as a client, one JSON frame per text message. Every read has a timeout."""
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        timeout: float = 10.0,
+        *,
+        origin: str | None = None,
+        path: str = "/ws",
+        subprotocols: list[str] | None = None,
+        sock: socket.socket | None = None,
+    ) -> None:
+        from wsproto import ConnectionType, WSConnection
+        from wsproto.events import Request
+
+        # ``sock``: one connected already (TLS, say); else a plain TCP connection.
+        self.sock = sock or socket.create_connection(address, timeout=timeout)
+        self.timeout = timeout
+        self._frames = deque()
+        self.ws = WSConnection(ConnectionType.CLIENT)
+        self._parts: list[str] = []
+        self.close_code: int | None = None
+        self.subprotocol: str | None = None
+        OPEN_CLIENTS.append(self)
+        headers = [(b"origin", origin.encode())] if origin is not None else []
+        self.sock.sendall(
+            self.ws.send(
+                Request(
+                    host="{}:{}".format(*address),
+                    target=path,
+                    extra_headers=headers,
+                    subprotocols=subprotocols or [],
+                )
+            )
+        )
+        self._accepted = False
+        while not self._accepted:
+            self._read(timeout)
+
+    def _read(self, timeout: float | None) -> None:
+        from wsproto.connection import ConnectionState
+        from wsproto.events import (
+            AcceptConnection,
+            CloseConnection,
+            Ping,
+            RejectConnection,
+            RejectData,
+            TextMessage,
+        )
+
+        if self.close_code is not None:
+            raise EOFError(f"closed by the server ({self.close_code})")
+        self.sock.settimeout(timeout or self.timeout)
+        data = self.sock.recv(65536)
+        self.ws.receive_data(data or None)
+        for event in self.ws.events():
+            if isinstance(event, AcceptConnection):
+                self._accepted = True
+                self.subprotocol = event.subprotocol
+            elif isinstance(event, RejectConnection):
+                raise ConnectionRefusedError(f"handshake refused: HTTP {event.status_code}")
+            elif isinstance(event, RejectData):
+                continue
+            elif isinstance(event, TextMessage):
+                self._parts.append(event.data)
+                if event.message_finished:
+                    self._frames.append("".join(self._parts).encode())
+                    self._parts.clear()
+            elif isinstance(event, Ping):
+                self.sock.sendall(self.ws.send(event.response()))
+            elif isinstance(event, CloseConnection):
+                self.close_code = event.code
+                if self.ws.state is ConnectionState.REMOTE_CLOSING:
+                    with contextlib.suppress(OSError):
+                        self.sock.sendall(self.ws.send(event.response()))
+        if not data and self.close_code is None:
+            raise EOFError("server closed the connection")
+
+    def send_raw(self, data: bytes) -> None:
+        """Each line of ``data`` as one text message."""
+        for line in data.split(b"\n"):
+            if line:
+                self.send_text(line.decode())
+
+    def send_text(self, text: str) -> None:
+        from wsproto.events import TextMessage
+
+        self.sock.sendall(self.ws.send(TextMessage(data=text)))
+
+    def recv(self, timeout: float | None = None) -> dict[str, Any]:
+        while not self._frames:
+            self._read(timeout)
+        frame: dict[str, Any] = json.loads(self._frames.popleft())
+        return frame
 
 
 def connect(address: tuple[str, int], name: str | None = None) -> RawClient:

@@ -43,8 +43,12 @@ class TestServer:
         self._config = config
         self.server = ChatServer(config)
         self.host, self.port = self.server.start()
-        # Pin the port so a restart comes back where clients expect it.
-        self._config = dataclasses.replace(config, port=self.port)
+        # Pin the port so a restart comes back where clients expect it (the web port's
+        # too: a browser tab reconnects to the address it was loaded from).
+        web = self.server.web_address
+        self._config = dataclasses.replace(
+            config, port=self.port, **({"web_port": web[1]} if web is not None else {})
+        )
 
     @property
     def db_path(self) -> Path:
@@ -53,6 +57,17 @@ class TestServer:
     @property
     def address(self) -> tuple[str, int]:
         return self.host, self.port
+
+    @property
+    def web_address(self) -> tuple[str, int]:
+        """The web port's address (``web_port=0`` in the options), docs/WEB.md."""
+        web = self.server.web_address
+        assert web is not None, "started without web_port"
+        return web[0], web[1]
+
+    @property
+    def web_url(self) -> str:
+        return "http://{}:{}/".format(*self.web_address)
 
     def stop(self) -> None:
         """Stop the server (clients see ``bye`` with reason ``server_shutdown``)."""

@@ -60,6 +60,12 @@ class ServerConfig:
     irc_guests: bool = False
     irc_server_name: str = "chatroom"  # the server's name in IRC prefixes, 004 and PONG
 
+    # -- the web port (docs/WEB.md): the web client at /, the protocol over WebSocket at
+    # /ws; off unless a port is given; TLS with tls_cert. The origins a browser page may
+    # connect from (empty: the host the request was sent to).
+    web_port: int | None = None
+    web_origins: tuple[str, ...] = ()
+
     # -- the cluster (docs/CLUSTER.md): Redis for fan-out and presence, PostgreSQL for the
     # accounts and the message log. Both or neither.
     cluster: str | None = None  # redis://HOST:PORT/DB

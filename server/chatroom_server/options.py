@@ -31,6 +31,7 @@ GROUPS: dict[str, str] = {
     "listen": "where and how it listens",
     "storage": "accounts and the message log",
     "irc": "the IRC gateway (docs/IRC.md)",
+    "web": "the web client and WebSocket (docs/WEB.md)",
     "cluster": "running as one node of a cluster (docs/CLUSTER.md)",
     "limits": "limits and timeouts per connection (docs/SECURITY.md)",
     "tuning": "pushes and the fan-out",
@@ -97,6 +98,18 @@ def _flag(text: str) -> bool:
     if value in ("0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected on or off, got {text!r}")
+
+
+def _origins(text: str) -> tuple[str, ...]:
+    """``"https://a.example,http://b:8080"`` -> both; each a scheme://host[:port]."""
+    origins = tuple(o.strip().rstrip("/") for o in text.split(",") if o.strip())
+    for origin in origins:
+        scheme, sep, host = origin.partition("://")
+        if scheme not in ("http", "https") or not sep or not host or "/" in host:
+            raise argparse.ArgumentTypeError(
+                f"expected origins like https://chat.example.org, got {origin!r}"
+            )
+    return origins
 
 
 def is_pg(db: str) -> bool:
@@ -286,6 +299,26 @@ OPTIONS: tuple[Option, ...] = (
         "irc",
         _to_field("irc_guests"),
         switch=True,
+    ),
+    # web
+    Option(
+        "web-port",
+        int,
+        None,
+        "serve the web client at / and the protocol over WebSocket at /ws on this port, "
+        "with TLS when --tls-cert is given (docs/WEB.md); off by default",
+        "web",
+        _to_field("web_port"),
+    ),
+    Option(
+        "web-origin",
+        _origins,
+        _D.web_origins,
+        "the page origins allowed to open a WebSocket, comma-separated "
+        "(https://chat.example.org); default: the host the request was sent to",
+        "web",
+        _to_field("web_origins"),
+        metavar="ORIGINS",
     ),
     # cluster
     Option(

@@ -143,6 +143,7 @@ from chatroom_server.outbox import Flusher, Outbox, push_all
 from chatroom_server.readers import ReaderThread
 from chatroom_server.roster import SortedNames, UsersPublisher
 from chatroom_server.storm import DepartureStorm
+from chatroom_server.web import WebOutbox, WebSession, load_static
 
 if TYPE_CHECKING:
     from chatroom_server.cluster import ClusterBus, PgDatabase
@@ -214,6 +215,7 @@ class _Conn:
         "sock",
         "thread",
         "username",
+        "web",
     )
 
     def __init__(
@@ -253,6 +255,7 @@ class _Conn:
         self.in_login = False
         self.last_rx = now
         self.irc: IrcSession | None = None  # an IRC client (chatroom_server.irc)
+        self.web: WebSession | None = None  # a web client (chatroom_server.web)
         # With the message log, from login to its exit (ChatServer._replay_received): the
         # seqs (after, upto] of the DMs waiting in the inbox that its replay gave it
         # (after == upto: none; upto is the login's cut), until it shows it has them.
@@ -320,6 +323,12 @@ class ChatServer:
         self._irc_listeners: list[tuple[socket.socket, bool]] = []
         self._irc_translations = Translations()
         self.irc_addresses: list[tuple[str, int]] = []
+        # The web port's listener (docs/WEB.md), bound by start() when configured, and
+        # the client's files, read once.
+        self._web_listener: socket.socket | None = None
+        self.web_address: tuple[str, int] | None = None
+        self._web_files = load_static() if self.config.web_port is not None else {}
+        self._web_origins = frozenset(self.config.web_origins)
         self._pg: PgDatabase | None = None
         self._tls: ssl.SSLContext | None = None
         self.handler_crashes = 0  # written under _lock
@@ -435,9 +444,14 @@ class ChatServer:
         assert self._listener is not None
         try:
             self._bind_irc()
+            if self.config.web_port is not None:
+                self._web_listener = self._bind(self.config.web_port)
+                self.web_address = self._web_listener.getsockname()[:2]
         except BaseException:
             # Nothing runs yet: close what start() opened, as its other failures do.
             self._listener.close()
+            for s, _ in self._irc_listeners:
+                s.close()
             for opened in (self._bus, self._store, self._log, self._pg):
                 if opened is not None:
                     opened.close()
@@ -449,6 +463,11 @@ class ChatServer:
         for listener, tls in self._irc_listeners:
             self._spawn(lambda lst=listener, t=tls: self._accept_loop(lst, True, t), "chat-irc")
             log.info("IRC%s on %s:%d", " (TLS)" if tls else "", *listener.getsockname()[:2])
+        if self._web_listener is not None:
+            web = self._web_listener
+            self._spawn(lambda: self._accept_loop(web, web=True), "chat-web")
+            scheme = "https" if self._tls is not None else "http"
+            log.info("web client on %s://%s:%d/", scheme, *web.getsockname()[:2])
         self._spawn(self._publisher.run, "chat-users")
         self._spawn(self._reap_loop, "chat-reaper")
         if self.config.users_interval > 0:
@@ -528,7 +547,8 @@ class ChatServer:
         self._storm.freeze()  # a storm under way goes on; none begins (storm.py)
         self._reap_bell.ring()  # the reaper's wait ends now, not after its timeout
         log.info("shutting down")
-        for listener in [self._listener, *(s for s, _ in self._irc_listeners)]:
+        listeners = [self._listener, self._web_listener, *(s for s, _ in self._irc_listeners)]
+        for listener in listeners:
             if listener is not None:
                 with contextlib.suppress(OSError):
                     listener.shutdown(socket.SHUT_RDWR)  # wakes accept() on Linux
@@ -599,7 +619,12 @@ class ChatServer:
             self.irc_addresses.append(sock.getsockname()[:2])
 
     def _accept_loop(
-        self, listener: socket.socket | None = None, irc: bool = False, tls: bool = True
+        self,
+        listener: socket.socket | None = None,
+        irc: bool = False,
+        tls: bool = True,
+        *,
+        web: bool = False,
     ) -> None:
         listener = listener or self._listener
         assert listener is not None
@@ -613,13 +638,20 @@ class ChatServer:
                 log.error("accept failed: %s", exc)
                 self._stopping.wait(0.1)
                 continue
-            self._admit(sock, addr[0], f"{addr[0]}:{addr[1]}", irc, tls)
+            self._admit(sock, addr[0], f"{addr[0]}:{addr[1]}", irc, tls, web=web)
 
     def _exempt(self, ip: str) -> bool:
         return self.config.exempt_loopback and (ip.startswith("127.") or ip == "::1")
 
     def _admit(
-        self, sock: socket.socket, ip: str, addr: str, irc: bool = False, tls: bool = True
+        self,
+        sock: socket.socket,
+        ip: str,
+        addr: str,
+        irc: bool = False,
+        tls: bool = True,
+        *,
+        web: bool = False,
     ) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.config.send_buffer:
@@ -629,7 +661,7 @@ class ChatServer:
             sock = self._tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         num = next(self._numbers)
         assert self._flusher is not None
-        outbox = (IrcOutbox if irc else Outbox)(
+        outbox = (IrcOutbox if irc else WebOutbox if web else Outbox)(
             sock,
             self._flusher,
             limit=self.config.max_output,
@@ -643,6 +675,8 @@ class ChatServer:
             conn.irc = outbox.session = IrcSession(
                 self, conn, self.config.irc_channel, self._irc_translations
             )
+        elif isinstance(outbox, WebOutbox):
+            conn.web = outbox.session = WebSession(self, conn, self._web_files, self._web_origins)
         if c.rate_limit:
             conn.bucket = TokenBucket(c.rate_limit, c.rate_burst, now)
             conn.flood = FloodMeter(c.rate_limit * c.flood_factor, c.flood_seconds)
@@ -715,6 +749,8 @@ class ChatServer:
                 conn.last_rx = self._clock()
                 if conn.irc is not None:
                     keep = self._irc_lines(conn, conn.irc, data)
+                elif conn.web is not None:
+                    keep = conn.web.feed(data)
                 else:
                     try:
                         frames = decoder.feed(data)
