@@ -30,6 +30,7 @@ from typing import Any
 __all__ = ["ServerProcess", "TestServer", "async_running_server", "running_server"]
 
 _LISTENING = re.compile(r"listening on \[?[\w.:]+?\]?:(\d+)")
+_WEB = re.compile(r"web client on https?://\[?[\w.:]+?\]?:(\d+)/")  # logged before it
 
 
 class TestServer:
@@ -163,7 +164,11 @@ class ServerProcess:
         )
         assert self.proc.stderr is not None
         self.port = 0
+        self.web_port: int | None = None  # with --web-port (docs/WEB.md)
         for line in self.proc.stderr:  # the server logs this line first
+            web = _WEB.search(line)
+            if web:
+                self.web_port = int(web.group(1))
             m = _LISTENING.search(line)
             if m:
                 self.port = int(m.group(1))

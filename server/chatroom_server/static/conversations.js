@@ -1,0 +1,82 @@
+// The conversations the page holds: the room(s) and one per DM partner, each with its
+// messages by seq, so that a message is shown once however it arrives (live, in a
+// replay after a reconnect, or in a history page) — docs/PROTOCOL.md §Message log.
+//
+// Rooms: only the lobby exists today. The side list is built from `rooms()`, so when
+// the server has rooms (issue 35) each becomes a Conversation of kind "room" here and
+// gets its entry, unread count and history with no change to the rest of the page.
+
+export const LOBBY = "room:lobby";
+
+export class Conversation {
+  constructor(key, kind, title, peer = null) {
+    this.key = key;
+    this.kind = kind; // "room" or "dm"
+    this.title = title;
+    this.peer = peer; // the other user of a DM
+    this.bySeq = new Map(); // seq -> message
+    this.unread = 0;
+    this.hasMore = true; // older messages may exist (history paging)
+    this.loading = false;
+    this.loaded = false; // its first history page was asked for
+  }
+
+  get oldest() {
+    let min = null;
+    for (const seq of this.bySeq.keys()) if (min === null || seq < min) min = seq;
+    return min;
+  }
+
+  // True if this seq is new here (then it is kept).
+  add(msg) {
+    if (msg.seq == null) return true; // --history off: nothing to match on
+    if (this.bySeq.has(msg.seq)) return false;
+    this.bySeq.set(msg.seq, msg);
+    return true;
+  }
+}
+
+export class Conversations {
+  constructor() {
+    this.byKey = new Map();
+    this.get(LOBBY);
+  }
+
+  get(key) {
+    let c = this.byKey.get(key);
+    if (c === undefined) {
+      if (key.startsWith("room:")) {
+        c = new Conversation(key, "room", `# ${key.slice(5)}`);
+      } else {
+        const peer = key.slice(3);
+        c = new Conversation(key, "dm", `@ ${peer}`, peer);
+      }
+      this.byKey.set(key, c);
+    }
+    return c;
+  }
+
+  // A DM's conversation is keyed by the other user, ignoring case.
+  dmKey(peer) {
+    for (const c of this.byKey.values()) {
+      if (c.kind === "dm" && c.peer.toLowerCase() === peer.toLowerCase()) return c.key;
+    }
+    return `dm:${peer}`;
+  }
+
+  keyFor(msg, me) {
+    if (msg.kind === "dm" || msg.type === "dm") {
+      const mine = msg.from.toLowerCase() === me.toLowerCase();
+      return this.dmKey(mine ? msg.to : msg.from);
+    }
+    return LOBBY;
+  }
+
+  rooms() {
+    return [...this.byKey.values()].filter((c) => c.kind === "room");
+  }
+
+  dms() {
+    return [...this.byKey.values()].filter((c) => c.kind === "dm");
+  }
+}

@@ -1,0 +1,374 @@
+"""The web client in a real browser (docs/WEB.md): Debian's Chromium driven by Playwright,
+as tests/bots/test_report_browser.py does. Two browser users, an SDK client over TCP and
+an IRC client in one room; a tab that loses its server (killed, restarted) and resumes
+with nothing missing and nothing twice; registering, a wrong password, a message over
+the limit; history on scroll-up; the keyboard and a phone's width.
+
+Every page refuses and counts any request to a host other than the server's, and fails
+the test on a console error. ``make test`` installs Chromium; without it these fail in
+CI (CI=true) and are skipped, with the reason, elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chatroom import Broadcast, ChatClient, DirectMessage
+from chatroom.testing import ServerProcess
+from tests.helpers import PASSWORD, connect, quiet_server
+from tests.server.test_irc import Irc
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+# As bench/report_screenshot.py: headless, as root, and no calls home.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+T = 10_000  # ms: Playwright's waits
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not os.access(CHROMIUM, os.X_OK):
+        message = f"{CHROMIUM} is missing: `make test` installs Debian's chromium"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+class Tab:
+    """One browser tab (its own context: no shared storage) on the web client."""
+
+    def __init__(self, browser: Any, url: str, width: int = 1100, height: int = 750) -> None:
+        self.url = url
+        self.context = browser.new_context(viewport={"width": width, "height": height})
+        self.page = self.context.new_page()
+        self.page.set_default_timeout(T)
+        self.problems: list[str] = []
+        self.foreign: list[str] = []
+        self.allowed: list[re.Pattern[str]] = []  # console errors a test expects
+        origin = url.rstrip("/")
+        self.page.route(lambda u: not u.startswith(origin), self._refuse)
+        self.page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
+        self.page.on(
+            "console",
+            lambda m: self.problems.append(f"console: {m.text}") if m.type == "error" else None,
+        )
+        self.page.goto(url)
+
+    def _refuse(self, route: Any) -> None:
+        self.foreign.append(route.request.url)
+        route.abort()
+
+    def close(self) -> None:
+        self.context.close()
+
+    def check_clean(self) -> None:
+        assert self.foreign == [], self.foreign  # nothing asked of another host
+        problems = [p for p in self.problems if not any(a.search(p) for a in self.allowed)]
+        assert problems == [], problems
+
+    # ------------------------------------------------------------ login
+    def start_login(self, name: str) -> None:
+        self.page.get_by_label("Username").fill(name)
+        self.page.get_by_role("button", name="Continue").click()
+
+    def register(self, name: str, password: str = PASSWORD) -> None:
+        self.start_login(name)
+        self.page.get_by_label("Choose a password").fill(password)
+        self.page.get_by_label("Repeat the password").fill(password)
+        self.page.get_by_role("button", name="Register").click()
+        self.wait_online()
+
+    def login(self, name: str, password: str = PASSWORD) -> None:
+        self.start_login(name)
+        self.page.get_by_label(f"Password for {name}").fill(password)
+        self.page.get_by_role("button", name="Log in").click()
+        self.wait_online()
+
+    def wait_online(self) -> None:
+        self.page.wait_for_selector('#status[data-state="online"]')
+
+    # ------------------------------------------------------------ chat
+    def say(self, text: str) -> None:
+        box = self.page.locator("#message")
+        box.fill(text)
+        box.press("Enter")
+
+    def wait_message(self, text: str) -> None:
+        self.page.locator("#log li.msg", has_text=text).first.wait_for()
+
+    def open(self, title: str) -> None:
+        self.page.locator("#sidebar button.conv", has_text=title).click()
+
+    def write_to(self, name: str) -> None:
+        self.page.get_by_role("button", name=f"Write to {name}").click()
+
+    def log(self) -> list[tuple[int | None, str]]:
+        """(seq, text) of every message shown in the open conversation."""
+        rows: list[tuple[int | None, str]] = self.page.eval_on_selector_all(
+            "#log li.msg",
+            "els => els.map(e => [e.dataset.seq ? Number(e.dataset.seq) : null,"
+            " e.querySelector('.text').textContent])",
+        )
+        return [(seq, text) for seq, text in rows]
+
+    def texts(self) -> list[str]:
+        return [text for _, text in self.log()]
+
+
+@pytest.fixture
+def tabs(browser: Any) -> Iterator[list[Tab]]:
+    opened: list[Tab] = []
+    yield opened
+    for tab in opened:
+        try:
+            tab.check_clean()
+        finally:
+            tab.close()
+
+
+def open_tab(browser: Any, tabs: list[Tab], url: str, **size: int) -> Tab:
+    tab = Tab(browser, url, **size)
+    tabs.append(tab)
+    return tab
+
+
+def test_browsers_tcp_and_irc_in_one_room_messages_and_dms_all_ways(
+    browser: Any, tabs: list[Tab]
+) -> None:
+    with quiet_server(web_port=0, irc_port=0) as srv:
+        alice = open_tab(browser, tabs, srv.web_url)
+        alice.register("alice")
+        bob = open_tab(browser, tabs, srv.web_url)
+        bob.register("bob")
+        carol = ChatClient(srv.host, srv.port)
+        carol.connect()
+        try:
+            carol.login("carol", PASSWORD)
+            dave = Irc(srv.server.irc_addresses[0])
+            dave.register("dave")
+            try:
+                for tab in (alice, bob):
+                    for name in ("alice", "bob", "carol", "dave"):
+                        tab.page.get_by_role("button", name=f"Write to {name}").wait_for()
+
+                # Public: each of the four to the other three.
+                with carol.expect(Broadcast, check=lambda e: e.message == "hi from alice") as w:
+                    alice.say("hi from alice")
+                    w.wait(10)
+                bob.wait_message("hi from alice")
+                assert (
+                    dave.until("PRIVMSG") == ":alice!alice@chatroom PRIVMSG #lobby :hi from alice"
+                )
+                with carol.expect(Broadcast, check=lambda e: e.message == "hi from bob") as w:
+                    bob.say("hi from bob")
+                    w.wait(10)
+                alice.wait_message("hi from bob")
+                assert dave.until("PRIVMSG").endswith("PRIVMSG #lobby :hi from bob")
+                carol.pm("hi from carol")
+                dave.send("PRIVMSG #lobby :hi from dave")
+                for tab in (alice, bob):
+                    tab.wait_message("hi from carol")
+                    tab.wait_message("hi from dave")
+                assert dave.until("PRIVMSG").endswith("PRIVMSG #lobby :hi from carol")
+
+                # Direct: alice to each, and each back to alice.
+                with carol.expect(DirectMessage) as w:
+                    alice.say("/msg carol psst carol")
+                    assert w.wait(10).message == "psst carol"
+                alice.say("/msg dave psst dave")
+                assert dave.until("PRIVMSG").endswith("PRIVMSG dave :psst dave")
+                alice.write_to("bob")
+                alice.say("psst bob")
+                bob.page.locator("#dms button.conv .unread").wait_for()
+                bob.open("@ alice")
+                bob.wait_message("psst bob")
+                bob.say("back to alice from bob")
+                carol.dm("alice", "back from carol")
+                dave.send("PRIVMSG alice :back from dave")
+                alice.open("@ bob")
+                alice.wait_message("back to alice from bob")
+                alice.open("@ carol")
+                alice.wait_message("back from carol")
+                assert alice.texts() == ["psst carol", "back from carol"]
+                alice.open("@ dave")
+                alice.wait_message("back from dave")
+                # A DM stays between its two: the lobby shows none of them.
+                bob.open("# lobby")
+                lobby = bob.texts()
+                assert lobby == ["hi from alice", "hi from bob", "hi from carol", "hi from dave"]
+            finally:
+                dave.close()
+        finally:
+            carol.close()
+
+
+def test_a_tab_resumes_after_its_server_is_killed_and_restarted(
+    browser: Any, tabs: list[Tab], tmp_path: Path
+) -> None:
+    db = tmp_path / "chat.db"
+    first = ServerProcess(db, "--web-port", "0", "--rate-limit", "off")
+    assert first.web_port is not None
+    ports = ["--port", str(first.port), "--web-port", str(first.web_port)]
+    url = f"http://127.0.0.1:{first.web_port}/"
+    try:
+        tab = open_tab(browser, tabs, url)
+        # Chromium's own report of each attempt while the server is down.
+        tab.allowed.append(re.compile(r"WebSocket connection to .* failed"))
+        tab.register("alice")
+        bob = connect(first.address, "bob")
+        bob.send(command="pm", message="before the crash")
+        bob.expect("ack")
+        tab.wait_message("before the crash")
+        first.proc.kill()  # SIGKILL: no bye, no close frame
+        first.close()
+        tab.page.wait_for_selector('#status[data-state="offline"]')
+        assert "offline; reconnecting" in tab.page.locator("#status").inner_text()
+        tab.say("typed while offline")
+        second = ServerProcess(db, *ports, "--rate-limit", "off")
+        try:
+            bob = connect(second.address, "bob")
+            for i in range(3):
+                bob.send(command="pm", message=f"while away {i}")
+                bob.expect("ack")
+            tab.wait_online()
+            assert bob.until("broadcast")["message"] == "typed while offline"
+            tab.wait_message("while away 2")
+            bob.send(command="pm", message="after the return")
+            bob.expect("ack")
+            tab.wait_message("after the return")
+            tab.page.wait_for_selector("#log li.msg.pending", state="detached")
+            log = tab.log()
+            # Nothing missing, nothing twice, in seq order. Where the message typed
+            # offline falls among bob's depends on when the tab got back in: its seq says.
+            expected = [
+                "before the crash",
+                *[f"while away {i}" for i in range(3)],
+                "typed while offline",
+                "after the return",
+            ]
+            texts = [text for _, text in log]
+            assert sorted(texts) == sorted(expected), log
+            seqs = [seq for seq, _ in log if seq is not None]
+            assert len(seqs) == len(log) and seqs == sorted(set(seqs)), log
+        finally:
+            second.close()
+    finally:
+        first.close()
+
+
+def test_registering_a_wrong_password_and_a_message_over_the_limit(
+    browser: Any, tabs: list[Tab]
+) -> None:
+    with quiet_server(web_port=0, max_message=50) as srv:
+        tab = open_tab(browser, tabs, srv.web_url)
+        tab.start_login("alice")
+        tab.page.get_by_label("Choose a password").fill(PASSWORD)
+        tab.page.get_by_label("Repeat the password").fill(PASSWORD + "!")
+        tab.page.get_by_role("button", name="Register").click()
+        assert "differ" in tab.page.get_by_role("alert").first.inner_text()
+        tab.page.get_by_label("Choose a password").fill("short")
+        tab.page.get_by_label("Repeat the password").fill("short")
+        tab.page.get_by_role("button", name="Register").click()
+        assert "at least 8" in tab.page.locator("#login-error").inner_text()
+        tab.page.get_by_label("Choose a password").fill(PASSWORD)
+        tab.page.get_by_label("Repeat the password").fill(PASSWORD)
+        tab.page.get_by_role("button", name="Register").click()
+        tab.wait_online()
+
+        other = open_tab(browser, tabs, srv.web_url)
+        other.start_login("alice")
+        assert other.page.locator("#confirm-row").is_hidden()  # an existing name: once
+        other.page.get_by_label("Password for alice").fill("not the password")
+        other.page.get_by_role("button", name="Log in").click()
+        error = other.page.locator("#login-error")
+        error.filter(has_text=re.compile("password", re.I)).wait_for()
+        assert other.page.locator("#chat-view").is_hidden()
+
+        watcher = connect(srv.address, "bob")
+        tab.say("x" * 51)
+        assert "51 characters" in tab.page.locator("#composer-error").inner_text()
+        assert tab.page.locator("#message").input_value() == "x" * 51  # kept, not lost
+        tab.say("y" * 50)
+        assert watcher.until("broadcast")["message"] == "y" * 50  # the first to arrive
+        tab.page.wait_for_selector("#log li.msg[data-seq]")
+        assert tab.texts() == ["y" * 50]
+
+
+def test_history_loads_when_scrolling_up(browser: Any, tabs: list[Tab]) -> None:
+    with quiet_server(web_port=0) as srv:
+        bob = connect(srv.address, "bob")
+        for i in range(120):
+            bob.send(command="pm", message=f"old {i:03}", id=i)
+        bob.until("ack", id=119)
+        tab = open_tab(browser, tabs, srv.web_url)
+        tab.register("alice")
+        tab.wait_message("old 119")
+        assert len(tab.log()) == 50
+        for _ in range(10):
+            if tab.page.locator("#log-start").is_visible():
+                break
+            shown = len(tab.log())  # before the scroll: its page may come at once
+            tab.page.locator("#log-scroll").evaluate("e => { e.scrollTop = 0; }")
+            tab.page.wait_for_function(
+                "n => document.querySelectorAll('#log li.msg').length > n"
+                " || !document.querySelector('#log-start').hidden",
+                arg=shown,
+            )
+        texts = tab.texts()
+        assert texts == [f"old {i:03}" for i in range(120)]
+
+
+def test_keyboard_only_tab_completion_and_a_phone_width(browser: Any, tabs: list[Tab]) -> None:
+    with quiet_server(web_port=0) as srv:
+        connect(srv.address, "bobby_tables")
+        tab = open_tab(browser, tabs, srv.web_url, width=390, height=800)
+        page = tab.page
+        page.keyboard.type("alice")  # the username field has the focus at load
+        page.keyboard.press("Enter")
+        page.get_by_label("Choose a password").wait_for()
+        page.keyboard.type(PASSWORD)
+        page.keyboard.press("Tab")
+        page.keyboard.type(PASSWORD)
+        page.keyboard.press("Enter")
+        tab.wait_online()
+        # The composer has the focus; Tab completes a name at the start of the line.
+        page.keyboard.type("bob")
+        page.keyboard.press("Tab")
+        assert page.locator("#message").input_value() == "bobby_tables: "
+        page.keyboard.type("hello")
+        page.keyboard.press("Enter")
+        tab.wait_message("bobby_tables: hello")
+        # With nothing to complete, Tab moves on: nobody is trapped in the input.
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.id") == "me-button"
+        # At a phone's width the side lists are panels behind buttons.
+        assert page.locator("#sidebar").is_hidden()
+        page.get_by_role("button", name="Members").click()
+        assert page.locator("#members-panel").is_visible()
+        page.keyboard.press("Escape")
+        assert page.locator("#members-panel").is_hidden()
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390  # nothing wider than the screen
