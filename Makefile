@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PORT   ?= 5050
 
-.PHONY: venv lint typecheck test fuzz nemesis bench bench-history soak bench-irc report-screenshot demo cluster-demo server clean
+.PHONY: venv lint typecheck test fuzz nemesis bench bench-history soak bench-irc report-screenshot web-screenshot demo cluster-demo server clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -80,6 +80,10 @@ bench-irc: $(STAMP) $(NGIRCD)
 # A real 6 s load run, its HTML report opened in Chromium: docs/images/load-report.png.
 report-screenshot: $(STAMP) $(CHROMIUM)
 	$(PY) bench/report_screenshot.py
+
+# The web client in Chromium, as a person uses it: docs/images/web-*.png (docs/WEB.md).
+web-screenshot: $(STAMP) $(CHROMIUM)
+	$(PY) bench/web_screenshot.py
 
 # A local server, the demo bots, and the REPL in front; all stopped when the REPL exits.
 demo: $(STAMP)
