@@ -17,7 +17,7 @@ from chatroom.extras import require_or_exit
 # chat-server says what to install in one line and exits with status 2.
 require_or_exit("server", "chat-server")
 
-from chatroom_server import futexhash, options  # noqa: E402
+from chatroom_server import futexhash, options, subcommands  # noqa: E402
 from chatroom_server.accounts import AccountStore, AccountStoreError  # noqa: E402
 from chatroom_server.cluster import ClusterUnavailable  # noqa: E402
 from chatroom_server.config import ConfigError, ServerConfig  # noqa: E402
@@ -99,6 +99,9 @@ def tune_gc() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in subcommands.COMMANDS:  # chat-server backup FILE, ...
+        return subcommands.run(argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),
