@@ -121,6 +121,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A thread per connection: the kernel's futex hash sized for them (futexhash.py).
         buckets = futexhash.widen(config.max_connections + SERVER_THREADS)
         server.start()
+        admin = None
+        if args.admin_port is not None:
+            from chatroom_server.admin_http import AdminHttp
+
+            admin = AdminHttp(server, args.admin_host, args.admin_port)
+            admin.start()
         tune_gc()
         if buckets:
             log.info("futex hash: %d buckets", buckets)
@@ -156,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Wake up now and then so the signal handler runs promptly on every platform.
     while not stop.wait(0.5):
         pass
+    if admin is not None:
+        admin.stop()
     server.stop()
     return 0
 

@@ -79,6 +79,7 @@ from typing import Protocol, TypeVar
 
 from chatroom.protocol import ErrorCode, ErrorEvent, RequestId, encode, username_key
 from chatroom_server.messagelog import Conflict, Duplicate, MessageLog, NewMessage, StorageError
+from chatroom_server.metrics import FanOutStats
 from chatroom_server.outbox import Outbox
 
 T = TypeVar("T")
@@ -226,6 +227,7 @@ class FanOut:
         self._helper: threading.Thread | None = None  # started under _lock
         self.crashes = 0  # rounds that raised (a bug); written under _lock
         self.storage_failures = 0  # passes whose messages could not be stored (under _lock)
+        self.stats = FanOutStats()  # for the metrics (chatroom_server.metrics); under _lock
 
     # ------------------------------------------------------------ reader threads
 
@@ -359,6 +361,7 @@ class FanOut:
                 if type(item) is _Batch:
                     size += item.size
             behind = bool(queue)
+            began_pass = time.perf_counter()  # the metrics' (real) time, not _clock
             if self._log is not None:
                 self._guarded(self._store, items)
             else:
@@ -366,6 +369,7 @@ class FanOut:
                     if type(item) is _Batch:
                         item.data = b"".join(item.frames)
                         item.ack = b"".join(item.acks)
+                        self.stats.messages += len(item.frames)
             i, n = 0, len(items)
             while i < n:
                 item = items[i]
@@ -398,6 +402,8 @@ class FanOut:
                 # This pass could not take everything: the rest is already a batch, and
                 # pausing would only let it grow.
                 self._paced_until = 0.0
+            self.stats.passes += 1
+            self.stats.pass_time.observe(time.perf_counter() - began_pass)
         return False
 
     def _store(self, items: list[_Batch | Direct | tuple[Member, Callable[[], object]]]) -> None:
@@ -417,6 +423,7 @@ class FanOut:
                 msgs.append(item.msg)
         if not msgs:
             return
+        began = time.perf_counter()
         try:
             seqs = self._log.append(msgs)
         except StorageError as exc:
@@ -432,6 +439,8 @@ class FanOut:
                 "storing messages works again after %d failed passes", self.storage_failures
             )
             self.storage_failures = 0
+        self.stats.commit.observe(time.perf_counter() - began)
+        self.stats.messages += len(msgs)
         k = 0
         for item in items:
             if type(item) is _Batch:
@@ -504,6 +513,7 @@ class FanOut:
                 b.conn.outbox.send(b.ack)
             return
         roster = self._roster()
+        self.stats.deliveries += sum(len(b.frames) for b in run) * max(0, len(roster) - 1)
         # One send per recipient, straight away (Outbox.offer); the acks after every
         # recipient has the broadcasts (docs/PROTOCOL.md §pm).
         # Nor to its sender's new session, when it logged in again (a cut) before this

@@ -477,6 +477,21 @@ OPTIONS: tuple[Option, ...] = (
         restart=False,
         choices=("debug", "info", "warning", "error"),
     ),
+    Option(
+        "admin-port",
+        int,
+        None,
+        "serve /metrics, /health and /ready over HTTP on this port (docs/OPERATIONS.md); "
+        "off by default",
+        "process",
+    ),
+    Option(
+        "admin-host",
+        str,
+        "127.0.0.1",
+        "the admin endpoint's address: loopback, unless a proxy in front guards it",
+        "process",
+    ),
 )
 
 BY_NAME: Mapping[str, Option] = {o.name: o for o in OPTIONS}

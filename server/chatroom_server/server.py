@@ -139,6 +139,7 @@ from chatroom_server.limits import (
     WindowCounter,
 )
 from chatroom_server.messagelog import MessageLog, NewMessage, StorageError, Stored
+from chatroom_server.metrics import server_tally
 from chatroom_server.outbox import Flusher, Outbox, push_all
 from chatroom_server.readers import ReaderThread
 from chatroom_server.roster import SortedNames, UsersPublisher
@@ -332,6 +333,7 @@ class ChatServer:
         self._pg: PgDatabase | None = None
         self._tls: ssl.SSLContext | None = None
         self.handler_crashes = 0  # written under _lock
+        self.stats = server_tally()  # the metrics' counts (chatroom_server.metrics)
         c = self.config
         self._clock = c.clock
         self._wall = c.wall_clock
@@ -668,6 +670,8 @@ class ChatServer:
             stall_timeout=self.config.stall_timeout,
             name=f"conn {num} ({addr})",
         )
+        outbox.on_drop = self._dropped
+        self.stats.add("accepted")
         c = self.config
         now = self._clock()
         conn = _Conn(num, sock, ip, addr, outbox, now)
@@ -700,6 +704,10 @@ class ChatServer:
             conn.thread.start(self._serve, conn)  # returns at once (readers.py)
         except RuntimeError as exc:
             self._not_started(conn, exc)
+
+    def _dropped(self, reason: str) -> None:
+        """An outbox disconnected its slow client (chatroom_server.outbox)."""
+        self.stats.add("drops")
 
     def _not_started(self, conn: _Conn, exc: RuntimeError) -> None:
         """``conn``'s thread could not start ("can't start new thread": out of threads
@@ -1257,6 +1265,7 @@ class ChatServer:
         if isinstance(attempt, Throttled):
             # Only an existing account's failures throttle; it is not even looked up.
             conn.failed_logins += 1
+            self.stats.add("login_failures")
             self._send_error(
                 conn, ErrorCode.RATE_LIMITED, self._throttled_text(cmd, conn, attempt), cmd.id
             )
@@ -1298,6 +1307,7 @@ class ChatServer:
         if not new_user and not right:
             attempt.failed(self._clock())
             conn.failed_logins += 1
+            self.stats.add("login_failures")
             self._send_error(conn, ErrorCode.BAD_CREDENTIALS, "wrong username or password", cmd.id)
             if conn.failed_logins >= self.config.max_failed_logins:
                 log.info("closing %r after %d failed logins", conn, conn.failed_logins)
@@ -1417,6 +1427,7 @@ class ChatServer:
         count = 0
         since = cmd.since
         first = upto  # the replay gives the DMs waiting after this seq
+        told_truncated = False  # for the metrics
         try:
             if since is None:
                 # None of those it provably received, if their rows are still there.
@@ -1428,7 +1439,7 @@ class ChatServer:
                 # A cursor from another database (wiped, restored): nothing it counted
                 # means anything here.
                 head.append(encode(ReplayTruncated(oldest_seq=upto + 1)))
-                after, truncated = upto, False
+                after, truncated, told_truncated = upto, False, True
             else:
                 if mlog.maybe_inbox(name):
                     # The client has every message up to since: DMs waiting up to it
@@ -1446,7 +1457,7 @@ class ChatServer:
                 if truncated:
                     oldest = rows[0].seq if rows else upto + 1
                     head.append(encode(ReplayTruncated(oldest_seq=oldest)))
-                    truncated = False
+                    truncated, told_truncated = False, True
                 if not rows:
                     break
                 count += len(rows)
@@ -1468,6 +1479,9 @@ class ChatServer:
         if truncated:  # nothing left to replay after all (pruned meanwhile)
             head.append(encode(ReplayTruncated(oldest_seq=upto + 1)))
         head.append(encode(ReplayDone(count=count, seq=upto)))
+        self.stats.add("replays")
+        if told_truncated or truncated:
+            self.stats.add("replays_truncated")
         if not outbox.release(b"".join(head)):
             return False
         if first < upto and (inbox or mlog.maybe_inbox(name)):
@@ -1628,6 +1642,7 @@ class ChatServer:
             # Queued frames keep their order, so whatever reached the new session
             # meanwhile still follows its login_ok.
             conn.outbox.push()
+            self.stats.add("logins")
             push_all(c.outbox for c in legacy)
             if old is not None:
                 log.info("%s logged in again from %s; replacing %r", name, conn.addr, old)
