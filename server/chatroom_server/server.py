@@ -274,6 +274,10 @@ class _Conn:
 class ChatServer:
     """A chat server; ``start()`` binds and returns, ``stop()`` shuts down cleanly."""
 
+    # Cluster: the longest a login waits for this node to deliver what was stored
+    # before it (_catch_up).
+    catch_up_timeout = 5.0
+
     def __init__(self, config: ServerConfig | None = None) -> None:
         self.config = config or ServerConfig()
         self._lock = threading.Lock()  # see module docstring for what it guards
@@ -320,6 +324,11 @@ class ChatServer:
         self._store: AccountStore | None = None
         self._log: MessageLog | None = None  # opened by start() unless history is off
         self._bus: ClusterBus | None = None  # the cluster's Redis side (start())
+        # Cluster: the highest seq stored by any node (start()); and, notified by the
+        # bus's consumer thread each time this node's delivered cut (the log's
+        # last_seq) moves, what a login waits on until the cut reaches it (_catch_up).
+        self._stored_seq: Callable[[], int] | None = None
+        self._delivered = threading.Condition(threading.Lock())
         # IRC listeners: (socket, with TLS); bound by start() when configured.
         self._irc_listeners: list[tuple[socket.socket, bool]] = []
         self._irc_translations = Translations()
@@ -420,6 +429,7 @@ class ChatServer:
             remote = bus.snapshot()
             mlog = PgMessageLog(self._pg, publish=bus.publish, ready=bus.ready)
             self._log = mlog  # type: ignore[assignment]
+            self._stored_seq = mlog.stored_seq
         except Exception:
             self._listener.close()
             bus.close()
@@ -1364,6 +1374,7 @@ class ChatServer:
         self._clear_received(name)
         bus = self._bus
         if bus is not None:
+            self._catch_up(cmd)
             try:
                 # One session per user in the whole cluster: the node that had it ends
                 # it with bye session_replaced when it reads our claim.
@@ -1389,6 +1400,27 @@ class ChatServer:
         if not replaying:
             return True
         return self._replay(conn, name, cmd, upto)
+
+    def _catch_up(self, cmd: LoginCommand) -> None:
+        """Cluster: wait until this node has delivered every message stored before this
+        login (its cut, login_ok's seq, lags the log after a partition or a pause):
+        else the replay would stop short of it and the rest come live, messages the user
+        had already had on another node among them (docs/RELIABILITY.md F3). At most
+        ``catch_up_timeout`` s; then ``unavailable``: another node may be up to date."""
+        mlog, stored = self._log, self._stored_seq
+        assert mlog is not None and stored is not None
+        try:
+            head = stored()
+        except StorageError as exc:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, f"try again: {exc}", cmd.id) from exc
+        with self._delivered:
+            if not self._delivered.wait_for(lambda: mlog.last_seq >= head, self.catch_up_timeout):
+                raise ProtocolError(
+                    ErrorCode.UNAVAILABLE,
+                    f"try again: this node has delivered the cluster's messages up to seq "
+                    f"{mlog.last_seq}, not yet {head}",
+                    cmd.id,
+                )
 
     def _begin_logged(
         self, conn: _Conn, name: str, new_user: bool, cmd: LoginCommand
@@ -1900,6 +1932,8 @@ class ChatServer:
             for c in roster:
                 c.outbox.push()
             mlog.last_seq = last
+            with self._delivered:
+                self._delivered.notify_all()  # logins waiting for the cut (_catch_up)
 
         try:
             self._fanout.exclusive(deliver, timeout=30.0)

@@ -5,12 +5,17 @@ PostgreSQL."""
 from __future__ import annotations
 
 import signal
+import threading
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from chatroom.testing import TestServer
 from chatroom_server.cluster.pg import PgDatabase, PgMessageLog
-from chatroom_server.messagelog import Conflict, Duplicate, MessageLog, NewMessage
+from chatroom_server.messagelog import Conflict, Duplicate, MessageLog, NewMessage, Stored
 from tests.cluster.conftest import Cluster
-from tests.helpers import connect
+from tests.helpers import PASSWORD, RawClient, connect
 from tests.server.test_messagelog import (
     cid_conflicts,
     login,
@@ -148,3 +153,74 @@ def test_a_resume_on_another_node_gets_the_rest_exactly_once(cluster: Cluster) -
     rest = waiting(b.address, "bob", since=got[-1])
     assert [f["seq"] for f in rest] == seqs[5:]
     nothing_waits(a.address, "bob")
+
+
+class _Behind:
+    """Holds a node's deliveries from the cluster's stream until ``released``: the node
+    falls behind the log, as after a partition or a pause (docs/RELIABILITY.md F3)."""
+
+    def __init__(self, node: TestServer, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.released = threading.Event()
+        real = node.server.cluster_deliver
+
+        def held(messages: list[Stored], inbox: set[int]) -> None:
+            self.released.wait(30)  # the test releases it (or ends) well before
+            real(messages, inbox)
+
+        monkeypatch.setattr(node.server, "cluster_deliver", held)
+
+
+def test_a_login_on_a_node_behind_the_log_waits_for_it(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """F3: bob logs in on a node that has not delivered the last messages yet. Its cut
+    (login_ok's seq) was where it stood, his replay stopped there, and the rest came
+    live: the queued DM after the public messages, and on the SDK's side a cursor that
+    jumped. The login now waits until the node has delivered what was stored before it;
+    everything before login_ok's seq is in the replay or was not for him, nothing of it
+    comes live."""
+    a, b = cluster.add(), cluster.add()
+    with RawClient(b.address) as c:  # bob's account; he is offline from here on
+        login(c, "bob")
+    behind = _Behind(b, monkeypatch)
+    alice = connect(a.address, "alice")
+    for i in range(3):
+        alice.send(command="pm", message=f"public {i}", id=i)
+        alice.until("ack", id=i)
+    alice.send(command="dm", to="bob", message="waiting for you", id="dm")
+    ack = alice.until("ack", id="dm")
+    assert ack["queued"] is True
+    bob = RawClient(b.address)
+    bob.send(command="login", username="bob", password=PASSWORD)
+    try:
+        early: dict[str, Any] | None = bob.recv(timeout=1.0)  # the defect: at once
+    except TimeoutError:
+        early = None  # waiting for the node, as it should
+    behind.released.set()
+    ok = early or bob.recv()
+    assert ok["type"] == "login_ok" and ok["replay"] is True
+    assert ok["seq"] >= ack["seq"], "login_ok's seq is behind a message stored before it"
+    got, done, _ = replay(bob)
+    assert [(f["seq"], f["message"]) for f in got] == [(ack["seq"], "waiting for you")]
+    assert done["seq"] == ok["seq"]
+    alice.send(command="pm", message="after", id="after")
+    alice.until("ack", id="after")
+    live = bob.until("broadcast")
+    assert live["message"] == "after"  # nothing stored before the login came live
+
+
+def test_a_node_that_cannot_catch_up_refuses_the_login_for_now(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = cluster.add(), cluster.add()
+    behind = _Behind(b, monkeypatch)
+    b.server.catch_up_timeout = 0.2
+    alice = connect(a.address, "alice")
+    alice.send(command="pm", message="stored", id=1)
+    alice.until("ack", id=1)
+    bob = RawClient(b.address)
+    bob.send(command="login", username="bob", password=PASSWORD, id=2)
+    bob.expect_error("unavailable", id=2)  # another node may be up to date
+    behind.released.set()
+    bob.send(command="login", username="bob", password=PASSWORD, id=3)
+    assert bob.expect("login_ok", id=3)["seq"] >= 1
