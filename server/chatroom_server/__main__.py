@@ -17,7 +17,7 @@ from chatroom.extras import require_or_exit
 # chat-server says what to install in one line and exits with status 2.
 require_or_exit("server", "chat-server")
 
-from chatroom_server import futexhash, options, subcommands  # noqa: E402
+from chatroom_server import futexhash, logfmt, options, subcommands  # noqa: E402
 from chatroom_server.accounts import AccountStore, AccountStoreError  # noqa: E402
 from chatroom_server.cluster import ClusterUnavailable  # noqa: E402
 from chatroom_server.config import ConfigError, ServerConfig  # noqa: E402
@@ -103,10 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] in subcommands.COMMANDS:  # chat-server backup FILE, ...
         return subcommands.run(argv)
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
+    logfmt.configure(args.log_level, args.log_format)
     # The format shows no thread names, and asking for one in a connection thread
     # (started with _thread, chatroom_server.readers) would make threading keep a
     # _DummyThread for it.

@@ -478,6 +478,15 @@ OPTIONS: tuple[Option, ...] = (
         choices=("debug", "info", "warning", "error"),
     ),
     Option(
+        "log-format",
+        str,
+        "text",
+        "json: one object per line, with the connection's and user's fields where they "
+        "apply (docs/OPERATIONS.md)",
+        "process",
+        choices=("text", "json"),
+    ),
+    Option(
         "admin-port",
         int,
         None,

@@ -118,6 +118,7 @@ from chatroom.protocol import (
     username_key,
     validate_command,
 )
+from chatroom_server import logfmt
 from chatroom_server.accounts import (
     HASHERS,
     Account,
@@ -740,6 +741,7 @@ class ChatServer:
     # ---------------------------------------------------------------- per connection
 
     def _serve(self, conn: _Conn) -> None:
+        logfmt.serving(conn)  # this thread's log lines name it (--log-format json)
         log.debug("%r connected", conn)
         decoder = FrameDecoder(self.config.limits.max_frame)
         reason = "closed by client"
