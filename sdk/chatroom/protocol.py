@@ -107,6 +107,7 @@ class ByeReason(StrEnum):
     SESSION_REPLACED = "session_replaced"
     TIMEOUT = "timeout"  # not logged in in time, or silent for too long
     FLOOD = "flood"  # sustained flooding past the rate limit
+    DISCONNECTED = "disconnected"  # an operator ended the session (chat-server admin)
 
 
 # --------------------------------------------------------------------------------------

@@ -121,8 +121,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         admin = None
         if args.admin_port is not None:
             from chatroom_server.admin_http import AdminHttp
+            from chatroom_server.adminctl import token_path
 
-            admin = AdminHttp(server, args.admin_host, args.admin_port)
+            # chat-server admin reads the token there (chatroom_server.adminctl).
+            token = token_path(args.db)
+            admin = AdminHttp(server, args.admin_host, args.admin_port, token)
             admin.start()
         tune_gc()
         if buckets:

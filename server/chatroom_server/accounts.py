@@ -169,9 +169,10 @@ class AccountStore:
         self._reader_dbs: list[sqlite3.Connection] = []  # all of those, for close(); _lock
         # username_key -> (the account, _proof() of a password that passed for it):
         # written by the store's threads after a registration or a check that passed,
-        # read by authenticate() on any thread. A password never changes (the protocol
-        # has no such command) and an account is never deleted, so an entry stays true;
-        # single dict operations, atomic under the GIL: no lock. None: not kept at all.
+        # read by authenticate() on any thread. A password changes and an account goes
+        # only by an operator (delete, set_password), which drop the entry; otherwise it
+        # stays true. Single dict operations, atomic under the GIL: no lock. None: not
+        # kept at all.
         self._proofs: dict[str, tuple[Account, bytes]] | None = (
             {} if hasher.memory_cost <= PROOF_MAX_KIB else None
         )
@@ -320,14 +321,54 @@ class AccountStore:
         except sqlite3.Error as exc:
             raise _busy(exc) from exc
 
-    def _update_hash(self, name: str, password_hash: str) -> None:
+    def _update_hash(self, name: str, password_hash: str) -> bool:
+        """Whether the account exists (and now has this hash)."""
         try:
             with self._lock:
-                self._db.execute(
+                cur = self._db.execute(
                     "UPDATE accounts SET hash = ? WHERE name = ?", (password_hash, name)
                 )
         except sqlite3.Error as exc:
             raise _busy(exc) from exc
+        return cur.rowcount > 0
+
+    def _delete(self, name: str) -> bool:
+        try:
+            with self._lock:
+                cur = self._db.execute("DELETE FROM accounts WHERE name = ?", (name,))
+        except sqlite3.Error as exc:
+            raise _busy(exc) from exc
+        return cur.rowcount > 0
+
+    def accounts(self) -> list[tuple[str, float]]:
+        """Every account's name and creation time, by name (chat-server admin)."""
+        try:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT name, created FROM accounts ORDER BY name"
+                ).fetchall()
+        except sqlite3.Error as exc:
+            raise _busy(exc) from exc
+        return [(str(r[0]), float(r[1])) for r in rows]
+
+    # ------------------------------------------------------------ administration
+    # (chat-server admin, chatroom_server.adminctl): the only ways a password changes or
+    # an account goes, so each forgets what ``_proofs`` remembered of it.
+
+    def delete(self, name: str) -> bool:
+        """Delete the account (its messages stay); whether there was one."""
+        gone = self._delete(name)
+        if self._proofs is not None:
+            self._proofs.pop(username_key(name), None)
+        return gone
+
+    def set_password(self, name: str, password: str) -> bool:
+        """Give the account a new password; whether there is such an account."""
+        password_hash = self._on_worker(self._hasher.hash, password)
+        done = self._update_hash(name, password_hash)
+        if self._proofs is not None:
+            self._proofs.pop(username_key(name), None)
+        return done
 
     def lookup(self, name: str) -> Account | None:
         """:meth:`get` on one of the store's threads, as a login does it. On the

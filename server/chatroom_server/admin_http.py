@@ -2,8 +2,12 @@
 health): ``/metrics`` in Prometheus's text format, made by the official client library,
 ``/health`` (the process answers) and ``/ready`` (it serves, and its storage answers).
 
-Loopback by default: the metrics name no user, but the endpoint has no authentication,
-so it is for the machine's own Prometheus agent or a reverse proxy, never the internet.
+Loopback by default: the metrics name no user, and they need no authentication, so the
+endpoint is for the machine's own Prometheus agent or a reverse proxy, never the
+internet. ``/admin/...`` (chat-server admin's verbs on a running server,
+chatroom_server.adminctl) needs the token the server writes at start-up into a file
+only its user can read (``token_file``): any local user can reach loopback, and only
+the one who may read the database may administer it.
 
 Threads: one HTTP thread per request (``ThreadingHTTPServer``), apart from the chat
 traffic. A scrape reads the server's counts (chatroom_server.metrics) without taking the
@@ -15,9 +19,14 @@ milliseconds of one thread, every scrape interval.
 
 from __future__ import annotations
 
+import hmac
+import json
 import logging
+import os
+import secrets
 import sqlite3
 import threading
+import urllib.parse
 from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,6 +43,9 @@ from prometheus_client.core import (
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from chatroom.protocol import Bye, ByeReason, encode, username_key
+from chatroom_server.accounts import AccountExists, AccountStoreBusy
+from chatroom_server.dbfile import create_private
 from chatroom_server.messagelog import StorageError
 
 if TYPE_CHECKING:
@@ -183,20 +195,150 @@ def readiness(server: ChatServer) -> str | None:
     return None
 
 
-class AdminHttp:
-    """``/metrics``, ``/health`` and ``/ready`` for one ChatServer, on its own port."""
+_BYE_DISCONNECTED = encode(Bye(reason=ByeReason.DISCONNECTED))
 
-    def __init__(self, server: ChatServer, host: str = "127.0.0.1", port: int = 0) -> None:
+
+class AdminRefused(Exception):
+    """An admin request that cannot be done: (HTTP status, why)."""
+
+    def __init__(self, status: int, why: str) -> None:
+        super().__init__(why)
+        self.status = status
+
+
+class Admin:
+    """chat-server admin's verbs, done by the running server (chatroom_server.adminctl)."""
+
+    def __init__(self, server: ChatServer) -> None:
+        self._server = server
+
+    def _store(self) -> Any:
+        store = self._server._store
+        if store is None:
+            raise AdminRefused(503, "the server has no account store open")
+        return store
+
+    def accounts(self) -> list[dict[str, Any]]:
+        return [{"name": n, "created": c} for n, c in self._store().accounts()]
+
+    def sessions(self) -> list[dict[str, Any]]:
+        s = self._server
+        now = s._clock()
+        out = []
+        for conn in list(s._by_key.values()):  # one C call: a snapshot
+            out.append(
+                {
+                    "name": conn.username,
+                    "addr": conn.addr,
+                    "transport": "irc" if conn.irc is not None else "json",
+                    "tls": conn.outbox.tls,
+                    "seconds": round(now - conn.connected_at, 1),
+                }
+            )
+        return sorted(out, key=lambda x: str(x["name"]).lower())
+
+    def disconnect(self, name: str) -> bool:
+        """End ``name``'s session on this server: bye ``disconnected``."""
+        conn = self._server._by_key.get(username_key(name))
+        if conn is None:
+            return False
+        log.warning("an operator disconnects %s (%s)", conn.username, conn.addr)
+        conn.outbox.finish(_BYE_DISCONNECTED)
+        return True
+
+    def create(self, name: str, password: str) -> str:
+        self._check(password)
+        try:
+            self._store().register(name, password)
+        except AccountExists:
+            raise AdminRefused(409, f"the name {name} is taken") from None
+        return f"created {name}"
+
+    def delete(self, name: str) -> str:
+        if not self._store().delete(name):
+            raise AdminRefused(404, f"no account {name}")
+        ended = self.disconnect(name)
+        log.warning("an operator deleted the account %s", name)
+        return f"deleted {name}" + (" and ended its session" if ended else "")
+
+    def reset_password(self, name: str, password: str) -> str:
+        self._check(password)
+        if not self._store().set_password(name, password):
+            raise AdminRefused(404, f"no account {name}")
+        ended = self.disconnect(name)
+        log.warning("an operator set a new password for %s", name)
+        return f"set a new password for {name}" + (" and ended its session" if ended else "")
+
+    def prune(self, days: float | None, most: int | None) -> dict[str, int]:
+        s = self._server
+        mlog = s._log
+        if mlog is None:
+            raise AdminRefused(409, "the server keeps no history (--history off)")
+        if days is None and most is None:
+            deleted = s.prune_history()  # the server's own retention, now
+        else:
+            deleted = mlog.prune(
+                now=s._wall(), max_age=None if days is None else days * 86400, max_count=most
+            )
+        return {"deleted": deleted, "oldest_seq": mlog.oldest_seq}
+
+    def _check(self, password: str) -> None:
+        least = self._server.config.limits.min_password
+        if len(password) < least:
+            raise AdminRefused(400, f"a password has at least {least} characters")
+
+
+class AdminHttp:
+    """``/metrics``, ``/health`` and ``/ready`` for one ChatServer, on its own port; and
+    ``/admin/...`` with the token written to ``token_file`` (None: no /admin at all)."""
+
+    def __init__(
+        self,
+        server: ChatServer,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token_file: Path | None = None,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(ServerCollector(server))
         ProcessCollector(registry=self.registry)  # CPU seconds, memory, open files
         chat = server
         registry = self.registry
+        admin = Admin(server)
+        self.token_file = token_file
+        token = secrets.token_urlsafe(32) if token_file is not None else None
 
         class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self._admin("POST")
+
+            def _admin(self, method: str) -> None:
+                url = urllib.parse.urlsplit(self.path)
+                q = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query).items()}
+                given = self.headers.get("Authorization", "").removeprefix("Bearer ")
+                if token is None or not hmac.compare_digest(given, token):
+                    self._send(403, b"forbidden: chat-server admin sends the server's token\n")
+                    return
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(min(length, 4096)).decode("utf-8", "replace")
+                try:
+                    out = _route(admin, method, url.path.removeprefix("/admin/"), q, body)
+                except AdminRefused as exc:
+                    self._send(exc.status, f"{exc}\n".encode())
+                    return
+                except (AccountStoreBusy, StorageError) as exc:
+                    self._send(503, f"{exc}\n".encode())
+                    return
+                except (KeyError, ValueError) as exc:
+                    self._send(400, f"bad request: {exc}\n".encode())
+                    return
+                self._send(200, json.dumps(out).encode(), "application/json")
+
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
-                if path == "/metrics":
+                if path.startswith("/admin/"):
+                    self._admin("GET")
+                elif path == "/metrics":
                     self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
                 elif path == "/health":
                     self._send(200, b"ok\n")
@@ -219,6 +361,8 @@ class AdminHttp:
             def log_message(self, format: str, *args: Any) -> None:
                 log.debug("admin http: " + format, *args)
 
+        if token_file is not None and token is not None:
+            _write_token(token_file, token)
         self._httpd = ThreadingHTTPServer((host, port), Handler)
         self._httpd.daemon_threads = True
         self.address: tuple[str, int] = self._httpd.server_address[:2]  # type: ignore[assignment]
@@ -235,3 +379,43 @@ class AdminHttp:
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(timeout=5)
+        if self.token_file is not None:
+            self.token_file.unlink(missing_ok=True)
+
+
+def _write_token(path: Path, token: str) -> None:
+    """A file only this user reads, holding ``token`` (a stale one is replaced)."""
+    path.unlink(missing_ok=True)
+    if not create_private(path):
+        raise OSError(f"cannot create the admin token file {path}")
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, token.encode() + b"\n")
+    finally:
+        os.close(fd)
+
+
+def _route(admin: Admin, method: str, verb: str, q: dict[str, str], body: str) -> Any:
+    """One /admin/VERB request to :class:`Admin`; what to answer, as JSON."""
+    if method == "GET" and verb == "accounts":
+        return admin.accounts()
+    if method == "GET" and verb == "sessions":
+        return admin.sessions()
+    if method != "POST":
+        raise AdminRefused(404, f"no GET /admin/{verb}")
+    if verb == "prune":
+        days = float(q["days"]) if "days" in q else None
+        most = int(q["max"]) if "max" in q else None
+        return admin.prune(days, most)
+    name = q["name"]
+    if verb == "create":
+        return {"said": admin.create(name, body)}
+    if verb == "delete":
+        return {"said": admin.delete(name)}
+    if verb == "reset-password":
+        return {"said": admin.reset_password(name, body)}
+    if verb == "disconnect":
+        if not admin.disconnect(name):
+            raise AdminRefused(404, f"{name} is not logged in here")
+        return {"said": f"disconnected {name}"}
+    raise AdminRefused(404, f"no POST /admin/{verb}")

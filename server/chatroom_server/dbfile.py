@@ -83,6 +83,21 @@ def exclusive(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def in_use(path: Path) -> bool:
+    """Whether a process has the database open as a server does (:func:`hold`)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False  # no file: nobody has it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 def connect_existing(path: Path) -> sqlite3.Connection:
     """A connection to a database that must exist (never creates an empty one)."""
     if not path.is_file():

@@ -24,7 +24,8 @@ Threads and ownership:
   ``_inbox_users`` names every user with DMs waiting, and maybe some whose inbox was
   emptied since (:meth:`has_inbox` finds out).
 - ``_readers`` is a queue of connections: a reader takes one, queries, puts it back.
-- ``_prune_db`` belongs to the pruning thread (and to tests calling :meth:`prune`).
+- ``_prune_db`` belongs to whoever holds ``_prune_lock``: the pruning thread, or an
+  operator's ``chat-server admin prune`` on the admin endpoint's thread.
 - ``_inbox_db`` deletes DMs from the inbox once they reached their reader (any reader
   thread, under ``_inbox_lock``).
 """
@@ -224,6 +225,7 @@ class MessageLog:
         for _ in range(readers):
             self._readers.put(self._connect())
         self._prune_db = self._connect()
+        self._prune_lock = threading.Lock()  # guards _prune_db
         # The inbox's deletions, from the reader threads whose clients received the DMs.
         self._inbox_db = self._connect()
         self._inbox_lock = threading.Lock()  # guards _inbox_db
@@ -419,6 +421,21 @@ class MessageLog:
         max_count: int | None,
         batch: int = 500,
         pause: Callable[[], bool] = lambda: False,
+    ) -> int:
+        """:meth:`_prune`, one at a time."""
+        with self._prune_lock:
+            return self._prune(
+                now=now, max_age=max_age, max_count=max_count, batch=batch, pause=pause
+            )
+
+    def _prune(
+        self,
+        *,
+        now: float,
+        max_age: float | None,
+        max_count: int | None,
+        batch: int,
+        pause: Callable[[], bool],
     ) -> int:
         """Delete messages older than ``max_age`` seconds or beyond the newest
         ``max_count``, ``batch`` at a time, each batch its own short transaction, so

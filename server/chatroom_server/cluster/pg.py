@@ -244,12 +244,23 @@ class PgAccountStore(AccountStore):
             if cur.rowcount == 0:
                 raise AccountExists(name)
 
-    def _update_hash(self, name: str, password_hash: str) -> None:
+    def _update_hash(self, name: str, password_hash: str) -> bool:
         with self._conn() as db:
-            db.execute(
+            cur = db.execute(
                 "UPDATE chat_accounts SET hash = %s WHERE name_key = %s",
                 (password_hash, username_key(name)),
             )
+            return cur.rowcount > 0
+
+    def _delete(self, name: str) -> bool:
+        with self._conn() as db:
+            cur = db.execute("DELETE FROM chat_accounts WHERE name_key = %s", (username_key(name),))
+            return cur.rowcount > 0
+
+    def accounts(self) -> list[tuple[str, float]]:
+        with self._conn() as db:
+            rows = db.execute("SELECT name, created FROM chat_accounts ORDER BY name_key")
+            return [(str(r[0]), float(r[1])) for r in rows.fetchall()]
 
 
 Publish = Callable[[list[tuple[int, NewMessage]]], None]

@@ -1,0 +1,233 @@
+"""``chat-server admin VERB``: accounts, sessions and history without editing the database
+(docs/OPERATIONS.md, "The admin command").
+
+Two ways to the same operations:
+
+- **The server is running** (it holds the database: chatroom_server.dbfile): the verb
+  goes to its admin endpoint (``--admin-port``) with the token the server wrote beside
+  the database, and the server does it. That is the only safe way while it runs: it
+  knows who is logged in (``sessions``, ``disconnect``), a deleted account's or a reset
+  password's session is ended and its remembered logins forgotten, and a prune moves
+  the oldest seq its resumes compare against.
+- **The server is stopped**: the verbs on accounts and ``prune`` open the database
+  themselves. ``sessions`` and ``disconnect`` need a running server.
+
+A password is read from standard input (one line) when it is not a terminal, else
+prompted for twice; it is never an argument (it would show in ``ps`` and shell history).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from chatroom.protocol import Limits
+from chatroom_server import dbfile
+
+DEFAULT_DB = "chatroom.db"
+DEFAULT_ADMIN_URL = "http://127.0.0.1:9464"
+
+
+class AdminError(Exception):
+    """The verb cannot be done; the message says why and what to do."""
+
+
+def token_path(db: str) -> Path:
+    """Where a server with an admin endpoint writes its token: beside its SQLite file,
+    or, for a PostgreSQL --db, in its working directory."""
+    if db.startswith(("postgresql://", "postgres://")):
+        return Path("chat-admin.token")
+    p = Path(db)
+    return p.with_name(p.name + ".admin-token")
+
+
+def read_password(prompt: str = "password: ") -> str:
+    if not sys.stdin.isatty():
+        line = sys.stdin.readline()
+        return line.rstrip("\r\n")
+    first = getpass.getpass(prompt)
+    if getpass.getpass("again: ") != first:
+        raise AdminError("the two passwords differ")
+    return first
+
+
+class Remote:
+    """The running server's admin endpoint."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+
+    def call(
+        self, method: str, path: str, body: bytes = b"", query: dict[str, str] | None = None
+    ) -> Any:
+        q = f"?{urllib.parse.urlencode(query)}" if query else ""
+        req = urllib.request.Request(
+            self.url + path + q,
+            data=body if method == "POST" else None,
+            method=method,
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return json.loads(r.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            text = exc.read().decode(errors="replace").strip()
+            exc.close()
+            raise AdminError(f"the server says: {text or exc.reason}") from None
+        except OSError as exc:
+            raise AdminError(
+                f"cannot reach the server's admin endpoint at {self.url}: {exc} "
+                "(is it running with --admin-port? pass --admin-url)"
+            ) from None
+
+
+def _running(db: str) -> bool:
+    if db.startswith(("postgresql://", "postgres://")):
+        return True  # a cluster: always through a node
+    return dbfile.in_use(Path(db))
+
+
+def _remote(args: argparse.Namespace) -> Remote:
+    path = Path(args.token_file) if args.token_file else token_path(args.db)
+    try:
+        token = path.read_text().strip()
+    except OSError as exc:
+        raise AdminError(
+            f"a server has {args.db} open, and its admin token cannot be read from {path} "
+            f"({exc.strerror or exc}): run the server with --admin-port, as its user"
+        ) from None
+    return Remote(args.admin_url, token)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="chat-server admin",
+        description="Administer accounts, sessions and history (docs/OPERATIONS.md).",
+    )
+    p.add_argument("--db", default=DEFAULT_DB, help="the server's --db")
+    p.add_argument("--admin-url", default=DEFAULT_ADMIN_URL, help="a running server's endpoint")
+    p.add_argument("--token-file", help="its admin token (default: beside the database)")
+    verbs = p.add_subparsers(dest="verb", required=True)
+    verbs.add_parser("accounts", help="list the accounts")
+    for verb, text in (
+        ("create", "create an account (password from stdin or prompted)"),
+        ("delete", "delete an account (its session ends; its messages stay)"),
+        ("reset-password", "set an account's password (its session ends)"),
+        ("disconnect", "end a user's session now (bye 'disconnected'; they may log in again)"),
+    ):
+        v = verbs.add_parser(verb, help=text)
+        v.add_argument("name")
+    verbs.add_parser("sessions", help="list who is logged in (a running server)")
+    prune = verbs.add_parser("prune", help="delete old messages now, as the retention does")
+    prune.add_argument("--days", type=float, help="older than this (default: the server's)")
+    prune.add_argument("--max", type=int, help="beyond the newest this many")
+    return p
+
+
+def main(argv: Sequence[str]) -> int:
+    args = build_parser().parse_args(list(argv[1:]))
+    try:
+        out = _on_server(_remote(args), args) if _running(args.db) else _offline(args)
+    except AdminError as exc:
+        print(f"chat-server admin: {exc}", file=sys.stderr)
+        return 1
+    for line in out:
+        print(line)
+    return 0
+
+
+def _on_server(remote: Remote, args: argparse.Namespace) -> list[str]:
+    verb = args.verb
+    if verb == "accounts":
+        return [_account_line(a) for a in remote.call("GET", "/admin/accounts")]
+    if verb == "sessions":
+        return [_session_line(s) for s in remote.call("GET", "/admin/sessions")]
+    if verb == "prune":
+        query = {}
+        if args.days is not None:
+            query["days"] = str(args.days)
+        if args.max is not None:
+            query["max"] = str(args.max)
+        got = remote.call("POST", "/admin/prune", query=query)
+        return [f"pruned {got['deleted']} messages; the oldest kept is seq {got['oldest_seq']}"]
+    if verb in ("create", "reset-password"):
+        password = read_password()
+        got = remote.call("POST", f"/admin/{verb}", password.encode(), {"name": args.name})
+        return [got["said"]]
+    got = remote.call("POST", f"/admin/{verb}", query={"name": args.name})
+    return [got["said"]]
+
+
+def _offline(args: argparse.Namespace) -> list[str]:
+    """The server is stopped: on the SQLite file itself."""
+    from chatroom_server.accounts import AccountExists, AccountStore
+
+    verb = args.verb
+    db = Path(args.db)
+    if verb in ("sessions", "disconnect"):
+        raise AdminError(f"no server has {db} open: nobody is logged in")
+    if not db.is_file():
+        raise AdminError(f"no database at {db}")
+    if verb == "prune":
+        from chatroom_server.messagelog import MessageLog
+
+        if args.days is None and args.max is None:
+            raise AdminError("with the server stopped, say what to prune: --days or --max")
+        mlog = MessageLog(db)
+        try:
+            deleted = mlog.prune(
+                now=time.time(),
+                max_age=None if args.days is None else args.days * 86400,
+                max_count=args.max,
+            )
+            return [f"pruned {deleted} messages; the oldest kept is seq {mlog.oldest_seq}"]
+        finally:
+            mlog.close()
+    store = AccountStore(db)
+    try:
+        if verb == "accounts":
+            return [_account_line({"name": n, "created": c}) for n, c in store.accounts()]
+        if verb == "create":
+            password = _checked(read_password())
+            try:
+                store.register(args.name, password)
+            except AccountExists:
+                raise AdminError(f"the name {args.name} is taken") from None
+            return [f"created {args.name}"]
+        if verb == "delete":
+            if not store.delete(args.name):
+                raise AdminError(f"no account {args.name}")
+            return [f"deleted {args.name}"]
+        if verb == "reset-password":
+            if not store.set_password(args.name, _checked(read_password())):
+                raise AdminError(f"no account {args.name}")
+            return [f"set a new password for {args.name}"]
+    finally:
+        store.close()
+    raise AdminError(f"unknown verb {verb}")  # argparse allows no other
+
+
+def _checked(password: str) -> str:
+    least = Limits().min_password
+    if len(password) < least:
+        raise AdminError(f"a password has at least {least} characters")
+    return password
+
+
+def _account_line(a: dict[str, Any]) -> str:
+    created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(a["created"]))
+    return f"{a['name']}\tcreated {created} UTC"
+
+
+def _session_line(s: dict[str, Any]) -> str:
+    return f"{s['name']}\t{s['addr']}\t{s['transport']}\t{s['seconds']:.0f} s"
