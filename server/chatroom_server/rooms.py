@@ -1,0 +1,487 @@
+"""The room model (docs/PROTOCOL.md §Rooms): rooms, memberships with roles, modes,
+invites, and every check a room command makes, as error codes. No sockets, no database,
+no clock.
+
+A command goes through three steps, all under one lock (the fan-out's, as the message
+log's writer is), so that nothing changes between the check and the change:
+
+1. a check (:meth:`RoomBook.join`, :meth:`~RoomBook.part`, :meth:`~RoomBook.topic`,
+   :meth:`~RoomBook.invite`, :meth:`~RoomBook.mode`) reads the model and returns the
+   :class:`RoomChange` the command makes, or raises
+   :class:`~chatroom.errors.ProtocolError` with the code to answer; it changes nothing;
+2. the caller stores the change as a ``room_event`` in the message log, which gives it
+   its seq (and writes the rooms, memberships and invites rows in the same transaction,
+   chatroom_server.roomstore);
+3. :meth:`RoomBook.apply` makes the change in the model, with that seq.
+
+So a change the database refused never shows in the model, and the model at start-up is
+what the tables say (:meth:`RoomBook.load`).
+
+Threads: a :class:`RoomBook` and everything in it has one owner, whoever holds the
+fan-out lock; it takes no lock of its own.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Final
+
+from chatroom.errors import ErrorCode, ProtocolError, RequestId
+from chatroom.protocol import username_key
+from chatroom.rooms import (
+    FLAG_MODES,
+    LOBBY,
+    ModeChange,
+    Role,
+    RoomEvent,
+    RoomEventKind,
+    RoomInfo,
+    RoomListing,
+    format_modes,
+    parse_modes,
+    room_key,
+)
+
+__all__ = [
+    "DEFAULT_MAX_ROOMS",
+    "DEFAULT_MAX_ROOMS_PER_USER",
+    "Member",
+    "Room",
+    "RoomBook",
+    "RoomChange",
+]
+
+DEFAULT_MAX_ROOMS: Final = 10_000
+DEFAULT_MAX_ROOMS_PER_USER: Final = 100
+# The modes a new room starts with (docs/PROTOCOL.md §Rooms: "with mode +t").
+NEW_ROOM_FLAGS: Final = frozenset("t")
+_OPERATORS: Final = frozenset((Role.OWNER, Role.OP))
+
+
+@dataclass(slots=True)
+class Member:
+    """One membership: ``join_seq`` is the seq of the join's ``room_event``, from which
+    the member reads the room (docs/PROTOCOL.md §Who may read the past)."""
+
+    user: str  # canonical spelling
+    role: Role
+    join_seq: int
+
+
+@dataclass(slots=True)
+class Room:
+    """One room; ``members`` and ``invites`` are keyed by :func:`username_key`."""
+
+    name: str  # canonical spelling: its creator's
+    flags: set[str] = field(default_factory=set)  # the letters of FLAG_MODES set
+    key: str | None = None  # +k
+    limit: int | None = None  # +l
+    topic: str = ""
+    topic_by: str | None = None
+    members: dict[str, Member] = field(default_factory=dict)
+    invites: set[str] = field(default_factory=set)
+
+    @property
+    def modes(self) -> str:
+        letters = set(self.flags)
+        if self.key is not None:
+            letters.add("k")
+        if self.limit is not None:
+            letters.add("l")
+        return format_modes(letters)
+
+    def member(self, user: str) -> Member | None:
+        return self.members.get(username_key(user))
+
+    def is_operator(self, user: str) -> bool:
+        m = self.member(user)
+        return m is not None and m.role in _OPERATORS
+
+    def info(self, *, with_key: bool = True) -> RoomInfo:
+        """The room as docs/PROTOCOL.md §login_ok shows it (``with_key``: to a member)."""
+        members = sorted((m.user for m in self.members.values()), key=str.lower)
+        return RoomInfo(
+            name=self.name,
+            topic=self.topic,
+            topic_by=self.topic_by,
+            modes=self.modes,
+            key=self.key if with_key else None,
+            limit=self.limit,
+            members=tuple(members),
+            roles={m.user: m.role.value for m in self.members.values() if m.role != Role.MEMBER},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ModeResult:
+    """A room's modes after a ``mode`` change, and the members whose role it changes."""
+
+    flags: frozenset[str]
+    key: str | None
+    limit: int | None
+    roles: tuple[tuple[str, Role], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RoomChange:
+    """What one room command changes: stored as one ``room_event`` (kind ``event``, done
+    ``by``), then applied (:meth:`RoomBook.apply`). ``role`` is a joiner's new role (its
+    creator's ``owner``); ``create``: the join creates the room; ``after`` what a mode
+    change leaves; ``invite_used``: the join uses up an invite."""
+
+    room: str  # canonical spelling
+    event: RoomEventKind
+    by: str  # canonical spelling
+    user: str | None = None
+    topic: str | None = None
+    modes: str | None = None
+    args: tuple[str, ...] = ()
+    reason: str | None = None
+    role: Role | None = None
+    create: bool = False
+    invite_used: bool = False
+    after: ModeResult | None = None
+
+    def detail(self) -> str:
+        """The change's fields beyond room, event and by, as the JSON text a log row
+        keeps in its body (chatroom_server.roomstore)."""
+        d: dict[str, object] = {}
+        for name in ("user", "topic", "modes", "reason"):
+            value = getattr(self, name)
+            if value is not None:
+                d[name] = value
+        if self.args:
+            d["args"] = list(self.args)
+        return json.dumps(d, separators=(",", ":"))
+
+    def frame(self, seq: int | None, ts: float, replayed: bool = False) -> RoomEvent:
+        return RoomEvent(
+            room=self.room,
+            event=self.event.value,
+            by=self.by,
+            ts=ts,
+            seq=seq,
+            user=self.user,
+            topic=self.topic,
+            modes=self.modes,
+            args=self.args,
+            reason=self.reason,
+            replayed=replayed,
+        )
+
+
+def event_from_row(
+    room: str, event: str, by: str, body: str, seq: int, ts: float, replayed: bool = False
+) -> RoomEvent:
+    """A stored room event (a log row: room, event, sender, body) as its frame."""
+    d = json.loads(body) if body else {}
+    return RoomEvent(
+        room=room,
+        event=event,
+        by=by,
+        ts=ts,
+        seq=seq,
+        user=d.get("user"),
+        topic=d.get("topic"),
+        modes=d.get("modes"),
+        args=tuple(d.get("args", ())),
+        reason=d.get("reason"),
+        replayed=replayed,
+    )
+
+
+def _error(code: ErrorCode, message: str, rid: RequestId) -> ProtocolError:
+    return ProtocolError(code, message, rid)
+
+
+class RoomBook:
+    """Every room but ``lobby``, and who is in which (module docstring: one owner)."""
+
+    def __init__(
+        self,
+        *,
+        max_rooms: int = DEFAULT_MAX_ROOMS,
+        max_rooms_per_user: int = DEFAULT_MAX_ROOMS_PER_USER,
+    ) -> None:
+        self.max_rooms = max_rooms
+        self.max_rooms_per_user = max_rooms_per_user
+        self._rooms: dict[str, Room] = {}  # room_key -> Room
+        self._of_user: dict[str, set[str]] = {}  # username_key -> room keys
+
+    # ------------------------------------------------------------ reading
+
+    def __len__(self) -> int:
+        return len(self._rooms)
+
+    def get(self, name: str) -> Room | None:
+        return self._rooms.get(room_key(name))
+
+    def rooms_of(self, user: str) -> list[Room]:
+        """The rooms ``user`` is a member of (``lobby`` not included), sorted ignoring case."""
+        keys = self._of_user.get(username_key(user), ())
+        return sorted((self._rooms[k] for k in keys), key=lambda r: r.name.lower())
+
+    def is_member(self, user: str, name: str) -> bool:
+        if room_key(name) == LOBBY:
+            return True
+        return room_key(name) in self._of_user.get(username_key(user), ())
+
+    def member_room(self, user: str, name: str, rid: RequestId = None) -> Room:
+        """The room ``name``, of which ``user`` must be a member (a ``pm``, ``history``,
+        ``topic``...): ``no_such_room`` or ``not_in_room`` otherwise. Not for lobby."""
+        room = self._rooms.get(room_key(name))
+        if room is None:
+            raise _error(ErrorCode.NO_SUCH_ROOM, f"there is no room {name}", rid)
+        if room.member(user) is None:
+            raise _error(ErrorCode.NOT_IN_ROOM, f"you are not in {room.name}", rid)
+        return room
+
+    def readable_from(self, user: str, name: str, rid: RequestId = None) -> int:
+        """The first seq of ``name`` that ``user`` may read (docs/PROTOCOL.md §Who may
+        read the past): 0 for lobby and +H rooms, else their join's; raises for a
+        non-member."""
+        if room_key(name) == LOBBY:
+            return 0
+        room = self.member_room(user, name, rid)
+        if "H" in room.flags:
+            return 0
+        m = room.member(user)
+        assert m is not None
+        return m.join_seq
+
+    def members_of(self, name: str) -> Iterable[str]:
+        """The canonical names of a room's members (none for an unknown room)."""
+        room = self._rooms.get(room_key(name))
+        return () if room is None else (m.user for m in room.members.values())
+
+    def listing(self, user: str) -> tuple[RoomListing, ...]:
+        """The ``rooms`` reply: every room but the +s ones ``user`` is not in."""
+        mine = self._of_user.get(username_key(user), set())
+        out = []
+        for key, room in self._rooms.items():
+            joined = key in mine
+            if "s" in room.flags and not joined:
+                continue
+            out.append(
+                RoomListing(
+                    name=room.name,
+                    count=len(room.members),
+                    topic=room.topic,
+                    modes=room.modes,
+                    joined=joined,
+                )
+            )
+        out.sort(key=lambda r: r.name.lower())
+        return tuple(out)
+
+    def visible_info(self, user: str, name: str, rid: RequestId = None) -> RoomInfo:
+        """``members`` (and ``topic``/``mode`` reads): members see everything; others
+        see a room that is not +s, without its key."""
+        room = self._rooms.get(room_key(name))
+        if room is None or ("s" in room.flags and room.member(user) is None):
+            raise _error(ErrorCode.NO_SUCH_ROOM, f"there is no room {name}", rid)
+        return room.info(with_key=room.member(user) is not None)
+
+    # ------------------------------------------------------------ checks (no change)
+
+    def join(
+        self, user: str, name: str, key: str | None, rid: RequestId = None
+    ) -> RoomChange | None:
+        """A ``join``'s change; None when ``user`` is a member already (or it is lobby)."""
+        k = room_key(name)
+        if k == LOBBY:
+            return None
+        mine = self._of_user.get(username_key(user), set())
+        room = self._rooms.get(k)
+        if room is not None and room.member(user) is not None:
+            return None
+        if len(mine) >= self.max_rooms_per_user:
+            why = f"you are in {len(mine)} rooms, the most this server allows"
+            raise _error(ErrorCode.TOO_MANY_ROOMS, why, rid)
+        if room is None:
+            if len(self._rooms) >= self.max_rooms:
+                why = f"this server holds {len(self._rooms)} rooms, the most it allows"
+                raise _error(ErrorCode.TOO_MANY_ROOMS, why, rid)
+            return RoomChange(name, RoomEventKind.JOIN, user, role=Role.OWNER, create=True)
+        invited = username_key(user) in room.invites
+        if not invited:
+            if "i" in room.flags:
+                raise _error(ErrorCode.INVITE_ONLY, f"{room.name} is invite-only", rid)
+            if room.key is not None and key != room.key:
+                why = f"{room.name} needs a key" if key is None else f"wrong key for {room.name}"
+                raise _error(ErrorCode.BAD_KEY, why, rid)
+            if room.limit is not None and len(room.members) >= room.limit:
+                why = f"{room.name} is full ({room.limit} members)"
+                raise _error(ErrorCode.ROOM_FULL, why, rid)
+        has_op = any(m.role in _OPERATORS for m in room.members.values())
+        role = Role.MEMBER if has_op else Role.OP
+        return RoomChange(room.name, RoomEventKind.JOIN, user, role=role, invite_used=invited)
+
+    def part(self, user: str, name: str, reason: str | None, rid: RequestId = None) -> RoomChange:
+        if room_key(name) == LOBBY:
+            raise _error(ErrorCode.BAD_REQUEST, "nobody leaves lobby", rid)
+        room = self.member_room(user, name, rid)
+        return RoomChange(room.name, RoomEventKind.PART, _canonical(room, user), reason=reason)
+
+    def topic(self, user: str, name: str, topic: str, rid: RequestId = None) -> RoomChange:
+        room = self._modifiable(user, name, rid)
+        if "t" in room.flags and not room.is_operator(user):
+            why = f"only operators set the topic of {room.name} (+t)"
+            raise _error(ErrorCode.NOT_OPERATOR, why, rid)
+        return RoomChange(room.name, RoomEventKind.TOPIC, _canonical(room, user), topic=topic)
+
+    def invite(self, user: str, name: str, target: str, rid: RequestId = None) -> RoomChange | None:
+        """An ``invite``'s change (``target``: an account's canonical name, checked by
+        the caller); None when ``target`` is a member already."""
+        room = self._modifiable(user, name, rid)
+        if "i" in room.flags and not room.is_operator(user):
+            why = f"only operators invite to {room.name} (+i)"
+            raise _error(ErrorCode.NOT_OPERATOR, why, rid)
+        if room.member(target) is not None:
+            return None
+        return RoomChange(room.name, RoomEventKind.INVITE, _canonical(room, user), user=target)
+
+    def mode(
+        self, user: str, name: str, modes: str, args: Iterable[str], rid: RequestId = None
+    ) -> RoomChange:
+        args = tuple(args)
+        changes = parse_modes(modes, args, rid)
+        room = self._modifiable(user, name, rid)
+        if not room.is_operator(user):
+            raise _error(ErrorCode.NOT_OPERATOR, f"only operators set modes of {room.name}", rid)
+        me = room.member(user)
+        assert me is not None
+        for c in changes:
+            if c.letter in "ov":
+                assert c.arg is not None
+                target = room.member(c.arg)
+                if target is None:
+                    why = f"{c.arg} is not in {room.name}"
+                    raise _error(ErrorCode.NOT_IN_ROOM, why, rid)
+                if target.role == Role.OWNER:
+                    why = f"{target.user} owns {room.name}: that role does not change"
+                    raise _error(ErrorCode.NOT_OPERATOR, why, rid)
+        return RoomChange(
+            room.name,
+            RoomEventKind.MODE,
+            me.user,
+            modes=modes,
+            args=args,
+            after=_after_modes(room, changes),
+        )
+
+    def _modifiable(self, user: str, name: str, rid: RequestId) -> Room:
+        if room_key(name) == LOBBY:
+            raise _error(ErrorCode.NOT_OPERATOR, "lobby has no operators", rid)
+        return self.member_room(user, name, rid)
+
+    # ------------------------------------------------------------ changes
+
+    def apply(self, change: RoomChange, seq: int) -> None:
+        """Make a checked change, stored as ``seq``, in the model."""
+        k = room_key(change.room)
+        if change.create:
+            self._rooms[k] = Room(name=change.room, flags=set(NEW_ROOM_FLAGS))
+        room = self._rooms[k]
+        kind = change.event
+        if kind is RoomEventKind.JOIN:
+            assert change.role is not None
+            self._add(room, Member(change.by, change.role, seq))
+            if change.invite_used:
+                room.invites.discard(username_key(change.by))
+        elif kind is RoomEventKind.PART or kind is RoomEventKind.KICK:
+            gone = change.by if kind is RoomEventKind.PART else change.user
+            assert gone is not None
+            room.members.pop(username_key(gone), None)
+            rooms = self._of_user.get(username_key(gone))
+            if rooms is not None:
+                rooms.discard(k)
+                if not rooms:
+                    del self._of_user[username_key(gone)]
+        elif kind is RoomEventKind.TOPIC:
+            room.topic = change.topic or ""
+            room.topic_by = change.by if change.topic else None
+        elif kind is RoomEventKind.INVITE:
+            assert change.user is not None
+            room.invites.add(username_key(change.user))
+        elif kind is RoomEventKind.MODE:
+            assert change.after is not None
+            room.flags = set(change.after.flags)
+            room.key = change.after.key
+            room.limit = change.after.limit
+            for user, role in change.after.roles:
+                m = room.member(user)
+                if m is not None:
+                    m.role = role
+
+    def _add(self, room: Room, member: Member) -> None:
+        room.members[username_key(member.user)] = member
+        self._of_user.setdefault(username_key(member.user), set()).add(room_key(room.name))
+
+    # ------------------------------------------------------------ loading
+
+    def load(
+        self,
+        rooms: Iterable[tuple[str, str, str | None, int | None, str, str | None]],
+        members: Iterable[tuple[str, str, str, int]],
+        invites: Iterable[tuple[str, str]],
+    ) -> None:
+        """Build the model from stored rows (chatroom_server.roomstore): rooms as (name,
+        flags, key, limit, topic, topic_by), members as (room, user, role, join_seq),
+        invites as (room, user)."""
+        for name, flags, key, limit, topic, topic_by in rooms:
+            self._rooms[room_key(name)] = Room(
+                name=name,
+                flags=set(flags) & set(FLAG_MODES),
+                key=key,
+                limit=limit,
+                topic=topic,
+                topic_by=topic_by,
+            )
+        for rname, user, role, join_seq in members:
+            room = self._rooms.get(room_key(rname))
+            if room is not None:
+                self._add(room, Member(user, Role(role), join_seq))
+        for rname, user in invites:
+            room = self._rooms.get(room_key(rname))
+            if room is not None:
+                room.invites.add(username_key(user))
+
+
+def _canonical(room: Room, user: str) -> str:
+    m = room.member(user)
+    return user if m is None else m.user
+
+
+def _after_modes(room: Room, changes: Iterable[ModeChange]) -> ModeResult:
+    """What ``changes`` (checked: members named, no owner among them) leave of ``room``."""
+    flags = set(room.flags)
+    key, limit = room.key, room.limit
+    roles: dict[str, tuple[str, Role]] = {}
+    for c in changes:
+        if c.letter in FLAG_MODES:
+            if c.add:
+                flags.add(c.letter)
+            else:
+                flags.discard(c.letter)
+        elif c.letter == "k":
+            key = c.arg if c.add else None
+        elif c.letter == "l":
+            limit = int(c.arg) if c.add and c.arg is not None else None
+        else:  # o, v
+            assert c.arg is not None
+            m = room.member(c.arg)
+            assert m is not None
+            k = username_key(m.user)
+            role = roles.get(k, (m.user, m.role))[1]
+            if c.add:
+                role = Role.OP if c.letter == "o" else (role if role == Role.OP else Role.VOICE)
+            elif role == (Role.OP if c.letter == "o" else Role.VOICE):
+                role = Role.MEMBER
+            roles[k] = (m.user, role)
+    changed = tuple(
+        (user, role) for k, (user, role) in roles.items() if room.members[k].role != role
+    )
+    return ModeResult(frozenset(flags), key, limit, changed)
