@@ -20,6 +20,7 @@ from chatroom._wire import NAME_RE, UserTuple, _Command, _Event
 from chatroom.errors import ErrorCode, ProtocolError, RequestId
 
 __all__ = [
+    "FLAG_MODES",
     "LOBBY",
     "MAX_KEY",
     "MAX_MEMBER_LIMIT",

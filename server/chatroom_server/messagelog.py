@@ -43,20 +43,35 @@ from pathlib import Path
 from typing import Any, Final
 
 from chatroom.protocol import username_key
-from chatroom_server import schema
+from chatroom.rooms import LOBBY, room_key
+from chatroom_server import roomstore, schema
 from chatroom_server.dbfile import InUse, create_private, hold, release
+from chatroom_server.rooms import RoomChange
 
 log = logging.getLogger(__name__)
 
 # The tables are chatroom_server.schema's (versions and upgrades).
-_COLUMNS: Final = "seq, ts, sender, recipient, body, cid"
-# A replay's queries: what the user may see (public, or a DM they sent or received), or
-# the DMs waiting in their inbox. The start skips the newest ``limit`` and takes the next.
-_VISIBLE: Final = "seq > ? AND seq <= ? AND (pair IS NULL OR sender = ? OR recipient = ?)"
-_REPLAY_START: Final = (
-    f"SELECT seq FROM messages WHERE {_VISIBLE} ORDER BY seq DESC LIMIT 1 OFFSET ?"
+_COLUMNS: Final = "seq, ts, sender, recipient, body, cid, room, event"
+_INSERT: Final = (
+    "INSERT INTO messages (seq, ts, sender, recipient, pair, body, cid, room, event) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_REPLAY_PAGE: Final = f"SELECT {_COLUMNS} FROM messages WHERE {_VISIBLE} ORDER BY seq"
+# A replay's queries: what the user may see (chatroom_server.roomstore.visible_sql: on a
+# v1 connection lobby and their DMs; with rooms, their rooms too), or the DMs waiting in
+# their inbox. The start skips the newest ``limit`` and takes the next.
+_VISIBLE: Final = {
+    rooms: "seq > ? AND seq <= ? AND "
+    + roomstore.visible_sql("", "?", "sender", "recipient", rooms)
+    for rooms in (False, True)
+}
+_REPLAY_START: Final = {
+    rooms: f"SELECT seq FROM messages WHERE {v} ORDER BY seq DESC LIMIT 1 OFFSET ?"
+    for rooms, v in _VISIBLE.items()
+}
+_REPLAY_PAGE: Final = {
+    rooms: f"SELECT {_COLUMNS} FROM messages WHERE {v} ORDER BY seq"
+    for rooms, v in _VISIBLE.items()
+}
 _INBOX_START: Final = (
     "SELECT seq FROM inbox WHERE user = ? AND seq > ? AND seq <= ? "
     "ORDER BY seq DESC LIMIT 1 OFFSET ?"
@@ -87,6 +102,11 @@ class NewMessage:
     ts: float
     cid: str | None = None
     inbox: bool = False
+    # A public message's room (None: lobby), canonical spelling.
+    room: str | None = None
+    # A room event (docs/PROTOCOL.md §Rooms): its change; ``sender`` is who made it,
+    # ``to`` whom it names, ``body`` the change's detail (RoomChange.detail).
+    change: RoomChange | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +120,8 @@ class Stored:
     to: str | None
     body: str
     cid: str | None = None
+    room: str | None = None  # a public row's room (every row before rooms: lobby)
+    event: str | None = None  # a room event's kind; its body is JSON (chatroom_server.rooms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,11 +171,23 @@ def history_sql(
     before: int | None,
     after: int | None,
     with_user: str | None,
+    room: str = LOBBY,
+    from_seq: int = 0,
 ) -> tuple[str, list[object]]:
     """A history page's query (docs/PROTOCOL.md §history) for either database (``mark``:
-    its parameter placeholder), and its arguments but the LIMIT, which is last."""
-    where = ["pair IS NULL"] if with_user is None else [f"pair = {mark}"]
-    args: list[object] = [] if with_user is None else [pair_key(user, with_user)]
+    its parameter placeholder), and its arguments but the LIMIT, which is last. Without
+    ``with_user``, the messages of ``room`` from seq ``from_seq`` on (room events are
+    not in history)."""
+    args: list[object]
+    if with_user is None:
+        where = ["pair IS NULL", f"lower(room) = {mark}", "event IS NULL"]
+        args = [room_key(room)]
+        if from_seq > 0:
+            where.append(f"seq >= {mark}")
+            args.append(from_seq)
+    else:
+        where = [f"pair = {mark}"]
+        args = [pair_key(user, with_user)]
     if before is not None:
         where.append(f"seq < {mark}")
         args.append(before)
@@ -177,6 +211,11 @@ def history_page(
     if descending:
         page.reverse()
     return [Stored(*r) for r in page], more
+
+
+def _who(user: str, rooms: bool) -> tuple[str, ...]:
+    """The parameters of a replay's visibility (roomstore.visible_sql) after the range."""
+    return (user, user, username_key(user), user) if rooms else (user, user)
 
 
 class MessageLog:
@@ -264,7 +303,7 @@ class MessageLog:
         db = self._db
         seq = self.last_seq
         out: list[Outcome] = []
-        rows = []
+        rows: list[tuple[object, ...]] = []
         inbox = []
         # cids stored in this group: (sender key, cid) -> (seq, recipient, text)
         seen: dict[tuple[str, str], tuple[int, str | None, str]] = {}
@@ -280,12 +319,20 @@ class MessageLog:
                 seq += 1
                 if m.cid is not None:
                     seen[(username_key(m.sender), m.cid)] = (seq, m.to, m.body)
-                pair = None if m.to is None else pair_key(m.sender, m.to)
-                rows.append((seq, m.ts, m.sender, m.to, pair, m.body, m.cid))
+                change = m.change
+                if change is None:
+                    pair = None if m.to is None else pair_key(m.sender, m.to)
+                    room = m.room or LOBBY if m.to is None else None
+                    rows.append((seq, m.ts, m.sender, m.to, pair, m.body, m.cid, room, None))
+                else:
+                    ev = change.event.value
+                    rows.append((seq, m.ts, m.sender, m.to, None, m.body, None, change.room, ev))
+                    for sql, args in roomstore.change_statements(change, seq, "", "?"):
+                        db.execute(sql, args)
                 if m.inbox and m.to is not None:
                     inbox.append((m.to, seq))
                 out.append(seq)
-            db.executemany("INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            db.executemany(_INSERT, rows)
             if inbox:
                 db.executemany("INSERT INTO inbox VALUES (?, ?)", inbox)
             db.execute("COMMIT")
@@ -357,28 +404,41 @@ class MessageLog:
             self._readers.put(db)
 
     def replay_start(
-        self, user: str, since: int, upto: int, limit: int, inbox: bool = False
+        self,
+        user: str,
+        since: int,
+        upto: int,
+        limit: int,
+        inbox: bool = False,
+        rooms: bool = False,
     ) -> int | None:
         """Where a replay of at most ``limit`` messages starts when more wait: the seq
         after which the newest ``limit`` of those ``user`` may see with ``since < seq
         <= upto`` begin (None: no more than ``limit`` wait). ``inbox``: only the DMs
-        waiting for them (docs/PROTOCOL.md §Resume, §Offline DMs)."""
-        sql = _INBOX_START if inbox else _REPLAY_START
-        args = (user, since, upto, limit) if inbox else (since, upto, user, user, limit)
+        waiting for them (docs/PROTOCOL.md §Resume, §Offline DMs); ``rooms``: a
+        protocol-v2 connection's, whose user sees their rooms too (§Rooms)."""
+        sql = _INBOX_START if inbox else _REPLAY_START[rooms]
+        args = (user, since, upto, limit) if inbox else (since, upto, *_who(user, rooms), limit)
         with self._reader() as db:
             row = db.execute(sql, args).fetchone()
         return None if row is None else int(row[0])
 
     def replay_page(
-        self, user: str, after: int, upto: int, budget: int, inbox: bool = False
+        self,
+        user: str,
+        after: int,
+        upto: int,
+        budget: int,
+        inbox: bool = False,
+        rooms: bool = False,
     ) -> list[Stored]:
         """The next page of a replay (``after < seq <= upto``, ascending; ``inbox`` as
         for :meth:`replay_start`): rows until their texts pass ``budget`` characters, at
         least one. A replay is read a page at a time as its client takes it
         (chatroom_server.server), so no replay holds more than a page of the log in
         memory, and no read connection is held while the client reads."""
-        sql = _INBOX_PAGE if inbox else _REPLAY_PAGE
-        args = (user, after, upto) if inbox else (after, upto, user, user)
+        sql = _INBOX_PAGE if inbox else _REPLAY_PAGE[rooms]
+        args = (user, after, upto) if inbox else (after, upto, *_who(user, rooms))
         out: list[Stored] = []
         with self._reader() as db:
             cur = db.execute(sql, args)
@@ -401,15 +461,23 @@ class MessageLog:
         after: int | None,
         limit: int,
         with_user: str | None,
+        room: str = LOBBY,
+        from_seq: int = 0,
     ) -> tuple[list[Stored], bool]:
-        """A page (docs/PROTOCOL.md §history): the public room, or the DMs between
-        ``user`` and ``with_user``. Newest ``limit`` without a cursor or with ``before``;
-        the oldest after ``after`` with it. Ascending, and whether another page exists
-        in the direction paged."""
-        sql, args = history_sql("messages", "?", user, before, after, with_user)
+        """A page (docs/PROTOCOL.md §history): ``room``'s messages from ``from_seq`` on
+        (what the caller may read, chatroom_server.rooms.RoomBook.readable_from), or the
+        DMs between ``user`` and ``with_user``. Newest ``limit`` without a cursor or with
+        ``before``; the oldest after ``after`` with it. Ascending, and whether another
+        page exists in the direction paged."""
+        sql, args = history_sql("messages", "?", user, before, after, with_user, room, from_seq)
         with self._reader() as db:
             rows = db.execute(sql, (*args, limit + 1)).fetchall()
         return history_page(rows, limit, descending=after is None)
+
+    def load_rooms(self) -> roomstore.Loaded:
+        """Every room, membership and invite (chatroom_server.rooms.RoomBook.load)."""
+        with self._reader() as db:
+            return roomstore.load(lambda sql: db.execute(sql).fetchall(), "")
 
     # ------------------------------------------------------------ retention (pruner)
 

@@ -74,13 +74,23 @@ def _accounts_and_log(db: sqlite3.Connection) -> None:
     _log(db)
 
 
+def _versioned(db: sqlite3.Connection) -> None:
+    """Schema version 2 (80344bf..): the same tables, numbered; before rooms."""
+    _accounts_and_log(db)
+    db.execute("PRAGMA user_version=2")
+
+
 # Every state a shipped server left a database in: name -> (how to make it, has accounts,
 # has the log).
 SHIPPED: dict[str, tuple[Callable[[sqlite3.Connection], None], bool, bool]] = {
     "v1 accounts (bd10986.., or --history off)": (_accounts, True, False),
     "v1 accounts and message log (10d24b0..)": (_accounts_and_log, True, True),
     "v0 message log alone (MessageLog as a library)": (_log, False, True),
+    "v2 accounts and message log (80344bf..)": (_versioned, True, True),
 }
+# The columns each table was shipped with: what an upgrade must keep as it was (a later
+# step may add columns, as rooms added ``room`` and ``event`` to messages).
+_SHIPPED_COLUMNS = {"messages": "seq, ts, sender, recipient, pair, body, cid"}
 
 
 def _make(path: Path, build: Callable[[sqlite3.Connection], None]) -> None:
@@ -96,7 +106,7 @@ def _dump(path: Path) -> list[tuple[str, list[tuple[object, ...]]]]:
     try:
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         return [
-            (t, sorted(db.execute(f"SELECT * FROM {t}").fetchall()))
+            (t, sorted(db.execute(f"SELECT {_SHIPPED_COLUMNS.get(t, '*')} FROM {t}").fetchall()))
             for t in ("accounts", "messages", "inbox", "meta")
             if t in tables
         ]
@@ -138,6 +148,10 @@ def test_every_shipped_schema_upgrades_in_place_after_a_copy(tmp_path: Path, shi
             assert mlog.epoch == EPOCH
             assert (mlog.oldest_seq, mlog.last_seq) == (3, 9)
             assert mlog.append([NewMessage("Alice", None, "after", 200.0)]) == [10]
+            # Every public message from before rooms is lobby's (docs/PROTOCOL.md §Rooms).
+            page, _ = mlog.history("bob", before=None, after=None, limit=100, with_user=None)
+            assert [m.body for m in page] == [f"m{seq}" for seq in range(3, 9)] + ["after"]
+            assert {m.room for m in page} == {"lobby"}
             assert mlog.has_inbox("bob")
             assert [m.seq for m in mlog.replay_page("bob", 0, 10, 10_000, inbox=True)] == [9]
     finally:

@@ -40,6 +40,8 @@ from argon2 import PasswordHasher
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from chatroom.protocol import username_key
+from chatroom.rooms import LOBBY
+from chatroom_server import roomstore
 from chatroom_server.accounts import (
     OWASP_HASHER,
     Account,
@@ -99,14 +101,30 @@ CREATE TABLE IF NOT EXISTS chat_inbox (
 # The PostgreSQL schema's versions, as chatroom_server.schema's are SQLite's (numbered
 # apart: version 1 here is all that SQLite's 1 and 2 hold). To add a step, append
 # Step(N, "what", "SQL that only adds") here too.
-PG_STEPS: Final = (Step(1, "accounts and the message log", _SCHEMA),)
+PG_STEPS: Final = (
+    Step(1, "accounts and the message log", _SCHEMA),
+    Step(2, "rooms", roomstore.PG_ROOMS),
+)
 SCHEMA_VERSION: Final = PG_STEPS[-1].version
 
-_COLUMNS: Final = "seq, ts, sender, recipient, body, cid"
-# What a user may see: public, or a DM they sent or received.
-_VISIBLE: Final = (
-    "seq > %s AND seq <= %s AND (pair IS NULL OR sender_key = %s OR recipient_key = %s)"
+_COLUMNS: Final = "seq, ts, sender, recipient, body, cid, room, event"
+_INSERT: Final = (
+    "INSERT INTO chat_messages (seq, ts, sender, sender_key, recipient, recipient_key, pair, "
+    "body, cid, room, event) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
+# What a user may see in a replay (chatroom_server.roomstore.visible_sql): lobby and the
+# DMs they sent or received; with rooms (protocol v2), their rooms too. Parameters after
+# the range: the user's key, twice, and with rooms twice more.
+_VISIBLE: Final = {
+    rooms: "seq > %s AND seq <= %s AND "
+    + roomstore.visible_sql("chat_", "%s", "sender_key", "recipient_key", rooms)
+    for rooms in (False, True)
+}
+
+
+def _who(key: str, rooms: bool) -> tuple[str, ...]:
+    """The parameters of a replay's visibility (``_VISIBLE``) after the range."""
+    return (key,) * (4 if rooms else 2)
 
 
 class PgDatabase:
@@ -374,6 +392,7 @@ class PgMessageLog:
             }
             rows = []
             inbox = []
+            changes: list[roomstore.Statement] = []
             for m in messages:
                 sender_key = username_key(m.sender)
                 if m.cid is not None:
@@ -385,18 +404,38 @@ class PgMessageLog:
                 if m.cid is not None:
                     seen[(sender_key, m.cid)] = (seq, m.to, m.body)
                 to_key = None if m.to is None else username_key(m.to)
-                pair = None if m.to is None else pair_key(m.sender, m.to)
-                rows.append((seq, m.ts, m.sender, sender_key, m.to, to_key, pair, m.body, m.cid))
+                change = m.change
+                if change is None:
+                    pair = None if m.to is None else pair_key(m.sender, m.to)
+                    room = (m.room or LOBBY) if m.to is None else None
+                    event = None
+                else:
+                    pair, room, event = None, change.room, change.event.value
+                    changes.extend(roomstore.change_statements(change, seq, "chat_", "%s"))
+                rows.append(
+                    (
+                        seq,
+                        m.ts,
+                        m.sender,
+                        sender_key,
+                        m.to,
+                        to_key,
+                        pair,
+                        m.body,
+                        m.cid,
+                        room,
+                        event,
+                    )
+                )
                 if m.inbox and to_key is not None:
                     inbox.append((to_key, seq))
                 out.append(seq)
                 stored.append((seq, m))
             with db.cursor() as cur:
                 if rows:
-                    cur.executemany(
-                        "INSERT INTO chat_messages VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                        rows,
-                    )
+                    cur.executemany(_INSERT, rows)
+                for sql, args in changes:
+                    cur.execute(sql, args)
                 if inbox:
                     cur.executemany("INSERT INTO chat_inbox VALUES (%s, %s)", inbox)
         return out, stored
@@ -428,7 +467,13 @@ class PgMessageLog:
     # ------------------------------------------------------------ readers (any thread)
 
     def replay_start(
-        self, user: str, since: int, upto: int, limit: int, inbox: bool = False
+        self,
+        user: str,
+        since: int,
+        upto: int,
+        limit: int,
+        inbox: bool = False,
+        rooms: bool = False,
     ) -> int | None:
         """As the SQLite log's (chatroom_server.messagelog.MessageLog.replay_start)."""
         key = username_key(user)
@@ -440,16 +485,22 @@ class PgMessageLog:
             args: tuple[object, ...] = (key, since, upto, limit)
         else:
             sql = (
-                f"SELECT seq FROM chat_messages WHERE {_VISIBLE} "
+                f"SELECT seq FROM chat_messages WHERE {_VISIBLE[rooms]} "
                 "ORDER BY seq DESC LIMIT 1 OFFSET %s"
             )
-            args = (since, upto, key, key, limit)
+            args = (since, upto, *_who(key, rooms), limit)
         with self._pg.connection() as db:
             row = db.execute(sql, args).fetchone()
         return None if row is None else int(row[0])
 
     def replay_page(
-        self, user: str, after: int, upto: int, budget: int, inbox: bool = False
+        self,
+        user: str,
+        after: int,
+        upto: int,
+        budget: int,
+        inbox: bool = False,
+        rooms: bool = False,
     ) -> list[Stored]:
         """As the SQLite log's: rows until their texts pass ``budget`` characters, at
         least one. The cut is made in PostgreSQL (a running sum), so no more than the
@@ -463,8 +514,8 @@ class PgMessageLog:
             )
             args: tuple[object, ...] = (key, after, upto)
         else:
-            source = f"SELECT {_COLUMNS} FROM chat_messages WHERE {_VISIBLE}"
-            args = (after, upto, key, key)
+            source = f"SELECT {_COLUMNS} FROM chat_messages WHERE {_VISIBLE[rooms]}"
+            args = (after, upto, *_who(key, rooms))
         sql = (
             f"SELECT {_COLUMNS} FROM (SELECT *, sum(length(body) + %s) OVER (ORDER BY seq) AS run "
             f"FROM ({source} ORDER BY seq LIMIT %s) AS s) AS page "
@@ -492,11 +543,20 @@ class PgMessageLog:
         after: int | None,
         limit: int,
         with_user: str | None,
+        room: str = LOBBY,
+        from_seq: int = 0,
     ) -> tuple[list[Stored], bool]:
-        sql, args = history_sql("chat_messages", "%s", user, before, after, with_user)
+        sql, args = history_sql(
+            "chat_messages", "%s", user, before, after, with_user, room, from_seq
+        )
         with self._pg.connection() as db:
             rows = db.execute(sql, (*args, limit + 1)).fetchall()
         return history_page(rows, limit, descending=after is None)
+
+    def load_rooms(self) -> roomstore.Loaded:
+        """Every room, membership and invite (chatroom_server.rooms.RoomBook.load)."""
+        with self._pg.connection() as db:
+            return roomstore.load(lambda sql: db.execute(sql).fetchall(), "chat_")
 
     def prune(
         self,
