@@ -38,6 +38,7 @@ also how Locust spreads a swarm over several machines.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import random
@@ -121,10 +122,10 @@ class LocustChatClient(ChatClient):
 
         self._timed("login", connect_and_login)
 
-    def pm(self, message: str, *, wait: bool = True) -> Receipt:
+    def pm(self, message: str, *, room: str | None = None, wait: bool = True) -> Receipt:
         if not wait:
-            return super().pm(message, wait=False)
-        return self._timed("pm", super().pm, message)
+            return super().pm(message, room=room, wait=False)
+        return self._timed("pm", functools.partial(super().pm, room=room), message)
 
     def dm(self, to: str, message: str, *, wait: bool = True) -> Receipt:
         if not wait:

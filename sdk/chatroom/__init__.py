@@ -3,6 +3,7 @@
 Everything a bot author needs is importable from here. The other public modules:
 :mod:`chatroom.aio` (the asyncio client), :mod:`chatroom.protocol` (the wire format),
 :mod:`chatroom.session` (the protocol's client side, with no I/O),
+:mod:`chatroom.rooms` (the frames of rooms, protocol version 2, and their rules),
 :mod:`chatroom.testing` (a test server), :mod:`chatroom.hosts` (server address lists),
 :mod:`chatroom.tls` (non-blocking TLS calls, shared with the server),
 :mod:`chatroom.extras` (the optional dependencies, for the other packages' console
@@ -24,6 +25,7 @@ from chatroom.errors import (
     MessageTooLong,
     ProtocolError,
     RateLimited,
+    RoomError,
     ServerError,
     UsageError,
     UserOffline,
@@ -39,9 +41,11 @@ from chatroom.events import (
     LoginResult,
     Receipt,
     Reconnected,
+    RoomEvent,
     ServerNotice,
     UsersChanged,
 )
+from chatroom.rooms import RoomInfo, RoomListing
 
 try:
     # One source of truth: the version in pyproject.toml, as installed.
@@ -71,6 +75,10 @@ __all__ = [
     "RateLimited",
     "Receipt",
     "Reconnected",
+    "RoomError",
+    "RoomEvent",
+    "RoomInfo",
+    "RoomListing",
     "ServerError",
     "ServerNotice",
     "UsageError",

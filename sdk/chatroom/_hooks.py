@@ -36,6 +36,7 @@ from chatroom.events import (
     DmSent,
     HookError,
     Reconnected,
+    RoomEvent,
     ServerNotice,
     UsersChanged,
 )
@@ -51,6 +52,7 @@ OnBroadcast = TypeVar("OnBroadcast", bound=Callable[[Broadcast], object])
 OnDm = TypeVar("OnDm", bound=Callable[[DirectMessage], object])
 OnDmSent = TypeVar("OnDmSent", bound=Callable[[DmSent], object])
 OnUsers = TypeVar("OnUsers", bound=Callable[[UsersChanged], object])
+OnRoomEvent = TypeVar("OnRoomEvent", bound=Callable[[RoomEvent], object])
 OnDisconnect = TypeVar("OnDisconnect", bound=Callable[[Disconnect], object])
 OnReconnect = TypeVar("OnReconnect", bound=Callable[[Reconnected], object])
 OnNotice = TypeVar("OnNotice", bound=Callable[[ServerNotice], object])
@@ -162,6 +164,12 @@ class HookMethods:
     def on_users(self, fn: OnUsers) -> OnUsers:
         """Register a hook for user-list pushes (``event.joined``/``event.left`` say why)."""
         return self._hooks.add("users", fn)
+
+    def on_room_event(self, fn: OnRoomEvent) -> OnRoomEvent:
+        """Register a hook for changes to our rooms (``rooms=True``, docs/PROTOCOL.md
+        §Rooms): joins, parts, topics, modes, invites (``event.event`` says which); the
+        client's ``rooms`` already show the change when the hook runs."""
+        return self._hooks.add("room_event", fn)
 
     def on_disconnect(self, fn: OnDisconnect) -> OnDisconnect:
         """Register a hook for the end of a connection (see

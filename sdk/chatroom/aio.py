@@ -47,6 +47,7 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar, cast, overload
 
 from chatroom._hooks import HookMethods, Hooks, WaiterBase
+from chatroom._room_api import AsyncRoomMethods, room_field
 from chatroom.errors import (
     ChatError,
     ChatTimeout,
@@ -80,6 +81,7 @@ from chatroom.protocol import (
     UserList,
     UsersCommand,
 )
+from chatroom.rooms import RoomInfo
 from chatroom.session import (
     BadFrame,
     ClientSession,
@@ -123,7 +125,7 @@ class _Waiter(WaiterBase[E]):
         self.future.set_exception(error)
 
 
-class AsyncChatClient(HookMethods):
+class AsyncChatClient(HookMethods, AsyncRoomMethods):
     """A connection to a chatroom server, for asyncio. See the module docstring."""
 
     def __init__(
@@ -141,6 +143,7 @@ class AsyncChatClient(HookMethods):
         max_frame: int = 64 * 1024 * 1024,
         resume_from: int | None = None,
         hook_queue: int = 10_000,
+        rooms: bool = False,
     ) -> None:
         if timeout <= 0:
             raise UsageError("timeout must be positive")
@@ -152,7 +155,9 @@ class AsyncChatClient(HookMethods):
         self.reconnect = reconnect
         self.reconnect_max_delay = reconnect_max_delay
         self._ssl = client_context(tls, ca_file)
-        self._session = ClientSession(keepalive=keepalive, timeout=timeout, max_frame=max_frame)
+        self._session = ClientSession(
+            keepalive=keepalive, timeout=timeout, max_frame=max_frame, rooms=rooms
+        )
         if resume_from is not None:
             self._session.cursor = resume_from
         self._reader: asyncio.StreamReader | None = None
@@ -174,6 +179,11 @@ class AsyncChatClient(HookMethods):
     def users(self) -> tuple[str, ...]:
         """The active users as of the latest push or reply (a snapshot, sorted)."""
         return self._session.users
+
+    @property
+    def rooms(self) -> tuple[RoomInfo, ...]:
+        """The rooms we are in (as :attr:`chatroom.ChatClient.rooms`)."""
+        return self._session.rooms
 
     @property
     def username(self) -> str | None:
@@ -311,10 +321,12 @@ class AsyncChatClient(HookMethods):
         ok = cast(LoginOk, reply.event)
         return reply.result or LoginResult(ok.username, ok.new_user, ok.users, ok.seq)
 
-    async def pm(self, message: str) -> Receipt:
+    async def pm(self, message: str, *, room: str | None = None) -> Receipt:
         """A public message; returns once the server stored it (resent after a reconnect).
-        Over the server's limits: :class:`chatroom.MessageTooLong`, and nothing is sent."""
-        return receipt(await self._request(Ack, lambda s: s.request(PmCommand(message=message))))
+        Over the server's limits: :class:`chatroom.MessageTooLong`, and nothing is sent.
+        ``room``: to that room's members (rooms on; default ``lobby``)."""
+        cmd = PmCommand(message=message, room=room_field(self._session, room))
+        return receipt(await self._request(Ack, lambda s: s.request(cmd)))
 
     async def dm(self, to: str, message: str) -> Receipt:
         """A direct message; ``receipt.queued`` if the recipient is offline."""
@@ -337,18 +349,30 @@ class AsyncChatClient(HookMethods):
         after: int | None = None,
         limit: int = 50,
         with_user: str | None = None,
+        room: str | None = None,
     ) -> HistoryPage:
         """A page of stored messages (as :meth:`chatroom.ChatClient.history`)."""
-        cmd = HistoryCommand(before=before, after=after, limit=limit, with_user=with_user)
+        cmd = HistoryCommand(
+            before=before,
+            after=after,
+            limit=limit,
+            with_user=with_user,
+            room=room_field(self._session, room),
+        )
         page = await self._request(History, lambda s: s.request(cmd))
         return HistoryPage(page.messages, page.has_more)
 
     async def iter_history(
-        self, *, with_user: str | None = None, before: int | None = None, page: int = 100
+        self,
+        *,
+        with_user: str | None = None,
+        before: int | None = None,
+        page: int = 100,
+        room: str | None = None,
     ) -> AsyncIterator[HistoryMessage]:
         """Every stored message, newest first, a page at a time."""
         while True:
-            got = await self.history(before=before, limit=page, with_user=with_user)
+            got = await self.history(before=before, limit=page, with_user=with_user, room=room)
             for m in reversed(got.messages):
                 yield m
             before = older_than(got)

@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import Any, Final, Literal, TypeVar, cast, overload
 
 from chatroom._hooks import HookMethods, Hooks, WaiterBase
+from chatroom._room_api import RoomMethods, room_field
 from chatroom.errors import (
     ChatError,
     ChatTimeout,
@@ -62,6 +63,7 @@ from chatroom.protocol import (
     UserList,
     UsersCommand,
 )
+from chatroom.rooms import RoomInfo
 from chatroom.session import (
     BadFrame,
     ClientSession,
@@ -159,7 +161,7 @@ class _Pending:
         self.error: ChatError | None = None
 
 
-class ChatClient(HookMethods):
+class ChatClient(HookMethods, RoomMethods):
     """A connection to a chatroom server.
 
     ::
@@ -174,9 +176,17 @@ class ChatClient(HookMethods):
         client.login("alice", "correct horse")
         client.run_forever()
 
+    **Rooms** (docs/PROTOCOL.md §Rooms): with ``rooms=True`` the client asks for them at
+    login; then :attr:`rooms` are the rooms we are in, kept up to date, ``pm`` and
+    ``history`` take ``room=``, every ``Broadcast`` says its ``room``, and ``join``,
+    ``part``, ``list_rooms``, ``room_info``, ``members``, ``topic``, ``set_topic``,
+    ``invite`` and ``mode`` work (chatroom._room_api). Without it the client is in
+    ``lobby`` only and sees exactly what a protocol-v1 client sees.
+
     **Hooks.** Register with the decorators ``on_broadcast``, ``on_dm``, ``on_dm_sent``,
-    ``on_users``, ``on_disconnect``, ``on_reconnect``, ``on_notice`` and ``on_error``, or
-    subclass and override the method of the same name (``def on_dm(self, event): ...``).
+    ``on_users``, ``on_room_event``, ``on_disconnect``, ``on_reconnect``, ``on_notice``
+    and ``on_error``, or subclass and override the method of the same name
+    (``def on_dm(self, event): ...``).
     Several hooks per event run in registration order (an override first).
 
     **Threading contract.**
@@ -230,6 +240,7 @@ class ChatClient(HookMethods):
         max_frame: int = 64 * 1024 * 1024,
         resume_from: int | None = None,
         cursor_file: str | Path | None = None,
+        rooms: bool = False,
     ) -> None:
         if timeout <= 0:
             raise UsageError("timeout must be positive")
@@ -252,7 +263,9 @@ class ChatClient(HookMethods):
         # holds this, since OpenSSL forbids concurrent use. Taken inside _send_lock.
         self._io_lock = threading.Lock()
         self._tls_writer = TlsWriter()  # under _send_lock
-        self._session = ClientSession(keepalive=keepalive, timeout=timeout, max_frame=max_frame)
+        self._session = ClientSession(
+            keepalive=keepalive, timeout=timeout, max_frame=max_frame, rooms=rooms
+        )
         # Resume (docs/PROTOCOL.md §Resume): where the first login starts. The cursor file
         # holds the seq up to which the hooks have run, so a restarted process catches up
         # exactly where it stopped; written atomically, at most every 0.1 s and at close,
@@ -287,6 +300,13 @@ class ChatClient(HookMethods):
         """The active users as of the latest push or reply (a snapshot, sorted)."""
         with self._lock:
             return self._session.users
+
+    @property
+    def rooms(self) -> tuple[RoomInfo, ...]:
+        """The rooms we are in (``lobby`` not included), as of the latest event (a
+        snapshot, sorted ignoring case); empty without rooms (see the class docstring)."""
+        with self._lock:
+            return self._session.rooms
 
     @property
     def username(self) -> str | None:
@@ -468,20 +488,23 @@ class ChatClient(HookMethods):
             return pending.result
         return LoginResult(reply.username, reply.new_user, reply.users, reply.seq)
 
-    def pm(self, message: str, *, wait: bool = True) -> Receipt:
+    def pm(self, message: str, *, room: str | None = None, wait: bool = True) -> Receipt:
         """Send a public message; returns once the server acknowledged (stored) it, with
         its ``seq``. If the connection breaks first and ``reconnect=True``, it is sent again
         on the new connection, and stored once (docs/PROTOCOL.md §Idempotent sends); the
         call still returns within ``timeout`` or raises :class:`ChatTimeout`. A message
         over the server's limits raises :class:`~chatroom.errors.MessageTooLong`, unsent.
 
+        ``room``: to that room's members (rooms on; default ``lobby``, everyone).
+
         ``wait=False`` returns as soon as the frame is written (safe in inline hooks, and
         what load generators need); a refusal then arrives as a :class:`ServerNotice`.
         """
+        cmd = PmCommand(message=message, room=room_field(self._session, room))
         if not wait:
-            self.send_command(PmCommand(message=message))
+            self.send_command(cmd)
             return Receipt(None)
-        return receipt(self._request(Ack, lambda s: s.request(PmCommand(message=message))))
+        return receipt(self._request(Ack, lambda s: s.request(cmd)))
 
     def dm(self, to: str, message: str, *, wait: bool = True) -> Receipt:
         """Send a direct message; returns once acknowledged: ``receipt.to`` is the
@@ -504,20 +527,33 @@ class ChatClient(HookMethods):
         after: int | None = None,
         limit: int = 50,
         with_user: str | None = None,
+        room: str | None = None,
     ) -> HistoryPage:
-        """A page of stored messages (docs/PROTOCOL.md §history): the public room, or the
-        DM conversation with ``with_user``. Newest ``limit`` (1-100) without a cursor;
-        ``before=seq`` pages back, ``after=seq`` forward. Messages ascend by seq."""
-        cmd = HistoryCommand(before=before, after=after, limit=limit, with_user=with_user)
+        """A page of stored messages (docs/PROTOCOL.md §history): ``room``'s (default
+        ``lobby``; what we may read of it, §Rooms), or the DM conversation with
+        ``with_user``. Newest ``limit`` (1-100) without a cursor; ``before=seq`` pages
+        back, ``after=seq`` forward. Messages ascend by seq."""
+        cmd = HistoryCommand(
+            before=before,
+            after=after,
+            limit=limit,
+            with_user=with_user,
+            room=room_field(self._session, room),
+        )
         reply = self._request(History, lambda s: s.request(cmd))
         return HistoryPage(reply.messages, reply.has_more)
 
     def iter_history(
-        self, *, with_user: str | None = None, before: int | None = None, page: int = 100
+        self,
+        *,
+        with_user: str | None = None,
+        before: int | None = None,
+        page: int = 100,
+        room: str | None = None,
     ) -> Iterator[HistoryMessage]:
         """Every stored message, newest first, fetched a page at a time as you iterate."""
         while True:
-            got = self.history(before=before, limit=page, with_user=with_user)
+            got = self.history(before=before, limit=page, with_user=with_user, room=room)
             yield from reversed(got.messages)
             before = older_than(got)
             if before is None:
@@ -773,9 +809,9 @@ class ChatClient(HookMethods):
                 pending = self._pending.get(event.rid)  # type: ignore[union-attr]
             if pending is None:
                 return None
-            if kind is Reply:
-                pending.reply = event.event  # type: ignore[union-attr]
-                pending.result = event.result  # type: ignore[union-attr]
+            if isinstance(event, Reply):
+                pending.reply = event.event
+                pending.result = event.result
             else:
                 pending.error = event.error  # type: ignore[union-attr]
             pending.done.set()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from chatroom.errors import ServerError
 from chatroom.protocol import Broadcast, DirectMessage, HistoryMessage
+from chatroom.rooms import RoomEvent
 
 __all__ = [
     "Broadcast",
@@ -25,6 +26,7 @@ __all__ = [
     "LoginResult",
     "Receipt",
     "Reconnected",
+    "RoomEvent",
     "ServerNotice",
     "UsersChanged",
 ]
@@ -160,6 +162,7 @@ HOOK_KINDS: tuple[str, ...] = (
     "dm",
     "dm_sent",
     "users",
+    "room_event",
     "disconnect",
     "reconnect",
     "notice",
@@ -170,6 +173,7 @@ KIND_OF: dict[type, str] = {
     DirectMessage: "dm",
     DmSent: "dm_sent",
     UsersChanged: "users",
+    RoomEvent: "room_event",
     Disconnect: "disconnect",
     Reconnected: "reconnect",
     HookError: "error",

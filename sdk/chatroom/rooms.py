@@ -42,6 +42,7 @@ __all__ = [
     "RoomListing",
     "RoomsCommand",
     "TopicCommand",
+    "apply_event",
     "check_room",
     "format_modes",
     "is_valid_room",
@@ -354,3 +355,59 @@ def validate_room_command(cmd: RoomCommand) -> None:
             parse_modes(cmd.modes, cmd.args, cmd.id)
         elif cmd.args:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "args without modes", cmd.id)
+
+
+def apply_event(info: RoomInfo, event: RoomEvent) -> RoomInfo:
+    """``info`` after ``event`` (a client keeping its rooms up to date from the
+    ``room_event``s it receives): members joined and gone, the topic, the modes and
+    roles. A joiner's role is not in the event: they are listed as a ``member``."""
+    kind = event.event
+    if kind == RoomEventKind.JOIN:
+        if any(room_key(m) == room_key(event.by) for m in info.members):
+            return info
+        members = tuple(sorted((*info.members, event.by), key=str.lower))
+        return msgspec.structs.replace(info, members=members)
+    if kind in (RoomEventKind.PART, RoomEventKind.KICK):
+        gone = room_key(event.by if kind == RoomEventKind.PART else event.user or "")
+        members = tuple(m for m in info.members if room_key(m) != gone)
+        roles = {u: r for u, r in info.roles.items() if room_key(u) != gone}
+        return msgspec.structs.replace(info, members=members, roles=roles)
+    if kind == RoomEventKind.TOPIC:
+        topic = event.topic or ""
+        return msgspec.structs.replace(info, topic=topic, topic_by=event.by if topic else None)
+    if kind == RoomEventKind.MODE and event.modes:
+        return _apply_modes(info, parse_modes(event.modes, event.args))
+    return info
+
+
+def _apply_modes(info: RoomInfo, changes: Sequence[ModeChange]) -> RoomInfo:
+    flags = set(info.modes.lstrip("+")) - {"k", "l"}
+    key, limit = info.key, info.limit
+    roles = dict(info.roles)
+    for c in changes:
+        if c.letter in FLAG_MODES:
+            if c.add:
+                flags.add(c.letter)
+            else:
+                flags.discard(c.letter)
+        elif c.letter == "k":
+            key = c.arg if c.add else None
+        elif c.letter == "l":
+            limit = int(c.arg) if c.add and c.arg is not None else None
+        elif c.arg is not None:
+            name = next((m for m in info.members if room_key(m) == room_key(c.arg)), c.arg)
+            now = roles.get(name, Role.MEMBER.value)
+            if now == Role.OWNER:
+                continue
+            if c.add:
+                roles[name] = (
+                    Role.OP.value if c.letter == "o" or now == Role.OP else Role.VOICE.value
+                )
+            elif now == (Role.OP if c.letter == "o" else Role.VOICE):
+                roles.pop(name, None)
+    letters = (
+        flags | ({"k"} if key is not None else set()) | ({"l"} if limit is not None else set())
+    )
+    return msgspec.structs.replace(
+        info, modes=format_modes(letters), key=key, limit=limit, roles=roles
+    )

@@ -18,6 +18,10 @@ events out; requests in, bytes out. It owns every protocol decision a client mak
 - the limits ``login_ok`` announces (§Limits): a ``pm``/``dm`` over them is refused with
   :class:`~chatroom.errors.MessageTooLong` before it is sent, and a frame the server
   refused as ``too_large`` is never sent again;
+- with ``rooms=True`` (docs/PROTOCOL.md §Rooms, protocol v2): asking for the extension,
+  and the rooms the user is in (:attr:`ClientSession.rooms`), kept up to date from
+  ``login_ok``, the replies to room commands and every ``room_event``, whose seqs move
+  the cursor as messages' do (one cursor for every room);
 - turning frames into events (a DM the user sent into :class:`~chatroom.events.DmSent`,
   never a :class:`~chatroom.protocol.DirectMessage`), and malformed frames into
   :class:`BadFrame` rather than an exception that would end the connection.
@@ -84,7 +88,7 @@ from chatroom.errors import (
 )
 from chatroom.events import DmSent, HistoryPage, LoginResult, Receipt, Reconnected, ServerNotice
 from chatroom.protocol import (
-    PROTOCOL_VERSION,
+    ROOMS_VERSION,
     Ack,
     Broadcast,
     Bye,
@@ -113,6 +117,7 @@ from chatroom.protocol import (
     split_block,
     username_key,
 )
+from chatroom.rooms import RoomEvent, RoomInfo, RoomInfoReply, apply_event, room_key
 
 __all__ = [
     "LOGIN_FEATURES",
@@ -137,8 +142,10 @@ C = TypeVar("C", bound=ClientCommand)
 # The most acked own seqs kept above the cursor (module docstring, "The cursor").
 MAX_OWN: Final = 10_000
 
-# What every client of ours asks for at login (docs/PROTOCOL.md §Extensions).
+# What every client of ours asks for at login (docs/PROTOCOL.md §Extensions); with
+# ``rooms=True``, rooms too.
 LOGIN_FEATURES: Final = (Feature.USERS_DELTA.value,)
+ROOMS_FEATURES: Final = (*LOGIN_FEATURES, Feature.ROOMS.value)
 PING: Final = encode(PingCommand())
 EXIT: Final = encode(ExitCommand())
 _RESYNC: Final = encode(UsersCommand())  # answered by a full list without an id
@@ -205,6 +212,7 @@ SessionEvent = (
     | Broadcast
     | DirectMessage
     | DmSent
+    | RoomEvent
     | Reconnected
     | ServerNotice
 )
@@ -265,6 +273,7 @@ class ClientSession:
         "_relogin",
         "_replay",
         "_resend",
+        "_rooms",
         "_sent",
         "_sorted",
         "_user_set",
@@ -273,9 +282,11 @@ class ClientSession:
         "keepalive_interval",
         "limits",
         "max_frame",
+        "rooms_on",
         "timeout",
         "track_users",
         "username",
+        "want_rooms",
     )
 
     def __init__(
@@ -285,6 +296,7 @@ class ClientSession:
         timeout: float = 10.0,
         max_frame: int = 64 * 1024 * 1024,
         track_users: bool = True,
+        rooms: bool = False,
     ) -> None:
         self.keepalive_interval = keepalive
         self.timeout = timeout
@@ -319,6 +331,10 @@ class ClientSession:
         self.limits: ServerLimits | None = None
         self._cid_prefix = secrets.token_hex(6)  # cids unique per sender, across processes
         self._cids = 0
+        # Rooms (docs/PROTOCOL.md §Rooms): asked for at login; on when login_ok says so.
+        self.want_rooms = rooms
+        self.rooms_on = False
+        self._rooms: dict[str, RoomInfo] = {}  # room_key -> the room, for rooms joined
         # The cids of this session's pm/dm requests, the latest MAX_OWN, whatever became
         # of them: acked, unacked, timed out (the caller gave up: stored or not, nobody
         # knows) or refused unavailable (a commit cut short may have stored it). A
@@ -333,6 +349,16 @@ class ClientSession:
         if self._sorted is None:
             self._sorted = tuple(sorted(self._user_set, key=str.lower))
         return self._sorted
+
+    @property
+    def rooms(self) -> tuple[RoomInfo, ...]:
+        """The rooms the user is in (``lobby`` not included), sorted ignoring case; empty
+        unless the server turned rooms on (:attr:`rooms_on`)."""
+        return tuple(sorted(self._rooms.values(), key=lambda r: r.name.lower()))
+
+    def room(self, name: str) -> RoomInfo | None:
+        """The room ``name`` (any case), if the user is in it."""
+        return self._rooms.get(room_key(name))
 
     @property
     def user_count(self) -> int:
@@ -414,7 +440,7 @@ class ClientSession:
             LoginCommand(
                 username=username,
                 password=password,
-                features=LOGIN_FEATURES,
+                features=ROOMS_FEATURES if self.want_rooms else LOGIN_FEATURES,
                 since=since,
                 epoch=self.epoch if since is not None else None,
             )
@@ -563,6 +589,16 @@ class ClientSession:
             else:
                 events.append(message)
             return
+        if kind is RoomEvent:
+            assert isinstance(event, RoomEvent)
+            if event.seq is not None:
+                if self.message_seq(event.seq) != "new":
+                    return
+                if self._replay is not None and event.replayed:
+                    self._replay.count += 1
+            self._room_event(event)
+            events.append(event)
+            return
         if kind is ReplayDone or kind is ReplayTruncated:
             self._on_replay(event, events)  # type: ignore[arg-type]
             return
@@ -693,7 +729,7 @@ class ClientSession:
         if not isinstance(rid, int) or rid not in self._pending:
             log.debug("reply to no pending request (timed out?): %r", event)
             return
-        del self._pending[rid]
+        command = self._pending.pop(rid)
         password = self._logins.pop(rid, None)
         relogin = rid == self._relogin
         if relogin:
@@ -723,12 +759,12 @@ class ClientSession:
             self.username = event.username
             self._set_users(event.users)
             self._logged_in(event, relogin)
-            if event.version is not None and event.version > PROTOCOL_VERSION:
+            if event.version is not None and event.version > ROOMS_VERSION:
                 log.warning(
                     "the server speaks protocol version %d, this client %d: what it knows "
                     "still holds (docs/PROTOCOL.md §Versions), but a newer client exists",
                     event.version,
-                    PROTOCOL_VERSION,
+                    ROOMS_VERSION,
                 )
             if password is not None:
                 self._credentials = (event.username, password)
@@ -743,11 +779,18 @@ class ClientSession:
             return
         elif type(event) is UserList:
             self._set_users(event.users)
+        elif type(event) is RoomInfoReply:
+            self._room_reply(command, event)
+        elif type(event) is Ack and command == "part" and event.room is not None:
+            self._rooms.pop(room_key(event.room), None)
         events.append(Reply(rid, event))
 
     def _logged_in(self, ok: LoginOk, relogin: bool) -> None:
-        """A login_ok: adopt the server's epoch, cursor and limits, queue the resends."""
+        """A login_ok: adopt the server's epoch, cursor and limits, the rooms, queue the
+        resends."""
         self.limits = ok.limits
+        self.rooms_on = Feature.ROOMS.value in ok.features
+        self._rooms = {room_key(r.name): r for r in ok.rooms}
         if ok.epoch is not None:
             if self.epoch is not None and ok.epoch != self.epoch:
                 log.warning("the server's message log is new (epoch changed): seqs restart")
@@ -783,6 +826,34 @@ class ClientSession:
         events.append(
             Reconnected(result) if replay.relogin else Reply(replay.rid, replay.ok, result)
         )
+
+    # ------------------------------------------------------------ rooms
+
+    def _room_reply(self, command: str, event: RoomInfoReply) -> None:
+        """A ``room_info`` reply: the room joined (the join's seq is ours, as an ack's),
+        or fresher news of one the user is in."""
+        if event.seq is not None:
+            self.acked(event.seq)
+        key = room_key(event.info.name)
+        if command == "join" or key in self._rooms:
+            self._rooms[key] = event.info
+
+    def _room_event(self, event: RoomEvent) -> None:
+        """Keep the rooms the user is in as ``event`` leaves them."""
+        key = room_key(event.room)
+        me = self.username or ""
+        gone = event.by if event.event == "part" else event.user if event.event == "kick" else None
+        if gone is not None and self._is_me(gone):
+            self._rooms.pop(key, None)
+            return
+        info = self._rooms.get(key)
+        if info is None:
+            if event.event == "join" and self._is_me(event.by):
+                # Our own join, made by another session of ours: the rest comes with
+                # the next room_info (members) or login.
+                self._rooms[key] = RoomInfo(name=event.room, members=(me,))
+            return
+        self._rooms[key] = apply_event(info, event)
 
     # ------------------------------------------------------------ user list
 

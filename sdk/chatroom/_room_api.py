@@ -1,0 +1,173 @@
+"""The room commands of both clients (docs/PROTOCOL.md §Rooms), written once for each:
+:class:`RoomMethods` for :class:`chatroom.ChatClient` (blocking calls) and
+:class:`AsyncRoomMethods` for :class:`chatroom.aio.AsyncChatClient` (coroutines).
+
+Each is one request built by the session and one typed reply; the client supplies
+``_request`` (send with a fresh id, wait for the reply or raise what refused it) and
+``_session``. Rooms need a client made with ``rooms=True`` and a server that turned them
+on at login: anything else is a :class:`~chatroom.errors.UsageError` before a byte is
+sent, rather than the server's ``unknown_command``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from chatroom.errors import UsageError
+from chatroom.events import Receipt
+from chatroom.protocol import Ack, ClientCommand, ServerEvent
+from chatroom.rooms import (
+    LOBBY,
+    InviteCommand,
+    JoinCommand,
+    MembersCommand,
+    ModeCommand,
+    PartCommand,
+    RoomInfo,
+    RoomInfoReply,
+    RoomList,
+    RoomListing,
+    RoomsCommand,
+    TopicCommand,
+    room_key,
+)
+from chatroom.session import ClientSession, receipt
+
+__all__ = ["AsyncRoomMethods", "RoomMethods", "room_field"]
+
+R = TypeVar("R", bound=ServerEvent)
+Build = Callable[[ClientSession], tuple[int, bytes]]
+
+
+def _build(session: ClientSession, cmd: ClientCommand) -> Build:
+    """The request for ``cmd``, after checking that this connection speaks rooms."""
+    if not session.rooms_on:
+        why = (
+            "this client was made without rooms=True"
+            if not session.want_rooms
+            else "the server did not turn rooms on at login (docs/PROTOCOL.md §Rooms)"
+        )
+        raise UsageError(f"rooms are not available: {why}")
+    return lambda s: s.request(cmd)
+
+
+def room_field(session: ClientSession, room: str | None) -> str | None:
+    """The ``room`` of a ``pm`` or ``history``: None (lobby) stays None; another room
+    needs rooms on (a version-1 server ignores the field and would deliver to lobby)."""
+    if room is None or room_key(room) == LOBBY:
+        return room if session.rooms_on else None
+    _build(session, RoomsCommand())  # raises unless rooms are on
+    return room
+
+
+class RoomMethods:
+    """:class:`chatroom.ChatClient`'s room commands; each blocks until its reply and
+    raises :class:`~chatroom.errors.RoomError` when the server refuses (``no_such_room``,
+    ``not_in_room``, ``invite_only``, ``bad_key``, ``room_full``, ``invalid_room``,
+    ``not_operator``, ``too_many_rooms``)."""
+
+    _session: ClientSession
+
+    def _request(self, reply_type: type[R], build: Build) -> R:
+        raise NotImplementedError  # the client's
+
+    def join(self, room: str, *, key: str | None = None) -> RoomInfo:
+        """Join ``room``, creating it if it does not exist (we then own it); ``key`` for a
+        +k room. Returns the room: topic, modes, members."""
+        cmd = JoinCommand(room=room, key=key)
+        return self._request(RoomInfoReply, _build(self._session, cmd)).info
+
+    def part(self, room: str, *, reason: str | None = None) -> Receipt:
+        """Leave ``room`` (never ``lobby``)."""
+        cmd = PartCommand(room=room, reason=reason)
+        return receipt(self._request(Ack, _build(self._session, cmd)))
+
+    def list_rooms(self) -> tuple[RoomListing, ...]:
+        """The rooms we may see (all but the secret ones we are not in), with their
+        member counts and whether we are in each."""
+        return self._request(RoomList, _build(self._session, RoomsCommand())).rooms
+
+    def room_info(self, room: str) -> RoomInfo:
+        """A room as its members see it (fresh from the server)."""
+        cmd = MembersCommand(room=room)
+        return self._request(RoomInfoReply, _build(self._session, cmd)).info
+
+    def members(self, room: str) -> tuple[str, ...]:
+        """A room's members, online or not, sorted ignoring case."""
+        return self.room_info(room).members
+
+    def topic(self, room: str) -> str:
+        """A room's topic (``""``: none)."""
+        cmd = TopicCommand(room=room)
+        return self._request(RoomInfoReply, _build(self._session, cmd)).info.topic
+
+    def set_topic(self, room: str, topic: str) -> Receipt:
+        """Set a room's topic (``""`` clears it); under +t, operators only."""
+        cmd = TopicCommand(room=room, topic=topic)
+        return receipt(self._request(Ack, _build(self._session, cmd)))
+
+    def invite(self, room: str, user: str) -> Receipt:
+        """Let ``user`` join ``room`` once past +i, +k and +l; ``receipt.to`` is their
+        canonical name."""
+        cmd = InviteCommand(room=room, user=user)
+        return receipt(self._request(Ack, _build(self._session, cmd)), user)
+
+    def mode(self, room: str, modes: str, *args: str) -> Receipt:
+        """Change a room's modes, IRC style: ``mode("dev", "+kl-t", "s3cr3t", "10")``
+        (operators only). The modes now are in :meth:`room_info`."""
+        cmd = ModeCommand(room=room, modes=modes, args=args)
+        return receipt(self._request(Ack, _build(self._session, cmd)))
+
+
+class AsyncRoomMethods:
+    """:class:`chatroom.aio.AsyncChatClient`'s room commands: as :class:`RoomMethods`,
+    each a coroutine."""
+
+    _session: ClientSession
+
+    def _request(self, reply_type: type[R], build: Build) -> Awaitable[R]:
+        raise NotImplementedError  # the client's
+
+    async def join(self, room: str, *, key: str | None = None) -> RoomInfo:
+        """As :meth:`RoomMethods.join`."""
+        cmd = JoinCommand(room=room, key=key)
+        return (await self._request(RoomInfoReply, _build(self._session, cmd))).info
+
+    async def part(self, room: str, *, reason: str | None = None) -> Receipt:
+        """As :meth:`RoomMethods.part`."""
+        cmd = PartCommand(room=room, reason=reason)
+        return receipt(await self._request(Ack, _build(self._session, cmd)))
+
+    async def list_rooms(self) -> tuple[RoomListing, ...]:
+        """As :meth:`RoomMethods.list_rooms`."""
+        return (await self._request(RoomList, _build(self._session, RoomsCommand()))).rooms
+
+    async def room_info(self, room: str) -> RoomInfo:
+        """As :meth:`RoomMethods.room_info`."""
+        cmd = MembersCommand(room=room)
+        return (await self._request(RoomInfoReply, _build(self._session, cmd))).info
+
+    async def members(self, room: str) -> tuple[str, ...]:
+        """As :meth:`RoomMethods.members`."""
+        return (await self.room_info(room)).members
+
+    async def topic(self, room: str) -> str:
+        """As :meth:`RoomMethods.topic`."""
+        cmd = TopicCommand(room=room)
+        return (await self._request(RoomInfoReply, _build(self._session, cmd))).info.topic
+
+    async def set_topic(self, room: str, topic: str) -> Receipt:
+        """As :meth:`RoomMethods.set_topic`."""
+        cmd = TopicCommand(room=room, topic=topic)
+        return receipt(await self._request(Ack, _build(self._session, cmd)))
+
+    async def invite(self, room: str, user: str) -> Receipt:
+        """As :meth:`RoomMethods.invite`."""
+        cmd = InviteCommand(room=room, user=user)
+        return receipt(await self._request(Ack, _build(self._session, cmd)), user)
+
+    async def mode(self, room: str, modes: str, *args: str) -> Receipt:
+        """As :meth:`RoomMethods.mode`."""
+        cmd = ModeCommand(room=room, modes=modes, args=args)
+        return receipt(await self._request(Ack, _build(self._session, cmd)))
