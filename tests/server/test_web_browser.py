@@ -346,6 +346,9 @@ def test_keyboard_only_tab_completion_and_a_phone_width(browser: Any, tabs: list
         connect(srv.address, "bobby_tables")
         tab = open_tab(browser, tabs, srv.web_url, width=390, height=800)
         page = tab.page
+        # A keyboard user waits, as anyone does, for the page to say it is connected: before
+        # that, Enter only says "not connected yet" (on a loaded machine, for a while).
+        page.wait_for_selector('#status[data-state="connecting"]')
         page.keyboard.type("alice")  # the username field has the focus at load
         page.keyboard.press("Enter")
         page.get_by_label("Choose a password").wait_for()
