@@ -127,6 +127,7 @@ from chatroom_server.accounts import (
     AccountStoreBusy,
 )
 from chatroom_server.cluster import ClusterUnavailable
+from chatroom_server.commands import Dispatch
 from chatroom_server.config import ConfigError, ServerConfig
 from chatroom_server.doorbell import Doorbell
 from chatroom_server.fanout import Direct, FanOut
@@ -365,6 +366,8 @@ class ChatServer:
             interval=c.users_interval,
             stopping=self._stopping,
         )
+        # Every client command's handler and properties (chatroom_server.commands).
+        self._commands: Dispatch[_Conn] = Dispatch.bind(self, self._flush_batch)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -1077,7 +1080,7 @@ class ChatServer:
             if not allowed:
                 raise ProtocolError(ErrorCode.RATE_LIMITED, self._rate_limited_text(), cmd.id)
             validate_command(cmd, self.config.limits)
-            keep = self._dispatch(conn, cmd)
+            keep = self._commands.run(conn, cmd)
         except ProtocolError as exc:
             return self._refused(conn, exc)
         conn.errors_in_row = 0
@@ -1106,52 +1109,31 @@ class ChatServer:
         else:
             self._fanout.after(conn, lambda: conn.outbox.send(data))
 
-    def _dispatch(self, conn: _Conn, cmd: ClientCommand) -> bool:
-        # PM first: it is the hot path.
-        if type(cmd) is PmCommand:
-            self._require_login(conn, cmd)
-            self._public(conn, cmd)
-            return True
-        if conn.batch:
-            # Whatever follows public messages must not overtake them (a DM to one of
-            # their recipients, a reply to their sender): docs/PROTOCOL.md §Ordering.
-            self._flush_batch(conn)
-        if type(cmd) is DmCommand:
-            self._require_login(conn, cmd)
-            if not (self.config.irc_guests and self._guest_direct(conn, cmd)):
-                self._direct(conn, cmd)
-        elif type(cmd) is LoginCommand:
-            return self._login(conn, cmd)
-        elif type(cmd) is HistoryCommand:
-            self._require_login(conn, cmd)
-            self._history(conn, cmd)
-        elif type(cmd) is UsersCommand:
-            self._require_login(conn, cmd)
-            rid = cmd.id
-            if conn.deltas:  # the list its deltas apply to, when the reply goes out
-                self._fanout.after(conn, lambda: self._publisher.reply(conn, rid))
-            else:
-                self._fanout.after(
-                    conn, lambda: conn.outbox.send(encode(UserList(users=self.names(), id=rid)))
-                )
-        elif type(cmd) is PingCommand:
-            self._reply(conn, _PONG if cmd.id is None else encode(Pong(id=cmd.id)))
-        elif isinstance(cmd, ExitCommand):  # exit and its alias logout
-            self._replay_received(conn)
-            self._fanout.after(conn, lambda: conn.outbox.finish(_BYE_EXIT))  # nothing follows
-            return False
-        else:
-            # The room commands (docs/PROTOCOL.md §Rooms) need the rooms extension, which
-            # this server does not offer yet: answered as a version-1 server would.
-            raise ProtocolError(
-                ErrorCode.UNKNOWN_COMMAND, f"unknown command {cmd.__struct_config__.tag!r}", cmd.id
-            )
-        return True
+    # ---------------------------------------------------------------- commands
+    # The handlers of the command table (chatroom_server.commands), which checks the
+    # login and flushes the pending batch before calling them. _login and _exit return
+    # whether to keep the connection.
 
-    @staticmethod
-    def _require_login(conn: _Conn, cmd: ClientCommand) -> None:
-        if conn.username is None:
-            raise ProtocolError(ErrorCode.NOT_LOGGED_IN, "log in first", cmd.id)
+    def _dm(self, conn: _Conn, cmd: DmCommand) -> None:
+        if not (self.config.irc_guests and self._guest_direct(conn, cmd)):
+            self._direct(conn, cmd)
+
+    def _users(self, conn: _Conn, cmd: UsersCommand) -> None:
+        rid = cmd.id
+        if conn.deltas:  # the list its deltas apply to, when the reply goes out
+            self._fanout.after(conn, lambda: self._publisher.reply(conn, rid))
+        else:
+            self._fanout.after(
+                conn, lambda: conn.outbox.send(encode(UserList(users=self.names(), id=rid)))
+            )
+
+    def _ping(self, conn: _Conn, cmd: PingCommand) -> None:
+        self._reply(conn, _PONG if cmd.id is None else encode(Pong(id=cmd.id)))
+
+    def _exit(self, conn: _Conn, cmd: ExitCommand) -> bool:
+        self._replay_received(conn)
+        self._fanout.after(conn, lambda: conn.outbox.finish(_BYE_EXIT))  # nothing follows
+        return False
 
     # ---------------------------------------------------------------- messages
 
