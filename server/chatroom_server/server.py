@@ -76,13 +76,13 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 
-from chatroom.errors import FrameTooLarge, ProtocolError
+from chatroom.errors import ProtocolError
 from chatroom.protocol import (
     PROTOCOL_VERSION,
     Ack,
@@ -96,7 +96,6 @@ from chatroom.protocol import (
     ErrorEvent,
     ExitCommand,
     Feature,
-    FrameDecoder,
     History,
     HistoryCommand,
     HistoryMessage,
@@ -113,7 +112,6 @@ from chatroom.protocol import (
     UserList,
     UsersCommand,
     check_password,
-    decode_command,
     encode,
     username_key,
     validate_command,
@@ -133,11 +131,9 @@ from chatroom_server.doorbell import Doorbell
 from chatroom_server.fanout import Direct, FanOut
 from chatroom_server.irc import IrcOutbox, IrcSession, Translations, decode_line, parse
 from chatroom_server.limits import (
-    FloodMeter,
     LoginAttempt,
     LoginThrottle,
     Throttled,
-    TokenBucket,
     WindowCounter,
 )
 from chatroom_server.messagelog import MessageLog, NewMessage, StorageError, Stored
@@ -145,6 +141,15 @@ from chatroom_server.metrics import server_tally
 from chatroom_server.outbox import Flusher, Outbox, push_all
 from chatroom_server.readers import ReaderThread
 from chatroom_server.roster import SortedNames, UsersPublisher
+from chatroom_server.session import (
+    BYE_FLOOD,
+    Action,
+    Close,
+    Reply,
+    ServerSession,
+    SessionRules,
+    error_frame,
+)
 from chatroom_server.storm import DepartureStorm
 from chatroom_server.web import WebOutbox, WebSession, load_static
 
@@ -152,18 +157,6 @@ if TYPE_CHECKING:
     from chatroom_server.cluster import ClusterBus, PgDatabase
 
 log = logging.getLogger(__name__)
-
-# Errors that mean "this client is speaking the protocol wrongly"; docs/PROTOCOL.md §Errors:
-# ten of them in a row close the connection.
-_STRIKE_CODES = frozenset(
-    {
-        ErrorCode.BAD_JSON,
-        ErrorCode.BAD_REQUEST,
-        ErrorCode.UNKNOWN_COMMAND,
-        ErrorCode.NOT_LOGGED_IN,
-        ErrorCode.ALREADY_LOGGED_IN,
-    }
-)
 
 # A connection's message batch when it has none (_Conn.batch): shared, never appended to.
 _UNUSED: list[Any] = []
@@ -175,7 +168,6 @@ _BYE_EXIT = encode(Bye(reason=ByeReason.EXIT))
 _BYE_SHUTDOWN = encode(Bye(reason=ByeReason.SERVER_SHUTDOWN))
 _BYE_REPLACED = encode(Bye(reason=ByeReason.SESSION_REPLACED))
 _BYE_TIMEOUT = encode(Bye(reason=ByeReason.TIMEOUT))
-_BYE_FLOOD = encode(Bye(reason=ByeReason.FLOOD))
 
 
 # Bytes an idle connection's reader asks of recv(): enough for most commands in one read,
@@ -183,8 +175,10 @@ _BYE_FLOOD = encode(Bye(reason=ByeReason.FLOOD))
 IDLE_RECV = 256
 
 
-class _Conn:
-    """One client connection. Fields below ``username`` belong to its reader thread
+class _Conn(ServerSession):
+    """One client connection: its protocol state and rules are the
+    :class:`~chatroom_server.session.ServerSession` it extends. Fields below
+    ``username`` belong to its reader thread
     (``last_rx`` is also read by the housekeeping sweep; a stale read only delays it),
     except ``done``, written under the FanOut's lock (chatroom_server.fanout), and
     ``late_inbox``, which the cluster's consumer thread sets (a bool; a stale read by
@@ -195,14 +189,10 @@ class _Conn:
         "addr",
         "announced",
         "batch",
-        "bucket",
         "connected_at",
         "deltas",
         "done",
-        "errors_in_row",
         "failed_logins",
-        "flood",
-        "frames",
         "handed",
         "in_login",
         "inbox_range",
@@ -217,13 +207,20 @@ class _Conn:
         "rids",
         "sock",
         "thread",
-        "username",
         "web",
     )
 
     def __init__(
-        self, num: int, sock: socket.socket, ip: str, addr: str, outbox: Outbox, now: float
+        self,
+        num: int,
+        sock: socket.socket,
+        ip: str,
+        addr: str,
+        outbox: Outbox,
+        rules: SessionRules,
+        now: float,
     ) -> None:
+        super().__init__(rules, now)  # its username, set once, under ChatServer._lock
         self.num = num
         self.sock = sock
         self.ip = ip
@@ -231,7 +228,6 @@ class _Conn:
         self.outbox = outbox
         self.connected_at = now
         self.thread: ReaderThread | None = None
-        self.username: str | None = None  # set once, under ChatServer._lock, at login
         self.deltas = False  # asked for users_delta at login (set before login_ok)
         # Made by its reader thread as it leaves, set by the reaper once the departure
         # is done (_serve, _reap).
@@ -250,9 +246,7 @@ class _Conn:
         self.done = 0
         # Every users_delta subscriber has been told this user joined (§Ordering).
         self.announced = False
-        self.errors_in_row = 0
         self.failed_logins = 0
-        self.frames = 0  # frames received
         # A password is being checked (maybe queued for a hashing slot): the login window
         # must not close a connection for the server's own slowness.
         self.in_login = False
@@ -266,8 +260,6 @@ class _Conn:
         # A DM that waited in the inbox reached it live (a cluster node's stale view of
         # who is online, docs/CLUSTER.md): written by the cluster's consumer thread.
         self.late_inbox = False
-        self.bucket: TokenBucket | None = None
-        self.flood: FloodMeter | None = None
 
     def __repr__(self) -> str:
         return f"<conn {self.num} {self.addr} {self.username or '-'}>"
@@ -366,6 +358,7 @@ class ChatServer:
             interval=c.users_interval,
             stopping=self._stopping,
         )
+        self._rules = SessionRules(c, self._clock)
         # Every client command's handler and properties (chatroom_server.commands).
         self._commands: Dispatch[_Conn] = Dispatch.bind(self, self._flush_batch)
 
@@ -688,16 +681,13 @@ class ChatServer:
         self.stats.add("accepted")
         c = self.config
         now = self._clock()
-        conn = _Conn(num, sock, ip, addr, outbox, now)
+        conn = _Conn(num, sock, ip, addr, outbox, self._rules, now)
         if isinstance(outbox, IrcOutbox):
             conn.irc = outbox.session = IrcSession(
                 self, conn, self.config.irc_channel, self._irc_translations
             )
         elif isinstance(outbox, WebOutbox):
             conn.web = outbox.session = WebSession(self, conn, self._web_files, self._web_origins)
-        if c.rate_limit:
-            conn.bucket = TokenBucket(c.rate_limit, c.rate_burst, now)
-            conn.flood = FloodMeter(c.rate_limit * c.flood_factor, c.flood_seconds)
         why = None
         with self._lock:
             if len(self._conns) >= c.max_connections:
@@ -746,7 +736,6 @@ class ChatServer:
     def _serve(self, conn: _Conn) -> None:
         logfmt.serving(conn)  # this thread's log lines name it (--log-format json)
         log.debug("%r connected", conn)
-        decoder = FrameDecoder(self.config.limits.max_frame)
         reason = "closed by client"
         dead = False  # a read failed: nothing more can reach the client
         recv: Callable[[int], bytes] = conn.sock.recv
@@ -771,21 +760,15 @@ class ChatServer:
                 size = self.config.recv_size if len(data) == size else IDLE_RECV
                 conn.last_rx = self._clock()
                 if conn.irc is not None:
-                    keep = self._irc_lines(conn, conn.irc, data)
+                    closing = None if self._irc_lines(conn, conn.irc, data) else "closed by server"
                 elif conn.web is not None:
-                    keep = conn.web.feed(data)
+                    closing = None if conn.web.feed(data) else "closed by server"
                 else:
-                    try:
-                        frames = decoder.feed(data)
-                    except FrameTooLarge as exc:
-                        self._send_error(conn, exc.code, exc.message, None)
-                        reason = "frame too large"
-                        break
-                    keep = all(self._handle(conn, frame) for frame in frames)
+                    closing = self._frames(conn, data)
                 if conn.batch:
                     self._flush_batch(conn)
-                if not keep:
-                    reason = "closed by server"
+                if closing is not None:
+                    reason = closing
                     break
         except Exception:
             # A bug must cost one connection, never the server (docs/PROTOCOL.md §Errors).
@@ -845,7 +828,7 @@ class ChatServer:
                 return False
             if not allowed:
                 if msg.command != "NOTICE":
-                    irc.reply(f":{irc.name} NOTICE {irc.nick} :{self._rate_limited_text()}")
+                    irc.reply(f":{irc.name} NOTICE {irc.nick} :{self._rules.rate_limited_text()}")
                 continue
             if not irc.handle(msg):
                 return False
@@ -1026,81 +1009,86 @@ class ChatServer:
 
         return recv
 
-    def _meter(self, conn: _Conn) -> bool | None:
-        """Count one frame (or IRC line) against flood control (docs/PROTOCOL.md §Flood
-        control): True if allowed, False if over the rate (refuse it), None when the
-        connection floods (its ``bye`` is queued; close it)."""
-        conn.frames += 1
-        if conn.bucket is None or conn.flood is None:
-            return True
-        now = self._clock()
-        allowed = conn.bucket.take(now)
-        if conn.flood.abusive(now):
-            log.warning(
-                "disconnecting %r: flooding (over %g frames/s for %d s)",
-                conn,
-                conn.flood.limit,
-                conn.flood.seconds,
-            )
-            if conn.batch:
-                self._flush_batch(conn)
-            self._fanout.after(conn, lambda: conn.outbox.finish(_BYE_FLOOD))
-            return None
-        return allowed
-
-    def _rate_limited_text(self) -> str:
-        return (
-            f"slow down: at most {self.config.rate_limit:g} commands/s "
-            f"(bursts of {self.config.rate_burst}); this one was not delivered"
-        )
+    def _frames(self, conn: _Conn, data: bytes) -> str | None:
+        """The JSON line transport: carry out what the connection's session makes of
+        one read (chatroom_server.session); the reason to close it, or None."""
+        return self._act(conn, conn.receive_data(data))
 
     def _handle(self, conn: _Conn, frame: bytes) -> bool:
-        """Run one frame; False closes the connection."""
-        allowed = self._meter(conn)
+        """One whole frame from a transport with framing of its own (WebSocket,
+        chatroom_server.web); False closes the connection."""
+        return self._act(conn, conn.receive_frame(frame)) is None
+
+    def _act(self, conn: _Conn, actions: Iterable[Action]) -> str | None:
+        """Carry out a session's actions (chatroom_server.session); the reason to close
+        the connection, or None."""
+        for action in actions:
+            if isinstance(action, Reply):
+                self._send_after_batch(conn, action.data)
+            elif isinstance(action, Close):
+                self._close(conn, action)
+                return action.reason
+            else:
+                try:
+                    keep = self._commands.run(conn, action)
+                except ProtocolError as exc:
+                    keep = self._refused(conn, exc)
+                else:
+                    conn.succeeded()
+                if not keep:
+                    return "closed by server"
+        return None
+
+    def _close(self, conn: _Conn, close: Close) -> None:
+        if close.bye is not None:
+            if conn.batch:
+                self._flush_batch(conn)
+            bye = close.bye
+            self._fanout.after(conn, lambda: conn.outbox.finish(bye))
+
+    def _meter(self, conn: _Conn) -> bool | None:
+        """An IRC line against flood control (ServerSession.meter); None: it floods, and
+        its bye (ERROR) is on its way."""
+        allowed = conn.meter()
         if allowed is None:
-            return False
-        try:
-            cmd = decode_command(frame)
-        except ProtocolError as exc:
-            return self._refused(conn, exc)
-        return self._run(conn, cmd, allowed)
+            self._close(conn, Close("flooding", BYE_FLOOD))
+        return allowed
 
     def _run(self, conn: _Conn, cmd: ClientCommand, allowed: bool) -> bool:
         """Run one command, metered already (``allowed``: within the rate); False closes
         the connection. The IRC gateway calls this with the commands it builds."""
         try:
             if conn.username is None and conn.frames > self.config.max_frames_before_login:
+                rules = conn.rules
                 self._send_error(
-                    conn,
-                    ErrorCode.NOT_LOGGED_IN,
-                    f"log in within {self.config.max_frames_before_login} frames",
-                    cmd.id,
+                    conn, ErrorCode.NOT_LOGGED_IN, rules.too_many_before_login(), cmd.id
                 )
                 return False
             if not allowed:
-                raise ProtocolError(ErrorCode.RATE_LIMITED, self._rate_limited_text(), cmd.id)
+                raise ProtocolError(ErrorCode.RATE_LIMITED, conn.rules.rate_limited_text(), cmd.id)
             validate_command(cmd, self.config.limits)
             keep = self._commands.run(conn, cmd)
         except ProtocolError as exc:
             return self._refused(conn, exc)
-        conn.errors_in_row = 0
+        conn.succeeded()
         return keep
 
     def _refused(self, conn: _Conn, exc: ProtocolError) -> bool:
-        """Answer a refused frame; False after too many protocol errors in a row."""
-        self._send_error(conn, exc.code, exc.message, exc.request_id)
-        if exc.code not in _STRIKE_CODES:
-            return True
-        conn.errors_in_row += 1
-        if conn.errors_in_row >= self.config.max_errors_in_row:
-            log.info("closing %r after %d protocol errors in a row", conn, conn.errors_in_row)
-            return False
+        """Answer a refused command; False after too many protocol errors in a row."""
+        for action in conn.refused(exc):
+            if isinstance(action, Reply):
+                self._send_after_batch(conn, action.data)
+            elif isinstance(action, Close):
+                return False
         return True
 
     def _send_error(self, conn: _Conn, code: str, message: str, rid: str | int | None) -> None:
+        self._send_after_batch(conn, error_frame(code, message, rid))
+
+    def _send_after_batch(self, conn: _Conn, data: bytes) -> None:
         if conn.batch:
             self._flush_batch(conn)  # replies go out in the order of the requests
-        self._reply(conn, encode(ErrorEvent(code=code, message=message, id=rid)))
+        self._reply(conn, data)
 
     def _reply(self, conn: _Conn, data: bytes) -> None:
         """Send to the connection's own client, behind its broadcasts still queued."""
