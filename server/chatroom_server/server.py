@@ -49,7 +49,7 @@ Shared state and what guards it:
 - ``ChatServer._lock`` also guards ``_guests`` (the nicks held by IRC guests, from the
   check that found them free to the end of the guest's connection) and
   ``_registering`` (names being registered now): a guest and a registration of the same
-  name exclude each other there (``_irc_guest_login``, ``_register``).
+  name exclude each other there (``guest_login``, ``_register``).
 - Each connection's ``_Conn`` counters are touched only by its own reader thread, except
   ``done``, written under the FanOut's lock.
 - The account store has its own lock (:mod:`chatroom_server.accounts`).
@@ -129,7 +129,7 @@ from chatroom_server.commands import Dispatch
 from chatroom_server.config import ConfigError, ServerConfig
 from chatroom_server.doorbell import Doorbell
 from chatroom_server.fanout import Direct, FanOut
-from chatroom_server.irc import IrcOutbox, IrcSession, Translations, decode_line, parse
+from chatroom_server.irc import IrcOutbox, IrcSession, Translations
 from chatroom_server.limits import (
     LoginAttempt,
     LoginThrottle,
@@ -760,7 +760,7 @@ class ChatServer:
                 size = self.config.recv_size if len(data) == size else IDLE_RECV
                 conn.last_rx = self._clock()
                 if conn.irc is not None:
-                    closing = None if self._irc_lines(conn, conn.irc, data) else "closed by server"
+                    closing = None if conn.irc.receive_data(data) else "closed by server"
                 elif conn.web is not None:
                     closing = None if conn.web.feed(data) else "closed by server"
                 else:
@@ -804,37 +804,7 @@ class ChatServer:
                     self._ending.release()
             log.debug("%r disconnected: %s", conn, reason)
 
-    def _irc_lines(self, conn: _Conn, irc: IrcSession, data: bytes) -> bool:
-        """The IRC lines of one read (chatroom_server.irc); False closes the connection.
-        Every line is metered as a JSON frame is, and the same pre-login limit holds."""
-        irc.pinged = False  # it is alive: the next PING after another quiet spell
-        for raw in irc.decoder.feed(data):
-            allowed = self._meter(conn)
-            if allowed is None:
-                return False  # flooding: the bye (ERROR) is on its way
-            if raw is None:
-                irc.too_long()
-                continue
-            msg = parse(decode_line(raw))
-            if msg is None:
-                continue
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("%r irc: %s", conn, "PASS ..." if msg.command == "PASS" else raw[:200])
-            if conn.username is None and conn.frames > self.config.max_frames_before_login:
-                irc.reply(
-                    f"ERROR :Closing link: register within "
-                    f"{self.config.max_frames_before_login} commands"
-                )
-                return False
-            if not allowed:
-                if msg.command != "NOTICE":
-                    irc.reply(f":{irc.name} NOTICE {irc.nick} :{self._rules.rate_limited_text()}")
-                continue
-            if not irc.handle(msg):
-                return False
-        return True
-
-    def _irc_guest_login(self, conn: _Conn, name: str) -> bool | None:
+    def guest_login(self, conn: _Conn, name: str) -> bool | None:
         """--irc-guests: a session without an account under a nick no account has
         (None: it has one, log in as usual). The session is like any other (the room,
         history, DMs while online) but nothing is registered, so another guest may use
@@ -960,7 +930,7 @@ class ChatServer:
         self._fanout.after(conn, deliver)
         return True
 
-    def _irc_check_password(self, conn: _Conn, name: str, password: str) -> bool | None:
+    def check_password(self, conn: _Conn, name: str, password: str) -> bool | None:
         """SASL: whether ``password`` is ``name``'s (registering a new name, as a login
         does), with the login's throttles; None when the connection must close. The
         session itself begins at registration (IRC's CAP END). Every False has sent an
@@ -1046,7 +1016,7 @@ class ChatServer:
             bye = close.bye
             self._fanout.after(conn, lambda: conn.outbox.finish(bye))
 
-    def _meter(self, conn: _Conn) -> bool | None:
+    def meter(self, conn: _Conn) -> bool | None:
         """An IRC line against flood control (ServerSession.meter); None: it floods, and
         its bye (ERROR) is on its way."""
         allowed = conn.meter()
@@ -1054,7 +1024,7 @@ class ChatServer:
             self._close(conn, Close("flooding", BYE_FLOOD))
         return allowed
 
-    def _run(self, conn: _Conn, cmd: ClientCommand, allowed: bool) -> bool:
+    def run_command(self, conn: _Conn, cmd: ClientCommand, allowed: bool) -> bool:
         """Run one command, metered already (``allowed``: within the rate); False closes
         the connection. The IRC gateway calls this with the commands it builds."""
         try:

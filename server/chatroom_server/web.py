@@ -293,7 +293,7 @@ class WebSession:
 
     def _request(self, http: h11.Connection, req: h11.Request) -> bool:
         """One HTTP request; False closes the connection."""
-        allowed = self.server._meter(self.conn)
+        allowed = self.server.meter(self.conn)
         if allowed is None:
             return False  # flooding
         if not allowed:

@@ -1,0 +1,157 @@
+"""IRC lines: their limits, parsing them, and the text helpers the gateway renders with
+(chatroom_server.irc). Pure functions and one small decoder: no I/O, no server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Final
+
+HOST: Final = "chatroom"  # every user's host part: user@host is name@chatroom
+LINE: Final = 512  # bytes per line, CRLF included, tags excluded (RFC 1459)
+MAX_SEQ: Final = 2**63 - 1  # the largest msgid (seq) the message log can hold
+TAGS: Final = 8191  # bytes of IRCv3 tags a client may send on top (message-tags)
+# multi-prefix changes nothing here (nobody has a channel prefix), so it is free to offer;
+# userhost-in-names lists nick!user@host in NAMES.
+CAPS: Final = (
+    "message-tags",
+    "sasl",
+    "server-time",
+    "draft/chathistory",
+    "batch",
+    "multi-prefix",
+    "userhost-in-names",
+)
+MOTD: Final = (
+    "Welcome to the chatroom IRC gateway.",
+    "This channel is the room: JSON and IRC users together.",
+    "Your nick is your account name; PRIVMSG a nick for a direct message.",
+)
+BYE_TEXT: Final = {
+    "exit": "Quit",
+    "server_shutdown": "Server shutting down",
+    "session_replaced": "Logged in from another connection",
+    "timeout": "Ping timeout",
+    "flood": "Excess flood",
+}
+
+
+# ------------------------------------------------------------------------------ parsing
+
+
+@dataclass(slots=True)
+class Message:
+    """One IRC line: ``@tags :source COMMAND params...``."""
+
+    command: str
+    params: list[str] = field(default_factory=list)
+    tags: str = ""
+    source: str = ""
+
+
+def decode_line(raw: bytes) -> str:
+    """A line's text: UTF-8, or Latin-1 for clients that send something else."""
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def parse(line: str) -> Message | None:
+    """A line into its parts (Modern IRC, "Message format"); None for an empty one.
+    CR, LF and NUL may be in no part of a message (RFC 1459, 2.3.1): they are dropped
+    here, from every field, because the gateway relays fields (USER's real name in WHO
+    and WHOIS, a PING token in PONG, a command in 421) and a CR inside a line ends the
+    line for many clients: what follows would be a line the client made up."""
+    tags = source = ""
+    rest = line.translate(_NOT_IN_A_LINE).lstrip(" ")
+    if rest.startswith("@"):
+        tags, _, rest = rest[1:].partition(" ")
+        rest = rest.lstrip(" ")
+    if rest.startswith(":"):
+        source, _, rest = rest[1:].partition(" ")
+        rest = rest.lstrip(" ")
+    params: list[str] = []
+    while rest:
+        if rest.startswith(":"):
+            params.append(rest[1:])
+            break
+        word, _, rest = rest.partition(" ")
+        params.append(word)
+        rest = rest.lstrip(" ")
+    if not params:
+        return None
+    return Message(params[0].upper(), params[1:], tags, source)
+
+
+_NOT_IN_A_LINE: Final = {ord("\r"): None, ord("\n"): None, ord("\0"): None}
+
+
+class LineDecoder:
+    """Bytes in, lines out (CRLF or bare LF). A line over the limit is reported as
+    ``None`` (the caller answers 417) and skipped up to its end."""
+
+    def __init__(self, limit: int = LINE + TAGS) -> None:
+        self._buf = bytearray()
+        self._limit = limit
+        self._skipping = False
+
+    def feed(self, data: bytes) -> list[bytes | None]:
+        self._buf += data
+        out: list[bytes | None] = []
+        while True:
+            i = self._buf.find(b"\n")
+            if i < 0:
+                if len(self._buf) > self._limit:
+                    if not self._skipping:
+                        out.append(None)
+                    self._skipping = True
+                    self._buf.clear()
+                return out
+            line = bytes(self._buf[:i]).rstrip(b"\r")
+            del self._buf[: i + 1]
+            if self._skipping:
+                self._skipping = False
+                continue
+            out.append(None if len(line) > self._limit else line)
+
+
+def split_text(text: str, budget: int) -> Iterator[str]:
+    """``text`` as lines of at most ``budget`` UTF-8 bytes: split at newlines, then at
+    the last space that keeps at least half the budget, never inside a character."""
+    for para in text.replace("\r", "").replace("\0", "").split("\n"):
+        data = para.encode()
+        while len(data) > budget:
+            cut = budget
+            while cut > 0 and data[cut] & 0xC0 == 0x80:  # a continuation byte
+                cut -= 1
+            space = data.rfind(b" ", 0, cut + 1)
+            if space >= budget // 2:
+                yield data[:space].decode()
+                data = data[space + 1 :]
+            else:
+                yield data[:cut].decode()
+                data = data[cut:]
+        if data:
+            yield data.decode()
+
+
+def number(text: str) -> int | None:
+    """A whole number written in ASCII digits, None for anything else. ``str.isdigit``
+    also takes digits such as ``²`` that ``int()`` refuses; a number of over 19 digits is
+    read as 10**19, past any seq (``int()`` refuses over 4,300 digits, and a line has
+    room for more)."""
+    if not text or not text.isascii() or not text.isdigit():
+        return None
+    return int(text) if len(text) <= 19 else 10**19
+
+
+def iso_time(ts: float) -> str:
+    """IRCv3 server-time: UTC, milliseconds, Z."""
+    t = datetime.fromtimestamp(ts, UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+def mask(name: str) -> str:
+    return f"{name}!{name}@{HOST}"

@@ -1,0 +1,333 @@
+"""Out: the server's frames as IRC lines for one client (chatroom_server.irc, "Out").
+
+:class:`IrcRender` is the half of an IRC session that turns what the server sends into
+lines (the welcome burst, PRIVMSG, JOIN and QUIT, numerics for errors, history in a
+batch); :class:`~chatroom_server.irc.session.IrcSession` extends it with the half that
+reads the client's lines. It runs wherever a frame is sent, sometimes under the
+server's locks: it never takes a lock or calls back into the server.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from chatroom.protocol import (
+    Ack,
+    Broadcast,
+    Bye,
+    DirectMessage,
+    ErrorEvent,
+    History,
+    LoginOk,
+    ReplayTruncated,
+    UserList,
+    UsersDelta,
+    decode_event,
+    username_key,
+)
+from chatroom_server.irc.parse import BYE_TEXT, HOST, LINE, MOTD, iso_time, mask, split_text
+from chatroom_server.outbox import Outbox
+
+log = logging.getLogger("chatroom_server.irc")
+
+
+class Translations:
+    """The last frames translated for each set of capabilities that changes the
+    output (tags or not), shared by every IRC connection: the fan-out queues the same
+    bytes object to each recipient, so one translation serves all of them."""
+
+    def __init__(self) -> None:
+        self._last: dict[int, tuple[bytes, bytes]] = {}
+
+    def get(self, data: bytes, mode: int) -> bytes | None:
+        hit = self._last.get(mode)
+        return hit[1] if hit is not None and hit[0] is data else None
+
+    def put(self, data: bytes, mode: int, out: bytes) -> None:
+        self._last[mode] = (data, out)
+
+
+class IrcOutbox(Outbox):
+    """An :class:`~chatroom_server.outbox.Outbox` that turns the server's frames into
+    IRC lines for its connection (module docstring, "Out")."""
+
+    __slots__ = ("session",)
+
+    session: IrcRender
+
+    def send(self, data: bytes) -> bool:
+        return super().send(self.session.translate(data))
+
+    def queue(self, data: bytes) -> bool:
+        return super().queue(self.session.translate(data))
+
+    def offer(self, data: bytes) -> None:
+        super().offer(self.session.translate(data))
+
+    def replay(self, data: bytes) -> bool:
+        return super().replay(self.session.translate(data))
+
+    def release(self, first: bytes) -> bool:
+        return super().release(self.session.translate(first))
+
+    def finish(self, last: bytes = b"") -> None:
+        super().finish(self.session.translate(last) if last else b"")
+
+    def send_irc(self, data: bytes) -> bool:
+        """Lines made here, sent as they are."""
+        return super().send(data)
+
+
+class IrcRender:
+    """The lines one IRC client gets for the server's frames (module docstring). What
+    it reads of the session (nick, capabilities, registered) is set by the session's
+    reader thread before the frames that depend on it can arrive."""
+
+    # Set by IrcSession.__init__ (and its registration).
+    name: str  # the server's, in prefixes
+    nick: str
+    channel: str
+    caps: set[str]
+    registered: bool
+    max_message: int
+    _shared: Translations
+
+    def numeric(self, code: str, *params: str, text: str | None = None) -> str:
+        tail = f" :{text}" if text is not None else ""
+        return f":{self.name} {code} {self.nick}{''.join(' ' + p for p in params)}{tail}"
+
+    def names_lines(self, users: Iterable[str]) -> list[str]:
+        head = self.numeric("353", "=", self.channel, text="")
+        budget = LINE - 2 - len(head.encode())
+        lines, cur = [], ""
+        full = "userhost-in-names" in self.caps
+        for nick in users:
+            # The prefix every message from them carries. Not irc_ident(): this runs
+            # in translate(), under the server's lock (login_ok is sent under it).
+            name = mask(nick) if full else nick
+            if cur and len(cur) + 1 + len(name) > budget:
+                lines.append(head + cur)
+                cur = ""
+            cur = f"{cur} {name}" if cur else name
+        if cur:
+            lines.append(head + cur)
+        lines.append(self.numeric("366", self.channel, text="End of /NAMES list"))
+        return lines
+
+    def motd(self) -> list[str]:
+        return [
+            self.numeric("375", text=f"- {self.name} Message of the day -"),
+            *(self.numeric("372", text=f"- {line}") for line in MOTD),
+            self.numeric("376", text="End of /MOTD command."),
+        ]
+
+    def translate(self, data: bytes) -> bytes:
+        """The server's frames (JSON lines) as IRC lines for this client."""
+        # The capabilities that change the lines: tags with time, and with msgid.
+        mode = ("server-time" in self.caps) | ("message-tags" in self.caps) << 1
+        if self.registered:
+            hit = self._shared.get(data, mode)
+            if hit is not None:
+                return hit
+        out: list[str] = []
+        shareable = True
+        for line in data.splitlines():
+            if not line:
+                continue
+            try:
+                event = decode_event(line)
+            except Exception:
+                log.exception("cannot translate %r for IRC", line[:200])
+                continue
+            shareable = self._event(event, out) and shareable
+        result = "".join(x + "\r\n" for x in out).encode()
+        if shareable and self.registered:
+            self._shared.put(data, mode, result)
+        return result
+
+    def _tags(self, ts: float | None, seq: int | None, batch: str | None = None) -> str:
+        parts = []
+        if batch is not None:
+            parts.append(f"batch={batch}")
+        if ts is not None and self.caps & {"server-time", "message-tags"}:
+            parts.append(f"time={iso_time(ts)}")
+        if seq is not None and "message-tags" in self.caps:
+            parts.append(f"msgid={seq}")
+        return "@" + ";".join(parts) + " " if parts else ""
+
+    def _privmsg(
+        self,
+        out: list[str],
+        sender: str,
+        target: str,
+        text: str,
+        ts: float | None,
+        seq: int | None,
+        batch: str | None = None,
+    ) -> None:
+        head = f":{mask(sender)} PRIVMSG {target} :"
+        tags = self._tags(ts, seq, batch)
+        for part in split_text(text, LINE - 2 - len(head.encode())):
+            out.append(tags + head + part)
+
+    def _event(self, e: object, out: list[str]) -> bool:
+        """Append the lines for one event; False if they are for this client only."""
+        handler = _EVENTS.get(type(e))
+        if handler is None:
+            return True  # pong, replay_done, password_required: nothing to say in IRC
+        return handler(self, e, out)
+
+    def _on_broadcast(self, e: Broadcast, out: list[str]) -> bool:
+        self._privmsg(out, e.sender, self.channel, e.message, e.ts, e.seq)
+        return True
+
+    def _on_dm(self, e: DirectMessage, out: list[str]) -> bool:
+        self._privmsg(out, e.sender, e.to, e.message, e.ts, e.seq)
+        return True
+
+    def _on_users_delta(self, e: UsersDelta, out: list[str]) -> bool:
+        me = username_key(self.nick)
+        out += [f":{mask(n)} JOIN {self.channel}" for n in e.joined if username_key(n) != me]
+        out += [f":{mask(n)} QUIT :Left the room" for n in e.left if username_key(n) != me]
+        return False  # "not me" differs per client
+
+    def _on_login_ok(self, e: LoginOk, out: list[str]) -> bool:
+        self._welcome(e, out)
+        return False
+
+    def _on_user_list(self, e: UserList, out: list[str]) -> bool:
+        if e.id == "NAMES":
+            # The list users_delta builds on (roster.UsersPublisher.reply) has this
+            # user only once the delta with its login is published, and a delta about
+            # oneself is never shown (_on_users_delta): a client in the channel is in
+            # its NAMES whatever the timing.
+            me = username_key(self.nick)
+            users = e.users
+            if self.registered and not any(username_key(u) == me for u in users):
+                users = tuple(sorted((*users, self.nick), key=username_key))
+            out += self.names_lines(users)
+        return False
+
+    def _on_ack(self, e: Ack, out: list[str]) -> bool:
+        if e.queued and e.to:
+            out.append(
+                f":{self.name} NOTICE {self.nick} :{e.to} is offline; they get your "
+                "message when they log in"
+            )
+        return False
+
+    def _on_error(self, e: ErrorEvent, out: list[str]) -> bool:
+        self._error(e, out)
+        return False
+
+    def _on_bye(self, e: Bye, out: list[str]) -> bool:
+        out.append(f"ERROR :Closing link: {HOST} ({BYE_TEXT.get(e.reason, e.reason)})")
+        return True
+
+    def _on_history(self, e: History, out: list[str]) -> bool:
+        self._history(e, out)
+        return False
+
+    def _on_replay_truncated(self, e: ReplayTruncated, out: list[str]) -> bool:
+        out.append(f":{self.name} NOTICE {self.nick} :Older messages were not kept")
+        return False
+
+    def _welcome(self, e: LoginOk, out: list[str]) -> None:
+        old, self.nick = self.nick, e.username
+        if old not in ("*", e.username):
+            out.append(f":{old}!{old}@{HOST} NICK :{e.username}")
+        out += [
+            self.numeric("001", text=f"Welcome to the chatroom IRC gateway, {mask(e.username)}"),
+            self.numeric("002", text=f"Your host is {self.name}, running chatroom"),
+            self.numeric("003", text="This server was created " + _STARTED),
+            self.numeric("004", self.name, "chatroom", "i", "nt"),
+            self.numeric(
+                "005",
+                "NETWORK=chatroom",
+                "CASEMAPPING=ascii",
+                "CHANTYPES=#",
+                "CHANLIMIT=#:1",
+                f"NICKLEN={32}",
+                f"LINELEN={LINE}",
+                "PREFIX=(ov)@+",  # the default; nobody here is an op or voiced
+                "CHANMODES=,,,nt",
+                "TARGMAX=PRIVMSG:1,NOTICE:1",
+                "CHATHISTORY=100",
+                "MSGREFTYPES=msgid",
+                f"MAXMSG={self.max_message}",
+                text="are supported by this server",
+            ),
+            *self.motd(),
+            f":{mask(e.username)} JOIN {self.channel}",
+            *self.names_lines(e.users),
+        ]
+        self.registered = True
+
+    def _error(self, e: ErrorEvent, out: list[str]) -> None:
+        rid = e.id if isinstance(e.id, str) else ""
+        cmd, _, target = rid.partition(" ")
+        if cmd == "NOTICE":
+            return  # RFC 1459: never an automatic reply to a NOTICE
+        if cmd == "login":
+            if e.code == "invalid_username":
+                out.append(self.numeric("432", self.nick, text=e.message))
+            elif e.code in ("rate_limited", "unavailable"):
+                out.append(f":{self.name} NOTICE {self.nick} :{e.message}")
+                out.append(f"ERROR :Closing link: {HOST} ({e.message})")
+            else:
+                out.append(self.numeric("464", text=f"Password incorrect: {e.message}"))
+                out.append(f"ERROR :Closing link: {HOST} (Bad password)")
+            return
+        if cmd == "sasl":  # a password check refused, and why (wrong, throttled, busy)
+            out.append(self.numeric("904", text=f"SASL authentication failed: {e.message}"))
+            return
+        if cmd == "PRIVMSG" and e.code in ("unknown_user", "user_offline"):
+            out.append(self.numeric("401", target, text=e.message))
+            return
+        if e.code == "not_logged_in":
+            out.append(self.numeric("451", text="You have not registered"))
+            return
+        if e.code == "unknown_command" and cmd:
+            out.append(self.numeric("421", cmd, text=e.message))
+            return
+        if cmd == "CHATHISTORY":
+            out.append(f"FAIL CHATHISTORY MESSAGE_ERROR {target} :{e.message}")
+            return
+        if e.code == "server_full":
+            out.append(f"ERROR :Closing link: {HOST} ({e.message})")
+            return
+        out.append(f":{self.name} NOTICE {self.nick} :{e.message}")
+
+    def _history(self, e: History, out: list[str]) -> None:
+        rid = e.id if isinstance(e.id, str) else ""
+        target = rid.partition(" ")[2] or self.channel
+        batch = None
+        if "batch" in self.caps:
+            batch = f"h{time.monotonic_ns() % 10**9}"
+            out.append(f"BATCH +{batch} chathistory {target}")
+        for m in e.messages:
+            dest = self.channel if m.kind == "pm" else (m.to or target)
+            self._privmsg(out, m.sender, dest, m.message, m.ts, m.seq, batch)
+        if batch is not None:
+            out.append(f"BATCH -{batch}")
+
+
+_STARTED = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+# The server's events and the lines they become (IrcRender._event).
+_EVENTS: dict[type, Callable[[IrcRender, Any, list[str]], bool]] = {
+    Broadcast: IrcRender._on_broadcast,
+    DirectMessage: IrcRender._on_dm,
+    UsersDelta: IrcRender._on_users_delta,
+    LoginOk: IrcRender._on_login_ok,
+    UserList: IrcRender._on_user_list,
+    Ack: IrcRender._on_ack,
+    ErrorEvent: IrcRender._on_error,
+    Bye: IrcRender._on_bye,
+    History: IrcRender._on_history,
+    ReplayTruncated: IrcRender._on_replay_truncated,
+}

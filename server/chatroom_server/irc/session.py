@@ -1,0 +1,544 @@
+"""In: one IRC client's lines, read on its connection's reader thread (chatroom_server.irc,
+"In"): registration (CAP, NICK, USER, PASS, SASL), the commands answered here (PING,
+WHO, WHOIS, MODE, ...), and those that become the server's commands (``login``, ``pm``,
+``dm``, ``users``, ``history``, ``exit``), run through the same path as a JSON client's.
+
+It reaches the server only through :class:`Core`, the public face the server shows a
+transport, never through the server's private names.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from chatroom.protocol import (
+    ClientCommand,
+    DmCommand,
+    ExitCommand,
+    Feature,
+    HistoryCommand,
+    LoginCommand,
+    PmCommand,
+    UsersCommand,
+    is_valid_username,
+    username_key,
+)
+from chatroom_server.config import ServerConfig
+from chatroom_server.irc.parse import (
+    CAPS,
+    HOST,
+    MAX_SEQ,
+    LineDecoder,
+    Message,
+    decode_line,
+    mask,
+    number,
+    parse,
+)
+from chatroom_server.irc.render import IrcOutbox, IrcRender, Translations
+from chatroom_server.outbox import Outbox
+from chatroom_server.session import SessionRules
+
+log = logging.getLogger("chatroom_server.irc")
+
+
+class Connection(Protocol):
+    """What the gateway reads of the server's connection object."""
+
+    outbox: Outbox
+    username: str | None
+    frames: int
+    rules: SessionRules
+
+
+class Core(Protocol):
+    """What the IRC gateway may ask of the server (chatroom_server.server.ChatServer).
+    ``conn`` is the server's own connection object, which the gateway hands back."""
+
+    @property
+    def config(self) -> ServerConfig: ...
+
+    def names(self) -> tuple[str, ...]: ...
+
+    def irc_ident(self, name: str) -> tuple[str, str]: ...
+
+    def meter(self, conn: Any) -> bool | None:
+        """Count one line against flood control: True allowed, False over the rate,
+        None flooding (the connection's bye is on its way: close it)."""
+
+    def run_command(self, conn: Any, cmd: ClientCommand, allowed: bool) -> bool:
+        """Run a command through the server's command path; False closes."""
+
+    def check_password(self, conn: Any, name: str, password: str) -> bool | None:
+        """SASL: the password is ``name``'s; None: close the connection."""
+
+    def guest_login(self, conn: Any, name: str) -> bool | None:
+        """--irc-guests: a session under a nick no account has; None: it has one."""
+
+
+class IrcSession(IrcRender):
+    """One IRC client: registration, its commands, and the translation of what the
+    server sends it (module docstring)."""
+
+    def __init__(self, server: Core, conn: Connection, channel: str, shared: Translations) -> None:
+        self.server = server
+        self.conn = conn
+        self.channel = channel
+        self.name = server.config.irc_server_name  # ours, in prefixes, 004 and PONG
+        self.max_message = server.config.limits.max_message  # 005's MAXMSG
+        self.decoder = LineDecoder()
+        self._shared = shared
+        self.nick = "*"  # what numerics are addressed to: the account name once in
+        self.user: str | None = None  # USER's username and real name: WHO and WHOIS
+        self.realname = ""
+        self.password: str | None = None  # from PASS or SASL
+        self.account: str | None = None  # SASL: the account the password was checked for
+        self.caps: set[str] = set()
+        self.cap_negotiating = False
+        self.registered = False  # the welcome burst was sent
+        self.sasl_mech: str | None = None
+        self.sasl_buf = ""
+        self.pinged = False  # the server sent PING for an idle client and awaits PONG
+        # --irc-guests: the username key this guest holds (None: an account's session);
+        # set by the server, on this connection's reader thread (ChatServer._guests).
+        self.guest: str | None = None
+
+    # -------------------------------------------------------------- sending
+
+    def reply(self, *lines: str) -> None:
+        """Lines made here (numerics, PONG, ...), each ended with CRLF."""
+        data = "".join(line + "\r\n" for line in lines).encode()
+        outbox = self.conn.outbox
+        assert isinstance(outbox, IrcOutbox)
+        outbox.send_irc(data)
+
+    def num(self, code: str, *params: str, text: str | None = None) -> None:
+        self.reply(self.numeric(code, *params, text=text))
+
+    # -------------------------------------------------------------- in
+
+    def receive_data(self, data: bytes) -> bool:
+        """The IRC lines of one read; False closes the connection. Every line is metered
+        as a JSON frame is, and the same pre-login limit holds."""
+        conn = self.conn
+        self.pinged = False  # it is alive: the next PING after another quiet spell
+        for raw in self.decoder.feed(data):
+            allowed = self.server.meter(conn)
+            if allowed is None:
+                return False  # flooding: the bye (ERROR) is on its way
+            if raw is None:
+                self.too_long()
+                continue
+            msg = parse(decode_line(raw))
+            if msg is None:
+                continue
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%r irc: %s", conn, "PASS ..." if msg.command == "PASS" else raw[:200])
+            before_login = conn.rules.max_frames_before_login
+            if conn.username is None and conn.frames > before_login:
+                self.reply(f"ERROR :Closing link: register within {before_login} commands")
+                return False
+            if not allowed:
+                if msg.command != "NOTICE":
+                    self.reply(f":{self.name} NOTICE {self.nick} :{conn.rules.rate_limited_text()}")
+                continue
+            if not self.handle(msg):
+                return False
+        return True
+
+    def handle(self, msg: Message) -> bool:
+        """One command from the client; False closes the connection."""
+        cmd = msg.command
+        handler = _BEFORE.get(cmd) if not self.registered else _AFTER.get(cmd)
+        if handler is None:
+            handler = _ANYTIME.get(cmd)
+        if handler is None:
+            if not self.registered and cmd in _AFTER:
+                self.num("451", text="You have not registered")
+            else:
+                self.num("421", cmd, text="Unknown command")
+            return True
+        return handler(self, msg.params)
+
+    def too_long(self) -> None:
+        self.num("417", text="Input line was too long")
+
+    def frame(self, command: ClientCommand) -> bool:
+        """Hand a JSON command to the server's command path (limits, validation and
+        all), as the struct: encoding it only for the server to decode it again would
+        be work for nothing. Metered already, as every IRC line is
+        (receive_data); the gateway builds commands within the bounds decoding
+        would check (history limit 1-100, seqs >= 0, no cid)."""
+        return self.server.run_command(self.conn, command, allowed=True)
+
+    def _need(self, params: Sequence[str], n: int, cmd: str) -> bool:
+        if len(params) < n or (n and not params[n - 1]):
+            self.num("461", cmd, text="Not enough parameters")
+            return False
+        return True
+
+    # registration ------------------------------------------------------
+
+    def on_cap(self, params: list[str]) -> bool:
+        if not params:
+            self.num("461", "CAP", text="Not enough parameters")
+            return True
+        sub = params[0].upper()
+        if sub == "LS":
+            if not self.registered:
+                self.cap_negotiating = True
+            v302 = len(params) > 1 and params[1].isdigit() and int(params[1]) >= 302
+            offered = " ".join("sasl=PLAIN" if c == "sasl" and v302 else c for c in CAPS)
+            self.reply(f":{self.name} CAP {self.nick} LS :{offered}")
+        elif sub == "LIST":
+            self.reply(f":{self.name} CAP {self.nick} LIST :{' '.join(sorted(self.caps))}")
+        elif sub == "REQ":
+            if not self.registered:
+                self.cap_negotiating = True
+            wanted = params[1].split() if len(params) > 1 else []
+            names = [w.lstrip("-") for w in wanted]
+            if all(n in CAPS for n in names) and wanted:
+                for w in wanted:
+                    if w.startswith("-"):
+                        self.caps.discard(w[1:])
+                    else:
+                        self.caps.add(w)
+                self.reply(f":{self.name} CAP {self.nick} ACK :{' '.join(wanted)}")
+            else:
+                self.reply(f":{self.name} CAP {self.nick} NAK :{' '.join(wanted)}")
+        elif sub == "END":
+            self.cap_negotiating = False
+            return self._try_register()
+        else:
+            self.num("410", params[0], text="Invalid CAP command")
+        return True
+
+    def on_pass(self, params: list[str]) -> bool:
+        if self._need(params, 1, "PASS"):
+            # PASS has one parameter; more can only be a password with spaces sent
+            # without its colon (jaraco/irc does this): take them as one.
+            self.password = " ".join(params)
+        return True
+
+    def on_nick(self, params: list[str]) -> bool:
+        if not params or not params[0]:
+            self.num("431", text="No nickname given")
+            return True
+        nick = params[0]
+        if not is_valid_username(nick):
+            self.num("432", nick, text="Erroneous nickname: 1-32 of A-Z a-z 0-9 _ -")
+            return True
+        self.nick = nick
+        return self._try_register()
+
+    def on_user(self, params: list[str]) -> bool:
+        if self._need(params, 4, "USER"):
+            self.user, self.realname = params[0], params[3]
+            return self._try_register()
+        return True
+
+    def on_authenticate(self, params: list[str]) -> bool:
+        if not self._need(params, 1, "AUTHENTICATE"):
+            return True
+        arg = params[0]
+        if arg == "*":
+            self.sasl_mech, self.sasl_buf = None, ""
+            self.num("906", text="SASL authentication aborted")
+            return True
+        if self.account is not None:
+            self.num("907", text="You have already authenticated using SASL")
+            return True
+        if self.sasl_mech is None:
+            if arg.upper() != "PLAIN":
+                self.num("908", "PLAIN", text="are available SASL mechanisms")
+                self.num("904", text="SASL authentication failed")
+                return True
+            self.sasl_mech = "PLAIN"
+            self.reply("AUTHENTICATE +")
+            return True
+        if arg != "+":
+            self.sasl_buf += arg
+            if len(self.sasl_buf) > 4 * 400:
+                self.sasl_mech, self.sasl_buf = None, ""
+                self.num("905", text="SASL message too long")
+                return True
+            if len(arg) == 400:
+                return True  # more chunks follow
+        payload, self.sasl_mech, self.sasl_buf = self.sasl_buf, None, ""
+        try:
+            _authz, authc, password = base64.b64decode(payload, validate=True).split(b"\0")
+            name, secret = authc.decode(), decode_line(password)
+        except (binascii.Error, ValueError, UnicodeDecodeError):
+            self.num("904", text="SASL authentication failed")
+            return True
+        if not is_valid_username(name):
+            self.num("904", text="SASL authentication failed: not a valid account name")
+            return True
+        ok = self.server.check_password(self.conn, name, secret)
+        if ok is None:
+            return False  # too many failures: the server closes the connection
+        if ok:
+            self.account, self.password = name, secret
+            self.reply(
+                self.numeric("900", mask(name), name, text=f"You are now logged in as {name}"),
+                self.numeric("903", text="SASL authentication successful"),
+            )
+        # else: the server's error frame came back as 904 with its reason (_error)
+        return True
+
+    def _try_register(self) -> bool:
+        if self.registered or self.cap_negotiating or self.nick == "*" or self.user is None:
+            return True
+        name = self.account or self.nick
+        if self.server.config.irc_guests and self.account is None:
+            # --irc-guests: a nick no account has is a guest, whatever PASS said; a
+            # registered one logs in as usual.
+            guest = self.server.guest_login(self.conn, name)
+            if guest is not None:
+                return guest
+        if self.password is None:
+            self.num("464", text="Password required: PASS <password> or SASL PLAIN")
+            self.reply(f"ERROR :Closing link: {HOST} (password required)")
+            return False
+        # login_ok comes back as the welcome burst (translate); errors as 464 or 432,
+        # and then the connection closes: IRC has no second try after registering.
+        keep = self.frame(
+            LoginCommand(
+                username=name,
+                password=self.password,
+                features=(Feature.USERS_DELTA.value,),
+                id="login",
+            )
+        )
+        return keep and self.conn.username is not None
+
+    # after registration ------------------------------------------------
+
+    def on_privmsg(self, params: list[str], notice: bool = False) -> bool:
+        cmd = "NOTICE" if notice else "PRIVMSG"
+        if not params or not params[0]:
+            if not notice:
+                self.num("411", text=f"No recipient given ({cmd})")
+            return True
+        if len(params) < 2 or not params[1]:
+            if not notice:
+                self.num("412", text="No text to send")
+            return True
+        target, text = params[0], params[1]
+        if target.startswith("#"):
+            if username_key(target) != username_key(self.channel):
+                if not notice:
+                    self.num("403", target, text="No such channel")
+                return True
+            return self.frame(PmCommand(message=text, id=f"{cmd} {target}"))
+        return self.frame(DmCommand(to=target, message=text, id=f"{cmd} {target}"))
+
+    def on_notice(self, params: list[str]) -> bool:
+        return self.on_privmsg(params, notice=True)
+
+    def on_join(self, params: list[str]) -> bool:
+        if not self._need(params, 1, "JOIN"):
+            return True
+        for chan in params[0].split(","):
+            if username_key(chan) == username_key(self.channel):
+                self.reply(f":{mask(self.nick)} JOIN {self.channel}")
+                self._names()
+            elif chan != "0":
+                self.num("403", chan, text="No such channel: this server has one room")
+        return True
+
+    def on_part(self, params: list[str]) -> bool:
+        if not self._need(params, 1, "PART"):
+            return True
+        self.reply(
+            f":{self.name} NOTICE {self.nick} :{self.channel} is the room itself; QUIT to leave it"
+        )
+        return True
+
+    def on_names(self, params: list[str]) -> bool:
+        if params and username_key(params[0]) != username_key(self.channel):
+            self.num("366", params[0], text="End of /NAMES list")
+            return True
+        self._names()
+        return True
+
+    def _names(self) -> None:
+        self.frame(UsersCommand(id="NAMES"))  # the list the deltas apply to
+
+    def on_who(self, params: list[str]) -> bool:
+        target = params[0] if params else "*"
+        names = self.server.names()
+        if username_key(target) == username_key(self.channel):
+            shown = list(names)
+        else:
+            shown = [n for n in names if username_key(n) == username_key(target)]
+        lines = []
+        for n in shown:
+            user, real = self.server.irc_ident(n)
+            lines.append(
+                self.numeric("352", self.channel, user, HOST, self.name, n, "H", text=f"0 {real}")
+            )
+        self.reply(*lines, self.numeric("315", target, text="End of WHO list"))
+        return True
+
+    def on_whois(self, params: list[str]) -> bool:
+        if not self._need(params, 1, "WHOIS"):
+            return True
+        target = params[-1]
+        online = {username_key(n): n for n in self.server.names()}
+        name = online.get(username_key(target))
+        if name is None:
+            self.num("401", target, text="No such nick/channel")
+        else:
+            user, real = self.server.irc_ident(name)
+            self.reply(
+                self.numeric("311", name, user, HOST, "*", text=real),
+                self.numeric("319", name, text=self.channel),
+                self.numeric("312", name, self.name, text="chatroom"),
+            )
+        self.num("318", target, text="End of /WHOIS list")
+        return True
+
+    def on_mode(self, params: list[str]) -> bool:
+        if not self._need(params, 1, "MODE"):
+            return True
+        target = params[0]
+        if username_key(target) == username_key(self.channel):
+            if len(params) > 1 and params[1].lstrip("+") == "b":
+                self.num("368", self.channel, text="End of channel ban list")
+            else:
+                self.num("324", self.channel, "+nt")
+        elif username_key(target) == username_key(self.nick):
+            self.num("221", "+")
+        elif target.startswith("#"):
+            self.num("403", target, text="No such channel")
+        else:
+            self.num("502", text="Cannot change mode for other users")
+        return True
+
+    def on_topic(self, params: list[str]) -> bool:
+        if self._need(params, 1, "TOPIC"):
+            self.num("331", self.channel, text="No topic is set")
+        return True
+
+    def on_list(self, params: list[str]) -> bool:
+        self.reply(
+            self.numeric("321", "Channel", text="Users  Name"),
+            self.numeric("322", self.channel, str(len(self.server.names())), text=""),
+            self.numeric("323", text="End of /LIST"),
+        )
+        return True
+
+    def on_motd(self, params: list[str]) -> bool:
+        self.reply(*self.motd())
+        return True
+
+    def on_nick_change(self, params: list[str]) -> bool:
+        if params and username_key(params[0]) == username_key(self.nick):
+            return True
+        self.num(
+            "447",
+            text="Nick changes are not allowed here: your nick is your account name",
+        )
+        return True
+
+    def on_reregister(self, params: list[str]) -> bool:
+        self.num("462", text="You may not reregister")
+        return True
+
+    def on_chathistory(self, params: list[str]) -> bool:
+        """draft/chathistory: LATEST, BEFORE and AFTER, by msgid (our seq)."""
+        if not self._need(params, 3, "CHATHISTORY"):
+            return True
+        sub, target = params[0].upper(), params[1]
+        limit = number(params[-1])
+        if limit is None or sub not in ("LATEST", "BEFORE", "AFTER"):
+            self.reply(f"FAIL CHATHISTORY INVALID_PARAMS {sub} :Unsupported or invalid request")
+            return True
+        ref = params[2]
+        before = after = None
+        if ref != "*":
+            if not ref.startswith("msgid="):
+                self.reply(f"FAIL CHATHISTORY INVALID_PARAMS {ref} :Only msgid= is supported")
+                return True
+            msgid = number(ref[6:])
+            if msgid is None or msgid > MAX_SEQ:
+                why = f"A msgid is a number from 0 to {MAX_SEQ}"
+                self.reply(f"FAIL CHATHISTORY INVALID_PARAMS {ref} :{why}")
+                return True
+            if sub == "AFTER":
+                after = msgid
+            else:
+                before = msgid
+        with_user = None if target.startswith("#") else target
+        if with_user is not None and self.guest is not None:
+            # A guest's DMs are never stored (docs/IRC.md): any stored with its nick are
+            # an earlier guest's, from a server before that rule, and not this one's.
+            if "batch" in self.caps:
+                batch = f"h{time.monotonic_ns() % 10**9}"
+                self.reply(f"BATCH +{batch} chathistory {target}", f"BATCH -{batch}")
+            return True
+        return self.frame(
+            HistoryCommand(
+                before=before,
+                after=after,
+                limit=max(1, min(limit, 100)),
+                with_user=with_user,
+                id=f"CHATHISTORY {target}",
+            )
+        )
+
+    # anytime -----------------------------------------------------------
+
+    def on_ping(self, params: list[str]) -> bool:
+        if self._need(params, 1, "PING"):
+            self.reply(f":{self.name} PONG {self.name} :{params[0]}")
+        return True
+
+    def on_pong(self, params: list[str]) -> bool:
+        self.pinged = False
+        return True
+
+    def on_quit(self, params: list[str]) -> bool:
+        if not self.registered:
+            self.reply(f"ERROR :Closing link: {HOST} (Quit)")
+            return False
+        return self.frame(ExitCommand(id="QUIT"))
+
+
+Handler = Callable[[IrcSession, list[str]], bool]
+_ANYTIME: dict[str, Handler] = {
+    "CAP": IrcSession.on_cap,
+    "PING": IrcSession.on_ping,
+    "PONG": IrcSession.on_pong,
+    "QUIT": IrcSession.on_quit,
+}
+_BEFORE: dict[str, Handler] = {
+    "PASS": IrcSession.on_pass,
+    "NICK": IrcSession.on_nick,
+    "USER": IrcSession.on_user,
+    "AUTHENTICATE": IrcSession.on_authenticate,
+}
+_AFTER: dict[str, Handler] = {
+    "PRIVMSG": IrcSession.on_privmsg,
+    "NOTICE": IrcSession.on_notice,
+    "JOIN": IrcSession.on_join,
+    "PART": IrcSession.on_part,
+    "NAMES": IrcSession.on_names,
+    "WHO": IrcSession.on_who,
+    "WHOIS": IrcSession.on_whois,
+    "MODE": IrcSession.on_mode,
+    "TOPIC": IrcSession.on_topic,
+    "LIST": IrcSession.on_list,
+    "MOTD": IrcSession.on_motd,
+    "NICK": IrcSession.on_nick_change,
+    "USER": IrcSession.on_reregister,
+    "PASS": IrcSession.on_reregister,
+    "AUTHENTICATE": IrcSession.on_reregister,
+    "CHATHISTORY": IrcSession.on_chathistory,
+}
