@@ -78,9 +78,10 @@ from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 from chatroom.protocol import ErrorCode, ErrorEvent, RequestId, encode, username_key
-from chatroom_server.messagelog import Conflict, Duplicate, MessageLog, NewMessage, StorageError
+from chatroom_server.messagelog import Conflict, Duplicate, NewMessage, StorageError
 from chatroom_server.metrics import FanOutStats
 from chatroom_server.outbox import Outbox
+from chatroom_server.storage import MessageStore
 
 T = TypeVar("T")
 
@@ -192,7 +193,7 @@ class FanOut:
     def __init__(
         self,
         roster: Callable[[], tuple[Member, ...]],
-        log: MessageLog | None = None,
+        log: MessageStore | None = None,
         lookup: Callable[[str], Member | None] = lambda key: None,
         coalesce: float = 0.01,
         clock: Callable[[], float] = time.perf_counter,

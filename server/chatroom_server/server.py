@@ -150,6 +150,7 @@ from chatroom_server.session import (
     SessionRules,
     error_frame,
 )
+from chatroom_server.storage import MessageStore
 from chatroom_server.storm import DepartureStorm
 from chatroom_server.web import WebOutbox, WebSession, load_static
 
@@ -316,7 +317,7 @@ class ChatServer:
         self._threads: list[threading.Thread] = []
         self._flusher: Flusher | None = None  # made by start(), once the port is bound
         self._store: AccountStore | None = None
-        self._log: MessageLog | None = None  # opened by start() unless history is off
+        self._log: MessageStore | None = None  # opened by start() unless history is off
         self._bus: ClusterBus | None = None  # the cluster's Redis side (start())
         # Cluster: the highest seq stored by any node (start()); and, notified by the
         # bus's consumer thread each time this node's delivered cut (the log's
@@ -425,7 +426,7 @@ class ChatServer:
             # in between is on the stream after that position, or filled from the log.
             remote = bus.snapshot()
             mlog = PgMessageLog(self._pg, publish=bus.publish, ready=bus.ready)
-            self._log = mlog  # type: ignore[assignment]
+            self._log = mlog
             self._stored_seq = mlog.stored_seq
         except Exception:
             self._listener.close()

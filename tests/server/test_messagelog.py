@@ -406,7 +406,7 @@ def test_a_read_only_database_file_is_unavailable_not_a_crash(tmp_path: Path) ->
         other = sqlite3.connect(db, timeout=0)
         other.execute("BEGIN IMMEDIATE")
         mlog = srv.server._log
-        assert mlog is not None
+        assert isinstance(mlog, MessageLog)  # the SQLite log: its connection, below
         mlog._db.execute("PRAGMA busy_timeout = 50")
         try:
             a.send(command="pm", message="blocked", id=2)
