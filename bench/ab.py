@@ -5,7 +5,7 @@ judged by alternating the two servers (A, B, A, B, ...) on the same fan-out step
 same minutes, and comparing server CPU per 1,000 deliveries and p99, step by step.
 
     .venv/bin/python bench/ab.py --base HEAD~1 [--rounds 3] [--rates 200,800,1500]
-                                 [--senders 10] [--clients 100]
+                                 [--senders 10] [--clients 100] [--pm-fraction 1]
                                  [--a-args "..."] [--b-args "..."]
                                  [--a-sched normal|batch] [--b-sched normal|batch]
                                  [--search START [--step-seconds 6]]
@@ -14,6 +14,9 @@ same minutes, and comparing server CPU per 1,000 deliveries and p99, step by ste
 "--coalesce-ms 0"`` compares one setting of the same code. ``--a-sched``/``--b-sched``
 set one side's generator (chat-load ``--sched``; both sides run this tree's generator):
 ``--base HEAD --a-sched normal`` compares the generator's policies on one server.
+
+``--pm-fraction 0 --senders 100`` is make bench's DM pairs: every bot sends direct
+messages only, each to one other bot.
 
 ``--search START`` asks instead how much each side sustains: from START messages/s the
 rate rises 1.6x a step until one is not sustainable (something lost or errored, p99 at
@@ -52,6 +55,7 @@ def on_server(
     extra: list[str],
     work: Callable[[Swarm, int], T],
     sched: SchedPolicy = LoadConfig.sched,
+    pm_fraction: float = 1.0,
 ) -> T:
     """``work(swarm, server_pid)`` with ``clients`` bots logged in to a fresh server."""
     env = {"PYTHONPATH": pythonpath} if pythonpath else None  # ahead of this tree's install
@@ -60,7 +64,13 @@ def on_server(
     args = (*hashes, *extra)
     with start_server("ours", db.parent, *args, db=db.stem, env=env) as (proc, port):
         cfg = LoadConfig(
-            port=port, clients=clients, senders=senders, processes=2, drain=1.0, sched=sched
+            port=port,
+            clients=clients,
+            senders=senders,
+            processes=2,
+            drain=1.0,
+            sched=sched,
+            pm_fraction=pm_fraction,
         )
         with Swarm(cfg) as swarm:
             wait_idle(proc.pid)
@@ -101,6 +111,9 @@ def main() -> None:
     ap.add_argument("--rates", default="200,800,1500", help="messages/s, 100 bots")
     ap.add_argument("--clients", type=int, default=100, help="bots logged in")
     ap.add_argument("--senders", type=int, default=10, help="of the bots")
+    ap.add_argument(
+        "--pm-fraction", type=float, default=1.0, help="public messages; the rest are DMs"
+    )
     ap.add_argument("--a-args", default="", help="extra server options for A")
     ap.add_argument("--b-args", default="", help="extra server options for B")
     for side in ("a", "b"):
@@ -143,7 +156,16 @@ def main() -> None:
                     if a.search:
                         work = search(a.search, seconds)
                         found[v].append(
-                            on_server(paths[v], db, a.senders, a.clients, extra[v], work, sched[v])
+                            on_server(
+                                paths[v],
+                                db,
+                                a.senders,
+                                a.clients,
+                                extra[v],
+                                work,
+                                sched[v],
+                                a.pm_fraction,
+                            )
                         )
                         print(f"  sustained {found[v][-1]:,.0f} deliveries/s", flush=True)
                     else:
@@ -155,6 +177,7 @@ def main() -> None:
                             extra[v],
                             at_rates(rates, seconds),
                             sched[v],
+                            a.pm_fraction,
                         )
                         fixed[v].append(got)
                         print(f"  {got}", flush=True)
@@ -162,7 +185,8 @@ def main() -> None:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)])
     a_is = f"{a.base} {a.a_args}, generator {a.a_sched}".strip()
     b_is = f"this tree {a.b_args}, generator {a.b_sched}".strip()
-    print(f"\nA = {a_is}, B = {b_is}; {a.clients} clients, {a.senders} senders")
+    mix = "" if a.pm_fraction == 1 else f", {a.pm_fraction:g} of messages public"
+    print(f"\nA = {a_is}, B = {b_is}; {a.clients} clients, {a.senders} senders{mix}")
     if a.search:
         ma, mb = statistics.median(found["A"]), statistics.median(found["B"])
         print(f"highest sustainable deliveries/s, {a.rounds} alternating rounds:")
