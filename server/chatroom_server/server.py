@@ -23,9 +23,10 @@ Threads and what they own:
   ``users_delta`` pushes and the periodic user-list push (docs/PROTOCOL.md §Extensions).
 - **cluster threads** (``chat-cluster``, ``chat-cluster-beat``; only with
   ``--cluster``, :mod:`chatroom_server.cluster.bus`): the consumer of the cluster's
-  stream, which delivers every node's messages here in seq order (``cluster_deliver``,
-  between two fan-out passes) and applies other nodes' logins and departures to
-  ``_live`` (``cluster_joined``, ``cluster_left``); and the heartbeat and reaper.
+  stream, which delivers every node's messages here in seq order
+  (:mod:`chatroom_server.node`'s ``cluster_deliver``, between two fan-out passes) and
+  applies other nodes' logins and departures to ``_live`` (``cluster_joined``,
+  ``cluster_left``); and the heartbeat and reaper.
 
 Shared state and what guards it:
 
@@ -138,6 +139,7 @@ from chatroom_server.limits import (
 )
 from chatroom_server.messagelog import MessageLog, NewMessage, StorageError, Stored
 from chatroom_server.metrics import server_tally
+from chatroom_server.node import _ELSEWHERE, ClusterNode
 from chatroom_server.outbox import Flusher, Outbox, push_all
 from chatroom_server.readers import ReaderThread
 from chatroom_server.roster import SortedNames, UsersPublisher
@@ -319,6 +321,7 @@ class ChatServer:
         self._store: AccountStore | None = None
         self._log: MessageStore | None = None  # opened by start() unless history is off
         self._bus: ClusterBus | None = None  # the cluster's Redis side (start())
+        self._node: ClusterNode | None = None  # what the bus calls here (start())
         # Cluster: the highest seq stored by any node (start()); and, notified by the
         # bus's consumer thread each time this node's delivered cut (the log's
         # last_seq) moves, what a login waits on until the cut reaches it (_catch_up).
@@ -446,7 +449,8 @@ class ChatServer:
             deliver=False,
         )
         address = self._begin_serving()
-        bus.start(self, lambda: mlog.last_seq, mlog.stored_seq, mlog.range)
+        self._node = ClusterNode(self)
+        bus.start(self._node, lambda: mlog.last_seq, mlog.stored_seq, mlog.range)
         log.info("cluster node %s, Redis key prefix %r", bus.node, c.cluster_prefix)
         return address
 
@@ -1816,107 +1820,7 @@ class ChatServer:
         return legacy
 
     # ---------------------------------------------------------------- the cluster
-    # chatroom_server.cluster.bus.Handler: called on the bus's consumer thread.
-
-    def cluster_deliver(self, messages: list[Stored], inbox: set[int]) -> None:
-        """Messages from the cluster's stream, in seq order with no gap: to this node's
-        clients (not to their senders), as the fan-out would (one send per recipient),
-        and ``last_seq`` advanced, all between two fan-out passes (the login cut)."""
-        mlog = self._log
-        assert mlog is not None
-        # (sender key, recipient key or None, seq, frame), encoded once each.
-        framed = [
-            (
-                username_key(m.sender),
-                None if m.to is None else username_key(m.to),
-                m.seq,
-                _live_frame(m),
-            )
-            for m in messages
-        ]
-        full = b"".join(f for _, to, _, f in framed if to is None)
-        # Recipients whose share is not simply every public message: senders (not sent
-        # their own) and DM recipients. Their frames (in seq order) are made here, once,
-        # and every other recipient gets ``full``: nothing per recipient but one lookup.
-        special = {k for k, to, _, _ in framed if to is None} | {
-            to for _, to, _, _ in framed if to is not None
-        }
-        # key -> (its frames, whether a DM among them was queued for it: stored by a
-        # node that did not yet know it was online).
-        shares: dict[str, tuple[bytes, bool]] = {}
-        for key in special:
-            data, waited = [], False
-            for sender, to, seq, frame in framed:
-                if to is None and sender != key:
-                    data.append(frame)
-                elif to == key:
-                    data.append(frame)
-                    waited = waited or seq in inbox
-            shares[key] = (b"".join(data), waited)
-        for name in {m.sender for m in messages if m.to is None}:
-            self._publisher.announce(name)  # §Ordering: who joined, before what they say
-        last = messages[-1].seq
-
-        def deliver() -> None:
-            roster = self.roster()
-            with self._lock:  # lock order: the fan-out's, then this one
-                targets = {
-                    c: share for key, share in shares.items() if (c := self._by_key.get(key))
-                }
-            for c in roster:
-                share = targets.get(c)
-                data = full if share is None else share[0]
-                if data:
-                    c.outbox.queue(data)
-                if share is not None and share[1]:
-                    # It also waits in their inbox until they show they have it, as a
-                    # replayed one does (_replay_received).
-                    c.late_inbox = True
-            for c in roster:
-                c.outbox.push()
-            mlog.last_seq = last
-            with self._delivered:
-                self._delivered.notify_all()  # logins waiting for the cut (_catch_up)
-
-        try:
-            self._fanout.exclusive(deliver, timeout=30.0)
-        except TimeoutError:
-            log.error("the fan-out is stuck; seqs up to %d were not delivered here", last)
-
-    def cluster_joined(self, name: str) -> None:
-        """``name`` logged in on another node: in the list, and a session of theirs
-        here ends (session_replaced, without a departure: they are still online)."""
-        key = username_key(name)
-        legacy: tuple[_Conn, ...] = ()
-        with self._lock:
-            old = self._by_key.pop(key, None)
-            if old is not None:
-                self._members.pop(old, None)
-                self._legacy.pop(old, None)
-                self._roster = None
-            elif self._live.add(name):
-                self._names = None
-                legacy = self._push_users_locked(joined=name)
-        push_all(c.outbox for c in legacy)
-        if old is not None:
-            log.info("%s logged in on another node; replacing %r", name, old)
-            old.outbox.finish(_BYE_REPLACED)
-        self._publisher.changed()
-
-    def cluster_left(self, name: str) -> None:
-        """``name`` left another node (logged out, dropped, or their node died)."""
-        with self._lock:
-            if username_key(name) in self._by_key:
-                return  # they are here now: a later login than the one that ended
-            # The list's own spelling: a resync knows a departed user only by key.
-            spelled = self._live.get(name)
-            if spelled is None:
-                return
-            self._live.discard(spelled)
-            self._names = None
-            legacy = self._push_users_locked(left=spelled)
-        push_all(c.outbox for c in legacy)
-        self._publisher.changed()
+    # Its callbacks, on the bus's consumer thread, are chatroom_server.node's.
 
     def irc_ident(self, name: str) -> tuple[str, str]:
         """The username and real name an IRC client gave in USER, for WHO, WHOIS and
@@ -1926,14 +1830,6 @@ class ChatServer:
         if conn is not None and conn.irc is not None and conn.irc.user:
             return conn.irc.user, conn.irc.realname or name
         return name, name
-
-    def cluster_local_names(self) -> list[str]:
-        with self._lock:
-            return [c.username for c in self._by_key.values() if c.username is not None]
-
-    def cluster_drop(self, name: str) -> None:
-        """This node's session of ``name`` lost its claim (it is on another node)."""
-        self.cluster_joined(name)
 
     def roster(self) -> tuple[_Conn, ...]:
         """The logged-in connections with their login_ok (the fan-out's recipients): the
@@ -2035,26 +1931,6 @@ def _hung_up(sock: socket.socket) -> bool:
     return any(
         ev & (select.POLLRDHUP | select.POLLHUP | select.POLLERR) for _, ev in poller.poll(0)
     )
-
-
-def _live_frame(m: Stored) -> bytes:
-    """A stored message as a live recipient gets it (from the cluster's stream)."""
-    if m.to is None:
-        return encode(Broadcast(sender=m.sender, message=m.body, ts=m.ts, seq=m.seq))
-    return encode(DirectMessage(sender=m.sender, to=m.to, message=m.body, ts=m.ts, seq=m.seq))
-
-
-class _Elsewhere:
-    """The fan-out's DM target for a user online on another node: the DM is delivered
-    there, from the stream; here it only decides that the ack is not ``queued``."""
-
-    outbox: Outbox
-    username: str | None = None
-    handed = 0
-    done = 0
-
-
-_ELSEWHERE = _Elsewhere()
 
 
 def _nothing() -> None:

@@ -161,13 +161,15 @@ class _Behind:
 
     def __init__(self, node: TestServer, monkeypatch: pytest.MonkeyPatch) -> None:
         self.released = threading.Event()
-        real = node.server.cluster_deliver
+        glue = node.server._node  # what the bus calls (chatroom_server.node)
+        assert glue is not None
+        real = glue.cluster_deliver
 
         def held(messages: list[Stored], inbox: set[int]) -> None:
             self.released.wait(30)  # the test releases it (or ends) well before
             real(messages, inbox)
 
-        monkeypatch.setattr(node.server, "cluster_deliver", held)
+        monkeypatch.setattr(glue, "cluster_deliver", held)
 
 
 def test_a_login_on_a_node_behind_the_log_waits_for_it(

@@ -1,0 +1,163 @@
+"""The node's glue: what the cluster's bus (chatroom_server.cluster.bus) calls on this
+server, on its consumer thread. Messages of every node arrive here in seq order, and
+other nodes' logins and departures change this node's list (docs/CLUSTER.md).
+
+:class:`ClusterNode` is the bus's :class:`~chatroom_server.cluster.bus.Handler`, kept out
+of the server's own module; it works on the server's roster under the server's lock,
+and hands its deliveries to the fan-out between two passes (``FanOut.exclusive``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from chatroom.protocol import Broadcast, Bye, ByeReason, DirectMessage, encode, username_key
+from chatroom_server.messagelog import Stored
+from chatroom_server.outbox import Outbox, push_all
+
+if TYPE_CHECKING:
+    from chatroom_server.server import ChatServer, _Conn
+
+log = logging.getLogger("chatroom_server.server")
+
+_BYE_REPLACED = encode(Bye(reason=ByeReason.SESSION_REPLACED))
+
+
+class ClusterNode:
+    """The server as the cluster's bus sees it (module docstring)."""
+
+    def __init__(self, server: ChatServer) -> None:
+        self._server = server
+
+    def cluster_deliver(self, messages: list[Stored], inbox: set[int]) -> None:
+        """Messages from the cluster's stream, in seq order with no gap: to this node's
+        clients (not to their senders), as the fan-out would (one send per recipient),
+        and ``last_seq`` advanced, all between two fan-out passes (the login cut)."""
+        server = self._server
+        mlog = server._log
+        assert mlog is not None
+        # (sender key, recipient key or None, seq, frame), encoded once each.
+        framed = [
+            (
+                username_key(m.sender),
+                None if m.to is None else username_key(m.to),
+                m.seq,
+                _live_frame(m),
+            )
+            for m in messages
+        ]
+        full = b"".join(f for _, to, _, f in framed if to is None)
+        # Recipients whose share is not simply every public message: senders (not sent
+        # their own) and DM recipients. Their frames (in seq order) are made here, once,
+        # and every other recipient gets ``full``: nothing per recipient but one lookup.
+        special = {k for k, to, _, _ in framed if to is None} | {
+            to for _, to, _, _ in framed if to is not None
+        }
+        # key -> (its frames, whether a DM among them was queued for it: stored by a
+        # node that did not yet know it was online).
+        shares: dict[str, tuple[bytes, bool]] = {}
+        for key in special:
+            data, waited = [], False
+            for sender, to, seq, frame in framed:
+                if to is None and sender != key:
+                    data.append(frame)
+                elif to == key:
+                    data.append(frame)
+                    waited = waited or seq in inbox
+            shares[key] = (b"".join(data), waited)
+        for name in {m.sender for m in messages if m.to is None}:
+            server._publisher.announce(name)  # §Ordering: who joined, before what they say
+        last = messages[-1].seq
+
+        def deliver() -> None:
+            roster = server.roster()
+            with server._lock:  # lock order: the fan-out's, then this one
+                targets = {
+                    c: share for key, share in shares.items() if (c := server._by_key.get(key))
+                }
+            for c in roster:
+                share = targets.get(c)
+                data = full if share is None else share[0]
+                if data:
+                    c.outbox.queue(data)
+                if share is not None and share[1]:
+                    # It also waits in their inbox until they show they have it, as a
+                    # replayed one does (_replay_received).
+                    c.late_inbox = True
+            for c in roster:
+                c.outbox.push()
+            mlog.last_seq = last
+            with server._delivered:
+                server._delivered.notify_all()  # logins waiting for the cut (_catch_up)
+
+        try:
+            server._fanout.exclusive(deliver, timeout=30.0)
+        except TimeoutError:
+            log.error("the fan-out is stuck; seqs up to %d were not delivered here", last)
+
+    def cluster_joined(self, name: str) -> None:
+        """``name`` logged in on another node: in the list, and a session of theirs
+        here ends (session_replaced, without a departure: they are still online)."""
+        server = self._server
+        key = username_key(name)
+        legacy: tuple[_Conn, ...] = ()
+        with server._lock:
+            old = server._by_key.pop(key, None)
+            if old is not None:
+                server._members.pop(old, None)
+                server._legacy.pop(old, None)
+                server._roster = None
+            elif server._live.add(name):
+                server._names = None
+                legacy = server._push_users_locked(joined=name)
+        push_all(c.outbox for c in legacy)
+        if old is not None:
+            log.info("%s logged in on another node; replacing %r", name, old)
+            old.outbox.finish(_BYE_REPLACED)
+        server._publisher.changed()
+
+    def cluster_left(self, name: str) -> None:
+        """``name`` left another node (logged out, dropped, or their node died)."""
+        server = self._server
+        with server._lock:
+            if username_key(name) in server._by_key:
+                return  # they are here now: a later login than the one that ended
+            # The list's own spelling: a resync knows a departed user only by key.
+            spelled = server._live.get(name)
+            if spelled is None:
+                return
+            server._live.discard(spelled)
+            server._names = None
+            legacy = server._push_users_locked(left=spelled)
+        push_all(c.outbox for c in legacy)
+        server._publisher.changed()
+
+    def cluster_local_names(self) -> list[str]:
+        server = self._server
+        with server._lock:
+            return [c.username for c in server._by_key.values() if c.username is not None]
+
+    def cluster_drop(self, name: str) -> None:
+        """This node's session of ``name`` lost its claim (it is on another node)."""
+        self.cluster_joined(name)
+
+
+def _live_frame(m: Stored) -> bytes:
+    """A stored message as a live recipient gets it (from the cluster's stream)."""
+    if m.to is None:
+        return encode(Broadcast(sender=m.sender, message=m.body, ts=m.ts, seq=m.seq))
+    return encode(DirectMessage(sender=m.sender, to=m.to, message=m.body, ts=m.ts, seq=m.seq))
+
+
+class _Elsewhere:
+    """The fan-out's DM target for a user online on another node: the DM is delivered
+    there, from the stream; here it only decides that the ack is not ``queued``."""
+
+    outbox: Outbox
+    username: str | None = None
+    handed = 0
+    done = 0
+
+
+_ELSEWHERE = _Elsewhere()
