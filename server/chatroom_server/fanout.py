@@ -27,8 +27,8 @@ connection's reader) and ``done`` (written by the thread holding ``_lock``) tell
 anything is still queued; a stale read of ``done`` can only say "yes" wrongly, which is
 the safe side.
 
-Coalescing (docs/PERFORMANCE.md, "Coalescing at 1,000 clients"): a ``send`` to a
-loopback socket whose reader sleeps costs some 8 µs of kernel time here however many
+Coalescing (docs/PERFORMANCE.md, "Coalescing" under "Scale: 1,000 clients"): a ``send``
+to a loopback socket whose reader sleeps costs some 8 µs of kernel time here however many
 frames it carries, so with many recipients each getting few messages the cost is one
 syscall per delivery unless frames share a send. An event loop gets that for free: what
 arrived while it was writing goes out in its next pass. Here, when rounds of
