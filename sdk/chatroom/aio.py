@@ -181,6 +181,11 @@ class AsyncChatClient(HookMethods, AsyncRoomMethods):
         return self._session.users
 
     @property
+    def rooms_on(self) -> bool:
+        """As :attr:`chatroom.ChatClient.rooms_on`."""
+        return self._session.rooms_on
+
+    @property
     def rooms(self) -> tuple[RoomInfo, ...]:
         """The rooms we are in (as :attr:`chatroom.ChatClient.rooms`)."""
         return self._session.rooms

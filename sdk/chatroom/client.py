@@ -302,6 +302,12 @@ class ChatClient(HookMethods, RoomMethods):
             return self._session.users
 
     @property
+    def rooms_on(self) -> bool:
+        """Whether this connection speaks rooms: made with ``rooms=True``, and the
+        server turned them on at the last login."""
+        return self._session.rooms_on
+
+    @property
     def rooms(self) -> tuple[RoomInfo, ...]:
         """The rooms we are in (``lobby`` not included), as of the latest event (a
         snapshot, sorted ignoring case); empty without rooms (see the class docstring)."""

@@ -34,6 +34,7 @@ class ScriptedServer:
         self.rooms = rooms
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listener.settimeout(T)
+        self.host = "127.0.0.1"
         self.port = self.listener.getsockname()[1]
         self.received: queue.Queue[dict[str, Any]] = queue.Queue()
         self._conn: socket.socket | None = None
@@ -67,6 +68,10 @@ class ScriptedServer:
     def answer(self, cmd: dict[str, Any]) -> list[dict[str, Any]]:
         c = cmd["command"]
         room = cmd.get("room")
+        if c == "login" and "password" not in cmd:
+            return [{"type": "password_required", "username": cmd["username"], "new_user": False}]
+        if c == "users":
+            return [{"type": "users", "users": ["alice", "bob"]}]
         if c == "login":
             ok: dict[str, Any] = {
                 "type": "login_ok",
@@ -147,12 +152,25 @@ class Sync:
         result = getattr(self.c, name)(*args, **kw)
         return self._run(result) if self.kind == "asyncio" else result
 
-    def wait_for(self, kind: type[X], check: Callable[[X], bool]) -> X:
+    def wait_for(self, kind: type[X], check: Callable[[X], bool], cause: Callable[[], None]) -> X:
+        """``wait_for(kind, check)``, with ``cause()`` called once the waiter is in
+        place (what arrives before a wait_for call is not its business)."""
         if self.kind == "threads":
-            got: X = self.c.wait_for(kind, check, T)
-        else:
-            got = self._run(self.c.wait_for(kind, check, T))
-        return got
+            with self.c.expect(kind, check=check) as waiter:
+                cause()
+                got: X = waiter.wait(T)
+            return got
+
+        async def waited() -> X:
+            before = len(self.c._waiters)
+            task = asyncio.ensure_future(self.c.wait_for(kind, check, T))
+            while len(self.c._waiters) == before and not task.done():
+                await asyncio.sleep(0)  # until the waiter is registered (white-box)
+            cause()
+            result: X = await task
+            return result
+
+        return self._run(waited())
 
     def close(self) -> None:
         if self.kind == "threads":
@@ -185,7 +203,7 @@ def test_every_room_call_sends_its_command_and_returns_its_reply(
 ) -> None:
     c, srv = pair()
     c.call("login", "alice", "correct horse")
-    assert [r.name for r in c.c.rooms] == ["Dev"]
+    assert c.c.rooms_on and [r.name for r in c.c.rooms] == ["Dev"]
 
     info = c.call("join", "ops", key="k")
     assert isinstance(info, RoomInfo) and info.roles == {"alice": "owner"}
@@ -258,30 +276,20 @@ def test_room_events_reach_the_hook_and_wait_for(
     assert c.c.rooms[0].topic == "new"  # the rooms show the change when the hook runs
 
     def later() -> None:
-        srv.push(
-            {
-                "type": "broadcast",
-                "from": "bob",
-                "message": "lobby",
-                "ts": 1.0,
-                "seq": 22,
-                "room": "lobby",
-            }
-        )
-        srv.push(
-            {
-                "type": "broadcast",
-                "from": "bob",
-                "message": "dev",
-                "ts": 1.0,
-                "seq": 23,
-                "room": "Dev",
-            }
-        )
+        for seq, room in ((22, "lobby"), (23, "Dev")):
+            srv.push(
+                {
+                    "type": "broadcast",
+                    "from": "bob",
+                    "message": room,
+                    "ts": 1.0,
+                    "seq": seq,
+                    "room": room,
+                }
+            )
 
-    threading.Timer(0.0, later).start()
-    b = c.wait_for(Broadcast, lambda e: e.room == "Dev")
-    assert b.message == "dev"
+    b = c.wait_for(Broadcast, lambda e: e.room == "Dev", later)
+    assert b.message == "Dev"
 
 
 def test_without_rooms_room_calls_refuse_before_sending(
@@ -293,7 +301,7 @@ def test_without_rooms_room_calls_refuse_before_sending(
     ]:
         c, srv = pair(rooms=rooms, server_rooms=server_rooms)
         c.call("login", "alice", "correct horse")
-        assert c.c.rooms == ()
+        assert c.c.rooms == () and not c.c.rooms_on
         for name, args in [("join", ("dev",)), ("list_rooms", ()), ("part", ("dev",))]:
             with pytest.raises(UsageError, match=why):
                 c.call(name, *args)
