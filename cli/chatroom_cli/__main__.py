@@ -87,7 +87,9 @@ def main(argv: Sequence[str] | None = None, terminal: Terminal | None = None) ->
         return 2
 
     def new_client() -> ChatClient:
-        return ChatClient(args.host, args.port, reconnect=True, tls=args.tls, ca_file=args.ca_file)
+        return ChatClient(
+            args.host, args.port, reconnect=True, tls=args.tls, ca_file=args.ca_file, rooms=True
+        )
 
     return Repl(new_client, term, user=args.user, password=password).run()
 

@@ -2,7 +2,10 @@
 
 The seed's operation prompt works literally (``PM``, ``DM``, ``EX``, any case), with
 one-line forms for fast typists (``PM hello``, ``DM bob hi``) and IRC-style slash commands.
-Plain text without a command is a public message; ``//text`` sends ``/text`` literally.
+Plain text without a command is a public message (to the current room); ``//text``
+sends ``/text`` literally. Rooms (docs/PROTOCOL.md §Rooms): ``/join``, ``/part``,
+``/rooms``, ``/topic``, ``/invite``, ``/mode``, ``/members``, ``/switch``, and
+``#room text`` to say something in another room without switching.
 """
 
 from __future__ import annotations
@@ -19,9 +22,18 @@ __all__ = [
     "Help",
     "HistoryOf",
     "Invalid",
+    "Invite",
+    "Join",
+    "Members",
+    "Mode",
     "Nothing",
+    "Part",
+    "RoomPm",
+    "Rooms",
     "SendDm",
     "SendPm",
+    "Switch",
+    "Topic",
     "Who",
     "parse",
 ]
@@ -74,6 +86,67 @@ class Exit:
 
 
 @dataclass(frozen=True)
+class RoomPm:
+    """``#room text``: a message to that room, the current room unchanged."""
+
+    room: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Join:
+    room: str
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class Part:
+    """``/part`` (the current room) or ``/part ROOM [reason]``."""
+
+    room: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Rooms:
+    pass
+
+
+@dataclass(frozen=True)
+class Switch:
+    room: str
+
+
+@dataclass(frozen=True)
+class Topic:
+    """``/topic`` reads the current room's; ``/topic text`` sets it; ``/topic #room
+    [text]`` another room's. ``topic=""``: ``/topic -`` clears it."""
+
+    room: str | None = None
+    topic: str | None = None
+
+
+@dataclass(frozen=True)
+class Invite:
+    user: str
+    room: str | None = None
+
+
+@dataclass(frozen=True)
+class Mode:
+    """``/mode`` reads; ``/mode +kl key 10`` sets (the current room, or ``#room`` first)."""
+
+    room: str | None = None
+    modes: str | None = None
+    args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Members:
+    room: str | None = None
+
+
+@dataclass(frozen=True)
 class Nothing:
     pass
 
@@ -83,10 +156,51 @@ class Invalid:
     why: str
 
 
-Action = SendPm | SendDm | AskPm | AskDm | Who | Help | HistoryOf | Exit | Nothing | Invalid
+Action = (
+    SendPm
+    | SendDm
+    | AskPm
+    | AskDm
+    | Who
+    | Help
+    | HistoryOf
+    | Exit
+    | Nothing
+    | Invalid
+    | RoomPm
+    | Join
+    | Part
+    | Rooms
+    | Switch
+    | Topic
+    | Invite
+    | Mode
+    | Members
+)
 
 # Words that complete at the start of a line, in the order they are offered.
-COMMANDS = ("PM", "DM", "EX", "/pm", "/dm", "/msg", "/who", "/history", "/help", "/quit")
+COMMANDS = (
+    "PM",
+    "DM",
+    "EX",
+    "/pm",
+    "/dm",
+    "/msg",
+    "/who",
+    "/history",
+    "/join",
+    "/part",
+    "/switch",
+    "/rooms",
+    "/topic",
+    "/invite",
+    "/mode",
+    "/members",
+    "/help",
+    "/quit",
+)
+# Commands whose next word is a room (Tab completes room names there).
+ROOM_COMMANDS = frozenset(("/join", "/part", "/switch", "/members"))
 _PM = {"pm", "/pm"}
 _DM = {"dm", "/dm", "/msg"}
 _EXIT = {"ex", "/quit", "/exit"}
@@ -101,6 +215,17 @@ Commands (any case):
   /who               list who is online
   /history [N]       the N public messages before those shown (again: further back)
   /history <user> [N]  the same for your direct messages with <user>
+Rooms (a server with rooms; your current room is in the toolbar, with unread counts):
+  /join <room> [key] join a room (created if new: you own it) and switch to it
+  /switch <room>     make <room> current: plain text and PM go there (/switch lobby)
+  #<room> <text>     say <text> in <room> without switching
+  /part [room] [why] leave a room (default: the current one)
+  /rooms             the rooms you may join, with member counts
+  /topic [text]      read or set the current room's topic (/topic - clears it)
+  /invite <user>     let <user> into the current room (past +i, +k, +l)
+  /mode [+ik-t ...]  read or change the current room's modes (operators)
+  /members           who is in the current room
+  Messages from a room other than the current one are shown with its name: #dev.
   /help              this help
 Anything else you type is sent to everyone as a public message; start a line with
 // to send one that begins with a slash. Tab completes commands and usernames, Up
@@ -133,6 +258,11 @@ def parse(line: str) -> Action:
         return _history(rest)
     if word == "/help" or word == "/?":
         return Help()
+    if head.startswith("#") and len(head) > 1:
+        return RoomPm(head[1:], rest) if rest else Switch(head[1:])
+    room_action = _room_command(word, rest)
+    if room_action is not None:
+        return room_action
     if word.startswith("/"):
         return Invalid(f"unknown command {head}; type /help")
     return SendPm(text)
@@ -149,3 +279,46 @@ def _history(rest: str) -> Action:
     if not 1 <= count <= 100:
         return Invalid("/history shows 1 to 100 messages at a time")
     return HistoryOf(user, count)
+
+
+def _room(word: str) -> str:
+    """A room as typed: ``#dev`` or ``dev``."""
+    return word[1:] if word.startswith("#") else word
+
+
+def _room_command(word: str, rest: str) -> Action | None:
+    """The room commands; None for any other word."""
+    words = rest.split()
+    if word == "/join":
+        if not words or len(words) > 2:
+            return Invalid("usage: /join <room> [key]")
+        return Join(_room(words[0]), words[1] if len(words) > 1 else None)
+    if word == "/switch":
+        return Switch(_room(words[0])) if len(words) == 1 else Invalid("usage: /switch <room>")
+    if word == "/part":
+        if not words:
+            return Part()
+        first, _, reason = rest.partition(" ")
+        return Part(_room(first), reason.strip() or None)
+    if word == "/rooms":
+        return Rooms()
+    if word == "/members":
+        return Members(_room(words[0]) if words else None)
+    if word == "/invite":
+        if not 1 <= len(words) <= 2:
+            return Invalid("usage: /invite <user> [room]")
+        return Invite(words[0], _room(words[1]) if len(words) > 1 else None)
+    room: str | None = None
+    if word == "/topic":
+        if words and words[0].startswith("#"):
+            first, _, rest = rest.partition(" ")
+            room = _room(first)
+        text = rest.strip()
+        return Topic(room, None if not text else ("" if text == "-" else text))
+    if word == "/mode":
+        if words and words[0].startswith("#"):
+            room = _room(words.pop(0))
+        if not words:
+            return Mode(room)
+        return Mode(room, words[0], tuple(words[1:]))
+    return None

@@ -1,4 +1,4 @@
-"""Tab completion of commands and online usernames.
+"""Tab completion of commands, online usernames and room names.
 
 :func:`complete` is a plain function (tested on its own); :class:`ChatCompleter` adapts it
 to prompt_toolkit.
@@ -12,7 +12,7 @@ from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 
 from chatroom.protocol import username_key
-from chatroom_cli.commands import COMMANDS
+from chatroom_cli.commands import COMMANDS, ROOM_COMMANDS
 
 __all__ = ["ChatCompleter", "complete", "rank_users"]
 
@@ -37,9 +37,11 @@ def complete(
     me: str | None,
     recent: Sequence[str] = (),
     recipient_only: bool = False,
+    rooms: Iterable[str] = (),
 ) -> tuple[int, list[str]]:
     """Completions for the text before the cursor: ``(length of the word being completed,
     candidates)``. ``recipient_only`` is the ``to:`` prompt, where the whole line is a name.
+    ``rooms``: the user's rooms, completed after a room command and after ``#``.
     """
     if recipient_only:
         if " " in text.strip():
@@ -47,6 +49,10 @@ def complete(
         word = text.lstrip()
         return len(word), rank_users(word, users, me, recent)
     words = text.split(" ")
+    if len(words) == 1 and words[0].startswith("#"):
+        return len(words[0]), ["#" + r for r in _rank_rooms(words[0][1:], rooms)]
+    if len(words) == 2 and words[0].lower() in ROOM_COMMANDS:
+        return len(words[1]), _rank_rooms(words[1].lstrip("#"), rooms)
     if len(words) == 1:
         word = words[0]
         low = word.lower()
@@ -61,6 +67,11 @@ def complete(
     return 0, []
 
 
+def _rank_rooms(prefix: str, rooms: Iterable[str]) -> list[str]:
+    p = prefix.lower()
+    return sorted((r for r in rooms if r.lower().startswith(p)), key=str.lower)
+
+
 class ChatCompleter(Completer):
     """prompt_toolkit completer over a live source of users."""
 
@@ -70,7 +81,9 @@ class ChatCompleter(Completer):
         me: Callable[[], str | None],
         recent: Callable[[], Sequence[str]],
         recipient_only: bool = False,
+        rooms: Callable[[], Iterable[str]] = tuple,
     ) -> None:
+        self._rooms = rooms
         self._users = users
         self._me = me
         self._recent = recent
@@ -81,7 +94,7 @@ class ChatCompleter(Completer):
     ) -> Iterator[Completion]:
         text = document.text_before_cursor
         size, cands = complete(
-            text, self._users(), self._me(), self._recent(), self._recipient_only
+            text, self._users(), self._me(), self._recent(), self._recipient_only, self._rooms()
         )
         # A name after a command ("DM bo" -> "DM bob ") takes the space that follows it, so
         # the message is typed next; at the to: prompt the name is the whole line.

@@ -7,10 +7,21 @@ import zlib
 
 from prompt_toolkit.styles import Style
 
-from chatroom import Broadcast, DirectMessage, DmSent, HistoryMessage, UsersChanged
+from chatroom import Broadcast, DirectMessage, DmSent, HistoryMessage, RoomEvent, UsersChanged
 from chatroom.protocol import username_key
+from chatroom.rooms import LOBBY, room_key
 
-__all__ = ["STYLE", "Fragments", "format_event", "format_stored", "plain", "sent_dm", "user_style"]
+__all__ = [
+    "STYLE",
+    "Fragments",
+    "format_event",
+    "format_room_event",
+    "format_stored",
+    "plain",
+    "room_label",
+    "sent_dm",
+    "user_style",
+]
 
 Fragments = list[tuple[str, str]]
 
@@ -37,6 +48,7 @@ STYLE = Style.from_dict(
         "info": "ansibrightblack italic",
         "earlier": "ansibrightblack",
         "me": "bold",
+        "room": "ansibrightcyan",
         "bottom-toolbar": "reverse",
     }
 )
@@ -72,14 +84,27 @@ def _dm(sender: str, to: str, message: str, me: str | None) -> Fragments:
     ]
 
 
-def format_event(event: object, me: str | None) -> Fragments | None:
-    """The line for an incoming event, or None if it shows nothing."""
+def room_label(room: str | None, current: str | None) -> Fragments:
+    """``#dev `` before a message from a room other than the current one (none for the
+    current room: one stream, labelled where it leaves the room you are looking at)."""
+    room = room or LOBBY
+    if room_key(room) == room_key(current or LOBBY):
+        return []
+    return [("class:room", f"#{room} ")]
+
+
+def format_event(event: object, me: str | None, current: str | None = None) -> Fragments | None:
+    """The line for an incoming event, or None if it shows nothing; ``current``: the
+    room the user is in now (messages from others are labelled with their room)."""
     if isinstance(event, Broadcast):
         return [
             _ts(event.ts),
+            *room_label(event.room, current),
             (user_style(event.sender), f"<{event.sender}>"),
             ("", f" {event.message}"),
         ]
+    if isinstance(event, RoomEvent):
+        return format_room_event(event, me)
     if isinstance(event, DirectMessage):
         # Always to us: the SDK passes the DMs we sent as DmSent.
         return [_ts(event.ts), *_dm(event.sender, event.to, event.message, event.to)]
@@ -98,6 +123,31 @@ def format_event(event: object, me: str | None) -> Fragments | None:
             out.append(("class:leave", f"<-- {_names(left)} left"))
         return out
     return None
+
+
+def format_room_event(event: RoomEvent, me: str | None) -> Fragments:
+    """A change to a room: ``-- #dev: bob joined``."""
+    by, room = event.by, f"#{event.room}"
+    kind = event.event
+    if kind == "invite" and event.user is not None and _is(event.user, me):
+        return [_ts(event.ts), ("class:join", f"-- {by} invited you to {room}: /join {event.room}")]
+    why = f" ({event.reason})" if event.reason else ""
+    if kind == "join":
+        text, style = f"{by} joined", "class:join"
+    elif kind == "part":
+        text, style = f"{by} left{why}", "class:leave"
+    elif kind == "kick":
+        text, style = f"{by} removed {event.user}{why}", "class:leave"
+    elif kind == "topic":
+        text = f"{by} set the topic: {event.topic}" if event.topic else f"{by} cleared the topic"
+        style = "class:info"
+    elif kind == "mode":
+        text, style = f"{by} set mode {' '.join((event.modes or '', *event.args))}", "class:info"
+    elif kind == "invite":
+        text, style = f"{by} invited {event.user}", "class:info"
+    else:
+        text, style = f"{kind} by {by}", "class:info"
+    return [_ts(event.ts), ("class:room", f"{room}: "), (style, text)]
 
 
 def format_stored(m: HistoryMessage, me: str | None = None) -> Fragments:

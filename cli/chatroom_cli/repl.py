@@ -7,6 +7,14 @@
 - :class:`PipeTerminal`: stdin is not a terminal, so lines are read from stdin and events
   printed as plain lines (``printf 'PM hi\\nEX\\n' | chat --user alice --password-file pw``).
 
+Rooms (docs/PROTOCOL.md §Rooms, when the server offers them): the REPL has a *current
+room* (``lobby`` at first; ``/join`` and ``/switch`` change it), where plain text goes.
+Every room's messages are printed in the one stream, those from a room other than the
+current one labelled with its name, and the toolbar counts what arrived unread in the
+other rooms. One stream, not a buffer per room: a terminal's scrollback is the only
+history a person can scroll, and a message hidden in another room's buffer is a message
+missed; the label and the counts say where each belongs.
+
 The REPL uses the SDK only; it has no socket code of its own. Until login it may use
 several clients one after the other (``Repl.client`` is the current one): the server
 closes a connection that has not logged in within its login timeout (docs/PROTOCOL.md
@@ -50,11 +58,13 @@ from chatroom import (
     DmSent,
     LoginResult,
     Reconnected,
+    RoomEvent,
     ServerError,
     UsageError,
     UsersChanged,
 )
 from chatroom.protocol import ErrorCode, PasswordRequired, is_valid_username, username_key
+from chatroom.rooms import LOBBY, room_key
 from chatroom_cli.commands import (
     HELP,
     Action,
@@ -64,14 +74,24 @@ from chatroom_cli.commands import (
     Help,
     HistoryOf,
     Invalid,
+    Invite,
+    Join,
+    Members,
+    Mode,
     Nothing,
+    Part,
+    RoomPm,
+    Rooms,
     SendDm,
     SendPm,
+    Switch,
+    Topic,
     Who,
     parse,
 )
 from chatroom_cli.completion import ChatCompleter
 from chatroom_cli.format import STYLE, Fragments, format_event, format_stored, plain, sent_dm
+from chatroom_cli.rooms import RoomCommands
 
 __all__ = ["InteractiveTerminal", "PipeTerminal", "Repl", "Terminal"]
 
@@ -135,7 +155,7 @@ class InteractiveTerminal:
         with app_session, patch_stdout(raw=True):
             self._printer = _printer_over(sys.stdout)
             self._direct = get_app_session().output
-            users_completer = ChatCompleter(repl.online, repl.me, repl.recent)
+            users_completer = ChatCompleter(repl.online, repl.me, repl.recent, rooms=repl.rooms)
             toolbar = repl.toolbar
             self._sessions = {
                 "command": PromptSession(
@@ -236,7 +256,7 @@ class PipeTerminal:
         pass  # a blocked readline() ends at EOF; the caller closes the client meanwhile
 
 
-class Repl:
+class Repl(RoomCommands):
     """The chat session: login, then read commands until EX, Ctrl-D or end of input.
 
     ``new_client`` makes an unconnected client (the REPL connects it): one for the
@@ -277,6 +297,11 @@ class Repl:
         # Set once logged in (REPL thread; hooks read it): before, a lost connection is
         # the REPL's to replace, not the end of the session.
         self._logged_in = False
+        # The current room (REPL thread writes; hooks and the toolbar read a str, which
+        # is atomic) and what arrived unread in the others (under _rooms_lock).
+        self.current = LOBBY
+        self._rooms_lock = threading.Lock()
+        self._unread: dict[str, int] = {}  # room_key -> count
         self.client = self._attach(new_client())
 
     def _attach(self, client: ChatClient) -> ChatClient:
@@ -284,6 +309,7 @@ class Repl:
         client.on_dm(self._on_message)
         client.on_dm_sent(self._on_message)
         client.on_users(self._on_users)
+        client.on_room_event(self._on_room_event)
         client.on_disconnect(self._on_disconnect)
         client.on_reconnect(self._on_reconnect)
         return client
@@ -295,6 +321,14 @@ class Repl:
 
     def me(self) -> str | None:
         return self.client.username
+
+    def rooms(self) -> list[str]:
+        """The rooms we are in, lobby first (Tab completion)."""
+        return [LOBBY, *(r.name for r in self.client.rooms)]
+
+    def unread(self) -> dict[str, int]:
+        with self._rooms_lock:
+            return dict(self._unread)
 
     def recent(self) -> list[str]:
         with self._recent_lock:
@@ -311,7 +345,13 @@ class Repl:
         # Connected, the count is live; otherwise it is the last one known, which may be
         # wrong by now: the state says why there is none.
         online = f" {len(self.client.users)} online |" if self._state == "connected" else ""
-        return FormattedText([("class:bottom-toolbar", f" {self._state} | {me} |{online} /help ")])
+        unread = self.unread()
+        others = ", ".join(f"#{r} {n}" for r, n in sorted(unread.items()) if n)
+        rooms = f" #{self.current} |" + (f" unread: {others} |" if others else "")
+        if not self.client.rooms_on:
+            rooms = ""  # a server without rooms: the toolbar a v1 client always had
+        text = f" {self._state} | {me} |{rooms}{online} /help "
+        return FormattedText([("class:bottom-toolbar", text)])
 
     # -------------------------------------------------------------- hooks (dispatch thread)
 
@@ -327,9 +367,25 @@ class Repl:
                         self._away.append(event)  # printed after the backlog (_catch_up)
                         self._away_lock.notify_all()
                         return
-        lines = format_event(event, self.client.username)
+        if isinstance(event, Broadcast):
+            room = room_key(event.room or LOBBY)
+            if room != room_key(self.current) and not event.replayed:
+                with self._rooms_lock:
+                    self._unread[room] = self._unread.get(room, 0) + 1
+                self.term.refresh()
+        lines = format_event(event, self.client.username, self.current)
         if lines:
             self.term.show(lines)
+
+    def _on_room_event(self, event: RoomEvent) -> None:
+        lines = format_event(event, self.client.username, self.current)
+        if lines:
+            self.term.show(lines)
+        if event.event in ("part", "kick") and room_key(event.room) == room_key(self.current):
+            gone = event.by if event.event == "part" else event.user
+            if gone is not None and username_key(gone) == username_key(self.me() or ""):
+                self.current = LOBBY  # we left it (from another session): back to lobby
+        self.term.refresh()
 
     def _on_users(self, event: UsersChanged) -> None:
         lines = format_event(event, self.client.username)
@@ -573,12 +629,33 @@ class Repl:
                 case Help():
                     for line in HELP.splitlines():
                         self.term.show([("class:info", line)])
+                case RoomPm(room, message):
+                    self._pm(message, room)
+                case Join(room, key):
+                    self._join(room, key)
+                case Switch(room):
+                    self._switch(room)
+                case Part(room, reason):
+                    self._part(room or self.current, reason)
+                case Rooms():
+                    self._list_rooms()
+                case Topic(room, topic):
+                    self._topic(room or self.current, topic)
+                case Invite(user, room):
+                    receipt = self.client.invite(room or self.current, user)
+                    self.info(f"invited {receipt.to or user} to #{room or self.current}")
+                case Mode(room, modes, args):
+                    self._mode(room or self.current, modes, args)
+                case Members(room):
+                    self._members(room or self.current)
                 case Invalid(why):
                     self.error(why)
                 case Nothing():
                     pass
         except ServerError as exc:
             self.error(exc.message)
+        except UsageError as exc:
+            self.error(str(exc))  # rooms on a server without them, say
         except ChatTimeout:
             self.error("the server did not answer in time")
         except ChatConnectionError:
@@ -589,18 +666,19 @@ class Repl:
 
     def _history(self, user: str | None, count: int) -> None:
         """One page further back than the last one shown for this conversation."""
-        key = username_key(user) if user else None
+        room = None if user or room_key(self.current) == LOBBY else self.current
+        key = username_key(user) if user else (f"#{room_key(room)}" if room else None)
         before = self._older.get(key)
         if before is None and self._login_seq is not None:
             before = self._login_seq + 1  # what came after the login is on screen
         if before is not None and before <= 1:
             self.info("no earlier messages")
             return
-        page = self.client.history(before=before, limit=count, with_user=user)
+        page = self.client.history(before=before, limit=count, with_user=user, room=room)
         if not page.messages:
             self.info("no earlier messages" if before else "no messages yet")
             return
-        where = f"with {user}" if user else "in public"
+        where = f"with {user}" if user else (f"in #{room}" if room else "in public")
         first, last = page.messages[0], page.messages[-1]
         n = len(page.messages)
         self.info(f"{n} message{'s' * (n != 1)} {where} (#{first.seq}-#{last.seq})")
@@ -616,12 +694,13 @@ class Repl:
         except KeyboardInterrupt:
             return ""
 
-    def _pm(self, message: str) -> None:
-        self.client.pm(message)
+    def _pm(self, message: str, room: str | None = None) -> None:
+        room = room or self.current
+        target = None if room_key(room) == LOBBY else room
+        self.client.pm(message, room=target)
         me = self.client.username or "me"
-        self.term.show(
-            format_event(Broadcast(sender=me, message=message, ts=time.time()), None) or []
-        )
+        echo = Broadcast(sender=me, message=message, ts=time.time(), room=room)
+        self.term.show(format_event(echo, None, self.current) or [])
 
     def _dm(self, to: str, message: str) -> None:
         receipt = self.client.dm(to.strip(), message)

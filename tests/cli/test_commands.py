@@ -13,9 +13,18 @@ from chatroom_cli.commands import (
     Help,
     HistoryOf,
     Invalid,
+    Invite,
+    Join,
+    Members,
+    Mode,
     Nothing,
+    Part,
+    RoomPm,
+    Rooms,
     SendDm,
     SendPm,
+    Switch,
+    Topic,
     Who,
     parse,
 )
@@ -79,6 +88,14 @@ def test_complete_commands() -> None:
         "/msg",
         "/who",
         "/history",
+        "/join",
+        "/part",
+        "/switch",
+        "/rooms",
+        "/topic",
+        "/invite",
+        "/mode",
+        "/members",
         "/help",
         "/quit",
     ]
@@ -118,3 +135,40 @@ def test_a_completed_name_takes_the_space_after_it() -> None:
     assert texts("/history Al") == [("Albert ", "Albert"), ("alice ", "alice")]
     assert texts("P") == [("PM", "PM")]  # commands as typed
     assert texts("bo", recipient_only=True) == [("bob", "bob"), ("Bobby", "Bobby")]  # to:
+
+
+@pytest.mark.parametrize(
+    ("line", "action"),
+    [
+        ("/join dev", Join("dev")),
+        ("/JOIN #dev s3cr3t", Join("dev", "s3cr3t")),
+        ("/join", Invalid("usage: /join <room> [key]")),
+        ("/switch #Dev", Switch("Dev")),
+        ("#dev", Switch("dev")),
+        ("#dev hello there", RoomPm("dev", "hello there")),
+        ("/part", Part()),
+        ("/part dev off to lunch", Part("dev", "off to lunch")),
+        ("/rooms", Rooms()),
+        ("/topic", Topic()),
+        ("/topic release Friday", Topic(None, "release Friday")),
+        ("/topic #dev release", Topic("dev", "release")),
+        ("/topic -", Topic(None, "")),
+        ("/invite bob", Invite("bob")),
+        ("/invite bob #dev", Invite("bob", "dev")),
+        ("/mode", Mode()),
+        ("/mode +kl key 10", Mode(None, "+kl", ("key", "10"))),
+        ("/mode #dev -t", Mode("dev", "-t")),
+        ("/members", Members()),
+        ("/members #dev", Members("dev")),
+    ],
+)
+def test_room_commands(line: str, action: object) -> None:
+    assert parse(line) == action
+
+
+def test_complete_rooms() -> None:
+    rooms = ["lobby", "dev", "Design"]
+    assert complete("#d", USERS, "me", rooms=rooms) == (2, ["#Design", "#dev"])
+    assert complete("/join de", USERS, "me", rooms=rooms) == (2, ["Design", "dev"])
+    assert complete("/switch #l", USERS, "me", rooms=rooms) == (2, ["lobby"])
+    assert complete("/invite bo", USERS, "me", rooms=rooms) == (0, [])

@@ -1,0 +1,103 @@
+"""The REPL's room commands (docs/PROTOCOL.md §Rooms): ``/join``, ``/switch``, ``/part``,
+``/rooms``, ``/topic``, ``/mode``, ``/members``, run on the REPL's thread. A part of
+:class:`chatroom_cli.repl.Repl`, in a module of its own so that each stays one idea:
+the session there, the rooms here."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from chatroom import ChatClient
+from chatroom.rooms import LOBBY, room_key
+
+if TYPE_CHECKING:
+    from chatroom_cli.repl import Terminal
+
+__all__ = ["RoomCommands"]
+
+
+class RoomCommands:
+    """What the room commands need of the REPL, and the commands."""
+
+    client: ChatClient
+    term: Terminal
+    current: str
+    _rooms_lock: threading.Lock
+    _unread: dict[str, int]
+
+    def info(self, text: str) -> None:
+        raise NotImplementedError  # the REPL's
+
+    def error(self, text: str) -> None:
+        raise NotImplementedError  # the REPL's
+
+    def _set_current(self, room: str) -> None:
+        self.current = room
+        with self._rooms_lock:
+            self._unread.pop(room_key(room), None)
+        self.term.refresh()
+
+    def _join(self, room: str, key: str | None) -> None:
+        info = self.client.join(room, key=key)
+        self._set_current(info.name)
+        topic = f"; topic: {info.topic}" if info.topic else ""
+        n = len(info.members)
+        self.info(
+            f"you are in #{info.name} ({n} member{'s' * (n != 1)}: "
+            f"{', '.join(info.members)}{topic}); plain text goes here now"
+        )
+
+    def _switch(self, room: str) -> None:
+        if room_key(room) == LOBBY:
+            self._set_current(LOBBY)
+        else:
+            mine = {room_key(r.name): r.name for r in self.client.rooms}
+            if room_key(room) not in mine:
+                self.error(f"you are not in #{room}: /join {room}")
+                return
+            self._set_current(mine[room_key(room)])
+        self.info(f"now in #{self.current}")
+
+    def _part(self, room: str, reason: str | None) -> None:
+        if room_key(room) == LOBBY:
+            self.error("everyone is always in lobby; /part a room you joined")
+            return
+        self.client.part(room, reason=reason)
+        self.info(f"you left #{room}")
+        if room_key(room) == room_key(self.current):
+            self._set_current(LOBBY)
+
+    def _list_rooms(self) -> None:
+        rooms = self.client.list_rooms()
+        if not rooms:
+            self.info("no rooms yet: /join <name> makes one")
+            return
+        for r in rooms:
+            mark = "*" if r.joined else " "
+            topic = f" - {r.topic}" if r.topic else ""
+            self.info(f"{mark} #{r.name} ({r.count}) {r.modes}{topic}")
+
+    def _topic(self, room: str, topic: str | None) -> None:
+        if topic is None:
+            text = self.client.topic(room)
+            self.info(f"#{room} topic: {text}" if text else f"#{room} has no topic")
+        else:
+            self.client.set_topic(room, topic)
+
+    def _mode(self, room: str, modes: str | None, args: tuple[str, ...]) -> None:
+        if modes is None:
+            info = self.client.room_info(room)
+            extra = " ".join(x for x in (info.key, str(info.limit) if info.limit else None) if x)
+            self.info(f"#{info.name} modes: {info.modes or 'none'} {extra}".rstrip())
+        else:
+            self.client.mode(room, modes, *args)
+
+    def _members(self, room: str) -> None:
+        if room_key(room) == LOBBY:
+            users = self.client.request_users()
+            self.info(f"#lobby: everyone; {len(users)} online: {', '.join(users)}")
+            return
+        info = self.client.room_info(room)
+        names = [f"{m} ({info.roles[m]})" if m in info.roles else m for m in info.members]
+        self.info(f"#{info.name}: {len(names)} members: {', '.join(names)}")
