@@ -59,6 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_argument("--seed", type=int, default=1, help="names come from faker with it")
     common.add_argument("--tls", action="store_true")
+    common.add_argument(
+        "--transport",
+        choices=["tcp", "ws", "mixed"],
+        default="tcp",
+        help="how the bots connect: tcp (--port), ws (WebSocket to --web-port, "
+        "docs/WEB.md), or mixed (every other bot over WebSocket)",
+    )
+    common.add_argument("--web-port", type=int, help="the server's --web-port, for ws and mixed")
     common.add_argument("--ca-file")
     common.add_argument("--json", metavar="FILE", help="write the full result as JSON")
     common.add_argument("--csv", metavar="FILE", help="write the per-second timeline as CSV")
@@ -149,7 +157,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         server_pid=a.server_pid,
         login_concurrency=a.login_concurrency,
         sched=a.sched,
+        transport=a.transport,
+        web_port=a.web_port,
     )
+    if a.transport != "tcp" and (a.web_port is None or a.tls):
+        print("chat-load: --transport ws and mixed need --web-port, without --tls", file=sys.stderr)
+        return 2
     if a.mode == "run":
         cfg.senders, cfg.rate, cfg.duration = a.senders, a.rate, a.duration
         cfg.pm_fraction, cfg.size, cfg.drain = a.mix, a.size, a.drain

@@ -53,6 +53,7 @@ from chatroom.errors import ChatTimeout, FrameTooLarge
 from chatroom.hosts import parse_hosts
 from chatroom.protocol import EVENT_NAMES, Ack, LoginOk, split_block
 from chatroom.session import BadFrame, ClientSession, Ended, Refused, Reply, SessionEvent
+from chatroom_bots.load.wslink import WsClosed, WsLink
 
 log = logging.getLogger(__name__)
 
@@ -135,13 +136,29 @@ class Sink(Protocol):
 
 
 class _Bot:
-    __slots__ = ("idx", "out", "resuming", "session", "sock", "started", "state", "writing")
+    __slots__ = (
+        "idx",
+        "link",
+        "out",
+        "resuming",
+        "session",
+        "sock",
+        "started",
+        "state",
+        "writing",
+    )
 
     def __init__(
-        self, idx: int, sock: socket.socket, session: ClientSession, resuming: bool
+        self,
+        idx: int,
+        sock: socket.socket,
+        session: ClientSession,
+        resuming: bool,
+        link: WsLink | None = None,
     ) -> None:
         self.idx = idx
         self.sock = sock
+        self.link = link  # over WebSocket (--transport ws): its framing (wslink.py)
         self.session = session
         self.resuming = resuming  # cut by churn, logging in again with since
         self.state = _CONNECTING
@@ -168,11 +185,21 @@ class BotPool:
         churn: float = 0.0,
         keep: frozenset[int] = frozenset(),
         seed: int = 1,
+        transport: str = "tcp",
+        web_port: int | None = None,
     ) -> None:
         # Several addresses (a cluster's nodes, "a:5050,b:5051"): bot i uses node i mod n.
         self._addrs = [
             socket.getaddrinfo(h, p, type=socket.SOCK_STREAM)[0] for h, p in parse_hosts(host, port)
         ]
+        # --transport ws: every bot over WebSocket to the web port; mixed: the odd ones.
+        self._transport = transport
+        self._ws_host = str(self._addrs[0][4][0])
+        self._ws_addr = (
+            socket.getaddrinfo(self._ws_host, web_port or port, type=socket.SOCK_STREAM)[0]
+            if transport != "tcp"
+            else None
+        )
         self._names = names
         self._password = password
         self._sink = sink
@@ -394,7 +421,12 @@ class BotPool:
     def _open(
         self, idx: int, session: ClientSession | None = None, started: float | None = None
     ) -> None:
-        family, kind, proto, _, addr = self._addrs[idx % len(self._addrs)]
+        ws = self._transport == "ws" or (self._transport == "mixed" and idx % 2 == 1)
+        if ws:
+            assert self._ws_addr is not None
+            family, kind, proto, _, addr = self._ws_addr
+        else:
+            family, kind, proto, _, addr = self._addrs[idx % len(self._addrs)]
         sock = socket.socket(family, kind, proto)
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -407,7 +439,8 @@ class BotPool:
                 max_frame=self._max_frame,
                 track_users=False,
             )
-        bot = _Bot(idx, sock, session, resuming)
+        link = WsLink(self._ws_host, int(addr[1])) if ws else None
+        bot = _Bot(idx, sock, session, resuming, link)
         if started is not None:
             bot.started = started  # a cut: caught-up time counts from the cut
         self._bots[idx] = bot
@@ -427,17 +460,27 @@ class BotPool:
                 self._fail(bot, f"cannot connect: {errno.errorcode.get(err, err)}")
                 return
             bot.state = _LOGGING_IN
-            now = time.monotonic()
-            hello = bot.session.connection_made(now)  # a re-login with since, after a cut
-            if not hello:
-                _, hello = bot.session.login(self._names[bot.idx], self._password)
-            self._send(bot, hello, now)
+            if bot.link is not None:
+                # The login waits for the handshake's answer (_readable).
+                self._send(bot, bot.link.handshake(), time.monotonic(), raw=True)
+                return
+            self._hello(bot)
             return
         self._send(bot, b"", time.monotonic())  # flush what was left
 
-    def _send(self, bot: _Bot, data: bytes, now: float) -> None:
+    def _hello(self, bot: _Bot) -> None:
+        now = time.monotonic()
+        hello = bot.session.connection_made(now)  # a re-login with since, after a cut
+        if not hello:
+            _, hello = bot.session.login(self._names[bot.idx], self._password)
+        self._send(bot, hello, now)
+
+    def _send(self, bot: _Bot, data: bytes, now: float, raw: bool = False) -> None:
         """Write now what the kernel takes; keep the rest for EVENT_WRITE. The epoll
-        registration changes only when that need does (not a syscall per send)."""
+        registration changes only when that need does (not a syscall per send).
+        ``raw``: bytes for the socket as they are (else a WebSocket bot's are framed)."""
+        if bot.link is not None and data and not raw:
+            data = bot.link.wrap(data)
         buf = bot.out + data if bot.out else data
         try:
             sent = bot.sock.send(buf) if buf else 0
@@ -468,6 +511,18 @@ class BotPool:
         if not data:
             self._lost(bot, "the server closed the connection")
             return
+        if bot.link is not None:
+            try:
+                data, back, opened = bot.link.unwrap(data)
+            except WsClosed as exc:
+                self._lost(bot, str(exc))
+                return
+            if back:
+                self._send(bot, back, time.monotonic(), raw=True)
+            if opened:
+                self._hello(bot)
+            if not data:
+                return
         now = time.monotonic()
         arrived = int(now * 1e6)
         try:
@@ -622,8 +677,9 @@ class BotPool:
         """Loop thread, at the end: exit on every logged-in connection, then close all."""
         for bot in list(self._bots.values()):
             if bot.state == _READY and not bot.out:
+                bye = bot.session.logout()
                 try:
-                    bot.sock.send(bot.session.logout())
+                    bot.sock.send(bot.link.wrap(bye) if bot.link is not None else bye)
                 except OSError:
                     pass  # going anyway; the server notices the close
             self._drop(bot)

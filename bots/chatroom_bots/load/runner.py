@@ -37,6 +37,7 @@ from chatroom_bots.load.worker import SchedPolicy, WorkerSpec, sched_label, work
 log = logging.getLogger(__name__)
 
 Mode = Literal["run", "logins", "hold", "churn"]
+Transport = Literal["tcp", "ws", "mixed"]
 
 
 @dataclass
@@ -69,6 +70,10 @@ class LoadConfig:
     # The worker processes' scheduling policy: "batch" lets the server run on when a
     # delivery wakes a bot (chatroom_bots.load.worker.set_sched).
     sched: SchedPolicy = "batch"
+    # How the bots connect (docs/WEB.md): "tcp", "ws" (every bot over WebSocket to
+    # web_port), or "mixed" (every other bot over WebSocket). Probes stay on port.
+    transport: Transport = "tcp"
+    web_port: int | None = None
 
 
 @dataclass
@@ -331,6 +336,8 @@ def _plan(cfg: LoadConfig) -> list[WorkerSpec]:
                 relay_frames=cfg.relay_frames,
                 churn=cfg.churn / procs,
                 sched=cfg.sched,
+                transport=cfg.transport,
+                web_port=cfg.web_port,
             )
         )
     return specs

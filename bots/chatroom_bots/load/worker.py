@@ -88,6 +88,8 @@ class WorkerSpec:
     relay_frames: bool = False
     churn: float = 0.0  # this worker's bots cut and resumed per second while sending
     sched: SchedPolicy = "batch"  # the worker's scheduling policy (see ``set_sched``)
+    transport: str = "tcp"  # "ws": bots over WebSocket to web_port; "mixed": every other
+    web_port: int | None = None
 
 
 class Recorder:
@@ -424,6 +426,8 @@ class Worker:
             churn=s.churn,
             keep=frozenset(s.senders),
             seed=s.seed * 1000 + s.index,
+            transport=s.transport,
+            web_port=s.web_port,
         )
         self.pool.start(pooled)
 
