@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PORT   ?= 5050
 
-.PHONY: venv lint typecheck test fuzz nemesis bench bench-history soak bench-irc report-screenshot web-screenshot demo cluster-demo server clean
+.PHONY: venv lint typecheck test fuzz nemesis bench bench-history soak bench-irc bench-ws report-screenshot web-screenshot demo cluster-demo server clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -76,6 +76,10 @@ soak: $(STAMP)
 # The IRC fan-out workload against our gateway and Debian's ngircd (docs/IRC.md).
 bench-irc: $(STAMP) $(NGIRCD)
 	cd bench && ../$(PY) irc_fanout.py
+
+# WebSocket against TCP: server CPU per delivery at 1,000 clients each (docs/WEB.md).
+bench-ws: $(STAMP)
+	cd bench && ../$(PY) ws_bench.py
 
 # A real 6 s load run, its HTML report opened in Chromium: docs/images/load-report.png.
 report-screenshot: $(STAMP) $(CHROMIUM)
