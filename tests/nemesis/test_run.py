@@ -11,40 +11,16 @@ from __future__ import annotations
 import os
 import random
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.nemesis.checker import Anomaly
 from tests.nemesis.harness import RunConfig, run
 
 SECONDS = float(os.environ.get("NEMESIS_SECONDS", "30"))
 # A failed run's directory (history, report, logs) is kept here: pytest's own temporary
 # directories are rotated away by the next sessions.
 KEEP = Path(__file__).resolve().parents[2] / "nemesis-runs" / "failed"
-
-# Open findings of docs/RELIABILITY.md, routed and not fixed yet, each matched by its own
-# signature (not by kind alone: F3 shows as duplicates and disorder, which anything else
-# could also cause). A run whose anomalies all match is an expected failure (xfail,
-# naming the findings), never a pass; any other anomaly fails the test. Delete an entry
-# when its fix lands.
-Match = Callable[[Anomaly, list[Anomaly], str], bool]
-
-
-KNOWN: dict[str, tuple[str, Match]] = {}
-
-
-def open_findings(anomalies: list[Anomaly], target: str) -> tuple[set[str], list[Anomaly]]:
-    """The open findings the anomalies match, and the anomalies none matches."""
-    found: set[str] = set()
-    unknown = []
-    for a in anomalies:
-        ids = {k for k, (_, match) in KNOWN.items() if match(a, anomalies, target)}
-        found |= ids
-        if not ids:
-            unknown.append(a)
-    return found, unknown
 
 
 def _seed() -> int:
@@ -72,11 +48,8 @@ def test_a_short_nemesis_run_breaks_no_promise(target: str, tmp_path: Path) -> N
         print(f"not exercised: {line}")
     assert result.problems == [], f"{where}: the run could not complete: {result.problems}"
     assert res.notes == [], f"{where}: {res.notes}"
-    found, unknown = open_findings(res.anomalies, target)
-    assert unknown == [], f"{where}: " + "; ".join(a.describe() for a in unknown)
+    # Every finding of docs/RELIABILITY.md is fixed: any anomaly fails the run.
+    assert res.anomalies == [], f"{where}: " + "; ".join(a.describe() for a in res.anomalies)
     # The run did what it says: faults happened, messages were sent and delivered.
     assert res.stats.get("required receipts", 0) > 0
     assert len(result.specs) > 0
-    if found:
-        names = "; ".join(f"{k}: {KNOWN[k][0]}" for k in sorted(found))
-        pytest.xfail(f"{where}: open findings only (docs/RELIABILITY.md): {names}")
