@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 
 from chatroom.extras import require_or_exit
@@ -17,7 +18,7 @@ from chatroom.extras import require_or_exit
 # chat-server says what to install in one line and exits with status 2.
 require_or_exit("server", "chat-server")
 
-from chatroom_server import futexhash, logfmt, options, subcommands  # noqa: E402
+from chatroom_server import futexhash, logfmt, options, settings, subcommands  # noqa: E402
 from chatroom_server.accounts import AccountStore, AccountStoreError  # noqa: E402
 from chatroom_server.cluster import ClusterUnavailable  # noqa: E402
 from chatroom_server.config import ConfigError, ServerConfig  # noqa: E402
@@ -35,12 +36,53 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="a TOML file of these settings (chat-server default-config writes one); "
+        "CHATROOM_* environment variables override it, and the command line both",
+    )
+    p.add_argument(
         "--check",
         action="store_true",
         help="check the database (and with --cluster, Redis), say what is there, and exit",
     )
     options.add_arguments(p)
     return p
+
+
+def config_command(argv: Sequence[str]) -> int:
+    """``chat-server default-config [FILE]`` and ``chat-server check-config [flags]``."""
+    if argv[0] == "default-config":
+        p = argparse.ArgumentParser(
+            prog="chat-server default-config",
+            description="Write a config file with every setting, commented out.",
+        )
+        p.add_argument("file", nargs="?", type=Path, help="write it here (default: stdout)")
+        out = p.parse_args(argv[1:]).file
+        if out is None:
+            sys.stdout.write(settings.render())
+        elif out.exists():
+            print(f"chat-server default-config: {out} exists", file=sys.stderr)
+            return 1
+        else:
+            out.write_text(settings.render(), encoding="utf-8")
+        return 0
+    try:
+        resolved = settings.resolve(settings.explicit_args(build_parser, argv[1:]))
+        _checked(resolved.values)
+    except ConfigError as exc:
+        print(f"chat-server check-config: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.write(settings.render(resolved))
+    return 0
+
+
+def _checked(values: dict[str, object]) -> ServerConfig:
+    config = options.build_config(values)
+    if options.is_pg(str(values["db"])) and values["cluster"] is None:
+        raise ConfigError("a PostgreSQL --db is for a cluster: add --cluster redis://...")
+    return config
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -102,16 +144,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in subcommands.COMMANDS:  # chat-server backup FILE, ...
         return subcommands.run(argv)
-    args = build_parser().parse_args(argv)
-    logfmt.configure(args.log_level, args.log_format)
+    if argv and argv[0] in ("check-config", "default-config"):
+        return config_command(argv)
+    args = settings.explicit_args(build_parser, argv)
+    try:
+        resolved = settings.resolve(args)
+    except ConfigError as exc:
+        print(f"chat-server: {exc}", file=sys.stderr)
+        return 1
+    values = resolved.values
+    logfmt.configure(str(values["log-level"]), str(values["log-format"]))
     # The format shows no thread names, and asking for one in a connection thread
     # (started with _thread, chatroom_server.readers) would make threading keep a
     # _DummyThread for it.
     logging.logThreads = False
     try:
-        config = config_from_args(args)
-        if options.is_pg(args.db) and args.cluster is None:
-            raise ConfigError("a PostgreSQL --db is for a cluster: add --cluster redis://...")
+        config = _checked(values)
         if args.check:
             return check(config)
         server = ChatServer(config)
@@ -119,13 +167,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         buckets = futexhash.widen(config.max_connections + SERVER_THREADS)
         server.start()
         admin = None
-        if args.admin_port is not None:
+        if values["admin-port"] is not None:
             from chatroom_server.admin_http import AdminHttp
             from chatroom_server.adminctl import token_path
 
             # chat-server admin reads the token there (chatroom_server.adminctl).
-            token = token_path(args.db)
-            admin = AdminHttp(server, args.admin_host, args.admin_port, token)
+            token = token_path(str(values["db"]))
+            admin = AdminHttp(server, str(values["admin-host"]), int(values["admin-port"]), token)
             admin.start()
         tune_gc()
         if buckets:
@@ -146,22 +194,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except OSError as exc:
         print(
-            f"chat-server: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
+            f"chat-server: cannot listen on {values['host']}:{values['port']}: "
+            f"{exc.strerror or exc}",
             file=sys.stderr,
         )
         return 1
 
     stop = threading.Event()
+    hup = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         log.info("received %s", signal.Signals(signum).name)
-        stop.set()
+        (hup if signum == signal.SIGHUP else stop).set()
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)  # reload (chatroom_server.reload)
     # Wake up now and then so the signal handler runs promptly on every platform.
     while not stop.wait(0.5):
-        pass
+        if hup.is_set():
+            hup.clear()
+            from chatroom_server.reload import reload
+
+            resolved = reload(server, args, resolved)
     if admin is not None:
         admin.stop()
     server.stop()
