@@ -81,7 +81,7 @@ class ServerCollector(Collector):
         by_transport: Counter[tuple[str, str]] = Counter()
         backlog = 0
         for c in conns:
-            transport = "irc" if c.irc is not None else "json"
+            transport = _transport(c)
             by_transport[(transport, "true" if c.outbox.tls else "false")] += 1
             backlog += c.outbox.backlog
         g = GaugeMetricFamily(
@@ -105,7 +105,7 @@ class ServerCollector(Collector):
         )
         yield CounterMetricFamily(
             "chat_deliveries",
-            "broadcast messages times the recipients each went to",
+            "messages handed to their recipients: a broadcast once per recipient, a DM once",
             st.deliveries,
         )
         yield _histogram(
@@ -148,6 +148,13 @@ class ServerCollector(Collector):
                 "messages read from PostgreSQL because their stream entry was lost",
                 bus.gaps_filled,
             )
+
+
+def _transport(conn: Any) -> str:
+    """``json`` (the line protocol over TCP), ``web`` (WebSocket) or ``irc``."""
+    if conn.irc is not None:
+        return "irc"
+    return "web" if conn.web is not None else "json"
 
 
 def _histogram(name: str, text: str, h: Any) -> HistogramMetricFamily:
@@ -230,7 +237,7 @@ class Admin:
                 {
                     "name": conn.username,
                     "addr": conn.addr,
-                    "transport": "irc" if conn.irc is not None else "json",
+                    "transport": _transport(conn),
                     "tls": conn.outbox.tls,
                     "seconds": round(now - conn.connected_at, 1),
                 }

@@ -496,6 +496,7 @@ class FanOut:
     def _send_direct(self, item: Direct) -> None:
         if item.frame and item.target is not None and self._deliver:
             item.target.outbox.send(item.frame)
+            self.stats.deliveries += 1
         item.conn.outbox.send(item.ack)
 
     def _guarded(self, fn: Callable[..., object], *args: object) -> None:

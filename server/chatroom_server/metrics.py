@@ -66,7 +66,7 @@ class FanOutStats:
     def __init__(self) -> None:
         self.passes = 0
         self.messages = 0  # stored (with the log) or broadcast (without)
-        self.deliveries = 0  # messages times the recipients each went to
+        self.deliveries = 0  # messages times the recipients each went to (a live DM: 1)
         self.pass_time = Histogram()
         self.commit = Histogram()  # the message log's group commits
 

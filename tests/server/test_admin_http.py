@@ -122,3 +122,33 @@ def test_a_stopped_server_is_not_ready(tmp_path: Path) -> None:
             assert _get(f"http://{host}:{port}/ready") == (503, "not ready: not listening\n")
         finally:
             admin.stop()
+
+
+def test_metrics_agree_with_chat_loads_own_counts(served: tuple[TestServer, str]) -> None:
+    """A load run of public messages and DMs: what the server counted is what the
+    generator sent and received."""
+    from chatroom_bots.load import LoadConfig, run_load
+
+    srv, base = served
+    before = _samples(base)
+    cfg = LoadConfig(
+        port=srv.port,
+        clients=8,
+        senders=2,
+        rate=100.0,
+        duration=1.0,
+        processes=2,
+        drain=1.0,
+        pm_fraction=0.8,
+    )
+    result = run_load(cfg)
+    assert result.ok and result.sent_dm > 0
+    m = _samples(base)
+
+    def grew(name: str) -> float:
+        return m[(name, ())] - before.get((name, ()), 0.0)
+
+    assert grew("chat_messages_total") == result.sent
+    assert grew("chat_deliveries_total") == result.delivered
+    assert grew("chat_logins_total") == result.logged_in == 8
+    assert grew("chat_login_failures_total") == 0
