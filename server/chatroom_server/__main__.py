@@ -6,6 +6,7 @@ import argparse
 import gc
 import logging
 import signal
+import ssl
 import sys
 import threading
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from chatroom.extras import require_or_exit
 # chat-server says what to install in one line and exits with status 2.
 require_or_exit("server", "chat-server")
 
-from chatroom_server import futexhash, logfmt, options, settings, subcommands  # noqa: E402
+from chatroom_server import backup, futexhash, logfmt, options, settings, subcommands  # noqa: E402
 from chatroom_server.accounts import AccountStore, AccountStoreError  # noqa: E402
 from chatroom_server.cluster import ClusterUnavailable  # noqa: E402
 from chatroom_server.config import ConfigError, ServerConfig  # noqa: E402
@@ -70,7 +71,7 @@ def config_command(argv: Sequence[str]) -> int:
         return 0
     try:
         resolved = settings.resolve(settings.explicit_args(build_parser, argv[1:]))
-        _checked(resolved.values)
+        _checked(resolved.values, tls=True)
     except ConfigError as exc:
         print(f"chat-server check-config: {exc}", file=sys.stderr)
         return 1
@@ -78,10 +79,18 @@ def config_command(argv: Sequence[str]) -> int:
     return 0
 
 
-def _checked(values: dict[str, object]) -> ServerConfig:
+def _checked(values: dict[str, object], *, tls: bool = False) -> ServerConfig:
+    """The ServerConfig of ``values``, or ConfigError; ``tls``: also load the TLS
+    certificate and key, as the start will (check-config)."""
     config = options.build_config(values)
     if options.is_pg(str(values["db"])) and values["cluster"] is None:
         raise ConfigError("a PostgreSQL --db is for a cluster: add --cluster redis://...")
+    if tls and config.tls_cert is not None:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            ctx.load_cert_chain(config.tls_cert, config.tls_key)
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(f"cannot load the TLS certificate or key: {exc}") from None
     return config
 
 
@@ -92,6 +101,11 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
 def check(config: ServerConfig) -> int:
     """``--check``: open what the server would use, say what is in it, touch nothing."""
     if config.cluster is None:
+        pending = backup.pending_upgrade(config.db_path)
+        if pending is not None:
+            # Opening the stores would upgrade it: say what the start will do instead.
+            print(f"SQLite {config.db_path}: {pending}")
+            return 0
         store = AccountStore(config.db_path)
         try:
             mlog = MessageLog(config.db_path)

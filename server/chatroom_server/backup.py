@@ -75,6 +75,31 @@ def summarize(db: sqlite3.Connection) -> Summary:
     )
 
 
+def pending_upgrade(path: Path) -> str | None:
+    """What an existing database holds and the upgrade a server will make at start, if
+    it needs one (``chat-server --check``, which touches nothing); else None."""
+    if not path.is_file():
+        return None
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None  # the stores say what is wrong with it
+    try:
+        summary = summarize(db)
+    except sqlite3.Error:
+        return None
+    finally:
+        db.close()
+    if summary.version >= schema.SCHEMA_VERSION or (
+        summary.accounts is None and summary.messages is None
+    ):
+        return None
+    return (
+        f"{summary}; the server will upgrade it to schema version {schema.SCHEMA_VERSION} "
+        "when it starts, after a copy of it as it is (docs/OPERATIONS.md, Upgrades)"
+    )
+
+
 def _open_chatroom(path: Path, what: str) -> sqlite3.Connection:
     try:
         db = dbfile.connect_existing(path)

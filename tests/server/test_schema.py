@@ -254,3 +254,19 @@ def test_the_upgrade_is_logged_with_the_copy(
 
 def test_steps_are_numbered_one_by_one() -> None:
     assert [s.version for s in schema.STEPS] == list(range(1, len(schema.STEPS) + 1))
+
+
+def test_check_says_what_the_start_will_upgrade_and_touches_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from chatroom_server.__main__ import main
+
+    path = tmp_path / "chat.db"
+    _make(path, _accounts_and_log)
+    content = path.read_bytes()
+    assert main(["--check", "--db", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "1 accounts, 7 messages (last seq 9)" in out
+    assert f"will upgrade it to schema version {schema.SCHEMA_VERSION}" in out
+    assert path.read_bytes() == content and _version(path) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["chat.db"]

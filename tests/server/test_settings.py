@@ -233,3 +233,12 @@ def test_sighup_keeps_every_connection(tmp_path: Path) -> None:
         proc.terminate()
         proc.communicate(timeout=30)
     assert proc.returncode == 0
+
+
+def test_check_config_loads_the_certificate_as_the_start_will(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "cert.pem"
+    bad.write_text("not a certificate\n")
+    assert main(["check-config", "--tls-cert", str(bad)]) == 1
+    assert "cannot load the TLS certificate or key" in capsys.readouterr().err
