@@ -118,6 +118,11 @@ class ServerCollector(Collector):
         yield CounterMetricFamily(
             "chat_handler_crashes", "commands whose handler raised (bugs)", s.handler_crashes
         )
+        yield CounterMetricFamily(
+            "chat_storage_errors",
+            "fan-out passes whose messages could not be stored (SQLite or PostgreSQL)",
+            st.storage_errors,
+        )
         yield GaugeMetricFamily(
             "chat_storage_failing_passes",
             "consecutive fan-out passes whose messages could not be stored (0: storing works)",
@@ -142,6 +147,9 @@ class ServerCollector(Collector):
         if bus is not None:
             yield GaugeMetricFamily(
                 "chat_cluster_bus_up", "1 while this node reaches Redis", int(bus.available)
+            )
+            yield CounterMetricFamily(
+                "chat_cluster_bus_outages", "times this node lost Redis", bus.outages
             )
             yield CounterMetricFamily(
                 "chat_cluster_gaps_filled",

@@ -429,6 +429,7 @@ class FanOut:
             seqs = self._log.append(msgs)
         except StorageError as exc:
             self.storage_failures += 1
+            self.stats.storage_errors += 1
             if self.storage_failures == 1 or self.storage_failures % 1000 == 0:
                 log.error(
                     "cannot store messages (%d passes so far): %s", self.storage_failures, exc

@@ -61,7 +61,7 @@ class Histogram:
 class FanOutStats:
     """The fan-out's counts, written only under the FanOut's lock."""
 
-    __slots__ = ("commit", "deliveries", "messages", "pass_time", "passes")
+    __slots__ = ("commit", "deliveries", "messages", "pass_time", "passes", "storage_errors")
 
     def __init__(self) -> None:
         self.passes = 0
@@ -69,6 +69,7 @@ class FanOutStats:
         self.deliveries = 0  # messages times the recipients each went to (a live DM: 1)
         self.pass_time = Histogram()
         self.commit = Histogram()  # the message log's group commits
+        self.storage_errors = 0  # passes whose messages could not be stored, ever
 
 
 class Tally:

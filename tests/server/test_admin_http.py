@@ -152,3 +152,32 @@ def test_metrics_agree_with_chat_loads_own_counts(served: tuple[TestServer, str]
     assert grew("chat_deliveries_total") == result.delivered
     assert grew("chat_logins_total") == result.logged_in == 8
     assert grew("chat_login_failures_total") == 0
+
+
+def test_storage_errors_are_counted(
+    served: tuple[TestServer, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chatroom_server.messagelog import StorageError
+
+    srv, base = served
+    a = connect(srv.address, "writer")
+    mlog = srv.server._log
+    assert mlog is not None
+    real = mlog.append
+
+    def disk_full(*_: object) -> object:
+        raise StorageError("database or disk is full")
+
+    monkeypatch.setattr(mlog, "append", disk_full)
+    for i in range(2):
+        a.send(command="pm", message="lost", id=i)
+        a.expect_error("unavailable", id=i)
+    m = _samples(base)
+    assert m[("chat_storage_errors_total", ())] == 2
+    assert m[("chat_storage_failing_passes", ())] == 2
+    monkeypatch.setattr(mlog, "append", real)
+    a.send(command="pm", message="back", id="b")
+    a.until("ack", id="b")
+    m = _samples(base)
+    assert m[("chat_storage_errors_total", ())] == 2  # a counter: it stays
+    assert m[("chat_storage_failing_passes", ())] == 0

@@ -228,6 +228,7 @@ class ClusterBus:
         self._claiming: dict[str, int] = {}
         self._guests: set[str] = set()  # the keys this node's guests hold (for _REJOIN)
         self._up = True
+        self.outages = 0  # times Redis became unreachable (metrics); under _lock
         self._up_event = threading.Event()  # set while _up: for wait_available()
         self._up_event.set()
         self._stopping = threading.Event()
@@ -324,6 +325,8 @@ class ClusterBus:
         with self._lock:
             changed = self._up != up
             self._up = up
+            if changed and not up:
+                self.outages += 1
             if up:
                 self._up_event.set()
             else:
