@@ -197,12 +197,48 @@ def _is_pg(db: str) -> bool:
 
 PG_GUIDANCE = (
     "the cluster's database is PostgreSQL: back it up with pg_dump -Fc, and after a "
-    "pg_restore give it a new epoch before any node starts (docs/OPERATIONS.md, Backups)"
+    "pg_restore run chat-server new-epoch before any node starts (docs/OPERATIONS.md, "
+    "Backups)"
 )
 
 
+def new_epoch(db: str) -> str:
+    """Give the message log at ``db`` (a SQLite file nothing has open, or the cluster's
+    PostgreSQL URL, every node stopped) a new epoch; the new one. For a database put
+    back by other means than ``chat-server restore``: a PostgreSQL dump restored."""
+    if _is_pg(db):
+        import psycopg
+
+        try:
+            with psycopg.connect(db, autocommit=True, connect_timeout=10) as pg:
+                row = pg.execute(
+                    "UPDATE chat_meta SET value = substr(md5(random()::text), 1, 16) "
+                    "WHERE key = 'epoch' RETURNING value"
+                ).fetchone()
+        except psycopg.Error as exc:
+            raise BackupError(f"PostgreSQL: {exc}") from None
+        if row is None:
+            raise BackupError("no chatroom message log in that database (no chat_meta epoch)")
+        return str(row[0])
+    path = Path(db)
+    _open_chatroom(path, "database").close()
+    with dbfile.exclusive(path):
+        conn = sqlite3.connect(path, isolation_level=None, timeout=10.0)
+        try:
+            schema.mark_restored(conn)
+            schema.migrate(conn, path)  # renews it, as for any restored database
+            row = conn.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
+        finally:
+            conn.close()
+    if row is None:
+        raise BackupError(f"{path} has no message log")
+    return str(row[0])
+
+
 def main(argv: Sequence[str]) -> int:
-    """``chat-server backup FILE`` / ``chat-server restore FILE``; the exit status."""
+    """``chat-server backup FILE`` / ``restore FILE`` / ``new-epoch``; the exit status."""
+    if argv[0] == "new-epoch":
+        return _new_epoch_main(argv)
     p = argparse.ArgumentParser(prog=f"chat-server {argv[0]}")
     p.add_argument("file", type=Path, help="the backup file")
     p.add_argument("--db", default=str(DEFAULT_DB), help="the server's SQLite database")
@@ -234,4 +270,28 @@ def main(argv: Sequence[str]) -> int:
     except (BackupError, dbfile.InUse) as exc:
         print(f"chat-server {argv[0]}: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _new_epoch_main(argv: Sequence[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="chat-server new-epoch",
+        description="Give the message log a new epoch, so that clients resuming from "
+        "before are told (replay_truncated): after restoring the cluster's PostgreSQL "
+        "from a dump, with every node stopped. chat-server restore does it itself.",
+    )
+    p.add_argument("--db", default=str(DEFAULT_DB), help="the SQLite file or PostgreSQL URL")
+    args = p.parse_args(argv[1:])
+    try:
+        epoch = new_epoch(args.db)
+    except (BackupError, dbfile.InUse) as exc:
+        print(f"chat-server new-epoch: {exc}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as exc:
+        print(
+            f"chat-server new-epoch: needs {exc.name}: pip install 'chatroom[cluster]'",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"new epoch {epoch}: clients resuming from before are told")
     return 0

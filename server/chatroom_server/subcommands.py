@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-COMMANDS = ("backup", "restore", "admin")
+COMMANDS = ("backup", "restore", "new-epoch", "admin")
 
 
 def run(argv: Sequence[str]) -> int:

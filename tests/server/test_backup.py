@@ -183,3 +183,21 @@ def test_the_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert "restored" in out and "new epoch" in out and "before-restore" in out
     assert main(["backup", str(saved), "--db", "postgresql://u@h/db"]) == 2
     assert "pg_dump" in capsys.readouterr().err
+
+
+def test_new_epoch_on_a_sqlite_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "chat.db"
+    mlog = MessageLog(path)
+    before = mlog.epoch
+    mlog.close()
+    assert main(["new-epoch", "--db", str(path)]) == 0
+    mlog = MessageLog(path)
+    try:
+        assert mlog.epoch != before
+        assert f"new epoch {mlog.epoch}" in capsys.readouterr().out
+    finally:
+        mlog.close()
+    with quiet_server(db_path=path) as srv:
+        connect(srv.address, "alice")
+        assert main(["new-epoch", "--db", str(path)]) == 1  # a server has it
+        assert "stop it first" in capsys.readouterr().err
