@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="chat-server",
         description="Run the chatroom server (protocol: docs/PROTOCOL.md).",
+        epilog="Other commands (each with --help; docs/OPERATIONS.md): chat-server "
+        "check-config, default-config [FILE], backup FILE, restore FILE, new-epoch, "
+        "admin VERB.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(
