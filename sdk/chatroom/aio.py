@@ -43,9 +43,11 @@ import logging
 import ssl
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypeVar, cast, overload
 
+from chatroom._cursor import read_cursor, write_cursor
 from chatroom._hooks import HookMethods, Hooks, WaiterBase
 from chatroom._room_api import AsyncRoomMethods, room_field
 from chatroom.errors import (
@@ -142,6 +144,7 @@ class AsyncChatClient(HookMethods, AsyncRoomMethods):
         ca_file: str | None = None,
         max_frame: int = 64 * 1024 * 1024,
         resume_from: int | None = None,
+        cursor_file: str | Path | None = None,
         hook_queue: int = 10_000,
         rooms: bool = False,
     ) -> None:
@@ -158,8 +161,20 @@ class AsyncChatClient(HookMethods, AsyncRoomMethods):
         self._session = ClientSession(
             keepalive=keepalive, timeout=timeout, max_frame=max_frame, rooms=rooms
         )
+        # The cursor file (as ChatClient's): the seq up to which the hooks have run. The
+        # reader task queues a _Cursor marker behind the events it covers; the hook task
+        # writes the file, at most every 0.1 s, and close() once more at the end.
+        self.cursor_file = Path(cursor_file) if cursor_file is not None else None
+        if self.cursor_file is not None:
+            saved = read_cursor(self.cursor_file)
+            if saved is not None:
+                self._session.cursor, self._session.epoch = saved
         if resume_from is not None:
             self._session.cursor = resume_from
+        self._cursor_saved = self._session.cursor  # what the file says
+        self._cursor_seen = self._session.cursor  # the reader task's last marker
+        self._hooked: int | None = None  # seq up to which the hooks have run
+        self._cursor_at = 0.0
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._pending: dict[int, asyncio.Future[Reply]] = {}
@@ -282,6 +297,7 @@ class AsyncChatClient(HookMethods, AsyncRoomMethods):
                 except Exception:
                     log.exception("the client's %s task failed", task.get_name())
             await self._close_writer()
+            self._save_cursor(force=True)  # the hook task is over: what it ran, saved
         finally:
             self._fail_pending(ConnectionLost("closed", "the client was closed"))
             for q in self._streams:
@@ -514,6 +530,10 @@ class AsyncChatClient(HookMethods, AsyncRoomMethods):
                 reason = await self._on_session_event(event)
                 if reason is not None:
                     ended = reason
+            if self.cursor_file is not None and self._session.cursor != self._cursor_seen:
+                self._cursor_seen = self._session.cursor
+                if self._cursor_seen is not None:
+                    await self._queue_for_hooks(_Cursor(self._cursor_seen))
             if ended is not None:
                 break  # nothing follows an end (a refused re-login's connection stays open)
         return Disconnect(disconnect_reason(ended, self._closing), error)
@@ -612,4 +632,41 @@ class AsyncChatClient(HookMethods, AsyncRoomMethods):
 
     async def _run_hooks(self) -> None:
         while True:
-            await self._hooks.run_async(await self._hook_queue.get())
+            if self._cursor_saved == self._hooked:
+                event = await self._hook_queue.get()
+            else:
+                try:
+                    async with asyncio.timeout(0.1):  # then the cursor waiting is saved
+                        event = await self._hook_queue.get()
+                except TimeoutError:
+                    self._save_cursor()
+                    continue
+            if type(event) is _Cursor:
+                self._hooked = event.seq
+                self._save_cursor()
+            else:
+                await self._hooks.run_async(event)
+
+    def _save_cursor(self, force: bool = False) -> None:
+        """Write the cursor file, at most every 0.1 s unless ``force``."""
+        path, seq = self.cursor_file, self._hooked
+        if path is None or seq is None or seq == self._cursor_saved:
+            return
+        now = time.monotonic()
+        if not force and now - self._cursor_at < 0.1:
+            return
+        try:
+            write_cursor(path, seq, self._session.epoch)
+        except OSError as exc:
+            log.error("cannot write the cursor file %s: %s", path, exc)
+            return
+        self._cursor_saved, self._cursor_at = seq, now
+
+
+class _Cursor:
+    """Hook queue marker: every message up to ``seq`` has been through the hooks."""
+
+    __slots__ = ("seq",)
+
+    def __init__(self, seq: int) -> None:
+        self.seq = seq

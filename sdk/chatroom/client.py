@@ -8,9 +8,7 @@ dispatch threads, hooks and waiters.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import queue
 import select
 import socket
@@ -22,6 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Literal, TypeVar, cast, overload
 
+from chatroom._cursor import read_cursor, write_cursor
 from chatroom._hooks import HookMethods, Hooks, WaiterBase
 from chatroom._room_api import RoomMethods, room_field
 from chatroom.errors import (
@@ -272,7 +271,7 @@ class ChatClient(HookMethods, RoomMethods):
         # by the thread that runs hooks (_cursor_* belong to it, then to close()).
         self.cursor_file = Path(cursor_file) if cursor_file is not None else None
         if self.cursor_file is not None:
-            saved = _read_cursor(self.cursor_file)
+            saved = read_cursor(self.cursor_file)
             if saved is not None:
                 self._session.cursor, self._session.epoch = saved
         if resume_from is not None:
@@ -956,10 +955,8 @@ class ChatClient(HookMethods, RoomMethods):
         now = time.monotonic()
         if not force and now - self._cursor_at < 0.1:
             return
-        tmp = path.with_name(f".{path.name}.tmp")
         try:
-            tmp.write_text(json.dumps({"seq": seq, "epoch": self._session.epoch}))
-            os.replace(tmp, path)  # atomic: a crash leaves the old file or the new one
+            write_cursor(path, seq, self._session.epoch)
         except OSError as exc:
             log.error("cannot write the cursor file %s: %s", path, exc)
             return
@@ -971,20 +968,3 @@ def _shutdown(sock: socket.socket) -> None:
         tcp_shutdown(sock)
     except OSError:
         pass  # already closed or never connected
-
-
-def _read_cursor(path: Path) -> tuple[int, str | None] | None:
-    """(seq, epoch) from a cursor file; None if there is none. A broken file is an error
-    the user must see, not a silent restart from nothing."""
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot read the cursor file {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise UsageError(f"the cursor file {path} is not a JSON object")
-    seq, epoch = data.get("seq"), data.get("epoch")
-    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-        raise UsageError(f"the cursor file {path} has no valid seq: {data!r}")
-    return seq, epoch if isinstance(epoch, str) else None

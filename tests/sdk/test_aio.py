@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from pathlib import Path
@@ -233,3 +234,57 @@ def test_check_user_gives_the_whole_answer_with_full() -> None:
             assert (taken.new_user, taken.min_password, taken.max_password) == (False, None, None)
 
     asyncio.run(main())
+
+
+def test_a_restarted_async_bot_with_a_cursor_file_sees_each_message_once(
+    tmp_path: Path,
+) -> None:
+    """As the threaded client's (tests/sdk/test_lossless.py): the file holds the seq up to
+    which the hooks ran, and a new client with it resumes there."""
+    cursor = tmp_path / "abot.cursor"
+    seen: list[str] = []
+
+    async def main() -> None:
+        async with (
+            async_running_server(users_interval=0, rate_limit=None) as srv,
+            AsyncChatClient(srv.host, srv.port) as s,
+        ):
+            await s.login("speaker", PW)
+
+            async def run_bot() -> tuple[AsyncChatClient, asyncio.Queue[Broadcast]]:
+                got: asyncio.Queue[Broadcast] = asyncio.Queue()
+                bot = AsyncChatClient(srv.host, srv.port, cursor_file=cursor)
+                bot.on_broadcast(got.put_nowait)
+                await bot.connect()
+                await bot.login("cursorbot", PW)
+                return bot, got
+
+            async def take(got: asyncio.Queue[Broadcast], n: int) -> None:
+                for _ in range(n):
+                    async with asyncio.timeout(T):
+                        seen.append((await got.get()).message)
+
+            bot, got = await run_bot()
+            last = None
+            for i in range(5):
+                last = (await s.pm(f"one {i}")).seq
+            await take(got, 5)
+            await bot.close()  # writes the cursor at close
+            assert json.loads(cursor.read_text())["seq"] == last
+            for i in range(5):
+                await s.pm(f"two {i}")  # while the bot is down
+            bot, got = await run_bot()
+            await take(got, 5)
+            await s.pm("three")
+            await take(got, 1)
+            await bot.close()
+
+    asyncio.run(main())
+    assert seen == [*(f"one {i}" for i in range(5)), *(f"two {i}" for i in range(5)), "three"]
+
+
+def test_a_broken_cursor_file_is_a_clear_error_for_the_async_client(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.cursor"
+    bad.write_text("{not json")
+    with pytest.raises(Exception, match="cursor file"):
+        AsyncChatClient("127.0.0.1", 1, cursor_file=bad)
