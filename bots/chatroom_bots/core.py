@@ -447,6 +447,24 @@ class BotBase:
             return False
         return True
 
+    def try_add_loaded(self, source: str, loaded: Loaded | PluginError) -> bool:
+        """:meth:`try_load` for a source imported already (``chat-bot run`` imports its
+        sources before it knows which bot they need); a :class:`PluginError` is recorded
+        as the source's failure (``--reload`` watches its file)."""
+        if isinstance(loaded, PluginError):
+            with self._registry_lock:
+                self.failed_plugins[source] = str(loaded)
+            log.error("%s: could not load %s; going on without it", self.name, loaded)
+            return False
+        for p in loaded.plugins:
+            p.source, p.path = source, loaded.path
+        try:
+            self._install(source, loaded)
+        except PluginError as exc:
+            log.error("%s: could not load %s; going on without it", self.name, exc)
+            return False
+        return True
+
     def _import_logged(self, source: str) -> Loaded | None:
         try:
             return self._import(source)

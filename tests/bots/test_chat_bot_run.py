@@ -3,6 +3,7 @@ disconnecting; plugins that fail to load; entry points."""
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import signal
@@ -174,3 +175,65 @@ def test_run_with_nothing_that_loads(server: TestServer, tmp_path: Path) -> None
         timeout=T,
     )
     assert mixed.returncode == 2 and "go with run, not echo" in mixed.stderr
+
+
+ASYNC_PLUGIN = """
+from chatroom_bots import AsyncBot, AsyncContext
+
+bot = AsyncBot("weather")
+
+
+@bot.command()
+async def forecast(ctx: AsyncContext, *, city: str) -> str:
+    when = await ctx.ask("today or tomorrow?", timeout=30)
+    n = ctx.store.change("asked", lambda r: (r or 0) + 1)
+    return "{version} sunny in " + city + " " + when + " #" + str(n)
+"""
+
+
+def test_run_an_asyncio_bot_with_the_same_flags(
+    server: TestServer, me: ChatClient, tmp_path: Path
+) -> None:
+    plugin = tmp_path / "weather.py"
+    plugin.write_text(textwrap.dedent(ASYNC_PLUGIN.format(version="v1")))
+    pw = tmp_path / "bot.pw"
+    pw.write_text("bot password 123\n")
+    args = ["run", str(plugin), "echo", "--reload", "--port", str(server.port)]
+    proc = start(me, "weather", *args, "--password-file", str(pw))
+    try:
+        assert f"weather runs on asyncio ({plugin})" in proc.wait_for_line("runs on asyncio")
+        assert ask(me, "weather", "!forecast Paris") == "today or tomorrow?"
+        assert ask(me, "weather", "tomorrow") == "v1 sunny in Paris tomorrow #1"
+        assert ask(me, "weather", "hello") == "hello"  # the echo plugin, on asyncio too
+        before = plugin.stat().st_mtime_ns
+        plugin.write_text(textwrap.dedent(ASYNC_PLUGIN.format(version="v2")))
+        os.utime(plugin, ns=(before + 10**9, before + 10**9))
+        proc.wait_for_line(f"reloaded {plugin}")
+        assert ask(me, "weather", "!forecast Rome") == "today or tomorrow?"
+        assert ask(me, "weather", "today") == "v2 sunny in Rome today #2"
+        last = me.pm("said in public").seq
+        assert ask(me, "weather", "the last word") == "the last word"  # after the pm
+    finally:
+        with me.expect(UsersChanged, check=lambda e: "weather" in e.left) as left:
+            assert proc.stop() == 0
+            left.wait(T)
+    assert not any("lost the server" in line for line in proc.seen)
+    store = Store(tmp_path / "weather.store")
+    assert store.namespace("weather")["asked"] == 2
+    store.close()
+    # Its place, beside its password file, as the threaded bot's: a restart resumes there.
+    saved = json.loads((tmp_path / "weather.cursor").read_text())
+    assert last is not None and saved["seq"] >= last
+
+
+def test_run_asyncio_on_request(server: TestServer, me: ChatClient, tmp_path: Path) -> None:
+    pw = tmp_path / "bot.pw"
+    pw.write_text("bot password 123\n")
+    args = ["run", "echo", "--asyncio", "--no-resume", "--port", str(server.port)]
+    proc = start(me, "echo", *args, "--password-file", str(pw))
+    try:
+        assert "(--asyncio)" in proc.wait_for_line("runs on asyncio")
+        assert ask(me, "echo", "!echo hi there") == "hi there"
+    finally:
+        assert proc.stop() == 0
+    assert not (tmp_path / "echo.cursor").exists()
