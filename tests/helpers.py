@@ -216,6 +216,12 @@ class WsClient(RawClient):
         frame: dict[str, Any] = json.loads(self._frames.popleft())
         return frame
 
+    def recv_line(self, timeout: float | None = None) -> str:
+        """The next text message as it is (IRC over WebSocket: one line)."""
+        while not self._frames:
+            self._read(timeout)
+        return self._frames.popleft().decode()
+
 
 def connect(address: tuple[str, int], name: str | None = None) -> RawClient:
     c = RawClient(address)

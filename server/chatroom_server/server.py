@@ -764,10 +764,10 @@ class ChatServer:
                 # while, and most connections are idle most of the time.
                 size = self.config.recv_size if len(data) == size else IDLE_RECV
                 conn.last_rx = self._clock()
-                if conn.irc is not None:
-                    closing = None if conn.irc.receive_data(data) else "closed by server"
-                elif conn.web is not None:
+                if conn.web is not None:  # before irc: IRC over WebSocket is both
                     closing = None if conn.web.feed(data) else "closed by server"
+                elif conn.irc is not None:
+                    closing = None if conn.irc.receive_data(data) else "closed by server"
                 else:
                     closing = self._frames(conn, data)
                 if conn.batch:

@@ -14,6 +14,9 @@ parsed and written by h11, WebSocket by wsproto (both sans-I/O).
   wsproto; from then on each text message is one JSON frame, handed to the server's
   command path exactly as a line from the TCP port (``ChatServer._handle``), and with
   the same frame limit. Every HTTP request also counts as a frame for flood control.
+  A handshake asking for the ``text.ircv3.net`` subprotocol gets IRC instead: the
+  connection also gets an :class:`~chatroom_server.irc.IrcSession`, each text message is
+  an IRC line for it, and what it sends goes out one line per message.
 - **Out** (:class:`WebOutbox`): every frame the server sends this connection becomes one
   WebSocket text message. The fan-out hands the same bytes object to every recipient, and
   a server's frames are never masked, so the framed bytes are the same for every
@@ -58,6 +61,7 @@ from wsproto.frame_protocol import CloseReason, FrameProtocol
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from chatroom.errors import FrameTooLarge
+from chatroom_server.irc import IrcSession
 from chatroom_server.outbox import Outbox
 
 if TYPE_CHECKING:
@@ -127,6 +131,7 @@ def load_static() -> dict[str, StaticFile]:
 
 _ENCODERS = threading.local()  # one wsproto frame encoder per thread (module docstring)
 _LAST: tuple[bytes, bytes] = (b"", b"")  # (frames, their WebSocket messages), replaced whole
+_LAST_IRC: tuple[bytes, bytes] = (b"", b"")  # the same for IRC lines (IRC over WebSocket)
 
 
 def _encoder() -> FrameProtocol:
@@ -148,6 +153,25 @@ def ws_messages(data: bytes) -> bytes:
     return out
 
 
+def ws_irc_messages(data: bytes) -> bytes:
+    """One WebSocket text message per IRC line of ``data`` (lines end in CRLF), as the
+    ``text.ircv3.net`` subprotocol has them: no CRLF inside. The IRC side caches its
+    translation per frame (irc.Translations), so the same bytes come here for every
+    recipient with the same capabilities."""
+    global _LAST_IRC
+    last = _LAST_IRC
+    if last[0] is data:
+        return last[1]
+    fp = _encoder()
+    out = b"".join(
+        fp.send_data(line.decode("utf-8", "replace"), fin=True)
+        for line in data.split(b"\r\n")
+        if line
+    )
+    _LAST_IRC = (data, out)
+    return out
+
+
 def ws_close(code: int = CloseReason.NORMAL_CLOSURE, reason: str = "") -> bytes:
     return bytes(_encoder().close(code, reason))
 
@@ -165,7 +189,12 @@ class WebOutbox(Outbox):
         # login timeout, shutdown), and the connection closes after them. Nothing is
         # written for them: an HTTP answer nobody asked for would be read by a browser
         # as the answer to the next request it sends on this keep-alive connection.
-        return ws_messages(data) if self.session.upgraded else b""
+        if not self.session.upgraded:
+            return b""
+        irc = self.session.irc
+        if irc is not None:
+            return ws_irc_messages(irc.translate(data))
+        return ws_messages(data)
 
     def send(self, data: bytes) -> bool:
         return super().send(self._frame(data))
@@ -184,10 +213,14 @@ class WebOutbox(Outbox):
 
     def finish(self, last: bytes = b"") -> None:
         if self.session.upgraded:
-            end = ws_messages(last) if last else b""
+            end = self._frame(last) if last else b""
             super().finish(end + ws_close(CloseReason.NORMAL_CLOSURE, "bye"))
         else:
             super().finish(b"")
+
+    def send_irc(self, data: bytes) -> bool:
+        """IRC lines made by the IRC session (numerics, PONG, ...), as messages."""
+        return super().send(ws_irc_messages(data))
 
     def send_raw(self, data: bytes) -> bool:
         """Bytes made here (HTTP, a pong, a close frame), sent as they are."""
@@ -208,6 +241,9 @@ class WebSession:
         self.files = files
         self.origins = origins
         self.upgraded = False  # set once, by the reader thread (module docstring)
+        # IRC over WebSocket (the text.ircv3.net subprotocol): set with ``upgraded``, and
+        # also the connection's ``irc``, so that the server's IRC code runs as for IRC.
+        self.irc: IrcSession | None = None
         self._http: h11.Connection | None = h11.Connection(
             h11.SERVER, max_incomplete_event_size=MAX_HEADERS
         )
@@ -351,9 +387,17 @@ class WebSession:
         if handshake is None:
             self._respond(http, 400, "a WebSocket handshake is expected here\n", close=True)
             return False
-        # Subprotocols: none is JSON (our protocol); IRC when asked (not yet offered).
+        # No subprotocol is the JSON protocol; text.ircv3.net is IRC, one line a message
+        # (docs/IRC.md), for web IRC clients such as Kiwi IRC and gamja.
+        subprotocol = None
+        if IRC_SUBPROTOCOL in handshake.subprotocols:
+            subprotocol = IRC_SUBPROTOCOL
+            server = self.server
+            self.irc = self.conn.irc = IrcSession(
+                server, self.conn, server.config.irc_channel, server._irc_translations
+            )
         self.upgraded = True  # before the 101: frames sent after it are WebSocket
-        self.outbox.send_raw(ws.send(AcceptConnection()))
+        self.outbox.send_raw(ws.send(AcceptConnection(subprotocol=subprotocol)))
         self._ws = ws
         self._http = None
         rest, _closed = http.trailing_data
@@ -408,6 +452,9 @@ class WebSession:
         self._message.clear()
         self._size = 0
         frame = text.encode()
+        if self.irc is not None:
+            # One IRC line a message; the IRC decoder applies IRC's own line limit.
+            return self.irc.receive_data(frame + b"\r\n")
         if len(frame) > limit:
             exc = FrameTooLarge(limit)
             self.server._send_error(self.conn, exc.code, exc.message, None)

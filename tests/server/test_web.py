@@ -270,3 +270,41 @@ def test_a_tcp_client_is_unaffected(web: TestServer) -> None:
     c.login("carol")
     c.send(command="ping", id=1)
     c.expect("pong", id=1)
+
+
+def test_irc_over_websocket_joins_the_same_room(web: TestServer) -> None:
+    """The text.ircv3.net subprotocol: one IRC line per text message, as web IRC clients
+    (Kiwi IRC, gamja) speak it; the rest is the IRC gateway's (docs/IRC.md)."""
+    json_user = connect(web.address, "bob")
+    irc = WsClient(web.web_address, subprotocols=["text.ircv3.net"])
+    assert irc.subprotocol == "text.ircv3.net"
+    for line in (f"PASS :{PASSWORD}", "NICK alice", "USER a 0 * :Alice"):
+        irc.send_text(line)
+    burst: list[str] = []
+    while not burst or " 366 " not in burst[-1]:
+        burst.append(irc.recv_line())
+    assert burst[0].startswith(":chatroom 001 alice ")
+    assert ":alice!alice@chatroom JOIN #lobby" in burst
+    assert all("\r" not in line and "\n" not in line for line in burst)
+    json_user.until("users", joined="alice")
+    json_user.send(command="pm", message="hello irc over ws")
+    line = irc.recv_line()
+    while "PRIVMSG" not in line:
+        line = irc.recv_line()
+    assert line == ":bob!bob@chatroom PRIVMSG #lobby :hello irc over ws"
+    irc.send_text("PRIVMSG bob :back over ws")
+    dm = json_user.until("dm")
+    assert (dm["from"], dm["message"]) == ("alice", "back over ws")
+    irc.send_text("PING :tick")
+    line = irc.recv_line()
+    while not line.startswith(":chatroom PONG"):
+        line = irc.recv_line()
+    assert line.endswith(":tick")
+    irc.send_text("QUIT :bye")
+    json_user.until("users", left="alice")
+
+
+def test_the_json_protocol_is_the_default_subprotocol(web: TestServer) -> None:
+    a = WsClient(web.web_address, subprotocols=["something.else"])
+    assert a.subprotocol is None
+    a.login("alice")

@@ -14,7 +14,7 @@ import binascii
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from chatroom.protocol import (
     ClientCommand,
@@ -40,11 +40,15 @@ from chatroom_server.irc.parse import (
     number,
     parse,
 )
-from chatroom_server.irc.render import IrcOutbox, IrcRender, Translations
+from chatroom_server.irc.render import IrcRender, Translations
 from chatroom_server.outbox import Outbox
 from chatroom_server.session import SessionRules
 
 log = logging.getLogger("chatroom_server.irc")
+
+
+class _IrcLines(Protocol):
+    def send_irc(self, data: bytes) -> bool: ...
 
 
 class Connection(Protocol):
@@ -113,8 +117,9 @@ class IrcSession(IrcRender):
     def reply(self, *lines: str) -> None:
         """Lines made here (numerics, PONG, ...), each ended with CRLF."""
         data = "".join(line + "\r\n" for line in lines).encode()
-        outbox = self.conn.outbox
-        assert isinstance(outbox, IrcOutbox)
+        # An IrcOutbox, or a web connection's outbox speaking IRC over WebSocket
+        # (chatroom_server.web): either frames IRC lines as its transport needs.
+        outbox = cast(_IrcLines, self.conn.outbox)
         outbox.send_irc(data)
 
     def num(self, code: str, *params: str, text: str | None = None) -> None:
