@@ -151,15 +151,23 @@ class ServerSession:
             yield Close("frame too large")
             return
         for frame in frames:
-            actions = self.receive_frame(frame)
-            yield from actions
-            if type(actions[-1]) is Close:
-                return
+            got = self._apply(frame)
+            if isinstance(got, list):
+                yield from got
+                if type(got[-1]) is Close:
+                    return
+            else:
+                yield got  # the usual case: a command to run, no list made for it
 
     def receive_frame(self, frame: bytes) -> list[Action]:
         """The actions for one whole frame (a transport with framing of its own, as
         WebSocket's messages: chatroom_server.web); what :meth:`receive_data` does for
         each frame it splits off."""
+        got = self._apply(frame)
+        return got if isinstance(got, list) else [got]
+
+    def _apply(self, frame: bytes) -> ClientCommand | list[Action]:
+        """The rules for one frame: the command to run, or what to do instead."""
         rules = self.rules
         allowed = self.meter()
         if allowed is None:
@@ -177,7 +185,7 @@ class ServerSession:
             validate_command(cmd, rules.limits)
         except ProtocolError as exc:
             return self.refused(exc)
-        return [cmd]
+        return cmd
 
     def meter(self) -> bool | None:
         """Count one frame (or IRC line) against flood control (docs/PROTOCOL.md §Flood
