@@ -8,8 +8,9 @@ from typing import cast
 import pytest
 import redis
 
-from chatroom_server.cluster.bus import ClusterBus
-from chatroom_server.messagelog import Stored
+from chatroom_server.cluster.bus import ClusterBus, _stored
+from chatroom_server.messagelog import NewMessage, Stored
+from chatroom_server.rooms import RoomBook
 from tests.cluster.conftest import REDIS_URL
 
 
@@ -83,3 +84,29 @@ def test_the_resync_repairs_both_sides(bus: ClusterBus, redis_prefix: str) -> No
     r.hset(f"{redis_prefix}:presence", "dave", "other/1|dave")
     bus._resync(server)
     assert server.dropped == ["dave"]
+
+
+def test_the_stream_carries_rooms_and_room_events(bus: ClusterBus, redis_prefix: str) -> None:
+    """What a node publishes is what the others read: a public message's room, a room
+    event's room and kind, and lobby for a message that names none (docs/PROTOCOL.md
+    §Rooms)."""
+    book = RoomBook()
+    join = book.join("alice", "Dev", None)
+    assert join is not None
+    bus.publish(
+        [
+            (1, NewMessage("alice", None, "hello lobby", 1.0)),
+            (2, NewMessage("alice", None, join.detail(), 2.0, change=join)),
+            (3, NewMessage("alice", None, "hello dev", 3.0, room="Dev")),
+            (4, NewMessage("alice", "bob", "psst", 4.0)),
+        ]
+    )
+    r = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    entries = cast(list[tuple[str, dict[str, str]]], r.xrange(f"{redis_prefix}:log"))
+    got = [_stored(fields) for _, fields in entries]
+    assert [(m.seq, m.room, m.event, m.to) for m in got if m is not None] == [
+        (1, "lobby", None, None),
+        (2, "Dev", "join", None),
+        (3, "Dev", None, None),
+        (4, None, None, "bob"),
+    ]

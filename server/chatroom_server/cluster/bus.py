@@ -46,8 +46,10 @@ from collections.abc import Callable, Iterable
 from typing import Any, Final, Protocol, cast
 
 import redis
+from redis.typing import EncodableT, FieldT
 
 from chatroom.protocol import username_key
+from chatroom.rooms import LOBBY
 from chatroom_server.cluster import ClusterUnavailable
 from chatroom_server.messagelog import NewMessage, StorageError, Stored
 
@@ -455,20 +457,24 @@ class ClusterBus:
         delivers them (module docstring)."""
         pipe = self._r.pipeline(transaction=False)
         for seq, m in stored:
-            pipe.xadd(
-                self.k_log,
-                {
-                    "k": "m",
-                    "seq": seq,
-                    "ts": repr(m.ts),
-                    "s": m.sender,
-                    "t": m.to or "",
-                    "b": m.body,
-                    "q": "1" if m.inbox else "",
-                },
-                maxlen=STREAM_MAX,
-                approximate=True,
-            )
+            fields: dict[FieldT, EncodableT] = {
+                "k": "m",
+                "seq": seq,
+                "ts": repr(m.ts),
+                "s": m.sender,
+                "t": m.to or "",
+                "b": m.body,
+                "q": "1" if m.inbox else "",
+            }
+            # Rooms (docs/PROTOCOL.md §Rooms): a public message's room, when not lobby,
+            # and a room event's room and kind (its body is the change's detail), as
+            # the log's row has them (chatroom_server.roomstore).
+            if m.change is not None:
+                fields["r"] = m.change.room
+                fields["e"] = m.change.event.value
+            elif m.room is not None and m.to is None:
+                fields["r"] = m.room
+            pipe.xadd(self.k_log, fields, maxlen=STREAM_MAX, approximate=True)
         try:
             pipe.execute()
         except redis.RedisError as exc:
@@ -695,6 +701,8 @@ def _stored(fields: dict[str, str]) -> Stored | None:
             sender=fields["s"],
             to=fields.get("t") or None,
             body=fields["b"],
+            room=fields.get("r") or (LOBBY if not fields.get("t") else None),
+            event=fields.get("e") or None,
         )
     except (KeyError, ValueError) as exc:
         log.error("malformed message on the cluster stream (%s): %r", exc, fields)
