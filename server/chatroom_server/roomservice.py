@@ -1,0 +1,202 @@
+"""What the server does for the room commands (docs/PROTOCOL.md §Rooms), with no I/O:
+the part of the wiring that does not depend on how the server reads and writes, so that
+a transport, the command table (chatroom_server.commands, issue 34) and the cluster's
+delivery only plumb it.
+
+For each room command, :meth:`RoomService.handle` gives one of:
+
+- :class:`Answer`: a read (``rooms``, ``members``, ``topic`` or ``mode`` without a
+  change) or a change that changes nothing (joining a room one is in, inviting a
+  member): the frame to reply with, at once;
+- :class:`ToStore`: a change, and the :class:`~chatroom_server.messagelog.NewMessage`
+  that stores it as a ``room_event``. The server appends it as it appends messages (the
+  fan-out's writer, under its lock), then calls :meth:`RoomService.stored` with the seq,
+  which applies the change and says what to send: the reply to the user who made it,
+  the event, and to whom (user keys: the room's members, and the user an invite names;
+  never the one who made it, who has the reply).
+
+A refusal is :class:`~chatroom.errors.ProtocolError` with its code, raised by
+:meth:`~RoomService.handle`, as the room model raises it (chatroom_server.rooms).
+
+Also here: who gets a public message of a room (:meth:`RoomService.recipients`: its
+members' keys, so that a message to a room of five walks five connections, not every
+connection of the server), what a member may read of it (:meth:`~RoomService.readable_from`),
+and the frames of a stored room event (:meth:`~RoomService.event_frame`).
+
+Threads: a :class:`RoomService` belongs, as its :class:`~chatroom_server.rooms.RoomBook`
+does, to whoever holds the fan-out lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from chatroom.errors import ErrorCode, ProtocolError
+from chatroom.protocol import Ack, encode, username_key
+from chatroom.rooms import (
+    LOBBY,
+    InviteCommand,
+    JoinCommand,
+    MembersCommand,
+    ModeCommand,
+    PartCommand,
+    RoomCommand,
+    RoomEvent,
+    RoomEventKind,
+    RoomInfo,
+    RoomInfoReply,
+    RoomList,
+    RoomsCommand,
+    TopicCommand,
+    room_key,
+)
+from chatroom_server.messagelog import NewMessage, Stored
+from chatroom_server.rooms import RoomBook, RoomChange, event_from_row
+
+__all__ = ["Answer", "Delivery", "RoomService", "ToStore"]
+
+# lobby as a join or a members request shows it: every user is in it, always; its live
+# member list is the users list (docs/PROTOCOL.md §Rooms), and +H: all of it is readable.
+_LOBBY: Final = RoomInfo(name=LOBBY, modes="+H")
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """Reply with ``frame`` now; nothing is stored."""
+
+    frame: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ToStore:
+    """Store ``message`` (a room event); then :meth:`RoomService.stored`."""
+
+    change: RoomChange
+    message: NewMessage
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """After a room event was stored: ``reply`` to the user who made it, ``event`` to
+    every user in ``to`` (keys) who is online."""
+
+    reply: bytes
+    event: bytes
+    to: frozenset[str]
+
+
+class RoomService:
+    """The room commands on one :class:`RoomBook` (module docstring)."""
+
+    def __init__(self, book: RoomBook) -> None:
+        self.book = book
+
+    # ------------------------------------------------------------ commands
+
+    def handle(
+        self,
+        user: str,
+        cmd: RoomCommand,
+        ts: float,
+        account: Callable[[str], str | None] = lambda name: name,
+    ) -> Answer | ToStore:
+        """A room command from ``user`` (canonical name), validated already
+        (chatroom.protocol.validate_command). ``account(name)``: the canonical name of
+        an account, None for none (``invite`` names one). Raises ProtocolError."""
+        book, rid = self.book, cmd.id
+        change: RoomChange | None
+        if isinstance(cmd, RoomsCommand):
+            return Answer(encode(RoomList(rooms=book.listing(user), id=rid)))
+        if isinstance(cmd, MembersCommand):
+            lobby = room_key(cmd.room) == LOBBY
+            info = _LOBBY if lobby else book.visible_info(user, cmd.room, rid)
+            return Answer(encode(RoomInfoReply(info=info, id=rid)))
+        if isinstance(cmd, JoinCommand):
+            change = book.join(user, cmd.room, cmd.key, rid)
+            if change is None:  # a member already (or lobby): the room as it is
+                lobby = room_key(cmd.room) == LOBBY
+                info = _LOBBY if lobby else book.visible_info(user, cmd.room)
+                return Answer(encode(RoomInfoReply(info=info, id=rid)))
+        elif isinstance(cmd, PartCommand):
+            change = book.part(user, cmd.room, cmd.reason, rid)
+        elif isinstance(cmd, TopicCommand):
+            if cmd.topic is None:
+                book.member_room(user, cmd.room, rid)  # members read the topic
+                return Answer(encode(RoomInfoReply(info=book.visible_info(user, cmd.room), id=rid)))
+            change = book.topic(user, cmd.room, cmd.topic, rid)
+        elif isinstance(cmd, InviteCommand):
+            target = account(cmd.user)
+            if target is None:
+                raise ProtocolError(ErrorCode.UNKNOWN_USER, f"there is no user {cmd.user}", rid)
+            change = book.invite(user, cmd.room, target, rid)
+            if change is None:  # a member already
+                room = book.member_room(user, cmd.room, rid)
+                ack = Ack(command="invite", room=room.name, to=target, id=rid)
+                return Answer(encode(ack))
+        else:
+            assert isinstance(cmd, ModeCommand)
+            if cmd.modes is None:
+                book.member_room(user, cmd.room, rid)
+                return Answer(encode(RoomInfoReply(info=book.visible_info(user, cmd.room), id=rid)))
+            change = book.mode(user, cmd.room, cmd.modes, cmd.args, rid)
+        message = NewMessage(change.by, change.user, change.detail(), ts, change=change)
+        return ToStore(change, message)
+
+    def stored(self, change: RoomChange, seq: int, ts: float, rid: object = None) -> Delivery:
+        """``change`` is stored as ``seq``: apply it; what to send (module docstring).
+        ``rid``: the id of the request that made it, for the reply."""
+        request_id = rid if isinstance(rid, str | int) and not isinstance(rid, bool) else None
+        before = frozenset(username_key(m) for m in self.book.members_of(change.room))
+        self.book.apply(change, seq)
+        room = self.book.get(change.room)
+        assert room is not None
+        after = frozenset(username_key(m) for m in self.book.members_of(change.room))
+        by = username_key(change.by)
+        if change.event is RoomEventKind.JOIN:
+            reply = encode(RoomInfoReply(info=room.info(), seq=seq, id=request_id))
+        else:
+            to = change.user if change.event is RoomEventKind.INVITE else None
+            reply = encode(
+                Ack(command=change.event.value, room=room.name, to=to, seq=seq, id=request_id)
+            )
+        # The members before and after (a part's event reaches those who stay; a join's
+        # those who were there), and the user it names (an invite, a kick).
+        to_keys = set(before | after)
+        if change.user is not None:
+            to_keys.add(username_key(change.user))
+        to_keys.discard(by)
+        return Delivery(reply, encode(change.frame(seq, ts)), frozenset(to_keys))
+
+    # ------------------------------------------------------------ messages in rooms
+
+    def recipients(
+        self, room: str | None, sender: str, rid: object = None
+    ) -> frozenset[str] | None:
+        """Who gets a ``pm`` to ``room`` from ``sender``: its members' keys (the sender
+        among them); None for lobby (everyone). Raises ``no_such_room`` or
+        ``not_in_room`` for a sender who may not speak there."""
+        if room is None or room_key(room) == LOBBY:
+            return None
+        request_id = rid if isinstance(rid, str | int) and not isinstance(rid, bool) else None
+        r = self.book.member_room(sender, room, request_id)
+        return frozenset(r.members)
+
+    def room_name(self, room: str | None) -> str:
+        """The canonical spelling of a room (lobby for None)."""
+        if room is None or room_key(room) == LOBBY:
+            return LOBBY
+        r = self.book.get(room)
+        return room if r is None else r.name
+
+    def readable_from(self, user: str, room: str | None, rid: object = None) -> int:
+        """The first seq of ``room`` that ``user`` may read by ``history``."""
+        request_id = rid if isinstance(rid, str | int) and not isinstance(rid, bool) else None
+        return self.book.readable_from(user, room or LOBBY, request_id)
+
+    @staticmethod
+    def event_frame(m: Stored, replayed: bool = False) -> RoomEvent:
+        """A stored room event (a log row with ``event`` set) as its frame."""
+        assert m.event is not None
+        return event_from_row(m.room or LOBBY, m.event, m.sender, m.body, m.seq, m.ts, replayed)
