@@ -36,6 +36,15 @@ from chatroom.protocol import (
     PmCommand,
     UsersCommand,
 )
+from chatroom.rooms import (
+    InviteCommand,
+    JoinCommand,
+    MembersCommand,
+    ModeCommand,
+    PartCommand,
+    RoomsCommand,
+    TopicCommand,
+)
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,19 @@ COMMANDS: tuple[Command, ...] = (
     Command(PingCommand, "_ping", needs_login=False),
     Command(ExitCommand, "_exit", needs_login=False, ends=True),
     Command(LogoutCommand, "_exit", needs_login=False, ends=True),  # an alias of exit
+    # Rooms (docs/PROTOCOL.md §Rooms): one handler, unknown to a connection without them.
+    *(
+        Command(t, "_room")
+        for t in (
+            JoinCommand,
+            PartCommand,
+            RoomsCommand,
+            TopicCommand,
+            InviteCommand,
+            ModeCommand,
+            MembersCommand,
+        )
+    ),
 )
 
 
@@ -119,8 +141,7 @@ class Dispatch(Generic[C]):
         Raises ProtocolError for a command that needs a login before one."""
         row = self._table.get(type(cmd))
         if row is None:
-            # The room commands (docs/PROTOCOL.md §Rooms) need the rooms extension, which
-            # this server does not offer yet: answered as a version-1 server would.
+            # A command type no row declares (every one does; a test's table may not).
             tag = cmd.__struct_config__.tag
             raise ProtocolError(ErrorCode.UNKNOWN_COMMAND, f"unknown command {tag!r}", cmd.id)
         if row.flushes_batch and conn.batch:

@@ -50,6 +50,9 @@ class ServerConfig:
     history_prune_interval: float = 60.0  # seconds between pruning passes
     durability: str = "normal"  # "full": fsync every group commit (power loss)
     replay_limit: int = 10_000  # messages a resume replays at most
+    # Rooms (docs/PROTOCOL.md §Rooms, §Limits): rooms in all, and rooms per user.
+    max_rooms: int = 10_000
+    max_rooms_per_user: int = 100
 
     # -- the IRC gateway (docs/IRC.md): off unless a port is given; TLS with tls_cert ------
     irc_port: int | None = None

@@ -384,6 +384,22 @@ OPTIONS: tuple[Option, ...] = (
         restart=False,
     ),
     Option(
+        "max-rooms",
+        int,
+        _D.max_rooms,
+        "rooms the server holds at most (docs/PROTOCOL.md §Rooms)",
+        "limits",
+        _to_field("max_rooms"),
+    ),
+    Option(
+        "max-rooms-per-user",
+        int,
+        _D.max_rooms_per_user,
+        "rooms one user may be in at most, lobby not counted",
+        "limits",
+        _to_field("max_rooms_per_user"),
+    ),
+    Option(
         "max-per-ip",
         int,
         _D.max_per_ip,

@@ -86,6 +86,7 @@ import msgspec
 from chatroom.errors import ProtocolError
 from chatroom.protocol import (
     PROTOCOL_VERSION,
+    ROOMS_VERSION,
     Ack,
     Broadcast,
     Bye,
@@ -117,6 +118,7 @@ from chatroom.protocol import (
     username_key,
     validate_command,
 )
+from chatroom.rooms import LOBBY, RoomCommand, room_key
 from chatroom_server import logfmt
 from chatroom_server.accounts import (
     HASHERS,
@@ -142,6 +144,9 @@ from chatroom_server.metrics import server_tally
 from chatroom_server.node import _ELSEWHERE, ClusterNode
 from chatroom_server.outbox import Flusher, Outbox, push_all
 from chatroom_server.readers import ReaderThread
+from chatroom_server.rooms import RoomBook
+from chatroom_server.roomservice import RoomService
+from chatroom_server.roomwire import RoomWire
 from chatroom_server.roster import SortedNames, UsersPublisher
 from chatroom_server.session import (
     BYE_FLOOD,
@@ -208,6 +213,7 @@ class _Conn(ServerSession):
         "num",
         "outbox",
         "rids",
+        "rooms",
         "sock",
         "thread",
         "web",
@@ -232,6 +238,7 @@ class _Conn(ServerSession):
         self.connected_at = now
         self.thread: ReaderThread | None = None
         self.deltas = False  # asked for users_delta at login (set before login_ok)
+        self.rooms = False  # asked for rooms at login, and the server has them (§Rooms)
         # Made by its reader thread as it leaves, set by the reaper once the departure
         # is done (_serve, _reap).
         self.left: threading.Event | None = None
@@ -320,6 +327,8 @@ class ChatServer:
         self._flusher: Flusher | None = None  # made by start(), once the port is bound
         self._store: AccountStore | None = None
         self._log: MessageStore | None = None  # opened by start() unless history is off
+        # Rooms (docs/PROTOCOL.md §Rooms): with the message log, in one process.
+        self._rooms: RoomWire | None = None
         self._bus: ClusterBus | None = None  # the cluster's Redis side (start())
         self._node: ClusterNode | None = None  # what the bus calls here (start())
         # Cluster: the highest seq stored by any node (start()); and, notified by the
@@ -388,6 +397,7 @@ class ChatServer:
                 self._fanout = FanOut(
                     self.roster, self._log, self._by_key.get, coalesce=self.config.coalesce
                 )
+                self._rooms = self._open_rooms(self._log)
             self._listener = self._bind()
         except (OSError, StorageError):
             self._store.close()
@@ -395,6 +405,21 @@ class ChatServer:
                 self._log.close()
             raise
         return self._begin_serving()
+
+    def _open_rooms(self, mlog: MessageLog) -> RoomWire:
+        """The rooms as the log has them (docs/PROTOCOL.md §Rooms)."""
+        c = self.config
+        book = RoomBook(max_rooms=c.max_rooms, max_rooms_per_user=c.max_rooms_per_user)
+        book.load(*mlog.load_rooms())
+
+        def account(name: str) -> str | None:
+            assert self._store is not None
+            found = self._store.get(name)
+            return None if found is None else found.name
+
+        return RoomWire(
+            RoomService(book), mlog, self._fanout, self._by_key.get, account, self._wall
+        )
 
     def _start_cluster(self) -> tuple[str, int]:
         """docs/CLUSTER.md: accounts and the log in PostgreSQL, fan-out and presence
@@ -1093,6 +1118,14 @@ class ChatServer:
     def _ping(self, conn: _Conn, cmd: PingCommand) -> None:
         self._reply(conn, _PONG if cmd.id is None else encode(Pong(id=cmd.id)))
 
+    def _room(self, conn: _Conn, cmd: RoomCommand) -> None:
+        """A room command (docs/PROTOCOL.md §Rooms): unknown to a connection without
+        rooms, as to a version-1 server."""
+        if not conn.rooms or self._rooms is None:
+            tag = cmd.__struct_config__.tag
+            raise ProtocolError(ErrorCode.UNKNOWN_COMMAND, f"unknown command {tag!r}", cmd.id)
+        self._rooms.command(conn, cmd)
+
     def _exit(self, conn: _Conn, cmd: ExitCommand) -> bool:
         self._replay_received(conn)
         self._fanout.after(conn, lambda: conn.outbox.finish(_BYE_EXIT))  # nothing follows
@@ -1104,6 +1137,12 @@ class ChatServer:
         assert conn.username is not None
         if not conn.announced:
             self._announce(conn)
+        if conn.rooms and cmd.room is not None and room_key(cmd.room) != LOBBY:
+            assert self._rooms is not None
+            if conn.batch:
+                self._flush_batch(conn)  # its lobby messages before this one
+            self._rooms.pm(conn, cmd)
+            return
         # Encoded once; every recipient gets the same bytes. Queued in the batch of this
         # read: the public messages that arrived in one recv() go out as one send() per
         # recipient (_flush_batch), so under load, when frames queue up, the per-recipient
@@ -1186,6 +1225,7 @@ class ChatServer:
             log.info("%r: its client closed the connection during its login: no session", conn)
             return False
         conn.deltas = Feature.USERS_DELTA in cmd.features
+        conn.rooms = self._rooms is not None and Feature.ROOMS in cmd.features
         return self._enter(conn, account.name, new_user, cmd)
 
     def _verify_login(self, conn: _Conn, cmd: LoginCommand) -> tuple[Account, bool] | bool:
@@ -1425,14 +1465,14 @@ class ChatServer:
                     # reached it (docs/PROTOCOL.md §Offline DMs); later ones are in this
                     # replay.
                     self._inbox_received(name, 0, since)
-                start = mlog.replay_start(name, since, upto, limit)
+                start = mlog.replay_start(name, since, upto, limit, rooms=conn.rooms)
                 after = since if start is None else start
                 # Unless a limit cuts it, the client has had every DM up to since and
                 # gets the rest here: all of (0, upto] is proven once it exits.
                 first = 0 if start is None else start
                 truncated = start is not None or since + 1 < mlog.oldest_seq
             while after < upto:
-                rows = mlog.replay_page(name, after, upto, budget, inbox=inbox)
+                rows = mlog.replay_page(name, after, upto, budget, inbox=inbox, rooms=conn.rooms)
                 if truncated:
                     oldest = rows[0].seq if rows else upto + 1
                     head.append(encode(ReplayTruncated(oldest_seq=oldest)))
@@ -1441,7 +1481,7 @@ class ChatServer:
                     break
                 count += len(rows)
                 after = rows[-1].seq
-                chunk = b"".join([*head, *(_replay_frame(m, key) for m in rows)])
+                chunk = b"".join([*head, *(_replay_frame(m, key, conn.rooms) for m in rows)])
                 head.clear()
                 del rows
                 if not (outbox.wait_drained(self.config.stall_timeout) and outbox.replay(chunk)):
@@ -1547,6 +1587,11 @@ class ChatServer:
             raise ProtocolError(
                 ErrorCode.UNKNOWN_COMMAND, "this server keeps no history (--history off)", cmd.id
             )
+        room, from_seq = LOBBY, 0
+        if conn.rooms and cmd.room is not None and self._rooms is not None:
+            # A member reads from their join (all of it under +H): docs/PROTOCOL.md
+            # §Who may read the past. A v1 connection's room field is ignored (lobby).
+            room, from_seq = self._rooms.readable_from(conn.username, cmd.room, cmd.id)
         try:
             rows, more = self._log.history(
                 conn.username,
@@ -1554,6 +1599,8 @@ class ChatServer:
                 after=cmd.after,
                 limit=cmd.limit,
                 with_user=cmd.with_user,
+                room=room,
+                from_seq=from_seq,
             )
         except StorageError as exc:
             raise ProtocolError(
@@ -1568,10 +1615,12 @@ class ChatServer:
                     to=m.to,
                     message=m.body,
                     ts=m.ts,
+                    room=room if conn.rooms and m.to is None else None,
                 )
                 for m in rows
             ),
             has_more=more,
+            room=room if conn.rooms and cmd.with_user is None else None,
             id=cmd.id,
         )
         self._reply(conn, encode(page))
@@ -1651,6 +1700,10 @@ class ChatServer:
         user-list push queued. login_ok is queued before the connection is in the
         roster, so no message can reach it ahead of its login_ok."""
         key = username_key(name)
+        # Rooms: the user's, as the fan-out lock's holder sees them (a login with the
+        # message log runs under it: _begin_logged).
+        rooms = self._rooms.rooms_of(name) if conn.rooms and self._rooms is not None else ()
+        version = ROOMS_VERSION if conn.rooms else PROTOCOL_VERSION
         with self._lock:
             old = self._by_key.get(key)
             self._by_key[key] = conn
@@ -1665,7 +1718,9 @@ class ChatServer:
                     username=name,
                     new_user=new_user,
                     users=self._names_locked(),
-                    version=PROTOCOL_VERSION,
+                    features=(Feature.ROOMS.value,) if conn.rooms else (),
+                    version=version,
+                    rooms=rooms,
                     seq=seq,
                     epoch=epoch,
                     replay=hold,
@@ -1679,8 +1734,11 @@ class ChatServer:
                     new_user=new_user,
                     # An empty slot that SortedNames.frame_with fills with the names.
                     users=cast(tuple[str, ...], msgspec.Raw(b"[]")),
-                    features=(Feature.USERS_DELTA.value,),
-                    version=PROTOCOL_VERSION,
+                    features=(Feature.USERS_DELTA.value, Feature.ROOMS.value)
+                    if conn.rooms
+                    else (Feature.USERS_DELTA.value,),
+                    version=version,
+                    rooms=rooms,
                     seq=seq,
                     epoch=epoch,
                     replay=hold,
@@ -1937,14 +1995,27 @@ def _nothing() -> None:
     pass
 
 
-def _replay_frame(m: Stored, user_key: str) -> bytes:
+def _replay_frame(m: Stored, user_key: str, rooms: bool = False) -> bytes:
     """A stored message as the frame a live recipient got, marked ``replay``; one that
     the resuming user (``user_key``) sent carries its cid (docs/PROTOCOL.md §Resume), so
-    that a client tells its own messages, acked or not, from ones it has not seen."""
+    that a client tells its own messages, acked or not, from ones it has not seen. With
+    ``rooms`` (a v2 connection, whose replay has its rooms' rows): a room event as its
+    ``room_event``, a message of a room but lobby with its ``room``."""
+    if m.event is not None:
+        return encode(RoomService.event_frame(m, replayed=True))
     cid = m.cid if m.cid is not None and username_key(m.sender) == user_key else None
     if m.to is None:
+        room = m.room if rooms and m.room is not None and room_key(m.room) != LOBBY else None
         return encode(
-            Broadcast(sender=m.sender, message=m.body, ts=m.ts, seq=m.seq, replayed=True, cid=cid)
+            Broadcast(
+                sender=m.sender,
+                message=m.body,
+                ts=m.ts,
+                seq=m.seq,
+                replayed=True,
+                cid=cid,
+                room=room,
+            )
         )
     return encode(
         DirectMessage(

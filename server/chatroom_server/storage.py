@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from chatroom_server.messagelog import NewMessage, Outcome, Stored
+from chatroom_server.roomstore import Loaded
 
 
 class MessageStore(Protocol):
@@ -42,11 +43,23 @@ class MessageStore(Protocol):
     def inbox_received(self, user: str, after: int, upto: int) -> int: ...
 
     def replay_start(
-        self, user: str, since: int, upto: int, limit: int, inbox: bool = False
+        self,
+        user: str,
+        since: int,
+        upto: int,
+        limit: int,
+        inbox: bool = False,
+        rooms: bool = False,
     ) -> int | None: ...
 
     def replay_page(
-        self, user: str, after: int, upto: int, budget: int, inbox: bool = False
+        self,
+        user: str,
+        after: int,
+        upto: int,
+        budget: int,
+        inbox: bool = False,
+        rooms: bool = False,
     ) -> list[Stored]: ...
 
     def history(
@@ -57,7 +70,11 @@ class MessageStore(Protocol):
         after: int | None,
         limit: int,
         with_user: str | None,
+        room: str = ...,
+        from_seq: int = ...,
     ) -> tuple[list[Stored], bool]: ...
+
+    def load_rooms(self) -> Loaded: ...
 
     def prune(
         self,

@@ -310,3 +310,34 @@ def test_without_rooms_room_calls_refuse_before_sending(
         # lobby is fine, and goes without a room field, as a v1 client's would
         assert c.call("pm", "to everyone", room="lobby").seq == 14
         assert "room" not in srv.command("pm")
+
+
+def test_the_threaded_client_against_a_real_server() -> None:
+    """The SDK and the server together: rooms, room messages and room events."""
+    from chatroom.testing import running_server
+
+    with running_server(users_interval=0, rate_limit=None) as srv:
+        a = ChatClient(srv.host, srv.port, rooms=True)
+        b = ChatClient(srv.host, srv.port, rooms=True)
+        events: queue.Queue[RoomEvent] = queue.Queue()
+        heard: queue.Queue[Broadcast] = queue.Queue()
+        a.on_room_event(events.put)
+        b.on_broadcast(heard.put)
+        with a, b:
+            a.login("ann", "correct horse")
+            b.login("ben", "correct horse")
+            assert a.rooms_on and a.join("dev").roles == {"ann": "owner"}
+            b.join("DEV")
+            assert events.get(timeout=T).by == "ben"
+            assert [r.members for r in a.rooms] == [("ann", "ben")]
+            receipt = a.pm("hello dev", room="dev")
+            got = heard.get(timeout=T)
+            assert (got.room, got.message, got.seq) == ("dev", "hello dev", receipt.seq)
+            a.set_topic("dev", "ship it")
+            assert b.topic("dev") == "ship it"
+            page = b.history(room="dev")
+            assert [m.message for m in page.messages] == ["hello dev"]
+            b.part("dev")
+            parted = events.get(timeout=T)
+            assert (parted.event, parted.by) == ("part", "ben") and b.rooms == ()
+            assert [r.members for r in a.rooms] == [("ann",)]

@@ -1,0 +1,189 @@
+"""The server's rooms (docs/PROTOCOL.md §Rooms) on one node: the room service
+(chatroom_server.roomservice) plumbed to connections, the message log and the fan-out.
+
+A room command or a message to a room runs in three steps on the reader thread of the
+connection that sent it:
+
+1. the connection's earlier messages are sent first (``FanOut.settle``): a reply must
+   not overtake them (docs/PROTOCOL.md §Ordering);
+2. under the fan-out lock, between two passes (``FanOut.exclusive``): the check, the
+   append to the log (whose writer is that lock's holder), the change applied, and the
+   frames queued to the online members and to the sender. Between passes, everything
+   stored before has been handed out and nothing stored after goes out before it: every
+   member gets every message and room event of a room in seq order, as the one cursor
+   of a client needs (§Resume across rooms);
+3. nothing: what to send was queued in step 2 (``Outbox.send`` never blocks).
+
+Only connections that asked for rooms (``rooms`` on the connection) are sent room
+traffic; a member logged in with a version-1 client sees lobby only.
+
+A message to a room walks the room's members, not the server's connections. This first
+version stores each room message on its own (a transaction per message, not the
+fan-out's group commit): correct, and measured in bench/ before it is made fast.
+
+Rooms need the message log, and are on in one process only: in a cluster the stream's
+consumer does not deliver room rows yet (docs/CLUSTER.md).
+
+Threads: the room service belongs to the fan-out lock's holder (step 2).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+from chatroom.errors import ErrorCode, ProtocolError, RequestId
+from chatroom.protocol import Ack, Broadcast, ErrorEvent, PmCommand, encode, username_key
+from chatroom.rooms import InviteCommand, RoomCommand, RoomInfo
+from chatroom_server.fanout import FanOut
+from chatroom_server.messagelog import Conflict, Duplicate, NewMessage, StorageError
+from chatroom_server.outbox import Outbox
+from chatroom_server.roomservice import Answer, RoomService
+from chatroom_server.storage import MessageStore
+
+__all__ = ["RoomWire"]
+
+log = logging.getLogger(__name__)
+
+
+class Conn(Protocol):
+    """What the rooms need of a connection (chatroom_server.server._Conn)."""
+
+    outbox: Outbox
+    username: str | None
+    rooms: bool
+    handed: int
+    done: int
+
+
+def _error(code: str, message: str, rid: RequestId) -> bytes:
+    return encode(ErrorEvent(code=code, message=message, id=rid))
+
+
+class RoomWire:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        service: RoomService,
+        log: MessageStore,
+        fanout: FanOut,
+        by_key: Callable[[str], Conn | None],
+        account: Callable[[str], str | None],
+        wall: Callable[[], float],
+        settle_timeout: float = 10.0,
+    ) -> None:
+        self.service = service
+        self._log = log
+        self._fanout = fanout
+        self._by_key = by_key  # a logged-in connection by username_key (any thread)
+        self._account = account  # an account's canonical name; reads the database
+        self._wall = wall
+        self._settle = settle_timeout
+
+    def rooms_of(self, user: str) -> tuple[RoomInfo, ...]:
+        """The rooms ``user`` is in, for login_ok (under the fan-out lock)."""
+        return tuple(r.info() for r in self.service.book.rooms_of(user))
+
+    # ------------------------------------------------------------ reader thread
+
+    def command(self, conn: Conn, cmd: RoomCommand) -> None:
+        """A room command from a logged-in connection with rooms on."""
+        user = conn.username
+        assert user is not None
+        target = None
+        if isinstance(cmd, InviteCommand):
+            target = self._account(cmd.user)  # a database read: not under the lock
+        self._settled(conn, cmd.id)
+        ts = self._wall()
+
+        def run() -> None:
+            try:
+                got = self.service.handle(user, cmd, ts, lambda _: target)
+            except ProtocolError as exc:
+                conn.outbox.send(_error(exc.code, exc.message, exc.request_id))
+                return
+            if isinstance(got, Answer):
+                conn.outbox.send(got.frame)
+                return
+            seq = self._append(conn, got.message, cmd.id)
+            if seq is None:
+                return
+            d = self.service.stored(got.change, seq, ts, cmd.id)
+            self._send_to(d.to, d.event, skip=conn)
+            conn.outbox.send(d.reply)
+
+        self._exclusive(run, cmd.id)
+
+    def pm(self, conn: Conn, cmd: PmCommand) -> None:
+        """A public message to a room other than lobby."""
+        user = conn.username
+        assert user is not None and cmd.room is not None
+        self._settled(conn, cmd.id)
+        ts = self._wall()
+
+        def run() -> None:
+            try:
+                members = self.service.recipients(cmd.room, user, cmd.id)
+            except ProtocolError as exc:
+                conn.outbox.send(_error(exc.code, exc.message, exc.request_id))
+                return
+            assert members is not None
+            room = self.service.room_name(cmd.room)
+            msg = NewMessage(user, None, cmd.message, ts, cmd.cid, room=room)
+            seq = self._append(conn, msg, cmd.id)
+            if seq is None:
+                return
+            if seq > 0:
+                frame = Broadcast(sender=user, message=cmd.message, ts=ts, seq=seq, room=room)
+                self._send_to(members - {username_key(user)}, encode(frame), skip=conn)
+            else:
+                seq = -seq  # a resend of a stored message: acked again, not delivered
+            conn.outbox.send(encode(Ack(command="pm", seq=seq, room=room, id=cmd.id)))
+
+        self._exclusive(run, cmd.id)
+
+    def readable_from(self, user: str, room: str, rid: RequestId) -> tuple[str, int]:
+        """The canonical room name and the first seq ``user`` may read of it; raises
+        ProtocolError (``no_such_room``, ``not_in_room``)."""
+        return self._fanout.exclusive(
+            lambda: (self.service.room_name(room), self.service.readable_from(user, room, rid))
+        )
+
+    # ------------------------------------------------------------ helpers
+
+    def _settled(self, conn: Conn, rid: RequestId) -> None:
+        if not self._fanout.settle(conn, self._settle):
+            raise ProtocolError(ErrorCode.UNAVAILABLE, "the server is overloaded; try again", rid)
+
+    def _exclusive(self, fn: Callable[[], None], rid: RequestId) -> None:
+        try:
+            self._fanout.exclusive(fn)
+        except TimeoutError as exc:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, f"try again: {exc}", rid) from exc
+
+    def _append(self, conn: Conn, msg: NewMessage, rid: RequestId) -> int | None:
+        """Store one message (the lock held): its seq; minus the stored seq for a
+        resend of one (its cid); None when it was refused (the sender told)."""
+        try:
+            (got,) = self._log.append([msg])
+        except StorageError as exc:
+            log.error("cannot store a room event or message: %s", exc)
+            text = "the message could not be stored; it was not delivered (try again)"
+            conn.outbox.send(_error(ErrorCode.UNAVAILABLE, text, rid))
+            return None
+        if isinstance(got, Duplicate):
+            return -got.seq
+        if isinstance(got, Conflict):
+            text = f"this cid was used for another message (seq {got.seq})"
+            conn.outbox.send(_error(ErrorCode.CID_CONFLICT, text, rid))
+            return None
+        return got
+
+    def _send_to(self, keys: frozenset[str], data: bytes, skip: Conn) -> None:
+        """``data`` to every online connection of ``keys`` that speaks rooms."""
+        for key in keys:
+            c = self._by_key(key)
+            if c is not None and c is not skip and c.rooms:
+                c.outbox.send(data)

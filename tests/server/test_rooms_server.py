@@ -1,0 +1,158 @@
+"""Rooms on a real server (docs/PROTOCOL.md §Rooms): raw sockets, a temp database. A v1
+client sees exactly what it did; v2 clients join, talk in rooms, read what they may,
+resume across rooms, and keep their rooms across a restart."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chatroom.testing import TestServer
+from tests.helpers import PASSWORD, RawClient, connect, quiet_server
+
+
+def v2(srv: TestServer, name: str, **extra: Any) -> tuple[RawClient, dict[str, Any]]:
+    """A rooms client, logged in; its login_ok (the joined push consumed)."""
+    c = RawClient(srv.address)
+    c.send(command="login", username=name, password=PASSWORD, features=["rooms"], **extra)
+    ok = c.expect("login_ok")
+    return c, ok
+
+
+def settle(c: RawClient) -> None:
+    """Everything sent to ``c`` so far has arrived: a ping's pong follows it."""
+    c.send(command="ping", id="settle")
+    c.until("pong", id="settle")
+
+
+def test_rooms_end_to_end_and_a_v1_client_sees_nothing_of_them() -> None:
+    with quiet_server() as srv:
+        carol = connect(srv.address, "carol")  # protocol v1
+        alice, ok = v2(srv, "alice")
+        assert (ok["version"], ok["features"], ok.get("rooms", [])) == (2, ["rooms"], [])
+        alice.until("users", joined="alice")
+        bob, _ = v2(srv, "bob")
+        bob.until("users", joined="bob")
+
+        alice.send(command="join", room="Dev", id=1)
+        joined = alice.until("room_info", id=1)
+        assert joined["info"]["roles"] == {"alice": "owner"} and joined["seq"] > 0
+        bob.send(command="join", room="dev", id=2)
+        info = bob.until("room_info", id=2)["info"]
+        assert info["members"] == ["alice", "bob"] and info["name"] == "Dev"
+        ev = alice.until("room_event")
+        assert (ev["event"], ev["by"], ev["room"]) == ("join", "bob", "Dev")
+
+        alice.send(command="pm", room="dev", message="in dev", id=3)
+        ack = alice.until("ack", id=3)
+        assert ack["room"] == "Dev"
+        got = bob.until("broadcast")
+        assert (got["message"], got["room"], got["seq"]) == ("in dev", "Dev", ack["seq"])
+
+        # lobby: everyone, as before (carol's frames carry no room).
+        alice.send(command="pm", message="in lobby", id=4)
+        lobby = carol.until("broadcast")
+        assert lobby["message"] == "in lobby" and "room" not in lobby
+        settle(carol)  # and nothing of dev reached carol before it or after
+        carol.send(command="join", room="dev", id=5)
+        carol.expect_error("unknown_command", id=5)
+
+        # History: members from their join; others not at all.
+        alice.send(command="history", room="dev", id=6)
+        page = alice.until("history", id=6)
+        assert page["room"] == "Dev" and [m["message"] for m in page["messages"]] == ["in dev"]
+        assert page["messages"][0]["room"] == "Dev"
+        dave, _ = v2(srv, "dave")
+        dave.send(command="history", room="dev", id=7)
+        assert dave.until("error", id=7)["code"] == "not_in_room"
+        dave.send(command="pm", room="dev", message="let me in", id=8)
+        assert dave.until("error", id=8)["code"] == "not_in_room"
+        dave.send(command="rooms", id=9)
+        listing = dave.until("rooms", id=9)["rooms"]
+        assert listing == [{"name": "Dev", "count": 2, "modes": "+t"}]
+
+        # Errors a room command answers.
+        alice.send(command="mode", room="dev", modes="+k", args=["s3cr3t"], id=10)
+        assert alice.until("ack", id=10)["command"] == "mode"
+        dave.send(command="join", room="dev", id=11)
+        assert dave.until("error", id=11)["code"] == "bad_key"
+        bob.send(command="topic", room="dev", topic="mine", id=12)
+        assert bob.until("error", id=12)["code"] == "not_operator"
+        carol.send(command="history", room="dev", id=13)  # v1: the room field is ignored
+        assert [m["message"] for m in carol.until("history", id=13)["messages"]] == ["in lobby"]
+
+
+def test_resume_across_rooms_and_membership_across_a_restart() -> None:
+    with quiet_server() as srv:
+        alice, _ = v2(srv, "alice")
+        bob, _ = v2(srv, "bob")
+        alice.send(command="join", room="dev", id=1)
+        alice.until("room_info", id=1)
+        bob.send(command="join", room="dev", id=2)
+        seen = bob.until("room_info", id=2)["seq"]
+        bob.send(command="exit")
+        bob.wait_closed()
+
+        alice.send(command="pm", room="dev", message="while away", id=3)
+        alice.until("ack", id=3)
+        alice.send(command="topic", room="dev", topic="release", id=4)
+        alice.until("ack", id=4)
+        alice.send(command="pm", message="lobby too", id=5)
+        alice.until("ack", id=5)
+
+        srv.restart()  # memberships are stored
+        bob, ok = v2(srv, "bob", since=seen, epoch=None)
+        assert [r["name"] for r in ok["rooms"]] == ["dev"] and ok["replay"]
+        replayed = []
+        while True:
+            f = bob.recv()
+            if f["type"] == "replay_done":
+                break
+            replayed.append(f)
+        assert [
+            (f["type"], f.get("room"), f.get("message") or f.get("event")) for f in replayed
+        ] == [
+            ("broadcast", "dev", "while away"),
+            ("room_event", "dev", "topic"),
+            ("broadcast", None, "lobby too"),
+        ]
+        assert all(f["replay"] for f in replayed)
+        # A v1 login of another member: lobby only.
+        carol = RawClient(srv.address)
+        carol.send(command="login", username="alice", password=PASSWORD, since=0)
+        carol.expect("login_ok")
+        v1 = []
+        while True:
+            f = carol.recv()
+            if f["type"] == "replay_done":
+                break
+            v1.append(f)
+        assert [f.get("message") for f in v1] == ["lobby too"]
+
+
+def test_room_limits_and_lobby() -> None:
+    with quiet_server(max_rooms_per_user=1, max_rooms=2) as srv:
+        alice, _ = v2(srv, "alice")
+        alice.send(command="join", room="a", id=1)
+        alice.until("room_info", id=1)
+        alice.send(command="join", room="b", id=2)
+        assert alice.until("error", id=2)["code"] == "too_many_rooms"
+        alice.send(command="join", room="lobby", id=3)  # everyone is in it: no change
+        assert alice.until("room_info", id=3)["info"]["name"] == "lobby"
+        alice.send(command="part", room="lobby", id=4)
+        assert alice.until("error", id=4)["code"] == "bad_request"
+        alice.send(command="join", room="no good", id=5)
+        assert alice.until("error", id=5)["code"] == "invalid_room"
+        bob, _ = v2(srv, "bob")
+        bob.send(command="join", room="c", id=6)
+        bob.until("room_info", id=6)
+        carol, _ = v2(srv, "carol")
+        carol.send(command="join", room="d", id=7)
+        assert carol.until("error", id=7)["code"] == "too_many_rooms"  # 2 rooms on the server
+
+
+def test_without_the_message_log_there_are_no_rooms() -> None:
+    with quiet_server(history=False) as srv:
+        alice, ok = v2(srv, "alice")
+        assert ok["version"] == 1 and "rooms" not in ok.get("features", [])
+        alice.send(command="join", room="dev", id=1)
+        assert alice.until("error", id=1)["code"] == "unknown_command"
