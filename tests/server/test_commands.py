@@ -18,7 +18,16 @@ from chatroom.protocol import (
     PingCommand,
     PmCommand,
 )
-from chatroom.rooms import JoinCommand, RoomCommand
+from chatroom.rooms import (
+    InviteCommand,
+    JoinCommand,
+    MembersCommand,
+    ModeCommand,
+    PartCommand,
+    RoomCommand,
+    RoomsCommand,
+    TopicCommand,
+)
 from chatroom_server.commands import COMMANDS, Command, Dispatch
 from chatroom_server.server import ChatServer
 
@@ -51,16 +60,40 @@ class FakeServer:
         conn.batch = []
 
 
-def test_every_client_command_but_the_rooms_has_one_row() -> None:
-    version_1 = set(get_args(ClientCommand)) - set(get_args(RoomCommand))
-    assert sorted(t.__name__ for t in version_1) == sorted(row.type.__name__ for row in COMMANDS)
+def test_every_client_command_has_one_row() -> None:
+    assert sorted(t.__name__ for t in get_args(ClientCommand)) == sorted(
+        row.type.__name__ for row in COMMANDS
+    )
 
 
-def test_a_room_command_is_unknown_as_to_a_version_1_server() -> None:
+def test_the_room_commands_have_one_handler() -> None:
+    """It answers unknown_command itself to a connection without rooms, as a version-1
+    server would (tests/server/test_rooms_server.py)."""
     server = FakeServer()
     dispatch: Dispatch[FakeConn] = Dispatch.bind(server, server.flush)
+    conn = FakeConn(username="ann", batch=[b"pending"])
+    commands: list[RoomCommand] = [
+        RoomsCommand(),
+        JoinCommand(room="a"),
+        PartCommand(room="a"),
+        TopicCommand(room="a"),
+        InviteCommand(room="a", user="b"),
+        ModeCommand(room="a"),
+        MembersCommand(room="a"),
+    ]
+    assert {type(c) for c in commands} == set(get_args(RoomCommand))
+    for cmd in commands:
+        assert dispatch.run(conn, cmd) is True
+    assert server.calls == [("_room", cmd) for cmd in commands]
+    assert server.flushed == [[b"pending"]]  # what came before goes first
+
+
+def test_a_command_no_row_declares_is_unknown() -> None:
+    server = FakeServer()
+    table = tuple(row for row in COMMANDS if row.handler != "_room")
+    dispatch: Dispatch[FakeConn] = Dispatch.bind(server, server.flush, table)
     with pytest.raises(ProtocolError) as refused:
-        dispatch.run(FakeConn(username="ann"), JoinCommand(room="#a", id=1))
+        dispatch.run(FakeConn(username="ann"), JoinCommand(room="a", id=1))
     assert refused.value.code == ErrorCode.UNKNOWN_COMMAND
     assert refused.value.request_id == 1 and server.calls == []
 
