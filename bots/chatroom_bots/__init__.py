@@ -17,7 +17,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from chatroom_bots.aiobot import AsyncBot
     from chatroom_bots.bot import Bot
-    from chatroom_bots.checks import AllowList, CheckFailure, allowed, check, dm_only, public_only
+    from chatroom_bots.checks import (
+        AllowList,
+        CheckFailure,
+        allowed,
+        check,
+        dm_only,
+        public_only,
+        room_only,
+        room_operator,
+    )
     from chatroom_bots.clock import Clock, FakeClock
     from chatroom_bots.commands import (
         ArgumentError,
@@ -30,7 +39,7 @@ if TYPE_CHECKING:
     )
     from chatroom_bots.context import AsyncContext, Context, Message
     from chatroom_bots.conversations import NoAnswer
-    from chatroom_bots.converters import BadArgument, Convert, OnlineUser, Range, Rest
+    from chatroom_bots.converters import BadArgument, Convert, OnlineUser, Range, Rest, Room
     from chatroom_bots.cooldowns import Cooldown, cooldown
     from chatroom_bots.echo import make_echo
     from chatroom_bots.greeter import make_greeter
@@ -68,6 +77,7 @@ _WHERE: dict[str, str] = {
     "PluginError": "chatroom_bots.plugins",
     "Range": "chatroom_bots.converters",
     "Rest": "chatroom_bots.converters",
+    "Room": "chatroom_bots.converters",
     "Store": "chatroom_bots.storage",
     "StoreError": "chatroom_bots.storage",
     "allowed": "chatroom_bots.checks",
@@ -79,6 +89,8 @@ _WHERE: dict[str, str] = {
     "make_echo": "chatroom_bots.echo",
     "make_greeter": "chatroom_bots.greeter",
     "public_only": "chatroom_bots.checks",
+    "room_only": "chatroom_bots.checks",
+    "room_operator": "chatroom_bots.checks",
 }
 
 __all__ = [
@@ -109,6 +121,7 @@ __all__ = [
     "PluginError",
     "Range",
     "Rest",
+    "Room",
     "Store",
     "StoreError",
     "allowed",
@@ -120,6 +133,8 @@ __all__ = [
     "make_echo",
     "make_greeter",
     "public_only",
+    "room_only",
+    "room_operator",
 ]
 
 

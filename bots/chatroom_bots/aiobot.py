@@ -45,12 +45,14 @@ from chatroom import (
     MessageTooLong,
     Receipt,
     Reconnected,
+    RoomInfo,
     UsersChanged,
 )
 from chatroom.aio import AsyncChatClient
 from chatroom.protocol import DEFAULT_PORT, username_key
+from chatroom.rooms import LOBBY, room_key
 from chatroom_bots.clock import Clock
-from chatroom_bots.context import AsyncContext
+from chatroom_bots.context import AsyncContext, room_of
 from chatroom_bots.conversations import AsyncQuestion, NoAnswer
 from chatroom_bots.core import BotBase, Invocation, Unknown
 from chatroom_bots.guard import mention_of, split_reply
@@ -112,20 +114,32 @@ class AsyncBot(BotBase):
     def users(self) -> tuple[str, ...]:
         return self.client.users if self.client is not None else ()
 
-    async def say(self, text: str) -> None:
-        """A public message (later: in a room, issue 35)."""
+    async def say(self, text: str, *, room: str | None = None) -> None:
+        """A public message: in the lobby, or in ``room`` (one the bot is in)."""
         assert self.client is not None, "the bot is not running"
-        self._sent(await self.client.pm(text))
+        self._sent(await self.client.pm(text, room=room), room)
 
     async def tell(self, user: str, text: str) -> None:
         """A direct message."""
         assert self.client is not None, "the bot is not running"
         self.guard.remember(user, text, self.clock.monotonic())
-        self._sent(await self.client.dm(user, text))
+        self._sent(await self.client.dm(user, text), None)
 
-    def _sent(self, receipt: Receipt) -> None:
+    async def join(self, room: str, *, key: str | None = None) -> RoomInfo:
+        """Join ``room`` (creating it: the bot owns it then). Membership lasts: the bot
+        is in its rooms again at every login (docs/PROTOCOL.md §Rooms)."""
+        assert self.client is not None, "the bot is not running"
+        return await self.client.join(room, key=key)
+
+    async def part(self, room: str, *, reason: str | None = None) -> None:
+        """Leave ``room``."""
+        assert self.client is not None, "the bot is not running"
+        await self.client.part(room, reason=reason)
+
+    def _sent(self, receipt: Receipt, room: str | None) -> None:
+        lobby = room is None or room_key(room) == LOBBY
         for fn in self._sent_observers:
-            fn(receipt)
+            fn(receipt, None if lobby else room)
 
     async def _reply(self, msg: AsyncContext, text: str) -> None:
         if not text or self.client is None:
@@ -145,7 +159,7 @@ class AsyncBot(BotBase):
                     if msg.private:
                         await self.tell(msg.sender, parts[i])
                     else:
-                        await self.say(parts[i])
+                        await self.say(parts[i], room=msg.room)
                 except MessageTooLong as exc:
                     if not self._learn_limit(exc):
                         raise
@@ -209,8 +223,9 @@ class AsyncBot(BotBase):
             self._see(event.seq)
             return
         mention = mention_of(event.message, self.name)
+        room = room_of(event)
         self._route(
-            AsyncContext(self, event.sender, event.message, False, mention, None, event.seq)
+            AsyncContext(self, event.sender, event.message, False, mention, room, event.seq)
         )
 
     def _on_dm(self, event: DirectMessage) -> None:
@@ -447,6 +462,7 @@ class AsyncBot(BotBase):
         self._idle.set()
         self._seen = asyncio.Event()
         client_options.setdefault("reconnect", True)
+        client_options.setdefault("rooms", True)  # a server without them: the lobby only
         client = AsyncChatClient(host, port, **client_options)
         client.on_broadcast(self._on_broadcast)
         client.on_dm(self._on_dm)

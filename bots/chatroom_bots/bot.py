@@ -64,13 +64,15 @@ from chatroom import (
     MessageTooLong,
     Receipt,
     Reconnected,
+    RoomInfo,
     UsageError,
     UsersChanged,
 )
 from chatroom.protocol import DEFAULT_PORT, username_key
+from chatroom.rooms import LOBBY, room_key
 from chatroom_bots.clock import Clock
 from chatroom_bots.commands import BadArguments, Command
-from chatroom_bots.context import Context, Message
+from chatroom_bots.context import Context, Message, room_of
 from chatroom_bots.conversations import NoAnswer, ThreadQuestion
 from chatroom_bots.core import BotBase, Invocation, Unknown
 from chatroom_bots.guard import mention_of, split_reply
@@ -143,20 +145,32 @@ class Bot(BotBase):
         """The users online now (the client's list)."""
         return self.client.users if self.client is not None else ()
 
-    def say(self, text: str) -> None:
-        """A public message (later: in a room, issue 35)."""
+    def say(self, text: str, *, room: str | None = None) -> None:
+        """A public message: in the lobby, or in ``room`` (one the bot is in)."""
         assert self.client is not None, "the bot is not running"
-        self._sent(self.client.pm(text))
+        self._sent(self.client.pm(text, room=room), room)
 
     def tell(self, user: str, text: str) -> None:
         """A direct message."""
         assert self.client is not None, "the bot is not running"
         self.guard.remember(user, text, self.clock.monotonic())
-        self._sent(self.client.dm(user, text))
+        self._sent(self.client.dm(user, text), None)
 
-    def _sent(self, receipt: Receipt) -> None:
+    def join(self, room: str, *, key: str | None = None) -> RoomInfo:
+        """Join ``room`` (creating it: the bot owns it then). Membership lasts: the bot
+        is in its rooms again at every login (docs/PROTOCOL.md §Rooms)."""
+        assert self.client is not None, "the bot is not running"
+        return self.client.join(room, key=key)
+
+    def part(self, room: str, *, reason: str | None = None) -> None:
+        """Leave ``room``."""
+        assert self.client is not None, "the bot is not running"
+        self.client.part(room, reason=reason)
+
+    def _sent(self, receipt: Receipt, room: str | None) -> None:
+        lobby = room is None or room_key(room) == LOBBY
         for fn in self._sent_observers:
-            fn(receipt)
+            fn(receipt, None if lobby else room)
 
     def _reply(self, msg: Message, text: str) -> None:
         """Answer ``msg`` the way it came, in pieces of at most ``max_reply``."""
@@ -177,13 +191,13 @@ class Bot(BotBase):
                     if msg.private:
                         self.tell(msg.sender, parts[i])
                     else:
-                        self.say(parts[i])
+                        self.say(parts[i], room=msg.room)
                 except MessageTooLong as exc:
                     if not self._learn_limit(exc):
                         raise
                     parts = parts[:i] + split_reply(" ".join(parts[i:]), self.max_reply)
                     continue
-                how = "by DM" if msg.private else "in public"
+                how = "by DM" if msg.private else f"in {msg.room or LOBBY}"
                 log.info("%s: answered %s %s: %.80s", self.name, msg.sender, how, parts[i])
                 i += 1
         except ChatError as exc:
@@ -219,7 +233,8 @@ class Bot(BotBase):
             self._seen(event.seq)
             return
         mention = mention_of(event.message, self.name)
-        self._route(Context(self, event.sender, event.message, False, mention, None, event.seq))
+        room = room_of(event)
+        self._route(Context(self, event.sender, event.message, False, mention, room, event.seq))
 
     def _on_dm(self, event: DirectMessage) -> None:
         if username_key(event.sender) == username_key(self.name):
@@ -478,6 +493,7 @@ class Bot(BotBase):
         the running client. Raises :class:`chatroom.AuthError` if the server refuses the
         name or password."""
         client_options.setdefault("reconnect", True)
+        client_options.setdefault("rooms", True)  # a server without them: the lobby only
         client = ChatClient(host, port, **client_options)
         client.on_broadcast(self._on_broadcast)
         client.on_dm(self._on_dm)

@@ -13,8 +13,10 @@ cooldown). Checks run in order, after the middleware and before the arguments ar
 on the thread (or the event loop) that runs the command. :func:`check` makes one of any
 predicate; a predicate may also raise :class:`CheckFailure` with a message of its own.
 
-Not here yet: a server operator check (the server has no operators yet) and a room
-operator check (rooms are issue 35); a custom predicate covers both meanwhile.
+Rooms (docs/PROTOCOL.md §Rooms): :func:`room_only` (in a room, or in the rooms named)
+and :func:`room_operator` (the sender is an ``owner`` or ``op`` of the room the command
+came from, as the bot, a member, sees the roles). Not here yet: a server operator check
+(the server has no operators until issue 36); a custom predicate covers it meanwhile.
 
 Allow-lists are named sets of users kept in the bot's store (so they survive restarts and
 a command can edit them): ``bot.allow_list("admins").add("alice")``.
@@ -26,10 +28,24 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from chatroom.protocol import username_key
+from chatroom.rooms import room_key
 from chatroom_bots.commands import Command, CommandError
 from chatroom_bots.storage import Store
 
-__all__ = ["AllowList", "CheckFailure", "allowed", "check", "dm_only", "public_only"]
+__all__ = [
+    "OPERATOR_ROLES",
+    "AllowList",
+    "CheckFailure",
+    "allowed",
+    "check",
+    "dm_only",
+    "public_only",
+    "room_only",
+    "room_operator",
+]
+
+# The roles that make a member one of a room's operators (docs/PROTOCOL.md §Rooms).
+OPERATOR_ROLES = frozenset({"owner", "op"})
 
 F = TypeVar("F")  # a function, or a Command (a group)
 Predicate = Callable[[Any], object]
@@ -74,8 +90,29 @@ def dm_only() -> Callable[[F], F]:
 
 
 def public_only() -> Callable[[F], F]:
-    """The command works in public only (later: in a room, issue 35)."""
+    """The command works in public only: the lobby or a room."""
     return check(lambda ctx: not ctx.private, "{command} works in public only")
+
+
+def room_only(*rooms: str) -> Callable[[F], F]:
+    """The command works in a room (not the lobby, not a DM); given names, in those
+    rooms only (any case)."""
+    keys = frozenset(room_key(r) for r in rooms)
+
+    def where(ctx: Any) -> bool:
+        room = None if ctx.private else ctx.room
+        return room is not None and (not keys or room_key(room) in keys)
+
+    places = ", ".join(rooms) if rooms else "a room"
+    return check(where, "{command} works in " + places + " only")
+
+
+def room_operator() -> Callable[[F], F]:
+    """Only the room's operators (its ``owner`` and ``op`` members) may run the
+    command, in that room."""
+    return check(
+        lambda ctx: ctx.role in OPERATOR_ROLES, "{command} is for the room's operators only"
+    )
 
 
 def allowed(list_name: str) -> Callable[[F], F]:

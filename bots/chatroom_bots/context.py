@@ -1,11 +1,11 @@
 """What a handler is given: the message, who sent it, where, and how to answer.
 
-``ctx.sender`` is who, ``ctx.private`` and ``ctx.room`` say where (a DM, or public: the
-lobby, ``room=None``, until rooms arrive with issue 35, when ``room`` names the room the
-command came from), and every way of answering goes back there:
+``ctx.sender`` is who, ``ctx.private`` and ``ctx.room`` say where (a DM; or public: the
+lobby, ``room=None``, or the room named, docs/PROTOCOL.md §Rooms), and every way of
+answering goes back there:
 
-- ``ctx.reply(text)``: by DM to a DM, in public (later: in the room) to a public message;
-  a command's return value is sent the same way.
+- ``ctx.reply(text)``: by DM to a DM, in the room to a message in a room; a command's
+  return value is sent the same way. ``ctx.role`` is the sender's role in the room.
 - ``ctx.dm(text)``: by DM to the sender, wherever the command came from.
 - ``ctx.ask(question, timeout=60)``: ask and wait for the answer
   (:mod:`chatroom_bots.conversations`).
@@ -24,21 +24,29 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from chatroom import Broadcast
 from chatroom.protocol import username_key
+from chatroom.rooms import LOBBY, room_key
 
 if TYPE_CHECKING:
     from chatroom_bots.commands import Command
     from chatroom_bots.plugins import Plugin
     from chatroom_bots.storage import Store
 
-__all__ = ["AsyncContext", "Context", "Message", "place_key"]
+__all__ = ["AsyncContext", "Context", "Message", "place_key", "room_of"]
 
 
 def place_key(private: bool, sender: str, room: str | None) -> tuple[str, str]:
     """Where a message came from, as a key: a DM with a user, or a room (the lobby)."""
     if private:
         return ("dm", username_key(sender))
-    return ("room", room or "lobby")
+    return ("room", room_key(room) if room else LOBBY)
+
+
+def room_of(event: Broadcast) -> str | None:
+    """The room of a public message, as a context holds it: None for the lobby."""
+    room = event.room
+    return None if room is None or room_key(room) == LOBBY else room
 
 
 @dataclass(frozen=True)
@@ -48,7 +56,7 @@ class _Fields:
     text: str
     private: bool  # True for a DM, False for a public message
     mention: str | None = None  # public "@bot rest": the rest; else None
-    room: str | None = None  # None: the lobby (rooms: issue 35)
+    room: str | None = None  # None: the lobby (or a DM); else the room, as the server spells it
     seq: int | None = None
     replayed: bool = False
     # Set for a command (keyword-only, so the 0.1 positional fields keep their places):
@@ -68,6 +76,15 @@ class _Fields:
         return (self.place, username_key(self.sender))
 
     @property
+    def role(self) -> str | None:
+        """The sender's role in the room (``owner``, ``op``, ``voice``, ``member``); None
+        in a DM or the lobby."""
+        if self.private:
+            return None
+        role: str | None = self.bot.role(self.sender, self.room)
+        return role
+
+    @property
     def store(self) -> Store:
         """The plugin's storage namespace, or the bot's for its own commands."""
         store: Store = self.bot.store
@@ -81,7 +98,7 @@ class Message(_Fields):
     """A message the bot received, with a :meth:`reply` that goes back the way it came."""
 
     def reply(self, text: str) -> None:
-        """Answer by DM to a DM, in public to a public message."""
+        """Answer by DM to a DM, in the room (or the lobby) to a public message."""
         self.bot._reply(self, text)
 
 

@@ -11,6 +11,7 @@ annotation             accepts
 ``bool``               yes/no, true/false, on/off, y/n, 1/0
 ``Rest``               the rest of the line, verbatim (also: a keyword-only ``str``)
 ``OnlineUser``         the name of a user online now, as the server spells it
+``Room``               a room the bot is in (``dice`` or ``#dice``), as the server spells it
 ``timedelta``          a duration: ``90s``, ``10m``, ``1h30m``, ``2d``
 an ``Enum``            one of its member names or values, case-insensitive
 ``Literal["a", "b"]``  one of the listed words
@@ -40,6 +41,7 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from chatroom.protocol import username_key
+from chatroom.rooms import LOBBY, is_valid_room, room_key
 
 __all__ = [
     "BadArgument",
@@ -48,6 +50,7 @@ __all__ = [
     "OnlineUser",
     "Range",
     "Rest",
+    "Room",
     "TypeInfo",
     "converter_for",
     "parse_duration",
@@ -243,6 +246,23 @@ Rest = Annotated[str, _As(TypeInfo(_str, "text", greedy=True))]
 
 OnlineUser = Annotated[str, _As(TypeInfo(_online_user, "user"))]
 """The name of a user online now; the value is their name as the server spells it."""
+
+
+def _room(ctx: Any, text: str) -> str:
+    name = _word(text).removeprefix("#")  # IRC's spelling, as the gateway's users type it
+    if not is_valid_room(name):
+        raise BadArgument(f"{quote(name)} is not a room name")
+    if room_key(name) == LOBBY:
+        return LOBBY
+    info = ctx.bot.room(name)
+    if info is None:
+        raise BadArgument(f"I am not in {quote(name)}")
+    return str(info.name)
+
+
+Room = Annotated[str, _As(TypeInfo(_room, "room"))]
+"""A room the bot is in (or ``lobby``), with or without ``#``; the value is its name as
+the server spells it."""
 
 _BUILTIN: dict[Any, TypeInfo] = {
     str: TypeInfo(_str, "text"),

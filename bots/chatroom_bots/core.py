@@ -32,8 +32,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
 
-from chatroom import MessageTooLong, Receipt
+from chatroom import MessageTooLong, Receipt, RoomInfo
 from chatroom.protocol import username_key
+from chatroom.rooms import LOBBY, room_key
 from chatroom_bots.checks import AllowList
 from chatroom_bots.clock import Clock, as_clock
 from chatroom_bots.commands import (
@@ -145,8 +146,9 @@ class BotBase:
         self._jobs: dict[int, list[Job]] = {}  # id(plugin) -> its running schedules
         self._pending_later: list[Job] = []
         self._watcher: Watcher | None = None  # --reload; started and stopped by the owner
-        # The test harness's: called with the receipt of every message the bot sends.
-        self._sent_observers: list[Callable[[Receipt], None]] = []
+        # The test harness's: called with the receipt of every message the bot sends and
+        # the room it went to (None: a DM, or lobby).
+        self._sent_observers: list[Callable[[Receipt, str | None], None]] = []
 
     # ------------------------------------------------------------------ compat
 
@@ -711,3 +713,33 @@ class BotBase:
     @property
     def users(self) -> tuple[str, ...]:
         raise NotImplementedError
+
+    # ------------------------------------------------------------------ rooms
+
+    @property
+    def rooms(self) -> tuple[RoomInfo, ...]:
+        """The rooms the bot is in (``lobby`` not included; empty on a server without
+        rooms): the client's, kept by the server's room events."""
+        client = getattr(self, "client", None)
+        return client.rooms if client is not None else ()
+
+    def room(self, name: str) -> RoomInfo | None:
+        """The room ``name`` (any case), if the bot is in it."""
+        key = room_key(name)
+        return next((r for r in self.rooms if room_key(r.name) == key), None)
+
+    def role(self, user: str, room: str | None) -> str | None:
+        """``user``'s role in ``room`` (``owner``, ``op``, ``voice``, ``member``), as the
+        bot sees it from inside; None if either is not in it, or for ``lobby``."""
+        if room is None or room_key(room) == LOBBY:
+            return None
+        info = self.room(room)
+        if info is None:
+            return None
+        key = username_key(user)
+        for name, role in info.roles.items():
+            if username_key(name) == key:
+                return role
+        if any(username_key(m) == key for m in info.members):
+            return "member"
+        return None

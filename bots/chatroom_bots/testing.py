@@ -24,6 +24,10 @@ reached the users' clients (it knows their seqs from its receipts); so
 :meth:`expect_no_reply` is exact, not a timed guess. An observer client (``observer``,
 logged in before the bot) collects what the bot says in public.
 
+Rooms (docs/PROTOCOL.md §Rooms): ``tester.say("alice", "!roll", room="dice")`` has alice
+join ``dice`` first (creating it: she owns it), then the bot and the observer, so the bot
+hears her and the observer hears the answer; ``tester.join(user, room)`` for more.
+
 It lives here rather than in :mod:`chatroom.testing` because it drives a bot, which the
 SDK package must not import; :mod:`chatroom_bots.pytest_plugin` makes it a fixture.
 """
@@ -43,9 +47,11 @@ from typing import Any
 
 from chatroom import Broadcast, ChatClient, DirectMessage, Receipt
 from chatroom.protocol import username_key
+from chatroom.rooms import LOBBY, room_key
 from chatroom.testing import TestServer, running_server
 from chatroom_bots.aiobot import AsyncBot
 from chatroom_bots.clock import FakeClock
+from chatroom_bots.context import room_of
 from chatroom_bots.core import BotBase
 from chatroom_bots.storage import Store
 
@@ -65,7 +71,7 @@ class Reply:
     private: bool
     to: str | None
     seq: int | None = None
-    room: str | None = None  # rooms: issue 35
+    room: str | None = None  # None: the lobby (or a DM)
 
 
 class BotTester:
@@ -100,6 +106,8 @@ class BotTester:
         self._expected: set[int] = set()  # seqs of the bot's messages they must get
         self._sent_seq = 0  # the highest seq of what the users sent
         self._users: dict[str, ChatClient] = {}  # the scripted users' clients, by key
+        self._rooms: set[tuple[str, str]] = set()  # (user key, room key) joined here
+        self._bot_rooms: set[str] = set()  # room keys the bot and observer joined here
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
 
@@ -198,7 +206,9 @@ class BotTester:
         if client is not None:
             return client
         srv = self.server
-        client = ChatClient(srv.host, srv.port, reconnect=True, reconnect_max_delay=0.5)
+        client = ChatClient(
+            srv.host, srv.port, reconnect=True, reconnect_max_delay=0.5, rooms=True
+        )
         observer = username_key(name) == username_key(self.observer_name)
         client.on_dm(functools.partial(self._on_dm, name))
         if observer:
@@ -229,11 +239,38 @@ class BotTester:
             with self._cond:
                 self._sent_seq = max(self._sent_seq, receipt.seq)
 
-    def say(self, user: str, text: str) -> Receipt:
-        """``user`` says ``text`` in public (later: ``room=``, issue 35)."""
-        receipt = self._client(user).pm(text)
+    def say(self, user: str, text: str, room: str | None = None) -> Receipt:
+        """``user`` says ``text`` in public: in the lobby, or in ``room`` (joined first by
+        ``user``, then by the bot and the observer, if they are not in it yet)."""
+        if room is not None and room_key(room) != LOBBY:
+            self.join(user, room)
+        receipt = self._client(user).pm(text, room=room)
         self._note_sent(receipt)
         return receipt
+
+    def join(self, user: str, room: str) -> None:
+        """``user`` joins ``room`` (creating it: they own it), and the bot and the
+        observer after them, unless they are in it."""
+        key, member = room_key(room), (username_key(user), room_key(room))
+        with self._cond:
+            user_in, bot_in = member in self._rooms, key in self._bot_rooms
+        if not user_in:
+            self._client(user).join(room)
+            with self._cond:
+                self._rooms.add(member)
+        if not bot_in:
+            self._bot_join(room)
+            self._client(self.observer_name).join(room)
+            with self._cond:
+                self._bot_rooms.add(key)
+
+    def _bot_join(self, room: str) -> None:
+        if isinstance(self.bot, AsyncBot):
+            assert self._loop is not None
+            done = asyncio.run_coroutine_threadsafe(self.bot.join(room), self._loop)
+            done.result(self.timeout)
+        else:
+            self.bot.join(room)  # type: ignore[attr-defined]
 
     def dm(self, user: str, text: str, to: str | None = None) -> Receipt:
         """``user`` sends ``text`` by DM to the bot (or to ``to``)."""
@@ -250,7 +287,8 @@ class BotTester:
 
     def _on_broadcast(self, event: Broadcast) -> None:
         if self._is_bot(event.sender):
-            self._collect(Reply(event.message, False, None, event.seq), event.seq)
+            reply = Reply(event.message, False, None, event.seq, room_of(event))
+            self._collect(reply, event.seq)
 
     def _on_dm(self, me: str, event: DirectMessage) -> None:
         if self._is_bot(event.sender):
@@ -263,24 +301,34 @@ class BotTester:
                 self._received.add(seq)
             self._cond.notify_all()
 
-    def _on_bot_sent(self, receipt: Receipt) -> None:
+    def _on_bot_sent(self, receipt: Receipt, room: str | None) -> None:
         # Called on whichever thread the bot sent from (or its loop).
         if receipt.seq is None:
             return
         with self._cond:
             if receipt.to is not None and username_key(receipt.to) not in self._users:
                 return  # a DM to someone the harness does not script
+            if room is not None and room_key(room) not in self._bot_rooms:
+                return  # a room the observer is not in
             self._expected.add(receipt.seq)
             self._cond.notify_all()
 
     def expect_reply(
-        self, timeout: float | None = None, *, private: bool | None = None, to: str | None = None
+        self,
+        timeout: float | None = None,
+        *,
+        private: bool | None = None,
+        to: str | None = None,
+        room: str | None = None,
     ) -> Reply:
         """The next thing the bot said (in public or by DM to a scripted user), or the next
-        that matches ``private``/``to``; AssertionError if nothing came in time."""
+        that matches ``private``/``to``/``room`` (``"lobby"`` for the lobby);
+        AssertionError if nothing came in time."""
 
         def match(r: Reply) -> bool:
             if private is not None and r.private != private:
+                return False
+            if room is not None and (r.private or room_key(r.room or LOBBY) != room_key(room)):
                 return False
             return to is None or (r.to is not None and username_key(r.to) == username_key(to))
 
