@@ -206,9 +206,7 @@ class BotTester:
         if client is not None:
             return client
         srv = self.server
-        client = ChatClient(
-            srv.host, srv.port, reconnect=True, reconnect_max_delay=0.5, rooms=True
-        )
+        client = ChatClient(srv.host, srv.port, reconnect=True, reconnect_max_delay=0.5, rooms=True)
         observer = username_key(name) == username_key(self.observer_name)
         client.on_dm(functools.partial(self._on_dm, name))
         if observer:

@@ -96,10 +96,12 @@ def test_the_room_converter_takes_the_rooms_the_bot_is_in(
     assert tester.expect_reply(private=True).text == "lobby: everyone"
     tester.dm("alice", "!peek elsewhere")
     assert tester.expect_reply(private=True).text == (
-        'alice: I am not in "elsewhere"; usage: !peek <room>'
+        'alice: room: I am not in "elsewhere"; usage: !peek <room>'
     )
     tester.dm("alice", "!peek no/such")
-    assert tester.expect_reply(private=True).text.startswith('alice: "no/such" is not a room name')
+    assert tester.expect_reply(private=True).text.startswith(
+        'alice: room: "no/such" is not a room name'
+    )
 
 
 def test_room_only_and_cooldowns_per_room(bot_tester: Tester, kind: type[BotBase]) -> None:
@@ -127,7 +129,7 @@ def test_room_operator_follows_the_roles(bot_tester: Tester, kind: type[BotBase]
     assert tester.expect_reply(room="dev").text == "dev locked by alice"
     tester.say("bob", "!lock", room="dev")
     assert tester.expect_reply(room="dev").text == "bob: !lock is for the room's operators only"
-    tester.user("alice").mode("dev", "+o", ["bob"])  # the bot sees the change, as a member
+    tester.user("alice").mode("dev", "+o", "bob")  # the bot sees the change, as a member
     tester.say("bob", "!lock", room="dev")
     assert tester.expect_reply(room="dev").text == "dev locked by bob"
     tester.say("alice", "!lock")  # the lobby has no operators
@@ -139,7 +141,7 @@ def test_room_operator_follows_the_roles(bot_tester: Tester, kind: type[BotBase]
 def test_on_a_server_without_rooms_everything_is_the_lobby(
     bot_tester: Tester, kind: type[BotBase]
 ) -> None:
-    tester = bot_tester(rooms_bot(kind), history="off")  # rooms need the message log
+    tester = bot_tester(rooms_bot(kind), history=False)  # rooms need the message log
     client: Any = getattr(tester.bot, "client", None)
     assert client is not None and not client.rooms_on
     tester.say("alice", "!where")
