@@ -375,3 +375,62 @@ def test_keyboard_only_tab_completion_and_a_phone_width(browser: Any, tabs: list
         assert page.locator("#members-panel").is_hidden()
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 390  # nothing wider than the screen
+
+
+# Every visible text's contrast against the background it is drawn on (WCAG 2 relative
+# luminance), and the name colour of every hue (names.js picks one of 360 by hash).
+_CONTRAST_JS = """
+() => {
+  const rgb = (c) => c.match(/[\\d.]+/g).map(Number);
+  const lin = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+  const lum = ([r, g, b]) => 0.2126 * lin(r) + 0.7152 * lin(g) + 0.0722 * lin(b);
+  const ratio = (a, b) => { const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p);
+                            return (x + 0.05) / (y + 0.05); };
+  const background = (el) => {
+    for (let n = el; n; n = n.parentElement) {
+      const c = rgb(getComputedStyle(n).backgroundColor);
+      if (c.length < 4 || c[3] > 0) return c.slice(0, 3);
+    }
+    return rgb(getComputedStyle(document.documentElement).backgroundColor).slice(0, 3);
+  };
+  const seen = [];
+  for (const el of document.querySelectorAll("body *")) {
+    const text = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+    const box = el.getBoundingClientRect();
+    if (!text || box.width === 0 || box.height === 0 || el.closest(".pending")) continue;
+    const r = ratio(rgb(getComputedStyle(el).color).slice(0, 3), background(el));
+    const what = el.textContent.trim().slice(0, 30);
+    seen.push([r, `${el.tagName.toLowerCase()}.${el.className} "${what}"`]);
+  }
+  const log = document.getElementById("log");
+  const probe = document.createElement("span");
+  probe.className = "name";
+  probe.textContent = "probe";
+  log.append(probe);
+  for (let h = 0; h < 360; h++) {
+    probe.style.setProperty("--hue", String(h));
+    const color = rgb(getComputedStyle(probe).color).slice(0, 3);
+    seen.push([ratio(color, background(probe)), `hue ${h}`]);
+  }
+  probe.remove();
+  return seen;
+}
+"""
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_every_text_meets_wcag_aa_contrast(browser: Any, tabs: list[Tab], scheme: str) -> None:
+    with quiet_server(web_port=0) as srv:
+        bob = connect(srv.address, "bob")
+        tab = open_tab(browser, tabs, srv.web_url)
+        tab.page.emulate_media(color_scheme=scheme)
+        tab.register("alice")
+        bob.send(command="pm", message="hello")
+        bob.send(command="dm", to="alice", message="psst")
+        tab.wait_message("hello")
+        tab.page.locator("#dms .unread").wait_for()
+        tab.say("/help")
+        seen = tab.page.evaluate(_CONTRAST_JS)
+        assert len(seen) > 380
+        low = [(round(r, 2), what) for r, what in seen if r < 4.5]
+        assert low == [], low

@@ -148,7 +148,6 @@ function loggedIn(frame) {
   state.me = frame.username;
   state.loggedIn = true;
   state.online = true;
-  state.password = state.password ?? null;
   if (frame.limits) state.limits = frame.limits;
   if (state.epoch !== null && frame.epoch !== state.epoch) {
     state.lastSeq = null; // another database: our seqs mean nothing there
