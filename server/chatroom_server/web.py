@@ -328,35 +328,41 @@ class WebSession:
         self.outbox.send_raw(out)
 
     def _request(self, http: h11.Connection, req: h11.Request) -> bool:
-        """One HTTP request; False closes the connection."""
+        """One HTTP request; False closes the connection.
+
+        Every request is metered, and a connection that floods is closed. A file
+        request over the rate, or past the frames a connection may send before a login,
+        is still answered (the files are in memory; a page missing a module is broken)
+        but with ``connection: close``: the browser asks again on a new connection,
+        and no connection stays open without a login for more than those frames."""
         allowed = self.server.meter(self.conn)
         if allowed is None:
             return False  # flooding
-        if not allowed:
-            self._respond(http, 429, "too many requests\n", headers=[(b"retry-after", b"1")])
-            return True
-        if self.conn.frames > self.server.config.max_frames_before_login:
-            self._respond(http, 429, "too many requests before a login\n", close=True)
-            return False
+        spent = not allowed or self.conn.frames > self.server.config.max_frames_before_login
         method = req.method.decode("ascii", "replace")
         path = urlsplit(req.target.decode("ascii", "replace")).path
         if path == WS_PATH:
+            if spent:
+                self._respond(http, 429, "too many requests\n", close=True)
+                return False
             return self._upgrade(http, req)
         if method not in ("GET", "HEAD"):
-            self._respond(http, 405, "only GET and HEAD\n", headers=[(b"allow", b"GET, HEAD")])
-            return True
+            headers = [(b"allow", b"GET, HEAD")]
+            self._respond(http, 405, "only GET and HEAD\n", headers=headers, close=spent)
+            return not spent
         found = self.files.get(path)
         if found is None:
-            self._respond(http, 404, "not found\n")
-            return True
+            self._respond(http, 404, "not found\n", close=spent)
+            return not spent
         self._send(
             http,
             200,
             [(b"content-type", found.content_type.encode())],
             found.body,
             head=method == "HEAD",
+            close=spent,
         )
-        return True
+        return not spent
 
     def _origin_allowed(self, req: h11.Request) -> bool:
         origin = host = None

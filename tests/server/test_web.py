@@ -308,3 +308,22 @@ def test_the_json_protocol_is_the_default_subprotocol(web: TestServer) -> None:
     a = WsClient(web.web_address, subprotocols=["something.else"])
     assert a.subprotocol is None
     a.login("alice")
+
+
+def test_reloading_the_page_never_fails_a_request() -> None:
+    """Flood control and the pre-login frame limit (20) hold for HTTP requests too, but
+    a file is still served: the connection is closed after it, and the next request
+    comes on a new one (http.client reconnects as a browser does)."""
+    with quiet_server(web_port=0, rate_limit=10.0, rate_burst=20) as srv:
+        c = http.client.HTTPConnection(*srv.web_address, timeout=10)
+        statuses = []
+        closes = 0
+        for _ in range(45):  # five page loads of nine files, as fast as it goes
+            c.request("GET", "/app.js")
+            r = c.getresponse()
+            r.read()
+            statuses.append(r.status)
+            closes += r.headers.get("connection") == "close"
+        c.close()
+        assert statuses == [200] * 45
+        assert closes >= 1  # the limits were met, and answered by closing, not refusing
