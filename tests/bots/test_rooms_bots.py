@@ -62,8 +62,7 @@ def rooms_bot(kind: type[BotBase]) -> BotBase:
 def started(bot_tester: Tester, bot: BotBase) -> BotTester:
     tester = bot_tester(bot)
     client: Any = getattr(bot, "client", None)
-    if client is None or not client.rooms_on:
-        pytest.skip("this server does not serve rooms yet (the wiring is h14's)")
+    assert client is not None and client.rooms_on, "the test server speaks rooms (protocol v2)"
     return tester
 
 
