@@ -225,6 +225,7 @@ Rooms (a server with rooms; your current room is in the toolbar, with unread cou
   /invite <user>     let <user> into the current room (past +i, +k, +l)
   /mode [+ik-t ...]  read or change the current room's modes (operators)
   /members           who is in the current room
+  Alt-N, Alt-P       the next, the previous of your rooms becomes current
   Messages from a room other than the current one are shown with its name: #dev.
   /help              this help
 Anything else you type is sent to everyone as a public message; start a line with

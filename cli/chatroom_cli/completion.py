@@ -16,7 +16,7 @@ from chatroom_cli.commands import COMMANDS, ROOM_COMMANDS
 
 __all__ = ["ChatCompleter", "complete", "rank_users"]
 
-_RECIPIENT_COMMANDS = {"dm", "/dm", "/msg", "/history"}
+_RECIPIENT_COMMANDS = {"dm", "/dm", "/msg", "/history", "/invite"}
 
 
 def rank_users(

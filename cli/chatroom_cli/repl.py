@@ -38,6 +38,7 @@ from prompt_toolkit.application import Application, create_app_session, get_app_
 from prompt_toolkit.formatted_text import FormattedText
 from prompt_toolkit.history import InMemoryHistory
 from prompt_toolkit.input import Input
+from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.output import Output
 from prompt_toolkit.output.plain_text import PlainTextOutput
 from prompt_toolkit.output.vt100 import Vt100_Output
@@ -157,8 +158,21 @@ class InteractiveTerminal:
             self._direct = get_app_session().output
             users_completer = ChatCompleter(repl.online, repl.me, repl.recent, rooms=repl.rooms)
             toolbar = repl.toolbar
+            keys = KeyBindings()
+
+            # Alt-N / Alt-P: the next or previous of your rooms (lobby first), as the
+            # current room; the prompt's loop runs on the REPL's thread, which owns it.
+            @keys.add("escape", "n")
+            def _next_room(event: KeyPressEvent) -> None:
+                repl.cycle(1)
+
+            @keys.add("escape", "p")
+            def _previous_room(event: KeyPressEvent) -> None:
+                repl.cycle(-1)
+
             self._sessions = {
                 "command": PromptSession(
+                    key_bindings=keys,
                     history=InMemoryHistory(),
                     completer=users_completer,
                     complete_while_typing=False,
@@ -317,7 +331,17 @@ class Repl(RoomCommands):
     # -------------------------------------------------------------- live state for the UI
 
     def online(self) -> tuple[str, ...]:
-        return self.client.users
+        """Whom Tab offers: the online users, and the current room's members."""
+        users = self.client.users
+        if room_key(self.current) == LOBBY:
+            return users
+        room = next(
+            (r for r in self.client.rooms if room_key(r.name) == room_key(self.current)), None
+        )
+        if room is None:
+            return users
+        seen = {username_key(u) for u in users}
+        return users + tuple(m for m in room.members if username_key(m) not in seen)
 
     def me(self) -> str | None:
         return self.client.username

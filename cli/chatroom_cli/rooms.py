@@ -38,6 +38,15 @@ class RoomCommands:
             self._unread.pop(room_key(room), None)
         self.term.refresh()
 
+    def cycle(self, step: int) -> None:
+        """Make the next (``step`` 1) or previous (-1) of our rooms current, lobby
+        first (Alt-N, Alt-P)."""
+        names = [LOBBY, *(r.name for r in self.client.rooms)]
+        keys = [room_key(n) for n in names]
+        here = keys.index(room_key(self.current)) if room_key(self.current) in keys else 0
+        self._set_current(names[(here + step) % len(names)])
+        self.info(f"now in #{self.current}")
+
     def _join(self, room: str, key: str | None) -> None:
         info = self.client.join(room, key=key)
         self._set_current(info.name)

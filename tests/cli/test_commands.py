@@ -171,4 +171,4 @@ def test_complete_rooms() -> None:
     assert complete("#d", USERS, "me", rooms=rooms) == (2, ["#Design", "#dev"])
     assert complete("/join de", USERS, "me", rooms=rooms) == (2, ["Design", "dev"])
     assert complete("/switch #l", USERS, "me", rooms=rooms) == (2, ["lobby"])
-    assert complete("/invite bo", USERS, "me", rooms=rooms) == (0, [])
+    assert complete("/invite bo", USERS, "me", rooms=rooms) == (2, ["bob", "Bobby"])

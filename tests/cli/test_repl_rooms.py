@@ -165,3 +165,24 @@ def test_room_commands_show_their_answers(h: RoomHarness) -> None:
     h.out.wait_for("bob invited you to #Zoo: /join Zoo")
     h.type("EX\r")
     assert h.finish() == 0
+
+
+def test_alt_n_and_alt_p_cycle_through_the_rooms(h: RoomHarness) -> None:
+    h.out.wait_for("Type /help for help.")
+    h.type("/join ops\r")
+    h.out.wait_for("you are in #ops")
+    # Rooms in order: lobby, Dev (from login_ok), ops.
+    h.type("\x1bn")
+    h.out.wait_for("now in #lobby")
+    assert "#lobby |" in h.toolbar()
+    h.type("\x1bn")
+    h.out.wait_for("now in #Dev")
+    h.type("\x1bp")
+    h.out.wait_for("now in #lobby", times=2)
+    h.type("\x1bp")
+    h.out.wait_for("now in #ops")
+    assert "#ops |" in h.toolbar()
+    # Tab offers the current room's members too (Dev's alice and bob are online here).
+    assert set(h.repl.online()) >= {"alice", "bob"}
+    h.type("EX\r")
+    assert h.finish() == 0
