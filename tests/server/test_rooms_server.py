@@ -4,9 +4,13 @@ resume across rooms, and keep their rooms across a restart."""
 
 from __future__ import annotations
 
+import queue
+import signal
+from pathlib import Path
 from typing import Any
 
-from chatroom.testing import TestServer
+from chatroom import Broadcast, ChatClient
+from chatroom.testing import ServerProcess, TestServer
 from tests.helpers import PASSWORD, RawClient, connect, quiet_server
 
 
@@ -156,3 +160,48 @@ def test_without_the_message_log_there_are_no_rooms() -> None:
         assert ok["version"] == 1 and "rooms" not in ok.get("features", [])
         alice.send(command="join", room="dev", id=1)
         assert alice.until("error", id=1)["code"] == "unknown_command"
+
+
+def test_resume_across_rooms_after_sigkill_has_no_gap_and_no_duplicate(tmp_path: Path) -> None:
+    """One cursor for every room: a client that lived through a SIGKILL of the server
+    gets every message of lobby and of its two rooms once, in seq order."""
+    db = tmp_path / "chat.db"
+    args = ("--users-interval", "0", "--rate-limit", "off", "--password-hash", "load-test")
+    heard: queue.Queue[Broadcast] = queue.Queue()
+    with ServerProcess(db, *args) as first:
+        port = first.port
+        alice = ChatClient("127.0.0.1", port, rooms=True, reconnect=True, reconnect_max_delay=0.2)
+        alice.on_broadcast(heard.put)
+        alice.connect()
+        alice.login("alice", PASSWORD)
+        alice.join("dev")
+        alice.join("ops")
+        bob = RawClient(first.address)
+        bob.send(command="login", username="bob", password=PASSWORD, features=["rooms"])
+        bob.until("login_ok")
+        for i, room in enumerate(("dev", "ops")):
+            bob.send(command="join", room=room, id=f"j{i}")
+            bob.until("room_info", id=f"j{i}")
+
+        def say(c: RawClient, n: int) -> None:
+            room = (None, "dev", "ops")[n % 3]
+            c.send(command="pm", message=f"m{n}", id=n, **({"room": room} if room else {}))
+            c.until("ack", id=n)
+
+        for n in range(15):
+            say(bob, n)
+        first.proc.send_signal(signal.SIGKILL)
+        first.proc.wait(10)
+    with ServerProcess(db, *args, "--port", str(port)):
+        bob = RawClient(("127.0.0.1", port))
+        bob.send(command="login", username="bob", password=PASSWORD, features=["rooms"])
+        bob.until("login_ok")
+        for n in range(15, 30):
+            say(bob, n)
+        got = [heard.get(timeout=10) for _ in range(30)]
+        alice.close()
+    assert [b.message for b in got] == [f"m{n}" for n in range(30)]  # once each, in order
+    assert [b.room for b in got] == [(None, "dev", "ops")[n % 3] for n in range(30)]
+    seqs = [b.seq or 0 for b in got]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 30
+    assert heard.empty()
