@@ -128,6 +128,17 @@ class ServerCollector(Collector):
             "consecutive fan-out passes whose messages could not be stored (0: storing works)",
             f.storage_failures,
         )
+        wire = s._rooms
+        if wire is not None:
+            book = wire.service.book
+            # No lock: a dict's len and a snapshot of its values are single C calls;
+            # a count a moment stale is what a scrape a moment earlier would read.
+            yield GaugeMetricFamily("chat_rooms", "rooms (the lobby included)", len(book))
+            yield GaugeMetricFamily(
+                "chat_room_memberships",
+                "users' memberships of rooms, summed over the rooms",
+                sum(len(keys) for keys in list(book._of_user.values())),
+            )
         mlog = s._log
         if mlog is not None:
             yield _histogram(
@@ -251,6 +262,15 @@ class Admin:
                 }
             )
         return sorted(out, key=lambda x: str(x["name"]).lower())
+
+    def rooms(self) -> list[dict[str, Any]]:
+        """Every room with its modes, topic and members: read between two fan-out
+        passes, as the room commands change them (chatroom_server.rooms, Threads)."""
+        wire = self._server._rooms
+        if wire is None:
+            raise AdminRefused(409, "the server has no rooms (--history off)")
+        book = wire.service.book
+        return self._server._fanout.exclusive(lambda: describe_rooms(book))
 
     def disconnect(self, name: str) -> bool:
         """End ``name``'s session on this server: bye ``disconnected``."""
@@ -410,10 +430,28 @@ def _write_token(path: Path, token: str) -> None:
         os.close(fd)
 
 
+def describe_rooms(book: Any) -> list[dict[str, Any]]:
+    """A RoomBook's rooms for chat-server admin, by name (its owner's thread only)."""
+    out = []
+    for room in book._rooms.values():
+        members = sorted(room.members.values(), key=lambda m: m.user.lower())
+        out.append(
+            {
+                "name": room.name,
+                "modes": room.modes,
+                "topic": room.topic,
+                "members": [[m.user, str(m.role)] for m in members],
+            }
+        )
+    return sorted(out, key=lambda r: str(r["name"]).lower())
+
+
 def _route(admin: Admin, method: str, verb: str, q: dict[str, str], body: str) -> Any:
     """One /admin/VERB request to :class:`Admin`; what to answer, as JSON."""
     if method == "GET" and verb == "accounts":
         return admin.accounts()
+    if method == "GET" and verb == "rooms":
+        return admin.rooms()
     if method == "GET" and verb == "sessions":
         return admin.sessions()
     if method != "POST":

@@ -128,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         v = verbs.add_parser(verb, help=text)
         v.add_argument("name")
     verbs.add_parser("sessions", help="list who is logged in (a running server)")
+    verbs.add_parser("rooms", help="list the rooms, their modes, topics and members")
     prune = verbs.add_parser("prune", help="delete old messages now, as the retention does")
     prune.add_argument("--days", type=float, help="older than this (default: the server's)")
     prune.add_argument("--max", type=int, help="beyond the newest this many")
@@ -152,6 +153,8 @@ def _on_server(remote: Remote, args: argparse.Namespace) -> list[str]:
         return [_account_line(a) for a in remote.call("GET", "/admin/accounts")]
     if verb == "sessions":
         return [_session_line(s) for s in remote.call("GET", "/admin/sessions")]
+    if verb == "rooms":
+        return _room_lines(remote.call("GET", "/admin/rooms"))
     if verb == "prune":
         query = {}
         if args.days is not None:
@@ -178,6 +181,18 @@ def _offline(args: argparse.Namespace) -> list[str]:
         raise AdminError(f"no server has {db} open: nobody is logged in")
     if not db.is_file():
         raise AdminError(f"no database at {db}")
+    if verb == "rooms":
+        from chatroom_server.admin_http import describe_rooms
+        from chatroom_server.messagelog import MessageLog
+        from chatroom_server.rooms import RoomBook
+
+        mlog = MessageLog(db)
+        try:
+            book = RoomBook()
+            book.load(*mlog.load_rooms())
+        finally:
+            mlog.close()
+        return _room_lines(describe_rooms(book))
     if verb == "prune":
         from chatroom_server.messagelog import MessageLog
 
@@ -227,6 +242,16 @@ def _checked(password: str) -> str:
 def _account_line(a: dict[str, Any]) -> str:
     created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(a["created"]))
     return f"{a['name']}\tcreated {created} UTC"
+
+
+def _room_lines(rooms: list[dict[str, Any]]) -> list[str]:
+    out = []
+    for r in rooms:
+        modes = f" {r['modes']}" if r["modes"] else ""
+        out.append(f"{r['name']}{modes}\t{len(r['members'])} members\t{r['topic']}".rstrip())
+        for user, role in r["members"]:
+            out.append(f"  {user}\t{role}")
+    return out
 
 
 def _session_line(s: dict[str, Any]) -> str:

@@ -181,3 +181,17 @@ def test_storage_errors_are_counted(
     m = _samples(base)
     assert m[("chat_storage_errors_total", ())] == 2  # a counter: it stays
     assert m[("chat_storage_failing_passes", ())] == 0
+
+
+def test_rooms_are_counted(served: tuple[TestServer, str]) -> None:
+    srv, base = served
+    before = _samples(base)
+    for name, room in (("ann", "one"), ("bob", "one"), ("cy", "two")):
+        c = RawClient(srv.address)
+        c.send(command="login", username=name, password=PASSWORD, features=["rooms"])
+        c.expect("login_ok")
+        c.send(command="join", room=room, id="j")
+        c.until("room_info", id="j")
+    m = _samples(base)
+    assert m[("chat_rooms", ())] == before[("chat_rooms", ())] + 2
+    assert m[("chat_room_memberships", ())] == before[("chat_room_memberships", ())] + 3

@@ -166,3 +166,32 @@ def test_a_running_server_without_the_endpoint_is_named(
         status, _, err = admin(capsys, monkeypatch, "--db", str(db), "delete", "alice")
     assert status == 1
     assert "run the server with --admin-port" in err
+
+
+def _join(srv: TestServer, name: str, room: str) -> RawClient:
+    c = RawClient(srv.address)
+    c.send(command="login", username=name, password=PASSWORD, features=["rooms"])
+    c.expect("login_ok")
+    c.send(command="join", room=room, id="j")
+    c.until("room_info", id="j")
+    return c
+
+
+def test_rooms_through_a_running_server_and_on_its_file(
+    running: tuple[TestServer, str, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    srv, db, url = running
+    _join(srv, "alice", "Dev")
+    _join(srv, "bob", "dev")
+    status, out, _ = admin(capsys, monkeypatch, "--db", db, "--admin-url", url, "rooms")
+    assert status == 0
+    lines = out.splitlines()
+    at = lines.index(next(line for line in lines if line.startswith("Dev")))
+    assert lines[at].startswith("Dev +t\t2 members")
+    assert lines[at + 1 : at + 3] == ["  alice\towner", "  bob\tmember"]
+    # The same from the file, the server stopped.
+    srv.stop()
+    status, offline, _ = admin(capsys, monkeypatch, "--db", db, "rooms")
+    assert (status, offline) == (0, out)
