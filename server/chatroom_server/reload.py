@@ -29,6 +29,7 @@ from chatroom_server import settings
 from chatroom_server.config import ConfigError
 from chatroom_server.options import OPTIONS, build_config
 from chatroom_server.server import ChatServer
+from chatroom_server.session import SessionRules
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,9 @@ def reload(
         limits = {k.removeprefix("limits."): live.pop(k) for k in list(live) if "." in k}
         config = server.config
         server.config = replace(config, limits=replace(config.limits, **limits), **live)
+        # What every new session shares is made from the config once (the rate limit):
+        # made again, for the connections that come next.
+        server._rules = SessionRules(server.config, server._clock)
     level = in_force.values["log-level"]
     logging.getLogger().setLevel(str(level).upper())
     if tls_on:

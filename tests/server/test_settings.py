@@ -163,11 +163,13 @@ def test_a_reload_applies_what_it_can_and_names_the_rest(
             "127.0.0.1", common_name="second"
         ).private_key_and_cert_chain_pem.write_to_path(str(pem))
         f.write_text(
-            '[limits]\nmax_per_ip = 7\n[listen]\nport = 6123\n[process]\nlog_level = "debug"\n'
+            '[limits]\nmax_per_ip = 7\nrate_limit = "3/6"\n[listen]\nport = 6123\n'
+            '[process]\nlog_level = "debug"\n'
         )
         caplog.set_level(logging.INFO, logger="chatroom_server.reload")
         now = reload(srv.server, args, current)
         assert srv.server.config.max_per_ip == 7  # live
+        assert (srv.server._rules.rate_limit, srv.server._rules.rate_burst) == (3.0, 6)
         assert srv.server.config.port != 6123  # named, not applied
         assert now.values["port"] == current.values["port"]
         assert logging.getLogger().level == logging.DEBUG
