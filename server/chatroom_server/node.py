@@ -76,6 +76,14 @@ class ClusterNode:
                 targets = {
                     c: share for key, share in shares.items() if (c := server._by_key.get(key))
                 }
+                here = {key for key in shares if key in server._by_key}
+            # The metrics' deliveries (chatroom_server.metrics), under the fan-out lock
+            # as the fan-out's own: every public message to everyone here but its
+            # sender, and each DM to its recipient if here.
+            server._fanout.stats.deliveries += sum(
+                (len(roster) - (sender in here)) if to is None else (to in here)
+                for sender, to, _, _ in framed
+            )
             for c in roster:
                 share = targets.get(c)
                 data = full if share is None else share[0]
