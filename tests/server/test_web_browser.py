@@ -246,6 +246,7 @@ def test_a_tab_resumes_after_its_server_is_killed_and_restarted(
         first.close()
         tab.page.wait_for_selector('#status[data-state="offline"]')
         assert "offline; reconnecting" in tab.page.locator("#status").inner_text()
+        assert "when last online" in (tab.page.locator("#member-count").text_content() or "")
         tab.say("typed while offline")
         second = ServerProcess(db, *ports, "--rate-limit", "off")
         try:
@@ -434,3 +435,16 @@ def test_every_text_meets_wcag_aa_contrast(browser: Any, tabs: list[Tab], scheme
         assert len(seen) > 380
         low = [(round(r, 2), what) for r, what in seen if r < 4.5]
         assert low == [], low
+
+
+def test_logging_out_ends_the_session_and_shows_the_form(browser: Any, tabs: list[Tab]) -> None:
+    with quiet_server(web_port=0) as srv:
+        watcher = connect(srv.address, "bob")
+        tab = open_tab(browser, tabs, srv.web_url)
+        tab.register("alice")
+        watcher.until("users", joined="alice")
+        tab.page.get_by_role("button", name="Log out").click()
+        watcher.until("users", left="alice")  # an exit, not a drop: the session is over
+        tab.page.get_by_label("Username").wait_for()
+        assert tab.page.locator("#chat-view").is_hidden()
+        assert tab.page.locator("#password").input_value() == ""  # nothing kept

@@ -73,6 +73,10 @@ function closed(retry, wait) {
   if (!retry) return;
   const secs = Math.max(1, Math.round(wait / 1000));
   setStatus("offline", `offline; reconnecting in ${secs} s`);
+  if (state.loggedIn) {
+    // The list is what it was: say so until the next login brings the real one.
+    $("member-count").textContent = `(${state.members.length}, when last online)`;
+  }
 }
 
 // ------------------------------------------------------------------ login
