@@ -79,6 +79,8 @@ class ErrorCode(StrEnum):
     INVALID_ROOM = "invalid_room"
     NOT_OPERATOR = "not_operator"
     TOO_MANY_ROOMS = "too_many_rooms"
+    BANNED = "banned"  # §Moderation
+    MUTED = "muted"
 
 
 class ChatError(Exception):

@@ -29,6 +29,7 @@ import msgspec
 
 from chatroom._wire import MAX_SEQ, NAME_RE, Cid, Seq, UserTuple, _Command, _Event
 from chatroom.errors import ErrorCode, FrameTooLarge, ProtocolError, RequestId
+from chatroom.moderation import BanList, ModerationCommand, validate_moderation_command
 from chatroom.rooms import (
     RoomCommand,
     RoomInfo,
@@ -253,6 +254,7 @@ ClientCommand = (
     | ExitCommand
     | LogoutCommand
     | RoomCommand
+    | ModerationCommand
 )
 
 
@@ -446,6 +448,7 @@ ServerEvent = (
     | Bye
     | ErrorEvent
     | RoomServerEvent
+    | BanList
 )
 EVENT_NAMES: Final = _tags(ServerEvent)
 
@@ -617,6 +620,8 @@ def validate_command(cmd: ClientCommand, limits: Limits) -> None:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "after must be less than before", cmd.id)
     elif isinstance(cmd, RoomCommand):
         validate_room_command(cmd)
+    elif isinstance(cmd, ModerationCommand):
+        validate_moderation_command(cmd)
     elif isinstance(cmd, LoginCommand):
         _check_seq(cmd.since, cmd.id)
         if not is_valid_username(cmd.username):

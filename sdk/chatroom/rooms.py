@@ -60,11 +60,11 @@ MAX_MEMBER_LIMIT: Final = 100_000  # the largest +l
 MAX_LIMIT: Final = MAX_MEMBER_LIMIT
 
 # Flag modes (no argument), in the order a mode string lists them.
-FLAG_MODES: Final = "itsH"
+FLAG_MODES: Final = "itsHm"
 # Every mode letter: flags, +k key, +l limit, and the member roles +o (operator) and +v
 # (voice), which name a member.
-MODE_LETTERS: Final = "iktslHov"
-_MODE_ORDER: Final = {c: i for i, c in enumerate("iktslH")}
+MODE_LETTERS: Final = "iktslHmov"
+_MODE_ORDER: Final = {c: i for i, c in enumerate("iktslHm")}
 
 
 class Role(StrEnum):
@@ -86,7 +86,11 @@ class RoomEventKind(StrEnum):
     TOPIC = "topic"
     MODE = "mode"
     INVITE = "invite"
-    KICK = "kick"  # issue 36 (moderation) sends it; a client must know it already
+    KICK = "kick"  # the moderation events (docs/PROTOCOL.md §Moderation)
+    BAN = "ban"
+    UNBAN = "unban"
+    MUTE = "mute"
+    UNMUTE = "unmute"
 
 
 def is_valid_room(name: str) -> bool:
@@ -242,6 +246,7 @@ class RoomEvent(_Event, tag="room_event", frozen=True):
     modes: str | None = None
     args: tuple[str, ...] = ()
     reason: str | None = None
+    expires: float | None = None  # a ban's or mute's end (unix time): §Moderation
     replayed: bool = msgspec.field(default=False, name="replay")
 
 
@@ -367,7 +372,7 @@ def apply_event(info: RoomInfo, event: RoomEvent) -> RoomInfo:
             return info
         members = tuple(sorted((*info.members, event.by), key=str.lower))
         return msgspec.structs.replace(info, members=members)
-    if kind in (RoomEventKind.PART, RoomEventKind.KICK):
+    if kind in (RoomEventKind.PART, RoomEventKind.KICK, RoomEventKind.BAN):
         gone = room_key(event.by if kind == RoomEventKind.PART else event.user or "")
         members = tuple(m for m in info.members if room_key(m) != gone)
         roles = {u: r for u, r in info.roles.items() if room_key(u) != gone}

@@ -24,6 +24,14 @@ from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from chatroom.errors import ProtocolError
+from chatroom.moderation import (
+    BanCommand,
+    BansCommand,
+    KickCommand,
+    MuteCommand,
+    UnbanCommand,
+    UnmuteCommand,
+)
 from chatroom.protocol import (
     ClientCommand,
     DmCommand,
@@ -82,6 +90,13 @@ COMMANDS: tuple[Command, ...] = (
             InviteCommand,
             ModeCommand,
             MembersCommand,
+            # Moderation (docs/PROTOCOL.md §Moderation): checked in the room service.
+            KickCommand,
+            BanCommand,
+            UnbanCommand,
+            BansCommand,
+            MuteCommand,
+            UnmuteCommand,
         )
     ),
 )

@@ -44,7 +44,7 @@ from typing import Any, Final
 
 from chatroom.protocol import username_key
 from chatroom.rooms import LOBBY, room_key
-from chatroom_server import roomstore, schema
+from chatroom_server import modstore, roomstore, schema
 from chatroom_server.dbfile import InUse, create_private, hold, release
 from chatroom_server.rooms import RoomChange
 
@@ -478,6 +478,17 @@ class MessageLog:
         """Every room, membership and invite (chatroom_server.rooms.RoomBook.load)."""
         with self._reader() as db:
             return roomstore.load(lambda sql: db.execute(sql).fetchall(), "")
+
+    def load_moderation(self) -> tuple[list[modstore.Row], list[modstore.Row]]:
+        """Every ban and mute (chatroom_server.moderation.Moderation.load)."""
+        with self._reader() as db:
+            return modstore.load(lambda sql: db.execute(sql).fetchall(), "")
+
+    def is_operator(self, user: str) -> bool:
+        """Whether ``user`` is a server operator now (``chat-server admin grant``, which
+        may run beside the server: read at each use)."""
+        with self._reader() as db:
+            return modstore.is_operator(db, user)
 
     # ------------------------------------------------------------ retention (pruner)
 

@@ -58,6 +58,8 @@ DEFAULT_MAX_ROOMS_PER_USER: Final = 100
 # The modes a new room starts with (docs/PROTOCOL.md §Rooms: "with mode +t").
 NEW_ROOM_FLAGS: Final = frozenset("t")
 _OPERATORS: Final = frozenset((Role.OWNER, Role.OP))
+# The events after which a member is gone: a part, a kick, a ban (of a member or not).
+_GONE: Final = frozenset((RoomEventKind.PART, RoomEventKind.KICK, RoomEventKind.BAN))
 
 
 @dataclass(slots=True)
@@ -143,6 +145,8 @@ class RoomChange:
     create: bool = False
     invite_used: bool = False
     after: ModeResult | None = None
+    expires: float | None = None  # a ban's or mute's end (chatroom_server.moderation)
+    ts: float = 0.0  # when it was made (the audit log's time, chatroom_server.modstore)
 
     def detail(self) -> str:
         """The change's fields beyond room, event and by, as the JSON text a log row
@@ -154,6 +158,8 @@ class RoomChange:
                 d[name] = value
         if self.args:
             d["args"] = list(self.args)
+        if self.expires is not None:
+            d["expires"] = self.expires
         return json.dumps(d, separators=(",", ":"))
 
     def frame(self, seq: int | None, ts: float, replayed: bool = False) -> RoomEvent:
@@ -168,6 +174,7 @@ class RoomChange:
             modes=self.modes,
             args=self.args,
             reason=self.reason,
+            expires=self.expires,
             replayed=replayed,
         )
 
@@ -188,6 +195,7 @@ def event_from_row(
         modes=d.get("modes"),
         args=tuple(d.get("args", ())),
         reason=d.get("reason"),
+        expires=d.get("expires"),
         replayed=replayed,
     )
 
@@ -391,9 +399,10 @@ class RoomBook:
             self._add(room, Member(change.by, change.role, seq))
             if change.invite_used:
                 room.invites.discard(username_key(change.by))
-        elif kind is RoomEventKind.PART or kind is RoomEventKind.KICK:
+        elif kind in _GONE:
             gone = change.by if kind is RoomEventKind.PART else change.user
-            assert gone is not None
+            if gone is None:
+                return
             room.members.pop(username_key(gone), None)
             rooms = self._of_user.get(username_key(gone))
             if rooms is not None:

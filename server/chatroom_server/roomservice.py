@@ -30,10 +30,11 @@ does, to whoever holds the fan-out lock.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from chatroom.errors import ErrorCode, ProtocolError
+from chatroom.moderation import BanList, ModerationCommand
 from chatroom.protocol import Ack, encode, username_key
 from chatroom.rooms import (
     LOBBY,
@@ -53,6 +54,7 @@ from chatroom.rooms import (
     room_key,
 )
 from chatroom_server.messagelog import NewMessage, Stored
+from chatroom_server.moderation import Moderation
 from chatroom_server.rooms import RoomBook, RoomChange, event_from_row
 
 __all__ = ["Answer", "Delivery", "RoomService", "ToStore"]
@@ -90,23 +92,40 @@ class Delivery:
 class RoomService:
     """The room commands on one :class:`RoomBook` (module docstring)."""
 
-    def __init__(self, book: RoomBook) -> None:
+    def __init__(self, book: RoomBook, moderation: Moderation | None = None) -> None:
         self.book = book
+        # Bans and mutes (docs/PROTOCOL.md §Moderation), owned as the book is.
+        self.moderation = Moderation() if moderation is None else moderation
 
     # ------------------------------------------------------------ commands
 
     def handle(
         self,
         user: str,
-        cmd: RoomCommand,
+        cmd: RoomCommand | ModerationCommand,
         ts: float,
         account: Callable[[str], str | None] = lambda name: name,
+        server_operator: bool = False,
     ) -> Answer | ToStore:
-        """A room command from ``user`` (canonical name), validated already
-        (chatroom.protocol.validate_command). ``account(name)``: the canonical name of
-        an account, None for none (``invite`` names one). Raises ProtocolError."""
+        """A room or moderation command from ``user`` (canonical name), validated
+        already (chatroom.protocol.validate_command). ``account(name)``: the canonical
+        name of an account, None for none (``invite`` and moderation name one);
+        ``server_operator``: ``user`` is one. Raises ProtocolError."""
         book, rid = self.book, cmd.id
         change: RoomChange | None
+        if isinstance(cmd, ModerationCommand):
+            got = self.moderation.check(book, user, cmd, ts, account, server_operator)
+            if isinstance(got, tuple):
+                name = self.room_name(cmd.room)
+                return Answer(encode(BanList(room=name, bans=got, id=rid)))
+            if got is None:  # an unban or unmute of nobody: nothing changes
+                tag = str(cmd.__struct_config__.tag)
+                to = account(getattr(cmd, "user", ""))
+                ack = Ack(command=tag, room=self.room_name(cmd.room), to=to, id=rid)
+                return Answer(encode(ack))
+            change = replace(got, ts=ts)
+            message = NewMessage(change.by, change.user, change.detail(), ts, change=change)
+            return ToStore(change, message)
         if isinstance(cmd, RoomsCommand):
             return Answer(encode(RoomList(rooms=book.listing(user), id=rid)))
         if isinstance(cmd, MembersCommand):
@@ -114,6 +133,8 @@ class RoomService:
             info = _LOBBY if lobby else book.visible_info(user, cmd.room, rid)
             return Answer(encode(RoomInfoReply(info=info, id=rid)))
         if isinstance(cmd, JoinCommand):
+            if not book.is_member(user, cmd.room):
+                self.moderation.check_join(cmd.room, user, ts, rid)
             change = book.join(user, cmd.room, cmd.key, rid)
             if change is None:  # a member already (or lobby): the room as it is
                 lobby = room_key(cmd.room) == LOBBY
@@ -141,6 +162,7 @@ class RoomService:
                 book.member_room(user, cmd.room, rid)
                 return Answer(encode(RoomInfoReply(info=book.visible_info(user, cmd.room), id=rid)))
             change = book.mode(user, cmd.room, cmd.modes, cmd.args, rid)
+        change = replace(change, ts=ts)
         message = NewMessage(change.by, change.user, change.detail(), ts, change=change)
         return ToStore(change, message)
 
@@ -150,6 +172,7 @@ class RoomService:
         request_id = rid if isinstance(rid, str | int) and not isinstance(rid, bool) else None
         before = frozenset(username_key(m) for m in self.book.members_of(change.room))
         self.book.apply(change, seq)
+        self.moderation.apply(change, ts)
         room = self.book.get(change.room)
         assert room is not None
         after = frozenset(username_key(m) for m in self.book.members_of(change.room))
@@ -157,7 +180,7 @@ class RoomService:
         if change.event is RoomEventKind.JOIN:
             reply = encode(RoomInfoReply(info=room.info(), seq=seq, id=request_id))
         else:
-            to = change.user if change.event is RoomEventKind.INVITE else None
+            to = None if change.event in (RoomEventKind.TOPIC, RoomEventKind.MODE) else change.user
             reply = encode(
                 Ack(command=change.event.value, room=room.name, to=to, seq=seq, id=request_id)
             )
@@ -172,15 +195,16 @@ class RoomService:
     # ------------------------------------------------------------ messages in rooms
 
     def recipients(
-        self, room: str | None, sender: str, rid: object = None
+        self, room: str | None, sender: str, rid: object = None, now: float = 0.0
     ) -> frozenset[str] | None:
-        """Who gets a ``pm`` to ``room`` from ``sender``: its members' keys (the sender
-        among them); None for lobby (everyone). Raises ``no_such_room`` or
-        ``not_in_room`` for a sender who may not speak there."""
+        """Who gets a ``pm`` to ``room`` from ``sender`` at ``now``: its members' keys
+        (the sender among them); None for lobby (everyone). Raises ``no_such_room``,
+        ``not_in_room`` or ``muted`` for a sender who may not speak there."""
         if room is None or room_key(room) == LOBBY:
             return None
         request_id = rid if isinstance(rid, str | int) and not isinstance(rid, bool) else None
         r = self.book.member_room(sender, room, request_id)
+        self.moderation.check_speak(r, sender, now, request_id)
         return frozenset(r.members)
 
     def room_name(self, room: str | None) -> str:

@@ -29,6 +29,7 @@ from typing import Any, Final
 
 from chatroom.protocol import username_key
 from chatroom.rooms import LOBBY, RoomEventKind, room_key
+from chatroom_server import modstore
 from chatroom_server.rooms import RoomChange
 
 __all__ = [
@@ -88,6 +89,8 @@ PG_ROOMS: Final = (
 )
 
 Statement = tuple[str, tuple[object, ...]]
+# The room events a replay gives the user they name, member or not (§Moderation).
+_NAMED: Final = "'invite', 'kick', 'ban', 'unban', 'mute', 'unmute'"
 
 
 def change_statements(change: RoomChange, seq: int, p: str, mark: str) -> list[Statement]:
@@ -122,7 +125,7 @@ def change_statements(change: RoomChange, seq: int, p: str, mark: str) -> list[S
                     (rk, username_key(change.by)),
                 )
             )
-    elif kind is RoomEventKind.PART or kind is RoomEventKind.KICK:
+    elif kind in (RoomEventKind.PART, RoomEventKind.KICK, RoomEventKind.BAN):
         gone = change.by if kind is RoomEventKind.PART else change.user
         assert gone is not None
         out.append(
@@ -166,6 +169,8 @@ def change_statements(change: RoomChange, seq: int, p: str, mark: str) -> list[S
                     (role.value, username_key(user), rk),
                 )
             )
+    # Bans, mutes and the audit record (chatroom_server.modstore), in this transaction.
+    out.extend(modstore.change_statements(change, seq, p, mark))
     return out
 
 
@@ -216,5 +221,5 @@ def visible_sql(p: str, mark: str, sender: str, recipient: str, rooms: bool) -> 
         f"EXISTS (SELECT 1 FROM {p}room_members mb WHERE mb.user_key = {m} "
         f"AND mb.room_key = lower({p}messages.room) AND mb.join_seq <= {p}messages.seq)"
     )
-    named = f"(event IN ('invite', 'kick') AND {recipient} = {m})"
+    named = f"(event IN ({_NAMED}) AND {recipient} = {m})"
     return f"({dm} OR (pair IS NULL AND ({lobby} OR {member} OR {named})))"

@@ -34,6 +34,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from chatroom.errors import ErrorCode, ProtocolError, RequestId
+from chatroom.moderation import BansCommand, ModerationCommand
 from chatroom.protocol import Ack, Broadcast, ErrorEvent, PmCommand, encode, username_key
 from chatroom.rooms import InviteCommand, RoomCommand, RoomInfo
 from chatroom_server.fanout import FanOut
@@ -73,6 +74,7 @@ class RoomWire:
         account: Callable[[str], str | None],
         wall: Callable[[], float],
         settle_timeout: float = 10.0,
+        is_operator: Callable[[str], bool] = lambda _: False,
     ) -> None:
         self.service = service
         self._log = log
@@ -81,6 +83,7 @@ class RoomWire:
         self._account = account  # an account's canonical name; reads the database
         self._wall = wall
         self._settle = settle_timeout
+        self._is_operator = is_operator  # a server operator? reads the database
 
     def rooms_of(self, user: str) -> tuple[RoomInfo, ...]:
         """The rooms ``user`` is in, for login_ok (under the fan-out lock)."""
@@ -88,19 +91,24 @@ class RoomWire:
 
     # ------------------------------------------------------------ reader thread
 
-    def command(self, conn: Conn, cmd: RoomCommand) -> None:
-        """A room command from a logged-in connection with rooms on."""
+    def command(self, conn: Conn, cmd: RoomCommand | ModerationCommand) -> None:
+        """A room or moderation command from a logged-in connection with rooms on."""
         user = conn.username
         assert user is not None
+        # Database reads, made before the lock: the account named, and whether the
+        # user is a server operator (docs/PROTOCOL.md §Moderation).
         target = None
-        if isinstance(cmd, InviteCommand):
-            target = self._account(cmd.user)  # a database read: not under the lock
+        if isinstance(cmd, InviteCommand) or (
+            isinstance(cmd, ModerationCommand) and not isinstance(cmd, BansCommand)
+        ):
+            target = self._account(cmd.user)
+        oper = isinstance(cmd, ModerationCommand) and self._is_operator(user)
         self._settled(conn, cmd.id)
         ts = self._wall()
 
         def run() -> None:
             try:
-                got = self.service.handle(user, cmd, ts, lambda _: target)
+                got = self.service.handle(user, cmd, ts, lambda _: target, oper)
             except ProtocolError as exc:
                 conn.outbox.send(_error(exc.code, exc.message, exc.request_id))
                 return
@@ -125,7 +133,7 @@ class RoomWire:
 
         def run() -> None:
             try:
-                members = self.service.recipients(cmd.room, user, cmd.id)
+                members = self.service.recipients(cmd.room, user, cmd.id, ts)
             except ProtocolError as exc:
                 conn.outbox.send(_error(exc.code, exc.message, exc.request_id))
                 return

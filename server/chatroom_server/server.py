@@ -84,6 +84,7 @@ from typing import TYPE_CHECKING, Any, cast
 import msgspec
 
 from chatroom.errors import ProtocolError
+from chatroom.moderation import ModerationCommand
 from chatroom.protocol import (
     PROTOCOL_VERSION,
     ROOMS_VERSION,
@@ -141,6 +142,7 @@ from chatroom_server.limits import (
 )
 from chatroom_server.messagelog import MessageLog, NewMessage, StorageError, Stored
 from chatroom_server.metrics import server_tally
+from chatroom_server.moderation import Moderation
 from chatroom_server.node import _ELSEWHERE, ClusterNode
 from chatroom_server.outbox import Flusher, Outbox, push_all
 from chatroom_server.readers import ReaderThread
@@ -411,6 +413,8 @@ class ChatServer:
         c = self.config
         book = RoomBook(max_rooms=c.max_rooms, max_rooms_per_user=c.max_rooms_per_user)
         book.load(*mlog.load_rooms())
+        moderation = Moderation()
+        moderation.load(*mlog.load_moderation())
 
         def account(name: str) -> str | None:
             assert self._store is not None
@@ -418,7 +422,13 @@ class ChatServer:
             return None if found is None else found.name
 
         return RoomWire(
-            RoomService(book), mlog, self._fanout, self._by_key.get, account, self._wall
+            RoomService(book, moderation),
+            mlog,
+            self._fanout,
+            self._by_key.get,
+            account,
+            self._wall,
+            is_operator=mlog.is_operator,
         )
 
     def _start_cluster(self) -> tuple[str, int]:
@@ -1118,7 +1128,7 @@ class ChatServer:
     def _ping(self, conn: _Conn, cmd: PingCommand) -> None:
         self._reply(conn, _PONG if cmd.id is None else encode(Pong(id=cmd.id)))
 
-    def _room(self, conn: _Conn, cmd: RoomCommand) -> None:
+    def _room(self, conn: _Conn, cmd: RoomCommand | ModerationCommand) -> None:
         """A room command (docs/PROTOCOL.md §Rooms): unknown to a connection without
         rooms, as to a version-1 server."""
         if not conn.rooms or self._rooms is None:

@@ -41,7 +41,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from chatroom.protocol import username_key
 from chatroom.rooms import LOBBY
-from chatroom_server import roomstore
+from chatroom_server import modstore, roomstore
 from chatroom_server.accounts import (
     OWASP_HASHER,
     Account,
@@ -104,6 +104,7 @@ CREATE TABLE IF NOT EXISTS chat_inbox (
 PG_STEPS: Final = (
     Step(1, "accounts and the message log", _SCHEMA),
     Step(2, "rooms", roomstore.PG_ROOMS),
+    Step(3, "moderation", modstore.PG_MODERATION),
 )
 SCHEMA_VERSION: Final = PG_STEPS[-1].version
 

@@ -1,0 +1,133 @@
+"""Moderation on the wire (docs/PROTOCOL.md §Moderation, protocol version 2), with no
+I/O: the commands of a room's operators (``kick``, ``ban``, ``unban``, ``bans``,
+``mute``, ``unmute``), the ``bans`` reply, and the rules of their fields that msgspec's
+types cannot express. The events they cause are ``room_event``s
+(:class:`chatroom.rooms.RoomEvent`, kinds in :class:`chatroom.rooms.RoomEventKind`).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+
+from chatroom._wire import NAME_RE, _Command, _Event
+from chatroom.errors import ErrorCode, ProtocolError, RequestId
+from chatroom.rooms import MAX_REASON, check_room
+
+__all__ = [
+    "MAX_DURATION",
+    "BanCommand",
+    "BanEntry",
+    "BanList",
+    "BansCommand",
+    "KickCommand",
+    "ModerationCommand",
+    "MuteCommand",
+    "UnbanCommand",
+    "UnmuteCommand",
+    "validate_moderation_command",
+]
+
+# The longest ban or mute with an end, in seconds (a year); without ``duration``: none.
+MAX_DURATION: Final = 365 * 24 * 3600
+
+
+class KickCommand(_Command, tag="kick", frozen=True):
+    """Remove ``user`` from ``room`` (operators); answered with an ``ack``."""
+
+    room: str
+    user: str
+    reason: str | None = None
+
+
+class BanCommand(_Command, tag="ban", frozen=True):
+    """Keep ``user`` out of ``room`` (removing them if a member) for ``duration``
+    seconds (absent: until unbanned); answered with an ``ack``."""
+
+    room: str
+    user: str
+    reason: str | None = None
+    duration: int | None = None
+
+
+class UnbanCommand(_Command, tag="unban", frozen=True):
+    """End ``user``'s ban from ``room``; answered with an ``ack``."""
+
+    room: str
+    user: str
+
+
+class BansCommand(_Command, tag="bans", frozen=True):
+    """The bans of ``room`` in force; answered with :class:`BanList`."""
+
+    room: str
+
+
+class MuteCommand(_Command, tag="mute", frozen=True):
+    """Keep member ``user`` from speaking in ``room`` for ``duration`` seconds (absent:
+    until unmuted); answered with an ``ack``."""
+
+    room: str
+    user: str
+    reason: str | None = None
+    duration: int | None = None
+
+
+class UnmuteCommand(_Command, tag="unmute", frozen=True):
+    """End ``user``'s mute in ``room``; answered with an ``ack``."""
+
+    room: str
+    user: str
+
+
+ModerationCommand = (
+    KickCommand | BanCommand | UnbanCommand | BansCommand | MuteCommand | UnmuteCommand
+)
+
+
+class BanEntry(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True):
+    """One ban in force: ``user`` banned ``by`` an operator at ``ts``, until ``expires``
+    (unix time; absent: until unbanned)."""
+
+    user: str
+    by: str
+    ts: float
+    reason: str | None = None
+    expires: float | None = None
+
+
+class BanList(_Event, tag="bans", frozen=True):
+    """The reply to ``bans``: the room's bans in force, sorted ignoring case."""
+
+    room: str
+    bans: tuple[BanEntry, ...] = ()
+    id: RequestId = None
+
+
+def validate_moderation_command(cmd: ModerationCommand) -> None:
+    """Raise :class:`~chatroom.errors.ProtocolError` (``invalid_room``, ``bad_request``)
+    for a field the types allow and the rules do not."""
+    check_room(cmd.room, cmd.id)
+    if isinstance(cmd, BansCommand):
+        return
+    if NAME_RE.fullmatch(cmd.user) is None:
+        why = f"no user can be named {cmd.user[:40]!r}"
+        raise ProtocolError(ErrorCode.BAD_REQUEST, why, cmd.id)
+    if isinstance(cmd, KickCommand | BanCommand | MuteCommand):
+        _check_reason(cmd.reason, cmd.id)
+    if isinstance(cmd, BanCommand | MuteCommand) and cmd.duration is not None:
+        d = cmd.duration
+        if isinstance(d, bool) or not 1 <= d <= MAX_DURATION:
+            why = f"a duration is a whole number of seconds from 1 to {MAX_DURATION}"
+            raise ProtocolError(ErrorCode.BAD_REQUEST, why, cmd.id)
+
+
+def _check_reason(reason: str | None, rid: RequestId) -> None:
+    if reason is None:
+        return
+    if len(reason) > MAX_REASON:
+        why = f"a reason is {len(reason)} characters; the limit is {MAX_REASON}"
+        raise ProtocolError(ErrorCode.BAD_REQUEST, why, rid)
+    if not reason.isprintable():
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "a reason is one line of text", rid)
