@@ -12,6 +12,11 @@ Two ways to the same operations:
 - **The server is stopped**: the verbs on accounts and ``prune`` open the database
   themselves. ``sessions`` and ``disconnect`` need a running server.
 
+The moderation verbs (``grant``, ``revoke``, ``operators``, ``audit``: docs/PROTOCOL.md
+§Moderation) always work on the SQLite file itself, the server running or not: the
+server reads who is a server operator from the database at each moderation command, so
+a grant or revocation applies at once.
+
 A password is read from standard input (one line) when it is not a terminal, else
 prompted for twice; it is never an argument (it would show in ``ps`` and shell history).
 """
@@ -132,13 +137,28 @@ def build_parser() -> argparse.ArgumentParser:
     prune = verbs.add_parser("prune", help="delete old messages now, as the retention does")
     prune.add_argument("--days", type=float, help="older than this (default: the server's)")
     prune.add_argument("--max", type=int, help="beyond the newest this many")
+    for verb, text in (
+        ("grant", "make an account a server operator (docs/PROTOCOL.md, Moderation)"),
+        ("revoke", "take server operator from an account"),
+    ):
+        v = verbs.add_parser(verb, help=text)
+        v.add_argument("name")
+    verbs.add_parser("operators", help="list the server operators")
+    audit = verbs.add_parser("audit", help="the moderation audit log, newest first")
+    audit.add_argument("--room", help="of this room only")
+    audit.add_argument("--limit", type=int, default=100, help="at most this many (100)")
     return p
 
 
 def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv[1:]))
     try:
-        out = _on_server(_remote(args), args) if _running(args.db) else _offline(args)
+        if args.verb in _MODERATION:
+            out = _moderation(args)
+        elif _running(args.db):
+            out = _on_server(_remote(args), args)
+        else:
+            out = _offline(args)
     except AdminError as exc:
         print(f"chat-server admin: {exc}", file=sys.stderr)
         return 1
@@ -230,6 +250,65 @@ def _offline(args: argparse.Namespace) -> list[str]:
     finally:
         store.close()
     raise AdminError(f"unknown verb {verb}")  # argparse allows no other
+
+
+_MODERATION = frozenset(("grant", "revoke", "operators", "audit"))
+
+
+def _moderation(args: argparse.Namespace) -> list[str]:
+    """The moderation verbs, on the SQLite file (module docstring)."""
+    import sqlite3
+
+    from chatroom_server import modstore
+
+    if args.db.startswith(("postgresql://", "postgres://")):
+        raise AdminError("server operators and the audit of a cluster are not served yet")
+    path = Path(args.db)
+    if not path.is_file():
+        raise AdminError(f"no database at {path}")
+    db = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+    try:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "operators" not in tables:
+            raise AdminError(
+                f"{path} has no moderation tables yet: start this version of the server on it "
+                "once (it upgrades the schema)"
+            )
+        if args.verb == "operators":
+            return [f"{n}\tsince {_stamp(t)}" for n, t in modstore.operators(db)]
+        if args.verb == "audit":
+            if args.limit < 1:
+                raise AdminError("--limit is at least 1")
+            return [_audit_line(r) for r in modstore.audit(db, args.room, args.limit)]
+        row = db.execute("SELECT name FROM accounts WHERE name = ?", (args.name,)).fetchone()
+        if row is None:
+            raise AdminError(f"no account {args.name}")
+        name = str(row[0])
+        if args.verb == "grant":
+            done = modstore.grant(db, name)
+            return [f"{name} is a server operator" + ("" if done else " already")]
+        if not modstore.revoke(db, name):
+            raise AdminError(f"{name} is not a server operator")
+        return [f"{name} is no longer a server operator"]
+    except sqlite3.Error as exc:
+        raise AdminError(f"{path}: {exc}") from None
+    finally:
+        db.close()
+
+
+def _stamp(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+
+
+def _audit_line(r: tuple[Any, ...]) -> str:
+    seq, ts, actor, action, target, room, reason, detail = r
+    parts = [_stamp(ts), actor, action, target or "-", f"#{room}" if room else "-"]
+    parts.append(reason or "-")
+    if detail and detail != "{}":
+        parts.append(detail)
+    if seq is not None:
+        parts.append(f"seq {seq}")
+    return "\t".join(str(p) for p in parts)
 
 
 def _checked(password: str) -> str:

@@ -202,34 +202,38 @@ def operators(db: sqlite3.Connection) -> list[tuple[str, float]]:
 def grant(db: sqlite3.Connection, user: str, now: float | None = None) -> bool:
     """Make ``user`` (a canonical account name) a server operator, with its audit
     record; False if they are one already."""
-    now = time.time() if now is None else now
-    with db:
-        cur = db.execute(
-            "INSERT INTO operators VALUES (?, ?, ?) ON CONFLICT (user_key) DO NOTHING",
-            (username_key(user), user, now),
-        )
-        if cur.rowcount == 0:
-            return False
-        db.execute(
-            "INSERT INTO audit (seq, ts, actor, action, target) VALUES (NULL, ?, 'admin', "
-            "'grant', ?)",
-            (now, user),
-        )
-    return True
+    return _operator_change(db, "grant", user, time.time() if now is None else now)
 
 
 def revoke(db: sqlite3.Connection, user: str, now: float | None = None) -> bool:
     """Take server operator from ``user``; False if they were not one."""
-    now = time.time() if now is None else now
-    with db:
-        cur = db.execute("DELETE FROM operators WHERE user_key = ?", (username_key(user),))
+    return _operator_change(db, "revoke", user, time.time() if now is None else now)
+
+
+def _operator_change(db: sqlite3.Connection, action: str, user: str, now: float) -> bool:
+    # Explicit, so the change and its audit record are one transaction whatever the
+    # connection's isolation level.
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if action == "grant":
+            cur = db.execute(
+                "INSERT INTO operators VALUES (?, ?, ?) ON CONFLICT (user_key) DO NOTHING",
+                (username_key(user), user, now),
+            )
+        else:
+            cur = db.execute("DELETE FROM operators WHERE user_key = ?", (username_key(user),))
         if cur.rowcount == 0:
+            db.execute("ROLLBACK")
             return False
         db.execute(
-            "INSERT INTO audit (seq, ts, actor, action, target) VALUES (NULL, ?, 'admin', "
-            "'revoke', ?)",
-            (now, user),
+            "INSERT INTO audit (seq, ts, actor, action, target) VALUES (NULL, ?, 'admin', ?, ?)",
+            (now, action, user),
         )
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
     return True
 
 
