@@ -16,6 +16,16 @@ from typing import TypeVar
 
 from chatroom.errors import UsageError
 from chatroom.events import Receipt
+from chatroom.moderation import (
+    BanCommand,
+    BanEntry,
+    BanList,
+    BansCommand,
+    KickCommand,
+    MuteCommand,
+    UnbanCommand,
+    UnmuteCommand,
+)
 from chatroom.protocol import Ack, ClientCommand, ServerEvent
 from chatroom.rooms import (
     LOBBY,
@@ -119,6 +129,44 @@ class RoomMethods:
         cmd = ModeCommand(room=room, modes=modes, args=args)
         return receipt(self._request(Ack, _build(self._session, cmd)))
 
+    # Moderation (docs/PROTOCOL.md §Moderation): the room's operators, or a server
+    # operator. Refusals raise RoomError (not_operator, not_in_room, ...).
+
+    def kick(self, room: str, user: str, *, reason: str | None = None) -> Receipt:
+        """Remove member ``user`` from ``room``; they may join again."""
+        cmd = KickCommand(room=room, user=user, reason=reason)
+        return receipt(self._request(Ack, _build(self._session, cmd)), user)
+
+    def ban(
+        self, room: str, user: str, *, reason: str | None = None, duration: int | None = None
+    ) -> Receipt:
+        """Keep ``user`` out of ``room`` (removing them if a member) for ``duration``
+        seconds, or until :meth:`unban`."""
+        cmd = BanCommand(room=room, user=user, reason=reason, duration=duration)
+        return receipt(self._request(Ack, _build(self._session, cmd)), user)
+
+    def unban(self, room: str, user: str) -> Receipt:
+        """End ``user``'s ban (``receipt.seq`` None: they were not banned)."""
+        cmd = UnbanCommand(room=room, user=user)
+        return receipt(self._request(Ack, _build(self._session, cmd)), user)
+
+    def bans(self, room: str) -> tuple[BanEntry, ...]:
+        """The bans of ``room`` in force."""
+        return self._request(BanList, _build(self._session, BansCommand(room=room))).bans
+
+    def mute(
+        self, room: str, user: str, *, reason: str | None = None, duration: int | None = None
+    ) -> Receipt:
+        """Keep member ``user`` from speaking in ``room`` for ``duration`` seconds, or
+        until :meth:`unmute`."""
+        cmd = MuteCommand(room=room, user=user, reason=reason, duration=duration)
+        return receipt(self._request(Ack, _build(self._session, cmd)), user)
+
+    def unmute(self, room: str, user: str) -> Receipt:
+        """End ``user``'s mute (``receipt.seq`` None: they were not muted)."""
+        cmd = UnmuteCommand(room=room, user=user)
+        return receipt(self._request(Ack, _build(self._session, cmd)), user)
+
 
 class AsyncRoomMethods:
     """:class:`chatroom.aio.AsyncChatClient`'s room commands: as :class:`RoomMethods`,
@@ -171,3 +219,36 @@ class AsyncRoomMethods:
         """As :meth:`RoomMethods.mode`."""
         cmd = ModeCommand(room=room, modes=modes, args=args)
         return receipt(await self._request(Ack, _build(self._session, cmd)))
+
+    async def kick(self, room: str, user: str, *, reason: str | None = None) -> Receipt:
+        """As :meth:`RoomMethods.kick`."""
+        cmd = KickCommand(room=room, user=user, reason=reason)
+        return receipt(await self._request(Ack, _build(self._session, cmd)), user)
+
+    async def ban(
+        self, room: str, user: str, *, reason: str | None = None, duration: int | None = None
+    ) -> Receipt:
+        """As :meth:`RoomMethods.ban`."""
+        cmd = BanCommand(room=room, user=user, reason=reason, duration=duration)
+        return receipt(await self._request(Ack, _build(self._session, cmd)), user)
+
+    async def unban(self, room: str, user: str) -> Receipt:
+        """As :meth:`RoomMethods.unban`."""
+        cmd = UnbanCommand(room=room, user=user)
+        return receipt(await self._request(Ack, _build(self._session, cmd)), user)
+
+    async def bans(self, room: str) -> tuple[BanEntry, ...]:
+        """As :meth:`RoomMethods.bans`."""
+        return (await self._request(BanList, _build(self._session, BansCommand(room=room)))).bans
+
+    async def mute(
+        self, room: str, user: str, *, reason: str | None = None, duration: int | None = None
+    ) -> Receipt:
+        """As :meth:`RoomMethods.mute`."""
+        cmd = MuteCommand(room=room, user=user, reason=reason, duration=duration)
+        return receipt(await self._request(Ack, _build(self._session, cmd)), user)
+
+    async def unmute(self, room: str, user: str) -> Receipt:
+        """As :meth:`RoomMethods.unmute`."""
+        cmd = UnmuteCommand(room=room, user=user)
+        return receipt(await self._request(Ack, _build(self._session, cmd)), user)

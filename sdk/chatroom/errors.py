@@ -210,6 +210,8 @@ _BY_CODE: dict[str, type[ServerError]] = {
             ErrorCode.INVALID_ROOM,
             ErrorCode.NOT_OPERATOR,
             ErrorCode.TOO_MANY_ROOMS,
+            ErrorCode.BANNED,
+            ErrorCode.MUTED,
         )
     },
 }

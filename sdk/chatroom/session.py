@@ -842,7 +842,10 @@ class ClientSession:
         """Keep the rooms the user is in as ``event`` leaves them."""
         key = room_key(event.room)
         me = self.username or ""
-        gone = event.by if event.event == "part" else event.user if event.event == "kick" else None
+        # A part, or being put out (kick, ban: docs/PROTOCOL.md §Moderation).
+        gone = event.by if event.event == "part" else None
+        if event.event in ("kick", "ban"):
+            gone = event.user
         if gone is not None and self._is_me(gone):
             self._rooms.pop(key, None)
             return

@@ -25,7 +25,7 @@ def test_grant_revoke_and_audit_beside_a_running_server(
 ) -> None:
     with quiet_server() as srv:
         db = srv.db_path
-        alice, bob, _ = room_of_three(srv)
+        alice, _, _ = room_of_three(srv)
         oscar, _ = v2(srv, "Oscar")
         assert admin(capsys, db, "grant", "nobody")[0] == 1
         assert admin(capsys, db, "grant", "oscar") == (0, "Oscar is a server operator\n", "")

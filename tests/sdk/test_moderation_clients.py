@@ -1,0 +1,90 @@
+"""Both clients' moderation calls (docs/PROTOCOL.md §Moderation) against a real server:
+what each returns, the typed refusals, and a kicked or banned client dropping the room
+from its rooms when the event naming it arrives."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+
+import pytest
+
+from chatroom import ChatClient, RoomError
+from chatroom.aio import AsyncChatClient
+from chatroom.events import RoomEvent
+from chatroom.testing import running_server
+
+T = 10.0
+PW = "correct horse"
+
+
+def test_the_threaded_client_kicks_bans_and_mutes() -> None:
+    with running_server(users_interval=0, rate_limit=None) as srv:
+        a = ChatClient(srv.host, srv.port, rooms=True)
+        b = ChatClient(srv.host, srv.port, rooms=True)
+        seen: queue.Queue[RoomEvent] = queue.Queue()
+        b.on_room_event(seen.put)
+        with a, b:
+            a.login("ann", PW)
+            b.login("ben", PW)
+            a.join("dev")
+            b.join("dev")
+            with pytest.raises(RoomError) as err:
+                b.kick("dev", "ann")
+            assert err.value.code == "not_operator"
+
+            r = a.mute("dev", "ben", reason="hush", duration=600)
+            assert r.to == "ben" and r.seq is not None
+            with pytest.raises(RoomError) as err:
+                b.pm("hello", room="dev")
+            assert err.value.code == "muted"
+            assert a.unmute("dev", "ben").seq is not None
+            assert a.unmute("dev", "ben").seq is None  # nothing to undo
+
+            a.kick("dev", "ben", reason="out")
+            ev = seen.get(timeout=T)
+            while ev.event != "kick":
+                ev = seen.get(timeout=T)
+            assert (ev.user, ev.by, ev.reason) == ("ben", "ann", "out") and b.rooms == ()
+
+            b.join("dev")
+            a.ban("dev", "ben", reason="spam", duration=3600)
+            ev = seen.get(timeout=T)
+            while ev.event != "ban":
+                ev = seen.get(timeout=T)
+            assert ev.expires is not None and ev.expires > ev.ts and b.rooms == ()
+            with pytest.raises(RoomError) as err:
+                b.join("dev")
+            assert err.value.code == "banned" and "spam" in err.value.message
+            (entry,) = a.bans("dev")
+            assert (entry.user, entry.by, entry.reason) == ("ben", "ann", "spam")
+            a.unban("dev", "ben")
+            assert a.bans("dev") == ()
+            assert b.join("dev").members == ("ann", "ben")
+
+
+def test_the_asyncio_client_kicks_bans_and_mutes() -> None:
+    async def run(host: str, port: int) -> None:
+        a = AsyncChatClient(host, port, rooms=True)
+        b = AsyncChatClient(host, port, rooms=True)
+        async with a, b:
+            await a.login("ann", PW)
+            await b.login("ben", PW)
+            await a.join("dev")
+            await b.join("dev")
+            await a.mute("dev", "ben")
+            with pytest.raises(RoomError):
+                await b.pm("hello", room="dev")
+            await a.unmute("dev", "ben")
+            await a.kick("dev", "ben")
+            await b.join("dev")
+            await a.ban("dev", "ben", reason="spam")
+            with pytest.raises(RoomError) as err:
+                await b.join("dev")
+            assert err.value.code == "banned"
+            assert [e.user for e in await a.bans("dev")] == ["ben"]
+            await a.unban("dev", "ben")
+            assert await a.bans("dev") == ()
+
+    with running_server(users_interval=0, rate_limit=None) as srv:
+        asyncio.run(asyncio.wait_for(run(srv.host, srv.port), T * 3))
