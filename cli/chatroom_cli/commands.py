@@ -156,6 +156,24 @@ class Invalid:
     why: str
 
 
+@dataclass(frozen=True)
+class Moderate:
+    """``/kick``, ``/ban``, ``/unban``, ``/mute``, ``/unmute``, ``/op``, ``/deop``,
+    ``/voice``, ``/devoice`` USER (docs/PROTOCOL.md §Moderation): ``verb`` without its
+    slash; ``room`` None for the current one; ``duration`` in seconds."""
+
+    verb: str
+    user: str
+    room: str | None = None
+    duration: int | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Bans:
+    room: str | None = None
+
+
 Action = (
     SendPm
     | SendDm
@@ -176,6 +194,8 @@ Action = (
     | Invite
     | Mode
     | Members
+    | Moderate
+    | Bans
 )
 
 # Words that complete at the start of a line, in the order they are offered.
@@ -196,6 +216,16 @@ COMMANDS = (
     "/invite",
     "/mode",
     "/members",
+    "/kick",
+    "/ban",
+    "/unban",
+    "/bans",
+    "/mute",
+    "/unmute",
+    "/op",
+    "/deop",
+    "/voice",
+    "/devoice",
     "/help",
     "/quit",
 )
@@ -227,6 +257,12 @@ Rooms (a server with rooms; your current room is in the toolbar, with unread cou
   /members           who is in the current room
   Alt-N, Alt-P       the next, the previous of your rooms becomes current
   Messages from a room other than the current one are shown with its name: #dev.
+Moderation (the room's operators; #room first for another room than the current one):
+  /kick <user> [why]            remove <user> from the room (they may come back)
+  /ban <user> [10m|2h|1d] [why] keep <user> out (for a time, or until /unban <user>)
+  /bans                         the room's bans
+  /mute <user> [10m] [why]      keep <user> from speaking (until /unmute <user>)
+  /op /deop /voice /devoice <user>  make or unmake an operator, a voiced member
   /help              this help
 Anything else you type is sent to everyone as a public message; start a line with
 // to send one that begins with a slash. Tab completes commands and usernames, Up
@@ -316,6 +352,8 @@ def _room_command(word: str, rest: str) -> Action | None:
             room = _room(first)
         text = rest.strip()
         return Topic(room, None if not text else ("" if text == "-" else text))
+    if word in _MODERATE or word == "/bans":
+        return _moderate(word, rest)
     if word == "/mode":
         if words and words[0].startswith("#"):
             room = _room(words.pop(0))
@@ -323,3 +361,44 @@ def _room_command(word: str, rest: str) -> Action | None:
             return Mode(room)
         return Mode(room, words[0], tuple(words[1:]))
     return None
+
+
+_MODERATE = frozenset(
+    ("/kick", "/ban", "/unban", "/mute", "/unmute", "/op", "/deop", "/voice", "/devoice")
+)
+_TIMED = frozenset(("/ban", "/mute"))
+_REASONED = frozenset(("/kick", "/ban", "/mute"))
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_of(word: str) -> int | None:
+    """``90``, ``90s``, ``10m``, ``2h``, ``1d`` in seconds; None for anything else."""
+    unit = _UNITS.get(word[-1:].lower())
+    digits = word[:-1] if unit else word
+    if not digits.isascii() or not digits.isdigit():
+        return None
+    return int(digits) * (unit or 1)
+
+
+def _moderate(word: str, rest: str) -> Action:
+    room: str | None = None
+    if rest.startswith("#"):
+        first, _, rest = rest.partition(" ")
+        room = _room(first)
+    if word == "/bans":
+        return Bans(room) if not rest.strip() else Invalid("usage: /bans [#room]")
+    user, _, rest = rest.strip().partition(" ")
+    rest = rest.strip()
+    if not user:
+        extra = " [duration]" if word in _TIMED else ""
+        why = " [reason]" if word in _REASONED else ""
+        return Invalid(f"usage: {word} [#room] <user>{extra}{why}")
+    duration = None
+    if word in _TIMED and rest:
+        first, _, after = rest.partition(" ")
+        duration = duration_of(first)
+        if duration is not None:
+            rest = after.strip()
+    if rest and word not in _REASONED:
+        return Invalid(f"usage: {word} [#room] <user>")
+    return Moderate(word[1:], user, room, duration, rest or None)

@@ -132,6 +132,14 @@ def format_room_event(event: RoomEvent, me: str | None) -> Fragments:
     if kind == "invite" and event.user is not None and _is(event.user, me):
         return [_ts(event.ts), ("class:join", f"-- {by} invited you to {room}: /join {event.room}")]
     why = f" ({event.reason})" if event.reason else ""
+    until = ""
+    if event.expires is not None:
+        until = f" until {time.strftime('%Y-%m-%d %H:%M', time.localtime(event.expires))}"
+    if kind in ("kick", "ban") and event.user is not None and _is(event.user, me):
+        # Put out of the room: say by whom and why; we are no longer in it.
+        did = "removed you from" if kind == "kick" else "banned you from"
+        text = f"-- {by} {did} {room}{until}{why}; you are no longer in it"
+        return [_ts(event.ts), ("class:leave", text)]
     if kind == "join":
         text, style = f"{by} joined", "class:join"
     elif kind == "part":
@@ -145,6 +153,12 @@ def format_room_event(event: RoomEvent, me: str | None) -> Fragments:
         text, style = f"{by} set mode {' '.join((event.modes or '', *event.args))}", "class:info"
     elif kind == "invite":
         text, style = f"{by} invited {event.user}", "class:info"
+    elif kind == "ban":
+        text, style = f"{by} banned {event.user}{until}{why}", "class:leave"
+    elif kind == "mute":
+        text, style = f"{by} muted {event.user}{until}{why}", "class:info"
+    elif kind in ("unban", "unmute"):
+        text, style = f"{by} {kind}{'ned' if kind == 'unban' else 'd'} {event.user}", "class:info"
     else:
         text, style = f"{kind} by {by}", "class:info"
     return [_ts(event.ts), ("class:room", f"{room}: "), (style, text)]

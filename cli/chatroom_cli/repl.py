@@ -71,6 +71,7 @@ from chatroom_cli.commands import (
     Action,
     AskDm,
     AskPm,
+    Bans,
     Exit,
     Help,
     HistoryOf,
@@ -79,6 +80,7 @@ from chatroom_cli.commands import (
     Join,
     Members,
     Mode,
+    Moderate,
     Nothing,
     Part,
     RoomPm,
@@ -405,7 +407,9 @@ class Repl(RoomCommands):
         lines = format_event(event, self.client.username, self.current)
         if lines:
             self.term.show(lines)
-        if event.event in ("part", "kick") and room_key(event.room) == room_key(self.current):
+        # We left, or were put out (a kick, a ban): back to lobby; the line says why.
+        gone_kinds = ("part", "kick", "ban")
+        if event.event in gone_kinds and room_key(event.room) == room_key(self.current):
             gone = event.by if event.event == "part" else event.user
             if gone is not None and username_key(gone) == username_key(self.me() or ""):
                 self.current = LOBBY  # we left it (from another session): back to lobby
@@ -672,6 +676,10 @@ class Repl(RoomCommands):
                     self._mode(room or self.current, modes, args)
                 case Members(room):
                     self._members(room or self.current)
+                case Moderate(verb, user, room, duration, reason):
+                    self._moderate(verb, user, room or self.current, duration, reason)
+                case Bans(room):
+                    self._bans(room or self.current)
                 case Invalid(why):
                     self.error(why)
                 case Nothing():

@@ -1,15 +1,27 @@
 """The REPL's room commands (docs/PROTOCOL.md §Rooms): ``/join``, ``/switch``, ``/part``,
-``/rooms``, ``/topic``, ``/mode``, ``/members``, run on the REPL's thread. A part of
+``/rooms``, ``/topic``, ``/mode``, ``/members``, and the moderation ones (§Moderation:
+``/kick``, ``/ban``, ``/mute``, ``/op``...), run on the REPL's thread. A part of
 :class:`chatroom_cli.repl.Repl`, in a module of its own so that each stays one idea:
 the session there, the rooms here."""
 
 from __future__ import annotations
 
 import threading
+import time
 from typing import TYPE_CHECKING
 
 from chatroom import ChatClient
 from chatroom.rooms import LOBBY, room_key
+
+# The role commands as mode changes (docs/PROTOCOL.md §Modes).
+_ROLE_MODES = {"op": "+o", "deop": "-o", "voice": "+v", "devoice": "-v"}
+_DONE = {
+    "kick": "removed",
+    "ban": "banned",
+    "mute": "muted",
+    "unban": "unbanned",
+    "unmute": "unmuted",
+}
 
 if TYPE_CHECKING:
     from chatroom_cli.repl import Terminal
@@ -110,3 +122,35 @@ class RoomCommands:
         info = self.client.room_info(room)
         names = [f"{m} ({info.roles[m]})" if m in info.roles else m for m in info.members]
         self.info(f"#{info.name}: {len(names)} members: {', '.join(names)}")
+
+    def _moderate(
+        self, verb: str, user: str, room: str, duration: int | None, reason: str | None
+    ) -> None:
+        c = self.client
+        if verb in _ROLE_MODES:
+            c.mode(room, _ROLE_MODES[verb], user)
+            return  # the room_event says it
+        if verb == "kick":
+            r = c.kick(room, user, reason=reason)
+        elif verb == "ban":
+            r = c.ban(room, user, reason=reason, duration=duration)
+        elif verb == "mute":
+            r = c.mute(room, user, reason=reason, duration=duration)
+        elif verb == "unban":
+            r = c.unban(room, user)
+        else:
+            r = c.unmute(room, user)
+        name = r.to or user
+        if r.seq is None:  # an unban or unmute of nobody
+            self.info(f"{name} was not {_DONE[verb[2:]]} in #{room}")
+            return
+        self.info(f"{_DONE[verb]} {name} in #{room}")
+
+    def _bans(self, room: str) -> None:
+        bans = self.client.bans(room)
+        if not bans:
+            self.info(f"#{room} bans nobody")
+        for b in bans:
+            until = f" until {time.strftime('%Y-%m-%d %H:%M', time.localtime(b.expires))}"
+            why = f" ({b.reason})" if b.reason else ""
+            self.info(f"#{room}: {b.user} banned by {b.by}{until if b.expires else ''}{why}")

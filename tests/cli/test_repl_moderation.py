@@ -1,0 +1,124 @@
+"""The REPL's moderation (docs/PROTOCOL.md §Moderation) against a real server: the
+commands as parsed, an operator's /kick, /ban, /bans, /unban, /mute and /op, and a
+kicked or banned user's REPL leaving the room and saying why."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+from prompt_toolkit.input import create_pipe_input
+
+from chatroom import ChatClient
+from chatroom.testing import TestServer
+from chatroom_cli.commands import Bans, Invalid, Moderate, parse
+from chatroom_cli.repl import InteractiveTerminal, Repl
+from tests.cli.test_repl import RecordingOutput
+from tests.helpers import PASSWORD, quiet_server
+
+T = 10.0
+
+
+@pytest.mark.parametrize(
+    ("line", "action"),
+    [
+        ("/kick bob", Moderate("kick", "bob")),
+        ("/kick #dev bob stop flooding", Moderate("kick", "bob", "dev", None, "stop flooding")),
+        ("/ban bob 2h spam", Moderate("ban", "bob", None, 7200, "spam")),
+        ("/ban bob spam links", Moderate("ban", "bob", None, None, "spam links")),
+        ("/mute bob 90", Moderate("mute", "bob", None, 90, None)),
+        ("/mute bob 10m", Moderate("mute", "bob", None, 600, None)),
+        ("/unban #dev bob", Moderate("unban", "bob", "dev")),
+        ("/op bob", Moderate("op", "bob")),
+        ("/devoice bob", Moderate("devoice", "bob")),
+        ("/bans", Bans()),
+        ("/bans #dev", Bans("dev")),
+        ("/kick", Invalid("usage: /kick [#room] <user> [reason]")),
+        ("/op bob now", Invalid("usage: /op [#room] <user>")),
+    ],
+)
+def test_moderation_commands(line: str, action: object) -> None:
+    assert parse(line) == action
+
+
+class Session:
+    """A REPL logged in as ``user`` (rooms on), typed into through a pipe."""
+
+    def __init__(self, srv: TestServer, user: str) -> None:
+        self._pipe_cm = create_pipe_input()
+        self.pipe = self._pipe_cm.__enter__()
+        self.out = RecordingOutput()
+
+        def new_client() -> ChatClient:
+            return ChatClient(srv.host, srv.port, rooms=True, keepalive=0)
+
+        term = InteractiveTerminal(self.pipe, self.out)
+        self.repl = Repl(new_client, term, user=user, password=PASSWORD)
+        self.thread = threading.Thread(target=self.repl.run, daemon=True)
+        self.thread.start()
+        self.out.wait_for("Type /help for help.")
+
+    def type(self, line: str) -> None:
+        self.pipe.send_text(line + "\r")
+
+    def close(self) -> None:
+        if self.thread.is_alive():
+            self.type("EX")
+            self.thread.join(T)
+        self._pipe_cm.__exit__(None, None, None)
+        assert not self.thread.is_alive(), "the REPL did not exit"
+
+
+@pytest.fixture
+def srv() -> Iterator[TestServer]:
+    with quiet_server() as s:
+        yield s
+
+
+def test_an_operators_commands_and_a_kicked_users_repl(srv: TestServer) -> None:
+    alice = Session(srv, "alice")
+    bob = Session(srv, "bob")
+    try:
+        alice.type("/join dev")
+        alice.out.wait_for("you are in #dev")
+        bob.type("/join dev")
+        bob.out.wait_for("you are in #dev")
+        alice.out.wait_for("#dev: bob joined")
+
+        alice.type("/mute bob 10m calm down")
+        alice.out.wait_for("muted bob in #dev")
+        bob.out.wait_for("alice muted bob until ")
+        bob.type("hello?")
+        bob.out.wait_for("alice muted you in dev until ")
+        alice.type("/unmute bob")
+        alice.out.wait_for("unmuted bob in #dev")
+        alice.type("/op bob")
+        bob.out.wait_for("alice set mode +o bob")
+        alice.type("/deop bob")
+        bob.out.wait_for("alice set mode -o bob")
+
+        alice.type("/kick bob flooding")
+        alice.out.wait_for("removed bob in #dev")
+        bob.out.wait_for("-- alice removed you from #dev (flooding); you are no longer in it")
+        assert bob.repl.current == "lobby"
+
+        bob.type("/join dev")
+        bob.out.wait_for("you are in #dev", times=2)
+        alice.type("/ban bob 1h spam")
+        alice.out.wait_for("banned bob in #dev")
+        bob.out.wait_for("-- alice banned you from #dev until ")
+        assert bob.repl.current == "lobby"
+        bob.type("/join dev")
+        bob.out.wait_for("!! alice banned you from dev until ")
+        alice.type("/bans")
+        alice.out.wait_for("#dev: bob banned by alice until ")
+        alice.type("/unban bob")
+        alice.out.wait_for("unbanned bob in #dev")
+        alice.type("/unban bob")
+        alice.out.wait_for("bob was not banned in #dev")
+        alice.type("/kick alice")
+        alice.out.wait_for("!! you cannot do that to yourself")
+    finally:
+        alice.close()
+        bob.close()
