@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from queue import Queue
 from typing import Any
 
 import pytest
@@ -18,6 +20,7 @@ from chatroom_server.accounts import (
     LOAD_TEST_HASHER,
     OWASP_HASHER,
     PROOF_MAX_KIB,
+    AccountExists,
     AccountStore,
     AccountStoreBusy,
     default_workers,
@@ -203,3 +206,36 @@ def test_a_registration_on_a_locked_database_is_unavailable(tmp_path: Path) -> N
         c.send(command="login", username="newcomer", password=PASSWORD, id="again")
         assert c.expect("login_ok", id="again")["new_user"] is True
         assert srv.server.handler_crashes == 0
+
+
+def test_registrations_at_once_are_all_stored_and_a_taken_name_is_refused(
+    tmp_path: Path,
+) -> None:
+    store = AccountStore(tmp_path / "accounts.db", LOAD_TEST_HASHER, hash_workers=8)
+    try:
+        names = [f"user{i:02d}" for i in range(40)] + ["Twin", "twin"]
+        results: Queue[tuple[str, str]] = Queue()
+
+        def register(name: str) -> None:
+            try:
+                store.register(name, PASSWORD)
+                results.put((name, "ok"))
+            except AccountExists:
+                results.put((name, "exists"))
+
+        threads = [threading.Thread(target=register, args=(n,)) for n in names]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        got = dict(results.get_nowait() for _ in names)
+        assert all(got[n] == "ok" for n in names[:40])
+        assert sorted([got["Twin"], got["twin"]]) == ["exists", "ok"]
+        assert store.count() == 41
+        winner = "Twin" if got["Twin"] == "ok" else "twin"
+        account, right = store.authenticate(winner, PASSWORD)
+        assert account is not None and account.name == winner and right
+        with pytest.raises(AccountExists):
+            store.register("USER00", PASSWORD)
+    finally:
+        store.close()
