@@ -1696,8 +1696,11 @@ class ChatServer:
                 # lock for a write (which gives the GIL up, with the lock held) queued
                 # behind one another for seconds in a rejoin (docs/PERFORMANCE.md,
                 # "Mass arrivals").
+                # Not rung for: the reaper writes them at its next look, within half a
+                # second. A ring per arrival woke it for every few logins of a storm,
+                # another thread asking for the GIL each time (docs/PERFORMANCE.md,
+                # "Arrival storms").
                 self._arrived.append((name, conn.addr, new_user))
-                self._reap_bell.ring()
 
         return begun
 
@@ -1804,9 +1807,11 @@ class ChatServer:
 
     def _reap_loop(self) -> None:
         while not self._stopping.is_set():
-            if self._reap_bell.wait(0.5):
+            rung = self._reap_bell.wait(0.5)
+            if rung:
                 self._reap_bell.answer()
-                self._log_arrivals()  # before the departures: one may be of the same user
+            self._log_arrivals()  # before the departures: one may be of the same user
+            if rung:
                 self._reap()
             self._storm.tick()  # the switch interval back once a storm is over
 
