@@ -116,6 +116,9 @@ class ServerConfig:
     # The process's GIL switch interval while many connections end at once (storm.py);
     # None leaves it alone (chat-server sets 1 s: the process is its own).
     storm_switch_interval: float | None = None
+    # Connections running their login at once (admission.py); in a storm the rest wait
+    # in line, asleep or not yet threads. 0: no limit.
+    login_slots: int = 16
     housekeeping_interval: float = 1.0  # seconds between timeout sweeps
 
     # -- clocks, injectable for tests -----------------------------------------------------

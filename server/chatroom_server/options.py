@@ -483,6 +483,16 @@ OPTIONS: tuple[Option, ...] = (
         lambda ms: {"storm_switch_interval": ms / 1000 or None},
         metavar="MS",
     ),
+    Option(
+        "login-slots",
+        int,
+        _D.login_slots,
+        "connections running their login at once; in a storm the rest wait in line "
+        "(chatroom_server.admission; 0: no limit)",
+        "tuning",
+        _to_field("login_slots"),
+        metavar="N",
+    ),
     # process
     Option(
         "log-level",

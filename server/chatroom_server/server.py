@@ -128,6 +128,7 @@ from chatroom_server.accounts import (
     AccountStore,
     AccountStoreBusy,
 )
+from chatroom_server.admission import Admission
 from chatroom_server.cluster import ClusterUnavailable
 from chatroom_server.commands import Dispatch
 from chatroom_server.config import ConfigError, ServerConfig
@@ -222,6 +223,7 @@ class _Conn(ServerSession):
         "outbox",
         "rids",
         "rooms",
+        "slot",
         "sock",
         "thread",
         "web",
@@ -245,6 +247,8 @@ class _Conn(ServerSession):
         self.outbox = outbox
         self.connected_at = now
         self.thread: ReaderThread | None = None
+        # It holds one of the login slots (admission.py): its reader thread's alone.
+        self.slot = False
         self.deltas = False  # asked for users_delta at login (set before login_ok)
         self.rooms = False  # asked for rooms at login, and the server has them (§Rooms)
         # Made by its reader thread as it leaves, set by the reaper once the departure
@@ -321,6 +325,13 @@ class ChatServer:
         self._arrived: deque[tuple[str, str, bool]] = deque()  # name, address, new
         self._reap_bell = Doorbell()  # rung by _depart and _begin (and stop())
         self._storm = DepartureStorm(self.config.storm_switch_interval)
+        self._admission: Admission[_Conn] = Admission(
+            self.config.login_slots,
+            self._start,
+            self._never_started,
+            lambda conn: conn.sock.fileno(),
+            self._queued,
+        )
         self._reader_starts = itertools.count(1)  # module docstring: no lock
         self._reader_ends = itertools.count(1)
         # The running readers' handles: added by the accept thread, discarded by each
@@ -514,6 +525,8 @@ class ChatServer:
         self.address = self._listener.getsockname()[:2]
         self._flusher = Flusher(self._clock)
         self._flusher.start()
+        self._admission.open()
+        self._spawn(self._admission.run, "chat-admission")
         self._spawn(self._accept_loop, "chat-accept")
         for listener, tls in self._irc_listeners:
             self._spawn(lambda lst=listener, t=tls: self._accept_loop(lst, True, t), "chat-irc")
@@ -608,8 +621,10 @@ class ChatServer:
                 with contextlib.suppress(OSError):
                     listener.shutdown(socket.SHUT_RDWR)  # wakes accept() on Linux
                 listener.close()
+        self._admission.close()  # those still waiting are closed (_never_started)
         for t in self._threads:
             t.join(2.0)
+        self._admission.release_resources()
         with self._lock:
             conns = list(self._conns)
         for conn in conns:
@@ -750,10 +765,31 @@ class ChatServer:
         conn.thread = ReaderThread()
         self._readers.add(conn.thread)
         next(self._reader_starts)  # before it runs, so that a stop cannot miss it
+        # Its thread starts once its client has said something and a login slot is
+        # free (admission.py). An IRC client may wait for the server to speak first.
+        if irc:
+            self._admission.arrive(conn)
+        else:
+            self._admission.watch(conn)
+
+    @staticmethod
+    def _queued(conn: _Conn) -> None:
+        """In line for a login slot: waiting for us, so the login timeout, which is
+        the client's, does not count (``sweep``)."""
+        conn.in_login = True
+
+    def _start(self, conn: _Conn) -> None:
+        """Start ``conn``'s thread, which holds a login slot: the accept thread's or
+        whoever passed its slot on (Admission.leave)."""
+        assert conn.thread is not None
+        conn.slot = True
+        conn.in_login = False
         try:
             conn.thread.start(self._serve, conn)  # returns at once (readers.py)
         except RuntimeError as exc:
+            conn.slot = False
             self._not_started(conn, exc)
+            self._admission.leave()
 
     def _dropped(self, reason: str) -> None:
         """An outbox disconnected its slow client (chatroom_server.outbox)."""
@@ -767,6 +803,20 @@ class ChatServer:
         self._reader_ended()
         self._forget(conn)
         self._refuse(conn, "the server cannot take more connections")
+
+    def _never_started(self, conn: _Conn) -> None:
+        """Stopping: ``conn`` waited in line for a login slot, and its thread never ran."""
+        conn.outbox.finish(_BYE_SHUTDOWN)
+        conn.outbox.close(linger=0.5)
+        self._readers.discard(conn.thread)
+        self._forget(conn)
+        self._reader_ended()
+
+    def _let_go(self, conn: _Conn) -> None:
+        """Reader thread: its login slot, if it holds one, to the next in line."""
+        if conn.slot:
+            conn.slot = False
+            self._admission.leave()
 
     def _reader_ended(self) -> None:
         if next(self._reader_ends) == self._stop_total + 1:
@@ -787,13 +837,26 @@ class ChatServer:
         recv: Callable[[int], bytes] = conn.sock.recv
         try:
             if conn.outbox.tls:
+                self._let_go(conn)  # a handshake may wait for the client
                 if not self._handshake(conn):
                     return
                 recv = self._tls_receiver(conn)
             size = IDLE_RECV
             while True:
                 try:
-                    data = recv(size)
+                    if not conn.slot:
+                        data = recv(size)
+                    elif conn.outbox.tls:  # no MSG_DONTWAIT through TLS
+                        self._let_go(conn)
+                        continue
+                    else:
+                        try:
+                            data = conn.sock.recv(size, socket.MSG_DONTWAIT)
+                        except BlockingIOError:
+                            # Nothing to handle: the slot goes to the next in line while
+                            # this thread waits for its client (admission.py).
+                            self._let_go(conn)
+                            continue
                 except OSError as exc:
                     reason = f"network error: {exc}"
                     dead = True
@@ -805,6 +868,12 @@ class ChatServer:
                 # while, and most connections are idle most of the time.
                 size = self.config.recv_size if len(data) == size else IDLE_RECV
                 conn.last_rx = self._clock()
+                if conn.username is None and not conn.slot:
+                    # Before its login, asleep in line while a storm's logins run
+                    # (admission.py); the login timeout does not count that wait.
+                    conn.in_login = True
+                    conn.slot = self._admission.enter(self.config.login_timeout)
+                    conn.in_login = False
                 if conn.web is not None:  # before irc: IRC over WebSocket is both
                     closing = None if conn.web.feed(data) else "closed by server"
                 elif conn.irc is not None:
@@ -813,6 +882,8 @@ class ChatServer:
                     closing = self._frames(conn, data)
                 if conn.batch:
                     self._flush_batch(conn)
+                if conn.username is not None:
+                    self._let_go(conn)  # logged in (or taken over): the next one's turn
                 if closing is not None:
                     reason = closing
                     break
@@ -823,6 +894,7 @@ class ChatServer:
             log.exception("handler for %r crashed; closing that connection", conn)
             reason = "handler error"
         finally:
+            self._let_go(conn)
             self._storm.begin()
             # A reset connection's thread ends one at a time (``_ending``): when 10,000
             # are reset at once, the rest wait in the lock, asleep, instead of all
@@ -1316,7 +1388,13 @@ class ChatServer:
                     f"too many new accounts from {conn.ip}; try again later",
                     cmd.id,
                 )
+            # Its commit is shared with every registration queued meanwhile, so let
+            # the next in line get that far too while this one waits, asleep
+            # (accounts.py, admission.py).
+            self._let_go(conn)
             account, new_user, right = self._register(cmd)
+            # A commit wakes its whole group at once: back in line for the rest.
+            conn.slot = self._admission.enter(self.config.login_timeout)
         if not new_user and not right:
             attempt.failed(self._clock())
             conn.failed_logins += 1
@@ -1398,6 +1476,7 @@ class ChatServer:
             if bus is not None:
                 bus.settled(name)
         begun()
+        self._let_go(conn)  # a replay waits for the client to read: not in a slot
         upto, replaying = plan
         conn.inbox_range = (upto, upto)  # none from the inbox yet; the login's cut
         if not replaying:

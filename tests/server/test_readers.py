@@ -75,6 +75,7 @@ def test_a_connection_whose_thread_cannot_start_is_refused(
 
         monkeypatch.setattr(ReaderThread, "start", no_thread)
         with RawClient(srv.address) as second:
+            second.send(command="ping")  # its thread starts once it speaks (admission.py)
             assert second.wait_closed() == [
                 {
                     "type": "error",

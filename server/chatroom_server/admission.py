@@ -1,0 +1,225 @@
+"""Arrival storms: a bounded number of connections logging in at once.
+
+When 10,000 clients come back in the same second (a load balancer restart, a network
+drop, the server's own restart), a thread per connection means 10,000 threads that all
+want the GIL at once to run their login, and the accept thread is one waiter among them:
+it gets the GIL back after each ``accept`` about once in 10,000 hand-overs, the listen
+queue overflows, and the kernel makes the clients it dropped try again after 1, 3, 7 s
+(docs/PERFORMANCE.md, "Arrival storms"). The departure storm's cure was the same idea
+(``ChatServer._ending``): let the threads queue asleep, not for the GIL.
+
+An :class:`Admission` has ``slots``. A new connection gets no thread at first: it waits
+in the admission thread's epoll (:meth:`Admission.watch`) until its client has said
+something (every client speaks first here: a login, a TLS ClientHello), so a connection
+that has nothing to handle yet is no thread asking for the GIL. Once readable it gets a
+slot, or waits in line for one; its thread starts with the slot and holds it until its
+login is done (or until it would block waiting for its client: a client that says
+nothing holds no slot). A freed slot goes to the first in line: a connection whose thread
+is still to start (the thread that frees the slot starts it) or a running thread that
+woke with frames to handle before its login and sleeps in a lock of its own until it
+gets one (:meth:`~Admission.enter`). So during a storm at most ``slots`` threads are in
+a login, the others are not threads yet or asleep in a lock, and the accept thread
+competes for the GIL with a few dozen threads instead of ten thousand; and the admission
+thread takes a whole batch of readable connections per turn of the GIL.
+
+Threads: the accept thread calls :meth:`Admission.watch` (or :meth:`~Admission.arrive`
+for a connection that must not wait for its client, as IRC's); the ``chat-admission``
+thread runs :meth:`~Admission.run`; connection threads call :meth:`~Admission.enter` and
+:meth:`~Admission.leave`; the stopping thread calls :meth:`~Admission.close`. ``_lock``
+guards ``_free``, ``_line`` and ``_closed``, and nothing under it gives the GIL up (no
+syscall, no callback): what a freed slot starts or wakes runs after it is let go.
+``_watched`` (fd -> connection) is added to by the accept thread and popped by the
+admission thread or ``close``, single dict operations: whoever pops a connection owns
+it, so each is started or given back as never started exactly once.
+"""
+
+from __future__ import annotations
+
+import _thread
+import contextlib
+import logging
+import os
+import select
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Admission(Generic[T]):
+    """At most ``slots`` connections between :meth:`arrive` (or :meth:`enter`) and
+    :meth:`leave`; the others wait in line, first come first served. A connection in
+    line is ``start``ed (its thread started, owning the slot) when its turn comes.
+    ``slots=0``: no limit, everyone goes at once (as before admission existed).
+    ``never(conn)``: a connection that the server's stop found still waiting (its
+    thread never started), for the caller to close; ``queued(conn)``: it has gone into
+    line (from then on it waits for the server, not for its client)."""
+
+    def __init__(
+        self,
+        slots: int,
+        start: Callable[[T], None],
+        never: Callable[[T], None],
+        fileno: Callable[[T], int],
+        queued: Callable[[T], None],
+    ) -> None:
+        self.slots = slots
+        self._start = start
+        self._never = never
+        self._queued = queued
+        self._fileno = fileno
+        self._lock = threading.Lock()  # see the module docstring
+        # Made by open(), before the accept and admission threads start; closed by
+        # release_resources() once they have ended.
+        self._epoll: select.epoll | None = None
+        self._wake_r = self._wake_w = -1  # close() wakes run() at once
+        self._watched: dict[int, T] = {}
+        self._free = slots
+        # Who gets the next freed slot: a connection to start, or the lock a running
+        # thread sleeps in (enter) until it is released for it.
+        self._line: deque[T | _thread.LockType] = deque()
+        self._closed = False
+        self.waited = 0  # arrivals and entries that had to wait, for tests and logs
+
+    @property
+    def waiting(self) -> int:
+        """In line now (a snapshot)."""
+        return len(self._line)
+
+    def open(self) -> None:
+        """Before the server's threads start: the admission thread's epoll."""
+        self._epoll = select.epoll()
+        self._wake_r, self._wake_w = os.pipe()
+        self._epoll.register(self._wake_r, select.EPOLLIN)
+
+    def watch(self, conn: T) -> None:
+        """Accept thread: a new connection, which waits for its client to say something
+        before it goes on to :meth:`arrive` (module docstring)."""
+        if not self.slots:
+            self._start(conn)
+            return
+        assert self._epoll is not None, "open() first"
+        fd = self._fileno(conn)
+        self._watched[fd] = conn
+        if self._closed:  # stopping: close() may have looked before the line above
+            if self._watched.pop(fd, None) is not None:
+                self._never(conn)
+            return
+        try:
+            self._epoll.register(fd, select.EPOLLIN | select.EPOLLONESHOT)
+        except OSError:  # the epoll is closed: stopping
+            if self._watched.pop(fd, None) is not None:
+                self._never(conn)
+
+    def run(self) -> None:
+        """The ``chat-admission`` thread: connections whose client has said something
+        arrive, a batch per wake-up, until :meth:`close`."""
+        assert self._epoll is not None, "open() first"
+        while not self._closed:
+            try:
+                events = self._epoll.poll(1.0, 1024)
+            except OSError:  # closed under us: stopping
+                return
+            for fd, _ in events:
+                if fd == self._wake_r:
+                    return
+                # ONESHOT: the fd stays registered but silent, and leaves the epoll when
+                # the connection's thread closes its socket.
+                conn = self._watched.pop(fd, None)
+                if conn is not None:
+                    self.arrive(conn)
+
+    def arrive(self, conn: T) -> None:
+        """``conn`` is started now if a slot is free, or when one is freed for it (by
+        the thread that frees it); or, once closed, given to ``never``."""
+        go = self.slots == 0
+        closed = False
+        if not go:
+            with self._lock:
+                closed = self._closed
+                if closed:
+                    pass
+                elif self._free:
+                    self._free -= 1
+                    go = True
+                else:
+                    self._queued(conn)  # before it is in line: from then on, not ours
+                    self._line.append(conn)
+                    self.waited += 1
+        if go:
+            self._start(conn)
+        elif closed:
+            self._never(conn)
+
+    def enter(self, timeout: float) -> bool:
+        """Connection thread: a slot before it handles its client's frames, asleep (not
+        waiting for the GIL) until it has one. False after ``timeout`` seconds or once
+        closed: the caller goes on without a slot (and must not :meth:`leave`)."""
+        if not self.slots:
+            return False
+        waiter = _thread.allocate_lock()
+        waiter.acquire()
+        with self._lock:
+            if self._closed:
+                return False
+            if self._free:
+                self._free -= 1
+                return True
+            self._line.append(waiter)
+            self.waited += 1
+        if waiter.acquire(timeout=timeout):
+            return not self._closed
+        with self._lock:
+            try:
+                self._line.remove(waiter)
+            except ValueError:
+                return True  # handed the slot just now: it is ours
+        log.warning("no login slot within %.0f s; going ahead without one", timeout)
+        return False
+
+    def leave(self) -> None:
+        """Connection thread: done with its slot (its login is over, or it is about to
+        wait for its client). The slot goes to the first in line, if any."""
+        if not self.slots:
+            return
+        with self._lock:
+            nxt = self._line.popleft() if self._line else None
+            if nxt is None:
+                self._free += 1
+        if isinstance(nxt, _thread.LockType):
+            nxt.release()
+        elif nxt is not None:
+            self._start(nxt)  # which leaves in turn if the thread cannot start
+
+    def close(self) -> None:
+        """The server is stopping: nobody else gets a slot, every thread asleep in
+        :meth:`enter` wakes (False), :meth:`run` returns, and every connection whose
+        thread never started goes to ``never``."""
+        with self._lock:
+            self._closed = True
+            line = list(self._line)
+            self._line.clear()
+        if self._wake_w >= 0:
+            with contextlib.suppress(OSError):
+                os.write(self._wake_w, b"x")
+        for nxt in line:
+            if isinstance(nxt, _thread.LockType):
+                nxt.release()
+            else:
+                self._never(nxt)
+        for fd in list(self._watched):
+            conn = self._watched.pop(fd, None)
+            if conn is not None:
+                self._never(conn)
+
+    def release_resources(self) -> None:
+        """After :meth:`close` and once :meth:`run` has returned: the epoll and pipe."""
+        if self._epoll is not None:
+            self._epoll.close()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            self._wake_r = self._wake_w = -1

@@ -1,0 +1,177 @@
+"""Arrival storms (chatroom_server.admission, docs/PERFORMANCE.md "Arrival storms"): a
+bounded number of logins at once, the rest in line; a client that says nothing holds no
+slot and no thread; nobody is refused or lost, and a stop closes those still waiting."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import ExitStack
+from queue import Queue
+from typing import Any
+
+import pytest
+
+from chatroom.testing import running_server
+from chatroom_server.admission import Admission
+from tests.helpers import PASSWORD, RawClient, quiet_server
+
+
+class Gate:
+    """An Admission over plain names, recording what it starts and gives back."""
+
+    def __init__(self, slots: int) -> None:
+        self.started: Queue[str] = Queue()
+        self.never: list[str] = []
+        self.queued: list[str] = []
+        self.admission: Admission[str] = Admission(
+            slots, self.started.put, self.never.append, lambda _: -1, self.queued.append
+        )
+
+    def drain(self) -> list[str]:
+        got = []
+        while not self.started.empty():
+            got.append(self.started.get_nowait())
+        return got
+
+
+def test_arrivals_beyond_the_slots_wait_in_line_and_start_as_slots_free() -> None:
+    g = Gate(2)
+    for name in ("a", "b", "c", "d"):
+        g.admission.arrive(name)
+    assert g.drain() == ["a", "b"]
+    assert g.queued == ["c", "d"] and g.admission.waiting == 2
+    g.admission.leave()  # a's login is done: its slot starts c
+    assert g.drain() == ["c"]
+    g.admission.leave()
+    g.admission.leave()
+    assert g.drain() == ["d"]
+    g.admission.leave()  # nobody waits: the slots are free again
+    g.admission.arrive("e")
+    g.admission.arrive("f")
+    assert g.drain() == ["e", "f"] and g.admission.waited == 2
+
+
+def test_a_running_thread_waits_for_a_slot_and_then_holds_it() -> None:
+    g = Gate(1)
+    g.admission.arrive("holder")
+    assert g.drain() == ["holder"]
+    entered: Queue[bool] = Queue()
+    waiter = threading.Thread(target=lambda: entered.put(g.admission.enter(10.0)))
+    waiter.start()
+    g.admission.leave()  # the holder is done: the waiter gets its slot, in line or not
+    assert entered.get(timeout=10) is True
+    waiter.join(10)
+    g.admission.arrive("later")
+    assert g.drain() == []  # "later" waits for the waiter's slot
+    g.admission.leave()
+    assert g.drain() == ["later"]
+
+
+def test_a_wait_in_line_that_times_out_leaves_the_line() -> None:
+    g = Gate(1)
+    g.admission.arrive("holder")
+    assert g.admission.enter(0.01) is False
+    assert g.admission.waiting == 0
+    g.admission.leave()
+    assert g.admission.enter(0.01) is True  # the freed slot
+
+
+def test_closing_wakes_the_waiters_and_gives_back_those_never_started() -> None:
+    g = Gate(1)
+    g.admission.arrive("holder")
+    entered: Queue[bool] = Queue()
+    waiter = threading.Thread(target=lambda: entered.put(g.admission.enter(10.0)))
+    waiter.start()
+    g.admission.arrive("never1")
+    g.admission.arrive("never2")
+    g.admission.close()  # the waiter wakes, or finds it closed: either way no slot
+    assert entered.get(timeout=10) is False
+    waiter.join(10)
+    assert sorted(g.never) == ["never1", "never2"]
+    g.admission.arrive("after")  # closed: given back at once, never started
+    assert g.never[-1] == "after" and g.drain() == ["holder"]
+    assert g.admission.enter(1.0) is False
+
+
+def test_no_slots_means_no_limit() -> None:
+    g = Gate(0)
+    for name in ("a", "b", "c"):
+        g.admission.arrive(name)
+    assert g.drain() == ["a", "b", "c"]
+    assert g.admission.enter(1.0) is False  # nothing to hold, nothing to leave
+    g.admission.leave()
+
+
+@pytest.fixture
+def one_slot() -> Iterator[Any]:
+    with quiet_server(login_slots=1, password_hash="load-test") as srv:
+        yield srv
+
+
+def test_clients_that_say_nothing_hold_no_slot_and_no_thread(one_slot: Any) -> None:
+    srv = one_slot
+    watched = srv.server._admission._watched  # waiting for their client, no thread yet
+    with ExitStack() as stack, RawClient(srv.address) as speaker:
+        silent = [stack.enter_context(socket.create_connection(srv.address)) for _ in range(5)]
+        # Accepted in order: once this login is through, so are the five before it,
+        # and none took the one slot or a thread.
+        assert speaker.login("speaker")["type"] == "login_ok"
+        assert {c.sock.getpeername() for c in watched.values()} == {s.getsockname() for s in silent}
+        silent[0].sendall(b'{"command":"ping"}\n')
+        silent[0].settimeout(10)
+        assert b'"pong"' in silent[0].makefile("rb").readline()
+        assert len(watched) == 4
+
+
+def test_a_storm_of_registrations_and_returns_all_get_in_through_one_slot(
+    one_slot: Any,
+) -> None:
+    srv = one_slot
+    names = [f"storm{i:03d}" for i in range(60)]
+    for _ in range(2):  # first-time registrations, then everyone back
+        with ExitStack() as stack:
+            socks = [stack.enter_context(socket.create_connection(srv.address)) for _ in names]
+            for s, name in zip(socks, names, strict=True):
+                login = (
+                    b'{"command":"login","username":"%s","password":"%s",'
+                    b'"features":["users_delta"]}\n' % (name.encode(), PASSWORD.encode())
+                )
+                s.sendall(login)
+            for s, name in zip(socks, names, strict=True):
+                s.settimeout(30)
+                line = s.makefile("rb").readline()
+                assert line.startswith(b'{"type":"login_ok"'), line[:200]
+                assert b'"username":"%s"' % name.encode() in line
+    assert srv.server._admission.waited > 0
+    store = srv.server._store
+    assert store is not None and store.count() == len(names)
+
+
+def test_a_stop_closes_the_connections_still_waiting(tmp_path: Any) -> None:
+    with ExitStack() as stack:
+        srv = stack.enter_context(running_server(tmp_path / "db", login_slots=1, users_interval=0))
+        silent = [stack.enter_context(socket.create_connection(srv.address)) for _ in range(3)]
+        witness = stack.enter_context(RawClient(srv.address))
+        witness.send(command="ping")
+        witness.expect("pong")  # accepted after the three: they are waiting
+        srv.stop()
+        for s in silent:
+            s.settimeout(10)
+            got = s.makefile("rb").read()  # everything until the server closes
+            assert got == b'{"type":"bye","reason":"server_shutdown"}\n'
+
+
+def test_a_client_that_says_nothing_is_still_closed_at_the_login_timeout() -> None:
+    now = [1000.0]
+    with (
+        quiet_server(login_slots=1, clock=lambda: now[0], housekeeping_interval=3600) as srv,
+        socket.create_connection(srv.address) as silent,
+        RawClient(srv.address) as member,
+    ):
+        member.login("member")  # accepted after the silent one: it is waiting
+        now[0] += 31.0
+        assert srv.server.sweep() == 1
+        silent.settimeout(10)
+        assert silent.makefile("rb").read() == b'{"type":"bye","reason":"timeout"}\n'
