@@ -539,7 +539,15 @@ def main() -> None:
     ap.add_argument("--base", help="git revision for A, alternated with this tree (B)")
     ap.add_argument("--server-args", default="", help="extra options for our server")
     ap.add_argument("--no-floor", action="store_true", help="skip the trivial server")
+    ap.add_argument(
+        "--port", type=int, help="storm a server already running here (a profiler's) instead"
+    )
+    ap.add_argument("--pid", type=int, help="with --port: that server's pid, for RSS")
     a = ap.parse_args()
+    if a.port:
+        for s in storms_on(a.port, a.pid, a.clients, a.processes, a.stayers, a.timeout):
+            print(s.line(f"port {a.port}"), flush=True)
+        return
     extra = ["--password-hash", "load-test", *shlex.split(a.server_args)]
     rows: list[tuple[str, Storm]] = []
     with tempfile.TemporaryDirectory() as tmp:
