@@ -29,10 +29,12 @@ tells everyone the count every 0.25 s.
 
     .venv/bin/python bench/storm.py [--clients 10000] [--processes 2] [--rounds 1]
                                     [--base REV] [--server-args "..."] [--no-floor]
+                                    [--a-args "..."]
 
 ``--base REV`` alternates the server of another git revision (A) with this tree's (B),
-round by round, as bench/ab.py does. Every figure is printed with the load average at
-its start: the box is shared.
+round by round, as bench/ab.py does; ``--a-args`` adds options to A alone
+(``--base HEAD --a-args "--login-slots 0"`` compares one setting of the same code).
+Every figure is printed with the load average at its start: the box is shared.
 """
 
 from __future__ import annotations
@@ -538,6 +540,7 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=60.0, help="s per storm")
     ap.add_argument("--base", help="git revision for A, alternated with this tree (B)")
     ap.add_argument("--server-args", default="", help="extra options for our server")
+    ap.add_argument("--a-args", default="", help="with --base: extra options for A alone")
     ap.add_argument("--no-floor", action="store_true", help="skip the trivial server")
     ap.add_argument(
         "--port", type=int, help="storm a server already running here (a profiler's) instead"
@@ -558,7 +561,7 @@ def main() -> None:
                 ["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(tree), a.base],
                 check=True,
             )
-            sides.insert(0, (f"A {a.base}", f"{tree}/server:{tree}/sdk"))
+            sides.insert(0, (f"A {a.base} {a.a_args}".rstrip(), f"{tree}/server:{tree}/sdk"))
             sides[1] = ("B this tree", None)
         try:
             for i in range(a.rounds):
@@ -572,7 +575,8 @@ def main() -> None:
                 for who, path in sides:
                     env = {"PYTHONPATH": path} if path else None
                     db = f"s{i}{who[0]}"
-                    with start_server("ours", Path(tmp), *extra, db=db, env=env) as (proc, port):
+                    mine = [*extra, *shlex.split(a.a_args)] if path else extra
+                    with start_server("ours", Path(tmp), *mine, db=db, env=env) as (proc, port):
                         for s in storms_on(
                             port, proc.pid, a.clients, a.processes, a.stayers, a.timeout
                         ):
