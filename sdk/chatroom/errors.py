@@ -81,6 +81,7 @@ class ErrorCode(StrEnum):
     TOO_MANY_ROOMS = "too_many_rooms"
     BANNED = "banned"  # §Moderation
     MUTED = "muted"
+    REGISTRATION_CLOSED = "registration_closed"
 
 
 class ChatError(Exception):
@@ -195,6 +196,7 @@ _BY_CODE: dict[str, type[ServerError]] = {
     ErrorCode.BAD_CREDENTIALS: AuthError,
     ErrorCode.WEAK_PASSWORD: AuthError,
     ErrorCode.INVALID_USERNAME: AuthError,
+    ErrorCode.REGISTRATION_CLOSED: AuthError,
     ErrorCode.USER_OFFLINE: UserOffline,
     ErrorCode.UNKNOWN_USER: UserOffline,
     ErrorCode.RATE_LIMITED: RateLimited,

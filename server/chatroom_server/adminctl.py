@@ -12,7 +12,8 @@ Two ways to the same operations:
 - **The server is stopped**: the verbs on accounts and ``prune`` open the database
   themselves. ``sessions`` and ``disconnect`` need a running server.
 
-The moderation verbs (``grant``, ``revoke``, ``operators``, ``audit``: docs/PROTOCOL.md
+The moderation verbs (``grant``, ``revoke``, ``operators``, ``audit``, and the
+server-wide ``ban``, ``unban``, ``bans``, ``registrations``: docs/PROTOCOL.md
 §Moderation) always work on the SQLite file itself, the server running or not: the
 server reads who is a server operator from the database at each moderation command, so
 a grant or revocation applies at once.
@@ -144,6 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
         v = verbs.add_parser(verb, help=text)
         v.add_argument("name")
     verbs.add_parser("operators", help="list the server operators")
+    sban = verbs.add_parser("ban", help="ban an account from the server (ends its session)")
+    sban.add_argument("name")
+    sban.add_argument("--reason", help="shown to them at login")
+    sban.add_argument("--hours", type=float, help="for this long (default: until unban)")
+    verbs.add_parser("unban", help="end an account's server ban").add_argument("name")
+    verbs.add_parser("bans", help="list the server bans in force")
+    reg = verbs.add_parser("registrations", help="take new accounts or not (under attack)")
+    reg.add_argument("state", choices=("open", "closed"))
     audit = verbs.add_parser("audit", help="the moderation audit log, newest first")
     audit.add_argument("--room", help="of this room only")
     audit.add_argument("--limit", type=int, default=100, help="at most this many (100)")
@@ -252,14 +261,16 @@ def _offline(args: argparse.Namespace) -> list[str]:
     raise AdminError(f"unknown verb {verb}")  # argparse allows no other
 
 
-_MODERATION = frozenset(("grant", "revoke", "operators", "audit"))
+_MODERATION = frozenset(
+    ("grant", "revoke", "operators", "audit", "ban", "unban", "bans", "registrations")
+)
 
 
 def _moderation(args: argparse.Namespace) -> list[str]:
     """The moderation verbs, on the SQLite file (module docstring)."""
     import sqlite3
 
-    from chatroom_server import modstore
+    from chatroom_server import modstore, servergate
 
     if args.db.startswith(("postgresql://", "postgres://")):
         raise AdminError("server operators and the audit of a cluster are not served yet")
@@ -280,10 +291,26 @@ def _moderation(args: argparse.Namespace) -> list[str]:
             if args.limit < 1:
                 raise AdminError("--limit is at least 1")
             return [_audit_line(r) for r in modstore.audit(db, args.room, args.limit)]
+        now = time.time()
+        if args.verb == "bans":
+            return [b.text() for b in servergate.bans(db, now)]
+        if args.verb == "registrations":
+            servergate.set_registrations(db, args.state == "open", now)
+            return [f"new accounts: {args.state}"]
         row = db.execute("SELECT name FROM accounts WHERE name = ?", (args.name,)).fetchone()
         if row is None:
             raise AdminError(f"no account {args.name}")
         name = str(row[0])
+        if args.verb == "ban":
+            if args.hours is not None and not 0 < args.hours <= 24 * 365 * 10:
+                raise AdminError("--hours is more than 0 and at most ten years")
+            expires = None if args.hours is None else now + args.hours * 3600
+            servergate.ban(db, name, args.reason, expires, now)
+            return [f"{name} is banned from the server", *_end_session(args, name)]
+        if args.verb == "unban":
+            if not servergate.unban(db, name, now):
+                raise AdminError(f"{name} is not banned from the server")
+            return [f"{name} may log in again"]
         if args.verb == "grant":
             done = modstore.grant(db, name)
             return [f"{name} is a server operator" + ("" if done else " already")]
@@ -294,6 +321,17 @@ def _moderation(args: argparse.Namespace) -> list[str]:
         raise AdminError(f"{path}: {exc}") from None
     finally:
         db.close()
+
+
+def _end_session(args: argparse.Namespace, name: str) -> list[str]:
+    """A banned user's session on the running server, ended through its endpoint."""
+    if not _running(args.db):
+        return []
+    try:
+        got = _remote(args).call("POST", "/admin/disconnect", query={"name": name})
+    except AdminError as exc:
+        return [f"their session (if any) goes on until it ends: {exc}"]
+    return [str(got["said"])]
 
 
 def _stamp(ts: float) -> str:

@@ -151,6 +151,7 @@ from chatroom_server.rooms import RoomBook
 from chatroom_server.roomservice import RoomService
 from chatroom_server.roomwire import RoomWire
 from chatroom_server.roster import SortedNames, UsersPublisher
+from chatroom_server.servergate import ServerGate
 from chatroom_server.session import (
     BYE_FLOOD,
     Action,
@@ -345,6 +346,7 @@ class ChatServer:
         self._threads: list[threading.Thread] = []
         self._flusher: Flusher | None = None  # made by start(), once the port is bound
         self._store: AccountStore | None = None
+        self._gate: ServerGate | None = None  # server bans, registrations (one node only)
         self._log: MessageStore | None = None  # opened by start() unless history is off
         # Rooms (docs/PROTOCOL.md §Rooms): with the message log, in one process.
         self._rooms: RoomWire | None = None
@@ -410,6 +412,9 @@ class ChatServer:
         if self.config.cluster is not None:
             return self._start_cluster()
         self._store = AccountStore(self.config.db_path, HASHERS[self.config.password_hash])
+        # Server bans and closed registrations (chatroom_server.servergate): the store
+        # made the schema, tables included.
+        self._gate = ServerGate(self.config.db_path)
         try:
             if self.config.history:
                 self._log = MessageLog(self.config.db_path, durability=self.config.durability)
@@ -420,6 +425,7 @@ class ChatServer:
             self._listener = self._bind()
         except (OSError, StorageError):
             self._store.close()
+            self._gate.close()
             if self._log is not None:
                 self._log.close()
             raise
@@ -657,6 +663,8 @@ class ChatServer:
             self._bus.close()
         if self._store is not None:
             self._store.close()
+        if self._gate is not None:
+            self._gate.close()
         if self._log is not None:
             self._log.close()
         if self._pg is not None:
@@ -1379,7 +1387,11 @@ class ChatServer:
             raise AccountStoreBusy("the server is stopping")
         new_user = False
         account, right = self._store.authenticate(cmd.username, cmd.password)
+        gate = self._gate
         if account is None:
+            if gate is not None and not gate.registrations_open():
+                why = "this server takes no new accounts for now; try again later"
+                raise ProtocolError(ErrorCode.REGISTRATION_CLOSED, why, cmd.id)
             check_password(cmd.password, self.config.limits, cmd.id)
             now = self._clock()
             if not self._exempt(conn.ip) and not self._registrations.allow(conn.ip, now):
@@ -1406,6 +1418,10 @@ class ChatServer:
             return True
         if not new_user:
             attempt.succeeded(self._clock())
+            # Told once the password is right: a guess learns nothing of a ban.
+            ban = None if gate is None else gate.banned(account.name, self._wall())
+            if ban is not None:
+                raise ProtocolError(ErrorCode.BANNED, ban.text(), cmd.id)
         return account, new_user
 
     def _register(self, cmd: LoginCommand) -> tuple[Account, bool, bool]:
