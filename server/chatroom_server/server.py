@@ -1077,6 +1077,16 @@ class ChatServer:
             return False if verdict else None
         return True
 
+    def oper(self, name: str, password: str) -> str:
+        """IRC OPER (chatroom_server.irc.session.Core.oper). Only for the connection's
+        own account, whose password its client knows: no throttle is needed."""
+        assert self._store is not None
+        account, right = self._store.authenticate(name, password)
+        if account is None or not right:
+            return "password"
+        gate = self._gate
+        return "ok" if gate is not None and gate.is_operator(account.name) else "not_operator"
+
     def _handshake(self, conn: _Conn) -> bool:
         """TLS handshake, bounded by the login window; then the socket goes non-blocking."""
         sock = conn.sock

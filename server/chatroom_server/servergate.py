@@ -84,6 +84,14 @@ class ServerGate:
             ).fetchone()
         return row is None or row[0] != "closed"
 
+    def is_operator(self, user: str) -> bool:
+        """Whether ``user`` is a server operator (chatroom_server.modstore's table)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM operators WHERE user_key = ?", (username_key(user),)
+            ).fetchone()
+        return row is not None
+
     def close(self) -> None:
         with self._lock:
             self._db.close()

@@ -84,6 +84,10 @@ class Core(Protocol):
     def guest_login(self, conn: Any, name: str) -> bool | None:
         """--irc-guests: a session under a nick no account has; None: it has one."""
 
+    def oper(self, name: str, password: str) -> str:
+        """OPER (docs/PROTOCOL.md §Moderation): ``ok`` when ``password`` is account
+        ``name``'s and it is a server operator; else ``password`` or ``not_operator``."""
+
 
 class IrcSession(IrcRender):
     """One IRC client: registration, its commands, and the translation of what the
@@ -498,6 +502,25 @@ class IrcSession(IrcRender):
             )
         )
 
+    def on_oper(self, params: list[str]) -> bool:
+        """OPER NAME PASSWORD: a server operator (granted by ``chat-server admin grant``,
+        never here) says so. Only one's own account: 491 for another's or a guest."""
+        if not self._need(params, 2, "OPER"):
+            return True
+        name, password = params[0], params[1]
+        if self.guest is not None or username_key(name) != username_key(self.nick):
+            self.num("491", text="Only your own account can be a server operator")
+            return True
+        got = self.server.oper(self.nick, password)
+        if got == "password":
+            self.num("464", text="Password incorrect")
+        elif got != "ok":
+            self.num("491", text="No O-lines for your host: chat-server admin grant")
+        else:
+            self.num("381", text="You are now an IRC operator")
+            self.reply(f":{self.name} MODE {self.nick} :+o")
+        return True
+
     # anytime -----------------------------------------------------------
 
     def on_ping(self, params: list[str]) -> bool:
@@ -546,4 +569,5 @@ _AFTER: dict[str, Handler] = {
     "PASS": IrcSession.on_reregister,
     "AUTHENTICATE": IrcSession.on_reregister,
     "CHATHISTORY": IrcSession.on_chathistory,
+    "OPER": IrcSession.on_oper,
 }

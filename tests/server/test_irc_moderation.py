@@ -1,0 +1,35 @@
+"""IRC OPER (docs/PROTOCOL.md §Moderation, docs/IRC.md): a server operator, granted by
+``chat-server admin grant`` only, says so with its own account's password: 464 for a
+wrong one, 491 for an account that is not an operator or is not one's own, 381."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from chatroom_server import modstore
+from tests.helpers import PASSWORD
+from tests.server.test_irc import Irc, irc_address, irc_server
+
+
+def test_oper_is_for_granted_accounts_with_their_password() -> None:
+    with irc_server() as srv:
+        alice = Irc(irc_address(srv))
+        alice.register("alice")
+        bob = Irc(irc_address(srv))
+        bob.register("bob")
+        alice.send("OPER alice")
+        assert " 461 " in alice.until("461")
+        alice.send("OPER alice :not the password")
+        assert "Password incorrect" in alice.until("464")
+        alice.send(f"OPER alice :{PASSWORD}")
+        alice.until("491")
+        db = sqlite3.connect(srv.db_path)
+        try:
+            assert modstore.grant(db, "alice")
+        finally:
+            db.close()
+        bob.send(f"OPER alice :{PASSWORD}")  # not one's own account
+        assert "own account" in bob.until("491")
+        alice.send(f"OPER ALICE :{PASSWORD}")
+        assert "You are now an IRC operator" in alice.until("381")
+        assert alice.line().endswith("MODE alice :+o")
