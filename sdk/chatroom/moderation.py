@@ -16,7 +16,11 @@ from chatroom.errors import ErrorCode, ProtocolError, RequestId
 from chatroom.rooms import MAX_REASON, check_room
 
 __all__ = [
+    "MAX_AUDIT",
     "MAX_DURATION",
+    "AuditCommand",
+    "AuditEntry",
+    "AuditLog",
     "BanCommand",
     "BanEntry",
     "BanList",
@@ -26,6 +30,7 @@ __all__ = [
     "MuteCommand",
     "UnbanCommand",
     "UnmuteCommand",
+    "validate_audit_command",
     "validate_moderation_command",
 ]
 
@@ -85,6 +90,38 @@ ModerationCommand = (
     KickCommand | BanCommand | UnbanCommand | BansCommand | MuteCommand | UnmuteCommand
 )
 
+MAX_AUDIT: Final = 500  # records in one ``audit`` reply
+
+
+class AuditCommand(_Command, tag="audit", frozen=True):
+    """The newest ``limit`` moderation records (of ``room``), for server operators;
+    answered with :class:`AuditLog`."""
+
+    room: str | None = None
+    limit: int = 50
+
+
+class AuditEntry(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True):
+    """One moderation action: ``by`` did ``action`` (``kick``, ``ban``, ``mode``,
+    ``grant``, ``server-ban``...) to ``user`` in ``room`` at ``ts``, for ``reason``;
+    ``detail`` the rest (a mode string and args, a ban's end); ``seq`` its room event."""
+
+    ts: float
+    by: str
+    action: str
+    user: str | None = None
+    room: str | None = None
+    reason: str | None = None
+    detail: dict[str, object] = msgspec.field(default_factory=dict)
+    seq: int | None = None
+
+
+class AuditLog(_Event, tag="audit", frozen=True):
+    """The reply to ``audit``: newest first."""
+
+    entries: tuple[AuditEntry, ...] = ()
+    id: RequestId = None
+
 
 class BanEntry(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True):
     """One ban in force: ``user`` banned ``by`` an operator at ``ts``, until ``expires``
@@ -103,6 +140,14 @@ class BanList(_Event, tag="bans", frozen=True):
     room: str
     bans: tuple[BanEntry, ...] = ()
     id: RequestId = None
+
+
+def validate_audit_command(cmd: AuditCommand) -> None:
+    if cmd.room is not None:
+        check_room(cmd.room, cmd.id)
+    if isinstance(cmd.limit, bool) or not 1 <= cmd.limit <= MAX_AUDIT:
+        why = f"limit is from 1 to {MAX_AUDIT}"
+        raise ProtocolError(ErrorCode.BAD_REQUEST, why, cmd.id)
 
 
 def validate_moderation_command(cmd: ModerationCommand) -> None:

@@ -29,7 +29,14 @@ import msgspec
 
 from chatroom._wire import MAX_SEQ, NAME_RE, Cid, Seq, UserTuple, _Command, _Event
 from chatroom.errors import ErrorCode, FrameTooLarge, ProtocolError, RequestId
-from chatroom.moderation import BanList, ModerationCommand, validate_moderation_command
+from chatroom.moderation import (
+    AuditCommand,
+    AuditLog,
+    BanList,
+    ModerationCommand,
+    validate_audit_command,
+    validate_moderation_command,
+)
 from chatroom.rooms import (
     RoomCommand,
     RoomInfo,
@@ -255,6 +262,7 @@ ClientCommand = (
     | LogoutCommand
     | RoomCommand
     | ModerationCommand
+    | AuditCommand
 )
 
 
@@ -449,6 +457,7 @@ ServerEvent = (
     | ErrorEvent
     | RoomServerEvent
     | BanList
+    | AuditLog
 )
 EVENT_NAMES: Final = _tags(ServerEvent)
 
@@ -622,6 +631,8 @@ def validate_command(cmd: ClientCommand, limits: Limits) -> None:
         validate_room_command(cmd)
     elif isinstance(cmd, ModerationCommand):
         validate_moderation_command(cmd)
+    elif isinstance(cmd, AuditCommand):
+        validate_audit_command(cmd)
     elif isinstance(cmd, LoginCommand):
         _check_seq(cmd.since, cmd.id)
         if not is_valid_username(cmd.username):

@@ -25,6 +25,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from chatroom.errors import ProtocolError
 from chatroom.moderation import (
+    AuditCommand,
     BanCommand,
     BansCommand,
     KickCommand,
@@ -79,6 +80,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(PingCommand, "_ping", needs_login=False),
     Command(ExitCommand, "_exit", needs_login=False, ends=True),
     Command(LogoutCommand, "_exit", needs_login=False, ends=True),  # an alias of exit
+    Command(AuditCommand, "_audit"),  # server operators only (docs/PROTOCOL.md §Moderation)
     # Rooms (docs/PROTOCOL.md §Rooms): one handler, unknown to a connection without them.
     *(
         Command(t, "_room")

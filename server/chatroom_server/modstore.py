@@ -237,9 +237,11 @@ def _operator_change(db: sqlite3.Connection, action: str, user: str, now: float)
     return True
 
 
-def audit(
-    db: sqlite3.Connection, room: str | None = None, limit: int = 100
-) -> list[tuple[int | None, float, str, str, str | None, str | None, str | None, str]]:
+# seq, ts, actor, action, target, room, reason, detail (JSON)
+AuditRow = tuple[int | None, float, str, str, str | None, str | None, str | None, str]
+
+
+def audit(db: sqlite3.Connection, room: str | None = None, limit: int = 100) -> list[AuditRow]:
     """The newest ``limit`` audit records (of ``room``), newest first."""
     sql = "SELECT seq, ts, actor, action, target, room, reason, detail FROM audit"
     args: tuple[object, ...] = ()
@@ -247,4 +249,16 @@ def audit(
         sql += " WHERE lower(room) = ?"
         args = (room_key(room),)
     sql += " ORDER BY ts DESC, seq DESC LIMIT ?"
-    return [tuple(r) for r in db.execute(sql, (*args, limit)).fetchall()]
+    return [
+        (
+            None if r[0] is None else int(r[0]),
+            float(r[1]),
+            str(r[2]),
+            str(r[3]),
+            r[4],
+            r[5],
+            r[6],
+            str(r[7]),
+        )
+        for r in db.execute(sql, (*args, limit)).fetchall()
+    ]

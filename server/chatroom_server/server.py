@@ -69,6 +69,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import logging
 import math
 import select
@@ -84,7 +85,7 @@ from typing import TYPE_CHECKING, Any, cast
 import msgspec
 
 from chatroom.errors import ProtocolError
-from chatroom.moderation import ModerationCommand
+from chatroom.moderation import AuditCommand, AuditEntry, AuditLog, ModerationCommand
 from chatroom.protocol import (
     PROTOCOL_VERSION,
     ROOMS_VERSION,
@@ -1220,6 +1221,32 @@ class ChatServer:
             self._fanout.after(
                 conn, lambda: conn.outbox.send(encode(UserList(users=self.names(), id=rid)))
             )
+
+    def _audit(self, conn: _Conn, cmd: AuditCommand) -> None:
+        """The moderation audit log, for server operators (docs/PROTOCOL.md
+        §Moderation). Two database reads on this reader thread, no lock of ours."""
+        assert conn.username is not None
+        gate = self._gate
+        if gate is None:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, "no audit log in a cluster yet", cmd.id)
+        if not gate.is_operator(conn.username):
+            raise ProtocolError(ErrorCode.NOT_OPERATOR, "the audit is for server operators", cmd.id)
+        entries = tuple(
+            AuditEntry(
+                seq=seq,
+                ts=ts,
+                by=str(actor),
+                action=str(action),
+                user=None if target is None else str(target),
+                room=None if room is None else str(room),
+                reason=None if reason is None else str(reason),
+                detail=json.loads(str(detail)) if detail else {},
+            )
+            for seq, ts, actor, action, target, room, reason, detail in gate.audit(
+                cmd.room, cmd.limit
+            )
+        )
+        self._reply(conn, encode(AuditLog(entries=entries, id=cmd.id)))
 
     def _ping(self, conn: _Conn, cmd: PingCommand) -> None:
         self._reply(conn, _PONG if cmd.id is None else encode(Pong(id=cmd.id)))

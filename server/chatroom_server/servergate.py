@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Final
 
 from chatroom.protocol import username_key
+from chatroom_server import modstore
 
 __all__ = [
     "SQLITE_SERVER_GATE",
@@ -91,6 +92,11 @@ class ServerGate:
                 "SELECT 1 FROM operators WHERE user_key = ?", (username_key(user),)
             ).fetchone()
         return row is not None
+
+    def audit(self, room: str | None, limit: int) -> list[modstore.AuditRow]:
+        """The newest ``limit`` audit records (chatroom_server.modstore.audit)."""
+        with self._lock:
+            return modstore.audit(self._db, room, limit)
 
     def close(self) -> None:
         with self._lock:

@@ -217,3 +217,33 @@ def test_a_banned_users_resume_gives_the_ban_and_nothing_after_it() -> None:
                 break
             replayed.append(f)
         assert [(f["type"], f.get("event")) for f in replayed] == [("room_event", "ban")]
+
+
+def test_the_audit_command_is_for_server_operators() -> None:
+    with quiet_server() as srv:
+        alice, bob, _ = room_of_three(srv)
+        alice.send(command="kick", room="dev", user="bob", reason="flood", id=1)
+        alice.until("ack", id=1)
+        alice.send(command="audit", id=2)
+        refused(alice, "not_operator", 2)
+        alice.send(command="audit", limit=0, id=3)
+        refused(alice, "bad_request", 3)
+        db = sqlite3.connect(srv.db_path)
+        try:
+            modstore.grant(db, "bob", now=5.0)
+        finally:
+            db.close()
+        bob.send(command="audit", room="DEV", id=4)
+        (entry,) = bob.until("audit", id=4)["entries"]
+        assert (entry["by"], entry["action"], entry["user"], entry["room"], entry["reason"]) == (
+            "alice",
+            "kick",
+            "bob",
+            "dev",
+            "flood",
+        )
+        bob.send(command="audit", limit=1, id=5)
+        (entry,) = bob.until("audit", id=5)["entries"]
+        assert entry["action"] == "kick" and entry["seq"] > 0
+        bob.send(command="audit", id=6)
+        assert [e["action"] for e in bob.until("audit", id=6)["entries"]] == ["kick", "grant"]
