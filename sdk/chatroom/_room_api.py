@@ -17,6 +17,9 @@ from typing import TypeVar
 from chatroom.errors import UsageError
 from chatroom.events import Receipt
 from chatroom.moderation import (
+    AuditCommand,
+    AuditEntry,
+    AuditLog,
     BanCommand,
     BanEntry,
     BanList,
@@ -167,6 +170,12 @@ class RoomMethods:
         cmd = UnmuteCommand(room=room, user=user)
         return receipt(self._request(Ack, _build(self._session, cmd)), user)
 
+    def audit(self, room: str | None = None, *, limit: int = 50) -> tuple[AuditEntry, ...]:
+        """The newest ``limit`` moderation records (of ``room``), newest first: for
+        server operators (others: :class:`~chatroom.errors.RoomError` ``not_operator``)."""
+        cmd = AuditCommand(room=room, limit=limit)
+        return self._request(AuditLog, lambda s: s.request(cmd)).entries
+
 
 class AsyncRoomMethods:
     """:class:`chatroom.aio.AsyncChatClient`'s room commands: as :class:`RoomMethods`,
@@ -252,3 +261,8 @@ class AsyncRoomMethods:
         """As :meth:`RoomMethods.unmute`."""
         cmd = UnmuteCommand(room=room, user=user)
         return receipt(await self._request(Ack, _build(self._session, cmd)), user)
+
+    async def audit(self, room: str | None = None, *, limit: int = 50) -> tuple[AuditEntry, ...]:
+        """As :meth:`RoomMethods.audit`."""
+        cmd = AuditCommand(room=room, limit=limit)
+        return (await self._request(AuditLog, lambda s: s.request(cmd))).entries

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import sqlite3
 
 import pytest
 
@@ -13,6 +14,7 @@ from chatroom import ChatClient, RoomError
 from chatroom.aio import AsyncChatClient
 from chatroom.events import RoomEvent
 from chatroom.testing import running_server
+from chatroom_server import modstore
 
 T = 10.0
 PW = "correct horse"
@@ -61,6 +63,20 @@ def test_the_threaded_client_kicks_bans_and_mutes() -> None:
             a.unban("dev", "ben")
             assert a.bans("dev") == ()
             assert b.join("dev").members == ("ann", "ben")
+            with pytest.raises(RoomError) as err:
+                a.audit()
+            assert err.value.code == "not_operator"
+            db = sqlite3.connect(srv.db_path)
+            try:
+                modstore.grant(db, "ann")
+            finally:
+                db.close()
+            entries = a.audit("dev", limit=2)
+            assert [(e.action, e.by, e.user) for e in entries] == [
+                ("unban", "ann", "ben"),
+                ("ban", "ann", "ben"),
+            ]
+            assert entries[1].detail["expires"] == entries[1].ts + 3600
 
 
 def test_the_asyncio_client_kicks_bans_and_mutes() -> None:
@@ -85,6 +101,8 @@ def test_the_asyncio_client_kicks_bans_and_mutes() -> None:
             assert [e.user for e in await a.bans("dev")] == ["ben"]
             await a.unban("dev", "ben")
             assert await a.bans("dev") == ()
+            with pytest.raises(RoomError):
+                await a.audit()
 
     with running_server(users_interval=0, rate_limit=None) as srv:
         asyncio.run(asyncio.wait_for(run(srv.host, srv.port), T * 3))
