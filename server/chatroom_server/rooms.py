@@ -223,6 +223,9 @@ class RoomBook:
     def __len__(self) -> int:
         return len(self._rooms)
 
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and room_key(name) in self._rooms
+
     def get(self, name: str) -> Room | None:
         return self._rooms.get(room_key(name))
 
@@ -352,15 +355,26 @@ class RoomBook:
         return RoomChange(room.name, RoomEventKind.INVITE, _canonical(room, user), user=target)
 
     def mode(
-        self, user: str, name: str, modes: str, args: Iterable[str], rid: RequestId = None
+        self,
+        user: str,
+        name: str,
+        modes: str,
+        args: Iterable[str],
+        rid: RequestId = None,
+        server_operator: bool = False,
     ) -> RoomChange:
+        """A ``mode`` change; ``server_operator``: ``user`` is one, an operator of every
+        room, member or not (docs/PROTOCOL.md §Moderation)."""
         args = tuple(args)
         changes = parse_modes(modes, args, rid)
-        room = self._modifiable(user, name, rid)
-        if not room.is_operator(user):
-            raise _error(ErrorCode.NOT_OPERATOR, f"only operators set modes of {room.name}", rid)
+        if server_operator and room_key(name) != LOBBY and name in self:
+            room = self._rooms[room_key(name)]
+        else:
+            room = self._modifiable(user, name, rid)
+            if not room.is_operator(user):
+                why = f"only operators set modes of {room.name}"
+                raise _error(ErrorCode.NOT_OPERATOR, why, rid)
         me = room.member(user)
-        assert me is not None
         for c in changes:
             if c.letter in "ov":
                 assert c.arg is not None
@@ -374,7 +388,7 @@ class RoomBook:
         return RoomChange(
             room.name,
             RoomEventKind.MODE,
-            me.user,
+            user if me is None else me.user,
             modes=modes,
             args=args,
             after=_after_modes(room, changes),

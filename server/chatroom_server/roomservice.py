@@ -161,7 +161,7 @@ class RoomService:
             if cmd.modes is None:
                 book.member_room(user, cmd.room, rid)
                 return Answer(encode(RoomInfoReply(info=book.visible_info(user, cmd.room), id=rid)))
-            change = book.mode(user, cmd.room, cmd.modes, cmd.args, rid)
+            change = book.mode(user, cmd.room, cmd.modes, cmd.args, rid, server_operator)
         change = replace(change, ts=ts)
         message = NewMessage(change.by, change.user, change.detail(), ts, change=change)
         return ToStore(change, message)

@@ -36,7 +36,7 @@ from typing import Protocol
 from chatroom.errors import ErrorCode, ProtocolError, RequestId
 from chatroom.moderation import BansCommand, ModerationCommand
 from chatroom.protocol import Ack, Broadcast, ErrorEvent, PmCommand, encode, username_key
-from chatroom.rooms import InviteCommand, RoomCommand, RoomInfo
+from chatroom.rooms import InviteCommand, ModeCommand, RoomCommand, RoomInfo
 from chatroom_server.fanout import FanOut
 from chatroom_server.messagelog import Conflict, Duplicate, NewMessage, StorageError
 from chatroom_server.outbox import Outbox
@@ -102,7 +102,8 @@ class RoomWire:
             isinstance(cmd, ModerationCommand) and not isinstance(cmd, BansCommand)
         ):
             target = self._account(cmd.user)
-        oper = isinstance(cmd, ModerationCommand) and self._is_operator(user)
+        changes_modes = isinstance(cmd, ModeCommand) and cmd.modes is not None
+        oper = (isinstance(cmd, ModerationCommand) or changes_modes) and self._is_operator(user)
         self._settled(conn, cmd.id)
         ts = self._wall()
 

@@ -180,6 +180,11 @@ def test_server_operator_acts_on_any_room_and_the_audit_has_it_all() -> None:
         refused(alice, "banned", 3)
         carol.send(command="mode", room="dev", modes="+m", id=4)  # the first op left
         refused(carol, "not_operator", 4)
+        oscar.send(command="mode", room="dev", modes="+o", args=["carol"], id=41)
+        oscar.until("ack", id=41)  # a server operator, not a member, gives the room one
+        assert carol.until("room_event", event="mode")["by"] == "oscar"
+        carol.send(command="mode", room="dev", modes="+m", id=42)
+        carol.until("ack", id=42)
 
         db = sqlite3.connect(srv.db_path)
         try:
@@ -187,11 +192,13 @@ def test_server_operator_acts_on_any_room_and_the_audit_has_it_all() -> None:
             assert modstore.revoke(db, "oscar")
         finally:
             db.close()
-        assert [(r[2], r[3], r[4], r[5], r[6]) for r in rows[:2]] == [
+        assert [(r[2], r[3], r[4], r[5], r[6]) for r in rows[:4]] == [
+            ("carol", "mode", None, "dev", None),
+            ("oscar", "mode", None, "dev", None),
             ("oscar", "ban", "alice", "dev", "abuse"),
             ("admin", "grant", "oscar", None, None),
         ]
-        assert '"expires"' in rows[0][7]
+        assert '"expires"' in rows[2][7]
         oscar.send(command="kick", room="dev", user="bob", id=5)
         refused(oscar, "not_in_room", 5)  # revoked: read at each command
 
