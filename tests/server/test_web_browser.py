@@ -21,7 +21,7 @@ import pytest
 
 from chatroom import Broadcast, ChatClient, DirectMessage
 from chatroom.testing import ServerProcess
-from tests.helpers import PASSWORD, connect, quiet_server
+from tests.helpers import PASSWORD, RawClient, connect, quiet_server
 from tests.server.test_irc import Irc
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -448,3 +448,186 @@ def test_logging_out_ends_the_session_and_shows_the_form(browser: Any, tabs: lis
         tab.page.get_by_label("Username").wait_for()
         assert tab.page.locator("#chat-view").is_hidden()
         assert tab.page.locator("#password").input_value() == ""  # nothing kept
+
+
+# ------------------------------------------------------------------ rooms
+
+
+def _v2(address: tuple[str, int], name: str) -> RawClient:
+    """A raw TCP client speaking rooms (protocol v2), logged in."""
+    c = RawClient(address)
+    c.send(command="login", username=name, password=PASSWORD, features=["rooms"])
+    assert c.expect("login_ok")["version"] == 2
+    return c
+
+
+def _events(tab: Tab) -> list[str]:
+    """The room events shown in the open conversation, in order."""
+    texts: list[str] = tab.page.eval_on_selector_all(
+        "#log li.event .text", "els => els.map(e => e.textContent)"
+    )
+    return texts
+
+
+def _members(tab: Tab) -> list[str]:
+    names: list[str] = tab.page.eval_on_selector_all(
+        "#members button.member", "els => els.map(e => e.textContent)"
+    )
+    return names
+
+
+def _unread(tab: Tab, title: str) -> str:
+    return str(
+        tab.page.locator("#sidebar button.conv", has_text=title).locator(".unread").inner_text()
+    )
+
+
+def test_rooms_two_tabs_an_sdk_client_and_a_lobby_only_tab(browser: Any, tabs: list[Tab]) -> None:
+    with quiet_server(web_port=0) as srv:
+        alice = open_tab(browser, tabs, srv.web_url)
+        alice.register("alice")
+        bob = open_tab(browser, tabs, srv.web_url)
+        bob.register("bob")
+        eve = open_tab(browser, tabs, srv.web_url)
+        eve.register("eve")
+        carol = ChatClient(srv.host, srv.port, rooms=True)
+        carol.connect()
+        try:
+            carol.login("carol", PASSWORD)
+            # alice makes the room with the command, bob joins it with the button.
+            alice.say("/join #dev")
+            alice.page.locator("#conv-title", has_text="# dev").wait_for()
+            assert alice.page.locator("#part-button").is_visible()
+            bob.page.get_by_label("Join or create a room").fill("DEV")  # any case: one room
+            bob.page.get_by_role("button", name="Join", exact=True).click()
+            bob.page.locator("#conv-title", has_text="# dev").wait_for()
+            alice.page.locator("#log li.event", has_text="bob joined").wait_for()
+            carol.join("dev")
+            for tab in (alice, bob):
+                tab.page.locator("#log li.event", has_text="carol joined").wait_for()
+                tab.page.get_by_role("button", name="Write to carol").wait_for()
+            assert [m.split(" ")[0] for m in _members(alice)] == ["alice", "bob", "carol"]
+            assert "(owner)" in _members(alice)[0]
+            alice.say("/topic release Friday")
+            bob.page.locator("#conv-topic", has_text="Topic: release Friday").wait_for()
+
+            # Messages in the room, all ways; none reaches the lobby or eve.
+            with carol.expect(Broadcast, check=lambda e: e.message == "dev from alice") as w:
+                alice.say("dev from alice")
+                assert w.wait(10).room == "dev"
+            bob.wait_message("dev from alice")
+            bob.say("dev from bob")
+            alice.wait_message("dev from bob")
+            carol.pm("dev from carol", room="dev")
+            for tab in (alice, bob):
+                tab.wait_message("dev from carol")
+                assert tab.texts() == ["dev from alice", "dev from bob", "dev from carol"]
+            assert _events(alice) == [
+                "alice joined",
+                "bob joined",
+                "carol joined",
+                "alice set the topic: release Friday",
+            ]
+
+            # Unread counts: bob reads the lobby while dev moves, alice stays in dev.
+            bob.open("# lobby")
+            alice.say("dev while bob reads the lobby 1")
+            alice.say("dev while bob reads the lobby 2")
+            carol.pm("dev while bob reads the lobby 3", room="dev")
+            bob.page.locator("#sidebar button.conv", has_text="# dev").locator(
+                ".unread", has_text="3"
+            ).wait_for()
+            eve.say("lobby from eve")
+            alice.page.locator("#sidebar button.conv", has_text="# lobby").locator(
+                ".unread", has_text="1"
+            ).wait_for()
+            bob.wait_message("lobby from eve")
+            assert bob.texts() == ["lobby from eve"]
+            assert _unread(alice, "# lobby") == "1"
+            bob.open("# dev")
+            bob.wait_message("dev while bob reads the lobby 3")
+            assert bob.page.locator("#sidebar .unread").count() == 0
+
+            # eve is in the lobby only: she sees no room and none of its messages.
+            eve.wait_message("lobby from eve")
+            assert eve.page.locator("#sidebar #rooms button.conv").all_inner_texts() == ["# lobby"]
+            assert eve.texts() == ["lobby from eve"]
+
+            # bob leaves by the button; alice sees it, and his member entry goes.
+            bob.page.get_by_role("button", name="Leave # dev").click()
+            bob.page.locator("#conv-title", has_text="# lobby").wait_for()
+            assert bob.page.locator("#rooms button.conv", has_text="# dev").count() == 0
+            alice.page.locator("#log li.event", has_text="bob left").wait_for()
+            assert [m.split(" ")[0] for m in _members(alice)] == ["alice", "carol"]
+        finally:
+            carol.close()
+
+
+def test_a_tab_resumes_every_room_after_its_server_is_restarted(
+    browser: Any, tabs: list[Tab], tmp_path: Path
+) -> None:
+    db = tmp_path / "chat.db"
+    first = ServerProcess(db, "--web-port", "0", "--rate-limit", "off")
+    assert first.web_port is not None
+    ports = ["--port", str(first.port), "--web-port", str(first.web_port)]
+    url = f"http://127.0.0.1:{first.web_port}/"
+    try:
+        tab = open_tab(browser, tabs, url)
+        tab.allowed.append(re.compile(r"WebSocket connection to .* failed"))
+        tab.register("alice")
+        bob = _v2(first.address, "bob")
+        for room in ("dev", "ops"):  # bob's rooms: he may set their topics
+            bob.send(command="join", room=room)
+            bob.until("room_info")
+        for room in ("dev", "ops"):
+            tab.say(f"/join {room}")
+            tab.page.locator("#conv-title", has_text=f"# {room}").wait_for()
+        for room in ("dev", "ops"):
+            bob.send(command="pm", room=room, message=f"{room} before")
+            bob.until("ack")
+        tab.wait_message("ops before")
+        first.proc.kill()  # SIGKILL: no bye, no close frame
+        first.close()
+        tab.page.wait_for_selector('#status[data-state="offline"]')
+        second = ServerProcess(db, *ports, "--rate-limit", "off")
+        try:
+            bob = _v2(second.address, "bob")
+            for i in range(2):
+                for place in ("dev", "ops", None):
+                    where = {"room": place} if place else {}
+                    bob.send(command="pm", message=f"{place or 'lobby'} away {i}", **where)
+                    bob.until("ack")
+            bob.send(command="topic", room="dev", topic="after the crash")
+            bob.until("ack")
+            tab.wait_online()
+            tab.wait_message("ops away 1")  # the open room
+            assert tab.texts() == ["ops before", "ops away 0", "ops away 1"]
+            # dev: its message before the crash, read in ops, and the two while away.
+            tab.page.locator("#sidebar button.conv", has_text="# dev").locator(
+                ".unread", has_text="3"
+            ).wait_for()
+            tab.page.locator("#sidebar button.conv", has_text="# lobby").locator(
+                ".unread", has_text="2"
+            ).wait_for()
+            bob.send(command="pm", room="dev", message="dev after")
+            bob.until("ack")
+            tab.open("# dev")
+            tab.wait_message("dev after")
+            tab.page.locator("#conv-topic", has_text="after the crash").wait_for()
+            for title, texts in (
+                ("# dev", ["dev before", "dev away 0", "dev away 1", "dev after"]),
+                ("# lobby", ["lobby away 0", "lobby away 1"]),
+                ("# ops", ["ops before", "ops away 0", "ops away 1"]),
+            ):
+                tab.open(title)
+                tab.wait_message(texts[-1])
+                log = tab.log()
+                assert [text for _, text in log] == texts, (title, log)  # none missing, none twice
+                seqs = [seq for seq, _ in log]
+                assert seqs == sorted(set(s for s in seqs if s is not None)), log
+            tab.open("# dev")
+            assert _events(tab)[-1] == "bob set the topic: after the crash"
+        finally:
+            second.close()
+    finally:
+        first.close()

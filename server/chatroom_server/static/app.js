@@ -12,10 +12,14 @@
 import { COMMANDS, HELP, parse } from "./commands.js";
 import { Connection } from "./connection.js";
 import { LOBBY, Conversations } from "./conversations.js";
+import { loginForm } from "./login.js";
 import { Completer } from "./names.js";
+import { roleOf } from "./rooms.js";
+import { roomHandlers } from "./roomview.js";
 import {
   $,
   conversationButton,
+  eventItem,
   insertBySeq,
   markFailed,
   markSent,
@@ -34,7 +38,9 @@ const state = {
   epoch: null,
   lastSeq: null,
   limits: { max_message: 4000, max_frame: 65536 },
-  members: [],
+  members: [], // the users online (the lobby's members)
+  shown: [], // the names in the member list now (the open room's, or the lobby's)
+  roomsOn: false, // the server speaks rooms on this connection (protocol v2)
   loggedIn: false, // has been: reconnects log in again by themselves
   online: false, // logged in on the current connection
   replaying: false,
@@ -42,12 +48,27 @@ const state = {
   active: LOBBY,
   pending: new Map(), // cid -> {frame, li, key}
   requests: new Map(), // request id -> conversation key (history pages)
+  roomRequests: new Map(), // request id -> {kind, room, topic} (join, part, topic...)
   nextId: 1,
   cidPrefix: Math.random().toString(36).slice(2, 10),
 };
 
 const completer = new Completer();
 const conn = new Connection({ onOpen: opened, onFrame: received, onClose: closed });
+const form = loginForm(state, conn);
+// Function declarations below are hoisted: the room handlers can be made here.
+const rooms = roomHandlers({
+  state,
+  conn,
+  show,
+  notice,
+  renderSidebar,
+  renderMembers,
+  composerError,
+  seen,
+  nearEnd,
+  scrollToEnd,
+});
 
 // ------------------------------------------------------------------ status
 
@@ -75,76 +96,25 @@ function closed(retry, wait) {
   setStatus("offline", `offline; reconnecting in ${secs} s`);
   if (state.loggedIn) {
     // The list is what it was: say so until the next login brings the real one.
-    $("member-count").textContent = `(${state.members.length}, when last online)`;
+    $("member-count").textContent = `(${state.shown.length}, when last online)`;
   }
 }
 
 // ------------------------------------------------------------------ login
 
 function login(again = false) {
-  const frame = { command: "login", username: state.me ?? $("username").value.trim(), id: "login" };
+  const frame = {
+    command: "login",
+    username: state.me ?? $("username").value.trim(),
+    id: "login",
+    features: ["rooms"],
+  };
   if (state.password !== null) frame.password = state.password;
   if (again && state.lastSeq !== null && state.epoch !== null) {
     frame.since = state.lastSeq;
     frame.epoch = state.epoch;
   }
   conn.send(frame);
-}
-
-function loginError(text) {
-  $("login-error").textContent = text;
-}
-
-function onLoginSubmit(event) {
-  event.preventDefault();
-  loginError("");
-  if (!conn.open) {
-    loginError("Not connected to the server yet; it is being retried.");
-    return;
-  }
-  const name = $("username").value.trim();
-  if (name === "") {
-    loginError("Enter a username.");
-    $("username").focus();
-    return;
-  }
-  if ($("password-row").hidden) {
-    conn.send({ command: "login", username: name, id: "probe" }); // new or existing?
-    return;
-  }
-  const pw = $("password").value;
-  if (state.newUser) {
-    if ([...pw].length < state.minPassword) {
-      loginError(`Choose a password of at least ${state.minPassword} characters.`);
-      $("password").focus();
-      return;
-    }
-    if (pw !== $("password2").value) {
-      loginError("The two passwords differ: type the same one twice.");
-      $("password2").focus();
-      return;
-    }
-  }
-  state.password = pw;
-  conn.send({ command: "login", username: name, password: pw, id: "login" });
-}
-
-function askPassword(frame) {
-  state.newUser = frame.new_user;
-  $("username").value = frame.username;
-  $("password-row").hidden = false;
-  $("confirm-row").hidden = !frame.new_user;
-  if (frame.new_user) {
-    state.minPassword = frame.min_password ?? 8;
-    $("password-label").textContent =
-      `Choose a password for the new name ${frame.username} (${state.minPassword} characters or more)`;
-    $("password").autocomplete = "new-password";
-    $("login-button").textContent = "Register";
-  } else {
-    $("password-label").textContent = `Password for ${frame.username}`;
-    $("login-button").textContent = "Log in";
-  }
-  $("password").focus();
 }
 
 function loggedIn(frame) {
@@ -158,8 +128,9 @@ function loggedIn(frame) {
   }
   state.epoch = frame.epoch ?? null;
   if (state.lastSeq === null && frame.seq != null) state.lastSeq = frame.seq;
-  setMembers(frame.users);
   state.replaying = frame.replay === true;
+  rooms.syncRooms(frame);
+  setMembers(frame.users);
   setStatus("online", `online as ${state.me}`);
   if (first) {
     $("login-view").hidden = true;
@@ -178,7 +149,7 @@ function loggedIn(frame) {
 function received(f) {
   switch (f.type) {
     case "password_required":
-      askPassword(f);
+      form.askPassword(f);
       break;
     case "login_ok":
       loggedIn(f);
@@ -204,6 +175,15 @@ function received(f) {
       break;
     case "users":
       setMembers(f.users);
+      break;
+    case "room_event":
+      rooms.roomEvent(f);
+      break;
+    case "room_info":
+      rooms.roomInfoReply(f);
+      break;
+    case "rooms":
+      rooms.roomList(f);
       break;
     case "error":
       failed(f);
@@ -245,6 +225,7 @@ function message(f) {
 function acked(f) {
   seen(f.seq);
   if (typeof f.id === "string" && state.pending.has(f.id)) settle(f.id, f.seq);
+  else if (typeof f.id === "string" && state.roomRequests.has(f.id)) rooms.roomAck(f);
 }
 
 function settle(cid, seq) {
@@ -252,7 +233,8 @@ function settle(cid, seq) {
   state.pending.delete(cid);
   const conv = state.convs.get(p.key);
   const f = p.frame;
-  const msg = { from: state.me, to: f.to, message: f.message, ts: Date.now() / 1000, seq };
+  const ts = Date.now() / 1000;
+  const msg = { from: state.me, to: f.to, room: f.room, message: f.message, ts, seq };
   if (seq == null || conv.add(msg)) {
     markSent(p.li, seq);
     if (p.li.isConnected) {
@@ -276,7 +258,7 @@ function failed(f) {
       return;
     }
     state.password = null;
-    loginError(f.message);
+    form.loginError(f.message);
     return;
   }
   if (typeof f.id === "string" && state.pending.has(f.id)) {
@@ -286,6 +268,7 @@ function failed(f) {
     composerError(f.message);
     return;
   }
+  state.roomRequests.delete(f.id);
   if (typeof f.id === "string" && state.requests.has(f.id)) {
     const conv = state.convs.get(state.requests.get(f.id));
     state.requests.delete(f.id);
@@ -309,9 +292,20 @@ function goodbye(f) {
 
 function setMembers(users) {
   state.members = [...users];
-  const ul = $("members");
-  ul.replaceChildren(...state.members.map((n) => memberButton(n, state.me ?? "", openDm)));
-  $("member-count").textContent = `(${state.members.length})`;
+  renderMembers();
+}
+
+// The open room's members (marked when away), else the users online.
+function renderMembers() {
+  const info = state.convs.get(state.active).info;
+  const online = new Set(state.members.map((n) => n.toLowerCase()));
+  const me = state.me ?? "";
+  state.shown = info ? info.members : state.members;
+  const item = info
+    ? (n) => memberButton(n, me, openDm, roleOf(info, n), !online.has(n.toLowerCase()))
+    : (n) => memberButton(n, me, openDm);
+  $("members").replaceChildren(...state.shown.map(item));
+  $("member-count").textContent = `(${state.shown.length})`;
 }
 
 function openDm(name) {
@@ -344,15 +338,21 @@ function show(key) {
   const conv = state.convs.get(key);
   conv.unread = 0;
   $("conv-title").textContent = conv.title;
+  rooms.renderTopic();
+  $("part-button").hidden = conv.kind !== "room" || key === LOBBY;
+  $("part-button").textContent = `Leave ${conv.title}`;
   $("message-label").textContent = `Message to ${conv.title}`;
   $("message").placeholder = `Message ${conv.title} — /help for commands, Tab completes names`;
   const log = $("log");
-  const items = [...conv.bySeq.values()].sort((a, b) => a.seq - b.seq).map(messageItem);
+  const items = [...conv.bySeq.values()]
+    .sort((a, b) => a.seq - b.seq)
+    .map((m) => (m.event ? eventItem(m, m.text) : messageItem(m)));
   for (const p of state.pending.values()) if (p.key === key) items.push(p.li);
   log.replaceChildren(...items);
   $("log-start").hidden = conv.hasMore || !conv.loaded;
   $("older").hidden = !conv.hasMore || !conv.loaded;
   renderSidebar();
+  renderMembers();
   scrollToEnd();
   if (!conv.loaded) loadOlder(conv);
 }
@@ -390,6 +390,7 @@ function loadOlder(conv) {
   const oldest = conv.oldest;
   if (oldest !== null) frame.before = oldest;
   if (conv.kind === "dm") frame.with = conv.peer;
+  else if (state.roomsOn && conv.key !== LOBBY) frame.room = conv.info?.name ?? conv.key.slice(5);
   conn.send(frame);
 }
 
@@ -417,7 +418,7 @@ function composerError(text) {
   $("composer-error").textContent = text;
 }
 
-function sendMessage(kind, text, to = null) {
+function sendMessage(kind, text, to = null, roomKey = LOBBY) {
   const length = [...text].length; // the server counts characters, not UTF-16 units
   if (length > state.limits.max_message) {
     composerError(
@@ -431,7 +432,8 @@ function sendMessage(kind, text, to = null) {
     kind === "pm"
       ? { command: "pm", message: text, cid, id: cid }
       : { command: "dm", to, message: text, cid, id: cid };
-  const key = kind === "pm" ? LOBBY : state.convs.dmKey(to);
+  if (kind === "pm" && roomKey !== LOBBY) frame.room = roomKey.slice(5);
+  const key = kind === "pm" ? roomKey : state.convs.dmKey(to);
   state.convs.get(key);
   const li = messageItem({ from: state.me, to, message: text, pending: true, cid });
   state.pending.set(cid, { frame, li, key });
@@ -463,7 +465,7 @@ function onCompose(event) {
       done =
         conv.kind === "dm"
           ? sendMessage("dm", action.text, conv.peer)
-          : sendMessage("pm", action.text);
+          : sendMessage("pm", action.text, null, conv.key);
       break;
     case "dm":
       done = sendMessage("dm", action.text, action.to);
@@ -477,8 +479,12 @@ function onCompose(event) {
     case "help":
       for (const line of HELP) notice(state.active, line);
       break;
-    case "note":
-      notice(state.active, action.text);
+    case "join":
+    case "part":
+    case "topic":
+    case "invite":
+    case "rooms":
+      done = rooms.roomCommand(action, conv);
       break;
     case "quit":
       logout();
@@ -500,7 +506,7 @@ function logout() {
 
 function onKey(event) {
   if (event.key === "Tab" && !event.shiftKey && !event.altKey && !event.ctrlKey) {
-    const names = state.members.filter((n) => n.toLowerCase() !== (state.me ?? "").toLowerCase());
+    const names = state.shown.filter((n) => n.toLowerCase() !== (state.me ?? "").toLowerCase());
     if (completer.complete($("message"), names, COMMANDS) !== null) event.preventDefault();
     return;
   }
@@ -535,13 +541,7 @@ function closePanels() {
 }
 
 function start() {
-  $("login-form").addEventListener("submit", onLoginSubmit);
-  $("username").addEventListener("input", () => {
-    // Another name: ask again whether it is new.
-    $("password-row").hidden = true;
-    $("confirm-row").hidden = true;
-    $("login-button").textContent = "Continue";
-  });
+  form.bind();
   $("composer").addEventListener("submit", onCompose);
   $("message").addEventListener("keydown", onKey);
   document.addEventListener("keydown", onGlobalKey);
@@ -562,6 +562,16 @@ function start() {
     if (e.key === "Escape") closePanels();
   });
   $("logout").addEventListener("click", logout);
+  $("join-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const room = $("join-room").value.trim().replace(/^#/, "");
+    if (room !== "" && rooms.roomCommand({ kind: "join", room, key: null })) {
+      $("join-room").value = "";
+    }
+  });
+  $("part-button").addEventListener("click", () =>
+    rooms.roomCommand({ kind: "part", room: null, reason: null }, state.convs.get(state.active)),
+  );
   $("login-button").disabled = true;
   conn.connect();
   $("username").focus();

@@ -1,13 +1,18 @@
 // The composer's /commands, as IRC users know them. parse() turns a line into an
 // action for app.js; it sends nothing itself.
 
-export const COMMANDS = ["/help", "/me", "/msg", "/query", "/who", "/join", "/part", "/quit"];
+export const COMMANDS = [
+  "/help", "/me", "/msg", "/query", "/who",
+  "/join", "/part", "/topic", "/invite", "/rooms", "/quit",
+];
 
 export const HELP = [
   "/me TEXT — an action (* you TEXT)",
   "/msg NAME TEXT — a direct message; /query NAME opens the conversation",
   "/who — who is here",
-  "/join #ROOM, /part — rooms (the server has one room for now: # lobby)",
+  "/join ROOM [KEY] — join (or create) a room; /part [ROOM] [REASON] — leave it",
+  "/topic [TEXT] — read or set the room's topic; /invite NAME — invite to the room",
+  "/rooms — the rooms there are",
   "/quit — log out",
   "Tab completes names and commands; Alt+↑ and Alt+↓ change conversation.",
 ];
@@ -34,12 +39,26 @@ export function parse(line) {
     }
     case "/who":
       return { kind: "who" };
-    case "/join":
-    case "/part":
-      return {
-        kind: "note",
-        text: "Rooms are not on this server yet: everyone is in # lobby.",
-      };
+    case "/join": {
+      const m = /^#?(\S+)(?:\s+(\S+))?\s*$/.exec(rest);
+      return m ? { kind: "join", room: m[1], key: m[2] ?? null } : usage("/join ROOM [KEY]");
+    }
+    case "/part": {
+      // As IRC: `/part #dev bye`, `/part dev`; `/part see you` leaves the open room.
+      const words = rest.trim();
+      const m = /^#(\S+)\s*(.*)$/s.exec(words);
+      if (m) return { kind: "part", room: m[1], reason: m[2] || null };
+      if (/^\S+$/.test(words)) return { kind: "part", room: words, reason: null };
+      return { kind: "part", room: null, reason: words || null };
+    }
+    case "/topic":
+      return { kind: "topic", topic: rest.trim() === "" ? null : rest.trim() };
+    case "/invite": {
+      const user = rest.trim().replace(/^@/, "");
+      return /^\S+$/.test(user) ? { kind: "invite", user } : usage("/invite NAME");
+    }
+    case "/rooms":
+      return { kind: "rooms" };
     case "/quit":
       return { kind: "quit" };
     case "/help":

@@ -2,9 +2,9 @@
 // messages by seq, so that a message is shown once however it arrives (live, in a
 // replay after a reconnect, or in a history page) — docs/PROTOCOL.md §Message log.
 //
-// Rooms: only the lobby exists today. The side list is built from `rooms()`, so when
-// the server has rooms (issue 35) each becomes a Conversation of kind "room" here and
-// gets its entry, unread count and history with no change to the rest of the page.
+// Rooms (docs/PROTOCOL.md §Rooms): the lobby and each room the user is in, keyed
+// `room:NAME` with the server's spelling of the name; `info` is a room's members,
+// roles and topic (rooms.js), null for the lobby, whose members are the users online.
 
 export const LOBBY = "room:lobby";
 
@@ -19,6 +19,7 @@ export class Conversation {
     this.hasMore = true; // older messages may exist (history paging)
     this.loading = false;
     this.loaded = false; // its first history page was asked for
+    this.info = null; // a room's members, roles and topic (rooms.js)
   }
 
   get oldest() {
@@ -64,16 +65,32 @@ export class Conversations {
     return `dm:${peer}`;
   }
 
+  // A room's conversation, found ignoring case as the server compares room names.
+  roomKey(name) {
+    if (name == null) return LOBBY;
+    for (const c of this.byKey.values()) {
+      if (c.kind === "room" && c.key.slice(5).toLowerCase() === name.toLowerCase()) return c.key;
+    }
+    return `room:${name}`;
+  }
+
   keyFor(msg, me) {
     if (msg.kind === "dm" || msg.type === "dm") {
       const mine = msg.from.toLowerCase() === me.toLowerCase();
       return this.dmKey(mine ? msg.to : msg.from);
     }
-    return LOBBY;
+    return this.roomKey(msg.room); // no room: the lobby's
   }
 
+  // The lobby first, then the other rooms ignoring case.
   rooms() {
-    return [...this.byKey.values()].filter((c) => c.kind === "room");
+    const rooms = [...this.byKey.values()].filter((c) => c.kind === "room" && c.key !== LOBBY);
+    rooms.sort((a, b) => a.key.toLowerCase().localeCompare(b.key.toLowerCase()));
+    return [this.get(LOBBY), ...rooms];
+  }
+
+  drop(key) {
+    if (key !== LOBBY) this.byKey.delete(key);
   }
 
   dms() {

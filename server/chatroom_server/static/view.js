@@ -62,6 +62,14 @@ export function noticeItem(text) {
   return el("li", "notice", text);
 }
 
+// A room's event (a join, a part, a topic...): a notice kept in seq order like a message.
+export function eventItem(ev, text) {
+  const li = el("li", "notice event");
+  li.dataset.seq = String(ev.seq);
+  li.append(clock(ev.ts ?? Date.now() / 1000), " ", el("span", "text", text));
+  return li;
+}
+
 // Insert in seq order: messages arrive in order, so this looks at the last few.
 export function insertBySeq(log, li) {
   const seq = Number(li.dataset.seq);
@@ -95,7 +103,7 @@ export function conversationButton(conv, active, onPick) {
   return li;
 }
 
-export function memberButton(name, me, onPick) {
+export function memberButton(name, me, onPick, role = null, away = false) {
   const li = el("li");
   const b = el("button", "member");
   b.type = "button";
@@ -103,6 +111,8 @@ export function memberButton(name, me, onPick) {
   paintName(n, name);
   b.append(n);
   if (name.toLowerCase() === me.toLowerCase()) b.append(el("span", "you", " (you)"));
+  if (role) b.append(el("span", "you", ` (${role})`));
+  if (away) b.append(el("span", "you", " (away)"));
   b.setAttribute("aria-label", `Write to ${name}`);
   b.addEventListener("click", () => onPick(name));
   li.append(b);
