@@ -194,15 +194,17 @@ def test_a_pasted_megabyte_is_refused_with_one_line_and_the_session_goes_on(
             erin.screen.wait_for(
                 "!! message is 1,048,576 characters; the limit is 4,000", timeout=120
             )
-            # Pasted too: typed, each of its 4,000 keys redraws a growing line, which took
-            # over 10 s on a loaded box before the Enter was read.
+            # Long lines are pasted too: typed, each of 4,000 keys redraws a growing line,
+            # which took over 10 s on a loaded box before the Enter was read.
             erin.type(PASTE_START + "DM watcher " + "y" * 4001 + PASTE_END + "\r")
             erin.screen.wait_for("!! message is 4,001 characters; the limit is 4,000")
             with watcher.expect(Broadcast) as got:
                 erin.type("PM still here\r")
                 assert got.wait(T).message == "still here"
             with watcher.expect(DirectMessage) as dm:
-                erin.type("DM watcher " + "z" * 4000 + "\r")  # at the limit
+                erin.type(
+                    PASTE_START + "DM watcher " + "z" * 4000 + PASTE_END + "\r"
+                )  # at the limit
                 assert dm.wait(T).message == "z" * 4000
             assert "reconnect" not in erin.screen.text
             assert left.empty()  # erin never left
