@@ -136,6 +136,31 @@ class AsyncBot(BotBase):
         assert self.client is not None, "the bot is not running"
         await self.client.part(room, reason=reason)
 
+    async def _announce(self) -> None:
+        """As :meth:`chatroom_bots.Bot._announce`."""
+        client = self.client
+        if client is None:
+            return
+        try:
+            await client.announce_commands(self.announcement(), prefix=self.prefix)
+        except ChatError as exc:
+            log.warning("%s: could not announce the commands: %s", self.name, exc)
+
+    def _announce_soon(self) -> None:
+        # Plugins are swapped on the bot's loop; before it runs, start() announces.
+        loop = self._loop
+        online = self._online
+        if loop is None or online is None or not online.is_set():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._spawn(self._announce(), "bot-announce")
+        else:
+            loop.call_soon_threadsafe(self._spawn, self._announce(), "bot-announce")
+
     def _sent(self, receipt: Receipt, room: str | None) -> None:
         lobby = room is None or room_key(room) == LOBBY
         for fn in self._sent_observers:
@@ -309,6 +334,7 @@ class AsyncBot(BotBase):
         if self._online is not None:
             self._online.set()
         log.info("back online; %d users", len(event.result.users))
+        self._spawn(self._announce(), "bot-announce")  # a new session: it has none
 
     # ------------------------------------------------------------------ handlers (tasks)
 
@@ -491,6 +517,7 @@ class AsyncBot(BotBase):
         self.presence.reset(result.users)
         self.name = result.username
         self._online.set()
+        await self._announce()
         self._scheduler = AsyncScheduler(self.clock, self._submit_job)
         self._schedule_all()
         self._scheduler.start()

@@ -167,6 +167,22 @@ class Bot(BotBase):
         assert self.client is not None, "the bot is not running"
         self.client.part(room, reason=reason)
 
+    def _announce(self) -> None:
+        """Tell the server our commands (docs/PROTOCOL.md §Bot commands), for the REPL to
+        complete them; each session starts without them, so at every login."""
+        client = self.client
+        if client is None or client.closed:
+            return
+        try:
+            client.announce_commands(self.announcement(), prefix=self.prefix)
+        except ChatError as exc:
+            # An older server, or too many commands: the bot works the same, unannounced.
+            log.warning("%s: could not announce the commands: %s", self.name, exc)
+
+    def _announce_soon(self) -> None:
+        if self._online.is_set():
+            self._runner.submit(self._announce)
+
     def _sent(self, receipt: Receipt, room: str | None) -> None:
         lobby = room is None or room_key(room) == LOBBY
         for fn in self._sent_observers:
@@ -319,6 +335,7 @@ class Bot(BotBase):
             self._online.set()
             runs, self._offline_runs = self._offline_runs, []
         log.info("back online; %d users", len(event.result.users))
+        self._runner.submit(self._announce)  # a new session: it has none of them
         for run in runs:  # schedules that came due while we were away
             self._runner.submit(run)
 
@@ -522,6 +539,7 @@ class Bot(BotBase):
         self.name = result.username
         with self._online_lock:
             self._online.set()
+        self._announce()
         self._scheduler = ThreadScheduler(self.clock, self._submit_job, self.name)
         self._schedule_all()
         self._scheduler.start()

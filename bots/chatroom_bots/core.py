@@ -32,7 +32,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
 
+import msgspec
+
 from chatroom import MessageTooLong, Receipt, RoomInfo
+from chatroom.botcommands import BotCommand
 from chatroom.protocol import username_key
 from chatroom.rooms import LOBBY, room_key
 from chatroom_bots.checks import AllowList
@@ -169,6 +172,7 @@ class BotBase:
     def _changed(self) -> None:
         with self._registry_lock:
             self._index = self._build_index(self._plugins)
+        self._announce_soon()
 
     def command(
         self,
@@ -386,6 +390,7 @@ class BotBase:
         for p in new:
             self._schedule(p, p.jobs)
             self._call_plugin_hooks(p.load_hooks)
+        self._announce_soon()
 
     def _call_plugin_hooks(self, hooks: Sequence[Callable[..., Any]]) -> None:
         for fn in hooks:
@@ -616,9 +621,17 @@ class BotBase:
         return sorted(seen.values(), key=lambda c: c.name)
 
     def describe(self) -> list[CommandSpec]:
-        """The commands as msgspec structs (``msgspec.json.encode(bot.describe())``): what a
-        bot would announce to the server so that a REPL completes its commands."""
+        """The commands as msgspec structs (``msgspec.json.encode(bot.describe())``): what
+        the bot announces to the server so that a REPL completes its commands."""
         return [c.describe(self.prefix) for c in self.commands()]
+
+    def announcement(self) -> tuple[BotCommand, ...]:
+        """:meth:`describe` as the protocol's frames (docs/PROTOCOL.md §Bot commands)."""
+        return msgspec.convert(msgspec.to_builtins(self.describe()), tuple[BotCommand, ...])
+
+    def _announce_soon(self) -> None:
+        """The commands changed (a plugin came or went): announce them again, if the bot
+        is online (the subclasses)."""
 
     # ------------------------------------------------------------------ running commands
 

@@ -50,6 +50,7 @@ from typing import Any, Literal, TypeVar, cast, overload
 from chatroom._cursor import read_cursor, write_cursor
 from chatroom._hooks import HookMethods, Hooks, WaiterBase
 from chatroom._room_api import AsyncRoomMethods, room_field
+from chatroom.botcommands import BotCommand, BotCommands, BotCommandsCommand, BotEntry
 from chatroom.errors import (
     ChatError,
     ChatTimeout,
@@ -362,6 +363,16 @@ class AsyncChatClient(HookMethods, AsyncRoomMethods):
         start = time.perf_counter()
         await self._request(Pong, lambda s: s.request(PingCommand()))
         return time.perf_counter() - start
+
+    async def announce_commands(self, commands: Sequence[BotCommand], *, prefix: str = "!") -> None:
+        """As :meth:`chatroom.ChatClient.announce_commands`."""
+        cmd = BotCommandsCommand(commands=tuple(commands), prefix=prefix)
+        await self._request(Ack, lambda s: s.request(cmd))
+
+    async def bot_commands(self, user: str | None = None) -> tuple[BotEntry, ...]:
+        """As :meth:`chatroom.ChatClient.bot_commands`."""
+        cmd = BotCommandsCommand(user=user)
+        return (await self._request(BotCommands, lambda s: s.request(cmd))).bots
 
     async def history(
         self,

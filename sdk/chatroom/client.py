@@ -23,6 +23,7 @@ from typing import Any, Final, Literal, TypeVar, cast, overload
 from chatroom._cursor import read_cursor, write_cursor
 from chatroom._hooks import HookMethods, Hooks, WaiterBase
 from chatroom._room_api import RoomMethods, room_field
+from chatroom.botcommands import BotCommand, BotCommands, BotCommandsCommand, BotEntry
 from chatroom.errors import (
     ChatError,
     ChatTimeout,
@@ -580,6 +581,19 @@ class ChatClient(HookMethods, RoomMethods):
         start = time.perf_counter()
         self._request(Pong, lambda s: s.request(PingCommand()))
         return time.perf_counter() - start
+
+    def announce_commands(self, commands: Sequence[BotCommand], *, prefix: str = "!") -> None:
+        """Announce this bot's commands for the rest of the session, replacing what it
+        announced before (none: withdraw them); docs/PROTOCOL.md §Bot commands. A REPL
+        completes them. Refused with ``bad_request`` past the size limit."""
+        cmd = BotCommandsCommand(commands=tuple(commands), prefix=prefix)
+        self._request(Ack, lambda s: s.request(cmd))
+
+    def bot_commands(self, user: str | None = None) -> tuple[BotEntry, ...]:
+        """The bots online that announced commands (sorted by name), or ``user`` only
+        (empty if they announced none)."""
+        cmd = BotCommandsCommand(user=user)
+        return self._request(BotCommands, lambda s: s.request(cmd)).bots
 
     def send_command(self, cmd: ClientCommand) -> None:
         """Write one command without waiting for any reply (no ``id``: a refusal comes as

@@ -28,6 +28,7 @@ from typing import Annotated, Any, Final, Union, get_args
 import msgspec
 
 from chatroom._wire import MAX_SEQ, NAME_RE, Cid, Seq, UserTuple, _Command, _Event
+from chatroom.botcommands import BotCommands, BotCommandsCommand, validate_bot_commands
 from chatroom.errors import ErrorCode, FrameTooLarge, ProtocolError, RequestId
 from chatroom.moderation import (
     AuditCommand,
@@ -263,6 +264,7 @@ ClientCommand = (
     | RoomCommand
     | ModerationCommand
     | AuditCommand
+    | BotCommandsCommand
 )
 
 
@@ -458,6 +460,7 @@ ServerEvent = (
     | RoomServerEvent
     | BanList
     | AuditLog
+    | BotCommands
 )
 EVENT_NAMES: Final = _tags(ServerEvent)
 
@@ -633,6 +636,8 @@ def validate_command(cmd: ClientCommand, limits: Limits) -> None:
         validate_moderation_command(cmd)
     elif isinstance(cmd, AuditCommand):
         validate_audit_command(cmd)
+    elif isinstance(cmd, BotCommandsCommand):
+        validate_bot_commands(cmd)
     elif isinstance(cmd, LoginCommand):
         _check_seq(cmd.since, cmd.id)
         if not is_valid_username(cmd.username):

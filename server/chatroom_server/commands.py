@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
+from chatroom.botcommands import BotCommandsCommand
 from chatroom.errors import ProtocolError
 from chatroom.moderation import (
     AuditCommand,
@@ -101,6 +102,7 @@ COMMANDS: tuple[Command, ...] = (
             UnmuteCommand,
         )
     ),
+    Command(BotCommandsCommand, "_bot_commands"),  # docs/PROTOCOL.md §Bot commands
 )
 
 

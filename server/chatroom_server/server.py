@@ -84,6 +84,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 
+from chatroom.botcommands import BotCommandsCommand
 from chatroom.errors import ProtocolError
 from chatroom.moderation import AuditCommand, AuditEntry, AuditLog, ModerationCommand
 from chatroom.protocol import (
@@ -130,6 +131,7 @@ from chatroom_server.accounts import (
     AccountStoreBusy,
 )
 from chatroom_server.admission import Admission
+from chatroom_server.botcommands import BotDirectory, bot_commands_reply
 from chatroom_server.cluster import ClusterUnavailable
 from chatroom_server.commands import Dispatch
 from chatroom_server.config import ConfigError, ServerConfig
@@ -351,6 +353,7 @@ class ChatServer:
         self._log: MessageStore | None = None  # opened by start() unless history is off
         # Rooms (docs/PROTOCOL.md §Rooms): with the message log, in one process.
         self._rooms: RoomWire | None = None
+        self._bots = BotDirectory()  # docs/PROTOCOL.md §Bot commands (its own lock)
         self._bus: ClusterBus | None = None  # the cluster's Redis side (start())
         self._node: ClusterNode | None = None  # what the bus calls here (start())
         # Cluster: the highest seq stored by any node (start()); and, notified by the
@@ -1259,6 +1262,10 @@ class ChatServer:
             raise ProtocolError(ErrorCode.UNKNOWN_COMMAND, f"unknown command {tag!r}", cmd.id)
         self._rooms.command(conn, cmd)
 
+    def _bot_commands(self, conn: _Conn, cmd: BotCommandsCommand) -> None:
+        """docs/PROTOCOL.md §Bot commands (chatroom_server.botcommands)."""
+        self._reply(conn, bot_commands_reply(self._bots, conn, cmd))
+
     def _exit(self, conn: _Conn, cmd: ExitCommand) -> bool:
         self._replay_received(conn)
         self._fanout.after(conn, lambda: conn.outbox.finish(_BYE_EXIT))  # nothing follows
@@ -1997,6 +2004,7 @@ class ChatServer:
 
     def _leave(self, conn: _Conn) -> str | None:
         """Out of the roster (reaper thread); the name whose departure this is, if any."""
+        self._bots.forget(conn)  # what it announced goes with it
         if conn.deltas:
             self._publisher.unsubscribe(conn)
         with self._lock:
