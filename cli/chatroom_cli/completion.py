@@ -1,4 +1,5 @@
-"""Tab completion of commands, online usernames and room names.
+"""Tab completion of commands, online usernames, room names, and the commands bots
+announced with their arguments (:mod:`chatroom_cli.bots`).
 
 :func:`complete` is a plain function (tested on its own); :class:`ChatCompleter` adapts it
 to prompt_toolkit.
@@ -11,7 +12,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 
+from chatroom.botcommands import BotEntry
 from chatroom.protocol import username_key
+from chatroom_cli.bots import complete_bot
 from chatroom_cli.commands import COMMANDS, ROOM_COMMANDS
 
 __all__ = ["ChatCompleter", "complete", "rank_users"]
@@ -82,8 +85,10 @@ class ChatCompleter(Completer):
         recent: Callable[[], Sequence[str]],
         recipient_only: bool = False,
         rooms: Callable[[], Iterable[str]] = tuple,
+        bots: Callable[[], Sequence[BotEntry]] = tuple,
     ) -> None:
         self._rooms = rooms
+        self._bots = bots
         self._users = users
         self._me = me
         self._recent = recent
@@ -93,6 +98,13 @@ class ChatCompleter(Completer):
         self, document: Document, complete_event: CompleteEvent
     ) -> Iterator[Completion]:
         text = document.text_before_cursor
+        if not self._recipient_only:
+            found = complete_bot(text, self._bots(), self._rank, self._rooms())
+            if found is not None:  # a bot's command: its names, its arguments' values
+                size, pairs = found
+                for c, meta in pairs:
+                    yield Completion(c + " ", start_position=-size, display=c, display_meta=meta)
+                return
         size, cands = complete(
             text, self._users(), self._me(), self._recent(), self._recipient_only, self._rooms()
         )
@@ -101,3 +113,6 @@ class ChatCompleter(Completer):
         after = " " if not self._recipient_only and " " in text.lstrip() else ""
         for c in cands:
             yield Completion(c + after, start_position=-size, display=c)
+
+    def _rank(self, prefix: str) -> list[str]:
+        return rank_users(prefix, self._users(), self._me(), self._recent())

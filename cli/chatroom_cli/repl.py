@@ -34,7 +34,12 @@ from collections.abc import Callable, Iterator
 from typing import Literal, Protocol, TextIO, TypeVar
 
 from prompt_toolkit import PromptSession
-from prompt_toolkit.application import Application, create_app_session, get_app_session
+from prompt_toolkit.application import (
+    Application,
+    create_app_session,
+    get_app_or_none,
+    get_app_session,
+)
 from prompt_toolkit.formatted_text import FormattedText
 from prompt_toolkit.history import InMemoryHistory
 from prompt_toolkit.input import Input
@@ -66,6 +71,7 @@ from chatroom import (
 )
 from chatroom.protocol import ErrorCode, PasswordRequired, is_valid_username, username_key
 from chatroom.rooms import LOBBY, room_key
+from chatroom_cli.bots import BotCommandsCache, hint
 from chatroom_cli.commands import (
     HELP,
     Action,
@@ -158,7 +164,9 @@ class InteractiveTerminal:
         with app_session, patch_stdout(raw=True):
             self._printer = _printer_over(sys.stdout)
             self._direct = get_app_session().output
-            users_completer = ChatCompleter(repl.online, repl.me, repl.recent, rooms=repl.rooms)
+            users_completer = ChatCompleter(
+                repl.online, repl.me, repl.recent, rooms=repl.rooms, bots=repl.bots.get
+            )
             toolbar = repl.toolbar
             keys = KeyBindings()
 
@@ -318,6 +326,7 @@ class Repl(RoomCommands):
         self.current = LOBBY
         self._rooms_lock = threading.Lock()
         self._unread: dict[str, int] = {}  # room_key -> count
+        self.bots = BotCommandsCache()  # what bots announced (Tab, the toolbar's hint)
         self.client = self._attach(new_client())
 
     def _attach(self, client: ChatClient) -> ChatClient:
@@ -377,6 +386,10 @@ class Repl(RoomCommands):
         if not self.client.rooms_on:
             rooms = ""  # a server without rooms: the toolbar a v1 client always had
         text = f" {self._state} | {me} |{rooms}{online} /help "
+        app = get_app_or_none()
+        shown = hint(app.current_buffer.text, self.bots.get()) if app is not None else None
+        if shown is not None:  # the bot command being typed: its usage and help
+            text = f" {shown}\n{text}"
         return FormattedText([("class:bottom-toolbar", text)])
 
     # -------------------------------------------------------------- hooks (dispatch thread)
@@ -416,6 +429,8 @@ class Repl(RoomCommands):
         self.term.refresh()
 
     def _on_users(self, event: UsersChanged) -> None:
+        if event.joined or event.left:
+            self.bots.stale()  # a bot may have come or gone: ask again before the next prompt
         lines = format_event(event, self.client.username)
         if lines:
             self.term.show(lines)
@@ -488,6 +503,7 @@ class Repl(RoomCommands):
 
     def _loop(self) -> None:
         while not self._ended.is_set():
+            self.bots.refresh(self.client)
             try:
                 line = self.term.ask("command", f"{self.client.username}> ")
             except KeyboardInterrupt:
