@@ -16,7 +16,8 @@ predicate; a predicate may also raise :class:`CheckFailure` with a message of it
 Rooms (docs/PROTOCOL.md §Rooms): :func:`room_only` (in a room, or in the rooms named)
 and :func:`room_operator` (the sender is an ``owner`` or ``op`` of the room the command
 came from, as the bot, a member, sees the roles). Not here yet: a server operator check
-(the server has no operators until issue 36); a custom predicate covers it meanwhile.
+(docs/PROTOCOL.md §Moderation has server operators, but no frame tells a client who is
+one); a custom predicate over an allow-list covers it meanwhile.
 
 Allow-lists are named sets of users kept in the bot's store (so they survive restarts and
 a command can edit them): ``bot.allow_list("admins").add("alice")``.
