@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from chatroom.protocol import Broadcast, Bye, ByeReason, DirectMessage, encode, username_key
 from chatroom_server.messagelog import Stored
+from chatroom_server.noderooms import is_room_row
 from chatroom_server.outbox import Outbox, push_all
 
 if TYPE_CHECKING:
@@ -33,66 +34,42 @@ class ClusterNode:
     def cluster_deliver(self, messages: list[Stored], inbox: set[int]) -> None:
         """Messages from the cluster's stream, in seq order with no gap: to this node's
         clients (not to their senders), as the fan-out would (one send per recipient),
-        and ``last_seq`` advanced, all between two fan-out passes (the login cut)."""
+        and ``last_seq`` advanced, all between two fan-out passes (the login cut).
+        Room rows (chatroom_server.noderooms) go to their rooms' members here, and
+        room events are applied to this node's rooms, in seq order among the rest."""
         server = self._server
         mlog = server._log
         assert mlog is not None
-        # (sender key, recipient key or None, seq, frame), encoded once each.
-        framed = [
-            (
-                username_key(m.sender),
-                None if m.to is None else username_key(m.to),
-                m.seq,
-                _live_frame(m),
-            )
-            for m in messages
-        ]
-        full = b"".join(f for _, to, _, f in framed if to is None)
-        # Recipients whose share is not simply every public message: senders (not sent
-        # their own) and DM recipients. Their frames (in seq order) are made here, once,
-        # and every other recipient gets ``full``: nothing per recipient but one lookup.
-        special = {k for k, to, _, _ in framed if to is None} | {
-            to for _, to, _, _ in framed if to is not None
-        }
-        # key -> (its frames, whether a DM among them was queued for it: stored by a
-        # node that did not yet know it was online).
-        shares: dict[str, tuple[bytes, bool]] = {}
-        for key in special:
-            data, waited = [], False
-            for sender, to, seq, frame in framed:
-                if to is None and sender != key:
-                    data.append(frame)
-                elif to == key:
-                    data.append(frame)
-                    waited = waited or seq in inbox
-            shares[key] = (b"".join(data), waited)
-        for name in {m.sender for m in messages if m.to is None}:
+        # Runs of lobby messages and DMs, each framed once here, outside the lock; a
+        # room row between them is handled on its own, in its place.
+        plan: list[_Run | Stored] = []
+        run: list[Stored] = []
+        for m in messages:
+            if not is_room_row(m):
+                run.append(m)
+                continue
+            if run:
+                plan.append(_Run(run, inbox))
+                run = []
+            plan.append(m)
+        if run:
+            plan.append(_Run(run, inbox))
+        for name in {m.sender for m in messages if m.to is None and m.event is None}:
             server._publisher.announce(name)  # §Ordering: who joined, before what they say
         last = messages[-1].seq
+        rooms = server._node_rooms
 
         def deliver() -> None:
             roster = server.roster()
-            with server._lock:  # lock order: the fan-out's, then this one
-                targets = {
-                    c: share for key, share in shares.items() if (c := server._by_key.get(key))
-                }
-                here = {key for key in shares if key in server._by_key}
+            deliveries = 0
+            for step in plan:
+                if isinstance(step, _Run):
+                    deliveries += step.deliver(server, roster)
+                elif rooms is not None:
+                    deliveries += rooms.row(step)
             # The metrics' deliveries (chatroom_server.metrics), under the fan-out lock
-            # as the fan-out's own: every public message to everyone here but its
-            # sender, and each DM to its recipient if here.
-            server._fanout.stats.deliveries += sum(
-                (len(roster) - (sender in here)) if to is None else (to in here)
-                for sender, to, _, _ in framed
-            )
-            for c in roster:
-                share = targets.get(c)
-                data = full if share is None else share[0]
-                if data:
-                    c.outbox.queue(data)
-                if share is not None and share[1]:
-                    # It also waits in their inbox until they show they have it, as a
-                    # replayed one does (_replay_received).
-                    c.late_inbox = True
+            # as the fan-out's own.
+            server._fanout.stats.deliveries += deliveries
             for c in roster:
                 c.outbox.push()
             mlog.last_seq = last
@@ -149,6 +126,64 @@ class ClusterNode:
     def cluster_drop(self, name: str) -> None:
         """This node's session of ``name`` lost its claim (it is on another node)."""
         self.cluster_joined(name)
+
+
+class _Run:
+    """A run of lobby messages and DMs from the stream, framed once (outside the lock)."""
+
+    def __init__(self, messages: list[Stored], inbox: set[int]) -> None:
+        # (sender key, recipient key or None, seq, frame), encoded once each.
+        framed = [
+            (
+                username_key(m.sender),
+                None if m.to is None else username_key(m.to),
+                m.seq,
+                _live_frame(m),
+            )
+            for m in messages
+        ]
+        self.framed = framed
+        self.full = b"".join(f for _, to, _, f in framed if to is None)
+        # Recipients whose share is not simply every public message: senders (not sent
+        # their own) and DM recipients. Their frames (in seq order) are made here, once,
+        # and every other recipient gets ``full``: nothing per recipient but one lookup.
+        special = {k for k, to, _, _ in framed if to is None} | {
+            to for _, to, _, _ in framed if to is not None
+        }
+        # key -> (its frames, whether a DM among them was queued for it: stored by a
+        # node that did not yet know it was online).
+        self.shares: dict[str, tuple[bytes, bool]] = {}
+        for key in special:
+            data, waited = [], False
+            for sender, to, seq, frame in framed:
+                if to is None and sender != key:
+                    data.append(frame)
+                elif to == key:
+                    data.append(frame)
+                    waited = waited or seq in inbox
+            self.shares[key] = (b"".join(data), waited)
+
+    def deliver(self, server: ChatServer, roster: tuple[_Conn, ...]) -> int:
+        """Queue this run to ``roster`` (the fan-out lock held); the deliveries made."""
+        shares = self.shares
+        with server._lock:  # lock order: the fan-out's, then this one
+            targets = {c: share for key, share in shares.items() if (c := server._by_key.get(key))}
+            here = {key for key in shares if key in server._by_key}
+        for c in roster:
+            share = targets.get(c)
+            data = self.full if share is None else share[0]
+            if data:
+                c.outbox.queue(data)
+            if share is not None and share[1]:
+                # It also waits in their inbox until they show they have it, as a
+                # replayed one does (_replay_received).
+                c.late_inbox = True
+        # Every public message to everyone here but its sender, and each DM to its
+        # recipient if here.
+        return sum(
+            (len(roster) - (sender in here)) if to is None else (to in here)
+            for sender, to, _, _ in self.framed
+        )
 
 
 def _live_frame(m: Stored) -> bytes:

@@ -21,8 +21,9 @@ A message to a room walks the room's members, not the server's connections. This
 version stores each room message on its own (a transaction per message, not the
 fan-out's group commit): correct, and measured in bench/ before it is made fast.
 
-Rooms need the message log, and are on in one process only: in a cluster the stream's
-consumer does not deliver room rows yet (docs/CLUSTER.md).
+Rooms need the message log. On a cluster node (docs/CLUSTER.md §Rooms) step 2 stores
+only: the stream's consumer applies the event and delivers the message, on every node
+alike (chatroom_server.noderooms, the ``defer`` hook).
 
 Threads: the room service belongs to the fan-out lock's holder (step 2).
 """
@@ -40,6 +41,7 @@ from chatroom.rooms import InviteCommand, ModeCommand, RoomCommand, RoomInfo
 from chatroom_server.fanout import FanOut
 from chatroom_server.messagelog import Conflict, Duplicate, NewMessage, StorageError
 from chatroom_server.outbox import Outbox
+from chatroom_server.rooms import RoomChange
 from chatroom_server.roomservice import Answer, RoomService
 from chatroom_server.storage import MessageStore
 
@@ -75,6 +77,7 @@ class RoomWire:
         wall: Callable[[], float],
         settle_timeout: float = 10.0,
         is_operator: Callable[[str], bool] = lambda _: False,
+        defer: Callable[[Conn, int, RoomChange, RequestId], None] | None = None,
     ) -> None:
         self.service = service
         self._log = log
@@ -84,6 +87,10 @@ class RoomWire:
         self._wall = wall
         self._settle = settle_timeout
         self._is_operator = is_operator  # a server operator? reads the database
+        # A cluster node (chatroom_server.noderooms): a stored room event is applied, and
+        # a room message delivered, when the cluster's stream reaches its seq, as on
+        # every node; here only the sender's ack (a message's) is sent.
+        self._defer = defer
 
     def rooms_of(self, user: str) -> tuple[RoomInfo, ...]:
         """The rooms ``user`` is in, for login_ok (under the fan-out lock)."""
@@ -119,6 +126,9 @@ class RoomWire:
             seq = self._append(conn, got.message, cmd.id)
             if seq is None:
                 return
+            if self._defer is not None:
+                self._defer(conn, seq, got.change, cmd.id)
+                return
             d = self.service.stored(got.change, seq, ts, cmd.id)
             self._send_to(d.to, d.event, skip=conn)
             conn.outbox.send(d.reply)
@@ -144,10 +154,10 @@ class RoomWire:
             seq = self._append(conn, msg, cmd.id)
             if seq is None:
                 return
-            if seq > 0:
+            if seq > 0 and self._defer is None:
                 frame = Broadcast(sender=user, message=cmd.message, ts=ts, seq=seq, room=room)
                 self._send_to(members - {username_key(user)}, encode(frame), skip=conn)
-            else:
+            elif seq < 0:
                 seq = -seq  # a resend of a stored message: acked again, not delivered
             conn.outbox.send(encode(Ack(command="pm", seq=seq, room=room, id=cmd.id)))
 

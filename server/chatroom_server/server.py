@@ -148,6 +148,7 @@ from chatroom_server.messagelog import MessageLog, NewMessage, StorageError, Sto
 from chatroom_server.metrics import server_tally
 from chatroom_server.moderation import Moderation
 from chatroom_server.node import _ELSEWHERE, ClusterNode
+from chatroom_server.noderooms import NodeRooms
 from chatroom_server.outbox import Flusher, Outbox, push_all
 from chatroom_server.readers import ReaderThread
 from chatroom_server.rooms import RoomBook
@@ -169,7 +170,7 @@ from chatroom_server.storm import DepartureStorm
 from chatroom_server.web import WebOutbox, WebSession, load_static
 
 if TYPE_CHECKING:
-    from chatroom_server.cluster import ClusterBus, PgDatabase
+    from chatroom_server.cluster import ClusterBus, PgDatabase, PgMessageLog
 
 log = logging.getLogger(__name__)
 
@@ -356,6 +357,8 @@ class ChatServer:
         self._bots = BotDirectory()  # docs/PROTOCOL.md §Bot commands (its own lock)
         self._bus: ClusterBus | None = None  # the cluster's Redis side (start())
         self._node: ClusterNode | None = None  # what the bus calls here (start())
+        # Cluster: rooms as the stream applies them (chatroom_server.noderooms; start()).
+        self._node_rooms: NodeRooms | None = None
         # Cluster: the highest seq stored by any node (start()); and, notified by the
         # bus's consumer thread each time this node's delivered cut (the log's
         # last_seq) moves, what a login waits on until the cut reaches it (_catch_up).
@@ -435,13 +438,24 @@ class ChatServer:
             raise
         return self._begin_serving()
 
-    def _open_rooms(self, mlog: MessageLog) -> RoomWire:
-        """The rooms as the log has them (docs/PROTOCOL.md §Rooms)."""
+    def _open_rooms(self, mlog: MessageLog | PgMessageLog) -> RoomWire:
+        """The rooms as the log has them (docs/PROTOCOL.md §Rooms). In a cluster, as of
+        one snapshot of PostgreSQL, applied on by the stream (chatroom_server.noderooms)."""
         c = self.config
         book = RoomBook(max_rooms=c.max_rooms, max_rooms_per_user=c.max_rooms_per_user)
-        book.load(*mlog.load_rooms())
         moderation = Moderation()
-        moderation.load(*mlog.load_moderation())
+        if isinstance(mlog, MessageLog):
+            book.load(*mlog.load_rooms())
+            moderation.load(*mlog.load_moderation())
+        else:
+            rooms, bans = mlog.load_room_state()
+            book.load(*rooms)
+            moderation.load(*bans)
+        service = RoomService(book, moderation)
+        defer = None
+        if not isinstance(mlog, MessageLog):
+            self._node_rooms = NodeRooms(service, self._by_key.get)
+            defer = self._node_rooms.defer
 
         def account(name: str) -> str | None:
             assert self._store is not None
@@ -449,13 +463,14 @@ class ChatServer:
             return None if found is None else found.name
 
         return RoomWire(
-            RoomService(book, moderation),
+            service,
             mlog,
             self._fanout,
             self._by_key.get,
             account,
             self._wall,
             is_operator=mlog.is_operator,
+            defer=defer,
         )
 
     def _start_cluster(self) -> tuple[str, int]:
@@ -510,6 +525,13 @@ class ChatServer:
             coalesce=c.coalesce,
             deliver=False,
         )
+        try:
+            self._rooms = self._open_rooms(mlog)
+        except StorageError:
+            self._listener.close()
+            bus.close()
+            self._pg.close()
+            raise
         address = self._begin_serving()
         self._node = ClusterNode(self)
         bus.start(self._node, lambda: mlog.last_seq, mlog.stored_seq, mlog.range)

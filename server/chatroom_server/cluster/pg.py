@@ -564,6 +564,35 @@ class PgMessageLog:
         with self._pg.connection() as db:
             return roomstore.load(lambda sql: db.execute(sql).fetchall(), "chat_")
 
+    def load_room_state(
+        self,
+    ) -> tuple[roomstore.Loaded, tuple[list[modstore.Row], list[modstore.Row]]]:
+        """Rooms (as :meth:`load_rooms`) and bans and mutes (Moderation.load) as of one
+        snapshot, and ``last_seq`` set to that snapshot's highest seq. A node starts
+        from it: every room event after it reaches this node from the stream or the gap
+        fill, and none in it is applied twice (a join applied twice is harmless, a
+        creation applied twice would empty the room)."""
+        with self._pg.connection() as db, db.transaction():
+            db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            row = db.execute("SELECT coalesce(max(seq), 0) FROM chat_messages").fetchone()
+            assert row is not None
+
+            def query(sql: str) -> list[Any]:
+                return db.execute(sql).fetchall()
+
+            rooms = roomstore.load(query, "chat_")
+            moderation = modstore.load(query, "chat_")
+        self.last_seq = max(self.last_seq, int(row[0]))
+        return rooms, moderation
+
+    def is_operator(self, user: str) -> bool:
+        """Whether ``user`` is a server operator now (read at each use, as SQLite's)."""
+        with self._pg.connection() as db:
+            row = db.execute(
+                "SELECT 1 FROM chat_operators WHERE user_key = %s", (username_key(user),)
+            ).fetchone()
+        return row is not None
+
     def prune(
         self,
         *,
