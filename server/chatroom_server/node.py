@@ -72,6 +72,8 @@ class ClusterNode:
             server._fanout.stats.deliveries += deliveries
             for c in roster:
                 c.outbox.push()
+            if rooms is not None:
+                rooms.push()
             mlog.last_seq = last
             with server._delivered:
                 server._delivered.notify_all()  # logins waiting for the cut (_catch_up)

@@ -127,6 +127,8 @@ class NodeRooms:
         # seq -> a room event stored by this node, waiting for the consumer (one owner:
         # the fan-out lock's holder).
         self._pending: dict[int, _Pending] = {}
+        # Outboxes :meth:`row` queued to since the last :meth:`push` (same owner).
+        self._touched: dict[int, Outbox] = {}
 
     def defer(self, conn: Conn, seq: int, change: RoomChange, rid: RequestId) -> None:
         """A room event this node stored as ``seq``: applied, and replied to, when the
@@ -155,9 +157,20 @@ class NodeRooms:
         d = self.service.stored(change, m.seq, m.ts, None if pending is None else pending.rid)
         n = self._queue(d.to, d.event, skip=username_key(change.by))
         if pending is not None:
-            pending.conn.outbox.queue(d.reply)
+            self._put(pending.conn, d.reply)
             n += 1
         return n
+
+    def push(self) -> None:
+        """Write what :meth:`row` queued (a connection may be logged in and not yet in
+        the roster the caller pushes)."""
+        touched, self._touched = self._touched, {}
+        for outbox in touched.values():
+            outbox.push()
+
+    def _put(self, c: Conn, frame: bytes) -> None:
+        if c.outbox.queue(frame):
+            self._touched[id(c.outbox)] = c.outbox
 
     def _queue(self, keys: frozenset[str], frame: bytes, skip: str) -> int:
         n = 0
@@ -166,6 +179,6 @@ class NodeRooms:
                 continue
             c = self._by_key(key)
             if c is not None and c.rooms:
-                c.outbox.queue(frame)
+                self._put(c, frame)
                 n += 1
         return n
