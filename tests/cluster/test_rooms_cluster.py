@@ -6,9 +6,14 @@ on another node after theirs is killed, and a restarted node has every room back
 from __future__ import annotations
 
 import signal
+import time
 from typing import Any
 
+from chatroom.rooms import Role, RoomEventKind
 from chatroom.testing import TestServer
+from chatroom_server.cluster.pg import PgDatabase, PgMessageLog
+from chatroom_server.messagelog import NewMessage
+from chatroom_server.rooms import RoomChange
 from tests.cluster.conftest import Cluster
 from tests.helpers import PASSWORD, RawClient, connect
 
@@ -159,3 +164,37 @@ def test_resume_across_rooms_on_another_node_and_a_restarted_node(cluster: Clust
     barrier(alice, talker, tag="green")
     talker.send(command="join", room="green", id="g2")
     assert talker.until("room_info", id="g2")["info"]["members"] == ["alice", "talker"]
+
+
+def test_room_rows_whose_publication_was_lost_are_applied_from_postgres(
+    cluster: Cluster,
+) -> None:
+    """A node that died between its commit and its XADD: the others read its room
+    event and room message from PostgreSQL (the gap fill) and apply them in order."""
+    a, b = cluster.add(), cluster.add()
+    alice, _ = v2(a.address, "alice")
+    watcher, _ = v2(b.address, "watcher")
+    alice.send(command="join", room="dev", id=1)
+    alice.until("room_info", id=1)
+    barrier(alice, watcher, tag="made")
+
+    pg = PgDatabase(cluster.db)
+    try:
+        silent = PgMessageLog(pg, publish=lambda stored: None)  # stores, never publishes
+        join = RoomChange("dev", RoomEventKind.JOIN, "bob", role=Role.MEMBER, ts=time.time())
+        (join_seq,) = silent.append([NewMessage("bob", None, join.detail(), join.ts, change=join)])
+        (pm_seq,) = silent.append(
+            [NewMessage("bob", None, "lost and found", time.time(), room="dev")]
+        )
+        silent.close()
+    finally:
+        pg.close()
+
+    ev = alice.until("room_event")  # within the consumer's once-a-second check
+    assert (ev["event"], ev["by"], ev["seq"]) == ("join", "bob", join_seq)
+    got = alice.until("broadcast")
+    assert (got["message"], got["room"], got["seq"]) == ("lost and found", "dev", pm_seq)
+    # b applied the join too: its copy of dev has bob.
+    barrier(alice, watcher, tag="after")
+    watcher.send(command="members", room="dev", id=2)
+    assert watcher.until("room_info", id=2)["info"]["members"] == ["alice", "bob"]
