@@ -78,6 +78,7 @@ class RoomWire:
         settle_timeout: float = 10.0,
         is_operator: Callable[[str], bool] = lambda _: False,
         defer: Callable[[Conn, int, RoomChange, RequestId], None] | None = None,
+        applied: Callable[[int, float], bool] = lambda seq, timeout: True,
     ) -> None:
         self.service = service
         self._log = log
@@ -91,6 +92,8 @@ class RoomWire:
         # a room message delivered, when the cluster's stream reaches its seq, as on
         # every node; here only the sender's ack (a message's) is sent.
         self._defer = defer
+        # Cluster: waits (up to the timeout) until this node has applied a seq.
+        self._applied = applied
 
     def rooms_of(self, user: str) -> tuple[RoomInfo, ...]:
         """The rooms ``user`` is in, for login_ok (under the fan-out lock)."""
@@ -113,6 +116,7 @@ class RoomWire:
         oper = (isinstance(cmd, ModerationCommand) or changes_modes) and self._is_operator(user)
         self._settled(conn, cmd.id)
         ts = self._wall()
+        deferred: list[int] = []
 
         def run() -> None:
             try:
@@ -128,12 +132,18 @@ class RoomWire:
                 return
             if self._defer is not None:
                 self._defer(conn, seq, got.change, cmd.id)
+                deferred.append(seq)
                 return
             d = self.service.stored(got.change, seq, ts, cmd.id)
             self._send_to(d.to, d.event, skip=conn)
             conn.outbox.send(d.reply)
 
         self._exclusive(run, cmd.id)
+        # The connection's next command is read once its node has applied this one (its
+        # reply is sent then): a JOIN then a PRIVMSG at once, as IRC clients send them,
+        # finds the member. The lock is free meanwhile: the consumer needs it.
+        if deferred and not self._applied(deferred[0], self._settle):
+            log.warning("seq %d is not applied here after %.0f s", deferred[0], self._settle)
 
     def pm(self, conn: Conn, cmd: PmCommand) -> None:
         """A public message to a room other than lobby."""

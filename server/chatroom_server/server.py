@@ -457,6 +457,11 @@ class ChatServer:
             self._node_rooms = NodeRooms(service, self._by_key.get)
             defer = self._node_rooms.defer
 
+        def applied(seq: int, timeout: float) -> bool:
+            """Cluster: until this node has delivered (so applied) ``seq``."""
+            with self._delivered:
+                return self._delivered.wait_for(lambda: mlog.last_seq >= seq, timeout)
+
         def account(name: str) -> str | None:
             assert self._store is not None
             found = self._store.get(name)
@@ -471,6 +476,7 @@ class ChatServer:
             self._wall,
             is_operator=mlog.is_operator,
             defer=defer,
+            applied=applied,
         )
 
     def _start_cluster(self) -> tuple[str, int]:

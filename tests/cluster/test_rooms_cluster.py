@@ -110,6 +110,14 @@ def test_a_room_made_on_one_node_is_the_same_room_on_the_other(cluster: Cluster)
     dave.send(command="join", room="dev", id=10)
     assert dave.until("room_info", id=10)["info"]["members"] == ["alice", "dave"]
 
+    # A join and a message right behind it, not waiting for the reply (as IRC clients
+    # send JOIN then PRIVMSG): the message finds the member.
+    for k in range(20):
+        dave.send(command="join", room=f"fast{k}", id=f"j{k}")
+        dave.send(command="pm", room=f"fast{k}", message="at once", id=f"p{k}")
+    for k in range(20):
+        assert dave.until("ack", id=f"p{k}")["room"] == f"fast{k}"
+
 
 def test_resume_across_rooms_on_another_node_and_a_restarted_node(cluster: Cluster) -> None:
     doomed = cluster.process()
