@@ -3,9 +3,11 @@
     python bench/web_screenshot.py [OUT_DIR]      # default docs/images
 
 A real server with the web port, a few users on TCP talking, and the page opened as a
-person would use it: the login form, the room at a desktop's width, a DM, the room at a
-phone's width, and the tab while its server is away ("offline; reconnecting"). Writes
-web-login.png, web-desktop.png, web-dm.png, web-phone.png and web-offline.png.
+person would use it: the login form, the lobby at a desktop's width, a DM, a room of its
+own (docs/PROTOCOL.md §Rooms) with its topic, events and members, the lobby at a phone's
+width, and the tab while its server is away ("offline; reconnecting"). Writes
+web-login.png, web-desktop.png, web-dm.png, web-rooms.png, web-phone.png and
+web-offline.png.
 """
 
 from __future__ import annotations
@@ -36,6 +38,22 @@ def _client(address: tuple[str, int], name: str) -> RawClient:
     c = RawClient(address)
     c.login(name, PASSWORD)
     return c
+
+
+def _rooms_client(address: tuple[str, int], name: str, *rooms: str) -> RawClient:
+    """A client speaking rooms (protocol v2), in these rooms."""
+    c = RawClient(address)
+    c.send(command="login", username=name, password=PASSWORD, features=["rooms"])
+    c.until("login_ok")
+    for room in rooms:
+        c.send(command="join", room=room)
+        c.until("room_info")
+    return c
+
+
+def _say(c: RawClient, room: str, text: str) -> None:
+    c.send(command="pm", room=room, message=text)
+    c.until("ack")
 
 
 def shoot(out: Path) -> list[Path]:
@@ -93,6 +111,27 @@ def shoot(out: Path) -> list[Path]:
             page.locator("#message").press("Enter")
             carol.until("dm")
             written.append(out / "web-dm.png")
+            page.screenshot(path=str(written[-1]))
+
+            for room in ("design", "release"):
+                page.locator("#message").fill(f"/join #{room}")
+                page.locator("#message").press("Enter")
+                page.locator("#conv-title", has_text=f"# {room}").wait_for()
+            page.locator("#message").fill("/topic Friday: 1.4 goes out. Changelog first")
+            page.locator("#message").press("Enter")
+            page.locator("#conv-topic", has_text="Friday").wait_for()
+            erin = _rooms_client(srv.address, "erin", "release")
+            frank = _rooms_client(srv.address, "frank", "release", "design")
+            page.locator("#log li.event", has_text="frank joined").wait_for()
+            _say(erin, "release", "changelog is in review, two entries left")
+            _say(frank, "release", "I'll tag it after lunch then")
+            page.locator("#message").fill("thanks both. frank: ping me when it's tagged")
+            page.locator("#message").press("Enter")
+            frank.until("broadcast", room="release")
+            _say(frank, "design", "mockups for the room list are up")
+            page.locator("#rooms .unread").wait_for()
+            page.locator("#log li.msg[data-seq]").nth(2).wait_for()
+            written.append(out / "web-rooms.png")
             page.screenshot(path=str(written[-1]))
 
             phone = browser.new_page(viewport={"width": 390, "height": 760})
