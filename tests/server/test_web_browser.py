@@ -383,6 +383,18 @@ def test_keyboard_only_tab_completion_and_a_phone_width(browser: Any, tabs: list
         assert page.locator("#members-panel").is_visible()
         page.keyboard.press("Escape")
         assert page.locator("#members-panel").is_hidden()
+        # A room, by the keyboard, at a phone's width: the join form is in the panel.
+        page.locator("#toggle-sidebar").focus()
+        page.keyboard.press("Enter")
+        assert page.evaluate("document.activeElement.textContent") == "# lobby"
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.id") == "join-room"
+        page.keyboard.type("dev")
+        page.keyboard.press("Enter")
+        page.locator("#conv-title", has_text="# dev").wait_for()
+        assert page.locator("#sidebar").is_hidden()  # the panel closed on the room
+        assert page.evaluate("document.activeElement.id") == "message"
+        assert page.get_by_role("button", name="Leave # dev").is_visible()
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 390  # nothing wider than the screen
 

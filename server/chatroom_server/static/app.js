@@ -68,6 +68,7 @@ const rooms = roomHandlers({
   seen,
   nearEnd,
   scrollToEnd,
+  closePanels,
 });
 
 // ------------------------------------------------------------------ status

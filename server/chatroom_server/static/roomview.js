@@ -9,10 +9,10 @@ import { $, eventItem, insertBySeq } from "./view.js";
 const same = (a, b) => a.toLowerCase() === b.toLowerCase();
 
 // page: {state, conn, show, notice, renderSidebar, renderMembers, composerError, seen,
-// nearEnd, scrollToEnd}.
+// nearEnd, scrollToEnd, closePanels}.
 export function roomHandlers(page) {
   const { state, conn, show, notice, renderSidebar, renderMembers, composerError, seen } = page;
-  const { nearEnd, scrollToEnd } = page;
+  const { nearEnd, scrollToEnd, closePanels } = page;
 
   // login_ok lists every room we are in now: a conversation each, and none for a room we
   // are no longer in (removed while this tab was away).
@@ -83,6 +83,7 @@ export function roomHandlers(page) {
         conv.add({ ...ev, text: eventText(ev) });
       }
       show(key);
+      closePanels(); // joined from the form in the phone's panel: the room is what to see
       $("message").focus();
     } else if (state.convs.byKey.has(key)) {
       state.convs.get(key).info = roomInfo(f.info);
