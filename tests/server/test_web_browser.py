@@ -606,13 +606,13 @@ def test_a_tab_resumes_every_room_after_its_server_is_restarted(
         tab.allowed.append(re.compile(r"WebSocket connection to .* failed"))
         tab.register("alice")
         bob = _v2(first.address, "bob")
-        for room in ("dev", "ops"):  # bob's rooms: he may set their topics
+        for room in ("qa", "dev", "ops"):  # bob's rooms: he may set topics and kick
             bob.send(command="join", room=room)
             bob.until("room_info")
-        for room in ("dev", "ops"):
+        for room in ("qa", "dev", "ops"):
             tab.say(f"/join {room}")
             tab.page.locator("#conv-title", has_text=f"# {room}").wait_for()
-        for room in ("dev", "ops"):
+        for room in ("qa", "dev", "ops"):
             bob.send(command="pm", room=room, message=f"{room} before")
             bob.until("ack")
         tab.wait_message("ops before")
@@ -628,6 +628,11 @@ def test_a_tab_resumes_every_room_after_its_server_is_restarted(
                     bob.send(command="pm", message=f"{place or 'lobby'} away {i}", **where)
                     bob.until("ack")
             bob.send(command="topic", room="dev", topic="after the crash")
+            bob.until("ack")
+            # Removed from qa while away: the tab drops it, and shows nothing of it.
+            bob.send(command="pm", room="qa", message="qa away")
+            bob.until("ack")
+            bob.send(command="kick", room="qa", user="alice")
             bob.until("ack")
             tab.wait_online()
             tab.wait_message("ops away 1")  # the open room
@@ -657,6 +662,8 @@ def test_a_tab_resumes_every_room_after_its_server_is_restarted(
                 assert seqs == sorted(set(s for s in seqs if s is not None)), log
             tab.open("# dev")
             assert _events(tab)[-1] == "bob set the topic: after the crash"
+            rooms = tab.page.locator("#rooms button.conv .title").all_inner_texts()
+            assert rooms == ["# lobby", "# dev", "# ops"]
         finally:
             second.close()
     finally:

@@ -205,13 +205,16 @@ function message(f) {
   seen(f.seq);
   const msg = { ...f, kind: f.type === "dm" ? "dm" : "pm" };
   const key = state.convs.keyFor(msg, state.me);
-  const conv = state.convs.get(key);
   const mine = f.cid != null ? state.pending.get(f.cid) : undefined;
   if (mine !== undefined) {
     // Ours, sent before a drop: the replay says it was stored (its ack was lost).
     settle(f.cid, f.seq);
     return;
   }
+  // The server sends only our rooms' messages; one for a room the page does not list
+  // (left a moment ago) must not bring the room back into the side list.
+  if (f.type === "broadcast" && !state.convs.byKey.has(key)) return;
+  const conv = state.convs.get(key);
   if (!conv.add(msg)) return; // had it already
   if (key === state.active) {
     append(msg);
