@@ -668,3 +668,33 @@ def test_a_tab_resumes_every_room_after_its_server_is_restarted(
             second.close()
     finally:
         first.close()
+
+
+def test_a_rooms_history_loads_on_scroll_up_apart_from_the_lobby(
+    browser: Any, tabs: list[Tab]
+) -> None:
+    with quiet_server(web_port=0) as srv:
+        first = open_tab(browser, tabs, srv.web_url)
+        first.register("alice")
+        first.say("/join dev")
+        first.page.locator("#conv-title", has_text="# dev").wait_for()
+        first.page.get_by_role("button", name="Log out").click()
+        first.page.get_by_label("Username").wait_for()
+        bob = _v2(srv.address, "bob")
+        bob.send(command="join", room="dev")
+        bob.until("room_info")
+        for i in range(70):
+            bob.send(command="pm", room="dev", message=f"dev {i:03}", id=i)
+        for i in range(3):
+            bob.send(command="pm", message=f"lobby {i}", id=100 + i)
+        bob.until("ack", id=102)
+        tab = open_tab(browser, tabs, srv.web_url)
+        tab.login("alice")
+        tab.wait_message("lobby 2")
+        assert tab.texts() == ["lobby 0", "lobby 1", "lobby 2"]
+        tab.open("# dev")
+        tab.wait_message("dev 069")
+        assert len(tab.log()) == 50
+        tab.page.locator("#log-scroll").evaluate("e => { e.scrollTop = 0; }")
+        tab.page.locator("#log-start").wait_for()
+        assert tab.texts() == [f"dev {i:03}" for i in range(70)]
