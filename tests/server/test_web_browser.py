@@ -582,6 +582,10 @@ def test_rooms_two_tabs_an_sdk_client_and_a_lobby_only_tab(browser: Any, tabs: l
             eve.wait_message("lobby from eve")
             assert eve.page.locator("#sidebar #rooms button.conv").all_inner_texts() == ["# lobby"]
             assert eve.texts() == ["lobby from eve"]
+            eve.say("/rooms")
+            eve.page.locator(
+                "#log li.notice", has_text="# dev (3 members): release Friday"
+            ).wait_for()
 
             # bob leaves by the button; alice sees it, and his member entry goes.
             bob.page.get_by_role("button", name="Leave # dev").click()
@@ -627,6 +631,8 @@ def test_a_tab_resumes_every_room_after_its_server_is_restarted(
                     where = {"room": place} if place else {}
                     bob.send(command="pm", message=f"{place or 'lobby'} away {i}", **where)
                     bob.until("ack")
+            bob.send(command="mode", room="dev", modes="+o", args=["alice"])
+            bob.until("ack")
             bob.send(command="topic", room="dev", topic="after the crash")
             bob.until("ack")
             # Removed from qa while away: the tab drops it, and shows nothing of it.
@@ -661,7 +667,18 @@ def test_a_tab_resumes_every_room_after_its_server_is_restarted(
                 seqs = [seq for seq, _ in log]
                 assert seqs == sorted(set(s for s in seqs if s is not None)), log
             tab.open("# dev")
-            assert _events(tab)[-1] == "bob set the topic: after the crash"
+            # login_ok's roles already had the op; the live -o takes it back.
+            assert _members(tab)[0] == "alice (you) (op)"
+            bob.send(command="mode", room="dev", modes="-o", args=["alice"])
+            bob.until("ack")
+            tab.page.locator("#log li.event", has_text="-o alice").wait_for()
+            assert _members(tab)[0] == "alice (you)"
+            assert _events(tab) == [
+                "alice joined",
+                "bob set mode +o alice",
+                "bob set the topic: after the crash",
+                "bob set mode -o alice",
+            ]
             rooms = tab.page.locator("#rooms button.conv .title").all_inner_texts()
             assert rooms == ["# lobby", "# dev", "# ops"]
         finally:
