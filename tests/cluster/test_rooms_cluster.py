@@ -112,6 +112,16 @@ def test_a_room_made_on_one_node_is_the_same_room_on_the_other(cluster: Cluster)
 
     # A join and a message right behind it, not waiting for the reply (as IRC clients
     # send JOIN then PRIVMSG): the message finds the member.
+    # Moderation from a, on a member at b: b's copy has the ban.
+    alice.send(command="ban", room="dev", user="dave", reason="spam", id=13)
+    alice.until("ack", id=13)
+    ban = dave.until("room_event", event="ban")
+    assert (ban["room"], ban["user"], ban["by"]) == ("Dev", "dave", "alice")
+    dave.send(command="pm", room="dev", message="still here?", id=14)
+    assert dave.until("error", id=14)["code"] == "not_in_room"
+    dave.send(command="join", room="dev", id=15)
+    assert dave.until("error", id=15)["code"] == "banned"
+
     for k in range(20):
         dave.send(command="join", room=f"fast{k}", id=f"j{k}")
         dave.send(command="pm", room=f"fast{k}", message="at once", id=f"p{k}")
