@@ -108,6 +108,7 @@ def test_one_user_list_everywhere_and_takeover_across_nodes(cluster: Cluster) ->
     c = cluster.add()
     late = connect(c.address, "carol")
     assert users_list(late) == ["alice", "bob", "carol"]
+    again.until("users", joined="carol")  # b has it too (its consumer may lag c's login)
     # Leaving on one node is seen on every other.
     bob.send(command="exit")
     bob.wait_closed()
