@@ -33,8 +33,9 @@ the publisher's): it must never take a lock or call back into the server.
 
 The package: :mod:`~chatroom_server.irc.parse` (lines and their limits),
 :mod:`~chatroom_server.irc.session` (in: the client's lines, and :class:`Core`, all the
-gateway asks of the server) and :mod:`~chatroom_server.irc.render` (out: frames as
-lines).
+gateway asks of the server), :mod:`~chatroom_server.irc.channels` (in: the channel
+commands, each the room command it means: channels are rooms) and
+:mod:`~chatroom_server.irc.render` (out: frames as lines).
 """
 
 from chatroom_server.irc.parse import LineDecoder, Message, decode_line, parse, split_text

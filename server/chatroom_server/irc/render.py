@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from chatroom.protocol import (
     Ack,
@@ -29,6 +29,7 @@ from chatroom.protocol import (
     decode_event,
     username_key,
 )
+from chatroom.rooms import LOBBY, RoomEvent, RoomInfo, RoomInfoReply, RoomList, room_key
 from chatroom_server.irc.parse import BYE_TEXT, HOST, LINE, MOTD, iso_time, mask, split_text
 from chatroom_server.outbox import Outbox
 
@@ -93,6 +94,8 @@ class IrcRender:
     channel: str
     caps: set[str]
     registered: bool
+    # login_ok said protocol v2 (rooms): a guest, or a server without history, has none
+    rooms: bool = False
     max_message: int
     _shared: Translations
 
@@ -100,22 +103,53 @@ class IrcRender:
         tail = f" :{text}" if text is not None else ""
         return f":{self.name} {code} {self.nick}{''.join(' ' + p for p in params)}{tail}"
 
-    def names_lines(self, users: Iterable[str]) -> list[str]:
-        head = self.numeric("353", "=", self.channel, text="")
+    def prefix(self) -> str:
+        return mask(self.nick)
+
+    def chan(self, room: str | None) -> str:
+        """The channel of a room: ``#name``, and the gateway's own for lobby."""
+        return self.channel if room is None or room_key(room) == LOBBY else "#" + room
+
+    def names_lines(
+        self,
+        users: Iterable[str],
+        channel: str | None = None,
+        roles: dict[str, str] | None = None,
+        secret: bool = False,
+    ) -> list[str]:
+        channel = channel or self.channel
+        head = self.numeric("353", "@" if secret else "=", channel, text="")
         budget = LINE - 2 - len(head.encode())
         lines, cur = [], ""
         full = "userhost-in-names" in self.caps
+        roles = roles or {}
         for nick in users:
             # The prefix every message from them carries. Not irc_ident(): this runs
             # in translate(), under the server's lock (login_ok is sent under it).
-            name = mask(nick) if full else nick
+            name = _ROLE_PREFIX.get(roles.get(nick, ""), "") + (mask(nick) if full else nick)
             if cur and len(cur) + 1 + len(name) > budget:
                 lines.append(head + cur)
                 cur = ""
             cur = f"{cur} {name}" if cur else name
         if cur:
             lines.append(head + cur)
-        lines.append(self.numeric("366", self.channel, text="End of /NAMES list"))
+        lines.append(self.numeric("366", channel, text="End of /NAMES list"))
+        return lines
+
+    def joined_lines(self, info: RoomInfo) -> list[str]:
+        """What a client sees on joining a room's channel: JOIN, the topic, NAMES."""
+        chan = self.chan(info.name)
+        names = self.names_lines(info.members, chan, info.roles, "s" in info.modes)
+        return [f":{self.prefix()} JOIN {chan}", *self.topic_lines(info, joined=True), *names]
+
+    def topic_lines(self, info: RoomInfo, joined: bool = False) -> list[str]:
+        chan = self.chan(info.name)
+        if not info.topic:
+            return [] if joined else [self.numeric("331", chan, text="No topic is set")]
+        # 333's time: the room model keeps who set the topic, not when.
+        lines = [self.numeric("332", chan, text=info.topic)]
+        if info.topic_by:
+            lines.append(self.numeric("333", chan, mask(info.topic_by), "0"))
         return lines
 
     def motd(self) -> list[str]:
@@ -182,7 +216,7 @@ class IrcRender:
         return handler(self, e, out)
 
     def _on_broadcast(self, e: Broadcast, out: list[str]) -> bool:
-        self._privmsg(out, e.sender, self.channel, e.message, e.ts, e.seq)
+        self._privmsg(out, e.sender, self.chan(e.room), e.message, e.ts, e.seq)
         return True
 
     def _on_dm(self, e: DirectMessage, out: list[str]) -> bool:
@@ -213,12 +247,82 @@ class IrcRender:
         return False
 
     def _on_ack(self, e: Ack, out: list[str]) -> bool:
-        if e.queued and e.to:
+        rid = e.id if isinstance(e.id, str) else ""
+        parts = rid.split(" ", 3)
+        if e.command == "part" and e.room:
+            why = f" :{rid.split(' ', 2)[2]}" if len(parts) > 2 else ""
+            out.append(f":{self.prefix()} PART {self.chan(e.room)}{why}")
+        elif e.command == "topic" and e.room:
+            topic = rid.split(" ", 2)[2] if len(parts) > 2 else ""
+            out.append(f":{self.prefix()} TOPIC {self.chan(e.room)} :{topic}")
+        elif e.command == "mode" and e.room:
+            change = rid.split(" ", 2)[2] if len(parts) > 2 else ""
+            out.append(f":{self.prefix()} MODE {self.chan(e.room)} {change}")
+        elif e.command == "invite" and e.room and e.to:
+            chan = self.chan(e.room)
+            if e.seq is None:
+                out.append(self.numeric("443", e.to, chan, text="is already on channel"))
+            else:
+                out.append(self.numeric("341", e.to, chan))
+        elif e.queued and e.to:
             out.append(
                 f":{self.name} NOTICE {self.nick} :{e.to} is offline; they get your "
                 "message when they log in"
             )
         return False
+
+    def _on_room_info(self, e: RoomInfoReply, out: list[str]) -> bool:
+        rid = e.id if isinstance(e.id, str) else ""
+        cmd = rid.partition(" ")[0]
+        info = e.info
+        if cmd == "JOIN":
+            if e.seq is not None:  # else a member already: IRC says nothing
+                out += self.joined_lines(info)
+        elif cmd == "NAMES":
+            out += self.names_lines(info.members, self.chan(info.name), info.roles)
+        elif cmd == "TOPIC":
+            out += self.topic_lines(info)
+        elif cmd == "MODE":
+            params = [info.modes or "+"]
+            if info.key is not None and "k" in info.modes:
+                params.append(info.key)
+            if info.limit is not None and "l" in info.modes:
+                params.append(str(info.limit))
+            out.append(self.numeric("324", self.chan(info.name), *params))
+        return False
+
+    def _on_room_list(self, e: RoomList, out: list[str]) -> bool:
+        rid = e.id if isinstance(e.id, str) else ""
+        wanted = {room_key(c) for c in rid.partition(" ")[2].split(",") if c}
+        for r in e.rooms:
+            chan = self.chan(r.name)
+            if wanted and room_key(chan) not in wanted:
+                continue
+            modes = f"[{r.modes}] " if r.modes else ""
+            out.append(self.numeric("322", chan, str(r.count), text=modes + r.topic))
+        out.append(self.numeric("323", text="End of /LIST"))
+        return False
+
+    def _on_room_event(self, e: RoomEvent, out: list[str]) -> bool:
+        if e.replayed:
+            return False  # the welcome burst shows the rooms as they are now
+        chan, by = self.chan(e.room), mask(e.by)
+        if e.event == "join":
+            out.append(f":{by} JOIN {chan}")
+        elif e.event == "part":
+            out.append(f":{by} PART {chan}" + (f" :{e.reason}" if e.reason else ""))
+        elif e.event == "topic":
+            out.append(f":{by} TOPIC {chan} :{e.topic or ''}")
+        elif e.event == "mode" and e.modes:
+            out.append(" ".join((f":{by} MODE {chan}", e.modes, *e.args)))
+        elif e.event == "invite" and e.user:
+            if username_key(e.user) == username_key(self.nick):
+                out.append(f":{by} INVITE {self.nick} {chan}")
+            elif "invite-notify" in self.caps:
+                out.append(f":{by} INVITE {e.user} {chan}")
+            return False  # whom it names differs per client
+        # kick, ban, mute...: moderation's (issue 36), not rendered here yet
+        return True
 
     def _on_error(self, e: ErrorEvent, out: list[str]) -> bool:
         self._error(e, out)
@@ -238,23 +342,27 @@ class IrcRender:
 
     def _welcome(self, e: LoginOk, out: list[str]) -> None:
         old, self.nick = self.nick, e.username
+        self.rooms = "rooms" in e.features
         if old not in ("*", e.username):
             out.append(f":{old}!{old}@{HOST} NICK :{e.username}")
         out += [
             self.numeric("001", text=f"Welcome to the chatroom IRC gateway, {mask(e.username)}"),
             self.numeric("002", text=f"Your host is {self.name}, running chatroom"),
             self.numeric("003", text="This server was created " + _STARTED),
-            self.numeric("004", self.name, "chatroom", "i", "nt"),
+            self.numeric("004", self.name, "chatroom", "i", "Hiklmnost", "klov"),
             self.numeric(
                 "005",
                 "NETWORK=chatroom",
                 "CASEMAPPING=ascii",
                 "CHANTYPES=#",
-                "CHANLIMIT=#:1",
+                "CHANLIMIT=#:",  # the server's --max-rooms-per-user says when it is enough
                 f"NICKLEN={32}",
                 f"LINELEN={LINE}",
-                "PREFIX=(ov)@+",  # the default; nobody here is an op or voiced
-                "CHANMODES=,,,nt",
+                "PREFIX=(ov)@+",
+                "CHANMODES=,k,l,Himnst",
+                "MODES=4",
+                "TOPICLEN=390",
+                "CHANNELLEN=33",
                 "TARGMAX=PRIVMSG:1,NOTICE:1",
                 "CHATHISTORY=100",
                 "MSGREFTYPES=msgid",
@@ -265,6 +373,10 @@ class IrcRender:
             f":{mask(e.username)} JOIN {self.channel}",
             *self.names_lines(e.users),
         ]
+        # Membership is durable: the user is back in every room (as ergo's always-on
+        # clients are), each a channel joined.
+        for info in e.rooms:
+            out += self.joined_lines(info)
         self.registered = True
 
     def _error(self, e: ErrorEvent, out: list[str]) -> None:
@@ -288,8 +400,36 @@ class IrcRender:
         if cmd == "PRIVMSG" and e.code in ("unknown_user", "user_offline"):
             out.append(self.numeric("401", target, text=e.message))
             return
+        chan = target.partition(" ")[0]
+        if cmd == "PRIVMSG" and e.code in ("not_in_room", "muted", "banned"):
+            out.append(self.numeric("404", chan, text=f"Cannot send to channel: {e.message}"))
+            return
+        if cmd == "NAMES" and e.code in ("no_such_room", "invalid_room"):
+            out.append(self.numeric("366", chan, text="End of /NAMES list"))
+            return
+        if cmd == "INVITE" and e.code == "unknown_user":
+            out.append(self.numeric("401", target.partition(" ")[2], text=e.message))
+            return
+        if cmd == "MODE" and e.code == "bad_request":
+            letter = next((c for c in target.partition(" ")[2] if c not in "+-"), "?")
+            out.append(self.numeric("472", letter, text=f"is unknown mode char: {e.message}"))
+            return
+        code = _ROOM_ERRORS.get(e.code)
+        if code is not None and cmd in _CHANNEL_COMMANDS:
+            out.append(self.numeric(code, chan, text=e.message))
+            return
         if e.code == "not_logged_in":
             out.append(self.numeric("451", text="You have not registered"))
+            return
+        if e.code == "unknown_command" and cmd in ("LIST", "NAMES"):
+            # No rooms on this connection (a guest, or a server without them): only lobby.
+            end = ("323", "End of /LIST") if cmd == "LIST" else ("366", "End of /NAMES list")
+            params = () if cmd == "LIST" else (target.partition(" ")[0],)
+            out.append(self.numeric(end[0], *params, text=end[1]))
+            return
+        if e.code == "unknown_command" and cmd in _CHANNEL_COMMANDS:
+            why = f"No such channel: only {self.channel} (no rooms for guests, or no history)"
+            out.append(self.numeric("403", target.partition(" ")[0], text=why))
             return
         if e.code == "unknown_command" and cmd:
             out.append(self.numeric("421", cmd, text=e.message))
@@ -310,11 +450,27 @@ class IrcRender:
             batch = f"h{time.monotonic_ns() % 10**9}"
             out.append(f"BATCH +{batch} chathistory {target}")
         for m in e.messages:
-            dest = self.channel if m.kind == "pm" else (m.to or target)
+            dest = self.chan(m.room) if m.kind == "pm" else (m.to or target)
             self._privmsg(out, m.sender, dest, m.message, m.ts, m.seq, batch)
         if batch is not None:
             out.append(f"BATCH -{batch}")
 
+
+# A member's role as a NAMES prefix: owners and ops are IRC's operators.
+_ROLE_PREFIX: Final = {"owner": "@", "op": "@", "voice": "+"}
+# The room service's refusals as the numerics of the channel commands.
+_ROOM_ERRORS: Final = {
+    "no_such_room": "403",
+    "not_in_room": "442",
+    "invite_only": "473",
+    "bad_key": "475",
+    "room_full": "471",
+    "invalid_room": "476",
+    "not_operator": "482",
+    "too_many_rooms": "405",
+    "banned": "474",
+}
+_CHANNEL_COMMANDS: Final = frozenset(("JOIN", "PART", "TOPIC", "MODE", "INVITE", "PRIVMSG"))
 
 _STARTED = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
@@ -330,4 +486,7 @@ _EVENTS: dict[type, Callable[[IrcRender, Any, list[str]], bool]] = {
     Bye: IrcRender._on_bye,
     History: IrcRender._on_history,
     ReplayTruncated: IrcRender._on_replay_truncated,
+    RoomInfoReply: IrcRender._on_room_info,
+    RoomList: IrcRender._on_room_list,
+    RoomEvent: IrcRender._on_room_event,
 }

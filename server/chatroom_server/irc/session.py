@@ -24,11 +24,11 @@ from chatroom.protocol import (
     HistoryCommand,
     LoginCommand,
     PmCommand,
-    UsersCommand,
     is_valid_username,
     username_key,
 )
 from chatroom_server.config import ServerConfig
+from chatroom_server.irc.channels import ChannelCommands
 from chatroom_server.irc.parse import (
     CAPS,
     HOST,
@@ -40,7 +40,7 @@ from chatroom_server.irc.parse import (
     number,
     parse,
 )
-from chatroom_server.irc.render import IrcRender, Translations
+from chatroom_server.irc.render import Translations
 from chatroom_server.outbox import Outbox
 from chatroom_server.session import SessionRules
 
@@ -89,7 +89,7 @@ class Core(Protocol):
         ``name``'s and it is a server operator; else ``password`` or ``not_operator``."""
 
 
-class IrcSession(IrcRender):
+class IrcSession(ChannelCommands):
     """One IRC client: registration, its commands, and the translation of what the
     server sends it (module docstring)."""
 
@@ -185,7 +185,10 @@ class IrcSession(IrcRender):
         would check (history limit 1-100, seqs >= 0, no cid)."""
         return self.server.run_command(self.conn, command, allowed=True)
 
-    def _need(self, params: Sequence[str], n: int, cmd: str) -> bool:
+    def lobby_names(self) -> tuple[str, ...]:
+        return self.server.names()
+
+    def need(self, params: Sequence[str], n: int, cmd: str) -> bool:
         if len(params) < n or (n and not params[n - 1]):
             self.num("461", cmd, text="Not enough parameters")
             return False
@@ -228,7 +231,7 @@ class IrcSession(IrcRender):
         return True
 
     def on_pass(self, params: list[str]) -> bool:
-        if self._need(params, 1, "PASS"):
+        if self.need(params, 1, "PASS"):
             # PASS has one parameter; more can only be a password with spaces sent
             # without its colon (jaraco/irc does this): take them as one.
             self.password = " ".join(params)
@@ -246,13 +249,13 @@ class IrcSession(IrcRender):
         return self._try_register()
 
     def on_user(self, params: list[str]) -> bool:
-        if self._need(params, 4, "USER"):
+        if self.need(params, 4, "USER"):
             self.user, self.realname = params[0], params[3]
             return self._try_register()
         return True
 
     def on_authenticate(self, params: list[str]) -> bool:
-        if not self._need(params, 1, "AUTHENTICATE"):
+        if not self.need(params, 1, "AUTHENTICATE"):
             return True
         arg = params[0]
         if arg == "*":
@@ -320,7 +323,8 @@ class IrcSession(IrcRender):
             LoginCommand(
                 username=name,
                 password=self.password,
-                features=(Feature.USERS_DELTA.value,),
+                # rooms: channels are rooms (chatroom_server.irc.channels)
+                features=(Feature.USERS_DELTA.value, Feature.ROOMS.value),
                 id="login",
             )
         )
@@ -340,44 +344,17 @@ class IrcSession(IrcRender):
             return True
         target, text = params[0], params[1]
         if target.startswith("#"):
-            if username_key(target) != username_key(self.channel):
+            room = self.room_of(target)
+            if room is not None and not self.rooms:
+                # A connection without rooms would take the pm for lobby's.
                 if not notice:
-                    self.num("403", target, text="No such channel")
+                    self.num("403", target, text=f"No such channel: only {self.channel}")
                 return True
-            return self.frame(PmCommand(message=text, id=f"{cmd} {target}"))
+            return self.frame(PmCommand(message=text, room=room, id=f"{cmd} {target}"))
         return self.frame(DmCommand(to=target, message=text, id=f"{cmd} {target}"))
 
     def on_notice(self, params: list[str]) -> bool:
         return self.on_privmsg(params, notice=True)
-
-    def on_join(self, params: list[str]) -> bool:
-        if not self._need(params, 1, "JOIN"):
-            return True
-        for chan in params[0].split(","):
-            if username_key(chan) == username_key(self.channel):
-                self.reply(f":{mask(self.nick)} JOIN {self.channel}")
-                self._names()
-            elif chan != "0":
-                self.num("403", chan, text="No such channel: this server has one room")
-        return True
-
-    def on_part(self, params: list[str]) -> bool:
-        if not self._need(params, 1, "PART"):
-            return True
-        self.reply(
-            f":{self.name} NOTICE {self.nick} :{self.channel} is the room itself; QUIT to leave it"
-        )
-        return True
-
-    def on_names(self, params: list[str]) -> bool:
-        if params and username_key(params[0]) != username_key(self.channel):
-            self.num("366", params[0], text="End of /NAMES list")
-            return True
-        self._names()
-        return True
-
-    def _names(self) -> None:
-        self.frame(UsersCommand(id="NAMES"))  # the list the deltas apply to
 
     def on_who(self, params: list[str]) -> bool:
         target = params[0] if params else "*"
@@ -396,7 +373,7 @@ class IrcSession(IrcRender):
         return True
 
     def on_whois(self, params: list[str]) -> bool:
-        if not self._need(params, 1, "WHOIS"):
+        if not self.need(params, 1, "WHOIS"):
             return True
         target = params[-1]
         online = {username_key(n): n for n in self.server.names()}
@@ -414,33 +391,15 @@ class IrcSession(IrcRender):
         return True
 
     def on_mode(self, params: list[str]) -> bool:
-        if not self._need(params, 1, "MODE"):
+        if not self.need(params, 1, "MODE"):
             return True
         target = params[0]
-        if username_key(target) == username_key(self.channel):
-            if len(params) > 1 and params[1].lstrip("+") == "b":
-                self.num("368", self.channel, text="End of channel ban list")
-            else:
-                self.num("324", self.channel, "+nt")
-        elif username_key(target) == username_key(self.nick):
+        if target.startswith("#"):
+            return self.on_channel_mode(target, params)
+        if username_key(target) == username_key(self.nick):
             self.num("221", "+")
-        elif target.startswith("#"):
-            self.num("403", target, text="No such channel")
         else:
             self.num("502", text="Cannot change mode for other users")
-        return True
-
-    def on_topic(self, params: list[str]) -> bool:
-        if self._need(params, 1, "TOPIC"):
-            self.num("331", self.channel, text="No topic is set")
-        return True
-
-    def on_list(self, params: list[str]) -> bool:
-        self.reply(
-            self.numeric("321", "Channel", text="Users  Name"),
-            self.numeric("322", self.channel, str(len(self.server.names())), text=""),
-            self.numeric("323", text="End of /LIST"),
-        )
         return True
 
     def on_motd(self, params: list[str]) -> bool:
@@ -462,7 +421,7 @@ class IrcSession(IrcRender):
 
     def on_chathistory(self, params: list[str]) -> bool:
         """draft/chathistory: LATEST, BEFORE and AFTER, by msgid (our seq)."""
-        if not self._need(params, 3, "CHATHISTORY"):
+        if not self.need(params, 3, "CHATHISTORY"):
             return True
         sub, target = params[0].upper(), params[1]
         limit = number(params[-1])
@@ -485,6 +444,10 @@ class IrcSession(IrcRender):
             else:
                 before = msgid
         with_user = None if target.startswith("#") else target
+        room = self.room_of(target) if target.startswith("#") else None
+        if room is not None and not self.rooms:
+            self.reply(f"FAIL CHATHISTORY INVALID_TARGET {target} :Only {self.channel} here")
+            return True
         if with_user is not None and self.guest is not None:
             # A guest's DMs are never stored (docs/IRC.md): any stored with its nick are
             # an earlier guest's, from a server before that rule, and not this one's.
@@ -498,6 +461,7 @@ class IrcSession(IrcRender):
                 after=after,
                 limit=max(1, min(limit, 100)),
                 with_user=with_user,
+                room=room,
                 id=f"CHATHISTORY {target}",
             )
         )
@@ -505,7 +469,7 @@ class IrcSession(IrcRender):
     def on_oper(self, params: list[str]) -> bool:
         """OPER NAME PASSWORD: a server operator (granted by ``chat-server admin grant``,
         never here) says so. Only one's own account: 491 for another's or a guest."""
-        if not self._need(params, 2, "OPER"):
+        if not self.need(params, 2, "OPER"):
             return True
         name, password = params[0], params[1]
         if self.guest is not None or username_key(name) != username_key(self.nick):
@@ -524,7 +488,7 @@ class IrcSession(IrcRender):
     # anytime -----------------------------------------------------------
 
     def on_ping(self, params: list[str]) -> bool:
-        if self._need(params, 1, "PING"):
+        if self.need(params, 1, "PING"):
             self.reply(f":{self.name} PONG {self.name} :{params[0]}")
         return True
 
@@ -570,4 +534,5 @@ _AFTER: dict[str, Handler] = {
     "AUTHENTICATE": IrcSession.on_reregister,
     "CHATHISTORY": IrcSession.on_chathistory,
     "OPER": IrcSession.on_oper,
+    "INVITE": IrcSession.on_invite,
 }

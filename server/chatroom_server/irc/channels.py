@@ -1,0 +1,151 @@
+"""In, for channels: the IRC commands about channels (JOIN, PART, TOPIC, NAMES, LIST,
+MODE, INVITE), each turned into the room command it means (docs/PROTOCOL.md §Rooms).
+
+A channel is a room: ``#dev`` is the room ``dev``, and the gateway's own channel
+(``--irc-channel``, ``#lobby``) is ``lobby``. Every rule (who may join, with which key,
+who may set the topic or modes, invites, limits) is checked once, by the server's room
+service, as for a JSON client: nothing here decides anything but the spelling. The
+request id says which IRC command a reply or an error belongs to (``JOIN #dev``), so
+that :mod:`~chatroom_server.irc.render` answers with the lines and numerics IRC expects.
+What is about ``lobby`` alone (its NAMES, its modes, its topic) is answered here, as
+before rooms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from chatroom.protocol import ClientCommand, UsersCommand, username_key
+from chatroom.rooms import (
+    InviteCommand,
+    JoinCommand,
+    MembersCommand,
+    ModeCommand,
+    PartCommand,
+    RoomsCommand,
+    TopicCommand,
+)
+from chatroom_server.irc.render import IrcRender
+
+
+class ChannelCommands(IrcRender):
+    """The channel half of an IRC session (module docstring); the session provides
+    :meth:`frame`, :meth:`num`, :meth:`reply`, :meth:`need` and :meth:`lobby_names`."""
+
+    def frame(self, command: ClientCommand) -> bool:
+        raise NotImplementedError
+
+    def num(self, code: str, *params: str, text: str | None = None) -> None:
+        raise NotImplementedError
+
+    def reply(self, *lines: str) -> None:
+        raise NotImplementedError
+
+    def need(self, params: Sequence[str], n: int, cmd: str) -> bool:
+        raise NotImplementedError
+
+    def lobby_names(self) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def is_lobby(self, chan: str) -> bool:
+        return username_key(chan) == username_key(self.channel)
+
+    def room_of(self, chan: str) -> str | None:
+        """The room a channel names: None for the lobby channel. The name after ``#``
+        is the room service's to judge (``invalid_room``: 476)."""
+        return None if self.is_lobby(chan) else chan[1:]
+
+    def on_join(self, params: list[str]) -> bool:
+        if not self.need(params, 1, "JOIN"):
+            return True
+        keys = params[1].split(",") if len(params) > 1 else []
+        for i, chan in enumerate(params[0].split(",")):
+            if chan == "0" or not chan:
+                continue
+            if not chan.startswith("#"):
+                self.num("476", chan, text="Bad Channel Mask")
+            elif self.is_lobby(chan):
+                self.reply(f":{self.prefix()} JOIN {self.channel}")
+                self.frame(UsersCommand(id="NAMES"))
+            else:
+                key = keys[i] if i < len(keys) and keys[i] else None
+                if not self.frame(JoinCommand(room=chan[1:], key=key, id=f"JOIN {chan}")):
+                    return False
+        return True
+
+    def on_part(self, params: list[str]) -> bool:
+        if not self.need(params, 1, "PART"):
+            return True
+        reason = params[1] if len(params) > 1 and params[1] else None
+        for chan in params[0].split(","):
+            if not chan.startswith("#"):
+                self.num("403", chan, text="No such channel")
+            elif self.is_lobby(chan):
+                self.reply(
+                    f":{self.name} NOTICE {self.nick} :{self.channel} is everyone's room; "
+                    "QUIT to leave it"
+                )
+            else:
+                rid = f"PART {chan}" + (f" {reason}" if reason else "")
+                if not self.frame(PartCommand(room=chan[1:], reason=reason, id=rid)):
+                    return False
+        return True
+
+    def on_names(self, params: list[str]) -> bool:
+        for chan in params[0].split(",") if params and params[0] else [self.channel]:
+            if self.is_lobby(chan):
+                self.frame(UsersCommand(id="NAMES"))  # the list the deltas apply to
+            elif not chan.startswith("#") or len(chan) < 2:
+                self.num("366", chan, text="End of /NAMES list")
+            else:
+                self.frame(MembersCommand(room=chan[1:], id=f"NAMES {chan}"))
+        return True
+
+    def on_topic(self, params: list[str]) -> bool:
+        if not self.need(params, 1, "TOPIC"):
+            return True
+        chan = params[0]
+        if not chan.startswith("#"):
+            self.num("403", chan, text="No such channel")
+            return True
+        room = self.room_of(chan) or "lobby"
+        if len(params) < 2:
+            if self.is_lobby(chan):
+                self.num("331", self.channel, text="No topic is set")
+                return True
+            return self.frame(TopicCommand(room=room, id=f"TOPIC {chan}"))
+        return self.frame(TopicCommand(room=room, topic=params[1], id=f"TOPIC {chan} {params[1]}"))
+
+    def on_list(self, params: list[str]) -> bool:
+        wanted = params[0] if params and params[0].startswith("#") else ""
+        lines = [self.numeric("321", "Channel", text="Users  Name")]
+        if not wanted or any(self.is_lobby(c) for c in wanted.split(",")):
+            lines.append(self.numeric("322", self.channel, str(len(self.lobby_names())), text=""))
+        self.reply(*lines)
+        return self.frame(RoomsCommand(id=f"LIST {wanted}".rstrip()))
+
+    def on_channel_mode(self, chan: str, params: list[str]) -> bool:
+        """MODE for a channel: read (324), the ban list (368: moderation is elsewhere),
+        or a change, which the room service checks."""
+        if len(params) > 1 and params[1].lstrip("+") == "b":
+            self.num("368", chan, text="End of channel ban list")
+            return True
+        room = self.room_of(chan)
+        if len(params) < 2:
+            if room is None:
+                self.num("324", self.channel, "+nt")
+                return True
+            return self.frame(ModeCommand(room=room, id=f"MODE {chan}"))
+        modes, args = params[1], tuple(params[2:])
+        rid = " ".join(("MODE", chan, modes, *args))
+        return self.frame(ModeCommand(room=room or "lobby", modes=modes, args=args, id=rid))
+
+    def on_invite(self, params: list[str]) -> bool:
+        if not self.need(params, 2, "INVITE"):
+            return True
+        nick, chan = params[0], params[1]
+        if not chan.startswith("#") or self.is_lobby(chan):
+            # Everyone is in lobby always: nothing to invite to.
+            self.num("443", nick, chan, text="is already on channel")
+            return True
+        return self.frame(InviteCommand(room=chan[1:], user=nick, id=f"INVITE {chan} {nick}"))

@@ -1,0 +1,188 @@
+"""IRC channels are rooms (docs/IRC.md §Channels): JOIN with keys, PART, TOPIC, NAMES,
+LIST, MODE, INVITE and the numerics for every refusal, over real sockets, with JSON
+clients in the same rooms; and an IRC user back in all their rooms on connect."""
+
+from __future__ import annotations
+
+from tests.server.test_irc import Irc, irc_address, irc_server
+from tests.server.test_rooms_server import settle, v2
+
+
+def test_join_part_topic_names_and_messages_between_irc_and_json() -> None:
+    with irc_server() as srv:
+        alice = Irc(irc_address(srv))
+        alice.send("CAP REQ :multi-prefix userhost-in-names", "CAP END")
+        alice.register("alice")
+        # Creating a room makes its creator its operator.
+        alice.send("JOIN #Dev")
+        assert alice.until("JOIN", "#Dev") == ":alice!alice@chatroom JOIN #Dev"
+        assert alice.until("353").endswith(":@alice!alice@chatroom")
+        assert " 366 alice #Dev " in alice.line()
+        bob, _ = v2(srv, "bob")
+        bob.send(command="join", room="dev", id=1)
+        assert bob.until("room_info", id=1)["info"]["roles"] == {"alice": "owner"}
+        assert alice.until("JOIN", "#Dev") == ":bob!bob@chatroom JOIN #Dev"
+        # Messages both ways, in the room and nowhere else.
+        alice.send("PRIVMSG #dev :hello room")
+        got = bob.until("broadcast")
+        assert (got["room"], got["from"], got["message"]) == ("Dev", "alice", "hello room")
+        bob.send(command="pm", room="dev", message="hi irc", id=2)
+        assert alice.until("PRIVMSG") == ":bob!bob@chatroom PRIVMSG #Dev :hi irc"
+        # TOPIC: set by the operator, read back as 332/333; the JSON side sees the event.
+        alice.send("TOPIC #dev :release Friday", "TOPIC #dev")
+        assert alice.until("TOPIC", "#Dev") == ":alice!alice@chatroom TOPIC #Dev :release Friday"
+        assert alice.until("332").endswith(" 332 alice #Dev :release Friday")
+        assert " 333 alice #Dev alice!alice@chatroom " in alice.line()
+        assert bob.until("room_event", event="topic")["topic"] == "release Friday"
+        # +t: bob is no operator (482); a JSON topic change shows as a TOPIC line.
+        bob.send(command="topic", room="dev", topic="mine", id=3)
+        assert bob.until("error", id=3)["code"] == "not_operator"
+        alice.send("MODE #dev +o bob")
+        assert alice.until("MODE", "#Dev") == ":alice!alice@chatroom MODE #Dev +o bob"
+        bob.send(command="topic", room="dev", topic="mine", id=4)
+        assert alice.until("TOPIC", "#Dev") == ":bob!bob@chatroom TOPIC #Dev :mine"
+        alice.send("NAMES #dev")
+        assert alice.until("353").endswith(":@alice!alice@chatroom @bob!bob@chatroom")
+        # PART with a reason, both ways; then PRIVMSG is refused (404), TOPIC 442.
+        bob.send(command="part", room="dev", reason="lunch", id=5)
+        assert alice.until("PART", "#Dev") == ":bob!bob@chatroom PART #Dev :lunch"
+        alice.send("PART #dev :bye now")
+        assert alice.until("PART", "#Dev") == ":alice!alice@chatroom PART #Dev :bye now"
+        alice.send("PRIVMSG #dev :anyone?", "TOPIC #dev", "PART #dev", "PRIVMSG #nowhere :x")
+        assert " 404 alice #dev " in alice.until("404")
+        assert " 442 alice #dev " in alice.until("442")
+        assert " 442 alice #dev " in alice.until("442")
+        assert " 403 alice #nowhere " in alice.until("403")
+        # The lobby channel is as before.
+        alice.send("PRIVMSG #lobby :still here")
+        assert bob.until("broadcast")["message"] == "still here"
+
+
+def test_keys_invites_limits_modes_and_their_numerics() -> None:
+    with irc_server() as srv:
+        op = Irc(irc_address(srv))
+        op.register("op")
+        guest = Irc(irc_address(srv))
+        guest.register("guest")
+        op.send("JOIN #vault", "MODE #vault +k s3cret", "MODE #vault")
+        op.until("366")
+        assert op.until("MODE", "#vault") == ":op!op@chatroom MODE #vault +k s3cret"
+        assert op.until("324").endswith(" 324 op #vault +kt s3cret")
+        guest.send("JOIN #vault", "JOIN #vault wrong", "JOIN #bad.name", "JOIN nohash")
+        assert " 475 guest #vault " in guest.until("475")
+        assert " 475 guest #vault " in guest.until("475")
+        assert " 476 guest #bad.name " in guest.until("476")
+        assert " 476 guest nohash " in guest.until("476")
+        guest.send("JOIN #vault s3cret")
+        assert guest.until("JOIN", "#vault") == ":guest!guest@chatroom JOIN #vault"
+        assert guest.until("353").endswith(":guest @op")
+        assert op.until("JOIN", "#vault") == ":guest!guest@chatroom JOIN #vault"
+        # A non-operator changes no mode (482); an unknown letter is 472.
+        guest.send("MODE #vault +i", "MODE #vault +Z")
+        assert " 482 guest #vault " in guest.until("482")
+        op.send("MODE #vault +Z")
+        assert " 472 op Z " in op.until("472")
+        # +i and +l: refused with 473 and 471; an invite lets one in (341, INVITE).
+        op.send("MODE #vault -k+il 2")
+        assert op.until("MODE", "#vault") == ":op!op@chatroom MODE #vault -k+il 2"
+        third = Irc(irc_address(srv))
+        third.register("third")
+        third.send("JOIN #vault")
+        assert " 473 third #vault " in third.until("473")
+        op.send("INVITE third #vault", "INVITE guest #vault", "INVITE nobody #vault")
+        assert op.until("341").endswith(" 341 op third #vault")
+        assert " 443 op guest #vault " in op.until("443")
+        assert " 401 op nobody " in op.until("401")
+        assert third.until("INVITE") == ":op!op@chatroom INVITE third #vault"
+        third.send("JOIN #vault")  # the invite passes +i and +l
+        assert third.until("JOIN", "#vault") == ":third!third@chatroom JOIN #vault"
+        guest.send("PART #vault")
+        guest.until("PART")
+        guest.send("JOIN #vault")
+        assert " 473 guest #vault " in guest.until("473")
+        op.send("MODE #vault -i")
+        op.until("MODE")
+        op.send("JOIN #vault")  # a member already: nothing at all
+        op.send("MODE #vault -l")
+        assert op.until("MODE", "#vault") == ":op!op@chatroom MODE #vault -l"
+        guest.send("JOIN #vault")
+        assert guest.until("JOIN", "#vault") == ":guest!guest@chatroom JOIN #vault"
+        guest.send("INVITE op #lobby")
+        assert " 443 guest op #lobby " in guest.until("443")
+
+
+def test_list_hides_secret_rooms_and_names_of_unknown_channels() -> None:
+    with irc_server() as srv:
+        irc = Irc(irc_address(srv))
+        irc.register("lister")
+        json_user, _ = v2(srv, "owner")
+        for rid, room in enumerate(("open", "hidden")):
+            json_user.send(command="join", room=room, id=rid)
+            json_user.until("room_info", id=rid)
+        json_user.send(command="topic", room="open", topic="come in", id=10)
+        json_user.send(command="mode", room="hidden", modes="+s", id=11)
+        json_user.until("ack", id=11)
+        irc.send("LIST")
+        assert " 321 " in irc.until("321")
+        assert " 322 lister #lobby 2 :" in irc.line()
+        assert irc.line().endswith(" 322 lister #open 1 :[+t] come in")
+        assert " 323 " in irc.line()
+        irc.send("LIST #open", "NAMES #hidden", "NAMES #nowhere")
+        assert " 322 lister #open 1 " in irc.until("322")
+        assert " 323 " in irc.line()
+        assert " 366 lister #hidden " in irc.line()
+        assert " 366 lister #nowhere " in irc.line()
+
+
+def test_an_irc_user_is_back_in_all_their_rooms_on_connect() -> None:
+    with irc_server() as srv:
+        first = Irc(irc_address(srv))
+        first.register("carol")
+        first.send("JOIN #one", "JOIN #two", "TOPIC #two :second")
+        first.until("TOPIC")
+        first.send("QUIT")
+        first.closed()
+        json_user, _ = v2(srv, "dave")
+        json_user.send(command="join", room="two", id=1)
+        json_user.until("room_info", id=1)
+        again = Irc(irc_address(srv))
+        burst = again.register("carol")  # through lobby's 366
+        rest = [again.line() for _ in range(8)]
+        assert rest == [
+            ":carol!carol@chatroom JOIN #one",
+            ":chatroom 353 carol = #one :@carol",
+            ":chatroom 366 carol #one :End of /NAMES list",
+            ":carol!carol@chatroom JOIN #two",
+            ":chatroom 332 carol #two :second",
+            ":chatroom 333 carol #two carol!carol@chatroom 0",
+            ":chatroom 353 carol = #two :@carol dave",
+            ":chatroom 366 carol #two :End of /NAMES list",
+        ]
+        assert ":carol!carol@chatroom JOIN #lobby" in burst
+        # Room history per channel, members only.
+        json_user.send(command="pm", room="two", message="for two", id=2)
+        json_user.until("ack", id=2)
+        assert again.until("PRIVMSG") == ":dave!dave@chatroom PRIVMSG #two :for two"
+        settle(json_user)
+        again.send("CHATHISTORY LATEST #two * 10")
+        assert again.until("PRIVMSG", "for") == ":dave!dave@chatroom PRIVMSG #two :for two"
+        again.send("PART #two", "CHATHISTORY LATEST #two * 10")
+        again.until("PART")
+        assert again.until("FAIL").startswith("FAIL CHATHISTORY MESSAGE_ERROR #two")
+
+
+def test_a_guest_has_lobby_only() -> None:
+    # A guest's membership would outlive it and go to the nick's next holder: no rooms.
+    with irc_server(irc_guests=True) as srv:
+        guest = Irc(irc_address(srv))
+        guest.send("NICK visitor", "USER u 0 * :R")
+        guest.until("366")
+        guest.send("JOIN #dev", "PRIVMSG #dev :x", "LIST", "NAMES #dev")
+        assert " 403 visitor #dev " in guest.until("403")
+        assert " 403 visitor #dev " in guest.until("403")
+        assert " 322 visitor #lobby 1 " in guest.until("322")
+        assert " 323 " in guest.line()
+        assert " 366 visitor #dev " in guest.line()
+        guest.send("CHATHISTORY LATEST #dev * 10", "NOTICE #dev :quiet", "PING :end")
+        assert guest.line().startswith("FAIL CHATHISTORY INVALID_TARGET #dev")
+        assert guest.line() == ":chatroom PONG chatroom :end"  # the NOTICE: no reply
