@@ -43,8 +43,22 @@ lock for PostgreSQL). An acked message is in the final log; the final log has no
 message the wire brought, once each, in increasing seq, and a client never passes to
 its hooks a message it sent itself (issue 33).
 
-Rooms (issue 35) are one more dimension: a message's identity carries its room, and
-"should see" asks :meth:`Membership.member` (today every user is in ``lobby``).
+**Rooms** (docs/PROTOCOL.md §Rooms) are one more dimension: a message's identity
+carries its room (None: ``lobby``, where everyone is), and "should see" asks
+:class:`Membership`, which the history fills in: the seqs of joins and parts learnt
+from the replies to ``join`` (``room_info``'s seq) and ``part`` (the ack's seq) and from
+every ``room_event`` received. A join or part that got no reply makes that membership
+unknown from the highest seq seen before it was sent until the next known join or part:
+no rule asks anything of a seq there. Then a room message at ``seq`` is required of a
+chain whose user was a member at ``seq`` (its join below, no part between); if the chain
+was to get it in a replay (``since < seq <= L``) the user must still have been in that
+same membership at the login (a replay covers the rooms one is in, from the join on). A
+room message received by, or listed in a history page for, a user provably not its
+member is ``room_leak``; a room page must list every message of the room after the
+reader's join in its range. Room events are checked like messages on each connection
+(seq order, no duplicate) and count as stored seqs for the final log (whose scan reads
+only messages); a seq missing from it that a join or part without a reply may explain
+is counted, not reported.
 """
 
 from __future__ import annotations
@@ -97,6 +111,10 @@ KINDS: dict[str, tuple[str, str]] = {
     "phantom": ("server", "a message nobody sent was delivered or listed"),
     "misdelivered": ("server", "a DM reached someone neither its sender nor recipient"),
     "history_leak": ("server", "a history page listed a message its reader may not see"),
+    "room_leak": (
+        "server",
+        "a room's message reached, or was listed for, a user provably not its member",
+    ),
     "history_gap": ("server", "a history page left out a stored message in its range"),
     "history_range": ("server", "a history page broke its own cursor or order"),
     "spurious_takeover": (
@@ -143,7 +161,7 @@ class Msg:
             str(sender).lower(),
             str(to).lower() if to is not None and kind == "dm" else None,
             str(text),
-            str(room) if room is not None else None,
+            _room(room),
         )
 
     def short(self) -> str:
@@ -180,12 +198,61 @@ class CheckResult:
         return not self.anomalies
 
 
+def _room(room: object) -> str | None:
+    """A room's identity: lower-cased, None for ``lobby`` (or no room at all)."""
+    if room is None:
+        return None
+    key = str(room).lower()
+    return None if key == "lobby" else key
+
+
 class Membership:
-    """Who is in which room when. Before rooms (issue 35) everyone is in ``lobby``
-    always; with rooms, join and part events will fill this in."""
+    """Who is in which room when (see the module docstring): per (user, room), the
+    changes in seq order, each a key (a join's or part's seq; ``b + 0.5`` for an
+    unanswered one sent when ``b`` was the highest seq seen) and the state after it
+    (True in, False out, None unknown). Everyone is in ``lobby`` always."""
+
+    def __init__(self) -> None:
+        self._changes: dict[tuple[str, str], list[tuple[float, bool | None]]] = defaultdict(list)
+        self._keys: dict[tuple[str, str], list[float]] = {}
+
+    def add(self, user: str, room: str, key: float, state: bool | None) -> None:
+        self._changes[(user.lower(), room.lower())].append((key, state))
+        self._keys.pop((user.lower(), room.lower()), None)
+
+    def _index(
+        self, user: str, room: str, seq: float
+    ) -> tuple[int, list[tuple[float, bool | None]]]:
+        k = (user.lower(), room.lower())
+        changes = self._changes.get(k, [])
+        keys = self._keys.get(k)
+        if keys is None:
+            changes.sort(key=lambda c: c[0])
+            keys = self._keys[k] = [c[0] for c in changes]
+        return bisect.bisect_left(keys, seq), changes
+
+    def state(self, user: str, room: str | None, seq: float) -> bool | None:
+        """Whether ``user`` was a member of ``room`` at ``seq`` (None: unknown)."""
+        if room is None:
+            return True
+        i, changes = self._index(user, room, seq)
+        return changes[i - 1][1] if i else False
+
+    def joined(self, user: str, room: str, seq: float) -> int | None:
+        """The seq of the join that made ``user`` a member at ``seq``, if known."""
+        i, changes = self._index(user, room, seq)
+        if not i or changes[i - 1][1] is not True:
+            return None
+        return int(changes[i - 1][0])
+
+    def same(self, user: str, room: str | None, a: float, b: float) -> bool:
+        """No change of ``user``'s membership in ``room`` between seqs ``a`` and ``b``."""
+        if room is None:
+            return True
+        return self._index(user, room, a)[0] == self._index(user, room, b)[0]
 
     def member(self, user: str, room: str | None, seq: int) -> bool:
-        return room in (None, "lobby")
+        return self.state(user, room, seq) is True
 
 
 def ranges(seqs: Iterable[int]) -> str:
@@ -289,8 +356,17 @@ class _Checker:
         self.final_log: set[int] | None = None
         self.marker: int | None = None
         self.sorted_seqs: list[int] = []
-        # What a history page may list: None -> public seqs, a pair of names -> their DMs
+        # What a history page may list: None -> lobby's seqs, a pair of names -> their
+        # DMs, ("#", room) -> that room's messages
         self.listing: dict[tuple[str, str] | None, list[int]] = defaultdict(list)
+        # seq -> a room event's (room, event, by), and the frame first showing it
+        self.room_events: dict[int, tuple[str, str, str]] = {}
+        self.room_event_frames: dict[int, FrameIn] = {}
+        # every join or part that got no reply: (user, room, the highest seq seen before)
+        self.unanswered: list[tuple[str, str, int, FrameOut]] = []
+        self.unknown_room_receipts: set[tuple[int, int]] = set()  # (id(chain), seq)
+        self._seen_t: list[float] = []  # seen_at by time, with the highest seq so far
+        self._seen_max: list[int] = []
 
     def add(
         self,
@@ -354,6 +430,10 @@ class _Checker:
                     )
                     self.learn(seq, msg, "delivery", f)
                     self.stats["deliveries (wire)"] += 1
+                elif kind == "room_event" and isinstance(seq, int):
+                    self.learn_room_event(seq, f)
+                elif kind == "room_info" and isinstance(seq, int):
+                    self.seen_at.append((f.t, seq))
                 elif kind == "ack" and isinstance(seq, int):
                     req = requests.get(f.f.get("id"))
                     if req is not None and req.f.get("command") in ("pm", "dm"):
@@ -387,8 +467,22 @@ class _Checker:
         self.sorted_seqs = sorted(self.by_seq)
         for seq in self.sorted_seqs:
             msg = self.by_seq[seq]
-            key = _pair(msg.sender, msg.to) if msg.kind == "dm" and msg.to else None
+            key: tuple[str, str] | None = None
+            if msg.kind == "dm" and msg.to:
+                key = _pair(msg.sender, msg.to)
+            elif msg.room is not None:
+                key = ("#", msg.room)
             self.listing[key].append(seq)
+        for seq in sorted(set(self.room_events) & set(self.by_seq)):
+            self.add(
+                "seq_reused",
+                f"seq {seq} names {self.by_seq[seq].short()} and also a room event "
+                f"{self.room_events[seq]}",
+                users=[self.by_seq[seq].sender],
+                seqs=[seq],
+                events=[*self.evidence[seq][:1], self.room_event_frames[seq]],
+            )
+
         self.stats["messages stored (seen)"] = len(self.by_seq)
         self.stats["connections"] = len(self.conns)
         for msg, seqs in self.seqs_of.items():
@@ -411,6 +505,69 @@ class _Checker:
                     seqs=[seq],
                     events=self.evidence[seq],
                 )
+
+    def learn_room_event(self, seq: int, f: FrameIn) -> None:
+        self.seen_at.append((f.t, seq))
+        what = (
+            str(f.f.get("room", "")).lower(),
+            str(f.f.get("event", "")),
+            str(f.f.get("by", "")).lower(),
+        )
+        known = self.room_events.get(seq)
+        if known is None:
+            self.room_events[seq] = what
+            self.room_event_frames[seq] = f
+        elif known != what:
+            self.add(
+                "seq_reused",
+                f"seq {seq} names the room event {known} and also {what}",
+                users=[known[2], what[2]],
+                seqs=[seq],
+                events=[self.room_event_frames[seq], f],
+            )
+
+    def seen_before(self, t: float) -> int:
+        """The highest seq anyone had seen by time ``t`` (0: none)."""
+        i = bisect.bisect_right(self._seen_t, t)
+        return self._seen_max[i - 1] if i else 0
+
+    def learn_membership(self) -> None:
+        """Fill :class:`Membership` in from the history (see the module docstring)."""
+        running = 0
+        for t, seq in sorted(self.seen_at):
+            running = max(running, seq)
+            self._seen_t.append(t)
+            self._seen_max.append(running)
+        m = self.membership
+        for seq, (room, event, by) in self.room_events.items():
+            if event == "join":
+                m.add(by, room, seq, True)
+            elif event == "part":
+                m.add(by, room, seq, False)
+            elif event in ("kick", "ban"):
+                named = self.room_event_frames[seq].f.get("user")
+                if isinstance(named, str):
+                    m.add(named, room, seq, False)
+        for c in self.conns.values():
+            replies = c.replies()
+            for f in c.frames:
+                if not isinstance(f, FrameOut) or f.f.get("command") not in ("join", "part"):
+                    continue
+                room = str(f.f.get("room", "")).lower()
+                reply = replies.get(f.f.get("id")) if "id" in f.f else None
+                got = reply.f.get("seq") if reply is not None else None
+                if reply is None:
+                    b = self.seen_before(f.t)
+                    self.unanswered.append((c.user, room, b, f))
+                    m.add(c.user, room, b + 0.5, None)
+                elif isinstance(got, int) and reply.f.get("type") in ("room_info", "ack"):
+                    m.add(c.user, room, got, f.f["command"] == "join")
+                    if got not in self.room_events:
+                        event = str(f.f["command"])
+                        self.room_events[got] = (room, event, c.user)
+                        self.room_event_frames[got] = reply
+        self.stats["joins and parts unanswered"] = len(self.unanswered)
+        self.stats["room events"] = len(self.room_events)
 
     def proof_times(self) -> dict[int, float]:
         """seq -> the earliest time some seq at or above it was seen: by then it was
@@ -569,9 +726,20 @@ class _Checker:
                 self.takeover(c, f)
                 continue
             seq = f.f.get("seq")
-            if kind not in ("broadcast", "dm") or not isinstance(seq, int):
+            if kind not in ("broadcast", "dm", "room_event") or not isinstance(seq, int):
                 continue
             frm, to = str(f.f.get("from", "")).lower(), str(f.f.get("to", "")).lower()
+            room = _room(f.f.get("room")) if kind == "broadcast" else None
+            if room is not None and self.membership.state(c.user, room, seq) is False:
+                self.add(
+                    "room_leak",
+                    f"{c.user} received seq {seq}, {frm}'s message to room {room}, without "
+                    "being its member at that seq"
+                    + (" (in a replay)" if f.f.get("replay") else ""),
+                    users=[c.user, frm],
+                    seqs=[seq],
+                    events=[*self._login_of(c), f],
+                )
             if kind == "dm" and c.user not in (frm, to):
                 self.add(
                     "misdelivered",
@@ -613,7 +781,7 @@ class _Checker:
                 backwards.append(f)
             seen_here.add(seq)
             if replaying and f.f.get("replay"):
-                replayed += 1
+                replayed += 1  # room events are counted in replay_done's count too
             if last is None or seq > last:
                 last, last_frame = seq, f
             chain.got[seq].append((c, f))
@@ -722,6 +890,12 @@ class _Checker:
         """The seqs ``chain`` must receive (see the module docstring)."""
         need: set[int] = set()
         seqs = self.sorted_seqs
+        # The replays of the chain: (since, login_ok seq) of each resuming connection.
+        replays = [
+            (c.since, int(c.login_ok["seq"]))
+            for c in chain.conns
+            if c.since is not None and c.login_ok is not None
+        ]
         for i in range(
             bisect.bisect_right(seqs, chain.start), bisect.bisect_right(seqs, chain.end)
         ):
@@ -730,11 +904,30 @@ class _Checker:
             if any(lo <= seq <= hi for lo, hi in chain.excused):
                 continue
             if msg.kind == "pm":
-                if msg.sender != chain.user and self.membership.member(chain.user, msg.room, seq):
-                    need.add(seq)
+                if msg.sender == chain.user:
+                    continue
+                if msg.room is not None and not self.room_required(chain, msg.room, seq, replays):
+                    continue
+                need.add(seq)
             elif msg.to == chain.user:
                 need.add(seq)  # a DM to oneself included: its recipient is the sender
         return need
+
+    def room_required(
+        self, chain: _Chain, room: str, seq: int, replays: list[tuple[int, int]]
+    ) -> bool:
+        """Whether ``chain`` must get ``room``'s message ``seq``: its user was a member at
+        ``seq`` and, if a replay was to bring it, still in that membership at the login."""
+        state = self.membership.state(chain.user, room, seq)
+        if state is None:
+            self.unknown_room_receipts.add((id(chain), seq))
+            return False
+        if not state:
+            return False
+        for since, top in replays:
+            if since < seq <= top:
+                return self.membership.same(chain.user, room, seq, top + 1)
+        return True
 
     def check_chain_coverage(self, chain: _Chain) -> None:
         need = self.required(chain)
@@ -1028,6 +1221,15 @@ class _Checker:
     ) -> None:
         partner = req.f.get("with")
         partner = partner.lower() if isinstance(partner, str) else None
+        room = _room(req.f.get("room")) if partner is None else None
+        # A room page: the reader's membership when it asked (its own joins and parts
+        # come before its request: one driver thread per user).
+        state: bool | None = True
+        joined: int | None = None
+        if room is not None:
+            at = self.seen_before(req.t) + 1
+            state = self.membership.state(c.user, room, at)
+            joined = self.membership.joined(c.user, room, at)
         before, after = req.f.get("before"), req.f.get("after")
         limit = req.f.get("limit", 50)
         msgs = [m for m in page.f.get("messages") or () if isinstance(m, dict)]
@@ -1054,9 +1256,24 @@ class _Checker:
         for m in msgs:
             kind, frm, to = m.get("kind"), str(m.get("from", "")).lower(), m.get("to")
             to = to.lower() if isinstance(to, str) else None
-            fine = (kind == "pm" and partner is None) or (
+            fine = (kind == "pm" and partner is None and _room(m.get("room")) == room) or (
                 kind == "dm" and partner is not None and {frm, to} == {c.user, partner}
             )
+            seq = m.get("seq")
+            if (
+                fine
+                and room is not None
+                and isinstance(seq, int)
+                and (state is False or (joined is not None and seq <= joined))
+            ):
+                self.add(
+                    "room_leak",
+                    f"{what} lists seq {seq} of room {room}, which its reader "
+                    + ("was not in" if state is False else f"joined at seq {joined}"),
+                    users=[c.user, frm],
+                    seqs=[seq],
+                    events=[req, page],
+                )
             if not fine:
                 self.add(
                     "history_leak",
@@ -1069,11 +1286,13 @@ class _Checker:
         # first and last seq (a higher seq is never visible before a lower one); and if
         # backward paging says nothing older is left, nothing stored below it.
         key = _pair(c.user, partner) if partner is not None else None
+        if room is not None:
+            key = ("#", room)
         candidates = self.listing.get(key, [])
-        if key is None:
-            candidates = [
-                s for s in candidates if self.membership.member(c.user, self.by_seq[s].room, s)
-            ]
+        if room is not None:
+            if joined is None:
+                return  # not a member, or not known since when: no range to hold it to
+            candidates = candidates[bisect.bisect_right(candidates, joined) :]
         listed = set(seqs)
         missing: list[int] = []
         if seqs:
@@ -1131,8 +1350,23 @@ class _Checker:
                     events=self.evidence[seq],
                 )
         if final:
-            # Seqs missing with nothing known of them (the known ones are reported above).
-            holes = sorted(set(range(1, max(final) + 1)) - final - set(self.by_seq))
+            # Seqs missing with nothing known of them (the known ones are reported above);
+            # room events are stored seqs the scan (messages only) does not list.
+            holes = sorted(
+                set(range(1, max(final) + 1)) - final - set(self.by_seq) - set(self.room_events)
+            )
+            # A join or part without a reply may be stored as a seq nobody saw, above the
+            # highest seq seen when it was sent: each may explain one hole.
+            bounds = sorted(b for _, _, b, _ in self.unanswered)
+            used = 0
+            unexplained = []
+            for h in holes:
+                if bisect.bisect_left(bounds, h) > used:
+                    used += 1
+                else:
+                    unexplained.append(h)
+            self.stats["final log seqs unseen (unanswered joins/parts)"] = used
+            holes = unexplained
             if holes:
                 self.add(
                     "seq_gap",
@@ -1250,6 +1484,7 @@ class _Checker:
 
     def run(self) -> CheckResult:
         self.index_messages()
+        self.learn_membership()
         self.check_sends()
         chains = self.build_chains()
         self.check_chains(chains)
@@ -1261,6 +1496,9 @@ class _Checker:
         self.check_stuck(chains)
         self.count()
         self.stats["chains"] = sum(len(v) for v in chains.values())
+        self.stats["room receipts not required (membership unknown)"] = len(
+            self.unknown_room_receipts
+        )
         return CheckResult(self.anomalies, dict(sorted(self.stats.items())), self.notes)
 
 

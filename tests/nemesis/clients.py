@@ -9,7 +9,10 @@ it, and the hooks record what the SDK passed on: the checker compares the two.
 
 :class:`Driver` is one user's traffic: public messages, DMs (to users online or away),
 history reads, logouts and logins (resuming, or fresh), each recorded as an ``Op``.
-A send whose outcome is unknown (a timeout, a cut) or refused with ``unavailable`` is
+With ``DriverSettings.rooms`` (the single
+target: rooms are off on a cluster's nodes) the client logs in with rooms on, joins and
+parts those rooms, sends public messages to them as well as to ``lobby``, and reads
+their history. A send whose outcome is unknown (a timeout, a cut) or refused with ``unavailable`` is
 sent again later with the same cid, as docs/PROTOCOL.md §Idempotent sends allows, until
 it is acked or refused for good; the final phase resolves every one still open.
 
@@ -111,11 +114,11 @@ class NemesisClient(ChatClient):
 
         @self.on_broadcast
         def _public(e: Broadcast) -> None:
-            self._hook("broadcast", e.seq, e.sender, None, e.message, e.replayed)
+            self._hook("broadcast", e.seq, e.sender, None, e.message, e.replayed, e.room)
 
         @self.on_dm
         def _direct(e: DirectMessage) -> None:
-            self._hook("dm", e.seq, e.sender, e.to, e.message, e.replayed)
+            self._hook("dm", e.seq, e.sender, e.to, e.message, e.replayed, None)
 
         @self.on_disconnect
         def _gone(e: Disconnect) -> None:
@@ -131,7 +134,14 @@ class NemesisClient(ChatClient):
             h.add(Hook(t=h.now(), user=user, client=self.number, kind="reconnect", detail=detail))
 
     def _hook(
-        self, kind: str, seq: int | None, sender: str, to: str | None, text: str, replayed: bool
+        self,
+        kind: str,
+        seq: int | None,
+        sender: str,
+        to: str | None,
+        text: str,
+        replayed: bool,
+        room: str | None,
     ) -> None:
         h = self.recorder
         h.add(
@@ -144,6 +154,7 @@ class NemesisClient(ChatClient):
                 sender=sender,
                 to=to,
                 text=text,
+                room=room,
                 replayed=replayed,
             )
         )
@@ -168,6 +179,9 @@ class DriverSettings:
     retry_after: tuple[float, float] = (0.5, 2.0)  # seconds before a resend, at random
     long_every: int = 25  # one message in this many is long (to span TCP reads)
     max_message: int = 4000
+    # Rooms to join, part and talk in besides lobby (empty: lobby only, protocol v1).
+    rooms: tuple[str, ...] = ()
+    room_weights: tuple[tuple[str, float], ...] = (("join", 0.12), ("part", 0.04))
     weights: tuple[tuple[str, float], ...] = (
         ("pm", 0.50),
         ("dm", 0.28),
@@ -188,6 +202,7 @@ class Outstanding:
     attempts: int
     error: str
     due: float = 0.0  # history time of the next resend
+    room: str | None = None  # a public message's room (None: lobby)
 
 
 _WORDS = ("nemesis", "seq", "ack", "cut", "resume", "héllo", "字", "🙂", "quiet", "loud")
@@ -260,14 +275,19 @@ class Driver:
             # A client that did not get its ack sends again soon (§Idempotent sends).
             self.resend(due[0])
             return
-        names = [k for k, _ in self.settings.weights]
-        kind = self.rng.choices(names, [w for _, w in self.settings.weights])[0]
+        weights = self.settings.weights
+        if self.settings.rooms:
+            weights = (*weights, *self.settings.room_weights)
+        names = [k for k, _ in weights]
+        kind = self.rng.choices(names, [w for _, w in weights])[0]
         if kind == "pm":
-            self.send(None)
+            self.send(None, room=self._pick_room())
         elif kind == "dm":
             self.send(self.rng.choice(self.users))
         elif kind == "history":
             self.read_history()
+        elif kind in ("join", "part"):
+            self.room_op(kind, self.rng.choice(self.settings.rooms))
         elif kind == "away":
             self.logout()
             self.stop.wait(self.jitter.uniform(0.5, 6.0))
@@ -296,6 +316,7 @@ class Driver:
             timeout=s.timeout,
             keepalive=s.keepalive,
             resume_from=since,
+            rooms=bool(s.rooms),
         )
 
     def login(self, *, resume: bool, deadline: float | None = None) -> bool:
@@ -346,11 +367,23 @@ class Driver:
 
     # ------------------------------------------------------------------ sends
 
-    def send(self, to: str | None) -> None:
-        """A new public message (``to`` None) or DM, through the SDK's own call."""
+    def _pick_room(self) -> str | None:
+        """A public message's room: lobby (None) half the time, else mostly a room the
+        client is in; now and then any room (a non-member's send is refused, and that
+        refusal is checked too)."""
+        if not self.settings.rooms or self.rng.random() < 0.4:
+            return None
+        if self.rng.random() < 0.1:
+            return self.rng.choice(self.settings.rooms)
+        joined = sorted(r.name for r in self.client.rooms) if self.client is not None else []
+        return self.rng.choice(joined) if joined else None
+
+    def send(self, to: str | None, *, room: str | None = None) -> None:
+        """A new public message (``to`` None; to ``room``, None for lobby) or DM,
+        through the SDK's own call."""
         kind = "pm" if to is None else "dm"
         op = self._next_op()
-        o = Outstanding(op, kind, self._text(op), to, None, 0, "")
+        o = Outstanding(op, kind, self._text(op), to, None, 0, "", room=room)
         self._attempt_sdk(o, final=False)
 
     def resend(self, o: Outstanding, *, final: bool = False) -> bool:
@@ -362,12 +395,14 @@ class Driver:
         if client is None or client.closed:
             return False
         o.attempts += 1
-        self._op("invoke", o.kind, o.op, attempt=o.attempts, text=o.text, to=o.to, cid=o.cid)
+        self._op(
+            "invoke", o.kind, o.op, attempt=o.attempts, text=o.text, to=o.to, cid=o.cid, room=o.room
+        )
         # A string id the SDK does not track: the reply is read from the tap.
         rid = f"r{o.op}.{o.attempts}"
         cmd: PmCommand | DmCommand
         if o.to is None:
-            cmd = PmCommand(message=o.text, cid=o.cid, id=rid)
+            cmd = PmCommand(message=o.text, cid=o.cid, id=rid, room=o.room)
         else:
             cmd = DmCommand(to=o.to, message=o.text, cid=o.cid, id=rid)
         try:
@@ -388,9 +423,9 @@ class Driver:
                 self.unresolved.append(o)
             return False
         o.attempts += 1
-        self._op("invoke", o.kind, o.op, attempt=o.attempts, text=o.text, to=o.to)
+        self._op("invoke", o.kind, o.op, attempt=o.attempts, text=o.text, to=o.to, room=o.room)
         try:
-            receipt = client.pm(o.text) if o.to is None else client.dm(o.to, o.text)
+            receipt = client.pm(o.text, room=o.room) if o.to is None else client.dm(o.to, o.text)
         except ServerError as exc:
             o.cid = self.history.cid_of(self.user, o.text)
             return self._outcome(o, "fail", exc.code, final)
@@ -411,6 +446,7 @@ class Driver:
             text=o.text,
             to=o.to,
             cid=o.cid,
+            room=o.room,
             seq=seq if isinstance(seq, int) else None,
             queued=queued,
         )
@@ -421,7 +457,15 @@ class Driver:
     def _outcome(self, o: Outstanding, phase: str, error: str, final: bool) -> bool:
         """An attempt without an ack: refused for good, or to be sent again."""
         self._op(
-            phase, o.kind, o.op, attempt=o.attempts, text=o.text, to=o.to, cid=o.cid, error=error
+            phase,
+            o.kind,
+            o.op,
+            attempt=o.attempts,
+            text=o.text,
+            to=o.to,
+            cid=o.cid,
+            room=o.room,
+            error=error,
         )
         o.error = error
         done = phase == "fail" and error not in RETRYABLE  # never to be delivered
@@ -437,6 +481,30 @@ class Driver:
             self.unresolved.append(o)
         return False
 
+    # ------------------------------------------------------------------ rooms
+
+    def room_op(self, kind: str, room: str) -> bool:
+        """Join or part ``room`` (the checker reads the seq from the reply's frame);
+        True if the server answered it."""
+        client = self.client
+        if client is None or client.closed:
+            return False
+        op = self._next_op()
+        self._op("invoke", kind, op, room=room)
+        try:
+            if kind == "join":
+                client.join(room)
+            else:
+                client.part(room)
+        except ServerError as exc:
+            self._op("fail", kind, op, room=room, error=exc.code)
+            return True
+        except (ChatError, UsageError) as exc:
+            self._op("info", kind, op, room=room, error=type(exc).__name__)
+            return False
+        self._op("ok", kind, op, room=room)
+        return True
+
     # ------------------------------------------------------------------ reads
 
     def read_history(self) -> None:
@@ -447,19 +515,22 @@ class Driver:
         top = self.history.top(self.user)
         before = self.rng.randint(1, top + 1) if top and self.rng.random() < 0.5 else None
         limit = self.rng.randint(1, 100)
-        self._op("invoke", "history", op, to=with_user, seq=before)
+        room = None
+        if with_user is None and self.settings.rooms and self.rng.random() < 0.5:
+            room = self.rng.choice(self.settings.rooms)
+        self._op("invoke", "history", op, to=with_user, seq=before, room=room)
         try:
-            page = client.history(before=before, limit=limit, with_user=with_user)
+            page = client.history(before=before, limit=limit, with_user=with_user, room=room)
         except ServerError as exc:
             self._op("fail", "history", op, error=exc.code)
         except (ChatError, UsageError) as exc:
             self._op("info", "history", op, error=type(exc).__name__)
         else:
-            self._op("ok", "history", op, to=with_user, seq=len(page.messages))
+            self._op("ok", "history", op, to=with_user, seq=len(page.messages), room=room)
 
-    def scan(self, partners: Sequence[str | None]) -> bool:
-        """The final read: every page of the public room (``None``) or of the DM
-        conversation with each partner. True if every page was read."""
+    def scan(self, partners: Sequence[str | None], rooms: Sequence[str] = ()) -> bool:
+        """The final read: every page of lobby (``None``) or of the DM conversation
+        with each partner, and of each of ``rooms``. True if every page was read."""
         client = self.client
         if client is None:
             return False
@@ -468,6 +539,9 @@ class Driver:
         try:
             for partner in partners:
                 for _ in client.iter_history(with_user=partner, page=100):
+                    pass
+            for room in rooms:
+                for _ in client.iter_history(room=room, page=100):
                     pass
         except (ChatError, UsageError) as exc:
             self._op("info", "scan", op, error=f"{type(exc).__name__}: {exc}")

@@ -11,9 +11,13 @@ the nemesis, and after ``duration`` seconds:
    §Idempotent sends);
 3. posts a marker from a user of its own and waits until every user has received it:
    by then every message stored before it should have reached everyone;
-4. reads the whole log (the public room, and every pair's DMs by one of the pair);
+4. reads the whole log (lobby, every room, and every pair's DMs by one of the pair);
 5. stops every process, checks the history, writes the history, the report and the
    processes' logs into the run's directory.
+
+On the single target the users also join, part and talk in :data:`ROOMS` (docs/PROTOCOL.md
+§Rooms); the marker user creates them before the traffic and never parts, so it can read
+every room's whole log at the end. A cluster's nodes have rooms off: lobby only there.
 
 Everything it starts it stops, by pid, whatever happens (an ExitStack).
 """
@@ -26,7 +30,7 @@ import sys
 import threading
 import time
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +47,7 @@ log = logging.getLogger(__name__)
 
 NAMES = ("ada", "bob", "cyd", "dee", "eve", "fay", "gus", "hal", "ivy", "jon", "kim", "lou")
 MARKER_USER = "marker"
+ROOMS = ("dev", "ops", "fun")
 # Nodes as a user would run them, but quiet and quick to hash: the run is about
 # messages, not argon2 (docs/SECURITY.md has the real cost).
 NODE_ARGS = ["--users-interval", "0", "--password-hash", "load-test"]
@@ -195,6 +200,9 @@ def run(config: RunConfig, progress: Any = None) -> RunResult:
     history = History()
     problems: list[str] = []
     users = list(NAMES[: config.users])
+    # Rooms need one server process (docs/CLUSTER.md): the cluster runs lobby only.
+    rooms = ROOMS if config.target == "single" else ()
+    settings = replace(config.settings, rooms=rooms)
     with ExitStack() as stack:
         switchboard = Switchboard()
         stack.callback(switchboard.close)
@@ -216,7 +224,8 @@ def run(config: RunConfig, progress: Any = None) -> RunResult:
             "nodes": len(target.nodes),
             "node_timeout": config.node_timeout,
             "marker_user": MARKER_USER,
-            "settings": asdict(config.settings),
+            "settings": asdict(settings),
+            "rooms": list(rooms),
             "faults": [s.describe() for s in specs],
         }
         not_exercised: list[str] = []
@@ -236,7 +245,8 @@ def run(config: RunConfig, progress: Any = None) -> RunResult:
         drivers = []
         for k, user in enumerate(users):
             hosts = links[k % len(links) :] + links[: k % len(links)]
-            drivers.append(Driver(user, users, hosts, history, config.seed, config.settings))
+            drivers.append(Driver(user, users, hosts, history, config.seed, settings))
+        mark = Driver(MARKER_USER, users, links, history, config.seed, settings)
 
         def abort_all() -> None:
             for d in drivers:
@@ -246,6 +256,8 @@ def run(config: RunConfig, progress: Any = None) -> RunResult:
         for d in drivers:  # registered before anyone DMs them
             if not d.login(resume=False, deadline=history.now() + 30):
                 raise RuntimeError(f"{d.user} could not log in before the faults began")
+        if rooms:
+            _create_rooms(mark, rooms, history.now() + 30)
         nemesis = Nemesis(target, history, specs)
         nemesis.mark_ready()
         t0 = history.now()
@@ -282,7 +294,6 @@ def run(config: RunConfig, progress: Any = None) -> RunResult:
             problems += [f"{d.user}: {e}" for e in d.errors]
 
         say("posting the marker and waiting for everyone to receive it")
-        mark = Driver(MARKER_USER, users, links, history, config.seed, config.settings)
         marker = _post_marker(mark, history, deadline)
         if marker is None:
             problems.append("the marker could not be posted after the heal")
@@ -295,8 +306,8 @@ def run(config: RunConfig, progress: Any = None) -> RunResult:
                 slow = [u for u in users if history.top(u) < marker]
                 problems.append(f"not every user received the marker: {', '.join(slow)}")
         say("reading the whole log")
-        if not mark.scan([None]):
-            problems.append("the final scan of the public room failed")
+        if not mark.scan([None], rooms):
+            problems.append("the final scan of lobby and the rooms failed")
         for i, d in enumerate(sorted(drivers, key=lambda d: d.user)):
             partners = sorted(users)[i:]
             if not d.scan(partners):
@@ -331,6 +342,17 @@ def run(config: RunConfig, progress: Any = None) -> RunResult:
     except ImportError as exc:  # matplotlib is the report extra
         print(f"no HTML report: {exc}", file=sys.stderr)
     return outcome
+
+
+def _create_rooms(mark: Driver, rooms: tuple[str, ...], deadline: float) -> None:
+    """The marker user creates every room before the faults and stays in them: the
+    final scan reads each room's whole log as it (a member reads from its join on)."""
+    if not mark.login(resume=False, deadline=deadline):
+        raise RuntimeError("the marker user could not log in to create the rooms")
+    for room in rooms:
+        if not mark.room_op("join", room):
+            raise RuntimeError(f"the marker user could not create room {room}")
+    mark.logout()
 
 
 def _post_marker(mark: Driver, history: History, deadline: float) -> int | None:
