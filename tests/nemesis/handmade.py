@@ -225,6 +225,61 @@ class Story:
             )
         )
 
+    # ------------------------------------------------------------------ rooms
+
+    def join(self, conn: int, room: str, seq: int | None, *, answered: bool = True) -> None:
+        """``conn`` joins ``room``: its ``room_info`` reply carries the join's seq
+        (None: already a member); ``answered=False``: no reply ever came."""
+        rid = self.rid()
+        self._out(conn, command="join", room=room, id=rid)
+        if answered:
+            info = {"name": room, "members": [self.user_of[conn]]}
+            self._in(conn, type="room_info", info=info, id=rid, **({"seq": seq} if seq else {}))
+
+    def part(self, conn: int, room: str, seq: int | None, *, answered: bool = True) -> None:
+        rid = self.rid()
+        self._out(conn, command="part", room=room, id=rid)
+        if answered:
+            self._in(conn, type="ack", command="part", room=room, id=rid, seq=seq)
+
+    def room_event(self, conn: int, room: str, event: str, by: str, seq: int) -> None:
+        self._in(conn, type="room_event", room=room, event=event, by=by, ts=self.t, seq=seq)
+
+    def room_pm(self, conn: int, room: str, text: str, seq: int) -> None:
+        """A pm to ``room``, sent and acked."""
+        rid = self.rid()
+        self._out(conn, command="pm", room=room, message=text, id=rid, cid=f"cid-{text}")
+        self._in(conn, type="ack", command="pm", room=room, seq=seq, id=rid)
+
+    def room_got(
+        self, conn: int, room: str, sender: str, text: str, seq: int, *, replay: bool = False
+    ) -> None:
+        """``conn`` receives ``room``'s message, and its hooks get it."""
+        f: dict[str, Any] = {
+            "type": "broadcast",
+            "room": room,
+            "from": sender,
+            "message": text,
+            "ts": self.t,
+            "seq": seq,
+        }
+        if replay:
+            f["replay"] = True
+        self._in(conn, **f)
+        self.hook(conn, sender, text, seq, replay=replay)
+
+    def room_page(
+        self, conn: int, room: str, messages: list[tuple[int, str, str]], has_more: bool = False
+    ) -> None:
+        """A history request for ``room`` and its page: messages as (seq, from, text)."""
+        rid = self.rid()
+        self._out(conn, command="history", room=room, id=rid, limit=100)
+        msgs = [
+            {"seq": q, "kind": "pm", "room": room, "from": frm, "message": text, "ts": 0.0}
+            for q, frm, text in messages
+        ]
+        self._in(conn, type="history", id=rid, messages=msgs, has_more=has_more)
+
     # ------------------------------------------------------------------ reads
 
     def page(
