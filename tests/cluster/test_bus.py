@@ -110,3 +110,39 @@ def test_the_stream_carries_rooms_and_room_events(bus: ClusterBus, redis_prefix:
         (3, "Dev", None, None),
         (4, None, None, "bob"),
     ]
+
+
+class Recorder(Server):
+    """A server that records what the bus hands it: (seqs, the inbox seqs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.delivered: list[tuple[list[int], set[int]]] = []
+
+    def cluster_deliver(self, messages: list[Stored], inbox: set[int]) -> None:
+        self.delivered.append(([m.seq for m in messages], inbox))
+
+
+def test_dms_a_gap_fill_reads_back_may_have_waited_in_the_inbox(bus: ClusterBus) -> None:
+    """Found by the nemesis (seed 4020, cluster; docs/RELIABILITY.md F6): a node struck
+    off by a Redis partition delivered a DM queued for its user (the sender's node saw
+    them offline) by reading it back from PostgreSQL, told the server it had not waited
+    in the inbox, so the user's clean exit did not clear it, and their next fresh login
+    got it again. Whether a row waited is not in the database: every DM read back is
+    handed over as one that may have (its receipt then clears it, if it is there)."""
+    rows = {
+        1: Stored(1, 1.0, "alice", None, "hello"),
+        2: Stored(2, 2.0, "alice", "bob", "psst"),
+        3: Stored(3, 3.0, "carol", None, "hi"),
+    }
+    bus._last_seq = lambda: 0
+    bus._stored_seq = lambda: 3
+    bus._range = lambda after, upto: [rows[s] for s in range(after + 1, upto + 1)]
+    server = Recorder()
+    bus._catch_up(server)  # a quiet stream: the last publications were lost
+    assert server.delivered == [([1, 2, 3], {2})]
+    # A publication arriving after a gap: the gap is read back the same way, and the
+    # stream's own queued flag is kept.
+    server.delivered.clear()
+    bus._deliver(server, [Stored(4, 4.0, "dave", "bob", "later")], {4})
+    assert server.delivered == [([1, 2, 3, 4], {2, 4})]

@@ -175,6 +175,15 @@ return 1
 """
 
 
+def _may_have_waited(rows: list[Stored]) -> set[int]:
+    """The DMs among ``rows`` read back from PostgreSQL (a gap fill): whether one was
+    queued in its recipient's inbox is the stream's ``q`` field, which a row does not
+    carry, so each may have been. Marking one that was not costs nothing (its receipt
+    deletes no row); missing one that was sends it again at the next fresh login after
+    a clean exit (the nemesis found it: seed 4020, docs/RELIABILITY.md F6)."""
+    return {m.seq for m in rows if m.to is not None}
+
+
 class Handler(Protocol):
     """What the bus calls on the server, on the consumer thread."""
 
@@ -552,6 +561,7 @@ class ClusterBus:
                     return [x for x in pending if x.seq >= m.seq], inbox
                 self.gaps_filled += len(missing)
                 out += missing
+                inbox = inbox | _may_have_waited(missing)
             out.append(m)
             expected = m.seq + 1
         if out:
@@ -571,7 +581,7 @@ class ClusterBus:
                         "%d message(s) were stored but not published; delivering", len(missing)
                     )
                     self.gaps_filled += len(missing)
-                    handler.cluster_deliver(missing, set())
+                    handler.cluster_deliver(missing, _may_have_waited(missing))
         except StorageError as exc:
             log.debug("catch-up check failed: %s", exc)
 
