@@ -1073,10 +1073,14 @@ class _Checker:
                 for seq, receipts in ch.got.items():
                     for c, _ in receipts:
                         where.setdefault((c.client, seq), ch)
-        sent_by: dict[tuple[int, str], bool] = {}
+        # (client, text) -> when that client first wrote it: a client resending, with its
+        # cid, a message another client of the user sent (the driver's next login) did
+        # not send it before then, and may get it in a replay as anyone's.
+        sent_by: dict[tuple[int, str], float] = {}
         for (_, text), frames in self.sent.items():
-            for c, _ in frames:
-                sent_by[(c.client, text)] = True
+            for c, f in frames:
+                key = (c.client, text)
+                sent_by[key] = min(sent_by.get(key, f.t), f.t)
         per_chain: dict[int, list[Hook]] = defaultdict(list)
         chain_of: dict[int, _Chain] = {}
         last_by_client: dict[int, Hook] = {}
@@ -1087,7 +1091,8 @@ class _Checker:
             self.stats["deliveries (hooks)"] += 1
             user = h.user.lower()
             own = h.sender is not None and h.sender.lower() == user
-            if own and (h.to or "").lower() != user and sent_by.get((h.client, h.text or "")):
+            first = sent_by.get((h.client, h.text or ""))
+            if own and (h.to or "").lower() != user and first is not None and first < h.t:
                 echoes[(user, h.client)].append(h)
             prev = last_by_client.get(h.client)
             if prev is not None and prev.seq is not None and h.seq < prev.seq:

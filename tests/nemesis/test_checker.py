@@ -539,6 +539,17 @@ def test_a_client_s_own_message_at_its_hooks_is_an_echo() -> None:
     s2.got(a2, "alice", "alice.1", 1, replay=True)
     s2.replay_done(a2, 1, 1)
     assert s2.kinds() == set()
+    # Nor one that resends it with its cid only after the replay brought it (seed 4061:
+    # the driver's next client resending what a timed-out client had sent).
+    s3, a, b, _ = three()
+    s3.send(a, "alice.1", cid="x")  # no answer: timed out
+    s3.got(b, "alice", "alice.1", 1)
+    s3.logout(a)
+    a2 = s3.login("alice", 1, since=0, client=2)
+    s3.got(a2, "alice", "alice.1", 1, replay=True)
+    s3.replay_done(a2, 1, 1)
+    s3.ack(a2, s3.send(a2, "alice.1", cid="x"), 1)
+    assert s3.kinds() == set()
 
 
 def test_every_kind_is_described_and_ranges_read_well() -> None:
