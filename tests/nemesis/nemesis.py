@@ -36,6 +36,7 @@ import random
 import signal
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from tests.nemesis.history import Fault, History
@@ -208,8 +209,13 @@ class Nemesis:
                 continue
             if self._ready.get(name):
                 status = proc.proc.returncode if proc.proc is not None else None
-                self.crashes += 1
-                self._note("crash", name, "note", f"exited by itself with status {status}")
+                if status == 1 and _refused_to_start(proc.log_path):
+                    # docs/CLUSTER.md: a node that cannot reach Redis or PostgreSQL as
+                    # it starts exits 1 (a service down, or just back): no crash.
+                    self._note("restart", name, "note", "exited 1: a service it needs is down")
+                else:
+                    self.crashes += 1
+                    self._note("crash", name, "note", f"exited by itself with status {status}")
             self._ready[name] = False
             try:
                 service.start()
@@ -323,3 +329,19 @@ class Nemesis:
         self.down.clear()
         self.tend()
         self._note("heal", "all", "note", "every link up, every process running")
+
+
+# What chat-server prints as it exits 1 when a service is unreachable at start-up.
+_REFUSALS = ("chat-server: cannot reach Redis", "chat-server: cannot connect to PostgreSQL")
+
+
+def _refused_to_start(log_path: Path) -> bool:
+    """The process's log ends with a node's start-up refusal: a service unreachable."""
+    try:
+        with log_path.open("rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 4096))
+            tail = f.read().decode("utf-8", "replace").strip().splitlines()
+    except OSError:
+        return False
+    return bool(tail) and tail[-1].startswith(_REFUSALS)
