@@ -99,6 +99,7 @@ from chatroom.session import (
     reconnect_delay,
 )
 from chatroom.tls import client_context
+from chatroom.whois import Whois, WhoisCommand
 
 __all__ = ["AsyncChatClient"]
 
@@ -373,6 +374,11 @@ class AsyncChatClient(HookMethods, AsyncRoomMethods):
         """As :meth:`chatroom.ChatClient.bot_commands`."""
         cmd = BotCommandsCommand(user=user)
         return (await self._request(BotCommands, lambda s: s.request(cmd))).bots
+
+    async def whois(self, user: str) -> Whois:
+        """As :meth:`chatroom.ChatClient.whois`."""
+        cmd = WhoisCommand(user=user)
+        return await self._request(Whois, lambda s: s.request(cmd))
 
     async def history(
         self,

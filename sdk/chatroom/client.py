@@ -78,6 +78,7 @@ from chatroom.session import (
     reconnect_delay,
 )
 from chatroom.tls import TlsWriter, client_context, tcp_shutdown, tls_recv
+from chatroom.whois import Whois, WhoisCommand
 
 __all__ = ["ChatClient", "Waiter"]
 
@@ -594,6 +595,13 @@ class ChatClient(HookMethods, RoomMethods):
         (empty if they announced none)."""
         cmd = BotCommandsCommand(user=user)
         return self._request(BotCommands, lambda s: s.request(cmd)).bots
+
+    def whois(self, user: str) -> Whois:
+        """Whether ``user`` is online and a server operator, as the server reads it now
+        (docs/PROTOCOL.md §whois); no such account: :class:`~chatroom.errors.UserOffline`
+        (``unknown_user``)."""
+        cmd = WhoisCommand(user=user)
+        return self._request(Whois, lambda s: s.request(cmd))
 
     def send_command(self, cmd: ClientCommand) -> None:
         """Write one command without waiting for any reply (no ``id``: a refusal comes as

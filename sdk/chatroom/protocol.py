@@ -45,6 +45,7 @@ from chatroom.rooms import (
     check_room,
     validate_room_command,
 )
+from chatroom.whois import Whois, WhoisCommand, validate_whois
 
 __all__ = [
     "COMMAND_NAMES",
@@ -265,6 +266,7 @@ ClientCommand = (
     | ModerationCommand
     | AuditCommand
     | BotCommandsCommand
+    | WhoisCommand
 )
 
 
@@ -461,6 +463,7 @@ ServerEvent = (
     | BanList
     | AuditLog
     | BotCommands
+    | Whois
 )
 EVENT_NAMES: Final = _tags(ServerEvent)
 
@@ -638,6 +641,8 @@ def validate_command(cmd: ClientCommand, limits: Limits) -> None:
         validate_audit_command(cmd)
     elif isinstance(cmd, BotCommandsCommand):
         validate_bot_commands(cmd)
+    elif isinstance(cmd, WhoisCommand):
+        validate_whois(cmd)
     elif isinstance(cmd, LoginCommand):
         _check_seq(cmd.since, cmd.id)
         if not is_valid_username(cmd.username):

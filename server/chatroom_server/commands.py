@@ -55,6 +55,7 @@ from chatroom.rooms import (
     RoomsCommand,
     TopicCommand,
 )
+from chatroom.whois import WhoisCommand
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,7 @@ COMMANDS: tuple[Command, ...] = (
         )
     ),
     Command(BotCommandsCommand, "_bot_commands"),  # docs/PROTOCOL.md §Bot commands
+    Command(WhoisCommand, "_whois"),  # docs/PROTOCOL.md §whois
 )
 
 

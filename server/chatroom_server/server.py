@@ -122,6 +122,7 @@ from chatroom.protocol import (
     validate_command,
 )
 from chatroom.rooms import LOBBY, RoomCommand, room_key
+from chatroom.whois import Whois, WhoisCommand
 from chatroom_server import logfmt
 from chatroom_server.accounts import (
     HASHERS,
@@ -1293,6 +1294,27 @@ class ChatServer:
     def _bot_commands(self, conn: _Conn, cmd: BotCommandsCommand) -> None:
         """docs/PROTOCOL.md §Bot commands (chatroom_server.botcommands)."""
         self._reply(conn, bot_commands_reply(self._bots, conn, cmd))
+
+    def _whois(self, conn: _Conn, cmd: WhoisCommand) -> None:
+        """docs/PROTOCOL.md §whois. Reads the operators table now, at every ask, so a
+        revoke shows at the next one (no cache here to go stale)."""
+        assert self._store is not None
+        key = username_key(cmd.user)
+        with self._lock:
+            target = self._by_key.get(key)
+        name = None if target is None else target.username
+        if name is None:
+            try:
+                account = self._store.get(cmd.user)
+            except AccountStoreBusy as exc:
+                raise ProtocolError(ErrorCode.UNAVAILABLE, f"try again: {exc}", cmd.id) from exc
+            if account is None:
+                raise ProtocolError(ErrorCode.UNKNOWN_USER, f"no user named {cmd.user!r}", cmd.id)
+            name = account.name
+        gate = self._gate  # none in a cluster: no server operators there yet
+        oper = gate is not None and gate.is_operator(name)
+        reply = Whois(user=name, online=target is not None, server_operator=oper, id=cmd.id)
+        self._reply(conn, encode(reply))
 
     def _exit(self, conn: _Conn, cmd: ExitCommand) -> bool:
         self._replay_received(conn)
