@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         public_only,
         room_only,
         room_operator,
+        server_operator,
     )
     from chatroom_bots.clock import Clock, FakeClock
     from chatroom_bots.commands import (
@@ -91,6 +92,7 @@ _WHERE: dict[str, str] = {
     "public_only": "chatroom_bots.checks",
     "room_only": "chatroom_bots.checks",
     "room_operator": "chatroom_bots.checks",
+    "server_operator": "chatroom_bots.checks",
 }
 
 __all__ = [
@@ -135,6 +137,7 @@ __all__ = [
     "public_only",
     "room_only",
     "room_operator",
+    "server_operator",
 ]
 
 

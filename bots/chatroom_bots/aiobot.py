@@ -360,7 +360,10 @@ class AsyncBot(BotBase):
     async def _run_command(self, ctx: AsyncContext) -> Any:
         cmd = ctx.command
         assert cmd is not None
-        self._gate(ctx)
+        for check in self._checks(cmd):  # as core._gate, awaiting what a check returns
+            result = check(ctx)
+            self._verdict(ctx, await result if inspect.isawaitable(result) else result)
+        self._cooldown_gate(ctx)
         args, kwargs = cmd.parse(ctx, ctx.args)  # a group without a handler raises here
         assert cmd.fn is not None
         answer = cmd.fn(ctx, *args, **kwargs)

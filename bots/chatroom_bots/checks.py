@@ -15,9 +15,13 @@ predicate; a predicate may also raise :class:`CheckFailure` with a message of it
 
 Rooms (docs/PROTOCOL.md §Rooms): :func:`room_only` (in a room, or in the rooms named)
 and :func:`room_operator` (the sender is an ``owner`` or ``op`` of the room the command
-came from, as the bot, a member, sees the roles). Not here yet: a server operator check
-(docs/PROTOCOL.md §Moderation has server operators, but no frame tells a client who is
-one); a custom predicate over an allow-list covers it meanwhile.
+came from, as the bot, a member, sees the roles).
+
+Server operators (docs/PROTOCOL.md §Moderation): :func:`server_operator` asks the server
+(``whois``, §whois) when the command runs, once a command however many checks ask, and
+keeps the answer no longer than the command: a ``chat-server admin revoke`` holds from
+the next command on. In an :class:`~chatroom_bots.AsyncBot` the question is awaited, so
+a predicate may return an awaitable there.
 
 Allow-lists are named sets of users kept in the bot's store (so they survive restarts and
 a command can edit them): ``bot.allow_list("admins").add("alice")``.
@@ -25,9 +29,12 @@ a command can edit them): ``bot.allow_list("admins").add("alice")``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
+from chatroom.errors import ChatError
 from chatroom.protocol import username_key
 from chatroom.rooms import room_key
 from chatroom_bots.commands import Command, CommandError
@@ -43,7 +50,10 @@ __all__ = [
     "public_only",
     "room_only",
     "room_operator",
+    "server_operator",
 ]
+
+log = logging.getLogger(__name__)
 
 # The roles that make a member one of a room's operators (docs/PROTOCOL.md §Rooms).
 OPERATOR_ROLES = frozenset({"owner", "op"})
@@ -66,10 +76,21 @@ def check(predicate: Predicate, message: str | None = None) -> Callable[[F], F]:
     """A check from ``predicate(ctx)``; ``message`` (``{command}`` is replaced) is the
     reply when it is false."""
 
-    def run(ctx: Any) -> None:
-        if not predicate(ctx):
-            text = message or "you may not use {command} here"
-            raise CheckFailure(text.format(command=_command_name(ctx)))
+    def refuse(ctx: Any) -> CheckFailure:
+        text = message or "you may not use {command} here"
+        return CheckFailure(text.format(command=_command_name(ctx)))
+
+    async def settle(ctx: Any, answer: Awaitable[object]) -> None:
+        if not await answer:
+            raise refuse(ctx)
+
+    def run(ctx: Any) -> Awaitable[None] | None:
+        answer = predicate(ctx)
+        if inspect.isawaitable(answer):
+            return settle(ctx, answer)  # an AsyncBot awaits it (core._gate refuses it)
+        if not answer:
+            raise refuse(ctx)
+        return None
 
     def apply(fn: F) -> F:
         command = fn if isinstance(fn, Command) else getattr(fn, "__chat_command__", None)
@@ -114,6 +135,48 @@ def room_operator() -> Callable[[F], F]:
     return check(
         lambda ctx: ctx.role in OPERATOR_ROLES, "{command} is for the room's operators only"
     )
+
+
+# Where a context keeps the server's answer for the rest of its command (ctx.extras).
+_OPERATOR_KEY = "chatroom_bots.server_operator"
+
+
+def _whois_failed(ctx: Any, exc: ChatError) -> CheckFailure:
+    log.warning("could not ask the server whether %s is an operator: %s", ctx.sender, exc)
+    return CheckFailure(f"could not check that you are a server operator ({exc})")
+
+
+def _is_server_operator(ctx: Any) -> bool | Awaitable[bool]:
+    """The server's answer for the sender, asked once a command (ctx.extras)."""
+    known = ctx.extras.get(_OPERATOR_KEY)
+    if known is not None:
+        return bool(known)
+    client = ctx.bot.client
+    if client is None:
+        raise CheckFailure("the bot is not connected")
+    try:
+        answer = client.whois(ctx.sender)
+    except ChatError as exc:
+        raise _whois_failed(ctx, exc) from exc
+    if not inspect.isawaitable(answer):
+        ctx.extras[_OPERATOR_KEY] = answer.server_operator
+        return bool(answer.server_operator)
+
+    async def awaited() -> bool:
+        try:
+            whois = await answer
+        except ChatError as exc:
+            raise _whois_failed(ctx, exc) from exc
+        ctx.extras[_OPERATOR_KEY] = whois.server_operator
+        return bool(whois.server_operator)
+
+    return awaited()
+
+
+def server_operator() -> Callable[[F], F]:
+    """Only the server's operators (``chat-server admin grant``) may run the command;
+    the server is asked when it runs (see the module docstring)."""
+    return check(_is_server_operator, "{command} is for server operators only")
 
 
 def allowed(list_name: str) -> Callable[[F], F]:

@@ -22,6 +22,7 @@ Threads (the threaded bot; the asyncio bot does all of this on its loop):
 from __future__ import annotations
 
 import difflib
+import inspect
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -665,15 +666,33 @@ class BotBase:
             else:
                 self._pending.pop(key, None)
 
-    def _gate(self, ctx: Any) -> None:
-        """Checks, then the cooldown (not consumed: only a success uses it)."""
-        cmd: Command = ctx.command
+    def _checks(self, cmd: Command) -> list[Callable[[Any], object]]:
+        """The checks that guard ``cmd``, in the order they run."""
+        checks: list[Callable[[Any], object]] = []
         node: Command | None = cmd
         while node is not None:  # a group's checks guard its subcommands too
-            for check in node.checks:
-                if check(ctx) is False:
-                    raise CommandError(f"you may not use {self.prefix}{cmd.qualified_name}")
+            checks.extend(node.checks)
             node = node.parent
+        return checks
+
+    def _verdict(self, ctx: Any, result: object) -> None:
+        if result is False:
+            raise CommandError(f"you may not use {self.prefix}{ctx.command.qualified_name}")
+
+    def _gate(self, ctx: Any) -> None:
+        """Checks, then the cooldown (the threaded bot's: no check may need awaiting)."""
+        for check in self._checks(ctx.command):
+            result = check(ctx)
+            if inspect.isawaitable(result):
+                if inspect.iscoroutine(result):
+                    result.close()
+                raise TypeError(f"{check!r} must be awaited: it is for an AsyncBot")
+            self._verdict(ctx, result)
+        self._cooldown_gate(ctx)
+
+    def _cooldown_gate(self, ctx: Any) -> None:
+        """The cooldown (not consumed: only a success uses it)."""
+        cmd: Command = ctx.command
         if cmd.cooldowns is not None:
             now = self.clock.monotonic()
             key = cmd.cooldowns.key(ctx.sender, ctx.place)
