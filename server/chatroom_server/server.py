@@ -1311,8 +1311,7 @@ class ChatServer:
             if account is None:
                 raise ProtocolError(ErrorCode.UNKNOWN_USER, f"no user named {cmd.user!r}", cmd.id)
             name = account.name
-        gate = self._gate  # none in a cluster: no server operators there yet
-        oper = gate is not None and gate.is_operator(name)
+        oper = self.is_server_operator(name)
         reply = Whois(user=name, online=target is not None, server_operator=oper, id=cmd.id)
         self._reply(conn, encode(reply))
 
@@ -2090,6 +2089,12 @@ class ChatServer:
 
     # ---------------------------------------------------------------- the cluster
     # Its callbacks, on the bus's consumer thread, are chatroom_server.node's.
+
+    def is_server_operator(self, name: str) -> bool:
+        """Whether ``name`` is a server operator, read from the database now (whois,
+        IRC WHOIS's 313); none in a cluster yet (no gate there)."""
+        gate = self._gate
+        return gate is not None and gate.is_operator(name)
 
     def irc_ident(self, name: str) -> tuple[str, str]:
         """The username and real name an IRC client gave in USER, for WHO, WHOIS and

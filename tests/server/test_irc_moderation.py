@@ -33,3 +33,8 @@ def test_oper_is_for_granted_accounts_with_their_password() -> None:
         alice.send(f"OPER ALICE :{PASSWORD}")
         assert "You are now an IRC operator" in alice.until("381")
         assert alice.line().endswith("MODE alice :+o")
+        bob.send("WHOIS alice", "WHOIS bob")
+        assert bob.until(" 313 ").endswith(" 313 bob alice :is an IRC operator")
+        assert " 318 bob alice " in bob.until(" 318 ")
+        bob.until(" 312 ")  # bob's own: no 313 for him
+        assert " 318 bob bob " in bob.line()

@@ -71,6 +71,9 @@ class Core(Protocol):
 
     def irc_ident(self, name: str) -> tuple[str, str]: ...
 
+    def is_server_operator(self, name: str) -> bool:
+        """WHOIS's 313: ``name`` is a server operator now (docs/PROTOCOL.md §whois)."""
+
     def meter(self, conn: Any) -> bool | None:
         """Count one line against flood control: True allowed, False over the rate,
         None flooding (the connection's bye is on its way: close it)."""
@@ -387,6 +390,8 @@ class IrcSession(ChannelCommands):
                 self.numeric("319", name, text=self.channel),
                 self.numeric("312", name, self.name, text="chatroom"),
             )
+            if self.server.is_server_operator(name):
+                self.num("313", name, text="is an IRC operator")
         self.num("318", target, text="End of /WHOIS list")
         return True
 
