@@ -15,9 +15,9 @@ the nemesis, and after ``duration`` seconds:
 5. stops every process, checks the history, writes the history, the report and the
    processes' logs into the run's directory.
 
-On the single target the users also join, part and talk in :data:`ROOMS` (docs/PROTOCOL.md
-§Rooms); the marker user creates them before the traffic and never parts, so it can read
-every room's whole log at the end. The cluster target is lobby only (see :func:`run`).
+The users also join, part and talk in :data:`ROOMS` (docs/PROTOCOL.md §Rooms); the
+marker user creates them before the traffic and never parts, so it can read every room's
+whole log at the end.
 
 Everything it starts it stops, by pid, whatever happens (an ExitStack).
 """
@@ -200,10 +200,9 @@ def run(config: RunConfig, progress: Any = None) -> RunResult:
     history = History()
     problems: list[str] = []
     users = list(NAMES[: config.users])
-    # The cluster runs lobby only: rooms reached its nodes (67864e9) after this traffic
-    # was written, and the 30 s runs of make test stay strict; `rooms = ROOMS` turns
-    # them on there (one 60 s run, seed 4061, was clean).
-    rooms = ROOMS if config.target == "single" else ()
+    # Both targets talk in rooms: the cluster's nodes apply room events from the stream
+    # (67864e9), and runs with rooms there (seeds 4061, 5101, 5102) were clean.
+    rooms = ROOMS
     settings = replace(config.settings, rooms=rooms)
     with ExitStack() as stack:
         switchboard = Switchboard()
