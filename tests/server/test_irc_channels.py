@@ -189,3 +189,93 @@ def test_a_guest_has_lobby_only() -> None:
         guest.send("CHATHISTORY LATEST #dev * 10", "NOTICE #dev :quiet", "PING :end")
         assert guest.line().startswith("FAIL CHATHISTORY INVALID_TARGET #dev")
         assert guest.line() == ":chatroom PONG chatroom :end"  # the NOTICE: no reply
+
+
+def test_kick_ban_mute_and_roles_over_irc_with_json_users() -> None:
+    # Moderation over IRC (docs/IRC.md §Moderation): each rule is the room service's,
+    # so the same refusals as over JSON, as numerics; JSON moderation as IRC lines.
+    with irc_server() as srv:
+        op = Irc(irc_address(srv))
+        op.send("CAP REQ :multi-prefix", "CAP END")
+        op.register("op")
+        pat = Irc(irc_address(srv))
+        pat.register("pat")
+        json_user, _ = v2(srv, "jo")
+        op.send("JOIN #mod")
+        op.until("366")
+        pat.send("JOIN #mod")
+        pat.until("366")
+        json_user.send(command="join", room="mod", id=1)
+        json_user.until("room_info", id=1)
+        assert op.until(":jo!jo@chatroom", "JOIN") == ":jo!jo@chatroom JOIN #mod"
+        # A member who is no operator: 482; an unknown channel 403; not on it 442.
+        pat.send("KICK #mod jo :go", "MODE #mod +b jo!*@*", "KICK #nowhere jo")
+        assert " 482 pat #mod " in pat.until("482")
+        assert " 482 pat #mod " in pat.until("482")
+        assert " 403 pat #nowhere " in pat.until("403")
+        # +v, +m: only voiced and operators speak (404 for the rest).
+        op.send("MODE #mod +vm pat")
+        assert op.until("MODE", "#mod") == ":op!op@chatroom MODE #mod +vm pat"
+        assert json_user.until("room_event", event="mode")["modes"] == "+vm"
+        op.send("NAMES #mod")
+        assert op.until("353").endswith(":jo @op +pat")
+        json_user.send(command="pm", room="mod", message="hush", id=2)
+        assert json_user.until("error", id=2)["code"] == "muted"
+        pat.send("PRIVMSG #mod :voiced")
+        assert op.until("PRIVMSG") == ":pat!pat@chatroom PRIVMSG #mod :voiced"
+        op.send("MODE #mod -v pat", "MODE #mod -m")
+        assert op.until("MODE", "#mod") == ":op!op@chatroom MODE #mod -v pat"
+        assert op.until("MODE", "#mod") == ":op!op@chatroom MODE #mod -m"
+        # The mute extban m: (per user), and the JSON mute shown as one.
+        op.send("MODE #mod +b m:pat!*@*")
+        assert op.until("MODE", "#mod") == ":op!op@chatroom MODE #mod +b m:pat!*@*"
+        assert pat.until("+b") == ":op!op@chatroom MODE #mod +b m:pat!*@*"
+        pat.send("PRIVMSG #mod :let me")
+        assert " 404 pat #mod " in pat.until("404")
+        op.send("MODE #mod -b m:pat")
+        assert pat.until("-b") == ":op!op@chatroom MODE #mod -b m:pat!*@*"
+        # KICK: a target not on the channel 441, an unknown nick 401; a kick with a
+        # reason reaches IRC and JSON members.
+        op.send("KICK #mod nobody")
+        assert " 401 op nobody " in op.until("401")
+        Irc(irc_address(srv)).register("lobbyonly")
+        op.send("KICK #mod lobbyonly")
+        assert " 441 op lobbyonly #mod " in op.until("441")
+        op.send("KICK #mod pat :flooding")
+        assert op.until("KICK") == ":op!op@chatroom KICK #mod pat :flooding"
+        assert pat.until("KICK") == ":op!op@chatroom KICK #mod pat :flooding"
+        got = json_user.until("room_event", event="kick")
+        assert (got["user"], got["reason"]) == ("pat", "flooding")
+        # A ban by nick mask: the list (367/368), the banned user kept out (474).
+        op.send("MODE #mod +b pat!*@*", "MODE #mod b")
+        assert op.until("MODE", "#mod") == ":op!op@chatroom MODE #mod +b pat!*@*"
+        assert op.until("367").startswith(":chatroom 367 op #mod pat!*@* op!op@chatroom ")
+        assert op.line() == ":chatroom 368 op #mod :End of channel ban list"
+        pat.send("JOIN #mod")
+        assert " 474 pat #mod " in pat.until("474")
+        op.send("MODE #mod +b *!*@host", "MODE #mod -b pat!*@*", "MODE #mod +b")
+        assert " 696 op #mod b *!*@host " in op.until("696")
+        assert op.until("MODE", "#mod") == ":op!op@chatroom MODE #mod -b pat!*@*"
+        assert op.until("368").endswith(" 368 op #mod :End of channel ban list")
+        pat.send("JOIN #mod")
+        assert pat.until("JOIN", "#mod") == ":pat!pat@chatroom JOIN #mod"
+        # A JSON operator's ban and kick: MODE +b and KICK lines for IRC members.
+        op.send("MODE #mod +o jo")
+        op.until("MODE", "#mod")
+        json_user.send(command="ban", room="mod", user="pat", reason="again", id=3)
+        json_user.until("ack", id=3)
+        assert pat.until(":jo!jo@chatroom", "MODE") == ":jo!jo@chatroom MODE #mod +b pat!*@*"
+        assert pat.until("KICK") == ":jo!jo@chatroom KICK #mod pat :Banned: again"
+        assert op.until(":jo!jo@chatroom", "MODE") == ":jo!jo@chatroom MODE #mod +b pat!*@*"
+        op.send("MODE #mod -o jo")
+        assert op.until("MODE", "#mod") == ":op!op@chatroom MODE #mod -o jo"
+
+
+def test_mode_minus_k_takes_the_key_irc_clients_send() -> None:
+    with irc_server() as srv:
+        op = Irc(irc_address(srv))
+        op.register("op")
+        op.send("JOIN #k", "MODE #k +k sesame", "MODE #k -k sesame", "MODE #k")
+        assert op.until("MODE", "#k") == ":op!op@chatroom MODE #k +k sesame"
+        assert op.until("MODE", "#k") == ":op!op@chatroom MODE #k -k"
+        assert op.until("324").endswith(" 324 op #k +t")

@@ -1,5 +1,8 @@
 """In, for channels: the IRC commands about channels (JOIN, PART, TOPIC, NAMES, LIST,
-MODE, INVITE), each turned into the room command it means (docs/PROTOCOL.md §Rooms).
+MODE, INVITE, KICK), each turned into the room or moderation command it means
+(docs/PROTOCOL.md §Rooms, §Moderation): KICK is ``kick``, MODE +b/-b a ban mask
+``nick!*@*`` is ``ban``/``unban``, the extban ``m:nick!*@*`` is ``mute``/``unmute``
+(as Ergo's), and the ban list (``MODE #c b``) is ``bans``.
 
 A channel is a room: ``#dev`` is the room ``dev``, and the gateway's own channel
 (``--irc-channel``, ``#lobby``) is ``lobby``. Every rule (who may join, with which key,
@@ -15,6 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from chatroom.moderation import (
+    BanCommand,
+    BansCommand,
+    KickCommand,
+    MuteCommand,
+    UnbanCommand,
+    UnmuteCommand,
+)
 from chatroom.protocol import ClientCommand, UsersCommand, username_key
 from chatroom.rooms import (
     InviteCommand,
@@ -125,20 +136,60 @@ class ChannelCommands(IrcRender):
         return self.frame(RoomsCommand(id=f"LIST {wanted}".rstrip()))
 
     def on_channel_mode(self, chan: str, params: list[str]) -> bool:
-        """MODE for a channel: read (324), the ban list (368: moderation is elsewhere),
-        or a change, which the room service checks."""
-        if len(params) > 1 and params[1].lstrip("+") == "b":
-            self.num("368", chan, text="End of channel ban list")
-            return True
+        """MODE for a channel: read (324), bans (+b/-b, the list), or a change, which
+        the room service checks."""
         room = self.room_of(chan)
+        if len(params) > 1 and set(params[1]) - set("+-") == {"b"}:
+            return self.on_bans(chan, room, params[1], params[2:])
         if len(params) < 2:
             if room is None:
                 self.num("324", self.channel, "+nt")
                 return True
             return self.frame(ModeCommand(room=room, id=f"MODE {chan}"))
-        modes, args = params[1], tuple(params[2:])
+        modes, args = params[1], _drop_unset_key(params[1], params[2:])
         rid = " ".join(("MODE", chan, modes, *args))
         return self.frame(ModeCommand(room=room or "lobby", modes=modes, args=args, id=rid))
+
+    def on_bans(self, chan: str, room: str | None, modes: str, masks: list[str]) -> bool:
+        """``MODE #c +b mask`` / ``-b mask``: a ban or mute for each mask; ``b`` or
+        ``+b`` alone: the list (367/368)."""
+        if not masks:
+            if room is None:
+                self.num("368", chan, text="End of channel ban list")
+                return True
+            return self.frame(BansCommand(room=room, id=f"MODE {chan} b"))
+        add = not modes.startswith("-")
+        for m in masks:
+            mute, nick = _mask_nick(m)
+            if nick is None:
+                why = "a ban mask is nick!*@* (or m:nick!*@* to mute)"
+                self.num("696", chan, "b", m, text=why)
+                continue
+            rid = f"MODE {chan} {'+' if add else '-'}b {m}"
+            target = room or "lobby"
+            cmd: ClientCommand
+            if mute:
+                cmd = (MuteCommand if add else UnmuteCommand)(room=target, user=nick, id=rid)
+            else:
+                cmd = (BanCommand if add else UnbanCommand)(room=target, user=nick, id=rid)
+            if not self.frame(cmd):
+                return False
+        return True
+
+    def on_kick(self, params: list[str]) -> bool:
+        if not self.need(params, 2, "KICK"):
+            return True
+        chan = params[0]
+        reason = params[2] if len(params) > 2 and params[2] else None
+        if not chan.startswith("#"):
+            self.num("403", chan, text="No such channel")
+            return True
+        room = self.room_of(chan) or "lobby"
+        for nick in params[1].split(","):
+            rid = f"KICK {chan} {nick}" + (f" {reason}" if reason else "")
+            if not self.frame(KickCommand(room=room, user=nick, reason=reason, id=rid)):
+                return False
+        return True
 
     def on_invite(self, params: list[str]) -> bool:
         if not self.need(params, 2, "INVITE"):
@@ -149,3 +200,32 @@ class ChannelCommands(IrcRender):
             self.num("443", nick, chan, text="is already on channel")
             return True
         return self.frame(InviteCommand(room=chan[1:], user=nick, id=f"INVITE {chan} {nick}"))
+
+
+def _mask_nick(mask: str) -> tuple[bool, str | None]:
+    """(a mute extban, the nick) of ``nick``, ``nick!*@*`` or ``m:nick!*@*``; the nick
+    is None for a mask that names more than one user: bans are by name."""
+    mute = mask.startswith("m:")
+    mask = mask[2:] if mute else mask
+    nick, bang, rest = mask.partition("!")
+    if (bang and rest != "*@*") or not nick or any(c in nick for c in "*?@!:"):
+        return mute, None
+    return mute, nick
+
+
+def _drop_unset_key(modes: str, args: list[str]) -> tuple[str, ...]:
+    """The arguments of ``modes`` without the key IRC clients send after ``-k`` (RFC
+    2812: ``MODE #c -k key``), which the room's ``mode`` command does not take. Only
+    when there is one more argument than the room's letters take: ``-k+l 5`` stays."""
+    need, add = 0, True
+    unset: list[int] = []
+    for c in modes:
+        if c in "+-":
+            add = c == "+"
+        elif c in "ov" or (add and c in "kl"):
+            need += 1
+        elif c == "k":
+            unset.append(need + len(unset))  # where its key is, IRC's way
+    if not unset or len(args) <= need:
+        return tuple(args)
+    return tuple(a for i, a in enumerate(args) if i not in unset[: len(args) - need])

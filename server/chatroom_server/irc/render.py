@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from chatroom.moderation import BanList
 from chatroom.protocol import (
     Ack,
     Broadcast,
@@ -258,6 +259,10 @@ class IrcRender:
         elif e.command == "mode" and e.room:
             change = rid.split(" ", 2)[2] if len(parts) > 2 else ""
             out.append(f":{self.prefix()} MODE {self.chan(e.room)} {change}")
+        elif e.command in _MODERATION and e.room and e.to:
+            if e.seq is not None:  # else an unban or unmute of nobody: nothing changed
+                reason = rid.split(" ", 3)[3] if e.command == "kick" and len(parts) > 3 else None
+                out += self.moderation_lines(e.command, self.prefix(), e.room, e.to, reason)
         elif e.command == "invite" and e.room and e.to:
             chan = self.chan(e.room)
             if e.seq is None:
@@ -291,6 +296,28 @@ class IrcRender:
             out.append(self.numeric("324", self.chan(info.name), *params))
         return False
 
+    def _on_ban_list(self, e: BanList, out: list[str]) -> bool:
+        chan = self.chan(e.room)
+        for b in e.bans:
+            out.append(self.numeric("367", chan, f"{b.user}!*@*", mask(b.by), str(int(b.ts))))
+        out.append(self.numeric("368", chan, text="End of channel ban list"))
+        return False
+
+    def moderation_lines(
+        self, action: str, by: str, room: str, user: str, reason: str | None
+    ) -> list[str]:
+        """A kick, ban or mute (docs/PROTOCOL.md §Moderation) as IRC shows it: KICK, a
+        ``+b`` ban mask (and the KICK a ban makes), or the mute extban ``m:``."""
+        chan, why = self.chan(room), f" :{reason}" if reason else ""
+        if action == "kick":
+            return [f":{by} KICK {chan} {user}" + (why or f" :{user}")]
+        sign = "-" if action.startswith("un") else "+"
+        ext = "m:" if action.endswith("mute") else ""
+        lines = [f":{by} MODE {chan} {sign}b {ext}{user}!*@*"]
+        if action == "ban":  # a ban removes a member (the room service's rule)
+            lines.append(f":{by} KICK {chan} {user} :Banned" + (f": {reason}" if reason else ""))
+        return lines
+
     def _on_room_list(self, e: RoomList, out: list[str]) -> bool:
         rid = e.id if isinstance(e.id, str) else ""
         wanted = {room_key(c) for c in rid.partition(" ")[2].split(",") if c}
@@ -321,7 +348,8 @@ class IrcRender:
             elif "invite-notify" in self.caps:
                 out.append(f":{by} INVITE {e.user} {chan}")
             return False  # whom it names differs per client
-        # kick, ban, mute...: moderation's (issue 36), not rendered here yet
+        elif e.event in _MODERATION and e.user:
+            out += self.moderation_lines(e.event, by, e.room, e.user, e.reason)
         return True
 
     def _on_error(self, e: ErrorEvent, out: list[str]) -> bool:
@@ -349,7 +377,7 @@ class IrcRender:
             self.numeric("001", text=f"Welcome to the chatroom IRC gateway, {mask(e.username)}"),
             self.numeric("002", text=f"Your host is {self.name}, running chatroom"),
             self.numeric("003", text="This server was created " + _STARTED),
-            self.numeric("004", self.name, "chatroom", "i", "Hiklmnost", "klov"),
+            self.numeric("004", self.name, "chatroom", "i", "Hbiklmnost", "bklov"),
             self.numeric(
                 "005",
                 "NETWORK=chatroom",
@@ -359,7 +387,8 @@ class IrcRender:
                 f"NICKLEN={32}",
                 f"LINELEN={LINE}",
                 "PREFIX=(ov)@+",
-                "CHANMODES=,k,l,Himnst",
+                "CHANMODES=b,k,l,Himnst",
+                "EXTBAN=,m",
                 "MODES=4",
                 "TOPICLEN=390",
                 "CHANNELLEN=33",
@@ -413,6 +442,17 @@ class IrcRender:
         if cmd == "MODE" and e.code == "bad_request":
             letter = next((c for c in target.partition(" ")[2] if c not in "+-"), "?")
             out.append(self.numeric("472", letter, text=f"is unknown mode char: {e.message}"))
+            return
+        if cmd in ("KICK", "MODE") and e.code == "not_in_room" and not e.message.startswith("you"):
+            # The room service's "<nick> is not in <room>": 441, not 442 (this user's).
+            nick = target.split(" ")[1 if cmd == "KICK" else -1]
+            out.append(self.numeric("441", nick, chan, text=e.message))
+            return
+        if cmd in ("KICK", "MODE") and e.code == "unknown_user":
+            nick = target.split(" ")[1 if cmd == "KICK" else -1]
+            out.append(
+                self.numeric("401", nick.removeprefix("m:").partition("!")[0], text=e.message)
+            )
             return
         code = _ROOM_ERRORS.get(e.code)
         if code is not None and cmd in _CHANNEL_COMMANDS:
@@ -470,7 +510,9 @@ _ROOM_ERRORS: Final = {
     "too_many_rooms": "405",
     "banned": "474",
 }
-_CHANNEL_COMMANDS: Final = frozenset(("JOIN", "PART", "TOPIC", "MODE", "INVITE", "PRIVMSG"))
+_CHANNEL_COMMANDS: Final = frozenset(("JOIN", "PART", "TOPIC", "MODE", "INVITE", "PRIVMSG", "KICK"))
+# The moderation acks and events shown as KICK and MODE lines (IrcRender.moderation_lines).
+_MODERATION: Final = frozenset(("kick", "ban", "unban", "mute", "unmute"))
 
 _STARTED = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
@@ -488,5 +530,6 @@ _EVENTS: dict[type, Callable[[IrcRender, Any, list[str]], bool]] = {
     ReplayTruncated: IrcRender._on_replay_truncated,
     RoomInfoReply: IrcRender._on_room_info,
     RoomList: IrcRender._on_room_list,
+    BanList: IrcRender._on_ban_list,
     RoomEvent: IrcRender._on_room_event,
 }

@@ -540,4 +540,5 @@ _AFTER: dict[str, Handler] = {
     "CHATHISTORY": IrcSession.on_chathistory,
     "OPER": IrcSession.on_oper,
     "INVITE": IrcSession.on_invite,
+    "KICK": IrcSession.on_kick,
 }
