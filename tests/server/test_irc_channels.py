@@ -238,9 +238,11 @@ def test_kick_ban_mute_and_roles_over_irc_with_json_users() -> None:
         # reason reaches IRC and JSON members.
         op.send("KICK #mod nobody")
         assert " 401 op nobody " in op.until("401")
-        Irc(irc_address(srv)).register("lobbyonly")
+        other = Irc(irc_address(srv))
+        other.register("lobbyonly")
         op.send("KICK #mod lobbyonly")
         assert " 441 op lobbyonly #mod " in op.until("441")
+        other.close()
         op.send("KICK #mod pat :flooding")
         assert op.until("KICK") == ":op!op@chatroom KICK #mod pat :flooding"
         assert pat.until("KICK") == ":op!op@chatroom KICK #mod pat :flooding"
