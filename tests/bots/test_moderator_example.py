@@ -26,6 +26,10 @@ def test_the_moderator_bans_words_and_kicks_floods() -> None:
         seen: queue.Queue[RoomEvent] = queue.Queue()
         alice.on_room_event(seen.put)
         mod.Moderator(bot, max_messages=3, per_seconds=2.0, clock=lambda: now[0])
+        # Hooks run in order on the bot's receive thread: when this one sees a message,
+        # the moderator has counted it, so the test moves its clock only after that.
+        counted: queue.Queue[str] = queue.Queue()
+        bot.on_broadcast(lambda e: counted.put(e.message))
         with bot, alice, bob:
             bot.login("modbot", PW)
             alice.login("alice", PW)
@@ -42,6 +46,8 @@ def test_the_moderator_bans_words_and_kicks_floods() -> None:
 
             for i in range(3):  # at the limit: fine
                 bob.pm(f"hello {i}", room="dev")
+            while counted.get(timeout=T) != "hello 2":
+                pass
             now[0] = 2.5  # a new window
             for i in range(4):
                 bob.pm(f"again {i}", room="dev")
