@@ -5,12 +5,19 @@ that a crash leaves the old file or the new one."""
 from __future__ import annotations
 
 import json
+import logging
 import os
+import time
 from pathlib import Path
 
 from chatroom.errors import UsageError
 
-__all__ = ["read_cursor", "write_cursor"]
+__all__ = ["read_cursor", "save_throttled", "write_cursor"]
+
+log = logging.getLogger(__name__)
+
+# At most one write per this many seconds while hooks run, unless forced (at the end).
+EVERY = 0.1
 
 
 def read_cursor(path: Path) -> tuple[int, str | None] | None:
@@ -35,3 +42,27 @@ def write_cursor(path: Path, seq: int, epoch: str | None) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps({"seq": seq, "epoch": epoch}))
     os.replace(tmp, path)
+
+
+def save_throttled(
+    path: Path | None,
+    seq: int | None,
+    epoch: str | None,
+    saved: int | None,
+    at: float,
+    force: bool = False,
+) -> tuple[int | None, float]:
+    """Write ``seq`` unless it is what the file says or the last write was under
+    :data:`EVERY` ago (``force`` skips that wait); returns the new (saved, at). A write
+    that fails is logged and changes nothing, so the next call tries again."""
+    if path is None or seq is None or seq == saved:
+        return saved, at
+    now = time.monotonic()
+    if not force and now - at < EVERY:
+        return saved, at
+    try:
+        write_cursor(path, seq, epoch)
+    except OSError as exc:
+        log.error("cannot write the cursor file %s: %s", path, exc)
+        return saved, at
+    return seq, now

@@ -47,7 +47,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypeVar, cast, overload
 
-from chatroom._cursor import read_cursor, write_cursor
+from chatroom._cursor import read_cursor, save_throttled
 from chatroom._hooks import HookMethods, Hooks, WaiterBase
 from chatroom._room_api import AsyncRoomMethods, room_field
 from chatroom.botcommands import BotCommand, BotCommands, BotCommandsCommand, BotEntry
@@ -666,18 +666,14 @@ class AsyncChatClient(HookMethods, AsyncRoomMethods):
 
     def _save_cursor(self, force: bool = False) -> None:
         """Write the cursor file, at most every 0.1 s unless ``force``."""
-        path, seq = self.cursor_file, self._hooked
-        if path is None or seq is None or seq == self._cursor_saved:
-            return
-        now = time.monotonic()
-        if not force and now - self._cursor_at < 0.1:
-            return
-        try:
-            write_cursor(path, seq, self._session.epoch)
-        except OSError as exc:
-            log.error("cannot write the cursor file %s: %s", path, exc)
-            return
-        self._cursor_saved, self._cursor_at = seq, now
+        self._cursor_saved, self._cursor_at = save_throttled(
+            self.cursor_file,
+            self._hooked,
+            self._session.epoch,
+            self._cursor_saved,
+            self._cursor_at,
+            force,
+        )
 
 
 class _Cursor:
