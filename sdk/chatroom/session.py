@@ -1,60 +1,42 @@
 """The client side of docs/PROTOCOL.md as a state machine with no I/O.
 
 :class:`ClientSession` is to chatroom what h11's ``Connection`` is to HTTP: bytes in,
-events out; requests in, bytes out. It owns every protocol decision a client makes:
+events out; requests in, bytes out. It owns every protocol decision a client makes; the
+parts that are an idea of their own live in a module each, owned by the session:
 
-- request ids, and which reply answers which request (§Frames);
-- the login sequence, the credentials it keeps for logging in again after a reconnect, and
-  when a reconnect is allowed at all (never after ``bad_credentials``,
-  ``session_replaced`` or ``exit``);
-- the user list: full lists and ``users_delta`` deltas, the ``count`` check and the
-  request for a fresh list when they disagree (§Extensions);
-- keepalive: when to ping, and when a silent server counts as dead (§Timeouts);
-- with a message log (§Message log): the seq cursor, which makes every message come out
-  once and in order across any number of reconnects, and never brings back a message
-  this session sent (see "The cursor" below); ``since`` on every re-login; waiting for
-  ``replay_done`` before a login counts as done; a cid on every ``pm``/``dm``, and the
-  resend after a reconnect of those not acked;
-- the limits ``login_ok`` announces (§Limits): a ``pm``/``dm`` over them is refused with
-  :class:`~chatroom.errors.MessageTooLong` before it is sent, and a frame the server
-  refused as ``too_large`` is never sent again;
-- with ``rooms=True`` (docs/PROTOCOL.md §Rooms, protocol v2): asking for the extension,
-  and the rooms the user is in (:attr:`ClientSession.rooms`), kept up to date from
-  ``login_ok``, the replies to room commands and every ``room_event``, whose seqs move
-  the cursor as messages' do (one cursor for every room);
-- turning frames into events (a DM the user sent into :class:`~chatroom.events.DmSent`,
-  never a :class:`~chatroom.protocol.DirectMessage`), and malformed frames into
-  :class:`BadFrame` rather than an exception that would end the connection.
-
-The cursor. ``cursor`` is a seq such that every message up to it that this user may see
-has been passed out, or is one this session sent; a re-login resumes after it
-(§Resume). It moves on what arrives (messages come in seq order on a connection) and on
-the acks of our own sends, but an ack may not simply raise it: in a cluster the ack of
-seq 50 can arrive before the broadcast of seq 49 from another node (acks are sent when
-stored, deliveries come from the stream), and the seqs of DMs between other users never
-reach us, so a gap below an ack may still be filled. So the session keeps the acked own
-seqs above the cursor (``_own``), drops an arriving message whose seq is one of them,
-moves the cursor through own seqs contiguous with it, and at ``replay_done`` to at
-least its ``seq``. A replayed message of ours that was stored but whose ack was lost in
-the cut carries the cid we sent it with: it is dropped too (the resend gets its ack,
-with that seq), and so is one whose send timed out or was refused ``unavailable``
-(stored by a commit whose answer was lost): the session knows the cids of its latest
-``MAX_OWN`` sends, whatever became of them. A DM to ourselves is the exception: its
-ack is not kept, since the DM itself arrives too and is passed out once, as
-``DmSent``. The acked seqs kept are
-bounded (``MAX_OWN``): a sender that receives nothing while others' DMs leave a gap
-below its acks would keep one per send, so past the bound the oldest is taken as
-settled and the cursor moves through it (a message still missing below that many of
-our own acks is not on its way: the stream delivers "a moment later", docs/PROTOCOL.md
-§Several nodes).
+- here: request ids, and which reply answers which request (§Frames); the login
+  sequence, the credentials it keeps for logging in again after a reconnect, and when a
+  reconnect is allowed at all (never after ``bad_credentials``, ``session_replaced`` or
+  ``exit``); with a message log, ``since`` on every re-login, waiting for
+  ``replay_done`` before a login counts as done, a cid on every ``pm``/``dm`` and the
+  resend after a reconnect of those not acked; turning frames into events (a DM the
+  user sent into :class:`~chatroom.events.DmSent`, never a
+  :class:`~chatroom.protocol.DirectMessage`), and malformed frames into :class:`BadFrame`
+  rather than an exception that would end the connection;
+- :mod:`chatroom._seqs`: the seq cursor (§Message log), which makes every message come
+  out once and in order across any number of reconnects, and never brings back a
+  message this session sent (:class:`~chatroom._seqs.SeqCursor`, this class's base);
+- :mod:`chatroom._roster`: the user list, full lists and ``users_delta`` deltas, and the
+  ``count`` check that asks for a fresh list when they disagree (§Extensions);
+- :mod:`chatroom._joined`: with ``rooms=True`` (§Rooms, protocol v2), the rooms the user
+  is in, from ``login_ok``, the replies to room commands and every ``room_event``, whose
+  seqs move the cursor as messages' do (one cursor for every room);
+- :mod:`chatroom._keepalive`: when to ping, and when a silent server counts as dead
+  (§Timeouts);
+- :mod:`chatroom._limits`: the limits ``login_ok`` announces (§Limits): a ``pm``/``dm``
+  over them is refused with :class:`~chatroom.errors.MessageTooLong` before it is sent,
+  and a frame the server refused as ``too_large`` is never sent again;
+- :mod:`chatroom._sessionevents` and :mod:`chatroom._outcomes`: what the session says
+  (:data:`SessionEvent`) and what the clients make of it; both importable from here.
 
 It has no sockets, threads or clocks: the caller passes ``now`` (any monotonic clock) and
 writes the bytes it is given. It is not thread-safe: one owner, or one lock around every
 call (``ChatClient`` holds its ``_lock``). It never calls user code.
 
-The users: :class:`~chatroom.client.ChatClient` (a socket and two threads), chat-load's
-``BotPool`` (thousands of sessions on one epoll thread, with a fast path of its own for
-counting deliveries) and, later, the asyncio client.
+The users: :class:`~chatroom.client.ChatClient` (a socket and two threads),
+:class:`~chatroom.aio.AsyncChatClient` (asyncio tasks) and chat-load's ``BotPool``
+(thousands of sessions on one epoll thread, with a fast path of its own for counting
+deliveries).
 
 Typical use::
 
@@ -69,24 +51,29 @@ Typical use::
 
 from __future__ import annotations
 
-import heapq
 import logging
-import random
 import secrets
-from dataclasses import dataclass, replace
-from typing import Final, Literal, TypeVar
+from dataclasses import replace
+from typing import Final, TypeVar
 
 import msgspec
 
-from chatroom.errors import (
-    AuthError,
-    ChatTimeout,
-    MessageTooLong,
-    ProtocolError,
-    ServerError,
-    error_for_code,
+from chatroom._joined import JoinedRooms
+from chatroom._keepalive import PING, Keepalive
+from chatroom._limits import check_limits, too_large
+from chatroom._outcomes import disconnect_reason, older_than, receipt, reconnect_delay
+from chatroom._roster import Roster
+from chatroom._seqs import MAX_OWN, SeqCursor, SeqVerdict
+from chatroom._sessionevents import (
+    BadFrame,
+    Ended,
+    Refused,
+    Reply,
+    SessionEvent,
+    UsersUpdated,
 )
-from chatroom.events import DmSent, HistoryPage, LoginResult, Receipt, Reconnected, ServerNotice
+from chatroom.errors import AuthError, ProtocolError, error_for_code
+from chatroom.events import DmSent, LoginResult, Reconnected, ServerNotice
 from chatroom.protocol import (
     ROOMS_VERSION,
     Ack,
@@ -103,7 +90,6 @@ from chatroom.protocol import (
     FrameDecoder,
     LoginCommand,
     LoginOk,
-    PingCommand,
     PmCommand,
     ReplayDone,
     ReplayTruncated,
@@ -117,10 +103,12 @@ from chatroom.protocol import (
     split_block,
     username_key,
 )
-from chatroom.rooms import RoomEvent, RoomInfo, RoomInfoReply, apply_event, room_key
+from chatroom.rooms import RoomEvent, RoomInfo, RoomInfoReply
 
 __all__ = [
     "LOGIN_FEATURES",
+    "MAX_OWN",
+    "PING",
     "BadFrame",
     "ClientSession",
     "Ended",
@@ -139,14 +127,10 @@ log = logging.getLogger(__name__)
 
 C = TypeVar("C", bound=ClientCommand)
 
-# The most acked own seqs kept above the cursor (module docstring, "The cursor").
-MAX_OWN: Final = 10_000
-
 # What every client of ours asks for at login (docs/PROTOCOL.md §Extensions); with
 # ``rooms=True``, rooms too.
 LOGIN_FEATURES: Final = (Feature.USERS_DELTA.value,)
 ROOMS_FEATURES: Final = (*LOGIN_FEATURES, Feature.ROOMS.value)
-PING: Final = encode(PingCommand())
 EXIT: Final = encode(ExitCommand())
 _RESYNC: Final = encode(UsersCommand())  # answered by a full list without an id
 
@@ -155,72 +139,6 @@ _RESYNC: Final = encode(UsersCommand())  # answered by a full list without an id
 _FINAL_REASONS: Final = frozenset(
     (ByeReason.EXIT, ByeReason.SESSION_REPLACED, ErrorCode.BAD_CREDENTIALS)
 )
-
-
-# ------------------------------------------------------------------ session events
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """The answer to request ``rid``; ``event`` is the server frame. For a login,
-    ``result`` is what it achieved, its replay included (the reply comes after it)."""
-
-    rid: int
-    event: ServerEvent
-    result: LoginResult | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Refused:
-    """The server answered request ``rid`` with an error."""
-
-    rid: int
-    error: ServerError
-
-
-@dataclass(frozen=True, slots=True)
-class UsersUpdated:
-    """The user list changed; :attr:`ClientSession.users` is the new whole list."""
-
-    joined: tuple[str, ...]
-    left: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Ended:
-    """The session is over on this connection (``bye``, ``server_full``, or a re-login
-    the server refused: its error code); ``reason`` becomes the
-    :class:`~chatroom.events.Disconnect` reason. The caller closes the connection."""
-
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class BadFrame:
-    """The server sent a frame that breaks the protocol; it was skipped."""
-
-    frame: bytes
-    error: ProtocolError
-
-
-SessionEvent = (
-    Reply
-    | Refused
-    | UsersUpdated
-    | Ended
-    | BadFrame
-    | Broadcast
-    | DirectMessage
-    | DmSent
-    | RoomEvent
-    | Reconnected
-    | ServerNotice
-)
-
-# What :meth:`ClientSession.message_seq` makes of an arriving message's seq: ``new``
-# (pass it out), ``seen`` (at or below the cursor: a duplicate), ``own`` (one this session
-# sent: not passed back to it).
-SeqVerdict = Literal["new", "seen", "own"]
 
 
 class _Replay:
@@ -237,17 +155,10 @@ class _Replay:
         self.truncated = False
 
 
-def reconnect_delay(attempt: int, max_delay: float, rng: random.Random | None = None) -> float:
-    """Seconds to wait before reconnect attempt ``attempt`` (0-based): 0.25 s doubling,
-    capped at ``max_delay``, with jitter so a crowd of clients does not return at once."""
-    r = (rng or random).uniform(0.5, 1.0)
-    return float(min(max_delay, 0.25 * 2 ** min(attempt, 32)) * r)
-
-
 # ------------------------------------------------------------------ the session
 
 
-class ClientSession:
+class ClientSession(SeqCursor):
     """See the module docstring.
 
     ``keepalive``: seconds of quiet (either way) after which :meth:`keepalive` asks for a
@@ -258,33 +169,23 @@ class ClientSession:
     """
 
     __slots__ = (
+        "_alive",
         "_cid_prefix",
         "_cids",
         "_credentials",
         "_decoder",
         "_ids",
-        "_last_rx",
-        "_last_tx",
+        "_joined",
         "_logins",
         "_out",
-        "_own",
         "_pending",
-        "_pinged",
         "_relogin",
         "_replay",
         "_resend",
-        "_rooms",
-        "_sent",
-        "_sorted",
-        "_user_set",
-        "cursor",
-        "epoch",
-        "keepalive_interval",
+        "_roster",
         "limits",
         "max_frame",
         "rooms_on",
-        "timeout",
-        "track_users",
         "username",
         "want_rooms",
     )
@@ -298,10 +199,9 @@ class ClientSession:
         track_users: bool = True,
         rooms: bool = False,
     ) -> None:
-        self.keepalive_interval = keepalive
-        self.timeout = timeout
+        self._alive = Keepalive(keepalive, timeout)
         self.max_frame = max_frame
-        self.track_users = track_users
+        super().__init__()  # the cursor: chatroom._seqs
         self.username: str | None = None  # canonical, once logged in
         self._decoder = FrameDecoder(max_frame)
         self._ids = 0
@@ -311,18 +211,8 @@ class ClientSession:
         self._logins: dict[int, str] = {}
         self._credentials: tuple[str, str] | None = None
         self._relogin: int | None = None  # id of the automatic re-login in flight
-        self._user_set: set[str] = set()
-        self._sorted: tuple[str, ...] | None = ()  # None: stale, sorted on demand
+        self._roster = Roster(track_users)
         self._out = bytearray()  # control frames the session decided to send
-        self._last_rx = 0.0
-        self._last_tx = 0.0
-        self._pinged = False  # a ping is out since the last frame arrived
-        # The message log (docs/PROTOCOL.md §Message log): the cursor (module docstring:
-        # a message at or below it is a duplicate and is dropped) and the epoch it counts
-        # in; the acked seqs of our own sends above the cursor, a heap.
-        self.cursor: int | None = None
-        self.epoch: str | None = None
-        self._own: list[int] = []
         # A login whose replay is running: (request id, login_ok, relogin?, count, cut).
         self._replay: _Replay | None = None
         # pm/dm requests not acked yet, id -> (cid, frame): sent again after a reconnect.
@@ -334,35 +224,43 @@ class ClientSession:
         # Rooms (docs/PROTOCOL.md §Rooms): asked for at login; on when login_ok says so.
         self.want_rooms = rooms
         self.rooms_on = False
-        self._rooms: dict[str, RoomInfo] = {}  # room_key -> the room, for rooms joined
-        # The cids of this session's pm/dm requests, the latest MAX_OWN, whatever became
-        # of them: acked, unacked, timed out (the caller gave up: stored or not, nobody
-        # knows) or refused unavailable (a commit cut short may have stored it). A
-        # replayed message with one of them is ours (module docstring, "The cursor").
-        self._sent: dict[str, None] = {}
+        self._joined = JoinedRooms()
 
     # ------------------------------------------------------------ state
 
     @property
     def users(self) -> tuple[str, ...]:
         """The active users, sorted ignoring case (built only when asked for)."""
-        if self._sorted is None:
-            self._sorted = tuple(sorted(self._user_set, key=str.lower))
-        return self._sorted
+        return self._roster.users
 
     @property
     def rooms(self) -> tuple[RoomInfo, ...]:
         """The rooms the user is in (``lobby`` not included), sorted ignoring case; empty
         unless the server turned rooms on (:attr:`rooms_on`)."""
-        return tuple(sorted(self._rooms.values(), key=lambda r: r.name.lower()))
+        return self._joined.rooms
 
     def room(self, name: str) -> RoomInfo | None:
         """The room ``name`` (any case), if the user is in it."""
-        return self._rooms.get(room_key(name))
+        return self._joined.get(name)
 
     @property
     def user_count(self) -> int:
-        return len(self._user_set)
+        return len(self._roster)
+
+    @property
+    def track_users(self) -> bool:
+        """Whether the session keeps the user list (the constructor's ``track_users``)."""
+        return self._roster.track
+
+    @property
+    def keepalive_interval(self) -> float:
+        """The constructor's ``keepalive`` (:mod:`chatroom._keepalive`)."""
+        return self._alive.interval
+
+    @property
+    def timeout(self) -> float:
+        """The constructor's ``timeout``."""
+        return self._alive.timeout
 
     @property
     def logged_in(self) -> bool:
@@ -397,40 +295,13 @@ class ClientSession:
                 self._cids += 1
                 cid = f"{self._cid_prefix}-{self._cids}"
             data = encode(msgspec.structs.replace(cmd, cid=cid, id=rid))
-            self._check_limits(cmd, data)
+            check_limits(self.limits, cmd, data)
             self._resend[rid] = (cid, data)
-            self._sent[cid] = None
-            if len(self._sent) > MAX_OWN:
-                del self._sent[next(iter(self._sent))]
+            self.sent_cid(cid)
         else:
             data = encode(msgspec.structs.replace(cmd, id=rid))
         self._pending[rid] = type(cmd).__struct_config__.tag  # type: ignore[assignment]
         return rid, data
-
-    def _check_limits(self, cmd: PmCommand | DmCommand, data: bytes) -> None:
-        """Refuse what the server would refuse (docs/PROTOCOL.md §Limits), before it is
-        sent: a message over ``max_message`` characters would be answered with
-        ``bad_request``; a frame over ``max_frame`` bytes with ``too_large`` and the end
-        of the connection, and resent after every reconnect."""
-        limits = self.limits
-        if limits is None:
-            return  # a server older than the field: it says so itself (too_large below)
-        n = len(cmd.message)
-        if n > limits.max_message:
-            raise MessageTooLong(
-                ErrorCode.BAD_REQUEST,
-                f"message is {n:,} characters; the limit is {limits.max_message:,}",
-                length=n,
-                limit=limits.max_message,
-            )
-        size = len(data) - 1  # the limit counts the frame without its newline (§Framing)
-        if size > limits.max_frame:
-            raise MessageTooLong(
-                ErrorCode.TOO_LARGE,
-                f"message is {size:,} bytes as a frame; the limit is {limits.max_frame:,}",
-                length=size,
-                limit=limits.max_frame,
-            )
 
     def login(self, username: str, password: str, *, since: int | None = None) -> tuple[int, bytes]:
         """The login request; on ``login_ok`` the credentials are kept for re-login.
@@ -458,7 +329,7 @@ class ClientSession:
         :class:`~chatroom.errors.MessageTooLong` instead."""
         data = encode(cmd)
         if isinstance(cmd, PmCommand | DmCommand):
-            self._check_limits(cmd, data)
+            check_limits(self.limits, cmd, data)
         return data
 
     def logout(self) -> bytes:
@@ -474,7 +345,7 @@ class ClientSession:
 
     def data_sent(self, now: float) -> None:
         """The caller wrote bytes to the server at ``now`` (for keepalive)."""
-        self._last_tx = now
+        self._alive.last_tx = now
 
     def data_to_send(self) -> bytes:
         """Control frames the session decided to send (e.g. a request for the user list
@@ -491,8 +362,7 @@ class ClientSession:
         """A new connection is open: returns the re-login to send first (b"" if the
         session has never logged in)."""
         self._decoder = FrameDecoder(self.max_frame)
-        self._last_rx = self._last_tx = now
-        self._pinged = False
+        self._alive.reset(now)
         self._out.clear()
         if self._credentials is None:
             return b""
@@ -520,18 +390,7 @@ class ClientSession:
         """Call on every pass of the read loop: a ping to send, or b"". Raises
         :class:`~chatroom.errors.ChatTimeout` once the server has been silent for
         ``keepalive + timeout`` seconds (docs/PROTOCOL.md §Timeouts)."""
-        k = self.keepalive_interval
-        if k <= 0:
-            return b""
-        quiet = now - self._last_rx
-        if quiet >= k + self.timeout:
-            raise ChatTimeout(f"no answer from the server for {quiet:.0f} s")
-        # Checked on every pass, not only when nothing arrives: a client that receives a
-        # steady stream must still send, or the server closes it for silence.
-        if now - self._last_tx >= k or (quiet >= k and not self._pinged):
-            self._pinged = True
-            return PING
-        return b""
+        return self._alive.check(now)
 
     # ------------------------------------------------------------ incoming
 
@@ -545,8 +404,9 @@ class ClientSession:
         """Like :meth:`feed`, but the complete frames unsplit: the bytes up to and
         including the last newline (see :meth:`chatroom.protocol.FrameDecoder.feed_block`),
         for a caller that decodes a whole read in one call."""
-        self._last_rx = now
-        self._pinged = False
+        alive = self._alive
+        alive.last_rx = now
+        alive.pinged = False
         return self._decoder.feed_block(data)
 
     def receive_data(self, data: bytes, now: float) -> list[SessionEvent]:
@@ -559,7 +419,7 @@ class ClientSession:
     def handle_frame(self, frame: bytes, events: list[SessionEvent]) -> None:
         """One complete frame: append what it means to ``events``."""
         try:
-            event = decode_event(frame, users=self.track_users)
+            event = decode_event(frame, users=self._roster.track)
         except ProtocolError as exc:
             if exc.code == ErrorCode.UNKNOWN_COMMAND:
                 # A type from a later version (docs/PROTOCOL.md §Frames): ignore it.
@@ -596,7 +456,7 @@ class ClientSession:
                     return
                 if self._replay is not None and event.replayed:
                     self._replay.count += 1
-            self._room_event(event)
+            self._joined.event(event, self.username or "", self._is_me)
             events.append(event)
             return
         if kind is ReplayDone or kind is ReplayTruncated:
@@ -613,7 +473,7 @@ class ClientSession:
             self._apply_delta(event, events)  # type: ignore[arg-type]
         elif kind is UserList:
             assert isinstance(event, UserList)
-            self._set_users(event.users)
+            self._roster.replace(event.users)
             events.append(
                 UsersUpdated(
                     (event.joined,) if event.joined else (),
@@ -640,89 +500,28 @@ class ClientSession:
     def _is_me(self, name: str) -> bool:
         return self.username is not None and username_key(name) == username_key(self.username)
 
-    def message_seq(self, seq: int, cid: str | None = None) -> SeqVerdict:
-        """A broadcast or DM numbered ``seq`` arrived (``cid``: the one it carries, if it
-        is ours): move the cursor, and say whether to pass it out (module docstring, "The
-        cursor"). :meth:`handle_frame` calls it; so does a fast path that decodes
-        deliveries itself."""
-        cursor = self.cursor
-        if cursor is not None and seq <= cursor:
-            return "seen"
-        own = self._own
-        if not own and cid is None:  # the common case, once per delivery in a swarm
-            self.cursor = seq
-            return "new"
-        while own and own[0] < seq:
-            heapq.heappop(own)  # below this message: the cursor passes them now
-        mine = bool(own) and own[0] == seq
-        if not mine and cid is not None:
-            # Ours, stored, its ack lost in a cut (the resend will be acked with this
-            # seq), or never to come (timed out, refused when its commit was cut).
-            mine = cid in self._sent
-        self.cursor = seq
-        self._through_own()
-        return "own" if mine else "new"
-
     def acked(self, seq: int, to: str | None = None) -> None:
         """An ack of seq ``seq`` (``to``: a DM's recipient, as the ack names it): a
-        message of ours, never passed back to us (module docstring, "The cursor"). Not
-        for a DM to ourselves: that one arrives too, and is passed out once, as
+        message of ours, never passed back to us (:mod:`chatroom._seqs`). Not for a DM to
+        ourselves: that one arrives too, and is passed out once, as
         :class:`~chatroom.events.DmSent`. :meth:`handle_frame` calls it; so does a fast
         path that decodes acks itself."""
-        if self.cursor is not None and seq <= self.cursor:
-            return
         if to is not None and self._is_me(to):
             return
-        own = self._own
-        heapq.heappush(own, seq)
-        if len(own) > MAX_OWN and self.cursor is not None:
-            settled = heapq.heappop(own)
-            log.debug("seqs %d..%d never came: taken as settled", self.cursor + 1, settled - 1)
-            self.cursor = settled
-        self._through_own()
-
-    def _through_own(self) -> None:
-        """Move the cursor through our own seqs contiguous with it; forget those it
-        passed."""
-        cursor, own = self.cursor, self._own
-        if cursor is None:
-            return
-        while own and own[0] <= cursor + 1:
-            cursor = max(cursor, heapq.heappop(own))
-        self.cursor = cursor
+        self.own_seq(seq)
 
     # ------------------------------------------------------------ replies
 
     def _refuse_too_large(self, event: ErrorEvent, events: list[SessionEvent]) -> bool:
-        """The server refused a frame of ours as ``too_large`` and is closing the
-        connection (docs/PROTOCOL.md §Framing). The frame cannot be named (the server
-        never read its id), but it is an unacked ``pm``/``dm`` over the limit, or, from a
-        server that announced none, the largest: fail that request now rather than send
-        it again after every reconnect. False if no such request is waiting."""
-        limit = self.limits.max_frame if self.limits is not None else None
-        over = [
-            (len(data) - 1, rid)
-            for rid, (_, data) in self._resend.items()
-            if limit is None or len(data) - 1 > limit
-        ]
-        if not over:
+        """The server refused a frame of ours as ``too_large`` (see
+        :func:`chatroom._limits.too_large`): fail that request now rather than send it
+        again after every reconnect. False if no such request is waiting."""
+        refused = too_large(self.limits, self._resend, event.message)
+        if refused is None:
             return False
-        size, rid = max(over)
-        del self._resend[rid]
-        self._pending.pop(rid, None)
-        log.warning("the server refused a %d-byte frame: %s", size, event.message)
-        events.append(
-            Refused(
-                rid,
-                MessageTooLong(
-                    ErrorCode.TOO_LARGE,
-                    f"message is {size:,} bytes as a frame; the server refused it "
-                    f"({event.message})",
-                    rid,
-                    length=size,
-                ),
-            )
-        )
+        del self._resend[refused.rid]
+        self._pending.pop(refused.rid, None)
+        events.append(refused)
         return True
 
     def _on_reply(self, rid: object, event: ServerEvent, events: list[SessionEvent]) -> None:
@@ -757,7 +556,7 @@ class ClientSession:
             # Here, before any event after it: the pushes that follow must already see
             # who we are and the list they apply to.
             self.username = event.username
-            self._set_users(event.users)
+            self._roster.replace(event.users)
             self._logged_in(event, relogin)
             if event.version is not None and event.version > ROOMS_VERSION:
                 log.warning(
@@ -778,11 +577,13 @@ class ClientSession:
             events.append(Reconnected(result) if relogin else Reply(rid, event, result))
             return
         elif type(event) is UserList:
-            self._set_users(event.users)
+            self._roster.replace(event.users)
         elif type(event) is RoomInfoReply:
-            self._room_reply(command, event)
+            if event.seq is not None:
+                self.acked(event.seq)  # the room joined: its join's seq is ours
+            self._joined.reply(command, event.info)
         elif type(event) is Ack and command == "part" and event.room is not None:
-            self._rooms.pop(room_key(event.room), None)
+            self._joined.parted(event.room)
         events.append(Reply(rid, event))
 
     def _logged_in(self, ok: LoginOk, relogin: bool) -> None:
@@ -790,16 +591,8 @@ class ClientSession:
         resends."""
         self.limits = ok.limits
         self.rooms_on = Feature.ROOMS.value in ok.features
-        self._rooms = {room_key(r.name): r for r in ok.rooms}
-        if ok.epoch is not None:
-            if self.epoch is not None and ok.epoch != self.epoch:
-                log.warning("the server's message log is new (epoch changed): seqs restart")
-                self.cursor = None
-                self._own.clear()
-            self.epoch = ok.epoch
-        if self.cursor is None and ok.seq is not None and not ok.replay:
-            self.cursor = ok.seq  # from now on nothing is missed: a reconnect resumes here
-            self._through_own()
+        self._joined.reset(ok.rooms)
+        self.log_epoch(ok.epoch, ok.seq, ok.replay)
         if relogin and self._resend:
             # Sent again on the new connection, after the login: the server stores each
             # once (cid) and answers with the original ack.
@@ -816,9 +609,7 @@ class ClientSession:
                 replay.truncated = True
             return
         assert isinstance(event, ReplayDone)
-        if self.cursor is None or event.seq > self.cursor:
-            self.cursor = event.seq  # everything up to it that we may see has been passed out
-        self._through_own()
+        self.replayed_to(event.seq)
         if replay is None:
             return
         self._replay = None
@@ -827,81 +618,11 @@ class ClientSession:
             Reconnected(result) if replay.relogin else Reply(replay.rid, replay.ok, result)
         )
 
-    # ------------------------------------------------------------ rooms
-
-    def _room_reply(self, command: str, event: RoomInfoReply) -> None:
-        """A ``room_info`` reply: the room joined (the join's seq is ours, as an ack's),
-        or fresher news of one the user is in."""
-        if event.seq is not None:
-            self.acked(event.seq)
-        key = room_key(event.info.name)
-        if command == "join" or key in self._rooms:
-            self._rooms[key] = event.info
-
-    def _room_event(self, event: RoomEvent) -> None:
-        """Keep the rooms the user is in as ``event`` leaves them."""
-        key = room_key(event.room)
-        me = self.username or ""
-        # A part, or being put out (kick, ban: docs/PROTOCOL.md §Moderation).
-        gone = event.by if event.event == "part" else None
-        if event.event in ("kick", "ban"):
-            gone = event.user
-        if gone is not None and self._is_me(gone):
-            self._rooms.pop(key, None)
-            return
-        info = self._rooms.get(key)
-        if info is None:
-            if event.event == "join" and self._is_me(event.by):
-                # Our own join, made by another session of ours: the rest comes with
-                # the next room_info (members) or login.
-                self._rooms[key] = RoomInfo(name=event.room, members=(me,))
-            return
-        self._rooms[key] = apply_event(info, event)
-
     # ------------------------------------------------------------ user list
 
-    def _set_users(self, users: tuple[str, ...]) -> None:
-        if self.track_users:
-            self._user_set = set(users)
-            self._sorted = users  # the server sends it sorted (docs/PROTOCOL.md §login)
-
     def _apply_delta(self, event: UsersDelta, events: list[SessionEvent]) -> None:
-        if not self.track_users:
+        if not self._roster.track:
             return
-        users = self._user_set
-        if event.joined or event.left:
-            # In place: O(changes), not O(users); a swarm applies every delta N times.
-            users.difference_update(event.left)
-            users.update(event.joined)
-            self._sorted = None
-        if len(users) != event.count:
-            # Cannot happen with a correct server; heal instead of drifting for ever.
-            log.warning(
-                "user list out of step (%d here, %d on the server); asking for it again",
-                len(users),
-                event.count,
-            )
-            self._out += _RESYNC
+        if not self._roster.apply(event):
+            self._out += _RESYNC  # out of step: the whole list again
         events.append(UsersUpdated(event.joined, event.left))
-
-
-def disconnect_reason(ended: str | None, closing: bool) -> str:
-    """The :class:`~chatroom.events.Disconnect` reason for a connection that ended after
-    ``bye``/``Ended`` ``ended`` (None: none came), ``closing`` if we closed it."""
-    if ended is not None:
-        return ended
-    return "closed" if closing else "network"
-
-
-def receipt(ack: Ack, to: str | None = None) -> Receipt:
-    """What ``pm``/``dm`` return for their ``ack``: the recipient's canonical name (or
-    ``to`` as given, from a server that leaves it out), the seq, whether it was queued."""
-    return Receipt(ack.to or to, ack.seq, ack.queued)
-
-
-def older_than(page: HistoryPage) -> int | None:
-    """The ``before`` of the page older than ``page``; None when there is none: how
-    ``iter_history`` walks back (docs/PROTOCOL.md §history)."""
-    if not page.has_more or not page.messages:
-        return None
-    return page.messages[0].seq
