@@ -22,9 +22,10 @@ from chatroom.testing import TestServer
 from chatroom_bots.load import LoadConfig, merge_histograms, new_histogram, percentiles, run_load
 from chatroom_bots.load.__main__ import build_parser
 from chatroom_bots.load.__main__ import main as chat_load
+from chatroom_bots.load.churn import rejoin_cpu
 from chatroom_bots.load.pool import BotPool
 from chatroom_bots.load.report import write_html
-from chatroom_bots.load.runner import LoadResult, _rejoin_cpu
+from chatroom_bots.load.result import LoadResult
 from chatroom_bots.load.stats import MAX_US, make_names, pack, record_counts, unpack
 from chatroom_bots.load.worker import Recorder
 from tests.helpers import ServerProcess, quiet_server
@@ -394,7 +395,7 @@ def test_drop_all_then_rejoin(fast_server: TestServer) -> None:
 
 def test_rejoin_cpu_names_a_generator_that_set_the_pace() -> None:
     result = LoadResult(LoadConfig(mode="churn"), time_to_full=2.0)
-    _rejoin_cpu(result, (10.0, [1.0, 1.0]), 11.5, [2.9, 1.4])
+    rejoin_cpu(result, (10.0, [1.0, 1.0]), 11.5, [2.9, 1.4])
     assert result.rejoin_server_cpu_seconds == 1.5
     assert result.rejoin_generator_cpu_seconds == pytest.approx([1.9, 0.4])
     assert result.warnings == [
@@ -402,7 +403,7 @@ def test_rejoin_cpu_names_a_generator_that_set_the_pace() -> None:
         "have set its pace, not the server"
     ]
     unknown = LoadResult(LoadConfig(mode="churn"), time_to_full=2.0)
-    _rejoin_cpu(unknown, (None, [1.0, None]), None, [2.9, 1.4])  # no /proc figures
+    rejoin_cpu(unknown, (None, [1.0, None]), None, [2.9, 1.4])  # no /proc figures
     assert unknown.rejoin_server_cpu_seconds is None
     assert unknown.rejoin_generator_cpu_seconds == [] and unknown.warnings == []
 

@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING
 from chatroom.extras import lazy_exports
 
 if TYPE_CHECKING:
-    from chatroom_bots.load.runner import LoadConfig, LoadResult, Swarm, run_load
+    from chatroom_bots.load.result import LoadConfig, LoadResult
+    from chatroom_bots.load.runner import run_load
     from chatroom_bots.load.stats import merge_histograms, new_histogram, percentiles
+    from chatroom_bots.load.swarm import Swarm
 
 __all__ = [
     "LoadConfig",
@@ -32,7 +34,9 @@ __getattr__ = lazy_exports(
     __name__,
     "load",
     {
-        **dict.fromkeys(("LoadConfig", "LoadResult", "Swarm", "run_load"), f"{__name__}.runner"),
+        **dict.fromkeys(("LoadConfig", "LoadResult"), f"{__name__}.result"),
+        "Swarm": f"{__name__}.swarm",
+        "run_load": f"{__name__}.runner",
         **dict.fromkeys(("merge_histograms", "new_histogram", "percentiles"), f"{__name__}.stats"),
     },
 )

@@ -32,7 +32,7 @@ def _mix(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from chatroom_bots.load.runner import LoadConfig
+    from chatroom_bots.load.result import LoadConfig
     from chatroom_bots.load.worker import SCHED_POLICIES
 
     common = argparse.ArgumentParser(add_help=False)

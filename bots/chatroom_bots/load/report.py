@@ -20,7 +20,7 @@ from chatroom.extras import require
 from chatroom_bots.load.worker import sched_label
 
 if TYPE_CHECKING:
-    from chatroom_bots.load.runner import LoadResult
+    from chatroom_bots.load.result import LoadResult
 
 __all__ = ["line_chart", "page", "render_html", "write_html"]
 
@@ -123,7 +123,7 @@ def _figures(result: LoadResult) -> list[str]:
                 "count (deliveries, or events per second)",
                 [
                     # By the second a message was sent, what never arrived: in-flight
-                    # messages are not loss (runner._timeline says how it is counted).
+                    # messages are not loss (tally.timeline says how it is counted).
                     (seconds, [r.get("lost") for r in t], "lost, by the second sent"),
                     (seconds, [r.get("duplicates", 0) for r in t], "duplicates per second"),
                     (seconds, [r["errors"] for r in t], "errors per second"),
