@@ -3,7 +3,7 @@
     .venv/bin/python bench/read_cost.py [--reads 100000] [--repeat 5]
 
 One bot of a real :class:`~chatroom_bots.load.pool.BotPool`, with a real
-:class:`~chatroom_bots.load.worker.Recorder` as its sink, reads one broadcast per read
+:class:`~chatroom_bots.load.recorder.Recorder` as its sink, reads one broadcast per read
 (as each of 10,000 bots does at 10 messages/s) from a stand-in socket whose ``recv``
 returns the frame at once: no syscall, so what is timed is the Python of a read, from
 the bytes to the counted latency. The pool hands its batch to the Recorder every 64 reads
@@ -24,8 +24,8 @@ import msgspec
 
 from chatroom.session import ClientSession
 from chatroom_bots.load import pool
+from chatroom_bots.load.recorder import Recorder
 from chatroom_bots.load.stats import pack
-from chatroom_bots.load.worker import Recorder
 
 
 class _Socket:

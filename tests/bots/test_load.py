@@ -24,10 +24,10 @@ from chatroom_bots.load.__main__ import build_parser
 from chatroom_bots.load.__main__ import main as chat_load
 from chatroom_bots.load.churn import rejoin_cpu
 from chatroom_bots.load.pool import BotPool
+from chatroom_bots.load.recorder import Recorder
 from chatroom_bots.load.report import write_html
 from chatroom_bots.load.result import LoadResult
 from chatroom_bots.load.stats import MAX_US, make_names, pack, record_counts, unpack
-from chatroom_bots.load.worker import Recorder
 from tests.helpers import ServerProcess, quiet_server
 
 

@@ -121,7 +121,7 @@ _CONNECTING, _LOGGING_IN, _READY, _CLOSED = range(4)
 
 
 class Sink(Protocol):
-    """Where the pool reports (chatroom_bots.load.worker.Recorder)."""
+    """Where the pool reports (chatroom_bots.load.recorder.Recorder)."""
 
     def sent(self, pm: bool, lag: float, due: float) -> None: ...
     def deliveries(self, batch: list[tuple[int, str, int]]) -> None:

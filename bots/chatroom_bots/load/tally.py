@@ -109,7 +109,7 @@ def server_totals(
 
 def histogram(parts: Iterable[dict[str, Any]]) -> HdrHistogram:
     """One histogram from the workers' ``{µs: deliveries}`` counts (workers count; this
-    process, which only waits, builds histograms: see worker.Recorder)."""
+    process, which only waits, builds histograms: see recorder.Recorder)."""
     h = new_histogram()
     for p in parts:
         record_counts(h, p["latency"])
