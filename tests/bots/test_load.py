@@ -24,7 +24,7 @@ from chatroom_bots.load.__main__ import build_parser
 from chatroom_bots.load.__main__ import main as chat_load
 from chatroom_bots.load.churn import rejoin_cpu
 from chatroom_bots.load.pool import BotPool
-from chatroom_bots.load.recorder import Recorder
+from chatroom_bots.load.recorder import Delivery, Recorder
 from chatroom_bots.load.report import write_html
 from chatroom_bots.load.result import LoadResult
 from chatroom_bots.load.stats import MAX_US, make_names, pack, record_counts, unpack
@@ -243,11 +243,11 @@ class _Sink:
         self.logins = 0
         self.errors = 0
 
-    def sent(self, pm: bool, lag: float, due: float) -> None:
+    def sent(self, room: int | None, lag: float, due: float) -> None:
         pass
 
-    def deliveries(self, batch: list[tuple[int, str, int]]) -> None:
-        for receiver, m, _ in batch:
+    def deliveries(self, batch: list[Delivery]) -> None:
+        for receiver, m, _, _ in batch:
             self.got.put((receiver, m))
 
     def error(self, _: object = None) -> None:
@@ -342,7 +342,7 @@ def test_recorder_counts_a_read_at_once() -> None:
     rec = Recorder()
     arrived = 1_000_000
     batch = [pack(3, seq, arrived - 1000 * (seq + 1), 40) for seq in (0, 1, 2, 2, 1)]
-    rec.deliveries([(7, m, arrived) for m in [*batch, "not a load message"]])
+    rec.deliveries([(7, m, arrived, None) for m in [*batch, "not a load message"]])
     second = rec.tick()
     assert second["delivered"] == 5 and second["latency"] == {1000: 1, 2000: 2, 3000: 2}
     rec.delivery(8, pack(3, 0, int(time.monotonic() * 1e6) - 500, 40))

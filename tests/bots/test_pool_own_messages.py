@@ -12,6 +12,7 @@ from chatroom import Disconnect
 from chatroom.protocol import DmCommand, PingCommand, PmCommand, encode
 from chatroom.testing import TestServer
 from chatroom_bots.load.pool import BotPool
+from chatroom_bots.load.recorder import Delivery
 
 T = 10.0
 
@@ -24,11 +25,11 @@ class Sink:
         self.errors: queue.Queue[object] = queue.Queue()
         self.resumes: queue.Queue[int] = queue.Queue()
 
-    def sent(self, pm: bool, lag: float, due: float) -> None:
+    def sent(self, room: int | None, lag: float, due: float) -> None:
         pass
 
-    def deliveries(self, batch: list[tuple[int, str, int]]) -> None:
-        for receiver, message, _ in batch:
+    def deliveries(self, batch: list[Delivery]) -> None:
+        for receiver, message, _, _ in batch:
             self.got.put((receiver, message))
 
     def error(self, what: object = None) -> None:

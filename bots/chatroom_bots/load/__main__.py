@@ -33,6 +33,7 @@ def _mix(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     from chatroom_bots.load.result import LoadConfig
+    from chatroom_bots.load.rooms import DISTRIBUTIONS
     from chatroom_bots.load.worker import SCHED_POLICIES
 
     common = argparse.ArgumentParser(add_help=False)
@@ -113,6 +114,30 @@ def build_parser() -> argparse.ArgumentParser:
         "delivery, live or replayed, is counted against what each bot should receive",
     )
     run.add_argument(
+        "--rooms",
+        type=int,
+        default=0,
+        metavar="R",
+        help="spread the bots over R rooms (protocol v2; the server needs its message "
+        "log); every public message goes to one of its sender's rooms, and is checked per "
+        "room: expected by the room's other members, and by nobody else (default 0: "
+        "everyone in lobby)",
+    )
+    run.add_argument(
+        "--room-sizes",
+        choices=DISTRIBUTIONS,
+        default=LoadConfig.room_sizes,
+        help="how the rooms' sizes are drawn: uniform (all alike), or zipf (room k holds "
+        "a share proportional to 1/k: one large room and many small ones)",
+    )
+    run.add_argument(
+        "--rooms-per-bot",
+        type=int,
+        default=LoadConfig.rooms_per_bot,
+        metavar="K",
+        help="rooms each bot is in (default %(default)s)",
+    )
+    run.add_argument(
         "--drain",
         type=float,
         default=2.0,
@@ -141,6 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # promises non-zero for a failed load run.
     require_or_exit("load", "chat-load")
     from chatroom_bots.load.report import write_html
+    from chatroom_bots.load.rooms import room_sizes
     from chatroom_bots.load.runner import LoadConfig, print_progress, run_load
 
     a = build_parser().parse_args(argv)
@@ -167,6 +193,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg.senders, cfg.rate, cfg.duration = a.senders, a.rate, a.duration
         cfg.pm_fraction, cfg.size, cfg.drain = a.mix, a.size, a.drain
         cfg.churn = a.churn
+        cfg.rooms, cfg.room_sizes, cfg.rooms_per_bot = a.rooms, a.room_sizes, a.rooms_per_bot
+        if cfg.rooms:
+            try:
+                room_sizes(cfg.clients, cfg.rooms, cfg.room_sizes, cfg.rooms_per_bot)
+            except ValueError as exc:
+                print(f"chat-load: {exc}", file=sys.stderr)
+                return 2
     elif a.mode == "hold":
         cfg.duration, cfg.probe_rate = a.duration, a.probe_rate
     try:

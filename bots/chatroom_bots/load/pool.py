@@ -52,7 +52,10 @@ from chatroom import Broadcast, DirectMessage, Disconnect, Reconnected, ServerNo
 from chatroom.errors import ChatTimeout, FrameTooLarge
 from chatroom.hosts import parse_hosts
 from chatroom.protocol import EVENT_NAMES, Ack, LoginOk, split_block
+from chatroom.rooms import JoinCommand, PartCommand
 from chatroom.session import BadFrame, ClientSession, Ended, Refused, Reply, SessionEvent
+from chatroom_bots.load.recorder import Delivery
+from chatroom_bots.load.rooms import reconcile
 from chatroom_bots.load.wslink import WsClosed, WsLink
 
 log = logging.getLogger(__name__)
@@ -65,6 +68,7 @@ class _Peek(msgspec.Struct):
     message: str | None = None
     seq: int | None = None
     replay: bool = False
+    room: str | None = None  # a broadcast's room on a v2 connection (chat-load --rooms)
 
 
 _peek_decoder = msgspec.json.Decoder(list[_Peek | None])
@@ -113,20 +117,22 @@ class Schedule(Protocol):
     def next_due(self) -> float | None:
         """``time.monotonic()`` of the next send; None when the step is over."""
 
-    def pop(self) -> tuple[int, bytes, bool]:
-        """The next send (bot, frame, is a PM), advancing the schedule."""
+    def pop(self) -> tuple[int, bytes, int | None]:
+        """The next send (bot, frame, its room: None for a DM), advancing the schedule."""
 
 
-_CONNECTING, _LOGGING_IN, _READY, _CLOSED = range(4)
+# _JOINING: logged in, putting itself in its rooms of the plan (--rooms); ready after.
+_CONNECTING, _LOGGING_IN, _JOINING, _READY, _CLOSED = range(5)
+_STARTING = (_CONNECTING, _LOGGING_IN, _JOINING)
 
 
 class Sink(Protocol):
     """Where the pool reports (chatroom_bots.load.recorder.Recorder)."""
 
-    def sent(self, pm: bool, lag: float, due: float) -> None: ...
-    def deliveries(self, batch: list[tuple[int, str, int]]) -> None:
-        """Messages received: (bot, message, ``time.monotonic()`` µs at arrival) each, in
-        the order they arrived for each bot."""
+    def sent(self, room: int | None, lag: float, due: float) -> None: ...
+    def deliveries(self, batch: list[Delivery]) -> None:
+        """Messages received: (bot, message, ``time.monotonic()`` µs at arrival, the
+        frame's room) each, in the order they arrived for each bot."""
 
     def error(self, _: object = None) -> None: ...
     def disconnected(self, event: Disconnect) -> None: ...
@@ -140,6 +146,7 @@ class _Bot:
         "idx",
         "link",
         "out",
+        "pending",
         "resuming",
         "session",
         "sock",
@@ -165,6 +172,7 @@ class _Bot:
         self.started = time.monotonic()
         self.out = b""  # bytes the kernel did not take yet (rare: we send little)
         self.writing = True  # registered for EVENT_WRITE (to connect, or to flush out)
+        self.pending: dict[int, str] = {}  # _JOINING: request id -> "join ROOM" / "part ROOM"
 
 
 class BotPool:
@@ -187,6 +195,7 @@ class BotPool:
         seed: int = 1,
         transport: str = "tcp",
         web_port: int | None = None,
+        rooms: dict[int, tuple[str, ...]] | None = None,
     ) -> None:
         # Several addresses (a cluster's nodes, "a:5050,b:5051"): bot i uses node i mod n.
         self._addrs = [
@@ -201,6 +210,8 @@ class BotPool:
             else None
         )
         self._names = names
+        # --rooms: bot -> the rooms it must be in (protocol v2); None: lobby only (v1).
+        self._rooms = rooms
         self._password = password
         self._sink = sink
         self._concurrency = max(1, concurrency)
@@ -223,7 +234,7 @@ class BotPool:
         self._schedule: Schedule | None = None  # the one being played (loop thread)
         self._bots: dict[int, _Bot] = {}
         # Deliveries read in this round of the loop, for the sink in one call (_flush).
-        self._got: list[tuple[int, str, int]] = []
+        self._got: list[Delivery] = []
         # Churn: bots cut per second while a schedule plays, never those in ``keep``.
         self._churn = churn
         self._keep = keep
@@ -362,11 +373,11 @@ class BotPool:
             burst += 1
             if burst > 256:  # far behind: let the reads in between (the lag is recorded)
                 return 0.0
-            idx, frame, pm = sched.pop()
+            idx, frame, room = sched.pop()
             bot = self._bots.get(idx)
             if bot is not None and bot.state == _READY:  # else it failed to log in
                 self._send(bot, frame, now)
-                self._sink.sent(pm, now - due, due)
+                self._sink.sent(room, now - due, due)
             due = sched.next_due()
             now = time.monotonic()
         if due is None:
@@ -438,6 +449,7 @@ class BotPool:
                 timeout=self._timeout,
                 max_frame=self._max_frame,
                 track_users=False,
+                rooms=self._rooms is not None,
             )
         link = WsLink(self._ws_host, int(addr[1])) if ws else None
         bot = _Bot(idx, sock, session, resuming, link)
@@ -532,6 +544,13 @@ class BotPool:
             return
         if not block:
             return
+        if bot.state == _JOINING:
+            # Every frame through the session: the fast path below would take the
+            # replies to the bot's parts (acks) for itself.
+            for frame in split_block(block):
+                if not self._event(bot, frame):
+                    return
+            return
         # The fast path, for the frames that are nearly all of a run's work: the read's
         # whole lines become one JSON array (newlines to commas) that one msgspec call
         # decodes into _Peek (only ``type``, ``message``, ``seq``, ``replay``; the rest
@@ -569,7 +588,7 @@ class BotPool:
                         if session.message_seq(peek.seq) == "own":
                             continue
                         replayed += peek.replay
-                    got.append((bot.idx, peek.message, arrived))
+                    got.append((bot.idx, peek.message, arrived, peek.room))
                     continue
                 if peek.type == _ACK:
                     if peek.seq is not None:
@@ -598,13 +617,15 @@ class BotPool:
         bot.session.handle_frame(frame, events)
         for event in events:
             if isinstance(event, Broadcast | DirectMessage):
-                self._sink.deliveries([(bot.idx, event.message, int(time.monotonic() * 1e6))])
+                room = event.room if isinstance(event, Broadcast) else None
+                arrived = int(time.monotonic() * 1e6)
+                self._sink.deliveries([(bot.idx, event.message, arrived, room)])
             elif isinstance(event, Reply):
                 if isinstance(event.event, LoginOk):
-                    bot.state = _READY
-                    self._in_login -= 1
-                    self.logged_in += 1
-                    self._sink.login_time(int((time.monotonic() - bot.started) * 1e6))
+                    if not self._join_rooms(bot):
+                        return False
+                elif bot.pending.pop(event.rid, None) is not None and not bot.pending:
+                    self._ready(bot)
             elif isinstance(event, Reconnected):  # a cut bot caught up (after replay_done)
                 bot.state = _READY
                 bot.resuming = False
@@ -614,6 +635,9 @@ class BotPool:
             elif isinstance(event, Refused):
                 if bot.state == _LOGGING_IN:
                     self._fail(bot, str(event.error))
+                    return False
+                if event.rid in bot.pending:
+                    self._fail(bot, f"{bot.pending[event.rid]}: {event.error}")
                     return False
                 self._sink.error()
             elif isinstance(event, Ended):
@@ -626,9 +650,41 @@ class BotPool:
                 self._sink.error()
         return True
 
+    def _join_rooms(self, bot: _Bot) -> bool:
+        """After login_ok: with --rooms, part what the plan does not give the bot and
+        join what it does (ready once every reply is in); else ready now. False if the
+        server offers no rooms."""
+        if self._rooms is None:
+            self._ready(bot)
+            return True
+        session = bot.session
+        if not session.rooms_on:
+            self._fail(bot, "the server offers no rooms (it runs with --history off?)")
+            return False
+        bot.state = _JOINING
+        leave, join = reconcile((r.name for r in session.rooms), self._rooms[bot.idx])
+        requests = [PartCommand(room=r) for r in leave] + [JoinCommand(room=r) for r in join]
+        data = b""
+        for cmd in requests:
+            rid, frame = session.request(cmd)
+            bot.pending[rid] = f"{type(cmd).__struct_config__.tag} {cmd.room}"
+            data += frame
+        if data:
+            self._send(bot, data, time.monotonic())
+        else:
+            self._ready(bot)
+        return True
+
+    def _ready(self, bot: _Bot) -> None:
+        """A new bot logged in (and in its rooms): counted, and its login timed."""
+        bot.state = _READY
+        self._in_login -= 1
+        self.logged_in += 1
+        self._sink.login_time(int((time.monotonic() - bot.started) * 1e6))
+
     def _check_timers(self, now: float) -> None:
         for bot in list(self._bots.values()):
-            if bot.state in (_CONNECTING, _LOGGING_IN):
+            if bot.state in _STARTING:
                 if now - bot.started > self._timeout:
                     self._fail(bot, f"no login_ok within {self._timeout:g} s")
             elif bot.state == _READY:
@@ -655,7 +711,7 @@ class BotPool:
 
     def _lost(self, bot: _Bot, why: str) -> None:
         """A connection that ended; during login it is a failed login."""
-        if bot.state in (_CONNECTING, _LOGGING_IN):
+        if bot.state in _STARTING:
             self._fail(bot, why)
             return
         self._drop(bot)

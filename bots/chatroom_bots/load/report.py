@@ -49,6 +49,9 @@ def render_html(result: LoadResult) -> str:
         "mix": f"{c.pm_fraction:.0%} public, {1 - c.pm_fraction:.0%} DM",
         "size": f"{c.size} B",
         "churn": f"{c.churn:g} cuts/s" if c.churn else "off",
+        "rooms": (
+            f"{c.rooms}, {c.room_sizes} sizes, {c.rooms_per_bot} per bot" if c.rooms else "lobby"
+        ),
         "processes": c.processes,
         # How the generator shared the cores (chatroom_bots.load.worker.set_sched).
         "scheduling": sched_label(c.sched),
@@ -63,9 +66,40 @@ def render_html(result: LoadResult) -> str:
     body = f"""<table>{rows}</table>
 <h2>Result</h2>
 <pre>{html.escape(result.table())}</pre>
-{f"<ul>{warnings}</ul>" if warnings else ""}"""
+{f"<ul>{warnings}</ul>" if warnings else ""}{_room_table(result)}"""
     heading = f'chat-load {html.escape(c.mode)}: <span class="{verdict.lower()}">{verdict}</span>'
     return page(f"chat-load {c.mode}: {verdict}", heading, body, figures)
+
+
+# The per room size table (chat-load --rooms): its columns, and the keys of each row.
+_ROOM_COLUMNS = (
+    ("room size", "size"),
+    ("rooms", "rooms"),
+    ("members", "members"),
+    ("sent", "sent"),
+    ("expected", "expected"),
+    ("delivered", "delivered"),
+    ("lost", "lost"),
+    ("duplicates", "duplicates"),
+)
+
+
+def _room_table(result: LoadResult) -> str:
+    """--rooms: the counts and latencies per room size class, smallest rooms first."""
+    if not result.room_sizes:
+        return ""
+    head = "".join(f"<th>{name}</th>" for name, _ in _ROOM_COLUMNS)
+    head += "<th>p50 (ms)</th><th>p99 (ms)</th><th>max (ms)</th>"
+    rows = []
+    for row in result.room_sizes:
+        ms = row["latency_ms"]
+        cells = "".join(f"<td>{html.escape(str(row[key]))}</td>" for _, key in _ROOM_COLUMNS)
+        cells += "".join(f"<td>{ms[p]:.2f}</td>" for p in ("p50", "p99", "max"))
+        rows.append(f"<tr>{cells}</tr>")
+    return f"""
+<h2>Per room size</h2>
+<p>{result.config.rooms} rooms; {result.foreign} deliveries to a bot outside the message's room.</p>
+<table class="rooms"><tr>{head}</tr>{"".join(rows)}</table>"""
 
 
 def page(title: str, heading: str, body: str, figures: list[str]) -> str:
@@ -162,6 +196,19 @@ def _figures(result: LoadResult) -> list[str]:
         )
     if result.latency_curve:
         out.append(_percentile_curve(result.latency_curve))
+    if result.room_sizes:
+        sizes = [row["size"] for row in result.room_sizes]
+        out.append(
+            line_chart(
+                "Latency by room size (the whole run)",
+                "room size (members)",
+                "latency (ms)",
+                [
+                    (sizes, [row["latency_ms"][p] for row in result.room_sizes], p)
+                    for p in ("p50", "p99", "max")
+                ],
+            )
+        )
     return out
 
 

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from chatroom.protocol import DEFAULT_PORT
+from chatroom_bots.load.rooms import Distribution
 from chatroom_bots.load.worker import SchedPolicy, sched_label
 
 Mode = Literal["run", "logins", "hold", "churn"]
@@ -51,6 +52,12 @@ class LoadConfig:
     # web_port), or "mixed" (every other bot over WebSocket). Probes stay on port.
     transport: Transport = "tcp"
     web_port: int | None = None
+    # --rooms R: the bots spread over R rooms (docs/PROTOCOL.md §Rooms) whose sizes
+    # follow room_sizes, each bot in rooms_per_bot of them, every public message to one
+    # of its sender's rooms (chatroom_bots.load.rooms); 0: everyone in lobby, protocol v1.
+    rooms: int = 0
+    room_sizes: Distribution = "uniform"
+    rooms_per_bot: int = 1
 
 
 @dataclass
@@ -107,6 +114,13 @@ class LoadResult:
     generator_cpu_seconds: float = 0.0
     timeline: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # --rooms: deliveries the plan does not allow (to a bot that is not in the message's
+    # room, or under another room's name), never counted as delivered: a failure.
+    foreign: int = 0
+    # --rooms: a row per room (name, members, sent, expected, delivered, duplicates,
+    # lost) and per room size class ("size": "5-8", the rows added up, and latency_ms).
+    rooms: list[dict[str, Any]] = field(default_factory=list)
+    room_sizes: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def sent(self) -> int:
@@ -123,7 +137,7 @@ class LoadResult:
             return False
         if self.config.mode == "churn":
             return self.time_to_empty is not None and self.time_to_full is not None
-        bad = self.lost + self.errors
+        bad = self.lost + self.errors + self.foreign
         return bad <= self.config.max_loss * max(1, self.expected)
 
     def to_dict(self) -> dict[str, Any]:
@@ -172,6 +186,8 @@ class LoadResult:
                 ),
                 "  latency (ms)  " + "  ".join(f"{k} {v:.2f}" for k, v in self.latency_ms.items()),
             ]
+        if c.rooms:
+            lines += self._room_lines()
         if self.server_cpu_seconds is not None and self.server_rss_mib is not None:
             per = self.server_cpu_seconds / max(1, self.delivered) * 1e6
             idle = self.server_idle_rss_mib or 0.0
@@ -212,6 +228,23 @@ class LoadResult:
         lines += [f"  warning: {w}" for w in self.warnings]
         lines.append("  result        " + ("OK" if self.ok else "FAILED"))
         return "\n".join(lines)
+
+    def _room_lines(self) -> list[str]:
+        c = self.config
+        lines = [
+            f"  rooms         {c.rooms} ({c.room_sizes} sizes, {c.rooms_per_bot} per bot); "
+            f"foreign deliveries {self.foreign}"
+        ]
+        for row in self.room_sizes:
+            ms = row["latency_ms"]
+            rooms = f"{row['rooms']} room" + ("s" if row["rooms"] != 1 else "")
+            lines.append(
+                f"    size {row['size']:<7} {rooms:>10}, {row['members']:>6} members: "
+                f"sent {row['sent']}, delivered {row['delivered']} of "
+                f"{row['expected']}, lost {row['lost']}, duplicates {row['duplicates']}; "
+                f"p50 {ms['p50']:.2f} ms, p99 {ms['p99']:.2f} ms"
+            )
+        return lines
 
     def write_json(self, path: str) -> None:
         with open(path, "w", encoding="utf-8") as f:

@@ -21,6 +21,7 @@ __all__ = [
     "percentiles",
     "record_counts",
     "unpack",
+    "unpack_room",
 ]
 
 MAX_US = 3_600_000_000  # an hour: anything slower is clamped
@@ -72,12 +73,14 @@ def percentiles(h: HdrHistogram) -> dict[str, float]:
     return out
 
 
-# The message payload: "L<sender>:<seq>:<intended µs>:" padded with "x" to --size bytes.
-PAYLOAD = re.compile(r"L(\d+):(\d+):(\d+):")
+# The message payload: "L<sender>:<seq>:<intended µs>:" padded with "x" to --size bytes;
+# a message to one of chat-load's rooms (--rooms) adds "r<room>:", the room it was sent to,
+# so that a receiver can tell a delivery to the wrong room from a right one.
+PAYLOAD = re.compile(r"L(\d+):(\d+):(\d+):(?:r(\d+):)?")
 
 
-def pack(sender: int, seq: int, intended_us: int, size: int) -> str:
-    head = f"L{sender}:{seq}:{intended_us}:"
+def pack(sender: int, seq: int, intended_us: int, size: int, room: int | None = None) -> str:
+    head = f"L{sender}:{seq}:{intended_us}:" + ("" if room is None else f"r{room}:")
     return head + "x" * max(0, size - len(head))
 
 
@@ -85,6 +88,14 @@ def unpack(message: str) -> tuple[int, int, int] | None:
     """(sender, seq, intended µs) of a load message, None for anything else."""
     m = PAYLOAD.match(message)
     return (int(m[1]), int(m[2]), int(m[3])) if m else None
+
+
+def unpack_room(message: str) -> tuple[int, int, int, int | None] | None:
+    """(sender, seq, intended µs, room or None) of a load message, None for anything else."""
+    m = PAYLOAD.match(message)
+    if m is None:
+        return None
+    return int(m[1]), int(m[2]), int(m[3]), None if m[4] is None else int(m[4])
 
 
 _INVALID = re.compile(r"[^A-Za-z0-9_-]")

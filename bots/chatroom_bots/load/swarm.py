@@ -14,6 +14,7 @@ from typing import Any, cast
 from chatroom.hosts import parse_hosts
 from chatroom_bots.load import procstat, tally
 from chatroom_bots.load.result import LoadConfig, LoadResult
+from chatroom_bots.load.rooms import RoomPlan, plan_rooms
 from chatroom_bots.load.stats import make_names, merge_histograms, percentiles
 from chatroom_bots.load.worker import WorkerSpec, worker_main
 
@@ -32,16 +33,20 @@ def check_reachable(cfg: LoadConfig, timeout: float = 5.0) -> None:
             raise RuntimeError(f"{why}: {host}:{port}") from None
 
 
-def _plan(cfg: LoadConfig) -> list[WorkerSpec]:
+def _plan(cfg: LoadConfig, rooms: RoomPlan | None) -> list[WorkerSpec]:
     names = make_names(cfg.clients, cfg.seed)
     procs = max(1, min(cfg.processes, cfg.clients))
     senders = min(cfg.senders, cfg.clients) if cfg.mode not in ("logins", "churn") else 0
     rate = cfg.rate
     if cfg.mode == "hold":
         senders, rate = min(1, cfg.clients), cfg.probe_rate
+    # Without rooms the senders are bots 0..S-1, spread evenly over the workers by the
+    # round-robin below; with rooms, one member of each room first (RoomPlan.senders).
+    order = rooms.senders(senders, cfg.clients) if rooms is not None else range(senders)
+    rank = {bot: k for k, bot in enumerate(order)}
     specs = []
     for w in range(procs):
-        mine = list(range(w, cfg.clients, procs))  # round-robin: senders spread evenly
+        mine = list(range(w, cfg.clients, procs))
         specs.append(
             WorkerSpec(
                 index=w,
@@ -49,7 +54,7 @@ def _plan(cfg: LoadConfig) -> list[WorkerSpec]:
                 port=cfg.port,
                 names=names,
                 mine=mine,
-                senders={i: i for i in mine if i < senders},
+                senders={i: rank[i] for i in mine if i in rank},
                 total_senders=senders,
                 rate=rate,
                 pm_fraction=cfg.pm_fraction,
@@ -64,6 +69,7 @@ def _plan(cfg: LoadConfig) -> list[WorkerSpec]:
                 sched=cfg.sched,
                 transport=cfg.transport,
                 web_port=cfg.web_port,
+                rooms=rooms,
             )
         )
     return specs
@@ -77,6 +83,12 @@ class Swarm:
 
     def __init__(self, cfg: LoadConfig) -> None:
         self.cfg = cfg
+        # --rooms: who is in which room (ValueError for settings no plan can meet).
+        self.rooms = (
+            plan_rooms(cfg.clients, cfg.rooms, cfg.room_sizes, cfg.rooms_per_bot, cfg.seed)
+            if cfg.rooms
+            else None
+        )
         self.pipes: list[Connection] = []
         self.procs: list[mp.process.BaseProcess] = []
         self.login = LoadResult(cfg)
@@ -86,7 +98,7 @@ class Swarm:
         check_reachable(cfg)
         ctx = mp.get_context("spawn")
         try:
-            for spec in _plan(cfg):
+            for spec in _plan(cfg, self.rooms):
                 parent, child = ctx.Pipe()
                 p = ctx.Process(
                     target=worker_main, args=(spec, child), name=f"chat-load-{spec.index}"
@@ -169,8 +181,10 @@ class Swarm:
         )
         last = procstat.sample(cfg.server_pid)
         result.send_seconds = duration
-        tally.merge(result, finals, [p for parts in ticks.values() for p in parts])
-        result.timeline = tally.timeline(ticks, self.login.logged_in, server, finals)
+        tally.merge(result, finals, [p for parts in ticks.values() for p in parts], self.rooms)
+        result.timeline = tally.timeline(
+            ticks, self.login.logged_in, server, finals, rooms=self.rooms is not None
+        )
         tally.server_totals(result, [s for k, s in sorted(server.items()) if k >= 0], last)
         tally.warn(result)
         return result

@@ -12,6 +12,7 @@ from hdrh.histogram import HdrHistogram
 
 from chatroom_bots.load import procstat
 from chatroom_bots.load.result import CURVE_PERCENTILES, LoadResult
+from chatroom_bots.load.rooms import RoomPlan, size_label
 from chatroom_bots.load.stats import merge_histograms, new_histogram, percentiles, record_counts
 
 
@@ -49,6 +50,7 @@ def timeline(
     logged_in: int,
     server: dict[int, procstat.ProcSample],
     finals: list[dict[str, Any]],
+    rooms: bool = False,
 ) -> list[dict[str, Any]]:
     """One row a second from the first send: the workers' ticks, what was expected and
     is still outstanding (a public message is expected by every other bot, a DM by one),
@@ -59,14 +61,18 @@ def timeline(
     both sides, so a message still in flight when a second ends is not loss, and the
     rows' ``lost`` add up to the run's. ``outstanding`` counts by the second each tick
     arrived, and the workers tick at different moments: mid-run it is mostly in flight.
+    With ``rooms`` (--rooms) a public message is expected by its room's other members,
+    which the workers count as they send (``expected_rooms``, ``expected_by_second``).
     """
     pm: Counter[int] = Counter()
     dm: Counter[int] = Counter()
     arrived: Counter[int] = Counter()
+    in_rooms: Counter[int] = Counter()  # --rooms: deliveries expected, by second sent
     for f in finals:
         pm.update(f["sent_by_second"]["pm"])
         dm.update(f["sent_by_second"]["dm"])
         arrived.update(f["seen_by_second"])
+        in_rooms.update(f.get("expected_by_second", {}))
     rows = []
     expected = seen = 0
     for s in sorted(k for k in ticks.keys() | pm.keys() | dm.keys() if k >= 0):
@@ -79,11 +85,16 @@ def timeline(
         if not parts:
             row["cpu"] = None  # no worker reported in this second
         tick_pm = sum(p.get("sent_pm", 0) for p in parts)
-        row["expected"] = tick_pm * max(0, logged_in - 1) + (row["sent"] - tick_pm)
+        if rooms:
+            public = sum(p.get("expected_rooms", 0) for p in parts)
+            due = in_rooms[s] + dm[s]
+        else:
+            public = tick_pm * max(0, logged_in - 1)
+            due = pm[s] * max(0, logged_in - 1) + dm[s]
+        row["expected"] = public + (row["sent"] - tick_pm)
         expected += row["expected"]
         seen += row["delivered"] - row["duplicates"]
         row["outstanding"] = max(0, expected - seen)
-        due = pm[s] * max(0, logged_in - 1) + dm[s]
         row["lost"] = max(0, due - arrived[s]) if s in pm or s in dm else None
         a, b = server.get(s), server.get(s + 1)
         if a is not None and b is not None and b.at > a.at:
@@ -116,7 +127,12 @@ def histogram(parts: Iterable[dict[str, Any]]) -> HdrHistogram:
     return h
 
 
-def merge(result: LoadResult, finals: list[dict[str, Any]], ticks: list[dict[str, Any]]) -> None:
+def merge(
+    result: LoadResult,
+    finals: list[dict[str, Any]],
+    ticks: list[dict[str, Any]],
+    rooms: RoomPlan | None = None,
+) -> None:
     for key in (
         "sent_pm",
         "sent_dm",
@@ -144,6 +160,52 @@ def merge(result: LoadResult, finals: list[dict[str, Any]], ticks: list[dict[str
         ]
     # A public message is expected by every other bot, a DM by its one target.
     result.expected = result.sent_pm * (result.logged_in - 1) + result.sent_dm
+    if rooms is not None:
+        merge_rooms(result, finals, ticks, rooms)
+
+
+def merge_rooms(
+    result: LoadResult, finals: list[dict[str, Any]], ticks: list[dict[str, Any]], plan: RoomPlan
+) -> None:
+    """--rooms: a message to a room is expected by its other members; the counts per room
+    and per room size class, and the deliveries the plan does not allow (``foreign``)."""
+    sent: Counter[int] = Counter()
+    delivered: Counter[int] = Counter()
+    duplicates: Counter[int] = Counter()
+    for f in finals:
+        sent.update(f["sent_by_room"])
+        delivered.update(f["delivered_by_room"])
+        duplicates.update(f["duplicates_by_room"])
+    result.foreign = sum(f["foreign"] for f in finals)
+    result.rooms = []
+    for r, (name, members) in enumerate(zip(plan.names, plan.members, strict=True)):
+        expected = sent[r] * (len(members) - 1)
+        result.rooms.append(
+            {
+                "name": name,
+                "members": len(members),
+                "sent": sent[r],
+                "expected": expected,
+                "delivered": delivered[r],
+                "duplicates": duplicates[r],
+                "lost": max(0, expected - (delivered[r] - duplicates[r])),
+            }
+        )
+    result.expected = sum(row["expected"] for row in result.rooms) + result.sent_dm
+    # Per size class, smallest first, with the latencies of the deliveries in its rooms.
+    classes: dict[str, dict[str, Any]] = {}
+    for row in sorted(result.rooms, key=lambda row: row["members"]):
+        label = size_label(row["members"])
+        into = classes.setdefault(label, {"size": label, "rooms": 0})
+        into["rooms"] += 1
+        for key in ("members", "sent", "expected", "delivered", "duplicates", "lost"):
+            into[key] = into.get(key, 0) + row[key]
+    for label, into in classes.items():
+        h = new_histogram()
+        for part in (*ticks, *finals):
+            record_counts(h, part.get("latency_by_size", {}).get(label, {}))
+        into["latency_ms"] = percentiles(h)
+    result.room_sizes = list(classes.values())
 
 
 def warn(result: LoadResult) -> None:

@@ -30,6 +30,7 @@ from chatroom.hosts import parse_hosts
 from chatroom.protocol import DmCommand, PmCommand, encode
 from chatroom_bots.load.pool import BotPool
 from chatroom_bots.load.recorder import Recorder
+from chatroom_bots.load.rooms import RoomPlan, reconcile
 from chatroom_bots.load.stats import pack
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,9 @@ class WorkerSpec:
     sched: SchedPolicy = "batch"  # the worker's scheduling policy (see ``set_sched``)
     transport: str = "tcp"  # "ws": bots over WebSocket to web_port; "mixed": every other
     web_port: int | None = None
+    # --rooms: who is in which room (every worker has the whole plan, for its checks);
+    # None: everyone in lobby only, as a protocol-v1 client.
+    rooms: RoomPlan | None = None
 
 
 def _relay_frame(sender: str, text: str) -> bytes:
@@ -120,6 +124,9 @@ class SendSchedule:
         self._heap = [
             (t0 + rank / rate, idx, next_seq.get(idx, 0)) for idx, rank in spec.senders.items()
         ]
+        # --rooms: a sender's messages go to its rooms in turn (by its sequence number).
+        plan = spec.rooms
+        self._rooms_of = plan.rooms_of(len(spec.names)) if plan is not None else None
         heapq.heapify(self._heap)
         self.finished = threading.Event()
 
@@ -128,20 +135,29 @@ class SendSchedule:
             return None
         return self._heap[0][0]
 
-    def pop(self) -> tuple[int, bytes, bool]:
+    def pop(self) -> tuple[int, bytes, int | None]:
+        """The next send: (sender, frame, the room it goes to: 0 without --rooms, for
+        lobby; None for a DM)."""
         s = self._spec
         due, idx, seq = self._heap[0]
         heapq.heapreplace(self._heap, (due + self._interval, idx, seq + 1))
         self._next_seq[idx] = seq + 1
-        text = pack(idx, seq, int(due * 1e6), s.size)
+        intended = int(due * 1e6)
         if self._rng.random() < s.pm_fraction:
+            if self._rooms_of is not None and s.rooms is not None:
+                mine = self._rooms_of[idx]
+                room = mine[seq % len(mine)]
+                text = pack(idx, seq, intended, s.size, room)
+                return idx, encode(PmCommand(message=text, room=s.rooms.names[room])), room
+            text = pack(idx, seq, intended, s.size)
             if s.relay_frames:
-                return idx, _relay_frame(s.names[idx], text), True
-            return idx, encode(PmCommand(message=text)), True
+                return idx, _relay_frame(s.names[idx], text), 0
+            return idx, encode(PmCommand(message=text)), 0
+        text = pack(idx, seq, intended, s.size)
         target = self._rng.randrange(len(s.names) - 1)
         if target >= idx:
             target += 1  # anyone but the sender
-        return idx, encode(DmCommand(to=s.names[target], message=text)), False
+        return idx, encode(DmCommand(to=s.names[target], message=text)), None
 
 
 def worker_main(spec: WorkerSpec, pipe: Connection) -> None:
@@ -155,7 +171,7 @@ class Worker:
         self.spec = spec
         self.pipe = pipe
         self._pipe_lock = threading.Lock()  # Connection.send is not thread-safe
-        self.rec = Recorder()
+        self.rec = Recorder(spec.rooms)
         self.clients: dict[int, ChatClient] = {}
         self.pool: BotPool | None = None
         self.go = threading.Event()
@@ -222,6 +238,13 @@ class Worker:
         # Every bot goes to the epoll pool; with TLS every bot is a ChatClient instead.
         pooled = [] if s.tls else list(s.mine)
         as_clients = list(s.mine) if s.tls else []
+        plan = s.rooms
+        rooms_of = plan.rooms_of(len(s.names)) if plan is not None else None
+        wanted = (
+            {i: tuple(plan.names[r] for r in rooms_of[i]) for i in s.mine}
+            if plan is not None and rooms_of is not None
+            else None
+        )
         self.pool = BotPool(
             s.host,
             s.port,
@@ -235,6 +258,7 @@ class Worker:
             seed=s.seed * 1000 + s.index,
             transport=s.transport,
             web_port=s.web_port,
+            rooms=wanted,
         )
         self.pool.start(pooled)
 
@@ -249,10 +273,12 @@ class Worker:
                 keepalive=60.0,
                 tls=s.tls,
                 ca_file=s.ca_file,
+                rooms=wanted is not None,
             )
 
             def deliver(event: Broadcast | DirectMessage, receiver: int = idx) -> None:
-                self.rec.delivery(receiver, event.message)
+                room = event.room if isinstance(event, Broadcast) else None
+                self.rec.delivery(receiver, event.message, room)
 
             c.on_broadcast(deliver)
             c.on_dm(deliver)
@@ -262,6 +288,8 @@ class Worker:
             try:
                 c.connect()
                 c.login(s.names[idx], s.password)
+                if wanted is not None:
+                    self._join_rooms(c, wanted[idx])
             except ChatError as exc:
                 c.close(timeout=2)
                 return f"{s.names[idx]}: {exc}"
@@ -277,6 +305,17 @@ class Worker:
                 else:
                     self.clients[idx] = got
         return failed + self.pool.wait_logged_in(self.stop)
+
+    @staticmethod
+    def _join_rooms(client: ChatClient, rooms: tuple[str, ...]) -> None:
+        """--rooms with TLS: put a ChatClient bot in exactly its rooms of the plan."""
+        if not client.rooms_on:
+            raise ChatError("the server offers no rooms (it runs with --history off?)")
+        leave, join = reconcile((r.name for r in client.rooms), rooms)
+        for room in leave:
+            client.part(room)
+        for room in join:
+            client.join(room)
 
     def _notice(self, event: ServerNotice) -> None:
         self.rec.error()
@@ -327,7 +366,7 @@ class Worker:
             wait = due - time.monotonic()
             if wait > 0 and self.stop.wait(wait):
                 return
-            idx, frame, pm = schedule.pop()
+            idx, frame, room = schedule.pop()
             client = self.clients.get(idx)
             if client is None:
                 continue  # it failed to log in
@@ -336,7 +375,7 @@ class Worker:
             except ChatError:
                 self.rec.error()
                 continue
-            self.rec.sent(pm, time.monotonic() - due, due)
+            self.rec.sent(room, time.monotonic() - due, due)
 
     def ticks(self) -> None:
         while not self.stop.wait(1.0):
