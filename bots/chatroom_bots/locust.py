@@ -25,6 +25,14 @@ account on its first login). What Locust's statistics show, request type ``chat`
   their clock sync). Replayed messages (docs/PROTOCOL.md §Resume) are not counted.
 - ``disconnect``: a connection lost without ``close()``, counted as a failure.
 
+**Rooms** (``--chat-rooms R``, or the class attribute ``rooms``; docs/PROTOCOL.md §Rooms):
+every user joins ``rooms_per_user`` of R rooms (``load-0`` ...) drawn from
+``--chat-room-sizes`` (``uniform``, or ``zipf``: one large room and many small ones, as
+chat-load's ``--rooms``), as one ``join`` request each, and :meth:`ChatUser.say` sends to
+them in turn. A room's message is ``deliver pm, room of N`` (N: the room's size class,
+2, 3-4, 5-8, ...), so Locust's table shows the latency per room size; one in a room the
+user is not in is a failure (``deliver pm, foreign room``).
+
 **gevent.** Importing ``locust`` monkey-patches the standard library with gevent. The
 SDK's receive and hook threads then are greenlets, its sockets gevent sockets, its locks,
 events and queues gevent's: every blocking call in ChatClient (socket reads with a timeout,
@@ -44,18 +52,20 @@ import os
 import random
 import time
 from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 from urllib.parse import urlsplit
 
 from chatroom.extras import require
 
 require("locust", "chatroom_bots.locust")
 
-from locust import User  # noqa: E402  (after the one-line message for a missing extra)
+from locust import User, events  # noqa: E402
 from locust.env import Environment  # noqa: E402
 
 from chatroom import Broadcast, ChatClient, ChatError, DirectMessage, Disconnect, Receipt  # noqa: E402
 from chatroom.protocol import DEFAULT_PORT  # noqa: E402
+from chatroom.rooms import LOBBY, room_key  # noqa: E402
+from chatroom_bots.load.rooms import DISTRIBUTIONS, Distribution, choose_rooms, size_label  # noqa: E402
 
 __all__ = ["ChatUser", "LocustChatClient", "parse_host"]
 
@@ -132,6 +142,10 @@ class LocustChatClient(ChatClient):
             return super().dm(to, message, wait=False)
         return self._timed("dm", super().dm, to, message)
 
+    def join_room(self, room: str) -> None:
+        """Join ``room`` as one ``join`` request."""
+        self._timed("join", self.join, room)
+
     def close(self, timeout: float | None = None) -> None:
         self._leaving = True
         super().close(timeout)
@@ -139,8 +153,21 @@ class LocustChatClient(ChatClient):
     def _delivered(self, event: Broadcast | DirectMessage) -> None:
         if event.replayed:
             return  # not a live delivery: its age says how long we were away
-        name = "deliver pm" if isinstance(event, Broadcast) else "deliver dm"
-        self._to_locust(name, max(0.0, (time.time() - event.ts) * 1000), len(event.message))
+        age = max(0.0, (time.time() - event.ts) * 1000)
+        if isinstance(event, DirectMessage):
+            self._to_locust("deliver dm", age, len(event.message))
+            return
+        if event.room is None or room_key(event.room) == room_key(LOBBY):
+            self._to_locust("deliver pm", age, len(event.message))
+            return
+        key = room_key(event.room)
+        info = next((r for r in self.rooms if room_key(r.name) == key), None)
+        if info is None:  # the server sent a room we are not in
+            why = ConnectionError(f"a message in {event.room}, a room we are not in")
+            self._to_locust("deliver pm, foreign room", age, exc=why)
+            return
+        name = f"deliver pm, room of {size_label(len(info.members))}"
+        self._to_locust(name, age, len(event.message))
 
     def _lost(self, event: Disconnect) -> None:
         if event.reason == "exit" or self._leaving:
@@ -151,23 +178,56 @@ class LocustChatClient(ChatClient):
 _serial = itertools.count()
 
 
+def _room_options(parser: Any) -> None:
+    """Locust's own command line gets the rooms' settings (``locust --help`` lists them)."""
+    parser.add_argument(
+        "--chat-rooms", type=int, default=None, help="rooms the chat users spread over"
+    )
+    parser.add_argument("--chat-room-sizes", choices=DISTRIBUTIONS, default=None)
+    parser.add_argument("--chat-rooms-per-user", type=int, default=None)
+
+
+events.init_command_line_parser.add_listener(_room_options)  # type: ignore[no-untyped-call]
+
+
 class ChatUser(User):
     """A Locust user that is logged in to the room as ``self.username`` while it runs.
 
     Set ``password`` (every user shares it; accounts are registered on first login) and,
     if need be, ``client_options`` (passed to ChatClient: ``timeout``, ``reconnect``...).
+    ``rooms`` (0: lobby only), ``room_sizes`` and ``rooms_per_user`` put the users in rooms
+    (module doc); ``--chat-rooms``, ``--chat-room-sizes`` and ``--chat-rooms-per-user``
+    override them from Locust's command line.
     """
 
     abstract = True
     password: ClassVar[str] = "locust password"
     client_options: ClassVar[dict[str, Any]] = {}
+    rooms: ClassVar[int] = 0
+    room_sizes: ClassVar[Distribution] = "uniform"
+    rooms_per_user: ClassVar[int] = 1
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
-        host, port, tls = parse_host(self.host)
         self.username = self.make_username()
-        self.chat = LocustChatClient(
-            environment, host, port, tls=tls, **{"timeout": 10.0, **self.client_options}
+        opts = environment.parsed_options
+        rooms = _option(opts, "chat_rooms", self.rooms)
+        sizes = _option(opts, "chat_room_sizes", self.room_sizes)
+        per_user = _option(opts, "chat_rooms_per_user", self.rooms_per_user)
+        # The rooms this user lives in, and the next of them say() sends to.
+        self.my_rooms = choose_rooms(rooms, sizes, per_user, random.Random()) if rooms else []
+        self._turn = 0
+        self.chat = self._client()
+
+    def _client(self, **options: Any) -> LocustChatClient:
+        host, port, tls = parse_host(self.host)
+        return LocustChatClient(
+            self.environment,
+            host,
+            port,
+            tls=tls,
+            rooms=bool(self.my_rooms),
+            **{"timeout": 10.0, **self.client_options, **options},
         )
 
     def make_username(self) -> str:
@@ -177,6 +237,16 @@ class ChatUser(User):
 
     def on_start(self) -> None:
         self.chat.login_as(self.username, self.password)
+        for room in self.my_rooms:
+            self.chat.join_room(room)
+
+    def say(self, message: str) -> Receipt:
+        """A public message: to the user's rooms in turn, or to lobby without rooms."""
+        if not self.my_rooms:
+            return self.chat.pm(message)
+        room = self.my_rooms[self._turn % len(self.my_rooms)]
+        self._turn += 1
+        return self.chat.pm(message, room=room)
 
     def on_stop(self) -> None:
         self.chat.close()
@@ -187,16 +257,18 @@ class ChatUser(User):
 
     def rejoin(self) -> None:
         """Leave the room (EX) and come back as the same user: a new connection and a
-        login, with what was missed meanwhile replayed (not counted as deliveries)."""
+        login, with what was missed meanwhile replayed (not counted as deliveries). The
+        user is back in its rooms too: membership is durable (docs/PROTOCOL.md §Rooms)."""
         cursor = self.chat.cursor
         self.chat.close()
-        host, port, tls = parse_host(self.host)
-        self.chat = LocustChatClient(
-            self.environment,
-            host,
-            port,
-            tls=tls,
-            resume_from=cursor,
-            **{"timeout": 10.0, **self.client_options},
-        )
+        self.chat = self._client(resume_from=cursor)
         self.chat.login_as(self.username, self.password)
+
+
+T = TypeVar("T")
+
+
+def _option(options: Any, name: str, default: T) -> T:
+    """A --chat-* option Locust parsed, else the class's setting."""
+    value = getattr(options, name, None)
+    return default if value is None else cast(T, value)

@@ -1,6 +1,8 @@
 """A realistic chat user for Locust: reads, talks, replies by DM, idles, leaves and returns.
 
 locust -f bots/examples/locustfile.py --host chat://127.0.0.1:5050
+locust -f bots/examples/locustfile.py --host chat://127.0.0.1:5050 --chat-rooms 20 \
+    --chat-room-sizes zipf     # the users in 20 rooms: one large, many small
 """
 
 import random
@@ -17,7 +19,7 @@ class Chatter(ChatUser):
 
     @task(6)
     def talk(self) -> None:
-        self.chat.pm(random.choice(LINES))
+        self.say(random.choice(LINES))  # to one of the user's rooms, or lobby
 
     @task(2)
     def reply_by_dm(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from collections import Counter
 from pathlib import Path
@@ -17,7 +18,14 @@ from chatroom_bots.load import LoadConfig, run_load
 from chatroom_bots.load.__main__ import main as chat_load
 from chatroom_bots.load.recorder import Recorder
 from chatroom_bots.load.report import write_html
-from chatroom_bots.load.rooms import Distribution, plan_rooms, reconcile, room_sizes, size_label
+from chatroom_bots.load.rooms import (
+    Distribution,
+    choose_rooms,
+    plan_rooms,
+    reconcile,
+    room_sizes,
+    size_label,
+)
 from chatroom_bots.load.stats import make_names, pack, unpack, unpack_room
 from tests.helpers import quiet_server
 
@@ -192,6 +200,19 @@ def test_zipf_is_one_large_room_and_many_small_ones() -> None:
     sizes = room_sizes(1000, 100, "zipf", 1)
     assert sum(sizes) == 1000 and sizes[0] > 150 and sizes[-1] <= 3
     assert sizes[0] > 5 * sizes[9]  # room 1 about ten times room 10
+
+
+def test_locust_users_draw_their_rooms_from_the_distribution() -> None:
+    """A swarm of unknown size (Locust's) draws each user's rooms: zipf in expectation."""
+    rng = random.Random(3)
+    draws = [choose_rooms(10, "zipf", 2, rng) for _ in range(2000)]
+    assert all(len(set(d)) == 2 and d == sorted(d) for d in draws)
+    counts = Counter(r for d in draws for r in d)
+    assert counts["load-0"] > 2 * counts["load-4"] > 0 and set(counts) == {
+        f"load-{k}" for k in range(10)
+    }
+    with pytest.raises(ValueError):
+        choose_rooms(3, "uniform", 4, rng)
 
 
 def test_reconcile_parts_what_the_plan_leaves_out() -> None:

@@ -102,6 +102,29 @@ def test_distributed_headless_run_counts_logins_and_messages(
 
 
 @pytest.mark.timeout(120)
+def test_users_in_zipf_rooms_report_deliveries_per_room_size(
+    load_server: TestServer, tmp_path: Path
+) -> None:
+    """--chat-rooms: every user joins its rooms, talks in them, and Locust's table has a
+    line per room size; a delivery in a room the user is not in would be a failure."""
+    cmd = [
+        *LOCUST, "--headless", "-u", "12", "-r", "12", "-t", "4s", "--only-summary",
+        "--host", f"chat://127.0.0.1:{load_server.port}", "--csv", "rooms",
+        "--chat-rooms", "3", "--chat-room-sizes", "zipf",
+    ]  # fmt: skip
+    with processes(cmd, cwd=tmp_path) as (run,):
+        out, _ = run.communicate(timeout=90)
+        assert run.returncode == 0, out
+    stats = read_stats(tmp_path / "rooms_stats.csv")
+    assert int(stats["join"]["Request Count"]) >= 12, stats  # every user, in its room
+    per_size = [n for n in stats if n.startswith("deliver pm, room of ")]
+    assert per_size and all(int(stats[n]["Request Count"]) > 0 for n in per_size), stats
+    assert "deliver pm" not in stats  # nobody talked in lobby
+    failed = {n: r["Failure Count"] for n, r in stats.items() if r["Failure Count"] != "0"}
+    assert failed == {}  # no foreign room among them
+
+
+@pytest.mark.timeout(120)
 def test_web_ui_serves_live_chat_statistics(load_server: TestServer, tmp_path: Path) -> None:
     """The web UI mode, started by its own --autostart: the stats it serves to the
     browser hold the chat entries while the test runs."""

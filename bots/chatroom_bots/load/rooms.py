@@ -25,6 +25,7 @@ __all__ = [
     "DISTRIBUTIONS",
     "Distribution",
     "RoomPlan",
+    "choose_rooms",
     "plan_rooms",
     "reconcile",
     "room_name",
@@ -93,6 +94,24 @@ class RoomPlan:
 def _weights(rooms: int, distribution: Distribution) -> list[float]:
     """Room k's (from 0) share of the memberships, unnormalised: Zipf's 1/(k+1), or even."""
     return [1.0 / (k + 1) for k in range(rooms)] if distribution == "zipf" else [1.0] * rooms
+
+
+def choose_rooms(
+    rooms: int, distribution: Distribution, per_user: int, rng: random.Random
+) -> list[str]:
+    """``per_user`` distinct rooms for one user of a swarm whose size nobody knows in
+    advance (Locust's): each drawn with the distribution's weight, so that the rooms'
+    sizes follow it in expectation, where :func:`plan_rooms` deals them exactly."""
+    if not 1 <= per_user <= rooms:
+        raise ValueError(f"rooms per user must be from 1 to the number of rooms ({rooms})")
+    weights = _weights(rooms, distribution)
+    chosen: list[int] = []
+    while len(chosen) < per_user:
+        r = rng.choices(range(rooms), weights)[0]
+        if r not in chosen:
+            chosen.append(r)
+            weights[r] = 0.0  # without replacement
+    return [room_name(r) for r in sorted(chosen)]
 
 
 def room_sizes(clients: int, rooms: int, distribution: Distribution, per_bot: int) -> list[int]:
