@@ -1,4 +1,4 @@
-"""Hooks and waiters, written once for both clients.
+"""Hooks, written once for both clients.
 
 :class:`chatroom.ChatClient` (threads) and :class:`chatroom.aio.AsyncChatClient` (asyncio)
 register hooks and route events to them the same way; what differs is who runs the hooks
@@ -10,8 +10,9 @@ docstring, aio.py's module docstring). Here, once:
 - :class:`Hooks`: one client's hooks by kind, a subclass's methods of the same name
   first; :meth:`Hooks.run` runs them for one event on the calling thread,
   :meth:`Hooks.run_async` awaits the ``async def`` ones, and a hook that raises is
-  reported to the ``on_error`` hooks (:class:`~chatroom.events.HookError`) or logged;
-- :class:`WaiterBase`: whether a ``wait_for`` takes an event, its ``check`` included.
+  reported to the ``on_error`` hooks (:class:`~chatroom.events.HookError`) or logged.
+
+Waiting for one event (``wait_for``) is :mod:`chatroom._waiters`'.
 
 Not one source generated for both clients (httpcore's ``unasync``): the clients differ in
 more than ``async`` and ``await`` (threads and locks against tasks and futures), so only
@@ -24,7 +25,7 @@ import inspect
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from chatroom.errors import UsageError
 from chatroom.events import (
@@ -41,7 +42,7 @@ from chatroom.events import (
     UsersChanged,
 )
 
-__all__ = ["HookMethods", "Hooks", "WaiterBase"]
+__all__ = ["HookMethods", "Hooks"]
 
 E = TypeVar("E")
 Hook = Callable[[Any], object]
@@ -188,36 +189,3 @@ class HookMethods:
     def on_error(self, fn: OnError) -> OnError:
         """Register a hook for exceptions raised by other hooks (replaces the default log)."""
         return self._hooks.add("error", fn)
-
-
-class WaiterBase(Generic[E]):
-    """A wait for the next event of ``types`` for which ``check`` is true. How a taken
-    event reaches the one waiting (a threading.Event, a Future) is the client's."""
-
-    def __init__(self, types: tuple[type[E], ...], check: Callable[[E], bool] | None) -> None:
-        self.types = types
-        self.check = check
-
-    def _offer(self, event: object) -> bool:
-        """Take ``event`` if it matches; True when this waiter is done with. Runs the
-        user's ``check``, so the caller holds no lock; an exception from it is the
-        waiter's outcome, raised where it waits."""
-        if self._finished() or not isinstance(event, self.types):
-            return False
-        try:
-            if self.check is not None and not self.check(event):
-                return False
-        except Exception as exc:  # noqa: BLE001 - raised where the waiter waits
-            self._fail(exc)
-        else:
-            self._take(event)
-        return True
-
-    def _finished(self) -> bool:
-        raise NotImplementedError
-
-    def _take(self, event: E) -> None:
-        raise NotImplementedError
-
-    def _fail(self, error: Exception) -> None:
-        raise NotImplementedError

@@ -48,8 +48,9 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar, cast, overload
 
 from chatroom._cursor import read_cursor, save_throttled
-from chatroom._hooks import HookMethods, Hooks, WaiterBase
+from chatroom._hooks import HookMethods, Hooks
 from chatroom._room_api import AsyncRoomMethods, room_field
+from chatroom._waiters import AsyncWaiter
 from chatroom.botcommands import BotCommand, BotCommands, BotCommandsCommand, BotEntry
 from chatroom.errors import (
     ChatError,
@@ -111,24 +112,6 @@ R = TypeVar("R", bound=ServerEvent)
 _CLOSED = object()  # end of the hook queue and of events() iterators
 
 
-class _Waiter(WaiterBase[E]):
-    """A :meth:`AsyncChatClient.wait_for` in progress: the future the reader task
-    resolves (a future already done, a wait that timed out, takes nothing more)."""
-
-    def __init__(self, types: tuple[type[E], ...], check: Callable[[E], bool] | None) -> None:
-        super().__init__(types, check)
-        self.future: asyncio.Future[E] = asyncio.get_running_loop().create_future()
-
-    def _finished(self) -> bool:
-        return self.future.done()
-
-    def _take(self, event: E) -> None:
-        self.future.set_result(event)
-
-    def _fail(self, error: Exception) -> None:
-        self.future.set_exception(error)
-
-
 class AsyncChatClient(HookMethods, AsyncRoomMethods):
     """A connection to a chatroom server, for asyncio. See the module docstring."""
 
@@ -180,7 +163,7 @@ class AsyncChatClient(HookMethods, AsyncRoomMethods):
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._pending: dict[int, asyncio.Future[Reply]] = {}
-        self._waiters: list[_Waiter[Any]] = []
+        self._waiters: list[AsyncWaiter[Any]] = []
         self._streams: list[asyncio.Queue[object]] = []  # one per events() iterator
         self._hooks = Hooks(self, log)  # the on_* decorators (HookMethods) fill it
         self._hook_queue: asyncio.Queue[object] = asyncio.Queue(hook_queue)
@@ -460,7 +443,7 @@ class AsyncChatClient(HookMethods, AsyncRoomMethods):
         timeout: float | None = None,
     ) -> E:
         """The next event of ``event_type`` for which ``check`` is true (ChatTimeout)."""
-        waiter = _Waiter((event_type,), check)
+        waiter = AsyncWaiter((event_type,), check)
         self._waiters.append(waiter)
         t = self.timeout if timeout is None else timeout
         try:

@@ -21,8 +21,9 @@ from types import TracebackType
 from typing import Any, Final, Literal, TypeVar, cast, overload
 
 from chatroom._cursor import read_cursor, save_throttled
-from chatroom._hooks import HookMethods, Hooks, WaiterBase
+from chatroom._hooks import HookMethods, Hooks
 from chatroom._room_api import RoomMethods, room_field
+from chatroom._waiters import Waiter
 from chatroom.botcommands import BotCommand, BotCommands, BotCommandsCommand, BotEntry
 from chatroom.errors import (
     ChatError,
@@ -97,57 +98,6 @@ class _Cursor:
 
     def __init__(self, seq: int) -> None:
         self.seq = seq
-
-
-class Waiter(WaiterBase[E]):
-    """A pending :meth:`ChatClient.wait_for`. Create it *before* the action whose result
-    you wait for (``with client.expect(...) as w: client.pm("x"); w.wait()``) so an event
-    that arrives quickly is not missed. The receive thread offers it events (with no
-    client lock held: ``check`` is user code); :meth:`wait` blocks the waiting thread."""
-
-    def __init__(
-        self,
-        client: ChatClient,
-        types: tuple[type[E], ...],
-        check: Callable[[E], bool] | None,
-    ) -> None:
-        super().__init__(types, check)
-        self._client = client
-        self._done = threading.Event()
-        self._result: E | None = None
-        self._error: BaseException | None = None
-
-    def _finished(self) -> bool:
-        return self._done.is_set()
-
-    def _take(self, event: E) -> None:
-        self._result = event
-        self._done.set()
-
-    def _fail(self, error: Exception) -> None:
-        self._error = error  # re-raised by wait() in the waiting thread
-        self._done.set()
-
-    def wait(self, timeout: float | None = None) -> E:
-        """The matching event; :class:`~chatroom.errors.ChatTimeout` after ``timeout``
-        seconds (default: the client's timeout)."""
-        t = self._client.timeout if timeout is None else timeout
-        try:
-            if not self._done.wait(t):
-                raise ChatTimeout(
-                    f"no {'/'.join(x.__name__ for x in self.types)} matched within {t:g} s"
-                )
-        finally:
-            self._client._remove_waiter(self)
-        if self._error is not None:
-            raise self._error
-        return cast(E, self._result)
-
-    def __enter__(self) -> Waiter[E]:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._client._remove_waiter(self)
 
 
 class _Pending:
