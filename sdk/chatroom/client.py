@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import select
 import socket
 import ssl
 import threading
@@ -23,6 +22,7 @@ from typing import Any, Final, Literal, TypeVar, cast, overload
 from chatroom._cursor import read_cursor, save_throttled
 from chatroom._hooks import HookMethods, Hooks
 from chatroom._room_api import RoomMethods, room_field
+from chatroom._sockio import SocketCalls, connect, shutdown
 from chatroom._waiters import Waiter
 from chatroom.botcommands import BotCommand, BotCommands, BotCommandsCommand, BotEntry
 from chatroom.errors import (
@@ -78,7 +78,7 @@ from chatroom.session import (
     receipt,
     reconnect_delay,
 )
-from chatroom.tls import TlsWriter, client_context, tcp_shutdown, tls_recv
+from chatroom.tls import client_context
 from chatroom.whois import Whois, WhoisCommand
 
 __all__ = ["ChatClient", "Waiter"]
@@ -163,9 +163,11 @@ class ChatClient(HookMethods, RoomMethods):
       ``_session`` (the protocol state: ids, credentials, user list, keepalive clocks),
       ``_pending`` (request id → reply slot), ``_waiters``, ``_sock`` and the state
       flags; ``_send_lock`` serialises writes to the socket so concurrent frames never
-      interleave, and is taken before ``_lock`` when both are held. The hooks
-      (``_hooks``, :class:`chatroom._hooks.Hooks`) have a lock of their own, taken only
-      to register one: the dispatching thread reads them without it.
+      interleave, and is taken before ``_lock`` when both are held; with TLS, every call
+      into the SSL object also holds the lock of ``_io``
+      (:class:`chatroom._sockio.SocketCalls`), innermost. The hooks (``_hooks``,
+      :class:`chatroom._hooks.Hooks`) have a lock of their own, taken only to register
+      one: the dispatching thread reads them without it.
 
     **Liveness.** When nothing has arrived for ``keepalive`` seconds the client sends a
     ``ping``; if nothing arrives for ``timeout`` seconds more, the connection is dead and
@@ -210,10 +212,7 @@ class ChatClient(HookMethods, RoomMethods):
 
         self._lock = threading.Lock()  # see the class docstring for what it guards
         self._send_lock = threading.Lock()  # one writer on the socket at a time
-        # TLS only: every call into the SSL object (the receive thread's recv included)
-        # holds this, since OpenSSL forbids concurrent use. Taken inside _send_lock.
-        self._io_lock = threading.Lock()
-        self._tls_writer = TlsWriter()  # under _send_lock
+        self._io = SocketCalls(self._ssl is not None)  # sendall under _send_lock
         self._session = ClientSession(
             keepalive=keepalive, timeout=timeout, max_frame=max_frame, rooms=rooms
         )
@@ -327,23 +326,9 @@ class ChatClient(HookMethods, RoomMethods):
         raise none_answered(failures)
 
     def _open_one(self, host: str, port: int) -> socket.socket:
-        try:
-            sock = socket.create_connection((host, port), timeout=self.timeout)
-        except OSError as exc:
-            raise ConnectFailed(f"cannot connect to {host}:{port}: {exc}") from exc
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self._ssl is not None:
-                sock = self._ssl.wrap_socket(sock, server_hostname=host)
-        except (OSError, ssl.SSLError) as exc:
-            sock.close()
-            raise ConnectFailed(f"TLS handshake with {host}:{port} failed: {exc}") from exc
-        # One timeout serves both directions: sendall's total time and the receive
-        # thread's tick, at which it checks keepalive and the stop flag.
-        sock.settimeout(self._tick)
-        if self._ssl is not None:
-            sock.setblocking(False)  # TLS: reads and writes go through poll (_tls_*)
-        return sock
+        """One address; every connection and reconnect opens here (tests/nemesis taps
+        the socket at this seam)."""
+        return connect(host, port, self._ssl, self.timeout, self._tick)
 
     @property
     def _tick(self) -> float:
@@ -385,7 +370,7 @@ class ChatClient(HookMethods, RoomMethods):
         with self._lock:
             sock = self._sock
         if sock is not None:
-            _shutdown(sock)
+            shutdown(sock)
         here = threading.current_thread()
         if self._receiver is not None and self._receiver is not here and self._receiver.ident:
             self._receiver.join(max(0.0, deadline - time.monotonic()))
@@ -651,50 +636,15 @@ class ChatClient(HookMethods, RoomMethods):
             raise ConnectionLost("network", "not connected")
         try:
             with self._send_lock:
-                if self._ssl is not None:
-                    self._tls_sendall(sock, data)
-                else:
-                    sock.sendall(data)
+                self._io.sendall(sock, data, self._tick)
                 with self._lock:
                     self._session.data_sent(time.monotonic())
         except TimeoutError as exc:
-            _shutdown(sock)  # a partial frame may be on the wire: the stream is unusable
+            shutdown(sock)  # a partial frame may be on the wire: the stream is unusable
             raise ChatTimeout(f"send did not complete within {self._tick:g} s") from exc
         except OSError as exc:
-            _shutdown(sock)
+            shutdown(sock)
             raise ConnectionLost("network", f"send failed: {exc}") from exc
-
-    def _tls_sendall(self, sock: socket.socket, data: bytes) -> None:
-        """sendall() for the non-blocking TLS socket, within one tick; _send_lock held."""
-        deadline = time.monotonic() + self._tick
-        view = memoryview(data)
-        poller = select.poll()
-        poller.register(sock.fileno(), select.POLLOUT)
-        while view:
-            with self._io_lock:
-                try:
-                    sent = self._tls_writer.send(sock, view)
-                except BlockingIOError:
-                    sent = 0
-            if sent:
-                view = view[sent:]
-                continue
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("TLS send timed out")
-            poller.poll(left * 1000)
-
-    def _tls_recv(self, sock: socket.socket) -> bytes:
-        """recv() for the non-blocking TLS socket: TimeoutError after one quiet tick."""
-        poller = select.poll()
-        poller.register(sock.fileno(), select.POLLIN)
-        while True:
-            with self._io_lock:
-                data = tls_recv(sock, 65536)
-            if data is not None:
-                return data
-            if not poller.poll(self._tick * 1000):
-                raise TimeoutError
 
     # ------------------------------------------------------------------ receive thread
 
@@ -744,7 +694,7 @@ class ChatClient(HookMethods, RoomMethods):
                     error = exc
                     break
             try:
-                data = self._tls_recv(sock) if self._ssl is not None else sock.recv(65536)
+                data = self._io.recv(sock, self._tick)
             except TimeoutError:
                 if self._stop.is_set():
                     break
@@ -929,10 +879,3 @@ class ChatClient(HookMethods, RoomMethods):
             self._cursor_at,
             force,
         )
-
-
-def _shutdown(sock: socket.socket) -> None:
-    try:
-        tcp_shutdown(sock)
-    except OSError:
-        pass  # already closed or never connected
