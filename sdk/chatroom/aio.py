@@ -42,16 +42,16 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, TypeVar, cast, overload
+from typing import Any, TypeVar, cast
 
 from chatroom._cursor import read_cursor, save_throttled
 from chatroom._hooks import HookMethods, Hooks
-from chatroom._room_api import AsyncRoomMethods, room_field
+from chatroom._requests import AsyncRequestMethods
+from chatroom._room_api import AsyncRoomMethods
 from chatroom._waiters import AsyncWaiter
-from chatroom.botcommands import BotCommand, BotCommands, BotCommandsCommand, BotEntry
 from chatroom.errors import (
     ChatError,
     ChatTimeout,
@@ -62,28 +62,13 @@ from chatroom.errors import (
 )
 from chatroom.events import (
     Disconnect,
-    HistoryPage,
     HookError,
-    LoginResult,
-    Receipt,
     UsersChanged,
 )
 from chatroom.hosts import in_turn, none_answered, parse_hosts
 from chatroom.protocol import (
     DEFAULT_PORT,
-    Ack,
-    DmCommand,
-    History,
-    HistoryCommand,
-    HistoryMessage,
-    LoginOk,
-    PasswordRequired,
-    PingCommand,
-    PmCommand,
-    Pong,
     ServerEvent,
-    UserList,
-    UsersCommand,
 )
 from chatroom.rooms import RoomInfo
 from chatroom.session import (
@@ -95,12 +80,9 @@ from chatroom.session import (
     SessionEvent,
     UsersUpdated,
     disconnect_reason,
-    older_than,
-    receipt,
     reconnect_delay,
 )
 from chatroom.tls import client_context
-from chatroom.whois import Whois, WhoisCommand
 
 __all__ = ["AsyncChatClient"]
 
@@ -112,7 +94,7 @@ R = TypeVar("R", bound=ServerEvent)
 _CLOSED = object()  # end of the hook queue and of events() iterators
 
 
-class AsyncChatClient(HookMethods, AsyncRoomMethods):
+class AsyncChatClient(HookMethods, AsyncRequestMethods, AsyncRoomMethods):
     """A connection to a chatroom server, for asyncio. See the module docstring."""
 
     def __init__(
@@ -305,100 +287,6 @@ class AsyncChatClient(HookMethods, AsyncRoomMethods):
             await self.close()
 
     # ------------------------------------------------------------------ requests
-
-    @overload
-    async def check_user(self, username: str) -> bool: ...
-    @overload
-    async def check_user(self, username: str, *, full: Literal[True]) -> PasswordRequired: ...
-    @overload
-    async def check_user(self, username: str, *, full: bool) -> bool | PasswordRequired: ...
-
-    async def check_user(self, username: str, *, full: bool = False) -> bool | PasswordRequired:
-        """True if ``username`` is free (a login would register it). With ``full=True``,
-        the server's whole answer, the password lengths for a new name included (as
-        :meth:`chatroom.ChatClient.check_user`)."""
-        reply = await self._call(lambda s: s.check_user(username))
-        answer = cast(PasswordRequired, reply.event)
-        return answer if full else answer.new_user
-
-    async def login(self, username: str, password: str) -> LoginResult:
-        """Log in (registering a new name); returns once what was missed was replayed."""
-        reply = await self._call(lambda s: s.login(username, password))
-        ok = cast(LoginOk, reply.event)
-        return reply.result or LoginResult(ok.username, ok.new_user, ok.users, ok.seq)
-
-    async def pm(self, message: str, *, room: str | None = None) -> Receipt:
-        """A public message; returns once the server stored it (resent after a reconnect).
-        Over the server's limits: :class:`chatroom.MessageTooLong`, and nothing is sent.
-        ``room``: to that room's members (rooms on; default ``lobby``)."""
-        cmd = PmCommand(message=message, room=room_field(self._session, room))
-        return receipt(await self._request(Ack, lambda s: s.request(cmd)))
-
-    async def dm(self, to: str, message: str) -> Receipt:
-        """A direct message; ``receipt.queued`` if the recipient is offline."""
-        ack = await self._request(Ack, lambda s: s.request(DmCommand(to=to, message=message)))
-        return receipt(ack, to)
-
-    async def request_users(self) -> tuple[str, ...]:
-        return (await self._request(UserList, lambda s: s.request(UsersCommand()))).users
-
-    async def ping(self) -> float:
-        """Round-trip time to the server, in seconds."""
-        start = time.perf_counter()
-        await self._request(Pong, lambda s: s.request(PingCommand()))
-        return time.perf_counter() - start
-
-    async def announce_commands(self, commands: Sequence[BotCommand], *, prefix: str = "!") -> None:
-        """As :meth:`chatroom.ChatClient.announce_commands`."""
-        cmd = BotCommandsCommand(commands=tuple(commands), prefix=prefix)
-        await self._request(Ack, lambda s: s.request(cmd))
-
-    async def bot_commands(self, user: str | None = None) -> tuple[BotEntry, ...]:
-        """As :meth:`chatroom.ChatClient.bot_commands`."""
-        cmd = BotCommandsCommand(user=user)
-        return (await self._request(BotCommands, lambda s: s.request(cmd))).bots
-
-    async def whois(self, user: str) -> Whois:
-        """As :meth:`chatroom.ChatClient.whois`."""
-        cmd = WhoisCommand(user=user)
-        return await self._request(Whois, lambda s: s.request(cmd))
-
-    async def history(
-        self,
-        *,
-        before: int | None = None,
-        after: int | None = None,
-        limit: int = 50,
-        with_user: str | None = None,
-        room: str | None = None,
-    ) -> HistoryPage:
-        """A page of stored messages (as :meth:`chatroom.ChatClient.history`)."""
-        cmd = HistoryCommand(
-            before=before,
-            after=after,
-            limit=limit,
-            with_user=with_user,
-            room=room_field(self._session, room),
-        )
-        page = await self._request(History, lambda s: s.request(cmd))
-        return HistoryPage(page.messages, page.has_more)
-
-    async def iter_history(
-        self,
-        *,
-        with_user: str | None = None,
-        before: int | None = None,
-        page: int = 100,
-        room: str | None = None,
-    ) -> AsyncIterator[HistoryMessage]:
-        """Every stored message, newest first, a page at a time."""
-        while True:
-            got = await self.history(before=before, limit=page, with_user=with_user, room=room)
-            for m in reversed(got.messages):
-                yield m
-            before = older_than(got)
-            if before is None:
-                return
 
     async def _request(
         self, reply_type: type[R], build: Callable[[ClientSession], tuple[int, bytes]]

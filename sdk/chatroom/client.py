@@ -14,17 +14,17 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Literal, TypeVar, cast, overload
+from typing import Any, Final, TypeVar, cast, overload
 
 from chatroom._cursor import read_cursor, save_throttled
 from chatroom._hooks import HookMethods, Hooks
-from chatroom._room_api import RoomMethods, room_field
+from chatroom._requests import RequestMethods
+from chatroom._room_api import RoomMethods
 from chatroom._sockio import SocketCalls, connect, shutdown
 from chatroom._waiters import Waiter
-from chatroom.botcommands import BotCommand, BotCommands, BotCommandsCommand, BotEntry
 from chatroom.errors import (
     ChatError,
     ChatTimeout,
@@ -36,10 +36,7 @@ from chatroom.errors import (
 from chatroom.events import (
     Disconnect,
     DmSent,
-    HistoryPage,
     HookError,
-    LoginResult,
-    Receipt,
     Reconnected,
     ServerNotice,
     UsersChanged,
@@ -47,22 +44,10 @@ from chatroom.events import (
 from chatroom.hosts import in_turn, none_answered, parse_hosts
 from chatroom.protocol import (
     DEFAULT_PORT,
-    Ack,
     Broadcast,
     ClientCommand,
     DirectMessage,
-    DmCommand,
-    History,
-    HistoryCommand,
-    HistoryMessage,
-    LoginOk,
-    PasswordRequired,
-    PingCommand,
-    PmCommand,
-    Pong,
     ServerEvent,
-    UserList,
-    UsersCommand,
 )
 from chatroom.rooms import RoomInfo
 from chatroom.session import (
@@ -74,12 +59,9 @@ from chatroom.session import (
     SessionEvent,
     UsersUpdated,
     disconnect_reason,
-    older_than,
-    receipt,
     reconnect_delay,
 )
 from chatroom.tls import client_context
-from chatroom.whois import Whois, WhoisCommand
 
 __all__ = ["ChatClient", "Waiter"]
 
@@ -103,16 +85,15 @@ class _Cursor:
 class _Pending:
     """A request waiting for its reply (filled in by the receive thread)."""
 
-    __slots__ = ("done", "error", "reply", "result")
+    __slots__ = ("done", "error", "reply")
 
     def __init__(self) -> None:
         self.done = threading.Event()
-        self.reply: ServerEvent | None = None
-        self.result: LoginResult | None = None  # for a login: what it achieved
+        self.reply: Reply | None = None
         self.error: ChatError | None = None
 
 
-class ChatClient(HookMethods, RoomMethods):
+class ChatClient(HookMethods, RequestMethods, RoomMethods):
     """A connection to a chatroom server.
 
     ::
@@ -399,144 +380,11 @@ class ChatClient(HookMethods, RoomMethods):
 
     # ------------------------------------------------------------------ requests
 
-    @overload
-    def check_user(self, username: str) -> bool: ...
-    @overload
-    def check_user(self, username: str, *, full: Literal[True]) -> PasswordRequired: ...
-    @overload
-    def check_user(self, username: str, *, full: bool) -> bool | PasswordRequired: ...
-
-    def check_user(self, username: str, *, full: bool = False) -> bool | PasswordRequired:
-        """True if ``username`` is free (a login would register it). For interactive
-        clients: ask a new user for a password twice.
-
-        With ``full=True``, the server's whole answer (:class:`PasswordRequired`):
-        ``new_user`` and, for a new name, the password lengths the server accepts
-        (``min_password``, ``max_password``; None from a server older than them), so a
-        bad password can be refused before it is asked for again (docs/PROTOCOL.md
-        §login)."""
-        reply = self._request(PasswordRequired, lambda s: s.check_user(username))
-        return reply if full else reply.new_user
-
-    def login(self, username: str, password: str) -> LoginResult:
-        """Log in, registering the account if the name is new.
-
-        Raises :class:`AuthError` (``bad_credentials``, ``weak_password``,
-        ``invalid_username``).
-        """
-        pending = self._call(lambda s: s.login(username, password))
-        reply = cast(LoginOk, pending.reply)
-        if pending.result is not None:
-            return pending.result
-        return LoginResult(reply.username, reply.new_user, reply.users, reply.seq)
-
-    def pm(self, message: str, *, room: str | None = None, wait: bool = True) -> Receipt:
-        """Send a public message; returns once the server acknowledged (stored) it, with
-        its ``seq``. If the connection breaks first and ``reconnect=True``, it is sent again
-        on the new connection, and stored once (docs/PROTOCOL.md §Idempotent sends); the
-        call still returns within ``timeout`` or raises :class:`ChatTimeout`. A message
-        over the server's limits raises :class:`~chatroom.errors.MessageTooLong`, unsent.
-
-        ``room``: to that room's members (rooms on; default ``lobby``, everyone).
-
-        ``wait=False`` returns as soon as the frame is written (safe in inline hooks, and
-        what load generators need); a refusal then arrives as a :class:`ServerNotice`.
-        """
-        cmd = PmCommand(message=message, room=room_field(self._session, room))
-        if not wait:
-            self.send_command(cmd)
-            return Receipt(None)
-        return receipt(self._request(Ack, lambda s: s.request(cmd)))
-
-    def dm(self, to: str, message: str, *, wait: bool = True) -> Receipt:
-        """Send a direct message; returns once acknowledged: ``receipt.to`` is the
-        recipient's canonical name, ``receipt.queued`` whether they were offline (they get
-        it at their next login). Sent again after a reconnect, as for :meth:`pm`.
-
-        Raises :class:`UserOffline` if ``to`` does not exist (or, from a server without a
-        message log, is not online). With ``wait=False``, as for :meth:`pm`.
-        """
-        if not wait:
-            self.send_command(DmCommand(to=to, message=message))
-            return Receipt(to)
-        ack = self._request(Ack, lambda s: s.request(DmCommand(to=to, message=message)))
-        return receipt(ack, to)
-
-    def history(
-        self,
-        *,
-        before: int | None = None,
-        after: int | None = None,
-        limit: int = 50,
-        with_user: str | None = None,
-        room: str | None = None,
-    ) -> HistoryPage:
-        """A page of stored messages (docs/PROTOCOL.md §history): ``room``'s (default
-        ``lobby``; what we may read of it, §Rooms), or the DM conversation with
-        ``with_user``. Newest ``limit`` (1-100) without a cursor; ``before=seq`` pages
-        back, ``after=seq`` forward. Messages ascend by seq."""
-        cmd = HistoryCommand(
-            before=before,
-            after=after,
-            limit=limit,
-            with_user=with_user,
-            room=room_field(self._session, room),
-        )
-        reply = self._request(History, lambda s: s.request(cmd))
-        return HistoryPage(reply.messages, reply.has_more)
-
-    def iter_history(
-        self,
-        *,
-        with_user: str | None = None,
-        before: int | None = None,
-        page: int = 100,
-        room: str | None = None,
-    ) -> Iterator[HistoryMessage]:
-        """Every stored message, newest first, fetched a page at a time as you iterate."""
-        while True:
-            got = self.history(before=before, limit=page, with_user=with_user, room=room)
-            yield from reversed(got.messages)
-            before = older_than(got)
-            if before is None:
-                return
-
     @property
     def cursor(self) -> int | None:
         """Where a reconnect resumes: every message up to this seq has been, or is being,
         passed to the hooks, or is one this client sent. None: the server keeps no log."""
         return self._session.cursor
-
-    def request_users(self) -> tuple[str, ...]:
-        """Ask the server for the active users (``users`` is usually enough: it follows
-        every push)."""
-        return self._request(UserList, lambda s: s.request(UsersCommand())).users
-
-    def ping(self) -> float:
-        """Round-trip time to the server, in seconds."""
-        start = time.perf_counter()
-        self._request(Pong, lambda s: s.request(PingCommand()))
-        return time.perf_counter() - start
-
-    def announce_commands(self, commands: Sequence[BotCommand], *, prefix: str = "!") -> None:
-        """Announce this bot's commands for the rest of the session, replacing what it
-        announced before (none: withdraw them); docs/PROTOCOL.md §Bot commands. A REPL
-        completes them. Refused with ``bad_request`` past the size limit."""
-        cmd = BotCommandsCommand(commands=tuple(commands), prefix=prefix)
-        self._request(Ack, lambda s: s.request(cmd))
-
-    def bot_commands(self, user: str | None = None) -> tuple[BotEntry, ...]:
-        """The bots online that announced commands (sorted by name), or ``user`` only
-        (empty if they announced none)."""
-        cmd = BotCommandsCommand(user=user)
-        return self._request(BotCommands, lambda s: s.request(cmd)).bots
-
-    def whois(self, user: str) -> Whois:
-        """Whether ``user`` is online and a server operator, as the server reads it now
-        (docs/PROTOCOL.md §whois); no such account: :class:`~chatroom.errors.UserOffline`
-        (``unknown_user``)."""
-        cmd = WhoisCommand(user=user)
-        return self._request(Whois, lambda s: s.request(cmd))
 
     def send_command(self, cmd: ClientCommand) -> None:
         """Write one command without waiting for any reply (no ``id``: a refusal comes as
@@ -599,9 +447,9 @@ class ChatClient(HookMethods, RoomMethods):
         self, reply_type: type[R], build: Callable[[ClientSession], tuple[int, bytes]]
     ) -> R:
         """Send the request ``build`` makes (with a fresh id) and wait for its reply."""
-        return cast(R, self._call(build).reply)
+        return cast(R, self._call(build).event)
 
-    def _call(self, build: Callable[[ClientSession], tuple[int, bytes]]) -> _Pending:
+    def _call(self, build: Callable[[ClientSession], tuple[int, bytes]]) -> Reply:
         if self._on_receive_thread():
             raise UsageError(
                 "blocking calls are not allowed in inline hooks (inline_hooks=True): "
@@ -627,7 +475,8 @@ class ChatClient(HookMethods, RoomMethods):
                 self._session.forget_request(rid)
         if pending.error is not None:
             raise pending.error
-        return pending
+        assert pending.reply is not None
+        return pending.reply
 
     def _send(self, data: bytes) -> None:
         with self._lock:
@@ -737,8 +586,7 @@ class ChatClient(HookMethods, RoomMethods):
             if pending is None:
                 return None
             if isinstance(event, Reply):
-                pending.reply = event.event
-                pending.result = event.result
+                pending.reply = event
             else:
                 pending.error = event.error  # type: ignore[union-attr]
             pending.done.set()
