@@ -3,7 +3,11 @@
 The same protocol core as :class:`chatroom.ChatClient`: every rule (request ids, login and
 re-login with ``since``, when a reconnect is allowed, the user list, keepalive, the seq
 cursor and resends by cid, frames into events) is :class:`chatroom.session.ClientSession`'s.
-This module is only the asyncio I/O over it, as ``client.py`` is the threads' I/O.
+This module is only the asyncio I/O over it, as ``client.py`` is the threads' I/O; what
+both clients do around the session is written once, in :mod:`chatroom._shell` (state,
+routing the session's events, the cursor file), :mod:`chatroom._requests` and
+:mod:`chatroom._room_api` (the requests), :mod:`chatroom._hooks` and
+:mod:`chatroom._waiters`.
 
 ::
 
@@ -15,9 +19,8 @@ This module is only the asyncio I/O over it, as ``client.py`` is the threads' I/
         await client.login("asyncbot", "a long enough password")
         await client.run_forever()
 
-Hooks are registered as on :class:`chatroom.ChatClient`, by the same code
-(:mod:`chatroom._hooks`): the ``on_*`` decorators, or a subclass's methods of the same
-name.
+Hooks are registered as on :class:`chatroom.ChatClient`, by the same code: the ``on_*``
+decorators, or a subclass's methods of the same name.
 
 **Concurrency contract.** Everything runs on the event loop the client was connected on;
 no threads. The *reader task* reads the socket, answers keepalive, resolves requests,
@@ -47,10 +50,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
-from chatroom._cursor import read_cursor, save_throttled
-from chatroom._hooks import HookMethods, Hooks
 from chatroom._requests import AsyncRequestMethods
 from chatroom._room_api import AsyncRoomMethods
+from chatroom._shell import ClientShell, CursorMark
 from chatroom._waiters import AsyncWaiter
 from chatroom.errors import (
     ChatError,
@@ -60,29 +62,17 @@ from chatroom.errors import (
     FrameTooLarge,
     UsageError,
 )
-from chatroom.events import (
-    Disconnect,
-    HookError,
-    UsersChanged,
-)
-from chatroom.hosts import in_turn, none_answered, parse_hosts
-from chatroom.protocol import (
-    DEFAULT_PORT,
-    ServerEvent,
-)
-from chatroom.rooms import RoomInfo
+from chatroom.events import Disconnect
+from chatroom.hosts import in_turn, none_answered
+from chatroom.protocol import DEFAULT_PORT, ServerEvent
 from chatroom.session import (
-    BadFrame,
     ClientSession,
     Ended,
     Refused,
     Reply,
-    SessionEvent,
-    UsersUpdated,
     disconnect_reason,
     reconnect_delay,
 )
-from chatroom.tls import client_context
 
 __all__ = ["AsyncChatClient"]
 
@@ -94,7 +84,7 @@ R = TypeVar("R", bound=ServerEvent)
 _CLOSED = object()  # end of the hook queue and of events() iterators
 
 
-class AsyncChatClient(HookMethods, AsyncRequestMethods, AsyncRoomMethods):
+class AsyncChatClient(ClientShell, AsyncRequestMethods, AsyncRoomMethods):
     """A connection to a chatroom server, for asyncio. See the module docstring."""
 
     def __init__(
@@ -115,39 +105,29 @@ class AsyncChatClient(HookMethods, AsyncRequestMethods, AsyncRoomMethods):
         hook_queue: int = 10_000,
         rooms: bool = False,
     ) -> None:
-        if timeout <= 0:
-            raise UsageError("timeout must be positive")
-        # Several addresses: as ChatClient (chatroom.hosts).
-        self.addresses = parse_hosts(hosts if hosts is not None else host, port)
-        self._next_address = 0
-        self.host, self.port = self.addresses[0]
-        self.timeout = timeout
-        self.reconnect = reconnect
-        self.reconnect_max_delay = reconnect_max_delay
-        self._ssl = client_context(tls, ca_file)
-        self._session = ClientSession(
-            keepalive=keepalive, timeout=timeout, max_frame=max_frame, rooms=rooms
+        # One task at a time touches the session (the concurrency contract): no lock.
+        self._lock = contextlib.nullcontext()
+        super().__init__(  # chatroom._shell: the addresses, the session, the cursor file
+            host,
+            port,
+            hosts=hosts,
+            timeout=timeout,
+            keepalive=keepalive,
+            reconnect=reconnect,
+            reconnect_max_delay=reconnect_max_delay,
+            tls=tls,
+            ca_file=ca_file,
+            max_frame=max_frame,
+            resume_from=resume_from,
+            cursor_file=cursor_file,
+            rooms=rooms,
+            log=log,
         )
-        # The cursor file (as ChatClient's): the seq up to which the hooks have run. The
-        # reader task queues a _Cursor marker behind the events it covers; the hook task
-        # writes the file, at most every 0.1 s, and close() once more at the end.
-        self.cursor_file = Path(cursor_file) if cursor_file is not None else None
-        if self.cursor_file is not None:
-            saved = read_cursor(self.cursor_file)
-            if saved is not None:
-                self._session.cursor, self._session.epoch = saved
-        if resume_from is not None:
-            self._session.cursor = resume_from
-        self._cursor_saved = self._session.cursor  # what the file says
-        self._cursor_seen = self._session.cursor  # the reader task's last marker
-        self._hooked: int | None = None  # seq up to which the hooks have run
-        self._cursor_at = 0.0
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._pending: dict[int, asyncio.Future[Reply]] = {}
         self._waiters: list[AsyncWaiter[Any]] = []
         self._streams: list[asyncio.Queue[object]] = []  # one per events() iterator
-        self._hooks = Hooks(self, log)  # the on_* decorators (HookMethods) fill it
         self._hook_queue: asyncio.Queue[object] = asyncio.Queue(hook_queue)
         self._read_task: asyncio.Task[None] | None = None
         self._hook_task: asyncio.Task[None] | None = None
@@ -156,30 +136,6 @@ class AsyncChatClient(HookMethods, AsyncRequestMethods, AsyncRoomMethods):
         self._closer: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ state
-
-    @property
-    def users(self) -> tuple[str, ...]:
-        """The active users as of the latest push or reply (a snapshot, sorted)."""
-        return self._session.users
-
-    @property
-    def rooms_on(self) -> bool:
-        """As :attr:`chatroom.ChatClient.rooms_on`."""
-        return self._session.rooms_on
-
-    @property
-    def rooms(self) -> tuple[RoomInfo, ...]:
-        """The rooms we are in (as :attr:`chatroom.ChatClient.rooms`)."""
-        return self._session.rooms
-
-    @property
-    def username(self) -> str | None:
-        return self._session.username
-
-    @property
-    def cursor(self) -> int | None:
-        """Where a reconnect resumes (as :attr:`chatroom.ChatClient.cursor`)."""
-        return self._session.cursor
 
     @property
     def connected(self) -> bool:
@@ -390,7 +346,7 @@ class AsyncChatClient(HookMethods, AsyncRequestMethods, AsyncRoomMethods):
         tick = max(0.05, min(self.timeout, self._session.keepalive_interval / 2 or self.timeout))
         while True:
             try:
-                ping = self._session.keepalive(time.monotonic())
+                ping = self._keepalive()
             except ChatTimeout as exc:
                 error = exc
                 break
@@ -407,21 +363,21 @@ class AsyncChatClient(HookMethods, AsyncRequestMethods, AsyncRoomMethods):
             if not data:
                 break
             try:
-                events = self._session.receive_data(data, time.monotonic())
+                events, control = self._take_in(data)
             except FrameTooLarge as exc:
                 error = exc
                 break
-            control = self._session.data_to_send()
             if control:
                 self._write_quietly(control)
             for event in events:
-                reason = await self._on_session_event(event)
-                if reason is not None:
-                    ended = reason
-            if self.cursor_file is not None and self._session.cursor != self._cursor_seen:
-                self._cursor_seen = self._session.cursor
-                if self._cursor_seen is not None:
-                    await self._queue_for_hooks(_Cursor(self._cursor_seen))
+                out = self._route(event)
+                if type(out) is Ended:
+                    ended = out.reason
+                elif out is not None:
+                    await self._emit(out)
+            mark = self._cursor_mark()
+            if mark is not None:
+                await self._queue_for_hooks(mark)  # behind the events it covers
             if ended is not None:
                 break  # nothing follows an end (a refused re-login's connection stays open)
         return Disconnect(disconnect_reason(ended, self._closing), error)
@@ -432,28 +388,16 @@ class AsyncChatClient(HookMethods, AsyncRequestMethods, AsyncRoomMethods):
         except ChatError as exc:
             log.debug("could not send %r: %s", data[:60], exc)
 
-    async def _on_session_event(self, event: SessionEvent) -> str | None:
-        kind = type(event)
-        if kind is Reply or kind is Refused:
-            future = self._pending.get(event.rid)  # type: ignore[union-attr]
-            if future is not None and not future.done():
-                if kind is Reply:
-                    future.set_result(event)  # type: ignore[arg-type]
-                else:
-                    future.set_exception(event.error)  # type: ignore[union-attr]
-        elif kind is UsersUpdated:
-            assert isinstance(event, UsersUpdated)
-            if self._hooks["users"] or self._waiters or self._streams:
-                await self._emit(UsersChanged(self._session.users, event.joined, event.left))
-        elif kind is Ended:
-            return event.reason  # type: ignore[union-attr]
-        elif kind is BadFrame:
-            assert isinstance(event, BadFrame)
-            log.warning("server sent a malformed frame (%s): %r", event.error, event.frame[:200])
-            await self._emit(HookError("receive", event.frame, event.error))
-        else:
-            await self._emit(event)
-        return None
+    def _settle(self, event: Reply | Refused) -> None:
+        future = self._pending.get(event.rid)
+        if future is not None and not future.done():
+            if type(event) is Reply:
+                future.set_result(event)
+            else:
+                future.set_exception(event.error)  # type: ignore[union-attr]
+
+    def _listening(self) -> bool:
+        return bool(self._waiters or self._streams)
 
     async def _emit(self, event: object) -> None:
         """Resolve waiters and iterators, then queue the event for the hooks (waiting for
@@ -492,13 +436,11 @@ class AsyncChatClient(HookMethods, AsyncRequestMethods, AsyncRoomMethods):
             future = self._pending.pop(rid, None)
             if future is not None and not future.done():
                 future.set_exception(error)
-        level = logging.DEBUG if disconnect.reason in ("exit", "closed") else logging.WARNING
-        log.log(level, "disconnected from %s:%d: %s", self.host, self.port, disconnect.reason)
+        self._log_disconnect(disconnect)
         await self._emit(Disconnect(disconnect.reason, disconnect.error, retry))
 
     async def _reconnect(self, attempt: int) -> bool:
-        # Another node first: the one just lost may be dead or hung (docs/CLUSTER.md).
-        self._next_address = (self._next_address + 1) % len(self.addresses)
+        self._next_node()
         while not self._closing:
             await asyncio.sleep(reconnect_delay(attempt, self.reconnect_max_delay))
             attempt += 1
@@ -529,28 +471,7 @@ class AsyncChatClient(HookMethods, AsyncRequestMethods, AsyncRoomMethods):
                 except TimeoutError:
                     self._save_cursor()
                     continue
-            if type(event) is _Cursor:
-                self._hooked = event.seq
-                self._save_cursor()
+            if type(event) is CursorMark:
+                self._hooks_done(event.seq)
             else:
                 await self._hooks.run_async(event)
-
-    def _save_cursor(self, force: bool = False) -> None:
-        """Write the cursor file, at most every 0.1 s unless ``force``."""
-        self._cursor_saved, self._cursor_at = save_throttled(
-            self.cursor_file,
-            self._hooked,
-            self._session.epoch,
-            self._cursor_saved,
-            self._cursor_at,
-            force,
-        )
-
-
-class _Cursor:
-    """Hook queue marker: every message up to ``seq`` has been through the hooks."""
-
-    __slots__ = ("seq",)
-
-    def __init__(self, seq: int) -> None:
-        self.seq = seq

@@ -2,8 +2,12 @@
 
 Every protocol decision (request ids, login and re-login, the user list, keepalive,
 turning frames into events) is :class:`chatroom.session.ClientSession`'s, which has no
-I/O; this module is the socket-and-threads layer over it: sockets, TLS, the receive and
-dispatch threads, hooks and waiters.
+I/O; this module is the threads' layer over it: the receive and dispatch threads, how a
+request waits for its reply, connecting and reconnecting. What both clients do around
+the session is written once, in :mod:`chatroom._shell` (state, routing the session's
+events, the cursor file), :mod:`chatroom._requests` and :mod:`chatroom._room_api` (the
+requests), :mod:`chatroom._hooks` and :mod:`chatroom._waiters`; the socket calls are
+:mod:`chatroom._sockio`'s.
 """
 
 from __future__ import annotations
@@ -19,10 +23,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, TypeVar, cast, overload
 
-from chatroom._cursor import read_cursor, save_throttled
-from chatroom._hooks import HookMethods, Hooks
 from chatroom._requests import RequestMethods
 from chatroom._room_api import RoomMethods
+from chatroom._shell import ClientShell, CursorMark
 from chatroom._sockio import SocketCalls, connect, shutdown
 from chatroom._waiters import Waiter
 from chatroom.errors import (
@@ -33,35 +36,17 @@ from chatroom.errors import (
     FrameTooLarge,
     UsageError,
 )
-from chatroom.events import (
-    Disconnect,
-    DmSent,
-    HookError,
-    Reconnected,
-    ServerNotice,
-    UsersChanged,
-)
-from chatroom.hosts import in_turn, none_answered, parse_hosts
-from chatroom.protocol import (
-    DEFAULT_PORT,
-    Broadcast,
-    ClientCommand,
-    DirectMessage,
-    ServerEvent,
-)
-from chatroom.rooms import RoomInfo
+from chatroom.events import Disconnect, DmSent, UsersChanged
+from chatroom.hosts import in_turn, none_answered
+from chatroom.protocol import DEFAULT_PORT, Broadcast, ClientCommand, DirectMessage, ServerEvent
 from chatroom.session import (
-    BadFrame,
     ClientSession,
     Ended,
     Refused,
     Reply,
-    SessionEvent,
-    UsersUpdated,
     disconnect_reason,
     reconnect_delay,
 )
-from chatroom.tls import client_context
 
 __all__ = ["ChatClient", "Waiter"]
 
@@ -71,15 +56,6 @@ E = TypeVar("E")
 R = TypeVar("R", bound=ServerEvent)
 
 _STOP: Final = object()  # dispatcher sentinel
-
-
-class _Cursor:
-    """Dispatcher marker: every message up to ``seq`` has been through the hooks."""
-
-    __slots__ = ("seq",)
-
-    def __init__(self, seq: int) -> None:
-        self.seq = seq
 
 
 class _Pending:
@@ -93,7 +69,7 @@ class _Pending:
         self.error: ChatError | None = None
 
 
-class ChatClient(HookMethods, RequestMethods, RoomMethods):
+class ChatClient(ClientShell, RequestMethods, RoomMethods):
     """A connection to a chatroom server.
 
     ::
@@ -148,7 +124,9 @@ class ChatClient(HookMethods, RequestMethods, RoomMethods):
       into the SSL object also holds the lock of ``_io``
       (:class:`chatroom._sockio.SocketCalls`), innermost. The hooks (``_hooks``,
       :class:`chatroom._hooks.Hooks`) have a lock of their own, taken only to register
-      one: the dispatching thread reads them without it.
+      one: the dispatching thread reads them without it. What the shell
+      (:mod:`chatroom._shell`) keeps for the cursor file belongs to the thread that
+      runs the hooks, as its comments say.
 
     **Liveness.** When nothing has arrived for ``keepalive`` seconds the client sends a
     ``ping``; if nothing arrives for ``timeout`` seconds more, the connection is dead and
@@ -176,42 +154,27 @@ class ChatClient(HookMethods, RequestMethods, RoomMethods):
         cursor_file: str | Path | None = None,
         rooms: bool = False,
     ) -> None:
-        if timeout <= 0:
-            raise UsageError("timeout must be positive")
-        # Several addresses: nodes of one cluster (docs/CLUSTER.md), tried in order; a
-        # reconnect starts from the one after the node it lost. ``host`` and ``port``
-        # are the node connected to (the receive thread updates them).
-        self.addresses = parse_hosts(hosts if hosts is not None else host, port)
-        self._next_address = 0
-        self.host, self.port = self.addresses[0]
-        self.timeout = timeout
-        self.keepalive = keepalive
-        self.reconnect = reconnect
-        self.reconnect_max_delay = reconnect_max_delay
-        self.inline_hooks = inline_hooks
-        self._ssl = client_context(tls, ca_file)
-
         self._lock = threading.Lock()  # see the class docstring for what it guards
+        super().__init__(  # chatroom._shell: the addresses, the session, the cursor file
+            host,
+            port,
+            hosts=hosts,
+            timeout=timeout,
+            keepalive=keepalive,
+            reconnect=reconnect,
+            reconnect_max_delay=reconnect_max_delay,
+            tls=tls,
+            ca_file=ca_file,
+            max_frame=max_frame,
+            resume_from=resume_from,
+            cursor_file=cursor_file,
+            rooms=rooms,
+            log=log,
+        )
+        self.keepalive = keepalive
+        self.inline_hooks = inline_hooks
         self._send_lock = threading.Lock()  # one writer on the socket at a time
         self._io = SocketCalls(self._ssl is not None)  # sendall under _send_lock
-        self._session = ClientSession(
-            keepalive=keepalive, timeout=timeout, max_frame=max_frame, rooms=rooms
-        )
-        # Resume (docs/PROTOCOL.md §Resume): where the first login starts. The cursor file
-        # holds the seq up to which the hooks have run, so a restarted process catches up
-        # exactly where it stopped; written atomically, at most every 0.1 s and at close,
-        # by the thread that runs hooks (_cursor_* belong to it, then to close()).
-        self.cursor_file = Path(cursor_file) if cursor_file is not None else None
-        if self.cursor_file is not None:
-            saved = read_cursor(self.cursor_file)
-            if saved is not None:
-                self._session.cursor, self._session.epoch = saved
-        if resume_from is not None:
-            self._session.cursor = resume_from
-        self._cursor_saved = self._session.cursor  # what the file says
-        self._cursor_seen = self._session.cursor  # the receive thread's last marker
-        self._hooked: int | None = None  # seq up to which hooks have run (hooks' thread)
-        self._cursor_at = 0.0
         self._sock: socket.socket | None = None
         self._pending: dict[int, _Pending] = {}
         self._waiters: list[Waiter[Any]] = []
@@ -222,33 +185,7 @@ class ChatClient(HookMethods, RequestMethods, RoomMethods):
         self._receiver: threading.Thread | None = None
         self._dispatcher: threading.Thread | None = None
 
-        self._hooks = Hooks(self, log)  # the on_* decorators (HookMethods) fill it
-
     # ------------------------------------------------------------------ state
-
-    @property
-    def users(self) -> tuple[str, ...]:
-        """The active users as of the latest push or reply (a snapshot, sorted)."""
-        with self._lock:
-            return self._session.users
-
-    @property
-    def rooms_on(self) -> bool:
-        """Whether this connection speaks rooms: made with ``rooms=True``, and the
-        server turned them on at the last login."""
-        return self._session.rooms_on
-
-    @property
-    def rooms(self) -> tuple[RoomInfo, ...]:
-        """The rooms we are in (``lobby`` not included), as of the latest event (a
-        snapshot, sorted ignoring case); empty without rooms (see the class docstring)."""
-        with self._lock:
-            return self._session.rooms
-
-    @property
-    def username(self) -> str | None:
-        """Our canonical name once logged in, else None."""
-        return self._session.username
 
     @property
     def connected(self) -> bool:
@@ -379,12 +316,6 @@ class ChatClient(HookMethods, RequestMethods, RoomMethods):
             self.close()
 
     # ------------------------------------------------------------------ requests
-
-    @property
-    def cursor(self) -> int | None:
-        """Where a reconnect resumes: every message up to this seq has been, or is being,
-        passed to the hooks, or is one this client sent. None: the server keeps no log."""
-        return self._session.cursor
 
     def send_command(self, cmd: ClientCommand) -> None:
         """Write one command without waiting for any reply (no ``id``: a refusal comes as
@@ -530,12 +461,11 @@ class ChatClient(HookMethods, RequestMethods, RoomMethods):
         ended: str | None = None
         error: Exception | None = None
         while True:
-            with self._lock:
-                try:
-                    ping = self._session.keepalive(time.monotonic())
-                except ChatTimeout as exc:
-                    error = exc
-                    break
+            try:
+                ping = self._keepalive()
+            except ChatTimeout as exc:
+                error = exc
+                break
             if ping:
                 try:
                     self._send(ping)
@@ -553,60 +483,42 @@ class ChatClient(HookMethods, RequestMethods, RoomMethods):
                 break
             if not data:
                 break
-            with self._lock:
-                try:
-                    events = self._session.receive_data(data, time.monotonic())
-                except FrameTooLarge as exc:
-                    error = exc
-                    break
-                control = self._session.data_to_send()
+            try:
+                events, control = self._take_in(data)
+            except FrameTooLarge as exc:
+                error = exc
+                break
             if control:
                 try:
                     self._send(control)
                 except ChatError as exc:
                     log.debug("could not send %r: %s", control, exc)
             for event in events:
-                reason = self._on_session_event(event)
-                if reason is not None:
-                    ended = reason
-            if self.cursor_file is not None and self._session.cursor != self._cursor_seen:
-                self._cursor_seen = self._session.cursor
-                if self._cursor_seen is not None:
-                    self._emit(_Cursor(self._cursor_seen))  # behind the events it covers
+                out = self._route(event)
+                if type(out) is Ended:
+                    ended = out.reason
+                elif out is not None:
+                    self._emit(out)
+            mark = self._cursor_mark()
+            if mark is not None:
+                self._emit(mark)  # behind the events it covers
             if ended is not None:
                 break  # nothing follows an end (a refused re-login's connection stays open)
         return Disconnect(disconnect_reason(ended, self._closing or self._stop.is_set()), error)
 
-    def _on_session_event(self, event: SessionEvent) -> str | None:
-        """Receive thread: act on one session event; the reason if it ends the session."""
-        kind = type(event)
-        if kind is Reply or kind is Refused:
-            with self._lock:
-                pending = self._pending.get(event.rid)  # type: ignore[union-attr]
-            if pending is None:
-                return None
-            if isinstance(event, Reply):
-                pending.reply = event
-            else:
-                pending.error = event.error  # type: ignore[union-attr]
-            pending.done.set()
-        elif kind is UsersUpdated:
-            assert isinstance(event, UsersUpdated)
-            self._users_changed(event.joined, event.left)
-        elif kind is Ended:
-            return event.reason  # type: ignore[union-attr]
-        elif kind is BadFrame:
-            assert isinstance(event, BadFrame)
-            log.warning("server sent a malformed frame (%s): %r", event.error, event.frame[:200])
-            self._emit(HookError("receive", event.frame, event.error))
+    def _settle(self, event: Reply | Refused) -> None:
+        with self._lock:
+            pending = self._pending.get(event.rid)
+        if pending is None:
+            return
+        if type(event) is Reply:
+            pending.reply = event
         else:
-            if kind is Reconnected:
-                log.info("reconnected to %s:%d as %s", self.host, self.port, self.username)
-            elif kind is ServerNotice:
-                assert isinstance(event, ServerNotice)
-                log.debug("server error: %s", event.error)
-            self._emit(event)
-        return None
+            pending.error = event.error  # type: ignore[union-attr]
+        pending.done.set()
+
+    def _listening(self) -> bool:
+        return bool(self._waiters)
 
     def _lose_connection(self, sock: socket.socket, disconnect: Disconnect, retry: bool) -> None:
         with self._lock:
@@ -618,21 +530,12 @@ class ChatClient(HookMethods, RequestMethods, RoomMethods):
         for p in pending:
             p.error = failure
             p.done.set()
-        level = logging.DEBUG if disconnect.reason in ("exit", "closed") else logging.WARNING
-        log.log(
-            level,
-            "disconnected from %s:%d: %s%s",
-            self.host,
-            self.port,
-            disconnect.reason,
-            f" ({disconnect.error})" if disconnect.error else "",
-        )
+        self._log_disconnect(disconnect)
         self._emit(Disconnect(disconnect.reason, disconnect.error, retry))
 
     def _reconnect(self, attempt: int) -> socket.socket | None:
         """Receive thread: back off, reconnect, send the login. None when closed."""
-        # Another node first: the one just lost may be dead or hung (docs/CLUSTER.md).
-        self._next_address = (self._next_address + 1) % len(self.addresses)
+        self._next_node()
         while True:
             if self._stop.wait(reconnect_delay(attempt, self.reconnect_max_delay)):
                 return None
@@ -659,22 +562,11 @@ class ChatClient(HookMethods, RequestMethods, RoomMethods):
                 continue
             return sock
 
-    # ------------------------------------------------------------------ user list
-
-    def _users_changed(self, joined: tuple[str, ...], left: tuple[str, ...]) -> None:
-        """Emit :class:`UsersChanged` when a hook or waiter could want it: sorting a big
-        list for nobody would cost a swarm client more than the delta itself."""
-        with self._lock:
-            if not self._hooks["users"] and not self._waiters:
-                return
-            users = self._session.users
-        self._emit(UsersChanged(users, joined, left))
-
     # ------------------------------------------------------------------ dispatch
 
     def _emit(self, event: object) -> None:
         """Receive thread: resolve waiters, then hand the event to the hooks."""
-        if type(event) is _Cursor:
+        if type(event) is CursorMark:
             if self.inline_hooks:
                 self._hooks_done(event.seq)
             else:
@@ -705,25 +597,7 @@ class ChatClient(HookMethods, RequestMethods, RoomMethods):
             if event is _STOP:
                 self._save_cursor(force=True)
                 return
-            if type(event) is _Cursor:
+            if type(event) is CursorMark:
                 self._hooks_done(event.seq)
                 continue
             self._hooks.run(event)
-
-    # ------------------------------------------------------------------ cursor file
-
-    def _hooks_done(self, seq: int) -> None:
-        """The hooks' thread: every message up to ``seq`` went through the hooks."""
-        self._hooked = seq
-        self._save_cursor()
-
-    def _save_cursor(self, force: bool = False) -> None:
-        """Write the cursor file atomically, at most every 0.1 s unless ``force``."""
-        self._cursor_saved, self._cursor_at = save_throttled(
-            self.cursor_file,
-            self._hooked,
-            self._session.epoch,
-            self._cursor_saved,
-            self._cursor_at,
-            force,
-        )
