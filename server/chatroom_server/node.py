@@ -18,7 +18,8 @@ from chatroom_server.noderooms import is_room_row
 from chatroom_server.outbox import Outbox, push_all
 
 if TYPE_CHECKING:
-    from chatroom_server.server import ChatServer, _Conn
+    from chatroom_server.conn import Conn
+    from chatroom_server.server import ChatServer
 
 log = logging.getLogger("chatroom_server.server")
 
@@ -88,7 +89,7 @@ class ClusterNode:
         here ends (session_replaced, without a departure: they are still online)."""
         server = self._server
         key = username_key(name)
-        legacy: tuple[_Conn, ...] = ()
+        legacy: tuple[Conn, ...] = ()
         with server._lock:
             old = server._by_key.pop(key, None)
             if old is not None:
@@ -165,7 +166,7 @@ class _Run:
                     waited = waited or seq in inbox
             self.shares[key] = (b"".join(data), waited)
 
-    def deliver(self, server: ChatServer, roster: tuple[_Conn, ...]) -> int:
+    def deliver(self, server: ChatServer, roster: tuple[Conn, ...]) -> int:
         """Queue this run to ``roster`` (the fan-out lock held); the deliveries made."""
         shares = self.shares
         with server._lock:  # lock order: the fan-out's, then this one

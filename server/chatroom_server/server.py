@@ -4,7 +4,7 @@ Threads and what they own:
 
 - **accept thread** (``chat-accept``): accepts connections, starts one reader thread each.
 - **reader thread per connection** (started with ``_thread``, unnamed; its handle is
-  ``_Conn.thread``, see :mod:`chatroom_server.readers`): the only thread that reads that
+  ``Conn.thread``, see :mod:`chatroom_server.readers`): the only thread that reads that
   socket and runs its commands; hashing a password happens here, outside every lock. It
   writes to other connections only through their :class:`~chatroom_server.outbox.Outbox`,
   which never blocks. When it ends, it removes its connection and closes the socket.
@@ -51,7 +51,7 @@ Shared state and what guards it:
   check that found them free to the end of the guest's connection) and
   ``_registering`` (names being registered now): a guest and a registration of the same
   name exclude each other there (``guest_login``, ``_register``).
-- Each connection's ``_Conn`` counters are touched only by its own reader thread, except
+- Each connection's ``Conn`` counters are touched only by its own reader thread, except
   ``done``, written under the FanOut's lock.
 - The account store has its own lock (:mod:`chatroom_server.accounts`).
 - Reader threads are counted without a lock (``next()`` on an ``itertools.count`` is
@@ -80,7 +80,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 import msgspec
 
@@ -136,6 +136,7 @@ from chatroom_server.botcommands import BotDirectory, bot_commands_reply
 from chatroom_server.cluster import ClusterUnavailable
 from chatroom_server.commands import Dispatch
 from chatroom_server.config import ConfigError, ServerConfig
+from chatroom_server.conn import UNUSED, Conn
 from chatroom_server.doorbell import Doorbell
 from chatroom_server.fanout import Direct, FanOut
 from chatroom_server.irc import IrcOutbox, IrcSession, Translations
@@ -162,7 +163,6 @@ from chatroom_server.session import (
     Action,
     Close,
     Reply,
-    ServerSession,
     SessionRules,
     error_frame,
 )
@@ -174,9 +174,6 @@ if TYPE_CHECKING:
     from chatroom_server.cluster import ClusterBus, PgDatabase, PgMessageLog
 
 log = logging.getLogger(__name__)
-
-# A connection's message batch when it has none (_Conn.batch): shared, never appended to.
-_UNUSED: list[Any] = []
 
 # Frames that never change, encoded once.
 _ACK_PM = encode(Ack(command="pm"))
@@ -197,100 +194,8 @@ LISTEN_BACKLOG = 65535
 # small enough to live in CPython's small-object pools (memory per idle connection).
 IDLE_RECV = 256
 
-
-class _Conn(ServerSession):
-    """One client connection: its protocol state and rules are the
-    :class:`~chatroom_server.session.ServerSession` it extends. Fields below
-    ``username`` belong to its reader thread
-    (``last_rx`` is also read by the housekeeping sweep; a stale read only delays it),
-    except ``done``, written under the FanOut's lock (chatroom_server.fanout), and
-    ``late_inbox``, which the cluster's consumer thread sets (a bool; a stale read by
-    the reader thread leaves DMs waiting, the safe side)."""
-
-    __slots__ = (
-        "acks",
-        "addr",
-        "announced",
-        "batch",
-        "connected_at",
-        "deltas",
-        "done",
-        "failed_logins",
-        "handed",
-        "in_login",
-        "inbox_range",
-        "ip",
-        "irc",
-        "last_rx",
-        "late_inbox",
-        "left",
-        "msgs",
-        "num",
-        "outbox",
-        "rids",
-        "rooms",
-        "slot",
-        "sock",
-        "thread",
-        "web",
-    )
-
-    def __init__(
-        self,
-        num: int,
-        sock: socket.socket,
-        ip: str,
-        addr: str,
-        outbox: Outbox,
-        rules: SessionRules,
-        now: float,
-    ) -> None:
-        super().__init__(rules, now)  # its username, set once, under ChatServer._lock
-        self.num = num
-        self.sock = sock
-        self.ip = ip
-        self.addr = addr
-        self.outbox = outbox
-        self.connected_at = now
-        self.thread: ReaderThread | None = None
-        # It holds one of the login slots (admission.py): its reader thread's alone.
-        self.slot = False
-        self.deltas = False  # asked for users_delta at login (set before login_ok)
-        self.rooms = False  # asked for rooms at login, and the server has them (§Rooms)
-        # Made by its reader thread as it leaves, set by the reaper once the departure
-        # is done (_serve, _reap).
-        self.left: threading.Event | None = None
-        # Broadcasts (and their acks) of the frames of the current read, not yet sent.
-        # All four are _UNUSED (shared, never appended to) until _public makes them: four
-        # empty lists are 224 bytes, and most connections are idle most of the time
-        # (memory per connection, docs/PERFORMANCE.md).
-        self.batch: list[bytes] = _UNUSED
-        self.acks: list[bytes] = _UNUSED
-        # With the message log: what to store for each of them, and their request ids.
-        self.msgs: list[NewMessage] = _UNUSED
-        self.rids: list[RequestId] = _UNUSED
-        # Items in the FanOut queue: ``handed`` by this reader, ``done`` by the fan-out.
-        self.handed = 0
-        self.done = 0
-        # Every users_delta subscriber has been told this user joined (§Ordering).
-        self.announced = False
-        self.failed_logins = 0
-        # A password is being checked (maybe queued for a hashing slot): the login window
-        # must not close a connection for the server's own slowness.
-        self.in_login = False
-        self.last_rx = now
-        self.irc: IrcSession | None = None  # an IRC client (chatroom_server.irc)
-        self.web: WebSession | None = None  # a web client (chatroom_server.web)
-        # With the message log, from login to its exit (ChatServer._replay_received): the
-        # seqs (after, upto] of the DMs waiting in the inbox that its replay gave it
-        # (after == upto: none; upto is the login's cut), until it shows it has them.
-        self.inbox_range: tuple[int, int] | None = None
-        # A DM that waited in the inbox reached it live (a cluster node's stale view of
-        # who is online, docs/CLUSTER.md): written by the cluster's consumer thread.
-        self.late_inbox = False
-
-    def __repr__(self) -> str:
-        return f"<conn {self.num} {self.addr} {self.username or '-'}>"
+# bench/session_cost.py makes connections by this name (and runs on older checkouts).
+_Conn = Conn
 
 
 class ChatServer:
@@ -303,17 +208,17 @@ class ChatServer:
     def __init__(self, config: ServerConfig | None = None) -> None:
         self.config = config or ServerConfig()
         self._lock = threading.Lock()  # see module docstring for what it guards
-        self._by_key: dict[str, _Conn] = {}
-        self._conns: set[_Conn] = set()
+        self._by_key: dict[str, Conn] = {}
+        self._conns: set[Conn] = set()
         self._per_ip: dict[str, int] = {}  # open connections per address
-        self._members: dict[_Conn, None] = {}
-        self._legacy: dict[_Conn, None] = {}
-        self._roster: tuple[_Conn, ...] | None = ()  # None: stale (see roster())
+        self._members: dict[Conn, None] = {}
+        self._legacy: dict[Conn, None] = {}
+        self._roster: tuple[Conn, ...] | None = ()  # None: stale (see roster())
         self._live = SortedNames()
         self._names: tuple[str, ...] | None = ()  # None: stale (see names())
         # --irc-guests: username key -> the guest connection holding that nick; and the
         # keys being registered now, with how many registrations (module docstring).
-        self._guests: dict[str, _Conn] = {}
+        self._guests: dict[str, Conn] = {}
         self._registering: dict[str, int] = {}
         # Username key -> seq up to which the user's queued DMs provably reached them
         # but could not be deleted from the inbox (the disk was full): the proof, kept
@@ -325,13 +230,13 @@ class ChatServer:
         self._stopped = threading.Event()
         # Ended connections for the reaper: appended by their reader thread without a
         # lock, popped only by the reaper (_depart, _reap_loop).
-        self._departed: deque[_Conn] = deque()
+        self._departed: deque[Conn] = deque()
         # Log lines of logins, for the reaper to write (_begin, _log_arrivals): the
         # same hand-over. Appended by reader threads without a lock.
         self._arrived: deque[tuple[str, str, bool]] = deque()  # name, address, new
         self._reap_bell = Doorbell()  # rung by _depart and _begin (and stop())
         self._storm = DepartureStorm(self.config.storm_switch_interval)
-        self._admission: Admission[_Conn] = Admission(
+        self._admission: Admission[Conn] = Admission(
             self.config.login_slots,
             self._start,
             self._never_started,
@@ -402,7 +307,7 @@ class ChatServer:
         )
         self._rules = SessionRules(c, self._clock)
         # Every client command's handler and properties (chatroom_server.commands).
-        self._commands: Dispatch[_Conn] = Dispatch.bind(self, self._flush_batch)
+        self._commands: Dispatch[Conn] = Dispatch.bind(self, self._flush_batch)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -783,7 +688,7 @@ class ChatServer:
         self.stats.add("accepted")
         c = self.config
         now = self._clock()
-        conn = _Conn(num, sock, ip, addr, outbox, self._rules, now)
+        conn = Conn(num, sock, ip, addr, outbox, self._rules, now)
         if isinstance(outbox, IrcOutbox):
             conn.irc = outbox.session = IrcSession(
                 self, conn, self.config.irc_channel, self._irc_translations
@@ -814,12 +719,12 @@ class ChatServer:
             self._admission.watch(conn)
 
     @staticmethod
-    def _queued(conn: _Conn) -> None:
+    def _queued(conn: Conn) -> None:
         """In line for a login slot: waiting for us, so the login timeout, which is
         the client's, does not count (``sweep``)."""
         conn.in_login = True
 
-    def _start(self, conn: _Conn) -> None:
+    def _start(self, conn: Conn) -> None:
         """Start ``conn``'s thread, which holds a login slot: the accept thread's or
         whoever passed its slot on (Admission.leave)."""
         assert conn.thread is not None
@@ -836,7 +741,7 @@ class ChatServer:
         """An outbox disconnected its slow client (chatroom_server.outbox)."""
         self.stats.add("drops")
 
-    def _not_started(self, conn: _Conn, exc: RuntimeError) -> None:
+    def _not_started(self, conn: Conn, exc: RuntimeError) -> None:
         """``conn``'s thread could not start ("can't start new thread": out of threads
         or memory)."""
         log.error("cannot start a thread for %s: %s", conn.addr, exc)
@@ -845,7 +750,7 @@ class ChatServer:
         self._forget(conn)
         self._refuse(conn, "the server cannot take more connections")
 
-    def _never_started(self, conn: _Conn) -> None:
+    def _never_started(self, conn: Conn) -> None:
         """Stopping: ``conn`` waited in line for a login slot, and its thread never ran."""
         conn.outbox.finish(_BYE_SHUTDOWN)
         conn.outbox.close(linger=0.5)
@@ -853,7 +758,7 @@ class ChatServer:
         self._forget(conn)
         self._reader_ended()
 
-    def _let_go(self, conn: _Conn) -> None:
+    def _let_go(self, conn: Conn) -> None:
         """Reader thread: its login slot, if it holds one, to the next in line."""
         if conn.slot:
             conn.slot = False
@@ -864,13 +769,13 @@ class ChatServer:
             self._no_readers.set()  # the last of them, after stop()'s own end
             self._reap_bell.ring()  # stop() waits on the bell
 
-    def _refuse(self, conn: _Conn, why: str) -> None:
+    def _refuse(self, conn: Conn, why: str) -> None:
         conn.outbox.send(encode(ErrorEvent(code=ErrorCode.SERVER_FULL, message=why)))
         conn.outbox.close(linger=0.5)
 
     # ---------------------------------------------------------------- per connection
 
-    def _serve(self, conn: _Conn) -> None:
+    def _serve(self, conn: Conn) -> None:
         logfmt.serving(conn)  # this thread's log lines name it (--log-format json)
         log.debug("%r connected", conn)
         reason = "closed by client"
@@ -963,7 +868,7 @@ class ChatServer:
                     self._ending.release()
             log.debug("%r disconnected: %s", conn, reason)
 
-    def guest_login(self, conn: _Conn, name: str) -> bool | None:
+    def guest_login(self, conn: Conn, name: str) -> bool | None:
         """--irc-guests: a session without an account under a nick no account has
         (None: it has one, log in as usual). The session is like any other (the room,
         history, DMs while online) but nothing is registered, so another guest may use
@@ -1037,11 +942,11 @@ class ChatServer:
         irc.nick = "*"  # registration waits for another NICK
         return True
 
-    def _release_guest_locked(self, conn: _Conn, key: str) -> None:
+    def _release_guest_locked(self, conn: Conn, key: str) -> None:
         if self._guests.get(key) is conn:
             del self._guests[key]
 
-    def _guest_direct(self, conn: _Conn, cmd: DmCommand) -> bool:
+    def _guest_direct(self, conn: Conn, cmd: DmCommand) -> bool:
         """--irc-guests: a DM from or to a guest, delivered live and never stored: a
         guest is one session, and nothing said to it or by it in private may reach
         whoever holds its nick later (a guest, or an account of that name), through
@@ -1089,7 +994,7 @@ class ChatServer:
         self._fanout.after(conn, deliver)
         return True
 
-    def check_password(self, conn: _Conn, name: str, password: str) -> bool | None:
+    def check_password(self, conn: Conn, name: str, password: str) -> bool | None:
         """SASL: whether ``password`` is ``name``'s (registering a new name, as a login
         does), with the login's throttles; None when the connection must close. The
         session itself begins at registration (IRC's CAP END). Every False has sent an
@@ -1120,7 +1025,7 @@ class ChatServer:
         gate = self._gate
         return "ok" if gate is not None and gate.is_operator(account.name) else "not_operator"
 
-    def _handshake(self, conn: _Conn) -> bool:
+    def _handshake(self, conn: Conn) -> bool:
         """TLS handshake, bounded by the login window; then the socket goes non-blocking."""
         sock = conn.sock
         assert isinstance(sock, ssl.SSLSocket)
@@ -1133,7 +1038,7 @@ class ChatServer:
         sock.setblocking(False)
         return True
 
-    def _tls_receiver(self, conn: _Conn) -> Callable[[int], bytes]:
+    def _tls_receiver(self, conn: Conn) -> Callable[[int], bytes]:
         """recv() for a TLS connection: SSL reads under the outbox lock, waiting in poll()
         (outside it) when no record is ready. Shutdown of the socket wakes the poll."""
         poller = select.poll()
@@ -1148,17 +1053,17 @@ class ChatServer:
 
         return recv
 
-    def _frames(self, conn: _Conn, data: bytes) -> str | None:
+    def _frames(self, conn: Conn, data: bytes) -> str | None:
         """The JSON line transport: carry out what the connection's session makes of
         one read (chatroom_server.session); the reason to close it, or None."""
         return self._act(conn, conn.receive_data(data))
 
-    def _handle(self, conn: _Conn, frame: bytes) -> bool:
+    def _handle(self, conn: Conn, frame: bytes) -> bool:
         """One whole frame from a transport with framing of its own (WebSocket,
         chatroom_server.web); False closes the connection."""
         return self._act(conn, conn.receive_frame(frame)) is None
 
-    def _act(self, conn: _Conn, actions: Iterable[Action]) -> str | None:
+    def _act(self, conn: Conn, actions: Iterable[Action]) -> str | None:
         """Carry out a session's actions (chatroom_server.session); the reason to close
         the connection, or None."""
         for action in actions:
@@ -1178,14 +1083,14 @@ class ChatServer:
                     return "closed by server"
         return None
 
-    def _close(self, conn: _Conn, close: Close) -> None:
+    def _close(self, conn: Conn, close: Close) -> None:
         if close.bye is not None:
             if conn.batch:
                 self._flush_batch(conn)
             bye = close.bye
             self._fanout.after(conn, lambda: conn.outbox.finish(bye))
 
-    def meter(self, conn: _Conn) -> bool | None:
+    def meter(self, conn: Conn) -> bool | None:
         """An IRC line against flood control (ServerSession.meter); None: it floods, and
         its bye (ERROR) is on its way."""
         allowed = conn.meter()
@@ -1193,7 +1098,7 @@ class ChatServer:
             self._close(conn, Close("flooding", BYE_FLOOD))
         return allowed
 
-    def run_command(self, conn: _Conn, cmd: ClientCommand, allowed: bool) -> bool:
+    def run_command(self, conn: Conn, cmd: ClientCommand, allowed: bool) -> bool:
         """Run one command, metered already (``allowed``: within the rate); False closes
         the connection. The IRC gateway calls this with the commands it builds."""
         try:
@@ -1212,7 +1117,7 @@ class ChatServer:
         conn.succeeded()
         return keep
 
-    def _refused(self, conn: _Conn, exc: ProtocolError) -> bool:
+    def _refused(self, conn: Conn, exc: ProtocolError) -> bool:
         """Answer a refused command; False after too many protocol errors in a row."""
         for action in conn.refused(exc):
             if isinstance(action, Reply):
@@ -1221,15 +1126,15 @@ class ChatServer:
                 return False
         return True
 
-    def _send_error(self, conn: _Conn, code: str, message: str, rid: str | int | None) -> None:
+    def _send_error(self, conn: Conn, code: str, message: str, rid: str | int | None) -> None:
         self._send_after_batch(conn, error_frame(code, message, rid))
 
-    def _send_after_batch(self, conn: _Conn, data: bytes) -> None:
+    def _send_after_batch(self, conn: Conn, data: bytes) -> None:
         if conn.batch:
             self._flush_batch(conn)  # replies go out in the order of the requests
         self._reply(conn, data)
 
-    def _reply(self, conn: _Conn, data: bytes) -> None:
+    def _reply(self, conn: Conn, data: bytes) -> None:
         """Send to the connection's own client, behind its broadcasts still queued."""
         if conn.done == conn.handed:
             conn.outbox.send(data)
@@ -1241,11 +1146,11 @@ class ChatServer:
     # login and flushes the pending batch before calling them. _login and _exit return
     # whether to keep the connection.
 
-    def _dm(self, conn: _Conn, cmd: DmCommand) -> None:
+    def _dm(self, conn: Conn, cmd: DmCommand) -> None:
         if not (self.config.irc_guests and self._guest_direct(conn, cmd)):
             self._direct(conn, cmd)
 
-    def _users(self, conn: _Conn, cmd: UsersCommand) -> None:
+    def _users(self, conn: Conn, cmd: UsersCommand) -> None:
         rid = cmd.id
         if conn.deltas:  # the list its deltas apply to, when the reply goes out
             self._fanout.after(conn, lambda: self._publisher.reply(conn, rid))
@@ -1254,7 +1159,7 @@ class ChatServer:
                 conn, lambda: conn.outbox.send(encode(UserList(users=self.names(), id=rid)))
             )
 
-    def _audit(self, conn: _Conn, cmd: AuditCommand) -> None:
+    def _audit(self, conn: Conn, cmd: AuditCommand) -> None:
         """The moderation audit log, for server operators (docs/PROTOCOL.md
         §Moderation). Two database reads on this reader thread, no lock of ours."""
         assert conn.username is not None
@@ -1280,10 +1185,10 @@ class ChatServer:
         )
         self._reply(conn, encode(AuditLog(entries=entries, id=cmd.id)))
 
-    def _ping(self, conn: _Conn, cmd: PingCommand) -> None:
+    def _ping(self, conn: Conn, cmd: PingCommand) -> None:
         self._reply(conn, _PONG if cmd.id is None else encode(Pong(id=cmd.id)))
 
-    def _room(self, conn: _Conn, cmd: RoomCommand | ModerationCommand) -> None:
+    def _room(self, conn: Conn, cmd: RoomCommand | ModerationCommand) -> None:
         """A room command (docs/PROTOCOL.md §Rooms): unknown to a connection without
         rooms, as to a version-1 server."""
         if not conn.rooms or self._rooms is None:
@@ -1291,11 +1196,11 @@ class ChatServer:
             raise ProtocolError(ErrorCode.UNKNOWN_COMMAND, f"unknown command {tag!r}", cmd.id)
         self._rooms.command(conn, cmd)
 
-    def _bot_commands(self, conn: _Conn, cmd: BotCommandsCommand) -> None:
+    def _bot_commands(self, conn: Conn, cmd: BotCommandsCommand) -> None:
         """docs/PROTOCOL.md §Bot commands (chatroom_server.botcommands)."""
         self._reply(conn, bot_commands_reply(self._bots, conn, cmd))
 
-    def _whois(self, conn: _Conn, cmd: WhoisCommand) -> None:
+    def _whois(self, conn: Conn, cmd: WhoisCommand) -> None:
         """docs/PROTOCOL.md §whois. Reads the operators table now, at every ask, so a
         revoke shows at the next one (no cache here to go stale)."""
         assert self._store is not None
@@ -1315,14 +1220,14 @@ class ChatServer:
         reply = Whois(user=name, online=target is not None, server_operator=oper, id=cmd.id)
         self._reply(conn, encode(reply))
 
-    def _exit(self, conn: _Conn, cmd: ExitCommand) -> bool:
+    def _exit(self, conn: Conn, cmd: ExitCommand) -> bool:
         self._replay_received(conn)
         self._fanout.after(conn, lambda: conn.outbox.finish(_BYE_EXIT))  # nothing follows
         return False
 
     # ---------------------------------------------------------------- messages
 
-    def _public(self, conn: _Conn, cmd: PmCommand) -> None:
+    def _public(self, conn: Conn, cmd: PmCommand) -> None:
         assert conn.username is not None
         if not conn.announced:
             self._announce(conn)
@@ -1338,7 +1243,7 @@ class ChatServer:
         # syscall and outbox lock are paid once per batch instead of once per message.
         # With the message log the fan-out adds each one's seq once it is stored.
         ts = self._wall()
-        if conn.batch is _UNUSED:  # the first message of this read (see _Conn)
+        if conn.batch is UNUSED:  # the first message of this read (see Conn)
             conn.batch, conn.acks, conn.msgs, conn.rids = [], [], [], []
         conn.batch.append(encode(Broadcast(sender=conn.username, message=cmd.message, ts=ts)))
         conn.acks.append(_ACK_PM if cmd.id is None else encode(Ack(command="pm", id=cmd.id)))
@@ -1346,18 +1251,18 @@ class ChatServer:
             conn.msgs.append(NewMessage(conn.username, None, cmd.message, ts, cmd.cid))
             conn.rids.append(cmd.id)
 
-    def _flush_batch(self, conn: _Conn) -> None:
+    def _flush_batch(self, conn: Conn) -> None:
         """Hand the batched broadcasts to the fan-out (chatroom_server.fanout): stored (with
         the message log), then to every other logged-in connection, then the acks
         (docs/PROTOCOL.md §pm: the ack follows the hand-off)."""
         frames, acks, msgs, rids = conn.batch, conn.acks, conn.msgs, conn.rids
-        conn.batch = conn.acks = conn.msgs = conn.rids = _UNUSED
+        conn.batch = conn.acks = conn.msgs = conn.rids = UNUSED
         if self._log is None:
             self._fanout.broadcast(conn, frames, acks)
         else:
             self._fanout.broadcast(conn, frames, acks, msgs, rids)
 
-    def _direct(self, conn: _Conn, cmd: DmCommand) -> None:
+    def _direct(self, conn: Conn, cmd: DmCommand) -> None:
         assert conn.username is not None and self._store is not None
         if not conn.announced:
             self._announce(conn)
@@ -1393,7 +1298,7 @@ class ChatServer:
 
     # ---------------------------------------------------------------- accounts
 
-    def _login(self, conn: _Conn, cmd: LoginCommand) -> bool:
+    def _login(self, conn: Conn, cmd: LoginCommand) -> bool:
         conn.in_login = True
         try:
             return self._check_login(conn, cmd)
@@ -1402,7 +1307,7 @@ class ChatServer:
         finally:
             conn.in_login = False
 
-    def _check_login(self, conn: _Conn, cmd: LoginCommand) -> bool:
+    def _check_login(self, conn: Conn, cmd: LoginCommand) -> bool:
         verdict = self._verify_login(conn, cmd)
         if isinstance(verdict, bool):
             return verdict  # refused (or asked for a password): keep the connection?
@@ -1417,7 +1322,7 @@ class ChatServer:
         conn.rooms = self._rooms is not None and Feature.ROOMS in cmd.features
         return self._enter(conn, account.name, new_user, cmd)
 
-    def _verify_login(self, conn: _Conn, cmd: LoginCommand) -> tuple[Account, bool] | bool:
+    def _verify_login(self, conn: Conn, cmd: LoginCommand) -> tuple[Account, bool] | bool:
         """The account and whether it is new, once the password is right (a new name is
         registered); else what was answered and whether to keep the connection."""
         assert self._store is not None
@@ -1462,7 +1367,7 @@ class ChatServer:
             attempt.close(self._clock())  # a check without a verdict counts for nothing
 
     @staticmethod
-    def _throttled_text(cmd: LoginCommand, conn: _Conn, refused: Throttled) -> str:
+    def _throttled_text(cmd: LoginCommand, conn: Conn, refused: Throttled) -> str:
         wait = math.ceil(refused.wait)
         if refused.scope == "address":
             return f"too many wrong passwords from {conn.ip}; try again in {wait} s"
@@ -1471,7 +1376,7 @@ class ChatServer:
         return f"too many wrong passwords for {cmd.username} from {conn.ip}; try again in {wait} s"
 
     def _check_password(
-        self, conn: _Conn, cmd: LoginCommand, attempt: LoginAttempt
+        self, conn: Conn, cmd: LoginCommand, attempt: LoginAttempt
     ) -> tuple[Account, bool] | bool:
         """``_verify_login`` once the throttle let the check through (limits.py)."""
         assert self._store is not None and cmd.password is not None
@@ -1555,7 +1460,7 @@ class ChatServer:
                 if n:
                     self._registering[key] = n
 
-    def _enter(self, conn: _Conn, name: str, new_user: bool, cmd: LoginCommand) -> bool:
+    def _enter(self, conn: Conn, name: str, new_user: bool, cmd: LoginCommand) -> bool:
         """The session begins: login_ok, the roster, and with the message log the replay
         (docs/PROTOCOL.md §Resume, §Offline DMs); False closes the connection."""
         if self._log is None:
@@ -1614,7 +1519,7 @@ class ChatServer:
                 )
 
     def _begin_logged(
-        self, conn: _Conn, name: str, new_user: bool, cmd: LoginCommand
+        self, conn: Conn, name: str, new_user: bool, cmd: LoginCommand
     ) -> tuple[Callable[[], None], tuple[int, bool]]:
         """Under the fan-out lock: begin the session and, if it gets a replay, hold its
         live traffic back until the replay is written. What to do once the lock is let
@@ -1629,7 +1534,7 @@ class ChatServer:
         begun = self._begin(conn, name, new_user, cmd.id, upto, mlog.epoch, hold=replaying)
         return begun, (upto, replaying)
 
-    def _replay(self, conn: _Conn, name: str, cmd: LoginCommand, upto: int) -> bool:
+    def _replay(self, conn: Conn, name: str, cmd: LoginCommand, upto: int) -> bool:
         """Reader thread, after login_ok: what the client missed (with ``since``), or the
         DMs that waited for it (without), then live traffic (docs/PROTOCOL.md §Resume,
         §Offline DMs). Streamed from the log a page at a time as the client reads it:
@@ -1715,7 +1620,7 @@ class ChatServer:
             conn.inbox_range = (first, upto)
         return True
 
-    def _replay_received(self, conn: _Conn) -> None:
+    def _replay_received(self, conn: Conn) -> None:
         """Reader thread, at the client's ``exit`` (IRC: QUIT): if its whole replay had
         been written to it by then, the DMs from the inbox in it have reached it
         (docs/PROTOCOL.md §Offline DMs).
@@ -1784,7 +1689,7 @@ class ChatServer:
             if self._receipts.get(username_key(name)) == got:
                 del self._receipts[username_key(name)]
 
-    def _history(self, conn: _Conn, cmd: HistoryCommand) -> None:
+    def _history(self, conn: Conn, cmd: HistoryCommand) -> None:
         """docs/PROTOCOL.md §history; only the caller's own DMs can be read."""
         assert conn.username is not None
         if self._log is None:
@@ -1848,7 +1753,7 @@ class ChatServer:
 
     def _begin(
         self,
-        conn: _Conn,
+        conn: Conn,
         name: str,
         new_user: bool,
         rid: RequestId,
@@ -1894,7 +1799,7 @@ class ChatServer:
 
     def _join(
         self,
-        conn: _Conn,
+        conn: Conn,
         name: str,
         new_user: bool,
         rid: RequestId,
@@ -1902,7 +1807,7 @@ class ChatServer:
         seq: int | None,
         epoch: str | None,
         hold: bool,
-    ) -> tuple[_Conn | None, tuple[_Conn, ...]]:
+    ) -> tuple[Conn | None, tuple[Conn, ...]]:
         """The session joins; returns the one it replaces and the v1 connections with a
         user-list push queued. login_ok is queued before the connection is in the
         roster, so no message can reach it ahead of its login_ok."""
@@ -1963,16 +1868,16 @@ class ChatServer:
             legacy = self._push_users_locked(joined=name)
         return old, legacy
 
-    def _announce(self, conn: _Conn) -> None:
+    def _announce(self, conn: Conn) -> None:
         assert conn.username is not None
         self._publisher.announce(conn.username)
         conn.announced = True
 
-    def _forget(self, conn: _Conn) -> None:
+    def _forget(self, conn: Conn) -> None:
         with self._lock:
             self._forget_locked(conn)
 
-    def _forget_locked(self, conn: _Conn) -> None:
+    def _forget_locked(self, conn: Conn) -> None:
         """Out of the open connections and its address's count. Once per connection:
         the reaper's _leave, or _admit when its thread could not start."""
         self._conns.discard(conn)
@@ -1984,7 +1889,7 @@ class ChatServer:
         else:
             self._per_ip.pop(conn.ip, None)
 
-    def _depart(self, conn: _Conn) -> None:
+    def _depart(self, conn: Conn) -> None:
         """Reader thread, at its end: hand ``conn`` to the reaper, taking no lock unless
         this is the first departure since the reaper last looked (doorbell.py). It
         leaves ``_conns`` here, not in the reaper, so that once its thread has ended it
@@ -2051,7 +1956,7 @@ class ChatServer:
         else:  # a storm: one line, not thousands (each a write that yields the GIL)
             log.info("%d users left: %s, ...", len(left), ", ".join(left[:10]))
 
-    def _leave(self, conn: _Conn) -> str | None:
+    def _leave(self, conn: Conn) -> str | None:
         """Out of the roster (reaper thread); the name whose departure this is, if any."""
         self._bots.forget(conn)  # what it announced goes with it
         if conn.deltas:
@@ -2075,7 +1980,7 @@ class ChatServer:
 
     def _push_users_locked(
         self, joined: str | None = None, left: str | None = None
-    ) -> tuple[_Conn, ...]:
+    ) -> tuple[Conn, ...]:
         """A v1 push to the connections without users_delta (docs/PROTOCOL.md §login):
         queued to each under the lock (so all see the pushes in one order), returned to
         be pushed once it is let go (``push_all``: sends release the GIL)."""
@@ -2105,7 +2010,7 @@ class ChatServer:
             return conn.irc.user, conn.irc.realname or name
         return name, name
 
-    def roster(self) -> tuple[_Conn, ...]:
+    def roster(self) -> tuple[Conn, ...]:
         """The logged-in connections with their login_ok (the fan-out's recipients): the
         snapshot, rebuilt under the lock if a login or departure made it stale."""
         r = self._roster

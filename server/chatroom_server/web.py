@@ -65,7 +65,8 @@ from chatroom_server.irc import IrcSession
 from chatroom_server.outbox import Outbox
 
 if TYPE_CHECKING:
-    from chatroom_server.server import ChatServer, _Conn
+    from chatroom_server.conn import Conn
+    from chatroom_server.server import ChatServer
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +235,7 @@ class WebSession:
     """One web connection: HTTP until a WebSocket upgrade, then JSON frames."""
 
     def __init__(
-        self, server: ChatServer, conn: _Conn, files: dict[str, StaticFile], origins: frozenset[str]
+        self, server: ChatServer, conn: Conn, files: dict[str, StaticFile], origins: frozenset[str]
     ) -> None:
         self.server = server
         self.conn = conn

@@ -556,10 +556,10 @@ def test_a_login_that_cannot_get_a_hashing_thread_in_time_is_told_to_retry(
 
 
 def test_an_idle_connection_holds_no_message_batch(server: TestServer) -> None:
-    """_Conn's four batch lists are made by a connection's first public message and
+    """Conn's four batch lists are made by a connection's first public message and
     dropped after each flush (memory per idle connection); the shared placeholder is
     never appended to, whatever the traffic."""
-    from chatroom_server import server as server_module
+    from chatroom_server import conn as conn_module
 
     a, b = connect(server.address, "batcha"), connect(server.address, "batchb")
     for i in range(5):
@@ -567,5 +567,5 @@ def test_an_idle_connection_holds_no_message_batch(server: TestServer) -> None:
         a.until("ack", command="pm", id=i)
         b.until("broadcast", message=f"m{i}")
     for conn in server.server.roster():
-        assert conn.batch is server_module._UNUSED and conn.msgs is server_module._UNUSED
-    assert server_module._UNUSED == []
+        assert conn.batch is conn_module.UNUSED and conn.msgs is conn_module.UNUSED
+    assert conn_module.UNUSED == []

@@ -1,0 +1,119 @@
+"""One client connection of the server: its socket, its outbox and the state its reader
+thread keeps, on top of the sans-I/O :class:`~chatroom_server.session.ServerSession` (the
+protocol's own state and rules). Every part of the server (presence, login, replay, the
+handlers, the transports) works on these; none of them imports the server.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import TYPE_CHECKING, Any
+
+from chatroom.protocol import RequestId
+from chatroom_server.messagelog import NewMessage
+from chatroom_server.outbox import Outbox
+from chatroom_server.readers import ReaderThread
+from chatroom_server.session import ServerSession, SessionRules
+
+if TYPE_CHECKING:
+    from chatroom_server.irc import IrcSession
+    from chatroom_server.web import WebSession
+
+# A connection's message batch when it has none (Conn.batch): shared, never appended to.
+UNUSED: list[Any] = []
+
+
+class Conn(ServerSession):
+    """One client connection: its protocol state and rules are the
+    :class:`~chatroom_server.session.ServerSession` it extends. Fields below
+    ``username`` belong to its reader thread
+    (``last_rx`` is also read by the housekeeping sweep; a stale read only delays it),
+    except ``done``, written under the FanOut's lock (chatroom_server.fanout), and
+    ``late_inbox``, which the cluster's consumer thread sets (a bool; a stale read by
+    the reader thread leaves DMs waiting, the safe side)."""
+
+    __slots__ = (
+        "acks",
+        "addr",
+        "announced",
+        "batch",
+        "connected_at",
+        "deltas",
+        "done",
+        "failed_logins",
+        "handed",
+        "in_login",
+        "inbox_range",
+        "ip",
+        "irc",
+        "last_rx",
+        "late_inbox",
+        "left",
+        "msgs",
+        "num",
+        "outbox",
+        "rids",
+        "rooms",
+        "slot",
+        "sock",
+        "thread",
+        "web",
+    )
+
+    def __init__(
+        self,
+        num: int,
+        sock: socket.socket,
+        ip: str,
+        addr: str,
+        outbox: Outbox,
+        rules: SessionRules,
+        now: float,
+    ) -> None:
+        super().__init__(rules, now)  # its username, set once, under ChatServer._lock
+        self.num = num
+        self.sock = sock
+        self.ip = ip
+        self.addr = addr
+        self.outbox = outbox
+        self.connected_at = now
+        self.thread: ReaderThread | None = None
+        # It holds one of the login slots (admission.py): its reader thread's alone.
+        self.slot = False
+        self.deltas = False  # asked for users_delta at login (set before login_ok)
+        self.rooms = False  # asked for rooms at login, and the server has them (§Rooms)
+        # Made by its reader thread as it leaves, set by the reaper once the departure
+        # is done (_serve, _reap).
+        self.left: threading.Event | None = None
+        # Broadcasts (and their acks) of the frames of the current read, not yet sent.
+        # All four are UNUSED (shared, never appended to) until _public makes them: four
+        # empty lists are 224 bytes, and most connections are idle most of the time
+        # (memory per connection, docs/PERFORMANCE.md).
+        self.batch: list[bytes] = UNUSED
+        self.acks: list[bytes] = UNUSED
+        # With the message log: what to store for each of them, and their request ids.
+        self.msgs: list[NewMessage] = UNUSED
+        self.rids: list[RequestId] = UNUSED
+        # Items in the FanOut queue: ``handed`` by this reader, ``done`` by the fan-out.
+        self.handed = 0
+        self.done = 0
+        # Every users_delta subscriber has been told this user joined (§Ordering).
+        self.announced = False
+        self.failed_logins = 0
+        # A password is being checked (maybe queued for a hashing slot): the login window
+        # must not close a connection for the server's own slowness.
+        self.in_login = False
+        self.last_rx = now
+        self.irc: IrcSession | None = None  # an IRC client (chatroom_server.irc)
+        self.web: WebSession | None = None  # a web client (chatroom_server.web)
+        # With the message log, from login to its exit (ChatServer._replay_received): the
+        # seqs (after, upto] of the DMs waiting in the inbox that its replay gave it
+        # (after == upto: none; upto is the login's cut), until it shows it has them.
+        self.inbox_range: tuple[int, int] | None = None
+        # A DM that waited in the inbox reached it live (a cluster node's stale view of
+        # who is online, docs/CLUSTER.md): written by the cluster's consumer thread.
+        self.late_inbox = False
+
+    def __repr__(self) -> str:
+        return f"<conn {self.num} {self.addr} {self.username or '-'}>"
