@@ -101,6 +101,26 @@ RULES: tuple[Rule, ...] = (
         ("chatroom_server.server",),
         "the IRC gateway is a transport: it asks the server only through irc.session.Core",
     ),
+    # The server's parts (docs/ARCHITECTURE.md): ChatServer makes each and gives it what
+    # it needs; none of them reaches back into the server.
+    *(
+        Rule(
+            f"chatroom_server.{part}",
+            ("chatroom_server.server",),
+            "a part of the server is given what it needs and imports no server",
+        )
+        for part in ("backends", "conn", "presence", "login", "replay", "node")
+    ),
+    Rule(
+        "chatroom_server.presence",
+        ("chatroom_server.login", "chatroom_server.replay", "chatroom_server.irc"),
+        "the roster knows no login, no replay and no transport: they use it",
+    ),
+    Rule(
+        "chatroom_server.replay",
+        ("chatroom_server.login", "chatroom_server.presence", "chatroom_server.irc"),
+        "the replay reads the log for a connection: it knows no login and no roster",
+    ),
 )
 
 EXCEPTIONS: tuple[Exception_, ...] = (

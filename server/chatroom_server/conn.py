@@ -71,7 +71,7 @@ class Conn(ServerSession):
         rules: SessionRules,
         now: float,
     ) -> None:
-        super().__init__(rules, now)  # its username, set once, under ChatServer._lock
+        super().__init__(rules, now)  # its username, set once, under Presence.lock
         self.num = num
         self.sock = sock
         self.ip = ip
@@ -84,7 +84,7 @@ class Conn(ServerSession):
         self.deltas = False  # asked for users_delta at login (set before login_ok)
         self.rooms = False  # asked for rooms at login, and the server has them (§Rooms)
         # Made by its reader thread as it leaves, set by the reaper once the departure
-        # is done (_serve, _reap).
+        # is done (ChatServer._serve, Presence.reap).
         self.left: threading.Event | None = None
         # Broadcasts (and their acks) of the frames of the current read, not yet sent.
         # All four are UNUSED (shared, never appended to) until _public makes them: four
@@ -107,7 +107,7 @@ class Conn(ServerSession):
         self.last_rx = now
         self.irc: IrcSession | None = None  # an IRC client (chatroom_server.irc)
         self.web: WebSession | None = None  # a web client (chatroom_server.web)
-        # With the message log, from login to its exit (ChatServer._replay_received): the
+        # With the message log, from login to its exit (Replay.replay_received): the
         # seqs (after, upto] of the DMs waiting in the inbox that its replay gave it
         # (after == upto: none; upto is the login's cut), until it shows it has them.
         self.inbox_range: tuple[int, int] | None = None

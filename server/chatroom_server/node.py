@@ -3,25 +3,29 @@ server, on its consumer thread. Messages of every node arrive here in seq order,
 other nodes' logins and departures change this node's list (docs/CLUSTER.md).
 
 :class:`ClusterNode` is the bus's :class:`~chatroom_server.cluster.bus.Handler`, kept out
-of the server's own module; it works on the server's roster under the server's lock,
-and hands its deliveries to the fan-out between two passes (``FanOut.exclusive``).
+of the server's own module; it works on the roster through the presence
+(chatroom_server.presence, under its lock), and hands its deliveries to the fan-out
+between two passes (``FanOut.exclusive``).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from typing import TYPE_CHECKING
 
 from chatroom.protocol import Broadcast, Bye, ByeReason, DirectMessage, encode, username_key
 from chatroom_server.messagelog import Stored
 from chatroom_server.noderooms import is_room_row
-from chatroom_server.outbox import Outbox, push_all
+from chatroom_server.outbox import Outbox
 
 if TYPE_CHECKING:
+    from chatroom_server.backends import Backends
     from chatroom_server.conn import Conn
-    from chatroom_server.server import ChatServer
+    from chatroom_server.noderooms import NodeRooms
+    from chatroom_server.presence import Presence
 
-log = logging.getLogger("chatroom_server.server")
+log = logging.getLogger(__name__)
 
 _BYE_REPLACED = encode(Bye(reason=ByeReason.SESSION_REPLACED))
 
@@ -29,8 +33,18 @@ _BYE_REPLACED = encode(Bye(reason=ByeReason.SESSION_REPLACED))
 class ClusterNode:
     """The server as the cluster's bus sees it (module docstring)."""
 
-    def __init__(self, server: ChatServer) -> None:
-        self._server = server
+    def __init__(
+        self,
+        backends: Backends,
+        presence: Presence,
+        delivered: threading.Condition,
+        rooms: NodeRooms | None,
+    ) -> None:
+        self._b = backends
+        self._presence = presence
+        # Notified each time the delivered cut moves (replay.Replay.delivered).
+        self._delivered = delivered
+        self._rooms = rooms  # rooms as the stream applies them (chatroom_server.noderooms)
 
     def cluster_deliver(self, messages: list[Stored], inbox: set[int]) -> None:
         """Messages from the cluster's stream, in seq order with no gap: to this node's
@@ -38,8 +52,8 @@ class ClusterNode:
         and ``last_seq`` advanced, all between two fan-out passes (the login cut).
         Room rows (chatroom_server.noderooms) go to their rooms' members here, and
         room events are applied to this node's rooms, in seq order among the rest."""
-        server = self._server
-        mlog = server._log
+        mlog = self._b.log
+        presence = self._presence
         assert mlog is not None
         # Runs of lobby messages and DMs, each framed once here, outside the lock; a
         # room row between them is handled on its own, in its place.
@@ -56,75 +70,51 @@ class ClusterNode:
         if run:
             plan.append(_Run(run, inbox))
         for name in {m.sender for m in messages if m.to is None and m.event is None}:
-            server._publisher.announce(name)  # §Ordering: who joined, before what they say
+            presence.publisher.announce(name)  # §Ordering: who joined, before what they say
         last = messages[-1].seq
-        rooms = server._node_rooms
+        rooms = self._rooms
+        fanout = self._b.fanout
 
         def deliver() -> None:
-            roster = server.roster()
+            roster = presence.roster()
             deliveries = 0
             for step in plan:
                 if isinstance(step, _Run):
-                    deliveries += step.deliver(server, roster)
+                    deliveries += step.deliver(presence, roster)
                 elif rooms is not None:
                     deliveries += rooms.row(step)
             # The metrics' deliveries (chatroom_server.metrics), under the fan-out lock
             # as the fan-out's own.
-            server._fanout.stats.deliveries += deliveries
+            fanout.stats.deliveries += deliveries
             for c in roster:
                 c.outbox.push()
             if rooms is not None:
                 rooms.push()
             mlog.last_seq = last
-            with server._delivered:
-                server._delivered.notify_all()  # logins waiting for the cut (_catch_up)
+            with self._delivered:
+                self._delivered.notify_all()  # logins waiting for the cut (catch_up)
 
         try:
-            server._fanout.exclusive(deliver, timeout=30.0)
+            fanout.exclusive(deliver, timeout=30.0)
         except TimeoutError:
             log.error("the fan-out is stuck; seqs up to %d were not delivered here", last)
 
     def cluster_joined(self, name: str) -> None:
         """``name`` logged in on another node: in the list, and a session of theirs
         here ends (session_replaced, without a departure: they are still online)."""
-        server = self._server
-        key = username_key(name)
-        legacy: tuple[Conn, ...] = ()
-        with server._lock:
-            old = server._by_key.pop(key, None)
-            if old is not None:
-                server._members.pop(old, None)
-                server._legacy.pop(old, None)
-                server._roster = None
-            elif server._live.add(name):
-                server._names = None
-                legacy = server._push_users_locked(joined=name)
-        push_all(c.outbox for c in legacy)
+        old = self._presence.joined_elsewhere(name)
         if old is not None:
             log.info("%s logged in on another node; replacing %r", name, old)
             old.outbox.finish(_BYE_REPLACED)
-        server._publisher.changed()
+        self._presence.publisher.changed()
 
     def cluster_left(self, name: str) -> None:
         """``name`` left another node (logged out, dropped, or their node died)."""
-        server = self._server
-        with server._lock:
-            if username_key(name) in server._by_key:
-                return  # they are here now: a later login than the one that ended
-            # The list's own spelling: a resync knows a departed user only by key.
-            spelled = server._live.get(name)
-            if spelled is None:
-                return
-            server._live.discard(spelled)
-            server._names = None
-            legacy = server._push_users_locked(left=spelled)
-        push_all(c.outbox for c in legacy)
-        server._publisher.changed()
+        if self._presence.left_elsewhere(name):
+            self._presence.publisher.changed()
 
     def cluster_local_names(self) -> list[str]:
-        server = self._server
-        with server._lock:
-            return [c.username for c in server._by_key.values() if c.username is not None]
+        return self._presence.local_names()
 
     def cluster_drop(self, name: str) -> None:
         """This node's session of ``name`` lost its claim (it is on another node)."""
@@ -166,12 +156,13 @@ class _Run:
                     waited = waited or seq in inbox
             self.shares[key] = (b"".join(data), waited)
 
-    def deliver(self, server: ChatServer, roster: tuple[Conn, ...]) -> int:
+    def deliver(self, presence: Presence, roster: tuple[Conn, ...]) -> int:
         """Queue this run to ``roster`` (the fan-out lock held); the deliveries made."""
         shares = self.shares
-        with server._lock:  # lock order: the fan-out's, then this one
-            targets = {c: share for key, share in shares.items() if (c := server._by_key.get(key))}
-            here = {key for key in shares if key in server._by_key}
+        by_key = presence.by_key
+        with presence.lock:  # lock order: the fan-out's, then this one
+            targets = {c: share for key, share in shares.items() if (c := by_key.get(key))}
+            here = {key for key in shares if key in by_key}
         for c in roster:
             share = targets.get(c)
             data = self.full if share is None else share[0]

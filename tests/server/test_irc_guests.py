@@ -37,7 +37,7 @@ def guest(srv: TestServer, nick: str, *caps: str) -> Irc:
 def test_a_guest_never_takes_over_an_account_registered_meanwhile() -> None:
     with guests() as srv:
         server = srv.server
-        real_enter = server._enter
+        real_enter = server._logins.enter  # chatroom_server.login
         checked, go_on = threading.Event(), threading.Event()
 
         def enter(conn: Any, name: str, *args: Any) -> bool:
@@ -46,7 +46,7 @@ def test_a_guest_never_takes_over_an_account_registered_meanwhile() -> None:
                 go_on.wait(T)  # ... and someone registers the name before it begins
             return real_enter(conn, name, *args)
 
-        server._enter = enter  # type: ignore[method-assign, assignment]
+        server._logins.enter = enter  # type: ignore[method-assign, assignment]
         irc = Irc(irc_address(srv))
         irc.send("NICK racer", "USER u 0 * :R")
         assert checked.wait(T)

@@ -182,9 +182,9 @@ def test_a_resend_with_the_same_cid_is_stored_once(server: TestServer) -> None:
 
 
 def test_a_dm_right_after_a_goodbye_waits_for_the_next_login(server: TestServer) -> None:
-    # The reaper does the leaving (chatroom_server.server._reap): a client that said
-    # exit sees its socket close only once it is offline, so a DM sent the moment it
-    # is closed is queued, not handed to the closing connection and lost.
+    # The reaper does the leaving (chatroom_server.presence, Presence.reap): a client
+    # that said exit sees its socket close only once it is offline, so a DM sent the
+    # moment it is closed is queued, not handed to the closing connection and lost.
     writer = connect(server.address, "writer")
     for i in range(10):
         name = f"leaver{i}"
@@ -199,15 +199,15 @@ def test_a_dm_right_after_a_goodbye_waits_for_the_next_login(server: TestServer)
 def test_a_goodbye_leaves_the_roster_before_its_socket_closes(
     server: TestServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    srv = server.server
-    real = srv._leave
+    presence = server.server._presence  # chatroom_server.presence
+    real = presence.leave
     seen: list[tuple[str | None, bool]] = []
 
     def leave(conn: Any) -> str | None:
         seen.append((conn.username, conn.sock.fileno() != -1))  # the reaper thread
         return real(conn)
 
-    monkeypatch.setattr(srv, "_leave", leave)
+    monkeypatch.setattr(presence, "leave", leave)
     leaver = connect(server.address, "leaver")
     leaver.send(command="exit")
     leaver.wait_closed()

@@ -1,0 +1,418 @@
+"""Login: passwords, registrations, IRC guests, and the session's beginning.
+
+:class:`Login` runs on the reader thread of the connection logging in: the ``login``
+command (docs/PROTOCOL.md §login), IRC's SASL check, guest nicks and OPER (docs/IRC.md).
+It checks the throttles (chatroom_server.limits) before a password is hashed, hashes it
+outside every lock (chatroom_server.accounts), registers a new name, and then begins the
+session (``enter``): into the roster (chatroom_server.presence) and, with the message
+log, the replay (chatroom_server.replay), between two fan-out passes so that login_ok's
+seq is the login's cut.
+
+Its own state: ``_throttle`` and ``_registrations``, each with its own lock
+(chatroom_server.limits). Names held by guests and registrations in progress are the
+presence's, under its lock (``Presence.claim_guest``, ``begin_registering``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import select
+import socket
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from chatroom.errors import ProtocolError
+from chatroom.protocol import (
+    ErrorCode,
+    Feature,
+    LoginCommand,
+    PasswordRequired,
+    RequestId,
+    check_password,
+    encode,
+    username_key,
+)
+from chatroom_server.accounts import Account, AccountExists, AccountStoreBusy
+from chatroom_server.cluster import ClusterUnavailable
+from chatroom_server.limits import LoginAttempt, LoginThrottle, Throttled, WindowCounter
+
+if TYPE_CHECKING:
+    from chatroom_server.admission import Admission
+    from chatroom_server.backends import Backends
+    from chatroom_server.config import ServerConfig
+    from chatroom_server.conn import Conn
+    from chatroom_server.irc import IrcSession
+    from chatroom_server.metrics import Tally
+    from chatroom_server.presence import Presence
+    from chatroom_server.replay import Replay
+
+log = logging.getLogger(__name__)
+
+
+class Login:
+    """Logins of one server (module docstring)."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        backends: Backends,
+        presence: Presence,
+        replay: Replay,
+        stats: Tally,
+        stopping: threading.Event,
+        admission: Admission[Conn],
+        let_go: Callable[[Conn], None],
+        send_error: Callable[[Conn, str, str, RequestId | None], None],
+    ) -> None:
+        self._config = c = config
+        self._b = backends
+        self._presence = presence
+        self._replay = replay
+        self._stats = stats
+        self._stopping = stopping
+        self._admission = admission
+        self._let_go = let_go  # its login slot, if it holds one, to the next in line
+        self._send_error = send_error  # an error frame, behind its broadcasts
+        self._clock = c.clock
+        self._wall = c.wall_clock
+        self._throttle = LoginThrottle(
+            c.login_free_failures,
+            cap=c.login_backoff_max,
+            address_free=c.login_address_free,
+            account_burst=c.login_account_burst,
+            account_gap=c.login_account_gap,
+        )
+        self._registrations = WindowCounter(c.registrations_per_ip, c.registration_window)
+
+    def exempt(self, ip: str) -> bool:
+        """Loopback, with --exempt-loopback: no per-address limits."""
+        return exempt(self._config, ip)
+
+    def login(self, conn: Conn, cmd: LoginCommand) -> bool:
+        conn.in_login = True
+        try:
+            return self._check_login(conn, cmd)
+        except AccountStoreBusy as exc:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, f"try again: {exc}", cmd.id) from exc
+        finally:
+            conn.in_login = False
+
+    def _check_login(self, conn: Conn, cmd: LoginCommand) -> bool:
+        verdict = self.verify(conn, cmd)
+        if isinstance(verdict, bool):
+            return verdict  # refused (or asked for a password): keep the connection?
+        account, new_user = verdict
+        if _hung_up(conn.sock):
+            # Its client gave up on it (a stalled server, docs/RELIABILITY.md F4) and may
+            # be logged in on another connection already: taking that session over
+            # would leave the user with none (docs/PROTOCOL.md §login).
+            log.info("%r: its client closed the connection during its login: no session", conn)
+            return False
+        conn.deltas = Feature.USERS_DELTA in cmd.features
+        conn.rooms = self._b.rooms is not None and Feature.ROOMS in cmd.features
+        return self.enter(conn, account.name, new_user, cmd)
+
+    def verify(self, conn: Conn, cmd: LoginCommand) -> tuple[Account, bool] | bool:
+        """The account and whether it is new, once the password is right (a new name is
+        registered); else what was answered and whether to keep the connection."""
+        assert self._b.store is not None
+        if conn.username is not None:
+            raise ProtocolError(
+                ErrorCode.ALREADY_LOGGED_IN, f"already logged in as {conn.username}", cmd.id
+            )
+        if cmd.password is None:
+            # The step where an interactive client learns to ask for a new password twice.
+            account = self._b.store.lookup(cmd.username)
+            name = account.name if account else cmd.username
+            lim = self._config.limits
+            new = account is None
+            conn.outbox.send(
+                encode(
+                    PasswordRequired(
+                        username=name,
+                        new_user=new,
+                        min_password=lim.min_password if new else None,
+                        max_password=lim.max_password if new else None,
+                        id=cmd.id,
+                    )
+                )
+            )
+            return True
+        # Names are ASCII and unique ignoring case, so this is the account's key too.
+        key = username_key(cmd.username)
+        attempt = self._throttle.begin(
+            key, conn.ip, self._clock(), per_address=not self.exempt(conn.ip)
+        )
+        if isinstance(attempt, Throttled):
+            # Only an existing account's failures throttle; it is not even looked up.
+            conn.failed_logins += 1
+            self._stats.add("login_failures")
+            self._send_error(
+                conn, ErrorCode.RATE_LIMITED, self._throttled_text(cmd, conn, attempt), cmd.id
+            )
+            return conn.failed_logins < self._config.max_failed_logins
+        try:
+            return self._check_password(conn, cmd, attempt)
+        finally:
+            attempt.close(self._clock())  # a check without a verdict counts for nothing
+
+    @staticmethod
+    def _throttled_text(cmd: LoginCommand, conn: Conn, refused: Throttled) -> str:
+        wait = math.ceil(refused.wait)
+        if refused.scope == "address":
+            return f"too many wrong passwords from {conn.ip}; try again in {wait} s"
+        if refused.scope == "checking":
+            return f"{cmd.username}'s password is being checked already; try again in {wait} s"
+        return f"too many wrong passwords for {cmd.username} from {conn.ip}; try again in {wait} s"
+
+    def _check_password(
+        self, conn: Conn, cmd: LoginCommand, attempt: LoginAttempt
+    ) -> tuple[Account, bool] | bool:
+        """``verify`` once the throttle let the check through (limits.py)."""
+        assert self._b.store is not None and cmd.password is not None
+        # Past the account's ceiling the check waits for its turn: slowed, not refused.
+        if attempt.delay > 0 and self._stopping.wait(attempt.delay):
+            raise AccountStoreBusy("the server is stopping")
+        new_user = False
+        account, right = self._b.store.authenticate(cmd.username, cmd.password)
+        gate = self._b.gate
+        if account is None:
+            if gate is not None and not gate.registrations_open():
+                why = "this server takes no new accounts for now; try again later"
+                raise ProtocolError(ErrorCode.REGISTRATION_CLOSED, why, cmd.id)
+            check_password(cmd.password, self._config.limits, cmd.id)
+            now = self._clock()
+            if not self.exempt(conn.ip) and not self._registrations.allow(conn.ip, now):
+                raise ProtocolError(
+                    ErrorCode.RATE_LIMITED,
+                    f"too many new accounts from {conn.ip}; try again later",
+                    cmd.id,
+                )
+            # Its commit is shared with every registration queued meanwhile, so let
+            # the next in line get that far too while this one waits, asleep
+            # (accounts.py, admission.py).
+            self._let_go(conn)
+            account, new_user, right = self._register(cmd)
+            # A commit wakes its whole group at once: back in line for the rest.
+            conn.slot = self._admission.enter(self._config.login_timeout)
+        if not new_user and not right:
+            attempt.failed(self._clock())
+            conn.failed_logins += 1
+            self._stats.add("login_failures")
+            self._send_error(conn, ErrorCode.BAD_CREDENTIALS, "wrong username or password", cmd.id)
+            if conn.failed_logins >= self._config.max_failed_logins:
+                log.info("closing %r after %d failed logins", conn, conn.failed_logins)
+                return False
+            return True
+        if not new_user:
+            attempt.succeeded(self._clock())
+            # Told once the password is right: a guess learns nothing of a ban.
+            ban = None if gate is None else gate.banned(account.name, self._wall())
+            if ban is not None:
+                raise ProtocolError(ErrorCode.BANNED, ban.text(), cmd.id)
+        return account, new_user
+
+    def _register(self, cmd: LoginCommand) -> tuple[Account, bool, bool]:
+        """A new name's account: (the account, whether this login created it, whether
+        the password is the account's). Not while an IRC guest holds the name, here or
+        on another node (``unavailable``): the guest checked that no account has it, and
+        its session is the one with that name until it leaves (docs/IRC.md)."""
+        assert self._b.store is not None and cmd.password is not None
+        key = username_key(cmd.username)
+        if not self._presence.begin_registering(key):
+            raise ProtocolError(ErrorCode.UNAVAILABLE, _guest_holds(cmd.username), cmd.id)
+        bus = self._b.bus
+        marked = False
+        try:
+            if bus is not None:
+                try:
+                    marked = bus.begin_registration(cmd.username)
+                except ClusterUnavailable as exc:
+                    raise ProtocolError(ErrorCode.UNAVAILABLE, f"try again: {exc}", cmd.id) from exc
+                if not marked:
+                    raise ProtocolError(ErrorCode.UNAVAILABLE, _guest_holds(cmd.username), cmd.id)
+            try:
+                return self._b.store.register(cmd.username, cmd.password), True, True
+            except AccountExists:  # lost a registration race: the winner's password?
+                account, right = self._b.store.authenticate(cmd.username, cmd.password)
+                assert account is not None
+                return account, False, right
+        finally:
+            if marked:
+                assert bus is not None
+                bus.end_registration(cmd.username)
+            self._presence.end_registering(key)
+
+    def guest_login(self, conn: Conn, name: str) -> bool | None:
+        """--irc-guests: a session without an account under a nick no account has
+        (None: it has one, log in as usual). The session is like any other (the room,
+        history, DMs while online) but nothing is registered, so another guest may use
+        the nick after it leaves. A guest is one session (docs/IRC.md):
+
+        - its nick is checked and claimed in one step: held in ``Presence.guests`` (and, in a
+          cluster, in Redis) from the moment no session had it, *then* checked against
+          the accounts, while registrations of that name are refused; so a name
+          registered meanwhile is either seen here or never registered, and a guest
+          never takes over an account's session, nor one guest another's (433);
+        - its DMs are delivered live and never stored (the server's ``_guest_direct``)."""
+        assert self._b.store is not None and conn.irc is not None
+        irc = conn.irc
+        try:
+            if self._b.store.get(name) is not None:
+                return None  # the common case for an account, with nothing claimed
+        except AccountStoreBusy as exc:
+            irc.reply(f"ERROR :Closing link: chatroom (try again: {exc})")
+            return False
+        key = username_key(name)
+        if not self._presence.claim_guest(key, conn):
+            return self._nick_in_use(irc, name)
+        bus = self._b.bus
+        claimed = False
+        try:
+            if bus is not None:
+                try:
+                    claimed = bus.claim_guest(name)
+                except ClusterUnavailable as exc:
+                    irc.reply(f"ERROR :Closing link: chatroom (try again: {exc})")
+                    return False
+                if not claimed:  # a session, a guest or a registration on another node
+                    return self._nick_in_use(irc, name)
+            try:
+                # Again, now that no registration can begin: one may have ended meanwhile.
+                if self._b.store.get(name) is not None:
+                    return None
+            except AccountStoreBusy as exc:
+                irc.reply(f"ERROR :Closing link: chatroom (try again: {exc})")
+                return False
+            irc.guest = key
+            cmd = LoginCommand(username=name, features=(Feature.USERS_DELTA.value,), id="login")
+            conn.deltas = True
+            conn.in_login = True
+            try:
+                return self.enter(conn, name, False, cmd)
+            except ProtocolError as exc:
+                self._send_error(conn, exc.code, exc.message, exc.request_id)
+                return False
+            finally:
+                conn.in_login = False
+        finally:
+            if bus is not None and claimed:
+                if conn.username is None:
+                    bus.release(name)  # claimed, but no session began
+                bus.settled(name)
+            if conn.username is None:
+                irc.guest = None
+                self._presence.release_guest(conn, key)
+
+    @staticmethod
+    def _nick_in_use(irc: IrcSession, name: str) -> bool:
+        # Unlike a login, a guest proves nothing that would let it take a session
+        # over: the nick is in use, as on any IRC server.
+        irc.num("433", name, text="Nickname is already in use")
+        irc.nick = "*"  # registration waits for another NICK
+        return True
+
+    def sasl(self, conn: Conn, name: str, password: str) -> bool | None:
+        """SASL: whether ``password`` is ``name``'s (registering a new name, as a login
+        does), with the login's throttles; None when the connection must close. The
+        session itself begins at registration (IRC's CAP END). Every False has sent an
+        error frame (id ``sasl``), which the gateway answers with 904 and its reason."""
+        cmd = LoginCommand(username=name, password=password, id="sasl")
+        conn.in_login = True
+        try:
+            verdict = self.verify(conn, cmd)
+        except ProtocolError as exc:
+            self._send_error(conn, exc.code, exc.message, exc.request_id)
+            return False
+        except AccountStoreBusy as exc:
+            self._send_error(conn, ErrorCode.UNAVAILABLE, f"try again: {exc}", cmd.id)
+            return False
+        finally:
+            conn.in_login = False
+        if isinstance(verdict, bool):
+            return False if verdict else None
+        return True
+
+    def oper(self, name: str, password: str) -> str:
+        """IRC OPER (chatroom_server.irc.session.Core.oper). Only for the connection's
+        own account, whose password its client knows: no throttle is needed."""
+        assert self._b.store is not None
+        account, right = self._b.store.authenticate(name, password)
+        if account is None or not right:
+            return "password"
+        gate = self._b.gate
+        return "ok" if gate is not None and gate.is_operator(account.name) else "not_operator"
+
+    def enter(self, conn: Conn, name: str, new_user: bool, cmd: LoginCommand) -> bool:
+        """The session begins: login_ok, the roster, and with the message log the replay
+        (docs/PROTOCOL.md §Resume, §Offline DMs); False closes the connection."""
+        if self._b.log is None:
+            self._presence.begin(conn, name, new_user, cmd.id)()
+            return True
+        self._replay.clear_received(name)
+        bus = self._b.bus
+        if bus is not None:
+            self._replay.catch_up(cmd)
+            try:
+                # One session per user in the whole cluster: the node that had it ends
+                # it with bye session_replaced when it reads our claim.
+                bus.claim(name)
+            except ClusterUnavailable as exc:
+                raise ProtocolError(ErrorCode.UNAVAILABLE, f"try again: {exc}", cmd.id) from exc
+        try:
+            # Between two fan-out passes: login_ok's seq is the last message handed to
+            # the roster without us, and every later one reaches us live.
+            begun, plan = self._b.fanout.exclusive(
+                lambda: self._begin_logged(conn, name, new_user, cmd)
+            )
+        except TimeoutError as exc:
+            if bus is not None and conn.username is None:
+                bus.release(name)  # claimed, but the session never began
+            raise ProtocolError(ErrorCode.UNAVAILABLE, f"try again: {exc}", cmd.id) from exc
+        finally:
+            if bus is not None:
+                bus.settled(name)
+        begun()
+        self._let_go(conn)  # a replay waits for the client to read: not in a slot
+        upto, replaying = plan
+        conn.inbox_range = (upto, upto)  # none from the inbox yet; the login's cut
+        if not replaying:
+            return True
+        return self._replay.replay(conn, name, cmd, upto)
+
+    def _begin_logged(
+        self, conn: Conn, name: str, new_user: bool, cmd: LoginCommand
+    ) -> tuple[Callable[[], None], tuple[int, bool]]:
+        """Under the fan-out lock: begin the session and, if it gets a replay, hold its
+        live traffic back until the replay is written. What to do once the lock is let
+        go (``Presence.begin``'s), the login's cut (login_ok's seq) and whether a replay
+        follows."""
+        mlog = self._b.log
+        assert mlog is not None
+        upto = mlog.last_seq
+        replaying = cmd.since is not None or mlog.has_inbox(name)
+        # Held from right after login_ok: the replay (or replay_truncated) is the first
+        # thing after it, before even the users push (docs/PROTOCOL.md §Resume).
+        begun = self._presence.begin(conn, name, new_user, cmd.id, upto, mlog.epoch, hold=replaying)
+        return begun, (upto, replaying)
+
+
+def exempt(config: ServerConfig, ip: str) -> bool:
+    """Whether ``ip`` is exempt from the per-address limits (--exempt-loopback)."""
+    return config.exempt_loopback and (ip.startswith("127.") or ip == "::1")
+
+
+def _guest_holds(name: str) -> str:
+    return f"{name} is an IRC guest's nick right now; try again once they leave"
+
+
+def _hung_up(sock: socket.socket) -> bool:
+    """Whether the peer has closed the connection (its end of stream, or a reset, is
+    here), whatever bytes it sent before that are still unread."""
+    poller = select.poll()
+    poller.register(sock, select.POLLRDHUP)
+    return any(
+        ev & (select.POLLRDHUP | select.POLLHUP | select.POLLERR) for _, ev in poller.poll(0)
+    )
