@@ -20,7 +20,7 @@ from chatroom.extras import require_or_exit
 from chatroom.protocol import DEFAULT_PORT
 
 if TYPE_CHECKING:
-    from chatroom_cli.repl import Terminal
+    from chatroom_cli.terminal import Terminal
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,7 +24,7 @@ _DONE = {
 }
 
 if TYPE_CHECKING:
-    from chatroom_cli.repl import Terminal
+    from chatroom_cli.terminal import Terminal
 
 __all__ = ["RoomCommands"]
 
