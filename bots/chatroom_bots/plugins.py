@@ -46,10 +46,9 @@ from chatroom_bots.cooldowns import Cooldown
 from chatroom_bots.schedules import JobSpec, as_tz, parse_at
 
 if TYPE_CHECKING:
-    from chatroom_bots.core import BotBase
     from chatroom_bots.storage import Store
 
-__all__ = ["ENTRY_POINT_GROUP", "Plugin", "PluginError", "Watcher", "load"]
+__all__ = ["ENTRY_POINT_GROUP", "Plugin", "PluginError", "PluginOwner", "Watcher", "load"]
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +80,7 @@ class Plugin:
         self.converters: dict[Any, ConverterFn] = {}
         self.load_hooks: list[Callable[..., Any]] = []
         self.unload_hooks: list[Callable[..., Any]] = []
-        self.bot: BotBase | None = None  # set while added to a bot
+        self.bot: PluginOwner | None = None  # set while added to a bot
         self.source: str | None = None  # what load() was given, to reload it
         self.path: Path | None = None  # the file to watch for --reload
 
@@ -263,6 +262,16 @@ def _from_path(path: Path) -> ModuleType:
         del sys.modules[name]
         raise
     return module
+
+
+class PluginOwner(Protocol):
+    """The bot a plugin is added to (:class:`chatroom_bots.core.BotBase`), as a plugin
+    sees it: a protocol, since core imports this module."""
+
+    name: str
+
+    @property
+    def store(self) -> Store: ...
 
 
 @runtime_checkable
