@@ -185,9 +185,10 @@ def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
 
 
 def _is_message_annotation(annotation: Any) -> bool:
-    from chatroom_bots.context import Message
-
-    return annotation is Message
+    """Whether ``annotation`` is :class:`chatroom_bots.context.Message` itself (not a
+    subclass), known by the marker that class declares: context imports this module, so
+    importing it here would make a circle."""
+    return isinstance(annotation, type) and "__raw_args__" in vars(annotation)
 
 
 def summary(doc: str) -> str:

@@ -22,16 +22,14 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, ClassVar
 
 from chatroom import Broadcast
 from chatroom.protocol import username_key
 from chatroom.rooms import LOBBY, room_key
-
-if TYPE_CHECKING:
-    from chatroom_bots.commands import Command
-    from chatroom_bots.plugins import Plugin
-    from chatroom_bots.storage import Store
+from chatroom_bots.commands import Command
+from chatroom_bots.plugins import Plugin
+from chatroom_bots.storage import Store
 
 __all__ = ["AsyncContext", "Context", "Message", "place_key", "room_of"]
 
@@ -96,6 +94,10 @@ class _Fields:
 @dataclass(frozen=True)
 class Message(_Fields):
     """A message the bot received, with a :meth:`reply` that goes back the way it came."""
+
+    # The 0.1 convention (chatroom_bots.commands): a handler whose first parameter is
+    # annotated with this class itself takes the raw argument string.
+    __raw_args__: ClassVar[bool] = True
 
     def reply(self, text: str) -> None:
         """Answer by DM to a DM, in the room (or the lobby) to a public message."""
