@@ -1,6 +1,7 @@
 """What the threaded :class:`~chatroom_bots.Bot` and the :class:`~chatroom_bots.AsyncBot`
-share: registration, plugins, routing a message to a command, help, storage, and what
-an error turns into (the loop guard and who really joined: :mod:`chatroom_bots.guard`).
+share: routing a message to a command, help, admission, storage, and what an error
+turns into (the loop guard and who really joined: :mod:`chatroom_bots.guard`); what a
+bot has (its registrations, plugins and schedules) is :mod:`chatroom_bots.pluginhost`'s.
 
 Threads (the threaded bot; the asyncio bot does all of this on its loop):
 
@@ -25,10 +26,8 @@ import difflib
 import inspect
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import time as dtime
-from datetime import timedelta, tzinfo
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -52,11 +51,9 @@ from chatroom_bots.commands import (
 from chatroom_bots.context import Message
 from chatroom_bots.conversations import Conversations
 from chatroom_bots.converters import BadArgument
-from chatroom_bots.cooldowns import Cooldown
 from chatroom_bots.guard import LoopGuard, Presence
 from chatroom_bots.pluginhost import PluginHost
 from chatroom_bots.plugins import Plugin
-from chatroom_bots.schedules import Job, JobSpec
 from chatroom_bots.storage import Store
 from chatroom_bots.turns import Stopping, TooBusy
 
@@ -137,8 +134,6 @@ class BotBase(PluginHost):
         self._store: Store | None = store if isinstance(store, Store) else None
         self._store_lock = threading.Lock()
         super().__init__({"help": Command(self._help, "help", help="list the commands", raw=True)})
-        self._jobs: dict[int, list[Job]] = {}  # id(plugin) -> its running schedules
-        self._pending_later: list[Job] = []
         # The test harness's: called with the receipt of every message the bot sends and
         # the room it went to (None: a DM, or lobby).
         self._sent_observers: list[Callable[[Receipt, str | None], None]] = []
@@ -156,148 +151,6 @@ class BotBase(PluginHost):
     @property
     def _clock(self) -> Callable[[], float]:
         return self.clock.monotonic
-
-    # ------------------------------------------------------------------ registration
-
-    def command(
-        self,
-        name: str | None = None,
-        *,
-        aliases: Sequence[str] = (),
-        help: str | None = None,
-        cooldown: float | Cooldown | None = None,
-        hidden: bool = False,
-        raw: bool | None = None,
-    ) -> Callable[[F], F]:
-        """Register a command (see :meth:`Plugin.command`)."""
-        register = self._root.command(
-            name, aliases=aliases, help=help, cooldown=cooldown, hidden=hidden, raw=raw
-        )
-
-        def wrapped(fn: F) -> F:
-            # 0.1 replaced a command registered twice; a plugin refuses (two plugins
-            # must not fight over a name), the bot's own commands still replace.
-            cmd_name = (name or fn.__name__.strip("_")).lower()
-            commands = self._root.commands
-            old = commands.get(cmd_name)
-            if old is not None and old.name == cmd_name:
-                for key in [k for k, c in commands.items() if c is old]:
-                    del commands[key]
-            try:
-                register(fn)
-            except BaseException:
-                if old is not None and old.name == cmd_name:
-                    commands.update({k: old for k in (old.name, *old.aliases)})
-                raise
-            self._changed()
-            return fn
-
-        return wrapped
-
-    def group(
-        self,
-        name: str,
-        *,
-        aliases: Sequence[str] = (),
-        help: str | None = None,
-        fn: Callable[..., Any] | None = None,
-    ) -> Group:
-        group = self._root.group(name, aliases=aliases, help=help, fn=fn)
-        self._changed()
-        return group
-
-    def converter(self, annotation: Any) -> Callable[[F], F]:
-        return self._root.converter(annotation)
-
-    def on_text(self, fn: F) -> F:
-        """Register a handler for messages that are not commands; its return is the reply.
-        Public messages reach it only when they mention the bot (``@name ...``)."""
-        return self._root.on_text(fn)
-
-    def on_join(self, fn: F) -> F:
-        """Register ``fn(username)`` for users who really arrive (see :class:`Presence`)."""
-        return self._root.on_join(fn)
-
-    def on_leave(self, fn: F) -> F:
-        """Register ``fn(username)`` for users who leave."""
-        return self._root.on_leave(fn)
-
-    def use(self, middleware: F) -> F:
-        """Add ``mw(ctx, call_next)`` around every command (:mod:`~chatroom_bots.middleware`)."""
-        return self._root.use(middleware)
-
-    def every(
-        self,
-        seconds: float = 0.0,
-        *,
-        minutes: float = 0.0,
-        hours: float = 0.0,
-        first: float | timedelta | None = None,
-        name: str | None = None,
-    ) -> Callable[[F], F]:
-        """Run ``fn()`` (or ``fn(bot)``) every interval (:mod:`~chatroom_bots.schedules`)."""
-        register = self._root.every(seconds, minutes=minutes, hours=hours, first=first, name=name)
-
-        def wrapped(fn: F) -> F:
-            register(fn)
-            self._schedule(self._root, [self._root.jobs[-1]])
-            return fn
-
-        return wrapped
-
-    def at(
-        self, when: str | dtime, *, tz: str | tzinfo | None = None, name: str | None = None
-    ) -> Callable[[F], F]:
-        """Run ``fn()`` (or ``fn(bot)``) every day at ``when`` in ``tz`` (default UTC)."""
-        register = self._root.at(when, tz=tz, name=name)
-
-        def wrapped(fn: F) -> F:
-            register(fn)
-            self._schedule(self._root, [self._root.jobs[-1]])
-            return fn
-
-        return wrapped
-
-    def later(self, delay: float | timedelta, fn: Callable[..., Any], *, name: str = "") -> Job:
-        """Run ``fn()`` (or ``fn(bot)``) once, ``delay`` seconds from now (from the start,
-        if the bot is not running yet). ``job.cancel()`` to call it off."""
-        if isinstance(delay, timedelta):
-            delay = delay.total_seconds()
-        spec = JobSpec(name or getattr(fn, "__name__", "later"), fn, "later", interval=delay)
-        job = Job(spec)
-        if not self._add_job(job):
-            self._pending_later.append(job)
-        return job
-
-    def jobs(self) -> list[Job]:
-        """The schedules of the running bot."""
-        return [j for js in self._jobs.values() for j in js]
-
-    # Runtime hooks (the subclasses): add a job to the running scheduler, if running.
-    def _add_job(self, job: Job) -> bool:
-        raise NotImplementedError
-
-    def _remove_job(self, job: Job) -> None:
-        raise NotImplementedError
-
-    def _schedule(self, plugin: Plugin, specs: Sequence[JobSpec]) -> None:
-        jobs = [Job(s) for s in specs]
-        for job in jobs:
-            if not self._add_job(job):
-                return  # not running: start() schedules every plugin's jobs
-        self._jobs.setdefault(id(plugin), []).extend(jobs)
-
-    def _unschedule(self, plugin: Plugin) -> None:
-        for job in self._jobs.pop(id(plugin), []):
-            self._remove_job(job)
-
-    def _schedule_all(self) -> None:
-        """At start: every plugin's schedules and the ``later`` calls made before it."""
-        for plugin in self._plugins:
-            self._schedule(plugin, plugin.jobs)
-        pending, self._pending_later = self._pending_later, []
-        for job in pending:
-            self._add_job(job)
 
     # ------------------------------------------------------------------ storage
 
