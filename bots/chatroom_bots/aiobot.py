@@ -43,19 +43,16 @@ from chatroom import (
     DirectMessage,
     Disconnect,
     MessageTooLong,
-    Receipt,
     Reconnected,
     RoomInfo,
     UsersChanged,
 )
 from chatroom.aio import AsyncChatClient
-from chatroom.protocol import DEFAULT_PORT, username_key
-from chatroom.rooms import LOBBY, room_key
+from chatroom.protocol import DEFAULT_PORT
 from chatroom_bots.clock import Clock
-from chatroom_bots.context import AsyncContext, room_of
+from chatroom_bots.context import AsyncContext
 from chatroom_bots.conversations import AsyncQuestion, NoAnswer
-from chatroom_bots.core import BotBase, Invocation, Unknown
-from chatroom_bots.guard import mention_of, split_reply
+from chatroom_bots.core import BotBase, Unknown
 from chatroom_bots.schedules import AsyncScheduler, Job, record_failure
 from chatroom_bots.storage import Store
 from chatroom_bots.turns import Stopping, TooBusy
@@ -161,22 +158,8 @@ class AsyncBot(BotBase):
         else:
             loop.call_soon_threadsafe(self._spawn, self._announce(), "bot-announce")
 
-    def _sent(self, receipt: Receipt, room: str | None) -> None:
-        lobby = room is None or room_key(room) == LOBBY
-        for fn in self._sent_observers:
-            fn(receipt, None if lobby else room)
-
     async def _reply(self, msg: AsyncContext, text: str) -> None:
-        if not text or self.client is None:
-            return
-        if not self.guard.allow_reply(msg.sender, self.clock.monotonic()):
-            log.warning(
-                "not answering %s: %d replies in the last minute",
-                msg.sender,
-                self.guard.replies_per_minute,
-            )
-            return
-        parts = split_reply(text, self.max_reply)
+        parts = self._reply_parts(msg, text)
         i = 0
         try:
             while i < len(parts):
@@ -186,9 +169,7 @@ class AsyncBot(BotBase):
                     else:
                         await self.say(parts[i], room=msg.room)
                 except MessageTooLong as exc:
-                    if not self._learn_limit(exc):
-                        raise
-                    parts = parts[:i] + split_reply(" ".join(parts[i:]), self.max_reply)
+                    parts = self._resplit(parts, i, exc)
                     continue
                 i += 1
         except ChatError as exc:
@@ -235,67 +216,32 @@ class AsyncBot(BotBase):
             else:
                 self._idle.clear()
 
-    def _see(self, seq: int | None) -> None:
+    def _mark_seen(self, seq: int | None) -> None:
         if seq is not None and seq > self._seen_seq:
             self._seen_seq = seq
             if self._seen is not None:
                 self._seen.set()
 
-    def _on_broadcast(self, event: Broadcast) -> None:
-        if username_key(event.sender) == username_key(self.name):
-            return
-        if event.replayed:
-            self._see(event.seq)
-            return
-        mention = mention_of(event.message, self.name)
-        room = room_of(event)
-        self._route(
-            AsyncContext(self, event.sender, event.message, False, mention, room, event.seq)
-        )
+    _context_type = AsyncContext
 
-    def _on_dm(self, event: DirectMessage) -> None:
-        if username_key(event.sender) == username_key(self.name):
+    def _on_message(self, event: Broadcast | DirectMessage) -> None:
+        """A public message or a DM (the client's hook): routed here, run as a task."""
+        msg = self._incoming(event)
+        if msg is None:
             return
-        if self.guard.is_own_words(event.sender, event.message, self.clock.monotonic()):
-            log.info("ignoring %s: it repeats what we said to them", event.sender)
-            self._see(event.seq)
-            return
-        self._route(
-            AsyncContext(
-                self, event.sender, event.message, True, None, None, event.seq, event.replayed
-            )
-        )
-
-    def _route(self, msg: AsyncContext) -> None:
         try:
-            if self.conversations.offer(msg.conversation_key, msg.text):
+            what = self._dispatch(msg)
+            if what is None:
                 return
-            route = self.route(msg.text, msg.private, msg.mention)
-            if route is None or not self._admit(msg.sender):
-                return
-            if isinstance(route, Invocation):
-                ctx = AsyncContext(
-                    self,
-                    msg.sender,
-                    msg.text,
-                    msg.private,
-                    msg.mention,
-                    msg.room,
-                    msg.seq,
-                    msg.replayed,
-                    command=route.command,
-                    invoked_with=route.invoked_with,
-                    args=route.args,
-                    plugin=route.plugin,
-                )
-                job = self._invoke(ctx)
-            elif isinstance(route, Unknown):
-                job = msg.reply(route.reply)
+            if isinstance(what, Unknown):
+                job = msg.reply(what.reply)
+            elif what.command is not None:
+                job = self._invoke(what)
             else:
                 job = self._text(msg)
             self._spawn(self._counted(msg.sender, job), "bot-handler")
         finally:
-            self._see(msg.seq)
+            self._mark_seen(msg.seq)
 
     async def _counted(self, sender: str, job: Coroutine[Any, Any, None]) -> None:
         try:
@@ -310,30 +256,18 @@ class AsyncBot(BotBase):
             self._finished(sender)
 
     def _on_users(self, event: UsersChanged) -> None:
-        joined, left = self.presence.changed(
-            self.name, event.users, event.joined, event.left, self.clock.monotonic()
-        )
-        for names, kind, what in (
-            (joined, "join_handlers", "joined"),
-            (left, "leave_handlers", "left"),
-        ):
-            handlers = [fn for _, fn in self._handlers(kind)]
-            for name in names:
-                if handlers:
-                    self._spawn(self._presence(name, handlers, what), f"bot-{what}")
+        for name, handlers, what in self._arrivals(event):
+            self._spawn(self._presence(name, handlers, what), f"bot-{what}")
 
     def _on_disconnect(self, event: Disconnect) -> None:
         if self._online is not None:
             self._online.clear()
-        if event.will_reconnect:
-            self.presence.lost(self.clock.monotonic())
-            log.warning("lost the server (%s); reconnecting", event.reason)
+        self._lost_server(event)
 
     def _on_reconnect(self, event: Reconnected) -> None:
-        self.presence.reset(event.result.users)
+        self._back_online(event)
         if self._online is not None:
             self._online.set()
-        log.info("back online; %d users", len(event.result.users))
         self._spawn(self._announce(), "bot-announce")  # a new session: it has none
 
     # ------------------------------------------------------------------ handlers (tasks)
@@ -493,8 +427,8 @@ class AsyncBot(BotBase):
         client_options.setdefault("reconnect", True)
         client_options.setdefault("rooms", True)  # a server without them: the lobby only
         client = AsyncChatClient(host, port, **client_options)
-        client.on_broadcast(self._on_broadcast)
-        client.on_dm(self._on_dm)
+        client.on_broadcast(self._on_message)
+        client.on_dm(self._on_message)
         client.on_users(self._on_users)
         client.on_disconnect(self._on_disconnect)
         client.on_reconnect(self._on_reconnect)

@@ -62,20 +62,18 @@ from chatroom import (
     DirectMessage,
     Disconnect,
     MessageTooLong,
-    Receipt,
     Reconnected,
     RoomInfo,
     UsageError,
     UsersChanged,
 )
-from chatroom.protocol import DEFAULT_PORT, username_key
-from chatroom.rooms import LOBBY, room_key
+from chatroom.protocol import DEFAULT_PORT
+from chatroom.rooms import LOBBY
 from chatroom_bots.clock import Clock
 from chatroom_bots.commands import BadArguments, Command
-from chatroom_bots.context import Context, Message, room_of
+from chatroom_bots.context import Context, Message
 from chatroom_bots.conversations import NoAnswer, ThreadQuestion
-from chatroom_bots.core import BotBase, Invocation, Unknown
-from chatroom_bots.guard import mention_of, split_reply
+from chatroom_bots.core import BotBase, Unknown
 from chatroom_bots.schedules import Job, ThreadScheduler, record_failure
 from chatroom_bots.storage import Store
 from chatroom_bots.turns import Stopping, TooBusy, TurnRunner
@@ -183,23 +181,9 @@ class Bot(BotBase):
         if self._online.is_set():
             self._runner.submit(self._announce)
 
-    def _sent(self, receipt: Receipt, room: str | None) -> None:
-        lobby = room is None or room_key(room) == LOBBY
-        for fn in self._sent_observers:
-            fn(receipt, None if lobby else room)
-
     def _reply(self, msg: Message, text: str) -> None:
         """Answer ``msg`` the way it came, in pieces of at most ``max_reply``."""
-        if not text or self.client is None:
-            return
-        if not self.guard.allow_reply(msg.sender, self.clock.monotonic()):
-            log.warning(
-                "not answering %s: %d replies in the last minute",
-                msg.sender,
-                self.guard.replies_per_minute,
-            )
-            return
-        parts = split_reply(text, self.max_reply)
+        parts = self._reply_parts(msg, text)
         i = 0
         try:
             while i < len(parts):
@@ -209,9 +193,7 @@ class Bot(BotBase):
                     else:
                         self.say(parts[i], room=msg.room)
                 except MessageTooLong as exc:
-                    if not self._learn_limit(exc):
-                        raise
-                    parts = parts[:i] + split_reply(" ".join(parts[i:]), self.max_reply)
+                    parts = self._resplit(parts, i, exc)
                     continue
                 how = "by DM" if msg.private else f"in {msg.room or LOBBY}"
                 log.info("%s: answered %s %s: %.80s", self.name, msg.sender, how, parts[i])
@@ -239,63 +221,28 @@ class Bot(BotBase):
 
     # ------------------------------------------------------------------ dispatch thread
 
-    def _on_broadcast(self, event: Broadcast) -> None:
-        if username_key(event.sender) == username_key(self.name):
-            return
-        if event.replayed:
-            # Said in public while we were away: the room has moved on, and an answer
-            # now would be out of place. DMs are different: they were meant for us.
-            log.debug("not answering %s's public message from while we were away", event.sender)
-            self._seen(event.seq)
-            return
-        mention = mention_of(event.message, self.name)
-        room = room_of(event)
-        self._route(Context(self, event.sender, event.message, False, mention, room, event.seq))
+    _context_type = Context
 
-    def _on_dm(self, event: DirectMessage) -> None:
-        if username_key(event.sender) == username_key(self.name):
+    def _on_message(self, event: Broadcast | DirectMessage) -> None:
+        """A public message or a DM (the client's hook): routed here, run in turn."""
+        msg = self._incoming(event)
+        if msg is None:
             return
-        if self.guard.is_own_words(event.sender, event.message, self.clock.monotonic()):
-            log.info("ignoring %s: it repeats what we said to them", event.sender)
-            self._seen(event.seq)
-            return
-        msg = Context(
-            self, event.sender, event.message, True, None, None, event.seq, event.replayed
-        )
-        self._route(msg)
-
-    def _route(self, msg: Context) -> None:
         try:
-            if self.conversations.offer(msg.conversation_key, msg.text):
-                return  # the answer to a question a handler is waiting for
-            route = self.route(msg.text, msg.private, msg.mention)
-            if route is None or not self._admit(msg.sender):
+            what = self._dispatch(msg)
+            if what is None:
                 return
             job: Callable[[], None]
-            if isinstance(route, Invocation):
-                ctx = Context(
-                    self,
-                    msg.sender,
-                    msg.text,
-                    msg.private,
-                    msg.mention,
-                    msg.room,
-                    msg.seq,
-                    msg.replayed,
-                    command=route.command,
-                    invoked_with=route.invoked_with,
-                    args=route.args,
-                    plugin=route.plugin,
-                )
-                job = functools.partial(self._invoke, ctx)
-            elif isinstance(route, Unknown):
-                job = functools.partial(msg.reply, route.reply)
+            if isinstance(what, Unknown):
+                job = functools.partial(msg.reply, what.reply)
+            elif what.command is not None:
+                job = functools.partial(self._invoke, what)
             else:
                 job = functools.partial(self._text, msg)
             if not self._runner.submit(functools.partial(self._counted, msg.sender, job)):
                 self._finished(msg.sender)  # stopping
         finally:
-            self._seen(msg.seq)
+            self._mark_seen(msg.seq)
 
     def _counted(self, sender: str, job: Callable[[], None]) -> None:
         try:
@@ -303,38 +250,26 @@ class Bot(BotBase):
         finally:
             self._finished(sender)
 
-    def _seen(self, seq: int | None) -> None:
+    def _mark_seen(self, seq: int | None) -> None:
         if seq is not None:
             with self._seen_lock:
                 self._seen_seq = max(self._seen_seq, seq)
                 self._seen_lock.notify_all()
 
     def _on_users(self, event: UsersChanged) -> None:
-        joined, left = self.presence.changed(
-            self.name, event.users, event.joined, event.left, self.clock.monotonic()
-        )
-        for names, kind, what in (
-            (joined, "join_handlers", "joined"),
-            (left, "leave_handlers", "left"),
-        ):
-            handlers = [fn for _, fn in self._handlers(kind)]
-            for name in names:
-                if handlers:
-                    self._runner.submit(functools.partial(self._presence_job, name, handlers, what))
+        for name, handlers, what in self._arrivals(event):
+            self._runner.submit(functools.partial(self._presence_job, name, handlers, what))
 
     def _on_disconnect(self, event: Disconnect) -> None:
         with self._online_lock:
             self._online.clear()
-        if event.will_reconnect:
-            self.presence.lost(self.clock.monotonic())
-            log.warning("lost the server (%s); reconnecting", event.reason)
+        self._lost_server(event)
 
     def _on_reconnect(self, event: Reconnected) -> None:
-        self.presence.reset(event.result.users)
+        self._back_online(event)
         with self._online_lock:
             self._online.set()
             runs, self._offline_runs = self._offline_runs, []
-        log.info("back online; %d users", len(event.result.users))
         self._runner.submit(self._announce)  # a new session: it has none of them
         for run in runs:  # schedules that came due while we were away
             self._runner.submit(run)
@@ -512,8 +447,8 @@ class Bot(BotBase):
         client_options.setdefault("reconnect", True)
         client_options.setdefault("rooms", True)  # a server without them: the lobby only
         client = ChatClient(host, port, **client_options)
-        client.on_broadcast(self._on_broadcast)
-        client.on_dm(self._on_dm)
+        client.on_broadcast(self._on_message)
+        client.on_dm(self._on_message)
         client.on_users(self._on_users)
         client.on_disconnect(self._on_disconnect)
         client.on_reconnect(self._on_reconnect)

@@ -22,6 +22,7 @@ Threads (the threaded bot; the asyncio bot does all of this on its loop):
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import inspect
 import logging
@@ -33,7 +34,16 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from chatroom import MessageTooLong, Receipt, RoomInfo
+from chatroom import (
+    Broadcast,
+    DirectMessage,
+    Disconnect,
+    MessageTooLong,
+    Receipt,
+    Reconnected,
+    RoomInfo,
+    UsersChanged,
+)
 from chatroom.botcommands import BotCommand
 from chatroom.protocol import username_key
 from chatroom.rooms import LOBBY, room_key
@@ -48,10 +58,10 @@ from chatroom_bots.commands import (
     Group,
     words,
 )
-from chatroom_bots.context import Message
+from chatroom_bots.context import Message, room_of
 from chatroom_bots.conversations import Conversations
 from chatroom_bots.converters import BadArgument
-from chatroom_bots.guard import LoopGuard, Presence
+from chatroom_bots.guard import LoopGuard, Presence, mention_of, split_reply
 from chatroom_bots.pluginhost import PluginHost
 from chatroom_bots.plugins import Plugin
 from chatroom_bots.storage import Store
@@ -272,6 +282,108 @@ class BotBase(PluginHost):
     def _announce_soon(self) -> None:
         """The commands changed (a plugin came or went): announce them again, if the bot
         is online (the subclasses)."""
+
+    # ------------------------------------------------------------------ events
+
+    # What each bot makes contexts of (Context, AsyncContext), and how it notes that a
+    # message was handled (the test harness waits on that): the subclass's.
+    _context_type: Callable[..., Any]
+
+    def _mark_seen(self, seq: int | None) -> None:
+        raise NotImplementedError
+
+    def _incoming(self, event: Broadcast | DirectMessage) -> Any | None:
+        """The context for a message from the client's hook, or None for one to let be
+        (marked seen): our own, a public one replayed, or our own words coming back."""
+        if username_key(event.sender) == username_key(self.name):
+            return None
+        new = self._context_type
+        if isinstance(event, Broadcast):
+            if event.replayed:
+                # Said in public while we were away: the room has moved on, and an answer
+                # now would be out of place. DMs are different: they were meant for us.
+                log.debug("not answering %s's public message from while we were away", event.sender)
+                self._mark_seen(event.seq)
+                return None
+            mention = mention_of(event.message, self.name)
+            return new(self, event.sender, event.message, False, mention, room_of(event), event.seq)
+        if self.guard.is_own_words(event.sender, event.message, self.clock.monotonic()):
+            log.info("ignoring %s: it repeats what we said to them", event.sender)
+            self._mark_seen(event.seq)
+            return None
+        return new(self, event.sender, event.message, True, None, None, event.seq, event.replayed)
+
+    def _dispatch(self, msg: Any) -> Any | Unknown | None:
+        """What to do with ``msg``: None (nothing: the answer to a question a handler
+        waits for, a message not for us, or one over its sender's limit), a context with
+        its command (run it), :class:`Unknown` (say so), or ``msg`` itself (the text
+        handlers). Admitted work must end with :meth:`_finished`."""
+        if self.conversations.offer(msg.conversation_key, msg.text):
+            return None
+        route = self.route(msg.text, msg.private, msg.mention)
+        if route is None or not self._admit(msg.sender):
+            return None
+        if isinstance(route, Invocation):
+            return dataclasses.replace(
+                msg,
+                command=route.command,
+                invoked_with=route.invoked_with,
+                args=route.args,
+                plugin=route.plugin,
+                extras={},
+            )
+        return route if isinstance(route, Unknown) else msg
+
+    def _arrivals(self, event: UsersChanged) -> list[tuple[str, list[Callable[..., Any]], str]]:
+        """(user, handlers, "joined" or "left") for each real arrival and departure
+        (:class:`~chatroom_bots.guard.Presence`) that has handlers."""
+        joined, left = self.presence.changed(
+            self.name, event.users, event.joined, event.left, self.clock.monotonic()
+        )
+        jobs = []
+        for names, kind, what in (
+            (joined, "join_handlers", "joined"),
+            (left, "leave_handlers", "left"),
+        ):
+            handlers = [fn for _, fn in self._handlers(kind)]
+            if handlers:
+                jobs += [(name, handlers, what) for name in names]
+        return jobs
+
+    def _lost_server(self, event: Disconnect) -> None:
+        if event.will_reconnect:
+            self.presence.lost(self.clock.monotonic())
+            log.warning("lost the server (%s); reconnecting", event.reason)
+
+    def _back_online(self, event: Reconnected) -> None:
+        self.presence.reset(event.result.users)
+        log.info("back online; %d users", len(event.result.users))
+
+    def _reply_parts(self, msg: Any, text: str) -> list[str]:
+        """``text`` in pieces of at most ``max_reply`` to answer ``msg`` with; none if the
+        loop guard says the sender has had enough replies this minute."""
+        if not text or getattr(self, "client", None) is None:
+            return []
+        if not self.guard.allow_reply(msg.sender, self.clock.monotonic()):
+            log.warning(
+                "not answering %s: %d replies in the last minute",
+                msg.sender,
+                self.guard.replies_per_minute,
+            )
+            return []
+        return split_reply(text, self.max_reply)
+
+    def _resplit(self, parts: list[str], i: int, exc: MessageTooLong) -> list[str]:
+        """The server refused ``parts[i]`` as too long: the rest split to its limit (or
+        ``exc`` raised again if it tells nothing new)."""
+        if not self._learn_limit(exc):
+            raise exc
+        return parts[:i] + split_reply(" ".join(parts[i:]), self.max_reply)
+
+    def _sent(self, receipt: Receipt, room: str | None) -> None:
+        lobby = room is None or room_key(room) == LOBBY
+        for fn in self._sent_observers:
+            fn(receipt, None if lobby else room)
 
     # ------------------------------------------------------------------ running commands
 
