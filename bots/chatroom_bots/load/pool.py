@@ -46,14 +46,13 @@ import time
 from collections import deque
 from typing import Protocol
 
-import msgspec
-
 from chatroom import Broadcast, DirectMessage, Disconnect, Reconnected, ServerNotice
 from chatroom.errors import ChatTimeout, FrameTooLarge
 from chatroom.hosts import parse_hosts
-from chatroom.protocol import EVENT_NAMES, Ack, LoginOk, split_block
+from chatroom.protocol import LoginOk, split_block
 from chatroom.rooms import JoinCommand, PartCommand
 from chatroom.session import BadFrame, ClientSession, Ended, Refused, Reply, SessionEvent
+from chatroom_bots.load.peek import ACK, DELIVERIES, IGNORED, peek_block
 from chatroom_bots.load.recorder import Delivery
 from chatroom_bots.load.rooms import reconcile
 from chatroom_bots.load.wslink import WsClosed, WsLink
@@ -61,44 +60,6 @@ from chatroom_bots.load.wslink import WsClosed, WsLink
 log = logging.getLogger(__name__)
 
 
-class _Peek(msgspec.Struct):
-    """What the fast path reads of a server frame (see ``BotPool._readable``)."""
-
-    type: str = ""
-    message: str | None = None
-    seq: int | None = None
-    replay: bool = False
-    room: str | None = None  # a broadcast's room on a v2 connection (chat-load --rooms)
-
-
-_peek_decoder = msgspec.json.Decoder(list[_Peek | None])
-_peek_one = msgspec.json.Decoder(_Peek | None)
-# How the server writes these frames (msgspec puts the tag first; PROTOCOL.md §Frames).
-# Only a shortcut: a frame written otherwise takes the longer way to the same result.
-_DELTA_START = b'{"type":"users_delta",'
-_LOGIN_OK_START = b'{"type":"login_ok",'
-_A_DELTA = _Peek(type="users_delta")
-
-
-def _peek_line(frame: bytes) -> _Peek | None:
-    """One frame for the fast path (None: the SDK's decode), without parsing a delta or
-    a login_ok, the frames that carry names by the thousand."""
-    if frame.startswith(_DELTA_START):
-        return _A_DELTA
-    if frame.startswith(_LOGIN_OK_START):
-        return None  # the SDK's decode, which skips the names once
-    try:
-        return _peek_one.decode(frame)
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-        return None
-
-
-_DELIVERIES = frozenset({Broadcast.__struct_config__.tag, DirectMessage.__struct_config__.tag})
-_ACK = Ack.__struct_config__.tag
-# Answers to pings, and the user list's deltas: the bots keep no list
-# (``track_users=False``), so the SDK would decode a delta's names to drop them, 10,000
-# bots x every name of a rejoin storm (docs/PERFORMANCE.md, "Rejoins and the generator").
-_IGNORED = frozenset({"pong", "users_delta"})
 # Readable bots handled between two looks at the schedule (a look is a clock read).
 READS_BETWEEN_SENDS = 32
 # epoll's event bits; an error or a hang-up is read or written to find out what it is.
@@ -106,7 +67,6 @@ _IN, _OUT = select.EPOLLIN, select.EPOLLOUT
 _ERR = select.EPOLLERR | select.EPOLLHUP
 _IN_OR_ERR = _IN | _ERR
 _MAX_EVENTS = 1024  # per poll: the next poll gets the rest
-assert _DELIVERIES | _IGNORED | {_ACK} <= EVENT_NAMES
 
 
 class Schedule(Protocol):
@@ -551,35 +511,16 @@ class BotPool:
                 if not self._event(bot, frame):
                     return
             return
-        # The fast path, for the frames that are nearly all of a run's work: the read's
-        # whole lines become one JSON array (newlines to commas) that one msgspec call
-        # decodes into _Peek (only ``type``, ``message``, ``seq``, ``replay``; the rest
-        # skipped in C), and the deliveries join the loop round's batch for the sink. A
-        # fraction of the SDK's decode per frame (docs/PERFORMANCE.md, "The generator" and
-        # "A cheaper read in the generator"), and the generator shares its cores with the
-        # server it measures. A blank line or anything but one JSON value per line fails
-        # the decode or the count, and then every frame takes the SDK's decode below.
-        frames: list[bytes] | None = None
-        peeks: list[_Peek | None]
-        if b'"users' in block:
-            # The user list (a login_ok with every name, a storm's deltas): big, and
-            # nothing the bots keep. Line by line, so that these are not parsed twice.
-            frames = split_block(block)
-            peeks = [_peek_line(frame) for frame in frames]
-        else:
-            try:
-                peeks = _peek_decoder.decode(b"[" + block[:-1].replace(b"\n", b",") + b"]")
-            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-                peeks = []
-            if len(peeks) != block.count(b"\n"):
-                frames = split_block(block)
-                peeks = [None] * len(frames)
+        # The fast path (chatroom_bots.load.peek): the deliveries join the loop round's
+        # batch for the sink, and only what is not a delivery, an ack or ignored takes
+        # the SDK's decode, in order.
+        frames, peeks = peek_block(block)
         got = self._got
         session = bot.session
         replayed = 0
         for i, peek in enumerate(peeks):
             if peek is not None:
-                if peek.message is not None and peek.type in _DELIVERIES:
+                if peek.message is not None and peek.type in DELIVERIES:
                     if peek.seq is not None:
                         # The session's cursor, kept here since these frames skip its
                         # decode: a re-login after a cut resumes from it. Our own
@@ -590,11 +531,11 @@ class BotPool:
                         replayed += peek.replay
                     got.append((bot.idx, peek.message, arrived, peek.room))
                     continue
-                if peek.type == _ACK:
+                if peek.type == ACK:
                     if peek.seq is not None:
                         session.acked(peek.seq)  # the bots never DM themselves
                     continue
-                if peek.type in _IGNORED:
+                if peek.type in IGNORED:
                     continue
             if frames is None:  # the decode matched line for line: no blank lines
                 frames = split_block(block)
