@@ -136,12 +136,7 @@ BOUNDARIES: tuple[str, ...] = ("chatroom", "chatroom_server", "chatroom_cli", "c
 # Boundaries inside a package: a transport's private names are its own.
 INNER_BOUNDARIES: tuple[str, ...] = ("chatroom_server.irc",)
 
-KNOWN_CYCLES: dict[frozenset[str], str] = {
-    frozenset({"chatroom_server.cluster", "chatroom_server.cluster.bus"}): (
-        "ClusterUnavailable is defined in the package's __init__, whose lazy front door "
-        "imports bus; it ends when the exception has a module of its own"
-    ),
-}
+KNOWN_CYCLES: dict[frozenset[str], str] = {}
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The Redis side of the cluster alone (chatroom_server.cluster.bus), on real Redis."""
+"""The Redis side of the cluster alone (chatroom_server.cluster.bus and its parts), on
+real Redis."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from typing import cast
 import pytest
 import redis
 
-from chatroom_server.cluster.bus import ClusterBus, _stored
+from chatroom_server.cluster.bus import ClusterBus
+from chatroom_server.cluster.consumer import Consumer, stored
 from chatroom_server.messagelog import NewMessage, Stored
 from chatroom_server.rooms import RoomBook
 from tests.cluster.conftest import REDIS_URL
@@ -57,14 +59,14 @@ def test_the_resync_leaves_a_login_in_progress_alone(bus: ClusterBus) -> None:
     them from its list until the next resync."""
     server = Server()
     bus.claim("alice")  # claimed; the session is not in the server's maps yet
-    bus._resync(server)
+    bus.roster.resync(server)
     assert b"alice" in presence(bus.prefix)
     server.local.append("alice")
     bus.settled("alice")
-    bus._resync(server)  # here and claimed: nothing to repair
+    bus.roster.resync(server)  # here and claimed: nothing to repair
     assert b"alice" in presence(bus.prefix)
     server.local.clear()  # gone without a release (a crash between the two)
-    bus._resync(server)
+    bus.roster.resync(server)
     assert b"alice" not in presence(bus.prefix)  # the leftover is released
 
 
@@ -73,16 +75,16 @@ def test_the_resync_repairs_both_sides(bus: ClusterBus, redis_prefix: str) -> No
     r = redis.Redis.from_url(REDIS_URL)
     # Another node's user that this node never heard of, and one it wrongly still lists.
     r.hset(f"{redis_prefix}:presence", "bob", "other/1|bob")
-    bus._owners["carol"] = "other/1"
+    bus.roster._owners["carol"] = "other/1"
     # This node's own user, lost by Redis (it restarted empty).
     server.local.append("dave")
-    bus._resync(server)
+    bus.roster.resync(server)
     assert server.joined == ["bob"]
     assert server.left == ["carol"]
     assert presence(redis_prefix)[b"dave"].startswith(bus.node.encode())
     # Dave logged in on another node meanwhile: this node's session is the one to go.
     r.hset(f"{redis_prefix}:presence", "dave", "other/1|dave")
-    bus._resync(server)
+    bus.roster.resync(server)
     assert server.dropped == ["dave"]
 
 
@@ -103,7 +105,7 @@ def test_the_stream_carries_rooms_and_room_events(bus: ClusterBus, redis_prefix:
     )
     r = redis.Redis.from_url(REDIS_URL, decode_responses=True)
     entries = cast(list[tuple[str, dict[str, str]]], r.xrange(f"{redis_prefix}:log"))
-    got = [_stored(fields) for _, fields in entries]
+    got = [stored(fields) for _, fields in entries]
     assert [(m.seq, m.room, m.event, m.to) for m in got if m is not None] == [
         (1, "lobby", None, None),
         (2, "Dev", "join", None),
@@ -135,14 +137,21 @@ def test_dms_a_gap_fill_reads_back_may_have_waited_in_the_inbox(bus: ClusterBus)
         2: Stored(2, 2.0, "alice", "bob", "psst"),
         3: Stored(3, 3.0, "carol", None, "hi"),
     }
-    bus._last_seq = lambda: 0
-    bus._stored_seq = lambda: 3
-    bus._range = lambda after, upto: [rows[s] for s in range(after + 1, upto + 1)]
     server = Recorder()
-    bus._catch_up(server)  # a quiet stream: the last publications were lost
+    consumer = Consumer(
+        bus.link,
+        bus.keys.log,
+        bus.roster,
+        server,
+        last_id="0-0",
+        last_seq=lambda: 0,
+        stored_seq=lambda: 3,
+        read_range=lambda after, upto: [rows[s] for s in range(after + 1, upto + 1)],
+    )
+    consumer.catch_up()  # a quiet stream: the last publications were lost
     assert server.delivered == [([1, 2, 3], {2})]
     # A publication arriving after a gap: the gap is read back the same way, and the
     # stream's own queued flag is kept.
     server.delivered.clear()
-    bus._deliver(server, [Stored(4, 4.0, "dave", "bob", "later")], {4})
+    consumer.deliver([Stored(4, 4.0, "dave", "bob", "later")], {4})
     assert server.delivered == [([1, 2, 3, 4], {2, 4})]

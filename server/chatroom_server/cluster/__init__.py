@@ -8,11 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from chatroom_server.cluster.errors import ClusterUnavailable
+
 __all__ = ["ClusterBus", "ClusterUnavailable", "PgAccountStore", "PgDatabase", "PgMessageLog"]
-
-
-class ClusterUnavailable(Exception):
-    """Redis cannot be reached: answered with ``unavailable``."""
 
 
 if TYPE_CHECKING:

@@ -1,0 +1,256 @@
+"""Who is online on which node of the cluster (docs/CLUSTER.md), this node's view of
+Redis's ``P:presence`` and the changes it makes to it.
+
+A login here claims its user (:meth:`Roster.claim`: taken over from another node if
+there), an IRC guest only a nick nobody has and nobody is registering
+(:meth:`Roster.claim_guest`, docs/IRC.md), and a registration excludes guests of its
+name while it runs (:meth:`Roster.begin_registration`). Every change is a script of
+:mod:`chatroom_server.cluster.scripts` that also appends the event to the stream; the
+consumer applies the events of every node here (:meth:`Roster.apply`). The resync
+(:meth:`Roster.resync`) repairs both sides after events were missed.
+
+``_lock`` guards ``_owners``, ``_claiming`` and ``_guests``; no callback into the
+server runs under it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from typing import Protocol, cast
+
+import redis
+
+from chatroom.protocol import username_key
+from chatroom_server.cluster import scripts
+from chatroom_server.cluster.errors import ClusterUnavailable
+from chatroom_server.cluster.link import Link
+from chatroom_server.cluster.scripts import STREAM_MAX, Keys
+from chatroom_server.messagelog import Stored
+
+log = logging.getLogger(__name__)
+
+
+class Handler(Protocol):
+    """What the bus calls on the server, on the consumer thread."""
+
+    def cluster_deliver(self, messages: list[Stored], inbox: set[int]) -> None: ...
+    def cluster_joined(self, name: str) -> None: ...
+    def cluster_left(self, name: str) -> None: ...
+    def cluster_local_names(self) -> list[str]: ...
+    def cluster_drop(self, name: str) -> None: ...
+
+
+class Roster:
+    """See the module docstring."""
+
+    def __init__(self, link: Link, keys: Keys) -> None:
+        self._link = link
+        self._keys = keys
+        self.node = keys.node
+        r = link.r
+        self._claim = r.register_script(scripts.CLAIM)
+        self._claim_guest = r.register_script(scripts.CLAIM_GUEST)
+        self._begin_registration = r.register_script(scripts.BEGIN_REGISTRATION)
+        self._end_registration = r.register_script(scripts.END_REGISTRATION)
+        self._release = r.register_script(scripts.RELEASE)
+        self._rejoin = r.register_script(scripts.REJOIN)
+        self._lock = threading.Lock()  # guards _owners, _claiming and _guests
+        self._owners: dict[str, str] = {}  # username key -> node, the whole cluster
+        # Keys claimed by logins here whose sessions are not in the server's maps yet:
+        # the resync must not take them for leftovers of a session that ended.
+        self._claiming: dict[str, int] = {}
+        self._guests: set[str] = set()  # the keys this node's guests hold (for REJOIN)
+
+    def load(self, presence: dict[str, str]) -> list[str]:
+        """Take the presence hash as it is now; the names online."""
+        names = []
+        with self._lock:
+            for key, value in presence.items():
+                node, _, name = value.partition("|")
+                self._owners[key] = node
+                names.append(name)
+        return names
+
+    def online(self, key: str) -> bool:
+        """Whether the user (by username key) is logged in on any node."""
+        return key in self._owners
+
+    # ------------------------------------------------------------ changes from here
+
+    def _unreachable(self, exc: redis.RedisError) -> ClusterUnavailable:
+        self._link.set_up(False, exc)
+        return ClusterUnavailable(f"the cluster is unreachable ({exc})")
+
+    def claim(self, name: str) -> str | None:
+        """A login on this node: the node that had this user before (None: nobody).
+        ClusterUnavailable when Redis cannot be reached."""
+        key = username_key(name)
+        with self._lock:
+            self._claiming[key] = self._claiming.get(key, 0) + 1
+        k = self._keys
+        try:
+            old = self._claim(
+                keys=[k.presence, k.log, k.members],
+                args=[key, self.node, name, STREAM_MAX, k.prefix],
+            )
+        except redis.RedisError as exc:
+            self.settled(name)
+            raise self._unreachable(exc) from exc
+        with self._lock:
+            self._owners[key] = self.node
+        return None if old is None else str(old).partition("|")[0]
+
+    def claim_guest(self, name: str) -> bool:
+        """An IRC guest's claim of a nick (docs/IRC.md): False if any node has a
+        session of that name or a registration of it is under way (the guest gets 433).
+        True: a claim in progress, as :meth:`claim`'s, until the caller's
+        :meth:`settled`. ClusterUnavailable when Redis cannot be reached."""
+        key = username_key(name)
+        with self._lock:
+            self._claiming[key] = self._claiming.get(key, 0) + 1
+        k = self._keys
+        try:
+            ok = self._claim_guest(
+                keys=[k.presence, k.log, k.members, k.guests, k.registering(key)],
+                args=[key, self.node, name, STREAM_MAX],
+            )
+        except redis.RedisError as exc:
+            self.settled(name)
+            raise self._unreachable(exc) from exc
+        if not ok:
+            self.settled(name)
+            return False
+        with self._lock:
+            self._owners[key] = self.node
+            self._guests.add(key)
+        return True
+
+    def begin_registration(self, name: str) -> bool:
+        """A new account of this name is about to be stored: False while an IRC guest
+        holds the name on any node. Until :meth:`end_registration` (or, if this node
+        dies meanwhile, for ``REGISTERING_MS``) no guest can claim it.
+        ClusterUnavailable when Redis cannot be reached."""
+        key = username_key(name)
+        try:
+            ok = self._begin_registration(
+                keys=[self._keys.guests, self._keys.registering(key)],
+                args=[key, scripts.REGISTERING_MS],
+            )
+        except redis.RedisError as exc:
+            raise self._unreachable(exc) from exc
+        return bool(ok)
+
+    def end_registration(self, name: str) -> None:
+        try:
+            self._end_registration(keys=[self._keys.registering(username_key(name))])
+        except redis.RedisError as exc:
+            # The mark expires by itself (REGISTERING_MS): guests wait until then.
+            self._link.set_up(False, exc)
+
+    def settled(self, name: str) -> None:
+        """The login that claimed ``name`` began its session here, or gave up."""
+        key = username_key(name)
+        with self._lock:
+            n = self._claiming.get(key, 0) - 1
+            if n > 0:
+                self._claiming[key] = n
+            else:
+                self._claiming.pop(key, None)
+
+    def release(self, name: str) -> None:
+        """This node's session of ``name`` ended (not when another node took it over)."""
+        key = username_key(name)
+        with self._lock:
+            if self._owners.get(key) == self.node:
+                del self._owners[key]
+            self._guests.discard(key)
+        k = self._keys
+        try:
+            self._release(
+                keys=[k.presence, k.log, k.members, k.guests],
+                args=[key, self.node, name, STREAM_MAX],
+            )
+        except redis.RedisError as exc:
+            # The resync after Redis returns releases it (users this node does not have).
+            self._link.set_up(False, exc)
+
+    # ------------------------------------------------------------ changes from the stream
+
+    def apply(self, handler: Handler, fields: dict[str, str]) -> None:
+        """A presence event read from the stream (``j`` joined, ``t`` taken over, ``l``
+        left), of any node."""
+        kind, name, node = fields.get("k"), fields.get("u", ""), fields.get("n", "")
+        key = username_key(name)
+        if kind in ("j", "t"):
+            with self._lock:
+                self._owners[key] = node
+            if node != self.node:
+                handler.cluster_joined(name)  # takes over a session here, if any
+        elif kind == "l":
+            with self._lock:
+                if self._owners.get(key) != node:
+                    return  # an older session's departure: the user is on another node
+                del self._owners[key]
+            if node != self.node:
+                handler.cluster_left(name)
+
+    def resync(self, handler: Handler) -> None:
+        """Compare the presence hash with what this node believes and repair both
+        sides: others' users that were missed (Redis restarted, events trimmed), this
+        node's users that Redis lost or still lists after they left."""
+        try:
+            presence = cast(dict[str, str], self._link.r.hgetall(self._keys.presence))
+        except redis.RedisError as exc:
+            self._link.set_up(False, exc)
+            return
+        with self._lock:
+            claiming = set(self._claiming)
+        local = {username_key(n): n for n in handler.cluster_local_names()}
+        theirs: dict[str, tuple[str, str]] = {}
+        for key, value in presence.items():
+            node, _, name = value.partition("|")
+            theirs[key] = (node, name)
+        with self._lock:
+            mine = dict(self._owners)
+        for key, (node, name) in theirs.items():
+            if node == self.node:
+                if key not in local and key not in claiming:
+                    self.release(name)
+            elif mine.get(key) != node:
+                with self._lock:
+                    self._owners[key] = node
+                handler.cluster_joined(name)
+        for key, node in mine.items():
+            if node != self.node and key not in theirs:
+                with self._lock:
+                    if self._owners.get(key) == node:
+                        del self._owners[key]
+                handler.cluster_left(key)
+        self.claim_back(
+            handler, [n for k, n in local.items() if theirs.get(k, ("",))[0] != self.node]
+        )
+
+    def claim_back(self, handler: Handler, names: Iterable[str]) -> None:
+        """Hold this node's users in Redis again (it lost them, or struck this node
+        off); a user who logged in on another node meanwhile is dropped here."""
+        k = self._keys
+        for name in names:
+            key = username_key(name)
+            with self._lock:
+                guest = key in self._guests
+            try:
+                ok = self._rejoin(
+                    keys=[k.presence, k.log, k.members, k.guests, k.registering(key)],
+                    args=[key, self.node, name, STREAM_MAX, "1" if guest else ""],
+                )
+            except redis.RedisError as exc:
+                self._link.set_up(False, exc)
+                return
+            if ok:
+                with self._lock:
+                    self._owners[key] = self.node
+            else:
+                log.info("%s logged in on another node meanwhile; closing this session", name)
+                handler.cluster_drop(name)

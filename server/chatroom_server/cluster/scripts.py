@@ -1,0 +1,171 @@
+"""The cluster's layout in Redis: the keys of a prefix and the Lua scripts that change
+them (docs/CLUSTER.md; the roles of the keys are in :mod:`chatroom_server.cluster.bus`).
+
+A presence change and its announcement on the stream are one script, so one atomic
+step: a user joins, is taken over or leaves *exactly once*, whoever notices it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The key names of one node of the cluster under ``prefix``."""
+
+    prefix: str
+    node: str
+
+    @property
+    def log(self) -> str:
+        return f"{self.prefix}:log"
+
+    @property
+    def presence(self) -> str:
+        return f"{self.prefix}:presence"
+
+    @property
+    def nodes(self) -> str:
+        return f"{self.prefix}:nodes"
+
+    @property
+    def guests(self) -> str:
+        return f"{self.prefix}:guests"
+
+    @property
+    def alive(self) -> str:
+        """This node's key that expires unless refreshed."""
+        return self.alive_of(self.node)
+
+    @property
+    def members(self) -> str:
+        """The username keys this node holds."""
+        return self.members_of(self.node)
+
+    def alive_of(self, node: str) -> str:
+        return f"{self.prefix}:node:{node}"
+
+    def members_of(self, node: str) -> str:
+        return f"{self.prefix}:members:{node}"
+
+    def registering(self, key: str) -> str:
+        return f"{self.prefix}:registering:{key}"
+
+
+STREAM_MAX: Final = 100_000  # entries kept in P:log (approximately): minutes of traffic
+# A registration's mark against guests outlives a node that dies holding it by this much:
+# longer than a registration may take (the account store's wait_timeout, 120 s, in a
+# login storm, then the hash), short enough to be forgotten.
+REGISTERING_MS: Final = 180_000
+
+# Lua: node names never contain '|'; usernames are ASCII letters, digits, '_' and '-'.
+_NODE_OF = "local function node_of(v) return string.match(v, '^([^|]*)|') end\n"
+
+CLAIM = (
+    _NODE_OF
+    + """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. '|' .. ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[1])
+local kind = 'j'
+if old then
+  local node = node_of(old)
+  if node == ARGV[2] then return old end
+  redis.call('SREM', ARGV[5] .. ':members:' .. node, ARGV[1])
+  kind = 't'
+end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'k', kind, 'u', ARGV[3], 'n', ARGV[2])
+return old
+"""
+)
+
+# A guest's claim (KEYS: presence, log, members, guests, registering:KEY): only a nick
+# nobody has, on any node, and nobody is registering.
+CLAIM_GUEST = """
+if redis.call('EXISTS', KEYS[5]) == 1 then return 0 end
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. '|' .. ARGV[3])
+redis.call('HSET', KEYS[4], ARGV[1], ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'k', 'j', 'u', ARGV[3], 'n', ARGV[2])
+return 1
+"""
+
+# A registration begins (KEYS: guests, registering:KEY): not while a guest holds the name.
+BEGIN_REGISTRATION = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
+redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return 1
+"""
+
+END_REGISTRATION = """
+if redis.call('DECR', KEYS[1]) <= 0 then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
+RELEASE = (
+    _NODE_OF
+    + """
+if redis.call('HGET', KEYS[4], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[4], ARGV[1]) end
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if not v or node_of(v) ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('SREM', KEYS[3], ARGV[1])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'k', 'l', 'u', ARGV[3], 'n', ARGV[2])
+return 1
+"""
+)
+
+# ARGV[5] '1': a guest's nick (KEYS[4], KEYS[5]: guests, registering:KEY), held again
+# only if nobody registers that name now.
+REJOIN = (
+    _NODE_OF
+    + """
+local guest = ARGV[5] == '1'
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if not v then
+  if guest and redis.call('EXISTS', KEYS[5]) == 1 then return 0 end
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. '|' .. ARGV[3])
+  redis.call('SADD', KEYS[3], ARGV[1])
+  if guest then redis.call('HSET', KEYS[4], ARGV[1], ARGV[2]) end
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'k', 'j', 'u', ARGV[3], 'n', ARGV[2])
+  return 1
+end
+if node_of(v) == ARGV[2] then
+  redis.call('SADD', KEYS[3], ARGV[1])
+  if guest then redis.call('HSET', KEYS[4], ARGV[1], ARGV[2]) end
+  return 1
+end
+return 0
+"""
+)
+
+REAP = (
+    _NODE_OF
+    + """
+if redis.call('EXISTS', KEYS[4]) == 1 then return -1 end
+local n = 0
+for _, key in ipairs(redis.call('SMEMBERS', KEYS[5])) do
+  if redis.call('HGET', KEYS[6], key) == ARGV[1] then redis.call('HDEL', KEYS[6], key) end
+  local v = redis.call('HGET', KEYS[1], key)
+  if v and node_of(v) == ARGV[1] then
+    redis.call('HDEL', KEYS[1], key)
+    local name = string.sub(v, string.len(ARGV[1]) + 2)
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'k', 'l', 'u', name, 'n', ARGV[1])
+    n = n + 1
+  end
+end
+redis.call('DEL', KEYS[5])
+redis.call('SREM', KEYS[3], ARGV[1])
+return n
+"""
+)
+
+BEAT = """
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+return 1
+"""
