@@ -186,6 +186,7 @@ def test_redis_restarted_mid_traffic_loses_and_repeats_nothing(
         bob = connect(b.address, "bob")
         acked: list[tuple[int, str]] = []
         refused: list[str] = []
+        noticed = threading.Event()  # alice's node refused a send: it saw the outage
         enough = threading.Event()
         restarted = threading.Event()
 
@@ -204,6 +205,7 @@ def test_redis_restarted_mid_traffic_loses_and_repeats_nothing(
                 else:
                     assert reply["code"] == "unavailable"
                     refused.append(f"m{k}")
+                    noticed.set()
 
         after = 1 << 62
         talker = threading.Thread(target=talk)
@@ -215,6 +217,12 @@ def test_redis_restarted_mid_traffic_loses_and_repeats_nothing(
             late = RawClient(b.address)
             late.send(command="login", username="late", password=PASSWORD, id="l")
             assert late.until("error", id="l")["code"] == "unavailable"
+            # Down until node a has seen it too. A node notices an outage only when a
+            # call of its own fails: had Redis come back before a's next call, redis-py
+            # would reconnect in silence (its pool replaces a connection the server
+            # closed), nothing would be refused, and wait_available() below would wait
+            # for nothing. Under load that happened (a's threads were not scheduled).
+            assert noticed.wait(T), "node a never refused a send while Redis was down"
             private_redis.start()
             for node in (a, b):  # each notices by itself
                 assert node.server._bus is not None
