@@ -67,6 +67,10 @@ def test_dms_cross_nodes_and_wait_for_an_offline_user(cluster: Cluster) -> None:
     a, b, c = cluster.add(), cluster.add(), cluster.add()
     alice = connect(a.address, "alice")
     bob = connect(b.address, "bob")
+    # Whether a DM is queued is node a's view of presence, which follows the stream: it
+    # lags b's login (and c's exit below) by however long a's consumer takes. Once
+    # alice has been told, a knows.
+    alice.until("users", joined="bob")
     alice.send(command="dm", to="BOB", message="hi bob", id=1)
     ack = alice.until("ack", id=1)
     assert ack["to"] == "bob" and not ack.get("queued")
@@ -78,6 +82,7 @@ def test_dms_cross_nodes_and_wait_for_an_offline_user(cluster: Cluster) -> None:
     carol = connect(c.address, "carol")
     carol.send(command="exit")
     carol.wait_closed()
+    alice.until("users", left="carol")
     alice.send(command="dm", to="carol", message="while you were away", id=3)
     assert alice.until("ack", id=3)["queued"] is True
     carol = RawClient(b.address)
