@@ -19,7 +19,9 @@ The users also join, part and talk in :data:`ROOMS` (docs/PROTOCOL.md §Rooms); 
 marker user creates them before the traffic and never parts, so it can read every room's
 whole log at the end.
 
-Everything it starts it stops, by pid, whatever happens (an ExitStack).
+Everything it starts it stops, by pid, whatever happens (an ExitStack); what a run
+killed with SIGKILL could not stop (a tmpfs, PostgreSQL's directory) the next run sweeps
+first (:func:`~tests.nemesis.services.sweep`).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from tests.nemesis.clients import Driver, DriverSettings
 from tests.nemesis.history import Event, History, Meta, Op, dump
 from tests.nemesis.nemesis import FaultSpec, Nemesis, schedule
 from tests.nemesis.proxy import Switchboard
-from tests.nemesis.services import ChatNode, Postgres, Redis, Tmpfs
+from tests.nemesis.services import ChatNode, Postgres, Redis, Tmpfs, sweep
 
 __all__ = ["RunConfig", "RunResult", "run"]
 
@@ -195,6 +197,8 @@ def run(config: RunConfig, progress: Any = None) -> RunResult:
     text at each phase (the command line prints them)."""
     say = progress or (lambda text: None)
     began = time.monotonic()
+    for line in sweep():  # what runs killed earlier left mounted or on disk
+        say(line)
     directory = config.out.resolve() / f"{config.target}-{config.seed}"
     directory.mkdir(parents=True, exist_ok=True)
     history = History()

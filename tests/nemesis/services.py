@@ -9,6 +9,9 @@
   restart it).
 - :class:`Tmpfs`: the single server's database on a small tmpfs the harness mounts and
   fills (root only: without it the disk-full fault is left out, and the run says so).
+- :func:`sweep`: what runs killed earlier left behind (their children die with them,
+  but a tmpfs stays mounted and PostgreSQL's temporary directory stays): each mount and
+  directory names its run's pid in :data:`OWNER`, and those of dead runs go.
 
 Every process runs in a session of its own (``start_new_session``), so a signal to its
 process group reaches exactly what the harness started (PostgreSQL's children too) and
@@ -23,6 +26,7 @@ import errno
 import logging
 import os
 import queue
+import re
 import shutil
 import signal
 import socket
@@ -35,7 +39,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ChatNode", "Postgres", "Proc", "Redis", "ServiceError", "Tmpfs", "free_port"]
+__all__ = [
+    "ChatNode",
+    "Postgres",
+    "Proc",
+    "Redis",
+    "ServiceError",
+    "Tmpfs",
+    "free_port",
+    "sweep",
+]
 
 log = logging.getLogger(__name__)
 
@@ -241,6 +254,7 @@ class Redis:
 
 
 INITDB = ("--auth=trust", "-E", "UTF8", "--no-sync")
+PG_PREFIX = "nemesis-pg-"  # Postgres's temporary directories: tempfile's, by this prefix
 
 
 class Postgres:
@@ -253,7 +267,8 @@ class Postgres:
         if not (binary / "initdb").exists():
             raise ServiceError("PostgreSQL's initdb and postgres are not installed")
         self.bin = binary
-        self.dir = Path(tempfile.mkdtemp(prefix="nemesis-pg-"))
+        self.dir = Path(tempfile.mkdtemp(prefix=PG_PREFIX))
+        _own(self.dir)
         self.as_user: dict[str, Any] = {}
         if os.geteuid() == 0:
             # initdb refuses root: the cluster belongs to postgres, as Debian's does.
@@ -355,6 +370,7 @@ class Tmpfs:
             capture_output=True,
             timeout=30,
         )
+        _own(path)
         self.filler = path / "filler"
 
     @staticmethod
@@ -395,3 +411,107 @@ class Tmpfs:
         result = subprocess.run(["umount", str(self.path)], capture_output=True, timeout=30)
         if result.returncode != 0:
             log.error("cannot unmount %s: %s", self.path, result.stderr.decode().strip())
+
+
+# The pid of the run that made a tmpfs or a temporary directory, in a file inside it.
+OWNER = ".nemesis-owner"
+# A directory made before owners were written is swept once this old and unused.
+UNOWNED_AGE = 3600.0
+
+
+def _own(path: Path) -> None:
+    (path / OWNER).write_text(f"{os.getpid()}\n")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # somebody else's: alive
+    return True
+
+
+def _owner_alive(path: Path) -> bool | None:
+    """Whether the run that made ``path`` still runs; None: no owner file (made before
+    owners were written, or its files were deleted)."""
+    try:
+        pid = int((path / OWNER).read_text())
+    except (OSError, ValueError):
+        return None
+    return _alive(pid)
+
+
+def _mounts() -> list[tuple[str, Path]]:
+    """(file system type, mount point) of every mount (Linux; empty elsewhere)."""
+    try:
+        lines = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 3:
+            # Spaces and the like are octal escapes (\040) in mount points.
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[1])
+            out.append((fields[2], Path(point)))
+    return out
+
+
+def _in_use(path: Path) -> bool:
+    """Whether any process has its working directory or an open file under ``path``."""
+    inside = str(path) + os.sep
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            links = [proc / "cwd", *(proc / "fd").iterdir()]
+        except OSError:
+            continue  # gone, or not ours to read
+        for link in links:
+            try:
+                target = os.readlink(link)
+            except OSError:
+                continue
+            if target == str(path) or target.startswith(inside):
+                return True
+    return False
+
+
+def _is_run_disk(point: Path) -> bool:
+    """A mount point of :class:`Tmpfs`: ``<out>/single-<seed>/disk``."""
+    run = point.parent.name
+    return point.name == "disk" and run.startswith("single-") and run[7:].isdigit()
+
+
+def sweep(tmp: Path | None = None) -> list[str]:
+    """Unmount the tmpfs and delete the PostgreSQL directories (under ``tmp``,
+    tempfile's directory by default) that runs killed earlier left behind; a line for
+    each. A live run's are left alone: its owner file names a live pid, or a process
+    uses them (a mount's owner file goes when pytest rotates its temporary directories
+    away; a directory made before owners were written is left for an hour)."""
+    swept: list[str] = []
+    for fstype, point in _mounts():
+        if fstype != "tmpfs" or not _is_run_disk(point):
+            continue
+        if _owner_alive(point) or _in_use(point):
+            continue
+        done = subprocess.run(["umount", str(point)], capture_output=True, timeout=30)
+        if done.returncode == 0:
+            swept.append(f"unmounted a killed run's tmpfs at {point}")
+        else:
+            log.warning("cannot unmount %s: %s", point, done.stderr.decode().strip())
+    now = time.time()
+    for d in (tmp or Path(tempfile.gettempdir())).glob(f"{PG_PREFIX}*"):
+        owner = _owner_alive(d)
+        if owner is None:
+            try:
+                owner = now - d.stat().st_mtime < UNOWNED_AGE  # young: maybe in initdb
+            except OSError:
+                continue
+        if owner or _in_use(d):
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+        swept.append(f"deleted a killed run's PostgreSQL directory {d}")
+    return swept
