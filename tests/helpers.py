@@ -47,8 +47,12 @@ OPEN_CLIENTS: list[RawClient] = []
 class RawClient:
     """A blocking line-JSON client. Every read has a timeout; nothing sleeps."""
 
-    def __init__(self, address: tuple[str, int], timeout: float = 10.0) -> None:
-        self.sock = socket.create_connection(address, timeout=timeout)
+    def __init__(
+        self, address: tuple[str, int], timeout: float = 10.0, source: str | None = None
+    ) -> None:
+        # ``source``: a loopback address of its own (127.0.0.2, ...), as another host.
+        where = None if source is None else (source, 0)
+        self.sock = socket.create_connection(address, timeout=timeout, source_address=where)
         self.timeout = timeout
         self._decoder = FrameDecoder(64 * 1024 * 1024)
         self._frames: deque[bytes] = deque()

@@ -14,9 +14,11 @@ Two ways to the same operations:
 
 The moderation verbs (``grant``, ``revoke``, ``operators``, ``audit``, and the
 server-wide ``ban``, ``unban``, ``bans``, ``registrations``: docs/PROTOCOL.md
-§Moderation) always work on the SQLite file itself, the server running or not: the
-server reads who is a server operator from the database at each moderation command, so
-a grant or revocation applies at once.
+§Moderation) always work on the database itself, SQLite's file or a cluster's
+PostgreSQL, the servers running or not: a server reads them from the database at each
+login and moderation command, so a change applies at once, and every server on the
+database ends within about a second the sessions a new ban names
+(chatroom_server.servergate).
 
 A password is read from standard input (one line) when it is not a terminal, else
 prompted for twice; it is never an argument (it would show in ``ps`` and shell history).
@@ -25,6 +27,7 @@ prompted for twice; it is never an argument (it would show in ``ps`` and shell h
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
 import sys
@@ -34,10 +37,13 @@ import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chatroom.protocol import Limits
 from chatroom_server import dbfile
+
+if TYPE_CHECKING:
+    from chatroom_server import servergate
 
 DEFAULT_DB = "chatroom.db"
 DEFAULT_ADMIN_URL = "http://127.0.0.1:9464"
@@ -145,12 +151,17 @@ def build_parser() -> argparse.ArgumentParser:
         v = verbs.add_parser(verb, help=text)
         v.add_argument("name")
     verbs.add_parser("operators", help="list the server operators")
-    sban = verbs.add_parser("ban", help="ban an account from the server (ends its session)")
-    sban.add_argument("name")
+    sban = verbs.add_parser(
+        "ban", help="ban an account or an address from the server (ends their sessions)"
+    )
+    sban.add_argument("name", nargs="?", help="the account")
+    sban.add_argument("--address", help="instead of an account: an address or CIDR network")
     sban.add_argument("--reason", help="shown to them at login")
     sban.add_argument("--hours", type=float, help="for this long (default: until unban)")
-    verbs.add_parser("unban", help="end an account's server ban").add_argument("name")
-    verbs.add_parser("bans", help="list the server bans in force")
+    unban = verbs.add_parser("unban", help="end an account's or an address's server ban")
+    unban.add_argument("name", nargs="?", help="the account")
+    unban.add_argument("--address", help="instead of an account: the address or network banned")
+    verbs.add_parser("bans", help="list the server bans in force (accounts, then addresses)")
     reg = verbs.add_parser("registrations", help="take new accounts or not (under attack)")
     reg.add_argument("state", choices=("open", "closed"))
     audit = verbs.add_parser("audit", help="the moderation audit log, newest first")
@@ -267,71 +278,125 @@ _MODERATION = frozenset(
 
 
 def _moderation(args: argparse.Namespace) -> list[str]:
-    """The moderation verbs, on the SQLite file (module docstring)."""
+    """The moderation verbs, on the database itself: SQLite's file or a cluster's
+    PostgreSQL (module docstring)."""
+    from chatroom_server import servergate
+
+    if args.verb in ("ban", "unban") and (args.name is None) == (args.address is None):
+        raise AdminError(f"{args.verb} takes an account NAME or --address ADDRESS (one of them)")
+    if args.db.startswith(("postgresql://", "postgres://")):
+        return _on_postgres(args)
     import sqlite3
 
-    from chatroom_server import modstore, servergate
-
-    if args.db.startswith(("postgresql://", "postgres://")):
-        raise AdminError("server operators and the audit of a cluster are not served yet")
     path = Path(args.db)
     if not path.is_file():
         raise AdminError(f"no database at {path}")
     db = sqlite3.connect(path, timeout=10.0, isolation_level=None)
     try:
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if "operators" not in tables:
+        if "address_bans" not in tables:
             raise AdminError(
-                f"{path} has no moderation tables yet: start this version of the server on it "
+                f"{path} has no tables for this yet: start this version of the server on it "
                 "once (it upgrades the schema)"
             )
-        if args.verb == "operators":
-            return [f"{n}\tsince {_stamp(t)}" for n, t in modstore.operators(db)]
-        if args.verb == "audit":
-            if args.limit < 1:
-                raise AdminError("--limit is at least 1")
-            return [_audit_line(r) for r in modstore.audit(db, args.room, args.limit)]
-        now = time.time()
-        if args.verb == "bans":
-            return [b.text() for b in servergate.bans(db, now)]
-        if args.verb == "registrations":
-            servergate.set_registrations(db, args.state == "open", now)
-            return [f"new accounts: {args.state}"]
-        row = db.execute("SELECT name FROM accounts WHERE name = ?", (args.name,)).fetchone()
-        if row is None:
-            raise AdminError(f"no account {args.name}")
-        name = str(row[0])
-        if args.verb == "ban":
-            if args.hours is not None and not 0 < args.hours <= 24 * 365 * 10:
-                raise AdminError("--hours is more than 0 and at most ten years")
-            expires = None if args.hours is None else now + args.hours * 3600
-            servergate.ban(db, name, args.reason, expires, now)
-            return [f"{name} is banned from the server", *_end_session(args, name)]
-        if args.verb == "unban":
-            if not servergate.unban(db, name, now):
-                raise AdminError(f"{name} is not banned from the server")
-            return [f"{name} may log in again"]
-        if args.verb == "grant":
-            done = modstore.grant(db, name)
-            return [f"{name} is a server operator" + ("" if done else " already")]
-        if not modstore.revoke(db, name):
-            raise AdminError(f"{name} is not a server operator")
-        return [f"{name} is no longer a server operator"]
-    except sqlite3.Error as exc:
+        return _verb(args, servergate.SqliteSql.of(db))
+    except servergate.GateUnavailable as exc:
         raise AdminError(f"{path}: {exc}") from None
     finally:
         db.close()
 
 
-def _end_session(args: argparse.Namespace, name: str) -> list[str]:
-    """A banned user's session on the running server, ended through its endpoint."""
-    if not _running(args.db):
-        return []
+def _on_postgres(args: argparse.Namespace) -> list[str]:
+    """A cluster's moderation, on its PostgreSQL: every node reads it at each login
+    and ends the sessions a new ban names (chatroom_server.servergate)."""
     try:
-        got = _remote(args).call("POST", "/admin/disconnect", query={"name": name})
-    except AdminError as exc:
-        return [f"their session (if any) goes on until it ends: {exc}"]
-    return [str(got["said"])]
+        import psycopg
+
+        from chatroom_server.cluster.pg import SCHEMA_VERSION, PgSql
+    except ImportError as exc:
+        raise AdminError(f"a PostgreSQL --db needs the cluster extra ({exc})") from None
+    from chatroom_server import servergate
+
+    try:
+        db = psycopg.connect(args.db, autocommit=True, connect_timeout=10)
+    except psycopg.Error as exc:
+        raise AdminError(f"cannot connect to PostgreSQL: {exc}") from None
+    with db:
+        try:
+            row = db.execute("SELECT value FROM chat_meta WHERE key = 'schema'").fetchone()
+        except psycopg.Error:
+            row = None
+        if row is None or int(row[0]) < SCHEMA_VERSION:
+            raise AdminError(
+                "the cluster's database has no tables for this yet: start a node of this "
+                "version on it once (it upgrades the schema)"
+            )
+        try:
+            return _verb(args, PgSql(lambda: contextlib.nullcontext(db)))
+        except servergate.GateUnavailable as exc:
+            raise AdminError(str(exc)) from None
+
+
+def _verb(args: argparse.Namespace, sql: servergate.Sql) -> list[str]:
+    from chatroom_server import servergate
+
+    if args.verb == "operators":
+        return [f"{n}\tsince {_stamp(t)}" for n, t in servergate.operators(sql)]
+    if args.verb == "audit":
+        if args.limit < 1:
+            raise AdminError("--limit is at least 1")
+        return [_audit_line(r) for r in servergate.audit(sql, args.room, args.limit)]
+    now = time.time()
+    if args.verb == "bans":
+        return [b.text() for b in servergate.bans(sql, now)] + [
+            b.text() for b in servergate.address_bans(sql, now)
+        ]
+    if args.verb == "registrations":
+        servergate.set_registrations(sql, args.state == "open", now)
+        return [f"new accounts: {args.state}"]
+    if args.verb in ("ban", "unban") and args.address is not None:
+        return _address_verb(args, sql, now)
+    name = servergate.account(sql, args.name)
+    if name is None:
+        raise AdminError(f"no account {args.name}")
+    if args.verb == "ban":
+        servergate.ban(sql, name, args.reason, _expires(args, now), now)
+        return [f"{name} is banned from the server", _ENDS]
+    if args.verb == "unban":
+        if not servergate.unban(sql, name, now):
+            raise AdminError(f"{name} is not banned from the server")
+        return [f"{name} may log in again"]
+    if args.verb == "grant":
+        done = servergate.grant(sql, name, now)
+        return [f"{name} is a server operator" + ("" if done else " already")]
+    if not servergate.revoke(sql, name, now):
+        raise AdminError(f"{name} is not a server operator")
+    return [f"{name} is no longer a server operator"]
+
+
+def _address_verb(args: argparse.Namespace, sql: servergate.Sql, now: float) -> list[str]:
+    from chatroom_server import servergate
+
+    try:
+        net = servergate.network(args.address)
+    except servergate.BadAddress as exc:
+        raise AdminError(str(exc)) from None
+    if args.verb == "ban":
+        servergate.ban_address(sql, net, args.reason, _expires(args, now), now)
+        return [f"{net} is banned from the server", _ENDS]
+    if not servergate.unban_address(sql, net, now):
+        raise AdminError(f"{net} is not banned from the server")
+    return [f"{net} may log in again"]
+
+
+# Every server on the database reads the bans once a second (servergate.WATCH_INTERVAL).
+_ENDS = "sessions it names end within about a second, on every server on this database"
+
+
+def _expires(args: argparse.Namespace, now: float) -> float | None:
+    if args.hours is not None and not 0 < args.hours <= 24 * 365 * 10:
+        raise AdminError("--hours is more than 0 and at most ten years")
+    return None if args.hours is None else now + args.hours * 3600
 
 
 def _stamp(ts: float) -> str:

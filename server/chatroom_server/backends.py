@@ -34,7 +34,7 @@ class Backends:
 
     def __init__(self) -> None:
         self.store: AccountStore | None = None
-        self.gate: ServerGate | None = None  # server bans, registrations (one node only)
+        self.gate: ServerGate | None = None  # server bans, registrations, operators
         self.log: MessageStore | None = None  # None with --history off
         self.rooms: RoomWire | None = None  # docs/PROTOCOL.md §Rooms, with the log
         self.bus: ClusterBus | None = None  # the cluster's Redis side (--cluster)

@@ -122,6 +122,8 @@ class Login:
             raise ProtocolError(
                 ErrorCode.ALREADY_LOGGED_IN, f"already logged in as {conn.username}", cmd.id
             )
+        if self._b.gate is not None:  # every transport's logins and registrations come here
+            self._b.gate.check_address(conn.ip, self._wall(), cmd.id)
         if cmd.password is None:
             # The step where an interactive client learns to ask for a new password twice.
             account = self._b.store.lookup(cmd.username)
@@ -262,6 +264,11 @@ class Login:
         try:
             if self._b.store.get(name) is not None:
                 return None  # the common case for an account, with nothing claimed
+            if self._b.gate is not None:  # as every login's (_verify_login)
+                self._b.gate.check_address(conn.ip, self._wall(), "login")
+        except ProtocolError as exc:
+            irc.reply(f"ERROR :Closing link: chatroom ({exc.message})")
+            return False
         except AccountStoreBusy as exc:
             irc.reply(f"ERROR :Closing link: chatroom (try again: {exc})")
             return False

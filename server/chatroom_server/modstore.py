@@ -8,14 +8,15 @@ placeholder.
 - ``audit``: one record per moderation action (who, what, to whom, where, when, why),
   written in the transaction that stores the action's room event, so the log and the
   audit never disagree; and the grants and revocations of server operators;
-- ``operators``: the server operators, granted by ``chat-server admin grant`` only.
+- ``operators``: the server operators, granted by ``chat-server admin grant`` only;
+- ``server_bans``, ``address_bans`` and ``server_settings``: server-wide moderation
+  (chatroom_server.servergate, which reads and writes them on either database).
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
@@ -25,14 +26,13 @@ from chatroom_server.rooms import RoomChange
 
 __all__ = [
     "PG_MODERATION",
+    "PG_SERVER_GATE",
+    "SQLITE_ADDRESS_BANS",
     "SQLITE_MODERATION",
-    "audit",
+    "SQLITE_SERVER_GATE",
     "change_statements",
-    "grant",
     "is_operator",
     "load",
-    "operators",
-    "revoke",
 ]
 
 _TABLES: Final = """
@@ -79,6 +79,31 @@ CREATE TABLE IF NOT EXISTS {p}operators (
 # chatroom_server.schema's step 4 and chatroom_server.cluster.pg's step 3.
 SQLITE_MODERATION: Final = _TABLES.format(p="")
 PG_MODERATION: Final = _TABLES.format(p="chat_")
+
+_GATE: Final = """
+CREATE TABLE IF NOT EXISTS {p}server_bans (
+    user_key  TEXT PRIMARY KEY,
+    user_name TEXT NOT NULL,
+    ts        DOUBLE PRECISION NOT NULL,
+    reason    TEXT,
+    expires   DOUBLE PRECISION           -- unix time; NULL: until unbanned
+);
+CREATE TABLE IF NOT EXISTS {p}server_settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+_ADDRESSES: Final = """
+CREATE TABLE IF NOT EXISTS {p}address_bans (
+    network   TEXT PRIMARY KEY,          -- canonical CIDR (network()): 203.0.113.0/24
+    ts        DOUBLE PRECISION NOT NULL,
+    reason    TEXT,
+    expires   DOUBLE PRECISION           -- unix time; NULL: until unbanned
+);
+"""
+
+# Server-wide (chatroom_server.servergate): chatroom_server.schema's steps 5 and 6,
+# chatroom_server.cluster.pg's step 4.
+SQLITE_SERVER_GATE: Final[str] = _GATE.format(p="")
+SQLITE_ADDRESS_BANS: Final[str] = _ADDRESSES.format(p="")
+PG_SERVER_GATE: Final[str] = _GATE.format(p="chat_") + _ADDRESSES.format(p="chat_")
 
 _AUDITED: Final = frozenset(
     (
@@ -187,78 +212,9 @@ def load(query: Query, p: str) -> tuple[list[Row], list[Row]]:
 
 
 # ---------------------------------------------------------------- server operators (SQLite)
+# Granted, revoked and listed on either database by chatroom_server.servergate.
 
 
 def is_operator(db: sqlite3.Connection, user: str) -> bool:
     row = db.execute("SELECT 1 FROM operators WHERE user_key = ?", (username_key(user),))
     return row.fetchone() is not None
-
-
-def operators(db: sqlite3.Connection) -> list[tuple[str, float]]:
-    rows = db.execute("SELECT user_name, granted FROM operators ORDER BY user_key").fetchall()
-    return [(str(r[0]), float(r[1])) for r in rows]
-
-
-def grant(db: sqlite3.Connection, user: str, now: float | None = None) -> bool:
-    """Make ``user`` (a canonical account name) a server operator, with its audit
-    record; False if they are one already."""
-    return _operator_change(db, "grant", user, time.time() if now is None else now)
-
-
-def revoke(db: sqlite3.Connection, user: str, now: float | None = None) -> bool:
-    """Take server operator from ``user``; False if they were not one."""
-    return _operator_change(db, "revoke", user, time.time() if now is None else now)
-
-
-def _operator_change(db: sqlite3.Connection, action: str, user: str, now: float) -> bool:
-    # Explicit, so the change and its audit record are one transaction whatever the
-    # connection's isolation level.
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        if action == "grant":
-            cur = db.execute(
-                "INSERT INTO operators VALUES (?, ?, ?) ON CONFLICT (user_key) DO NOTHING",
-                (username_key(user), user, now),
-            )
-        else:
-            cur = db.execute("DELETE FROM operators WHERE user_key = ?", (username_key(user),))
-        if cur.rowcount == 0:
-            db.execute("ROLLBACK")
-            return False
-        db.execute(
-            "INSERT INTO audit (seq, ts, actor, action, target) VALUES (NULL, ?, 'admin', ?, ?)",
-            (now, action, user),
-        )
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
-    return True
-
-
-# seq, ts, actor, action, target, room, reason, detail (JSON)
-AuditRow = tuple[int | None, float, str, str, str | None, str | None, str | None, str]
-
-
-def audit(db: sqlite3.Connection, room: str | None = None, limit: int = 100) -> list[AuditRow]:
-    """The newest ``limit`` audit records (of ``room``), newest first."""
-    sql = "SELECT seq, ts, actor, action, target, room, reason, detail FROM audit"
-    args: tuple[object, ...] = ()
-    if room is not None:
-        sql += " WHERE lower(room) = ?"
-        args = (room_key(room),)
-    sql += " ORDER BY ts DESC, seq DESC LIMIT ?"
-    return [
-        (
-            None if r[0] is None else int(r[0]),
-            float(r[1]),
-            str(r[2]),
-            str(r[3]),
-            r[4],
-            r[5],
-            r[6],
-            str(r[7]),
-        )
-        for r in db.execute(sql, (*args, limit)).fetchall()
-    ]

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from chatroom_server import dbfile, modstore, roomstore, servergate
+from chatroom_server import dbfile, modstore, roomstore
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,8 @@ STEPS: Final = (
     Step(2, "the message log", _MESSAGE_LOG),
     Step(3, "rooms", roomstore.SQLITE_ROOMS),  # chatroom_server.roomstore
     Step(4, "moderation", modstore.SQLITE_MODERATION),  # chatroom_server.modstore
-    Step(5, "server-wide bans and settings", servergate.SQLITE_SERVER_GATE),
+    Step(5, "server-wide bans and settings", modstore.SQLITE_SERVER_GATE),
+    Step(6, "address bans", modstore.SQLITE_ADDRESS_BANS),
 )
 SCHEMA_VERSION: Final = STEPS[-1].version
 # Tables by which a database with no version is known to be a chatroom one.

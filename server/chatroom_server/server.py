@@ -289,7 +289,7 @@ class ChatServer:
         self._b.store = AccountStore(self.config.db_path, HASHERS[self.config.password_hash])
         # Server bans and closed registrations (chatroom_server.servergate): the store
         # made the schema, tables included.
-        self._b.gate = ServerGate(self.config.db_path)
+        self._b.gate = ServerGate.sqlite(self.config.db_path)
         try:
             if self.config.history:
                 self._b.log = MessageLog(self.config.db_path, durability=self.config.durability)
@@ -355,6 +355,7 @@ class ChatServer:
         through Redis; this node delivers what the stream carries, its own messages
         included, so every node delivers in the same seq order."""
         from chatroom_server.cluster import ClusterBus, PgAccountStore, PgDatabase, PgMessageLog
+        from chatroom_server.cluster.pg import PgSql
 
         c = self.config
         if not c.cluster_db or not c.cluster_db.startswith(("postgresql://", "postgres://")):
@@ -379,6 +380,7 @@ class ChatServer:
         )
         try:
             self._b.store = PgAccountStore(self._pg, HASHERS[c.password_hash])
+            self._b.gate = ServerGate(PgSql.pooled(self._pg))
             # The stream position first, then the log's last seq: whatever is stored
             # in between is on the stream after that position, or filled from the log.
             remote = bus.snapshot()
@@ -447,6 +449,11 @@ class ChatServer:
         if self.config.users_interval > 0:
             self._spawn(self._presence.legacy_ticks, "chat-users-v1")
         self._spawn(self._housekeeping_loop, "chat-housekeeping")
+        if self._b.gate is not None:  # sessions a new ban names end (chatroom_server.servergate)
+            gate, by_key = self._b.gate, self._by_key
+            self._spawn(
+                lambda: gate.watch(lambda: list(by_key.values()), self._stopping), "chat-bans"
+            )
         if self._b.log is not None:
             self._spawn(self._replay.prune_loop, "chat-prune")
         log.info("listening on %s:%d", *self.address)
@@ -1005,8 +1012,13 @@ class ChatServer:
         gate = self._b.gate
         if gate is None:
             raise ProtocolError(ErrorCode.UNAVAILABLE, "no audit log in a cluster yet", cmd.id)
-        if not gate.is_operator(conn.username):
-            raise ProtocolError(ErrorCode.NOT_OPERATOR, "the audit is for server operators", cmd.id)
+        try:
+            if not gate.is_operator(conn.username):
+                why = "the audit is for server operators"
+                raise ProtocolError(ErrorCode.NOT_OPERATOR, why, cmd.id)
+            rows = gate.audit(cmd.room, cmd.limit)
+        except AccountStoreBusy as exc:  # the database cannot answer now
+            raise ProtocolError(ErrorCode.UNAVAILABLE, f"try again: {exc}", cmd.id) from exc
         entries = tuple(
             AuditEntry(
                 seq=seq,
@@ -1018,9 +1030,7 @@ class ChatServer:
                 reason=None if reason is None else str(reason),
                 detail=json.loads(str(detail)) if detail else {},
             )
-            for seq, ts, actor, action, target, room, reason, detail in gate.audit(
-                cmd.room, cmd.limit
-            )
+            for seq, ts, actor, action, target, room, reason, detail in rows
         )
         self._reply(conn, encode(AuditLog(entries=entries, id=cmd.id)))
 
@@ -1055,7 +1065,10 @@ class ChatServer:
             if account is None:
                 raise ProtocolError(ErrorCode.UNKNOWN_USER, f"no user named {cmd.user!r}", cmd.id)
             name = account.name
-        oper = self.is_server_operator(name)
+        try:
+            oper = self.is_server_operator(name)
+        except AccountStoreBusy as exc:  # the database cannot answer now
+            raise ProtocolError(ErrorCode.UNAVAILABLE, f"try again: {exc}", cmd.id) from exc
         reply = Whois(user=name, online=target is not None, server_operator=oper, id=cmd.id)
         self._reply(conn, encode(reply))
 
@@ -1180,7 +1193,7 @@ class ChatServer:
 
     def is_server_operator(self, name: str) -> bool:
         """Whether ``name`` is a server operator, read from the database now (whois,
-        IRC WHOIS's 313); none in a cluster yet (no gate there)."""
+        IRC WHOIS's 313); on a cluster's database too."""
         gate = self._b.gate
         return gate is not None and gate.is_operator(name)
 

@@ -1,48 +1,162 @@
 """Server-wide moderation at login (docs/PROTOCOL.md §Moderation, "Server-wide"): the
-accounts banned from the whole server, and whether new accounts may be registered (off
-while under attack, as Ergo's DEFCON). Both are set by ``chat-server admin`` on the
-database (chatroom_server.adminctl) and read here at each login, so that a change made
-beside the running server applies at the next login, with no reload.
+accounts and the addresses banned from the whole server, whether new accounts may be
+registered (off while under attack, as Ergo's DEFCON), who the server operators are,
+and the audit log they read. All are set by ``chat-server admin`` on the database
+(chatroom_server.adminctl) and read here at each login, so that a change made beside
+the running server applies at the next login, with no reload.
 
-The tables (``server_bans``, ``server_settings``) are schema step 5 (chatroom_server.schema);
-a cluster's PostgreSQL has none yet, and a cluster node runs without a gate.
+Written once for both databases, as chatroom_server.modstore is: an :class:`Sql` is
+SQLite's file (:class:`SqliteSql`) or a cluster's PostgreSQL
+(chatroom_server.cluster.pg.PgSql), the tables prefixed ``Sql.prefix`` and the SQL
+written with ``?``. The tables are chatroom_server.modstore's ``server_bans``,
+``address_bans``, ``server_settings``, ``operators`` and ``audit``.
 
-Threads: logins run on every reader thread; the one SQLite connection is used under
-``_lock`` (each use is one indexed read, microseconds).
+A session already open when its account or address is banned is ended by
+:meth:`ServerGate.watch`: every node reads the bans once a second and, when they
+changed, ends its own sessions that they name (an ``error`` ``banned`` saying why,
+then ``bye`` ``disconnected``). So a ban made with ``chat-server admin`` on any node's
+database reaches every node, with no message between nodes.
+
+Threads: logins run on every reader thread and the watch on its own; each use of the
+database is one short statement (SQLite: on the one connection, under ``_lock``;
+PostgreSQL: a pooled connection each).
 """
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final, Protocol
 
-from chatroom.protocol import username_key
-from chatroom_server import modstore
+from chatroom.errors import ErrorCode, ProtocolError, RequestId
+from chatroom.protocol import Bye, ByeReason, encode, username_key
+from chatroom.rooms import room_key
+from chatroom_server.accounts import AccountStoreBusy
+from chatroom_server.session import error_frame
 
 __all__ = [
-    "SQLITE_SERVER_GATE",
+    "AddressBan",
+    "AuditRow",
+    "BadAddress",
+    "GateUnavailable",
     "ServerBan",
     "ServerGate",
+    "Sql",
+    "SqliteSql",
+    "account",
+    "address_bans",
+    "audit",
     "ban",
+    "ban_address",
     "bans",
+    "grant",
+    "network",
+    "operators",
+    "revoke",
     "set_registrations",
     "unban",
+    "unban_address",
 ]
 
-SQLITE_SERVER_GATE: Final = """
-CREATE TABLE IF NOT EXISTS server_bans (
-    user_key  TEXT PRIMARY KEY,
-    user_name TEXT NOT NULL,
-    ts        DOUBLE PRECISION NOT NULL,
-    reason    TEXT,
-    expires   DOUBLE PRECISION           -- unix time; NULL: until unbanned
-);
-CREATE TABLE IF NOT EXISTS server_settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
+log = logging.getLogger(__name__)
+
+# How often each node reads the bans to end the sessions a new one names.
+WATCH_INTERVAL: Final = 1.0
+# The widest address ban: a /0 (or a typo of one) would lock everybody out.
+MIN_PREFIX: Final = {4: 8, 6: 16}
+
+Execute = Callable[[str, tuple[object, ...]], int]  # one statement; its rowcount
+
+
+class GateUnavailable(AccountStoreBusy):
+    """The database cannot be read or written now: a login answers ``unavailable``."""
+
+
+class BadAddress(ValueError):
+    """Not an address or network a ban can name; the message says why."""
+
+
+class Sql(Protocol):
+    """One database, as this module uses it (module docstring)."""
+
+    prefix: str  # of the table names: "" (SQLite) or "chat_" (PostgreSQL)
+    account_key: str  # the accounts column that username_key() finds a name by
+
+    def rows(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+        """The rows of one query; GateUnavailable if the database cannot answer."""
+        ...
+
+    def transaction(self) -> AbstractContextManager[Execute]:
+        """Statements done together or not at all (committed when the block ends)."""
+        ...
+
+
+class SqliteSql:
+    """:class:`Sql` on one SQLite connection, used under ``_lock``."""
+
+    prefix = ""
+    account_key = "name"  # COLLATE NOCASE: the key finds the name
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._lock = threading.Lock()
+        self._db = db  # _lock
+
+    @classmethod
+    def open(cls, path: Path, timeout: float = 5.0) -> SqliteSql:
+        return cls(
+            sqlite3.connect(path, timeout=timeout, check_same_thread=False, isolation_level=None)
+        )
+
+    @classmethod
+    def of(cls, db: sqlite3.Connection) -> SqliteSql:
+        """On a connection of the caller's (chat-server admin, tests)."""
+        return cls(db)
+
+    def rows(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, args).fetchall()
+            except sqlite3.Error as exc:
+                raise GateUnavailable(f"the database: {exc}") from exc
+
+    @contextmanager
+    def transaction(self) -> Iterator[Execute]:
+        with self._lock:
+            db = self._db
+
+            def execute(sql: str, args: tuple[object, ...]) -> int:
+                return db.execute(sql, args).rowcount
+
+            try:
+                # Explicit, so a change and its audit record are one transaction.
+                db.execute("BEGIN IMMEDIATE")
+                yield execute
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise GateUnavailable(f"the database: {exc}") from exc
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _sql(sql: Sql, text: str) -> str:
+    """``text`` with the backend's table prefix (``{p}``) and placeholder."""
+    out = text.format(p=sql.prefix)
+    return out if sql.prefix == "" else out.replace("?", "%s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,123 +167,381 @@ class ServerBan:
     expires: float | None
 
     def text(self) -> str:
-        until = ""
-        if self.expires is not None:
-            until = " until " + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(self.expires))
-        why = f" ({self.reason})" if self.reason else ""
-        return f"{self.user} is banned from this server{until}{why}"
+        return f"{self.user} is banned from this server{_until(self.expires, self.reason)}"
+
+
+@dataclass(frozen=True, slots=True)
+class AddressBan:
+    network: str  # canonical, as network() gives it
+    ts: float
+    reason: str | None
+    expires: float | None
+
+    def text(self) -> str:
+        return f"{self.network} is banned from this server{_until(self.expires, self.reason)}"
+
+    def refusal(self, ip: str) -> str:
+        """What a client from ``ip`` is told."""
+        where = ip if self.network in (f"{ip}/32", f"{ip}/128") else f"{ip} ({self.network})"
+        return f"your address {where} is banned from this server{_until(self.expires, self.reason)}"
+
+
+def _until(expires: float | None, reason: str | None) -> str:
+    until = ""
+    if expires is not None:
+        until = " until " + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(expires))
+    return until + (f" ({reason})" if reason else "")
+
+
+def network(text: str) -> str:
+    """The canonical form of an address or CIDR network a ban may name (IPv4 or IPv6;
+    an address alone is its own /32 or /128), or BadAddress saying what is wrong."""
+    try:
+        net = ipaddress.ip_network(text.strip(), strict=True)
+    except ValueError as exc:
+        if "has host bits set" in str(exc):
+            loose = ipaddress.ip_network(text.strip(), strict=False)
+            raise BadAddress(f"{text} has host bits set: did you mean {loose}?") from None
+        raise BadAddress(
+            f"{text!r} is not an IPv4 or IPv6 address or network (e.g. 203.0.113.7, "
+            "198.51.100.0/24, 2001:db8::/32)"
+        ) from None
+    if isinstance(net, ipaddress.IPv6Network) and net.network_address.ipv4_mapped is not None:
+        # A v4 client on a dual-stack socket is seen by its plain v4 address (_ip).
+        mapped = net.network_address.ipv4_mapped
+        net = ipaddress.ip_network(f"{mapped}/{max(0, net.prefixlen - 96)}")
+    least = MIN_PREFIX[net.version]
+    if net.prefixlen < least:
+        raise BadAddress(f"{net} is too wide: a ban names at most a /{least} (IPv{net.version})")
+    return str(net)
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        ip = ipaddress.ip_address(text.partition("%")[0])  # no IPv6 zone
+    except ValueError:
+        return None  # not an IP connection (a test's socketpair): no address ban applies
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _in_force(rows: Iterable[tuple[Any, ...]], now: float) -> list[tuple[Any, ...]]:
+    return [r for r in rows if r[-1] is None or now < float(r[-1])]
+
+
+class Session(Protocol):
+    """What the watch reads of a server connection (chatroom_server.server._Conn)."""
+
+    username: str | None
+    ip: str
+
+    @property
+    def outbox(self) -> Any: ...
+
+
+_BYE_DISCONNECTED: Final = encode(Bye(reason=ByeReason.DISCONNECTED))
 
 
 class ServerGate:
-    """The login-time checks on one SQLite database (module docstring)."""
+    """The login-time checks on one database (module docstring)."""
 
-    def __init__(self, path: Path, timeout: float = 5.0) -> None:
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, timeout=timeout, check_same_thread=False)  # _lock
+    def __init__(self, sql: Sql, close: Callable[[], None] = lambda: None) -> None:
+        self.sql = sql
+        self._close = close
+
+    @classmethod
+    def sqlite(cls, path: Path, timeout: float = 5.0) -> ServerGate:
+        sql = SqliteSql.open(path, timeout)
+        return cls(sql, sql.close)
 
     def banned(self, user: str, now: float) -> ServerBan | None:
         """``user``'s server ban in force at ``now``, if any."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT user_name, ts, reason, expires FROM server_bans WHERE user_key = ?",
-                (username_key(user),),
-            ).fetchone()
-        if row is None or (row[3] is not None and now >= float(row[3])):
+        rows = self.sql.rows(
+            _sql(
+                self.sql,
+                "SELECT user_name, ts, reason, expires FROM {p}server_bans WHERE user_key = ?",
+            ),
+            (username_key(user),),
+        )
+        live = _in_force(rows, now)
+        if not live:
             return None
-        return ServerBan(str(row[0]), float(row[1]), row[2], row[3])
+        return ServerBan(str(live[0][0]), float(live[0][1]), live[0][2], live[0][3])
+
+    def address_banned(self, ip: str, now: float) -> AddressBan | None:
+        """The address ban in force at ``now`` whose network holds ``ip``, if any (the
+        narrowest). A few rows at most, so all are read and matched here."""
+        return _matching(self.address_bans(now), ip)
+
+    def check_address(self, ip: str, now: float, rid: RequestId) -> None:
+        """At every login, before its password (a banned address learns nothing of
+        accounts) and before a registration: ``banned`` if ``ip`` is."""
+        found = self.address_banned(ip, now)
+        if found is not None:
+            raise ProtocolError(ErrorCode.BANNED, found.refusal(ip), rid)
+
+    def address_bans(self, now: float) -> list[AddressBan]:
+        return address_bans(self.sql, now)
 
     def registrations_open(self) -> bool:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT value FROM server_settings WHERE key = 'registrations'"
-            ).fetchone()
-        return row is None or row[0] != "closed"
+        rows = self.sql.rows(
+            _sql(self.sql, "SELECT value FROM {p}server_settings WHERE key = 'registrations'")
+        )
+        return not rows or rows[0][0] != "closed"
 
     def is_operator(self, user: str) -> bool:
         """Whether ``user`` is a server operator (chatroom_server.modstore's table)."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT 1 FROM operators WHERE user_key = ?", (username_key(user),)
-            ).fetchone()
-        return row is not None
+        rows = self.sql.rows(
+            _sql(self.sql, "SELECT 1 FROM {p}operators WHERE user_key = ?"),
+            (username_key(user),),
+        )
+        return bool(rows)
 
-    def audit(self, room: str | None, limit: int) -> list[modstore.AuditRow]:
-        """The newest ``limit`` audit records (chatroom_server.modstore.audit)."""
-        with self._lock:
-            return modstore.audit(self._db, room, limit)
+    def audit(self, room: str | None, limit: int) -> list[AuditRow]:
+        """The newest ``limit`` audit records (:func:`audit`)."""
+        return audit(self.sql, room, limit)
+
+    def watch(
+        self,
+        sessions: Callable[[], Sequence[Session]],
+        stopping: threading.Event,
+        clock: Callable[[], float] = time.time,
+        interval: float = WATCH_INTERVAL,
+    ) -> None:
+        """Until ``stopping``: end the sessions a new ban names (module docstring). The
+        sessions are scanned when the bans read differ from the last read, and at the
+        read after that, for a login that checked the database just before the ban was
+        stored and was not yet among ``sessions`` at the first scan."""
+        seen: object = None
+        rescan = False
+        while not stopping.wait(interval):
+            try:
+                now = clock()
+                names = {
+                    username_key(str(r[0])): ServerBan(str(r[0]), float(r[1]), r[2], r[3])
+                    for r in _in_force(
+                        self.sql.rows(
+                            _sql(
+                                self.sql,
+                                "SELECT user_name, ts, reason, expires FROM {p}server_bans",
+                            )
+                        ),
+                        now,
+                    )
+                }
+                nets = self.address_bans(now)
+            except AccountStoreBusy as exc:
+                log.warning("cannot read the server bans now (will retry): %s", exc)
+                continue
+            current = (sorted(names), sorted((b.network, b.ts) for b in nets))
+            changed = current != seen
+            seen = current
+            if changed or rescan:
+                _end_banned(sessions(), names, nets)
+            rescan = changed
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._close()
+
+
+def _matching(nets: Sequence[AddressBan], ip: str) -> AddressBan | None:
+    addr = _ip(ip)
+    if addr is None or not nets:
+        return None
+    best: AddressBan | None = None
+    best_len = -1
+    for ban in nets:
+        net = ipaddress.ip_network(ban.network)
+        if addr.version == net.version and addr in net and net.prefixlen > best_len:
+            best, best_len = ban, net.prefixlen
+    return best
+
+
+def _end_banned(
+    sessions: Sequence[Session], names: dict[str, ServerBan], nets: Sequence[AddressBan]
+) -> None:
+    for conn in sessions:
+        user = conn.username
+        if user is None:
+            continue
+        why: str | None = None
+        name_ban = names.get(username_key(user))
+        if name_ban is not None:
+            why = name_ban.text()
+        else:
+            net_ban = _matching(nets, conn.ip)
+            if net_ban is not None:
+                why = net_ban.refusal(conn.ip)
+        if why is not None:
+            log.warning("ending %s's session (%s): %s", user, conn.ip, why)
+            conn.outbox.finish(error_frame(ErrorCode.BANNED, why, None) + _BYE_DISCONNECTED)
 
 
 # ---------------------------------------------------------------- chat-server admin
 
 
 def _audit(
-    db: sqlite3.Connection, now: float, action: str, target: str | None, reason: str | None
+    execute: Execute, sql: Sql, now: float, action: str, target: str | None, reason: str | None
 ) -> None:
-    db.execute(
-        "INSERT INTO audit (seq, ts, actor, action, target, reason) "
-        "VALUES (NULL, ?, 'admin', ?, ?, ?)",
+    execute(
+        _sql(
+            sql,
+            "INSERT INTO {p}audit (seq, ts, actor, action, target, reason) "
+            "VALUES (NULL, ?, 'admin', ?, ?, ?)",
+        ),
         (now, action, target, reason),
     )
 
 
-def ban(
-    db: sqlite3.Connection, user: str, reason: str | None, expires: float | None, now: float
-) -> None:
+def account(sql: Sql, name: str) -> str | None:
+    """The canonical spelling of the account ``name``, if there is one."""
+    rows = sql.rows(
+        _sql(sql, f"SELECT name FROM {{p}}accounts WHERE {sql.account_key} = ?"),
+        (username_key(name),),
+    )
+    return str(rows[0][0]) if rows else None
+
+
+def ban(sql: Sql, user: str, reason: str | None, expires: float | None, now: float) -> None:
     """Ban ``user`` (canonical) from the server (replacing a ban), with its audit record."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        db.execute(
-            "INSERT INTO server_bans VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_key) DO UPDATE "
-            "SET ts = excluded.ts, reason = excluded.reason, expires = excluded.expires",
+    with sql.transaction() as execute:
+        execute(
+            _sql(
+                sql,
+                "INSERT INTO {p}server_bans VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_key) "
+                "DO UPDATE SET ts = excluded.ts, reason = excluded.reason, "
+                "expires = excluded.expires",
+            ),
             (username_key(user), user, now, reason, expires),
         )
-        _audit(db, now, "server-ban", user, reason)
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
+        _audit(execute, sql, now, "server-ban", user, reason)
 
 
-def unban(db: sqlite3.Connection, user: str, now: float) -> bool:
+def unban(sql: Sql, user: str, now: float) -> bool:
     """End ``user``'s server ban; False if there was none."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        cur = db.execute("DELETE FROM server_bans WHERE user_key = ?", (username_key(user),))
-        if cur.rowcount:
-            _audit(db, now, "server-unban", user, None)
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
-    return bool(cur.rowcount)
+    with sql.transaction() as execute:
+        n = execute(
+            _sql(sql, "DELETE FROM {p}server_bans WHERE user_key = ?"), (username_key(user),)
+        )
+        if n:
+            _audit(execute, sql, now, "server-unban", user, None)
+    return bool(n)
 
 
-def bans(db: sqlite3.Connection, now: float) -> list[ServerBan]:
-    rows = db.execute(
-        "SELECT user_name, ts, reason, expires FROM server_bans "
-        "WHERE expires IS NULL OR expires > ? ORDER BY user_key",
+def bans(sql: Sql, now: float) -> list[ServerBan]:
+    rows = sql.rows(
+        _sql(
+            sql,
+            "SELECT user_name, ts, reason, expires FROM {p}server_bans "
+            "WHERE expires IS NULL OR expires > ? ORDER BY user_key",
+        ),
         (now,),
-    ).fetchall()
+    )
     return [ServerBan(str(r[0]), float(r[1]), r[2], r[3]) for r in rows]
 
 
-def set_registrations(db: sqlite3.Connection, open_: bool, now: float) -> None:
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        db.execute(
-            "INSERT INTO server_settings VALUES ('registrations', ?) "
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            ("open" if open_ else "closed",),
+def address_bans(sql: Sql, now: float) -> list[AddressBan]:
+    """The address bans in force at ``now``, by network."""
+    rows = sql.rows(
+        _sql(sql, "SELECT network, ts, reason, expires FROM {p}address_bans ORDER BY network")
+    )
+    return [AddressBan(str(r[0]), float(r[1]), r[2], r[3]) for r in _in_force(rows, now)]
+
+
+def ban_address(sql: Sql, net: str, reason: str | None, expires: float | None, now: float) -> None:
+    """Ban the network ``net`` (as :func:`network` gives it; replacing a ban of it),
+    with its audit record."""
+    with sql.transaction() as execute:
+        execute(
+            _sql(
+                sql,
+                "INSERT INTO {p}address_bans VALUES (?, ?, ?, ?) ON CONFLICT (network) "
+                "DO UPDATE SET ts = excluded.ts, reason = excluded.reason, "
+                "expires = excluded.expires",
+            ),
+            (net, now, reason, expires),
         )
-        _audit(db, now, "registrations-" + ("open" if open_ else "closed"), None, None)
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
+        _audit(execute, sql, now, "address-ban", net, reason)
+
+
+def unban_address(sql: Sql, net: str, now: float) -> bool:
+    """End the ban of ``net``; False if there was none."""
+    with sql.transaction() as execute:
+        n = execute(_sql(sql, "DELETE FROM {p}address_bans WHERE network = ?"), (net,))
+        if n:
+            _audit(execute, sql, now, "address-unban", net, None)
+    return bool(n)
+
+
+def set_registrations(sql: Sql, open_: bool, now: float) -> None:
+    state = "open" if open_ else "closed"
+    with sql.transaction() as execute:
+        execute(
+            _sql(
+                sql,
+                "INSERT INTO {p}server_settings VALUES ('registrations', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            ),
+            (state,),
+        )
+        _audit(execute, sql, now, "registrations-" + state, None, None)
+
+
+def operators(sql: Sql) -> list[tuple[str, float]]:
+    rows = sql.rows(_sql(sql, "SELECT user_name, granted FROM {p}operators ORDER BY user_key"))
+    return [(str(r[0]), float(r[1])) for r in rows]
+
+
+def grant(sql: Sql, user: str, now: float | None = None) -> bool:
+    """Make ``user`` (a canonical account name) a server operator, with its audit
+    record; False if they are one already."""
+    now = time.time() if now is None else now
+    with sql.transaction() as execute:
+        n = execute(
+            _sql(
+                sql,
+                "INSERT INTO {p}operators VALUES (?, ?, ?) ON CONFLICT (user_key) DO NOTHING",
+            ),
+            (username_key(user), user, now),
+        )
+        if n:
+            _audit(execute, sql, now, "grant", user, None)
+    return bool(n)
+
+
+def revoke(sql: Sql, user: str, now: float | None = None) -> bool:
+    """Take server operator from ``user``; False if they were not one."""
+    now = time.time() if now is None else now
+    with sql.transaction() as execute:
+        n = execute(_sql(sql, "DELETE FROM {p}operators WHERE user_key = ?"), (username_key(user),))
+        if n:
+            _audit(execute, sql, now, "revoke", user, None)
+    return bool(n)
+
+
+# seq, ts, actor, action, target, room, reason, detail (JSON)
+AuditRow = tuple[int | None, float, str, str, str | None, str | None, str | None, str]
+
+
+def audit(sql: Sql, room: str | None = None, limit: int = 100) -> list[AuditRow]:
+    """The newest ``limit`` audit records (of ``room``), newest first."""
+    text = "SELECT seq, ts, actor, action, target, room, reason, detail FROM {p}audit"
+    args: tuple[object, ...] = ()
+    if room is not None:
+        text += " WHERE lower(room) = ?"
+        args = (room_key(room),)
+    text += " ORDER BY ts DESC, seq DESC LIMIT ?"
+    return [
+        (
+            None if r[0] is None else int(r[0]),
+            float(r[1]),
+            str(r[2]),
+            str(r[3]),
+            r[4],
+            r[5],
+            r[6],
+            str(r[7]),
+        )
+        for r in sql.rows(_sql(sql, text), (*args, limit))
+    ]

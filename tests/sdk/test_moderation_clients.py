@@ -14,7 +14,7 @@ from chatroom import ChatClient, RoomError
 from chatroom.aio import AsyncChatClient
 from chatroom.events import RoomEvent
 from chatroom.testing import running_server
-from chatroom_server import modstore
+from chatroom_server import servergate
 
 T = 10.0
 PW = "correct horse"
@@ -68,7 +68,7 @@ def test_the_threaded_client_kicks_bans_and_mutes() -> None:
             assert err.value.code == "not_operator"
             db = sqlite3.connect(srv.db_path)
             try:
-                modstore.grant(db, "ann")
+                servergate.grant(servergate.SqliteSql.of(db), "ann")
             finally:
                 db.close()
             entries = a.audit("dev", limit=2)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from chatroom_server import modstore
+from chatroom_server import servergate
 from tests.helpers import PASSWORD
 from tests.server.test_irc import Irc, irc_address, irc_server
 
@@ -25,7 +25,7 @@ def test_oper_is_for_granted_accounts_with_their_password() -> None:
         alice.until("491")
         db = sqlite3.connect(srv.db_path)
         try:
-            assert modstore.grant(db, "alice")
+            assert servergate.grant(servergate.SqliteSql.of(db), "alice")
         finally:
             db.close()
         bob.send(f"OPER alice :{PASSWORD}")  # not one's own account

@@ -9,7 +9,7 @@ import sqlite3
 from typing import Any
 
 from chatroom.testing import TestServer
-from chatroom_server import modstore
+from chatroom_server import servergate
 from tests.helpers import RawClient, quiet_server
 from tests.server.test_rooms_server import settle, v2
 
@@ -167,8 +167,8 @@ def test_server_operator_acts_on_any_room_and_the_audit_has_it_all() -> None:
         refused(oscar, "not_in_room", 1)
         db = sqlite3.connect(srv.db_path)
         try:
-            assert modstore.grant(db, "oscar", now=1.0)
-            assert not modstore.grant(db, "oscar", now=2.0)
+            assert servergate.grant(servergate.SqliteSql.of(db), "oscar", now=1.0)
+            assert not servergate.grant(servergate.SqliteSql.of(db), "oscar", now=2.0)
         finally:
             db.close()
         oscar.send(command="ban", room="dev", user="alice", reason="abuse", duration=60, id=2)
@@ -188,8 +188,8 @@ def test_server_operator_acts_on_any_room_and_the_audit_has_it_all() -> None:
 
         db = sqlite3.connect(srv.db_path)
         try:
-            rows = modstore.audit(db)
-            assert modstore.revoke(db, "oscar")
+            rows = servergate.audit(servergate.SqliteSql.of(db))
+            assert servergate.revoke(servergate.SqliteSql.of(db), "oscar")
         finally:
             db.close()
         assert [(r[2], r[3], r[4], r[5], r[6]) for r in rows[:4]] == [
@@ -237,7 +237,7 @@ def test_the_audit_command_is_for_server_operators() -> None:
         refused(alice, "bad_request", 3)
         db = sqlite3.connect(srv.db_path)
         try:
-            modstore.grant(db, "bob", now=5.0)
+            servergate.grant(servergate.SqliteSql.of(db), "bob", now=5.0)
         finally:
             db.close()
         bob.send(command="audit", room="DEV", id=4)

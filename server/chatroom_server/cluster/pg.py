@@ -41,7 +41,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from chatroom.protocol import username_key
 from chatroom.rooms import LOBBY
-from chatroom_server import modstore, roomstore
+from chatroom_server import modstore, roomstore, servergate
 from chatroom_server.accounts import (
     OWASP_HASHER,
     Account,
@@ -105,6 +105,7 @@ PG_STEPS: Final = (
     Step(1, "accounts and the message log", _SCHEMA),
     Step(2, "rooms", roomstore.PG_ROOMS),
     Step(3, "moderation", modstore.PG_MODERATION),
+    Step(4, "server-wide bans, addresses and settings", modstore.PG_SERVER_GATE),
 )
 SCHEMA_VERSION: Final = PG_STEPS[-1].version
 
@@ -643,3 +644,38 @@ class PgMessageLog:
             ).fetchone()
         assert row is not None
         return {"messages": int(row[0]), "bytes": int(row[1])}
+
+
+class PgSql:
+    """chatroom_server.servergate's :class:`~chatroom_server.servergate.Sql` on
+    PostgreSQL: a connection per use, from ``connect`` (a node's pool, or
+    ``chat-server admin``'s own connection)."""
+
+    prefix = "chat_"
+    account_key = "name_key"
+
+    def __init__(self, connect: Callable[[], contextlib.AbstractContextManager[Any]]) -> None:
+        self._connect = connect
+
+    @classmethod
+    def pooled(cls, database: PgDatabase) -> PgSql:
+        return cls(database.connection)
+
+    def rows(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+        try:
+            with self._connect() as db:
+                return list(db.execute(sql, args).fetchall())
+        except (StorageError, psycopg.Error) as exc:
+            raise servergate.GateUnavailable(f"PostgreSQL: {exc}") from exc
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[servergate.Execute]:
+        try:
+            with self._connect() as db, db.transaction():
+
+                def execute(sql: str, args: tuple[object, ...]) -> int:
+                    return int(db.execute(sql, args).rowcount)
+
+                yield execute
+        except (StorageError, psycopg.Error) as exc:
+            raise servergate.GateUnavailable(f"PostgreSQL: {exc}") from exc
