@@ -715,3 +715,99 @@ def test_a_rooms_history_loads_on_scroll_up_apart_from_the_lobby(
         tab.page.locator("#log-scroll").evaluate("e => { e.scrollTop = 0; }")
         tab.page.locator("#log-start").wait_for()
         assert tab.texts() == [f"dev {i:03}" for i in range(70)]
+
+
+def test_moderation_from_the_member_list_and_commands(browser: Any, tabs: list[Tab]) -> None:
+    """Issue 36 in the web client: an operator's buttons beside each member and the
+    REPL's /commands; the events shown to the room and to whom they name; a refusal
+    said in the composer."""
+    with quiet_server(web_port=0) as srv:
+        alice = open_tab(browser, tabs, srv.web_url)
+        alice.register("alice")
+        alice.say("/join #dev")
+        alice.page.locator("#conv-title", has_text="# dev").wait_for()
+        bob = open_tab(browser, tabs, srv.web_url)
+        bob.register("bob")
+        bob.say("/join #dev")
+        bob.page.locator("#conv-title", has_text="# dev").wait_for()
+        mallory = _v2(srv.address, "mallory")
+        mallory.send(command="join", room="dev", id=1)
+        mallory.until("room_info", id=1)
+        alice.page.get_by_role("button", name="Write to mallory").wait_for()
+
+        # bob is no operator: no buttons, and the server's refusal in the composer.
+        assert bob.page.locator("#members .mod-action").count() == 0
+        bob.say("/kick mallory")
+        bob.page.locator("#composer-error", has_text="only operators of dev").wait_for()
+
+        # alice (the owner) makes bob an operator with the button beside him.
+        alice.page.get_by_role("button", name="op bob").click()
+        for tab in (alice, bob):
+            tab.page.locator("#log li.event", has_text="alice set mode +o bob").wait_for()
+        bob.page.get_by_role("button", name="kick mallory").wait_for()
+        assert "(op)" in _members(alice)[1]
+        assert alice.page.get_by_role("button", name="deop bob").is_visible()
+        assert bob.page.get_by_role("button", name="kick alice").count() == 0  # the owner
+
+        # A timed mute with a reason, by command: the page, the room and mallory see it.
+        alice.say("/mute mallory 10m flooding")
+        for tab in (alice, bob):
+            tab.page.locator("#log li.event", has_text="alice muted mallory (flooding)").wait_for()
+        muted = mallory.until("room_event", event="mute")
+        assert muted["by"] == "alice" and muted["expires"] - muted["ts"] == pytest.approx(600)
+        mallory.send(command="pm", room="dev", message="spam", id=2)
+        assert mallory.until("error", id=2)["code"] == "muted"
+        alice.say("/unmute mallory")
+        bob.page.locator("#log li.event", has_text="alice unmuted mallory").wait_for()
+        alice.say("/unmute mallory")  # changes nothing: said so
+        alice.page.locator("#log li.notice", has_text="mallory was not muted in # dev").wait_for()
+
+        # bob kicks with his button; mallory comes back and alice bans her by command.
+        bob.page.get_by_role("button", name="kick mallory").click()
+        for tab in (alice, bob):
+            tab.page.locator("#log li.event", has_text="bob removed mallory").wait_for()
+        assert mallory.until("room_event", event="kick")["by"] == "bob"
+        mallory.send(command="join", room="dev", id=3)
+        mallory.until("room_info", id=3)
+        alice.page.get_by_role("button", name="ban mallory").wait_for()
+        alice.say("/ban mallory 1h spam")
+        bob.page.locator("#log li.event", has_text="alice banned mallory (spam)").wait_for()
+        mallory.until("room_event", event="ban")
+        mallory.send(command="join", room="dev", id=4)
+        assert mallory.until("error", id=4)["code"] == "banned"
+        alice.say("/bans")
+        listed = re.compile(r"mallory banned from # dev by alice until .+: spam")
+        alice.page.locator("#log li.notice", has_text=listed).wait_for()
+        assert "mallory" not in " ".join(_members(bob))
+
+        # /mode reads and changes; /deop by command; a kick naming bob takes him out.
+        alice.say("/mode +m")
+        bob.page.locator("#log li.event", has_text="alice set mode +m").wait_for()
+        alice.say("/mode")
+        alice.page.locator("#log li.notice", has_text="# dev has modes +tm").wait_for()
+        alice.say("/deop bob")
+        bob.page.locator("#log li.event", has_text="alice set mode -o bob").wait_for()
+        bob.page.locator("#members .mod-action").first.wait_for(state="detached")
+        alice.say("/kick bob see you")
+        bob.page.locator(
+            "#log li.notice", has_text="alice removed bob (see you): you are no longer in # dev"
+        ).wait_for()
+        bob.page.locator("#conv-title", has_text="# lobby").wait_for()
+        alice.page.locator("#log li.event", has_text="alice removed bob (see you)").wait_for()
+        alice.say("/ban")
+        alice.page.locator("#composer-error", has_text="Usage: /ban NAME").wait_for()
+
+
+def test_a_server_ban_ends_a_tab_and_it_stays_offline_saying_why(
+    browser: Any, tabs: list[Tab]
+) -> None:
+    from chatroom_server.__main__ import main
+
+    with quiet_server(web_port=0) as srv:
+        alice = open_tab(browser, tabs, srv.web_url)
+        alice.register("alice")
+        assert main(["admin", "--db", str(srv.db_path), "ban", "alice", "--reason", "spam"]) == 0
+        alice.page.locator(
+            '#status[data-state="offline"]', has_text="alice is banned from this server (spam)"
+        ).wait_for()
+        alice.page.locator("#composer-error", has_text="banned").wait_for()

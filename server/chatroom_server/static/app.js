@@ -41,6 +41,7 @@ const state = {
   members: [], // the users online (the lobby's members)
   shown: [], // the names in the member list now (the open room's, or the lobby's)
   roomsOn: false, // the server speaks rooms on this connection (protocol v2)
+  serverOperator: false, // whois says so at each login: moderates every room
   loggedIn: false, // has been: reconnects log in again by themselves
   online: false, // logged in on the current connection
   replaying: false,
@@ -132,6 +133,8 @@ function loggedIn(frame) {
   state.replaying = frame.replay === true;
   rooms.syncRooms(frame);
   setMembers(frame.users);
+  // A server operator moderates every room (docs/PROTOCOL.md §Who may moderate).
+  conn.send({ command: "whois", user: state.me, id: "whoami" });
   setStatus("online", `online as ${state.me}`);
   if (first) {
     $("login-view").hidden = true;
@@ -185,6 +188,15 @@ function received(f) {
       break;
     case "rooms":
       rooms.roomList(f);
+      break;
+    case "bans":
+      rooms.banList(f);
+      break;
+    case "whois":
+      if (f.id === "whoami") {
+        state.serverOperator = f.server_operator === true;
+        renderMembers();
+      }
       break;
     case "error":
       failed(f);
@@ -253,7 +265,7 @@ function settle(cid, seq) {
 function failed(f) {
   if (f.id === "probe" || f.id === "login") {
     if (state.loggedIn && !state.online) {
-      if (["bad_credentials", "invalid_username"].includes(f.code)) {
+      if (["bad_credentials", "invalid_username", "banned"].includes(f.code)) {
         conn.stop(); // the account changed under us: retrying cannot help
         setStatus("offline", `offline: ${f.message}. Reload to log in again.`);
       } else {
@@ -305,11 +317,33 @@ function renderMembers() {
   const online = new Set(state.members.map((n) => n.toLowerCase()));
   const me = state.me ?? "";
   state.shown = info ? info.members : state.members;
+  const conv = state.convs.get(state.active);
+  const act = (verb, user) => {
+    rooms.roomCommand({ kind: "moderate", verb, user, duration: null, reason: null }, conv);
+  };
   const item = info
-    ? (n) => memberButton(n, me, openDm, roleOf(info, n), !online.has(n.toLowerCase()))
+    ? (n) => {
+        const role = roleOf(info, n);
+        const away = !online.has(n.toLowerCase());
+        return memberButton(n, me, openDm, role, away, moderation(info, n, role), act);
+      }
     : (n) => memberButton(n, me, openDm);
   $("members").replaceChildren(...state.shown.map(item));
   $("member-count").textContent = `(${state.shown.length})`;
+}
+
+// The buttons an operator of the open room (or a server operator) gets beside a member.
+function moderation(info, name, role) {
+  const me = state.me ?? "";
+  const mine = roleOf(info, me);
+  const operator = state.serverOperator || mine === "owner" || mine === "op";
+  if (!operator || name.toLowerCase() === me.toLowerCase()) return [];
+  if (role === "owner" && !state.serverOperator) return [];
+  const verbs = [];
+  if (role !== "owner") verbs.push(role === "op" ? "deop" : "op");
+  if (role !== "owner" && role !== "op") verbs.push(role === "voice" ? "devoice" : "voice");
+  verbs.push("mute", "kick", "ban");
+  return verbs.map((verb) => ({ verb, label: verb }));
 }
 
 function openDm(name) {
@@ -488,6 +522,9 @@ function onCompose(event) {
     case "topic":
     case "invite":
     case "rooms":
+    case "bans":
+    case "mode":
+    case "moderate":
       done = rooms.roomCommand(action, conv);
       break;
     case "quit":

@@ -8,6 +8,20 @@ import { $, eventItem, insertBySeq } from "./view.js";
 
 const same = (a, b) => a.toLowerCase() === b.toLowerCase();
 
+// docs/PROTOCOL.md §Moderation's commands; /op /deop /voice /devoice are modes.
+const MODERATION = new Set(["kick", "ban", "unban", "mute", "unmute"]);
+const ROLE_MODES = { op: "+o", deop: "-o", voice: "+v", devoice: "-v" };
+
+function moderationFrame(action, room) {
+  if (action.verb in ROLE_MODES) {
+    return { command: "mode", room, modes: ROLE_MODES[action.verb], args: [action.user] };
+  }
+  const frame = { command: action.verb, room, user: action.user };
+  if (action.reason) frame.reason = action.reason;
+  if (action.duration !== null && action.duration !== undefined) frame.duration = action.duration;
+  return frame;
+}
+
 // page: {state, conn, show, notice, renderSidebar, renderMembers, composerError, seen,
 // nearEnd, scrollToEnd, closePanels}.
 export function roomHandlers(page) {
@@ -74,7 +88,11 @@ export function roomHandlers(page) {
     const req = state.roomRequests.get(f.id);
     state.roomRequests.delete(f.id);
     const key = state.convs.roomKey(f.info.name);
-    if (req?.kind === "join") {
+    if (req?.kind === "mode") {
+      const info = roomInfo(f.info);
+      if (state.convs.byKey.has(key)) state.convs.get(key).info = info;
+      notice(state.active, `# ${info.name} has modes ${info.modes || "(none)"}.`);
+    } else if (req?.kind === "join") {
       const conv = state.convs.get(key);
       conv.info = roomInfo(f.info);
       if (f.seq != null) {
@@ -106,14 +124,27 @@ export function roomHandlers(page) {
     const ev = { room: f.room, by: state.me, seq: f.seq, ts: Date.now() / 1000 };
     if (f.command === "topic") Object.assign(ev, { event: "topic", topic: req.topic });
     else if (f.command === "invite") Object.assign(ev, { event: "invite", user: f.to });
-    else return;
+    else if (f.command === "mode") {
+      Object.assign(ev, { event: "mode", modes: req.modes, args: req.args });
+    } else if (MODERATION.has(f.command)) {
+      // Ours: the ack stands for the event the others get (docs/PROTOCOL.md §Events).
+      Object.assign(ev, { event: f.command, user: f.to ?? req.user });
+      if (req.reason) ev.reason = req.reason;
+    } else return;
     if (f.seq == null) {
-      notice(state.active, `${f.to} is in # ${f.room} already.`);
+      // Nothing changed (docs/PROTOCOL.md: an ack without seq).
+      const why = { invite: "is in", unban: "was not banned from", unmute: "was not muted in" };
+      const who = f.to ?? req.user;
+      const text = why[f.command] ? `${who} ${why[f.command]} # ${f.room}.` : "Nothing changed.";
+      notice(state.active, text);
       return;
     }
     applyEvent(state.convs.get(key).info, ev);
     keepEvent(key, ev);
-    if (key === state.active) renderTopic();
+    if (key === state.active) {
+      renderMembers();
+      renderTopic();
+    }
   }
 
   function leftRoom(key, text) {
@@ -121,6 +152,15 @@ export function roomHandlers(page) {
     if (state.active === key) show(LOBBY);
     else renderSidebar();
     notice(state.active, text);
+  }
+
+  function banList(f) {
+    if (f.bans.length === 0) notice(state.active, `Nobody is banned from # ${f.room}.`);
+    for (const b of f.bans) {
+      const until = b.expires ? ` until ${new Date(b.expires * 1000).toLocaleString()}` : "";
+      const reason = b.reason ? `: ${b.reason}` : "";
+      notice(state.active, `${b.user} banned from # ${f.room} by ${b.by}${until}${reason}`);
+    }
   }
 
   function roomList(f) {
@@ -157,6 +197,16 @@ export function roomHandlers(page) {
       case "invite":
         frame = { command: "invite", room: here, user: action.user };
         break;
+      case "bans":
+        frame = { command: "bans", room: here };
+        break;
+      case "mode":
+        frame = { command: "mode", room: here };
+        if (action.modes) Object.assign(frame, { modes: action.modes, args: action.args });
+        break;
+      case "moderate":
+        frame = moderationFrame(action, here);
+        break;
       default:
         frame = { command: "rooms" };
     }
@@ -168,9 +218,17 @@ export function roomHandlers(page) {
       composerError("Offline: try again once reconnected.");
       return false;
     }
-    state.roomRequests.set(id, { kind: action.kind, topic: action.topic ?? null });
+    state.roomRequests.set(id, {
+      kind: action.kind,
+      topic: action.topic ?? null,
+      user: action.user ?? null,
+      reason: action.reason ?? null,
+      modes: frame.modes ?? null,
+      args: frame.args ?? [],
+    });
     return true;
   }
 
-  return { syncRooms, renderTopic, roomEvent, roomInfoReply, roomAck, roomList, roomCommand };
+  const room = { syncRooms, renderTopic, roomEvent, roomInfoReply, roomAck, roomList };
+  return { ...room, banList, roomCommand };
 }

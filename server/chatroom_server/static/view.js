@@ -103,7 +103,8 @@ export function conversationButton(conv, active, onPick) {
   return li;
 }
 
-export function memberButton(name, me, onPick, role = null, away = false) {
+// actions: [{verb, label}] a room operator may do to the member (moderation buttons).
+export function memberButton(name, me, onPick, role = null, away = false, actions = [], onAct) {
   const li = el("li");
   const b = el("button", "member");
   b.type = "button";
@@ -116,5 +117,17 @@ export function memberButton(name, me, onPick, role = null, away = false) {
   b.setAttribute("aria-label", `Write to ${name}`);
   b.addEventListener("click", () => onPick(name));
   li.append(b);
+  if (actions.length) {
+    const tools = el("span", "mod");
+    for (const { verb, label } of actions) {
+      const t = el("button", "mod-action", label);
+      t.type = "button";
+      t.dataset.verb = verb;
+      t.setAttribute("aria-label", `${label} ${name}`);
+      t.addEventListener("click", () => onAct(verb, name));
+      tools.append(t);
+    }
+    li.append(tools);
+  }
   return li;
 }
