@@ -196,14 +196,18 @@ def _until(expires: float | None, reason: str | None) -> str:
 def network(text: str) -> str:
     """The canonical form of an address or CIDR network a ban may name (IPv4 or IPv6;
     an address alone is its own /32 or /128), or BadAddress saying what is wrong."""
+    text = text.strip()
+    shown = text if len(text) <= 60 else text[:60] + "…"
+    if "%" in text:
+        raise BadAddress(f"{shown}: a ban names an address without a zone (%...)")
     try:
-        net = ipaddress.ip_network(text.strip(), strict=True)
+        net = ipaddress.ip_network(text, strict=True)
     except ValueError as exc:
         if "has host bits set" in str(exc):
-            loose = ipaddress.ip_network(text.strip(), strict=False)
-            raise BadAddress(f"{text} has host bits set: did you mean {loose}?") from None
+            loose = ipaddress.ip_network(text, strict=False)
+            raise BadAddress(f"{shown} has host bits set: did you mean {loose}?") from None
         raise BadAddress(
-            f"{text!r} is not an IPv4 or IPv6 address or network (e.g. 203.0.113.7, "
+            f"{shown!r} is not an IPv4 or IPv6 address or network (e.g. 203.0.113.7, "
             "198.51.100.0/24, 2001:db8::/32)"
         ) from None
     if isinstance(net, ipaddress.IPv6Network) and net.network_address.ipv4_mapped is not None:
@@ -314,7 +318,7 @@ class ServerGate:
         read after that, for a login that checked the database just before the ban was
         stored and was not yet among ``sessions`` at the first scan."""
         seen: object = None
-        rescan = False
+        rescan = failing = False
         while not stopping.wait(interval):
             try:
                 now = clock()
@@ -332,8 +336,13 @@ class ServerGate:
                 }
                 nets = self.address_bans(now)
             except AccountStoreBusy as exc:
-                log.warning("cannot read the server bans now (will retry): %s", exc)
+                if not failing:  # once per outage, not every second
+                    log.warning("cannot read the server bans now (will retry): %s", exc)
+                failing = True
                 continue
+            if failing:
+                log.info("reading the server bans again")
+                failing = False
             current = (sorted(names), sorted((b.network, b.ts) for b in nets))
             changed = current != seen
             seen = current

@@ -116,6 +116,8 @@ def test_an_address_ban_ends_its_sessions_and_refuses_its_logins(
         (["--address", "mallory"], "is not an IPv4 or IPv6 address"),
         (["--address", "0.0.0.0/0"], "too wide"),
         (["--address", "::/8"], "too wide"),
+        (["--address", "fe80::1%eth0"], "without a zone"),
+        (["--address", "1" * 5000], "…' is not an IPv4"),
         (["mallory", "--address", "10.0.0.1"], "NAME or --address ADDRESS"),
         ([], "NAME or --address ADDRESS"),
         (["--address", "10.0.0.1", "--hours", "0"], "--hours is more than 0"),
