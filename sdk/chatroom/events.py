@@ -100,7 +100,7 @@ class Disconnect:
     without a goodbye), ``network`` (dropped, keepalive expired, or the server broke the
     protocol: see ``error``), or the code of the error that refused the automatic
     re-login after a reconnect (``unavailable``, ``rate_limited``: tried again after the
-    backoff; ``bad_credentials``: never). ``will_reconnect`` says whether the client is
+    backoff; ``bad_credentials``, ``banned``: never). ``will_reconnect`` says whether the client is
     retrying.
 
     Not to be confused with :class:`~chatroom.errors.ConnectionLost`, the exception a

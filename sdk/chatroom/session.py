@@ -135,9 +135,9 @@ EXIT: Final = encode(ExitCommand())
 _RESYNC: Final = encode(UsersCommand())  # answered by a full list without an id
 
 # Disconnect reasons after which logging in again would be wrong: we left, we logged in
-# elsewhere, or the server refused the password.
+# elsewhere, or the server refused the password or banned us.
 _FINAL_REASONS: Final = frozenset(
-    (ByeReason.EXIT, ByeReason.SESSION_REPLACED, ErrorCode.BAD_CREDENTIALS)
+    (ByeReason.EXIT, ByeReason.SESSION_REPLACED, ErrorCode.BAD_CREDENTIALS, ErrorCode.BANNED)
 )
 
 
@@ -544,6 +544,11 @@ class ClientSession(SeqCursor):
                 if isinstance(err, AuthError):
                     self._credentials = None  # never retry a password the server refused
                     events.append(Ended(ErrorCode.BAD_CREDENTIALS))
+                elif event.code == ErrorCode.BANNED:
+                    # Banned from the server (the account or this address): asking
+                    # again every backoff would only knock at a closed door.
+                    self._credentials = None
+                    events.append(Ended(ErrorCode.BANNED))
                 else:
                     # unavailable, rate_limited, ...: a connection that is not logged in
                     # is of no use (every send would be refused not_logged_in). It ends,

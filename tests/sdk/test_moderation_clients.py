@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 import queue
 import sqlite3
+import time
 
 import pytest
 
-from chatroom import ChatClient, RoomError
+from chatroom import ChatClient, Disconnect, RoomError, ServerNotice
 from chatroom.aio import AsyncChatClient
 from chatroom.events import RoomEvent
 from chatroom.testing import running_server
@@ -106,3 +107,30 @@ def test_the_asyncio_client_kicks_bans_and_mutes() -> None:
 
     with running_server(users_interval=0, rate_limit=None) as srv:
         asyncio.run(asyncio.wait_for(run(srv.host, srv.port), T * 3))
+
+
+def test_a_client_banned_from_the_server_is_told_and_stops_reconnecting() -> None:
+    """docs/PROTOCOL.md §Moderation, Server-wide: the ban ends the session; the client
+    tries once more, is refused, and ends without knocking again every backoff."""
+    with running_server(users_interval=0, rate_limit=None) as srv:
+        c = ChatClient(srv.host, srv.port, reconnect=True)
+        ends: queue.Queue[Disconnect] = queue.Queue()
+        notices: queue.Queue[ServerNotice] = queue.Queue()
+        c.on_disconnect(ends.put)
+        c.on_notice(notices.put)
+        try:
+            c.connect()
+            c.login("mallory", PW)
+            db = sqlite3.connect(srv.db_path, isolation_level=None)
+            try:
+                servergate.ban(servergate.SqliteSql.of(db), "mallory", "spam", None, time.time())
+            finally:
+                db.close()
+            told = notices.get(timeout=T)
+            assert told.error.code == "banned" and "spam" in str(told.error)
+            first = ends.get(timeout=T)
+            assert (first.reason, first.will_reconnect) == ("disconnected", True)
+            last = ends.get(timeout=T)
+            assert (last.reason, last.will_reconnect) == ("banned", False)
+        finally:
+            c.close()

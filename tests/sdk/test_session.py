@@ -155,6 +155,21 @@ def test_relogin_after_a_reconnect_and_its_failure() -> None:
     assert not s.may_reconnect("network") and not s.can_relogin
 
 
+def test_a_relogin_refused_by_a_server_ban_never_retries() -> None:
+    """docs/PROTOCOL.md §Moderation, Server-wide: the session ended by a ban (an
+    error banned, then bye disconnected) reconnects once, is refused, and stops."""
+    s = logged_in()
+    ban = frame(type="error", code="banned", message="your address is banned")
+    notice, end = feed(s, ban + frame(type="bye", reason="disconnected"))
+    assert isinstance(notice, ServerNotice) and notice.error.code == "banned"
+    assert end == Ended("disconnected") and s.may_reconnect("disconnected")
+    s.connection_lost()
+    relogin = sent(s.connection_made(10.0))
+    banned = frame(type="error", code="banned", message="banned", id=relogin["id"])
+    assert feed(s, banned) == [Ended("banned")]
+    assert not s.may_reconnect("banned") and not s.can_relogin
+
+
 def test_a_relogin_refused_for_now_ends_the_connection_and_may_reconnect() -> None:
     """docs/RELIABILITY.md F5: not logged in, the connection is of no use; the caller
     closes it and reconnects after its backoff, with the same credentials."""
