@@ -136,9 +136,24 @@ def test_networks_are_canonical_and_v4_mapped_addresses_match() -> None:
     assert servergate.network(" 2001:DB8:0::/48 ") == "2001:db8::/48"
     assert servergate.network("::ffff:198.51.100.0/120") == "198.51.100.0/24"
     ban = servergate.AddressBan("198.51.100.0/24", 0.0, None, None)
-    assert servergate._matching([ban], "::ffff:198.51.100.7") is ban
-    assert servergate._matching([ban], "198.51.101.7") is None
-    assert servergate._matching([ban], "not an address") is None
+    nets = servergate.Networks([ban])
+    assert nets.match("::ffff:198.51.100.7", 1.0) is ban
+    assert nets.match("198.51.101.7", 1.0) is None
+    assert nets.match("not an address", 1.0) is None
+
+
+def test_the_narrowest_ban_in_force_is_the_one_matched() -> None:
+    wide = servergate.AddressBan("10.0.0.0/8", 0.0, "wide", None)
+    narrow = servergate.AddressBan("10.1.2.0/24", 0.0, "narrow", 50.0)  # ends at 50
+    host = servergate.AddressBan("2001:db8::1/128", 0.0, "v6", None)
+    nets = servergate.Networks([wide, narrow, host])
+    assert nets.match("10.1.2.3", 10.0) is narrow
+    assert nets.match("10.1.2.3", 50.0) is wide  # the narrow one ended: the wide holds
+    assert nets.match("10.9.9.9", 10.0) is wide
+    assert nets.match("11.0.0.1", 10.0) is None
+    assert nets.match("2001:db8::1", 10.0) is host
+    assert nets.match("2001:db8::2", 10.0) is None
+    assert not servergate.Networks([]) and nets
 
 
 def test_irc_guests_accounts_and_sessions_from_a_banned_address(
