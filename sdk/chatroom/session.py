@@ -434,7 +434,7 @@ class ClientSession(SeqCursor):
             to_me = kind is DirectMessage and self._is_me(message.to)  # type: ignore[union-attr]
             if message.seq is not None:
                 # A cid comes only with our own messages (docs/PROTOCOL.md §Resume); a DM
-                # to ourselves is passed out once however it was sent (module docstring).
+                # to ourselves is passed out once however it was sent (chatroom._seqs).
                 cid = message.cid if mine and not to_me else None
                 verdict = self.message_seq(message.seq, cid)
                 if verdict != "new":
