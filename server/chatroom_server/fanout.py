@@ -60,6 +60,17 @@ group is delivered and each sender gets ``unavailable`` instead of its ack.
 :meth:`exclusive` runs a function between two passes: at that instant everything stored
 has been handed to the roster of the time, which is the cut a resuming login needs.
 
+Rooms (docs/PROTOCOL.md §Rooms; :meth:`serve_rooms`): a public message to a room rides
+in its reader's batch like a lobby one. The pass checks it (member, not muted: the room
+book belongs to this lock's holder, chatroom_server.roomwire), stores it in the pass's
+one transaction, and sends it to the room's members on this server, gathered per member
+over the run of batches: a member of busy rooms gets one ``send`` per pass, as a lobby
+recipient does. Before, each room message was stored in a transaction of its own under
+:meth:`exclusive` (docs/PERFORMANCE.md, "Rooms through the fan-out"). A refused one
+(``not_in_room``, ``muted``, ...) is neither stored nor sent; its error takes its ack's
+place. Room events still run under :meth:`exclusive`, between passes, so a member gets
+a room's messages and events in seq order.
+
 Threads: ``_queue`` is appended to by any thread and popped only under ``_lock``, by a
 reader thread or the helper; the
 work under ``_lock`` is ``Outbox.queue``/``push``/``send`` (never blocking), the message
@@ -77,8 +88,17 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
-from chatroom.protocol import ErrorCode, ErrorEvent, RequestId, encode, username_key
-from chatroom_server.messagelog import Conflict, Duplicate, NewMessage, StorageError
+from chatroom.errors import ProtocolError
+from chatroom.protocol import (
+    Ack,
+    Broadcast,
+    ErrorCode,
+    ErrorEvent,
+    RequestId,
+    encode,
+    username_key,
+)
+from chatroom_server.messagelog import Conflict, Duplicate, NewMessage, Outcome, StorageError
 from chatroom_server.metrics import FanOutStats
 from chatroom_server.outbox import Outbox
 from chatroom_server.storage import MessageStore
@@ -114,12 +134,44 @@ class Member(Protocol):
     done: int  # of those, how many have been sent (written under FanOut._lock)
 
 
+class RoomMember(Member, Protocol):
+    """A connection as a room's message reaches it (chatroom_server.roomwire.Conn)."""
+
+    rooms: bool  # asked for rooms at login: only those get room traffic
+
+
+# Who may say a public message in a room, and who hears it (chatroom_server.roomwire
+# installs it, :meth:`FanOut.serve_rooms`): ``(sender, room, request id, ts)`` to the
+# room's canonical name and its members' username keys (the sender's among them); raises
+# ProtocolError (``no_such_room``, ``not_in_room``, ``muted``). Called under ``_lock``.
+RoomCheck = Callable[[str, str, RequestId, float], tuple[str, frozenset[str]]]
+
+
 class _Batch:
     """The broadcasts of one read from one connection, and their acks; with the message
     log, what to store (``msgs``) and the request ids (``rids``) to answer if it fails.
-    The frames are whole until stored, then ``data`` and ``ack`` are set."""
+    The frames are whole until stored, then ``data`` and ``ack`` are set.
 
-    __slots__ = ("ack", "acks", "conn", "data", "frames", "msgs", "rids", "size")
+    ``rooms``: some of its messages name a room (``NewMessage.room``). Such a batch is
+    checked under the lock (``members`` gets each message's room members, None for a
+    lobby one; ``refused`` the error frames of those its sender may not say) and, once
+    stored, sent by ``parts``: its messages in order as (members, frames) runs, each run
+    one room's consecutive messages or lobby's (members None)."""
+
+    __slots__ = (
+        "ack",
+        "acks",
+        "conn",
+        "data",
+        "frames",
+        "members",
+        "msgs",
+        "parts",
+        "refused",
+        "rids",
+        "rooms",
+        "size",
+    )
 
     def __init__(
         self,
@@ -137,6 +189,16 @@ class _Batch:
         self.data = b""
         self.ack = b""
         self.size = sum(map(len, frames))  # bytes each recipient gets
+        self.rooms = msgs is not None and any(m.room is not None for m in msgs)
+        # Made by _check_rooms for a batch with rooms; a lobby batch (the hot path) only
+        # points at the shared empty ones, never written.
+        self.members: list[tuple[str, frozenset[str]] | None] = _NO_MEMBERS
+        self.refused: dict[int, bytes] = _NONE_REFUSED
+        self.parts: list[tuple[tuple[str, frozenset[str]] | None, bytes]] | None = None
+
+
+_NO_MEMBERS: list[tuple[str, frozenset[str]] | None] = []
+_NONE_REFUSED: dict[int, bytes] = {}
 
 
 class Direct:
@@ -214,6 +276,9 @@ class FanOut:
         # fan-out only stores them and answers their senders.
         self._deliver = deliver
         self._lookup = lookup  # a logged-in connection by username_key (DM recipients)
+        # Rooms (:meth:`serve_rooms`): set once, before the server takes connections.
+        self._check_room: RoomCheck | None = None
+        self._local: Callable[[str], RoomMember | None] = lambda key: None
         self._queue: deque[_Batch | Direct | tuple[Member, Callable[[], object]]] = deque()
         self._lock = threading.Lock()
         # Items queued beyond which readers wait for the fan-out (backpressure). A round
@@ -245,6 +310,13 @@ class FanOut:
         conn.handed += 1
         self._queue.append(_Batch(conn, frames, acks, msgs, rids))
         self._combine()
+
+    def serve_rooms(self, check: RoomCheck, local: Callable[[str], RoomMember | None]) -> None:
+        """Take public messages to rooms too (docs/PROTOCOL.md §Rooms): ``check`` says
+        who may send one and who gets it (RoomCheck), ``local`` finds a member's
+        connection on this server by username key. Called before any message is."""
+        self._check_room = check
+        self._local = local
 
     def direct(self, item: Direct) -> None:
         """Store a DM, then deliver it and the sender's ack (message log only)."""
@@ -375,12 +447,18 @@ class FanOut:
             while i < n:
                 item = items[i]
                 if type(item) is _Batch:
+                    # A run of lobby batches (one send per recipient for all of them),
+                    # or of batches with rooms in them (one send per member).
+                    rooms = item.parts is not None
                     j = i + 1
-                    while j < n and type(items[j]) is _Batch:
+                    while j < n:
+                        nxt = items[j]
+                        if type(nxt) is not _Batch or (nxt.parts is not None) != rooms:
+                            break
                         j += 1
                     run: list[_Batch] = items[i:j]  # type: ignore[assignment]
                     began = self._clock()
-                    self._guarded(self._send_run, run)
+                    self._guarded(self._send_parts if rooms else self._send_run, run)
                     if self.coalesce:
                         ended = self._clock()
                         self._round_cost += SMOOTHING * (ended - began - self._round_cost)
@@ -415,18 +493,23 @@ class FanOut:
         for item in items:
             if type(item) is _Batch:
                 assert item.msgs is not None
-                msgs += item.msgs
+                if item.rooms:
+                    self._check_rooms(item)
+                    refused = item.refused
+                    msgs += [m for k, m in enumerate(item.msgs) if k not in refused]
+                else:
+                    msgs += item.msgs
             elif type(item) is Direct:
                 # Decided now, under the lock that logins take too: a recipient who is
                 # online now gets it live; one who is not, at their next login.
                 item.target = self._lookup(item.lookup_key)
                 item.msg.inbox = item.target is None
                 msgs.append(item.msg)
-        if not msgs:
+        if not msgs and not any(type(item) is _Batch for item in items):
             return
         began = time.perf_counter()
         try:
-            seqs = self._log.append(msgs)
+            seqs = self._log.append(msgs) if msgs else []
         except StorageError as exc:
             self.storage_failures += 1
             self.stats.storage_errors += 1
@@ -446,6 +529,9 @@ class FanOut:
         k = 0
         for item in items:
             if type(item) is _Batch:
+                if item.rooms:
+                    k = self._stored_rooms(item, seqs, k)
+                    continue
                 data, acks = [], []
                 for frame, ack in zip(item.frames, item.acks, strict=True):
                     got = seqs[k]
@@ -473,14 +559,79 @@ class FanOut:
                     else:
                         item.ack = _conflict(got, item.rid)  # type: ignore[arg-type]
 
+    def _check_rooms(self, item: _Batch) -> None:
+        """Lock held, before storing: may the sender say each room message of ``item``,
+        and to whom. A refused one is neither stored nor sent; its sender gets the error
+        in its ack's place, in order. The room's canonical spelling goes into the frames
+        and the log."""
+        assert item.msgs is not None and item.rids is not None
+        check = self._check_room
+        members: list[tuple[str, frozenset[str]] | None] = []
+        item.members, item.refused = members, {}
+        for k, m in enumerate(item.msgs):
+            if m.room is None:
+                members.append(None)  # a lobby message of the same read
+                continue
+            rid = item.rids[k]
+            try:
+                if check is None:
+                    raise ProtocolError(ErrorCode.NO_SUCH_ROOM, f"no room {m.room!r}", rid)
+                room, keys = check(m.sender, m.room, rid, m.ts)
+            except ProtocolError as exc:
+                frame = encode(ErrorEvent(code=exc.code, message=exc.message, id=exc.request_id))
+                item.refused[k] = frame
+                members.append(None)
+                continue
+            if room != m.room:  # another spelling: the frames carry the canonical one
+                m.room = room
+                item.frames[k] = encode(
+                    Broadcast(sender=m.sender, message=m.body, ts=m.ts, room=room)
+                )
+                item.acks[k] = encode(Ack(command="pm", room=room, id=rid))
+            members.append((room, keys))
+
+    def _stored_rooms(self, item: _Batch, seqs: list[Outcome], k: int) -> int:
+        """Lock held, once stored: ``item.parts`` and ``item.ack`` from the seqs (from
+        ``seqs[k]`` on); the index after its own."""
+        assert item.rids is not None
+        parts: list[tuple[tuple[str, frozenset[str]] | None, list[bytes]]] = []
+        acks: list[bytes] = []
+        refused = item.refused
+        last: str | None = None  # the room of the last part (None: lobby)
+        for i, (frame, ack) in enumerate(zip(item.frames, item.acks, strict=True)):
+            if i in refused:
+                acks.append(refused[i])
+                continue
+            got = seqs[k]
+            k += 1
+            if type(got) is int:
+                to = item.members[i]
+                room = None if to is None else to[0]  # consecutive ones of a room: one part
+                if parts and room == last:
+                    parts[-1][1].append(with_seq(frame, got))
+                else:
+                    parts.append((to, [with_seq(frame, got)]))
+                    last = room
+                acks.append(with_seq(ack, got))
+            elif type(got) is Duplicate:
+                acks.append(with_seq(ack, got.seq))  # a resend: stored once, sent once
+            else:
+                acks.append(_conflict(got, item.rids[i]))  # type: ignore[arg-type]
+        item.parts = [(to, b"".join(frames)) for to, frames in parts]
+        item.ack = b"".join(acks)
+        return k
+
     def _refuse(self, items: list[_Batch | Direct | tuple[Member, Callable[[], object]]]) -> None:
         for item in items:
             if type(item) is _Batch:
                 assert item.rids is not None
                 item.data = b""
+                if item.rooms:
+                    item.parts = []  # sent as a batch with rooms: only its acks
                 item.ack = b"".join(
-                    encode(ErrorEvent(code=ErrorCode.UNAVAILABLE, message=_UNAVAILABLE, id=rid))
-                    for rid in item.rids
+                    item.refused.get(k)
+                    or encode(ErrorEvent(code=ErrorCode.UNAVAILABLE, message=_UNAVAILABLE, id=rid))
+                    for k, rid in enumerate(item.rids)
                 )
             elif type(item) is Direct:
                 item.frame = b""
@@ -508,6 +659,54 @@ class FanOut:
         except Exception:
             self.crashes += 1
             log.exception("fan-out round failed")
+
+    def _send_parts(self, run: list[_Batch]) -> None:
+        """One round of batches with rooms in them: each room message to its room's
+        members on this server that speak rooms (not its sender's user), each lobby one
+        to everyone (as :meth:`_send_run`), every recipient's in seq order, then the
+        acks. Consecutive room parts are gathered per member first: one send each."""
+        if not self._deliver:
+            for b in run:
+                b.conn.outbox.send(b.ack)
+            return
+        local = self._local
+        out: dict[RoomMember, list[bytes]] = {}
+        deliveries = 0
+        for b in run:
+            assert b.parts is not None
+            skip = username_key(b.conn.username) if b.conn.username is not None else ""
+            for to, data in b.parts:
+                if to is not None:
+                    for key in to[1]:
+                        if key == skip:
+                            continue
+                        c = local(key)
+                        if c is not None and c.rooms:
+                            got = out.get(c)
+                            if got is None:
+                                out[c] = [data]
+                            else:
+                                got.append(data)
+                            deliveries += 1
+                    continue
+                # A lobby message between room ones: what went before goes out first.
+                self._flush_members(out)
+                out = {}
+                roster = self._roster()
+                again = self._session_of(b.conn)
+                for m in roster:
+                    if m is not b.conn and m is not again:
+                        m.outbox.offer(data)
+                deliveries += max(0, len(roster) - 1)
+        self._flush_members(out)
+        self.stats.deliveries += deliveries
+        for b in run:
+            b.conn.outbox.offer(b.ack)  # after every recipient has the messages (§pm)
+
+    @staticmethod
+    def _flush_members(out: dict[RoomMember, list[bytes]]) -> None:
+        for c, chunks in out.items():
+            c.outbox.offer(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
     def _send_run(self, run: list[_Batch]) -> None:
         """One round: every batch in ``run`` to every recipient, as one send each."""

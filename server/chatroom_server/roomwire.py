@@ -1,7 +1,7 @@
 """The server's rooms (docs/PROTOCOL.md §Rooms) on one node: the room service
 (chatroom_server.roomservice) plumbed to connections, the message log and the fan-out.
 
-A room command or a message to a room runs in three steps on the reader thread of the
+A room command runs in three steps on the reader thread of the
 connection that sent it:
 
 1. the connection's earlier messages are sent first (``FanOut.settle``): a reply must
@@ -17,13 +17,17 @@ connection that sent it:
 Only connections that asked for rooms (``rooms`` on the connection) are sent room
 traffic; a member logged in with a version-1 client sees lobby only.
 
-A message to a room walks the room's members, not the server's connections. This first
-version stores each room message on its own (a transaction per message, not the
-fan-out's group commit): correct, and measured in bench/ before it is made fast.
+A public message to a room does not come here: it joins its reader's batch like a
+lobby message, and the fan-out's pass checks it (``_check``, under the fan-out lock, as
+the room commands are), stores it with the rest of the pass (group commit) and sends it
+to the room's members, not the server's connections (chatroom_server.fanout, "rooms").
+Seqs are assigned in queue order and room events are applied between passes, so the
+order argument of step 2 holds for messages too.
 
 Rooms need the message log. On a cluster node (docs/CLUSTER.md §Rooms) step 2 stores
 only: the stream's consumer applies the event and delivers the message, on every node
-alike (chatroom_server.noderooms, the ``defer`` hook).
+alike (chatroom_server.noderooms, the ``defer`` hook); the fan-out of a node stores and
+acks a room's message, and the stream delivers it.
 
 Threads: the room service belongs to the fan-out lock's holder (step 2).
 """
@@ -36,7 +40,7 @@ from typing import Protocol
 
 from chatroom.errors import ErrorCode, ProtocolError, RequestId
 from chatroom.moderation import BansCommand, ModerationCommand
-from chatroom.protocol import Ack, Broadcast, ErrorEvent, PmCommand, encode, username_key
+from chatroom.protocol import ErrorEvent, encode
 from chatroom.rooms import InviteCommand, ModeCommand, RoomCommand, RoomInfo
 from chatroom_server.fanout import FanOut
 from chatroom_server.messagelog import Conflict, Duplicate, NewMessage, StorageError
@@ -94,6 +98,7 @@ class RoomWire:
         self._defer = defer
         # Cluster: waits (up to the timeout) until this node has applied a seq.
         self._applied = applied
+        fanout.serve_rooms(self._check, by_key)
 
     def rooms_of(self, user: str) -> tuple[RoomInfo, ...]:
         """The rooms ``user`` is in, for login_ok (under the fan-out lock)."""
@@ -145,33 +150,13 @@ class RoomWire:
         if deferred and not self._applied(deferred[0], self._settle):
             log.warning("seq %d is not applied here after %.0f s", deferred[0], self._settle)
 
-    def pm(self, conn: Conn, cmd: PmCommand) -> None:
-        """A public message to a room other than lobby."""
-        user = conn.username
-        assert user is not None and cmd.room is not None
-        self._settled(conn, cmd.id)
-        ts = self._wall()
-
-        def run() -> None:
-            try:
-                members = self.service.recipients(cmd.room, user, cmd.id, ts)
-            except ProtocolError as exc:
-                conn.outbox.send(_error(exc.code, exc.message, exc.request_id))
-                return
-            assert members is not None
-            room = self.service.room_name(cmd.room)
-            msg = NewMessage(user, None, cmd.message, ts, cmd.cid, room=room)
-            seq = self._append(conn, msg, cmd.id)
-            if seq is None:
-                return
-            if seq > 0 and self._defer is None:
-                frame = Broadcast(sender=user, message=cmd.message, ts=ts, seq=seq, room=room)
-                self._send_to(members - {username_key(user)}, encode(frame), skip=conn)
-            elif seq < 0:
-                seq = -seq  # a resend of a stored message: acked again, not delivered
-            conn.outbox.send(encode(Ack(command="pm", seq=seq, room=room, id=cmd.id)))
-
-        self._exclusive(run, cmd.id)
+    def _check(self, user: str, room: str, rid: RequestId, ts: float) -> tuple[str, frozenset[str]]:
+        """A public message to ``room`` from ``user`` (fanout.RoomCheck, under the fan-out
+        lock): the room's canonical name and its members' keys; ProtocolError if the user
+        may not say it (not a member, muted, no such room)."""
+        members = self.service.recipients(room, user, rid, ts)
+        assert members is not None  # lobby's messages never come here
+        return self.service.room_name(room), members
 
     def readable_from(self, user: str, room: str, rid: RequestId) -> tuple[str, int]:
         """The canonical room name and the first seq ``user`` may read of it; raises

@@ -1083,24 +1083,28 @@ class ChatServer:
         assert conn.username is not None
         if not conn.announced:
             self._presence.announce(conn)
-        if conn.rooms and cmd.room is not None and room_key(cmd.room) != LOBBY:
-            assert self._b.rooms is not None
-            if conn.batch:
-                self._flush_batch(conn)  # its lobby messages before this one
-            self._b.rooms.pm(conn, cmd)
-            return
         # Encoded once; every recipient gets the same bytes. Queued in the batch of this
         # read: the public messages that arrived in one recv() go out as one send() per
         # recipient (_flush_batch), so under load, when frames queue up, the per-recipient
         # syscall and outbox lock are paid once per batch instead of once per message.
-        # With the message log the fan-out adds each one's seq once it is stored.
+        # With the message log the fan-out adds each one's seq once it is stored. A room's
+        # message (§Rooms, rooms need the log) is checked, stored and sent to its members
+        # by the same fan-out pass (chatroom_server.fanout, "rooms").
+        room = cmd.room if conn.rooms and cmd.room is not None else None
+        if room is not None and room_key(room) == LOBBY:
+            room = None
         ts = self._wall()
         if conn.batch is UNUSED:  # the first message of this read (see Conn)
             conn.batch, conn.acks, conn.msgs, conn.rids = [], [], [], []
-        conn.batch.append(encode(Broadcast(sender=conn.username, message=cmd.message, ts=ts)))
-        conn.acks.append(_ACK_PM if cmd.id is None else encode(Ack(command="pm", id=cmd.id)))
+        if room is None:
+            conn.batch.append(encode(Broadcast(sender=conn.username, message=cmd.message, ts=ts)))
+            conn.acks.append(_ACK_PM if cmd.id is None else encode(Ack(command="pm", id=cmd.id)))
+        else:
+            frame = Broadcast(sender=conn.username, message=cmd.message, ts=ts, room=room)
+            conn.batch.append(encode(frame))
+            conn.acks.append(encode(Ack(command="pm", room=room, id=cmd.id)))
         if self._b.log is not None:
-            conn.msgs.append(NewMessage(conn.username, None, cmd.message, ts, cmd.cid))
+            conn.msgs.append(NewMessage(conn.username, None, cmd.message, ts, cmd.cid, room=room))
             conn.rids.append(cmd.id)
 
     def _flush_batch(self, conn: Conn) -> None:

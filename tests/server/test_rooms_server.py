@@ -4,13 +4,17 @@ resume across rooms, and keep their rooms across a restart."""
 
 from __future__ import annotations
 
+import json
 import queue
 import signal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from chatroom import Broadcast, ChatClient
 from chatroom.testing import ServerProcess, TestServer
+from chatroom_server.messagelog import StorageError
 from tests.helpers import PASSWORD, RawClient, connect, quiet_server
 
 
@@ -152,6 +156,93 @@ def test_room_limits_and_lobby() -> None:
         carol, _ = v2(srv, "carol")
         carol.send(command="join", room="d", id=7)
         assert carol.until("error", id=7)["code"] == "too_many_rooms"  # 2 rooms on the server
+
+
+def test_room_and_lobby_messages_of_one_read_share_a_pass_in_seq_order() -> None:
+    """Room messages join their reader's batch (chatroom_server.fanout, "rooms"): one
+    write mixing lobby, two rooms (one spelled in another case) and a room its sender is
+    not in gives the acks in order with rising seqs, the refusal in its place, and every
+    member each message of its rooms in seq order, nothing of the others'."""
+    with quiet_server() as srv:
+        carol = connect(srv.address, "carol")  # protocol v1: lobby only
+        alice, _ = v2(srv, "alice")
+        bob, _ = v2(srv, "bob")
+        dave, _ = v2(srv, "dave")
+        for who, room, rid in ((alice, "Dev", 1), (bob, "dev", 2), (alice, "ops", 3)):
+            who.send(command="join", room=room, id=rid)
+            who.until("room_info", id=rid)
+        dave.send(command="join", room="secret", id=4)
+        dave.until("room_info", id=4)
+        for c in (alice, bob, dave):
+            settle(c)
+        frames = [
+            {"command": "pm", "message": "lobby 1", "id": 10},
+            {"command": "pm", "room": "DEV", "message": "dev 1", "id": 11},
+            {"command": "pm", "room": "secret", "message": "not mine", "id": 12},
+            {"command": "pm", "room": "ops", "message": "ops 1", "id": 13},
+            {"command": "pm", "room": "dev", "message": "dev 2", "id": 14},
+            {"command": "pm", "message": "lobby 2", "id": 15},
+        ]
+        alice.send_raw(b"".join(json.dumps(f).encode() + b"\n" for f in frames))
+        answers = [alice.until("ack" if i != 12 else "error", id=i) for i in range(10, 16)]
+        assert answers[2]["code"] == "not_in_room"
+        acks = [a for a in answers if a["type"] == "ack"]
+        seqs = [a["seq"] for a in acks]
+        assert seqs == sorted(seqs) and len(set(seqs)) == 5
+        assert [a.get("room") for a in acks] == [None, "Dev", "ops", "Dev", None]
+
+        def heard(c: RawClient) -> list[tuple[str, str | None, int]]:
+            c.send(command="ping", id="after")
+            got = []
+            while (f := c.recv())["type"] != "pong":
+                if f["type"] == "broadcast":
+                    got.append((f["message"], f.get("room"), f["seq"]))
+            return got
+
+        by_seq = dict(zip(["lobby 1", "dev 1", "ops 1", "dev 2", "lobby 2"], seqs, strict=True))
+        want_bob = [("lobby 1", None), ("dev 1", "Dev"), ("dev 2", "Dev"), ("lobby 2", None)]
+        assert heard(bob) == [(m, r, by_seq[m]) for m, r in want_bob]
+        lobby = [("lobby 1", None, by_seq["lobby 1"]), ("lobby 2", None, by_seq["lobby 2"])]
+        assert heard(dave) == lobby
+        assert heard(alice) == []  # never its own
+        assert heard(carol) == lobby
+        # And the log has them as sent: dev's history, in the canonical spelling.
+        bob.send(command="history", room="dev", id=20)
+        page = bob.until("history", id=20)
+        assert [(m["message"], m["room"]) for m in page["messages"]] == [
+            ("dev 1", "Dev"),
+            ("dev 2", "Dev"),
+        ]
+
+
+def test_a_room_message_that_cannot_be_stored_is_unavailable_and_sent_to_nobody(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with quiet_server() as srv:
+        alice, _ = v2(srv, "alice")
+        bob, _ = v2(srv, "bob")
+        for who, rid in ((alice, 1), (bob, 2)):
+            who.send(command="join", room="dev", id=rid)
+            who.until("room_info", id=rid)
+        settle(alice)
+        mlog = srv.server._log
+        assert mlog is not None
+        real = mlog.append
+
+        def disk_full(*_: Any) -> Any:
+            raise StorageError("database or disk is full")
+
+        monkeypatch.setattr(mlog, "append", disk_full)
+        lost = {"command": "pm", "room": "dev", "message": "lost", "id": 3}
+        nope = {"command": "pm", "room": "nowhere", "message": "nope", "id": 4}
+        alice.send_raw(b"".join(json.dumps(f).encode() + b"\n" for f in (lost, nope)))
+        alice.expect_error("unavailable", id=3)
+        alice.expect_error("no_such_room", id=4)
+        monkeypatch.setattr(mlog, "append", real)  # the disk has room again
+        alice.send(command="pm", room="dev", message="back", id=5)
+        back = alice.until("ack", id=5)
+        got = bob.until("broadcast")
+        assert (got["message"], got["seq"]) == ("back", back["seq"])
 
 
 def test_without_the_message_log_there_are_no_rooms() -> None:
