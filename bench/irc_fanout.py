@@ -10,6 +10,16 @@ server's CPU per delivery. Sustainable = nothing lost and p99 under 50 ms.
 
     .venv/bin/python bench/irc_fanout.py [--clients 100] [--senders 10]
                                          [--rates 1000,2000,4000,8000] [--duration 4]
+                                         [--room-size 10 | --zipf ROOMS]
+                                         [--base REV] [--rounds 3]
+
+Rooms (issue 35): ``--room-size K`` puts the clients in channels of K (``#r0``, ``#r1``,
+...), ``--zipf R`` in R channels whose sizes follow Zipf's law (the k-th room 1/k of the
+first's: one large room and many small ones; every room at least 2). Every room gets the
+same share of the messages, in turn, sent by its first member; a message is expected by
+the room's other members. ``--base REV`` runs our server of another git revision too
+(as bench/ab.py does), and ``--rounds`` alternates the servers (ours, base, ngircd, ours,
+...) to print medians per step: the box is noisy, and only alternating runs compare.
 
 ngircd runs with MaxPenaltyTime = 0 (no flood penalties, as the performance anchors
 measured it) and our server with --rate-limit off: the flood control is not what is
@@ -20,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import selectors
 import shutil
 import socket
@@ -37,10 +48,12 @@ from chatroom.testing import ServerProcess
 from chatroom_bots.load import procstat
 
 CHANNEL = "#lobby"
+ROOT = Path(__file__).resolve().parent.parent
+NGIRCD = Path("/usr/sbin/ngircd")
 PASSWORD = "bench-password"
 
 
-def register(port: int, nick: str) -> socket.socket:
+def register(port: int, nick: str, channel: str = CHANNEL) -> socket.socket:
     s = socket.create_connection(("127.0.0.1", port), timeout=30)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     s.sendall(f"PASS {PASSWORD}\r\nNICK {nick}\r\nUSER {nick} 0 * :{nick}\r\n".encode())
@@ -50,14 +63,23 @@ def register(port: int, nick: str) -> socket.socket:
         if not data:
             raise ConnectionError(f"{nick}: closed during registration: {buf[-300:]!r}")
         buf += data
-    s.sendall(f"JOIN {CHANNEL}\r\n".encode())
+    s.sendall(f"JOIN {channel}\r\n".encode())
     while b" 366 " not in buf:
         buf += s.recv(65536)
     return s
 
 
-def worker(port: int, nicks: list[str], senders: int, pipe: Connection) -> None:
-    socks = [register(port, n) for n in nicks]
+def worker(
+    port: int,
+    nicks: list[tuple[str, str]],
+    senders: dict[int, tuple[int, str]],
+    slots: int,
+    pipe: Connection,
+) -> None:
+    """``nicks``: (nick, channel) of this process's clients; ``senders``: the message
+    slots this process sends (slot -> its client's index, channel) out of ``slots``
+    (message k of a step goes to slot k mod ``slots``)."""
+    socks = [register(port, n, ch) for n, ch in nicks]
     for s in socks:
         s.setblocking(False)
     sel = selectors.DefaultSelector()
@@ -71,20 +93,23 @@ def worker(port: int, nicks: list[str], senders: int, pipe: Connection) -> None:
         t0, end, rate, drain = cmd
         lat: list[float] = []
         delivered = 0
-        sent = 0
-        interval = senders / rate if senders else 0.0
+        sent: dict[int, int] = {}
+        interval = 1 / rate
         next_send = t0
         k = 0
         while True:
             now = time.monotonic()
             if senders and next_send <= now and next_send < end:
                 # Open loop: the message goes out (late if we are behind), stamped with
-                # when it should have.
-                s = socks[k % senders]
-                s.send(f"PRIVMSG {CHANNEL} :t={next_send:.6f} x\r\n".encode())
-                sent += 1
+                # when it should have. Every process walks the whole schedule and sends
+                # its own slots' messages.
+                mine = senders.get(k % slots)
+                if mine is not None:
+                    i, channel = mine
+                    socks[i].send(f"PRIVMSG {channel} :t={next_send:.6f} x\r\n".encode())
+                    sent[k % slots] = sent.get(k % slots, 0) + 1
                 k += 1
-                next_send = t0 + k * interval / senders
+                next_send = t0 + k * interval
                 continue
             if now > end + drain:
                 break
@@ -143,17 +168,41 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run(kind: str, args: argparse.Namespace, tmp: Path) -> list[dict[str, float]]:
+def rooms_of(args: argparse.Namespace) -> list[int]:
+    """The sizes of the rooms (one room of everyone without --room-size or --zipf)."""
+    n = args.clients
+    if args.zipf:
+        weights = [1 / k for k in range(1, args.zipf + 1)]
+        sizes = [max(2, int(n * w / sum(weights))) for w in weights]
+        sizes[0] += n - sum(sizes)  # the rest (or the excess) in the large room
+        if sizes[0] < 2:
+            sys.exit(f"{n} clients are too few for {args.zipf} rooms of at least 2")
+        return sizes
+    if args.room_size:
+        if n % args.room_size:
+            sys.exit("--clients must be a multiple of --room-size")
+        return [args.room_size] * (n // args.room_size)
+    return [n]
+
+
+def run(
+    kind: str, args: argparse.Namespace, tmp: Path, base: Path | None = None
+) -> list[dict[str, float]]:
     port = free_port()
-    if kind == "ours":
+    if kind in ("ours", "base"):
         cmd = [
             *SERVERS["ours"],
             *("--password-hash", "load-test", "--irc-port", str(port)),
-            *("--port", "0", "--db", str(tmp / "irc.db"), "--idle-timeout", "0"),
+            *("--port", "0", "--db", str(tmp / f"irc-{kind}-{time.monotonic_ns()}.db")),
+            *("--idle-timeout", "0"),
         ]
-        with ServerProcess(cmd=cmd) as server:
+        env = None
+        if kind == "base":
+            assert base is not None
+            env = {**os.environ, "PYTHONPATH": f"{base}/server:{base}/sdk"}
+        with ServerProcess(cmd=cmd, env=env) as server:
             return measure(server.pid, port, args)
-    exe = shutil.which("ngircd") or "/usr/sbin/ngircd"
+    exe = shutil.which("ngircd") or str(NGIRCD)
     proc = subprocess.Popen(
         [exe, "-n", "-f", str(ngircd_conf(tmp, port))],
         stdout=subprocess.DEVNULL,
@@ -178,12 +227,26 @@ def run(kind: str, args: argparse.Namespace, tmp: Path) -> list[dict[str, float]
 
 def measure(pid: int, port: int, args: argparse.Namespace) -> list[dict[str, float]]:
     ctx = mp.get_context("spawn")
-    nicks = [f"b{i}" for i in range(args.clients)]
-    halves = [nicks[: args.clients // 2], nicks[args.clients // 2 :]]
+    sizes = rooms_of(args)
+    one_room = len(sizes) == 1
+    clients: list[tuple[str, str]] = []  # (nick, channel)
+    firsts: list[int] = []  # each room's first client
+    for r, size in enumerate(sizes):
+        firsts.append(len(clients))
+        channel = CHANNEL if one_room else f"#r{r}"
+        clients += [(f"b{len(clients) + j}", channel) for j in range(size)]
+    # The message slots: one room, its first ``--senders`` clients in turn (as before);
+    # rooms, each room once (sent by its first member). Slot -> (client, room).
+    if one_room:
+        slots = [(i, 0) for i in range(args.senders)]
+    else:
+        slots = [(first, r) for r, first in enumerate(firsts)]
+    half = len(clients) // 2
     pipes, procs = [], []
-    for i, part in enumerate(halves):
+    for lo, hi in ((0, half), (half, len(clients))):
+        mine = {k: (c - lo, clients[c][1]) for k, (c, _) in enumerate(slots) if lo <= c < hi}
         parent, child = ctx.Pipe()
-        p = ctx.Process(target=worker, args=(port, part, args.senders if i == 0 else 0, child))
+        p = ctx.Process(target=worker, args=(port, clients[lo:hi], mine, len(slots), child))
         p.start()
         pipes.append(parent)
         procs.append(p)
@@ -198,10 +261,13 @@ def measure(pid: int, port: int, args: argparse.Namespace) -> list[dict[str, flo
                 pipe.send((t0, t0 + args.duration, rate, 2.0))
             results = [pipe.recv() for pipe in pipes]
             cpu1 = procstat.sample(pid)
-            sent = sum(r[0] for r in results)
+            per_slot: dict[int, int] = {}
+            for r in results:
+                for slot, n in r[0].items():
+                    per_slot[slot] = per_slot.get(slot, 0) + n
             delivered = sum(r[1] for r in results)
             lat = sorted(x for r in results for x in r[2])
-            expected = sent * (args.clients - 1)
+            expected = sum(n * (sizes[slots[k][1]] - 1) for k, n in per_slot.items())
             row = {
                 "rate": rate,
                 "delivered_per_s": delivered / args.duration,
@@ -225,31 +291,68 @@ def measure(pid: int, port: int, args: argparse.Namespace) -> list[dict[str, flo
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--clients", type=int, default=100)
-    ap.add_argument("--senders", type=int, default=10)
+    ap.add_argument("--senders", type=int, default=10, help="in one room (not with rooms)")
     ap.add_argument("--rates", default="1000,2000,4000,8000")
     ap.add_argument("--duration", type=float, default=4.0)
+    rooms = ap.add_mutually_exclusive_group()
+    rooms.add_argument("--room-size", type=int, default=0, help="channels of this many")
+    rooms.add_argument("--zipf", type=int, default=0, metavar="ROOMS", help="Zipf sizes")
+    ap.add_argument("--base", help="also our server of this git revision (bench/ab.py's way)")
+    ap.add_argument("--rounds", type=int, default=1, help="alternating runs of every server")
+    ap.add_argument("--no-ngircd", action="store_true", help="ours (and --base) only")
     args = ap.parse_args()
-    if shutil.which("ngircd") is None and not Path("/usr/sbin/ngircd").exists():
+    kinds = ["ours", *(["base"] if args.base else []), *([] if args.no_ngircd else ["ngircd"])]
+    if "ngircd" in kinds and shutil.which("ngircd") is None and not NGIRCD.exists():
         sys.exit("ngircd is not installed: make bench-irc installs it")
-    table = {}
+    sizes = rooms_of(args)
+    table: dict[str, list[list[dict[str, float]]]] = {k: [] for k in kinds}
     with tempfile.TemporaryDirectory() as tmp:
-        for kind in ("ours", "ngircd"):
-            print(f"== {kind}", flush=True)
-            table[kind] = run(kind, args, Path(tmp))
-    print(f"\n{args.clients} IRC clients, {args.senders} senders, {args.duration:g} s per step")
+        base = Path(tmp) / "base"
+        if args.base:
+            subprocess.run(
+                ["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(base), args.base],
+                check=True,
+            )
+        try:
+            for i in range(args.rounds):
+                for kind in kinds:
+                    print(f"== round {i + 1}: {kind}", flush=True)
+                    table[kind].append(run(kind, args, Path(tmp), base))
+        finally:
+            if args.base:
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)])
+    shape = (
+        f"{len(sizes)} rooms, sizes {min(sizes)}-{max(sizes)}"
+        if len(sizes) > 1
+        else f"one channel, {args.senders} senders"
+    )
+    names = {"ours": "ours (this tree)", "base": f"ours at {args.base}", "ngircd": "ngircd"}
+    print(f"\n{args.clients} IRC clients, {shape}, {args.duration:g} s per step", end="")
+    print(f"; medians of {args.rounds} alternating rounds" if args.rounds > 1 else "")
     print("| server | msg/s | delivered/s | lost | p50 ms | p99 ms | server CPU µs/delivery |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    for kind, rows in table.items():
-        for r in rows:
+    medians: dict[str, list[dict[str, float]]] = {}
+    for kind, runs in table.items():
+        medians[kind] = []
+        for k in range(len(runs[0])):
+            steps = [r[k] for r in runs]
+            m = {f: statistics.median(x[f] for x in steps) for f in steps[0]}
+            m["lost"] = max(x["lost"] for x in steps)
+            medians[kind].append(m)
+            spread = ""
+            if len(steps) > 1:
+                cpus = sorted(x["cpu_us"] for x in steps)
+                spread = f" ({cpus[0]:.2f}-{cpus[-1]:.2f})"
             print(
-                f"| {kind} | {r['rate']:.0f} | {r['delivered_per_s']:,.0f} | {r['lost']:.0f} "
-                f"| {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['cpu_us']:.2f} |"
+                f"| {names[kind]} | {m['rate']:.0f} | {m['delivered_per_s']:,.0f} | "
+                f"{m['lost']:.0f} | {m['p50_ms']:.1f} | {m['p99_ms']:.1f} | "
+                f"{m['cpu_us']:.2f}{spread} |"
             )
-    for kind, rows in table.items():
+    for kind, rows in medians.items():
         ok = [r for r in rows if r["lost"] == 0 and r["p99_ms"] < 50]
         best = max(ok, key=lambda r: r["delivered_per_s"]) if ok else None
         print(
-            f"{kind}: max sustainable "
+            f"{names[kind]}: max sustainable "
             + (
                 f"{best['delivered_per_s']:,.0f} deliveries/s (p99 {best['p99_ms']:.1f} ms)"
                 if best
