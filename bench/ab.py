@@ -6,6 +6,7 @@ same minutes, and comparing server CPU per 1,000 deliveries and p99, step by ste
 
     .venv/bin/python bench/ab.py --base HEAD~1 [--rounds 3] [--rates 200,800,1500]
                                  [--senders 10] [--clients 100] [--pm-fraction 1]
+                                 [--rooms R [--room-sizes uniform|zipf]]
                                  [--a-args "..."] [--b-args "..."]
                                  [--a-sched normal|batch] [--b-sched normal|batch]
                                  [--search START [--step-seconds 6]]
@@ -17,6 +18,10 @@ set one side's generator (chat-load ``--sched``; both sides run this tree's gene
 
 ``--pm-fraction 0 --senders 100`` is make bench's DM pairs: every bot sends direct
 messages only, each to one other bot.
+
+``--rooms R`` puts the bots in R rooms (chat-load ``--rooms``; ``--room-sizes zipf`` for
+one large room and many small ones), every public message to one of its sender's rooms:
+``--clients 1000 --rooms 100 --senders 100`` is 100 rooms of 10, each with a sender.
 
 ``--search START`` asks instead how much each side sustains: from START messages/s the
 rate rises 1.6x a step until one is not sustainable (something lost or errored, p99 at
@@ -40,6 +45,7 @@ from common import cpu_seconds, start_server, wait_idle
 from run_bench import step_up
 
 from chatroom_bots.load import LoadConfig, Swarm
+from chatroom_bots.load.rooms import Distribution
 from chatroom_bots.load.worker import SCHED_POLICIES, SchedPolicy
 
 T = TypeVar("T")
@@ -56,6 +62,8 @@ def on_server(
     work: Callable[[Swarm, int], T],
     sched: SchedPolicy = LoadConfig.sched,
     pm_fraction: float = 1.0,
+    rooms: int = 0,
+    room_sizes: Distribution = "uniform",
 ) -> T:
     """``work(swarm, server_pid)`` with ``clients`` bots logged in to a fresh server."""
     env = {"PYTHONPATH": pythonpath} if pythonpath else None  # ahead of this tree's install
@@ -71,6 +79,8 @@ def on_server(
             drain=1.0,
             sched=sched,
             pm_fraction=pm_fraction,
+            rooms=rooms,
+            room_sizes=room_sizes,
         )
         with Swarm(cfg) as swarm:
             wait_idle(proc.pid)
@@ -114,6 +124,8 @@ def main() -> None:
     ap.add_argument(
         "--pm-fraction", type=float, default=1.0, help="public messages; the rest are DMs"
     )
+    ap.add_argument("--rooms", type=int, default=0, help="bots in this many rooms")
+    ap.add_argument("--room-sizes", choices=("uniform", "zipf"), default="uniform")
     ap.add_argument("--a-args", default="", help="extra server options for A")
     ap.add_argument("--b-args", default="", help="extra server options for B")
     for side in ("a", "b"):
@@ -165,6 +177,8 @@ def main() -> None:
                                 work,
                                 sched[v],
                                 a.pm_fraction,
+                                a.rooms,
+                                a.room_sizes,
                             )
                         )
                         print(f"  sustained {found[v][-1]:,.0f} deliveries/s", flush=True)
@@ -178,6 +192,8 @@ def main() -> None:
                             at_rates(rates, seconds),
                             sched[v],
                             a.pm_fraction,
+                            a.rooms,
+                            a.room_sizes,
                         )
                         fixed[v].append(got)
                         print(f"  {got}", flush=True)
@@ -186,6 +202,8 @@ def main() -> None:
     a_is = f"{a.base} {a.a_args}, generator {a.a_sched}".strip()
     b_is = f"this tree {a.b_args}, generator {a.b_sched}".strip()
     mix = "" if a.pm_fraction == 1 else f", {a.pm_fraction:g} of messages public"
+    if a.rooms:
+        mix += f", {a.rooms} rooms ({a.room_sizes})"
     print(f"\nA = {a_is}, B = {b_is}; {a.clients} clients, {a.senders} senders{mix}")
     if a.search:
         ma, mb = statistics.median(found["A"]), statistics.median(found["B"])
