@@ -93,6 +93,48 @@ def test_a_login_seen_with_a_cheap_hash_is_checked_without_a_trip(tmp_path: Path
         again.close()
 
 
+def test_a_first_login_with_a_cheap_hash_makes_one_trip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lookup that finds no account hashes the password on its trip; the
+    registration after it queues that hash from the caller's thread. Another password
+    than the one looked up gets a hash of its own; the ones made ahead are bounded."""
+    store = AccountStore(tmp_path / "accounts.db", LOAD_TEST_HASHER)
+    try:
+        trips = _count_trips(store)
+        assert store.authenticate("Alice", PASSWORD) == (None, False)
+        account = store.register("Alice", PASSWORD)
+        assert trips == [store._authenticate]
+        assert store._prehashed == {}
+        LOAD_TEST_HASHER.verify(account.password_hash, PASSWORD)
+        again = AccountStore(tmp_path / "accounts.db", LOAD_TEST_HASHER)  # as stored
+        try:
+            assert again.authenticate("alice", PASSWORD)[1]
+        finally:
+            again.close()
+        # Registered with another password than the one looked up: hashed anew.
+        assert store.authenticate("Bob", PASSWORD) == (None, False)
+        bob = store.register("Bob", "another password")
+        assert trips[1:] == [store._authenticate, store._register]
+        assert store.authenticate("bob", "another password") == (bob, True)
+        assert store.authenticate("bob", PASSWORD)[1] is False
+        monkeypatch.setattr(accounts, "PREHASHED_MAX", 2)
+        for name in ("Cid", "Dan", "Eve"):
+            assert store.authenticate(name, PASSWORD) == (None, False)
+        assert sorted(store._prehashed or {}) == ["eve"]
+    finally:
+        store.close()
+    costly = AccountStore(tmp_path / "costly.db", POOLED_HASHER)
+    try:
+        trips = _count_trips(costly)
+        assert costly.authenticate("Alice", PASSWORD) == (None, False)
+        costly.register("Alice", PASSWORD)
+        assert trips == [costly._authenticate, costly._register]
+        assert costly._prehashed is None
+    finally:
+        costly.close()
+
+
 def test_what_is_remembered_is_no_password(tmp_path: Path) -> None:
     store = AccountStore(tmp_path / "accounts.db", LOAD_TEST_HASHER)
     try:

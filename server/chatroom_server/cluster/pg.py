@@ -222,6 +222,9 @@ class PgAccountStore(AccountStore):
     """:class:`~chatroom_server.accounts.AccountStore` on PostgreSQL: only the
     database calls differ (hashing, its threads and limits are the same)."""
 
+    # An insert here is a round trip to PostgreSQL: never on a connection's thread.
+    GROUP_COMMIT = False
+
     def __init__(self, database: PgDatabase, hasher: PasswordHasher = OWASP_HASHER) -> None:
         self._pg = database
         super().__init__(database.describe(), hasher)
