@@ -61,7 +61,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, cast
 
 from chatroom.botcommands import BotCommandsCommand
 from chatroom.errors import ProtocolError
@@ -134,6 +134,13 @@ if TYPE_CHECKING:
     from chatroom_server.cluster import ClusterBus, PgDatabase, PgMessageLog
 
 log = logging.getLogger(__name__)
+
+
+class _IrcLines(Protocol):
+    """An IRC connection's outbox (irc.render.IrcOutbox, or a web one speaking IRC)."""
+
+    def send_irc(self, data: bytes) -> bool: ...
+
 
 # Frames that never change, encoded once.
 _ACK_PM = encode(Ack(command="pm"))
@@ -980,6 +987,19 @@ class ChatServer:
             self._flush_batch(conn)  # replies go out in the order of the requests
         self._reply(conn, data)
 
+    def send_ordered(self, conn: Conn, data: bytes) -> None:
+        """irc.session.Core: the gateway's own lines, behind the public messages its
+        earlier lines handed over (a room message is checked, and maybe refused, by the
+        fan-out's pass: chatroom_server.fanout, "Rooms"). At once when nothing is. On
+        the connection's reader thread only (it owns ``batch`` and ``handed``)."""
+        outbox = cast(_IrcLines, conn.outbox)
+        if conn.batch:
+            self._flush_batch(conn)
+        if conn.done == conn.handed:
+            outbox.send_irc(data)
+        else:
+            self._b.fanout.after(conn, lambda: outbox.send_irc(data))
+
     def _reply(self, conn: Conn, data: bytes) -> None:
         """Send to the connection's own client, behind its broadcasts still queued."""
         if conn.done == conn.handed:
@@ -1224,7 +1244,9 @@ class ChatServer:
             ):
                 # IRC clients answer PING rather than send keepalives of their own.
                 irc.pinged = True
-                irc.reply(f"PING :{irc.name}")
+                # Straight to the socket, not irc.reply (send_ordered): that one is the
+                # reader thread's, which owns the batch and the fan-out counts.
+                cast(_IrcLines, conn.outbox).send_irc(f"PING :{irc.name}\r\n".encode())
             if (
                 conn.username is None
                 and not conn.in_login

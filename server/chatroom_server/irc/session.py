@@ -14,7 +14,7 @@ import binascii
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from chatroom.protocol import (
     ClientCommand,
@@ -45,10 +45,6 @@ from chatroom_server.outbox import Outbox
 from chatroom_server.session import SessionRules
 
 log = logging.getLogger("chatroom_server.irc")
-
-
-class _IrcLines(Protocol):
-    def send_irc(self, data: bytes) -> bool: ...
 
 
 class Connection(Protocol):
@@ -86,6 +82,11 @@ class Core(Protocol):
 
     def guest_login(self, conn: Any, name: str) -> bool | None:
         """--irc-guests: a session under a nick no account has; None: it has one."""
+
+    def send_ordered(self, conn: Any, data: bytes) -> None:
+        """Lines the gateway made itself, sent behind what the connection's earlier
+        lines handed the server and is still on its way (a room message's refusal).
+        Only on the connection's reader thread."""
 
     def oper(self, name: str, password: str) -> str:
         """OPER (docs/PROTOCOL.md §Moderation): ``ok`` when ``password`` is account
@@ -125,9 +126,10 @@ class IrcSession(ChannelCommands):
         """Lines made here (numerics, PONG, ...), each ended with CRLF."""
         data = "".join(line + "\r\n" for line in lines).encode()
         # An IrcOutbox, or a web connection's outbox speaking IRC over WebSocket
-        # (chatroom_server.web): either frames IRC lines as its transport needs.
-        outbox = cast(_IrcLines, self.conn.outbox)
-        outbox.send_irc(data)
+        # (chatroom_server.web): either frames IRC lines as its transport needs. Through
+        # the server, so that a 411 for one line does not overtake the 403 of the
+        # PRIVMSG before it, which the fan-out answers (chatroom_server.fanout, "Rooms").
+        self.server.send_ordered(self.conn, data)
 
     def num(self, code: str, *params: str, text: str | None = None) -> None:
         self.reply(self.numeric(code, *params, text=text))
