@@ -8,11 +8,13 @@ import asyncio
 
 import pytest
 
-from chatroom import ChatClient, ServerError
+from chatroom import ChatClient, ServerError, UsersChanged
 from chatroom.aio import AsyncChatClient
 from chatroom.whois import Whois
 from chatroom_server.__main__ import main
 from tests.helpers import PASSWORD, RawClient, quiet_server
+
+T = 10.0  # seconds: a bound, never a pause
 
 
 def fields(w: Whois) -> tuple[str, bool, bool]:
@@ -29,11 +31,19 @@ def test_whois_online_and_operator_granted_then_revoked(
 ) -> None:
     with quiet_server() as srv, ChatClient(*srv.address) as me:
         me.login("alice", PASSWORD)
+        # A join and a leave within one users_delta window cancel out
+        # (docs/PROTOCOL.md §users_delta): see the arrival before the departure.
+        arrived = me.expect(UsersChanged, check=lambda e: "Oscar" in e.joined)
         with ChatClient(*srv.address) as oscar:
             oscar.login("Oscar", PASSWORD)
             assert fields(me.whois("oscar")) == ("Oscar", True, False)
             admin(capsys, srv.db_path, "grant", "oscar")
             assert me.whois("OSCAR").server_operator is True
+            arrived.wait(T)
+            gone = me.expect(UsersChanged, check=lambda e: "Oscar" in e.left)
+        # A departure is the reaper's to record, after close() returns: the list
+        # that says Oscar left is pushed once presence no longer has him.
+        gone.wait(T)
         # Logged out: still an account, still an operator, not online.
         assert fields(me.whois("oscar")) == ("Oscar", False, True)
         admin(capsys, srv.db_path, "revoke", "oscar")
