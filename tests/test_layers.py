@@ -109,7 +109,19 @@ RULES: tuple[Rule, ...] = (
             ("chatroom_server.server",),
             "a part of the server is given what it needs and imports no server",
         )
-        for part in ("backends", "conn", "presence", "login", "replay", "node")
+        for part in (
+            "backends",
+            "conn",
+            "presence",
+            "login",
+            "replay",
+            "node",
+            "replies",
+            "handlers",
+            "runner",
+            "listeners",
+            "housekeeping",
+        )
     ),
     Rule(
         "chatroom_server.presence",
@@ -120,6 +132,21 @@ RULES: tuple[Rule, ...] = (
         "chatroom_server.replay",
         ("chatroom_server.login", "chatroom_server.presence", "chatroom_server.irc"),
         "the replay reads the log for a connection: it knows no login and no roster",
+    ),
+    Rule(
+        "chatroom_server.handlers",
+        ("chatroom_server.listeners", "chatroom_server.runner", "chatroom_server.irc"),
+        "a handler runs a command for a connection, whatever its transport",
+    ),
+    Rule(
+        "chatroom_server.runner",
+        ("chatroom_server.listeners", "chatroom_server.irc", "chatroom_server.web"),
+        "the runner is the core the transports share: it imports none of them",
+    ),
+    Rule(
+        "chatroom_server.replies",
+        ("chatroom_server.handlers", "chatroom_server.runner", "chatroom_server.listeners"),
+        "a connection's output order is below everything that answers it",
     ),
 )
 

@@ -84,7 +84,7 @@ class Conn(ServerSession):
         self.deltas = False  # asked for users_delta at login (set before login_ok)
         self.rooms = False  # asked for rooms at login, and the server has them (§Rooms)
         # Made by its reader thread as it leaves, set by the reaper once the departure
-        # is done (ChatServer._serve, Presence.reap).
+        # is done (Listeners.serve, Presence.reap).
         self.left: threading.Event | None = None
         # Broadcasts (and their acks) of the frames of the current read, not yet sent.
         # All four are UNUSED (shared, never appended to) until _public makes them: four

@@ -87,8 +87,8 @@ def test_churn_loses_and_duplicates_nothing(fast_server: TestServer) -> None:
 def test_a_lossy_server_is_reported_with_the_right_count(
     fast_server: TestServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    srv = fast_server.server
-    real = srv._public
+    handlers = fast_server.server._handlers  # chatroom_server.handlers
+    real = handlers._public
     count = [0]
 
     def drop_every_tenth(conn: Any, cmd: Any) -> None:
@@ -98,7 +98,7 @@ def test_a_lossy_server_is_reported_with_the_right_count(
             return
         real(conn, cmd)
 
-    monkeypatch.setattr(srv, "_public", drop_every_tenth)
+    monkeypatch.setattr(handlers, "_public", drop_every_tenth)
     result = run_load(small(fast_server.port, pm_fraction=1.0))
     dropped = result.sent_pm // 10
     assert dropped >= 9

@@ -263,7 +263,7 @@ def test_a_login_its_client_gave_up_on_takes_nothing_over(
             assert release.wait(10)
         return real(*args)
 
-    real_login = server.server._login
+    real_login = server.server._handlers._login  # chatroom_server.handlers
     first: list[Any] = []  # the abandoned login's connection: the first to log in
     done = threading.Event()
 
@@ -277,7 +277,7 @@ def test_a_login_its_client_gave_up_on_takes_nothing_over(
                 done.set()
 
     monkeypatch.setattr(store, "authenticate", stalled)
-    monkeypatch.setattr(server.server, "_login", login)
+    monkeypatch.setattr(server.server._handlers, "_login", login)
     abandoned = RawClient(server.address)
     abandoned.send(command="login", username="twin", password=PASSWORD)
     assert entered.wait(10)
@@ -514,18 +514,19 @@ def test_handler_crash_closes_only_that_connection(
 ) -> None:
     srv = server.server
     good = connect(server.address, "good")
-    real = srv._direct
+    handlers = srv._handlers  # chatroom_server.handlers
+    real = handlers._direct
 
     def explode(conn: object, cmd: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(srv, "_direct", explode)
+    monkeypatch.setattr(handlers, "_direct", explode)
     bad = connect(server.address, "bad")
     good.expect("users", joined="bad")
     bad.send(command="dm", to="good", message="x")
     bad.wait_closed()
     good.expect("users", left="bad")
-    monkeypatch.setattr(srv, "_direct", real)
+    monkeypatch.setattr(handlers, "_direct", real)
     assert srv.handler_crashes == 1
     good.send(command="ping")
     good.expect("pong")

@@ -1,0 +1,500 @@
+"""The listeners and the connections' reader threads: the server's transport side.
+
+:class:`Listeners` binds the JSON, IRC and web ports (TLS where configured), runs their
+accept loops (``chat-accept``, ``chat-irc``, ``chat-web``), admits each connection (the
+per-address and total caps are the presence's, chatroom_server.presence) and hands it to
+the :class:`~chatroom_server.admission.Admission` line, which starts its reader thread
+once its client has said something and a login slot is free. The reader thread
+(``serve``, started with ``_thread``: chatroom_server.readers) is the only thread that
+reads its socket: the JSON line transport hands each read to the command runner
+(chatroom_server.runner), an IRC or web connection to its session; at the end of each
+read the batch of public messages goes to the fan-out (chatroom_server.replies). When the
+connection ends, the thread hands it to the reaper (``Presence.depart``) and closes the
+socket.
+
+Threads and what they own here:
+
+- Reader threads are counted without a lock (``next()`` on an ``itertools.count`` is
+  one C call under the GIL): ``_reader_starts`` by the accept path before a thread
+  starts, ``_reader_ends`` by each as its last step. The server's ``stop()``, once no
+  more can start, takes the total (``stop_readers``) and an end of its own; whoever
+  takes end number total + 1 sets ``_no_readers``. So a stop waits once instead of
+  joining 10,000 threads one by one (each join a wait for the GIL), and the 10,000
+  departing threads share no lock but one on purpose: ``_ending``, which a reader whose
+  connection was reset holds while it ends, so that the rest of a mass reset sleep in it
+  instead of asking for the GIL together (docs/PERFORMANCE.md, "One reset reader ending
+  at a time").
+- ``_readers`` (the running readers' handles): added by the accept thread, discarded by
+  each reader as it ends (set operations are single C calls under the GIL; no lock).
+- ``tls`` and ``rules``: set by ``start()``, replaced whole by a reload
+  (chatroom_server.reload); a connection takes the ones current when it is accepted.
+- ``handler_crashes``: written under the presence's lock.
+- Each connection's ``Conn`` fields belong to its reader thread (chatroom_server.conn).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import itertools
+import logging
+import select
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from chatroom.protocol import Bye, ByeReason, ErrorCode, ErrorEvent, encode
+from chatroom_server import logfmt
+from chatroom_server.admission import Admission
+from chatroom_server.config import ConfigError
+from chatroom_server.conn import Conn
+from chatroom_server.irc import IrcOutbox
+from chatroom_server.login import exempt
+from chatroom_server.outbox import Flusher, Outbox
+from chatroom_server.readers import ReaderThread
+from chatroom_server.web import WebOutbox
+
+if TYPE_CHECKING:
+    from chatroom_server.backends import Backends
+    from chatroom_server.config import ServerConfig
+    from chatroom_server.metrics import Tally
+    from chatroom_server.presence import Presence
+    from chatroom_server.replies import Replies
+    from chatroom_server.runner import CommandRunner
+    from chatroom_server.session import SessionRules
+    from chatroom_server.storm import DepartureStorm
+
+log = logging.getLogger(__name__)
+
+_BYE_SHUTDOWN = encode(Bye(reason=ByeReason.SERVER_SHUTDOWN))
+
+# The listen backlog: the kernel caps it at net.core.somaxconn (4096 on this machine).
+# At 1024, an unpaced storm of 10,000 connects overflowed the accept queue tens of
+# thousands of times, and each dropped SYN or ACK costs its client a retry 1, 3 or 7 s
+# later (docs/PERFORMANCE.md, "Arrival storms").
+LISTEN_BACKLOG = 65535
+
+# Bytes an idle connection's reader asks of recv(): enough for most commands in one read,
+# small enough to live in CPython's small-object pools (memory per idle connection).
+IDLE_RECV = 256
+
+
+def tls_context(config: ServerConfig) -> ssl.SSLContext | None:
+    """The server's TLS context, or None for plain TCP; ConfigError if unusable."""
+    if config.tls_cert is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(config.tls_cert, config.tls_key)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"cannot load the TLS certificate or key: {exc}") from exc
+    return ctx
+
+
+class Listeners:
+    """The listening sockets, admission and the reader threads (module docstring)."""
+
+    # The command runner: given by use(), before any connection is accepted.
+    _runner: CommandRunner
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        backends: Backends,
+        presence: Presence,
+        replies: Replies,
+        rules: SessionRules,
+        stats: Tally,
+        storm: DepartureStorm,
+        stopping: threading.Event,
+        attach: Callable[[Conn], None],
+    ) -> None:
+        self._config = config
+        self._b = backends
+        self._presence = presence
+        self._replies = replies
+        self.rules = rules  # replaced whole by a reload (module docstring)
+        self._stats = stats
+        self._storm = storm
+        self._stopping = stopping
+        self._attach = attach  # an IRC or web connection's session (the server's Core)
+        self._clock = config.clock
+        self.tls: ssl.SSLContext | None = None  # start(); replaced whole by a reload
+        self.admission: Admission[Conn] = Admission(
+            config.login_slots,
+            self._start,
+            self._never_started,
+            lambda conn: conn.sock.fileno(),
+            self._queued,
+        )
+        self._reader_starts = itertools.count(1)  # module docstring: no lock
+        self._reader_ends = itertools.count(1)
+        self._readers: set[ReaderThread] = set()  # module docstring: no lock
+        self._ending = threading.Lock()  # held by the one reset reader ending (serve)
+        self._stop_total = -1  # set once by stop_readers(), before its own end
+        self._no_readers = threading.Event()
+        self._numbers = itertools.count(1)
+        self.handler_crashes = 0  # written under the presence's lock
+        self.listener: socket.socket | None = None  # the JSON port (start())
+        # IRC listeners: (socket, with TLS); bound by start() when configured.
+        self.irc_listeners: list[tuple[socket.socket, bool]] = []
+        self.irc_addresses: list[tuple[str, int]] = []
+        # The web port's listener (docs/WEB.md), bound by start() when configured.
+        self.web_listener: socket.socket | None = None
+        self.web_address: tuple[str, int] | None = None
+        self.flusher: Flusher | None = None  # made by open(), once the ports are bound
+
+    def use(self, runner: CommandRunner) -> None:
+        """The command runner the reader threads hand their reads to. Given after this
+        object is made: the runner runs logins, which need this object's admission."""
+        self._runner = runner
+
+    def bind_more(self) -> None:
+        """Bind the IRC and web ports (the JSON one is bound already); on a failure,
+        close every listener bound so far and raise."""
+        assert self.listener is not None
+        try:
+            self.bind_irc()
+            if self._config.web_port is not None:
+                self.web_listener = self.bind(self._config.web_port)
+                self.web_address = self.web_listener.getsockname()[:2]
+        except BaseException:
+            self.listener.close()
+            for s, _ in self.irc_listeners:
+                s.close()
+            raise
+
+    def open(self, spawn: Callable[[Callable[[], None], str], None]) -> None:
+        """Start accepting on every bound port: the flusher, the admission line and the
+        accept loops, each a thread made by ``spawn``."""
+        listener = self.listener
+        assert listener is not None
+        self.flusher = Flusher(self._clock)
+        self.flusher.start()
+        self.admission.open()
+        spawn(self.admission.run, "chat-admission")
+        spawn(lambda: self._accept_loop(listener), "chat-accept")
+        for sock, tls in self.irc_listeners:
+            spawn(functools.partial(self._accept_loop, sock, True, tls), "chat-irc")
+            log.info("IRC%s on %s:%d", " (TLS)" if tls else "", *sock.getsockname()[:2])
+        if self.web_listener is not None:
+            web = self.web_listener
+            spawn(lambda: self._accept_loop(web, web=True), "chat-web")
+            scheme = "https" if self.tls is not None else "http"
+            log.info("web client on %s://%s:%d/", scheme, *web.getsockname()[:2])
+
+    def close(self) -> None:
+        """Stopping: no more connections; those waiting in line are closed
+        (``_never_started``)."""
+        listeners = [self.listener, self.web_listener, *(s for s, _ in self.irc_listeners)]
+        for listener in listeners:
+            if listener is not None:
+                with contextlib.suppress(OSError):
+                    listener.shutdown(socket.SHUT_RDWR)  # wakes accept() on Linux
+                listener.close()
+        self.admission.close()
+
+    def stop_readers(self, deadline: float) -> None:
+        """Stopping, once no reader can start: wait until every reader has ended (or the
+        deadline, on time.monotonic()). Meanwhile this thread is the reaper (which has
+        stopped): readers that began to leave before the stop wait for it
+        (conn.left), and would otherwise wait out the grace."""
+        bell = self._presence.reap_bell
+        self._stop_total = next(self._reader_starts) - 1  # the accept loops are done
+        self.reader_ended()  # stop()'s own end: total + 1 ends means all are done
+        while not self._no_readers.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                left = len(self._readers)
+                log.warning("%d connections still closing; stopping without them", left)
+                break
+            if bell.wait(remaining):
+                bell.answer()
+                self._presence.reap()
+        self.join_readers(deadline - time.monotonic())
+
+    def bind(self, port: int | None = None) -> socket.socket:
+        family = socket.AF_INET6 if ":" in self._config.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self._config.host, self._config.port if port is None else port))
+            sock.listen(LISTEN_BACKLOG)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    def bind_irc(self) -> None:
+        c = self._config
+        ports = []
+        if c.irc_port is not None:
+            ports.append((c.irc_port, False))
+        if c.irc_tls_port is not None:
+            if self.tls is None:
+                raise ConfigError("--irc-tls-port needs --tls-cert")
+            ports.append((c.irc_tls_port, True))
+        if ports and (not c.irc_channel.startswith("#") or " " in c.irc_channel):
+            raise ConfigError(f"--irc-channel {c.irc_channel!r}: a channel name starts with #")
+        for port, tls in ports:
+            try:
+                sock = self.bind(port)
+            except OSError:
+                for s, _ in self.irc_listeners:
+                    s.close()
+                raise
+            self.irc_listeners.append((sock, tls))
+            self.irc_addresses.append(sock.getsockname()[:2])
+
+    def _accept_loop(
+        self, listener: socket.socket, irc: bool = False, tls: bool = True, *, web: bool = False
+    ) -> None:
+        while not self._stopping.is_set():
+            try:
+                sock, addr = listener.accept()
+            except OSError as exc:
+                if self._stopping.is_set():
+                    return
+                # EMFILE and friends: keep serving the clients we have, retry shortly.
+                log.error("accept failed: %s", exc)
+                self._stopping.wait(0.1)
+                continue
+            self._admit(sock, addr[0], f"{addr[0]}:{addr[1]}", irc, tls, web=web)
+
+    def _admit(
+        self,
+        sock: socket.socket,
+        ip: str,
+        addr: str,
+        irc: bool = False,
+        tls: bool = True,
+        *,
+        web: bool = False,
+    ) -> None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._config.send_buffer:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self._config.send_buffer)
+        if self.tls is not None and tls:
+            # The handshake happens in the connection's own thread (serve), never here.
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        num = next(self._numbers)
+        assert self.flusher is not None
+        outbox = (IrcOutbox if irc else WebOutbox if web else Outbox)(
+            sock,
+            self.flusher,
+            limit=self._config.max_output,
+            stall_timeout=self._config.stall_timeout,
+            name=f"conn {num} ({addr})",
+        )
+        outbox.on_drop = self._dropped
+        self._stats.add("accepted")
+        now = self._clock()
+        conn = Conn(num, sock, ip, addr, outbox, self.rules, now)
+        if irc or web:
+            self._attach(conn)  # its IrcSession or WebSession
+        why = self._presence.admit(conn, exempt(self._config, ip))
+        if why is not None:
+            log.warning("refused %s: %s", addr, why)
+            self._refuse(conn, why)
+            return
+        conn.thread = ReaderThread()
+        self._readers.add(conn.thread)
+        next(self._reader_starts)  # before it runs, so that a stop cannot miss it
+        # Its thread starts once its client has said something and a login slot is
+        # free (admission.py). An IRC client may wait for the server to speak first.
+        if irc:
+            self.admission.arrive(conn)
+        else:
+            self.admission.watch(conn)
+
+    @staticmethod
+    def _queued(conn: Conn) -> None:
+        """In line for a login slot: waiting for us, so the login timeout, which is
+        the client's, does not count (``sweep``)."""
+        conn.in_login = True
+
+    def _start(self, conn: Conn) -> None:
+        """Start ``conn``'s thread, which holds a login slot: the accept thread's or
+        whoever passed its slot on (Admission.leave)."""
+        assert conn.thread is not None
+        conn.slot = True
+        conn.in_login = False
+        try:
+            conn.thread.start(self.serve, conn)  # returns at once (readers.py)
+        except RuntimeError as exc:
+            conn.slot = False
+            self._not_started(conn, exc)
+            self.admission.leave()
+
+    def _dropped(self, reason: str) -> None:
+        """An outbox disconnected its slow client (chatroom_server.outbox)."""
+        self._stats.add("drops")
+
+    def _not_started(self, conn: Conn, exc: RuntimeError) -> None:
+        """``conn``'s thread could not start ("can't start new thread": out of threads
+        or memory)."""
+        log.error("cannot start a thread for %s: %s", conn.addr, exc)
+        self._readers.discard(conn.thread)
+        self.reader_ended()
+        self._presence.forget(conn)
+        self._refuse(conn, "the server cannot take more connections")
+
+    def _never_started(self, conn: Conn) -> None:
+        """Stopping: ``conn`` waited in line for a login slot, and its thread never ran."""
+        conn.outbox.finish(_BYE_SHUTDOWN)
+        conn.outbox.close(linger=0.5)
+        self._readers.discard(conn.thread)
+        self._presence.forget(conn)
+        self.reader_ended()
+
+    def let_go(self, conn: Conn) -> None:
+        """Reader thread: its login slot, if it holds one, to the next in line."""
+        if conn.slot:
+            conn.slot = False
+            self.admission.leave()
+
+    def reader_ended(self) -> None:
+        if next(self._reader_ends) == self._stop_total + 1:
+            self._no_readers.set()  # the last of them, after stop()'s own end
+            self._presence.reap_bell.ring()  # stop() waits on the bell
+
+    def _refuse(self, conn: Conn, why: str) -> None:
+        conn.outbox.send(encode(ErrorEvent(code=ErrorCode.SERVER_FULL, message=why)))
+        conn.outbox.close(linger=0.5)
+
+    def serve(self, conn: Conn) -> None:
+        logfmt.serving(conn)  # this thread's log lines name it (--log-format json)
+        log.debug("%r connected", conn)
+        reason = "closed by client"
+        dead = False  # a read failed: nothing more can reach the client
+        recv: Callable[[int], bytes] = conn.sock.recv
+        frames, flush_batch = self._runner.frames, self._replies.flush_batch
+        try:
+            if conn.outbox.tls:
+                self.let_go(conn)  # a handshake may wait for the client
+                if not self._handshake(conn):
+                    return
+                recv = self._tls_receiver(conn)
+            size = IDLE_RECV
+            while True:
+                try:
+                    if not conn.slot:
+                        data = recv(size)
+                    elif conn.outbox.tls:  # no MSG_DONTWAIT through TLS
+                        self.let_go(conn)
+                        continue
+                    else:
+                        try:
+                            data = conn.sock.recv(size, socket.MSG_DONTWAIT)
+                        except BlockingIOError:
+                            # Nothing to handle: the slot goes to the next in line while
+                            # this thread waits for its client (admission.py).
+                            self.let_go(conn)
+                            continue
+                except OSError as exc:
+                    reason = f"network error: {exc}"
+                    dead = True
+                    break
+                if not data:
+                    break
+                # A read that filled its buffer: more is coming, so read big; otherwise
+                # wait small. A thread blocked in recv(n) holds an n-byte buffer all the
+                # while, and most connections are idle most of the time.
+                size = self._config.recv_size if len(data) == size else IDLE_RECV
+                conn.last_rx = self._clock()
+                if conn.username is None and not conn.slot:
+                    # Before its login, asleep in line while a storm's logins run
+                    # (admission.py); the login timeout does not count that wait.
+                    conn.in_login = True
+                    conn.slot = self.admission.enter(self._config.login_timeout)
+                    conn.in_login = False
+                if conn.web is not None:  # before irc: IRC over WebSocket is both
+                    closing = None if conn.web.feed(data) else "closed by server"
+                elif conn.irc is not None:
+                    closing = None if conn.irc.receive_data(data) else "closed by server"
+                else:
+                    closing = frames(conn, data)
+                if conn.batch:
+                    flush_batch(conn)
+                if conn.username is not None:
+                    self.let_go(conn)  # logged in (or taken over): the next one's turn
+                if closing is not None:
+                    reason = closing
+                    break
+        except Exception:
+            # A bug must cost one connection, never the server (docs/PROTOCOL.md §Errors).
+            with self._presence.lock:
+                self.handler_crashes += 1
+            log.exception("handler for %r crashed; closing that connection", conn)
+            reason = "handler error"
+        finally:
+            self.let_go(conn)
+            self._storm.begin()
+            # A reset connection's thread ends one at a time (``_ending``): when 10,000
+            # are reset at once, the rest wait in the lock, asleep, instead of all
+            # asking for the GIL at once (docs/PERFORMANCE.md, "One reset reader ending
+            # at a time"). A clean end may wait for the reaper (conn.left): not here.
+            gated = dead and self._ending.acquire(timeout=self._config.shutdown_grace)
+            try:
+                # Its last messages go out before its departure is announced.
+                self._b.fanout.settle(conn, timeout=self._config.shutdown_grace)
+                if not dead and conn.username is not None and not self._stopping.is_set():
+                    # A client that can still see its socket close sees it only once
+                    # it is offline: a DM sent to it after that is queued for its next
+                    # login, never handed to this closing connection and lost (the
+                    # reaper does the leaving; a reset client resumes from its cursor).
+                    conn.left = threading.Event()
+                self._presence.depart(conn)
+                if conn.left is not None:
+                    conn.left.wait(self._config.shutdown_grace)
+                conn.outbox.close(linger=self._config.shutdown_grace, dead=dead)
+            finally:
+                self._storm.end()
+                self.reader_ended()
+                self._readers.discard(conn.thread)
+                if gated:
+                    self._ending.release()
+            log.debug("%r disconnected: %s", conn, reason)
+
+    def _handshake(self, conn: Conn) -> bool:
+        """TLS handshake, bounded by the login window; then the socket goes non-blocking."""
+        sock = conn.sock
+        assert isinstance(sock, ssl.SSLSocket)
+        sock.settimeout(self._config.login_timeout)
+        try:
+            sock.do_handshake()
+        except (ssl.SSLError, OSError) as exc:
+            log.info("TLS handshake with %s failed: %s", conn.addr, exc)
+            return False
+        sock.setblocking(False)
+        return True
+
+    def _tls_receiver(self, conn: Conn) -> Callable[[int], bytes]:
+        """recv() for a TLS connection: SSL reads under the outbox lock, waiting in poll()
+        (outside it) when no record is ready. Shutdown of the socket wakes the poll."""
+        poller = select.poll()
+        poller.register(conn.sock.fileno(), select.POLLIN)
+
+        def recv(size: int) -> bytes:
+            while True:
+                data = conn.outbox.recv_tls(size)
+                if data is not None:
+                    return data
+                poller.poll()
+
+        return recv
+
+    @property
+    def reader_threads(self) -> int:
+        """Connection threads that have not ended (a snapshot)."""
+        return len(self._readers)
+
+    def join_readers(self, timeout: float) -> bool:
+        """Wait at most ``timeout`` s for the connection threads running now to end;
+        True if they all have."""
+        deadline = time.monotonic() + timeout
+        return all(t.join(deadline - time.monotonic()) for t in list(self._readers))
