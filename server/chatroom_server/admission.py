@@ -6,7 +6,7 @@ want the GIL at once to run their login, and the accept thread is one waiter amo
 it gets the GIL back after each ``accept`` about once in 10,000 hand-overs, the listen
 queue overflows, and the kernel makes the clients it dropped try again after 1, 3, 7 s
 (docs/PERFORMANCE.md, "Arrival storms"). The departure storm's cure was the same idea
-(``ChatServer._ending``): let the threads queue asleep, not for the GIL.
+(``Listeners._ending``): let the threads queue asleep, not for the GIL.
 
 An :class:`Admission` has ``slots``. A new connection gets no thread at first: it waits
 in the admission thread's epoll (:meth:`Admission.watch`) until its client has said

@@ -31,7 +31,7 @@ class ServerConfig:
     tls_cert: Path | None = None  # PEM certificate chain; with tls_key, serve TLS 1.2+
     tls_key: Path | None = None  # PEM private key (None: it is in tls_cert)
     send_buffer: int | None = None  # SO_SNDBUF per connection; None = the kernel's autotuning
-    # Bytes asked of recv() while data keeps coming (idle: server.IDLE_RECV). Small on
+    # Bytes asked of recv() while data keeps coming (idle: listeners.IDLE_RECV). Small on
     # purpose: CPython mallocs the full size from the thread's glibc arena, then shrinks
     # it; with 64 KiB, hundreds of threads fragmented their arenas and RSS grew without
     # bound (docs/PERFORMANCE.md, "The soak"); 4 KiB stays flat.

@@ -1,7 +1,7 @@
 """A wake-up for one waiting thread that costs the ringers no lock, almost always.
 
 ``threading.Event.set`` takes the Event's lock. When 10,000 connections end at once and
-each one rings (the users publisher's ``changed``, the reaper's ``_depart``), those
+each one rings (the users publisher's ``changed``, the reaper's ``Presence.depart``), those
 10,000 threads queue on that one lock, and whoever holds it can lose the GIL while the
 rest wait (docs/PERFORMANCE.md, "Mass departures"). A :class:`Doorbell` sets its Event
 only for the first ring since the waiter last answered; later rings see ``_rung`` and

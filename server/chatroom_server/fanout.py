@@ -126,7 +126,7 @@ log = logging.getLogger(__name__)
 
 
 class Member(Protocol):
-    """What the fan-out needs of a connection (chatroom_server.server._Conn)."""
+    """What the fan-out needs of a connection (chatroom_server.conn.Conn)."""
 
     outbox: Outbox
     username: str | None  # once logged in (the session a sender's messages skip)

@@ -6,7 +6,7 @@ taken and its chain walked on every wait and every wake-up. Since Linux 6.16 a
 threaded process gets a table of its own, sized by ``min(threads, online CPUs) x 4``
 and at least 16 buckets: **16 on this 2-core machine**, however many threads the
 process has. A chat server holds one thread per connection; with 10,000 of them asleep
-in locks (the readers of a mass disconnect queued in ``ChatServer._ending``, the parked
+in locks (the readers of a mass disconnect queued in ``Listeners._ending``, the parked
 readers of :mod:`chatroom_server.parking`), each bucket chains some 600 sleepers, and
 every hand-over of the GIL walks one of those chains with its spinlock held.
 

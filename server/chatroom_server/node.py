@@ -170,7 +170,7 @@ class _Run:
                 c.outbox.queue(data)
             if share is not None and share[1]:
                 # It also waits in their inbox until they show they have it, as a
-                # replayed one does (_replay_received).
+                # replayed one does (Replay.replay_received).
                 c.late_inbox = True
         # Every public message to everyone here but its sender, and each DM to its
         # recipient if here.

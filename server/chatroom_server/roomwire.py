@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 
 
 class Conn(Protocol):
-    """What the rooms need of a connection (chatroom_server.server._Conn)."""
+    """What the rooms need of a connection (chatroom_server.conn.Conn)."""
 
     outbox: Outbox
     username: str | None

@@ -35,7 +35,7 @@ Threads and locks:
   (each waiter a futex sleep and a GIL hand-back). A departed connection goes on the
   ``_gone`` deque (appended by anyone, popped only under the lock); ``changed`` rings
   the publisher's :class:`~chatroom_server.doorbell.Doorbell`.
-- Lock order: this lock, then ``ChatServer._lock`` (the server takes it inside
+- Lock order: this lock, then ``Presence.lock`` (the server takes it inside
   :meth:`~UsersPublisher.subscribing`); never the other way round.
 """
 
@@ -161,7 +161,7 @@ USERS_SLOT = b'"users":[]'
 
 
 class Member(Protocol):
-    """What the publisher needs of a connection (``chatroom_server.server._Conn``)."""
+    """What the publisher needs of a connection (``chatroom_server.conn.Conn``)."""
 
     username: str | None
     outbox: Outbox

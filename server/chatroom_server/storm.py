@@ -25,7 +25,7 @@ of system time where a good run spends 15): 10,000 waiters that each wake every 
 are 50,000 wake-ups a second on the GIL's mutex, and once a storm has not ended before
 they start, they keep it from ending. At 1 s, 12 of 13 drops took 1.4-3.3 s (7 under
 2 s) and one 10.8 s: the same stall, shorter. Reset readers now end one at a time,
-asleep in a lock until their turn (``ChatServer._ending``), so the herd lasts one GIL
+asleep in a lock until their turn (``Listeners._ending``), so the herd lasts one GIL
 turn per thread. The stall that was left, about one drop in four or five, was the
 kernel's futex hash: 16 buckets on this machine, and in processes where the GIL's
 futexes shared a bucket with those 10,000 sleepers every hand-over of the GIL walked

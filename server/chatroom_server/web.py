@@ -12,7 +12,7 @@ parsed and written by h11, WebSocket by wsproto (both sans-I/O).
   ``static/`` directory (read once, never a path from the request). ``GET /ws`` with a
   WebSocket upgrade is checked (``Origin`` against the allow-list, below) and handed to
   wsproto; from then on each text message is one JSON frame, handed to the server's
-  command path exactly as a line from the TCP port (``ChatServer._handle``), and with
+  command path exactly as a line from the TCP port (``CommandRunner.handle``), and with
   the same frame limit. Every HTTP request also counts as a frame for flood control.
   A handshake asking for the ``text.ircv3.net`` subprotocol gets IRC instead: the
   connection also gets an :class:`~chatroom_server.irc.IrcSession`, each text message is

@@ -27,7 +27,7 @@ Threads: an :class:`IrcSession` belongs to its connection's reader thread. An
 :class:`IrcOutbox` is called from any thread (as every Outbox is); what it reads of the
 session (nick, capabilities) is set before the frames that depend on it can arrive, and
 each is one attribute assignment. Translation runs wherever a frame is sent, and some
-are sent under the server's locks (``login_ok`` under ``ChatServer._lock``, deltas under
+are sent under the server's locks (``login_ok`` under ``Presence.lock``, deltas under
 the publisher's): it must never take a lock or call back into the server.
 :class:`Translations` is shared: one dict of tuples, each replaced whole.
 

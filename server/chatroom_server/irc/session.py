@@ -117,7 +117,7 @@ class IrcSession(ChannelCommands):
         self.sasl_buf = ""
         self.pinged = False  # the server sent PING for an idle client and awaits PONG
         # --irc-guests: the username key this guest holds (None: an account's session);
-        # set by the server, on this connection's reader thread (ChatServer._guests).
+        # set by the server, on this connection's reader thread (Presence.guests).
         self.guest: str | None = None
 
     # -------------------------------------------------------------- sending
