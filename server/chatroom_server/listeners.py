@@ -98,8 +98,12 @@ def tls_context(config: ServerConfig) -> ssl.SSLContext | None:
 class Listeners:
     """The listening sockets, admission and the reader threads (module docstring)."""
 
-    # The command runner: given by use(), before any connection is accepted.
-    _runner: CommandRunner
+    # What a reader hands each read to, and the end of a read to: given by use(), before
+    # any connection is accepted (the runner runs logins, which need this object's
+    # admission). Bound once, shared by every reader: a bound method made per reader
+    # would be held by each idle thread (memory per connection, docs/PERFORMANCE.md).
+    _frames: Callable[[Conn, bytes], str | None]
+    _flush_batch: Callable[[Conn], None]
 
     def __init__(
         self,
@@ -149,9 +153,9 @@ class Listeners:
         self.flusher: Flusher | None = None  # made by open(), once the ports are bound
 
     def use(self, runner: CommandRunner) -> None:
-        """The command runner the reader threads hand their reads to. Given after this
-        object is made: the runner runs logins, which need this object's admission."""
-        self._runner = runner
+        """The command runner the reader threads hand their reads to (``_frames``)."""
+        self._frames = runner.frames
+        self._flush_batch = self._replies.flush_batch
 
     def bind_more(self) -> None:
         """Bind the IRC and web ports (the JSON one is bound already); on a failure,
@@ -372,7 +376,7 @@ class Listeners:
         reason = "closed by client"
         dead = False  # a read failed: nothing more can reach the client
         recv: Callable[[int], bytes] = conn.sock.recv
-        frames, flush_batch = self._runner.frames, self._replies.flush_batch
+        frames, flush_batch = self._frames, self._flush_batch  # shared (use())
         try:
             if conn.outbox.tls:
                 self.let_go(conn)  # a handshake may wait for the client
