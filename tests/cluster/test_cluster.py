@@ -97,6 +97,9 @@ def test_one_user_list_everywhere_and_takeover_across_nodes(cluster: Cluster) ->
     a, b = cluster.add(), cluster.add()
     alice = connect(a.address, "alice")
     bob = connect(b.address, "bob")
+    # Node a hears of bob's login from the stream, after his login_ok: its push says
+    # when (asking before it raced the stream under load).
+    alice.until("users", joined="bob")
     assert users_list(alice) == users_list(bob) == ["alice", "bob"]
     # alice logs in on node b: node a's session ends, and nobody sees her leave.
     again = RawClient(b.address)
