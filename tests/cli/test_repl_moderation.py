@@ -1,10 +1,13 @@
 """The REPL's moderation (docs/PROTOCOL.md §Moderation) against a real server: the
-commands as parsed, an operator's /kick, /ban, /bans, /unban, /mute and /op, and a
-kicked or banned user's REPL leaving the room and saying why."""
+commands as parsed, an operator's /kick, /ban, /bans, /unban, /mute and /op, a
+kicked or banned user's REPL leaving the room and saying why, and one banned from the
+server saying the server's reason as it ends."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -14,6 +17,7 @@ from chatroom import ChatClient
 from chatroom.testing import TestServer
 from chatroom_cli.commands import Bans, Invalid, Moderate, parse
 from chatroom_cli.repl import InteractiveTerminal, Repl
+from chatroom_server import servergate
 from tests.cli.test_repl import RecordingOutput
 from tests.helpers import PASSWORD, quiet_server
 
@@ -45,13 +49,13 @@ def test_moderation_commands(line: str, action: object) -> None:
 class Session:
     """A REPL logged in as ``user`` (rooms on), typed into through a pipe."""
 
-    def __init__(self, srv: TestServer, user: str) -> None:
+    def __init__(self, srv: TestServer, user: str, *, reconnect: bool = False) -> None:
         self._pipe_cm = create_pipe_input()
         self.pipe = self._pipe_cm.__enter__()
         self.out = RecordingOutput()
 
         def new_client() -> ChatClient:
-            return ChatClient(srv.host, srv.port, rooms=True, keepalive=0)
+            return ChatClient(srv.host, srv.port, rooms=True, keepalive=0, reconnect=reconnect)
 
         term = InteractiveTerminal(self.pipe, self.out)
         self.repl = Repl(new_client, term, user=user, password=PASSWORD)
@@ -122,3 +126,23 @@ def test_an_operators_commands_and_a_kicked_users_repl(srv: TestServer) -> None:
     finally:
         alice.close()
         bob.close()
+
+
+def test_a_user_banned_from_the_server_is_told_why(srv: TestServer) -> None:
+    """docs/PROTOCOL.md §Moderation, Server-wide: the ban's error (no id) says why, then
+    bye; the REPL, reconnecting as `chat` does, is refused and ends saying the reason."""
+    mallory = Session(srv, "mallory", reconnect=True)
+    try:
+        db = sqlite3.connect(srv.db_path, isolation_level=None)
+        try:
+            servergate.ban(servergate.SqliteSql.of(db), "mallory", "spam links", None, time.time())
+        finally:
+            db.close()
+        mallory.thread.join(T)  # the session is over: the REPL exits by itself
+        assert not mallory.thread.is_alive(), mallory.out.text[-3000:]
+        mallory.out.wait_for("!! disconnected: ")
+        last = mallory.out.text.split("!! disconnected: ", 1)[1]
+        assert "banned" in last and "spam links" in last, last
+        assert "disconnected (banned)" not in mallory.out.text
+    finally:
+        mallory.close()
