@@ -10,7 +10,7 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 from chatroom.protocol import FrameDecoder
 from chatroom.testing import ServerProcess, TestServer, running_server
@@ -40,8 +40,13 @@ def quiet_server(*args: Any, **options: Any) -> Iterator[TestServer]:
         yield srv
 
 
-# Every RawClient a test opens; tests/conftest.py closes them after each test.
-OPEN_CLIENTS: list[RawClient] = []
+class Closes(Protocol):
+    def close(self) -> None: ...
+
+
+# Every client a test opens (RawClient, WsClient, the IRC tests' Irc): tests/conftest.py
+# closes them after each test, whichever module the test is in.
+OPEN_CLIENTS: list[Closes] = []
 
 
 class RawClient:

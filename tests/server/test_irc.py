@@ -16,20 +16,10 @@ import pytest
 from chatroom import Broadcast, ChatClient, DirectMessage, UsersChanged
 from chatroom.testing import TestServer
 from chatroom_server.irc import LineDecoder, parse, split_text
-from tests.helpers import PASSWORD, RawClient, connect, quiet_server
+from tests.helpers import OPEN_CLIENTS, PASSWORD, RawClient, connect, quiet_server
 from tests.server.test_accounts import locked
 
 T = 10.0
-
-
-OPEN: list[Irc] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_irc_clients() -> Iterator[None]:
-    yield
-    while OPEN:
-        OPEN.pop().close()
 
 
 class Irc:
@@ -37,7 +27,10 @@ class Irc:
 
     def __init__(self, address: tuple[str, int]) -> None:
         self.sock = socket.create_connection(address, timeout=T)
-        OPEN.append(self)
+        # Closed after each test by tests/conftest.py, in every module that uses Irc (an
+        # autouse fixture here closed only this module's: the others' stayed open until
+        # the interpreter exited, "ResourceWarning: unclosed socket" at the end).
+        OPEN_CLIENTS.append(self)
         self.decoder = LineDecoder()
         self.lines: list[bytes] = []
 
