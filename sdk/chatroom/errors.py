@@ -81,6 +81,7 @@ class ErrorCode(StrEnum):
     TOO_MANY_ROOMS = "too_many_rooms"
     BANNED = "banned"  # §Moderation
     MUTED = "muted"
+    GUEST_NOT_ALLOWED = "guest_not_allowed"  # §Guest rooms: a guest joins guest rooms only
     REGISTRATION_CLOSED = "registration_closed"
 
 
@@ -214,6 +215,7 @@ _BY_CODE: dict[str, type[ServerError]] = {
             ErrorCode.TOO_MANY_ROOMS,
             ErrorCode.BANNED,
             ErrorCode.MUTED,
+            ErrorCode.GUEST_NOT_ALLOWED,
         )
     },
 }

@@ -91,6 +91,7 @@ class RoomEventKind(StrEnum):
     UNBAN = "unban"
     MUTE = "mute"
     UNMUTE = "unmute"
+    QUIT = "quit"  # a member's session ended: gone from a guest room (§Guest rooms)
 
 
 def is_valid_room(name: str) -> bool:
@@ -203,11 +204,12 @@ class RoomInfo(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True):
 
 class RoomInfoReply(_Event, tag="room_info", frozen=True):
     """The reply to ``join``, ``members``, and ``topic`` or ``mode`` without a change:
-    ``info`` the room; ``seq`` the join's ``room_event`` seq (a ``join`` that made this
-    user a member)."""
+    ``info`` the room; ``joined``: a ``join`` that made this user a member, and ``seq``
+    its ``room_event``'s seq (none in a guest room, whose events are not stored)."""
 
     info: RoomInfo
     seq: int | None = None
+    joined: bool = False
     id: RequestId = None
 
 

@@ -42,6 +42,7 @@ class Conn(ServerSession):
         "deltas",
         "done",
         "failed_logins",
+        "guest",
         "handed",
         "in_login",
         "inbox_range",
@@ -83,6 +84,7 @@ class Conn(ServerSession):
         self.slot = False
         self.deltas = False  # asked for users_delta at login (set before login_ok)
         self.rooms = False  # asked for rooms at login, and the server has them (§Rooms)
+        self.guest = False  # an IRC guest's session (login.guest_login; §Guest rooms)
         # Made by its reader thread as it leaves, set by the reaper once the departure
         # is done (Listeners.serve, Presence.reap).
         self.left: threading.Event | None = None

@@ -142,9 +142,11 @@ class RoomMember(Member, Protocol):
 
 # Who may say a public message in a room, and who hears it (chatroom_server.roomwire
 # installs it, :meth:`FanOut.serve_rooms`): ``(sender, room, request id, ts)`` to the
-# room's canonical name and its members' username keys (the sender's among them); raises
-# ProtocolError (``no_such_room``, ``not_in_room``, ``muted``). Called under ``_lock``.
-RoomCheck = Callable[[str, str, RequestId, float], tuple[str, frozenset[str]]]
+# room's canonical name, its members' username keys (the sender's among them) and whether
+# the message is stored (False: a guest room's, delivered live only with no seq,
+# docs/PROTOCOL.md §Guest rooms); raises ProtocolError (``no_such_room``, ``not_in_room``,
+# ``muted``). Called under ``_lock``.
+RoomCheck = Callable[[str, str, RequestId, float], tuple[str, frozenset[str], bool]]
 
 
 class _Batch:
@@ -154,9 +156,10 @@ class _Batch:
 
     ``rooms``: some of its messages name a room (``NewMessage.room``). Such a batch is
     checked under the lock (``members`` gets each message's room members, None for a
-    lobby one; ``refused`` the error frames of those its sender may not say) and, once
-    stored, sent by ``parts``: its messages in order as (members, frames) runs, each run
-    one room's consecutive messages or lobby's (members None)."""
+    lobby one; ``refused`` the error frames of those its sender may not say; ``live``
+    the indexes of those to a guest room, sent but never stored) and, once stored, sent
+    by ``parts``: its messages in order as (members, frames) runs, each run one room's
+    consecutive messages or lobby's (members None)."""
 
     __slots__ = (
         "ack",
@@ -164,6 +167,7 @@ class _Batch:
         "conn",
         "data",
         "frames",
+        "live",
         "members",
         "msgs",
         "parts",
@@ -194,11 +198,13 @@ class _Batch:
         # points at the shared empty ones, never written.
         self.members: list[tuple[str, frozenset[str]] | None] = _NO_MEMBERS
         self.refused: dict[int, bytes] = _NONE_REFUSED
+        self.live: set[int] = _NONE_LIVE
         self.parts: list[tuple[tuple[str, frozenset[str]] | None, bytes]] | None = None
 
 
 _NO_MEMBERS: list[tuple[str, frozenset[str]] | None] = []
 _NONE_REFUSED: dict[int, bytes] = {}
+_NONE_LIVE: set[int] = set()
 
 
 class Direct:
@@ -495,8 +501,10 @@ class FanOut:
                 assert item.msgs is not None
                 if item.rooms:
                     self._check_rooms(item)
-                    refused = item.refused
-                    msgs += [m for k, m in enumerate(item.msgs) if k not in refused]
+                    refused, live = item.refused, item.live
+                    msgs += [
+                        m for k, m in enumerate(item.msgs) if k not in refused and k not in live
+                    ]
                 else:
                     msgs += item.msgs
             elif type(item) is Direct:
@@ -562,12 +570,13 @@ class FanOut:
     def _check_rooms(self, item: _Batch) -> None:
         """Lock held, before storing: may the sender say each room message of ``item``,
         and to whom. A refused one is neither stored nor sent; its sender gets the error
-        in its ack's place, in order. The room's canonical spelling goes into the frames
-        and the log."""
+        in its ack's place, in order. One to a guest room is sent, in order, but not
+        stored: no seq in its frame or ack (docs/PROTOCOL.md §Guest rooms). The room's
+        canonical spelling goes into the frames and the log."""
         assert item.msgs is not None and item.rids is not None
         check = self._check_room
         members: list[tuple[str, frozenset[str]] | None] = []
-        item.members, item.refused = members, {}
+        item.members, item.refused, item.live = members, {}, set()
         for k, m in enumerate(item.msgs):
             if m.room is None:
                 members.append(None)  # a lobby message of the same read
@@ -576,7 +585,7 @@ class FanOut:
             try:
                 if check is None:
                     raise ProtocolError(ErrorCode.NO_SUCH_ROOM, f"no room {m.room!r}", rid)
-                room, keys = check(m.sender, m.room, rid, m.ts)
+                room, keys, stored = check(m.sender, m.room, rid, m.ts)
             except ProtocolError as exc:
                 frame = encode(ErrorEvent(code=exc.code, message=exc.message, id=exc.request_id))
                 item.refused[k] = frame
@@ -588,6 +597,8 @@ class FanOut:
                     Broadcast(sender=m.sender, message=m.body, ts=m.ts, room=room)
                 )
                 item.acks[k] = encode(Ack(command="pm", room=room, id=rid))
+            if not stored:
+                item.live.add(k)
             members.append((room, keys))
 
     def _stored_rooms(self, item: _Batch, seqs: list[Outcome], k: int) -> int:
@@ -596,11 +607,21 @@ class FanOut:
         assert item.rids is not None
         parts: list[tuple[tuple[str, frozenset[str]] | None, list[bytes]]] = []
         acks: list[bytes] = []
-        refused = item.refused
+        refused, live = item.refused, item.live
         last: str | None = None  # the room of the last part (None: lobby)
         for i, (frame, ack) in enumerate(zip(item.frames, item.acks, strict=True)):
             if i in refused:
                 acks.append(refused[i])
+                continue
+            if i in live:  # a guest room's: sent as it is, no seq (§Guest rooms)
+                to = item.members[i]
+                room = None if to is None else to[0]
+                if parts and room == last:
+                    parts[-1][1].append(frame)
+                else:
+                    parts.append((to, [frame]))
+                    last = room
+                acks.append(ack)
                 continue
             got = seqs[k]
             k += 1

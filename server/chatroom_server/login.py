@@ -294,7 +294,10 @@ class Login:
                 irc.reply(f"ERROR :Closing link: chatroom (try again: {exc})")
                 return False
             irc.guest = key
-            cmd = LoginCommand(username=name, features=(Feature.USERS_DELTA.value,), id="login")
+            # Guest rooms (docs/PROTOCOL.md §Guest rooms) live on one node: none in a cluster.
+            conn.guest = conn.rooms = self._b.rooms is not None and bus is None
+            features = (Feature.USERS_DELTA.value,) + ((Feature.ROOMS.value,) * conn.rooms)
+            cmd = LoginCommand(username=name, features=features, id="login")
             conn.deltas = True
             conn.in_login = True
             try:

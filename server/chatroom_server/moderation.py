@@ -176,7 +176,7 @@ class Moderation:
         """Make a stored change in the model (any room change: a part ends a mute)."""
         rk = room_key(change.room)
         kind = change.event
-        if kind is RoomEventKind.PART:
+        if kind in (RoomEventKind.PART, RoomEventKind.QUIT):
             self._drop(self._mutes, rk, change.by)
             return
         if change.user is None:
@@ -194,6 +194,12 @@ class Moderation:
             self._mutes.setdefault(rk, {})[username_key(change.user)] = mute
         elif kind is RoomEventKind.UNMUTE:
             self._drop(self._mutes, rk, change.user)
+
+    def forget(self, room: str) -> None:
+        """A guest room is gone (docs/PROTOCOL.md §Guest rooms): its bans and mutes with
+        it, or they would hold against the next room of that name."""
+        self._bans.pop(room_key(room), None)
+        self._mutes.pop(room_key(room), None)
 
     @staticmethod
     def _drop(table: dict[str, dict[str, _T]], rk: str, user: str) -> None:

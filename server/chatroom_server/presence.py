@@ -448,6 +448,10 @@ class Presence:
 
     def leave(self, conn: Conn) -> str | None:
         """Out of the roster (reaper thread); the name whose departure this is, if any."""
+        name = conn.username
+        rooms = self._b.rooms
+        if conn.rooms and name and rooms is not None and self.online(username_key(name)) is conn:
+            rooms.session_ended(name)  # out of its guest rooms before its name is free
         self._bots.forget(conn)  # what it announced goes with it
         if conn.deltas:
             self.publisher.unsubscribe(conn)

@@ -58,8 +58,14 @@ DEFAULT_MAX_ROOMS_PER_USER: Final = 100
 # The modes a new room starts with (docs/PROTOCOL.md §Rooms: "with mode +t").
 NEW_ROOM_FLAGS: Final = frozenset("t")
 _OPERATORS: Final = frozenset((Role.OWNER, Role.OP))
-# The events after which a member is gone: a part, a kick, a ban (of a member or not).
-_GONE: Final = frozenset((RoomEventKind.PART, RoomEventKind.KICK, RoomEventKind.BAN))
+# The events after which a member is gone: a part, a kick, a ban (of a member or not),
+# the end of their session in a guest room.
+_GONE: Final = frozenset(
+    (RoomEventKind.PART, RoomEventKind.KICK, RoomEventKind.BAN, RoomEventKind.QUIT)
+)
+# A guest room member's join_seq: nothing of a guest room is stored, so there is nothing
+# for its members to read by history (docs/PROTOCOL.md §Guest rooms).
+NO_HISTORY: Final = 2**63 - 1
 
 
 @dataclass(slots=True)
@@ -84,6 +90,9 @@ class Room:
     topic_by: str | None = None
     members: dict[str, Member] = field(default_factory=dict)
     invites: set[str] = field(default_factory=set)
+    # A guest room (docs/PROTOCOL.md §Guest rooms): created by an IRC guest, never
+    # stored, every membership lasts a session, gone once its last member is.
+    ephemeral: bool = False
 
     @property
     def modes(self) -> str:
@@ -147,6 +156,7 @@ class RoomChange:
     after: ModeResult | None = None
     expires: float | None = None  # a ban's or mute's end (chatroom_server.moderation)
     ts: float = 0.0  # when it was made (the audit log's time, chatroom_server.modstore)
+    ephemeral: bool = False  # of a guest room: never stored (Room.ephemeral)
 
     def detail(self) -> str:
         """The change's fields beyond room, event and by, as the JSON text a log row
@@ -217,6 +227,7 @@ class RoomBook:
         self.max_rooms_per_user = max_rooms_per_user
         self._rooms: dict[str, Room] = {}  # room_key -> Room
         self._of_user: dict[str, set[str]] = {}  # username_key -> room keys
+        self._guest_rooms = 0  # how many rooms are ephemeral
 
     # ------------------------------------------------------------ reading
 
@@ -233,6 +244,19 @@ class RoomBook:
         """The rooms ``user`` is a member of (``lobby`` not included), sorted ignoring case."""
         keys = self._of_user.get(username_key(user), ())
         return sorted((self._rooms[k] for k in keys), key=lambda r: r.name.lower())
+
+    def guest_rooms_of(self, user: str) -> list[Room]:
+        """The guest rooms ``user`` is in: left when their session ends."""
+        return [r for r in self.rooms_of(user) if r.ephemeral]
+
+    def has_guest_rooms(self) -> bool:
+        """Any guest room now? A read of one int: safe without the owner's lock for a
+        caller that only skips work when there is none."""
+        return self._guest_rooms > 0
+
+    def is_ephemeral(self, name: str) -> bool:
+        room = self._rooms.get(room_key(name))
+        return room is not None and room.ephemeral
 
     def is_member(self, user: str, name: str) -> bool:
         if room_key(name) == LOBBY:
@@ -298,9 +322,11 @@ class RoomBook:
     # ------------------------------------------------------------ checks (no change)
 
     def join(
-        self, user: str, name: str, key: str | None, rid: RequestId = None
+        self, user: str, name: str, key: str | None, rid: RequestId = None, guest: bool = False
     ) -> RoomChange | None:
-        """A ``join``'s change; None when ``user`` is a member already (or it is lobby)."""
+        """A ``join``'s change; None when ``user`` is a member already (or it is lobby).
+        A ``guest`` (docs/PROTOCOL.md §Guest rooms) creates guest rooms and joins no
+        other: its membership of a stored room would outlive it."""
         k = room_key(name)
         if k == LOBBY:
             return None
@@ -315,7 +341,12 @@ class RoomBook:
             if len(self._rooms) >= self.max_rooms:
                 why = f"this server holds {len(self._rooms)} rooms, the most it allows"
                 raise _error(ErrorCode.TOO_MANY_ROOMS, why, rid)
-            return RoomChange(name, RoomEventKind.JOIN, user, role=Role.OWNER, create=True)
+            return RoomChange(
+                name, RoomEventKind.JOIN, user, role=Role.OWNER, create=True, ephemeral=guest
+            )
+        if guest and not room.ephemeral:
+            why = f"{room.name} is for accounts: a guest joins only rooms a guest made"
+            raise _error(ErrorCode.GUEST_NOT_ALLOWED, why, rid)
         invited = username_key(user) in room.invites
         if not invited:
             if "i" in room.flags:
@@ -405,16 +436,19 @@ class RoomBook:
         """Make a checked change, stored as ``seq``, in the model."""
         k = room_key(change.room)
         if change.create:
-            self._rooms[k] = Room(name=change.room, flags=set(NEW_ROOM_FLAGS))
+            self._rooms[k] = Room(
+                name=change.room, flags=set(NEW_ROOM_FLAGS), ephemeral=change.ephemeral
+            )
+            self._guest_rooms += change.ephemeral
         room = self._rooms[k]
         kind = change.event
         if kind is RoomEventKind.JOIN:
             assert change.role is not None
-            self._add(room, Member(change.by, change.role, seq))
+            self._add(room, Member(change.by, change.role, NO_HISTORY if room.ephemeral else seq))
             if change.invite_used:
                 room.invites.discard(username_key(change.by))
         elif kind in _GONE:
-            gone = change.by if kind is RoomEventKind.PART else change.user
+            gone = change.by if kind in (RoomEventKind.PART, RoomEventKind.QUIT) else change.user
             if gone is None:
                 return
             room.members.pop(username_key(gone), None)
@@ -423,6 +457,9 @@ class RoomBook:
                 rooms.discard(k)
                 if not rooms:
                     del self._of_user[username_key(gone)]
+            if room.ephemeral and not room.members:
+                del self._rooms[k]  # a guest room lives as long as a member is in it
+                self._guest_rooms -= 1
         elif kind is RoomEventKind.TOPIC:
             room.topic = change.topic or ""
             room.topic_by = change.by if change.topic else None

@@ -55,7 +55,7 @@ from chatroom.rooms import (
 )
 from chatroom_server.messagelog import NewMessage, Stored
 from chatroom_server.moderation import Moderation
-from chatroom_server.rooms import RoomBook, RoomChange, event_from_row
+from chatroom_server.rooms import NO_HISTORY, RoomBook, RoomChange, event_from_row
 
 __all__ = ["Answer", "Delivery", "RoomService", "ToStore"]
 
@@ -106,11 +106,14 @@ class RoomService:
         ts: float,
         account: Callable[[str], str | None] = lambda name: name,
         server_operator: bool = False,
+        guest: bool = False,
     ) -> Answer | ToStore:
         """A room or moderation command from ``user`` (canonical name), validated
         already (chatroom.protocol.validate_command). ``account(name)``: the canonical
-        name of an account, None for none (``invite`` and moderation name one);
-        ``server_operator``: ``user`` is one. Raises ProtocolError."""
+        name of an account (or of a guest online), None for none (``invite`` and
+        moderation name one); ``server_operator``: ``user`` is one; ``guest``: an IRC
+        guest (docs/PROTOCOL.md §Guest rooms). Raises ProtocolError. A change to a
+        guest room is marked ``ephemeral``: the caller applies it without storing it."""
         book, rid = self.book, cmd.id
         change: RoomChange | None
         if isinstance(cmd, ModerationCommand):
@@ -123,9 +126,7 @@ class RoomService:
                 to = account(getattr(cmd, "user", ""))
                 ack = Ack(command=tag, room=self.room_name(cmd.room), to=to, id=rid)
                 return Answer(encode(ack))
-            change = replace(got, ts=ts)
-            message = NewMessage(change.by, change.user, change.detail(), ts, change=change)
-            return ToStore(change, message)
+            return self._to_store(got, ts)
         if isinstance(cmd, RoomsCommand):
             return Answer(encode(RoomList(rooms=book.listing(user), id=rid)))
         if isinstance(cmd, MembersCommand):
@@ -135,7 +136,7 @@ class RoomService:
         if isinstance(cmd, JoinCommand):
             if not book.is_member(user, cmd.room):
                 self.moderation.check_join(cmd.room, user, ts, rid)
-            change = book.join(user, cmd.room, cmd.key, rid)
+            change = book.join(user, cmd.room, cmd.key, rid, guest)
             if change is None:  # a member already (or lobby): the room as it is
                 lobby = room_key(cmd.room) == LOBBY
                 info = _LOBBY if lobby else book.visible_info(user, cmd.room)
@@ -162,27 +163,38 @@ class RoomService:
                 book.member_room(user, cmd.room, rid)
                 return Answer(encode(RoomInfoReply(info=book.visible_info(user, cmd.room), id=rid)))
             change = book.mode(user, cmd.room, cmd.modes, cmd.args, rid, server_operator)
-        change = replace(change, ts=ts)
+        return self._to_store(change, ts)
+
+    def _to_store(self, change: RoomChange, ts: float) -> ToStore:
+        ephemeral = change.ephemeral or self.book.is_ephemeral(change.room)
+        change = replace(change, ts=ts, ephemeral=ephemeral)
         message = NewMessage(change.by, change.user, change.detail(), ts, change=change)
         return ToStore(change, message)
 
-    def stored(self, change: RoomChange, seq: int, ts: float, rid: object = None) -> Delivery:
+    def stored(
+        self, change: RoomChange, seq: int | None, ts: float, rid: object = None
+    ) -> Delivery:
         """``change`` is stored as ``seq``: apply it; what to send (module docstring).
-        ``rid``: the id of the request that made it, for the reply."""
+        ``rid``: the id of the request that made it, for the reply. ``seq`` is None for
+        a change to a guest room, which is never stored."""
         request_id = rid if isinstance(rid, str | int) and not isinstance(rid, bool) else None
         before = frozenset(username_key(m) for m in self.book.members_of(change.room))
-        self.book.apply(change, seq)
+        room = self.book.get(change.room)
+        name = change.room if room is None else room.name
+        self.book.apply(change, NO_HISTORY if seq is None else seq)
         self.moderation.apply(change, ts)
         room = self.book.get(change.room)
-        assert room is not None
+        if room is None:  # a guest room that its last member left
+            self.moderation.forget(change.room)
         after = frozenset(username_key(m) for m in self.book.members_of(change.room))
         by = username_key(change.by)
         if change.event is RoomEventKind.JOIN:
-            reply = encode(RoomInfoReply(info=room.info(), seq=seq, id=request_id))
+            assert room is not None
+            reply = encode(RoomInfoReply(info=room.info(), seq=seq, joined=True, id=request_id))
         else:
             to = None if change.event in (RoomEventKind.TOPIC, RoomEventKind.MODE) else change.user
             reply = encode(
-                Ack(command=change.event.value, room=room.name, to=to, seq=seq, id=request_id)
+                Ack(command=change.event.value, room=name, to=to, seq=seq, id=request_id)
             )
         # The members before and after (a part's event reaches those who stay; a join's
         # those who were there), and the user it names (an invite, a kick).
@@ -191,6 +203,17 @@ class RoomService:
             to_keys.add(username_key(change.user))
         to_keys.discard(by)
         return Delivery(reply, encode(change.frame(seq, ts)), frozenset(to_keys))
+
+    def session_ended(self, user: str, ts: float) -> list[Delivery]:
+        """``user``'s session ended: out of every guest room they are in (each a
+        ``quit`` event to the members who stay, never stored)."""
+        out = []
+        for room in self.book.guest_rooms_of(user):
+            m = room.member(user)
+            assert m is not None
+            change = RoomChange(room.name, RoomEventKind.QUIT, m.user, ts=ts, ephemeral=True)
+            out.append(self.stored(change, None, ts))
+        return out
 
     # ------------------------------------------------------------ messages in rooms
 

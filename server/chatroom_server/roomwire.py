@@ -62,6 +62,7 @@ class Conn(Protocol):
     rooms: bool
     handed: int
     done: int
+    guest: bool  # an IRC guest (docs/PROTOCOL.md §Guest rooms)
 
 
 def _error(code: str, message: str, rid: RequestId) -> bytes:
@@ -125,12 +126,17 @@ class RoomWire:
 
         def run() -> None:
             try:
-                got = self.service.handle(user, cmd, ts, lambda _: target, oper)
+                got = self.service.handle(user, cmd, ts, lambda _: target, oper, conn.guest)
             except ProtocolError as exc:
                 conn.outbox.send(_error(exc.code, exc.message, exc.request_id))
                 return
             if isinstance(got, Answer):
                 conn.outbox.send(got.frame)
+                return
+            if got.change.ephemeral:  # a guest room's: applied here, never stored
+                d = self.service.stored(got.change, None, ts, cmd.id)
+                self._send_to(d.to, d.event, skip=conn)
+                conn.outbox.send(d.reply)
                 return
             seq = self._append(conn, got.message, cmd.id)
             if seq is None:
@@ -150,13 +156,35 @@ class RoomWire:
         if deferred and not self._applied(deferred[0], self._settle):
             log.warning("seq %d is not applied here after %.0f s", deferred[0], self._settle)
 
-    def _check(self, user: str, room: str, rid: RequestId, ts: float) -> tuple[str, frozenset[str]]:
+    def _check(
+        self, user: str, room: str, rid: RequestId, ts: float
+    ) -> tuple[str, frozenset[str], bool]:
         """A public message to ``room`` from ``user`` (fanout.RoomCheck, under the fan-out
-        lock): the room's canonical name and its members' keys; ProtocolError if the user
-        may not say it (not a member, muted, no such room)."""
+        lock): the room's canonical name, its members' keys and whether it is stored (a
+        guest room's is delivered live only, no seq, no history: docs/PROTOCOL.md §Guest
+        rooms); ProtocolError if the user may not say it (not a member, muted, no such
+        room)."""
         members = self.service.recipients(room, user, rid, ts)
         assert members is not None  # lobby's messages never come here
-        return self.service.room_name(room), members
+        name = self.service.room_name(room)
+        return name, members, not self.service.book.is_ephemeral(name)
+
+    def session_ended(self, user: str) -> None:
+        """``user`` has no session any more (the reaper): out of their guest rooms,
+        the members who stay told (docs/PROTOCOL.md §Guest rooms). Takes the lock only
+        while there are guest rooms at all."""
+        if not self.service.book.has_guest_rooms():
+            return
+        ts = self._wall()
+
+        def run() -> None:
+            for d in self.service.session_ended(user, ts):
+                self._send_to(d.to, d.event, skip=None)
+
+        try:
+            self._fanout.exclusive(run)
+        except TimeoutError as exc:
+            log.error("%s left guest rooms that could not be told: %s", user, exc)
 
     def readable_from(self, user: str, room: str, rid: RequestId) -> tuple[str, int]:
         """The canonical room name and the first seq ``user`` may read of it; raises
@@ -195,7 +223,7 @@ class RoomWire:
             return None
         return got
 
-    def _send_to(self, keys: frozenset[str], data: bytes, skip: Conn) -> None:
+    def _send_to(self, keys: frozenset[str], data: bytes, skip: Conn | None) -> None:
         """``data`` to every online connection of ``keys`` that speaks rooms."""
         for key in keys:
             c = self._by_key(key)

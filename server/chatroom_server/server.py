@@ -34,7 +34,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from chatroom.protocol import Bye, ByeReason, ClientCommand, encode
+from chatroom.protocol import Bye, ByeReason, ClientCommand, encode, username_key
 from chatroom_server.accounts import HASHERS, AccountStore
 from chatroom_server.backends import Backends
 from chatroom_server.botcommands import BotDirectory
@@ -267,7 +267,10 @@ class ChatServer:
         def account(name: str) -> str | None:
             assert self._b.store is not None
             found = self._b.store.get(name)
-            return None if found is None else found.name
+            if found is None:  # a guest online is named as an account is (§Guest rooms)
+                guest = self._presence.guest_of(username_key(name))
+                return None if guest is None else guest.username
+            return found.name
 
         return RoomWire(
             service,

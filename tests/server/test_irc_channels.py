@@ -174,9 +174,10 @@ def test_an_irc_user_is_back_in_all_their_rooms_on_connect() -> None:
         assert again.until("FAIL").startswith("FAIL CHATHISTORY MESSAGE_ERROR #two")
 
 
-def test_a_guest_has_lobby_only() -> None:
-    # A guest's membership would outlive it and go to the nick's next holder: no rooms.
-    with irc_server(irc_guests=True) as srv:
+def test_a_guest_without_the_message_log_has_lobby_only() -> None:
+    # No message log, no rooms: for guests as for everyone (a guest's own rooms, never
+    # stored, are tests/server/test_irc_guests.py's).
+    with irc_server(irc_guests=True, history=False) as srv:
         guest = Irc(irc_address(srv))
         guest.send("NICK visitor", "USER u 0 * :R")
         guest.until("366")

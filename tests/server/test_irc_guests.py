@@ -174,3 +174,66 @@ def test_two_guests_never_share_a_nick(command: str) -> None:
         assert " 433 " in second.until("433")
         first.send("PING :alive")
         assert first.until("PONG").endswith(":alive")
+
+
+def _names(irc: Irc, chan: str) -> set[str]:
+    irc.send(f"NAMES {chan}")
+    line = irc.until("353")
+    irc.until("366")
+    return set(line.partition(" :")[2].split())
+
+
+def test_a_guest_room_lives_as_long_as_someone_is_in_it_and_is_never_stored() -> None:
+    with guests() as srv:
+        a, b = guest(srv, "ana"), guest(srv, "ben")
+        a.send("JOIN #g")
+        assert a.until("366")
+        assert _names(a, "#g") == {"@ana"}  # its creator is its operator
+        a.send("TOPIC #g :guests only")
+        assert a.until("TOPIC").endswith("TOPIC #g :guests only")
+        b.send("JOIN #g")
+        assert b.until("332").endswith(":guests only")
+        assert a.until("JOIN").startswith(":ben!")
+        b.send("PRIVMSG #g :hi")
+        assert a.until("PRIVMSG").endswith("PRIVMSG #g :hi")
+        # The operator leaves without a word (no QUIT): the room stays, with ben in it.
+        a.close()
+        b.send("PRIVMSG #g :still here")
+        b.send("PART #g :bye")
+        assert b.until("PART").endswith("PART #g :bye")
+        # Empty, it is gone: the next guest to join makes it anew, and is its operator.
+        c = guest(srv, "cy")
+        c.send("JOIN #g")
+        c.until("JOIN")
+        assert " 332 " not in c.until("366")  # no topic: a new room
+        assert _names(c, "#g") == {"@cy"}
+        # Nothing of it was ever stored: no room, no event, no message.
+        log = srv.server._log
+        assert log is not None
+        rooms, members, invites = log.load_rooms()
+        assert (list(rooms), list(members), list(invites)) == ([], [], [])
+        assert log.last_seq == 0
+
+
+def test_a_guest_cannot_join_an_accounts_room_nor_an_account_keep_a_guest_room() -> None:
+    with guests() as srv:
+        connect(srv.address, "owner").close()  # an account: its PASS is checked
+        owner = Irc(irc_address(srv))
+        owner.register("owner")
+        owner.send("JOIN #kept")
+        owner.until("366")
+        visitor = guest(srv, "visitor")
+        visitor.send("JOIN #kept")
+        assert " 477 visitor #kept " in visitor.until("477")  # its membership would outlive it
+        visitor.send("JOIN #passing")
+        visitor.until("366")
+        owner.send("JOIN #passing")
+        owner.until("366")
+        assert _names(owner, "#passing") == {"@visitor", "owner"}
+        # An account's membership of a guest room is its session's: back without it.
+        owner.send("QUIT")
+        owner.closed()
+        again = Irc(irc_address(srv))
+        burst = again.register("owner")
+        assert not any("#passing" in line for line in burst)
+        assert _names(visitor, "#passing") == {"@visitor"}

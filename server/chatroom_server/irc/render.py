@@ -281,7 +281,7 @@ class IrcRender:
         cmd = rid.partition(" ")[0]
         info = e.info
         if cmd == "JOIN":
-            if e.seq is not None:  # else a member already: IRC says nothing
+            if e.joined:  # else a member already: IRC says nothing
                 out += self.joined_lines(info)
         elif cmd == "NAMES":
             out += self.names_lines(info.members, self.chan(info.name), info.roles)
@@ -509,6 +509,7 @@ _ROOM_ERRORS: Final = {
     "not_operator": "482",
     "too_many_rooms": "405",
     "banned": "474",
+    "guest_not_allowed": "477",  # ERR_NEEDREGGEDNICK: a guest joins guest rooms only
 }
 _CHANNEL_COMMANDS: Final = frozenset(("JOIN", "PART", "TOPIC", "MODE", "INVITE", "PRIVMSG", "KICK"))
 # The moderation acks and events shown as KICK and MODE lines (IrcRender.moderation_lines).
