@@ -273,7 +273,7 @@ class Login:
             irc.reply(f"ERROR :Closing link: chatroom (try again: {exc})")
             return False
         key = username_key(name)
-        if not self._presence.claim_guest(key, conn):
+        if not self._presence.claim_guest(key, conn, lambda c: _hung_up(c.sock)):
             return self._nick_in_use(irc, name)
         bus = self._b.bus
         claimed = False
@@ -420,7 +420,9 @@ def _guest_holds(name: str) -> str:
 
 def _hung_up(sock: socket.socket) -> bool:
     """Whether the peer has closed the connection (its end of stream, or a reset, is
-    here), whatever bytes it sent before that are still unread."""
+    here), whatever bytes it sent before that are still unread; or it is closed."""
+    if sock.fileno() < 0:
+        return True
     poller = select.poll()
     poller.register(sock, select.POLLRDHUP)
     return any(

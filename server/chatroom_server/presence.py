@@ -95,6 +95,9 @@ class Presence:
         self._storm = storm
         self._bots = bots
         self.lock = threading.Lock()  # see the module docstring for what it guards
+        # Notified (under the lock) as a connection leaves ``conns``: claim_guest waits
+        # on it for a nick whose holder has hung up but is not reaped yet.
+        self.freed = threading.Condition(self.lock)
         self.by_key: dict[str, Conn] = {}
         self.conns: set[Conn] = set()
         self._per_ip: dict[str, int] = {}  # open connections per address
@@ -207,6 +210,7 @@ class Presence:
         self.conns.discard(conn)
         if conn.irc is not None and conn.irc.guest is not None:
             self._release_guest_locked(conn, conn.irc.guest)
+        self.freed.notify_all()
         n = self._per_ip.get(conn.ip, 0) - 1
         if n > 0:
             self._per_ip[conn.ip] = n
@@ -215,11 +219,23 @@ class Presence:
 
     # ---------------------------------------------------------------- names held
 
-    def claim_guest(self, key: str, conn: Conn) -> bool:
+    def claim_guest(
+        self, key: str, conn: Conn, hung_up: Callable[[Conn], bool] = lambda c: False
+    ) -> bool:
         """--irc-guests: hold the nick with this key for ``conn``; False if a session, a
-        guest or a registration has it (chatroom_server.login)."""
+        guest or a registration has it (chatroom_server.login). A holder whose client
+        has ``hung_up`` (as IRC clients and test suites do just before reusing the
+        nick) is departing: the nick is free once the reaper has seen it go, which is
+        waited for, up to the shutdown grace."""
+
+        def held() -> bool:
+            return key in self.by_key or key in self.guests or key in self.registering
+
         with self.lock:
-            if key in self.by_key or key in self.guests or key in self.registering:
+            holder = self.by_key.get(key) or self.guests.get(key)
+            if holder is not None and hung_up(holder):
+                self.freed.wait_for(lambda: not held(), timeout=self._config.shutdown_grace)
+            if held():
                 return False
             self.guests[key] = conn
             return True

@@ -237,3 +237,11 @@ def test_a_guest_cannot_join_an_accounts_room_nor_an_account_keep_a_guest_room()
         burst = again.register("owner")
         assert not any("#passing" in line for line in burst)
         assert _names(visitor, "#passing") == {"@visitor"}
+
+
+def test_a_guests_nick_is_free_as_soon_as_its_client_hangs_up() -> None:
+    with guests() as srv:
+        held = guest(srv, "again")
+        for _ in range(5):  # irctest reuses nicks between tests: close, then connect
+            held.close()
+            held = guest(srv, "again")  # 001 and NAMES, not 433
