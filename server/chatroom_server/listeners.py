@@ -436,6 +436,8 @@ class Listeners:
             log.exception("handler for %r crashed; closing that connection", conn)
             reason = "handler error"
         finally:
+            if conn.irc is not None:
+                conn.irc.closed()  # WHOWAS
             self.let_go(conn)
             self._storm.begin()
             # A reset connection's thread ends one at a time (``_ending``): when 10,000

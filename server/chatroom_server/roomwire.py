@@ -186,6 +186,17 @@ class RoomWire:
         except TimeoutError as exc:
             log.error("%s left guest rooms that could not be told: %s", user, exc)
 
+    def visible_info(self, user: str, room: str) -> RoomInfo | None:
+        """The room as ``members`` shows it to ``user``; None for none they may see."""
+
+        def read() -> RoomInfo | None:
+            try:
+                return self.service.book.visible_info(user, room)
+            except ProtocolError:
+                return None
+
+        return self._fanout.exclusive(read)
+
     def readable_from(self, user: str, room: str, rid: RequestId) -> tuple[str, int]:
         """The canonical room name and the first seq ``user`` may read of it; raises
         ProtocolError (``no_such_room``, ``not_in_room``)."""

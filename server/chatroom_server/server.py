@@ -35,6 +35,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from chatroom.protocol import Bye, ByeReason, ClientCommand, encode, username_key
+from chatroom.rooms import RoomInfo
 from chatroom_server.accounts import HASHERS, AccountStore
 from chatroom_server.backends import Backends
 from chatroom_server.botcommands import BotDirectory
@@ -502,6 +503,16 @@ class ChatServer:
     def irc_ident(self, name: str) -> tuple[str, str]:
         """The username and real name an IRC client gave in USER (Presence.irc_ident)."""
         return self._presence.irc_ident(name)
+
+    def irc_peer(self, name: str) -> IrcSession | None:
+        """The IRC session of ``name`` online, or None (chatroom_server.irc.queries)."""
+        conn = self._presence.online(username_key(name))
+        return None if conn is None else conn.irc
+
+    def room_info(self, user: str, room: str) -> RoomInfo | None:
+        """IRC WHO #room: the room as ``members`` shows it to ``user``, or None."""
+        rooms = self._b.rooms
+        return None if rooms is None else rooms.visible_info(user, room)
 
     # ---------------------------------------------------------------- operations and tests
 

@@ -156,7 +156,8 @@ def test_commands_before_registration_and_the_numerics() -> None:
             assert f" {code} " in irc.until(code)
         assert " 401 " in irc.until("401")
         assert " 318 " in irc.line()
-        assert " 352 numerics #lobby u chatroom chatroom numerics H :0 R" in irc.until("352")
+        # WHO of a nick names no channel (Modern IRC: "*"); WHO #lobby does.
+        assert " 352 numerics * u chatroom chatroom numerics H :0 R" in irc.until("352")
         assert " 315 " in irc.line()
 
 
@@ -309,7 +310,7 @@ def test_guests_use_free_nicks_only_with_the_flag() -> None:
         guest.until("366")
         guest.send("WHOIS owned", "WHO visitor")
         assert guest.until("311") == ":irc.example 311 visitor owned u chatroom * :Real Name"
-        assert " 352 visitor #lobby u chatroom irc.example visitor H :0 R" in guest.until("352")
+        assert " 352 visitor * u chatroom irc.example visitor H :0 R" in guest.until("352")
         owner.send("QUIT")
         owner.closed()
         with ChatClient(srv.host, srv.port) as me:
@@ -497,7 +498,7 @@ def test_cr_lf_and_nul_from_a_client_are_relayed_nowhere() -> None:
         assert [line for line in lines if "\r" in line or "\0" in line] == []
         assert lines == [
             ":chatroom 311 watcher sly user chatroom * :RealPRIVMSG victim :injected name",
-            ":chatroom 352 watcher #lobby user chatroom chatroom sly H "
+            ":chatroom 352 watcher * user chatroom chatroom sly H "
             ":0 RealPRIVMSG victim :injected name",
             ":chatroom PONG chatroom :tokenPRIVMSG x :y",
             ":chatroom 421 sly FROB :Unknown command",

@@ -245,3 +245,39 @@ def test_a_guests_nick_is_free_as_soon_as_its_client_hangs_up() -> None:
         for _ in range(5):  # irctest reuses nicks between tests: close, then connect
             held.close()
             held = guest(srv, "again")  # 001 and NAMES, not 433
+
+
+def test_who_whowas_away_userhost_lusers_and_time() -> None:
+    with guests() as srv:
+        a, b = guest(srv, "ana"), guest(srv, "ben")
+        a.send("JOIN #g")
+        a.until("366")
+        b.send("JOIN #g")
+        b.until("366")
+        a.send("AWAY :lunch")
+        assert " 306 ana " in a.until("306")
+        b.send("PRIVMSG ana :hi", "WHO #g")
+        assert b.until("301") == ":chatroom 301 ben ana :lunch"
+        who = [b.until("352"), b.line(), b.line()]
+        assert who == [
+            ":chatroom 352 ben #g u chatroom chatroom ana G@ :0 R",
+            ":chatroom 352 ben #g u chatroom chatroom ben H :0 R",
+            ":chatroom 315 ben #g :End of WHO list",
+        ]
+        b.send("WHO A*", "USERHOST ana ben nobody", "WHOIS ana")
+        assert b.until("352") == ":chatroom 352 ben * u chatroom chatroom ana G :0 R"
+        assert b.line() == ":chatroom 315 ben A* :End of WHO list"
+        assert b.until("302") == ":chatroom 302 ben :ana=-u@chatroom ben=+u@chatroom"
+        assert b.until("301") == ":chatroom 301 ben ana :lunch"
+        a.send("AWAY")
+        assert " 305 ana " in a.until("305")
+        a.send("QUIT :bye")
+        a.closed()
+        b.send("WHOWAS ana", "WHOWAS nobody", "LUSERS", "TIME")
+        assert b.until("314") == ":chatroom 314 ben ana u chatroom * :R"
+        assert " 312 ben ana chatroom " in b.line()
+        assert b.line() == ":chatroom 369 ben ana :End of WHOWAS"
+        assert b.line() == ":chatroom 406 ben nobody :There was no such nickname"
+        assert b.line() == ":chatroom 369 ben nobody :End of WHOWAS"
+        assert b.until("251") == ":chatroom 251 ben :There are 1 users and 0 invisible on 1 servers"
+        assert b.until("391").startswith(":chatroom 391 ben chatroom ")

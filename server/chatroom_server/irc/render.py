@@ -32,6 +32,7 @@ from chatroom.protocol import (
 )
 from chatroom.rooms import LOBBY, RoomEvent, RoomInfo, RoomInfoReply, RoomList, room_key
 from chatroom_server.irc.parse import BYE_TEXT, HOST, LINE, MOTD, iso_time, mask, split_text
+from chatroom_server.irc.queries import Whowas
 from chatroom_server.outbox import Outbox
 
 log = logging.getLogger("chatroom_server.irc")
@@ -44,6 +45,8 @@ class Translations:
 
     def __init__(self) -> None:
         self._last: dict[int, tuple[bytes, bytes]] = {}
+        # The gateway's other shared state: the sessions that ended, for WHOWAS.
+        self.whowas = Whowas()
 
     def get(self, data: bytes, mode: int) -> bytes | None:
         hit = self._last.get(mode)

@@ -27,6 +27,7 @@ from chatroom.protocol import (
     is_valid_username,
     username_key,
 )
+from chatroom.rooms import RoomInfo
 from chatroom_server.config import ServerConfig
 from chatroom_server.irc.channels import ChannelCommands
 from chatroom_server.irc.parse import (
@@ -40,6 +41,7 @@ from chatroom_server.irc.parse import (
     number,
     parse,
 )
+from chatroom_server.irc.queries import Gone, Peer, ServerQueries
 from chatroom_server.irc.render import Translations
 from chatroom_server.outbox import Outbox
 from chatroom_server.session import SessionRules
@@ -67,6 +69,12 @@ class Core(Protocol):
 
     def irc_ident(self, name: str) -> tuple[str, str]: ...
 
+    def irc_peer(self, name: str) -> Peer | None:
+        """The IRC session of ``name`` online (its USER fields, its AWAY), or None."""
+
+    def room_info(self, user: str, room: str) -> RoomInfo | None:
+        """A room as ``members`` shows it to ``user`` (WHO #room); None: none for them."""
+
     def is_server_operator(self, name: str) -> bool:
         """WHOIS's 313: ``name`` is a server operator now (docs/PROTOCOL.md §whois)."""
 
@@ -93,7 +101,7 @@ class Core(Protocol):
         ``name``'s and it is a server operator; else ``password`` or ``not_operator``."""
 
 
-class IrcSession(ChannelCommands):
+class IrcSession(ChannelCommands, ServerQueries):
     """One IRC client: registration, its commands, and the translation of what the
     server sends it (module docstring)."""
 
@@ -119,6 +127,9 @@ class IrcSession(ChannelCommands):
         # --irc-guests: the username key this guest holds (None: an account's session);
         # set by the server, on this connection's reader thread (Presence.guests).
         self.guest: str | None = None
+        self.away: str | None = None  # AWAY's text (docs/IRC.md); read by other sessions
+        self._whowas = shared.whowas
+        self._gone = False  # remembered for WHOWAS already
 
     # -------------------------------------------------------------- sending
 
@@ -356,26 +367,12 @@ class IrcSession(ChannelCommands):
                     self.num("403", target, text=f"No such channel: only {self.channel}")
                 return True
             return self.frame(PmCommand(message=text, room=room, id=f"{cmd} {target}"))
+        if not notice:
+            self.away_reply(target)
         return self.frame(DmCommand(to=target, message=text, id=f"{cmd} {target}"))
 
     def on_notice(self, params: list[str]) -> bool:
         return self.on_privmsg(params, notice=True)
-
-    def on_who(self, params: list[str]) -> bool:
-        target = params[0] if params else "*"
-        names = self.server.names()
-        if username_key(target) == username_key(self.channel):
-            shown = list(names)
-        else:
-            shown = [n for n in names if username_key(n) == username_key(target)]
-        lines = []
-        for n in shown:
-            user, real = self.server.irc_ident(n)
-            lines.append(
-                self.numeric("352", self.channel, user, HOST, self.name, n, "H", text=f"0 {real}")
-            )
-        self.reply(*lines, self.numeric("315", target, text="End of WHO list"))
-        return True
 
     def on_whois(self, params: list[str]) -> bool:
         if not self.need(params, 1, "WHOIS"):
@@ -386,12 +383,14 @@ class IrcSession(ChannelCommands):
         if name is None:
             self.num("401", target, text="No such nick/channel")
         else:
-            user, real = self.server.irc_ident(name)
+            user, real, away = self.ident(name)
             self.reply(
                 self.numeric("311", name, user, HOST, "*", text=real),
                 self.numeric("319", name, text=self.channel),
                 self.numeric("312", name, self.name, text="chatroom"),
             )
+            if away is not None:
+                self.num("301", name, text=away)
             if self.server.is_server_operator(name):
                 self.num("313", name, text="is an IRC operator")
         self.num("318", target, text="End of /WHOIS list")
@@ -507,7 +506,15 @@ class IrcSession(ChannelCommands):
         if not self.registered:
             self.reply(f"ERROR :Closing link: {HOST} (Quit)")
             return False
+        self.closed()  # in WHOWAS before anyone can ask for it
         return self.frame(ExitCommand(id="QUIT"))
+
+    def closed(self) -> None:
+        """The session ends (QUIT, or the server's reader thread at the connection's
+        end): remembered for WHOWAS, once."""
+        if self.registered and not self._gone:
+            self._gone = True
+            self._whowas.add(Gone(self.nick, self.user or self.nick, self.realname, time.time()))
 
 
 Handler = Callable[[IrcSession, list[str]], bool]
@@ -543,4 +550,9 @@ _AFTER: dict[str, Handler] = {
     "OPER": IrcSession.on_oper,
     "INVITE": IrcSession.on_invite,
     "KICK": IrcSession.on_kick,
+    "AWAY": IrcSession.on_away,
+    "USERHOST": IrcSession.on_userhost,
+    "LUSERS": IrcSession.on_lusers,
+    "TIME": IrcSession.on_time,
+    "WHOWAS": IrcSession.on_whowas,
 }
