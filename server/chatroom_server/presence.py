@@ -467,7 +467,8 @@ class Presence:
         name = conn.username
         rooms = self._b.rooms
         if conn.rooms and name and rooms is not None and self.online(username_key(name)) is conn:
-            rooms.session_ended(name)  # out of its guest rooms before its name is free
+            # Out of its guest rooms before its name is free, with IRC QUIT's reason.
+            rooms.session_ended(name, None if conn.irc is None else conn.irc.quit_reason)
         self._bots.forget(conn)  # what it announced goes with it
         if conn.deltas:
             self.publisher.unsubscribe(conn)

@@ -204,14 +204,16 @@ class RoomService:
         to_keys.discard(by)
         return Delivery(reply, encode(change.frame(seq, ts)), frozenset(to_keys))
 
-    def session_ended(self, user: str, ts: float) -> list[Delivery]:
-        """``user``'s session ended: out of every guest room they are in (each a
-        ``quit`` event to the members who stay, never stored)."""
+    def session_ended(self, user: str, ts: float, reason: str | None = None) -> list[Delivery]:
+        """``user``'s session ended (``reason``: IRC QUIT's): out of every guest room
+        they are in (each a ``quit`` event to the members who stay, never stored)."""
         out = []
         for room in self.book.guest_rooms_of(user):
             m = room.member(user)
             assert m is not None
-            change = RoomChange(room.name, RoomEventKind.QUIT, m.user, ts=ts, ephemeral=True)
+            change = RoomChange(
+                room.name, RoomEventKind.QUIT, m.user, reason=reason, ts=ts, ephemeral=True
+            )
             out.append(self.stored(change, None, ts))
         return out
 

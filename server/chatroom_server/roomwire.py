@@ -169,7 +169,7 @@ class RoomWire:
         name = self.service.room_name(room)
         return name, members, not self.service.book.is_ephemeral(name)
 
-    def session_ended(self, user: str) -> None:
+    def session_ended(self, user: str, reason: str | None = None) -> None:
         """``user`` has no session any more (the reaper): out of their guest rooms,
         the members who stay told (docs/PROTOCOL.md §Guest rooms). Takes the lock only
         while there are guest rooms at all."""
@@ -178,7 +178,7 @@ class RoomWire:
         ts = self._wall()
 
         def run() -> None:
-            for d in self.service.session_ended(user, ts):
+            for d in self.service.session_ended(user, ts, reason):
                 self._send_to(d.to, d.event, skip=None)
 
         try:

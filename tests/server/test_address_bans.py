@@ -164,7 +164,8 @@ def test_irc_guests_accounts_and_sessions_from_a_banned_address(
     with quiet_server(db_path=db, irc_port=0, irc_guests=True, password_hash="load-test") as srv:
         from_(srv.address, "127.0.0.2", "alice")  # an account, from elsewhere
         bob = Irc(irc_address(srv))
-        bob.register("bob")
+        bob.send(f"PASS :{PASSWORD}", "NICK bob", "USER u 0 * :R")
+        bob.until("376")  # the end of the welcome: a guest joins no channel at it
         assert admin(capsys, db, "ban", "--address", "127.0.0.1", "--reason", "spam")[0] == 0
         assert any("ERROR" in line for line in bob.closed())  # its session ended
 

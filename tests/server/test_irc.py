@@ -301,13 +301,15 @@ def test_history_and_offline_dms_reach_irc() -> None:
 def test_guests_use_free_nicks_only_with_the_flag() -> None:
     with irc_server(irc_guests=True, irc_server_name="irc.example") as srv:
         owner = Irc(irc_address(srv))
-        owner.register("owned")  # PASS with a free nick: a guest, nothing registered
+        # PASS with a free nick: a guest, nothing registered, in no channel yet.
+        owner.send(f"PASS :{PASSWORD}", "NICK owned", "USER u 0 * :Real Name")
+        owner.until("376")
         guest = Irc(irc_address(srv))
         guest.send("NICK owned", "USER u 0 * :R")
         assert " 433 owned owned " in guest.line()  # in use: another NICK, please
         guest.send("NICK visitor")
         assert guest.line().startswith(":irc.example 001 visitor ")
-        guest.until("366")
+        guest.until("376")  # a guest joins no channel at the welcome (docs/IRC.md)
         guest.send("WHOIS owned", "WHO visitor")
         assert guest.until("311") == ":irc.example 311 visitor owned u chatroom * :Real Name"
         assert " 352 visitor * u chatroom irc.example visitor H :0 R" in guest.until("352")

@@ -179,7 +179,7 @@ def test_a_guest_without_the_message_log_has_lobby_only() -> None:
     # stored, are tests/server/test_irc_guests.py's).
     with irc_server(irc_guests=True, history=False) as srv:
         guest = Irc(irc_address(srv))
-        guest.send("NICK visitor", "USER u 0 * :R")
+        guest.send("NICK visitor", "USER u 0 * :R", "JOIN #lobby")
         guest.until("366")
         guest.send("JOIN #dev", "PRIVMSG #dev :x", "LIST", "NAMES #dev")
         assert " 403 visitor #dev " in guest.until("403")

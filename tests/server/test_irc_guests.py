@@ -30,7 +30,7 @@ def guest(srv: TestServer, nick: str, *caps: str) -> Irc:
     if caps:
         irc.send(f"CAP REQ :{' '.join(caps)}", "CAP END")
     irc.send(f"NICK {nick}", "USER u 0 * :R")
-    irc.until("366")
+    irc.until("376")  # the end of the welcome: a guest is in no channel yet
     return irc
 
 
@@ -245,6 +245,26 @@ def test_a_guests_nick_is_free_as_soon_as_its_client_hangs_up() -> None:
         for _ in range(5):  # irctest reuses nicks between tests: close, then connect
             held.close()
             held = guest(srv, "again")  # 001 and NAMES, not 433
+
+
+def test_a_guest_sees_the_lobby_once_it_joins_it_and_a_quit_with_its_reason() -> None:
+    with guests() as srv:
+        a, b = guest(srv, "ana"), guest(srv, "ben")
+        json_user = connect(srv.address, "jsonuser")
+        json_user.send(command="pm", message="to the lobby", id=1)
+        json_user.until("ack", id=1)
+        a.send("PRIVMSG #lobby :not in it", "JOIN #g")
+        assert " 404 ana #lobby " in a.until("404")  # +n: join it first
+        line = a.until("366")
+        assert "to the lobby" not in line and "jsonuser" not in line
+        b.send("JOIN #g", "JOIN #lobby")
+        assert " 353 ben = #lobby " in b.until("353", "#lobby")
+        a.until("JOIN")
+        b.send("QUIT :gone fishing")
+        # ana shares only #g with ben: one QUIT, with ben's reason.
+        assert a.until("QUIT") == ":ben!ben@chatroom QUIT :Quit: gone fishing"
+        a.send("PING :end")
+        assert a.until("PONG").endswith(":end")  # and nothing of the lobby meanwhile
 
 
 def test_who_whowas_away_userhost_lusers_and_time() -> None:

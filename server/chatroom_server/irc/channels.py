@@ -76,6 +76,9 @@ class ChannelCommands(IrcRender):
             if not chan.startswith("#"):
                 self.num("476", chan, text="Bad Channel Mask")
             elif self.is_lobby(chan):
+                if self.in_lobby and self.guest is not None:
+                    continue  # a guest in it already (an account always is)
+                self.in_lobby = True
                 self.reply(f":{self.prefix()} JOIN {self.channel}")
                 self.frame(UsersCommand(id="NAMES"))
             else:
@@ -91,6 +94,9 @@ class ChannelCommands(IrcRender):
         for chan in params[0].split(","):
             if not chan.startswith("#"):
                 self.num("403", chan, text="No such channel")
+            elif self.is_lobby(chan) and self.guest is not None and self.in_lobby:
+                self.in_lobby = False  # a guest's view of it only: no more of its traffic
+                self.reply(f":{self.prefix()} PART {self.channel}")
             elif self.is_lobby(chan):
                 self.reply(
                     f":{self.name} NOTICE {self.nick} :{self.channel} is everyone's room; "

@@ -98,8 +98,13 @@ class IrcRender:
     channel: str
     caps: set[str]
     registered: bool
-    # login_ok said protocol v2 (rooms): a guest, or a server without history, has none
+    # login_ok said protocol v2 (rooms): a server without history has none
     rooms: bool = False
+    guest: str | None  # --irc-guests: the nick's key (set before login_ok)
+    # The client shows the lobby channel: its JOIN and QUIT lines and its messages. An
+    # account's from the welcome on; a guest's once it JOINs it (docs/IRC.md).
+    in_lobby: bool = True
+    _last_quit: tuple[str, float] | None = None  # one QUIT line for a guest-room quit
     max_message: int
     _shared: Translations
 
@@ -167,6 +172,7 @@ class IrcRender:
         """The server's frames (JSON lines) as IRC lines for this client."""
         # The capabilities that change the lines: tags with time, and with msgid.
         mode = ("server-time" in self.caps) | ("message-tags" in self.caps) << 1
+        mode |= self.in_lobby << 2  # lobby traffic or none
         if self.registered:
             hit = self._shared.get(data, mode)
             if hit is not None:
@@ -220,6 +226,8 @@ class IrcRender:
         return handler(self, e, out)
 
     def _on_broadcast(self, e: Broadcast, out: list[str]) -> bool:
+        if not self.in_lobby and (e.room is None or room_key(e.room) == LOBBY):
+            return True  # a guest that has not joined the lobby channel
         self._privmsg(out, e.sender, self.chan(e.room), e.message, e.ts, e.seq)
         return True
 
@@ -228,6 +236,8 @@ class IrcRender:
         return True
 
     def _on_users_delta(self, e: UsersDelta, out: list[str]) -> bool:
+        if not self.in_lobby:
+            return False
         me = username_key(self.nick)
         out += [f":{mask(n)} JOIN {self.channel}" for n in e.joined if username_key(n) != me]
         out += [f":{mask(n)} QUIT :Left the room" for n in e.left if username_key(n) != me]
@@ -339,6 +349,13 @@ class IrcRender:
         chan, by = self.chan(e.room), mask(e.by)
         if e.event == "join":
             out.append(f":{by} JOIN {chan}")
+        elif e.event == "quit":
+            # A guest room's member whose session ended: a client that shows the lobby
+            # channel sees that QUIT there (users_delta); else here, once.
+            if not self.in_lobby and self._last_quit != (e.by, e.ts):
+                self._last_quit = (e.by, e.ts)
+                out.append(f":{by} QUIT :{'Quit: ' + e.reason if e.reason else 'Quit'}")
+            return False
         elif e.event == "part":
             out.append(f":{by} PART {chan}" + (f" :{e.reason}" if e.reason else ""))
         elif e.event == "topic":
@@ -402,9 +419,12 @@ class IrcRender:
                 text="are supported by this server",
             ),
             *self.motd(),
-            f":{mask(e.username)} JOIN {self.channel}",
-            *self.names_lines(e.users),
         ]
+        # A guest is in the lobby channel once it joins it: its own rooms are what it
+        # came for, and the lobby's every arrival and departure would drown them.
+        self.in_lobby = self.guest is None
+        if self.in_lobby:
+            out += [f":{mask(e.username)} JOIN {self.channel}", *self.names_lines(e.users)]
         # Membership is durable: the user is back in every room (as ergo's always-on
         # clients are), each a channel joined.
         for info in e.rooms:

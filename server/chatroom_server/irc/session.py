@@ -128,6 +128,7 @@ class IrcSession(ChannelCommands, ServerQueries):
         # set by the server, on this connection's reader thread (Presence.guests).
         self.guest: str | None = None
         self.away: str | None = None  # AWAY's text (docs/IRC.md); read by other sessions
+        self.quit_reason: str | None = None  # QUIT's, for the guest rooms' quit events
         self._whowas = shared.whowas
         self._gone = False  # remembered for WHOWAS already
 
@@ -361,6 +362,10 @@ class IrcSession(ChannelCommands, ServerQueries):
         target, text = params[0], params[1]
         if target.startswith("#"):
             room = self.room_of(target)
+            if room is None and not self.in_lobby:
+                if not notice:  # a guest that has not joined it (+n: no outside messages)
+                    self.num("404", target, text="Cannot send to channel: join it first")
+                return True
             if room is not None and not self.rooms:
                 # A connection without rooms would take the pm for lobby's.
                 if not notice:
@@ -507,6 +512,7 @@ class IrcSession(ChannelCommands, ServerQueries):
             self.reply(f"ERROR :Closing link: {HOST} (Quit)")
             return False
         self.closed()  # in WHOWAS before anyone can ask for it
+        self.quit_reason = params[0] if params and params[0] else None
         return self.frame(ExitCommand(id="QUIT"))
 
     def closed(self) -> None:
