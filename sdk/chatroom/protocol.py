@@ -290,6 +290,9 @@ class Ack(_Event, tag="ack", frozen=True):
     seq: int | None = None
     queued: bool = False
     room: str | None = None  # protocol v2: the room of a pm or of a room command
+    # A room command that changed nothing (an invite of a member, an unban of someone
+    # not banned): without a seq, as a guest room's changes are too (§Guest rooms).
+    unchanged: bool = False
     id: RequestId = None
 
 

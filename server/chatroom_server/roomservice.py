@@ -35,7 +35,7 @@ from typing import Final
 
 from chatroom.errors import ErrorCode, ProtocolError
 from chatroom.moderation import BanList, ModerationCommand
-from chatroom.protocol import Ack, encode, username_key
+from chatroom.protocol import Ack, encode, is_valid_username, username_key
 from chatroom.rooms import (
     LOBBY,
     InviteCommand,
@@ -117,6 +117,14 @@ class RoomService:
         book, rid = self.book, cmd.id
         change: RoomChange | None
         if isinstance(cmd, ModerationCommand):
+            if book.is_ephemeral(cmd.room):
+                # A guest room's bans go with it: any valid name may be banned, as IRC
+                # bans a mask, whether or not someone has it now (§Guest rooms).
+                known = account
+
+                def account(name: str) -> str | None:
+                    return known(name) or (name if is_valid_username(name) else None)
+
             got = self.moderation.check(book, user, cmd, ts, account, server_operator)
             if isinstance(got, tuple):
                 name = self.room_name(cmd.room)
@@ -124,7 +132,8 @@ class RoomService:
             if got is None:  # an unban or unmute of nobody: nothing changes
                 tag = str(cmd.__struct_config__.tag)
                 to = account(getattr(cmd, "user", ""))
-                ack = Ack(command=tag, room=self.room_name(cmd.room), to=to, id=rid)
+                name = self.room_name(cmd.room)
+                ack = Ack(command=tag, room=name, to=to, unchanged=True, id=rid)
                 return Answer(encode(ack))
             return self._to_store(got, ts)
         if isinstance(cmd, RoomsCommand):
@@ -155,7 +164,7 @@ class RoomService:
             change = book.invite(user, cmd.room, target, rid)
             if change is None:  # a member already
                 room = book.member_room(user, cmd.room, rid)
-                ack = Ack(command="invite", room=room.name, to=target, id=rid)
+                ack = Ack(command="invite", room=room.name, to=target, unchanged=True, id=rid)
                 return Answer(encode(ack))
         else:
             assert isinstance(cmd, ModeCommand)

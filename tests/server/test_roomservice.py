@@ -142,6 +142,7 @@ def test_changes_by_operators_and_invites(w: World) -> None:
         "command": "invite",
         "to": "Bob",
         "room": "Dev",
+        "unchanged": True,
     }
     _, event, to = w.change("Carol", command="join", room="dev")
     assert to == {"alice", "bob"}

@@ -273,12 +273,12 @@ class IrcRender:
             change = rid.split(" ", 2)[2] if len(parts) > 2 else ""
             out.append(f":{self.prefix()} MODE {self.chan(e.room)} {change}")
         elif e.command in _MODERATION and e.room and e.to:
-            if e.seq is not None:  # else an unban or unmute of nobody: nothing changed
+            if not e.unchanged:  # else an unban or unmute of nobody
                 reason = rid.split(" ", 3)[3] if e.command == "kick" and len(parts) > 3 else None
                 out += self.moderation_lines(e.command, self.prefix(), e.room, e.to, reason)
         elif e.command == "invite" and e.room and e.to:
             chan = self.chan(e.room)
-            if e.seq is None:
+            if e.unchanged:
                 out.append(self.numeric("443", e.to, chan, text="is already on channel"))
             else:
                 out.append(self.numeric("341", e.to, chan))
