@@ -301,3 +301,27 @@ def test_who_whowas_away_userhost_lusers_and_time() -> None:
         assert b.line() == ":chatroom 369 ben nobody :End of WHOWAS"
         assert b.until("251") == ":chatroom 251 ben :There are 1 users and 0 invisible on 1 servers"
         assert b.until("391").startswith(":chatroom 391 ben chatroom ")
+
+
+def test_a_guest_rooms_modes_bans_and_listing_as_irc_clients_expect() -> None:
+    with guests() as srv:
+        op = guest(srv, "chanop")
+        op.send("JOIN #chan")
+        op.until("366")
+        op.send("MODE #chan +l 0", "MODE #chan +k :a b", "MODE #chan +Z")
+        assert op.until("696") == (
+            ":chatroom 696 chanop #chan l 0 :mode '+l': a member limit is an integer"
+            " from 1 to 100000"
+        )
+        assert op.until("696").startswith(":chatroom 696 chanop #chan k a :a key is ")
+        assert " 472 chanop Z " in op.until("472")
+        # A ban is by name, of anyone: in a guest room, whether or not the nick is
+        # taken now (its bans go with the room). +o needs someone online: 401.
+        op.send("MODE #chan +b nobody!*@*", "MODE #chan +o nobody", "LIST")
+        assert op.until("MODE") == ":chanop!chanop@chatroom MODE #chan +b nobody!*@*"
+        assert " 401 chanop nobody " in op.until("401")
+        # No #lobby in LIST for a guest that has not joined it: #chan alone.
+        assert op.until("322").startswith(":chatroom 322 chanop #chan 1 ")
+        assert " 323 " in op.line()
+        op.send("CAP LS 302")
+        assert "invite-notify" in op.until("CAP").split()

@@ -12,8 +12,9 @@ HOST: Final = "chatroom"  # every user's host part: user@host is name@chatroom
 LINE: Final = 512  # bytes per line, CRLF included, tags excluded (RFC 1459)
 MAX_SEQ: Final = 2**63 - 1  # the largest msgid (seq) the message log can hold
 TAGS: Final = 8191  # bytes of IRCv3 tags a client may send on top (message-tags)
-# multi-prefix changes nothing here (nobody has a channel prefix), so it is free to offer;
-# userhost-in-names lists nick!user@host in NAMES.
+# multi-prefix changes nothing here (a member has one role, so one prefix), so it is free
+# to offer; userhost-in-names lists nick!user@host in NAMES; invite-notify shows a
+# channel's members the INVITEs to it.
 CAPS: Final = (
     "message-tags",
     "sasl",
@@ -22,6 +23,7 @@ CAPS: Final = (
     "batch",
     "multi-prefix",
     "userhost-in-names",
+    "invite-notify",
 )
 MOTD: Final = (
     "Welcome to the chatroom IRC gateway.",

@@ -30,7 +30,15 @@ from chatroom.protocol import (
     decode_event,
     username_key,
 )
-from chatroom.rooms import LOBBY, RoomEvent, RoomInfo, RoomInfoReply, RoomList, room_key
+from chatroom.rooms import (
+    LOBBY,
+    MODE_LETTERS,
+    RoomEvent,
+    RoomInfo,
+    RoomInfoReply,
+    RoomList,
+    room_key,
+)
 from chatroom_server.irc.parse import BYE_TEXT, HOST, LINE, MOTD, iso_time, mask, split_text
 from chatroom_server.irc.queries import Whowas
 from chatroom_server.outbox import Outbox
@@ -463,8 +471,7 @@ class IrcRender:
             out.append(self.numeric("401", target.partition(" ")[2], text=e.message))
             return
         if cmd == "MODE" and e.code == "bad_request":
-            letter = next((c for c in target.partition(" ")[2] if c not in "+-"), "?")
-            out.append(self.numeric("472", letter, text=f"is unknown mode char: {e.message}"))
+            out.append(self._bad_mode(chan, target.partition(" ")[2], e.message))
             return
         if cmd in ("KICK", "MODE") and e.code == "not_in_room" and not e.message.startswith("you"):
             # The room service's "<nick> is not in <room>": 441, not 442 (this user's).
@@ -504,6 +511,23 @@ class IrcRender:
             out.append(f"ERROR :Closing link: {HOST} ({e.message})")
             return
         out.append(f":{self.name} NOTICE {self.nick} :{e.message}")
+
+    def _bad_mode(self, chan: str, change: str, why: str) -> str:
+        """A refused mode change: 472 for a letter not known here, else 696
+        (ERR_INVALIDMODEPARAM) for the argument of the first letter that takes one."""
+        modes, _, rest = change.partition(" ")
+        args = rest.split(" ") if rest else []
+        if any(c not in "+-" and c not in MODE_LETTERS + "b" for c in modes):
+            letter = next(c for c in modes if c not in "+-" and c not in MODE_LETTERS + "b")
+            return self.numeric("472", letter, text=f"is unknown mode char: {why}")
+        add = True
+        for c in modes:
+            if c in "+-":
+                add = c == "+"
+            elif c in "ov" or (add and c in "kl"):
+                return self.numeric("696", chan, c, (args or ["*"])[0] or "*", text=why)
+        letter = next((c for c in modes if c not in "+-"), "?")
+        return self.numeric("696", chan, letter, "*", text=why)
 
     def _history(self, e: History, out: list[str]) -> None:
         rid = e.id if isinstance(e.id, str) else ""
