@@ -413,7 +413,7 @@ class RoomBook:
                 if target is None:
                     why = f"{c.arg} is not in {room.name}"
                     raise _error(ErrorCode.NOT_IN_ROOM, why, rid)
-                if target.role == Role.OWNER:
+                if target.role == Role.OWNER and not c.add:
                     why = f"{target.user} owns {room.name}: that role does not change"
                     raise _error(ErrorCode.NOT_OPERATOR, why, rid)
         return RoomChange(
@@ -534,6 +534,8 @@ def _after_modes(room: Room, changes: Iterable[ModeChange]) -> ModeResult:
             assert c.arg is not None
             m = room.member(c.arg)
             assert m is not None
+            if m.role == Role.OWNER:
+                continue  # +o/+v of the owner: an owner is an operator already
             k = username_key(m.user)
             role = roles.get(k, (m.user, m.role))[1]
             if c.add:
