@@ -186,6 +186,10 @@ class RoomWire:
         except TimeoutError as exc:
             log.error("%s left guest rooms that could not be told: %s", user, exc)
 
+    def member_rooms(self, user: str) -> tuple[RoomInfo, ...]:
+        """The rooms ``user`` is in (IRC WHOIS's 319), read under the fan-out lock."""
+        return self._fanout.exclusive(lambda: self.rooms_of(user))
+
     def visible_info(self, user: str, room: str) -> RoomInfo | None:
         """The room as ``members`` shows it to ``user``; None for none they may see."""
 

@@ -509,6 +509,11 @@ class ChatServer:
         conn = self._presence.online(username_key(name))
         return None if conn is None else conn.irc
 
+    def rooms_of(self, name: str) -> tuple[RoomInfo, ...]:
+        """IRC WHOIS: the rooms ``name`` is in."""
+        rooms = self._b.rooms
+        return () if rooms is None else rooms.member_rooms(name)
+
     def room_info(self, user: str, room: str) -> RoomInfo | None:
         """IRC WHO #room: the room as ``members`` shows it to ``user``, or None."""
         rooms = self._b.rooms

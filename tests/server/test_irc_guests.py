@@ -325,3 +325,30 @@ def test_a_guest_rooms_modes_bans_and_listing_as_irc_clients_expect() -> None:
         assert " 323 " in op.line()
         op.send("CAP LS 302")
         assert "invite-notify" in op.until("CAP").split()
+
+
+def test_whois_channels_kick_comment_owner_op_secret_names_and_isupport_lines() -> None:
+    with guests() as srv:
+        a = Irc(irc_address(srv))
+        a.send("NICK ana", "USER u 0 * :R")
+        welcome = []
+        while " 376 " not in (line := a.line()):
+            welcome.append(line)
+        isupport = [w for w in welcome if " 005 " in w]
+        assert len(isupport) == 2 and all(
+            len(w.split(" :", 1)[0].split()) - 3 <= 13 for w in isupport
+        )
+        b = guest(srv, "ben")
+        a.send("JOIN #one", "JOIN #two", "MODE #two +s", "MODE #one +o ana")
+        assert a.until("MODE", "+o") == ":ana!ana@chatroom MODE #one +o ana"  # owner: a no-op
+        b.send("JOIN #one", "WHOIS ana", "NAMES #two", "WHO #ONE")
+        assert b.until("319") == ":chatroom 319 ben ana :@#one"  # #two is secret, #lobby unjoined
+        assert b.until("366", "#two")  # not a member of a +s room: no names
+        assert b.until("352").startswith(":chatroom 352 ben #one ")  # the channel as it is
+        a.send("NAMES #two", "KICK #one ben")
+        assert a.until("353", "#two") == ":chatroom 353 ana @ #two :@ana"
+        assert b.until("KICK") == ":ana!ana@chatroom KICK #one ben :ana"
+        # A client's tags past message-tags' 4094 bytes: 417, nothing relayed.
+        a.send("@+x=" + "a" * 4096 + " PRIVMSG #two :hi", "PING :end")
+        assert " 417 ana " in a.until("417")
+        assert a.until("PONG").endswith(":end")

@@ -11,7 +11,8 @@ from typing import Final
 HOST: Final = "chatroom"  # every user's host part: user@host is name@chatroom
 LINE: Final = 512  # bytes per line, CRLF included, tags excluded (RFC 1459)
 MAX_SEQ: Final = 2**63 - 1  # the largest msgid (seq) the message log can hold
-TAGS: Final = 8191  # bytes of IRCv3 tags a client may send on top (message-tags)
+TAGS: Final = 8191  # bytes of IRCv3 tags a line may carry on top (message-tags)
+CLIENT_TAGS: Final = 4094  # of which a client may send (message-tags: "4094 bytes")
 # multi-prefix changes nothing here (a member has one role, so one prefix), so it is free
 # to offer; userhost-in-names lists nick!user@host in NAMES; invite-notify shows a
 # channel's members the INVITEs to it.
@@ -50,6 +51,12 @@ class Message:
     params: list[str] = field(default_factory=list)
     tags: str = ""
     source: str = ""
+
+
+def too_long(raw: bytes) -> bool:
+    """A line within the decoder's limit whose tags are past a client's: IRCv3
+    message-tags allows a client 4094 bytes of them."""
+    return raw.startswith(b"@") and len(raw.partition(b" ")[0]) - 1 > CLIENT_TAGS
 
 
 def decode_line(raw: bytes) -> str:

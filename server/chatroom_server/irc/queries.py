@@ -69,6 +69,7 @@ class Peer(Protocol):
     user: str | None
     realname: str
     away: str | None
+    in_lobby: bool
 
 
 class ServerQueries:
@@ -106,6 +107,18 @@ class ServerQueries:
         if peer is None or not peer.user:
             return name, name, None
         return peer.user, peer.realname or name, peer.away
+
+    def channels_of(self, name: str) -> str:
+        """WHOIS's 319: ``name``'s channels with their prefixes; the lobby channel if
+        they show it (a guest once it joined it); a +s one only to its members."""
+        peer = self.server.irc_peer(name)
+        chans = [] if peer is not None and not peer.in_lobby else [self.channel]
+        me = username_key(self.nick)
+        for info in self.server.rooms_of(name):
+            if "s" in info.modes and all(username_key(m) != me for m in info.members):
+                continue
+            chans.append(_ROLE_FLAG.get(info.roles.get(name, ""), "") + "#" + info.name)
+        return " ".join(chans)
 
     def online(self, nick: str) -> str | None:
         """The canonical spelling of ``nick`` if someone by that name is online."""
@@ -157,7 +170,7 @@ class ServerQueries:
                 if info is not None:
                     online = {username_key(n) for n in self.server.names()}
                     rows = [
-                        (target, m, _ROLE_FLAG.get(info.roles.get(m, ""), ""))
+                        ("#" + info.name, m, _ROLE_FLAG.get(info.roles.get(m, ""), ""))
                         for m in info.members
                         if username_key(m) in online
                     ]

@@ -305,7 +305,8 @@ class IrcRender:
             if e.joined:  # else a member already: IRC says nothing
                 out += self.joined_lines(info)
         elif cmd == "NAMES":
-            out += self.names_lines(info.members, self.chan(info.name), info.roles)
+            secret = "s" in info.modes  # 353's "@" (RFC 2812), as on joining
+            out += self.names_lines(info.members, self.chan(info.name), info.roles, secret)
         elif cmd == "TOPIC":
             out += self.topic_lines(info)
         elif cmd == "MODE":
@@ -331,7 +332,8 @@ class IrcRender:
         ``+b`` ban mask (and the KICK a ban makes), or the mute extban ``m:``."""
         chan, why = self.chan(room), f" :{reason}" if reason else ""
         if action == "kick":
-            return [f":{by} KICK {chan} {user}" + (why or f" :{user}")]
+            # No reason given: the kicker's nick, as most servers say.
+            return [f":{by} KICK {chan} {user}" + (why or f" :{by.partition('!')[0]}")]
         sign = "-" if action.startswith("un") else "+"
         ext = "m:" if action.endswith("mute") else ""
         lines = [f":{by} MODE {chan} {sign}b {ext}{user}!*@*"]
@@ -415,6 +417,11 @@ class IrcRender:
                 f"NICKLEN={32}",
                 f"LINELEN={LINE}",
                 "PREFIX=(ov)@+",
+                text="are supported by this server",
+            ),
+            # Modern IRC: at most 13 tokens per 005 line (irctest counts them).
+            self.numeric(
+                "005",
                 "CHANMODES=b,k,l,Himnst",
                 "EXTBAN=,m",
                 "MODES=4",

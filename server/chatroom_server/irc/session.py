@@ -40,6 +40,7 @@ from chatroom_server.irc.parse import (
     mask,
     number,
     parse,
+    too_long,
 )
 from chatroom_server.irc.queries import Gone, Peer, ServerQueries
 from chatroom_server.irc.render import Translations
@@ -71,6 +72,9 @@ class Core(Protocol):
 
     def irc_peer(self, name: str) -> Peer | None:
         """The IRC session of ``name`` online (its USER fields, its AWAY), or None."""
+
+    def rooms_of(self, name: str) -> tuple[RoomInfo, ...]:
+        """The rooms ``name`` is in (WHOIS's 319)."""
 
     def room_info(self, user: str, room: str) -> RoomInfo | None:
         """A room as ``members`` shows it to ``user`` (WHO #room); None: none for them."""
@@ -157,7 +161,7 @@ class IrcSession(ChannelCommands, ServerQueries):
             allowed = self.server.meter(conn)
             if allowed is None:
                 return False  # flooding: the bye (ERROR) is on its way
-            if raw is None:
+            if raw is None or too_long(raw):
                 self.too_long()
                 continue
             msg = parse(decode_line(raw))
@@ -391,7 +395,7 @@ class IrcSession(ChannelCommands, ServerQueries):
             user, real, away = self.ident(name)
             self.reply(
                 self.numeric("311", name, user, HOST, "*", text=real),
-                self.numeric("319", name, text=self.channel),
+                self.numeric("319", name, text=self.channels_of(name)),
                 self.numeric("312", name, self.name, text="chatroom"),
             )
             if away is not None:
