@@ -352,3 +352,14 @@ def test_whois_channels_kick_comment_owner_op_secret_names_and_isupport_lines() 
         a.send("@+x=" + "a" * 4096 + " PRIVMSG #two :hi", "PING :end")
         assert " 417 ana " in a.until("417")
         assert a.until("PONG").endswith(":end")
+
+
+def test_a_message_that_would_not_fit_one_relayed_line_is_417_not_cut() -> None:
+    with guests() as srv:
+        a, b = guest(srv, "ana"), guest(srv, "ben")
+        head = ":ana!ana@chatroom PRIVMSG ben :"
+        fits = "é" * ((512 - 2 - len(head)) // 2)  # the longest relay that is one line
+        a.send("PRIVMSG ben :" + fits + "xx", "PRIVMSG ben :" + fits)
+        assert " 417 ana " in a.until("417")
+        assert b.until("PRIVMSG") == head + fits  # the one that fits, whole
+        assert len((head + fits).encode()) + 2 <= 512

@@ -33,6 +33,7 @@ from chatroom_server.irc.channels import ChannelCommands
 from chatroom_server.irc.parse import (
     CAPS,
     HOST,
+    LINE,
     MAX_SEQ,
     LineDecoder,
     Message,
@@ -364,6 +365,13 @@ class IrcSession(ChannelCommands, ServerQueries):
                 self.num("412", text="No text to send")
             return True
         target, text = params[0], params[1]
+        head = f":{mask(self.nick)} {cmd} {target} :"
+        if len(head.encode()) + len(text.encode()) + 2 > LINE:
+            # Relayed with our prefix it would not fit in one line, and the gateway splits
+            # only what JSON users say: refused whole, never cut (Modern IRC's 417).
+            if not notice:
+                self.too_long()
+            return True
         if target.startswith("#"):
             room = self.room_of(target)
             if room is None and not self.in_lobby:
