@@ -148,6 +148,7 @@ class PmCommand(_Command, tag="pm", frozen=True):
     message: str
     cid: Cid | None = None
     room: str | None = None  # protocol v2 (docs/PROTOCOL.md §Rooms)
+    notice: bool = False  # an IRC NOTICE: relayed as one, never answered (§pm)
 
 
 class DmCommand(_Command, tag="dm", frozen=True):
@@ -156,6 +157,7 @@ class DmCommand(_Command, tag="dm", frozen=True):
     to: str
     message: str
     cid: Cid | None = None
+    notice: bool = False  # as PmCommand.notice
 
 
 class HistoryCommand(_Command, tag="history", frozen=True):
@@ -309,6 +311,7 @@ class Broadcast(_Event, tag="broadcast", frozen=True):
     # replay): how a client tells its own messages from ones it has not seen.
     cid: str | None = None
     room: str | None = None  # protocol v2 (docs/PROTOCOL.md §Rooms): always present
+    notice: bool = False  # sent as a notice (live only: not stored, §pm)
 
 
 class DirectMessage(_Event, tag="dm", frozen=True):
@@ -321,6 +324,7 @@ class DirectMessage(_Event, tag="dm", frozen=True):
     seq: int | None = None
     replayed: bool = msgspec.field(default=False, name="replay")
     cid: str | None = None  # as Broadcast.cid
+    notice: bool = False  # as Broadcast.notice
 
 
 class HistoryMessage(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True):

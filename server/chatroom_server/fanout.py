@@ -95,6 +95,7 @@ from chatroom.protocol import (
     ErrorCode,
     ErrorEvent,
     RequestId,
+    decode_event,
     encode,
     username_key,
 )
@@ -593,8 +594,10 @@ class FanOut:
                 continue
             if room != m.room:  # another spelling: the frames carry the canonical one
                 m.room = room
+                # Rare: re-read the frame for what the log keeps no mark of (notice, §pm).
+                notice = getattr(decode_event(item.frames[k]), "notice", False)
                 item.frames[k] = encode(
-                    Broadcast(sender=m.sender, message=m.body, ts=m.ts, room=room)
+                    Broadcast(sender=m.sender, message=m.body, ts=m.ts, room=room, notice=notice)
                 )
                 item.acks[k] = encode(Ack(command="pm", room=room, id=rid))
             if not stored:

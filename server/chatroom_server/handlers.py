@@ -204,12 +204,13 @@ class Handlers:
         ts = self._wall()
         if conn.batch is UNUSED:  # the first message of this read (see Conn)
             conn.batch, conn.acks, conn.msgs, conn.rids = [], [], [], []
+        frame = Broadcast(
+            sender=conn.username, message=cmd.message, ts=ts, room=room, notice=cmd.notice
+        )
+        conn.batch.append(encode(frame))
         if room is None:
-            conn.batch.append(encode(Broadcast(sender=conn.username, message=cmd.message, ts=ts)))
             conn.acks.append(_ACK_PM if cmd.id is None else encode(Ack(command="pm", id=cmd.id)))
         else:
-            frame = Broadcast(sender=conn.username, message=cmd.message, ts=ts, room=room)
-            conn.batch.append(encode(frame))
             conn.acks.append(encode(Ack(command="pm", room=room, id=cmd.id)))
         if self._b.log is not None:
             conn.msgs.append(NewMessage(conn.username, None, cmd.message, ts, cmd.cid, room=room))
@@ -233,7 +234,11 @@ class Handlers:
                 raise ProtocolError(ErrorCode.USER_OFFLINE, f"{cmd.to} is not online", cmd.id)
             to = account.name
         ts = self._wall()
-        dm = encode(DirectMessage(sender=conn.username, to=to, message=cmd.message, ts=ts))
+        dm = encode(
+            DirectMessage(
+                sender=conn.username, to=to, message=cmd.message, ts=ts, notice=cmd.notice
+            )
+        )
         ack = encode(Ack(command="dm", to=to, id=cmd.id))
         if self._b.log is not None:
             # Stored first; whether the recipient is online is decided then (fanout.Direct).
@@ -284,7 +289,11 @@ class Handlers:
         to = target.username
         assert to is not None
         ts = self._wall()
-        dm = encode(DirectMessage(sender=conn.username, to=to, message=cmd.message, ts=ts))
+        dm = encode(
+            DirectMessage(
+                sender=conn.username, to=to, message=cmd.message, ts=ts, notice=cmd.notice
+            )
+        )
         ack = encode(Ack(command="dm", to=to, id=cmd.id))
 
         def deliver() -> None:  # behind this sender's broadcasts still queued, if any

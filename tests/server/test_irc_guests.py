@@ -363,3 +363,18 @@ def test_a_message_that_would_not_fit_one_relayed_line_is_417_not_cut() -> None:
         assert " 417 ana " in a.until("417")
         assert b.until("PRIVMSG") == head + fits  # the one that fits, whole
         assert len((head + fits).encode()) + 2 <= 512
+
+
+def test_a_notice_is_relayed_as_a_notice() -> None:
+    with guests() as srv:
+        a, b = guest(srv, "ana"), guest(srv, "ben")
+        json_user = connect(srv.address, "jsonuser")
+        a.send("JOIN #g", "JOIN #lobby")
+        a.until("366", "#lobby")
+        b.send("JOIN #g")
+        b.until("366")
+        a.send("NOTICE #g :in the room", "NOTICE ben :to you", "NOTICE #lobby :to all")
+        assert b.until("NOTICE", "#g") == ":ana!ana@chatroom NOTICE #g :in the room"
+        assert b.until("NOTICE", "ben") == ":ana!ana@chatroom NOTICE ben :to you"
+        got = json_user.until("broadcast")
+        assert (got["message"], got["notice"]) == ("to all", True)

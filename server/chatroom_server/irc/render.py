@@ -220,8 +220,9 @@ class IrcRender:
         ts: float | None,
         seq: int | None,
         batch: str | None = None,
+        notice: bool = False,
     ) -> None:
-        head = f":{mask(sender)} PRIVMSG {target} :"
+        head = f":{mask(sender)} {'NOTICE' if notice else 'PRIVMSG'} {target} :"
         tags = self._tags(ts, seq, batch)
         for part in split_text(text, LINE - 2 - len(head.encode())):
             out.append(tags + head + part)
@@ -236,11 +237,11 @@ class IrcRender:
     def _on_broadcast(self, e: Broadcast, out: list[str]) -> bool:
         if not self.in_lobby and (e.room is None or room_key(e.room) == LOBBY):
             return True  # a guest that has not joined the lobby channel
-        self._privmsg(out, e.sender, self.chan(e.room), e.message, e.ts, e.seq)
+        self._privmsg(out, e.sender, self.chan(e.room), e.message, e.ts, e.seq, notice=e.notice)
         return True
 
     def _on_dm(self, e: DirectMessage, out: list[str]) -> bool:
-        self._privmsg(out, e.sender, e.to, e.message, e.ts, e.seq)
+        self._privmsg(out, e.sender, e.to, e.message, e.ts, e.seq, notice=e.notice)
         return True
 
     def _on_users_delta(self, e: UsersDelta, out: list[str]) -> bool:
@@ -290,7 +291,7 @@ class IrcRender:
                 out.append(self.numeric("443", e.to, chan, text="is already on channel"))
             else:
                 out.append(self.numeric("341", e.to, chan))
-        elif e.queued and e.to:
+        elif e.queued and e.to and parts[0] != "NOTICE":  # never a reply to a NOTICE
             out.append(
                 f":{self.name} NOTICE {self.nick} :{e.to} is offline; they get your "
                 "message when they log in"

@@ -383,10 +383,11 @@ class IrcSession(ChannelCommands, ServerQueries):
                 if not notice:
                     self.num("403", target, text=f"No such channel: only {self.channel}")
                 return True
-            return self.frame(PmCommand(message=text, room=room, id=f"{cmd} {target}"))
+            pm = PmCommand(message=text, room=room, notice=notice, id=f"{cmd} {target}")
+            return self.frame(pm)
         if not notice:
             self.away_reply(target)
-        return self.frame(DmCommand(to=target, message=text, id=f"{cmd} {target}"))
+        return self.frame(DmCommand(to=target, message=text, notice=notice, id=f"{cmd} {target}"))
 
     def on_notice(self, params: list[str]) -> bool:
         return self.on_privmsg(params, notice=True)
