@@ -200,6 +200,10 @@ class RoomInfo(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True):
     limit: int | None = None
     members: UserTuple = ()
     roles: dict[str, str] = msgspec.field(default_factory=dict)
+    # When it was created and its topic set (unix time; absent: not known, as for a
+    # room whose event the log no longer keeps).
+    created: float | None = None
+    topic_ts: float | None = None
 
 
 class RoomInfoReply(_Event, tag="room_info", frozen=True):

@@ -88,6 +88,8 @@ class Room:
     limit: int | None = None  # +l
     topic: str = ""
     topic_by: str | None = None
+    created: float = 0.0  # when (unix time; 0: not known, IRC's 329)
+    topic_ts: float = 0.0  # when the topic was set (0: not known, IRC's 333)
     members: dict[str, Member] = field(default_factory=dict)
     invites: set[str] = field(default_factory=set)
     # A guest room (docs/PROTOCOL.md §Guest rooms): created by an IRC guest, never
@@ -122,6 +124,8 @@ class Room:
             limit=self.limit,
             members=tuple(members),
             roles={m.user: m.role.value for m in self.members.values() if m.role != Role.MEMBER},
+            created=self.created or None,
+            topic_ts=self.topic_ts or None,
         )
 
 
@@ -437,7 +441,10 @@ class RoomBook:
         k = room_key(change.room)
         if change.create:
             self._rooms[k] = Room(
-                name=change.room, flags=set(NEW_ROOM_FLAGS), ephemeral=change.ephemeral
+                name=change.room,
+                flags=set(NEW_ROOM_FLAGS),
+                ephemeral=change.ephemeral,
+                created=change.ts,
             )
             self._guest_rooms += change.ephemeral
         room = self._rooms[k]
@@ -463,6 +470,7 @@ class RoomBook:
         elif kind is RoomEventKind.TOPIC:
             room.topic = change.topic or ""
             room.topic_by = change.by if change.topic else None
+            room.topic_ts = change.ts if change.topic else 0.0
         elif kind is RoomEventKind.INVITE:
             assert change.user is not None
             room.invites.add(username_key(change.user))
@@ -484,14 +492,17 @@ class RoomBook:
 
     def load(
         self,
-        rooms: Iterable[tuple[str, str, str | None, int | None, str, str | None]],
+        rooms: Iterable[
+            tuple[str, str, str | None, int | None, str, str | None, *tuple[float | None, ...]]
+        ],
         members: Iterable[tuple[str, str, str, int]],
         invites: Iterable[tuple[str, str]],
     ) -> None:
         """Build the model from stored rows (chatroom_server.roomstore): rooms as (name,
-        flags, key, limit, topic, topic_by), members as (room, user, role, join_seq),
-        invites as (room, user)."""
-        for name, flags, key, limit, topic, topic_by in rooms:
+        flags, key, limit, topic, topic_by[, created, topic_ts]), members as (room, user,
+        role, join_seq), invites as (room, user)."""
+        for name, flags, key, limit, topic, topic_by, *times in rooms:
+            created, topic_ts = (*times, None, None)[:2]
             self._rooms[room_key(name)] = Room(
                 name=name,
                 flags=set(flags) & set(FLAG_MODES),
@@ -499,6 +510,8 @@ class RoomBook:
                 limit=limit,
                 topic=topic,
                 topic_by=topic_by,
+                created=created or 0.0,
+                topic_ts=topic_ts or 0.0,
             )
         for rname, user, role, join_seq in members:
             room = self._rooms.get(room_key(rname))

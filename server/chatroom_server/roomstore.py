@@ -178,7 +178,7 @@ Query = Callable[[str], Sequence[Sequence[Any]]]
 
 
 Loaded = tuple[
-    list[tuple[str, str, str | None, int | None, str, str | None]],
+    list[tuple[str, str, str | None, int | None, str, str | None, float | None, float | None]],
     list[tuple[str, str, str, int]],
     list[tuple[str, str]],
 ]
@@ -187,9 +187,27 @@ Loaded = tuple[
 def load(query: Query, p: str) -> Loaded:
     """Every room, membership and invite, as chatroom_server.rooms.RoomBook.load takes
     them; ``query`` runs one SELECT and returns its rows."""
+    # When each room was made and its topic set: the times of its creating join and of
+    # its latest topic event, from the log (None once retention has dropped them).
+    sql = (
+        "SELECT r.name, r.flags, r.join_key, r.member_limit, r.topic, r.topic_by, "
+        f"(SELECT m.ts FROM {p}messages m WHERE m.seq = r.created_seq), "
+        f"(SELECT m.ts FROM {p}messages m WHERE lower(m.room) = r.room_key "
+        "AND m.pair IS NULL AND m.event = 'topic' ORDER BY m.seq DESC LIMIT 1) "
+        f"FROM {p}rooms r"
+    )
     rooms = [
-        (str(r[0]), str(r[1]), r[2], None if r[3] is None else int(r[3]), str(r[4]), r[5])
-        for r in query(f"SELECT name, flags, join_key, member_limit, topic, topic_by FROM {p}rooms")
+        (
+            str(r[0]),
+            str(r[1]),
+            r[2],
+            None if r[3] is None else int(r[3]),
+            str(r[4]),
+            r[5],
+            None if r[6] is None else float(r[6]),
+            None if r[7] is None or not r[4] else float(r[7]),
+        )
+        for r in query(sql)
     ]
     names = {room_key(r[0]): r[0] for r in rooms}
     members = [

@@ -4,6 +4,8 @@ clients in the same rooms; and an IRC user back in all their rooms on connect.""
 
 from __future__ import annotations
 
+import time
+
 from tests.server.test_irc import Irc, irc_address, irc_server
 from tests.server.test_rooms_server import settle, v2
 
@@ -141,8 +143,10 @@ def test_an_irc_user_is_back_in_all_their_rooms_on_connect() -> None:
     with irc_server() as srv:
         first = Irc(irc_address(srv))
         first.register("carol")
+        before = int(time.time())
         first.send("JOIN #one", "JOIN #two", "TOPIC #two :second")
         first.until("TOPIC")
+        after = int(time.time()) + 1
         first.send("QUIT")
         first.closed()
         json_user, _ = v2(srv, "dave")
@@ -151,13 +155,15 @@ def test_an_irc_user_is_back_in_all_their_rooms_on_connect() -> None:
         again = Irc(irc_address(srv))
         burst = again.register("carol")  # through lobby's 366
         rest = [again.line() for _ in range(8)]
+        set_at = int(rest[5].rsplit(" ", 1)[1])  # 333 says when the topic was set
+        assert before <= set_at <= after
         assert rest == [
             ":carol!carol@chatroom JOIN #one",
             ":chatroom 353 carol = #one :@carol",
             ":chatroom 366 carol #one :End of /NAMES list",
             ":carol!carol@chatroom JOIN #two",
             ":chatroom 332 carol #two :second",
-            ":chatroom 333 carol #two carol!carol@chatroom 0",
+            f":chatroom 333 carol #two carol!carol@chatroom {set_at}",
             ":chatroom 353 carol = #two :@carol dave",
             ":chatroom 366 carol #two :End of /NAMES list",
         ]

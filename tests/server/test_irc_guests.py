@@ -5,6 +5,7 @@ delivered live and never stored, so nobody who holds the nick later reads them."
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -378,3 +379,14 @@ def test_a_notice_is_relayed_as_a_notice() -> None:
         assert b.until("NOTICE", "ben") == ":ana!ana@chatroom NOTICE ben :to you"
         got = json_user.until("broadcast")
         assert (got["message"], got["notice"]) == ("to all", True)
+
+
+def test_mode_says_when_a_channel_was_made() -> None:
+    with guests() as srv:
+        a = guest(srv, "ana")
+        before = int(time.time())
+        a.send("JOIN #g", "MODE #g")
+        assert a.until("324") == ":chatroom 324 ana #g +t"
+        made = a.line().split(" ")
+        assert made[:4] == [":chatroom", "329", "ana", "#g"]
+        assert before <= int(made[4]) <= time.time() + 1

@@ -77,6 +77,7 @@ def test_join_part_and_who_hears_of_it(w: World) -> None:
         "modes": "+t",
         "members": ["Alice"],
         "roles": {"Alice": "owner"},
+        "created": 101.0,  # the join's time
     }
     assert event == {
         "type": "room_event",

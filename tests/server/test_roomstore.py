@@ -6,6 +6,7 @@ on PostgreSQL in tests/cluster/test_roomstore_pg.py."""
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
@@ -29,6 +30,7 @@ class Writer:
     def change(self, change: RoomChange | None) -> int:
         assert change is not None
         self.ts += 1
+        change = replace(change, ts=self.ts)  # as the room service stamps it
         m = NewMessage(change.by, change.user, change.detail(), self.ts, change=change)
         (seq,) = self.log.append([m])
         assert isinstance(seq, int)

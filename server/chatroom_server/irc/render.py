@@ -163,10 +163,10 @@ class IrcRender:
         chan = self.chan(info.name)
         if not info.topic:
             return [] if joined else [self.numeric("331", chan, text="No topic is set")]
-        # 333's time: the room model keeps who set the topic, not when.
         lines = [self.numeric("332", chan, text=info.topic)]
         if info.topic_by:
-            lines.append(self.numeric("333", chan, mask(info.topic_by), "0"))
+            when = str(int(info.topic_ts or 0))  # 0: the log no longer says when
+            lines.append(self.numeric("333", chan, mask(info.topic_by), when))
         return lines
 
     def motd(self) -> list[str]:
@@ -317,6 +317,8 @@ class IrcRender:
             if info.limit is not None and "l" in info.modes:
                 params.append(str(info.limit))
             out.append(self.numeric("324", self.chan(info.name), *params))
+            if info.created:
+                out.append(self.numeric("329", self.chan(info.name), str(int(info.created))))
         return False
 
     def _on_ban_list(self, e: BanList, out: list[str]) -> bool:
