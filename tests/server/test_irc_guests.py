@@ -314,7 +314,7 @@ def test_a_guest_rooms_modes_bans_and_listing_as_irc_clients_expect() -> None:
             ":chatroom 696 chanop #chan l 0 :mode '+l': a member limit is an integer"
             " from 1 to 100000"
         )
-        assert op.until("696").startswith(":chatroom 696 chanop #chan k a :a key is ")
+        assert op.until("696").startswith(":chatroom 696 chanop #chan k * :a key is ")  # not echoed
         assert " 472 chanop Z " in op.until("472")
         # A ban is by name, of anyone: in a guest room, whether or not the nick is
         # taken now (its bans go with the room). +o needs someone online: 401.

@@ -155,14 +155,6 @@ class ChannelCommands(IrcRender):
                 return True
             return self.frame(ModeCommand(room=room, id=f"MODE {chan}"))
         modes, args = params[1], _drop_unset_key(params[1], params[2:])
-        if self.guest is not None:
-            # A guest's channels are guest rooms, whose members are all online: a nick
-            # nobody has now is 401 (ERR_NOSUCHNICK), not 441.
-            online = {username_key(n) for n in self.lobby_names()}
-            missing = [a for a in _member_args(modes, args) if username_key(a) not in online]
-            if missing:
-                self.num("401", missing[0], text="No such nick/channel")
-                return True
         rid = " ".join(("MODE", chan, modes, *args))
         return self.frame(ModeCommand(room=room or "lobby", modes=modes, args=args, id=rid))
 
@@ -227,19 +219,6 @@ def _mask_nick(mask: str) -> tuple[bool, str | None]:
     if (bang and rest != "*@*") or not nick or any(c in nick for c in "*?@!:"):
         return mute, None
     return mute, nick
-
-
-def _member_args(modes: str, args: Sequence[str]) -> list[str]:
-    """The arguments of ``modes`` that name a member (+o/-o, +v/-v)."""
-    out, add, i = [], True, 0
-    for c in modes:
-        if c in "+-":
-            add = c == "+"
-        elif c in "ov" or (add and c in "kl"):
-            if c in "ov" and i < len(args):
-                out.append(args[i])
-            i += 1
-    return out
 
 
 def _drop_unset_key(modes: str, args: list[str]) -> tuple[str, ...]:

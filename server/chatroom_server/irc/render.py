@@ -483,6 +483,16 @@ class IrcRender:
         if cmd == "MODE" and e.code == "bad_request":
             out.append(self._bad_mode(chan, target.partition(" ")[2], e.message))
             return
+        if (
+            cmd == "MODE"
+            and e.code == "not_in_room"
+            and self.guest is not None
+            and not e.message.startswith("you")
+        ):
+            # A guest's channels hold only users online: a nick not in it is nobody's.
+            nick = e.message.partition(" ")[0]
+            out.append(self.numeric("401", nick, text="No such nick/channel"))
+            return
         if cmd in ("KICK", "MODE") and e.code == "not_in_room" and not e.message.startswith("you"):
             # The room service's "<nick> is not in <room>": 441, not 442 (this user's).
             nick = target.split(" ")[1 if cmd == "KICK" else -1]
@@ -535,7 +545,9 @@ class IrcRender:
             if c in "+-":
                 add = c == "+"
             elif c in "ov" or (add and c in "kl"):
-                return self.numeric("696", chan, c, (args or ["*"])[0] or "*", text=why)
+                # A refused key is not echoed (Modern IRC shows it as "*").
+                arg = "*" if c == "k" else (args or ["*"])[0] or "*"
+                return self.numeric("696", chan, c, arg, text=why)
         letter = next((c for c in modes if c not in "+-"), "?")
         return self.numeric("696", chan, letter, "*", text=why)
 
