@@ -390,3 +390,14 @@ def test_mode_says_when_a_channel_was_made() -> None:
         made = a.line().split(" ")
         assert made[:4] == [":chatroom", "329", "ana", "#g"]
         assert before <= int(made[4]) <= time.time() + 1
+
+
+def test_an_invisible_user_is_left_out_of_who_masks_only() -> None:
+    with guests() as srv:
+        evan, shiv = guest(srv, "evan"), guest(srv, "shivaram")
+        evan.send("MODE evan +i", "MODE evan")
+        assert evan.until("MODE") == ":evan!evan@chatroom MODE evan :+i"
+        assert evan.until("221") == ":chatroom 221 evan +i"
+        shiv.send("WHO eva*", "WHO evan")
+        assert shiv.until("315") == ":chatroom 315 shivaram eva* :End of WHO list"
+        assert shiv.until("352") == ":chatroom 352 shivaram * u chatroom chatroom evan H :0 R"

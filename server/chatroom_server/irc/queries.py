@@ -70,6 +70,7 @@ class Peer(Protocol):
     realname: str
     away: str | None
     in_lobby: bool
+    invisible: bool
 
 
 class ServerQueries:
@@ -119,6 +120,11 @@ class ServerQueries:
                 continue
             chans.append(_ROLE_FLAG.get(info.roles.get(name, ""), "") + "#" + info.name)
         return " ".join(chans)
+
+    def _invisible(self, name: str) -> bool:
+        """User mode +i: a mask leaves the user out (an exact nick does not)."""
+        peer = self.server.irc_peer(name)
+        return peer is not None and peer.invisible and name != self.nick
 
     def online(self, nick: str) -> str | None:
         """The canonical spelling of ``nick`` if someone by that name is online."""
@@ -176,8 +182,11 @@ class ServerQueries:
                     ]
         else:
             pat = target.lower()
+            masked = any(c in pat for c in "*?")
             rows = [
-                ("*", n, "") for n in self.server.names() if fnmatch.fnmatchcase(n.lower(), pat)
+                ("*", n, "")
+                for n in self.server.names()
+                if fnmatch.fnmatchcase(n.lower(), pat) and not (masked and self._invisible(n))
             ]
         lines = []
         for chan, n, prefix in rows:

@@ -133,6 +133,7 @@ class IrcSession(ChannelCommands, ServerQueries):
         # set by the server, on this connection's reader thread (Presence.guests).
         self.guest: str | None = None
         self.away: str | None = None  # AWAY's text (docs/IRC.md); read by other sessions
+        self.invisible = False  # user mode +i: WHO masks leave it out (queries.py)
         self.quit_reason: str | None = None  # QUIT's, for the guest rooms' quit events
         self._whowas = shared.whowas
         self._gone = False  # remembered for WHOWAS already
@@ -421,7 +422,15 @@ class IrcSession(ChannelCommands, ServerQueries):
         if target.startswith("#"):
             return self.on_channel_mode(target, params)
         if username_key(target) == username_key(self.nick):
-            self.num("221", "+")
+            if len(params) < 2:
+                self.num("221", "+i" if self.invisible else "+")
+            elif set(params[1]) <= set("+-i") and "i" in params[1]:
+                # +i (invisible): left out of WHO masks (queries.py); the one user mode.
+                self.invisible = params[1].rfind("+") > params[1].rfind("-")
+                sign = "+" if self.invisible else "-"
+                self.reply(f":{self.prefix()} MODE {self.nick} :{sign}i")
+            else:
+                self.num("501", text="Unknown MODE flag: only i is known")
         else:
             self.num("502", text="Cannot change mode for other users")
         return True
