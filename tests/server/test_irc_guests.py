@@ -386,7 +386,7 @@ def test_mode_says_when_a_channel_was_made() -> None:
         a = guest(srv, "ana")
         before = int(time.time())
         a.send("JOIN #g", "MODE #g")
-        assert a.until("324") == ":chatroom 324 ana #g +t"
+        assert a.until("324") == ":chatroom 324 ana #g +nt"  # every room is +n
         made = a.line().split(" ")
         assert made[:4] == [":chatroom", "329", "ana", "#g"]
         assert before <= int(made[4]) <= time.time() + 1
@@ -400,4 +400,24 @@ def test_an_invisible_user_is_left_out_of_who_masks_only() -> None:
         assert evan.until("221") == ":chatroom 221 evan +i"
         shiv.send("WHO eva*", "WHO evan")
         assert shiv.until("315") == ":chatroom 315 shivaram eva* :End of WHO list"
+        assert shiv.until("352") == ":chatroom 352 shivaram * u chatroom chatroom evan H :0 R"
+
+
+def test_plus_n_is_every_rooms_and_invisibility_ends_at_a_shared_channel() -> None:
+    with guests() as srv:
+        evan, shiv = guest(srv, "evan"), guest(srv, "shivaram")
+        evan.send("JOIN #chan", "MODE #chan +int", "MODE #chan +o ghost", "MODE #chan +o shivaram")
+        assert evan.until("MODE", "#chan") == ":evan!evan@chatroom MODE #chan +int"
+        assert " 401 evan ghost " in evan.until("401")  # nobody has the nick
+        assert " 441 evan shivaram #chan " in evan.until("441")  # online, not in it
+        evan.send("MODE #chan", "MODE evan +i")
+        assert evan.until("324") == ":chatroom 324 evan #chan +int"
+        evan.until("MODE", "evan")
+        shiv.send("WHO eva*", "JOIN #other")
+        assert shiv.until("315") == ":chatroom 315 shivaram eva* :End of WHO list"
+        shiv.until("366")
+        evan.send("INVITE shivaram #chan")
+        evan.until("341")
+        shiv.send("JOIN #chan", "WHO eva*")
+        # Sharing #chan now: a mask finds them.
         assert shiv.until("352") == ":chatroom 352 shivaram * u chatroom chatroom evan H :0 R"

@@ -17,6 +17,7 @@ before rooms.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from chatroom.moderation import (
     BanCommand,
@@ -38,10 +39,15 @@ from chatroom.rooms import (
 )
 from chatroom_server.irc.render import IrcRender
 
+if TYPE_CHECKING:
+    from chatroom_server.irc.session import Core
+
 
 class ChannelCommands(IrcRender):
     """The channel half of an IRC session (module docstring); the session provides
     :meth:`frame`, :meth:`num`, :meth:`reply`, :meth:`need` and :meth:`lobby_names`."""
+
+    server: Core
 
     def frame(self, command: ClientCommand) -> bool:
         raise NotImplementedError
@@ -156,7 +162,20 @@ class ChannelCommands(IrcRender):
             return self.frame(ModeCommand(room=room, id=f"MODE {chan}"))
         modes, args = params[1], _drop_unset_key(params[1], params[2:])
         rid = " ".join(("MODE", chan, modes, *args))
-        return self.frame(ModeCommand(room=room or "lobby", modes=modes, args=args, id=rid))
+        # +n (no messages from outside) is how every room is: accepted, changing nothing.
+        change = _without_plus_n(modes)
+        if set(change) <= set("+-"):
+            self.reply(f":{self.prefix()} {rid}")
+            return True
+        if self.guest is not None and room is not None:
+            # A guest's channels hold only users online: +o/+v of a nick nobody has is
+            # 401 (ERR_NOSUCHNICK) once the channel is known to exist (else 403).
+            online = {username_key(n) for n in self.lobby_names()}
+            missing = [a for a in _member_args(change, args) if username_key(a) not in online]
+            if missing and self.server.room_info(self.nick, room) is not None:
+                self.num("401", missing[0], text="No such nick/channel")
+                return True
+        return self.frame(ModeCommand(room=room or "lobby", modes=change, args=args, id=rid))
 
     def on_bans(self, chan: str, room: str | None, modes: str, masks: list[str]) -> bool:
         """``MODE #c +b mask`` / ``-b mask``: a ban or mute for each mask; ``b`` or
@@ -219,6 +238,31 @@ def _mask_nick(mask: str) -> tuple[bool, str | None]:
     if (bang and rest != "*@*") or not nick or any(c in nick for c in "*?@!:"):
         return mute, None
     return mute, nick
+
+
+def _without_plus_n(modes: str) -> str:
+    """``modes`` without ``+n`` (rooms are always +n); ``-n`` stays, to be refused."""
+    out, add = [], True
+    for c in modes:
+        if c in "+-":
+            add = c == "+"
+        elif c == "n" and add:
+            continue
+        out.append(c)
+    return "".join(out)
+
+
+def _member_args(modes: str, args: Sequence[str]) -> list[str]:
+    """The arguments of ``modes`` that name a member (+o/-o, +v/-v)."""
+    out, add, i = [], True, 0
+    for c in modes:
+        if c in "+-":
+            add = c == "+"
+        elif c in "ov" or (add and c in "kl"):
+            if c in "ov" and i < len(args):
+                out.append(args[i])
+            i += 1
+    return out
 
 
 def _drop_unset_key(modes: str, args: list[str]) -> tuple[str, ...]:

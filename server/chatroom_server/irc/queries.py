@@ -124,7 +124,14 @@ class ServerQueries:
     def _invisible(self, name: str) -> bool:
         """User mode +i: a mask leaves the user out (an exact nick does not)."""
         peer = self.server.irc_peer(name)
-        return peer is not None and peer.invisible and name != self.nick
+        if peer is None or not peer.invisible or name == self.nick:
+            return False
+        # Not from someone who shares a channel with them (Modern IRC).
+        me = username_key(self.nick)
+        shared = any(
+            username_key(m) == me for info in self.server.rooms_of(name) for m in info.members
+        )
+        return not shared
 
     def online(self, nick: str) -> str | None:
         """The canonical spelling of ``nick`` if someone by that name is online."""

@@ -311,7 +311,8 @@ class IrcRender:
         elif cmd == "TOPIC":
             out += self.topic_lines(info)
         elif cmd == "MODE":
-            params = [info.modes or "+"]
+            # +n: every room is (no messages from outside it).
+            params = [_with_n(info.modes)]
             if info.key is not None and "k" in info.modes:
                 params.append(info.key)
             if info.limit is not None and "l" in info.modes:
@@ -483,16 +484,6 @@ class IrcRender:
         if cmd == "MODE" and e.code == "bad_request":
             out.append(self._bad_mode(chan, target.partition(" ")[2], e.message))
             return
-        if (
-            cmd == "MODE"
-            and e.code == "not_in_room"
-            and self.guest is not None
-            and not e.message.startswith("you")
-        ):
-            # A guest's channels hold only users online: a nick not in it is nobody's.
-            nick = e.message.partition(" ")[0]
-            out.append(self.numeric("401", nick, text="No such nick/channel"))
-            return
         if cmd in ("KICK", "MODE") and e.code == "not_in_room" and not e.message.startswith("you"):
             # The room service's "<nick> is not in <room>": 441, not 442 (this user's).
             nick = target.split(" ")[1 if cmd == "KICK" else -1]
@@ -563,6 +554,11 @@ class IrcRender:
             self._privmsg(out, m.sender, dest, m.message, m.ts, m.seq, batch)
         if batch is not None:
             out.append(f"BATCH -{batch}")
+
+
+def _with_n(modes: str) -> str:
+    letters = sorted(set(modes.lstrip("+")) | {"n"}, key=lambda c: (c.isupper(), c))
+    return "+" + "".join(letters)
 
 
 # A member's role as a NAMES prefix: owners and ops are IRC's operators.
