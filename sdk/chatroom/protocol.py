@@ -295,6 +295,7 @@ class Ack(_Event, tag="ack", frozen=True):
     # A room command that changed nothing (an invite of a member, an unban of someone
     # not banned): without a seq, as a guest room's changes are too (§Guest rooms).
     unchanged: bool = False
+    removed: bool = False  # a ban of a member, who is one no longer (§Moderation)
     id: RequestId = None
 
 

@@ -253,6 +253,7 @@ class RoomEvent(_Event, tag="room_event", frozen=True):
     args: tuple[str, ...] = ()
     reason: str | None = None
     expires: float | None = None  # a ban's or mute's end (unix time): §Moderation
+    removed: bool = False  # a ban of a member, who is one no longer (live only)
     replayed: bool = msgspec.field(default=False, name="replay")
 
 

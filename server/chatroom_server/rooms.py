@@ -176,8 +176,11 @@ class RoomChange:
             d["expires"] = self.expires
         return json.dumps(d, separators=(",", ":"))
 
-    def frame(self, seq: int | None, ts: float, replayed: bool = False) -> RoomEvent:
+    def frame(
+        self, seq: int | None, ts: float, replayed: bool = False, removed: bool = False
+    ) -> RoomEvent:
         return RoomEvent(
+            removed=removed,
             room=self.room,
             event=self.event.value,
             by=self.by,

@@ -197,13 +197,26 @@ class RoomService:
             self.moderation.forget(change.room)
         after = frozenset(username_key(m) for m in self.book.members_of(change.room))
         by = username_key(change.by)
+        # A ban removes a member (if it names one): IRC shows that as a KICK as well.
+        removed = (
+            change.event is RoomEventKind.BAN
+            and change.user is not None
+            and username_key(change.user) in before
+        )
         if change.event is RoomEventKind.JOIN:
             assert room is not None
             reply = encode(RoomInfoReply(info=room.info(), seq=seq, joined=True, id=request_id))
         else:
             to = None if change.event in (RoomEventKind.TOPIC, RoomEventKind.MODE) else change.user
             reply = encode(
-                Ack(command=change.event.value, room=name, to=to, seq=seq, id=request_id)
+                Ack(
+                    command=change.event.value,
+                    room=name,
+                    to=to,
+                    seq=seq,
+                    removed=removed,
+                    id=request_id,
+                )
             )
         # The members before and after (a part's event reaches those who stay; a join's
         # those who were there), and the user it names (an invite, a kick).
@@ -211,7 +224,8 @@ class RoomService:
         if change.user is not None:
             to_keys.add(username_key(change.user))
         to_keys.discard(by)
-        return Delivery(reply, encode(change.frame(seq, ts)), frozenset(to_keys))
+        event = change.frame(seq, ts, removed=removed)
+        return Delivery(reply, encode(event), frozenset(to_keys))
 
     def session_ended(self, user: str, ts: float, reason: str | None = None) -> list[Delivery]:
         """``user``'s session ended (``reason``: IRC QUIT's): out of every guest room

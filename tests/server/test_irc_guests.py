@@ -421,3 +421,21 @@ def test_plus_n_is_every_rooms_and_invisibility_ends_at_a_shared_channel() -> No
         shiv.send("JOIN #chan", "WHO eva*")
         # Sharing #chan now: a mask finds them.
         assert shiv.until("352") == ":chatroom 352 shivaram * u chatroom chatroom evan H :0 R"
+
+
+def test_a_ban_kicks_a_member_only() -> None:
+    with guests() as srv:
+        op, ben = guest(srv, "chanop"), guest(srv, "ben")
+        op.send("JOIN #chan")
+        op.until("366")
+        ben.send("JOIN #chan")
+        op.until("JOIN", "ben")
+        op.send("MODE #chan +b outsider!*@*", "MODE #chan +b ben!*@*", "PING :end")
+        lines = [op.line(), op.line(), op.line(), op.line()]
+        assert lines == [
+            ":chanop!chanop@chatroom MODE #chan +b outsider!*@*",  # no KICK: not a member
+            ":chanop!chanop@chatroom MODE #chan +b ben!*@*",
+            ":chanop!chanop@chatroom KICK #chan ben :Banned",
+            ":chatroom PONG chatroom :end",
+        ]
+        assert ben.until("KICK") == ":chanop!chanop@chatroom KICK #chan ben :Banned"

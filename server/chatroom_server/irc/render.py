@@ -284,7 +284,9 @@ class IrcRender:
         elif e.command in _MODERATION and e.room and e.to:
             if not e.unchanged:  # else an unban or unmute of nobody
                 reason = rid.split(" ", 3)[3] if e.command == "kick" and len(parts) > 3 else None
-                out += self.moderation_lines(e.command, self.prefix(), e.room, e.to, reason)
+                out += self.moderation_lines(
+                    e.command, self.prefix(), e.room, e.to, reason, e.removed
+                )
         elif e.command == "invite" and e.room and e.to:
             chan = self.chan(e.room)
             if e.unchanged:
@@ -330,7 +332,13 @@ class IrcRender:
         return False
 
     def moderation_lines(
-        self, action: str, by: str, room: str, user: str, reason: str | None
+        self,
+        action: str,
+        by: str,
+        room: str,
+        user: str,
+        reason: str | None,
+        removed: bool = False,
     ) -> list[str]:
         """A kick, ban or mute (docs/PROTOCOL.md §Moderation) as IRC shows it: KICK, a
         ``+b`` ban mask (and the KICK a ban makes), or the mute extban ``m:``."""
@@ -341,7 +349,7 @@ class IrcRender:
         sign = "-" if action.startswith("un") else "+"
         ext = "m:" if action.endswith("mute") else ""
         lines = [f":{by} MODE {chan} {sign}b {ext}{user}!*@*"]
-        if action == "ban":  # a ban removes a member (the room service's rule)
+        if removed:  # a ban removes a member (the room service's rule): a KICK too
             lines.append(f":{by} KICK {chan} {user} :Banned" + (f": {reason}" if reason else ""))
         return lines
 
@@ -383,7 +391,7 @@ class IrcRender:
                 out.append(f":{by} INVITE {e.user} {chan}")
             return False  # whom it names differs per client
         elif e.event in _MODERATION and e.user:
-            out += self.moderation_lines(e.event, by, e.room, e.user, e.reason)
+            out += self.moderation_lines(e.event, by, e.room, e.user, e.reason, e.removed)
         return True
 
     def _on_error(self, e: ErrorEvent, out: list[str]) -> bool:
