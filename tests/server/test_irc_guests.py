@@ -439,3 +439,16 @@ def test_a_ban_kicks_a_member_only() -> None:
             ":chatroom PONG chatroom :end",
         ]
         assert ben.until("KICK") == ":chanop!chanop@chatroom KICK #chan ben :Banned"
+
+
+def test_a_user_banned_from_outside_hears_nothing_of_the_channel() -> None:
+    with guests() as srv:
+        op, bar = guest(srv, "chanop"), guest(srv, "bar")
+        op.send("JOIN #chan", "MODE #chan +b bar!*@*")
+        op.until("MODE", "+b")
+        bar.send("JOIN #chan")
+        assert " 474 bar #chan " in bar.until("474")
+        op.send("MODE #chan -b bar!*@*")
+        op.until("MODE", "-b")
+        bar.send("JOIN #chan")
+        assert bar.line() == ":bar!bar@chatroom JOIN #chan"  # no MODE lines before it

@@ -391,6 +391,11 @@ class IrcRender:
                 out.append(f":{by} INVITE {e.user} {chan}")
             return False  # whom it names differs per client
         elif e.event in _MODERATION and e.user:
+            outside = e.event == "unban" or (e.event == "ban" and not e.removed)
+            if outside and username_key(e.user) == username_key(self.nick):
+                # Told to the user it names, who is not in the channel (a banned user
+                # is in none): IRC says nothing of a channel one is not in.
+                return False
             out += self.moderation_lines(e.event, by, e.room, e.user, e.reason, e.removed)
         return True
 
