@@ -113,8 +113,8 @@ class Conn(ServerSession):
         # seqs (after, upto] of the DMs waiting in the inbox that its replay gave it
         # (after == upto: none; upto is the login's cut), until it shows it has them.
         self.inbox_range: tuple[int, int] | None = None
-        # A DM that waited in the inbox reached it live (a cluster node's stale view of
-        # who is online, docs/CLUSTER.md): written by the cluster's consumer thread.
+        # A DM that waited in the inbox reached it live (in a cluster every DM waits
+        # there, docs/CLUSTER.md): written by the cluster's consumer thread.
         self.late_inbox = False
 
     def __repr__(self) -> str:

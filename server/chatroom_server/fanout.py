@@ -211,7 +211,8 @@ _NONE_LIVE: set[int] = set()
 class Direct:
     """A DM to store and deliver (with the message log). ``target`` is looked up when it
     is stored, under the fan-out lock: an offline recipient gets it at their next login
-    and the sender's ack says ``queued``."""
+    and the sender's ack says ``queued``. In a cluster every DM also waits in the inbox
+    (:meth:`FanOut._store`)."""
 
     __slots__ = ("ack", "conn", "frame", "lookup_key", "msg", "rid", "target")
 
@@ -512,7 +513,13 @@ class FanOut:
                 # Decided now, under the lock that logins take too: a recipient who is
                 # online now gets it live; one who is not, at their next login.
                 item.target = self._lookup(item.lookup_key)
-                item.msg.inbox = item.target is None
+                # A cluster node (not delivering) only has its view of presence, which
+                # lags other nodes' logins and departures, and the DM reaches its
+                # recipient later, from the stream, on whichever node has them then
+                # (if any): so it waits in the inbox all the same, until their session
+                # shows it got it (docs/CLUSTER.md, "DMs go the same way"). The ack's
+                # ``queued`` stays this node's view.
+                item.msg.inbox = item.target is None or not self._deliver
                 msgs.append(item.msg)
         if not msgs and not any(type(item) is _Batch for item in items):
             return

@@ -143,8 +143,8 @@ class _Run:
         special = {k for k, to, _, _ in framed if to is None} | {
             to for _, to, _, _ in framed if to is not None
         }
-        # key -> (its frames, whether a DM among them was queued for it: stored by a
-        # node that did not yet know it was online).
+        # key -> (its frames, whether a DM among them waits in its inbox: in a cluster
+        # every DM does, docs/CLUSTER.md, "DMs go the same way").
         self.shares: dict[str, tuple[bytes, bool]] = {}
         for key in special:
             data, waited = [], False

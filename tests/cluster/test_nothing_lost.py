@@ -226,3 +226,69 @@ def test_a_node_that_cannot_catch_up_refuses_the_login_for_now(
     behind.released.set()
     bob.send(command="login", username="bob", password=PASSWORD, id=3)
     assert bob.expect("login_ok", id=3)["seq"] >= 1
+
+
+def test_a_dm_to_someone_who_just_left_another_node_waits_for_them(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by h7 (docs/CLUSTER.md, "DMs go the same way"): carol exits on node c;
+    before node a has applied her departure, alice DMs her there. Node a still sees her
+    online, so the ack is not ``queued``; node c no longer has her. The DM was not put
+    in the inbox, and her next login without ``since`` did not get it. Node a's view is
+    held back here by holding her departure in its consumer until the DM is acked."""
+    a, b, c = cluster.add(), cluster.add(), cluster.add()
+    alice = connect(a.address, "alice")
+    carol = connect(c.address, "carol")
+    alice.until("users", joined="carol")
+    bus = a.server._bus
+    assert bus is not None
+    gate, held = threading.Event(), threading.Event()
+    apply = bus.roster.apply
+
+    def slow(handler: Any, fields: dict[str, str]) -> None:
+        if fields.get("k") == "l" and fields.get("u") == "carol":
+            held.set()
+            assert gate.wait(10)
+        apply(handler, fields)
+
+    monkeypatch.setattr(bus.roster, "apply", slow)
+    carol.send(command="exit")
+    carol.wait_closed()
+    assert held.wait(10)  # node a has not applied carol's departure yet
+    alice.send(command="dm", to="carol", message="while you were away", id=3)
+    ack = alice.until("ack", id=3)
+    assert not ack.get("queued")  # the sender's node's view (docs/PROTOCOL.md §Offline DMs)
+    gate.set()
+    alice.until("users", left="carol")
+    got = waiting(b.address, "carol")
+    assert [(f["seq"], f["message"]) for f in got] == [(ack["seq"], "while you were away")]
+    nothing_waits(b.address, "carol")  # once, after that clean exit
+
+
+def test_a_dm_received_live_on_another_node_leaves_the_inbox_at_exit(
+    cluster: Cluster,
+) -> None:
+    """Every DM waits in the inbox in a cluster (the test above); one that reached its
+    recipient live leaves it when their session ends with ``exit``, as a replayed one
+    does, and stays (sent again at the next login without ``since``) if it ends any
+    other way: at least once, never lost (docs/PROTOCOL.md §Offline DMs)."""
+    a, b = cluster.add(), cluster.add()
+    alice = connect(a.address, "alice")
+    for ending in ("drop", "exit"):
+        bob = connect(b.address, "bob")
+        alice.until("users", joined="bob")
+        alice.send(command="dm", to="bob", message=ending, id=ending)
+        ack = alice.until("ack", id=ending)
+        assert not ack.get("queued")
+        assert bob.until("dm")["seq"] == ack["seq"]
+        if ending == "drop":
+            reset(bob)
+            alice.until("users", left="bob")
+            got = waiting(b.address, "bob")  # ends with exit: the replay reached him
+            assert [(f["seq"], f["message"]) for f in got] == [(ack["seq"], "drop")]
+        else:
+            bob.send(command="exit")
+            bob.wait_closed()
+            alice.until("users", left="bob")
+        nothing_waits(a.address, "bob")
+        alice.until("users", left="bob")
