@@ -86,7 +86,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from chatroom.errors import ProtocolError
 from chatroom.protocol import (
@@ -99,9 +99,10 @@ from chatroom.protocol import (
     encode,
     username_key,
 )
+from chatroom_server.fanitems import Batch as _Batch
+from chatroom_server.fanitems import Direct, Member, RoomCheck, RoomMember, with_seq
 from chatroom_server.messagelog import Conflict, Duplicate, NewMessage, Outcome, StorageError
 from chatroom_server.metrics import FanOutStats
-from chatroom_server.outbox import Outbox
 from chatroom_server.storage import MessageStore
 
 T = TypeVar("T")
@@ -124,121 +125,6 @@ PASS_ITEMS = 4096
 PASS_BYTES = 64 * 1024
 
 log = logging.getLogger(__name__)
-
-
-class Member(Protocol):
-    """What the fan-out needs of a connection (chatroom_server.conn.Conn)."""
-
-    outbox: Outbox
-    username: str | None  # once logged in (the session a sender's messages skip)
-    handed: int  # items this connection put in the queue (its reader thread writes it)
-    done: int  # of those, how many have been sent (written under FanOut._lock)
-
-
-class RoomMember(Member, Protocol):
-    """A connection as a room's message reaches it (chatroom_server.roomwire.Conn)."""
-
-    rooms: bool  # asked for rooms at login: only those get room traffic
-
-
-# Who may say a public message in a room, and who hears it (chatroom_server.roomwire
-# installs it, :meth:`FanOut.serve_rooms`): ``(sender, room, request id, ts)`` to the
-# room's canonical name, its members' username keys (the sender's among them) and whether
-# the message is stored (False: a guest room's, delivered live only with no seq,
-# docs/PROTOCOL.md §Guest rooms); raises ProtocolError (``no_such_room``, ``not_in_room``,
-# ``muted``). Called under ``_lock``.
-RoomCheck = Callable[[str, str, RequestId, float], tuple[str, frozenset[str], bool]]
-
-
-class _Batch:
-    """The broadcasts of one read from one connection, and their acks; with the message
-    log, what to store (``msgs``) and the request ids (``rids``) to answer if it fails.
-    The frames are whole until stored, then ``data`` and ``ack`` are set.
-
-    ``rooms``: some of its messages name a room (``NewMessage.room``). Such a batch is
-    checked under the lock (``members`` gets each message's room members, None for a
-    lobby one; ``refused`` the error frames of those its sender may not say; ``live``
-    the indexes of those to a guest room, sent but never stored) and, once stored, sent
-    by ``parts``: its messages in order as (members, frames) runs, each run one room's
-    consecutive messages or lobby's (members None)."""
-
-    __slots__ = (
-        "ack",
-        "acks",
-        "conn",
-        "data",
-        "frames",
-        "live",
-        "members",
-        "msgs",
-        "parts",
-        "refused",
-        "rids",
-        "rooms",
-        "size",
-    )
-
-    def __init__(
-        self,
-        conn: Member,
-        frames: list[bytes],
-        acks: list[bytes],
-        msgs: list[NewMessage] | None,
-        rids: list[RequestId] | None,
-    ) -> None:
-        self.conn = conn
-        self.frames = frames
-        self.acks = acks
-        self.msgs = msgs
-        self.rids = rids
-        self.data = b""
-        self.ack = b""
-        self.size = sum(map(len, frames))  # bytes each recipient gets
-        self.rooms = msgs is not None and any(m.room is not None for m in msgs)
-        # Made by _check_rooms for a batch with rooms; a lobby batch (the hot path) only
-        # points at the shared empty ones, never written.
-        self.members: list[tuple[str, frozenset[str]] | None] = _NO_MEMBERS
-        self.refused: dict[int, bytes] = _NONE_REFUSED
-        self.live: set[int] = _NONE_LIVE
-        self.parts: list[tuple[tuple[str, frozenset[str]] | None, bytes]] | None = None
-
-
-_NO_MEMBERS: list[tuple[str, frozenset[str]] | None] = []
-_NONE_REFUSED: dict[int, bytes] = {}
-_NONE_LIVE: set[int] = set()
-
-
-class Direct:
-    """A DM to store and deliver (with the message log). ``target`` is looked up when it
-    is stored, under the fan-out lock: an offline recipient gets it at their next login
-    and the sender's ack says ``queued``. In a cluster every DM also waits in the inbox
-    (:meth:`FanOut._store`)."""
-
-    __slots__ = ("ack", "conn", "frame", "lookup_key", "msg", "rid", "target")
-
-    def __init__(
-        self,
-        conn: Member,
-        frame: bytes,
-        ack: bytes,
-        msg: NewMessage,
-        rid: RequestId,
-        lookup_key: str,
-    ) -> None:
-        self.conn = conn
-        self.frame = frame  # the dm frame without its seq
-        self.ack = ack  # the ack without its seq
-        self.msg = msg
-        self.rid = rid
-        self.lookup_key = lookup_key
-        self.target: Member | None = None
-
-
-def with_seq(frame: bytes, seq: int, queued: bool = False) -> bytes:
-    """``frame`` (one JSON object and its newline) with ``"seq"`` added: cheaper than
-    encoding again, on the path every message takes."""
-    extra = b',"queued":true}\n' if queued else b"}\n"
-    return b'%s,"seq":%d%s' % (frame[:-2], seq, extra)
 
 
 _UNAVAILABLE = "the message could not be stored; it was not delivered (try again)"

@@ -47,7 +47,7 @@ from chatroom.whois import Whois, WhoisCommand
 from chatroom_server.accounts import AccountStoreBusy
 from chatroom_server.botcommands import bot_commands_reply
 from chatroom_server.conn import UNUSED
-from chatroom_server.fanout import Direct
+from chatroom_server.fanitems import Direct
 from chatroom_server.messagelog import NewMessage
 
 if TYPE_CHECKING:
@@ -241,7 +241,7 @@ class Handlers:
         )
         ack = encode(Ack(command="dm", to=to, id=cmd.id))
         if self._b.log is not None:
-            # Stored first; whether the recipient is online is decided then (fanout.Direct).
+            # Stored first; whether the recipient is online is decided then (fanitems.Direct).
             msg = NewMessage(conn.username, to, cmd.message, ts, cmd.cid)
             self._b.fanout.direct(Direct(conn, dm, ack, msg, cmd.id, key))
             return

@@ -159,7 +159,7 @@ class RoomWire:
     def _check(
         self, user: str, room: str, rid: RequestId, ts: float
     ) -> tuple[str, frozenset[str], bool]:
-        """A public message to ``room`` from ``user`` (fanout.RoomCheck, under the fan-out
+        """A public message to ``room`` from ``user`` (fanitems.RoomCheck, under the fan-out
         lock): the room's canonical name, its members' keys and whether it is stored (a
         guest room's is delivered live only, no seq, no history: docs/PROTOCOL.md §Guest
         rooms); ProtocolError if the user may not say it (not a member, muted, no such
