@@ -348,8 +348,12 @@ class RoomBook:
             if len(self._rooms) >= self.max_rooms:
                 why = f"this server holds {len(self._rooms)} rooms, the most it allows"
                 raise _error(ErrorCode.TOO_MANY_ROOMS, why, rid)
+            # A guest room has no owner: its creator is an op, as an unregistered
+            # channel's is on most IRC servers (docs/PROTOCOL.md §Guest rooms), whom
+            # another op may kick or deop and who may deop itself.
+            role = Role.OP if guest else Role.OWNER
             return RoomChange(
-                name, RoomEventKind.JOIN, user, role=Role.OWNER, create=True, ephemeral=guest
+                name, RoomEventKind.JOIN, user, role=role, create=True, ephemeral=guest
             )
         if guest and not room.ephemeral:
             why = f"{room.name} is for accounts: a guest joins only rooms a guest made"

@@ -452,3 +452,28 @@ def test_a_user_banned_from_outside_hears_nothing_of_the_channel() -> None:
         op.until("MODE", "-b")
         bar.send("JOIN #chan")
         assert bar.line() == ":bar!bar@chatroom JOIN #chan"  # no MODE lines before it
+
+
+def test_a_guest_rooms_creator_is_an_op_another_op_kicks_and_who_deops_itself() -> None:
+    # irctest's KickTestCase::testKickPrivileges and InviteTestCase::testInviteInviteOnly:
+    # a guest room has no owner (docs/PROTOCOL.md §Guest rooms).
+    with guests() as srv:
+        foo, bar, baz = guest(srv, "foo"), guest(srv, "bar"), guest(srv, "baz")
+        foo.send("JOIN #chan")
+        foo.until("366")
+        bar.send("JOIN #chan")
+        assert bar.until("353").endswith(":bar @foo")
+        baz.send("JOIN #chan")
+        baz.until("366")
+        foo.send("MODE #chan +o baz")
+        # The reply means done: baz's KICK right after it finds baz an op.
+        assert foo.until("MODE") == ":foo!foo@chatroom MODE #chan +o baz"
+        baz.send("KICK #chan bar", "KICK #chan foo")
+        assert baz.until("KICK", "bar") == ":baz!baz@chatroom KICK #chan bar :baz"
+        assert baz.until("KICK", "foo") == ":baz!baz@chatroom KICK #chan foo :baz"
+        assert foo.until("KICK", "foo") == ":baz!baz@chatroom KICK #chan foo :baz"
+        # The creator of another room deops itself, and is no operator any more.
+        foo.send("JOIN #inv", "MODE #inv +i", "MODE #inv -o foo", "INVITE bar #inv")
+        assert foo.until("MODE", "+i") == ":foo!foo@chatroom MODE #inv +i"
+        assert foo.until("MODE", "-o") == ":foo!foo@chatroom MODE #inv -o foo"
+        assert " 482 foo #inv " in foo.until("482")
