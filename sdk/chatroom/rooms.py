@@ -60,11 +60,11 @@ MAX_MEMBER_LIMIT: Final = 100_000  # the largest +l
 MAX_LIMIT: Final = MAX_MEMBER_LIMIT
 
 # Flag modes (no argument), in the order a mode string lists them.
-FLAG_MODES: Final = "itsHm"
+FLAG_MODES: Final = "intsHm"
 # Every mode letter: flags, +k key, +l limit, and the member roles +o (operator) and +v
 # (voice), which name a member.
-MODE_LETTERS: Final = "iktslHmov"
-_MODE_ORDER: Final = {c: i for i, c in enumerate("iktslHm")}
+MODE_LETTERS: Final = "iknstlHmov"
+_MODE_ORDER: Final = {c: i for i, c in enumerate("ikntslHm")}
 
 
 class Role(StrEnum):

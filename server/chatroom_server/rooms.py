@@ -51,12 +51,14 @@ __all__ = [
     "Room",
     "RoomBook",
     "RoomChange",
+    "loaded_flags",
+    "stored_flags",
 ]
 
 DEFAULT_MAX_ROOMS: Final = 10_000
 DEFAULT_MAX_ROOMS_PER_USER: Final = 100
-# The modes a new room starts with (docs/PROTOCOL.md §Rooms: "with mode +t").
-NEW_ROOM_FLAGS: Final = frozenset("t")
+# The modes a new room starts with (docs/PROTOCOL.md §Rooms: "with modes +nt").
+NEW_ROOM_FLAGS: Final = frozenset("nt")
 _OPERATORS: Final = frozenset((Role.OWNER, Role.OP))
 # The events after which a member is gone: a part, a kick, a ban (of a member or not),
 # the end of their session in a guest room.
@@ -512,7 +514,7 @@ class RoomBook:
             created, topic_ts = (*times, None, None)[:2]
             self._rooms[room_key(name)] = Room(
                 name=name,
-                flags=set(flags) & set(FLAG_MODES),
+                flags=loaded_flags(flags),
                 key=key,
                 limit=limit,
                 topic=topic,
@@ -528,6 +530,20 @@ class RoomBook:
             room = self._rooms.get(room_key(rname))
             if room is not None:
                 room.invites.add(username_key(user))
+
+
+def stored_flags(flags: Iterable[str]) -> str:
+    """A room's flag modes as its row keeps them: the letters set, but ``n``, which is
+    kept as its absence (``e``: ``-n``, messages from outside), so that every room
+    stored before mode ``n`` existed, whose row has no ``e``, is ``+n`` as it was."""
+    letters = set(flags)
+    return "".join(sorted((letters - {"n"}) | ({"e"} if "n" not in letters else set())))
+
+
+def loaded_flags(text: str) -> set[str]:
+    """A row's flags (:func:`stored_flags`) as the model's letters."""
+    letters = set(text)
+    return (letters & set(FLAG_MODES)) | ({"n"} if "e" not in letters else set())
 
 
 def _canonical(room: Room, user: str) -> str:

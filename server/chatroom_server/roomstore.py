@@ -9,7 +9,9 @@ What is stored:
   ``room_event`` row (``join``, ``part``, ...), whose ``sender`` is who did it,
   ``recipient`` whom it names (the invited, the kicked) and ``body`` the rest of the
   change as JSON (chatroom_server.rooms.RoomChange.detail).
-- ``rooms``: a room's state (flags, key, limit, topic); ``room_members``: each
+- ``rooms``: a room's state (flags, key, limit, topic; ``flags`` keeps mode ``n`` as
+  its absence, ``e``, so that rooms from before it are ``+n``:
+  chatroom_server.rooms.stored_flags); ``room_members``: each
   membership, its role and the seq of the join; ``room_invites``: invites not used yet.
 
 Every room event and the rows it changes are written in the one transaction that gives
@@ -30,7 +32,7 @@ from typing import Any, Final
 from chatroom.protocol import username_key
 from chatroom.rooms import LOBBY, RoomEventKind, room_key
 from chatroom_server import modstore
-from chatroom_server.rooms import RoomChange
+from chatroom_server.rooms import NEW_ROOM_FLAGS, RoomChange, stored_flags
 
 __all__ = [
     "PG_ROOMS",
@@ -105,7 +107,7 @@ def change_statements(change: RoomChange, seq: int, p: str, mark: str) -> list[S
             (
                 f"INSERT INTO {p}rooms (room_key, name, flags, created_seq) "
                 f"VALUES ({m}, {m}, {m}, {m})",
-                (rk, change.room, "t", seq),
+                (rk, change.room, stored_flags(NEW_ROOM_FLAGS), seq),
             )
         )
     if kind is RoomEventKind.JOIN:
@@ -158,7 +160,7 @@ def change_statements(change: RoomChange, seq: int, p: str, mark: str) -> list[S
             (
                 f"UPDATE {p}rooms SET flags = {m}, join_key = {m}, member_limit = {m} "
                 f"WHERE room_key = {m}",
-                ("".join(sorted(after.flags)), after.key, after.limit, rk),
+                (stored_flags(after.flags), after.key, after.limit, rk),
             )
         )
         for user, role in after.roles:

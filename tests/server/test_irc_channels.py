@@ -130,7 +130,7 @@ def test_list_hides_secret_rooms_and_names_of_unknown_channels() -> None:
         irc.send("LIST")
         assert " 321 " in irc.until("321")
         assert " 322 lister #lobby 2 :" in irc.line()
-        assert irc.line().endswith(" 322 lister #open 1 :[+t] come in")
+        assert irc.line().endswith(" 322 lister #open 1 :[+nt] come in")
         assert " 323 " in irc.line()
         irc.send("LIST #open", "NAMES #hidden", "NAMES #nowhere")
         assert " 322 lister #open 1 " in irc.until("322")

@@ -403,7 +403,7 @@ def test_an_invisible_user_is_left_out_of_who_masks_only() -> None:
         assert shiv.until("352") == ":chatroom 352 shivaram * u chatroom chatroom evan H :0 R"
 
 
-def test_plus_n_is_every_rooms_and_invisibility_ends_at_a_shared_channel() -> None:
+def test_plus_n_and_invisibility_ends_at_a_shared_channel() -> None:
     with guests() as srv:
         evan, shiv = guest(srv, "evan"), guest(srv, "shivaram")
         evan.send("JOIN #chan", "MODE #chan +int", "MODE #chan +o ghost", "MODE #chan +o shivaram")
@@ -477,3 +477,20 @@ def test_a_guest_rooms_creator_is_an_op_another_op_kicks_and_who_deops_itself() 
         assert foo.until("MODE", "+i") == ":foo!foo@chatroom MODE #inv +i"
         assert foo.until("MODE", "-o") == ":foo!foo@chatroom MODE #inv -o foo"
         assert " 482 foo #inv " in foo.until("482")
+
+
+def test_minus_n_lets_a_user_outside_the_channel_speak_in_it() -> None:
+    # irctest's NoExternalMessagesTestCase and RplChannelModeIsTestCase.
+    with guests() as srv:
+        chanop, outsider = guest(srv, "chanop"), guest(srv, "outsider")
+        chanop.send("JOIN #chan")
+        chanop.until("366")
+        outsider.send("PRIVMSG #chan :+n keeps me out")
+        assert " 404 outsider #chan " in outsider.until("404")
+        chanop.send("MODE #chan -n", "MODE #chan")
+        assert chanop.until("MODE") == ":chanop!chanop@chatroom MODE #chan -n"
+        assert chanop.until("324") == ":chatroom 324 chanop #chan +t"
+        outsider.send("PRIVMSG #chan :hello from outside", "PING :end")
+        got = chanop.until("PRIVMSG")
+        assert got == ":outsider!outsider@chatroom PRIVMSG #chan :hello from outside"
+        assert outsider.until("PONG").endswith(":end")  # no error, no copy of its own

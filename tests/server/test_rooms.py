@@ -45,7 +45,7 @@ def test_join_creates_a_room_whose_creator_owns_it(book: RoomBook) -> None:
     assert change.event is RoomEventKind.JOIN and change.by == "Alice"
     seq = apply(change)
     room = book.get("DEV")
-    assert room is not None and room.name == "Dev" and room.modes == "+t"
+    assert room is not None and room.name == "Dev" and room.modes == "+nt"
     assert room.member("alice") is not None and room.is_operator("ALICE")
     info = room.info()
     assert info.members == ("Alice",) and info.roles == {"Alice": "owner"}
@@ -64,7 +64,7 @@ def test_join_checks_in_order(book: RoomBook) -> None:
     apply = Seqs(book)
     apply(book.join("alice", "dev", None))
     apply(book.mode("alice", "dev", "+ikl", ["s3cr3t", "2"]))
-    assert book.get("dev").modes == "+iktl"  # type: ignore[union-attr]
+    assert book.get("dev").modes == "+ikntl"  # type: ignore[union-attr]
     refused("invite_only", lambda: book.join("bob", "dev", "s3cr3t"))
     apply(book.mode("alice", "dev", "-i", []))
     refused("bad_key", lambda: book.join("bob", "dev", None))
@@ -138,7 +138,7 @@ def test_modes_need_an_operator_and_roles_change(book: RoomBook) -> None:
     assert room.info().roles == {"alice": "owner", "bob": "op", "carol": "voice"}
     # An op sets modes now; nobody changes the owner's role.
     apply(book.mode("bob", "dev", "+sH-v", ["carol"]))
-    assert room.modes == "+tsH" and room.member("carol").role is Role.MEMBER  # type: ignore[union-attr]
+    assert room.modes == "+ntsH" and room.member("carol").role is Role.MEMBER  # type: ignore[union-attr]
     refused("not_operator", lambda: book.mode("bob", "dev", "-o", ["alice"]))
     refused("not_operator", lambda: book.mode("alice", "dev", "-o", ["alice"]))
     apply(book.mode("alice", "dev", "-o", ["bob"]))
@@ -195,7 +195,7 @@ def test_load_rebuilds_the_model() -> None:
         invites=[("Dev", "carol")],
     )
     room = book.get("dev")
-    assert room is not None and room.modes == "+ktlH" and room.topic == "hi"
+    assert room is not None and room.modes == "+kntlH" and room.topic == "hi"
     assert room.info().members == ("alice", "Bob")
     assert book.readable_from("bob", "dev") == 0  # +H
     join = book.join("carol", "dev", None)
@@ -213,3 +213,12 @@ def test_room_events_as_frames() -> None:
     book.apply(change, 7)
     mode = book.mode("alice", "dev", "+kl", ["pw", "3"])
     assert mode.detail() == '{"modes":"+kl","args":["pw","3"]}'
+
+
+def test_mode_n_is_stored_as_its_absence_so_older_rooms_are_plus_n() -> None:
+    from chatroom_server.rooms import loaded_flags, stored_flags
+
+    assert stored_flags({"n", "t"}) == "t" and stored_flags({"t", "H"}) == "Het"
+    assert loaded_flags("t") == {"n", "t"} and loaded_flags("et") == {"t"}
+    for flags in ({"n"}, set(), {"i", "n", "s", "m"}, {"H", "t"}):
+        assert loaded_flags(stored_flags(flags)) == flags

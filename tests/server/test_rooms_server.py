@@ -76,7 +76,7 @@ def test_rooms_end_to_end_and_a_v1_client_sees_nothing_of_them() -> None:
         assert dave.until("error", id=8)["code"] == "not_in_room"
         dave.send(command="rooms", id=9)
         listing = dave.until("rooms", id=9)["rooms"]
-        assert listing == [{"name": "Dev", "count": 2, "modes": "+t"}]
+        assert listing == [{"name": "Dev", "count": 2, "modes": "+nt"}]
 
         # Errors a room command answers.
         alice.send(command="mode", room="dev", modes="+k", args=["s3cr3t"], id=10)

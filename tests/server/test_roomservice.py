@@ -74,7 +74,7 @@ def test_join_part_and_who_hears_of_it(w: World) -> None:
     assert reply["type"] == "room_info" and reply["id"] == 1 and reply["seq"] == 1
     assert reply["info"] == {
         "name": "Dev",
-        "modes": "+t",
+        "modes": "+nt",
         "members": ["Alice"],
         "roles": {"Alice": "owner"},
         "created": 101.0,  # the join's time
@@ -112,14 +112,14 @@ def test_reads_answer_at_once(w: World) -> None:
     rooms = w.answer("Bob", command="rooms", id=5)
     assert rooms == {
         "type": "rooms",
-        "rooms": [{"name": "Dev", "count": 1, "topic": "ship it", "modes": "+t"}],
+        "rooms": [{"name": "Dev", "count": 1, "topic": "ship it", "modes": "+nt"}],
         "id": 5,
     }
     members = w.answer("Bob", command="members", room="dev")
     assert members["info"]["members"] == ["Alice"]
     w.refused("not_in_room", "Bob", command="topic", room="dev")
     assert w.answer("Alice", command="topic", room="dev")["info"]["topic"] == "ship it"
-    assert w.answer("Alice", command="mode", room="dev")["info"]["modes"] == "+t"
+    assert w.answer("Alice", command="mode", room="dev")["info"]["modes"] == "+nt"
     w.refused("no_such_room", "Bob", command="members", room="nope")
 
 
@@ -164,3 +164,27 @@ def test_who_gets_a_room_message_and_what_a_member_reads(w: World) -> None:
     stored = w.log.replay_page("bob", 0, 10, 10_000, rooms=True)
     frames = [s.event_frame(m, replayed=True) for m in stored if m.event is not None]
     assert [(f.room, f.event, f.by, f.replayed) for f in frames] == [("Dev", "join", "Bob", True)]
+
+
+def test_minus_n_lets_non_members_speak_but_not_the_banned(w: World) -> None:
+    # docs/PROTOCOL.md §Modes: n (on at creation) keeps out messages from outside.
+    w.do("Alice", command="join", room="Dev")
+    s = w.service
+    w.refused("no_such_room", "Alice", command="mode", room="nope", modes="-n")
+    reply, event, _ = w.change("Alice", command="mode", room="dev", modes="-n")
+    assert reply["command"] == "mode" and event["modes"] == "-n"
+    assert w.answer("Bob", command="members", room="dev")["info"]["modes"] == "+t"
+    # The members hear it; the sender, not one, is not among them (it has its ack).
+    assert s.recipients("dev", "Carol") == frozenset({"alice"})
+    w.do("Alice", command="ban", room="dev", user="carol")
+    with pytest.raises(ProtocolError) as err:
+        s.recipients("dev", "Carol", rid=5)
+    assert err.value.code == "banned"
+    w.do("Alice", command="mode", room="dev", modes="+m")
+    with pytest.raises(ProtocolError) as err:
+        s.recipients("dev", "Bob")  # +m: voice or operators only, outside or in
+    assert err.value.code == "muted"
+    w.do("Alice", command="mode", room="dev", modes="-m+n")
+    with pytest.raises(ProtocolError) as err:
+        s.recipients("dev", "Bob")
+    assert err.value.code == "not_in_room"

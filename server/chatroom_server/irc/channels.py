@@ -162,9 +162,9 @@ class ChannelCommands(IrcRender):
             return self.frame(ModeCommand(room=room, id=f"MODE {chan}"))
         modes, args = params[1], _drop_unset_key(params[1], params[2:])
         rid = " ".join(("MODE", chan, modes, *args))
-        # +n (no messages from outside) is how every room is: accepted, changing nothing.
-        change = _without_plus_n(modes)
-        if set(change) <= set("+-"):
+        change = modes
+        if room is None and set(change) <= set("+n"):
+            # +n (no messages from outside) is how lobby is, with everyone in it.
             self.reply(f":{self.prefix()} {rid}")
             return True
         if self.guest is not None and room is not None:
@@ -238,18 +238,6 @@ def _mask_nick(mask: str) -> tuple[bool, str | None]:
     if (bang and rest != "*@*") or not nick or any(c in nick for c in "*?@!:"):
         return mute, None
     return mute, nick
-
-
-def _without_plus_n(modes: str) -> str:
-    """``modes`` without ``+n`` (rooms are always +n); ``-n`` stays, to be refused."""
-    out, add = [], True
-    for c in modes:
-        if c in "+-":
-            add = c == "+"
-        elif c == "n" and add:
-            continue
-        out.append(c)
-    return "".join(out)
 
 
 def _member_args(modes: str, args: Sequence[str]) -> list[str]:

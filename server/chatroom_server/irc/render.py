@@ -313,8 +313,7 @@ class IrcRender:
         elif cmd == "TOPIC":
             out += self.topic_lines(info)
         elif cmd == "MODE":
-            # +n: every room is (no messages from outside it).
-            params = [_with_n(info.modes)]
+            params = [info.modes or "+"]
             if info.key is not None and "k" in info.modes:
                 params.append(info.key)
             if info.limit is not None and "l" in info.modes:
@@ -567,11 +566,6 @@ class IrcRender:
             self._privmsg(out, m.sender, dest, m.message, m.ts, m.seq, batch)
         if batch is not None:
             out.append(f"BATCH -{batch}")
-
-
-def _with_n(modes: str) -> str:
-    letters = sorted(set(modes.lstrip("+")) | {"n"}, key=lambda c: (c.isupper(), c))
-    return "+" + "".join(letters)
 
 
 # A member's role as a NAMES prefix: owners and ops are IRC's operators.
