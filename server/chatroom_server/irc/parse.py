@@ -15,7 +15,8 @@ TAGS: Final = 8191  # bytes of IRCv3 tags a line may carry on top (message-tags)
 CLIENT_TAGS: Final = 4094  # of which a client may send (message-tags: "4094 bytes")
 # multi-prefix changes nothing here (a member has one role, so one prefix), so it is free
 # to offer; userhost-in-names lists nick!user@host in NAMES; invite-notify shows a
-# channel's members the INVITEs to it.
+# channel's members the INVITEs to it; echo-message sends a client's PRIVMSG and NOTICE
+# back to it once the server has taken them (render.py, the ack).
 CAPS: Final = (
     "message-tags",
     "sasl",
@@ -25,6 +26,7 @@ CAPS: Final = (
     "multi-prefix",
     "userhost-in-names",
     "invite-notify",
+    "echo-message",
 )
 MOTD: Final = (
     "Welcome to the chatroom IRC gateway.",

@@ -272,6 +272,8 @@ class IrcRender:
     def _on_ack(self, e: Ack, out: list[str]) -> bool:
         rid = e.id if isinstance(e.id, str) else ""
         parts = rid.split(" ", 3)
+        if e.command in ("pm", "dm") and " :" in rid:
+            self._echo(e, rid, out)
         if e.command == "part" and e.room:
             why = f" :{rid.split(' ', 2)[2]}" if len(parts) > 2 else ""
             out.append(f":{self.prefix()} PART {self.chan(e.room)}{why}")
@@ -299,6 +301,16 @@ class IrcRender:
                 "message when they log in"
             )
         return False
+
+    def _echo(self, e: Ack, rid: str, out: list[str]) -> None:
+        """echo-message: the client's own PRIVMSG or NOTICE (its text in the request
+        id, session.py), sent back once the server took it: its ack, one per message
+        taken, so never twice. Tagged as the others get it (msgid: its seq; its time
+        is the ack's, milliseconds after theirs)."""
+        head, _, text = rid.partition(" :")
+        cmd, _, target = head.partition(" ")
+        dest = (e.to or target) if e.command == "dm" else self.chan(e.room)
+        self._privmsg(out, self.nick, dest, text, time.time(), e.seq, notice=cmd == "NOTICE")
 
     def _on_room_info(self, e: RoomInfoReply, out: list[str]) -> bool:
         rid = e.id if isinstance(e.id, str) else ""
@@ -445,6 +457,7 @@ class IrcRender:
                 "CHANNELLEN=33",
                 "TARGMAX=PRIVMSG:1,NOTICE:1",
                 "CHATHISTORY=100",
+                "CLIENTTAGDENY=*",  # client-only tags (+name) are not relayed
                 "MSGREFTYPES=msgid",
                 f"MAXMSG={self.max_message}",
                 text="are supported by this server",
@@ -467,6 +480,8 @@ class IrcRender:
         cmd, _, target = rid.partition(" ")
         if cmd == "NOTICE":
             return  # RFC 1459: never an automatic reply to a NOTICE
+        if cmd == "PRIVMSG":
+            target = target.partition(" ")[0]  # not the text echo-message put after it
         if cmd == "login":
             if e.code == "invalid_username":
                 out.append(self.numeric("432", self.nick, text=e.message))

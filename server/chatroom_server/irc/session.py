@@ -384,11 +384,21 @@ class IrcSession(ChannelCommands, ServerQueries):
                 if not notice:
                     self.num("403", target, text=f"No such channel: only {self.channel}")
                 return True
-            pm = PmCommand(message=text, room=room, notice=notice, id=f"{cmd} {target}")
+            pm = PmCommand(
+                message=text, room=room, notice=notice, id=self._send_id(cmd, target, text)
+            )
             return self.frame(pm)
         if not notice:
             self.away_reply(target)
-        return self.frame(DmCommand(to=target, message=text, notice=notice, id=f"{cmd} {target}"))
+        rid = self._send_id(cmd, target, text)
+        return self.frame(DmCommand(to=target, message=text, notice=notice, id=rid))
+
+    def _send_id(self, cmd: str, target: str, text: str) -> str:
+        """The request id of a PRIVMSG or NOTICE: with echo-message, the text too, which
+        the ack, the server's word that it took the message, sends back (render.py)."""
+        if "echo-message" in self.caps:
+            return f"{cmd} {target} :{text}"
+        return f"{cmd} {target}"
 
     def on_notice(self, params: list[str]) -> bool:
         return self.on_privmsg(params, notice=True)
