@@ -104,12 +104,6 @@ class Login:
         if isinstance(verdict, bool):
             return verdict  # refused (or asked for a password): keep the connection?
         account, new_user = verdict
-        if _hung_up(conn.sock):
-            # Its client gave up on it (a stalled server, docs/RELIABILITY.md F4) and may
-            # be logged in on another connection already: taking that session over
-            # would leave the user with none (docs/PROTOCOL.md §login).
-            log.info("%r: its client closed the connection during its login: no session", conn)
-            return False
         conn.deltas = Feature.USERS_DELTA in cmd.features
         conn.rooms = self._b.rooms is not None and Feature.ROOMS in cmd.features
         return self.enter(conn, account.name, new_user, cmd)
@@ -359,12 +353,18 @@ class Login:
         """The session begins: login_ok, the roster, and with the message log the replay
         (docs/PROTOCOL.md §Resume, §Offline DMs); False closes the connection."""
         if self._b.log is None:
+            if _abandoned(conn):
+                return False
             self._presence.begin(conn, name, new_user, cmd.id)()
             return True
         self._replay.clear_received(name)
         bus = self._b.bus
         if bus is not None:
             self._replay.catch_up(cmd)
+            # The catch-up may have waited for seconds, long enough for a client to
+            # give up (docs/RELIABILITY.md F7); a claim ends the session on any node.
+            if _abandoned(conn):
+                return False
             try:
                 # One session per user in the whole cluster: the node that had it ends
                 # it with bye session_replaced when it reads our claim.
@@ -384,6 +384,13 @@ class Login:
         finally:
             if bus is not None:
                 bus.settled(name)
+        if begun is None:
+            if bus is not None and self._presence.online(username_key(name)) is None:
+                # Claimed, and another node's session of the user is ending already:
+                # the user has none now, and the cluster must not list one. (A session
+                # here was not replaced: it keeps the claim.)
+                bus.release(name)
+            return False
         begun()
         self._let_go(conn)  # a replay waits for the client to read: not in a slot
         upto, replaying = plan
@@ -394,13 +401,17 @@ class Login:
 
     def _begin_logged(
         self, conn: Conn, name: str, new_user: bool, cmd: LoginCommand
-    ) -> tuple[Callable[[], None], tuple[int, bool]]:
+    ) -> tuple[Callable[[], None] | None, tuple[int, bool]]:
         """Under the fan-out lock: begin the session and, if it gets a replay, hold its
         live traffic back until the replay is written. What to do once the lock is let
-        go (``Presence.begin``'s), the login's cut (login_ok's seq) and whether a replay
-        follows."""
+        go (``Presence.begin``'s; None: its client is gone, no session began), the
+        login's cut (login_ok's seq) and whether a replay follows."""
         mlog = self._b.log
         assert mlog is not None
+        # The last moment before a session here is replaced: the wait for the lock may
+        # have been long enough for the client to give up (docs/RELIABILITY.md F4).
+        if _abandoned(conn):
+            return None, (0, False)
         upto = mlog.last_seq
         replaying = cmd.since is not None or mlog.has_inbox(name)
         # Held from right after login_ok: the replay (or replay_truncated) is the first
@@ -416,6 +427,18 @@ def exempt(config: ServerConfig, ip: str) -> bool:
 
 def _guest_holds(name: str) -> str:
     return f"{name} is an IRC guest's nick right now; try again once they leave"
+
+
+def _abandoned(conn: Conn) -> bool:
+    """Whether the client of a login whose session is about to begin has given up on
+    it. It may be logged in on another connection, or node, already (a stalled
+    server, docs/RELIABILITY.md F4 and F7): taking that session over would leave the
+    user with none (docs/PROTOCOL.md §login). Checked right before each step that
+    would end another session: the cluster's claim, and the roster's own takeover."""
+    if not _hung_up(conn.sock):
+        return False
+    log.info("%r: its client closed the connection during its login: no session", conn)
+    return True
 
 
 def _hung_up(sock: socket.socket) -> bool:

@@ -1,0 +1,118 @@
+"""Takeovers on the cluster (docs/PROTOCOL.md §login, docs/CLUSTER.md): only a login
+somebody is waiting for ends a user's session, on its node or on another; found by the
+nemesis (docs/RELIABILITY.md F7)."""
+
+from __future__ import annotations
+
+import select
+import threading
+from typing import Any
+
+import pytest
+
+from chatroom.testing import TestServer
+from tests.cluster.conftest import Cluster
+from tests.helpers import PASSWORD, RawClient, connect
+
+T = 10.0
+
+
+class HeldLogin:
+    """A login on ``node`` whose client gives up on it while the server holds it at
+    ``hold`` (a method of the server's to wrap): the stall the nemesis made with a pause
+    or a partition, made here on purpose."""
+
+    def __init__(self, node: TestServer, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.node = node
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.conn: Any = None
+        self.thread: threading.Thread | None = None  # the abandoned login's reader
+        handlers = node.server._handlers  # chatroom_server.handlers
+        real_login = handlers._login
+        finished = threading.Event()
+        self.finished = finished
+
+        def login(conn: Any, cmd: Any) -> bool:
+            if self.conn is None:
+                self.conn = conn  # the abandoned login's connection: the first here
+                self.thread = threading.current_thread()
+            try:
+                return bool(real_login(conn, cmd))
+            finally:
+                if conn is self.conn:
+                    finished.set()
+
+        monkeypatch.setattr(handlers, "_login", login)
+        self._monkeypatch = monkeypatch
+
+    def hold(self, obj: object, method: str) -> None:
+        real = getattr(obj, method)
+
+        def held(*args: Any, **kwargs: Any) -> Any:
+            if threading.current_thread() is self.thread and not self.entered.is_set():
+                self.entered.set()
+                assert self.release.wait(T)
+            return real(*args, **kwargs)
+
+        self._monkeypatch.setattr(obj, method, held)
+
+    def run(self, user: str) -> None:
+        """Log ``user`` in, give up on it while it is held, and let it go on once the
+        server can see its client has gone."""
+        abandoned = RawClient(self.node.address)
+        abandoned.send(command="login", username=user, password=PASSWORD)
+        assert self.entered.wait(T)
+        abandoned.close()
+        poller = select.poll()
+        poller.register(self.conn.sock, select.POLLRDHUP)
+        assert poller.poll(int(T * 1000)), "the abandoned connection's end never arrived"
+        self.release.set()
+        assert self.finished.wait(T)
+
+
+def still_live(c: RawClient, watcher: RawClient, text: str) -> None:
+    """``c``'s session was never replaced: its messages still go out."""
+    c.send(command="pm", message=text, id=text)
+    c.until("ack", id=text)
+    assert watcher.until("broadcast")["message"] == text
+
+
+def test_a_login_given_up_on_during_the_catch_up_takes_nothing_over(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """F7: a login on a node that waits to catch up with the cluster's log (after a
+    partition or a pause) is given up on by its client, which logs in on another node;
+    the abandoned login, going on once caught up, must not claim the user, which would
+    end the live session there."""
+    a, b = cluster.add(), cluster.add()
+    watcher = connect(b.address, "watcher")
+    live = connect(a.address, "twin")
+    watcher.until("users", joined="twin")
+    held = HeldLogin(b, monkeypatch)
+    held.hold(b.server._replay, "catch_up")  # chatroom_server.replay.Replay.catch_up
+    held.run("twin")
+    still_live(live, watcher, "still me")
+    assert b.server._presence.online("twin") is None
+    watcher.send(command="users", id="u")
+    assert watcher.until("users", id="u")["users"] == ["twin", "watcher"]
+
+
+def test_a_login_given_up_on_while_waiting_for_the_fan_out_takes_nothing_over(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same with the wait after the claim: for the fan-out's lock (the last step
+    before the session begins). The session on this node is not replaced, and the
+    cluster still lists the user on it."""
+    a = cluster.add()
+    watcher = connect(a.address, "watcher")
+    live = connect(a.address, "twin")
+    watcher.until("users", joined="twin")
+    held = HeldLogin(a, monkeypatch)
+    held.hold(a.server._fanout, "exclusive")
+    held.run("twin")
+    still_live(live, watcher, "still here")
+    assert a.server._presence.online("twin") is not None
+    b = cluster.add()  # a node that starts now reads the cluster's list from Redis
+    late = connect(b.address, "late")
+    late.send(command="users", id="u")
+    assert late.until("users", id="u")["users"] == ["late", "twin", "watcher"]
