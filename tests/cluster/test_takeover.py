@@ -9,9 +9,10 @@ import threading
 from typing import Any
 
 import pytest
+import redis
 
 from chatroom.testing import TestServer
-from tests.cluster.conftest import Cluster
+from tests.cluster.conftest import REDIS_URL, Cluster
 from tests.helpers import PASSWORD, RawClient, connect
 
 T = 10.0
@@ -116,3 +117,46 @@ def test_a_login_given_up_on_while_waiting_for_the_fan_out_takes_nothing_over(
     late = connect(b.address, "late")
     late.send(command="users", id="u")
     assert late.until("users", id="u")["users"] == ["late", "twin", "watcher"]
+
+
+def test_a_claim_that_runs_after_its_node_gave_up_takes_nothing_over(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """F8: node b's claim for a login is held in a partition from Redis (a blackhole:
+    TCP keeps the bytes); b stops waiting for it and answers ``unavailable``; the client
+    logs in on node a. When the partition heals, Redis runs the held claim: it must not
+    take the user over from a, which would end that session with nobody's behind it."""
+    a, b = cluster.add(), cluster.add()
+    first = connect(a.address, "twin")  # the account exists: a login claims at once
+    first.send(command="exit")
+    first.wait_closed()
+    bus = b.server._b.bus
+    assert bus is not None
+    script = bus.roster._claim
+    held: list[dict[str, Any]] = []
+
+    def partitioned(**kwargs: Any) -> Any:
+        held.append(kwargs)  # sent, and held on the way until the partition heals
+        raise redis.TimeoutError("Timeout reading from the test's partition")
+
+    monkeypatch.setattr(bus.roster, "_claim", partitioned)
+    # b gives up on it at once (as it would after its timeout): Redis's clock is past
+    # that moment by the time the test lets the claim through.
+    monkeypatch.setattr(bus.link, "timeout", 0.0)
+    late = RawClient(b.address)
+    late.send(command="login", username="twin", password=PASSWORD)
+    late.expect_error("unavailable")
+    monkeypatch.undo()  # the partition is over for every later claim
+    watcher = connect(b.address, "watcher")
+    live = connect(a.address, "twin")  # the client's retry, on the other node
+    watcher.until("users", joined="twin")
+    (claim,) = held
+    r = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        script(**claim, client=r)  # the partition heals: Redis runs it now
+        presence = str(r.hget(f"{cluster.prefix}:presence", "twin"))
+    finally:
+        r.close()
+    on_a = a.server._b.bus
+    assert on_a is not None and presence.startswith(f"{on_a.node}|")
+    still_live(live, watcher, "not replaced")

@@ -101,6 +101,7 @@ class ClusterBus:
             self._heartbeat.register(pipe)
             pipe.hgetall(self.keys.presence)
             *_, presence = pipe.execute()
+            self.link.sync_clock()
         except redis.RedisError as exc:
             raise ClusterUnavailable(f"cannot reach Redis at {self.url}: {exc}") from exc
         return self.roster.load(presence)

@@ -56,6 +56,7 @@ class Heartbeat:
         while not stopping.wait(self.ttl / 5):
             try:
                 alive = self._beat(keys=[k.nodes, k.alive], args=[k.node, int(self.ttl * 1000)])
+                self._link.sync_clock()  # for the claims' deadlines (Link.deadline)
                 if not alive:
                     log.warning(
                         "this node was struck off the cluster (stopped too long?); rejoining"

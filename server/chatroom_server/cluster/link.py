@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 import redis
@@ -24,6 +25,7 @@ class Link:
 
     def __init__(self, url: str, timeout: float) -> None:
         self.url = url
+        self.timeout = timeout  # how long ``r`` waits for a reply before it gives up
         opts: dict[str, Any] = {
             "decode_responses": True,
             "socket_timeout": timeout,
@@ -36,6 +38,9 @@ class Link:
         self.outages = 0  # times Redis became unreachable (metrics); under _lock
         self._up_event = threading.Event()  # set while _up: for wait_available()
         self._up_event.set()
+        # Redis's clock (TIME, in s) minus time.monotonic() here, at most what it is
+        # (measured after the reply came): for deadlines(). Under _lock.
+        self._offset: float | None = None
 
     @property
     def available(self) -> bool:
@@ -61,6 +66,34 @@ class Link:
     def wait_available(self, timeout: float) -> bool:
         """Wait until Redis is reachable (again); False after ``timeout`` s."""
         return self._up_event.wait(timeout)
+
+    def sync_clock(self) -> None:
+        """Measure Redis's clock against this node's (RedisError if unreachable).
+        The heartbeat does it at every beat, so a step of Redis's clock is followed
+        within a beat."""
+        sent = time.monotonic()
+        sec, usec = self.r.time()
+        got = time.monotonic()
+        with self._lock:
+            # A slow reply (a partition healing) would set the deadlines early by as
+            # much, and timely claims would be refused: only a first one is kept.
+            if self._offset is None or got - sent < self.timeout / 4:
+                self._offset = sec + usec / 1e6 - got
+
+    def deadline(self) -> int:
+        """For a script sent now on ``r``: a time on Redis's clock (µs) at or before
+        the moment this node stops waiting for its reply (``timeout`` after it was
+        sent). A script that runs later than that was given up on: a partition held it
+        (docs/RELIABILITY.md F8). RedisError if the clock was never measured and
+        Redis cannot be reached now."""
+        with self._lock:
+            offset = self._offset
+        if offset is None:
+            self.sync_clock()
+            with self._lock:
+                offset = self._offset
+            assert offset is not None
+        return int((time.monotonic() + offset + self.timeout) * 1e6)
 
     def ready(self) -> None:
         """Raise StorageError while Redis is known to be down: a send then gets

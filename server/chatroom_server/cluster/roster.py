@@ -93,11 +93,16 @@ class Roster:
         try:
             old = self._claim(
                 keys=[k.presence, k.log, k.members],
-                args=[key, self.node, name, STREAM_MAX, k.prefix],
+                args=[key, self.node, name, STREAM_MAX, k.prefix, self._link.deadline()],
             )
         except redis.RedisError as exc:
+            # It may still run when the partition heals, long after its client was
+            # answered: its deadline makes it change nothing then (scripts.CLAIM).
             self.settled(name)
             raise self._unreachable(exc) from exc
+        if old == scripts.LATE:
+            self.settled(name)
+            raise ClusterUnavailable("the cluster answered too late")
         with self._lock:
             self._owners[key] = self.node
         return None if old is None else str(old).partition("|")[0]

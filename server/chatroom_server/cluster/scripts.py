@@ -63,9 +63,16 @@ REGISTERING_MS: Final = 180_000
 # Lua: node names never contain '|'; usernames are ASCII letters, digits, '_' and '-'.
 _NODE_OF = "local function node_of(v) return string.match(v, '^([^|]*)|') end\n"
 
+# A claim whose node has stopped waiting for it (ARGV[6], Link.deadline) changes nothing:
+# a partition that held it may have let the client log in elsewhere since
+# (docs/RELIABILITY.md F8). TIME in a script: Redis >= 5 replicates its effects.
+LATE: Final = "late"
+
 CLAIM = (
     _NODE_OF
     + """
+local now = redis.call('TIME')
+if tonumber(now[1]) * 1000000 + tonumber(now[2]) > tonumber(ARGV[6]) then return 'late' end
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. '|' .. ARGV[3])
 redis.call('SADD', KEYS[3], ARGV[1])
