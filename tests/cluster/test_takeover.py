@@ -160,3 +160,41 @@ def test_a_claim_that_runs_after_its_node_gave_up_takes_nothing_over(
     on_a = a.server._b.bus
     assert on_a is not None and presence.startswith(f"{on_a.node}|")
     still_live(live, watcher, "not replaced")
+
+
+def test_a_login_during_the_resync_is_not_taken_for_an_older_session(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The resync (every 10 s, and when Redis answers again after a partition) reads
+    the presence hash, then this node's sessions: a login here in between, taking the
+    user over from another node, is newer than what the hash said. It must not be
+    ended as if that other node had taken it over."""
+    a, b = cluster.add(), cluster.add()
+    watcher = connect(b.address, "watcher")
+    old = connect(a.address, "twin")
+    watcher.until("users", joined="twin")
+    bus, node = b.server._b.bus, b.server._node
+    assert bus is not None and node is not None
+    real_names, real_resync = node.cluster_local_names, bus.roster.resync
+    armed, resynced = threading.Event(), threading.Event()
+    moved: list[RawClient] = []
+
+    def names() -> list[str]:
+        if armed.is_set() and not moved:
+            # Between the resync's read of the hash and this: the user moves here.
+            moved.append(connect(b.address, "twin"))
+        return real_names()
+
+    def resync(handler: Any) -> None:
+        real_resync(handler)
+        if moved:
+            resynced.set()
+
+    monkeypatch.setattr(node, "cluster_local_names", names)
+    monkeypatch.setattr(bus.roster, "resync", resync)
+    armed.set()
+    bus.link.set_up(False, "the test's partition")  # the consumer resyncs once it reads
+    assert resynced.wait(T)
+    assert old.wait_closed()[-1] == {"type": "bye", "reason": "session_replaced"}
+    (new,) = moved
+    still_live(new, watcher, "the newer session")

@@ -9,8 +9,8 @@ name while it runs (:meth:`Roster.begin_registration`). Every change is a script
 consumer applies the events of every node here (:meth:`Roster.apply`). The resync
 (:meth:`Roster.resync`) repairs both sides after events were missed.
 
-``_lock`` guards ``_owners``, ``_claiming`` and ``_guests``; no callback into the
-server runs under it.
+``_lock`` guards ``_owners``, ``_claiming``, ``_claimed`` and ``_guests``; no callback
+into the server runs under it.
 """
 
 from __future__ import annotations
@@ -56,11 +56,14 @@ class Roster:
         self._end_registration = r.register_script(scripts.END_REGISTRATION)
         self._release = r.register_script(scripts.RELEASE)
         self._rejoin = r.register_script(scripts.REJOIN)
-        self._lock = threading.Lock()  # guards _owners, _claiming and _guests
+        self._lock = threading.Lock()  # guards the four below
         self._owners: dict[str, str] = {}  # username key -> node, the whole cluster
         # Keys claimed by logins here whose sessions are not in the server's maps yet:
         # the resync must not take them for leftovers of a session that ended.
         self._claiming: dict[str, int] = {}
+        # Keys claimed here since the resync under way (or the last) began: newer than
+        # its read of the hash (``resync``; one at a time, on the consumer thread).
+        self._claimed: set[str] = set()
         self._guests: set[str] = set()  # the keys this node's guests hold (for REJOIN)
 
     def load(self, presence: dict[str, str]) -> list[str]:
@@ -89,6 +92,7 @@ class Roster:
         key = username_key(name)
         with self._lock:
             self._claiming[key] = self._claiming.get(key, 0) + 1
+            self._claimed.add(key)
         k = self._keys
         try:
             old = self._claim(
@@ -115,6 +119,7 @@ class Roster:
         key = username_key(name)
         with self._lock:
             self._claiming[key] = self._claiming.get(key, 0) + 1
+            self._claimed.add(key)
         k = self._keys
         try:
             ok = self._claim_guest(
@@ -204,7 +209,15 @@ class Roster:
     def resync(self, handler: Handler) -> None:
         """Compare the presence hash with what this node believes and repair both
         sides: others' users that were missed (Redis restarted, events trimmed), this
-        node's users that Redis lost or still lists after they left."""
+        node's users that Redis lost or still lists after they left.
+
+        A claim here that the read of the hash may not show (under way as it began, or
+        begun since) is left alone when the hash has another node's session of that
+        user: that one is older, and a takeover after the claim comes as a stream
+        entry. Ending the session here would leave the user with none."""
+        with self._lock:
+            newer = set(self._claiming)
+            self._claimed.clear()
         try:
             presence = cast(dict[str, str], self._link.r.hgetall(self._keys.presence))
         except redis.RedisError as exc:
@@ -225,6 +238,8 @@ class Roster:
                     self.release(name)
             elif mine.get(key) != node:
                 with self._lock:
+                    if key in newer or key in self._claimed:
+                        continue  # claimed here after the hash's session (docstring)
                     self._owners[key] = node
                 handler.cluster_joined(name)
         for key, node in mine.items():
