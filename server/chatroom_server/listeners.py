@@ -279,12 +279,14 @@ class Listeners:
         *,
         web: bool = False,
     ) -> None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self._config.send_buffer:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self._config.send_buffer)
-        if self.tls is not None and tls:
-            # The handshake happens in the connection's own thread (serve), never here.
-            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        try:
+            sock = self._prepare(sock, tls)
+        except OSError as exc:
+            # Its client reset it while it waited to be accepted: that connection is
+            # gone, and this thread goes on accepting the others.
+            log.info("%s went away before it was admitted: %s", addr, exc)
+            sock.close()
+            return
         num = next(self._numbers)
         assert self.flusher is not None
         outbox = (IrcOutbox if irc else WebOutbox if web else Outbox)(
@@ -314,6 +316,22 @@ class Listeners:
             self.admission.arrive(conn)
         else:
             self.admission.watch(conn)
+
+    def _prepare(self, sock: socket.socket, tls: bool) -> socket.socket:
+        """An accepted socket set up, and with TLS wrapped (OSError: its client reset
+        it). Wrapping a socket whose peer has gone reads it (CPython's check for bytes
+        sent before the handshake), which raises when it was reset."""
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._config.send_buffer:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self._config.send_buffer)
+        if self.tls is None or not tls:
+            return sock
+        try:
+            # The handshake happens in the connection's own thread (serve), never here.
+            return self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        except OSError as exc:
+            _close_half_made(exc)
+            raise
 
     @staticmethod
     def _queued(conn: Conn) -> None:
@@ -504,3 +522,16 @@ class Listeners:
         True if they all have."""
         deadline = time.monotonic() + timeout
         return all(t.join(deadline - time.monotonic()) for t in list(self._readers))
+
+
+def _close_half_made(exc: OSError) -> None:
+    """The TLS socket that ``wrap_socket`` made and then raised from owns the accepted
+    socket's file descriptor (it was detached into it): close it now, not when the
+    collector finds it (with a ResourceWarning)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        made = tb.tb_frame.f_locals.get("self")
+        if isinstance(made, ssl.SSLSocket):
+            made.close()
+            return
+        tb = tb.tb_next

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import socket
 import ssl
+import struct
 import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
@@ -198,3 +200,34 @@ def test_irc_over_tls_beside_plain_irc(certs: tuple[Path, Path]) -> None:
             while b" 366 " not in got:
                 got += s.recv(65536)
             assert b":chatroom 001 plain " in got
+
+
+def test_connections_reset_before_they_are_accepted_stop_nothing(
+    tls_server: TestServer, certs: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Clients that reset their connections while they wait in the listen queue: the
+    TLS wrap of such a socket raised (CPython reads it to look for bytes sent before
+    the handshake), and that ended the accept thread: the server took nobody after it.
+    The accept thread is held here on a first connection while the others come and
+    reset, as a busy accept thread would be."""
+    listeners = tls_server.server._listeners  # chatroom_server.listeners
+    real = listeners._admit
+    entered, release = threading.Event(), threading.Event()
+
+    def held(*args: Any, **kwargs: Any) -> None:
+        if not entered.is_set():
+            entered.set()
+            assert release.wait(T)
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(listeners, "_admit", held)
+    first = socket.create_connection(tls_server.address, timeout=T)
+    assert entered.wait(T)
+    for _ in range(5):
+        gone = socket.create_connection(tls_server.address, timeout=T)
+        gone.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        gone.close()  # RST, on loopback at once
+    release.set()
+    first.close()
+    c = tls_client(tls_server, certs[1], "after_resets")  # accepted, and logged in
+    c.close()
