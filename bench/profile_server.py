@@ -2,11 +2,14 @@
 swarm of 100 bots sends at a fixed rate. Needs py-spy (pip install -e '.[bench]').
 
     .venv/bin/python bench/profile_server.py --rate 300 --seconds 10 [--gil]
+                                             [--clients 1000 --rooms 100 --senders 100]
 
 ``--gil`` samples only the thread holding the GIL: where the Python work goes, without
 the threads that are waiting in ``recv``. ``--clients 1000`` works; at 10,000 threads
 py-spy 0.4 cannot attach here ("Failed to find a python interpreter"), so
-docs/PERFORMANCE.md profiles that size with ``perf record -a -g`` instead.
+docs/PERFORMANCE.md profiles that size with ``perf record -a -g`` instead. ``--rooms R``
+puts the bots in R rooms (chat-load ``--rooms``, as bench/ab.py): ``--clients 1000 --rooms
+100 --senders 100`` is 100 rooms of 10, each with a sender.
 """
 
 from __future__ import annotations
@@ -61,6 +64,8 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=300.0)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--clients", type=int, default=100)
+    ap.add_argument("--senders", type=int, default=10, help="of the bots")
+    ap.add_argument("--rooms", type=int, default=0, help="bots in this many rooms")
     ap.add_argument("--gil", action="store_true", help="only the thread holding the GIL")
     ap.add_argument(
         "--spy-rate",
@@ -78,7 +83,13 @@ def main() -> None:
     ):
         raw = Path(tmp) / "profile.txt"
         cfg = LoadConfig(
-            port=port, clients=a.clients, senders=10, processes=2, drain=1.0, relay_frames=True
+            port=port,
+            clients=a.clients,
+            senders=a.senders,
+            processes=2,
+            drain=1.0,
+            relay_frames=True,
+            rooms=a.rooms,
         )
         with Swarm(cfg) as swarm:
             wait_idle(proc.pid)  # the logins' user-list deltas are not what is profiled
