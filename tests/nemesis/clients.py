@@ -340,10 +340,12 @@ class Driver:
                 refused = isinstance(exc, ServerError)
                 code = exc.code if isinstance(exc, ServerError) else type(exc).__name__
                 self._op("fail" if refused else "info", "login", op, attempt=attempt, error=code)
+                # Closed first: until then its hooks may still get messages (a login that
+                # timed out may be answered meanwhile), and the cursor moves past them.
+                client.close(timeout=2.0)
                 if client.cursor is not None:
                     since = client.cursor  # it got part of a replay: go on from there
                     self.cursor = since
-                client.close(timeout=2.0)
                 self.client = None
                 over = self.stop.is_set() if deadline is None else self.history.now() > deadline
                 if over or self.abort.wait(self.jitter.uniform(0.3, 1.5)):
