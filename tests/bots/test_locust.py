@@ -27,6 +27,9 @@ from tests.helpers import quiet_server
 ROOT = Path(__file__).resolve().parents[2]
 LOCUSTFILE = ROOT / "bots" / "examples" / "locustfile.py"
 LOCUST = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE)]
+# The example's users, and a run that ends once it has what a test checks (locust_stop.py).
+STOP = Path(__file__).resolve().parent / "locust_stop.py"
+LOCUST_UNTIL = [sys.executable, "-m", "locust", "-f", f"{LOCUSTFILE},{STOP}"]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
@@ -43,10 +46,17 @@ def free_port() -> int:
 
 
 @contextmanager
-def processes(*commands: list[str], cwd: Path) -> Iterator[list[subprocess.Popen[str]]]:
+def processes(
+    *commands: list[str], cwd: Path, env: dict[str, str] | None = None
+) -> Iterator[list[subprocess.Popen[str]]]:
     procs = [
         subprocess.Popen(
-            cmd, cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            cmd,
+            cwd=cwd,
+            env={**ENV, **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         for cmd in commands
     ]
@@ -106,21 +116,27 @@ def test_users_in_zipf_rooms_report_deliveries_per_room_size(
     load_server: TestServer, tmp_path: Path
 ) -> None:
     """--chat-rooms: every user joins its rooms, talks in them, and Locust's table has a
-    line per room size; a delivery in a room the user is not in would be a failure."""
+    line per room size; a delivery in a room the user is not in would be a failure.
+    The run ends once every user has joined and a room's message was delivered (it
+    lasted a fixed 4 s, and under load nobody had joined by then). Its statistics are
+    the JSON Locust writes as it ends: the CSV is rewritten once a second, and a run
+    that ends sooner than that leaves only its header."""
     cmd = [
-        *LOCUST, "--headless", "-u", "12", "-r", "12", "-t", "4s", "--only-summary",
-        "--host", f"chat://127.0.0.1:{load_server.port}", "--csv", "rooms",
+        *LOCUST_UNTIL, "--headless", "-u", "12", "-r", "12", "-t", "75s", "--only-summary",
+        "--host", f"chat://127.0.0.1:{load_server.port}", "--json-file", "rooms",
         "--chat-rooms", "3", "--chat-room-sizes", "zipf",
     ]  # fmt: skip
-    with processes(cmd, cwd=tmp_path) as (run,):
+    until = {"CHAT_STOP_JOINS": "12", "CHAT_STOP_ROOM_DELIVERIES": "1"}
+    with processes(cmd, cwd=tmp_path, env=until) as (run,):
         out, _ = run.communicate(timeout=90)
         assert run.returncode == 0, out
-    stats = read_stats(tmp_path / "rooms_stats.csv")
-    assert int(stats["join"]["Request Count"]) >= 12, stats  # every user, in its room
+    rows = json.loads((tmp_path / "rooms.json").read_text())
+    stats = {row["name"]: row for row in rows}
+    assert stats["join"]["num_requests"] >= 12, stats  # every user, in its room
     per_size = [n for n in stats if n.startswith("deliver pm, room of ")]
-    assert per_size and all(int(stats[n]["Request Count"]) > 0 for n in per_size), stats
+    assert per_size and all(stats[n]["num_requests"] > 0 for n in per_size), stats
     assert "deliver pm" not in stats  # nobody talked in lobby
-    failed = {n: r["Failure Count"] for n, r in stats.items() if r["Failure Count"] != "0"}
+    failed = {n: r["num_failures"] for n, r in stats.items() if r["num_failures"]}
     assert failed == {}  # no foreign room among them
 
 
