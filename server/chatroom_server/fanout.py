@@ -101,6 +101,8 @@ from chatroom.protocol import (
 )
 from chatroom_server.fanitems import Batch as _Batch
 from chatroom_server.fanitems import Direct, Member, RoomCheck, RoomMember, with_seq
+from chatroom_server.livecids import LiveCids
+from chatroom_server.livecids import conflict as live_conflict
 from chatroom_server.messagelog import Conflict, Duplicate, NewMessage, Outcome, StorageError
 from chatroom_server.metrics import FanOutStats
 from chatroom_server.storage import MessageStore
@@ -172,6 +174,7 @@ class FanOut:
         self._lookup = lookup  # a logged-in connection by username_key (DM recipients)
         # Rooms (:meth:`serve_rooms`): set once, before the server takes connections.
         self._check_room: RoomCheck | None = None
+        self._live_cids = LiveCids()  # a guest room's messages' cids; under _lock
         self._local: Callable[[str], RoomMember | None] = lambda key: None
         self._queue: deque[_Batch | Direct | tuple[Member, Callable[[], object]]] = deque()
         self._lock = threading.Lock()
@@ -494,6 +497,13 @@ class FanOut:
                 )
                 item.acks[k] = encode(Ack(command="pm", room=room, id=rid))
             if not stored:
+                again = (
+                    None if m.cid is None else self._live_cids.check(m.sender, m.cid, room, m.body)
+                )
+                if again is not None:  # a resend: acked again, sent no more (livecids.py)
+                    item.refused[k] = item.acks[k] if again else live_conflict(rid)
+                    members.append(None)
+                    continue
                 item.live.add(k)
             members.append((room, keys))
 

@@ -494,3 +494,30 @@ def test_minus_n_lets_a_user_outside_the_channel_speak_in_it() -> None:
         got = chanop.until("PRIVMSG")
         assert got == ":outsider!outsider@chatroom PRIVMSG #chan :hello from outside"
         assert outsider.until("PONG").endswith(":end")  # no error, no copy of its own
+
+
+def test_a_resent_message_to_a_guest_room_is_delivered_once() -> None:
+    # Never stored, a guest room's message has no seq for the log's cid check: the
+    # server remembers recent cids of such messages (docs/PROTOCOL.md §Guest rooms).
+    with guests() as srv:
+        from tests.server.test_rooms_server import v2
+
+        host = guest(srv, "host")
+        host.send("JOIN #g")
+        host.until("366")
+        first, _ = v2(srv, "member")
+        first.send(command="join", room="g", id=1)
+        first.until("room_info", id=1)
+        first.send(command="pm", room="g", message="once", cid="c-1", id=2)
+        assert first.until("ack", id=2).get("seq") is None
+        # Its connection is taken over before the ack is seen (a reconnect): the
+        # session goes on, in the room still, and the SDK sends the message again.
+        again, _ = v2(srv, "member")
+        again.send(command="pm", room="g", message="once", cid="c-1", id=3)
+        again.until("ack", id=3)
+        again.send(command="pm", room="g", message="other text", cid="c-1", id=4)
+        assert again.until("error", id=4)["code"] == "cid_conflict"
+        again.send(command="pm", room="g", message="next", cid="c-2", id=5)
+        again.until("ack", id=5)
+        assert host.until("PRIVMSG") == ":member!member@chatroom PRIVMSG #g :once"
+        assert host.until("PRIVMSG") == ":member!member@chatroom PRIVMSG #g :next"
