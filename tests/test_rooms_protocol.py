@@ -252,3 +252,13 @@ def test_missing_room_field_is_bad_request() -> None:
     assert err.value.code == ErrorCode.BAD_REQUEST and err.value.request_id == 3
     with pytest.raises(msgspec.ValidationError):
         msgspec.json.decode(b'{"name":"x","count":"two"}', type=RoomListing)
+
+
+def test_apply_event_renames_a_member_and_drops_one_who_quit() -> None:
+    from chatroom.rooms import apply_event
+
+    info = RoomInfo(name="g", members=("alice", "bob"), roles={"alice": "op"})
+    renamed = apply_event(info, RoomEvent(room="g", event="nick", by="alice", user="Zed", ts=1.0))
+    assert renamed.members == ("bob", "Zed") and renamed.roles == {"Zed": "op"}
+    quit_ = apply_event(renamed, RoomEvent(room="g", event="quit", by="zed", ts=2.0))
+    assert quit_.members == ("bob",) and quit_.roles == {}

@@ -280,6 +280,10 @@ class UsersDelta(_Event, tag="users_delta", frozen=True):
     joined: UserTuple = ()
     left: UserTuple = ()
     room: str | None = None  # protocol v2: always lobby, whose members are all users
+    # (old, new) of the names in ``left`` and ``joined`` that are one IRC guest's NICK
+    # change (docs/PROTOCOL.md §users_delta): a client that ignores it sees a departure
+    # and an arrival, which is what its list needs.
+    renamed: tuple[tuple[str, str], ...] = ()
 
 
 class Ack(_Event, tag="ack", frozen=True):

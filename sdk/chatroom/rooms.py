@@ -92,6 +92,7 @@ class RoomEventKind(StrEnum):
     MUTE = "mute"
     UNMUTE = "unmute"
     QUIT = "quit"  # a member's session ended: gone from a guest room (§Guest rooms)
+    NICK = "nick"  # an IRC guest member (``by``) is called ``user`` now (§Guest rooms)
 
 
 def is_valid_room(name: str) -> bool:
@@ -379,8 +380,16 @@ def apply_event(info: RoomInfo, event: RoomEvent) -> RoomInfo:
             return info
         members = tuple(sorted((*info.members, event.by), key=str.lower))
         return msgspec.structs.replace(info, members=members)
-    if kind in (RoomEventKind.PART, RoomEventKind.KICK, RoomEventKind.BAN):
-        gone = room_key(event.by if kind == RoomEventKind.PART else event.user or "")
+    if kind == RoomEventKind.NICK and event.user:
+        old, new = room_key(event.by), event.user
+        members = tuple(
+            sorted((new if room_key(m) == old else m for m in info.members), key=str.lower)
+        )
+        roles = {(new if room_key(u) == old else u): r for u, r in info.roles.items()}
+        return msgspec.structs.replace(info, members=members, roles=roles)
+    if kind in (RoomEventKind.PART, RoomEventKind.QUIT, RoomEventKind.KICK, RoomEventKind.BAN):
+        by_self = kind in (RoomEventKind.PART, RoomEventKind.QUIT)
+        gone = room_key(event.by if by_self else event.user or "")
         members = tuple(m for m in info.members if room_key(m) != gone)
         roles = {u: r for u, r in info.roles.items() if room_key(u) != gone}
         return msgspec.structs.replace(info, members=members, roles=roles)

@@ -310,6 +310,45 @@ class Login:
                 irc.guest = None
                 self._presence.release_guest(conn, key)
 
+    def rename(self, conn: Conn, new: str, done: Callable[[], None]) -> str:
+        """--irc-guests: a guest's NICK after registration (docs/IRC.md): ``ok`` (and
+        ``done`` run, on this thread, once the session is ``new``'s and before anyone
+        hears of it), ``in_use`` (a session, a guest, a registration or an account has
+        the name: 433), or why not (``unavailable``; a cluster, whose guests' names are
+        claimed in Redis, renames none). ``new`` is claimed as a guest's nick is, in
+        one step before the accounts are asked, so no registration slips between;
+        the old name is free at once."""
+        assert self._b.store is not None and conn.irc is not None and conn.username
+        if self._b.bus is not None:
+            return "a guest keeps its nick on a cluster"
+        key = username_key(new)
+        claimed = key != username_key(conn.username)
+        if claimed and not self._presence.claim_guest(key, conn, lambda c: _hung_up(c.sock)):
+            return "in_use"
+        rooms = self._b.rooms
+        try:
+            if claimed and self._b.store.get(new) is not None:
+                return "in_use"
+            if not self._b.fanout.settle(conn, self._config.shutdown_grace):
+                return "unavailable"  # its earlier messages go first, under the old name
+
+            def commit() -> None:
+                old = conn.username
+                assert old is not None
+                self._presence.rename_guest(conn, new)
+                done()
+                if rooms is not None:
+                    rooms.renamed(old, new)
+
+            self._b.fanout.exclusive(commit)
+        except (AccountStoreBusy, TimeoutError) as exc:
+            log.warning("%s: cannot rename to %s: %s", conn.username, new, exc)
+            return "unavailable"
+        finally:
+            if claimed and conn.username != new:
+                self._presence.release_guest(conn, key)
+        return "ok"
+
     @staticmethod
     def _nick_in_use(irc: IrcSession, name: str) -> bool:
         # Unlike a login, a guest proves nothing that would let it take a session

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from chatroom.errors import ErrorCode, ProtocolError, RequestId
@@ -194,6 +194,16 @@ class Moderation:
             self._mutes.setdefault(rk, {})[username_key(change.user)] = mute
         elif kind is RoomEventKind.UNMUTE:
             self._drop(self._mutes, rk, change.user)
+
+    def rename(self, rooms: list[str], old: str, new: str) -> None:
+        """An IRC guest's NICK change: a mute in these rooms (guest rooms) stays on
+        its member, under the new name; a ban names a nick and stays on it."""
+        ok, nk = username_key(old), username_key(new)
+        for room in rooms:
+            mutes = self._mutes.get(room_key(room), {})
+            mute = mutes.pop(ok, None)
+            if mute is not None:
+                mutes[nk] = replace(mute, user=new)
 
     def forget(self, room: str) -> None:
         """A guest room is gone (docs/PROTOCOL.md §Guest rooms): its bans and mutes with

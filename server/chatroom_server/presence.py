@@ -248,6 +248,33 @@ class Presence:
         if self.guests.get(key) is conn:
             del self.guests[key]
 
+    def rename_guest(self, conn: Conn, new: str) -> None:
+        """The IRC guest ``conn`` is called ``new`` from now on (docs/IRC.md, NICK):
+        ``new``'s key is held for it in ``guests`` already (claim_guest), unless only
+        the case changes. Its session goes on under the new name: in the roster, the
+        user list (whose next delta says ``renamed``) and v1 pushes. Run under the
+        fan-out lock, with the rooms' change (chatroom_server.login.Login.rename)."""
+        old = conn.username
+        assert old is not None and conn.irc is not None
+        old_key, new_key = username_key(old), username_key(new)
+        self.publisher.renaming(old, new)  # before the live list shows it
+        with self.lock:
+            if self.by_key.get(old_key) is conn:
+                del self.by_key[old_key]
+            self.by_key[new_key] = conn
+            if old_key != new_key:
+                self._release_guest_locked(conn, old_key)
+            conn.username = new
+            conn.irc.guest = new_key
+            self.live.discard(old)
+            self.live.add(new)
+            self._names = None
+            self._roster = None
+            legacy = self._push_users_locked(joined=new, left=old)
+        conn.announced = False  # its next message announces the new name first
+        push_all(c.outbox for c in legacy)
+        self.publisher.changed()
+
     def guest_of(self, key: str) -> Conn | None:
         with self.lock:
             return self.guests.get(key)

@@ -493,6 +493,24 @@ class RoomBook:
                 if m is not None:
                     m.role = role
 
+    def rename(self, old: str, new: str) -> list[Room]:
+        """An IRC guest's NICK change (docs/IRC.md): its memberships, all of guest
+        rooms (a guest joins no other), under the new name; the rooms they are of.
+        Nothing else changes: an invite or a ban names a nick, and stays on it."""
+        ok, nk = username_key(old), username_key(new)
+        keys = self._of_user.pop(ok, set())
+        rooms = []
+        for k in sorted(keys):
+            room = self._rooms[k]
+            assert room.ephemeral, "a guest is in guest rooms only"
+            m = room.members.pop(ok)
+            m.user = new
+            room.members[nk] = m
+            rooms.append(room)
+        if keys:
+            self._of_user[nk] = keys
+        return rooms
+
     def _add(self, room: Room, member: Member) -> None:
         room.members[username_key(member.user)] = member
         self._of_user.setdefault(username_key(member.user), set()).add(room_key(room.name))

@@ -240,6 +240,18 @@ class RoomService:
             out.append(self.stored(change, None, ts))
         return out
 
+    def renamed(self, old: str, new: str, ts: float) -> list[Delivery]:
+        """An IRC guest ``old`` is called ``new`` now: in each of its guest rooms, a
+        ``nick`` event (never stored) to the other members (§Guest rooms)."""
+        rooms = self.book.rename(old, new)
+        self.moderation.rename([r.name for r in rooms], old, new)
+        out = []
+        for room in rooms:
+            change = RoomChange(room.name, RoomEventKind.NICK, old, user=new, ts=ts, ephemeral=True)
+            to = frozenset(room.members) - {username_key(new)}
+            out.append(Delivery(b"", encode(change.frame(None, ts)), to))
+        return out
+
     # ------------------------------------------------------------ messages in rooms
 
     def recipients(

@@ -186,6 +186,12 @@ class RoomWire:
         except TimeoutError as exc:
             log.error("%s left guest rooms that could not be told: %s", user, exc)
 
+    def renamed(self, old: str, new: str) -> None:
+        """Under the fan-out lock (chatroom_server.login.Login.rename): an IRC guest's
+        NICK change in its guest rooms, each other member told."""
+        for d in self.service.renamed(old, new, self._wall()):
+            self._send_to(d.to, d.event, skip=None)
+
     def member_rooms(self, user: str) -> tuple[RoomInfo, ...]:
         """The rooms ``user`` is in (IRC WHOIS's 319), read under the fan-out lock."""
         return self._fanout.exclusive(lambda: self.rooms_of(user))

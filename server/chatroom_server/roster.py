@@ -189,6 +189,9 @@ class UsersPublisher:
         self._published = SortedNames()  # the list every subscriber has now
         self._dirty = Doorbell()  # rung when the live list may differ from _published
         self._gone: deque[Member] = deque()  # unsubscribed; see the module docstring
+        # IRC guests' NICK changes, (old, new), noted before the live list shows them;
+        # appended by anyone, read and replaced only under the lock (_renamed_locked).
+        self._renames: deque[tuple[str, str]] = deque()
         self._last = 0.0  # time.monotonic() of the last publication
         self._changed_at = 0.0  # time.monotonic() of the latest change; a plain store
         self._window = min_window
@@ -223,6 +226,12 @@ class UsersPublisher:
         lock unless this is the first change since the publisher last looked."""
         self._changed_at = time.monotonic()
         self._dirty.ring()
+
+    def renaming(self, old: str, new: str) -> None:
+        """An IRC guest's NICK change is about to show in the live list (``old`` gone,
+        ``new`` there): the delta that shows it says so (``renamed``). Called before
+        the live list changes, so that no delta shows it without the note."""
+        self._renames.append((old, new))
 
     def announce(self, name: str) -> None:
         """Before a message from ``name`` goes out: make sure every subscriber has heard
@@ -298,6 +307,7 @@ class UsersPublisher:
                 joined=tuple(sorted(joined, key=username_key)),
                 left=tuple(sorted(left, key=username_key)),
                 count=len(pub),
+                renamed=self._renamed_locked(joined, left, live),
             )
         )
         subscribers = tuple(self._subscribers)
@@ -306,6 +316,22 @@ class UsersPublisher:
         self.publications += 1
         log.debug("users_delta +%d -%d", len(joined), len(left))
         return subscribers
+
+    def _renamed_locked(
+        self, joined: set[str], left: set[str], live: set[str]
+    ) -> tuple[tuple[str, str], ...]:
+        """The noted renames this delta shows (its old name left, its new one joined).
+        One the live list does not show yet (its old name still there) waits for a
+        later delta; any other is dropped (a guest that renamed and left at once)."""
+        shown, waiting = [], []
+        for _ in range(len(self._renames)):
+            old, new = self._renames.popleft()
+            if old in left and new in joined:
+                shown.append((old, new))
+            elif old in live and old != new:
+                waiting.append((old, new))
+        self._renames.extend(waiting)
+        return tuple(shown)
 
     def _tick_locked(self) -> tuple[Member, ...]:
         """The periodic push (docs/PROTOCOL.md §Server pushes): for subscribers, a delta

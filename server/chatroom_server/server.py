@@ -484,6 +484,10 @@ class ChatServer:
         """--irc-guests: a session under a nick no account has (Login.guest_login)."""
         return self._logins.guest_login(conn, name)
 
+    def rename_guest(self, conn: Conn, new: str, done: Callable[[], None]) -> str:
+        """--irc-guests: a guest's NICK after registration (Login.rename)."""
+        return self._logins.rename(conn, new, done)
+
     def check_password(self, conn: Conn, name: str, password: str) -> bool | None:
         """SASL: whether ``password`` is ``name``'s (Login.sasl)."""
         return self._logins.sasl(conn, name, password)

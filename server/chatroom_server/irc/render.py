@@ -248,8 +248,20 @@ class IrcRender:
         if not self.in_lobby:
             return False
         me = username_key(self.nick)
-        out += [f":{mask(n)} JOIN {self.channel}" for n in e.joined if username_key(n) != me]
-        out += [f":{mask(n)} QUIT :Left the room" for n in e.left if username_key(n) != me]
+        # A guest's NICK change is in left and joined too: one NICK line (not to the
+        # guest itself, told at once by its session).
+        was = {o for o, _ in e.renamed} | {n for _, n in e.renamed}
+        out += [f":{mask(o)} NICK :{n}" for o, n in e.renamed if username_key(n) != me]
+        out += [
+            f":{mask(n)} JOIN {self.channel}"
+            for n in e.joined
+            if username_key(n) != me and n not in was
+        ]
+        out += [
+            f":{mask(n)} QUIT :Left the room"
+            for n in e.left
+            if username_key(n) != me and n not in was
+        ]
         return False  # "not me" differs per client
 
     def _on_login_ok(self, e: LoginOk, out: list[str]) -> bool:
@@ -388,6 +400,13 @@ class IrcRender:
             if not self.in_lobby and self._last_quit != (e.by, e.ts):
                 self._last_quit = (e.by, e.ts)
                 out.append(f":{by} QUIT :{'Quit: ' + e.reason if e.reason else 'Quit'}")
+            return False
+        elif e.event == "nick" and e.user:
+            # A guest room member's NICK change: as a QUIT, seen in the lobby channel
+            # (users_delta's renamed) by a client that shows it, else here, once.
+            if not self.in_lobby and self._last_quit != (e.by, e.ts):
+                self._last_quit = (e.by, e.ts)
+                out.append(f":{by} NICK :{e.user}")
             return False
         elif e.event == "part":
             out.append(f":{by} PART {chan}" + (f" :{e.reason}" if e.reason else ""))

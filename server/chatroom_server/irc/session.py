@@ -14,7 +14,7 @@ import binascii
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from chatroom.protocol import (
     ClientCommand,
@@ -60,6 +60,12 @@ class Connection(Protocol):
     rules: SessionRules
 
 
+class _Lines(Protocol):
+    """An IRC connection's outbox (IrcOutbox, or a web one speaking IRC)."""
+
+    def send_irc(self, data: bytes) -> bool: ...
+
+
 class Core(Protocol):
     """What the IRC gateway may ask of the server (chatroom_server.server.ChatServer).
     ``conn`` is the server's own connection object, which the gateway hands back."""
@@ -95,6 +101,10 @@ class Core(Protocol):
 
     def guest_login(self, conn: Any, name: str) -> bool | None:
         """--irc-guests: a session under a nick no account has; None: it has one."""
+
+    def rename_guest(self, conn: Any, new: str, done: Callable[[], None]) -> str:
+        """A guest's NICK: ``ok`` (``done`` run once the session is ``new``'s, before
+        anyone is told), ``in_use``, or why not."""
 
     def send_ordered(self, conn: Any, data: bytes) -> None:
         """Lines the gateway made itself, sent behind what the connection's earlier
@@ -450,12 +460,34 @@ class IrcSession(ChannelCommands, ServerQueries):
         return True
 
     def on_nick_change(self, params: list[str]) -> bool:
-        if params and username_key(params[0]) == username_key(self.nick):
+        if not params or not params[0]:
+            self.num("431", text="No nickname given")
             return True
-        self.num(
-            "447",
-            text="Nick changes are not allowed here: your nick is your account name",
-        )
+        new = params[0]
+        if new == self.nick:
+            return True  # no change: nothing to say, to anyone
+        if self.guest is None:
+            if username_key(new) != username_key(self.nick):
+                why = "Nick changes are not allowed here: your nick is your account name"
+                self.num("447", text=why)
+            return True
+        if not is_valid_username(new):
+            self.num("432", new, text="Erroneous nickname: 1-32 of A-Z a-z 0-9 _ -")
+            return True
+        old = self.nick
+
+        def done() -> None:
+            # Under the fan-out lock, on this thread: the session is new's now, and this
+            # client hears it first (everyone else: users_delta, room events).
+            self.nick = new
+            line = f":{mask(old)} NICK :{new}\r\n".encode()
+            cast(_Lines, self.conn.outbox).send_irc(line)
+
+        got = self.server.rename_guest(self.conn, new, done)
+        if got == "in_use":
+            self.num("433", new, text="Nickname is already in use")
+        elif got != "ok":
+            self.num("447", text=f"Nick change refused: {got}")
         return True
 
     def on_reregister(self, params: list[str]) -> bool:
