@@ -32,15 +32,19 @@ the publisher's): it must never take a lock or call back into the server.
 :class:`Translations` is shared: one dict of tuples, each replaced whole.
 
 The package: :mod:`~chatroom_server.irc.parse` (lines and their limits),
-:mod:`~chatroom_server.irc.session` (in: the client's lines, and :class:`Core`, all the
-gateway asks of the server), :mod:`~chatroom_server.irc.channels` (in: the channel
-commands, each the room command it means: channels are rooms) and
-:mod:`~chatroom_server.irc.render` (out: frames as lines).
+:mod:`~chatroom_server.irc.core` (:class:`Core`, all the gateway asks of the server),
+:mod:`~chatroom_server.irc.session` (in: the client's lines),
+:mod:`~chatroom_server.irc.channels` (in: the channel commands, each the room command it
+means: channels are rooms), :mod:`~chatroom_server.irc.render` (out: frames as lines)
+and :mod:`~chatroom_server.irc.outbox` (out: the connection's outbox, and the
+translations all share).
 """
 
+from chatroom_server.irc.core import Core
+from chatroom_server.irc.outbox import IrcOutbox, Translations
 from chatroom_server.irc.parse import LineDecoder, Message, decode_line, parse, split_text
-from chatroom_server.irc.render import IrcOutbox, IrcRender, Translations
-from chatroom_server.irc.session import Core, IrcSession
+from chatroom_server.irc.render import IrcRender
+from chatroom_server.irc.session import IrcSession
 
 __all__ = [
     "Core",

@@ -40,7 +40,7 @@ from chatroom.rooms import (
 from chatroom_server.irc.render import IrcRender
 
 if TYPE_CHECKING:
-    from chatroom_server.irc.session import Core
+    from chatroom_server.irc.core import Core
 
 
 class ChannelCommands(IrcRender):

@@ -24,7 +24,7 @@ from chatroom.protocol import username_key
 from chatroom_server.irc.parse import HOST, number
 
 if TYPE_CHECKING:
-    from chatroom_server.irc.session import Core
+    from chatroom_server.irc.core import Core
 
 WHOWAS_KEPT: Final = 1000  # sessions remembered for WHOWAS, the oldest dropped first
 _ROLE_FLAG: Final = {"owner": "@", "op": "@", "voice": "+"}

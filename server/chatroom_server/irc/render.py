@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from chatroom.moderation import BanList
 from chatroom.protocol import (
@@ -40,59 +40,11 @@ from chatroom.rooms import (
     room_key,
 )
 from chatroom_server.irc.parse import BYE_TEXT, HOST, LINE, MOTD, iso_time, mask, split_text
-from chatroom_server.irc.queries import Whowas
-from chatroom_server.outbox import Outbox
+
+if TYPE_CHECKING:
+    from chatroom_server.irc.outbox import Translations
 
 log = logging.getLogger("chatroom_server.irc")
-
-
-class Translations:
-    """The last frames translated for each set of capabilities that changes the
-    output (tags or not), shared by every IRC connection: the fan-out queues the same
-    bytes object to each recipient, so one translation serves all of them."""
-
-    def __init__(self) -> None:
-        self._last: dict[int, tuple[bytes, bytes]] = {}
-        # The gateway's other shared state: the sessions that ended, for WHOWAS.
-        self.whowas = Whowas()
-
-    def get(self, data: bytes, mode: int) -> bytes | None:
-        hit = self._last.get(mode)
-        return hit[1] if hit is not None and hit[0] is data else None
-
-    def put(self, data: bytes, mode: int, out: bytes) -> None:
-        self._last[mode] = (data, out)
-
-
-class IrcOutbox(Outbox):
-    """An :class:`~chatroom_server.outbox.Outbox` that turns the server's frames into
-    IRC lines for its connection (module docstring, "Out")."""
-
-    __slots__ = ("session",)
-
-    session: IrcRender
-
-    def send(self, data: bytes) -> bool:
-        return super().send(self.session.translate(data))
-
-    def queue(self, data: bytes) -> bool:
-        return super().queue(self.session.translate(data))
-
-    def offer(self, data: bytes) -> None:
-        super().offer(self.session.translate(data))
-
-    def replay(self, data: bytes) -> bool:
-        return super().replay(self.session.translate(data))
-
-    def release(self, first: bytes) -> bool:
-        return super().release(self.session.translate(first))
-
-    def finish(self, last: bytes = b"") -> None:
-        super().finish(self.session.translate(last) if last else b"")
-
-    def send_irc(self, data: bytes) -> bool:
-        """Lines made here, sent as they are."""
-        return super().send(data)
 
 
 class IrcRender:

@@ -14,7 +14,7 @@ import binascii
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, cast
+from typing import cast
 
 from chatroom.protocol import (
     ClientCommand,
@@ -27,9 +27,9 @@ from chatroom.protocol import (
     is_valid_username,
     username_key,
 )
-from chatroom.rooms import RoomInfo
-from chatroom_server.config import ServerConfig
 from chatroom_server.irc.channels import ChannelCommands
+from chatroom_server.irc.core import Connection, Core, Lines
+from chatroom_server.irc.outbox import Translations
 from chatroom_server.irc.parse import (
     CAPS,
     HOST,
@@ -43,77 +43,9 @@ from chatroom_server.irc.parse import (
     parse,
     too_long,
 )
-from chatroom_server.irc.queries import Gone, Peer, ServerQueries
-from chatroom_server.irc.render import Translations
-from chatroom_server.outbox import Outbox
-from chatroom_server.session import SessionRules
+from chatroom_server.irc.queries import Gone, ServerQueries
 
 log = logging.getLogger("chatroom_server.irc")
-
-
-class Connection(Protocol):
-    """What the gateway reads of the server's connection object."""
-
-    outbox: Outbox
-    username: str | None
-    frames: int
-    rules: SessionRules
-
-
-class _Lines(Protocol):
-    """An IRC connection's outbox (IrcOutbox, or a web one speaking IRC)."""
-
-    def send_irc(self, data: bytes) -> bool: ...
-
-
-class Core(Protocol):
-    """What the IRC gateway may ask of the server (chatroom_server.server.ChatServer).
-    ``conn`` is the server's own connection object, which the gateway hands back."""
-
-    @property
-    def config(self) -> ServerConfig: ...
-
-    def names(self) -> tuple[str, ...]: ...
-
-    def irc_ident(self, name: str) -> tuple[str, str]: ...
-
-    def irc_peer(self, name: str) -> Peer | None:
-        """The IRC session of ``name`` online (its USER fields, its AWAY), or None."""
-
-    def rooms_of(self, name: str) -> tuple[RoomInfo, ...]:
-        """The rooms ``name`` is in (WHOIS's 319)."""
-
-    def room_info(self, user: str, room: str) -> RoomInfo | None:
-        """A room as ``members`` shows it to ``user`` (WHO #room); None: none for them."""
-
-    def is_server_operator(self, name: str) -> bool:
-        """WHOIS's 313: ``name`` is a server operator now (docs/PROTOCOL.md §whois)."""
-
-    def meter(self, conn: Any) -> bool | None:
-        """Count one line against flood control: True allowed, False over the rate,
-        None flooding (the connection's bye is on its way: close it)."""
-
-    def run_command(self, conn: Any, cmd: ClientCommand, allowed: bool) -> bool:
-        """Run a command through the server's command path; False closes."""
-
-    def check_password(self, conn: Any, name: str, password: str) -> bool | None:
-        """SASL: the password is ``name``'s; None: close the connection."""
-
-    def guest_login(self, conn: Any, name: str) -> bool | None:
-        """--irc-guests: a session under a nick no account has; None: it has one."""
-
-    def rename_guest(self, conn: Any, new: str, done: Callable[[], None]) -> str:
-        """A guest's NICK: ``ok`` (``done`` run once the session is ``new``'s, before
-        anyone is told), ``in_use``, or why not."""
-
-    def send_ordered(self, conn: Any, data: bytes) -> None:
-        """Lines the gateway made itself, sent behind what the connection's earlier
-        lines handed the server and is still on its way (a room message's refusal).
-        Only on the connection's reader thread."""
-
-    def oper(self, name: str, password: str) -> str:
-        """OPER (docs/PROTOCOL.md §Moderation): ``ok`` when ``password`` is account
-        ``name``'s and it is a server operator; else ``password`` or ``not_operator``."""
 
 
 class IrcSession(ChannelCommands, ServerQueries):
@@ -481,7 +413,7 @@ class IrcSession(ChannelCommands, ServerQueries):
             # client hears it first (everyone else: users_delta, room events).
             self.nick = new
             line = f":{mask(old)} NICK :{new}\r\n".encode()
-            cast(_Lines, self.conn.outbox).send_irc(line)
+            cast(Lines, self.conn.outbox).send_irc(line)
 
         got = self.server.rename_guest(self.conn, new, done)
         if got == "in_use":
