@@ -485,7 +485,10 @@ class ChatServer:
         return self._logins.guest_login(conn, name)
 
     def rename_guest(self, conn: Conn, new: str, done: Callable[[], None]) -> str:
-        """--irc-guests: a guest's NICK after registration (Login.rename)."""
+        """--irc-guests: a guest's NICK after registration (Login.rename), behind the
+        messages its earlier lines of the same read said under the old name."""
+        if conn.batch:
+            self._replies.flush_batch(conn)
         return self._logins.rename(conn, new, done)
 
     def check_password(self, conn: Conn, name: str, password: str) -> bool | None:

@@ -102,3 +102,21 @@ def test_the_old_nick_is_free_at_once_and_everyone_hears_of_the_new_one() -> Non
         alice.send("PRIVMSG #g :as malice")
         got = watcher.until("broadcast", room="g")
         assert (got["from"], got["message"]) == ("malice", "as malice")
+
+
+def test_what_was_said_before_the_nick_change_goes_out_under_the_old_nick() -> None:
+    with guests() as srv:
+        alice, bob = guest(srv, "alice"), guest(srv, "bob")
+        alice.send("JOIN #test")
+        alice.until("366")
+        bob.send("JOIN #test")
+        bob.until("366")
+        alice.until("JOIN")
+        # One read: the message, the change, a message under the new nick.
+        alice.send("PRIVMSG #test :before", "NICK later", "PRIVMSG #test :after")
+        assert _quiet(alice) == [":alice!alice@chatroom NICK :later"]  # all three taken
+        assert _quiet(bob) == [
+            ":alice!alice@chatroom PRIVMSG #test :before",
+            ":alice!alice@chatroom NICK :later",
+            ":later!later@chatroom PRIVMSG #test :after",
+        ]
