@@ -189,7 +189,7 @@ def test_rooms_through_a_running_server_and_on_its_file(
     assert status == 0
     lines = out.splitlines()
     at = lines.index(next(line for line in lines if line.startswith("Dev")))
-    assert lines[at].startswith("Dev +t\t2 members")
+    assert lines[at].startswith("Dev +nt\t2 members")
     assert lines[at + 1 : at + 3] == ["  alice\towner", "  bob\tmember"]
     # The same from the file, the server stopped.
     srv.stop()
