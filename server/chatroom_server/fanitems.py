@@ -41,14 +41,15 @@ RoomCheck = Callable[[str, str, RequestId, float], tuple[str, frozenset[str], bo
 class Batch:
     """The broadcasts of one read from one connection, and their acks; with the message
     log, what to store (``msgs``) and the request ids (``rids``) to answer if it fails.
-    The frames are whole until stored, then ``data`` and ``ack`` are set.
+    The frames are whole until stored, then ``data`` (``n_data`` frames) and ``ack``
+    are set.
 
     ``rooms``: some of its messages name a room (``NewMessage.room``). Such a batch is
     checked under the lock (``members`` gets each message's room members, None for a
     lobby one; ``refused`` the error frames of those its sender may not say; ``live``
     the indexes of those to a guest room, sent but never stored) and, once stored, sent
-    by ``parts``: its messages in order as (members, frames) runs, each run one room's
-    consecutive messages or lobby's (members None)."""
+    by ``parts``: its messages in order as (members, frames, how many) runs, each run
+    one room's consecutive messages or lobby's (members None)."""
 
     __slots__ = (
         "ack",
@@ -59,6 +60,7 @@ class Batch:
         "live",
         "members",
         "msgs",
+        "n_data",
         "parts",
         "refused",
         "rids",
@@ -80,6 +82,7 @@ class Batch:
         self.msgs = msgs
         self.rids = rids
         self.data = b""
+        self.n_data = 0  # how many frames ``data`` holds (the deliveries per recipient)
         self.ack = b""
         self.size = sum(map(len, frames))  # bytes each recipient gets
         self.rooms = msgs is not None and any(m.room is not None for m in msgs)
@@ -88,7 +91,7 @@ class Batch:
         self.members: list[tuple[str, frozenset[str]] | None] = _NO_MEMBERS
         self.refused: dict[int, bytes] = _NONE_REFUSED
         self.live: set[int] = _NONE_LIVE
-        self.parts: list[tuple[tuple[str, frozenset[str]] | None, bytes]] | None = None
+        self.parts: list[tuple[tuple[str, frozenset[str]] | None, bytes, int]] | None = None
 
 
 _NO_MEMBERS: list[tuple[str, frozenset[str]] | None] = []

@@ -99,6 +99,7 @@ from chatroom.protocol import (
     encode,
     username_key,
 )
+from chatroom_server.delivery import Entry, deliver
 from chatroom_server.fanitems import Batch as _Batch
 from chatroom_server.fanitems import Direct, Member, RoomCheck, RoomMember, with_seq
 from chatroom_server.livecids import LiveCids
@@ -338,6 +339,7 @@ class FanOut:
                 for item in items:
                     if type(item) is _Batch:
                         item.data = b"".join(item.frames)
+                        item.n_data = len(item.frames)
                         item.ack = b"".join(item.acks)
                         self.stats.messages += len(item.frames)
             i, n = 0, len(items)
@@ -450,6 +452,7 @@ class FanOut:
                         assert item.rids is not None
                         acks.append(_conflict(got, item.rids[len(acks)]))  # type: ignore[arg-type]
                 item.data = b"".join(data)
+                item.n_data = len(data)
                 item.ack = b"".join(acks)
             elif type(item) is Direct:
                 got = seqs[k]
@@ -544,7 +547,7 @@ class FanOut:
                 acks.append(with_seq(ack, got.seq))  # a resend: stored once, sent once
             else:
                 acks.append(_conflict(got, item.rids[i]))  # type: ignore[arg-type]
-        item.parts = [(to, b"".join(frames)) for to, frames in parts]
+        item.parts = [(to, b"".join(frames), len(frames)) for to, frames in parts]
         item.ack = b"".join(acks)
         return k
 
@@ -553,6 +556,7 @@ class FanOut:
             if type(item) is _Batch:
                 assert item.rids is not None
                 item.data = b""
+                item.n_data = 0
                 if item.rooms:
                     item.parts = []  # sent as a batch with rooms: only its acks
                 item.ack = b"".join(
@@ -602,7 +606,7 @@ class FanOut:
         for b in run:
             assert b.parts is not None
             skip = username_key(b.conn.username) if b.conn.username is not None else ""
-            for to, data in b.parts:
+            for to, data, n in b.parts:
                 if to is not None:
                     for key in to[1]:
                         if key == skip:
@@ -619,12 +623,8 @@ class FanOut:
                 # A lobby message between room ones: what went before goes out first.
                 self._flush_members(out)
                 out = {}
-                roster = self._roster()
-                again = self._session_of(b.conn)
-                for m in roster:
-                    if m is not b.conn and m is not again:
-                        m.outbox.offer(data)
-                deliveries += max(0, len(roster) - 1)
+                owners = (b.conn, self._session_of(b.conn))
+                deliveries += deliver(self._roster(), [(owners, None, data, n)])
         self._flush_members(out)
         self.stats.deliveries += deliveries
         for b in run:
@@ -641,32 +641,14 @@ class FanOut:
             for b in run:
                 b.conn.outbox.send(b.ack)
             return
-        roster = self._roster()
-        self.stats.deliveries += sum(len(b.frames) for b in run) * max(0, len(roster) - 1)
-        # One send per recipient, straight away (Outbox.offer); the acks after every
-        # recipient has the broadcasts (docs/PROTOCOL.md §pm).
-        # Nor to its sender's new session, when it logged in again (a cut) before this
-        # round: that one would get its own message live, without the cid by which a
-        # replay shows it as its own (docs/RELIABILITY.md F1).
-        if len(run) == 1:
-            b = run[0]
-            sender, data = b.conn, b.data
-            if data:
-                again = self._session_of(sender)
-                for c in roster:
-                    if c is not sender and c is not again:
-                        c.outbox.offer(data)
-        else:
-            full = b"".join(b.data for b in run)
-            now = {b.conn: self._session_of(b.conn) for b in run}
-            senders = {b.conn for b in run} | {a for a in now.values() if a is not None}
-            for c in roster:
-                if c in senders:
-                    # Everyone's but its user's own, in order.
-                    mine = b"".join(b.data for b in run if b.conn is not c and now[b.conn] is not c)
-                    if mine:
-                        c.outbox.offer(mine)
-                elif full:
-                    c.outbox.offer(full)
+        # Not to its sender, nor to its sender's new session, when it logged in again
+        # (a cut) before this round: that one would get its own message live, without
+        # the cid by which a replay shows it as its own (docs/RELIABILITY.md F1). One
+        # send per recipient, straight away (chatroom_server.delivery); the acks after
+        # every recipient has the broadcasts (docs/PROTOCOL.md §pm).
+        entries: list[Entry] = [
+            ((b.conn, self._session_of(b.conn)), None, b.data, b.n_data) for b in run
+        ]
+        self.stats.deliveries += deliver(self._roster(), entries)
         for b in run:
             b.conn.outbox.offer(b.ack)  # also a sender that left the roster meanwhile
