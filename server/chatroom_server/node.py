@@ -4,8 +4,8 @@ other nodes' logins and departures change this node's list (docs/CLUSTER.md).
 
 :class:`ClusterNode` is the bus's :class:`~chatroom_server.cluster.bus.Handler`, kept out
 of the server's own module; it works on the roster through the presence
-(chatroom_server.presence, under its lock), and hands its deliveries to the fan-out
-between two passes (``FanOut.exclusive``).
+(chatroom_server.presence, under its lock), and hands its deliveries to the fan-out's
+delivery loop (chatroom_server.delivery) between two passes (``FanOut.exclusive``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import threading
 from typing import TYPE_CHECKING
 
 from chatroom.protocol import Broadcast, Bye, ByeReason, DirectMessage, encode, username_key
+from chatroom_server.delivery import Entry, deliver
+from chatroom_server.fanitems import Member
 from chatroom_server.messagelog import Stored
 from chatroom_server.noderooms import is_room_row
 from chatroom_server.outbox import Outbox
@@ -48,8 +50,9 @@ class ClusterNode:
 
     def cluster_deliver(self, messages: list[Stored], inbox: set[int]) -> None:
         """Messages from the cluster's stream, in seq order with no gap: to this node's
-        clients (not to their senders), as the fan-out would (one send per recipient),
-        and ``last_seq`` advanced, all between two fan-out passes (the login cut).
+        clients (not to their senders) by the fan-out's own loop (one send per
+        recipient a run, chatroom_server.delivery), and ``last_seq`` advanced, all
+        between two fan-out passes (the login cut, docs/CLUSTER.md).
         Room rows (chatroom_server.noderooms) go to their rooms' members here, and
         room events are applied to this node's rooms, in seq order among the rest."""
         mlog = self._b.log
@@ -75,7 +78,7 @@ class ClusterNode:
         rooms = self._rooms
         fanout = self._b.fanout
 
-        def deliver() -> None:
+        def hand_over() -> None:
             roster = presence.roster()
             deliveries = 0
             for step in plan:
@@ -86,16 +89,14 @@ class ClusterNode:
             # The metrics' deliveries (chatroom_server.metrics), under the fan-out lock
             # as the fan-out's own.
             fanout.stats.deliveries += deliveries
-            for c in roster:
-                c.outbox.push()
             if rooms is not None:
-                rooms.push()
+                rooms.push()  # what room rows queued and no later run's offer sent
             mlog.last_seq = last
             with self._delivered:
                 self._delivered.notify_all()  # logins waiting for the cut (catch_up)
 
         try:
-            fanout.exclusive(deliver, timeout=30.0)
+            fanout.exclusive(hand_over, timeout=30.0)
         except TimeoutError:
             log.error("the fan-out is stuck; seqs up to %d were not delivered here", last)
 
@@ -125,59 +126,48 @@ class _Run:
     """A run of lobby messages and DMs from the stream, framed once (outside the lock)."""
 
     def __init__(self, messages: list[Stored], inbox: set[int]) -> None:
-        # (sender key, recipient key or None, seq, frame), encoded once each.
-        framed = [
+        # (sender key, recipient key or None, frame, whether it waits in the inbox: in a
+        # cluster every DM does, docs/CLUSTER.md, "DMs go the same way"), encoded once.
+        self.framed = [
             (
                 username_key(m.sender),
                 None if m.to is None else username_key(m.to),
-                m.seq,
                 _live_frame(m),
+                m.seq in inbox,
             )
             for m in messages
         ]
-        self.framed = framed
-        self.full = b"".join(f for _, to, _, f in framed if to is None)
-        # Recipients whose share is not simply every public message: senders (not sent
-        # their own) and DM recipients. Their frames (in seq order) are made here, once,
-        # and every other recipient gets ``full``: nothing per recipient but one lookup.
-        special = {k for k, to, _, _ in framed if to is None} | {
-            to for _, to, _, _ in framed if to is not None
+        # Whose connection the run needs: senders (not sent their own) and recipients.
+        self.keys = {k for k, to, _, _ in self.framed if to is None} | {
+            to for _, to, _, _ in self.framed if to is not None
         }
-        # key -> (its frames, whether a DM among them waits in its inbox: in a cluster
-        # every DM does, docs/CLUSTER.md, "DMs go the same way").
-        self.shares: dict[str, tuple[bytes, bool]] = {}
-        for key in special:
-            data, waited = [], False
-            for sender, to, seq, frame in framed:
-                if to is None and sender != key:
-                    data.append(frame)
-                elif to == key:
-                    data.append(frame)
-                    waited = waited or seq in inbox
-            self.shares[key] = (b"".join(data), waited)
 
     def deliver(self, presence: Presence, roster: tuple[Conn, ...]) -> int:
-        """Queue this run to ``roster`` (the fan-out lock held); the deliveries made."""
-        shares = self.shares
+        """Hand this run to ``roster`` (the fan-out lock held); the deliveries made."""
         by_key = presence.by_key
         with presence.lock:  # lock order: the fan-out's, then this one
-            targets = {c: share for key, share in shares.items() if (c := by_key.get(key))}
-            here = {key for key in shares if key in by_key}
-        for c in roster:
-            share = targets.get(c)
-            data = self.full if share is None else share[0]
-            if data:
-                c.outbox.queue(data)
-            if share is not None and share[1]:
-                # It also waits in their inbox until they show they have it, as a
-                # replayed one does (Replay.replay_received).
-                c.late_inbox = True
-        # Every public message to everyone here but its sender, and each DM to its
-        # recipient if here.
-        return sum(
-            (len(roster) - (sender in here)) if to is None else (to in here)
-            for sender, to, _, _ in self.framed
-        )
+            who = {key: by_key.get(key) for key in self.keys}
+        entries: list[Entry] = []
+        waited: set[Conn] = set()
+        for sender, to, frame, waits in self.framed:
+            if to is None:
+                entries.append(((who[sender],), None, frame, 1))
+                continue
+            c = who[to]
+            if c is not None:  # a DM to someone not here is not delivered here
+                entries.append(((), c, frame, 1))
+                if waits:
+                    waited.add(c)
+        reached: list[Member] | None = [] if waited else None
+        deliveries = deliver(roster, entries, reached)
+        if reached:
+            got = set(reached)  # those of them in the roster: handed their DMs
+            for w in waited:
+                if w in got:
+                    # It also waits in their inbox until they show they have it, as a
+                    # replayed one does (Replay.replay_received).
+                    w.late_inbox = True
+        return deliveries
 
 
 def _live_frame(m: Stored) -> bytes:
