@@ -14,6 +14,15 @@ three nodes, checks every node reports the same N-user list, and sends a probe.
 
     .venv/bin/python bench/cluster.py [--clients 100] [--senders 10] [--rates 100,400,1000]
     .venv/bin/python bench/cluster.py --hold 10000
+    .venv/bin/python bench/cluster.py --base main [--rounds 3] [--nodes 1] [--search 200]
+
+``--base REV`` is an A/B of the cluster path (docs/PERFORMANCE.md: run-to-run noise here
+is 30 % and more, so only alternation in one run compares): the server of git revision
+REV (A) and this tree's (B), alternating A, B, A, B, ... ``--rounds`` times, each on a
+fresh database and prefix with ``--nodes`` nodes; per rate the servers' CPU µs per
+delivery, p99 and deliveries/s (at a rate beyond what the box sustains: the most the
+cluster path delivers), and with ``--search START`` the highest sustainable
+deliveries/s (bench/run_bench.py's rule), with the ratios B/A of the medians.
 """
 
 from __future__ import annotations
@@ -24,6 +33,8 @@ import json
 import re
 import secrets
 import socket
+import statistics
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +42,7 @@ from pathlib import Path
 import psycopg
 import redis
 from common import SERVERS, wait_idle
+from run_bench import step_up
 
 from chatroom.testing import ServerProcess
 from chatroom_bots.load import LoadConfig, Swarm, procstat
@@ -39,6 +51,7 @@ REDIS = "redis://127.0.0.1:6379/0"
 PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 HASHES = ("--password-hash", "load-test")
 PROBE = re.compile(r"probe\d+")  # users_seen's clients
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def cpu(pids: list[int]) -> float:
@@ -78,20 +91,24 @@ def database() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def servers(kind: str, tmp: Path) -> Iterator[list[ServerProcess]]:
-    """``embedded``, or ``cluster-N``: N nodes on a fresh database and prefix."""
+def servers(
+    kind: str, tmp: Path, env: dict[str, str] | None = None
+) -> Iterator[list[ServerProcess]]:
+    """``embedded``, or ``cluster-N``: N nodes on a fresh database and prefix; ``env``
+    for the server processes (A/B: another tree's PYTHONPATH)."""
     base = [*SERVERS["ours"], *HASHES, "--max-connections", "20000"]
     with contextlib.ExitStack() as stack:
         if kind == "embedded":
             db = str(tmp / f"{secrets.token_hex(4)}.db")
-            nodes = [stack.enter_context(ServerProcess(cmd=[*base, "--port", "0", "--db", db]))]
+            cmd = [*base, "--port", "0", "--db", db]
+            nodes = [stack.enter_context(ServerProcess(cmd=cmd, env=env))]
         else:
             url = stack.enter_context(database())
             prefix = url.rsplit("/", 1)[1]
             cluster = ["--cluster", REDIS, "--cluster-prefix", prefix, "--db", url]
             n = int(kind.split("-")[1])
             nodes = [
-                stack.enter_context(ServerProcess(cmd=[*base, "--port", "0", *cluster]))
+                stack.enter_context(ServerProcess(cmd=[*base, "--port", "0", *cluster], env=env))
                 for _ in range(n)
             ]
         yield nodes
@@ -143,6 +160,101 @@ def fanout(args: argparse.Namespace) -> None:
             f"| {x['setup']} | {x['rate']:.0f} | {x['delivered_per_s']:,.0f} | "
             f"{x['p50_ms']:.1f} | {x['p99_ms']:.1f} | {x['lost']} | "
             f"{x['server_us_per_delivery']:.1f} | {x['services_us_per_delivery']:.1f} |"
+        )
+
+
+def ab_round(
+    args: argparse.Namespace, tmp: Path, env: dict[str, str] | None
+) -> tuple[list[tuple[float, float, float]], float]:
+    """One side's turn: (servers' µs per delivery, p99 ms, deliveries/s) per rate, and
+    the highest sustainable deliveries/s (0 without ``--search``)."""
+    with servers(f"cluster-{args.nodes}", tmp, env) as nodes:
+        pids = [n.pid for n in nodes]
+        cfg = LoadConfig(
+            host=",".join(f"127.0.0.1:{n.port}" for n in nodes),
+            port=nodes[0].port,
+            clients=args.clients,
+            senders=args.senders,
+            processes=2,
+            drain=2.0,
+        )
+        with Swarm(cfg) as swarm:
+            for pid in pids:
+                wait_idle(pid)
+            fixed = []
+            for rate in [float(x) for x in args.rates.split(",")]:
+                c0 = cpu(pids)
+                r = swarm.step(rate, args.duration)
+                us = 1e6 * (cpu(pids) - c0) / max(1, r.delivered)
+                per_s = r.delivered / args.duration
+                fixed.append((us, r.latency_ms.get("p99", 0.0), per_s))
+                print(
+                    f"    rate {rate:.0f}: {us:.1f} µs/delivery, {per_s:,.0f} deliveries/s, "
+                    f"p99 {fixed[-1][1]:.1f} ms, lost {r.lost}",
+                    flush=True,
+                )
+            best = 0.0
+            if args.search:
+                got = step_up(swarm, args.search, 1.6, cap=1e6, seconds=args.duration)["best"]
+                best = float(got["deliveries_per_s"]) if got else 0.0
+            return fixed, best
+
+
+def paired(fixed: dict[str, list[list[tuple[float, float, float]]]], k: int, i: int) -> float:
+    """The median over rounds of B's value over A's (rate ``k``, field ``i``): each B
+    against the A run just before it, so the box's load drifting over the run cancels
+    out, which a ratio of the two medians does not."""
+    return statistics.median(
+        b[k][i] / a[k][i] for a, b in zip(fixed["A"], fixed["B"], strict=True) if a[k][i]
+    )
+
+
+def ab(args: argparse.Namespace) -> None:
+    rates = [float(x) for x in args.rates.split(",")]
+    fixed: dict[str, list[list[tuple[float, float, float]]]] = {"A": [], "B": []}
+    found: dict[str, list[float]] = {"A": [], "B": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "base"
+        git = ["git", "-C", str(ROOT), "worktree"]
+        subprocess.run([*git, "add", "-q", "--detach", str(tree), args.base], check=True)
+        try:
+            env = {"A": {"PYTHONPATH": f"{tree}/server:{tree}/sdk"}, "B": None}
+            for i in range(args.rounds):
+                for v in ("A", "B"):
+                    print(f"round {i + 1} {v}:", flush=True)
+                    got, best = ab_round(args, Path(tmp), env[v])
+                    fixed[v].append(got)
+                    found[v].append(best)
+                    if args.search:
+                        print(f"  sustained {best:,.0f} deliveries/s", flush=True)
+        finally:
+            subprocess.run([*git, "remove", "--force", str(tree)], check=False)
+    print(
+        f"\nA = {args.base}, B = this tree; {args.nodes} node(s), {args.clients} clients, "
+        f"{args.senders} senders; medians of {args.rounds} rounds"
+    )
+    print(
+        "| msg/s | A µs/delivery | B µs/delivery | B/A | A p99 ms | B p99 ms "
+        "| A deliveries/s | B deliveries/s | B/A |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for k, rate in enumerate(rates):
+        a_us = statistics.median(r[k][0] for r in fixed["A"])
+        b_us = statistics.median(r[k][0] for r in fixed["B"])
+        a_p99 = statistics.median(r[k][1] for r in fixed["A"])
+        b_p99 = statistics.median(r[k][1] for r in fixed["B"])
+        a_n = statistics.median(r[k][2] for r in fixed["A"])
+        b_n = statistics.median(r[k][2] for r in fixed["B"])
+        print(
+            f"| {rate:.0f} | {a_us:.1f} | {b_us:.1f} | {paired(fixed, k, 0):.2f} | "
+            f"{a_p99:.1f} | {b_p99:.1f} | {a_n:,.0f} | {b_n:,.0f} | {paired(fixed, k, 2):.2f} |"
+        )
+    print("(B/A: the median of each round's ratio, B against the A just before it)")
+    if args.search:
+        a_best, b_best = statistics.median(found["A"]), statistics.median(found["B"])
+        print(
+            f"sustained deliveries/s: A {a_best:,.0f}, B {b_best:,.0f}, "
+            f"B/A {b_best / max(1.0, a_best):.2f} (per round A {found['A']}, B {found['B']})"
         )
 
 
@@ -203,10 +315,16 @@ def main() -> None:
     ap.add_argument("--rates", default="100,400,1000", help="public messages/s")
     ap.add_argument("--duration", type=float, default=3.0)
     ap.add_argument("--hold", type=int, help="log this many bots in over 3 nodes instead")
+    ap.add_argument("--base", help="A/B: git revision for A (B is this tree)")
+    ap.add_argument("--rounds", type=int, default=3, help="A/B: rounds of A then B")
+    ap.add_argument("--nodes", type=int, default=1, help="A/B: cluster nodes per side")
+    ap.add_argument("--search", type=float, help="A/B: also the sustainable rate, from this")
     args = ap.parse_args()
     socket.setdefaulttimeout(None)
     if args.hold:
         hold(args)
+    elif args.base:
+        ab(args)
     else:
         fanout(args)
 
