@@ -23,7 +23,7 @@ import time
 import msgspec
 
 from chatroom.session import ClientSession
-from chatroom_bots.load import pool
+from chatroom_bots.load import pool, poolbot
 from chatroom_bots.load.recorder import Recorder
 from chatroom_bots.load.stats import pack
 
@@ -44,8 +44,8 @@ def measure(reads: int, repeat: int) -> float:
     message = pack(3, 1, int(time.monotonic() * 1e6), 80)
     broadcast = {"type": "broadcast", "from": "JohnSmith42", "message": message}
     frame = msgspec.json.encode({**broadcast, "seq": 5, "ts": 1733134567.123}) + b"\n"
-    bot = pool._Bot(0, _Socket(frame), ClientSession(track_users=False), False)  # type: ignore[arg-type]
-    bot.state = pool._READY
+    bot = poolbot.Bot(0, _Socket(frame), ClientSession(track_users=False), False)  # type: ignore[arg-type]
+    bot.state = poolbot.READY
     flush = getattr(bots, "_flush", None)  # older pools handed each read over at once
     best = float("inf")
     for _ in range(repeat):
