@@ -113,8 +113,9 @@ class Handlers:
         §Moderation). Two database reads on this reader thread, no lock of ours."""
         assert conn.username is not None
         gate = self._b.gate
-        if gate is None:
-            raise ProtocolError(ErrorCode.UNAVAILABLE, "no audit log in a cluster yet", cmd.id)
+        # start() opens the gate before any connection, on either database: a cluster
+        # node's is PostgreSQL's, where every node's audit records are (docs/CLUSTER.md).
+        assert gate is not None
         try:
             if not gate.is_operator(conn.username):
                 why = "the audit is for server operators"
