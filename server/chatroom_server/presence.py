@@ -160,6 +160,13 @@ class Presence:
         with self.lock:
             return list(self.conns)
 
+    def sessions(self) -> list[Conn]:
+        """The logged-in connections, those still waiting for their login_ok included
+        (a copy, taken under the lock: the ban watch reads it on its own thread,
+        chatroom_server.servergate)."""
+        with self.lock:
+            return list(self.by_key.values())
+
     @property
     def connection_count(self) -> int:
         with self.lock:

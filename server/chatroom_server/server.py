@@ -368,10 +368,8 @@ class ChatServer:
             self._spawn(self._presence.legacy_ticks, "chat-users-v1")
         self._spawn(self._housekeeping.run, "chat-housekeeping")
         if self._b.gate is not None:  # sessions a new ban names end (chatroom_server.servergate)
-            gate, by_key = self._b.gate, self._by_key
-            self._spawn(
-                lambda: gate.watch(lambda: list(by_key.values()), self._stopping), "chat-bans"
-            )
+            gate, sessions = self._b.gate, self._presence.sessions
+            self._spawn(lambda: gate.watch(sessions, self._stopping), "chat-bans")
         if self._b.log is not None:
             self._spawn(self._replay.prune_loop, "chat-prune")
         log.info("listening on %s:%d", *self.address)

@@ -19,7 +19,8 @@ database reaches every node, with no message between nodes.
 
 Threads: logins run on every reader thread and the watch on its own; each use of the
 database is one short statement (SQLite: on the one connection, under ``_lock``;
-PostgreSQL: a pooled connection each).
+PostgreSQL: a pooled connection each). The watch scans a copy of the sessions it is
+handed, never the server's live roster (``Presence.sessions``).
 """
 
 from __future__ import annotations
@@ -237,7 +238,7 @@ def _in_force(rows: Iterable[tuple[Any, ...]], now: float) -> list[tuple[Any, ..
 
 
 class Session(Protocol):
-    """What the watch reads of a server connection (chatroom_server.server._Conn)."""
+    """What the watch reads of a server connection (chatroom_server.conn.Conn)."""
 
     username: str | None
     ip: str
@@ -334,8 +335,10 @@ class ServerGate:
         clock: Callable[[], float] = time.time,
         interval: float = WATCH_INTERVAL,
     ) -> None:
-        """Until ``stopping``: end the sessions a new ban names (module docstring). The
-        sessions are scanned when the bans read differ from the last read, and at the
+        """Until ``stopping``: end the sessions a new ban names (module docstring).
+        ``sessions`` returns a list this thread may keep (a copy: Presence.sessions
+        takes it under the presence's lock), never a live structure of another
+        thread's. The sessions are scanned when the bans read differ from the last read, and at the
         read after that, for a login that checked the database just before the ban was
         stored and was not yet among ``sessions`` at the first scan."""
         seen: object = None
