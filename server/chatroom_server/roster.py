@@ -6,12 +6,13 @@ clients, per login). Connections that ask for ``users_delta`` instead get, at mo
 per *window*, one frame naming who joined and who left since the last one: encoded once,
 the same bytes for everyone, so a storm costs O(N) per window.
 
-The window is ``min_window`` (default 0.1 s) or four times the CPU time the last
-publication took, whichever is longer (at most ``MAX_WINDOW``), so publishing never
-takes more than about a fifth of the publisher thread's time however many users there
-are. A change after a quiet spell is published at once; changes during a window wait
-for its end, or until no change has come for ``QUIET`` (50 ms): a window ends with the
-storm that made it long.
+The window is ``min_window`` (default 0.1 s) or ``WINDOW_FACTOR`` (16) times the CPU
+time the last publication took, whichever is longer (at most ``MAX_WINDOW``), so
+publishing never takes more than about a seventeenth of the time however many users
+there are (docs/PERFORMANCE.md, "Arrival storms": at four times, a fifth, the publisher
+was a third of the server's CPU in a storm of 10,000 arrivals). A change after a quiet
+spell is published at once; changes during a window wait for its end, or until no change
+has come for ``QUIET`` (50 ms): a window ends with the storm that made it long.
 
 Threads and locks:
 
@@ -62,6 +63,10 @@ log = logging.getLogger(__name__)
 
 # The longest window, however long a publication took: the list is never more stale.
 MAX_WINDOW = 1.0
+# A window is this many times the publisher's CPU time for the last publication: each
+# publication is one send per subscriber (10,000 sends, 50-100 ms, with 10,000 users), and
+# in an arrival storm every publication also costs each client's process a wake-up.
+WINDOW_FACTOR = 16
 # A window ends early once no change has come for this long: the storm that made it
 # long is over, and the last arrivals need not wait out the rest (a window of 0.4 s after
 # a rejoin of 10,000 put up to 0.4 s on the time until everyone saw everyone).
@@ -285,7 +290,7 @@ class UsersPublisher:
             took = time.thread_time() - started
             with self._lock:
                 self._last = time.monotonic()
-                self._window = min(MAX_WINDOW, max(self._min_window, 4 * took))
+                self._window = min(MAX_WINDOW, max(self._min_window, WINDOW_FACTOR * took))
             log.debug("users_delta to %d subscribers in %.1f ms", len(sent_to), took * 1e3)
 
     def _publish_locked(self) -> tuple[Member, ...]:
