@@ -41,6 +41,7 @@ import logging
 import select
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -76,6 +77,13 @@ _BYE_SHUTDOWN = encode(Bye(reason=ByeReason.SERVER_SHUTDOWN))
 # thousands of times, and each dropped SYN or ACK costs its client a retry 1, 3 or 7 s
 # later (docs/PERFORMANCE.md, "Arrival storms").
 LISTEN_BACKLOG = 65535
+
+# Linux copies a listening socket's TCP_NODELAY and SO_SNDBUF to every socket accept()
+# returns, so they are set once on the listener, not with a setsockopt per connection:
+# each syscall on the accept thread gives the GIL up, and in an arrival storm getting it
+# back means waiting behind the logins, while the listen queue fills (docs/PERFORMANCE.md,
+# "Arrival storms"). Elsewhere, on each connection as before.
+INHERITS_OPTIONS = sys.platform == "linux"
 
 # Bytes an idle connection's reader asks of recv(): enough for most commands in one read,
 # small enough to live in CPython's small-object pools (memory per idle connection).
@@ -226,6 +234,8 @@ class Listeners:
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if INHERITS_OPTIONS:
+                self._connection_options(sock)  # set once here, for every connection
             sock.bind((self._config.host, self._config.port if port is None else port))
             sock.listen(LISTEN_BACKLOG)
         except OSError:
@@ -321,9 +331,8 @@ class Listeners:
         """An accepted socket set up, and with TLS wrapped (OSError: its client reset
         it). Wrapping a socket whose peer has gone reads it (CPython's check for bytes
         sent before the handshake), which raises when it was reset."""
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self._config.send_buffer:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self._config.send_buffer)
+        if not INHERITS_OPTIONS:
+            self._connection_options(sock)
         if self.tls is None or not tls:
             return sock
         try:
@@ -332,6 +341,14 @@ class Listeners:
         except OSError as exc:
             _close_half_made(exc)
             raise
+
+    def _connection_options(self, sock: socket.socket) -> None:
+        """No Nagle (every frame is sent whole, and late frames are latency) and the
+        configured send buffer: on each connection, or once on the listener where
+        accepted sockets inherit them (``INHERITS_OPTIONS``)."""
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._config.send_buffer:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self._config.send_buffer)
 
     @staticmethod
     def _queued(conn: Conn) -> None:

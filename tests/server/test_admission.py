@@ -175,3 +175,18 @@ def test_a_client_that_says_nothing_is_still_closed_at_the_login_timeout() -> No
         assert srv.server.sweep() == 1
         silent.settimeout(10)
         assert silent.makefile("rb").read() == b'{"type":"bye","reason":"timeout"}\n'
+
+
+@pytest.mark.parametrize("send_buffer", [None, 32768])
+def test_every_connection_gets_the_socket_options_whether_set_on_it_or_inherited(
+    send_buffer: int | None,
+) -> None:
+    # Set once on the listener on Linux (listeners.INHERITS_OPTIONS), per connection
+    # elsewhere: either way every accepted socket has them.
+    with quiet_server(send_buffer=send_buffer) as srv, RawClient(srv.address) as client:
+        assert client.login("opts")["type"] == "login_ok"
+        (conn,) = [c for c in srv.server._presence.connections() if c.username == "opts"]
+        assert conn.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        if send_buffer is not None:
+            # Linux doubles what it is given, for its bookkeeping (socket(7)).
+            assert conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) >= send_buffer
