@@ -16,6 +16,9 @@ login the moment its connect completes. Per storm it reports:
 - the ping round trips of a few *stayers*, logged in before the storm, that ping every
   20 ms on their own connections throughout (p50, p99, max);
 - server RSS per held client (RSS with everyone in minus RSS before the storm);
+- the server's CPU time (user + system) from the start to the last client's report: on
+  a box shared with other work the wall times follow the share of the cores the server
+  gets, and this is the figure that does not;
 - the kernel's listen-queue overflows and SYN retransmissions meanwhile (counted for
   the whole machine): a connection whose SYN or ACK found the accept queue full is
   retried after 1 s, then 3 s, 7 s.
@@ -58,7 +61,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from common import rss_kib, start_server, wait_idle
+from common import cpu_seconds, rss_kib, start_server, wait_idle
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "storm-password-1"
@@ -339,17 +342,19 @@ class Storm:
     lost: dict[str, int]
     ping: tuple[float, float, float] | None  # p50, p99, max ms
     kib_per_client: float | None
+    cpu: float | None  # the server's CPU seconds during the storm
     load: float
 
     def line(self, who: str) -> str:
         listed = "-" if self.to_all_listed is None else f"{self.to_all_listed:.2f} s"
         ping = "-" if self.ping is None else "/".join(f"{x:.1f}" for x in self.ping)
         kib = "-" if self.kib_per_client is None else f"{self.kib_per_client:.1f}"
+        cpu = "-" if self.cpu is None else f"{self.cpu:.2f} s"
         lost = sum(self.lost.values())
         return (
             f"| {who} | {self.kind} | {self.clients:,} | {self.connects_took:.2f} s "
             f"| {self.to_median_ok:.2f} s | {self.to_last_ok:.2f} s | {listed} | {lost} "
-            f"| {ping} | {kib} | {self.tcp.get('ListenOverflows', 0):,} "
+            f"| {ping} | {kib} | {cpu} | {self.tcp.get('ListenOverflows', 0):,} "
             f"| {self.tcp.get('TCPSynRetrans', 0):,} | {self.load:.1f} |"
         )
 
@@ -368,6 +373,7 @@ def run_storm(
     shares = [names[i::processes] for i in range(processes)]
     load = os.getloadavg()[0]
     rss0 = rss_kib(pid) if pid else 0
+    cpu0 = cpu_seconds(pid) if pid else 0.0
     tcp0 = tcp_counters()
     start_at = time.monotonic() + 0.5  # every worker forked and ready by then
     pipes, procs = [], []
@@ -385,6 +391,7 @@ def run_storm(
     with measuring as rtts:
         results: list[Result] = [pipe.recv() for pipe in pipes]
     tcp = {k: v - tcp0.get(k, 0) for k, v in tcp_counters().items()}
+    cpu = cpu_seconds(pid) - cpu0 if pid else None
     kib = None
     if pid:
         kib = (rss_kib(pid) - rss0) / max(1, sum(r.ok for r in results))
@@ -416,6 +423,7 @@ def run_storm(
         lost=lost,
         ping=ping,
         kib_per_client=kib,
+        cpu=cpu,
         load=load,
     )
 
@@ -594,9 +602,9 @@ def main() -> None:
     print(
         "| server | storm | clients | connects issued | median login_ok | last login_ok "
         "| all on everyone's list | lost | stayers' ping p50/p99/max ms | KiB per client "
-        "| listen overflows | SYN retransmits | load |"
+        "| server CPU | listen overflows | SYN retransmits | load |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- " * 14 + "|")
     for who, s in rows:
         print(s.line(who))
 
