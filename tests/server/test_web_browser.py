@@ -792,7 +792,7 @@ def test_moderation_from_the_member_list_and_commands(browser: Any, tabs: list[T
         alice.say("/mode +m")
         bob.page.locator("#log li.event", has_text="alice set mode +m").wait_for()
         alice.say("/mode")
-        alice.page.locator("#log li.notice", has_text="# dev has modes +tm").wait_for()
+        alice.page.locator("#log li.notice", has_text="# dev has modes +ntm").wait_for()
         alice.say("/deop bob")
         bob.page.locator("#log li.event", has_text="alice set mode -o bob").wait_for()
         bob.page.locator("#members .mod-action").first.wait_for(state="detached")
