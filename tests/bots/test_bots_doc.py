@@ -50,7 +50,9 @@ def test_every_python_snippet_in_bots_md_runs(
         bot = namespace.get("bot")
         if isinstance(bot, BotBase) and not tests:
             tester = bot_tester(bot)
-            tester.dm("reader", "!help")
-            assert tester.expect_reply().text.startswith("!"), f"block {i + 1}"
-            tester.close()
+            try:  # closed even on a timeout, or its client reconnects for ever after
+                tester.dm("reader", "!help")
+                assert tester.expect_reply().text.startswith("!"), f"block {i + 1}"
+            finally:
+                tester.close()
     assert ran_tests >= 1
