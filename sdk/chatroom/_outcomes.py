@@ -12,11 +12,15 @@ from chatroom.protocol import Ack
 
 __all__ = ["disconnect_reason", "older_than", "receipt", "reconnect_delay"]
 
+# The jitter's own generator: drawing on the global one would move the state that an
+# application (or a test's seeded run, as Hypothesis seeds it) relies on.
+_JITTER = random.Random()
+
 
 def reconnect_delay(attempt: int, max_delay: float, rng: random.Random | None = None) -> float:
     """Seconds to wait before reconnect attempt ``attempt`` (0-based): 0.25 s doubling,
     capped at ``max_delay``, with jitter so a crowd of clients does not return at once."""
-    r = (rng or random).uniform(0.5, 1.0)
+    r = (rng or _JITTER).uniform(0.5, 1.0)
     return float(min(max_delay, 0.25 * 2 ** min(attempt, 32)) * r)
 
 

@@ -595,3 +595,14 @@ def test_acked_seqs_kept_above_a_gap_are_bounded() -> None:
     assert s.cursor == ours[4]  # the five oldest taken as settled
     (late,) = feed(s, msg(ours[-1] + 1, "the next one"))
     assert isinstance(late, Broadcast) and s.cursor == ours[-1] + 1 and not s._own
+
+
+def test_reconnect_jitter_leaves_the_global_random_state_alone() -> None:
+    # A bot that reconnects must not move the state of the application's (or a seeded
+    # test's) global generator: Hypothesis saw its examples change under such a client.
+    import random
+
+    before = random.getstate()
+    delays = [reconnect_delay(a, 8.0) for a in range(20)]
+    assert random.getstate() == before
+    assert all(0 < d <= 8.0 for d in delays)
