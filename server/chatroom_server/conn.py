@@ -10,7 +10,7 @@ import socket
 import threading
 from typing import TYPE_CHECKING, Any
 
-from chatroom.protocol import RequestId
+from chatroom.protocol import Ack, Broadcast, RequestId
 from chatroom_server.messagelog import NewMessage
 from chatroom_server.outbox import Outbox
 from chatroom_server.readers import ReaderThread
@@ -41,6 +41,7 @@ class Conn(ServerSession):
         "connected_at",
         "deltas",
         "done",
+        "events",
         "failed_logins",
         "guest",
         "handed",
@@ -89,11 +90,14 @@ class Conn(ServerSession):
         # is done (Listeners.serve, Presence.reap).
         self.left: threading.Event | None = None
         # Broadcasts (and their acks) of the frames of the current read, not yet sent.
-        # All four are UNUSED (shared, never appended to) until _public makes them: four
-        # empty lists are 224 bytes, and most connections are idle most of the time
+        # All five are UNUSED (shared, never appended to) until _public makes them: five
+        # empty lists are 280 bytes, and most connections are idle most of the time
         # (memory per connection, docs/PERFORMANCE.md).
         self.batch: list[bytes] = UNUSED
         self.acks: list[bytes] = UNUSED
+        # The events each broadcast and its ack encode, for the transports that render
+        # them (chatroom_server.frames).
+        self.events: list[tuple[Broadcast, Ack]] = UNUSED
         # With the message log: what to store for each of them, and their request ids.
         self.msgs: list[NewMessage] = UNUSED
         self.rids: list[RequestId] = UNUSED

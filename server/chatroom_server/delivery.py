@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from chatroom_server.fanitems import Member
+from chatroom_server.frames import joined
 
 # One entry: (its sender's sessions, not sent a public entry; its recipient, None for a
 # public one; its frames, whole; how many frames). A direct entry's senders are not
@@ -65,7 +66,7 @@ def deliver(
         else:
             special.add(to)
     special.discard(None)
-    everyone = b"".join(full)
+    everyone = joined(full)  # with the events the parts carry (chatroom_server.frames)
     deliveries = 0
     for c in roster:
         if c in special:
@@ -89,4 +90,5 @@ def _share(c: Member, entries: Sequence[Entry]) -> tuple[bytes, int]:
         if (to is None and c not in owners) or to is c:
             parts.append(data)
             n += k
-    return b"".join(parts), n
+    # The events the parts carry only for an outbox that renders them (frames.py).
+    return (joined(parts) if c.outbox.renders else b"".join(parts)), n

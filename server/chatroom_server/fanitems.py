@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from chatroom.protocol import RequestId
+from chatroom.protocol import Ack, Broadcast, DirectMessage, RequestId
 from chatroom_server.messagelog import NewMessage
 from chatroom_server.outbox import Outbox
 
@@ -49,13 +49,18 @@ class Batch:
     lobby one; ``refused`` the error frames of those its sender may not say; ``live``
     the indexes of those to a guest room, sent but never stored) and, once stored, sent
     by ``parts``: its messages in order as (members, frames, how many) runs, each run
-    one room's consecutive messages or lobby's (members None)."""
+    one room's consecutive messages or lobby's (members None).
+
+    ``events``: each broadcast and its ack as the events they encode (None: only the
+    frames, as a test hands them); ``data``, ``ack`` and ``parts`` then carry them as
+    :class:`~chatroom_server.frames.Frames`, for the transports that render events."""
 
     __slots__ = (
         "ack",
         "acks",
         "conn",
         "data",
+        "events",
         "frames",
         "live",
         "members",
@@ -75,12 +80,14 @@ class Batch:
         acks: list[bytes],
         msgs: list[NewMessage] | None,
         rids: list[RequestId] | None,
+        events: list[tuple[Broadcast, Ack]] | None = None,
     ) -> None:
         self.conn = conn
         self.frames = frames
         self.acks = acks
         self.msgs = msgs
         self.rids = rids
+        self.events = events
         self.data = b""
         self.n_data = 0  # how many frames ``data`` holds (the deliveries per recipient)
         self.ack = b""
@@ -105,7 +112,7 @@ class Direct:
     and the sender's ack says ``queued``. In a cluster every DM also waits in the inbox
     (:meth:`FanOut._store`)."""
 
-    __slots__ = ("ack", "conn", "frame", "lookup_key", "msg", "rid", "target")
+    __slots__ = ("ack", "conn", "events", "frame", "lookup_key", "msg", "rid", "target")
 
     def __init__(
         self,
@@ -115,10 +122,12 @@ class Direct:
         msg: NewMessage,
         rid: RequestId,
         lookup_key: str,
+        events: tuple[DirectMessage, Ack],
     ) -> None:
         self.conn = conn
         self.frame = frame  # the dm frame without its seq
         self.ack = ack  # the ack without its seq
+        self.events = events  # what the two encode (chatroom_server.frames)
         self.msg = msg
         self.rid = rid
         self.lookup_key = lookup_key

@@ -88,6 +88,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import TypeVar
 
+import msgspec
+
 from chatroom.errors import ProtocolError
 from chatroom.protocol import (
     Ack,
@@ -102,6 +104,7 @@ from chatroom.protocol import (
 from chatroom_server.delivery import Entry, deliver
 from chatroom_server.fanitems import Batch as _Batch
 from chatroom_server.fanitems import Direct, Member, RoomCheck, RoomMember, with_seq
+from chatroom_server.frames import Frames, Stamped, encoded, framed, joined
 from chatroom_server.livecids import LiveCids
 from chatroom_server.livecids import conflict as live_conflict
 from chatroom_server.messagelog import Conflict, Duplicate, NewMessage, Outcome, StorageError
@@ -133,16 +136,14 @@ log = logging.getLogger(__name__)
 _UNAVAILABLE = "the message could not be stored; it was not delivered (try again)"
 
 
-def _conflict(got: Conflict, rid: RequestId) -> bytes:
+def _conflict(got: Conflict, rid: RequestId) -> ErrorEvent:
     """The answer to a message whose cid its sender already used for another one
     (docs/PROTOCOL.md §Idempotent sends)."""
-    return encode(
-        ErrorEvent(
-            code=ErrorCode.CID_CONFLICT,
-            message=f"this cid was used for another message (seq {got.seq}); "
-            "this one was not stored or delivered",
-            id=rid,
-        )
+    return ErrorEvent(
+        code=ErrorCode.CID_CONFLICT,
+        message=f"this cid was used for another message (seq {got.seq}); "
+        "this one was not stored or delivered",
+        id=rid,
     )
 
 
@@ -202,11 +203,14 @@ class FanOut:
         acks: list[bytes],
         msgs: list[NewMessage] | None = None,
         rids: list[RequestId] | None = None,
+        events: list[tuple[Broadcast, Ack]] | None = None,
     ) -> None:
         """Deliver ``frames`` (whole frames) to everyone but ``conn``, then ``acks`` to it;
-        with the message log, store ``msgs`` first (one per frame)."""
+        with the message log, store ``msgs`` first (one per frame). ``events``: what
+        each frame and ack encode, carried along for the transports that render them
+        (chatroom_server.frames)."""
         conn.handed += 1
-        self._queue.append(_Batch(conn, frames, acks, msgs, rids))
+        self._queue.append(_Batch(conn, frames, acks, msgs, rids, events))
         self._combine()
 
     def serve_rooms(self, check: RoomCheck, local: Callable[[str], RoomMember | None]) -> None:
@@ -341,6 +345,9 @@ class FanOut:
                         item.data = b"".join(item.frames)
                         item.n_data = len(item.frames)
                         item.ack = b"".join(item.acks)
+                        if item.events is not None:
+                            item.data = framed(item.data, [(b, None) for b, _ in item.events])
+                            item.ack = framed(item.ack, [(a, None) for _, a in item.events])
                         self.stats.messages += len(item.frames)
             i, n = 0, len(items)
             while i < n:
@@ -440,32 +447,50 @@ class FanOut:
                     k = self._stored_rooms(item, seqs, k)
                     continue
                 data, acks = [], []
-                for frame, ack in zip(item.frames, item.acks, strict=True):
+                # What they encode (chatroom_server.frames), if the batch has its events.
+                stamps: list[Stamped] = []
+                answers: list[Stamped] = []
+                events = item.events
+                for i, (frame, ack) in enumerate(zip(item.frames, item.acks, strict=True)):
                     got = seqs[k]
                     k += 1
                     if type(got) is int:
                         data.append(with_seq(frame, got))
                         acks.append(with_seq(ack, got))
+                        if events is not None:
+                            stamps.append((events[i][0], got))
+                            answers.append((events[i][1], got))
                     elif type(got) is Duplicate:
                         acks.append(with_seq(ack, got.seq))  # a resend: stored once, sent once
+                        if events is not None:
+                            answers.append((events[i][1], got.seq))
                     else:
                         assert item.rids is not None
-                        acks.append(_conflict(got, item.rids[len(acks)]))  # type: ignore[arg-type]
+                        error = _conflict(got, item.rids[i])  # type: ignore[arg-type]
+                        acks.append(encode(error))
+                        answers.append((error, None))
                 item.data = b"".join(data)
                 item.n_data = len(data)
                 item.ack = b"".join(acks)
+                if events is not None:
+                    item.data = framed(item.data, stamps)
+                    item.ack = framed(item.ack, answers)
             elif type(item) is Direct:
                 got = seqs[k]
                 k += 1
+                dm, answer = item.events
                 if type(got) is int:
-                    item.frame = with_seq(item.frame, got)
-                    item.ack = with_seq(item.ack, got, queued=item.target is None)
+                    item.frame = framed(with_seq(item.frame, got), ((dm, got),))
+                    if item.target is None:  # rare: the recipient is offline
+                        answer = msgspec.structs.replace(answer, queued=True)
+                    queued = with_seq(item.ack, got, queued=item.target is None)
+                    item.ack = framed(queued, ((answer, got),))
                 else:
                     item.frame = b""  # a resend (sent once) or a conflict (not at all)
                     if type(got) is Duplicate:
-                        item.ack = with_seq(item.ack, got.seq)
+                        item.ack = framed(with_seq(item.ack, got.seq), ((answer, got.seq),))
                     else:
-                        item.ack = _conflict(got, item.rid)  # type: ignore[arg-type]
+                        item.ack = encoded(_conflict(got, item.rid))  # type: ignore[arg-type]
 
     def _check_rooms(self, item: _Batch) -> None:
         """Lock held, before storing: may the sender say each room message of ``item``,
@@ -487,18 +512,27 @@ class FanOut:
                     raise ProtocolError(ErrorCode.NO_SUCH_ROOM, f"no room {m.room!r}", rid)
                 room, keys, stored = check(m.sender, m.room, rid, m.ts)
             except ProtocolError as exc:
-                frame = encode(ErrorEvent(code=exc.code, message=exc.message, id=exc.request_id))
+                frame = encoded(ErrorEvent(code=exc.code, message=exc.message, id=exc.request_id))
                 item.refused[k] = frame
                 members.append(None)
                 continue
             if room != m.room:  # another spelling: the frames carry the canonical one
                 m.room = room
-                # Rare: re-read the frame for what the log keeps no mark of (notice, §pm).
-                notice = getattr(decode_event(item.frames[k]), "notice", False)
-                item.frames[k] = encode(
-                    Broadcast(sender=m.sender, message=m.body, ts=m.ts, room=room, notice=notice)
-                )
-                item.acks[k] = encode(Ack(command="pm", room=room, id=rid))
+                if item.events is not None:
+                    event = msgspec.structs.replace(item.events[k][0], room=room)
+                else:  # frames alone (a test's): what the log keeps no mark of (§pm)
+                    event = Broadcast(
+                        sender=m.sender,
+                        message=m.body,
+                        ts=m.ts,
+                        room=room,
+                        notice=getattr(decode_event(item.frames[k]), "notice", False),
+                    )
+                ack = Ack(command="pm", room=room, id=rid)
+                item.frames[k] = encode(event)
+                item.acks[k] = encode(ack)
+                if item.events is not None:
+                    item.events[k] = (event, ack)
             if not stored:
                 again = (
                     None if m.cid is None else self._live_cids.check(m.sender, m.cid, room, m.body)
@@ -514,41 +548,58 @@ class FanOut:
         """Lock held, once stored: ``item.parts`` and ``item.ack`` from the seqs (from
         ``seqs[k]`` on); the index after its own."""
         assert item.rids is not None
-        parts: list[tuple[tuple[str, frozenset[str]] | None, list[bytes]]] = []
+        # Each part: its members, its frames and what they encode (chatroom_server.frames).
+        parts: list[tuple[tuple[str, frozenset[str]] | None, list[bytes], list[Stamped]]] = []
         acks: list[bytes] = []
+        events = item.events
+        # What the acks encode (None: not known, the acks go as bytes alone).
+        answers: list[Stamped] | None = None if events is None else []
         refused, live = item.refused, item.live
         last: str | None = None  # the room of the last part (None: lobby)
         for i, (frame, ack) in enumerate(zip(item.frames, item.acks, strict=True)):
             if i in refused:
-                acks.append(refused[i])
+                answer = refused[i]
+                acks.append(answer)
+                if answers is not None and isinstance(answer, Frames):
+                    answers += answer.events
+                else:  # a resend's answer (livecids.py): the acks go as bytes alone
+                    answers = None
                 continue
-            if i in live:  # a guest room's: sent as it is, no seq (§Guest rooms)
-                to = item.members[i]
-                room = None if to is None else to[0]
-                if parts and room == last:
-                    parts[-1][1].append(frame)
-                else:
-                    parts.append((to, [frame]))
-                    last = room
-                acks.append(ack)
-                continue
-            got = seqs[k]
-            k += 1
-            if type(got) is int:
-                to = item.members[i]
-                room = None if to is None else to[0]  # consecutive ones of a room: one part
-                if parts and room == last:
-                    parts[-1][1].append(with_seq(frame, got))
-                else:
-                    parts.append((to, [with_seq(frame, got)]))
-                    last = room
-                acks.append(with_seq(ack, got))
-            elif type(got) is Duplicate:
-                acks.append(with_seq(ack, got.seq))  # a resend: stored once, sent once
-            else:
-                acks.append(_conflict(got, item.rids[i]))  # type: ignore[arg-type]
-        item.parts = [(to, b"".join(frames), len(frames)) for to, frames in parts]
-        item.ack = b"".join(acks)
+            seq: int | None = None  # a guest room's: sent as it is, no seq (§Guest rooms)
+            if i not in live:
+                got = seqs[k]
+                k += 1
+                if type(got) is Duplicate:
+                    acks.append(with_seq(ack, got.seq))  # a resend: stored once, sent once
+                    if events is not None and answers is not None:
+                        answers.append((events[i][1], got.seq))
+                    continue
+                if type(got) is not int:
+                    error = _conflict(got, item.rids[i])  # type: ignore[arg-type]
+                    acks.append(encode(error))
+                    if answers is not None:
+                        answers.append((error, None))
+                    continue
+                seq = got
+                frame, ack = with_seq(frame, seq), with_seq(ack, seq)
+            to = item.members[i]
+            room = None if to is None else to[0]  # consecutive ones of a room: one part
+            if not parts or room != last:
+                parts.append((to, [], []))
+                last = room
+            parts[-1][1].append(frame)
+            acks.append(ack)
+            if events is not None:
+                parts[-1][2].append((events[i][0], seq))
+                if answers is not None:
+                    answers.append((events[i][1], seq))
+        if events is None:
+            item.parts = [(to, b"".join(frames), len(frames)) for to, frames, _ in parts]
+        else:
+            item.parts = [
+                (to, framed(b"".join(frames), stamps), len(frames)) for to, frames, stamps in parts
+            ]
+        item.ack = b"".join(acks) if answers is None else framed(b"".join(acks), answers)
         return k
 
     def _refuse(self, items: list[_Batch | Direct | tuple[Member, Callable[[], object]]]) -> None:
@@ -559,15 +610,16 @@ class FanOut:
                 item.n_data = 0
                 if item.rooms:
                     item.parts = []  # sent as a batch with rooms: only its acks
-                item.ack = b"".join(
+                answers = [
                     item.refused.get(k)
-                    or encode(ErrorEvent(code=ErrorCode.UNAVAILABLE, message=_UNAVAILABLE, id=rid))
+                    or encoded(ErrorEvent(code=ErrorCode.UNAVAILABLE, message=_UNAVAILABLE, id=rid))
                     for k, rid in enumerate(item.rids)
-                )
+                ]
+                item.ack = joined(answers)
             elif type(item) is Direct:
                 item.frame = b""
                 item.target = None
-                item.ack = encode(
+                item.ack = encoded(
                     ErrorEvent(code=ErrorCode.UNAVAILABLE, message=_UNAVAILABLE, id=item.rid)
                 )
 
@@ -633,7 +685,11 @@ class FanOut:
     @staticmethod
     def _flush_members(out: dict[RoomMember, list[bytes]]) -> None:
         for c, chunks in out.items():
-            c.outbox.offer(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+            ob = c.outbox
+            if len(chunks) == 1:
+                ob.offer(chunks[0])
+            else:  # the events only for a transport that renders them (frames.py)
+                ob.offer(joined(chunks) if ob.renders else b"".join(chunks))
 
     def _send_run(self, run: list[_Batch]) -> None:
         """One round: every batch in ``run`` to every recipient, as one send each."""

@@ -48,6 +48,7 @@ from chatroom_server.accounts import AccountStoreBusy
 from chatroom_server.botcommands import bot_commands_reply
 from chatroom_server.conn import UNUSED
 from chatroom_server.fanitems import Direct
+from chatroom_server.frames import encoded
 from chatroom_server.messagelog import NewMessage
 
 if TYPE_CHECKING:
@@ -61,7 +62,8 @@ if TYPE_CHECKING:
     from chatroom_server.replies import Replies
 
 # Frames that never change, encoded once.
-_ACK_PM = encode(Ack(command="pm"))
+_ACK_PM_EVENT = Ack(command="pm")
+_ACK_PM = encode(_ACK_PM_EVENT)
 _PONG = encode(Pong())
 _BYE_EXIT = encode(Bye(reason=ByeReason.EXIT))
 
@@ -204,15 +206,18 @@ class Handlers:
             room = None
         ts = self._wall()
         if conn.batch is UNUSED:  # the first message of this read (see Conn)
-            conn.batch, conn.acks, conn.msgs, conn.rids = [], [], [], []
+            conn.batch, conn.acks, conn.msgs, conn.rids, conn.events = [], [], [], [], []
         frame = Broadcast(
             sender=conn.username, message=cmd.message, ts=ts, room=room, notice=cmd.notice
         )
         conn.batch.append(encode(frame))
-        if room is None:
-            conn.acks.append(_ACK_PM if cmd.id is None else encode(Ack(command="pm", id=cmd.id)))
+        if room is None and cmd.id is None:
+            ack, ack_frame = _ACK_PM_EVENT, _ACK_PM
         else:
-            conn.acks.append(encode(Ack(command="pm", room=room, id=cmd.id)))
+            ack = Ack(command="pm", room=room, id=cmd.id)
+            ack_frame = encode(ack)
+        conn.acks.append(ack_frame)
+        conn.events.append((frame, ack))  # for the transports that render them (frames.py)
         if self._b.log is not None:
             conn.msgs.append(NewMessage(conn.username, None, cmd.message, ts, cmd.cid, room=room))
             conn.rids.append(cmd.id)
@@ -235,18 +240,19 @@ class Handlers:
                 raise ProtocolError(ErrorCode.USER_OFFLINE, f"{cmd.to} is not online", cmd.id)
             to = account.name
         ts = self._wall()
-        dm = encode(
-            DirectMessage(
-                sender=conn.username, to=to, message=cmd.message, ts=ts, notice=cmd.notice
-            )
+        dm_event = DirectMessage(
+            sender=conn.username, to=to, message=cmd.message, ts=ts, notice=cmd.notice
         )
-        ack = encode(Ack(command="dm", to=to, id=cmd.id))
+        ack_event = Ack(command="dm", to=to, id=cmd.id)
         if self._b.log is not None:
             # Stored first; whether the recipient is online is decided then (fanitems.Direct).
             msg = NewMessage(conn.username, to, cmd.message, ts, cmd.cid)
-            self._b.fanout.direct(Direct(conn, dm, ack, msg, cmd.id, key))
+            events = (dm_event, ack_event)
+            dm, ack = encode(dm_event), encode(ack_event)
+            self._b.fanout.direct(Direct(conn, dm, ack, msg, cmd.id, key, events))
             return
         assert target is not None
+        dm, ack = encoded(dm_event), encoded(ack_event)
 
         def deliver() -> None:  # behind this sender's broadcasts still queued, if any
             target.outbox.send(dm)
@@ -290,12 +296,12 @@ class Handlers:
         to = target.username
         assert to is not None
         ts = self._wall()
-        dm = encode(
+        dm = encoded(
             DirectMessage(
                 sender=conn.username, to=to, message=cmd.message, ts=ts, notice=cmd.notice
             )
         )
-        ack = encode(Ack(command="dm", to=to, id=cmd.id))
+        ack = encoded(Ack(command="dm", to=to, id=cmd.id))
 
         def deliver() -> None:  # behind this sender's broadcasts still queued, if any
             target.outbox.send(dm)

@@ -190,6 +190,13 @@ class Outbox:
         self.on_drop: Callable[[str], None] | None = None
 
     @property
+    def renders(self) -> bool:
+        """The transport renders the server's events rather than sending its JSON frames
+        (IRC's subclass): the fan-out then hands it frames that carry their events
+        (chatroom_server.frames) where it would otherwise join bytes."""
+        return False
+
+    @property
     def backlog(self) -> int:
         """Bytes queued or waiting for the socket (a snapshot while others queue)."""
         return len(self._buf) + sum(map(len, list(self._pending)))

@@ -42,12 +42,13 @@ class Replies:
         the message log), then to every other logged-in connection, then the acks
         (docs/PROTOCOL.md §pm: the ack follows the hand-off)."""
         frames, acks, msgs, rids = conn.batch, conn.acks, conn.msgs, conn.rids
-        conn.batch = conn.acks = conn.msgs = conn.rids = UNUSED
+        events = conn.events
+        conn.batch = conn.acks = conn.msgs = conn.rids = conn.events = UNUSED
         b = self._b
         if b.log is None:
-            b.fanout.broadcast(conn, frames, acks)
+            b.fanout.broadcast(conn, frames, acks, events=events)
         else:
-            b.fanout.broadcast(conn, frames, acks, msgs, rids)
+            b.fanout.broadcast(conn, frames, acks, msgs, rids, events)
 
     def reply(self, conn: Conn, data: bytes) -> None:
         """Send to the connection's own client, behind its broadcasts still queued."""

@@ -185,6 +185,10 @@ class WebOutbox(Outbox):
 
     session: WebSession
 
+    @property
+    def renders(self) -> bool:
+        return self.session.irc is not None  # IRC over WebSocket
+
     def _frame(self, data: bytes) -> bytes:
         # Before the upgrade the only JSON frames sent here are goodbyes (server full,
         # login timeout, shutdown), and the connection closes after them. Nothing is

@@ -41,6 +41,10 @@ class IrcOutbox(Outbox):
 
     session: IrcRender
 
+    @property
+    def renders(self) -> bool:
+        return True
+
     def send(self, data: bytes) -> bool:
         return super().send(self.session.translate(data))
 

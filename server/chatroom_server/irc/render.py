@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
+
+import msgspec
 
 from chatroom.moderation import BanList
 from chatroom.protocol import (
@@ -39,6 +41,7 @@ from chatroom.rooms import (
     RoomList,
     room_key,
 )
+from chatroom_server.frames import Frames
 from chatroom_server.irc.parse import BYE_TEXT, HOST, LINE, MOTD, iso_time, mask, split_text
 
 if TYPE_CHECKING:
@@ -139,14 +142,7 @@ class IrcRender:
                 return hit
         out: list[str] = []
         shareable = True
-        for line in data.splitlines():
-            if not line:
-                continue
-            try:
-                event = decode_event(line)
-            except Exception:
-                log.exception("cannot translate %r for IRC", line[:200])
-                continue
+        for event in _events_of(data):
             shareable = self._event(event, out) and shareable
         result = "".join(x + "\r\n" for x in out).encode()
         if shareable and self.registered:
@@ -552,6 +548,25 @@ class IrcRender:
             self._privmsg(out, m.sender, dest, m.message, m.ts, m.seq, batch)
         if batch is not None:
             out.append(f"BATCH -{batch}")
+
+
+def _events_of(data: bytes) -> Iterator[object]:
+    """The events ``data`` encodes: from the frames themselves when they carry them (a
+    public message, a DM, their acks: chatroom_server.frames), with the seq the log gave
+    them. Else decoded: a frame made by ``encode()`` alone (a reply, an error, login_ok,
+    a replay page, a users_delta), of which each IRC client gets few, and where keeping
+    the event would cost every JSON client its memory or time."""
+    if type(data) is Frames:
+        for event, seq in data.events:
+            yield event if seq is None else msgspec.structs.replace(event, seq=seq)
+        return
+    for line in data.splitlines():
+        if not line:
+            continue
+        try:
+            yield decode_event(line)
+        except Exception:
+            log.exception("cannot translate %r for IRC", line[:200])
 
 
 # A member's role as a NAMES prefix: owners and ops are IRC's operators.

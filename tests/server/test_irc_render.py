@@ -1,0 +1,71 @@
+"""IRC lines rendered from the events the server's frames carry (chatroom_server.frames,
+docs/ARCHITECTURE.md "One public message's path"): a public message, a room's, a DM and
+their acks reach an IRC client without its gateway decoding their JSON again."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from chatroom.protocol import decode_event
+from chatroom_server.irc import render
+from tests.helpers import connect
+from tests.server.test_irc import Irc, irc_address, irc_server
+
+
+@pytest.fixture
+def decoded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The kinds of the frames the IRC side decodes (every other one it rendered from
+    the events the frame carries)."""
+    kinds: list[str] = []
+    lock = threading.Lock()  # render runs on whichever server thread sends
+
+    def spy(line: bytes) -> object:
+        event = decode_event(line)
+        with lock:
+            kinds.append(type(event).__name__)
+        return event
+
+    monkeypatch.setattr(render, "decode_event", spy)
+    return kinds
+
+
+def test_messages_and_their_acks_are_rendered_without_decoding(decoded: list[str]) -> None:
+    with irc_server() as srv:
+        json_user = connect(srv.address, "jsonuser")
+        irc = Irc(irc_address(srv))
+        irc.send("CAP REQ :message-tags server-time", "CAP END")
+        irc.register("ircuser")
+        other = Irc(irc_address(srv))
+        other.register("otheruser")
+        # JSON -> IRC: the public message with its seq (msgid) from the log.
+        json_user.send(command="pm", message="hello irc", id=1)
+        seq = json_user.until("ack", id=1)["seq"]
+        line = irc.until("PRIVMSG")
+        assert line.startswith("@time=") and f";msgid={seq} " in line
+        assert line.endswith(":jsonuser!jsonuser@chatroom PRIVMSG #lobby :hello irc")
+        # IRC -> IRC and JSON: the public message, and its sender's ack (no line).
+        irc.send("PRIVMSG #lobby :from irc")
+        assert other.until("from irc") == ":ircuser!ircuser@chatroom PRIVMSG #lobby :from irc"
+        assert json_user.until("broadcast")["message"] == "from irc"
+        # DMs both ways, and one to an account that is offline (its ack says so).
+        json_user.send(command="dm", to="ircuser", message="psst", id=2)
+        assert irc.until("psst").endswith(":jsonuser!jsonuser@chatroom PRIVMSG ircuser :psst")
+        away = connect(srv.address, "away")
+        away.send(command="exit")
+        away.wait_closed()
+        json_user.until("users", left="away")
+        irc.send("PRIVMSG away :later")
+        notice = irc.until("NOTICE")
+        assert notice.endswith(":away is offline; they get your message when they log in")
+        # A room's message, between two IRC clients.
+        irc.send("JOIN #den")
+        irc.until("366")
+        other.send("JOIN #den")
+        other.until("366")
+        irc.send("PRIVMSG #Den :in the den")
+        assert other.until("in the den").endswith("PRIVMSG #den :in the den")
+        # Every frame above that carries its events was rendered from them; what was
+        # decoded is only the replies and the roster's updates.
+        assert not {"Broadcast", "DirectMessage", "Ack"} & set(decoded)
