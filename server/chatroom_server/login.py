@@ -291,7 +291,7 @@ class Login:
             # Guest rooms (docs/PROTOCOL.md §Guest rooms) live on one node: none in a cluster.
             conn.guest = conn.rooms = self._b.rooms is not None and bus is None
             features = (Feature.USERS_DELTA.value,) + ((Feature.ROOMS.value,) * conn.rooms)
-            cmd = LoginCommand(username=name, features=features, id="login")
+            cmd = LoginCommand(username=name, features=features, id=irc.pending.ask("login"))
             conn.deltas = True
             conn.in_login = True
             try:
@@ -361,8 +361,10 @@ class Login:
         """SASL: whether ``password`` is ``name``'s (registering a new name, as a login
         does), with the login's throttles; None when the connection must close. The
         session itself begins at registration (IRC's CAP END). Every False has sent an
-        error frame (id ``sasl``), which the gateway answers with 904 and its reason."""
-        cmd = LoginCommand(username=name, password=password, id="sasl")
+        error frame (its id asked ``sasl``), which the gateway answers with 904 and its
+        reason."""
+        assert conn.irc is not None
+        cmd = LoginCommand(username=name, password=password, id=conn.irc.pending.ask("sasl"))
         conn.in_login = True
         try:
             verdict = self.verify(conn, cmd)

@@ -86,10 +86,11 @@ class ChannelCommands(IrcRender):
                     continue  # a guest in it already (an account always is)
                 self.in_lobby = True
                 self.reply(f":{self.prefix()} JOIN {self.channel}")
-                self.frame(UsersCommand(id="NAMES"))
+                self.frame(UsersCommand(id=self.pending.ask("NAMES")))
             else:
                 key = keys[i] if i < len(keys) and keys[i] else None
-                if not self.frame(JoinCommand(room=chan[1:], key=key, id=f"JOIN {chan}")):
+                rid = self.pending.ask("JOIN", chan)
+                if not self.frame(JoinCommand(room=chan[1:], key=key, id=rid)):
                     return False
         return True
 
@@ -109,7 +110,7 @@ class ChannelCommands(IrcRender):
                     "QUIT to leave it"
                 )
             else:
-                rid = f"PART {chan}" + (f" {reason}" if reason else "")
+                rid = self.pending.ask("PART", chan, *([reason] if reason else []))
                 if not self.frame(PartCommand(room=chan[1:], reason=reason, id=rid)):
                     return False
         return True
@@ -117,11 +118,12 @@ class ChannelCommands(IrcRender):
     def on_names(self, params: list[str]) -> bool:
         for chan in params[0].split(",") if params and params[0] else [self.channel]:
             if self.is_lobby(chan):
-                self.frame(UsersCommand(id="NAMES"))  # the list the deltas apply to
+                # The list the deltas apply to.
+                self.frame(UsersCommand(id=self.pending.ask("NAMES")))
             elif not chan.startswith("#") or len(chan) < 2:
                 self.num("366", chan, text="End of /NAMES list")
             else:
-                self.frame(MembersCommand(room=chan[1:], id=f"NAMES {chan}"))
+                self.frame(MembersCommand(room=chan[1:], id=self.pending.ask("NAMES", chan)))
         return True
 
     def on_topic(self, params: list[str]) -> bool:
@@ -136,8 +138,9 @@ class ChannelCommands(IrcRender):
             if self.is_lobby(chan):
                 self.num("331", self.channel, text="No topic is set")
                 return True
-            return self.frame(TopicCommand(room=room, id=f"TOPIC {chan}"))
-        return self.frame(TopicCommand(room=room, topic=params[1], id=f"TOPIC {chan} {params[1]}"))
+            return self.frame(TopicCommand(room=room, id=self.pending.ask("TOPIC", chan)))
+        rid = self.pending.ask("TOPIC", chan, params[1])
+        return self.frame(TopicCommand(room=room, topic=params[1], id=rid))
 
     def on_list(self, params: list[str]) -> bool:
         wanted = params[0] if params and params[0].startswith("#") else ""
@@ -147,7 +150,7 @@ class ChannelCommands(IrcRender):
         if shown:
             lines.append(self.numeric("322", self.channel, str(len(self.lobby_names())), text=""))
         self.reply(*lines)
-        return self.frame(RoomsCommand(id=f"LIST {wanted}".rstrip()))
+        return self.frame(RoomsCommand(id=self.pending.ask("LIST", wanted)))
 
     def on_channel_mode(self, chan: str, params: list[str]) -> bool:
         """MODE for a channel: read (324), bans (+b/-b, the list), or a change, which
@@ -159,13 +162,12 @@ class ChannelCommands(IrcRender):
             if room is None:
                 self.num("324", self.channel, "+nt")
                 return True
-            return self.frame(ModeCommand(room=room, id=f"MODE {chan}"))
+            return self.frame(ModeCommand(room=room, id=self.pending.ask("MODE", chan)))
         modes, args = params[1], _drop_unset_key(params[1], params[2:])
-        rid = " ".join(("MODE", chan, modes, *args))
         change = modes
         if room is None and set(change) <= set("+n"):
             # +n (no messages from outside) is how lobby is, with everyone in it.
-            self.reply(f":{self.prefix()} {rid}")
+            self.reply(f":{self.prefix()} " + " ".join(("MODE", chan, modes, *args)))
             return True
         if self.guest is not None and room is not None:
             # A guest's channels hold only users online: +o/+v of a nick nobody has is
@@ -175,6 +177,7 @@ class ChannelCommands(IrcRender):
             if missing and self.server.room_info(self.nick, room) is not None:
                 self.num("401", missing[0], text="No such nick/channel")
                 return True
+        rid = self.pending.ask("MODE", chan, modes, *args)
         return self.frame(ModeCommand(room=room or "lobby", modes=change, args=args, id=rid))
 
     def on_bans(self, chan: str, room: str | None, modes: str, masks: list[str]) -> bool:
@@ -184,7 +187,7 @@ class ChannelCommands(IrcRender):
             if room is None:
                 self.num("368", chan, text="End of channel ban list")
                 return True
-            return self.frame(BansCommand(room=room, id=f"MODE {chan} b"))
+            return self.frame(BansCommand(room=room, id=self.pending.ask("MODE", chan, "b")))
         add = not modes.startswith("-")
         for m in masks:
             mute, nick = _mask_nick(m)
@@ -192,7 +195,7 @@ class ChannelCommands(IrcRender):
                 why = "a ban mask is nick!*@* (or m:nick!*@* to mute)"
                 self.num("696", chan, "b", m, text=why)
                 continue
-            rid = f"MODE {chan} {'+' if add else '-'}b {m}"
+            rid = self.pending.ask("MODE", chan, f"{'+' if add else '-'}b", m)
             target = room or "lobby"
             cmd: ClientCommand
             if mute:
@@ -213,7 +216,7 @@ class ChannelCommands(IrcRender):
             return True
         room = self.room_of(chan) or "lobby"
         for nick in params[1].split(","):
-            rid = f"KICK {chan} {nick}" + (f" {reason}" if reason else "")
+            rid = self.pending.ask("KICK", chan, nick, *([reason] if reason else []))
             if not self.frame(KickCommand(room=room, user=nick, reason=reason, id=rid)):
                 return False
         return True
@@ -226,7 +229,8 @@ class ChannelCommands(IrcRender):
             # Everyone is in lobby always: nothing to invite to.
             self.num("443", nick, chan, text="is already on channel")
             return True
-        return self.frame(InviteCommand(room=chan[1:], user=nick, id=f"INVITE {chan} {nick}"))
+        rid = self.pending.ask("INVITE", chan, nick)
+        return self.frame(InviteCommand(room=chan[1:], user=nick, id=rid))
 
 
 def _mask_nick(mask: str) -> tuple[bool, str | None]:

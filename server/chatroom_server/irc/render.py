@@ -42,6 +42,7 @@ from chatroom.rooms import (
     room_key,
 )
 from chatroom_server.frames import Frames
+from chatroom_server.irc.asked import NOTHING, Asked, Pending
 from chatroom_server.irc.parse import BYE_TEXT, HOST, LINE, MOTD, iso_time, mask, split_text
 
 if TYPE_CHECKING:
@@ -70,6 +71,9 @@ class IrcRender:
     _last_quit: tuple[str, float] | None = None  # one QUIT line for a guest-room quit
     max_message: int
     _shared: Translations
+    # What this session asked the server, by request id (asked.py): its reader thread
+    # adds, the answer's rendering takes.
+    pending: Pending
 
     def numeric(self, code: str, *params: str, text: str | None = None) -> str:
         tail = f" :{text}" if text is not None else ""
@@ -176,23 +180,26 @@ class IrcRender:
             out.append(tags + head + part)
 
     def _event(self, e: object, out: list[str]) -> bool:
-        """Append the lines for one event; False if they are for this client only."""
+        """Append the lines for one event; False if they are for this client only. An
+        answer to this session's request is rendered with what it asked (asked.py)."""
+        rid = getattr(e, "id", None)
+        asked = NOTHING if rid is None else self.pending.answer(rid)
         handler = _EVENTS.get(type(e))
         if handler is None:
             return True  # pong, replay_done, password_required: nothing to say in IRC
-        return handler(self, e, out)
+        return handler(self, e, asked, out)
 
-    def _on_broadcast(self, e: Broadcast, out: list[str]) -> bool:
+    def _on_broadcast(self, e: Broadcast, asked: Asked, out: list[str]) -> bool:
         if not self.in_lobby and (e.room is None or room_key(e.room) == LOBBY):
             return True  # a guest that has not joined the lobby channel
         self._privmsg(out, e.sender, self.chan(e.room), e.message, e.ts, e.seq, notice=e.notice)
         return True
 
-    def _on_dm(self, e: DirectMessage, out: list[str]) -> bool:
+    def _on_dm(self, e: DirectMessage, asked: Asked, out: list[str]) -> bool:
         self._privmsg(out, e.sender, e.to, e.message, e.ts, e.seq, notice=e.notice)
         return True
 
-    def _on_users_delta(self, e: UsersDelta, out: list[str]) -> bool:
+    def _on_users_delta(self, e: UsersDelta, asked: Asked, out: list[str]) -> bool:
         if not self.in_lobby:
             return False
         me = username_key(self.nick)
@@ -212,12 +219,12 @@ class IrcRender:
         ]
         return False  # "not me" differs per client
 
-    def _on_login_ok(self, e: LoginOk, out: list[str]) -> bool:
+    def _on_login_ok(self, e: LoginOk, asked: Asked, out: list[str]) -> bool:
         self._welcome(e, out)
         return False
 
-    def _on_user_list(self, e: UserList, out: list[str]) -> bool:
-        if e.id == "NAMES":
+    def _on_user_list(self, e: UserList, asked: Asked, out: list[str]) -> bool:
+        if asked.command == "NAMES":
             # The list users_delta builds on (roster.UsersPublisher.reply) has this
             # user only once the delta with its login is published, and a delta about
             # oneself is never shown (_on_users_delta): a client in the channel is in
@@ -229,23 +236,21 @@ class IrcRender:
             out += self.names_lines(users)
         return False
 
-    def _on_ack(self, e: Ack, out: list[str]) -> bool:
-        rid = e.id if isinstance(e.id, str) else ""
-        parts = rid.split(" ", 3)
-        if e.command in ("pm", "dm") and " :" in rid:
-            self._echo(e, rid, out)
+    def _on_ack(self, e: Ack, asked: Asked, out: list[str]) -> bool:
+        args = asked.args
+        if e.command in ("pm", "dm") and args:
+            self._echo(e, asked, out)
         if e.command == "part" and e.room:
-            why = f" :{rid.split(' ', 2)[2]}" if len(parts) > 2 else ""
+            why = f" :{args[0]}" if args else ""
             out.append(f":{self.prefix()} PART {self.chan(e.room)}{why}")
         elif e.command == "topic" and e.room:
-            topic = rid.split(" ", 2)[2] if len(parts) > 2 else ""
+            topic = args[0] if args else ""
             out.append(f":{self.prefix()} TOPIC {self.chan(e.room)} :{topic}")
         elif e.command == "mode" and e.room:
-            change = rid.split(" ", 2)[2] if len(parts) > 2 else ""
-            out.append(f":{self.prefix()} MODE {self.chan(e.room)} {change}")
+            out.append(f":{self.prefix()} MODE {self.chan(e.room)} {' '.join(args)}")
         elif e.command in _MODERATION and e.room and e.to:
             if not e.unchanged:  # else an unban or unmute of nobody
-                reason = rid.split(" ", 3)[3] if e.command == "kick" and len(parts) > 3 else None
+                reason = args[1] if e.command == "kick" and len(args) > 1 else None
                 out += self.moderation_lines(
                     e.command, self.prefix(), e.room, e.to, reason, e.removed
                 )
@@ -255,26 +260,25 @@ class IrcRender:
                 out.append(self.numeric("443", e.to, chan, text="is already on channel"))
             else:
                 out.append(self.numeric("341", e.to, chan))
-        elif e.queued and e.to and parts[0] != "NOTICE":  # never a reply to a NOTICE
+        elif e.queued and e.to and asked.command != "NOTICE":  # never a reply to a NOTICE
             out.append(
                 f":{self.name} NOTICE {self.nick} :{e.to} is offline; they get your "
                 "message when they log in"
             )
         return False
 
-    def _echo(self, e: Ack, rid: str, out: list[str]) -> None:
-        """echo-message: the client's own PRIVMSG or NOTICE (its text in the request
-        id, session.py), sent back once the server took it: its ack, one per message
-        taken, so never twice. Tagged as the others get it (msgid: its seq; its time
-        is the ack's, milliseconds after theirs)."""
-        head, _, text = rid.partition(" :")
-        cmd, _, target = head.partition(" ")
-        dest = (e.to or target) if e.command == "dm" else self.chan(e.room)
-        self._privmsg(out, self.nick, dest, text, time.time(), e.seq, notice=cmd == "NOTICE")
+    def _echo(self, e: Ack, asked: Asked, out: list[str]) -> None:
+        """echo-message: the client's own PRIVMSG or NOTICE (its text kept with the
+        request, session.py), sent back once the server took it: its ack, one per
+        message taken, so never twice. Tagged as the others get it (msgid: its seq; its
+        time is the ack's, milliseconds after theirs)."""
+        (text,) = asked.args
+        dest = (e.to or asked.target) if e.command == "dm" else self.chan(e.room)
+        notice = asked.command == "NOTICE"
+        self._privmsg(out, self.nick, dest, text, time.time(), e.seq, notice=notice)
 
-    def _on_room_info(self, e: RoomInfoReply, out: list[str]) -> bool:
-        rid = e.id if isinstance(e.id, str) else ""
-        cmd = rid.partition(" ")[0]
+    def _on_room_info(self, e: RoomInfoReply, asked: Asked, out: list[str]) -> bool:
+        cmd = asked.command
         info = e.info
         if cmd == "JOIN":
             if e.joined:  # else a member already: IRC says nothing
@@ -295,7 +299,7 @@ class IrcRender:
                 out.append(self.numeric("329", self.chan(info.name), str(int(info.created))))
         return False
 
-    def _on_ban_list(self, e: BanList, out: list[str]) -> bool:
+    def _on_ban_list(self, e: BanList, asked: Asked, out: list[str]) -> bool:
         chan = self.chan(e.room)
         for b in e.bans:
             out.append(self.numeric("367", chan, f"{b.user}!*@*", mask(b.by), str(int(b.ts))))
@@ -324,9 +328,8 @@ class IrcRender:
             lines.append(f":{by} KICK {chan} {user} :Banned" + (f": {reason}" if reason else ""))
         return lines
 
-    def _on_room_list(self, e: RoomList, out: list[str]) -> bool:
-        rid = e.id if isinstance(e.id, str) else ""
-        wanted = {room_key(c) for c in rid.partition(" ")[2].split(",") if c}
+    def _on_room_list(self, e: RoomList, asked: Asked, out: list[str]) -> bool:
+        wanted = {room_key(c) for c in asked.target.split(",") if c}
         for r in e.rooms:
             chan = self.chan(r.name)
             if wanted and room_key(chan) not in wanted:
@@ -336,7 +339,7 @@ class IrcRender:
         out.append(self.numeric("323", text="End of /LIST"))
         return False
 
-    def _on_room_event(self, e: RoomEvent, out: list[str]) -> bool:
+    def _on_room_event(self, e: RoomEvent, asked: Asked, out: list[str]) -> bool:
         if e.replayed:
             return False  # the welcome burst shows the rooms as they are now
         chan, by = self.chan(e.room), mask(e.by)
@@ -377,19 +380,19 @@ class IrcRender:
             out += self.moderation_lines(e.event, by, e.room, e.user, e.reason, e.removed)
         return True
 
-    def _on_error(self, e: ErrorEvent, out: list[str]) -> bool:
-        self._error(e, out)
+    def _on_error(self, e: ErrorEvent, asked: Asked, out: list[str]) -> bool:
+        self._error(e, asked, out)
         return False
 
-    def _on_bye(self, e: Bye, out: list[str]) -> bool:
+    def _on_bye(self, e: Bye, asked: Asked, out: list[str]) -> bool:
         out.append(f"ERROR :Closing link: {HOST} ({BYE_TEXT.get(e.reason, e.reason)})")
         return True
 
-    def _on_history(self, e: History, out: list[str]) -> bool:
-        self._history(e, out)
+    def _on_history(self, e: History, asked: Asked, out: list[str]) -> bool:
+        self._history(e, asked, out)
         return False
 
-    def _on_replay_truncated(self, e: ReplayTruncated, out: list[str]) -> bool:
+    def _on_replay_truncated(self, e: ReplayTruncated, asked: Asked, out: list[str]) -> bool:
         out.append(f":{self.name} NOTICE {self.nick} :Older messages were not kept")
         return False
 
@@ -442,13 +445,10 @@ class IrcRender:
             out += self.joined_lines(info)
         self.registered = True
 
-    def _error(self, e: ErrorEvent, out: list[str]) -> None:
-        rid = e.id if isinstance(e.id, str) else ""
-        cmd, _, target = rid.partition(" ")
+    def _error(self, e: ErrorEvent, asked: Asked, out: list[str]) -> None:
+        cmd, target, args = asked.command, asked.target, asked.args
         if cmd == "NOTICE":
             return  # RFC 1459: never an automatic reply to a NOTICE
-        if cmd == "PRIVMSG":
-            target = target.partition(" ")[0]  # not the text echo-message put after it
         if cmd == "login":
             if e.code == "invalid_username":
                 out.append(self.numeric("432", self.nick, text=e.message))
@@ -465,7 +465,7 @@ class IrcRender:
         if cmd == "PRIVMSG" and e.code in ("unknown_user", "user_offline"):
             out.append(self.numeric("401", target, text=e.message))
             return
-        chan = target.partition(" ")[0]
+        chan = target
         if cmd == "PRIVMSG" and e.code in ("not_in_room", "muted", "banned"):
             out.append(self.numeric("404", chan, text=f"Cannot send to channel: {e.message}"))
             return
@@ -473,18 +473,18 @@ class IrcRender:
             out.append(self.numeric("366", chan, text="End of /NAMES list"))
             return
         if cmd == "INVITE" and e.code == "unknown_user":
-            out.append(self.numeric("401", target.partition(" ")[2], text=e.message))
+            out.append(self.numeric("401", args[0] if args else "", text=e.message))
             return
         if cmd == "MODE" and e.code == "bad_request":
-            out.append(self._bad_mode(chan, target.partition(" ")[2], e.message))
+            out.append(self._bad_mode(chan, " ".join(args), e.message))
             return
         if cmd in ("KICK", "MODE") and e.code == "not_in_room" and not e.message.startswith("you"):
             # The room service's "<nick> is not in <room>": 441, not 442 (this user's).
-            nick = target.split(" ")[1 if cmd == "KICK" else -1]
+            nick = _named(asked)
             out.append(self.numeric("441", nick, chan, text=e.message))
             return
         if cmd in ("KICK", "MODE") and e.code == "unknown_user":
-            nick = target.split(" ")[1 if cmd == "KICK" else -1]
+            nick = _named(asked)
             out.append(
                 self.numeric("401", nick.removeprefix("m:").partition("!")[0], text=e.message)
             )
@@ -499,12 +499,12 @@ class IrcRender:
         if e.code == "unknown_command" and cmd in ("LIST", "NAMES"):
             # No rooms on this connection (a guest, or a server without them): only lobby.
             end = ("323", "End of /LIST") if cmd == "LIST" else ("366", "End of /NAMES list")
-            params = () if cmd == "LIST" else (target.partition(" ")[0],)
+            params = () if cmd == "LIST" else (target,)
             out.append(self.numeric(end[0], *params, text=end[1]))
             return
         if e.code == "unknown_command" and cmd in _CHANNEL_COMMANDS:
             why = f"No such channel: only {self.channel} (no rooms for guests, or no history)"
-            out.append(self.numeric("403", target.partition(" ")[0], text=why))
+            out.append(self.numeric("403", target, text=why))
             return
         if e.code == "unknown_command" and cmd:
             out.append(self.numeric("421", cmd, text=e.message))
@@ -536,9 +536,8 @@ class IrcRender:
         letter = next((c for c in modes if c not in "+-"), "?")
         return self.numeric("696", chan, letter, "*", text=why)
 
-    def _history(self, e: History, out: list[str]) -> None:
-        rid = e.id if isinstance(e.id, str) else ""
-        target = rid.partition(" ")[2] or self.channel
+    def _history(self, e: History, asked: Asked, out: list[str]) -> None:
+        target = asked.target or self.channel
         batch = None
         if "batch" in self.caps:
             batch = f"h{time.monotonic_ns() % 10**9}"
@@ -569,6 +568,13 @@ def _events_of(data: bytes) -> Iterator[object]:
             log.exception("cannot translate %r for IRC", line[:200])
 
 
+def _named(asked: Asked) -> str:
+    """The user a KICK or a MODE change named: KICK's nick, MODE's last argument."""
+    if asked.command == "KICK":
+        return asked.args[0] if asked.args else ""
+    return asked.args[-1] if asked.args else asked.target
+
+
 # A member's role as a NAMES prefix: owners and ops are IRC's operators.
 _ROLE_PREFIX: Final = {"owner": "@", "op": "@", "voice": "+"}
 # The room service's refusals as the numerics of the channel commands.
@@ -591,7 +597,7 @@ _MODERATION: Final = frozenset(("kick", "ban", "unban", "mute", "unmute"))
 _STARTED = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 # The server's events and the lines they become (IrcRender._event).
-_EVENTS: dict[type, Callable[[IrcRender, Any, list[str]], bool]] = {
+_EVENTS: dict[type, Callable[[IrcRender, Any, Asked, list[str]], bool]] = {
     Broadcast: IrcRender._on_broadcast,
     DirectMessage: IrcRender._on_dm,
     UsersDelta: IrcRender._on_users_delta,

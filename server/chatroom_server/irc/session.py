@@ -27,6 +27,7 @@ from chatroom.protocol import (
     is_valid_username,
     username_key,
 )
+from chatroom_server.irc.asked import Pending
 from chatroom_server.irc.channels import ChannelCommands
 from chatroom_server.irc.core import Connection, Core, Lines
 from chatroom_server.irc.outbox import Translations
@@ -60,6 +61,7 @@ class IrcSession(ChannelCommands, ServerQueries):
         self.max_message = server.config.limits.max_message  # 005's MAXMSG
         self.decoder = LineDecoder()
         self._shared = shared
+        self.pending = Pending()  # what it asked the server, by request id (irc.asked)
         self.nick = "*"  # what numerics are addressed to: the account name once in
         self.user: str | None = None  # USER's username and real name: WHO and WHOIS
         self.realname = ""
@@ -290,7 +292,7 @@ class IrcSession(ChannelCommands, ServerQueries):
                 password=self.password,
                 # rooms: channels are rooms (chatroom_server.irc.channels)
                 features=(Feature.USERS_DELTA.value, Feature.ROOMS.value),
-                id="login",
+                id=self.pending.ask("login"),
             )
         )
         return keep and self.conn.username is not None
@@ -326,21 +328,20 @@ class IrcSession(ChannelCommands, ServerQueries):
                 if not notice:
                     self.num("403", target, text=f"No such channel: only {self.channel}")
                 return True
-            pm = PmCommand(
-                message=text, room=room, notice=notice, id=self._send_id(cmd, target, text)
-            )
-            return self.frame(pm)
+            rid = self._send_id(cmd, target, text)
+            return self.frame(PmCommand(message=text, room=room, notice=notice, id=rid))
         if not notice:
             self.away_reply(target)
         rid = self._send_id(cmd, target, text)
         return self.frame(DmCommand(to=target, message=text, notice=notice, id=rid))
 
-    def _send_id(self, cmd: str, target: str, text: str) -> str:
-        """The request id of a PRIVMSG or NOTICE: with echo-message, the text too, which
-        the ack, the server's word that it took the message, sends back (render.py)."""
+    def _send_id(self, cmd: str, target: str, text: str) -> int:
+        """The request id of a PRIVMSG or NOTICE: with echo-message, its text is kept
+        too, which the ack, the server's word that it took the message, sends back
+        (render.py)."""
         if "echo-message" in self.caps:
-            return f"{cmd} {target} :{text}"
-        return f"{cmd} {target}"
+            return self.pending.ask(cmd, target, text)
+        return self.pending.ask(cmd, target)
 
     def on_notice(self, params: list[str]) -> bool:
         return self.on_privmsg(params, notice=True)
@@ -469,7 +470,7 @@ class IrcSession(ChannelCommands, ServerQueries):
                 limit=max(1, min(limit, 100)),
                 with_user=with_user,
                 room=room,
-                id=f"CHATHISTORY {target}",
+                id=self.pending.ask("CHATHISTORY", target),
             )
         )
 
@@ -509,7 +510,7 @@ class IrcSession(ChannelCommands, ServerQueries):
             return False
         self.closed()  # in WHOWAS before anyone can ask for it
         self.quit_reason = params[0] if params and params[0] else None
-        return self.frame(ExitCommand(id="QUIT"))
+        return self.frame(ExitCommand(id=self.pending.ask("QUIT")))
 
     def closed(self) -> None:
         """The session ends (QUIT, or the server's reader thread at the connection's
