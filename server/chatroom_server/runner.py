@@ -4,7 +4,8 @@ The transports are peers over this one core (docs/ARCHITECTURE.md): the JSON lin
 transport hands each read to :meth:`CommandRunner.frames`, the WebSocket transport each
 message to :meth:`CommandRunner.handle` (chatroom_server.web), and the IRC gateway
 meters each line and runs the commands it builds (:meth:`CommandRunner.meter`,
-:meth:`CommandRunner.run_command`, through irc.session.Core). The session
+:meth:`CommandRunner.run_command`, as irc.core.Runner); each calls this directly
+(``ChatServer.runner``), with no hop through the server. The session
 (chatroom_server.session, sans-I/O) yields actions: replies and closes go out through
 :class:`~chatroom_server.replies.Replies`, commands through the command table
 (chatroom_server.commands) to their handlers (chatroom_server.handlers); a refused

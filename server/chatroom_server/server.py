@@ -17,8 +17,9 @@ nothing else: each job is a part of its own, made here and given only what it ne
 - :mod:`~chatroom_server.node`: a cluster node's callbacks (``chat-cluster``);
 - :class:`~chatroom_server.backends.Backends`: what ``start()`` opens, shared by them.
 
-The server answers the IRC gateway (irc.session.Core: ``meter``, ``run_command``, the
-login checks, the names) and the web transport by handing each question to its part.
+The server answers the IRC gateway (irc.core.Core: the login checks, the names) and
+the web transport by handing each question to its part; their lines and commands go to
+the command runner directly (``runner``, irc.core.Runner), through no hop here.
 Its own state: ``_threads`` (the threads it spawned, for stop() to join), written by
 ``start()`` before serving and read by ``stop()``; ``_stopping`` and ``_stopped``.
 """
@@ -34,7 +35,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from chatroom.protocol import Bye, ByeReason, ClientCommand, encode, username_key
+from chatroom.protocol import Bye, ByeReason, encode, username_key
 from chatroom.rooms import RoomInfo
 from chatroom_server.accounts import HASHERS, AccountStore
 from chatroom_server.backends import Backends
@@ -454,25 +455,12 @@ class ChatServer:
     # irc.session.Core (the IRC gateway) and chatroom_server.web ask these; each is a
     # part's.
 
-    def meter(self, conn: Conn) -> bool | None:
-        """An IRC line against flood control (CommandRunner.meter)."""
-        return self._runner.meter(conn)
-
-    def run_command(self, conn: Conn, cmd: ClientCommand, allowed: bool) -> bool:
-        """Run one command the IRC gateway built (CommandRunner.run_command)."""
-        return self._runner.run_command(conn, cmd, allowed)
-
-    def _handle(self, conn: Conn, frame: bytes) -> bool:
-        """One whole WebSocket message (CommandRunner.handle)."""
-        return self._runner.handle(conn, frame)
-
-    def _frames(self, conn: Conn, data: bytes) -> str | None:
-        """One read of the JSON line transport (CommandRunner.frames, which the reader
-        threads call themselves)."""
-        return self._runner.frames(conn, data)
-
-    def _send_error(self, conn: Conn, code: str, message: str, rid: str | int | None) -> None:
-        self._replies.send_error(conn, code, message, rid)
+    @property
+    def runner(self) -> CommandRunner:
+        """The command path (irc.core.Runner): the transports call it directly, the
+        JSON line transport's reader threads (CommandRunner.frames), the IRC gateway
+        (``meter``, ``run_command``) and the WebSocket transport (``handle``)."""
+        return self._runner
 
     def send_ordered(self, conn: Conn, data: bytes) -> None:
         """irc.session.Core: the gateway's own lines, in order (Replies.send_ordered)."""

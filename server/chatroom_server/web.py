@@ -340,7 +340,7 @@ class WebSession:
         is still answered (the files are in memory; a page missing a module is broken)
         but with ``connection: close``: the browser asks again on a new connection,
         and no connection stays open without a login for more than those frames."""
-        allowed = self.server.meter(self.conn)
+        allowed = self.server.runner.meter(self.conn)
         if allowed is None:
             return False  # flooding
         spent = not allowed or self.conn.frames > self.server.config.max_frames_before_login
@@ -453,8 +453,7 @@ class WebSession:
         self._size += len(event.data)  # characters: bytes are at least as many
         limit = self.server.config.limits.max_frame
         if self._size > limit:
-            exc = FrameTooLarge(limit)
-            self.server._send_error(self.conn, exc.code, exc.message, None)
+            self.server.runner.refused(self.conn, FrameTooLarge(limit))
             return False
         if not event.message_finished:
             self._message.append(event.data)
@@ -467,7 +466,6 @@ class WebSession:
             # One IRC line a message; the IRC decoder applies IRC's own line limit.
             return self.irc.receive_data(frame + b"\r\n")
         if len(frame) > limit:
-            exc = FrameTooLarge(limit)
-            self.server._send_error(self.conn, exc.code, exc.message, None)
+            self.server.runner.refused(self.conn, FrameTooLarge(limit))
             return False
-        return self.server._handle(self.conn, frame)
+        return self.server.runner.handle(self.conn, frame)

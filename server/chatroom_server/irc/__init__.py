@@ -8,16 +8,20 @@ code: the account store, the fan-out, the message log, the user list, and every 
 - **In** (:class:`IrcSession`, the connection's reader thread): IRC lines are parsed
   (:func:`parse`) and either answered here (CAP, NICK, USER, PASS, AUTHENTICATE, PING,
   WHO, WHOIS, MODE, ...) or turned into the JSON command they mean (``login``, ``pm``,
-  ``dm``, ``users``, ``history``, ``exit``) and handed to the server's command path as a
-  frame. The request id of such a command says what it came from (``PRIVMSG bob``), so
-  that an error coming back can be answered with the numeric that IRC expects.
+  ``dm``, ``users``, ``history``, ``exit``) and handed to the server's command path
+  (:class:`Core`'s ``runner``, called directly) as the struct. The request id of such a
+  command is a number under which the session keeps what it came from
+  (:mod:`~chatroom_server.irc.asked`: ``PRIVMSG bob``, typed), so that an answer coming
+  back can be shown as IRC expects (a numeric for an error).
 - **Out** (:class:`IrcOutbox`): every frame the server sends this connection (a
   broadcast queued by the fan-out, a DM, a users_delta, an error, ``bye``) becomes IRC
   lines before it is queued: ``broadcast`` is ``PRIVMSG #lobby``, ``users_delta`` is JOIN
-  and QUIT lines, ``login_ok`` is the welcome burst (001-005, MOTD, JOIN, NAMES). The
-  fan-out hands the same bytes to every recipient, so the translation of the last
-  frames seen is cached (:class:`Translations`): N IRC recipients cost one translation
-  per capability set, not N.
+  and QUIT lines, ``login_ok`` is the welcome burst (001-005, MOTD, JOIN, NAMES). A
+  public message, a DM and their acks come as frames that carry their events
+  (chatroom_server.frames): their lines are rendered from the events' fields, never from
+  the JSON. The fan-out hands the same bytes to every recipient, so the lines of the
+  last frames seen are cached (:class:`Translations`): N IRC recipients cost one
+  rendering per capability set, not N.
 
 Lines are at most 512 bytes (plus IRCv3 tags); longer messages from JSON users are split
 on word boundaries where possible and never inside a UTF-8 character. Input that is not
@@ -35,7 +39,8 @@ The package: :mod:`~chatroom_server.irc.parse` (lines and their limits),
 :mod:`~chatroom_server.irc.core` (:class:`Core`, all the gateway asks of the server),
 :mod:`~chatroom_server.irc.session` (in: the client's lines),
 :mod:`~chatroom_server.irc.channels` (in: the channel commands, each the room command it
-means: channels are rooms), :mod:`~chatroom_server.irc.render` (out: frames as lines)
+means: channels are rooms), :mod:`~chatroom_server.irc.asked` (the requests awaiting
+their answers), :mod:`~chatroom_server.irc.render` (out: events as lines)
 and :mod:`~chatroom_server.irc.outbox` (out: the connection's outbox, and the
 translations all share).
 """

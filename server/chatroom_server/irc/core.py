@@ -32,12 +32,28 @@ class Lines(Protocol):
     def send_irc(self, data: bytes) -> bool: ...
 
 
+class Runner(Protocol):
+    """The server's command path (chatroom_server.runner.CommandRunner), which a
+    transport calls directly: a line or a command goes through no other hop."""
+
+    def meter(self, conn: Any) -> bool | None:
+        """Count one line against flood control: True allowed, False over the rate,
+        None flooding (the connection's bye is on its way: close it)."""
+
+    def run_command(self, conn: Any, cmd: ClientCommand, allowed: bool) -> bool:
+        """Run a command through the server's command path; False closes."""
+
+
 class Core(Protocol):
     """What the IRC gateway may ask of the server (chatroom_server.server.ChatServer).
     ``conn`` is the server's own connection object, which the gateway hands back."""
 
     @property
     def config(self) -> ServerConfig: ...
+
+    @property
+    def runner(self) -> Runner:
+        """The command path every line and command of the gateway goes through."""
 
     def names(self) -> tuple[str, ...]: ...
 
@@ -54,13 +70,6 @@ class Core(Protocol):
 
     def is_server_operator(self, name: str) -> bool:
         """WHOIS's 313: ``name`` is a server operator now (docs/PROTOCOL.md §whois)."""
-
-    def meter(self, conn: Any) -> bool | None:
-        """Count one line against flood control: True allowed, False over the rate,
-        None flooding (the connection's bye is on its way: close it)."""
-
-    def run_command(self, conn: Any, cmd: ClientCommand, allowed: bool) -> bool:
-        """Run a command through the server's command path; False closes."""
 
     def check_password(self, conn: Any, name: str, password: str) -> bool | None:
         """SASL: the password is ``name``'s; None: close the connection."""

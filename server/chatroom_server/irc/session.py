@@ -55,6 +55,7 @@ class IrcSession(ChannelCommands, ServerQueries):
 
     def __init__(self, server: Core, conn: Connection, channel: str, shared: Translations) -> None:
         self.server = server
+        self.runner = server.runner  # the command path, called directly (core.Runner)
         self.conn = conn
         self.channel = channel
         self.name = server.config.irc_server_name  # ours, in prefixes, 004 and PONG
@@ -104,7 +105,7 @@ class IrcSession(ChannelCommands, ServerQueries):
         conn = self.conn
         self.pinged = False  # it is alive: the next PING after another quiet spell
         for raw in self.decoder.feed(data):
-            allowed = self.server.meter(conn)
+            allowed = self.runner.meter(conn)
             if allowed is None:
                 return False  # flooding: the bye (ERROR) is on its way
             if raw is None or too_long(raw):
@@ -150,7 +151,7 @@ class IrcSession(ChannelCommands, ServerQueries):
         be work for nothing. Metered already, as every IRC line is
         (receive_data); the gateway builds commands within the bounds decoding
         would check (history limit 1-100, seqs >= 0, no cid)."""
-        return self.server.run_command(self.conn, command, allowed=True)
+        return self.runner.run_command(self.conn, command, allowed=True)
 
     def lobby_names(self) -> tuple[str, ...]:
         return self.server.names()
