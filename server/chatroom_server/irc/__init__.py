@@ -40,7 +40,8 @@ The package: :mod:`~chatroom_server.irc.parse` (lines and their limits),
 :mod:`~chatroom_server.irc.session` (in: the client's lines),
 :mod:`~chatroom_server.irc.channels` (in: the channel commands, each the room command it
 means: channels are rooms), :mod:`~chatroom_server.irc.asked` (the requests awaiting
-their answers), :mod:`~chatroom_server.irc.render` (out: events as lines)
+their answers), :mod:`~chatroom_server.irc.answers` (errors as numerics),
+:mod:`~chatroom_server.irc.render` (out: events as lines)
 and :mod:`~chatroom_server.irc.outbox` (out: the connection's outbox, and the
 translations all share).
 """

@@ -34,7 +34,6 @@ from chatroom.protocol import (
 )
 from chatroom.rooms import (
     LOBBY,
-    MODE_LETTERS,
     RoomEvent,
     RoomInfo,
     RoomInfoReply,
@@ -42,6 +41,7 @@ from chatroom.rooms import (
     room_key,
 )
 from chatroom_server.frames import Frames
+from chatroom_server.irc.answers import error_lines
 from chatroom_server.irc.asked import NOTHING, Asked, Pending
 from chatroom_server.irc.parse import BYE_TEXT, HOST, LINE, MOTD, iso_time, mask, split_text
 
@@ -381,7 +381,7 @@ class IrcRender:
         return True
 
     def _on_error(self, e: ErrorEvent, asked: Asked, out: list[str]) -> bool:
-        self._error(e, asked, out)
+        error_lines(self, e, asked, out)
         return False
 
     def _on_bye(self, e: Bye, asked: Asked, out: list[str]) -> bool:
@@ -445,97 +445,6 @@ class IrcRender:
             out += self.joined_lines(info)
         self.registered = True
 
-    def _error(self, e: ErrorEvent, asked: Asked, out: list[str]) -> None:
-        cmd, target, args = asked.command, asked.target, asked.args
-        if cmd == "NOTICE":
-            return  # RFC 1459: never an automatic reply to a NOTICE
-        if cmd == "login":
-            if e.code == "invalid_username":
-                out.append(self.numeric("432", self.nick, text=e.message))
-            elif e.code in ("rate_limited", "unavailable"):
-                out.append(f":{self.name} NOTICE {self.nick} :{e.message}")
-                out.append(f"ERROR :Closing link: {HOST} ({e.message})")
-            else:
-                out.append(self.numeric("464", text=f"Password incorrect: {e.message}"))
-                out.append(f"ERROR :Closing link: {HOST} (Bad password)")
-            return
-        if cmd == "sasl":  # a password check refused, and why (wrong, throttled, busy)
-            out.append(self.numeric("904", text=f"SASL authentication failed: {e.message}"))
-            return
-        if cmd == "PRIVMSG" and e.code in ("unknown_user", "user_offline"):
-            out.append(self.numeric("401", target, text=e.message))
-            return
-        chan = target
-        if cmd == "PRIVMSG" and e.code in ("not_in_room", "muted", "banned"):
-            out.append(self.numeric("404", chan, text=f"Cannot send to channel: {e.message}"))
-            return
-        if cmd == "NAMES" and e.code in ("no_such_room", "invalid_room"):
-            out.append(self.numeric("366", chan, text="End of /NAMES list"))
-            return
-        if cmd == "INVITE" and e.code == "unknown_user":
-            out.append(self.numeric("401", args[0] if args else "", text=e.message))
-            return
-        if cmd == "MODE" and e.code == "bad_request":
-            out.append(self._bad_mode(chan, " ".join(args), e.message))
-            return
-        if cmd in ("KICK", "MODE") and e.code == "not_in_room" and not e.message.startswith("you"):
-            # The room service's "<nick> is not in <room>": 441, not 442 (this user's).
-            nick = _named(asked)
-            out.append(self.numeric("441", nick, chan, text=e.message))
-            return
-        if cmd in ("KICK", "MODE") and e.code == "unknown_user":
-            nick = _named(asked)
-            out.append(
-                self.numeric("401", nick.removeprefix("m:").partition("!")[0], text=e.message)
-            )
-            return
-        code = _ROOM_ERRORS.get(e.code)
-        if code is not None and cmd in _CHANNEL_COMMANDS:
-            out.append(self.numeric(code, chan, text=e.message))
-            return
-        if e.code == "not_logged_in":
-            out.append(self.numeric("451", text="You have not registered"))
-            return
-        if e.code == "unknown_command" and cmd in ("LIST", "NAMES"):
-            # No rooms on this connection (a guest, or a server without them): only lobby.
-            end = ("323", "End of /LIST") if cmd == "LIST" else ("366", "End of /NAMES list")
-            params = () if cmd == "LIST" else (target,)
-            out.append(self.numeric(end[0], *params, text=end[1]))
-            return
-        if e.code == "unknown_command" and cmd in _CHANNEL_COMMANDS:
-            why = f"No such channel: only {self.channel} (no rooms for guests, or no history)"
-            out.append(self.numeric("403", target, text=why))
-            return
-        if e.code == "unknown_command" and cmd:
-            out.append(self.numeric("421", cmd, text=e.message))
-            return
-        if cmd == "CHATHISTORY":
-            out.append(f"FAIL CHATHISTORY MESSAGE_ERROR {target} :{e.message}")
-            return
-        if e.code == "server_full":
-            out.append(f"ERROR :Closing link: {HOST} ({e.message})")
-            return
-        out.append(f":{self.name} NOTICE {self.nick} :{e.message}")
-
-    def _bad_mode(self, chan: str, change: str, why: str) -> str:
-        """A refused mode change: 472 for a letter not known here, else 696
-        (ERR_INVALIDMODEPARAM) for the argument of the first letter that takes one."""
-        modes, _, rest = change.partition(" ")
-        args = rest.split(" ") if rest else []
-        if any(c not in "+-" and c not in MODE_LETTERS + "b" for c in modes):
-            letter = next(c for c in modes if c not in "+-" and c not in MODE_LETTERS + "b")
-            return self.numeric("472", letter, text=f"is unknown mode char: {why}")
-        add = True
-        for c in modes:
-            if c in "+-":
-                add = c == "+"
-            elif c in "ov" or (add and c in "kl"):
-                # A refused key is not echoed (Modern IRC shows it as "*").
-                arg = "*" if c == "k" else (args or ["*"])[0] or "*"
-                return self.numeric("696", chan, c, arg, text=why)
-        letter = next((c for c in modes if c not in "+-"), "?")
-        return self.numeric("696", chan, letter, "*", text=why)
-
     def _history(self, e: History, asked: Asked, out: list[str]) -> None:
         target = asked.target or self.channel
         batch = None
@@ -568,29 +477,8 @@ def _events_of(data: bytes) -> Iterator[object]:
             log.exception("cannot translate %r for IRC", line[:200])
 
 
-def _named(asked: Asked) -> str:
-    """The user a KICK or a MODE change named: KICK's nick, MODE's last argument."""
-    if asked.command == "KICK":
-        return asked.args[0] if asked.args else ""
-    return asked.args[-1] if asked.args else asked.target
-
-
 # A member's role as a NAMES prefix: owners and ops are IRC's operators.
 _ROLE_PREFIX: Final = {"owner": "@", "op": "@", "voice": "+"}
-# The room service's refusals as the numerics of the channel commands.
-_ROOM_ERRORS: Final = {
-    "no_such_room": "403",
-    "not_in_room": "442",
-    "invite_only": "473",
-    "bad_key": "475",
-    "room_full": "471",
-    "invalid_room": "476",
-    "not_operator": "482",
-    "too_many_rooms": "405",
-    "banned": "474",
-    "guest_not_allowed": "477",  # ERR_NEEDREGGEDNICK: a guest joins guest rooms only
-}
-_CHANNEL_COMMANDS: Final = frozenset(("JOIN", "PART", "TOPIC", "MODE", "INVITE", "PRIVMSG", "KICK"))
 # The moderation acks and events shown as KICK and MODE lines (IrcRender.moderation_lines).
 _MODERATION: Final = frozenset(("kick", "ban", "unban", "mute", "unmute"))
 
