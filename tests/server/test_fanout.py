@@ -7,11 +7,15 @@ import logging
 import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from chatroom.protocol import Ack, Broadcast, decode_event, encode
 from chatroom_server.fanout import PASS_BYTES, FanOut
+from chatroom_server.frames import Frames
+from chatroom_server.messagelog import MessageLog, NewMessage
 from chatroom_server.outbox import Flusher, Outbox
 
 
@@ -325,3 +329,59 @@ def test_a_message_reaches_no_session_of_its_sender(members: list[_Member], toge
     assert old.lines(1) == [b"ack mine"]
     assert other.lines(2) == [b"mine", b"ack bob's"]
     assert new.lines(1) == [b"bob's"]
+
+
+class _Rendering(Outbox):
+    """The outbox of a transport that renders events (as IRC's): keeps what it is given."""
+
+    __slots__ = ("got",)
+    got: list[bytes]
+
+    @property
+    def renders(self) -> bool:
+        return True
+
+    def offer(self, data: bytes) -> None:
+        self.got.append(data)
+        super().offer(data)
+
+
+def test_a_round_carries_each_message_s_event_and_seq_beside_its_bytes(
+    members: list[_Member], tmp_path: Path
+) -> None:
+    """chatroom_server.frames: the joined frames of a round carry the events they encode,
+    with the seqs the log gave them; the bytes are the same for every recipient."""
+    a, b, plain = members[0], members[1], members[2]
+    a.username, b.username = "alice", "bob"
+    flusher = Flusher()
+    mine, theirs = socket.socketpair()
+    rendering = _Rendering(mine, flusher, name="rendering")
+    rendering.got = []
+    watcher = _Member(rendering, theirs)
+    mlog = MessageLog(tmp_path / "log.db")
+    try:
+        fan = FanOut(lambda: (a, b, plain, watcher), log=mlog)
+        sent = []
+        with fan._lock:  # both batches in one round: their frames joined once
+            for who, text in ((a, "one"), (b, "two")):
+                assert who.username is not None
+                event = Broadcast(sender=who.username, message=text, ts=1.0)
+                ack = Ack(command="pm", id=text)
+                sent.append(event)
+                msg = NewMessage(who.username, None, text, 1.0)
+                fan.broadcast(who, [encode(event)], [encode(ack)], [msg], [text], [(event, ack)])
+        fan._combine()
+        events = [decode_event(x + b"\n") for x in plain.lines(2)]
+        assert [(e.message, e.seq) for e in events] == [("one", 1), ("two", 2)]  # type: ignore[union-attr]
+        (got,) = rendering.got
+        assert type(got) is Frames and got == b"".join(encode(e) for e in events)
+        assert list(got.events) == [(sent[0], 1), (sent[1], 2)]
+        # Its user's own message is not sent back; its ack follows the round, with its seq.
+        two, ack_one = (decode_event(x + b"\n") for x in a.lines(2))
+        assert two == Broadcast(sender="bob", message="two", ts=1.0, seq=2)
+        assert ack_one == Ack(command="pm", id="one", seq=1)
+    finally:
+        mlog.close()
+        flusher.stop()
+        mine.close()
+        theirs.close()
