@@ -71,6 +71,14 @@ recipient does. Before, each room message was stored in a transaction of its own
 place. Room events still run under :meth:`exclusive`, between passes, so a member gets
 a room's messages and events in seq order.
 
+What it sends (chatroom_server.frames): a batch comes with the events its frames and acks
+encode, and the frames the fan-out joins (a batch's, a round's) are a ``Frames``: the
+same bytes, carrying those events with the seqs the log gave them, so that IRC renders
+its lines from the fields and never decodes the JSON again. Built once per message or
+round; a recipient's own join (a sender's "everyone's but mine", a room member's parts)
+carries them only for an outbox that renders (``Outbox.renders``): a JSON recipient
+costs what it did.
+
 Threads: ``_queue`` is appended to by any thread and popped only under ``_lock``, by a
 reader thread or the helper; the
 work under ``_lock`` is ``Outbox.queue``/``push``/``send`` (never blocking), the message
