@@ -4,8 +4,9 @@ The server encodes each event once and hands the same bytes to every recipient
 (chatroom_server.fanout). A JSON client gets those bytes; an IRC client gets lines
 rendered from the event (chatroom_server.irc.render). Decoding the bytes again to render
 them would undo the encoding for nothing, so the paths that every message takes (a
-public message, its ack, a DM) hand out :class:`Frames`: the same bytes, with the events
-beside them (docs/ARCHITECTURE.md, "One public message's path").
+public message, its ack, a DM) and what many IRC clients get at once (a users_delta, a
+room's event) hand out :class:`Frames`: the same bytes, with the events beside them
+(docs/ARCHITECTURE.md, "One public message's path").
 
 A subclass of ``bytes`` so that everything that takes frames (``Outbox.send``,
 ``queue``, ``offer``, a join into a larger send) takes these unchanged, and the JSON

@@ -53,6 +53,7 @@ from chatroom.rooms import (
     TopicCommand,
     room_key,
 )
+from chatroom_server.frames import encoded
 from chatroom_server.messagelog import NewMessage, Stored
 from chatroom_server.moderation import Moderation
 from chatroom_server.rooms import NO_HISTORY, RoomBook, RoomChange, event_from_row
@@ -205,10 +206,10 @@ class RoomService:
         )
         if change.event is RoomEventKind.JOIN:
             assert room is not None
-            reply = encode(RoomInfoReply(info=room.info(), seq=seq, joined=True, id=request_id))
+            reply = encoded(RoomInfoReply(info=room.info(), seq=seq, joined=True, id=request_id))
         else:
             to = None if change.event in (RoomEventKind.TOPIC, RoomEventKind.MODE) else change.user
-            reply = encode(
+            reply = encoded(
                 Ack(
                     command=change.event.value,
                     room=name,
@@ -225,7 +226,8 @@ class RoomService:
             to_keys.add(username_key(change.user))
         to_keys.discard(by)
         event = change.frame(seq, ts, removed=removed)
-        return Delivery(reply, encode(event), frozenset(to_keys))
+        # Both carry their events (chatroom_server.frames): IRC renders, never decodes.
+        return Delivery(reply, encoded(event), frozenset(to_keys))
 
     def session_ended(self, user: str, ts: float, reason: str | None = None) -> list[Delivery]:
         """``user``'s session ended (``reason``: IRC QUIT's): out of every guest room

@@ -56,6 +56,7 @@ import msgspec
 
 from chatroom.protocol import RequestId, UserList, UsersDelta, encode, username_key
 from chatroom_server.doorbell import Doorbell
+from chatroom_server.frames import encoded
 from chatroom_server.outbox import Outbox, push_all
 
 log = logging.getLogger(__name__)
@@ -307,7 +308,9 @@ class UsersPublisher:
             pub.discard(name)
         for name in joined:
             pub.add(name)
-        data = encode(
+        # Carrying its event (chatroom_server.frames): every IRC subscriber renders its
+        # own JOIN and QUIT lines from it ("not me" differs), without decoding it.
+        data = encoded(
             UsersDelta(
                 joined=tuple(sorted(joined, key=username_key)),
                 left=tuple(sorted(left, key=username_key)),
@@ -342,7 +345,7 @@ class UsersPublisher:
         """The periodic push (docs/PROTOCOL.md §Server pushes): for subscribers, a delta
         with no changes that carries the count, so a client can check its list."""
         self._forget_gone_locked()
-        data = encode(UsersDelta(count=len(self._published)))
+        data = encoded(UsersDelta(count=len(self._published)))
         subscribers = tuple(self._subscribers)
         for conn in subscribers:
             conn.outbox.queue(data)

@@ -1,6 +1,7 @@
 """IRC lines rendered from the events the server's frames carry (chatroom_server.frames,
-docs/ARCHITECTURE.md "One public message's path"): a public message, a room's, a DM and
-their acks reach an IRC client without its gateway decoding their JSON again."""
+docs/ARCHITECTURE.md "One public message's path"): a public message, a room's, a DM,
+their acks, the roster's users_delta and a room's events reach an IRC client without its
+gateway decoding their JSON again."""
 
 from __future__ import annotations
 
@@ -66,6 +67,13 @@ def test_messages_and_their_acks_are_rendered_without_decoding(decoded: list[str
         other.until("366")
         irc.send("PRIVMSG #Den :in the den")
         assert other.until("in the den").endswith("PRIVMSG #den :in the den")
+        # The roster's updates and a room's events: JOIN lines, rendered per client.
+        json_user.send(command="exit")
+        assert irc.until("QUIT").startswith(":jsonuser!jsonuser@chatroom QUIT")
+        irc.send("KICK #den otheruser :out")
+        assert other.until("KICK") == ":ircuser!ircuser@chatroom KICK #den otheruser :out"
+        assert irc.until("KICK") == ":ircuser!ircuser@chatroom KICK #den otheruser :out"
         # Every frame above that carries its events was rendered from them; what was
-        # decoded is only the replies and the roster's updates.
-        assert not {"Broadcast", "DirectMessage", "Ack"} & set(decoded)
+        # decoded is only the replies made by encode() alone (login_ok, user lists).
+        carried = {"Broadcast", "DirectMessage", "Ack", "UsersDelta", "RoomEvent"}
+        assert not carried & set(decoded), decoded

@@ -461,9 +461,10 @@ class IrcRender:
 def _events_of(data: bytes) -> Iterator[object]:
     """The events ``data`` encodes: from the frames themselves when they carry them (a
     public message, a DM, their acks: chatroom_server.frames), with the seq the log gave
-    them. Else decoded: a frame made by ``encode()`` alone (a reply, an error, login_ok,
-    a replay page, a users_delta), of which each IRC client gets few, and where keeping
-    the event would cost every JSON client its memory or time."""
+    them; a users_delta and a room's event and answer carry theirs too. Else decoded: a
+    frame made by ``encode()`` alone (a reply, an error, login_ok, a replay page), of
+    which each IRC client gets few, and where keeping the event would cost every JSON
+    client its memory or time."""
     if type(data) is Frames:
         for event, seq in data.events:
             yield event if seq is None else msgspec.structs.replace(event, seq=seq)
