@@ -61,8 +61,9 @@ group is delivered and each sender gets ``unavailable`` instead of its ack.
 has been handed to the roster of the time, which is the cut a resuming login needs.
 
 Rooms (docs/PROTOCOL.md §Rooms; :meth:`serve_rooms`): a public message to a room rides
-in its reader's batch like a lobby one. The pass checks it (member, not muted: the room
-book belongs to this lock's holder, chatroom_server.roomwire), stores it in the pass's
+in its reader's batch like a lobby one. The pass checks it (chatroom_server.fanrooms:
+member, not muted; the room book belongs to this lock's holder,
+chatroom_server.roomwire), stores it in the pass's
 one transaction, and sends it to the room's members on this server, gathered per member
 over the run of batches: a member of busy rooms gets one ``send`` per pass, as a lobby
 recipient does. Before, each room message was stored in a transaction of its own under
@@ -98,24 +99,22 @@ from typing import TypeVar
 
 import msgspec
 
-from chatroom.errors import ProtocolError
 from chatroom.protocol import (
     Ack,
     Broadcast,
     ErrorCode,
     ErrorEvent,
     RequestId,
-    decode_event,
     encode,
     username_key,
 )
 from chatroom_server.delivery import Entry, deliver
 from chatroom_server.fanitems import Batch as _Batch
 from chatroom_server.fanitems import Direct, Member, RoomCheck, RoomMember, with_seq
-from chatroom_server.frames import Frames, Stamped, encoded, framed, joined
+from chatroom_server.fanrooms import check_rooms, conflict, stored_rooms
+from chatroom_server.frames import Stamped, encoded, framed, joined
 from chatroom_server.livecids import LiveCids
-from chatroom_server.livecids import conflict as live_conflict
-from chatroom_server.messagelog import Conflict, Duplicate, NewMessage, Outcome, StorageError
+from chatroom_server.messagelog import Duplicate, NewMessage, StorageError
 from chatroom_server.metrics import FanOutStats
 from chatroom_server.storage import MessageStore
 
@@ -142,17 +141,6 @@ log = logging.getLogger(__name__)
 
 
 _UNAVAILABLE = "the message could not be stored; it was not delivered (try again)"
-
-
-def _conflict(got: Conflict, rid: RequestId) -> ErrorEvent:
-    """The answer to a message whose cid its sender already used for another one
-    (docs/PROTOCOL.md §Idempotent sends)."""
-    return ErrorEvent(
-        code=ErrorCode.CID_CONFLICT,
-        message=f"this cid was used for another message (seq {got.seq}); "
-        "this one was not stored or delivered",
-        id=rid,
-    )
 
 
 class FanOut:
@@ -408,7 +396,7 @@ class FanOut:
             if type(item) is _Batch:
                 assert item.msgs is not None
                 if item.rooms:
-                    self._check_rooms(item)
+                    check_rooms(item, self._check_room, self._live_cids)
                     refused, live = item.refused, item.live
                     msgs += [
                         m for k, m in enumerate(item.msgs) if k not in refused and k not in live
@@ -452,7 +440,7 @@ class FanOut:
         for item in items:
             if type(item) is _Batch:
                 if item.rooms:
-                    k = self._stored_rooms(item, seqs, k)
+                    k = stored_rooms(item, seqs, k)
                     continue
                 data, acks = [], []
                 # What they encode (chatroom_server.frames), if the batch has its events.
@@ -474,7 +462,7 @@ class FanOut:
                             answers.append((events[i][1], got.seq))
                     else:
                         assert item.rids is not None
-                        error = _conflict(got, item.rids[i])  # type: ignore[arg-type]
+                        error = conflict(got, item.rids[i])  # type: ignore[arg-type]
                         acks.append(encode(error))
                         answers.append((error, None))
                 item.data = b"".join(data)
@@ -498,117 +486,7 @@ class FanOut:
                     if type(got) is Duplicate:
                         item.ack = framed(with_seq(item.ack, got.seq), ((answer, got.seq),))
                     else:
-                        item.ack = encoded(_conflict(got, item.rid))  # type: ignore[arg-type]
-
-    def _check_rooms(self, item: _Batch) -> None:
-        """Lock held, before storing: may the sender say each room message of ``item``,
-        and to whom. A refused one is neither stored nor sent; its sender gets the error
-        in its ack's place, in order. One to a guest room is sent, in order, but not
-        stored: no seq in its frame or ack (docs/PROTOCOL.md §Guest rooms). The room's
-        canonical spelling goes into the frames and the log."""
-        assert item.msgs is not None and item.rids is not None
-        check = self._check_room
-        members: list[tuple[str, frozenset[str]] | None] = []
-        item.members, item.refused, item.live = members, {}, set()
-        for k, m in enumerate(item.msgs):
-            if m.room is None:
-                members.append(None)  # a lobby message of the same read
-                continue
-            rid = item.rids[k]
-            try:
-                if check is None:
-                    raise ProtocolError(ErrorCode.NO_SUCH_ROOM, f"no room {m.room!r}", rid)
-                room, keys, stored = check(m.sender, m.room, rid, m.ts)
-            except ProtocolError as exc:
-                frame = encoded(ErrorEvent(code=exc.code, message=exc.message, id=exc.request_id))
-                item.refused[k] = frame
-                members.append(None)
-                continue
-            if room != m.room:  # another spelling: the frames carry the canonical one
-                m.room = room
-                if item.events is not None:
-                    event = msgspec.structs.replace(item.events[k][0], room=room)
-                else:  # frames alone (a test's): what the log keeps no mark of (§pm)
-                    event = Broadcast(
-                        sender=m.sender,
-                        message=m.body,
-                        ts=m.ts,
-                        room=room,
-                        notice=getattr(decode_event(item.frames[k]), "notice", False),
-                    )
-                ack = Ack(command="pm", room=room, id=rid)
-                item.frames[k] = encode(event)
-                item.acks[k] = encode(ack)
-                if item.events is not None:
-                    item.events[k] = (event, ack)
-            if not stored:
-                again = (
-                    None if m.cid is None else self._live_cids.check(m.sender, m.cid, room, m.body)
-                )
-                if again is not None:  # a resend: acked again, sent no more (livecids.py)
-                    item.refused[k] = item.acks[k] if again else live_conflict(rid)
-                    members.append(None)
-                    continue
-                item.live.add(k)
-            members.append((room, keys))
-
-    def _stored_rooms(self, item: _Batch, seqs: list[Outcome], k: int) -> int:
-        """Lock held, once stored: ``item.parts`` and ``item.ack`` from the seqs (from
-        ``seqs[k]`` on); the index after its own."""
-        assert item.rids is not None
-        # Each part: its members, its frames and what they encode (chatroom_server.frames).
-        parts: list[tuple[tuple[str, frozenset[str]] | None, list[bytes], list[Stamped]]] = []
-        acks: list[bytes] = []
-        events = item.events
-        # What the acks encode (None: not known, the acks go as bytes alone).
-        answers: list[Stamped] | None = None if events is None else []
-        refused, live = item.refused, item.live
-        last: str | None = None  # the room of the last part (None: lobby)
-        for i, (frame, ack) in enumerate(zip(item.frames, item.acks, strict=True)):
-            if i in refused:
-                answer = refused[i]
-                acks.append(answer)
-                if answers is not None and isinstance(answer, Frames):
-                    answers += answer.events
-                else:  # a resend's answer (livecids.py): the acks go as bytes alone
-                    answers = None
-                continue
-            seq: int | None = None  # a guest room's: sent as it is, no seq (§Guest rooms)
-            if i not in live:
-                got = seqs[k]
-                k += 1
-                if type(got) is Duplicate:
-                    acks.append(with_seq(ack, got.seq))  # a resend: stored once, sent once
-                    if events is not None and answers is not None:
-                        answers.append((events[i][1], got.seq))
-                    continue
-                if type(got) is not int:
-                    error = _conflict(got, item.rids[i])  # type: ignore[arg-type]
-                    acks.append(encode(error))
-                    if answers is not None:
-                        answers.append((error, None))
-                    continue
-                seq = got
-                frame, ack = with_seq(frame, seq), with_seq(ack, seq)
-            to = item.members[i]
-            room = None if to is None else to[0]  # consecutive ones of a room: one part
-            if not parts or room != last:
-                parts.append((to, [], []))
-                last = room
-            parts[-1][1].append(frame)
-            acks.append(ack)
-            if events is not None:
-                parts[-1][2].append((events[i][0], seq))
-                if answers is not None:
-                    answers.append((events[i][1], seq))
-        if events is None:
-            item.parts = [(to, b"".join(frames), len(frames)) for to, frames, _ in parts]
-        else:
-            item.parts = [
-                (to, framed(b"".join(frames), stamps), len(frames)) for to, frames, stamps in parts
-            ]
-        item.ack = b"".join(acks) if answers is None else framed(b"".join(acks), answers)
-        return k
+                        item.ack = encoded(conflict(got, item.rid))  # type: ignore[arg-type]
 
     def _refuse(self, items: list[_Batch | Direct | tuple[Member, Callable[[], object]]]) -> None:
         for item in items:
