@@ -55,3 +55,19 @@ def test_without_the_capability_nothing_comes_back() -> None:
         while "PONG" not in line:
             assert "PRIVMSG" not in line, line
             line = plain.line()
+
+
+def test_a_message_to_oneself_comes_back_once() -> None:
+    # The DM itself reaches its recipient, this very client: with echo-message it is
+    # that once, not twice (IRCv3 echo-message: each message taken comes back once).
+    with irc_server() as srv:
+        echo = _client(srv, "selfie", "echo-message message-tags")
+        echo.send("PRIVMSG selfie :note to self", "PRIVMSG SELFIE :in capitals", "PING :end")
+        lines = []
+        while "PONG" not in (line := echo.line()):
+            if " JOIN " not in line:
+                lines.append(line.split(" ", 1)[1] if line.startswith("@") else line)
+        assert lines == [
+            ":selfie!selfie@chatroom PRIVMSG selfie :note to self",
+            ":selfie!selfie@chatroom PRIVMSG selfie :in capitals",
+        ]

@@ -271,9 +271,13 @@ class IrcRender:
         """echo-message: the client's own PRIVMSG or NOTICE (its text kept with the
         request, session.py), sent back once the server took it: its ack, one per
         message taken, so never twice. Tagged as the others get it (msgid: its seq; its
-        time is the ack's, milliseconds after theirs)."""
+        time is the ack's, milliseconds after theirs). A DM to oneself is not echoed: it
+        reaches this client as its recipient, and that is its once."""
         (text,) = asked.args
-        dest = (e.to or asked.target) if e.command == "dm" else self.chan(e.room)
+        target = e.to or asked.target
+        if e.command == "dm" and username_key(target) == username_key(self.nick):
+            return
+        dest = target if e.command == "dm" else self.chan(e.room)
         notice = asked.command == "NOTICE"
         self._privmsg(out, self.nick, dest, text, time.time(), e.seq, notice=notice)
 
