@@ -303,6 +303,7 @@ class UsersPublisher:
         old = set(pub.snapshot())
         joined, left = live - old, old - live
         if not joined and not left:
+            self._renamed_locked(joined, left, live)  # drops the notes of undone renames
             return ()
         for name in left:
             pub.discard(name)
@@ -329,16 +330,34 @@ class UsersPublisher:
         self, joined: set[str], left: set[str], live: set[str]
     ) -> tuple[tuple[str, str], ...]:
         """The noted renames this delta shows (its old name left, its new one joined).
-        One the live list does not show yet (its old name still there) waits for a
-        later delta; any other is dropped (a guest that renamed and left at once)."""
-        shown, waiting = [], []
+
+        The notes are first joined into chains, one guest's names in order, so that
+        renames between two deltas show as one (amy to bea to cat: amy left, cat
+        joined, one NICK). A chain is shown up to the name the live list has now;
+        what follows it (a note made just before the live list changes) waits for a
+        later delta; what the live list has passed is dropped, as is a chain none of
+        whose names is live (a guest that renamed and left). So a rename undone before
+        a delta (amy to bea to amy) leaves no note behind: kept, a storm of them would
+        grow without end, and one would pair amy's quit with a newcomer named bea."""
+        chains: list[list[str]] = []
+        ends: dict[str, list[str]] = {}
         for _ in range(len(self._renames)):
             old, new = self._renames.popleft()
-            if old in left and new in joined:
-                shown.append((old, new))
-            elif old in live and old != new:
-                waiting.append((old, new))
-        self._renames.extend(waiting)
+            chain = ends.pop(old, None)
+            if chain is None:
+                chain = [old]
+                chains.append(chain)
+            chain.append(new)
+            ends[new] = chain
+        shown = []
+        for chain in chains:
+            at = max((i for i, name in enumerate(chain) if name in live), default=None)
+            if at is None:
+                continue
+            if at > 0 and chain[0] in left and chain[at] in joined:
+                shown.append((chain[0], chain[at]))
+            rest = chain[at:]
+            self._renames.extend(itertools.pairwise(rest))
         return tuple(shown)
 
     def _tick_locked(self) -> tuple[Member, ...]:
