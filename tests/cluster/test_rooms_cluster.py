@@ -216,3 +216,37 @@ def test_room_rows_whose_publication_was_lost_are_applied_from_postgres(
     barrier(alice, watcher, tag="after")
     watcher.send(command="members", room="dev", id=2)
     assert watcher.until("room_info", id=2)["info"]["members"] == ["alice", "bob"]
+
+
+def test_an_outsider_speaks_in_a_minus_n_room_from_any_node(cluster: Cluster) -> None:
+    # docs/PROTOCOL.md §Modes: -n lets a non-member send; each node checks it on its
+    # copy of the room, so the mode must reach every copy, and the members on every
+    # node get the message once while the outsider gets its ack and nothing else.
+    a, b = cluster.add(), cluster.add()
+    alice, _ = v2(a.address, "alice")
+    bob, _ = v2(b.address, "bob")
+    carol, _ = v2(b.address, "carol")
+    dave, _ = v2(a.address, "dave")
+    alice.send(command="join", room="dev", id=1)
+    alice.until("room_info", id=1)
+    bob.send(command="join", room="dev", id=2)
+    bob.until("room_info", id=2)
+    alice.send(command="mode", room="dev", modes="-n", id=3)
+    alice.until("ack", id=3)
+    barrier(alice, bob, carol, dave, tag="n")
+    for who, name, i in ((carol, "carol", 4), (dave, "dave", 5)):
+        who.send(command="pm", room="dev", message=f"from {name}", cid=f"c-{name}", id=i)
+        seq = who.until("ack", id=i)["seq"]
+        for member in (alice, bob):
+            got = member.until("broadcast", room="dev")
+            assert (got["message"], got["seq"], got["from"]) == (f"from {name}", seq, name)
+        # A resend of the same cid (the SDK after a reconnect) is the same message.
+        who.send(command="pm", room="dev", message=f"from {name}", cid=f"c-{name}", id=i + 10)
+        assert who.until("ack", id=i + 10)["seq"] == seq
+    barrier(alice, bob, tag="end")
+    for who in (carol, dave):  # an outsider: its acks, and nothing of the room
+        while (f := who.recv()).get("message") != "barrier end":
+            assert f.get("room") is None, f
+    alice.send(command="history", room="dev", id=20)
+    texts = [m["message"] for m in alice.until("history", id=20)["messages"]]
+    assert texts.count("from carol") == 1 and texts.count("from dave") == 1
