@@ -4,7 +4,8 @@ and the sender reads none of the room, by history or a replay."""
 
 from __future__ import annotations
 
-from tests.helpers import RawClient, quiet_server
+from tests.helpers import PASSWORD, RawClient, WsClient, quiet_server
+from tests.server.test_irc import Irc
 from tests.server.test_rooms_server import settle, v2
 
 
@@ -60,3 +61,33 @@ def test_an_outsider_is_heard_once_and_reads_nothing_of_the_room() -> None:
         carol.send(command="pm", room="dev", message="banned?", id=12)
         assert carol.until("error", id=12)["code"] == "banned"
         settle(bob)
+
+
+def test_an_outsider_over_websocket_and_irc_is_heard_the_same() -> None:
+    # The one check (RoomService.recipients) for every transport: a WebSocket client
+    # and an IRC client with an account, neither a member, speak in the -n room.
+    with quiet_server(web_port=0, irc_port=0) as srv:
+        alice, _ = v2(srv, "alice")
+        alice.send(command="join", room="dev", id=1)
+        alice.until("room_info", id=1)
+        alice.send(command="mode", room="dev", modes="-n", id=2)
+        alice.until("ack", id=2)
+        ws = WsClient(srv.web_address)
+        ws.send(command="login", username="wendy", password=PASSWORD, features=["rooms"])
+        ws.until("login_ok")
+        ws.send(command="pm", room="dev", message="over websocket", id=3)
+        seq = ws.until("ack", id=3)["seq"]
+        got = alice.until("broadcast", room="dev")
+        assert (got["message"], got["seq"], got["from"]) == ("over websocket", seq, "wendy")
+        irc = Irc(srv.server.irc_addresses[0])
+        irc.send("CAP REQ :echo-message", "CAP END")
+        irc.register("ivan")
+        irc.send("PRIVMSG #dev :over irc", "PING :end")
+        lines = []
+        while "PONG" not in (line := irc.line()):
+            lines.append(line)
+        # Its echo (the ack) and nothing else of the room: no error, no second copy.
+        assert [x for x in lines if "#dev" in x] == [":ivan!ivan@chatroom PRIVMSG #dev :over irc"]
+        got = alice.until("broadcast", room="dev")
+        assert (got["message"], got["from"]) == ("over irc", "ivan")
+        settle(alice)
