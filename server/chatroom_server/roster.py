@@ -349,15 +349,18 @@ class UsersPublisher:
                 chains.append(chain)
             chain.append(new)
             ends[new] = chain
-        shown = []
+        shown: list[tuple[str, str]] = []
+        waiting: list[tuple[str, str]] = []
         for chain in chains:
             at = max((i for i, name in enumerate(chain) if name in live), default=None)
             if at is None:
                 continue
             if at > 0 and chain[0] in left and chain[at] in joined:
                 shown.append((chain[0], chain[at]))
-            rest = chain[at:]
-            self._renames.extend(itertools.pairwise(rest))
+            waiting += itertools.pairwise(chain[at:])
+        # Back at the front: a note made meanwhile (renaming() takes no lock) follows
+        # them, as its rename followed theirs, and chains with them next time.
+        self._renames.extendleft(reversed(waiting))
         return tuple(shown)
 
     def _tick_locked(self) -> tuple[Member, ...]:

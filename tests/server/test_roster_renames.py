@@ -4,6 +4,7 @@ only in the delta that shows it, and never without one that shows it."""
 from __future__ import annotations
 
 import threading
+from collections import deque
 from typing import Any
 
 from chatroom.protocol import UsersDelta, decode_event
@@ -101,3 +102,39 @@ def test_a_rename_undone_before_a_delta_leaves_no_note_behind() -> None:
     pub._publish()
     last = _deltas(member)[-1]
     assert (last.left, last.joined, last.renamed) == (("amy",), ("bea",), ())
+
+
+class _Racing(deque[tuple[str, str]]):
+    """The notes, with bea -> cat noted (renaming() takes no lock) just as a delta
+    takes amy -> bea out of them."""
+
+    def __init__(self, live: list[str]) -> None:
+        super().__init__()
+        self.live = live
+        self.fired = False
+
+    def popleft(self) -> tuple[str, str]:
+        note = super().popleft()
+        if note == ("amy", "bea") and not self.fired:
+            self.fired = True
+            self.live[0] = "bea"  # the rename lands after this delta read the list
+            self.append(("bea", "cat"))
+            self.live[0] = "cat"
+        return note
+
+
+def test_a_note_made_during_a_publication_chains_with_the_waiting_one() -> None:
+    # amy -> bea is noted, not yet live, when a delta is made; bea -> cat is noted while
+    # that delta runs. The next delta shows one rename, amy -> cat.
+    live = ["amy", "watcher"]
+    pub = UsersPublisher(lambda: list(live), stopping=threading.Event())
+    member = _Member()
+    with pub.subscribing(member):
+        pass
+    pub._publish()
+    pub._renames = _Racing(live)
+    pub.renaming("amy", "bea")
+    pub._publish()  # nothing changed in the list it read: amy -> bea waits
+    pub._publish()
+    last = _deltas(member)[-1]
+    assert (last.left, last.joined, last.renamed) == (("amy",), ("cat",), (("amy", "cat"),))
