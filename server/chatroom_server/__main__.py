@@ -8,7 +8,7 @@ import logging
 import signal
 import ssl
 import sys
-import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -217,20 +217,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
 
-    stop = threading.Event()
-    hup = threading.Event()
+    # The signals received, in order, for the loop below. The handler only appends:
+    # it runs on the main thread between two bytecodes, maybe inside the loop's own
+    # wait, so it must take no lock. An Event set here deadlocked when the signal
+    # came while the main thread was re-taking that Event's lock in wait() (SIGTERM
+    # then hung the server for good); logging takes its handler's lock too.
+    received: list[int] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("received %s", signal.Signals(signum).name)
-        (hup if signum == signal.SIGHUP else stop).set()
+        received.append(signum)
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)  # reload (chatroom_server.reload)
-    # Wake up now and then so the signal handler runs promptly on every platform.
-    while not stop.wait(0.5):
-        if hup.is_set():
-            hup.clear()
+    stopping = False
+    while not stopping:
+        # Woken now and then to look at what the handler noted (a signal cuts the
+        # sleep short on most platforms; PEP 475 resumes it, hence the short naps).
+        time.sleep(0.2)
+        while received:
+            signum = received.pop(0)
+            log.info("received %s", signal.Signals(signum).name)
+            if signum != signal.SIGHUP:
+                stopping = True
+                break
             from chatroom_server.reload import reload
 
             resolved = reload(server, args, resolved)
