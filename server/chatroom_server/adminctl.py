@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chatroom.protocol import Limits
-from chatroom_server import dbfile
+from chatroom_server import dbfile, olines
 
 if TYPE_CHECKING:
     from chatroom_server import servergate
@@ -151,6 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
         v = verbs.add_parser(verb, help=text)
         v.add_argument("name")
     verbs.add_parser("operators", help="list the server operators")
+    verbs.add_parser(
+        "hash-password",
+        help="print an IRC O-line's hashed secret, for --irc-oper NAME:HASH "
+        "(password from stdin or prompted; docs/IRC.md)",
+    )
     sban = verbs.add_parser(
         "ban", help="ban an account or an address from the server (ends their sessions)"
     )
@@ -172,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv[1:]))
+    if args.verb == "hash-password":  # no database: the hash goes into the configuration
+        print(olines.hash_secret(read_password()))
+        return 0
     try:
         if args.verb in _MODERATION:
             out = _moderation(args)

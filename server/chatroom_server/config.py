@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chatroom.protocol import DEFAULT_PORT, Limits
+from chatroom_server.olines import OperLine
 
 
 class ConfigError(Exception):
@@ -62,6 +63,9 @@ class ServerConfig:
     # only (nothing registered): for IRC conformance suites and open test servers.
     irc_guests: bool = False
     irc_server_name: str = "chatroom"  # the server's name in IRC prefixes, 004 and PONG
+    # O-lines (chatroom_server.olines, docs/IRC.md "Operators"): OPER NAME PASSWORD makes
+    # an IRC session a server operator until it ends. Only from here, never a client.
+    irc_opers: tuple[OperLine, ...] = ()
 
     # -- the web port (docs/WEB.md): the web client at /, the protocol over WebSocket at
     # /ws; off unless a port is given; TLS with tls_cert. The origins a browser page may

@@ -54,6 +54,7 @@ class Conn(ServerSession):
         "left",
         "msgs",
         "num",
+        "oper",
         "outbox",
         "rids",
         "rooms",
@@ -86,6 +87,9 @@ class Conn(ServerSession):
         self.deltas = False  # asked for users_delta at login (set before login_ok)
         self.rooms = False  # asked for rooms at login, and the server has them (§Rooms)
         self.guest = False  # an IRC guest's session (login.guest_login; §Guest rooms)
+        # An IRC O-line made this session a server operator (chatroom_server.olines): set
+        # once by its reader thread (OPER), read by others' (WHOIS, WHO): a bool.
+        self.oper = False
         # Made by its reader thread as it leaves, set by the reaper once the departure
         # is done (Listeners.serve, Presence.reap).
         self.left: threading.Event | None = None

@@ -17,6 +17,7 @@ No state of its own: what it reads belongs to the presence (under its lock), the
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -61,6 +62,8 @@ if TYPE_CHECKING:
     from chatroom_server.replay import Replay
     from chatroom_server.replies import Replies
 
+log = logging.getLogger(__name__)
+
 # Frames that never change, encoded once.
 _ACK_PM_EVENT = Ack(command="pm")
 _ACK_PM = encode(_ACK_PM_EVENT)
@@ -92,9 +95,28 @@ class Handlers:
 
     def is_server_operator(self, name: str) -> bool:
         """Whether ``name`` is a server operator, read from the database now (whois,
-        IRC WHOIS's 313); on a cluster's database too."""
+        IRC WHOIS's 313); on a cluster's database too; or has a session on this node
+        that an IRC O-line made one (chatroom_server.olines). Raises AccountStoreBusy."""
+        online = self._presence.online(username_key(name))
+        if online is not None and online.oper:
+            return True
         gate = self._b.gate
         return gate is not None and gate.is_operator(name)
+
+    def operators_online(self) -> frozenset[str]:
+        """The username keys of the server operators online here (IRC WHO's ``*``): one
+        read of the operators table, and the sessions O-lines made operators. When the
+        database cannot answer, the latter only (a flag in a listing is not worth an
+        error)."""
+        opered = {c.username for c in self._presence.roster() if c.oper and c.username}
+        keys = {username_key(n) for n in opered}
+        gate = self._b.gate
+        if gate is not None:
+            try:
+                keys |= gate.operator_keys()
+            except AccountStoreBusy as exc:
+                log.warning("cannot read the server operators now: %s", exc)
+        return frozenset(keys)
 
     def _dm(self, conn: Conn, cmd: DmCommand) -> None:
         if not (self._config.irc_guests and self._guest_direct(conn, cmd)):
@@ -119,7 +141,7 @@ class Handlers:
         # node's is PostgreSQL's, where every node's audit records are (docs/CLUSTER.md).
         assert gate is not None
         try:
-            if not gate.is_operator(conn.username):
+            if not conn.oper and not gate.is_operator(conn.username):
                 why = "the audit is for server operators"
                 raise ProtocolError(ErrorCode.NOT_OPERATOR, why, cmd.id)
             rows = gate.audit(cmd.room, cmd.limit)

@@ -34,6 +34,7 @@ from chatroom.protocol import (
     encode,
     username_key,
 )
+from chatroom_server import olines
 from chatroom_server.accounts import Account, AccountExists, AccountStoreBusy
 from chatroom_server.cluster import ClusterUnavailable
 from chatroom_server.limits import LoginAttempt, LoginThrottle, Throttled, WindowCounter
@@ -380,15 +381,34 @@ class Login:
             return False if verdict else None
         return True
 
-    def oper(self, name: str, password: str) -> str:
-        """IRC OPER (chatroom_server.irc.session.Core.oper). Only for the connection's
-        own account, whose password its client knows: no throttle is needed."""
-        assert self._b.store is not None
-        account, right = self._b.store.authenticate(name, password)
-        if account is None or not right:
+    def oper(self, conn: Conn, name: str, password: str) -> str:
+        """IRC OPER (chatroom_server.irc.session.Core.oper): ``ok``, ``password`` (wrong),
+        ``none`` (neither an O-line nor one's own operator account) or ``unavailable``.
+        An O-line (chatroom_server.olines) first, for any session, guests too: it makes
+        this session a server operator. Else one's own account, granted by ``chat-server
+        admin grant``, whose password its client knows (no throttle is needed for that;
+        the gateway closes a session after a few wrong O-line passwords)."""
+        verdict = olines.check(self._config.irc_opers, name, password)
+        if verdict == "ok":
+            conn.oper = True
+            log.warning("%r is a server operator by the O-line %s", conn, name)
+            return "ok"
+        if verdict == "password":
+            log.warning("%r: wrong password for the O-line %s", conn, name)
             return "password"
+        user = conn.username
+        if conn.guest or user is None or username_key(name) != username_key(user):
+            return "none"
+        assert self._b.store is not None
         gate = self._b.gate
-        return "ok" if gate is not None and gate.is_operator(account.name) else "not_operator"
+        try:
+            account, right = self._b.store.authenticate(user, password)
+            if account is None or not right:
+                return "password"
+            return "ok" if gate is not None and gate.is_operator(account.name) else "none"
+        except AccountStoreBusy as exc:
+            log.warning("OPER: cannot read the accounts now: %s", exc)
+            return "unavailable"
 
     def enter(self, conn: Conn, name: str, new_user: bool, cmd: LoginCommand) -> bool:
         """The session begins: login_ok, the roster, and with the message log the replay

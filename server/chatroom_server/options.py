@@ -25,6 +25,7 @@ from typing import Any
 from chatroom.protocol import DEFAULT_PORT, Limits
 from chatroom_server.accounts import HASHERS
 from chatroom_server.config import ServerConfig
+from chatroom_server.olines import parse_oper
 
 # The --help sections, in order; an option's group is one of these.
 GROUPS: dict[str, str] = {
@@ -151,6 +152,8 @@ class Option:
     to_config: Callable[[Any], dict[str, Any]] = _nothing
     restart: bool = True  # False: a running server could take a new value (none does yet)
     switch: bool = False  # a flag without a value on the command line (store_true)
+    # Given again for more (--irc-oper): ``parse`` makes a tuple of each; they add up.
+    repeat: bool = False
     choices: Sequence[str] | None = None
     metavar: str | None = None
 
@@ -299,6 +302,18 @@ OPTIONS: tuple[Option, ...] = (
         "irc",
         _to_field("irc_guests"),
         switch=True,
+    ),
+    Option(
+        "irc-oper",
+        parse_oper,
+        _D.irc_opers,
+        "an O-line: OPER NAME PASSWORD makes that IRC session a server operator; "
+        "SECRET an argon2 hash (chat-server admin hash-password) or the password; "
+        "repeat it for more (docs/IRC.md)",
+        "irc",
+        _to_field("irc_opers"),
+        repeat=True,
+        metavar="NAME:SECRET",
     ),
     # web
     Option(
@@ -551,6 +566,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if option.switch:
             group.add_argument(flag, action="store_true", help=option.help)
             continue
+        if option.repeat:
+            group.add_argument(
+                flag, action="append", type=option.parse, help=option.help, metavar=option.metavar
+            )
+            continue
         kwargs: dict[str, Any] = {"default": _display(option), "help": option.help}
         if option.choices is not None:
             kwargs["choices"] = option.choices
@@ -566,9 +586,17 @@ def values_from_args(args: argparse.Namespace) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for option in OPTIONS:
         raw = getattr(args, option.dest)
+        if option.repeat:  # a list of the tuples parse made, or None: not given
+            values[option.name] = option.default if raw is None else repeated(raw)
+            continue
         # argparse runs ``type`` on string defaults too; choices arrive as text.
         values[option.name] = option.parse(raw) if isinstance(raw, str) else raw
     return values
+
+
+def repeated(parts: Sequence[tuple[Any, ...]]) -> tuple[Any, ...]:
+    """A repeated option's values, each a tuple, as one (``Option.repeat``)."""
+    return tuple(item for part in parts for item in part)
 
 
 def build_config(values: Mapping[str, Any]) -> ServerConfig:

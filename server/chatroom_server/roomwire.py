@@ -63,6 +63,7 @@ class Conn(Protocol):
     handed: int
     done: int
     guest: bool  # an IRC guest (docs/PROTOCOL.md §Guest rooms)
+    oper: bool  # a server operator by an IRC O-line (chatroom_server.olines)
 
 
 def _error(code: str, message: str, rid: RequestId) -> bytes:
@@ -119,7 +120,10 @@ class RoomWire:
         ):
             target = self._account(cmd.user)
         changes_modes = isinstance(cmd, ModeCommand) and cmd.modes is not None
-        oper = (isinstance(cmd, ModerationCommand) or changes_modes) and self._is_operator(user)
+        # An IRC O-line made this session one (chatroom_server.olines), or the account is.
+        oper = (isinstance(cmd, ModerationCommand) or changes_modes) and (
+            conn.oper or self._is_operator(user)
+        )
         self._settled(conn, cmd.id)
         ts = self._wall()
         deferred: list[int] = []

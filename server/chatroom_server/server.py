@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from chatroom.protocol import Bye, ByeReason, encode, username_key
 from chatroom.rooms import RoomInfo
@@ -55,7 +55,7 @@ from chatroom_server.node import _ELSEWHERE, ClusterNode
 from chatroom_server.noderooms import NodeRooms
 from chatroom_server.presence import Presence
 from chatroom_server.replay import Replay
-from chatroom_server.replies import Replies
+from chatroom_server.replies import IrcLines, Replies
 from chatroom_server.rooms import RoomBook
 from chatroom_server.roomservice import RoomService
 from chatroom_server.roomwire import RoomWire
@@ -73,6 +73,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _BYE_SHUTDOWN = encode(Bye(reason=ByeReason.SERVER_SHUTDOWN))
+_BYE_KILLED = encode(Bye(reason=ByeReason.DISCONNECTED))
 
 # bench/session_cost.py makes connections by this name (and runs on older checkouts).
 _Conn = Conn
@@ -481,13 +482,32 @@ class ChatServer:
         """SASL: whether ``password`` is ``name``'s (Login.sasl)."""
         return self._logins.sasl(conn, name, password)
 
-    def oper(self, name: str, password: str) -> str:
+    def oper(self, conn: Conn, name: str, password: str) -> str:
         """IRC OPER (Login.oper)."""
-        return self._logins.oper(name, password)
+        return self._logins.oper(conn, name, password)
 
     def is_server_operator(self, name: str) -> bool:
         """Whether ``name`` is a server operator (Handlers.is_server_operator)."""
         return self._handlers.is_server_operator(name)
+
+    def operators_online(self) -> frozenset[str]:
+        """IRC WHO's ``*`` (Handlers.operators_online)."""
+        return self._handlers.operators_online()
+
+    def kill(self, name: str, error: str) -> bool:
+        """IRC KILL (docs/IRC.md "Operators"): end ``name``'s session on this node at
+        once, as a server ban does: an IRC client gets ``error`` (its ERROR line), a
+        JSON client ``bye`` ``disconnected``. False: no session of theirs here."""
+        conn = self._presence.online(username_key(name))
+        if conn is None:
+            return False
+        log.warning("%r ended by an IRC operator's KILL", conn)
+        if conn.irc is not None:
+            cast(IrcLines, conn.outbox).send_irc(f"{error}\r\n".encode())
+            conn.outbox.finish()
+        else:
+            conn.outbox.finish(_BYE_KILLED)
+        return True
 
     def names(self) -> tuple[str, ...]:
         """The logged-in names, sorted ignoring case (Presence.names)."""

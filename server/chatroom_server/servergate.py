@@ -324,6 +324,10 @@ class ServerGate:
         )
         return bool(rows)
 
+    def operator_keys(self) -> frozenset[str]:
+        """Every server operator's username key, in one read (IRC WHO's ``*``)."""
+        return frozenset(username_key(name) for name, _ in operators(self.sql))
+
     def audit(self, room: str | None, limit: int) -> list[AuditRow]:
         """The newest ``limit`` audit records (:func:`audit`)."""
         return audit(self.sql, room, limit)

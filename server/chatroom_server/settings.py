@@ -29,6 +29,7 @@ from typing import Any
 
 from chatroom_server import options
 from chatroom_server.config import ConfigError
+from chatroom_server.olines import OperLine
 from chatroom_server.options import GROUPS, OPTIONS, Option
 
 ENV_PREFIX = "CHATROOM_"
@@ -82,6 +83,8 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> S
     for o in OPTIONS:
         if o.dest in given:
             raw = given[o.dest]
+            if o.repeat and isinstance(raw, list):  # each given once (Option.repeat)
+                raw = options.repeated(raw)
             s.set(o.name, o.parse(raw) if isinstance(raw, str) else raw, f"--{o.name}")
     return s
 
@@ -143,6 +146,8 @@ def _from_toml(o: Option, value: Any) -> Any:
         raise ValueError(f"expected true or false, got {value!r}")
     if isinstance(value, int | float | str):
         return _from_text(o, str(value))
+    if o.repeat and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return options.repeated([o.parse(v) for v in value])  # irc-oper = ["a:x", "b:y"]
     raise ValueError(f"expected {_kind(o)}, got a {type(value).__name__}")
 
 
@@ -195,8 +200,10 @@ def _toml(value: Any) -> str | None:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
+    if isinstance(value, tuple) and value and isinstance(value[0], OperLine):
+        return "[" + ", ".join(f'"{v}"' for v in value) + "]"  # secrets shown as ***
     if isinstance(value, tuple):  # the rate limit's (rate, burst), origins
-        if len(value) == 2 and not isinstance(value[0], str):
+        if len(value) == 2 and not isinstance(value[0], str | OperLine):
             rate, burst = value
             return '"off"' if rate is None else f'"{rate:g}/{burst}"'
         return '"' + ",".join(str(v) for v in value) + '"'

@@ -24,6 +24,7 @@ class Connection(Protocol):
     username: str | None
     frames: int
     rules: SessionRules
+    oper: bool  # an O-line made it a server operator (chatroom_server.olines)
 
 
 class Lines(Protocol):
@@ -86,6 +87,13 @@ class Core(Protocol):
         lines handed the server and is still on its way (a room message's refusal).
         Only on the connection's reader thread."""
 
-    def oper(self, name: str, password: str) -> str:
-        """OPER (docs/PROTOCOL.md §Moderation): ``ok`` when ``password`` is account
-        ``name``'s and it is a server operator; else ``password`` or ``not_operator``."""
+    def oper(self, conn: Any, name: str, password: str) -> str:
+        """OPER (chatroom_server.irc.operators): ``ok`` (an O-line, or one's own operator
+        account), ``password`` (wrong), ``none`` or ``unavailable``."""
+
+    def operators_online(self) -> frozenset[str]:
+        """The username keys of the server operators online (WHO's ``*``)."""
+
+    def kill(self, name: str, error: str) -> bool:
+        """KILL: end ``name``'s session on this node (an IRC client gets ``error``);
+        False: none here."""

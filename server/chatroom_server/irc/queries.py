@@ -71,6 +71,10 @@ class Peer(Protocol):
     away: str | None
     in_lobby: bool
     invisible: bool
+    wallops: bool  # user mode +w
+
+    def send_line(self, line: str) -> None:
+        """A line to it, from another session's thread (WALLOPS)."""
 
 
 class ServerQueries:
@@ -196,9 +200,11 @@ class ServerQueries:
                 if fnmatch.fnmatchcase(n.lower(), pat) and not (masked and self._invisible(n))
             ]
         lines = []
+        opers = self.server.operators_online() if rows else frozenset()
         for chan, n, prefix in rows:
             user, real, away = self.ident(n)
-            flags = ("G" if away else "H") + prefix
+            # H/G here or away, * a server operator, then the channel prefix (RFC 2812).
+            flags = ("G" if away else "H") + ("*" if username_key(n) in opers else "") + prefix
             lines.append(
                 self.numeric("352", chan, user, HOST, self.name, n, flags, text=f"0 {real}")
             )
@@ -233,6 +239,15 @@ class ServerQueries:
             self.numeric("255", text=f"I have {n} clients and 0 servers"),
             self.numeric("265", text=f"Current local users: {n}"),
             self.numeric("266", text=f"Current global users: {n}"),
+        )
+        return True
+
+    def on_info(self, params: list[str]) -> bool:
+        """INFO: a few 371 lines about the server, then 374."""
+        self.reply(
+            self.numeric("371", text=f"{self.name}: chatroom, a chat server with an IRC gateway"),
+            self.numeric("371", text="IRC clients share rooms with JSON and web clients"),
+            self.numeric("374", text="End of INFO list"),
         )
         return True
 

@@ -30,6 +30,7 @@ from chatroom.protocol import (
 from chatroom_server.irc.asked import Pending
 from chatroom_server.irc.channels import ChannelCommands
 from chatroom_server.irc.core import Connection, Core, Lines
+from chatroom_server.irc.operators import OperatorCommands
 from chatroom_server.irc.outbox import Translations
 from chatroom_server.irc.parse import (
     CAPS,
@@ -49,7 +50,7 @@ from chatroom_server.irc.queries import Gone, ServerQueries
 log = logging.getLogger("chatroom_server.irc")
 
 
-class IrcSession(ChannelCommands, ServerQueries):
+class IrcSession(ChannelCommands, ServerQueries, OperatorCommands):
     """One IRC client: registration, its commands, and the translation of what the
     server sends it (module docstring)."""
 
@@ -79,6 +80,8 @@ class IrcSession(ChannelCommands, ServerQueries):
         self.guest: str | None = None
         self.away: str | None = None  # AWAY's text (docs/IRC.md); read by other sessions
         self.invisible = False  # user mode +i: WHO masks leave it out (queries.py)
+        self.wallops = False  # user mode +w: it gets WALLOPS (operators.py); read by others
+        self.oper_failures = 0  # wrong O-line passwords (operators.py)
         self.quit_reason: str | None = None  # QUIT's, for the guest rooms' quit events
         self._whowas = shared.whowas
         self._gone = False  # remembered for WHOWAS already
@@ -96,6 +99,11 @@ class IrcSession(ChannelCommands, ServerQueries):
 
     def num(self, code: str, *params: str, text: str | None = None) -> None:
         self.reply(self.numeric(code, *params, text=text))
+
+    def send_line(self, line: str) -> None:
+        """A line from another session's thread (WALLOPS): straight to the outbox,
+        which any thread may call."""
+        cast(Lines, self.conn.outbox).send_irc(f"{line}\r\n".encode())
 
     # -------------------------------------------------------------- in
 
@@ -377,14 +385,20 @@ class IrcSession(ChannelCommands, ServerQueries):
             return self.on_channel_mode(target, params)
         if username_key(target) == username_key(self.nick):
             if len(params) < 2:
-                self.num("221", "+i" if self.invisible else "+")
-            elif set(params[1]) <= set("+-i") and "i" in params[1]:
-                # +i (invisible): left out of WHO masks (queries.py); the one user mode.
-                self.invisible = params[1].rfind("+") > params[1].rfind("-")
-                sign = "+" if self.invisible else "-"
-                self.reply(f":{self.prefix()} MODE {self.nick} :{sign}i")
+                modes = "i" * self.invisible + "w" * self.wallops + "o" * self.conn.oper
+                self.num("221", "+" + modes)
+            elif set(params[1]) <= set("+-iw") and params[1].strip("+-"):
+                # +i (invisible): left out of WHO masks (queries.py); +w: WALLOPS.
+                sign, said = "+", ""
+                for c in params[1]:
+                    if c in "+-":
+                        sign = c
+                        continue
+                    setattr(self, "invisible" if c == "i" else "wallops", sign == "+")
+                    said += sign + c
+                self.reply(f":{self.prefix()} MODE {self.nick} :{said}")
             else:
-                self.num("501", text="Unknown MODE flag: only i is known")
+                self.num("501", text="Unknown MODE flag: only i and w are known")
         else:
             self.num("502", text="Cannot change mode for other users")
         return True
@@ -475,25 +489,6 @@ class IrcSession(ChannelCommands, ServerQueries):
             )
         )
 
-    def on_oper(self, params: list[str]) -> bool:
-        """OPER NAME PASSWORD: a server operator (granted by ``chat-server admin grant``,
-        never here) says so. Only one's own account: 491 for another's or a guest."""
-        if not self.need(params, 2, "OPER"):
-            return True
-        name, password = params[0], params[1]
-        if self.guest is not None or username_key(name) != username_key(self.nick):
-            self.num("491", text="Only your own account can be a server operator")
-            return True
-        got = self.server.oper(self.nick, password)
-        if got == "password":
-            self.num("464", text="Password incorrect")
-        elif got != "ok":
-            self.num("491", text="No O-lines for your host: chat-server admin grant")
-        else:
-            self.num("381", text="You are now an IRC operator")
-            self.reply(f":{self.name} MODE {self.nick} :+o")
-        return True
-
     # anytime -----------------------------------------------------------
 
     def on_ping(self, params: list[str]) -> bool:
@@ -552,6 +547,9 @@ _AFTER: dict[str, Handler] = {
     "AUTHENTICATE": IrcSession.on_reregister,
     "CHATHISTORY": IrcSession.on_chathistory,
     "OPER": IrcSession.on_oper,
+    "KILL": IrcSession.on_kill,
+    "WALLOPS": IrcSession.on_wallops,
+    "INFO": IrcSession.on_info,
     "INVITE": IrcSession.on_invite,
     "KICK": IrcSession.on_kick,
     "AWAY": IrcSession.on_away,

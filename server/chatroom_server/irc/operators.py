@@ -1,0 +1,117 @@
+"""Server operators on IRC (docs/IRC.md, "Operators"): OPER, KILL and WALLOPS, the
+operator half of an IRC session (chatroom_server.irc.session mixes it in).
+
+Who is one is decided by the server, never here: an O-line of the server's
+configuration (chatroom_server.olines) makes the session that names it with its password
+one until it ends; an account granted by ``chat-server admin grant`` is one in every
+session (docs/PROTOCOL.md §Moderation). Each command asks the server again, so a
+revoke holds at the next one.
+
+Threads: the session's reader thread, as the session it belongs to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from chatroom.protocol import username_key
+from chatroom_server.irc.parse import HOST
+
+if TYPE_CHECKING:
+    from chatroom_server.irc.core import Connection, Core
+
+# Wrong O-line passwords one session may send; the next closes it (ERROR), so that a
+# client cannot try passwords at its flood rate for as long as it likes.
+MAX_OPER_FAILURES = 3
+
+
+class OperatorCommands:
+    """OPER, KILL, WALLOPS (module docstring); the session provides what is declared."""
+
+    server: Core
+    conn: Connection
+    name: str
+    nick: str
+    wallops: bool  # user mode +w: this client wants WALLOPS
+    oper_failures: int
+
+    def num(self, code: str, *params: str, text: str | None = None) -> None:
+        raise NotImplementedError
+
+    def reply(self, *lines: str) -> None:
+        raise NotImplementedError
+
+    def need(self, params: Sequence[str], n: int, cmd: str) -> bool:
+        raise NotImplementedError
+
+    def prefix(self) -> str:
+        raise NotImplementedError
+
+    def online(self, nick: str) -> str | None:
+        raise NotImplementedError
+
+    def is_oper(self) -> bool:
+        """This session may use the operators' commands now: an O-line made it one, or
+        its account is one (read now: a revoke holds)."""
+        return self.conn.oper or self.server.is_server_operator(self.nick)
+
+    def no_privileges(self) -> None:
+        self.num("481", text="Permission Denied- You're not an IRC operator")
+
+    def on_oper(self, params: list[str]) -> bool:
+        """OPER NAME PASSWORD: 381 (and ``MODE nick +o``), 464 for a wrong password,
+        491 for a name without an O-line that is not one's own operator account."""
+        if not self.need(params, 2, "OPER"):
+            return True
+        got = self.server.oper(self.conn, params[0], params[1])
+        if got == "ok":
+            self.num("381", text="You are now an IRC operator")
+            self.reply(f":{self.name} MODE {self.nick} :+o")
+        elif got == "password":
+            self.num("464", text="Password incorrect")
+            self.oper_failures += 1
+            if self.oper_failures >= MAX_OPER_FAILURES:
+                self.reply(f"ERROR :Closing link: {HOST} (too many wrong OPER passwords)")
+                return False
+        elif got == "unavailable":
+            self.num("491", text="The server cannot check that now: try again")
+        else:
+            self.num(
+                "491",
+                text="No O-lines for your host: none has that name, and only your own "
+                "account can be a server operator (chat-server admin grant)",
+            )
+        return True
+
+    def on_kill(self, params: list[str]) -> bool:
+        """KILL nick [:reason]: an operator ends a session on this node (its departure
+        is a QUIT to the others, as any)."""
+        if not self.need(params, 1, "KILL"):
+            return True
+        if not self.is_oper():
+            self.no_privileges()
+            return True
+        target = self.online(params[0])
+        reason = params[1] if len(params) > 1 and params[1] else "no reason given"
+        error = f"ERROR :Closing link: {HOST} (Killed ({self.nick} ({reason})))"
+        if target is None or not self.server.kill(target, error):
+            self.num("401", params[0], text="No such nick/channel")
+            return True
+        # Killing oneself: the connection is finished; read nothing more from it.
+        return username_key(target) != username_key(self.nick)
+
+    def on_wallops(self, params: list[str]) -> bool:
+        """WALLOPS :text from an operator, to the IRC clients of this node with user
+        mode +w (the sender too, if it has it)."""
+        if not self.need(params, 1, "WALLOPS"):
+            return True
+        if not self.is_oper():
+            self.no_privileges()
+            return True
+        line = f":{self.prefix()} WALLOPS :{params[0]}"
+        for name in self.server.names():
+            peer = self.server.irc_peer(name)
+            if peer is not None and peer.wallops:
+                peer.send_line(line)
+        return True
