@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, cast
 
 from chatroom.protocol import Bye, ByeReason, encode, username_key
 from chatroom.rooms import RoomInfo
-from chatroom_server.accounts import HASHERS, AccountStore
+from chatroom_server.accounts import HASHERS, AccountStore, AccountStoreBusy
 from chatroom_server.backends import Backends
 from chatroom_server.botcommands import BotDirectory
 from chatroom_server.config import ConfigError, ServerConfig
@@ -487,8 +487,13 @@ class ChatServer:
         return self._logins.oper(conn, name, password)
 
     def is_server_operator(self, name: str) -> bool:
-        """Whether ``name`` is a server operator (Handlers.is_server_operator)."""
-        return self._handlers.is_server_operator(name)
+        """Whether ``name`` is a server operator (Handlers.is_server_operator); False
+        when the database cannot tell now (IRC WHOIS leaves its 313 out, logged)."""
+        try:
+            return self._handlers.is_server_operator(name)
+        except AccountStoreBusy as exc:
+            log.warning("cannot read the server operators now: %s", exc)
+            return False
 
     def operators_online(self) -> frozenset[str]:
         """IRC WHO's ``*`` (Handlers.operators_online)."""

@@ -11,6 +11,7 @@ import pytest
 
 from chatroom_server import olines, settings
 from chatroom_server.__main__ import build_parser, main
+from chatroom_server.accounts import AccountStoreBusy
 from chatroom_server.olines import OperLine, parse_oper
 from chatroom_server.options import build_config
 from tests.helpers import connect
@@ -165,3 +166,29 @@ def test_the_option_repeats_and_check_config_never_shows_a_secret(
     assert main(["check-config", "--config", str(f)]) == 0
     out = capsys.readouterr().out
     assert "three" not in out and 'irc_oper = ["c:***", "d:***"]' in out
+
+
+def test_whois_when_the_database_cannot_say_who_is_an_operator(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with irc_server(password_hash="load-test") as srv:
+        client(srv, "alice")
+        bob = client(srv, "bob")
+        gate = srv.server._b.gate
+        assert gate is not None
+
+        def down(*_: Any) -> Any:
+            raise AccountStoreBusy("the database is down")
+
+        monkeypatch.setattr(gate, "is_operator", down)
+        monkeypatch.setattr(gate, "operator_keys", down)
+        bob.send("WHOIS alice", "WHO alice")
+        lines = [bob.until(" 311 ")]
+        while " 318 " not in lines[-1]:
+            lines.append(bob.line())
+        assert not any(" 313 " in line for line in lines)
+        assert bob.until(" 352 ").split(" ")[8] == "H"
+        bob.send("KILL alice")  # not an operator as far as anyone can tell
+        assert " 481 " in bob.until("481")
+        bob.send("PING :alive")
+        assert bob.until("PONG").endswith(":alive")
