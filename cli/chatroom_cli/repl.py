@@ -37,6 +37,7 @@ from prompt_toolkit.formatted_text import FormattedText
 
 from chatroom import (
     AuthError,
+    Banned,
     Broadcast,
     ChatClient,
     ChatConnectionError,
@@ -51,7 +52,6 @@ from chatroom import (
     Reconnected,
     RoomEvent,
     ServerError,
-    ServerNotice,
     UsageError,
     UsersChanged,
 )
@@ -142,10 +142,6 @@ class Repl(RoomCommands):
         self._rooms_lock = threading.Lock()
         self._unread: dict[str, int] = {}  # room_key -> count
         self.bots = BotCommandsCache()  # what bots announced (Tab, the toolbar's hint)
-        # The server's words when it banned us (docs/PROTOCOL.md §Moderation,
-        # Server-wide: an error banned, then bye): the disconnect that ends the session
-        # says them. Hooks only (the dispatch thread) read and write it.
-        self._ban_reason: str | None = None
         self.client = self._attach(new_client())
 
     def _attach(self, client: ChatClient) -> ChatClient:
@@ -156,7 +152,6 @@ class Repl(RoomCommands):
         client.on_room_event(self._on_room_event)
         client.on_disconnect(self._on_disconnect)
         client.on_reconnect(self._on_reconnect)
-        client.on_notice(self._on_notice)
         return client
 
     # -------------------------------------------------------------- live state for the UI
@@ -256,10 +251,6 @@ class Repl(RoomCommands):
             self.term.show(lines)
         self.term.refresh()
 
-    def _on_notice(self, event: ServerNotice) -> None:
-        if event.error.code == ErrorCode.BANNED:
-            self._ban_reason = event.error.message
-
     def _on_disconnect(self, event: Disconnect) -> None:
         if not self._logged_in:
             return  # the login timeout while a person thinks: _connected() opens another
@@ -275,8 +266,10 @@ class Repl(RoomCommands):
             self._state = "disconnected"
             if event.reason == "session_replaced":
                 self.error("you logged in from somewhere else; this session has ended")
-            elif self._ban_reason is not None:  # the ban's bye, or the re-login it refused
-                self.error(f"disconnected: {self._ban_reason}")
+            elif isinstance(event.error, Banned):  # the ban's bye, or the re-login it refused
+                # Its words say why and until when (docs/PROTOCOL.md §Moderation); the
+                # client does not reconnect, so neither does this say it will.
+                self.error(f"disconnected: {event.error.message}")
             else:
                 self.error(f"disconnected ({event.reason})")
             self._ended.set()
@@ -285,7 +278,6 @@ class Repl(RoomCommands):
 
     def _on_reconnect(self, event: Reconnected) -> None:
         self._state = "connected"
-        self._ban_reason = None  # lifted before we came back
         missed = f"; {event.replayed} missed meanwhile, shown above" if event.replayed else ""
         self.info(
             f"reconnected{missed}; {len(event.result.users)} online: "
@@ -389,6 +381,9 @@ class Repl(RoomCommands):
                 if exc.code == "invalid_username":
                     self._user = None
                 continue
+            except Banned as exc:  # by the server: its words say until when and why
+                self.error(exc.message)
+                return False
             except ChatError as exc:
                 self.error(str(exc))
                 return False

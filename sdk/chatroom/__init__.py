@@ -16,6 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from chatroom.client import ChatClient, Waiter
 from chatroom.errors import (
     AuthError,
+    Banned,
     ChatConnectionError,
     ChatError,
     ChatTimeout,
@@ -55,6 +56,7 @@ except PackageNotFoundError:  # imported from a source tree that was never insta
 
 __all__ = [
     "AuthError",
+    "Banned",
     "Broadcast",
     "ChatClient",
     "ChatConnectionError",

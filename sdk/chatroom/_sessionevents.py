@@ -46,9 +46,11 @@ class UsersUpdated:
 class Ended:
     """The session is over on this connection (``bye``, ``server_full``, or a re-login
     the server refused: its error code); ``reason`` becomes the
-    :class:`~chatroom.events.Disconnect` reason. The caller closes the connection."""
+    :class:`~chatroom.events.Disconnect` reason. The caller closes the connection.
+    ``error``: the server's words when it banned us (the Disconnect's ``error``)."""
 
     reason: str
+    error: ServerError | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -496,7 +496,9 @@ class ChatClient(ClientShell, RequestMethods, RoomMethods):
             for event in events:
                 out = self._route(event)
                 if type(out) is Ended:
+                    assert isinstance(out, Ended)
                     ended = out.reason
+                    error = out.error or error  # a ban's words (Disconnect.error)
                 elif out is not None:
                     self._emit(out)
             mark = self._cursor_mark()

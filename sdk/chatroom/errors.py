@@ -15,6 +15,7 @@
         ├── UserOffline            ``user_offline``, ``unknown_user``
         ├── RateLimited            ``rate_limited``
         ├── RoomError              a room refused: ``no_such_room``, ``not_in_room``, ...
+        │   └── Banned             ``banned``: by a room or the server; its ``reason``, ``expires``
         └── MessageTooLong         over the server's limits (refused before sending), ``too_large``
 
 "You misused it" (:class:`UsageError`) is split from "the peer misbehaved"
@@ -31,6 +32,7 @@ from enum import StrEnum
 
 __all__ = [
     "AuthError",
+    "Banned",
     "ChatConnectionError",
     "ChatError",
     "ChatTimeout",
@@ -171,6 +173,26 @@ class RoomError(ServerError):
     ``invalid_room``, ``not_operator`` or ``too_many_rooms``."""
 
 
+class Banned(RoomError):
+    """``banned`` (docs/PROTOCOL.md §Moderation): a room's ban refused a ``join``, or a
+    server ban refused a login or ended the session. ``message`` says it all to a
+    person; ``reason`` and ``expires`` (unix time; None: no end) are the ban's, when
+    the server said them. A ``RoomError``, as a room's refusal always was."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        request_id: RequestId = None,
+        *,
+        reason: str | None = None,
+        expires: float | None = None,
+    ) -> None:
+        super().__init__(code, message, request_id)
+        self.reason = reason
+        self.expires = expires
+
+
 class MessageTooLong(ServerError):
     """A message over the server's limits (docs/PROTOCOL.md §Limits): longer than
     ``max_message`` characters (code ``bad_request``, what the server would answer), or a
@@ -202,6 +224,7 @@ _BY_CODE: dict[str, type[ServerError]] = {
     ErrorCode.UNKNOWN_USER: UserOffline,
     ErrorCode.RATE_LIMITED: RateLimited,
     ErrorCode.TOO_LARGE: MessageTooLong,
+    ErrorCode.BANNED: Banned,
     **{
         code: RoomError
         for code in (
@@ -213,7 +236,6 @@ _BY_CODE: dict[str, type[ServerError]] = {
             ErrorCode.INVALID_ROOM,
             ErrorCode.NOT_OPERATOR,
             ErrorCode.TOO_MANY_ROOMS,
-            ErrorCode.BANNED,
             ErrorCode.MUTED,
             ErrorCode.GUEST_NOT_ALLOWED,
         )
@@ -221,6 +243,16 @@ _BY_CODE: dict[str, type[ServerError]] = {
 }
 
 
-def error_for_code(code: str, message: str, request_id: RequestId = None) -> ServerError:
-    """Build the exception for a server error frame; unknown codes give :class:`ServerError`."""
+def error_for_code(
+    code: str,
+    message: str,
+    request_id: RequestId = None,
+    *,
+    reason: str | None = None,
+    expires: float | None = None,
+) -> ServerError:
+    """Build the exception for a server error frame; unknown codes give :class:`ServerError`.
+    ``reason`` and ``expires``: a ban's (:class:`Banned`)."""
+    if code == ErrorCode.BANNED:  # the one class with more to say
+        return Banned(code, message, request_id, reason=reason, expires=expires)
     return _BY_CODE.get(code, ServerError)(code, message, request_id)

@@ -387,6 +387,10 @@ class ErrorEvent(_Event, tag="error", frozen=True):
     code: str
     message: str
     id: RequestId = None
+    # ``banned`` (docs/PROTOCOL.md §Moderation): the ban's reason, and its end (unix
+    # time); absent: none given, no end.
+    reason: str | None = None
+    expires: float | None = None
 
 
 ServerEvent = (

@@ -72,7 +72,7 @@ from chatroom._sessionevents import (
     SessionEvent,
     UsersUpdated,
 )
-from chatroom.errors import AuthError, ProtocolError, error_for_code
+from chatroom.errors import AuthError, ProtocolError, ServerError, error_for_code
 from chatroom.events import DmSent, LoginResult, Reconnected, ServerNotice
 from chatroom.protocol import (
     ROOMS_VERSION,
@@ -170,6 +170,7 @@ class ClientSession(SeqCursor):
 
     __slots__ = (
         "_alive",
+        "_banned",
         "_cid_prefix",
         "_cids",
         "_credentials",
@@ -211,6 +212,9 @@ class ClientSession(SeqCursor):
         self._logins: dict[int, str] = {}
         self._credentials: tuple[str, str] | None = None
         self._relogin: int | None = None  # id of the automatic re-login in flight
+        # The server's ``banned`` without an id (docs/PROTOCOL.md §Moderation,
+        # Server-wide): the bye that follows ends the session for good.
+        self._banned: ServerError | None = None
         self._roster = Roster(track_users)
         self._out = bytearray()  # control frames the session decided to send
         # A login whose replay is running: (request id, login_ok, relogin?, count, cut).
@@ -382,6 +386,7 @@ class ClientSession(SeqCursor):
         self._logins.clear()
         self._relogin = None
         self._replay = None
+        self._banned = None
         if self._credentials is None:
             self.username = None
         return failed
@@ -484,13 +489,23 @@ class ClientSession(SeqCursor):
             assert isinstance(event, Bye)
             if event.reason == ByeReason.EXIT:
                 self._credentials = None
-            events.append(Ended(event.reason))
+            if self._banned is not None:
+                # A ban ended the session: logging in again would only be refused.
+                self._credentials = None
+                events.append(Ended(ErrorCode.BANNED, self._banned))
+            else:
+                events.append(Ended(event.reason))
         elif kind is ErrorEvent:
             assert isinstance(event, ErrorEvent)
             if event.code == ErrorCode.TOO_LARGE and self._refuse_too_large(event, events):
                 return
             # Not tied to a request: an answer to an id-less send, or server_full, ...
-            events.append(ServerNotice(error_for_code(event.code, event.message)))
+            err = error_for_code(
+                event.code, event.message, reason=event.reason, expires=event.expires
+            )
+            if event.code == ErrorCode.BANNED:
+                self._banned = err  # the bye comes next
+            events.append(ServerNotice(err))
             if event.code == ErrorCode.SERVER_FULL:
                 events.append(Ended(ErrorCode.SERVER_FULL))
         # ack and pong without an id answer id-less sends: nothing to do.
@@ -538,7 +553,9 @@ class ClientSession(SeqCursor):
             # a reconnect would be delivered after its caller was told it was not.
             self._resend.pop(rid, None)
         if type(event) is ErrorEvent:
-            err = error_for_code(event.code, event.message, rid)
+            err = error_for_code(
+                event.code, event.message, rid, reason=event.reason, expires=event.expires
+            )
             if relogin:
                 log.error("re-login failed: %s", err)
                 if isinstance(err, AuthError):
@@ -548,7 +565,7 @@ class ClientSession(SeqCursor):
                     # Banned from the server (the account or this address): asking
                     # again every backoff would only knock at a closed door.
                     self._credentials = None
-                    events.append(Ended(ErrorCode.BANNED))
+                    events.append(Ended(ErrorCode.BANNED, err))
                 else:
                     # unavailable, rate_limited, ...: a connection that is not logged in
                     # is of no use (every send would be refused not_logged_in). It ends,

@@ -38,6 +38,7 @@ from chatroom_server import olines
 from chatroom_server.accounts import Account, AccountExists, AccountStoreBusy
 from chatroom_server.cluster import ClusterUnavailable
 from chatroom_server.limits import LoginAttempt, LoginThrottle, Throttled, WindowCounter
+from chatroom_server.session import BannedError
 
 if TYPE_CHECKING:
     from chatroom_server.admission import Admission
@@ -208,7 +209,7 @@ class Login:
             # Told once the password is right: a guess learns nothing of a ban.
             ban = None if gate is None else gate.banned(account.name, self._wall())
             if ban is not None:
-                raise ProtocolError(ErrorCode.BANNED, ban.text(), cmd.id)
+                raise BannedError(ban.text(), cmd.id, ban.reason, ban.expires)
         return account, new_user
 
     def _register(self, cmd: LoginCommand) -> tuple[Account, bool, bool]:

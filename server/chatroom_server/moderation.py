@@ -34,6 +34,7 @@ from chatroom.moderation import (
 from chatroom.protocol import username_key
 from chatroom.rooms import LOBBY, Role, RoomEventKind, room_key
 from chatroom_server.rooms import Room, RoomBook, RoomChange
+from chatroom_server.session import BannedError
 
 __all__ = ["Ban", "Moderation", "Mute"]
 
@@ -87,7 +88,7 @@ class Moderation:
         other checks: an invite does not lift a ban)."""
         ban = self.ban_of(room, user, now)
         if ban is not None:
-            raise ProtocolError(ErrorCode.BANNED, _banned_text(room, ban), rid)
+            raise BannedError(_banned_text(room, ban), rid, ban.reason, ban.expires)
 
     def check_speak(self, room: Room, user: str, now: float, rid: RequestId = None) -> None:
         """Raise ``muted`` for a member of ``room`` who may not speak in it now."""

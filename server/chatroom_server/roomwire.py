@@ -47,6 +47,7 @@ from chatroom_server.messagelog import Conflict, Duplicate, NewMessage, StorageE
 from chatroom_server.outbox import Outbox
 from chatroom_server.rooms import RoomChange
 from chatroom_server.roomservice import Answer, RoomService
+from chatroom_server.session import refusal_frame
 from chatroom_server.storage import MessageStore
 
 __all__ = ["RoomWire"]
@@ -132,7 +133,7 @@ class RoomWire:
             try:
                 got = self.service.handle(user, cmd, ts, lambda _: target, oper, conn.guest)
             except ProtocolError as exc:
-                conn.outbox.send(_error(exc.code, exc.message, exc.request_id))
+                conn.outbox.send(refusal_frame(exc))
                 return
             if isinstance(got, Answer):
                 conn.outbox.send(got.frame)

@@ -37,11 +37,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from chatroom.errors import ErrorCode, ProtocolError, RequestId
+from chatroom.errors import RequestId
 from chatroom.protocol import Bye, ByeReason, encode, username_key
 from chatroom.rooms import room_key
 from chatroom_server.accounts import AccountStoreBusy
-from chatroom_server.session import error_frame
+from chatroom_server.session import BannedError, refusal_frame
 
 __all__ = [
     "AddressBan",
@@ -308,7 +308,7 @@ class ServerGate:
         accounts) and before a registration: ``banned`` if ``ip`` is."""
         found = self.address_banned(ip, now)
         if found is not None:
-            raise ProtocolError(ErrorCode.BANNED, found.refusal(ip), rid)
+            raise BannedError(found.refusal(ip), rid, found.reason, found.expires)
 
     def registrations_open(self) -> bool:
         rows = self.sql.rows(
@@ -426,17 +426,17 @@ def _end_banned(
         user = conn.username
         if user is None:
             continue
-        why: str | None = None
+        why: BannedError | None = None
         name_ban = names.get(username_key(user))
         if name_ban is not None:
-            why = name_ban.text()
+            why = BannedError(name_ban.text(), None, name_ban.reason, name_ban.expires)
         else:
             net_ban = nets.match(conn.ip, now)
             if net_ban is not None:
-                why = net_ban.refusal(conn.ip)
+                why = BannedError(net_ban.refusal(conn.ip), None, net_ban.reason, net_ban.expires)
         if why is not None:
-            log.warning("ending %s's session (%s): %s", user, conn.ip, why)
-            conn.outbox.finish(error_frame(ErrorCode.BANNED, why, None) + _BYE_DISCONNECTED)
+            log.warning("ending %s's session (%s): %s", user, conn.ip, why.message)
+            conn.outbox.finish(refusal_frame(why) + _BYE_DISCONNECTED)
 
 
 # ---------------------------------------------------------------- chat-server admin

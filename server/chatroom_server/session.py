@@ -29,7 +29,7 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from chatroom.errors import FrameTooLarge, ProtocolError
+from chatroom.errors import FrameTooLarge, ProtocolError, RequestId
 from chatroom.protocol import (
     Bye,
     ByeReason,
@@ -118,6 +118,34 @@ class SessionRules:
 
 def error_frame(code: str, message: str, rid: str | int | None) -> bytes:
     return encode(ErrorEvent(code=code, message=message, id=rid))
+
+
+class BannedError(ProtocolError):
+    """``banned`` (docs/PROTOCOL.md §Moderation), a room's or the server's, with the
+    ban's reason and end (unix time; None: none) for the error frame, which a client
+    keeps (chatroom.errors.Banned) besides the words of ``message``."""
+
+    def __init__(
+        self, message: str, rid: RequestId, reason: str | None, expires: float | None
+    ) -> None:
+        super().__init__(ErrorCode.BANNED, message, rid)
+        self.reason = reason
+        self.expires = expires
+
+
+def refusal_frame(exc: ProtocolError) -> bytes:
+    """The error frame that answers ``exc``: a ban's with its reason and end."""
+    if isinstance(exc, BannedError):
+        return encode(
+            ErrorEvent(
+                code=exc.code,
+                message=exc.message,
+                id=exc.request_id,
+                reason=exc.reason,
+                expires=exc.expires,
+            )
+        )
+    return error_frame(exc.code, exc.message, exc.request_id)
 
 
 class ServerSession:
@@ -209,7 +237,7 @@ class ServerSession:
     def refused(self, exc: ProtocolError) -> list[Action]:
         """Answer a refused command; and a :class:`Close` after too many protocol
         errors in a row."""
-        reply = Reply(error_frame(exc.code, exc.message, exc.request_id))
+        reply = Reply(refusal_frame(exc))
         if exc.code not in STRIKE_CODES:
             return [reply]
         self.errors_in_row += 1

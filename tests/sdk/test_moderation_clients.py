@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from chatroom import ChatClient, Disconnect, RoomError, ServerNotice
+from chatroom import Banned, ChatClient, Disconnect, RoomError, ServerNotice
 from chatroom.aio import AsyncChatClient
 from chatroom.events import RoomEvent
 from chatroom.testing import running_server
@@ -56,9 +56,10 @@ def test_the_threaded_client_kicks_bans_and_mutes() -> None:
             while ev.event != "ban":
                 ev = seen.get(timeout=T)
             assert ev.expires is not None and ev.expires > ev.ts and b.rooms == ()
-            with pytest.raises(RoomError) as err:
+            with pytest.raises(Banned) as banned:  # a RoomError, typed, with the ban's fields
                 b.join("dev")
-            assert err.value.code == "banned" and "spam" in err.value.message
+            assert banned.value.code == "banned" and "spam" in banned.value.message
+            assert (banned.value.reason, banned.value.expires) == ("spam", ev.expires)
             (entry,) = a.bans("dev")
             assert (entry.user, entry.by, entry.reason) == ("ben", "ann", "spam")
             a.unban("dev", "ben")
@@ -128,9 +129,29 @@ def test_a_client_banned_from_the_server_is_told_and_stops_reconnecting() -> Non
                 db.close()
             told = notices.get(timeout=T)
             assert told.error.code == "banned" and "spam" in str(told.error)
-            first = ends.get(timeout=T)
-            assert (first.reason, first.will_reconnect) == ("disconnected", True)
+            # The bye after the ban ends it at once: no reconnect to be refused.
             last = ends.get(timeout=T)
             assert (last.reason, last.will_reconnect) == ("banned", False)
+            assert isinstance(last.error, Banned) and last.error.reason == "spam"
+            assert last.error.expires is None and "spam" in last.error.message
+            assert ends.empty()
         finally:
             c.close()
+
+
+def test_a_login_refused_by_a_server_ban_keeps_its_reason_and_end() -> None:
+    """docs/PROTOCOL.md §Moderation, Server-wide: the refusal is a typed Banned with the
+    ban's reason and end, as well as the words that say them."""
+    with running_server(users_interval=0, rate_limit=None) as srv:
+        with ChatClient(srv.host, srv.port) as c:
+            c.login("mallory", PW)
+        now = time.time()
+        db = sqlite3.connect(srv.db_path, isolation_level=None)
+        try:
+            servergate.ban(servergate.SqliteSql.of(db), "mallory", "spam", now + 3600, now)
+        finally:
+            db.close()
+        with ChatClient(srv.host, srv.port) as c, pytest.raises(Banned) as err:
+            c.login("mallory", PW)
+        assert (err.value.reason, err.value.expires) == ("spam", now + 3600)
+        assert "spam" in err.value.message and " UTC" in err.value.message

@@ -10,6 +10,7 @@ import pytest
 
 from chatroom import (
     AuthError,
+    Banned,
     Broadcast,
     ChatTimeout,
     DirectMessage,
@@ -155,18 +156,29 @@ def test_relogin_after_a_reconnect_and_its_failure() -> None:
     assert not s.may_reconnect("network") and not s.can_relogin
 
 
-def test_a_relogin_refused_by_a_server_ban_never_retries() -> None:
+def test_a_session_ended_by_a_server_ban_never_retries() -> None:
     """docs/PROTOCOL.md §Moderation, Server-wide: the session ended by a ban (an
-    error banned, then bye disconnected) reconnects once, is refused, and stops."""
+    error banned, then bye disconnected) ends with the ban's error, and stops."""
     s = logged_in()
-    ban = frame(type="error", code="banned", message="your address is banned")
+    ban = frame(type="error", code="banned", message="your address is banned", reason="spam")
     notice, end = feed(s, ban + frame(type="bye", reason="disconnected"))
-    assert isinstance(notice, ServerNotice) and notice.error.code == "banned"
-    assert end == Ended("disconnected") and s.may_reconnect("disconnected")
+    assert isinstance(notice, ServerNotice) and isinstance(notice.error, Banned)
+    # The bye that follows the ban ends the session for good: no re-login to refuse.
+    assert end == Ended("banned", notice.error) and notice.error.reason == "spam"
+    assert not s.may_reconnect("banned") and not s.can_relogin
+
+
+def test_a_relogin_refused_by_a_server_ban_never_retries() -> None:
+    """A ban made while the connection was down: the re-login is refused, and stops."""
+    s = logged_in()
     s.connection_lost()
     relogin = sent(s.connection_made(10.0))
-    banned = frame(type="error", code="banned", message="banned", id=relogin["id"])
-    assert feed(s, banned) == [Ended("banned")]
+    banned = frame(
+        type="error", code="banned", message="banned", id=relogin["id"], expires=1795467600.5
+    )
+    (end,) = feed(s, banned)
+    assert isinstance(end, Ended) and end.reason == "banned"
+    assert isinstance(end.error, Banned) and end.error.expires == 1795467600.5
     assert not s.may_reconnect("banned") and not s.can_relogin
 
 
