@@ -36,6 +36,7 @@ from chatroom.rooms import (
     RoomListing,
     RoomsCommand,
     TopicCommand,
+    apply_event,
     format_modes,
     is_valid_room,
     parse_modes,
@@ -262,3 +263,26 @@ def test_apply_event_renames_a_member_and_drops_one_who_quit() -> None:
     assert renamed.members == ("bob", "Zed") and renamed.roles == {"Zed": "op"}
     quit_ = apply_event(renamed, RoomEvent(room="g", event="quit", by="zed", ts=2.0))
     assert quit_.members == ("bob",) and quit_.roles == {}
+
+
+def test_a_client_keeps_voice_alongside_op_as_the_server_does() -> None:
+    """apply_event follows docs/PROTOCOL.md §Modes as chatroom_server.rooms does: +v
+    of an op is listed in ``voiced``; -o leaves a voiced op ``voice``."""
+
+    def mode(info: RoomInfo, modes: str, *args: str) -> RoomInfo:
+        event = RoomEvent(room="dev", event="mode", by="alice", ts=1.0, modes=modes, args=args)
+        return apply_event(info, event)
+
+    info = RoomInfo(name="dev", members=("alice", "bob"), roles={"alice": "owner"})
+    info = mode(info, "+ov", "bob", "bob")
+    assert (info.roles, info.voiced) == ({"alice": "owner", "bob": "op"}, ("bob",))
+    info = mode(info, "+v", "alice")
+    assert info.voiced == ("alice", "bob")
+    info = mode(info, "-o", "bob")
+    assert (info.roles, info.voiced) == ({"alice": "owner", "bob": "voice"}, ("alice",))
+    info = mode(info, "-v", "bob")
+    assert (info.roles, info.voiced) == ({"alice": "owner"}, ("alice",))
+    renamed = apply_event(info, RoomEvent(room="dev", event="nick", by="alice", user="Al", ts=2.0))
+    assert renamed.voiced == ("Al",)
+    gone = RoomEvent(room="dev", event="part", by="alice", ts=2.0)
+    assert apply_event(info, gone).voiced == ()

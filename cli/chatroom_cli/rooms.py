@@ -120,7 +120,11 @@ class RoomCommands:
             self.info(f"#lobby: everyone; {len(users)} online: {', '.join(users)}")
             return
         info = self.client.room_info(room)
-        names = [f"{m} ({info.roles[m]})" if m in info.roles else m for m in info.members]
+        voiced = set(info.voiced)  # an operator with voice too (docs/PROTOCOL.md §Modes)
+        names = [
+            f"{m} ({info.roles[m]}{', voice' if m in voiced else ''})" if m in info.roles else m
+            for m in info.members
+        ]
         self.info(f"#{info.name}: {len(names)} members: {', '.join(names)}")
 
     def _moderate(

@@ -47,6 +47,7 @@ __all__ = [
     "format_modes",
     "is_valid_room",
     "parse_modes",
+    "role_after",
     "room_key",
     "validate_room_command",
 ]
@@ -191,7 +192,9 @@ class RoomInfo(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True):
     """A room as its members see it: in ``login_ok``'s ``rooms`` and in
     :class:`RoomInfoReply`. ``modes`` are the flags and letters set (``"+iklt"``), with
     the key and limit beside them; ``members`` every member, online or not, sorted
-    ignoring case; ``roles`` the role of each member whose role is not ``member``."""
+    ignoring case; ``roles`` the role of each member whose role is not ``member``;
+    ``voiced`` the operators (``owner``, ``op``) who have voice as well (IRC's
+    multi-prefix ``@+``; a member with voice and no more has the role ``voice``)."""
 
     name: str
     topic: str = ""
@@ -201,6 +204,7 @@ class RoomInfo(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True):
     limit: int | None = None
     members: UserTuple = ()
     roles: dict[str, str] = msgspec.field(default_factory=dict)
+    voiced: UserTuple = ()
     # When it was created and its topic set (unix time; absent: not known, as for a
     # room whose event the log no longer keeps).
     created: float | None = None
@@ -386,13 +390,17 @@ def apply_event(info: RoomInfo, event: RoomEvent) -> RoomInfo:
             sorted((new if room_key(m) == old else m for m in info.members), key=str.lower)
         )
         roles = {(new if room_key(u) == old else u): r for u, r in info.roles.items()}
-        return msgspec.structs.replace(info, members=members, roles=roles)
+        voiced = tuple(
+            sorted((new if room_key(u) == old else u for u in info.voiced), key=str.lower)
+        )
+        return msgspec.structs.replace(info, members=members, roles=roles, voiced=voiced)
     if kind in (RoomEventKind.PART, RoomEventKind.QUIT, RoomEventKind.KICK, RoomEventKind.BAN):
         by_self = kind in (RoomEventKind.PART, RoomEventKind.QUIT)
         gone = room_key(event.by if by_self else event.user or "")
         members = tuple(m for m in info.members if room_key(m) != gone)
         roles = {u: r for u, r in info.roles.items() if room_key(u) != gone}
-        return msgspec.structs.replace(info, members=members, roles=roles)
+        voiced = tuple(u for u in info.voiced if room_key(u) != gone)
+        return msgspec.structs.replace(info, members=members, roles=roles, voiced=voiced)
     if kind == RoomEventKind.TOPIC:
         topic = event.topic or ""
         return msgspec.structs.replace(info, topic=topic, topic_by=event.by if topic else None)
@@ -405,6 +413,7 @@ def _apply_modes(info: RoomInfo, changes: Sequence[ModeChange]) -> RoomInfo:
     flags = set(info.modes.lstrip("+")) - {"k", "l"}
     key, limit = info.key, info.limit
     roles = dict(info.roles)
+    voiced = {room_key(u): u for u in info.voiced}
     for c in changes:
         if c.letter in FLAG_MODES:
             if c.add:
@@ -417,18 +426,43 @@ def _apply_modes(info: RoomInfo, changes: Sequence[ModeChange]) -> RoomInfo:
             limit = int(c.arg) if c.add and c.arg is not None else None
         elif c.arg is not None:
             name = next((m for m in info.members if room_key(m) == room_key(c.arg)), c.arg)
-            now = roles.get(name, Role.MEMBER.value)
-            if now == Role.OWNER:
-                continue
-            if c.add:
-                roles[name] = (
-                    Role.OP.value if c.letter == "o" or now == Role.OP else Role.VOICE.value
-                )
-            elif now == (Role.OP if c.letter == "o" else Role.VOICE):
+            now = Role(roles.get(name, Role.MEMBER.value))
+            role, voice = role_after(now, room_key(name) in voiced, c.letter, c.add)
+            if role == Role.MEMBER:
                 roles.pop(name, None)
+            else:
+                roles[name] = role.value
+            if voice:
+                voiced[room_key(name)] = name
+            else:
+                voiced.pop(room_key(name), None)
     letters = (
         flags | ({"k"} if key is not None else set()) | ({"l"} if limit is not None else set())
     )
     return msgspec.structs.replace(
-        info, modes=format_modes(letters), key=key, limit=limit, roles=roles
+        info,
+        modes=format_modes(letters),
+        key=key,
+        limit=limit,
+        roles=roles,
+        voiced=tuple(sorted(voiced.values(), key=str.lower)),
     )
+
+
+def role_after(role: Role, voice: bool, letter: str, add: bool) -> tuple[Role, bool]:
+    """A member's role, and whether they have voice as well as it, after ``+o``,
+    ``-o``, ``+v`` or ``-v`` (docs/PROTOCOL.md §Modes): voice is kept alongside op
+    (``-o`` leaves a voiced op ``voice``); the owner's role never changes, its voice
+    does. The server's rule (chatroom_server.rooms) and a client's copy of it."""
+    operator = role in (Role.OWNER, Role.OP)
+    if letter == "v":
+        if operator:
+            return role, add
+        return (Role.VOICE if add else Role.MEMBER), False
+    if role == Role.OWNER:
+        return role, voice
+    if add:
+        return Role.OP, voice or role == Role.VOICE
+    if role == Role.OP:
+        return (Role.VOICE if voice else Role.MEMBER), False
+    return role, voice

@@ -41,6 +41,7 @@ from chatroom.rooms import (
     RoomListing,
     format_modes,
     parse_modes,
+    role_after,
     room_key,
 )
 
@@ -52,7 +53,9 @@ __all__ = [
     "RoomBook",
     "RoomChange",
     "loaded_flags",
+    "loaded_role",
     "stored_flags",
+    "stored_role",
 ]
 
 DEFAULT_MAX_ROOMS: Final = 10_000
@@ -78,6 +81,13 @@ class Member:
     user: str  # canonical spelling
     role: Role
     join_seq: int
+    # Voiced as well as an operator (owner, op): IRC's multi-prefix ``@+``. A member
+    # voiced and no more has the role ``voice`` (docs/PROTOCOL.md §Modes).
+    voice: bool = False
+
+    def stored_role(self) -> str:
+        """The role as chatroom_server.roomstore keeps it: ``op+voice`` for both."""
+        return stored_role(self.role, self.voice)
 
 
 @dataclass(slots=True)
@@ -126,6 +136,7 @@ class Room:
             limit=self.limit,
             members=tuple(members),
             roles={m.user: m.role.value for m in self.members.values() if m.role != Role.MEMBER},
+            voiced=tuple(sorted((m.user for m in self.members.values() if m.voice), key=str.lower)),
             created=self.created or None,
             topic_ts=self.topic_ts or None,
         )
@@ -138,7 +149,8 @@ class ModeResult:
     flags: frozenset[str]
     key: str | None
     limit: int | None
-    roles: tuple[tuple[str, Role], ...] = ()
+    # (user, role, voiced as well): only the members whose role or voice changes.
+    roles: tuple[tuple[str, Role, bool], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -426,7 +438,7 @@ class RoomBook:
                 if target is None:
                     why = f"{c.arg} is not in {room.name}"
                     raise _error(ErrorCode.NOT_IN_ROOM, why, rid)
-                if target.role == Role.OWNER and not c.add:
+                if target.role == Role.OWNER and not c.add and c.letter == "o":
                     why = f"{target.user} owns {room.name}: that role does not change"
                     raise _error(ErrorCode.NOT_OPERATOR, why, rid)
         return RoomChange(
@@ -488,10 +500,10 @@ class RoomBook:
             room.flags = set(change.after.flags)
             room.key = change.after.key
             room.limit = change.after.limit
-            for user, role in change.after.roles:
+            for user, role, voice in change.after.roles:
                 m = room.member(user)
                 if m is not None:
-                    m.role = role
+                    m.role, m.voice = role, voice
 
     def rename(self, old: str, new: str) -> list[Room]:
         """An IRC guest's NICK change (docs/IRC.md): its memberships, all of guest
@@ -543,7 +555,8 @@ class RoomBook:
         for rname, user, role, join_seq in members:
             room = self._rooms.get(room_key(rname))
             if room is not None:
-                self._add(room, Member(user, Role(role), join_seq))
+                base, voice = loaded_role(role)
+                self._add(room, Member(user, base, join_seq, voice))
         for rname, user in invites:
             room = self._rooms.get(room_key(rname))
             if room is not None:
@@ -569,11 +582,23 @@ def _canonical(room: Room, user: str) -> str:
     return user if m is None else m.user
 
 
+def stored_role(role: Role, voice: bool) -> str:
+    """A role as chatroom_server.roomstore stores it: ``op+voice`` for an op voiced too
+    (no new column: the text was always the role's)."""
+    return f"{role.value}+voice" if voice else role.value
+
+
+def loaded_role(text: str) -> tuple[Role, bool]:
+    """:func:`stored_role` read back."""
+    base, _, extra = text.partition("+")
+    return Role(base), extra == "voice"
+
+
 def _after_modes(room: Room, changes: Iterable[ModeChange]) -> ModeResult:
     """What ``changes`` (checked: members named, no owner among them) leave of ``room``."""
     flags = set(room.flags)
     key, limit = room.key, room.limit
-    roles: dict[str, tuple[str, Role]] = {}
+    roles: dict[str, tuple[str, Role, bool]] = {}
     for c in changes:
         if c.letter in FLAG_MODES:
             if c.add:
@@ -588,16 +613,13 @@ def _after_modes(room: Room, changes: Iterable[ModeChange]) -> ModeResult:
             assert c.arg is not None
             m = room.member(c.arg)
             assert m is not None
-            if m.role == Role.OWNER:
-                continue  # +o/+v of the owner: an owner is an operator already
             k = username_key(m.user)
-            role = roles.get(k, (m.user, m.role))[1]
-            if c.add:
-                role = Role.OP if c.letter == "o" else (role if role == Role.OP else Role.VOICE)
-            elif role == (Role.OP if c.letter == "o" else Role.VOICE):
-                role = Role.MEMBER
-            roles[k] = (m.user, role)
+            _, role, voice = roles.get(k, (m.user, m.role, m.voice))
+            role, voice = role_after(role, voice, c.letter, c.add)
+            roles[k] = (m.user, role, voice)
     changed = tuple(
-        (user, role) for k, (user, role) in roles.items() if room.members[k].role != role
+        (user, role, voice)
+        for k, (user, role, voice) in roles.items()
+        if (room.members[k].role, room.members[k].voice) != (role, voice)
     )
     return ModeResult(frozenset(flags), key, limit, changed)

@@ -12,7 +12,9 @@ What is stored:
 - ``rooms``: a room's state (flags, key, limit, topic; ``flags`` keeps mode ``n`` as
   its absence, ``e``, so that rooms from before it are ``+n``:
   chatroom_server.rooms.stored_flags); ``room_members``: each
-  membership, its role and the seq of the join; ``room_invites``: invites not used yet.
+  membership, its role (``op+voice``, ``owner+voice`` for an operator voiced too:
+  chatroom_server.rooms.stored_role) and the seq of the join; ``room_invites``:
+  invites not used yet.
 
 Every room event and the rows it changes are written in the one transaction that gives
 the event its seq (:func:`change_statements`), so the model rebuilt at start-up
@@ -32,7 +34,7 @@ from typing import Any, Final
 from chatroom.protocol import username_key
 from chatroom.rooms import LOBBY, RoomEventKind, room_key
 from chatroom_server import modstore
-from chatroom_server.rooms import NEW_ROOM_FLAGS, RoomChange, stored_flags
+from chatroom_server.rooms import NEW_ROOM_FLAGS, RoomChange, stored_flags, stored_role
 
 __all__ = [
     "PG_ROOMS",
@@ -163,12 +165,12 @@ def change_statements(change: RoomChange, seq: int, p: str, mark: str) -> list[S
                 (stored_flags(after.flags), after.key, after.limit, rk),
             )
         )
-        for user, role in after.roles:
+        for user, role, voice in after.roles:
             out.append(
                 (
                     f"UPDATE {p}room_members SET role = {m} "
                     f"WHERE user_key = {m} AND room_key = {m}",
-                    (role.value, username_key(user), rk),
+                    (stored_role(role, voice), username_key(user), rk),
                 )
             )
     # Bans, mutes and the audit record (chatroom_server.modstore), in this transaction.

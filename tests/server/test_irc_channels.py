@@ -289,3 +289,34 @@ def test_mode_minus_k_takes_the_key_irc_clients_send() -> None:
         assert op.until("MODE", "#k") == ":op!op@chatroom MODE #k +k sesame"
         assert op.until("MODE", "#k") == ":op!op@chatroom MODE #k -k"
         assert op.until("324").endswith(" 324 op #k +nt")
+
+
+def test_multi_prefix_shows_an_operator_voiced_too() -> None:
+    """docs/IRC.md: voice is kept alongside op (docs/PROTOCOL.md §Modes): NAMES, WHO and
+    WHOIS show ``@+`` to a client with multi-prefix, ``@`` to the others; -o leaves +."""
+    with irc_server() as srv:
+        foo = Irc(irc_address(srv))
+        foo.send("CAP REQ :multi-prefix", "CAP END")
+        foo.register("foo")
+        bar = Irc(irc_address(srv))
+        bar.register("bar")
+        foo.send("JOIN #chan")
+        foo.until("366")
+        bar.send("JOIN #chan")
+        bar.until("366")
+        foo.send("MODE #chan +vo bar bar", "MODE #chan +v foo")
+        assert foo.until("MODE", "#chan") == ":foo!foo@chatroom MODE #chan +vo bar bar"
+        assert foo.until("MODE", "#chan") == ":foo!foo@chatroom MODE #chan +v foo"
+        foo.send("NAMES #chan", "WHO #chan", "WHOIS bar")
+        assert foo.until("353").endswith(" #chan :@+bar @+foo")
+        assert [foo.until(" 352 ").split(" ")[8] for _ in range(2)] == ["H@+", "H@+"]
+        assert foo.until(" 319 ").endswith(":#lobby @+#chan")
+        bar.send("NAMES #chan", "WHO #chan")
+        assert bar.until("353").endswith(" #chan :@bar @foo")
+        assert [bar.until(" 352 ").split(" ")[8] for _ in range(2)] == ["H@", "H@"]
+        foo.send("MODE #chan -o bar", "NAMES #chan")
+        assert foo.until("353").endswith(" #chan :+bar @+foo")
+        json_user, _ = v2(srv, "jo")
+        json_user.send(command="members", room="chan", id=1)
+        info = json_user.until("room_info", id=1)["info"]
+        assert (info["roles"], info["voiced"]) == ({"bar": "voice", "foo": "owner"}, ["foo"])

@@ -131,7 +131,7 @@ def test_modes_need_an_operator_and_roles_change(book: RoomBook) -> None:
     refused("bad_request", lambda: book.mode("alice", "dev", "+q", []))
     change = book.mode("alice", "dev", "+ov", ["bob", "carol"])
     assert change.after is not None
-    assert dict(change.after.roles) == {"bob": Role.OP, "carol": Role.VOICE}
+    assert {u: r for u, r, _ in change.after.roles} == {"bob": Role.OP, "carol": Role.VOICE}
     apply(change)
     room = book.get("dev")
     assert room is not None
@@ -143,6 +143,28 @@ def test_modes_need_an_operator_and_roles_change(book: RoomBook) -> None:
     refused("not_operator", lambda: book.mode("alice", "dev", "-o", ["alice"]))
     apply(book.mode("alice", "dev", "-o", ["bob"]))
     assert not room.is_operator("bob")
+
+
+def test_voice_alongside_op(book: RoomBook) -> None:
+    """docs/PROTOCOL.md §Modes: +v of an operator keeps both (IRC's multi-prefix @+);
+    -o leaves the voice, -v the role; the owner's voice changes, its role never."""
+    apply = Seqs(book)
+    apply(book.join("alice", "dev", None))
+    apply(book.join("bob", "dev", None))
+    room = book.get("dev")
+    assert room is not None
+    apply(book.mode("alice", "dev", "+vo", ["bob", "bob"]))
+    assert room.info().roles["bob"] == "op" and room.info().voiced == ("bob",)
+    apply(book.mode("alice", "dev", "+v", ["alice"]))
+    assert room.info().voiced == ("alice", "bob")
+    apply(book.mode("alice", "dev", "-o", ["bob"]))
+    assert room.info().roles["bob"] == "voice" and room.info().voiced == ("alice",)
+    apply(book.mode("alice", "dev", "+o-v", ["bob", "alice"]))  # voice kept with op
+    info = room.info()
+    assert (info.roles, info.voiced) == ({"alice": "owner", "bob": "op"}, ("bob",))
+    apply(book.mode("alice", "dev", "-v", ["bob"]))
+    assert room.info().voiced == () and room.info().roles["bob"] == "op"
+    refused("not_operator", lambda: book.mode("bob", "dev", "-o", ["alice"]))
 
 
 def test_history_visibility(book: RoomBook) -> None:

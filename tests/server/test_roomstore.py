@@ -131,6 +131,11 @@ def scenario(log: Log) -> None:
     w.change(book.mode("alice", "dev", "+H", []))
     assert hist("bob", "dev") == ["Dev:before bob", "Dev:bob here"]
 
+    # Voice beside op (docs/PROTOCOL.md §Modes) is stored too.
+    w.change(book.mode("alice", "dev", "+ov", ["bob", "bob"]))
+    w.change(book.mode("alice", "dev", "+v", ["alice"]))
+    assert book.get("dev").info().voiced == ("alice", "bob")  # type: ignore[union-attr]
+
     # The stored state is the model's.
     again = RoomBook()
     again.load(*log.load_rooms())

@@ -166,3 +166,13 @@ def iso_time(ts: float) -> str:
 
 def mask(name: str) -> str:
     return f"{name}!{name}@{HOST}"
+
+
+# A member's role as a NAMES prefix: owners and ops are IRC's operators.
+_ROLE_PREFIX: Final = {"owner": "@", "op": "@", "voice": "+"}
+
+
+def role_prefix(role: str, voiced: bool) -> str:
+    """NAMES' and WHO's prefix for a member's ``role``; ``voiced``: an operator with
+    voice too, shown (``@+``) to a client with multi-prefix (the caller says)."""
+    return _ROLE_PREFIX.get(role, "") + ("+" if voiced and role in ("owner", "op") else "")

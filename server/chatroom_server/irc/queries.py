@@ -21,13 +21,13 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final, Protocol
 
 from chatroom.protocol import username_key
-from chatroom_server.irc.parse import HOST, number
+from chatroom_server.irc.parse import HOST, number, role_prefix
 
 if TYPE_CHECKING:
+    from chatroom.rooms import RoomInfo
     from chatroom_server.irc.core import Core
 
 WHOWAS_KEPT: Final = 1000  # sessions remembered for WHOWAS, the oldest dropped first
-_ROLE_FLAG: Final = {"owner": "@", "op": "@", "voice": "+"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +85,7 @@ class ServerQueries:
     name: str
     nick: str
     channel: str
+    caps: set[str]
     away: str | None
     _whowas: Whowas
 
@@ -122,7 +123,7 @@ class ServerQueries:
         for info in self.server.rooms_of(name):
             if "s" in info.modes and all(username_key(m) != me for m in info.members):
                 continue
-            chans.append(_ROLE_FLAG.get(info.roles.get(name, ""), "") + "#" + info.name)
+            chans.append(self._prefix(info, name) + "#" + info.name)
         return " ".join(chans)
 
     def _invisible(self, name: str) -> bool:
@@ -136,6 +137,12 @@ class ServerQueries:
             username_key(m) == me for info in self.server.rooms_of(name) for m in info.members
         )
         return not shared
+
+    def _prefix(self, info: RoomInfo, name: str) -> str:
+        """``name``'s prefix in ``info``: ``@+`` for an operator with voice too, to a
+        client that asked for multi-prefix; else the highest."""
+        voiced = "multi-prefix" in self.caps and name in info.voiced
+        return role_prefix(info.roles.get(name, ""), voiced)
 
     def online(self, nick: str) -> str | None:
         """The canonical spelling of ``nick`` if someone by that name is online."""
@@ -187,7 +194,7 @@ class ServerQueries:
                 if info is not None:
                     online = {username_key(n) for n in self.server.names()}
                     rows = [
-                        ("#" + info.name, m, _ROLE_FLAG.get(info.roles.get(m, ""), ""))
+                        ("#" + info.name, m, self._prefix(info, m))
                         for m in info.members
                         if username_key(m) in online
                     ]

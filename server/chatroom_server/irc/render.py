@@ -43,7 +43,16 @@ from chatroom.rooms import (
 from chatroom_server.frames import Frames
 from chatroom_server.irc.answers import error_lines
 from chatroom_server.irc.asked import NOTHING, Asked, Pending
-from chatroom_server.irc.parse import BYE_TEXT, HOST, LINE, MOTD, iso_time, mask, split_text
+from chatroom_server.irc.parse import (
+    BYE_TEXT,
+    HOST,
+    LINE,
+    MOTD,
+    iso_time,
+    mask,
+    role_prefix,
+    split_text,
+)
 
 if TYPE_CHECKING:
     from chatroom_server.irc.outbox import Translations
@@ -92,6 +101,7 @@ class IrcRender:
         channel: str | None = None,
         roles: dict[str, str] | None = None,
         secret: bool = False,
+        voiced: Iterable[str] = (),
     ) -> list[str]:
         channel = channel or self.channel
         head = self.numeric("353", "@" if secret else "=", channel, text="")
@@ -99,10 +109,13 @@ class IrcRender:
         lines, cur = [], ""
         full = "userhost-in-names" in self.caps
         roles = roles or {}
+        multi = "multi-prefix" in self.caps
+        also = frozenset(voiced) if multi else frozenset()
         for nick in users:
             # The prefix every message from them carries. Not irc_ident(): this runs
             # in translate(), under the server's lock (login_ok is sent under it).
-            name = _ROLE_PREFIX.get(roles.get(nick, ""), "") + (mask(nick) if full else nick)
+            prefix = role_prefix(roles.get(nick, ""), nick in also)
+            name = prefix + (mask(nick) if full else nick)
             if cur and len(cur) + 1 + len(name) > budget:
                 lines.append(head + cur)
                 cur = ""
@@ -115,7 +128,7 @@ class IrcRender:
     def joined_lines(self, info: RoomInfo) -> list[str]:
         """What a client sees on joining a room's channel: JOIN, the topic, NAMES."""
         chan = self.chan(info.name)
-        names = self.names_lines(info.members, chan, info.roles, "s" in info.modes)
+        names = self.names_lines(info.members, chan, info.roles, "s" in info.modes, info.voiced)
         return [f":{self.prefix()} JOIN {chan}", *self.topic_lines(info, joined=True), *names]
 
     def topic_lines(self, info: RoomInfo, joined: bool = False) -> list[str]:
@@ -289,7 +302,8 @@ class IrcRender:
                 out += self.joined_lines(info)
         elif cmd == "NAMES":
             secret = "s" in info.modes  # 353's "@" (RFC 2812), as on joining
-            out += self.names_lines(info.members, self.chan(info.name), info.roles, secret)
+            chan = self.chan(info.name)
+            out += self.names_lines(info.members, chan, info.roles, secret, info.voiced)
         elif cmd == "TOPIC":
             out += self.topic_lines(info)
         elif cmd == "MODE":
@@ -482,8 +496,6 @@ def _events_of(data: bytes) -> Iterator[object]:
             log.exception("cannot translate %r for IRC", line[:200])
 
 
-# A member's role as a NAMES prefix: owners and ops are IRC's operators.
-_ROLE_PREFIX: Final = {"owner": "@", "op": "@", "voice": "+"}
 # The moderation acks and events shown as KICK and MODE lines (IrcRender.moderation_lines).
 _MODERATION: Final = frozenset(("kick", "ban", "unban", "mute", "unmute"))
 
