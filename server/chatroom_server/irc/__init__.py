@@ -41,16 +41,17 @@ The package: :mod:`~chatroom_server.irc.parse` (lines and their limits),
 :mod:`~chatroom_server.irc.channels` (in: the channel commands, each the room command it
 means: channels are rooms), :mod:`~chatroom_server.irc.asked` (the requests awaiting
 their answers), :mod:`~chatroom_server.irc.answers` (errors as numerics),
-:mod:`~chatroom_server.irc.render` (out: events as lines)
-and :mod:`~chatroom_server.irc.outbox` (out: the connection's outbox, and the
-translations all share).
+:mod:`~chatroom_server.irc.render` (out: events as lines),
+:mod:`~chatroom_server.irc.outbox` (out: the connection's outbox) and
+:mod:`~chatroom_server.irc.translations` (out: the translations all share).
 """
 
 from chatroom_server.irc.core import Core
-from chatroom_server.irc.outbox import IrcOutbox, Translations
+from chatroom_server.irc.outbox import IrcOutbox
 from chatroom_server.irc.parse import LineDecoder, Message, decode_line, parse, split_text
 from chatroom_server.irc.render import IrcRender
 from chatroom_server.irc.session import IrcSession
+from chatroom_server.irc.translations import Translations
 
 __all__ = [
     "Core",

@@ -6,18 +6,26 @@ error is sent: it takes no lock and calls nothing of the server."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
 from chatroom.protocol import ErrorEvent
 from chatroom.rooms import MODE_LETTERS
 from chatroom_server.irc.asked import Asked
 from chatroom_server.irc.parse import HOST
 
-if TYPE_CHECKING:
-    from chatroom_server.irc.render import IrcRender
+
+class Renders(Protocol):
+    """What the errors read of the session's renderer (IrcRender implements it): its
+    names, and how it words a numeric."""
+
+    name: str  # the server's, in prefixes
+    nick: str
+    channel: str
+
+    def numeric(self, code: str, *params: str, text: str | None = None) -> str: ...
 
 
-def error_lines(r: IrcRender, e: ErrorEvent, asked: Asked, out: list[str]) -> None:
+def error_lines(r: Renders, e: ErrorEvent, asked: Asked, out: list[str]) -> None:
     """The lines for an error that answers ``asked``: the numeric IRC has for it, else
     a NOTICE."""
     cmd, target, args = asked.command, asked.target, asked.args
@@ -90,7 +98,7 @@ def error_lines(r: IrcRender, e: ErrorEvent, asked: Asked, out: list[str]) -> No
     out.append(f":{r.name} NOTICE {r.nick} :{e.message}")
 
 
-def _bad_mode(r: IrcRender, chan: str, change: str, why: str) -> str:
+def _bad_mode(r: Renders, chan: str, change: str, why: str) -> str:
     """A refused mode change: 472 for a letter not known here, else 696
     (ERR_INVALIDMODEPARAM) for the argument of the first letter that takes one."""
     modes, _, rest = change.partition(" ")

@@ -12,9 +12,23 @@ from typing import Any, Protocol
 from chatroom.protocol import ClientCommand
 from chatroom.rooms import RoomInfo
 from chatroom_server.config import ServerConfig
-from chatroom_server.irc.queries import Peer
 from chatroom_server.outbox import Outbox
 from chatroom_server.session import SessionRules
+
+
+class Peer(Protocol):
+    """What a query reads of another IRC session (IrcSession): each field one
+    attribute, set by its own reader thread."""
+
+    user: str | None
+    realname: str
+    away: str | None
+    in_lobby: bool
+    invisible: bool
+    wallops: bool  # user mode +w
+
+    def send_line(self, line: str) -> None:
+        """A line to it, from another session's thread (WALLOPS)."""
 
 
 class Connection(Protocol):

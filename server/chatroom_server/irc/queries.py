@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Final
 
 from chatroom.protocol import username_key
 from chatroom_server.irc.parse import HOST, number, role_prefix
@@ -60,21 +60,6 @@ class Whowas:
         pat = pattern.lower()
         found = [g for g in reversed(gone) if fnmatch.fnmatchcase(g.nick.lower(), pat)]
         return found if count <= 0 else found[:count]
-
-
-class Peer(Protocol):
-    """What a query reads of another IRC session (IrcSession): each field one
-    attribute, set by its own reader thread."""
-
-    user: str | None
-    realname: str
-    away: str | None
-    in_lobby: bool
-    invisible: bool
-    wallops: bool  # user mode +w
-
-    def send_line(self, line: str) -> None:
-        """A line to it, from another session's thread (WALLOPS)."""
 
 
 class ServerQueries:

@@ -55,7 +55,7 @@ from chatroom_server.irc.parse import (
 )
 
 if TYPE_CHECKING:
-    from chatroom_server.irc.outbox import Translations
+    from chatroom_server.irc.translations import Translations
 
 log = logging.getLogger("chatroom_server.irc")
 

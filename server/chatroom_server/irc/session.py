@@ -31,7 +31,6 @@ from chatroom_server.irc.asked import Pending
 from chatroom_server.irc.channels import ChannelCommands
 from chatroom_server.irc.core import Connection, Core, Lines
 from chatroom_server.irc.operators import OperatorCommands
-from chatroom_server.irc.outbox import Translations
 from chatroom_server.irc.parse import (
     CAPS,
     HOST,
@@ -46,6 +45,7 @@ from chatroom_server.irc.parse import (
     too_long,
 )
 from chatroom_server.irc.queries import Gone, ServerQueries
+from chatroom_server.irc.translations import Translations
 
 log = logging.getLogger("chatroom_server.irc")
 
