@@ -98,7 +98,7 @@ class ChatServer:
         self._node_rooms: NodeRooms | None = None
         # IRC and web sessions (_attach): the channel's shared renderings, and the web
         # client's files, read once.
-        self._irc_translations = Translations()
+        self.irc_translations = Translations()
         self._web_files = load_static() if c.web_port is not None else {}
         self._web_origins = frozenset(c.web_origins)
         self.address: tuple[str, int] = (c.host, c.port)
@@ -392,7 +392,7 @@ class ChatServer:
         outbox = conn.outbox
         if isinstance(outbox, IrcOutbox):
             conn.irc = outbox.session = IrcSession(
-                self, conn, self.config.irc_channel, self._irc_translations
+                self, conn, self.config.irc_channel, self.irc_translations
             )
         elif isinstance(outbox, WebOutbox):
             conn.web = outbox.session = WebSession(self, conn, self._web_files, self._web_origins)

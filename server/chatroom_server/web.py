@@ -43,7 +43,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from importlib import resources
-from typing import TYPE_CHECKING, Final
+from typing import Any, Final, Protocol
 from urllib.parse import urlsplit
 
 import h11
@@ -60,13 +60,11 @@ from wsproto.events import (
 from wsproto.frame_protocol import CloseReason, FrameProtocol
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
-from chatroom.errors import FrameTooLarge
+from chatroom.errors import FrameTooLarge, ProtocolError
 from chatroom_server.irc import IrcSession
+from chatroom_server.irc.core import Connection, Core, Runner
+from chatroom_server.irc.translations import Translations
 from chatroom_server.outbox import Outbox
-
-if TYPE_CHECKING:
-    from chatroom_server.conn import Conn
-    from chatroom_server.server import ChatServer
 
 log = logging.getLogger(__name__)
 
@@ -235,11 +233,39 @@ class WebOutbox(Outbox):
 # ------------------------------------------------------------------------------ in
 
 
+class WebRunner(Runner, Protocol):
+    """The server's command path, as a web session calls it
+    (chatroom_server.runner.CommandRunner): IRC's, and whole JSON frames."""
+
+    def refused(self, conn: Any, exc: ProtocolError) -> bool:
+        """Answer a refused frame; False after too many protocol errors in a row."""
+
+    def handle(self, conn: Any, frame: bytes) -> bool:
+        """One whole JSON frame; False closes the connection."""
+
+
+class Host(Core, Protocol):
+    """What a web session asks of the server (chatroom_server.server.ChatServer): what
+    the IRC gateway may ask, for IRC over WebSocket, and its command path for JSON. Named
+    here rather than imported, so that this transport depends on no module above it."""
+
+    irc_translations: Translations
+
+    @property
+    def runner(self) -> WebRunner: ...
+
+
+class WebConn(Connection, Protocol):
+    """What a web session reads and sets of the server's connection object."""
+
+    irc: IrcSession | None
+
+
 class WebSession:
     """One web connection: HTTP until a WebSocket upgrade, then JSON frames."""
 
     def __init__(
-        self, server: ChatServer, conn: Conn, files: dict[str, StaticFile], origins: frozenset[str]
+        self, server: Host, conn: WebConn, files: dict[str, StaticFile], origins: frozenset[str]
     ) -> None:
         self.server = server
         self.conn = conn
@@ -405,7 +431,7 @@ class WebSession:
             subprotocol = IRC_SUBPROTOCOL
             server = self.server
             self.irc = self.conn.irc = IrcSession(
-                server, self.conn, server.config.irc_channel, server._irc_translations
+                server, self.conn, server.config.irc_channel, server.irc_translations
             )
         self.upgraded = True  # before the 101: frames sent after it are WebSocket
         self.outbox.send_raw(ws.send(AcceptConnection(subprotocol=subprotocol)))
