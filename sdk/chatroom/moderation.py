@@ -16,6 +16,7 @@ from chatroom.errors import ErrorCode, ProtocolError, RequestId
 from chatroom.rooms import MAX_REASON, check_room
 
 __all__ = [
+    "MAX_ADDRESS",
     "MAX_AUDIT",
     "MAX_DURATION",
     "AuditCommand",
@@ -36,6 +37,8 @@ __all__ = [
 
 # The longest ban or mute with an end, in seconds (a year); without ``duration``: none.
 MAX_DURATION: Final = 365 * 24 * 3600
+# The longest ``address`` a ban may give (an IPv6 network is at most 43 characters).
+MAX_ADDRESS: Final = 64
 
 
 class KickCommand(_Command, tag="kick", frozen=True):
@@ -48,19 +51,23 @@ class KickCommand(_Command, tag="kick", frozen=True):
 
 class BanCommand(_Command, tag="ban", frozen=True):
     """Keep ``user`` out of ``room`` (removing them if a member) for ``duration``
-    seconds (absent: until unbanned); answered with an ``ack``."""
+    seconds (absent: until unbanned); answered with an ``ack``. Or, for server
+    operators, every connection from ``address`` (an IP address or CIDR network, given
+    instead of ``user``: docs/PROTOCOL.md §Bans by address)."""
 
     room: str
-    user: str
+    user: str = ""
     reason: str | None = None
     duration: int | None = None
+    address: str | None = None
 
 
 class UnbanCommand(_Command, tag="unban", frozen=True):
-    """End ``user``'s ban from ``room``; answered with an ``ack``."""
+    """End ``user``'s (or ``address``'s) ban from ``room``; answered with an ``ack``."""
 
     room: str
-    user: str
+    user: str = ""
+    address: str | None = None
 
 
 class BansCommand(_Command, tag="bans", frozen=True):
@@ -124,14 +131,16 @@ class AuditLog(_Event, tag="audit", frozen=True):
 
 
 class BanEntry(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True):
-    """One ban in force: ``user`` banned ``by`` an operator at ``ts``, until ``expires``
-    (unix time; absent: until unbanned)."""
+    """One ban in force: ``user`` (or, listed to server operators only, the network
+    ``address``: ``user`` is then empty, absent on the wire) banned ``by`` an operator
+    at ``ts``, until ``expires`` (unix time; absent: until unbanned)."""
 
-    user: str
     by: str
     ts: float
+    user: str = ""
     reason: str | None = None
     expires: float | None = None
+    address: str | None = None
 
 
 class BanList(_Event, tag="bans", frozen=True):
@@ -156,7 +165,16 @@ def validate_moderation_command(cmd: ModerationCommand) -> None:
     check_room(cmd.room, cmd.id)
     if isinstance(cmd, BansCommand):
         return
-    if NAME_RE.fullmatch(cmd.user) is None:
+    if isinstance(cmd, BanCommand | UnbanCommand) and cmd.address is not None:
+        # The address's form is checked, and made canonical, by the server (it alone
+        # knows the narrowest network a ban may name).
+        if cmd.user:
+            why = "a ban names a user or an address, not both"
+            raise ProtocolError(ErrorCode.BAD_REQUEST, why, cmd.id)
+        if not 1 <= len(cmd.address) <= MAX_ADDRESS or not cmd.address.isprintable():
+            why = f"an address is an IP address or CIDR network, up to {MAX_ADDRESS} characters"
+            raise ProtocolError(ErrorCode.BAD_REQUEST, why, cmd.id)
+    elif NAME_RE.fullmatch(cmd.user) is None:
         why = f"no user can be named {cmd.user[:40]!r}"
         raise ProtocolError(ErrorCode.BAD_REQUEST, why, cmd.id)
     if isinstance(cmd, KickCommand | BanCommand | MuteCommand):

@@ -259,6 +259,9 @@ class RoomEvent(_Event, tag="room_event", frozen=True):
     reason: str | None = None
     expires: float | None = None  # a ban's or mute's end (unix time): §Moderation
     removed: bool = False  # a ban of a member, who is one no longer (live only)
+    # A ban or unban of an address (no ``user``); which one is not shown: addresses are
+    # private (docs/PROTOCOL.md §Bans by address).
+    address: bool = False
     replayed: bool = msgspec.field(default=False, name="replay")
 
 

@@ -420,6 +420,10 @@ class Login:
             self._presence.begin(conn, name, new_user, cmd.id)()
             return True
         self._replay.clear_received(name)
+        if self._b.rooms is not None:
+            # A member of a room that bans the address they come from is put out of it
+            # before the session begins (docs/PROTOCOL.md §Bans by address).
+            self._b.rooms.kick_on_login(name, conn.ip)
         bus = self._b.bus
         if bus is not None:
             self._replay.catch_up(cmd)

@@ -479,8 +479,8 @@ class MessageLog:
         with self._reader() as db:
             return roomstore.load(lambda sql: db.execute(sql).fetchall(), "")
 
-    def load_moderation(self) -> tuple[list[modstore.Row], list[modstore.Row]]:
-        """Every ban and mute (chatroom_server.moderation.Moderation.load)."""
+    def load_moderation(self) -> tuple[list[modstore.Row], list[modstore.Row], list[modstore.Row]]:
+        """Every ban, mute and address ban (chatroom_server.moderation.Moderation.load)."""
         with self._reader() as db:
             return modstore.load(lambda sql: db.execute(sql).fetchall(), "")
 

@@ -15,9 +15,10 @@ whoever holds the fan-out lock.
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from chatroom.errors import ErrorCode, ProtocolError, RequestId
@@ -34,9 +35,12 @@ from chatroom.moderation import (
 from chatroom.protocol import username_key
 from chatroom.rooms import LOBBY, Role, RoomEventKind, room_key
 from chatroom_server.rooms import Room, RoomBook, RoomChange
+from chatroom_server.servergate import BadAddress, network
 from chatroom_server.session import BannedError
 
-__all__ = ["Ban", "Moderation", "Mute"]
+__all__ = ["AddressBan", "Ban", "Moderation", "Mute"]
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +53,41 @@ class Ban:
 
     def active(self, now: float) -> bool:
         return self.expires is None or now < self.expires
+
+
+@dataclass(frozen=True, slots=True)
+class AddressBan:
+    """A room's ban of a network (docs/PROTOCOL.md §Bans by address)."""
+
+    network: str  # canonical (chatroom_server.servergate.network)
+    by: str
+    ts: float
+    reason: str | None = None
+    expires: float | None = None
+    net: Network = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "net", ipaddress.ip_network(self.network))
+
+    def active(self, now: float) -> bool:
+        return self.expires is None or now < self.expires
+
+    def holds(self, ip: str) -> bool:
+        addr = _ip(ip)
+        return addr is not None and addr.version == self.net.version and addr in self.net
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A connection's address as a ban matches it: a v4 client on a dual-stack socket by
+    its v4 address (as chatroom_server.servergate matches it); None for no IP (a test's
+    socketpair)."""
+    try:
+        ip = ipaddress.ip_address(text.partition("%")[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +104,8 @@ class Mute:
 
 _T = TypeVar("_T")
 
-# Rows as stored (chatroom_server.modstore.load): (room, user, by, ts, reason, expires).
+# Rows as stored (chatroom_server.modstore.load): (room, user, by, ts, reason, expires);
+# an address ban's has the network in place of the user.
 Row = tuple[str, str, str, float, str | None, float | None]
 
 
@@ -75,6 +115,8 @@ class Moderation:
     def __init__(self) -> None:
         self._bans: dict[str, dict[str, Ban]] = {}  # room_key -> username_key -> Ban
         self._mutes: dict[str, dict[str, Mute]] = {}  # room_key -> username_key -> Mute
+        # room_key -> network -> AddressBan: a few per room at most, matched one by one.
+        self._addresses: dict[str, dict[str, AddressBan]] = {}
 
     # ------------------------------------------------------------ reading
 
@@ -83,12 +125,40 @@ class Moderation:
         ban = self._bans.get(room_key(room), {}).get(username_key(user))
         return ban if ban is not None and ban.active(now) else None
 
-    def check_join(self, room: str, user: str, now: float, rid: RequestId = None) -> None:
-        """Raise ``banned`` for a user a ban keeps out of ``room`` (before the room's
-        other checks: an invite does not lift a ban)."""
+    def address_ban_of(self, room: str, ip: str, now: float) -> AddressBan | None:
+        """The narrowest ban of ``room`` in force at ``now`` whose network holds ``ip``."""
+        found = [
+            b
+            for b in self._addresses.get(room_key(room), {}).values()
+            if b.active(now) and b.holds(ip)
+        ]
+        return max(found, key=lambda b: b.net.prefixlen, default=None)
+
+    def has_address_bans(self, room: str) -> bool:
+        return room_key(room) in self._addresses
+
+    def has_any_address_bans(self) -> bool:
+        """Whether any room has a ban of an address. Read without the lock by a login
+        (chatroom_server.roomwire.RoomWire.kick_on_login) as a hint: a dict's length is
+        read whole, and a login that misses a ban made at that moment is seen by the
+        ban's own kicks, which walk the sessions online."""
+        return bool(self._addresses)
+
+    def check_join(
+        self, room: str, user: str, now: float, rid: RequestId = None, ip: str | None = None
+    ) -> None:
+        """Raise ``banned`` for a user a ban keeps out of ``room``, by name or by the
+        address ``ip`` they connect from (before the room's other checks: an invite does
+        not lift a ban)."""
         ban = self.ban_of(room, user, now)
         if ban is not None:
             raise BannedError(_banned_text(room, ban), rid, ban.reason, ban.expires)
+        if ip is not None:
+            by_address = self.address_ban_of(room, ip, now)
+            if by_address is not None:
+                until = _until(by_address.expires, by_address.reason)
+                text = f"your address {ip} is banned from {room}{until}"
+                raise BannedError(text, rid, by_address.reason, by_address.expires)
 
     def check_speak(self, room: Room, user: str, now: float, rid: RequestId = None) -> None:
         """Raise ``muted`` for a member of ``room`` who may not speak in it now."""
@@ -104,13 +174,41 @@ class Moderation:
                 text = f"{room.name} is moderated (+m): only operators and voiced members speak"
                 raise ProtocolError(ErrorCode.MUTED, text, rid)
 
-    def bans(self, room: str, now: float) -> tuple[BanEntry, ...]:
+    def bans(self, room: str, now: float, addresses: bool = False) -> tuple[BanEntry, ...]:
+        """The bans of ``room`` in force, by name; then, with ``addresses`` (for a server
+        operator: addresses are private), its address bans, by network."""
         found = [b for b in self._bans.get(room_key(room), {}).values() if b.active(now)]
         found.sort(key=lambda b: b.user.lower())
-        return tuple(
+        out = [
             BanEntry(user=b.user, by=b.by, ts=b.ts, reason=b.reason, expires=b.expires)
             for b in found
-        )
+        ]
+        if addresses:
+            nets = [a for a in self._addresses.get(room_key(room), {}).values() if a.active(now)]
+            nets.sort(key=lambda a: (a.net.version, a.net))
+            out.extend(
+                BanEntry(address=a.network, by=a.by, ts=a.ts, reason=a.reason, expires=a.expires)
+                for a in nets
+            )
+        return tuple(out)
+
+    def address_kicks(
+        self, book: RoomBook, room: str, ip_of: Callable[[str], str | None], now: float
+    ) -> list[RoomChange]:
+        """The kicks that put out of ``room`` its members whose address (``ip_of(user
+        key)``: their session's, None if they have none here) a ban of it holds, each by
+        the ban's maker, saying so (docs/PROTOCOL.md §Bans by address)."""
+        r = book.get(room)
+        if r is None or not self.has_address_bans(r.name):
+            return []
+        out = []
+        for key, m in sorted(r.members.items()):
+            ip = ip_of(key)
+            ban = None if ip is None else self.address_ban_of(r.name, ip, now)
+            if ban is not None:
+                why = "banned by address" + (f": {ban.reason}" if ban.reason else "")
+                out.append(RoomChange(r.name, RoomEventKind.KICK, ban.by, user=m.user, reason=why))
+        return out
 
     # ------------------------------------------------------------ checks (no change)
 
@@ -122,11 +220,12 @@ class Moderation:
         now: float,
         account: Callable[[str], str | None],
         server_operator: bool = False,
+        ip: str | None = None,
     ) -> RoomChange | tuple[BanEntry, ...] | None:
         """The change ``cmd`` from ``user`` makes; for ``bans`` the list; None for an
         unban or unmute that changes nothing. ``account(name)``: an account's canonical
-        name or None; ``server_operator``: ``user`` is one (read by the caller).
-        Raises ProtocolError."""
+        name or None; ``server_operator``: ``user`` is one (read by the caller); ``ip``:
+        the address ``user`` connects from. Raises ProtocolError."""
         rid = cmd.id
         if room_key(cmd.room) == LOBBY:
             raise ProtocolError(ErrorCode.NOT_OPERATOR, "lobby has no operators", rid)
@@ -142,7 +241,9 @@ class Moderation:
                 raise ProtocolError(ErrorCode.NOT_OPERATOR, why, rid)
         by = user if me is None else me.user
         if isinstance(cmd, BansCommand):
-            return self.bans(room.name, now)
+            return self.bans(room.name, now, addresses=server_operator)
+        if isinstance(cmd, BanCommand | UnbanCommand) and cmd.address is not None:
+            return self._check_address(room, by, cmd, now, server_operator, ip)
         target = account(cmd.user)
         if target is None:
             raise ProtocolError(ErrorCode.UNKNOWN_USER, f"there is no user {cmd.user}", rid)
@@ -171,6 +272,36 @@ class Moderation:
             return None
         return RoomChange(room.name, RoomEventKind.UNMUTE, by, user=target)
 
+    def _check_address(
+        self,
+        room: Room,
+        by: str,
+        cmd: BanCommand | UnbanCommand,
+        now: float,
+        server_operator: bool,
+        ip: str | None,
+    ) -> RoomChange | None:
+        rid = cmd.id
+        assert cmd.address is not None
+        if not server_operator:
+            why = "only server operators ban or unban addresses: addresses are private"
+            raise ProtocolError(ErrorCode.NOT_OPERATOR, why, rid)
+        try:
+            net = network(cmd.address)
+        except BadAddress as exc:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, str(exc), rid) from None
+        if isinstance(cmd, UnbanCommand):
+            if net not in self._addresses.get(room_key(room.name), {}):
+                return None
+            return RoomChange(room.name, RoomEventKind.UNBAN, by, address=net)
+        if ip is not None and AddressBan(net, by, now).holds(ip):
+            why = f"{net} holds your own address: you cannot ban yourself"
+            raise ProtocolError(ErrorCode.BAD_REQUEST, why, rid)
+        expires = None if cmd.duration is None else now + cmd.duration
+        return RoomChange(
+            room.name, RoomEventKind.BAN, by, reason=cmd.reason, expires=expires, address=net
+        )
+
     # ------------------------------------------------------------ changes
 
     def apply(self, change: RoomChange, ts: float) -> None:
@@ -179,6 +310,16 @@ class Moderation:
         kind = change.event
         if kind in (RoomEventKind.PART, RoomEventKind.QUIT):
             self._drop(self._mutes, rk, change.by)
+            return
+        if change.address is not None:
+            if kind is RoomEventKind.BAN:
+                net = AddressBan(change.address, change.by, ts, change.reason, change.expires)
+                self._addresses.setdefault(rk, {})[change.address] = net
+            elif kind is RoomEventKind.UNBAN:
+                inner = self._addresses.get(rk, {})
+                inner.pop(change.address, None)
+                if not inner:
+                    self._addresses.pop(rk, None)
             return
         if change.user is None:
             return
@@ -211,6 +352,7 @@ class Moderation:
         it, or they would hold against the next room of that name."""
         self._bans.pop(room_key(room), None)
         self._mutes.pop(room_key(room), None)
+        self._addresses.pop(room_key(room), None)
 
     @staticmethod
     def _drop(table: dict[str, dict[str, _T]], rk: str, user: str) -> None:
@@ -220,8 +362,13 @@ class Moderation:
             if not inner:
                 del table[rk]
 
-    def load(self, bans: Iterable[Row], mutes: Iterable[Row]) -> None:
+    def load(
+        self, bans: Iterable[Row], mutes: Iterable[Row], addresses: Iterable[Row] = ()
+    ) -> None:
         """Build from stored rows (chatroom_server.modstore.load)."""
+        for room, net, by, ts, reason, expires in addresses:
+            ban = AddressBan(net, by, ts, reason, expires)
+            self._addresses.setdefault(room_key(room), {})[net] = ban
         for room, user, by, ts, reason, expires in bans:
             self._bans.setdefault(room_key(room), {})[username_key(user)] = Ban(
                 user, by, ts, reason, expires
@@ -236,7 +383,10 @@ def _when(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
 
 
+def _until(expires: float | None, reason: str | None) -> str:
+    until = "" if expires is None else f" until {_when(expires)}"
+    return until + (f" ({reason})" if reason else "")
+
+
 def _banned_text(room: str, ban: Ban) -> str:
-    until = "" if ban.expires is None else f" until {_when(ban.expires)}"
-    why = f" ({ban.reason})" if ban.reason else ""
-    return f"{ban.by} banned you from {room}{until}{why}"
+    return f"{ban.by} banned you from {room}{_until(ban.expires, ban.reason)}"

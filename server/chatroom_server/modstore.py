@@ -26,9 +26,11 @@ from chatroom_server.rooms import RoomChange
 
 __all__ = [
     "PG_MODERATION",
+    "PG_ROOM_ADDRESS_BANS",
     "PG_SERVER_GATE",
     "SQLITE_ADDRESS_BANS",
     "SQLITE_MODERATION",
+    "SQLITE_ROOM_ADDRESS_BANS",
     "SQLITE_SERVER_GATE",
     "change_statements",
     "is_operator",
@@ -99,6 +101,24 @@ CREATE TABLE IF NOT EXISTS {p}address_bans (
 );
 """
 
+_ROOM_ADDRESSES: Final = """
+CREATE TABLE IF NOT EXISTS {p}room_address_bans (
+    room_key  TEXT NOT NULL,
+    network   TEXT NOT NULL,            -- canonical CIDR (servergate.network())
+    room_name TEXT NOT NULL,
+    by_name   TEXT NOT NULL,            -- the server operator who banned it
+    ts        DOUBLE PRECISION NOT NULL,
+    reason    TEXT,
+    expires   DOUBLE PRECISION,         -- unix time; NULL: until unbanned
+    PRIMARY KEY (room_key, network)
+);
+"""
+
+# A room's bans of addresses (docs/PROTOCOL.md §Bans by address): chatroom_server.schema's
+# step 7, chatroom_server.cluster.pg's step 5.
+SQLITE_ROOM_ADDRESS_BANS: Final[str] = _ROOM_ADDRESSES.format(p="")
+PG_ROOM_ADDRESS_BANS: Final[str] = _ROOM_ADDRESSES.format(p="chat_")
+
 # Server-wide (chatroom_server.servergate): chatroom_server.schema's steps 5 and 6,
 # chatroom_server.cluster.pg's step 4.
 SQLITE_SERVER_GATE: Final[str] = _GATE.format(p="")
@@ -135,7 +155,31 @@ def change_statements(change: RoomChange, seq: int, p: str, mark: str) -> list[S
                 (rk, username_key(who)),
             )
         )
-    if kind in (RoomEventKind.BAN, RoomEventKind.MUTE) and change.user is not None:
+    if change.address is not None and kind is RoomEventKind.BAN:
+        out.append(
+            (
+                f"INSERT INTO {p}room_address_bans VALUES ({m}, {m}, {m}, {m}, {m}, {m}, {m}) "
+                "ON CONFLICT (room_key, network) DO UPDATE SET by_name = excluded.by_name, "
+                "ts = excluded.ts, reason = excluded.reason, expires = excluded.expires",
+                (
+                    rk,
+                    change.address,
+                    change.room,
+                    change.by,
+                    change.ts,
+                    change.reason,
+                    change.expires,
+                ),
+            )
+        )
+    elif change.address is not None and kind is RoomEventKind.UNBAN:
+        out.append(
+            (
+                f"DELETE FROM {p}room_address_bans WHERE room_key = {m} AND network = {m}",
+                (rk, change.address),
+            )
+        )
+    elif kind in (RoomEventKind.BAN, RoomEventKind.MUTE) and change.user is not None:
         table = "room_bans" if kind is RoomEventKind.BAN else "room_mutes"
         out.append(
             (
@@ -168,6 +212,8 @@ def change_statements(change: RoomChange, seq: int, p: str, mark: str) -> list[S
             detail["args"] = list(change.args)
         if change.expires is not None:
             detail["expires"] = change.expires
+        if change.address is not None:
+            detail["address"] = change.address
         out.append(
             (
                 f"INSERT INTO {p}audit VALUES ({m}, {m}, {m}, {m}, {m}, {m}, {m}, {m})",
@@ -176,7 +222,7 @@ def change_statements(change: RoomChange, seq: int, p: str, mark: str) -> list[S
                     change.ts,
                     change.by,
                     kind.value,
-                    change.user,
+                    change.user if change.address is None else change.address,
                     change.room,
                     change.reason,
                     json.dumps(detail, separators=(",", ":")),
@@ -190,12 +236,12 @@ Query = Callable[[str], Sequence[Sequence[Any]]]
 Row = tuple[str, str, str, float, str | None, float | None]
 
 
-def load(query: Query, p: str) -> tuple[list[Row], list[Row]]:
-    """Every ban and mute stored, as chatroom_server.moderation.Moderation.load takes
-    them."""
+def load(query: Query, p: str) -> tuple[list[Row], list[Row], list[Row]]:
+    """Every ban, mute and room's address ban stored (the network in the user's place),
+    as chatroom_server.moderation.Moderation.load takes them."""
 
-    def rows(table: str) -> list[Row]:
-        sql = f"SELECT room_name, user_name, by_name, ts, reason, expires FROM {p}{table}"
+    def rows(table: str, user: str = "user_name") -> list[Row]:
+        sql = f"SELECT room_name, {user}, by_name, ts, reason, expires FROM {p}{table}"
         return [
             (
                 str(r[0]),
@@ -208,7 +254,7 @@ def load(query: Query, p: str) -> tuple[list[Row], list[Row]]:
             for r in query(sql)
         ]
 
-    return rows("room_bans"), rows("room_mutes")
+    return rows("room_bans"), rows("room_mutes"), rows("room_address_bans", "network")
 
 
 # ---------------------------------------------------------------- server operators (SQLite)

@@ -51,7 +51,7 @@ class Conn(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class _Pending:
-    conn: Conn
+    conn: Conn | None  # None: nobody to reply to (a kick by an address ban)
     change: RoomChange
     rid: RequestId
 
@@ -113,6 +113,7 @@ def change_from_row(book: RoomBook, m: Stored) -> RoomChange | None:
         args=args,
         reason=d.get("reason"),
         expires=d.get("expires"),
+        address=d.get("address"),
         after=after,
         ts=m.ts,
     )
@@ -129,8 +130,11 @@ class NodeRooms:
         self._pending: dict[int, _Pending] = {}
         # Outboxes :meth:`row` queued to since the last :meth:`push` (same owner).
         self._touched: dict[int, Outbox] = {}
+        # Called, the fan-out lock held, when a ban of an address is applied to a
+        # room: must not take the lock (chatroom_server.server hands it to a thread).
+        self.address_banned: Callable[[str], None] = lambda room: None
 
-    def defer(self, conn: Conn, seq: int, change: RoomChange, rid: RequestId) -> None:
+    def defer(self, conn: Conn | None, seq: int, change: RoomChange, rid: RequestId) -> None:
         """A room event this node stored as ``seq``: applied, and replied to, when the
         consumer reaches it."""
         self._pending[seq] = _Pending(conn, change, rid)
@@ -156,9 +160,13 @@ class NodeRooms:
             return 0
         d = self.service.stored(change, m.seq, m.ts, None if pending is None else pending.rid)
         n = self._queue(d.to, d.event, skip=username_key(change.by))
-        if pending is not None:
+        if pending is not None and pending.conn is not None:
             self._put(pending.conn, d.reply)
             n += 1
+        if change.address is not None and change.event is RoomEventKind.BAN:
+            # This node's members from the address are kicked (stored as kicks, in
+            # turn), by whichever node holds them: only it knows where they come from.
+            self.address_banned(change.room)
         return n
 
     def push(self) -> None:

@@ -173,6 +173,8 @@ class RoomChange:
     invite_used: bool = False
     after: ModeResult | None = None
     expires: float | None = None  # a ban's or mute's end (chatroom_server.moderation)
+    # A ban or unban of a network (canonical, servergate.network) rather than a user.
+    address: str | None = None
     ts: float = 0.0  # when it was made (the audit log's time, chatroom_server.modstore)
     ephemeral: bool = False  # of a guest room: never stored (Room.ephemeral)
 
@@ -180,7 +182,7 @@ class RoomChange:
         """The change's fields beyond room, event and by, as the JSON text a log row
         keeps in its body (chatroom_server.roomstore)."""
         d: dict[str, object] = {}
-        for name in ("user", "topic", "modes", "reason"):
+        for name in ("user", "topic", "modes", "reason", "address"):
             value = getattr(self, name)
             if value is not None:
                 d[name] = value
@@ -206,6 +208,7 @@ class RoomChange:
             args=self.args,
             reason=self.reason,
             expires=self.expires,
+            address=self.address is not None,  # never which: addresses are private
             replayed=replayed,
         )
 
@@ -227,6 +230,7 @@ def event_from_row(
         args=tuple(d.get("args", ())),
         reason=d.get("reason"),
         expires=d.get("expires"),
+        address="address" in d,  # never which: addresses are private
         replayed=replayed,
     )
 

@@ -57,6 +57,7 @@ from chatroom_server.frames import encoded
 from chatroom_server.messagelog import NewMessage, Stored
 from chatroom_server.moderation import Moderation
 from chatroom_server.rooms import NO_HISTORY, RoomBook, RoomChange, event_from_row
+from chatroom_server.servergate import network
 
 __all__ = ["Answer", "Delivery", "RoomService", "ToStore"]
 
@@ -108,12 +109,14 @@ class RoomService:
         account: Callable[[str], str | None] = lambda name: name,
         server_operator: bool = False,
         guest: bool = False,
+        ip: str | None = None,
     ) -> Answer | ToStore:
         """A room or moderation command from ``user`` (canonical name), validated
         already (chatroom.protocol.validate_command). ``account(name)``: the canonical
         name of an account (or of a guest online), None for none (``invite`` and
         moderation name one); ``server_operator``: ``user`` is one; ``guest``: an IRC
-        guest (docs/PROTOCOL.md §Guest rooms). Raises ProtocolError. A change to a
+        guest (docs/PROTOCOL.md §Guest rooms); ``ip``: the address ``user``'s session
+        comes from (bans by address). Raises ProtocolError. A change to a
         guest room is marked ``ephemeral``: the caller applies it without storing it."""
         book, rid = self.book, cmd.id
         change: RoomChange | None
@@ -126,13 +129,14 @@ class RoomService:
                 def account(name: str) -> str | None:
                     return known(name) or (name if is_valid_username(name) else None)
 
-            got = self.moderation.check(book, user, cmd, ts, account, server_operator)
+            got = self.moderation.check(book, user, cmd, ts, account, server_operator, ip)
             if isinstance(got, tuple):
                 name = self.room_name(cmd.room)
                 return Answer(encode(BanList(room=name, bans=got, id=rid)))
             if got is None:  # an unban or unmute of nobody: nothing changes
                 tag = str(cmd.__struct_config__.tag)
-                to = account(getattr(cmd, "user", ""))
+                address = getattr(cmd, "address", None)
+                to = network(address) if address else account(getattr(cmd, "user", ""))
                 name = self.room_name(cmd.room)
                 ack = Ack(command=tag, room=name, to=to, unchanged=True, id=rid)
                 return Answer(encode(ack))
@@ -145,7 +149,7 @@ class RoomService:
             return Answer(encode(RoomInfoReply(info=info, id=rid)))
         if isinstance(cmd, JoinCommand):
             if not book.is_member(user, cmd.room):
-                self.moderation.check_join(cmd.room, user, ts, rid)
+                self.moderation.check_join(cmd.room, user, ts, rid, ip)
             change = book.join(user, cmd.room, cmd.key, rid, guest)
             if change is None:  # a member already (or lobby): the room as it is
                 lobby = room_key(cmd.room) == LOBBY
@@ -209,6 +213,7 @@ class RoomService:
             reply = encoded(RoomInfoReply(info=room.info(), seq=seq, joined=True, id=request_id))
         else:
             to = None if change.event in (RoomEventKind.TOPIC, RoomEventKind.MODE) else change.user
+            to = change.address or to  # the network, to the server operator who banned it
             reply = encoded(
                 Ack(
                     command=change.event.value,
@@ -254,10 +259,33 @@ class RoomService:
             out.append(Delivery(b"", encode(change.frame(None, ts)), to))
         return out
 
+    def address_kicks(
+        self, room: str, ip_of: Callable[[str], str | None], ts: float
+    ) -> list[ToStore]:
+        """The kicks that put out of ``room`` its members whose session here
+        (``ip_of(user key)``) comes from an address it bans, to store in turn
+        (docs/PROTOCOL.md §Bans by address)."""
+        kicks = self.moderation.address_kicks(self.book, room, ip_of, ts)
+        return [self._to_store(k, ts) for k in kicks]
+
+    def address_banned_rooms(self, user: str, ip: str, ts: float) -> list[str]:
+        """The rooms ``user`` is in that ban the address ``ip``."""
+        m = self.moderation
+        return [
+            r.name
+            for r in self.book.rooms_of(user)
+            if m.has_address_bans(r.name) and m.address_ban_of(r.name, ip, ts) is not None
+        ]
+
     # ------------------------------------------------------------ messages in rooms
 
     def recipients(
-        self, room: str | None, sender: str, rid: object = None, now: float = 0.0
+        self,
+        room: str | None,
+        sender: str,
+        rid: object = None,
+        now: float = 0.0,
+        ip: str | None = None,
     ) -> frozenset[str] | None:
         """Who gets a ``pm`` to ``room`` from ``sender`` at ``now``: its members' keys
         (the sender among them if a member); None for lobby (everyone). Raises
@@ -271,7 +299,7 @@ class RoomService:
         if r is None or "n" in r.flags or r.member(sender) is not None:
             r = self.book.member_room(sender, room, request_id)
         else:
-            self.moderation.check_join(r.name, sender, now, request_id)
+            self.moderation.check_join(r.name, sender, now, request_id, ip)
         self.moderation.check_speak(r, sender, now, request_id)
         return frozenset(r.members)
 

@@ -131,13 +131,16 @@ def change_statements(change: RoomChange, seq: int, p: str, mark: str) -> list[S
             )
     elif kind in (RoomEventKind.PART, RoomEventKind.KICK, RoomEventKind.BAN):
         gone = change.by if kind is RoomEventKind.PART else change.user
-        assert gone is not None
-        out.append(
-            (
-                f"DELETE FROM {p}room_members WHERE user_key = {m} AND room_key = {m}",
-                (username_key(gone), rk),
+        # A ban of an address names nobody: its members are put out by kicks of their
+        # own (chatroom_server.roomwire).
+        assert gone is not None or change.address is not None
+        if gone is not None:
+            out.append(
+                (
+                    f"DELETE FROM {p}room_members WHERE user_key = {m} AND room_key = {m}",
+                    (username_key(gone), rk),
+                )
             )
-        )
     elif kind is RoomEventKind.TOPIC:
         topic = change.topic or ""
         out.append(

@@ -40,7 +40,7 @@ from typing import Protocol
 
 from chatroom.errors import ErrorCode, ProtocolError, RequestId
 from chatroom.moderation import BansCommand, ModerationCommand
-from chatroom.protocol import ErrorEvent, encode
+from chatroom.protocol import ErrorEvent, encode, username_key
 from chatroom.rooms import InviteCommand, ModeCommand, RoomCommand, RoomInfo
 from chatroom_server.fanout import FanOut
 from chatroom_server.messagelog import Conflict, Duplicate, NewMessage, StorageError
@@ -65,6 +65,7 @@ class Conn(Protocol):
     done: int
     guest: bool  # an IRC guest (docs/PROTOCOL.md §Guest rooms)
     oper: bool  # a server operator by an IRC O-line (chatroom_server.olines)
+    ip: str  # the address the connection comes from (bans by address)
 
 
 def _error(code: str, message: str, rid: RequestId) -> bytes:
@@ -84,7 +85,7 @@ class RoomWire:
         wall: Callable[[], float],
         settle_timeout: float = 10.0,
         is_operator: Callable[[str], bool] = lambda _: False,
-        defer: Callable[[Conn, int, RoomChange, RequestId], None] | None = None,
+        defer: Callable[[Conn | None, int, RoomChange, RequestId], None] | None = None,
         applied: Callable[[int, float], bool] = lambda seq, timeout: True,
     ) -> None:
         self.service = service
@@ -131,7 +132,9 @@ class RoomWire:
 
         def run() -> None:
             try:
-                got = self.service.handle(user, cmd, ts, lambda _: target, oper, conn.guest)
+                got = self.service.handle(
+                    user, cmd, ts, lambda _: target, oper, conn.guest, conn.ip
+                )
             except ProtocolError as exc:
                 conn.outbox.send(refusal_frame(exc))
                 return
@@ -153,6 +156,8 @@ class RoomWire:
             d = self.service.stored(got.change, seq, ts, cmd.id)
             self._send_to(d.to, d.event, skip=conn)
             conn.outbox.send(d.reply)
+            if got.change.address is not None:
+                self._kick_banned(got.change.room, ts)
 
         self._exclusive(run, cmd.id)
         # The connection's next command is read once its node has applied this one (its
@@ -169,7 +174,8 @@ class RoomWire:
         guest room's is delivered live only, no seq, no history: docs/PROTOCOL.md §Guest
         rooms); ProtocolError if the user may not say it (not a member, muted, no such
         room)."""
-        members = self.service.recipients(room, user, rid, ts)
+        c = self._by_key(username_key(user))
+        members = self.service.recipients(room, user, rid, ts, None if c is None else c.ip)
         assert members is not None  # lobby's messages never come here
         name = self.service.room_name(room)
         return name, members, not self.service.book.is_ephemeral(name)
@@ -218,6 +224,76 @@ class RoomWire:
         return self._fanout.exclusive(
             lambda: (self.service.room_name(room), self.service.readable_from(user, room, rid))
         )
+
+    # ------------------------------------------------------------ bans by address
+
+    def _kick_banned(
+        self, room: str, ts: float, ip_of: Callable[[str], str | None] | None = None
+    ) -> int:
+        """Under the fan-out lock: store a kick of each member of ``room`` whose session
+        here (or ``ip_of(user key)``) comes from an address the room bans
+        (docs/PROTOCOL.md §Bans by address). On a cluster node the kicks are applied
+        when the stream reaches them, as any room event; the kicked get the event,
+        nobody a reply. Returns the last kick's seq (0: none)."""
+
+        def online_ip(key: str) -> str | None:
+            c = self._by_key(key)
+            return None if c is None else c.ip
+
+        last = 0
+        for got in self.service.address_kicks(room, ip_of or online_ip, ts):
+            try:
+                (seq,) = self._log.append([got.message])
+            except StorageError as exc:
+                log.error("cannot store the kick of %s from %s: %s", got.change.user, room, exc)
+                continue
+            if not isinstance(seq, int):  # a kick has no cid: cannot happen
+                continue
+            last = seq
+            if self._defer is not None:
+                self._defer(None, seq, got.change, None)
+                continue
+            d = self.service.stored(got.change, seq, ts)
+            self._send_to(d.to, d.event, skip=None)
+        return last
+
+    def kick_banned(self, rooms: list[str]) -> None:
+        """From any thread but the fan-out lock's holder: :meth:`_kick_banned` for each
+        room (a cluster node that applied another node's ban of an address; a login
+        from an address one of the user's rooms bans)."""
+        ts = self._wall()
+
+        def run() -> None:
+            for room in rooms:
+                self._kick_banned(room, ts)
+
+        try:
+            self._fanout.exclusive(run)
+        except TimeoutError as exc:
+            log.error("members banned by address from %s were not kicked: %s", rooms, exc)
+
+    def kick_on_login(self, user: str, ip: str) -> None:
+        """Before ``user``'s session from ``ip`` begins: out of every room they are in
+        that bans ``ip`` (a kick each, applied, on a cluster node too, before this
+        returns, or after the settle timeout). Takes the fan-out lock only while some
+        room bans an address: a login storm is not slowed by a feature not in use."""
+        if not self.service.moderation.has_any_address_bans():  # a hint (its docstring)
+            return
+        ts, key = self._wall(), username_key(user)
+
+        def run() -> int:
+            last = 0
+            for room in self.service.address_banned_rooms(user, ip, ts):
+                last = self._kick_banned(room, ts, lambda k: ip if k == key else None) or last
+            return last
+
+        try:
+            last = self._fanout.exclusive(run)
+        except TimeoutError as exc:
+            log.error("%s from %s was not put out of the rooms that ban it: %s", user, ip, exc)
+            return
+        if last and self._defer is not None and not self._applied(last, self._settle):
+            log.warning("seq %d is not applied here after %.0f s", last, self._settle)
 
     # ------------------------------------------------------------ helpers
 

@@ -93,6 +93,7 @@ STEPS: Final = (
     Step(4, "moderation", modstore.SQLITE_MODERATION),  # chatroom_server.modstore
     Step(5, "server-wide bans and settings", modstore.SQLITE_SERVER_GATE),
     Step(6, "address bans", modstore.SQLITE_ADDRESS_BANS),
+    Step(7, "rooms' address bans", modstore.SQLITE_ROOM_ADDRESS_BANS),
 )
 SCHEMA_VERSION: Final = STEPS[-1].version
 # Tables by which a database with no version is known to be a chatroom one.

@@ -275,7 +275,7 @@ class ChatServer:
                 return None if guest is None else guest.username
             return found.name
 
-        return RoomWire(
+        wire = RoomWire(
             service,
             mlog,
             self._b.fanout,
@@ -286,6 +286,17 @@ class ChatServer:
             defer=defer,
             applied=applied,
         )
+        if self._node_rooms is not None:
+            # The consumer applies a ban of an address holding the fan-out lock; the
+            # kicks of this node's members from it take that lock: another thread's.
+            def address_banned(room: str) -> None:
+                kicks = threading.Thread(
+                    target=wire.kick_banned, args=([room],), name="address-kicks", daemon=True
+                )
+                kicks.start()
+
+            self._node_rooms.address_banned = address_banned
+        return wire
 
     def _start_cluster(self) -> tuple[str, int]:
         """docs/CLUSTER.md: accounts and the log in PostgreSQL, fan-out and presence

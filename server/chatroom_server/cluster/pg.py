@@ -106,6 +106,7 @@ PG_STEPS: Final = (
     Step(2, "rooms", roomstore.PG_ROOMS),
     Step(3, "moderation", modstore.PG_MODERATION),
     Step(4, "server-wide bans, addresses and settings", modstore.PG_SERVER_GATE),
+    Step(5, "rooms' address bans", modstore.PG_ROOM_ADDRESS_BANS),
 )
 SCHEMA_VERSION: Final = PG_STEPS[-1].version
 
@@ -570,7 +571,7 @@ class PgMessageLog:
 
     def load_room_state(
         self,
-    ) -> tuple[roomstore.Loaded, tuple[list[modstore.Row], list[modstore.Row]]]:
+    ) -> tuple[roomstore.Loaded, tuple[list[modstore.Row], list[modstore.Row], list[modstore.Row]]]:
         """Rooms (as :meth:`load_rooms`) and bans and mutes (Moderation.load) as of one
         snapshot, and ``last_seq`` set to that snapshot's highest seq. A node starts
         from it: every room event after it reaches this node from the stream or the gap
