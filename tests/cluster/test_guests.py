@@ -70,3 +70,58 @@ def test_a_dead_nodes_guests_free_their_nicks(cluster: Cluster) -> None:
     heir = irc(survivor)
     heir.send("NICK visitor", "USER u 0 * :R")
     assert heir.until(" 001 ").startswith(":chatroom 001 visitor ")
+
+
+def _privmsgs_until(client: Irc, text: str) -> list[str]:
+    """The PRIVMSG lines ``client`` gets up to the one with ``text`` (tags cut off)."""
+    lines = []
+    while True:
+        line = client.line()
+        line = line.split(" ", 1)[1] if line.startswith("@") else line
+        if " PRIVMSG " in line:
+            lines.append(line)
+            if line.endswith(f" :{text}"):
+                return lines
+
+
+def test_a_guest_never_gets_its_own_public_message_from_the_stream(cluster: Cluster) -> None:
+    # On one node a sender never gets its own broadcast back: with echo-message, one
+    # echo (its ack); without, nothing. Every node's clients get the stream's messages in
+    # seq order, so whatever a guest got of its own comes before a later message of
+    # someone else's.
+    a, b = guest_node(cluster), guest_node(cluster)
+    here = RawClient(a.address)
+    here.login("herewatch")
+    there = RawClient(b.address)
+    there.login("therewatch")
+    echo = irc(a)
+    echo.send("CAP REQ :echo-message", "CAP END", "NICK echoguest", "USER u 0 * :R")
+    echo.until("376")
+    plain = irc(a)
+    plain.send("NICK plainguest", "USER u 0 * :R")
+    plain.until("376")
+    far = irc(b)  # a guest on the other node, which gets both from the stream
+    far.send("CAP REQ :echo-message", "CAP END", "NICK farguest", "USER u 0 * :R")
+    far.until("376")
+    for guest in (echo, plain, far):
+        guest.send("JOIN #lobby")
+        guest.until("366")
+    echo.send("PRIVMSG #lobby :echoed once")
+    assert here.until("broadcast", message="echoed once")["from"] == "echoguest"
+    plain.send("PRIVMSG #lobby :never back")
+    # On b under the fan-out's lock (ClusterNode.cluster_deliver), which far's ack (its
+    # echo) waits for: the echo comes after what b's stream brought before.
+    there.until("broadcast", message="never back")
+    far.send("PRIVMSG #lobby :from afar")
+    here.until("broadcast", message="from afar")
+    there.send(command="pm", message="last")
+    said = {
+        "echoed once": ":echoguest!echoguest@chatroom PRIVMSG #lobby :echoed once",
+        "never back": ":plainguest!plainguest@chatroom PRIVMSG #lobby :never back",
+        "from afar": ":farguest!farguest@chatroom PRIVMSG #lobby :from afar",
+        "last": ":therewatch!therewatch@chatroom PRIVMSG #lobby :last",
+    }
+    everything = list(said.values())
+    assert _privmsgs_until(echo, "last") == everything
+    assert _privmsgs_until(far, "last") == everything
+    assert _privmsgs_until(plain, "last") == [said[k] for k in ("echoed once", "from afar", "last")]
