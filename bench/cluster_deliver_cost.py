@@ -1,14 +1,17 @@
 """What a cluster node's delivery costs per delivery, in process: A/B of two trees.
 
     .venv/bin/python bench/cluster_deliver_cost.py --base main [--rounds 5]
-        [--recipients 100] [--senders 10] [--run 10] [--calls 300] [--dm-every 0]
+        [--recipients 100] [--senders 10] [--run 10] [--calls 300] [--dm-every 0] [--irc]
 
 The delivery a node makes of the cluster's stream (``node.ClusterNode.cluster_deliver``:
 framing, the fan-out lock, the share of each recipient, the outboxes), without Redis,
 PostgreSQL or a load generator: ``--recipients`` real :class:`Outbox`\\ es on Unix socket
 pairs whose far ends are drained between calls (untimed), and ``--calls`` calls of
 ``--run`` stored messages each from ``--senders`` of them (every ``--dm-every``-th a DM,
-0: none). Reports this thread's CPU (``time.thread_time``) per delivery, so the box's
+0: none). ``--irc``: every recipient an IRC connection's outbox (chatroom_server.irc,
+``IrcOutbox``, with message-tags and server-time), which renders the frames it gets as
+IRC lines, sharing one translation per frame object as the gateway does. Reports this
+thread's CPU (``time.thread_time``) per delivery, so the box's
 load (bench/cluster.py's noise: p99s of seconds when seven helpers share two cores)
 barely moves it. The server of git revision ``--base`` (A) and this tree's (B) run in
 child processes, alternating A, B, A, B, ...; the ratio is the median of each round's B
@@ -65,12 +68,30 @@ class _Log:
     last_seq = 0
 
 
+def _irc_outbox(sock: Any, flusher: Any, nick: str, shared: Any) -> Any:
+    """An IRC connection's outbox and the part of its session that renders (what
+    IrcSession.__init__ and its registration set on an IrcRender)."""
+    from chatroom_server.irc import IrcOutbox
+    from chatroom_server.irc.asked import Pending
+    from chatroom_server.irc.render import IrcRender
+
+    render = IrcRender()
+    render.name, render.nick, render.channel = "chatroom", nick, "#lobby"
+    render.caps = {"message-tags", "server-time"}
+    render.registered, render.guest, render.max_message = True, None, 4096
+    render._shared, render.pending = shared, Pending()
+    outbox = IrcOutbox(sock, flusher, name=nick)
+    outbox.session = render
+    return outbox
+
+
 def child(args: argparse.Namespace) -> float:
     """CPU µs per delivery of this interpreter's chatroom_server (the tree on its path)."""
     import socket
 
     from chatroom_server.backends import Backends
     from chatroom_server.fanout import FanOut
+    from chatroom_server.irc import Translations
     from chatroom_server.messagelog import Stored
     from chatroom_server.node import ClusterNode
     from chatroom_server.outbox import Flusher, Outbox
@@ -81,8 +102,14 @@ def child(args: argparse.Namespace) -> float:
     try:
         for _, far in pairs:
             far.setblocking(False)
+        shared = Translations()
         conns = [
-            _Conn(Outbox(near, flusher, name=f"u{i}"), f"user{i}")
+            _Conn(
+                _irc_outbox(near, flusher, f"user{i}", shared)
+                if args.irc
+                else Outbox(near, flusher, name=f"u{i}"),
+                f"user{i}",
+            )
             for i, (near, _) in enumerate(pairs)
         ]
         presence = _Presence(conns)
@@ -140,6 +167,7 @@ def main() -> None:
     ap.add_argument("--run", type=int, default=10, help="messages per call")
     ap.add_argument("--calls", type=int, default=300)
     ap.add_argument("--dm-every", type=int, default=0)
+    ap.add_argument("--irc", action="store_true", help="IRC recipients (rendered lines)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -176,7 +204,8 @@ def main() -> None:
     ratios = [b / a for a, b in zip(got["A"], got["B"], strict=True)]
     print(
         f"A = {args.base}, B = this tree; {args.recipients} recipients, {args.senders} "
-        f"senders, {args.run} messages a call, DM every {args.dm_every or 'never'}: "
+        f"senders{' (IRC)' if args.irc else ''}, {args.run} messages a call, DM every "
+        f"{args.dm_every or 'never'}: "
         f"A {statistics.median(got['A']):.2f}, B {statistics.median(got['B']):.2f} "
         f"µs/delivery (medians of {args.rounds}), B/A {statistics.median(ratios):.2f} "
         "(median of the rounds' ratios)"
