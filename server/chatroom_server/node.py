@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from chatroom.protocol import Broadcast, Bye, ByeReason, DirectMessage, encode, username_key
 from chatroom_server.delivery import Entry, deliver
 from chatroom_server.fanitems import Member
+from chatroom_server.frames import Frames, encoded
 from chatroom_server.messagelog import Stored
 from chatroom_server.noderooms import is_room_row
 from chatroom_server.outbox import Outbox
@@ -170,11 +171,13 @@ class _Run:
         return deliveries
 
 
-def _live_frame(m: Stored) -> bytes:
-    """A stored message as a live recipient gets it (from the cluster's stream)."""
+def _live_frame(m: Stored) -> Frames:
+    """A stored message as a live recipient gets it (from the cluster's stream), carrying
+    its event: an IRC recipient renders that, not the JSON decoded again, as on one node
+    (chatroom_server.frames)."""
     if m.to is None:
-        return encode(Broadcast(sender=m.sender, message=m.body, ts=m.ts, seq=m.seq))
-    return encode(DirectMessage(sender=m.sender, to=m.to, message=m.body, ts=m.ts, seq=m.seq))
+        return encoded(Broadcast(sender=m.sender, message=m.body, ts=m.ts, seq=m.seq))
+    return encoded(DirectMessage(sender=m.sender, to=m.to, message=m.body, ts=m.ts, seq=m.seq))
 
 
 class _Elsewhere:

@@ -30,8 +30,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from chatroom.errors import ProtocolError, RequestId
-from chatroom.protocol import Broadcast, encode, username_key
+from chatroom.protocol import Broadcast, username_key
 from chatroom.rooms import LOBBY, ModeChange, Role, RoomEventKind, parse_modes, room_key
+from chatroom_server.frames import encoded
 from chatroom_server.messagelog import Stored
 from chatroom_server.outbox import Outbox
 from chatroom_server.rooms import RoomBook, RoomChange, _after_modes
@@ -148,7 +149,8 @@ class NodeRooms:
             if room is None:
                 log.error("seq %d is a message to %s, which this node does not have", m.seq, m.room)
                 return 0
-            frame = encode(
+            # Carrying its event, for IRC members to render (chatroom_server.frames).
+            frame = encoded(
                 Broadcast(sender=m.sender, message=m.body, ts=m.ts, seq=m.seq, room=room.name)
             )
             return self._queue(frozenset(room.members), frame, skip=username_key(m.sender))

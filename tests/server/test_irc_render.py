@@ -5,31 +5,8 @@ gateway decoding their JSON again."""
 
 from __future__ import annotations
 
-import threading
-
-import pytest
-
-from chatroom.protocol import decode_event
-from chatroom_server.irc import render
 from tests.helpers import connect
 from tests.server.test_irc import Irc, irc_address, irc_server
-
-
-@pytest.fixture
-def decoded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The kinds of the frames the IRC side decodes (every other one it rendered from
-    the events the frame carries)."""
-    kinds: list[str] = []
-    lock = threading.Lock()  # render runs on whichever server thread sends
-
-    def spy(line: bytes) -> object:
-        event = decode_event(line)
-        with lock:
-            kinds.append(type(event).__name__)
-        return event
-
-    monkeypatch.setattr(render, "decode_event", spy)
-    return kinds
 
 
 def test_messages_and_their_acks_are_rendered_without_decoding(decoded: list[str]) -> None:
