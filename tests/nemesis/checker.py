@@ -198,6 +198,11 @@ class CheckResult:
         return not self.anomalies
 
 
+# Requests whose reply (room_info's or the ack's seq) is a stored room event: joins and
+# parts, and the moderation commands (docs/PROTOCOL.md §Moderation, §room_event).
+ROOM_COMMANDS = frozenset({"join", "part", "kick", "ban", "unban", "mute", "unmute"})
+
+
 def _room(room: object) -> str | None:
     """A room's identity: lower-cased, None for ``lobby`` (or no room at all)."""
     if room is None:
@@ -551,20 +556,29 @@ class _Checker:
         for c in self.conns.values():
             replies = c.replies()
             for f in c.frames:
-                if not isinstance(f, FrameOut) or f.f.get("command") not in ("join", "part"):
+                command = f.f.get("command") if isinstance(f, FrameOut) else None
+                if not isinstance(f, FrameOut) or command not in ROOM_COMMANDS:
                     continue
                 room = str(f.f.get("room", "")).lower()
+                # Whose membership it changes: the sender's own (join, part), the named
+                # user's (kick, ban: §Moderation, "no longer a member from that seq on"),
+                # or nobody's (unban, mute, unmute: stored events all the same).
+                named = f.f.get("user")
+                whom = c.user if command in ("join", "part") else None
+                if command in ("kick", "ban") and isinstance(named, str):
+                    whom = named.lower()
                 reply = replies.get(f.f.get("id")) if "id" in f.f else None
                 got = reply.f.get("seq") if reply is not None else None
                 if reply is None:
                     b = self.seen_before(f.t)
                     self.unanswered.append((c.user, room, b, f))
-                    m.add(c.user, room, b + 0.5, None)
+                    if whom is not None:
+                        m.add(whom, room, b + 0.5, None)
                 elif isinstance(got, int) and reply.f.get("type") in ("room_info", "ack"):
-                    m.add(c.user, room, got, f.f["command"] == "join")
+                    if whom is not None:
+                        m.add(whom, room, got, command == "join")
                     if got not in self.room_events:
-                        event = str(f.f["command"])
-                        self.room_events[got] = (room, event, c.user)
+                        self.room_events[got] = (room, str(command), c.user)
                         self.room_event_frames[got] = reply
         self.stats["joins and parts unanswered"] = len(self.unanswered)
         self.stats["room events"] = len(self.room_events)

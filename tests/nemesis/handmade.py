@@ -242,8 +242,29 @@ class Story:
         if answered:
             self._in(conn, type="ack", command="part", room=room, id=rid, seq=seq)
 
-    def room_event(self, conn: int, room: str, event: str, by: str, seq: int) -> None:
-        self._in(conn, type="room_event", room=room, event=event, by=by, ts=self.t, seq=seq)
+    def room_event(self, conn: int, room: str, event: str, by: str, seq: int, **more: Any) -> None:
+        self._in(conn, type="room_event", room=room, event=event, by=by, ts=self.t, seq=seq, **more)
+
+    def moderate(
+        self,
+        conn: int,
+        command: str,
+        room: str,
+        user: str,
+        seq: int | None,
+        *,
+        answered: bool = True,
+    ) -> None:
+        """``conn``'s user, an operator of ``room``, kicks, bans, unbans, mutes or
+        unmutes ``user``: the ack carries the event's seq (docs/PROTOCOL.md
+        §Moderation); ``answered=False``: no reply ever came."""
+        rid = self.rid()
+        self._out(conn, command=command, room=room, user=user, id=rid)
+        if answered:
+            ack: dict[str, Any] = {"command": command, "room": room, "to": user}
+            if seq is not None:
+                ack["seq"] = seq
+            self._in(conn, type="ack", id=rid, **ack)
 
     def room_pm(self, conn: int, room: str, text: str, seq: int) -> None:
         """A pm to ``room``, sent and acked."""

@@ -111,3 +111,72 @@ def test_a_room_page_listing_what_its_reader_may_not_read_is_a_leak() -> None:
     s.join(c, "dev", 4)
     s.room_page(c, "dev", [(3, "alice", "alice.0")])  # from before carol's join
     assert s.kinds() == {"room_leak"}
+
+
+# Moderation (docs/PROTOCOL.md §Moderation): a kicked or banned user is no longer a
+# member from the event's seq on, whether the history learns it from the operator's
+# ack or from the event that reaches the room and the user it names.
+
+
+def test_after_a_kick_nothing_is_owed_and_a_delivery_leaks() -> None:
+    s, a, b, _ = dev()
+    s.moderate(a, "kick", "dev", "bob", 3)
+    s.room_pm(a, "dev", "alice.1", 4)
+    result = s.check()
+    assert result.anomalies == [], [x.describe() for x in result.anomalies]
+    assert result.stats["room events"] == 3
+    s.room_got(b, "dev", "alice", "alice.1", 4)
+    leaks = [x for x in s.check().anomalies if x.kind == "room_leak"]
+    assert [(x.users, x.seqs) for x in leaks] == [(["alice", "bob"], [4])]
+
+
+def test_a_ban_learnt_from_its_event_alone_ends_the_membership() -> None:
+    s, a, b, c = dev()
+    # The operator's ack never came; bob and the room heard the event.
+    s.moderate(c, "ban", "dev", "bob", None, answered=False)
+    s.room_event(a, "dev", "ban", "carol", 3, user="bob", removed=True)
+    s.room_event(b, "dev", "ban", "carol", 3, user="bob", removed=True)
+    s.room_pm(a, "dev", "alice.1", 4)
+    s.room_got(b, "dev", "alice", "alice.1", 4)
+    assert s.kinds() == {"room_leak"}
+
+
+def test_a_banned_users_resume_replays_nothing_of_the_room_after_the_ban() -> None:
+    s, a, b, _ = dev()
+    s.close(b)
+    s.moderate(a, "ban", "dev", "bob", 3)
+    s.room_pm(a, "dev", "alice.1", 4)
+    b2 = s.login("bob", 4, since=2)
+    s.room_event(b2, "dev", "ban", "alice", 3, user="bob", replay=True)
+    assert s.kinds() == set()  # owed nothing: the event names him
+    s.room_got(b2, "dev", "alice", "alice.1", 4, replay=True)
+    assert s.kinds() == {"room_leak"}
+
+
+def test_a_banned_users_history_page_of_the_room_is_a_leak() -> None:
+    s, a, b, _ = dev()
+    s.moderate(a, "ban", "dev", "bob", 3)
+    s.room_pm(a, "dev", "alice.1", 4)
+    s.room_page(b, "dev", [(4, "alice", "alice.1")])
+    assert s.kinds() == {"room_leak"}
+
+
+def test_a_kick_without_a_reply_makes_the_membership_unknown_not_an_anomaly() -> None:
+    s, a, b, _ = dev()
+    s.moderate(a, "kick", "dev", "bob", None, answered=False)
+    s.room_pm(a, "dev", "alice.1", 3)  # bob may or may not get it
+    s.room_pm(a, "dev", "alice.2", 4)
+    s.room_got(b, "dev", "alice", "alice.2", 4)
+    result = s.check()
+    assert result.anomalies == [], [x.describe() for x in result.anomalies]
+
+
+def test_unban_and_mute_change_no_membership() -> None:
+    s, a, b, _ = dev()
+    s.moderate(a, "mute", "dev", "bob", 3)
+    s.moderate(a, "unban", "dev", "bob", 4)
+    s.room_pm(a, "dev", "alice.1", 5)
+    s.room_pm(a, "dev", "alice.2", 6)
+    s.room_got(b, "dev", "alice", "alice.2", 6)
+    lost = [x for x in s.check().anomalies if x.kind == "lost"]
+    assert [(x.users, x.seqs) for x in lost] == [(["bob"], [5])]
