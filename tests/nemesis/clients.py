@@ -182,6 +182,16 @@ class DriverSettings:
     # Rooms to join, part and talk in besides lobby (empty: lobby only, protocol v1).
     rooms: tuple[str, ...] = ()
     room_weights: tuple[tuple[str, float], ...] = (("join", 0.12), ("part", 0.04))
+    # The moderator (one user, an operator of every room, who never parts): how often it
+    # moderates, and which action (docs/PROTOCOL.md §Moderation).
+    moderate_weight: float = 0.3
+    moderation: tuple[tuple[str, float], ...] = (
+        ("kick", 0.3),
+        ("ban", 0.25),
+        ("unban", 0.25),
+        ("mute", 0.1),
+        ("unmute", 0.1),
+    )
     weights: tuple[tuple[str, float], ...] = (
         ("pm", 0.50),
         ("dm", 0.28),
@@ -222,8 +232,13 @@ class Driver:
         history: History,
         seed: int,
         settings: DriverSettings,
+        *,
+        moderator: bool = False,
     ) -> None:
         self.user = user
+        # An operator of every room (the harness makes it one before the traffic): it
+        # kicks, bans, unbans, mutes and unmutes the others, and never parts.
+        self.moderator = moderator
         self.users = list(users)
         self.hosts = list(hosts)
         self.history = history
@@ -278,6 +293,9 @@ class Driver:
         weights = self.settings.weights
         if self.settings.rooms:
             weights = (*weights, *self.settings.room_weights)
+            if self.moderator:
+                weights = tuple((k, w) for k, w in weights if k != "part")
+                weights = (*weights, ("moderate", self.settings.moderate_weight))
         names = [k for k, _ in weights]
         kind = self.rng.choices(names, [w for _, w in weights])[0]
         if kind == "pm":
@@ -288,6 +306,8 @@ class Driver:
             self.read_history()
         elif kind in ("join", "part"):
             self.room_op(kind, self.rng.choice(self.settings.rooms))
+        elif kind == "moderate":
+            self.moderate()
         elif kind == "away":
             self.logout()
             self.stop.wait(self.jitter.uniform(0.5, 6.0))
@@ -505,6 +525,41 @@ class Driver:
             self._op("info", kind, op, room=room, error=type(exc).__name__)
             return False
         self._op("ok", kind, op, room=room)
+        return True
+
+    def moderate(self) -> bool:
+        """One moderation action on another user in a room, chosen by the user's seeded
+        generator; bans and mutes now and then with an end (docs/PROTOCOL.md
+        §Moderation). The checker learns a kick's or ban's seq from the ack (or the
+        event): the named user is no longer a member from it on. True if answered."""
+        client = self.client
+        if client is None or client.closed:
+            return False
+        actions = self.settings.moderation
+        action = self.rng.choices([k for k, _ in actions], [w for _, w in actions])[0]
+        room = self.rng.choice(self.settings.rooms)
+        whom = self.rng.choice([u for u in self.users if u != self.user])
+        duration = self.rng.randint(2, 20) if self.rng.random() < 0.3 else None
+        op = self._next_op()
+        self._op("invoke", action, op, room=room, to=whom)
+        try:
+            if action == "kick":
+                receipt = client.kick(room, whom, reason="nemesis")
+            elif action == "ban":
+                receipt = client.ban(room, whom, reason="nemesis", duration=duration)
+            elif action == "mute":
+                receipt = client.mute(room, whom, reason="nemesis", duration=duration)
+            elif action == "unban":
+                receipt = client.unban(room, whom)
+            else:
+                receipt = client.unmute(room, whom)
+        except ServerError as exc:
+            self._op("fail", action, op, room=room, to=whom, error=exc.code)
+            return True
+        except (ChatError, UsageError) as exc:
+            self._op("info", action, op, room=room, to=whom, error=type(exc).__name__)
+            return False
+        self._op("ok", action, op, room=room, to=whom, seq=receipt.seq)
         return True
 
     # ------------------------------------------------------------------ reads

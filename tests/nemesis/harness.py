@@ -65,6 +65,9 @@ class RunConfig:
     nodes: int = 3
     node_timeout: float = 3.0
     drain_timeout: float = 60.0  # after the heal, for the open sends and the marker
+    # The first user an operator of every room, kicking, banning and muting the others
+    # during the traffic (docs/PROTOCOL.md §Moderation).
+    moderation: bool = True
     tmpfs_mb: int = 24
     settings: DriverSettings = field(default_factory=DriverSettings)
 
@@ -231,6 +234,7 @@ def run(config: RunConfig, progress: Any = None) -> RunResult:
             "marker_user": MARKER_USER,
             "settings": asdict(settings),
             "rooms": list(rooms),
+            "moderators": users[:1] if rooms and config.moderation else [],
             "faults": [s.describe() for s in specs],
         }
         not_exercised: list[str] = []
@@ -250,7 +254,10 @@ def run(config: RunConfig, progress: Any = None) -> RunResult:
         drivers = []
         for k, user in enumerate(users):
             hosts = links[k % len(links) :] + links[: k % len(links)]
-            drivers.append(Driver(user, users, hosts, history, config.seed, settings))
+            moderator = user in options["moderators"]
+            drivers.append(
+                Driver(user, users, hosts, history, config.seed, settings, moderator=moderator)
+            )
         mark = Driver(MARKER_USER, users, links, history, config.seed, settings)
 
         def abort_all() -> None:
@@ -262,7 +269,8 @@ def run(config: RunConfig, progress: Any = None) -> RunResult:
             if not d.login(resume=False, deadline=history.now() + 30):
                 raise RuntimeError(f"{d.user} could not log in before the faults began")
         if rooms:
-            _create_rooms(mark, rooms, history.now() + 30)
+            moderators = [d for d in drivers if d.moderator]
+            _create_rooms(mark, moderators, rooms, history.now() + 30)
         nemesis = Nemesis(target, history, specs)
         nemesis.mark_ready()
         t0 = history.now()
@@ -349,14 +357,23 @@ def run(config: RunConfig, progress: Any = None) -> RunResult:
     return outcome
 
 
-def _create_rooms(mark: Driver, rooms: tuple[str, ...], deadline: float) -> None:
+def _create_rooms(
+    mark: Driver, moderators: list[Driver], rooms: tuple[str, ...], deadline: float
+) -> None:
     """The marker user creates every room before the faults and stays in them: the
-    final scan reads each room's whole log as it (a member reads from its join on)."""
+    final scan reads each room's whole log as it (a member reads from its join on).
+    Each moderator joins every room and is made its operator (``+o``) by the owner, so
+    it may kick, ban and mute anyone but the owner (docs/PROTOCOL.md §Moderation)."""
     if not mark.login(resume=False, deadline=deadline):
         raise RuntimeError("the marker user could not log in to create the rooms")
     for room in rooms:
         if not mark.room_op("join", room):
             raise RuntimeError(f"the marker user could not create room {room}")
+        for d in moderators:
+            if not d.room_op("join", room):
+                raise RuntimeError(f"{d.user} could not join room {room}")
+            assert mark.client is not None
+            mark.client.mode(room, "+o", d.user)
     mark.logout()
 
 
