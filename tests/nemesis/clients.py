@@ -184,7 +184,7 @@ class DriverSettings:
     room_weights: tuple[tuple[str, float], ...] = (("join", 0.12), ("part", 0.04))
     # The moderator (one user, an operator of every room, who never parts): how often it
     # moderates, and which action (docs/PROTOCOL.md §Moderation).
-    moderate_weight: float = 0.3
+    moderate_weight: float = 0.8
     moderation: tuple[tuple[str, float], ...] = (
         ("kick", 0.3),
         ("ban", 0.25),
