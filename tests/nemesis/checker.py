@@ -131,6 +131,11 @@ KINDS: dict[str, tuple[str, str]] = {
     ),
     "login_refused": ("server", "the right password was refused"),
     "stuck": ("server", "a client did not catch up after every fault was healed"),
+    "hostile_answer": (
+        "server",
+        "a hostile or oversized frame was not refused with a clear error of a code its "
+        "case allows (accepted, another code, or a too_large that left the connection open)",
+    ),
     "hook_lost": ("sdk", "the wire brought a message its chain needed; the hooks never got it"),
     "hook_duplicate": ("sdk", "the hooks got one message twice in a chain"),
     "hook_out_of_order": ("sdk", "one client's hooks got seqs out of order"),
@@ -1493,6 +1498,23 @@ class _Checker:
         near: list[Event] = [f for f in self.faults if lo <= f.t <= hi]
         return near[:6]
 
+    def check_hostile(self) -> None:
+        """The vandal's frames (tests/nemesis/adversaries.py): each answered ``fail``
+        was judged there against docs/PROTOCOL.md §Errors; the rest of the checker
+        proves nothing of it was stored (a ``phantom``) or disturbed anyone."""
+        for op in self.ops:
+            if op.kind == "hostile" and op.phase == "fail":
+                self.add(
+                    "hostile_answer",
+                    f"{op.user}'s {op.text!r} at {op.t:.1f} s was {op.error}",
+                    users=[op.user],
+                    events=[op, *self._faults_around_time(op.t)],
+                )
+
+    def _faults_around_time(self, t: float) -> list[Event]:
+        near: list[Event] = [f for f in self.faults if abs(f.t - t) < 10.0]
+        return near[:6]
+
     def count(self) -> None:
         for op in self.ops:
             if op.phase != "invoke":
@@ -1513,6 +1535,7 @@ class _Checker:
         self.check_logins()
         self.check_refused_logins()
         self.check_stuck(chains)
+        self.check_hostile()
         self.count()
         self.stats["chains"] = sum(len(v) for v in chains.values())
         self.stats["room receipts not required (membership unknown)"] = len(

@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from tests.nemesis.adversaries import NeverReader, Vandal
 from tests.nemesis.checker import CheckResult, check
 from tests.nemesis.clients import Driver, DriverSettings
 from tests.nemesis.history import Event, History, Meta, Op, dump
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 
 NAMES = ("ada", "bob", "cyd", "dee", "eve", "fay", "gus", "hal", "ivy", "jon", "kim", "lou")
 MARKER_USER = "marker"
+NEVER_READER = "slug"
+VANDAL = "vandal"
 ROOMS = ("dev", "ops", "fun")
 # Nodes as a user would run them, but quiet and quick to hash: the run is about
 # messages, not argon2 (docs/SECURITY.md has the real cost).
@@ -68,6 +71,9 @@ class RunConfig:
     # The first user an operator of every room, kicking, banning and muting the others
     # during the traffic (docs/PROTOCOL.md §Moderation).
     moderation: bool = True
+    # A client that never reads and one that sends hostile frames, beside the users
+    # (tests/nemesis/adversaries.py).
+    adversaries: bool = True
     tmpfs_mb: int = 24
     settings: DriverSettings = field(default_factory=DriverSettings)
 
@@ -235,6 +241,7 @@ def run(config: RunConfig, progress: Any = None) -> RunResult:
             "settings": asdict(settings),
             "rooms": list(rooms),
             "moderators": users[:1] if rooms and config.moderation else [],
+            "adversaries": [NEVER_READER, VANDAL] if config.adversaries else [],
             "faults": [s.describe() for s in specs],
         }
         not_exercised: list[str] = []
@@ -278,14 +285,29 @@ def run(config: RunConfig, progress: Any = None) -> RunResult:
             f"seed {config.seed}: {len(specs)} faults over {config.duration:g} s, "
             f"{len(users)} users"
         )
+        adversaries: list[NeverReader | Vandal] = []
+        if config.adversaries:
+            direct = [n.address for n in target.nodes]
+            adversaries = [
+                NeverReader(NEVER_READER, direct, history, config.seed),
+                Vandal(VANDAL, direct, history, config.seed, rooms=rooms),
+            ]
         for d in drivers:
             d.start()
+        for a in adversaries:
+            a.start()
         nemesis.start()
         stop = threading.Event()
         stop.wait(max(0.0, t0 + config.duration - history.now()))
 
         say("healing every fault")
+        for a in adversaries:
+            a.stop.set()
         nemesis.heal()
+        for a in adversaries:
+            a.thread.join(30)
+            if a.thread.is_alive():
+                problems.append(f"adversary {a.user} did not stop")
         for d in drivers:
             d.stop.set()
         for d in drivers:

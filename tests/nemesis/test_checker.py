@@ -561,3 +561,16 @@ def test_every_kind_is_described_and_ranges_read_well() -> None:
     assert reported and reported <= set(KINDS), reported - set(KINDS)
     assert ranges([5, 1, 2, 3, 9, 10]) == "1-3, 5, 9-10"
     assert check([]).anomalies == []
+
+
+def test_a_hostile_frame_not_refused_clearly_is_found() -> None:
+    s = Story()
+    a = s.login("alice", 0)
+    s.op(a, "hostile", "invoke", text="pm empty")
+    s.op(a, "hostile", "ok", text="pm empty", error="bad_request")
+    s.op(a, "hostile", "invoke", text="pm over the limit")
+    s.op(a, "hostile", "info", text="pm over the limit", error="no answer")
+    assert s.kinds() == set()  # refused as it should be; no answer during a fault
+    s.op(a, "hostile", "invoke", text="pm a number")
+    s.op(a, "hostile", "fail", text="pm a number", error="answered ack, not bad_request")
+    assert s.kinds() == {"hostile_answer"}
