@@ -457,7 +457,9 @@ def test_the_contract_sees_what_it_forbids() -> None:
         "chatroom_bots.b": ("from chatroom import _hidden\nfrom chatroom.a import _name, public\n"),
         # a circle of which one half is for type checkers only: a circle all the same
         "chatroom.c": "from chatroom.d import D\n",
-        "chatroom.d": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from chatroom.c import C\n",
+        "chatroom.d": (
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from chatroom.c import C\n"
+        ),
     }
     found = [
         imp
