@@ -25,8 +25,10 @@ T = 10.0
 class Irc:
     """A blocking line client; every read has a timeout."""
 
-    def __init__(self, address: tuple[str, int]) -> None:
-        self.sock = socket.create_connection(address, timeout=T)
+    def __init__(self, address: tuple[str, int], source: str | None = None) -> None:
+        # ``source``: a loopback address of its own (127.0.0.2, ...), as another host.
+        where = None if source is None else (source, 0)
+        self.sock = socket.create_connection(address, timeout=T, source_address=where)
         # Closed after each test by tests/conftest.py, in every module that uses Irc (an
         # autouse fixture here closed only this module's: the others' stayed open until
         # the interpreter exited, "ResourceWarning: unclosed socket" at the end).

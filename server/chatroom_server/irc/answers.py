@@ -110,7 +110,7 @@ def _bad_mode(r: Renders, chan: str, change: str, why: str) -> str:
     for c in modes:
         if c in "+-":
             add = c == "+"
-        elif c in "ov" or (add and c in "kl"):
+        elif c in "ovb" or (add and c in "kl"):
             # A refused key is not echoed (Modern IRC shows it as "*").
             arg = "*" if c == "k" else (args or ["*"])[0] or "*"
             return r.numeric("696", chan, c, arg, text=why)

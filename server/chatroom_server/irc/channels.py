@@ -1,8 +1,9 @@
 """In, for channels: the IRC commands about channels (JOIN, PART, TOPIC, NAMES, LIST,
 MODE, INVITE, KICK), each turned into the room or moderation command it means
 (docs/PROTOCOL.md §Rooms, §Moderation): KICK is ``kick``, MODE +b/-b a ban mask
-``nick!*@*`` is ``ban``/``unban``, the extban ``m:nick!*@*`` is ``mute``/``unmute``
-(as Ergo's), and the ban list (``MODE #c b``) is ``bans``.
+``nick!*@*`` is ``ban``/``unban``, ``*!*@ADDRESS`` (an IP address or CIDR network) a
+ban of an address (for server operators: §Bans by address), the extban ``m:nick!*@*``
+is ``mute``/``unmute`` (as Ergo's), and the ban list (``MODE #c b``) is ``bans``.
 
 A channel is a room: ``#dev`` is the room ``dev``, and the gateway's own channel
 (``--irc-channel``, ``#lobby``) is ``lobby``. Every rule (who may join, with which key,
@@ -16,6 +17,7 @@ before rooms.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -191,14 +193,20 @@ class ChannelCommands(IrcRender):
         add = not modes.startswith("-")
         for m in masks:
             mute, nick = _mask_nick(m)
-            if nick is None:
-                why = "a ban mask is nick!*@* (or m:nick!*@* to mute)"
+            address = None if mute or nick is not None else _mask_address(m)
+            if nick is None and address is None:
+                why = "a ban mask is nick!*@* or *!*@ADDRESS[/PREFIX] (or m:nick!*@* to mute)"
                 self.num("696", chan, "b", m, text=why)
                 continue
             rid = self.pending.ask("MODE", chan, f"{'+' if add else '-'}b", m)
             target = room or "lobby"
             cmd: ClientCommand
-            if mute:
+            if address is not None:  # the room service says whether it may, and if valid
+                kind = BanCommand if add else UnbanCommand
+                cmd = kind(room=target, address=address, id=rid)
+            elif nick is None:
+                continue
+            elif mute:
                 cmd = (MuteCommand if add else UnmuteCommand)(room=target, user=nick, id=rid)
             else:
                 cmd = (BanCommand if add else UnbanCommand)(room=target, user=nick, id=rid)
@@ -242,6 +250,21 @@ def _mask_nick(mask: str) -> tuple[bool, str | None]:
     if (bang and rest != "*@*") or not nick or any(c in nick for c in "*?@!:"):
         return mute, None
     return mute, nick
+
+
+def _mask_address(mask: str) -> str | None:
+    """The address or network of ``*!*@ADDRESS`` (or ``*@ADDRESS``), as given (the room
+    service checks it: host bits set, too wide); None for another mask: a host name, or
+    a wildcard in the host, names no network."""
+    nick, bang, rest = mask.partition("!")
+    user, at, host = (rest if bang else mask).partition("@")
+    if (bang and nick != "*") or not at or user != "*":
+        return None
+    try:
+        ipaddress.ip_network(host, strict=False)
+    except ValueError:
+        return None
+    return host
 
 
 def _member_args(modes: str, args: Sequence[str]) -> list[str]:

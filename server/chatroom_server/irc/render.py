@@ -320,7 +320,9 @@ class IrcRender:
     def _on_ban_list(self, e: BanList, asked: Asked, out: list[str]) -> bool:
         chan = self.chan(e.room)
         for b in e.bans:
-            out.append(self.numeric("367", chan, f"{b.user}!*@*", mask(b.by), str(int(b.ts))))
+            # Address bans are listed to server operators only (§Bans by address).
+            shown = _ban_mask(b.address or b.user)
+            out.append(self.numeric("367", chan, shown, mask(b.by), str(int(b.ts))))
         out.append(self.numeric("368", chan, text="End of channel ban list"))
         return False
 
@@ -332,18 +334,21 @@ class IrcRender:
         user: str,
         reason: str | None,
         removed: bool = False,
+        expires: float | None = None,
     ) -> list[str]:
         """A kick, ban or mute (docs/PROTOCOL.md §Moderation) as IRC shows it: KICK, a
-        ``+b`` ban mask (and the KICK a ban makes), or the mute extban ``m:``."""
+        ``+b`` ban mask (and the KICK a ban makes, with its reason and end), or the mute
+        extban ``m:``. ``user`` is a network for a ban of an address: ``*!*@net``."""
         chan, why = self.chan(room), f" :{reason}" if reason else ""
         if action == "kick":
             # No reason given: the kicker's nick, as most servers say.
             return [f":{by} KICK {chan} {user}" + (why or f" :{by.partition('!')[0]}")]
         sign = "-" if action.startswith("un") else "+"
         ext = "m:" if action.endswith("mute") else ""
-        lines = [f":{by} MODE {chan} {sign}b {ext}{user}!*@*"]
+        lines = [f":{by} MODE {chan} {sign}b {ext}{_ban_mask(user)}"]
         if removed:  # a ban removes a member (the room service's rule): a KICK too
-            lines.append(f":{by} KICK {chan} {user} :Banned" + (f": {reason}" if reason else ""))
+            text = "Banned" + (f": {reason}" if reason else "") + _until(expires)
+            lines.append(f":{by} KICK {chan} {user} :{text}")
         return lines
 
     def _on_room_list(self, e: RoomList, asked: Asked, out: list[str]) -> bool:
@@ -395,7 +400,14 @@ class IrcRender:
                 # Told to the user it names, who is not in the channel (a banned user
                 # is in none): IRC says nothing of a channel one is not in.
                 return False
-            out += self.moderation_lines(e.event, by, e.room, e.user, e.reason, e.removed)
+            out += self.moderation_lines(
+                e.event, by, e.room, e.user, e.reason, e.removed, e.expires
+            )
+        elif e.event in ("ban", "unban") and e.address:
+            # Which address is not said (§Bans by address): no +b mask to keep, a NOTICE.
+            did = "banned an address from" if e.event == "ban" else "lifted a ban of an address in"
+            why = (f": {e.reason}" if e.reason else "") + _until(e.expires)
+            out.append(f":{by} NOTICE {chan} :{e.by} {did} {chan}{why}")
         return True
 
     def _on_error(self, e: ErrorEvent, asked: Asked, out: list[str]) -> bool:
@@ -494,6 +506,21 @@ def _events_of(data: bytes) -> Iterator[object]:
             yield decode_event(line)
         except Exception:
             log.exception("cannot translate %r for IRC", line[:200])
+
+
+def _ban_mask(user: str) -> str:
+    """A ban's mask: ``nick!*@*``, or ``*!*@ADDRESS`` for a network (a name has no
+    ``/``), a lone address without its /32 or /128."""
+    if "/" not in user:
+        return f"{user}!*@*"
+    net, _, length = user.partition("/")
+    return f"*!*@{net}" if length == ("128" if ":" in net else "32") else f"*!*@{user}"
+
+
+def _until(expires: float | None) -> str:
+    if expires is None:
+        return ""
+    return " (until " + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(expires)) + ")"
 
 
 # The moderation acks and events shown as KICK and MODE lines (IrcRender.moderation_lines).
