@@ -316,8 +316,10 @@ class Login:
         """--irc-guests: a guest's NICK after registration (docs/IRC.md): ``ok`` (and
         ``done`` run, on this thread, once the session is ``new``'s and before anyone
         hears of it), ``in_use`` (a session, a guest, a registration or an account has
-        the name: 433), or why not (``unavailable``; a cluster, whose guests' names are
-        claimed in Redis, renames none). ``new`` is claimed as a guest's nick is, in
+        the name: 433), ``banned:ROOM`` (a room the guest is in bans ``new``: 435, as
+        Ergo's ERR_BANNICKCHANGE, or the nick would walk past the ban), or why not
+        (``unavailable``; a cluster, whose guests' names are claimed in Redis, renames
+        none). ``new`` is claimed as a guest's nick is, in
         one step before the accounts are asked, so no registration slips between;
         the old name is free at once."""
         assert self._b.store is not None and conn.irc is not None and conn.username
@@ -334,15 +336,24 @@ class Login:
             if not self._b.fanout.settle(conn, self._config.shutdown_grace):
                 return "unavailable"  # its earlier messages go first, under the old name
 
+            banned: list[str] = []
+
             def commit() -> None:
                 old = conn.username
                 assert old is not None
+                if rooms is not None:
+                    room = rooms.banning_room(old, new)
+                    if room is not None:
+                        banned.append(room)
+                        return
                 self._presence.rename_guest(conn, new)
                 done()
                 if rooms is not None:
                     rooms.renamed(old, new)
 
             self._b.fanout.exclusive(commit)
+            if banned:
+                return f"banned:{banned[0]}"
         except (AccountStoreBusy, TimeoutError) as exc:
             log.warning("%s: cannot rename to %s: %s", conn.username, new, exc)
             return "unavailable"

@@ -203,6 +203,15 @@ class RoomWire:
         for d in self.service.renamed(old, new, self._wall()):
             self._send_to(d.to, d.event, skip=None)
 
+    def banning_room(self, old: str, new: str) -> str | None:
+        """Under the fan-out lock: the first of guest ``old``'s rooms that bans the name
+        ``new`` (chatroom_server.login.Login.rename refuses the NICK: 435)."""
+        now = self._wall()
+        for room in self.service.book.guest_rooms_of(old):
+            if self.service.moderation.ban_of(room.name, new, now) is not None:
+                return room.name
+        return None
+
     def member_rooms(self, user: str) -> tuple[RoomInfo, ...]:
         """The rooms ``user`` is in (IRC WHOIS's 319), read under the fan-out lock."""
         return self._fanout.exclusive(lambda: self.rooms_of(user))

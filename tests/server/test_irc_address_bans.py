@@ -2,7 +2,8 @@
 ``*!*@NETWORK/PREFIX`` are a room's bans of an address, for server operators only (482
 for a channel operator: addresses are private); ``nick!*@*`` a ban by name as before;
 367 lists both with setter and set-time (address bans to server operators only); a
-ban's reason and end in the KICK it makes.
+ban's reason and end in the KICK it makes; a guest's NICK to a nick banned in one of
+its channels is 435 (ERR_BANNICKCHANGE), the nick kept.
 
 Loopback clients from 127.0.0.2, 127.0.0.3, ... stand for other hosts."""
 
@@ -12,6 +13,7 @@ import sqlite3
 
 from chatroom_server import servergate
 from tests.server.test_irc import Irc, irc_address, irc_server
+from tests.server.test_irc_guests import guest, guests
 from tests.server.test_room_address_bans import v2_from
 
 
@@ -86,3 +88,24 @@ def test_address_bans_by_mode_b_and_the_ban_list() -> None:
         bob.send("JOIN #dev")
         assert bob.until("JOIN") == ":bob!bob@chatroom JOIN #dev"
 
+
+def test_a_guests_nick_change_to_a_nick_banned_in_its_channel_is_435() -> None:
+    with guests() as srv:
+        op = guest(srv, "chanop")
+        op.send("JOIN #chan")
+        op.until("366")
+        hank = guest(srv, "hank")
+        hank.send("JOIN #chan")
+        hank.until("366")
+        op.send("MODE #chan +b evil!*@*")
+        assert op.until("MODE") == ":chanop!chanop@chatroom MODE #chan +b evil!*@*"
+        hank.send("NICK Evil")
+        assert hank.until("435") == (
+            ":chatroom 435 hank Evil #chan :Cannot change nickname while banned on channel"
+        )
+        hank.send("NICK hank2")  # the nick was kept: hank's to change
+        assert hank.until("NICK") == ":hank!hank@chatroom NICK :hank2"
+        hank.send("PART #chan")
+        hank.until("PART")
+        hank.send("NICK evil")  # out of the channel, its ban does not hold the nick
+        assert hank.until("NICK") == ":hank2!hank2@chatroom NICK :evil"

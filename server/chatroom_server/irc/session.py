@@ -434,6 +434,9 @@ class IrcSession(ChannelCommands, ServerQueries, OperatorCommands):
         got = self.server.rename_guest(self.conn, new, done)
         if got == "in_use":
             self.num("433", new, text="Nickname is already in use")
+        elif got.startswith("banned:"):  # ERR_BANNICKCHANGE, as Ergo's: the nick is kept
+            chan = self.chan(got.removeprefix("banned:"))
+            self.num("435", new, chan, text="Cannot change nickname while banned on channel")
         elif got != "ok":
             self.num("447", text=f"Nick change refused: {got}")
         return True
