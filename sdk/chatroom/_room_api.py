@@ -153,8 +153,23 @@ class RoomMethods:
         cmd = UnbanCommand(room=room, user=user)
         return receipt(self._request(Ack, _build(self._session, cmd)), user)
 
+    def ban_address(
+        self, room: str, address: str, *, reason: str | None = None, duration: int | None = None
+    ) -> Receipt:
+        """Keep every connection from ``address`` (an IP address or CIDR network) out
+        of ``room``, removing its members from there (server operators only:
+        docs/PROTOCOL.md §Bans by address). ``receipt.to`` is the canonical network."""
+        cmd = BanCommand(room=room, address=address, reason=reason, duration=duration)
+        return receipt(self._request(Ack, _build(self._session, cmd)), address)
+
+    def unban_address(self, room: str, address: str) -> Receipt:
+        """End the ban of ``address`` (``receipt.seq`` None: it was not banned)."""
+        cmd = UnbanCommand(room=room, address=address)
+        return receipt(self._request(Ack, _build(self._session, cmd)), address)
+
     def bans(self, room: str) -> tuple[BanEntry, ...]:
-        """The bans of ``room`` in force."""
+        """The bans of ``room`` in force (its bans of addresses too, to a server
+        operator: ``entry.address``)."""
         return self._request(BanList, _build(self._session, BansCommand(room=room))).bans
 
     def mute(
@@ -245,6 +260,18 @@ class AsyncRoomMethods:
         """As :meth:`RoomMethods.unban`."""
         cmd = UnbanCommand(room=room, user=user)
         return receipt(await self._request(Ack, _build(self._session, cmd)), user)
+
+    async def ban_address(
+        self, room: str, address: str, *, reason: str | None = None, duration: int | None = None
+    ) -> Receipt:
+        """As :meth:`RoomMethods.ban_address`."""
+        cmd = BanCommand(room=room, address=address, reason=reason, duration=duration)
+        return receipt(await self._request(Ack, _build(self._session, cmd)), address)
+
+    async def unban_address(self, room: str, address: str) -> Receipt:
+        """As :meth:`RoomMethods.unban_address`."""
+        cmd = UnbanCommand(room=room, address=address)
+        return receipt(await self._request(Ack, _build(self._session, cmd)), address)
 
     async def bans(self, room: str) -> tuple[BanEntry, ...]:
         """As :meth:`RoomMethods.bans`."""

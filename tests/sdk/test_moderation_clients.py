@@ -13,6 +13,7 @@ import pytest
 
 from chatroom import Banned, ChatClient, Disconnect, RoomError, ServerNotice
 from chatroom.aio import AsyncChatClient
+from chatroom.errors import ServerError
 from chatroom.events import RoomEvent
 from chatroom.testing import running_server
 from chatroom_server import servergate
@@ -155,3 +156,53 @@ def test_a_login_refused_by_a_server_ban_keeps_its_reason_and_end() -> None:
             c.login("mallory", PW)
         assert (err.value.reason, err.value.expires) == ("spam", now + 3600)
         assert "spam" in err.value.message and " UTC" in err.value.message
+
+
+def _grant(db_path: object, name: str) -> None:
+    db = sqlite3.connect(str(db_path), isolation_level=None)
+    try:
+        assert servergate.grant(servergate.SqliteSql.of(db), name)
+    finally:
+        db.close()
+
+
+def test_both_clients_ban_addresses_as_server_operators() -> None:
+    """docs/PROTOCOL.md §Bans by address: ban_address/unban_address, the canonical
+    network in the receipt, the list to server operators, typed refusals."""
+
+    async def run(host: str, port: int) -> None:
+        a = AsyncChatClient(host, port, rooms=True)
+        async with a:
+            await a.login("ann", PW)
+            r = await a.ban_address("dev", "2001:DB8::/32", reason="spam", duration=60)
+            assert r.to == "2001:db8::/32" and r.seq is not None
+            listed = await a.bans("dev")
+            assert [(e.address, e.user, e.reason) for e in listed] == [
+                ("198.51.100.0/24", "", None),
+                ("2001:db8::/32", "", "spam"),
+            ]
+            assert (await a.unban_address("dev", "2001:db8::/32")).seq is not None
+            assert (await a.unban_address("dev", "2001:db8::/32")).seq is None
+
+    with running_server(users_interval=0, rate_limit=None) as srv:
+        a = ChatClient(srv.host, srv.port, rooms=True)
+        b = ChatClient(srv.host, srv.port, rooms=True)
+        with a, b:
+            a.login("ann", PW)
+            b.login("ben", PW)
+            _grant(srv.db_path, "ann")
+            b.join("dev")  # ben owns dev; ann, a server operator, is not in it
+            with pytest.raises(RoomError) as err:
+                b.ban_address("dev", "198.51.100.7")
+            assert err.value.code == "not_operator" and "private" in str(err.value)
+            r = a.ban_address("dev", "198.51.100.0/24")
+            assert (r.to, r.seq is not None) == ("198.51.100.0/24", True)
+            with pytest.raises(ServerError) as bad:
+                a.ban_address("dev", "127.0.0.1")  # ann's own address
+            assert bad.value.code == "bad_request"
+            with pytest.raises(ServerError) as bad:
+                a.ban_address("dev", "198.51.100.7/24")
+            assert "did you mean 198.51.100.0/24" in str(bad.value)
+            assert [e.user for e in b.bans("dev")] == []  # not shown to a room's owner
+            # The asyncio client as ann (her session taken over) sees the same list.
+            asyncio.run(asyncio.wait_for(run(srv.host, srv.port), T * 3))
