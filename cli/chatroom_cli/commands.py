@@ -160,7 +160,8 @@ class Invalid:
 class Moderate:
     """``/kick``, ``/ban``, ``/unban``, ``/mute``, ``/unmute``, ``/op``, ``/deop``,
     ``/voice``, ``/devoice`` USER (docs/PROTOCOL.md §Moderation): ``verb`` without its
-    slash; ``room`` None for the current one; ``duration`` in seconds."""
+    slash; ``room`` None for the current one; ``duration`` in seconds. ``user`` is an
+    address for ``/ban`` and ``/unban`` of one (:func:`is_address`)."""
 
     verb: str
     user: str
@@ -260,6 +261,8 @@ Rooms (a server with rooms; your current room is in the toolbar, with unread cou
 Moderation (the room's operators; #room first for another room than the current one):
   /kick <user> [why]            remove <user> from the room (they may come back)
   /ban <user> [10m|2h|1d] [why] keep <user> out (for a time, or until /unban <user>)
+  /ban <address>[/bits] [10m] [why]  server operators: keep out everyone from an IP
+                                address or network, e.g. 203.0.113.7, 10.0.0.0/8
   /bans                         the room's bans
   /mute <user> [10m] [why]      keep <user> from speaking (until /unmute <user>)
   /op /deop /voice /devoice <user>  make or unmake an operator, a voiced member
@@ -401,4 +404,12 @@ def _moderate(word: str, rest: str) -> Action:
             rest = after.strip()
     if rest and word not in _REASONED:
         return Invalid(f"usage: {word} [#room] <user>")
+    if is_address(user) and word not in ("/ban", "/unban"):
+        return Invalid(f"{word} names a user; only /ban and /unban take an address")
     return Moderate(word[1:], user, room, duration, rest or None)
+
+
+def is_address(word: str) -> bool:
+    """An IP address or CIDR network (``/ban 10.0.0.0/8``): no username has ``.``,
+    ``:`` or ``/`` in it. Its form is the server's to judge (a clear error)."""
+    return any(c in word for c in ".:/")

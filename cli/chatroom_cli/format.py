@@ -153,6 +153,9 @@ def format_room_event(event: RoomEvent, me: str | None) -> Fragments:
         text, style = f"{by} set mode {' '.join((event.modes or '', *event.args))}", "class:info"
     elif kind == "invite":
         text, style = f"{by} invited {event.user}", "class:info"
+    elif kind in ("ban", "unban") and event.address:  # which one is private
+        did = "banned an address" if kind == "ban" else "lifted a ban of an address"
+        text, style = f"{by} {did}{until}{why}", "class:info"
     elif kind == "ban":
         text, style = f"{by} banned {event.user}{until}{why}", "class:leave"
     elif kind == "mute":

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from chatroom import ChatClient
 from chatroom.rooms import LOBBY, room_key
+from chatroom_cli.commands import is_address
 
 # The role commands as mode changes (docs/PROTOCOL.md §Modes).
 _ROLE_MODES = {"op": "+o", "deop": "-o", "voice": "+v", "devoice": "-v"}
@@ -136,6 +137,10 @@ class RoomCommands:
             return  # the room_event says it
         if verb == "kick":
             r = c.kick(room, user, reason=reason)
+        elif verb == "ban" and is_address(user):  # server operators: §Bans by address
+            r = c.ban_address(room, user, reason=reason, duration=duration)
+        elif verb == "unban" and is_address(user):
+            r = c.unban_address(room, user)
         elif verb == "ban":
             r = c.ban(room, user, reason=reason, duration=duration)
         elif verb == "mute":
@@ -157,4 +162,5 @@ class RoomCommands:
         for b in bans:
             until = f" until {time.strftime('%Y-%m-%d %H:%M', time.localtime(b.expires))}"
             why = f" ({b.reason})" if b.reason else ""
-            self.info(f"#{room}: {b.user} banned by {b.by}{until if b.expires else ''}{why}")
+            who = b.user or f"address {b.address}"  # addresses: to server operators only
+            self.info(f"#{room}: {who} banned by {b.by}{until if b.expires else ''}{why}")

@@ -14,8 +14,10 @@ import pytest
 from prompt_toolkit.input import create_pipe_input
 
 from chatroom import ChatClient
+from chatroom.rooms import RoomEvent
 from chatroom.testing import TestServer
 from chatroom_cli.commands import Bans, Invalid, Moderate, parse
+from chatroom_cli.format import format_room_event
 from chatroom_cli.repl import InteractiveTerminal, Repl
 from chatroom_server import servergate
 from tests.cli.test_repl import RecordingOutput
@@ -40,6 +42,10 @@ T = 10.0
         ("/bans #dev", Bans("dev")),
         ("/kick", Invalid("usage: /kick [#room] <user> [reason]")),
         ("/op bob now", Invalid("usage: /op [#room] <user>")),
+        # An address or network (docs/PROTOCOL.md §Bans by address): /ban and /unban.
+        ("/ban 10.0.0.0/8 1d botnet", Moderate("ban", "10.0.0.0/8", None, 86400, "botnet")),
+        ("/unban #dev 2001:db8::/32", Moderate("unban", "2001:db8::/32", "dev")),
+        ("/kick 203.0.113.7", Invalid("/kick names a user; only /ban and /unban take an address")),
     ],
 )
 def test_moderation_commands(line: str, action: object) -> None:
@@ -149,3 +155,32 @@ def test_a_user_banned_from_the_server_is_told_why(srv: TestServer) -> None:
         assert "reconnecting" not in mallory.out.text
     finally:
         mallory.close()
+
+
+def test_a_server_operator_bans_an_address_from_the_repl(srv: TestServer) -> None:
+    db = sqlite3.connect(srv.db_path, isolation_level=None)
+    alice = Session(srv, "alice")
+    try:
+        assert servergate.grant(servergate.SqliteSql.of(db), "alice")
+        alice.type("/join dev")
+        alice.out.wait_for("you are in #dev")
+        alice.type("/ban 198.51.100.7 1h spam")
+        alice.out.wait_for("banned 198.51.100.7/32 in #dev")
+        alice.type("/bans")
+        alice.out.wait_for("#dev: address 198.51.100.7/32 banned by alice until ")
+        alice.type("/ban 198.51.100.7/24")
+        alice.out.wait_for("!! 198.51.100.7/24 has host bits set: did you mean 198.51.100.0/24?")
+        alice.type("/unban 198.51.100.7")
+        alice.out.wait_for("unbanned 198.51.100.7/32 in #dev")
+    finally:
+        alice.close()
+        db.close()
+
+
+def test_a_ban_of_an_address_reads_without_the_address() -> None:
+    ban = RoomEvent(room="dev", event="ban", by="oscar", ts=0.0, address=True, reason="spam")
+    assert "".join(t for _, t in format_room_event(ban, "bob")[1:]) == (
+        "#dev: oscar banned an address (spam)"
+    )
+    unban = RoomEvent(room="dev", event="unban", by="oscar", ts=0.0, address=True)
+    assert format_room_event(unban, "bob")[-1][1] == "oscar lifted a ban of an address"
