@@ -131,6 +131,11 @@ KINDS: dict[str, tuple[str, str]] = {
     ),
     "login_refused": ("server", "the right password was refused"),
     "stuck": ("server", "a client did not catch up after every fault was healed"),
+    "echo_twice": (
+        "server",
+        "a request was answered twice on one connection, or an IRC client's own message "
+        "was echoed twice (echo-message), or to a session that did not send it",
+    ),
     "hostile_answer": (
         "server",
         "a hostile or oversized frame was not refused with a clear error of a code its "
@@ -1511,6 +1516,49 @@ class _Checker:
                     events=[op, *self._faults_around_time(op.t)],
                 )
 
+    def check_once_per_connection(self) -> None:
+        """Each request is answered once; an IRC guest's own message is echoed once, to
+        the session that sent it (docs/IRC.md, echo-message); and a guest's session
+        gets each message once, stored (by seq) or not (a guest room's, by sender and
+        text: texts are unique in a run). A guest's connection is one with messages
+        sent and no login (tests/nemesis/guests.py); the others' receipts are the
+        chains' rules."""
+        for c in self.conns.values():
+            guest = c.login_ok is None and not c.login_sent
+            requests = c.requests()
+            if guest and requests:
+                self.stats["guest lines sent"] += len(requests)
+            answered: dict[object, FrameIn] = {}
+            got: dict[object, FrameIn] = {}
+            for f in c.frames:
+                if not isinstance(f, FrameIn):
+                    continue
+                if "id" in f.f and f.f.get("type") in ("ack", "error"):
+                    rid = f.f["id"]
+                    if guest and f.f.get("type") == "ack":
+                        self.stats["guest lines echoed"] += 1
+                    first = answered.setdefault(rid, f)
+                    if first is not f or (guest and rid not in requests):
+                        self.add(
+                            "echo_twice",
+                            f"connection {c.conn} of {c.user} got an answer to request "
+                            f"{rid!r} " + ("again" if first is not f else "it never sent"),
+                            users=[c.user],
+                            events=[*([requests[rid]] if rid in requests else []), first, f],
+                        )
+                elif guest and f.f.get("type") == "irc_privmsg":
+                    seq = f.f.get("seq")
+                    key = seq if isinstance(seq, int) else (f.f.get("from"), f.f.get("message"))
+                    if key in got:
+                        self.add(
+                            "duplicate",
+                            f"guest {c.user} received {key!r} twice on connection {c.conn}",
+                            users=[c.user],
+                            seqs=[seq] if isinstance(seq, int) else [],
+                            events=[got[key], f],
+                        )
+                    got[key] = f
+
     def _faults_around_time(self, t: float) -> list[Event]:
         near: list[Event] = [f for f in self.faults if abs(f.t - t) < 10.0]
         return near[:6]
@@ -1536,6 +1584,7 @@ class _Checker:
         self.check_refused_logins()
         self.check_stuck(chains)
         self.check_hostile()
+        self.check_once_per_connection()
         self.count()
         self.stats["chains"] = sum(len(v) for v in chains.values())
         self.stats["room receipts not required (membership unknown)"] = len(

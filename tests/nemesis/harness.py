@@ -39,6 +39,7 @@ from typing import Any
 from tests.nemesis.adversaries import NeverReader, Vandal
 from tests.nemesis.checker import CheckResult, check
 from tests.nemesis.clients import Driver, DriverSettings
+from tests.nemesis.guests import Guest
 from tests.nemesis.history import Event, History, Meta, Op, dump
 from tests.nemesis.nemesis import FaultSpec, Nemesis, schedule
 from tests.nemesis.proxy import Switchboard
@@ -74,6 +75,9 @@ class RunConfig:
     # A client that never reads and one that sends hostile frames, beside the users
     # (tests/nemesis/adversaries.py).
     adversaries: bool = True
+    # IRC guests with echo-message, in lobby and (single server) a guest room
+    # (tests/nemesis/guests.py).
+    guests: int = 2
     tmpfs_mb: int = 24
     settings: DriverSettings = field(default_factory=DriverSettings)
 
@@ -115,6 +119,7 @@ class ClusterTarget:
         nodes: int,
         node_timeout: float,
         stack: ExitStack,
+        irc: bool = False,
     ) -> None:
         self.switchboard = switchboard
         self.node_timeout = node_timeout
@@ -133,7 +138,8 @@ class ClusterTarget:
             p = switchboard.add(f"pg-{i + 1}", ("127.0.0.1", self.pg.port))
             args = ["--cluster", f"redis://127.0.0.1:{r.address[1]}/0"]
             args += ["--cluster-prefix", "nemesis", "--node-timeout", f"{node_timeout:g}"]
-            node = ChatNode(f"node{i + 1}", workdir, self.pg.url(p.address[1]), args + NODE_ARGS)
+            url = self.pg.url(p.address[1])
+            node = ChatNode(f"node{i + 1}", workdir, url, args + NODE_ARGS, irc=irc)
             stack.callback(node.proc.kill)
             node.start()
             self.nodes.append(node)
@@ -159,7 +165,12 @@ class SingleTarget:
     name = "single"
 
     def __init__(
-        self, workdir: Path, switchboard: Switchboard, tmpfs_mb: int, stack: ExitStack
+        self,
+        workdir: Path,
+        switchboard: Switchboard,
+        tmpfs_mb: int,
+        stack: ExitStack,
+        irc: bool = False,
     ) -> None:
         self.switchboard = switchboard
         self.node_timeout = 0.0
@@ -172,7 +183,7 @@ class SingleTarget:
             self.tmpfs = Tmpfs(workdir / "disk", tmpfs_mb)
             stack.callback(self.tmpfs.unmount)
             data = self.tmpfs.path
-        node = ChatNode("node1", workdir, str(data / "chat.db"), NODE_ARGS)
+        node = ChatNode("node1", workdir, str(data / "chat.db"), NODE_ARGS, irc=irc)
         stack.callback(node.proc.kill)
         node.start()
         self.nodes = [node]
@@ -223,9 +234,11 @@ def run(config: RunConfig, progress: Any = None) -> RunResult:
         say(f"starting the {config.target} target in {directory}")
         target: ClusterTarget | SingleTarget
         if config.target == "cluster":
-            target = ClusterTarget(directory, switchboard, config.nodes, config.node_timeout, stack)
+            target = ClusterTarget(
+                directory, switchboard, config.nodes, config.node_timeout, stack, config.guests > 0
+            )
         else:
-            target = SingleTarget(directory, switchboard, config.tmpfs_mb, stack)
+            target = SingleTarget(directory, switchboard, config.tmpfs_mb, stack, config.guests > 0)
         specs = schedule(
             config.seed,
             config.duration,
@@ -242,6 +255,7 @@ def run(config: RunConfig, progress: Any = None) -> RunResult:
             "rooms": list(rooms),
             "moderators": users[:1] if rooms and config.moderation else [],
             "adversaries": [NEVER_READER, VANDAL] if config.adversaries else [],
+            "guests": [f"guest{k + 1}" for k in range(config.guests)],
             "faults": [s.describe() for s in specs],
         }
         not_exercised: list[str] = []
@@ -292,22 +306,28 @@ def run(config: RunConfig, progress: Any = None) -> RunResult:
                 NeverReader(NEVER_READER, direct, history, config.seed),
                 Vandal(VANDAL, direct, history, config.seed, rooms=rooms),
             ]
+        irc = [("127.0.0.1", n.irc_port) for n in target.nodes if n.irc_port is not None]
+        # A cluster's guests have lobby only (docs/PROTOCOL.md §Guest rooms).
+        guests = [
+            Guest(nick, irc, history, config.seed, room=config.target == "single")
+            for nick in options["guests"]
+        ]
         for d in drivers:
             d.start()
-        for a in adversaries:
+        for a in [*adversaries, *guests]:
             a.start()
         nemesis.start()
         stop = threading.Event()
         stop.wait(max(0.0, t0 + config.duration - history.now()))
 
         say("healing every fault")
-        for a in adversaries:
+        for a in [*adversaries, *guests]:
             a.stop.set()
         nemesis.heal()
-        for a in adversaries:
+        for a in [*adversaries, *guests]:
             a.thread.join(30)
             if a.thread.is_alive():
-                problems.append(f"adversary {a.user} did not stop")
+                problems.append(f"{a.thread.name} did not stop")
         for d in drivers:
             d.stop.set()
         for d in drivers:

@@ -330,11 +330,17 @@ class Postgres:
 class ChatNode:
     """One ``chat-server`` process on a fixed port (see the module docstring)."""
 
-    def __init__(self, name: str, workdir: Path, db: str, args: Sequence[str] = ()) -> None:
+    def __init__(
+        self, name: str, workdir: Path, db: str, args: Sequence[str] = (), *, irc: bool = False
+    ) -> None:
         self.name = name
         self.port = free_port()
         argv = [sys.executable, "-m", "chatroom_server", "--host", "127.0.0.1"]
         argv += ["--port", str(self.port), "--db", db, *args]
+        # IRC on a fixed port of its own too, guests allowed (tests/nemesis/guests.py).
+        self.irc_port = free_port() if irc else None
+        if self.irc_port is not None:
+            argv += ["--irc-port", str(self.irc_port), "--irc-guests"]
         self.proc = Proc(name, argv, workdir / f"{name}.log", cwd=workdir)
 
     @property

@@ -574,3 +574,27 @@ def test_a_hostile_frame_not_refused_clearly_is_found() -> None:
     s.op(a, "hostile", "invoke", text="pm a number")
     s.op(a, "hostile", "fail", text="pm a number", error="answered ack, not bad_request")
     assert s.kinds() == {"hostile_answer"}
+
+
+def test_an_irc_guests_line_echoed_twice_or_received_twice_is_found() -> None:
+    # A guest's session as tests/nemesis/guests.py records it: no login, its PRIVMSGs
+    # as pm frames, each echo as an ack of one.
+    s = Story(users=("alice", "guest1"))
+    g = s.open("guest1")
+    s.write(g, command="pm", message="guest1.1 hi", id=1)
+    s.read(g, type="ack", command="pm", id=1, seq=1)
+    s.read(g, type="irc_privmsg", **{"from": "guest2"}, message="x", room="guestroom")
+    assert s.kinds() == set()
+    s.read(g, type="ack", command="pm", id=1, seq=1)  # the echo again
+    assert s.kinds() == {"echo_twice"}
+    s.read(g, type="irc_privmsg", **{"from": "guest2"}, message="x", room="guestroom")
+    assert s.kinds() == {"echo_twice", "duplicate"}
+
+
+def test_an_echo_to_a_guest_session_that_did_not_send_it_is_found() -> None:
+    s = Story(users=("alice", "guest1"))
+    g1 = s.open("guest1")
+    s.write(g1, command="pm", message="guest1.1 hi", id=1)
+    g2 = s.open("guest1")  # the node was killed: a new session
+    s.read(g2, type="ack", command="pm", id=1, seq=1)
+    assert s.kinds() == {"echo_twice"}
