@@ -171,6 +171,7 @@ class ClientSession(SeqCursor):
     __slots__ = (
         "_alive",
         "_banned",
+        "_carried",
         "_cid_prefix",
         "_cids",
         "_credentials",
@@ -221,6 +222,10 @@ class ClientSession(SeqCursor):
         self._replay: _Replay | None = None
         # pm/dm requests not acked yet, id -> (cid, frame): sent again after a reconnect.
         self._resend: dict[int, tuple[str, bytes]] = {}
+        # The unacked sends a reconnect carried over (set at connection_made): only these
+        # go out again at the re-login's login_ok; one requested after connection_made
+        # was written on this connection already (F11, docs/RELIABILITY.md).
+        self._carried: frozenset[int] = frozenset()
         # What the server's login_ok said a client must respect (None: not said).
         self.limits: ServerLimits | None = None
         self._cid_prefix = secrets.token_hex(6)  # cids unique per sender, across processes
@@ -368,6 +373,7 @@ class ClientSession(SeqCursor):
         self._decoder = FrameDecoder(self.max_frame)
         self._alive.reset(now)
         self._out.clear()
+        self._carried = frozenset(self._resend)
         if self._credentials is None:
             return b""
         name, password = self._credentials
@@ -618,8 +624,9 @@ class ClientSession(SeqCursor):
         if relogin and self._resend:
             # Sent again on the new connection, after the login: the server stores each
             # once (cid) and answers with the original ack.
-            for _, data in self._resend.values():
-                self._out += data
+            for rid, (_, data) in self._resend.items():
+                if rid in self._carried:
+                    self._out += data
 
     def _on_replay(self, event: ReplayDone | ReplayTruncated, events: list[SessionEvent]) -> None:
         replay = self._replay

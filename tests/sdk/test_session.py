@@ -360,6 +360,30 @@ def test_unacked_sends_are_resent_after_a_reconnect_and_acked_ones_are_not() -> 
     assert s2.connection_lost() == [r2]
 
 
+def test_a_send_made_during_the_relogin_is_written_once_on_that_connection() -> None:
+    """docs/RELIABILITY.md F11 (seed 7201): a dm the application sent after the
+    reconnect but before the re-login was accepted went out at once, pipelined after
+    the login, and again with the resends at login_ok: the same request twice on one
+    connection (stored once by its cid, answered twice)."""
+    s = logged_in()
+    lost, _ = s.request(PmCommand(message="lost ack"))
+    s.connection_lost(resend=True)
+    relogin = sent(s.connection_made(1.0))
+    rid, data = s.request(DmCommand(to="bob", message="during the relogin"))
+    assert sent(data)["id"] == rid  # written now, after the login (pipelined)
+    ok = frame(type="login_ok", username="alice", new_user=False, users=["alice"], id=relogin["id"])
+    feed(s, ok)
+    resent = [json.loads(line) for line in s.data_to_send().splitlines()]
+    assert [f["id"] for f in resent] == [lost]  # not the dm again
+    # A reconnect before its ack carries it over like any unacked send.
+    s.connection_lost(resend=True)
+    relogin = sent(s.connection_made(2.0))
+    ok = frame(type="login_ok", username="alice", new_user=False, users=["alice"], id=relogin["id"])
+    feed(s, ok)
+    resent = [json.loads(line) for line in s.data_to_send().splitlines()]
+    assert sorted(f["id"] for f in resent) == sorted([lost, rid])
+
+
 # ------------------------------------------------------------------ issue 33: own messages, limits
 
 
