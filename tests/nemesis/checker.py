@@ -136,6 +136,7 @@ KINDS: dict[str, tuple[str, str]] = {
         "a request was answered twice on one connection, or an IRC client's own message "
         "was echoed twice (echo-message), or to a session that did not send it",
     ),
+    "request_twice": ("sdk", "a client wrote one request (the same id) twice on one connection"),
     "hostile_answer": (
         "server",
         "a hostile or oversized frame was not refused with a clear error of a code its "
@@ -1526,11 +1527,24 @@ class _Checker:
         for c in self.conns.values():
             guest = c.login_ok is None and not c.login_sent
             requests = c.requests()
+            twice: set[object] = set()
             if guest and requests:
                 self.stats["guest lines sent"] += len(requests)
             answered: dict[object, FrameIn] = {}
             got: dict[object, FrameIn] = {}
+            written: dict[object, FrameOut] = {}
             for f in c.frames:
+                if isinstance(f, FrameOut) and "id" in f.f:
+                    rid = f.f["id"]
+                    if rid in written and rid not in twice:
+                        twice.add(rid)
+                        self.add(
+                            "request_twice",
+                            f"connection {c.conn} of {c.user} wrote request {rid!r} twice",
+                            users=[c.user],
+                            events=[written[rid], f],
+                        )
+                    written.setdefault(rid, f)
                 if not isinstance(f, FrameIn):
                     continue
                 if "id" in f.f and f.f.get("type") in ("ack", "error"):
@@ -1538,6 +1552,8 @@ class _Checker:
                     if guest and f.f.get("type") == "ack":
                         self.stats["guest lines echoed"] += 1
                     first = answered.setdefault(rid, f)
+                    if rid in twice:
+                        continue  # asked twice, answered twice: the client's doing
                     if first is not f or (guest and rid not in requests):
                         self.add(
                             "echo_twice",

@@ -598,3 +598,14 @@ def test_an_echo_to_a_guest_session_that_did_not_send_it_is_found() -> None:
     g2 = s.open("guest1")  # the node was killed: a new session
     s.read(g2, type="ack", command="pm", id=1, seq=1)
     assert s.kinds() == {"echo_twice"}
+
+
+def test_a_request_written_twice_on_one_connection_is_the_clients() -> None:
+    # F11 (seed 7201): the SDK wrote a dm during its re-login and again at login_ok.
+    s = Story()
+    a = s.login("alice", 0)
+    s.write(a, command="pm", message="alice.1 hi", cid="c1", id=7)
+    s.write(a, command="pm", message="alice.1 hi", cid="c1", id=7)
+    s.read(a, type="ack", command="pm", id=7, seq=1)
+    s.read(a, type="ack", command="pm", id=7, seq=1)
+    assert s.kinds() == {"request_twice"}
