@@ -145,6 +145,8 @@ class RoomWire:
                 d = self.service.stored(got.change, None, ts, cmd.id)
                 self._send_to(d.to, d.event, skip=conn)
                 conn.outbox.send(d.reply)
+                if got.change.address is not None:
+                    self._kick_banned(got.change.room, ts)
                 return
             seq = self._append(conn, got.message, cmd.id)
             if seq is None:
@@ -251,6 +253,10 @@ class RoomWire:
 
         last = 0
         for got in self.service.address_kicks(room, ip_of or online_ip, ts):
+            if got.change.ephemeral:  # a guest room's kick: applied here, never stored
+                d = self.service.stored(got.change, None, ts)
+                self._send_to(d.to, d.event, skip=None)
+                continue
             try:
                 (seq,) = self._log.append([got.message])
             except StorageError as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sqlite3
 
 from chatroom_server import servergate
+from tests.helpers import PASSWORD
 from tests.server.test_irc import Irc, irc_address, irc_server
 from tests.server.test_irc_guests import guest, guests
 from tests.server.test_room_address_bans import v2_from
@@ -109,3 +110,34 @@ def test_a_guests_nick_change_to_a_nick_banned_in_its_channel_is_435() -> None:
         hank.until("PART")
         hank.send("NICK evil")  # out of the channel, its ban does not hold the nick
         assert hank.until("NICK") == ":hank2!hank2@chatroom NICK :evil"
+
+
+def test_an_address_ban_in_a_guest_room_kicks_without_storing() -> None:
+    with guests() as srv:
+        op = guest(srv, "chanop")
+        op.send("JOIN #g")
+        op.until("366")
+        visitor = Irc(irc_address(srv), source="127.0.0.2")
+        visitor.send("NICK visitor", "USER u 0 * :R")
+        visitor.until("376")
+        visitor.send("JOIN #g")
+        visitor.until("366")
+        oscar = Irc(irc_address(srv))
+        oscar.send(f"PASS :{PASSWORD}", "NICK oscar", "USER u 0 * :R")  # an account
+        oscar.until("376")
+        db = sqlite3.connect(srv.db_path)
+        try:
+            assert servergate.grant(servergate.SqliteSql.of(db), "oscar")
+        finally:
+            db.close()
+        oscar.send("MODE #g +b *!*@127.0.0.2")
+        assert oscar.until("MODE") == ":oscar!oscar@chatroom MODE #g +b *!*@127.0.0.2"
+        assert visitor.until("KICK") == ":oscar!oscar@chatroom KICK #g visitor :banned by address"
+        assert op.until("KICK") == ":oscar!oscar@chatroom KICK #g visitor :banned by address"
+        visitor.send("JOIN #g")
+        assert " 474 visitor #g " in visitor.until("474")
+        db = sqlite3.connect(srv.db_path)
+        try:  # a guest room's changes are never stored
+            assert db.execute("SELECT count(*) FROM room_address_bans").fetchone() == (0,)
+        finally:
+            db.close()
