@@ -100,8 +100,11 @@ export function eventText(ev) {
     case "kick":
       return `${ev.by} removed ${ev.user}${reason}`;
     case "ban":
+      // A ban of an address never says which (docs/PROTOCOL.md §Bans by address).
+      if (ev.address) return `${ev.by} banned an address${reason}`;
       return `${ev.by} banned ${ev.user}${reason}`;
     case "unban":
+      if (ev.address) return `${ev.by} lifted a ban of an address`;
       return `${ev.by} unbanned ${ev.user}`;
     case "mute":
       return `${ev.by} muted ${ev.user}${reason}`;
