@@ -207,6 +207,8 @@ class Moderation:
             ban = None if ip is None else self.address_ban_of(r.name, ip, now)
             if ban is not None:
                 why = "banned by address" + (f": {ban.reason}" if ban.reason else "")
+                if ban.expires is not None:
+                    why += f" (until {_when(ban.expires)})"
                 out.append(RoomChange(r.name, RoomEventKind.KICK, ban.by, user=m.user, reason=why))
         return out
 

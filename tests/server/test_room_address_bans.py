@@ -128,7 +128,8 @@ def test_a_network_ban_holds_across_a_restart_and_at_an_offline_members_login() 
         oscar.send(command="ban", room="dev", address="127.0.0.2/31", duration=3600, id=2)
         ack = oscar.until("ack", id=2)
         assert ack["to"] == "127.0.0.2/31"
-        carol.until("room_event", event="kick", user="carol")  # 127.0.0.3 is in it
+        kick = carol.until("room_event", event="kick", user="carol")  # 127.0.0.3 is in it
+        assert kick["reason"].startswith("banned by address (until ")  # no reason given
         settle(alice)
 
         srv.restart()
