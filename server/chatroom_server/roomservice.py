@@ -285,13 +285,14 @@ class RoomService:
         sender: str,
         rid: object = None,
         now: float = 0.0,
-        ip: str | None = None,
+        ip_of: Callable[[], str | None] = lambda: None,
     ) -> frozenset[str] | None:
         """Who gets a ``pm`` to ``room`` from ``sender`` at ``now``: its members' keys
         (the sender among them if a member); None for lobby (everyone). Raises
         ``no_such_room``, ``not_in_room`` or ``muted`` for a sender who may not speak
-        there: a non-member may speak in a ``-n`` room only, unless banned from it
-        (docs/PROTOCOL.md §Modes). The one check for every transport."""
+        there: a non-member may speak in a ``-n`` room only, unless banned from it, by
+        name or by the address ``ip_of()`` gives (asked then only: docs/PROTOCOL.md
+        §Modes, §Bans by address). The one check for every transport."""
         if room is None or room_key(room) == LOBBY:
             return None
         request_id = rid if isinstance(rid, str | int) and not isinstance(rid, bool) else None
@@ -299,7 +300,7 @@ class RoomService:
         if r is None or "n" in r.flags or r.member(sender) is not None:
             r = self.book.member_room(sender, room, request_id)
         else:
-            self.moderation.check_join(r.name, sender, now, request_id, ip)
+            self.moderation.check_join(r.name, sender, now, request_id, ip_of())
         self.moderation.check_speak(r, sender, now, request_id)
         return frozenset(r.members)
 

@@ -176,8 +176,12 @@ class RoomWire:
         guest room's is delivered live only, no seq, no history: docs/PROTOCOL.md §Guest
         rooms); ProtocolError if the user may not say it (not a member, muted, no such
         room)."""
-        c = self._by_key(username_key(user))
-        members = self.service.recipients(room, user, rid, ts, None if c is None else c.ip)
+
+        def ip_of() -> str | None:  # asked only of a non-member of a -n room
+            c = self._by_key(username_key(user))
+            return None if c is None else c.ip
+
+        members = self.service.recipients(room, user, rid, ts, ip_of)
         assert members is not None  # lobby's messages never come here
         name = self.service.room_name(room)
         return name, members, not self.service.book.is_ephemeral(name)
