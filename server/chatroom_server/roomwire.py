@@ -294,11 +294,11 @@ class RoomWire:
     def kick_on_login(self, user: str, ip: str) -> None:
         """Before ``user``'s session from ``ip`` begins: out of every room they are in
         that bans ``ip`` (a kick each, applied, on a cluster node too, before this
-        returns, or after the settle timeout). Takes the fan-out lock only while some
-        room bans an address: a login storm is not slowed by a feature not in use."""
-        if not self.service.moderation.has_any_address_bans():  # a hint (its docstring)
-            return
+        returns, or after the settle timeout). Takes the fan-out lock only when some
+        room bans ``ip``: a login storm is not slowed by bans of other addresses."""
         ts, key = self._wall(), username_key(user)
+        if not self.service.moderation.may_ban_address(ip, ts):  # unlocked: its docstring
+            return
 
         def run() -> int:
             last = 0

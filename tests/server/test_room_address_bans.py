@@ -206,10 +206,15 @@ def test_the_model_matches_networks_ends_bans_and_is_rebuilt_from_rows() -> None
     assert [b.address for b in listed] == ["192.0.2.0/24", "192.0.2.128/25"]
     assert m.bans("dev", 100.0) == ()  # to others than server operators: none
 
+    # A login asks, without the lock, whether its address is banned anywhere.
+    assert m.may_ban_address("192.0.2.9", 100.0) and m.may_ban_address("2001:db8::1", 109.0)
+    assert not m.may_ban_address("2001:db8::1", 110.0) and not m.may_ban_address("10.0.0.1", 0)
+
     again = Moderation()
     again.load((), (), [("dev", "192.0.2.0/24", "oscar", 100.0, "spam", None)])
     assert again.address_ban_of("dev", "192.0.2.9", 1e12) is not None
+    assert again.may_ban_address("192.0.2.9", 1e12)
     m.apply(RoomChange("dev", RoomEventKind.UNBAN, "oscar", address="192.0.2.0/24"), 102.0)
     m.apply(RoomChange("dev", RoomEventKind.UNBAN, "oscar", address="192.0.2.128/25"), 102.0)
     m.apply(RoomChange("dev", RoomEventKind.UNBAN, "oscar", address="2001:db8::/32"), 102.0)
-    assert not m.has_any_address_bans()
+    assert not m.may_ban_address("192.0.2.9", 100.0)
