@@ -21,8 +21,12 @@ one() {  # one test, its own server on a free port
     local id=$1 dir port pid result
     dir=$(mktemp -d "$out/t.XXXXXX")
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    # irctest's server-password tests expect the password their controllers configure.
+    local extra=()
+    case $id in *PasswordedConnectionRegistrationTestCase*) extra=(--irc-password testpassword) ;; esac
     "$server" --port 0 --irc-port "$port" --irc-guests --irc-server-name My.Little.Server \
-        --rate-limit off --irc-oper operuser:operpassword --db "$dir/chat.db" >"$dir/server.log" 2>&1 &
+        --rate-limit off --irc-oper operuser:operpassword "${extra[@]}" --db "$dir/chat.db" \
+        >"$dir/server.log" 2>&1 &
     pid=$!
     for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
     (cd "$irctest" && IRCTEST_SERVER_HOSTNAME=127.0.0.1 IRCTEST_SERVER_PORT=$port \

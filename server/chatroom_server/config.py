@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chatroom.protocol import DEFAULT_PORT, Limits
-from chatroom_server.olines import OperLine
+from chatroom_server.olines import OperLine, ServerPassword
 
 
 class ConfigError(Exception):
@@ -66,6 +66,9 @@ class ServerConfig:
     # O-lines (chatroom_server.olines, docs/IRC.md "Operators"): OPER NAME PASSWORD makes
     # an IRC session a server operator until it ends. Only from here, never a client.
     irc_opers: tuple[OperLine, ...] = ()
+    # The server password (docs/IRC.md "Server password"): every IRC client says it with
+    # PASS before registering, or gets 464 and is closed. None: no server password.
+    irc_password: ServerPassword | None = None
 
     # -- the web port (docs/WEB.md): the web client at /, the protocol over WebSocket at
     # /ws; off unless a port is given; TLS with tls_cert. The origins a browser page may

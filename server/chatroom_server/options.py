@@ -25,7 +25,7 @@ from typing import Any
 from chatroom.protocol import DEFAULT_PORT, Limits
 from chatroom_server.accounts import HASHERS
 from chatroom_server.config import ServerConfig
-from chatroom_server.olines import parse_oper
+from chatroom_server.olines import parse_oper, parse_password
 
 # The --help sections, in order; an option's group is one of these.
 GROUPS: dict[str, str] = {
@@ -314,6 +314,17 @@ OPTIONS: tuple[Option, ...] = (
         _to_field("irc_opers"),
         repeat=True,
         metavar="NAME:SECRET",
+    ),
+    Option(
+        "irc-password",
+        parse_password,
+        _D.irc_password,
+        "the IRC server password: every IRC client sends it with PASS before registering "
+        "(accounts then log in with SASL); an argon2 hash (chat-server admin "
+        "hash-password) or the password (docs/IRC.md)",
+        "irc",
+        _to_field("irc_password"),
+        metavar="SECRET",
     ),
     # web
     Option(

@@ -68,6 +68,10 @@ class IrcSession(ChannelCommands, ServerQueries, OperatorCommands):
         self.user: str | None = None  # USER's username and real name: WHO and WHOIS
         self.realname = ""
         self.password: str | None = None  # from PASS or SASL
+        # --irc-password (docs/IRC.md "Server password"): PASS's text, which is then the
+        # server's password and not an account's; checked once (None: not yet).
+        self.server_pass: str | None = None
+        self.server_pass_ok: bool | None = None
         self.account: str | None = None  # SASL: the account the password was checked for
         self.caps: set[str] = set()
         self.cap_negotiating = False
@@ -210,8 +214,29 @@ class IrcSession(ChannelCommands, ServerQueries, OperatorCommands):
         if self.need(params, 1, "PASS"):
             # PASS has one parameter; more can only be a password with spaces sent
             # without its colon (jaraco/irc does this): take them as one.
-            self.password = " ".join(params)
+            if self.server.config.irc_password is not None:
+                self.server_pass, self.server_pass_ok = " ".join(params), None
+            else:
+                self.password = " ".join(params)
         return True
+
+    def server_password(self) -> bool:
+        """--irc-password: whether PASS gave it (checked once); False has sent 464 and
+        ERROR, and the connection closes (Modern IRC: ERR_PASSWDMISMATCH, then ERROR).
+        The password itself is never logged, nor echoed."""
+        expected = self.server.config.irc_password
+        if expected is None:
+            return True
+        if self.server_pass_ok is None:
+            given = self.server_pass
+            self.server_pass_ok = given is not None and expected.matches(given)
+        if self.server_pass_ok:
+            return True
+        missing = self.server_pass is None
+        log.info("%r: %s server password", self.conn, "no" if missing else "a wrong")
+        self.num("464", text="Password incorrect" + (": PASS it first" if missing else ""))
+        self.reply(f"ERROR :Closing link: {HOST} (bad server password)")
+        return False
 
     def on_nick(self, params: list[str]) -> bool:
         if not params or not params[0]:
@@ -241,6 +266,8 @@ class IrcSession(ChannelCommands, ServerQueries, OperatorCommands):
         if self.account is not None:
             self.num("907", text="You have already authenticated using SASL")
             return True
+        if not self.server_password():
+            return False  # no account's password is tried without the server's
         if self.sasl_mech is None:
             if arg.upper() != "PLAIN":
                 self.num("908", "PLAIN", text="are available SASL mechanisms")
@@ -282,6 +309,8 @@ class IrcSession(ChannelCommands, ServerQueries, OperatorCommands):
     def _try_register(self) -> bool:
         if self.registered or self.cap_negotiating or self.nick == "*" or self.user is None:
             return True
+        if not self.server_password():
+            return False
         name = self.account or self.nick
         if self.server.config.irc_guests and self.account is None:
             # --irc-guests: a nick no account has is a guest, whatever PASS said; a
@@ -290,7 +319,8 @@ class IrcSession(ChannelCommands, ServerQueries, OperatorCommands):
             if guest is not None:
                 return guest
         if self.password is None:
-            self.num("464", text="Password required: PASS <password> or SASL PLAIN")
+            how = "SASL PLAIN" if self.server_pass is not None else "PASS <password> or SASL PLAIN"
+            self.num("464", text=f"Password required: {how}")
             self.reply(f"ERROR :Closing link: {HOST} (password required)")
             return False
         # login_ok comes back as the welcome burst (translate); errors as 464 or 432,
