@@ -25,6 +25,7 @@ from chatroom.moderation import (
     BanList,
     BansCommand,
     KickCommand,
+    KillCommand,
     MuteCommand,
     UnbanCommand,
     UnmuteCommand,
@@ -191,6 +192,14 @@ class RoomMethods:
         cmd = AuditCommand(room=room, limit=limit)
         return self._request(AuditLog, lambda s: s.request(cmd)).entries
 
+    def kill(self, user: str, *, reason: str | None = None) -> str:
+        """End ``user``'s session, on whichever node has it: for server operators
+        (others: :class:`~chatroom.errors.RoomError` ``not_operator``; nobody online by
+        that name: :class:`~chatroom.errors.UserOffline`). Recorded in the audit log.
+        Returns the name as the server spells it."""
+        cmd = KillCommand(user=user, reason=reason)
+        return self._request(Ack, lambda s: s.request(cmd)).to or user
+
 
 class AsyncRoomMethods:
     """:class:`chatroom.aio.AsyncChatClient`'s room commands: as :class:`RoomMethods`,
@@ -293,3 +302,8 @@ class AsyncRoomMethods:
         """As :meth:`RoomMethods.audit`."""
         cmd = AuditCommand(room=room, limit=limit)
         return (await self._request(AuditLog, lambda s: s.request(cmd))).entries
+
+    async def kill(self, user: str, *, reason: str | None = None) -> str:
+        """As :meth:`RoomMethods.kill`."""
+        cmd = KillCommand(user=user, reason=reason)
+        return (await self._request(Ack, lambda s: s.request(cmd))).to or user

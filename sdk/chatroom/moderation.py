@@ -1,8 +1,9 @@
 """Moderation on the wire (docs/PROTOCOL.md §Moderation, protocol version 2), with no
 I/O: the commands of a room's operators (``kick``, ``ban``, ``unban``, ``bans``,
-``mute``, ``unmute``), the ``bans`` reply, and the rules of their fields that msgspec's
-types cannot express. The events they cause are ``room_event``s
-(:class:`chatroom.rooms.RoomEvent`, kinds in :class:`chatroom.rooms.RoomEventKind`).
+``mute``, ``unmute``), the server operators' (``audit``, ``kill``), the replies, and
+the rules of their fields that msgspec's types cannot express. The events they cause
+are ``room_event``s (:class:`chatroom.rooms.RoomEvent`, kinds in
+:class:`chatroom.rooms.RoomEventKind`).
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ __all__ = [
     "BanList",
     "BansCommand",
     "KickCommand",
+    "KillCommand",
     "ModerationCommand",
     "MuteCommand",
     "UnbanCommand",
     "UnmuteCommand",
     "validate_audit_command",
+    "validate_kill_command",
     "validate_moderation_command",
 ]
 
@@ -97,6 +100,15 @@ ModerationCommand = (
     KickCommand | BanCommand | UnbanCommand | BansCommand | MuteCommand | UnmuteCommand
 )
 
+
+class KillCommand(_Command, tag="kill", frozen=True):
+    """End ``user``'s session, on whichever node of a cluster has it (server operators,
+    any protocol version); answered with an ``ack`` (``command`` ``kill``, ``to``)."""
+
+    user: str
+    reason: str | None = None
+
+
 MAX_AUDIT: Final = 500  # records in one ``audit`` reply
 
 
@@ -157,6 +169,13 @@ def validate_audit_command(cmd: AuditCommand) -> None:
     if isinstance(cmd.limit, bool) or not 1 <= cmd.limit <= MAX_AUDIT:
         why = f"limit is from 1 to {MAX_AUDIT}"
         raise ProtocolError(ErrorCode.BAD_REQUEST, why, cmd.id)
+
+
+def validate_kill_command(cmd: KillCommand) -> None:
+    if NAME_RE.fullmatch(cmd.user) is None:
+        why = f"no user can be named {cmd.user[:40]!r}"
+        raise ProtocolError(ErrorCode.BAD_REQUEST, why, cmd.id)
+    _check_reason(cmd.reason, cmd.id)
 
 
 def validate_moderation_command(cmd: ModerationCommand) -> None:

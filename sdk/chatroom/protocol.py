@@ -36,8 +36,10 @@ from chatroom.moderation import (
     AuditCommand,
     AuditLog,
     BanList,
+    KillCommand,
     ModerationCommand,
     validate_audit_command,
+    validate_kill_command,
     validate_moderation_command,
 )
 from chatroom.rooms import (
@@ -199,6 +201,7 @@ ClientCommand = (
     | RoomCommand
     | ModerationCommand
     | AuditCommand
+    | KillCommand
     | BotCommandsCommand
     | WhoisCommand
 )
@@ -376,9 +379,11 @@ class Pong(_Event, tag="pong", frozen=True):
 
 
 class Bye(_Event, tag="bye", frozen=True):
-    """The server is about to close the connection, and why (:class:`ByeReason`)."""
+    """The server is about to close the connection, and why (:class:`ByeReason`);
+    ``message`` says more, for people (a server operator's ``kill``: who, and why)."""
 
     reason: str
+    message: str | None = None
 
 
 class ErrorEvent(_Event, tag="error", frozen=True):
@@ -587,6 +592,8 @@ def validate_command(cmd: ClientCommand, limits: Limits) -> None:
         validate_moderation_command(cmd)
     elif isinstance(cmd, AuditCommand):
         validate_audit_command(cmd)
+    elif isinstance(cmd, KillCommand):
+        validate_kill_command(cmd)
     elif isinstance(cmd, BotCommandsCommand):
         validate_bot_commands(cmd)
     elif isinstance(cmd, WhoisCommand):

@@ -499,6 +499,10 @@ class ClientSession(SeqCursor):
                 # A ban ended the session: logging in again would only be refused.
                 self._credentials = None
                 events.append(Ended(ErrorCode.BANNED, self._banned))
+            elif event.message:
+                # The server's words (a server operator's kill: who, and why), shown
+                # with the Disconnect; a login again is still allowed.
+                events.append(Ended(event.reason, ServerError(event.reason, event.message)))
             else:
                 events.append(Ended(event.reason))
         elif kind is ErrorEvent:

@@ -30,6 +30,7 @@ from chatroom.moderation import (
     BanCommand,
     BansCommand,
     KickCommand,
+    KillCommand,
     MuteCommand,
     UnbanCommand,
     UnmuteCommand,
@@ -83,6 +84,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(ExitCommand, "_exit", needs_login=False, ends=True),
     Command(LogoutCommand, "_exit", needs_login=False, ends=True),  # an alias of exit
     Command(AuditCommand, "_audit"),  # server operators only (docs/PROTOCOL.md §Moderation)
+    Command(KillCommand, "_kill", ends=True),  # server operators only; may end oneself
     # Rooms (docs/PROTOCOL.md §Rooms): one handler, unknown to a connection without them.
     *(
         Command(t, "_room")

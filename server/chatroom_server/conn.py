@@ -54,6 +54,7 @@ class Conn(ServerSession):
         "left",
         "msgs",
         "num",
+        "oline",
         "oper",
         "outbox",
         "rids",
@@ -90,6 +91,7 @@ class Conn(ServerSession):
         # An IRC O-line made this session a server operator (chatroom_server.olines): set
         # once by its reader thread (OPER), read by others' (WHOIS, WHO): a bool.
         self.oper = False
+        self.oline: str | None = None  # the O-line's name, with oper (the audit log's)
         # Made by its reader thread as it leaves, set by the reaper once the departure
         # is done (Listeners.serve, Presence.reap).
         self.left: threading.Event | None = None

@@ -23,7 +23,13 @@ from typing import TYPE_CHECKING
 
 from chatroom.botcommands import BotCommandsCommand
 from chatroom.errors import ProtocolError
-from chatroom.moderation import AuditCommand, AuditEntry, AuditLog, ModerationCommand
+from chatroom.moderation import (
+    AuditCommand,
+    AuditEntry,
+    AuditLog,
+    KillCommand,
+    ModerationCommand,
+)
 from chatroom.protocol import (
     Ack,
     Broadcast,
@@ -61,6 +67,7 @@ if TYPE_CHECKING:
     from chatroom_server.presence import Presence
     from chatroom_server.replay import Replay
     from chatroom_server.replies import Replies
+    from chatroom_server.serverops import ServerOps
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +90,10 @@ class Handlers:
         replay: Replay,
         replies: Replies,
         bots: BotDirectory,
+        ops: ServerOps,
     ) -> None:
         self._config = config
+        self._ops = ops  # kill (chatroom_server.serverops)
         self._b = backends
         self._presence = presence
         self._logins = logins
@@ -161,6 +170,23 @@ class Handlers:
             for seq, ts, actor, action, target, room, reason, detail in rows
         )
         self._replies.reply(conn, encode(AuditLog(entries=entries, id=cmd.id)))
+
+    def _kill(self, conn: Conn, cmd: KillCommand) -> bool:
+        """A server operator ends a session, on whichever node has it (docs/PROTOCOL.md
+        §Moderation; chatroom_server.serverops checks and records it). The ack goes
+        first, then the session ends: for a kill of oneself, ack then ``bye``. Whether
+        to keep reading this connection (not after killing oneself)."""
+        assert conn.username is not None
+        name, end = self._ops.kill(conn, cmd)
+        self._replies.reply(conn, encode(Ack(command="kill", to=name, id=cmd.id)))
+        if username_key(name) != username_key(conn.username):
+            end()
+            return True
+        if conn.done == conn.handed:
+            end()
+        else:
+            self._b.fanout.after(conn, end)  # behind the ack, which waits for the batch
+        return False
 
     def _ping(self, conn: Conn, cmd: PingCommand) -> None:
         self._replies.reply(conn, _PONG if cmd.id is None else encode(Pong(id=cmd.id)))

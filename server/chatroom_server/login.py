@@ -402,6 +402,7 @@ class Login:
         the gateway closes a session after a few wrong O-line passwords)."""
         verdict = olines.check(self._config.irc_opers, name, password)
         if verdict == "ok":
+            conn.oline = name
             conn.oper = True
             log.warning("%r is a server operator by the O-line %s", conn, name)
             return "ok"

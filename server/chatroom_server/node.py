@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from chatroom_server.conn import Conn
     from chatroom_server.noderooms import NodeRooms
     from chatroom_server.presence import Presence
+    from chatroom_server.serverops import ServerOps
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,10 @@ class ClusterNode:
         presence: Presence,
         delivered: threading.Condition,
         rooms: NodeRooms | None,
+        ops: ServerOps | None = None,
     ) -> None:
         self._b = backends
+        self._ops = ops  # a server operator's kill or WALLOPS from any node
         self._presence = presence
         # Notified each time the delivered cut moves (replay.Replay.delivered).
         self._delivered = delivered
@@ -121,6 +124,14 @@ class ClusterNode:
     def cluster_drop(self, name: str) -> None:
         """This node's session of ``name`` lost its claim (it is on another node)."""
         self.cluster_joined(name)
+
+    def cluster_operator(self, fields: dict[str, str]) -> None:
+        """A server operator's kill or WALLOPS, from any node (chatroom_server.serverops)."""
+        bus = self._b.bus
+        if self._ops is None:  # a benchmark's node, without a server
+            log.warning("an operator entry, and no server to act on it: %r", fields)
+            return
+        self._ops.from_cluster(fields, mine=bus is not None and fields.get("n") == bus.node)
 
 
 class _Run:

@@ -177,6 +177,12 @@ class Presence:
         with self.lock:
             return self.by_key.get(key)
 
+    def spelled(self, name: str) -> str | None:
+        """The list's spelling of ``name`` if it is online, on this node or, in a
+        cluster, on any (the list has every node's users)."""
+        with self.lock:
+            return self.live.get(name)
+
     def holders(self, key: str) -> tuple[Conn | None, Conn | None]:
         """The logged-in connection and the IRC guest holding the name with this key,
         as of one moment."""

@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from chatroom.protocol import Bye, ByeReason, encode, username_key
 from chatroom.rooms import RoomInfo
@@ -55,12 +55,13 @@ from chatroom_server.node import _ELSEWHERE, ClusterNode
 from chatroom_server.noderooms import NodeRooms
 from chatroom_server.presence import Presence
 from chatroom_server.replay import Replay
-from chatroom_server.replies import IrcLines, Replies
+from chatroom_server.replies import Replies
 from chatroom_server.rooms import RoomBook
 from chatroom_server.roomservice import RoomService
 from chatroom_server.roomwire import RoomWire
 from chatroom_server.runner import CommandRunner
 from chatroom_server.servergate import ServerGate
+from chatroom_server.serverops import ServerOps
 from chatroom_server.session import SessionRules
 from chatroom_server.storage import MessageStore
 from chatroom_server.storm import DepartureStorm
@@ -73,7 +74,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _BYE_SHUTDOWN = encode(Bye(reason=ByeReason.SERVER_SHUTDOWN))
-_BYE_KILLED = encode(Bye(reason=ByeReason.DISCONNECTED))
 
 # bench/session_cost.py makes connections by this name (and runs on older checkouts).
 _Conn = Conn
@@ -133,7 +133,10 @@ class ChatServer:
             listeners.let_go,
             replies.send_error,
         )
-        self._handlers = Handlers(c, b, presence, self._logins, self._replay, replies, self._bots)
+        self._ops = ServerOps(c, b, presence)  # kill and WALLOPS (chatroom_server.serverops)
+        self._handlers = Handlers(
+            c, b, presence, self._logins, self._replay, replies, self._bots, self._ops
+        )
         self._runner = CommandRunner(c, self._handlers, replies)
         listeners.use(self._runner)
         self._housekeeping = Housekeeping(c, presence, self._stopping)
@@ -357,7 +360,9 @@ class ChatServer:
             self._pg.close()
             raise
         address = self._begin_serving()
-        self._node = ClusterNode(self._b, self._presence, self._replay.delivered, self._node_rooms)
+        self._node = ClusterNode(
+            self._b, self._presence, self._replay.delivered, self._node_rooms, self._ops
+        )
         bus.start(self._node, lambda: mlog.last_seq, mlog.stored_seq, mlog.range)
         log.info("cluster node %s, Redis key prefix %r", bus.node, c.cluster_prefix)
         return address
@@ -510,20 +515,10 @@ class ChatServer:
         """IRC WHO's ``*`` (Handlers.operators_online)."""
         return self._handlers.operators_online()
 
-    def kill(self, name: str, error: str) -> bool:
-        """IRC KILL (docs/IRC.md "Operators"): end ``name``'s session on this node at
-        once, as a server ban does: an IRC client gets ``error`` (its ERROR line), a
-        JSON client ``bye`` ``disconnected``. False: no session of theirs here."""
-        conn = self._presence.online(username_key(name))
-        if conn is None:
-            return False
-        log.warning("%r ended by an IRC operator's KILL", conn)
-        if conn.irc is not None:
-            cast(IrcLines, conn.outbox).send_irc(f"{error}\r\n".encode())
-            conn.outbox.finish()
-        else:
-            conn.outbox.finish(_BYE_KILLED)
-        return True
+    def wallops(self, line: str) -> None:
+        """IRC WALLOPS from an operator, to the ``+w`` clients of every node
+        (ServerOps.wallops)."""
+        self._ops.wallops(line)
 
     def names(self) -> tuple[str, ...]:
         """The logged-in names, sorted ignoring case (Presence.names)."""

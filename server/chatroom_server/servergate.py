@@ -26,6 +26,7 @@ handed, never the server's live roster (``Presence.sessions``).
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import secrets
 import sqlite3
@@ -331,6 +332,27 @@ class ServerGate:
     def audit(self, room: str | None, limit: int) -> list[AuditRow]:
         """The newest ``limit`` audit records (:func:`audit`)."""
         return audit(self.sql, room, limit)
+
+    def record(
+        self,
+        now: float,
+        actor: str,
+        action: str,
+        target: str,
+        reason: str | None,
+        detail: dict[str, str],
+    ) -> None:
+        """An audit record of a server operator's action on the server (``kill``), in
+        a transaction of its own; GateUnavailable if it cannot be written."""
+        with self.sql.transaction() as execute:
+            execute(
+                _sql(
+                    self.sql,
+                    "INSERT INTO {p}audit (seq, ts, actor, action, target, reason, detail) "
+                    "VALUES (NULL, ?, ?, ?, ?, ?, ?)",
+                ),
+                (now, actor, action, target, reason, json.dumps(detail, separators=(",", ":"))),
+            )
 
     def watch(
         self,

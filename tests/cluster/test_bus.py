@@ -40,6 +40,9 @@ class Server:
     def cluster_drop(self, name: str) -> None:
         self.dropped.append(name)
 
+    def cluster_operator(self, fields: dict[str, str]) -> None:
+        raise AssertionError("no operator entries in these tests")
+
 
 @pytest.fixture
 def bus(redis_prefix: str) -> Iterator[ClusterBus]:

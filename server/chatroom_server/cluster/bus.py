@@ -3,8 +3,9 @@
 Every node of a cluster shares one Redis database under one key prefix ``P``:
 
 - ``P:log``, a **stream**: every stored message (published by the node that stored it,
-  in seq order, chatroom_server.cluster.pg) and every presence change (``j`` joined,
-  ``t`` taken over, ``l`` left). Each node reads it from where it started; a stream keeps
+  in seq order, chatroom_server.cluster.pg), every presence change (``j`` joined,
+  ``t`` taken over, ``l`` left) and every server operator's kill or WALLOPS (``o``,
+  chatroom_server.serverops). Each node reads it from where it started; a stream keeps
   its entries while a node is briefly disconnected, where pub/sub would drop them.
 - ``P:presence``, a hash: username key -> ``node|name``. ``P:members:NODE``: the keys a
   node holds. Changed only by Lua scripts that also append the matching event to the
@@ -37,6 +38,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import redis
+from redis.typing import EncodableT, FieldT
 
 from chatroom_server.cluster.consumer import Consumer, entry
 from chatroom_server.cluster.errors import ClusterUnavailable
@@ -200,6 +202,19 @@ class ClusterBus:
     def release(self, name: str) -> None:
         """This node's session of ``name`` ended (not when another node took it over)."""
         self.roster.release(name)
+
+    def publish_operator(self, fields: dict[str, str]) -> bool:
+        """A server operator's kill or WALLOPS, for every node (chatroom_server.serverops):
+        an entry ``o`` on the stream, with this node's name. Not stored: a node that
+        starts later has nothing to do with it. False if Redis cannot be reached."""
+        entry_: dict[FieldT, EncodableT] = {"k": "o", "n": self.node}
+        entry_.update(fields)
+        try:
+            self.link.r.xadd(self.keys.log, entry_, maxlen=STREAM_MAX, approximate=True)
+        except redis.RedisError as exc:
+            self.link.set_up(False, exc)
+            return False
+        return True
 
     def publish(self, stored: list[tuple[int, NewMessage]]) -> None:
         """Append stored messages to the stream, in seq order (under the seq lock).

@@ -142,6 +142,9 @@ class Consumer:
                                 inbox.add(m.seq)
                         continue
                     pending, inbox = self.deliver(pending, inbox)
+                    if fields.get("k") == "o":  # an operator's kill or WALLOPS
+                        handler.cluster_operator(fields)
+                        continue
                     self._roster.apply(handler, fields)
             pending, inbox = self.deliver(pending, inbox)
             now = time.monotonic()

@@ -44,6 +44,14 @@ def error_lines(r: Renders, e: ErrorEvent, asked: Asked, out: list[str]) -> None
     if cmd == "sasl":  # a password check refused, and why (wrong, throttled, busy)
         out.append(r.numeric("904", text=f"SASL authentication failed: {e.message}"))
         return
+    if cmd == "KILL":  # the server's kill (chatroom_server.serverops)
+        if e.code == "not_operator":
+            out.append(r.numeric("481", text="Permission Denied- You're not an IRC operator"))
+        elif e.code in ("user_offline", "unknown_user"):
+            out.append(r.numeric("401", target, text="No such nick/channel"))
+        else:
+            out.append(f":{r.name} NOTICE {r.nick} :KILL {target}: {e.message}")
+        return
     if cmd == "PRIVMSG" and e.code in ("unknown_user", "user_offline"):
         out.append(r.numeric("401", target, text=e.message))
         return

@@ -27,9 +27,6 @@ class Peer(Protocol):
     invisible: bool
     wallops: bool  # user mode +w
 
-    def send_line(self, line: str) -> None:
-        """A line to it, from another session's thread (WALLOPS)."""
-
 
 class Connection(Protocol):
     """What the gateway reads of the server's connection object."""
@@ -108,6 +105,5 @@ class Core(Protocol):
     def operators_online(self) -> frozenset[str]:
         """The username keys of the server operators online (WHO's ``*``)."""
 
-    def kill(self, name: str, error: str) -> bool:
-        """KILL: end ``name``'s session on this node (an IRC client gets ``error``);
-        False: none here."""
+    def wallops(self, line: str) -> None:
+        """An operator's WALLOPS line, to the ``+w`` IRC clients of every node."""

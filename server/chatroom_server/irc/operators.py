@@ -1,5 +1,7 @@
 """Server operators on IRC (docs/IRC.md, "Operators"): OPER, KILL and WALLOPS, the
-operator half of an IRC session (chatroom_server.irc.session mixes it in).
+operator half of an IRC session (chatroom_server.irc.session mixes it in). KILL is the
+server's ``kill`` command and WALLOPS goes through the server (chatroom_server.serverops),
+so both reach every node of a cluster.
 
 Who is one is decided by the server, never here: an O-line of the server's
 configuration (chatroom_server.olines) makes the session that names it with its password
@@ -15,7 +17,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from chatroom.protocol import username_key
+from chatroom.moderation import KillCommand
+from chatroom.protocol import ClientCommand, is_valid_username
+from chatroom.rooms import MAX_REASON
+from chatroom_server.irc.asked import Pending
 from chatroom_server.irc.parse import HOST
 
 if TYPE_CHECKING:
@@ -35,6 +40,7 @@ class OperatorCommands:
     nick: str
     wallops: bool  # user mode +w: this client wants WALLOPS
     oper_failures: int
+    pending: Pending  # what it asked the server, by request id (asked.py)
 
     def num(self, code: str, *params: str, text: str | None = None) -> None:
         raise NotImplementedError
@@ -45,10 +51,10 @@ class OperatorCommands:
     def need(self, params: Sequence[str], n: int, cmd: str) -> bool:
         raise NotImplementedError
 
-    def prefix(self) -> str:
+    def frame(self, command: ClientCommand) -> bool:
         raise NotImplementedError
 
-    def online(self, nick: str) -> str | None:
+    def prefix(self) -> str:
         raise NotImplementedError
 
     def is_oper(self) -> bool:
@@ -85,33 +91,29 @@ class OperatorCommands:
         return True
 
     def on_kill(self, params: list[str]) -> bool:
-        """KILL nick [:reason]: an operator ends a session on this node (its departure
-        is a QUIT to the others, as any)."""
+        """KILL nick [:reason]: the server's ``kill`` (chatroom_server.serverops checks
+        and records it, once for every transport), which ends the session on whichever
+        node has it; its departure is a QUIT to the others, as any. Answered with 481
+        (not an operator) or 401 (nobody of that name online), render.py."""
         if not self.need(params, 1, "KILL"):
             return True
-        if not self.is_oper():
-            self.no_privileges()
+        target = params[0]
+        if not is_valid_username(target):
+            self.num("401", target, text="No such nick/channel")
             return True
-        target = self.online(params[0])
-        reason = params[1] if len(params) > 1 and params[1] else "no reason given"
-        error = f"ERROR :Closing link: {HOST} (Killed ({self.nick} ({reason})))"
-        if target is None or not self.server.kill(target, error):
-            self.num("401", params[0], text="No such nick/channel")
-            return True
-        # Killing oneself: the connection is finished; read nothing more from it.
-        return username_key(target) != username_key(self.nick)
+        # IRC has no limit on a KILL's reason, the audit log has (docs/PROTOCOL.md).
+        reason = params[1][:MAX_REASON] if len(params) > 1 and params[1] else None
+        rid = self.pending.ask("KILL", target)
+        # False after killing oneself: the connection is finished; read nothing more.
+        return self.frame(KillCommand(user=target, reason=reason, id=rid))
 
     def on_wallops(self, params: list[str]) -> bool:
-        """WALLOPS :text from an operator, to the IRC clients of this node with user
-        mode +w (the sender too, if it has it)."""
+        """WALLOPS :text from an operator, to the IRC clients with user mode +w on
+        every node of a cluster (the sender too, if it has it)."""
         if not self.need(params, 1, "WALLOPS"):
             return True
         if not self.is_oper():
             self.no_privileges()
             return True
-        line = f":{self.prefix()} WALLOPS :{params[0]}"
-        for name in self.server.names():
-            peer = self.server.irc_peer(name)
-            if peer is not None and peer.wallops:
-                peer.send_line(line)
+        self.server.wallops(f":{self.prefix()} WALLOPS :{params[0]}")
         return True

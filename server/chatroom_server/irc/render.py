@@ -415,7 +415,9 @@ class IrcRender:
         return False
 
     def _on_bye(self, e: Bye, asked: Asked, out: list[str]) -> bool:
-        out.append(f"ERROR :Closing link: {HOST} ({BYE_TEXT.get(e.reason, e.reason)})")
+        # A message says more (a kill's "Killed (oper (reason))", docs/IRC.md).
+        why = e.message or BYE_TEXT.get(e.reason, e.reason)
+        out.append(f"ERROR :Closing link: {HOST} ({why})")
         return True
 
     def _on_history(self, e: History, asked: Asked, out: list[str]) -> bool:

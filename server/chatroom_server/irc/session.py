@@ -104,11 +104,6 @@ class IrcSession(ChannelCommands, ServerQueries, OperatorCommands):
     def num(self, code: str, *params: str, text: str | None = None) -> None:
         self.reply(self.numeric(code, *params, text=text))
 
-    def send_line(self, line: str) -> None:
-        """A line from another session's thread (WALLOPS): straight to the outbox,
-        which any thread may call."""
-        cast(Lines, self.conn.outbox).send_irc(f"{line}\r\n".encode())
-
     # -------------------------------------------------------------- in
 
     def receive_data(self, data: bytes) -> bool:
