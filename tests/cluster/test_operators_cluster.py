@@ -1,0 +1,99 @@
+"""Server operators across a cluster (docs/CLUSTER.md "Server operators", on real Redis
+and PostgreSQL): an O-line operator's KILL and a granted account's ``kill`` end the
+session on whichever node has it, each in the shared audit log; WALLOPS reaches the
+``+w`` IRC clients of every node; the same O-line works on every node that has it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import psycopg
+import pytest
+
+from chatroom_server.olines import parse_oper
+from tests.cluster.conftest import Cluster
+from tests.cluster.test_moderation_cluster import admin
+from tests.cluster.test_rooms_cluster import v2
+from tests.server.test_irc import Irc
+
+OPERS = parse_oper("operuser:operpassword")
+
+
+def irc(node: Any, nick: str) -> Irc:
+    c = Irc(node.server.irc_addresses[0])
+    c.register(nick)
+    return c
+
+
+def kills(db: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT actor, target, reason, detail FROM chat_audit WHERE action = 'kill' ORDER BY ts"
+        ).fetchall()
+    return [(a, t, r, json.loads(d)) for a, t, r, d in rows]
+
+
+def test_kill_and_wallops_reach_every_node(
+    cluster: Cluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = cluster.add(irc_port=0, irc_opers=OPERS)
+    b = cluster.add(irc_port=0, irc_opers=OPERS)
+    op = irc(a, "op")
+    watcher = irc(a, "watcher")  # +w on the operator's node
+    carol = irc(b, "carol")  # +w on the other node
+    for c, nick in ((watcher, "watcher"), (carol, "carol")):
+        c.send(f"MODE {nick} +w")
+        c.until("MODE")
+    bob, _ = v2(b.address, "bob")
+    dave = irc(b, "dave")
+    # Node a knows everyone on b is online: the op sees each join #lobby.
+    for nick in ("watcher", "carol", "bob", "dave"):
+        assert op.until("JOIN").startswith(f":{nick}!")
+
+    # Not an operator yet: 481 for both, on any node's users.
+    op.send("KILL bob :x", "WALLOPS :too early")
+    assert " 481 op " in op.until("481")
+    assert " 481 op " in op.until("481")
+    # The same O-line on node b makes a session there an operator too.
+    dave.send("OPER operuser operpassword")
+    assert " 381 dave " in dave.until("381")
+    op.send("OPER operuser operpassword")
+    op.until("381")
+
+    # WALLOPS from node a: its own +w client and node b's, once each.
+    op.send("WALLOPS :hello cluster")
+    assert watcher.until("WALLOPS") == ":op!op@chatroom WALLOPS :hello cluster"
+    assert carol.until("WALLOPS") == ":op!op@chatroom WALLOPS :hello cluster"
+    op.send("WALLOPS :second")  # nothing twice: the next WALLOPS each sees is this one
+    assert watcher.until("WALLOPS").endswith(":second")
+    assert carol.until("WALLOPS").endswith(":second")
+
+    # KILL from node a of a JSON user on node b: ended there, with who and why.
+    op.send("KILL bob :spam")
+    assert bob.until("bye") == {
+        "type": "bye",
+        "reason": "disconnected",
+        "message": "Killed (op (spam))",
+    }
+    assert bob.wait_closed() == []
+    assert op.until("QUIT").startswith(":bob!")
+    # ... and of an IRC user on node b.
+    op.send("KILL carol")
+    assert carol.closed()[-1] == "ERROR :Closing link: chatroom (Killed (op (no reason given)))"
+    op.send("KILL nobody")
+    assert " 401 op nobody " in op.until("401")
+
+    # A granted account's kill over JSON, from node b, of an IRC user on node a.
+    oscar, _ = v2(b.address, "oscar")
+    assert admin(capsys, cluster.db, "grant", "oscar")[0] == 0
+    oscar.send(command="kill", user="watcher", reason="test", id=1)
+    assert oscar.until("ack", id=1)["to"] == "watcher"
+    assert watcher.closed()[-1] == "ERROR :Closing link: chatroom (Killed (oscar (test)))"
+
+    # Every kill is in the shared audit log, the O-line's with its name.
+    assert kills(cluster.db) == [
+        ("op", "bob", "spam", {"oline": "operuser"}),
+        ("op", "carol", None, {"oline": "operuser"}),
+        ("oscar", "watcher", "test", {}),
+    ]
