@@ -232,7 +232,14 @@ class Outbox:
         (docs/PERFORMANCE.md, "Fewer steps per delivery").
 
         If the lock is taken, ``data`` is queued before :meth:`push` tries it again (the
-        order :meth:`push` relies on: append first, then try)."""
+        order :meth:`push` relies on: append first, then try).
+
+        Nothing to send (an IRC sender's ack without echo-message renders to no line)
+        is no syscall: a ``send`` of zero bytes still gives the GIL up and takes it back,
+        once per message (docs/PERFORMANCE.md, "The send path"). Nothing is owed to
+        frames others queued meanwhile: whoever queues them pushes them."""
+        if not data:
+            return
         if not self._lock.acquire(blocking=False):
             if self._accepting:  # queue()'s work (not the method: subclasses translate)
                 self._pending.append(data)
@@ -348,6 +355,8 @@ class Outbox:
             if not self._watching and self._open:
                 self._push_locked()  # queued but not pushed yet: write it all, in order
             return None
+        if not data:
+            return None  # nothing to write: no syscall (offer's docstring)
         try:
             sent = self._send_now(data)
         except BlockingIOError:

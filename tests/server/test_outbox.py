@@ -198,6 +198,43 @@ def test_offer_goes_behind_what_is_queued_and_what_the_kernel_did_not_take() -> 
         b.close()
 
 
+class CountingSocket(socket.socket):
+    """A socket that counts its ``send`` calls (each a syscall that gives the GIL up)."""
+
+    sends = 0
+
+    def send(self, data: bytes, flags: int = 0) -> int:  # type: ignore[override]
+        self.sends += 1
+        return super().send(data, flags)
+
+
+def test_nothing_to_send_is_no_syscall_and_keeps_the_order() -> None:
+    """An IRC sender's ack without echo-message renders to no line: offering or sending
+    it must not cost a zero-byte ``send`` (docs/PERFORMANCE.md, "The send path"), and
+    what is queued still goes out, in order."""
+    a, b = socket.socketpair()
+    b.settimeout(5)
+    flusher = Flusher()
+    flusher.start()
+    try:
+        sock = CountingSocket(fileno=a.detach())
+        out = Outbox(sock, flusher, name="test")
+        out.offer(b"")
+        assert out.send(b"")
+        assert sock.sends == 0
+        out.queue(b"one\n")
+        assert out.send(b"")  # what was queued goes out, and only that
+        assert sock.sends == 1
+        out.offer(b"two\n")
+        out.offer(b"")
+        assert sock.sends == 2
+        assert read(b, 8) == b"one\ntwo\n"
+    finally:
+        flusher.stop()
+        sock.close()
+        b.close()
+
+
 def test_offer_past_the_limit_drops_the_connection(pair: tuple[Outbox, socket.socket]) -> None:
     out, _ = pair
     out._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
