@@ -151,12 +151,15 @@ class IrcRender:
     def translate(self, data: bytes) -> bytes:
         """The server's frames (JSON lines) as IRC lines for this client."""
         # The capabilities that change the lines: tags with time, and with msgid.
-        mode = ("server-time" in self.caps) | ("message-tags" in self.caps) << 1
+        caps = self.caps
+        mode = ("server-time" in caps) | ("message-tags" in caps) << 1
         mode |= self.in_lobby << 2  # lobby traffic or none
         if self.registered:
-            hit = self._shared.get(data, mode)
-            if hit is not None:
-                return hit
+            # The shared translation, looked up inline: every recipient of a message
+            # but the first of its mode ends here (docs/PERFORMANCE.md, "The send path").
+            hit = self._shared.last.get(mode)
+            if hit is not None and hit[0] is data:
+                return hit[1]
         out: list[str] = []
         shareable = True
         for event in _events_of(data):

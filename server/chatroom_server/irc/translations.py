@@ -13,13 +13,12 @@ class Translations:
     bytes object to each recipient, so one translation serves all of them."""
 
     def __init__(self) -> None:
-        self._last: dict[int, tuple[bytes, bytes]] = {}
+        # Per mode: (the frames, their lines). Each tuple is replaced whole, so a reader
+        # on another thread sees a pair that belongs together. IrcRender.translate reads
+        # it directly: it is looked up once per recipient of every message.
+        self.last: dict[int, tuple[bytes, bytes]] = {}
         # The gateway's other shared state: the sessions that ended, for WHOWAS.
         self.whowas = Whowas()
 
-    def get(self, data: bytes, mode: int) -> bytes | None:
-        hit = self._last.get(mode)
-        return hit[1] if hit is not None and hit[0] is data else None
-
     def put(self, data: bytes, mode: int, out: bytes) -> None:
-        self._last[mode] = (data, out)
+        self.last[mode] = (data, out)
