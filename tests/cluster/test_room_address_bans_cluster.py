@@ -1,7 +1,8 @@
 """A room's ban of an address in a cluster (docs/PROTOCOL.md §Bans by address), on real
 Redis and PostgreSQL: made on node a, it kicks the members from the address whose
 sessions are on node b, refuses their joins on every node, a node started after it has
-it, and an unban on node b lifts it on node a."""
+it, an unban on node b lifts it on node a, and a member offline at a ban is put out at
+their next login from the address, on another node."""
 
 from __future__ import annotations
 
@@ -71,3 +72,13 @@ def test_an_address_ban_made_on_one_node_holds_on_every_node(
     unban = oscar_b.until("ack", id="u")
     alice.until("room_event", event="unban", seq=unban["seq"])
     assert join(dave, "d2")["joined"] is True  # on node a
+
+    # A member offline when their address is banned is put out at their next login
+    # from it, on another node, before the session begins.
+    carol.close()
+    oscar_b.send(command="ban", room="dev", address="127.0.0.3", id="b3")
+    oscar_b.until("ack", id="b3")
+    carol, ok = v2_from(a.address, "carol", "127.0.0.3")
+    assert "dev" not in [r["name"] for r in ok.get("rooms", [])]
+    kick = alice.until("room_event", event="kick", user="carol")
+    assert (kick["by"], kick["reason"]) == ("oscar", "banned by address")
