@@ -286,17 +286,26 @@ class RoomService:
         rid: object = None,
         now: float = 0.0,
         ip_of: Callable[[], str | None] = lambda: None,
+        guest_of: Callable[[], bool] = lambda: False,
     ) -> frozenset[str] | None:
         """Who gets a ``pm`` to ``room`` from ``sender`` at ``now``: its members' keys
         (the sender among them if a member); None for lobby (everyone). Raises
         ``no_such_room``, ``not_in_room`` or ``muted`` for a sender who may not speak
         there: a non-member may speak in a ``-n`` room only, unless banned from it, by
         name or by the address ``ip_of()`` gives (asked then only: docs/PROTOCOL.md
-        §Modes, §Bans by address). The one check for every transport."""
+        §Modes, §Bans by address); ``guest_not_allowed`` for an IRC guest
+        (``guest_of()``, asked of a non-member of a stored room only) and a stored
+        room, ``-n`` or not (§Guest rooms). The one check for every transport."""
         if room is None or room_key(room) == LOBBY:
             return None
         request_id = rid if isinstance(rid, str | int) and not isinstance(rid, bool) else None
         r = self.book.get(room)
+        if r is not None and not r.ephemeral and r.member(sender) is None and guest_of():
+            # Its message would be stored under a nick anyone may hold next, and a
+            # room's bans name nicks, which a guest sheds at will: a -n room open to
+            # guests would be open to everyone it banned.
+            why = f"{r.name} is for accounts: a guest speaks in lobby and in rooms a guest made"
+            raise ProtocolError(ErrorCode.GUEST_NOT_ALLOWED, why, request_id)
         if r is None or "n" in r.flags or r.member(sender) is not None:
             r = self.book.member_room(sender, room, request_id)
         else:

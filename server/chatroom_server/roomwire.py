@@ -181,7 +181,11 @@ class RoomWire:
             c = self._by_key(username_key(user))
             return None if c is None else c.ip
 
-        members = self.service.recipients(room, user, rid, ts, ip_of)
+        def guest_of() -> bool:  # asked only of a non-member of a stored room
+            c = self._by_key(username_key(user))
+            return c is not None and c.guest
+
+        members = self.service.recipients(room, user, rid, ts, ip_of, guest_of)
         assert members is not None  # lobby's messages never come here
         name = self.service.room_name(room)
         return name, members, not self.service.book.is_ephemeral(name)

@@ -56,7 +56,7 @@ def error_lines(r: Renders, e: ErrorEvent, asked: Asked, out: list[str]) -> None
         out.append(r.numeric("401", target, text=e.message))
         return
     chan = target
-    if cmd == "PRIVMSG" and e.code in ("not_in_room", "muted", "banned"):
+    if cmd == "PRIVMSG" and e.code in ("not_in_room", "muted", "banned", "guest_not_allowed"):
         out.append(r.numeric("404", chan, text=f"Cannot send to channel: {e.message}"))
         return
     if cmd == "NAMES" and e.code in ("no_such_room", "invalid_room"):
