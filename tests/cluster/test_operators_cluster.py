@@ -97,3 +97,53 @@ def test_kill_and_wallops_reach_every_node(
         ("op", "carol", None, {"oline": "operuser"}),
         ("oscar", "watcher", "test", {}),
     ]
+
+
+def test_an_o_line_operator_moderates_rooms_of_another_node(cluster: Cluster) -> None:
+    """Its room moderation is a stored room event, applied on every node as it was
+    checked on the operator's: the same rights wherever the room's members are."""
+    a = cluster.add(irc_port=0, irc_opers=OPERS)
+    b = cluster.add(irc_port=0, irc_opers=OPERS)
+    owner, _ = v2(b.address, "owner")
+    member, _ = v2(b.address, "member")
+    for i, c in enumerate((owner, member)):
+        c.send(command="join", room="dev", id=f"j{i}")
+        c.until("room_info", id=f"j{i}")
+    op = irc(a, "op")
+    op.send("OPER operuser operpassword")
+    op.until("381")
+    # Not in #dev, an owner's room made on node b: a server operator's KICK and +m.
+    op.send("KICK #dev member :out", "MODE #dev +m")
+    kicked = member.until("room_event", event="kick")
+    assert (kicked["by"], kicked["user"], kicked["reason"]) == ("op", "member", "out")
+    moded = owner.until("room_event", event="mode")
+    assert (moded["by"], moded["modes"]) == ("op", "+m")
+    # Node b's copy has both: the kicked member's pm there is refused (not a member).
+    member.send(command="pm", room="dev", message="still here?", id=1)
+    member.until("error", id=1, code="not_in_room")
+
+
+def test_a_kill_of_another_nodes_user_while_redis_is_away_ends_nothing(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the stream reaches the other node: while Redis is known to be down, such a
+    kill is refused before the audit log says it was done."""
+    a = cluster.add(irc_port=0, irc_opers=OPERS)
+    b = cluster.add()
+    op = irc(a, "op")
+    op.send("OPER operuser operpassword")
+    op.until("381")
+    bob, _ = v2(b.address, "bob")
+    assert op.until("JOIN").startswith(":bob!")
+    bus = a.server._b.bus
+    assert bus is not None
+    monkeypatch.setattr(type(bus), "available", property(lambda self: False))
+    op.send("KILL bob :x")
+    said = op.until("NOTICE")
+    assert said.endswith(" NOTICE op :KILL bob: try again: the cluster is unreachable")
+    assert kills(cluster.db) == []
+    monkeypatch.undo()
+    bob.send(command="ping", id=1)
+    bob.until("pong", id=1)
+    op.send("KILL bob :now")
+    assert bob.until("bye")["message"] == "Killed (op (now))"
