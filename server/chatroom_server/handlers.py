@@ -104,11 +104,15 @@ class Handlers:
 
     def is_server_operator(self, name: str) -> bool:
         """Whether ``name`` is a server operator, read from the database now (whois,
-        IRC WHOIS's 313); on a cluster's database too; or has a session on this node
-        that an IRC O-line made one (chatroom_server.olines). Raises AccountStoreBusy."""
-        online = self._presence.online(username_key(name))
+        IRC WHOIS's 313); on a cluster's database too; or has a session that an IRC
+        O-line made one (chatroom_server.olines), on this node or another
+        (chatroom_server.serverops). Raises AccountStoreBusy."""
+        key = username_key(name)
+        online = self._presence.online(key)
         if online is not None and online.oper:
             return True
+        if online is None and self._ops.opered_elsewhere(key):
+            return True  # an O-line's session on another node (docs/CLUSTER.md)
         gate = self._b.gate
         return gate is not None and gate.is_operator(name)
 
@@ -118,7 +122,7 @@ class Handlers:
         database cannot answer, the latter only (a flag in a listing is not worth an
         error)."""
         opered = {c.username for c in self._presence.roster() if c.oper and c.username}
-        keys = {username_key(n) for n in opered}
+        keys = {username_key(n) for n in opered} | self._ops.opered_keys()
         gate = self._b.gate
         if gate is not None:
             try:

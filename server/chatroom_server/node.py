@@ -107,6 +107,8 @@ class ClusterNode:
     def cluster_joined(self, name: str) -> None:
         """``name`` logged in on another node: in the list, and a session of theirs
         here ends (session_replaced, without a departure: they are still online)."""
+        if self._ops is not None:
+            self._ops.forget(name)  # a new session: no O-line's operator yet
         old = self._presence.joined_elsewhere(name)
         if old is not None:
             log.info("%s logged in on another node; replacing %r", name, old)
@@ -115,6 +117,8 @@ class ClusterNode:
 
     def cluster_left(self, name: str) -> None:
         """``name`` left another node (logged out, dropped, or their node died)."""
+        if self._ops is not None:
+            self._ops.forget(name)
         if self._presence.left_elsewhere(name):
             self._presence.publisher.changed()
 

@@ -499,8 +499,11 @@ class ChatServer:
         return self._logins.sasl(conn, name, password)
 
     def oper(self, conn: Conn, name: str, password: str) -> str:
-        """IRC OPER (Login.oper)."""
-        return self._logins.oper(conn, name, password)
+        """IRC OPER (Login.oper); an O-line's told to the other nodes (ServerOps.opered)."""
+        got = self._logins.oper(conn, name, password)
+        if got == "ok" and conn.oper:
+            self._ops.opered(conn)
+        return got
 
     def is_server_operator(self, name: str) -> bool:
         """Whether ``name`` is a server operator (Handlers.is_server_operator); False

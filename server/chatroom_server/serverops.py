@@ -12,20 +12,25 @@ recorded is refused ``unavailable`` and ends nothing, as a room's moderation act
 whose audit record cannot be written is.
 
 In a cluster (docs/CLUSTER.md, "Server operators"), a kill whose user is not on this
-node, and every WALLOPS, goes on the cluster's stream as an operator entry
+node, every WALLOPS and every O-line's ``OPER``, goes on the cluster's stream as an
+operator entry
 (``ClusterBus.publish_operator``); every node's consumer hands it to
 :meth:`ServerOps.from_cluster`, which ends the user's session if it is on that node (the
 node that published it too: the user may have moved here meanwhile), or sends the
-WALLOPS to that node's ``+w`` clients (not the publisher's, which sent its own at once).
+WALLOPS to that node's ``+w`` clients (not the publisher's, which sent its own at once),
+or notes that an O-line made a session on another node an operator (WHOIS's 313 and
+``whois`` there as on its own node), until that user leaves or logs in again.
 
 Threads: :meth:`kill` and :meth:`wallops` run on the operator's reader thread,
-:meth:`from_cluster` on the cluster's consumer thread. No state of its own: the
-presence is read under its lock, and an outbox may be called from any thread.
+:meth:`from_cluster` and :meth:`forget` on the cluster's consumer thread. Its one state,
+the O-line operators of other nodes, is under ``_lock``; the presence is read under its
+own lock, and an outbox may be called from any thread.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, cast
 
@@ -58,6 +63,37 @@ class ServerOps:
         self._config = config
         self._b = backends
         self._presence = presence
+        # Cluster: the username keys of sessions on other nodes that an IRC O-line made
+        # operators (an ``oper`` entry), until that user leaves or logs in again
+        # anywhere (forget). Added and removed by the consumer thread, read by any
+        # (WHOIS, WHO): under _lock.
+        self._lock = threading.Lock()
+        self._elsewhere: set[str] = set()
+
+    def opered(self, conn: Conn) -> None:
+        """An IRC O-line made ``conn``'s session an operator: the other nodes are told,
+        for their WHOIS, WHO and ``whois`` (docs/CLUSTER.md, "Server operators")."""
+        bus, name = self._b.bus, conn.username
+        if bus is None or name is None:
+            return
+        if not bus.publish_operator({"a": "oper", "u": name}):
+            log.warning("the other nodes do not know %s is an operator", name)
+
+    def opered_elsewhere(self, key: str) -> bool:
+        """Whether an O-line made the session of ``key`` on another node an operator."""
+        with self._lock:
+            return key in self._elsewhere
+
+    def opered_keys(self) -> frozenset[str]:
+        """The keys of the O-line operators' sessions on other nodes."""
+        with self._lock:
+            return frozenset(self._elsewhere)
+
+    def forget(self, name: str) -> None:
+        """``name`` left another node, or logged in again somewhere: its new session is
+        no operator until an O-line makes it one (consumer thread)."""
+        with self._lock:
+            self._elsewhere.discard(username_key(name))
 
     def is_operator(self, conn: Conn) -> bool:
         """``conn``'s session may act as a server operator now: an O-line made it one,
@@ -148,5 +184,9 @@ class ServerOps:
         elif action == "wallops":
             if not mine:
                 self._wallops_here(fields.get("l", ""))
+        elif action == "oper":
+            if not mine:
+                with self._lock:
+                    self._elsewhere.add(username_key(fields.get("u", "")))
         else:
             log.error("an operator entry of an unknown kind on the stream: %r", fields)

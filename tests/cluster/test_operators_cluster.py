@@ -48,8 +48,8 @@ def test_kill_and_wallops_reach_every_node(
     bob, _ = v2(b.address, "bob")
     dave = irc(b, "dave")
     # Node a knows everyone on b is online: the op sees each join #lobby.
-    for nick in ("watcher", "carol", "bob", "dave"):
-        assert op.until("JOIN").startswith(f":{nick}!")
+    joined = {op.until("JOIN").partition("!")[0] for _ in range(4)}
+    assert joined == {":watcher", ":carol", ":bob", ":dave"}  # in any order: two nodes
 
     # Not an operator yet: 481 for both, on any node's users.
     op.send("KILL bob :x", "WALLOPS :too early")
@@ -147,3 +147,35 @@ def test_a_kill_of_another_nodes_user_while_redis_is_away_ends_nothing(
     bob.until("pong", id=1)
     op.send("KILL bob :now")
     assert bob.until("bye")["message"] == "Killed (op (now))"
+
+
+def test_an_o_line_operator_shows_as_one_on_every_node(cluster: Cluster) -> None:
+    a = cluster.add(irc_port=0, irc_opers=OPERS)
+    b = cluster.add(irc_port=0, irc_opers=OPERS)
+    op = irc(a, "op")
+    asker = irc(b, "asker")
+    json_asker, _ = v2(b.address, "jsonasker")
+    op.send("OPER operuser operpassword")
+    op.until("381")
+    # Node b learns it from the stream: WHOIS there, then, shows 313, WHO `*`, and the
+    # JSON whois server_operator (a WALLOPS after the OPER is a barrier: it comes after).
+    asker.send("MODE asker +w")
+    asker.until("MODE")
+    op.send("WALLOPS :barrier")
+    asker.until("WALLOPS")
+    asker.send("WHOIS op", "WHO op")
+    assert asker.until(" 313 ").endswith(" 313 asker op :is an IRC operator")
+    assert asker.until(" 352 ").split(" ")[8] == "H*"
+    json_asker.send(command="whois", user="op", id=1)
+    assert json_asker.until("whois", id=1)["server_operator"] is True
+    # Its next session is none, on any node, until OPER again.
+    op.send("QUIT")
+    op.closed()
+    again = irc(b, "op")
+    asker.send("WHOIS op")
+    lines = [asker.until(" 311 ")]
+    while " 318 " not in lines[-1]:
+        lines.append(asker.line())
+    assert not any(" 313 " in line for line in lines)
+    again.send("KILL asker")
+    assert " 481 op " in again.until("481")
