@@ -252,6 +252,8 @@ class Admin:
         now = s._clock()
         out = []
         for conn in list(s._by_key.values()):  # one C call: a snapshot
+            if not conn.outbox.accepting:
+                continue  # ended, and not reaped yet (disconnect)
             out.append(
                 {
                     "name": conn.username,
@@ -275,7 +277,10 @@ class Admin:
     def disconnect(self, name: str) -> bool:
         """End ``name``'s session on this server: bye ``disconnected``."""
         conn = self._server._by_key.get(username_key(name))
-        if conn is None:
+        # A session that is ending (told bye, or dropped) stays in the list until the
+        # reaper takes it out (chatroom_server.presence), later on a loaded server: it
+        # is not logged in any more, and a second disconnect must not say it ended it.
+        if conn is None or not conn.outbox.accepting:
             return False
         log.warning("an operator disconnects %s (%s)", conn.username, conn.addr)
         conn.outbox.finish(_BYE_DISCONNECTED)
