@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from chatroom.protocol import FrameDecoder
 from chatroom.testing import ServerProcess, TestServer, running_server
+from chatroom_server.outbox import Flusher, Outbox
 
 __all__ = [
     "PASSWORD",
@@ -21,9 +22,11 @@ __all__ = [
     "CutProxy",
     "RawClient",
     "ServerProcess",
+    "SocketMember",
     "WsClient",
     "connect",
     "quiet_server",
+    "socket_members",
 ]
 
 PASSWORD = "correct horse"  # every test account's password
@@ -237,6 +240,62 @@ def connect(address: tuple[str, int], name: str | None = None) -> RawClient:
     if name is not None:
         c.login(name)
     return c
+
+
+class SocketMember:
+    """A fan-out recipient (chatroom_server.fanitems.Member) whose outbox writes to a
+    real socket, and the client's end of it to read what it was sent: for the fan-out's
+    and the delivery loop's tests."""
+
+    def __init__(self, outbox: Outbox, peer: socket.socket) -> None:
+        self.outbox = outbox
+        self.peer = peer
+        self.username: str | None = None
+        self.handed = 0
+        self.done = 0
+        self._buf = b""
+
+    def lines(self, n: int) -> list[bytes]:
+        """The next ``n`` lines this member's client receives."""
+        out: list[bytes] = []
+        while len(out) < n:
+            while b"\n" not in self._buf:
+                chunk = self.peer.recv(65536)
+                assert chunk, "closed early"
+                self._buf += chunk
+            line, self._buf = self._buf.split(b"\n", 1)
+            out.append(line)
+        return out
+
+    def nothing_more(self) -> bool:
+        """Nothing beyond what was read (the sends are done: deliver() returned)."""
+        self.peer.setblocking(False)
+        try:
+            return not self._buf and not self.peer.recv(65536)
+        except BlockingIOError:
+            return not self._buf
+        finally:
+            self.peer.settimeout(10)
+
+
+@contextmanager
+def socket_members(n: int) -> Iterator[list[SocketMember]]:
+    """``n`` :class:`SocketMember`\\ s on socket pairs with one flusher, all closed after."""
+    flusher = Flusher()
+    flusher.start()
+    made: list[SocketMember] = []
+    socks: list[socket.socket] = []
+    try:
+        for i in range(n):
+            a, b = socket.socketpair()
+            b.settimeout(10)
+            socks += [a, b]
+            made.append(SocketMember(Outbox(a, flusher, name=f"m{i}"), b))
+        yield made
+    finally:
+        flusher.stop()
+        for s in socks:
+            s.close()
 
 
 class CutProxy:

@@ -5,66 +5,22 @@ deliveries counted as frames handed."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 
 import pytest
 
 from chatroom_server.delivery import Entry, deliver
 from chatroom_server.fanitems import Member
-from chatroom_server.outbox import Flusher, Outbox
-
-
-class _Member:
-    def __init__(self, outbox: Outbox, peer: socket.socket) -> None:
-        self.outbox = outbox
-        self.peer = peer
-        self.username: str | None = None
-        self.handed = 0
-        self.done = 0
-        self._buf = b""
-
-    def lines(self, n: int) -> list[bytes]:
-        """The next ``n`` lines this member's client receives."""
-        out: list[bytes] = []
-        while len(out) < n:
-            while b"\n" not in self._buf:
-                chunk = self.peer.recv(65536)
-                assert chunk, "closed early"
-                self._buf += chunk
-            line, self._buf = self._buf.split(b"\n", 1)
-            out.append(line)
-        return out
-
-    def nothing_more(self) -> bool:
-        """Nothing beyond what was read (the sends are done: deliver() returned)."""
-        self.peer.setblocking(False)
-        try:
-            return not self._buf and not self.peer.recv(65536)
-        except BlockingIOError:
-            return not self._buf
-        finally:
-            self.peer.settimeout(10)
+from tests.helpers import SocketMember, socket_members
 
 
 @pytest.fixture
-def members() -> Iterator[list[_Member]]:
-    flusher = Flusher()
-    flusher.start()
-    made: list[_Member] = []
-    socks: list[socket.socket] = []
-    for i in range(4):
-        a, b = socket.socketpair()
-        b.settimeout(10)
-        socks += [a, b]
-        made.append(_Member(Outbox(a, flusher, name=f"m{i}"), b))
-    yield made
-    flusher.stop()
-    for s in socks:
-        s.close()
+def members() -> Iterator[list[SocketMember]]:
+    with socket_members(4) as made:
+        yield made
 
 
-def test_one_sender_reaches_everyone_else(members: list[_Member]) -> None:
+def test_one_sender_reaches_everyone_else(members: list[SocketMember]) -> None:
     a, b, c, d = members
     again: Member | None = d  # the sender's new session (docs/RELIABILITY.md F1)
     n = deliver(members, [((a, again), None, b"1\n2\n", 2)])
@@ -73,7 +29,7 @@ def test_one_sender_reaches_everyone_else(members: list[_Member]) -> None:
     assert a.nothing_more() and d.nothing_more()
 
 
-def test_shares_keep_entry_order_and_skip_only_their_own(members: list[_Member]) -> None:
+def test_shares_keep_entry_order_and_skip_only_their_own(members: list[SocketMember]) -> None:
     a, b, c, d = members
     entries: list[Entry] = [
         ((a,), None, b"a1\n", 1),
@@ -95,7 +51,7 @@ def test_shares_keep_entry_order_and_skip_only_their_own(members: list[_Member])
 
 
 def test_a_direct_entry_to_someone_not_in_the_roster_reaches_nobody(
-    members: list[_Member],
+    members: list[SocketMember],
 ) -> None:
     a, b, c, _ = members
     n = deliver([a, b], [((a,), c, b"dm\n", 1), ((a,), None, b"pub\n", 1)])
@@ -104,7 +60,7 @@ def test_a_direct_entry_to_someone_not_in_the_roster_reaches_nobody(
     assert a.nothing_more() and c.nothing_more()
 
 
-def test_frames_queued_earlier_stay_ahead(members: list[_Member]) -> None:
+def test_frames_queued_earlier_stay_ahead(members: list[SocketMember]) -> None:
     """A cluster node's room rows are queued (Outbox.queue) before a later run is
     offered: they must reach the client first (seq order)."""
     a, b, _, _ = members
@@ -113,7 +69,7 @@ def test_frames_queued_earlier_stay_ahead(members: list[_Member]) -> None:
     assert b.lines(2) == [b"room", b"lobby"]
 
 
-def test_nothing_to_send_counts_nothing(members: list[_Member]) -> None:
+def test_nothing_to_send_counts_nothing(members: list[SocketMember]) -> None:
     a, b, _, _ = members
     assert deliver([a, b], [((a,), None, b"", 0)]) == 0  # a batch of resends only
     assert deliver([a, b], []) == 0

@@ -17,55 +17,23 @@ from chatroom_server.fanout import PASS_BYTES, FanOut
 from chatroom_server.frames import Frames
 from chatroom_server.messagelog import MessageLog, NewMessage
 from chatroom_server.outbox import Flusher, Outbox
-
-
-class _Member:
-    def __init__(self, outbox: Outbox, peer: socket.socket) -> None:
-        self.outbox = outbox
-        self.peer = peer
-        self.username: str | None = None
-        self.handed = 0
-        self.done = 0
-        self._buf = b""
-
-    def lines(self, n: int) -> list[bytes]:
-        """The next ``n`` lines this member's client receives."""
-        out: list[bytes] = []
-        while len(out) < n:
-            while b"\n" not in self._buf:
-                chunk = self.peer.recv(65536)
-                assert chunk, "closed early"
-                self._buf += chunk
-            line, self._buf = self._buf.split(b"\n", 1)
-            out.append(line)
-        return out
+from tests.helpers import SocketMember, socket_members
 
 
 @pytest.fixture
-def members() -> Iterator[list[_Member]]:
-    flusher = Flusher()
-    flusher.start()
-    made: list[_Member] = []
-    socks: list[socket.socket] = []
-    for i in range(6):
-        a, b = socket.socketpair()
-        b.settimeout(10)
-        socks += [a, b]
-        made.append(_Member(Outbox(a, flusher, name=f"m{i}"), b))
-    yield made
-    flusher.stop()
-    for s in socks:
-        s.close()
+def members() -> Iterator[list[SocketMember]]:
+    with socket_members(6) as made:
+        yield made
 
 
 def test_concurrent_senders_reach_everyone_else_in_order_with_their_acks(
-    members: list[_Member],
+    members: list[SocketMember],
 ) -> None:
     fan = FanOut(lambda: tuple(members))
     senders, n = members[:4], 400
     start = threading.Barrier(len(senders))
 
-    def send(k: int, me: _Member) -> None:
+    def send(k: int, me: SocketMember) -> None:
         start.wait(10)
         for i in range(n):
             fan.broadcast(me, [f"{k} {i}\n".encode()], [f"ack {k} {i}\n".encode()])
@@ -95,7 +63,7 @@ def test_concurrent_senders_reach_everyone_else_in_order_with_their_acks(
 
 
 def test_after_waits_behind_queued_broadcasts_and_a_round_runs_on_whoever_is_free(
-    members: list[_Member],
+    members: list[SocketMember],
 ) -> None:
     a, b = members[0], members[1]
     fan = FanOut(lambda: (a, b))
@@ -117,7 +85,7 @@ def test_after_waits_behind_queued_broadcasts_and_a_round_runs_on_whoever_is_fre
 
 
 def test_a_failing_item_is_logged_and_the_rest_still_go_out(
-    members: list[_Member], caplog: pytest.LogCaptureFixture
+    members: list[SocketMember], caplog: pytest.LogCaptureFixture
 ) -> None:
     a, b = members[0], members[1]
     fan = FanOut(lambda: (a, b))
@@ -137,7 +105,7 @@ def test_a_failing_item_is_logged_and_the_rest_still_go_out(
 
 
 def test_settle_waits_for_the_queue_and_gives_up_after_its_timeout(
-    members: list[_Member],
+    members: list[SocketMember],
 ) -> None:
     a, b = members[0], members[1]
     fan = FanOut(lambda: (a, b))
@@ -167,7 +135,7 @@ class _WatchedLock:
 
 
 def test_past_high_water_a_reader_waits_its_turn_and_then_sends_everything(
-    members: list[_Member],
+    members: list[SocketMember],
 ) -> None:
     a, b = members[0], members[1]
     fan = FanOut(lambda: (a, b))
@@ -193,7 +161,7 @@ def test_past_high_water_a_reader_waits_its_turn_and_then_sends_everything(
 
 
 def test_a_reader_hands_a_paused_queue_to_the_helper_and_returns(
-    members: list[_Member],
+    members: list[SocketMember],
 ) -> None:
     """Coalescing pauses happen on the helper thread, never on a reader: a reader that
     finds a pause due returns at once (back to its own client), and the helper sends its
@@ -215,7 +183,7 @@ def test_a_reader_hands_a_paused_queue_to_the_helper_and_returns(
 
 
 def test_a_reader_past_its_budget_leaves_the_rest_to_the_helper(
-    members: list[_Member],
+    members: list[SocketMember],
 ) -> None:
     a, b = members[0], members[1]
     fan = FanOut(lambda: (a, b))
@@ -230,7 +198,7 @@ def test_a_reader_past_its_budget_leaves_the_rest_to_the_helper(
 
 
 def test_a_costly_round_paces_the_next_and_a_cheap_one_does_not(
-    members: list[_Member],
+    members: list[SocketMember],
 ) -> None:
     """After a round of d seconds the next waits until d / DUTY after it began, at most
     ``coalesce``; rounds too cheap to be worth a pause set none (fake clock: each
@@ -272,7 +240,7 @@ def test_a_costly_round_paces_the_next_and_a_cheap_one_does_not(
 
 
 def test_a_pass_takes_at_most_pass_bytes_and_a_backlog_is_not_paused_for(
-    members: list[_Member],
+    members: list[SocketMember],
 ) -> None:
     """A burst that piled up is sent in passes of about PASS_BYTES each, back to back:
     a pass that could not take everything sets no pause, since the rest is a batch
@@ -308,7 +276,9 @@ def test_a_pass_takes_at_most_pass_bytes_and_a_backlog_is_not_paused_for(
 
 
 @pytest.mark.parametrize("together", [False, True])
-def test_a_message_reaches_no_session_of_its_sender(members: list[_Member], together: bool) -> None:
+def test_a_message_reaches_no_session_of_its_sender(
+    members: list[SocketMember], together: bool
+) -> None:
     """docs/RELIABILITY.md F1: a sender cut after sending logs in again before the round
     that sends its message: its new session must not get it live (without a cid, the
     client could not tell it from someone else's). ``together``: in one round with
@@ -316,7 +286,7 @@ def test_a_message_reaches_no_session_of_its_sender(members: list[_Member], toge
     old, new, other = members[:3]
     old.username = new.username = "Alice"
     other.username = "bob"
-    sessions: dict[str, _Member] = {"alice": new, "bob": other}
+    sessions: dict[str, SocketMember] = {"alice": new, "bob": other}
     fan = FanOut(lambda: (new, other), lookup=sessions.get)
     if together:
         with fan._lock:
@@ -347,7 +317,7 @@ class _Rendering(Outbox):
 
 
 def test_a_round_carries_each_message_s_event_and_seq_beside_its_bytes(
-    members: list[_Member], tmp_path: Path
+    members: list[SocketMember], tmp_path: Path
 ) -> None:
     """chatroom_server.frames: the joined frames of a round carry the events they encode,
     with the seqs the log gave them; the bytes are the same for every recipient."""
@@ -357,7 +327,7 @@ def test_a_round_carries_each_message_s_event_and_seq_beside_its_bytes(
     mine, theirs = socket.socketpair()
     rendering = _Rendering(mine, flusher, name="rendering")
     rendering.got = []
-    watcher = _Member(rendering, theirs)
+    watcher = SocketMember(rendering, theirs)
     mlog = MessageLog(tmp_path / "log.db")
     try:
         fan = FanOut(lambda: (a, b, plain, watcher), log=mlog)
