@@ -114,6 +114,19 @@ def servers(
         yield nodes
 
 
+def load_config(args: argparse.Namespace, nodes: list[ServerProcess]) -> LoadConfig:
+    """The swarm for ``nodes``: its clients spread over all of them (``--clients``,
+    ``--senders``), two generator processes, 2 s of drain after each step."""
+    return LoadConfig(
+        host=",".join(f"127.0.0.1:{n.port}" for n in nodes),
+        port=nodes[0].port,
+        clients=args.clients,
+        senders=args.senders,
+        processes=2,
+        drain=2.0,
+    )
+
+
 def fanout(args: argparse.Namespace) -> None:
     rates = [float(x) for x in args.rates.split(",")]
     rows = []
@@ -121,16 +134,7 @@ def fanout(args: argparse.Namespace) -> None:
         for kind in ("embedded", "cluster-1", "cluster-3"):
             with servers(kind, Path(tmp)) as nodes:
                 pids = [n.pid for n in nodes]
-                hosts = ",".join(f"127.0.0.1:{n.port}" for n in nodes)
-                cfg = LoadConfig(
-                    host=hosts,
-                    port=nodes[0].port,
-                    clients=args.clients,
-                    senders=args.senders,
-                    processes=2,
-                    drain=2.0,
-                )
-                with Swarm(cfg) as swarm:
+                with Swarm(load_config(args, nodes)) as swarm:
                     for pid in pids:
                         wait_idle(pid)
                     for rate in rates:
@@ -170,15 +174,7 @@ def ab_round(
     the highest sustainable deliveries/s (0 without ``--search``)."""
     with servers(f"cluster-{args.nodes}", tmp, env) as nodes:
         pids = [n.pid for n in nodes]
-        cfg = LoadConfig(
-            host=",".join(f"127.0.0.1:{n.port}" for n in nodes),
-            port=nodes[0].port,
-            clients=args.clients,
-            senders=args.senders,
-            processes=2,
-            drain=2.0,
-        )
-        with Swarm(cfg) as swarm:
+        with Swarm(load_config(args, nodes)) as swarm:
             for pid in pids:
                 wait_idle(pid)
             fixed = []
