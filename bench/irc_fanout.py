@@ -33,6 +33,7 @@ Needs Debian's ngircd (make bench-irc installs it).
 from __future__ import annotations
 
 import argparse
+import itertools
 import multiprocessing as mp
 import os
 import selectors
@@ -57,26 +58,63 @@ NGIRCD = Path("/usr/sbin/ngircd")
 PASSWORD = "bench-password"
 
 
-def register_many(port: int, nicks: list[tuple[str, str]], batch: int = 250) -> list[socket.socket]:
-    """Register ``nicks`` a batch at a time, the batch's clients in parallel: one at a time,
-    10,000 clients (issue 35) took minutes of round trips before a step could start."""
-    socks: list[socket.socket] = []
-    for lo in range(0, len(nicks), batch):
-        group = nicks[lo : lo + batch]
-        conns = []
-        for nick, _ in group:
+def register_many(
+    ports: list[int], nicks: list[tuple[str, str]], window: int = 8, batch: int = 1000
+) -> list[socket.socket]:
+    """Register ``nicks`` (the i-th on ``ports[i % len(ports)]``) with at most ``window``
+    of them connected and not yet welcomed (001) per port, then JOIN them ``batch`` at
+    a time.
+
+    Why a window: ngircd listens with a backlog of 10 (``listen(sock, 10)`` in its
+    conn.c, not configurable), so 250 connects at once overflowed its accept queue;
+    each dropped SYN cost the (blocking, one after another) connect a 1 s
+    retransmission, and 1,000 clients took 35-44 s to register (docs/PERFORMANCE.md,
+    issue 35). A connection not yet welcomed may still be in that queue; with fewer
+    than 10 of them, none is dropped. Registering one at a time instead took minutes
+    of round trips at 10,000 (the window keeps 8 in flight); ngircd listens on several
+    ports for the same reason (``ngircd_conf``), so that more can be."""
+    socks: list[socket.socket | None] = [None] * len(nicks)
+    sel = selectors.DefaultSelector()
+    deadline = time.monotonic() + 30
+    nxt = done = 0
+    waiting = dict.fromkeys(ports, 0)  # per port: connected, not yet welcomed
+    while done < len(nicks):
+        while nxt < len(nicks) and waiting[ports[nxt % len(ports)]] < window:
+            nick, port = nicks[nxt][0], ports[nxt % len(ports)]
+            waiting[port] += 1
             s = socket.create_connection(("127.0.0.1", port), timeout=30)
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             s.sendall(f"PASS {PASSWORD}\r\nNICK {nick}\r\nUSER {nick} 0 * :{nick}\r\n".encode())
-            conns.append(s)
-        # JOIN only once registered (a JOIN before 001 is ERR_NOTREGISTERED), then wait
-        # for every client's end of NAMES.
-        wait_all(conns, b" 001 ")
-        for s, (_, channel) in zip(conns, group, strict=True):
+            s.setblocking(False)
+            sel.register(s, selectors.EVENT_READ, (nxt, bytearray()))
+            nxt += 1
+        events = sel.select(1.0)
+        if not events and time.monotonic() > deadline:
+            raise TimeoutError(f"{nxt - done} clients not welcomed for 30 s")
+        for key, _ in events:
+            i, buf = key.data
+            data = key.fileobj.recv(65536)  # type: ignore[union-attr]
+            if not data:
+                raise ConnectionError(f"closed while registering: {bytes(buf[-300:])!r}")
+            buf += data
+            if b" 001 " in buf:
+                waiting[ports[i % len(ports)]] -= 1
+                sock: socket.socket = key.fileobj  # type: ignore[assignment]
+                sel.unregister(sock)
+                sock.setblocking(True)
+                socks[i] = sock
+                done += 1
+                deadline = time.monotonic() + 30  # 30 s without progress is a failure
+    sel.close()
+    ready = [s for s in socks if s is not None]
+    # JOIN only once registered (a JOIN before 001 is ERR_NOTREGISTERED), then wait
+    # for every client's end of NAMES.
+    for lo in range(0, len(ready), batch):
+        group = ready[lo : lo + batch]
+        for s, (_, channel) in zip(group, nicks[lo : lo + batch], strict=True):
             s.sendall(f"JOIN {channel}\r\n".encode())
-        wait_all(conns, b" 366 ")
-        socks += conns
-    return socks
+        wait_all(group, b" 366 ")
+    return ready
 
 
 def wait_all(conns: list[socket.socket], marker: bytes) -> None:
@@ -105,7 +143,7 @@ def wait_all(conns: list[socket.socket], marker: bytes) -> None:
 
 
 def worker(
-    port: int,
+    ports: list[int],
     nicks: list[tuple[str, str]],
     senders: dict[int, tuple[int, str]],
     slots: int,
@@ -114,7 +152,7 @@ def worker(
     """``nicks``: (nick, channel) of this process's clients; ``senders``: the message
     slots this process sends (slot -> its client's index, channel) out of ``slots``
     (message k of a step goes to slot k mod ``slots``)."""
-    socks = register_many(port, nicks)
+    socks = register_many(ports, nicks)
     for s in socks:
         s.setblocking(False)
     sel = selectors.DefaultSelector()
@@ -127,6 +165,8 @@ def worker(
             return
         t0, end, rate, drain = cmd
         lat: list[float] = []
+        where: list[int] = []  # the room of each latency in ``lat``
+        late: list[float] = []  # how far behind its schedule each send went out
         delivered = 0
         sent: dict[int, int] = {}
         interval = 1 / rate
@@ -142,6 +182,7 @@ def worker(
                 if mine is not None:
                     i, channel = mine
                     socks[i].send(f"PRIVMSG {channel} :t={next_send:.6f} x\r\n".encode())
+                    late.append(now - next_send)
                     sent[k % slots] = sent.get(k % slots, 0) + 1
                 k += 1
                 next_send = t0 + k * interval
@@ -165,20 +206,22 @@ def worker(
                     if i >= 0 and b" PRIVMSG " in line:
                         delivered += 1
                         lat.append(arrived - float(line[i + 3 : line.index(b" ", i)]))
+                        c = line.find(b" #r")
+                        where.append(int(line[c + 3 : line.index(b" ", c + 3)]) if c >= 0 else 0)
                     elif line.startswith(b"PING"):
                         key.fileobj.send(b"PONG" + line[4:] + b"\r\n")  # type: ignore[union-attr]
                 del buf[: cut + 1]
-        pipe.send((sent, delivered, lat))
+        pipe.send((sent, delivered, lat, where, late))
 
 
-def ngircd_conf(tmp: Path, port: int) -> Path:
+def ngircd_conf(tmp: Path, ports: list[int]) -> Path:
     conf = tmp / "ngircd.conf"
     conf.write_text(
         f"""[Global]
 Name = bench.chatroom
 Info = bench
 Listen = 127.0.0.1
-Ports = {port}
+Ports = {", ".join(map(str, ports))}
 MotdPhrase = bench
 Password = {PASSWORD}
 [Limits]
@@ -237,10 +280,12 @@ def run(
             assert base is not None
             env = {**os.environ, "PYTHONPATH": f"{base}/server:{base}/sdk"}
         with ServerProcess(cmd=cmd, env=env) as server:
-            return measure(server.pid, port, args)
+            return measure(server.pid, [port], args)
     exe = shutil.which("ngircd") or str(NGIRCD)
+    # Several ports: each has ngircd's accept queue of 10 (register_many).
+    ports = [port, *(free_port() for _ in range(args.ngircd_ports - 1))]
     proc = subprocess.Popen(
-        [exe, "-n", "-f", str(ngircd_conf(tmp, port))],
+        [exe, "-n", "-f", str(ngircd_conf(tmp, ports))],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -255,13 +300,13 @@ def run(
                 except subprocess.TimeoutExpired:
                     continue
                 raise RuntimeError("ngircd exited") from None
-        return measure(proc.pid, port, args)
+        return measure(proc.pid, ports, args)
     finally:
         proc.terminate()
         proc.wait(10)
 
 
-def measure(pid: int, port: int, args: argparse.Namespace) -> list[dict[str, float]]:
+def measure(pid: int, ports: list[int], args: argparse.Namespace) -> list[dict[str, float]]:
     ctx = mp.get_context("spawn")
     sizes = rooms_of(args)
     one_room = len(sizes) == 1
@@ -277,12 +322,15 @@ def measure(pid: int, port: int, args: argparse.Namespace) -> list[dict[str, flo
         slots = [(i, 0) for i in range(args.senders)]
     else:
         slots = [(first, r) for r, first in enumerate(firsts)]
-    half = len(clients) // 2
+    # The generator's processes, each a contiguous share of the clients (so a room's
+    # members are mostly in one process: a big room's message is a burst there).
+    procs_n = max(1, args.procs)
+    cuts = [len(clients) * k // procs_n for k in range(procs_n + 1)]
     pipes, procs = [], []
-    for lo, hi in ((0, half), (half, len(clients))):
+    for lo, hi in itertools.pairwise(cuts):
         mine = {k: (c - lo, clients[c][1]) for k, (c, _) in enumerate(slots) if lo <= c < hi}
         parent, child = ctx.Pipe()
-        p = ctx.Process(target=worker, args=(port, clients[lo:hi], mine, len(slots), child))
+        p = ctx.Process(target=worker, args=(ports, clients[lo:hi], mine, len(slots), child))
         p.start()
         pipes.append(parent)
         procs.append(p)
@@ -292,18 +340,25 @@ def measure(pid: int, port: int, args: argparse.Namespace) -> list[dict[str, flo
     try:
         for rate in [float(r) for r in args.rates.split(",")]:
             cpu0 = procstat.sample(pid)
+            gen0 = [procstat.sample(p.pid) for p in procs]
             t0 = time.monotonic() + 0.3
             for pipe in pipes:
                 pipe.send((t0, t0 + args.duration, rate, 2.0))
             results = [pipe.recv() for pipe in pipes]
             cpu1 = procstat.sample(pid)
+            gen1 = [procstat.sample(p.pid) for p in procs]
             per_slot: dict[int, int] = {}
             for r in results:
                 for slot, n in r[0].items():
                     per_slot[slot] = per_slot.get(slot, 0) + n
             delivered = sum(r[1] for r in results)
             lat = sorted(x for r in results for x in r[2])
+            late = sorted(x for r in results for x in r[4])
             expected = sum(n * (sizes[slots[k][1]] - 1) for k, n in per_slot.items())
+            gen_cpu = sum(
+                (b.cpu_seconds if b else 0) - (a.cpu_seconds if a else 0)
+                for a, b in zip(gen0, gen1, strict=True)
+            )
             row = {
                 "rate": rate,
                 "delivered_per_s": delivered / args.duration,
@@ -313,15 +368,45 @@ def measure(pid: int, port: int, args: argparse.Namespace) -> list[dict[str, flo
                 "cpu_us": 1e6
                 * ((cpu1.cpu_seconds if cpu1 else 0) - (cpu0.cpu_seconds if cpu0 else 0))
                 / max(1, delivered),
+                # The generator's own share: its CPU per delivery, and how late its sends
+                # went out (p99): a late send is the generator's latency, not the server's.
+                "gen_cpu_us": 1e6 * gen_cpu / max(1, delivered),
+                "gen_late_p99_ms": 1e3 * late[int(0.99 * (len(late) - 1))] if late else 0.0,
             }
             rows.append(row)
             print(row, flush=True)
+            if args.by_size and not one_room:
+                by_size(sizes, results)
     finally:
         for pipe in pipes:
             pipe.send("stop")
         for p in procs:
             p.join(10)
     return rows
+
+
+Result = tuple[dict[int, int], int, list[float], list[int], list[float]]
+
+
+def by_size(sizes: list[int], results: list[Result]) -> None:
+    """The latency per class of room size (issue 35: whose messages are late?)."""
+    classes = [(2, 2), (3, 4), (5, 16), (17, 128), (129, 1 << 30)]
+    lats: list[list[float]] = [[] for _ in classes]
+    of = [next(k for k, (lo, hi) in enumerate(classes) if lo <= s <= hi) for s in sizes]
+    for r in results:
+        for x, room in zip(r[2], r[3], strict=True):
+            lats[of[room]].append(x)
+    for k, ((lo, hi), xs) in enumerate(zip(classes, lats, strict=True)):
+        if not xs:
+            continue
+        xs.sort()
+        name = f"{lo}" if lo == hi else f"{lo}+" if hi == 1 << 30 else f"{lo}-{hi}"
+        print(
+            f"   rooms of {name}: {of.count(k)} rooms, {len(xs)} delivered, "
+            f"p50 {1e3 * statistics.median(xs):.1f} ms, "
+            f"p99 {1e3 * xs[int(0.99 * (len(xs) - 1))]:.1f} ms, max {1e3 * xs[-1]:.1f} ms",
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -341,8 +426,16 @@ def main() -> None:
         help="our clients as guests (--irc-guests): in their room only, as on ngircd",
     )
     ap.add_argument("--no-ngircd", action="store_true", help="ours (and --base) only")
+    ap.add_argument("--ngircd-only", action="store_true", help="ngircd only")
+    ap.add_argument("--procs", type=int, default=2, help="the generator's processes")
+    ap.add_argument(
+        "--ngircd-ports", type=int, default=8, help="ngircd's listening ports (register_many)"
+    )
+    ap.add_argument("--by-size", action="store_true", help="latency per room size class")
     args = ap.parse_args()
     kinds = ["ours", *(["base"] if args.base else []), *([] if args.no_ngircd else ["ngircd"])]
+    if args.ngircd_only:
+        kinds = ["ngircd"]
     if "ngircd" in kinds and shutil.which("ngircd") is None and not NGIRCD.exists():
         sys.exit("ngircd is not installed: make bench-irc installs it")
     sizes = rooms_of(args)
