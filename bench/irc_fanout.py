@@ -59,11 +59,10 @@ PASSWORD = "bench-password"
 
 
 def register_many(
-    ports: list[int], nicks: list[tuple[str, str]], window: int = 8, batch: int = 1000
+    ports: list[int], nicks: list[tuple[str, str]], window: int = 8
 ) -> list[socket.socket]:
     """Register ``nicks`` (the i-th on ``ports[i % len(ports)]``) with at most ``window``
-    of them connected and not yet welcomed (001) per port, then JOIN them ``batch`` at
-    a time.
+    of them connected and not yet welcomed (001) per port.
 
     Why a window: ngircd listens with a backlog of 10 (``listen(sock, 10)`` in its
     conn.c, not configurable), so 250 connects at once overflowed its accept queue;
@@ -106,19 +105,26 @@ def register_many(
                 done += 1
                 deadline = time.monotonic() + 30  # 30 s without progress is a failure
     sel.close()
-    ready = [s for s in socks if s is not None]
-    # JOIN only once registered (a JOIN before 001 is ERR_NOTREGISTERED), then wait
-    # for every client's end of NAMES.
-    for lo in range(0, len(ready), batch):
-        group = ready[lo : lo + batch]
+    return [s for s in socks if s is not None]
+
+
+def join_all(socks: list[socket.socket], nicks: list[tuple[str, str]], batch: int = 250) -> None:
+    """JOIN each client to its channel, ``batch`` at a time, and wait for every client's
+    end of NAMES. Only once every process's clients are registered (``measure``): a
+    JOIN to a room of 1,500 is a line to each member, and 250 of them kept our
+    fan-out's lock from the logins of the other process for over 10 s on a loaded box
+    (they were refused: "the fan-out is overloaded")."""
+    for lo in range(0, len(socks), batch):
+        group = socks[lo : lo + batch]
         for s, (_, channel) in zip(group, nicks[lo : lo + batch], strict=True):
             s.sendall(f"JOIN {channel}\r\n".encode())
         wait_all(group, b" 366 ")
-    return ready
 
 
 def wait_all(conns: list[socket.socket], marker: bytes) -> None:
-    """Read every connection until ``marker`` arrives on it (30 s at most)."""
+    """Read every connection until ``marker`` arrives on it (30 s at most without
+    progress: a JOIN to a room of 1,500 is a line to each member, and 250 of them
+    take the server a while on a loaded box)."""
     sel = selectors.DefaultSelector()
     for s in conns:
         s.setblocking(False)
@@ -137,6 +143,7 @@ def wait_all(conns: list[socket.socket], marker: bytes) -> None:
             if marker in buf:
                 sel.unregister(key.fileobj)
                 pending -= 1
+                deadline = time.monotonic() + 30
     sel.close()
     for s in conns:
         s.setblocking(True)
@@ -153,6 +160,11 @@ def worker(
     slots this process sends (slot -> its client's index, channel) out of ``slots``
     (message k of a step goes to slot k mod ``slots``)."""
     socks = register_many(ports, nicks)
+    pipe.send("registered")
+    if pipe.recv() != "join":
+        return
+    # JOIN only once registered (a JOIN before 001 is ERR_NOTREGISTERED).
+    join_all(socks, nicks)
     for s in socks:
         s.setblocking(False)
     sel = selectors.DefaultSelector()
@@ -167,6 +179,7 @@ def worker(
         lat: list[float] = []
         where: list[int] = []  # the room of each latency in ``lat``
         late: list[float] = []  # how far behind its schedule each send went out
+        from_sent: list[float] = []  # each latency in ``lat`` from the actual send
         delivered = 0
         sent: dict[int, int] = {}
         interval = 1 / rate
@@ -181,8 +194,12 @@ def worker(
                 mine = senders.get(k % slots)
                 if mine is not None:
                     i, channel = mine
-                    socks[i].send(f"PRIVMSG {channel} :t={next_send:.6f} x\r\n".encode())
-                    late.append(now - next_send)
+                    # t: when it should have gone out (the open loop's schedule); s: when
+                    # it did (the server's share of the latency is from s).
+                    at = time.monotonic()
+                    msg = f"PRIVMSG {channel} :t={next_send:.6f} s={at:.6f} x\r\n"
+                    socks[i].send(msg.encode())
+                    late.append(at - next_send)
                     sent[k % slots] = sent.get(k % slots, 0) + 1
                 k += 1
                 next_send = t0 + k * interval
@@ -205,13 +222,15 @@ def worker(
                     i = line.find(b":t=")
                     if i >= 0 and b" PRIVMSG " in line:
                         delivered += 1
-                        lat.append(arrived - float(line[i + 3 : line.index(b" ", i)]))
+                        j = line.index(b" s=", i)
+                        lat.append(arrived - float(line[i + 3 : j]))
+                        from_sent.append(arrived - float(line[j + 3 : line.index(b" ", j + 3)]))
                         c = line.find(b" #r")
                         where.append(int(line[c + 3 : line.index(b" ", c + 3)]) if c >= 0 else 0)
                     elif line.startswith(b"PING"):
                         key.fileobj.send(b"PONG" + line[4:] + b"\r\n")  # type: ignore[union-attr]
                 del buf[: cut + 1]
-        pipe.send((sent, delivered, lat, where, late))
+        pipe.send((sent, delivered, lat, where, late, from_sent))
 
 
 def ngircd_conf(tmp: Path, ports: list[int]) -> Path:
@@ -335,6 +354,9 @@ def measure(pid: int, ports: list[int], args: argparse.Namespace) -> list[dict[s
         pipes.append(parent)
         procs.append(p)
     for pipe in pipes:
+        assert pipe.recv() == "registered"
+    for pipe in pipes:  # one process at a time (join_all)
+        pipe.send("join")
         assert pipe.recv() == "ready"
     rows = []
     try:
@@ -354,6 +376,7 @@ def measure(pid: int, ports: list[int], args: argparse.Namespace) -> list[dict[s
             delivered = sum(r[1] for r in results)
             lat = sorted(x for r in results for x in r[2])
             late = sorted(x for r in results for x in r[4])
+            from_sent = sorted(x for r in results for x in r[5])
             expected = sum(n * (sizes[slots[k][1]] - 1) for k, n in per_slot.items())
             gen_cpu = sum(
                 (b.cpu_seconds if b else 0) - (a.cpu_seconds if a else 0)
@@ -372,6 +395,9 @@ def measure(pid: int, ports: list[int], args: argparse.Namespace) -> list[dict[s
                 # went out (p99): a late send is the generator's latency, not the server's.
                 "gen_cpu_us": 1e6 * gen_cpu / max(1, delivered),
                 "gen_late_p99_ms": 1e3 * late[int(0.99 * (len(late) - 1))] if late else 0.0,
+                "p99_from_sent_ms": 1e3 * from_sent[int(0.99 * (len(from_sent) - 1))]
+                if from_sent
+                else 0.0,
             }
             rows.append(row)
             print(row, flush=True)
@@ -385,7 +411,7 @@ def measure(pid: int, ports: list[int], args: argparse.Namespace) -> list[dict[s
     return rows
 
 
-Result = tuple[dict[int, int], int, list[float], list[int], list[float]]
+Result = tuple[dict[int, int], int, list[float], list[int], list[float], list[float]]
 
 
 def by_size(sizes: list[int], results: list[Result]) -> None:
