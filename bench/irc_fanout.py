@@ -108,23 +108,31 @@ def register_many(
     return [s for s in socks if s is not None]
 
 
-def join_all(socks: list[socket.socket], nicks: list[tuple[str, str]], batch: int = 250) -> None:
+def join_all(socks: list[socket.socket], nicks: list[tuple[str, str]], batch: int = 50) -> None:
     """JOIN each client to its channel, ``batch`` at a time, and wait for every client's
     end of NAMES. Only once every process's clients are registered (``measure``): a
-    JOIN to a room of 1,500 is a line to each member, and 250 of them kept our
-    fan-out's lock from the logins of the other process for over 10 s on a loaded box
-    (they were refused: "the fan-out is overloaded")."""
+    JOIN to a room of 1,500 is a line to each member under our fan-out's lock, which
+    is not fair, and 250 JOINs at once kept logins and other JOINs waiting past its
+    10 s timeout on a loaded box (refused: "the fan-out is overloaded")."""
     for lo in range(0, len(socks), batch):
         group = socks[lo : lo + batch]
-        for s, (_, channel) in zip(group, nicks[lo : lo + batch], strict=True):
-            s.sendall(f"JOIN {channel}\r\n".encode())
-        wait_all(group, b" 366 ")
+        joins = {
+            s: f"JOIN {channel}\r\n".encode()
+            for s, (_, channel) in zip(group, nicks[lo : lo + batch], strict=True)
+        }
+        for s, line in joins.items():
+            s.sendall(line)
+        wait_all(group, b" 366 ", retry=joins)
 
 
-def wait_all(conns: list[socket.socket], marker: bytes) -> None:
+def wait_all(
+    conns: list[socket.socket], marker: bytes, retry: dict[socket.socket, bytes] | None = None
+) -> None:
     """Read every connection until ``marker`` arrives on it (30 s at most without
     progress: a JOIN to a room of 1,500 is a line to each member, and 250 of them
-    take the server a while on a loaded box)."""
+    take the server a while on a loaded box). ``retry``: each connection's command, to
+    send again when our server says "try again" (a JOIN that waited 10 s for its
+    fan-out's lock: "the fan-out is overloaded")."""
     sel = selectors.DefaultSelector()
     for s in conns:
         s.setblocking(False)
@@ -133,7 +141,8 @@ def wait_all(conns: list[socket.socket], marker: bytes) -> None:
     pending = len(conns)
     while pending:
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{pending} clients still waiting for {marker!r}")
+            stuck = next(iter(sel.get_map().values())).data[-300:]
+            raise TimeoutError(f"{pending} clients still waiting for {marker!r}: {bytes(stuck)!r}")
         for key, _ in sel.select(1.0):
             buf: bytearray = key.data
             data = key.fileobj.recv(65536)  # type: ignore[union-attr]
@@ -144,6 +153,9 @@ def wait_all(conns: list[socket.socket], marker: bytes) -> None:
                 sel.unregister(key.fileobj)
                 pending -= 1
                 deadline = time.monotonic() + 30
+            elif retry and b" :try again" in buf:
+                del buf[:]
+                key.fileobj.sendall(retry[key.fileobj])  # type: ignore[index,union-attr]
     sel.close()
     for s in conns:
         s.setblocking(True)
