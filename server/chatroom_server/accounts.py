@@ -521,6 +521,15 @@ class AccountStore:
                 return seen[0], True
         return self._on_worker(self._authenticate, name, password)
 
+    def remembered(self, name: str, password: str) -> bool:
+        """Whether :meth:`authenticate` would answer from the remembered proofs, with no
+        trip to a store thread (a login the admission thread may run itself,
+        chatroom_server.listeners). Any thread; a dict lookup and a keyed hash."""
+        if self._proofs is None:
+            return False
+        seen = self._proofs.get(username_key(name))
+        return seen is not None and hmac.compare_digest(seen[1], self._proof(password))
+
     def _authenticate(self, name: str, password: str) -> tuple[Account | None, bool]:
         account = self.get(name)
         if account is None:

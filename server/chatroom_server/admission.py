@@ -66,18 +66,30 @@ class Admission(Generic[T]):
         never: Callable[[T], None],
         fileno: Callable[[T], int],
         queued: Callable[[T], None],
+        *,
+        first: Callable[[T], bool] | None = None,
+        resume: Callable[[T], None] | None = None,
     ) -> None:
         self.slots = slots
         self._start = start
         self._never = never
         self._queued = queued
         self._fileno = fileno
+        # The admission thread's first look at a readable connection (a login it can
+        # run itself, Listeners.first): True if it took the connection from here on.
+        self._first = first
+        # A parked connection (logged in, no thread yet) whose client spoke or hung
+        # up, or any parked one once closed: its thread is started, with no slot.
+        self._resume = resume
         self._lock = threading.Lock()  # see the module docstring
         # Made by open(), before the accept and admission threads start; closed by
         # release_resources() once they have ended.
         self._epoll: select.epoll | None = None
         self._wake_r = self._wake_w = -1  # close() wakes run() at once
         self._watched: dict[int, T] = {}
+        # Logged in on the admission thread and waiting, threadless, for their client to
+        # say more (park): fd -> connection, owned as ``_watched`` is.
+        self._parked: dict[int, T] = {}
         self._free = slots
         # Who gets the next freed slot: a connection to start, or the lock a running
         # thread sleeps in (enter) until it is released for it.
@@ -131,7 +143,32 @@ class Admission(Generic[T]):
                 # the connection's thread closes its socket.
                 conn = self._watched.pop(fd, None)
                 if conn is not None:
-                    self.arrive(conn)
+                    if self._first is None or not self._first(conn):
+                        self.arrive(conn)
+                    continue
+                conn = self._parked.pop(fd, None)
+                if conn is not None:
+                    assert self._resume is not None
+                    self._resume(conn)
+
+    def park(self, conn: T) -> None:
+        """Admission thread: ``conn`` has logged in without a thread (``first``) and
+        nothing more of its client's is to handle: it waits in the epoll again, and its
+        thread starts when its client says more or the connection ends (either side's
+        close or shutdown makes it readable)."""
+        assert self._epoll is not None and self._resume is not None
+        fd = self._fileno(conn)
+        self._parked[fd] = conn
+        if self._closed:  # stopping: close() may have looked before the line above
+            if self._parked.pop(fd, None) is not None:
+                self._resume(conn)
+            return
+        try:
+            # Still registered since its ONESHOT fired (run): armed again.
+            self._epoll.modify(fd, select.EPOLLIN | select.EPOLLONESHOT)
+        except OSError:  # the epoll is closed: stopping
+            if self._parked.pop(fd, None) is not None:
+                self._resume(conn)
 
     def arrive(self, conn: T) -> None:
         """``conn`` is started now if a slot is free, or when one is freed for it (by
@@ -215,6 +252,13 @@ class Admission(Generic[T]):
             conn = self._watched.pop(fd, None)
             if conn is not None:
                 self._never(conn)
+        # Logged in: their threads end them as every session ends at a stop (the
+        # server's bye shuts their sockets down).
+        for fd in list(self._parked):
+            conn = self._parked.pop(fd, None)
+            if conn is not None:
+                assert self._resume is not None
+                self._resume(conn)
 
     def release_resources(self) -> None:
         """After :meth:`close` and once :meth:`run` has returned: the epoll and pipe."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from chatroom.protocol import Ack, Broadcast, RequestId
@@ -41,6 +42,7 @@ class Conn(ServerSession):
         "connected_at",
         "deltas",
         "done",
+        "early",
         "events",
         "failed_logins",
         "guest",
@@ -51,6 +53,7 @@ class Conn(ServerSession):
         "irc",
         "last_rx",
         "late_inbox",
+        "later",
         "left",
         "msgs",
         "num",
@@ -62,6 +65,7 @@ class Conn(ServerSession):
         "slot",
         "sock",
         "thread",
+        "unread",
         "web",
     )
 
@@ -85,6 +89,14 @@ class Conn(ServerSession):
         self.thread: ReaderThread | None = None
         # It holds one of the login slots (admission.py): its reader thread's alone.
         self.slot = False
+        # Its login runs on the admission thread, before it has a thread of its own
+        # (Listeners.first): set and cleared there, around that login.
+        self.early = False
+        # Set before its thread starts, for that thread (Listeners.first, serve): bytes
+        # read but not yet handled, and what to run first (a login's replay, or the
+        # end of a connection the early login closed: False ends it).
+        self.unread = b""
+        self.later: Callable[[], bool] | None = None
         self.deltas = False  # asked for users_delta at login (set before login_ok)
         self.rooms = False  # asked for rooms at login, and the server has them (§Rooms)
         self.guest = False  # an IRC guest's session (login.guest_login; §Guest rooms)

@@ -214,6 +214,21 @@ class LoginThrottle:
             self._touch(self._accounts, account, tat + self.account_gap)
             return LoginAttempt(self, account, address, per_address, slot - now)
 
+    def clear(self, account: str, address: str, now: float, per_address: bool = True) -> bool:
+        """Whether :meth:`begin` would let a check through at once, without a refusal
+        or a ``delay`` (a login the admission thread may run itself, which must never
+        wait: chatroom_server.listeners). Changes nothing."""
+        with self._lock:
+            if per_address:
+                s = self._addresses.get(address)
+                if s is not None and s.until > now:
+                    return False
+            pair = self._pairs.get((account, address))
+            if pair is not None and (pair.until > now or pair.checking):
+                return False
+            tat = self._accounts.get(account, now)
+            return tat - (self.account_burst - 1) * self.account_gap <= now
+
     def _fresh(self, s: _Strikes, now: float) -> _Strikes:
         if s.fails and now - s.last >= self.forget and now >= s.until:
             s.fails = 0

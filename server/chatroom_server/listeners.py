@@ -112,6 +112,9 @@ class Listeners:
     # would be held by each idle thread (memory per connection, docs/PERFORMANCE.md).
     _frames: Callable[[Conn, bytes], str | None]
     _flush_batch: Callable[[Conn], None]
+    # Whether a first frame is a login the admission thread may run itself
+    # (Login.early); None: every login runs on its connection's thread.
+    _early: Callable[[Conn, bytes], bool] | None = None
 
     def __init__(
         self,
@@ -142,6 +145,8 @@ class Listeners:
             self._never_started,
             lambda conn: conn.sock.fileno(),
             self._queued,
+            first=self.first,
+            resume=self._resume,
         )
         self._reader_starts = itertools.count(1)  # module docstring: no lock
         self._reader_ends = itertools.count(1)
@@ -151,6 +156,7 @@ class Listeners:
         self._no_readers = threading.Event()
         self._numbers = itertools.count(1)
         self.handler_crashes = 0  # written under the presence's lock
+        self.early_logins = 0  # logins run by first(): the admission thread's alone
         self.listener: socket.socket | None = None  # the JSON port (start())
         # IRC listeners: (socket, with TLS); bound by start() when configured.
         self.irc_listeners: list[tuple[socket.socket, bool]] = []
@@ -160,10 +166,14 @@ class Listeners:
         self.web_address: tuple[str, int] | None = None
         self.flusher: Flusher | None = None  # made by open(), once the ports are bound
 
-    def use(self, runner: CommandRunner) -> None:
-        """The command runner the reader threads hand their reads to (``_frames``)."""
+    def use(
+        self, runner: CommandRunner, early: Callable[[Conn, bytes], bool] | None = None
+    ) -> None:
+        """The command runner the reader threads hand their reads to (``_frames``), and
+        what tells the logins the admission thread may run itself (``first``)."""
         self._frames = runner.frames
         self._flush_batch = self._replies.flush_batch
+        self._early = early
 
     def bind_more(self) -> None:
         """Bind the IRC and web ports (the JSON one is bound already); on a failure,
@@ -369,6 +379,70 @@ class Listeners:
             self._not_started(conn, exc)
             self.admission.leave()
 
+    def first(self, conn: Conn) -> bool:
+        """Admission thread: a connection whose client has said something, before it
+        goes in line for a thread and a login slot. If what it said starts with a login
+        that waits for nothing (``Login.early``: a returning user whose password the
+        store remembers), the login runs here, now: login_ok goes out with no thread
+        started, no slot taken and no GIL handed over, which in an arrival storm is
+        most of a login's cost (docs/PERFORMANCE.md, "Arrival storms"). Then the
+        connection is parked (``Admission.park``) until its client says more; or, with
+        bytes after the login or a replay to send, its thread starts at once, with no
+        slot, and handles those first (``serve``). True if it took the connection;
+        False: it goes in line as before, with what was read kept for its thread."""
+        early = self._early
+        if early is None or conn.outbox.tls or conn.irc is not None or conn.web is not None:
+            return False
+        try:
+            data = conn.sock.recv(self._config.recv_size, socket.MSG_DONTWAIT)
+        except OSError:  # nothing after all, or reset: its thread's own read finds out
+            return False
+        conn.unread = data
+        end = data.find(b"\n") + 1
+        if not end or not early(conn, data[:end]):
+            return False  # a half frame, a registration, a password to check...
+        conn.unread = data[end:]
+        conn.last_rx = self._clock()
+        self.early_logins += 1
+        conn.early = True
+        try:
+            closing = self._frames(conn, data[:end])
+            if conn.batch:
+                self._flush_batch(conn)
+        except Exception:
+            # As in serve: a bug costs this connection, never the admission thread.
+            with self._presence.lock:
+                self.handler_crashes += 1
+            log.exception("login of %r on the admission thread crashed; closing it", conn)
+            closing = "handler error"
+        finally:
+            conn.early = False
+        if closing is not None:
+            conn.later = _ends
+        if conn.username is not None and conn.later is None and not conn.unread:
+            self.admission.park(conn)
+        else:
+            self._resume(conn)
+        return True
+
+    def _resume(self, conn: Conn) -> None:
+        """Start the thread of a connection that needs no login slot: logged in on the
+        admission thread (``first``), or with its early login refused. Admission
+        thread, or the stopping one (Admission.close)."""
+        assert conn.thread is not None
+        try:
+            conn.thread.start(self.serve, conn)  # returns at once (readers.py)
+        except RuntimeError as exc:
+            log.error("cannot start a thread for %s: %s", conn.addr, exc)
+            conn.unread = b""
+            conn.later = _ends
+            # What serve's end does, here: the session (if any) ends, the socket closes.
+            self._b.fanout.settle(conn, timeout=0.0)
+            self._presence.depart(conn)
+            conn.outbox.close(linger=0.0, dead=True)
+            self._readers.discard(conn.thread)
+            self.reader_ended()
+
     def _dropped(self, reason: str) -> None:
         """An outbox disconnected its slow client (chatroom_server.outbox)."""
         self._stats.add("drops")
@@ -418,10 +492,17 @@ class Listeners:
                 if not self._handshake(conn):
                     return
                 recv = self._tls_receiver(conn)
+            later, conn.later = conn.later, None
+            if later is not None and not later():  # from its early login (first)
+                reason = "closed by server"
+                return
+            data, conn.unread = conn.unread, b""  # read for it already (first)
             size = IDLE_RECV
             while True:
                 try:
-                    if not conn.slot:
+                    if data:
+                        pass  # read by the admission thread, for this thread
+                    elif not conn.slot:
                         data = recv(size)
                     elif conn.outbox.tls:  # no MSG_DONTWAIT through TLS
                         self.let_go(conn)
@@ -440,10 +521,11 @@ class Listeners:
                     break
                 if not data:
                     break
+                got, data = data, b""
                 # A read that filled its buffer: more is coming, so read big; otherwise
                 # wait small. A thread blocked in recv(n) holds an n-byte buffer all the
                 # while, and most connections are idle most of the time.
-                size = self._config.recv_size if len(data) == size else IDLE_RECV
+                size = self._config.recv_size if len(got) == size else IDLE_RECV
                 conn.last_rx = self._clock()
                 if conn.username is None and not conn.slot:
                     # Before its login, asleep in line while a storm's logins run
@@ -452,11 +534,11 @@ class Listeners:
                     conn.slot = self.admission.enter(self._config.login_timeout)
                     conn.in_login = False
                 if conn.web is not None:  # before irc: IRC over WebSocket is both
-                    closing = None if conn.web.feed(data) else "closed by server"
+                    closing = None if conn.web.feed(got) else "closed by server"
                 elif conn.irc is not None:
-                    closing = None if conn.irc.receive_data(data) else "closed by server"
+                    closing = None if conn.irc.receive_data(got) else "closed by server"
                 else:
-                    closing = frames(conn, data)
+                    closing = frames(conn, got)
                 if conn.batch:
                     flush_batch(conn)
                 if conn.username is not None:
@@ -552,3 +634,8 @@ def _close_half_made(exc: OSError) -> None:
             made.close()
             return
         tb = tb.tb_next
+
+
+def _ends() -> bool:
+    """A connection's ``later`` when its early login closed it (Listeners.first)."""
+    return False

@@ -23,6 +23,8 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from chatroom.errors import ProtocolError
 from chatroom.protocol import (
     ErrorCode,
@@ -51,6 +53,18 @@ if TYPE_CHECKING:
     from chatroom_server.replay import Replay
 
 log = logging.getLogger(__name__)
+
+
+class _LoginPeek(msgspec.Struct):
+    """What the admission thread reads of a first frame to decide whether it may run
+    the login itself (``Login.early``); the session decodes the frame for real."""
+
+    command: str = ""
+    username: str = ""
+    password: str | None = None
+
+
+_PEEK = msgspec.json.Decoder(_LoginPeek)
 
 
 class Login:
@@ -91,6 +105,28 @@ class Login:
     def exempt(self, ip: str) -> bool:
         """Loopback, with --exempt-loopback: no per-address limits."""
         return exempt(self._config, ip)
+
+    def early(self, conn: Conn, frame: bytes) -> bool:
+        """Admission thread: whether ``frame`` (a connection's first, whole) is a login
+        it may run itself, on the spot: one that makes no trip to a store thread (a
+        password the store remembers), is not slowed by the throttle, and needs no
+        cluster claim. Such a login waits for nothing but locks held briefly; its
+        replay, if any, is left to the connection's thread (``enter``)."""
+        store = self._b.store
+        if store is None or self._b.bus is not None:
+            return False
+        try:
+            peek = _PEEK.decode(frame)
+        except msgspec.DecodeError:  # the session answers it, on the connection's thread
+            return False
+        if peek.command != "login" or peek.password is None:
+            return False
+        key = username_key(peek.username)
+        if not store.remembered(peek.username, peek.password):
+            return False
+        return self._throttle.clear(
+            key, conn.ip, self._clock(), per_address=not self.exempt(conn.ip)
+        )
 
     def login(self, conn: Conn, cmd: LoginCommand) -> bool:
         conn.in_login = True
@@ -171,11 +207,19 @@ class Login:
         """``verify`` once the throttle let the check through (limits.py)."""
         assert self._b.store is not None and cmd.password is not None
         # Past the account's ceiling the check waits for its turn: slowed, not refused.
+        if attempt.delay > 0 and conn.early:
+            # Slowed since ``early`` looked (wrong passwords from elsewhere meanwhile):
+            # the admission thread must not wait, so this client tries again.
+            raise AccountStoreBusy("the account's password checks are slowed")
         if attempt.delay > 0 and self._stopping.wait(attempt.delay):
             raise AccountStoreBusy("the server is stopping")
         new_user = False
         account, right = self._b.store.authenticate(cmd.username, cmd.password)
         gate = self._b.gate
+        if account is None and conn.early:
+            # Gone since ``early`` found it remembered (deleted meanwhile): a
+            # registration waits for its commit, which the admission thread must not.
+            raise AccountStoreBusy("the account changed during the login")
         if account is None:
             if gate is not None and not gate.registrations_open():
                 why = "this server takes no new accounts for now; try again later"
@@ -474,6 +518,11 @@ class Login:
         upto, replaying = plan
         conn.inbox_range = (upto, upto)  # none from the inbox yet; the login's cut
         if not replaying:
+            return True
+        if conn.early:
+            # On the admission thread: the replay waits for its client to read, so the
+            # connection's own thread runs it, first thing (Listeners.serve).
+            conn.later = lambda: self._replay.replay(conn, name, cmd, upto)
             return True
         return self._replay.replay(conn, name, cmd, upto)
 

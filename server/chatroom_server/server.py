@@ -138,7 +138,7 @@ class ChatServer:
             c, b, presence, self._logins, self._replay, replies, self._bots, self._ops
         )
         self._runner = CommandRunner(c, self._handlers, replies)
-        listeners.use(self._runner)
+        listeners.use(self._runner, self._logins.early)
         self._housekeeping = Housekeeping(c, presence, self._stopping)
         # The parts' own, by the names the rest of the package and the tests know: the
         # same objects, never rebound (each part says what guards its own).

@@ -1,0 +1,219 @@
+"""Logins run on the admission thread (chatroom_server.listeners ``Listeners.first``): a
+returning user whose password the store remembers (a cheap hash) gets login_ok before
+its connection has a thread, which starts once its client says more. The login's
+semantics do not change: takeover, bans, throttles, a half frame, frames after the login
+in the same packet (handled once, in order, after login_ok), resume, the stop."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from queue import Queue
+from typing import Any
+
+import pytest
+
+from chatroom_server.__main__ import main
+from tests.helpers import PASSWORD, RawClient, quiet_server
+
+
+@pytest.fixture
+def srv(tmp_path: Path) -> Iterator[Any]:
+    with quiet_server(tmp_path / "chat.db", password_hash="load-test", login_slots=4) as s:
+        yield s
+
+
+def login_frame(name: str, password: str = PASSWORD, **more: Any) -> bytes:
+    frame = {"command": "login", "username": name, "password": password, **more}
+    return json.dumps(frame).encode() + b"\n"
+
+
+def registered(srv: Any, *names: str) -> None:
+    """Each name registered (so that the store remembers its password) and gone."""
+    for name in names:
+        with RawClient(srv.address) as c:
+            c.login(name)
+
+
+def early(srv: Any) -> int:
+    return int(srv.server._listeners.early_logins)
+
+
+def parked(srv: Any) -> set[str]:
+    return {c.username for c in list(srv.server._admission._parked.values())}
+
+
+def parking(srv: Any, monkeypatch: pytest.MonkeyPatch) -> Queue[str]:
+    """The names of the connections parked from now on, as they are (login_ok goes
+    out first: a client may hear it before its connection is parked)."""
+    admission = srv.server._admission
+    done: Queue[str] = Queue()
+    park = admission.park
+
+    def parked_then_told(conn: Any) -> None:
+        park(conn)
+        done.put(conn.username)
+
+    monkeypatch.setattr(admission, "park", parked_then_told)
+    return done
+
+
+def test_a_return_logs_in_on_the_admission_thread_and_waits_without_a_thread(
+    srv: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registered(srv, "ret")
+    done = parking(srv, monkeypatch)
+    before = early(srv)
+    with RawClient(srv.address) as c, RawClient(srv.address) as witness:
+        witness.login("witness")
+        c.send_raw(login_frame("ret", features=["users_delta"]))
+        ok = c.expect("login_ok", username="ret", new_user=False)
+        assert "ret" in ok["users"]
+        assert early(srv) == before + 1
+        witness.until("users", joined="ret")
+        assert done.get(timeout=10) == "ret"  # logged in, no thread: nothing more to read
+        assert "ret" in parked(srv)
+        c.send(command="ping", id=1)  # its client speaks: its thread starts
+        c.until("pong", id=1)
+        assert "ret" not in parked(srv)
+        c.send(command="pm", message="after", id=2)
+        c.until("ack", id=2)
+        assert witness.until("broadcast")["message"] == "after"
+
+
+def test_a_message_in_the_login_packet_is_handled_once_in_order_after_login_ok(
+    srv: Any,
+) -> None:
+    registered(srv, "quick")
+    before = early(srv)
+    with RawClient(srv.address) as witness, RawClient(srv.address) as c:
+        witness.login("witness")
+        pm = b'{"command":"pm","message":"one packet","id":7}\n'
+        half = b'{"command":"pm","message":"sec'
+        c.send_raw(login_frame("quick") + pm + half)  # one packet
+        c.expect("login_ok", username="quick")
+        assert early(srv) == before + 1
+        frames = [c.recv()]
+        while frames[-1].get("type") != "ack":
+            frames.append(c.recv())
+        assert frames[-1]["id"] == 7
+        c.send_raw(b'ond","id":8}\n')  # the rest of the half frame
+        c.until("ack", id=8)
+        got = [witness.until("broadcast") for _ in range(2)]
+        assert [m["message"] for m in got] == ["one packet", "second"]
+        witness.send(command="ping", id=1)
+        seen = []
+        while (f := witness.recv())["type"] != "pong":
+            seen.append(f)
+        assert not [f for f in seen if f.get("type") == "broadcast"]  # once each
+
+
+def test_a_takeover_from_the_admission_thread_replaces_a_parked_session(srv: Any) -> None:
+    registered(srv, "twice")
+    with RawClient(srv.address) as first, RawClient(srv.address) as second:
+        first.send_raw(login_frame("twice"))
+        first.expect("login_ok")
+        before = early(srv)
+        second.send_raw(login_frame("twice"))
+        second.expect("login_ok", username="twice")
+        assert early(srv) == before + 1
+        frames = first.wait_closed()
+        assert frames[-1] == {"type": "bye", "reason": "session_replaced"}
+        second.send(command="ping", id=1)
+        second.until("pong", id=1)
+        online = [c for c in srv.server._presence.connections() if c.username == "twice"]
+        assert len(online) == 1
+
+
+def test_a_wrong_password_is_not_taken_early_and_is_refused(srv: Any) -> None:
+    registered(srv, "guarded")
+    before = early(srv)
+    with RawClient(srv.address) as c:
+        c.send_raw(login_frame("guarded", password="not the password", id=1))
+        c.expect_error("bad_credentials", id=1)
+        assert early(srv) == before
+        c.send_raw(login_frame("guarded", id=2))
+        c.expect("login_ok", username="guarded")
+
+
+def test_a_banned_user_is_refused_on_the_admission_thread(
+    srv: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    registered(srv, "villain")
+    status = main(["admin", "--db", str(tmp_path / "chat.db"), "ban", "villain"])
+    capsys.readouterr()
+    assert status == 0
+    before = early(srv)
+    with RawClient(srv.address) as c:
+        c.send_raw(login_frame("villain", id=1))
+        assert c.until("error", id=1)["code"] == "banned"
+        assert early(srv) == before + 1
+        c.send(command="ping", id=2)  # still connected, with a thread now
+        c.until("pong", id=2)
+
+
+def test_a_half_login_then_a_stall_holds_up_nobody_and_logs_in_once_completed(
+    srv: Any,
+) -> None:
+    registered(srv, "halves")
+    frame = login_frame("halves")
+    before = early(srv)
+    with RawClient(srv.address) as c:
+        c.send_raw(frame[:10])  # and then nothing, for a while
+        for i in range(6):  # more than the slots: the stalled one holds none
+            with RawClient(srv.address) as other:
+                other.login(f"other{i}")
+        c.send_raw(frame[10:])
+        c.expect("login_ok", username="halves")
+        assert early(srv) == before  # its login ran on its own thread
+
+
+def test_a_resume_from_the_admission_thread_replays_after_login_ok(srv: Any) -> None:
+    registered(srv, "resumer")
+    with RawClient(srv.address) as talker:
+        talker.login("talker")
+        for i in range(3):
+            talker.send(command="pm", message=f"m{i}", id=i)
+            talker.until("ack", id=i)
+    before = early(srv)
+    with RawClient(srv.address) as c:
+        c.send_raw(login_frame("resumer", since=0))
+        c.expect("login_ok", username="resumer")
+        assert early(srv) == before + 1
+        got = [c.until("broadcast")["message"] for _ in range(3)]
+        assert got == ["m0", "m1", "m2"]
+        c.send(command="ping", id=1)
+        c.until("pong", id=1)
+
+
+def test_a_stop_says_bye_to_parked_sessions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with quiet_server(tmp_path / "db", password_hash="load-test", login_slots=4) as srv:
+        registered(srv, "a", "b")
+        done = parking(srv, monkeypatch)
+        clients = [RawClient(srv.address) for _ in range(2)]
+        for c, name in zip(clients, ("a", "b"), strict=True):
+            c.send_raw(login_frame(name))
+            c.expect("login_ok")
+        assert {done.get(timeout=10), done.get(timeout=10)} == {"a", "b"}
+        assert parked(srv) == {"a", "b"}
+        srv.stop()
+        for c in clients:
+            assert c.wait_closed()[-1] == {"type": "bye", "reason": "server_shutdown"}
+            c.close()
+
+
+def test_a_parked_client_that_hangs_up_departs(srv: Any) -> None:
+    registered(srv, "leaver")
+    with RawClient(srv.address) as witness:
+        witness.login("witness")
+        c = RawClient(srv.address)
+        c.send_raw(login_frame("leaver"))
+        c.expect("login_ok")
+        witness.until("users", joined="leaver")
+        c.sock.shutdown(socket.SHUT_RDWR)
+        c.close()
+        witness.until("users", left="leaver")
