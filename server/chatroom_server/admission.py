@@ -22,6 +22,13 @@ a login, the others are not threads yet or asleep in a lock, and the accept thre
 competes for the GIL with a few dozen threads instead of ten thousand; and the admission
 thread takes a whole batch of readable connections per turn of the GIL.
 
+A connection may never need a slot or a thread for its login: the admission thread
+offers each readable connection to ``first`` (``Listeners.first``), which runs a login
+that waits for nothing right there (a returning user whose password the store remembers)
+and then parks the connection (:meth:`Admission.park`): back in the epoll, threadless,
+until its client says more or the connection ends, when ``resume`` starts its thread.
+In a return storm that is a login with no thread started and no GIL handed over.
+
 Threads: the accept thread calls :meth:`Admission.watch` (or :meth:`~Admission.arrive`
 for a connection that must not wait for its client, as IRC's); the ``chat-admission``
 thread runs :meth:`~Admission.run`; connection threads call :meth:`~Admission.enter` and
@@ -30,7 +37,8 @@ guards ``_free``, ``_line`` and ``_closed``, and nothing under it gives the GIL 
 syscall, no callback): what a freed slot starts or wakes runs after it is let go.
 ``_watched`` (fd -> connection) is added to by the accept thread and popped by the
 admission thread or ``close``, single dict operations: whoever pops a connection owns
-it, so each is started or given back as never started exactly once.
+it, so each is started or given back as never started exactly once. ``_parked``
+likewise: added to and popped by the admission thread, popped by ``close``.
 """
 
 from __future__ import annotations
