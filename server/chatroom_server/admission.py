@@ -57,6 +57,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# Readiness events taken per turn of the admission thread (run).
+BATCH = 64
+
 
 class Admission(Generic[T]):
     """At most ``slots`` connections between :meth:`arrive` (or :meth:`enter`) and
@@ -95,6 +98,10 @@ class Admission(Generic[T]):
         self._epoll: select.epoll | None = None
         self._wake_r = self._wake_w = -1  # close() wakes run() at once
         self._watched: dict[int, T] = {}
+        # A listening socket whose connections this thread accepts (listen): its fd
+        # and what accepts a batch of them.
+        self._listen_fd = -1
+        self._accept: Callable[[], None] | None = None
         # Logged in on the admission thread and waiting, threadless, for their client to
         # say more (park): fd -> connection, owned as ``_watched`` is.
         self._parked: dict[int, T] = {}
@@ -115,6 +122,17 @@ class Admission(Generic[T]):
         self._epoll = select.epoll()
         self._wake_r, self._wake_w = os.pipe()
         self._epoll.register(self._wake_r, select.EPOLLIN)
+
+    def listen(self, fd: int, accept: Callable[[], None]) -> None:
+        """Before :meth:`run`: this thread accepts the connections of the listening
+        socket ``fd`` (non-blocking), calling ``accept`` whenever some wait. One thread
+        that accepts and logs in hands the GIL to nobody between the two; an accept
+        thread of its own got it back from the logins about once per switch interval,
+        and the listen queue overflowed meanwhile (docs/PERFORMANCE.md, "Arrival
+        storms")."""
+        assert self._epoll is not None, "open() first"
+        self._listen_fd, self._accept = fd, accept
+        self._epoll.register(fd, select.EPOLLIN)  # level-triggered: until drained
 
     def watch(self, conn: T) -> None:
         """Accept thread: a new connection, which waits for its client to say something
@@ -141,12 +159,21 @@ class Admission(Generic[T]):
         assert self._epoll is not None, "open() first"
         while not self._closed:
             try:
-                events = self._epoll.poll(1.0, 1024)
+                events = self._epoll.poll(1.0, BATCH)
             except OSError:  # closed under us: stopping
                 return
+            if self._accept is not None and len(events) == BATCH:
+                # Busy: the listener is looked at every batch, not when the epoll's
+                # round robin comes back to it (after every connection ready before it,
+                # thousands in a storm, while the listen queue overflows).
+                self._accept()
             for fd, _ in events:
                 if fd == self._wake_r:
                     return
+                if fd == self._listen_fd:
+                    assert self._accept is not None
+                    self._accept()
+                    continue
                 # ONESHOT: the fd stays registered but silent, and leaves the epoll when
                 # the connection's thread closes its socket.
                 conn = self._watched.pop(fd, None)

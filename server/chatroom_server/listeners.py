@@ -1,7 +1,8 @@
 """The listeners and the connections' reader threads: the server's transport side.
 
 :class:`Listeners` binds the JSON, IRC and web ports (TLS where configured), runs their
-accept loops (``chat-accept``, ``chat-irc``, ``chat-web``), admits each connection (the
+accept loops (the JSON port's on the ``chat-admission`` thread, or with no login slots
+``chat-accept``; ``chat-irc``, ``chat-web``), admits each connection (the
 per-address and total caps are the presence's, chatroom_server.presence) and hands it to
 the :class:`~chatroom_server.admission.Admission` line, which starts its reader thread
 once its client has said something and a login slot is free. The reader thread
@@ -84,6 +85,11 @@ LISTEN_BACKLOG = 65535
 # back means waiting behind the logins, while the listen queue fills (docs/PERFORMANCE.md,
 # "Arrival storms"). Elsewhere, on each connection as before.
 INHERITS_OPTIONS = sys.platform == "linux"
+
+# Connections the admission thread accepts per turn at most (Listeners._accept_some): a
+# whole listen queue, drained between batches of logins (admission.BATCH). At 128 a turn,
+# logins being slower than accepts, a storm's queue overflowed at a load of 30.
+ACCEPT_BATCH = 4096
 
 # Bytes an idle connection's reader asks of recv(): enough for most commands in one read,
 # small enough to live in CPython's small-object pools (memory per idle connection).
@@ -191,15 +197,21 @@ class Listeners:
             raise
 
     def open(self, spawn: Callable[[Callable[[], None], str], None]) -> None:
-        """Start accepting on every bound port: the flusher, the admission line and the
+        """Start accepting on every bound port: the flusher, the admission line (which
+        accepts the JSON port's connections too, with login slots) and the other
         accept loops, each a thread made by ``spawn``."""
         listener = self.listener
         assert listener is not None
         self.flusher = Flusher(self._clock)
         self.flusher.start()
         self.admission.open()
+        if self.admission.slots:
+            # Accepted on the admission thread, which logs them in (Admission.listen).
+            listener.setblocking(False)
+            self.admission.listen(listener.fileno(), lambda: self._accept_some(listener))
+        else:
+            spawn(lambda: self._accept_loop(listener), "chat-accept")
         spawn(self.admission.run, "chat-admission")
-        spawn(lambda: self._accept_loop(listener), "chat-accept")
         for sock, tls in self.irc_listeners:
             spawn(functools.partial(self._accept_loop, sock, True, tls), "chat-irc")
             log.info("IRC%s on %s:%d", " (TLS)" if tls else "", *sock.getsockname()[:2])
@@ -288,6 +300,24 @@ class Listeners:
                 self._stopping.wait(0.1)
                 continue
             self._admit(sock, addr[0], f"{addr[0]}:{addr[1]}", irc, tls, web=web)
+
+    def _accept_some(self, listener: socket.socket) -> None:
+        """Admission thread: accept what waits on the JSON port, up to a batch (the
+        epoll says so again if more wait). Accepted sockets are blocking (Linux's
+        accept does not pass O_NONBLOCK on)."""
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, addr = listener.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if self._stopping.is_set():
+                    return
+                # EMFILE and friends: keep serving the clients we have, retry shortly.
+                log.error("accept failed: %s", exc)
+                self._stopping.wait(0.1)
+                return
+            self._admit(sock, addr[0], f"{addr[0]}:{addr[1]}")
 
     def _admit(
         self,
