@@ -335,10 +335,16 @@ class ClientSession(SeqCursor):
     def send(self, cmd: ClientCommand) -> bytes:
         """A command without an id (its refusal comes as a :class:`ServerNotice`); a
         ``pm`` or ``dm`` over the server's limits raises
-        :class:`~chatroom.errors.MessageTooLong` instead."""
+        :class:`~chatroom.errors.MessageTooLong` instead. A ``pm`` or ``dm`` with a
+        ``cid`` is known as our own when a replay brings it back."""
         data = encode(cmd)
         if isinstance(cmd, PmCommand | DmCommand):
             check_limits(self.limits, cmd, data)
+            if cmd.cid is not None:
+                # Sent by this session with its cid (a resend of a message a previous
+                # process or client sent first, say): a replay of it is ours too
+                # (docs/RELIABILITY.md F12).
+                self.sent_cid(cmd.cid)
         return data
 
     def logout(self) -> bytes:

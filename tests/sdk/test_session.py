@@ -533,6 +533,23 @@ def test_an_own_message_whose_outcome_was_unknown_is_known_by_its_cid(fate: str)
     assert isinstance(events[-1], Reconnected) and s.cursor == 12
 
 
+def test_an_own_message_sent_again_by_send_command_with_its_cid_is_known() -> None:
+    """docs/RELIABILITY.md F12 (seed 7201): a program sent a pm, lost its client, and
+    sent it again with its cid through send_command on a new client (as after a
+    restart); that send's outcome unknown, the next resume replayed it: it is ours."""
+    s = logged_in_at(10)
+    s.send(PmCommand(message="again", cid="first-client-7"))
+    _login, ok = relogin(s, 11)
+    events = feed(
+        s,
+        ok
+        + msg(11, "again", sender="alice", cid="first-client-7", replay=True)
+        + frame(type="replay_done", count=1, seq=11),
+    )
+    (back,) = events
+    assert isinstance(back, Reconnected) and back.replayed == 0 and s.cursor == 11
+
+
 def test_dms_we_sent_come_out_as_dm_sent_never_as_direct_messages() -> None:
     """An on_dm hook that answers event.sender DMed itself in a loop after a restart: a DM
     the user sent is a DmSent, whether replayed, from another session or to oneself."""
