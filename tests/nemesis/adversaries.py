@@ -61,8 +61,18 @@ class Case:
 
 def _c(name: str, frame: str | bytes, codes: str, after_login: bool, **kw: Any) -> Case:
     raw = frame.encode() if isinstance(frame, str) else frame
-    # Flood control may refuse any frame instead (§Flood control): not carried out.
-    return Case(name, raw, frozenset(codes.split()) | {"rate_limited"}, after_login, **kw)
+    allowed = set(codes.split())
+    # Flood control may refuse any frame instead (§Flood control): not carried out. And
+    # one the server must look something up for (an account, a room) may find the
+    # database unreachable (a partition, PostgreSQL down): `unavailable` (§Errors).
+    if after_login and allowed - SYNTAX - {"too_large", "invalid_room"}:
+        allowed.add("unavailable")
+    allowed.add("rate_limited")
+    return Case(name, raw, frozenset(allowed), after_login, **kw)
+
+
+# The codes of a frame refused for what it says alone, with nothing looked up.
+SYNTAX = frozenset({"bad_request", "bad_json", "unknown_command", "already_logged_in"})
 
 
 def hostile_cases(rooms: Sequence[str], max_frame: int = 65536) -> list[Case]:
