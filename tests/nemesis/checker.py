@@ -136,6 +136,10 @@ KINDS: dict[str, tuple[str, str]] = {
         "a request was answered twice on one connection, or an IRC client's own message "
         "was echoed twice (echo-message), or to a session that did not send it",
     ),
+    "echo_lost": (
+        "server",
+        "an IRC guest's line was stored and its session went on, but its echo never came",
+    ),
     "request_twice": ("sdk", "a client wrote one request (the same id) twice on one connection"),
     "hostile_answer": (
         "server",
@@ -1574,6 +1578,39 @@ class _Checker:
                             events=[got[key], f],
                         )
                     got[key] = f
+            if guest:
+                self.check_echoes(c, requests, answered)
+
+    def check_echoes(
+        self, c: _Conn, requests: dict[object, FrameOut], answered: dict[object, FrameIn]
+    ) -> None:
+        """A guest's line that was stored (others got it) is echoed on its session, if
+        that session went on: it got a later message 10 s or more after the line."""
+        for rid, out in requests.items():
+            if rid in answered or not isinstance(out.f.get("message"), str):
+                continue
+            msg = Msg.of("pm", c.user, None, out.f["message"], out.f.get("room"))
+            stored = self.seqs_of.get(msg)
+            if not stored:
+                continue
+            seq = min(stored)
+            later = [
+                f
+                for f in c.frames
+                if isinstance(f, FrameIn)
+                and f.t > out.t + 10.0
+                and isinstance(f.f.get("seq"), int)
+                and f.f["seq"] > seq
+            ]
+            if later:
+                self.add(
+                    "echo_lost",
+                    f"guest {c.user}'s line stored as seq {seq} was never echoed on connection "
+                    f"{c.conn}, which got seq {later[0].f['seq']} at {later[0].t:.1f} s",
+                    users=[c.user],
+                    seqs=[seq],
+                    events=[out, *self.evidence[seq][:1], later[0]],
+                )
 
     def _faults_around_time(self, t: float) -> list[Event]:
         near: list[Event] = [f for f in self.faults if abs(f.t - t) < 10.0]

@@ -48,7 +48,7 @@ LOBBY = "#lobby"
 
 
 def parse(line: str) -> tuple[dict[str, str], str, str, list[str]]:
-    """An IRC line: (tags, the prefix's nick, command, params)."""
+    """An IRC line: (tags, the prefix's nick ("" for the server's), command, params)."""
     tags: dict[str, str] = {}
     if line.startswith("@"):
         raw, _, line = line.partition(" ")
@@ -58,7 +58,8 @@ def parse(line: str) -> tuple[dict[str, str], str, str, list[str]]:
     nick = ""
     if line.startswith(":"):
         prefix, _, line = line.partition(" ")
-        nick = prefix[1:].split("!", 1)[0]
+        # A user's prefix is nick!user@host; the server's is its name alone ("").
+        nick = prefix[1:].split("!", 1)[0] if "!" in prefix else ""
     trailing = None
     if " :" in line:
         line, _, trailing = line.partition(" :")
@@ -140,6 +141,8 @@ class Guest:
                 target = self.rng.choice(channels) if self.rng.random() < 0.6 else channels[0]
                 text = f"{nick}.{self.said} " + self.rng.choice(("héllo", "echo", "字 🙂", "x"))
                 room = None if target == LOBBY else GUEST_ROOM
+                while not answers.empty():  # a late echo, an unrelated notice: not ours
+                    answers.get_nowait()
                 with self.lock:
                     self.rids[text] = rid
                 h.frame_out(nick, self.client, conn, _pm(text, room, rid))
@@ -209,6 +212,10 @@ class Guest:
                         self._privmsg(nick, conn, tags, who, params, answers)
                     elif command in ("401", "403", "404", "417", "412"):
                         answers.put(("numeric", command))
+                    elif command == "NOTICE" and who == "":
+                        # The server's own NOTICE: how the gateway refuses a PRIVMSG it
+                        # has no numeric for (rate_limited, unavailable: irc/answers.py).
+                        answers.put(("numeric", f"NOTICE {params[-1][:60] if params else ''}"))
         except OSError:
             return
 

@@ -609,3 +609,14 @@ def test_a_request_written_twice_on_one_connection_is_the_clients() -> None:
     s.read(a, type="ack", command="pm", id=7, seq=1)
     s.read(a, type="ack", command="pm", id=7, seq=1)
     assert s.kinds() == {"request_twice"}
+
+
+def test_a_guests_stored_line_never_echoed_on_a_session_that_went_on_is_found() -> None:
+    s = Story(users=("alice", "guest1"))
+    a = s.login("alice", 0)
+    g = s.open("guest1")
+    s.write(g, command="pm", message="guest1.1 hi", id=1)
+    s.got(a, "guest1", "guest1.1 hi", 1)
+    s.t += 11.0
+    s.read(g, type="irc_privmsg", **{"from": "alice"}, message="x", seq=2)
+    assert "echo_lost" in s.kinds()
