@@ -305,6 +305,7 @@ class _Adversary:
         self.rng = random.Random(f"{seed}/{user}")
         self.stop = threading.Event()
         self.ops = 0
+        self.errors: list[str] = []  # the thread's own failures, read once it has ended
         self.thread = threading.Thread(target=self._main, name=f"nemesis-{user}", daemon=True)
 
     def start(self) -> None:
@@ -322,8 +323,9 @@ class _Adversary:
         try:
             while not self.stop.is_set():
                 self.round(self.rng.choice(self.addresses))
-        except Exception:
+        except Exception as exc:  # a bug of the harness: the run reports it
             log.exception("%s failed", self.user)
+            self.errors.append(f"{type(exc).__name__}: {exc}")
 
 
 class NeverReader(_Adversary):

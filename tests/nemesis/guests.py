@@ -92,6 +92,7 @@ class Guest:
         self.stop = threading.Event()
         self.client = history.new_client()
         self.said = 0
+        self.errors: list[str] = []  # the thread's own failures, read once it has ended
         # text -> the request id of our PRIVMSG of it: written by the sending thread
         # before the line goes out, read by the reader at its echo; under ``lock``.
         self.rids: dict[str, int] = {}
@@ -107,8 +108,9 @@ class Guest:
             while not self.stop.is_set():
                 self.session(self.rng.choice(self.addresses))
                 self.stop.wait(self.rng.uniform(0.3, 1.0))
-        except Exception:
+        except Exception as exc:  # a bug of the harness: the run reports it
             log.exception("guest %s failed", self.base)
+            self.errors.append(f"{type(exc).__name__}: {exc}")
 
     def session(self, address: tuple[str, int]) -> None:
         try:

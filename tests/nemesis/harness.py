@@ -328,6 +328,7 @@ def run(config: RunConfig, progress: Any = None) -> RunResult:
             a.thread.join(30)
             if a.thread.is_alive():
                 problems.append(f"{a.thread.name} did not stop")
+            problems += [f"{a.thread.name}: {e}" for e in a.errors]
         for d in drivers:
             d.stop.set()
         for d in drivers:
