@@ -147,9 +147,9 @@ class BanEntry(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True):
     ``address``: ``user`` is then empty, absent on the wire) banned ``by`` an operator
     at ``ts``, until ``expires`` (unix time; absent: until unbanned)."""
 
+    user: str = ""  # first, as before address bans: the wire's order is unchanged
     by: str
     ts: float
-    user: str = ""
     reason: str | None = None
     expires: float | None = None
     address: str | None = None
