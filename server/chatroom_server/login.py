@@ -126,6 +126,9 @@ class Login:
             return False
         if self._replay.received(peek.username):
             return False  # its login deletes inbox rows first: a commit, an fsync
+        rooms = self._b.rooms
+        if rooms is not None and rooms.may_kick_on_login(conn.ip):
+            return False  # a room bans its address: kicks to store first (enter)
         return self._throttle.clear(
             key, conn.ip, self._clock(), per_address=not self.exempt(conn.ip)
         )

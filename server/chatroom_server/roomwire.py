@@ -295,6 +295,11 @@ class RoomWire:
         except TimeoutError as exc:
             log.error("members banned by address from %s were not kicked: %s", rooms, exc)
 
+    def may_kick_on_login(self, ip: str) -> bool:
+        """Whether a login from ``ip`` may have kicks to store (:meth:`kick_on_login`):
+        some room bans it. Any thread, without the lock."""
+        return self.service.moderation.may_ban_address(ip, self._wall())
+
     def kick_on_login(self, user: str, ip: str) -> None:
         """Before ``user``'s session from ``ip`` begins: out of every room they are in
         that bans ``ip`` (a kick each, applied, on a cluster node too, before this

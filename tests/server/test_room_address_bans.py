@@ -9,6 +9,7 @@ Loopback clients from 127.0.0.2, 127.0.0.5, ... stand for other hosts."""
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -218,3 +219,31 @@ def test_the_model_matches_networks_ends_bans_and_is_rebuilt_from_rows() -> None
     m.apply(RoomChange("dev", RoomEventKind.UNBAN, "oscar", address="192.0.2.128/25"), 102.0)
     m.apply(RoomChange("dev", RoomEventKind.UNBAN, "oscar", address="2001:db8::/32"), 102.0)
     assert not m.may_ban_address("192.0.2.9", 100.0)
+
+
+def test_a_returning_users_early_login_from_a_banned_address_is_put_out(
+    tmp_path: Path,
+) -> None:
+    """A login the admission thread would run itself (a remembered password) goes the
+    usual way when a room bans its address: its kick is a store, not for that thread."""
+    with quiet_server(tmp_path / "chat.db", password_hash="load-test") as srv:
+        bob, _ = v2_from(srv, "bob", "127.0.0.2")
+        carol, _ = v2_from(srv, "carol", "127.0.0.3")
+        oscar, _ = v2_from(srv, "oscar", "127.0.0.1")
+        grant(srv, "oscar")
+        for i, c in enumerate((bob, carol)):
+            joined(c, "dev", i)
+        bob.close()
+        carol.close()
+        oscar.send(command="ban", room="dev", address="127.0.0.2", id="b")
+        oscar.until("ack", id="b")
+
+        listeners = srv.server._listeners
+        before = listeners.early_logins
+        carol, ok = v2_from(srv, "carol", "127.0.0.3")  # remembered: early, as before
+        assert listeners.early_logins == before + 1
+        assert [r["name"] for r in ok["rooms"]] == ["dev"]
+        bob, ok = v2_from(srv, "bob", "127.0.0.2")
+        assert listeners.early_logins == before + 1  # not on the admission thread
+        assert [r["name"] for r in ok.get("rooms", [])] == []
+        assert carol.until("room_event", event="kick")["user"] == "bob"
