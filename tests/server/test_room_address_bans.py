@@ -247,3 +247,23 @@ def test_a_returning_users_early_login_from_a_banned_address_is_put_out(
         assert listeners.early_logins == before + 1  # not on the admission thread
         assert [r["name"] for r in ok.get("rooms", [])] == []
         assert carol.until("room_event", event="kick")["user"] == "bob"
+
+
+def test_an_address_ban_with_a_duration_ends_by_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    with quiet_server() as srv:
+        _, bob, carol, oscar = dev_room(srv)
+        oscar.send(command="ban", room="dev", address="127.0.0.2", duration=60, id=1)
+        ack = oscar.until("ack", id=1)
+        bob.until("room_event", event="kick")
+        bob.send(command="join", room="dev", id=2)
+        refused(bob, "banned", 2)
+        # The room's clock a minute on (the server's wall clock, as the rooms read it):
+        # the ban has ended, with nothing sent; it is no longer listed.
+        wire = srv.server._b.rooms
+        assert wire is not None
+        real = wire._wall
+        monkeypatch.setattr(wire, "_wall", lambda: real() + 61)
+        assert joined(bob, "dev", 3)["joined"] is True
+        oscar.send(command="bans", room="dev", id=4)
+        assert oscar.until("bans", id=4).get("bans", []) == []
+        assert carol.until("room_event", event="join", by="bob")["seq"] > ack["seq"]
