@@ -46,6 +46,7 @@ import tempfile
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 from common import SERVERS
 
@@ -182,7 +183,10 @@ def worker(
     sel = selectors.DefaultSelector()
     for s in socks:
         sel.register(s, selectors.EVENT_READ, bytearray())
-    pipe.send("ready")
+    pipe.send("joined")
+    if pipe.recv() != "drain":  # once every process has joined (a room may span two)
+        return
+    pipe.send(drain_quiet(sel))
     while True:
         cmd = pipe.recv()
         if cmd == "stop":
@@ -243,6 +247,33 @@ def worker(
                         key.fileobj.send(b"PONG" + line[4:] + b"\r\n")  # type: ignore[union-attr]
                 del buf[: cut + 1]
         pipe.send((sent, delivered, lat, where, late, from_sent))
+
+
+def drain_quiet(sel: selectors.BaseSelector, quiet: float = 1.0, most: float = 300) -> int:
+    """Read and drop what the clients were sent before the first step, until none of
+    them gets anything for ``quiet`` s; the bytes read. A room's JOINs are a line to
+    each member: n²/2 lines in a room of n, 1.1 million (some 80 MB) in the Zipf room
+    of 1,515. Left unread, they sat in the sockets and the server's outboxes, and the
+    first step's receivers read them first: seconds of latency that were the bench's
+    own (docs/PERFORMANCE.md, issue 35)."""
+    total = 0
+    end = time.monotonic() + most
+    while time.monotonic() < end:
+        events = sel.select(quiet)
+        if not events:
+            break
+        for key, _ in events:
+            sock: socket.socket = key.fileobj  # type: ignore[assignment]
+            try:
+                data = sock.recv(1 << 18)
+            except BlockingIOError:
+                continue
+            total += len(data)
+            if b"PING" in data:  # a server's keepalive (ngircd's PingTimeout)
+                for line in data.split(b"\r\n"):
+                    if line.startswith(b"PING"):
+                        sock.send(b"PONG" + line[4:] + b"\r\n")
+    return total
 
 
 def ngircd_conf(tmp: Path, ports: list[int]) -> Path:
@@ -337,6 +368,18 @@ def run(
         proc.wait(10)
 
 
+def answer(pipe: Connection, proc: mp.process.BaseProcess, most: float = 900) -> Any:
+    """The worker's next message; an error if it died first (not a hang: the other
+    workers would hold their thousands of connections open for ever)."""
+    end = time.monotonic() + most
+    while not pipe.poll(1.0):
+        if not proc.is_alive():
+            raise RuntimeError(f"a generator process died (exit code {proc.exitcode})")
+        if time.monotonic() > end:
+            raise TimeoutError("a generator process did not answer")
+    return pipe.recv()
+
+
 def measure(pid: int, ports: list[int], args: argparse.Namespace) -> list[dict[str, float]]:
     ctx = mp.get_context("spawn")
     sizes = rooms_of(args)
@@ -365,11 +408,15 @@ def measure(pid: int, ports: list[int], args: argparse.Namespace) -> list[dict[s
         p.start()
         pipes.append(parent)
         procs.append(p)
-    for pipe in pipes:
-        assert pipe.recv() == "registered"
-    for pipe in pipes:  # one process at a time (join_all)
+    for pipe, p in zip(pipes, procs, strict=True):
+        assert answer(pipe, p) == "registered"
+    for pipe, p in zip(pipes, procs, strict=True):  # one process at a time (join_all)
         pipe.send("join")
-        assert pipe.recv() == "ready"
+        assert answer(pipe, p) == "joined"
+    for pipe in pipes:
+        pipe.send("drain")
+    drained = sum(answer(pipe, p) for pipe, p in zip(pipes, procs, strict=True))
+    print(f"   read {drained / 1e6:.1f} MB sent to the clients before the first step", flush=True)
     rows = []
     try:
         for rate in [float(r) for r in args.rates.split(",")]:
