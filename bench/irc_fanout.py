@@ -365,7 +365,11 @@ def run(
         return measure(proc.pid, ports, args)
     finally:
         proc.terminate()
-        proc.wait(10)
+        try:  # at 10,000 clients ngircd takes longer than this to say goodbye to each
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
 
 
 def answer(pipe: Connection, proc: mp.process.BaseProcess, most: float = 900) -> Any:
@@ -424,7 +428,7 @@ def measure(pid: int, ports: list[int], args: argparse.Namespace) -> list[dict[s
             gen0 = [procstat.sample(p.pid) for p in procs]
             t0 = time.monotonic() + 0.3
             for pipe in pipes:
-                pipe.send((t0, t0 + args.duration, rate, 2.0))
+                pipe.send((t0, t0 + args.duration, rate, args.drain))
             results = [pipe.recv() for pipe in pipes]
             cpu1 = procstat.sample(pid)
             gen1 = [procstat.sample(p.pid) for p in procs]
@@ -513,6 +517,9 @@ def main() -> None:
     ap.add_argument("--no-ngircd", action="store_true", help="ours (and --base) only")
     ap.add_argument("--ngircd-only", action="store_true", help="ngircd only")
     ap.add_argument("--procs", type=int, default=2, help="the generator's processes")
+    ap.add_argument(
+        "--drain", type=float, default=2.0, help="s to wait for deliveries after a step"
+    )
     ap.add_argument(
         "--ngircd-ports", type=int, default=8, help="ngircd's listening ports (register_many)"
     )
