@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from queue import Queue
@@ -217,3 +218,37 @@ def test_a_parked_client_that_hangs_up_departs(srv: Any) -> None:
         c.sock.shutdown(socket.SHUT_RDWR)
         c.close()
         witness.until("users", left="leaver")
+
+
+def test_a_parked_client_that_resets_departs(srv: Any) -> None:
+    registered(srv, "resetter")
+    with RawClient(srv.address) as witness:
+        witness.login("witness")
+        c = RawClient(srv.address)
+        c.send_raw(login_frame("resetter"))
+        c.expect("login_ok")
+        witness.until("users", joined="resetter")
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.close()  # RST: as a client killed with -9 on a box that resets its sockets
+        witness.until("users", left="resetter")
+        witness.send(command="ping", id=1)
+        witness.until("pong", id=1)
+
+
+def test_a_banned_address_is_refused_before_the_password_on_the_admission_thread(
+    srv: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    with RawClient(srv.address, source="127.0.0.2") as c:
+        c.login("faraway")  # remembered from now on
+    status = main(["admin", "--db", str(tmp_path / "chat.db"), "ban", "--address", "127.0.0.2"])
+    capsys.readouterr()
+    assert status == 0
+    before = early(srv)
+    with RawClient(srv.address, source="127.0.0.2") as c:
+        c.send_raw(login_frame("faraway", id=1))
+        refused = c.until("error", id=1)
+        assert refused["code"] == "banned" and "127.0.0.2" in refused["message"]
+        assert early(srv) == before + 1
+    with RawClient(srv.address) as other:
+        other.send_raw(login_frame("faraway", id=2))
+        other.expect("login_ok", username="faraway")  # the account is not banned
