@@ -252,3 +252,37 @@ def test_a_banned_address_is_refused_before_the_password_on_the_admission_thread
     with RawClient(srv.address) as other:
         other.send_raw(login_frame("faraway", id=2))
         other.expect("login_ok", username="faraway")  # the account is not banned
+
+
+def test_a_parked_session_gets_its_dms_live(srv: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    registered(srv, "quiet")
+    done = parking(srv, monkeypatch)
+    with RawClient(srv.address) as c, RawClient(srv.address) as sender:
+        c.send_raw(login_frame("quiet"))
+        c.expect("login_ok")
+        assert done.get(timeout=10) == "quiet"
+        sender.login("sender")
+        sender.send(command="dm", to="quiet", message="psst", id=1)
+        sender.until("ack", id=1)
+        assert c.until("dm")["message"] == "psst"  # no thread needed to send to it
+
+
+def test_a_parked_session_still_meets_the_idle_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1000.0]
+    with quiet_server(
+        tmp_path / "db",
+        password_hash="load-test",
+        clock=lambda: now[0],
+        housekeeping_interval=3600,
+    ) as srv:
+        registered(srv, "idle")
+        done = parking(srv, monkeypatch)
+        with RawClient(srv.address) as c:
+            c.send_raw(login_frame("idle"))
+            c.expect("login_ok")
+            assert done.get(timeout=10) == "idle"
+            now[0] += srv.server.config.idle_timeout + 1
+            assert srv.server.sweep() == 1
+            assert c.wait_closed()[-1] == {"type": "bye", "reason": "timeout"}
