@@ -286,3 +286,42 @@ def test_a_parked_session_still_meets_the_idle_timeout(
             now[0] += srv.server.config.idle_timeout + 1
             assert srv.server.sweep() == 1
             assert c.wait_closed()[-1] == {"type": "bye", "reason": "timeout"}
+
+
+def test_a_parked_client_that_never_reads_is_dropped_and_hurts_nobody(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with quiet_server(
+        tmp_path / "db", password_hash="load-test", max_output=64 * 1024, send_buffer=8192
+    ) as srv:
+        registered(srv, "deaf")
+        done = parking(srv, monkeypatch)
+        with RawClient(srv.address) as deaf, RawClient(srv.address) as talker:
+            deaf.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            deaf.send_raw(login_frame("deaf"))
+            deaf.expect("login_ok")
+            assert done.get(timeout=10) == "deaf"
+            talker.login("talker")
+            # Never read by deaf: its outbox overflows, and the server drops it.
+            big = "x" * 3000
+            left = False
+            for i in range(3000):
+                talker.send(command="pm", message=big, id=i)
+                while (f := talker.recv()).get("type") != "ack" or f.get("id") != i:
+                    left = left or (f.get("type") == "users" and f.get("left") == "deaf")
+                if left:
+                    break
+            assert left, "deaf was never dropped"
+            talker.send(command="ping", id="p")
+            talker.until("pong", id="p")
+
+
+def test_hostile_bytes_after_an_early_login_are_answered_on_its_thread(srv: Any) -> None:
+    registered(srv, "hostile")
+    before = early(srv)
+    with RawClient(srv.address) as c:
+        c.send_raw(login_frame("hostile") + b"\xff\xfe not json\n" + b'{"command":"ping","id":1}\n')
+        c.expect("login_ok", username="hostile")
+        assert early(srv) == before + 1
+        assert c.until("error")["code"] == "bad_json"
+        c.until("pong", id=1)
