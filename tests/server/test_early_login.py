@@ -325,3 +325,26 @@ def test_hostile_bytes_after_an_early_login_are_answered_on_its_thread(srv: Any)
         assert early(srv) == before + 1
         assert c.until("error")["code"] == "bad_json"
         c.until("pong", id=1)
+
+
+def test_a_resume_and_a_message_in_one_packet_replay_first_then_the_message(srv: Any) -> None:
+    registered(srv, "hurried")
+    with RawClient(srv.address) as talker:
+        talker.login("talker")
+        for i in range(2):
+            talker.send(command="pm", message=f"old{i}", id=i)
+            talker.until("ack", id=i)
+        before = early(srv)
+        with RawClient(srv.address) as c:
+            pm = b'{"command":"pm","message":"new","id":5}\n'
+            c.send_raw(login_frame("hurried", since=0) + pm)
+            c.expect("login_ok", username="hurried")
+            assert early(srv) == before + 1
+            seen = []
+            while (f := c.recv()).get("type") != "ack":
+                if f.get("type") == "broadcast":
+                    seen.append(f["message"])
+            assert f["id"] == 5
+            assert seen == ["old0", "old1"]  # the replay, all of it, before the ack
+            got = talker.until("broadcast")
+            assert got["message"] == "new" and got["from"] == "hurried"
