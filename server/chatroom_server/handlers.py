@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from chatroom.botcommands import BotCommandsCommand
-from chatroom.errors import ProtocolError
+from chatroom.errors import ProtocolError, RequestId
 from chatroom.moderation import (
     AuditCommand,
     AuditEntry,
@@ -210,24 +210,28 @@ class Handlers:
     def _whois(self, conn: Conn, cmd: WhoisCommand) -> None:
         """docs/PROTOCOL.md §whois. Reads the operators table now, at every ask, so a
         revoke shows at the next one (no cache here to go stale)."""
-        assert self._b.store is not None
-        key = username_key(cmd.user)
-        target = self._presence.online(key)
-        name = None if target is None else target.username
-        if name is None:
-            try:
-                account = self._b.store.get(cmd.user)
-            except AccountStoreBusy as exc:
-                raise ProtocolError(ErrorCode.UNAVAILABLE, f"try again: {exc}", cmd.id) from exc
-            if account is None:
-                raise ProtocolError(ErrorCode.UNKNOWN_USER, f"no user named {cmd.user!r}", cmd.id)
-            name = account.name
+        target, name = self._named(cmd.user, cmd.id)
         try:
             oper = self.is_server_operator(name)
         except AccountStoreBusy as exc:  # the database cannot answer now
             raise ProtocolError(ErrorCode.UNAVAILABLE, f"try again: {exc}", cmd.id) from exc
         reply = Whois(user=name, online=target is not None, server_operator=oper, id=cmd.id)
         self._replies.reply(conn, encode(reply))
+
+    def _named(self, user: str, rid: RequestId) -> tuple[Conn | None, str]:
+        """``user``'s session here, if online, and their name as spelled at registration
+        (a whois's, a DM's): ``unknown_user`` if nobody online or registered has it."""
+        assert self._b.store is not None
+        target = self._presence.online(username_key(user))
+        if target is not None and target.username is not None:
+            return target, target.username
+        try:
+            account = self._b.store.get(user)
+        except AccountStoreBusy as exc:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, f"try again: {exc}", rid) from exc
+        if account is None:
+            raise ProtocolError(ErrorCode.UNKNOWN_USER, f"no user named {user!r}", rid)
+        return None, account.name
 
     def _exit(self, conn: Conn, cmd: ExitCommand) -> bool:
         self._replay.replay_received(conn)
@@ -279,18 +283,9 @@ class Handlers:
         if not conn.announced:
             self._presence.announce(conn)
         key = username_key(cmd.to)
-        target = self._presence.online(key)
-        to = target.username if target is not None else None
-        if to is None:
-            try:
-                account = self._b.store.get(cmd.to)
-            except AccountStoreBusy as exc:
-                raise ProtocolError(ErrorCode.UNAVAILABLE, f"try again: {exc}", cmd.id) from exc
-            if account is None:
-                raise ProtocolError(ErrorCode.UNKNOWN_USER, f"no user named {cmd.to!r}", cmd.id)
-            if self._b.log is None:
-                raise ProtocolError(ErrorCode.USER_OFFLINE, f"{cmd.to} is not online", cmd.id)
-            to = account.name
+        target, to = self._named(cmd.to, cmd.id)
+        if target is None and self._b.log is None:
+            raise ProtocolError(ErrorCode.USER_OFFLINE, f"{cmd.to} is not online", cmd.id)
         ts = self._wall()
         dm_event = DirectMessage(
             sender=conn.username, to=to, message=cmd.message, ts=ts, notice=cmd.notice
