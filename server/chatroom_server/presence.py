@@ -384,38 +384,27 @@ class Presence:
                 self.legacy.pop(old, None)
             elif self.live.add(name):
                 self._names = None
+            features = (Feature.ROOMS.value,) if conn.rooms else ()
             if published is None:
-                ok = LoginOk(
-                    username=name,
-                    new_user=new_user,
-                    users=self.names_locked(),
-                    features=(Feature.ROOMS.value,) if conn.rooms else (),
-                    version=version,
-                    rooms=rooms,
-                    seq=seq,
-                    epoch=epoch,
-                    replay=hold,
-                    limits=self._limits,
-                    id=rid,
-                )
+                users = self.names_locked()
                 self.legacy[conn] = None
             else:
-                ok = LoginOk(
-                    username=name,
-                    new_user=new_user,
-                    # An empty slot that SortedNames.frame_with fills with the names.
-                    users=cast(tuple[str, ...], msgspec.Raw(b"[]")),
-                    features=(Feature.USERS_DELTA.value, Feature.ROOMS.value)
-                    if conn.rooms
-                    else (Feature.USERS_DELTA.value,),
-                    version=version,
-                    rooms=rooms,
-                    seq=seq,
-                    epoch=epoch,
-                    replay=hold,
-                    limits=self._limits,
-                    id=rid,
-                )
+                # An empty slot that SortedNames.frame_with fills with the names.
+                users = cast(tuple[str, ...], msgspec.Raw(b"[]"))
+                features = (Feature.USERS_DELTA.value, *features)
+            ok = LoginOk(
+                username=name,
+                new_user=new_user,
+                users=users,
+                features=features,
+                version=version,
+                rooms=rooms,
+                seq=seq,
+                epoch=epoch,
+                replay=hold,
+                limits=self._limits,
+                id=rid,
+            )
             frame = encode(ok)
             if published is not None:
                 frame = published.frame_with(name, frame)
