@@ -5,10 +5,11 @@ it waits until the guest leaves; a node that dies frees its guests' nicks."""
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 
 from chatroom.testing import TestServer
 from tests.cluster.conftest import Cluster, free_port
-from tests.helpers import PASSWORD, RawClient
+from tests.helpers import PASSWORD, RawClient, WsClient
 from tests.server.test_irc import Irc
 
 T = 10.0
@@ -72,11 +73,11 @@ def test_a_dead_nodes_guests_free_their_nicks(cluster: Cluster) -> None:
     assert heir.until(" 001 ").startswith(":chatroom 001 visitor ")
 
 
-def _privmsgs_until(client: Irc, text: str) -> list[str]:
-    """The PRIVMSG lines ``client`` gets up to the one with ``text`` (tags cut off)."""
+def _privmsgs_until(read: Callable[[], str], text: str) -> list[str]:
+    """The PRIVMSG lines ``read`` gets up to the one with ``text`` (tags cut off)."""
     lines = []
     while True:
-        line = client.line()
+        line = read()
         line = line.split(" ", 1)[1] if line.startswith("@") else line
         if " PRIVMSG " in line:
             lines.append(line)
@@ -89,7 +90,7 @@ def test_a_guest_never_gets_its_own_public_message_from_the_stream(cluster: Clus
     # echo (its ack); without, nothing. Every node's clients get the stream's messages in
     # seq order, so whatever a guest got of its own comes before a later message of
     # someone else's.
-    a, b = guest_node(cluster), guest_node(cluster)
+    a, b = guest_node(cluster), cluster.add(irc_port=0, irc_guests=True, web_port=0)
     here = RawClient(a.address)
     here.login("herewatch")
     there = RawClient(b.address)
@@ -106,6 +107,15 @@ def test_a_guest_never_gets_its_own_public_message_from_the_stream(cluster: Clus
     for guest in (echo, plain, far):
         guest.send("JOIN #lobby")
         guest.until("366")
+    # And IRC over WebSocket (chatroom_server.web), on b: a guest as the others are.
+    web = WsClient(b.web_address, subprotocols=["text.ircv3.net"])
+    for line in ("CAP REQ :echo-message", "CAP END", "NICK webguest", "USER u 0 * :R"):
+        web.send_text(line)
+    while " 376 " not in web.recv_line():
+        pass
+    web.send_text("JOIN #lobby")
+    while " 366 " not in web.recv_line():
+        pass
     echo.send("PRIVMSG #lobby :echoed once")
     assert here.until("broadcast", message="echoed once")["from"] == "echoguest"
     plain.send("PRIVMSG #lobby :never back")
@@ -113,15 +123,19 @@ def test_a_guest_never_gets_its_own_public_message_from_the_stream(cluster: Clus
     # echo) waits for: the echo comes after what b's stream brought before.
     there.until("broadcast", message="never back")
     far.send("PRIVMSG #lobby :from afar")
-    here.until("broadcast", message="from afar")
+    there.until("broadcast", message="from afar")
+    web.send_text("PRIVMSG #lobby :over the web")
+    there.until("broadcast", message="over the web")
     there.send(command="pm", message="last")
     said = {
         "echoed once": ":echoguest!echoguest@chatroom PRIVMSG #lobby :echoed once",
         "never back": ":plainguest!plainguest@chatroom PRIVMSG #lobby :never back",
         "from afar": ":farguest!farguest@chatroom PRIVMSG #lobby :from afar",
+        "over the web": ":webguest!webguest@chatroom PRIVMSG #lobby :over the web",
         "last": ":therewatch!therewatch@chatroom PRIVMSG #lobby :last",
     }
     everything = list(said.values())
-    assert _privmsgs_until(echo, "last") == everything
-    assert _privmsgs_until(far, "last") == everything
-    assert _privmsgs_until(plain, "last") == [said[k] for k in ("echoed once", "from afar", "last")]
+    assert _privmsgs_until(echo.line, "last") == everything
+    assert _privmsgs_until(far.line, "last") == everything
+    assert _privmsgs_until(web.recv_line, "last") == everything
+    assert _privmsgs_until(plain.line, "last") == [m for m in everything if "plainguest" not in m]
