@@ -80,6 +80,28 @@ def _versioned(db: sqlite3.Connection) -> None:
     db.execute("PRAGMA user_version=2")
 
 
+def _v7(db: sqlite3.Connection) -> None:
+    """Schema version 7 (rooms' address bans, .. issue 35's step): steps 1-7 as those
+    servers ran them, DMs and public messages indexed by ``pair`` alike."""
+    for step in schema.STEPS[:7]:
+        db.executescript(step.sql)
+    db.execute("INSERT OR REPLACE INTO meta VALUES ('epoch', ?)", (EPOCH,))
+    db.execute(
+        "INSERT INTO accounts VALUES (?, ?, ?)", ("Alice", LOAD_TEST_HASHER.hash(PASSWORD), 1.0)
+    )
+    db.executemany(
+        "INSERT INTO messages (seq, ts, sender, recipient, pair, body, cid, room) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (seq, 100.0 + seq, "Alice", None, None, f"m{seq}", f"c{seq}", "lobby")
+            for seq in range(3, 9)
+        ]
+        + [(9, 109.0, "Alice", "bob", "alice bob", "a dm", None, None)],
+    )
+    db.execute("INSERT INTO inbox VALUES ('bob', 9)")
+    db.execute("PRAGMA user_version=7")
+
+
 # Every state a shipped server left a database in: name -> (how to make it, has accounts,
 # has the log).
 SHIPPED: dict[str, tuple[Callable[[sqlite3.Connection], None], bool, bool]] = {
@@ -87,6 +109,7 @@ SHIPPED: dict[str, tuple[Callable[[sqlite3.Connection], None], bool, bool]] = {
     "v1 accounts and message log (10d24b0..)": (_accounts_and_log, True, True),
     "v0 message log alone (MessageLog as a library)": (_log, False, True),
     "v2 accounts and message log (80344bf..)": (_versioned, True, True),
+    "v7 rooms, moderation, bans (..issue 35)": (_v7, True, True),
 }
 # The columns each table was shipped with: what an upgrade must keep as it was (a later
 # step may add columns, as rooms added ``room`` and ``event`` to messages).
@@ -110,6 +133,16 @@ def _dump(path: Path) -> list[tuple[str, list[tuple[object, ...]]]]:
             for t in ("accounts", "messages", "inbox", "meta")
             if t in tables
         ]
+    finally:
+        db.close()
+
+
+def _indexes(path: Path) -> dict[str, str]:
+    """Every index's name and the SQL that made it (none for a table's own)."""
+    db = sqlite3.connect(path)
+    try:
+        rows = db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index'")
+        return {name: sql for name, sql in rows if sql is not None}
     finally:
         db.close()
 
@@ -154,6 +187,11 @@ def test_every_shipped_schema_upgrades_in_place_after_a_copy(tmp_path: Path, shi
             assert {m.room for m in page} == {"lobby"}
             assert mlog.has_inbox("bob")
             assert [m.seq for m in mlog.replay_page("bob", 0, 10, 10_000, inbox=True)] == [9]
+            dms, _ = mlog.history("bob", before=None, after=None, limit=9, with_user="ALICE")
+            assert [(m.seq, m.body) for m in dms] == [(9, "a dm")]
+            # Version 8: the DMs' index holds the DMs only (schema._DM_INDEX).
+            assert _indexes(path)["dms_by_pair"].endswith("WHERE pair IS NOT NULL")
+            assert "messages_by_pair" not in _indexes(path)
     finally:
         mlog.close()
         store.close()
