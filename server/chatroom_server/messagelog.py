@@ -56,6 +56,10 @@ _INSERT: Final = (
     "INSERT INTO messages (seq, ts, sender, recipient, pair, body, cid, room, event) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+# The same where the group is stored as if no cid of it were stored yet
+# (MessageLog._append_new): a row whose cid is (the only uniqueness a row of ours can
+# break; seqs are only ever past the last) is left out, which its count tells.
+_INSERT_NEW: Final = _INSERT + " ON CONFLICT DO NOTHING"
 # A replay's queries: what the user may see (chatroom_server.roomstore.visible_sql: on a
 # v1 connection lobby and their DMs; with rooms, their rooms too), or the DMs waiting in
 # their inbox. The start skips the newest ``limit`` and takes the next.
@@ -299,51 +303,103 @@ class MessageLog:
         """Store a group in one transaction: for each message its new seq, or the
         :class:`Duplicate` it repeats, or the :class:`Conflict` its cid is. Raises
         :class:`StorageError`; then nothing of the group is stored. Only under the
-        fan-out's lock."""
+        fan-out's lock.
+
+        Nearly every group repeats no stored cid, so it is first stored as if none did
+        (:meth:`_append_new`: no lookup per message, and a group of one message is a
+        single statement); only if the cids' unique index says otherwise is it stored
+        again the careful way (:meth:`_append_checked`)."""
+        try:
+            inbox = self._append_new(messages)
+            if inbox is not None:
+                first = self.last_seq + 1
+                out: list[Outcome] = list(range(first, first + len(messages)))
+                self.last_seq += len(messages)
+            else:
+                out, inbox = self._append_checked(messages)
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")  # nothing of the group is kept
+            raise StorageError(str(exc)) from exc
+        for user, _ in inbox:
+            self._inbox_users.add(username_key(user))
+        return out
+
+    def _rows(
+        self, m: NewMessage, seq: int, rows: list[tuple[object, ...]], inbox: list[tuple[str, int]]
+    ) -> None:
+        """``m`` as the row ``seq`` (and its inbox entry, if it waits for its recipient)."""
+        change = m.change
+        if change is None:
+            pair = None if m.to is None else pair_key(m.sender, m.to)
+            room = m.room or LOBBY if m.to is None else None
+            rows.append((seq, m.ts, m.sender, m.to, pair, m.body, m.cid, room, None))
+        else:
+            ev = change.event.value
+            rows.append((seq, m.ts, m.sender, m.to, None, m.body, None, change.room, ev))
+            for sql, args in roomstore.change_statements(change, seq, "", "?"):
+                self._db.execute(sql, args)
+        if m.inbox and m.to is not None:
+            inbox.append((m.to, seq))
+
+    def _append_new(self, messages: Sequence[NewMessage]) -> list[tuple[str, int]] | None:
+        """Store the group, every message under the next seq, if none of its cids is
+        stored already (nor used twice in it): then the inbox entries it wrote. None if
+        one is: then nothing was stored. Raises sqlite3.Error, inside its transaction."""
+        db = self._db
+        rows: list[tuple[object, ...]] = []
+        inbox: list[tuple[str, int]] = []
+        m = messages[0] if len(messages) == 1 else None
+        if m is not None and m.change is None and not (m.inbox and m.to is not None):
+            # One statement is a transaction of its own in autocommit mode, as atomic and
+            # as durable as BEGIN ... COMMIT, and two calls into SQLite fewer (each lets
+            # go of the GIL): the common group where rooms are small and quiet.
+            self._rows(m, self.last_seq + 1, rows, inbox)
+            return inbox if db.execute(_INSERT_NEW, rows[0]).rowcount == 1 else None
+        db.execute("BEGIN IMMEDIATE")
+        for seq, m in enumerate(messages, self.last_seq + 1):
+            self._rows(m, seq, rows, inbox)
+        if db.executemany(_INSERT_NEW, rows).rowcount != len(rows):
+            db.execute("ROLLBACK")  # a cid is stored (or twice in the group)
+            return None
+        if inbox:
+            db.executemany("INSERT INTO inbox VALUES (?, ?)", inbox)
+        db.execute("COMMIT")
+        return inbox
+
+    def _append_checked(
+        self, messages: Sequence[NewMessage]
+    ) -> tuple[list[Outcome], list[tuple[str, int]]]:
+        """Store the group, each message's cid looked up first (a resend or a conflict
+        gets no seq); the outcomes and the inbox entries written. Raises sqlite3.Error,
+        inside its transaction."""
         db = self._db
         seq = self.last_seq
         out: list[Outcome] = []
         rows: list[tuple[object, ...]] = []
-        inbox = []
+        inbox: list[tuple[str, int]] = []
         # cids stored in this group: (sender key, cid) -> (seq, recipient, text)
         seen: dict[tuple[str, str], tuple[int, str | None, str]] = {}
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            for m in messages:
-                if m.cid is not None:
-                    key = (username_key(m.sender), m.cid)
-                    stored = seen.get(key) or self._stored_cid(m.sender, m.cid)
-                    if stored is not None:
-                        out.append(resend(*stored, m))
-                        continue
-                seq += 1
-                if m.cid is not None:
-                    seen[(username_key(m.sender), m.cid)] = (seq, m.to, m.body)
-                change = m.change
-                if change is None:
-                    pair = None if m.to is None else pair_key(m.sender, m.to)
-                    room = m.room or LOBBY if m.to is None else None
-                    rows.append((seq, m.ts, m.sender, m.to, pair, m.body, m.cid, room, None))
-                else:
-                    ev = change.event.value
-                    rows.append((seq, m.ts, m.sender, m.to, None, m.body, None, change.room, ev))
-                    for sql, args in roomstore.change_statements(change, seq, "", "?"):
-                        db.execute(sql, args)
-                if m.inbox and m.to is not None:
-                    inbox.append((m.to, seq))
-                out.append(seq)
-            db.executemany(_INSERT, rows)
-            if inbox:
-                db.executemany("INSERT INTO inbox VALUES (?, ?)", inbox)
-            db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")  # nothing of the group is kept; the seqs are reused
-            raise StorageError(str(exc)) from exc
+        db.execute("BEGIN IMMEDIATE")
+        for m in messages:
+            if m.cid is not None:
+                key = (username_key(m.sender), m.cid)
+                stored = seen.get(key) or self._stored_cid(m.sender, m.cid)
+                if stored is not None:
+                    out.append(resend(*stored, m))
+                    continue
+            seq += 1
+            if m.cid is not None:
+                seen[(username_key(m.sender), m.cid)] = (seq, m.to, m.body)
+            self._rows(m, seq, rows, inbox)
+            out.append(seq)
+        db.executemany(_INSERT, rows)
+        if inbox:
+            db.executemany("INSERT INTO inbox VALUES (?, ?)", inbox)
+        db.execute("COMMIT")
         self.last_seq = seq
-        for user, _ in inbox:
-            self._inbox_users.add(username_key(user))
-        return out
+        return out, inbox
 
     def _stored_cid(self, sender: str, cid: str) -> tuple[int, str | None, str] | None:
         row = self._db.execute(

@@ -559,6 +559,61 @@ def test_a_cid_conflict_within_one_group_and_against_the_stored(tmp_path: Path) 
         mlog.close()
 
 
+def test_a_group_stored_as_new_falls_back_when_a_cid_is_stored(tmp_path: Path) -> None:
+    """MessageLog.append stores a group as if none of its cids were stored (one statement
+    for a group of one); a resend found then costs the careful path, never a seq."""
+    mlog = MessageLog(tmp_path / "g.db")
+    try:
+        assert mlog.append([NewMessage("ann", None, "a", 1.0, cid="A")]) == [1]
+        # Alone: the single statement finds the cid stored, and nothing was written.
+        assert mlog.append([NewMessage("Ann", None, "a", 2.0, cid="A")]) == [Duplicate(1, None)]
+        assert mlog.append([NewMessage("ann", None, "other", 2.0, cid="A")]) == [Conflict(1)]
+        # In a group, with a DM waiting in the inbox: rolled back, stored again in full.
+        got = mlog.append(
+            [
+                NewMessage("ann", "zoe", "dm", 3.0, cid="B", inbox=True),
+                NewMessage("ann", None, "a", 3.0, cid="A"),
+                NewMessage("ann", None, "c", 3.0, cid="C"),
+                NewMessage("ann", None, "c", 3.0, cid="C"),  # twice in the group
+            ]
+        )
+        assert got == [2, Duplicate(1, None), 3, Duplicate(3, None)]
+        assert mlog.last_seq == 3 and mlog.has_inbox("zoe")
+        assert [m.seq for m in mlog.replay_page("zoe", 0, 3, 10_000, inbox=True)] == [2]
+        # No gap in the seqs a fallback left.
+        assert mlog.append([NewMessage("ann", None, "d", 4.0)]) == [4]
+        page, _ = mlog.history("zoe", before=None, after=None, limit=10, with_user=None)
+        assert [(m.seq, m.body) for m in page] == [(1, "a"), (3, "c"), (4, "d")]
+    finally:
+        mlog.close()
+
+
+@pytest.mark.parametrize("size", [1, 3])
+def test_a_group_that_fails_stores_nothing(tmp_path: Path, size: int) -> None:
+    """A group of one (a single statement) or of more (a transaction) is all stored or
+    none of it, and a failed one's seqs are used again."""
+    path = tmp_path / "f.db"
+    mlog = MessageLog(path)
+    try:
+        db = sqlite3.connect(path)
+        db.execute(
+            "CREATE TRIGGER boom BEFORE INSERT ON messages WHEN NEW.body = 'boom' "
+            "BEGIN SELECT RAISE(ABORT, 'boom'); END"
+        )
+        db.commit()
+        group = [NewMessage("ann", "zoe", f"m{k}", 1.0, inbox=True) for k in range(size - 1)]
+        with pytest.raises(StorageError, match="boom"):
+            mlog.append([*group, NewMessage("ann", None, "boom", 1.0, cid="X")])
+        assert mlog.last_seq == 0 and not mlog.has_inbox("zoe")
+        assert db.execute("SELECT count(*) FROM messages").fetchone() == (0,)
+        db.execute("DROP TRIGGER boom")
+        db.commit()
+        db.close()
+        assert mlog.append([NewMessage("ann", None, "ok", 2.0, cid="X")]) == [1]
+    finally:
+        mlog.close()
+
+
 def own_messages_replayed_with_their_cid(address: tuple[str, int], *others: Any) -> None:
     """docs/PROTOCOL.md §Resume: a replayed message its resuming user sent carries the
     cid it was sent with, whether or not its ack arrived; nobody else's cid is shown.
