@@ -44,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -336,13 +337,14 @@ def run(
             *("--port", "0", "--db", str(tmp / f"irc-{kind}-{time.monotonic_ns()}.db")),
             *("--idle-timeout", "0"),
             *(["--irc-guests"] if args.guests else []),
+            *(["--admin-port", str(admin)] if (admin := free_port() if args.passes else 0) else []),
         ]
         env = None
         if kind == "base":
             assert base is not None
             env = {**os.environ, "PYTHONPATH": f"{base}/server:{base}/sdk"}
         with ServerProcess(cmd=cmd, env=env) as server:
-            return measure(server.pid, [port], args)
+            return measure(server.pid, [port], args, admin)
     exe = shutil.which("ngircd") or str(NGIRCD)
     # Several ports: each has ngircd's accept queue of 10 (register_many).
     ports = [port, *(free_port() for _ in range(args.ngircd_ports - 1))]
@@ -384,7 +386,21 @@ def answer(pipe: Connection, proc: mp.process.BaseProcess, most: float = 900) ->
     return pipe.recv()
 
 
-def measure(pid: int, ports: list[int], args: argparse.Namespace) -> list[dict[str, float]]:
+def passes(admin: int) -> dict[str, float]:
+    """Our fan-out's passes so far by how long they took (cumulative, le -> count), from
+    the admin endpoint's /metrics (docs/OPERATIONS.md)."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=10).read()
+    out: dict[str, float] = {}
+    for line in text.decode().splitlines():
+        if line.startswith("chat_fanout_pass_seconds_bucket"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            out[le] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def measure(
+    pid: int, ports: list[int], args: argparse.Namespace, admin: int = 0
+) -> list[dict[str, float]]:
     ctx = mp.get_context("spawn")
     sizes = rooms_of(args)
     one_room = len(sizes) == 1
@@ -424,6 +440,7 @@ def measure(pid: int, ports: list[int], args: argparse.Namespace) -> list[dict[s
     rows = []
     try:
         for rate in [float(r) for r in args.rates.split(",")]:
+            before = passes(admin) if admin else {}
             cpu0 = procstat.sample(pid)
             gen0 = [procstat.sample(p.pid) for p in procs]
             t0 = time.monotonic() + 0.3
@@ -464,6 +481,10 @@ def measure(pid: int, ports: list[int], args: argparse.Namespace) -> list[dict[s
             }
             rows.append(row)
             print(row, flush=True)
+            if admin:  # how long the step's fan-out passes took (whose latency is it?)
+                after = passes(admin)
+                diff = {le: after[le] - before.get(le, 0) for le in after}
+                print("   fan-out passes, at most le s:", diff, flush=True)
             if args.by_size and not one_room:
                 by_size(sizes, results)
     finally:
@@ -517,6 +538,9 @@ def main() -> None:
     ap.add_argument("--no-ngircd", action="store_true", help="ours (and --base) only")
     ap.add_argument("--ngircd-only", action="store_true", help="ngircd only")
     ap.add_argument("--procs", type=int, default=2, help="the generator's processes")
+    ap.add_argument(
+        "--passes", action="store_true", help="ours: its fan-out passes' times per step"
+    )
     ap.add_argument(
         "--drain", type=float, default=2.0, help="s to wait for deliveries after a step"
     )
