@@ -4,9 +4,13 @@ side by side in one run (docs/IRC.md, docs/PERFORMANCE.md).
 N IRC clients register (PASS, NICK, USER), join the channel, and S of them send PRIVMSG
 to it open-loop at R messages/s in total, each message carrying its intended send time
 (CLOCK_MONOTONIC, the same in every process here). Every other client is a recipient,
-so a step expects R x (N - 1) deliveries a second. Receivers run on an epoll loop in two
-processes. Per step: delivered/s, lost, p50/p99 from the intended send time, and the
-server's CPU per delivery. Sustainable = nothing lost and p99 under 50 ms.
+so a step expects R x (N - 1) deliveries a second. Receivers run on an epoll loop in
+``--procs`` processes (2), which read and drop what the JOINs sent them before the first
+step. Per step: delivered/s, lost (not delivered within ``--drain`` s of its end),
+p50/p99 from the intended send time and from the actual send, the server's and the
+generator's CPU per delivery, and how late the generator's sends went out; with
+``--by-size`` the latency per class of room size, with ``--passes`` our fan-out's pass
+times. Sustainable = nothing lost and p99 under 50 ms.
 
     .venv/bin/python bench/irc_fanout.py [--clients 100] [--senders 10]
                                          [--rates 1000,2000,4000,8000] [--duration 4]
