@@ -274,21 +274,23 @@ def test_a_dm_received_live_on_another_node_leaves_the_inbox_at_exit(
     other way: at least once, never lost (docs/PROTOCOL.md §Offline DMs)."""
     a, b = cluster.add(), cluster.add()
     alice = connect(a.address, "alice")
-    for ending in ("drop", "exit"):
-        bob = connect(b.address, "bob")
-        alice.until("users", joined="bob")
-        alice.send(command="dm", to="bob", message=ending, id=ending)
+    # A recipient of its own for each ending: the sessions that check the inbox log in
+    # and out under that name too, and a users frame left over from them must not pass
+    # for the next recipient's login (the DM would then be sent before it is online).
+    for ending, name in (("drop", "bob"), ("exit", "bea")):
+        bob = connect(b.address, name)
+        alice.until("users", joined=name)
+        alice.send(command="dm", to=name, message=ending, id=ending)
         ack = alice.until("ack", id=ending)
         assert not ack.get("queued")
         assert bob.until("dm")["seq"] == ack["seq"]
         if ending == "drop":
             reset(bob)
-            alice.until("users", left="bob")
-            got = waiting(b.address, "bob")  # ends with exit: the replay reached him
+            alice.until("users", left=name)
+            got = waiting(b.address, name)  # ends with exit: the replay reached him
             assert [(f["seq"], f["message"]) for f in got] == [(ack["seq"], "drop")]
         else:
             bob.send(command="exit")
             bob.wait_closed()
-            alice.until("users", left="bob")
-        nothing_waits(a.address, "bob")
-        alice.until("users", left="bob")
+            alice.until("users", left=name)
+        nothing_waits(a.address, name)
