@@ -426,6 +426,17 @@ class ChatServer:
         """Block until the server has stopped (or the timeout passes)."""
         return self._stopped.wait(timeout)
 
+    def _close_log(self, msglog: MessageStore) -> None:
+        """Close the message log between two fan-out passes. Its writer runs under the
+        fan-out's lock (MessageLog.append), on a reader or the fan-out's helper, and
+        either may outlive the joins above (each has a timeout): closing a SQLite
+        connection while another thread runs a statement on it can crash the process.
+        If the lock cannot be had, the log is left open for the process's exit."""
+        try:
+            self._b.fanout.exclusive(msglog.close, timeout=5.0)
+        except TimeoutError:
+            log.warning("message log left open at stop: the fan-out is still busy")
+
     def stop(self) -> None:
         """Say ``bye`` (server_shutdown) to everyone, close everything, join the threads.
 
@@ -461,7 +472,7 @@ class ChatServer:
         if self._b.gate is not None:
             self._b.gate.close()
         if self._b.log is not None:
-            self._b.log.close()
+            self._close_log(self._b.log)
         if self._pg is not None:
             self._pg.close()
         self._storm.close()  # an embedding program gets its switch interval back

@@ -570,3 +570,22 @@ def test_an_idle_connection_holds_no_message_batch(server: TestServer) -> None:
     for conn in server.server.roster():
         assert conn.batch is conn_module.UNUSED and conn.msgs is conn_module.UNUSED
     assert conn_module.UNUSED == []
+
+
+def test_stop_closes_the_message_log_between_two_fan_out_passes(tmp_path: Path) -> None:
+    """The log's writer runs under the fan-out's lock, on threads a stop may not have
+    joined in time: the log is closed holding that lock, never beside a running append
+    (closing SQLite under a running statement can crash the process)."""
+    held: list[bool] = []
+    with quiet_server(tmp_path / "chat.db") as srv:
+        server = srv.server
+        msglog = server._b.log
+        assert msglog is not None
+        close = msglog.close
+
+        def close_and_look() -> None:
+            held.append(server._b.fanout._lock.locked())
+            close()
+
+        msglog.close = close_and_look  # type: ignore[method-assign]
+    assert held == [True]
