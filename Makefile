@@ -48,7 +48,7 @@ test: lint typecheck $(CHROMIUM) $(IRSSI) $(TMUX)
 # The long fuzz run: over 100,000 random and mutated frames (CI runs a few thousand).
 fuzz: $(STAMP)
 	FUZZ_EXAMPLES=3200 FUZZ_MIN_FRAMES=100000 $(VENV)/bin/pytest -s -p no:randomly \
-		--timeout 1800 tests/server/test_fuzz.py
+		tests/server/test_fuzz.py
 
 # Ten minutes of randomised faults (docs/RELIABILITY.md): five on a cluster of three nodes
 # with its own Redis and PostgreSQL, five on the single SQLite server. Prints the seed, the
