@@ -4,8 +4,12 @@ as long as this machine needs (under load, more than a fixed few seconds: every 
 login and join came after a ``-t 4s`` run had ended), with ``-t`` as its bound.
 
 ``CHAT_STOP_JOINS``: the ``join`` requests to wait for; ``CHAT_STOP_ROOM_DELIVERIES``:
-the deliveries in rooms (``deliver pm, room of N``). Imported by Locust only, in its
-own process (chatroom_bots.locust: Locust monkey-patches the standard library).
+the deliveries in rooms (``deliver pm, room of N``); ``CHAT_STOP_LOGINS``: the
+``login`` requests; ``CHAT_STOP_PMS``: the ``pm`` requests, with more ``deliver pm``
+than ``pm`` (each reached the other users). Counted in the run's statistics: a local
+run's, or a master's, which has its workers' once they report them (every 3 s), so in
+a distributed run only the master needs this file. Imported by Locust only, in its own
+process (chatroom_bots.locust: Locust monkey-patches the standard library).
 """
 
 from __future__ import annotations
@@ -16,33 +20,71 @@ from typing import Any
 import gevent
 from locust import events
 from locust.env import Environment
+from locust.runners import MasterRunner
+
+from chatroom_bots.locust import REQUEST_TYPE
 
 JOINS = int(os.environ.get("CHAT_STOP_JOINS", "0"))
 ROOM_DELIVERIES = int(os.environ.get("CHAT_STOP_ROOM_DELIVERIES", "0"))
+LOGINS = int(os.environ.get("CHAT_STOP_LOGINS", "0"))
+PMS = int(os.environ.get("CHAT_STOP_PMS", "0"))
 
-# Counted on the one hub of a headless run (greenlets, no threads): no lock.
-_seen = {"join": 0, "room": 0}
+# Set on the one hub of the process (greenlets, no threads): no lock.
 _env: list[Environment] = []
+_state = {"checking": False, "done": False}
 
 
 def _init(environment: Environment, **_: Any) -> None:
     _env.append(environment)
 
 
-def _request(name: str, exception: BaseException | None = None, **_: Any) -> None:
-    if exception is not None or not _env:
+def _count(environment: Environment, name: str) -> int:
+    entry = environment.stats.entries.get((name, REQUEST_TYPE))
+    return 0 if entry is None else entry.num_requests
+
+
+def _enough(environment: Environment) -> bool:
+    rooms = sum(
+        entry.num_requests
+        for (name, _), entry in environment.stats.entries.items()
+        if name.startswith("deliver pm, room of ")
+    )
+    pms = _count(environment, "pm")
+    return (
+        _count(environment, "join") >= JOINS
+        and rooms >= ROOM_DELIVERIES
+        and _count(environment, "login") >= LOGINS
+        and pms >= PMS
+        and (PMS == 0 or _count(environment, "deliver pm") > pms)
+    )
+
+
+def _check() -> None:
+    _state["checking"] = False
+    runner = _env[0].runner if _env else None
+    if _state["done"] or runner is None or not _enough(_env[0]):
         return
-    if name == "join":
-        _seen["join"] += 1
-    elif name.startswith("deliver pm, room of "):
-        _seen["room"] += 1
-    else:
-        return
-    runner = _env[0].runner
-    if _seen["join"] >= JOINS and _seen["room"] >= ROOM_DELIVERIES and runner is not None:
-        _seen["join"] = -(10**9)  # once
-        gevent.spawn(runner.quit)  # not from inside the user's own request
+    _state["done"] = True
+    runner.quit()
+
+
+def _later() -> None:
+    """Check once the event's other listeners are done (Locust's own counts the request
+    or merges the report after this one), and not from inside a user's request."""
+    if not _state["checking"] and not _state["done"]:
+        _state["checking"] = True
+        gevent.spawn(_check)
+
+
+def _request(exception: BaseException | None = None, **_: Any) -> None:
+    if exception is None and _env and not isinstance(_env[0].runner, MasterRunner):
+        _later()
+
+
+def _worker_report(**_: Any) -> None:
+    _later()
 
 
 events.init.add_listener(_init)  # type: ignore[no-untyped-call]
 events.request.add_listener(_request)  # type: ignore[no-untyped-call]
+events.worker_report.add_listener(_worker_report)  # type: ignore[no-untyped-call]
