@@ -117,7 +117,10 @@ class Login:
             return False
         try:
             peek = _PEEK.decode(frame)
-        except msgspec.DecodeError:  # the session answers it, on the connection's thread
+        except (msgspec.DecodeError, RecursionError):
+            # The session answers it, on the connection's thread. Nested too deeply, a
+            # frame raises RecursionError (as protocol.decode_command knows), which would
+            # end the admission thread, and every login with it.
             return False
         if peek.command != "login" or peek.password is None:
             return False

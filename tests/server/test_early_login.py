@@ -348,3 +348,18 @@ def test_a_resume_and_a_message_in_one_packet_replay_first_then_the_message(srv:
             assert seen == ["old0", "old1"]  # the replay, all of it, before the ack
             got = talker.until("broadcast")
             assert got["message"] == "new" and got["from"] == "hurried"
+
+
+def test_a_first_frame_nested_too_deeply_costs_its_connection_not_the_admission_thread(
+    srv: Any,
+) -> None:
+    # A frame nested deeper than msgspec recurses raises RecursionError, not a
+    # DecodeError, from the admission thread's peek (Login.early): the thread that
+    # accepts and logs everyone in must not die of one client's bytes.
+    deep = b'{"x":' + b"[" * 1500 + b"]" * 1500 + b',"command":"login"}\n'
+    assert len(deep) < 4096  # read whole by the admission thread's first recv
+    with RawClient(srv.address) as hostile:
+        hostile.send_raw(deep)
+        hostile.expect("error", code="bad_json")
+    with RawClient(srv.address) as c:  # somebody else still gets in
+        c.login("after")
