@@ -429,8 +429,17 @@ class Listeners:
             return False
         conn.unread = data
         end = data.find(b"\n") + 1
-        if not end or not early(conn, data[:end]):
-            return False  # a half frame, a registration, a password to check...
+        if not end:
+            return False  # a half frame
+        try:
+            taken = early(conn, data[:end])
+        except Exception:
+            # A bug (or bytes it did not foresee) in the peek: the login goes in line
+            # as before, and the admission thread, which lets everyone in, lives on.
+            log.exception("the early look at %r's first frame crashed", conn)
+            taken = False
+        if not taken:
+            return False  # a registration, a password to check...
         conn.unread = data[end:]
         conn.last_rx = self._clock()
         self.early_logins += 1

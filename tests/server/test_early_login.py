@@ -363,3 +363,21 @@ def test_a_first_frame_nested_too_deeply_costs_its_connection_not_the_admission_
         hostile.expect("error", code="bad_json")
     with RawClient(srv.address) as c:  # somebody else still gets in
         c.login("after")
+
+
+def test_a_crash_in_the_early_look_leaves_the_login_to_its_thread(
+    srv: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registered(srv, "crashy")
+
+    def broken(conn: Any, frame: bytes) -> bool:
+        raise ValueError("a bug in the peek")
+
+    monkeypatch.setattr(srv.server._listeners, "_early", broken)
+    before = early(srv)
+    with RawClient(srv.address) as c:
+        c.send_raw(login_frame("crashy"))
+        c.expect("login_ok", username="crashy")  # on its own thread, as before
+    assert early(srv) == before
+    with RawClient(srv.address) as c:  # the admission thread lives on
+        c.login("after")
