@@ -18,6 +18,7 @@ import pytest
 
 from chatroom_server.__main__ import main
 from tests.helpers import PASSWORD, RawClient, quiet_server
+from tests.server.test_kill import grant, kills
 
 
 @pytest.fixture
@@ -381,3 +382,26 @@ def test_a_crash_in_the_early_look_leaves_the_login_to_its_thread(
     assert early(srv) == before
     with RawClient(srv.address) as c:  # the admission thread lives on
         c.login("after")
+
+
+def test_a_kill_of_a_parked_session_ends_it_with_its_bye(
+    srv: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registered(srv, "victim")
+    done = parking(srv, monkeypatch)
+    with RawClient(srv.address) as oscar, RawClient(srv.address) as victim:
+        oscar.login("oscar")
+        grant(srv, "oscar")
+        victim.send_raw(login_frame("victim"))
+        victim.expect("login_ok", username="victim")
+        assert done.get(timeout=10) == "victim"
+        oscar.send(command="kill", user="victim", reason="spam", id=1)
+        oscar.until("ack", id=1)
+        frames = victim.wait_closed()
+        assert frames[-1] == {
+            "type": "bye",
+            "reason": "disconnected",
+            "message": "Killed (oscar (spam))",
+        }
+        assert kills(srv) == [("oscar", "victim", "spam", {})]
+        assert "victim" not in parked(srv)
