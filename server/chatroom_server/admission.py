@@ -178,13 +178,27 @@ class Admission(Generic[T]):
                 # the connection's thread closes its socket.
                 conn = self._watched.pop(fd, None)
                 if conn is not None:
-                    if self._first is None or not self._first(conn):
-                        self.arrive(conn)
+                    self._guarded(self._arrived, conn)
                     continue
                 conn = self._parked.pop(fd, None)
                 if conn is not None:
                     assert self._resume is not None
-                    self._resume(conn)
+                    self._guarded(self._resume, conn)
+
+    def _arrived(self, conn: T) -> None:
+        if self._first is None or not self._first(conn):
+            self.arrive(conn)
+
+    def _guarded(self, step: Callable[[T], None], conn: T) -> None:
+        """Admission thread: ``step(conn)``, and if it raises, that connection is ended
+        as one never started: this thread accepts and logs everyone in, and one
+        connection's failure (a bug, a thread that cannot be started) must not end it
+        and every login after it."""
+        try:
+            step(conn)
+        except Exception:
+            log.exception("admission: %r failed; it is closed", conn)
+            self._never(conn)
 
     def park(self, conn: T) -> None:
         """Admission thread: ``conn`` has logged in without a thread (``first``) and

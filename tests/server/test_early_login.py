@@ -405,3 +405,27 @@ def test_a_kill_of_a_parked_session_ends_it_with_its_bye(
         }
         assert kills(srv) == [("oscar", "victim", "spam", {})]
         assert "victim" not in parked(srv)
+
+
+def test_a_failure_on_the_admission_thread_ends_that_connection_not_the_thread(
+    srv: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Whatever one connection's first frame makes fail there (a bug, a thread that
+    # cannot be started), the thread that accepts and logs everyone in lives on.
+    admission = srv.server._admission
+    first = admission._first
+    failed = []
+
+    def failing_once(conn: Any) -> bool:
+        if not failed:
+            failed.append(conn)
+            raise RuntimeError("can't start new thread")
+        return bool(first(conn))
+
+    monkeypatch.setattr(admission, "_first", failing_once)
+    with RawClient(srv.address) as victim:
+        victim.send_raw(login_frame("unlucky"))
+        victim.wait_closed()  # closed, with the bye of a connection never started
+    assert failed
+    with RawClient(srv.address) as c:  # the admission thread lives on
+        c.login("after")
