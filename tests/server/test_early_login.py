@@ -414,7 +414,7 @@ def test_a_failure_on_the_admission_thread_ends_that_connection_not_the_thread(
     # cannot be started), the thread that accepts and logs everyone in lives on.
     admission = srv.server._admission
     first = admission._first
-    failed = []
+    failed: list[Any] = []
 
     def failing_once(conn: Any) -> bool:
         if not failed:
