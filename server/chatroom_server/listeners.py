@@ -290,34 +290,34 @@ class Listeners:
         self, listener: socket.socket, irc: bool = False, tls: bool = True, *, web: bool = False
     ) -> None:
         while not self._stopping.is_set():
-            try:
-                sock, addr = listener.accept()
-            except OSError as exc:
-                if self._stopping.is_set():
-                    return
-                # EMFILE and friends: keep serving the clients we have, retry shortly.
-                log.error("accept failed: %s", exc)
-                self._stopping.wait(0.1)
-                continue
-            self._admit(sock, addr[0], f"{addr[0]}:{addr[1]}", irc, tls, web=web)
+            got = self._accept_one(listener)
+            if got is not None:
+                self._admit(*got, irc, tls, web=web)
 
     def _accept_some(self, listener: socket.socket) -> None:
         """Admission thread: accept what waits on the JSON port, up to a batch (the
         epoll says so again if more wait). Accepted sockets are blocking (Linux's
         accept does not pass O_NONBLOCK on)."""
         for _ in range(ACCEPT_BATCH):
-            try:
-                sock, addr = listener.accept()
-            except BlockingIOError:
+            got = self._accept_one(listener)
+            if got is None:
                 return
-            except OSError as exc:
-                if self._stopping.is_set():
-                    return
-                # EMFILE and friends: keep serving the clients we have, retry shortly.
+            self._admit(*got)
+
+    def _accept_one(self, listener: socket.socket) -> tuple[socket.socket, str, str] | None:
+        """One accepted connection (its socket, address and ``ip:port``), or None: none
+        waiting (a non-blocking listener), stopping, or the accept failed (EMFILE and
+        friends: logged, and a pause of 0.1 s while the clients we have are served)."""
+        try:
+            sock, addr = listener.accept()
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            if not self._stopping.is_set():
                 log.error("accept failed: %s", exc)
                 self._stopping.wait(0.1)
-                return
-            self._admit(sock, addr[0], f"{addr[0]}:{addr[1]}")
+            return None
+        return sock, addr[0], f"{addr[0]}:{addr[1]}"
 
     def _admit(
         self,
