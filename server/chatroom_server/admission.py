@@ -59,6 +59,14 @@ T = TypeVar("T")
 
 # Readiness events taken per turn of the admission thread (run).
 BATCH = 64
+# Connections handled between two looks at the listener (run), with a listener: a return
+# storm's login on this thread takes 0.1-0.3 ms, and 10,000 connects from two processes
+# come in 0.25 s (40 a millisecond). After every full batch of 64 the listen queue grew
+# by some 400 between looks while the accepts, slowed by the logins' sends, fell behind
+# for good: 770-2,000 overflows per return storm on a quiet box, each a client retrying
+# its SYN 1 s later (docs/PERFORMANCE.md, "Arrival storms"). Every 8, the accepts come
+# first and a look that finds nothing costs one failed accept4.
+ACCEPT_EVERY = 8
 
 
 class Admission(Generic[T]):
@@ -157,23 +165,29 @@ class Admission(Generic[T]):
         """The ``chat-admission`` thread: connections whose client has said something
         arrive, a batch per wake-up, until :meth:`close`."""
         assert self._epoll is not None, "open() first"
+        accept = self._accept
+        handled = 0  # connections handled since the listener was last looked at
         while not self._closed:
             try:
                 events = self._epoll.poll(1.0, BATCH)
             except OSError:  # closed under us: stopping
                 return
-            if self._accept is not None and len(events) == BATCH:
-                # Busy: the listener is looked at every batch, not when the epoll's
-                # round robin comes back to it (after every connection ready before it,
-                # thousands in a storm, while the listen queue overflows).
-                self._accept()
             for fd, _ in events:
                 if fd == self._wake_r:
                     return
                 if fd == self._listen_fd:
-                    assert self._accept is not None
-                    self._accept()
+                    assert accept is not None
+                    accept()
+                    handled = 0
                     continue
+                if accept is not None:
+                    # Busy: the listener is looked at every few connections, not when
+                    # the epoll's round robin comes back to it (after every connection
+                    # ready before it, thousands in a storm): ACCEPT_EVERY.
+                    handled += 1
+                    if handled > ACCEPT_EVERY:
+                        accept()
+                        handled = 1
                 # ONESHOT: the fd stays registered but silent, and leaves the epoll when
                 # the connection's thread closes its socket.
                 conn = self._watched.pop(fd, None)

@@ -4,6 +4,9 @@ slot and no thread; nobody is refused or lost, and a stop closes those still wai
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -14,7 +17,7 @@ from typing import Any
 import pytest
 
 from chatroom.testing import running_server
-from chatroom_server.admission import Admission
+from chatroom_server.admission import ACCEPT_EVERY, BATCH, Admission
 from tests.helpers import PASSWORD, RawClient, quiet_server
 
 
@@ -102,6 +105,62 @@ def test_no_slots_means_no_limit() -> None:
     assert g.drain() == ["a", "b", "c"]
     assert g.admission.enter(1.0) is False  # nothing to hold, nothing to leave
     g.admission.leave()
+
+
+def test_the_listener_is_looked_at_every_few_connections_while_busy() -> None:
+    # A storm's connects arrive faster than its logins run: the accepts must come
+    # between every few logins, not after a batch of 64 (the listen queue overflowed
+    # meanwhile, and each overflow is a client retrying 1 s later).
+    seen: Queue[str] = Queue()
+    done = threading.Event()
+    ready = 3 * BATCH
+    with ExitStack() as stack:
+        pairs = [stack.enter_context(_pair()) for _ in range(ready)]
+        names = {ours.fileno(): f"c{i}" for i, (ours, _) in enumerate(pairs)}
+
+        firsts = itertools.count(1)
+
+        def first(sock: socket.socket) -> bool:
+            seen.put(names[sock.fileno()])
+            if next(firsts) == ready:
+                done.set()
+            return True  # taken: handled here, never in line
+
+        adm: Admission[socket.socket] = Admission(
+            1, _unused, _unused, lambda s: s.fileno(), _unused, first=first
+        )
+        adm.open()
+        listen_r, listen_w = os.pipe()
+        stack.callback(os.close, listen_r)
+        stack.callback(os.close, listen_w)
+        os.write(listen_w, b"x")  # always "a connection waiting", level-triggered
+        adm.listen(listen_r, lambda: seen.put("accept"))
+        for ours, theirs in pairs:
+            theirs.sendall(b"hello\n")
+            adm.watch(ours)
+        runner = threading.Thread(target=adm.run)
+        runner.start()
+        try:
+            assert done.wait(30)
+        finally:
+            adm.close()
+            runner.join(10)
+            adm.release_resources()
+    order = [seen.get_nowait() for _ in range(seen.qsize())]
+    assert sorted(x for x in order if x != "accept") == sorted(names.values())
+    runs = "".join("a" if x == "accept" else "c" for x in order).split("a")
+    assert max(len(run) for run in runs) <= ACCEPT_EVERY, runs
+
+
+@contextlib.contextmanager
+def _pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        yield ours, theirs
+
+
+def _unused(conn: object) -> None:
+    raise AssertionError(f"not expected here: {conn!r}")
 
 
 @pytest.fixture
