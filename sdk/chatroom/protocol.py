@@ -110,6 +110,8 @@ class Feature(StrEnum):
     """Protocol extensions a client may ask for at login (docs/PROTOCOL.md §Extensions)."""
 
     USERS_DELTA = "users_delta"
+    # With users_delta: login_ok says how many users, not who (docs/PROTOCOL.md §lazy_users).
+    LAZY_USERS = "lazy_users"
     ROOMS = "rooms"  # protocol version 2: many rooms (docs/PROTOCOL.md §Rooms)
 
 
@@ -242,11 +244,15 @@ class ServerLimits(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True
 
 class LoginOk(_Event, tag="login_ok", frozen=True):
     """Login succeeded; ``users`` is every active user, sorted ignoring case; ``features``
-    the extensions now on for this connection (docs/PROTOCOL.md §Extensions)."""
+    the extensions now on for this connection (docs/PROTOCOL.md §Extensions). With
+    ``lazy_users`` on, ``users`` is absent (empty here) and ``count`` says how many."""
 
     username: str
     new_user: bool
-    users: UserTuple
+    users: UserTuple = ()
+    # Extension lazy_users (docs/PROTOCOL.md §lazy_users): the number of names in the
+    # list this connection's deltas apply to, sent instead of the names.
+    count: Annotated[int, msgspec.Meta(ge=0)] | None = None
     features: tuple[str, ...] = ()
     # The protocol version the server speaks (docs/PROTOCOL.md §Versions); absent from
     # servers older than the field, which speak version 1.

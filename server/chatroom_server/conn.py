@@ -54,6 +54,7 @@ class Conn(ServerSession):
         "last_rx",
         "late_inbox",
         "later",
+        "lazy_users",
         "left",
         "msgs",
         "num",
@@ -98,6 +99,7 @@ class Conn(ServerSession):
         self.unread = b""
         self.later: Callable[[], bool] | None = None
         self.deltas = False  # asked for users_delta at login (set before login_ok)
+        self.lazy_users = False  # and for lazy_users with it: login_ok without names
         self.rooms = False  # asked for rooms at login, and the server has them (§Rooms)
         self.guest = False  # an IRC guest's session (login.guest_login; §Guest rooms)
         # An IRC O-line made this session a server operator (chatroom_server.olines): set

@@ -151,6 +151,8 @@ class Login:
             return verdict  # refused (or asked for a password): keep the connection?
         account, new_user = verdict
         conn.deltas = Feature.USERS_DELTA in cmd.features
+        # Only with users_delta: a v1 client gets every list whole anyway (PROTOCOL.md).
+        conn.lazy_users = conn.deltas and Feature.LAZY_USERS in cmd.features
         conn.rooms = self._b.rooms is not None and Feature.ROOMS in cmd.features
         return self.enter(conn, account.name, new_user, cmd)
 

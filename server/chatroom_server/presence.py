@@ -326,7 +326,8 @@ class Presence:
         the GIL up and queues for it again while all of them wait (docs/PERFORMANCE.md,
         "Mass arrivals")."""
         if conn.deltas:
-            # Under the publisher's lock: login_ok lists what the next delta applies to.
+            # Under the publisher's lock: login_ok lists (or counts, with lazy_users)
+            # what the next delta applies to.
             with self.publisher.subscribing(conn) as published:
                 old, legacy = self._join(conn, name, new_user, rid, published, seq, epoch, hold)
         else:
@@ -385,9 +386,16 @@ class Presence:
             elif self.live.add(name):
                 self._names = None
             features = (Feature.ROOMS.value,) if conn.rooms else ()
+            count = None
             if published is None:
                 users = self.names_locked()
                 self.legacy[conn] = None
+            elif conn.lazy_users:
+                # How many, not who (docs/PROTOCOL.md §lazy_users): the names were the
+                # largest part of a return storm's login, and O(N^2) bytes in all.
+                users = ()
+                count = len(published) + (name not in published)
+                features = (Feature.USERS_DELTA.value, Feature.LAZY_USERS.value, *features)
             else:
                 # An empty slot that SortedNames.frame_with fills with the names.
                 users = cast(tuple[str, ...], msgspec.Raw(b"[]"))
@@ -396,6 +404,7 @@ class Presence:
                 username=name,
                 new_user=new_user,
                 users=users,
+                count=count,
                 features=features,
                 version=version,
                 rooms=rooms,
@@ -406,7 +415,7 @@ class Presence:
                 id=rid,
             )
             frame = encode(ok)
-            if published is not None:
+            if published is not None and count is None:
                 frame = published.frame_with(name, frame)
             conn.outbox.queue(frame)
             if hold:
