@@ -78,6 +78,7 @@ class ClientShell(HookMethods):
         cursor_file: str | Path | None,
         rooms: bool,
         log: logging.Logger,
+        lazy_users: bool = False,
     ) -> None:
         if timeout <= 0:
             raise UsageError("timeout must be positive")
@@ -93,7 +94,11 @@ class ClientShell(HookMethods):
         self.reconnect_max_delay = reconnect_max_delay
         self._ssl = client_context(tls, ca_file)
         self._session = ClientSession(
-            keepalive=keepalive, timeout=timeout, max_frame=max_frame, rooms=rooms
+            keepalive=keepalive,
+            timeout=timeout,
+            max_frame=max_frame,
+            rooms=rooms,
+            lazy_users=lazy_users,
         )
         # Resume (docs/PROTOCOL.md §Resume): where the first login starts. The cursor file
         # holds the seq up to which the hooks have run, so a restarted process catches up
@@ -121,6 +126,13 @@ class ClientShell(HookMethods):
         """The active users as of the latest push or reply (a snapshot, sorted)."""
         with self._lock:
             return self._session.users
+
+    @property
+    def user_count(self) -> int:
+        """How many users are active as of the latest push or reply: with
+        ``lazy_users``, right before the names are (docs/PROTOCOL.md §lazy_users)."""
+        with self._lock:
+            return self._session.user_count
 
     @property
     def rooms_on(self) -> bool:

@@ -85,7 +85,9 @@ _CLOSED = object()  # end of the hook queue and of events() iterators
 
 
 class AsyncChatClient(ClientShell, AsyncRequestMethods, AsyncRoomMethods):
-    """A connection to a chatroom server, for asyncio. See the module docstring."""
+    """A connection to a chatroom server, for asyncio. See the module docstring; the
+    options are :class:`~chatroom.client.ChatClient`'s (``lazy_users``: the login's
+    answer carries how many users and not who, docs/PROTOCOL.md §lazy_users)."""
 
     def __init__(
         self,
@@ -104,6 +106,7 @@ class AsyncChatClient(ClientShell, AsyncRequestMethods, AsyncRoomMethods):
         cursor_file: str | Path | None = None,
         hook_queue: int = 10_000,
         rooms: bool = False,
+        lazy_users: bool = False,
     ) -> None:
         # One task at a time touches the session (the concurrency contract): no lock.
         self._lock = contextlib.nullcontext()
@@ -121,6 +124,7 @@ class AsyncChatClient(ClientShell, AsyncRequestMethods, AsyncRoomMethods):
             resume_from=resume_from,
             cursor_file=cursor_file,
             rooms=rooms,
+            lazy_users=lazy_users,
             log=log,
         )
         self._reader: asyncio.StreamReader | None = None

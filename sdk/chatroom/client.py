@@ -91,6 +91,12 @@ class ChatClient(ClientShell, RequestMethods, RoomMethods):
     ``invite`` and ``mode`` work (chatroom._room_api). Without it the client is in
     ``lobby`` only and sees exactly what a protocol-v1 client sees.
 
+    **The user list** (:attr:`users`) follows the server's pushes. With
+    ``lazy_users=True`` the login's answer carries how many users and not who
+    (docs/PROTOCOL.md §lazy_users, for bots: in an arrival storm the names are most of a
+    login's cost): :attr:`user_count` is right at once, :attr:`users` only once the
+    list the client asks for right after the login has come.
+
     **Hooks.** Register with the decorators ``on_broadcast``, ``on_dm``, ``on_dm_sent``,
     ``on_users``, ``on_room_event``, ``on_disconnect``, ``on_reconnect``, ``on_notice``
     and ``on_error``, or subclass and override the method of the same name
@@ -153,6 +159,7 @@ class ChatClient(ClientShell, RequestMethods, RoomMethods):
         resume_from: int | None = None,
         cursor_file: str | Path | None = None,
         rooms: bool = False,
+        lazy_users: bool = False,
     ) -> None:
         self._lock = threading.Lock()  # see the class docstring for what it guards
         super().__init__(  # chatroom._shell: the addresses, the session, the cursor file
@@ -169,6 +176,7 @@ class ChatClient(ClientShell, RequestMethods, RoomMethods):
             resume_from=resume_from,
             cursor_file=cursor_file,
             rooms=rooms,
+            lazy_users=lazy_users,
             log=log,
         )
         self.keepalive = keepalive

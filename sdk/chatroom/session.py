@@ -166,6 +166,11 @@ class ClientSession(SeqCursor):
     which the connection counts as dead. ``track_users``: keep the user list (a swarm
     bot that never reads it says False: deltas cost it nothing, and the list in
     ``login_ok`` is skipped undecoded, so its login result has ``users=()``).
+    ``lazy_users``: ask the server for a ``login_ok`` with the number of users and not
+    their names (docs/PROTOCOL.md §lazy_users), which in an arrival storm of N clients
+    saves O(N^2) bytes; :attr:`user_count` is right at once. A session that keeps the
+    list then asks for it right after ``login_ok`` (:attr:`users` is empty until the
+    reply), so it is for clients that need no names at once: bots, load generators.
     """
 
     __slots__ = (
@@ -185,6 +190,7 @@ class ClientSession(SeqCursor):
         "_replay",
         "_resend",
         "_roster",
+        "lazy_users",
         "limits",
         "max_frame",
         "rooms_on",
@@ -200,6 +206,7 @@ class ClientSession(SeqCursor):
         max_frame: int = 64 * 1024 * 1024,
         track_users: bool = True,
         rooms: bool = False,
+        lazy_users: bool = False,
     ) -> None:
         self._alive = Keepalive(keepalive, timeout)
         self.max_frame = max_frame
@@ -217,6 +224,7 @@ class ClientSession(SeqCursor):
         # Server-wide): the bye that follows ends the session for good.
         self._banned: ServerError | None = None
         self._roster = Roster(track_users)
+        self.lazy_users = lazy_users  # asked for at login (docs/PROTOCOL.md §lazy_users)
         self._out = bytearray()  # control frames the session decided to send
         # A login whose replay is running: (request id, login_ok, relogin?, count, cut).
         self._replay: _Replay | None = None
@@ -316,11 +324,14 @@ class ClientSession(SeqCursor):
         """The login request; on ``login_ok`` the credentials are kept for re-login.
         ``since``: resume after that seq (default: the session's cursor, if it has one)."""
         since = self.cursor if since is None else since
+        features = ROOMS_FEATURES if self.want_rooms else LOGIN_FEATURES
+        if self.lazy_users:
+            features = (*features, Feature.LAZY_USERS.value)
         rid, data = self.request(
             LoginCommand(
                 username=username,
                 password=password,
-                features=ROOMS_FEATURES if self.want_rooms else LOGIN_FEATURES,
+                features=features,
                 since=since,
                 epoch=self.epoch if since is not None else None,
             )
@@ -594,7 +605,15 @@ class ClientSession(SeqCursor):
             # Here, before any event after it: the pushes that follow must already see
             # who we are and the list they apply to.
             self.username = event.username
-            self._roster.replace(event.users)
+            if Feature.LAZY_USERS.value in event.features:
+                # A count and no names (docs/PROTOCOL.md §lazy_users): the list, if kept,
+                # comes in the reply to a users request, which supersedes every delta
+                # before it.
+                self._roster.counted(event.count or 0)
+                if self._roster.track:
+                    self._out += _RESYNC
+            else:
+                self._roster.replace(event.users)
             self._logged_in(event, relogin)
             if event.version is not None and event.version > ROOMS_VERSION:
                 log.warning(
@@ -660,8 +679,8 @@ class ClientSession(SeqCursor):
     # ------------------------------------------------------------ user list
 
     def _apply_delta(self, event: UsersDelta, events: list[SessionEvent]) -> None:
-        if not self._roster.track:
-            return
-        if not self._roster.apply(event):
+        roster = self._roster
+        if not roster.apply(event):
             self._out += _RESYNC  # out of step: the whole list again
-        events.append(UsersUpdated(event.joined, event.left))
+        if roster.track and roster.known:  # no list yet (lazy_users): nothing to show
+            events.append(UsersUpdated(event.joined, event.left))

@@ -26,6 +26,7 @@ from chatroom import (
     Receipt,
     Reconnected,
     UserOffline,
+    UsersChanged,
 )
 from chatroom.aio import AsyncChatClient
 from chatroom.testing import TestServer
@@ -47,6 +48,7 @@ class Client(Protocol):
     def on(self, kind: str, fn: Callable[[Any], object]) -> None: ...
     def wait_for(self, kind: type[X], check: Callable[[X], bool] | None = None) -> X: ...
     def on_wait(self, fn: Callable[[], None]) -> None: ...
+    def user_count(self) -> int: ...
     def close(self) -> None: ...
 
 
@@ -94,6 +96,9 @@ class Threaded:
             return waiter
 
         self.c.expect = hooked  # type: ignore[method-assign]
+
+    def user_count(self) -> int:
+        return self.c.user_count
 
     def close(self) -> None:
         self.c.close()
@@ -153,6 +158,9 @@ class Async:
 
         self.c._waiters = Hooked(self.c._waiters)
 
+    def user_count(self) -> int:
+        return self.c.user_count
+
     def close(self) -> None:
         if self.loop.is_closed():
             return  # closed already (a test may close before the fixture does)
@@ -194,6 +202,21 @@ def test_messages_dms_receipts_and_typed_errors(make: Callable[..., Client]) -> 
         a.dm("nobody-here", "x")
     with pytest.raises(AuthError):
         make().login("ann", "the wrong password")
+
+
+def test_lazy_users_the_count_at_login_and_the_names_after(make: Callable[..., Client]) -> None:
+    make().login("ann", PW)
+    b = make(lazy_users=True)
+    lists: queue.Queue[UsersChanged] = queue.Queue()
+    b.on("users", lists.put)
+    assert b.login("bea", PW).users == ()  # login_ok counts: docs/PROTOCOL.md §lazy_users
+    assert b.user_count() == 2
+    while set(lists.get(timeout=T).users) != {"ann", "bea"}:
+        pass  # the list the client asked for right after the login
+    make().login("cy", PW)
+    while set(lists.get(timeout=T).users) != {"ann", "bea", "cy"}:
+        pass
+    assert b.user_count() == 3
 
 
 def test_wait_for_matches_what_arrives_after_it(make: Callable[..., Client]) -> None:
