@@ -7,10 +7,13 @@ generator processes opens all its connections at once on one epoll loop and send
 login the moment its connect completes. Per storm it reports:
 
 - the time from the start to the last ``login_ok`` (every client asks for
-  ``users_delta``), and to the median one; how long the generator took to issue its
+  ``users_delta`` and ``lazy_users``, docs/PROTOCOL.md §Extensions: its ``login_ok``
+  says how many users, not who; ``--names``: without ``lazy_users``, every ``login_ok``
+  lists everyone), and to the median one; how long the generator took to issue its
   ``connect`` calls;
 - the time to the last client *on everyone's list*: every client's view of the user
-  count (its ``login_ok``'s names, then each delta's ``count``) has reached everyone;
+  count (its ``login_ok``'s ``count`` or names, then each delta's ``count``) has
+  reached everyone;
 - what was lost: clients refused, reset, answered with an error, or without
   ``login_ok`` after ``--timeout`` seconds;
 - the ping round trips of a few *stayers*, logged in before the storm, that ping every
@@ -32,7 +35,7 @@ tells everyone the count every 0.25 s.
 
     .venv/bin/python bench/storm.py [--clients 10000] [--processes 2] [--rounds 1]
                                     [--base REV] [--server-args "..."] [--no-floor]
-                                    [--a-args "..."]
+                                    [--a-args "..."] [--names]
 
 ``--base REV`` alternates the server of another git revision (A) with this tree's (B),
 round by round, as bench/ab.py does; ``--a-args`` adds options to A alone
@@ -73,18 +76,26 @@ _ERROR = b'{"type":"error"'
 _BYE = b'{"type":"bye"'
 
 
-def login_frame(name: str) -> bytes:
-    return b'{"command":"login","username":"%s","password":"%s","features":["users_delta"]}\n' % (
+# What every client asks for at login (main: without lazy_users with --names).
+LAZY = b'["users_delta","lazy_users"]'
+NAMES = b'["users_delta"]'
+
+
+def login_frame(name: str, features: bytes = LAZY) -> bytes:
+    return b'{"command":"login","username":"%s","password":"%s","features":%s}\n' % (
         name.encode(),
         PASSWORD.encode(),
+        features,
     )
 
 
 def users_in(frame: bytes) -> int:
-    """How many names a login_ok lists, without decoding them (names hold no , or ])."""
+    """How many users a login_ok counts (lazy_users) or lists, without decoding the
+    names (they hold no , or ])."""
     at = frame.find(_USERS)
     if at < 0:
-        return 0
+        m = _COUNT.search(frame)
+        return int(m.group(1)) if m else 0
     at += len(_USERS)
     end = frame.index(b"]", at)
     return 0 if end == at else frame.count(b",", at, end) + 1
@@ -118,11 +129,17 @@ class _Client:
 
 
 def storm_worker(
-    port: int, names: list[str], everyone: int, start_at: float, timeout: float, out: Connection
+    port: int,
+    names: list[str],
+    everyone: int,
+    start_at: float,
+    timeout: float,
+    out: Connection,
+    features: bytes = LAZY,
 ) -> None:
     """Connect and log in every name at ``start_at``, unpaced; hold them until told to
     close (``out`` receives "close"), then report."""
-    frames = [login_frame(n) for n in names]
+    frames = [login_frame(n, features) for n in names]
     ep = select.epoll()
     res = Result()
     clients: dict[int, _Client] = {}
@@ -228,7 +245,7 @@ class Stayers:
     """A few clients logged in before the storm, pinging every ``period`` s on one
     thread; round trips in ms while :meth:`measuring`. Also watches the user count."""
 
-    def __init__(self, port: int, count: int, period: float = 0.02) -> None:
+    def __init__(self, port: int, count: int, period: float = 0.02, features: bytes = LAZY) -> None:
         self.period = period
         self._socks = []
         self._bufs: dict[int, bytes] = {}
@@ -241,7 +258,7 @@ class Stayers:
         for i in range(count):
             s = socket.create_connection(("127.0.0.1", port), timeout=30)
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            s.sendall(login_frame(f"stayer{i}"))
+            s.sendall(login_frame(f"stayer{i}", features))
             got = b""
             while b"\n" not in got:
                 got += s.recv(65536)
@@ -368,6 +385,7 @@ def run_storm(
     timeout: float,
     stayers: Stayers | None,
     pid: int | None,
+    features: bytes = LAZY,
 ) -> Storm:
     ctx = mp.get_context("fork")
     shares = [names[i::processes] for i in range(processes)]
@@ -380,7 +398,8 @@ def run_storm(
     for share in shares:
         mine, theirs = ctx.Pipe()
         p = ctx.Process(
-            target=storm_worker, args=(port, share, everyone, start_at, timeout, theirs)
+            target=storm_worker,
+            args=(port, share, everyone, start_at, timeout, theirs, features),
         )
         p.start()
         pipes.append(mine)
@@ -429,17 +448,25 @@ def run_storm(
 
 
 def storms_on(
-    port: int, pid: int | None, n: int, processes: int, stayers: int, timeout: float
+    port: int,
+    pid: int | None,
+    n: int,
+    processes: int,
+    stayers: int,
+    timeout: float,
+    features: bytes = LAZY,
 ) -> list[Storm]:
     """A registration storm, everyone out, then a return storm, against one server."""
-    stay = Stayers(port, stayers) if stayers else None
+    stay = Stayers(port, stayers, features=features) if stayers else None
     try:
         names = [f"storm{i:05d}" for i in range(n)]
         got = []
         if pid:
             wait_idle(pid)
         for kind in ("register", "return"):
-            got.append(run_storm(port, kind, names, processes, n + stayers, timeout, stay, pid))
+            got.append(
+                run_storm(port, kind, names, processes, n + stayers, timeout, stay, pid, features)
+            )
             if stay is not None and not stay.wait_count(stayers, 60):
                 print(f"  (the stayers still see {stay.count} users)", flush=True)
             if pid:
@@ -554,9 +581,14 @@ def main() -> None:
         "--port", type=int, help="storm a server already running here (a profiler's) instead"
     )
     ap.add_argument("--pid", type=int, help="with --port: that server's pid, for RSS")
+    ap.add_argument(
+        "--names", action="store_true", help="clients without lazy_users: names in login_ok"
+    )
+    ap.add_argument("--a-names", action="store_true", help="with --base: --names for A alone")
     a = ap.parse_args()
+    features = NAMES if a.names else LAZY
     if a.port:
-        for s in storms_on(a.port, a.pid, a.clients, a.processes, a.stayers, a.timeout):
+        for s in storms_on(a.port, a.pid, a.clients, a.processes, a.stayers, a.timeout, features):
             print(s.line(f"port {a.port}"), flush=True)
         return
     extra = ["--password-hash", "load-test", *shlex.split(a.server_args)]
@@ -569,14 +601,15 @@ def main() -> None:
                 ["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(tree), a.base],
                 check=True,
             )
-            sides.insert(0, (f"A {a.base} {a.a_args}".rstrip(), f"{tree}/server:{tree}/sdk"))
+            a_label = " ".join(["A", a.base, a.a_args, "(names)" * a.a_names]).rstrip()
+            sides.insert(0, (a_label, f"{tree}/server:{tree}/sdk"))
             sides[1] = ("B this tree", None)
         try:
             for i in range(a.rounds):
                 if not a.no_floor:
                     with floor() as port:
                         for s in storms_on(
-                            port, None, a.clients, a.processes, a.stayers, a.timeout
+                            port, None, a.clients, a.processes, a.stayers, a.timeout, features
                         ):
                             rows.append(("floor", s))
                             print(s.line("floor"), flush=True)
@@ -584,9 +617,10 @@ def main() -> None:
                     env = {"PYTHONPATH": path} if path else None
                     db = f"s{i}{who[0]}"
                     mine = [*extra, *shlex.split(a.a_args)] if path else extra
+                    asks = NAMES if path and a.a_names else features
                     with start_server("ours", Path(tmp), *mine, db=db, env=env) as (proc, port):
                         for s in storms_on(
-                            port, proc.pid, a.clients, a.processes, a.stayers, a.timeout
+                            port, proc.pid, a.clients, a.processes, a.stayers, a.timeout, asks
                         ):
                             rows.append((who, s))
                             print(s.line(who), flush=True)

@@ -120,13 +120,16 @@ class BotConnections:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         resuming = session is not None
         if session is None:
-            # No user list: 10,000 bots each keeping a 10,000-name list is 10^8 entries.
+            # No user list: 10,000 bots each keeping a 10,000-name list is 10^8 entries;
+            # nor the names in login_ok, which in a rejoin of 10,000 are 1.5 GB for the
+            # server to send and the generator to skip (docs/PROTOCOL.md §lazy_users).
             session = ClientSession(
                 keepalive=self._keepalive,
                 timeout=self._timeout,
                 max_frame=self._max_frame,
                 track_users=False,
                 rooms=self._rooms is not None,
+                lazy_users=True,
             )
         link = WsLink(self._ws_host, int(addr[1])) if ws else None
         bot = Bot(idx, sock, session, resuming, link)
