@@ -1,4 +1,4 @@
-"""Two clients of the run that no user would write (docs/RELIABILITY.md, "Adversaries").
+"""Three clients of the run that no user would write (docs/RELIABILITY.md, "Adversaries").
 
 :class:`NeverReader` logs in, then never reads again while it keeps asking for pages
 of ``lobby``'s history, the busiest room there is: its output piles up on the server,
@@ -14,10 +14,18 @@ when it was answered with an ``error`` of a code its case allows (docs/PROTOCOL.
 §Errors), ``fail`` when it was answered otherwise (accepted, or the wrong code: the
 checker's ``hostile_answer``), ``info`` when no answer came (a fault on the way).
 
-Neither speaks through the switchboard: they connect to the nodes themselves, so that
+:class:`Pipeliner` logs in, as a returning user, with a ping and half of another in
+the same packet, and some of its logins resume: the server runs such a login on its
+admission thread and parks the connection, threadless, until its client speaks
+(chatroom_server.listeners ``Listeners.first``). Its login is answered first, then its
+replay (``replay_done``), then its ping; then it sends the rest of the half frame, whose
+ping is answered; then it waits, parked, 0.2 to 3 s, and pings once more. Each
+connection is an ``Op`` ``pipeline``.
+
+None speaks through the switchboard: they connect to the nodes themselves, so that
 what holds them up is the server's, not a proxy's. Their frames are not in the
-history (the checker holds the users to what the wire brought them; these two are
-judged by their ``Op``\\ s), and neither stores a message: anything of theirs that
+history (the checker holds the users to what the wire brought them; these three are
+judged by their ``Op``\\ s), and none stores a message: anything of theirs that
 reached a user would be a ``phantom``.
 
 Threads: each runs on its own thread and owns its socket; ``stop`` (an Event) ends it.
@@ -38,7 +46,7 @@ from typing import Any
 
 from tests.nemesis.history import History, Op
 
-__all__ = ["NeverReader", "Vandal", "hostile_cases"]
+__all__ = ["NeverReader", "Pipeliner", "Vandal", "hostile_cases"]
 
 log = logging.getLogger(__name__)
 
@@ -499,3 +507,97 @@ def _closed(lines: _Lines) -> bool:
     except OSError:
         return True
     return False
+
+
+class Pipeliner(_Adversary):
+    """See the module docstring. Each round is one connection and one ``Op``
+    ``pipeline``: ``ok`` when every request was answered once and in order, ``fail``
+    when an answer came out of order, twice, or not at all while the connection stayed
+    open, ``info`` when the connection ended first or the login was refused (a fault's
+    ``unavailable``). ``wait``: the longest an answer may take (a paused server's)."""
+
+    kind = "pipeline"
+
+    def __init__(self, *args: Any, wait: float = 30.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.wait = wait
+        self.since: int | None = None  # the last login_ok's seq: a resume's since
+        self.epoch: str | None = None
+
+    def round(self, address: tuple[str, int]) -> None:
+        self.ops += 1
+        op = self.ops
+        try:
+            sock = _connect(address, 5.0)
+        except OSError:
+            self.stop.wait(1.0)
+            return
+        login: dict[str, Any] = {
+            "command": "login",
+            "username": self.user,
+            "password": PASSWORD,
+            "id": "login",
+        }
+        resume = self.since is not None and self.rng.random() < 0.4
+        if resume:
+            login.update(since=self.since, epoch=self.epoch)
+        ping = b'{"command": "ping", "id": "b"}\n'
+        cut = self.rng.randint(1, len(ping) - 2)
+        # One packet: the login, a request after it, and half of another (Listeners.first
+        # runs the login and leaves the rest to the connection's thread).
+        packet = json.dumps(login).encode() + b'\n{"command": "ping", "id": "a"}\n' + ping[:cut]
+        text = f"{'resume, ' if resume else ''}cut at {cut}"
+        self._op("invoke", op, text=text)
+        lines = _Lines(sock)
+        try:
+            sock.sendall(packet)
+            expect = ["login", "replay_done", "a"] if resume else ["login", "a"]
+            ok = self._answers(lines, expect, op, text)
+            if ok is None:
+                return
+            if ok.get("type") != "login_ok":
+                self._op("info", op, text=text, error=f"login refused: {ok.get('code')}")
+                return
+            self.since, self.epoch = ok.get("seq"), ok.get("epoch")
+            sock.sendall(ping[cut:])
+            if self._answers(lines, ["b"], op, text) is None:
+                return
+            # Parked again (nothing left to read): its thread starts when it speaks.
+            if self.stop.wait(self.rng.uniform(0.2, 3.0)):
+                self._op("info", op, text=text, error="the run ended")
+                return
+            sock.sendall(b'{"command": "ping", "id": "c"}\n')
+            if self._answers(lines, ["c"], op, text) is not None:
+                self._op("ok", op, text=text)
+        except OSError as exc:
+            self._op("info", op, text=text, error=f"connection lost: {type(exc).__name__}")
+        finally:
+            sock.close()
+
+    def _answers(
+        self, lines: _Lines, expect: list[str], op: int, text: str
+    ) -> dict[str, Any] | None:
+        """Read until each of ``expect`` (request ids, or ``replay_done``) is answered,
+        in that order: the login's answer (empty if not asked for), or None when the
+        round is over (its ``Op`` resolved). Frames without an id (pushes, replayed
+        messages) are let go; a refused login ends the reading, nothing more is owed."""
+        deadline = time.monotonic() + self.wait
+        answer: dict[str, Any] = {}
+        for want in expect:
+            while True:
+                reply = lines.next(deadline)
+                if reply is None:
+                    why = f"no answer to {want} in {self.wait:g} s, connection open"
+                    self._op("fail", op, text=text, error=why)
+                    return None
+                got = "replay_done" if reply.get("type") == "replay_done" else reply.get("id")
+                if got == want:
+                    break
+                if got is not None:
+                    self._op("fail", op, text=text, error=f"{got} answered before {want}")
+                    return None
+            if want == "login":
+                answer = reply
+                if reply.get("type") != "login_ok":
+                    return answer
+        return answer

@@ -146,6 +146,11 @@ KINDS: dict[str, tuple[str, str]] = {
         "a hostile or oversized frame was not refused with a clear error of a code its "
         "case allows (accepted, another code, or a too_large that left the connection open)",
     ),
+    "pipeline_broken": (
+        "server",
+        "a login sent with more requests in its packet (an early login, then parked) had an "
+        "answer out of order, twice, or never while its connection stayed open",
+    ),
     "hook_lost": ("sdk", "the wire brought a message its chain needed; the hooks never got it"),
     "hook_duplicate": ("sdk", "the hooks got one message twice in a chain"),
     "hook_out_of_order": ("sdk", "one client's hooks got seqs out of order"),
@@ -1509,14 +1514,23 @@ class _Checker:
         return near[:6]
 
     def check_hostile(self) -> None:
-        """The vandal's frames (tests/nemesis/adversaries.py): each answered ``fail``
-        was judged there against docs/PROTOCOL.md §Errors; the rest of the checker
-        proves nothing of it was stored (a ``phantom``) or disturbed anyone."""
+        """The vandal's frames and the pipeliner's connections
+        (tests/nemesis/adversaries.py): each answered ``fail`` was judged there against
+        docs/PROTOCOL.md §Errors, or the order of a connection's answers (§Ordering);
+        the rest of the checker proves nothing of theirs was stored (a ``phantom``) or
+        disturbed anyone."""
         for op in self.ops:
             if op.kind == "hostile" and op.phase == "fail":
                 self.add(
                     "hostile_answer",
                     f"{op.user}'s {op.text!r} at {op.t:.1f} s was {op.error}",
+                    users=[op.user],
+                    events=[op, *self._faults_around_time(op.t)],
+                )
+            elif op.kind == "pipeline" and op.phase == "fail":
+                self.add(
+                    "pipeline_broken",
+                    f"{op.user}'s connection ({op.text}) at {op.t:.1f} s: {op.error}",
                     users=[op.user],
                     events=[op, *self._faults_around_time(op.t)],
                 )

@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from tests.nemesis.adversaries import NeverReader, Vandal
+from tests.nemesis.adversaries import NeverReader, Pipeliner, Vandal
 from tests.nemesis.checker import CheckResult, check
 from tests.nemesis.clients import Driver, DriverSettings
 from tests.nemesis.guests import Guest
@@ -53,6 +53,7 @@ NAMES = ("ada", "bob", "cyd", "dee", "eve", "fay", "gus", "hal", "ivy", "jon", "
 MARKER_USER = "marker"
 NEVER_READER = "slug"
 VANDAL = "vandal"
+PIPELINER = "pipe"
 ROOMS = ("dev", "ops", "fun")
 # Nodes as a user would run them, but quiet and quick to hash: the run is about
 # messages, not argon2 (docs/SECURITY.md has the real cost).
@@ -254,7 +255,7 @@ def run(config: RunConfig, progress: Any = None) -> RunResult:
             "settings": asdict(settings),
             "rooms": list(rooms),
             "moderators": users[:1] if rooms and config.moderation else [],
-            "adversaries": [NEVER_READER, VANDAL] if config.adversaries else [],
+            "adversaries": [NEVER_READER, VANDAL, PIPELINER] if config.adversaries else [],
             "guests": [f"guest{k + 1}" for k in range(config.guests)],
             "faults": [s.describe() for s in specs],
         }
@@ -299,12 +300,13 @@ def run(config: RunConfig, progress: Any = None) -> RunResult:
             f"seed {config.seed}: {len(specs)} faults over {config.duration:g} s, "
             f"{len(users)} users"
         )
-        adversaries: list[NeverReader | Vandal] = []
+        adversaries: list[NeverReader | Vandal | Pipeliner] = []
         if config.adversaries:
             direct = [n.address for n in target.nodes]
             adversaries = [
                 NeverReader(NEVER_READER, direct, history, config.seed),
                 Vandal(VANDAL, direct, history, config.seed, rooms=rooms),
+                Pipeliner(PIPELINER, direct, history, config.seed),
             ]
         irc = [("127.0.0.1", n.irc_port) for n in target.nodes if n.irc_port is not None]
         # A cluster's guests have lobby only (docs/PROTOCOL.md §Guest rooms).

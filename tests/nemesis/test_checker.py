@@ -576,6 +576,19 @@ def test_a_hostile_frame_not_refused_clearly_is_found() -> None:
     assert s.kinds() == {"hostile_answer"}
 
 
+def test_a_pipelined_login_answered_out_of_order_is_found() -> None:
+    s = Story()
+    a = s.login("alice", 0)
+    s.op(a, "pipeline", "invoke", text="cut at 5")
+    s.op(a, "pipeline", "ok", text="cut at 5")
+    s.op(a, "pipeline", "invoke", text="resume, cut at 9")
+    s.op(a, "pipeline", "info", text="resume, cut at 9", error="connection lost")
+    assert s.kinds() == set()  # answered in order; cut by a fault
+    s.op(a, "pipeline", "invoke", text="cut at 3")
+    s.op(a, "pipeline", "fail", text="cut at 3", error="a answered before replay_done")
+    assert s.kinds() == {"pipeline_broken"}
+
+
 def test_an_irc_guests_line_echoed_twice_or_received_twice_is_found() -> None:
     # A guest's session as tests/nemesis/guests.py records it: no login, its PRIVMSGs
     # as pm frames, each echo as an ack of one.
