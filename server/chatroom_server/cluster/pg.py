@@ -19,8 +19,8 @@ chatroom_server.messagelog), on psycopg 3 with a connection pool:
   :class:`~chatroom_server.messagelog.StorageError` or
   :class:`~chatroom_server.accounts.AccountStoreBusy`, which the server answers with
   ``error`` ``unavailable``; the pool reconnects by itself when the database returns.
-- **Schema created or migrated at start-up, never dropped**, under an advisory lock of
-  its own so that nodes starting together do not race. Tables are prefixed ``chat_``.
+- **Schema created or migrated at start-up, never dropped**
+  (chatroom_server.cluster.pgschema). Tables are prefixed ``chat_``.
 
 Threads: the writer connection ``_writer`` belongs to whoever holds the fan-out lock
 (as the SQLite writer does); reads take a pooled connection each.
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final
@@ -50,6 +49,8 @@ from chatroom_server.accounts import (
     AccountStoreBusy,
     AccountStoreError,
 )
+from chatroom_server.cluster import pgschema
+from chatroom_server.cluster.pgschema import SCHEMA_VERSION as SCHEMA_VERSION
 from chatroom_server.messagelog import (
     ROW_OVERHEAD,
     NewMessage,
@@ -61,54 +62,11 @@ from chatroom_server.messagelog import (
     pair_key,
     resend,
 )
-from chatroom_server.schema import Step
 
 log = logging.getLogger(__name__)
 
-# pg_advisory_lock keys: 'chat' and 'chas' in ASCII.
+# pg_advisory_lock key: 'chat' in ASCII (the schema's is pgschema.SCHEMA_LOCK).
 SEQ_LOCK: Final = 0x63686174
-SCHEMA_LOCK: Final = 0x63686173
-
-_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS chat_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS chat_accounts (
-    name_key TEXT PRIMARY KEY,            -- username_key(name): unique ignoring case
-    name     TEXT NOT NULL,               -- the registered spelling
-    hash     TEXT NOT NULL,               -- argon2id PHC string
-    created  DOUBLE PRECISION NOT NULL
-);
-CREATE TABLE IF NOT EXISTS chat_messages (
-    seq           BIGINT PRIMARY KEY,     -- one order for the whole cluster
-    ts            DOUBLE PRECISION NOT NULL,
-    sender        TEXT NOT NULL,
-    sender_key    TEXT NOT NULL,
-    recipient     TEXT,                   -- NULL: public
-    recipient_key TEXT,
-    pair          TEXT,                   -- DMs: both keys, sorted, ' '-joined
-    body          TEXT NOT NULL,
-    cid           TEXT
-);
-CREATE INDEX IF NOT EXISTS chat_messages_by_pair ON chat_messages (pair, seq);
-CREATE UNIQUE INDEX IF NOT EXISTS chat_messages_by_cid ON chat_messages (sender_key, cid)
-    WHERE cid IS NOT NULL;
-CREATE TABLE IF NOT EXISTS chat_inbox (
-    user_key TEXT NOT NULL,
-    seq      BIGINT NOT NULL,
-    PRIMARY KEY (user_key, seq)
-);
-"""
-
-# The PostgreSQL schema's versions, as chatroom_server.schema's are SQLite's (numbered
-# apart: version 1 here is all that SQLite's 1 and 2 hold). To add a step, append
-# Step(N, "what", "SQL that only adds") here too.
-PG_STEPS: Final = (
-    Step(1, "accounts and the message log", _SCHEMA),
-    Step(2, "rooms", roomstore.PG_ROOMS),
-    Step(3, "moderation", modstore.PG_MODERATION),
-    Step(4, "server-wide bans, addresses and settings", modstore.PG_SERVER_GATE),
-    Step(5, "rooms' address bans", modstore.PG_ROOM_ADDRESS_BANS),
-)
-SCHEMA_VERSION: Final = PG_STEPS[-1].version
 
 _COLUMNS: Final = "seq, ts, sender, recipient, body, cid, room, event"
 _INSERT: Final = (
@@ -156,46 +114,11 @@ class PgDatabase:
             self.pool.close()
             raise AccountStoreError(f"cannot connect to PostgreSQL at {url}: {exc}") from exc
         try:
-            self.epoch = self._migrate()
+            with self.pool.connection() as db:
+                self.epoch = pgschema.migrate(db)
         except psycopg.Error as exc:
             self.pool.close()
             raise AccountStoreError(f"cannot set up the schema at {url}: {exc}") from exc
-
-    def _migrate(self) -> str:
-        """Create or migrate the schema (never drop); the database's epoch."""
-        with self.pool.connection() as db:
-            db.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK,))
-            try:
-                version = 0
-                exists = db.execute("SELECT to_regclass('chat_meta')").fetchone()
-                if exists and exists[0] is not None:
-                    row = db.execute("SELECT value FROM chat_meta WHERE key = 'schema'").fetchone()
-                    version = int(row[0]) if row else 0
-                    if version > SCHEMA_VERSION:
-                        raise AccountStoreError(
-                            f"the database has chatroom schema {version}; "
-                            f"this server knows {SCHEMA_VERSION}"
-                        )
-                with db.transaction():
-                    for step in PG_STEPS:
-                        if step.version > version:
-                            db.execute(step.sql)
-                            if version:
-                                log.info("PostgreSQL schema %d: %s", step.version, step.what)
-                    db.execute(
-                        "INSERT INTO chat_meta VALUES ('schema', %s) "
-                        "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-                        (str(SCHEMA_VERSION),),
-                    )
-                    db.execute(
-                        "INSERT INTO chat_meta VALUES ('epoch', %s) ON CONFLICT DO NOTHING",
-                        (secrets.token_hex(8),),
-                    )
-                row = db.execute("SELECT value FROM chat_meta WHERE key = 'epoch'").fetchone()
-                assert row is not None
-                return str(row[0])
-            finally:
-                db.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
