@@ -54,6 +54,18 @@ CREATE TABLE IF NOT EXISTS chat_inbox (
 );
 """
 
+# As SQLite's schema 8 (chatroom_server.schema's _DM_INDEX): every public message and
+# room event has no ``pair``, and the full index wrote a (NULL, seq) entry for each, which
+# no query reads (a DM history asks ``pair = %s``, which the partial index serves; public
+# history, replay and pruning go by chat_messages_by_room or by seq). Named anew so that
+# running the step again finds it done. Size and insert cost, before and after:
+# docs/PERFORMANCE.md, "PostgreSQL's partial DM index" (bench/pg_pair_index.py).
+_DM_INDEX: Final = """
+DROP INDEX IF EXISTS chat_messages_by_pair;
+CREATE INDEX IF NOT EXISTS chat_dms_by_pair ON chat_messages (pair, seq)
+    WHERE pair IS NOT NULL;
+"""
+
 # The PostgreSQL schema's versions, as chatroom_server.schema's are SQLite's (numbered
 # apart: version 1 here is all that SQLite's 1 and 2 hold). To add a step, append
 # Step(N, "what", "SQL that only adds, and finds itself done if run again") here.
@@ -63,6 +75,7 @@ PG_STEPS: Final = (
     Step(3, "moderation", modstore.PG_MODERATION),
     Step(4, "server-wide bans, addresses and settings", modstore.PG_SERVER_GATE),
     Step(5, "rooms' address bans", modstore.PG_ROOM_ADDRESS_BANS),
+    Step(6, "the index of messages by pair holds only DMs", _DM_INDEX),
 )
 SCHEMA_VERSION: Final = PG_STEPS[-1].version
 
