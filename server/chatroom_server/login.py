@@ -330,7 +330,7 @@ class Login:
         try:
             if bus is not None:
                 try:
-                    claimed = bus.claim_guest(name)
+                    claimed = bus.claim_guest(name, str(conn.num))
                 except ClusterUnavailable as exc:
                     irc.reply(f"ERROR :Closing link: chatroom (try again: {exc})")
                     return False
@@ -500,7 +500,7 @@ class Login:
             try:
                 # One session per user in the whole cluster: the node that had it ends
                 # it with bye session_replaced when it reads our claim.
-                bus.claim(name)
+                bus.claim(name, str(conn.num))
             except ClusterUnavailable as exc:
                 raise ProtocolError(ErrorCode.UNAVAILABLE, f"try again: {exc}", cmd.id) from exc
         try:

@@ -15,11 +15,16 @@ In a cluster (docs/CLUSTER.md, "Server operators"), a kill whose user is not on 
 node, every WALLOPS and every O-line's ``OPER``, goes on the cluster's stream as an
 operator entry
 (``ClusterBus.publish_operator``); every node's consumer hands it to
-:meth:`ServerOps.from_cluster`, which ends the user's session if it is on that node (the
-node that published it too: the user may have moved here meanwhile), or sends the
+:meth:`ServerOps.from_cluster`, which ends the session the kill names, or sends the
 WALLOPS to that node's ``+w`` clients (not the publisher's, which sent its own at once),
 or notes that an O-line made a session on another node an operator (WHOIS's 313 and
 ``whois`` there as on its own node), until that user leaves or logs in again.
+
+A kill names one session: the node and the session id that Redis's presence hash has
+for the user when the kill is made (``ClusterBus.holder``), not the user. A node's
+consumer may read it late, after that session ended and the user logged in again (on
+that node or another): the new session is not the one killed, and stays. A kill of a
+session that has ended is logged and does nothing.
 
 Threads: :meth:`kill` and :meth:`wallops` run on the operator's reader thread,
 :meth:`from_cluster` and :meth:`forget` on the cluster's consumer thread. Its one state,
@@ -38,6 +43,7 @@ from chatroom.errors import ErrorCode, ProtocolError
 from chatroom.moderation import KillCommand
 from chatroom.protocol import Bye, ByeReason, encode, username_key
 from chatroom_server.accounts import AccountStoreBusy
+from chatroom_server.cluster.errors import ClusterUnavailable
 from chatroom_server.replies import IrcLines
 
 if TYPE_CHECKING:
@@ -120,12 +126,21 @@ class ServerOps:
                 raise ProtocolError(ErrorCode.NOT_OPERATOR, why, cmd.id)
             local = self._presence.online(username_key(cmd.user))
             name = local.username if local is not None else self._presence.spelled(cmd.user)
+            target: tuple[str, str] | None = None
+            if name is not None and local is None and bus is not None:
+                # On another node, which only the stream reaches: the session Redis
+                # has now is the one killed (module docstring); refused before the
+                # audit says it was done if Redis cannot say.
+                if not bus.available:
+                    raise AccountStoreBusy("the cluster is unreachable")
+                try:
+                    target = bus.holder(username_key(name))
+                except ClusterUnavailable as exc:
+                    raise AccountStoreBusy(str(exc)) from exc
+                if target is None:
+                    name = None  # left meanwhile: this node's list is behind
             if name is None:
                 raise ProtocolError(ErrorCode.USER_OFFLINE, f"{cmd.user} is not online", cmd.id)
-            if local is None and bus is not None and not bus.available:
-                # On another node, which only the stream reaches: refused before the
-                # audit says it was done.
-                raise AccountStoreBusy("the cluster is unreachable")
             detail = {} if conn.oline is None else {"oline": conn.oline}
             gate.record(self._config.wall_clock(), by, "kill", name, cmd.reason, detail)
         except AccountStoreBusy as exc:
@@ -140,10 +155,12 @@ class ServerOps:
         reason = cmd.reason
         if local is not None:
             return name, lambda: self.end(local, by, reason)
-        assert bus is not None  # spelled() found a name no session here has: another node's
+        assert bus is not None and target is not None  # a session on another node
+        node, session = target
+        entry = {"a": "kill", "u": name, "by": by, "r": reason or "", "to": node, "s": session}
 
         def elsewhere() -> None:
-            if not bus.publish_operator({"a": "kill", "u": name, "by": by, "r": reason or ""}):
+            if not bus.publish_operator(entry):
                 log.error("the kill of %s could not be published: Redis is unreachable", name)
 
         return name, elsewhere
@@ -177,10 +194,7 @@ class ServerOps:
         node published it."""
         action = fields.get("a")
         if action == "kill":
-            name, by = fields.get("u", ""), fields.get("by", "?")
-            conn = self._presence.online(username_key(name))
-            if conn is not None:
-                self.end(conn, by, fields.get("r") or None)
+            self._killed(fields)
         elif action == "wallops":
             if not mine:
                 self._wallops_here(fields.get("l", ""))
@@ -190,3 +204,23 @@ class ServerOps:
                     self._elsewhere.add(username_key(fields.get("u", "")))
         else:
             log.error("an operator entry of an unknown kind on the stream: %r", fields)
+
+    def _killed(self, fields: dict[str, str]) -> None:
+        """A kill from the stream: the session it names ends if it is this node's and
+        has not ended (module docstring)."""
+        bus = self._b.bus
+        name, by, node = fields.get("u", ""), fields.get("by", "?"), fields.get("to")
+        if bus is None or node != bus.node:
+            return  # another node's session (or, without "to", a malformed entry)
+        conn = self._presence.online(username_key(name))
+        session = fields.get("s", "")
+        if conn is None or str(conn.num) != session:
+            log.warning(
+                "%s's kill of %s names session %s here, which has ended: nothing to end%s",
+                by,
+                name,
+                session,
+                "" if conn is None else f" ({conn!r} is a later session)",
+            )
+            return
+        self.end(conn, by, fields.get("r") or None)

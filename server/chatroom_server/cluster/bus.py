@@ -7,7 +7,8 @@ Every node of a cluster shares one Redis database under one key prefix ``P``:
   ``t`` taken over, ``l`` left) and every server operator's kill or WALLOPS (``o``,
   chatroom_server.serverops). Each node reads it from where it started; a stream keeps
   its entries while a node is briefly disconnected, where pub/sub would drop them.
-- ``P:presence``, a hash: username key -> ``node|name``. ``P:members:NODE``: the keys a
+- ``P:presence``, a hash: username key -> ``node|name|session`` (the session's id on
+  its node, which a server operator's kill names). ``P:members:NODE``: the keys a
   node holds. Changed only by Lua scripts that also append the matching event to the
   stream, so a presence change and its announcement are one atomic step: a user joins,
   is taken over or leaves *exactly once*, whoever notices it.
@@ -178,14 +179,19 @@ class ClusterBus:
 
     # ------------------------------------------------------------ reader threads
 
-    def claim(self, name: str) -> str | None:
-        """A login on this node: the node that had this user before (None: nobody).
+    def claim(self, name: str, session: str = "") -> str | None:
+        """A login on this node, of the session ``session`` (its id on this node, which
+        a kill names): the node that had this user before (None: nobody).
         ClusterUnavailable when Redis cannot be reached."""
-        return self.roster.claim(name)
+        return self.roster.claim(name, session)
 
-    def claim_guest(self, name: str) -> bool:
+    def claim_guest(self, name: str, session: str = "") -> bool:
         """An IRC guest's claim of a nick (docs/IRC.md): see :meth:`Roster.claim_guest`."""
-        return self.roster.claim_guest(name)
+        return self.roster.claim_guest(name, session)
+
+    def holder(self, key: str) -> tuple[str, str] | None:
+        """The node and session id of the user's session now (:meth:`Roster.holder`)."""
+        return self.roster.holder(key)
 
     def begin_registration(self, name: str) -> bool:
         """A new account of this name is about to be stored: False while an IRC guest

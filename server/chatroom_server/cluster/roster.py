@@ -9,8 +9,13 @@ name while it runs (:meth:`Roster.begin_registration`). Every change is a script
 consumer applies the events of every node here (:meth:`Roster.apply`). The resync
 (:meth:`Roster.resync`) repairs both sides after events were missed.
 
-``_lock`` guards ``_owners``, ``_claiming``, ``_claimed`` and ``_guests``; no callback
-into the server runs under it.
+Each value of the hash names the session as well as its node (``node|name|session``,
+:func:`chatroom_server.cluster.scripts.holder`): a server operator's kill is aimed at one
+session (:meth:`Roster.holder`), and a later session of the same user is never ended by
+it (docs/CLUSTER.md, "Server operators").
+
+``_lock`` guards ``_owners``, ``_sessions``, ``_claiming``, ``_claimed`` and ``_guests``;
+no callback into the server runs under it.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from chatroom.protocol import username_key
 from chatroom_server.cluster import scripts
 from chatroom_server.cluster.errors import ClusterUnavailable
 from chatroom_server.cluster.link import Link
-from chatroom_server.cluster.scripts import STREAM_MAX, Keys
+from chatroom_server.cluster.scripts import STREAM_MAX, Keys, holder
 from chatroom_server.messagelog import Stored
 
 log = logging.getLogger(__name__)
@@ -57,8 +62,11 @@ class Roster:
         self._end_registration = r.register_script(scripts.END_REGISTRATION)
         self._release = r.register_script(scripts.RELEASE)
         self._rejoin = r.register_script(scripts.REJOIN)
-        self._lock = threading.Lock()  # guards the four below
+        self._lock = threading.Lock()  # guards the five below
         self._owners: dict[str, str] = {}  # username key -> node, the whole cluster
+        # username key -> the id of this node's session of that user, as its last claim
+        # here wrote it (claim_back writes it again).
+        self._sessions: dict[str, str] = {}
         # Keys claimed by logins here whose sessions are not in the server's maps yet:
         # the resync must not take them for leftovers of a session that ended.
         self._claiming: dict[str, int] = {}
@@ -72,7 +80,7 @@ class Roster:
         names = []
         with self._lock:
             for key, value in presence.items():
-                node, _, name = value.partition("|")
+                node, name, _ = holder(value)
                 self._owners[key] = node
                 names.append(name)
         return names
@@ -81,15 +89,29 @@ class Roster:
         """Whether the user (by username key) is logged in on any node."""
         return key in self._owners
 
+    def holder(self, key: str) -> tuple[str, str] | None:
+        """The node and session id of the user's session now, read from Redis (not
+        this node's view, which lags by the stream); None: not online anywhere.
+        ClusterUnavailable when Redis cannot be reached."""
+        try:
+            value = self._link.r.hget(self._keys.presence, key)
+        except redis.RedisError as exc:
+            raise self._unreachable(exc) from exc
+        if value is None:
+            return None
+        node, _, session = holder(str(value))
+        return node, session
+
     # ------------------------------------------------------------ changes from here
 
     def _unreachable(self, exc: redis.RedisError) -> ClusterUnavailable:
         self._link.set_up(False, exc)
         return ClusterUnavailable(f"the cluster is unreachable ({exc})")
 
-    def claim(self, name: str) -> str | None:
-        """A login on this node: the node that had this user before (None: nobody).
-        ClusterUnavailable when Redis cannot be reached."""
+    def claim(self, name: str, session: str) -> str | None:
+        """A login on this node, of the session ``session`` (its id here): the node that
+        had this user before (None: nobody). ClusterUnavailable when Redis cannot be
+        reached."""
         key = username_key(name)
         with self._lock:
             self._claiming[key] = self._claiming.get(key, 0) + 1
@@ -98,7 +120,7 @@ class Roster:
         try:
             old = self._claim(
                 keys=[k.presence, k.log, k.members],
-                args=[key, self.node, name, STREAM_MAX, k.prefix, self._link.deadline()],
+                args=[key, self.node, name, STREAM_MAX, k.prefix, self._link.deadline(), session],
             )
         except redis.RedisError as exc:
             # It may still run when the partition heals, long after its client was
@@ -110,9 +132,10 @@ class Roster:
             raise ClusterUnavailable("the cluster answered too late")
         with self._lock:
             self._owners[key] = self.node
-        return None if old is None else str(old).partition("|")[0]
+            self._sessions[key] = session
+        return None if old is None else holder(str(old))[0]
 
-    def claim_guest(self, name: str) -> bool:
+    def claim_guest(self, name: str, session: str) -> bool:
         """An IRC guest's claim of a nick (docs/IRC.md): False if any node has a
         session of that name or a registration of it is under way (the guest gets 433).
         True: a claim in progress, as :meth:`claim`'s, until the caller's
@@ -125,7 +148,7 @@ class Roster:
         try:
             ok = self._claim_guest(
                 keys=[k.presence, k.log, k.members, k.guests, k.registering(key)],
-                args=[key, self.node, name, STREAM_MAX],
+                args=[key, self.node, name, STREAM_MAX, session],
             )
         except redis.RedisError as exc:
             self.settled(name)
@@ -135,6 +158,7 @@ class Roster:
             return False
         with self._lock:
             self._owners[key] = self.node
+            self._sessions[key] = session
             self._guests.add(key)
         return True
 
@@ -176,6 +200,7 @@ class Roster:
         with self._lock:
             if self._owners.get(key) == self.node:
                 del self._owners[key]
+            self._sessions.pop(key, None)
             self._guests.discard(key)
         k = self._keys
         try:
@@ -229,7 +254,7 @@ class Roster:
         local = {username_key(n): n for n in handler.cluster_local_names()}
         theirs: dict[str, tuple[str, str]] = {}
         for key, value in presence.items():
-            node, _, name = value.partition("|")
+            node, name, _ = holder(value)
             theirs[key] = (node, name)
         with self._lock:
             mine = dict(self._owners)
@@ -261,10 +286,11 @@ class Roster:
             key = username_key(name)
             with self._lock:
                 guest = key in self._guests
+                session = self._sessions.get(key, "")
             try:
                 ok = self._rejoin(
                     keys=[k.presence, k.log, k.members, k.guests, k.registering(key)],
-                    args=[key, self.node, name, STREAM_MAX, "1" if guest else ""],
+                    args=[key, self.node, name, STREAM_MAX, "1" if guest else "", session],
                 )
             except redis.RedisError as exc:
                 self._link.set_up(False, exc)

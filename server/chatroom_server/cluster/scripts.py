@@ -60,8 +60,24 @@ STREAM_MAX: Final = 100_000  # entries kept in P:log (approximately): minutes of
 # login storm, then the hash), short enough to be forgotten.
 REGISTERING_MS: Final = 180_000
 
-# Lua: node names never contain '|'; usernames are ASCII letters, digits, '_' and '-'.
-_NODE_OF = "local function node_of(v) return string.match(v, '^([^|]*)|') end\n"
+# A presence value is ``node|name|session``: the node holding the user's session, the
+# name as it logged in, and the session's id on that node (its connection's number,
+# chatroom_server.conn), which a server operator's kill names (docs/CLUSTER.md, "Server
+# operators"). Node names never contain '|'; usernames are ASCII letters, digits, '_' and
+# '-'; a session id is digits.
+_NODE_OF = (
+    "local function node_of(v) return string.match(v, '^([^|]*)|') end\n"
+    "local function name_of(v) return string.match(v, '^[^|]*|([^|]*)') end\n"
+)
+
+
+def holder(value: str) -> tuple[str, str, str]:
+    """A presence value's (node, name, session id); the id is '' in a value written
+    without one."""
+    node, _, rest = value.partition("|")
+    name, _, session = rest.partition("|")
+    return node, name, session
+
 
 # A claim whose node has stopped waiting for it (ARGV[6], Link.deadline) changes nothing:
 # a partition that held it may have let the client log in elsewhere since
@@ -74,7 +90,7 @@ CLAIM = (
 local now = redis.call('TIME')
 if tonumber(now[1]) * 1000000 + tonumber(now[2]) > tonumber(ARGV[6]) then return 'late' end
 local old = redis.call('HGET', KEYS[1], ARGV[1])
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. '|' .. ARGV[3])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. '|' .. ARGV[3] .. '|' .. ARGV[7])
 redis.call('SADD', KEYS[3], ARGV[1])
 local kind = 'j'
 if old then
@@ -93,7 +109,7 @@ return old
 CLAIM_GUEST = """
 if redis.call('EXISTS', KEYS[5]) == 1 then return 0 end
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. '|' .. ARGV[3])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. '|' .. ARGV[3] .. '|' .. ARGV[5])
 redis.call('HSET', KEYS[4], ARGV[1], ARGV[2])
 redis.call('SADD', KEYS[3], ARGV[1])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'k', 'j', 'u', ARGV[3], 'n', ARGV[2])
@@ -127,7 +143,7 @@ return 1
 )
 
 # ARGV[5] '1': a guest's nick (KEYS[4], KEYS[5]: guests, registering:KEY), held again
-# only if nobody registers that name now.
+# only if nobody registers that name now. ARGV[6]: the session's id.
 REJOIN = (
     _NODE_OF
     + """
@@ -135,7 +151,7 @@ local guest = ARGV[5] == '1'
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v then
   if guest and redis.call('EXISTS', KEYS[5]) == 1 then return 0 end
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. '|' .. ARGV[3])
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. '|' .. ARGV[3] .. '|' .. ARGV[6])
   redis.call('SADD', KEYS[3], ARGV[1])
   if guest then redis.call('HSET', KEYS[4], ARGV[1], ARGV[2]) end
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'k', 'j', 'u', ARGV[3], 'n', ARGV[2])
@@ -160,7 +176,7 @@ for _, key in ipairs(redis.call('SMEMBERS', KEYS[5])) do
   local v = redis.call('HGET', KEYS[1], key)
   if v and node_of(v) == ARGV[1] then
     redis.call('HDEL', KEYS[1], key)
-    local name = string.sub(v, string.len(ARGV[1]) + 2)
+    local name = name_of(v)
     redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'k', 'l', 'u', name, 'n', ARGV[1])
     n = n + 1
   end
