@@ -18,7 +18,9 @@ operator entry
 :meth:`ServerOps.from_cluster`, which ends the session the kill names, or sends the
 WALLOPS to that node's ``+w`` clients (not the publisher's, which sent its own at once),
 or notes that an O-line made a session on another node an operator (WHOIS's 313 and
-``whois`` there as on its own node), until that user leaves or logs in again.
+``whois`` there as on its own node), until that user leaves or logs in again. The
+``OPER`` is also kept in Redis while its session lasts (``ClusterBus.oper``), for the
+nodes that start later.
 
 A kill names one session: the node and the session id that Redis's presence hash has
 for the user when the kill is made (``ClusterBus.holder``), not the user. A node's
@@ -82,7 +84,7 @@ class ServerOps:
         bus, name = self._b.bus, conn.username
         if bus is None or name is None:
             return
-        if not bus.publish_operator({"a": "oper", "u": name}):
+        if not bus.oper(name, str(conn.num)):
             log.warning("the other nodes do not know %s is an operator", name)
 
     def opered_elsewhere(self, key: str) -> bool:
@@ -202,6 +204,8 @@ class ServerOps:
             if not mine:
                 with self._lock:
                     self._elsewhere.add(username_key(fields.get("u", "")))
+        elif action == "deop":
+            self.forget(fields.get("u", ""))  # logged in again on the operator's node
         else:
             log.error("an operator entry of an unknown kind on the stream: %r", fields)
 

@@ -4,8 +4,8 @@ Every node of a cluster shares one Redis database under one key prefix ``P``:
 
 - ``P:log``, a **stream**: every stored message (published by the node that stored it,
   in seq order, chatroom_server.cluster.pg), every presence change (``j`` joined,
-  ``t`` taken over, ``l`` left) and every server operator's kill or WALLOPS (``o``,
-  chatroom_server.serverops). Each node reads it from where it started; a stream keeps
+  ``t`` taken over, ``l`` left) and every server operator's kill, WALLOPS and O-line
+  (``o``, chatroom_server.serverops). Each node reads it from where it started; a stream keeps
   its entries while a node is briefly disconnected, where pub/sub would drop them.
 - ``P:presence``, a hash: username key -> ``node|name|session`` (the session's id on
   its node, which a server operator's kill names). ``P:members:NODE``: the keys a
@@ -18,6 +18,9 @@ Every node of a cluster shares one Redis database under one key prefix ``P``:
   (``P:registering:KEY``, a counter that expires, :meth:`begin_registration`); the
   two scripts exclude each other, so a guest never takes over an account registered
   meanwhile, on any node. Released and reaped with the guest's presence.
+- ``P:opers``, a hash: username key -> ``node|session``, the sessions an IRC O-line
+  made server operators (chatroom_server.serverops), for the nodes that start later;
+  an entry holds while its session holds the user, and goes with it.
 - ``P:nodes`` (a set) and ``P:node:NODE`` (a key that expires): liveness
   (:mod:`.heartbeat`).
 
@@ -74,6 +77,7 @@ class ClusterBus:
         self._heartbeat = Heartbeat(self.link, self.keys, self.roster, ttl)
         self._consumer: Consumer | None = None  # made by start()
         self._last_id = "0-0"  # where the consumer begins: snapshot() says
+        self._operators: list[dict[str, str]] = []  # O-line operators then: snapshot()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -103,10 +107,14 @@ class ClusterBus:
             pipe = r.pipeline()
             self._heartbeat.register(pipe)
             pipe.hgetall(self.keys.presence)
-            *_, presence = pipe.execute()
+            pipe.hgetall(self.keys.opers)
+            *_, presence, opers = pipe.execute()
             self.link.sync_clock()
         except redis.RedisError as exc:
             raise ClusterUnavailable(f"cannot reach Redis at {self.url}: {exc}") from exc
+        # The O-line operators online now, applied by the consumer before what follows
+        # the snapshot on the stream (a departure after it, say).
+        self._operators = self.roster.operators(presence, opers)
         return self.roster.load(presence)
 
     def start(
@@ -122,6 +130,7 @@ class ClusterBus:
             self.roster,
             handler,
             last_id=self._last_id,
+            operators=self._operators,
             last_seq=last_seq,
             stored_seq=stored_seq,
             read_range=read_range,
@@ -208,6 +217,12 @@ class ClusterBus:
     def release(self, name: str) -> None:
         """This node's session of ``name`` ended (not when another node took it over)."""
         self.roster.release(name)
+
+    def oper(self, name: str, session: str) -> bool:
+        """An IRC O-line made this node's session ``session`` of ``name`` an operator:
+        known to every node, those that start later too (:meth:`Roster.oper`). False if
+        Redis cannot be reached (or that session no longer holds the user)."""
+        return self.roster.oper(name, session)
 
     def publish_operator(self, fields: dict[str, str]) -> bool:
         """A server operator's kill or WALLOPS, for every node (chatroom_server.serverops):

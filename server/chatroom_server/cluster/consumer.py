@@ -98,6 +98,7 @@ class Consumer:
         *,
         last_id: str,
         last_seq: Callable[[], int],
+        operators: list[dict[str, str]] | None = None,
         stored_seq: Callable[[], int],
         read_range: Callable[[int, int], list[Stored]],
     ) -> None:
@@ -106,6 +107,9 @@ class Consumer:
         self._roster = roster
         self._handler = handler
         self._last_id = last_id
+        # Operator entries to apply before the stream's (the O-line operators online
+        # when the node started: ClusterBus.snapshot).
+        self._operators = operators or []
         self._last_seq = last_seq
         self._stored_seq = stored_seq
         self._range = read_range
@@ -117,6 +121,8 @@ class Consumer:
         last_resync = time.monotonic()
         pending: list[Stored] = []
         inbox: set[int] = set()
+        for fields in self._operators:
+            handler.cluster_operator(fields)
         while not stopping.is_set():
             try:
                 reply = cast(

@@ -76,6 +76,7 @@ class Heartbeat:
                             k.alive_of(other),
                             k.members_of(other),
                             k.guests,
+                            k.opers,
                         ],
                         args=[other, STREAM_MAX],
                     )

@@ -62,6 +62,7 @@ class Roster:
         self._end_registration = r.register_script(scripts.END_REGISTRATION)
         self._release = r.register_script(scripts.RELEASE)
         self._rejoin = r.register_script(scripts.REJOIN)
+        self._oper = r.register_script(scripts.OPER)
         self._lock = threading.Lock()  # guards the five below
         self._owners: dict[str, str] = {}  # username key -> node, the whole cluster
         # username key -> the id of this node's session of that user, as its last claim
@@ -119,7 +120,7 @@ class Roster:
         k = self._keys
         try:
             old = self._claim(
-                keys=[k.presence, k.log, k.members],
+                keys=[k.presence, k.log, k.members, k.opers],
                 args=[key, self.node, name, STREAM_MAX, k.prefix, self._link.deadline(), session],
             )
         except redis.RedisError as exc:
@@ -205,12 +206,43 @@ class Roster:
         k = self._keys
         try:
             self._release(
-                keys=[k.presence, k.log, k.members, k.guests],
+                keys=[k.presence, k.log, k.members, k.guests, k.opers],
                 args=[key, self.node, name, STREAM_MAX],
             )
         except redis.RedisError as exc:
             # The resync after Redis returns releases it (users this node does not have).
             self._link.set_up(False, exc)
+
+    def oper(self, name: str, session: str) -> bool:
+        """An IRC O-line made this node's session ``session`` of ``name`` an operator:
+        recorded in Redis (``P:opers``, for the nodes that start later) and announced
+        on the stream, if that session still holds the user. False if not, or if Redis
+        cannot be reached."""
+        key = username_key(name)
+        k = self._keys
+        try:
+            ok = self._oper(
+                keys=[k.presence, k.opers, k.log], args=[key, self.node, name, session, STREAM_MAX]
+            )
+        except redis.RedisError as exc:
+            self._link.set_up(False, exc)
+            return False
+        return bool(ok)
+
+    def operators(self, presence: dict[str, str], opers: dict[str, str]) -> list[dict[str, str]]:
+        """The O-line operators' sessions in ``opers`` (``P:opers`` read with
+        ``presence``) that still hold their users, as the operator entries that
+        announced them: what a node that starts now applies first."""
+        out = []
+        for key, value in opers.items():
+            node, _, session = value.partition("|")
+            now = presence.get(key)
+            if now is None:
+                continue
+            held, name, held_session = holder(now)
+            if (held, held_session) == (node, session):
+                out.append({"k": "o", "a": "oper", "u": name, "n": node})
+        return out
 
     # ------------------------------------------------------------ changes from the stream
 

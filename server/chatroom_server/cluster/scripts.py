@@ -35,6 +35,11 @@ class Keys:
         return f"{self.prefix}:guests"
 
     @property
+    def opers(self) -> str:
+        """Username key -> ``node|session``: the sessions an IRC O-line made operators."""
+        return f"{self.prefix}:opers"
+
+    @property
     def alive(self) -> str:
         """This node's key that expires unless refreshed."""
         return self.alive_of(self.node)
@@ -79,6 +84,9 @@ def holder(value: str) -> tuple[str, str, str]:
     return node, name, session
 
 
+# A claim (KEYS: presence, log, members, opers) ends an O-line's operator session of the
+# user: on another node the takeover entry says so; on this one, which writes none, an
+# operator entry ``deop`` does. ARGV[7]: the new session's id.
 # A claim whose node has stopped waiting for it (ARGV[6], Link.deadline) changes nothing:
 # a partition that held it may have let the client log in elsewhere since
 # (docs/RELIABILITY.md F8). TIME in a script: Redis >= 5 replicates its effects.
@@ -92,10 +100,17 @@ if tonumber(now[1]) * 1000000 + tonumber(now[2]) > tonumber(ARGV[6]) then return
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. '|' .. ARGV[3] .. '|' .. ARGV[7])
 redis.call('SADD', KEYS[3], ARGV[1])
+local opered = redis.call('HDEL', KEYS[4], ARGV[1])
 local kind = 'j'
 if old then
   local node = node_of(old)
-  if node == ARGV[2] then return old end
+  if node == ARGV[2] then
+    if opered == 1 then
+      redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*',
+                 'k', 'o', 'a', 'deop', 'u', ARGV[3], 'n', ARGV[2])
+    end
+    return old
+  end
   redis.call('SREM', ARGV[5] .. ':members:' .. node, ARGV[1])
   kind = 't'
 end
@@ -129,6 +144,7 @@ if redis.call('DECR', KEYS[1]) <= 0 then redis.call('DEL', KEYS[1]) end
 return 1
 """
 
+# KEYS: presence, log, members, guests, opers.
 RELEASE = (
     _NODE_OF
     + """
@@ -136,6 +152,7 @@ if redis.call('HGET', KEYS[4], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v or node_of(v) ~= ARGV[2] then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[5], ARGV[1])
 redis.call('SREM', KEYS[3], ARGV[1])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'k', 'l', 'u', ARGV[3], 'n', ARGV[2])
 return 1
@@ -166,6 +183,7 @@ return 0
 """
 )
 
+# KEYS: presence, log, nodes, the node's alive and members keys, guests, opers.
 REAP = (
     _NODE_OF
     + """
@@ -176,6 +194,7 @@ for _, key in ipairs(redis.call('SMEMBERS', KEYS[5])) do
   local v = redis.call('HGET', KEYS[1], key)
   if v and node_of(v) == ARGV[1] then
     redis.call('HDEL', KEYS[1], key)
+    redis.call('HDEL', KEYS[7], key)
     local name = name_of(v)
     redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'k', 'l', 'u', name, 'n', ARGV[1])
     n = n + 1
@@ -184,6 +203,21 @@ end
 redis.call('DEL', KEYS[5])
 redis.call('SREM', KEYS[3], ARGV[1])
 return n
+"""
+)
+
+# An IRC O-line made a session an operator (KEYS: presence, opers, log; ARGV: key, node,
+# name, session, STREAM_MAX): recorded for the nodes that start later, and announced to
+# the running ones, only if that session still holds the user.
+OPER = (
+    _NODE_OF
+    + """
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if not v or node_of(v) ~= ARGV[2] or string.match(v, '|([^|]*)$') ~= ARGV[4] then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. '|' .. ARGV[4])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*',
+           'k', 'o', 'a', 'oper', 'u', ARGV[3], 'n', ARGV[2])
+return 1
 """
 )
 
