@@ -529,10 +529,10 @@ class ChatServer:
         """IRC WHO's ``*`` (Handlers.operators_online)."""
         return self._handlers.operators_online()
 
-    def wallops(self, line: str) -> None:
+    def wallops(self, line: str) -> bool:
         """IRC WALLOPS from an operator, to the ``+w`` clients of every node
-        (ServerOps.wallops)."""
-        self._ops.wallops(line)
+        (ServerOps.wallops); False: of this node only."""
+        return self._ops.wallops(line)
 
     def names(self) -> tuple[str, ...]:
         """The logged-in names, sorted ignoring case (Presence.names)."""

@@ -176,13 +176,17 @@ class ServerOps:
         bye = Bye(reason=ByeReason.DISCONNECTED, message=killed_text(by, reason))
         conn.outbox.finish(encode(bye))
 
-    def wallops(self, line: str) -> None:
+    def wallops(self, line: str) -> bool:
         """An operator's WALLOPS line (checked by the gateway: its sender is one), to
-        this node's IRC clients with ``+w`` now and to the other nodes' by the stream."""
+        this node's IRC clients with ``+w`` now and to the other nodes' by the stream.
+        False: it reached this node's only (Redis is unreachable), which the gateway
+        tells the operator (docs/CLUSTER.md, "Server operators")."""
         self._wallops_here(line)
         bus = self._b.bus
         if bus is not None and not bus.publish_operator({"a": "wallops", "l": line}):
             log.warning("a WALLOPS reached this node only: Redis is unreachable")
+            return False
+        return True
 
     def _wallops_here(self, line: str) -> None:
         data = f"{line}\r\n".encode()

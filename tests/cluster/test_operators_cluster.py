@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from chatroom_server.olines import parse_oper
-from tests.cluster.conftest import Cluster
+from tests.cluster.conftest import Cluster, PrivateRedis
 from tests.cluster.test_moderation_cluster import admin
 from tests.cluster.test_rooms_cluster import v2
 from tests.server.test_irc import Irc
@@ -179,3 +179,51 @@ def test_an_o_line_operator_shows_as_one_on_every_node(cluster: Cluster) -> None
     assert not any(" 313 " in line for line in lines)
     again.send("KILL asker")
     assert " 481 op " in again.until("481")
+
+
+def test_while_redis_is_down_an_operator_is_told_what_did_not_reach_everyone(
+    private_redis: PrivateRedis, pg_url: str, redis_prefix: str
+) -> None:
+    """docs/CLUSTER.md "Server operators": with Redis down (stopped, for real), a
+    WALLOPS reaches the operator's node's ``+w`` clients and the operator gets a NOTICE
+    saying that is all; a kill of a user on another node is refused, and not in the
+    audit log. With Redis back, both reach every node again."""
+    cluster = Cluster(private_redis.url, pg_url, redis_prefix)
+    with cluster.stack:
+        a = cluster.add(irc_port=0, irc_opers=OPERS)
+        b = cluster.add(irc_port=0, irc_opers=OPERS)
+        op = irc(a, "op")
+        watcher = irc(a, "watcher")
+        carol = irc(b, "carol")
+        for c, nick in ((watcher, "watcher"), (carol, "carol")):
+            c.send(f"MODE {nick} +w")
+            c.until("MODE")
+        bob, _ = v2(b.address, "bob")
+        # Node a knows everyone on b: the op sees each join (before its OPER's reply,
+        # which would skip them).
+        joined = {op.until("JOIN").partition("!")[0] for _ in range(3)}
+        assert joined == {":watcher", ":carol", ":bob"}
+        op.send("OPER operuser operpassword")
+        op.until("381")
+
+        private_redis.stop()
+        op.send("WALLOPS :alone")
+        assert watcher.until("WALLOPS").endswith(":alone")
+        said = op.until("NOTICE")
+        assert said.endswith(
+            " NOTICE op :WALLOPS reached this node's users only: the cluster is unreachable"
+        )
+        op.send("KILL bob :x")
+        assert " NOTICE op :KILL bob: try again: the cluster is unreachable" in op.until("NOTICE")
+        assert kills(cluster.db) == []
+        bob.send(command="ping", id=1)
+        bob.until("pong", id=1)
+
+        private_redis.start()  # empty: the nodes claim their users back
+        for node in (a, b):
+            bus = node.server._b.bus
+            assert bus is not None and bus.wait_available(10.0)
+        op.send("WALLOPS :together")
+        assert carol.until("WALLOPS").endswith(":together")  # the one before never came
+        op.send("KILL bob :now")
+        assert bob.until("bye")["message"] == "Killed (op (now))"

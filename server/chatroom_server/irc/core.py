@@ -105,5 +105,6 @@ class Core(Protocol):
     def operators_online(self) -> frozenset[str]:
         """The username keys of the server operators online (WHO's ``*``)."""
 
-    def wallops(self, line: str) -> None:
-        """An operator's WALLOPS line, to the ``+w`` IRC clients of every node."""
+    def wallops(self, line: str) -> bool:
+        """An operator's WALLOPS line, to the ``+w`` IRC clients of every node; False:
+        of this node only (a cluster's Redis is unreachable)."""

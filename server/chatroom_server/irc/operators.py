@@ -109,11 +109,17 @@ class OperatorCommands:
 
     def on_wallops(self, params: list[str]) -> bool:
         """WALLOPS :text from an operator, to the IRC clients with user mode +w on
-        every node of a cluster (the sender too, if it has it)."""
+        every node of a cluster (the sender too, if it has it); a NOTICE to the sender
+        when it reached its own node's only."""
         if not self.need(params, 1, "WALLOPS"):
             return True
         if not self.is_oper():
             self.no_privileges()
             return True
-        self.server.wallops(f":{self.prefix()} WALLOPS :{params[0]}")
+        if not self.server.wallops(f":{self.prefix()} WALLOPS :{params[0]}"):
+            # A cluster whose Redis is unreachable: said, not silently half done.
+            self.reply(
+                f":{self.name} NOTICE {self.nick} :WALLOPS reached this node's users only: "
+                "the cluster is unreachable"
+            )
         return True
