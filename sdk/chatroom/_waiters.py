@@ -1,5 +1,14 @@
 """Waiting for one event (``wait_for``, ``expect``), for both clients.
 
+A waiter sees the events that arrive after it was made, never earlier ones: a bot that
+sends a request and only then calls ``wait_for`` can miss the answer that came in
+between. ``expect`` makes the waiter *before* the action, and ``wait()`` after it
+returns the event even if it arrived before ``wait()`` was called::
+
+    with client.expect(DirectMessage, check=lambda e: e.sender == "echo") as reply:
+        client.dm("echo", "ping")          # asyncio: await client.dm(...)
+        event = reply.wait(timeout=5)      # asyncio: await reply.wait(timeout=5)
+
 :class:`WaiterBase` decides, once for both, whether a waiter takes an event (its type,
 then the user's ``check``); how a taken event reaches the one waiting is each client's:
 :class:`Waiter` (:class:`chatroom.ChatClient`: a threading.Event the waiting thread
@@ -17,10 +26,15 @@ from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar, cast
 
 from chatroom.errors import ChatTimeout
+from chatroom.events import DmSent, UsersChanged
+from chatroom.protocol import Broadcast, DirectMessage
 
-__all__ = ["AsyncWaiter", "Waiter", "WaiterBase"]
+__all__ = ["MESSAGE_EVENTS", "AsyncWaiter", "Waiter", "WaiterBase"]
 
 E = TypeVar("E")
+
+# What ``expect()`` with no types waits for: the events a bot usually answers.
+MESSAGE_EVENTS: tuple[type[Any], ...] = (Broadcast, DirectMessage, DmSent, UsersChanged)
 
 
 class _Owner(Protocol):
@@ -29,6 +43,18 @@ class _Owner(Protocol):
     timeout: float
 
     def _remove_waiter(self, w: Waiter[Any]) -> None: ...
+
+
+class _AsyncOwner(Protocol):
+    """What an :class:`AsyncWaiter` needs of its client."""
+
+    timeout: float
+
+    def _remove_waiter(self, w: AsyncWaiter[Any]) -> None: ...
+
+
+def _timed_out(types: tuple[type[Any], ...], t: float) -> ChatTimeout:
+    return ChatTimeout(f"no {'/'.join(x.__name__ for x in types)} matched within {t:g} s")
 
 
 class WaiterBase(Generic[E]):
@@ -99,9 +125,7 @@ class Waiter(WaiterBase[E]):
         t = self._client.timeout if timeout is None else timeout
         try:
             if not self._done.wait(t):
-                raise ChatTimeout(
-                    f"no {'/'.join(x.__name__ for x in self.types)} matched within {t:g} s"
-                )
+                raise _timed_out(self.types, t)
         finally:
             self._client._remove_waiter(self)
         if self._error is not None:
@@ -116,11 +140,20 @@ class Waiter(WaiterBase[E]):
 
 
 class AsyncWaiter(WaiterBase[E]):
-    """A :meth:`AsyncChatClient.wait_for` in progress: the future the reader task
-    resolves (a future already done, a wait that timed out, takes nothing more)."""
+    """A pending :meth:`AsyncChatClient.wait_for`. Create it *before* the action whose
+    result you wait for (``with client.expect(...) as w: await client.pm("x"); await
+    w.wait()``; ``async with`` works too) so an event that arrives quickly is not missed:
+    the reader task resolves its future as the event arrives, whether or not anyone
+    awaits it yet (a future already done, or a wait that timed out, takes nothing more)."""
 
-    def __init__(self, types: tuple[type[E], ...], check: Callable[[E], bool] | None) -> None:
+    def __init__(
+        self,
+        client: _AsyncOwner,
+        types: tuple[type[E], ...],
+        check: Callable[[E], bool] | None,
+    ) -> None:
         super().__init__(types, check)
+        self._client = client
         self.future: asyncio.Future[E] = asyncio.get_running_loop().create_future()
 
     def _finished(self) -> bool:
@@ -131,3 +164,28 @@ class AsyncWaiter(WaiterBase[E]):
 
     def _fail(self, error: Exception) -> None:
         self.future.set_exception(error)
+
+    async def wait(self, timeout: float | None = None) -> E:
+        """The matching event; :class:`~chatroom.errors.ChatTimeout` after ``timeout``
+        seconds (default: the client's timeout)."""
+        t = self._client.timeout if timeout is None else timeout
+        try:
+            # asyncio.timeout, not asyncio.wait_for: see AsyncChatClient._call
+            async with asyncio.timeout(t):
+                return await self.future
+        except TimeoutError as exc:
+            raise _timed_out(self.types, t) from exc
+        finally:
+            self._client._remove_waiter(self)
+
+    def __enter__(self) -> AsyncWaiter[E]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._client._remove_waiter(self)
+
+    async def __aenter__(self) -> AsyncWaiter[E]:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._client._remove_waiter(self)

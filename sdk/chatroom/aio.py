@@ -48,12 +48,12 @@ import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar, cast, overload
 
 from chatroom._requests import AsyncRequestMethods
 from chatroom._room_api import AsyncRoomMethods
 from chatroom._shell import ClientShell, CursorMark
-from chatroom._waiters import AsyncWaiter
+from chatroom._waiters import MESSAGE_EVENTS, AsyncWaiter
 from chatroom.errors import (
     ChatError,
     ChatTimeout,
@@ -284,24 +284,45 @@ class AsyncChatClient(ClientShell, AsyncRequestMethods, AsyncRoomMethods):
 
     # ------------------------------------------------------------------ waiting
 
+    @overload
+    def expect(self, *, check: Callable[[Any], bool] | None = None) -> AsyncWaiter[Any]: ...
+    @overload
+    def expect(
+        self, __t: type[E], *, check: Callable[[E], bool] | None = None
+    ) -> AsyncWaiter[E]: ...
+    @overload
+    def expect(  # two or more types: one type is the overload above, even with a lambda
+        self,
+        __t1: type[Any],
+        __t2: type[Any],
+        *types: type[Any],
+        check: Callable[[Any], bool] | None = None,
+    ) -> AsyncWaiter[Any]: ...
+
+    def expect(
+        self, *types: type[Any], check: Callable[[Any], bool] | None = None
+    ) -> AsyncWaiter[Any]:
+        """Start waiting for an event, before the action that causes it (see
+        :class:`~chatroom._waiters.AsyncWaiter`); ``types`` default to the message
+        events. ``with client.expect(T) as w: await client.dm(...); e = await w.wait()``."""
+        waiter: AsyncWaiter[Any] = AsyncWaiter(self, types or MESSAGE_EVENTS, check)
+        self._waiters.append(waiter)
+        return waiter
+
     async def wait_for(
         self,
         event_type: type[E],
         check: Callable[[E], bool] | None = None,
         timeout: float | None = None,
     ) -> E:
-        """The next event of ``event_type`` for which ``check`` is true (ChatTimeout)."""
-        waiter = AsyncWaiter((event_type,), check)
-        self._waiters.append(waiter)
-        t = self.timeout if timeout is None else timeout
-        try:
-            async with asyncio.timeout(t):  # not wait_for: see _call
-                return await waiter.future
-        except TimeoutError as exc:
-            raise ChatTimeout(f"no {event_type.__name__} matched within {t:g} s") from exc
-        finally:
-            with contextlib.suppress(ValueError):
-                self._waiters.remove(waiter)
+        """The next event of ``event_type`` for which ``check`` is true that arrives
+        *after this call* (ChatTimeout); to catch the answer to something you do, make
+        the waiter first with :meth:`expect`."""
+        return await self.expect(event_type, check=check).wait(timeout)
+
+    def _remove_waiter(self, w: AsyncWaiter[Any]) -> None:
+        with contextlib.suppress(ValueError):
+            self._waiters.remove(w)
 
     async def events(self) -> AsyncGenerator[object, None]:
         """Every event from now on, as an alternative to hooks; ends when the client
@@ -408,7 +429,7 @@ class AsyncChatClient(ClientShell, AsyncRequestMethods, AsyncRoomMethods):
     async def _emit(self, event: object) -> None:
         """Resolve waiters and iterators, then queue the event for the hooks (waiting for
         room when the queue is full: the concurrency contract's backpressure)."""
-        for waiter in list(self._waiters):  # wait_for() removes its own, when it ends
+        for waiter in list(self._waiters):  # wait() and the with block remove their own
             waiter._offer(event)
         for q in self._streams:
             q.put_nowait(event)

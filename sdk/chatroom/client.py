@@ -27,7 +27,7 @@ from chatroom._requests import RequestMethods
 from chatroom._room_api import RoomMethods
 from chatroom._shell import ClientShell, CursorMark
 from chatroom._sockio import SocketCalls, connect, shutdown
-from chatroom._waiters import Waiter
+from chatroom._waiters import MESSAGE_EVENTS, Waiter
 from chatroom.errors import (
     ChatError,
     ChatTimeout,
@@ -36,9 +36,9 @@ from chatroom.errors import (
     FrameTooLarge,
     UsageError,
 )
-from chatroom.events import Disconnect, DmSent, UsersChanged
+from chatroom.events import Disconnect
 from chatroom.hosts import in_turn, none_answered
-from chatroom.protocol import DEFAULT_PORT, Broadcast, ClientCommand, DirectMessage, ServerEvent
+from chatroom.protocol import DEFAULT_PORT, ClientCommand, ServerEvent
 from chatroom.session import (
     ClientSession,
     Ended,
@@ -346,16 +346,18 @@ class ChatClient(ClientShell, RequestMethods, RoomMethods):
     @overload
     def expect(self, __t: type[E], *, check: Callable[[E], bool] | None = None) -> Waiter[E]: ...
     @overload
-    def expect(
-        self, *types: type[Any], check: Callable[[Any], bool] | None = None
+    def expect(  # two or more types: one type is the overload above, even with a lambda
+        self,
+        __t1: type[Any],
+        __t2: type[Any],
+        *types: type[Any],
+        check: Callable[[Any], bool] | None = None,
     ) -> Waiter[Any]: ...
 
     def expect(self, *types: type[Any], check: Callable[[Any], bool] | None = None) -> Waiter[Any]:
         """Start waiting for an event (see :class:`Waiter`); ``types`` default to the
         message events."""
-        w: Waiter[Any] = Waiter(
-            self, types or (Broadcast, DirectMessage, DmSent, UsersChanged), check
-        )
+        w: Waiter[Any] = Waiter(self, types or MESSAGE_EVENTS, check)
         with self._lock:
             self._waiters = [*self._waiters, w]
         return w
