@@ -40,27 +40,19 @@ from chatroom.rooms import (
     TopicCommand,
 )
 from chatroom_server.irc.render import IrcRender
+from chatroom_server.irc.replies import Replies
 
 if TYPE_CHECKING:
     from chatroom_server.irc.core import Core
 
 
-class ChannelCommands(IrcRender):
+class ChannelCommands(IrcRender, Replies):
     """The channel half of an IRC session (module docstring); the session provides
-    :meth:`frame`, :meth:`num`, :meth:`reply`, :meth:`need` and :meth:`lobby_names`."""
+    :meth:`frame` and :meth:`lobby_names`."""
 
     server: Core
 
     def frame(self, command: ClientCommand) -> bool:
-        raise NotImplementedError
-
-    def num(self, code: str, *params: str, text: str | None = None) -> None:
-        raise NotImplementedError
-
-    def reply(self, *lines: str) -> None:
-        raise NotImplementedError
-
-    def need(self, params: Sequence[str], n: int, cmd: str) -> bool:
         raise NotImplementedError
 
     def lobby_names(self) -> tuple[str, ...]:

@@ -14,7 +14,6 @@ Threads: the session's reader thread, as the session it belongs to.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from chatroom.moderation import KillCommand
@@ -22,34 +21,22 @@ from chatroom.protocol import ClientCommand, is_valid_username
 from chatroom.rooms import MAX_REASON
 from chatroom_server.irc.asked import Pending
 from chatroom_server.irc.parse import HOST
+from chatroom_server.irc.replies import Replies
 
 if TYPE_CHECKING:
-    from chatroom_server.irc.core import Connection, Core
+    pass
 
 # Wrong O-line passwords one session may send; the next closes it (ERROR), so that a
 # client cannot try passwords at its flood rate for as long as it likes.
 MAX_OPER_FAILURES = 3
 
 
-class OperatorCommands:
+class OperatorCommands(Replies):
     """OPER, KILL, WALLOPS (module docstring); the session provides what is declared."""
 
-    server: Core
-    conn: Connection
-    name: str
-    nick: str
     wallops: bool  # user mode +w: this client wants WALLOPS
     oper_failures: int
     pending: Pending  # what it asked the server, by request id (asked.py)
-
-    def num(self, code: str, *params: str, text: str | None = None) -> None:
-        raise NotImplementedError
-
-    def reply(self, *lines: str) -> None:
-        raise NotImplementedError
-
-    def need(self, params: Sequence[str], n: int, cmd: str) -> bool:
-        raise NotImplementedError
 
     def frame(self, command: ClientCommand) -> bool:
         raise NotImplementedError

@@ -15,17 +15,16 @@ import fnmatch
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
 from chatroom.protocol import username_key
 from chatroom_server.irc.parse import HOST, number, role_prefix
+from chatroom_server.irc.replies import Replies
 
 if TYPE_CHECKING:
     from chatroom.rooms import RoomInfo
-    from chatroom_server.irc.core import Core
 
 WHOWAS_KEPT: Final = 1000  # sessions remembered for WHOWAS, the oldest dropped first
 
@@ -62,29 +61,14 @@ class Whowas:
         return found if count <= 0 else found[:count]
 
 
-class ServerQueries:
+class ServerQueries(Replies):
     """The query half of an IRC session (module docstring); the session provides
     what is declared here."""
 
-    server: Core
-    name: str
-    nick: str
     channel: str
     caps: set[str]
     away: str | None
     _whowas: Whowas
-
-    def num(self, code: str, *params: str, text: str | None = None) -> None:
-        raise NotImplementedError
-
-    def numeric(self, code: str, *params: str, text: str | None = None) -> str:
-        raise NotImplementedError
-
-    def reply(self, *lines: str) -> None:
-        raise NotImplementedError
-
-    def need(self, params: Sequence[str], n: int, cmd: str) -> bool:
-        raise NotImplementedError
 
     def is_lobby(self, chan: str) -> bool:
         raise NotImplementedError

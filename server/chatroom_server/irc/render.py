@@ -53,6 +53,7 @@ from chatroom_server.irc.parse import (
     role_prefix,
     split_text,
 )
+from chatroom_server.irc.replies import Numerics
 
 if TYPE_CHECKING:
     from chatroom_server.irc.translations import Translations
@@ -60,14 +61,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("chatroom_server.irc")
 
 
-class IrcRender:
+class IrcRender(Numerics):
     """The lines one IRC client gets for the server's frames (module docstring). What
     it reads of the session (nick, capabilities, registered) is set by the session's
     reader thread before the frames that depend on it can arrive."""
 
-    # Set by IrcSession.__init__ (and its registration).
-    name: str  # the server's, in prefixes
-    nick: str
+    # Set by IrcSession.__init__ (and its registration), as name and nick (Numerics).
     channel: str
     caps: set[str]
     registered: bool
@@ -83,10 +82,6 @@ class IrcRender:
     # What this session asked the server, by request id (asked.py): its reader thread
     # adds, the answer's rendering takes.
     pending: Pending
-
-    def numeric(self, code: str, *params: str, text: str | None = None) -> str:
-        tail = f" :{text}" if text is not None else ""
-        return f":{self.name} {code} {self.nick}{''.join(' ' + p for p in params)}{tail}"
 
     def prefix(self) -> str:
         return mask(self.nick)

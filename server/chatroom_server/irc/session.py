@@ -13,7 +13,7 @@ import base64
 import binascii
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import cast
 
 from chatroom.protocol import (
@@ -90,20 +90,6 @@ class IrcSession(ChannelCommands, ServerQueries, OperatorCommands):
         self._whowas = shared.whowas
         self._gone = False  # remembered for WHOWAS already
 
-    # -------------------------------------------------------------- sending
-
-    def reply(self, *lines: str) -> None:
-        """Lines made here (numerics, PONG, ...), each ended with CRLF."""
-        data = "".join(line + "\r\n" for line in lines).encode()
-        # An IrcOutbox, or a web connection's outbox speaking IRC over WebSocket
-        # (chatroom_server.web): either frames IRC lines as its transport needs. Through
-        # the server, so that a 411 for one line does not overtake the 403 of the
-        # PRIVMSG before it, which the fan-out answers (chatroom_server.fanout, "Rooms").
-        self.server.send_ordered(self.conn, data)
-
-    def num(self, code: str, *params: str, text: str | None = None) -> None:
-        self.reply(self.numeric(code, *params, text=text))
-
     # -------------------------------------------------------------- in
 
     def receive_data(self, data: bytes) -> bool:
@@ -162,12 +148,6 @@ class IrcSession(ChannelCommands, ServerQueries, OperatorCommands):
 
     def lobby_names(self) -> tuple[str, ...]:
         return self.server.names()
-
-    def need(self, params: Sequence[str], n: int, cmd: str) -> bool:
-        if len(params) < n or (n and not params[n - 1]):
-            self.num("461", cmd, text="Not enough parameters")
-            return False
-        return True
 
     # registration ------------------------------------------------------
 
