@@ -100,6 +100,12 @@ def error_lines(r: Renders, e: ErrorEvent, asked: Asked, out: list[str]) -> None
     if cmd == "CHATHISTORY":
         out.append(f"FAIL CHATHISTORY MESSAGE_ERROR {target} :{e.message}")
         return
+    if e.code == "bad_request" and cmd in ("KICK", "TOPIC"):
+        # The server's words ("a reason is 400 characters; the limit is 300") name no
+        # command: say which one was refused.
+        what = f"KICK {target} {_named(asked)}" if cmd == "KICK" else f"TOPIC {target}"
+        out.append(f":{r.name} NOTICE {r.nick} :{what}: {e.message}")
+        return
     if e.code == "server_full":
         out.append(f"ERROR :Closing link: {HOST} ({e.message})")
         return

@@ -133,8 +133,11 @@ class ChannelCommands(IrcRender, Replies):
                 self.num("331", self.channel, text="No topic is set")
                 return True
             return self.frame(TopicCommand(room=room, id=self.pending.ask("TOPIC", chan)))
-        rid = self.pending.ask("TOPIC", chan, params[1])
-        return self.frame(TopicCommand(room=room, topic=params[1], id=rid))
+        topic = self.text_param(f"TOPIC {chan}", params[1])
+        if topic is None:
+            return True
+        rid = self.pending.ask("TOPIC", chan, topic)
+        return self.frame(TopicCommand(room=room, topic=topic, id=rid))
 
     def on_list(self, params: list[str]) -> bool:
         wanted = params[0] if params and params[0].startswith("#") else ""
@@ -210,10 +213,13 @@ class ChannelCommands(IrcRender, Replies):
         if not self.need(params, 2, "KICK"):
             return True
         chan = params[0]
-        reason = params[2] if len(params) > 2 and params[2] else None
         if not chan.startswith("#"):
             self.num("403", chan, text="No such channel")
             return True
+        reason = self.text_param(f"KICK {chan} {params[1]}", params[2] if len(params) > 2 else "")
+        if reason is None:
+            return True
+        reason = reason or None  # none given, or formatting alone
         room = self.room_of(chan) or "lobby"
         for nick in params[1].split(","):
             rid = self.pending.ask("KICK", chan, nick, *([reason] if reason else []))

@@ -88,8 +88,11 @@ class OperatorCommands(Replies):
         if not is_valid_username(target):
             self.num("401", target, text="No such nick/channel")
             return True
+        reason = self.text_param(f"KILL {target}", params[1] if len(params) > 1 else "")
+        if reason is None:
+            return True
         # IRC has no limit on a KILL's reason, the audit log has (docs/PROTOCOL.md).
-        reason = params[1][:MAX_REASON] if len(params) > 1 and params[1] else None
+        reason = reason[:MAX_REASON] or None
         rid = self.pending.ask("KILL", target)
         # False after killing oneself: the connection is finished; read nothing more.
         return self.frame(KillCommand(user=target, reason=reason, id=rid))

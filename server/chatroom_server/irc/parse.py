@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -156,6 +157,21 @@ def number(text: str) -> int | None:
     if not text or not text.isascii() or not text.isdigit():
         return None
     return int(text) if len(text) <= 19 else 10**19
+
+
+# mIRC formatting (Modern IRC, "Formatting"): bold, colour (up to two digits, and a
+# background after a comma), hex colour (six hex digits, the same), reset, monospace,
+# reverse, italic, strikethrough, underline.
+_FORMATTING: Final = re.compile(
+    r"\x03(?:[0-9]{1,2}(?:,[0-9]{1,2})?)?"
+    r"|\x04(?:[0-9A-Fa-f]{6}(?:,[0-9A-Fa-f]{6})?)?"
+    r"|[\x02\x0f\x11\x16\x1d\x1e\x1f]"
+)
+
+
+def plain(text: str) -> str:
+    """``text`` without mIRC formatting codes: the words stay, bold and colours go."""
+    return _FORMATTING.sub("", text)
 
 
 def iso_time(ts: float) -> str:

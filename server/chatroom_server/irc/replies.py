@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from chatroom_server.irc.parse import plain
+
 if TYPE_CHECKING:
     from chatroom_server.irc.core import Connection, Core
 
@@ -49,3 +51,25 @@ class Replies(Numerics):
             self.num("461", cmd, text="Not enough parameters")
             return False
         return True
+
+    def text_param(self, what: str, text: str) -> str | None:
+        """A reason or a topic for the server: ``text`` without mIRC formatting, which
+        IRC clients put in them and IRC servers pass on, but which the server's
+        commands refuse (one line of printable text, docs/PROTOCOL.md §Moderation,
+        §Rooms): the words stay, bold and colours go. None, after a NOTICE naming it,
+        for a text with another control character (a bell, a CTCP delimiter)."""
+        text = plain(text)
+        if text.isprintable():
+            return text
+        bad = next(c for c in text if not c.isprintable())
+        self.refuse(
+            what,
+            f"not sent: the text has the control character U+{ord(bad):04X} (mIRC "
+            "formatting is dropped, other control characters are refused)",
+        )
+        return None
+
+    def refuse(self, what: str, why: str) -> None:
+        """A NOTICE that ``what`` (``KICK #dev bob``) was not done and why: for what
+        IRC has no numeric."""
+        self.reply(f":{self.name} NOTICE {self.nick} :{what}: {why}")
