@@ -1,8 +1,11 @@
 """IRC texts the server's commands take as one line of printable text (KICK's and
 KILL's reasons, TOPIC): mIRC formatting dropped, another control character refused
-with a NOTICE that says so (docs/IRC.md, "Formatting")."""
+with a NOTICE that says so (docs/IRC.md, "Formatting"); and bans with an end, UnrealIRCd's
+``~t:MINUTES:mask`` (docs/IRC.md, "Bans with an end")."""
 
 from __future__ import annotations
+
+import time
 
 from chatroom.testing import TestServer
 from chatroom_server.irc.parse import plain
@@ -93,3 +96,25 @@ def test_kill_reasons_lose_their_formatting_and_a_bell_is_refused() -> None:
         )
         op.send(f"KILL bob :{BOLD}spam{BOLD}")
         assert "ERROR :Closing link: chatroom (Killed (op (spam)))" in bob.closed()
+
+
+def test_a_timed_ban_has_an_end() -> None:
+    with irc_server() as srv:
+        op, pat, jo = room_with(srv)
+        # Minutes that are no number, none, or over a year: 696, saying how.
+        op.send("MODE #mod +b ~t:soon:pat!*@*", "MODE #mod +b ~t:0:pat", "MODE #mod +b ~t:5:")
+        for _ in range(3):
+            assert "a timed ban is ~t:MINUTES:mask, MINUTES 1 to 525600" in op.until("696")
+        before = time.time()
+        op.send("MODE #mod +b ~t:90:pat!*@*")
+        assert op.until("MODE", "#mod") == ":op!op@chatroom MODE #mod +b pat!*@*"
+        kick = pat.until("KICK")
+        assert kick.startswith(":op!op@chatroom KICK #mod pat :Banned (until ")
+        got = jo.until("room_event", event="ban")
+        assert before + 90 * 60 - 5 <= got["expires"] <= time.time() + 90 * 60 + 5
+        # -b takes the timed mask as well; a timed mute is a timed m: extban.
+        op.send("MODE #mod -b ~t:90:pat!*@*", "MODE #mod +b ~time:1:m:jo!*@*")
+        assert op.until("MODE", "#mod") == ":op!op@chatroom MODE #mod -b pat!*@*"
+        assert op.until("MODE", "#mod") == ":op!op@chatroom MODE #mod +b m:jo!*@*"
+        got = jo.until("room_event", event="mute")
+        assert got["expires"] is not None and got["expires"] <= time.time() + 65

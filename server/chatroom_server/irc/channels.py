@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from chatroom.moderation import (
+    MAX_DURATION,
     BanCommand,
     BansCommand,
     KickCommand,
@@ -39,6 +40,7 @@ from chatroom.rooms import (
     RoomsCommand,
     TopicCommand,
 )
+from chatroom_server.irc.parse import number
 from chatroom_server.irc.render import IrcRender
 from chatroom_server.irc.replies import Replies
 
@@ -186,25 +188,42 @@ class ChannelCommands(IrcRender, Replies):
                 return True
             return self.frame(BansCommand(room=room, id=self.pending.ask("MODE", chan, "b")))
         add = not modes.startswith("-")
-        for m in masks:
+        for given in masks:
+            minutes, m = _timed(given)
+            if minutes is not None and not 1 <= minutes <= MAX_DURATION // 60:
+                why = f"a timed ban is ~t:MINUTES:mask, MINUTES 1 to {MAX_DURATION // 60}"
+                self.num("696", chan, "b", given, text=why)
+                continue
+            duration = minutes * 60 if minutes is not None and add else None
             mute, nick = _mask_nick(m)
             address = None if mute or nick is not None else _mask_address(m)
             if nick is None and address is None:
                 why = "a ban mask is nick!*@* or *!*@ADDRESS[/PREFIX] (or m:nick!*@* to mute)"
-                self.num("696", chan, "b", m, text=why)
+                self.num("696", chan, "b", given, text=why)
                 continue
             rid = self.pending.ask("MODE", chan, f"{'+' if add else '-'}b", m)
             target = room or "lobby"
             cmd: ClientCommand
             if address is not None:  # the room service says whether it may, and if valid
-                kind = BanCommand if add else UnbanCommand
-                cmd = kind(room=target, address=address, id=rid)
+                cmd = (
+                    BanCommand(room=target, address=address, duration=duration, id=rid)
+                    if add
+                    else UnbanCommand(room=target, address=address, id=rid)
+                )
             elif nick is None:
                 continue
             elif mute:
-                cmd = (MuteCommand if add else UnmuteCommand)(room=target, user=nick, id=rid)
+                cmd = (
+                    MuteCommand(room=target, user=nick, duration=duration, id=rid)
+                    if add
+                    else UnmuteCommand(room=target, user=nick, id=rid)
+                )
             else:
-                cmd = (BanCommand if add else UnbanCommand)(room=target, user=nick, id=rid)
+                cmd = (
+                    BanCommand(room=target, user=nick, duration=duration, id=rid)
+                    if add
+                    else UnbanCommand(room=target, user=nick, id=rid)
+                )
             if not self.frame(cmd):
                 return False
         return True
@@ -237,6 +256,19 @@ class ChannelCommands(IrcRender, Replies):
             return True
         rid = self.pending.ask("INVITE", chan, nick)
         return self.frame(InviteCommand(room=chan[1:], user=nick, id=rid))
+
+
+def _timed(mask: str) -> tuple[int | None, str]:
+    """(the minutes, the mask) of UnrealIRCd's timed ban ``~t:MINUTES:mask`` (also
+    spelled ``~time:``), which IRC has no other way to say (docs/IRC.md, "Bans with an
+    end"); (None, ``mask``) for a mask without it. Minutes that are no number are -1:
+    the caller refuses them."""
+    for prefix in ("~t:", "~time:"):
+        if mask.startswith(prefix):
+            minutes, _, rest = mask[len(prefix) :].partition(":")
+            n = number(minutes)
+            return (n if n is not None and rest else -1), rest
+    return None, mask
 
 
 def _mask_nick(mask: str) -> tuple[bool, str | None]:
