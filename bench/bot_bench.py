@@ -227,8 +227,10 @@ def measure(kind: str, port: int, args: argparse.Namespace) -> dict[str, Any]:
     try:
         with ChatClient("127.0.0.1", port) as watch:
             watch.login("benchwatch", USER_PW)
-            while BOT not in watch.users:
-                watch.wait_for(UsersChanged, timeout=30)
+            # Waiting first, then looking: a bot that logs in between is not missed.
+            with watch.expect(UsersChanged, check=lambda e: BOT in e.users) as online:
+                if BOT not in watch.users:
+                    online.wait(30)
         cpu0: list[procstat.ProcSample | None] = []
 
         def settled() -> None:
