@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar, cast
 
-from chatroom.errors import ChatTimeout
+from chatroom.errors import ChatTimeout, UsageError
 from chatroom.events import DmSent, UsersChanged
 from chatroom.protocol import Broadcast, DirectMessage
 
@@ -43,6 +43,8 @@ class _Owner(Protocol):
     timeout: float
 
     def _remove_waiter(self, w: Waiter[Any]) -> None: ...
+
+    def _on_receive_thread(self) -> bool: ...
 
 
 class _AsyncOwner(Protocol):
@@ -122,6 +124,10 @@ class Waiter(WaiterBase[E]):
     def wait(self, timeout: float | None = None) -> E:
         """The matching event; :class:`~chatroom.errors.ChatTimeout` after ``timeout``
         seconds (default: the client's timeout)."""
+        if self._client._on_receive_thread():
+            # The thread that would deliver the event: it would wait out the timeout.
+            self._client._remove_waiter(self)
+            raise UsageError("wait() would block the receive thread (inline hook)")
         t = self._client.timeout if timeout is None else timeout
         try:
             if not self._done.wait(t):

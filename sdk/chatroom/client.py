@@ -371,9 +371,8 @@ class ChatClient(ClientShell, RequestMethods, RoomMethods):
         """Block until an event of ``event_type`` (``Broadcast``, ``DirectMessage``,
         ``DmSent``, ``UsersChanged``, ``Disconnect``, ``Reconnected``, ``ServerNotice``)
         for which ``check`` is true arrives *after this call*; raise :class:`ChatTimeout`
-        after ``timeout`` seconds."""
-        if self._on_receive_thread():
-            raise UsageError("wait_for() would block the receive thread (inline hook)")
+        after ``timeout`` seconds; to catch the answer to something you do, make the
+        waiter first with :meth:`expect`."""
         return self.expect(event_type, check=check).wait(timeout)
 
     def _remove_waiter(self, w: Waiter[Any]) -> None:

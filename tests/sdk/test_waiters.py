@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import queue
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from chatroom import ChatClient, ChatTimeout, DirectMessage, UsersChanged
+from chatroom import ChatClient, ChatTimeout, DirectMessage, UsageError, UsersChanged
 from chatroom.aio import AsyncChatClient
 from chatroom.testing import TestServer, async_running_server
 
@@ -93,6 +94,36 @@ def test_a_check_that_raises_is_raised_by_wait(
         assert arrived.wait(T)
         with pytest.raises(KeyError, match="re: ping"):
             reply.wait(T)
+
+
+def test_waiting_in_an_inline_hook_is_refused_not_a_hang(server: TestServer) -> None:
+    """An inline hook runs on the receive thread, which would deliver the event it
+    waits for: wait() says so at once instead of waiting out its timeout."""
+    said: queue.Queue[BaseException] = queue.Queue()
+    bot = ChatClient(server.host, server.port, inline_hooks=True).connect()
+    me = ChatClient(server.host, server.port).connect()
+    try:
+
+        def hook(event: DirectMessage) -> None:
+            try:
+                bot.expect(DirectMessage).wait(T)
+            except UsageError as exc:
+                said.put(exc)
+            try:
+                bot.wait_for(DirectMessage, timeout=T)
+            except UsageError as exc:
+                said.put(exc)
+
+        bot.on_dm(hook)
+        bot.login("inline", PW)
+        me.login("me", PW)
+        me.dm("inline", "hello")
+        for _ in range(2):
+            assert "would block the receive thread" in str(said.get(timeout=T))
+        assert bot._waiters == []
+    finally:
+        me.close()
+        bot.close()
 
 
 def test_async_expect_catches_a_reply_that_came_before_wait() -> None:
