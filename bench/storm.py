@@ -601,7 +601,7 @@ def main() -> None:
                 ["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(tree), a.base],
                 check=True,
             )
-            a_label = " ".join(["A", a.base, a.a_args, "(names)" * a.a_names]).rstrip()
+            a_label = " ".join(x for x in ("A", a.base, a.a_args, "(names)" * a.a_names) if x)
             sides.insert(0, (a_label, f"{tree}/server:{tree}/sdk"))
             sides[1] = ("B this tree", None)
         try:
