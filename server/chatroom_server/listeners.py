@@ -87,9 +87,12 @@ LISTEN_BACKLOG = 65535
 # "Arrival storms"). Elsewhere, on each connection as before.
 INHERITS_OPTIONS = sys.platform == "linux"
 
-# Connections the admission thread accepts per turn at most (Listeners._accept_some): a
-# whole listen queue, drained between batches of logins (admission.BATCH). At 128 a turn,
-# logins being slower than accepts, a storm's queue overflowed at a load of 30.
+# Connections the admission thread admits per turn before it stops taking more out of
+# the listen queue (Listeners._accept_some): a whole queue, drained between batches of
+# logins (admission.BATCH). At 128 a turn, logins being slower than accepts, a storm's
+# queue overflowed at a load of 30. Counted in admissions, not accepts: stopping the
+# accepts after 4,096 left the connects that came meanwhile in the kernel's queue while
+# those 4,096 were admitted (0.1-0.4 s in a storm), as many as the queue holds.
 ACCEPT_BATCH = 4096
 # Connections admitted between two looks at the listen queue (_accept_some): 16
 # admissions are some 0.5 ms, in which a storm's connects (40 a millisecond here) fill
@@ -300,9 +303,9 @@ class Listeners:
                 self._admit(*got, irc, tls, web=web)
 
     def _accept_some(self, listener: socket.socket) -> None:
-        """Admission thread: accept what waits on the JSON port, up to a batch (the
-        epoll says so again if more wait). Accepted sockets are blocking (Linux's
-        accept does not pass O_NONBLOCK on).
+        """Admission thread: accept what waits on the JSON port, until a batch has been
+        admitted (the epoll says so again if more wait). Accepted sockets are blocking
+        (Linux's accept does not pass O_NONBLOCK on).
 
         In two steps: whatever waits comes out of the kernel's queue first, then is
         admitted ``ADMIT_RUN`` at a time, the queue emptied again between runs. An
@@ -312,18 +315,19 @@ class Listeners:
         1 s later (docs/PERFORMANCE.md, "Arrival storms"). Waiting here instead, in
         order, costs a connection nothing."""
         waiting: deque[tuple[socket.socket, str, str]] = deque()
-        budget = ACCEPT_BATCH
+        admitted = 0
         while True:
-            while budget:
+            # Each look bounded too: connects faster than accepts would keep it going.
+            for _ in range(ACCEPT_BATCH if admitted < ACCEPT_BATCH else 0):
                 got = self._accept_one(listener)
                 if got is None:
                     break
                 waiting.append(got)
-                budget -= 1
             if not waiting:
                 return
             for _ in range(min(ADMIT_RUN, len(waiting))):
                 self._admit(*waiting.popleft())
+                admitted += 1
 
     def _accept_one(self, listener: socket.socket) -> tuple[socket.socket, str, str] | None:
         """One accepted connection (its socket, address and ``ip:port``), or None: none

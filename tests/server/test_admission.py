@@ -17,6 +17,7 @@ from typing import Any, cast
 import pytest
 
 from chatroom.testing import running_server
+from chatroom_server import listeners
 from chatroom_server.admission import ACCEPT_EVERY, BATCH, Admission
 from chatroom_server.listeners import ADMIT_RUN, Listeners
 from tests.helpers import PASSWORD, RawClient, quiet_server
@@ -179,6 +180,33 @@ def test_a_storm_leaves_the_kernels_queue_before_its_connections_are_admitted() 
     assert trace.index("empty") < trace.index("admit c0")  # all 100 out of the queue first
     looks = "".join("|" if t == "empty" else "a" if t.startswith("admit") else "" for t in trace)
     assert max(len(run) for run in looks.split("|")) <= ADMIT_RUN, looks
+
+
+def test_the_listen_queue_is_emptied_until_a_batch_has_been_admitted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A batch counts admissions, not accepts: connects that come while the first batch
+    # is admitted leave the kernel's queue between runs, not after the whole batch.
+    monkeypatch.setattr(listeners, "ACCEPT_BATCH", 2 * ADMIT_RUN)
+    kernel = [f"c{i}" for i in range(2 * ADMIT_RUN)]
+    arrivals = iter(f"late{i}" for i in range(10 * ADMIT_RUN))
+    trace: list[str] = []
+
+    class Fake:
+        def _accept_one(self, listener: object) -> tuple[str, str, str] | None:
+            if not kernel:
+                return None
+            trace.append("accept")
+            return kernel.pop(0), "127.0.0.1", "127.0.0.1:1"
+
+        def _admit(self, sock: str, ip: str, addr: str) -> None:
+            trace.append("admit")
+            kernel.extend(itertools.islice(arrivals, 1))
+
+    Listeners._accept_some(cast(Any, Fake()), cast(Any, None))
+    first_admit = trace.index("admit")
+    assert trace[first_admit : first_admit + ADMIT_RUN + 1] == ["admit"] * ADMIT_RUN + ["accept"]
+    assert trace.count("admit") == trace.count("accept")  # nothing accepted is left out
 
 
 @contextlib.contextmanager
