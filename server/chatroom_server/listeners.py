@@ -39,7 +39,6 @@ import contextlib
 import functools
 import itertools
 import logging
-import select
 import socket
 import ssl
 import sys
@@ -50,7 +49,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from chatroom.protocol import Bye, ByeReason, ErrorCode, ErrorEvent, encode
-from chatroom_server import logfmt
+from chatroom_server import logfmt, tlsconn
 from chatroom_server.admission import Admission
 from chatroom_server.config import ConfigError
 from chatroom_server.conn import Conn
@@ -404,7 +403,7 @@ class Listeners:
             # The handshake happens in the connection's own thread (serve), never here.
             return self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         except OSError as exc:
-            _close_half_made(exc)
+            tlsconn.close_half_made(exc)
             raise
 
     def _connection_options(self, sock: socket.socket) -> None:
@@ -553,9 +552,9 @@ class Listeners:
         try:
             if conn.outbox.tls:
                 self.let_go(conn)  # a handshake may wait for the client
-                if not self._handshake(conn):
+                if not tlsconn.handshake(conn, self._config.login_timeout):
                     return
-                recv = self._tls_receiver(conn)
+                recv = tlsconn.receiver(conn)
             later, conn.later = conn.later, None
             if later is not None and not later():  # from its early login (first)
                 reason = "closed by server"
@@ -647,34 +646,6 @@ class Listeners:
                     self._ending.release()
             log.debug("%r disconnected: %s", conn, reason)
 
-    def _handshake(self, conn: Conn) -> bool:
-        """TLS handshake, bounded by the login window; then the socket goes non-blocking."""
-        sock = conn.sock
-        assert isinstance(sock, ssl.SSLSocket)
-        sock.settimeout(self._config.login_timeout)
-        try:
-            sock.do_handshake()
-        except (ssl.SSLError, OSError) as exc:
-            log.info("TLS handshake with %s failed: %s", conn.addr, exc)
-            return False
-        sock.setblocking(False)
-        return True
-
-    def _tls_receiver(self, conn: Conn) -> Callable[[int], bytes]:
-        """recv() for a TLS connection: SSL reads under the outbox lock, waiting in poll()
-        (outside it) when no record is ready. Shutdown of the socket wakes the poll."""
-        poller = select.poll()
-        poller.register(conn.sock.fileno(), select.POLLIN)
-
-        def recv(size: int) -> bytes:
-            while True:
-                data = conn.outbox.recv_tls(size)
-                if data is not None:
-                    return data
-                poller.poll()
-
-        return recv
-
     @property
     def reader_threads(self) -> int:
         """Connection threads that have not ended (a snapshot)."""
@@ -685,19 +656,6 @@ class Listeners:
         True if they all have."""
         deadline = time.monotonic() + timeout
         return all(t.join(deadline - time.monotonic()) for t in list(self._readers))
-
-
-def _close_half_made(exc: OSError) -> None:
-    """The TLS socket that ``wrap_socket`` made and then raised from owns the accepted
-    socket's file descriptor (it was detached into it): close it now, not when the
-    collector finds it (with a ResourceWarning)."""
-    tb = exc.__traceback__
-    while tb is not None:
-        made = tb.tb_frame.f_locals.get("self")
-        if isinstance(made, ssl.SSLSocket):
-            made.close()
-            return
-        tb = tb.tb_next
 
 
 def _ends() -> bool:
