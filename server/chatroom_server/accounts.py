@@ -166,17 +166,35 @@ class Account:
 class _Insert:
     """A registration waiting for its group's commit (AccountStore._insert_later)."""
 
-    __slots__ = ("_done", "error", "hash", "name")
+    __slots__ = ("_done", "error", "hash", "name", "proof", "then")
 
-    def __init__(self, name: str, password_hash: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        password_hash: str,
+        proof: bytes | None = None,
+        then: Callable[[Exception | None], None] | None = None,
+    ) -> None:
         self.name = name
         self.hash = password_hash
+        # With ``then`` (AccountStore.register_soon): the password's proof, remembered
+        # once the row is durable, and what the committing thread calls then, with the
+        # error that refused it or None. Nobody waits in ``wait``.
+        self.proof = proof
+        self.then = then
         self.error: Exception | None = None  # set by the committing thread before _done
         self._done = threading.Lock()  # released once committed or refused
         self._done.acquire()
 
     def stored(self) -> None:
         self._done.release()
+        if self.then is not None:
+            try:
+                self.then(self.error)
+            except Exception:
+                # A bug in the continuation costs its registration's client, never the
+                # commit loop and the registrations after it.
+                log.exception("the continuation of %s's registration failed", self.name)
 
     def wait(self, timeout: float) -> None:
         """The registering thread, asleep: returns once the account is stored; raises
@@ -375,7 +393,10 @@ class AccountStore:
         """Queue a new account for the next group commit (module docstring); the
         caller waits for it with ``wait``. A store thread commits unless one already
         is, and that one takes this in its next group."""
-        ins = _Insert(name, password_hash)
+        return self._queue(_Insert(name, password_hash))
+
+    def _queue(self, ins: _Insert) -> _Insert:
+        """``_insert_later``'s queueing, of a registration made already."""
         with self._commit_lock:
             self._inserts.append(ins)
             begin = not self._committing
@@ -407,6 +428,10 @@ class AccountStore:
                     names = self._commit_locked(group)
             finally:
                 for ins in group:
+                    if ins.proof is not None and ins.error is None:  # committed
+                        # Before its continuation runs: the login that follows it is
+                        # checked against this proof, with no trip (register_soon).
+                        self._remember_proof(Account(ins.name, ins.hash), ins.proof)
                     ins.stored()
             # One line per commit: a line per registration, each a write that gives the
             # GIL up with the log handler's lock held, queued the store threads.
@@ -548,9 +573,13 @@ class AccountStore:
     def _remember(self, account: Account, password: str) -> None:
         """Store thread: keep a proof that ``password`` is ``account``'s (module
         docstring, Cheap hashes)."""
+        if self._proofs is not None:
+            self._remember_proof(account, self._proof(password))
+
+    def _remember_proof(self, account: Account, proof: bytes) -> None:
         proofs, key = self._proofs, username_key(account.name)
         if proofs is not None and (len(proofs) < PROOFS_MAX or key in proofs):
-            proofs[key] = (account, self._proof(password))
+            proofs[key] = (account, proof)
 
     def _prehash(self, name: str, password: str) -> None:
         """Store thread, a lookup that found no account: hash ``password`` for the
@@ -581,6 +610,39 @@ class AccountStore:
             ins.wait(self.wait_timeout)
         self._remember(account, password)
         return account
+
+    @property
+    def registers_soon(self) -> bool:
+        """Whether :meth:`register_soon` and :meth:`find_here` may be used: a cheap
+        hash, and a group commit to queue it for (module docstring)."""
+        return self._prehashed is not None
+
+    def find_here(self, name: str) -> Account | None:
+        """:meth:`get` on the calling thread, through a read connection of its own (made
+        at its first call, closed with the store), never ``_lock``: the admission thread
+        looks up a name it may register (chatroom_server.login ``Login.early``) and must
+        not wait while a group commit holds the lock through its ``fsync``. A primary
+        key read of a WAL database, which no writer blocks."""
+        if getattr(self._readers, "db", None) is None:
+            self._worker_started()
+        if getattr(self._readers, "db", None) is None:
+            raise AccountStoreBusy("no read connection of its own")
+        return self.get(name)
+
+    def register_soon(
+        self, name: str, password: str, then: Callable[[Exception | None], None]
+    ) -> None:
+        """Any thread, with :attr:`registers_soon` only: hash ``password`` here (a cheap
+        hash, some 25 µs), queue the account for the next group commit and return at
+        once. The committing store thread calls ``then(None)`` once the account is
+        durable (its password remembered first, so a login of it makes no trip), or
+        ``then(error)``: :class:`AccountExists` (the name was taken, by then or earlier
+        in its group) or :class:`AccountStoreBusy`. Nothing waits in between: the
+        admission thread registers a storm's new names this way
+        (chatroom_server.login ``Login.early``)."""
+        assert self.registers_soon, "a cheap hash and a group commit only"
+        password_hash = self._hasher.hash(password)
+        self._queue(_Insert(name, password_hash, self._proof(password), then))
 
     def _register(self, name: str, password: str) -> tuple[Account, _Insert | None]:
         password_hash = self._hasher.hash(password)  # slow; outside the lock on purpose

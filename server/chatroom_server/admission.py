@@ -28,6 +28,11 @@ that waits for nothing right there (a returning user whose password the store re
 and then parks the connection (:meth:`Admission.park`): back in the epoll, threadless,
 until its client says more or the connection ends, when ``resume`` starts its thread.
 In a return storm that is a login with no thread started and no GIL handed over.
+A registration (with a cheap hash) is begun there too and then *held*
+(:meth:`Admission.hold`): threadless and out of the epoll while its account is queued
+for the store's group commit; the committing store thread hands it back
+(:meth:`~Admission.later`) once the account is durable, and the admission thread sends
+its login_ok and parks it. A registration costs no thread waiting asleep for a commit.
 
 Threads: the accept thread calls :meth:`Admission.watch` (or :meth:`~Admission.arrive`
 for a connection that must not wait for its client, as IRC's); the ``chat-admission``
@@ -38,7 +43,9 @@ syscall, no callback): what a freed slot starts or wakes runs after it is let go
 ``_watched`` (fd -> connection) is added to by the accept thread and popped by the
 admission thread or ``close``, single dict operations: whoever pops a connection owns
 it, so each is started or given back as never started exactly once. ``_parked``
-likewise: added to and popped by the admission thread, popped by ``close``.
+likewise: added to and popped by the admission thread, popped by ``close``; and
+``_held``. ``_ready`` (continuations handed back by other threads) and ``_rung`` are
+guarded by ``_lock`` too: appended by any thread, taken whole by the admission thread.
 """
 
 from __future__ import annotations
@@ -113,6 +120,13 @@ class Admission(Generic[T]):
         # Logged in on the admission thread and waiting, threadless, for their client to
         # say more (park): fd -> connection, owned as ``_watched`` is.
         self._parked: dict[int, T] = {}
+        # Waiting, threadless and out of the epoll, for work another thread does for
+        # them (hold): fd -> connection, owned as ``_watched`` is.
+        self._held: dict[int, T] = {}
+        # What other threads hand back for held connections (later), and whether the
+        # wake-up pipe has been written since the admission thread last looked: _lock.
+        self._ready: list[tuple[T, Callable[[T], None]]] = []
+        self._rung = False
         self._free = slots
         # Who gets the next freed slot: a connection to start, or the lock a running
         # thread sleeps in (enter) until it is released for it.
@@ -174,7 +188,10 @@ class Admission(Generic[T]):
                 return
             for fd, _ in events:
                 if fd == self._wake_r:
-                    return
+                    if self._closed:
+                        return
+                    self._continue()
+                    continue
                 if fd == self._listen_fd:
                     assert accept is not None
                     accept()
@@ -232,6 +249,53 @@ class Admission(Generic[T]):
         except OSError:  # the epoll is closed: stopping
             if self._parked.pop(fd, None) is not None:
                 self._resume(conn)
+
+    def hold(self, conn: T) -> None:
+        """Admission thread, a connection whose ONESHOT has fired (``first``): it waits,
+        threadless and out of the epoll, for work another thread does for it (its
+        registration's commit), which hands it back with :meth:`later`. Once closed,
+        ``close`` gives it to ``never``."""
+        fd = self._fileno(conn)
+        self._held[fd] = conn
+        if self._closed and self._held.pop(fd, None) is not None:
+            self._never(conn)  # stopping: close() may have looked before the line above
+
+    def later(self, conn: T, step: Callable[[T], None]) -> None:
+        """Any thread, without a lock held: ``step(conn)`` is to run on the admission
+        thread, for a connection :meth:`hold` holds (if ``close`` has not taken it
+        since). Never waits: the pipe is written once per batch of hand-backs."""
+        with self._lock:
+            if self._closed:
+                return  # close() gave every held connection to never
+            self._ready.append((conn, step))
+            ring, self._rung = not self._rung, True
+        if ring:
+            with contextlib.suppress(OSError):
+                os.write(self._wake_w, b"r")
+
+    def _continue(self) -> None:
+        """Admission thread, the pipe readable: the hand-backs so far, in order, a batch
+        at a time. A group commit hands back thousands at once in a storm, and the
+        listener and the readable connections get their turn between batches (the
+        pipe is written again for the rest)."""
+        with contextlib.suppress(OSError):
+            os.read(self._wake_r, 4096)
+        with self._lock:
+            ready, self._ready = self._ready[:BATCH], self._ready[BATCH:]
+            more = self._rung = bool(self._ready)
+        if more:
+            with contextlib.suppress(OSError):
+                os.write(self._wake_w, b"r")
+        for i, (conn, step) in enumerate(ready, 1):
+            if self._accept is not None and i % ACCEPT_EVERY == 0:
+                self._accept()  # as between readable connections (run, ACCEPT_EVERY)
+            if self._held.pop(self._fileno(conn), None) is not None:
+                self._guarded(step, conn)
+
+    def again(self, conn: T) -> None:
+        """Admission thread: a held connection back to where it was held: ``first``
+        (which runs the login it read already, ``Listeners.first``), else in line."""
+        self._arrived(conn)
 
     def arrive(self, conn: T) -> None:
         """``conn`` is started now if a slot is free, or when one is freed for it (by
@@ -313,6 +377,10 @@ class Admission(Generic[T]):
                 self._never(nxt)
         for fd in list(self._watched):
             conn = self._watched.pop(fd, None)
+            if conn is not None:
+                self._never(conn)
+        for fd in list(self._held):  # their registrations may still commit: never logged in
+            conn = self._held.pop(fd, None)
             if conn is not None:
                 self._never(conn)
         # Logged in: their threads end them as every session ends at a stop (the

@@ -57,6 +57,7 @@ class Conn(ServerSession):
         "lazy_users",
         "left",
         "msgs",
+        "new_account",
         "num",
         "oline",
         "oper",
@@ -98,6 +99,9 @@ class Conn(ServerSession):
         # end of a connection the early login closed: False ends it).
         self.unread = b""
         self.later: Callable[[], bool] | None = None
+        # Its first login registered its account on the admission thread, committed
+        # since (Login._registered): the login that follows says new_user. Set once there.
+        self.new_account = False
         self.deltas = False  # asked for users_delta at login (set before login_ok)
         self.lazy_users = False  # and for lazy_users with it: login_ok without names
         self.rooms = False  # asked for rooms at login, and the server has them (§Rooms)

@@ -54,7 +54,7 @@ from chatroom_server.admission import Admission
 from chatroom_server.config import ConfigError
 from chatroom_server.conn import Conn
 from chatroom_server.irc import IrcOutbox
-from chatroom_server.login import exempt
+from chatroom_server.login import HELD, exempt
 from chatroom_server.outbox import Flusher, Outbox
 from chatroom_server.readers import ReaderThread
 from chatroom_server.web import WebOutbox
@@ -127,7 +127,7 @@ class Listeners:
     _flush_batch: Callable[[Conn], None]
     # Whether a first frame is a login the admission thread may run itself
     # (Login.early); None: every login runs on its connection's thread.
-    _early: Callable[[Conn, bytes], bool] | None = None
+    _early: Callable[[Conn, bytes], bool | str] | None = None
 
     def __init__(
         self,
@@ -180,7 +180,7 @@ class Listeners:
         self.flusher: Flusher | None = None  # made by open(), once the ports are bound
 
     def use(
-        self, runner: CommandRunner, early: Callable[[Conn, bytes], bool] | None = None
+        self, runner: CommandRunner, early: Callable[[Conn, bytes], bool | str] | None = None
     ) -> None:
         """The command runner the reader threads hand their reads to (``_frames``), and
         what tells the logins the admission thread may run itself (``first``)."""
@@ -442,15 +442,20 @@ class Listeners:
         most of a login's cost (docs/PERFORMANCE.md, "Arrival storms"). Then the
         connection is parked (``Admission.park``) until its client says more; or, with
         bytes after the login or a replay to send, its thread starts at once, with no
-        slot, and handles those first (``serve``). True if it took the connection;
+        slot, and handles those first (``serve``). A new name's first login (a cheap
+        hash) is registered from here instead (``Login._register_soon``): the connection
+        is held until the account is durable, then comes back here, its bytes kept in
+        ``unread``, and logs in as a return would. True if it took the connection;
         False: it goes in line as before, with what was read kept for its thread."""
         early = self._early
         if early is None or conn.outbox.tls or conn.irc is not None or conn.web is not None:
             return False
-        try:
-            data = conn.sock.recv(self._config.recv_size, socket.MSG_DONTWAIT)
-        except OSError:  # nothing after all, or reset: its thread's own read finds out
-            return False
+        data = conn.unread  # a held registration's, handed back (Login._registered)
+        if not data:
+            try:
+                data = conn.sock.recv(self._config.recv_size, socket.MSG_DONTWAIT)
+            except OSError:  # nothing after all, or reset: its thread's own read finds out
+                return False
         conn.unread = data
         end = data.find(b"\n") + 1
         if not end:
@@ -462,8 +467,10 @@ class Listeners:
             # as before, and the admission thread, which lets everyone in, lives on.
             log.exception("the early look at %r's first frame crashed", conn)
             taken = False
+        if taken == HELD:
+            return True  # a registration begun: held until it is durable (admission.py)
         if not taken:
-            return False  # a registration, a password to check...
+            return False  # a password to check, a replay to delete first...
         conn.unread = data[end:]
         conn.last_rx = self._clock()
         self.early_logins += 1

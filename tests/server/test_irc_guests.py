@@ -149,7 +149,10 @@ def test_a_guests_dms_are_never_stored_for_whoever_holds_the_nick_next() -> None
 
 def test_a_guest_dm_reaches_only_someone_online() -> None:
     with guests() as srv:
+        witness = connect(srv.address, "witness")
         connect(srv.address, "absent").close()
+        # Offline before the DM: its departure is the server's, after the close.
+        witness.until("users", left="absent")
         visitor = guest(srv, "visitor")
         visitor.send("PRIVMSG absent :hello?", "PRIVMSG nobody :hello?")
         assert " 401 visitor absent " in visitor.until("401")  # live only: not queued
