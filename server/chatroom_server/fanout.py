@@ -181,6 +181,8 @@ class FanOut:
         # cheap to send; this only bounds memory (items are at most one read, 4 KiB).
         self.high_water = 1024
         self.high_water_wait = 1.0  # s a reader waits then; the holder still sends its items
+        # Threads that never wait here (never_waits): set before they queue anything.
+        self._unwaiting: frozenset[int] = frozenset()
         # The helper (module docstring): started at the first hand-over, woken by
         # ``_handover``; ``_stopping`` ends it and cuts a pacing pause short.
         self._handover = threading.Event()
@@ -287,8 +289,26 @@ class FanOut:
 
     # ------------------------------------------------------------ whoever holds _lock
 
+    def never_waits(self) -> None:
+        """The calling thread never waits for the fan-out, however long its queue, and
+        sends none of it: the admission thread, which accepts and logs in everyone
+        (chatroom_server.admission), queues a login's frames and leaves them to the
+        lock's holder or the helper. Its wait for the lock when the queue is over
+        ``high_water`` (up to ``high_water_wait``) held up every login behind it, and a
+        pass of its own could include the message log's commit."""
+        self._unwaiting = self._unwaiting | {threading.get_ident()}
+
     def _combine(self) -> None:
         queue = self._queue
+        if queue and threading.get_ident() in self._unwaiting:
+            # The helper sends them; if the lock is held, its holder looks at the queue
+            # again after letting go (module docstring), so nothing is stranded.
+            if self._lock.acquire(blocking=False):
+                try:
+                    self._wake_helper()
+                finally:
+                    self._lock.release()
+            return
         while queue:
             if len(queue) > self.high_water:
                 # Overload: the sends cannot keep up. Wait for our turn, so this reader

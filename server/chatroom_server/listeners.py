@@ -218,7 +218,7 @@ class Listeners:
             self.admission.listen(listener.fileno(), lambda: self._accept_some(listener))
         else:
             spawn(lambda: self._accept_loop(listener), "chat-accept")
-        spawn(self.admission.run, "chat-admission")
+        spawn(self._admit_and_log_in, "chat-admission")
         for sock, tls in self.irc_listeners:
             spawn(functools.partial(self._accept_loop, sock, True, tls), "chat-irc")
             log.info("IRC%s on %s:%d", " (TLS)" if tls else "", *sock.getsockname()[:2])
@@ -227,6 +227,12 @@ class Listeners:
             spawn(lambda: self._accept_loop(web, web=True), "chat-web")
             scheme = "https" if self.tls is not None else "http"
             log.info("web client on %s://%s:%d/", scheme, *web.getsockname()[:2])
+
+    def _admit_and_log_in(self) -> None:
+        """The ``chat-admission`` thread, which must never wait (its early logins queue
+        for the fan-out without waiting for it: FanOut.never_waits)."""
+        self._b.fanout.never_waits()
+        self.admission.run()
 
     def close(self) -> None:
         """Stopping: no more connections; those waiting in line are closed

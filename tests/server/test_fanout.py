@@ -160,6 +160,48 @@ def test_past_high_water_a_reader_waits_its_turn_and_then_sends_everything(
     assert b.lines(5) == [b"0", b"1", b"2", b"3", b"4"]
 
 
+def test_past_high_water_a_thread_that_never_waits_returns_and_nothing_is_lost(
+    members: list[SocketMember],
+) -> None:
+    """The admission thread (FanOut.never_waits) queues past high water without waiting
+    for the lock (logins queue behind it), and without sending a pass of its own."""
+    a, b = members[0], members[1]
+    fan = FanOut(lambda: (a, b))
+    fan.high_water, fan.high_water_wait = 3, 60.0
+    lock = fan._lock = _WatchedLock()  # type: ignore[assignment]
+    done = threading.Event()
+
+    def admission_thread() -> None:
+        fan.never_waits()
+        for i in range(5):  # past high water from the 5th on
+            fan.broadcast(a, [b"%d\n" % i], [b""])
+        done.set()
+
+    assert lock.acquire(blocking=False)  # a round in progress
+    lock.waiting.clear()
+    t = threading.Thread(target=admission_thread)
+    t.start()
+    assert done.wait(10)  # returned with the lock still held by the round
+    assert not lock.waiting.is_set()  # never waited for it
+    t.join(10)
+    assert len(fan._queue) == 5
+    lock.release()
+    fan._combine()  # what the round's holder does once it lets go (module docstring)
+    assert b.lines(5) == [b"0", b"1", b"2", b"3", b"4"]
+
+    def one_more() -> None:  # the lock free: the helper sends it, not this thread
+        fan.never_waits()
+        fan.broadcast(a, [b"5\n"], [b""])
+
+    t = threading.Thread(target=one_more)
+    t.start()
+    t.join(10)
+    assert b.lines(1) == [b"5"]
+    assert fan._helper is not None and fan._helper.name == "chat-fanout"
+    assert fan.settle(a, timeout=10)
+    fan.close(timeout=10)
+
+
 def test_a_reader_hands_a_paused_queue_to_the_helper_and_returns(
     members: list[SocketMember],
 ) -> None:
