@@ -557,6 +557,7 @@ class Pipeliner(_Adversary):
                 return
             if ok.get("type") != "login_ok":
                 self._op("info", op, text=text, error=f"login refused: {ok.get('code')}")
+                self.stop.wait(1.0)  # a fault's unavailable: not a login a millisecond
                 return
             self.since, self.epoch = ok.get("seq"), ok.get("epoch")
             sock.sendall(ping[cut:])
