@@ -73,7 +73,8 @@ class RunConfig:
     # The first user an operator of every room, kicking, banning and muting the others
     # during the traffic (docs/PROTOCOL.md §Moderation).
     moderation: bool = True
-    # A client that never reads and one that sends hostile frames, beside the users
+    # A client that never reads, one that sends hostile frames and one that logs in
+    # with more requests in the same packet, beside the users
     # (tests/nemesis/adversaries.py).
     adversaries: bool = True
     # IRC guests with echo-message, in lobby and (single server) a guest room
