@@ -172,6 +172,8 @@ def validate_audit_command(cmd: AuditCommand) -> None:
 
 
 def validate_kill_command(cmd: KillCommand) -> None:
+    if not cmd.user:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "kill needs a user", cmd.id)
     if NAME_RE.fullmatch(cmd.user) is None:
         why = f"no user can be named {cmd.user[:40]!r}"
         raise ProtocolError(ErrorCode.BAD_REQUEST, why, cmd.id)
@@ -193,6 +195,12 @@ def validate_moderation_command(cmd: ModerationCommand) -> None:
         if not 1 <= len(cmd.address) <= MAX_ADDRESS or not cmd.address.isprintable():
             why = f"an address is an IP address or CIDR network, up to {MAX_ADDRESS} characters"
             raise ProtocolError(ErrorCode.BAD_REQUEST, why, cmd.id)
+    elif not cmd.user:
+        # A ban or unban may name an address instead (docs/PROTOCOL.md §Bans by address),
+        # so "no user can be named ''" would hide what is missing.
+        what = "a user or an address" if isinstance(cmd, BanCommand | UnbanCommand) else "a user"
+        why = f"{type(cmd).__struct_config__.tag} needs {what}"
+        raise ProtocolError(ErrorCode.BAD_REQUEST, why, cmd.id)
     elif NAME_RE.fullmatch(cmd.user) is None:
         why = f"no user can be named {cmd.user[:40]!r}"
         raise ProtocolError(ErrorCode.BAD_REQUEST, why, cmd.id)

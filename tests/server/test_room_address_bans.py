@@ -175,6 +175,16 @@ def test_bad_address_bans_are_clear_errors() -> None:
             assert words in refused(oscar, code, i)["message"], frame
         oscar.send(command="unban", room="dev", address="bogus", id="u")
         refused(oscar, "bad_request", "u")
+        # Naming nobody says what is missing, not "no user can be named ''".
+        for command, words in [
+            ("ban", "ban needs a user or an address"),
+            ("unban", "unban needs a user or an address"),
+            ("kick", "kick needs a user"),
+        ]:
+            oscar.send(command=command, room="dev", user="", id=command)
+            assert words in refused(oscar, "bad_request", command)["message"]
+        oscar.send(command="kill", user="", id="k")
+        assert "kill needs a user" in refused(oscar, "bad_request", "k")["message"]
         # An IPv6 network and a v4-mapped one are kept in their canonical forms.
         oscar.send(command="ban", room="dev", address="2001:DB8:0::/32", id="v6")
         assert oscar.until("ack", id="v6")["to"] == "2001:db8::/32"
