@@ -72,6 +72,8 @@ recipient does. Before, each room message was stored in a transaction of its own
 place. Room events still run under :meth:`exclusive`, between passes, so a member gets
 a room's messages and events in seq order.
 
+:meth:`exclusive` callers get the lock in turn, a pass between two (chatroom_server.handover).
+
 What it sends (chatroom_server.frames): a batch comes with the events its frames and acks
 encode, and the frames the fan-out joins (a batch's, a round's) are a ``Frames``: the
 same bytes, carrying those events with the seqs the log gave them, so that IRC renders
@@ -113,6 +115,7 @@ from chatroom_server.fanitems import Batch as _Batch
 from chatroom_server.fanitems import Direct, Member, RoomCheck, RoomMember, with_seq
 from chatroom_server.fanrooms import check_rooms, conflict, stored_rooms
 from chatroom_server.frames import Stamped, encoded, framed, joined
+from chatroom_server.handover import Handover
 from chatroom_server.livecids import LiveCids
 from chatroom_server.messagelog import Duplicate, NewMessage, StorageError
 from chatroom_server.metrics import FanOutStats
@@ -176,6 +179,9 @@ class FanOut:
         self._local: Callable[[str], RoomMember | None] = lambda key: None
         self._queue: deque[_Batch | Direct | tuple[Member, Callable[[], object]]] = deque()
         self._lock = threading.Lock()
+        # Those waiting for _lock in exclusive(), in turn; every holder lets go of the
+        # lock through it (_let_go), so they are handed it in order (handover.py).
+        self._handover_line = Handover()
         # Items queued beyond which readers wait for the fan-out (backpressure). A round
         # is one send per recipient however many items it carries, so a long queue is
         # cheap to send; this only bounds memory (items are at most one read, 4 KiB).
@@ -227,14 +233,21 @@ class FanOut:
     def exclusive(self, fn: Callable[[], T], timeout: float = 10.0) -> T:
         """Run ``fn`` holding the fan-out lock, between two passes: everything stored so
         far has been handed to the roster, and nothing stored later is sent before ``fn``
-        returns. TimeoutError if the lock is not had within ``timeout`` s."""
-        if not self._lock.acquire(timeout=timeout):
-            raise TimeoutError("the fan-out is overloaded")
+        returns. Callers get the lock in turn (handover.py), and a pass goes out between
+        two of them; TimeoutError if it did not change hands for ``timeout`` s."""
+        self._handover_line.enter(self._lock, timeout)
         try:
             return fn()
         finally:
-            self._lock.release()
-            self._combine()  # what others queued while we held the lock
+            # What others queued meanwhile: at least one pass before the next caller in
+            # line gets the lock, so messages still flow through a burst of callers;
+            # not on a thread that never waits (never_waits: the helper sends them).
+            handed_over = threading.get_ident() not in self._unwaiting and self._drain(
+                until=self._clock() + READER_BUDGET
+            )
+            self._let_go()
+            if not handed_over:
+                self._combine()
 
     def after(self, conn: Member, fn: Callable[[], object]) -> None:
         """Run ``fn`` once ``conn``'s broadcasts in the queue are sent (at once if none)."""
@@ -283,7 +296,7 @@ class FanOut:
                 try:
                     self._drain(until=None)
                 finally:
-                    self._lock.release()
+                    self._let_go()
             if self._stopping.is_set():
                 return
 
@@ -307,7 +320,7 @@ class FanOut:
                 try:
                     self._wake_helper()
                 finally:
-                    self._lock.release()
+                    self._let_go()  # to an exclusive() caller in line, if any
             return
         while queue:
             if len(queue) > self.high_water:
@@ -322,15 +335,25 @@ class FanOut:
             try:
                 handed_over = self._drain(until=self._clock() + READER_BUDGET)
             finally:
-                self._lock.release()
+                self._let_go()
             if handed_over:
                 return  # the helper sends the rest (see "The helper")
 
+    def _let_go(self) -> None:
+        """Release _lock, or hand it to the first exclusive() caller in line."""
+        self._handover_line.leave(self._lock)
+
     def _drain(self, until: float | None) -> bool:
         """Send passes until the queue is empty; True if a reader thread (``until``: its
-        time budget) left the rest to the helper instead."""
-        queue = self._queue
+        time budget) left the rest to the helper instead. After the first pass, an
+        exclusive() caller waiting ends it: the caller lets go, and the lock is handed
+        over (handover.py)."""
+        queue, line = self._queue, self._handover_line
+        served = False
         while queue:
+            if served and line.waiting:
+                return False
+            served = True
             now = self._clock()
             wait = self._paced_until - now
             if until is not None and (wait > 0 or now > until):
