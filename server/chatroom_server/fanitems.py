@@ -53,13 +53,18 @@ class Batch:
 
     ``events``: each broadcast and its ack as the events they encode (None: only the
     frames, as a test hands them); ``data``, ``ack`` and ``parts`` then carry them as
-    :class:`~chatroom_server.frames.Frames`, for the transports that render events."""
+    :class:`~chatroom_server.frames.Frames`, for the transports that render events.
+
+    ``deferred``: its room messages reach so many members that they go out in turns
+    (chatroom_server.fanturns); its ack and its count in ``Member.done`` wait for the
+    last of them."""
 
     __slots__ = (
         "ack",
         "acks",
         "conn",
         "data",
+        "deferred",
         "events",
         "frames",
         "live",
@@ -99,6 +104,7 @@ class Batch:
         self.refused: dict[int, bytes] = _NONE_REFUSED
         self.live: set[int] = _NONE_LIVE
         self.parts: list[tuple[tuple[str, frozenset[str]] | None, bytes, int]] | None = None
+        self.deferred = False
 
 
 _NO_MEMBERS: list[tuple[str, frozenset[str]] | None] = []

@@ -72,6 +72,10 @@ recipient does. Before, each room message was stored in a transaction of its own
 place. Room events still run under :meth:`exclusive`, between passes, so a member gets
 a room's messages and events in seq order.
 
+Turns (chatroom_server.fanturns): a batch whose room messages reach over ``LARGE``
+members goes out in slices between passes, owed to its members meanwhile, so a small
+room's message waits for a slice, not for a large room's whole fan-out; whatever else a
+member is given comes after what it is owed, and the ack after the last write.
 :meth:`exclusive` callers get the lock in turn, a pass between two (chatroom_server.handover).
 
 What it sends (chatroom_server.frames): a batch comes with the events its frames and acks
@@ -114,6 +118,7 @@ from chatroom_server.delivery import Entry, deliver
 from chatroom_server.fanitems import Batch as _Batch
 from chatroom_server.fanitems import Direct, Member, RoomCheck, RoomMember, with_seq
 from chatroom_server.fanrooms import check_rooms, conflict, stored_rooms
+from chatroom_server.fanturns import LARGE, Turns
 from chatroom_server.frames import Stamped, encoded, framed, joined
 from chatroom_server.handover import Handover
 from chatroom_server.livecids import LiveCids
@@ -182,6 +187,9 @@ class FanOut:
         # Those waiting for _lock in exclusive(), in turn; every holder lets go of the
         # lock through it (_let_go), so they are handed it in order (handover.py).
         self._handover_line = Handover()
+        # Large rooms' messages going out in slices between passes (fanturns.py);
+        # under _lock.
+        self._turns = Turns()
         # Items queued beyond which readers wait for the fan-out (backpressure). A round
         # is one send per recipient however many items it carries, so a long queue is
         # cheap to send; this only bounds memory (items are at most one read, 4 KiB).
@@ -237,6 +245,8 @@ class FanOut:
         two of them; TimeoutError if it did not change hands for ``timeout`` s."""
         self._handover_line.enter(self._lock, timeout)
         try:
+            if self._turns:
+                self._guarded(self._turns.finish_all)  # "everything stored": sent
             return fn()
         finally:
             # What others queued meanwhile: at least one pass before the next caller in
@@ -289,7 +299,7 @@ class FanOut:
         while True:
             self._handover.wait(1.0)
             self._handover.clear()
-            while self._queue:
+            while self._queue or self._turns:
                 # Readers hold the lock only for a pass at a time now, never a pause.
                 if not self._lock.acquire(timeout=1.0):
                     continue
@@ -312,8 +322,8 @@ class FanOut:
         self._unwaiting = self._unwaiting | {threading.get_ident()}
 
     def _combine(self) -> None:
-        queue = self._queue
-        if queue and threading.get_ident() in self._unwaiting:
+        queue, turns = self._queue, self._turns
+        if (queue or turns) and threading.get_ident() in self._unwaiting:
             # The helper sends them; if the lock is held, its holder looks at the queue
             # again after letting go (module docstring), so nothing is stranded.
             if self._lock.acquire(blocking=False):
@@ -322,7 +332,7 @@ class FanOut:
                 finally:
                     self._let_go()  # to an exclusive() caller in line, if any
             return
-        while queue:
+        while queue or turns:  # turns: left by a holder whose hand-over found nobody
             if len(queue) > self.high_water:
                 # Overload: the sends cannot keep up. Wait for our turn, so this reader
                 # stops reading its client (TCP pushes back) and the queue cannot grow
@@ -344,21 +354,33 @@ class FanOut:
         self._handover_line.leave(self._lock)
 
     def _drain(self, until: float | None) -> bool:
-        """Send passes until the queue is empty; True if a reader thread (``until``: its
-        time budget) left the rest to the helper instead. After the first pass, an
+        """Send passes (and turns of large rooms' messages between them) until the queue
+        is empty and no turn is left; True if a reader thread (``until``: its time
+        budget) left the rest to the helper instead. After the first pass or turn, an
         exclusive() caller waiting ends it: the caller lets go, and the lock is handed
         over (handover.py)."""
-        queue, line = self._queue, self._handover_line
-        served = False
-        while queue:
+        queue, turns, line = self._queue, self._turns, self._handover_line
+        served = turn_next = False
+        while queue or turns:
             if served and line.waiting:
                 return False
             served = True
             now = self._clock()
             wait = self._paced_until - now
-            if until is not None and (wait > 0 or now > until):
+            if until is not None and now > until:
                 self._wake_helper()
                 return True
+            if turns and (turn_next or wait > 0 or not queue):
+                # One turn between passes: a small room's message waits for one slice of
+                # a large room's, not for all of it (fanturns.py). A pause for
+                # coalescing is spent on turns as well.
+                self._guarded(turns.serve)
+                turn_next = False
+                continue
+            if until is not None and wait > 0:
+                self._wake_helper()
+                return True
+            turn_next = True
             if wait > 0:
                 # Busy: let more messages join this pass (see "Coalescing"). Bounded by
                 # ``coalesce``; readers meanwhile queue and return, as during a pass.
@@ -411,7 +433,8 @@ class FanOut:
                         if pause >= MIN_PAUSE:
                             self._paced_until = ended + min(pause, self.coalesce)
                     for b in run:
-                        b.conn.done += 1
+                        if not b.deferred:  # else when its last write is made (fanturns.py)
+                            b.conn.done += 1
                     i = j
                     continue
                 if type(item) is Direct:
@@ -419,6 +442,8 @@ class FanOut:
                     item.conn.done += 1
                 else:
                     conn, fn = item  # type: ignore[misc]
+                    if self._turns:  # fn may send anything: nothing may be owed then
+                        self._guarded(self._turns.finish_all)
                     self._guarded(fn)
                     conn.done += 1
                 i += 1
@@ -558,6 +583,14 @@ class FanOut:
         return None if name is None else self._lookup(username_key(name))
 
     def _send_direct(self, item: Direct) -> None:
+        turns = self._turns
+        if turns:  # after what its recipient and sender are owed, its ack in order
+            turns.finish_of(item.conn)
+            if item.frame and item.target is not None and self._deliver:
+                turns.give(item.target, item.frame)
+                self.stats.deliveries += 1
+            turns.give(item.conn, item.ack)
+            return
         if item.frame and item.target is not None and self._deliver:
             item.target.outbox.send(item.frame)
             self.stats.deliveries += 1
@@ -576,17 +609,28 @@ class FanOut:
         """One round of batches with rooms in them: each room message to its room's
         members on this server that speak rooms (not its sender's user), each lobby one
         to everyone (as :meth:`_send_run`), every recipient's in seq order, then the
-        acks. Consecutive room parts are gathered per member first: one send each."""
+        acks. Consecutive room parts are gathered per member first: one send each. A
+        batch whose room messages reach over ``LARGE`` members (and no lobby one) is
+        sent in turns instead (fanturns.py), its ack after its last write."""
         if not self._deliver:
             for b in run:
                 b.conn.outbox.send(b.ack)
             return
         local = self._local
+        turns = self._turns
         out: dict[RoomMember, list[bytes]] = {}
         deliveries = 0
         for b in run:
             assert b.parts is not None
             skip = username_key(b.conn.username) if b.conn.username is not None else ""
+            reach = 0
+            for to, _, _ in b.parts:
+                reach = -1 if to is None or reach < 0 else reach + len(to[1])
+            if reach > LARGE:
+                self._flush_members(out)  # what went before it is not owed: sent now
+                out = {}
+                deliveries += turns.add_parts(b, skip, local)
+                continue
             for to, data, n in b.parts:
                 if to is not None:
                     for key in to[1]:
@@ -604,21 +648,33 @@ class FanOut:
                 # A lobby message between room ones: what went before goes out first.
                 self._flush_members(out)
                 out = {}
+                if turns:
+                    turns.finish_all()  # to everyone: after all they are owed
                 owners = (b.conn, self._session_of(b.conn))
                 deliveries += deliver(self._roster(), [(owners, None, data, n)])
         self._flush_members(out)
         self.stats.deliveries += deliveries
         for b in run:
-            b.conn.outbox.offer(b.ack)  # after every recipient has the messages (§pm)
+            if b.deferred:
+                continue  # acked after its last write (fanturns.py)
+            if turns:  # its ack after its earlier ones, and after what it is owed
+                turns.finish_of(b.conn)
+                turns.give(b.conn, b.ack)
+            else:
+                b.conn.outbox.offer(b.ack)  # after every recipient has the messages (§pm)
 
-    @staticmethod
-    def _flush_members(out: dict[RoomMember, list[bytes]]) -> None:
+    def _flush_members(self, out: dict[RoomMember, list[bytes]]) -> None:
+        give = self._turns.give if self._turns else None  # after what each is owed
         for c, chunks in out.items():
             ob = c.outbox
             if len(chunks) == 1:
-                ob.offer(chunks[0])
+                data = chunks[0]
             else:  # the events only for a transport that renders them (frames.py)
-                ob.offer(joined(chunks) if ob.renders else b"".join(chunks))
+                data = joined(chunks) if ob.renders else b"".join(chunks)
+            if give is None:
+                ob.offer(data)
+            else:
+                give(c, data)
 
     def _send_run(self, run: list[_Batch]) -> None:
         """One round: every batch in ``run`` to every recipient, as one send each."""
@@ -634,6 +690,8 @@ class FanOut:
         entries: list[Entry] = [
             ((b.conn, self._session_of(b.conn)), None, b.data, b.n_data) for b in run
         ]
+        if self._turns:
+            self._turns.finish_all()  # to everyone: after all they are owed
         self.stats.deliveries += deliver(self._roster(), entries)
         for b in run:
             b.conn.outbox.offer(b.ack)  # also a sender that left the roster meanwhile
