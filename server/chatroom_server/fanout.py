@@ -260,8 +260,9 @@ class FanOut:
                 self._combine()
 
     def after(self, conn: Member, fn: Callable[[], object]) -> None:
-        """Run ``fn`` once ``conn``'s broadcasts in the queue are sent (at once if none)."""
-        if conn.done == conn.handed:
+        """Run ``fn`` once ``conn``'s broadcasts in the queue are sent and what it is owed
+        (an ``exit``'s ``bye`` after them, fanturns.py); at once if there are none."""
+        if conn.done == conn.handed and conn not in self._turns:
             fn()
             return
         conn.handed += 1

@@ -27,8 +27,10 @@ their order. What the fan-out cannot look into (a lobby message to everyone, the
 callables of ``FanOut.after``, ``FanOut.exclusive``) finds no job: everything owed is
 written first (:meth:`Turns.finish_all`).
 
-Threads: owned by the holder of ``FanOut._lock``, like the queue's items once popped.
-No lock of its own; what it calls (``Outbox.offer``) never blocks.
+Threads: owned by the holder of ``FanOut._lock``, like the queue's items once popped;
+but ``in`` (is anything owed to a member?) is read by any thread: one dict lookup, and
+a stale answer is the race of a message stored as the member's ``exit`` is read. No
+lock of its own; what it calls (``Outbox.offer``) never blocks.
 """
 
 from __future__ import annotations
@@ -73,6 +75,10 @@ class Turns:
 
     def __bool__(self) -> bool:
         return bool(self._owed)
+
+    def __contains__(self, c: Member) -> bool:
+        """Whether ``c`` is owed frames (any thread: see the module docstring)."""
+        return c in self._owed
 
     def add(self, batch: Batch, out: dict[Member, list[bytes]]) -> None:
         """``batch``'s room messages, ``out`` (each member's frames), as a job: sent in

@@ -17,7 +17,7 @@ import pytest
 
 from chatroom.protocol import Ack, Broadcast, RequestId, encode, username_key
 from chatroom_server.fanout import FanOut
-from chatroom_server.fanturns import SLICE
+from chatroom_server.fanturns import SLICE, Turns
 from chatroom_server.messagelog import MessageLog, NewMessage
 from chatroom_server.outbox import Flusher, Outbox
 from tests.helpers import SocketMember
@@ -231,5 +231,43 @@ def test_a_dm_and_a_lobby_message_wait_for_what_their_recipients_are_owed(
         assert _seqs(m["u0"], 2) == [1, 3]  # its ack, then the lobby message
         assert _seqs(m["s0"], 2) == [2, 3]  # the DM's ack, the lobby message's
     finally:
+        fan.close(timeout=10)
+        mlog.close()
+
+
+def test_a_member_that_exits_gets_what_it_is_owed_before_its_bye(
+    rooms: Rooms, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A member that has nothing of its own queued says ``exit`` while the large room's
+    message is owed to it (its turn not come yet): the message was stored before the
+    exit was read and its sender is acked after the last write, so the member gets it
+    before its ``bye``, not a ``bye`` and then nothing (docs/PROTOCOL.md §exit, §pm)."""
+    fan, mlog = _fan(rooms, tmp_path)
+    m = rooms.members
+    in_turns, go = threading.Event(), threading.Event()
+    serve = Turns.serve
+
+    def held(self: Turns) -> int:  # the first turn waits until the member has exited
+        if not in_turns.is_set():
+            in_turns.set()
+            go.wait(10)
+        return serve(self)
+
+    monkeypatch.setattr(Turns, "serve", held)
+    flood = threading.Thread(target=_say, args=(fan, m["u0"], "big", "flood"))
+    try:
+        flood.start()
+        assert in_turns.wait(10)  # stored, owed to all 1,499, none written yet
+        member = m["u1498"]
+        fan.after(member, lambda: member.outbox.finish(b'{"type":"bye","reason":"exit"}\n'))
+        go.set()
+        flood.join(10)
+        assert fan.settle(m["u0"], timeout=10)
+        assert _seqs(m["u0"], 1) == [1]  # acked after the last write
+        (first,) = member.lines(1)
+        assert b'"seq":1' in first, first  # not the bye, with the message dropped after it
+        assert b'"bye"' in member.lines(1)[0]
+    finally:
+        go.set()
         fan.close(timeout=10)
         mlog.close()
