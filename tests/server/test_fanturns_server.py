@@ -20,6 +20,7 @@ import pytest
 
 from chatroom_server.fanturns import LARGE, Turns
 from tests.helpers import PASSWORD, RawClient, ServerProcess, quiet_server
+from tests.server.test_irc import Irc
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -92,9 +93,10 @@ class _Senders:
     """``n`` senders flooding room "big", each pipelining ``k`` messages and reading its
     acks; ``started`` is set at the first ack."""
 
-    def __init__(self, clients: list[RawClient], k: int) -> None:
+    def __init__(self, clients: list[RawClient], k: int, pad: str = "") -> None:
         self.clients = clients
         self.k = k
+        self.pad = pad  # appended to each message
         self.acked: dict[int, list[int]] = {}  # sender index -> its acks' seqs, in order
         self.frames: dict[int, list[dict[str, Any]]] = {}
         self.started = threading.Event()
@@ -109,7 +111,7 @@ class _Senders:
         frames: list[dict[str, Any]] = []
         try:
             for j in range(self.k):  # in bursts of 10: a job after a job
-                c.send(command="pm", room="big", message=f"s{i} {j}", id=f"s{i}-{j}")
+                c.send(command="pm", room="big", message=f"s{i} {j}{self.pad}", id=f"s{i}-{j}")
                 if j % 10 < 9 and j < self.k - 1:
                     continue
                 while len(acks) <= j:
@@ -353,3 +355,96 @@ def test_killed_or_stopped_mid_slice_then_everyone_resumes(
             assert len(got) == len(set(got)), name
             assert acked - mine <= set(got), (name, sorted(acked - mine - set(got))[:5])
             assert all(s > since for s in _seqs(replay, None))
+
+
+def test_an_irc_member_of_a_large_room_and_a_small_one_sees_both_in_seq_order() -> None:
+    """An IRC member (its outbox renders the events it is sent, so what it is owed and
+    what it is given after are joined with their events) of a room of 150 flooded by
+    three senders and of a small room with round trips going on: every line once, in
+    the order of the seqs the senders were acked with."""
+    with (
+        quiet_server(password_hash="load-test", irc_port=0) as srv,
+        _room(srv.address, 148) as (_owner, members),
+    ):
+        irc = Irc(srv.server.irc_addresses[0])
+        irc.register("ircm")
+        irc.send("JOIN #big", "JOIN #small")
+        irc.until("366", "#small")
+        talker, _ = _login(srv.address, "talker")
+        talker.send(command="join", room="small", id="j")
+        talker.until("room_info", id="j")
+        seq_of: dict[str, int] = {}
+        side_failed: list[Exception] = []
+
+        def round_trips() -> None:
+            try:
+                for i in range(30):
+                    talker.send(command="pm", room="small", message=f"small {i}", id=f"t{i}")
+                    seq_of[f"small {i}"] = talker.until("ack", id=f"t{i}")["seq"]
+            except (AssertionError, OSError, EOFError) as exc:  # reported by the test
+                side_failed.append(exc)
+
+        side = threading.Thread(target=round_trips, daemon=True)
+        with _Senders(members[:3], 60) as senders:
+            side.start()
+            side.join(120)
+        assert not side_failed and not side.is_alive()
+        senders.all_acked()
+        for i, acks in senders.acked.items():
+            for j, seq in enumerate(acks):
+                seq_of[f"s{i} {j}"] = seq
+        got: list[int] = []
+        while len(got) < len(seq_of):
+            line = irc.line()
+            if " PRIVMSG #big :" in line or " PRIVMSG #small :" in line:
+                got.append(seq_of[line.split(" :", 1)[1]])
+        assert got == sorted(seq_of.values())  # each once, in seq order
+        irc.send("PING :end")
+        rest = []
+        while not (line := irc.line()).endswith(" :end"):
+            rest.append(line)
+        assert not [x for x in rest if " PRIVMSG " in x]  # nothing twice
+
+
+def test_a_member_that_never_reads_stalls_nobody() -> None:
+    """A room of 151 flooded with messages of 2 KB by three senders while one member
+    never reads (a receive buffer of 4 KiB, the server's output limit 64 KiB; whether
+    it is cut as a slow reader depends on the kernel's buffers): the senders are all
+    acked, everyone else gets everything once and in seq order, and what the
+    never-reading one gets, once it reads, is in order too."""
+    with (
+        quiet_server(password_hash="load-test", max_output=64 * 1024) as srv,
+        _room(srv.address, 149) as (owner, members),
+    ):
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before its window
+        raw.settimeout(60)
+        raw.connect(srv.address)
+        sleeper = RawClient(srv.address, timeout=60)
+        sleeper.sock.close()
+        sleeper.sock = raw
+        sleeper.send(command="login", username="sleeper", password=PASSWORD, features=["rooms"])
+        sleeper.expect("login_ok")
+        sleeper.send(command="join", room="big", id="j")
+        sleeper.until("room_info", id="j")
+        for c in [owner, *members]:
+            _drain(c, "slept")
+        with _Senders(members[:3], 60, "x" * 2000) as senders:
+            pass
+        big = senders.all_acked()
+        for i, c in enumerate(members[:3]):
+            frames = senders.frames[i] + _drain(c, "end")
+            _in_order(frames)
+            assert sorted(set(_seqs(frames)) | set(senders.acked[i])) == big
+        for c in [owner, *members[3:]]:
+            frames = _drain(c, "end")
+            _in_order(frames)
+            assert _seqs(frames) == big
+        slept: list[dict[str, Any]] = []
+        try:  # up to a pong, or to the end of what it was sent before it was cut
+            sleeper.send(command="ping", id="end")
+            while (f := sleeper.recv()) != {"type": "pong", "id": "end"}:
+                slept.append(f)
+        except (EOFError, ConnectionResetError, BrokenPipeError):
+            pass
+        _in_order(slept)
