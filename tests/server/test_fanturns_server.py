@@ -93,10 +93,13 @@ class _Senders:
     """``n`` senders flooding room "big", each pipelining ``k`` messages and reading its
     acks; ``started`` is set at the first ack."""
 
-    def __init__(self, clients: list[RawClient], k: int, pad: str = "") -> None:
+    def __init__(
+        self, clients: list[RawClient], k: int, pad: str = "", rooms: tuple[str, ...] = ("big",)
+    ) -> None:
         self.clients = clients
         self.k = k
         self.pad = pad  # appended to each message
+        self.rooms = rooms  # sender i's room: rooms[i % len(rooms)]
         self.acked: dict[int, list[int]] = {}  # sender index -> its acks' seqs, in order
         self.frames: dict[int, list[dict[str, Any]]] = {}
         self.started = threading.Event()
@@ -111,7 +114,8 @@ class _Senders:
         frames: list[dict[str, Any]] = []
         try:
             for j in range(self.k):  # in bursts of 10: a job after a job
-                c.send(command="pm", room="big", message=f"s{i} {j}{self.pad}", id=f"s{i}-{j}")
+                room = self.rooms[i % len(self.rooms)]
+                c.send(command="pm", room=room, message=f"s{i} {j}{self.pad}", id=f"s{i}-{j}")
                 if j % 10 < 9 and j < self.k - 1:
                     continue
                 while len(acks) <= j:
@@ -448,3 +452,32 @@ def test_a_member_that_never_reads_stalls_nobody() -> None:
         except (EOFError, ConnectionResetError, BrokenPipeError):
             pass
         _in_order(slept)
+
+
+def test_a_member_of_two_flooded_large_rooms_sees_both_in_seq_order() -> None:
+    """Four senders flood two rooms of 131 with the same members, two each: every member
+    is owed both rooms' messages at once, and gets each once, in seq order."""
+    with (
+        quiet_server(password_hash="load-test") as srv,
+        _room(srv.address, 130) as (owner, members),
+    ):
+        for c in [owner, *members]:
+            c.send(command="join", room="big2", id="j2")
+            c.until("room_info", id="j2")
+        for c in [owner, *members]:
+            _drain(c, "joined")
+        with _Senders(members[:4], 40, rooms=("big", "big2")) as senders:
+            pass
+        senders.all_acked()
+        by_room = {
+            room: sorted(s for i in (k, k + 2) for s in senders.acked[i])
+            for k, room in enumerate(("big", "big2"))
+        }
+        for i, c in enumerate([owner, *members]):
+            frames = (senders.frames[i - 1] if 1 <= i <= 4 else []) + _drain(c, "end")
+            _in_order(frames)
+            own = set(senders.acked.get(i - 1, [])) if 1 <= i <= 4 else set()
+            for room, seqs in by_room.items():
+                got = _seqs(frames, room)
+                assert len(got) == len(set(got))
+                assert sorted(set(got) | (own & set(seqs))) == seqs, (i, room)
