@@ -481,3 +481,45 @@ def test_a_member_of_two_flooded_large_rooms_sees_both_in_seq_order() -> None:
                 got = _seqs(frames, room)
                 assert len(got) == len(set(got))
                 assert sorted(set(got) | (own & set(seqs))) == seqs, (i, room)
+
+
+def test_a_sender_kicked_mid_flood_has_exactly_its_acked_messages_delivered() -> None:
+    """A member of a room of 150 floods it and is kicked mid-flood: each of its messages
+    is either acked (and then every other member has it, before the kick) or refused
+    ``not_in_room`` (and nobody has it)."""
+    with (
+        quiet_server(password_hash="load-test") as srv,
+        _room(srv.address, 149) as (owner, members),
+    ):
+        flooder = members[0]
+        acked: list[int] = []
+        refused = 0
+        seen: list[dict[str, Any]] = []  # the owner's frames up to the kick's ack
+        kick_seq = 0
+        for j in range(100):  # in bursts of 10, each burst's answers read before the next
+            flooder.send(command="pm", room="big", message=f"f {j}", id=f"f{j}")
+            if j % 10 < 9:
+                continue
+            answered = 0
+            while answered < 10:
+                f = flooder.recv()
+                if f.get("type") == "ack" and f.get("command") == "pm":
+                    acked.append(f["seq"])
+                    answered += 1
+                elif f.get("type") == "error":
+                    assert f["code"] == "not_in_room", f
+                    refused += 1
+                    answered += 1
+            if j == 9:  # the next burst races the kick; the ones after it come after it
+                owner.send(command="kick", room="big", user="m0", id="k")
+            elif j == 19:
+                while (f := owner.recv()).get("id") != "k":
+                    seen.append(f)
+                kick_seq = f["seq"]
+        assert len(acked) >= 10 and refused >= 80 and len(acked) + refused == 100
+        assert acked == sorted(acked) and max(acked) < kick_seq
+        for c in [owner, *members[1:]]:
+            frames = (seen if c is owner else []) + _drain(c, "end")
+            _in_order(frames)
+            got = [f["seq"] for f in frames if f.get("type") == "broadcast" and f["from"] == "m0"]
+            assert got == acked
