@@ -602,7 +602,10 @@ class ChatClient(ClientShell, RequestMethods, RoomMethods):
             except queue.Empty:
                 if dirty:
                     self._save_cursor()
-                if self._stop.is_set() and self._closed.is_set():
+                # Events queued between the get's timeout and this check (a ban's
+                # notice and Disconnect, then _closed) still go to the hooks: only an
+                # empty queue read after both flags ends the loop here.
+                if self._stop.is_set() and self._closed.is_set() and self._events.empty():
                     return
                 continue
             if event is _STOP:

@@ -424,3 +424,44 @@ def test_fire_and_forget_sends_and_notices(clients: list[ChatClient]) -> None:
         assert got.get(timeout=T).message == "one"
         notice = notices.get(timeout=T)
         assert isinstance(notice.error, RateLimited)
+
+
+class _IdleWakeQueue:
+    """The dispatcher's queue, whose first get() times out only once the receive thread
+    has finished: the dispatcher wakes idle just as the connection ends."""
+
+    def __init__(self, finished: threading.Event) -> None:
+        self._inner: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._finished = finished
+        self._first = True
+
+    def put(self, item: object) -> None:
+        self._inner.put(item)
+
+    def empty(self) -> bool:
+        return self._inner.empty()
+
+    def get(self, block: bool = True, timeout: float | None = None) -> object:
+        if self._first:
+            self._first = False
+            assert self._finished.wait(T)
+            raise queue.Empty
+        return self._inner.get(block, timeout)
+
+
+def test_the_end_of_a_connection_reaches_the_hooks_when_the_dispatcher_wakes_idle() -> None:
+    """Before, a dispatcher whose get() timed out as the connection ended saw both stop
+    flags set and returned, and the Disconnect (a ban's notice too) queued just before
+    never reached the hooks (seen as a flaky server-ban test under load)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        c = ChatClient(*listener.getsockname()[:2])
+        ends: queue.Queue[Disconnect] = queue.Queue()
+        c.on_disconnect(ends.put)
+        c._events = _IdleWakeQueue(c._closed)  # type: ignore[assignment]
+        try:
+            c.connect()
+            peer, _ = listener.accept()
+            peer.close()  # the server goes: the receive thread ends
+            assert ends.get(timeout=T).will_reconnect is False
+        finally:
+            c.close()
