@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from chatroom_server.metrics import Tally
     from chatroom_server.presence import Presence
     from chatroom_server.replay import Replay
+    from chatroom_server.servergate import LoginGate
 
 log = logging.getLogger(__name__)
 
@@ -180,10 +181,10 @@ class Login:
         gate, now = self._b.gate, self._clock()
         if gate is not None:
             try:
-                gate.check_address(conn.ip, self._wall(), cmd.id)
+                seen = gate.at_login(conn.ip, cmd.username, self._wall(), cmd.id)
             except ProtocolError:
                 return False  # banned: its thread says so
-            if not gate.registrations_open():
+            if not seen.registrations_open:
                 return False
         try:
             check_password(cmd.password, self._config.limits, cmd.id)
@@ -261,8 +262,9 @@ class Login:
             raise ProtocolError(
                 ErrorCode.ALREADY_LOGGED_IN, f"already logged in as {conn.username}", cmd.id
             )
-        if self._b.gate is not None:  # every transport's logins and registrations come here
-            self._b.gate.check_address(conn.ip, self._wall(), cmd.id)
+        seen = None  # every transport's logins and registrations come here
+        if self._b.gate is not None:
+            seen = self._b.gate.at_login(conn.ip, cmd.username, self._wall(), cmd.id)
         if cmd.password is None:
             # The step where an interactive client learns to ask for a new password twice.
             account = self._b.store.lookup(cmd.username)
@@ -295,7 +297,7 @@ class Login:
             )
             return conn.failed_logins < self._config.max_failed_logins
         try:
-            return self._check_password(conn, cmd, attempt)
+            return self._check_password(conn, cmd, attempt, seen)
         finally:
             attempt.close(self._clock())  # a check without a verdict counts for nothing
 
@@ -309,9 +311,10 @@ class Login:
         return f"too many wrong passwords for {cmd.username} from {conn.ip}; try again in {wait} s"
 
     def _check_password(
-        self, conn: Conn, cmd: LoginCommand, attempt: LoginAttempt
+        self, conn: Conn, cmd: LoginCommand, attempt: LoginAttempt, seen: LoginGate | None
     ) -> tuple[Account, bool] | bool:
-        """``verify`` once the throttle let the check through (limits.py)."""
+        """``verify`` once the throttle let the check through (limits.py). ``seen``: what
+        the gate read before the password (ServerGate.at_login), decided on only now."""
         assert self._b.store is not None and cmd.password is not None
         # Past the account's ceiling the check waits for its turn: slowed, not refused.
         if attempt.delay > 0 and conn.early:
@@ -324,13 +327,12 @@ class Login:
         # Registered by this connection's first login, on the admission thread
         # (_register_soon), and committed since: this login is its registration's.
         new_user = account is not None and right and conn.new_account
-        gate = self._b.gate
         if account is None and conn.early:
             # Gone since ``early`` found it remembered (deleted meanwhile): a
             # registration waits for its commit, which the admission thread must not.
             raise AccountStoreBusy("the account changed during the login")
         if account is None:
-            if gate is not None and not gate.registrations_open():
+            if seen is not None and not seen.registrations_open:
                 why = "this server takes no new accounts for now; try again later"
                 raise ProtocolError(ErrorCode.REGISTRATION_CLOSED, why, cmd.id)
             check_password(cmd.password, self._config.limits, cmd.id)
@@ -360,7 +362,8 @@ class Login:
         if not new_user:
             attempt.succeeded(self._clock())
             # Told once the password is right: a guess learns nothing of a ban.
-            ban = None if gate is None else gate.banned(account.name, self._wall())
+            # Its key is cmd.username's, which seen's ban was read by.
+            ban = None if seen is None else seen.banned(self._wall())
             if ban is not None:
                 raise BannedError(ban.text(), cmd.id, ban.reason, ban.expires)
         return account, new_user

@@ -49,6 +49,7 @@ __all__ = [
     "AuditRow",
     "BadAddress",
     "GateUnavailable",
+    "LoginGate",
     "Networks",
     "ServerBan",
     "ServerGate",
@@ -238,6 +239,32 @@ def _in_force(rows: Iterable[tuple[Any, ...]], now: float) -> list[tuple[Any, ..
     return [r for r in rows if r[-1] is None or now < float(r[-1])]
 
 
+# ServerGate.at_login's statement: the address bans' marker, the registrations setting
+# and the user's server ban, each by its primary key.
+_AT_LOGIN: Final = (
+    "SELECT m.value, r.value, b.user_name, b.ts, b.reason, b.expires FROM (SELECT 1 AS one) AS o"
+    " LEFT JOIN {p}server_settings AS m ON m.key = 'address_bans'"
+    " LEFT JOIN {p}server_settings AS r ON r.key = 'registrations'"
+    " LEFT JOIN {p}server_bans AS b ON b.user_key = ?"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LoginGate:
+    """What :meth:`ServerGate.at_login` read for a login's later decisions, kept by
+    that login alone (never between logins)."""
+
+    stored_ban: ServerBan | None  # the user's, in force or not
+    registrations_open: bool
+
+    def banned(self, now: float) -> ServerBan | None:
+        """The user's server ban in force at ``now``, if any (as ServerGate.banned)."""
+        ban = self.stored_ban
+        if ban is None or (ban.expires is not None and now >= float(ban.expires)):
+            return None
+        return ban
+
+
 class Session(Protocol):
     """What the watch reads of a server connection (chatroom_server.conn.Conn)."""
 
@@ -293,7 +320,10 @@ class ServerGate:
         rows = self.sql.rows(
             _sql(self.sql, "SELECT value FROM {p}server_settings WHERE key = 'address_bans'")
         )
-        version = str(rows[0][0]) if rows else ""
+        return self._networks_at(str(rows[0][0]) if rows else "")
+
+    def _networks_at(self, version: str) -> Networks:
+        """The address bans as of the version marker ``version``, just read."""
         with self._lock:
             if version == self._version:
                 return self._networks
@@ -303,6 +333,26 @@ class ServerGate:
         with self._lock:
             self._version, self._networks = version, fresh
         return fresh
+
+    def at_login(self, ip: str, user: str, now: float, rid: RequestId) -> LoginGate:
+        """At every login and registration, before its password: ``banned`` if ``ip``
+        is (as :meth:`check_address`), else what the login decides later, once its
+        password is checked: ``user``'s server ban and whether registrations are open.
+        All read in one statement, which a login pays for on the admission thread in an
+        arrival storm (each statement gives the GIL up and waits for it back:
+        docs/PERFORMANCE.md); the address bans themselves are read again only when
+        their marker moved. Read now, never kept between logins: a ban or a closing
+        written by ``chat-server admin`` a moment ago applies to this login."""
+        rows = self.sql.rows(_sql(self.sql, _AT_LOGIN), (username_key(user),))
+        # One row always: the LEFT JOINs hang off a row of one's own.
+        marker, registrations, *ban = rows[0]
+        found = self._networks_at("" if marker is None else str(marker)).match(ip, now)
+        if found is not None:
+            raise BannedError(found.refusal(ip), rid, found.reason, found.expires)
+        stored = None
+        if ban[0] is not None:
+            stored = ServerBan(str(ban[0]), float(ban[1]), ban[2], ban[3])
+        return LoginGate(stored, registrations != "closed")
 
     def check_address(self, ip: str, now: float, rid: RequestId) -> None:
         """At every login, before its password (a banned address learns nothing of
