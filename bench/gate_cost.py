@@ -8,14 +8,22 @@ its name's ban: this times both reads on a SQLite file (and on PostgreSQL with
 ``--pg``, a database it creates and drops) with N address bans stored. The scan is
 what the watch does once when a ban is added: every logged-in session against the name
 bans and the networks.
+
+Then a login's whole gate, A/B in alternating rounds on one SQLite file: the separate
+reads a login made (``check_address`` then ``banned``; a registration's
+``check_address`` then ``registrations_open``) against the one statement of
+``ServerGate.at_login``, alone and beside a busy thread (as the admission thread is in
+a storm, where each statement gives the GIL up and waits for it back).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,26 +41,27 @@ def _fill(sql: servergate.Sql, n: int) -> None:
     servergate.ban(sql, "mallory", "bench", None, now)
 
 
-def _time_checks(gate: servergate.ServerGate, rounds: int) -> tuple[float, float]:
-    """Median µs of (the address check, the name check) over ``rounds`` each."""
+def _time_checks(gate: servergate.ServerGate, rounds: int) -> list[float]:
+    """Median µs of the address check, the name check, a return's separate reads and
+    ServerGate.at_login, over ``rounds`` each, in alternating rounds."""
     now = time.time()
-    out = []
     checks: list[Callable[[], object]] = [
         lambda: gate.check_address("198.51.100.7", now, None),
         lambda: gate.banned("alice", now),
+        lambda: _separate(gate, now),
+        lambda: _one(gate, now),
     ]
-    for check in checks:
-        samples = []
-        for _ in range(5):
+    samples: list[list[float]] = [[] for _ in checks]
+    for _ in range(5):
+        for check, times in zip(checks, samples, strict=True):
             t0 = time.perf_counter()
             for _ in range(rounds):
                 check()
-            samples.append((time.perf_counter() - t0) / rounds * 1e6)
-        out.append(statistics.median(samples))
-    return out[0], out[1]
+            times.append((time.perf_counter() - t0) / rounds * 1e6)
+    return [statistics.median(times) for times in samples]
 
 
-def sqlite_gate(n: int, rounds: int) -> tuple[float, float]:
+def sqlite_gate(n: int, rounds: int) -> list[float]:
     import sqlite3
 
     with tempfile.TemporaryDirectory() as d:
@@ -73,7 +82,7 @@ def sqlite_gate(n: int, rounds: int) -> tuple[float, float]:
             gate.close()
 
 
-def pg_gate(url: str, n: int, rounds: int) -> tuple[float, float]:
+def pg_gate(url: str, n: int, rounds: int) -> list[float]:
     import psycopg
 
     from chatroom_server.cluster.pg import PgDatabase, PgSql
@@ -92,6 +101,61 @@ def pg_gate(url: str, n: int, rounds: int) -> tuple[float, float]:
     finally:
         with psycopg.connect(url, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def _separate(gate: servergate.ServerGate, now: float) -> None:
+    """A login's gate before ServerGate.at_login: a return's two reads."""
+    gate.check_address("198.51.100.7", now, None)
+    gate.banned("alice", now)
+
+
+def _one(gate: servergate.ServerGate, now: float) -> None:
+    seen = gate.at_login("198.51.100.7", "alice", now, None)
+    seen.banned(now)
+
+
+def _busy(stop: threading.Event) -> None:
+    """A thread that wants the GIL all the time (the storm's other threads)."""
+    n = 0
+    while not stop.is_set():
+        n += 1
+
+
+def login_ab(n: int, rounds: int, busy: bool) -> tuple[float, float]:
+    """Median µs per login of (the separate reads, at_login), alternating rounds."""
+    import sqlite3
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "chat.db"
+        db = sqlite3.connect(path, isolation_level=None)
+        db.executescript(
+            "CREATE TABLE accounts (name TEXT PRIMARY KEY COLLATE NOCASE);"
+            + modstore.SQLITE_MODERATION
+            + modstore.SQLITE_SERVER_GATE
+            + modstore.SQLITE_ADDRESS_BANS
+        )
+        _fill(servergate.SqliteSql.of(db), n)
+        db.close()
+        gate = servergate.ServerGate.sqlite(path)
+        stop = threading.Event()
+        spinner = threading.Thread(target=_busy, args=(stop,), daemon=True)
+        if busy:
+            spinner.start()
+        try:
+            samples: dict[str, list[float]] = {"separate": [], "one": []}
+            for _ in range(5):
+                for label, login in (("separate", _separate), ("one", _one)):
+                    now = time.time()
+                    t0 = time.perf_counter()
+                    for _ in range(rounds):
+                        login(gate, now)
+                    samples[label].append((time.perf_counter() - t0) / rounds * 1e6)
+        finally:
+            stop.set()
+            if busy:
+                spinner.join(timeout=5)
+            gate.close()
+        return statistics.median(samples["separate"]), statistics.median(samples["one"])
 
 
 class _Outbox:
@@ -126,13 +190,22 @@ def main() -> None:
     p.add_argument("--pg", help="a PostgreSQL server's URL, to time it too")
     a = p.parse_args()
     for n in (int(x) for x in a.bans.split(",")):
-        addr, name = sqlite_gate(n, a.rounds)
-        print(f"{n:5d} address bans, SQLite: address check {addr:7.1f} µs, name {name:5.1f} µs")
+        timed = [("SQLite", sqlite_gate(n, a.rounds))]
         if a.pg:
-            addr, name = pg_gate(a.pg, n, a.rounds)
-            print(f"{n:5d} address bans, PostgreSQL: address {addr:7.1f} µs, name {name:5.1f} µs")
+            timed.append(("PostgreSQL", pg_gate(a.pg, n, a.rounds)))
+        for db, (addr, name, separate, one) in timed:
+            print(
+                f"{n:5d} address bans, {db}: address check {addr:7.1f} µs, name {name:5.1f} µs; "
+                f"a return's gate: separate reads {separate:7.1f} µs, at_login {one:7.1f} µs"
+            )
         ms = scan_ms(a.sessions, n)
         print(f"{n:5d} address bans, one scan of {a.sessions} sessions: {ms:8.1f} ms")
+        before, after = login_ab(n, a.rounds, busy=True)
+        print(
+            f"{n:5d} address bans, SQLite beside a busy thread, a return's gate: "
+            f"separate reads {before:7.1f} µs, at_login {after:7.1f} µs"
+        )
+    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":
