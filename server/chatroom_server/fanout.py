@@ -118,7 +118,7 @@ from chatroom_server.delivery import Entry, deliver
 from chatroom_server.fanitems import Batch as _Batch
 from chatroom_server.fanitems import Direct, Member, RoomCheck, RoomMember, with_seq
 from chatroom_server.fanrooms import check_rooms, conflict, stored_rooms
-from chatroom_server.fanturns import LARGE, Turns
+from chatroom_server.fanturns import LARGE, Turns, gather
 from chatroom_server.frames import Stamped, encoded, framed, joined
 from chatroom_server.handover import Handover
 from chatroom_server.livecids import LiveCids
@@ -634,17 +634,7 @@ class FanOut:
                 continue
             for to, data, n in b.parts:
                 if to is not None:
-                    for key in to[1]:
-                        if key == skip:
-                            continue
-                        c = local(key)
-                        if c is not None and c.rooms:
-                            got = out.get(c)
-                            if got is None:
-                                out[c] = [data]
-                            else:
-                                got.append(data)
-                            deliveries += 1
+                    deliveries += gather(out, to[1], skip, local, data)
                     continue
                 # A lobby message between room ones: what went before goes out first.
                 self._flush_members(out)

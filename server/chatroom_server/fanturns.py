@@ -36,7 +36,7 @@ lock of its own; what it calls (``Outbox.offer``) never blocks.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 
 from chatroom_server.fanitems import Batch, Member, RoomMember
 from chatroom_server.frames import joined
@@ -55,11 +55,37 @@ class _Job:
 
     __slots__ = ("batch", "left", "members", "pos")
 
-    def __init__(self, batch: Batch, members: list[Member]) -> None:
+    def __init__(self, batch: Batch, members: Sequence[Member]) -> None:
         self.batch = batch
-        self.members = members
+        self.members = members  # a list of its own (Turns.add)
         self.pos = 0  # members before it have been served (or were given it earlier)
         self.left = len(members)  # members not yet written to
+
+
+def gather(
+    out: dict[RoomMember, list[bytes]],
+    keys: Iterable[str],
+    skip: str,
+    local: Callable[[str], RoomMember | None],
+    data: bytes,
+) -> int:
+    """Add ``data`` to ``out`` for each of ``keys`` (a room's members' username keys)
+    held on this server by a connection that speaks rooms, but ``skip`` (the sender's
+    key); the deliveries that makes. The fan-out's pass and its turns both gather a
+    room message's recipients here, so the two can never disagree on who gets it."""
+    n = 0
+    for key in keys:
+        if key == skip:
+            continue
+        c = local(key)
+        if c is not None and c.rooms:
+            got = out.get(c)
+            if got is None:
+                out[c] = [data]
+            else:
+                got.append(data)
+            n += 1
+    return n
 
 
 class Turns:
@@ -80,7 +106,7 @@ class Turns:
         """Whether ``c`` is owed frames (any thread: see the module docstring)."""
         return c in self._owed
 
-    def add(self, batch: Batch, out: dict[Member, list[bytes]]) -> None:
+    def add(self, batch: Batch, out: dict[RoomMember, list[bytes]]) -> None:
         """``batch``'s room messages, ``out`` (each member's frames), as a job: sent in
         turns, its ack after the last of them (module docstring)."""
         conn = batch.conn
@@ -106,21 +132,12 @@ class Turns:
         """:meth:`add` ``batch``'s room messages (its ``parts``, all to rooms) for their
         members on this server that speak rooms, but ``skip`` (its sender's username
         key); the deliveries that makes."""
-        out: dict[Member, list[bytes]] = {}
+        out: dict[RoomMember, list[bytes]] = {}
         deliveries = 0
         assert batch.parts is not None
         for to, data, _ in batch.parts:
             assert to is not None
-            for key in to[1]:
-                if key != skip:
-                    c = local(key)
-                    if c is not None and c.rooms:
-                        got = out.get(c)
-                        if got is None:
-                            out[c] = [data]
-                        else:
-                            got.append(data)
-                        deliveries += 1
+            deliveries += gather(out, to[1], skip, local, data)
         self.add(batch, out)
         return deliveries
 
