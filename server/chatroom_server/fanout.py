@@ -86,6 +86,9 @@ round; a recipient's own join (a sender's "everyone's but mine", a room member's
 carries them only for an outbox that renders (``Outbox.renders``): a JSON recipient
 costs what it did.
 
+How a pass's parts reach the outboxes (a run of lobby batches, of batches with rooms in
+them, a DM, and the acks after them) is chatroom_server.fansend's.
+
 Threads: ``_queue`` is appended to by any thread and popped only under ``_lock``, by a
 reader thread or the helper; the
 work under ``_lock`` is ``Outbox.queue``/``push``/``send`` (never blocking), the message
@@ -112,13 +115,12 @@ from chatroom.protocol import (
     ErrorEvent,
     RequestId,
     encode,
-    username_key,
 )
-from chatroom_server.delivery import Entry, deliver
 from chatroom_server.fanitems import Batch as _Batch
 from chatroom_server.fanitems import Direct, Member, RoomCheck, RoomMember, with_seq
 from chatroom_server.fanrooms import check_rooms, conflict, stored_rooms
-from chatroom_server.fanturns import LARGE, Turns, gather
+from chatroom_server.fansend import Sender
+from chatroom_server.fanturns import Turns
 from chatroom_server.frames import Stamped, encoded, framed, joined
 from chatroom_server.handover import Handover
 from chatroom_server.livecids import LiveCids
@@ -164,7 +166,6 @@ class FanOut:
         deliver: bool = True,
     ) -> None:
         self._clock = clock  # for pacing and the readers' budget; injectable for tests
-        self._roster = roster
         # Pacing (module docstring, "Coalescing"): rounds that take d seconds (a moving
         # average, ``_round_cost``) make the next one start no sooner than d / DUTY after
         # one began, waiting at most ``coalesce`` s; 0 turns it off. ``_paced_until`` and
@@ -181,7 +182,6 @@ class FanOut:
         # Rooms (:meth:`serve_rooms`): set once, before the server takes connections.
         self._check_room: RoomCheck | None = None
         self._live_cids = LiveCids()  # a guest room's messages' cids; under _lock
-        self._local: Callable[[str], RoomMember | None] = lambda key: None
         self._queue: deque[_Batch | Direct | tuple[Member, Callable[[], object]]] = deque()
         self._lock = threading.Lock()
         # Those waiting for _lock in exclusive(), in turn; every holder lets go of the
@@ -205,6 +205,8 @@ class FanOut:
         self.crashes = 0  # rounds that raised (a bug); written under _lock
         self.storage_failures = 0  # passes whose messages could not be stored (under _lock)
         self.stats = FanOutStats()  # for the metrics (chatroom_server.metrics); under _lock
+        # What sends a pass's parts (fansend.py); under _lock.
+        self._sender = Sender(roster, lookup, self._turns, self.stats, deliver)
 
     # ------------------------------------------------------------ reader threads
 
@@ -230,7 +232,7 @@ class FanOut:
         who may send one and who gets it (RoomCheck), ``local`` finds a member's
         connection on this server by username key. Called before any message is."""
         self._check_room = check
-        self._local = local
+        self._sender.local = local
 
     def direct(self, item: Direct) -> None:
         """Store a DM, then deliver it and the sender's ack (message log only)."""
@@ -426,7 +428,8 @@ class FanOut:
                         j += 1
                     run: list[_Batch] = items[i:j]  # type: ignore[assignment]
                     began = self._clock()
-                    self._guarded(self._send_parts if rooms else self._send_run, run)
+                    sender = self._sender
+                    self._guarded(sender.send_parts if rooms else sender.send_run, run)
                     if self.coalesce:
                         ended = self._clock()
                         self._round_cost += SMOOTHING * (ended - began - self._round_cost)
@@ -439,7 +442,7 @@ class FanOut:
                     i = j
                     continue
                 if type(item) is Direct:
-                    self._guarded(self._send_direct, item)
+                    self._guarded(self._sender.send_direct, item)
                     item.conn.done += 1
                 else:
                     conn, fn = item  # type: ignore[misc]
@@ -578,25 +581,6 @@ class FanOut:
                     ErrorEvent(code=ErrorCode.UNAVAILABLE, message=_UNAVAILABLE, id=item.rid)
                 )
 
-    def _session_of(self, conn: Member) -> Member | None:
-        """The session its user has now (None: none, or not logged in)."""
-        name = conn.username
-        return None if name is None else self._lookup(username_key(name))
-
-    def _send_direct(self, item: Direct) -> None:
-        turns = self._turns
-        if turns:  # after what its recipient and sender are owed, its ack in order
-            turns.finish_of(item.conn)
-            if item.frame and item.target is not None and self._deliver:
-                turns.give(item.target, item.frame)
-                self.stats.deliveries += 1
-            turns.give(item.conn, item.ack)
-            return
-        if item.frame and item.target is not None and self._deliver:
-            item.target.outbox.send(item.frame)
-            self.stats.deliveries += 1
-        item.conn.outbox.send(item.ack)
-
     def _guarded(self, fn: Callable[..., object], *args: object) -> None:
         """A bug in one round must not take the reader thread that happened to run it
         (nor everyone's queued messages) with it."""
@@ -605,84 +589,3 @@ class FanOut:
         except Exception:
             self.crashes += 1
             log.exception("fan-out round failed")
-
-    def _send_parts(self, run: list[_Batch]) -> None:
-        """One round of batches with rooms in them: each room message to its room's
-        members on this server that speak rooms (not its sender's user), each lobby one
-        to everyone (as :meth:`_send_run`), every recipient's in seq order, then the
-        acks. Consecutive room parts are gathered per member first: one send each. A
-        batch whose room messages reach over ``LARGE`` members (and no lobby one) is
-        sent in turns instead (fanturns.py), its ack after its last write."""
-        if not self._deliver:
-            for b in run:
-                b.conn.outbox.send(b.ack)
-            return
-        local = self._local
-        turns = self._turns
-        out: dict[RoomMember, list[bytes]] = {}
-        deliveries = 0
-        for b in run:
-            assert b.parts is not None
-            skip = username_key(b.conn.username) if b.conn.username is not None else ""
-            reach = 0
-            for to, _, _ in b.parts:
-                reach = -1 if to is None or reach < 0 else reach + len(to[1])
-            if reach > LARGE:
-                self._flush_members(out)  # what went before it is not owed: sent now
-                out = {}
-                deliveries += turns.add_parts(b, skip, local)
-                continue
-            for to, data, n in b.parts:
-                if to is not None:
-                    deliveries += gather(out, to[1], skip, local, data)
-                    continue
-                # A lobby message between room ones: what went before goes out first.
-                self._flush_members(out)
-                out = {}
-                if turns:
-                    turns.finish_all()  # to everyone: after all they are owed
-                owners = (b.conn, self._session_of(b.conn))
-                deliveries += deliver(self._roster(), [(owners, None, data, n)])
-        self._flush_members(out)
-        self.stats.deliveries += deliveries
-        for b in run:
-            if b.deferred:
-                continue  # acked after its last write (fanturns.py)
-            if turns:  # its ack after its earlier ones, and after what it is owed
-                turns.finish_of(b.conn)
-                turns.give(b.conn, b.ack)
-            else:
-                b.conn.outbox.offer(b.ack)  # after every recipient has the messages (§pm)
-
-    def _flush_members(self, out: dict[RoomMember, list[bytes]]) -> None:
-        give = self._turns.give if self._turns else None  # after what each is owed
-        for c, chunks in out.items():
-            ob = c.outbox
-            if len(chunks) == 1:
-                data = chunks[0]
-            else:  # the events only for a transport that renders them (frames.py)
-                data = joined(chunks) if ob.renders else b"".join(chunks)
-            if give is None:
-                ob.offer(data)
-            else:
-                give(c, data)
-
-    def _send_run(self, run: list[_Batch]) -> None:
-        """One round: every batch in ``run`` to every recipient, as one send each."""
-        if not self._deliver:
-            for b in run:
-                b.conn.outbox.send(b.ack)
-            return
-        # Not to its sender, nor to its sender's new session, when it logged in again
-        # (a cut) before this round: that one would get its own message live, without
-        # the cid by which a replay shows it as its own (docs/RELIABILITY.md F1). One
-        # send per recipient, straight away (chatroom_server.delivery); the acks after
-        # every recipient has the broadcasts (docs/PROTOCOL.md §pm).
-        entries: list[Entry] = [
-            ((b.conn, self._session_of(b.conn)), None, b.data, b.n_data) for b in run
-        ]
-        if self._turns:
-            self._turns.finish_all()  # to everyone: after all they are owed
-        self.stats.deliveries += deliver(self._roster(), entries)
-        for b in run:
-            b.conn.outbox.offer(b.ack)  # also a sender that left the roster meanwhile

@@ -302,13 +302,13 @@ def test_a_pass_takes_at_most_pass_bytes_and_a_backlog_is_not_paused_for(
     with fan._lock:
         for i in range(3):
             fan.broadcast(a, [b"%d" % i + b"x" * big + b"\n"], [b""])
-        send_run = fan._send_run
+        send_run = fan._sender.send_run
 
         def counted(run: list[Any]) -> None:
             passes.append(len(run))
             send_run(run)
 
-        fan._send_run = counted  # type: ignore[method-assign]
+        fan._sender.send_run = counted  # type: ignore[method-assign]
         assert not fan._drain(until=None)
     assert passes == [2, 1]
     assert fan._paced_until > 100  # the last pass emptied the queue: paced after it

@@ -208,7 +208,7 @@ def test_a_dm_and_a_lobby_message_wait_for_what_their_recipients_are_owed(
 
     fan, mlog = _fan(rooms, tmp_path)
     m = rooms.members
-    fan._roster = lambda: tuple(m.values())
+    fan._sender._roster = lambda: tuple(m.values())
     try:
         with fan._lock:
             _say(fan, m["u0"], "big", "flood")
