@@ -620,7 +620,7 @@ class AccountStore:
     def find_here(self, name: str) -> Account | None:
         """:meth:`get` on the calling thread, through a read connection of its own (made
         at its first call, closed with the store), never ``_lock``: the admission thread
-        looks up a name it may register (chatroom_server.login ``Login.early``) and must
+        looks up a name it may register (chatroom_server.earlylogin ``EarlyLogin.early``) and must
         not wait while a group commit holds the lock through its ``fsync``. A primary
         key read of a WAL database, which no writer blocks."""
         if getattr(self._readers, "db", None) is None:
@@ -639,7 +639,7 @@ class AccountStore:
         ``then(error)``: :class:`AccountExists` (the name was taken, by then or earlier
         in its group) or :class:`AccountStoreBusy`. Nothing waits in between: the
         admission thread registers a storm's new names this way
-        (chatroom_server.login ``Login.early``)."""
+        (chatroom_server.earlylogin ``EarlyLogin.early``)."""
         assert self.registers_soon, "a cheap hash and a group commit only"
         password_hash = self._hasher.hash(password)
         self._queue(_Insert(name, password_hash, self._proof(password), then))

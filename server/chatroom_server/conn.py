@@ -100,7 +100,7 @@ class Conn(ServerSession):
         self.unread = b""
         self.later: Callable[[], bool] | None = None
         # Its first login registered its account on the admission thread, committed
-        # since (Login._registered): the login that follows says new_user. Set once there.
+        # since (EarlyLogin._registered): the login that follows says new_user. Set once there.
         self.new_account = False
         self.deltas = False  # asked for users_delta at login (set before login_ok)
         self.lazy_users = False  # and for lazy_users with it: login_ok without names

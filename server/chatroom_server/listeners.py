@@ -53,8 +53,8 @@ from chatroom_server import logfmt, tlsconn
 from chatroom_server.admission import Admission
 from chatroom_server.config import ConfigError
 from chatroom_server.conn import Conn
+from chatroom_server.earlylogin import HELD, exempt
 from chatroom_server.irc import IrcOutbox
-from chatroom_server.login import HELD, exempt
 from chatroom_server.outbox import Flusher, Outbox
 from chatroom_server.readers import ReaderThread
 from chatroom_server.web import WebOutbox
@@ -126,7 +126,7 @@ class Listeners:
     _frames: Callable[[Conn, bytes], str | None]
     _flush_batch: Callable[[Conn], None]
     # Whether a first frame is a login the admission thread may run itself
-    # (Login.early); None: every login runs on its connection's thread.
+    # (EarlyLogin.early); None: every login runs on its connection's thread.
     _early: Callable[[Conn, bytes], bool | str] | None = None
 
     def __init__(
@@ -442,21 +442,21 @@ class Listeners:
     def first(self, conn: Conn) -> bool:
         """Admission thread: a connection whose client has said something, before it
         goes in line for a thread and a login slot. If what it said starts with a login
-        that waits for nothing (``Login.early``: a returning user whose password the
+        that waits for nothing (``EarlyLogin.early``: a returning user whose password the
         store remembers), the login runs here, now: login_ok goes out with no thread
         started, no slot taken and no GIL handed over, which in an arrival storm is
         most of a login's cost (docs/PERFORMANCE.md, "Arrival storms"). Then the
         connection is parked (``Admission.park``) until its client says more; or, with
         bytes after the login or a replay to send, its thread starts at once, with no
         slot, and handles those first (``serve``). A new name's first login (a cheap
-        hash) is registered from here instead (``Login._register_soon``): the connection
+        hash) is registered from here instead (``EarlyLogin._register_soon``): the connection
         is held until the account is durable, then comes back here, its bytes kept in
         ``unread``, and logs in as a return would. True if it took the connection;
         False: it goes in line as before, with what was read kept for its thread."""
         early = self._early
         if early is None or conn.outbox.tls or conn.irc is not None or conn.web is not None:
             return False
-        data = conn.unread  # a held registration's, handed back (Login._registered)
+        data = conn.unread  # a held registration's, handed back (EarlyLogin._registered)
         if not data:
             try:
                 data = conn.sock.recv(self._config.recv_size, socket.MSG_DONTWAIT)

@@ -7,9 +7,9 @@ outside every lock (chatroom_server.accounts), registers a new name, and then be
 session (``enter``): into the roster (chatroom_server.presence) and, with the message
 log, the replay (chatroom_server.replay), between two fan-out passes so that login_ok's
 seq is the login's cut. Or on the admission thread, before the connection has a thread
-(``early``): a returning user's login that waits for nothing, and, with a cheap hash, a
-new name's registration, whose login_ok it sends once the store's group commit has made
-the account durable (``_register_soon``, ``_registered``; chatroom_server.admission).
+(``early``, chatroom_server.earlylogin): a returning user's login that waits for
+nothing, and, with a cheap hash, a new name's registration, whose login_ok it sends once
+the store's group commit has made the account durable.
 
 Its own state: ``_throttle`` and ``_registrations``, each with its own lock
 (chatroom_server.limits). Names held by guests and registrations in progress are the
@@ -26,8 +26,6 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import msgspec
-
 from chatroom.errors import ProtocolError
 from chatroom.protocol import (
     ErrorCode,
@@ -36,14 +34,13 @@ from chatroom.protocol import (
     PasswordRequired,
     RequestId,
     check_password,
-    decode_command,
     encode,
     username_key,
-    validate_command,
 )
 from chatroom_server import olines
 from chatroom_server.accounts import Account, AccountExists, AccountStoreBusy
 from chatroom_server.cluster import ClusterUnavailable
+from chatroom_server.earlylogin import EarlyLogin, exempt
 from chatroom_server.limits import LoginAttempt, LoginThrottle, Throttled, WindowCounter
 from chatroom_server.session import BannedError
 
@@ -59,23 +56,6 @@ if TYPE_CHECKING:
     from chatroom_server.servergate import LoginGate
 
 log = logging.getLogger(__name__)
-
-
-class _LoginPeek(msgspec.Struct):
-    """What the admission thread reads of a first frame to decide whether it may run
-    the login itself (``Login.early``); the session decodes the frame for real."""
-
-    command: str = ""
-    username: str = ""
-    password: str | None = None
-
-
-# What ``Login.early`` says of a first frame that is a registration it has begun: the
-# connection is held (Admission.hold) until the account is durable.
-HELD = "held"
-
-
-_PEEK = msgspec.json.Decoder(_LoginPeek)
 
 
 class Login:
@@ -112,127 +92,27 @@ class Login:
             account_gap=c.login_account_gap,
         )
         self._registrations = WindowCounter(c.registrations_per_ip, c.registration_window)
-        self.early_registrations = 0  # begun by _register_soon: the admission thread's
+        # The logins the admission thread runs itself (chatroom_server.earlylogin).
+        self._early = EarlyLogin(
+            c,
+            backends,
+            presence,
+            replay,
+            self._throttle,
+            self._registrations,
+            admission,
+            send_error,
+        )
+        self.early = self._early.early
+
+    @property
+    def early_registrations(self) -> int:
+        """Registrations begun on the admission thread (EarlyLogin.registrations)."""
+        return self._early.registrations
 
     def exempt(self, ip: str) -> bool:
         """Loopback, with --exempt-loopback: no per-address limits."""
         return exempt(self._config, ip)
-
-    def early(self, conn: Conn, frame: bytes) -> bool | str:
-        """Admission thread: whether ``frame`` (a connection's first, whole) is a login
-        it may run itself, on the spot: one that makes no trip to a store thread (a
-        password the store remembers), is not slowed by the throttle, and needs no
-        cluster claim. Such a login waits for nothing but locks held briefly; its
-        replay, if any, is left to the connection's thread (``enter``). Or ``HELD``:
-        the first login of a new name, whose registration has begun here
-        (``_register_soon``)."""
-        store = self._b.store
-        if store is None or self._b.bus is not None:
-            return False
-        try:
-            peek = _PEEK.decode(frame)
-        except (msgspec.DecodeError, RecursionError):
-            # The session answers it, on the connection's thread. Nested too deeply, a
-            # frame raises RecursionError (as protocol.decode_command knows), which would
-            # end the admission thread, and every login with it.
-            return False
-        if peek.command != "login" or peek.password is None:
-            return False
-        key = username_key(peek.username)
-        if not store.remembered(peek.username, peek.password):
-            return self._register_soon(conn, frame, key)
-        if self._replay.received(peek.username):
-            return False  # its login deletes inbox rows first: a commit, an fsync
-        rooms = self._b.rooms
-        if rooms is not None and rooms.may_kick_on_login(conn.ip):
-            return False  # a room bans its address: kicks to store first (enter)
-        return self._throttle.clear(
-            key, conn.ip, self._clock(), per_address=not self.exempt(conn.ip)
-        )
-
-    def _register_soon(self, conn: Conn, frame: bytes, key: str) -> bool | str:
-        """Admission thread: a login whose password the store does not remember. If
-        its name has no account and the store hashes cheaply, the registration begins
-        here, with every check it makes on a connection's thread (``verify``,
-        ``_check_password``), and the connection is held (``HELD``) while the account
-        waits for the group commit: no thread sleeps through the ``fsync``. When the
-        account is durable the admission thread logs it in (``_registered``): login_ok
-        follows the commit, so a crash in between leaves no client told of an account
-        that is not there. Anything else (an account, a check that refuses, an IRC
-        guest's name): False, and the connection's thread answers as ever."""
-        store = self._b.store
-        assert store is not None
-        if not store.registers_soon or conn.new_account:
-            return False
-        try:
-            # The frame as its session would take it (a valid name, a password within
-            # the limits...): nothing it would refuse is registered.
-            cmd = decode_command(frame)
-            validate_command(cmd, self._config.limits)
-        except ProtocolError:
-            return False  # its thread answers
-        if not isinstance(cmd, LoginCommand) or cmd.password is None:
-            return False
-        try:
-            if store.find_here(cmd.username) is not None:
-                return False  # a password to check: a trip to a store thread
-        except AccountStoreBusy:
-            return False  # its thread tries, and answers unavailable if it must
-        gate, now = self._b.gate, self._clock()
-        if gate is not None:
-            try:
-                seen = gate.at_login(conn.ip, cmd.username, self._wall(), cmd.id)
-            except ProtocolError:
-                return False  # banned: its thread says so
-            if not seen.registrations_open:
-                return False
-        try:
-            check_password(cmd.password, self._config.limits, cmd.id)
-        except ProtocolError:
-            return False
-        limited = not self.exempt(conn.ip)
-        if not self._throttle.clear(key, conn.ip, now, per_address=limited):
-            return False
-        if not self._presence.begin_registering(key):
-            return False  # an IRC guest's nick
-        if limited and not self._registrations.allow(conn.ip, now):
-            self._presence.end_registering(key)
-            return False  # too many from its address: its thread refuses it
-        admission, rid = self._admission, cmd.id
-
-        def committed(error: Exception | None) -> None:
-            # The committing store thread: the name is free for guests again (taken
-            # by an account now, or not at all), and the rest is the admission thread's.
-            self._presence.end_registering(key)
-            admission.later(conn, lambda c: self._registered(c, error, rid))
-
-        try:
-            store.register_soon(cmd.username, cmd.password, committed)
-        except Exception:
-            self._presence.end_registering(key)
-            raise  # Listeners.first: the login goes to its thread
-        # Held only now: the hand-back (later) runs on this thread, after this returns.
-        conn.in_login = True  # waiting for the server (the login timeout's sweep)
-        admission.hold(conn)
-        self.early_registrations += 1
-        return HELD
-
-    def _registered(self, conn: Conn, error: Exception | None, rid: RequestId) -> None:
-        """Admission thread: ``conn``'s registration (``_register_soon``) is durable
-        (``error`` None) or refused. Durable: its login runs as a returning user's
-        would, here (its password is remembered now), and says ``new_user``. Taken by
-        someone else (AccountExists): the login goes to a thread, which checks the
-        password against the winner's account as any login's (``bad_credentials``
-        unless it is the same). Not stored: ``unavailable``, and the client may try
-        again."""
-        conn.in_login = False
-        if error is None:
-            conn.new_account = True
-        elif not isinstance(error, AccountExists):
-            text = f"try again: {error}"
-            self._send_error(conn, ErrorCode.UNAVAILABLE, text, rid)
-            conn.unread = conn.unread[conn.unread.find(b"\n") + 1 :]  # answered
-        self._admission.again(conn)
 
     def login(self, conn: Conn, cmd: LoginCommand) -> bool:
         conn.in_login = True
@@ -657,11 +537,6 @@ class Login:
         # thing after it, before even the users push (docs/PROTOCOL.md §Resume).
         begun = self._presence.begin(conn, name, new_user, cmd.id, upto, mlog.epoch, hold=replaying)
         return begun, (upto, replaying)
-
-
-def exempt(config: ServerConfig, ip: str) -> bool:
-    """Whether ``ip`` is exempt from the per-address limits (--exempt-loopback)."""
-    return config.exempt_loopback and (ip.startswith("127.") or ip == "::1")
 
 
 def _guest_holds(name: str) -> str:

@@ -15,7 +15,7 @@ from tests.server.test_offline_dms import nothing_waits, queue_dms, read_a_littl
 
 
 # With load-test hashes the registrations are begun on the admission thread and
-# answered from there once their group commit is durable (Login._register_soon).
+# answered from there once their group commit is durable (EarlyLogin._register_soon).
 @pytest.mark.parametrize("hashing", [(), ("--password-hash", "load-test")])
 def test_sigkill_during_registrations_loses_no_acknowledged_account(
     tmp_path: Path, hashing: tuple[str, ...]

@@ -358,7 +358,7 @@ def test_a_first_frame_nested_too_deeply_costs_its_connection_not_the_admission_
     srv: Any,
 ) -> None:
     # A frame nested deeper than msgspec recurses raises RecursionError, not a
-    # DecodeError, from the admission thread's peek (Login.early): the thread that
+    # DecodeError, from the admission thread's peek (EarlyLogin.early): the thread that
     # accepts and logs everyone in must not die of one client's bytes.
     deep = b'{"x":' + b"[" * 1500 + b"]" * 1500 + b',"command":"login"}\n'
     assert len(deep) < 4096  # read whole by the admission thread's first recv

@@ -1,5 +1,5 @@
 """Registrations begun on the admission thread (chatroom_server.login
-``Login._register_soon``): with a cheap hash, a first login of a new name is looked up
+``EarlyLogin._register_soon``): with a cheap hash, a first login of a new name is looked up
 and hashed there and its account queued for the store's group commit, while the
 connection waits with no thread (``Admission.hold``); once the account is durable the
 admission thread sends login_ok and parks the connection. The registration's semantics
