@@ -169,7 +169,9 @@ class Listeners:
         self._no_readers = threading.Event()
         self._numbers = itertools.count(1)
         self.handler_crashes = 0  # written under the presence's lock
-        self.early_logins = 0  # logins run by first(): the admission thread's alone
+        # Logins first() took that began no session (a ban, a client gone, "try again"):
+        # the admission thread's alone. Those that did are Login.early_logins.
+        self.early_refused = 0
         self.listener: socket.socket | None = None  # the JSON port (start())
         # IRC listeners: (socket, with TLS); bound by start() when configured.
         self.irc_listeners: list[tuple[socket.socket, bool]] = []
@@ -479,7 +481,6 @@ class Listeners:
             return False  # a password to check, a replay to delete first...
         conn.unread = data[end:]
         conn.last_rx = self._clock()
-        self.early_logins += 1
         conn.early = True
         try:
             closing = self._frames(conn, data[:end])
@@ -493,6 +494,8 @@ class Listeners:
             closing = "handler error"
         finally:
             conn.early = False
+        if conn.username is None:
+            self.early_refused += 1
         if closing is not None:
             conn.later = _ends
         if conn.username is not None and conn.later is None and not conn.unread:

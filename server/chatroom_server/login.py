@@ -104,6 +104,15 @@ class Login:
             send_error,
         )
         self.early = self._early.early
+        # Sessions begun by an early login (_count_early): the admission thread's alone.
+        self.early_logins = 0
+
+    def _count_early(self, conn: Conn) -> None:
+        """A session begins on the admission thread (``early``): counted before its
+        login_ok goes out, so whoever hears login_ok finds it counted. Refused logins
+        are not logins (``Listeners.early_refused``)."""
+        if conn.early:
+            self.early_logins += 1
 
     @property
     def early_registrations(self) -> int:
@@ -465,7 +474,9 @@ class Login:
         if self._b.log is None:
             if _abandoned(conn):
                 return False
-            self._presence.begin(conn, name, new_user, cmd.id)()
+            send_ok = self._presence.begin(conn, name, new_user, cmd.id)
+            self._count_early(conn)
+            send_ok()
             return True
         self._replay.clear_received(name)
         if self._b.rooms is not None:
@@ -505,6 +516,7 @@ class Login:
                 # here was not replaced: it keeps the claim.)
                 bus.release(name)
             return False
+        self._count_early(conn)
         begun()
         self._let_go(conn)  # a replay waits for the client to read: not in a slot
         upto, replaying = plan

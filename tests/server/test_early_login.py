@@ -40,7 +40,13 @@ def registered(srv: Any, *names: str) -> None:
 
 
 def early(srv: Any) -> int:
-    return int(srv.server._listeners.early_logins)
+    """Sessions begun on the admission thread (counted before their login_ok)."""
+    return int(srv.server._logins.early_logins)
+
+
+def refused(srv: Any) -> int:
+    """Logins the admission thread took that began no session."""
+    return int(srv.server._listeners.early_refused)
 
 
 def parked(srv: Any) -> set[str]:
@@ -149,13 +155,15 @@ def test_a_banned_user_is_refused_on_the_admission_thread(
     status = main(["admin", "--db", str(tmp_path / "chat.db"), "ban", "villain"])
     capsys.readouterr()
     assert status == 0
-    before = early(srv)
+    before, before_refused = early(srv), refused(srv)
     with RawClient(srv.address) as c:
         c.send_raw(login_frame("villain", id=1))
         assert c.until("error", id=1)["code"] == "banned"
-        assert early(srv) == before + 1
         c.send(command="ping", id=2)  # still connected, with a thread now
-        c.until("pong", id=2)
+        c.until("pong", id=2)  # its thread started after first() counted it
+        # Taken by the admission thread, but refused: no login to count.
+        assert early(srv) == before
+        assert refused(srv) == before_refused + 1
 
 
 def test_a_half_login_then_a_stall_holds_up_nobody_and_logs_in_once_completed(
@@ -247,12 +255,15 @@ def test_a_banned_address_is_refused_before_the_password_on_the_admission_thread
     status = main(["admin", "--db", str(tmp_path / "chat.db"), "ban", "--address", "127.0.0.2"])
     capsys.readouterr()
     assert status == 0
-    before = early(srv)
+    before, before_refused = early(srv), refused(srv)
     with RawClient(srv.address, source="127.0.0.2") as c:
         c.send_raw(login_frame("faraway", id=1))
-        refused = c.until("error", id=1)
-        assert refused["code"] == "banned" and "127.0.0.2" in refused["message"]
-        assert early(srv) == before + 1
+        error = c.until("error", id=1)
+        assert error["code"] == "banned" and "127.0.0.2" in error["message"]
+        c.send(command="ping", id=2)  # its thread started after first() counted it
+        c.until("pong", id=2)
+        assert early(srv) == before
+        assert refused(srv) == before_refused + 1
     with RawClient(srv.address) as other:
         other.send_raw(login_frame("faraway", id=2))
         other.expect("login_ok", username="faraway")  # the account is not banned

@@ -91,4 +91,4 @@ def test_in_a_storm_a_list_asked_for_at_any_point_ends_right() -> None:
                         # delta (docs/PROTOCOL.md §users_delta).
                         assert len(users | {name}) == count, (users, count)
                     follow(c, users, set(names))
-        assert srv.server._listeners.early_logins >= len(names)  # the returns' logins
+        assert srv.server._logins.early_logins >= len(names)  # the returns' logins

@@ -252,13 +252,13 @@ def test_a_returning_users_early_login_from_a_banned_address_is_put_out(
         oscar.send(command="ban", room="dev", address="127.0.0.2", id="b")
         oscar.until("ack", id="b")
 
-        listeners = srv.server._listeners
-        before = listeners.early_logins
+        logins = srv.server._logins
+        before = logins.early_logins
         carol, ok = v2_from(srv, "carol", "127.0.0.3")  # remembered: early, as before
-        assert listeners.early_logins == before + 1
+        assert logins.early_logins == before + 1
         assert [r["name"] for r in ok["rooms"]] == ["dev"]
         bob, ok = v2_from(srv, "bob", "127.0.0.2")
-        assert listeners.early_logins == before + 1  # not on the admission thread
+        assert logins.early_logins == before + 1  # not on the admission thread
         assert [r["name"] for r in ok.get("rooms", [])] == []
         assert carol.until("room_event", event="kick")["user"] == "bob"
 
