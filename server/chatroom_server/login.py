@@ -109,8 +109,9 @@ class Login:
 
     def _count_early(self, conn: Conn) -> None:
         """A session begins on the admission thread (``early``): counted before its
-        login_ok goes out, so whoever hears login_ok finds it counted. Refused logins
-        are not logins (``Listeners.early_refused``)."""
+        login_ok is queued (a fan-out pass may send it as soon as it is), so whoever
+        hears login_ok finds it counted. Refused logins are not logins
+        (``FirstLook.early_refused``)."""
         if conn.early:
             self.early_logins += 1
 
@@ -474,9 +475,8 @@ class Login:
         if self._b.log is None:
             if _abandoned(conn):
                 return False
-            send_ok = self._presence.begin(conn, name, new_user, cmd.id)
             self._count_early(conn)
-            send_ok()
+            self._presence.begin(conn, name, new_user, cmd.id)()
             return True
         self._replay.clear_received(name)
         if self._b.rooms is not None:
@@ -516,7 +516,6 @@ class Login:
                 # here was not replaced: it keeps the claim.)
                 bus.release(name)
             return False
-        self._count_early(conn)
         begun()
         self._let_go(conn)  # a replay waits for the client to read: not in a slot
         upto, replaying = plan
@@ -545,6 +544,7 @@ class Login:
             return None, (0, False)
         upto = mlog.last_seq
         replaying = cmd.since is not None or mlog.has_inbox(name)
+        self._count_early(conn)
         # Held from right after login_ok: the replay (or replay_truncated) is the first
         # thing after it, before even the users push (docs/PROTOCOL.md §Resume).
         begun = self._presence.begin(conn, name, new_user, cmd.id, upto, mlog.epoch, hold=replaying)
