@@ -23,7 +23,7 @@ competes for the GIL with a few dozen threads instead of ten thousand; and the a
 thread takes a whole batch of readable connections per turn of the GIL.
 
 A connection may never need a slot or a thread for its login: the admission thread
-offers each readable connection to ``first`` (``Listeners.first``), which runs a login
+offers each readable connection to ``first`` (``FirstLook.first``), which runs a login
 that waits for nothing right there (a returning user whose password the store remembers)
 and then parks the connection (:meth:`Admission.park`): back in the epoll, threadless,
 until its client says more or the connection ends, when ``resume`` starts its thread.
@@ -102,7 +102,7 @@ class Admission(Generic[T]):
         self._queued = queued
         self._fileno = fileno
         # The admission thread's first look at a readable connection (a login it can
-        # run itself, Listeners.first): True if it took the connection from here on.
+        # run itself, FirstLook.first): True if it took the connection from here on.
         self._first = first
         # A parked connection (logged in, no thread yet) whose client spoke or hung
         # up, or any parked one once closed: its thread is started, with no slot.
@@ -294,7 +294,7 @@ class Admission(Generic[T]):
 
     def again(self, conn: T) -> None:
         """Admission thread: a held connection back to where it was held: ``first``
-        (which runs the login it read already, ``Listeners.first``), else in line."""
+        (which runs the login it read already, ``FirstLook.first``), else in line."""
         self._arrived(conn)
 
     def arrive(self, conn: T) -> None:

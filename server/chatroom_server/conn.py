@@ -92,9 +92,9 @@ class Conn(ServerSession):
         # It holds one of the login slots (admission.py): its reader thread's alone.
         self.slot = False
         # Its login runs on the admission thread, before it has a thread of its own
-        # (Listeners.first): set and cleared there, around that login.
+        # (FirstLook.first): set and cleared there, around that login.
         self.early = False
-        # Set before its thread starts, for that thread (Listeners.first, serve): bytes
+        # Set before its thread starts, for that thread (FirstLook.first, serve): bytes
         # read but not yet handled, and what to run first (a login's replay, or the
         # end of a connection the early login closed: False ends it).
         self.unread = b""

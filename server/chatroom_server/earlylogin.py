@@ -1,7 +1,7 @@
 """A login on the admission thread, before its connection has a thread.
 
 The admission thread (chatroom_server.admission) offers a connection's first whole frame
-to :meth:`EarlyLogin.early` (through ``Listeners.first``): a returning user's login that
+to :meth:`EarlyLogin.early` (through ``FirstLook.first``): a returning user's login that
 waits for nothing (a password the store remembers, no throttle, no cluster claim) runs
 right there, and a new name's registration with a cheap hash begins there, the
 connection held until the store's group commit has made the account durable
@@ -181,7 +181,7 @@ class EarlyLogin:
             store.register_soon(cmd.username, cmd.password, committed)
         except Exception:
             self._presence.end_registering(key)
-            raise  # Listeners.first: the login goes to its thread
+            raise  # FirstLook.first: the login goes to its thread
         # Held only now: the hand-back (later) runs on this thread, after this returns.
         conn.in_login = True  # waiting for the server (the login timeout's sweep)
         admission.hold(conn)

@@ -53,7 +53,8 @@ from chatroom_server import logfmt, tlsconn
 from chatroom_server.admission import Admission
 from chatroom_server.config import ConfigError
 from chatroom_server.conn import Conn
-from chatroom_server.earlylogin import HELD, exempt
+from chatroom_server.earlylogin import exempt
+from chatroom_server.firstlook import FirstLook, ends
 from chatroom_server.irc import IrcOutbox
 from chatroom_server.outbox import Flusher, Outbox
 from chatroom_server.readers import ReaderThread
@@ -125,9 +126,6 @@ class Listeners:
     # would be held by each idle thread (memory per connection, docs/PERFORMANCE.md).
     _frames: Callable[[Conn, bytes], str | None]
     _flush_batch: Callable[[Conn], None]
-    # Whether a first frame is a login the admission thread may run itself
-    # (EarlyLogin.early); None: every login runs on its connection's thread.
-    _early: Callable[[Conn, bytes], bool | str] | None = None
 
     def __init__(
         self,
@@ -169,9 +167,8 @@ class Listeners:
         self._no_readers = threading.Event()
         self._numbers = itertools.count(1)
         self.handler_crashes = 0  # written under the presence's lock
-        # Logins first() took that began no session (a ban, a client gone, "try again"):
-        # the admission thread's alone. Those that did are Login.early_logins.
-        self.early_refused = 0
+        # The admission thread's look at a connection's first bytes: made by use().
+        self.look: FirstLook | None = None
         self.listener: socket.socket | None = None  # the JSON port (start())
         # IRC listeners: (socket, with TLS); bound by start() when configured.
         self.irc_listeners: list[tuple[socket.socket, bool]] = []
@@ -188,7 +185,21 @@ class Listeners:
         what tells the logins the admission thread may run itself (``first``)."""
         self._frames = runner.frames
         self._flush_batch = self._replies.flush_batch
-        self._early = early
+        if early is not None:
+            self.look = FirstLook(
+                self._config,
+                self.admission,
+                early,
+                self._frames,
+                self._flush_batch,
+                self._resume,
+                self._crashed,
+            )
+
+    def _crashed(self) -> None:
+        """A handler raised (a bug): counted, under the presence's lock."""
+        with self._presence.lock:
+            self.handler_crashes += 1
 
     def bind_more(self) -> None:
         """Bind the IRC and web ports (the JSON one is bound already); on a failure,
@@ -442,67 +453,10 @@ class Listeners:
             self.admission.leave()
 
     def first(self, conn: Conn) -> bool:
-        """Admission thread: a connection whose client has said something, before it
-        goes in line for a thread and a login slot. If what it said starts with a login
-        that waits for nothing (``EarlyLogin.early``: a returning user whose password the
-        store remembers), the login runs here, now: login_ok goes out with no thread
-        started, no slot taken and no GIL handed over, which in an arrival storm is
-        most of a login's cost (docs/PERFORMANCE.md, "Arrival storms"). Then the
-        connection is parked (``Admission.park``) until its client says more; or, with
-        bytes after the login or a replay to send, its thread starts at once, with no
-        slot, and handles those first (``serve``). A new name's first login (a cheap
-        hash) is registered from here instead (``EarlyLogin._register_soon``): the connection
-        is held until the account is durable, then comes back here, its bytes kept in
-        ``unread``, and logs in as a return would. True if it took the connection;
-        False: it goes in line as before, with what was read kept for its thread."""
-        early = self._early
-        if early is None or conn.outbox.tls or conn.irc is not None or conn.web is not None:
-            return False
-        data = conn.unread  # a held registration's, handed back (EarlyLogin._registered)
-        if not data:
-            try:
-                data = conn.sock.recv(self._config.recv_size, socket.MSG_DONTWAIT)
-            except OSError:  # nothing after all, or reset: its thread's own read finds out
-                return False
-        conn.unread = data
-        end = data.find(b"\n") + 1
-        if not end:
-            return False  # a half frame
-        try:
-            taken = early(conn, data[:end])
-        except Exception:
-            # A bug (or bytes it did not foresee) in the peek: the login goes in line
-            # as before, and the admission thread, which lets everyone in, lives on.
-            log.exception("the early look at %r's first frame crashed", conn)
-            taken = False
-        if taken == HELD:
-            return True  # a registration begun: held until it is durable (admission.py)
-        if not taken:
-            return False  # a password to check, a replay to delete first...
-        conn.unread = data[end:]
-        conn.last_rx = self._clock()
-        conn.early = True
-        try:
-            closing = self._frames(conn, data[:end])
-            if conn.batch:
-                self._flush_batch(conn)
-        except Exception:
-            # As in serve: a bug costs this connection, never the admission thread.
-            with self._presence.lock:
-                self.handler_crashes += 1
-            log.exception("login of %r on the admission thread crashed; closing it", conn)
-            closing = "handler error"
-        finally:
-            conn.early = False
-        if conn.username is None:
-            self.early_refused += 1
-        if closing is not None:
-            conn.later = _ends
-        if conn.username is not None and conn.later is None and not conn.unread:
-            self.admission.park(conn)
-        else:
-            self._resume(conn)
-        return True
+        """Admission thread: a connection's first bytes (FirstLook.first); True if it
+        took the connection, False: it goes in line for a thread and a slot."""
+        look = self.look
+        return look is not None and look.first(conn)
 
     def _resume(self, conn: Conn) -> None:
         """Start the thread of a connection that needs no login slot: logged in on the
@@ -514,7 +468,7 @@ class Listeners:
         except RuntimeError as exc:
             log.error("cannot start a thread for %s: %s", conn.addr, exc)
             conn.unread = b""
-            conn.later = _ends
+            conn.later = ends
             # What serve's end does, here: the session (if any) ends, the socket closes.
             self._b.fanout.settle(conn, timeout=0.0)
             self._presence.depart(conn)
@@ -627,8 +581,7 @@ class Listeners:
                     break
         except Exception:
             # A bug must cost one connection, never the server (docs/PROTOCOL.md §Errors).
-            with self._presence.lock:
-                self.handler_crashes += 1
+            self._crashed()
             log.exception("handler for %r crashed; closing that connection", conn)
             reason = "handler error"
         finally:
@@ -672,8 +625,3 @@ class Listeners:
         True if they all have."""
         deadline = time.monotonic() + timeout
         return all(t.join(deadline - time.monotonic()) for t in list(self._readers))
-
-
-def _ends() -> bool:
-    """A connection's ``later`` when its early login closed it (Listeners.first)."""
-    return False

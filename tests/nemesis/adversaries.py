@@ -17,7 +17,7 @@ checker's ``hostile_answer``), ``info`` when no answer came (a fault on the way)
 :class:`Pipeliner` logs in, as a returning user, with a ping and half of another in
 the same packet, and some of its logins resume: the server runs such a login on its
 admission thread and parks the connection, threadless, until its client speaks
-(chatroom_server.listeners ``Listeners.first``). Its login is answered first, then its
+(chatroom_server.firstlook ``FirstLook.first``). Its login is answered first, then its
 replay (``replay_done``), then its ping; then it sends the rest of the half frame, whose
 ping is answered; then it waits, parked, 0.2 to 3 s, and pings once more. Each
 connection is an ``Op`` ``pipeline``.
@@ -543,7 +543,7 @@ class Pipeliner(_Adversary):
             login.update(since=self.since, epoch=self.epoch)
         ping = b'{"command": "ping", "id": "b"}\n'
         cut = self.rng.randint(1, len(ping) - 2)
-        # One packet: the login, a request after it, and half of another (Listeners.first
+        # One packet: the login, a request after it, and half of another (FirstLook.first
         # runs the login and leaves the rest to the connection's thread).
         packet = json.dumps(login).encode() + b'\n{"command": "ping", "id": "a"}\n' + ping[:cut]
         text = f"{'resume, ' if resume else ''}cut at {cut}"

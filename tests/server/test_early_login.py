@@ -1,4 +1,4 @@
-"""Logins run on the admission thread (chatroom_server.listeners ``Listeners.first``): a
+"""Logins run on the admission thread (chatroom_server.firstlook ``FirstLook.first``): a
 returning user whose password the store remembers (a cheap hash) gets login_ok before
 its connection has a thread, which starts once its client says more. The login's
 semantics do not change: takeover, bans, throttles, a half frame, frames after the login
@@ -46,7 +46,7 @@ def early(srv: Any) -> int:
 
 def refused(srv: Any) -> int:
     """Logins the admission thread took that began no session."""
-    return int(srv.server._listeners.early_refused)
+    return int(srv.server._listeners.look.early_refused)
 
 
 def parked(srv: Any) -> set[str]:
@@ -388,7 +388,7 @@ def test_a_crash_in_the_early_look_leaves_the_login_to_its_thread(
     def broken(conn: Any, frame: bytes) -> bool:
         raise ValueError("a bug in the peek")
 
-    monkeypatch.setattr(srv.server._listeners, "_early", broken)
+    monkeypatch.setattr(srv.server._listeners.look, "_early", broken)
     before = early(srv)
     with RawClient(srv.address) as c:
         c.send_raw(login_frame("crashy"))

@@ -66,7 +66,7 @@ def test_lazy_users_without_users_delta_is_ignored(server: TestServer) -> None:
 def test_in_a_storm_a_list_asked_for_at_any_point_ends_right() -> None:
     # Each client asks for the list at once: its reply lands somewhere among the
     # storm's deltas, and only the deltas after it apply to it. Then everyone comes
-    # back, each login_ok made on the admission thread (Listeners.first).
+    # back, each login_ok made on the admission thread (FirstLook.first).
     names = [f"lazy{i:02d}" for i in range(40)]
     with quiet_server(password_hash="load-test", users_window=0.05) as srv:
         for _ in range(2):

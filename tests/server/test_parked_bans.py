@@ -1,6 +1,6 @@
 """A server-wide ban (docs/PROTOCOL.md §Moderation, "Server-wide") of the account or the
 address of a parked session (logged in on the admission thread, no thread of its own:
-chatroom_server.listeners ``Listeners.first``) ends it as it ends any session: an
+chatroom_server.firstlook ``FirstLook.first``) ends it as it ends any session: an
 ``error`` ``banned`` saying why, then ``bye``; the others are not touched."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """SIGKILL of a server whose sessions are parked (logged in on the admission thread, no
-thread of their own: chatroom_server.listeners ``Listeners.first``) in the middle of a
+thread of their own: chatroom_server.firstlook ``FirstLook.first``) in the middle of a
 flood of public messages: after the restart each session resumes (docs/PROTOCOL.md
 §Resume) and has seen every acknowledged message exactly once, live or replayed
 (§Message log, "Durable acks"); nobody's stream holds a message twice."""

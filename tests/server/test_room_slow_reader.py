@@ -1,7 +1,7 @@
 """Members of a room that never read, while the room is flooded (docs/PROTOCOL.md
 §Limits, §Rooms): the server holds at most their allowance for them and then drops
 them (one with a thread, one parked: logged in on the admission thread,
-chatroom_server.listeners ``Listeners.first``), the member who reads gets every message
+chatroom_server.firstlook ``FirstLook.first``), the member who reads gets every message
 in order and the sender every ack, and a dropped member that resumes gets what it had
 not read, once."""
 

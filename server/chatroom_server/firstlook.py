@@ -1,0 +1,121 @@
+"""A connection's first bytes, looked at on the admission thread.
+
+When a connection's client has said something (chatroom_server.admission), the
+admission thread offers it to :meth:`FirstLook.first` before it goes in line for a
+thread and a login slot: a first frame that is a login the admission thread may run
+itself (chatroom_server.earlylogin) runs here, and the connection is parked, held, or
+given its thread with nothing to wait for (``Listeners._resume``).
+
+Threads: the admission thread alone (``first``, and ``early_refused``, its count).
+What it hands a read to and the handler crash count are the listeners'
+(chatroom_server.listeners).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from chatroom_server.earlylogin import HELD
+
+if TYPE_CHECKING:
+    from chatroom_server.admission import Admission
+    from chatroom_server.config import ServerConfig
+    from chatroom_server.conn import Conn
+
+log = logging.getLogger(__name__)
+
+
+class FirstLook:
+    """The admission thread's look at a connection's first bytes (module docstring)."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        admission: Admission[Conn],
+        early: Callable[[Conn, bytes], bool | str],
+        frames: Callable[[Conn, bytes], str | None],
+        flush_batch: Callable[[Conn], None],
+        resume: Callable[[Conn], None],
+        crashed: Callable[[], None],
+    ) -> None:
+        self._config = config
+        self._clock = config.clock
+        self._admission = admission
+        self._early = early  # EarlyLogin.early
+        self._frames = frames  # the command runner's, as a reader's (Listeners.use)
+        self._flush_batch = flush_batch
+        self._resume = resume  # its thread, with no slot (Listeners._resume)
+        self._crashed = crashed  # a handler crash counted (Listeners.handler_crashes)
+        # Logins first() took that began no session (a ban, a client gone, "try again"):
+        # the admission thread's alone. Those that did are Login.early_logins.
+        self.early_refused = 0
+
+    def first(self, conn: Conn) -> bool:
+        """Admission thread: a connection whose client has said something, before it
+        goes in line for a thread and a login slot. If what it said starts with a login
+        that waits for nothing (``EarlyLogin.early``: a returning user whose password
+        the store remembers), the login runs here, now: login_ok goes out with no
+        thread started, no slot taken and no GIL handed over, which in an arrival storm
+        is most of a login's cost (docs/PERFORMANCE.md, "Arrival storms"). Then the
+        connection is parked (``Admission.park``) until its client says more; or, with
+        bytes after the login or a replay to send, its thread starts at once, with no
+        slot, and handles those first (``Listeners.serve``). A new name's first login
+        (a cheap hash) is registered from here instead (``EarlyLogin._register_soon``):
+        the connection is held until the account is durable, then comes back here, its
+        bytes kept in ``unread``, and logs in as a return would. True if it took the
+        connection; False: it goes in line as before, with what was read kept for its
+        thread."""
+        if conn.outbox.tls or conn.irc is not None or conn.web is not None:
+            return False
+        data = conn.unread  # a held registration's, handed back (EarlyLogin._registered)
+        if not data:
+            try:
+                data = conn.sock.recv(self._config.recv_size, socket.MSG_DONTWAIT)
+            except OSError:  # nothing after all, or reset: its thread's own read finds out
+                return False
+        conn.unread = data
+        end = data.find(b"\n") + 1
+        if not end:
+            return False  # a half frame
+        try:
+            taken = self._early(conn, data[:end])
+        except Exception:
+            # A bug (or bytes it did not foresee) in the peek: the login goes in line
+            # as before, and the admission thread, which lets everyone in, lives on.
+            log.exception("the early look at %r's first frame crashed", conn)
+            taken = False
+        if taken == HELD:
+            return True  # a registration begun: held until it is durable (admission.py)
+        if not taken:
+            return False  # a password to check, a replay to delete first...
+        conn.unread = data[end:]
+        conn.last_rx = self._clock()
+        conn.early = True
+        try:
+            closing = self._frames(conn, data[:end])
+            if conn.batch:
+                self._flush_batch(conn)
+        except Exception:
+            # As in serve: a bug costs this connection, never the admission thread.
+            self._crashed()
+            log.exception("login of %r on the admission thread crashed; closing it", conn)
+            closing = "handler error"
+        finally:
+            conn.early = False
+        if conn.username is None:
+            self.early_refused += 1
+        if closing is not None:
+            conn.later = ends
+        if conn.username is not None and conn.later is None and not conn.unread:
+            self._admission.park(conn)
+        else:
+            self._resume(conn)
+        return True
+
+
+def ends() -> bool:
+    """A connection's ``later`` when its early login closed it (FirstLook.first)."""
+    return False
