@@ -7,12 +7,14 @@ parts that are an idea of their own live in a module each, owned by the session:
 - here: request ids, and which reply answers which request (§Frames); the login
   sequence, the credentials it keeps for logging in again after a reconnect, and when a
   reconnect is allowed at all (never after ``bad_credentials``, ``session_replaced`` or
-  ``exit``); with a message log, ``since`` on every re-login, waiting for
-  ``replay_done`` before a login counts as done, a cid on every ``pm``/``dm`` and the
-  resend after a reconnect of those not acked; turning frames into events (a DM the
-  user sent into :class:`~chatroom.events.DmSent`, never a
+  ``exit``); with a message log, ``since`` on every re-login; turning frames into events
+  (a DM the user sent into :class:`~chatroom.events.DmSent`, never a
   :class:`~chatroom.protocol.DirectMessage`), and malformed frames into :class:`BadFrame`
   rather than an exception that would end the connection;
+- :mod:`chatroom._resends`: a cid on every ``pm``/``dm``, and the resend after a
+  reconnect of those not answered (§Idempotent sends);
+- :mod:`chatroom._replaying`: a login that waits for ``replay_done`` before it counts
+  as done (§Resume);
 - :mod:`chatroom._seqs`: the seq cursor (§Message log), which makes every message come
   out once and in order across any number of reconnects, and never brings back a
   message this session sent (:class:`~chatroom._seqs.SeqCursor`, this class's base);
@@ -52,16 +54,16 @@ Typical use::
 from __future__ import annotations
 
 import logging
-import secrets
-from dataclasses import replace
 from typing import Final, TypeVar
 
 import msgspec
 
 from chatroom._joined import JoinedRooms
 from chatroom._keepalive import PING, Keepalive
-from chatroom._limits import check_limits, too_large
+from chatroom._limits import check_limits
 from chatroom._outcomes import disconnect_reason, older_than, receipt, reconnect_delay
+from chatroom._replaying import Replaying
+from chatroom._resends import Unacked
 from chatroom._roster import Roster
 from chatroom._seqs import MAX_OWN, SeqCursor, SeqVerdict
 from chatroom._sessionevents import (
@@ -141,20 +143,6 @@ _FINAL_REASONS: Final = frozenset(
 )
 
 
-class _Replay:
-    """A login whose replay is running (docs/PROTOCOL.md §Resume)."""
-
-    __slots__ = ("count", "ok", "relogin", "result", "rid", "truncated")
-
-    def __init__(self, rid: int, result: LoginResult, relogin: bool, ok: LoginOk) -> None:
-        self.rid = rid
-        self.result = result
-        self.relogin = relogin
-        self.ok = ok
-        self.count = 0
-        self.truncated = False
-
-
 # ------------------------------------------------------------------ the session
 
 
@@ -176,9 +164,6 @@ class ClientSession(SeqCursor):
     __slots__ = (
         "_alive",
         "_banned",
-        "_carried",
-        "_cid_prefix",
-        "_cids",
         "_credentials",
         "_decoder",
         "_ids",
@@ -188,8 +173,8 @@ class ClientSession(SeqCursor):
         "_pending",
         "_relogin",
         "_replay",
-        "_resend",
         "_roster",
+        "_unacked",
         "lazy_users",
         "limits",
         "max_frame",
@@ -226,18 +211,12 @@ class ClientSession(SeqCursor):
         self._roster = Roster(track_users)
         self.lazy_users = lazy_users  # asked for at login (docs/PROTOCOL.md §lazy_users)
         self._out = bytearray()  # control frames the session decided to send
-        # A login whose replay is running: (request id, login_ok, relogin?, count, cut).
-        self._replay: _Replay | None = None
-        # pm/dm requests not acked yet, id -> (cid, frame): sent again after a reconnect.
-        self._resend: dict[int, tuple[str, bytes]] = {}
-        # The unacked sends a reconnect carried over (set at connection_made): only these
-        # go out again at the re-login's login_ok; one requested after connection_made
-        # was written on this connection already (F11, docs/RELIABILITY.md).
-        self._carried: frozenset[int] = frozenset()
+        # A login whose replay is running (chatroom._replaying).
+        self._replay: Replaying | None = None
+        # pm/dm requests not answered yet, with their cids: sent again after a reconnect.
+        self._unacked = Unacked()
         # What the server's login_ok said a client must respect (None: not said).
         self.limits: ServerLimits | None = None
-        self._cid_prefix = secrets.token_hex(6)  # cids unique per sender, across processes
-        self._cids = 0
         # Rooms (docs/PROTOCOL.md §Rooms): asked for at login; on when login_ok says so.
         self.want_rooms = rooms
         self.rooms_on = False
@@ -307,13 +286,10 @@ class ClientSession(SeqCursor):
         and is neither sent nor remembered."""
         rid = self.next_id()
         if isinstance(cmd, PmCommand | DmCommand):
-            cid = cmd.cid
-            if cid is None:
-                self._cids += 1
-                cid = f"{self._cid_prefix}-{self._cids}"
+            cid = self._unacked.new_cid() if cmd.cid is None else cmd.cid
             data = encode(msgspec.structs.replace(cmd, cid=cid, id=rid))
             check_limits(self.limits, cmd, data)
-            self._resend[rid] = (cid, data)
+            self._unacked.add(rid, cid, data)
             self.sent_cid(cid)
         else:
             data = encode(msgspec.structs.replace(cmd, id=rid))
@@ -367,7 +343,7 @@ class ClientSession(SeqCursor):
         """The caller gave up waiting for ``rid`` (timed out): a late reply is ignored."""
         self._pending.pop(rid, None)
         self._logins.pop(rid, None)
-        self._resend.pop(rid, None)
+        self._unacked.answered(rid)
 
     def data_sent(self, now: float) -> None:
         """The caller wrote bytes to the server at ``now`` (for keepalive)."""
@@ -390,7 +366,7 @@ class ClientSession(SeqCursor):
         self._decoder = FrameDecoder(self.max_frame)
         self._alive.reset(now)
         self._out.clear()
-        self._carried = frozenset(self._resend)
+        self._unacked.carry()
         if self._credentials is None:
             return b""
         name, password = self._credentials
@@ -402,10 +378,9 @@ class ClientSession(SeqCursor):
         """The connection is gone: returns the ids of the requests that will never be
         answered (the caller fails them). With ``resend`` (the caller reconnects), the
         unacked ``pm``/``dm`` stay pending: the re-login sends them again."""
-        keep = set(self._resend) if resend and self._credentials is not None else set()
+        keep = self._unacked.keep(resend and self._credentials is not None)
         failed = [rid for rid in self._pending if rid not in keep]
         self._pending = {rid: self._pending[rid] for rid in keep if rid in self._pending}
-        self._resend = {rid: self._resend[rid] for rid in keep}
         self._logins.clear()
         self._relogin = None
         self._replay = None
@@ -558,10 +533,9 @@ class ClientSession(SeqCursor):
         """The server refused a frame of ours as ``too_large`` (see
         :func:`chatroom._limits.too_large`): fail that request now rather than send it
         again after every reconnect. False if no such request is waiting."""
-        refused = too_large(self.limits, self._resend, event.message)
+        refused = self._unacked.too_large(self.limits, event.message)
         if refused is None:
             return False
-        del self._resend[refused.rid]
         self._pending.pop(refused.rid, None)
         events.append(refused)
         return True
@@ -576,9 +550,7 @@ class ClientSession(SeqCursor):
         if relogin:
             self._relogin = None
         if type(event) is not LoginOk:
-            # Answered (acked or refused): never sent again. A refused send resent after
-            # a reconnect would be delivered after its caller was told it was not.
-            self._resend.pop(rid, None)
+            self._unacked.answered(rid)  # acked or refused: never sent again
         if type(event) is ErrorEvent:
             err = error_for_code(
                 event.code, event.message, rid, reason=event.reason, expires=event.expires
@@ -629,7 +601,7 @@ class ClientSession(SeqCursor):
             )
             if event.replay:
                 # Done once the replay is: the hooks see what was missed first.
-                self._replay = _Replay(rid, result, relogin, event)
+                self._replay = Replaying(rid, result, relogin, event)
                 return
             events.append(Reconnected(result) if relogin else Reply(rid, event, result))
             return
@@ -650,12 +622,10 @@ class ClientSession(SeqCursor):
         self.rooms_on = Feature.ROOMS.value in ok.features
         self._joined.reset(ok.rooms)
         self.log_epoch(ok.epoch, ok.seq, ok.replay)
-        if relogin and self._resend:
+        if relogin:
             # Sent again on the new connection, after the login: the server stores each
             # once (cid) and answers with the original ack.
-            for rid, (_, data) in self._resend.items():
-                if rid in self._carried:
-                    self._out += data
+            self._out += self._unacked.resends()
 
     def _on_replay(self, event: ReplayDone | ReplayTruncated, events: list[SessionEvent]) -> None:
         replay = self._replay
@@ -668,13 +638,9 @@ class ClientSession(SeqCursor):
             return
         assert isinstance(event, ReplayDone)
         self.replayed_to(event.seq)
-        if replay is None:
-            return
-        self._replay = None
-        result = replace(replay.result, replayed=replay.count, replay_truncated=replay.truncated)
-        events.append(
-            Reconnected(result) if replay.relogin else Reply(replay.rid, replay.ok, result)
-        )
+        if replay is not None:
+            self._replay = None
+            events.append(replay.done())
 
     # ------------------------------------------------------------ user list
 
