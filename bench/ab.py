@@ -35,12 +35,12 @@ from __future__ import annotations
 import argparse
 import shlex
 import statistics
-import subprocess
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from abtree import base_tree
 from common import cpu_seconds, start_server, wait_idle
 from run_bench import step_up
 
@@ -49,8 +49,6 @@ from chatroom_bots.load.rooms import Distribution
 from chatroom_bots.load.worker import SCHED_POLICIES, SchedPolicy
 
 T = TypeVar("T")
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def on_server(
@@ -153,52 +151,44 @@ def main() -> None:
     seconds = a.step_seconds or (6.0 if a.search else 2.0)
     fixed: dict[str, list[list[tuple[float, float]]]] = {"A": [], "B": []}
     found: dict[str, list[float]] = {"A": [], "B": []}
-    with tempfile.TemporaryDirectory() as tmp:
-        tree = Path(tmp) / "base"
-        subprocess.run(
-            ["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(tree), a.base],
-            check=True,
-        )
-        try:
-            paths = {"A": f"{tree}/server:{tree}/sdk", "B": None}
-            for i in range(a.rounds):
-                for v in ("A", "B"):
-                    db = Path(tmp) / f"{v}{i}.db"
-                    print(f"round {i + 1} {v}:", flush=True)
-                    if a.search:
-                        work = search(a.search, seconds)
-                        found[v].append(
-                            on_server(
-                                paths[v],
-                                db,
-                                a.senders,
-                                a.clients,
-                                extra[v],
-                                work,
-                                sched[v],
-                                a.pm_fraction,
-                                a.rooms,
-                                a.room_sizes,
-                            )
-                        )
-                        print(f"  sustained {found[v][-1]:,.0f} deliveries/s", flush=True)
-                    else:
-                        got = on_server(
+    with tempfile.TemporaryDirectory() as tmp, base_tree(a.base) as base:
+        paths = {"A": base, "B": None}  # B: this tree, as this process has it
+        for i in range(a.rounds):
+            for v in ("A", "B"):
+                db = Path(tmp) / f"{v}{i}.db"
+                print(f"round {i + 1} {v}:", flush=True)
+                if a.search:
+                    work = search(a.search, seconds)
+                    found[v].append(
+                        on_server(
                             paths[v],
                             db,
                             a.senders,
                             a.clients,
                             extra[v],
-                            at_rates(rates, seconds),
+                            work,
                             sched[v],
                             a.pm_fraction,
                             a.rooms,
                             a.room_sizes,
                         )
-                        fixed[v].append(got)
-                        print(f"  {got}", flush=True)
-        finally:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)])
+                    )
+                    print(f"  sustained {found[v][-1]:,.0f} deliveries/s", flush=True)
+                else:
+                    got = on_server(
+                        paths[v],
+                        db,
+                        a.senders,
+                        a.clients,
+                        extra[v],
+                        at_rates(rates, seconds),
+                        sched[v],
+                        a.pm_fraction,
+                        a.rooms,
+                        a.room_sizes,
+                    )
+                    fixed[v].append(got)
+                    print(f"  {got}", flush=True)
     a_is = f"{a.base} {a.a_args}, generator {a.a_sched}".strip()
     b_is = f"this tree {a.b_args}, generator {a.b_sched}".strip()
     mix = "" if a.pm_fraction == 1 else f", {a.pm_fraction:g} of messages public"

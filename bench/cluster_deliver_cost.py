@@ -22,17 +22,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from abtree import THIS_TREE, base_tree, run_child
 
 
 class _Conn:
@@ -178,29 +174,12 @@ def main() -> None:
         i = sys.argv.index("--base")
         passed = [a for k, a in enumerate(sys.argv[1:], 1) if k not in (i, i + 1)]
     got: dict[str, list[float]] = {"A": [], "B": []}
-    with tempfile.TemporaryDirectory() as tmp:
-        tree = Path(tmp) / "base"
-        git = ["git", "-C", str(ROOT), "worktree"]
-        subprocess.run([*git, "add", "-q", "--detach", str(tree), args.base], check=True)
-        try:
-            paths = {"A": f"{tree}/server:{tree}/sdk", "B": None}
-            for _ in range(args.rounds):
-                for v in ("A", "B"):
-                    env = dict(os.environ)
-                    if paths[v]:
-                        env["PYTHONPATH"] = str(paths[v])
-                    out = subprocess.run(
-                        [sys.executable, __file__, "--child", *passed],
-                        env=env,
-                        check=True,
-                        capture_output=True,
-                        text=True,
-                        timeout=600,
-                    )
-                    got[v].append(float(out.stdout.strip().splitlines()[-1]))
-                    print(f"  {v}: {got[v][-1]:.2f} µs/delivery", flush=True)
-        finally:
-            subprocess.run([*git, "remove", "--force", str(tree)], check=False)
+    with base_tree(args.base) as base:
+        paths = {"A": base, "B": THIS_TREE}
+        for _ in range(args.rounds):
+            for v in ("A", "B"):
+                got[v].append(run_child(__file__, passed, paths[v]))
+                print(f"  {v}: {got[v][-1]:.2f} µs/delivery", flush=True)
     ratios = [b / a for a, b in zip(got["A"], got["B"], strict=True)]
     print(
         f"A = {args.base}, B = this tree; {args.recipients} recipients, {args.senders} "

@@ -25,14 +25,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from abtree import THIS_TREE, base_tree, run_child
 
 
 class _Unstored:
@@ -161,29 +159,14 @@ def main() -> None:
     passed = ["--size", str(args.size), "--rooms", str(args.rooms)]
     passed += ["--messages", str(args.messages)]
     got: dict[tuple[str, str], list[float]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        tree = Path(tmp) / "base"
-        git = ["git", "-C", str(ROOT), "worktree"]
-        subprocess.run([*git, "add", "-q", "--detach", str(tree), args.base], check=True)
-        try:
-            paths = {"A": f"{tree}/server:{tree}/sdk", "B": f"{ROOT}/server:{ROOT}/sdk"}
-            for i in range(args.rounds):
-                for kind in ("log", "nolog"):
-                    for v in ("A", "B"):
-                        env = {**os.environ, "PYTHONPATH": paths[v]}
-                        out = subprocess.run(
-                            [sys.executable, __file__, "--child", kind, *passed],
-                            env=env,
-                            check=True,
-                            capture_output=True,
-                            text=True,
-                            timeout=600,
-                        )
-                        us = float(out.stdout.strip().splitlines()[-1])
-                        got.setdefault((v, kind), []).append(us)
-                        print(f"round {i + 1} {v} {kind}: {us:.1f} µs/message", flush=True)
-        finally:
-            subprocess.run([*git, "remove", "--force", str(tree)], check=False)
+    with base_tree(args.base) as base:
+        paths = {"A": base, "B": THIS_TREE}
+        for i in range(args.rounds):
+            for kind in ("log", "nolog"):
+                for v in ("A", "B"):
+                    us = run_child(__file__, [kind, *passed], paths[v])
+                    got.setdefault((v, kind), []).append(us)
+                    print(f"round {i + 1} {v} {kind}: {us:.1f} µs/message", flush=True)
     med = {k: statistics.median(x) for k, x in got.items()}
     print(
         f"\nA = {args.base}, B = this tree; rooms of {args.size}, CPU µs per message, "
