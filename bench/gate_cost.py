@@ -19,13 +19,15 @@ a storm, where each statement gives the GIL up and waits for it back).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import secrets
+import sqlite3
 import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -41,16 +43,9 @@ def _fill(sql: servergate.Sql, n: int) -> None:
     servergate.ban(sql, "mallory", "bench", None, now)
 
 
-def _time_checks(gate: servergate.ServerGate, rounds: int) -> list[float]:
-    """Median µs of the address check, the name check, a return's separate reads and
-    ServerGate.at_login, over ``rounds`` each, in alternating rounds."""
-    now = time.time()
-    checks: list[Callable[[], object]] = [
-        lambda: gate.check_address("198.51.100.7", now, None),
-        lambda: gate.banned("alice", now),
-        lambda: _separate(gate, now),
-        lambda: _one(gate, now),
-    ]
+def _medians(checks: Sequence[Callable[[], object]], rounds: int) -> list[float]:
+    """Median µs of each of ``checks``, over ``rounds`` calls each, in 5 alternating
+    rounds (A, B, ..., A, B, ...)."""
     samples: list[list[float]] = [[] for _ in checks]
     for _ in range(5):
         for check, times in zip(checks, samples, strict=True):
@@ -61,9 +56,24 @@ def _time_checks(gate: servergate.ServerGate, rounds: int) -> list[float]:
     return [statistics.median(times) for times in samples]
 
 
-def sqlite_gate(n: int, rounds: int) -> list[float]:
-    import sqlite3
+def _time_checks(gate: servergate.ServerGate, rounds: int) -> list[float]:
+    """Median µs of the address check, the name check, a return's separate reads and
+    ServerGate.at_login, over ``rounds`` each, in alternating rounds."""
+    now = time.time()
+    return _medians(
+        [
+            lambda: gate.check_address("198.51.100.7", now, None),
+            lambda: gate.banned("alice", now),
+            lambda: _separate(gate, now),
+            lambda: _one(gate, now),
+        ],
+        rounds,
+    )
 
+
+@contextlib.contextmanager
+def _sqlite_file(n: int) -> Iterator[servergate.ServerGate]:
+    """A gate on a SQLite file of its own with ``n`` address bans and a name's ban."""
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "chat.db"
         db = sqlite3.connect(path, isolation_level=None)
@@ -77,9 +87,14 @@ def sqlite_gate(n: int, rounds: int) -> list[float]:
         db.close()
         gate = servergate.ServerGate.sqlite(path)
         try:
-            return _time_checks(gate, rounds)
+            yield gate
         finally:
             gate.close()
+
+
+def sqlite_gate(n: int, rounds: int) -> list[float]:
+    with _sqlite_file(n) as gate:
+        return _time_checks(gate, rounds)
 
 
 def pg_gate(url: str, n: int, rounds: int) -> list[float]:
@@ -123,39 +138,21 @@ def _busy(stop: threading.Event) -> None:
 
 def login_ab(n: int, rounds: int, busy: bool) -> tuple[float, float]:
     """Median µs per login of (the separate reads, at_login), alternating rounds."""
-    import sqlite3
-
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "chat.db"
-        db = sqlite3.connect(path, isolation_level=None)
-        db.executescript(
-            "CREATE TABLE accounts (name TEXT PRIMARY KEY COLLATE NOCASE);"
-            + modstore.SQLITE_MODERATION
-            + modstore.SQLITE_SERVER_GATE
-            + modstore.SQLITE_ADDRESS_BANS
-        )
-        _fill(servergate.SqliteSql.of(db), n)
-        db.close()
-        gate = servergate.ServerGate.sqlite(path)
+    with _sqlite_file(n) as gate:
         stop = threading.Event()
         spinner = threading.Thread(target=_busy, args=(stop,), daemon=True)
         if busy:
             spinner.start()
         try:
-            samples: dict[str, list[float]] = {"separate": [], "one": []}
-            for _ in range(5):
-                for label, login in (("separate", _separate), ("one", _one)):
-                    now = time.time()
-                    t0 = time.perf_counter()
-                    for _ in range(rounds):
-                        login(gate, now)
-                    samples[label].append((time.perf_counter() - t0) / rounds * 1e6)
+            now = time.time()
+            separate, one = _medians(
+                [lambda: _separate(gate, now), lambda: _one(gate, now)], rounds
+            )
         finally:
             stop.set()
             if busy:
                 spinner.join(timeout=5)
-            gate.close()
-        return statistics.median(samples["separate"]), statistics.median(samples["one"])
+        return separate, one
 
 
 class _Outbox:
