@@ -4,10 +4,17 @@ session is an operator, and no node takes a later session of that user for one."
 
 from __future__ import annotations
 
-from tests.cluster.conftest import Cluster
+import threading
+
+import redis
+
+from chatroom.protocol import username_key
+from tests.cluster.conftest import Cluster, PrivateRedis
 from tests.cluster.test_operators_cluster import OPERS, irc
 from tests.cluster.test_rooms_cluster import v2
 from tests.server.test_irc import Irc
+
+T = 20.0
 
 
 def whois_313(asker: Irc, nick: str) -> bool:
@@ -83,3 +90,53 @@ def test_a_new_session_on_the_operators_node_is_no_operator_anywhere(cluster: Cl
     c = cluster.add(irc_port=0)
     later = irc(c, "later")
     assert not whois_313(later, "op")
+
+
+def opers_entry(url: str, prefix: str, nick: str, timeout: float = T) -> bool:
+    """Whether ``P:opers`` gets an entry for ``nick`` within ``timeout``: a node writes
+    it from a thread of its own (its resync after Redis returns), which offers nothing
+    to wait on but Redis itself."""
+    r = redis.Redis.from_url(url, socket_timeout=2)
+    pause = threading.Event()
+    try:
+        for _ in range(int(timeout / 0.05)):
+            if r.hget(f"{prefix}:opers", username_key(nick)) is not None:
+                return True
+            pause.wait(0.05)
+        return r.hget(f"{prefix}:opers", username_key(nick)) is not None
+    finally:
+        r.close()
+
+
+def test_redis_restarted_empty_learns_the_operators_again(
+    private_redis: PrivateRedis, pg_url: str, redis_prefix: str
+) -> None:
+    """docs/CLUSTER.md "Server operators": Redis restarted empty loses ``P:opers``; the
+    operator's node writes it again when it claims its users back, so a node started
+    afterwards knows the operator, and so does one that was running (the claim back's
+    ``j`` entry told it the user has a new session)."""
+    cluster = Cluster(private_redis.url, pg_url, redis_prefix)
+    with cluster.stack:
+        a = cluster.add(irc_port=0, irc_opers=OPERS)
+        b = cluster.add(irc_port=0, irc_opers=OPERS)
+        asker = irc(b, "asker")
+        asker.send("MODE asker +w")
+        asker.until("MODE")
+        op = irc(a, "op")
+        op.send("OPER operuser operpassword")
+        op.until("381")
+        wallops_barrier(op, asker, "opered")
+        assert whois_313(asker, "op")
+
+        private_redis.stop()
+        private_redis.start()  # empty
+        for node in (a, b):
+            bus = node.server._b.bus
+            assert bus is not None and bus.wait_available(T)
+        assert opers_entry(private_redis.url, redis_prefix, "op"), "P:opers was not rewritten"
+        # Published after the entry was written, so node b has applied it first.
+        wallops_barrier(op, asker, "after the restart")
+        assert whois_313(asker, "op")
+        c = cluster.add(irc_port=0)
+        later = irc(c, "later")
+        assert whois_313(later, "op")

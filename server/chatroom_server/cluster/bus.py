@@ -20,7 +20,8 @@ Every node of a cluster shares one Redis database under one key prefix ``P``:
   meanwhile, on any node. Released and reaped with the guest's presence.
 - ``P:opers``, a hash: username key -> ``node|session``, the sessions an IRC O-line
   made server operators (chatroom_server.serverops), for the nodes that start later;
-  an entry holds while its session holds the user, and goes with it.
+  an entry holds while its session holds the user, and goes with it; its node writes
+  it again if Redis loses it (:meth:`Roster.republish_operators`).
 - ``P:nodes`` (a set) and ``P:node:NODE`` (a key that expires): liveness
   (:mod:`.heartbeat`).
 

@@ -14,8 +14,14 @@ Each value of the hash names the session as well as its node (``node|name|sessio
 session (:meth:`Roster.holder`), and a later session of the same user is never ended by
 it (docs/CLUSTER.md, "Server operators").
 
-``_lock`` guards ``_owners``, ``_sessions``, ``_claiming``, ``_claimed`` and ``_guests``;
-no callback into the server runs under it.
+The O-line operators of this node's sessions are kept here too (``_opers``), so that
+``P:opers`` is written again whenever Redis has lost it (restarted empty) or never got
+it (the ``OPER`` came while Redis was unreachable): :meth:`republish_operators`, after
+every claim back of this node's users, as presence is (docs/CLUSTER.md, "Server
+operators").
+
+``_lock`` guards ``_owners``, ``_sessions``, ``_claiming``, ``_claimed``, ``_guests`` and
+``_opers``; no callback into the server runs under it, and no call to Redis.
 """
 
 from __future__ import annotations
@@ -63,7 +69,8 @@ class Roster:
         self._release = r.register_script(scripts.RELEASE)
         self._rejoin = r.register_script(scripts.REJOIN)
         self._oper = r.register_script(scripts.OPER)
-        self._lock = threading.Lock()  # guards the five below
+        self._reoper = r.register_script(scripts.REOPER)
+        self._lock = threading.Lock()  # guards the six below
         self._owners: dict[str, str] = {}  # username key -> node, the whole cluster
         # username key -> the id of this node's session of that user, as its last claim
         # here wrote it (claim_back writes it again).
@@ -75,6 +82,9 @@ class Roster:
         # its read of the hash (``resync``; one at a time, on the consumer thread).
         self._claimed: set[str] = set()
         self._guests: set[str] = set()  # the keys this node's guests hold (for REJOIN)
+        # username key -> (name, session id): this node's sessions an IRC O-line made
+        # operators, until the session ends or another takes the user (republished).
+        self._opers: dict[str, tuple[str, str]] = {}
 
     def load(self, presence: dict[str, str]) -> list[str]:
         """Take the presence hash as it is now; the names online."""
@@ -134,6 +144,7 @@ class Roster:
         with self._lock:
             self._owners[key] = self.node
             self._sessions[key] = session
+            self._opers.pop(key, None)  # a new session: no operator (scripts.CLAIM)
         return None if old is None else holder(str(old))[0]
 
     def claim_guest(self, name: str, session: str) -> bool:
@@ -203,6 +214,7 @@ class Roster:
                 del self._owners[key]
             self._sessions.pop(key, None)
             self._guests.discard(key)
+            self._opers.pop(key, None)
         k = self._keys
         try:
             self._release(
@@ -217,9 +229,12 @@ class Roster:
         """An IRC O-line made this node's session ``session`` of ``name`` an operator:
         recorded in Redis (``P:opers``, for the nodes that start later) and announced
         on the stream, if that session still holds the user. False if not, or if Redis
-        cannot be reached."""
+        cannot be reached: then it is written once Redis answers again
+        (:meth:`republish_operators`), as long as the session lasts."""
         key = username_key(name)
         k = self._keys
+        with self._lock:
+            self._opers[key] = (name, session)
         try:
             ok = self._oper(
                 keys=[k.presence, k.opers, k.log], args=[key, self.node, name, session, STREAM_MAX]
@@ -227,7 +242,40 @@ class Roster:
         except redis.RedisError as exc:
             self._link.set_up(False, exc)
             return False
+        if not ok:
+            self._forget_oper(key, session)
         return bool(ok)
+
+    def _forget_oper(self, key: str, session: str) -> None:
+        with self._lock:
+            if self._opers.get(key, ("", ""))[1] == session:
+                del self._opers[key]
+
+    def republish_operators(self) -> int:
+        """Write this node's O-line operators into ``P:opers`` again where it lacks them
+        (Redis restarted empty: the nodes that start later read it; and the others,
+        which the claim back's ``j`` entries told the user had a new session, learn from
+        the ``oper`` entry that follows it). Called after each claim back; the operators
+        written."""
+        with self._lock:
+            opers = list(self._opers.items())
+        k = self._keys
+        written = 0
+        for key, (name, session) in opers:
+            try:
+                done = self._reoper(
+                    keys=[k.presence, k.opers, k.log],
+                    args=[key, self.node, name, session, STREAM_MAX],
+                )
+            except redis.RedisError as exc:
+                self._link.set_up(False, exc)
+                return written
+            if done == 0:
+                self._forget_oper(key, session)  # another session holds the user now
+            elif done == 1:
+                written += 1
+                log.info("%s's O-line operator session written to the cluster again", name)
+        return written
 
     def operators(self, presence: dict[str, str], opers: dict[str, str]) -> list[dict[str, str]]:
         """The O-line operators' sessions in ``opers`` (``P:opers`` read with
@@ -254,6 +302,8 @@ class Roster:
         if kind in ("j", "t"):
             with self._lock:
                 self._owners[key] = node
+                if node != self.node:
+                    self._opers.pop(key, None)
             if node != self.node:
                 handler.cluster_joined(name)  # takes over a session here, if any
         elif kind == "l":
@@ -312,7 +362,9 @@ class Roster:
 
     def claim_back(self, handler: Handler, names: Iterable[str]) -> None:
         """Hold this node's users in Redis again (it lost them, or struck this node
-        off); a user who logged in on another node meanwhile is dropped here."""
+        off); a user who logged in on another node meanwhile is dropped here. Then
+        this node's O-line operators, where Redis lacks them
+        (:meth:`republish_operators`)."""
         k = self._keys
         for name in names:
             key = username_key(name)
@@ -332,4 +384,7 @@ class Roster:
                     self._owners[key] = self.node
             else:
                 log.info("%s logged in on another node meanwhile; closing this session", name)
+                with self._lock:
+                    self._opers.pop(key, None)
                 handler.cluster_drop(name)
+        self.republish_operators()

@@ -221,6 +221,26 @@ return 1
 """
 )
 
+# An O-line's operator session of this node, written into P:opers again when it is not
+# there (Redis restarted empty, or the OPER never reached it), with its stream entry
+# (KEYS: presence, opers, log; ARGV: key, node, name, session, STREAM_MAX). Returns 1:
+# written; 2: it was there; 0: another session holds the user now (forget it); -1: nobody
+# does yet (the node's claim back comes first: try again later).
+REOPER = (
+    _NODE_OF
+    + """
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if not v then return -1 end
+if node_of(v) ~= ARGV[2] or string.match(v, '|([^|]*)$') ~= ARGV[4] then return 0 end
+local mine = ARGV[2] .. '|' .. ARGV[4]
+if redis.call('HGET', KEYS[2], ARGV[1]) == mine then return 2 end
+redis.call('HSET', KEYS[2], ARGV[1], mine)
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*',
+           'k', 'o', 'a', 'oper', 'u', ARGV[3], 'n', ARGV[2])
+return 1
+"""
+)
+
 BEAT = """
 if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
