@@ -329,7 +329,7 @@ class FanOut:
         if (queue or turns) and threading.get_ident() in self._unwaiting:
             # The helper sends them; if the lock is held, its holder looks at the queue
             # again after letting go (module docstring), so nothing is stranded.
-            if self._lock.acquire(blocking=False):
+            if self._lock.acquire(False):
                 try:
                     self._wake_helper()
                 finally:
@@ -342,7 +342,7 @@ class FanOut:
                 # without bound; on timeout the holder still sends our items.
                 got = self._lock.acquire(timeout=self.high_water_wait)
             else:
-                got = self._lock.acquire(blocking=False)
+                got = self._lock.acquire(False)
             if not got:
                 return  # the holder sends our items after it lets go
             try:
