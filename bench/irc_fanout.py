@@ -15,7 +15,7 @@ times. Sustainable = nothing lost and p99 under 50 ms.
     .venv/bin/python bench/irc_fanout.py [--clients 100] [--senders 10]
                                          [--rates 1000,2000,4000,8000] [--duration 4]
                                          [--room-size 10 | --zipf ROOMS]
-                                         [--base REV] [--rounds 3]
+                                         [--base REV] [--rounds 3] [--turns 32,64]
 
 Rooms (issue 35): ``--room-size K`` puts the clients in channels of K (``#r0``, ``#r1``,
 ...), ``--zipf R`` in R channels whose sizes follow Zipf's law (the k-th room 1/k of the
@@ -24,6 +24,9 @@ same share of the messages, in turn, sent by its first member; a message is expe
 the room's other members. ``--base REV`` runs our server of another git revision too
 (as bench/ab.py does), and ``--rounds`` alternates the servers (ours, base, ngircd, ours,
 ...) to print medians per step: the box is noisy, and only alternating runs compare.
+``--turns 32,64,4ms`` runs ours once per value of fanturns.py's tuning knob
+(``CHATROOM_FANOUT_TURN``, docs/OPERATIONS.md) in each round instead of once, and with
+``--by-size`` prints the medians of the rounds per room size class, a column per server.
 
 ngircd runs with MaxPenaltyTime = 0 (no flood penalties, as the performance anchors
 measured it) and our server with --rate-limit off: the flood control is not what is
@@ -59,6 +62,8 @@ from chatroom.testing import ServerProcess
 from chatroom_bots.load import procstat
 
 CHANNEL = "#lobby"
+TURN = "turn="  # a kind of ours run with a turn policy (--turns)
+TURN_ENV = "CHATROOM_FANOUT_TURN"  # chatroom_server.fanturns.TURN_ENV
 ROOT = Path(__file__).resolve().parent.parent
 NGIRCD = Path("/usr/sbin/ngircd")
 PASSWORD = "bench-password"
@@ -334,16 +339,18 @@ def run(
     kind: str, args: argparse.Namespace, tmp: Path, base: Path | None = None
 ) -> list[dict[str, float]]:
     port = free_port()
-    if kind in ("ours", "base"):
+    if kind in ("ours", "base") or kind.startswith(TURN):
         cmd = [
             *SERVERS["ours"],
             *("--password-hash", "load-test", "--irc-port", str(port)),
-            *("--port", "0", "--db", str(tmp / f"irc-{kind}-{time.monotonic_ns()}.db")),
+            *("--port", "0", "--db", str(tmp / f"irc-{time.monotonic_ns()}.db")),
             *("--idle-timeout", "0"),
             *(["--irc-guests"] if args.guests else []),
             *(["--admin-port", str(admin)] if (admin := free_port() if args.passes else 0) else []),
         ]
         env = None
+        if kind.startswith(TURN):  # fanturns.py's knob (docs/OPERATIONS.md)
+            env = {**os.environ, TURN_ENV: kind[len(TURN) :]}
         if kind == "base":
             assert base is not None
             env = {**os.environ, "PYTHONPATH": f"{base}/server:{base}/sdk"}
@@ -490,7 +497,7 @@ def measure(
                 diff = {le: after[le] - before.get(le, 0) for le in after}
                 print("   fan-out passes, at most le s:", diff, flush=True)
             if args.by_size and not one_room:
-                by_size(sizes, results)
+                row.update(by_size(sizes, results))
     finally:
         for pipe in pipes:
             pipe.send("stop")
@@ -502,9 +509,18 @@ def measure(
 Result = tuple[dict[int, int], int, list[float], list[int], list[float], list[float]]
 
 
-def by_size(sizes: list[int], results: list[Result]) -> None:
-    """The latency per class of room size (issue 35: whose messages are late?)."""
-    classes = [(2, 2), (3, 4), (5, 16), (17, 128), (129, 1 << 30)]
+CLASSES = [(2, 2), (3, 4), (5, 16), (17, 128), (129, 1 << 30)]
+
+
+def class_name(lo: int, hi: int) -> str:
+    return f"{lo}" if lo == hi else f"{lo}+" if hi == 1 << 30 else f"{lo}-{hi}"
+
+
+def by_size(sizes: list[int], results: list[Result]) -> dict[str, float]:
+    """The latency per class of room size (issue 35: whose messages are late?), printed,
+    and as fields of the step's row (``p50_ms 129+``, ...) for the medians of rounds."""
+    classes = CLASSES
+    fields: dict[str, float] = {}
     lats: list[list[float]] = [[] for _ in classes]
     of = [next(k for k, (lo, hi) in enumerate(classes) if lo <= s <= hi) for s in sizes]
     for r in results:
@@ -514,13 +530,16 @@ def by_size(sizes: list[int], results: list[Result]) -> None:
         if not xs:
             continue
         xs.sort()
-        name = f"{lo}" if lo == hi else f"{lo}+" if hi == 1 << 30 else f"{lo}-{hi}"
+        name = class_name(lo, hi)
+        fields[f"p50_ms {name}"] = 1e3 * statistics.median(xs)
+        fields[f"p99_ms {name}"] = 1e3 * xs[int(0.99 * (len(xs) - 1))]
         print(
             f"   rooms of {name}: {of.count(k)} rooms, {len(xs)} delivered, "
             f"p50 {1e3 * statistics.median(xs):.1f} ms, "
             f"p99 {1e3 * xs[int(0.99 * (len(xs) - 1))]:.1f} ms, max {1e3 * xs[-1]:.1f} ms",
             flush=True,
         )
+    return fields
 
 
 def main() -> None:
@@ -552,8 +571,14 @@ def main() -> None:
         "--ngircd-ports", type=int, default=8, help="ngircd's listening ports (register_many)"
     )
     ap.add_argument("--by-size", action="store_true", help="latency per room size class")
+    ap.add_argument(
+        "--turns",
+        metavar="SPECS",
+        help="ours once per turn policy, e.g. 32,64,4ms (fanturns.py's $" + TURN_ENV + ")",
+    )
     args = ap.parse_args()
-    kinds = ["ours", *(["base"] if args.base else []), *([] if args.no_ngircd else ["ngircd"])]
+    ours = [TURN + spec for spec in args.turns.split(",")] if args.turns else ["ours"]
+    kinds = [*ours, *(["base"] if args.base else []), *([] if args.no_ngircd else ["ngircd"])]
     if args.ngircd_only:
         kinds = ["ngircd"]
     if "ngircd" in kinds and shutil.which("ngircd") is None and not NGIRCD.exists():
@@ -581,6 +606,7 @@ def main() -> None:
         else f"one channel, {args.senders} senders"
     )
     names = {"ours": "ours (this tree)", "base": f"ours at {args.base}", "ngircd": "ngircd"}
+    names |= {k: f"ours, {TURN_ENV}={k[len(TURN) :]}" for k in kinds if k.startswith(TURN)}
     print(f"\n{args.clients} IRC clients, {shape}, {args.duration:g} s per step", end="")
     print(f"; medians of {args.rounds} alternating rounds" if args.rounds > 1 else "")
     print("| server | msg/s | delivered/s | lost | p50 ms | p99 ms | server CPU µs/delivery |")
@@ -590,7 +616,7 @@ def main() -> None:
         medians[kind] = []
         for k in range(len(runs[0])):
             steps = [r[k] for r in runs]
-            m = {f: statistics.median(x[f] for x in steps) for f in steps[0]}
+            m = {f: statistics.median(x[f] for x in steps if f in x) for f in steps[0]}
             m["lost"] = max(x["lost"] for x in steps)
             medians[kind].append(m)
             spread = ""
@@ -602,6 +628,8 @@ def main() -> None:
                 f"{m['lost']:.0f} | {m['p50_ms']:.1f} | {m['p99_ms']:.1f} | "
                 f"{m['cpu_us']:.2f}{spread} |"
             )
+    if args.by_size and len(sizes) > 1:
+        print_by_size(names, medians)
     for kind, rows in medians.items():
         ok = [r for r in rows if r["lost"] == 0 and r["p99_ms"] < 50]
         best = max(ok, key=lambda r: r["delivered_per_s"]) if ok else None
@@ -613,6 +641,24 @@ def main() -> None:
                 else "none of the steps"
             )
         )
+
+
+def print_by_size(names: dict[str, str], medians: dict[str, list[dict[str, float]]]) -> None:
+    """p50 / p99 per class of room size, medians of the rounds, a column per server."""
+    kinds = [k for k in medians if any(f.startswith("p99_ms ") for r in medians[k] for f in r)]
+    for k in range(len(medians[kinds[0]]) if kinds else 0):
+        print(f"\nby room size at {medians[kinds[0]][k]['rate']:.0f} msg/s, p50 / p99 ms:")
+        print("| rooms | " + " | ".join(names[kind] for kind in kinds) + " |")
+        print("| --- |" + " ---: |" * len(kinds))
+        for lo, hi in [*CLASSES, (0, 0)]:
+            name = class_name(lo, hi) if hi else ""
+            key = f" {name}" if name else ""
+            cells = []
+            for kind in kinds:
+                row = medians[kind][k]
+                got = row.get(f"p50_ms{key}"), row.get(f"p99_ms{key}")
+                cells.append("-" if None in got else f"{got[0]:.1f} / {got[1]:.1f}")
+            print(f"| {name or 'all'} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

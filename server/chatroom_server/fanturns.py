@@ -35,11 +35,16 @@ lock of its own; what it calls (``Outbox.offer``) never blocks.
 
 from __future__ import annotations
 
+import logging
+import os
+import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from chatroom_server.fanitems import Batch, Member, RoomMember
 from chatroom_server.frames import joined
+
+log = logging.getLogger(__name__)
 
 # Writes per turn: the most a message of a small room waits for behind a large one's
 # fan-out is about one slice (some 3 ms at 44 µs a write, docs/PERFORMANCE.md).
@@ -48,6 +53,30 @@ SLICE = 64
 # one of a room of 100 waited a whole round of the large rooms' turns for its second
 # slice (p99 150-180 ms in rooms of 17-128 at 10,000 users, docs/PERFORMANCE.md).
 LARGE = 2 * SLICE
+# The tuning knob for benchmarks (docs/OPERATIONS.md, "Tuning knobs"): what a turn is,
+# read once at start. Not a setting: the default is what docs/PERFORMANCE.md measured best.
+TURN_ENV = "CHATROOM_FANOUT_TURN"
+# With a time budget, the clock is read every this many writes (a read costs about what
+# a dict lookup does; a write some 15-45 µs).
+_CLOCK_EVERY = 8
+
+
+def turn_policy(env: Mapping[str, str]) -> tuple[int, float | None]:
+    """A turn's writes and time budget from ``env``'s ``TURN_ENV``: ``N`` is N writes
+    (no budget), ``Xms`` is as many writes as fit in X ms (at least ``_CLOCK_EVERY``);
+    unset, ``SLICE`` writes. ValueError for anything else."""
+    text = env.get(TURN_ENV, "").strip()
+    if not text:
+        return SLICE, None
+    if text.endswith("ms"):
+        budget = float(text[:-2]) / 1e3
+        if not budget > 0:
+            raise ValueError(f"${TURN_ENV}: a turn's time must be over 0 ms, not {text!r}")
+        return 1 << 30, budget
+    writes = int(text)
+    if writes < 1:
+        raise ValueError(f"${TURN_ENV}: a turn is at least 1 write, not {text!r}")
+    return writes, None
 
 
 class _Job:
@@ -91,9 +120,19 @@ def gather(
 class Turns:
     """The jobs in progress and what they owe (module docstring)."""
 
-    __slots__ = ("_jobs", "_owed", "_senders")
+    __slots__ = ("_budget", "_clock", "_jobs", "_owed", "_senders", "_slice")
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        env: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self._clock = clock  # for a turn's time budget; injectable for tests
+        # What one turn may do (turn_policy): writes, and seconds if not None.
+        env = os.environ if env is None else env
+        self._slice, self._budget = turn_policy(env)
+        if TURN_ENV in env:
+            log.info("fan-out turns: %s=%s", TURN_ENV, env[TURN_ENV])
         # A member's frames still owed, in seq order, and the jobs they belong to.
         self._owed: dict[Member, tuple[list[bytes], list[_Job]]] = {}
         self._jobs: deque[_Job] = deque()  # in order; finished ones are dropped lazily
@@ -153,23 +192,28 @@ class Turns:
         self._write(c, chunks, jobs)
 
     def serve(self) -> int:
-        """One turn: up to ``SLICE`` writes, from the first job on. The writes made."""
-        jobs, owed = self._jobs, self._owed
-        budget = SLICE
-        while budget > 0 and jobs:
+        """One turn: ``SLICE`` writes, or what ``TURN_ENV`` says (turn_policy), from the
+        first job on. The writes made."""
+        jobs, owed, most = self._jobs, self._owed, self._slice
+        clock = self._clock
+        until = None if self._budget is None else clock() + self._budget
+        made = 0
+        while made < most and jobs:
             job = jobs[0]
             members, n = job.members, len(job.members)
             # pos moves before the write: a write that raises (a bug) cannot stall it.
-            while budget > 0 and job.left and job.pos < n:
+            while made < most and job.left and job.pos < n:
                 c = members[job.pos]
                 job.pos += 1
                 got = owed.pop(c, None)
                 if got is not None:  # else given it earlier, with something after it
                     self._write(c, *got)
-                    budget -= 1
+                    made += 1
+                    if until is not None and not made % _CLOCK_EVERY and clock() >= until:
+                        most = made  # the turn's time is spent
             if not job.left or job.pos >= n:
                 jobs.popleft()
-        return SLICE - budget
+        return made
 
     def finish_of(self, conn: Member) -> None:
         """Complete ``conn``'s jobs now (their acks are due before its next one's)."""

@@ -17,7 +17,7 @@ import pytest
 
 from chatroom.protocol import Ack, Broadcast, RequestId, encode, username_key
 from chatroom_server.fanout import FanOut
-from chatroom_server.fanturns import SLICE, Turns
+from chatroom_server.fanturns import SLICE, TURN_ENV, Turns, turn_policy
 from chatroom_server.messagelog import MessageLog, NewMessage
 from chatroom_server.outbox import Flusher, Outbox
 from tests.helpers import SocketMember
@@ -271,3 +271,47 @@ def test_a_member_that_exits_gets_what_it_is_owed_before_its_bye(
         go.set()
         fan.close(timeout=10)
         mlog.close()
+
+
+def test_the_turn_policy_from_the_environment() -> None:
+    """``CHATROOM_FANOUT_TURN`` (docs/OPERATIONS.md, "Tuning knobs"): writes, or a time
+    budget in ms; unset, ``SLICE`` writes; anything else refused, not guessed at."""
+    assert turn_policy({}) == (SLICE, None)
+    assert turn_policy({TURN_ENV: "256"}) == (256, None)
+    writes, budget = turn_policy({TURN_ENV: "2.5ms"})
+    assert budget == pytest.approx(0.0025) and writes > 10**6
+    for bad in ("0", "-3", "0ms", "-1ms", "fast", "3 s"):
+        with pytest.raises(ValueError):
+            turn_policy({TURN_ENV: bad})
+
+
+def _job(rooms: Rooms, turns: Turns) -> None:
+    """A message of u0's owed to the 1,499 other members of "big", as a job."""
+    from chatroom_server.fanitems import Batch
+
+    m = rooms.members
+    batch = Batch(m["u0"], [b"x\n"], [b"ack\n"], None, None, None)
+    batch.ack = b'{"type":"ack","seq":1}\n'
+    owed: dict[Any, list[bytes]] = {
+        m[k]: [b'{"seq":1}\n'] for k in sorted(rooms.rooms["big"]) if k != "u0"
+    }
+    turns.add(batch, owed)
+
+
+def test_a_turn_of_n_writes_and_a_turn_with_a_time_budget(rooms: Rooms) -> None:
+    """A turn of 32 makes 32 writes; a turn of 3 ms ends at the first look at the clock
+    (every 8 writes) that finds its time spent, on a clock that moves 1 ms a look. Either
+    way every member is written to once and the ack comes after the last write."""
+    counted = Turns({TURN_ENV: "32"})
+    _job(rooms, counted)
+    assert counted.serve() == 32
+    looks = iter(range(10**6))
+    timed = Turns({TURN_ENV: "3ms"}, clock=lambda: next(looks) / 1e3)
+    rooms.writes.clear()
+    _job(rooms, timed)
+    # Looks at 0 (until 3), after writes 8, 16, 24 (at 1, 2, 3: spent).
+    assert timed.serve() == 24
+    while timed:
+        assert timed.serve() > 0
+    names = [name for name, _ in rooms.writes]
+    assert len(names) == 1500 and len(set(names)) == 1500 and names[-1] == "u0"
