@@ -28,6 +28,10 @@ that waits for nothing right there (a returning user whose password the store re
 and then parks the connection (:meth:`Admission.park`): back in the epoll, threadless,
 until its client says more or the connection ends, when ``resume`` starts its thread.
 In a return storm that is a login with no thread started and no GIL handed over.
+A first frame that has come only in part goes back into the epoll
+(:meth:`Admission.rewatch`), its bytes kept by ``first``, until the rest comes: a
+client sending its login a byte at a time (slowloris) is no thread, however many of
+them there are.
 A registration (with a cheap hash) is begun there too and then *held*
 (:meth:`Admission.hold`): threadless and out of the epoll while its account is queued
 for the store's group commit; the committing store thread hands it back
@@ -249,6 +253,27 @@ class Admission(Generic[T]):
         except OSError:  # the epoll is closed: stopping
             if self._parked.pop(fd, None) is not None:
                 self._resume(conn)
+
+    def rewatch(self, conn: T) -> None:
+        """Admission thread, a watched connection whose ONESHOT has fired (``first``):
+        its client has sent part of its first frame, which ``first`` keeps; it waits
+        in the epoll again, threadless, for the rest. A client sending a byte a second
+        (slowloris) holds no thread. Its deadline is the login timeout's, as for any
+        connection not logged in: the sweep's SHUT_RD makes it readable, and ``first``
+        hands it to its thread, which ends it."""
+        assert self._epoll is not None
+        fd = self._fileno(conn)
+        self._watched[fd] = conn
+        if self._closed:  # stopping: close() may have looked before the line above
+            if self._watched.pop(fd, None) is not None:
+                self._never(conn)
+            return
+        try:
+            # Still registered since its ONESHOT fired (run): armed again.
+            self._epoll.modify(fd, select.EPOLLIN | select.EPOLLONESHOT)
+        except OSError:  # the epoll is closed: stopping
+            if self._watched.pop(fd, None) is not None:
+                self._never(conn)
 
     def hold(self, conn: T) -> None:
         """Admission thread, a connection whose ONESHOT has fired (``first``): it waits,

@@ -35,7 +35,7 @@ class FirstLook:
         self,
         config: ServerConfig,
         admission: Admission[Conn],
-        early: Callable[[Conn, bytes], bool | str],
+        early: Callable[[Conn, bytes], bool | str] | None,
         frames: Callable[[Conn, bytes], str | None],
         flush_batch: Callable[[Conn], None],
         resume: Callable[[Conn], None],
@@ -44,7 +44,7 @@ class FirstLook:
         self._config = config
         self._clock = config.clock
         self._admission = admission
-        self._early = early  # EarlyLogin.early
+        self._early = early  # EarlyLogin.early; None: every login on its thread
         self._frames = frames  # the command runner's, as a reader's (Listeners.use)
         self._flush_batch = flush_batch
         self._resume = resume  # its thread, with no slot (Listeners._resume)
@@ -70,16 +70,32 @@ class FirstLook:
         thread."""
         if conn.outbox.tls or conn.irc is not None or conn.web is not None:
             return False
-        data = conn.unread  # a held registration's, handed back (EarlyLogin._registered)
-        if not data:
+        # A held registration's, handed back (EarlyLogin._registered), or the first
+        # part of a frame read at an earlier look (below).
+        data = conn.unread
+        if b"\n" not in data:
             try:
-                data = conn.sock.recv(self._config.recv_size, socket.MSG_DONTWAIT)
-            except OSError:  # nothing after all, or reset: its thread's own read finds out
+                more = conn.sock.recv(self._config.recv_size, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                more = None  # nothing after all: wait on
+            except OSError:  # reset: its thread's own read finds out
                 return False
-        conn.unread = data
+            if more == b"":
+                return False  # its end (or the sweep's SHUT_RD): its thread ends it
+            if more:
+                data = conn.unread = data + more
         end = data.find(b"\n") + 1
         if not end:
-            return False  # a half frame
+            if len(data) > conn.decoder.max_frame:
+                # Its thread's decoder says frame_too_large and closes, as ever.
+                return False
+            # Half a frame (a slow client, or a slowloris sending a byte a second):
+            # back into the epoll with its bytes kept here, no thread until the rest
+            # comes (Admission.rewatch); the login timeout's sweep still closes it.
+            self._admission.rewatch(conn)
+            return True
+        if self._early is None:
+            return False
         try:
             taken = self._early(conn, data[:end])
         except Exception:

@@ -185,16 +185,15 @@ class Listeners:
         what tells the logins the admission thread may run itself (``first``)."""
         self._frames = runner.frames
         self._flush_batch = self._replies.flush_batch
-        if early is not None:
-            self.look = FirstLook(
-                self._config,
-                self.admission,
-                early,
-                self._frames,
-                self._flush_batch,
-                self._resume,
-                self._crashed,
-            )
+        self.look = FirstLook(
+            self._config,
+            self.admission,
+            early,
+            self._frames,
+            self._flush_batch,
+            self._resume,
+            self._crashed,
+        )
 
     def _crashed(self) -> None:
         """A handler raised (a bug): counted, under the presence's lock."""

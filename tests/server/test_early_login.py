@@ -179,8 +179,9 @@ def test_a_half_login_then_a_stall_holds_up_nobody_and_logs_in_once_completed(
                 other.login(f"other{i}")
         c.send_raw(frame[10:])
         c.expect("login_ok", username="halves")
-        # Its login ran on its own thread; the six others' registrations did not.
-        assert early(srv) == before + 6
+        # Its half waited threadless (Admission.rewatch): once whole, its login ran on
+        # the admission thread, as the six others' registrations did.
+        assert early(srv) == before + 7
 
 
 def test_a_resume_from_the_admission_thread_replays_after_login_ok(srv: Any) -> None:
