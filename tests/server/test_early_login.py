@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from queue import Queue
 from typing import Any
@@ -21,9 +22,15 @@ from tests.helpers import PASSWORD, RawClient, quiet_server
 from tests.server.test_kill import grant, kills
 
 
+def early_server(db: Path) -> AbstractContextManager[Any]:
+    """A server whose first logins run on the admission thread (a cheap hash, login
+    slots), with its database at ``db``."""
+    return quiet_server(db, password_hash="load-test", login_slots=4)
+
+
 @pytest.fixture
 def srv(tmp_path: Path) -> Iterator[Any]:
-    with quiet_server(tmp_path / "chat.db", password_hash="load-test", login_slots=4) as s:
+    with early_server(tmp_path / "chat.db") as s:
         yield s
 
 
@@ -53,21 +60,39 @@ def parked(srv: Any) -> set[str]:
     return {c.username for c in list(srv.server._admission._parked.values())}
 
 
+def after_each(
+    monkeypatch: pytest.MonkeyPatch,
+    owner: object,
+    method: str,
+    what: Callable[[Any], Any] = lambda arg: arg,
+) -> Queue[Any]:
+    """What ``what`` makes of the argument of each call of ``owner.method`` from now on
+    (None: nothing), put on the queue once that call has returned: a test waits on it,
+    with a timeout, for something the server does on a thread of its own."""
+    told: Queue[Any] = Queue()
+    method_itself = getattr(owner, method)
+
+    def then_told(arg: Any) -> Any:
+        result = method_itself(arg)
+        seen = what(arg)
+        if seen is not None:
+            told.put(seen)
+        return result
+
+    monkeypatch.setattr(owner, method, then_told)
+    return told
+
+
 def parking(srv: Any, monkeypatch: pytest.MonkeyPatch) -> Queue[str]:
     """The names of the returning users' connections parked from now on, as they are
     (login_ok goes out first: a client may hear it before its connection is parked).
     A registration's connection is parked too (``registering``), and left out here."""
-    admission = srv.server._admission
-    done: Queue[str] = Queue()
-    park = admission.park
-
-    def parked_then_told(conn: Any) -> None:
-        park(conn)
-        if not conn.new_account:
-            done.put(conn.username)
-
-    monkeypatch.setattr(admission, "park", parked_then_told)
-    return done
+    return after_each(
+        monkeypatch,
+        srv.server._admission,
+        "park",
+        lambda conn: None if conn.new_account else conn.username,
+    )
 
 
 def test_a_return_logs_in_on_the_admission_thread_and_waits_without_a_thread(
@@ -205,7 +230,7 @@ def test_a_resume_from_the_admission_thread_replays_after_login_ok(srv: Any) -> 
 def test_a_stop_says_bye_to_parked_sessions(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with quiet_server(tmp_path / "db", password_hash="load-test", login_slots=4) as srv:
+    with early_server(tmp_path / "db") as srv:
         registered(srv, "a", "b")
         done = parking(srv, monkeypatch)
         clients = [RawClient(srv.address) for _ in range(2)]

@@ -21,13 +21,13 @@ import pytest
 
 from chatroom_server.__main__ import main
 from chatroom_server.accounts import AccountStoreBusy
-from tests.helpers import PASSWORD, RawClient, quiet_server
-from tests.server.test_early_login import login_frame
+from tests.helpers import PASSWORD, RawClient
+from tests.server.test_early_login import after_each, early_server, login_frame
 
 
 @pytest.fixture
 def srv(tmp_path: Path) -> Iterator[Any]:
-    with quiet_server(tmp_path / "chat.db", password_hash="load-test", login_slots=4) as s:
+    with early_server(tmp_path / "chat.db") as s:
         yield s
 
 
@@ -67,16 +67,7 @@ class Gate:
 
 def holding(srv: Any, monkeypatch: pytest.MonkeyPatch) -> Queue[Any]:
     """The connections held from now on (their registration queued), as they are."""
-    admission = srv.server._admission
-    held: Queue[Any] = Queue()
-    hold = admission.hold
-
-    def held_then_told(conn: Any) -> None:
-        hold(conn)
-        held.put(conn)
-
-    monkeypatch.setattr(admission, "hold", held_then_told)
-    return held
+    return after_each(monkeypatch, srv.server._admission, "hold")
 
 
 def test_a_registration_is_answered_from_the_admission_thread_after_its_commit(
@@ -224,14 +215,7 @@ def test_a_client_reset_before_the_commit_gets_no_session(
     gate = Gate(srv, monkeypatch)
     held = holding(srv, monkeypatch)
     presence = srv.server._presence
-    departed: Queue[Any] = Queue()
-    depart = presence.depart
-
-    def told(conn: Any) -> None:
-        depart(conn)
-        departed.put(conn)
-
-    monkeypatch.setattr(presence, "depart", told)
+    departed = after_each(monkeypatch, presence, "depart")
     c = RawClient(srv.address)
     c.send_raw(login_frame("vanished"))
     assert gate.commits.get(timeout=10) == ["vanished"]
@@ -250,7 +234,7 @@ def test_a_client_reset_before_the_commit_gets_no_session(
 def test_a_stop_during_the_commit_says_bye_to_the_held_registration(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with quiet_server(tmp_path / "db", password_hash="load-test", login_slots=4) as srv:
+    with early_server(tmp_path / "db") as srv:
         gate = Gate(srv, monkeypatch)
         held = holding(srv, monkeypatch)
         c = RawClient(srv.address)
