@@ -40,7 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from abtree import base_tree
+from abtree import base_tree, pythonpath
 from common import cpu_seconds, start_server, wait_idle
 from run_bench import step_up
 
@@ -152,7 +152,7 @@ def main() -> None:
     fixed: dict[str, list[list[tuple[float, float]]]] = {"A": [], "B": []}
     found: dict[str, list[float]] = {"A": [], "B": []}
     with tempfile.TemporaryDirectory() as tmp, base_tree(a.base) as base:
-        paths = {"A": base, "B": None}  # B: this tree, as this process has it
+        paths = {"A": pythonpath(base), "B": None}  # B: this tree, as this process has it
         for i in range(a.rounds):
             for v in ("A", "B"):
                 db = Path(tmp) / f"{v}{i}.db"

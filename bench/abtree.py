@@ -20,9 +20,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def pythonpath(tree: Path) -> str:
-    """The ``PYTHONPATH`` that runs ``tree``'s server and SDK ahead of the installed ones."""
-    return f"{tree}/server:{tree}/sdk"
+def pythonpath(tree: Path, *dirs: str) -> str:
+    """The ``PYTHONPATH`` that runs ``tree``'s packages (``dirs``: its folders, by default
+    the server's and the SDK's) ahead of the installed ones."""
+    return ":".join(f"{tree}/{d}" for d in dirs or ("server", "sdk"))
 
 
 # B: this tree, named, so that B is this tree's code whatever the venv has installed.
@@ -30,14 +31,14 @@ THIS_TREE: str = pythonpath(ROOT)
 
 
 @contextlib.contextmanager
-def base_tree(rev: str) -> Iterator[str]:
-    """``rev`` checked out for the run: the ``PYTHONPATH`` of its server and SDK (A)."""
+def base_tree(rev: str) -> Iterator[Path]:
+    """``rev`` checked out for the run (A): the checkout's folder (:func:`pythonpath`)."""
     with tempfile.TemporaryDirectory() as tmp:
         tree = Path(tmp) / "base"
         git = ["git", "-C", str(ROOT), "worktree"]
         subprocess.run([*git, "add", "-q", "--detach", str(tree), rev], check=True)
         try:
-            yield pythonpath(tree)
+            yield tree
         finally:
             subprocess.run([*git, "remove", "--force", str(tree)], check=False)
 

@@ -25,7 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from abtree import THIS_TREE, base_tree, pythonpath
+
 # (name, messages a group, share of DMs)
 SHAPES = (("rooms, 1", 1, 0.0), ("rooms, 10", 10, 0.0), ("a fifth DMs, 1", 1, 0.2))
 
@@ -75,23 +76,15 @@ def main() -> None:
         print(json.dumps(worker(a.groups)))
         return
     got: dict[str, list[dict[str, list[float]]]] = {"A": [], "B": []}
-    with tempfile.TemporaryDirectory() as tmp:
-        tree = Path(tmp) / "base"
-        subprocess.run(
-            ["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(tree), a.base],
-            check=True,
-        )
-        try:
-            paths = {"A": f"{tree}/server:{tree}/sdk", "B": f"{ROOT}/server:{ROOT}/sdk"}
-            for i in range(a.rounds):
-                for v in ("A", "B"):
-                    env = {**os.environ, "PYTHONPATH": paths[v]}
-                    cmd = [sys.executable, __file__, "--worker", "--groups", str(a.groups)]
-                    res = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
-                    got[v].append(json.loads(res.stdout))
-                    print(f"round {i + 1} {v}: {got[v][-1]}", flush=True)
-        finally:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)])
+    with base_tree(a.base) as tree:
+        paths = {"A": pythonpath(tree), "B": THIS_TREE}
+        for i in range(a.rounds):
+            for v in ("A", "B"):
+                env = {**os.environ, "PYTHONPATH": paths[v]}
+                cmd = [sys.executable, __file__, "--worker", "--groups", str(a.groups)]
+                res = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+                got[v].append(json.loads(res.stdout))
+                print(f"round {i + 1} {v}: {got[v][-1]}", flush=True)
     load = os.getloadavg()[0]
     print(f"\nA = {a.base}, B = this tree; CPU µs per append, medians of {a.rounds} rounds")
     print(f"(load average {load:.1f} at the end)")

@@ -34,13 +34,13 @@ import re
 import secrets
 import socket
 import statistics
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import redis
+from abtree import base_tree, pythonpath
 from common import SERVERS, wait_idle
 from run_bench import step_up
 
@@ -51,7 +51,6 @@ REDIS = "redis://127.0.0.1:6379/0"
 PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 HASHES = ("--password-hash", "load-test")
 PROBE = re.compile(r"probe\d+")  # users_seen's clients
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def cpu(pids: list[int]) -> float:
@@ -209,22 +208,16 @@ def ab(args: argparse.Namespace) -> None:
     rates = [float(x) for x in args.rates.split(",")]
     fixed: dict[str, list[list[tuple[float, float, float]]]] = {"A": [], "B": []}
     found: dict[str, list[float]] = {"A": [], "B": []}
-    with tempfile.TemporaryDirectory() as tmp:
-        tree = Path(tmp) / "base"
-        git = ["git", "-C", str(ROOT), "worktree"]
-        subprocess.run([*git, "add", "-q", "--detach", str(tree), args.base], check=True)
-        try:
-            env = {"A": {"PYTHONPATH": f"{tree}/server:{tree}/sdk"}, "B": None}
-            for i in range(args.rounds):
-                for v in ("A", "B"):
-                    print(f"round {i + 1} {v}:", flush=True)
-                    got, best = ab_round(args, Path(tmp), env[v])
-                    fixed[v].append(got)
-                    found[v].append(best)
-                    if args.search:
-                        print(f"  sustained {best:,.0f} deliveries/s", flush=True)
-        finally:
-            subprocess.run([*git, "remove", "--force", str(tree)], check=False)
+    with tempfile.TemporaryDirectory() as tmp, base_tree(args.base) as tree:
+        env = {"A": {"PYTHONPATH": pythonpath(tree)}, "B": None}
+        for i in range(args.rounds):
+            for v in ("A", "B"):
+                print(f"round {i + 1} {v}:", flush=True)
+                got, best = ab_round(args, Path(tmp), env[v])
+                fixed[v].append(got)
+                found[v].append(best)
+                if args.search:
+                    print(f"  sustained {best:,.0f} deliveries/s", flush=True)
     print(
         f"\nA = {args.base}, B = this tree; {args.nodes} node(s), {args.clients} clients, "
         f"{args.senders} senders; medians of {args.rounds} rounds"

@@ -28,7 +28,7 @@ import threading
 import time
 from typing import Any
 
-from abtree import THIS_TREE, base_tree, run_child
+from abtree import THIS_TREE, base_tree, pythonpath, run_child
 
 
 class _Conn:
@@ -175,7 +175,7 @@ def main() -> None:
         passed = [a for k, a in enumerate(sys.argv[1:], 1) if k not in (i, i + 1)]
     got: dict[str, list[float]] = {"A": [], "B": []}
     with base_tree(args.base) as base:
-        paths = {"A": base, "B": THIS_TREE}
+        paths = {"A": pythonpath(base), "B": THIS_TREE}
         for _ in range(args.rounds):
             for v in ("A", "B"):
                 got[v].append(run_child(__file__, passed, paths[v]))

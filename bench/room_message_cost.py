@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from abtree import THIS_TREE, base_tree, run_child
+from abtree import THIS_TREE, base_tree, pythonpath, run_child
 
 
 class _Unstored:
@@ -160,7 +160,7 @@ def main() -> None:
     passed += ["--messages", str(args.messages)]
     got: dict[tuple[str, str], list[float]] = {}
     with base_tree(args.base) as base:
-        paths = {"A": base, "B": THIS_TREE}
+        paths = {"A": pythonpath(base), "B": THIS_TREE}
         for i in range(args.rounds):
             for kind in ("log", "nolog"):
                 for v in ("A", "B"):

@@ -55,7 +55,6 @@ import select
 import shlex
 import socket
 import statistics
-import subprocess
 import tempfile
 import threading
 import time
@@ -64,9 +63,9 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from abtree import base_tree, pythonpath
 from common import cpu_seconds, rss_kib, start_server, wait_idle
 
-ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "storm-password-1"
 _COUNT = re.compile(rb'"count":(\d+)')
 _USERS = b'"users":['
@@ -593,42 +592,34 @@ def main() -> None:
         return
     extra = ["--password-hash", "load-test", *shlex.split(a.server_args)]
     rows: list[tuple[str, Storm]] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        tree = Path(tmp) / "base"
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         sides: list[tuple[str, str | None]] = [("this tree", None)]
         if a.base:
-            subprocess.run(
-                ["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(tree), a.base],
-                check=True,
-            )
+            tree = stack.enter_context(base_tree(a.base))
             a_label = " ".join(x for x in ("A", a.base, a.a_args, "(names)" * a.a_names) if x)
-            sides.insert(0, (a_label, f"{tree}/server:{tree}/sdk"))
+            sides.insert(0, (a_label, pythonpath(tree)))
             sides[1] = ("B this tree", None)
-        try:
-            for i in range(a.rounds):
-                if not a.no_floor:
-                    with floor() as port:
-                        for s in storms_on(
-                            port, None, a.clients, a.processes, a.stayers, a.timeout, features
-                        ):
-                            rows.append(("floor", s))
-                            print(s.line("floor"), flush=True)
-                for who, path in sides:
-                    env = {"PYTHONPATH": path} if path else None
-                    db = f"s{i}{who[0]}"
-                    mine = [*extra, *shlex.split(a.a_args)] if path else extra
-                    asks = NAMES if path and a.a_names else features
-                    with start_server("ours", Path(tmp), *mine, db=db, env=env) as (proc, port):
-                        for s in storms_on(
-                            port, proc.pid, a.clients, a.processes, a.stayers, a.timeout, asks
-                        ):
-                            rows.append((who, s))
-                            print(s.line(who), flush=True)
-                            if s.lost:
-                                print(f"  lost: {s.lost}", flush=True)
-        finally:
-            if a.base:
-                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)])
+        for i in range(a.rounds):
+            if not a.no_floor:
+                with floor() as port:
+                    for s in storms_on(
+                        port, None, a.clients, a.processes, a.stayers, a.timeout, features
+                    ):
+                        rows.append(("floor", s))
+                        print(s.line("floor"), flush=True)
+            for who, path in sides:
+                env = {"PYTHONPATH": path} if path else None
+                db = f"s{i}{who[0]}"
+                mine = [*extra, *shlex.split(a.a_args)] if path else extra
+                asks = NAMES if path and a.a_names else features
+                with start_server("ours", Path(tmp), *mine, db=db, env=env) as (proc, port):
+                    for s in storms_on(
+                        port, proc.pid, a.clients, a.processes, a.stayers, a.timeout, asks
+                    ):
+                        rows.append((who, s))
+                        print(s.line(who), flush=True)
+                        if s.lost:
+                            print(f"  lost: {s.lost}", flush=True)
     print(
         f"\n{a.clients:,} clients from {a.processes} processes, unpaced, {a.stayers} stayers "
         "pinging every 20 ms"

@@ -19,16 +19,15 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from ab import on_server
+from abtree import ROOT, base_tree, pythonpath
 
 from chatroom_bots.load import Swarm
 
-ROOT = Path(__file__).resolve().parent.parent
 TICK = os.sysconf("SC_CLK_TCK")
 
 # Per thread id: (CPU ticks, voluntary switches, involuntary switches).
@@ -83,36 +82,30 @@ def main() -> None:
     ap.add_argument("--rooms", type=int, default=100)
     args = ap.parse_args()
     got: dict[str, list[Row]] = {"A": [], "B": []}
-    with tempfile.TemporaryDirectory() as tmp:
-        tree = Path(tmp) / "base"
-        git = ["git", "-C", str(ROOT), "worktree"]
-        subprocess.run([*git, "add", "-q", "--detach", str(tree), args.base], check=True)
-        try:
-            paths = {
-                "A": f"{tree}/sdk:{tree}/server:{tree}/bots",
-                "B": f"{ROOT}/sdk:{ROOT}/server:{ROOT}/bots",
-            }
-            for i in range(args.rounds):
-                for side in ("A", "B"):
-                    row = on_server(
-                        paths[side],
-                        Path(tmp) / f"{side}{i}.db",
-                        args.senders,
-                        args.clients,
-                        [],
-                        per_message(args.rate, args.seconds),
-                        rooms=args.rooms,
-                    )
-                    got[side].append(row)
-                    us, vol, invol, busy, p99 = row
-                    print(
-                        f"round {i + 1} {side}: {us:.1f} µs/message, {vol:.2f} voluntary "
-                        f"and {invol:.2f} involuntary switches/message, {busy} threads "
-                        f"busy, p99 {p99:.1f} ms, load average {os.getloadavg()[0]:.1f}",
-                        flush=True,
-                    )
-        finally:
-            subprocess.run([*git, "remove", "--force", str(tree)], check=False)
+    with tempfile.TemporaryDirectory() as tmp, base_tree(args.base) as tree:
+        paths = {
+            "A": pythonpath(tree, "sdk", "server", "bots"),
+            "B": pythonpath(ROOT, "sdk", "server", "bots"),
+        }
+        for i in range(args.rounds):
+            for side in ("A", "B"):
+                row = on_server(
+                    paths[side],
+                    Path(tmp) / f"{side}{i}.db",
+                    args.senders,
+                    args.clients,
+                    [],
+                    per_message(args.rate, args.seconds),
+                    rooms=args.rooms,
+                )
+                got[side].append(row)
+                us, vol, invol, busy, p99 = row
+                print(
+                    f"round {i + 1} {side}: {us:.1f} µs/message, {vol:.2f} voluntary "
+                    f"and {invol:.2f} involuntary switches/message, {busy} threads "
+                    f"busy, p99 {p99:.1f} ms, load average {os.getloadavg()[0]:.1f}",
+                    flush=True,
+                )
     print(f"\nA = {args.base}, B = this tree; medians of {args.rounds} alternating rounds")
     print("| | CPU µs/message | voluntary/message | involuntary/message | p99 ms |")
     print("| --- | ---: | ---: | ---: | ---: |")
