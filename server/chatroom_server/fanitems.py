@@ -97,7 +97,15 @@ class Batch:
         self.n_data = 0  # how many frames ``data`` holds (the deliveries per recipient)
         self.ack = b""
         self.size = sum(map(len, frames))  # bytes each recipient gets
-        self.rooms = msgs is not None and any(m.room is not None for m in msgs)
+        # A loop, not any() over a generator: the generator alone was some 0.7 µs of
+        # every batch (docs/PERFORMANCE.md, "The small room's pass").
+        rooms = False
+        if msgs is not None:
+            for m in msgs:
+                if m.room is not None:
+                    rooms = True
+                    break
+        self.rooms = rooms
         # Made by _check_rooms for a batch with rooms; a lobby batch (the hot path) only
         # points at the shared empty ones, never written.
         self.members: list[tuple[str, frozenset[str]] | None] = _NO_MEMBERS
