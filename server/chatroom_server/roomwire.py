@@ -187,8 +187,10 @@ class RoomWire:
 
         members = self.service.recipients(room, user, rid, ts, ip_of, guest_of)
         assert members is not None  # lobby's messages never come here
-        name = self.service.room_name(room)
-        return name, members, not self.service.book.is_ephemeral(name)
+        # Its canonical name and whether it is stored, from one lookup of the room
+        # (what RoomService.room_name and RoomBook.is_ephemeral each look up again).
+        r = self.service.book.get(room)
+        return (room, members, True) if r is None else (r.name, members, not r.ephemeral)
 
     def session_ended(self, user: str, reason: str | None = None) -> None:
         """``user`` has no session any more (the reaper): out of their guest rooms,
