@@ -158,3 +158,38 @@ def test_dms_a_gap_fill_reads_back_may_have_waited_in_the_inbox(bus: ClusterBus)
     server.delivered.clear()
     consumer.deliver([Stored(4, 4.0, "dave", "bob", "later")], {4})
     assert server.delivered == [([1, 2, 3, 4], {2, 4})]
+
+
+def test_an_entry_older_than_this_nodes_claim_ends_no_session_here(redis_prefix: str) -> None:
+    """Found by the nemesis with a crowd (docs/RELIABILITY.md F13): node 3, back from a
+    partition from Redis, claimed back a user whose connection had just been cut (a
+    ``j`` entry); the client logged in on node 1, which was paused, and whose consumer
+    read node 3's entry only after its own claim of that user: it took it for a newer
+    login and ended the session it had just begun (``session_replaced``, after which the
+    SDK does not reconnect). An entry before this node's own claim in the stream is
+    older than that claim, whichever node wrote it."""
+    here = ClusterBus(REDIS_URL, prefix=redis_prefix, node_name="here")
+    there = ClusterBus(REDIS_URL, prefix=redis_prefix, node_name="there")
+    try:
+        here.snapshot()
+        there.snapshot()
+        server = Server()
+        there.claim("alice")  # the older claim, not yet read here
+        assert here.claim("alice") == there.node  # taken over from there
+        server.local.append("alice")
+        here.settled("alice")
+        r = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+        entries = cast(list[tuple[str, dict[str, str]]], r.xrange(f"{redis_prefix}:log"))
+        assert [f["k"] for _, f in entries] == ["j", "t"]
+        for entry_id, fields in entries:  # as the consumer reads them, late
+            here.roster.apply(server, fields, entry_id)
+        assert server.joined == []  # alice's session here stays
+        assert here.online("alice")
+        # A claim there after this node's is a takeover as ever.
+        there.claim("alice")
+        last = cast(list[tuple[str, dict[str, str]]], r.xrevrange(f"{redis_prefix}:log", count=1))
+        here.roster.apply(server, last[0][1], last[0][0])
+        assert server.joined == ["alice"]
+    finally:
+        here.disconnect()
+        there.disconnect()

@@ -245,11 +245,11 @@ def test_a_dm_to_someone_who_just_left_another_node_waits_for_them(
     gate, held = threading.Event(), threading.Event()
     apply = bus.roster.apply
 
-    def slow(handler: Any, fields: dict[str, str]) -> None:
+    def slow(handler: Any, fields: dict[str, str], entry_id: str = "") -> None:
         if fields.get("k") == "l" and fields.get("u") == "carol":
             held.set()
             assert gate.wait(10)
-        apply(handler, fields)
+        apply(handler, fields, entry_id)
 
     monkeypatch.setattr(bus.roster, "apply", slow)
     carol.send(command="exit")

@@ -151,7 +151,7 @@ class Consumer:
                     if fields.get("k") == "o":  # an operator's kill or WALLOPS
                         handler.cluster_operator(fields)
                         continue
-                    self._roster.apply(handler, fields)
+                    self._roster.apply(handler, fields, entry_id)
             pending, inbox = self.deliver(pending, inbox)
             now = time.monotonic()
             if not reply and now - last_check >= 1.0:

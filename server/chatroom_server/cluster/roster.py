@@ -20,8 +20,13 @@ it (the ``OPER`` came while Redis was unreachable): :meth:`republish_operators`,
 every claim back of this node's users, as presence is (docs/CLUSTER.md, "Server
 operators").
 
-``_lock`` guards ``_owners``, ``_sessions``, ``_claiming``, ``_claimed``, ``_guests`` and
-``_opers``; no callback into the server runs under it, and no call to Redis.
+A claim here also remembers the id of the stream entry it wrote (``_claim_ids``): the
+consumer may read other nodes' entries about that user written *before* it after the
+claim (this node was paused, or behind), and such an entry ends no session here
+(:meth:`apply`; docs/RELIABILITY.md F13).
+
+``_lock`` guards ``_owners``, ``_sessions``, ``_claiming``, ``_claimed``, ``_guests``,
+``_opers`` and ``_claim_ids``; no callback into the server runs under it, and no call to Redis.
 """
 
 from __future__ import annotations
@@ -70,7 +75,7 @@ class Roster:
         self._rejoin = r.register_script(scripts.REJOIN)
         self._oper = r.register_script(scripts.OPER)
         self._reoper = r.register_script(scripts.REOPER)
-        self._lock = threading.Lock()  # guards the six below
+        self._lock = threading.Lock()  # guards the seven below
         self._owners: dict[str, str] = {}  # username key -> node, the whole cluster
         # username key -> the id of this node's session of that user, as its last claim
         # here wrote it (claim_back writes it again).
@@ -85,6 +90,9 @@ class Roster:
         # username key -> (name, session id): this node's sessions an IRC O-line made
         # operators, until the session ends or another takes the user (republished).
         self._opers: dict[str, tuple[str, str]] = {}
+        # username key -> the stream id of this node's latest claim entry of that user,
+        # until the consumer reads an entry about that user at or after it.
+        self._claim_ids: dict[str, tuple[int, int]] = {}
 
     def load(self, presence: dict[str, str]) -> list[str]:
         """Take the presence hash as it is now; the names online."""
@@ -129,7 +137,7 @@ class Roster:
             self._claimed.add(key)
         k = self._keys
         try:
-            old = self._claim(
+            reply = self._claim(
                 keys=[k.presence, k.log, k.members, k.opers],
                 args=[key, self.node, name, STREAM_MAX, k.prefix, self._link.deadline(), session],
             )
@@ -138,14 +146,17 @@ class Roster:
             # answered: its deadline makes it change nothing then (scripts.CLAIM).
             self.settled(name)
             raise self._unreachable(exc) from exc
-        if old == scripts.LATE:
+        if reply == scripts.LATE:
             self.settled(name)
             raise ClusterUnavailable("the cluster answered too late")
+        old, entry = (str(x) for x in reply)
         with self._lock:
             self._owners[key] = self.node
             self._sessions[key] = session
             self._opers.pop(key, None)  # a new session: no operator (scripts.CLAIM)
-        return None if old is None else holder(str(old))[0]
+            if entry:
+                self._claim_ids[key] = _stream_id(entry)
+        return holder(old)[0] if old else None
 
     def claim_guest(self, name: str, session: str) -> bool:
         """An IRC guest's claim of a nick (docs/IRC.md): False if any node has a
@@ -294,11 +305,27 @@ class Roster:
 
     # ------------------------------------------------------------ changes from the stream
 
-    def apply(self, handler: Handler, fields: dict[str, str]) -> None:
+    def apply(self, handler: Handler, fields: dict[str, str], entry_id: str = "") -> None:
         """A presence event read from the stream (``j`` joined, ``t`` taken over, ``l``
-        left), of any node."""
+        left), of any node; ``entry_id``, its id in the stream.
+
+        Another node's ``j`` or ``t`` before this node's latest claim of that user in
+        the stream is older than the claim, which took the user over from whatever it
+        says: it ends no session here (docs/RELIABILITY.md F13). A ``l`` is judged as
+        ever: it counts only if it names the node that holds the user."""
         kind, name, node = fields.get("k"), fields.get("u", ""), fields.get("n", "")
         key = username_key(name)
+        if kind in ("j", "t") and entry_id:
+            at = _stream_id(entry_id)
+            with self._lock:
+                mine = self._claim_ids.get(key)
+                if mine is not None and at >= mine:
+                    del self._claim_ids[key]  # read up to this node's claim: done
+                elif mine is not None and node != self.node:
+                    log.info(
+                        "%s's entry from %s is older than this node's claim; ignored", name, node
+                    )
+                    return
         if kind in ("j", "t"):
             with self._lock:
                 self._owners[key] = node
@@ -388,3 +415,9 @@ class Roster:
                     self._opers.pop(key, None)
                 handler.cluster_drop(name)
         self.republish_operators()
+
+
+def _stream_id(entry_id: str) -> tuple[int, int]:
+    """A stream entry's id (``ms-seq``) as a pair that orders as the stream does."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)

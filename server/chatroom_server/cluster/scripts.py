@@ -90,6 +90,8 @@ def holder(value: str) -> tuple[str, str, str]:
 # A claim whose node has stopped waiting for it (ARGV[6], Link.deadline) changes nothing:
 # a partition that held it may have let the client log in elsewhere since
 # (docs/RELIABILITY.md F8). TIME in a script: Redis >= 5 replicates its effects.
+# Returns the old value ('' for none) and the id of the stream entry it wrote ('' for
+# none): every entry before it is older than the claim (Roster.apply, F13).
 LATE: Final = "late"
 
 CLAIM = (
@@ -109,13 +111,14 @@ if old then
       redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*',
                  'k', 'o', 'a', 'deop', 'u', ARGV[3], 'n', ARGV[2])
     end
-    return old
+    return {old, ''}
   end
   redis.call('SREM', ARGV[5] .. ':members:' .. node, ARGV[1])
   kind = 't'
 end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'k', kind, 'u', ARGV[3], 'n', ARGV[2])
-return old
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*',
+                      'k', kind, 'u', ARGV[3], 'n', ARGV[2])
+return {old or '', id}
 """
 )
 
