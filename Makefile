@@ -54,11 +54,13 @@ fuzz: $(STAMP)
 # with its own Redis and PostgreSQL, five on the single SQLite server. Prints the seed, the
 # counts of operations and faults, and every anomaly; exits 1 on any. The history, an HTML
 # report and every process's log go to nemesis-runs/. Replay: make nemesis SEED=N.
+# NEMESIS_CROWD=250: also that many members that only read, in lobby and a big room.
 NEMESIS_TARGET   ?= both
 NEMESIS_DURATION ?= 600
 nemesis: $(STAMP)
 	$(PY) -m tests.nemesis --target $(NEMESIS_TARGET) --duration $(NEMESIS_DURATION) \
-		$(if $(SEED),--seed $(SEED)) --out nemesis-runs
+		$(if $(SEED),--seed $(SEED)) $(if $(NEMESIS_CROWD),--crowd $(NEMESIS_CROWD)) \
+		--out nemesis-runs
 
 # Our server against the naive and raw-relay baselines, same workloads, one run (minutes);
 # bench/bench-results.json and bench/report.html.

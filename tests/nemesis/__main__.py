@@ -41,6 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", choices=["cluster", "single", "both"], default="cluster")
     p.add_argument("--users", type=int, default=8, help="simulated users")
     p.add_argument(
+        "--crowd",
+        type=int,
+        default=0,
+        help="members that only read, in lobby and a big room (and a third in a small "
+        "room): over 128, both are sent in turns (tests/nemesis/crowd.py); 0: none",
+    )
+    p.add_argument(
         "--rate", type=float, default=DriverSettings.rate, help="operations per second per user"
     )
     p.add_argument(
@@ -119,6 +126,9 @@ def report(result: RunResult) -> None:
         "chains",
         "history pages",
         "final log",
+        "crowd members",
+        "crowd connections",
+        "crowd frames received",
     ):
         if key in res.stats:
             print(f"  {key}: {res.stats[key]}")
@@ -160,6 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             out=args.out,
             users=args.users,
             node_timeout=args.node_timeout,
+            crowd=args.crowd,
             settings=DriverSettings(rate=args.rate),
         )
         start = time.monotonic()

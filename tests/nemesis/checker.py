@@ -1163,7 +1163,11 @@ class _Checker:
                 seqs=seqs,
                 events=[*hs[:4], *self._sends_of(hs[:2])],
             )
-        for user_chains in chains.values():
+        # The crowd reads with plain sockets (tests/nemesis/crowd.py): no hooks to judge.
+        crowd = {u.lower() for u in (self.meta.options.get("crowd", []) if self.meta else [])}
+        for user, user_chains in chains.items():
+            if user in crowd:
+                continue
             for ch in user_chains:
                 hooks = per_chain.get(id(ch), [])
                 counts: dict[int, list[Hook]] = defaultdict(list)
@@ -1424,7 +1428,14 @@ class _Checker:
                 self.marker = op.seq
         if self.meta is None:
             return []
-        return [u.lower() for u in self.meta.users]
+        return [u.lower() for u in self._everyone()]
+
+    def _everyone(self) -> list[str]:
+        """The users the harness kept logged in to the end: the drivers, and the crowd
+        (tests/nemesis/crowd.py), which only reads."""
+        if self.meta is None:
+            return []
+        return [*self.meta.users, *self.meta.options.get("crowd", [])]
 
     def check_logins(self) -> None:
         for op in self.ops:
@@ -1493,7 +1504,7 @@ class _Checker:
     def check_stuck(self, chains: dict[str, list[_Chain]]) -> None:
         if self.marker is None or self.meta is None:
             return
-        for user in self.meta.users:
+        for user in self._everyone():
             mine = chains.get(user.lower(), [])
             top = max((max(ch.got, default=0) for ch in mine), default=0)
             if top < self.marker:

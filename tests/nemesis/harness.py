@@ -39,6 +39,7 @@ from typing import Any
 from tests.nemesis.adversaries import NeverReader, Pipeliner, Vandal
 from tests.nemesis.checker import CheckResult, check
 from tests.nemesis.clients import Driver, DriverSettings
+from tests.nemesis.crowd import HALL, Crowd, crowd_names
 from tests.nemesis.guests import Guest
 from tests.nemesis.history import Event, History, Meta, Op, dump
 from tests.nemesis.nemesis import FaultSpec, Nemesis, schedule
@@ -55,6 +56,9 @@ NEVER_READER = "slug"
 VANDAL = "vandal"
 PIPELINER = "pipe"
 ROOMS = ("dev", "ops", "fun")
+# With a crowd (RunConfig.crowd): its big room first, then small rooms of the drivers
+# and a third of the crowd (tests/nemesis/crowd.py).
+CROWD_ROOMS = (HALL, "dev", "ops", "fun", "tea")
 # Nodes as a user would run them, but quiet and quick to hash: the run is about
 # messages, not argon2 (docs/SECURITY.md has the real cost).
 NODE_ARGS = ["--users-interval", "0", "--password-hash", "load-test"]
@@ -80,6 +84,9 @@ class RunConfig:
     # IRC guests with echo-message, in lobby and (single server) a guest room
     # (tests/nemesis/guests.py).
     guests: int = 2
+    # Members that only read (tests/nemesis/crowd.py): with more than 128, lobby and
+    # the crowd's room are sent in turns (chatroom_server.fanturns). 0: none.
+    crowd: int = 0
     tmpfs_mb: int = 24
     settings: DriverSettings = field(default_factory=DriverSettings)
 
@@ -87,6 +94,7 @@ class RunConfig:
         return (
             f"python -m tests.nemesis --seed {self.seed} --duration {self.duration:g} "
             f"--target {self.target} --users {self.users}"
+            + (f" --crowd {self.crowd}" if self.crowd else "")
         )
 
 
@@ -228,7 +236,9 @@ def run(config: RunConfig, progress: Any = None) -> RunResult:
     users = list(NAMES[: config.users])
     # Both targets talk in rooms: the cluster's nodes apply room events from the stream
     # (67864e9), and runs with rooms there (seeds 4061, 5101, 5102) were clean.
-    rooms = ROOMS
+    rooms = CROWD_ROOMS if config.crowd else ROOMS
+    crowd_stats: dict[str, int] = {}
+    crowd_users = crowd_names(config.crowd)
     settings = replace(config.settings, rooms=rooms)
     with ExitStack() as stack:
         switchboard = Switchboard()
@@ -258,6 +268,7 @@ def run(config: RunConfig, progress: Any = None) -> RunResult:
             "moderators": users[:1] if rooms and config.moderation else [],
             "adversaries": [NEVER_READER, VANDAL, PIPELINER] if config.adversaries else [],
             "guests": [f"guest{k + 1}" for k in range(config.guests)],
+            "crowd": crowd_users,
             "faults": [s.describe() for s in specs],
         }
         not_exercised: list[str] = []
@@ -294,6 +305,21 @@ def run(config: RunConfig, progress: Any = None) -> RunResult:
         if rooms:
             moderators = [d for d in drivers if d.moderator]
             _create_rooms(mark, moderators, rooms, history.now() + 30)
+        crowd: Crowd | None = None
+        if crowd_users:
+            # Through the clients' links, as the drivers: cuts and kills reach them.
+            addresses = [
+                switchboard.link(target.client_link(i)).address for i in range(len(target.nodes))
+            ]
+            crowd = Crowd(crowd_users, addresses, history, config.seed, small_rooms=rooms[1:])
+            stack.callback(crowd.stop.set)
+            crowd.start()
+            say(f"logging the crowd of {len(crowd_users)} in")
+            if not crowd.wait_ready(120.0):
+                raise RuntimeError(
+                    f"only {crowd.ready()} of the crowd's {len(crowd_users)} members were "
+                    "logged in and in their rooms before the faults"
+                )
         nemesis = Nemesis(target, history, specs)
         nemesis.mark_ready()
         t0 = history.now()
@@ -357,13 +383,17 @@ def run(config: RunConfig, progress: Any = None) -> RunResult:
         if marker is None:
             problems.append("the marker could not be posted after the heal")
         else:
+            everyone = users + crowd_users
             reached = history.wait_until(
-                lambda: all(history.tops().get(u, 0) >= marker for u in users),
+                lambda: all(history.tops().get(u, 0) >= marker for u in everyone),
                 max(5.0, deadline - history.now()),
             )
             if not reached:
-                slow = [u for u in users if history.top(u) < marker]
-                problems.append(f"not every user received the marker: {', '.join(slow)}")
+                slow = [u for u in everyone if history.top(u) < marker]
+                problems.append(
+                    f"not every user received the marker: {', '.join(slow[:12])}"
+                    + (f" and {len(slow) - 12} more" if len(slow) > 12 else "")
+                )
         say("reading the whole log")
         if not mark.scan([None], rooms):
             problems.append("the final scan of lobby and the rooms failed")
@@ -372,6 +402,13 @@ def run(config: RunConfig, progress: Any = None) -> RunResult:
             if not d.scan(partners):
                 problems.append(f"{d.user}'s final scan of its DMs failed")
         _in_parallel([(f"close-{d.user}", d.close) for d in [*drivers, mark]], 30)
+        if crowd is not None:
+            crowd.stop.set()
+            crowd.thread.join(30)
+            if crowd.thread.is_alive():
+                problems.append("the crowd's thread did not stop")
+            problems += [f"crowd: {e}" for e in crowd.errors]
+            crowd_stats = crowd.stats()
         say("stopping the target")
         for node in target.nodes:
             node.proc.stop()
@@ -384,6 +421,7 @@ def run(config: RunConfig, progress: Any = None) -> RunResult:
     events = history.snapshot()
     say("checking the history")
     result = check(events)
+    result.stats.update(crowd_stats)
     if nemesis_crashes:
         problems.append(
             f"{nemesis_crashes} server process(es) exited by themselves "
