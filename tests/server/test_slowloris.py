@@ -7,7 +7,6 @@ login timeout still closes one that never finishes, and a first frame over
 
 from __future__ import annotations
 
-import _thread
 import json
 import socket
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from chatroom_server import readers
 from tests.helpers import PASSWORD, RawClient, quiet_server
 from tests.server.test_early_login import early, login_frame, registered
 
@@ -42,6 +42,19 @@ def rewatching(srv: Any, monkeypatch: pytest.MonkeyPatch) -> Queue[Any]:
     return done
 
 
+def thread_starts(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The connections whose reader thread starts from now on."""
+    started: list[Any] = []
+    start = readers.ReaderThread.start
+
+    def counted(thread: Any, target: Any, conn: Any) -> None:
+        started.append(conn)
+        start(thread, target, conn)
+
+    monkeypatch.setattr(readers.ReaderThread, "start", counted)
+    return started
+
+
 def test_half_sent_logins_hold_no_thread_and_finish_as_logins(
     srv: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -49,7 +62,7 @@ def test_half_sent_logins_hold_no_thread_and_finish_as_logins(
     names = [f"slow{i}" for i in range(n)]
     registered(srv, *names[: n // 2])  # half of them returns, half registrations
     told = rewatching(srv, monkeypatch)
-    threads = _thread._count()
+    started = thread_starts(monkeypatch)
     frames = [login_frame(name, id=i) for i, name in enumerate(names)]
     with ExitStack() as stack:
         slow = [stack.enter_context(RawClient(srv.address)) for _ in names]
@@ -61,7 +74,7 @@ def test_half_sent_logins_hold_no_thread_and_finish_as_logins(
         watched = srv.server._admission._watched
         assert all(watched.get(conn.sock.fileno()) is conn for conn in waiting)
         assert {bytes(conn.unread) for conn in waiting} == {f[:5] for f in frames}
-        assert _thread._count() <= threads
+        assert not waiting & set(started)
         # A login meanwhile goes ahead of them all.
         with RawClient(srv.address) as other:
             other.login("meanwhile")
@@ -71,12 +84,13 @@ def test_half_sent_logins_hold_no_thread_and_finish_as_logins(
         again = {told.get(timeout=10) for _ in names}
         assert again == waiting
         assert {bytes(conn.unread) for conn in waiting} == {f[:20] for f in frames}
-        assert _thread._count() <= threads
+        assert not waiting & set(started)
         before = early(srv)
         for i, (c, frame) in enumerate(zip(slow, frames, strict=True)):
             c.send_raw(frame[20:])
             c.expect("login_ok", username=names[i], id=i, new_user=i >= n // 2)
         assert early(srv) == before + n  # every one of them on the admission thread
+        assert not waiting & set(started)  # logged in, parked: still no thread
 
 
 def test_a_half_sent_login_is_closed_at_the_login_timeout(
