@@ -24,11 +24,11 @@ import msgspec
 
 from chatroom.errors import ProtocolError
 from chatroom.protocol import (
+    ClientCommand,
     ErrorCode,
     LoginCommand,
     RequestId,
     check_password,
-    decode_command,
     username_key,
     validate_command,
 )
@@ -46,21 +46,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class _LoginPeek(msgspec.Struct):
-    """What the admission thread reads of a first frame to decide whether it may run
-    the login itself (``EarlyLogin.early``); the session decodes the frame for real."""
-
-    command: str = ""
-    username: str = ""
-    password: str | None = None
-
-
 # What ``EarlyLogin.early`` says of a first frame that is a registration it has begun:
 # the connection is held (Admission.hold) until the account is durable.
 HELD = "held"
 
 
-_PEEK = msgspec.json.Decoder(_LoginPeek)
+# The session's own decoder (chatroom.protocol.decode_command's), without the diagnosis
+# of a frame it cannot take: that frame goes to its thread, whose session answers it.
+_COMMAND: msgspec.json.Decoder[ClientCommand] = msgspec.json.Decoder(ClientCommand)
 
 
 class EarlyLogin:
@@ -88,40 +81,47 @@ class EarlyLogin:
         self._clock = c.clock
         self._wall = c.wall_clock
         self.registrations = 0  # begun by _register_soon: the admission thread's
+        # A committed registration's connection and its first frame's command, while
+        # _registered hands it back to early(): the admission thread's alone.
+        self._again: tuple[Conn, LoginCommand] | None = None
 
-    def early(self, conn: Conn, frame: bytes) -> bool | str:
-        """Admission thread: whether ``frame`` (a connection's first, whole) is a login
-        it may run itself, on the spot: one that makes no trip to a store thread (a
-        password the store remembers), is not slowed by the throttle, and needs no
+    def early(self, conn: Conn, frame: bytes) -> LoginCommand | str | None:
+        """Admission thread: ``frame`` (a connection's first, whole) decoded, if it is a
+        login it may run itself, on the spot: one that makes no trip to a store thread
+        (a password the store remembers), is not slowed by the throttle, and needs no
         cluster claim. Such a login waits for nothing but locks held briefly; its
-        replay, if any, is left to the connection's thread (``enter``). Or ``HELD``:
-        the first login of a new name, whose registration has begun here
-        (``_register_soon``)."""
+        replay, if any, is left to the connection's thread (``enter``). The caller
+        hands the command to the session as decoded (``ServerSession.receive_decoded``):
+        a frame is decoded once. Or ``HELD``: the first login of a new name, whose
+        registration has begun here (``_register_soon``). None: its thread runs it."""
         store = self._b.store
         if store is None or self._b.bus is not None:
-            return False
-        try:
-            peek = _PEEK.decode(frame)
-        except (msgspec.DecodeError, RecursionError):
-            # The session answers it, on the connection's thread. Nested too deeply, a
-            # frame raises RecursionError (as protocol.decode_command knows), which would
-            # end the admission thread, and every login with it.
-            return False
-        if peek.command != "login" or peek.password is None:
-            return False
-        key = username_key(peek.username)
-        if not store.remembered(peek.username, peek.password):
-            return self._register_soon(conn, frame, key)
-        if self._replay.received(peek.username):
-            return False  # its login deletes inbox rows first: a commit, an fsync
+            return None
+        again = self._again
+        if again is not None and again[0] is conn:
+            cmd: ClientCommand = again[1]  # a registration's, committed (_registered)
+        else:
+            try:
+                cmd = _COMMAND.decode(frame)
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+                # The session answers it, on the connection's thread. Nested too deeply,
+                # a frame raises RecursionError (as protocol.decode_command knows), which
+                # would end the admission thread, and every login with it.
+                return None
+        if not isinstance(cmd, LoginCommand) or cmd.password is None:
+            return None
+        key = username_key(cmd.username)
+        if not store.remembered(cmd.username, cmd.password):
+            return self._register_soon(conn, cmd, key)
+        if self._replay.received(cmd.username):
+            return None  # its login deletes inbox rows first: a commit, an fsync
         rooms = self._b.rooms
         if rooms is not None and rooms.may_kick_on_login(conn.ip):
-            return False  # a room bans its address: kicks to store first (enter)
-        return self._throttle.clear(
-            key, conn.ip, self._clock(), per_address=not exempt(self._config, conn.ip)
-        )
+            return None  # a room bans its address: kicks to store first (enter)
+        per_address = not exempt(self._config, conn.ip)
+        return cmd if self._throttle.clear(key, conn.ip, self._clock(), per_address) else None
 
-    def _register_soon(self, conn: Conn, frame: bytes, key: str) -> bool | str:
+    def _register_soon(self, conn: Conn, cmd: LoginCommand, key: str) -> str | None:
         """Admission thread: a login whose password the store does not remember. If
         its name has no account and the store hashes cheaply, the registration begins
         here, with every check it makes on a connection's thread (``verify``,
@@ -130,52 +130,49 @@ class EarlyLogin:
         account is durable the admission thread logs it in (``_registered``): login_ok
         follows the commit, so a crash in between leaves no client told of an account
         that is not there. Anything else (an account, a check that refuses, an IRC
-        guest's name): False, and the connection's thread answers as ever."""
+        guest's name): None, and the connection's thread answers as ever."""
         store = self._b.store
-        assert store is not None
+        assert store is not None and cmd.password is not None
         if not store.registers_soon or conn.new_account:
-            return False
+            return None
         try:
             # The frame as its session would take it (a valid name, a password within
             # the limits...): nothing it would refuse is registered.
-            cmd = decode_command(frame)
             validate_command(cmd, self._config.limits)
         except ProtocolError:
-            return False  # its thread answers
-        if not isinstance(cmd, LoginCommand) or cmd.password is None:
-            return False
+            return None  # its thread answers
         try:
             if store.find_here(cmd.username) is not None:
-                return False  # a password to check: a trip to a store thread
+                return None  # a password to check: a trip to a store thread
         except AccountStoreBusy:
-            return False  # its thread tries, and answers unavailable if it must
+            return None  # its thread tries, and answers unavailable if it must
         gate, now = self._b.gate, self._clock()
         if gate is not None:
             try:
                 seen = gate.at_login(conn.ip, cmd.username, self._wall(), cmd.id)
             except ProtocolError:
-                return False  # banned: its thread says so
+                return None  # banned: its thread says so
             if not seen.registrations_open:
-                return False
+                return None
         try:
             check_password(cmd.password, self._config.limits, cmd.id)
         except ProtocolError:
-            return False
+            return None
         limited = not exempt(self._config, conn.ip)
         if not self._throttle.clear(key, conn.ip, now, per_address=limited):
-            return False
+            return None
         if not self._presence.begin_registering(key):
-            return False  # an IRC guest's nick
+            return None  # an IRC guest's nick
         if limited and not self._registrations.allow(conn.ip, now):
             self._presence.end_registering(key)
-            return False  # too many from its address: its thread refuses it
-        admission, rid = self._admission, cmd.id
+            return None  # too many from its address: its thread refuses it
+        admission = self._admission
 
         def committed(error: Exception | None) -> None:
             # The committing store thread: the name is free for guests again (taken
             # by an account now, or not at all), and the rest is the admission thread's.
             self._presence.end_registering(key)
-            admission.later(conn, lambda c: self._registered(c, error, rid))
+            admission.later(conn, lambda c: self._registered(c, error, cmd))
 
         try:
             store.register_soon(cmd.username, cmd.password, committed)
@@ -188,7 +185,7 @@ class EarlyLogin:
         self.registrations += 1
         return HELD
 
-    def _registered(self, conn: Conn, error: Exception | None, rid: RequestId) -> None:
+    def _registered(self, conn: Conn, error: Exception | None, cmd: LoginCommand) -> None:
         """Admission thread: ``conn``'s registration (``_register_soon``) is durable
         (``error`` None) or refused. Durable: its login runs as a returning user's
         would, here (its password is remembered now), and says ``new_user``. Taken by
@@ -201,9 +198,16 @@ class EarlyLogin:
             conn.new_account = True
         elif not isinstance(error, AccountExists):
             text = f"try again: {error}"
-            self._send_error(conn, ErrorCode.UNAVAILABLE, text, rid)
+            self._send_error(conn, ErrorCode.UNAVAILABLE, text, cmd.id)
             conn.unread = conn.unread[conn.unread.find(b"\n") + 1 :]  # answered
-        self._admission.again(conn)
+            self._admission.again(conn)
+            return
+        # Its first frame, the command decoded before the commit: not decoded again.
+        self._again = (conn, cmd)
+        try:
+            self._admission.again(conn)  # and, at once, early() for the same frame
+        finally:
+            self._again = None
 
 
 def exempt(config: ServerConfig, ip: str) -> bool:

@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
+from chatroom.protocol import LoginCommand
 from chatroom_server.earlylogin import HELD
 
 if TYPE_CHECKING:
     from chatroom_server.admission import Admission
     from chatroom_server.config import ServerConfig
     from chatroom_server.conn import Conn
+    from chatroom_server.session import Action
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +37,8 @@ class FirstLook:
         self,
         config: ServerConfig,
         admission: Admission[Conn],
-        early: Callable[[Conn, bytes], bool | str] | None,
-        frames: Callable[[Conn, bytes], str | None],
+        early: Callable[[Conn, bytes], LoginCommand | str | None] | None,
+        act: Callable[[Conn, Iterable[Action]], str | None],
         flush_batch: Callable[[Conn], None],
         resume: Callable[[Conn], None],
         crashed: Callable[[], None],
@@ -45,7 +47,7 @@ class FirstLook:
         self._clock = config.clock
         self._admission = admission
         self._early = early  # EarlyLogin.early; None: every login on its thread
-        self._frames = frames  # the command runner's, as a reader's (Listeners.use)
+        self._act = act  # the command runner's (CommandRunner.act)
         self._flush_batch = flush_batch
         self._resume = resume  # its thread, with no slot (Listeners._resume)
         self._crashed = crashed  # a handler crash counted (Listeners.handler_crashes)
@@ -94,24 +96,25 @@ class FirstLook:
             # comes (Admission.rewatch); the login timeout's sweep still closes it.
             self._admission.rewatch(conn)
             return True
-        if self._early is None:
-            return False
+        if self._early is None or end - 1 > conn.decoder.max_frame:
+            return False  # over max_frame: its thread's decoder says too_large
         try:
             taken = self._early(conn, data[:end])
         except Exception:
-            # A bug (or bytes it did not foresee) in the peek: the login goes in line
+            # A bug (or bytes it did not foresee) in the early look: the login goes in line
             # as before, and the admission thread, which lets everyone in, lives on.
             log.exception("the early look at %r's first frame crashed", conn)
-            taken = False
+            taken = None
         if taken == HELD:
             return True  # a registration begun: held until it is durable (admission.py)
-        if not taken:
+        if not isinstance(taken, LoginCommand):
             return False  # a password to check, a replay to delete first...
         conn.unread = data[end:]
         conn.last_rx = self._clock()
         conn.early = True
         try:
-            closing = self._frames(conn, data[:end])
+            # Decoded once, by EarlyLogin.early: the session takes it as it is.
+            closing = self._act(conn, conn.receive_decoded(taken))
             if conn.batch:
                 self._flush_batch(conn)
         except Exception:

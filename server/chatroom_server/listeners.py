@@ -48,7 +48,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from chatroom.protocol import Bye, ByeReason, ErrorCode, ErrorEvent, encode
+from chatroom.protocol import Bye, ByeReason, ErrorCode, ErrorEvent, LoginCommand, encode
 from chatroom_server import logfmt, tlsconn
 from chatroom_server.admission import Admission
 from chatroom_server.config import ConfigError
@@ -179,7 +179,9 @@ class Listeners:
         self.flusher: Flusher | None = None  # made by open(), once the ports are bound
 
     def use(
-        self, runner: CommandRunner, early: Callable[[Conn, bytes], bool | str] | None = None
+        self,
+        runner: CommandRunner,
+        early: Callable[[Conn, bytes], LoginCommand | str | None] | None = None,
     ) -> None:
         """The command runner the reader threads hand their reads to (``_frames``), and
         what tells the logins the admission thread may run itself (``first``)."""
@@ -189,7 +191,7 @@ class Listeners:
             self._config,
             self.admission,
             early,
-            self._frames,
+            runner.act,
             self._flush_batch,
             self._resume,
             self._crashed,

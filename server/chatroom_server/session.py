@@ -194,14 +194,33 @@ class ServerSession:
         got = self._apply(frame)
         return got if isinstance(got, list) else [got]
 
+    def receive_decoded(self, cmd: ClientCommand) -> list[Action]:
+        """The actions for one whole frame that the caller has decoded already, with
+        ``decode_command`` (a first frame, by the admission thread:
+        chatroom_server.earlylogin): every rule :meth:`receive_data` applies to a
+        frame but the decoding, which is not done twice. The caller has checked the
+        frame against ``max_frame`` as the decoder would."""
+        allowed = self.meter()
+        if allowed is None:
+            return [Close("flooding", BYE_FLOOD)]
+        got = self._rules(cmd, allowed)
+        return got if isinstance(got, list) else [got]
+
     def _apply(self, frame: bytes) -> ClientCommand | list[Action]:
         """The rules for one frame: the command to run, or what to do instead."""
-        rules = self.rules
         allowed = self.meter()
         if allowed is None:
             return [Close("flooding", BYE_FLOOD)]
         try:
             cmd = decode_command(frame)
+        except ProtocolError as exc:
+            return self.refused(exc)
+        return self._rules(cmd, allowed)
+
+    def _rules(self, cmd: ClientCommand, allowed: bool) -> ClientCommand | list[Action]:
+        """The rules for one decoded frame, counted (``meter``: ``allowed``)."""
+        rules = self.rules
+        try:
             if self.username is None and self.frames > rules.max_frames_before_login:
                 text = rules.too_many_before_login()
                 return [
