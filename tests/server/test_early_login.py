@@ -318,7 +318,11 @@ def test_a_parked_session_still_meets_the_idle_timeout(
         clock=lambda: now[0],
         housekeeping_interval=3600,
     ) as srv:
+        gone = after_each(monkeypatch, srv.server._presence, "depart", lambda c: c.username)
         registered(srv, "idle")
+        # Its registration's connection gone first: still open, it is idle as long as
+        # the return's, and the sweep would close it too.
+        assert gone.get(timeout=10) == "idle"
         done = parking(srv, monkeypatch)
         with RawClient(srv.address) as c:
             c.send_raw(login_frame("idle"))
