@@ -63,7 +63,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from abtree import base_tree, pythonpath
+from abtree import THIS_TREE, base_tree, pythonpath
 from common import cpu_seconds, rss_kib, start_server, wait_idle
 
 PASSWORD = "storm-password-1"
@@ -593,12 +593,15 @@ def main() -> None:
     extra = ["--password-hash", "load-test", *shlex.split(a.server_args)]
     rows: list[tuple[str, Storm]] = []
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
-        sides: list[tuple[str, str | None]] = [("this tree", None)]
+        # Each side's code by PYTHONPATH, this tree's too: left to the venv, "this
+        # tree" ran whatever the venv has installed (an editable install of another
+        # checkout, as often as not).
+        sides: list[tuple[str, str]] = [("this tree", THIS_TREE)]
         if a.base:
             tree = stack.enter_context(base_tree(a.base))
             a_label = " ".join(x for x in ("A", a.base, a.a_args, "(names)" * a.a_names) if x)
             sides.insert(0, (a_label, pythonpath(tree)))
-            sides[1] = ("B this tree", None)
+            sides[1] = ("B this tree", THIS_TREE)
         for i in range(a.rounds):
             if not a.no_floor:
                 with floor() as port:
@@ -608,10 +611,11 @@ def main() -> None:
                         rows.append(("floor", s))
                         print(s.line("floor"), flush=True)
             for who, path in sides:
-                env = {"PYTHONPATH": path} if path else None
+                env = {"PYTHONPATH": path}
+                base = path != THIS_TREE
                 db = f"s{i}{who[0]}"
-                mine = [*extra, *shlex.split(a.a_args)] if path else extra
-                asks = NAMES if path and a.a_names else features
+                mine = [*extra, *shlex.split(a.a_args)] if base else extra
+                asks = NAMES if base and a.a_names else features
                 with start_server("ours", Path(tmp), *mine, db=db, env=env) as (proc, port):
                     for s in storms_on(
                         port, proc.pid, a.clients, a.processes, a.stayers, a.timeout, asks
