@@ -328,7 +328,7 @@ class Presence:
         if conn.deltas:
             # Under the publisher's lock: login_ok lists (or counts, with lazy_users)
             # what the next delta applies to.
-            with self.publisher.subscribing(conn) as published:
+            with self.publisher.subscribing(conn, lazy=conn.lazy_users) as published:
                 old, legacy = self._join(conn, name, new_user, rid, published, seq, epoch, hold)
         else:
             old, legacy = self._join(conn, name, new_user, rid, None, seq, epoch, hold)

@@ -4,7 +4,9 @@ Protocol v1 pushes the whole list to everyone on every login and logout: with N 
 online a storm of N logins costs O(N^2) bytes (10,000 users: ~150 KB to each of 10,000
 clients, per login). Connections that ask for ``users_delta`` instead get, at most once
 per *window*, one frame naming who joined and who left since the last one: encoded once,
-the same bytes for everyone, so a storm costs O(N) per window.
+the same bytes for everyone, so a storm costs O(N) per window. A ``lazy_users``
+connection that has not asked for the list gets a second frame, also encoded once, with
+the count alone: it keeps nothing else (docs/PROTOCOL.md §lazy_users).
 
 The window is ``min_window`` (default 0.1 s) or ``WINDOW_FACTOR`` (16) times the CPU
 time the last publication took, whichever is longer (at most ``MAX_WINDOW``), so
@@ -21,7 +23,8 @@ Threads and locks:
 - Connection threads call :meth:`~UsersPublisher.subscribing`, :meth:`~UsersPublisher.reply`,
   :meth:`~UsersPublisher.unsubscribe`, :meth:`~UsersPublisher.changed` and
   :meth:`~UsersPublisher.announce`.
-- ``UsersPublisher._lock`` guards ``_subscribers``, ``_published`` and ``_last``/``_window``.
+- ``UsersPublisher._lock`` guards ``_subscribers``, ``_counting``, ``_published`` and
+  ``_last``/``_window``.
   Every frame that tells a subscriber about the list (its ``login_ok``, ``users`` replies,
   deltas) is queued under it, so each subscriber's frames form one sequence in which
   every delta applies to the list it already has. Queued, not sent: a delta goes to each
@@ -192,6 +195,11 @@ class UsersPublisher:
         self._stopping = stopping
         self._lock = threading.Lock()  # see the module docstring
         self._subscribers: set[Member] = set()
+        # lazy_users subscribers that have not asked for the list (reply): their deltas
+        # carry the count alone, which is all such a client keeps (docs/PROTOCOL.md
+        # §lazy_users). Names to 10,000 of them were the last delta of a storm: some
+        # 2,000 names to each, 0.6-0.8 s to send (docs/PERFORMANCE.md).
+        self._counting: set[Member] = set()
         self._published = SortedNames()  # the list every subscriber has now
         self._dirty = Doorbell()  # rung when the live list may differ from _published
         self._gone: deque[Member] = deque()  # unsubscribed; see the module docstring
@@ -206,19 +214,25 @@ class UsersPublisher:
     # ------------------------------------------------------------ connection threads
 
     @contextlib.contextmanager
-    def subscribing(self, conn: Member) -> Iterator[SortedNames]:
+    def subscribing(self, conn: Member, *, lazy: bool = False) -> Iterator[SortedNames]:
         """Hold the lock while the caller queues ``conn``'s ``login_ok`` listing the
         published names (plus the new user), then subscribe it: the next delta applies
-        to exactly that list."""
+        to exactly that list. ``lazy`` (``lazy_users``): its login_ok has the count
+        only, and so does every delta to it until it asks for the list (``reply``)."""
         with self._lock:
             yield self._published
-            self._subscribers.add(conn)
+            (self._counting if lazy else self._subscribers).add(conn)
         self.changed()
 
     def reply(self, conn: Member, rid: RequestId) -> None:
-        """Answer a subscriber's ``users`` command with the list its deltas build on."""
+        """Answer a subscriber's ``users`` command with the list its deltas build on;
+        from then on a lazy one's deltas name who joined and left, as they apply to
+        that list (docs/PROTOCOL.md §lazy_users)."""
         with self._lock:
             conn.outbox.queue(encode(UserList(users=self._published.snapshot(), id=rid)))
+            if conn in self._counting:
+                self._counting.discard(conn)
+                self._subscribers.add(conn)
         conn.outbox.push()
 
     def unsubscribe(self, conn: Member) -> None:
@@ -322,9 +336,14 @@ class UsersPublisher:
         subscribers = tuple(self._subscribers)
         for conn in subscribers:
             conn.outbox.queue(data)
+        counting = tuple(self._counting)
+        if counting:
+            data = encoded(UsersDelta(count=len(pub)))
+            for conn in counting:
+                conn.outbox.queue(data)
         self.publications += 1
         log.debug("users_delta +%d -%d", len(joined), len(left))
-        return subscribers
+        return subscribers + counting
 
     def _renamed_locked(
         self, joined: set[str], left: set[str], live: set[str]
@@ -368,15 +387,17 @@ class UsersPublisher:
         with no changes that carries the count, so a client can check its list."""
         self._forget_gone_locked()
         data = encoded(UsersDelta(count=len(self._published)))
-        subscribers = tuple(self._subscribers)
+        subscribers = (*self._subscribers, *self._counting)
         for conn in subscribers:
             conn.outbox.queue(data)
         return subscribers
 
     def _forget_gone_locked(self) -> None:
-        gone, subscribers = self._gone, self._subscribers
+        gone, subscribers, counting = self._gone, self._subscribers, self._counting
         while gone:
-            subscribers.discard(gone.popleft())
+            conn = gone.popleft()
+            subscribers.discard(conn)
+            counting.discard(conn)
 
 
 def _push(members: Iterable[Member]) -> None:

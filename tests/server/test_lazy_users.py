@@ -92,3 +92,30 @@ def test_in_a_storm_a_list_asked_for_at_any_point_ends_right() -> None:
                         assert len(users | {name}) == count, (users, count)
                     follow(c, users, set(names))
         assert srv.server._logins.early_logins >= len(names)  # the returns' logins
+
+
+def test_a_lazy_client_gets_counts_until_it_asks_then_names(server: TestServer) -> None:
+    # Until its users reply a lazy client keeps only the count (docs/PROTOCOL.md
+    # §lazy_users), so its deltas carry nothing else; a users_delta client without
+    # lazy_users gets the names, as ever.
+    with RawClient(server.address) as lazy:
+        lazy_login(lazy, "lazy", 1)
+        plain, joiner = RawClient(server.address), RawClient(server.address)
+        plain.send(command="login", username="plain", password=PASSWORD, features=["users_delta"])
+        plain.expect("login_ok", features=["users_delta"])
+        while (f := lazy.expect("users_delta"))["count"] != 2:
+            pass
+        assert set(f) == {"type", "count"}, f  # plain's arrival: the count alone
+        lazy_login(joiner, "joiner", 3)
+        while (f := lazy.expect("users_delta"))["count"] != 3:
+            pass
+        assert set(f) == {"type", "count"}, f
+        while "joiner" not in plain.expect("users_delta").get("joined", []):
+            pass
+        lazy.send(command="users", id=1)
+        users = set(lazy.expect("users", id=1)["users"])
+        assert users == {"lazy", "plain", "joiner"}
+        plain.close()
+        joiner.close()
+        # From its reply on, it has the list: the deltas name who left.
+        follow(lazy, users, {"lazy"})
