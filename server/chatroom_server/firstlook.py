@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from chatroom.protocol import LoginCommand
 from chatroom_server.earlylogin import HELD
+from chatroom_server.web import MAX_HEADERS
 
 if TYPE_CHECKING:
     from chatroom_server.admission import Admission
@@ -70,12 +71,13 @@ class FirstLook:
         bytes kept in ``unread``, and logs in as a return would. True if it took the
         connection; False: it goes in line as before, with what was read kept for its
         thread."""
-        if conn.outbox.tls or conn.irc is not None or conn.web is not None:
+        if conn.outbox.tls or conn.irc is not None:
             return False
+        web = conn.web is not None
         # A held registration's, handed back (EarlyLogin._registered), or the first
         # part of a frame read at an earlier look (below).
         data = conn.unread
-        if b"\n" not in data:
+        if not _whole(data, web):
             try:
                 more = conn.sock.recv(self._config.recv_size, socket.MSG_DONTWAIT)
             except BlockingIOError:
@@ -86,16 +88,19 @@ class FirstLook:
                 return False  # its end (or the sweep's SHUT_RD): its thread ends it
             if more:
                 data = conn.unread = data + more
-        end = data.find(b"\n") + 1
-        if not end:
-            if len(data) > conn.decoder.max_frame:
-                # Its thread's decoder says frame_too_large and closes, as ever.
+        if not _whole(data, web):
+            if len(data) > (MAX_HEADERS if web else conn.decoder.max_frame):
+                # Its thread's decoder says too_large (h11: 431) and closes, as ever.
                 return False
-            # Half a frame (a slow client, or a slowloris sending a byte a second):
-            # back into the epoll with its bytes kept here, no thread until the rest
-            # comes (Admission.rewatch); the login timeout's sweep still closes it.
+            # Half a frame, or of an HTTP request's head (a slow client, or a slowloris
+            # sending a byte a second): back into the epoll with its bytes kept here,
+            # no thread until the rest comes (Admission.rewatch); the login timeout's
+            # sweep still closes it.
             self._admission.rewatch(conn)
             return True
+        if web:
+            return False  # a request's head, whole: its thread (web.py) takes it on
+        end = data.find(b"\n") + 1
         if self._early is None or end - 1 > conn.decoder.max_frame:
             return False  # over max_frame: its thread's decoder says too_large
         try:
@@ -133,6 +138,14 @@ class FirstLook:
         else:
             self._resume(conn)
         return True
+
+
+def _whole(data: bytes, web: bool) -> bool:
+    """Whether ``data`` holds a whole first frame: a line, or for the web port an HTTP
+    request's head, which ends at a blank line (h11 looks for ``\\n\\r?\\n``)."""
+    if not web:
+        return b"\n" in data
+    return b"\n\r\n" in data or b"\n\n" in data
 
 
 def ends() -> bool:

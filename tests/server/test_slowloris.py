@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from chatroom_server import readers
+from chatroom_server import readers, web
 from tests.helpers import PASSWORD, RawClient, quiet_server
 from tests.server.test_early_login import early, login_frame, registered
 
@@ -140,3 +140,33 @@ def test_a_login_in_one_byte_packets_logs_in_on_exactly_its_bytes(
             told.get(timeout=10)  # one byte, one look: none lost, none twice
         c.send_raw(frame[-1:])
         c.expect("login_ok", username="drip", id="é")
+
+
+def test_a_half_sent_http_request_on_the_web_port_holds_no_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with quiet_server(web_port=0, login_slots=4) as srv:
+        told = rewatching(srv, monkeypatch)
+        started = thread_starts(monkeypatch)
+        head = b"GET / HTTP/1.1\r\nHost: chat\r\n\r\n"
+        with socket.create_connection(srv.web_address, timeout=10) as slow:
+            slow.sendall(head[:10])
+            conn = told.get(timeout=10)
+            slow.sendall(head[10:-2])  # every header line, but not the blank one
+            assert told.get(timeout=10) is conn
+            assert conn not in started and bytes(conn.unread) == head[:-2]
+            slow.sendall(head[-2:])
+            answer = slow.makefile("rb").readline()  # its thread answers
+        assert answer.startswith(b"HTTP/1.1 200 ")
+        assert conn in started
+
+
+def test_an_http_head_over_the_limit_gets_431_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    with quiet_server(web_port=0, login_slots=4) as srv:
+        told = rewatching(srv, monkeypatch)
+        with socket.create_connection(srv.web_address, timeout=10) as slow:
+            slow.sendall(b"GET / HTTP/1.1\r\nX-Long: ")
+            told.get(timeout=10)
+            slow.sendall(b"x" * (web.MAX_HEADERS + 1))
+            answer = slow.makefile("rb").read()
+        assert answer.startswith(b"HTTP/1.1 431 "), answer[:100]
