@@ -24,7 +24,9 @@ Rooms (issue 35): ``--room-size K`` puts the clients in channels of K (``#r0``, 
 ...), ``--zipf R`` in R channels whose sizes follow Zipf's law (the k-th room 1/k of the
 first's: one large room and many small ones; every room at least 2). Every room gets the
 same share of the messages, in turn, sent by its first member; a message is expected by
-the room's other members. ``--base REV`` runs our server of another git revision too
+the room's other members. The turn goes by size, the largest room first, unless
+``--shuffle SEED`` draws the order (the same for every server of the run): by size the
+largest rooms' messages come together. ``--base REV`` runs our server of another git revision too
 (as bench/ab.py does), and ``--rounds`` alternates the servers (ours, base, ngircd, ours,
 ...) to print medians per step: the box is noisy, and only alternating runs compare.
 ``--turns 32,64,4ms`` runs ours once per value of fanturns.py's tuning knob
@@ -46,6 +48,7 @@ import argparse
 import itertools
 import multiprocessing as mp
 import os
+import random
 import selectors
 import shutil
 import socket
@@ -457,6 +460,13 @@ def measure(
         slots = [(i, 0) for i in range(args.senders)]
     else:
         slots = [(first, r) for r, first in enumerate(firsts)]
+        if args.shuffle is not None:
+            # In size order the largest rooms' messages come together, ten of them in the
+            # first 10 ms of every second at 1,000 msg/s: a burst of some 4,000 writes
+            # that no room's own rate makes (docs/PERFORMANCE.md, "Where a large room's
+            # message waits"). A seeded order spreads them as unrelated rooms would; every
+            # server of the run gets the same order.
+            random.Random(args.shuffle).shuffle(slots)
     # The generator's processes, each a contiguous share of the clients (so a room's
     # members are mostly in one process: a big room's message is a burst there).
     procs_n = max(1, args.procs)
@@ -612,6 +622,12 @@ def main() -> None:
         "--ngircd-ports", type=int, default=8, help="ngircd's listening ports (register_many)"
     )
     ap.add_argument("--by-size", action="store_true", help="latency per room size class")
+    ap.add_argument(
+        "--shuffle",
+        type=int,
+        metavar="SEED",
+        help="rooms' turns to send in an order drawn with SEED, not by size (with rooms)",
+    )
     ap.add_argument(
         "--turns",
         metavar="SPECS",
