@@ -119,6 +119,16 @@ class ServerCollector(Collector):
             "chat_handler_crashes", "commands whose handler raised (bugs)", s.handler_crashes
         )
         yield CounterMetricFamily(
+            "chat_early_logins",
+            "logins run on the admission thread, before the connection had a thread",
+            s.early_logins,
+        )
+        yield CounterMetricFamily(
+            "chat_early_logins_refused",
+            "logins the admission thread took that began no session (a ban, a client gone)",
+            s.early_refused,
+        )
+        yield CounterMetricFamily(
             "chat_storage_errors",
             "fan-out passes whose messages could not be stored (SQLite or PostgreSQL)",
             st.storage_errors,

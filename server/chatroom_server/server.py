@@ -587,6 +587,19 @@ class ChatServer:
         return self._listeners.handler_crashes
 
     @property
+    def early_logins(self) -> int:
+        """Logins run on the admission thread, before their connection had a thread
+        (chatroom_server.earlylogin; a subset of the logins)."""
+        return self._logins.early_logins
+
+    @property
+    def early_refused(self) -> int:
+        """Logins the admission thread took that began no session (a ban, a client
+        gone, "try again"): refused there, answered on the connection's thread."""
+        look = self._listeners.look
+        return 0 if look is None else look.early_refused
+
+    @property
     def reader_threads(self) -> int:
         """Connection threads that have not ended (a snapshot)."""
         return self._listeners.reader_threads

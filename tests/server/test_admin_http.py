@@ -13,6 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from chatroom.testing import TestServer
+from chatroom_server.__main__ import main
 from chatroom_server.admin_http import AdminHttp
 from tests.helpers import PASSWORD, RawClient, connect, quiet_server
 
@@ -195,3 +196,31 @@ def test_rooms_are_counted(served: tuple[TestServer, str]) -> None:
     m = _samples(base)
     assert m[("chat_rooms", ())] == before[("chat_rooms", ())] + 2
     assert m[("chat_room_memberships", ())] == before[("chat_room_memberships", ())] + 3
+
+
+def test_metrics_count_the_logins_run_before_a_thread(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "chat.db"
+    with quiet_server(db_path=db, password_hash="load-test", login_slots=4) as srv:
+        admin = AdminHttp(srv.server)
+        host, port = admin.start()
+        base = f"http://{host}:{port}"
+        try:
+            with RawClient(srv.address) as c:
+                c.login("early")  # a registration, on the admission thread
+            m = _samples(base)
+            assert m[("chat_early_logins_total", ())] == 1
+            assert m[("chat_early_logins_refused_total", ())] == 0
+            assert main(["admin", "--db", str(db), "ban", "early"]) == 0
+            capsys.readouterr()
+            with RawClient(srv.address) as c:
+                c.send(command="login", username="early", password=PASSWORD, id=1)
+                c.expect_error("banned", id=1)
+                c.send(command="ping", id=2)
+                c.until("pong", id=2)  # its thread started once the refusal was counted
+            m = _samples(base)
+            assert m[("chat_early_logins_total", ())] == 1
+            assert m[("chat_early_logins_refused_total", ())] == 1
+        finally:
+            admin.stop()
