@@ -3,12 +3,13 @@ what it would cost with each of the cuts issue 35 proposes, and against the floo
 single commit can go below, alternating in one run.
 
     .venv/bin/python bench/log_floor.py [--rounds 3] [--messages 8000] [--warm 4000]
+        [--fill 20000] [--rooms 100] [--senders 100]
 
-Each variant, in each round, gets a fresh log of 20,000 room messages (its WAL
+Each variant, in each round, gets a fresh log of ``--fill`` room messages (its WAL
 checkpointed away), stores ``--warm`` lone messages not counted (so WAL checkpoints
 come at their steady pace), then ``--messages`` more, each a group of its own as a
-small room at a quiet rate makes them (a room message with a cid, 100 senders in 100
-rooms, as chat-load sends). Reported per message: the process's CPU, the mean
+small room at a quiet rate makes them (a room message with a cid, from ``--senders``
+senders in ``--rooms`` rooms, as chat-load sends). Reported per message: the process's CPU, the mean
 (checkpoints included), and the median of one ``append``'s, each the median over the
 rounds; and the mean against today's. The variants:
 
@@ -17,16 +18,19 @@ rounds; and the mean against today's. The variants:
   the heap, no ``fcntl`` per commit; other processes locked out of the file).
 - ``no cid index``: ``messages_by_cid`` dropped (one B-tree page fewer per commit;
   resends no longer recognised).
-- ``unix-excl, no cid index``: both.
+- ``unix-excl and no cid index``: both.
 - ``synchronous=OFF``: no fsync at checkpoints (a power loss could then corrupt the
   file; a killed process loses nothing either way).
 - ``checkpoints every 4,000 pages`` and ``10,000``: the writer's
   ``wal_autocheckpoint`` (1,000 today), so a checkpoint copies back each page written
   many times once for more messages, and fsyncs less often; the WAL grows to 16 or 40
   MiB, and each checkpoint holds the fan-out's lock longer.
-- ``rows, no commit``: every message in one open transaction, committed at the end:
+- ``writer's cache 64 MiB``: the writer's page cache (2 MiB by default), so that a
+  large log's index leaves stay in memory between the messages that write them.
+- ``rows without a commit``: every message in one open transaction, committed at the end:
   the rows' own price, what no commit per message can go below.
-- ``groups of 10``: ten messages (ten rooms) a group, the price per message.
+- ``groups of 2``, ``4``, ``10``: that many messages (as many rooms) a group, the
+  price per message.
 """
 
 from __future__ import annotations
@@ -42,7 +46,8 @@ from pathlib import Path
 
 from chatroom_server.messagelog import MessageLog, NewMessage
 
-FILL = 20_000
+# The shape of the traffic (main's options).
+SHAPE = {"rooms": 100, "senders": 100}
 
 
 class _Excl(MessageLog):
@@ -73,9 +78,18 @@ def _checkpoint_every(pages: int) -> Callable[[MessageLog], None]:
     return prepare
 
 
+def _cache_mib(mib: int) -> Callable[[MessageLog], None]:
+    def prepare(mlog: MessageLog) -> None:
+        mlog._db.execute(f"PRAGMA cache_size={-1024 * mib}")
+
+    return prepare
+
+
 def _message(i: int) -> NewMessage:
+    # Senders spread over the rooms rather than each in one (7919 is prime).
+    sender = f"user{i * 7919 % SHAPE['senders']}"
     return NewMessage(
-        f"user{i % 100}", None, "a line of chat text " * 2, 1.0, f"c{i}", room=f"r{i % 100}"
+        sender, None, "a line of chat text " * 2, 1.0, f"c{i}", room=f"r{i % SHAPE['rooms']}"
     )
 
 
@@ -90,26 +104,30 @@ VARIANTS: dict[str, Variant] = {
     "today": (MessageLog, None, 1, False),
     "unix-excl": (_Excl, None, 1, False),
     "no cid index": (MessageLog, _drop_cid, 1, False),
-    "unix-excl, no cid index": (_Excl, _drop_cid, 1, False),
+    "unix-excl and no cid index": (_Excl, _drop_cid, 1, False),
     "synchronous=OFF": (_SyncOff, None, 1, False),
     "checkpoints every 4,000 pages": (MessageLog, _checkpoint_every(4000), 1, False),
     "checkpoints every 10,000 pages": (MessageLog, _checkpoint_every(10_000), 1, False),
-    "rows, no commit": (MessageLog, None, 1, True),
+    "writer's cache 64 MiB": (MessageLog, _cache_mib(64), 1, False),
+    "rows without a commit": (MessageLog, None, 1, True),
+    "groups of 2": (MessageLog, None, 2, False),
+    "groups of 4": (MessageLog, None, 4, False),
     "groups of 10": (MessageLog, None, 10, False),
 }
 
 
-def measure(name: str, messages: int, warm: int) -> tuple[float, float]:
+def measure(name: str, messages: int, warm: int, fill: int) -> tuple[float, float]:
     """µs of process CPU per message (mean), and the median append's per message."""
     cls, prepare, size, one_txn = VARIANTS[name]
     with tempfile.TemporaryDirectory() as tmp:
         mlog = cls(Path(tmp) / "chat.db")
         try:
-            mlog.append([_message(i) for i in range(FILL)])
+            for start in range(0, fill, 10_000):
+                mlog.append([_message(i) for i in range(start, min(fill, start + 10_000))])
             mlog._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             if prepare is not None:
                 prepare(mlog)
-            n = FILL
+            n = fill
             for _ in range(warm // size):
                 mlog.append([_message(n + k) for k in range(size)])
                 n += size
@@ -137,25 +155,34 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--messages", type=int, default=8000)
     ap.add_argument("--warm", type=int, default=4000)
+    ap.add_argument("--variants", help="comma-separated names (default: all)")
+    ap.add_argument("--fill", type=int, default=20_000, help="messages stored first")
+    ap.add_argument("--rooms", type=int, default=100)
+    ap.add_argument("--senders", type=int, default=100)
     a = ap.parse_args()
-    got: dict[str, list[tuple[float, float]]] = {name: [] for name in VARIANTS}
+    SHAPE.update(rooms=a.rooms, senders=a.senders)
+    chosen = a.variants.split(",") if a.variants else list(VARIANTS)
+    if unknown := [name for name in chosen if name not in VARIANTS]:
+        ap.error(f"no such variant: {', '.join(unknown)} (there are: {', '.join(VARIANTS)})")
+    got: dict[str, list[tuple[float, float]]] = {name: [] for name in chosen}
     loads = [os.getloadavg()[0]]
     for i in range(a.rounds):
         # Alternating: each round runs every variant, in reverse order every other round.
-        names = list(VARIANTS) if i % 2 == 0 else list(reversed(VARIANTS))
+        names = chosen if i % 2 == 0 else list(reversed(chosen))
         for name in names:
-            got[name].append(measure(name, a.messages, a.warm))
+            got[name].append(measure(name, a.messages, a.warm, a.fill))
             mean, median = got[name][-1]
             print(f"round {i + 1} {name}: mean {mean:.1f} median {median:.1f}", flush=True)
         loads.append(os.getloadavg()[0])
-    base = statistics.median(m for m, _ in got["today"])
+    base = statistics.median(m for m, _ in got[chosen[0]])
     print(
-        f"\nCPU µs per message, medians of {a.rounds} rounds "
+        f"\n{a.fill} messages stored, {a.rooms} rooms, {a.senders} senders; "
+        f"CPU µs per message, medians of {a.rounds} rounds "
         f"(load average {min(loads):.1f}-{max(loads):.1f})"
     )
-    print("| variant | mean | against today | median append |")
+    print(f"| variant | mean | against {chosen[0]} | median append |")
     print("| --- | ---: | ---: | ---: |")
-    for name in VARIANTS:
+    for name in chosen:
         mean = statistics.median(m for m, _ in got[name])
         median = statistics.median(d for _, d in got[name])
         print(f"| {name} | {mean:.1f} | {mean / base:.2f} | {median:.1f} |")
