@@ -584,13 +584,40 @@ def test_a_group_stored_as_new_falls_back_when_a_cid_is_stored(tmp_path: Path) -
         assert mlog.append([NewMessage("ann", None, "d", 4.0)]) == [4]
         page, _ = mlog.history("zoe", before=None, after=None, limit=10, with_user=None)
         assert [(m.seq, m.body) for m in page] == [(1, "a"), (3, "c"), (4, "d")]
+        # A group in one multi-row statement: all new, stored; one stored cid in it (or
+        # one twice), nothing stored by the statement and the careful path's outcomes.
+        assert mlog.append([NewMessage("ann", None, f"e{k}", 5.0, f"E{k}") for k in range(3)]) == [
+            5,
+            6,
+            7,
+        ]
+        got = mlog.append(
+            [
+                NewMessage("bob", None, "f", 6.0, cid="F"),
+                NewMessage("ann", None, "e1", 6.0, cid="E1"),  # stored above
+                NewMessage("bob", "zoe", "g", 6.0, cid="G"),
+                NewMessage("bob", "zoe", "g", 6.0, cid="G"),  # twice in the group
+            ]
+        )
+        assert got == [8, Duplicate(6, None), 9, Duplicate(9, "zoe")]
+        # Past the one statement's size: a transaction, the same outcomes.
+        big = [NewMessage("cy", None, f"h{k}", 7.0, f"H{k}") for k in range(40)]
+        assert mlog.append(big) == list(range(10, 50))
+        assert mlog.append([*big[:2], NewMessage("cy", None, "i", 8.0, "I")]) == [
+            Duplicate(10, None),
+            Duplicate(11, None),
+            50,
+        ]
+        page, _ = mlog.history("zoe", before=None, after=None, limit=100, with_user=None)
+        assert [m.seq for m in page] == [1, 3, *range(4, 9), *range(10, 51)]
     finally:
         mlog.close()
 
 
-@pytest.mark.parametrize("size", [1, 3])
-def test_a_group_that_fails_stores_nothing(tmp_path: Path, size: int) -> None:
-    """A group of one (a single statement) or of more (a transaction) is all stored or
+@pytest.mark.parametrize(("size", "dms"), [(1, False), (3, True), (3, False)])
+def test_a_group_that_fails_stores_nothing(tmp_path: Path, size: int, dms: bool) -> None:
+    """A group of one (a single statement), of more with DMs for the inbox (a
+    transaction) or of more public messages (one multi-row statement) is all stored or
     none of it, and a failed one's seqs are used again."""
     path = tmp_path / "f.db"
     mlog = MessageLog(path)
@@ -601,7 +628,8 @@ def test_a_group_that_fails_stores_nothing(tmp_path: Path, size: int) -> None:
             "BEGIN SELECT RAISE(ABORT, 'boom'); END"
         )
         db.commit()
-        group = [NewMessage("ann", "zoe", f"m{k}", 1.0, inbox=True) for k in range(size - 1)]
+        to = "zoe" if dms else None
+        group = [NewMessage("ann", to, f"m{k}", 1.0, inbox=dms) for k in range(size - 1)]
         with pytest.raises(StorageError, match="boom"):
             mlog.append([*group, NewMessage("ann", None, "boom", 1.0, cid="X")])
         assert mlog.last_seq == 0 and not mlog.has_inbox("zoe")
