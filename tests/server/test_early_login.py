@@ -145,8 +145,14 @@ def test_a_message_in_the_login_packet_is_handled_once_in_order_after_login_ok(
         assert not [f for f in seen if f.get("type") == "broadcast"]  # once each
 
 
-def test_a_takeover_from_the_admission_thread_replaces_a_parked_session(srv: Any) -> None:
+def test_a_takeover_from_the_admission_thread_replaces_a_parked_session(
+    srv: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gone = after_each(monkeypatch, srv.server._presence, "depart", lambda c: c.username)
     registered(srv, "twice")
+    # Its registration's connection gone first: still open, it is one more "twice" among
+    # the connections counted below (2 == 1 once, on a loaded box).
+    assert gone.get(timeout=10) == "twice"
     with RawClient(srv.address) as first, RawClient(srv.address) as second:
         first.send_raw(login_frame("twice"))
         first.expect("login_ok")
