@@ -1,0 +1,288 @@
+"""A hostile client against a connection's first look (chatroom_server.firstlook) and an
+early login (chatroom_server.earlylogin): a login and the commands pipelined after it
+split at every byte, a first frame of exactly ``max_frame`` bytes and one byte over it
+(docs/PROTOCOL.md §Framing), a half frame whose client then hangs up or resets, a
+WebSocket upgrade sent in parts, and the IRC port, which the first look leaves alone.
+Whatever the split, every command is handled once, in order, and nothing is lost."""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import PASSWORD, RawClient, quiet_server
+from tests.server.test_early_login import early, login_frame, registered
+from tests.server.test_irc import Irc, irc_address
+from tests.server.test_slowloris import rewatching, thread_starts
+
+
+@pytest.fixture
+def srv(tmp_path: Path) -> Iterator[Any]:
+    with quiet_server(tmp_path / "chat.db", password_hash="load-test", login_slots=4) as s:
+        yield s
+
+
+def pm(message: str, id: int) -> bytes:
+    return json.dumps({"command": "pm", "message": message, "id": id}).encode() + b"\n"
+
+
+def no_more_broadcasts(witness: RawClient, ping: int) -> None:
+    """Nothing broadcast reaches ``witness`` before the pong to a ping it sends now."""
+    witness.send(command="ping", id=ping)
+    seen = []
+    while (f := witness.recv())["type"] != "pong":
+        seen.append(f)
+    assert not [f for f in seen if f.get("type") == "broadcast"], seen
+
+
+def test_a_login_and_two_messages_split_at_every_byte_are_each_handled_once_in_order(
+    srv: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registered(srv, "splitter")
+    told = rewatching(srv, monkeypatch)
+    login = login_frame("splitter", id="in")
+    size = len(login + pm("m0000a", 1) + pm("m0000b", 2))
+    with RawClient(srv.address) as witness:
+        witness.login("witness")
+        for at in range(1, size):
+            a, b = f"m{at:04d}a", f"m{at:04d}b"
+            blob = login + pm(a, 1) + pm(b, 2)
+            assert len(blob) == size
+            with RawClient(srv.address) as c:
+                c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                c.send_raw(blob[:at])
+                if at < len(login):
+                    # Half a login: the first look must have seen it alone, kept it,
+                    # and put the connection back in the epoll.
+                    assert bytes(told.get(timeout=10).unread) == blob[:at]
+                else:
+                    # The whole login (and perhaps part of a message): login_ok first,
+                    # so that the rest surely comes in a later read.
+                    c.expect("login_ok", username="splitter", id="in")
+                c.send_raw(blob[at:])
+                if at < len(login):
+                    c.expect("login_ok", username="splitter", id="in")
+                acks = [c.until("ack")["id"] for _ in range(2)]
+                assert acks == [1, 2], at
+                got = [witness.until("broadcast") for _ in range(2)]
+                assert [(m["message"], m["from"]) for m in got] == [
+                    (a, "splitter"),
+                    (b, "splitter"),
+                ], at
+                assert got[0]["seq"] < got[1]["seq"]
+                c.send(command="ping", id=3)
+                c.until("pong", id=3)  # nothing more for it, e.g. a second login_ok
+        no_more_broadcasts(witness, 1)
+    assert told.empty()
+
+
+def padded_login(name: str, size: int) -> bytes:
+    """A login frame of exactly ``size`` bytes without its newline (JSON's whitespace)."""
+    frame = json.dumps({"command": "login", "username": name, "password": "p" * 12})
+    return (frame[:-1] + " " * (size - len(frame)) + "}").encode()
+
+
+def test_a_first_frame_of_exactly_max_frame_in_parts_logs_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with quiet_server(
+        tmp_path / "chat.db", password_hash="load-test", login_slots=4, max_frame=1024
+    ) as srv:
+        registered_frame = padded_login("exact", 1024)
+        assert len(registered_frame) == 1024
+        told = rewatching(srv, monkeypatch)
+        with RawClient(srv.address) as c:
+            c.send_raw(registered_frame[:600])
+            assert bytes(told.get(timeout=10).unread) == registered_frame[:600]
+            c.send_raw(registered_frame[600:])  # max_frame bytes, not one over: held
+            assert bytes(told.get(timeout=10).unread) == registered_frame
+            c.send_raw(b"\n")
+            c.expect("login_ok", username="exact", new_user=True)
+        before = early(srv)
+        with RawClient(srv.address) as c:  # the same, returning, in one packet
+            c.send_raw(registered_frame + b"\n")
+            c.expect("login_ok", username="exact", new_user=False)
+        assert early(srv) == before + 1
+
+
+@pytest.mark.parametrize("newline", [b"", b"\n"])
+def test_a_first_frame_one_byte_over_max_frame_in_parts_is_too_large(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, newline: bytes
+) -> None:
+    with quiet_server(
+        tmp_path / "chat.db", password_hash="load-test", login_slots=4, max_frame=1024
+    ) as srv:
+        registered(srv, "over")
+        frame = padded_login("over", 1025)
+        told = rewatching(srv, monkeypatch)
+        before = early(srv)
+        with RawClient(srv.address) as c:
+            c.send_raw(frame[:1024])
+            assert bytes(told.get(timeout=10).unread) == frame[:1024]
+            c.send_raw(frame[1024:] + newline)
+            error = c.expect_error("too_large")
+            assert "1024" in error["message"]
+            assert c.wait_closed() == []
+        assert early(srv) == before  # never logged in, on any thread
+
+
+@pytest.mark.parametrize("how", ["close", "reset"])
+def test_a_half_frame_then_a_hang_up_ends_the_connection_and_nothing_else(
+    srv: Any, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    registered(srv, "quitter")
+    told = rewatching(srv, monkeypatch)
+    started = thread_starts(monkeypatch)
+    listeners = srv.server._listeners
+    crashes = listeners.handler_crashes
+    with RawClient(srv.address) as witness:
+        witness.login("witness")
+        c = RawClient(srv.address)
+        c.send_raw(login_frame("quitter")[:20])
+        conn = told.get(timeout=10)
+        if how == "reset":
+            c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.close()
+        # Its thread (the first look gives the end to it) finds the end, logs nobody in.
+        assert conn.thread.join(timeout=10)
+        assert conn in started and conn.username is None
+        assert conn not in list(srv.server._admission._watched.values())
+        # The half login never became a session: the witness hears of nobody.
+        witness.send(command="ping", id=1)
+        while (f := witness.recv())["type"] != "pong":
+            assert f.get("joined") != "quitter", f
+        with RawClient(srv.address) as again:  # and the server takes logins as ever
+            again.send_raw(login_frame("quitter"))
+            again.expect("login_ok", username="quitter", new_user=False)
+    assert listeners.handler_crashes == crashes
+
+
+def room_frames(c: RawClient, until_id: str) -> list[dict[str, Any]]:
+    """Every frame ``c`` gets about room ``r`` (messages, acks, events) until the pong
+    to a ping sent now with ``until_id``: all that was offered to it before the ping."""
+    c.send(command="ping", id=until_id)
+    got = []
+    while (f := c.recv())["type"] != "pong" or f.get("id") != until_id:
+        if f.get("room") == "r":
+            got.append(f)
+    return got
+
+
+def test_room_messages_alone_and_together_reach_each_member_once_in_order() -> None:
+    """A message alone in its pass is sent to each member directly (fansend.py
+    ``Sender._alone``), several in one pass are gathered: either way each member gets
+    every message of the room once, in seq order; one who parts gets every message
+    before its part and none after; one kicked, every one before the kick."""
+    n = 40
+    with quiet_server(rate_limit=None) as srv:
+        members = {}
+        for name in ("alice", "bob", "carol", "dave", "erin"):
+            c = RawClient(srv.address)
+            c.send(command="login", username=name, password=PASSWORD, features=["rooms"])
+            c.expect("login_ok")
+            c.send(command="join", room="r", id="j")
+            c.until("room_info", id="j")
+            members[name] = c
+        alice, bob, carol = (members[x] for x in ("alice", "bob", "carol"))
+        for c in members.values():
+            room_frames(c, "joined")  # the joins' events, read
+        # Alone: one message at a time, each acked before the next is sent.
+        alone: list[int] = []
+        kept: dict[str, list[dict[str, Any]]] = {"alice": [], "bob": []}
+        for i in range(n):
+            name = ("alice", "bob")[i % 2]
+            members[name].send(command="pm", room="r", message=f"alone {i}", id=f"a{i}")
+            while (f := members[name].recv()).get("id") != f"a{i}":
+                kept[name].append(f)  # the other's message, read while waiting
+            kept[name].append(f)
+            alone.append(f["seq"])
+        # Together: two senders pipelining, carol parting and dave kicked meanwhile.
+        a_blob = b"".join(
+            json.dumps({"command": "pm", "room": "r", "message": f"A{i}", "id": f"A{i}"}).encode()
+            + b"\n"
+            + (b'{"command":"kick","room":"r","user":"dave","id":"kick"}\n' if i == n // 2 else b"")
+            for i in range(n)
+        )
+        b_blob = b"".join(
+            json.dumps({"command": "pm", "room": "r", "message": f"B{i}", "id": f"B{i}"}).encode()
+            + b"\n"
+            for i in range(n)
+        )
+        alice.send_raw(a_blob)
+        bob.send_raw(b_blob)
+        carol.send(command="part", room="r", id="part")
+        # Every sender's last ack first: a message is offered to every member before its
+        # ack (§pm), so a ping sent after them all is answered after them all.
+        for name, last in (("alice", f"A{n - 1}"), ("bob", f"B{n - 1}"), ("carol", "part")):
+            frames = kept.setdefault(name, [])
+            while (f := members[name].recv()).get("id") != last:
+                frames.append(f)
+            frames.append(f)
+        seen = {name: kept.get(name, []) + room_frames(c, "done") for name, c in members.items()}
+        acks = {
+            f["id"]: f["seq"]
+            for name in ("alice", "bob", "carol")
+            for f in seen[name]
+            if f["type"] == "ack"
+        }
+        mine = {"alice": "A", "bob": "B"}
+        every = sorted(alone + [acks[f"{w}{i}"] for w in "AB" for i in range(n)])
+        assert len(set(every)) == 3 * n
+        for name, frames in seen.items():
+            # Everyone else's messages come as broadcasts, in seq order, each once; its
+            # own as acks, which may come before a lower seq's broadcast (the SDK's
+            # cursor allows for it: chatroom._seqs), and never as a broadcast too.
+            told = [f["seq"] for f in frames if f["type"] == "broadcast"]
+            assert told == sorted(set(told)), name
+            own = [
+                f["seq"]
+                for f in frames
+                if f["type"] == "ack" and str(f["id"])[:1] in ("a", mine.get(name, "-"))
+            ]
+            assert not set(told) & set(own), name
+            got = sorted(told + own)
+            if name == "carol":
+                end = acks["part"]
+            elif name == "dave":
+                end = acks["kick"]
+                assert [f["event"] for f in frames if f["type"] == "room_event"][-1:] == ["kick"]
+            else:
+                end = every[-1] + 1
+            want = [s for s in every if s < end]
+            assert got == want, (name, len(got), len(want))
+        for name in ("alice", "bob"):  # each sender's messages in the order it sent them
+            order = [
+                f["message"] for f in seen["erin"] if f["type"] == "broadcast" and f["from"] == name
+            ]
+            w = mine[name]
+            assert order == [f"alone {i}" for i in range(n) if (i % 2) == (name == "bob")] + [
+                f"{w}{i}" for i in range(n)
+            ]
+        for c in members.values():
+            c.close()
+
+
+def test_the_irc_port_is_not_looked_at_first_and_takes_a_registration_a_byte_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first look leaves the IRC port to its threads (firstlook.py): its lines,
+    sent a byte at a time, are never kept back in the epoll, and register as ever."""
+    with quiet_server(irc_port=0, login_slots=4, password_hash="load-test") as srv:
+        told = rewatching(srv, monkeypatch)
+        irc = Irc(irc_address(srv))
+        irc.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        lines = f"PASS :{PASSWORD}\r\nNICK dripper\r\nUSER u 0 * :Drip\r\n".encode()
+        for i in range(len(lines)):
+            irc.sock.sendall(lines[i : i + 1])
+        assert " 001 dripper " in irc.until("001")
+        irc.until("366")
+        with RawClient(srv.address) as c:  # and the JSON port's first look goes on
+            c.login("json")
+        irc.close()
+        assert told.empty()
