@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, Request, TextMessage
 
 from tests.helpers import PASSWORD, RawClient, quiet_server
 from tests.server.test_early_login import early, login_frame, registered
@@ -285,4 +287,60 @@ def test_the_irc_port_is_not_looked_at_first_and_takes_a_registration_a_byte_a_t
         with RawClient(srv.address) as c:  # and the JSON port's first look goes on
             c.login("json")
         irc.close()
+        assert told.empty()
+
+
+def masked_text(text: str) -> bytes:
+    """A client's WebSocket text frame (RFC 6455 §5.2), masked, under 126 bytes."""
+    data = text.encode()
+    assert len(data) < 126
+    key = b"\x01\x02\x03\x04"
+    return bytes([0x81, 0x80 | len(data)]) + key + bytes(b ^ key[i % 4] for i, b in enumerate(data))
+
+
+def ws_login(address: tuple[str, int], at: int, told: Any, name: str, pipelined: bool) -> list[Any]:
+    """Send a WebSocket upgrade's head split at ``at`` (the first part kept back in the
+    epoll: ``told``), then a login: once accepted, or (``pipelined``, as a hostile
+    client may, RFC 6455 §4.1 aside) in one packet with the head's rest; the events
+    wsproto reads back."""
+    ws = WSConnection(ConnectionType.CLIENT)
+    sent = ws.send(Request(host="{}:{}".format(*address), target="/ws"))
+    events: list[Any] = []
+    with socket.create_connection(address, timeout=10) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.sendall(sent[:at])
+        assert bytes(told.get(timeout=10).unread) == sent[:at]
+        login = json.dumps({"command": "login", "username": name, "password": PASSWORD})
+        if pipelined:
+            s.sendall(sent[at:] + masked_text(login))
+            login = ""
+        else:
+            s.sendall(sent[at:])
+        while not any(isinstance(e, TextMessage) for e in events):
+            if any(isinstance(e, AcceptConnection) for e in events) and login:
+                s.sendall(masked_text(login))
+                login = ""
+            data = s.recv(65536)
+            assert data, events
+            ws.receive_data(data)
+            events += list(ws.events())
+    return events
+
+
+def test_a_websocket_upgrade_split_at_every_byte_is_accepted_and_logs_in(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with quiet_server(web_port=0, login_slots=4, password_hash="load-test") as srv:
+        told = rewatching(srv, monkeypatch)
+        sample = WSConnection(ConnectionType.CLIENT).send(
+            Request(host="{}:{}".format(*srv.web_address), target="/ws")
+        )
+        # Every split, up to the last byte alone (the key aside, every head is the same).
+        for at in range(1, len(sample)):
+            for pipelined in (False, True):
+                name = f"ws{at}{'p' if pipelined else ''}"
+                events = ws_login(srv.web_address, at, told, name, pipelined)
+                text = [e for e in events if isinstance(e, TextMessage)]
+                frame = json.loads(text[0].data)
+                assert (frame["type"], frame["username"]) == ("login_ok", name), at
         assert told.empty()
