@@ -11,6 +11,7 @@ import json
 import socket
 import struct
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from wsproto.events import AcceptConnection, Request, TextMessage
 from tests.helpers import PASSWORD, RawClient, quiet_server
 from tests.server.test_early_login import early, login_frame, registered
 from tests.server.test_irc import Irc, irc_address
+from tests.server.test_lazy_users import LAZY, follow, lazy_login
 from tests.server.test_slowloris import rewatching, thread_starts
 
 
@@ -344,3 +346,45 @@ def test_a_websocket_upgrade_split_at_every_byte_is_accepted_and_logs_in(
                 frame = json.loads(text[0].data)
                 assert (frame["type"], frame["username"]) == ("login_ok", name), at
         assert told.empty()
+
+
+def test_a_lazy_client_through_arrivals_and_departures_counts_right_then_lists_right() -> None:
+    """docs/PROTOCOL.md §lazy_users (roster.py): through a churn of arrivals and
+    departures a lazy client's deltas carry the count alone, and it ends right; the
+    reply to ``users`` is the list after exactly the deltas before it, and the deltas
+    after it, names and all, keep it right through a second churn."""
+    with quiet_server(password_hash="load-test", users_window=0.02) as srv, ExitStack() as stack:
+        observer = stack.enter_context(RawClient(srv.address))
+        lazy_login(observer, "observer", 1)
+        online: dict[str, RawClient] = {}
+        for i in range(30):
+            c = stack.enter_context(RawClient(srv.address))
+            c.login(f"churn{i:02d}")
+            online[f"churn{i:02d}"] = c
+            if i % 3 == 2:  # every third leaves again at once, the one before it
+                online.pop(f"churn{i - 1:02d}").close()
+        truth = {"observer", *online}
+        count = 1
+        while count != len(truth):
+            f = observer.expect("users_delta")
+            assert set(f) == {"type", "count"}, f  # not asked: the count alone
+            count = f["count"]
+        observer.send(command="users", id="list")
+        while (f := observer.recv())["type"] == "users_delta":
+            assert set(f) == {"type", "count"}, f
+            count = f["count"]
+        assert (f["type"], f["id"]) == ("users", "list"), f
+        users = set(f["users"])
+        assert len(users) == count, (users, count)
+        follow(observer, users, truth)
+        # A second churn: the list it has now is kept right by the names in the deltas.
+        for name in list(online)[:10]:
+            online.pop(name).close()
+        for i in range(5):
+            c = stack.enter_context(RawClient(srv.address))
+            c.send(command="login", username=f"late{i}", password=PASSWORD, features=LAZY)
+            c.expect("login_ok", username=f"late{i}")
+            online[f"late{i}"] = c
+        follow(observer, users, {"observer", *online})
+        observer.send(command="users", id="again")  # nobody comes or goes now: no delta
+        assert set(observer.expect("users", id="again")["users"]) == users
