@@ -388,3 +388,37 @@ def test_a_lazy_client_through_arrivals_and_departures_counts_right_then_lists_r
         follow(observer, users, {"observer", *online})
         observer.send(command="users", id="again")  # nobody comes or goes now: no delta
         assert set(observer.expect("users", id="again")["users"]) == users
+
+
+@pytest.mark.parametrize("first", [b"\n", b"\r\n", b" \r\n"])
+def test_a_blank_line_before_a_login_is_skipped_on_either_thread(
+    srv: Any, monkeypatch: pytest.MonkeyPatch, first: bytes
+) -> None:
+    """Blank lines are ignored (docs/PROTOCOL.md §Framing), a first one too: whether
+    the login behind it runs on the admission thread or its own, it runs once."""
+    registered(srv, "typist")
+    told = rewatching(srv, monkeypatch)
+    with RawClient(srv.address) as c:
+        c.send_raw(first + login_frame("typist")[:9])
+        c.send_raw(login_frame("typist")[9:] + pm("after a blank", 1))
+        c.expect("login_ok", username="typist")
+        c.send(command="ping", id=2)
+        seen = []
+        while (f := c.recv())["type"] != "pong":
+            if f["type"] != "users":  # the joined push, in its window
+                seen.append(f)
+        assert seen == [{"type": "ack", "command": "pm", "id": 1, "seq": seen[0]["seq"]}], seen
+    assert told.empty()  # a whole line came first: nothing to keep back
+
+
+def test_a_stop_closes_a_connection_kept_with_half_a_frame(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with quiet_server(tmp_path / "chat.db", password_hash="load-test", login_slots=4) as srv:
+        told = rewatching(srv, monkeypatch)
+        with socket.create_connection(srv.address, timeout=10) as slow:
+            slow.sendall(login_frame("halfway")[:12])
+            told.get(timeout=10)
+            srv.stop()
+            got = slow.makefile("rb").read()  # everything until the server closes
+        assert got == b'{"type":"bye","reason":"server_shutdown"}\n'
