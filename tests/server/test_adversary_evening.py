@@ -422,3 +422,56 @@ def test_a_stop_closes_a_connection_kept_with_half_a_frame(
             srv.stop()
             got = slow.makefile("rb").read()  # everything until the server closes
         assert got == b'{"type":"bye","reason":"server_shutdown"}\n'
+
+
+def test_a_tls_client_hello_a_byte_at_a_time_is_not_looked_at_and_logs_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first look leaves a TLS connection to its thread (firstlook.py): its
+    ClientHello sent a byte at a time is never kept back, the handshake completes, and
+    the login through it is answered."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    pem = tmp_path / "server.pem"
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(pem))
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    with quiet_server(
+        tmp_path / "chat.db", tls_cert=pem, password_hash="load-test", login_slots=4
+    ) as srv:
+        assert srv.server._listeners.look is not None  # the first look is on
+        told = rewatching(srv, monkeypatch)
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = context.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+        with socket.create_connection(srv.address, timeout=10) as s:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with pytest.raises(ssl.SSLWantReadError):
+                tls.do_handshake()
+            hello = outgoing.read()
+            for i in range(len(hello)):
+                s.sendall(hello[i : i + 1])
+            while True:
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    s.sendall(outgoing.read())
+                    data = s.recv(65536)
+                    assert data, "closed during the handshake"
+                    incoming.write(data)
+            tls.write(login_frame("secure"))
+            s.sendall(outgoing.read())
+            got = b""
+            while b"\n" not in got:
+                try:
+                    got += tls.read(65536)
+                except ssl.SSLWantReadError:
+                    data = s.recv(65536)
+                    assert data, "closed before login_ok"
+                    incoming.write(data)
+        frame = json.loads(got.split(b"\n")[0])
+        assert (frame["type"], frame["username"]) == ("login_ok", "secure")
+        assert told.empty()
