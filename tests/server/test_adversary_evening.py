@@ -475,3 +475,40 @@ def test_a_tls_client_hello_a_byte_at_a_time_is_not_looked_at_and_logs_in(
         frame = json.loads(got.split(b"\n")[0])
         assert (frame["type"], frame["username"]) == ("login_ok", "secure")
         assert told.empty()
+
+
+def test_a_room_message_alone_reaches_its_irc_and_json_members_once_in_order() -> None:
+    """A small room's message alone in its pass (fansend.py ``Sender._alone``) goes to
+    every member, an IRC one (a channel) as well as a rooms client: each gets each
+    message once, in the order they were stored."""
+    n = 30
+    with quiet_server(irc_port=0, rate_limit=None) as srv:
+        irc = Irc(irc_address(srv))
+        irc.register("ircy")
+        irc.send("JOIN #r")
+        irc.until("366")
+        members = []
+        for name in ("alice", "bob"):
+            c = RawClient(srv.address)
+            c.send(command="login", username=name, password=PASSWORD, features=["rooms"])
+            c.expect("login_ok")
+            c.send(command="join", room="r", id="j")
+            c.until("room_info", id="j")
+            members.append(c)
+        alice, bob = members
+        room_frames(bob, "joined")
+        for i in range(n):  # each acked before the next: alone in its pass
+            alice.send(command="pm", room="r", message=f"alone {i}", id=i)
+            alice.until("ack", id=i)
+        said = [f"alone {i}" for i in range(n)]
+        got = [f["message"] for f in room_frames(bob, "done") if f["type"] == "broadcast"]
+        assert got == said
+        irc.send("PING :done")
+        lines = []
+        while "PONG" not in (line := irc.line()):
+            if " PRIVMSG #r " in line:
+                lines.append(line.split(" :", 1)[1])
+        assert lines == said
+        for c in members:
+            c.close()
+        irc.close()
