@@ -512,3 +512,36 @@ def test_a_room_message_alone_reaches_its_irc_and_json_members_once_in_order() -
         for c in members:
             c.close()
         irc.close()
+
+
+def test_an_early_lazy_login_with_users_in_its_packet_gets_a_list_the_deltas_fit(
+    srv: Any,
+) -> None:
+    """A lazy_users login on the admission thread (FirstLook.first) with a ``users``
+    in the same packet, the rest of it arriving later: login_ok has the count, the
+    reply the list after the deltas before it (docs/PROTOCOL.md §lazy_users), and the
+    deltas after it name who comes and goes."""
+    registered(srv, "eager", "other")
+    with RawClient(srv.address) as witness, RawClient(srv.address) as c:
+        witness.login("witness")
+        before = early(srv)
+        users_cmd = b'{"command":"users","id":"list"}\n'
+        c.send_raw(login_frame("eager", features=LAZY) + users_cmd[:10])
+        ok = c.expect("login_ok", username="eager", features=LAZY)
+        assert "users" not in ok and early(srv) == before + 1
+        count, deltas = ok["count"], 0
+        c.send_raw(users_cmd[10:])
+        while (f := c.recv())["type"] == "users_delta":
+            assert set(f) == {"type", "count"}, f
+            count, deltas = f["count"], deltas + 1
+        assert (f["type"], f["id"]) == ("users", "list"), f
+        users = set(f["users"])
+        if deltas:  # the list after exactly the deltas before it
+            assert len(users) == count, (users, count)
+        else:  # as login_ok's: its own arrival may still be to come (§users_delta)
+            assert len(users | {"eager"}) == count, (users, count)
+        follow(c, users, {"witness", "eager"})
+        with RawClient(srv.address) as other:
+            other.login("other")
+            follow(c, users, {"witness", "eager", "other"})
+        follow(c, users, {"witness", "eager"})
