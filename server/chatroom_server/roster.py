@@ -179,6 +179,10 @@ class Member(Protocol):
 class UsersPublisher:
     """Publishes the user list to the connections that asked for ``users_delta``."""
 
+    # The longest the thread sleeps with nothing to publish and no tick due (s); a stop
+    # rings it awake (wake) instead.
+    idle_wait = 1.0
+
     def __init__(
         self,
         live: Callable[[], Iterable[str]],
@@ -263,12 +267,20 @@ class UsersPublisher:
 
     # ------------------------------------------------------------ publisher thread
 
+    def wake(self) -> None:
+        """The server is stopping: end the thread's wait now. Without it a stop with no
+        departure to ring the bell waited out ``idle_wait`` in its join."""
+        self._dirty.ring()
+
     def run(self) -> None:
         next_tick = time.monotonic() + self._interval if self._interval > 0 else None
+        idle = self.idle_wait
         while not self._stopping.is_set():
             now = time.monotonic()
-            timeout = 1.0 if next_tick is None else max(0.0, min(1.0, next_tick - now))
+            timeout = idle if next_tick is None else max(0.0, min(idle, next_tick - now))
             if self._dirty.wait(timeout):
+                if self._stopping.is_set():  # rung by wake(): nothing more to publish
+                    return
                 # Coalesce: everything that changes until the window's end goes in one
                 # delta, or until no change has come for QUIET seconds.
                 if self._wait_window():

@@ -448,6 +448,7 @@ class ChatServer:
         self._stopping.set()
         self._storm.freeze()  # a storm under way goes on; none begins (storm.py)
         self._presence.reap_bell.ring()  # the reaper's wait ends now, not after its timeout
+        self._publisher.wake()  # and the users publisher's
         log.info("shutting down")
         self._listeners.close()  # and those still in line for a login slot
         for t in self._threads:

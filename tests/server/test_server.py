@@ -18,6 +18,7 @@ import pytest
 from chatroom.protocol import PROTOCOL_VERSION
 from chatroom.testing import TestServer, running_server
 from chatroom_server import AccountStoreError, ChatServer, ConfigError, ServerConfig
+from chatroom_server.roster import UsersPublisher
 from tests.helpers import PASSWORD, RawClient, connect, quiet_server
 
 
@@ -589,3 +590,14 @@ def test_stop_closes_the_message_log_between_two_fan_out_passes(tmp_path: Path) 
 
         msglog.close = close_and_look  # type: ignore[method-assign]
     assert held == [True]
+
+
+def test_stop_wakes_the_users_publisher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stop with nobody leaving still ends the users publisher within its join: the
+    publisher's idle sleep is rung awake, not waited out (it made every stop of an idle
+    server wait up to a second)."""
+    monkeypatch.setattr(UsersPublisher, "idle_wait", 3600.0)
+    with quiet_server(tmp_path / "chat.db") as srv:
+        publishers = [t for t in srv.server._threads if t.name == "chat-users"]
+    assert len(publishers) == 1
+    assert not publishers[0].is_alive()
