@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 from common import SERVERS
-from irc_fanout import _ANC, SO_TIMESTAMPNS, free_port, kernel_time, register_many, wait_all
+from irc_clients import _ANC, SO_TIMESTAMPNS, free_port, kernel_time, register_many, wait_all
 
 from chatroom.testing import ServerProcess
 from chatroom_bots.load import procstat
