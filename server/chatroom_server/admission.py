@@ -167,17 +167,7 @@ class Admission(Generic[T]):
             self._start(conn)
             return
         assert self._epoll is not None, "open() first"
-        fd = self._fileno(conn)
-        self._watched[fd] = conn
-        if self._closed:  # stopping: close() may have looked before the line above
-            if self._watched.pop(fd, None) is not None:
-                self._never(conn)
-            return
-        try:
-            self._epoll.register(fd, select.EPOLLIN | select.EPOLLONESHOT)
-        except OSError:  # the epoll is closed: stopping
-            if self._watched.pop(fd, None) is not None:
-                self._never(conn)
+        self._arm(conn, self._watched, self._epoll.register, self._never)
 
     def run(self) -> None:
         """The ``chat-admission`` thread: connections whose client has said something
@@ -241,18 +231,8 @@ class Admission(Generic[T]):
         thread starts when its client says more or the connection ends (either side's
         close or shutdown makes it readable)."""
         assert self._epoll is not None and self._resume is not None
-        fd = self._fileno(conn)
-        self._parked[fd] = conn
-        if self._closed:  # stopping: close() may have looked before the line above
-            if self._parked.pop(fd, None) is not None:
-                self._resume(conn)
-            return
-        try:
-            # Still registered since its ONESHOT fired (run): armed again.
-            self._epoll.modify(fd, select.EPOLLIN | select.EPOLLONESHOT)
-        except OSError:  # the epoll is closed: stopping
-            if self._parked.pop(fd, None) is not None:
-                self._resume(conn)
+        # Still registered since its ONESHOT fired (run): armed again.
+        self._arm(conn, self._parked, self._epoll.modify, self._resume)
 
     def rewatch(self, conn: T) -> None:
         """Admission thread, a watched connection whose ONESHOT has fired (``first``):
@@ -262,18 +242,32 @@ class Admission(Generic[T]):
         connection not logged in: the sweep's SHUT_RD makes it readable, and ``first``
         hands it to its thread, which ends it."""
         assert self._epoll is not None
+        # Still registered since its ONESHOT fired (run): armed again.
+        self._arm(conn, self._watched, self._epoll.modify, self._never)
+
+    def _arm(
+        self,
+        conn: T,
+        table: dict[int, T],
+        arm: Callable[[int, int], None],
+        gone: Callable[[T], None],
+    ) -> None:
+        """``conn`` into ``table`` (``_watched`` or ``_parked``) and its fd armed in the
+        epoll, once, by ``arm``: the epoll's ``register`` for a new fd, ``modify`` for
+        one still registered since its ONESHOT fired. Once closed (or with the epoll
+        closed under it), whoever pops it from ``table`` gives it to ``gone`` instead:
+        this thread or ``close``, exactly one of them (module docstring)."""
         fd = self._fileno(conn)
-        self._watched[fd] = conn
+        table[fd] = conn
         if self._closed:  # stopping: close() may have looked before the line above
-            if self._watched.pop(fd, None) is not None:
-                self._never(conn)
+            if table.pop(fd, None) is not None:
+                gone(conn)
             return
         try:
-            # Still registered since its ONESHOT fired (run): armed again.
-            self._epoll.modify(fd, select.EPOLLIN | select.EPOLLONESHOT)
+            arm(fd, select.EPOLLIN | select.EPOLLONESHOT)
         except OSError:  # the epoll is closed: stopping
-            if self._watched.pop(fd, None) is not None:
-                self._never(conn)
+            if table.pop(fd, None) is not None:
+                gone(conn)
 
     def hold(self, conn: T) -> None:
         """Admission thread, a connection whose ONESHOT has fired (``first``): it waits,
