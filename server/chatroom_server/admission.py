@@ -10,17 +10,18 @@ queue overflows, and the kernel makes the clients it dropped try again after 1, 
 
 An :class:`Admission` has ``slots``. A new connection gets no thread at first: it waits
 in the admission thread's epoll (:meth:`Admission.watch`) until its client has said
-something (every client speaks first here: a login, a TLS ClientHello), so a connection
-that has nothing to handle yet is no thread asking for the GIL. Once readable it gets a
-slot, or waits in line for one; its thread starts with the slot and holds it until its
-login is done (or until it would block waiting for its client: a client that says
-nothing holds no slot). A freed slot goes to the first in line: a connection whose thread
-is still to start (the thread that frees the slot starts it) or a running thread that
-woke with frames to handle before its login and sleeps in a lock of its own until it
-gets one (:meth:`~Admission.enter`). So during a storm at most ``slots`` threads are in
-a login, the others are not threads yet or asleep in a lock, and the accept thread
-competes for the GIL with a few dozen threads instead of ten thousand; and the admission
-thread takes a whole batch of readable connections per turn of the GIL.
+something (every client speaks first here: a login, an IRC NICK or CAP, an HTTP request,
+a TLS ClientHello), so a connection that has nothing to handle yet is no thread asking
+for the GIL. Once readable it gets a slot, or waits in line for one; its thread starts
+with the slot and holds it until its login is done (or until it would block waiting for
+its client: a client that says nothing holds no slot). A freed slot goes to the first in
+line: a connection whose thread is still to start (the thread that frees the slot starts
+it) or a running thread that woke with frames to handle before its login and sleeps in a
+lock of its own until it gets one (:meth:`~Admission.enter`). So during a storm at most
+``slots`` threads are in a login, the others are not threads yet or asleep in a lock,
+and the accept thread competes for the GIL with a few dozen threads instead of ten
+thousand; and the admission thread takes a whole batch of readable connections per turn
+of the GIL.
 
 A connection may never need a slot or a thread for its login: the admission thread
 offers each readable connection to ``first`` (``FirstLook.first``), which runs a login
@@ -38,18 +39,19 @@ for the store's group commit; the committing store thread hands it back
 (:meth:`~Admission.later`) once the account is durable, and the admission thread sends
 its login_ok and parks it. A registration costs no thread waiting asleep for a commit.
 
-Threads: the accept thread calls :meth:`Admission.watch` (or :meth:`~Admission.arrive`
-for a connection that must not wait for its client, as IRC's); the ``chat-admission``
-thread runs :meth:`~Admission.run`; connection threads call :meth:`~Admission.enter` and
-:meth:`~Admission.leave`; the stopping thread calls :meth:`~Admission.close`. ``_lock``
-guards ``_free``, ``_line`` and ``_closed``, and nothing under it gives the GIL up (no
-syscall, no callback): what a freed slot starts or wakes runs after it is let go.
-``_watched`` (fd -> connection) is added to by the accept thread and popped by the
-admission thread or ``close``, single dict operations: whoever pops a connection owns
-it, so each is started or given back as never started exactly once. ``_parked``
-likewise: added to and popped by the admission thread, popped by ``close``; and
-``_held``. ``_ready`` (continuations handed back by other threads) and ``_rung`` are
-guarded by ``_lock`` too: appended by any thread, taken whole by the admission thread.
+Threads: the accept threads call :meth:`Admission.watch` (with slots the JSON port's
+accepts run on the admission thread itself: :meth:`~Admission.listen`); the
+``chat-admission`` thread runs :meth:`~Admission.run`; connection threads call
+:meth:`~Admission.enter` and :meth:`~Admission.leave`; the stopping thread calls
+:meth:`~Admission.close`. ``_lock`` guards ``_free``, ``_line`` and ``_closed``, and
+nothing under it gives the GIL up (no syscall, no callback): what a freed slot starts or
+wakes runs after it is let go. ``_watched`` (fd -> connection) is added to by the accept
+thread and popped by the admission thread or ``close``, single dict operations: whoever
+pops a connection owns it, so each is started or given back as never started exactly
+once. ``_parked`` likewise: added to and popped by the admission thread, popped by
+``close``; and ``_held``. ``_ready`` (continuations handed back by other threads) and
+``_rung`` are guarded by ``_lock`` too: appended by any thread, taken whole by the
+admission thread.
 """
 
 from __future__ import annotations

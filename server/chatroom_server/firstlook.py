@@ -4,7 +4,9 @@ When a connection's client has said something (chatroom_server.admission), the
 admission thread offers it to :meth:`FirstLook.first` before it goes in line for a
 thread and a login slot: a first frame that is a login the admission thread may run
 itself (chatroom_server.earlylogin) runs here, and the connection is parked, held, or
-given its thread with nothing to wait for (``Listeners._resume``).
+given its thread with nothing to wait for (``Listeners._resume``). A first frame that
+has come only in part (a JSON line, an IRC line, an HTTP request's head) waits here,
+threadless, for the rest.
 
 Threads: the admission thread alone (``first``, and ``early_refused``, its count).
 What it hands a read to and the handler crash count are the listeners'
@@ -20,6 +22,8 @@ from typing import TYPE_CHECKING
 
 from chatroom.protocol import LoginCommand
 from chatroom_server.earlylogin import HELD
+from chatroom_server.irc.parse import LINE as IRC_LINE
+from chatroom_server.irc.parse import TAGS as IRC_TAGS
 from chatroom_server.web import MAX_HEADERS
 
 if TYPE_CHECKING:
@@ -71,9 +75,10 @@ class FirstLook:
         bytes kept in ``unread``, and logs in as a return would. True if it took the
         connection; False: it goes in line as before, with what was read kept for its
         thread."""
-        if conn.outbox.tls or conn.irc is not None:
+        if conn.outbox.tls:
             return False
         web = conn.web is not None
+        irc = conn.irc is not None and not web
         # A held registration's, handed back (EarlyLogin._registered), or the first
         # part of a frame read at an earlier look (below).
         data = conn.unread
@@ -89,17 +94,19 @@ class FirstLook:
             if more:
                 data = conn.unread = data + more
         if not _whole(data, web):
-            if len(data) > (MAX_HEADERS if web else conn.decoder.max_frame):
-                # Its thread's decoder says too_large (h11: 431) and closes, as ever.
+            if len(data) > _limit(conn, web, irc):
+                # Its thread's decoder says too_large (h11: 431; IRC: 417), as ever.
                 return False
-            # Half a frame, or of an HTTP request's head (a slow client, or a slowloris
-            # sending a byte a second): back into the epoll with its bytes kept here,
-            # no thread until the rest comes (Admission.rewatch); the login timeout's
-            # sweep still closes it.
+            # Half a frame, of an HTTP request's head or of an IRC line (a slow client,
+            # or a slowloris sending a byte a second): back into the epoll with its
+            # bytes kept here, no thread until the rest comes (Admission.rewatch); the
+            # login timeout's sweep still closes it.
             self._admission.rewatch(conn)
             return True
-        if web:
-            return False  # a request's head, whole: its thread (web.py) takes it on
+        if web or irc:
+            # A request's head or an IRC line, whole: its thread (web.py, irc/) takes
+            # it on, from these bytes (serve).
+            return False
         end = data.find(b"\n") + 1
         if self._early is None or end - 1 > conn.decoder.max_frame:
             return False  # over max_frame: its thread's decoder says too_large
@@ -138,6 +145,17 @@ class FirstLook:
         else:
             self._resume(conn)
         return True
+
+
+def _limit(conn: Conn, web: bool, irc: bool) -> int:
+    """The most a first frame may hold before its thread's decoder refuses it: an HTTP
+    request's head, an IRC line with its tags (irc/parse.py's ``LineDecoder``), or a
+    JSON frame."""
+    if web:
+        return MAX_HEADERS
+    if irc:
+        return IRC_LINE + IRC_TAGS
+    return conn.decoder.max_frame
 
 
 def _whole(data: bytes, web: bool) -> bool:

@@ -405,11 +405,9 @@ class Listeners:
         self._readers.add(conn.thread)
         next(self._reader_starts)  # before it runs, so that a stop cannot miss it
         # Its thread starts once its client has said something and a login slot is
-        # free (admission.py). An IRC client may wait for the server to speak first.
-        if irc:
-            self.admission.arrive(conn)
-        else:
-            self.admission.watch(conn)
+        # free (admission.py). IRC clients speak first too: the server says nothing
+        # before a client's NICK and USER (or CAP LS), so none waits for it.
+        self.admission.watch(conn)
 
     def _prepare(self, sock: socket.socket, tls: bool) -> socket.socket:
         """An accepted socket set up, and with TLS wrapped (OSError: its client reset
