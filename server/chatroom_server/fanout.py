@@ -240,14 +240,22 @@ class FanOut:
         self._queue.append(item)
         self._combine()
 
-    def exclusive(self, fn: Callable[[], T], timeout: float = 10.0) -> T:
+    @property
+    def turns(self) -> Turns:
+        """What large rooms' messages owe their members (fanturns.py): a cluster node
+        gives its stream's deliveries through it, in :meth:`exclusive` with ``owed``."""
+        return self._turns
+
+    def exclusive(self, fn: Callable[[], T], timeout: float = 10.0, owed: bool = False) -> T:
         """Run ``fn`` holding the fan-out lock, between two passes: everything stored so
         far has been handed to the roster, and nothing stored later is sent before ``fn``
         returns. Callers get the lock in turn (handover.py), and a pass goes out between
-        two of them; TimeoutError if it did not change hands for ``timeout`` s."""
+        two of them; TimeoutError if it did not change hands for ``timeout`` s.
+        ``owed``: what :attr:`turns` owes stays owed, ``fn`` gives through them (the
+        cluster's stream, chatroom_server.node), and it is not "handed" yet."""
         self._handover_line.enter(self._lock, timeout)
         try:
-            if self._turns:
+            if self._turns and not owed:
                 self._guarded(self._turns.finish_all)  # "everything stored": sent
             return fn()
         finally:

@@ -27,6 +27,13 @@ their order. What the fan-out cannot look into (a lobby message to everyone, the
 callables of ``FanOut.after``, ``FanOut.exclusive``) finds no job: everything owed is
 written first (:meth:`Turns.finish_all`).
 
+A cluster node (docs/CLUSTER.md, "Turns on a node") delivers room messages from the
+cluster's stream, not from its passes: a stream message to more than ``LARGE`` of its
+members is a job too (:meth:`Turns.owe`), with no batch and no ack (its sender was
+answered by the node that stored it), and the node gives everything else its members
+get through :meth:`Turns.give` or after :meth:`Turns.finish_all`, as the fan-out does
+(chatroom_server.node, chatroom_server.noderooms).
+
 Threads: owned by the holder of ``FanOut._lock``, like the queue's items once popped;
 but ``in`` (is anything owed to a member?) is read by any thread: one dict lookup, and
 a stale answer is the race of a message stored as the member's ``exit`` is read. No
@@ -80,11 +87,12 @@ def turn_policy(env: Mapping[str, str]) -> tuple[int, float | None]:
 
 
 class _Job:
-    """One batch's room messages, owed to ``members`` (in the order they are served)."""
+    """One batch's room messages, owed to ``members`` (in the order they are served);
+    ``batch`` None: a message from a cluster's stream, acked by nobody here."""
 
     __slots__ = ("batch", "left", "members", "pos")
 
-    def __init__(self, batch: Batch, members: Sequence[Member]) -> None:
+    def __init__(self, batch: Batch | None, members: Sequence[Member]) -> None:
         self.batch = batch
         self.members = members  # a list of its own (Turns.add)
         self.pos = 0  # members before it have been served (or were given it earlier)
@@ -152,6 +160,17 @@ class Turns:
         if conn in self._senders:
             self.finish_of(conn)  # its acks in order: the earlier job's first
         batch.deferred = True
+        if self._owe(batch, out):
+            self._senders[conn] = self._senders.get(conn, 0) + 1
+
+    def owe(self, out: dict[RoomMember, list[bytes]]) -> None:
+        """A cluster's stream message to a large room, ``out`` (each member's frames,
+        after whatever each is owed already), as a job with no ack: sent in turns
+        (module docstring)."""
+        self._owe(None, out)
+
+    def _owe(self, batch: Batch | None, out: dict[RoomMember, list[bytes]]) -> bool:
+        """``out`` owed as a job; False if it had nobody (then done already)."""
         job = _Job(batch, list(out))
         owed = self._owed
         for c, chunks in out.items():
@@ -163,9 +182,9 @@ class Turns:
                 got[1].append(job)
         if not job.left:
             self._done(job)
-            return
+            return False
         self._jobs.append(job)
-        self._senders[conn] = self._senders.get(conn, 0) + 1
+        return True
 
     def add_parts(self, batch: Batch, skip: str, local: Callable[[str], RoomMember | None]) -> int:
         """:meth:`add` ``batch``'s room messages (its ``parts``, all to rooms) for their
@@ -217,7 +236,9 @@ class Turns:
 
     def finish_of(self, conn: Member) -> None:
         """Complete ``conn``'s jobs now (their acks are due before its next one's)."""
-        for job in [j for j in self._jobs if j.batch.conn is conn and j.left]:
+        for job in [
+            j for j in self._jobs if j.batch is not None and j.batch.conn is conn and j.left
+        ]:
             self._finish(job)
 
     def finish_all(self) -> None:
@@ -252,6 +273,8 @@ class Turns:
     def _done(self, job: _Job) -> None:
         """Every member has ``job``'s frames: its ack (docs/PROTOCOL.md §pm)."""
         b = job.batch
+        if b is None:
+            return  # from the cluster's stream: answered where it was stored
         conn = b.conn
         left = self._senders.get(conn, 0) - 1
         if left > 0:

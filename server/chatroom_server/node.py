@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from chatroom.protocol import Broadcast, Bye, ByeReason, DirectMessage, encode, username_key
 from chatroom_server.delivery import Entry, deliver
 from chatroom_server.fanitems import Member
+from chatroom_server.fanturns import Turns
 from chatroom_server.frames import Frames, encoded
 from chatroom_server.messagelog import Stored
 from chatroom_server.noderooms import is_room_row
@@ -58,7 +59,10 @@ class ClusterNode:
         recipient a run, chatroom_server.delivery), and ``last_seq`` advanced, all
         between two fan-out passes (the login cut, docs/CLUSTER.md).
         Room rows (chatroom_server.noderooms) go to their rooms' members here, and
-        room events are applied to this node's rooms, in seq order among the rest."""
+        room events are applied to this node's rooms, in seq order among the rest; a
+        message to a large room is owed to its members and sent in turns
+        (chatroom_server.fanturns), after which ``last_seq`` may pass it: a login's
+        own ``exclusive`` writes everything owed before its cut."""
         mlog = self._b.log
         presence = self._presence
         assert mlog is not None
@@ -81,15 +85,20 @@ class ClusterNode:
         last = messages[-1].seq
         rooms = self._rooms
         fanout = self._b.fanout
+        # A room message to over LARGE members here is owed to them and goes out in
+        # turns, between the fan-out's passes, as on one server (fanturns.py): a small
+        # room's message waits for a slice, not for a large room's whole delivery.
+        # Whatever else a member gets comes after what it is owed.
+        turns = fanout.turns
 
         def hand_over() -> None:
             roster = presence.roster()
             deliveries = 0
             for step in plan:
                 if isinstance(step, _Run):
-                    deliveries += step.deliver(presence, roster)
+                    deliveries += step.deliver(presence, roster, turns)
                 elif rooms is not None:
-                    deliveries += rooms.row(step)
+                    deliveries += rooms.row(step, turns)
             # The metrics' deliveries (chatroom_server.metrics), under the fan-out lock
             # as the fan-out's own.
             fanout.stats.deliveries += deliveries
@@ -100,7 +109,8 @@ class ClusterNode:
                 self._delivered.notify_all()  # logins waiting for the cut (catch_up)
 
         try:
-            fanout.exclusive(hand_over, timeout=30.0)
+            # owed: what turns owe stays owed (hand_over gives through them).
+            fanout.exclusive(hand_over, timeout=30.0, owed=True)
         except TimeoutError:
             log.error("the fan-out is stuck; seqs up to %d were not delivered here", last)
 
@@ -157,12 +167,22 @@ class _Run:
         self.keys = {k for k, to, _, _ in self.framed if to is None} | {
             to for _, to, _, _ in self.framed if to is not None
         }
+        self.public = any(to is None for _, to, _, _ in self.framed)  # to everyone
 
-    def deliver(self, presence: Presence, roster: tuple[Conn, ...]) -> int:
-        """Hand this run to ``roster`` (the fan-out lock held); the deliveries made."""
+    def deliver(self, presence: Presence, roster: tuple[Conn, ...], turns: Turns) -> int:
+        """Hand this run to ``roster`` (the fan-out lock held), after what each recipient
+        is owed (``turns``); the deliveries made."""
         by_key = presence.by_key
         with presence.lock:  # lock order: the fan-out's, then this one
             who = {key: by_key.get(key) for key in self.keys}
+        if turns:
+            if self.public:
+                turns.finish_all()  # to everyone: after all they are owed (fanturns.py)
+            else:  # DMs alone: only their recipients' owed frames go first
+                for _, to, _, _ in self.framed:
+                    c = who[to] if to is not None else None
+                    if c is not None and c in turns:
+                        turns.give(c, b"")
         entries: list[Entry] = []
         waited: set[Conn] = set()
         for sender, to, frame, waits in self.framed:

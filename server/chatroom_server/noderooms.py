@@ -14,7 +14,11 @@ same order, and a node that starts loads the copy PostgreSQL has at one snapshot
   detail) against this copy (:func:`change_from_row`): a join creates the room if this
   copy has none, and the joiner's role follows the members there, as the check on the
   maker's node decided it from the same state.
-- A message to a room: to this node's members of it, in seq order among the rest.
+- A message to a room: to this node's members of it, in seq order among the rest. To
+  more than ``LARGE`` of them, it is owed to them and sent in turns between the
+  fan-out's passes (chatroom_server.fanturns, :meth:`Turns.owe`), as on one server;
+  whatever else a member gets here (a smaller room's message, an event, a reply) is
+  given after what it is owed (docs/CLUSTER.md, "Turns on a node").
 
 Threads: everything here belongs to the fan-out lock's holder (``FanOut.exclusive``),
 as the room service does: the reader thread that stores an event (:meth:`defer`) and
@@ -32,6 +36,8 @@ from typing import Protocol
 from chatroom.errors import ProtocolError, RequestId
 from chatroom.protocol import Broadcast, username_key
 from chatroom.rooms import LOBBY, ModeChange, Role, RoomEventKind, parse_modes, room_key
+from chatroom_server.fanitems import RoomMember
+from chatroom_server.fanturns import LARGE, Turns, gather
 from chatroom_server.frames import encoded
 from chatroom_server.messagelog import Stored
 from chatroom_server.outbox import Outbox
@@ -45,9 +51,8 @@ log = logging.getLogger(__name__)
 _OPERATORS = frozenset((Role.OWNER, Role.OP))
 
 
-class Conn(Protocol):
-    outbox: Outbox
-    rooms: bool
+class Conn(RoomMember, Protocol):
+    """A connection as the node's rooms reach it (a fan-out member: turns owe to it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,9 +145,11 @@ class NodeRooms:
         consumer reaches it."""
         self._pending[seq] = _Pending(conn, change, rid)
 
-    def row(self, m: Stored) -> int:
+    def row(self, m: Stored, turns: Turns) -> int:
         """Apply or deliver one room row (:func:`is_room_row`), queueing its frames to
-        this node's connections (pushed by the caller). Returns the deliveries made."""
+        this node's connections (pushed by the caller), or owing them in ``turns`` (a
+        message to over ``LARGE`` members here), each after what its member is owed
+        already. Returns the deliveries made."""
         book = self.service.book
         if m.event is None:
             room = book.get(m.room or LOBBY)
@@ -153,7 +160,20 @@ class NodeRooms:
             frame = encoded(
                 Broadcast(sender=m.sender, message=m.body, ts=m.ts, seq=m.seq, room=room.name)
             )
-            return self._queue(frozenset(room.members), frame, skip=username_key(m.sender))
+            keys, skip = frozenset(room.members), username_key(m.sender)
+            if len(keys) <= LARGE:
+                return self._queue(keys, frame, skip, turns)
+            # Over LARGE of them on this node: owed. Each member's queued frames
+            # (earlier seqs) still go first: a write of what it is owed is an
+            # ``offer``, which sends the queue first.
+            out: dict[RoomMember, list[bytes]] = {}
+            n = gather(out, keys, skip, self._by_key, frame)
+            if len(out) > LARGE:
+                turns.owe(out)
+            else:  # a large room with few members here
+                for c in out:
+                    self._put(c, frame, turns)
+            return n
         pending = self._pending.pop(m.seq, None)
         change = pending.change if pending is not None else change_from_row(book, m)
         if change is None:
@@ -161,9 +181,9 @@ class NodeRooms:
             log.error(why, m.seq, m.event, m.room)
             return 0
         d = self.service.stored(change, m.seq, m.ts, None if pending is None else pending.rid)
-        n = self._queue(d.to, d.event, skip=username_key(change.by))
+        n = self._queue(d.to, d.event, username_key(change.by), turns)
         if pending is not None and pending.conn is not None:
-            self._put(pending.conn, d.reply)
+            self._put(pending.conn, d.reply, turns)
             n += 1
         if change.address is not None and change.event is RoomEventKind.BAN:
             # This node's members from the address are kicked (stored as kicks, in
@@ -178,17 +198,19 @@ class NodeRooms:
         for outbox in touched.values():
             outbox.push()
 
-    def _put(self, c: Conn, frame: bytes) -> None:
-        if c.outbox.queue(frame):
+    def _put(self, c: Conn, frame: bytes, turns: Turns) -> None:
+        if turns and c in turns:
+            turns.give(c, frame)  # after what it is owed (and what it has queued)
+        elif c.outbox.queue(frame):
             self._touched[id(c.outbox)] = c.outbox
 
-    def _queue(self, keys: frozenset[str], frame: bytes, skip: str) -> int:
+    def _queue(self, keys: frozenset[str], frame: bytes, skip: str, turns: Turns) -> int:
         n = 0
         for key in keys:
             if key == skip:
                 continue
             c = self._by_key(key)
             if c is not None and c.rooms:
-                self._put(c, frame)
+                self._put(c, frame, turns)
                 n += 1
         return n
