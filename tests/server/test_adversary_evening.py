@@ -272,24 +272,28 @@ def test_room_messages_alone_and_together_reach_each_member_once_in_order() -> N
             c.close()
 
 
-def test_the_irc_port_is_not_looked_at_first_and_takes_a_registration_a_byte_a_time(
+def test_the_irc_port_keeps_a_first_line_back_and_takes_a_registration_a_byte_a_time(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The first look leaves the IRC port to its threads (firstlook.py): its lines,
-    sent a byte at a time, are never kept back in the epoll, and register as ever."""
+    """The first look keeps an IRC client's first line back in the epoll until it is
+    whole (firstlook.py), then leaves the connection to its thread: its lines, sent a
+    byte at a time, register as ever (tests/server/test_slowloris_irc.py has it a byte
+    per look)."""
     with quiet_server(irc_port=0, login_slots=4, password_hash="load-test") as srv:
         told = rewatching(srv, monkeypatch)
         irc = Irc(irc_address(srv))
         irc.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         lines = f"PASS :{PASSWORD}\r\nNICK dripper\r\nUSER u 0 * :Drip\r\n".encode()
-        for i in range(len(lines)):
+        irc.sock.sendall(lines[:1])
+        kept = told.get(timeout=10)  # its first line waits in the epoll
+        for i in range(1, len(lines)):
             irc.sock.sendall(lines[i : i + 1])
         assert " 001 dripper " in irc.until("001")
         irc.until("366")
         with RawClient(srv.address) as c:  # and the JSON port's first look goes on
             c.login("json")
         irc.close()
-        assert told.empty()
+        assert kept.irc is not None and kept.irc.nick == "dripper"
 
 
 def masked_text(text: str) -> bytes:
