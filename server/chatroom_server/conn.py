@@ -47,6 +47,7 @@ class Conn(ServerSession):
         "failed_logins",
         "guest",
         "handed",
+        "handshaken",
         "in_login",
         "inbox_range",
         "ip",
@@ -99,6 +100,9 @@ class Conn(ServerSession):
         # end of a connection the early login closed: False ends it).
         self.unread = b""
         self.later: Callable[[], bool] | None = None
+        # Its TLS session is up (chatroom_server.tlsconn): set once, by the admission
+        # thread before its thread starts, or by its thread.
+        self.handshaken = False
         # Its first login registered its account on the admission thread, committed
         # since (EarlyLogin._registered): the login that follows says new_user. Set once there.
         self.new_account = False

@@ -6,7 +6,8 @@ thread and a login slot: a first frame that is a login the admission thread may 
 itself (chatroom_server.earlylogin) runs here, and the connection is parked, held, or
 given its thread with nothing to wait for (``Listeners._resume``). A first frame that
 has come only in part (a JSON line, an IRC line, an HTTP request's head) waits here,
-threadless, for the rest.
+threadless, for the rest; over TLS, its handshake is run here first, a step per look
+(chatroom_server.tlsconn), and the frame read decrypted.
 
 Threads: the admission thread alone (``first``, and ``early_refused``, its count).
 What it hands a read to and the handler crash count are the listeners'
@@ -21,9 +22,11 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from chatroom.protocol import LoginCommand
+from chatroom_server import tlsconn
 from chatroom_server.earlylogin import HELD
 from chatroom_server.irc.parse import LINE as IRC_LINE
 from chatroom_server.irc.parse import TAGS as IRC_TAGS
+from chatroom_server.tlsconn import Step
 from chatroom_server.web import MAX_HEADERS
 
 if TYPE_CHECKING:
@@ -46,6 +49,7 @@ class FirstLook:
         act: Callable[[Conn, Iterable[Action]], str | None],
         flush_batch: Callable[[Conn], None],
         resume: Callable[[Conn], None],
+        end: Callable[[Conn], None],
         crashed: Callable[[], None],
     ) -> None:
         self._config = config
@@ -55,6 +59,7 @@ class FirstLook:
         self._act = act  # the command runner's (CommandRunner.act)
         self._flush_batch = flush_batch
         self._resume = resume  # its thread, with no slot (Listeners._resume)
+        self._end = end  # ended with no thread (Listeners._end_threadless)
         self._crashed = crashed  # a handler crash counted (Listeners.handler_crashes)
         # Logins first() took that began no session (a ban, a client gone, "try again"):
         # the admission thread's alone. Those that did are Login.early_logins.
@@ -74,27 +79,33 @@ class FirstLook:
         the connection is held until the account is durable, then comes back here, its
         bytes kept in ``unread``, and logs in as a return would. True if it took the
         connection; False: it goes in line as before, with what was read kept for its
-        thread."""
-        if conn.outbox.tls:
-            return False
+        thread (decrypted, over TLS: ``Conn.unread``, and what OpenSSL holds yet)."""
+        if conn.outbox.tls and not conn.handshaken:
+            step = tlsconn.shake(conn)
+            if step is Step.MORE:
+                # Part of a ClientHello (or of its Finished), kept by OpenSSL: back into
+                # the epoll, threadless, as a half frame is (below).
+                self._admission.rewatch(conn)
+                return True
+            if step is Step.STUCK:
+                return False  # its thread finishes the handshake (tlsconn)
+            if step is Step.FAILED:
+                self._end(conn)  # a garbage record, a reset, its end: no thread for it
+                return True
+            # Done: what came with its last handshake record is read now (below), as
+            # the epoll would not say so for bytes OpenSSL has taken off the socket.
         web = conn.web is not None
         irc = conn.irc is not None and not web
+        limit = _limit(conn, web, irc)
         # A held registration's, handed back (EarlyLogin._registered), or the first
         # part of a frame read at an earlier look (below).
+        if not _whole(conn.unread, web) and not self._more(conn, limit):
+            # Its end (or the sweep's SHUT_RD), or a reset: its thread's own read finds
+            # out, after what came before it.
+            return False
         data = conn.unread
         if not _whole(data, web):
-            try:
-                more = conn.sock.recv(self._config.recv_size, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                more = None  # nothing after all: wait on
-            except OSError:  # reset: its thread's own read finds out
-                return False
-            if more == b"":
-                return False  # its end (or the sweep's SHUT_RD): its thread ends it
-            if more:
-                data = conn.unread = data + more
-        if not _whole(data, web):
-            if len(data) > _limit(conn, web, irc):
+            if len(data) > limit:
                 # Its thread's decoder says too_large (h11: 431; IRC: 417), as ever.
                 return False
             # Half a frame, of an HTTP request's head or of an IRC line (a slow client,
@@ -144,6 +155,34 @@ class FirstLook:
             self._admission.park(conn)
         else:
             self._resume(conn)
+        return True
+
+    def _more(self, conn: Conn, limit: int) -> bool:
+        """What has come since the last look, added to ``conn.unread``; False at its end
+        or on an error (a reset, a bad TLS record), for its thread to find out."""
+        if not conn.outbox.tls:
+            try:
+                more = conn.sock.recv(self._config.recv_size, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return True  # nothing after all: wait on
+            except OSError:
+                return False
+            conn.unread += more
+            return bool(more)
+        # TLS: every record there is, until OpenSSL wants more from the socket. The
+        # epoll says when the socket has bytes, not when the SSL object holds plaintext
+        # not yet read: parked with some, a connection would wait for nothing. Only
+        # once over the limit may some stay there, for its thread (which goes next).
+        while len(conn.unread) <= limit:
+            try:
+                got = conn.outbox.recv_tls(self._config.recv_size)
+            except OSError:
+                return False
+            if got is None:
+                return True
+            if not got:
+                return False
+            conn.unread += got
         return True
 
 

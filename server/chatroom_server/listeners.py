@@ -194,6 +194,7 @@ class Listeners:
             runner.act,
             self._flush_batch,
             self._resume,
+            functools.partial(self._end_threadless, dead=False),
             self._crashed,
         )
 
@@ -401,6 +402,11 @@ class Listeners:
             log.warning("refused %s: %s", addr, why)
             self._refuse(conn, why)
             return
+        if conn.outbox.tls:
+            # Its handshake runs a step at a time on the admission thread, as its client's
+            # bytes come (tlsconn.shake). Blocking until here: a refusal's server_full
+            # goes out as before.
+            sock.setblocking(False)
         conn.thread = ReaderThread()
         self._readers.add(conn.thread)
         next(self._reader_starts)  # before it runs, so that a stop cannot miss it
@@ -418,7 +424,8 @@ class Listeners:
         if self.tls is None or not tls:
             return sock
         try:
-            # The handshake happens in the connection's own thread (serve), never here.
+            # The handshake happens on the admission thread or the connection's own
+            # (tlsconn), never here.
             return self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         except OSError as exc:
             tlsconn.close_half_made(exc)
@@ -466,14 +473,21 @@ class Listeners:
             conn.thread.start(self.serve, conn)  # returns at once (readers.py)
         except RuntimeError as exc:
             log.error("cannot start a thread for %s: %s", conn.addr, exc)
-            conn.unread = b""
-            conn.later = ends
-            # What serve's end does, here: the session (if any) ends, the socket closes.
-            self._b.fanout.settle(conn, timeout=0.0)
-            self._presence.depart(conn)
-            conn.outbox.close(linger=0.0, dead=True)
-            self._readers.discard(conn.thread)
-            self.reader_ended()
+            self._end_threadless(conn)
+
+    def _end_threadless(self, conn: Conn, *, dead: bool = True) -> None:
+        """End a connection whose thread never ran, here, as ``serve``'s end would: the
+        session (if any) ends and the socket closes, with nothing more sent. Admission
+        thread (or the stopping one): a thread that could not start (``_resume``), or a
+        TLS handshake that failed (FirstLook.first, not ``dead``: OpenSSL's alert, if
+        it wrote one, is followed by a FIN)."""
+        conn.unread = b""
+        conn.later = ends
+        self._b.fanout.settle(conn, timeout=0.0)
+        self._presence.depart(conn)
+        conn.outbox.close(linger=0.0, dead=dead)
+        self._readers.discard(conn.thread)
+        self.reader_ended()
 
     def _dropped(self, reason: str) -> None:
         """An outbox disconnected its slow client (chatroom_server.outbox)."""
@@ -490,8 +504,13 @@ class Listeners:
 
     def _never_started(self, conn: Conn) -> None:
         """Stopping: ``conn`` waited in line for a login slot, and its thread never ran."""
-        conn.outbox.finish(_BYE_SHUTDOWN)
-        conn.outbox.close(linger=0.5)
+        if conn.outbox.tls and not conn.handshaken:
+            # No TLS session yet, so no bye can reach it: a write would only wait for a
+            # handshake that is not coming, the linger long (tlsconn).
+            conn.outbox.close(linger=0.0, dead=True)
+        else:
+            conn.outbox.finish(_BYE_SHUTDOWN)
+            conn.outbox.close(linger=0.5)
         self._readers.discard(conn.thread)
         self._presence.forget(conn)
         self.reader_ended()
@@ -520,9 +539,10 @@ class Listeners:
         frames, flush_batch = self._frames, self._flush_batch  # shared (use())
         try:
             if conn.outbox.tls:
-                self.let_go(conn)  # a handshake may wait for the client
-                if not tlsconn.handshake(conn, self._config.login_timeout):
-                    return
+                if not conn.handshaken:  # no login slots, or its flight was STUCK (tlsconn)
+                    self.let_go(conn)  # a handshake may wait for the client
+                    if not tlsconn.handshake(conn, self._config.login_timeout):
+                        return
                 recv = tlsconn.receiver(conn)
             later, conn.later = conn.later, None
             if later is not None and not later():  # from its early login (first)

@@ -394,6 +394,19 @@ class Outbox:
         # after want-write must repeat.
         return self._tls_writer.send(self._sock, data)
 
+    def handshake_tls(self) -> None:
+        """Admission thread, before the reader thread starts: a step of the TLS
+        handshake (chatroom_server.tlsconn ``shake``), under the lock, as the sweep's
+        ``bye`` may write through the same SSL object meanwhile. Raises as
+        ``SSLSocket.do_handshake`` does (``SSLWantReadError``: wait for the client)."""
+        sock = self._sock
+        assert isinstance(sock, ssl.SSLSocket)
+        try:
+            with self._lock:
+                sock.do_handshake()
+        finally:
+            self._unlocked()
+
     def recv_tls(self, size: int) -> bytes | None:
         """TLS reader thread: decrypted bytes, b"" at the end, None if none are ready yet
         (then poll the socket and call again)."""

@@ -1,14 +1,31 @@
-"""A JSON connection's TLS on its reader thread (chatroom_server.listeners ``serve``):
-the handshake, bounded by the login window, and reads through the outbox's lock.
+"""A connection's TLS: the handshake, threadless on the admission thread (``shake``) or
+on its reader thread (``handshake``), and the reader thread's reads through the
+outbox's lock.
 
-The accept path only wraps the socket (``do_handshake_on_connect=False``); the
-handshake happens on the connection's own thread, which may wait for its client there.
-Reads and writes of one ``SSLSocket`` must not interleave, so a read takes the outbox's
-lock (``Outbox.recv_tls``) and waits for the next record outside it, in ``poll()``.
+The accept path only wraps the socket (``do_handshake_on_connect=False``) and makes it
+non-blocking. The admission thread, whose epoll says when the client has sent something
+(chatroom_server.admission), runs the handshake a step at a time (``shake``): each step
+takes what has come and says whether it wants more, so a client sending its ClientHello
+a byte a second (slowloris) is a connection in the epoll, not a thread, until its
+handshake is done and its first frame has come whole, decrypted
+(chatroom_server.firstlook). A non-blocking ``SSLSocket`` rather than ``wrap_bio`` with
+memory BIOs: the outbox and the reader thread already use that very socket, so the
+connection a thread takes on is the one the admission thread shook hands on, with
+nothing to hand over between two transports; what OpenSSL has decrypted and not yet
+given out stays in the SSL object, for the next read of whoever reads next.
+
+The reader thread still runs the handshake (bounded by the login window, blocking) when
+there are no login slots (no admission epoll), or when the server's own flight did not
+fit in the socket's send buffer (``STUCK``: the epoll here waits for reads only).
+
+Reads and writes of one ``SSLSocket`` must not interleave, so every step and read takes
+the outbox's lock (``Outbox.handshake_tls``, ``Outbox.recv_tls``) and a reader thread
+waits for the next record outside it, in ``poll()``.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import select
 import ssl
@@ -21,9 +38,34 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class Step(enum.Enum):
+    """Where a step of the handshake on the admission thread (``shake``) left it."""
+
+    DONE = "done"  # the session is up: application data may follow
+    MORE = "more"  # it waits for the client's next bytes
+    STUCK = "stuck"  # its flight waits for room in the send buffer: its thread goes on
+    FAILED = "failed"  # a bad record, a reset, an end: logged; nothing can reach it
+
+
+def shake(conn: Conn) -> Step:
+    """Admission thread: one non-blocking step of ``conn``'s handshake, on what its
+    client has sent so far (its socket is non-blocking since it was accepted)."""
+    try:
+        conn.outbox.handshake_tls()
+    except ssl.SSLWantReadError:
+        return Step.MORE
+    except ssl.SSLWantWriteError:
+        return Step.STUCK
+    except OSError as exc:  # ssl.SSLError included
+        log.info("TLS handshake with %s failed: %s", conn.addr, exc)
+        return Step.FAILED
+    conn.handshaken = True
+    return Step.DONE
+
+
 def handshake(conn: Conn, timeout: float) -> bool:
-    """TLS handshake, bounded by ``timeout`` (the login window); then the socket goes
-    non-blocking. False: it failed (logged)."""
+    """Reader thread: the TLS handshake (or the rest of it), bounded by ``timeout`` (the
+    login window); then the socket goes non-blocking. False: it failed (logged)."""
     sock = conn.sock
     assert isinstance(sock, ssl.SSLSocket)
     sock.settimeout(timeout)
@@ -33,6 +75,7 @@ def handshake(conn: Conn, timeout: float) -> bool:
         log.info("TLS handshake with %s failed: %s", conn.addr, exc)
         return False
     sock.setblocking(False)
+    conn.handshaken = True
     return True
 
 
