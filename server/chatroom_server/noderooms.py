@@ -198,19 +198,22 @@ class NodeRooms:
         for outbox in touched.values():
             outbox.push()
 
-    def _put(self, c: Conn, frame: bytes, turns: Turns) -> None:
-        if turns and c in turns:
+    def _put(self, c: Conn, frame: bytes, turns: Turns | None) -> None:
+        """``turns`` None: nothing is owed to anyone."""
+        if turns is not None and c in turns:
             turns.give(c, frame)  # after what it is owed (and what it has queued)
         elif c.outbox.queue(frame):
             self._touched[id(c.outbox)] = c.outbox
 
     def _queue(self, keys: frozenset[str], frame: bytes, skip: str, turns: Turns) -> int:
+        # Looked at once: giving only takes from what is owed.
+        owing = turns if turns else None
         n = 0
         for key in keys:
             if key == skip:
                 continue
             c = self._by_key(key)
             if c is not None and c.rooms:
-                self._put(c, frame, turns)
+                self._put(c, frame, owing)
                 n += 1
         return n
