@@ -12,6 +12,7 @@ import socket
 import ssl
 import struct
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from queue import Queue
 from typing import Any
@@ -21,7 +22,7 @@ import pytest
 from chatroom.testing import TestServer
 from tests.helpers import PASSWORD, RawClient, quiet_server
 from tests.server.test_early_login import early, login_frame
-from tests.server.test_slowloris import rewatching, thread_starts
+from tests.server.test_slowloris import thread_starts
 from tests.server.test_tls import certs  # noqa: F401 (a fixture)
 
 T = 10.0
@@ -42,6 +43,30 @@ def client_context(ca: Path, version: ssl.TLSVersion | None = None) -> ssl.SSLCo
     return ctx
 
 
+@dataclass(frozen=True)
+class Look:
+    """A connection sent back into the epoll, and whether its handshake was done then."""
+
+    conn: Any
+    shaken: bool
+
+
+def looks(srv: TestServer, monkeypatch: pytest.MonkeyPatch) -> Queue[Look]:
+    """The connections sent back into the epoll from now on (``Admission.rewatch``),
+    each with its handshake's state at that moment (read later, it may have moved on)."""
+    admission = srv.server._admission
+    rewatch = admission.rewatch
+    told: Queue[Look] = Queue()
+
+    def rewatched_then_told(conn: Any) -> None:
+        shaken = conn.handshaken
+        rewatch(conn)
+        told.put(Look(conn, shaken))
+
+    monkeypatch.setattr(admission, "rewatch", rewatched_then_told)
+    return told
+
+
 def departures(srv: TestServer, monkeypatch: pytest.MonkeyPatch) -> Queue[Any]:
     """The connections handed to the reaper from now on (Presence.depart)."""
     presence = srv.server._presence
@@ -60,7 +85,7 @@ class Drip:
     """A TLS client over memory BIOs: every byte it has to send goes out alone, and the
     test waits for the server to have looked at it (``told``) before the next one."""
 
-    def __init__(self, address: tuple[str, int], ctx: ssl.SSLContext, told: Queue[Any]) -> None:
+    def __init__(self, address: tuple[str, int], ctx: ssl.SSLContext, told: Queue[Look]) -> None:
         self.sock = socket.create_connection(address, timeout=T)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
@@ -79,7 +104,7 @@ class Drip:
         for i in range(len(data)):
             self.sock.sendall(data[i : i + 1])
             if i < len(data) - 1 or last_looked_at:
-                conn = self.told.get(timeout=T)
+                conn = self.told.get(timeout=T).conn
                 assert self.conn is None or conn is self.conn
                 self.conn = conn
                 self.looks += 1
@@ -116,7 +141,7 @@ def test_a_tls_login_in_one_byte_packets_holds_no_thread(
     version: ssl.TLSVersion,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    told = rewatching(srv, monkeypatch)
+    told = looks(srv, monkeypatch)
     started = thread_starts(monkeypatch)
     before = early(srv)
     c = Drip(srv.address, client_context(certs[1], version), told)
@@ -150,9 +175,9 @@ def test_frames_after_the_login_all_arrive_once(
     with RawClient(srv.address) as watcher, RawClient(srv.address) as sender:
         watcher.sock = ctx.wrap_socket(watcher.sock, server_hostname="127.0.0.1")
         watcher.login("watcher")
-        told = rewatching(srv, monkeypatch)
+        told = looks(srv, monkeypatch)
         sender.sock = ctx.wrap_socket(sender.sock, server_hostname="127.0.0.1")
-        while not told.get(timeout=T).handshaken:
+        while not told.get(timeout=T).shaken:
             pass  # its handshake's steps, until it is done and nothing follows yet
         frame = login_frame("piper")
         sender.send_raw(frame[:9])  # a record with half its login
@@ -175,7 +200,7 @@ def test_a_handshake_that_never_finishes_is_closed_at_the_login_timeout(
     with quiet_server(
         login_slots=4, clock=lambda: now[0], housekeeping_interval=3600, tls_cert=certs[0]
     ) as srv:
-        told = rewatching(srv, monkeypatch)
+        told = looks(srv, monkeypatch)
         started = thread_starts(monkeypatch)
         gone = departures(srv, monkeypatch)
         c = Drip(srv.address, client_context(certs[1]), told)
@@ -204,12 +229,12 @@ def test_a_handshake_that_never_finishes_is_closed_at_the_login_timeout(
 def test_a_garbage_record_ends_the_connection_without_a_thread(
     srv: TestServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    told = rewatching(srv, monkeypatch)
+    told = looks(srv, monkeypatch)
     started = thread_starts(monkeypatch)
     gone = departures(srv, monkeypatch)
     with socket.create_connection(srv.address, timeout=T) as s:
         s.sendall(b"\x16\x03")  # the start of a handshake record
-        conn = told.get(timeout=T)
+        conn = told.get(timeout=T).conn
         # ... whose length is right and whose message is nonsense.
         s.sendall(b"\x01" + struct.pack(">H", 16) + b"\x07" * 16)
         assert gone.get(timeout=T) is conn
@@ -230,7 +255,7 @@ def test_a_reset_mid_handshake_ends_the_connection_without_a_thread(
     certs: tuple[Path, Path],  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    told = rewatching(srv, monkeypatch)
+    told = looks(srv, monkeypatch)
     started = thread_starts(monkeypatch)
     gone = departures(srv, monkeypatch)
     c = Drip(srv.address, client_context(certs[1]), told)
