@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from chatroom.testing import TestServer
+from chatroom_server.outbox import Outbox
 from tests.helpers import PASSWORD, RawClient, quiet_server
 from tests.server.test_early_login import early, login_frame
 from tests.server.test_slowloris import thread_starts
@@ -270,3 +271,92 @@ def test_a_reset_mid_handshake_ends_the_connection_without_a_thread(
     assert gone.get(timeout=T) is c.conn
     assert c.conn not in started
     assert c.conn not in srv.server._conns
+
+
+def test_a_close_mid_frame_after_the_handshake_ends_the_connection(
+    srv: TestServer,
+    certs: tuple[Path, Path],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    told = looks(srv, monkeypatch)
+    gone = departures(srv, monkeypatch)
+    frame = login_frame("closer")
+    with RawClient(srv.address) as c:
+        c.sock = client_context(certs[1]).wrap_socket(c.sock, server_hostname="127.0.0.1")
+        while not told.get(timeout=T).shaken:
+            pass
+        c.send_raw(frame[:9])
+        conn = told.get(timeout=T).conn
+        assert bytes(conn.unread) == frame[:9]  # decrypted, kept
+        c.sock.close()  # its end, half a login in
+    assert gone.get(timeout=T) is conn
+    assert conn.username is None and conn not in srv.server._conns
+
+
+def test_a_stop_closes_a_connection_still_in_its_handshake_at_once(
+    srv: TestServer,
+    certs: tuple[Path, Path],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    told = looks(srv, monkeypatch)
+    c = Drip(srv.address, client_context(certs[1]), told)
+    try:
+        try:
+            c.tls.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        c.drip(c.outgoing.read()[:30])
+        srv.stop()  # no bye can reach it, and none is waited for
+        data = c.sock.recv(4096)
+        while data:
+            data = c.sock.recv(4096)
+    finally:
+        c.close()
+
+
+def test_a_handshake_whose_flight_is_stuck_is_finished_by_its_thread(
+    srv: TestServer,
+    certs: tuple[Path, Path],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its flight wants room in the send buffer (``Step.STUCK``), which the epoll here
+    does not wait for: its thread takes the handshake on, from where it stopped."""
+    started = thread_starts(monkeypatch)
+    real = Outbox.handshake_tls
+    stuck: list[Any] = []
+
+    def full_once(outbox: Outbox) -> None:
+        if not stuck:
+            stuck.append(outbox)
+            raise ssl.SSLWantWriteError()
+        real(outbox)
+
+    monkeypatch.setattr(Outbox, "handshake_tls", full_once)
+    with RawClient(srv.address) as c:
+        c.sock = client_context(certs[1]).wrap_socket(c.sock, server_hostname="127.0.0.1")
+        c.login("stuck")
+    (conn,) = started
+    assert conn.outbox is stuck[0] and conn.handshaken
+
+
+def test_a_half_sent_http_head_over_tls_holds_no_thread(
+    certs: tuple[Path, Path],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with quiet_server(web_port=0, login_slots=4, tls_cert=certs[0]) as srv:
+        told = looks(srv, monkeypatch)
+        started = thread_starts(monkeypatch)
+        head = b"GET / HTTP/1.1\r\nHost: chat\r\n\r\n"
+        raw = socket.create_connection(srv.web_address, timeout=T)
+        with client_context(certs[1]).wrap_socket(raw, server_hostname="127.0.0.1") as slow:
+            while not told.get(timeout=T).shaken:
+                pass
+            slow.sendall(head[:10])
+            conn = told.get(timeout=T).conn
+            slow.sendall(head[10:-2])  # every header line, but not the blank one
+            assert told.get(timeout=T).conn is conn
+            assert conn not in started and bytes(conn.unread) == head[:-2]
+            slow.sendall(head[-2:])
+            answer = slow.makefile("rb").readline()  # its thread answers
+        assert answer.startswith(b"HTTP/1.1 200 ")
+        assert conn in started
