@@ -164,6 +164,17 @@ class IrcRender(Numerics):
             self._shared.put(data, mode, result)
         return result
 
+    def shared_lines(self, data: bytes) -> bytes | None:
+        """The lines of ``data`` if they were rendered for another connection already
+        (the shared translation, as :meth:`translate` looks it up); else None. Such
+        frames go to many connections (chatroom_server.irc.outbox)."""
+        if not self.registered:
+            return None
+        caps = self.caps
+        mode = ("server-time" in caps) | ("message-tags" in caps) << 1 | self.in_lobby << 2
+        hit = self._shared.last.get(mode)
+        return hit[1] if hit is not None and hit[0] is data else None
+
     def _tags(self, ts: float | None, seq: int | None, batch: str | None = None) -> str:
         parts = []
         if batch is not None:

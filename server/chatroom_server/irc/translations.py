@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from chatroom_server.irc.pusher import Pusher
 from chatroom_server.irc.queries import Whowas
 
 
@@ -19,6 +20,8 @@ class Translations:
         self.last: dict[int, tuple[bytes, bytes]] = {}
         # The gateway's other shared state: the sessions that ended, for WHOWAS.
         self.whowas = Whowas()
+        # The lines owed to connections, written in batches (chatroom_server.irc.outbox).
+        self.pusher = Pusher()
 
     def put(self, data: bytes, mode: int, out: bytes) -> None:
         self.last[mode] = (data, out)
