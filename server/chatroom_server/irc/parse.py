@@ -77,21 +77,29 @@ def parse(line: str) -> Message | None:
     and WHOIS, a PING token in PONG, a command in 421) and a CR inside a line ends the
     line for many clients: what follows would be a line the client made up."""
     tags = source = ""
-    rest = line.translate(_NOT_IN_A_LINE).lstrip(" ")
+    if "\r" in line or "\n" in line or "\0" in line:
+        # Translated only when there is something to drop: ``translate`` looks every
+        # character up in a dict (4 µs a chat line), three scans for them 0.15 µs.
+        line = line.translate(_NOT_IN_A_LINE)
+    rest = line.lstrip(" ")
     if rest.startswith("@"):
         tags, _, rest = rest[1:].partition(" ")
         rest = rest.lstrip(" ")
     if rest.startswith(":"):
         source, _, rest = rest[1:].partition(" ")
         rest = rest.lstrip(" ")
-    params: list[str] = []
-    while rest:
-        if rest.startswith(":"):
-            params.append(rest[1:])
-            break
-        word, _, rest = rest.partition(" ")
-        params.append(word)
-        rest = rest.lstrip(" ")
+    # The words are split on runs of spaces and the trailing parameter is what follows
+    # the first " :" (a word's start): a split and a partition in C, not a loop of
+    # partitions here (a PRIVMSG's parse was 3.4 µs, most of it that loop).
+    if rest.startswith(":"):  # after a source with no command: all of it is trailing
+        params = [rest[1:]]
+    else:
+        head, colon, trailing = rest.partition(" :")
+        params = head.split(" ")
+        if "" in params:  # runs of spaces (and a line of none but them)
+            params = [word for word in params if word]
+        if colon:
+            params.append(trailing)
     if not params:
         return None
     return Message(params[0].upper(), params[1:], tags, source)
