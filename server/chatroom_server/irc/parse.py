@@ -118,6 +118,17 @@ class LineDecoder:
         self._skipping = False
 
     def feed(self, data: bytes) -> list[bytes | None]:
+        if not self._buf and not self._skipping and data.endswith(b"\n"):
+            # The usual read: whole lines, nothing left over from the last. Split in
+            # one call instead of copying the buffer out a line at a time.
+            limit = self._limit
+            lines = data.split(b"\n")
+            lines.pop()  # the empty tail after the last LF
+            if len(lines) == 1:
+                line = lines[0].rstrip(b"\r")
+                return [None if len(line) > limit else line]
+            stripped = [raw.rstrip(b"\r") for raw in lines]
+            return [None if len(line) > limit else line for line in stripped]
         self._buf += data
         out: list[bytes | None] = []
         while True:
