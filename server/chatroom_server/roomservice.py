@@ -311,7 +311,7 @@ class RoomService:
         else:
             self.moderation.check_join(r.name, sender, now, request_id, ip_of())
         self.moderation.check_speak(r, sender, now, request_id)
-        return frozenset(r.members)
+        return r.members.key_set()  # kept until the members change: no copy a message
 
     def room_name(self, room: str | None) -> str:
         """The canonical spelling of a room (lobby for None)."""

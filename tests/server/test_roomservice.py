@@ -5,7 +5,7 @@ file, appended to as the fan-out's writer would."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ import pytest
 from chatroom.errors import ProtocolError
 from chatroom.protocol import decode_command
 from chatroom_server.messagelog import MessageLog
-from chatroom_server.rooms import RoomBook
+from chatroom_server.rooms import Members, RoomBook
 from chatroom_server.roomservice import Answer, Delivery, RoomService, ToStore
 
 ACCOUNTS = {"alice": "Alice", "bob": "Bob", "carol": "Carol"}
@@ -164,6 +164,32 @@ def test_who_gets_a_room_message_and_what_a_member_reads(w: World) -> None:
     stored = w.log.replay_page("bob", 0, 10, 10_000, rooms=True)
     frames = [s.event_frame(m, replayed=True) for m in stored if m.event is not None]
     assert [(f.room, f.event, f.by, f.replayed) for f in frames] == [("Dev", "join", "Bob", True)]
+
+
+def test_the_kept_member_set_follows_a_guest_renamed(w: World) -> None:
+    book = w.service.book
+    change = book.join("visitor", "cafe", None, None, True)
+    assert change is not None
+    book.apply(change, 1)
+    assert w.service.recipients("cafe", "visitor") == frozenset({"visitor"})
+    book.rename("visitor", "Guest2")  # NICK between two messages (docs/IRC.md)
+    assert w.service.recipients("CAFE", "guest2") == frozenset({"guest2"})
+    room = book.get("cafe")
+    assert room is not None
+    kept = room.members.key_set()
+    touches: tuple[Callable[[Members], object], ...] = (
+        lambda m: m.update({}),
+        lambda m: m.setdefault("x", m["guest2"]),
+        lambda m: m.pop("x"),
+        lambda m: m.__setitem__("y", m["guest2"]),
+        lambda m: m.__delitem__("y"),
+        lambda m: m.__ior__({}),
+    )
+    for touch in touches:
+        touch(room.members)  # every way a dict changes drops the kept set
+        assert room.members.key_set() is not kept
+        assert room.members.key_set() == frozenset(room.members)
+        kept = room.members.key_set()
 
 
 def test_minus_n_lets_non_members_speak_but_not_the_banned(w: World) -> None:
