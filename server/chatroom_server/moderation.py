@@ -191,7 +191,9 @@ class Moderation:
 
     def check_speak(self, room: Room, user: str, now: float, rid: RequestId = None) -> None:
         """Raise ``muted`` for a member of ``room`` who may not speak in it now."""
-        mute = self._mutes.get(room_key(room.name), {}).get(username_key(user))
+        # Every room message asks: no names folded, no dict made, while nobody is muted.
+        mutes = self._mutes.get(room_key(room.name)) if self._mutes else None
+        mute = None if mutes is None else mutes.get(username_key(user))
         if mute is not None and mute.active(now):
             until = "" if mute.expires is None else f" until {_when(mute.expires)}"
             why = f" ({mute.reason})" if mute.reason else ""

@@ -347,10 +347,24 @@ class RoomBook:
         ``topic``...): ``no_such_room`` or ``not_in_room`` otherwise. Not for lobby."""
         room = self._rooms.get(room_key(name))
         if room is None:
-            raise _error(ErrorCode.NO_SUCH_ROOM, f"there is no room {name}", rid)
+            raise self.not_found(name, rid)
         if room.member(user) is None:
-            raise _error(ErrorCode.NOT_IN_ROOM, f"you are not in {room.name}", rid)
+            raise self.not_member(room, rid)
         return room
+
+    def by_key(self, key: str) -> Room | None:
+        """The room whose :func:`room_key` is ``key`` (folded once by the caller)."""
+        return self._rooms.get(key)
+
+    @staticmethod
+    def not_found(name: str, rid: RequestId = None) -> ProtocolError:
+        """``no_such_room`` for ``name``, as :meth:`member_room` raises it."""
+        return _error(ErrorCode.NO_SUCH_ROOM, f"there is no room {name}", rid)
+
+    @staticmethod
+    def not_member(room: Room, rid: RequestId = None) -> ProtocolError:
+        """``not_in_room`` for ``room``, as :meth:`member_room` raises it."""
+        return _error(ErrorCode.NOT_IN_ROOM, f"you are not in {room.name}", rid)
 
     def readable_from(self, user: str, name: str, rid: RequestId = None) -> int:
         """The first seq of ``name`` that ``user`` may read (docs/PROTOCOL.md §Who may

@@ -56,7 +56,7 @@ from chatroom.rooms import (
 from chatroom_server.frames import encoded
 from chatroom_server.messagelog import NewMessage, Stored
 from chatroom_server.moderation import Moderation
-from chatroom_server.rooms import NO_HISTORY, RoomBook, RoomChange, event_from_row
+from chatroom_server.rooms import NO_HISTORY, Room, RoomBook, RoomChange, event_from_row
 from chatroom_server.servergate import network
 
 __all__ = ["Answer", "Delivery", "RoomService", "ToStore"]
@@ -289,29 +289,51 @@ class RoomService:
         guest_of: Callable[[], bool] = lambda: False,
     ) -> frozenset[str] | None:
         """Who gets a ``pm`` to ``room`` from ``sender`` at ``now``: its members' keys
-        (the sender among them if a member); None for lobby (everyone). Raises
-        ``no_such_room``, ``not_in_room`` or ``muted`` for a sender who may not speak
-        there: a non-member may speak in a ``-n`` room only, unless banned from it, by
-        name or by the address ``ip_of()`` gives (asked then only: docs/PROTOCOL.md
-        §Modes, §Bans by address); ``guest_not_allowed`` for an IRC guest
-        (``guest_of()``, asked of a non-member of a stored room only) and a stored
-        room, ``-n`` or not (§Guest rooms). The one check for every transport."""
-        if room is None or room_key(room) == LOBBY:
+        (the sender among them if a member); None for lobby (everyone). The checks are
+        :meth:`speaker_room`'s."""
+        r = self.speaker_room(room, sender, rid, now, ip_of, guest_of)
+        return None if r is None else r.members.key_set()
+
+    def speaker_room(
+        self,
+        room: str | None,
+        sender: str,
+        rid: object = None,
+        now: float = 0.0,
+        ip_of: Callable[[], str | None] = lambda: None,
+        guest_of: Callable[[], bool] = lambda: False,
+    ) -> Room | None:
+        """The room a ``pm`` to ``room`` from ``sender`` at ``now`` goes to (its name,
+        its members' keys: ``members.key_set()``, whether it is stored); None for
+        lobby (everyone). Raises ``no_such_room``, ``not_in_room`` or ``muted`` for a
+        sender who may not speak there: a non-member may speak in a ``-n`` room only,
+        unless banned from it, by name or by the address ``ip_of()`` gives (asked then
+        only: docs/PROTOCOL.md §Modes, §Bans by address); ``guest_not_allowed`` for an
+        IRC guest (``guest_of()``, asked of a non-member of a stored room only) and a
+        stored room, ``-n`` or not (§Guest rooms). The one check for every transport.
+        The room's name and the sender's are each case-folded once here, for every
+        message (docs/PERFORMANCE.md, "The per-message path in process")."""
+        if room is None:
+            return None
+        key = room_key(room)
+        if key == LOBBY:
             return None
         request_id = rid if isinstance(rid, str | int) and not isinstance(rid, bool) else None
-        r = self.book.get(room)
-        if r is not None and not r.ephemeral and r.member(sender) is None and guest_of():
-            # Its message would be stored under a nick anyone may hold next, and a
-            # room's bans name nicks, which a guest sheds at will: a -n room open to
-            # guests would be open to everyone it banned.
-            why = f"{r.name} is for accounts: a guest speaks in lobby and in rooms a guest made"
-            raise ProtocolError(ErrorCode.GUEST_NOT_ALLOWED, why, request_id)
-        if r is None or "n" in r.flags or r.member(sender) is not None:
-            r = self.book.member_room(sender, room, request_id)
-        else:
+        r = self.book.by_key(key)
+        if r is None:
+            raise self.book.not_found(room, request_id)
+        if r.members.get(username_key(sender)) is None:  # not a member
+            if not r.ephemeral and guest_of():
+                # Its message would be stored under a nick anyone may hold next, and a
+                # room's bans name nicks, which a guest sheds at will: a -n room open
+                # to guests would be open to everyone it banned.
+                why = f"{r.name} is for accounts: a guest speaks in lobby and in rooms a guest made"
+                raise ProtocolError(ErrorCode.GUEST_NOT_ALLOWED, why, request_id)
+            if "n" in r.flags:
+                raise self.book.not_member(r, request_id)
             self.moderation.check_join(r.name, sender, now, request_id, ip_of())
         self.moderation.check_speak(r, sender, now, request_id)
-        return r.members.key_set()  # kept until the members change: no copy a message
+        return r
 
     def room_name(self, room: str | None) -> str:
         """The canonical spelling of a room (lobby for None)."""

@@ -185,12 +185,11 @@ class RoomWire:
             c = self._by_key(username_key(user))
             return c is not None and c.guest
 
-        members = self.service.recipients(room, user, rid, ts, ip_of, guest_of)
-        assert members is not None  # lobby's messages never come here
-        # Its canonical name and whether it is stored, from one lookup of the room
-        # (what RoomService.room_name and RoomBook.is_ephemeral each look up again).
-        r = self.service.book.get(room)
-        return (room, members, True) if r is None else (r.name, members, not r.ephemeral)
+        r = self.service.speaker_room(room, user, rid, ts, ip_of, guest_of)
+        assert r is not None  # lobby's messages never come here
+        # Its canonical name, its members (the set kept until they change: no copy a
+        # message) and whether it is stored, from the one lookup of the room.
+        return r.name, r.members.key_set(), not r.ephemeral
 
     def session_ended(self, user: str, reason: str | None = None) -> None:
         """``user`` has no session any more (the reaper): out of their guest rooms,

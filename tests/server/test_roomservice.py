@@ -166,6 +166,33 @@ def test_who_gets_a_room_message_and_what_a_member_reads(w: World) -> None:
     assert [(f.room, f.event, f.by, f.replayed) for f in frames] == [("Dev", "join", "Bob", True)]
 
 
+def test_a_room_messages_members_follow_every_change_between_two(w: World) -> None:
+    # The members' keys are kept between messages (rooms.Members), never copied a
+    # message: every change in between must show in the next message's set, and a set
+    # handed out must stay what it was, as the copy did.
+    w.do("Alice", command="join", room="Dev")
+    s = w.service
+    first = s.recipients("dev", "Alice")
+    assert first == frozenset({"alice"})
+    assert s.recipients("DEV", "ALICE") is first  # no change: the same set, any spelling
+    assert s.speaker_room("dEv", "alice") is s.speaker_room("Dev", "Alice")
+    w.do("Bob", command="join", room="DEV")  # a member joining mid-burst
+    second = s.recipients("dev", "Alice")
+    assert second == frozenset({"alice", "bob"}) and first == frozenset({"alice"})
+    w.do("Carol", command="join", room="dev")
+    w.do("Bob", command="part", room="dev")
+    assert s.recipients("Dev", "Alice") == frozenset({"alice", "carol"})
+    assert second == frozenset({"alice", "bob"})  # what was handed out stays
+    w.do("Alice", command="kick", room="dev", user="carol")
+    assert s.recipients("dev", "Alice") == frozenset({"alice"})
+    with pytest.raises(ProtocolError) as err:
+        s.recipients("dev", "Carol", rid=7)  # kicked between two of its messages
+    assert (err.value.code, err.value.message) == ("not_in_room", "you are not in Dev")
+    with pytest.raises(ProtocolError) as err:
+        s.recipients("Nope", "Alice", rid=8)
+    assert (err.value.code, err.value.message) == ("no_such_room", "there is no room Nope")
+
+
 def test_the_kept_member_set_follows_a_guest_renamed(w: World) -> None:
     book = w.service.book
     change = book.join("visitor", "cafe", None, None, True)
