@@ -51,7 +51,8 @@ class Handover:
         """Hold ``lock``, in turn; TimeoutError if it did not change hands for
         ``timeout`` s meanwhile."""
         with self._gate:
-            if not self._line and lock.acquire(blocking=False):
+            # Positional, as outbox.py's: the keyword form parses its argument each call.
+            if not self._line and lock.acquire(False):
                 return
             turn = threading.Event()
             self._line.append(turn)
