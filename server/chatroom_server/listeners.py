@@ -404,8 +404,7 @@ class Listeners:
             return
         if conn.outbox.tls:
             # Its handshake runs a step at a time on the admission thread, as its client's
-            # bytes come (tlsconn.shake). Blocking until here: a refusal's server_full
-            # goes out as before.
+            # bytes come (tlsconn.shake).
             sock.setblocking(False)
         conn.thread = ReaderThread()
         self._readers.add(conn.thread)
@@ -527,6 +526,13 @@ class Listeners:
             self._presence.reap_bell.ring()  # stop() waits on the bell
 
     def _refuse(self, conn: Conn, why: str) -> None:
+        if conn.outbox.tls and not conn.handshaken:
+            # Closed before its handshake, with nothing sent (docs/PROTOCOL.md
+            # §Timeouts): server_full through TLS meant a blocking handshake on the
+            # accepting thread, which a client that never sent its ClientHello held
+            # for good (the JSON port's accepts and early logins with it).
+            conn.outbox.close(linger=0.0)
+            return
         conn.outbox.send(encode(ErrorEvent(code=ErrorCode.SERVER_FULL, message=why)))
         conn.outbox.close(linger=0.5)
 

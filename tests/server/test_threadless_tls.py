@@ -360,3 +360,28 @@ def test_a_half_sent_http_head_over_tls_holds_no_thread(
             answer = slow.makefile("rb").readline()  # its thread answers
         assert answer.startswith(b"HTTP/1.1 200 ")
         assert conn in started
+
+
+def test_a_refused_tls_client_that_says_nothing_holds_up_no_accepts(
+    tmp_path: Path,
+    certs: tuple[Path, Path],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Over the cap, a TLS connection is closed before its handshake (docs/PROTOCOL.md
+    §Timeouts): a server_full sent through TLS waited, on the thread that accepts, for
+    a ClientHello that a silent client never sends, and nobody else got in."""
+    ctx = client_context(certs[1])
+    with quiet_server(
+        tmp_path / "chat.db", login_slots=4, max_connections=1, tls_cert=certs[0]
+    ) as srv:
+        gone = departures(srv, monkeypatch)
+        with RawClient(srv.address) as first:
+            first.sock = ctx.wrap_socket(first.sock, server_hostname="127.0.0.1")
+            first.login("first")
+            for _ in range(2):  # each refused at once, silent as it is
+                with socket.create_connection(srv.address, timeout=T) as silent:
+                    assert silent.recv(4096) == b""
+        assert gone.get(timeout=T).username == "first"
+        with RawClient(srv.address) as after:  # its place, free again, is taken
+            after.sock = ctx.wrap_socket(after.sock, server_hostname="127.0.0.1")
+            after.login("after")
