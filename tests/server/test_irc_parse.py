@@ -55,7 +55,8 @@ def test_parse_examples() -> None:
 
 class ReferenceDecoder:
     """Lines out of a buffer one LF at a time; a line over ``limit`` is None, and an
-    unfinished one past it is None once, then skipped up to its end."""
+    unfinished one past it (a last CR not counted) is None once, then skipped up to its
+    end."""
 
     def __init__(self, limit: int) -> None:
         self.buf = b""
@@ -72,7 +73,7 @@ class ReferenceDecoder:
                 continue
             line = line.rstrip(b"\r")
             out.append(None if len(line) > self.limit else line)
-        if len(self.buf) > self.limit:
+        if len(self.buf.removesuffix(b"\r")) > self.limit:  # a CR may await its LF
             if not self.skipping:
                 out.append(None)
             self.skipping = True
