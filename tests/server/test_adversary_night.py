@@ -7,19 +7,26 @@ byte is handled once; nobody gets a message twice or after parting."""
 
 from __future__ import annotations
 
+import json
 import socket
+import ssl
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from queue import Queue
+from typing import Any
 
 import pytest
 
 from chatroom.testing import TestServer
 from chatroom_server.irc.parse import LINE, TAGS, LineDecoder
 from chatroom_server.irc.session import IrcSession
-from tests.helpers import PASSWORD, connect, quiet_server
+from tests.helpers import PASSWORD, RawClient, connect, quiet_server
+from tests.server.test_early_login import login_frame
 from tests.server.test_irc import Irc, irc_address
-from tests.server.test_slowloris import rewatching
+from tests.server.test_slowloris import rewatching, thread_starts
+from tests.server.test_threadless_tls import client_context, looks
+from tests.server.test_tls import certs  # noqa: F401 (a fixture)
 
 T = 10.0
 LIMIT = LINE + TAGS  # the decoder's: a line's bytes, its CRLF not counted
@@ -139,3 +146,247 @@ def test_a_first_line_of_exactly_the_limit_cut_before_its_lf_is_not_refused(
     seen = until_pong(irc, "end")
     assert any(" 001 limiter " in x for x in seen)
     assert not [x for x in seen if " 417 " in x]
+
+
+# ---------------------------------------------------------------------- TLS's first look
+
+
+@pytest.fixture
+def tls_srv(tmp_path: Path, certs: tuple[Path, Path]) -> Iterator[TestServer]:  # noqa: F811
+    with quiet_server(
+        tmp_path / "chat.db",
+        password_hash="load-test",
+        login_slots=4,
+        tls_cert=certs[0],
+        max_per_ip=1000,
+    ) as s:
+        yield s
+
+
+class BioClient:
+    """A TLS client over memory BIOs on a blocking socket: what it sends goes out when
+    the test says (``flush``), so a handshake's last flight and what follows it can go
+    in one segment."""
+
+    def __init__(self, address: tuple[str, int], ctx: ssl.SSLContext) -> None:
+        self.sock = socket.create_connection(address, timeout=T)
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = ctx.wrap_bio(self.incoming, self.outgoing, server_hostname="127.0.0.1")
+        self.buf = b""
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def flush(self) -> None:
+        self.sock.sendall(self.outgoing.read())
+
+    def handshake_unflushed(self) -> None:
+        """The handshake, up to its client's last flight, which stays unsent."""
+        while True:
+            try:
+                self.tls.do_handshake()
+                return
+            except ssl.SSLWantReadError:
+                self.flush()
+                data = self.sock.recv(65536)
+                if not data:
+                    raise EOFError("the server closed the connection") from None
+                self.incoming.write(data)
+
+    def frame(self) -> dict[str, Any]:
+        while b"\n" not in self.buf:
+            try:
+                self.buf += self.tls.read(65536)
+            except ssl.SSLWantReadError:
+                data = self.sock.recv(65536)
+                if not data:
+                    raise EOFError("the server closed the connection") from None
+                self.incoming.write(data)
+        line, _, self.buf = self.buf.partition(b"\n")
+        frame: dict[str, Any] = json.loads(line)
+        return frame
+
+    def until(self, type_: str) -> dict[str, Any]:
+        while (f := self.frame())["type"] != type_:
+            pass
+        return f
+
+
+def pm(message: str, id: int) -> bytes:
+    return json.dumps({"command": "pm", "message": message, "id": id}).encode() + b"\n"
+
+
+def tls_raw(srv: TestServer, ca: Path, name: str) -> RawClient:
+    c = RawClient(srv.address)
+    c.sock = client_context(ca).wrap_socket(c.sock, server_hostname="127.0.0.1")
+    c.login(name)
+    return c
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_a_login_and_messages_sent_with_the_handshakes_last_flight_arrive_once(
+    tls_srv: TestServer,
+    certs: tuple[Path, Path],  # noqa: F811
+    version: ssl.TLSVersion,
+) -> None:
+    """The client's Finished (TLS 1.3), or its first record after the handshake (1.2),
+    and a login with two messages behind it, in one segment: decrypted on the admission
+    thread with the handshake's end, each handled once, in order."""
+    watcher = tls_raw(tls_srv, certs[1], "watcher")
+    c = BioClient(tls_srv.address, client_context(certs[1], version))
+    try:
+        c.handshake_unflushed()
+        c.tls.write(login_frame("flight") + pm("one", 1) + pm("two", 2))
+        c.flush()  # Finished (1.3) and the records after it, at once
+        assert c.until("login_ok")["username"] == "flight"
+        assert [c.until("ack")["id"] for _ in range(2)] == [1, 2]
+        assert watcher.until("broadcast")["message"] == "one"
+        assert watcher.expect("broadcast")["message"] == "two"
+        c.tls.write(pm("three", 3))
+        c.flush()
+        assert watcher.expect("broadcast")["message"] == "three"  # none twice before it
+    finally:
+        c.close()
+
+
+def test_a_client_that_never_reads_after_its_handshake_stalls_nobody(
+    tls_srv: TestServer,
+    certs: tuple[Path, Path],  # noqa: F811
+) -> None:
+    """A client that logs in and then sends pings without reading a pong: its sends
+    block, and the server's replies to it wait or it is dropped; other clients log in
+    and talk meanwhile, and the server stops in bounded time."""
+    c = BioClient(tls_srv.address, client_context(certs[1]))
+    try:
+        c.handshake_unflushed()
+        c.tls.write(login_frame("deaf"))
+        c.flush()
+        c.sock.setblocking(False)
+        pings = b"".join(
+            json.dumps({"command": "ping", "id": i}).encode() + b"\n" for i in range(200)
+        )
+        pending = b""
+        total = 0
+        for _ in range(5000):  # ~30 MB of pings at most: past the kernel's buffers
+            if not pending:
+                c.tls.write(pings)
+                pending = c.outgoing.read()
+            try:
+                sent = c.sock.send(pending)
+            except BlockingIOError:
+                break  # its sends block: the server's replies to it wait
+            except (BrokenPipeError, ConnectionResetError):
+                break  # dropped as a slow reader: also fine
+            pending = pending[sent:]
+            total += sent
+        else:
+            pytest.fail(f"{total} bytes of pings taken from a client that reads no pong")
+        with (
+            tls_raw(tls_srv, certs[1], "talker") as talker,
+            tls_raw(tls_srv, certs[1], "listener") as listener,
+        ):
+            talker.send(command="pm", message="still here", id=1)
+            talker.until("ack")
+            assert listener.until("broadcast")["message"] == "still here"
+    finally:
+        c.close()
+
+
+def test_a_stop_with_200_half_handshakes_is_bounded_and_starts_no_thread(
+    tmp_path: Path,
+    certs: tuple[Path, Path],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    srv = quiet_server(tmp_path / "chat.db", login_slots=4, tls_cert=certs[0], max_per_ip=1000)
+    s = srv.__enter__()
+    stopped = False
+    socks: list[socket.socket] = []
+    try:
+        told = looks(s, monkeypatch)
+        started = thread_starts(monkeypatch)
+        threads_before = threading.active_count()
+        probe = BioClient(s.address, client_context(certs[1]))
+        try:
+            probe.tls.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        hello = probe.outgoing.read()
+        probe.close()
+        for _ in range(200):
+            sock = socket.create_connection(s.address, timeout=T)
+            socks.append(sock)
+            sock.sendall(hello[:40])
+        seen: set[int] = set()
+        while len(seen) < 200:
+            seen.add(id(told.get(timeout=T).conn))
+        done = threading.Event()
+
+        def stop() -> None:
+            srv.__exit__(None, None, None)
+            done.set()
+
+        stopper = threading.Thread(target=stop)
+        stopper.start()
+        assert done.wait(20), "the stop hung with half-handshakes in flight"
+        stopped = True
+        stopper.join(T)
+        assert not started  # not one reader thread for them
+        assert threading.active_count() <= threads_before
+        for sock in socks:
+            data = sock.recv(4096)
+            while data:
+                data = sock.recv(4096)
+    finally:
+        for sock in socks:
+            sock.close()
+        if not stopped:
+            srv.__exit__(None, None, None)
+
+
+def closed(c: BioClient) -> None:
+    """Whatever the server still sends, then its end (or a reset)."""
+    try:
+        while c.sock.recv(65536):
+            pass
+    except ConnectionResetError:
+        pass
+
+
+def test_a_garbage_record_after_the_handshake_ends_only_that_connection(
+    tls_srv: TestServer,
+    certs: tuple[Path, Path],  # noqa: F811
+) -> None:
+    c = BioClient(tls_srv.address, client_context(certs[1]))
+    try:
+        c.handshake_unflushed()
+        c.tls.write(login_frame("garbled")[:9])
+        c.flush()
+        c.sock.sendall(b"\x17\x03\x03\x00\x20" + b"\x5a" * 32)  # no key made this
+        closed(c)
+    finally:
+        c.close()
+    with tls_raw(tls_srv, certs[1], "garbled") as after:  # nothing of it logged in
+        after.send(command="ping", id=1)
+        after.until("pong")
+
+
+def test_a_close_notify_mid_login_ends_the_connection_and_logs_nobody_in(
+    tls_srv: TestServer,
+    certs: tuple[Path, Path],  # noqa: F811
+) -> None:
+    c = BioClient(tls_srv.address, client_context(certs[1]))
+    try:
+        c.handshake_unflushed()
+        c.tls.write(login_frame("notified")[:20])
+        try:
+            c.tls.unwrap()  # close_notify, half a login in
+        except ssl.SSLWantReadError:
+            pass
+        c.flush()
+        closed(c)
+    finally:
+        c.close()
+    assert "notified" not in {x.username for x in list(tls_srv.server._conns)}
+    with tls_raw(tls_srv, certs[1], "notified") as after:
+        after.send(command="ping", id=1)
+        after.until("pong")
