@@ -530,3 +530,122 @@ def test_members_joining_parting_and_quitting_under_a_burst_see_each_message_onc
         # Every member, online or not (docs/IRC.md): a QUIT is no PART.
         everyone = ["m0", "m1", *(f"q{j}" for j in range(quitters)), "s0", "s1"]
         assert sorted(n.lstrip("@+") for n in listed) == everyone
+
+
+# ------------------------------------------------------------------------ IRC over TLS
+
+
+def tls_irc_lines(c: BioClient, end: str) -> list[str]:
+    """Decrypted IRC lines up to the first that ends with ``end``, that one included."""
+    seen: list[str] = []
+    while not (seen and seen[-1].endswith(end)):
+        while b"\n" not in c.buf:
+            try:
+                c.buf += c.tls.read(65536)
+            except ssl.SSLWantReadError:
+                data = c.sock.recv(65536)
+                if not data:
+                    raise EOFError(seen) from None
+                c.incoming.write(data)
+        line, _, c.buf = c.buf.partition(b"\n")
+        seen.append(line.rstrip(b"\r").decode())
+    return seen
+
+
+def kept(srv: TestServer, monkeypatch: pytest.MonkeyPatch) -> Queue[bytes]:
+    """What each connection sent back into the epoll had kept then (``Conn.unread``)."""
+    admission = srv.server._admission
+    rewatch = admission.rewatch
+    told: Queue[bytes] = Queue()
+
+    def rewatched_then_told(conn: Any) -> None:
+        unread = bytes(conn.unread)
+        rewatch(conn)
+        told.put(unread)
+
+    monkeypatch.setattr(admission, "rewatch", rewatched_then_told)
+    return told
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_an_irc_registration_over_tls_cut_across_records_and_looks(
+    tmp_path: Path,
+    certs: tuple[Path, Path],  # noqa: F811
+    version: ssl.TLSVersion,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """IRC on its TLS port: the first line's start in the records with the handshake's
+    last flight, its rest (inside a UTF-8 character) in a record after a look, then the
+    registration and two messages: each line handled once, in order."""
+    with quiet_server(
+        tmp_path / "chat.db",
+        password_hash="load-test",
+        login_slots=4,
+        tls_cert=certs[0],
+        irc_tls_port=0,
+    ) as s:
+        watcher = tls_raw(s, certs[1], "watcher")
+        told = kept(s, monkeypatch)
+        c = BioClient(s.server.irc_addresses[0], client_context(certs[1], version))
+        try:
+            c.handshake_unflushed()
+            data = (
+                "USER u 0 * :Ré Ñame\r\n"
+                f"PASS :{PASSWORD}\r\nNICK tlsirc\r\n"
+                "PRIVMSG #lobby :one\r\nPRIVMSG #lobby :two\r\n"
+            ).encode()
+            cut = data.index("é".encode()) + 1
+            c.tls.write(data[:cut])
+            c.flush()  # the handshake's end (1.3) and half the first line
+            while told.get(timeout=T) != data[:cut]:
+                pass  # until a look has kept the half line, decrypted
+            c.tls.write(data[cut:])
+            c.flush()
+            assert watcher.until("broadcast")["message"] == "one"
+            assert watcher.expect("broadcast")["message"] == "two"
+            c.tls.write(b"WHOIS tlsirc\r\n")
+            c.flush()
+            seen = tls_irc_lines(c, " :End of /WHOIS list")
+            assert any(" 001 tlsirc " in x for x in seen)
+            assert next(x for x in seen if " 311 " in x).endswith(":Ré Ñame")
+            c.tls.write(b"PRIVMSG #lobby :three\r\n")
+            c.flush()
+            assert watcher.expect("broadcast")["message"] == "three"
+        finally:
+            c.close()
+            watcher.close()
+
+
+def test_an_irc_first_line_of_exactly_the_limit_over_tls_cut_before_its_lf(
+    tmp_path: Path,
+    certs: tuple[Path, Path],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Over TLS the first look reads records until the line is past the limit: a line
+    of exactly the limit with its CR is, and goes to its thread, which takes it whole
+    once its LF comes in a later record."""
+    with quiet_server(
+        tmp_path / "chat.db",
+        password_hash="load-test",
+        login_slots=4,
+        tls_cert=certs[0],
+        irc_tls_port=0,
+    ) as s:
+        reads = fed(monkeypatch)
+        c = BioClient(s.server.irc_addresses[0], client_context(certs[1]))
+        try:
+            c.handshake_unflushed()
+            head, tail = "NICK", " tlslimit"
+            line = (head + " " * (LIMIT - len(head) - len(tail)) + tail).encode()
+            c.tls.write(line + b"\r")
+            c.flush()
+            got = 0
+            while got < len(line) + 1:
+                got += len(reads.get(timeout=T))
+            c.tls.write(f"\nPASS :{PASSWORD}\r\nUSER u 0 * :Real\r\nPING :end\r\n".encode())
+            c.flush()
+            seen = tls_irc_lines(c, "PONG chatroom :end")
+            assert any(" 001 tlslimit " in x for x in seen)
+            assert not [x for x in seen if " 417 " in x]
+        finally:
+            c.close()
