@@ -649,3 +649,36 @@ def test_an_irc_first_line_of_exactly_the_limit_over_tls_cut_before_its_lf(
             assert not [x for x in seen if " 417 " in x]
         finally:
             c.close()
+
+
+def test_a_tls_login_in_one_byte_records_is_kept_whole_and_handled_once(
+    tls_srv: TestServer,
+    certs: tuple[Path, Path],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After its handshake, a login and a message sent a byte a record, each record
+    looked at on its own: every byte decrypted and kept once, the login taken whole."""
+    watcher = tls_raw(tls_srv, certs[1], "watcher")
+    told = kept(tls_srv, monkeypatch)
+    c = BioClient(tls_srv.address, client_context(certs[1]))
+    try:
+        c.handshake_unflushed()
+        c.flush()
+        frame = login_frame("byterec")
+        for i in range(len(frame) - 1):
+            c.tls.write(frame[i : i + 1])
+            c.flush()
+            while (got := told.get(timeout=T)) == b"":
+                pass  # a look during the handshake: nothing kept yet
+            assert got == frame[: i + 1]
+        c.tls.write(frame[-1:] + pm("after", 1))
+        c.flush()
+        assert c.until("login_ok")["username"] == "byterec"
+        assert c.until("ack")["id"] == 1
+        assert watcher.until("broadcast")["message"] == "after"
+        c.tls.write(pm("next", 2))
+        c.flush()
+        assert watcher.expect("broadcast")["message"] == "next"
+    finally:
+        c.close()
+        watcher.close()
