@@ -682,3 +682,61 @@ def test_a_tls_login_in_one_byte_records_is_kept_whole_and_handled_once(
     finally:
         c.close()
         watcher.close()
+
+
+def test_a_guest_renaming_itself_under_a_burst_gets_each_message_once(
+    tmp_path: Path,
+) -> None:
+    """A guest room's member keys change with a guest's NICK (RoomBook.rename): a guest
+    renaming itself again and again while another floods the room gets every message
+    once and in order, and its own messages reach the others under its newest nick."""
+    burst, renames = 120, 15
+    with quiet_server(tmp_path / "chat.db", irc_port=0, irc_guests=True) as srv:
+        guests = []
+        for nick in ("flooder", "renamer", "steady"):
+            g = Irc(irc_address(srv))
+            g.send(f"NICK {nick}", "USER u 0 * :R")
+            g.until("376")
+            g.send("JOIN #gr")
+            g.until("366")
+            guests.append(g)
+        flooder, renamer, steady = guests
+        errors: Queue[Exception] = Queue()
+
+        def flood() -> None:
+            try:
+                for i in range(0, burst, 10):
+                    flooder.send(*(f"PRIVMSG #gr :f {n}" for n in range(i, i + 10)))
+            except OSError as exc:
+                errors.put(exc)
+
+        t = threading.Thread(target=flood)
+        t.start()
+        got: list[int] = []
+        nick = "renamer"
+        for r in range(renames):
+            new = f"rn{r}"
+            renamer.send(f"NICK {new}")
+            while not (line := renamer.line()).startswith(f":{nick}!") or " NICK " not in line:
+                if " PRIVMSG #gr :f " in line:
+                    got.append(int(line.rsplit(" ", 1)[1]))
+            nick = new
+            renamer.send(f"PRIVMSG #gr :from {nick}")
+        renamer.send("PING :said")  # answered once its last message is handled
+        while not (line := renamer.line()).endswith(" :said"):
+            if " PRIVMSG #gr :f " in line:
+                got.append(int(line.rsplit(" ", 1)[1]))
+        t.join(T)
+        assert errors.empty(), errors.get()
+        flooder.send("PRIVMSG #gr :fence")
+        while not (line := renamer.line()).endswith(" :fence"):
+            if " PRIVMSG #gr :f " in line:
+                got.append(int(line.rsplit(" ", 1)[1]))
+        assert got == list(range(burst))
+        said = []
+        while not (line := steady.line()).endswith(" :fence"):
+            if " PRIVMSG #gr :from " in line:
+                said.append(line)
+        assert said == [f":rn{r}!rn{r}@chatroom PRIVMSG #gr :from rn{r}" for r in range(renames)], (
+            said
+        )
