@@ -23,6 +23,7 @@ from chatroom_server.irc.parse import LINE, TAGS, LineDecoder
 from chatroom_server.irc.session import IrcSession
 from tests.helpers import PASSWORD, RawClient, connect, quiet_server
 from tests.server.test_early_login import login_frame
+from tests.server.test_fanturns_server import _in_order, _Senders, _seqs
 from tests.server.test_irc import Irc, irc_address
 from tests.server.test_slowloris import rewatching, thread_starts
 from tests.server.test_threadless_tls import client_context, looks
@@ -740,3 +741,68 @@ def test_a_guest_renaming_itself_under_a_burst_gets_each_message_once(
         assert said == [f":rn{r}!rn{r}@chatroom PRIVMSG #gr :from rn{r}" for r in range(renames)], (
             said
         )
+
+
+def v2(srv: TestServer, name: str) -> RawClient:
+    c = RawClient(srv.address)
+    c.send(command="login", username=name, password=PASSWORD, features=["rooms"])
+    c.expect("login_ok")
+    return c
+
+
+def test_a_kick_a_ban_and_a_mute_mid_burst_cut_each_at_its_seq(tmp_path: Path) -> None:
+    """A room's operator kicks one member, bans another and mutes and unmutes a third
+    while a member floods it: the kicked and the banned get every message stored before
+    their event and nothing after it; the muted one reads on, is refused while muted and
+    speaks again after; a watcher gets every message once, in order."""
+    with quiet_server(tmp_path / "chat.db") as srv:
+        names = ["owner", "flooder", "kicked", "banned", "muted", "watcher"]
+        c = {n: v2(srv, n) for n in names}
+        for n in names:
+            c[n].send(command="join", room="mod", id="j")
+            c[n].until("room_info", id="j")
+        c["owner"].send(command="pm", room="mod", message="joined", id="all")
+        c["owner"].until("ack", id="all")
+        for n in names[1:]:
+            c[n].until("broadcast", message="joined")
+        flood = _Senders([c["flooder"]], 150, rooms=("mod",))
+        seqs: dict[str, int] = {}
+        muted_seen: list[dict[str, Any]] = []
+        with flood:
+            assert flood.started.wait(T)
+            for action, who in (("kick", "kicked"), ("ban", "banned"), ("mute", "muted")):
+                c["owner"].send(command=action, room="mod", user=who, id=action)
+                seqs[action] = c["owner"].until("ack", id=action)["seq"]
+            c["muted"].send(command="pm", room="mod", message="hush", id="m1")
+            while (f := c["muted"].recv()).get("id") != "m1":
+                muted_seen.append(f)
+            assert f["type"] == "error" and f["code"] == "muted", f
+            c["owner"].send(command="unmute", room="mod", user="muted", id="un")
+            c["owner"].until("ack", id="un")
+        acked = flood.all_acked()
+        c["muted"].send(command="pm", room="mod", message="back", id="m2")
+        while (f := c["muted"].recv()).get("id") != "m2":
+            muted_seen.append(f)
+        assert f["type"] == "ack", f
+        c["owner"].send(command="pm", room="mod", message="end", id="end")
+        c["owner"].until("ack", id="end")
+        for who, action in (("kicked", "kick"), ("banned", "ban")):
+            frames = []
+            while not ((f := c[who].recv())["type"] == "room_event" and f["event"] == action):
+                frames.append(f)
+            assert f["seq"] == seqs[action]
+            _in_order(frames)
+            assert _seqs(frames, "mod") == [s for s in acked if s < seqs[action]], who
+            c[who].send(command="ping", id="p")  # nothing of the room came meanwhile
+            after = []
+            while (f := c[who].recv())["type"] != "pong":
+                after.append(f)
+            assert not [x for x in after if x.get("room") == "mod"], (who, after)
+        for who in ("watcher", "muted"):
+            frames = muted_seen if who == "muted" else []
+            while (f := c[who].recv()).get("message") != "end":
+                frames.append(f)
+            _in_order(frames)
+            assert [s for s in _seqs(frames, "mod") if s in set(acked)] == acked, who
+        for x in c.values():
+            x.close()
