@@ -17,6 +17,8 @@ from queue import Queue
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from chatroom.testing import TestServer
 from chatroom_server.irc.parse import LINE, TAGS, LineDecoder
@@ -806,3 +808,29 @@ def test_a_kick_a_ban_and_a_mute_mid_burst_cut_each_at_its_seq(tmp_path: Path) -
             assert [s for s in _seqs(frames, "mod") if s in set(acked)] == acked, who
         for x in c.values():
             x.close()
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(min_value=7, max_value=13), st.sampled_from([b"\r\n", b"\n"])),
+        max_size=8,
+    ),
+    st.lists(st.integers(min_value=0, max_value=120), max_size=6),
+)
+def test_decoder_lines_are_the_same_however_the_reads_cut_them(
+    lines: list[tuple[int, bytes]], cuts: list[int]
+) -> None:
+    """Lines of any length about the limit, each ended by CRLF or LF, fed whole or cut
+    at any points (a CRLF cut in two among them): the same lines, the same refusals."""
+    stream = b"".join(b"x" * n + end for n, end in lines)
+    whole = LineDecoder(limit=10).feed(stream)
+    for point in range(len(stream) + 1):  # every single cut
+        two = LineDecoder(limit=10)
+        assert two.feed(stream[:point]) + two.feed(stream[point:]) == whole, point
+    cut, parts, at = LineDecoder(limit=10), [], 0
+    for point in sorted(min(c, len(stream)) for c in cuts):
+        parts += cut.feed(stream[at:point])
+        at = point
+    parts += cut.feed(stream[at:])
+    assert parts == whole
+    assert whole == [None if n > 10 else b"x" * n for n, _ in lines]
