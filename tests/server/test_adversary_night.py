@@ -834,3 +834,35 @@ def test_decoder_lines_are_the_same_however_the_reads_cut_them(
     parts += cut.feed(stream[at:])
     assert parts == whole
     assert whole == [None if n > 10 else b"x" * n for n, _ in lines]
+
+
+def test_a_login_and_far_more_than_a_frame_behind_it_with_the_last_flight(
+    tls_srv: TestServer,
+    certs: tuple[Path, Path],  # noqa: F811
+) -> None:
+    """A login and 400 messages (some 400 KB, past ``max_frame``) right behind the
+    handshake: the first look reads records only until past the limit, the rest stays
+    decrypted in OpenSSL or on the socket for its thread; each message once, in order."""
+    watcher = tls_raw(tls_srv, certs[1], "watcher")
+    c = BioClient(tls_srv.address, client_context(certs[1]))
+    try:
+        c.handshake_unflushed()
+        pad = "p" * 1000
+        n = 400
+        c.tls.write(login_frame("bulk") + b"".join(pm(f"{i} {pad}", i) for i in range(n)))
+        c.sock.settimeout(T)
+        out = c.outgoing.read()
+        writer = threading.Thread(target=c.sock.sendall, args=(out,))
+        writer.start()  # its acks are read below as it sends
+        assert c.until("login_ok")["username"] == "bulk"
+        acks = [c.until("ack")["id"] for _ in range(n)]
+        writer.join(T)
+        assert acks == list(range(n))
+        got = [int(watcher.until("broadcast")["message"].split(" ", 1)[0]) for _ in range(n)]
+        assert got == list(range(n))
+        c.tls.write(pm("last", n))
+        c.flush()
+        assert watcher.expect("broadcast")["message"] == "last"  # nothing twice before it
+    finally:
+        c.close()
+        watcher.close()
