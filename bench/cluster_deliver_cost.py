@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/cluster_deliver_cost.py --base main [--rounds 5]
         [--recipients 100] [--senders 10] [--run 10] [--calls 300] [--dm-every 0] [--irc]
+        [--room]
 
 The delivery a node makes of the cluster's stream (``node.ClusterNode.cluster_deliver``:
 framing, the fan-out lock, the share of each recipient, the outboxes), without Redis,
@@ -10,7 +11,12 @@ pairs whose far ends are drained between calls (untimed), and ``--calls`` calls 
 ``--run`` stored messages each from ``--senders`` of them (every ``--dm-every``-th a DM,
 0: none). ``--irc``: every recipient an IRC connection's outbox (chatroom_server.irc,
 ``IrcOutbox``, with message-tags and server-time), which renders the frames it gets as
-IRC lines, sharing one translation per frame object as the gateway does. Reports this
+IRC lines, sharing one translation per frame object as the gateway does. ``--room``:
+every recipient a member of one room (joined by the stream's join rows first, untimed)
+and the messages to it, so a node's rooms (chatroom_server.noderooms) deliver them; over
+``LARGE`` members that is in turns (docs/PERFORMANCE.md, "Turns on a cluster node"),
+partly on the fan-out's helper thread, so each call is timed until nothing is owed,
+and the process's CPU (``time.process_time``) is counted. Otherwise reports this
 thread's CPU (``time.thread_time``) per delivery, so the box's
 load (bench/cluster.py's noise: p99s of seconds when seven helpers share two cores)
 barely moves it. The server of git revision ``--base`` (A) and this tree's (B) run in
@@ -38,6 +44,7 @@ class _Conn:
         self.outbox = outbox
         self.username = username
         self.late_inbox = False
+        self.rooms = True  # speaks rooms (chatroom_server.noderooms)
         self.handed = 0
         self.done = 0
 
@@ -91,6 +98,8 @@ def child(args: argparse.Namespace) -> float:
     from chatroom_server.messagelog import Stored
     from chatroom_server.node import ClusterNode
     from chatroom_server.outbox import Flusher, Outbox
+    from chatroom_server.rooms import RoomBook
+    from chatroom_server.roomservice import RoomService
 
     flusher = Flusher()
     flusher.start()
@@ -112,9 +121,34 @@ def child(args: argparse.Namespace) -> float:
         b = Backends()
         b.log = _Log()  # type: ignore[assignment]
         b.fanout = FanOut(lambda: ())
-        node = ClusterNode(b, presence, threading.Condition(), None)  # type: ignore[arg-type]
+        rooms = None
+        if args.room:
+            from chatroom_server.noderooms import NodeRooms
+
+            book = RoomBook(max_rooms_per_user=10)
+            rooms = NodeRooms(RoomService(book), presence.by_key.get)  # type: ignore[arg-type]
+        node = ClusterNode(b, presence, threading.Condition(), rooms)  # type: ignore[arg-type]
         seq = 0
         body = "x" * 80
+        room = "big" if args.room else None
+        if args.room:  # everyone joins, as the stream's rows say (untimed)
+            joins = [
+                Stored(
+                    seq=i + 1,
+                    ts=1.0e9,
+                    sender=c.username,
+                    to=None,
+                    body="",
+                    room="big",
+                    event="join",
+                )
+                for i, c in enumerate(conns)
+            ]
+            seq = len(joins)
+            node.cluster_deliver(joins, set())
+        # What a call leaves owed (docs/PERFORMANCE.md, "Turns on a cluster node"; a
+        # private name: the base tree has no other).
+        turns = b.fanout._turns
 
         def messages() -> list[Stored]:
             nonlocal seq
@@ -125,7 +159,16 @@ def child(args: argparse.Namespace) -> float:
                 to = None
                 if args.dm_every and seq % args.dm_every == 0:
                     to = f"user{(seq + 1) % args.recipients}"
-                out.append(Stored(seq=seq, ts=1.0e9 + seq, sender=sender, to=to, body=body))
+                out.append(
+                    Stored(
+                        seq=seq,
+                        ts=1.0e9 + seq,
+                        sender=sender,
+                        to=to,
+                        body=body,
+                        room=room if to is None else None,
+                    )
+                )
             return out
 
         def drain() -> None:
@@ -139,12 +182,15 @@ def child(args: argparse.Namespace) -> float:
         # Deliveries as the node counts them (the metrics'), the same in both trees for
         # public messages: each to everyone but its sender.
         cpu, before = 0.0, b.fanout.stats.deliveries
+        clock = time.process_time if args.room else time.thread_time
         for _ in range(args.calls):
             drain()
             batch = messages()
-            t = time.thread_time()
+            t = clock()
             node.cluster_deliver(batch, set())
-            cpu += time.thread_time() - t
+            while turns:  # the helper's turns: polled (a bench, not a test)
+                time.sleep(0.0002)
+            cpu += clock() - t
         delivered = b.fanout.stats.deliveries - before
         return 1e6 * cpu / max(1, delivered)
     finally:
@@ -164,6 +210,7 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=300)
     ap.add_argument("--dm-every", type=int, default=0)
     ap.add_argument("--irc", action="store_true", help="IRC recipients (rendered lines)")
+    ap.add_argument("--room", action="store_true", help="all in one room, its messages")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -183,7 +230,8 @@ def main() -> None:
     ratios = [b / a for a, b in zip(got["A"], got["B"], strict=True)]
     print(
         f"A = {args.base}, B = this tree; {args.recipients} recipients, {args.senders} "
-        f"senders{' (IRC)' if args.irc else ''}, {args.run} messages a call, DM every "
+        f"senders{' (IRC)' if args.irc else ''}{', one room' if args.room else ''}, "
+        f"{args.run} messages a call, DM every "
         f"{args.dm_every or 'never'}: "
         f"A {statistics.median(got['A']):.2f}, B {statistics.median(got['B']):.2f} "
         f"µs/delivery (medians of {args.rounds}), B/A {statistics.median(ratios):.2f} "
