@@ -52,6 +52,7 @@ class ClusterNode:
         # Notified each time the delivered cut moves (replay.Replay.delivered).
         self._delivered = delivered
         self._rooms = rooms  # rooms as the stream applies them (chatroom_server.noderooms)
+        self._consumer: int | None = None  # the thread cluster_deliver runs on, once seen
 
     def cluster_deliver(self, messages: list[Stored], inbox: set[int]) -> None:
         """Messages from the cluster's stream, in seq order with no gap: to this node's
@@ -66,6 +67,12 @@ class ClusterNode:
         mlog = self._b.log
         presence = self._presence
         assert mlog is not None
+        if self._consumer is None:
+            # The turns a hand-over leaves owed go to the fan-out's helper, and this
+            # thread back to the stream at once (FanOut.never_waits), not after some
+            # of them (READER_BUDGET): the next read may hold a small room's message.
+            self._consumer = threading.get_ident()
+            self._b.fanout.never_waits()
         # Runs of lobby messages and DMs, each framed once here, outside the lock; a
         # room row between them is handled on its own, in its place.
         plan: list[_Run | Stored] = []
