@@ -1,4 +1,4 @@
-"""Mass JOINs into a room while messages flow (docs/IRC.md, docs/PERFORMANCE.md "Mass
+"""Mass JOINs into a room while messages flow (docs/IRC.md, docs/PERFORMANCE.md "mass
 JOINs, a send per member"): a room's JOIN lines are owed to its members and written in
 batches (chatroom_server.irc.outbox, chatroom_server.irc.pusher), yet every member sees
 each JOIN once, before any message of the joiner, and every message in order; NAMES

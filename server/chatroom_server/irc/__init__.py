@@ -42,8 +42,9 @@ The package: :mod:`~chatroom_server.irc.parse` (lines and their limits),
 means: channels are rooms), :mod:`~chatroom_server.irc.asked` (the requests awaiting
 their answers), :mod:`~chatroom_server.irc.answers` (errors as numerics),
 :mod:`~chatroom_server.irc.render` (out: events as lines),
-:mod:`~chatroom_server.irc.outbox` (out: the connection's outbox) and
-:mod:`~chatroom_server.irc.translations` (out: the translations all share).
+:mod:`~chatroom_server.irc.outbox` (out: the connection's outbox),
+:mod:`~chatroom_server.irc.pusher` (out: the lines owed to connections, written in
+batches) and :mod:`~chatroom_server.irc.translations` (out: the translations all share).
 """
 
 from chatroom_server.irc.core import Core

@@ -9,7 +9,7 @@ owed, not written: queued behind whatever the connection has queued, and written
 after by the gateway's pusher (chatroom_server.irc.pusher), with every other line owed
 to that connection meanwhile, in one ``send``. A thousand JOINs into a room of a
 thousand were a million ``send`` calls of one line each; a PRIVMSG shares its ``send``
-with the rest of its pass's lines (docs/PERFORMANCE.md, "Mass JOINs, a send per
+with the rest of its pass's lines (docs/PERFORMANCE.md, "mass JOINs, a send per
 member"). Nothing overtakes owed lines: every later write to the connection (the
 fan-out's, a reply's, a goodbye) queues behind them, as ``Outbox.queue`` says.
 """
